@@ -1,0 +1,31 @@
+namespace AlignSharp.Cli;
+
+/// <summary>
+/// A user-facing failure: the message is printed as is (no stack trace) and the process exits non-zero.
+/// Library code throws <see cref="AlignSharp.UserInputException"/> for bad input, which is treated the same.
+/// </summary>
+public sealed class CliException(string message, int exitCode = 1) : Exception(message)
+{
+    public int ExitCode { get; } = exitCode;
+}
+
+public static class CliErrors
+{
+    public static int Guard(Func<int> run)
+    {
+        try
+        {
+            return run();
+        }
+        catch (CliException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return e.ExitCode;
+        }
+        catch (UserInputException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+    }
+}

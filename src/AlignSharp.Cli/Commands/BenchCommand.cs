@@ -1,0 +1,13 @@
+using System.CommandLine;
+
+namespace AlignSharp.Cli.Commands;
+
+/// <summary>`alignsharp bench gemm|train`: whole-workload benchmarks printing one JSON object on stdout.</summary>
+public static class BenchCommand
+{
+    public static Command Create()
+    {
+        var bench = new Command("bench", "Benchmarks that print one JSON object on stdout (for scripts and docs/performance.md).");
+        return bench;
+    }
+}

@@ -1,0 +1,21 @@
+using System.CommandLine;
+using AlignSharp.Cli.Commands;
+
+namespace AlignSharp.Cli;
+
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        var root = BuildRoot();
+        return CliErrors.Guard(() => root.Parse(args).Invoke());
+    }
+
+    /// <summary>Every command registers here; each lives in its own file under Commands/.</summary>
+    public static RootCommand BuildRoot()
+    {
+        var root = new RootCommand("AlignSharp: reinforcement learning from human feedback for language models, in .NET.");
+        root.Subcommands.Add(BenchCommand.Create());
+        return root;
+    }
+}

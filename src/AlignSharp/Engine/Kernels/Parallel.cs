@@ -1,0 +1,133 @@
+namespace AlignSharp.Engine.Kernels;
+
+/// <summary>A unit of parallel work over the half-open index range [start, end).</summary>
+public interface IRangeWork
+{
+    void Run(int start, int end);
+}
+
+/// <summary>
+/// Deterministic fork-join over persistent worker threads: thread i always takes the i-th fixed share of
+/// the range, so any reduction whose shares are combined in index order gives the same result for
+/// the same thread count. Work below <c>minPerThread</c> items per thread runs inline on the caller,
+/// so small tensors never pay for a wake-up.
+/// </summary>
+public static class ParallelFor
+{
+    private static int _threads = Math.Max(1, Environment.ProcessorCount);
+    private static Worker[] _workers = [];
+    private static readonly object Gate = new();
+    [ThreadStatic] private static bool _insideWorker;
+
+    /// <summary>Threads used by kernels (default: the number of cores). Set to 1 for bitwise determinism.</summary>
+    public static int Threads
+    {
+        get => _threads;
+        set => _threads = Math.Clamp(value, 1, 256);
+    }
+
+    /// <summary>How many shares a range of <paramref name="count"/> items is split into.</summary>
+    public static int SharesFor(long count, long minPerThread)
+    {
+        if (_insideWorker || _threads == 1) return 1;
+        long shares = Math.Min(_threads, count / Math.Max(1, minPerThread));
+        return (int)Math.Max(1, shares);
+    }
+
+    public static void Run<T>(int count, int minPerThread, T work) where T : IRangeWork
+    {
+        if (count <= 0) return;
+        int shares = SharesFor(count, minPerThread);
+        if (shares == 1) { work.Run(0, count); return; }
+        RunShares(shares, new Splitter<T>(work, count, shares));
+    }
+
+    public static void For(int count, int minPerThread, Action<int, int> body)
+        => Run(count, minPerThread, new ActionWork(body));
+
+    private readonly struct ActionWork(Action<int, int> body) : IRangeWork
+    {
+        public void Run(int start, int end) => body(start, end);
+    }
+
+    private sealed class Splitter<T>(T work, int count, int shares) : IShareWork where T : IRangeWork
+    {
+        public void RunShare(int share)
+        {
+            int start = (int)((long)count * share / shares);
+            int end = (int)((long)count * (share + 1) / shares);
+            if (end > start) work.Run(start, end);
+        }
+    }
+
+    /// <summary>Runs share 0 on the caller and shares 1..n-1 on workers; rethrows the first failure.</summary>
+    internal static void RunShares(int shares, IShareWork work)
+    {
+        lock (Gate)
+        {
+            EnsureWorkers(shares - 1);
+            var done = new CountdownEvent(shares - 1);
+            Exception? failure = null;
+            for (int i = 1; i < shares; i++) _workers[i - 1].Post(work, i, done, e => failure ??= e);
+            try
+            {
+                _insideWorker = true;
+                work.RunShare(0);
+            }
+            finally
+            {
+                _insideWorker = false;
+                done.Wait();
+                done.Dispose();
+            }
+            if (failure != null) throw new AggregateException("A parallel kernel failed.", failure);
+        }
+    }
+
+    private static void EnsureWorkers(int n)
+    {
+        if (_workers.Length >= n) return;
+        var grown = new Worker[n];
+        Array.Copy(_workers, grown, _workers.Length);
+        for (int i = _workers.Length; i < n; i++) grown[i] = new Worker(i + 1);
+        _workers = grown;
+    }
+
+    internal interface IShareWork
+    {
+        void RunShare(int share);
+    }
+
+    private sealed class Worker
+    {
+        private readonly SemaphoreSlim _signal = new(0);
+        private IShareWork? _work;
+        private int _share;
+        private CountdownEvent? _done;
+        private Action<Exception>? _onError;
+
+        public Worker(int id)
+        {
+            var t = new Thread(Loop) { IsBackground = true, Name = $"alignsharp-worker-{id}" };
+            t.Start();
+        }
+
+        public void Post(IShareWork work, int share, CountdownEvent done, Action<Exception> onError)
+        {
+            _work = work; _share = share; _done = done; _onError = onError;
+            _signal.Release();
+        }
+
+        private void Loop()
+        {
+            _insideWorker = true;
+            while (true)
+            {
+                _signal.Wait();
+                try { _work!.RunShare(_share); }
+                catch (Exception e) { lock (this) _onError!(e); }
+                finally { _work = null; _done!.Signal(); }
+            }
+        }
+    }
+}
