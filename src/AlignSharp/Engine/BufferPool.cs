@@ -1,0 +1,151 @@
+namespace AlignSharp.Engine;
+
+/// <summary>
+/// Size-classed pool of float arrays. Classes are powers of two split into four steps (1, 1.25, 1.5, 1.75),
+/// so a rented array wastes at most a quarter of its length. A training step rents and returns the same
+/// sizes every time, so after the first step it allocates nothing on the GC heap.
+/// </summary>
+public static class BufferPool
+{
+    private const int MinLength = 16;
+    private static readonly Stack<float[]>[] Classes = CreateClasses();
+    private static readonly object Gate = new();
+    private static long _rentedFloats;
+
+    /// <summary>Floats currently rented out (diagnostics).</summary>
+    public static long RentedFloats => Interlocked.Read(ref _rentedFloats);
+
+    private static Stack<float[]>[] CreateClasses()
+    {
+        var c = new Stack<float[]>[4 * 32];
+        for (int i = 0; i < c.Length; i++) c[i] = new Stack<float[]>();
+        return c;
+    }
+
+    internal static int ClassOf(int length, out int classLength)
+    {
+        length = Math.Max(length, MinLength);
+        int exp = 31 - int.LeadingZeroCount(length);   // 2^exp <= length < 2^(exp+1)
+        long baseLen = 1L << exp;
+        for (int step = 0; step < 4; step++)
+        {
+            long cap = baseLen + (baseLen >> 2) * step;
+            if (cap >= length)
+            {
+                classLength = (int)Math.Min(cap, Array.MaxLength);
+                return exp * 4 + step;
+            }
+        }
+        classLength = (int)Math.Min(baseLen << 1, Array.MaxLength);
+        return (exp + 1) * 4;
+    }
+
+    /// <summary>An array of at least <paramref name="length"/> floats with unspecified contents.</summary>
+    public static float[] Rent(int length)
+    {
+        int cls = ClassOf(length, out int classLength);
+        float[]? array = null;
+        lock (Gate)
+        {
+            var stack = Classes[cls];
+            if (stack.Count > 0) array = stack.Pop();
+        }
+        array ??= GC.AllocateUninitializedArray<float>(classLength, pinned: false);
+        Interlocked.Add(ref _rentedFloats, array.Length);
+        return array;
+    }
+
+    public static void Return(float[] array)
+    {
+        int cls = ClassOf(array.Length, out int classLength);
+        if (classLength != array.Length) return; // not one of ours
+        Interlocked.Add(ref _rentedFloats, -array.Length);
+        lock (Gate) Classes[cls].Push(array);
+    }
+
+    /// <summary>Drops every pooled array (e.g. after switching to a model of another size).</summary>
+    public static void Trim()
+    {
+        lock (Gate)
+            foreach (var s in Classes) s.Clear();
+    }
+}
+
+/// <summary>
+/// The memory behind one or more tensors (a tensor and its views share one). Pooled storage goes back
+/// to <see cref="BufferPool"/> when the <see cref="TensorScope"/> that created it ends; using a tensor after
+/// that throws instead of reading recycled memory.
+/// </summary>
+public sealed class Storage
+{
+    private float[]? _array;
+    internal readonly bool Pooled;
+
+    internal Storage(float[] array, bool pooled)
+    {
+        _array = array;
+        Pooled = pooled;
+    }
+
+    public float[] Array => _array ?? throw new ObjectDisposedException(
+        "tensor", "This tensor's memory was returned to the pool when its TensorScope ended. " +
+                  "Keep it with TensorScope.Keep(tensor) or copy the values out before the scope ends.");
+
+    public bool IsReleased => _array == null;
+
+    internal void Release()
+    {
+        var a = _array;
+        if (a == null) return;
+        _array = null;
+        if (Pooled) BufferPool.Return(a);
+    }
+}
+
+/// <summary>
+/// Tensors created while a scope is active borrow pooled memory that is handed back when the scope is
+/// disposed: wrap one training or inference step in a scope and steady-state steps allocate no arrays.
+/// Scopes nest; tensors created outside any scope (parameters, user data) are ordinary GC memory.
+/// </summary>
+public sealed class TensorScope : IDisposable
+{
+    [ThreadStatic] private static TensorScope? _current;
+    private readonly TensorScope? _parent;
+    private readonly List<Storage> _owned = new(256);
+    private bool _disposed;
+
+    private TensorScope()
+    {
+        _parent = _current;
+        _current = this;
+    }
+
+    public static TensorScope Begin() => new();
+
+    internal static TensorScope? Current => _current;
+
+    internal void Track(Storage s) => _owned.Add(s);
+
+    /// <summary>Moves a tensor's memory out of the current scope into the parent scope (or the GC heap).</summary>
+    public static Tensor Keep(Tensor t)
+    {
+        var scope = _current;
+        if (scope == null) return t;
+        if (scope._owned.Remove(t.Storage))
+        {
+            // With no parent the memory simply becomes garbage-collected memory.
+            scope._parent?._owned.Add(t.Storage);
+        }
+        return t;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        if (_current != this) throw new InvalidOperationException("TensorScopes must be disposed in reverse order of creation.");
+        _current = _parent;
+        foreach (var s in _owned) s.Release();
+        _owned.Clear();
+    }
+}

@@ -1,0 +1,234 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace AlignSharp.Engine.Kernels;
+
+/// <summary>f(x), lane-wise. Implement all three widths; the driver picks the widest the CPU runs.</summary>
+public interface IUnaryOp
+{
+    static abstract float Apply(float x);
+    static abstract Vector256<float> Apply(Vector256<float> x);
+    static abstract Vector512<float> Apply(Vector512<float> x);
+}
+
+/// <summary>f(a, b), lane-wise.</summary>
+public interface IBinaryOp
+{
+    static abstract float Apply(float a, float b);
+    static abstract Vector256<float> Apply(Vector256<float> a, Vector256<float> b);
+    static abstract Vector512<float> Apply(Vector512<float> a, Vector512<float> b);
+}
+
+/// <summary>
+/// The SIMD mechanics, written once: each driver walks 512-bit lanes, then 256-bit lanes, then a scalar
+/// tail, so every length works and every op is a small operator struct. <see cref="UseAvx512"/> and
+/// <see cref="UseAvx2"/> exist so tests can force each path on one machine.
+/// </summary>
+public static class Simd
+{
+    public static bool UseAvx512 = Vector512.IsHardwareAccelerated;
+    public static bool UseAvx2 = Vector256.IsHardwareAccelerated;
+
+    /// <summary>y[i] = f(x[i]). x and y may be the same span.</summary>
+    public static void Map<TOp>(ReadOnlySpan<float> x, Span<float> y) where TOp : IUnaryOp
+    {
+        if (y.Length < x.Length) throw new ArgumentException("Destination too short.");
+        ref float xs = ref MemoryMarshal.GetReference(x);
+        ref float ys = ref MemoryMarshal.GetReference(y);
+        int n = x.Length, i = 0;
+        if (UseAvx512)
+            for (; i <= n - 16; i += 16)
+                TOp.Apply(Vector512.LoadUnsafe(ref xs, (nuint)i)).StoreUnsafe(ref ys, (nuint)i);
+        if (UseAvx2)
+            for (; i <= n - 8; i += 8)
+                TOp.Apply(Vector256.LoadUnsafe(ref xs, (nuint)i)).StoreUnsafe(ref ys, (nuint)i);
+        for (; i < n; i++) Unsafe.Add(ref ys, i) = TOp.Apply(Unsafe.Add(ref xs, i));
+    }
+
+    /// <summary>y[i] = f(a[i], b[i]).</summary>
+    public static void Zip<TOp>(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) where TOp : IBinaryOp
+    {
+        if (b.Length < a.Length || y.Length < a.Length) throw new ArgumentException("Span lengths differ.");
+        ref float ar = ref MemoryMarshal.GetReference(a);
+        ref float br = ref MemoryMarshal.GetReference(b);
+        ref float yr = ref MemoryMarshal.GetReference(y);
+        int n = a.Length, i = 0;
+        if (UseAvx512)
+            for (; i <= n - 16; i += 16)
+                TOp.Apply(Vector512.LoadUnsafe(ref ar, (nuint)i), Vector512.LoadUnsafe(ref br, (nuint)i)).StoreUnsafe(ref yr, (nuint)i);
+        if (UseAvx2)
+            for (; i <= n - 8; i += 8)
+                TOp.Apply(Vector256.LoadUnsafe(ref ar, (nuint)i), Vector256.LoadUnsafe(ref br, (nuint)i)).StoreUnsafe(ref yr, (nuint)i);
+        for (; i < n; i++) Unsafe.Add(ref yr, i) = TOp.Apply(Unsafe.Add(ref ar, i), Unsafe.Add(ref br, i));
+    }
+
+    /// <summary>y[i] = f(a[i], s).</summary>
+    public static void ZipScalarRight<TOp>(ReadOnlySpan<float> a, float s, Span<float> y) where TOp : IBinaryOp
+    {
+        ref float ar = ref MemoryMarshal.GetReference(a);
+        ref float yr = ref MemoryMarshal.GetReference(y);
+        int n = a.Length, i = 0;
+        if (UseAvx512)
+        {
+            var sv = Vector512.Create(s);
+            for (; i <= n - 16; i += 16) TOp.Apply(Vector512.LoadUnsafe(ref ar, (nuint)i), sv).StoreUnsafe(ref yr, (nuint)i);
+        }
+        if (UseAvx2)
+        {
+            var sv = Vector256.Create(s);
+            for (; i <= n - 8; i += 8) TOp.Apply(Vector256.LoadUnsafe(ref ar, (nuint)i), sv).StoreUnsafe(ref yr, (nuint)i);
+        }
+        for (; i < n; i++) Unsafe.Add(ref yr, i) = TOp.Apply(Unsafe.Add(ref ar, i), s);
+    }
+
+    /// <summary>y[i] = f(s, b[i]).</summary>
+    public static void ZipScalarLeft<TOp>(float s, ReadOnlySpan<float> b, Span<float> y) where TOp : IBinaryOp
+    {
+        ref float br = ref MemoryMarshal.GetReference(b);
+        ref float yr = ref MemoryMarshal.GetReference(y);
+        int n = b.Length, i = 0;
+        if (UseAvx512)
+        {
+            var sv = Vector512.Create(s);
+            for (; i <= n - 16; i += 16) TOp.Apply(sv, Vector512.LoadUnsafe(ref br, (nuint)i)).StoreUnsafe(ref yr, (nuint)i);
+        }
+        if (UseAvx2)
+        {
+            var sv = Vector256.Create(s);
+            for (; i <= n - 8; i += 8) TOp.Apply(sv, Vector256.LoadUnsafe(ref br, (nuint)i)).StoreUnsafe(ref yr, (nuint)i);
+        }
+        for (; i < n; i++) Unsafe.Add(ref yr, i) = TOp.Apply(s, Unsafe.Add(ref br, i));
+    }
+
+    /// <summary>acc[i] += f(a[i], b[i]): the shape of most backward passes (gradient accumulation).</summary>
+    public static void ZipAccumulate<TOp>(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> acc) where TOp : IBinaryOp
+    {
+        if (b.Length < a.Length || acc.Length < a.Length) throw new ArgumentException("Span lengths differ.");
+        ref float ar = ref MemoryMarshal.GetReference(a);
+        ref float br = ref MemoryMarshal.GetReference(b);
+        ref float yr = ref MemoryMarshal.GetReference(acc);
+        int n = a.Length, i = 0;
+        if (UseAvx512)
+            for (; i <= n - 16; i += 16)
+                (Vector512.LoadUnsafe(ref yr, (nuint)i) + TOp.Apply(Vector512.LoadUnsafe(ref ar, (nuint)i), Vector512.LoadUnsafe(ref br, (nuint)i))).StoreUnsafe(ref yr, (nuint)i);
+        if (UseAvx2)
+            for (; i <= n - 8; i += 8)
+                (Vector256.LoadUnsafe(ref yr, (nuint)i) + TOp.Apply(Vector256.LoadUnsafe(ref ar, (nuint)i), Vector256.LoadUnsafe(ref br, (nuint)i))).StoreUnsafe(ref yr, (nuint)i);
+        for (; i < n; i++) Unsafe.Add(ref yr, i) += TOp.Apply(Unsafe.Add(ref ar, i), Unsafe.Add(ref br, i));
+    }
+
+    /// <summary>acc[i] += x[i].</summary>
+    public static void AddInto(ReadOnlySpan<float> x, Span<float> acc) => ZipAccumulateUnary<Identity>(x, acc);
+
+    /// <summary>acc[i] += f(x[i]).</summary>
+    public static void ZipAccumulateUnary<TOp>(ReadOnlySpan<float> x, Span<float> acc) where TOp : IUnaryOp
+    {
+        if (acc.Length < x.Length) throw new ArgumentException("Span lengths differ.");
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        ref float yr = ref MemoryMarshal.GetReference(acc);
+        int n = x.Length, i = 0;
+        if (UseAvx512)
+            for (; i <= n - 16; i += 16)
+                (Vector512.LoadUnsafe(ref yr, (nuint)i) + TOp.Apply(Vector512.LoadUnsafe(ref xr, (nuint)i))).StoreUnsafe(ref yr, (nuint)i);
+        if (UseAvx2)
+            for (; i <= n - 8; i += 8)
+                (Vector256.LoadUnsafe(ref yr, (nuint)i) + TOp.Apply(Vector256.LoadUnsafe(ref xr, (nuint)i))).StoreUnsafe(ref yr, (nuint)i);
+        for (; i < n; i++) Unsafe.Add(ref yr, i) += TOp.Apply(Unsafe.Add(ref xr, i));
+    }
+
+    /// <summary>acc[i] += s * x[i].</summary>
+    public static void ScaleAddInto(ReadOnlySpan<float> x, float s, Span<float> acc)
+    {
+        if (acc.Length < x.Length) throw new ArgumentException("Span lengths differ.");
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        ref float yr = ref MemoryMarshal.GetReference(acc);
+        int n = x.Length, i = 0;
+        if (UseAvx512)
+        {
+            var sv = Vector512.Create(s);
+            for (; i <= n - 16; i += 16)
+                Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref xr, (nuint)i), sv, Vector512.LoadUnsafe(ref yr, (nuint)i)).StoreUnsafe(ref yr, (nuint)i);
+        }
+        if (UseAvx2)
+        {
+            var sv = Vector256.Create(s);
+            for (; i <= n - 8; i += 8)
+                Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref xr, (nuint)i), sv, Vector256.LoadUnsafe(ref yr, (nuint)i)).StoreUnsafe(ref yr, (nuint)i);
+        }
+        for (; i < n; i++) Unsafe.Add(ref yr, i) = MathF.FusedMultiplyAdd(Unsafe.Add(ref xr, i), s, Unsafe.Add(ref yr, i));
+    }
+
+    /// <summary>Sum of x, accumulated in lanes then combined in a fixed order (deterministic).</summary>
+    public static float Sum(ReadOnlySpan<float> x)
+    {
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        int n = x.Length, i = 0;
+        float total = 0;
+        if (UseAvx512 && n >= 16)
+        {
+            var acc = Vector512<float>.Zero;
+            for (; i <= n - 16; i += 16) acc += Vector512.LoadUnsafe(ref xr, (nuint)i);
+            total = Vector512.Sum(acc);
+        }
+        else if (UseAvx2 && n >= 8)
+        {
+            var acc = Vector256<float>.Zero;
+            for (; i <= n - 8; i += 8) acc += Vector256.LoadUnsafe(ref xr, (nuint)i);
+            total = Vector256.Sum(acc);
+        }
+        for (; i < n; i++) total += Unsafe.Add(ref xr, i);
+        return total;
+    }
+
+    /// <summary>Σ a[i]·b[i], deterministic like <see cref="Sum"/>.</summary>
+    public static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        ref float ar = ref MemoryMarshal.GetReference(a);
+        ref float br = ref MemoryMarshal.GetReference(b);
+        int n = a.Length, i = 0;
+        float total = 0;
+        if (UseAvx512 && n >= 16)
+        {
+            var acc = Vector512<float>.Zero;
+            for (; i <= n - 16; i += 16) acc = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref ar, (nuint)i), Vector512.LoadUnsafe(ref br, (nuint)i), acc);
+            total = Vector512.Sum(acc);
+        }
+        else if (UseAvx2 && n >= 8)
+        {
+            var acc = Vector256<float>.Zero;
+            for (; i <= n - 8; i += 8) acc = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref ar, (nuint)i), Vector256.LoadUnsafe(ref br, (nuint)i), acc);
+            total = Vector256.Sum(acc);
+        }
+        for (; i < n; i++) total += Unsafe.Add(ref ar, i) * Unsafe.Add(ref br, i);
+        return total;
+    }
+
+    public static float Max(ReadOnlySpan<float> x)
+    {
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        int n = x.Length, i = 0;
+        float m = float.NegativeInfinity;
+        if (UseAvx512 && n >= 16)
+        {
+            var acc = Vector512.Create(float.NegativeInfinity);
+            for (; i <= n - 16; i += 16) acc = Vector512.Max(acc, Vector512.LoadUnsafe(ref xr, (nuint)i));
+            for (int l = 0; l < 16; l++) m = MathF.Max(m, acc[l]);
+        }
+        else if (UseAvx2 && n >= 8)
+        {
+            var acc = Vector256.Create(float.NegativeInfinity);
+            for (; i <= n - 8; i += 8) acc = Vector256.Max(acc, Vector256.LoadUnsafe(ref xr, (nuint)i));
+            for (int l = 0; l < 8; l++) m = MathF.Max(m, acc[l]);
+        }
+        for (; i < n; i++) m = MathF.Max(m, Unsafe.Add(ref xr, i));
+        return m;
+    }
+
+    public readonly struct Identity : IUnaryOp
+    {
+        public static float Apply(float x) => x;
+        public static Vector256<float> Apply(Vector256<float> x) => x;
+        public static Vector512<float> Apply(Vector512<float> x) => x;
+    }
+}

@@ -1,0 +1,282 @@
+using AlignSharp.Engine.Kernels;
+
+namespace AlignSharp.Engine;
+
+/// <summary>
+/// The differentiable operations. Each op computes its forward value and, when an input requires grad,
+/// records the backward function right beside it. Shape contracts are in each op's summary.
+/// </summary>
+public static partial class Ops
+{
+    /// <summary>Elementwise maps above this size are split across threads.</summary>
+    private const int ParallelGrain = 1 << 15;
+
+    // ---- parallel drivers over contiguous memory ---------------------------------------------------------
+
+    private readonly struct MapWork<TOp>(float[] x, int xo, float[] y, int yo) : IRangeWork where TOp : IUnaryOp
+    {
+        public void Run(int s, int e) => Simd.Map<TOp>(x.AsSpan(xo + s, e - s), y.AsSpan(yo + s, e - s));
+    }
+
+    private readonly struct ZipWork<TOp>(float[] a, int ao, float[] b, int bo, float[] y, int yo) : IRangeWork where TOp : IBinaryOp
+    {
+        public void Run(int s, int e) => Simd.Zip<TOp>(a.AsSpan(ao + s, e - s), b.AsSpan(bo + s, e - s), y.AsSpan(yo + s, e - s));
+    }
+
+    private readonly struct ZipAccWork<TOp>(float[] a, int ao, float[] b, int bo, float[] y, int yo) : IRangeWork where TOp : IBinaryOp
+    {
+        public void Run(int s, int e) => Simd.ZipAccumulate<TOp>(a.AsSpan(ao + s, e - s), b.AsSpan(bo + s, e - s), y.AsSpan(yo + s, e - s));
+    }
+
+    private static void Map<TOp>(Tensor x, Tensor y) where TOp : IUnaryOp
+        => ParallelFor.Run(x.Length, ParallelGrain, new MapWork<TOp>(x.Array, x.Offset, y.Array, y.Offset));
+
+    private static void Zip<TOp>(Tensor a, Tensor b, Tensor y) where TOp : IBinaryOp
+        => ParallelFor.Run(a.Length, ParallelGrain, new ZipWork<TOp>(a.Array, a.Offset, b.Array, b.Offset, y.Array, y.Offset));
+
+    /// <summary>target.grad += f(g, saved), all the same shape.</summary>
+    private static void AccumulateGrad<TOp>(Tensor target, Tensor g, Tensor saved) where TOp : IBinaryOp
+    {
+        target.GradForAccumulate();
+        var acc = target.GradTensor!;
+        ParallelFor.Run(g.Length, ParallelGrain, new ZipAccWork<TOp>(g.Array, g.Offset, saved.Array, saved.Offset, acc.Array, acc.Offset));
+    }
+
+    private static Tensor NewLike(Tensor x) => Tensor.EmptyOwned(x.ShapeArray);
+
+    // ---- unary -------------------------------------------------------------------------------------------
+
+    private static Tensor Unary<TOp, TGrad>(Tensor x, bool gradFromOutput) where TOp : IUnaryOp where TGrad : IBinaryOp
+    {
+        var y = NewLike(x);
+        Map<TOp>(x, y);
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g => AccumulateGrad<TGrad>(x, g, gradFromOutput ? y : x));
+        return y;
+    }
+
+    /// <summary>e^x. (any) → (same)</summary>
+    public static Tensor Exp(Tensor x) => Unary<ExpOp, MulGradOp>(x, gradFromOutput: true);
+
+    /// <summary>Natural log. (any) → (same)</summary>
+    public static Tensor Log(Tensor x) => Unary<LogOp, LogGradOp>(x, gradFromOutput: false);
+
+    public static Tensor Tanh(Tensor x) => Unary<TanhOp, TanhGradOp>(x, gradFromOutput: true);
+
+    public static Tensor Sigmoid(Tensor x) => Unary<SigmoidOp, SigmoidGradOp>(x, gradFromOutput: true);
+
+    /// <summary>log σ(x) = −softplus(−x), computed without overflow.</summary>
+    public static Tensor LogSigmoid(Tensor x)
+    {
+        var y = NewLike(x);
+        Map<NegOp>(x, y);
+        Map<SoftplusOp>(y, y);
+        Map<NegOp>(y, y);
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g => AccumulateGrad<LogSigmoidGradOp>(x, g, x));
+        return y;
+    }
+
+    /// <summary>log(1 + e^x), computed without overflow.</summary>
+    public static Tensor Softplus(Tensor x) => Unary<SoftplusOp, SoftplusGradOp>(x, gradFromOutput: false);
+
+    public static Tensor Relu(Tensor x) => Unary<ReluOp, ReluGradOp>(x, gradFromOutput: false);
+
+    /// <summary>GELU with the tanh approximation (GPT-2's gelu_new).</summary>
+    public static Tensor Gelu(Tensor x) => Unary<GeluOp, GeluGradOp>(x, gradFromOutput: false);
+
+    /// <summary>x·σ(x) (SiLU / swish).</summary>
+    public static Tensor Silu(Tensor x) => Unary<SiluOp, SiluGradOp>(x, gradFromOutput: false);
+
+    public static Tensor Square(Tensor x) => Unary<SquareOp, SquareGradOp>(x, gradFromOutput: false);
+
+    public static Tensor Sqrt(Tensor x) => Unary<SqrtOp, SqrtGradOp>(x, gradFromOutput: true);
+
+    public static Tensor Neg(Tensor x)
+    {
+        var y = NewLike(x);
+        Map<NegOp>(x, y);
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g => Simd.ZipAccumulateUnary<NegOp>(g.Span, x.GradForAccumulate()));
+        return y;
+    }
+
+    /// <summary>x + s.</summary>
+    public static Tensor AddScalar(Tensor x, float s)
+    {
+        var y = NewLike(x);
+        Simd.ZipScalarRight<AddOp>(x.Span, s, y.Span);
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g => Simd.AddInto(g.Span, x.GradForAccumulate()));
+        return y;
+    }
+
+    /// <summary>x · s.</summary>
+    public static Tensor MulScalar(Tensor x, float s)
+    {
+        var y = NewLike(x);
+        Simd.ZipScalarRight<MulOp>(x.Span, s, y.Span);
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g => Simd.ScaleAddInto(g.Span, s, x.GradForAccumulate()));
+        return y;
+    }
+
+    /// <summary>min(max(x, lo), hi); the gradient passes where lo ≤ x ≤ hi (as in PyTorch).</summary>
+    public static Tensor Clamp(Tensor x, float lo, float hi)
+    {
+        if (lo > hi) throw new ArgumentException($"Clamp bounds are reversed: {lo} > {hi}.");
+        var y = NewLike(x);
+        var xs = x.Span;
+        var ys = y.Span;
+        for (int i = 0; i < xs.Length; i++) ys[i] = MathF.Min(MathF.Max(xs[i], lo), hi);
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g =>
+            {
+                var gs = g.Span; var xv = x.Span; var dx = x.GradForAccumulate();
+                for (int i = 0; i < gs.Length; i++) if (xv[i] >= lo && xv[i] <= hi) dx[i] += gs[i];
+            });
+        return y;
+    }
+
+    // ---- binary with broadcasting ------------------------------------------------------------------------
+
+    /// <summary>a + b with NumPy broadcasting (e.g. [B,T,C] + [C]).</summary>
+    public static Tensor Add(Tensor a, Tensor b) => Binary<AddOp>(a, b, BinaryKind.Add);
+
+    /// <summary>a − b with broadcasting.</summary>
+    public static Tensor Sub(Tensor a, Tensor b) => Binary<SubOp>(a, b, BinaryKind.Sub);
+
+    /// <summary>a · b with broadcasting (e.g. [B,T,C] · [B,T,1]).</summary>
+    public static Tensor Mul(Tensor a, Tensor b) => Binary<MulOp>(a, b, BinaryKind.Mul);
+
+    /// <summary>a / b with broadcasting.</summary>
+    public static Tensor Div(Tensor a, Tensor b) => Binary<DivOp>(a, b, BinaryKind.Div);
+
+    /// <summary>Elementwise minimum with broadcasting; on ties the gradient goes to a.</summary>
+    public static Tensor Minimum(Tensor a, Tensor b) => Binary<MinOp>(a, b, BinaryKind.Min);
+
+    /// <summary>Elementwise maximum with broadcasting; on ties the gradient goes to a.</summary>
+    public static Tensor Maximum(Tensor a, Tensor b) => Binary<MaxOp>(a, b, BinaryKind.Max);
+
+    private enum BinaryKind { Add, Sub, Mul, Div, Min, Max }
+
+    private static Tensor Binary<TOp>(Tensor a, Tensor b, BinaryKind kind) where TOp : IBinaryOp
+    {
+        var plan = new BroadcastPlan(a.Shape, b.Shape);
+        var y = Tensor.EmptyOwned(plan.OutShape);
+        if (plan.Same) Zip<TOp>(a, b, y);
+        else plan.Apply<TOp>(a.Span, b.Span, y.Span);
+        if (Autograd.Needs(a, b))
+            Autograd.Record(y, [a, b], g => BinaryBackward(kind, plan, g, a, b, y));
+        return y;
+    }
+
+    private static void BinaryBackward(BroadcastPlan plan, Tensor full, Tensor target, int which)
+    {
+        if (target.Length == full.Length) Simd.AddInto(full.Span, target.GradForAccumulate());
+        else plan.ReduceInto(full.Span, target.GradForAccumulate(), which);
+    }
+
+    private static void BinaryBackward(BinaryKind kind, BroadcastPlan plan, Tensor g, Tensor a, Tensor b, Tensor y)
+    {
+        if (plan.Same && kind == BinaryKind.Mul)
+        {
+            if (a.RequiresGrad) AccumulateGrad<MulOp>(a, g, b);
+            if (b.RequiresGrad) AccumulateGrad<MulOp>(b, g, a);
+            return;
+        }
+        if (kind == BinaryKind.Add || kind == BinaryKind.Sub)
+        {
+            if (a.RequiresGrad) BinaryBackward(plan, g, a, 0);
+            if (b.RequiresGrad)
+            {
+                if (kind == BinaryKind.Add) BinaryBackward(plan, g, b, 1);
+                else
+                {
+                    var neg = Tensor.EmptyOwned(g.ShapeArray);
+                    Simd.Map<NegOp>(g.Span, neg.Span);
+                    BinaryBackward(plan, neg, b, 1);
+                }
+            }
+            return;
+        }
+
+        // Mul, Div, Min, Max: form the output-shaped contribution, then reduce it to each operand's shape.
+        var tmp = Tensor.EmptyOwned(g.ShapeArray);
+        if (a.RequiresGrad)
+        {
+            switch (kind)
+            {
+                case BinaryKind.Mul: new BroadcastPlan(g.Shape, b.Shape).Apply<MulOp>(g.Span, b.Span, tmp.Span); break;
+                case BinaryKind.Div: new BroadcastPlan(g.Shape, b.Shape).Apply<DivOp>(g.Span, b.Span, tmp.Span); break;
+                default: SelectGrad(plan, g, a, b, tmp, kind, forA: true); break;
+            }
+            BinaryBackward(plan, tmp, a, 0);
+        }
+        if (b.RequiresGrad)
+        {
+            switch (kind)
+            {
+                case BinaryKind.Mul: new BroadcastPlan(g.Shape, a.Shape).Apply<MulOp>(g.Span, a.Span, tmp.Span); break;
+                case BinaryKind.Div:
+                    // d(a/b)/db = −(a/b)/b = −y/b
+                    Simd.Zip<MulOp>(g.Span, y.Span, tmp.Span);
+                    new BroadcastPlan(g.Shape, b.Shape).Apply<NegDivOp>(tmp.Span, b.Span, tmp.Span);
+                    break;
+                default: SelectGrad(plan, g, a, b, tmp, kind, forA: false); break;
+            }
+            BinaryBackward(plan, tmp, b, 1);
+        }
+        if (tmp.Storage.Pooled) tmp.Storage.Release();
+    }
+
+    /// <summary>Routes g to whichever operand was selected by min/max (a on ties).</summary>
+    private static void SelectGrad(BroadcastPlan plan, Tensor g, Tensor a, Tensor b, Tensor dst, BinaryKind kind, bool forA)
+    {
+        var ea = new float[g.Length];
+        var eb = new float[g.Length];
+        plan.Expand(a.Span, ea, 0);
+        plan.Expand(b.Span, eb, 1);
+        var gs = g.Span; var d = dst.Span;
+        for (int i = 0; i < gs.Length; i++)
+        {
+            bool aWins = kind == BinaryKind.Min ? ea[i] <= eb[i] : ea[i] >= eb[i];
+            d[i] = aWins == forA ? gs[i] : 0f;
+        }
+    }
+
+    /// <summary>mask ? a : b elementwise; mask holds 0/1 (no gradient). All three have the same shape.</summary>
+    public static Tensor Where(Tensor mask, Tensor a, Tensor b)
+    {
+        if (!ShapeUtil.SameShape(mask.Shape, a.Shape) || !ShapeUtil.SameShape(a.Shape, b.Shape))
+            throw new ArgumentException($"Where needs equal shapes, got mask {ShapeUtil.Format(mask.Shape)}, a {ShapeUtil.Format(a.Shape)}, b {ShapeUtil.Format(b.Shape)}.");
+        var y = NewLike(a);
+        var m = mask.Span; var av = a.Span; var bv = b.Span; var yv = y.Span;
+        for (int i = 0; i < yv.Length; i++) yv[i] = m[i] != 0 ? av[i] : bv[i];
+        if (Autograd.Needs(a, b))
+            Autograd.Record(y, [a, b], g =>
+            {
+                var gs = g.Span; var mm = mask.Span;
+                if (a.RequiresGrad) { var da = a.GradForAccumulate(); for (int i = 0; i < gs.Length; i++) if (mm[i] != 0) da[i] += gs[i]; }
+                if (b.RequiresGrad) { var db = b.GradForAccumulate(); for (int i = 0; i < gs.Length; i++) if (mm[i] == 0) db[i] += gs[i]; }
+            });
+        return y;
+    }
+
+    /// <summary>x with <paramref name="value"/> wherever mask ≠ 0 (mask has x's shape; no gradient flows there).</summary>
+    public static Tensor MaskedFill(Tensor x, Tensor mask, float value)
+    {
+        if (!ShapeUtil.SameShape(mask.Shape, x.Shape))
+            throw new ArgumentException($"MaskedFill mask {ShapeUtil.Format(mask.Shape)} must match x {ShapeUtil.Format(x.Shape)}.");
+        var y = NewLike(x);
+        var m = mask.Span; var xv = x.Span; var yv = y.Span;
+        for (int i = 0; i < yv.Length; i++) yv[i] = m[i] != 0 ? value : xv[i];
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g =>
+            {
+                var gs = g.Span; var mm = mask.Span; var dx = x.GradForAccumulate();
+                for (int i = 0; i < gs.Length; i++) if (mm[i] == 0) dx[i] += gs[i];
+            });
+        return y;
+    }
+}

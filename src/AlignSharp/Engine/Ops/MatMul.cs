@@ -1,0 +1,112 @@
+using AlignSharp.Engine.Kernels;
+
+namespace AlignSharp.Engine;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// Batched matrix product C = op(A)·op(B) without materialised transposes.
+    /// A: [..., M, K] ([..., K, M] when transA). B: [K, N] ([N, K] when transB), shared by every batch,
+    /// or [..., K, N] with the same leading dimensions as A. → [..., M, N]
+    /// </summary>
+    public static Tensor MatMul(Tensor a, Tensor b, bool transA = false, bool transB = false)
+    {
+        if (a.Rank < 2 || b.Rank < 2) throw new ArgumentException($"MatMul needs matrices, got {ShapeUtil.Format(a.Shape)} and {ShapeUtil.Format(b.Shape)}.");
+        int m = transA ? a.Dim(-1) : a.Dim(-2);
+        int k = transA ? a.Dim(-2) : a.Dim(-1);
+        int kb = transB ? b.Dim(-1) : b.Dim(-2);
+        int n = transB ? b.Dim(-2) : b.Dim(-1);
+        if (k != kb) throw new ArgumentException($"MatMul inner dimensions differ: {ShapeUtil.Format(a.Shape)}{(transA ? "ᵀ" : "")} · {ShapeUtil.Format(b.Shape)}{(transB ? "ᵀ" : "")}.");
+        bool shared = b.Rank == 2;
+        int batch = ShapeUtil.Count(a.Shape[..^2]);
+        if (!shared)
+        {
+            if (!a.Shape[..^2].SequenceEqual(b.Shape[..^2]))
+                throw new ArgumentException($"MatMul batch dimensions differ: {ShapeUtil.Format(a.Shape)} and {ShapeUtil.Format(b.Shape)}.");
+        }
+        var outShape = a.ShapeArray.ToArray();
+        outShape[^2] = m;
+        outShape[^1] = n;
+        var c = Tensor.EmptyOwned(outShape);
+        int lda = a.Dim(-1), ldb = b.Dim(-1);
+        long sa = (long)a.Dim(-2) * a.Dim(-1), sb = shared ? 0 : (long)b.Dim(-2) * b.Dim(-1), sc = (long)m * n;
+
+        // A shared right operand with untransposed A is one tall GEMM over all batches.
+        bool flat = shared && !transA;
+        if (flat) Gemm.Multiply(false, transB, batch * m, n, k, a.Span, lda, b.Span, ldb, c.Span, n, false);
+        else Gemm.MultiplyBatched(batch, transA, transB, m, n, k, a.Span, lda, sa, b.Span, ldb, sb, c.Span, n, sc, false);
+
+        if (Autograd.Needs(a, b))
+            Autograd.Record(c, [a, b], g =>
+            {
+                var gs = g.Span;
+                if (a.RequiresGrad)
+                {
+                    var da = a.GradForAccumulate();
+                    if (flat)
+                        Gemm.Multiply(false, !transB, batch * m, k, n, gs, n, b.Span, ldb, da, k, true);
+                    else if (!transA) // dA[M,K] += dC[M,N] · op(B)ᵀ
+                        Gemm.MultiplyBatched(batch, false, !transB, m, k, n, gs, n, sc, b.Span, ldb, sb, da, k, sa, true);
+                    else              // dA_stored[K,M] += op(B)[K,N] · dCᵀ
+                        Gemm.MultiplyBatched(batch, transB, true, k, m, n, b.Span, ldb, sb, gs, n, sc, da, m, sa, true);
+                }
+                if (b.RequiresGrad)
+                {
+                    var db = b.GradForAccumulate();
+                    if (flat)
+                    {
+                        if (!transB) Gemm.Multiply(true, false, k, n, batch * m, a.Span, lda, gs, n, db, n, true);
+                        else Gemm.Multiply(true, false, n, k, batch * m, gs, n, a.Span, lda, db, k, true);
+                    }
+                    else if (shared)
+                    {
+                        // One weight for every batch: accumulate batch by batch (never in parallel into one buffer).
+                        for (int i = 0; i < batch; i++)
+                        {
+                            var ai = a.Span[(int)(i * sa)..]; var gi = gs[(int)(i * sc)..];
+                            if (!transB) Gemm.Multiply(!transA, false, k, n, m, ai, lda, gi, n, db, n, true);
+                            else Gemm.Multiply(true, transA, n, k, m, gi, n, ai, lda, db, k, true);
+                        }
+                    }
+                    else if (!transB) // dB[K,N] += op(A)ᵀ · dC
+                        Gemm.MultiplyBatched(batch, !transA, false, k, n, m, a.Span, lda, sa, gs, n, sc, db, n, sb, true);
+                    else              // dB_stored[N,K] += dCᵀ · op(A)
+                        Gemm.MultiplyBatched(batch, true, transA, n, k, m, gs, n, sc, a.Span, lda, sa, db, k, sb, true);
+                }
+            });
+        return c;
+    }
+
+    /// <summary>y = x·Wᵀ + b. x [..., In], W [Out, In], b [Out] or null → [..., Out]</summary>
+    public static Tensor Linear(Tensor x, Tensor w, Tensor? bias = null)
+    {
+        if (w.Rank != 2 || x.Dim(-1) != w.Dim(1))
+            throw new ArgumentException($"Linear: input {ShapeUtil.Format(x.Shape)} does not fit weight {ShapeUtil.Format(w.Shape)} ([out, in]).");
+        if (bias != null && (bias.Rank != 1 || bias.Dim(0) != w.Dim(0)))
+            throw new ArgumentException($"Linear: bias {ShapeUtil.Format(bias.Shape)} does not fit weight {ShapeUtil.Format(w.Shape)}.");
+        int rows = ShapeUtil.Rows(x.Shape), inF = w.Dim(1), outF = w.Dim(0);
+        var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outF));
+        var ys = y.Span;
+        if (bias != null)
+        {
+            var bs = bias.Span;
+            for (int r = 0; r < rows; r++) bs.CopyTo(ys.Slice(r * outF, outF));
+        }
+        Gemm.Multiply(false, true, rows, outF, inF, x.Span, inF, w.Span, inF, ys, outF, accumulate: bias != null);
+
+        var inputs = bias == null ? new[] { x, w } : new[] { x, w, bias };
+        if (Autograd.AnyNeeds(inputs))
+            Autograd.Record(y, inputs, g =>
+            {
+                var gs = g.Span;
+                if (x.RequiresGrad) Gemm.Multiply(false, false, rows, inF, outF, gs, outF, w.Span, inF, x.GradForAccumulate(), inF, true);
+                if (w.RequiresGrad) Gemm.Multiply(true, false, outF, inF, rows, gs, outF, x.Span, inF, w.GradForAccumulate(), inF, true);
+                if (bias != null && bias.RequiresGrad)
+                {
+                    var db = bias.GradForAccumulate();
+                    for (int r = 0; r < rows; r++) Simd.AddInto(gs.Slice(r * outF, outF), db);
+                }
+            });
+        return y;
+    }
+}

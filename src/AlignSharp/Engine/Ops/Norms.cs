@@ -1,0 +1,122 @@
+using AlignSharp.Engine.Kernels;
+
+namespace AlignSharp.Engine;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// Layer norm over the last axis: (x − mean)/√(var + eps) · w + b (biased variance, as PyTorch).
+    /// x [..., C], w [C], b [C] or null → [..., C]
+    /// </summary>
+    public static Tensor LayerNorm(Tensor x, Tensor w, Tensor? b, float eps = 1e-5f)
+    {
+        int c = x.Dim(-1), rows = ShapeUtil.Rows(x.Shape);
+        if (w.Length != c || (b != null && b.Length != c))
+            throw new ArgumentException($"LayerNorm weight/bias must have {c} elements.");
+        var y = NewLike(x);
+        var mean = new float[rows];
+        var rstd = new float[rows];
+        var xa = x.Array; int xo = x.Offset; var ya = y.Array; int yo = y.Offset;
+        var wa = w.Array; int wo = w.Offset;
+        var ba = b?.Array; int bo = b?.Offset ?? 0;
+        ParallelFor.For(rows, Math.Max(1, 8192 / Math.Max(1, c)), (s, e) =>
+        {
+            for (int r = s; r < e; r++)
+            {
+                var xr = xa.AsSpan(xo + r * c, c); var yr = ya.AsSpan(yo + r * c, c);
+                float mu = Simd.Sum(xr) / c;
+                float var = 0;
+                for (int i = 0; i < c; i++) { float d = xr[i] - mu; var += d * d; }
+                float rs = 1f / MathF.Sqrt(var / c + eps);
+                mean[r] = mu; rstd[r] = rs;
+                var wr = wa.AsSpan(wo, c);
+                if (ba != null)
+                {
+                    var br = ba.AsSpan(bo, c);
+                    for (int i = 0; i < c; i++) yr[i] = (xr[i] - mu) * rs * wr[i] + br[i];
+                }
+                else for (int i = 0; i < c; i++) yr[i] = (xr[i] - mu) * rs * wr[i];
+            }
+        });
+        var inputs = b == null ? new[] { x, w } : new[] { x, w, b };
+        if (Autograd.AnyNeeds(inputs))
+            Autograd.Record(y, inputs, g =>
+            {
+                var gs = g.Span; var xs = x.Span; var ws = w.Span;
+                var dx = x.RequiresGrad ? x.GradForAccumulate() : default;
+                var dw = w.RequiresGrad ? w.GradForAccumulate() : default;
+                var db = b != null && b.RequiresGrad ? b.GradForAccumulate() : default;
+                var dxhat = new float[c];
+                for (int r = 0; r < rows; r++)
+                {
+                    var gr = gs.Slice(r * c, c); var xr = xs.Slice(r * c, c);
+                    float mu = mean[r], rs = rstd[r];
+                    float sumD = 0, sumDX = 0;
+                    for (int i = 0; i < c; i++)
+                    {
+                        float xhat = (xr[i] - mu) * rs;
+                        float d = gr[i] * ws[i];
+                        dxhat[i] = d;
+                        sumD += d; sumDX += d * xhat;
+                        if (!dw.IsEmpty) dw[i] += gr[i] * xhat;
+                        if (!db.IsEmpty) db[i] += gr[i];
+                    }
+                    if (dx.IsEmpty) continue;
+                    float meanD = sumD / c, meanDX = sumDX / c;
+                    var dr = dx.Slice(r * c, c);
+                    for (int i = 0; i < c; i++)
+                    {
+                        float xhat = (xr[i] - mu) * rs;
+                        dr[i] += rs * (dxhat[i] - meanD - xhat * meanDX);
+                    }
+                }
+            });
+        return y;
+    }
+
+    /// <summary>RMS norm over the last axis: x / √(mean(x²) + eps) · w (Llama). x [..., C], w [C] → [..., C]</summary>
+    public static Tensor RmsNorm(Tensor x, Tensor w, float eps = 1e-6f)
+    {
+        int c = x.Dim(-1), rows = ShapeUtil.Rows(x.Shape);
+        if (w.Length != c) throw new ArgumentException($"RmsNorm weight must have {c} elements.");
+        var y = NewLike(x);
+        var rstd = new float[rows];
+        var xa = x.Array; int xo = x.Offset; var ya = y.Array; int yo = y.Offset;
+        var wa = w.Array; int wo = w.Offset;
+        ParallelFor.For(rows, Math.Max(1, 8192 / Math.Max(1, c)), (s, e) =>
+        {
+            for (int r = s; r < e; r++)
+            {
+                var xr = xa.AsSpan(xo + r * c, c); var yr = ya.AsSpan(yo + r * c, c);
+                float rs = 1f / MathF.Sqrt(Simd.Dot(xr, xr) / c + eps);
+                rstd[r] = rs;
+                var wr = wa.AsSpan(wo, c);
+                for (int i = 0; i < c; i++) yr[i] = xr[i] * rs * wr[i];
+            }
+        });
+        if (Autograd.Needs(x, w))
+            Autograd.Record(y, [x, w], g =>
+            {
+                var gs = g.Span; var xs = x.Span; var ws = w.Span;
+                var dx = x.RequiresGrad ? x.GradForAccumulate() : default;
+                var dw = w.RequiresGrad ? w.GradForAccumulate() : default;
+                for (int r = 0; r < rows; r++)
+                {
+                    var gr = gs.Slice(r * c, c); var xr = xs.Slice(r * c, c);
+                    float rs = rstd[r];
+                    float sumDX = 0;
+                    for (int i = 0; i < c; i++)
+                    {
+                        float xhat = xr[i] * rs;
+                        sumDX += gr[i] * ws[i] * xhat;
+                        if (!dw.IsEmpty) dw[i] += gr[i] * xhat;
+                    }
+                    if (dx.IsEmpty) continue;
+                    float meanDX = sumDX / c;
+                    var dr = dx.Slice(r * c, c);
+                    for (int i = 0; i < c; i++) dr[i] += rs * (gr[i] * ws[i] - xr[i] * rs * meanDX);
+                }
+            });
+        return y;
+    }
+}

@@ -1,0 +1,243 @@
+using AlignSharp.Engine.Kernels;
+
+namespace AlignSharp.Engine;
+
+public static partial class Ops
+{
+    /// <summary>Same memory, another shape (one dimension may be −1). A view: no copy.</summary>
+    public static Tensor Reshape(Tensor x, params int[] shape)
+    {
+        var resolved = (int[])shape.Clone();
+        int infer = Array.IndexOf(resolved, -1);
+        if (infer >= 0)
+        {
+            int known = 1;
+            for (int i = 0; i < resolved.Length; i++) if (i != infer) known *= resolved[i];
+            if (known == 0 || x.Length % known != 0)
+                throw new ArgumentException($"Cannot reshape {ShapeUtil.Format(x.Shape)} to {ShapeUtil.Format(shape)}.");
+            resolved[infer] = x.Length / known;
+        }
+        if (ShapeUtil.Count(resolved) != x.Length)
+            throw new ArgumentException($"Cannot reshape {ShapeUtil.Format(x.Shape)} ({x.Length} elements) to {ShapeUtil.Format(shape)}.");
+        var y = x.ViewAs(resolved);
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g => Simd.AddInto(g.Span, x.GradForAccumulate()));
+        return y;
+    }
+
+    /// <summary>Rows [start, start+length) of the first axis, as a view. [N, ...] → [length, ...]</summary>
+    public static Tensor SliceRows(Tensor x, int start, int length)
+    {
+        if (x.Rank == 0) throw new ArgumentException("SliceRows needs at least one axis.");
+        int n = x.Dim(0);
+        if (start < 0 || length < 0 || start + length > n)
+            throw new ArgumentOutOfRangeException(nameof(start), $"Rows [{start}, {start + length}) are outside [0, {n}).");
+        int rowSize = n == 0 ? 0 : x.Length / n;
+        var shape = x.ShapeArray.ToArray();
+        shape[0] = length;
+        var y = x.ViewAs(shape, start * rowSize);
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g => Simd.AddInto(g.Span, x.GradForAccumulate().Slice(start * rowSize, length * rowSize)));
+        return y;
+    }
+
+    /// <summary>Outer/middle/inner decomposition of a tensor around one axis.</summary>
+    private static (int Outer, int Dim, int Inner) AroundAxis(ReadOnlySpan<int> shape, int axis)
+    {
+        int outer = ShapeUtil.Count(shape[..axis]);
+        int inner = ShapeUtil.Count(shape[(axis + 1)..]);
+        return (outer, shape[axis], inner);
+    }
+
+    private static int NormalizeAxis(int axis, int rank)
+    {
+        int a = axis < 0 ? axis + rank : axis;
+        if (a < 0 || a >= rank) throw new ArgumentOutOfRangeException(nameof(axis), $"Axis {axis} is out of range for rank {rank}.");
+        return a;
+    }
+
+    /// <summary>Elements [start, start+length) along <paramref name="axis"/> (a copy).</summary>
+    public static Tensor Slice(Tensor x, int axis, int start, int length)
+    {
+        axis = NormalizeAxis(axis, x.Rank);
+        var (outer, dim, inner) = AroundAxis(x.Shape, axis);
+        if (start < 0 || length < 0 || start + length > dim)
+            throw new ArgumentOutOfRangeException(nameof(start), $"[{start}, {start + length}) is outside axis {axis} of size {dim}.");
+        var shape = x.ShapeArray.ToArray();
+        shape[axis] = length;
+        var y = Tensor.EmptyOwned(shape);
+        var xs = x.Span; var ys = y.Span;
+        int chunk = length * inner;
+        for (int o = 0; o < outer; o++)
+            xs.Slice((o * dim + start) * inner, chunk).CopyTo(ys.Slice(o * chunk, chunk));
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g =>
+            {
+                var gs = g.Span; var dx = x.GradForAccumulate();
+                for (int o = 0; o < outer; o++)
+                    Simd.AddInto(gs.Slice(o * chunk, chunk), dx.Slice((o * dim + start) * inner, chunk));
+            });
+        return y;
+    }
+
+    /// <summary>Joins tensors along <paramref name="axis"/>; all other dimensions must agree.</summary>
+    public static Tensor Concat(IReadOnlyList<Tensor> parts, int axis)
+    {
+        if (parts.Count == 0) throw new ArgumentException("Concat needs at least one tensor.");
+        var first = parts[0];
+        axis = NormalizeAxis(axis, first.Rank);
+        int total = 0;
+        foreach (var p in parts)
+        {
+            if (p.Rank != first.Rank) throw new ArgumentException("Concat needs tensors of equal rank.");
+            for (int i = 0; i < p.Rank; i++)
+                if (i != axis && p.Dim(i) != first.Dim(i))
+                    throw new ArgumentException($"Concat along axis {axis}: shapes {ShapeUtil.Format(first.Shape)} and {ShapeUtil.Format(p.Shape)} differ elsewhere.");
+            total += p.Dim(axis);
+        }
+        var shape = first.ShapeArray.ToArray();
+        shape[axis] = total;
+        var y = Tensor.EmptyOwned(shape);
+        var (outer, _, inner) = AroundAxis(shape, axis);
+        var ys = y.Span;
+        int rowOut = total * inner;
+        int offset = 0;
+        foreach (var p in parts)
+        {
+            int chunk = p.Dim(axis) * inner;
+            var ps = p.Span;
+            for (int o = 0; o < outer; o++) ps.Slice(o * chunk, chunk).CopyTo(ys.Slice(o * rowOut + offset, chunk));
+            offset += chunk;
+        }
+        var inputs = parts.ToArray();
+        if (Autograd.AnyNeeds(inputs))
+            Autograd.Record(y, inputs, g =>
+            {
+                var gs = g.Span;
+                int off = 0;
+                foreach (var p in inputs)
+                {
+                    int chunk = p.Dim(axis) * inner;
+                    if (p.RequiresGrad)
+                    {
+                        var dp = p.GradForAccumulate();
+                        for (int o = 0; o < outer; o++) Simd.AddInto(gs.Slice(o * rowOut + off, chunk), dp.Slice(o * chunk, chunk));
+                    }
+                    off += chunk;
+                }
+            });
+        return y;
+    }
+
+    /// <summary>
+    /// Picks along the last axis: y[..., j] = x[..., index[..., j]]. [..., N] with index [..., K] → [..., K].
+    /// Index has one entry per output element (rows × K, row-major).
+    /// </summary>
+    public static Tensor Gather(Tensor x, ReadOnlySpan<int> index, int k)
+    {
+        int n = x.Dim(-1);
+        int rows = ShapeUtil.Rows(x.Shape);
+        if (index.Length != rows * k) throw new ArgumentException($"Gather needs {rows}×{k} indices, got {index.Length}.");
+        var idx = index.ToArray();
+        foreach (var i in idx) if ((uint)i >= (uint)n) throw new ArgumentOutOfRangeException(nameof(index), $"Index {i} is outside [0, {n}).");
+        var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, k));
+        var xs = x.Span; var ys = y.Span;
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < k; j++) ys[r * k + j] = xs[r * n + idx[r * k + j]];
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g =>
+            {
+                var gs = g.Span; var dx = x.GradForAccumulate();
+                for (int r = 0; r < rows; r++)
+                    for (int j = 0; j < k; j++) dx[r * n + idx[r * k + j]] += gs[r * k + j];
+            });
+        return y;
+    }
+
+    /// <summary>Rows of a table: y[i] = x[index[i]]. [N, ...] → [len(index), ...] (embedding lookup)</summary>
+    public static Tensor IndexSelect(Tensor x, ReadOnlySpan<int> index)
+    {
+        int n = x.Dim(0);
+        int rowSize = n == 0 ? 0 : x.Length / n;
+        var idx = index.ToArray();
+        foreach (var i in idx) if ((uint)i >= (uint)n) throw new ArgumentOutOfRangeException(nameof(index), $"Index {i} is outside [0, {n}).");
+        var shape = x.ShapeArray.ToArray();
+        shape[0] = idx.Length;
+        var y = Tensor.EmptyOwned(shape);
+        var xs = x.Span; var ys = y.Span;
+        for (int r = 0; r < idx.Length; r++) xs.Slice(idx[r] * rowSize, rowSize).CopyTo(ys.Slice(r * rowSize, rowSize));
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g =>
+            {
+                // Sequential scatter-add in index order: deterministic when an id repeats.
+                var gs = g.Span; var dx = x.GradForAccumulate();
+                for (int r = 0; r < idx.Length; r++) Simd.AddInto(gs.Slice(r * rowSize, rowSize), dx.Slice(idx[r] * rowSize, rowSize));
+            });
+        return y;
+    }
+
+    /// <summary>Embedding lookup: weight [V, D], ids of shape S → [S..., D].</summary>
+    public static Tensor Embedding(Tensor weight, ReadOnlySpan<int> ids, params int[] idsShape)
+    {
+        if (weight.Rank != 2) throw new ArgumentException("Embedding weight must be [vocab, dim].");
+        if (ShapeUtil.Count(idsShape) != ids.Length) throw new ArgumentException($"{ids.Length} ids do not fill shape {ShapeUtil.Format(idsShape)}.");
+        var rows = IndexSelect(weight, ids);
+        return Reshape(rows, [.. idsShape, weight.Dim(1)]);
+    }
+
+    /// <summary>Axes reordered (a copy): y.shape[i] = x.shape[perm[i]].</summary>
+    public static Tensor Permute(Tensor x, params int[] perm)
+    {
+        int rank = x.Rank;
+        if (perm.Length != rank || perm.Distinct().Count() != rank || perm.Any(p => p < 0 || p >= rank))
+            throw new ArgumentException($"{ShapeUtil.Format(perm)} is not a permutation of {rank} axes.");
+        var shape = new int[rank];
+        for (int i = 0; i < rank; i++) shape[i] = x.Dim(perm[i]);
+        var y = Tensor.EmptyOwned(shape);
+        PermuteCopy(x.Span, x.Shape, perm, y.Span, accumulate: false);
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g =>
+            {
+                var inverse = new int[rank];
+                for (int i = 0; i < rank; i++) inverse[perm[i]] = i;
+                PermuteCopy(g.Span, shape, inverse, x.GradForAccumulate(), accumulate: true);
+            });
+        return y;
+    }
+
+    /// <summary>Swaps two axes (a copy).</summary>
+    public static Tensor Transpose(Tensor x, int axis0, int axis1)
+    {
+        var perm = Enumerable.Range(0, x.Rank).ToArray();
+        axis0 = NormalizeAxis(axis0, x.Rank);
+        axis1 = NormalizeAxis(axis1, x.Rank);
+        (perm[axis0], perm[axis1]) = (perm[axis1], perm[axis0]);
+        return Permute(x, perm);
+    }
+
+    private static void PermuteCopy(ReadOnlySpan<float> src, ReadOnlySpan<int> srcShape, int[] perm, Span<float> dst, bool accumulate)
+    {
+        int rank = srcShape.Length;
+        var srcStrides = new int[rank];
+        for (int i = rank - 1, s = 1; i >= 0; i--) { srcStrides[i] = s; s *= srcShape[i]; }
+        var dstShape = new int[rank];
+        var stride = new int[rank];
+        for (int i = 0; i < rank; i++) { dstShape[i] = srcShape[perm[i]]; stride[i] = srcStrides[perm[i]]; }
+        var counter = new int[rank];
+        int n = dst.Length;
+        if (n == 0) return;
+        int srcIndex = 0;
+        for (int o = 0; o < n; o++)
+        {
+            if (accumulate) dst[o] += src[srcIndex]; else dst[o] = src[srcIndex];
+            for (int ax = rank - 1; ax >= 0; ax--)
+            {
+                counter[ax]++;
+                srcIndex += stride[ax];
+                if (counter[ax] < dstShape[ax]) break;
+                srcIndex -= stride[ax] * dstShape[ax];
+                counter[ax] = 0;
+            }
+        }
+    }
+}

@@ -1,0 +1,283 @@
+using System.Runtime.CompilerServices;
+using System.Text;
+
+namespace AlignSharp.Engine;
+
+/// <summary>
+/// A float32 tensor: a shape over contiguous row-major memory. Reshape and slicing along the first axis are
+/// free views; every other op materialises its result. Leaves with <see cref="RequiresGrad"/> (parameters)
+/// accumulate gradients in <see cref="Grad"/>; results of ops on them carry the autograd graph.
+/// </summary>
+public sealed class Tensor
+{
+    private readonly int[] _shape;
+    internal readonly Storage Storage;
+    internal readonly int Offset;
+    internal Node? Node;
+    internal Tensor? GradTensor;
+    internal int VisitMark;
+
+    public int Length { get; }
+    public string? Name { get; set; }
+
+    /// <summary>True for a parameter (set by the user) or for a result computed from one while grad is enabled.</summary>
+    public bool RequiresGrad { get; set; }
+
+    public bool IsLeaf => Node == null;
+
+    internal Tensor(int[] shape, Storage storage, int offset)
+    {
+        _shape = shape;
+        Length = ShapeUtil.Count(shape);
+        Storage = storage;
+        Offset = offset;
+    }
+
+    public ReadOnlySpan<int> Shape => _shape;
+    public int Rank => _shape.Length;
+    public int Dim(int axis) => _shape[axis < 0 ? _shape.Length + axis : axis];
+    internal int[] ShapeArray => _shape;
+
+    /// <summary>The gradient accumulated by backward passes (null until one reaches this tensor).</summary>
+    public Tensor? Grad => GradTensor;
+
+    public Span<float> Span => Storage.Array.AsSpan(Offset, Length);
+    internal float[] Array => Storage.Array;
+
+    // ---- creation ----------------------------------------------------------------------------------------
+
+    /// <summary>Uninitialised memory; pooled when a <see cref="TensorScope"/> is active.</summary>
+    public static Tensor Empty(params int[] shape) => Allocate((int[])shape.Clone(), zero: false);
+
+    public static Tensor Zeros(params int[] shape) => Allocate((int[])shape.Clone(), zero: true);
+
+    internal static Tensor EmptyOwned(int[] shape) => Allocate(shape, zero: false);
+    internal static Tensor ZerosOwned(int[] shape) => Allocate(shape, zero: true);
+
+    private static Tensor Allocate(int[] shape, bool zero)
+    {
+        int n = ShapeUtil.Count(shape);
+        var scope = TensorScope.Current;
+        Storage storage;
+        if (scope != null)
+        {
+            var a = BufferPool.Rent(n);
+            if (zero) System.Array.Clear(a, 0, n);
+            storage = new Storage(a, pooled: true);
+            scope.Track(storage);
+        }
+        else
+        {
+            storage = new Storage(new float[n], pooled: false);
+        }
+        return new Tensor(shape, storage, 0);
+    }
+
+    public static Tensor Full(int[] shape, float value)
+    {
+        var t = Empty(shape);
+        t.Span.Fill(value);
+        return t;
+    }
+
+    public static Tensor Scalar(float value) => Full([], value);
+
+    /// <summary>Copies <paramref name="data"/> into a new tensor of the given shape.</summary>
+    public static Tensor FromArray(ReadOnlySpan<float> data, params int[] shape)
+    {
+        if (ShapeUtil.Count(shape) != data.Length)
+            throw new ArgumentException($"{data.Length} values do not fill shape {ShapeUtil.Format(shape)}.");
+        var t = Empty(shape);
+        data.CopyTo(t.Span);
+        return t;
+    }
+
+    /// <summary>Wraps an existing array without copying (the tensor aliases it; never pooled).</summary>
+    public static Tensor Wrap(float[] data, params int[] shape)
+    {
+        if (ShapeUtil.Count(shape) != data.Length)
+            throw new ArgumentException($"{data.Length} values do not fill shape {ShapeUtil.Format(shape)}.");
+        return new Tensor((int[])shape.Clone(), new Storage(data, pooled: false), 0);
+    }
+
+    /// <summary>A trainable leaf: normal(0, std) values from <paramref name="rng"/>, RequiresGrad set.</summary>
+    public static Tensor Parameter(int[] shape, Random rng, float std, string? name = null)
+    {
+        var t = new Tensor((int[])shape.Clone(), new Storage(new float[ShapeUtil.Count(shape)], pooled: false), 0)
+        {
+            RequiresGrad = true,
+            Name = name,
+        };
+        var s = t.Span;
+        for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextGaussian() * std);
+        return t;
+    }
+
+    /// <summary>A trainable leaf filled with a constant (e.g. norm weights of 1, biases of 0).</summary>
+    public static Tensor Parameter(int[] shape, float value, string? name = null)
+    {
+        var t = new Tensor((int[])shape.Clone(), new Storage(new float[ShapeUtil.Count(shape)], pooled: false), 0)
+        {
+            RequiresGrad = true,
+            Name = name,
+        };
+        t.Span.Fill(value);
+        return t;
+    }
+
+    // ---- values ------------------------------------------------------------------------------------------
+
+    public float[] ToArray() => Span.ToArray();
+
+    public float Item()
+    {
+        if (Length != 1) throw new InvalidOperationException($"Item() needs a single element, not shape {ShapeUtil.Format(_shape)}.");
+        return Storage.Array[Offset];
+    }
+
+    public float Get(params int[] index) => Storage.Array[Offset + ShapeUtil.FlatIndex(_shape, index)];
+
+    public void Set(float value, params int[] index) => Storage.Array[Offset + ShapeUtil.FlatIndex(_shape, index)] = value;
+
+    /// <summary>Same values, cut from the graph (shares memory).</summary>
+    public Tensor Detach() => new(_shape, Storage, Offset);
+
+    /// <summary>A copy in fresh memory, cut from the graph.</summary>
+    public Tensor Clone()
+    {
+        var t = EmptyOwned((int[])_shape.Clone());
+        Span.CopyTo(t.Span);
+        return t;
+    }
+
+    /// <summary>A copy on the GC heap that outlives any scope.</summary>
+    public Tensor CloneUnpooled()
+    {
+        var t = new Tensor((int[])_shape.Clone(), new Storage(new float[Length], pooled: false), 0);
+        Span.CopyTo(t.Span);
+        return t;
+    }
+
+    // ---- gradients ---------------------------------------------------------------------------------------
+
+    public void ZeroGrad()
+    {
+        if (GradTensor != null) GradTensor.Span.Clear();
+    }
+
+    /// <summary>Drops the gradient buffer entirely.</summary>
+    public void ClearGrad() => GradTensor = null;
+
+    /// <summary>
+    /// Runs reverse-mode differentiation from this scalar, adding d(this)/d(leaf) into every leaf that
+    /// requires grad. The graph is released afterwards (a second call needs a new forward pass).
+    /// </summary>
+    public void Backward() => Autograd.Backward(this);
+
+    /// <summary>The gradient buffer for accumulation, created zeroed on first use.</summary>
+    internal Span<float> GradForAccumulate()
+    {
+        if (GradTensor == null)
+        {
+            // Leaf gradients persist across steps, so they live on the GC heap; intermediates borrow from the pool.
+            GradTensor = IsLeaf
+                ? new Tensor(_shape, new Storage(new float[Length], pooled: false), 0)
+                : ZerosOwned(_shape);
+        }
+        return GradTensor.Span;
+    }
+
+    internal void SetGradStorage(Tensor g) => GradTensor = g;
+
+    // ---- views -------------------------------------------------------------------------------------------
+
+    /// <summary>A view with another shape over the same memory (one dimension may be -1).</summary>
+    public Tensor Reshape(params int[] shape) => Ops.Reshape(this, shape);
+
+    /// <summary>Rows [start, start+length) along the first axis, as a view.</summary>
+    public Tensor SliceRows(int start, int length) => Ops.SliceRows(this, start, length);
+
+    internal Tensor ViewAs(int[] shape, int offsetDelta = 0) => new(shape, Storage, Offset + offsetDelta);
+
+    // ---- operators ---------------------------------------------------------------------------------------
+
+    public static Tensor operator +(Tensor a, Tensor b) => Ops.Add(a, b);
+    public static Tensor operator -(Tensor a, Tensor b) => Ops.Sub(a, b);
+    public static Tensor operator *(Tensor a, Tensor b) => Ops.Mul(a, b);
+    public static Tensor operator /(Tensor a, Tensor b) => Ops.Div(a, b);
+    public static Tensor operator -(Tensor a) => Ops.Neg(a);
+    public static Tensor operator +(Tensor a, float s) => Ops.AddScalar(a, s);
+    public static Tensor operator -(Tensor a, float s) => Ops.AddScalar(a, -s);
+    public static Tensor operator *(Tensor a, float s) => Ops.MulScalar(a, s);
+    public static Tensor operator *(float s, Tensor a) => Ops.MulScalar(a, s);
+    public static Tensor operator /(Tensor a, float s) => Ops.MulScalar(a, 1f / s);
+
+    public override string ToString()
+    {
+        var sb = new StringBuilder();
+        sb.Append("Tensor").Append(ShapeUtil.Format(_shape));
+        if (Name != null) sb.Append(' ').Append(Name);
+        if (!Storage.IsReleased && Length <= 16)
+        {
+            sb.Append(" [");
+            var s = Span;
+            for (int i = 0; i < s.Length; i++) sb.Append(i > 0 ? ", " : "").Append(s[i].ToString("G6"));
+            sb.Append(']');
+        }
+        return sb.ToString();
+    }
+}
+
+internal static class ShapeUtil
+{
+    public static int Count(ReadOnlySpan<int> shape)
+    {
+        long n = 1;
+        foreach (var d in shape)
+        {
+            if (d < 0) throw new ArgumentException($"Negative dimension in shape {Format(shape)}.");
+            n *= d;
+        }
+        if (n > int.MaxValue) throw new ArgumentException($"Shape {Format(shape)} has more than 2^31 elements.");
+        return (int)n;
+    }
+
+    public static string Format(ReadOnlySpan<int> shape) => "[" + string.Join(", ", shape.ToArray()) + "]";
+
+    public static int FlatIndex(ReadOnlySpan<int> shape, ReadOnlySpan<int> index)
+    {
+        if (index.Length != shape.Length)
+            throw new ArgumentException($"Index of rank {index.Length} for shape {Format(shape)}.");
+        int flat = 0;
+        for (int i = 0; i < shape.Length; i++)
+        {
+            if ((uint)index[i] >= (uint)shape[i]) throw new IndexOutOfRangeException($"Index {index[i]} out of range for axis {i} of shape {Format(shape)}.");
+            flat = flat * shape[i] + index[i];
+        }
+        return flat;
+    }
+
+    /// <summary>Product of the dimensions before the last one (rows of the tensor viewed as a matrix).</summary>
+    public static int Rows(ReadOnlySpan<int> shape) => shape.Length == 0 ? 1 : Count(shape[..^1]);
+
+    public static bool SameShape(ReadOnlySpan<int> a, ReadOnlySpan<int> b) => a.SequenceEqual(b);
+
+    public static int[] WithLast(ReadOnlySpan<int> shape, int last)
+    {
+        var s = shape.ToArray();
+        if (s.Length == 0) return [last];
+        s[^1] = last;
+        return s;
+    }
+}
+
+public static class RandomExtensions
+{
+    /// <summary>Standard normal sample (Box–Muller); deterministic for a seeded Random.</summary>
+    public static double NextGaussian(this Random rng)
+    {
+        double u1 = 1.0 - rng.NextDouble();
+        double u2 = rng.NextDouble();
+        return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2.0 * Math.PI * u2);
+    }
+}
