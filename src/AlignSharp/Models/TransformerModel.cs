@@ -1,0 +1,229 @@
+using AlignSharp.Engine;
+
+namespace AlignSharp.Models;
+
+/// <summary>
+/// Per-layer key/value memory for incremental decoding: K and V of every processed position, laid out
+/// [B, Capacity, KV, Dh] per layer. <see cref="Length"/> positions are filled (the same for every row; rows
+/// that started later are left-padded and masked).
+/// </summary>
+public sealed class KvCache
+{
+    public int Batch { get; }
+    public int Capacity { get; }
+    public int Length { get; internal set; }
+    internal readonly float[][] K, V;
+    internal readonly int KvHeads, HeadDim;
+
+    public KvCache(ModelConfig config, int batch, int capacity)
+    {
+        Batch = batch;
+        Capacity = capacity;
+        KvHeads = config.NumKvHeads;
+        HeadDim = config.HeadDim;
+        K = new float[config.NumLayers][];
+        V = new float[config.NumLayers][];
+        for (int l = 0; l < config.NumLayers; l++)
+        {
+            K[l] = new float[(long)batch * capacity * KvHeads * HeadDim is var n && n <= Array.MaxLength ? (int)n : throw new ArgumentException("KV cache too large.")];
+            V[l] = new float[K[l].Length];
+        }
+    }
+
+    /// <summary>Writes T new positions for one layer and returns K and V over all filled positions [B, S, KV, Dh].</summary>
+    internal (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
+    {
+        int t = k.Dim(1), row = KvHeads * HeadDim, s = Length + t;
+        if (s > Capacity) throw new InvalidOperationException($"KV cache full: {s} positions > capacity {Capacity}.");
+        var ks = k.Span; var vs = v.Span;
+        for (int b = 0; b < Batch; b++)
+        {
+            ks.Slice(b * t * row, t * row).CopyTo(K[layer].AsSpan((b * Capacity + Length) * row, t * row));
+            vs.Slice(b * t * row, t * row).CopyTo(V[layer].AsSpan((b * Capacity + Length) * row, t * row));
+        }
+        if (Batch == 1)
+            return (Tensor.Wrap(K[layer], Capacity, KvHeads, HeadDim).SliceRows(0, s).Reshape(1, s, KvHeads, HeadDim),
+                    Tensor.Wrap(V[layer], Capacity, KvHeads, HeadDim).SliceRows(0, s).Reshape(1, s, KvHeads, HeadDim));
+        var kk = Tensor.Empty(Batch, s, KvHeads, HeadDim);
+        var vv = Tensor.Empty(Batch, s, KvHeads, HeadDim);
+        for (int b = 0; b < Batch; b++)
+        {
+            K[layer].AsSpan(b * Capacity * row, s * row).CopyTo(kk.Span.Slice(b * s * row, s * row));
+            V[layer].AsSpan(b * Capacity * row, s * row).CopyTo(vv.Span.Slice(b * s * row, s * row));
+        }
+        return (kk, vv);
+    }
+
+    public void Reset() => Length = 0;
+}
+
+/// <summary>
+/// One decoder-only transformer for the GPT-2 family (LayerNorm, learned positions, GELU MLP, tied head) and
+/// the Llama family (RMSNorm, RoPE, SwiGLU, grouped-query attention, optional q/k/v biases), chosen by
+/// <see cref="ModelConfig"/>. Shapes: B batch, T new positions, S keys (cache included), D hidden,
+/// H query heads, KV key/value heads, Dh head size, V vocabulary.
+/// </summary>
+public sealed class TransformerModel
+{
+    public ModelConfig Config { get; }
+    private readonly List<(string Name, Tensor Parameter)> _parameters = [];
+    private readonly Dictionary<string, Tensor> _byName = [];
+    private readonly float[]? _invFreq;
+
+    public TransformerModel(ModelConfig config)
+    {
+        config.Validate();
+        Config = config;
+        int d = config.HiddenSize;
+        Add("embed.weight", config.VocabSize, d);
+        if (config.LearnedPositions) Add("pos_embed.weight", config.MaxPositions, d);
+        bool ln = config.Norm == NormKind.LayerNorm;
+        for (int l = 0; l < config.NumLayers; l++)
+        {
+            string p = $"layers.{l}.";
+            Add(p + "attn_norm.weight", d);
+            if (ln) Add(p + "attn_norm.bias", d);
+            Add(p + "attn.q.weight", config.QueryDim, d);
+            Add(p + "attn.k.weight", config.KvDim, d);
+            Add(p + "attn.v.weight", config.KvDim, d);
+            if (config.AttentionQkvBias)
+            {
+                Add(p + "attn.q.bias", config.QueryDim);
+                Add(p + "attn.k.bias", config.KvDim);
+                Add(p + "attn.v.bias", config.KvDim);
+            }
+            Add(p + "attn.o.weight", d, config.QueryDim);
+            if (config.AttentionOutputBias) Add(p + "attn.o.bias", d);
+            Add(p + "mlp_norm.weight", d);
+            if (ln) Add(p + "mlp_norm.bias", d);
+            if (config.Activation == HiddenActivation.Silu) Add(p + "mlp.gate.weight", config.IntermediateSize, d);
+            Add(p + "mlp.up.weight", config.IntermediateSize, d);
+            Add(p + "mlp.down.weight", d, config.IntermediateSize);
+            if (config.MlpBias)
+            {
+                if (config.Activation == HiddenActivation.Silu) Add(p + "mlp.gate.bias", config.IntermediateSize);
+                Add(p + "mlp.up.bias", config.IntermediateSize);
+                Add(p + "mlp.down.bias", d);
+            }
+        }
+        Add("norm.weight", d);
+        if (ln) Add("norm.bias", d);
+        if (config.Head == HeadKind.Scalar) Add("score.weight", 1, d);
+        else if (!config.TieWordEmbeddings) Add("lm_head.weight", config.VocabSize, d);
+        if (!config.LearnedPositions) _invFreq = config.RopeFrequencies();
+    }
+
+    private void Add(string name, params int[] shape)
+    {
+        var t = Tensor.Parameter(shape, 0f, name);
+        _parameters.Add((name, t));
+        _byName[name] = t;
+    }
+
+    /// <summary>Every parameter with its canonical name, in a fixed order (optimizer state follows it).</summary>
+    public IReadOnlyList<(string Name, Tensor Parameter)> NamedParameters => _parameters;
+
+    public IEnumerable<Tensor> Parameters => _parameters.Select(p => p.Parameter);
+
+    public Tensor Parameter(string name) => _byName.TryGetValue(name, out var t) ? t : throw new KeyNotFoundException($"No parameter named '{name}'.");
+
+    public bool HasParameter(string name) => _byName.ContainsKey(name);
+
+    public long ParameterCount => _parameters.Sum(p => (long)p.Parameter.Length);
+
+    /// <summary>
+    /// A model with fresh weights: normal(0, 0.02) matrices and embeddings (GPT-2's residual projections
+    /// scaled by 1/√(2·layers)), norm weights 1, biases 0. The same seed gives the same weights.
+    /// </summary>
+    public static TransformerModel CreateRandom(ModelConfig config, int seed, float std = 0.02f)
+    {
+        var model = new TransformerModel(config);
+        var rng = new Random(seed);
+        float residualStd = std / MathF.Sqrt(2f * config.NumLayers);
+        foreach (var (name, p) in model._parameters)
+        {
+            var s = p.Span;
+            if (name.Contains("norm")) { s.Fill(name.EndsWith(".bias") ? 0f : 1f); continue; }
+            if (name.EndsWith(".bias")) { s.Clear(); continue; }
+            float sd = config.Family == ModelFamily.Gpt2 && (name.EndsWith("attn.o.weight") || name.EndsWith("mlp.down.weight")) ? residualStd : std;
+            for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextGaussian() * sd);
+        }
+        return model;
+    }
+
+    /// <summary>
+    /// Final hidden states after the last norm. ids: B·T token ids, row-major. positions: B·T absolute
+    /// positions (default: cache length + t). keyMask: B·S flags over every key position (cache included),
+    /// false for padding. With a cache, the new keys and values are appended to it. → [B, T, D]
+    /// </summary>
+    public Tensor Hidden(ReadOnlySpan<int> ids, int batch, int seq, int[]? positions = null, bool[]? keyMask = null, KvCache? cache = null)
+    {
+        var c = Config;
+        if (ids.Length != batch * seq) throw new ArgumentException($"{ids.Length} ids for batch {batch} × length {seq}.");
+        foreach (var id in ids)
+            if ((uint)id >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(ids), $"Token id {id} is outside the vocabulary [0, {c.VocabSize}).");
+        int offset = cache?.Length ?? 0;
+        if (positions == null)
+        {
+            positions = new int[batch * seq];
+            for (int b = 0; b < batch; b++) for (int t = 0; t < seq; t++) positions[b * seq + t] = offset + t;
+        }
+        if (c.LearnedPositions)
+            foreach (var p in positions)
+                if ((uint)p >= (uint)c.MaxPositions) throw new ArgumentOutOfRangeException(nameof(positions), $"Position {p} is beyond the model's {c.MaxPositions} positions.");
+
+        var x = Ops.Embedding(Parameter("embed.weight"), ids, batch, seq);
+        if (c.LearnedPositions)
+            x = Ops.Add(x, Ops.Embedding(Parameter("pos_embed.weight"), positions, batch, seq));
+
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            string p = $"layers.{l}.";
+            var h = Norm(x, p + "attn_norm");
+            var q = Ops.Reshape(Linear(h, p + "attn.q"), batch, seq, c.NumHeads, c.HeadDim);
+            var k = Ops.Reshape(Linear(h, p + "attn.k"), batch, seq, c.NumKvHeads, c.HeadDim);
+            var v = Ops.Reshape(Linear(h, p + "attn.v"), batch, seq, c.NumKvHeads, c.HeadDim);
+            if (_invFreq != null)
+            {
+                q = Ops.Rope(q, positions, _invFreq);
+                k = Ops.Rope(k, positions, _invFreq);
+            }
+            if (cache != null) (k, v) = cache.Append(l, k, v);
+            var a = Ops.CausalAttention(q, k, v, offset, keyMask);
+            x = Ops.Add(x, Linear(Ops.Reshape(a, batch, seq, c.QueryDim), p + "attn.o"));
+
+            var m = Norm(x, p + "mlp_norm");
+            var up = Linear(m, p + "mlp.up");
+            var act = c.Activation switch
+            {
+                HiddenActivation.Silu => Ops.Mul(Ops.Silu(Linear(m, p + "mlp.gate")), up),
+                HiddenActivation.GeluTanh => Ops.Gelu(up),
+                _ => throw new NotSupportedException($"Activation {c.Activation} is not implemented by the engine yet."),
+            };
+            x = Ops.Add(x, Linear(act, p + "mlp.down"));
+        }
+        if (cache != null) cache.Length = offset + seq;
+        return Norm(x, "norm");
+    }
+
+    /// <summary>Vocabulary logits [B, T, V] (LM head) or one score per position [B, T] (scalar head).</summary>
+    public Tensor Forward(ReadOnlySpan<int> ids, int batch, int seq, int[]? positions = null, bool[]? keyMask = null, KvCache? cache = null)
+        => Head(Hidden(ids, batch, seq, positions, keyMask, cache));
+
+    /// <summary>The head on top of final hidden states [..., D].</summary>
+    public Tensor Head(Tensor hidden)
+    {
+        if (Config.Head == HeadKind.Scalar)
+            return Ops.Reshape(Ops.Linear(hidden, Parameter("score.weight")), hidden.Shape[..^1].ToArray());
+        var w = Config.TieWordEmbeddings ? Parameter("embed.weight") : Parameter("lm_head.weight");
+        return Ops.Linear(hidden, w);
+    }
+
+    private Tensor Linear(Tensor x, string prefix)
+        => Ops.Linear(x, Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias"));
+
+    private Tensor Norm(Tensor x, string prefix)
+        => Config.Norm == NormKind.LayerNorm
+            ? Ops.LayerNorm(x, Parameter(prefix + ".weight"), Parameter(prefix + ".bias"), (float)Config.NormEps)
+            : Ops.RmsNorm(x, Parameter(prefix + ".weight"), (float)Config.NormEps);
+}
