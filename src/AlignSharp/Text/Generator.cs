@@ -1,0 +1,226 @@
+using AlignSharp.Engine;
+using AlignSharp.Models;
+
+namespace AlignSharp.Text;
+
+/// <summary>
+/// How to pick new tokens. Temperature 0 means greedy. TopK 0 and TopP 1 disable those filters.
+/// Seed fixes the sampling; each prompt draws from its own stream (seed, prompt index), so a prompt's
+/// completion does not depend on which other prompts share its batch.
+/// </summary>
+public sealed record SamplingOptions
+{
+    /// <summary>Most tokens to generate per prompt (default 64).</summary>
+    public int MaxNewTokens { get; init; } = 64;
+
+    /// <summary>Softmax temperature; 0 = greedy (default 1).</summary>
+    public float Temperature { get; init; } = 1f;
+
+    /// <summary>Keep only the K most likely tokens; 0 = off (default 0).</summary>
+    public int TopK { get; init; }
+
+    /// <summary>Keep the smallest set of most likely tokens whose probability reaches P; 1 = off (default 1).</summary>
+    public float TopP { get; init; } = 1f;
+
+    /// <summary>Random seed (default 0).</summary>
+    public int Seed { get; init; }
+
+    /// <summary>Token ids that end a sequence (default: the tokenizer's EOS, else the model config's).</summary>
+    public IReadOnlyList<int>? EosIds { get; init; }
+
+    /// <summary>Strings that end a sequence; the returned text stops before the first one (needs a tokenizer).</summary>
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+
+    public void Validate()
+    {
+        if (MaxNewTokens < 0) throw new UserInputException($"max new tokens must be ≥ 0, got {MaxNewTokens}.");
+        if (Temperature < 0 || float.IsNaN(Temperature)) throw new UserInputException($"temperature must be ≥ 0, got {Temperature}.");
+        if (TopK < 0) throw new UserInputException($"top-k must be ≥ 0, got {TopK}.");
+        if (!(TopP > 0 && TopP <= 1)) throw new UserInputException($"top-p must be in (0, 1], got {TopP}.");
+    }
+}
+
+/// <summary>
+/// One completion. Ids are the new tokens (an ending EOS included); LogProbs[i] is the log-probability of
+/// Ids[i] under the distribution it was drawn from (after temperature, top-k and top-p; for greedy decoding,
+/// under the model's plain softmax). FinishReason: "eos", "stop" (a stop string) or "length".
+/// </summary>
+public sealed record Completion(int[] Ids, string? Text, float[] LogProbs, string FinishReason);
+
+/// <summary>Batched, KV-cached autoregressive generation over prompts of different lengths.</summary>
+public static class Generator
+{
+    public static IReadOnlyList<Completion> Generate(TransformerModel model, IReadOnlyList<int[]> prompts, SamplingOptions options, ITokenizer? tokenizer = null)
+    {
+        options.Validate();
+        if (model.Config.Head != HeadKind.LanguageModel) throw new UserInputException("Generation needs a model with a language-model head.");
+        if (options.StopStrings.Count > 0 && tokenizer == null) throw new UserInputException("Stop strings need a tokenizer.");
+        int batch = prompts.Count;
+        if (batch == 0) return [];
+        foreach (var p in prompts) if (p.Length == 0) throw new UserInputException("A prompt is empty: generation needs at least one prompt token (e.g. BOS).");
+
+        var eos = new HashSet<int>(options.EosIds ?? (tokenizer?.EosId is int e ? [e] : model.Config.EosTokenIds));
+        int promptLen = prompts.Max(p => p.Length);
+        int maxNew = options.MaxNewTokens;
+        int capacity = promptLen + maxNew;
+        if (model.Config.LearnedPositions && capacity > model.Config.MaxPositions)
+            throw new UserInputException($"Prompt ({promptLen} tokens) plus {maxNew} new tokens exceeds the model's {model.Config.MaxPositions} positions.");
+
+        // Left padding: row b's prompt ends at column promptLen-1; pads are masked and take position 0.
+        var valid = new bool[batch * capacity];
+        var ids = new int[batch * promptLen];
+        var positions = new int[batch * promptLen];
+        var nextPosition = new int[batch];
+        for (int b = 0; b < batch; b++)
+        {
+            int pad = promptLen - prompts[b].Length;
+            for (int t = 0; t < promptLen; t++)
+            {
+                bool real = t >= pad;
+                ids[b * promptLen + t] = real ? prompts[b][t - pad] : 0;
+                positions[b * promptLen + t] = real ? t - pad : 0;
+                valid[b * capacity + t] = real;
+            }
+            nextPosition[b] = prompts[b].Length;
+        }
+
+        var rngs = Enumerable.Range(0, batch).Select(b => new Random(HashCode.Combine(options.Seed, b))).ToArray();
+        var outIds = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
+        var outLogProbs = Enumerable.Range(0, batch).Select(_ => new List<float>()).ToArray();
+        var finish = new string?[batch];
+        var texts = new string?[batch];
+        var cache = new KvCache(model.Config, batch, capacity);
+        int vocab = model.Config.VocabSize;
+        var probs = new float[vocab];
+        var order = new int[vocab];
+
+        using var noGrad = Autograd.NoGrad();
+        int step = 0, seq = promptLen;
+        int[] stepIds = ids, stepPositions = positions;
+        while (step < maxNew && finish.Any(f => f == null))
+        {
+            float[] lastLogits;
+            using (TensorScope.Begin())
+            {
+                int keys = cache.Length + seq;
+                var keyMask = new bool[batch * keys];
+                for (int b = 0; b < batch; b++) Array.Copy(valid, b * capacity, keyMask, b * keys, keys);
+                var hidden = model.Hidden(stepIds, batch, seq, stepPositions, keyMask, cache);
+                var last = Ops.Reshape(hidden, batch, seq, -1);
+                // Only the last position of each row needs the (large) vocabulary projection.
+                var h = Ops.Slice(last, 1, seq - 1, 1);
+                lastLogits = model.Head(h).ToArray();
+            }
+
+            var next = new int[batch];
+            for (int b = 0; b < batch; b++)
+            {
+                if (finish[b] != null) { next[b] = 0; continue; }
+                var logits = lastLogits.AsSpan(b * vocab, vocab);
+                var (token, logProb) = Sample(logits, options, rngs[b], probs, order);
+                next[b] = token;
+                outIds[b].Add(token);
+                outLogProbs[b].Add(logProb);
+                if (eos.Contains(token)) finish[b] = "eos";
+                else if (options.StopStrings.Count > 0)
+                {
+                    var text = tokenizer!.Decode(outIds[b].ToArray(), skipSpecialTokens: true);
+                    foreach (var stop in options.StopStrings)
+                    {
+                        int at = text.IndexOf(stop, StringComparison.Ordinal);
+                        if (at >= 0) { finish[b] = "stop"; texts[b] = text[..at]; break; }
+                    }
+                }
+            }
+            step++;
+
+            // The next step feeds one token per row. A finished row feeds a placeholder: rows never attend to
+            // each other, so it affects nothing but that row, which samples no more.
+            int col = promptLen + step - 1;
+            stepIds = next;
+            stepPositions = new int[batch];
+            for (int b = 0; b < batch; b++)
+            {
+                stepPositions[b] = nextPosition[b]++;
+                valid[b * capacity + col] = true;
+            }
+            seq = 1;
+        }
+
+        var result = new Completion[batch];
+        for (int b = 0; b < batch; b++)
+        {
+            var idArr = outIds[b].ToArray();
+            string? text = texts[b] ?? tokenizer?.Decode(idArr, skipSpecialTokens: true);
+            result[b] = new Completion(idArr, text, outLogProbs[b].ToArray(), finish[b] ?? "length");
+        }
+        return result;
+    }
+
+    /// <summary>Draws one token from a logits row; returns it with its log-probability under the distribution used.</summary>
+    internal static (int Token, float LogProb) Sample(ReadOnlySpan<float> logits, SamplingOptions o, Random rng, float[] probs, int[] order)
+    {
+        int v = logits.Length;
+        if (o.Temperature == 0)
+        {
+            int best = 0;
+            for (int i = 1; i < v; i++) if (logits[i] > logits[best]) best = i;
+            return (best, logits[best] - LogSumExp(logits, 1f));
+        }
+
+        float invT = 1f / o.Temperature;
+        float max = float.NegativeInfinity;
+        for (int i = 0; i < v; i++) max = MathF.Max(max, logits[i] * invT);
+        double sum = 0;
+        for (int i = 0; i < v; i++) { probs[i] = MathF.Exp(logits[i] * invT - max); sum += probs[i]; }
+        for (int i = 0; i < v; i++) probs[i] = (float)(probs[i] / sum);
+
+        int keep = v;
+        if (o.TopK > 0 || o.TopP < 1)
+        {
+            for (int i = 0; i < v; i++) order[i] = i;
+            var p = probs;
+            Array.Sort(order, 0, v, Comparer<int>.Create((a, b) => p[b].CompareTo(p[a]) is var c && c != 0 ? c : a.CompareTo(b)));
+            if (o.TopK > 0) keep = Math.Min(keep, o.TopK);
+            if (o.TopP < 1)
+            {
+                double cum = 0;
+                int n = 0;
+                while (n < keep) { cum += probs[order[n]]; n++; if (cum >= o.TopP) break; }
+                keep = Math.Max(1, n);
+            }
+            double kept = 0;
+            for (int i = 0; i < keep; i++) kept += probs[order[i]];
+            double u = rng.NextDouble() * kept, acc = 0;
+            int pick = order[keep - 1];
+            for (int i = 0; i < keep; i++)
+            {
+                acc += probs[order[i]];
+                if (u < acc) { pick = order[i]; break; }
+            }
+            return (pick, (float)Math.Log(probs[pick] / kept));
+        }
+        else
+        {
+            double u = rng.NextDouble(), acc = 0;
+            int pick = v - 1;
+            for (int i = 0; i < v; i++)
+            {
+                acc += probs[i];
+                if (u < acc) { pick = i; break; }
+            }
+            // Walk back from a zero-probability tail (rounding in the cumulative sum).
+            while (probs[pick] == 0 && pick > 0) pick--;
+            return (pick, MathF.Log(probs[pick]));
+        }
+    }
+
+    private static float LogSumExp(ReadOnlySpan<float> x, float scale)
+    {
+        float max = float.NegativeInfinity;
+        foreach (var v in x) max = MathF.Max(max, v * scale);
+        double s = 0;
+        foreach (var v in x) s += Math.Exp(v * scale - max);
+        return max + (float)Math.Log(s);
+    }
+}

@@ -1,0 +1,99 @@
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Text;
+
+namespace AlignSharp.Tests.Models;
+
+public class GenerationTests
+{
+    private static TransformerModel Model(string family) => TransformerModel.CreateRandom(
+        family == "gpt2" ? ModelPresets.Gpt2(40, 32, 2, 4, 64) : ModelPresets.Llama(40, 32, 2, 4, 2, 64), seed: 9, std: 0.3f);
+
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void KvCachedLogitsEqualFullRecompute(string family)
+    {
+        var model = Model(family);
+        var ids = new[] { 3, 17, 5, 9, 22, 1, 30, 8, 12, 4 };
+        using var noGrad = Autograd.NoGrad();
+        var full = model.Forward(ids, 1, ids.Length).ToArray();
+
+        var cache = new KvCache(model.Config, 1, ids.Length);
+        var parts = new List<float>();
+        parts.AddRange(model.Forward(ids.AsSpan(0, 6), 1, 6, cache: cache).ToArray());
+        for (int t = 6; t < ids.Length; t++) parts.AddRange(model.Forward(ids.AsSpan(t, 1), 1, 1, cache: cache).ToArray());
+        Assert.Equal(full.Length, parts.Count);
+        for (int i = 0; i < full.Length; i++) Assert.True(Math.Abs(full[i] - parts[i]) < 1e-4, $"logit {i}: {full[i]} vs {parts[i]}");
+    }
+
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void BatchedGreedyEqualsOneByOne(string family)
+    {
+        var model = Model(family);
+        int[][] prompts = [[1, 2, 3], [5, 6, 7, 8, 9, 10, 11], [20, 21, 22, 23, 24]];
+        var o = new SamplingOptions { MaxNewTokens = 8, Temperature = 0, EosIds = [] };
+        var batched = Generator.Generate(model, prompts, o);
+        for (int b = 0; b < prompts.Length; b++)
+        {
+            var single = Generator.Generate(model, [prompts[b]], o)[0];
+            Assert.Equal(single.Ids, batched[b].Ids);
+            for (int i = 0; i < single.LogProbs.Length; i++) Assert.Equal(single.LogProbs[i], batched[b].LogProbs[i], 4);
+        }
+    }
+
+    [Fact]
+    public void GreedyLogProbsMatchAFullForwardPass()
+    {
+        var model = Model("llama");
+        int[] prompt = [4, 8, 15];
+        var c = Generator.Generate(model, [prompt], new SamplingOptions { MaxNewTokens = 5, Temperature = 0, EosIds = [] })[0];
+        var all = prompt.Concat(c.Ids).ToArray();
+        using var noGrad = Autograd.NoGrad();
+        var logits = model.Forward(all, 1, all.Length);
+        var (lp, _) = Ops.TokenLogProbs(Ops.Reshape(logits, all.Length, 40), all.Skip(1).Append(0).ToArray());
+        for (int i = 0; i < c.Ids.Length; i++) Assert.Equal(lp.Span[prompt.Length - 1 + i], c.LogProbs[i], 4);
+    }
+
+    [Fact]
+    public void SeededSamplingIsReproducibleAndStopsAtEos()
+    {
+        var model = Model("gpt2");
+        int[][] prompts = [[1, 2], [3]];
+        var o = new SamplingOptions { MaxNewTokens = 20, Temperature = 1.5f, TopK = 10, TopP = 0.9f, Seed = 42, EosIds = [7] };
+        var a = Generator.Generate(model, prompts, o);
+        var b = Generator.Generate(model, prompts, o);
+        for (int i = 0; i < 2; i++) Assert.Equal(a[i].Ids, b[i].Ids);
+        foreach (var c in a)
+        {
+            int at = Array.IndexOf(c.Ids, 7);
+            if (at >= 0) { Assert.Equal(c.Ids.Length - 1, at); Assert.Equal("eos", c.FinishReason); }
+            else { Assert.Equal(20, c.Ids.Length); Assert.Equal("length", c.FinishReason); }
+            Assert.All(c.LogProbs, lp => Assert.True(lp <= 0 && lp > -50));
+        }
+        var other = Generator.Generate(model, prompts, o with { Seed = 43 });
+        Assert.False(other[0].Ids.SequenceEqual(a[0].Ids) && other[1].Ids.SequenceEqual(a[1].Ids), "another seed should give other samples");
+    }
+
+    [Fact]
+    public void SamplingFrequenciesFollowTheFilteredDistribution()
+    {
+        float[] logits = [2f, 1f, 0f, -1f, 0.5f];
+        var probs = new float[5]; var order = new int[5];
+        var rng = new Random(3);
+        var o = new SamplingOptions { Temperature = 1f, TopK = 3 };
+        var counts = new int[5];
+        const int n = 20000;
+        for (int i = 0; i < n; i++) counts[Generator.Sample(logits, o, rng, probs, order).Token]++;
+        // top-3 keeps tokens 0, 1, 4 with weights e^2, e^1, e^0.5
+        double z = Math.Exp(2) + Math.Exp(1) + Math.Exp(0.5);
+        Assert.Equal(0, counts[2] + counts[3]);
+        Assert.InRange(counts[0] / (double)n, Math.Exp(2) / z - 0.015, Math.Exp(2) / z + 0.015);
+        Assert.InRange(counts[4] / (double)n, Math.Exp(0.5) / z - 0.015, Math.Exp(0.5) / z + 0.015);
+        var (tok, lp) = Generator.Sample(logits, o with { TopP = 0.5f }, rng, probs, order);
+        Assert.Equal(0, tok); // token 0 alone has p ≥ 0.5 after top-k renormalisation... and in the full softmax
+        Assert.Equal(0f, lp, 5);
+    }
+}
