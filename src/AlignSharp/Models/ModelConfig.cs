@@ -441,7 +441,9 @@ public sealed record ModelConfig
     /// config.json text that transformers loads as this architecture: the loaded JSON (if any) with every field
     /// AlignSharp models overwritten, <c>architectures</c> set from family and head, and the <c>alignsharp</c> field.
     /// </summary>
-    public string ToJson()
+    public string ToJson() => ToJsonObject().ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+
+    internal JsonObject ToJsonObject()
     {
         Validate();
         var o = Source?.DeepClone() as JsonObject ?? new JsonObject();
@@ -513,7 +515,7 @@ public sealed record ModelConfig
             o["label2id"] = new JsonObject { ["LABEL_0"] = 0 };
         }
         o["alignsharp"] = new JsonObject { ["head"] = Head == HeadKind.Scalar ? "scalar" : "lm" };
-        return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+        return o;
     }
 
     /// <summary>Writes <see cref="ToJson"/> atomically to a file, or to <c>config.json</c> in a directory.</summary>

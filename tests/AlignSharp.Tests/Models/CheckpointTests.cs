@@ -529,6 +529,8 @@ public sealed class CheckpointTests : IDisposable
         foreach (var p in original.Parameters)
             Assert.Equal(original.ReadParameter(p.CanonicalName), reloaded.ReadParameter(p.CanonicalName));
         Assert.Equal(original.Config, reloaded.Config);
+        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!;
+        Assert.Equal(dtype == SafetensorsDtype.BF16 ? "bfloat16" : "float32", (string)json["torch_dtype"]!);
     }
 
     // ---------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ public sealed class ModelCheckpoint : IDisposable
     /// Saves a model as save_pretrained would: <c>config.json</c> and safetensors (sharded above
     /// <paramref name="maxShardBytes"/>) with HF names. <paramref name="parameter"/> returns each canonical
     /// parameter in canonical layout; GPT-2 matrices are transposed to Conv1D [in, out] on the way out.
-    /// Returns the safetensors file names written.
+    /// config.json gets <c>torch_dtype</c> set to the storage dtype. Returns the safetensors file names written.
     /// </summary>
     public static IReadOnlyList<string> Save(string directory, ModelConfig config, Func<string, ReadOnlyMemory<float>> parameter,
         SafetensorsDtype dtype = SafetensorsDtype.F32, long maxShardBytes = SafetensorsWriter.DefaultMaxShardBytes)
@@ -98,7 +98,15 @@ public sealed class ModelCheckpoint : IDisposable
         }
         Directory.CreateDirectory(directory);
         var written = SafetensorsWriter.WriteCheckpoint(directory, tensors, dtype, null, maxShardBytes);
-        config.Save(Path.Combine(directory, "config.json"));
+        // save_pretrained records the dtype the weights were stored in.
+        var json = config.ToJsonObject();
+        json["torch_dtype"] = dtype switch
+        {
+            SafetensorsDtype.BF16 => "bfloat16",
+            SafetensorsDtype.F16 => "float16",
+            _ => "float32",
+        };
+        AtomicFile.WriteText(Path.Combine(directory, "config.json"), json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
         return written;
     }
 
