@@ -146,6 +146,21 @@ public sealed record ModelConfig
     /// <summary>KV · head_dim: rows of each of the k and v projections.</summary>
     public int KvDim => NumKvHeads * HeadDim;
 
+    /// <summary>Architecture equality: every field but <see cref="Source"/>, lists compared by content.</summary>
+    public bool Equals(ModelConfig? other) =>
+        other is not null
+        && Family == other.Family && VocabSize == other.VocabSize && HiddenSize == other.HiddenSize
+        && NumLayers == other.NumLayers && NumHeads == other.NumHeads && NumKvHeads == other.NumKvHeads
+        && HeadDim == other.HeadDim && IntermediateSize == other.IntermediateSize && MaxPositions == other.MaxPositions
+        && NormEps.Equals(other.NormEps) && RopeTheta.Equals(other.RopeTheta) && Equals(RopeScaling, other.RopeScaling)
+        && TieWordEmbeddings == other.TieWordEmbeddings && AttentionQkvBias == other.AttentionQkvBias
+        && AttentionOutputBias == other.AttentionOutputBias && MlpBias == other.MlpBias && Activation == other.Activation
+        && BosTokenId == other.BosTokenId && EosTokenIds.SequenceEqual(other.EosTokenIds) && PadTokenId == other.PadTokenId
+        && SlidingWindow == other.SlidingWindow && Head == other.Head;
+
+    public override int GetHashCode() =>
+        HashCode.Combine(Family, VocabSize, HiddenSize, NumLayers, NumHeads, NumKvHeads, HeadDim, IntermediateSize);
+
     public static string ModelTypeName(ModelFamily family) => family switch
     {
         ModelFamily.Gpt2 => "gpt2",
@@ -426,7 +441,9 @@ public sealed record ModelConfig
     /// config.json text that transformers loads as this architecture: the loaded JSON (if any) with every field
     /// AlignSharp models overwritten, <c>architectures</c> set from family and head, and the <c>alignsharp</c> field.
     /// </summary>
-    public string ToJson()
+    public string ToJson() => ToJsonObject().ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+
+    internal JsonObject ToJsonObject()
     {
         Validate();
         var o = Source?.DeepClone() as JsonObject ?? new JsonObject();
@@ -498,7 +515,7 @@ public sealed record ModelConfig
             o["label2id"] = new JsonObject { ["LABEL_0"] = 0 };
         }
         o["alignsharp"] = new JsonObject { ["head"] = Head == HeadKind.Scalar ? "scalar" : "lm" };
-        return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+        return o;
     }
 
     /// <summary>Writes <see cref="ToJson"/> atomically to a file, or to <c>config.json</c> in a directory.</summary>

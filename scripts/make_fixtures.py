@@ -1,0 +1,513 @@
+#!/usr/bin/python3
+"""Generate the small Hugging Face style checkpoint fixtures under tests/fixtures/models/.
+
+Run (from the repository root, with Debian's Python; nothing from PyPI is needed):
+
+    apt-get update && apt-get install -y python3-torch python3-numpy
+    /usr/bin/python3 scripts/make_fixtures.py
+
+Each fixture is a directory holding what `save_pretrained` (or the hub) would hold: `config.json`,
+one `model.safetensors` (or shards plus `model.safetensors.index.json`), and `reference.json` with
+two input sequences and the logits expected for every position of each.
+
+The reference forward passes below are written from the Hugging Face definitions (transformers'
+modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py); Debian ships neither
+`transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
+independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
+logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
+use abs/rel tolerance 1e-4 (stored in each reference.json).
+
+Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V vocab):
+  GPT-2:  h = wte[ids] + wpe[0..T); per layer
+            a = LN(h; ln_1); [q|k|v] = a @ c_attn.W + c_attn.b  (Conv1D: W stored [in, out])
+            h += Attn(q, k, v) @ attn.c_proj.W + b
+            h += gelu_new(LN(h; ln_2) @ c_fc.W + b) @ mlp.c_proj.W + b
+          logits = LN(h; ln_f) @ wte^T (tied).  LN(x) = (x - mean) / sqrt(var_biased + eps) * w + b.
+          gelu_new(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+  Llama / Qwen2 / Mistral:  h = embed_tokens[ids]; per layer
+            x = RMS(h; input_layernorm);  q = x Wq^T (+bq), k = x Wk^T (+bk), v = x Wv^T (+bv)
+            q, k = rope(q), rope(k);  h += Attn(q, k, v) Wo^T (+bo)
+            x = RMS(h; post_attention_layernorm);  h += down(silu(gate(x)) * up(x))
+          logits = RMS(h; norm) @ lm_head^T  (or embed_tokens^T when tied).
+          RMS(x) = w * x / sqrt(mean(x^2) + eps).
+          rope: inv_freq[j] = 1 / theta^(2j / hd) (float32, as HF; llama3 scaling adjusts it),
+                angle[p, j] = p * inv_freq[j] for j < hd/2, repeated for j + hd/2 (cat(freqs, freqs)),
+                rope(x) = x * cos(angle) + rotate_half(x) * sin(angle), rotate_half([a, b]) = [-b, a]
+                (halves, NOT interleaved pairs).
+          GQA: query head i uses kv head i // (H / KV).
+  Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
+
+Deterministic: every fixture has its own fixed torch seed; rerunning rewrites identical files.
+"""
+
+import json
+import math
+import os
+import shutil
+import struct
+
+import numpy as np
+import torch
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "models")
+TOLERANCE = {"abs": 1e-4, "rel": 1e-4}
+
+# ----------------------------------------------------------------------------------------------
+# safetensors writer (format: u64 LE header length N, N bytes of JSON padded with spaces to a
+# multiple of 8, then the raw little-endian tensor data; data_offsets are relative to the data start)
+# ----------------------------------------------------------------------------------------------
+
+
+def tensor_bytes(t, dtype):
+    t = t.detach().contiguous()
+    if dtype == "F32":
+        return t.to(torch.float32).numpy().astype("<f4").tobytes()
+    if dtype == "BF16":
+        return t.to(torch.float32).to(torch.bfloat16).view(torch.int16).numpy().astype("<i2").tobytes()
+    if dtype == "F16":
+        return t.to(torch.float32).numpy().astype("<f2").tobytes()
+    raise ValueError(dtype)
+
+
+def write_safetensors(path, tensors, dtype="F32", metadata=None):
+    """tensors: dict name -> torch tensor. Written sorted by name, contiguous, like HF does."""
+    header = {}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    blobs = []
+    offset = 0
+    for name in sorted(tensors):
+        data = tensor_bytes(tensors[name], dtype)
+        header[name] = {"dtype": dtype, "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+    return offset
+
+
+# ----------------------------------------------------------------------------------------------
+# reference forward passes (float64)
+# ----------------------------------------------------------------------------------------------
+
+
+def layer_norm(x, w, b, eps):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + eps) * w + b
+
+
+def rms_norm(x, w, eps):
+    return w * (x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps))
+
+
+def gelu_new(x):
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def causal_attention(q, k, v):
+    """q [H, T, hd], k/v [H, T, hd] (kv already repeated) -> [T, H*hd]"""
+    h, t, hd = q.shape
+    s = q @ k.transpose(-1, -2) / math.sqrt(hd)
+    mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+    s = s.masked_fill(mask, float("-inf"))
+    p = torch.softmax(s, dim=-1)
+    return (p @ v).transpose(0, 1).reshape(t, h * hd)
+
+
+def gpt2_forward(w, cfg, ids):
+    """w: HF names without the 'transformer.' prefix, float64."""
+    t = len(ids)
+    d, nh = cfg["n_embd"], cfg["n_head"]
+    hd = d // nh
+    eps = cfg["layer_norm_epsilon"]
+    h = w["wte.weight"][ids] + w["wpe.weight"][torch.arange(t)]
+    for i in range(cfg["n_layer"]):
+        p = f"h.{i}."
+        a = layer_norm(h, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
+        qkv = a @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]
+        q, k, v = qkv.split(d, dim=-1)
+        q, k, v = (x.reshape(t, nh, hd).transpose(0, 1) for x in (q, k, v))
+        y = causal_attention(q, k, v)
+        h = h + y @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
+        m = layer_norm(h, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
+        m = gelu_new(m @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"])
+        h = h + m @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
+    h = layer_norm(h, w["ln_f.weight"], w["ln_f.bias"], eps)
+    return h @ w["wte.weight"].T
+
+
+def rope_inv_freq(cfg, hd):
+    """As transformers' _compute_default_rope_parameters / _compute_llama3_parameters (float32)."""
+    base = cfg.get("rope_theta", 10000.0)
+    inv_freq = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    rs = cfg.get("rope_scaling")
+    if rs is None or rs.get("rope_type", rs.get("type")) == "default":
+        return inv_freq
+    assert rs["rope_type"] == "llama3"
+    factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old_ctx = rs["original_max_position_embeddings"]
+    low_freq_wavelen = old_ctx / low
+    high_freq_wavelen = old_ctx / high
+    wavelen = 2 * math.pi / inv_freq
+    inv_freq_llama = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * inv_freq_llama / factor + smooth * inv_freq_llama
+    is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium, smoothed, inv_freq_llama)
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def llama_forward(w, cfg, ids):
+    """Llama / Qwen2 / Mistral. w: HF names, float64."""
+    t = len(ids)
+    d = cfg["hidden_size"]
+    nh = cfg["num_attention_heads"]
+    nkv = cfg.get("num_key_value_heads") or nh
+    hd = cfg.get("head_dim") or d // nh
+    eps = cfg["rms_norm_eps"]
+    inv_freq = rope_inv_freq(cfg, hd)
+    freqs = torch.arange(t, dtype=torch.float32)[:, None] * inv_freq[None, :]  # float32 like HF
+    emb = torch.cat((freqs, freqs), dim=-1).double()
+    cos, sin = emb.cos(), emb.sin()
+
+    def lin(x, name):
+        y = x @ w[name + ".weight"].T
+        if name + ".bias" in w:
+            y = y + w[name + ".bias"]
+        return y
+
+    h = w["model.embed_tokens.weight"][ids]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        x = rms_norm(h, w[p + "input_layernorm.weight"], eps)
+        q = lin(x, p + "self_attn.q_proj").reshape(t, nh, hd).transpose(0, 1)
+        k = lin(x, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1)
+        v = lin(x, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = nh // nkv
+        k = k.repeat_interleave(rep, dim=0)  # == HF repeat_kv: head i uses kv head i // rep
+        v = v.repeat_interleave(rep, dim=0)
+        h = h + lin(causal_attention(q, k, v), p + "self_attn.o_proj")
+        x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
+        g = lin(x, p + "mlp.gate_proj")
+        h = h + lin(g * torch.sigmoid(g) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
+    h = rms_norm(h, w["model.norm.weight"], eps)
+    head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
+    return h @ head.T
+
+
+# ----------------------------------------------------------------------------------------------
+# random weights
+# ----------------------------------------------------------------------------------------------
+
+
+def randn(g, *shape, std):
+    return torch.randn(*shape, generator=g, dtype=torch.float32) * std
+
+
+def norm_weight(g, n):
+    return 1.0 + randn(g, n, std=0.1)
+
+
+def gpt2_weights(g, cfg):
+    """HF names without prefix; Conv1D weights [in, out]."""
+    d, v, pos = cfg["n_embd"], cfg["vocab_size"], cfg["n_positions"]
+    inner = cfg.get("n_inner") or 4 * d
+    w = {"wte.weight": randn(g, v, d, std=0.5), "wpe.weight": randn(g, pos, d, std=0.2)}
+    for i in range(cfg["n_layer"]):
+        p = f"h.{i}."
+        w[p + "ln_1.weight"] = norm_weight(g, d)
+        w[p + "ln_1.bias"] = randn(g, d, std=0.1)
+        w[p + "attn.c_attn.weight"] = randn(g, d, 3 * d, std=0.2)
+        w[p + "attn.c_attn.bias"] = randn(g, 3 * d, std=0.1)
+        w[p + "attn.c_proj.weight"] = randn(g, d, d, std=0.2)
+        w[p + "attn.c_proj.bias"] = randn(g, d, std=0.1)
+        w[p + "ln_2.weight"] = norm_weight(g, d)
+        w[p + "ln_2.bias"] = randn(g, d, std=0.1)
+        w[p + "mlp.c_fc.weight"] = randn(g, d, inner, std=0.2)
+        w[p + "mlp.c_fc.bias"] = randn(g, inner, std=0.1)
+        w[p + "mlp.c_proj.weight"] = randn(g, inner, d, std=0.1)
+        w[p + "mlp.c_proj.bias"] = randn(g, d, std=0.1)
+    w["ln_f.weight"] = norm_weight(g, d)
+    w["ln_f.bias"] = randn(g, d, std=0.1)
+    return w
+
+
+def llama_weights(g, cfg, qkv_bias=False, o_bias=False, mlp_bias=False):
+    d, v = cfg["hidden_size"], cfg["vocab_size"]
+    nh = cfg["num_attention_heads"]
+    nkv = cfg.get("num_key_value_heads") or nh
+    hd = cfg.get("head_dim") or d // nh
+    inter = cfg["intermediate_size"]
+    w = {"model.embed_tokens.weight": randn(g, v, d, std=0.5)}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        w[p + "input_layernorm.weight"] = norm_weight(g, d)
+        w[p + "self_attn.q_proj.weight"] = randn(g, nh * hd, d, std=0.2)
+        w[p + "self_attn.k_proj.weight"] = randn(g, nkv * hd, d, std=0.2)
+        w[p + "self_attn.v_proj.weight"] = randn(g, nkv * hd, d, std=0.2)
+        w[p + "self_attn.o_proj.weight"] = randn(g, d, nh * hd, std=0.2)
+        if qkv_bias:
+            w[p + "self_attn.q_proj.bias"] = randn(g, nh * hd, std=0.1)
+            w[p + "self_attn.k_proj.bias"] = randn(g, nkv * hd, std=0.1)
+            w[p + "self_attn.v_proj.bias"] = randn(g, nkv * hd, std=0.1)
+        if o_bias:
+            w[p + "self_attn.o_proj.bias"] = randn(g, d, std=0.1)
+        w[p + "post_attention_layernorm.weight"] = norm_weight(g, d)
+        w[p + "mlp.gate_proj.weight"] = randn(g, inter, d, std=0.2)
+        w[p + "mlp.up_proj.weight"] = randn(g, inter, d, std=0.2)
+        w[p + "mlp.down_proj.weight"] = randn(g, d, inter, std=0.15)
+        if mlp_bias:
+            w[p + "mlp.gate_proj.bias"] = randn(g, inter, std=0.1)
+            w[p + "mlp.up_proj.bias"] = randn(g, inter, std=0.1)
+            w[p + "mlp.down_proj.bias"] = randn(g, d, std=0.1)
+    w["model.norm.weight"] = norm_weight(g, d)
+    if not cfg.get("tie_word_embeddings", False):
+        w["lm_head.weight"] = randn(g, v, d, std=0.2)
+    return w
+
+
+def bf16_round(w):
+    return {k: t.to(torch.bfloat16).to(torch.float32) for k, t in w.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# fixture writing
+# ----------------------------------------------------------------------------------------------
+
+
+def fmt(x):
+    return float("%.9g" % float(x))  # round-trips float32
+
+
+def write_reference(dirname, description, cases, forward, weights, cfg, inv_freq=None):
+    w64 = {k: t.double() for k, t in weights.items()}
+    out = {"description": description, "tolerance": TOLERANCE, "cases": []}
+    for ids in cases:
+        logits = forward(w64, cfg, torch.tensor(ids)).to(torch.float32)
+        out["cases"].append({"input_ids": ids, "logits": [[fmt(x) for x in row] for row in logits.tolist()]})
+    if inv_freq is not None:
+        out["inv_freq"] = [fmt(x) for x in inv_freq.tolist()]
+    with open(os.path.join(dirname, "reference.json"), "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+        f.write("\n")
+
+
+def write_config(dirname, cfg):
+    with open(os.path.join(dirname, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def make_cases(g, vocab):
+    return [torch.randint(0, vocab, (n,), generator=g).tolist() for n in (16, 7)]
+
+
+def fresh_dir(name):
+    d = os.path.join(ROOT, name)
+    if os.path.isdir(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+    return d
+
+
+def gpt2_config(**over):
+    cfg = {
+        "activation_function": "gelu_new",
+        "architectures": ["GPT2LMHeadModel"],
+        "attn_pdrop": 0.1,
+        "bos_token_id": 79,
+        "embd_pdrop": 0.1,
+        "eos_token_id": 79,
+        "initializer_range": 0.02,
+        "layer_norm_epsilon": 1e-05,
+        "model_type": "gpt2",
+        "n_ctx": 32,
+        "n_embd": 32,
+        "n_head": 4,
+        "n_layer": 2,
+        "n_positions": 32,
+        "resid_pdrop": 0.1,
+        "summary_activation": None,
+        "summary_first_dropout": 0.1,
+        "summary_proj_to_labels": True,
+        "summary_type": "cls_index",
+        "summary_use_proj": True,
+        "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
+        "vocab_size": 80,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def llama_family_config(model_type, arch, **over):
+    cfg = {
+        "architectures": [arch],
+        "attention_dropout": 0.0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "hidden_act": "silu",
+        "hidden_size": 32,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+        "model_type": model_type,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "transformers_version": "4.46.0",
+        "use_cache": True,
+        "vocab_size": 96,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def fixture_gpt2_hub():
+    g = torch.Generator().manual_seed(1001)
+    cfg = gpt2_config()
+    w = gpt2_weights(g, cfg)
+    d = fresh_dir("gpt2-hub")
+    stored = dict(w)
+    pos = cfg["n_positions"]
+    for i in range(cfg["n_layer"]):  # buffers present in the original hub files; loaders ignore them
+        stored[f"h.{i}.attn.bias"] = torch.tril(torch.ones(pos, pos)).reshape(1, 1, pos, pos)
+        stored[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    write_safetensors(os.path.join(d, "model.safetensors"), stored, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "gpt2, original hub naming (h.N..., wte, no prefix), attn.bias/masked_bias buffers, "
+                    "n_inner absent (=4*n_embd), tied head", make_cases(g, cfg["vocab_size"]), gpt2_forward, w, cfg)
+
+
+def fixture_gpt2_save_pretrained():
+    g = torch.Generator().manual_seed(1002)
+    cfg = gpt2_config(n_inner=96, layer_norm_epsilon=1e-5, tie_word_embeddings=True, torch_dtype="float32",
+                      transformers_version="4.46.0", vocab_size=72, bos_token_id=0, eos_token_id=0, n_positions=24,
+                      n_ctx=24)
+    w = gpt2_weights(g, cfg)
+    d = fresh_dir("gpt2-save-pretrained")
+    stored = {"transformer." + k: t for k, t in w.items()}
+    stored["lm_head.weight"] = w["wte.weight"].clone()  # a tied copy, as older save_pretrained wrote
+    write_safetensors(os.path.join(d, "model.safetensors"), stored, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "gpt2, save_pretrained naming (transformer. prefix), lm_head.weight present but tied, "
+                    "explicit n_inner=96", make_cases(g, cfg["vocab_size"]), gpt2_forward, w, cfg)
+
+
+def fixture_llama_gqa():
+    g = torch.Generator().manual_seed(1003)
+    cfg = llama_family_config("llama", "LlamaForCausalLM", attention_bias=False, mlp_bias=False,
+                              pretraining_tp=1, head_dim=8)
+    w = llama_weights(g, cfg)
+    d = fresh_dir("llama-gqa")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "llama, heads 4 / kv 2 (GQA), untied lm_head, rope_theta 1e4, no biases",
+                    make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg, rope_inv_freq(cfg, 8))
+
+
+def fixture_qwen2():
+    g = torch.Generator().manual_seed(1004)
+    cfg = llama_family_config("qwen2", "Qwen2ForCausalLM", num_key_value_heads=1, rope_theta=1000000.0,
+                              tie_word_embeddings=True, max_window_layers=2, sliding_window=64,
+                              use_sliding_window=False, vocab_size=88, bos_token_id=86, eos_token_id=87)
+    w = llama_weights(g, cfg, qkv_bias=True)
+    d = fresh_dir("qwen2-tied-bias")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "qwen2, q/k/v biases (no o bias), heads 4 / kv 1, tied embeddings, rope_theta 1e6",
+                    make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg, rope_inv_freq(cfg, 8))
+
+
+def fixture_llama_sharded():
+    g = torch.Generator().manual_seed(1005)
+    cfg = llama_family_config("llama", "LlamaForCausalLM", attention_bias=True, mlp_bias=True,
+                              num_key_value_heads=4, pad_token_id=0)
+    w = llama_weights(g, cfg, qkv_bias=True, o_bias=True, mlp_bias=True)
+    d = fresh_dir("llama-sharded")
+    first = {k: t for k, t in w.items() if k.startswith("model.embed_tokens") or k.startswith("model.layers.0.")}
+    second = {k: t for k, t in w.items() if k not in first}
+    names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    total = 0
+    weight_map = {}
+    for shard, part in zip(names, (first, second)):
+        total += write_safetensors(os.path.join(d, shard), part, "F32", {"format": "pt"})
+        for k in part:
+            weight_map[k] = shard
+    with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, f, indent=2)
+        f.write("\n")
+    write_config(d, cfg)
+    write_reference(d, "llama in 2 shards + index.json; attention_bias (q,k,v,o) and mlp_bias true; "
+                    "heads 4 / kv 4; pad_token_id 0", make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg)
+
+
+def fixture_llama_bf16():
+    g = torch.Generator().manual_seed(1006)
+    cfg = llama_family_config("llama", "LlamaForCausalLM", torch_dtype="bfloat16")
+    w = bf16_round(llama_weights(g, cfg))
+    d = fresh_dir("llama-bf16")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "BF16", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "llama stored as BF16; reference logits from the bf16 weights upcast to float32",
+                    make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg)
+
+
+def fixture_mistral():
+    g = torch.Generator().manual_seed(1007)
+    cfg = llama_family_config("mistral", "MistralForCausalLM", hidden_size=48, head_dim=16, intermediate_size=80,
+                              sliding_window=4096, vocab_size=64)
+    w = llama_weights(g, cfg)
+    d = fresh_dir("mistral-gqa")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "mistral, no biases, heads 4 / kv 2, explicit head_dim 16 != hidden/heads (12), untied",
+                    make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg, rope_inv_freq(cfg, 16))
+
+
+def fixture_llama3_rope():
+    g = torch.Generator().manual_seed(1008)
+    cfg = llama_family_config("llama", "LlamaForCausalLM", head_dim=16, num_key_value_heads=2, hidden_size=32,
+                              num_attention_heads=2, tie_word_embeddings=True, rope_theta=500000.0,
+                              bos_token_id=90, eos_token_id=[91, 92],
+                              rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                            "original_max_position_embeddings": 64, "rope_type": "llama3"})
+    w = llama_weights(g, cfg)
+    d = fresh_dir("llama3-rope-scaling")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "llama with llama3 rope_scaling (factor 8, original context 64), rope_theta 5e5, "
+                    "tied embeddings, eos_token_id list", make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg,
+                    rope_inv_freq(cfg, 16))
+
+
+def main():
+    os.makedirs(ROOT, exist_ok=True)
+    fixture_gpt2_hub()
+    fixture_gpt2_save_pretrained()
+    fixture_llama_gqa()
+    fixture_qwen2()
+    fixture_llama_sharded()
+    fixture_llama_bf16()
+    fixture_mistral()
+    fixture_llama3_rope()
+
+
+if __name__ == "__main__":
+    main()

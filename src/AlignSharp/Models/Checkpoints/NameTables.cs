@@ -1,0 +1,96 @@
+namespace AlignSharp.Models.Checkpoints;
+
+/// <summary>One row of a family's name table: canonical name ↔ Hugging Face name (relative to the body prefix
+/// such as <c>transformer.</c> or <c>model.</c>, unless <see cref="Unprefixed"/>), whether the checkpoint stores
+/// the matrix transposed, and the canonical shape under a config (null: the tensor does not exist under it).
+/// <c>{i}</c> in both names stands for the layer index.</summary>
+internal sealed record NameRule(string Canonical, string Checkpoint, bool Transposed, Func<ModelConfig, int[]?> Shape, bool Unprefixed = false);
+
+/// <summary>A family's checkpoint naming: body prefixes (first one is what save_pretrained writes), tensors
+/// outside and inside layers, and per-layer buffers that checkpoints may carry and loaders skip.</summary>
+internal sealed record NameTable(string[] Prefixes, NameRule[] Global, NameRule[] PerLayer, string[] IgnoredPerLayer);
+
+/// <summary>Heads are the same across families and never prefixed.</summary>
+internal static class HeadNames
+{
+    public static readonly NameRule[] Rules =
+    [
+        new("lm_head.weight", "lm_head.weight", false,
+            c => c.Head == HeadKind.LanguageModel && !c.TieWordEmbeddings ? [c.VocabSize, c.HiddenSize] : null, Unprefixed: true),
+        new("score.weight", "score.weight", false,
+            c => c.Head == HeadKind.Scalar ? [1, c.HiddenSize] : null, Unprefixed: true),
+    ];
+}
+
+/// <summary>
+/// GPT-2. Original hub files have no prefix (<c>h.0.attn.c_attn.weight</c>, <c>wte.weight</c>) and carry the
+/// <c>attn.bias</c> (causal mask) and <c>attn.masked_bias</c> buffers; save_pretrained writes a
+/// <c>transformer.</c> prefix and may add <c>lm_head.weight</c> although it is tied. Conv1D weights are stored
+/// [in, out], so every matrix is transposed relative to the canonical [out, in]. The fused c_attn stays fused:
+/// canonical <c>attn.qkv</c> rows are q (0..D), k (D..2D), v (2D..3D).
+/// </summary>
+internal static class Gpt2NameTable
+{
+    public static readonly NameTable Table = new(
+        Prefixes: ["transformer.", ""],
+        Global:
+        [
+            new("embed.weight", "wte.weight", false, c => [c.VocabSize, c.HiddenSize]),
+            new("pos_embed.weight", "wpe.weight", false, c => [c.MaxPositions, c.HiddenSize]),
+            new("final_norm.weight", "ln_f.weight", false, c => [c.HiddenSize]),
+            new("final_norm.bias", "ln_f.bias", false, c => [c.HiddenSize]),
+        ],
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "h.{i}.ln_1.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.attn_norm.bias", "h.{i}.ln_1.bias", false, c => [c.HiddenSize]),
+            new("layers.{i}.attn.qkv.weight", "h.{i}.attn.c_attn.weight", true, c => [3 * c.HiddenSize, c.HiddenSize]),
+            new("layers.{i}.attn.qkv.bias", "h.{i}.attn.c_attn.bias", false, c => [3 * c.HiddenSize]),
+            new("layers.{i}.attn.o.weight", "h.{i}.attn.c_proj.weight", true, c => [c.HiddenSize, c.HiddenSize]),
+            new("layers.{i}.attn.o.bias", "h.{i}.attn.c_proj.bias", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp_norm.weight", "h.{i}.ln_2.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp_norm.bias", "h.{i}.ln_2.bias", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp.fc.weight", "h.{i}.mlp.c_fc.weight", true, c => [c.IntermediateSize, c.HiddenSize]),
+            new("layers.{i}.mlp.fc.bias", "h.{i}.mlp.c_fc.bias", false, c => [c.IntermediateSize]),
+            new("layers.{i}.mlp.proj.weight", "h.{i}.mlp.c_proj.weight", true, c => [c.HiddenSize, c.IntermediateSize]),
+            new("layers.{i}.mlp.proj.bias", "h.{i}.mlp.c_proj.bias", false, c => [c.HiddenSize]),
+        ],
+        IgnoredPerLayer: ["h.{i}.attn.bias", "h.{i}.attn.masked_bias"]);
+}
+
+/// <summary>
+/// Llama, and Qwen2 and Mistral, whose tensor names are identical (only which biases exist differs, and that
+/// comes from the config). save_pretrained of <c>*ForCausalLM</c> writes the <c>model.</c> prefix; a bare
+/// <c>LlamaModel</c> has none. Linear weights are stored [out, in] like the canonical layout. Old checkpoints
+/// carry <c>self_attn.rotary_emb.inv_freq</c> buffers, which are skipped.
+/// </summary>
+internal static class LlamaNameTable
+{
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global:
+        [
+            new("embed.weight", "embed_tokens.weight", false, c => [c.VocabSize, c.HiddenSize]),
+            new("final_norm.weight", "norm.weight", false, c => [c.HiddenSize]),
+        ],
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.attn.q.weight", "layers.{i}.self_attn.q_proj.weight", false, c => [c.QueryDim, c.HiddenSize]),
+            new("layers.{i}.attn.q.bias", "layers.{i}.self_attn.q_proj.bias", false, c => c.AttentionQkvBias ? [c.QueryDim] : null),
+            new("layers.{i}.attn.k.weight", "layers.{i}.self_attn.k_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
+            new("layers.{i}.attn.k.bias", "layers.{i}.self_attn.k_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
+            new("layers.{i}.attn.v.weight", "layers.{i}.self_attn.v_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
+            new("layers.{i}.attn.v.bias", "layers.{i}.self_attn.v_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
+            new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.o_proj.weight", false, c => [c.HiddenSize, c.QueryDim]),
+            new("layers.{i}.attn.o.bias", "layers.{i}.self_attn.o_proj.bias", false, c => c.AttentionOutputBias ? [c.HiddenSize] : null),
+            new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp.gate.weight", "layers.{i}.mlp.gate_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+            new("layers.{i}.mlp.gate.bias", "layers.{i}.mlp.gate_proj.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
+            new("layers.{i}.mlp.up.weight", "layers.{i}.mlp.up_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+            new("layers.{i}.mlp.up.bias", "layers.{i}.mlp.up_proj.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
+            new("layers.{i}.mlp.down.weight", "layers.{i}.mlp.down_proj.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+            new("layers.{i}.mlp.down.bias", "layers.{i}.mlp.down_proj.bias", false, c => c.MlpBias ? [c.HiddenSize] : null),
+        ],
+        IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}

@@ -1,0 +1,203 @@
+using System.Text.Json;
+using AlignSharp.Models;
+using AlignSharp.Models.Checkpoints;
+
+namespace AlignSharp.Tests.Models;
+
+/// <summary>
+/// End-to-end check of the fixtures and of the canonical layout: a deliberately naive double-precision forward
+/// pass, written only against canonical parameter names (matrices [out, in]), must reproduce the logits the
+/// independent PyTorch script stored in each reference.json. This is the scalar oracle a real model
+/// implementation can be compared with; it is not meant to be fast.
+/// </summary>
+public sealed class CheckpointReferenceLogitsTests
+{
+    public static TheoryData<string> FixtureNames => new(Fixtures.All);
+
+    [Theory]
+    [MemberData(nameof(FixtureNames))]
+    public void NaiveCanonicalForwardMatchesReferenceLogits(string fixture)
+    {
+        using var checkpoint = ModelCheckpoint.Open(Fixtures.Dir(fixture));
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixtures.Dir(fixture), "reference.json")));
+        double absTol = doc.RootElement.GetProperty("tolerance").GetProperty("abs").GetDouble();
+        double relTol = doc.RootElement.GetProperty("tolerance").GetProperty("rel").GetDouble();
+        var model = new NaiveModel(checkpoint);
+        foreach (var c in doc.RootElement.GetProperty("cases").EnumerateArray())
+        {
+            int[] ids = c.GetProperty("input_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+            var expected = c.GetProperty("logits").EnumerateArray().Select(r => r.EnumerateArray().Select(e => e.GetDouble()).ToArray()).ToArray();
+            var logits = model.Forward(ids);
+            Assert.Equal(ids.Length, expected.Length);
+            for (int t = 0; t < ids.Length; t++)
+            {
+                Assert.Equal(checkpoint.Config.VocabSize, expected[t].Length);
+                for (int v = 0; v < expected[t].Length; v++)
+                    Assert.True(Math.Abs(logits[t][v] - expected[t][v]) <= absTol + relTol * Math.Abs(expected[t][v]),
+                        $"{fixture} t={t} v={v}: {logits[t][v]} vs {expected[t][v]}");
+            }
+        }
+    }
+
+    /// <summary>ids (T) → logits (T, V); D hidden, H heads, KV kv heads, hd head dim.</summary>
+    private sealed class NaiveModel(ModelCheckpoint checkpoint)
+    {
+        private readonly ModelConfig _c = checkpoint.Config;
+        private readonly Dictionary<string, float[]> _p = checkpoint.Parameters.ToDictionary(p => p.CanonicalName, p => checkpoint.ReadParameter(p.CanonicalName));
+
+        private float[]? Optional(string name) => _p.GetValueOrDefault(name);
+
+        public double[][] Forward(int[] ids)
+        {
+            int T = ids.Length, D = _c.HiddenSize;
+            var embed = _p["embed.weight"];
+            var h = new double[T][];
+            for (int t = 0; t < T; t++)
+            {
+                h[t] = new double[D];
+                for (int d = 0; d < D; d++)
+                    h[t][d] = embed[ids[t] * D + d] + (_c.LearnedPositions ? _p["pos_embed.weight"][t * D + d] : 0);
+            }
+            for (int l = 0; l < _c.NumLayers; l++)
+            {
+                string p = $"layers.{l}.";
+                var x = Norm(h, p + "attn_norm");
+                double[][] q, k, v;
+                if (_c.Family == ModelFamily.Gpt2)
+                {
+                    var qkv = Linear(x, p + "attn.qkv");
+                    q = qkv.Select(r => r[..D]).ToArray();
+                    k = qkv.Select(r => r[D..(2 * D)]).ToArray();
+                    v = qkv.Select(r => r[(2 * D)..]).ToArray();
+                }
+                else
+                {
+                    q = Rope(Linear(x, p + "attn.q"));
+                    k = Rope(Linear(x, p + "attn.k"));
+                    v = Linear(x, p + "attn.v");
+                }
+                Add(h, Linear(Attention(q, k, v), p + "attn.o"));
+                x = Norm(h, p + "mlp_norm");
+                double[][] m;
+                if (_c.Family == ModelFamily.Gpt2)
+                {
+                    m = Linear(x, p + "mlp.fc");
+                    foreach (var r in m)
+                        for (int i = 0; i < r.Length; i++)
+                            r[i] = 0.5 * r[i] * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (r[i] + 0.044715 * r[i] * r[i] * r[i])));
+                    m = Linear(m, p + "mlp.proj");
+                }
+                else
+                {
+                    var gate = Linear(x, p + "mlp.gate");
+                    var up = Linear(x, p + "mlp.up");
+                    for (int t = 0; t < T; t++)
+                        for (int i = 0; i < gate[t].Length; i++)
+                            gate[t][i] = gate[t][i] / (1 + Math.Exp(-gate[t][i])) * up[t][i];
+                    m = Linear(gate, p + "mlp.down");
+                }
+                Add(h, m);
+            }
+            var final = Norm(h, "final_norm");
+            var head = Optional("lm_head.weight") ?? embed;
+            return MatMulT(final, head, null, _c.VocabSize);
+        }
+
+        private double[][] Norm(double[][] x, string name)
+        {
+            var w = _p[name + ".weight"];
+            var b = Optional(name + ".bias");
+            return x.Select(r =>
+            {
+                int n = r.Length;
+                if (_c.Norm == NormKind.LayerNorm)
+                {
+                    double mean = r.Average();
+                    double var = r.Select(e => (e - mean) * (e - mean)).Average();
+                    return r.Select((e, i) => (e - mean) / Math.Sqrt(var + _c.NormEps) * w[i] + b![i]).ToArray();
+                }
+                double ms = r.Select(e => e * e).Average();
+                return r.Select((e, i) => w[i] * (e / Math.Sqrt(ms + _c.NormEps))).ToArray();
+            }).ToArray();
+        }
+
+        private double[][] Linear(double[][] x, string name)
+        {
+            var w = _p[name + ".weight"];
+            return MatMulT(x, w, Optional(name + ".bias"), w.Length / x[0].Length);
+        }
+
+        /// <summary>x (T, in) · W^T with W (out, in) [+ b] → (T, out).</summary>
+        private static double[][] MatMulT(double[][] x, float[] w, float[]? b, int outDim)
+        {
+            int inDim = x[0].Length;
+            return x.Select(r =>
+            {
+                var y = new double[outDim];
+                for (int o = 0; o < outDim; o++)
+                {
+                    double s = b?[o] ?? 0;
+                    for (int i = 0; i < inDim; i++) s += r[i] * w[o * inDim + i];
+                    y[o] = s;
+                }
+                return y;
+            }).ToArray();
+        }
+
+        /// <summary>rotate_half RoPE on each head of x (T, heads·hd); angle computed in float32 as transformers does.</summary>
+        private double[][] Rope(double[][] x)
+        {
+            int hd = _c.HeadDim, half = hd / 2;
+            var inv = _c.RopeFrequencies();
+            for (int t = 0; t < x.Length; t++)
+                for (int head = 0; head < x[t].Length / hd; head++)
+                {
+                    int o = head * hd;
+                    for (int j = 0; j < half; j++)
+                    {
+                        double angle = (float)t * inv[j];
+                        double cos = Math.Cos(angle), sin = Math.Sin(angle);
+                        double a = x[t][o + j], b = x[t][o + j + half];
+                        x[t][o + j] = a * cos - b * sin;
+                        x[t][o + j + half] = b * cos + a * sin;
+                    }
+                }
+            return x;
+        }
+
+        /// <summary>Causal attention; query head i reads kv head i / (H / KV). → (T, H·hd).</summary>
+        private double[][] Attention(double[][] q, double[][] k, double[][] v)
+        {
+            int T = q.Length, hd = _c.HeadDim, group = _c.NumHeads / _c.NumKvHeads;
+            var y = new double[T][];
+            for (int t = 0; t < T; t++)
+            {
+                y[t] = new double[_c.NumHeads * hd];
+                for (int head = 0; head < _c.NumHeads; head++)
+                {
+                    int qo = head * hd, ko = head / group * hd;
+                    var scores = new double[t + 1];
+                    for (int s = 0; s <= t; s++)
+                    {
+                        double dot = 0;
+                        for (int i = 0; i < hd; i++) dot += q[t][qo + i] * k[s][ko + i];
+                        scores[s] = dot / Math.Sqrt(hd);
+                    }
+                    double max = scores.Max(), sum = scores.Sum(e => Math.Exp(e - max));
+                    for (int s = 0; s <= t; s++)
+                    {
+                        double p = Math.Exp(scores[s] - max) / sum;
+                        for (int i = 0; i < hd; i++) y[t][qo + i] += p * v[s][ko + i];
+                    }
+                }
+            }
+            return y;
+        }
+
+        private static void Add(double[][] h, double[][] delta)
+        {
+            for (int t = 0; t < h.Length; t++)
+                for (int i = 0; i < h[t].Length; i++) h[t][i] += delta[t][i];
+        }
+    }
+}
