@@ -77,37 +77,50 @@ public sealed class TransformerModel
         int d = config.HiddenSize;
         Add("embed.weight", config.VocabSize, d);
         if (config.LearnedPositions) Add("pos_embed.weight", config.MaxPositions, d);
-        bool ln = config.Norm == NormKind.LayerNorm;
+        bool gpt2 = config.Family == ModelFamily.Gpt2;
         for (int l = 0; l < config.NumLayers; l++)
         {
             string p = $"layers.{l}.";
             Add(p + "attn_norm.weight", d);
-            if (ln) Add(p + "attn_norm.bias", d);
-            Add(p + "attn.q.weight", config.QueryDim, d);
-            Add(p + "attn.k.weight", config.KvDim, d);
-            Add(p + "attn.v.weight", config.KvDim, d);
-            if (config.AttentionQkvBias)
+            if (gpt2) Add(p + "attn_norm.bias", d);
+            if (gpt2)
             {
-                Add(p + "attn.q.bias", config.QueryDim);
-                Add(p + "attn.k.bias", config.KvDim);
-                Add(p + "attn.v.bias", config.KvDim);
+                // GPT-2 keeps q, k and v in one [3D, D] projection: one GEMM instead of three.
+                Add(p + "attn.qkv.weight", 3 * d, d);
+                Add(p + "attn.qkv.bias", 3 * d);
+            }
+            else
+            {
+                Add(p + "attn.q.weight", config.QueryDim, d);
+                if (config.AttentionQkvBias) Add(p + "attn.q.bias", config.QueryDim);
+                Add(p + "attn.k.weight", config.KvDim, d);
+                if (config.AttentionQkvBias) Add(p + "attn.k.bias", config.KvDim);
+                Add(p + "attn.v.weight", config.KvDim, d);
+                if (config.AttentionQkvBias) Add(p + "attn.v.bias", config.KvDim);
             }
             Add(p + "attn.o.weight", d, config.QueryDim);
             if (config.AttentionOutputBias) Add(p + "attn.o.bias", d);
             Add(p + "mlp_norm.weight", d);
-            if (ln) Add(p + "mlp_norm.bias", d);
-            if (config.Activation == HiddenActivation.Silu) Add(p + "mlp.gate.weight", config.IntermediateSize, d);
-            Add(p + "mlp.up.weight", config.IntermediateSize, d);
-            Add(p + "mlp.down.weight", d, config.IntermediateSize);
-            if (config.MlpBias)
+            if (gpt2)
             {
-                if (config.Activation == HiddenActivation.Silu) Add(p + "mlp.gate.bias", config.IntermediateSize);
-                Add(p + "mlp.up.bias", config.IntermediateSize);
-                Add(p + "mlp.down.bias", d);
+                Add(p + "mlp_norm.bias", d);
+                Add(p + "mlp.fc.weight", config.IntermediateSize, d);
+                Add(p + "mlp.fc.bias", config.IntermediateSize);
+                Add(p + "mlp.proj.weight", d, config.IntermediateSize);
+                Add(p + "mlp.proj.bias", d);
+            }
+            else
+            {
+                Add(p + "mlp.gate.weight", config.IntermediateSize, d);
+                if (config.MlpBias) Add(p + "mlp.gate.bias", config.IntermediateSize);
+                Add(p + "mlp.up.weight", config.IntermediateSize, d);
+                if (config.MlpBias) Add(p + "mlp.up.bias", config.IntermediateSize);
+                Add(p + "mlp.down.weight", d, config.IntermediateSize);
+                if (config.MlpBias) Add(p + "mlp.down.bias", d);
             }
         }
-        Add("norm.weight", d);
-        if (ln) Add("norm.bias", d);
+        Add("final_norm.weight", d);
+        if (gpt2) Add("final_norm.bias", d);
         if (config.Head == HeadKind.Scalar) Add("score.weight", 1, d);
         else if (!config.TieWordEmbeddings) Add("lm_head.weight", config.VocabSize, d);
         if (!config.LearnedPositions) _invFreq = config.RopeFrequencies();
@@ -145,7 +158,7 @@ public sealed class TransformerModel
             var s = p.Span;
             if (name.Contains("norm")) { s.Fill(name.EndsWith(".bias") ? 0f : 1f); continue; }
             if (name.EndsWith(".bias")) { s.Clear(); continue; }
-            float sd = config.Family == ModelFamily.Gpt2 && (name.EndsWith("attn.o.weight") || name.EndsWith("mlp.down.weight")) ? residualStd : std;
+            float sd = config.Family == ModelFamily.Gpt2 && (name.EndsWith("attn.o.weight") || name.EndsWith("mlp.proj.weight")) ? residualStd : std;
             for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextGaussian() * sd);
         }
         return model;
@@ -180,9 +193,23 @@ public sealed class TransformerModel
         {
             string p = $"layers.{l}.";
             var h = Norm(x, p + "attn_norm");
-            var q = Ops.Reshape(Linear(h, p + "attn.q"), batch, seq, c.NumHeads, c.HeadDim);
-            var k = Ops.Reshape(Linear(h, p + "attn.k"), batch, seq, c.NumKvHeads, c.HeadDim);
-            var v = Ops.Reshape(Linear(h, p + "attn.v"), batch, seq, c.NumKvHeads, c.HeadDim);
+            Tensor q, k, v;
+            if (c.Family == ModelFamily.Gpt2)
+            {
+                var qkv = Linear(h, p + "attn.qkv");
+                q = Ops.Slice(qkv, -1, 0, c.QueryDim);
+                k = Ops.Slice(qkv, -1, c.QueryDim, c.KvDim);
+                v = Ops.Slice(qkv, -1, c.QueryDim + c.KvDim, c.KvDim);
+            }
+            else
+            {
+                q = Linear(h, p + "attn.q");
+                k = Linear(h, p + "attn.k");
+                v = Linear(h, p + "attn.v");
+            }
+            q = Ops.Reshape(q, batch, seq, c.NumHeads, c.HeadDim);
+            k = Ops.Reshape(k, batch, seq, c.NumKvHeads, c.HeadDim);
+            v = Ops.Reshape(v, batch, seq, c.NumKvHeads, c.HeadDim);
             if (_invFreq != null)
             {
                 q = Ops.Rope(q, positions, _invFreq);
@@ -193,17 +220,12 @@ public sealed class TransformerModel
             x = Ops.Add(x, Linear(Ops.Reshape(a, batch, seq, c.QueryDim), p + "attn.o"));
 
             var m = Norm(x, p + "mlp_norm");
-            var up = Linear(m, p + "mlp.up");
-            var act = c.Activation switch
-            {
-                HiddenActivation.Silu => Ops.Mul(Ops.Silu(Linear(m, p + "mlp.gate")), up),
-                HiddenActivation.GeluTanh => Ops.Gelu(up),
-                _ => throw new NotSupportedException($"Activation {c.Activation} is not implemented by the engine yet."),
-            };
-            x = Ops.Add(x, Linear(act, p + "mlp.down"));
+            x = Ops.Add(x, c.Family == ModelFamily.Gpt2
+                ? Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj")
+                : Linear(Ops.Mul(Activate(Linear(m, p + "mlp.gate")), Linear(m, p + "mlp.up")), p + "mlp.down"));
         }
         if (cache != null) cache.Length = offset + seq;
-        return Norm(x, "norm");
+        return Norm(x, "final_norm");
     }
 
     /// <summary>Vocabulary logits [B, T, V] (LM head) or one score per position [B, T] (scalar head).</summary>
@@ -218,6 +240,13 @@ public sealed class TransformerModel
         var w = Config.TieWordEmbeddings ? Parameter("embed.weight") : Parameter("lm_head.weight");
         return Ops.Linear(hidden, w);
     }
+
+    private Tensor Activate(Tensor x) => Config.Activation switch
+    {
+        HiddenActivation.Silu => Ops.Silu(x),
+        HiddenActivation.GeluTanh => Ops.Gelu(x),
+        _ => throw new UserInputException($"Activation {Config.Activation} (exact erf GELU) is not implemented yet; use gelu_new."),
+    };
 
     private Tensor Linear(Tensor x, string prefix)
         => Ops.Linear(x, Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias"));

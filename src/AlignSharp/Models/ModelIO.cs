@@ -1,0 +1,54 @@
+using AlignSharp.Engine;
+using AlignSharp.Models.Checkpoints;
+
+namespace AlignSharp.Models;
+
+/// <summary>Loads and saves <see cref="TransformerModel"/>s as Hugging Face checkpoint directories.</summary>
+public static class ModelIO
+{
+    /// <summary>
+    /// Reads config.json and the weights (single or sharded safetensors, F32/BF16/F16) from a directory.
+    /// With <paramref name="head"/> different from the checkpoint's (e.g. a reward model started from a
+    /// language model), the body is loaded and the new head is freshly initialised from <paramref name="seed"/>.
+    /// </summary>
+    /// <exception cref="UserInputException">A missing file, bad config, or tensors that do not match it.</exception>
+    public static TransformerModel Load(string directory, HeadKind? head = null, int seed = 0)
+    {
+        using var checkpoint = ModelCheckpoint.Open(directory);
+        var config = checkpoint.Config;
+        var wanted = head ?? config.Head;
+        var model = new TransformerModel(config with { Head = wanted });
+        foreach (var (name, p) in model.NamedParameters)
+        {
+            if (checkpoint.Binding.Parameters.Any(b => b.CanonicalName == name))
+                checkpoint.ReadParameter(name, p.Span);
+            else
+                InitialiseNewHead(model, name, p, seed);
+        }
+        return model;
+    }
+
+    private static void InitialiseNewHead(TransformerModel model, string name, Tensor p, int seed)
+    {
+        // Only heads can be absent when the head kind changes; anything else is a binding bug.
+        if (name == "score.weight")
+        {
+            // A small random projection (std 1/√(D+1), as value heads commonly start) so scores begin near 0.
+            var rng = new Random(seed);
+            var s = p.Span;
+            float std = 1f / MathF.Sqrt(model.Config.HiddenSize + 1);
+            for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextGaussian() * std);
+        }
+        else if (name == "lm_head.weight")
+        {
+            // An untied LM head that the checkpoint lacks starts as a copy of the token embedding.
+            model.Parameter("embed.weight").Span.CopyTo(p.Span);
+        }
+        else throw new InvalidOperationException($"Parameter '{name}' is missing from the checkpoint binding.");
+    }
+
+    /// <summary>Writes config.json and model.safetensors (sharded above <paramref name="maxShardBytes"/>) atomically.</summary>
+    public static void Save(TransformerModel model, string directory, SafetensorsDtype dtype = SafetensorsDtype.F32,
+        long maxShardBytes = SafetensorsWriter.DefaultMaxShardBytes)
+        => ModelCheckpoint.Save(directory, model.Config, name => { var p = model.Parameter(name); return new ReadOnlyMemory<float>(p.Array, p.Offset, p.Length); }, dtype, maxShardBytes);
+}

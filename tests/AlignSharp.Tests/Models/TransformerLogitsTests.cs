@@ -1,0 +1,108 @@
+using System.Text.Json;
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Models.Checkpoints;
+
+namespace AlignSharp.Tests.Models;
+
+/// <summary>
+/// The engine's TransformerModel against logits that an independent PyTorch forward produced for each fixture
+/// checkpoint (GPT-2 both naming styles, Llama GQA, Qwen2 biases, sharded, BF16, Mistral, llama3 RoPE scaling).
+/// </summary>
+public sealed class TransformerLogitsTests
+{
+    public static TheoryData<string> FixtureNames => new(Fixtures.All);
+
+    private static (int[] Ids, double[][] Logits)[] Cases(string fixture, out double absTol, out double relTol)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixtures.Dir(fixture), "reference.json")));
+        absTol = doc.RootElement.GetProperty("tolerance").GetProperty("abs").GetDouble();
+        relTol = doc.RootElement.GetProperty("tolerance").GetProperty("rel").GetDouble();
+        return doc.RootElement.GetProperty("cases").EnumerateArray().Select(c => (
+            c.GetProperty("input_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray(),
+            c.GetProperty("logits").EnumerateArray().Select(r => r.EnumerateArray().Select(e => e.GetDouble()).ToArray()).ToArray())).ToArray();
+    }
+
+    private static void AssertClose(string what, float[] actual, int offset, double[] expected, double absTol, double relTol)
+    {
+        for (int v = 0; v < expected.Length; v++)
+            Assert.True(Math.Abs(actual[offset + v] - expected[v]) <= absTol + relTol * Math.Abs(expected[v]),
+                $"{what} v={v}: {actual[offset + v]} vs {expected[v]}");
+    }
+
+    [Theory]
+    [MemberData(nameof(FixtureNames))]
+    public void LogitsMatchThePyTorchReference(string fixture)
+    {
+        var model = ModelIO.Load(Fixtures.Dir(fixture));
+        int vocab = model.Config.VocabSize;
+        using var noGrad = Autograd.NoGrad();
+        foreach (var (ids, expected) in Cases(fixture, out var absTol, out var relTol))
+        {
+            var logits = model.Forward(ids, 1, ids.Length).ToArray();
+            for (int t = 0; t < ids.Length; t++) AssertClose($"{fixture} t={t}", logits, t * vocab, expected[t], absTol, relTol);
+        }
+    }
+
+    /// <summary>Both cases in one right-padded batch: padding must not change the real positions' logits.</summary>
+    [Theory]
+    [MemberData(nameof(FixtureNames))]
+    public void PaddedBatchMatchesTheReference(string fixture)
+    {
+        var model = ModelIO.Load(Fixtures.Dir(fixture));
+        int vocab = model.Config.VocabSize;
+        var cases = Cases(fixture, out var absTol, out var relTol);
+        int b = cases.Length, t = cases.Max(c => c.Ids.Length);
+        var ids = new int[b * t];
+        var mask = new bool[b * t];
+        for (int i = 0; i < b; i++)
+            for (int j = 0; j < cases[i].Ids.Length; j++) { ids[i * t + j] = cases[i].Ids[j]; mask[i * t + j] = true; }
+        using var noGrad = Autograd.NoGrad();
+        var logits = model.Forward(ids, b, t, keyMask: mask).ToArray();
+        for (int i = 0; i < b; i++)
+            for (int j = 0; j < cases[i].Ids.Length; j++)
+                AssertClose($"{fixture} row {i} t={j}", logits, (i * t + j) * vocab, cases[i].Logits[j], absTol, relTol);
+    }
+
+    [Theory]
+    [MemberData(nameof(FixtureNames))]
+    public void ParametersAreExactlyTheCheckpointsCanonicalSet(string fixture)
+    {
+        using var checkpoint = ModelCheckpoint.Open(Fixtures.Dir(fixture));
+        var model = new TransformerModel(checkpoint.Config);
+        Assert.Equal(checkpoint.Parameters.Select(p => (p.CanonicalName, string.Join(",", p.Shape))),
+                     model.NamedParameters.Select(p => (p.Name, string.Join(",", p.Parameter.Shape.ToArray()))));
+    }
+
+    [Fact]
+    public void SavedModelLoadsBackWithIdenticalLogits()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "alignsharp-save-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            foreach (var config in new[] { ModelPresets.Gpt2(50, 32, 2, 4, 64), ModelPresets.Llama(50, 32, 2, 4, 2, 64) })
+            {
+                var model = TransformerModel.CreateRandom(config, seed: 4, std: 0.2f);
+                ModelIO.Save(model, dir);
+                var loaded = ModelIO.Load(dir);
+                int[] ids = [1, 5, 9, 13, 2];
+                using var noGrad = Autograd.NoGrad();
+                Assert.Equal(model.Forward(ids, 1, 5).ToArray(), loaded.Forward(ids, 1, 5).ToArray());
+            }
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Fact]
+    public void ScalarHeadFromALanguageModelCheckpointKeepsTheBody()
+    {
+        var dir = Fixtures.Dir("llama-gqa");
+        var lm = ModelIO.Load(dir);
+        var rm = ModelIO.Load(dir, HeadKind.Scalar, seed: 1);
+        Assert.Equal(HeadKind.Scalar, rm.Config.Head);
+        Assert.Equal(lm.Parameter("layers.0.attn.q.weight").ToArray(), rm.Parameter("layers.0.attn.q.weight").ToArray());
+        using var noGrad = Autograd.NoGrad();
+        var scores = rm.Forward([1, 2, 3], 1, 3);
+        Assert.Equal([1, 3], scores.Shape.ToArray());
+    }
+}
