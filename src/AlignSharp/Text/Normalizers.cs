@@ -8,10 +8,10 @@ internal abstract class Normalizer
     public abstract string Normalize(string text);
 }
 
-/// <summary>NFC, NFD, NFKC or NFKD.</summary>
+/// <summary>NFC, NFD, NFKC or NFKD, by our managed <see cref="UnicodeNormalization"/> (no ICU needed).</summary>
 internal sealed class UnicodeNormalizer(NormalizationForm form) : Normalizer
 {
-    public override string Normalize(string text) => text.IsNormalized(form) ? text : text.Normalize(form);
+    public override string Normalize(string text) => UnicodeNormalization.Normalize(text, form);
 }
 
 internal sealed class LowercaseNormalizer : Normalizer
