@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace AlignSharp.Tests;
 
 /// <summary>
-/// Runs the built CLI (src/AlignSharp.Cli/bin/&lt;Configuration&gt;/net10.0/AlignSharp.Cli.dll) as a process with
+/// Runs the built CLI (src/AlignSharp.Cli/bin/&lt;Configuration&gt;/net10.0/alignsharp.dll) as a process with
 /// <c>dotnet</c>, as a user would. The test project builds the CLI (a non-referencing ProjectReference), so the file
 /// exists after <c>dotnet test</c>'s build.
 /// </summary>
@@ -32,12 +32,12 @@ public static class CliRunner
             const string configuration = "Release";
 #endif
             string dir = Path.Combine(RepoRoot, "src", "AlignSharp.Cli", "bin", configuration, "net10.0");
-            string dll = Path.Combine(dir, "AlignSharp.Cli.dll");
+            string dll = Path.Combine(dir, "alignsharp.dll");
             return File.Exists(dll) ? dll : throw new FileNotFoundException($"CLI not built: {dll}");
         }
     }
 
-    /// <summary>Runs <c>dotnet AlignSharp.Cli.dll args...</c> in <paramref name="workingDirectory"/> (default: repo root).</summary>
+    /// <summary>Runs <c>dotnet alignsharp.dll args...</c> in <paramref name="workingDirectory"/> (default: repo root).</summary>
     public static Result Run(IEnumerable<string> args, string? stdin = null, string? workingDirectory = null, int timeoutMs = 120_000)
     {
         var psi = new ProcessStartInfo("dotnet")
