@@ -16,7 +16,10 @@ public static class Program
     {
         var root = new RootCommand("AlignSharp: reinforcement learning from human feedback for language models, in .NET.");
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(InitCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
+        root.Subcommands.Add(LogprobsCommand.Create());
+        root.Subcommands.Add(GenerateCommand.Create());
         return root;
     }
 }

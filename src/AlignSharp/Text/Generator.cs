@@ -6,7 +6,7 @@ namespace AlignSharp.Text;
 /// <summary>
 /// How to pick new tokens. Temperature 0 means greedy. TopK 0 and TopP 1 disable those filters.
 /// Seed fixes the sampling; each prompt draws from its own stream (seed, prompt index), so a prompt's
-/// completion does not depend on which other prompts share its batch.
+/// completion does not depend on how the prompts are split into batches.
 /// </summary>
 public sealed record SamplingOptions
 {
@@ -50,7 +50,7 @@ public sealed record Completion(int[] Ids, string? Text, float[] LogProbs, strin
 /// <summary>Batched, KV-cached autoregressive generation over prompts of different lengths.</summary>
 public static class Generator
 {
-    public static IReadOnlyList<Completion> Generate(TransformerModel model, IReadOnlyList<int[]> prompts, SamplingOptions options, ITokenizer? tokenizer = null)
+    public static IReadOnlyList<Completion> Generate(TransformerModel model, IReadOnlyList<int[]> prompts, SamplingOptions options, ITokenizer? tokenizer = null, int firstStream = 0)
     {
         options.Validate();
         if (model.Config.Head != HeadKind.LanguageModel) throw new UserInputException("Generation needs a model with a language-model head.");
@@ -84,13 +84,15 @@ public static class Generator
             nextPosition[b] = prompts[b].Length;
         }
 
-        var rngs = Enumerable.Range(0, batch).Select(b => new Random(HashCode.Combine(options.Seed, b))).ToArray();
+        var rngs = Enumerable.Range(0, batch).Select(b => new Random(StreamSeed(options.Seed, firstStream + b))).ToArray();
         var outIds = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
         var outLogProbs = Enumerable.Range(0, batch).Select(_ => new List<float>()).ToArray();
         var finish = new string?[batch];
         var texts = new string?[batch];
         var cache = new KvCache(model.Config, batch, capacity);
         int vocab = model.Config.VocabSize;
+        // Rows of the embedding past the tokenizer's vocabulary (padding to a round size) have no text: never sample them.
+        int sampleable = Math.Min(vocab, tokenizer?.VocabSize ?? vocab);
         var probs = new float[vocab];
         var order = new int[vocab];
 
@@ -116,7 +118,7 @@ public static class Generator
             for (int b = 0; b < batch; b++)
             {
                 if (finish[b] != null) { next[b] = 0; continue; }
-                var logits = lastLogits.AsSpan(b * vocab, vocab);
+                var logits = lastLogits.AsSpan(b * vocab, sampleable);
                 var (token, logProb) = Sample(logits, options, rngs[b], probs, order);
                 next[b] = token;
                 outIds[b].Add(token);
@@ -155,6 +157,14 @@ public static class Generator
             result[b] = new Completion(idArr, text, outLogProbs[b].ToArray(), finish[b] ?? "length");
         }
         return result;
+    }
+
+    /// <summary>A stable seed for prompt stream <paramref name="stream"/> (HashCode is randomised per process).</summary>
+    private static int StreamSeed(int seed, int stream)
+    {
+        ulong x = (ulong)(uint)seed * 0x9E3779B97F4A7C15UL ^ (ulong)(uint)stream * 0xC2B2AE3D27D4EB4FUL;
+        x ^= x >> 31; x *= 0xBF58476D1CE4E5B9UL; x ^= x >> 29;
+        return (int)(x & 0x7FFFFFFF);
     }
 
     /// <summary>Draws one token from a logits row; returns it with its log-probability under the distribution used.</summary>

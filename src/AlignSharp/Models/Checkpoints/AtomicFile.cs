@@ -2,7 +2,7 @@ namespace AlignSharp.Models.Checkpoints;
 
 /// <summary>Writes a file so that readers see either the old file or the complete new one: the content goes to a
 /// temporary file in the same directory, is flushed to disk, and is then renamed over the target.</summary>
-internal static class AtomicFile
+public static class AtomicFile
 {
     public static void Write(string path, Action<Stream> write)
     {

@@ -1,0 +1,32 @@
+using AlignSharp.Models;
+
+namespace AlignSharp.Text;
+
+/// <summary>A model directory as users bring it: config.json + safetensors, and tokenizer.json when present.</summary>
+public sealed record Pretrained(TransformerModel Model, ITokenizer? Tokenizer, string Directory)
+{
+    /// <summary>Loads the model and, if the directory has a tokenizer.json, its tokenizer.</summary>
+    public static Pretrained Load(string directory, HeadKind? head = null, int seed = 0)
+    {
+        if (!System.IO.Directory.Exists(directory)) throw new UserInputException($"model directory '{directory}' does not exist");
+        var model = ModelIO.Load(directory, head, seed);
+        ITokenizer? tokenizer = File.Exists(Path.Combine(directory, "tokenizer.json")) ? Tokenizers.Load(directory) : null;
+        if (tokenizer != null && tokenizer.VocabSize > model.Config.VocabSize)
+            throw new UserInputException($"{directory}: the tokenizer has {tokenizer.VocabSize} tokens but the model's vocab_size is {model.Config.VocabSize}.");
+        return new Pretrained(model, tokenizer, directory);
+    }
+
+    public ITokenizer RequireTokenizer(string why) => Tokenizer
+        ?? throw new UserInputException($"{Directory} has no tokenizer.json, which {why} needs.");
+
+    /// <summary>Writes the model and copies the tokenizer files next to it.</summary>
+    public static void CopyTokenizerFiles(string fromDirectory, string toDirectory)
+    {
+        foreach (var name in new[] { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json" })
+        {
+            var src = Path.Combine(fromDirectory, name);
+            if (File.Exists(src) && Path.GetFullPath(src) != Path.GetFullPath(Path.Combine(toDirectory, name)))
+                File.Copy(src, Path.Combine(toDirectory, name), overwrite: true);
+        }
+    }
+}
