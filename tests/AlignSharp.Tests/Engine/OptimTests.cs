@@ -610,6 +610,7 @@ public class OptimTests
         {
             opt.ZeroGrad();
             Ops.Sum(Ops.Mul(curvature, Ops.Square(Ops.Sub(x, target)))).Backward();
+            GradClip.ClipGradNorm(opt.Parameters, 100f);
             opt.Lr = schedule.LrAt(opt.StepCount);
             opt.Step();
         }

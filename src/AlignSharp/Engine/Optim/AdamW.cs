@@ -19,11 +19,11 @@ public sealed record AdamWOptions
         this.WeightDecay = WeightDecay;
     }
 
-    public float Lr { get; init => field = Check.NonNegative(value, nameof(Lr)); }
-    public float Beta1 { get; init => field = Check.UnitInterval(value, nameof(Beta1)); }
-    public float Beta2 { get; init => field = Check.UnitInterval(value, nameof(Beta2)); }
-    public float Eps { get; init => field = Check.NonNegative(value, nameof(Eps)); }
-    public float WeightDecay { get; init => field = Check.NonNegative(value, nameof(WeightDecay)); }
+    public float Lr { get; init => field = OptionChecks.NonNegative(value, nameof(Lr)); }
+    public float Beta1 { get; init => field = OptionChecks.UnitInterval(value, nameof(Beta1)); }
+    public float Beta2 { get; init => field = OptionChecks.UnitInterval(value, nameof(Beta2)); }
+    public float Eps { get; init => field = OptionChecks.NonNegative(value, nameof(Eps)); }
+    public float WeightDecay { get; init => field = OptionChecks.NonNegative(value, nameof(WeightDecay)); }
 }
 
 /// <summary>

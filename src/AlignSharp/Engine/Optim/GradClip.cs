@@ -23,7 +23,7 @@ public static class GradClip
     public static float ClipGradNorm(IEnumerable<Tensor> parameters, float maxNorm)
     {
         ArgumentNullException.ThrowIfNull(parameters);
-        Check.Positive(maxNorm, nameof(maxNorm));
+        OptionChecks.Positive(maxNorm, nameof(maxNorm));
         var ps = parameters as IReadOnlyList<Tensor> ?? parameters.ToArray();
 
         double sumSquares = 0;

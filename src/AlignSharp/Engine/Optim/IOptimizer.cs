@@ -10,6 +10,9 @@ public interface IOptimizer
     /// <summary>Base learning rate; a group's rate is this times its <see cref="ParamGroup.LrScale"/>. Must be finite and ≥ 0.</summary>
     float Lr { get; set; }
 
+    /// <summary>The optimised tensors in state-file order (groups concatenated in the order given), e.g. for <see cref="GradClip.ClipGradNorm"/>.</summary>
+    IReadOnlyList<Tensor> Parameters { get; }
+
     /// <summary>Number of completed <see cref="Step"/> calls (0 before the first), restored by <see cref="LoadState"/>.</summary>
     int StepCount { get; }
 

@@ -22,7 +22,7 @@ public sealed class ConstantSchedule : ILrSchedule
 
     public ConstantSchedule(float baseLr, int warmupSteps = 0)
     {
-        BaseLr = Check.NonNegative(baseLr, nameof(baseLr));
+        BaseLr = OptionChecks.NonNegative(baseLr, nameof(baseLr));
         WarmupSteps = warmupSteps >= 0 ? warmupSteps : throw new ArgumentOutOfRangeException(nameof(warmupSteps), warmupSteps, "warmupSteps must be ≥ 0.");
     }
 
@@ -110,11 +110,11 @@ public static class LrSchedules
 
         public Shape(float baseLr, int warmupSteps, int totalSteps, float minLr)
         {
-            BaseLr = Check.NonNegative(baseLr, nameof(baseLr));
+            BaseLr = OptionChecks.NonNegative(baseLr, nameof(baseLr));
             if (warmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(warmupSteps), warmupSteps, "warmupSteps must be ≥ 0.");
             if (totalSteps < 1 || totalSteps < warmupSteps)
                 throw new ArgumentOutOfRangeException(nameof(totalSteps), totalSteps, $"totalSteps must be ≥ 1 and ≥ warmupSteps ({warmupSteps}).");
-            MinLr = Check.NonNegative(minLr, nameof(minLr));
+            MinLr = OptionChecks.NonNegative(minLr, nameof(minLr));
             if (minLr > baseLr) throw new ArgumentOutOfRangeException(nameof(minLr), minLr, $"minLr must not exceed baseLr ({baseLr}).");
             WarmupSteps = warmupSteps;
             TotalSteps = totalSteps;

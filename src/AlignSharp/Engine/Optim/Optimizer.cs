@@ -64,13 +64,13 @@ public abstract class Optimizer : IOptimizer
     public float Lr
     {
         get => _lr;
-        set => _lr = Check.NonNegative(value, nameof(Lr));
+        set => _lr = OptionChecks.NonNegative(value, nameof(Lr));
     }
 
     /// <inheritdoc/>
     public int StepCount { get; private protected set; }
 
-    /// <summary>The optimised tensors in state-file order (groups concatenated in the order given).</summary>
+    /// <inheritdoc/>
     public IReadOnlyList<Tensor> Parameters => Params;
 
     /// <summary>Written into state files so a file from another optimizer kind is refused.</summary>

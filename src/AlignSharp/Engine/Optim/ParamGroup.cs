@@ -17,9 +17,9 @@ public sealed record ParamGroup
 
     public IReadOnlyList<Tensor> Parameters { get; init => field = value ?? throw new ArgumentNullException(nameof(Parameters)); }
 
-    public float? WeightDecay { get; init => field = value is { } v ? Check.NonNegative(v, nameof(WeightDecay)) : null; }
+    public float? WeightDecay { get; init => field = value is { } v ? OptionChecks.NonNegative(v, nameof(WeightDecay)) : null; }
 
-    public float? LrScale { get; init => field = value is { } v ? Check.NonNegative(v, nameof(LrScale)) : null; }
+    public float? LrScale { get; init => field = value is { } v ? OptionChecks.NonNegative(v, nameof(LrScale)) : null; }
 }
 
 public static class ParamGroups
@@ -35,7 +35,7 @@ public static class ParamGroups
     public static IReadOnlyList<ParamGroup> DecayAndNoDecay(IEnumerable<(string Name, Tensor P)> named, float weightDecay)
     {
         ArgumentNullException.ThrowIfNull(named);
-        Check.NonNegative(weightDecay, nameof(weightDecay));
+        OptionChecks.NonNegative(weightDecay, nameof(weightDecay));
         var decay = new List<Tensor>();
         var noDecay = new List<Tensor>();
         var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
@@ -62,7 +62,7 @@ public static class ParamGroups
 }
 
 /// <summary>Argument checks shared by the option records; messages say what to pass instead.</summary>
-internal static class Check
+internal static class OptionChecks
 {
     public static float NonNegative(float v, string name)
     {

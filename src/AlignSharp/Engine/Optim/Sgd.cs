@@ -20,10 +20,10 @@ public sealed record SgdOptions
         Validate();
     }
 
-    public float Lr { get; init => field = Check.NonNegative(value, nameof(Lr)); }
-    public float Momentum { get; init => field = Check.UnitInterval(value, nameof(Momentum)); }
-    public float Dampening { get; init => field = Check.UnitClosed(value, nameof(Dampening)); }
-    public float WeightDecay { get; init => field = Check.NonNegative(value, nameof(WeightDecay)); }
+    public float Lr { get; init => field = OptionChecks.NonNegative(value, nameof(Lr)); }
+    public float Momentum { get; init => field = OptionChecks.UnitInterval(value, nameof(Momentum)); }
+    public float Dampening { get; init => field = OptionChecks.UnitClosed(value, nameof(Dampening)); }
+    public float WeightDecay { get; init => field = OptionChecks.NonNegative(value, nameof(WeightDecay)); }
     public bool Nesterov { get; init; }
 
     /// <summary>Cross-field rule (also run by <see cref="Sgd"/>, since <c>with</c> can change fields one at a time).</summary>
