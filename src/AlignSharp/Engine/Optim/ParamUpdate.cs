@@ -1,0 +1,60 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using AlignSharp.Engine.Kernels;
+
+namespace AlignSharp.Engine.Optim;
+
+/// <summary>
+/// The lane math of one optimizer: updates parameter <c>p</c> in place from gradient <c>g</c> and up to two state
+/// buffers <c>s1</c>, <c>s2</c> (each the parameter's length; an optimizer that needs fewer never touches the
+/// others). The 512- and 256-bit methods handle the 16 or 8 elements starting at index <c>i</c>; <see cref="Lane"/>
+/// handles one. Implementations must perform the same IEEE operations (FMA, sqrt, divide) in the same order at
+/// every width, so an element's result does not depend on which path or thread processed it.
+/// </summary>
+internal interface IParamUpdate
+{
+    void Lanes512(ref float p, ref float g, ref float s1, ref float s2, nuint i);
+    void Lanes256(ref float p, ref float g, ref float s1, ref float s2, nuint i);
+    void Lane(ref float p, ref float g, ref float s1, ref float s2);
+}
+
+/// <summary>Runs an <see cref="IParamUpdate"/> over a whole parameter: SIMD, fixed parallel splits, no allocation.</summary>
+internal static class ParamUpdate
+{
+    /// <summary>Elements per thread below which a parameter is updated on the caller's thread alone.</summary>
+    public const int MinPerThread = 1 << 15;
+
+    // p, g: (N) contiguous; s1, s2: (N) or empty. Shares are ParallelFor's fixed contiguous ranges; since the update
+    // is element-wise and width-independent, the result is bitwise the same for any thread count.
+    public static void Run<TOp>(in TOp op, Tensor p, Tensor g, float[] s1, float[] s2) where TOp : struct, IParamUpdate
+        => ParallelFor.Run(p.Length, MinPerThread, new Work<TOp>(op, p.Array, p.Offset, g.Array, g.Offset, s1, s2));
+
+    private readonly struct Work<TOp>(TOp op, float[] p, int pOffset, float[] g, int gOffset, float[] s1, float[] s2) : IRangeWork
+        where TOp : struct, IParamUpdate
+    {
+        public void Run(int start, int end)
+        {
+            int n = end - start;
+            Lanes(op, p.AsSpan(pOffset + start, n), g.AsSpan(gOffset + start, n),
+                s1.Length == 0 ? default : s1.AsSpan(start, n), s2.Length == 0 ? default : s2.AsSpan(start, n));
+        }
+    }
+
+    /// <summary>16-lane blocks (AVX-512), then 8-lane blocks (AVX2), then a scalar remainder of at most 7 elements.</summary>
+    public static void Lanes<TOp>(in TOp op, Span<float> p, ReadOnlySpan<float> g, Span<float> s1, Span<float> s2) where TOp : struct, IParamUpdate
+    {
+        int n = p.Length, i = 0;
+        if (g.Length != n || (s1.Length != 0 && s1.Length != n) || (s2.Length != 0 && s2.Length != n))
+            throw new ArgumentException("Parameter, gradient and state lengths differ.");
+        ref float pr = ref MemoryMarshal.GetReference(p);
+        ref float gr = ref MemoryMarshal.GetReference(g);
+        ref float ar = ref MemoryMarshal.GetReference(s1);
+        ref float br = ref MemoryMarshal.GetReference(s2);
+        if (Simd.UseAvx512)
+            for (; i <= n - 16; i += 16) op.Lanes512(ref pr, ref gr, ref ar, ref br, (nuint)i);
+        if (Simd.UseAvx2)
+            for (; i <= n - 8; i += 8) op.Lanes256(ref pr, ref gr, ref ar, ref br, (nuint)i);
+        for (; i < n; i++)
+            op.Lane(ref Unsafe.Add(ref pr, i), ref Unsafe.Add(ref gr, i), ref Unsafe.Add(ref ar, i), ref Unsafe.Add(ref br, i));
+    }
+}
