@@ -99,6 +99,9 @@ public class FusedOpsTests
         // Plain self-attention T = S = 6, MHA.
         GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2]),
             [Rand(rng, 1, 1, 6, 2, 6), Rand(rng, 1, 1, 6, 2, 6), Rand(rng, 1, 1, 6, 2, 6)]);
+        // More queries than one GEMM block (64): the second block sees more keys than the first.
+        GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 1),
+            [Rand(rng, 1, 1, 67, 1, 3), Rand(rng, 1, 1, 70, 1, 3), Rand(rng, 1, 1, 70, 1, 3)]);
     }
 
     private static void RopeGradCheck()
@@ -258,6 +261,7 @@ public class FusedOpsTests
         [2, 2, 10, 4, 1, 8, 3, false],   // preallocated cache: keys past offset + T never seen (row path)
         [1, 4, 6, 2, 2, 5, 3, true],     // offset + T > S
         [2, 1, 33, 6, 2, 16, 32, true],  // single-token decode
+        [2, 130, 140, 2, 1, 5, 4, true], // three GEMM query blocks
     ];
 
     [Theory]

@@ -12,6 +12,13 @@ public static partial class Ops
     /// (KV-cached decoding); above it, with GEMMs.</summary>
     internal const int AttentionRowPathMaxT = 4;
 
+    /// <summary>Queries per GEMM block. Each block multiplies only against the keys its last query can see,
+    /// so causal self-attention does ~(1 + 64/T)/2 of the full QKᵀ and PV work.</summary>
+    internal const int AttentionQueryBlock = 64;
+
+    /// <summary>Keys visible to the first <paramref name="queries"/> queries: [0, min(S', offset + queries)).</summary>
+    private static int AttentionVisibleKeys(int sEff, int positionOffset, int queries) => (int)Math.Min(sEff, (long)positionOffset + queries);
+
     /// <summary>
     /// softmax(scale·Q·Kᵀ + causal/key mask)·V per head.
     /// q [B, T, Hq, D], k and v [B, S, Hkv, D] with Hq % Hkv == 0 (query head h reads kv head h / G)
@@ -70,12 +77,16 @@ public static partial class Ops
                 if (t <= AttentionRowPathMaxT)
                     AttentionHeadRows(qa, qOff, ka, kOff, va, vOff, oa, oOff, p, t, sEff, d, qLd, kvLd, positionOffset, keyMask, b * s, sc);
                 else
-                {
-                    Gemm.Multiply(false, true, t, sEff, d, qa.AsSpan(qOff), qLd, ka.AsSpan(kOff), kvLd, p, sEff, false);
-                    for (int tq = 0; tq < t; tq++)
-                        AttentionSoftmaxRow(p.Slice(tq * sEff, sEff), Math.Min(sEff, positionOffset + tq + 1), sc, keyMask, b * s);
-                    Gemm.Multiply(false, false, t, d, sEff, p, sEff, va.AsSpan(vOff), kvLd, oa.AsSpan(oOff), qLd, false);
-                }
+                    for (int t0 = 0; t0 < t; t0 += AttentionQueryBlock)
+                    {
+                        // Query block [t0, t1) sees keys [0, kv): GEMMs skip the causal upper triangle block-wise.
+                        int rowsIn = Math.Min(AttentionQueryBlock, t - t0), kv = AttentionVisibleKeys(sEff, positionOffset, t0 + rowsIn);
+                        var pb = p.Slice(t0 * sEff, rowsIn * sEff);
+                        Gemm.Multiply(false, true, rowsIn, kv, d, qa.AsSpan(qOff + t0 * qLd), qLd, ka.AsSpan(kOff), kvLd, pb, sEff, false);
+                        for (int tq = t0; tq < t0 + rowsIn; tq++)
+                            AttentionSoftmaxRow(p.Slice(tq * sEff, sEff), AttentionVisibleKeys(sEff, positionOffset, tq + 1), sc, keyMask, b * s);
+                        Gemm.Multiply(false, false, rowsIn, d, kv, pb, sEff, va.AsSpan(vOff), kvLd, oa.AsSpan(oOff + t0 * qLd), qLd, false);
+                    }
             }
             if (scratch != null) BufferPool.Return(scratch);
         });
@@ -100,27 +111,33 @@ public static partial class Ops
                         for (int j = 0; j < group; j++)
                         {
                             int h = kvh * group + j;
-                            var p = pa!.AsSpan(po + (b * hq + h) * pSize, pSize);
                             int qOff = b * t * qLd + h * d;
-                            var gO = ga.AsSpan(go + qOff);
-                            if (dv != null)
-                                Gemm.Multiply(true, false, sEff, d, t, p, sEff, gO, qLd, dv.Array.AsSpan(dv.Offset + kvOff), kvLd, true);
-                            if (!needScores) continue;
-                            var dp = dpBuf.AsSpan(0, pSize);
-                            Gemm.Multiply(false, true, t, sEff, d, gO, qLd, va.AsSpan(vo + kvOff), kvLd, dp, sEff, false);
-                            for (int tq = 0; tq < t; tq++)
+                            for (int t0 = 0; t0 < t; t0 += AttentionQueryBlock)
                             {
-                                var pr = p.Slice(tq * sEff, sEff); var dr = dp.Slice(tq * sEff, sEff);
-                                float dot = Simd.Dot(pr, dr);
-                                // dS = scale · P ⊙ (dP − Σ P·dP); zero wherever P is (masked keys, empty rows).
-                                TensorPrimitives.Add(dr, -dot, dr);
-                                TensorPrimitives.Multiply(dr, pr, dr);
-                                TensorPrimitives.Multiply(dr, sc, dr);
+                                // Query block [t0, t1) against the keys [0, kv) it can see; P is zero beyond kv.
+                                int rowsIn = Math.Min(AttentionQueryBlock, t - t0), kv = AttentionVisibleKeys(sEff, positionOffset, t0 + rowsIn);
+                                var p = pa!.AsSpan(po + (b * hq + h) * pSize + t0 * sEff, rowsIn * sEff);
+                                int qbOff = qOff + t0 * qLd;
+                                var gO = ga.AsSpan(go + qbOff);
+                                if (dv != null)
+                                    Gemm.Multiply(true, false, kv, d, rowsIn, p, sEff, gO, qLd, dv.Array.AsSpan(dv.Offset + kvOff), kvLd, true);
+                                if (!needScores) continue;
+                                var dp = dpBuf.AsSpan(0, rowsIn * sEff);
+                                Gemm.Multiply(false, true, rowsIn, kv, d, gO, qLd, va.AsSpan(vo + kvOff), kvLd, dp, sEff, false);
+                                for (int r = 0; r < rowsIn; r++)
+                                {
+                                    var pr = p.Slice(r * sEff, kv); var dr = dp.Slice(r * sEff, kv);
+                                    float dot = Simd.Dot(pr, dr);
+                                    // dS = scale · P ⊙ (dP − Σ P·dP); zero wherever P is (masked keys, empty rows).
+                                    TensorPrimitives.Add(dr, -dot, dr);
+                                    TensorPrimitives.Multiply(dr, pr, dr);
+                                    TensorPrimitives.Multiply(dr, sc, dr);
+                                }
+                                if (dq != null)
+                                    Gemm.Multiply(false, false, rowsIn, d, kv, dp, sEff, ka.AsSpan(ko + kvOff), kvLd, dq.Array.AsSpan(dq.Offset + qbOff), qLd, true);
+                                if (dk != null)
+                                    Gemm.Multiply(true, false, kv, d, rowsIn, dp, sEff, qa.AsSpan(qo + qbOff), qLd, dk.Array.AsSpan(dk.Offset + kvOff), kvLd, true);
                             }
-                            if (dq != null)
-                                Gemm.Multiply(false, false, t, d, sEff, dp, sEff, ka.AsSpan(ko + kvOff), kvLd, dq.Array.AsSpan(dq.Offset + qOff), qLd, true);
-                            if (dk != null)
-                                Gemm.Multiply(true, false, sEff, d, t, dp, sEff, qa.AsSpan(qo + qOff), qLd, dk.Array.AsSpan(dk.Offset + kvOff), kvLd, true);
                         }
                     }
                     if (dpBuf != null) BufferPool.Return(dpBuf);
