@@ -17,7 +17,7 @@ public class GradCheckTests
     {
         ["MaxLast"] = "returns values without a gradient (used for numerics and sampling)",
         ["ArgMaxLast"] = "returns indices",
-        ["RopeInverseFrequencies"] = "returns constants, not a tensor",
+        ["RopeInverseFrequencies"] = "returns constants (a float[] table), not a tensor",
     };
 
     public static readonly Dictionary<string, Action> Cases = new()
@@ -153,6 +153,7 @@ public class GradCheckTests
 /// <summary>Names covered by gradient checks kept in other files (fused kernels register here).</summary>
 public static class FusedCases
 {
-    // TEMPORARY with the placeholder compositions (their parts are checked above); feat/fused replaces this.
-    public static readonly HashSet<string> Names = ["CrossEntropy", "Rope", "CausalAttention", "TokenLogProbs"];
+    /// <summary>Initialised here, not from the other files' static constructors, so the names are present
+    /// whichever test runs first. The cases themselves are in FusedOpsTests.cs.</summary>
+    public static readonly HashSet<string> Names = ["CrossEntropy", "TokenLogProbs", "CausalAttention", "Rope", "Dropout"];
 }

@@ -1,0 +1,197 @@
+using System.Numerics.Tensors;
+using AlignSharp.Engine.Kernels;
+
+namespace AlignSharp.Engine;
+
+// Causal scaled-dot-product attention with grouped-query heads and a KV-cache offset.
+// Legend: B batch, T queries, S keys, Hq query heads, Hkv key/value heads, G = Hq/Hkv, D head size,
+// S' = min(S, positionOffset + T) keys that any query can see (keys past it are never attended).
+public static partial class Ops
+{
+    /// <summary>Up to this many queries per head, scores and outputs are formed row by row with dot products
+    /// (KV-cached decoding); above it, with GEMMs.</summary>
+    internal const int AttentionRowPathMaxT = 4;
+
+    /// <summary>Queries per GEMM block. Each block multiplies only against the keys its last query can see,
+    /// so causal self-attention does ~(1 + 64/T)/2 of the full QKᵀ and PV work.</summary>
+    internal const int AttentionQueryBlock = 64;
+
+    /// <summary>Keys visible to the first <paramref name="queries"/> queries: [0, min(S', offset + queries)).</summary>
+    private static int AttentionVisibleKeys(int sEff, int positionOffset, int queries) => (int)Math.Min(sEff, (long)positionOffset + queries);
+
+    /// <summary>
+    /// softmax(scale·Q·Kᵀ + causal/key mask)·V per head.
+    /// q [B, T, Hq, D], k and v [B, S, Hkv, D] with Hq % Hkv == 0 (query head h reads kv head h / G)
+    /// → [B, T, Hq, D]. Query t sits at absolute position positionOffset + t and may attend key s iff
+    /// s ≤ positionOffset + t and (keyMask == null || keyMask[b·S + s]). A query with no allowed key
+    /// outputs zeros and receives a zero gradient. scale defaults to 1/√D.
+    /// Saves: the probabilities [B, Hq, T, S'] (only when a gradient is needed).
+    /// Backward, per (b, kv head), over the G query heads that share it:
+    /// dV += Pᵀ·dO, dP = dO·Vᵀ, dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)), dQ += dS·K, dK += dSᵀ·Q.
+    /// </summary>
+    public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, int positionOffset = 0, bool[]? keyMask = null, float? scale = null)
+    {
+        if (q.Rank != 4 || k.Rank != 4 || v.Rank != 4)
+            throw new ArgumentException($"CausalAttention needs q [B, T, Hq, D], k and v [B, S, Hkv, D]; got q {ShapeUtil.Format(q.Shape)}, k {ShapeUtil.Format(k.Shape)}, v {ShapeUtil.Format(v.Shape)}.");
+        int bsz = q.Dim(0), t = q.Dim(1), hq = q.Dim(2), d = q.Dim(3);
+        int s = k.Dim(1), hkv = k.Dim(2);
+        if (k.Dim(0) != bsz || k.Dim(3) != d || !ShapeUtil.SameShape(k.Shape, v.Shape))
+            throw new ArgumentException($"CausalAttention: k {ShapeUtil.Format(k.Shape)} and v {ShapeUtil.Format(v.Shape)} must both be [B={bsz}, S, Hkv, D={d}].");
+        if (hkv == 0 || hq % hkv != 0)
+            throw new ArgumentException($"CausalAttention: {hq} query heads are not a multiple of {hkv} key/value heads.");
+        if (positionOffset < 0) throw new ArgumentOutOfRangeException(nameof(positionOffset), $"positionOffset must be ≥ 0, got {positionOffset}.");
+        if (keyMask != null && keyMask.Length != bsz * s)
+            throw new ArgumentException($"CausalAttention: keyMask has {keyMask.Length} entries, B·S = {bsz * s} expected (keyMask[b·S + s]).");
+        float sc = scale ?? 1f / MathF.Sqrt(d);
+
+        int group = hq / hkv;
+        int sEff = (int)Math.Min(s, (long)positionOffset + t);
+        int qLd = hq * d, kvLd = hkv * d, pSize = t * sEff;
+        var o = Tensor.EmptyOwned([bsz, t, hq, d]);
+        if (sEff == 0 || t == 0 || d == 0)
+        {
+            o.Span.Clear();
+            return o;
+        }
+
+        bool record = Autograd.AnyNeeds([q, k, v]);
+        var probs = record ? Tensor.EmptyOwned([bsz, hq, t, sEff]) : null;
+        var qa = q.Array; int qo = q.Offset;
+        var ka = k.Array; int ko = k.Offset;
+        var va = v.Array; int vo = v.Offset;
+        var oa = o.Array; int oo = o.Offset;
+        var pa = probs?.Array; int po = probs?.Offset ?? 0;
+        long workPerHead = (long)t * sEff * d;
+
+        ParallelFor.For(bsz * hq, (int)Math.Max(1, (1 << 16) / Math.Max(1, workPerHead)), (start, end) =>
+        {
+            float[]? scratch = pa == null ? BufferPool.Rent(pSize) : null;
+            for (int bh = start; bh < end; bh++)
+            {
+                int b = bh / hq, h = bh % hq, kvh = h / group;
+                var p = pa != null ? pa.AsSpan(po + bh * pSize, pSize) : scratch.AsSpan(0, pSize);
+                int qOff = qo + b * t * qLd + h * d;
+                int kOff = ko + b * s * kvLd + kvh * d;
+                int vOff = vo + b * s * kvLd + kvh * d;
+                int oOff = oo + b * t * qLd + h * d;
+                if (t <= AttentionRowPathMaxT)
+                    AttentionHeadRows(qa, qOff, ka, kOff, va, vOff, oa, oOff, p, t, sEff, d, qLd, kvLd, positionOffset, keyMask, b * s, sc);
+                else
+                    for (int t0 = 0; t0 < t; t0 += AttentionQueryBlock)
+                    {
+                        // Query block [t0, t1) sees keys [0, kv): GEMMs skip the causal upper triangle block-wise.
+                        int rowsIn = Math.Min(AttentionQueryBlock, t - t0), kv = AttentionVisibleKeys(sEff, positionOffset, t0 + rowsIn);
+                        var pb = p.Slice(t0 * sEff, rowsIn * sEff);
+                        Gemm.Multiply(false, true, rowsIn, kv, d, qa.AsSpan(qOff + t0 * qLd), qLd, ka.AsSpan(kOff), kvLd, pb, sEff, false);
+                        for (int tq = t0; tq < t0 + rowsIn; tq++)
+                            AttentionSoftmaxRow(p.Slice(tq * sEff, sEff), AttentionVisibleKeys(sEff, positionOffset, tq + 1), sc, keyMask, b * s);
+                        Gemm.Multiply(false, false, rowsIn, d, kv, pb, sEff, va.AsSpan(vOff), kvLd, oa.AsSpan(oOff + t0 * qLd), qLd, false);
+                    }
+            }
+            if (scratch != null) BufferPool.Return(scratch);
+        });
+
+        if (record)
+            Autograd.Record(o, [q, k, v], g =>
+            {
+                var ga = g.Array; int go = g.Offset;
+                Tensor? dq = null, dk = null, dv = null;
+                if (q.RequiresGrad) { q.GradForAccumulate(); dq = q.GradTensor; }
+                if (k.RequiresGrad) { k.GradForAccumulate(); dk = k.GradTensor; }
+                if (v.RequiresGrad) { v.GradForAccumulate(); dv = v.GradTensor; }
+                bool needScores = dq != null || dk != null;
+                // Heads sharing a kv head accumulate into the same dK/dV rows, so a share owns whole (b, kv head) pairs.
+                ParallelFor.For(bsz * hkv, (int)Math.Max(1, (1 << 16) / Math.Max(1, workPerHead * group)), (start, end) =>
+                {
+                    var dpBuf = needScores ? BufferPool.Rent(pSize) : null;
+                    for (int bk = start; bk < end; bk++)
+                    {
+                        int b = bk / hkv, kvh = bk % hkv;
+                        int kvOff = b * s * kvLd + kvh * d;
+                        for (int j = 0; j < group; j++)
+                        {
+                            int h = kvh * group + j;
+                            int qOff = b * t * qLd + h * d;
+                            for (int t0 = 0; t0 < t; t0 += AttentionQueryBlock)
+                            {
+                                // Query block [t0, t1) against the keys [0, kv) it can see; P is zero beyond kv.
+                                int rowsIn = Math.Min(AttentionQueryBlock, t - t0), kv = AttentionVisibleKeys(sEff, positionOffset, t0 + rowsIn);
+                                var p = pa!.AsSpan(po + (b * hq + h) * pSize + t0 * sEff, rowsIn * sEff);
+                                int qbOff = qOff + t0 * qLd;
+                                var gO = ga.AsSpan(go + qbOff);
+                                if (dv != null)
+                                    Gemm.Multiply(true, false, kv, d, rowsIn, p, sEff, gO, qLd, dv.Array.AsSpan(dv.Offset + kvOff), kvLd, true);
+                                if (!needScores) continue;
+                                var dp = dpBuf.AsSpan(0, rowsIn * sEff);
+                                Gemm.Multiply(false, true, rowsIn, kv, d, gO, qLd, va.AsSpan(vo + kvOff), kvLd, dp, sEff, false);
+                                for (int r = 0; r < rowsIn; r++)
+                                {
+                                    var pr = p.Slice(r * sEff, kv); var dr = dp.Slice(r * sEff, kv);
+                                    float dot = Simd.Dot(pr, dr);
+                                    // dS = scale · P ⊙ (dP − Σ P·dP); zero wherever P is (masked keys, empty rows).
+                                    TensorPrimitives.Add(dr, -dot, dr);
+                                    TensorPrimitives.Multiply(dr, pr, dr);
+                                    TensorPrimitives.Multiply(dr, sc, dr);
+                                }
+                                if (dq != null)
+                                    Gemm.Multiply(false, false, rowsIn, d, kv, dp, sEff, ka.AsSpan(ko + kvOff), kvLd, dq.Array.AsSpan(dq.Offset + qbOff), qLd, true);
+                                if (dk != null)
+                                    Gemm.Multiply(true, false, kv, d, rowsIn, dp, sEff, qa.AsSpan(qo + qbOff), qLd, dk.Array.AsSpan(dk.Offset + kvOff), kvLd, true);
+                            }
+                        }
+                    }
+                    if (dpBuf != null) BufferPool.Return(dpBuf);
+                });
+            });
+        return o;
+    }
+
+    /// <summary>
+    /// One (batch, head) for few queries: scores by dot products over the visible keys only, then
+    /// O = P·V by scaled adds. p [T, S'] receives the probabilities. Strides as in <see cref="CausalAttention"/>.
+    /// </summary>
+    private static void AttentionHeadRows(float[] qa, int qOff, float[] ka, int kOff, float[] va, int vOff, float[] oa, int oOff,
+        Span<float> p, int t, int sEff, int d, int qLd, int kvLd, int positionOffset, bool[]? keyMask, int maskOffset, float scale)
+    {
+        for (int tq = 0; tq < t; tq++)
+        {
+            int visible = Math.Min(sEff, positionOffset + tq + 1);
+            var qr = qa.AsSpan(qOff + tq * qLd, d);
+            var pr = p.Slice(tq * sEff, sEff);
+            for (int sk = 0; sk < visible; sk++)
+                pr[sk] = keyMask != null && !keyMask[maskOffset + sk] ? 0f : Simd.Dot(qr, ka.AsSpan(kOff + sk * kvLd, d));
+            AttentionSoftmaxRow(pr, visible, scale, keyMask, maskOffset);
+            var or = oa.AsSpan(oOff + tq * qLd, d);
+            or.Clear();
+            for (int sk = 0; sk < visible; sk++)
+                if (pr[sk] != 0f) Simd.ScaleAddInto(va.AsSpan(vOff + sk * kvLd, d), pr[sk], or);
+        }
+    }
+
+    /// <summary>
+    /// Raw scores → probabilities in place for one query row: entries [0, visible) are scaled and
+    /// softmaxed over the keys keyMask allows; masked keys and entries [visible, S') become 0; a row with no
+    /// allowed key becomes all zeros.
+    /// </summary>
+    private static void AttentionSoftmaxRow(Span<float> row, int visible, float scale, bool[]? keyMask, int maskOffset)
+    {
+        var live = row[..visible];
+        row[visible..].Clear();
+        TensorPrimitives.Multiply(live, scale, live);
+        if (keyMask != null)
+            for (int sk = 0; sk < visible; sk++)
+                if (!keyMask[maskOffset + sk]) live[sk] = float.NegativeInfinity;
+        float max = visible == 0 ? float.NegativeInfinity : Simd.Max(live);
+        if (float.IsNegativeInfinity(max))
+        {
+            live.Clear();
+            return;
+        }
+        Simd.ZipScalarRight<SubOp>(live, max, live);
+        Simd.Map<ExpOp>(live, live);
+        if (keyMask != null)
+            for (int sk = 0; sk < visible; sk++)
+                if (!keyMask[maskOffset + sk]) live[sk] = 0f;
+        TensorPrimitives.Multiply(live, 1f / Simd.Sum(live), live);
+    }
+}

@@ -1,0 +1,395 @@
+using AlignSharp.Engine;
+
+namespace AlignSharp.Tests.Engine;
+
+/// <summary>
+/// The fused ops (cross entropy, token log-probs/entropy, causal attention, RoPE, dropout): a gradient check
+/// for each (names registered in <see cref="FusedCases.Names"/>), forward values against float64 references
+/// written out here, and the edge cases their callers rely on. Sizes are odd on purpose (V = 37, D = 6 or 10).
+/// </summary>
+public class FusedOpsTests
+{
+    // ---- helpers -----------------------------------------------------------------------------------------
+
+    private static Tensor Rand(Random rng, float amplitude, params int[] shape)
+    {
+        var t = GradCheck.Random(rng, shape);
+        var s = t.Span;
+        for (int i = 0; i < s.Length; i++) s[i] *= amplitude;
+        return t;
+    }
+
+    private static void AssertClose(double expected, double actual, double tol, string what)
+        => Assert.True(Math.Abs(expected - actual) <= tol, $"{what}: expected {expected:G9}, got {actual:G9} (tol {tol:G3})");
+
+    private static void AssertAllClose(ReadOnlySpan<double> expected, ReadOnlySpan<float> actual, double tol, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++) AssertClose(expected[i], actual[i], tol, $"{what}[{i}]");
+    }
+
+    /// <summary>log softmax of one row in float64.</summary>
+    private static double[] LogSoftmax64(ReadOnlySpan<float> x)
+    {
+        double max = double.NegativeInfinity;
+        foreach (var v in x) max = Math.Max(max, v);
+        double sum = 0;
+        foreach (var v in x) sum += Math.Exp(v - max);
+        double lse = max + Math.Log(sum);
+        var y = new double[x.Length];
+        for (int i = 0; i < x.Length; i++) y[i] = x[i] - lse;
+        return y;
+    }
+
+    // ---- gradient checks ---------------------------------------------------------------------------------
+
+    public static IEnumerable<object[]> GradCases() => FusedCases.Names.Select(n => new object[] { n });
+
+    [Theory]
+    [MemberData(nameof(GradCases))]
+    public void GradientMatchesFiniteDifferences(string op)
+    {
+        switch (op)
+        {
+            case "CrossEntropy": CrossEntropyGradCheck(); break;
+            case "TokenLogProbs": TokenLogProbsGradCheck(); break;
+            case "CausalAttention": CausalAttentionGradCheck(); break;
+            case "Rope": RopeGradCheck(); break;
+            case "Dropout": DropoutGradCheck(); break;
+            default: Assert.Fail($"no gradient check for fused op {op}"); break;
+        }
+    }
+
+    private static void CrossEntropyGradCheck()
+    {
+        var rng = new Random(31);
+        // Rows 1 and 4 ignored, row 3 weight 0: their gradient must be exactly zero (checked numerically here too).
+        int[] targets = [5, -100, 36, 0, -100, 17];
+        GradCheck.Check(x => Ops.CrossEntropy(x[0], targets), [Rand(rng, 3, 6, 37)]);
+        float[] weights = [0.5f, 2f, 1f, 0f, 1f, 3f];
+        GradCheck.Check(x => Ops.CrossEntropy(x[0], targets, weights: weights), [Rand(rng, 3, 2, 3, 37)]);
+        int[] t2 = [3, 0, 3, 6];  // ignoreIndex = 3
+        GradCheck.Check(x => Ops.CrossEntropy(x[0], t2, ignoreIndex: 3), [Rand(rng, 3, 4, 7)]);
+    }
+
+    private static void TokenLogProbsGradCheck()
+    {
+        var rng = new Random(32);
+        int[] targets = [0, 36, 5, 17, 17, 2];
+        GradCheck.Check(x => Ops.TokenLogProbs(x[0], targets).LogProbs, [Rand(rng, 3, 2, 3, 37)]);
+        GradCheck.Check(x => Ops.TokenLogProbs(x[0], targets).Entropy, [Rand(rng, 3, 2, 3, 37)]);
+        GradCheck.Check(x =>
+        {
+            var (lp, h) = Ops.TokenLogProbs(x[0], targets);
+            return Ops.Add(lp, Ops.MulScalar(h, -0.7f));
+        }, [Rand(rng, 3, 6, 37)]);
+    }
+
+    private static void CausalAttentionGradCheck()
+    {
+        var rng = new Random(33);
+        // GEMM path: T = 5 < S = 7, offset 2, GQA 4/2, D = 6; batch 1 masks keys 0..2 so its query 0 sees nothing.
+        var mask = new bool[2 * 7];
+        for (int i = 0; i < mask.Length; i++) mask[i] = !(i >= 7 && i <= 9) && i != 4;
+        GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 2, keyMask: mask),
+            [Rand(rng, 1, 2, 5, 4, 6), Rand(rng, 1, 2, 7, 2, 6), Rand(rng, 1, 2, 7, 2, 6)]);
+        // Row (decode) path: T = 3, keys past offset + T unused, custom scale, Hkv = 1.
+        GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 3, scale: 0.8f),
+            [Rand(rng, 1, 1, 3, 3, 10), Rand(rng, 1, 1, 9, 1, 10), Rand(rng, 1, 1, 9, 1, 10)]);
+        // Plain self-attention T = S = 6, MHA.
+        GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2]),
+            [Rand(rng, 1, 1, 6, 2, 6), Rand(rng, 1, 1, 6, 2, 6), Rand(rng, 1, 1, 6, 2, 6)]);
+        // More queries than one GEMM block (64): the second block sees more keys than the first.
+        GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 1),
+            [Rand(rng, 1, 1, 67, 1, 3), Rand(rng, 1, 1, 70, 1, 3), Rand(rng, 1, 1, 70, 1, 3)]);
+    }
+
+    private static void RopeGradCheck()
+    {
+        var rng = new Random(34);
+        var inv = Ops.RopeInverseFrequencies(10, 10000);
+        int[] shared = [0, 3, 4, 9, 100];
+        GradCheck.Check(x => Ops.Rope(x[0], shared, inv), [Rand(rng, 1, 2, 5, 3, 10)]);
+        int[] perToken = [0, 0, 1, 2, 3, 7, 8, 9, 10, 11];
+        GradCheck.Check(x => Ops.Rope(x[0], perToken, inv), [Rand(rng, 1, 2, 5, 3, 10)]);
+    }
+
+    private static void DropoutGradCheck()
+    {
+        var rng = new Random(35);
+        GradCheck.Check(x => Ops.Dropout(x[0], 0.3f, new Random(99)), [Rand(rng, 1, 3, 37)]);
+    }
+
+    // ---- cross entropy -----------------------------------------------------------------------------------
+
+    [Fact]
+    public void CrossEntropyMatchesHandComputedExample()
+    {
+        // Row 0: logits [1, 2, 3], target 2 → lse = 3 + ln(1 + e⁻¹ + e⁻²) = 3.4076059644; loss 0.4076059644.
+        // Row 1: logits [1, 0, −1], target 1 → lse = 1.4076059644; loss 1.4076059644. Mean 0.9076059644.
+        var logits = Tensor.FromArray([1f, 2f, 3f, 1f, 0f, -1f], 2, 3);
+        logits.RequiresGrad = true;
+        var loss = Ops.CrossEntropy(logits, [2, 1]);
+        AssertClose(0.9076059644, loss.Item(), 1e-6, "loss");
+        loss.Backward();
+        // (softmax − onehot) / 2 with softmax([1,2,3]) = [0.0900306, 0.2447285, 0.6652410].
+        double[] grad = [0.0450153, 0.1223642, -0.1673795, 0.3326205, -0.3776358, 0.0450153];
+        AssertAllClose(grad, logits.Grad!.Span, 1e-6, "grad");
+    }
+
+    [Fact]
+    public void CrossEntropyMatchesExplicitLogSoftmax()
+    {
+        var rng = new Random(41);
+        int rows = 9, v = 37;
+        var logits = Rand(rng, 4, 3, 3, v);
+        int[] targets = [4, -1, 36, 0, 12, -1, 7, 7, 30];
+        float[] weights = [1f, 5f, 0.25f, 2f, 0f, 1f, 3f, 1f, 0.5f];
+        double num = 0, den = 0;
+        for (int r = 0; r < rows; r++)
+        {
+            if (targets[r] == -1) continue;
+            var ls = LogSoftmax64(logits.Span.Slice(r * v, v));
+            num += weights[r] * -ls[targets[r]];
+            den += weights[r];
+        }
+        AssertClose(num / den, Ops.CrossEntropy(logits, targets, ignoreIndex: -1, weights: weights).Item(), 1e-5, "weighted CE");
+
+        double mean = 0; int count = 0;
+        for (int r = 0; r < rows; r++)
+        {
+            if (targets[r] == -1) continue;
+            mean += -LogSoftmax64(logits.Span.Slice(r * v, v))[targets[r]];
+            count++;
+        }
+        AssertClose(mean / count, Ops.CrossEntropy(logits, targets, ignoreIndex: -1).Item(), 1e-5, "mean CE");
+    }
+
+    [Fact]
+    public void CrossEntropyWithNothingCountedIsZeroWithZeroGradient()
+    {
+        var logits = Rand(new Random(42), 2, 3, 5);
+        var loss = Ops.CrossEntropy(logits, [-100, -100, -100]);
+        Assert.Equal(0f, loss.Item());
+        loss.Backward();
+        Assert.All(logits.Grad!.ToArray(), g => Assert.Equal(0f, g));
+
+        logits.ClearGrad();
+        var zeroWeights = Ops.CrossEntropy(logits, [1, 2, 3], weights: [0f, 0f, 0f]);
+        Assert.Equal(0f, zeroWeights.Item());
+        zeroWeights.Backward();
+        Assert.All(logits.Grad!.ToArray(), g => Assert.Equal(0f, g));
+    }
+
+    [Fact]
+    public void CrossEntropyRejectsBadTargetsAndWeights()
+    {
+        var logits = Rand(new Random(43), 1, 2, 5);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Ops.CrossEntropy(logits, [1, 5]));
+        Assert.Contains("target 5 at row 1", e.Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => Ops.CrossEntropy(logits, [-2, 0]));
+        Assert.Throws<ArgumentException>(() => Ops.CrossEntropy(logits, [1]));
+        Assert.Throws<ArgumentException>(() => Ops.CrossEntropy(logits, [1, 2], weights: [1f]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Ops.CrossEntropy(logits, [1, 2], weights: [1f, -1f]));
+    }
+
+    // ---- token log-probs and entropy ---------------------------------------------------------------------
+
+    [Fact]
+    public void TokenLogProbsMatchReference()
+    {
+        var rng = new Random(44);
+        int v = 37;
+        var logits = Rand(rng, 5, 2, 4, v);
+        var ls = logits.Span;
+        for (int i = 4 * v; i < 5 * v; i++) ls[i] += 1000f;   // one row far from 0: entropy must not cancel
+        int[] targets = [0, 36, 3, 3, 10, 20, 30, 1];
+        var (lp, h) = Ops.TokenLogProbs(logits, targets);
+        Assert.Equal([2, 4], lp.Shape.ToArray());
+        Assert.Equal([2, 4], h.Shape.ToArray());
+        for (int r = 0; r < 8; r++)
+        {
+            var l = LogSoftmax64(logits.Span.Slice(r * v, v));
+            double ent = 0;
+            foreach (var x in l) ent -= Math.Exp(x) * x;
+            AssertClose(l[targets[r]], lp.Span[r], 2e-5, $"logp row {r}");
+            AssertClose(ent, h.Span[r], 2e-5, $"entropy row {r}");
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => Ops.TokenLogProbs(logits, [0, 37, 0, 0, 0, 0, 0, 0]));
+    }
+
+    // ---- attention ---------------------------------------------------------------------------------------
+
+    /// <summary>Explicit scores + mask + softmax per (b, t, h) in float64, kv head h / (Hq/Hkv).</summary>
+    private static double[] AttentionReference(Tensor q, Tensor k, Tensor v, int offset, bool[]? mask, double? scale)
+    {
+        int b = q.Dim(0), t = q.Dim(1), hq = q.Dim(2), d = q.Dim(3), s = k.Dim(1), hkv = k.Dim(2);
+        double sc = scale ?? 1.0 / Math.Sqrt(d);
+        var qs = q.Span; var ks = k.Span; var vs = v.Span;
+        var o = new double[b * t * hq * d];
+        var w = new double[s];
+        for (int bi = 0; bi < b; bi++)
+            for (int ti = 0; ti < t; ti++)
+                for (int h = 0; h < hq; h++)
+                {
+                    int kh = h / (hq / hkv);
+                    double max = double.NegativeInfinity;
+                    for (int si = 0; si < s; si++)
+                    {
+                        bool allowed = si <= offset + ti && (mask == null || mask[bi * s + si]);
+                        if (!allowed) { w[si] = double.NegativeInfinity; continue; }
+                        double dot = 0;
+                        for (int i = 0; i < d; i++) dot += (double)qs[((bi * t + ti) * hq + h) * d + i] * ks[((bi * s + si) * hkv + kh) * d + i];
+                        w[si] = dot * sc;
+                        max = Math.Max(max, w[si]);
+                    }
+                    if (double.IsNegativeInfinity(max)) continue;   // no allowed key: zeros
+                    double z = 0;
+                    for (int si = 0; si < s; si++) { w[si] = double.IsNegativeInfinity(w[si]) ? 0 : Math.Exp(w[si] - max); z += w[si]; }
+                    for (int si = 0; si < s; si++)
+                        for (int i = 0; i < d; i++)
+                            o[((bi * t + ti) * hq + h) * d + i] += w[si] / z * vs[((bi * s + si) * hkv + kh) * d + i];
+                }
+        return o;
+    }
+
+    public static IEnumerable<object[]> AttentionShapes() =>
+    [
+        // B, T, S, Hq, Hkv, D, offset, masked
+        [2, 5, 7, 4, 2, 6, 2, true],     // T < S with an offset, GQA, a fully masked query row
+        [1, 8, 8, 3, 3, 19, 0, false],   // self-attention, MHA, GEMM path
+        [2, 2, 10, 4, 1, 8, 3, false],   // preallocated cache: keys past offset + T never seen (row path)
+        [1, 4, 6, 2, 2, 5, 3, true],     // offset + T > S
+        [2, 1, 33, 6, 2, 16, 32, true],  // single-token decode
+        [2, 130, 140, 2, 1, 5, 4, true], // three GEMM query blocks
+    ];
+
+    [Theory]
+    [MemberData(nameof(AttentionShapes))]
+    public void CausalAttentionMatchesReference(int b, int t, int s, int hq, int hkv, int d, int offset, bool masked)
+    {
+        var rng = new Random(45 + t * 7 + s);
+        var q = Rand(rng, 2, b, t, hq, d); var k = Rand(rng, 2, b, s, hkv, d); var v = Rand(rng, 1, b, s, hkv, d);
+        bool[]? mask = null;
+        if (masked)
+        {
+            mask = new bool[b * s];
+            for (int i = 0; i < mask.Length; i++) mask[i] = rng.NextDouble() < 0.7;
+            for (int i = 0; i <= Math.Min(s - 1, offset); i++) mask[i] = false;   // batch 0, query 0: nothing visible
+        }
+        var expected = AttentionReference(q, k, v, offset, mask, null);
+        using var _ = Autograd.NoGrad();
+        AssertAllClose(expected, Ops.CausalAttention(q, k, v, offset, mask).Span, 2e-5, "attention");
+        if (masked)
+            for (int i = 0; i < hq * d; i++) Assert.Equal(0f, Ops.CausalAttention(q, k, v, offset, mask).Span[i]);
+        AssertAllClose(AttentionReference(q, k, v, offset, mask, 0.3), Ops.CausalAttention(q, k, v, offset, mask, 0.3f).Span, 2e-5, "attention, scale 0.3");
+    }
+
+    [Fact]
+    public void FullyMaskedQueryGetsZeroGradientAndNoNaN()
+    {
+        var rng = new Random(46);
+        var q = Rand(rng, 1, 1, 4, 2, 6); var k = Rand(rng, 1, 1, 4, 2, 6); var v = Rand(rng, 1, 1, 4, 2, 6);
+        bool[] mask = [false, true, true, true];   // query 0 (sees only key 0) has no allowed key
+        var o = Ops.CausalAttention(q, k, v, keyMask: mask);
+        Assert.All(o.ToArray(), x => Assert.True(float.IsFinite(x)));
+        Ops.Sum(Ops.Mul(o, Rand(rng, 1, 1, 4, 2, 6))).Backward();
+        for (int i = 0; i < 2 * 6; i++) Assert.Equal(0f, q.Grad!.Span[i]);
+        Assert.All(k.Grad!.Span.Slice(0, 12).ToArray(), g => Assert.Equal(0f, g));   // key 0 is masked for everyone
+        Assert.All(v.Grad!.Span.Slice(0, 12).ToArray(), g => Assert.Equal(0f, g));
+        Assert.All(q.Grad!.ToArray(), g => Assert.True(float.IsFinite(g)));
+    }
+
+    [Fact]
+    public void KvCachedDecodeEqualsLastRowOfFullAttention()
+    {
+        var rng = new Random(47);
+        int b = 2, s = 12, hq = 4, hkv = 2, d = 10;
+        var q = Rand(rng, 2, b, s, hq, d); var k = Rand(rng, 2, b, s, hkv, d); var v = Rand(rng, 1, b, s, hkv, d);
+        var mask = new bool[b * s];
+        for (int i = 0; i < mask.Length; i++) mask[i] = i % 5 != 3;
+        using var _ = Autograd.NoGrad();
+        var full = Ops.CausalAttention(q, k, v, keyMask: mask);
+        int row = hq * d;
+        var last = Tensor.Zeros(b, 1, hq, d);
+        for (int bi = 0; bi < b; bi++) q.Span.Slice((bi * s + s - 1) * row, row).CopyTo(last.Span.Slice(bi * row, row));
+        var decoded = Ops.CausalAttention(last, k, v, positionOffset: s - 1, keyMask: mask);
+        for (int bi = 0; bi < b; bi++)
+            for (int i = 0; i < row; i++)
+                AssertClose(full.Span[(bi * s + s - 1) * row + i], decoded.Span[bi * row + i], 1e-5, $"batch {bi} element {i}");
+    }
+
+    [Fact]
+    public void CausalAttentionRejectsBadShapes()
+    {
+        var rng = new Random(48);
+        var q = Rand(rng, 1, 1, 3, 3, 4); var k = Rand(rng, 1, 1, 3, 2, 4);
+        Assert.Throws<ArgumentException>(() => Ops.CausalAttention(q, k, k));                         // 3 % 2 != 0
+        var q4 = Rand(rng, 1, 1, 3, 4, 4);
+        Assert.Throws<ArgumentException>(() => Ops.CausalAttention(q4, k, k, keyMask: new bool[2]));   // mask length
+        Assert.Throws<ArgumentOutOfRangeException>(() => Ops.CausalAttention(q4, k, k, positionOffset: -1));
+    }
+
+    // ---- rope --------------------------------------------------------------------------------------------
+
+    [Fact]
+    public void RopeInverseFrequenciesMatchFormula()
+    {
+        var inv = Ops.RopeInverseFrequencies(64, 10000);
+        Assert.Equal(32, inv.Length);
+        for (int i = 0; i < 32; i++) AssertClose(1.0 / Math.Pow(10000, 2.0 * i / 64), inv[i], 2e-7 * Math.Max(1e-3, inv[i]) + 1e-12, $"inv_freq[{i}]");
+        Assert.Equal(1f, inv[0]);
+        Assert.Throws<ArgumentOutOfRangeException>(() => Ops.RopeInverseFrequencies(7, 10000));
+    }
+
+    [Fact]
+    public void RopeMatchesRotateHalfFormula()
+    {
+        var rng = new Random(49);
+        int b = 2, t = 3, h = 2, d = 10, half = d / 2;
+        var x = Rand(rng, 1, b, t, h, d);
+        var inv = Ops.RopeInverseFrequencies(d, 500000);
+        int[] perToken = [0, 1, 2, 5, 6, 2047];
+        int[] shared = [4, 17, 1000];
+        foreach (var positions in new[] { perToken, shared })
+        {
+            var y = Ops.Rope(x, positions, inv).Span;
+            var xs = x.Span;
+            for (int bi = 0; bi < b; bi++)
+                for (int ti = 0; ti < t; ti++)
+                    for (int hi = 0; hi < h; hi++)
+                        for (int i = 0; i < half; i++)
+                        {
+                            int pos = positions.Length == t ? positions[ti] : positions[bi * t + ti];
+                            // Hugging Face forms the angle as a float32 product, then takes cos/sin of it.
+                            double angle = (float)((float)pos * inv[i]);
+                            int at = ((bi * t + ti) * h + hi) * d;
+                            double x1 = xs[at + i], x2 = xs[at + i + half];
+                            AssertClose(x1 * Math.Cos(angle) - x2 * Math.Sin(angle), y[at + i], 1e-6, "first half");
+                            AssertClose(x2 * Math.Cos(angle) + x1 * Math.Sin(angle), y[at + i + half], 1e-6, "second half");
+                        }
+        }
+        Assert.Throws<ArgumentException>(() => Ops.Rope(x, [1, 2], inv));
+        Assert.Throws<ArgumentException>(() => Ops.Rope(x, shared, new float[4]));
+    }
+
+    // ---- dropout -----------------------------------------------------------------------------------------
+
+    [Fact]
+    public void DropoutKeepsExpectedFractionScaledAndIsDeterministic()
+    {
+        var x = Tensor.Full([400, 500], 2f);
+        var y = Ops.Dropout(x, 0.3f, new Random(5));
+        int kept = 0;
+        foreach (var v in y.Span)
+        {
+            if (v != 0f) { kept++; AssertClose(2.0 / 0.7, v, 1e-6, "kept value"); }
+        }
+        AssertClose(0.7, kept / (double)x.Length, 0.005, "kept fraction");
+        Assert.Equal(y.ToArray(), Ops.Dropout(x, 0.3f, new Random(5)).ToArray());
+        Assert.Same(x, Ops.Dropout(x, 0f, new Random(5)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Ops.Dropout(x, 1f, new Random(5)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Ops.Dropout(x, -0.1f, new Random(5)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Ops.Dropout(x, float.NaN, new Random(5)));
+    }
+}
