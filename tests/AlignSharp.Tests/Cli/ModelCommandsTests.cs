@@ -1,0 +1,152 @@
+using System.Text.Json;
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Text;
+
+namespace AlignSharp.Tests.Cli;
+
+/// <summary>init, generate and logprobs run as a user runs them: as processes, on files.</summary>
+public sealed class ModelCommandsTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("alignsharp-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string Init(string arch, params string[] extra)
+    {
+        string model = Path.Combine(_dir, arch);
+        var args = new List<string> { "init", "--arch", arch, "--vocab-size", "300", "--d-model", "32", "--layers", "2", "--heads", "4", "--tokenizer", "byte", "--out", model, "--seed", "3" };
+        args.AddRange(extra);
+        var r = CliRunner.Run(args);
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        return model;
+    }
+
+    private string File(string name, string content)
+    {
+        var path = Path.Combine(_dir, name);
+        System.IO.File.WriteAllText(path, content);
+        return path;
+    }
+
+    [Fact]
+    public void InitWritesAHuggingFaceLayoutThatLoadsBack()
+    {
+        string model = Init("llama", "--kv-heads", "2");
+        foreach (var f in new[] { "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json" })
+            Assert.True(System.IO.File.Exists(Path.Combine(model, f)), f);
+        var config = JsonDocument.Parse(System.IO.File.ReadAllText(Path.Combine(model, "config.json"))).RootElement;
+        Assert.Equal("llama", config.GetProperty("model_type").GetString());
+        Assert.Equal(2, config.GetProperty("num_key_value_heads").GetInt32());
+        var pre = Pretrained.Load(model);
+        Assert.Equal(300, pre.Model.Config.VocabSize);
+        // The byte tokenizer written as tokenizer.json gives the byte tokenizer's ids.
+        var text = "héllo <|eos|> wörld 🙂";
+        Assert.Equal(new ByteTokenizer().Encode(text), pre.Tokenizer!.Encode(text));
+        Assert.Equal(text, pre.Tokenizer.Decode(pre.Tokenizer.Encode(text, addSpecialTokens: false)));
+    }
+
+    [Fact]
+    public void GenerateAnswersEveryLineInOrderAndIsSeeded()
+    {
+        string model = Init("gpt2");
+        string input = File("prompts.jsonl", "{\"prompt\": \"Hello\"}\n{\"prompt_ids\": [256, 72, 105]}\n\n{\"prompt\": \"x\"}\n");
+        var a = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "6", "--seed", "5", "--top-k", "20");
+        Assert.True(a.ExitCode == 0, a.StdErr);
+        var lines = a.StdOut.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(3, lines.Length);
+        foreach (var line in lines)
+        {
+            var o = JsonDocument.Parse(line).RootElement;
+            int n = o.GetProperty("ids").GetArrayLength();
+            Assert.InRange(n, 1, 6);
+            Assert.Equal(n, o.GetProperty("logprobs").GetArrayLength());
+            Assert.Equal(JsonValueKind.String, o.GetProperty("text").ValueKind);
+        }
+        // Same seed, other batching: same tokens (log-probabilities may differ in the last float bit).
+        string output = Path.Combine(_dir, "out.jsonl");
+        var b = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "6", "--seed", "5", "--top-k", "20", "--batch-size", "1", "--output", output);
+        Assert.True(b.ExitCode == 0, b.StdErr);
+        var again = System.IO.File.ReadAllLines(output);
+        Assert.Equal(lines.Length, again.Length);
+        for (int i = 0; i < lines.Length; i++)
+        {
+            var x = JsonDocument.Parse(lines[i]).RootElement; var y = JsonDocument.Parse(again[i]).RootElement;
+            Assert.Equal(x.GetProperty("ids").GetRawText(), y.GetProperty("ids").GetRawText());
+            Assert.Equal(x.GetProperty("text").GetString(), y.GetProperty("text").GetString());
+            var lx = x.GetProperty("logprobs").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+            var ly = y.GetProperty("logprobs").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+            for (int j = 0; j < lx.Length; j++) Assert.Equal(lx[j], ly[j], 4);
+        }
+    }
+
+    [Fact]
+    public void GreedyGenerationIsTheArgmaxOfTheModel()
+    {
+        string model = Init("llama");
+        string input = File("p.jsonl", "{\"prompt_ids\": [256, 10, 20]}\n");
+        var r = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "3", "--temperature", "0");
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        var ids = JsonDocument.Parse(r.StdOut).RootElement.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        var m = ModelIO.Load(model);
+        var seq = new List<int> { 256, 10, 20 };
+        using var noGrad = Autograd.NoGrad();
+        foreach (var id in ids)
+        {
+            var logits = m.Forward(seq.ToArray(), 1, seq.Count).ToArray();
+            int best = 0;
+            for (int v = 1; v < 259; v++) if (logits[(seq.Count - 1) * 300 + v] > logits[(seq.Count - 1) * 300 + best]) best = v;
+            Assert.Equal(best, id);
+            seq.Add(id);
+        }
+    }
+
+    [Fact]
+    public void LogprobsMatchTheModelAndStartWithNull()
+    {
+        string model = Init("gpt2");
+        string input = File("seqs.jsonl", "{\"ids\": [256, 1, 2, 3]}\n{\"text\": \"ab\"}\n");
+        var r = CliRunner.Run("logprobs", "--model", model, "--input", input);
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        var lines = r.StdOut.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("logprobs")).ToArray();
+        Assert.Equal(2, lines.Length);
+        Assert.Equal(JsonValueKind.Null, lines[0][0].ValueKind);
+        Assert.Equal(4, lines[0].GetArrayLength());
+        Assert.Equal(3, lines[1].GetArrayLength()); // BOS a b
+        var m = ModelIO.Load(model);
+        using var noGrad = Autograd.NoGrad();
+        var logits = m.Forward([256, 1, 2, 3], 1, 4).ToArray();
+        for (int t = 1; t < 4; t++)
+        {
+            var row = logits.AsSpan((t - 1) * 300, 300);
+            double max = row.ToArray().Max(), lse = max + Math.Log(row.ToArray().Sum(x => Math.Exp(x - max)));
+            Assert.Equal(row[new[] { 256, 1, 2, 3 }[t]] - lse, lines[0][t].GetDouble(), 4);
+        }
+    }
+
+    [Theory]
+    [InlineData("{\"prompt\": 5}\n", "prompts.jsonl:1: field \"prompt\": must be a string")]
+    [InlineData("{\"prompt\": \"ok\"}\n{not json\n", "prompts.jsonl:2: malformed JSON")]
+    [InlineData("{\"prompt_ids\": [1, 999]}\n", "prompts.jsonl:1: field \"prompt_ids\": token id 999 is outside the vocabulary")]
+    [InlineData("{\"other\": 1}\n", "prompts.jsonl:1: needs a field \"prompt\" or \"prompt_ids\"")]
+    public void BadGenerateInputNamesFileLineAndField(string content, string expected)
+    {
+        string model = Init("gpt2");
+        string input = File("prompts.jsonl", content);
+        string output = Path.Combine(_dir, "never.jsonl");
+        var r = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "2", "--output", output);
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains(expected, r.StdErr);
+        Assert.DoesNotContain("   at ", r.StdErr);
+        Assert.False(System.IO.File.Exists(output));
+    }
+
+    [Fact]
+    public void MissingModelDirectoryIsAClearError()
+    {
+        var r = CliRunner.Run("logprobs", "--model", Path.Combine(_dir, "nope"), "--input", File("x.jsonl", "{\"ids\": [1]}\n"));
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("does not exist", r.StdErr);
+        Assert.DoesNotContain("   at ", r.StdErr);
+    }
+}
