@@ -1,0 +1,177 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Reflection;
+using System.Text.Json;
+using AlignSharp.Training.Runs;
+using YamlDotNet.RepresentationModel;
+
+namespace AlignSharp.Cli;
+
+/// <summary>
+/// Builds a training command from an options record: every property marked <see cref="OptionAttribute"/>
+/// becomes a flag (PascalCase → --kebab-case) whose help is the attribute's text plus the default, and
+/// <c>--config FILE</c> (YAML or JSON) may set any of them. Precedence: defaults &lt; config file &lt; flags.
+/// </summary>
+public static class TrainerCommand
+{
+    public static Command Create<T>(string name, string description, Func<T, int> run) where T : TrainerOptions, new()
+    {
+        var cmd = new Command(name, description);
+        var configFile = new Option<string?>("--config") { Description = "YAML or JSON file of options (keys as the flags, in snake_case or kebab-case); flags override it." };
+        cmd.Options.Add(configFile);
+        var defaults = new T();
+        var bindings = new List<(PropertyInfo Property, Option Option)>();
+        foreach (var p in Properties(typeof(T)))
+        {
+            var help = p.GetCustomAttribute<OptionAttribute>()!.Help;
+            var def = p.GetValue(defaults);
+            string flag = "--" + Kebab(p.Name);
+            string text = def is null or "" ? help : $"{help} [default: {FormatDefault(def)}]";
+            Option option = p.PropertyType switch
+            {
+                var t when t == typeof(bool) => new Option<bool>(flag) { Description = text, Arity = ArgumentArity.ZeroOrOne },
+                var t when t == typeof(int) => new Option<int>(flag) { Description = text },
+                var t when t == typeof(float) => new Option<float>(flag) { Description = text },
+                var t when t == typeof(double) => new Option<double>(flag) { Description = text },
+                var t when t == typeof(string) && p.Name == nameof(TrainerOptions.Resume) => new Option<string>(flag) { Description = text, Arity = ArgumentArity.ZeroOrOne },
+                var t when t == typeof(string) => new Option<string>(flag) { Description = text },
+                var t when t == typeof(string[]) => new Option<string[]>(flag) { Description = text, AllowMultipleArgumentsPerToken = true },
+                _ => throw new InvalidOperationException($"Unsupported option type {p.PropertyType} for {p.Name}."),
+            };
+            cmd.Options.Add(option);
+            bindings.Add((p, option));
+        }
+        cmd.SetAction(r => CliErrors.Guard(() =>
+        {
+            var options = new T();
+            if (r.GetValue(configFile) is string file) ApplyFile(options, file);
+            foreach (var (p, o) in bindings)
+            {
+                var result = r.GetResult(o);
+                if (result == null || result.Implicit) continue;
+                object? value = o switch
+                {
+                    Option<bool> b => r.GetValue(b),
+                    Option<int> i => r.GetValue(i),
+                    Option<float> f => r.GetValue(f),
+                    Option<double> d => r.GetValue(d),
+                    Option<string> s => r.GetValue(s) ?? "",
+                    Option<string[]> a => r.GetValue(a),
+                    _ => null,
+                };
+                p.SetValue(options, value);
+            }
+            options.Validate();
+            return run(options);
+        }));
+        return cmd;
+    }
+
+    private static IEnumerable<PropertyInfo> Properties(Type t)
+    {
+        // Base-class options first, then the trainer's own, each in declaration order.
+        var chain = new Stack<Type>();
+        for (var x = t; x != null && x != typeof(object); x = x.BaseType) chain.Push(x);
+        foreach (var type in chain)
+            foreach (var p in type.GetProperties(BindingFlags.Public | BindingFlags.Instance | BindingFlags.DeclaredOnly).OrderBy(p => p.MetadataToken))
+                if (p.GetCustomAttribute<OptionAttribute>() != null) yield return p;
+    }
+
+    public static string Kebab(string pascal)
+    {
+        var sb = new System.Text.StringBuilder();
+        for (int i = 0; i < pascal.Length; i++)
+        {
+            char c = pascal[i];
+            if (char.IsUpper(c) && i > 0 && !(char.IsUpper(pascal[i - 1]) && (i + 1 == pascal.Length || char.IsUpper(pascal[i + 1])))) sb.Append('-');
+            sb.Append(char.ToLowerInvariant(c));
+        }
+        return sb.ToString();
+    }
+
+    private static string Normalize(string key) => key.Replace("-", "").Replace("_", "").ToLowerInvariant();
+
+    private static string FormatDefault(object v) => v switch
+    {
+        float f => f.ToString("G", CultureInfo.InvariantCulture),
+        double d => d.ToString("G", CultureInfo.InvariantCulture),
+        bool b => b ? "true" : "false",
+        string[] a => string.Join(",", a),
+        _ => System.Convert.ToString(v, CultureInfo.InvariantCulture) ?? "",
+    };
+
+    /// <summary>Applies a YAML or JSON mapping of option names to values; unknown keys are errors.</summary>
+    public static void ApplyFile(object options, string file)
+    {
+        if (!File.Exists(file)) throw new UserInputException($"--config: {file} does not exist.");
+        var props = Properties(options.GetType()).ToDictionary(p => Normalize(p.Name));
+        var values = new Dictionary<string, (object? Value, string Where)>();
+        if (file.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
+        {
+            JsonDocument doc;
+            try { doc = JsonDocument.Parse(File.ReadAllText(file)); }
+            catch (JsonException e) { throw new UserInputException($"{file}: malformed JSON: {e.Message}"); }
+            using (doc)
+            {
+                if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new UserInputException($"{file}: expected an object of options.");
+                foreach (var prop in doc.RootElement.EnumerateObject())
+                    values[prop.Name] = (prop.Value.ValueKind switch
+                    {
+                        JsonValueKind.Array => prop.Value.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.String ? e.GetString()! : e.GetRawText()).ToArray(),
+                        JsonValueKind.String => prop.Value.GetString(),
+                        JsonValueKind.Null => null,
+                        _ => prop.Value.GetRawText(),
+                    }, $"{file}: key \"{prop.Name}\"");
+            }
+        }
+        else
+        {
+            var yaml = new YamlStream();
+            try { using var reader = new StreamReader(file); yaml.Load(reader); }
+            catch (YamlDotNet.Core.YamlException e) { throw new UserInputException($"{file}:{e.Start.Line}: malformed YAML: {e.Message}"); }
+            if (yaml.Documents.Count == 0) return;
+            if (yaml.Documents[0].RootNode is not YamlMappingNode map) throw new UserInputException($"{file}: expected a mapping of options.");
+            foreach (var (k, v) in map.Children)
+            {
+                string key = ((YamlScalarNode)k).Value ?? "";
+                object? value = v switch
+                {
+                    YamlScalarNode s => s.Value is "~" or "null" ? null : s.Value,
+                    YamlSequenceNode seq => seq.Children.Select(c => ((YamlScalarNode)c).Value ?? "").ToArray(),
+                    _ => throw new UserInputException($"{file}:{v.Start.Line}: key \"{key}\": nested mappings are not options."),
+                };
+                values[key] = (value, $"{file}:{k.Start.Line}: key \"{key}\"");
+            }
+        }
+        foreach (var (key, (raw, where)) in values)
+        {
+            if (!props.TryGetValue(Normalize(key), out var p))
+                throw new UserInputException($"{where}: not an option of this command (see --help).");
+            p.SetValue(options, Convert(raw, p.PropertyType, where));
+        }
+    }
+
+    private static object? Convert(object? raw, Type type, string where)
+    {
+        if (raw == null) return type == typeof(string) || type == typeof(string[]) ? null : throw new UserInputException($"{where}: needs a value.");
+        try
+        {
+            if (type == typeof(string[])) return raw as string[] ?? [(string)raw];
+            var s = raw as string ?? throw new FormatException("a list is not allowed here");
+            if (type == typeof(string)) return s;
+            if (type == typeof(int)) return int.Parse(s, CultureInfo.InvariantCulture);
+            if (type == typeof(float)) return float.Parse(s, CultureInfo.InvariantCulture);
+            if (type == typeof(double)) return double.Parse(s, CultureInfo.InvariantCulture);
+            if (type == typeof(bool)) return s.ToLowerInvariant() switch { "true" or "yes" or "on" or "1" => true, "false" or "no" or "off" or "0" => false, _ => throw new FormatException() };
+        }
+        catch (FormatException e)
+        {
+            throw new UserInputException($"{where}: '{raw}' is not a valid {type.Name.ToLowerInvariant()}{(e.Message.Contains("list") ? " (" + e.Message + ")" : "")}.");
+        }
+        catch (OverflowException)
+        {
+            throw new UserInputException($"{where}: '{raw}' is out of range.");
+        }
+        throw new InvalidOperationException($"Unsupported option type {type}.");
+    }
+}

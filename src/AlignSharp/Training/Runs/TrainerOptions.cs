@@ -1,0 +1,94 @@
+namespace AlignSharp.Training.Runs;
+
+/// <summary>
+/// Options every trainer shares: the run directory, the length of training, the optimiser and schedule,
+/// logging, evaluation and checkpoints. Defaults follow Hugging Face TRL/transformers where they make
+/// sense on a CPU. Trainers derive their own records from this one.
+/// </summary>
+public abstract record TrainerOptions
+{
+    [Option("Run directory: resolved config, metrics.jsonl, checkpoints, summary.json, and the final model in DIR/final.")]
+    public string? Out { get; init; }
+
+    [Option("Stop after this many optimizer steps (0 = run --epochs over the data).")]
+    public int MaxSteps { get; init; }
+
+    [Option("Passes over the training data when --max-steps is 0.")]
+    public double Epochs { get; init; } = 1;
+
+    [Option("Random seed: data order, dropout, initialisation of new heads, sampling.")]
+    public int Seed { get; init; }
+
+    [Option("Peak learning rate (AdamW).")]
+    public float LearningRate { get; init; } = 5e-5f;
+
+    [Option("Learning-rate schedule after warmup: constant, linear or cosine.")]
+    public string LrScheduler { get; init; } = "linear";
+
+    [Option("Steps of linear warmup from 0 to the peak learning rate.")]
+    public int WarmupSteps { get; init; }
+
+    [Option("Decoupled weight decay (AdamW); biases and norm weights are never decayed.")]
+    public float WeightDecay { get; init; }
+
+    [Option("AdamW β1.")]
+    public float AdamBeta1 { get; init; } = 0.9f;
+
+    [Option("AdamW β2.")]
+    public float AdamBeta2 { get; init; } = 0.999f;
+
+    [Option("AdamW ε.")]
+    public float AdamEpsilon { get; init; } = 1e-8f;
+
+    [Option("Clip the global gradient norm to this value (0 = no clipping).")]
+    public float MaxGradNorm { get; init; } = 1f;
+
+    [Option("Examples per micro-batch.")]
+    public int BatchSize { get; init; } = 8;
+
+    [Option("Micro-batches whose gradients are summed before each optimizer step.")]
+    public int GradientAccumulationSteps { get; init; } = 1;
+
+    [Option("Write metrics every N optimizer steps.")]
+    public int LoggingSteps { get; init; } = 10;
+
+    [Option("Evaluate every N optimizer steps (0 = only at the end).")]
+    public int EvalSteps { get; init; }
+
+    [Option("Save a checkpoint every N optimizer steps (0 = only the final model).")]
+    public int SaveSteps { get; init; } = 500;
+
+    [Option("Keep at most this many checkpoints (oldest deleted first; 0 = keep all).")]
+    public int SaveTotalLimit { get; init; } = 2;
+
+    [Option("Resume from the newest checkpoint in --out (or from the checkpoint directory given); training continues bit for bit.")]
+    public string? Resume { get; init; }
+
+    [Option("Kernel threads (0 = all cores).")]
+    public int Threads { get; init; }
+
+    [Option("Storage dtype of saved models: f32 or bf16.")]
+    public string SaveDtype { get; init; } = "f32";
+
+    /// <summary>Checks every option; throws <see cref="UserInputException"/> naming the flag.</summary>
+    public virtual void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(Out)) throw new UserInputException("--out (the run directory) is required.");
+        if (MaxSteps < 0) throw new UserInputException("--max-steps must be ≥ 0.");
+        if (MaxSteps == 0 && !(Epochs > 0)) throw new UserInputException("--epochs must be > 0 when --max-steps is 0.");
+        if (!(LearningRate >= 0)) throw new UserInputException("--learning-rate must be ≥ 0.");
+        if (LrScheduler is not ("constant" or "linear" or "cosine")) throw new UserInputException($"--lr-scheduler must be constant, linear or cosine, not '{LrScheduler}'.");
+        if (WarmupSteps < 0) throw new UserInputException("--warmup-steps must be ≥ 0.");
+        if (WeightDecay < 0) throw new UserInputException("--weight-decay must be ≥ 0.");
+        if (!(AdamBeta1 >= 0 && AdamBeta1 < 1)) throw new UserInputException("--adam-beta1 must be in [0, 1).");
+        if (!(AdamBeta2 >= 0 && AdamBeta2 < 1)) throw new UserInputException("--adam-beta2 must be in [0, 1).");
+        if (!(AdamEpsilon > 0)) throw new UserInputException("--adam-epsilon must be > 0.");
+        if (MaxGradNorm < 0) throw new UserInputException("--max-grad-norm must be ≥ 0.");
+        if (BatchSize < 1) throw new UserInputException("--batch-size must be ≥ 1.");
+        if (GradientAccumulationSteps < 1) throw new UserInputException("--gradient-accumulation-steps must be ≥ 1.");
+        if (LoggingSteps < 1) throw new UserInputException("--logging-steps must be ≥ 1.");
+        if (EvalSteps < 0 || SaveSteps < 0 || SaveTotalLimit < 0) throw new UserInputException("--eval-steps, --save-steps and --save-total-limit must be ≥ 0.");
+        if (Threads < 0) throw new UserInputException("--threads must be ≥ 0.");
+        if (SaveDtype is not ("f32" or "bf16")) throw new UserInputException($"--save-dtype must be f32 or bf16, not '{SaveDtype}'.");
+    }
+}
