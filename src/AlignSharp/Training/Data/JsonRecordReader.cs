@@ -141,6 +141,7 @@ internal static class JsonKinds
         string m = e.Message;
         int cut = m.IndexOf(" LineNumber:", StringComparison.Ordinal);
         if (cut >= 0) m = m[..cut];
+        m = m.Replace(" Change the reader options.", "", StringComparison.Ordinal);
         return m.TrimEnd('.', ' ');
     }
 }
