@@ -5,11 +5,12 @@ namespace AlignSharp.Tests.Data;
 
 /// <summary>
 /// A test-only tokenizer: one id per UTF-16 char (16 + char code), with special tokens recognised inside text.
-/// PAD 0, BOS 1, EOS 2, then the chat template markers. Encode adds BOS when asked (if addsBos).
+/// PAD 0, BOS 1, EOS 2, then the chat template markers (BeginOfText 5). Encode adds BOS when asked (if addsBos);
+/// <c>bos</c> picks which special is the BOS (e.g. BeginOfText, as Llama 3 tokenizers do).
 /// </summary>
-internal sealed class CharTokenizer(bool addsBos = true, bool hasEos = true) : ITokenizer
+internal sealed class CharTokenizer(bool addsBos = true, bool hasEos = true, int bos = CharTokenizer.Bos) : ITokenizer
 {
-    public const int Pad = 0, Bos = 1, Eos = 2, Offset = 16;
+    public const int Pad = 0, Bos = 1, Eos = 2, ImStart = 3, ImEnd = 4, BeginOfText = 5, Offset = 16;
 
     private static readonly string[] Specials =
         ["<pad>", "<bos>", "<eos>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"];
@@ -19,7 +20,7 @@ internal sealed class CharTokenizer(bool addsBos = true, bool hasEos = true) : I
     public int[] Encode(string text, bool addSpecialTokens = true)
     {
         var ids = new List<int>();
-        if (addSpecialTokens && addsBos) ids.Add(Bos);
+        if (addSpecialTokens && addsBos) ids.Add(bos);
         for (int i = 0; i < text.Length;)
         {
             int special = Array.FindIndex(Specials, s => string.CompareOrdinal(text, i, s, 0, s.Length) == 0);
@@ -43,10 +44,10 @@ internal sealed class CharTokenizer(bool addsBos = true, bool hasEos = true) : I
     public int? TokenToId(string token) => Array.IndexOf(Specials, token) is >= 0 and var i ? i : token.Length == 1 ? Offset + token[0] : null;
     public string? IdToToken(int id) => id < Specials.Length ? Specials[id] : id >= Offset ? ((char)(id - Offset)).ToString() : null;
     public bool IsSpecial(int id) => id < Offset;
-    public string? BosToken => "<bos>";
+    public string? BosToken => Specials[bos];
     public string? EosToken => hasEos ? "<eos>" : null;
     public string? PadToken => "<pad>";
-    public int? BosId => Bos;
+    public int? BosId => bos;
     public int? EosId => hasEos ? Eos : null;
     public int? PadId => Pad;
 
