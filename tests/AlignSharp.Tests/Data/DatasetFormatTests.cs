@@ -146,7 +146,7 @@ public sealed class DatasetFormatTests : IDisposable
     {
         var path = _files.Lines("rank.jsonl",
             """{"prompt": "P", "completions": ["a", "b", "c", "d"], "ranking": [3, 1, 0, 2]}""",
-            """{"prompt": "Q", "completions": ["a", "b", "c"], "ranking": [[0, 1, 2]]}""");
+            """{"prompt": "Q", "completions": ["a", "b", "c"], "ranking": [[0, 1.0, 2]]}""");
         var rankings = DatasetLoader.LoadRankings(path).Records;
         Assert.Equal(6, rankings[0].PairCount);
         Assert.Equal([(3, 1), (3, 0), (3, 2), (1, 0), (1, 2), (0, 2)], rankings[0].OrderedPairs());
@@ -214,7 +214,9 @@ public sealed class DatasetFormatTests : IDisposable
     public void EmptyAndMissingFilesAreErrors()
     {
         var empty = _files.Write("empty.jsonl", "\n\n");
-        Assert.Equal($"{empty}: no records; the file is empty.", Assert.Throws<UserInputException>(() => DatasetLoader.LoadSft(empty)).Message);
+        Assert.Equal($"{empty}: holds no records.", Assert.Throws<UserInputException>(() => DatasetLoader.LoadSft(empty)).Message);
+        var emptyArray = _files.Write("empty.json", " [ ] ");
+        Assert.Equal($"{emptyArray}: holds no records.", Assert.Throws<UserInputException>(() => DatasetLoader.LoadSft(emptyArray)).Message);
         var missing = Path.Combine(_files.Dir, "nope.jsonl");
         Assert.Equal($"{missing}: file not found.", Assert.Throws<UserInputException>(() => DatasetLoader.Load(missing)).Message);
     }

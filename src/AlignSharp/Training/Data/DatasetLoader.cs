@@ -224,7 +224,7 @@ public static class DatasetLoader
     private static void RequireSome(string path, int read, int skipped, BadRecordLog log)
     {
         if (read > 0) return;
-        if (skipped == 0) throw new UserInputException($"{path}: no records; the file is empty.");
+        if (skipped == 0) throw new UserInputException($"{path}: holds no records.");
         throw new UserInputException($"{path}: no usable records; all {skipped} were bad, e.g. {log.Examples.FirstOrDefault() ?? "(none kept)"}");
     }
 }

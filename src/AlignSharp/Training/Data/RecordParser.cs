@@ -155,7 +155,10 @@ internal static class RecordParser
         {
             if (v.ValueKind != JsonValueKind.Number)
                 throw new BadRecordException(source, field, $"expected a completion index (an integer) or a list of tied indices, found {JsonKinds.Describe(v)}.");
-            if (!v.TryGetInt32(out int i))
+            int i;
+            if (v.TryGetInt32(out int exact)) i = exact;
+            else if (v.TryGetDouble(out double d) && d == Math.Floor(d) && Math.Abs(d) <= int.MaxValue) i = (int)d; // 2.0 from float-minded writers
+            else
                 throw new BadRecordException(source, field, $"{v.GetRawText()} is not a completion index (an integer from 0 to {k - 1}).");
             if (i < 0 || i >= k)
                 throw new BadRecordException(source, field, $"index {i} is out of range for {k} completions.");
