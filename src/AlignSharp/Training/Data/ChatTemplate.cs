@@ -110,14 +110,14 @@ public sealed class ChatTemplate
         return (RenderPrompt(prompt.AsMessages(ChatRole.User)), RenderAnswer(completion.AsMessages(ChatRole.Assistant)));
     }
 
+    /// <summary>Answer messages, each rendered as an assistant turn; the first one's header is the prompt's generation prompt.</summary>
     private string RenderAnswer(IReadOnlyList<ChatMessage> answer)
     {
         var sb = new StringBuilder();
         for (int i = 0; i < answer.Count; i++)
         {
-            if (i > 0) sb.Append(Header(answer[i].Role));
-            else if (answer[i].Role != ChatRole.Assistant) throw new ArgumentException("an answer starts with an assistant message.", nameof(answer));
-            sb.Append(i == 0 ? AssistantBody(answer[i].Content) : answer[i].Content + _end);
+            if (i > 0) sb.Append(GenerationPrompt);
+            sb.Append(AssistantBody(answer[i].Content));
         }
         return sb.ToString();
     }
