@@ -1,0 +1,96 @@
+using AlignSharp.Training.Data;
+
+namespace AlignSharp.Tests.Data;
+
+public class ChatTemplateTests
+{
+    private static readonly ChatMessage[] Conversation =
+        [ChatMessage.System("Be brief."), ChatMessage.User("Hi"), ChatMessage.Assistant("Hello!"), ChatMessage.User("Bye")];
+
+    [Fact]
+    public void ChatMlRendersExactly()
+    {
+        var t = ChatTemplate.Get("chatml");
+        Assert.Equal(
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n",
+            t.RenderPrompt(Conversation));
+        Assert.Equal("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n",
+            t.RenderConversation([ChatMessage.User("Hi"), ChatMessage.Assistant("Hello!")]));
+        Assert.Equal("<|im_start|>assistant\n", t.GenerationPrompt);
+    }
+
+    [Fact]
+    public void Llama3RendersExactly()
+    {
+        var t = ChatTemplate.Get("llama3");
+        Assert.Equal(
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>" +
+            "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>" +
+            "<|start_header_id|>assistant<|end_header_id|>\n\n",
+            t.RenderPrompt(Conversation));
+        Assert.Equal(("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", "Yo<|eot_id|>"),
+            t.RenderPromptAndCompletion(ChatContent.FromMessages(ChatMessage.User("Hi")), ChatContent.FromText("Yo")));
+    }
+
+    [Fact]
+    public void PlainRendersExactly()
+    {
+        var t = ChatTemplate.Get("plain");
+        Assert.Equal("System: Be brief.\nUser: Hi\nAssistant: Hello!\nUser: Bye\nAssistant:", t.RenderPrompt(Conversation));
+        Assert.Equal("User: Hi\nAssistant: Hello!\n", t.RenderConversation([ChatMessage.User("Hi"), ChatMessage.Assistant("Hello!")]));
+        var (prompt, completion) = t.RenderPromptAndCompletion(ChatContent.FromMessages(ChatMessage.User("Hi")), ChatContent.FromMessages(ChatMessage.Assistant("Hello!")));
+        Assert.Equal(("User: Hi\nAssistant:", " Hello!\n"), (prompt, completion));
+    }
+
+    [Fact]
+    public void PlainTextIsNeverTemplated()
+    {
+        foreach (var name in ChatTemplate.Names)
+        {
+            var t = ChatTemplate.Get(name);
+            Assert.Equal(("\n\nHuman: hi\n\nAssistant:", " hello"), t.RenderPromptAndCompletion(ChatContent.FromText("\n\nHuman: hi\n\nAssistant:"), ChatContent.FromText(" hello")));
+            Assert.Equal("Write a poem.", t.RenderPrompt(ChatContent.FromText("Write a poem.")));
+        }
+    }
+
+    [Fact]
+    public void TextPromptWithMessageAnswerBecomesAUserTurn()
+    {
+        Assert.Equal(("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", "Yo<|im_end|>\n"),
+            ChatTemplate.ChatMl.RenderPromptAndCompletion(ChatContent.FromText("Hi"), ChatContent.FromMessages(ChatMessage.Assistant("Yo"))));
+    }
+
+    [Fact]
+    public void UnknownTemplateNameIsAClearError()
+    {
+        var e = Assert.Throws<UserInputException>(() => ChatTemplate.Get("vicuna"));
+        Assert.Equal("unknown chat template \"vicuna\"; choose one of: chatml, llama3, plain.", e.Message);
+        Assert.Same(ChatTemplate.ChatMl, ChatTemplate.Get("ChatML"));
+    }
+
+    [Fact]
+    public void SftSegmentsMarkPromptEarlierTurnsAndCompletion()
+    {
+        var example = new SftExample(ChatContent.FromMessages([.. Conversation]), ChatContent.FromMessages(ChatMessage.Assistant("Goodbye.")), new RecordSource("f", 1));
+        var segments = ChatTemplate.ChatMl.RenderSft(example);
+        Assert.Equal(
+            [
+                new TextSegment("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", SegmentRole.Prompt),
+                new TextSegment("Hello!<|im_end|>\n", SegmentRole.EarlierAssistantTurn),
+                new TextSegment("<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n", SegmentRole.Prompt),
+                new TextSegment("Goodbye.<|im_end|>\n", SegmentRole.Completion),
+            ],
+            segments);
+        // The segments are exactly the whole conversation.
+        Assert.Equal(ChatTemplate.ChatMl.RenderConversation([.. Conversation, ChatMessage.Assistant("Goodbye.")]), string.Concat(segments.Select(s => s.Text)));
+
+        var plain = ChatTemplate.Plain.RenderSft(example);
+        Assert.Equal(ChatTemplate.Plain.RenderConversation([.. Conversation, ChatMessage.Assistant("Goodbye.")]), string.Concat(plain.Select(s => s.Text)));
+        Assert.Equal(new TextSegment(" Goodbye.\n", SegmentRole.Completion), plain[^1]);
+
+        var text = ChatTemplate.Llama3.RenderSft(new SftExample(null, ChatContent.FromText("All of it."), new RecordSource("f", 2)));
+        Assert.Equal([new TextSegment("All of it.", SegmentRole.Completion)], text);
+        var pc = ChatTemplate.Llama3.RenderSft(new SftExample(ChatContent.FromText("Q: "), ChatContent.FromText("A"), new RecordSource("f", 3)));
+        Assert.Equal([new TextSegment("Q: ", SegmentRole.Prompt), new TextSegment("A", SegmentRole.Completion)], pc);
+    }
+}
