@@ -1,0 +1,115 @@
+using System.Text.Json;
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Models.Checkpoints;
+using AlignSharp.Text;
+using AlignSharp.Training.Data;
+
+namespace AlignSharp.Training.Rewards;
+
+/// <summary>
+/// What the reward-model trainer records beside the model (<c>reward_model.json</c>): how texts were formatted,
+/// and the mean and standard deviation of its rewards on the training prompts, so that the RL phase can
+/// normalise scores to mean 0 and standard deviation 1.
+/// </summary>
+public sealed record RewardModelInfo(string ChatTemplate, double RewardMean, double RewardStd, int MaxLength)
+{
+    public const string FileName = "reward_model.json";
+
+    public void Save(string dir) => AtomicFile.WriteText(Path.Combine(dir, FileName), JsonSerializer.Serialize(this, Json) + "\n");
+
+    public static RewardModelInfo? Load(string dir)
+    {
+        string path = Path.Combine(dir, FileName);
+        if (!File.Exists(path)) return null;
+        try { return JsonSerializer.Deserialize<RewardModelInfo>(File.ReadAllText(path), Json); }
+        catch (JsonException e) { throw new UserInputException($"{path}: unreadable: {e.Message}"); }
+    }
+
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+}
+
+/// <summary>
+/// A transformer with a scalar head that scores (prompt, completion) pairs: the score is the head's value at the
+/// last real token of prompt + completion + EOS, encoded exactly as the reward-model trainer encodes them.
+/// </summary>
+public sealed class RewardModel
+{
+    public TransformerModel Model { get; }
+    public ITokenizer Tokenizer { get; }
+    public ChatTemplate Template { get; }
+    public RewardModelInfo? Info { get; }
+
+    public RewardModel(TransformerModel model, ITokenizer tokenizer, ChatTemplate template, RewardModelInfo? info = null)
+    {
+        if (model.Config.Head != HeadKind.Scalar) throw new UserInputException("A reward model needs a scalar head (config.json \"alignsharp\": {\"head\": \"scalar\"}).");
+        Model = model;
+        Tokenizer = tokenizer;
+        Template = template;
+        Info = info;
+    }
+
+    /// <summary>Loads a reward-model directory written by <c>alignsharp rm</c> (or any checkpoint with a scalar head).</summary>
+    public static RewardModel Load(string dir)
+    {
+        var pre = Pretrained.Load(dir);
+        var info = RewardModelInfo.Load(dir);
+        return new RewardModel(pre.Model, pre.RequireTokenizer("scoring text"), ChatTemplate.Get(info?.ChatTemplate ?? "plain"), info);
+    }
+
+    /// <summary>prompt + completion as the trainer tokenizes them: the rendered prompt (with added special tokens), then the completion and EOS.</summary>
+    public int[] Encode(ChatContent prompt, string completion)
+    {
+        var (p, c) = Template.RenderPromptAndCompletion(prompt, ChatContent.FromText(completion));
+        var promptIds = Tokenizer.Encode(p, addSpecialTokens: true);
+        var completionIds = Tokenizer.Encode(c, addSpecialTokens: false);
+        var ids = new List<int>(promptIds.Length + completionIds.Length + 1);
+        ids.AddRange(promptIds);
+        if (Tokenizer.BosId is int bos && ids.Count >= 2 && ids[0] == bos && ids[1] == bos) ids.RemoveAt(0);
+        ids.AddRange(completionIds);
+        if (Tokenizer.EosId is int eos && (ids.Count == 0 || ids[^1] != eos)) ids.Add(eos);
+        int max = Info?.MaxLength ?? int.MaxValue;
+        if (ids.Count > max) ids.RemoveRange(0, ids.Count - max); // keep the end: the score is read at the last token
+        return ids.ToArray();
+    }
+
+    /// <summary>Raw scores of token sequences (no gradient), batched with right padding.</summary>
+    public float[] ScoreSequences(IReadOnlyList<int[]> sequences, int batchSize = 8)
+    {
+        var scores = new float[sequences.Count];
+        using var noGrad = Autograd.NoGrad();
+        for (int start = 0; start < sequences.Count; start += batchSize)
+        {
+            int b = Math.Min(batchSize, sequences.Count - start);
+            var rows = Enumerable.Range(start, b).Select(i => sequences[i]).ToArray();
+            using var scope = TensorScope.Begin();
+            var s = ForwardLast(Model, rows).Span;
+            for (int i = 0; i < b; i++) scores[start + i] = s[i];
+        }
+        return scores;
+    }
+
+    /// <summary>Scores normalised with the training statistics when known: (r − mean) / std.</summary>
+    public float Normalize(float raw) => Info is { RewardStd: > 0 } i ? (float)((raw - i.RewardMean) / i.RewardStd) : raw;
+
+    /// <summary>
+    /// The scalar head at each row's last real token. rows: token sequences (right-padded here) → [B].
+    /// Differentiable when gradients are enabled (used by the trainer).
+    /// </summary>
+    public static Tensor ForwardLast(TransformerModel model, IReadOnlyList<int[]> rows)
+    {
+        int b = rows.Count, t = rows.Max(r => r.Length);
+        var ids = new int[b * t];
+        var mask = new bool[b * t];
+        var last = new int[b];
+        for (int i = 0; i < b; i++)
+        {
+            if (rows[i].Length == 0) throw new ArgumentException("An empty sequence cannot be scored.");
+            Array.Copy(rows[i], 0, ids, i * t, rows[i].Length);
+            for (int j = 0; j < rows[i].Length; j++) mask[i * t + j] = true;
+            last[i] = i * t + rows[i].Length - 1;
+        }
+        var values = Ops.Reshape(model.Forward(ids, b, t, keyMask: mask), b * t, 1);
+        return Ops.Reshape(Ops.IndexSelect(values, last), b);
+    }
+}
