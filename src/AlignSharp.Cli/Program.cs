@@ -16,6 +16,7 @@ public static class Program
     {
         var root = new RootCommand("AlignSharp: reinforcement learning from human feedback for language models, in .NET.");
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(AnnotateCommand.Create());
         return root;
     }
 }
