@@ -529,6 +529,13 @@ public sealed partial class AnnotationStore : IDisposable
         return result;
     }
 
+    /// <summary>SQLite's own consistency check of the file: "ok" when sound.</summary>
+    public string IntegrityCheck()
+    {
+        using var c = Connect();
+        return (string)Scalar(c, "PRAGMA integrity_check")!;
+    }
+
     // ---------------------------------------------------------------- SQLite plumbing
 
     private SqliteConnection Connect()
