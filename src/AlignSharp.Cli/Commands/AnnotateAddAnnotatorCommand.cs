@@ -13,7 +13,7 @@ public static class AnnotateAddAnnotatorCommand
         var admin = new Option<bool>("--admin") { Description = "Also allow the admin view (progress, agreement, export) with this token." };
         var url = new Option<string>("--url")
         {
-            Description = "Address the server will be reached at, for the sign-in link (default http://127.0.0.1:8080).",
+            Description = "Address the server will be reached at, for the sign-in link.",
             DefaultValueFactory = _ => "http://127.0.0.1:8080",
         };
         var command = new Command("add-annotator", "Add an annotator to a project and print their access token and sign-in link.")

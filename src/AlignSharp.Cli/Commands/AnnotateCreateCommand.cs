@@ -19,15 +19,15 @@ public static class AnnotateCreateCommand
         var model = new Option<string?>("--model") { Description = "Model directory (config.json, safetensors, tokenizer.json) to sample completions from; needs --prompts." };
         var prompts = new Option<string?>("--prompts") { Description = "JSONL (or JSON array) of {\"prompt\"} to sample completions for, with --model." };
         var k = new Option<int?>("--k") { Description = "Completions per prompt (default 4 with --model; with --import, every record must have exactly K)." };
-        var overlap = new Option<int>("--overlap") { Description = "How many different annotators rank each prompt (default 1).", DefaultValueFactory = _ => 1 };
-        var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Most tokens per completion (default 128).", DefaultValueFactory = _ => 128 };
-        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature, above 0 (default 1).", DefaultValueFactory = _ => 1f };
-        var topK = new Option<int>("--top-k") { Description = "Sample from the K most likely tokens; 0 = off (default 0).", DefaultValueFactory = _ => 0 };
-        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold; 1 = off (default 1).", DefaultValueFactory = _ => 1f };
-        var seed = new Option<int>("--seed") { Description = "Sampling seed; prompt i uses seed + i (default 0).", DefaultValueFactory = _ => 0 };
+        var overlap = new Option<int>("--overlap") { Description = "How many different annotators rank each prompt.", DefaultValueFactory = _ => 1 };
+        var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Most tokens per completion.", DefaultValueFactory = _ => 128 };
+        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature, above 0 (0 would make the K completions identical).", DefaultValueFactory = _ => 1f };
+        var topK = new Option<int>("--top-k") { Description = "Sample from the K most likely tokens; 0 = off.", DefaultValueFactory = _ => 0 };
+        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold; 1 = off.", DefaultValueFactory = _ => 1f };
+        var seed = new Option<int>("--seed") { Description = "Sampling seed; prompt i uses seed + i.", DefaultValueFactory = _ => 0 };
         var url = new Option<string>("--url")
         {
-            Description = "Address the server will be reached at, for the admin sign-in link (default http://127.0.0.1:8080).",
+            Description = "Address the server will be reached at, for the admin sign-in link.",
             DefaultValueFactory = _ => "http://127.0.0.1:8080",
         };
         var command = new Command("create", "Create an annotation project from a model and prompts, or from imported completions.")

@@ -17,7 +17,7 @@ public static class AnnotateExportCommand
         var db = AnnotateCommand.DbOption();
         var format = new Option<string>("--format")
         {
-            Description = "rankings: one {\"prompt\", \"completions\", \"ranking\", \"annotator\", ...} line per ranking; pairs: one {\"prompt\", \"chosen\", \"rejected\", \"annotator\", ...} line per strictly ordered pair (ties give none). Default rankings.",
+            Description = "rankings: one {\"prompt\", \"completions\", \"ranking\", \"annotator\", ...} line per ranking; pairs: one {\"prompt\", \"chosen\", \"rejected\", \"annotator\", ...} line per strictly ordered pair (ties give none).",
             DefaultValueFactory = _ => AnnotationExport.Rankings,
         };
         format.AcceptOnlyFromAmong([.. AnnotationExport.Formats]);

@@ -15,14 +15,14 @@ public static class AnnotateServeCommand
     {
         var project = AnnotateCommand.ProjectOption();
         var db = AnnotateCommand.DbOption();
-        var port = new Option<int>("--port") { Description = "TCP port (default 8080; 0 picks a free port and prints it).", DefaultValueFactory = _ => 8080 };
+        var port = new Option<int>("--port") { Description = "TCP port; 0 picks a free port and prints it.", DefaultValueFactory = _ => 8080 };
         var host = new Option<string>("--host")
         {
-            Description = "Address to listen on (default 127.0.0.1: this machine only). 0.0.0.0 opens it to the network over plain HTTP; put HTTPS in front.",
+            Description = "Address to listen on; 127.0.0.1 is this machine only, 0.0.0.0 opens it to the network over plain HTTP; put HTTPS in front.",
             DefaultValueFactory = _ => "127.0.0.1",
         };
         var overlap = new Option<int?>("--overlap") { Description = "Change how many annotators rank each prompt (kept in the project; default: as set by create)." };
-        var maxBody = new Option<int>("--max-request-kb") { Description = "Largest request body in KiB (default 64); larger requests get 413.", DefaultValueFactory = _ => 64 };
+        var maxBody = new Option<int>("--max-request-kb") { Description = "Largest request body in KiB; larger requests get 413.", DefaultValueFactory = _ => 64 };
         var command = new Command("serve", "Serve the annotation web app and its JSON API (/api/) for a project.")
         {
             project, db, port, host, overlap, maxBody,
