@@ -120,6 +120,19 @@ public class AnnotationBrowserTests
         Assert.Equal("Done 1 / 2", driver.FindElement(By.Id("progress")).Text);
         var idOf2 = driver.FindElements(By.CssSelector("#unranked .card")).ToDictionary(
             c => int.Parse(c.GetDomAttribute("data-label")!), c => int.Parse(c.GetDomAttribute("data-id")!));
+
+        // Change the previous answer: it comes back as submitted (a tie group in id order); tie 2 in as well and resubmit.
+        driver.FindElement(By.Id("previous-button")).Click();
+        wait.Until(d => d.FindElement(By.Id("prompt")).Text == "First prompt" && RankedLabels(d).Length == 4);
+        var restored = RankedLabels(driver);
+        Assert.Equal(4, restored[0]);
+        Assert.Equal(2, restored[3]);
+        Assert.Equal([1, 3], restored[1..3].Order());
+        keys.SendKeys("t").Perform();
+        wait.Until(d => Card(d, "ranked", 2).GetDomAttribute("class")!.Contains("tied"));
+        driver.FindElement(By.Id("submit-button")).Click();
+        wait.Until(d => d.FindElement(By.Id("prompt")).Text == "Second prompt" && d.FindElements(By.CssSelector("#unranked .card")).Count == 4);
+        Assert.Equal("Done 1 / 2", driver.FindElement(By.Id("progress")).Text);
         keys.SendKeys("4").SendKeys("3").SendKeys("2").Perform();
         wait.Until(d => RankedLabels(d).SequenceEqual([4, 3, 2, 1]));
         DragToTopOf(driver, Card(driver, "ranked", 1), driver.FindElement(By.CssSelector("#ranked .card")));
@@ -134,8 +147,9 @@ public class AnnotationBrowserTests
         var lines = writer.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!).ToList();
         Assert.Equal(2, lines.Count);
         var first = lines.Single(l => (string)l["prompt"]! == "First prompt");
-        var tie = new[] { idOf[3], idOf[1] }.Order().ToArray();
-        Assert.Equal($"[{idOf[4]},[{tie[0]},{tie[1]}],{idOf[2]}]", first["ranking"]!.ToJsonString());
+        // Edited: 2 joined the tie of 3 and 1.
+        Assert.Equal(2, (int)first["revision"]!);
+        Assert.Equal($"[{idOf[4]},[{string.Join(",", new[] { idOf[3], idOf[1], idOf[2] }.Order())}]]", first["ranking"]!.ToJsonString());
         Assert.Equal($"[{{\"completion_id\":{idOf[2]},\"flag\":\"broken\"}}]", first["flags"]!.ToJsonString());
         Assert.Equal($"[{idOf[1]},{idOf[2]},{idOf[3]},{idOf[4]}]", first["display_order"]!.ToJsonString());
         Assert.Equal("eve", (string)first["annotator"]!);
