@@ -389,7 +389,7 @@ async function loadAdmin() {
   const o = agreement.overall;
   $("agreement-summary").textContent = o.tasks === 0
     ? "No task has been ranked by two annotators yet."
-    : `Over ${o.tasks} annotator pairs × shared tasks: pairwise agreement ${percent(o.pairwise_agreement)}, mean Kendall's τ-b ${fixed(o.kendall_tau_b)}.`;
+    : `Over ${o.tasks} comparisons (two annotators on one shared prompt): pairwise agreement ${percent(o.pairwise_agreement)}, mean Kendall's τ-b ${fixed(o.kendall_tau_b)}.`;
   $("agreement-table").tBodies[0].replaceChildren(...agreement.pairs.map((p) => el("tr", {},
     el("td", {}, p.annotators.map((a) => a.name).join(" – ")),
     el("td", {}, String(p.tasks)), el("td", {}, percent(p.pairwise_agreement)), el("td", {}, fixed(p.kendall_tau_b)))));
