@@ -23,6 +23,7 @@ public static class Program
         root.Subcommands.Add(TrainCommands.Sft());
         root.Subcommands.Add(TrainCommands.RewardModel());
         root.Subcommands.Add(ScoreCommand.Create());
+        root.Subcommands.Add(AnnotateCommand.Create());
         return root;
     }
 }
