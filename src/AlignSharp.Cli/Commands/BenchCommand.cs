@@ -9,6 +9,7 @@ public static class BenchCommand
     {
         var bench = new Command("bench", "Benchmarks that print one JSON object on stdout (for scripts and docs/performance.md).");
         bench.Subcommands.Add(BenchTrainCommand.Create());
+        bench.Subcommands.Add(BenchSampleCommand.Create());
         bench.Subcommands.Add(BenchTokenizerCommand.Create());
         return bench;
     }
