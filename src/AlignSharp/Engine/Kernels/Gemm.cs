@@ -33,16 +33,17 @@ internal enum GemmPath
 public static unsafe class Gemm
 {
     /// <summary>Depth of one packed slice: a KC×NR B micro-panel (32 KiB at NR=32) stays in the 48 KiB L1.</summary>
-    internal const int KC = 256;
+    internal static readonly int KC = int.Parse(Environment.GetEnvironmentVariable("GEMM_KC") ?? "256");
     /// <summary>Target rows of one packed A block (MC×KC floats ≈ 192 KiB, well inside a 1 MiB L2).</summary>
-    internal const int MCTarget = 192;
+    internal static readonly int MCTarget = int.Parse(Environment.GetEnvironmentVariable("GEMM_MC") ?? "192");
     /// <summary>Columns of one packed B block (KC×NC floats = 4 MiB, shared L3).</summary>
-    internal const int NCTarget = 4096;
+    internal static readonly int NCTarget = int.Parse(Environment.GetEnvironmentVariable("GEMM_NC") ?? "4096");
     /// <summary>Below this many multiply-adds a product runs on the calling thread: a wake-up costs more than it saves.</summary>
     internal const long ParallelMinMacs = 96L * 96 * 96;
+    /// <summary>Column blocks at most this wide read A in place instead of packing it (see <see cref="Blocked{TK}"/>).</summary>
+    internal static readonly int UnpackedAMaxCols = int.Parse(Environment.GetEnvironmentVariable("GEMM_UNPACKED") ?? "64");
 
     [ThreadStatic] private static GemmPath t_forcePath;
-    internal static readonly string Variant = Environment.GetEnvironmentVariable("GEMM_VARIANT") ?? "";
 
     /// <summary>Test hook: forces one kernel family on the calling thread (<see cref="GemmPath.Auto"/> = best available).</summary>
     internal static GemmPath ForcePath
@@ -84,16 +85,7 @@ public static unsafe class Gemm
             var p = new Problem(transA, transB, m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate);
             switch (ActivePath)
             {
-                case GemmPath.Avx512:
-                    switch (Variant)
-                    {
-                        case "8x48": RunParallel<Avx512Kernel8x48>(p); break;
-                        case "12x32u2": RunParallel<Avx512Kernel12x32U2>(p); break;
-                        case "14x32": RunParallel<Avx512Kernel14x32>(p); break;
-                        case "6x64": RunParallel<Avx512Kernel6x64>(p); break;
-                        default: RunParallel<Avx512Kernel>(p); break;
-                    }
-                    break;
+                case GemmPath.Avx512: RunParallel<Avx512Kernel>(p); break;
                 case GemmPath.Avx2: RunParallel<Avx2Kernel>(p); break;
                 default: RunParallel<ScalarKernel>(p); break;
             }
@@ -283,7 +275,7 @@ public static unsafe class Gemm
         int mc0 = RoundUp((rows + mBlocks - 1) / mBlocks, mr);
         int nc0 = Math.Min(RoundUp(cols, nr), RoundUp(NCTarget, nr));
         var ws = Workspace.Get(mc0 * kc0, nc0 * kc0, mr * nr);
-        float* packA = ws.A, packB = ws.B, edge = ws.Edge;
+        float* packAPanel = ws.A, packB = ws.B, edge = ws.Edge;
 
         for (int jc = j0; jc < j1; jc += nc0)
         {
@@ -296,27 +288,39 @@ public static unsafe class Gemm
                 for (int ic = i0; ic < i1; ic += mc0)
                 {
                     int mc = Math.Min(mc0, i1 - ic);
-                    PackA(p, ic, mc, pc, kc, mr, packA);
+                    // A packed once is reused by every NR column tile of the block; with only one or two
+                    // tiles the copy costs as much as it saves, so full-height tiles read A in place.
+                    bool packA = nc > UnpackedAMaxCols;
+                    if (packA) PackA(p, ic, mc, pc, kc, mr, packAPanel);
                     for (int jr = 0; jr < nc; jr += nr)
                     {
                         float* bPanel = packB + (nint)jr * kc;
                         int nTile = Math.Min(nr, nc - jr);
                         for (int ir = 0; ir < mc; ir += mr)
                         {
-                            float* aPanel = packA + (nint)ir * kc;
                             float* cTile = p.C + (ic + ir) * p.Ldc + jc + jr;
                             int mTile = Math.Min(mr, mc - ir);
-                            if (mTile == mr && nTile == nr)
+                            float* aPanel = packAPanel + (nint)ir * kc;
+                            nint aStep = mr;
+                            bool rowA = false;
+                            if (!packA)
                             {
-                                TK.Run(kc, aPanel, bPanel, cTile, p.Ldc, load);
+                                if (mTile < mr) { PackA(p, ic + ir, mTile, pc, kc, mr, packAPanel); aPanel = packAPanel; }
+                                else if (p.TransA) { aPanel = p.A + pc * p.Lda + ic + ir; aStep = p.Lda; }
+                                else { aPanel = p.A + (ic + ir) * p.Lda + pc; aStep = p.Lda; rowA = true; }
                             }
-                            else
+                            float* target = cTile;
+                            nint ldt = p.Ldc;
+                            if (mTile < mr || nTile < nr)
                             {
                                 // Edge tile: run the same kernel on an MR×NR scratch tile, copy the valid part.
+                                target = edge;
+                                ldt = nr;
                                 if (load) CopyTile(cTile, p.Ldc, edge, nr, mTile, nTile);
-                                TK.Run(kc, aPanel, bPanel, edge, nr, load);
-                                CopyTile(edge, nr, cTile, p.Ldc, mTile, nTile);
                             }
+                            if (rowA) TK.RunRowA(kc, aPanel, aStep, bPanel, target, ldt, load);
+                            else TK.Run(kc, aPanel, aStep, bPanel, target, ldt, load);
+                            if (target == edge) CopyTile(edge, nr, cTile, p.Ldc, mTile, nTile);
                         }
                     }
                 }
