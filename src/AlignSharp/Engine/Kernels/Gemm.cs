@@ -82,8 +82,14 @@ public static unsafe class Gemm
         }
         fixed (float* pa = a, pb = b, pc = c)
         {
+            var path = ActivePath;
+            if (path == GemmPath.Avx512 && GemmSkinny.Applies(transA, transB, m))
+            {
+                GemmSkinny.Run(transA, transB, m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate);
+                return;
+            }
             var p = new Problem(transA, transB, m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate);
-            switch (ActivePath)
+            switch (path)
             {
                 case GemmPath.Avx512: RunParallel<Avx512Kernel>(p); break;
                 case GemmPath.Avx2: RunParallel<Avx2Kernel>(p); break;
