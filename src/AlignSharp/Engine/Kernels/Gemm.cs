@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
 namespace AlignSharp.Engine.Kernels;
@@ -358,8 +359,21 @@ public static unsafe class Gemm
             float* d = dst + (nint)ir * kc;
             if (!p.TransA)
             {
-                // A[i, p] at A + i·lda + p: each source row is contiguous in p, written with stride MR.
-                for (int r = 0; r < rows; r++)
+                // A[i, p] at A + i·lda + p: each source row is contiguous in p, written with stride MR
+                // (8×8 blocks through registers where they fit, the rest one element at a time).
+                int r0 = 0;
+                if (Avx.IsSupported)
+                {
+                    int kc8 = kc & ~7;
+                    for (; r0 + 8 <= rows; r0 += 8)
+                    {
+                        float* s = p.A + (ic + ir + r0) * p.Lda + pc;
+                        for (int q = 0; q < kc8; q += 8) Transpose8x8(s + q, p.Lda, d + q * mr + r0, mr);
+                        for (int r = r0; r < r0 + 8; r++)
+                            for (int q = kc8; q < kc; q++) d[q * mr + r] = p.A[(ic + ir + r) * p.Lda + pc + q];
+                    }
+                }
+                for (int r = r0; r < rows; r++)
                 {
                     float* s = p.A + (ic + ir + r) * p.Lda + pc;
                     float* dr = d + r;
@@ -409,8 +423,21 @@ public static unsafe class Gemm
             }
             else
             {
-                // Bᵀ: B[j, p] at B + j·ldb + p: each source row is contiguous in p, written with stride NR.
-                for (int j = 0; j < cols; j++)
+                // Bᵀ: B[j, p] at B + j·ldb + p: each source row is contiguous in p, written with stride NR
+                // (8×8 blocks through registers where they fit, the rest one element at a time).
+                int j0 = 0;
+                if (Avx.IsSupported)
+                {
+                    int kc8 = kc & ~7;
+                    for (; j0 + 8 <= cols; j0 += 8)
+                    {
+                        float* s = p.B + (jc + jr + j0) * p.Ldb + pc;
+                        for (int q = 0; q < kc8; q += 8) Transpose8x8(s + q, p.Ldb, d + q * nr + j0, nr);
+                        for (int j = j0; j < j0 + 8; j++)
+                            for (int q = kc8; q < kc; q++) d[q * nr + j] = p.B[(jc + jr + j) * p.Ldb + pc + q];
+                    }
+                }
+                for (int j = j0; j < cols; j++)
                 {
                     float* s = p.B + (jc + jr + j) * p.Ldb + pc;
                     float* dj = d + j;
@@ -421,6 +448,34 @@ public static unsafe class Gemm
                         for (int j = cols; j < nr; j++) d[q * nr + j] = 0f;
             }
         }
+    }
+
+    /// <summary>dst[c·ldDst + r] = src[r·ldSrc + c] for an 8×8 block: unpack pairs, shuffle quads, swap 128-bit halves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float* src, nint ldSrc, float* dst, nint ldDst)
+    {
+        var r0 = Vector256.Load(src); var r1 = Vector256.Load(src + ldSrc);
+        var r2 = Vector256.Load(src + 2 * ldSrc); var r3 = Vector256.Load(src + 3 * ldSrc);
+        var r4 = Vector256.Load(src + 4 * ldSrc); var r5 = Vector256.Load(src + 5 * ldSrc);
+        var r6 = Vector256.Load(src + 6 * ldSrc); var r7 = Vector256.Load(src + 7 * ldSrc);
+        // t0 = [a00 a10 a01 a11 | a04 a14 a05 a15], t1 = [a02 a12 a03 a13 | a06 a16 a07 a17], ...
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        // u0 = [a00 a10 a20 a30 | a04 a14 a24 a34]: column 0 (low half) and column 4 (high half) of rows 0..3.
+        var u0 = Avx.Shuffle(t0, t2, 0x44); var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44); var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44); var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44); var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Permute2x128(u0, u4, 0x20).Store(dst);
+        Avx.Permute2x128(u1, u5, 0x20).Store(dst + ldDst);
+        Avx.Permute2x128(u2, u6, 0x20).Store(dst + 2 * ldDst);
+        Avx.Permute2x128(u3, u7, 0x20).Store(dst + 3 * ldDst);
+        Avx.Permute2x128(u0, u4, 0x31).Store(dst + 4 * ldDst);
+        Avx.Permute2x128(u1, u5, 0x31).Store(dst + 5 * ldDst);
+        Avx.Permute2x128(u2, u6, 0x31).Store(dst + 6 * ldDst);
+        Avx.Permute2x128(u3, u7, 0x31).Store(dst + 7 * ldDst);
     }
 
     /// <summary>
