@@ -88,7 +88,7 @@ public static unsafe class Gemm
         fixed (float* pa = a, pb = b, pc = c)
         {
             var path = ActivePath;
-            if (path == GemmPath.Avx512 && GemmSkinny.Applies(transA, transB, m))
+            if (path == GemmPath.Avx512 && GemmSkinny.Applies(transA, transB, m, n, k))
             {
                 GemmSkinny.Run(transA, transB, m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate);
                 return;

@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace AlignSharp.Engine.Kernels;
 
 /// <summary>
-/// Products with at most four rows of C (decoding: one token per sequence), AVX-512 only. They are bound by
+/// Products with at most four rows of C (decoding: one token per sequence; up to eight while B fits in L2), AVX-512 only. They are bound by
 /// reading B once, so B is streamed in place instead of packed, and no MR-tall tile is padded with zero rows.
 /// <code>
 ///   NN (B [k,n]): 4×64 (then 4×16, then scalar) column strips; per k step one B row strip is loaded and each
@@ -13,14 +13,13 @@ namespace AlignSharp.Engine.Kernels;
 ///   NT (B [n,k], A not transposed): dot products of A rows with 4 B rows at a time, 16 lanes of k at once,
 ///                 then a horizontal sum and a scalar tail (a different summation order from the blocked path).
 /// </code>
-/// Rows past m read row 0 again (their results are dropped), so the kernels always run four rows.
+/// Rows are taken four at a time; in a group of fewer, missing rows read row 0 again (their results are dropped).
 /// </summary>
 internal static unsafe class GemmSkinny
 {
-    public const int MaxRows = 4;
-
-    public static bool Applies(bool transA, bool transB, int m) =>
-        m <= MaxRows && Avx512F.IsSupported && !(transA && transB);
+    /// <summary>Up to 4 rows always; 5..8 rows (two passes over B) only while B fits in L2 (k·n ≤ 256 Ki floats).</summary>
+    public static bool Applies(bool transA, bool transB, int m, int n, int k) =>
+        Avx512F.IsSupported && !(transA && transB) && (m <= 4 || (m <= 8 && (long)k * n <= 256 * 1024));
 
     public static void Run(bool transA, bool transB, int m, int n, int k, float* a, nint lda, float* b, nint ldb,
         float* c, nint ldc, bool accumulate)
@@ -36,8 +35,14 @@ internal static unsafe class GemmSkinny
     {
         public void Run(int start, int end)
         {
-            if (transB) RunNT(start * 4, Math.Min(n, end * 4));
-            else RunNN(start * 16, Math.Min(n, end * 16));
+            // Groups of four rows; the group's A and C are views at row r0.
+            for (int r0 = 0; r0 < m; r0 += 4)
+            {
+                var group = new Strips(transA, transB, Math.Min(4, m - r0), n, k, a + (transA ? r0 : r0 * lda), lda, b, ldb,
+                    c + r0 * ldc, ldc, accumulate);
+                if (transB) group.RunNT(start * 4, Math.Min(n, end * 4));
+                else group.RunNN(start * 16, Math.Min(n, end * 16));
+            }
         }
 
         private void RunNN(int j0, int j1)
