@@ -20,6 +20,9 @@ public static class Program
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(LogprobsCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(PpoCommand.Create());
+        root.Subcommands.Add(GrpoCommand.Create());
+        root.Subcommands.Add(RlooCommand.Create());
         return root;
     }
 }
