@@ -132,3 +132,52 @@ public sealed class HttpRewardTests
         Assert.Equal([2f, 3f], parts["len"]);
     }
 }
+
+/// <summary>A reward model and an HTTP endpoint combined with weights in a training run.</summary>
+public sealed class CombinedRewardRunTests : IDisposable
+{
+    private readonly RlTestKit _kit = new();
+    public void Dispose() => _kit.Dispose();
+
+    [Fact]
+    public void ARunCombinesTheRewardModelAndTheEndpoint()
+    {
+        var listener = new System.Net.HttpListener();
+        var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        probe.Start();
+        int port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+        probe.Stop();
+        string url = $"http://127.0.0.1:{port}/r/";
+        listener.Prefixes.Add(url);
+        listener.Start();
+        var serve = Task.Run(() =>
+        {
+            while (listener.IsListening)
+            {
+                System.Net.HttpListenerContext ctx;
+                try { ctx = listener.GetContext(); } catch (Exception) { return; }
+                int n = JsonDocument.Parse(ctx.Request.InputStream).RootElement.GetProperty("completions").GetArrayLength();
+                var bytes = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { rewards = Enumerable.Repeat(2.0, n) }));
+                ctx.Response.OutputStream.Write(bytes);
+                ctx.Response.Close();
+            }
+        });
+        try
+        {
+            var o = new GrpoOptions
+            {
+                Policy = _kit.Policy(), Prompts = _kit.Prompts(), Out = _kit.Path("combined"), MaxSteps = 1, MaxNewTokens = 3,
+                BatchSize = 4, NumGenerations = 2, RewardModel = _kit.RewardModelDir(), RewardUrl = url, RewardUrlWeight = 0.5f, SaveSteps = 0, Threads = 2,
+            };
+            RlTrainer.Create(o).Run();
+            var line = RlTestKit.TrainMetrics(o.Out!).Single();
+            double model = line.GetProperty("objective/scores/reward_model").GetDouble();
+            Assert.Equal(2.0, line.GetProperty("objective/scores/reward_url").GetDouble(), 6);
+            Assert.Equal(model + 0.5 * 2.0, line.GetProperty("objective/scores").GetDouble(), 4);
+        }
+        finally
+        {
+            listener.Close();
+        }
+    }
+}

@@ -193,6 +193,21 @@ public sealed class PtxData
         return new PtxData(encoded.Records, batchSize, seed, TokenSequences.PadId(tokenizer));
     }
 
+    private int[] _order = [];
+    private int _orderPass = -1;
+
+    /// <summary>The seeded order of the rows in pass <paramref name="pass"/> over them.</summary>
+    private int[] OrderOfPass(int pass)
+    {
+        if (pass != _orderPass)
+        {
+            _order = Enumerable.Range(0, _rows.Count).ToArray();
+            new Random(Runs.TrainingLoop.HashSeed(_seed, pass + 7_000_001)).Shuffle(_order);
+            _orderPass = pass;
+        }
+        return _order;
+    }
+
     /// <summary>Mean next-token cross entropy over the completion tokens of micro-batch <paramref name="microBatch"/>. → []</summary>
     public Tensor Loss(TransformerModel policy, long microBatch)
     {
@@ -201,10 +216,7 @@ public sealed class PtxData
         for (int i = 0; i < rows.Length; i++)
         {
             long k = microBatch * rows.Length + i;
-            int pass = (int)(k / n);
-            var order = Enumerable.Range(0, n).ToArray();
-            new Random(Runs.TrainingLoop.HashSeed(_seed, pass + 7_000_001)).Shuffle(order);
-            rows[i] = _rows[order[(int)(k % n)]];
+            rows[i] = _rows[OrderOfPass((int)(k / n))[(int)(k % n)]];
         }
         var batch = SftBatch.Create(rows, _padId);
         int b = batch.BatchSize, t = batch.SeqLen;

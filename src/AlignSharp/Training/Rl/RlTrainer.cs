@@ -314,6 +314,7 @@ public sealed class RlTrainer
         m["val/num_eos_tokens"] = batch.EndsWithEos.Count(e => e);
         m["completion_length"] = generationTokens / batch.Count;
         m["lr"] = lr;
+        m["learning_rate"] = lr;
         m["grad_norm"] = gradNorm;
         m["episode"] = _episodes;
         m["time/generation_s"] = batch.GenerationSeconds;
