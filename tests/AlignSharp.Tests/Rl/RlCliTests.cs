@@ -66,7 +66,7 @@ public sealed class RlCliTests : IDisposable
         string rm = _kit.RewardModelDir();
         var g = CliRunner.Run([.. Common("grpo", "grpo"), "--reward-model", rm, "--max-steps", "1", "--num-generations", "4", "--kl-coef", "0.02"]);
         Assert.True(g.ExitCode == 0, g.StdErr);
-        var r = CliRunner.Run([.. Common("rloo", "rloo"), "--reward-model", rm, "--max-steps", "1", "--rloo-k", "2", "--kl-estimator", "k3", "--kl-in-reward", "false"]);
+        var r = CliRunner.Run([.. Common("rloo", "rloo"), "--reward-model", rm, "--max-steps", "1", "--rloo-k", "2", "--kl-estimator", "full", "--kl-in-reward", "false"]);
         Assert.True(r.ExitCode == 0, r.StdErr);
         foreach (var (run, trainer) in new[] { ("grpo", "grpo"), ("rloo", "rloo") })
         {

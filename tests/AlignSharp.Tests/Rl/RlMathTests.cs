@@ -176,3 +176,34 @@ public sealed class RlMathTests
         Near([-0.25 - 1], r[1]);
     }
 }
+
+public sealed class FullKlPenaltyTests
+{
+    [Fact]
+    public void TheFullKlInTheLossIsTheExactKlWithItsGradient()
+    {
+        // Two rows of V = 3. KL_t = Σ p (log p − log q); dKL/dlogit_j = p_j·(log p_j − log q_j − KL).
+        float[] pl = [1f, 2f, 0.5f, -1f, 0f, 3f], ql = [0f, 1f, 2f, 1f, 1f, 1f];
+        var logits = Tensor.Parameter([2, 3], 0f);
+        pl.CopyTo(logits.Span);
+        var refLogProbs = Ops.LogSoftmax(Tensor.FromArray(ql, 2, 3));
+        var (loss, meanKl) = RlLosses.FullKlPenalty(logits, refLogProbs, beta: 2f, [0.25f, 0.75f]);
+        double kl0 = KlEstimators.Full(pl.AsSpan(0, 3), ql.AsSpan(0, 3)), kl1 = KlEstimators.Full(pl.AsSpan(3, 3), ql.AsSpan(3, 3));
+        Assert.Equal(2 * (0.25 * kl0 + 0.75 * kl1), loss.Item(), 5);
+        Assert.Equal(0.25 * kl0 + 0.75 * kl1, meanKl, 5);
+        loss.Backward();
+        for (int r = 0; r < 2; r++)
+        {
+            double kl = r == 0 ? kl0 : kl1, w = r == 0 ? 0.25 : 0.75;
+            var p = Softmax(pl.AsSpan(r * 3, 3)); var q = Softmax(ql.AsSpan(r * 3, 3));
+            for (int j = 0; j < 3; j++)
+                Assert.Equal(2 * w * p[j] * (Math.Log(p[j]) - Math.Log(q[j]) - kl), logits.Grad!.Span[r * 3 + j], 5);
+        }
+    }
+
+    private static double[] Softmax(ReadOnlySpan<float> x)
+    {
+        var e = x.ToArray().Select(v => Math.Exp(v)).ToArray();
+        return e.Select(v => v / e.Sum()).ToArray();
+    }
+}

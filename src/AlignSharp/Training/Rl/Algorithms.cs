@@ -27,11 +27,12 @@ public abstract class RlAlgorithm(RlOptions options)
     public abstract (Tensor Loss, Dictionary<string, double> Metrics) Loss(RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, UpdateContext context);
 
     /// <summary>The policy's forward pass on a micro-batch and the clipped surrogate with its metrics.</summary>
-    protected (Tensor Loss, Tensor LogProbs, Tensor Entropy, SequenceForward.Packed Packed, Dictionary<string, double> Metrics) PolicyTerm(
+    protected (Tensor Loss, Tensor Logits, Tensor LogProbs, SequenceForward.Packed Packed, Dictionary<string, double> Metrics) PolicyTerm(
         RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, float[] weights, float share)
     {
         var packed = SequenceForward.Pack(batch, rows);
-        var (logp, entropy) = SequenceForward.TokenLogProbs(models.Policy, packed, options.Temperature);
+        var logits = SequenceForward.Logits(models.Policy, packed, options.Temperature);
+        var (logp, entropy) = Ops.TokenLogProbs(logits, packed.Targets);
         var (loss, m) = RlLosses.ClippedSurrogate(logp, SequenceForward.Concat(batch.LogProbs, rows), SequenceForward.Concat(batch.Advantages, rows), options.ClipRange, weights);
         if (options.EntropyCoef > 0) loss = Ops.Add(loss, RlLosses.EntropyBonus(entropy, options.EntropyCoef, weights).Loss);
         var metrics = new Dictionary<string, double>
@@ -43,7 +44,7 @@ public abstract class RlAlgorithm(RlOptions options)
             ["val/ratio"] = m.RatioMean,
             ["val/ratio_var"] = m.RatioVariance,
         };
-        return (loss, logp, entropy, packed, metrics);
+        return (loss, logits, logp, packed, metrics);
     }
 
     protected static double WeightedMean(ReadOnlySpan<float> x, ReadOnlySpan<float> w)
@@ -130,14 +131,23 @@ public abstract class CriticFree(RlOptions options) : RlAlgorithm(options)
     {
         var lengths = rows.Select(r => batch.CompletionIds[r].Length).ToArray();
         var weights = RlLosses.SequenceMeanWeights(lengths, context.Share);
-        var (loss, logp, _, _, metrics) = PolicyTerm(models, batch, rows, weights, context.Share);
+        var (loss, logits, logp, packed, metrics) = PolicyTerm(models, batch, rows, weights, context.Share);
         if (!KlInReward && context.Beta > 0)
         {
-            var (klLoss, meanKl) = RlLosses.KlPenalty(logp, SequenceForward.Concat(batch.RefLogProbs, rows), Options.Estimator, (float)context.Beta, weights);
+            var (klLoss, meanKl) = Options.Estimator == KlEstimator.Full
+                ? RlLosses.FullKlPenalty(logits, ReferenceLogProbs(models, packed), (float)context.Beta, weights)
+                : RlLosses.KlPenalty(logp, SequenceForward.Concat(batch.RefLogProbs, rows), Options.Estimator, (float)context.Beta, weights);
             loss = Ops.Add(loss, klLoss);
             metrics["loss/kl_avg"] = meanKl;
         }
         return (loss, metrics);
+    }
+
+    /// <summary>The reference's log-softmax at the completion positions, without gradient (for the full KL in the loss). → [N, V]</summary>
+    private Tensor ReferenceLogProbs(RlModels models, SequenceForward.Packed packed)
+    {
+        using var noGrad = Autograd.NoGrad();
+        return Ops.LogSoftmax(SequenceForward.Logits(models.Reference, packed, Options.Temperature));
     }
 }
 

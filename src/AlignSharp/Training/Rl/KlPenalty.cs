@@ -67,7 +67,7 @@ public static class KlEstimators
     /// <summary>
     /// The estimator as a differentiable function of the policy's log-probabilities, for a KL term in the loss
     /// (GRPO, RLOO with the KL in the loss). logProbs [N] (with gradient), refLogProbs [N] (constants) → [N].
-    /// The full KL is not offered here: it would need the reference's whole distribution at every token.
+    /// The full KL in the loss needs both distributions: see <see cref="RlLosses.FullKlPenalty"/>.
     /// </summary>
     public static Tensor InLoss(KlEstimator estimator, Tensor logProbs, Tensor refLogProbs)
     {
@@ -77,7 +77,7 @@ public static class KlEstimators
             KlEstimator.K1 => delta,
             KlEstimator.K2 => Ops.MulScalar(Ops.Square(delta), 0.5f),
             KlEstimator.K3 => Ops.Add(Ops.AddScalar(Ops.Exp(Ops.Neg(delta)), -1f), delta),
-            _ => throw new UserInputException("--kl-estimator full is available for a KL penalty in the reward (PPO, RLOO with the KL in the reward), not in the loss; use k3."),
+            _ => throw new ArgumentException("The full KL in the loss needs both models' logits: use RlLosses.FullKlPenalty."),
         };
     }
 }

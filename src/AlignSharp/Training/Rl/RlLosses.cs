@@ -77,6 +77,22 @@ public static class RlLosses
         return (loss, WeightedMean(kl.Span, weights));
     }
 
+    /// <summary>
+    /// The exact KL penalty in the loss: L = β·Σ_t w_t·Σ_v π_t(v)·(log π_t(v) − log π_ref,t(v)), differentiable through the
+    /// policy's logits. logits [N, V] (policy, at the training temperature, with gradient), refLogProbs [N, V] (log-softmax
+    /// of the reference's logits, constants) → []. Returns the loss and the weighted mean of KL_t.
+    /// </summary>
+    public static (Tensor Loss, double MeanKl) FullKlPenalty(Tensor logits, Tensor refLogProbs, float beta, ReadOnlySpan<float> weights)
+    {
+        int n = logits.Dim(0);
+        if (logits.Rank != 2 || !logits.Shape.SequenceEqual(refLogProbs.Shape) || weights.Length != n)
+            throw new ArgumentException($"FullKlPenalty needs logits and reference log-probabilities [N, V] and N weights: {logits}, {refLogProbs}, {weights.Length}.");
+        var logp = Ops.LogSoftmax(logits);
+        var kl = Ops.SumLast(Ops.Mul(Ops.Exp(logp), Ops.Sub(logp, refLogProbs)));
+        var loss = Ops.MulScalar(Ops.Sum(Ops.Mul(kl, Tensor.FromArray(weights, n))), beta);
+        return (loss, WeightedMean(kl.Span, weights));
+    }
+
     /// <summary>Entropy bonus: L = −c·Σ_t w_t·H_t (maximising entropy). Returns the loss and the weighted mean entropy.</summary>
     public static (Tensor Loss, double MeanEntropy) EntropyBonus(Tensor entropy, float coefficient, ReadOnlySpan<float> weights)
     {

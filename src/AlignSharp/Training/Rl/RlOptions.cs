@@ -210,7 +210,6 @@ public sealed record GrpoOptions : RlOptions
     {
         if (NumGenerations < 2) throw new UserInputException("--num-generations must be ≥ 2 (the advantage compares completions within a group).");
         base.Validate();
-        if (Estimator == Rl.KlEstimator.Full) throw new UserInputException("--kl-estimator full: GRPO puts the KL in the loss, where k1, k2 or k3 (default) are available.");
     }
 }
 
@@ -232,7 +231,5 @@ public sealed record RlooOptions : RlOptions
     {
         if (RlooK < 2) throw new UserInputException("--rloo-k must be ≥ 2 (the baseline is the mean of the other k − 1).");
         base.Validate();
-        if (!KlInReward && Estimator == Rl.KlEstimator.Full)
-            throw new UserInputException("--kl-estimator full works with the KL in the reward; with --kl-in-reward false use k1, k2 or k3.");
     }
 }

@@ -97,29 +97,40 @@ public sealed class RlTrainer
         return new RlTrainer(options, algorithm, models, prompts.Records, reward);
     }
 
-    /// <summary>The value model: its body from the reward model (auto/reward) or the policy (policy), or a directory; a scalar head.</summary>
+    /// <summary>
+    /// The value model, always with a scalar head (a new one, seeded, unless the source has one): --value-model reward
+    /// takes the reward model's body (TRL's default), policy the policy's, or a directory. auto is reward when a reward
+    /// model is given and reads the policy's tokens (same tokenizer), else policy.
+    /// </summary>
     private static TransformerModel LoadValueModel(PpoOptions o, ITokenizer policyTokenizer, RewardModel? rewardModel)
     {
         string choice = o.ValueModel;
         string dir = choice switch
         {
-            "auto" => o.RewardModel ?? o.Policy!,
+            "auto" => o.RewardModel != null && rewardModel != null && SameTokens(rewardModel.Tokenizer, policyTokenizer) ? o.RewardModel : o.Policy!,
             "reward" => o.RewardModel!,
             "policy" => o.Policy!,
             _ => Directory.Exists(choice) ? choice : throw new UserInputException($"--value-model must be auto, reward, policy or a model directory; '{choice}' is none of these."),
         };
+        if (choice == "auto" && o.RewardModel != null && dir == o.Policy)
+            Console.Error.WriteLine($"note: the reward model's tokenizer differs from the policy's, so the value model starts from the policy ({o.Policy}).");
         var value = ModelIO.Load(dir, HeadKind.Scalar, o.Seed);
         if (dir != o.Policy)
         {
             // The value model reads the policy's token ids, so its vocabulary must be the policy's.
             var tok = rewardModel != null && dir == o.RewardModel ? rewardModel.Tokenizer : Pretrained.Load(dir).Tokenizer;
-            const string probe = "The value model reads the policy's tokens: 123 <|x|> é";
-            if (tok != null && (tok.VocabSize != policyTokenizer.VocabSize || !tok.Encode(probe).SequenceEqual(policyTokenizer.Encode(probe))))
+            if (tok != null && !SameTokens(tok, policyTokenizer))
                 throw new UserInputException($"--value-model: {dir} has a different tokenizer from the policy, so it cannot read the policy's tokens; use --value-model policy.");
             if (value.Config.VocabSize < policyTokenizer.VocabSize)
                 throw new UserInputException($"--value-model: {dir} has {value.Config.VocabSize} token embeddings, fewer than the policy's tokenizer; use --value-model policy.");
         }
         return value;
+    }
+
+    private static bool SameTokens(ITokenizer a, ITokenizer b)
+    {
+        const string probe = "The value model reads the policy's tokens: 123 \n\t é 🙂";
+        return a.VocabSize == b.VocabSize && a.EosId == b.EosId && a.Encode(probe).SequenceEqual(b.Encode(probe));
     }
 
     public int TotalSteps() => _options.MaxSteps > 0
