@@ -33,9 +33,11 @@ public sealed class RlTrainer
     private int _skippedSteps, _skippedUpdates, _badInARow;
     private long _episodes;
 
+    /// <summary>A trainer over models, prompts and rewards given directly (the library API); --policy and --prompts are then
+    /// only recorded in run_config.json and may be left out.</summary>
     public RlTrainer(RlOptions options, RlAlgorithm algorithm, RlModels models, IReadOnlyList<PromptExample> prompts, RewardFunction reward)
     {
-        options.Validate();
+        (options with { Policy = options.Policy ?? "(given)", Prompts = options.Prompts ?? "(given)" }).Validate();
         if (prompts.Count == 0) throw new UserInputException("No prompts to train on.");
         if (algorithm is Ppo && models.Value == null) throw new UserInputException("PPO needs a value model.");
         _options = options; _algorithm = algorithm; _models = models; _prompts = prompts; _reward = reward;
