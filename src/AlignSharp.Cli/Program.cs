@@ -24,6 +24,9 @@ public static class Program
         root.Subcommands.Add(TrainCommands.RewardModel());
         root.Subcommands.Add(ScoreCommand.Create());
         root.Subcommands.Add(AnnotateCommand.Create());
+        root.Subcommands.Add(PpoCommand.Create());
+        root.Subcommands.Add(GrpoCommand.Create());
+        root.Subcommands.Add(RlooCommand.Create());
         return root;
     }
 }
