@@ -53,13 +53,13 @@ public static partial class Ops
                 var partB = needB ? new float[shares * c] : null;
                 ParallelFor.For(shares, 1, (s0, s1) =>
                 {
+                    var xhat = new float[c];
+                    var dxhat = new float[c];
                     for (int share = s0; share < s1; share++)
                     {
                         int r0 = (int)((long)rows * share / shares), r1 = (int)((long)rows * (share + 1) / shares);
                         var pw = needW ? partW.AsSpan(share * c, c) : default;
                         var pb = needB ? partB.AsSpan(share * c, c) : default;
-                        Span<float> xhat = c <= 4096 ? stackalloc float[c] : new float[c];
-                        Span<float> dxhat = c <= 4096 ? stackalloc float[c] : new float[c];
                         var ws = wa.AsSpan(wo, c);
                         for (int r = r0; r < r1; r++)
                         {
