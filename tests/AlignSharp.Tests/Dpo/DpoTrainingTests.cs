@@ -24,10 +24,9 @@ public sealed class DpoTrainingTests : IDisposable
         LearningRate = 1e-3f,
         LoggingSteps = 1,
         SaveSteps = 0,
-        Threads = 1,
     };
 
-    private static readonly StringWriter Quiet = new();
+    private static readonly TextWriter Quiet = TextWriter.Null;
 
     [Fact]
     public void AnswerLogProbsSumTheAnswerTokensOnly()

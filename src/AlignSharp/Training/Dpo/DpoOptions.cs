@@ -121,6 +121,7 @@ public sealed record DpoOptions : TrainerOptions
             if (!string.IsNullOrWhiteSpace(Data) && !string.IsNullOrWhiteSpace(EvalData))
                 throw new UserInputException("--eval-only evaluates one file: give --data or --eval-data, not both.");
             if (Resume != null) throw new UserInputException("--resume has no meaning with --eval-only.");
+            if (EvalSplit > 0) throw new UserInputException("--eval-split has no meaning with --eval-only, which evaluates the whole file.");
         }
         else
         {
