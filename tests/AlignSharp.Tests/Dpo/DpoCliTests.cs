@@ -38,6 +38,7 @@ public sealed class DpoCliTests : IDisposable
         Assert.Equal("dpo", config.GetProperty("trainer").GetString());
         Assert.Equal(0.3, config.GetProperty("beta").GetDouble(), 5);          // the flag overrides the file
         Assert.Equal(4, config.GetProperty("batch_size").GetInt32());          // from the file
+        Assert.False(config.TryGetProperty("uses_reference", out _));          // only options, so the file can be read back
 
         var lines = File.ReadLines(P("run/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
         var train = lines.Where(l => l.GetProperty("split").GetString() == "train").ToList();

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using AlignSharp.Training.Data;
 using AlignSharp.Training.Runs;
 
@@ -86,9 +87,11 @@ public sealed record DpoOptions : TrainerOptions
     public bool EvalOnly { get; init; }
 
     /// <summary>The parsed <see cref="LossType"/>.</summary>
+    [JsonIgnore]
     public DpoLossType Loss => ParseLossType(LossType);
 
     /// <summary>Whether a reference model takes part: not for simpo and orpo, nor with --reference-free.</summary>
+    [JsonIgnore]
     public bool UsesReference => !ReferenceFree && Loss is not (DpoLossType.Simpo or DpoLossType.Orpo);
 
     public static DpoLossType ParseLossType(string name) => name.Trim().ToLowerInvariant() switch
@@ -102,6 +105,8 @@ public sealed record DpoOptions : TrainerOptions
         _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo or plackett_luce, not '{name}'."),
     };
 
+    /// <summary>The length limits as the encoders take them.</summary>
+    [JsonIgnore]
     public TruncationOptions Truncation => new()
     {
         MaxLength = MaxLength,
