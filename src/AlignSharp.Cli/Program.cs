@@ -20,6 +20,10 @@ public static class Program
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(LogprobsCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(TrainCommands.Sft());
+        root.Subcommands.Add(TrainCommands.RewardModel());
+        root.Subcommands.Add(ScoreCommand.Create());
+        root.Subcommands.Add(AnnotateCommand.Create());
         root.Subcommands.Add(DpoCommand.Create());
         return root;
     }

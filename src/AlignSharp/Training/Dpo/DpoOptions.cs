@@ -1,5 +1,4 @@
 using System.Text.Json.Serialization;
-using AlignSharp.Training.Data;
 using AlignSharp.Training.Runs;
 
 namespace AlignSharp.Training.Dpo;
@@ -22,30 +21,27 @@ public enum DpoLossType
 }
 
 /// <summary>
-/// Options of <c>alignsharp dpo</c>: the shared trainer options plus the policy, the data and the objective.
-/// Defaults follow TRL's DPOConfig (β 0.1, label smoothing 0, sigmoid loss, max length 1024) except the learning
+/// Options of <c>alignsharp dpo</c>: the shared trainer and data options plus the policy, the reference and the
+/// objective. --data and --eval-data hold preferences: pairs {"prompt","chosen","rejected"}, Anthropic HH
+/// {"chosen","rejected"} or rankings {"prompt","completions","ranking"} (split into weighted pairs, or used whole by
+/// plackett_luce). Defaults follow TRL's DPOConfig (β 0.1, label smoothing 0, sigmoid loss, max length 1024) except the learning
 /// rate: TRL's 1e-6 is tuned for billion-parameter models; models small enough to train on a CPU move too slowly at
 /// that rate, so the default here is 5e-6 (raise it further for toy models: the tests use 1e-3 on a 30k-parameter
 /// model).
 /// </summary>
-public sealed record DpoOptions : TrainerOptions
+public sealed record DpoOptions : TextDataOptions
 {
-    public DpoOptions() => LearningRate = 5e-6f;
+    public DpoOptions()
+    {
+        LearningRate = 5e-6f;
+        MaxLength = 1024;
+    }
 
     [Option("Model directory to train (config.json + safetensors + tokenizer.json); its starting weights are the reference model unless --reference is given.")]
     public string? Policy { get; init; }
 
     [Option("Reference model directory, frozen (default: the --policy model as it starts). With --eval-only on a trained policy, pass the model it started from.")]
     public string? Reference { get; init; }
-
-    [Option("Preference data: JSONL or JSON array of {\"prompt\",\"chosen\",\"rejected\"}, Anthropic HH {\"chosen\",\"rejected\"}, or rankings {\"prompt\",\"completions\",\"ranking\"} (split into weighted pairs, or used whole by plackett_luce).")]
-    public string? Data { get; init; }
-
-    [Option("Held-out preference data for evaluation (same formats as --data).")]
-    public string? EvalData { get; init; }
-
-    [Option("Fraction of --data held out for evaluation when --eval-data is not given (0 = none); the pairs of one ranking stay together.")]
-    public double EvalSplit { get; init; }
 
     [Option("Objective: sigmoid (DPO), ipo, hinge (SLiC), simpo, orpo or plackett_luce (rankings of K completions used whole; pairs count as rankings of 2).")]
     public string LossType { get; init; } = "sigmoid";
@@ -67,21 +63,6 @@ public sealed record DpoOptions : TrainerOptions
 
     [Option("Compute the reference log-probabilities once before training and cache them in DIR/reference_logps.bin (keyed by the reference weights and the batches), instead of running the frozen reference model every step.")]
     public bool PrecomputeReference { get; init; } = true;
-
-    [Option("Chat template for conversational records: chatml, llama3 or plain. Plain-text prompts and answers are never templated.")]
-    public string ChatTemplate { get; init; } = "plain";
-
-    [Option("Longest sequence in tokens: prompt + answer + EOS.")]
-    public int MaxLength { get; init; } = 1024;
-
-    [Option("Longest prompt in tokens (0 = only --max-length applies).")]
-    public int MaxPromptLength { get; init; }
-
-    [Option("Cut records longer than the limits (the prompt keeps its end, the answer its start) instead of reporting them as bad records.")]
-    public bool Truncate { get; init; }
-
-    [Option("Skip bad records (reported with file, line and field) and count them, instead of stopping at the first.")]
-    public bool SkipBadRecords { get; init; }
 
     [Option("Compute the loss and metrics on --data (or --eval-data) without training; prints one JSON object on stdout. Needs no --out.")]
     public bool EvalOnly { get; init; }
@@ -105,15 +86,6 @@ public sealed record DpoOptions : TrainerOptions
         _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo or plackett_luce, not '{name}'."),
     };
 
-    /// <summary>The length limits as the encoders take them.</summary>
-    [JsonIgnore]
-    public TruncationOptions Truncation => new()
-    {
-        MaxLength = MaxLength,
-        MaxPromptLength = MaxPromptLength > 0 ? MaxPromptLength : null,
-        Overlong = Truncate ? OverlongRecords.Truncate : OverlongRecords.Error,
-    };
-
     public override void Validate()
     {
         if (EvalOnly)
@@ -127,11 +99,14 @@ public sealed record DpoOptions : TrainerOptions
                 throw new UserInputException("--eval-only evaluates one file: give --data or --eval-data, not both.");
             if (Resume != null) throw new UserInputException("--resume has no meaning with --eval-only.");
             if (EvalSplit > 0) throw new UserInputException("--eval-split has no meaning with --eval-only, which evaluates the whole file.");
+            string file = EvalData ?? Data!;
+            if (!File.Exists(file)) throw new UserInputException($"{(EvalData != null ? "--eval-data" : "--data")}: {file} does not exist.");
+            global::AlignSharp.Training.Data.ChatTemplate.Get(ChatTemplate);
+            Truncation.Validate();
         }
         else
         {
             base.Validate();
-            if (string.IsNullOrWhiteSpace(Data)) throw new UserInputException("--data (the preference file) is required.");
         }
         if (string.IsNullOrWhiteSpace(Policy)) throw new UserInputException("--policy (the model directory to train) is required.");
         var loss = Loss;
@@ -141,11 +116,8 @@ public sealed record DpoOptions : TrainerOptions
             throw new UserInputException($"--label-smoothing applies to the sigmoid and simpo losses only, not {LossType}.");
         if (!float.IsFinite(SimpoGamma)) throw new UserInputException("--simpo-gamma must be a finite number.");
         if (!(OrpoLambda >= 0) || float.IsInfinity(OrpoLambda)) throw new UserInputException($"--orpo-lambda must be ≥ 0, got {OrpoLambda}.");
-        if (!(EvalSplit >= 0 && EvalSplit < 1)) throw new UserInputException($"--eval-split must be a fraction in [0, 1), got {EvalSplit}.");
         if (!string.IsNullOrWhiteSpace(EvalData) && EvalSplit > 0 && !EvalOnly)
             throw new UserInputException("give either --eval-data or --eval-split, not both.");
         if (ReferenceFree && Reference != null) throw new UserInputException("--reference-free and --reference contradict each other; give one.");
-        _ = global::AlignSharp.Training.Data.ChatTemplate.Get(ChatTemplate);
-        Truncation.Validate();
     }
 }

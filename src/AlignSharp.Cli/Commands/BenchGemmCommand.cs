@@ -1,0 +1,84 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using AlignSharp.Engine.Kernels;
+
+namespace AlignSharp.Cli.Commands;
+
+/// <summary>
+/// `alignsharp bench gemm`: times C[m,n] = opA[m,k]·opB[k,n] and prints one JSON object with the median
+/// of the timed repetitions: {"m","n","k","batch","trans_a","trans_b","threads","reps","gflops","ms","min_ms","max_ms"}.
+/// </summary>
+public static class BenchGemmCommand
+{
+    public static Command Create()
+    {
+        var m = new Option<int>("--m") { Description = "Rows of C (and of opA).", DefaultValueFactory = _ => 1024 };
+        var n = new Option<int>("--n") { Description = "Columns of C (and of opB).", DefaultValueFactory = _ => 1024 };
+        var k = new Option<int>("--k") { Description = "Inner dimension.", DefaultValueFactory = _ => 1024 };
+        var batch = new Option<int>("--batch") { Description = "Independent products per call (MultiplyBatched); 1 = Multiply.", DefaultValueFactory = _ => 1 };
+        var threads = new Option<int>("--threads") { Description = "Kernel threads (ParallelFor.Threads); default: the number of cores.", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var transA = new Option<bool>("--trans-a") { Description = "A is stored [k,m] and used transposed." };
+        var transB = new Option<bool>("--trans-b") { Description = "B is stored [n,k] and used transposed." };
+        var reps = new Option<int>("--reps") { Description = "Timed repetitions (each loops the call for >= 20 ms on small shapes); the median is reported.", DefaultValueFactory = _ => 15 };
+
+        var cmd = new Command("gemm", "Float32 GEMM throughput; prints {\"m\",\"n\",\"k\",\"threads\",\"gflops\",\"ms\",...} (medians).");
+        foreach (var o in new Option[] { m, n, k, batch, threads, transA, transB, reps }) cmd.Options.Add(o);
+        cmd.SetAction(parseResult =>
+        {
+            int vm = parseResult.GetValue(m), vn = parseResult.GetValue(n), vk = parseResult.GetValue(k);
+            int vb = parseResult.GetValue(batch), vt = parseResult.GetValue(threads), vr = parseResult.GetValue(reps);
+            bool ta = parseResult.GetValue(transA), tb = parseResult.GetValue(transB);
+            if (vm < 1 || vn < 1 || vk < 1) throw new CliException("--m, --n and --k must be >= 1.");
+            if (vb < 1) throw new CliException("--batch must be >= 1.");
+            if (vt < 1) throw new CliException("--threads must be >= 1.");
+            if (vr < 1) throw new CliException("--reps must be >= 1.");
+            ParallelFor.Threads = vt;
+            Console.WriteLine(Run(vm, vn, vk, vb, ta, tb, vr));
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static string Run(int m, int n, int k, int batch, bool transA, bool transB, int reps)
+    {
+        var rng = new Random(1234);
+        float[] a = Fill(rng, (long)batch * m * k), b = Fill(rng, (long)batch * k * n), c = new float[(long)batch * m * n];
+        int lda = transA ? m : k, ldb = transB ? k : n;
+        void Call()
+        {
+            if (batch == 1) Gemm.Multiply(transA, transB, m, n, k, a, lda, b, ldb, c, n, accumulate: false);
+            else Gemm.MultiplyBatched(batch, transA, transB, m, n, k, a, lda, (long)m * k, b, ldb, (long)k * n, c, n, (long)m * n, accumulate: false);
+        }
+
+        // Warm-up: tier-up the JIT and grow the packing buffers; also sizes the inner loop to >= 20 ms per sample.
+        var sw = Stopwatch.StartNew();
+        int calls = 0;
+        while (calls < 3 || sw.Elapsed.TotalMilliseconds < 300) { Call(); calls++; }
+        double perCall = sw.Elapsed.TotalMilliseconds / calls;
+        int inner = Math.Max(1, (int)(20.0 / Math.Max(perCall, 1e-6)));
+
+        var samples = new double[reps];
+        for (int r = 0; r < reps; r++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            for (int i = 0; i < inner; i++) Call();
+            samples[r] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds / inner;
+        }
+        Array.Sort(samples);
+        double ms = samples[reps / 2];
+        if (reps % 2 == 0) ms = 0.5 * (samples[reps / 2 - 1] + samples[reps / 2]);
+        double gflops = 2.0 * m * n * k * batch / (ms * 1e6);
+        var inv = CultureInfo.InvariantCulture;
+        return string.Create(inv,
+            $"{{\"m\":{m},\"n\":{n},\"k\":{k},\"batch\":{batch},\"trans_a\":{(transA ? "true" : "false")},\"trans_b\":{(transB ? "true" : "false")}," +
+            $"\"threads\":{ParallelFor.Threads},\"reps\":{reps},\"inner\":{inner},\"gflops\":{gflops:F2},\"ms\":{ms:F4},\"min_ms\":{samples[0]:F4},\"max_ms\":{samples[^1]:F4}}}");
+    }
+
+    private static float[] Fill(Random rng, long count)
+    {
+        var x = new float[count];
+        for (long i = 0; i < count; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+        return x;
+    }
+}

@@ -1,0 +1,53 @@
+using System.CommandLine;
+using System.Text.Json;
+using AlignSharp.Training.Data;
+using AlignSharp.Training.Rewards;
+
+namespace AlignSharp.Cli.Commands;
+
+/// <summary>`alignsharp score`: reward-model scores of prompt/completion pairs. In {"prompt", "completion"}, out {"score": x}.</summary>
+public static class ScoreCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--reward-model") { Description = "Reward-model directory (from `alignsharp rm`).", Required = true };
+        var input = new Option<string>("--input") { Description = "JSONL: {\"prompt\": string or messages, \"completion\": string} per line.", Required = true };
+        var output = new Option<string?>("--output") { Description = "JSONL to write (default: stdout)." };
+        var normalize = new Option<bool>("--normalize") { Description = "Report (score − mean) / std with the statistics recorded at training time." };
+        var cmd = new Command("score", "Score completions with a reward model.") { model, input, output, normalize };
+        cmd.SetAction(r => CliErrors.Guard(() =>
+        {
+            var rm = RewardModel.Load(r.GetValue(model)!);
+            var lines = Jsonl.ReadObjects(r.GetValue(input)!);
+            var sequences = lines.Select(l => rm.Encode(Prompt(l), l.String("completion"))).ToList();
+            var scores = rm.ScoreSequences(sequences);
+            bool norm = r.GetValue(normalize);
+            Jsonl.Write(r.GetValue(output), scores.Select(s => Jsonl.Serialize(new { score = norm ? rm.Normalize(s) : s })));
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static ChatContent Prompt(Jsonl.Line l)
+    {
+        if (!l.Value.TryGetProperty("prompt", out var p)) throw l.Error("prompt", "is missing");
+        if (p.ValueKind == JsonValueKind.String) return ChatContent.FromText(p.GetString()!);
+        if (p.ValueKind != JsonValueKind.Array) throw l.Error("prompt", "must be a string or a list of {\"role\", \"content\"} messages");
+        var messages = new List<ChatMessage>();
+        int i = 0;
+        foreach (var m in p.EnumerateArray())
+        {
+            if (m.ValueKind != JsonValueKind.Object || !m.TryGetProperty("role", out var role) || role.ValueKind != JsonValueKind.String
+                || !m.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
+                throw l.Error("prompt", $"message {i} needs string fields \"role\" and \"content\"");
+            var r = role.GetString() switch
+            {
+                "system" => ChatRole.System, "user" => ChatRole.User, "assistant" => ChatRole.Assistant,
+                var x => throw l.Error("prompt", $"message {i} has unknown role \"{x}\" (system, user or assistant)"),
+            };
+            messages.Add(new ChatMessage(r, content.GetString()!));
+            i++;
+        }
+        return ChatContent.FromMessages(messages);
+    }
+}

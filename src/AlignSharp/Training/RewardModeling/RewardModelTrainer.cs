@@ -1,0 +1,157 @@
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Text;
+using AlignSharp.Training.Data;
+using AlignSharp.Training.Rewards;
+using AlignSharp.Training.Runs;
+
+namespace AlignSharp.Training.RewardModeling;
+
+/// <summary>Reward-model options (defaults close to TRL's RewardConfig, scaled for small CPU models).</summary>
+public sealed record RewardModelOptions : TextDataOptions
+{
+    public RewardModelOptions() => LearningRate = 1e-5f;
+
+    [Option("Starting checkpoint: an SFT or base model directory; its LM head is replaced by a fresh scalar head.")]
+    public string? Model { get; init; }
+
+    [Option("Coefficient of the centering regulariser coef · mean((r_chosen + r_rejected)²); 0 = off.")]
+    public float CenterRewardsCoefficient { get; init; }
+
+    public override void Validate()
+    {
+        base.Validate();
+        if (string.IsNullOrWhiteSpace(Model)) throw new UserInputException("--model (the starting checkpoint) is required.");
+        if (CenterRewardsCoefficient < 0) throw new UserInputException("--center-rewards-coefficient must be ≥ 0.");
+    }
+}
+
+/// <summary>
+/// A preference batch's 2B rows (chosen rows, then rejected rows) scored at their last real token; the loss is the
+/// Bradley–Terry negative log-likelihood of the human choice, summed over pairs with their weights.
+/// </summary>
+public sealed class RewardModelTask : ISupervisedTask
+{
+    private readonly RewardModel _rm;
+    private readonly string _sourceDir;
+    private readonly List<PreferenceBatch> _train, _eval;
+    private readonly float _centerCoef;
+    private readonly int _maxLength;
+
+    public RewardModelTask(RewardModel rm, string sourceDir, IReadOnlyList<TokenizedPreference> train, IReadOnlyList<TokenizedPreference> eval,
+        int batchSize, int seed, float centerCoef, int maxLength)
+    {
+        _rm = rm;
+        _sourceDir = sourceDir;
+        _centerCoef = centerCoef;
+        _maxLength = maxLength;
+        int pad = TokenSequences.PadId(rm.Tokenizer);
+        var batching = new BatchingOptions { BatchSize = batchSize, Seed = seed };
+        _train = PreferenceBatch.Epoch(train, batching, 0, pad).ToList();
+        _eval = eval.Count == 0 ? [] : PreferenceBatch.Epoch(eval, batching with { Shuffle = false }, 0, pad).ToList();
+    }
+
+    public int MicroBatches => _train.Count;
+    public IReadOnlyList<(string Name, Tensor Parameter)> Parameters => _rm.Model.NamedParameters;
+    public double Weight(int index) => _train[index].Margins.Length;
+
+    public MicroBatchResult Forward(int index, Random rng) => Score(_train[index]);
+
+    private MicroBatchResult Score(PreferenceBatch b)
+    {
+        int pairs = b.Margins.Length, rows = 2 * pairs, t = b.SeqLen;
+        var values = Ops.Reshape(_rm.Model.Forward(b.InputIds, rows, t, keyMask: b.AttentionMask), rows * t, 1);
+        var scores = Ops.Reshape(Ops.IndexSelect(values, b.LastIndex.Select((last, r) => r * t + last).ToArray()), rows);
+        var chosen = Ops.SliceRows(scores, 0, pairs);
+        var rejected = Ops.SliceRows(scores, pairs, pairs);
+        var loss = RewardLosses.BradleyTerrySum(chosen, rejected, b.Margins, b.Weights, _centerCoef);
+        double correct = 0, margin = 0, rc = 0, rr = 0;
+        var cs = chosen.Span; var rs = rejected.Span;
+        for (int i = 0; i < pairs; i++)
+        {
+            if (cs[i] > rs[i]) correct++;
+            margin += cs[i] - rs[i]; rc += cs[i]; rr += rs[i];
+        }
+        var metrics = new Dictionary<string, double> { ["accuracy"] = correct, ["margin"] = margin, ["rewards/chosen"] = rc, ["rewards/rejected"] = rr };
+        return new MicroBatchResult(loss, metrics, b.AttentionMask.Count(m => m));
+    }
+
+    public Dictionary<string, double>? Evaluate()
+    {
+        if (_eval.Count == 0) return null;
+        var sums = new Dictionary<string, double>();
+        double loss = 0, pairs = 0;
+        foreach (var b in _eval)
+        {
+            using var scope = TensorScope.Begin();
+            var r = Score(b);
+            loss += r.LossSum.Item();
+            pairs += b.Margins.Length;
+            foreach (var (k, v) in r.MetricSums) sums[k] = sums.GetValueOrDefault(k) + v;
+        }
+        var m = new Dictionary<string, double> { ["loss"] = loss / pairs };
+        foreach (var (k, v) in sums) m[k] = v / pairs;
+        m["pairs"] = pairs;
+        return m;
+    }
+
+    public void SaveModel(string dir)
+    {
+        ModelIO.Save(_rm.Model, dir);
+        Pretrained.CopyTokenizerFiles(_sourceDir, dir);
+        (_rm.Info ?? new RewardModelInfo(_rm.Template.Name, 0, 1, _maxLength)).Save(dir);
+    }
+
+    public void LoadModel(string dir)
+    {
+        var loaded = ModelIO.Load(dir);
+        foreach (var (name, p) in _rm.Model.NamedParameters) loaded.Parameter(name).Span.CopyTo(p.Span);
+    }
+}
+
+public static class RewardModelTrainer
+{
+    public static Dictionary<string, object?> Train(RewardModelOptions o, TextWriter? log = null)
+    {
+        log ??= Console.Error;
+        var pre = Pretrained.Load(o.Model!, HeadKind.Scalar, o.Seed);
+        var tokenizer = pre.RequireTokenizer("reward modelling");
+        var template = ChatTemplate.Get(o.ChatTemplate);
+        var load = new DataLoadOptions { ExpectedKind = DatasetKind.Preference, SkipBadRecords = o.SkipBadRecords };
+        var data = DatasetLoader.LoadPreferences(o.Data!, load);
+        if (data.Warning != null) log.WriteLine($"warning: {data.Warning}");
+        IReadOnlyList<PreferencePair> train = data.Records, eval = [];
+        if (o.EvalData != null)
+        {
+            var e = DatasetLoader.LoadPreferences(o.EvalData, load);
+            if (e.Warning != null) log.WriteLine($"warning: {e.Warning}");
+            eval = e.Records;
+        }
+        else if (o.EvalSplit > 0) (train, eval) = TrainEvalSplit.SplitPreferences(train, o.EvalSplit, o.Seed);
+
+        var encoding = new PreferenceEncodingOptions { Truncation = o.Truncation, SkipBadRecords = o.SkipBadRecords };
+        var trainPairs = PreferenceEncoder.Encode(train, tokenizer, template, encoding);
+        if (trainPairs.Warning != null) log.WriteLine($"warning: {trainPairs.Warning}");
+        var evalPairs = PreferenceEncoder.Encode(eval, tokenizer, template, encoding);
+        if (trainPairs.Records.Count == 0) throw new UserInputException($"{o.Data}: no usable preference pairs.");
+        log.WriteLine($"rm: {trainPairs.Records.Count} training pairs, {evalPairs.Records.Count} eval pairs");
+
+        var rm = new RewardModel(pre.Model, tokenizer, template, new RewardModelInfo(template.Name, 0, 1, o.MaxLength));
+        var task = new RewardModelTask(rm, o.Model!, trainPairs.Records, evalPairs.Records, o.BatchSize, o.Seed, o.CenterRewardsCoefficient, o.MaxLength);
+        var loop = new TrainingLoop(o, task, "rm");
+        var summary = loop.Run();
+
+        // Reward statistics on the training answers, so the RL phase can normalise scores (stored beside the model).
+        var sequences = trainPairs.Records.SelectMany(p => new[] { p.Prompt.Concat(p.Chosen).ToArray(), p.Prompt.Concat(p.Rejected).ToArray() }).ToList();
+        var scores = rm.ScoreSequences(sequences);
+        double mean = scores.Average(s => (double)s);
+        double std = Math.Sqrt(scores.Average(s => (s - mean) * (s - mean)));
+        var info = new RewardModelInfo(template.Name, mean, std > 0 ? std : 1, o.MaxLength);
+        string final = Path.Combine(o.Out!, "final");
+        info.Save(final);
+        summary["reward_mean"] = mean;
+        summary["reward_std"] = std;
+        new RunDirectory(o.Out!).WriteSummary(summary);
+        return summary;
+    }
+}

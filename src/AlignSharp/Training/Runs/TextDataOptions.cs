@@ -1,0 +1,50 @@
+using AlignSharp.Training.Data;
+
+namespace AlignSharp.Training.Runs;
+
+/// <summary>Options of trainers that read a text dataset: files, split, formatting and length limits.</summary>
+public abstract record TextDataOptions : TrainerOptions
+{
+    [Option("Training data: JSONL (one record per line) or a JSON array file.")]
+    public string? Data { get; init; }
+
+    [Option("Held-out data file for evaluation (default: --eval-split of --data, or none).")]
+    public string? EvalData { get; init; }
+
+    [Option("Fraction of --data held out for evaluation when --eval-data is not given (e.g. 0.05).")]
+    public double EvalSplit { get; init; }
+
+    [Option("Chat format for message lists: chatml, llama3 or plain (User:/Assistant:). Plain strings are never templated.")]
+    public string ChatTemplate { get; init; } = "plain";
+
+    [Option("Longest sequence in tokens (prompt + completion + EOS).")]
+    public int MaxLength { get; init; } = 512;
+
+    [Option("Longest prompt in tokens (0 = no separate limit).")]
+    public int MaxPromptLength { get; init; }
+
+    [Option("Truncate records over the limits (keeps the end of the prompt and the start of the completion) instead of reporting them.")]
+    public bool Truncate { get; init; }
+
+    [Option("Skip bad or overlong records and report how many, instead of stopping at the first.")]
+    public bool SkipBadRecords { get; init; }
+
+    public TruncationOptions Truncation => new()
+    {
+        MaxLength = MaxLength,
+        MaxPromptLength = MaxPromptLength > 0 ? MaxPromptLength : null,
+        Overlong = Truncate ? OverlongRecords.Truncate : OverlongRecords.Error,
+    };
+
+    public override void Validate()
+    {
+        base.Validate();
+        if (string.IsNullOrWhiteSpace(Data)) throw new UserInputException("--data (the training file) is required.");
+        if (!File.Exists(Data)) throw new UserInputException($"--data: {Data} does not exist.");
+        if (EvalData != null && !File.Exists(EvalData)) throw new UserInputException($"--eval-data: {EvalData} does not exist.");
+        if (!(EvalSplit >= 0 && EvalSplit < 1)) throw new UserInputException("--eval-split must be in [0, 1).");
+        if (MaxLength < 2) throw new UserInputException("--max-length must be ≥ 2.");
+        if (MaxPromptLength < 0 || MaxPromptLength >= MaxLength) throw new UserInputException("--max-prompt-length must be ≥ 0 and below --max-length.");
+        AlignSharp.Training.Data.ChatTemplate.Get(ChatTemplate);
+    }
+}

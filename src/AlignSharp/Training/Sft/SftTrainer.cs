@@ -1,0 +1,153 @@
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Models.Checkpoints;
+using AlignSharp.Text;
+using AlignSharp.Training.Data;
+using AlignSharp.Training.Runs;
+
+namespace AlignSharp.Training.Sft;
+
+/// <summary>Supervised fine-tuning options (defaults close to TRL's SFTConfig, scaled for small CPU models).</summary>
+public sealed record SftOptions : TextDataOptions
+{
+    public SftOptions() => LearningRate = 2e-5f;
+
+    [Option("Model to fine-tune: a Hugging Face directory (config.json + safetensors + tokenizer.json).")]
+    public string? Model { get; init; }
+
+    [Option("Which tokens carry loss: completion (assistant turns; prompt masked), final_turn, or all.")]
+    public string LossOn { get; init; } = "completion";
+
+    [Option("Pack short examples into rows of --max-length tokens (no attention masking across examples).")]
+    public bool Packing { get; init; }
+
+    public override void Validate()
+    {
+        base.Validate();
+        if (string.IsNullOrWhiteSpace(Model)) throw new UserInputException("--model (the model directory to fine-tune) is required.");
+        if (LossOn is not ("completion" or "final_turn" or "all")) throw new UserInputException($"--loss-on must be completion, final_turn or all, not '{LossOn}'.");
+    }
+
+    public AlignSharp.Training.Data.LossOn Loss => LossOn switch
+    {
+        "all" => AlignSharp.Training.Data.LossOn.AllTokens,
+        "final_turn" => AlignSharp.Training.Data.LossOn.FinalTurn,
+        _ => AlignSharp.Training.Data.LossOn.Completion,
+    };
+}
+
+/// <summary>
+/// Next-token cross-entropy on the tokens that carry labels. A micro-batch's loss is the SUM over its label
+/// tokens; the loop divides by the step's total, so every label token weighs the same however the data is
+/// split into micro-batches.
+/// </summary>
+public sealed class SftTask : ISupervisedTask
+{
+    private readonly TransformerModel _model;
+    private readonly ITokenizer _tokenizer;
+    private readonly string _sourceDir;
+    private readonly List<SftBatch> _train;
+    private readonly List<SftBatch> _eval;
+
+    public SftTask(TransformerModel model, ITokenizer tokenizer, string sourceDir, IReadOnlyList<SftSequence> train, IReadOnlyList<SftSequence> eval, int batchSize, int seed)
+    {
+        _model = model;
+        _tokenizer = tokenizer;
+        _sourceDir = sourceDir;
+        int pad = TokenSequences.PadId(tokenizer);
+        var batching = new BatchingOptions { BatchSize = batchSize, Seed = seed };
+        _train = SftBatch.Epoch(train, batching, 0, pad).ToList();
+        _eval = eval.Count == 0 ? [] : SftBatch.Epoch(eval, batching with { Shuffle = false }, 0, pad).ToList();
+    }
+
+    public int MicroBatches => _train.Count;
+    public IReadOnlyList<(string Name, Tensor Parameter)> Parameters => _model.NamedParameters;
+
+    public double Weight(int index) => LabelTokens(_train[index]);
+
+    private static int LabelTokens(SftBatch b) => b.Labels.Count(l => l != SftSequence.IgnoreIndex);
+
+    public MicroBatchResult Forward(int index, Random rng) => LossSum(_train[index]);
+
+    /// <summary>Σ over label tokens of −log p(label | prefix).</summary>
+    private MicroBatchResult LossSum(SftBatch b)
+    {
+        int n = b.BatchSize * b.SeqLen;
+        var logits = _model.Forward(b.InputIds, b.BatchSize, b.SeqLen, keyMask: b.AttentionMask);
+        var targets = ShiftedTargets(b);
+        int count = targets.Count(t => t != SftSequence.IgnoreIndex);
+        var mean = Ops.CrossEntropy(Ops.Reshape(logits, n, _model.Config.VocabSize), targets);
+        long tokens = b.AttentionMask.Count(m => m);
+        return new MicroBatchResult(Ops.MulScalar(mean, count), [], tokens);
+    }
+
+    /// <summary>Labels are aligned with the ids (HF convention): position t predicts Labels[t + 1].</summary>
+    private static int[] ShiftedTargets(SftBatch b)
+    {
+        var targets = new int[b.BatchSize * b.SeqLen];
+        for (int r = 0; r < b.BatchSize; r++)
+            for (int t = 0; t < b.SeqLen; t++)
+                targets[r * b.SeqLen + t] = t + 1 < b.SeqLen ? b.Labels[r * b.SeqLen + t + 1] : SftSequence.IgnoreIndex;
+        return targets;
+    }
+
+    public Dictionary<string, double>? Evaluate()
+    {
+        if (_eval.Count == 0) return null;
+        double sum = 0, count = 0;
+        foreach (var b in _eval)
+        {
+            using var scope = TensorScope.Begin();
+            sum += LossSum(b).LossSum.Item();
+            count += LabelTokens(b);
+        }
+        double loss = count > 0 ? sum / count : 0;
+        return new Dictionary<string, double> { ["loss"] = loss, ["perplexity"] = Math.Exp(loss), ["tokens"] = count };
+    }
+
+    public void SaveModel(string dir)
+    {
+        ModelIO.Save(_model, dir);
+        Pretrained.CopyTokenizerFiles(_sourceDir, dir);
+    }
+
+    public void LoadModel(string dir)
+    {
+        var loaded = ModelIO.Load(dir);
+        foreach (var (name, p) in _model.NamedParameters) loaded.Parameter(name).Span.CopyTo(p.Span);
+    }
+}
+
+/// <summary>`alignsharp sft`: load data and model, build the task, run the shared loop.</summary>
+public static class SftTrainer
+{
+    public static Dictionary<string, object?> Train(SftOptions o, TextWriter? log = null)
+    {
+        log ??= Console.Error;
+        var pre = Pretrained.Load(o.Model!);
+        var tokenizer = pre.RequireTokenizer("SFT");
+        var template = ChatTemplate.Get(o.ChatTemplate);
+        var load = new DataLoadOptions { ExpectedKind = DatasetKind.Sft, SkipBadRecords = o.SkipBadRecords };
+        var data = DatasetLoader.LoadSft(o.Data!, load);
+        if (data.Warning != null) log.WriteLine($"warning: {data.Warning}");
+        IReadOnlyList<SftExample> train = data.Records, eval = [];
+        if (o.EvalData != null)
+        {
+            var e = DatasetLoader.LoadSft(o.EvalData, load);
+            if (e.Warning != null) log.WriteLine($"warning: {e.Warning}");
+            eval = e.Records;
+        }
+        else if (o.EvalSplit > 0) (train, eval) = TrainEvalSplit.Split(train, o.EvalSplit, o.Seed);
+
+        var encoding = new SftEncodingOptions { Truncation = o.Truncation, Loss = o.Loss, SkipBadRecords = o.SkipBadRecords };
+        var trainSeqs = SftEncoder.Encode(train, tokenizer, template, encoding);
+        if (trainSeqs.Warning != null) log.WriteLine($"warning: {trainSeqs.Warning}");
+        var evalSeqs = SftEncoder.Encode(eval, tokenizer, template, encoding);
+        IReadOnlyList<SftSequence> rows = o.Packing ? SftPacking.Pack(trainSeqs.Records, o.MaxLength) : trainSeqs.Records;
+        if (rows.Count == 0) throw new UserInputException($"{o.Data}: no usable training examples.");
+        log.WriteLine($"sft: {rows.Count} training rows, {evalSeqs.Records.Count} eval examples, model {pre.Model.ParameterCount:N0} parameters");
+
+        var task = new SftTask(pre.Model, tokenizer, o.Model!, rows, evalSeqs.Records, o.BatchSize, o.Seed);
+        return new TrainingLoop(o, task, "sft").Run();
+    }
+}

@@ -1,0 +1,140 @@
+using System.Text.Json;
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Training.RewardModeling;
+using AlignSharp.Training.Rewards;
+using AlignSharp.Training.Runs;
+using AlignSharp.Training.Sft;
+
+namespace AlignSharp.Tests.Training;
+
+public sealed class SupervisedTrainerTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("alignsharp-train-").FullName;
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    private string P(string name) => Path.Combine(_dir, name);
+
+    [Fact]
+    public void BradleyTerryLossAndGradientMatchAHandComputedCase()
+    {
+        // pairs: (r_c, r_r, margin, weight) = (1.0, 0.5, 0, 1), (0.2, 0.9, 0.1, 2)
+        var c = Tensor.FromArray([1.0f, 0.2f], 2); c.RequiresGrad = true;
+        var r = Tensor.FromArray([0.5f, 0.9f], 2); r.RequiresGrad = true;
+        var loss = RewardLosses.BradleyTerrySum(c, r, [0f, 0.1f], [1f, 2f], centerCoef: 0.5f);
+        double d1 = 0.5, d2 = 0.2 - 0.9 - 0.1;
+        double sp1 = Math.Log(1 + Math.Exp(-d1)), sp2 = Math.Log(1 + Math.Exp(-d2));
+        double center = 0.5 * (Math.Pow(1.5, 2) + Math.Pow(1.1, 2));
+        Assert.Equal(sp1 + 2 * sp2 + center, loss.Item(), 5);
+        loss.Backward();
+        // d/dr_c = −w·σ(−d) + 2·coef·(r_c + r_r); d/dr_r = +w·σ(−d) + 2·coef·(r_c + r_r)
+        double s1 = 1 / (1 + Math.Exp(d1)), s2 = 1 / (1 + Math.Exp(d2));
+        Assert.Equal(-s1 + 1.5, c.Grad!.Span[0], 5);
+        Assert.Equal(-2 * s2 + 1.1, c.Grad!.Span[1], 5);
+        Assert.Equal(s1 + 1.5, r.Grad!.Span[0], 5);
+        Assert.Equal(2 * s2 + 1.1, r.Grad!.Span[1], 5);
+    }
+
+    private string SftData(int n = 8)
+    {
+        var words = new[] { "cat", "dog", "sun", "sea", "red", "owl", "fig", "ant" };
+        return TinyModels.WriteJsonl(P("sft.jsonl"), Enumerable.Range(0, n).Select(i => (object)new { prompt = $"{words[i % 8]}?", completion = $" {new string(words[i % 8].Reverse().ToArray())}!" }));
+    }
+
+    [Fact]
+    public void SftDrivesTheLossDownOnAMemorisableSet()
+    {
+        var model = TinyModels.Create(P("base"));
+        var o = new SftOptions { Model = model, Data = SftData(), Out = P("run"), MaxSteps = 100, LearningRate = 1e-2f, LrScheduler = "constant", BatchSize = 8, LoggingSteps = 10, SaveSteps = 0, EvalData = SftData() };
+        o.Validate();
+        var summary = SftTrainer.Train(o, TextWriter.Null);
+        var lines = File.ReadAllLines(P("run/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        var train = lines.Where(l => l.GetProperty("split").GetString() == "train").ToList();
+        double first = train[0].GetProperty("loss").GetDouble(), last = train[^1].GetProperty("loss").GetDouble();
+        Assert.True(first > 3.5, $"first logged loss {first}");
+        Assert.True(last < 0.5, $"loss fell only from {first} to {last}");
+        Assert.True((double)summary["eval_loss"]! < 0.5);
+        Assert.True(File.Exists(P("run/final/model.safetensors")) && File.Exists(P("run/final/tokenizer.json")));
+        Assert.True(File.Exists(P("run/run_config.json")) && File.Exists(P("run/summary.json")));
+        foreach (var key in new[] { "step", "time", "loss", "learning_rate", "grad_norm", "tokens_per_s" }) Assert.True(train[^1].TryGetProperty(key, out _), key);
+    }
+
+    [Fact]
+    public void PromptTokensCarryNoLoss()
+    {
+        // The summed loss covers exactly the completion's targets ("d", "e", EOS), computed by hand from logits.
+        var model = TinyModels.Create(P("base"));
+        var pre = AlignSharp.Text.Pretrained.Load(model);
+        var seqs = AlignSharp.Training.Data.SftEncoder.Encode(
+            [new AlignSharp.Training.Data.SftExample(AlignSharp.Training.Data.ChatContent.FromText("abc"), AlignSharp.Training.Data.ChatContent.FromText("de"), new("x", 1))],
+            pre.Tokenizer!, AlignSharp.Training.Data.ChatTemplate.Get("plain")).Records;
+        var task = new SftTask(pre.Model, pre.Tokenizer!, model, seqs, [], 1, 0);
+        Assert.Equal(3, task.Weight(0)); // "d", "e", EOS
+        using var scope = TensorScope.Begin();
+        var loss = task.Forward(0, new Random(0)).LossSum;
+        using var noGrad = Autograd.NoGrad();
+        var ids = new[] { 256, 'a', 'b', 'c', 'd', 'e', 257 };
+        var logits = pre.Model.Forward(ids, 1, ids.Length).ToArray();
+        double manual = 0;
+        for (int t = 3; t < 6; t++)
+        {
+            var row = logits.AsSpan(t * 259, 259).ToArray();
+            double max = row.Max(), lse = max + Math.Log(row.Sum(x => Math.Exp(x - max)));
+            manual += lse - row[ids[t + 1]];
+        }
+        Assert.Equal(manual, loss.Item(), 3);
+    }
+
+    [Fact]
+    public void ResumeEqualsUninterruptedTrainingBitForBit()
+    {
+        var model = TinyModels.Create(P("base"));
+        var data = SftData();
+        SftOptions Opts(string run, int steps) => new() { Model = model, Data = data, Out = P(run), MaxSteps = steps, LearningRate = 1e-3f, BatchSize = 2, SaveSteps = 3, LoggingSteps = 1, LrScheduler = "cosine", WarmupSteps = 2 };
+        SftTrainer.Train(Opts("full", 6), TextWriter.Null);
+        SftTrainer.Train(Opts("part", 6), TextWriter.Null);
+        // Interrupt: delete the final model and the last checkpoint, then resume from step 3.
+        Directory.Delete(P("part/final"), true);
+        Directory.Delete(P("part/checkpoints/step-000006"), true);
+        SftTrainer.Train(Opts("part", 6) with { Resume = "" }, TextWriter.Null);
+        var a = ModelIO.Load(P("full/final")); var b = ModelIO.Load(P("part/final"));
+        foreach (var (name, p) in a.NamedParameters) Assert.Equal(p.ToArray(), b.Parameter(name).ToArray());
+        var la = File.ReadAllLines(P("full/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("loss").GetDouble());
+        var lb = File.ReadAllLines(P("part/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("loss").GetDouble());
+        Assert.Equal(la, lb);
+    }
+
+    [Fact]
+    public void GradientAccumulationOneByEightEqualsEightByOne()
+    {
+        var model = TinyModels.Create(P("base"));
+        var data = SftData();
+        SftTrainer.Train(new SftOptions { Model = model, Data = data, Out = P("a"), MaxSteps = 1, LearningRate = 1e-3f, BatchSize = 8, SaveSteps = 0 }, TextWriter.Null);
+        SftTrainer.Train(new SftOptions { Model = model, Data = data, Out = P("b"), MaxSteps = 1, LearningRate = 1e-3f, BatchSize = 1, GradientAccumulationSteps = 8, SaveSteps = 0 }, TextWriter.Null);
+        var a = ModelIO.Load(P("a/final")); var b = ModelIO.Load(P("b/final"));
+        foreach (var (name, p) in a.NamedParameters)
+        {
+            var x = p.ToArray(); var y = b.Parameter(name).ToArray();
+            for (int i = 0; i < x.Length; i++) Assert.True(Math.Abs(x[i] - y[i]) < 2e-6, $"{name}[{i}]: {x[i]} vs {y[i]}");
+        }
+    }
+
+    [Fact]
+    public void RewardModelLearnsAMarkerPreferenceAndRecordsNormalisation()
+    {
+        var model = TinyModels.Create(P("base"), seed: 2);
+        var rng = new Random(3);
+        string Word() => new(Enumerable.Range(0, 4).Select(_ => (char)('a' + rng.Next(20))).ToArray());
+        object Pair() { var w = Word(); return new { prompt = "say:", chosen = $" {w}#{Word()}", rejected = $" {w}{Word()}" }; }
+        var train = TinyModels.WriteJsonl(P("prefs.jsonl"), Enumerable.Range(0, 96).Select(_ => Pair()));
+        var eval = TinyModels.WriteJsonl(P("eval.jsonl"), Enumerable.Range(0, 40).Select(_ => Pair()));
+        var o = new RewardModelOptions { Model = model, Data = train, EvalData = eval, Out = P("rm"), Epochs = 4, LearningRate = 2e-3f, BatchSize = 8, SaveSteps = 0, LoggingSteps = 12 };
+        o.Validate();
+        var summary = RewardModelTrainer.Train(o, TextWriter.Null);
+        Assert.True((double)summary["eval_accuracy"]! > 0.95, $"held-out accuracy {summary["eval_accuracy"]}");
+        var rm = RewardModel.Load(P("rm/final"));
+        Assert.NotNull(rm.Info);
+        Assert.True(rm.Info!.RewardStd > 0);
+        var scores = rm.ScoreSequences([rm.Encode(AlignSharp.Training.Data.ChatContent.FromText("say:"), " abcd#efgh"), rm.Encode(AlignSharp.Training.Data.ChatContent.FromText("say:"), " abcdefgh")]);
+        Assert.True(scores[0] > scores[1]);
+    }
+}
