@@ -27,6 +27,7 @@ public static class Program
         root.Subcommands.Add(PpoCommand.Create());
         root.Subcommands.Add(GrpoCommand.Create());
         root.Subcommands.Add(RlooCommand.Create());
+        root.Subcommands.Add(DpoCommand.Create());
         return root;
     }
 }
