@@ -244,6 +244,25 @@ public class GemmTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void SteadyStateCallsDoNotAllocate()
+    {
+        // Below the parallel threshold everything runs on this thread: packing buffers are reused, nothing is allocated.
+        var rng = new Random(17);
+        var a = Random(rng, 80 * 90);
+        var b = Random(rng, 90 * 70);
+        var c = new float[80 * 70];
+        for (int tb = 0; tb < 2; tb++) Gemm.Multiply(true, tb == 1, 80, 70, 90, a, 80, b, tb == 1 ? 90 : 70, c, 70, false);
+        Gemm.Multiply(false, false, 3, 70, 90, a, 90, b, 70, c, 70, false);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 5; i++)
+        {
+            for (int tb = 0; tb < 2; tb++) Gemm.Multiply(true, tb == 1, 80, 70, 90, a, 80, b, tb == 1 ? 90 : 70, c, 70, true);
+            Gemm.Multiply(false, false, 3, 70, 90, a, 90, b, 70, c, 70, true);
+        }
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [Fact]
     public void ResultsAreBitwiseReproducibleAndIndependentOfThreadCount()
     {
         var rng = new Random(9);

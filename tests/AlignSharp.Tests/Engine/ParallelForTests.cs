@@ -12,3 +12,40 @@ public class ParallelForTests
         Assert.All(hits, h => Assert.Equal(1, h));
     }
 }
+
+[Collection(SerialCollection.Name)]
+public class ParallelForWakeUpTests
+{
+    /// <summary>
+    /// Posts work at every distance from the moment a worker gives up spinning and goes to sleep: a lost wake-up
+    /// (the worker sleeping while work waits for it) would hang here, so the loop runs under a deadline.
+    /// </summary>
+    [Fact]
+    public async Task NoWakeUpIsLostAroundTheWorkersSpinToSleepTransition()
+    {
+        int saved = ParallelFor.Threads;
+        ParallelFor.Threads = 2;
+        try
+        {
+            var run = Task.Run(() =>
+            {
+                var rng = new Random(5);
+                long total = 0;
+                for (int i = 0; i < 3000; i++)
+                {
+                    var sum = new long[2];
+                    ParallelFor.For(2, 1, (s, e) => { for (int j = s; j < e; j++) sum[j] += j + 1; });
+                    total += sum[0] + sum[1];
+                    // Idle for 0–400 µs: before, around and after the worker's 200 µs spin window.
+                    var until = System.Diagnostics.Stopwatch.GetTimestamp() + rng.Next(0, 400) * System.Diagnostics.Stopwatch.Frequency / 1_000_000;
+                    while (System.Diagnostics.Stopwatch.GetTimestamp() < until) Thread.SpinWait(10);
+                }
+                return total;
+            });
+            var finished = await Task.WhenAny(run, Task.Delay(TimeSpan.FromSeconds(60)));
+            Assert.True(finished == run, "ParallelFor hung: a worker missed its wake-up");
+            Assert.Equal(3000L * 3, await run);
+        }
+        finally { ParallelFor.Threads = saved; }
+    }
+}

@@ -135,7 +135,9 @@ public static class ParallelFor
                 var w = Volatile.Read(ref _work);
                 if (w != null) return w;
                 if (System.Diagnostics.Stopwatch.GetTimestamp() < until) { Thread.SpinWait(20); continue; }
-                Volatile.Write(ref _sleeping, 1);
+                // A full fence (not a plain release store): the read of _work below must not be reordered before
+                // this write, or a Post in between would see us awake and never signal (lost wake-up).
+                Interlocked.Exchange(ref _sleeping, 1);
                 w = Volatile.Read(ref _work);
                 if (w != null)
                 {
