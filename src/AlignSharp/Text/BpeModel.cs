@@ -1,5 +1,5 @@
 using System.Buffers;
-using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace AlignSharp.Text;
@@ -8,93 +8,114 @@ namespace AlignSharp.Text;
 /// Byte-level BPE: a piece's UTF-8 bytes start as one symbol each (the vocabulary id of the byte's
 /// <see cref="ByteLevelAlphabet"/> character); the adjacent pair with the lowest merge rank is merged (leftmost on
 /// ties) until no pair has a merge. Results are cached per piece.
-/// <para>Thread safety: immutable apart from the cache, a <see cref="ConcurrentDictionary{TKey,TValue}"/>; one
-/// instance may be shared by any number of threads.</para>
+/// <para>Hot path (cache miss): UTF-8 bytes, symbols and pair ranks live on the stack; each adjacent pair is looked up
+/// in <see cref="MergeTable"/> once, when it forms (<see cref="MergeByRankScan"/>), not on every pass as in the
+/// reference <see cref="MergeByScan"/>.</para>
+/// <para>Thread safety: immutable apart from the cache, an array of immutable entries written and read atomically;
+/// one instance may be shared by any number of threads.</para>
 /// </summary>
 internal sealed class BpeModel
 {
     /// <summary>Pieces with more symbols than this use the heap-based merge loop instead of the quadratic scan.</summary>
     internal const int HeapThreshold = 48;
     const int MaxCachedPieceLength = 128;
-    const int MaxCacheEntries = 1 << 18;
+    /// <summary>The cache is direct-mapped: 2^18 slots (2 MB of references), a piece replaces whatever held its slot.</summary>
+    const int CacheSlotBits = 18;
+    /// <summary>Pieces of up to this many UTF-8 bytes are encoded with stack buffers only.</summary>
+    const int StackBytes = 512;
 
     readonly Dictionary<string, int> _vocab;
-    readonly Dictionary<long, Merge> _merges;
+    readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabLookup;
+    readonly MergeTable _merges;
     readonly int[] _byteIds; // -1 when the byte's character is not in the vocabulary (the byte is dropped, as HF does)
     readonly bool _ignoreMerges;
-    readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
-    readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _cacheLookup;
-    int _cacheCount;
+    readonly CacheEntry?[] _cache = new CacheEntry?[1 << CacheSlotBits];
 
-    internal readonly record struct Merge(int Rank, int NewId);
+    sealed class CacheEntry(string piece, int[] ids)
+    {
+        public readonly string Piece = piece;
+        public readonly int[] Ids = ids;
+    }
 
     public BpeModel(Dictionary<string, int> vocab, IReadOnlyList<(string Left, string Right)> merges, bool ignoreMerges, string source)
     {
         _vocab = vocab;
+        _vocabLookup = vocab.GetAlternateLookup<ReadOnlySpan<char>>(); // the vocabulary is keyed with StringComparer.Ordinal
         _ignoreMerges = ignoreMerges;
-        _cacheLookup = _cache.GetAlternateLookup<ReadOnlySpan<char>>();
         _byteIds = new int[256];
         for (int b = 0; b < 256; b++)
             _byteIds[b] = vocab.TryGetValue(ByteLevelAlphabet.ByteToChar[b].ToString(), out int id) ? id : -1;
-        _merges = new Dictionary<long, Merge>(merges.Count);
+        _merges = new MergeTable(merges.Count);
         for (int rank = 0; rank < merges.Count; rank++)
         {
             var (left, right) = merges[rank];
             if (!vocab.TryGetValue(left, out int a) || !vocab.TryGetValue(right, out int b) || !vocab.TryGetValue(left + right, out int ab))
                 throw new UserInputException($"{source}: merge {rank} (\"{left} {right}\") uses a token missing from model.vocab");
-            _merges.TryAdd(PairKey(a, b), new Merge(rank, ab));
+            _merges.TryAdd(a, b, rank, ab); // a repeated pair keeps its first (lowest) rank
         }
     }
 
     public IReadOnlyDictionary<string, int> Vocab => _vocab;
 
-    static long PairKey(int a, int b) => ((long)a << 32) | (uint)b;
-
     /// <summary>Appends the ids of one pre-tokenized piece.</summary>
     public void Encode(ReadOnlySpan<char> piece, List<int> output)
     {
-        if (piece.Length <= MaxCachedPieceLength && _cacheLookup.TryGetValue(piece, out var cached))
+        if (piece.Length > MaxCachedPieceLength)
         {
-            output.AddRange(cached);
+            CollectionExtensions.AddRange(output, EncodeUncached(piece));
             return;
         }
-        int[] ids = EncodeUncached(piece);
-        if (piece.Length <= MaxCachedPieceLength)
+        ref CacheEntry? slot = ref _cache[string.GetHashCode(piece) & ((1 << CacheSlotBits) - 1)];
+        var entry = Volatile.Read(ref slot);
+        if (entry is null || !piece.SequenceEqual(entry.Piece))
         {
-            if (Interlocked.Increment(ref _cacheCount) > MaxCacheEntries)
-            {
-                _cache.Clear();
-                Interlocked.Exchange(ref _cacheCount, 0);
-            }
-            _cacheLookup.TryAdd(piece, ids);
+            entry = new CacheEntry(piece.ToString(), EncodeUncached(piece));
+            Volatile.Write(ref slot, entry);
         }
-        output.AddRange(ids);
+        CollectionExtensions.AddRange(output, entry.Ids);
     }
 
+    [SkipLocalsInit]
     int[] EncodeUncached(ReadOnlySpan<char> piece)
     {
         int maxBytes = Encoding.UTF8.GetMaxByteCount(piece.Length);
-        byte[] rented = ArrayPool<byte>.Shared.Rent(maxBytes);
+        byte[]? rentedBytes = null;
+        Span<byte> bytes = maxBytes <= StackBytes ? stackalloc byte[StackBytes] : (rentedBytes = ArrayPool<byte>.Shared.Rent(maxBytes));
         try
         {
-            int n = Encoding.UTF8.GetBytes(piece, rented);
-            var bytes = rented.AsSpan(0, n);
-            if (_ignoreMerges && _vocab.TryGetValue(ByteLevelAlphabet.Encode(bytes), out int whole))
-                return [whole];
-            var symbols = new int[n];
-            int count = 0;
-            foreach (byte b in bytes)
-                if (_byteIds[b] >= 0) symbols[count++] = _byteIds[b];
-            count = count > HeapThreshold ? MergeWithHeap(symbols, count) : MergeByScan(symbols, count);
-            return symbols.AsSpan(0, count).ToArray();
+            int n = Encoding.UTF8.GetBytes(piece, bytes);
+            bytes = bytes[..n];
+            if (_ignoreMerges)
+            {
+                Span<char> chars = n <= StackBytes ? stackalloc char[StackBytes] : new char[n];
+                for (int i = 0; i < n; i++) chars[i] = ByteLevelAlphabet.ByteToChar[bytes[i]];
+                if (_vocabLookup.TryGetValue(chars[..n], out int whole)) return [whole];
+            }
+            if (n > HeapThreshold)
+            {
+                var symbols = new int[n];
+                int count = 0;
+                foreach (byte b in bytes)
+                    if (_byteIds[b] >= 0) symbols[count++] = _byteIds[b];
+                return symbols.AsSpan(0, MergeWithHeap(symbols, count)).ToArray();
+            }
+            else
+            {
+                Span<int> symbols = stackalloc int[HeapThreshold];
+                Span<int> scratch = stackalloc int[2 * HeapThreshold];
+                int count = 0;
+                foreach (byte b in bytes)
+                    if (_byteIds[b] >= 0) symbols[count++] = _byteIds[b];
+                return symbols[..MergeByRankScan(symbols[..count], scratch)].ToArray();
+            }
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(rented);
+            if (rentedBytes is not null) ArrayPool<byte>.Shared.Return(rentedBytes);
         }
     }
 
-    /// <summary>Reference merge loop: scan all pairs for the lowest rank, merge it, repeat. O(n²); fine for short pieces.</summary>
+    /// <summary>Reference merge loop: scan all pairs for the lowest rank, merge it, repeat. O(n²) lookups.</summary>
     internal int MergeByScan(int[] symbols, int count)
     {
         while (count > 1)
@@ -102,17 +123,52 @@ internal sealed class BpeModel
             int bestRank = int.MaxValue, bestAt = -1, bestId = 0;
             for (int i = 0; i + 1 < count; i++)
             {
-                if (_merges.TryGetValue(PairKey(symbols[i], symbols[i + 1]), out var m) && m.Rank < bestRank)
+                int rank = _merges.Find(symbols[i], symbols[i + 1], out int newId);
+                if (rank < bestRank)
                 {
-                    bestRank = m.Rank;
+                    bestRank = rank;
                     bestAt = i;
-                    bestId = m.NewId;
+                    bestId = newId;
                 }
             }
             if (bestAt < 0) break;
             symbols[bestAt] = bestId;
             Array.Copy(symbols, bestAt + 2, symbols, bestAt + 1, count - bestAt - 2);
             count--;
+        }
+        return count;
+    }
+
+    /// <summary>
+    /// Same result as <see cref="MergeByScan"/> with O(n) table lookups: ranks[i] / merged[i] hold the rank and
+    /// merged id of pair (i, i+1) and only the two pairs touching a merge are looked up again. Each pass is a linear
+    /// scan for the first minimum rank over a small int array. <paramref name="scratch"/> needs 2 × symbols.Length.
+    /// Returns the new symbol count; the symbols are compacted to the front of <paramref name="symbols"/>.
+    /// </summary>
+    internal int MergeByRankScan(Span<int> symbols, Span<int> scratch)
+    {
+        int count = symbols.Length;
+        if (count < 2) return count;
+        Span<int> ranks = scratch[..count];
+        Span<int> merged = scratch.Slice(count, count);
+        for (int i = 0; i + 1 < count; i++) ranks[i] = _merges.Find(symbols[i], symbols[i + 1], out merged[i]);
+        while (count > 1)
+        {
+            int best = 0, bestRank = ranks[0];
+            for (int i = 1; i + 1 < count; i++)
+                if (ranks[i] < bestRank) { bestRank = ranks[i]; best = i; }
+            if (bestRank == MergeTable.NoMerge) break;
+            symbols[best] = merged[best];
+            // Drop symbol best+1 and pair (best+1, best+2); later pairs move down by one.
+            for (int k = best + 1; k + 1 < count; k++)
+            {
+                symbols[k] = symbols[k + 1];
+                ranks[k] = ranks[k + 1];
+                merged[k] = merged[k + 1];
+            }
+            count--;
+            if (best + 1 < count) ranks[best] = _merges.Find(symbols[best], symbols[best + 1], out merged[best]);
+            if (best > 0) ranks[best - 1] = _merges.Find(symbols[best - 1], symbols[best], out merged[best - 1]);
         }
         return count;
     }
@@ -136,16 +192,18 @@ internal sealed class BpeModel
         void Offer(int pos)
         {
             int nx = next[pos];
-            if (nx >= 0 && _merges.TryGetValue(PairKey(symbols[pos], symbols[nx]), out var m))
-                heap.Enqueue((pos, m.Rank, m.NewId), (m.Rank, pos));
+            if (nx < 0) return;
+            int rank = _merges.Find(symbols[pos], symbols[nx], out int newId);
+            if (rank != MergeTable.NoMerge) heap.Enqueue((pos, rank, newId), (rank, pos));
         }
         for (int i = 0; i + 1 < count; i++) Offer(i);
         while (heap.TryDequeue(out var c, out _))
         {
             int nx = next[c.Pos];
             if (!alive[c.Pos] || nx < 0) continue;
-            if (!_merges.TryGetValue(PairKey(symbols[c.Pos], symbols[nx]), out var m) || m.Rank != c.Rank) continue;
-            symbols[c.Pos] = m.NewId;
+            int rank = _merges.Find(symbols[c.Pos], symbols[nx], out int newId);
+            if (rank != c.Rank) continue;
+            symbols[c.Pos] = newId;
             alive[nx] = false;
             next[c.Pos] = next[nx];
             if (next[nx] >= 0) prev[next[nx]] = c.Pos;
@@ -155,5 +213,80 @@ internal sealed class BpeModel
         int w = 0;
         for (int i = 0; i >= 0 && i < count; i = next[i]) symbols[w++] = symbols[i];
         return w;
+    }
+}
+
+/// <summary>
+/// BPE merge ranks: an open-addressing hash table from an adjacent pair of symbol ids to (rank, merged id), with
+/// linear probing at a load factor of at most 1/2. A slot is 16 bytes, so a lookup usually touches one cache line.
+/// </summary>
+internal sealed class MergeTable
+{
+    /// <summary>The rank <see cref="Find"/> returns for a pair without a merge; above every real rank.</summary>
+    public const int NoMerge = int.MaxValue;
+    const long Empty = -1; // pair keys are non-negative: both ids are
+
+    struct Slot
+    {
+        public long Key;
+        public int Rank;
+        public int NewId;
+    }
+
+    readonly Slot[] _slots;
+    readonly int _shift;
+    readonly int _mask;
+
+    public MergeTable(int capacity)
+    {
+        int bits = 4;
+        while ((1 << bits) < 2 * (long)capacity) bits++;
+        _slots = new Slot[1 << bits];
+        _slots.AsSpan().Fill(new Slot { Key = Empty });
+        _shift = 64 - bits;
+        _mask = (1 << bits) - 1;
+    }
+
+    static long Key(int a, int b) => ((long)a << 32) | (uint)b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    int Home(long key) => (int)((ulong)key * 0x9E3779B97F4A7C15UL >> _shift); // Fibonacci hashing
+
+    /// <summary>Adds the merge of (a, b) unless the pair already has one.</summary>
+    public bool TryAdd(int a, int b, int rank, int newId)
+    {
+        long key = Key(a, b);
+        for (int i = Home(key); ; i = (i + 1) & _mask)
+        {
+            ref Slot s = ref _slots[i];
+            if (s.Key == key) return false;
+            if (s.Key == Empty)
+            {
+                s = new Slot { Key = key, Rank = rank, NewId = newId };
+                return true;
+            }
+        }
+    }
+
+    /// <summary>The rank of merging (a, b) and the merged id, or <see cref="NoMerge"/> when the pair has no merge.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int Find(int a, int b, out int newId)
+    {
+        long key = Key(a, b);
+        Slot[] slots = _slots;
+        for (int i = Home(key); ; i = (i + 1) & _mask)
+        {
+            ref Slot s = ref slots[i];
+            if (s.Key == key)
+            {
+                newId = s.NewId;
+                return s.Rank;
+            }
+            if (s.Key == Empty)
+            {
+                newId = 0;
+                return NoMerge;
+            }
+        }
     }
 }

@@ -19,10 +19,15 @@ namespace AlignSharp.Text;
 /// by general category, whitespace and ASCII literals (all GPT-2/Llama-3/Qwen patterns); a pattern naming specific
 /// astral characters or ranges is not supported.
 /// </para>
+/// <para>
+/// The split patterns of GPT-2, Llama 3 and Qwen 2/3 run on a hand-written <see cref="SplitPatternScanner"/> (several
+/// times faster, same matches); <see cref="MatchesWithRegex"/> is the regex path, kept as the reference.
+/// </para>
 /// </summary>
 internal sealed class OnigurumaRegex
 {
     readonly Regex _regex;
+    readonly SplitPatternScanner? _scanner;
 
     public string Pattern { get; }
 
@@ -30,10 +35,18 @@ internal sealed class OnigurumaRegex
     {
         Pattern = pattern;
         _regex = new Regex(Translate(pattern), RegexOptions.Compiled | RegexOptions.CultureInvariant);
+        _scanner = SplitPatternScanner.For(pattern);
     }
 
     /// <summary>Appends (start, length) of every match in <paramref name="text"/>, in order.</summary>
     public void Matches(ReadOnlySpan<char> text, List<(int Start, int Length)> output)
+    {
+        if (_scanner is not null) _scanner.Matches(text, output);
+        else MatchesWithRegex(text, output);
+    }
+
+    /// <summary><see cref="Matches"/> on .NET's regex engine, whatever the pattern.</summary>
+    internal void MatchesWithRegex(ReadOnlySpan<char> text, List<(int Start, int Length)> output)
     {
         if (text.IndexOfAnyInRange('\uD800', '\uDFFF') < 0)
         {

@@ -24,6 +24,19 @@ internal sealed class SplitPreTokenizer(OnigurumaRegex pattern, SplitBehavior be
     {
         var matches = new List<(int Start, int Length)>();
         pattern.Matches(piece.Span, matches);
+        if (behavior == SplitBehavior.Isolated)
+        {
+            // Every run is its own piece, whichever of matches and gaps is inverted: no run bookkeeping needed.
+            int end = 0;
+            foreach (var (start, length) in matches)
+            {
+                if (start > end) output.Add(piece[end..start]);
+                if (length > 0) output.Add(piece.Slice(start, length));
+                end = start + length;
+            }
+            if (end < piece.Length) output.Add(piece[end..]);
+            return;
+        }
 
         // Runs covering the whole piece: (start, end, isMatch).
         var runs = new List<(int Start, int End, bool IsMatch)>(matches.Count * 2 + 1);

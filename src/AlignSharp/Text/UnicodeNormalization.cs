@@ -51,6 +51,85 @@ internal static class UnicodeNormalization
     {
         // Fast path: ASCII is invariant under every form.
         if (System.Text.Ascii.IsValid(text)) return text;
+        return IsQuickCheckYes(text, form) ? text : NormalizeFull(text, form);
+    }
+
+    /// <summary>
+    /// Per form, the code points that the quick check must look at: value true when the code point is a non-starter
+    /// that is quick-check Yes, false when it is quick-check No or Maybe. Every other code point is a Yes starter.
+    /// </summary>
+    static readonly Lazy<Dictionary<int, bool>>[] QuickCheckSpecials =
+    [
+        new(() => BuildQuickCheckSpecials(NormalizationForm.FormC)), new(() => BuildQuickCheckSpecials(NormalizationForm.FormD)),
+        new(() => BuildQuickCheckSpecials(NormalizationForm.FormKC)), new(() => BuildQuickCheckSpecials(NormalizationForm.FormKD)),
+    ];
+
+    static int FormIndex(NormalizationForm form) => form switch
+    {
+        NormalizationForm.FormC => 0,
+        NormalizationForm.FormD => 1,
+        NormalizationForm.FormKC => 2,
+        NormalizationForm.FormKD => 3,
+        _ => throw new ArgumentOutOfRangeException(nameof(form)),
+    };
+
+    /// <summary>
+    /// UAX #15 §9 quick check: true when <paramref name="text"/> is certainly already in <paramref name="form"/> (every
+    /// code point quick-check Yes and combining classes non-decreasing within each run of non-starters), so
+    /// normalizing returns it unchanged. False means "No or Maybe": run <see cref="NormalizeFull"/>.
+    /// </summary>
+    internal static bool IsQuickCheckYes(string text, NormalizationForm form)
+    {
+        var specials = QuickCheckSpecials[FormIndex(form)].Value;
+        var tables = Data.Value;
+        int lastCcc = 0;
+        foreach (var rune in text.EnumerateRunes())
+        {
+            int cp = rune.Value;
+            if (cp == 0xFFFD) return false; // perhaps a lone surrogate, which the full path replaces
+            if (cp < 0x80 || !specials.TryGetValue(cp, out bool yes))
+            {
+                lastCcc = 0;
+                continue;
+            }
+            if (!yes) return false;
+            int ccc = Ccc(cp, tables);
+            if (ccc != 0 && lastCcc > ccc) return false;
+            lastCcc = ccc;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Quick-check values derived from our own tables: a code point is No when normalizing it alone changes it, Maybe
+    /// (composing forms) when it can be the second of a composition pair (including Hangul V and T jamo).
+    /// </summary>
+    static Dictionary<int, bool> BuildQuickCheckSpecials(NormalizationForm form)
+    {
+        var t = Data.Value;
+        bool compose = form is NormalizationForm.FormC or NormalizationForm.FormKC;
+        var specials = new Dictionary<int, bool>();
+        foreach (var (cp, ccc) in t.CombiningClass)
+            if (ccc != 0) specials[cp] = true;
+        var candidates = t.Canonical.Keys.Concat(t.Compatibility.Keys);
+        if (form is NormalizationForm.FormD or NormalizationForm.FormKD) candidates = candidates.Concat(Enumerable.Range(SBase, SCount));
+        foreach (int cp in candidates)
+        {
+            string s = char.ConvertFromUtf32(cp);
+            if (NormalizeFull(s, form) != s) specials[cp] = false;
+        }
+        if (compose)
+        {
+            foreach (long pair in t.Compose.Keys) specials[(int)(pair & ((1 << 21) - 1))] = false;
+            for (int cp = VBase; cp < VBase + VCount; cp++) specials[cp] = false;
+            for (int cp = TBase + 1; cp < TBase + TCount; cp++) specials[cp] = false;
+        }
+        return specials;
+    }
+
+    /// <summary>The full algorithm, without the quick check; the reference <see cref="Normalize"/> is tested against.</summary>
+    internal static string NormalizeFull(string text, NormalizationForm form)
+    {
         var tables = Data.Value;
         bool compat = form is NormalizationForm.FormKC or NormalizationForm.FormKD;
         bool compose = form is NormalizationForm.FormC or NormalizationForm.FormKC;
