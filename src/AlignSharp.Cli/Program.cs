@@ -24,6 +24,8 @@ public static class Program
         root.Subcommands.Add(TrainCommands.RewardModel());
         root.Subcommands.Add(ScoreCommand.Create());
         root.Subcommands.Add(AnnotateCommand.Create());
+        root.Subcommands.Add(DemoCommand.Create());
+        root.Subcommands.Add(ReportCommand.Create());
         return root;
     }
 }
