@@ -24,6 +24,10 @@ public static class Program
         root.Subcommands.Add(TrainCommands.RewardModel());
         root.Subcommands.Add(ScoreCommand.Create());
         root.Subcommands.Add(AnnotateCommand.Create());
+        root.Subcommands.Add(PpoCommand.Create());
+        root.Subcommands.Add(GrpoCommand.Create());
+        root.Subcommands.Add(RlooCommand.Create());
+        root.Subcommands.Add(DpoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(ReportCommand.Create());
         return root;

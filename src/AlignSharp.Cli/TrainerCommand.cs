@@ -145,6 +145,8 @@ public static class TrainerCommand
         }
         foreach (var (key, (raw, where)) in values)
         {
+            if (key == "trainer") continue; // written by run_config.json, so a run's resolved config can be fed back
+
             if (!props.TryGetValue(Normalize(key), out var p))
                 throw new UserInputException($"{where}: not an option of this command (see --help).");
             p.SetValue(options, Convert(raw, p.PropertyType, where));

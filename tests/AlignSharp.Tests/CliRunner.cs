@@ -40,18 +40,8 @@ public static class CliRunner
     /// <summary>Runs <c>dotnet alignsharp.dll args...</c> in <paramref name="workingDirectory"/> (default: repo root).</summary>
     public static Result Run(IEnumerable<string> args, string? stdin = null, string? workingDirectory = null, int timeoutMs = 120_000)
     {
-        var psi = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = stdin is not null,
-            UseShellExecute = false,
-            WorkingDirectory = workingDirectory ?? RepoRoot,
-            StandardOutputEncoding = System.Text.Encoding.UTF8,
-            StandardErrorEncoding = System.Text.Encoding.UTF8,
-        };
-        psi.ArgumentList.Add(CliDll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
+        var psi = StartInfo(args, workingDirectory);
+        psi.RedirectStandardInput = stdin is not null;
         using var process = Process.Start(psi)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
@@ -69,4 +59,21 @@ public static class CliRunner
     }
 
     public static Result Run(params string[] args) => Run((IEnumerable<string>)args);
+
+    /// <summary>The process start info for <c>dotnet alignsharp.dll args...</c> with stdout and stderr redirected.</summary>
+    public static ProcessStartInfo StartInfo(IEnumerable<string> args, string? workingDirectory = null)
+    {
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = workingDirectory ?? RepoRoot,
+            StandardOutputEncoding = System.Text.Encoding.UTF8,
+            StandardErrorEncoding = System.Text.Encoding.UTF8,
+        };
+        psi.ArgumentList.Add(CliDll);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        return psi;
+    }
 }

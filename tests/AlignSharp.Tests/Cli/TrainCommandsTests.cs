@@ -23,6 +23,9 @@ public sealed class TrainCommandsTests : IDisposable
         Assert.Equal("chatml", config.GetProperty("chat_template").GetString()); // the file beats the default
         Assert.Equal(0.001, config.GetProperty("learning_rate").GetDouble(), 6);
         Assert.True(File.Exists(P("sft/final/config.json")));
+        // A run's resolved config is itself a valid --config file.
+        var again = CliRunner.Run("sft", "--config", P("sft/run_config.json"), "--out", P("sft2"), "--max-steps", "1");
+        Assert.True(again.ExitCode == 0, again.StdErr);
         Assert.True(Directory.Exists(P("sft/checkpoints/step-000002")));
         var summary = JsonDocument.Parse(File.ReadAllText(P("sft/summary.json"))).RootElement;
         Assert.Equal(3, summary.GetProperty("steps").GetInt32());

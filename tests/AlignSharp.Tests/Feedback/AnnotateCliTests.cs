@@ -12,7 +12,7 @@ public class AnnotateCliTests
         {"prompt": "Count to 3", "completions": ["1 2 3", "one two three", "3 2 1", "1, 2, 3"]}
         """;
 
-    private static void AssertUserError(FeedbackCli.Result r, string message)
+    private static void AssertUserError(CliRunner.Result r, string message)
     {
         Assert.NotEqual(0, r.ExitCode);
         Assert.Contains(message, r.StdErr);

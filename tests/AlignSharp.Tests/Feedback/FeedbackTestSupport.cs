@@ -84,63 +84,12 @@ public static class Http
     public static int[] ShownIds(JsonNode task) => task["completions"]!.AsArray().Select(c => (int)c!["id"]!).ToArray();
 }
 
-/// <summary>
-/// Runs the built CLI as a process, as a user does: <c>dotnet alignsharp.dll ...</c> from the CLI project's output
-/// in the tests' configuration (the test project builds it through a non-referencing ProjectReference).
-/// </summary>
+/// <summary>The annotate commands run as processes in a project folder (see <see cref="CliRunner"/>).</summary>
 public static class FeedbackCli
 {
-    public sealed record Result(int ExitCode, string StdOut, string StdErr);
+    public static ProcessStartInfo StartInfo(string workingDirectory, IEnumerable<string> args) => CliRunner.StartInfo(args, workingDirectory);
 
-    public static string CliDll
-    {
-        get
-        {
-#if DEBUG
-            const string configuration = "Debug";
-#else
-            const string configuration = "Release";
-#endif
-            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
-            {
-                if (!System.IO.File.Exists(Path.Combine(dir.FullName, "AlignSharp.slnx"))) continue;
-                string bin = Path.Combine(dir.FullName, "src", "AlignSharp.Cli", "bin", configuration, "net10.0");
-                foreach (var name in new[] { "alignsharp.dll", "AlignSharp.Cli.dll" })
-                    if (System.IO.File.Exists(Path.Combine(bin, name))) return Path.Combine(bin, name);
-                throw new FileNotFoundException($"CLI not built in {bin}");
-            }
-            throw new InvalidOperationException($"no AlignSharp.slnx above {AppContext.BaseDirectory}");
-        }
-    }
-
-    public static ProcessStartInfo StartInfo(string workingDirectory, IEnumerable<string> args)
-    {
-        var psi = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = workingDirectory,
-            StandardOutputEncoding = Encoding.UTF8,
-            StandardErrorEncoding = Encoding.UTF8,
-        };
-        psi.ArgumentList.Add(CliDll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        return psi;
-    }
-
-    public static Result Run(string workingDirectory, params string[] args)
-    {
-        using var process = Process.Start(StartInfo(workingDirectory, args))!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(60_000))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"alignsharp {string.Join(' ', args)} ran longer than 60 s");
-        }
-        return new Result(process.ExitCode, stdout.Result, stderr.Result);
-    }
+    public static CliRunner.Result Run(string workingDirectory, params string[] args) => CliRunner.Run(args, workingDirectory: workingDirectory, timeoutMs: 60_000);
 
     /// <summary>The value after "PREFIX " on the first output line starting with it.</summary>
     public static string Field(string output, string prefix) =>

@@ -65,8 +65,8 @@ public readonly struct NegOp : IUnaryOp
 public readonly struct ExpOp : IUnaryOp
 {
     public static float Apply(float x) => MathF.Exp(x);
-    public static Vector256<float> Apply(Vector256<float> x) => Vector256.Exp(x);
-    public static Vector512<float> Apply(Vector512<float> x) => Vector512.Exp(x);
+    public static Vector256<float> Apply(Vector256<float> x) => FastMath.Exp(x);
+    public static Vector512<float> Apply(Vector512<float> x) => FastMath.Exp(x);
 }
 
 public readonly struct LogOp : IUnaryOp
@@ -93,8 +93,8 @@ public readonly struct SqrtOp : IUnaryOp
 public readonly struct SigmoidOp : IUnaryOp
 {
     public static float Apply(float x) => 1f / (1f + MathF.Exp(-x));
-    public static Vector256<float> Apply(Vector256<float> x) => Vector256<float>.One / (Vector256<float>.One + Vector256.Exp(-x));
-    public static Vector512<float> Apply(Vector512<float> x) => Vector512<float>.One / (Vector512<float>.One + Vector512.Exp(-x));
+    public static Vector256<float> Apply(Vector256<float> x) => Vector256<float>.One / (Vector256<float>.One + FastMath.Exp(-x));
+    public static Vector512<float> Apply(Vector512<float> x) => Vector512<float>.One / (Vector512<float>.One + FastMath.Exp(-x));
 }
 
 /// <summary>tanh(x) = 1 − 2/(e^{2x}+1): saturates cleanly to ±1 when e^{2x} over- or underflows.</summary>
@@ -102,9 +102,9 @@ public readonly struct TanhOp : IUnaryOp
 {
     public static float Apply(float x) => MathF.Tanh(x);
     public static Vector256<float> Apply(Vector256<float> x)
-        => Vector256<float>.One - Vector256.Create(2f) / (Vector256.Exp(x + x) + Vector256<float>.One);
+        => Vector256<float>.One - Vector256.Create(2f) / (FastMath.Exp(x + x) + Vector256<float>.One);
     public static Vector512<float> Apply(Vector512<float> x)
-        => Vector512<float>.One - Vector512.Create(2f) / (Vector512.Exp(x + x) + Vector512<float>.One);
+        => Vector512<float>.One - Vector512.Create(2f) / (FastMath.Exp(x + x) + Vector512<float>.One);
 }
 
 /// <summary>log(1+e^x) = max(x,0) + log1p(e^{−|x|}), with log1p(u) = log(1+u)·u/((1+u)−1) to keep tiny u exact.</summary>
@@ -124,7 +124,7 @@ public readonly struct SoftplusOp : IUnaryOp
 
     public static Vector256<float> Apply(Vector256<float> x)
     {
-        var u = Vector256.Exp(-Vector256.Abs(x));
+        var u = FastMath.Exp(-Vector256.Abs(x));
         var w = Vector256<float>.One + u;
         var l = Vector256.ConditionalSelect(Vector256.Equals(w, Vector256<float>.One), u, Vector256.Log(w) * u / (w - Vector256<float>.One));
         return Vector256.Max(x, Vector256<float>.Zero) + l;
@@ -132,7 +132,7 @@ public readonly struct SoftplusOp : IUnaryOp
 
     public static Vector512<float> Apply(Vector512<float> x)
     {
-        var u = Vector512.Exp(-Vector512.Abs(x));
+        var u = FastMath.Exp(-Vector512.Abs(x));
         var w = Vector512<float>.One + u;
         var l = Vector512.ConditionalSelect(Vector512.Equals(w, Vector512<float>.One), u, Vector512.Log(w) * u / (w - Vector512<float>.One));
         return Vector512.Max(x, Vector512<float>.Zero) + l;

@@ -66,9 +66,9 @@ public static class ParallelFor
         lock (Gate)
         {
             EnsureWorkers(shares - 1);
-            var done = new CountdownEvent(shares - 1);
-            Exception? failure = null;
-            for (int i = 1; i < shares; i++) _workers[i - 1].Post(work, i, done, e => failure ??= e);
+            _failure = null;
+            Volatile.Write(ref _pending, shares - 1);
+            for (int i = 1; i < shares; i++) _workers[i - 1].Post(work, i);
             try
             {
                 _insideWorker = true;
@@ -77,12 +77,16 @@ public static class ParallelFor
             finally
             {
                 _insideWorker = false;
-                done.Wait();
-                done.Dispose();
+                // The workers finish within microseconds of us in a balanced split: spin, yielding now and then.
+                var spin = new SpinWait();
+                while (Volatile.Read(ref _pending) != 0) spin.SpinOnce(sleep1Threshold: -1);
             }
-            if (failure != null) throw new AggregateException("A parallel kernel failed.", failure);
+            if (_failure != null) throw new AggregateException("A parallel kernel failed.", _failure);
         }
     }
+
+    private static int _pending;
+    private static Exception? _failure;
 
     private static void EnsureWorkers(int n)
     {
@@ -98,13 +102,17 @@ public static class ParallelFor
         void RunShare(int share);
     }
 
+    /// <summary>
+    /// A persistent worker. After a share it spins briefly for the next one (ops come back to back in a training
+    /// step), then sleeps on a semaphore; <see cref="Post"/> only signals the semaphore when the worker sleeps.
+    /// </summary>
     private sealed class Worker
     {
+        private static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency / 5000; // 200 µs
         private readonly SemaphoreSlim _signal = new(0);
         private IShareWork? _work;
         private int _share;
-        private CountdownEvent? _done;
-        private Action<Exception>? _onError;
+        private int _sleeping;
 
         public Worker(int id)
         {
@@ -112,10 +120,33 @@ public static class ParallelFor
             t.Start();
         }
 
-        public void Post(IShareWork work, int share, CountdownEvent done, Action<Exception> onError)
+        public void Post(IShareWork work, int share)
         {
-            _work = work; _share = share; _done = done; _onError = onError;
-            _signal.Release();
+            _share = share;
+            Volatile.Write(ref _work, work);
+            if (Interlocked.Exchange(ref _sleeping, 0) == 1) _signal.Release();
+        }
+
+        private IShareWork WaitForWork()
+        {
+            long until = System.Diagnostics.Stopwatch.GetTimestamp() + SpinTicks;
+            while (true)
+            {
+                var w = Volatile.Read(ref _work);
+                if (w != null) return w;
+                if (System.Diagnostics.Stopwatch.GetTimestamp() < until) { Thread.SpinWait(20); continue; }
+                Volatile.Write(ref _sleeping, 1);
+                w = Volatile.Read(ref _work);
+                if (w != null)
+                {
+                    // Work arrived while we were going to sleep: if Post already took our flag it also released
+                    // the semaphore, which we must consume.
+                    if (Interlocked.Exchange(ref _sleeping, 0) == 0) _signal.Wait();
+                    return w;
+                }
+                _signal.Wait();
+                until = System.Diagnostics.Stopwatch.GetTimestamp() + SpinTicks;
+            }
         }
 
         private void Loop()
@@ -123,10 +154,14 @@ public static class ParallelFor
             _insideWorker = true;
             while (true)
             {
-                _signal.Wait();
-                try { _work!.RunShare(_share); }
-                catch (Exception e) { lock (this) _onError!(e); }
-                finally { _work = null; _done!.Signal(); }
+                var work = WaitForWork();
+                try { work.RunShare(_share); }
+                catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
+                finally
+                {
+                    Volatile.Write(ref _work, null);
+                    Interlocked.Decrement(ref _pending);
+                }
             }
         }
     }

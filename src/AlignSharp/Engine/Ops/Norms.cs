@@ -42,33 +42,45 @@ public static partial class Ops
         if (Autograd.AnyNeeds(inputs))
             Autograd.Record(y, inputs, g =>
             {
-                var gs = g.Span; var xs = x.Span; var ws = w.Span;
-                var dx = x.RequiresGrad ? x.GradForAccumulate() : default;
-                var dw = w.RequiresGrad ? w.GradForAccumulate() : default;
-                var db = b != null && b.RequiresGrad ? b.GradForAccumulate() : default;
-                var dxhat = new float[c];
-                for (int r = 0; r < rows; r++)
+                bool needX = x.RequiresGrad, needW = w.RequiresGrad, needB = b != null && b.RequiresGrad;
+                var ga = g.Array; int go = g.Offset;
+                if (needX) x.GradForAccumulate();
+                var dxa = needX ? x.GradTensor!.Array : null; int dxo = needX ? x.GradTensor!.Offset : 0;
+                // Weight and bias gradients are sums over rows: each share sums its rows into its own slot, and the
+                // slots are added in share order, so the result does not depend on timing.
+                int shares = ParallelFor.SharesFor(rows, 16);
+                var partW = needW ? new float[shares * c] : null;
+                var partB = needB ? new float[shares * c] : null;
+                ParallelFor.For(shares, 1, (s0, s1) =>
                 {
-                    var gr = gs.Slice(r * c, c); var xr = xs.Slice(r * c, c);
-                    float mu = mean[r], rs = rstd[r];
-                    float sumD = 0, sumDX = 0;
-                    for (int i = 0; i < c; i++)
+                    var xhat = new float[c];
+                    var dxhat = new float[c];
+                    for (int share = s0; share < s1; share++)
                     {
-                        float xhat = (xr[i] - mu) * rs;
-                        float d = gr[i] * ws[i];
-                        dxhat[i] = d;
-                        sumD += d; sumDX += d * xhat;
-                        if (!dw.IsEmpty) dw[i] += gr[i] * xhat;
-                        if (!db.IsEmpty) db[i] += gr[i];
+                        int r0 = (int)((long)rows * share / shares), r1 = (int)((long)rows * (share + 1) / shares);
+                        var pw = needW ? partW.AsSpan(share * c, c) : default;
+                        var pb = needB ? partB.AsSpan(share * c, c) : default;
+                        var ws = wa.AsSpan(wo, c);
+                        for (int r = r0; r < r1; r++)
+                        {
+                            var gr = ga.AsSpan(go + r * c, c); var xr = xa.AsSpan(xo + r * c, c);
+                            float mu = mean[r], rs = rstd[r];
+                            Simd.ZipScalarRight<SubOp>(xr, mu, xhat);
+                            Simd.ZipScalarRight<MulOp>(xhat, rs, xhat);
+                            Simd.Zip<MulOp>(gr, ws, dxhat);
+                            if (needW) Simd.ZipAccumulate<MulOp>(gr, xhat, pw);
+                            if (needB) Simd.AddInto(gr, pb);
+                            if (!needX) continue;
+                            float meanD = Simd.Sum(dxhat) / c, meanDX = Simd.Dot(dxhat, xhat) / c;
+                            var dr = dxa.AsSpan(dxo + r * c, c);
+                            for (int i = 0; i < c; i++) dr[i] += rs * (dxhat[i] - meanD - xhat[i] * meanDX);
+                        }
                     }
-                    if (dx.IsEmpty) continue;
-                    float meanD = sumD / c, meanDX = sumDX / c;
-                    var dr = dx.Slice(r * c, c);
-                    for (int i = 0; i < c; i++)
-                    {
-                        float xhat = (xr[i] - mu) * rs;
-                        dr[i] += rs * (dxhat[i] - meanD - xhat * meanDX);
-                    }
+                });
+                for (int share = 0; share < shares; share++)
+                {
+                    if (needW) Simd.AddInto(partW.AsSpan(share * c, c), w.GradForAccumulate());
+                    if (needB) Simd.AddInto(partB.AsSpan(share * c, c), b!.GradForAccumulate());
                 }
             });
         return y;

@@ -171,6 +171,43 @@ public static class DatasetLoader
         return log.Result<RankingRecord>(records);
     }
 
+    /// <summary>
+    /// Every preference record as a ranking, for objectives that use a ranking whole (Plackett–Luce DPO): a ranking
+    /// record as it is, a pair record (plain or HH) as the two-completion ranking [chosen, rejected] whose
+    /// <see cref="RankingRecord.CompletionFields"/> are "chosen" and "rejected". Margins are not kept.
+    /// </summary>
+    public static RecordSet<RankingRecord> LoadRankingGroups(IReadOnlyList<string> paths, DataLoadOptions? options = null)
+    {
+        options ??= new DataLoadOptions();
+        options.Validate();
+        if (paths.Count == 0) throw new UserInputException("no data files given.");
+        var log = new BadRecordLog(options.SkipBadRecords, options.MaxReportedSkips);
+        var records = new List<RankingRecord>();
+        foreach (var path in paths)
+        {
+            int before = records.Count, skippedBefore = log.Count;
+            foreach (var (raw, format) in Records(path, DatasetKind.Preference, log))
+            {
+                Try(log, () =>
+                {
+                    if (format == RecordFormat.Ranking)
+                    {
+                        records.Add(RecordParser.ParseRanking(raw.Element, raw.Source));
+                        return;
+                    }
+                    var pair = RecordParser.ParsePair(raw.Element, format, raw.Source);
+                    records.Add(new RankingRecord(pair.Prompt, [pair.Chosen, pair.Rejected], [[0], [1]], pair.Source)
+                    {
+                        CompletionFields = [pair.ChosenField, pair.RejectedField],
+                        PromptField = pair.PromptField,
+                    });
+                });
+            }
+            RequireSome(path, records.Count - before, log.Count - skippedBefore, log);
+        }
+        return log.Result<RankingRecord>(records);
+    }
+
     public static RecordSet<PromptExample> LoadPrompts(string path, DataLoadOptions? options = null) => LoadPrompts([path], options);
 
     /// <summary>Prompts for RL: {"prompt"} records, or the prompt of any SFT or preference record.</summary>

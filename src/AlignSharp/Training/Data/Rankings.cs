@@ -21,6 +21,15 @@ public sealed record RankingRecord(ChatContent Prompt, IReadOnlyList<ChatContent
     /// <summary>The record's "annotator" field, when given.</summary>
     public string? Annotator { get; init; }
 
+    /// <summary>The record's field holding each completion (default <c>completions[i]</c>; "chosen"/"rejected" for a pair read as a ranking).</summary>
+    public IReadOnlyList<string>? CompletionFields { get; init; }
+
+    /// <summary>The record's field holding the prompt ("prompt", or "chosen" when it was extracted from transcripts).</summary>
+    public string PromptField { get; init; } = "prompt";
+
+    /// <summary>The field of completion <paramref name="index"/>, for error messages.</summary>
+    public string CompletionField(int index) => CompletionFields?[index] ?? $"completions[{index}]";
+
     /// <summary>Number of ordered pairs: (K² − Σ group size²) / 2.</summary>
     public int PairCount
     {

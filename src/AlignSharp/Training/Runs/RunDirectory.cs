@@ -36,8 +36,11 @@ public sealed class RunDirectory
 
     public void WriteConfig<T>(T options, string trainer) where T : TrainerOptions
     {
-        var node = JsonSerializer.SerializeToNode(options, options.GetType(), Json)!.AsObject();
-        node.Insert(0, "trainer", trainer);
+        // Only the declared options: the file can be fed back as --config.
+        var node = new JsonObject { ["trainer"] = trainer };
+        foreach (var p in options.GetType().GetProperties())
+            if (p.GetCustomAttributes(typeof(OptionAttribute), true).Length > 0)
+                node[JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name)] = JsonSerializer.SerializeToNode(p.GetValue(options), p.PropertyType, Json);
         AtomicFile.WriteText(System.IO.Path.Combine(Path, "run_config.json"), node.ToJsonString(Json) + "\n");
     }
 

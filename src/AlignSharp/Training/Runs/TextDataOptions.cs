@@ -29,6 +29,7 @@ public abstract record TextDataOptions : TrainerOptions
     [Option("Skip bad or overlong records and report how many, instead of stopping at the first.")]
     public bool SkipBadRecords { get; init; }
 
+    [System.Text.Json.Serialization.JsonIgnore]
     public TruncationOptions Truncation => new()
     {
         MaxLength = MaxLength,

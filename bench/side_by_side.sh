@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs AlignSharp's whole-workload benchmarks and the PyTorch reference scripts (../shared/bench/torch_ref) side by
+# side, interleaved, at PyTorch's strongest setting, and prints one JSON line per measurement.
+# Needs: Debian python3-torch python3-numpy libopenblas0-pthread; a Release build of the CLI.
+# Usage: bench/side_by_side.sh [train|sample|gemm ...]   (REPS=2 by default)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+ref="${TORCH_REF:-$root/../shared/bench/torch_ref}"
+cli="dotnet $root/src/AlignSharp.Cli/bin/Release/net10.0/alignsharp.dll"
+torch="/usr/bin/python3"
+strong="--threads 2 --tuned --omp-wait-policy passive"
+reps="${REPS:-2}"
+what="${*:-train sample}"
+tmp=$(mktemp -d)
+for rep in $(seq "$reps"); do
+  for w in $what; do
+    case "$w" in
+      train)
+        for c in tiny small gpt2; do
+          steps=10; [ "$c" = gpt2 ] && steps=5
+          echo "{\"side\":\"alignsharp\",\"bench\":\"train\",\"rep\":$rep,\"result\":$($cli bench train --config $c --steps $steps 2>/dev/null)}"
+          b=8; s=""; [ "$c" = gpt2 ] && { b=4; s="--seq 256"; }
+          $torch "$ref/bench_train.py" --config $c --batch $b $s --steps $steps $strong --json "$tmp/t.json" >/dev/null 2>&1
+          echo "{\"side\":\"pytorch\",\"bench\":\"train\",\"rep\":$rep,\"result\":$(tail -n 1 "$tmp/t.json")}"
+        done ;;
+      sample)
+        for cb in "tiny 8" "small 8" "gpt2 1" "gpt2 4"; do
+          set -- $cb
+          echo "{\"side\":\"alignsharp\",\"bench\":\"sample\",\"rep\":$rep,\"result\":$($cli bench sample --config $1 --batch $2 --repeats 3 2>/dev/null)}"
+          $torch "$ref/bench_sample.py" --config $1 --batch $2 --mode cache $strong --json "$tmp/s.json" >/dev/null 2>&1
+          echo "{\"side\":\"pytorch\",\"bench\":\"sample\",\"rep\":$rep,\"result\":$(tail -n 1 "$tmp/s.json")}"
+        done ;;
+      gemm)
+        for n in 256 512 1024 2048; do
+          echo "{\"side\":\"alignsharp\",\"bench\":\"gemm\",\"rep\":$rep,\"result\":$($cli bench gemm --m $n --n $n --k $n)}"
+          $torch "$ref/bench_matmul.py" --set square --only sq$n $strong --json "$tmp/g.json" >/dev/null 2>&1
+          echo "{\"side\":\"pytorch\",\"bench\":\"gemm\",\"rep\":$rep,\"result\":$(tail -n 1 "$tmp/g.json")}"
+        done ;;
+    esac
+  done
+done
+rm -rf "$tmp"

@@ -1,0 +1,166 @@
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Models.Checkpoints;
+using AlignSharp.Training.Data;
+
+namespace AlignSharp.Training.Dpo;
+
+/// <summary>
+/// Each row's answer under a model: Sums [R] = Σ over answer tokens of log π(token | everything before it)
+/// (differentiable when gradients are on), Tokens [R] = answer tokens per row, LogitSums [R] = Σ of the raw logits
+/// over the answer positions and the whole vocabulary (for TRL's logits/chosen, logits/rejected).
+/// </summary>
+public sealed record AnswerLogProbs(Tensor Sums, int[] Tokens, double[] LogitSums, int Vocab)
+{
+    /// <summary>Per-token means: Sums / Tokens [R] (for the length-normalised losses).</summary>
+    public Tensor Means() => Ops.Div(Sums, Tensor.FromArray(Tokens.Select(t => (float)Math.Max(1, t)).ToArray(), Tokens.Length));
+}
+
+public static class AnswerScoring
+{
+    /// <summary>
+    /// One forward pass over the batch's R rows: logits [R, T, V]; position t is scored against Labels[t + 1]
+    /// (Ops.TokenLogProbs, fused log-softmax), and only answer positions count (a 0/1 mask zeroes the rest before the
+    /// per-row sum, so prompt and padding get neither loss nor gradient).
+    /// </summary>
+    public static AnswerLogProbs Compute(TransformerModel model, DpoBatch batch)
+    {
+        int rows = batch.Rows, t = batch.SeqLen;
+        var logits = model.Forward(batch.InputIds, rows, t, keyMask: batch.AttentionMask);
+        int v = logits.Dim(-1);
+        var targets = new int[rows * t];
+        var mask = new float[rows * t];
+        var tokens = new int[rows];
+        var logitSums = new double[rows];
+        var values = logits.Span;
+        for (int r = 0; r < rows; r++)
+            for (int p = 0; p + 1 < t; p++)
+            {
+                int label = batch.Labels[r * t + p + 1];
+                if (label == SftSequence.IgnoreIndex) continue;
+                targets[r * t + p] = label;
+                mask[r * t + p] = 1f;
+                tokens[r]++;
+                double s = 0;
+                foreach (float x in values.Slice((r * t + p) * v, v)) s += x;
+                logitSums[r] += s;
+            }
+        var (logProbs, _) = Ops.TokenLogProbs(Ops.Reshape(logits, rows * t, v), targets);
+        var sums = Ops.SumLast(Ops.Reshape(Ops.Mul(logProbs, Tensor.FromArray(mask, rows * t)), rows, t));
+        return new AnswerLogProbs(sums, tokens, logitSums, v);
+    }
+}
+
+/// <summary>
+/// The frozen reference model's answer log-probability sums per batch: computed once up front (and cached in a file
+/// keyed by a hash of the reference weights and the batches' tokens, so a resumed or repeated run reuses them), or
+/// on the fly from a frozen copy, every time a batch is scored.
+/// </summary>
+public sealed class ReferenceLogProbs
+{
+    public const string CacheFileName = "reference_logps.bin";
+    private static readonly byte[] Magic = "ASREFLP1"u8.ToArray();
+
+    private readonly TransformerModel? _model;
+    private readonly Dictionary<DpoBatch, float[]> _precomputed = new(ReferenceEqualityComparer.Instance);
+
+    private ReferenceLogProbs(TransformerModel? model) => _model = model;
+
+    /// <summary>Runs <paramref name="model"/> (frozen, no gradient) whenever a batch needs its reference.</summary>
+    public static ReferenceLogProbs OnTheFly(TransformerModel model) => new(model);
+
+    /// <summary>
+    /// Scores every batch once with <paramref name="model"/>; with a <paramref name="cacheFile"/>, reads the values
+    /// from it when its key matches, else computes and writes them there.
+    /// </summary>
+    public static ReferenceLogProbs Precompute(TransformerModel model, IReadOnlyList<DpoBatch> batches, string? cacheFile, Action<string>? log = null)
+    {
+        var result = new ReferenceLogProbs(null);
+        byte[] key = cacheFile == null ? [] : Key(model, batches);
+        if (cacheFile != null && TryRead(cacheFile, key, batches) is { } cached)
+        {
+            for (int i = 0; i < batches.Count; i++) result._precomputed[batches[i]] = cached[i];
+            log?.Invoke($"dpo: reference log-probabilities read from {cacheFile}");
+            return result;
+        }
+        log?.Invoke($"dpo: computing reference log-probabilities for {batches.Count} batches");
+        var all = batches.Select(b => Score(model, b)).ToArray();
+        for (int i = 0; i < batches.Count; i++) result._precomputed[batches[i]] = all[i];
+        if (cacheFile != null) Write(cacheFile, key, all);
+        return result;
+    }
+
+    /// <summary>The reference sums [R] of a batch's rows.</summary>
+    public float[] For(DpoBatch batch)
+        => _precomputed.TryGetValue(batch, out var v) ? v
+           : _model != null ? Score(_model, batch)
+           : throw new InvalidOperationException("no reference log-probabilities were computed for this batch.");
+
+    public static float[] Score(TransformerModel model, DpoBatch batch)
+    {
+        using var noGrad = Autograd.NoGrad();
+        using var scope = TensorScope.Begin();
+        return AnswerScoring.Compute(model, batch).Sums.ToArray();
+    }
+
+    /// <summary>SHA-256 over a version tag, the reference's parameters (names and values) and every batch's rows.</summary>
+    private static byte[] Key(TransformerModel model, IReadOnlyList<DpoBatch> batches)
+    {
+        using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        h.AppendData("alignsharp dpo reference v1"u8);
+        foreach (var (name, p) in model.NamedParameters)
+        {
+            h.AppendData(System.Text.Encoding.UTF8.GetBytes(name));
+            h.AppendData(MemoryMarshal.AsBytes(p.Span));
+        }
+        foreach (var b in batches)
+        {
+            h.AppendData(BitConverter.GetBytes(b.Rows));
+            h.AppendData(BitConverter.GetBytes(b.SeqLen));
+            h.AppendData(MemoryMarshal.AsBytes(b.InputIds.AsSpan()));
+            h.AppendData(MemoryMarshal.AsBytes(b.Labels.AsSpan()));
+            h.AppendData(MemoryMarshal.AsBytes(b.AttentionMask.AsSpan()));
+        }
+        return h.GetHashAndReset();
+    }
+
+    // Layout: magic (8 bytes), key (32), batch count (int32), then per batch its row count (int32) and R floats.
+    private static void Write(string path, byte[] key, float[][] values) => AtomicFile.Write(path, s =>
+    {
+        using var w = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
+        w.Write(Magic);
+        w.Write(key);
+        w.Write(values.Length);
+        foreach (var v in values)
+        {
+            w.Write(v.Length);
+            w.Write(MemoryMarshal.AsBytes(v.AsSpan()));
+        }
+    });
+
+    private static float[][]? TryRead(string path, byte[] key, IReadOnlyList<DpoBatch> batches)
+    {
+        if (!File.Exists(path)) return null;
+        try
+        {
+            using var r = new BinaryReader(File.OpenRead(path));
+            if (!r.ReadBytes(Magic.Length).AsSpan().SequenceEqual(Magic) || !r.ReadBytes(key.Length).AsSpan().SequenceEqual(key)) return null;
+            if (r.ReadInt32() != batches.Count) return null;
+            var result = new float[batches.Count][];
+            for (int i = 0; i < batches.Count; i++)
+            {
+                int n = r.ReadInt32();
+                if (n != batches[i].Rows) return null;
+                result[i] = new float[n];
+                if (r.Read(MemoryMarshal.AsBytes(result[i].AsSpan())) != n * sizeof(float)) return null;
+            }
+            return result;
+        }
+        catch (EndOfStreamException)
+        {
+            return null;
+        }
+    }
+}

@@ -1,0 +1,161 @@
+using AlignSharp.Engine;
+
+namespace AlignSharp.Training.Dpo;
+
+/// <summary>
+/// The answer log-probabilities of B preference pairs as a loss reads them: the policy's [B] (differentiable) and
+/// the reference model's [B] (constants; null = reference-free, log π_ref = 0). Each is a sum over the answer's
+/// tokens, or the per-token mean for the length-normalised losses (ipo, simpo, orpo).
+/// </summary>
+public sealed record PairLogProbs(Tensor Chosen, Tensor Rejected, Tensor? RefChosen = null, Tensor? RefRejected = null);
+
+/// <summary>
+/// A pairwise loss's result: per-pair losses [B] (differentiable, not yet weighted or averaged) and the implicit
+/// reward of each answer [B] as TRL reports it (constants). <see cref="Extra"/>: further per-pair metrics.
+/// </summary>
+public sealed record PairLoss(Tensor Losses, float[] ChosenRewards, float[] RejectedRewards, IReadOnlyDictionary<string, float[]>? Extra = null);
+
+/// <summary>A Plackett–Luce loss: one loss per ranking [U] and the implicit reward of every row [R].</summary>
+public sealed record RankingLoss(Tensor Losses, float[] RowRewards);
+
+/// <summary>
+/// The DPO family as small pure functions. Notation: log π(y) the policy's log-probability of an answer given its
+/// prompt, log π_ref(y) the reference's, c the chosen and r the rejected answer, and
+/// Δ = (log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r)), the difference of the implicit rewards over β.
+/// </summary>
+public static class DpoLosses
+{
+    /// <summary>
+    /// DPO (Rafailov et al. 2023, eq. 7): −log σ(β·Δ). With label smoothing ε (conservative DPO, Mitchell 2023):
+    /// −(1−ε)·log σ(β·Δ) − ε·log σ(−β·Δ). Rewards β·(log π − log π_ref).
+    /// </summary>
+    public static PairLoss Sigmoid(PairLogProbs lp, float beta, float labelSmoothing = 0f)
+    {
+        var z = Ops.MulScalar(Delta(lp), beta);
+        return new PairLoss(SmoothedLogistic(z, labelSmoothing), Rewards(lp.Chosen, lp.RefChosen, beta), Rewards(lp.Rejected, lp.RefRejected, beta));
+    }
+
+    /// <summary>
+    /// IPO (Azar et al. 2023, eq. 17): (Δ − 1/(2β))², with Δ built from length-averaged log-probabilities
+    /// (pass per-token means), as TRL does. Rewards β·(log π − log π_ref) on the same means.
+    /// </summary>
+    public static PairLoss Ipo(PairLogProbs lp, float beta)
+    {
+        var losses = Ops.Square(Ops.AddScalar(Delta(lp), -1f / (2f * beta)));
+        return new PairLoss(losses, Rewards(lp.Chosen, lp.RefChosen, beta), Rewards(lp.Rejected, lp.RefRejected, beta));
+    }
+
+    /// <summary>SLiC hinge (Zhao et al. 2023, eq. 2 with δ = 1/β): max(0, 1 − β·Δ). Rewards β·(log π − log π_ref).</summary>
+    public static PairLoss Hinge(PairLogProbs lp, float beta)
+    {
+        var losses = Ops.Relu(Ops.AddScalar(Ops.MulScalar(Delta(lp), -beta), 1f));
+        return new PairLoss(losses, Rewards(lp.Chosen, lp.RefChosen, beta), Rewards(lp.Rejected, lp.RefRejected, beta));
+    }
+
+    /// <summary>
+    /// SimPO (Meng et al. 2024, eq. 6): −log σ(β·log π(c)/|c| − β·log π(r)/|r| − γ), reference-free (pass per-token
+    /// means; the reference, if any, is ignored); label smoothing as in <see cref="Sigmoid"/>. Rewards β·log π/|y|.
+    /// </summary>
+    public static PairLoss Simpo(PairLogProbs lp, float beta, float gamma, float labelSmoothing = 0f)
+    {
+        var z = Ops.AddScalar(Ops.MulScalar(Ops.Sub(lp.Chosen, lp.Rejected), beta), -gamma);
+        return new PairLoss(SmoothedLogistic(z, labelSmoothing), Rewards(lp.Chosen, null, beta), Rewards(lp.Rejected, null, beta));
+    }
+
+    /// <summary>
+    /// ORPO (Hong et al. 2024, eqs. 6–7): −log π(c)/|c| − λ·log σ(log odds(c) − log odds(r)), with
+    /// odds(y) = P(y)/(1 − P(y)) and P(y) = exp(log π(y)/|y|) (pass per-token means); reference-free. The first term
+    /// is the chosen answer's SFT loss (mean NLL per token). Rewards λ·log π/|y| (TRL's ORPO, whose β is λ).
+    /// Extra metrics as TRL: nll_loss, log_odds_ratio (log σ of the log odds ratio), log_odds_chosen.
+    /// </summary>
+    public static PairLoss Orpo(PairLogProbs lp, float lambda)
+    {
+        var logOdds = Ops.Sub(Ops.Sub(lp.Chosen, lp.Rejected), Ops.Sub(Log1MinusExp(lp.Chosen), Log1MinusExp(lp.Rejected)));
+        var ratio = Ops.LogSigmoid(logOdds);
+        var losses = Ops.Sub(Ops.Neg(lp.Chosen), Ops.MulScalar(ratio, lambda));
+        var extra = new Dictionary<string, float[]>
+        {
+            ["nll_loss"] = lp.Chosen.ToArray().Select(x => -x).ToArray(),
+            ["log_odds_ratio"] = ratio.ToArray(),
+            ["log_odds_chosen"] = logOdds.ToArray(),
+        };
+        return new PairLoss(losses, Rewards(lp.Chosen, null, lambda), Rewards(lp.Rejected, null, lambda), extra);
+    }
+
+    /// <summary>
+    /// Plackett–Luce DPO (Rafailov et al. 2023, appendix A.3, eq. 18): with s = β·(log π − log π_ref) per completion
+    /// and a ranking τ best → worst, −Σ_k log [exp(s_τ(k)) / Σ_{j ≥ k} exp(s_τ(j))]. Ties (groups of the ranking):
+    /// each completion of a group competes with itself and every completion of the worse groups, never with the
+    /// completions it is tied with (the pairwise split gives tied completions no pair either); the last group makes
+    /// no choice and adds nothing. Without ties this is exactly eq. 18; with K = 2 it is <see cref="Sigmoid"/>.
+    /// </summary>
+    /// <param name="logProbs">[R] policy log-probabilities of every row (completion) in the batch.</param>
+    /// <param name="refLogProbs">[R] reference log-probabilities (constants), or null for reference-free.</param>
+    /// <param name="rankings">Each ranking as groups of row indices, best group first.</param>
+    public static RankingLoss PlackettLuce(Tensor logProbs, Tensor? refLogProbs, IReadOnlyList<IReadOnlyList<int[]>> rankings, float beta)
+    {
+        int rows = logProbs.Length;
+        var s = Ops.MulScalar(refLogProbs is null ? logProbs : Ops.Sub(logProbs, refLogProbs), beta);
+        var rowRewards = s.ToArray();
+
+        // One term per (ranking, completion outside the last group): the completion's index and its candidate set.
+        var chosen = new List<int>();
+        var owner = new List<int>();
+        var candidates = new List<bool[]>();
+        for (int u = 0; u < rankings.Count; u++)
+        {
+            var groups = rankings[u];
+            for (int a = 0; a < groups.Count - 1; a++)
+                foreach (int i in groups[a])
+                {
+                    var allowed = new bool[rows];
+                    allowed[i] = true;
+                    for (int b = a + 1; b < groups.Count; b++) foreach (int j in groups[b]) allowed[j] = true;
+                    chosen.Add(i); owner.Add(u); candidates.Add(allowed);
+                }
+        }
+        if (chosen.Count == 0) return new RankingLoss(Tensor.Zeros(rankings.Count), rowRewards);
+
+        // log softmax of s over each term's candidates (others pushed to −1e9, i.e. probability 0), read at its completion.
+        int terms = chosen.Count;
+        var mask = new float[terms * rows];
+        for (int t = 0; t < terms; t++)
+            for (int r = 0; r < rows; r++) mask[t * rows + r] = candidates[t][r] ? 0f : -1e9f;
+        var logChoice = Ops.Gather(Ops.LogSoftmax(Ops.Add(Ops.Reshape(s, 1, rows), Tensor.FromArray(mask, terms, rows))), chosen.ToArray(), 1);
+
+        // Each ranking's loss: minus the sum of its terms (an indicator matrix [U, terms] sums them).
+        var indicator = new float[rankings.Count * terms];
+        for (int t = 0; t < terms; t++) indicator[owner[t] * terms + t] = -1f;
+        var losses = Ops.MatMul(Tensor.FromArray(indicator, rankings.Count, terms), Ops.Reshape(logChoice, terms, 1));
+        return new RankingLoss(Ops.Reshape(losses, rankings.Count), rowRewards);
+    }
+
+    /// <summary>Δ = (log π(c) − log π(r)) − (log π_ref(c) − log π_ref(r)); the reference terms are 0 when absent.</summary>
+    private static Tensor Delta(PairLogProbs lp)
+    {
+        var policy = Ops.Sub(lp.Chosen, lp.Rejected);
+        if (lp.RefChosen is null || lp.RefRejected is null) return policy;
+        return Ops.Sub(policy, Ops.Sub(lp.RefChosen, lp.RefRejected));
+    }
+
+    /// <summary>−(1−ε)·log σ(z) − ε·log σ(−z).</summary>
+    private static Tensor SmoothedLogistic(Tensor z, float labelSmoothing)
+    {
+        var loss = Ops.Neg(Ops.LogSigmoid(z));
+        if (labelSmoothing == 0f) return loss;
+        return Ops.Add(Ops.MulScalar(loss, 1f - labelSmoothing), Ops.MulScalar(Ops.Neg(Ops.LogSigmoid(Ops.Neg(z))), labelSmoothing));
+    }
+
+    /// <summary>log(1 − eˣ) for x &lt; 0; x is kept ≤ −1e-6 so that a probability of 1 gives a large finite value.</summary>
+    private static Tensor Log1MinusExp(Tensor x)
+        => Ops.Log(Ops.AddScalar(Ops.Neg(Ops.Exp(Ops.Clamp(x, float.MinValue, -1e-6f))), 1f));
+
+    /// <summary>scale·(log π − log π_ref), as constants.</summary>
+    private static float[] Rewards(Tensor logProbs, Tensor? refLogProbs, float scale)
+    {
+        var p = logProbs.Span;
+        var r = new float[p.Length];
+        for (int i = 0; i < r.Length; i++) r[i] = scale * (p[i] - (refLogProbs is null ? 0f : refLogProbs.Span[i]));
+        return r;
+    }
+}

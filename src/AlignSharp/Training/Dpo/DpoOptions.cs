@@ -1,0 +1,123 @@
+using System.Text.Json.Serialization;
+using AlignSharp.Training.Runs;
+
+namespace AlignSharp.Training.Dpo;
+
+/// <summary>The preference objectives of <c>alignsharp dpo</c> (see <see cref="DpoLosses"/> for the equations).</summary>
+public enum DpoLossType
+{
+    /// <summary>DPO: −log σ(β·Δ), optionally label-smoothed (conservative DPO).</summary>
+    Sigmoid,
+    /// <summary>IPO: (Δ_avg − 1/(2β))² on length-averaged log-ratios.</summary>
+    Ipo,
+    /// <summary>SLiC hinge: max(0, 1 − β·Δ).</summary>
+    Hinge,
+    /// <summary>SimPO: −log σ(β·(avg log π(y_c) − avg log π(y_r)) − γ), reference-free.</summary>
+    Simpo,
+    /// <summary>ORPO: NLL of the chosen answer + λ·(−log σ(log odds ratio)), reference-free.</summary>
+    Orpo,
+    /// <summary>Plackett–Luce DPO: a ranking of K completions used whole.</summary>
+    PlackettLuce,
+}
+
+/// <summary>
+/// Options of <c>alignsharp dpo</c>: the shared trainer and data options plus the policy, the reference and the
+/// objective. --data and --eval-data hold preferences: pairs {"prompt","chosen","rejected"}, Anthropic HH
+/// {"chosen","rejected"} or rankings {"prompt","completions","ranking"} (split into weighted pairs, or used whole by
+/// plackett_luce). Defaults follow TRL's DPOConfig (β 0.1, label smoothing 0, sigmoid loss, max length 1024) except the learning
+/// rate: TRL's 1e-6 is tuned for billion-parameter models; models small enough to train on a CPU move too slowly at
+/// that rate, so the default here is 5e-6 (raise it further for toy models: the tests use 1e-3 on a 30k-parameter
+/// model).
+/// </summary>
+public sealed record DpoOptions : TextDataOptions
+{
+    public DpoOptions()
+    {
+        LearningRate = 5e-6f;
+        MaxLength = 1024;
+    }
+
+    [Option("Model directory to train (config.json + safetensors + tokenizer.json); its starting weights are the reference model unless --reference is given.")]
+    public string? Policy { get; init; }
+
+    [Option("Reference model directory, frozen (default: the --policy model as it starts). With --eval-only on a trained policy, pass the model it started from.")]
+    public string? Reference { get; init; }
+
+    [Option("Objective: sigmoid (DPO), ipo, hinge (SLiC), simpo, orpo or plackett_luce (rankings of K completions used whole; pairs count as rankings of 2).")]
+    public string LossType { get; init; } = "sigmoid";
+
+    [Option("β: strength of the implicit KL penalty (temperature of the implicit reward β·log π/π_ref); for simpo the reward scale. Not used by orpo (see --orpo-lambda).")]
+    public float Beta { get; init; } = 0.1f;
+
+    [Option("Label smoothing ε in [0, 0.5): the assumed probability that a preference label is flipped (conservative DPO); sigmoid and simpo only.")]
+    public float LabelSmoothing { get; init; }
+
+    [Option("SimPO target reward margin γ (TRL's simpo_gamma).")]
+    public float SimpoGamma { get; init; } = 0.5f;
+
+    [Option("ORPO weight λ of the odds-ratio term beside the chosen answer's NLL (TRL's ORPO beta).")]
+    public float OrpoLambda { get; init; } = 0.1f;
+
+    [Option("Use no reference model (log π_ref = 0) with sigmoid, ipo, hinge or plackett_luce; simpo and orpo never use one.")]
+    public bool ReferenceFree { get; init; }
+
+    [Option("Compute the reference log-probabilities once before training and cache them in DIR/reference_logps.bin (keyed by the reference weights and the batches), instead of running the frozen reference model every step.")]
+    public bool PrecomputeReference { get; init; } = true;
+
+    [Option("Compute the loss and metrics on --data (or --eval-data) without training; prints one JSON object on stdout. Needs no --out.")]
+    public bool EvalOnly { get; init; }
+
+    /// <summary>The parsed <see cref="LossType"/>.</summary>
+    [JsonIgnore]
+    public DpoLossType Loss => ParseLossType(LossType);
+
+    /// <summary>Whether a reference model takes part: not for simpo and orpo, nor with --reference-free.</summary>
+    [JsonIgnore]
+    public bool UsesReference => !ReferenceFree && Loss is not (DpoLossType.Simpo or DpoLossType.Orpo);
+
+    public static DpoLossType ParseLossType(string name) => name.Trim().ToLowerInvariant() switch
+    {
+        "sigmoid" => DpoLossType.Sigmoid,
+        "ipo" => DpoLossType.Ipo,
+        "hinge" => DpoLossType.Hinge,
+        "simpo" => DpoLossType.Simpo,
+        "orpo" => DpoLossType.Orpo,
+        "plackett_luce" or "plackett-luce" => DpoLossType.PlackettLuce,
+        _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo or plackett_luce, not '{name}'."),
+    };
+
+    public override void Validate()
+    {
+        if (EvalOnly)
+        {
+            // No run directory, optimizer or schedule: only what evaluation reads.
+            if (BatchSize < 1) throw new UserInputException("--batch-size must be ≥ 1.");
+            if (Threads < 0) throw new UserInputException("--threads must be ≥ 0.");
+            if (string.IsNullOrWhiteSpace(Data) && string.IsNullOrWhiteSpace(EvalData))
+                throw new UserInputException("--eval-only needs the data to evaluate: --data FILE (or --eval-data FILE).");
+            if (!string.IsNullOrWhiteSpace(Data) && !string.IsNullOrWhiteSpace(EvalData))
+                throw new UserInputException("--eval-only evaluates one file: give --data or --eval-data, not both.");
+            if (Resume != null) throw new UserInputException("--resume has no meaning with --eval-only.");
+            if (EvalSplit > 0) throw new UserInputException("--eval-split has no meaning with --eval-only, which evaluates the whole file.");
+            string file = EvalData ?? Data!;
+            if (!File.Exists(file)) throw new UserInputException($"{(EvalData != null ? "--eval-data" : "--data")}: {file} does not exist.");
+            global::AlignSharp.Training.Data.ChatTemplate.Get(ChatTemplate);
+            Truncation.Validate();
+        }
+        else
+        {
+            base.Validate();
+        }
+        if (string.IsNullOrWhiteSpace(Policy)) throw new UserInputException("--policy (the model directory to train) is required.");
+        var loss = Loss;
+        if (!(Beta > 0) || float.IsInfinity(Beta)) throw new UserInputException($"--beta must be > 0, got {Beta}.");
+        if (!(LabelSmoothing >= 0 && LabelSmoothing < 0.5f)) throw new UserInputException($"--label-smoothing must be in [0, 0.5), got {LabelSmoothing}.");
+        if (LabelSmoothing > 0 && loss is not (DpoLossType.Sigmoid or DpoLossType.Simpo))
+            throw new UserInputException($"--label-smoothing applies to the sigmoid and simpo losses only, not {LossType}.");
+        if (!float.IsFinite(SimpoGamma)) throw new UserInputException("--simpo-gamma must be a finite number.");
+        if (!(OrpoLambda >= 0) || float.IsInfinity(OrpoLambda)) throw new UserInputException($"--orpo-lambda must be ≥ 0, got {OrpoLambda}.");
+        if (!string.IsNullOrWhiteSpace(EvalData) && EvalSplit > 0 && !EvalOnly)
+            throw new UserInputException("give either --eval-data or --eval-split, not both.");
+        if (ReferenceFree && Reference != null) throw new UserInputException("--reference-free and --reference contradict each other; give one.");
+    }
+}

@@ -1,0 +1,172 @@
+using System.Diagnostics;
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Models.Checkpoints;
+using AlignSharp.Text;
+using AlignSharp.Training.Runs;
+
+namespace AlignSharp.Training.Dpo;
+
+/// <summary>
+/// TRL's DPO metrics, as sums weighted by the units' weights (the loop divides by Σ weight to average):
+/// over every (chosen, rejected) pair of a unit (one for a pair; a ranking's ordered pairs each carrying 1/P of its
+/// weight) rewards/chosen, rewards/rejected, rewards/accuracies (chosen &gt; rejected strictly: a tie is not
+/// accurate), rewards/margins, logps/chosen, logps/rejected (the log-probabilities the loss reads: sums, or
+/// per-token means for ipo/simpo/orpo); logits/chosen and logits/rejected are TRL's batch means of the raw logits
+/// over every answer position and vocabulary entry of the chosen (rejected) rows, weighted by the batch's weight.
+/// </summary>
+public static class DpoMetrics
+{
+    public static readonly string[] Names =
+        ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected"];
+
+    public static Dictionary<string, double> Sums(IReadOnlyList<RankedUnit> units, ReadOnlySpan<float> rowRewards, ReadOnlySpan<float> rowLogps, AnswerLogProbs answers)
+    {
+        var m = Names.ToDictionary(n => n, _ => 0.0);
+        double chosenLogits = 0, rejectedLogits = 0, chosenCount = 0, rejectedCount = 0, weight = 0;
+        foreach (var u in units)
+        {
+            var pairs = u.OrderedPairs().ToList();
+            weight += u.Weight;
+            foreach (var (c, r) in pairs)
+            {
+                double w = (double)u.Weight / pairs.Count;
+                m["rewards/chosen"] += w * rowRewards[c];
+                m["rewards/rejected"] += w * rowRewards[r];
+                m["rewards/accuracies"] += rowRewards[c] > rowRewards[r] ? w : 0;
+                m["rewards/margins"] += w * ((double)rowRewards[c] - rowRewards[r]);
+                m["logps/chosen"] += w * rowLogps[c];
+                m["logps/rejected"] += w * rowLogps[r];
+                chosenLogits += answers.LogitSums[c];
+                rejectedLogits += answers.LogitSums[r];
+                chosenCount += (double)answers.Tokens[c] * answers.Vocab;
+                rejectedCount += (double)answers.Tokens[r] * answers.Vocab;
+            }
+        }
+        m["logits/chosen"] = chosenCount > 0 ? weight * chosenLogits / chosenCount : 0;
+        m["logits/rejected"] = rejectedCount > 0 ? weight * rejectedLogits / rejectedCount : 0;
+        return m;
+    }
+}
+
+/// <summary>
+/// DPO as the shared <see cref="TrainingLoop"/> sees it: fixed micro-batches of pairs (or rankings), each weighing
+/// the sum of its units' weights; a forward pass scores the policy, looks up the reference, applies the chosen loss
+/// and returns the weighted loss sum with the metric sums. Evaluation does the same without gradients.
+/// </summary>
+public sealed class DpoTask : ISupervisedTask
+{
+    private readonly DpoOptions _options;
+    private readonly DpoLossType _loss;
+    private readonly TransformerModel _policy;
+    private readonly ReferenceLogProbs? _reference;
+    private readonly IReadOnlyList<DpoBatch> _train;
+    private readonly IReadOnlyList<DpoBatch> _eval;
+
+    public DpoTask(DpoOptions options, TransformerModel policy, ReferenceLogProbs? reference, IReadOnlyList<DpoBatch> train, IReadOnlyList<DpoBatch> eval)
+    {
+        _options = options;
+        _loss = options.Loss;
+        _policy = policy;
+        _reference = options.UsesReference ? reference ?? throw new ArgumentNullException(nameof(reference), $"the {options.LossType} loss needs a reference.") : null;
+        _train = train;
+        _eval = eval;
+    }
+
+    public int MicroBatches => _train.Count;
+
+    public double Weight(int index) => _train[index].Weight;
+
+    public MicroBatchResult Forward(int index, Random rng) => Score(_train[index]);
+
+    public IReadOnlyList<(string Name, Tensor Parameter)> Parameters => _policy.NamedParameters;
+
+    public Dictionary<string, double>? Evaluate() => _eval.Count == 0 ? null : Evaluate(_eval);
+
+    /// <summary>Loss and metrics averaged over <paramref name="batches"/> (by weight), with tokens/s; no gradients.</summary>
+    public Dictionary<string, double> Evaluate(IReadOnlyList<DpoBatch> batches)
+    {
+        var clock = Stopwatch.StartNew();
+        double loss = 0, weight = 0;
+        long tokens = 0;
+        var sums = new Dictionary<string, double>();
+        using (Autograd.NoGrad())
+            foreach (var b in batches)
+            {
+                using var scope = TensorScope.Begin();
+                var r = Score(b);
+                loss += r.LossSum.Item();
+                weight += b.Weight;
+                tokens += r.Tokens;
+                foreach (var (k, v) in r.MetricSums) sums[k] = sums.GetValueOrDefault(k) + v;
+            }
+        var m = new Dictionary<string, double> { ["loss"] = weight > 0 ? loss / weight : 0 };
+        foreach (var (k, v) in sums) m[k] = weight > 0 ? v / weight : 0;
+        m["tokens_per_s"] = clock.Elapsed.TotalSeconds > 0 ? tokens / clock.Elapsed.TotalSeconds : 0;
+        return m;
+    }
+
+    /// <summary>One batch: policy log-probabilities (one forward pass), the loss per unit, Σ weight·loss and the metric sums.</summary>
+    public MicroBatchResult Score(DpoBatch batch)
+    {
+        var answers = AnswerScoring.Compute(_policy, batch);
+        // ipo, simpo and orpo read per-token means; the others sums over the answer.
+        bool mean = _loss is DpoLossType.Ipo or DpoLossType.Simpo or DpoLossType.Orpo;
+        var logps = mean ? answers.Means() : answers.Sums;
+        Tensor? refLogps = null;
+        if (_reference != null)
+        {
+            var sums = _reference.For(batch);
+            refLogps = Tensor.FromArray(mean ? sums.Select((s, i) => s / Math.Max(1, answers.Tokens[i])).ToArray() : sums, sums.Length);
+        }
+
+        Tensor losses;
+        float[] rowRewards;
+        IReadOnlyDictionary<string, float[]>? extra = null;
+        if (_loss == DpoLossType.PlackettLuce)
+        {
+            var pl = DpoLosses.PlackettLuce(logps, refLogps, batch.Units.Select(u => u.Groups).ToArray(), _options.Beta);
+            (losses, rowRewards) = (pl.Losses, pl.RowRewards);
+        }
+        else
+        {
+            var (c, r) = batch.PairRows();
+            var lp = new PairLogProbs(Ops.IndexSelect(logps, c), Ops.IndexSelect(logps, r),
+                refLogps is null ? null : Ops.IndexSelect(refLogps, c), refLogps is null ? null : Ops.IndexSelect(refLogps, r));
+            var pair = PairwiseLoss(lp);
+            (losses, extra) = (pair.Losses, pair.Extra);
+            rowRewards = new float[batch.Rows];
+            for (int i = 0; i < c.Length; i++) { rowRewards[c[i]] = pair.ChosenRewards[i]; rowRewards[r[i]] = pair.RejectedRewards[i]; }
+        }
+
+        var weights = batch.Units.Select(u => u.Weight).ToArray();
+        var lossSum = Ops.Sum(Ops.Mul(losses, Tensor.FromArray(weights, weights.Length)));
+        var metrics = DpoMetrics.Sums(batch.Units, rowRewards, logps.Span, answers);
+        if (extra != null)
+            foreach (var (name, values) in extra)
+                metrics[name] = values.Select((x, i) => (double)weights[i] * x).Sum();
+        return new MicroBatchResult(lossSum, metrics, batch.Tokens);
+    }
+
+    private PairLoss PairwiseLoss(PairLogProbs lp) => _loss switch
+    {
+        DpoLossType.Sigmoid => DpoLosses.Sigmoid(lp, _options.Beta, _options.LabelSmoothing),
+        DpoLossType.Ipo => DpoLosses.Ipo(lp, _options.Beta),
+        DpoLossType.Hinge => DpoLosses.Hinge(lp, _options.Beta),
+        DpoLossType.Simpo => DpoLosses.Simpo(lp, _options.Beta, _options.SimpoGamma, _options.LabelSmoothing),
+        DpoLossType.Orpo => DpoLosses.Orpo(lp, _options.OrpoLambda),
+        _ => throw new InvalidOperationException($"{_loss} is not a pairwise loss."),
+    };
+
+    public void SaveModel(string dir)
+    {
+        ModelIO.Save(_policy, dir, _options.SaveDtype == "bf16" ? SafetensorsDtype.BF16 : SafetensorsDtype.F32);
+        Pretrained.CopyTokenizerFiles(_options.Policy!, dir);
+    }
+
+    public void LoadModel(string dir)
+    {
+        var saved = ModelIO.Load(dir);
+        foreach (var (name, p) in _policy.NamedParameters) saved.Parameter(name).Span.CopyTo(p.Span);
+    }
+}

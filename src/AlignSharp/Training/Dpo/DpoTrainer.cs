@@ -1,0 +1,105 @@
+using AlignSharp.Engine.Kernels;
+using AlignSharp.Models;
+using AlignSharp.Text;
+using AlignSharp.Training.Data;
+using AlignSharp.Training.Runs;
+
+namespace AlignSharp.Training.Dpo;
+
+/// <summary>
+/// <c>alignsharp dpo</c>:
+/// 1. load the policy (and its tokenizer) and the preference data; hold out the eval part;
+/// 2. tokenize (exact prompt/answer boundary, EOS) and cut into fixed micro-batches (pairs, or whole rankings);
+/// 3. get the reference log-probabilities: precomputed once (cached in DIR/reference_logps.bin) or on the fly from
+///    a frozen copy; none for the reference-free losses;
+/// 4. run the shared <see cref="TrainingLoop"/> (accumulation, clipping, logging, eval, checkpoints, resume).
+/// </summary>
+public static class DpoTrainer
+{
+    public static Dictionary<string, object?> Train(DpoOptions options, TextWriter? log = null)
+    {
+        options.Validate();
+        log ??= Console.Error;
+        if (options.Threads > 0) ParallelFor.Threads = options.Threads;
+        var policy = Pretrained.Load(options.Policy!);
+        var (train, eval) = LoadBatches(options, policy, log);
+        if (train.Count == 0) throw new UserInputException($"{options.Data}: no usable preference pairs to train on.");
+
+        ReferenceLogProbs? reference = null;
+        if (options.UsesReference)
+        {
+            var run = new RunDirectory(options.Out!);
+            if (options.PrecomputeReference)
+            {
+                // Before training starts (and before a resume loads its checkpoint), the policy holds the reference weights.
+                var model = options.Reference != null ? LoadReference(options, policy.Model) : policy.Model;
+                reference = ReferenceLogProbs.Precompute(model, [.. train, .. eval], Path.Combine(run.Path, ReferenceLogProbs.CacheFileName), log.WriteLine);
+            }
+            else
+            {
+                reference = ReferenceLogProbs.OnTheFly(LoadReference(options, policy.Model));
+            }
+        }
+        var task = new DpoTask(options, policy.Model, reference, train, eval);
+        return new TrainingLoop(options, task, "dpo").Run();
+    }
+
+    /// <summary>
+    /// <c>--eval-only</c>: loss and metrics (averaged by weight, as in training's eval) on --data or --eval-data; no
+    /// run directory, nothing written. The reference is --reference, else the policy itself (so rewards are 0).
+    /// </summary>
+    public static Dictionary<string, double> EvaluateOnly(DpoOptions options, TextWriter? log = null)
+    {
+        options.Validate();
+        log ??= Console.Error;
+        if (options.Threads > 0) ParallelFor.Threads = options.Threads;
+        var policy = Pretrained.Load(options.Policy!);
+        string file = options.EvalData ?? options.Data!;
+        var batches = Batches(options, policy, file, log, split: false).Train;
+        if (batches.Count == 0) throw new UserInputException($"{file}: no usable preference pairs to evaluate.");
+        ReferenceLogProbs? reference = null;
+        if (options.UsesReference)
+            reference = ReferenceLogProbs.OnTheFly(options.Reference != null ? LoadReference(options, policy.Model) : policy.Model);
+        return new DpoTask(options, policy.Model, reference, [], []).Evaluate(batches);
+    }
+
+    private static (IReadOnlyList<DpoBatch> Train, IReadOnlyList<DpoBatch> Eval) LoadBatches(DpoOptions options, Pretrained policy, TextWriter log)
+    {
+        var (train, eval) = Batches(options, policy, options.Data!, log, split: options.EvalSplit > 0);
+        if (options.EvalData != null) eval = Batches(options, policy, options.EvalData, log, split: false).Train;
+        return (train, eval);
+    }
+
+    /// <summary>The batches of one file, split into train and eval parts by --eval-split when <paramref name="split"/>.</summary>
+    private static (IReadOnlyList<DpoBatch> Train, IReadOnlyList<DpoBatch> Eval) Batches(DpoOptions options, Pretrained policy, string file, TextWriter log, bool split)
+    {
+        var tokenizer = policy.RequireTokenizer("tokenizing preference data");
+        var template = ChatTemplate.Get(options.ChatTemplate);
+        var load = new DataLoadOptions { ExpectedKind = DatasetKind.Preference, SkipBadRecords = options.SkipBadRecords };
+        int pad = TokenSequences.PadId(tokenizer);
+        void Warn(string w) => log.WriteLine($"dpo: {file}: {w}");
+        if (options.Loss == DpoLossType.PlackettLuce)
+        {
+            var records = DatasetLoader.LoadRankingGroups([file], load);
+            if (records.Warning is { } w) Warn(w);
+            var (tr, ev) = split ? TrainEvalSplit.Split(records.Records, options.EvalSplit, options.Seed) : (records.Records, Array.Empty<RankingRecord>());
+            return (DpoData.RankingBatches(DpoData.EncodeRankings(tr, tokenizer, template, options, Warn), options.BatchSize, options.Seed, pad),
+                    DpoData.RankingBatches(DpoData.EncodeRankings(ev, tokenizer, template, options, Warn), options.BatchSize, options.Seed, pad));
+        }
+        var pairs = DatasetLoader.LoadPreferences([file], load);
+        if (pairs.Warning is { } pw) Warn(pw);
+        var (trainPairs, evalPairs) = split ? TrainEvalSplit.SplitPreferences(pairs.Records, options.EvalSplit, options.Seed) : (pairs.Records, Array.Empty<PreferencePair>());
+        return (DpoData.PairBatches(DpoData.EncodePairs(trainPairs, tokenizer, template, options, Warn), options.BatchSize, options.Seed, pad),
+                DpoData.PairBatches(DpoData.EncodePairs(evalPairs, tokenizer, template, options, Warn), options.BatchSize, options.Seed, pad));
+    }
+
+    private static TransformerModel LoadReference(DpoOptions options, TransformerModel policy)
+    {
+        string dir = options.Reference ?? options.Policy!;
+        if (!Directory.Exists(dir)) throw new UserInputException($"--reference: model directory '{dir}' does not exist.");
+        var reference = ModelIO.Load(dir);
+        if (reference.Config.VocabSize != policy.Config.VocabSize)
+            throw new UserInputException($"--reference: {dir} has a vocabulary of {reference.Config.VocabSize} tokens but the policy has {policy.Config.VocabSize}; the reference must share the policy's tokenizer.");
+        return reference;
+    }
+}

@@ -1,0 +1,93 @@
+namespace AlignSharp.Training.Rl;
+
+/// <summary>
+/// Advantage estimators over ragged sequences (one array per completion, one entry per completion token).
+/// </summary>
+public static class Advantages
+{
+    /// <summary>
+    /// Generalised advantage estimation (Schulman et al. 2016, eq. 16), per sequence, with V = 0 after the last token:
+    /// δ_t = r_t + γ·V_{t+1} − V_t;  A_t = δ_t + γλ·A_{t+1};  returns R_t = A_t + V_t (the value model's targets).
+    /// </summary>
+    public static (float[] Advantages, float[] Returns) Gae(ReadOnlySpan<float> rewards, ReadOnlySpan<float> values, float gamma, float lambda)
+    {
+        if (rewards.Length != values.Length) throw new ArgumentException($"{rewards.Length} rewards for {values.Length} values.");
+        int n = rewards.Length;
+        var adv = new float[n];
+        var ret = new float[n];
+        double next = 0, nextValue = 0;
+        for (int t = n - 1; t >= 0; t--)
+        {
+            double delta = rewards[t] + gamma * nextValue - values[t];
+            next = delta + gamma * lambda * next;
+            adv[t] = (float)next;
+            ret[t] = (float)(next + values[t]);
+            nextValue = values[t];
+        }
+        return (adv, ret);
+    }
+
+    /// <summary>
+    /// Whitening over every token of every sequence, in place: (x − mean) / √(var + 1e-8), with the unbiased variance
+    /// (as TRL's masked_whiten). Without <paramref name="shiftMean"/> the mean is added back (used for rewards).
+    /// Fewer than two values are left unchanged.
+    /// </summary>
+    public static void Whiten(IReadOnlyList<float[]> sequences, bool shiftMean = true)
+    {
+        long n = 0;
+        double sum = 0;
+        foreach (var s in sequences) { n += s.Length; foreach (var x in s) sum += x; }
+        if (n < 2) return;
+        double mean = sum / n, sq = 0;
+        foreach (var s in sequences) foreach (var x in s) sq += (x - mean) * (x - mean);
+        double inv = 1 / Math.Sqrt(sq / (n - 1) + 1e-8);
+        foreach (var s in sequences)
+            for (int i = 0; i < s.Length; i++)
+                s[i] = (float)((s[i] - mean) * inv + (shiftMean ? 0 : mean));
+    }
+
+    /// <summary>
+    /// GRPO's group-relative advantage (Shao et al. 2024, DeepSeekMath §4.1.2): scores in consecutive groups of
+    /// <paramref name="groupSize"/>, A_i = (r_i − mean_group) / (std_group + ε), std unbiased as in TRL.
+    /// </summary>
+    public static float[] GroupRelative(ReadOnlySpan<float> scores, int groupSize, float epsilon = 1e-4f)
+    {
+        CheckGroups(scores.Length, groupSize);
+        var adv = new float[scores.Length];
+        for (int g = 0; g < scores.Length; g += groupSize)
+        {
+            var group = scores.Slice(g, groupSize);
+            double mean = 0;
+            foreach (var r in group) mean += r;
+            mean /= groupSize;
+            double sq = 0;
+            foreach (var r in group) sq += (r - mean) * (r - mean);
+            double std = groupSize > 1 ? Math.Sqrt(sq / (groupSize - 1)) : 0;
+            for (int i = 0; i < groupSize; i++) adv[g + i] = (float)((group[i] - mean) / (std + epsilon));
+        }
+        return adv;
+    }
+
+    /// <summary>
+    /// RLOO's leave-one-out baseline (Ahmadian et al. 2024, eq. 6): A_i = r_i − (1/(k−1))·Σ_{j≠i} r_j, over consecutive
+    /// groups of k completions of the same prompt.
+    /// </summary>
+    public static float[] LeaveOneOut(ReadOnlySpan<float> rewards, int k)
+    {
+        CheckGroups(rewards.Length, k);
+        if (k < 2) throw new ArgumentException("RLOO needs at least 2 completions per prompt.");
+        var adv = new float[rewards.Length];
+        for (int g = 0; g < rewards.Length; g += k)
+        {
+            double sum = 0;
+            for (int i = 0; i < k; i++) sum += rewards[g + i];
+            for (int i = 0; i < k; i++) adv[g + i] = (float)(rewards[g + i] - (sum - rewards[g + i]) / (k - 1));
+        }
+        return adv;
+    }
+
+    private static void CheckGroups(int count, int groupSize)
+    {
+        if (groupSize < 1 || count % groupSize != 0) throw new ArgumentException($"{count} scores do not split into groups of {groupSize}.");
+    }
+}

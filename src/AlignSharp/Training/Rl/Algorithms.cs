@@ -1,0 +1,239 @@
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Text;
+using AlignSharp.Training.Data;
+
+namespace AlignSharp.Training.Rl;
+
+/// <summary>Where an update stands: the rollout step, the global micro-batch number, the current β, and the share of the
+/// optimizer step that one micro-batch carries (1 / gradient accumulation steps).</summary>
+public readonly record struct UpdateContext(int Step, long MicroBatch, double Beta, float Share);
+
+/// <summary>What distinguishes PPO, GRPO and RLOO: the advantages of a rollout batch and the loss of a micro-batch.</summary>
+public abstract class RlAlgorithm(RlOptions options)
+{
+    public RlOptions Options => options;
+
+    /// <summary>The trainer's name: ppo, grpo or rloo.</summary>
+    public abstract string Name { get; }
+
+    /// <summary>True when the KL penalty is part of the reward (so that β·KL shows in objective/non_score_reward).</summary>
+    public abstract bool KlInReward { get; }
+
+    /// <summary>Fills <see cref="RolloutBatch.Advantages"/> (and the returns, for PPO) from scores, KL and values.</summary>
+    public abstract void ComputeAdvantages(RolloutBatch batch, double beta);
+
+    /// <summary>The loss of the micro-batch <paramref name="rows"/>, already scaled by its share, with its metrics (unscaled means).</summary>
+    public abstract (Tensor Loss, Dictionary<string, double> Metrics) Loss(RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, UpdateContext context);
+
+    /// <summary>The policy's forward pass on a micro-batch and the clipped surrogate with its metrics.</summary>
+    protected (Tensor Loss, Tensor Logits, Tensor LogProbs, SequenceForward.Packed Packed, Dictionary<string, double> Metrics) PolicyTerm(
+        RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, float[] weights, float share)
+    {
+        var packed = SequenceForward.Pack(batch, rows);
+        var logits = SequenceForward.Logits(models.Policy, packed, options.Temperature);
+        var (logp, entropy) = Ops.TokenLogProbs(logits, packed.Targets);
+        var (loss, m) = RlLosses.ClippedSurrogate(logp, SequenceForward.Concat(batch.LogProbs, rows), SequenceForward.Concat(batch.Advantages, rows), options.ClipRange, weights);
+        if (options.EntropyCoef > 0) loss = Ops.Add(loss, RlLosses.EntropyBonus(entropy, options.EntropyCoef, weights).Loss);
+        var metrics = new Dictionary<string, double>
+        {
+            ["loss/policy_avg"] = loss.Item() / share,
+            ["policy/approxkl_avg"] = m.ApproxKl,
+            ["policy/clipfrac_avg"] = m.ClipFraction,
+            ["policy/entropy_avg"] = WeightedMean(entropy.Span, weights),
+            ["val/ratio"] = m.RatioMean,
+            ["val/ratio_var"] = m.RatioVariance,
+        };
+        return (loss, logits, logp, packed, metrics);
+    }
+
+    protected static double WeightedMean(ReadOnlySpan<float> x, ReadOnlySpan<float> w)
+    {
+        double s = 0, ws = 0;
+        for (int i = 0; i < x.Length; i++) { s += w[i] * x[i]; ws += w[i]; }
+        return ws > 0 ? s / ws : 0;
+    }
+}
+
+/// <summary>
+/// PPO with a value model (Ziegler et al. 2019; TRL's PPOTrainer): per-token rewards −β·KL_t plus the score at the last
+/// completion token, GAE, whitened advantages, clipped surrogate + vf_coef × clipped value loss, optional entropy bonus
+/// and PPO-ptx.
+/// </summary>
+public sealed class Ppo(PpoOptions options, PtxData? ptx = null) : RlAlgorithm(options)
+{
+    public override string Name => "ppo";
+    public override bool KlInReward => true;
+
+    /// <summary>r_t = −β·KL_t, plus the score at the completion's last token (its EOS when it has one; never padding:
+    /// completions are stored unpadded). Then GAE(γ, λ) with the rollout values, and whitened advantages.</summary>
+    public override void ComputeAdvantages(RolloutBatch batch, double beta)
+    {
+        var values = batch.Values ?? throw new InvalidOperationException("PPO needs the value model's values in the rollout.");
+        var rewards = PerTokenRewards(batch.Kl, batch.Scores, beta);
+        if (options.WhitenRewards) Advantages.Whiten(rewards, shiftMean: false);
+        batch.Advantages = new float[batch.Count][];
+        batch.Returns = new float[batch.Count][];
+        for (int i = 0; i < batch.Count; i++)
+            (batch.Advantages[i], batch.Returns[i]) = Advantages.Gae(rewards[i], values[i], options.Gamma, options.Lam);
+        Advantages.Whiten(batch.Advantages);
+    }
+
+    /// <summary>r_t = −β·KL_t at every completion token, plus the score at the last one.</summary>
+    public static float[][] PerTokenRewards(float[][] kl, float[] scores, double beta)
+    {
+        var rewards = new float[kl.Length][];
+        for (int i = 0; i < kl.Length; i++)
+        {
+            rewards[i] = kl[i].Select(k => (float)(-beta * k)).ToArray();
+            if (rewards[i].Length > 0) rewards[i][^1] += scores[i];
+        }
+        return rewards;
+    }
+
+    public override (Tensor Loss, Dictionary<string, double> Metrics) Loss(RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, UpdateContext context)
+    {
+        var lengths = rows.Select(r => batch.CompletionIds[r].Length).ToArray();
+        var weights = RlLosses.TokenMeanWeights(lengths, context.Share);
+        var (loss, _, _, packed, metrics) = PolicyTerm(models, batch, rows, weights, context.Share);
+        var values = SequenceForward.Values(models.Value ?? throw new InvalidOperationException("PPO needs a value model."), packed);
+        var (valueLoss, valueClip) = RlLosses.ClippedValue(values, SequenceForward.Concat(batch.Values!, rows), SequenceForward.Concat(batch.Returns!, rows), options.ClipRangeValue, weights);
+        loss = Ops.Add(loss, Ops.MulScalar(valueLoss, options.VfCoef));
+        metrics["loss/value_avg"] = valueLoss.Item() / context.Share;
+        metrics["val/clipfrac_avg"] = valueClip;
+        if (ptx != null)
+        {
+            var lm = ptx.Loss(models.Policy, context.MicroBatch);
+            loss = Ops.Add(loss, Ops.MulScalar(lm, options.PtxCoef * context.Share));
+            metrics["loss/ptx_avg"] = lm.Item();
+        }
+        return (loss, metrics);
+    }
+}
+
+/// <summary>
+/// The critic-free family: GRPO (Shao et al. 2024) and RLOO (Ahmadian et al. 2024). Both broadcast one advantage per
+/// completion to its tokens and minimise the clipped surrogate averaged per completion then over completions
+/// (DeepSeekMath eq. 3), plus β × the KL estimator when the KL is in the loss.
+/// </summary>
+public abstract class CriticFree(RlOptions options) : RlAlgorithm(options)
+{
+    /// <summary>One advantage per completion.</summary>
+    protected abstract float[] SequenceAdvantages(RolloutBatch batch, double beta);
+
+    public override void ComputeAdvantages(RolloutBatch batch, double beta)
+    {
+        var adv = SequenceAdvantages(batch, beta);
+        batch.Advantages = batch.CompletionIds.Select((c, i) => Enumerable.Repeat(adv[i], c.Length).ToArray()).ToArray();
+    }
+
+    public override (Tensor Loss, Dictionary<string, double> Metrics) Loss(RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, UpdateContext context)
+    {
+        var lengths = rows.Select(r => batch.CompletionIds[r].Length).ToArray();
+        var weights = RlLosses.SequenceMeanWeights(lengths, context.Share);
+        var (loss, logits, logp, packed, metrics) = PolicyTerm(models, batch, rows, weights, context.Share);
+        if (!KlInReward && context.Beta > 0)
+        {
+            var (klLoss, meanKl) = Options.Estimator == KlEstimator.Full
+                ? RlLosses.FullKlPenalty(logits, ReferenceLogProbs(models, packed), (float)context.Beta, weights)
+                : RlLosses.KlPenalty(logp, SequenceForward.Concat(batch.RefLogProbs, rows), Options.Estimator, (float)context.Beta, weights);
+            loss = Ops.Add(loss, klLoss);
+            metrics["loss/kl_avg"] = meanKl;
+        }
+        return (loss, metrics);
+    }
+
+    /// <summary>The reference's log-softmax at the completion positions, without gradient (for the full KL in the loss). → [N, V]</summary>
+    private Tensor ReferenceLogProbs(RlModels models, SequenceForward.Packed packed)
+    {
+        using var noGrad = Autograd.NoGrad();
+        return Ops.LogSoftmax(SequenceForward.Logits(models.Reference, packed, Options.Temperature));
+    }
+}
+
+/// <summary>GRPO: advantage (r − mean_group) / (std_group + 1e-4); KL to the reference in the loss (k3 by default).</summary>
+public sealed class Grpo(GrpoOptions options) : CriticFree(options)
+{
+    public override string Name => "grpo";
+    public override bool KlInReward => false;
+
+    protected override float[] SequenceAdvantages(RolloutBatch batch, double beta) => Advantages.GroupRelative(batch.Scores, options.NumGenerations);
+}
+
+/// <summary>RLOO: reward r_i = score_i − β·Σ_t KL_t (KL in the reward, default) or the score (KL in the loss); advantage
+/// r_i − mean of the other k − 1 rewards of the prompt; optionally whitened.</summary>
+public sealed class Rloo(RlooOptions options) : CriticFree(options)
+{
+    public override string Name => "rloo";
+    public override bool KlInReward => options.KlInReward;
+
+    protected override float[] SequenceAdvantages(RolloutBatch batch, double beta)
+    {
+        var kl = batch.SequenceKl();
+        var rewards = batch.Scores.Select((s, i) => KlInReward ? (float)(s - beta * kl[i]) : s).ToArray();
+        var adv = Advantages.LeaveOneOut(rewards, options.RlooK);
+        if (options.NormalizeAdvantage) { var wrapped = new[] { adv }; Advantages.Whiten(wrapped); }
+        return adv;
+    }
+}
+
+/// <summary>
+/// PPO-ptx's data (Ouyang et al. 2022, eq. 2): SFT examples whose language-model loss (completion tokens) is added with
+/// coefficient γ_ptx. Micro-batch m takes rows in a seeded order per pass, so a resumed run sees the same data.
+/// </summary>
+public sealed class PtxData
+{
+    private readonly IReadOnlyList<SftSequence> _rows;
+    private readonly int _batchSize, _seed, _padId;
+
+    public PtxData(IReadOnlyList<SftSequence> rows, int batchSize, int seed, int padId)
+    {
+        if (rows.Count == 0) throw new UserInputException("--ptx-data has no usable examples.");
+        _rows = rows; _batchSize = batchSize; _seed = seed; _padId = padId;
+    }
+
+    public static PtxData Load(string path, ITokenizer tokenizer, ChatTemplate template, int maxLength, int batchSize, int seed, bool skipBadRecords)
+    {
+        var examples = DatasetLoader.LoadSft(path, new DataLoadOptions { SkipBadRecords = skipBadRecords });
+        var encoded = SftEncoder.Encode(examples.Records, tokenizer, template, new SftEncodingOptions
+        {
+            Truncation = new TruncationOptions { MaxLength = maxLength, Overlong = OverlongRecords.Truncate },
+            SkipBadRecords = skipBadRecords,
+        });
+        return new PtxData(encoded.Records, batchSize, seed, TokenSequences.PadId(tokenizer));
+    }
+
+    private int[] _order = [];
+    private int _orderPass = -1;
+
+    /// <summary>The seeded order of the rows in pass <paramref name="pass"/> over them.</summary>
+    private int[] OrderOfPass(int pass)
+    {
+        if (pass != _orderPass)
+        {
+            _order = Enumerable.Range(0, _rows.Count).ToArray();
+            new Random(Runs.TrainingLoop.HashSeed(_seed, pass + 7_000_001)).Shuffle(_order);
+            _orderPass = pass;
+        }
+        return _order;
+    }
+
+    /// <summary>Mean next-token cross entropy over the completion tokens of micro-batch <paramref name="microBatch"/>. → []</summary>
+    public Tensor Loss(TransformerModel policy, long microBatch)
+    {
+        int n = _rows.Count;
+        var rows = new SftSequence[Math.Min(_batchSize, n)];
+        for (int i = 0; i < rows.Length; i++)
+        {
+            long k = microBatch * rows.Length + i;
+            rows[i] = _rows[OrderOfPass((int)(k / n))[(int)(k % n)]];
+        }
+        var batch = SftBatch.Create(rows, _padId);
+        int b = batch.BatchSize, t = batch.SeqLen;
+        var targets = new int[b * t];
+        for (int r = 0; r < b; r++)
+            for (int j = 0; j < t; j++) targets[r * t + j] = j + 1 < t ? batch.Labels[r * t + j + 1] : SftSequence.IgnoreIndex;
+        var logits = policy.Forward(batch.InputIds, b, t, keyMask: batch.AttentionMask);
+        return Ops.CrossEntropy(Ops.Reshape(logits, b * t, -1), targets);
+    }
+}

@@ -1,0 +1,200 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using AlignSharp.Training.Data;
+using AlignSharp.Training.Rewards;
+
+namespace AlignSharp.Training.Rl;
+
+/// <summary>
+/// What a reward source scores: for each completion, its prompt (as given in the data), the prompt text the policy
+/// saw (after the chat template), and the completion text (special tokens removed).
+/// </summary>
+public sealed record RewardInputs(IReadOnlyList<ChatContent> Prompts, IReadOnlyList<string> PromptTexts, IReadOnlyList<string> Completions)
+{
+    public int Count => Completions.Count;
+}
+
+/// <summary>One source of scores; it returns one number per completion.</summary>
+public interface IRewardSource
+{
+    /// <summary>Used in metric names (<c>objective/scores/NAME</c>) and error messages.</summary>
+    string Name { get; }
+
+    float[] Score(RewardInputs inputs);
+}
+
+/// <summary>A reward-model directory: each (prompt, completion) encoded as the reward-model trainer encoded them, scored,
+/// then normalised with the mean and standard deviation stored in <c>reward_model.json</c> (when present and asked for).</summary>
+public sealed class RewardModelSource(RewardModel model, bool normalize = true, int batchSize = 8) : IRewardSource
+{
+    public string Name { get; init; } = "reward_model";
+    public RewardModel Model => model;
+
+    public float[] Score(RewardInputs inputs)
+    {
+        var sequences = new int[inputs.Count][];
+        for (int i = 0; i < inputs.Count; i++) sequences[i] = model.Encode(inputs.Prompts[i], inputs.Completions[i]);
+        var scores = model.ScoreSequences(sequences, batchSize);
+        if (normalize) for (int i = 0; i < scores.Length; i++) scores[i] = model.Normalize(scores[i]);
+        return scores;
+    }
+}
+
+/// <summary>A C# function of (prompt texts, completion texts) → one reward each: the library API's reward.</summary>
+public sealed class FunctionRewardSource(string name, Func<IReadOnlyList<string>, IReadOnlyList<string>, float[]> function) : IRewardSource
+{
+    public string Name => name;
+
+    public float[] Score(RewardInputs inputs)
+    {
+        var scores = function(inputs.PromptTexts, inputs.Completions)
+            ?? throw new InvalidOperationException($"Reward function '{name}' returned null.");
+        if (scores.Length != inputs.Count)
+            throw new InvalidOperationException($"Reward function '{name}' returned {scores.Length} rewards for {inputs.Count} completions.");
+        return scores;
+    }
+}
+
+/// <summary>How the HTTP reward client waits and retries.</summary>
+public sealed record HttpRewardOptions
+{
+    /// <summary>Seconds to wait for one answer (default 60).</summary>
+    public double TimeoutSeconds { get; init; } = 60;
+
+    /// <summary>Further attempts after a timeout, a connection failure or an HTTP 5xx/429 (default 3).</summary>
+    public int MaxRetries { get; init; } = 3;
+
+    /// <summary>Wait before the first retry, doubled before each next one (default 1 s).</summary>
+    public double BackoffSeconds { get; init; } = 1;
+
+    public void Validate()
+    {
+        if (!(TimeoutSeconds > 0)) throw new UserInputException("--reward-timeout must be > 0 seconds.");
+        if (MaxRetries < 0) throw new UserInputException("--reward-retries must be ≥ 0.");
+        if (!(BackoffSeconds >= 0)) throw new UserInputException("--reward-backoff must be ≥ 0 seconds.");
+    }
+}
+
+/// <summary>
+/// A reward endpoint: POST <c>{"prompts": [...], "completions": [...]}</c> (JSON, UTF-8), answer <c>{"rewards": [...]}</c>
+/// with one number per completion. Timeouts, connection failures and HTTP 5xx/429 are retried with exponential backoff;
+/// an answer of the wrong shape (not JSON, no "rewards", wrong count, a non-number) or an HTTP 4xx is an error at once.
+/// </summary>
+public sealed class HttpRewardSource : IRewardSource, IDisposable
+{
+    private readonly HttpClient _client;
+    private readonly Uri _url;
+    private readonly HttpRewardOptions _options;
+
+    public HttpRewardSource(string url, HttpRewardOptions? options = null)
+    {
+        _options = options ?? new HttpRewardOptions();
+        _options.Validate();
+        if (!Uri.TryCreate(url, UriKind.Absolute, out var u) || (u.Scheme != "http" && u.Scheme != "https"))
+            throw new UserInputException($"--reward-url '{url}' is not an http:// or https:// URL.");
+        _url = u;
+        _client = new HttpClient { Timeout = TimeSpan.FromSeconds(_options.TimeoutSeconds) };
+    }
+
+    public string Name { get; init; } = "reward_url";
+
+    public float[] Score(RewardInputs inputs)
+    {
+        var body = JsonSerializer.Serialize(new Dictionary<string, IReadOnlyList<string>> { ["prompts"] = inputs.PromptTexts, ["completions"] = inputs.Completions });
+        string? lastError = null;
+        for (int attempt = 0; attempt <= _options.MaxRetries; attempt++)
+        {
+            if (attempt > 0) Thread.Sleep(TimeSpan.FromSeconds(_options.BackoffSeconds * Math.Pow(2, attempt - 1)));
+            string answer;
+            try
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, _url) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+                using var response = _client.Send(request);
+                answer = new StreamReader(response.Content.ReadAsStream(), Encoding.UTF8).ReadToEnd();
+                if ((int)response.StatusCode >= 500 || response.StatusCode == HttpStatusCode.TooManyRequests)
+                {
+                    lastError = $"HTTP {(int)response.StatusCode} {Snippet(answer)}";
+                    continue;
+                }
+                if (!response.IsSuccessStatusCode)
+                    throw new UserInputException($"--reward-url {_url}: HTTP {(int)response.StatusCode} {Snippet(answer)}");
+            }
+            catch (Exception e) when (e is TaskCanceledException or TimeoutException)
+            {
+                lastError = $"no answer within {_options.TimeoutSeconds:G} s";
+                continue;
+            }
+            catch (HttpRequestException e)
+            {
+                lastError = e.Message;
+                continue;
+            }
+            return Parse(answer, inputs.Count);
+        }
+        throw new UserInputException($"--reward-url {_url}: gave up after {_options.MaxRetries + 1} attempts; last: {lastError}. " +
+            "Check that the server is up, or raise --reward-timeout / --reward-retries.");
+    }
+
+    private float[] Parse(string answer, int expected)
+    {
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(answer); }
+        catch (JsonException e) { throw Bad($"the answer is not JSON ({e.Message}): {Snippet(answer)}"); }
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("rewards", out var rewards))
+                throw Bad($"the answer has no \"rewards\" field: {Snippet(answer)}");
+            if (rewards.ValueKind != JsonValueKind.Array) throw Bad($"\"rewards\" is a {rewards.ValueKind.ToString().ToLowerInvariant()}, not a list of numbers.");
+            int n = rewards.GetArrayLength();
+            if (n != expected) throw Bad($"the answer has {n} rewards for {expected} completions (one number per completion, in order).");
+            var result = new float[n];
+            int i = 0;
+            foreach (var r in rewards.EnumerateArray())
+            {
+                if (r.ValueKind != JsonValueKind.Number) throw Bad($"rewards[{i}] is {(r.ValueKind == JsonValueKind.String ? $"the string \"{r.GetString()}\"" : r.ValueKind.ToString().ToLowerInvariant())}, not a number.");
+                result[i++] = (float)r.GetDouble();
+            }
+            return result;
+        }
+    }
+
+    private UserInputException Bad(string problem) => new($"--reward-url {_url}: {problem}");
+
+    private static string Snippet(string s) => s.Length <= 200 ? s : s[..200] + "…";
+
+    public void Dispose() => _client.Dispose();
+}
+
+/// <summary>
+/// The score of a completion: Σ_i weight_i · source_i, each source's raw scores kept for metrics.
+/// </summary>
+public sealed class RewardFunction
+{
+    public IReadOnlyList<(IRewardSource Source, double Weight)> Sources { get; }
+
+    public RewardFunction(IEnumerable<(IRewardSource Source, double Weight)> sources)
+    {
+        Sources = sources.ToArray();
+        if (Sources.Count == 0) throw new UserInputException("No reward source: give --reward-model DIR and/or --reward-url URL (or a reward function in the library API).");
+        foreach (var (s, w) in Sources)
+            if (!double.IsFinite(w)) throw new UserInputException($"The weight of reward '{s.Name}' must be a finite number.");
+        if (Sources.Select(s => s.Source.Name).Distinct().Count() != Sources.Count)
+            throw new UserInputException("Two reward sources have the same name; give each its own.");
+    }
+
+    public RewardFunction(IRewardSource source) : this([(source, 1.0)]) { }
+
+    public (float[] Total, IReadOnlyDictionary<string, float[]> Parts) Score(RewardInputs inputs)
+    {
+        var total = new double[inputs.Count];
+        var parts = new Dictionary<string, float[]>();
+        foreach (var (source, weight) in Sources)
+        {
+            var s = source.Score(inputs);
+            parts[source.Name] = s;
+            for (int i = 0; i < total.Length; i++) total[i] += weight * s[i];
+        }
+        return (total.Select(x => (float)x).ToArray(), parts);
+    }
+}

@@ -1,0 +1,235 @@
+using AlignSharp.Training.Runs;
+
+namespace AlignSharp.Training.Rl;
+
+/// <summary>
+/// Options shared by PPO, GRPO and RLOO. One rollout step samples <see cref="SequencesPerStep"/> completions
+/// (BatchSize × GradientAccumulationSteps × NumMiniBatches, as TRL counts them), scores them, then runs
+/// NumPpoEpochs passes over them in NumMiniBatches shuffled minibatches, one optimizer step per minibatch, each made of
+/// GradientAccumulationSteps micro-batches of BatchSize completions. --max-steps counts rollout steps; metrics.jsonl gets
+/// one line per rollout step. Defaults follow Hugging Face TRL's configs.
+/// </summary>
+public abstract record RlOptions : TrainerOptions
+{
+    protected RlOptions()
+    {
+        LoggingSteps = 1;
+        LearningRate = 3e-6f;
+    }
+
+    [Option("Policy to train (an SFT checkpoint directory with tokenizer.json); its frozen copy is the KL reference.")]
+    public string? Policy { get; init; }
+
+    [Option("Prompts file (JSONL or JSON array): {\"prompt\": text or messages} records, or the prompts of SFT/preference records.")]
+    public string? Prompts { get; init; }
+
+    [Option("Skip and count bad prompt records instead of stopping at the first one.")]
+    public bool SkipBadRecords { get; init; }
+
+    [Option("Chat template for conversational prompts: chatml, llama3 or plain (text prompts are used verbatim).")]
+    public string ChatTemplate { get; init; } = "plain";
+
+    [Option("Longest prompt in tokens; longer prompts keep their end.")]
+    public int MaxPromptLength { get; init; } = 512;
+
+    [Option("Reward-model directory (alignsharp rm output): scores normalised with its stored mean and std.")]
+    public string? RewardModel { get; init; }
+
+    [Option("Weight of the reward model's score in the total reward.")]
+    public float RewardModelWeight { get; init; } = 1f;
+
+    [Option("Normalise reward-model scores with the mean and std stored in reward_model.json.")]
+    public bool NormalizeReward { get; init; } = true;
+
+    [Option("Reward endpoint: POST {\"prompts\": [...], \"completions\": [...]} answered by {\"rewards\": [...]}.")]
+    public string? RewardUrl { get; init; }
+
+    [Option("Weight of the endpoint's reward in the total reward.")]
+    public float RewardUrlWeight { get; init; } = 1f;
+
+    [Option("Seconds to wait for the reward endpoint's answer.")]
+    public double RewardTimeout { get; init; } = 60;
+
+    [Option("Retries after a reward-endpoint timeout, connection failure or HTTP 5xx/429 (with exponential backoff from 1 s).")]
+    public int RewardRetries { get; init; } = 3;
+
+    [Option("Clip the total score to [−C, C] (0 = no clipping).")]
+    public float RewardClip { get; init; }
+
+    [Option("Subtracted from the score of a completion that reached --max-new-tokens without an end-of-sequence token (0 = none).")]
+    public float MissingEosPenalty { get; init; }
+
+    [Option("KL coefficient β (the starting value when --target-kl is set).")]
+    public float KlCoef { get; init; } = 0.05f;
+
+    [Option("Target KL per completion for the adaptive KL controller (Ziegler et al.); 0 keeps --kl-coef fixed.")]
+    public float TargetKl { get; init; }
+
+    [Option("Horizon of the adaptive KL controller, in completions.")]
+    public float KlHorizon { get; init; } = 10000f;
+
+    [Option("KL estimator: k1 (log π − log π_ref), k2, k3, or full (exact KL of the next-token distributions).")]
+    public string KlEstimator { get; init; } = "k1";
+
+    [Option("Most tokens generated per completion.")]
+    public int MaxNewTokens { get; init; } = 53;
+
+    [Option("Sampling temperature; log-probabilities for training use the same temperature.")]
+    public float Temperature { get; init; } = 0.7f;
+
+    [Option("Sample from the K most likely tokens (0 = all).")]
+    public int TopK { get; init; }
+
+    [Option("Nucleus sampling threshold (1 = off).")]
+    public float TopP { get; init; } = 1f;
+
+    [Option("Prompts generated together (rows of one KV-cached batch).")]
+    public int GenerationBatchSize { get; init; } = 64;
+
+    [Option("Passes over each rollout batch.")]
+    public int NumPpoEpochs { get; init; } = 4;
+
+    [Option("Minibatches (optimizer steps) per pass over a rollout batch.")]
+    public int NumMiniBatches { get; init; } = 1;
+
+    [Option("Clip range ε of the policy ratio.")]
+    public float ClipRange { get; init; } = 0.2f;
+
+    [Option("Entropy bonus coefficient (0 = none).")]
+    public float EntropyCoef { get; init; }
+
+    [Option("Write a few sample completions to metrics.jsonl every N steps (0 = never).")]
+    public int SampleSteps { get; init; } = 10;
+
+    [Option("Stop after this many non-finite updates or rewards in a row (each is skipped and counted).")]
+    public int MaxBadStepsInARow { get; init; } = 5;
+
+    /// <summary>Completions sampled per prompt.</summary>
+    public abstract int CompletionsPerPrompt { get; }
+
+    /// <summary>Completions per rollout step.</summary>
+    public int SequencesPerStep => BatchSize * GradientAccumulationSteps * NumMiniBatches;
+
+    public int PromptsPerStep => SequencesPerStep / CompletionsPerPrompt;
+
+    public KlEstimator Estimator => KlEstimators.Parse(KlEstimator);
+
+    public override void Validate()
+    {
+        base.Validate();
+        if (string.IsNullOrWhiteSpace(Policy)) throw new UserInputException("--policy (the SFT checkpoint to train) is required.");
+        if (string.IsNullOrWhiteSpace(Prompts)) throw new UserInputException("--prompts (the prompts file) is required.");
+        if (EvalSteps != 0) throw new UserInputException("--eval-steps: the RL trainers have no eval split; leave it at 0.");
+        Data.ChatTemplate.Get(ChatTemplate);
+        _ = Estimator;
+        if (MaxPromptLength < 1) throw new UserInputException("--max-prompt-length must be ≥ 1.");
+        if (MaxNewTokens < 1) throw new UserInputException("--max-new-tokens must be ≥ 1.");
+        if (!(Temperature > 0)) throw new UserInputException("--temperature must be > 0 (RL needs sampling; the training log-probabilities use it).");
+        if (TopK < 0) throw new UserInputException("--top-k must be ≥ 0.");
+        if (!(TopP > 0 && TopP <= 1)) throw new UserInputException("--top-p must be in (0, 1].");
+        if (GenerationBatchSize < 1) throw new UserInputException("--generation-batch-size must be ≥ 1.");
+        if (NumPpoEpochs < 1) throw new UserInputException("--num-ppo-epochs must be ≥ 1.");
+        if (NumMiniBatches < 1) throw new UserInputException("--num-mini-batches must be ≥ 1.");
+        if (BatchSize < 1 || GradientAccumulationSteps < 1) throw new UserInputException("--batch-size and --gradient-accumulation-steps must be ≥ 1.");
+        if (!(ClipRange > 0)) throw new UserInputException("--clip-range must be > 0.");
+        if (!(KlCoef >= 0)) throw new UserInputException("--kl-coef must be ≥ 0.");
+        if (!(TargetKl >= 0)) throw new UserInputException("--target-kl must be ≥ 0 (0 = fixed --kl-coef).");
+        if (TargetKl > 0 && !(KlCoef > 0)) throw new UserInputException("--target-kl adapts β multiplicatively, so --kl-coef (its start) must be > 0.");
+        if (!(KlHorizon > 0)) throw new UserInputException("--kl-horizon must be > 0.");
+        if (!(RewardClip >= 0)) throw new UserInputException("--reward-clip must be ≥ 0 (0 = off).");
+        if (!float.IsFinite(MissingEosPenalty)) throw new UserInputException("--missing-eos-penalty must be a number.");
+        if (!(EntropyCoef >= 0)) throw new UserInputException("--entropy-coef must be ≥ 0.");
+        if (SampleSteps < 0) throw new UserInputException("--sample-steps must be ≥ 0.");
+        if (MaxBadStepsInARow < 1) throw new UserInputException("--max-bad-steps-in-a-row must be ≥ 1.");
+        if (SequencesPerStep % CompletionsPerPrompt != 0)
+            throw new UserInputException($"--batch-size × --gradient-accumulation-steps × --num-mini-batches = {SequencesPerStep} completions per step must be a multiple of the {CompletionsPerPrompt} completions per prompt.");
+    }
+}
+
+/// <summary>PPO (Schulman et al. 2017) with a value model, as in Ziegler et al. 2019 and TRL's PPOTrainer.</summary>
+public sealed record PpoOptions : RlOptions
+{
+    [Option("Value model: auto (the reward model when --reward-model is given, as TRL does; else the policy), reward, policy, or a model directory; its head is a new scalar head unless it has one.")]
+    public string ValueModel { get; init; } = "auto";
+
+    [Option("Value loss coefficient.")]
+    public float VfCoef { get; init; } = 0.1f;
+
+    [Option("Clip range of the value prediction around its rollout value.")]
+    public float ClipRangeValue { get; init; } = 0.2f;
+
+    [Option("Discount γ of GAE.")]
+    public float Gamma { get; init; } = 1f;
+
+    [Option("λ of GAE.")]
+    public float Lam { get; init; } = 0.95f;
+
+    [Option("Whiten the per-token rewards (scale only) before GAE.")]
+    public bool WhitenRewards { get; init; }
+
+    [Option("PPO-ptx: an SFT/pretraining dataset whose language-model loss is added to the PPO loss.")]
+    public string? PtxData { get; init; }
+
+    [Option("PPO-ptx coefficient γ_ptx (needs --ptx-data).")]
+    public float PtxCoef { get; init; }
+
+    public override int CompletionsPerPrompt => 1;
+
+    public override void Validate()
+    {
+        base.Validate();
+        if (!(VfCoef >= 0)) throw new UserInputException("--vf-coef must be ≥ 0.");
+        if (!(ClipRangeValue > 0)) throw new UserInputException("--clip-range-value must be > 0.");
+        if (!(Gamma >= 0 && Gamma <= 1)) throw new UserInputException("--gamma must be in [0, 1].");
+        if (!(Lam >= 0 && Lam <= 1)) throw new UserInputException("--lam must be in [0, 1].");
+        if (!(PtxCoef >= 0)) throw new UserInputException("--ptx-coef must be ≥ 0.");
+        if ((PtxData != null) != (PtxCoef > 0)) throw new UserInputException("PPO-ptx needs both --ptx-data and a --ptx-coef > 0.");
+        if (ValueModel is "reward" && RewardModel == null) throw new UserInputException("--value-model reward needs --reward-model DIR (or use --value-model policy).");
+    }
+}
+
+/// <summary>GRPO (Shao et al. 2024): groups of completions per prompt, group-relative advantages, KL in the loss.</summary>
+public sealed record GrpoOptions : RlOptions
+{
+    public GrpoOptions()
+    {
+        KlCoef = 0.04f;
+        KlEstimator = "k3";
+        MaxNewTokens = 256;
+        Temperature = 1f;
+        NumPpoEpochs = 1;
+        LearningRate = 1e-6f;
+    }
+
+    [Option("Completions per prompt G (a group).")]
+    public int NumGenerations { get; init; } = 8;
+
+    public override int CompletionsPerPrompt => NumGenerations;
+
+    public override void Validate()
+    {
+        if (NumGenerations < 2) throw new UserInputException("--num-generations must be ≥ 2 (the advantage compares completions within a group).");
+        base.Validate();
+    }
+}
+
+/// <summary>RLOO (Ahmadian et al. 2024): k completions per prompt, leave-one-out baseline.</summary>
+public sealed record RlooOptions : RlOptions
+{
+    [Option("Completions per prompt k.")]
+    public int RlooK { get; init; } = 2;
+
+    [Option("Put the KL penalty in the reward (score − β·Σ KL_t, as TRL); false puts β·KL_t in the loss.")]
+    public bool KlInReward { get; init; } = true;
+
+    [Option("Whiten the advantages over the batch.")]
+    public bool NormalizeAdvantage { get; init; }
+
+    public override int CompletionsPerPrompt => RlooK;
+
+    public override void Validate()
+    {
+        if (RlooK < 2) throw new UserInputException("--rloo-k must be ≥ 2 (the baseline is the mean of the other k − 1).");
+        base.Validate();
+    }
+}

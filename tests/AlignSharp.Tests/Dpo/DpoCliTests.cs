@@ -1,0 +1,92 @@
+using System.Text.Json;
+using AlignSharp.Training.Dpo;
+
+namespace AlignSharp.Tests.Dpo;
+
+/// <summary>`alignsharp dpo` as a user runs it: a process on an `init`ed byte-tokenizer model and files.</summary>
+public sealed class DpoCliTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("alignsharp-dpo-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string P(string name) => Path.Combine(_dir, name);
+
+    private string Init()
+    {
+        var r = CliRunner.Run("init", "--arch", "gpt2", "--vocab-size", "259", "--d-model", "32", "--layers", "2", "--heads", "4",
+            "--max-positions", "64", "--tokenizer", "byte", "--out", P("model"), "--seed", "3");
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        return P("model");
+    }
+
+    [Fact]
+    public void TrainsWithAConfigFileAndWritesTheRunDirectory()
+    {
+        string model = Init();
+        string data = DpoFixtures.Pairs(P("train.jsonl"), 16, seed: 1);
+        string eval = DpoFixtures.Pairs(P("eval.jsonl"), 8, seed: 2);
+        File.WriteAllText(P("run.yaml"), "loss_type: sigmoid\nbeta: 0.2\nbatch_size: 4\nlearning-rate: 0.001\nlogging_steps: 1\n");
+        var r = CliRunner.Run("dpo", "--config", P("run.yaml"), "--policy", model, "--data", data, "--eval-data", eval, "--out", P("run"),
+            "--max-steps", "4", "--eval-steps", "2", "--save-steps", "2", "--beta", "0.3", "--threads", "1");
+        Assert.True(r.ExitCode == 0, r.StdErr);
+
+        foreach (var f in new[] { "run_config.json", "metrics.jsonl", "summary.json", ReferenceLogProbs.CacheFileName, "final/config.json", "final/model.safetensors", "final/tokenizer.json",
+                     "checkpoints/step-000002/model/model.safetensors", "checkpoints/step-000002/optimizer.bin", "checkpoints/step-000002/trainer_state.json" })
+            Assert.True(File.Exists(P("run/" + f)), f);
+        var config = JsonDocument.Parse(File.ReadAllText(P("run/run_config.json"))).RootElement;
+        Assert.Equal("dpo", config.GetProperty("trainer").GetString());
+        Assert.Equal(0.3, config.GetProperty("beta").GetDouble(), 5);          // the flag overrides the file
+        Assert.Equal(4, config.GetProperty("batch_size").GetInt32());          // from the file
+        Assert.False(config.TryGetProperty("uses_reference", out _));          // only options, so the file can be read back
+
+        var lines = File.ReadLines(P("run/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        var train = lines.Where(l => l.GetProperty("split").GetString() == "train").ToList();
+        var evals = lines.Where(l => l.GetProperty("split").GetString() == "eval").ToList();
+        Assert.Equal(4, train.Count);
+        Assert.Equal(2, evals.Count);   // steps 2 and 4
+        foreach (var name in new[] { "step", "time", "loss", "learning_rate", "tokens_per_s" }.Concat(DpoMetrics.Names))
+            Assert.True(train[0].TryGetProperty(name, out _), name);
+        foreach (var name in new[] { "loss", "tokens_per_s" }.Concat(DpoMetrics.Names))
+            Assert.True(evals[0].TryGetProperty(name, out _), name);
+        Assert.Contains("dpo", r.StdErr);
+
+        // Resume from the newest checkpoint finishes the run again from step 4 (nothing left) without error.
+        var again = CliRunner.Run("dpo", "--config", P("run.yaml"), "--policy", model, "--data", data, "--out", P("run"), "--max-steps", "4", "--save-steps", "2", "--beta", "0.3", "--resume");
+        Assert.True(again.ExitCode == 0, again.StdErr);
+        Assert.Contains("resumed", again.StdErr);
+
+        // --eval-only: one JSON object on stdout with the loss and the TRL metric names; the trained policy against its start.
+        var e = CliRunner.Run("dpo", "--policy", P("run/final"), "--reference", model, "--data", eval, "--eval-only", "--beta", "0.3");
+        Assert.True(e.ExitCode == 0, e.StdErr);
+        var lines2 = e.StdOut.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines2);
+        var o = JsonDocument.Parse(lines2[0]).RootElement;
+        foreach (var name in new[] { "loss" }.Concat(DpoMetrics.Names)) Assert.True(o.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number, name);
+        Assert.NotEqual(0.0, o.GetProperty("rewards/margins").GetDouble());
+    }
+
+    [Fact]
+    public void ABadDataLineIsReportedWithFileLineAndField()
+    {
+        string model = Init();
+        string bad = P("bad.jsonl");
+        File.WriteAllText(bad, "{\"prompt\": \"a:\", \"chosen\": \" x\", \"rejected\": \" y\"}\n{\"prompt\": \"b:\", \"chosen\": 5, \"rejected\": \" y\"}\n");
+        var r = CliRunner.Run("dpo", "--policy", model, "--data", bad, "--out", P("run"), "--max-steps", "1");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("bad.jsonl:2: field \"chosen\"", r.StdErr);
+        Assert.DoesNotContain("   at ", r.StdErr);
+
+        var e = CliRunner.Run("dpo", "--policy", model, "--data", bad, "--eval-only", "--skip-bad-records");
+        Assert.True(e.ExitCode == 0, e.StdErr);
+        Assert.Contains("skipped 1 bad record", e.StdErr);
+
+        var unknown = CliRunner.Run("dpo", "--policy", model, "--data", bad, "--out", P("run"), "--loss-type", "kto");
+        Assert.Equal(2, unknown.ExitCode);
+        Assert.Contains("--loss-type", unknown.StdErr);
+
+        var help = CliRunner.Run("dpo", "--help");
+        foreach (var flag in new[] { "--policy", "--data", "--eval-data", "--loss-type", "--beta", "--label-smoothing", "--simpo-gamma", "--orpo-lambda", "--reference-free", "--precompute-reference", "--eval-only", "--resume", "--config" })
+            Assert.Contains(flag, help.StdOut);
+    }
+}

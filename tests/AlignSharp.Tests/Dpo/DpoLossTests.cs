@@ -1,0 +1,189 @@
+using AlignSharp.Engine;
+using AlignSharp.Training.Dpo;
+
+namespace AlignSharp.Tests.Dpo;
+
+/// <summary>
+/// Each loss against values and gradients worked out by hand (formulas in the comments; numbers evaluated in
+/// double precision), plus the Plackett–Luce/DPO equivalence at K = 2.
+/// </summary>
+public sealed class DpoLossTests
+{
+    private static Tensor Leaf(params float[] values)
+    {
+        var t = Tensor.Parameter([values.Length], 0f);
+        values.CopyTo(t.Span);
+        return t;
+    }
+
+    private static Tensor Const(params float[] values) => Tensor.FromArray(values, values.Length);
+
+    /// <summary>Backward from Σ losses; returns (loss values, dL/dchosen, dL/drejected).</summary>
+    private static (float[] Loss, float[] DChosen, float[] DRejected) Run(Func<PairLogProbs, PairLoss> loss, PairLogProbs lp)
+    {
+        var r = loss(lp);
+        Ops.Sum(r.Losses).Backward();
+        return (r.Losses.ToArray(), lp.Chosen.Grad!.ToArray(), lp.Rejected.Grad!.ToArray());
+    }
+
+    [Fact]
+    public void SigmoidIsMinusLogSigmoidOfBetaDelta()
+    {
+        // c = −3, r = −5, ref c = −4, ref r = −4.5, β = 0.5: Δ = (−3 + 4) − (−5 + 4.5) = 1.5, βΔ = 0.75.
+        // loss = log(1 + e^−0.75) = 0.386871006; dL/dc = −β·σ(−0.75) = −0.160410650 = −dL/dr.
+        var lp = new PairLogProbs(Leaf(-3f), Leaf(-5f), Const(-4f), Const(-4.5f));
+        var (loss, dc, dr) = Run(p => DpoLosses.Sigmoid(p, 0.5f), lp);
+        Assert.Equal(0.386871006, loss[0], 6);
+        Assert.Equal(-0.160410650, dc[0], 6);
+        Assert.Equal(0.160410650, dr[0], 6);
+        var rewards = DpoLosses.Sigmoid(lp, 0.5f);
+        Assert.Equal(0.5f, rewards.ChosenRewards[0], 6);     // β·(−3 + 4)
+        Assert.Equal(-0.25f, rewards.RejectedRewards[0], 6); // β·(−5 + 4.5)
+    }
+
+    [Fact]
+    public void LabelSmoothingMixesInTheFlippedLabel()
+    {
+        // ε = 0.2, z = 0.75: loss = 0.8·log(1 + e^−z) + 0.2·log(1 + e^z) = 0.536871006;
+        // dL/dz = −0.8·σ(−z) + 0.2·σ(z) = −0.120821301, dL/dc = β·dL/dz = −0.060410650.
+        var lp = new PairLogProbs(Leaf(-3f), Leaf(-5f), Const(-4f), Const(-4.5f));
+        var (loss, dc, dr) = Run(p => DpoLosses.Sigmoid(p, 0.5f, 0.2f), lp);
+        Assert.Equal(0.536871006, loss[0], 6);
+        Assert.Equal(-0.060410650, dc[0], 6);
+        Assert.Equal(0.060410650, dr[0], 6);
+    }
+
+    [Fact]
+    public void IpoIsTheSquaredDistanceFromOneOverTwoBeta()
+    {
+        // Length-averaged: c = −1, r = −1.5, ref c = −1.2, ref r = −1.4, β = 0.5: Δ = 0.2 + 0.1 = 0.3, 1/(2β) = 1.
+        // loss = (0.3 − 1)² = 0.49; dL/dc = 2·(Δ − 1) = −1.4 = −dL/dr.
+        var lp = new PairLogProbs(Leaf(-1f), Leaf(-1.5f), Const(-1.2f), Const(-1.4f));
+        var (loss, dc, dr) = Run(p => DpoLosses.Ipo(p, 0.5f), lp);
+        Assert.Equal(0.49, loss[0], 5);
+        Assert.Equal(-1.4, dc[0], 5);
+        Assert.Equal(1.4, dr[0], 5);
+    }
+
+    [Fact]
+    public void HingeIsZeroPastTheMargin()
+    {
+        // Pair 1: βΔ = 0.75 → loss 0.25, dL/dc = −β = −0.5. Pair 2: c = −1, r = −6, refs −4: Δ = 5, βΔ = 2.5 → 0, no gradient.
+        var lp = new PairLogProbs(Leaf(-3f, -1f), Leaf(-5f, -6f), Const(-4f, -4f), Const(-4.5f, -4f));
+        var (loss, dc, dr) = Run(p => DpoLosses.Hinge(p, 0.5f), lp);
+        Assert.Equal(0.25, loss[0], 6);
+        Assert.Equal(0.0, loss[1], 6);
+        Assert.Equal(-0.5, dc[0], 6);
+        Assert.Equal(0.5, dr[0], 6);
+        Assert.Equal(0.0, dc[1], 6);
+        Assert.Equal(0.0, dr[1], 6);
+    }
+
+    [Fact]
+    public void SimpoUsesNoReferenceAndSubtractsGamma()
+    {
+        // Per-token means c = −1.2, r = −2.0, β = 2, γ = 0.5: z = 2·0.8 − 0.5 = 1.1.
+        // loss = log(1 + e^−1.1) = 0.287335325; dL/dc = −β·σ(−1.1) = −0.499479789 = −dL/dr. A reference is ignored.
+        var lp = new PairLogProbs(Leaf(-1.2f), Leaf(-2.0f), Const(-7f), Const(3f));
+        var (loss, dc, dr) = Run(p => DpoLosses.Simpo(p, 2f, 0.5f), lp);
+        Assert.Equal(0.287335325, loss[0], 6);
+        Assert.Equal(-0.499479789, dc[0], 6);
+        Assert.Equal(0.499479789, dr[0], 6);
+        var r = DpoLosses.Simpo(lp, 2f, 0.5f);
+        Assert.Equal(-2.4f, r.ChosenRewards[0], 5);
+        Assert.Equal(-4.0f, r.RejectedRewards[0], 5);
+    }
+
+    [Fact]
+    public void OrpoIsNllPlusLambdaTimesTheOddsRatioTerm()
+    {
+        // Per-token means c = −0.5, r = −1.5, λ = 0.1. log odds(y) = y − log(1 − e^y):
+        // c → 0.432752, r → −1.247435; their difference lo = 1.680269671.
+        // loss = 0.5 + 0.1·log(1 + e^−lo) = 0.517085922;
+        // dL/dc = −1 − λ·σ(−lo)/(1 − e^c) = −1.039916646, dL/dr = λ·σ(−lo)/(1 − e^r) = 0.020216998.
+        var lp = new PairLogProbs(Leaf(-0.5f), Leaf(-1.5f));
+        var (loss, dc, dr) = Run(p => DpoLosses.Orpo(p, 0.1f), lp);
+        Assert.Equal(0.517085922, loss[0], 5);
+        Assert.Equal(-1.039916646, dc[0], 5);
+        Assert.Equal(0.020216998, dr[0], 5);
+        var r = DpoLosses.Orpo(lp, 0.1f);
+        Assert.Equal(1.680269671, r.Extra!["log_odds_chosen"][0], 4);
+        Assert.Equal(0.5, r.Extra["nll_loss"][0], 6);
+    }
+
+    [Fact]
+    public void PlackettLuceOfAThreeWayRanking()
+    {
+        // logps (−2, −3, −1), refs (−2.5, −2.5, −2), β = 1 → s = (0.5, −0.5, 1.0), ranking 0 > 1 > 2:
+        // loss = −[s0 − lse(s0, s1, s2)] − [s1 − lse(s1, s2)] = 2.805543883.
+        // dL/ds0 = −(1 − p0) = −0.668501040, dL/ds1 = p1 − (1 − q1) = −0.695622824, dL/ds2 = p2 + q2 = 1.364123863
+        // (p: softmax over all three, q: over {1, 2}).
+        var logps = Leaf(-2f, -3f, -1f);
+        var r = DpoLosses.PlackettLuce(logps, Const(-2.5f, -2.5f, -2f), [[[0], [1], [2]]], 1f);
+        Ops.Sum(r.Losses).Backward();
+        Assert.Equal(2.805543883, r.Losses.ToArray()[0], 5);
+        var g = logps.Grad!.ToArray();
+        Assert.Equal(-0.668501040, g[0], 5);
+        Assert.Equal(-0.695622824, g[1], 5);
+        Assert.Equal(1.364123863, g[2], 5);
+        Assert.Equal([0.5f, -0.5f, 1.0f], r.RowRewards);
+    }
+
+    [Fact]
+    public void PlackettLuceTiesAreNotComparedWithEachOther()
+    {
+        // Ranking [[0, 1], 2], same s: loss = −[s0 − lse(s0, s2)] − [s1 − lse(s1, s2)] = 2.675490262;
+        // dL/ds0 = −σ(s2 − s0) = −0.622459331, dL/ds1 = −σ(s2 − s1) = −0.817574476, dL/ds2 = 1.440033807.
+        var logps = Leaf(-2f, -3f, -1f);
+        var r = DpoLosses.PlackettLuce(logps, Const(-2.5f, -2.5f, -2f), [[[0, 1], [2]]], 1f);
+        Ops.Sum(r.Losses).Backward();
+        Assert.Equal(2.675490262, r.Losses.ToArray()[0], 5);
+        var g = logps.Grad!.ToArray();
+        Assert.Equal(-0.622459331, g[0], 5);
+        Assert.Equal(-0.817574476, g[1], 5);
+        Assert.Equal(1.440033807, g[2], 5);
+    }
+
+    [Fact]
+    public void PlackettLuceWithTwoCompletionsIsPairwiseDpo()
+    {
+        // Three pairs in one batch: rows 0..2 chosen, 3..5 rejected, as PreferenceBatch lays them out.
+        float[] chosen = [-3f, -10f, -4.25f], rejected = [-5f, -9f, -4.25f];
+        float[] refChosen = [-4f, -9.5f, -3f], refRejected = [-4.5f, -8f, -5f];
+        const float beta = 0.3f;
+
+        var c = Leaf(chosen); var r = Leaf(rejected);
+        var dpo = DpoLosses.Sigmoid(new PairLogProbs(c, r, Const(refChosen), Const(refRejected)), beta);
+        Ops.Sum(dpo.Losses).Backward();
+
+        var all = Leaf([.. chosen, .. rejected]);
+        var pl = DpoLosses.PlackettLuce(all, Const([.. refChosen, .. refRejected]), [[[0], [3]], [[1], [4]], [[2], [5]]], beta);
+        Ops.Sum(pl.Losses).Backward();
+
+        var a = dpo.Losses.ToArray(); var b = pl.Losses.ToArray();
+        var g = all.Grad!.ToArray();
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(a[i], b[i], 6);
+            Assert.Equal(c.Grad!.ToArray()[i], g[i], 6);
+            Assert.Equal(r.Grad!.ToArray()[i], g[3 + i], 6);
+            Assert.Equal(dpo.ChosenRewards[i], pl.RowRewards[i], 6);
+            Assert.Equal(dpo.RejectedRewards[i], pl.RowRewards[3 + i], 6);
+        }
+    }
+
+    [Fact]
+    public void AccuraciesCountStrictWinsOnly()
+    {
+        // Three pairs: a tie (0 vs 0), a win (1 vs −1), a loss (−2 vs 3): accuracy 1/3, margins mean (0 + 2 − 5)/3 = −1.
+        var units = new[] { new RankedUnit([[0], [3]], 1f), new RankedUnit([[1], [4]], 1f), new RankedUnit([[2], [5]], 1f) };
+        float[] rewards = [0f, 1f, -2f, 0f, -1f, 3f];
+        var answers = new AnswerLogProbs(Tensor.Zeros(6), [1, 1, 1, 1, 1, 1], [2, 2, 2, 4, 4, 4], 2);
+        var m = DpoMetrics.Sums(units, rewards, new float[6], answers);
+        Assert.Equal(1.0, m["rewards/accuracies"], 12);
+        Assert.Equal(-3.0, m["rewards/margins"], 6);
+        Assert.Equal(-1.0, m["rewards/chosen"], 6);     // sums: the loop divides by Σ weight
+        Assert.Equal(3.0 * 1.0, m["logits/chosen"], 12);   // weight 3 × mean logit 2/2
+        Assert.Equal(3.0 * 2.0, m["logits/rejected"], 12); // weight 3 × mean logit 4/2
+    }
+}

@@ -1,0 +1,183 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using AlignSharp.Training.Data;
+using AlignSharp.Training.Rl;
+
+namespace AlignSharp.Tests.Rl;
+
+/// <summary>The HTTP reward client against a tiny local server on 127.0.0.1.</summary>
+public sealed class HttpRewardTests
+{
+    /// <summary>Answers each request with handler(request number, body) → (status, body, delay before answering).</summary>
+    private sealed class Server : IDisposable
+    {
+        private readonly HttpListener _listener = new();
+        private readonly Thread _thread;
+        public int Requests;
+        public readonly List<string> Bodies = [];
+        public string Url { get; }
+
+        public Server(Func<int, string, (int Status, string Body, int DelayMs)> handler)
+        {
+            var probe = new TcpListener(IPAddress.Loopback, 0);
+            probe.Start();
+            int port = ((IPEndPoint)probe.LocalEndpoint).Port;
+            probe.Stop();
+            Url = $"http://127.0.0.1:{port}/score/";
+            _listener.Prefixes.Add(Url);
+            _listener.Start();
+            _thread = new Thread(() =>
+            {
+                while (_listener.IsListening)
+                {
+                    HttpListenerContext ctx;
+                    try { ctx = _listener.GetContext(); } catch (Exception) { return; }
+                    string body = new StreamReader(ctx.Request.InputStream, Encoding.UTF8).ReadToEnd();
+                    int n = Interlocked.Increment(ref Requests);
+                    lock (Bodies) Bodies.Add(body);
+                    var (status, answer, delay) = handler(n, body);
+                    ThreadPool.QueueUserWorkItem(_ =>
+                    {
+                        try
+                        {
+                            if (delay > 0) Thread.Sleep(delay);
+                            ctx.Response.StatusCode = status;
+                            var bytes = Encoding.UTF8.GetBytes(answer);
+                            ctx.Response.OutputStream.Write(bytes);
+                            ctx.Response.Close();
+                        }
+                        catch (Exception) { }
+                    });
+                }
+            }) { IsBackground = true };
+            _thread.Start();
+        }
+
+        public void Dispose() => _listener.Close();
+    }
+
+    private static RewardInputs Inputs(params string[] completions) => new(
+        completions.Select(_ => ChatContent.FromText("Q:")).ToArray(), completions.Select(_ => "Q:").ToArray(), completions);
+
+    private static readonly HttpRewardOptions Fast = new() { TimeoutSeconds = 5, MaxRetries = 2, BackoffSeconds = 0.05 };
+
+    [Fact]
+    public void AGoodAnswerGivesOneRewardPerCompletion()
+    {
+        using var server = new Server((_, body) =>
+        {
+            var completions = JsonDocument.Parse(body).RootElement.GetProperty("completions").EnumerateArray().Select(c => c.GetString()!.Length);
+            return (200, JsonSerializer.Serialize(new { rewards = completions.Select(l => l * 0.5) }), 0);
+        });
+        using var source = new HttpRewardSource(server.Url, Fast);
+        Assert.Equal([0.5f, 1.5f, 0f], source.Score(Inputs("a", "abc", "")));
+        var sent = JsonDocument.Parse(server.Bodies[0]).RootElement;
+        Assert.Equal(["Q:", "Q:", "Q:"], sent.GetProperty("prompts").EnumerateArray().Select(p => p.GetString()));
+    }
+
+    [Fact]
+    public void AWrongCountIsAClearErrorWithoutRetrying()
+    {
+        using var server = new Server((_, _) => (200, "{\"rewards\": [1, 2]}", 0));
+        using var source = new HttpRewardSource(server.Url, Fast);
+        var e = Assert.Throws<UserInputException>(() => source.Score(Inputs("a", "b", "c")));
+        Assert.Contains("2 rewards for 3 completions", e.Message);
+        Assert.Equal(1, server.Requests);
+    }
+
+    [Theory]
+    [InlineData("{\"rewards\": [1, \"x\"]}", "rewards[1] is the string \"x\", not a number")]
+    [InlineData("{\"rewards\": [1, null]}", "rewards[1] is null, not a number")]
+    [InlineData("{\"scores\": [1, 2]}", "no \"rewards\" field")]
+    [InlineData("not json", "not JSON")]
+    public void BadAnswersAreClearErrors(string answer, string expected)
+    {
+        using var server = new Server((_, _) => (200, answer, 0));
+        using var source = new HttpRewardSource(server.Url, Fast);
+        var e = Assert.Throws<UserInputException>(() => source.Score(Inputs("a", "b")));
+        Assert.Contains(expected, e.Message);
+        Assert.Contains(server.Url, e.Message);
+    }
+
+    [Fact]
+    public void TimeoutsAreRetriedThenReported()
+    {
+        using var server = new Server((_, _) => (200, "{\"rewards\": [1]}", 3000));
+        using var source = new HttpRewardSource(server.Url, Fast with { TimeoutSeconds = 0.3 });
+        var e = Assert.Throws<UserInputException>(() => source.Score(Inputs("a")));
+        Assert.Contains("gave up after 3 attempts", e.Message);
+        Assert.Contains("no answer within 0.3 s", e.Message);
+        Assert.Equal(3, server.Requests);
+    }
+
+    [Fact]
+    public void AServerErrorIsRetriedAndARecoveryIsUsed()
+    {
+        using var server = new Server((n, _) => n == 1 ? (503, "busy", 0) : (200, "{\"rewards\": [2.5]}", 0));
+        using var source = new HttpRewardSource(server.Url, Fast);
+        Assert.Equal([2.5f], source.Score(Inputs("a")));
+        Assert.Equal(2, server.Requests);
+    }
+
+    [Fact]
+    public void SourcesCombineWithWeights()
+    {
+        var reward = new RewardFunction([
+            (new FunctionRewardSource("len", (_, c) => c.Select(x => (float)x.Length).ToArray()), 2.0),
+            (RlTestKit.CountOf('a'), -1.0)]);
+        var (total, parts) = reward.Score(Inputs("aa", "bbb"));
+        Assert.Equal([2 * 2 - 2f, 2 * 3 - 0f], total);
+        Assert.Equal([2f, 3f], parts["len"]);
+    }
+}
+
+/// <summary>A reward model and an HTTP endpoint combined with weights in a training run.</summary>
+public sealed class CombinedRewardRunTests : IDisposable
+{
+    private readonly RlTestKit _kit = new();
+    public void Dispose() => _kit.Dispose();
+
+    [Fact]
+    public void ARunCombinesTheRewardModelAndTheEndpoint()
+    {
+        var listener = new System.Net.HttpListener();
+        var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        probe.Start();
+        int port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+        probe.Stop();
+        string url = $"http://127.0.0.1:{port}/r/";
+        listener.Prefixes.Add(url);
+        listener.Start();
+        var serve = Task.Run(() =>
+        {
+            while (listener.IsListening)
+            {
+                System.Net.HttpListenerContext ctx;
+                try { ctx = listener.GetContext(); } catch (Exception) { return; }
+                int n = JsonDocument.Parse(ctx.Request.InputStream).RootElement.GetProperty("completions").GetArrayLength();
+                var bytes = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { rewards = Enumerable.Repeat(2.0, n) }));
+                ctx.Response.OutputStream.Write(bytes);
+                ctx.Response.Close();
+            }
+        });
+        try
+        {
+            var o = new GrpoOptions
+            {
+                Policy = _kit.Policy(), Prompts = _kit.Prompts(), Out = _kit.Path("combined"), MaxSteps = 1, MaxNewTokens = 3,
+                BatchSize = 4, NumGenerations = 2, RewardModel = _kit.RewardModelDir(), RewardUrl = url, RewardUrlWeight = 0.5f, SaveSteps = 0, Threads = 2,
+            };
+            RlTrainer.Create(o).Run();
+            var line = RlTestKit.TrainMetrics(o.Out!).Single();
+            double model = line.GetProperty("objective/scores/reward_model").GetDouble();
+            Assert.Equal(2.0, line.GetProperty("objective/scores/reward_url").GetDouble(), 6);
+            Assert.Equal(model + 0.5 * 2.0, line.GetProperty("objective/scores").GetDouble(), 4);
+        }
+        finally
+        {
+            listener.Close();
+        }
+    }
+}

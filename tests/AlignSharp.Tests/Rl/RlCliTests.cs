@@ -1,0 +1,103 @@
+using System.Text.Json;
+
+namespace AlignSharp.Tests.Rl;
+
+/// <summary>alignsharp ppo / grpo / rloo as a user runs them: processes, files, a tiny reward-model directory.</summary>
+public sealed class RlCliTests : IDisposable
+{
+    private readonly RlTestKit _kit = new();
+    public void Dispose() => _kit.Dispose();
+
+    private static readonly string[] TrlMetrics =
+    [
+        "objective/kl", "objective/entropy", "objective/non_score_reward", "objective/rlhf_reward", "objective/scores",
+        "policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "val/ratio", "val/num_eos_tokens",
+        "objective/kl_coef", "lr", "time/generation_s", "time/scoring_s", "time/training_s",
+        "tokens_per_s/generation", "tokens_per_s/scoring", "tokens_per_s/training",
+    ];
+
+    private string[] Common(string command, string run) =>
+    [
+        command, "--policy", _kit.Policy(), "--prompts", _kit.Prompts(), "--out", _kit.Path(run), "--seed", "1",
+        "--max-new-tokens", "4", "--batch-size", "4", "--threads", "2",
+    ];
+
+    [Fact]
+    public void PpoRunsEndToEndWithAConfigFileCheckpointsAndResume()
+    {
+        string rm = _kit.RewardModelDir(mean: 0.5, std: 2);
+        string ptx = _kit.File("sft.jsonl", "{\"prompt\": \"Q:\", \"completion\": \"aaa\"}\n{\"prompt\": \"R:\", \"completion\": \"ab\"}\n");
+        string config = _kit.File("ppo.yaml", $"max_steps: 2\nsave_steps: 1\nlearning_rate: 0.001\nlr_scheduler: constant\nnum_ppo_epochs: 2\nkl_estimator: full\ntarget_kl: 1.0\nptx_data: {ptx}\nptx_coef: 0.5\nsample_steps: 1\nmissing_eos_penalty: 1.0\n");
+        var r = CliRunner.Run([.. Common("ppo", "ppo"), "--reward-model", rm, "--config", config, "--kl-coef", "0.1"]);
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        string run = _kit.Path("ppo");
+        var lines = File.ReadAllLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        var train = lines.Where(l => l.GetProperty("split").GetString() == "train").ToList();
+        Assert.Equal([1, 2], train.Select(l => l.GetProperty("step").GetInt32()));
+        foreach (var key in TrlMetrics.Concat(["loss/value_avg", "val/clipfrac_avg", "loss/ptx_avg"]))
+            Assert.True(train[1].TryGetProperty(key, out _), $"metrics.jsonl lacks {key}");
+        Assert.Equal(0.1, train[0].GetProperty("objective/kl_coef").GetDouble(), 6);
+        var samples = lines.Where(l => l.GetProperty("split").GetString() == "samples").ToList();
+        Assert.Equal(2, samples.Count);
+        Assert.True(samples[0].GetProperty("samples")[0].TryGetProperty("completion", out _));
+
+        var config0 = JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "run_config.json"))).RootElement;
+        Assert.Equal("ppo", config0.GetProperty("trainer").GetString());
+        Assert.Equal("full", config0.GetProperty("kl_estimator").GetString());
+        foreach (var f in new[] { "final/model.safetensors", "final/tokenizer.json", "value_model/model.safetensors", "summary.json",
+                     "checkpoints/step-000002/policy/model.safetensors", "checkpoints/step-000002/value/model.safetensors", "checkpoints/step-000002/optimizer.bin" })
+            Assert.True(File.Exists(Path.Combine(run, f)), f);
+        var state = JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "checkpoints/step-000002/trainer_state.json"))).RootElement;
+        Assert.True(state.GetProperty("extra").GetProperty("kl_coef").GetDouble() > 0);
+
+        // --resume continues from the newest checkpoint in --out.
+        var resumed = CliRunner.Run([.. Common("ppo", "ppo"), "--reward-model", rm, "--config", config, "--kl-coef", "0.1", "--max-steps", "3", "--resume"]);
+        Assert.True(resumed.ExitCode == 0, resumed.StdErr);
+        Assert.Contains("resumed from", resumed.StdErr);
+        Assert.Contains("step-000002", resumed.StdErr);
+        var steps = File.ReadAllLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+            .Where(l => l.GetProperty("split").GetString() == "train").Select(l => l.GetProperty("step").GetInt32());
+        Assert.Equal([1, 2, 3], steps);
+    }
+
+    [Fact]
+    public void GrpoAndRlooRunFromTheCommandLine()
+    {
+        string rm = _kit.RewardModelDir();
+        var g = CliRunner.Run([.. Common("grpo", "grpo"), "--reward-model", rm, "--max-steps", "1", "--num-generations", "4", "--kl-coef", "0.02"]);
+        Assert.True(g.ExitCode == 0, g.StdErr);
+        var r = CliRunner.Run([.. Common("rloo", "rloo"), "--reward-model", rm, "--max-steps", "1", "--rloo-k", "2", "--kl-estimator", "full", "--kl-in-reward", "false"]);
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        foreach (var (run, trainer) in new[] { ("grpo", "grpo"), ("rloo", "rloo") })
+        {
+            var line = RlTestKit.TrainMetrics(_kit.Path(run)).Single();
+            foreach (var key in TrlMetrics) Assert.True(line.TryGetProperty(key, out _), $"{trainer}: metrics.jsonl lacks {key}");
+            Assert.True(line.TryGetProperty("loss/kl_avg", out _));
+            var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(_kit.Path(run), "summary.json"))).RootElement;
+            Assert.Equal(trainer, summary.GetProperty("trainer").GetString());
+        }
+    }
+
+    [Fact]
+    public void BadInputIsReportedWithFileLineAndField()
+    {
+        string rm = _kit.RewardModelDir();
+        string prompts = _kit.File("bad.jsonl", "{\"prompt\": \"fine\"}\n{\"prompt\": 5}\n");
+        var r = CliRunner.Run("ppo", "--policy", _kit.Policy(), "--prompts", prompts, "--reward-model", rm, "--out", _kit.Path("bad"), "--max-steps", "1");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("bad.jsonl:2", r.StdErr);
+        Assert.Contains("\"prompt\"", r.StdErr);
+
+        var noReward = CliRunner.Run("grpo", "--policy", _kit.Policy(), "--prompts", _kit.Prompts(), "--out", _kit.Path("x"), "--max-steps", "1");
+        Assert.Equal(2, noReward.ExitCode);
+        Assert.Contains("--reward-model", noReward.StdErr);
+
+        var badEstimator = CliRunner.Run("ppo", "--policy", _kit.Policy(), "--prompts", _kit.Prompts(), "--reward-model", rm, "--out", _kit.Path("y"), "--kl-estimator", "k9");
+        Assert.Equal(2, badEstimator.ExitCode);
+        Assert.Contains("k1, k2, k3 or full", badEstimator.StdErr);
+
+        var indivisible = CliRunner.Run("grpo", "--policy", _kit.Policy(), "--prompts", _kit.Prompts(), "--reward-model", rm, "--out", _kit.Path("z"), "--batch-size", "6", "--num-generations", "4");
+        Assert.Equal(2, indivisible.ExitCode);
+        Assert.Contains("multiple of the 4 completions per prompt", indivisible.StdErr);
+    }
+}
