@@ -7,6 +7,8 @@ using AlignSharp.Models.Checkpoints;
 using AlignSharp.Text;
 using AlignSharp.Training.RewardModeling;
 using AlignSharp.Training.Rewards;
+using AlignSharp.Training.Dpo;
+using AlignSharp.Training.Rl;
 using AlignSharp.Training.Sft;
 
 namespace AlignSharp.Demo;
@@ -227,18 +229,40 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
 
     // ---------------------------------------------------------------- phase 4: policies
 
-    /// <summary>PPO from the SFT model against the reward model, KL coefficient β; returns the final policy's directory.</summary>
+    /// <summary>
+    /// PPO from the SFT model against the reward model (normalised scores), KL coefficient β against the SFT model;
+    /// checkpoints every <see cref="DemoSettings.PpoCheckpointEvery"/> steps for the gold-versus-KL curve. Returns the
+    /// final policy's directory.
+    /// </summary>
     private string? TrainPpo(string name, float beta)
     {
-        _unavailable.Add($"{name}: PPO (issue 5) is not in this build yet");
-        return null;
+        string dir = PathOf(name);
+        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        var options = new PpoOptions
+        {
+            Policy = PathOf("sft", "final"), Prompts = PathOf("world", "prompts.jsonl"), RewardModel = PathOf("rm", "final"), Out = dir,
+            KlCoef = beta, MaxSteps = settings.PpoSteps, BatchSize = settings.PpoBatchSize / settings.PpoMiniBatches,
+            NumMiniBatches = settings.PpoMiniBatches, NumPpoEpochs = settings.PpoEpochs, LearningRate = settings.PpoLearningRate,
+            LrScheduler = "constant", Temperature = 1f, MaxNewTokens = settings.MaxNewTokens, MaxPromptLength = 64,
+            GenerationBatchSize = settings.PpoBatchSize, SaveSteps = settings.PpoCheckpointEvery, SaveTotalLimit = 0,
+            SampleSteps = 5, LoggingSteps = 1, Seed = seed,
+        };
+        RlTrainer.Create(options).Run();
+        return Path.Combine(dir, "final");
     }
 
-    /// <summary>DPO from the SFT model on the annotators' rankings; returns the final policy's directory.</summary>
+    /// <summary>DPO (sigmoid loss, reference = the SFT model) on the annotators' exported rankings; returns the final policy's directory.</summary>
     private string? TrainDpo(string name)
     {
-        _unavailable.Add($"{name}: DPO (issue 6) is not in this build yet");
-        return null;
+        string dir = PathOf(name);
+        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        DpoTrainer.Train(new DpoOptions
+        {
+            Policy = PathOf("sft", "final"), Data = PathOf("annotation", "rankings.jsonl"), Out = dir, Beta = settings.DpoBeta,
+            Epochs = settings.DpoEpochs, BatchSize = 16, LearningRate = settings.DpoLearningRate, LrScheduler = "linear", WarmupSteps = 10,
+            SaveSteps = 0, LoggingSteps = 20, MaxLength = settings.MaxPositions, Truncate = true, SkipBadRecords = true, EvalSplit = 0.05, Seed = seed,
+        }, console);
+        return Path.Combine(dir, "final");
     }
 
     /// <summary>The gold-versus-KL curve of a PPO run: SFT (KL 0), then every checkpoint, then the final policy.</summary>

@@ -19,21 +19,21 @@ public sealed record DemoSettings
 
     // 1. Pretraining on the synthetic corpus, then SFT on demonstrations of mixed quality.
     public int CorpusDocuments { get; init; } = 6000;
-    public int PretrainSteps { get; init; } = 600;
-    public float PretrainLearningRate { get; init; } = 3e-3f;
+    public int PretrainSteps { get; init; } = 1500;
+    public float PretrainLearningRate { get; init; } = 1e-2f;
     public int Demonstrations { get; init; } = 2000;
     public int SftSteps { get; init; } = 200;
     public float SftLearningRate { get; init; } = 1e-3f;
     public int BatchSize { get; init; } = 32;
 
     // 2. Annotation: K responses per task, ranked by the simulated annotators.
-    public int AnnotationTasks { get; init; } = 600;
+    public int AnnotationTasks { get; init; } = 1200;
     public int CompletionsPerTask { get; init; } = 4;
     public int Overlap { get; init; } = 1;
 
     // 3. Reward model.
-    public double RewardModelEpochs { get; init; } = 2;
-    public float RewardModelLearningRate { get; init; } = 5e-4f;
+    public double RewardModelEpochs { get; init; } = 3;
+    public float RewardModelLearningRate { get; init; } = 1e-3f;
     /// <summary>Held-out gold-agreement set: samples per held-out prompt (in groups of <see cref="CompletionsPerTask"/>).</summary>
     public int RewardModelEvalGroupsPerPrompt { get; init; } = 6;
 
@@ -41,6 +41,8 @@ public sealed record DemoSettings
     public int BestOfN { get; init; } = 8;
     public int PpoSteps { get; init; } = 60;
     public int PpoBatchSize { get; init; } = 64;
+    public int PpoMiniBatches { get; init; } = 2;
+    public int PpoEpochs { get; init; } = 2;
     public float PpoLearningRate { get; init; } = 1e-4f;
     public float PpoKlCoef { get; init; } = 0.1f;
     public int PpoCheckpointEvery { get; init; } = 10;
@@ -60,10 +62,9 @@ public sealed record DemoSettings
         Name = "quick",
         CorpusDocuments = 3000,
         PretrainSteps = 800,
-        PretrainLearningRate = 1e-2f,
         Demonstrations = 1000,
         SftSteps = 120,
-        AnnotationTasks = 300,
+        AnnotationTasks = 600,
         RewardModelEpochs = 2,
         RewardModelEvalGroupsPerPrompt = 4,
         PpoSteps = 25,

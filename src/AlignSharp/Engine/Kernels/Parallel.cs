@@ -135,7 +135,9 @@ public static class ParallelFor
                 var w = Volatile.Read(ref _work);
                 if (w != null) return w;
                 if (System.Diagnostics.Stopwatch.GetTimestamp() < until) { Thread.SpinWait(20); continue; }
-                Volatile.Write(ref _sleeping, 1);
+                // A full fence (not Volatile.Write): the store of the flag must be visible before we read _work, or
+                // x86 store→load reordering lets Post read the old flag, skip the Release, and leave us asleep forever.
+                Interlocked.Exchange(ref _sleeping, 1);
                 w = Volatile.Read(ref _work);
                 if (w != null)
                 {
