@@ -82,14 +82,14 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
         Phase("evaluate", () =>
         {
             var evalPrompts = heldOut.SelectMany(p => Enumerable.Repeat(p, settings.EvalSamplesPerPrompt)).ToArray();
-            var evaluator = new PolicyEvaluator(pre.Model, rm, tokenizer, evalPrompts, settings.MaxNewTokens, Seeds.Mix(seed, 7));
+            var evaluator = new PolicyEvaluator(pre.Model, rm, tokenizer, evalPrompts, settings.MaxNewTokens, Seeds.Mix(seed, 7), settings.Temperature);
             policies["sft"] = evaluator.Evaluate(pre.Model, isSft: true);
             policies["best_of_n"] = evaluator.EvaluateBestOfN(settings.BestOfN);
             foreach (var name in new[] { "ppo", "dpo", "ppo_beta0" })
                 if (policyDirs.GetValueOrDefault(name) is string dir) policies[name] = evaluator.Evaluate(ModelIO.Load(dir));
 
             var curvePrompts = heldOut.SelectMany(p => Enumerable.Repeat(p, settings.CurveSamplesPerPrompt)).ToArray();
-            var curveEvaluator = new PolicyEvaluator(pre.Model, rm, tokenizer, curvePrompts, settings.MaxNewTokens, Seeds.Mix(seed, 8));
+            var curveEvaluator = new PolicyEvaluator(pre.Model, rm, tokenizer, curvePrompts, settings.MaxNewTokens, Seeds.Mix(seed, 8), settings.Temperature);
             curveEvaluator.Evaluate(pre.Model, isSft: true);
             foreach (var name in new[] { "ppo", "ppo_beta0" })
                 if (policyDirs.GetValueOrDefault(name) != null) curves[name] = Curve(curveEvaluator, PathOf(name));
@@ -173,7 +173,7 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
         var prompts = Enumerable.Range(0, settings.AnnotationTasks).Select(_ => World.DrawPrompt(rng, trainPrompts)).ToArray();
         int k = settings.CompletionsPerTask;
         var slots = prompts.SelectMany(p => Enumerable.Repeat(p, k)).ToArray();
-        var sampling = new SamplingOptions { MaxNewTokens = settings.MaxNewTokens, Temperature = 1f, Seed = Seeds.Mix(seed, 5) };
+        var sampling = new SamplingOptions { MaxNewTokens = settings.MaxNewTokens, Temperature = settings.Temperature, Seed = Seeds.Mix(seed, 5) };
         var completions = new List<Completion>();
         for (int start = 0; start < slots.Length; start += 64)
         {
@@ -187,7 +187,7 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
         string dir = PathOf("annotation");
         if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
         Directory.CreateDirectory(dir);
-        string sampling_ = JsonSerializer.Serialize(new { model = PathOf("sft", "final"), k, temperature = 1.0, max_new_tokens = settings.MaxNewTokens, seed = sampling.Seed });
+        string sampling_ = JsonSerializer.Serialize(new { model = PathOf("sft", "final"), k, temperature = settings.Temperature, max_new_tokens = settings.MaxNewTokens, seed = sampling.Seed });
         int submitted;
         var pool = SimulatedAnnotator.DefaultPool;
         using (var store = AnnotationStore.Create(Path.Combine(dir, "demo.annotations.db"), "demo", settings.Overlap, "model", sampling_, tasks))
@@ -216,8 +216,8 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
         int k = settings.CompletionsPerTask;
         var groupPrompts = heldOut.SelectMany(p => Enumerable.Repeat(p, settings.RewardModelEvalGroupsPerPrompt)).ToArray();
         var slots = groupPrompts.SelectMany(p => Enumerable.Repeat(p, k)).ToArray();
-        var evaluator = new PolicyEvaluator(sft, rm, tokenizer, slots, settings.MaxNewTokens, Seeds.Mix(seed, 9));
-        var completions = evaluator.Sample(sft, slots, new SamplingOptions { MaxNewTokens = settings.MaxNewTokens, Temperature = 1f, Seed = Seeds.Mix(seed, 9) });
+        var evaluator = new PolicyEvaluator(sft, rm, tokenizer, slots, settings.MaxNewTokens, Seeds.Mix(seed, 9), settings.Temperature);
+        var completions = evaluator.Sample(sft, slots, new SamplingOptions { MaxNewTokens = settings.MaxNewTokens, Temperature = settings.Temperature, Seed = Seeds.Mix(seed, 9) });
         var texts = completions.Select(c => c.Text ?? "").ToArray();
         var scores = rm.ScoreSequences(texts.Select((t, i) => rm.Encode(Training.Data.ChatContent.FromText(slots[i].Text), t)).ToList(), 32);
         var groups = groupPrompts.Select((p, g) => (p, (IReadOnlyList<string>)texts.Skip(g * k).Take(k).ToArray(),
@@ -243,7 +243,7 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
             Policy = PathOf("sft", "final"), Prompts = PathOf("world", "prompts.jsonl"), RewardModel = PathOf("rm", "final"), Out = dir,
             KlCoef = beta, MaxSteps = settings.PpoSteps, BatchSize = settings.PpoBatchSize / settings.PpoMiniBatches,
             NumMiniBatches = settings.PpoMiniBatches, NumPpoEpochs = settings.PpoEpochs, LearningRate = settings.PpoLearningRate,
-            LrScheduler = "constant", Temperature = 1f, MaxNewTokens = settings.MaxNewTokens, MaxPromptLength = 64,
+            LrScheduler = "constant", Temperature = settings.Temperature, MaxNewTokens = settings.MaxNewTokens, MaxPromptLength = 64,
             GenerationBatchSize = settings.PpoBatchSize, SaveSteps = settings.PpoCheckpointEvery, SaveTotalLimit = 0,
             SampleSteps = 5, LoggingSteps = 1, Seed = seed,
         };
@@ -251,14 +251,14 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
         return Path.Combine(dir, "final");
     }
 
-    /// <summary>DPO (sigmoid loss, reference = the SFT model) on the annotators' exported rankings; returns the final policy's directory.</summary>
+    /// <summary>DPO (sigmoid loss with cDPO label smoothing, reference = the SFT model) on the annotators' exported rankings; returns the final policy's directory.</summary>
     private string? TrainDpo(string name)
     {
         string dir = PathOf(name);
         if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
         DpoTrainer.Train(new DpoOptions
         {
-            Policy = PathOf("sft", "final"), Data = PathOf("annotation", "rankings.jsonl"), Out = dir, Beta = settings.DpoBeta,
+            Policy = PathOf("sft", "final"), Data = PathOf("annotation", "rankings.jsonl"), Out = dir, Beta = settings.DpoBeta, LabelSmoothing = settings.DpoLabelSmoothing,
             Epochs = settings.DpoEpochs, BatchSize = 16, LearningRate = settings.DpoLearningRate, LrScheduler = "linear", WarmupSteps = 10,
             SaveSteps = 0, LoggingSteps = 20, MaxLength = settings.MaxPositions, Truncate = true, SkipBadRecords = true, EvalSplit = 0.05, Seed = seed,
         }, console);

@@ -10,9 +10,12 @@ public sealed record DemoSettings
 
     // The model: a small GPT-2 over bytes that starts from random weights.
     public int HiddenSize { get; init; } = 64;
-    public int Layers { get; init; } = 2;
+    public int Layers { get; init; } = 3;
     public int Heads { get; init; } = 4;
     public int MaxPositions { get; init; } = 192;
+
+    /// <summary>Sampling temperature everywhere: annotation samples, PPO rollouts, evaluation (KL is between the tempered distributions).</summary>
+    public float Temperature { get; init; } = 0.8f;
 
     /// <summary>Longest response in tokens (bytes).</summary>
     public int MaxNewTokens { get; init; } = 128;
@@ -46,9 +49,11 @@ public sealed record DemoSettings
     public float PpoLearningRate { get; init; } = 1e-4f;
     public float PpoKlCoef { get; init; } = 0.1f;
     public int PpoCheckpointEvery { get; init; } = 10;
-    public double DpoEpochs { get; init; } = 2;
-    public float DpoLearningRate { get; init; } = 2e-4f;
-    public float DpoBeta { get; init; } = 0.1f;
+    public double DpoEpochs { get; init; } = 1;
+    public float DpoLearningRate { get; init; } = 7e-5f;
+    public float DpoBeta { get; init; } = 0.4f;
+    /// <summary>cDPO label smoothing: the annotators' labels are noisy.</summary>
+    public float DpoLabelSmoothing { get; init; } = 0.1f;
 
     // 5. Evaluation: samples per held-out prompt (there are 20 held-out prompts).
     public int EvalSamplesPerPrompt { get; init; } = 12;
@@ -69,7 +74,6 @@ public sealed record DemoSettings
         RewardModelEvalGroupsPerPrompt = 4,
         PpoSteps = 25,
         PpoCheckpointEvery = 5,
-        DpoEpochs = 1,
         EvalSamplesPerPrompt = 8,
         CurveSamplesPerPrompt = 3,
     };

@@ -17,7 +17,8 @@ public sealed record PolicyMetrics(
 /// <summary>
 /// Evaluation of policies on held-out prompts, from the experimenter's side (the only place besides the annotators
 /// that reads the gold reward). Every policy answers the same list of prompts with sampling at temperature 1 and the
-/// same per-slot random streams.
+/// same per-slot random streams, at the experiment's sampling temperature T. KL from SFT is measured between the
+/// sampling distributions (both models' logits divided by T), as the RL trainer measures it.
 /// </summary>
 public sealed class PolicyEvaluator
 {
@@ -26,16 +27,17 @@ public sealed class PolicyEvaluator
     private readonly ITokenizer _tokenizer;
     private readonly IReadOnlyList<WorldPrompt> _prompts;
     private readonly int _maxNewTokens, _seed;
+    private readonly float _temperature;
     private double[]? _sftGold;
 
-    public PolicyEvaluator(TransformerModel sft, RewardModel rm, ITokenizer tokenizer, IReadOnlyList<WorldPrompt> prompts, int maxNewTokens, int seed)
+    public PolicyEvaluator(TransformerModel sft, RewardModel rm, ITokenizer tokenizer, IReadOnlyList<WorldPrompt> prompts, int maxNewTokens, int seed, float temperature)
     {
-        _sft = sft; _rm = rm; _tokenizer = tokenizer; _prompts = prompts; _maxNewTokens = maxNewTokens; _seed = seed;
+        _sft = sft; _rm = rm; _tokenizer = tokenizer; _prompts = prompts; _maxNewTokens = maxNewTokens; _seed = seed; _temperature = temperature;
     }
 
     public IReadOnlyList<WorldPrompt> Prompts => _prompts;
 
-    private SamplingOptions Sampling(int seedOffset = 0) => new() { MaxNewTokens = _maxNewTokens, Temperature = 1f, Seed = _seed + seedOffset };
+    private SamplingOptions Sampling(int seedOffset = 0) => new() { MaxNewTokens = _maxNewTokens, Temperature = _temperature, Seed = _seed + seedOffset };
 
     /// <summary>Samples one response per prompt slot from <paramref name="policy"/> and scores it.</summary>
     public PolicyMetrics Evaluate(TransformerModel policy, bool isSft = false)
@@ -121,7 +123,7 @@ public sealed class PolicyEvaluator
         return result;
     }
 
-    /// <summary>Σ_t log p(y_t | prompt, y_&lt;t) of each sampled completion under <paramref name="model"/> (temperature 1).</summary>
+    /// <summary>Σ_t log p_T(y_t | prompt, y_&lt;t) of each sampled completion under <paramref name="model"/>, logits divided by the temperature.</summary>
     public double[] SequenceLogProbs(TransformerModel model, IReadOnlyList<WorldPrompt> prompts, IReadOnlyList<Completion> completions, int batch = 32)
     {
         var result = new double[completions.Count];
@@ -150,11 +152,11 @@ public sealed class PolicyEvaluator
                 for (int j = prompt[i].Length; j < rows[i].Length; j++)
                 {
                     var row = logits.Slice((i * t + j - 1) * vocab, vocab);
-                    float max = float.NegativeInfinity;
-                    foreach (var v in row) max = MathF.Max(max, v);
+                    double inv = 1.0 / _temperature, max = double.NegativeInfinity;
+                    foreach (var v in row) max = Math.Max(max, v * inv);
                     double z = 0;
-                    foreach (var v in row) z += Math.Exp(v - max);
-                    sum += row[rows[i][j]] - max - Math.Log(z);
+                    foreach (var v in row) z += Math.Exp(v * inv - max);
+                    sum += row[rows[i][j]] * inv - max - Math.Log(z);
                 }
                 result[start + i] = sum;
             }
