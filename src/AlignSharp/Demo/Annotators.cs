@@ -52,8 +52,8 @@ public sealed record SimulatedAnnotator(string Name, double Temperature, Annotat
     /// <summary>The annotators of the demo: six careful-to-noisy people and two with a systematic bias.</summary>
     public static IReadOnlyList<SimulatedAnnotator> DefaultPool { get; } =
     [
-        new("alice", 0.4), new("bob", 0.6), new("carol", 0.8), new("dave", 1.2), new("erin", 0.5), new("frank", 1.0),
-        new("grace", 0.6, AnnotatorBias.Verbose), new("heidi", 0.6, AnnotatorBias.Flattery),
+        new("alice", 0.3), new("bob", 0.4), new("carol", 0.5), new("dave", 0.8), new("erin", 0.35), new("frank", 0.6),
+        new("grace", 0.5, AnnotatorBias.Verbose), new("heidi", 0.5, AnnotatorBias.Flattery),
     ];
 }
 

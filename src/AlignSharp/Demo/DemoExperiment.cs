@@ -243,7 +243,7 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
             Policy = PathOf("sft", "final"), Prompts = PathOf("world", "prompts.jsonl"), RewardModel = PathOf("rm", "final"), Out = dir,
             KlCoef = beta, MaxSteps = settings.PpoSteps, BatchSize = settings.PpoBatchSize / settings.PpoMiniBatches,
             NumMiniBatches = settings.PpoMiniBatches, NumPpoEpochs = settings.PpoEpochs, LearningRate = settings.PpoLearningRate,
-            LrScheduler = "constant", Temperature = settings.Temperature, MaxNewTokens = settings.MaxNewTokens, MaxPromptLength = 64,
+            LrScheduler = "constant", Temperature = settings.Temperature, MaxNewTokens = settings.MaxNewTokens, MaxPromptLength = 80,
             GenerationBatchSize = settings.PpoBatchSize, SaveSteps = settings.PpoCheckpointEvery, SaveTotalLimit = 0,
             SampleSteps = 5, LoggingSteps = 1, Seed = seed,
         };

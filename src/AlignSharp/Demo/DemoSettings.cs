@@ -10,7 +10,7 @@ public sealed record DemoSettings
 
     // The model: a small GPT-2 over bytes that starts from random weights.
     public int HiddenSize { get; init; } = 64;
-    public int Layers { get; init; } = 3;
+    public int Layers { get; init; } = 2;
     public int Heads { get; init; } = 4;
     public int MaxPositions { get; init; } = 192;
 
@@ -30,7 +30,7 @@ public sealed record DemoSettings
     public int BatchSize { get; init; } = 32;
 
     // 2. Annotation: K responses per task, ranked by the simulated annotators.
-    public int AnnotationTasks { get; init; } = 1200;
+    public int AnnotationTasks { get; init; } = 1600;
     public int CompletionsPerTask { get; init; } = 4;
     public int Overlap { get; init; } = 1;
 
@@ -38,7 +38,7 @@ public sealed record DemoSettings
     public double RewardModelEpochs { get; init; } = 3;
     public float RewardModelLearningRate { get; init; } = 1e-3f;
     /// <summary>Held-out gold-agreement set: samples per held-out prompt (in groups of <see cref="CompletionsPerTask"/>).</summary>
-    public int RewardModelEvalGroupsPerPrompt { get; init; } = 6;
+    public int RewardModelEvalGroupsPerPrompt { get; init; } = 2;
 
     // 4. Policies.
     public int BestOfN { get; init; } = 8;
@@ -50,15 +50,15 @@ public sealed record DemoSettings
     public float PpoKlCoef { get; init; } = 0.1f;
     public int PpoCheckpointEvery { get; init; } = 10;
     public double DpoEpochs { get; init; } = 1;
-    public float DpoLearningRate { get; init; } = 7e-5f;
+    public float DpoLearningRate { get; init; } = 5e-5f;
     public float DpoBeta { get; init; } = 0.4f;
     /// <summary>cDPO label smoothing: the annotators' labels are noisy.</summary>
     public float DpoLabelSmoothing { get; init; } = 0.1f;
 
-    // 5. Evaluation: samples per held-out prompt (there are 20 held-out prompts).
-    public int EvalSamplesPerPrompt { get; init; } = 12;
+    // 5. Evaluation: samples per held-out prompt (there are 80 held-out prompts).
+    public int EvalSamplesPerPrompt { get; init; } = 3;
     /// <summary>Samples per held-out prompt for each point of the gold-versus-KL curve.</summary>
-    public int CurveSamplesPerPrompt { get; init; } = 4;
+    public int CurveSamplesPerPrompt { get; init; } = 1;
 
     public static DemoSettings Default { get; } = new() { Name = "default" };
 
@@ -71,10 +71,10 @@ public sealed record DemoSettings
         SftSteps = 120,
         AnnotationTasks = 600,
         RewardModelEpochs = 2,
-        RewardModelEvalGroupsPerPrompt = 4,
+        RewardModelEvalGroupsPerPrompt = 2,
         PpoSteps = 25,
         PpoCheckpointEvery = 5,
-        EvalSamplesPerPrompt = 8,
-        CurveSamplesPerPrompt = 3,
+        EvalSamplesPerPrompt = 2,
+        CurveSamplesPerPrompt = 1,
     };
 }

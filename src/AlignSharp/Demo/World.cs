@@ -6,7 +6,7 @@ namespace AlignSharp.Demo;
 public enum QuestionKind { Color, Sound }
 
 /// <summary>One request or question of the world. <see cref="Text"/> is what the model sees ("Q: …\nA:").</summary>
-public sealed record WorldPrompt(QuestionKind Kind, string Subject, int Template)
+public sealed record WorldPrompt(QuestionKind Kind, string Subject, int Template, int Opening = 0)
 {
     public string Question => World.Question(this);
     public string Text => $"Q: {Question}\nA:";
@@ -63,18 +63,21 @@ public static class World
     private static readonly string[] ColorTemplates = ["what color is the {0}?", "what is the color of the {0}?", "tell me the color of the {0}.", "please tell me the color of the {0}."];
     private static readonly string[] SoundTemplates = ["what does the {0} say?", "what sound does the {0} make?", "tell me what the {0} says.", "please tell me what the {0} says."];
 
+    /// <summary>How a question may open.</summary>
+    private static readonly string[] Openings = ["", "hey, ", "quick question: ", "excuse me, "];
+
     public static string Question(WorldPrompt p) =>
-        string.Format(System.Globalization.CultureInfo.InvariantCulture, (p.Kind == QuestionKind.Color ? ColorTemplates : SoundTemplates)[p.Template], p.Subject);
+        Openings[p.Opening] + string.Format(System.Globalization.CultureInfo.InvariantCulture, (p.Kind == QuestionKind.Color ? ColorTemplates : SoundTemplates)[p.Template], p.Subject);
 
     public static string AnswerText(QuestionKind kind, string subject, string value) =>
         kind == QuestionKind.Color ? $"the {subject} is {value}." : $"the {subject} says {value}.";
 
     public static string CorrectValue(QuestionKind kind, string subject) => kind == QuestionKind.Color ? Colors[subject] : Sounds[subject];
 
-    /// <summary>Every distinct prompt of the world (4 templates × 12 things + 4 templates × 8 animals = 80), in a fixed order.</summary>
+    /// <summary>Every distinct prompt of the world: 4 openings × 4 wordings × (12 things + 8 animals) = 320, in a fixed order.</summary>
     public static IReadOnlyList<WorldPrompt> AllPrompts { get; } =
-        Colors.Keys.SelectMany(s => Enumerable.Range(0, ColorTemplates.Length).Select(t => new WorldPrompt(QuestionKind.Color, s, t)))
-            .Concat(Sounds.Keys.SelectMany(s => Enumerable.Range(0, SoundTemplates.Length).Select(t => new WorldPrompt(QuestionKind.Sound, s, t))))
+        Colors.Keys.Select(s => (QuestionKind.Color, s)).Concat(Sounds.Keys.Select(s => (QuestionKind.Sound, s)))
+            .SelectMany(x => Enumerable.Range(0, 4).SelectMany(t => Enumerable.Range(0, Openings.Length).Select(o => new WorldPrompt(x.Item1, x.s, t, o))))
             .ToArray();
 
     /// <summary>Every sentence of the language, by its text.</summary>
@@ -136,8 +139,8 @@ public static class World
     public static WorldPrompt DrawPrompt(Random rng, IReadOnlyList<WorldPrompt> pool) => pool[rng.Next(pool.Count)];
 
     /// <summary>
-    /// Splits the 80 prompts into training and held-out prompts, about a quarter held out, every subject keeping
-    /// at least two training templates (so held-out prompts ask about known facts in unseen wordings).
+    /// Splits the 320 prompts into training prompts and held-out prompts: a quarter of each subject's 16 prompts
+    /// (4 per subject, 80 in all) is held out, so held-out prompts are new strings asking about known facts.
     /// </summary>
     public static (IReadOnlyList<WorldPrompt> Train, IReadOnlyList<WorldPrompt> HeldOut) SplitPrompts(int seed)
     {
@@ -148,8 +151,8 @@ public static class World
         {
             var ps = group.ToArray();
             rng.Shuffle(ps);
-            held.Add(ps[0]);
-            train.AddRange(ps.Skip(1));
+            held.AddRange(ps.Take(ps.Length / 4));
+            train.AddRange(ps.Skip(ps.Length / 4));
         }
         return (train, held);
     }

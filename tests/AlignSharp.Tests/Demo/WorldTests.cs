@@ -63,16 +63,18 @@ public class WorldTests
     }
 
     [Fact]
-    public void HeldOutPromptsAreUnseenWordingsOfKnownFacts()
+    public void HeldOutPromptsAreNewStringsAboutKnownFacts()
     {
         var (train, held) = World.SplitPrompts(0);
-        Assert.Equal(80, World.AllPrompts.Count);
-        Assert.Equal(80, train.Count + held.Count);
-        Assert.Empty(train.Intersect(held));
-        Assert.Equal(20, held.Count);
-        // Every subject still appears in training, under other wordings.
+        Assert.Equal(320, World.AllPrompts.Count);
+        Assert.Equal(320, World.AllPrompts.Select(p => p.Text).Distinct().Count());
+        Assert.Equal(80, held.Count);
+        Assert.Equal(240, train.Count);
+        Assert.Empty(train.Select(p => p.Text).Intersect(held.Select(p => p.Text)));
+        // Every subject is asked about in training too, under other wordings.
         foreach (var p in held) Assert.Contains(train, t => t.Subject == p.Subject && t.Kind == p.Kind);
         Assert.Equal("Q: what color is the sky?\nA:", new WorldPrompt(QuestionKind.Color, "sky", 0).Text);
+        Assert.Equal("Q: hey, what sound does the owl make?\nA:", new WorldPrompt(QuestionKind.Sound, "owl", 1, 1).Text);
     }
 
     [Fact]
