@@ -78,7 +78,7 @@ public static class RunReport
                 string split = o.TryGetProperty("split", out var sp) && sp.ValueKind == JsonValueKind.String ? sp.GetString()! : "train";
                 foreach (var p in o.EnumerateObject())
                 {
-                    if (p.Name is "step" or "split" || p.Value.ValueKind != JsonValueKind.Number) continue;
+                    if (p.Name is "step" or "split" or "time" || p.Value.ValueKind != JsonValueKind.Number) continue;
                     if (!metrics.TryGetValue(p.Name, out var bySplit)) metrics[p.Name] = bySplit = [];
                     if (!bySplit.TryGetValue(split, out var pts)) bySplit[split] = pts = [];
                     pts.Add((step, p.Value.GetDouble()));

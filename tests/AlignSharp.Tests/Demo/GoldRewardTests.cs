@@ -45,7 +45,8 @@ public class GoldRewardTests
         for (int i = 0; i < 3000; i++)
         {
             var p = World.DrawPrompt(rng, World.AllPrompts);
-            Assert.InRange(GoldReward.Score(p, ResponseWriter.Write(p, ResponseStyle.Demonstrations, rng)).Total, GoldReward.Ungrammatical, GoldReward.Best);
+            double total = GoldReward.Score(p, ResponseWriter.Write(p, ResponseStyle.Demonstrations, rng)).Total;
+            Assert.True(double.IsFinite(total) && total <= GoldReward.Best, $"gold reward {total} above the best answer's {GoldReward.Best}");
         }
         Assert.Equal(GoldReward.Best, Gold(" sure! the sky is blue. hope this helps."));
     }
