@@ -8,7 +8,7 @@ public static class DemoCommand
 {
     public static Command Create()
     {
-        var output = new Option<string>("--out") { Description = "Run directory to write (results.json, report.html, every phase's run). [default: demo-run]", DefaultValueFactory = _ => "demo-run" };
+        var output = new Option<string>("--out") { Description = "Run directory to write (results.json, report.html, every phase's run).", DefaultValueFactory = _ => "demo-run" };
         var seed = new Option<int>("--seed") { Description = "Random seed of the whole experiment (world, models, annotators, sampling). [default: 0]" };
         var quick = new Option<bool>("--quick") { Description = "Smaller settings that finish in about a minute and a half (for CI and first contact)." };
         var cmd = new Command("demo",
