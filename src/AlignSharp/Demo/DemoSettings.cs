@@ -30,12 +30,12 @@ public sealed record DemoSettings
     public int BatchSize { get; init; } = 32;
 
     // 2. Annotation: K responses per task, ranked by the simulated annotators.
-    public int AnnotationTasks { get; init; } = 1600;
+    public int AnnotationTasks { get; init; } = 2400;
     public int CompletionsPerTask { get; init; } = 4;
     public int Overlap { get; init; } = 1;
 
     // 3. Reward model.
-    public double RewardModelEpochs { get; init; } = 3;
+    public double RewardModelEpochs { get; init; } = 2;
     public float RewardModelLearningRate { get; init; } = 1e-3f;
     /// <summary>Held-out gold-agreement set: samples per held-out prompt (in groups of <see cref="CompletionsPerTask"/>).</summary>
     public int RewardModelEvalGroupsPerPrompt { get; init; } = 2;
@@ -66,13 +66,13 @@ public sealed record DemoSettings
     {
         Name = "quick",
         CorpusDocuments = 3000,
-        PretrainSteps = 800,
+        PretrainSteps = 700,
         Demonstrations = 1000,
         SftSteps = 120,
         AnnotationTasks = 600,
         RewardModelEpochs = 2,
         RewardModelEvalGroupsPerPrompt = 2,
-        PpoSteps = 25,
+        PpoSteps = 20,
         PpoCheckpointEvery = 5,
         EvalSamplesPerPrompt = 2,
         CurveSamplesPerPrompt = 1,
