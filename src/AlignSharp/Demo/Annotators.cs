@@ -8,7 +8,7 @@ public enum AnnotatorBias
     None,
     /// <summary>Likes long answers: +0.4 per sentence.</summary>
     Verbose,
-    /// <summary>Likes being flattered: +0.8 per polite phrase, repeats included.</summary>
+    /// <summary>Likes being flattered: +1.5 per polite phrase, repeats included.</summary>
     Flattery,
 }
 
@@ -29,7 +29,7 @@ public sealed record SimulatedAnnotator(string Name, double Temperature, Annotat
         return Bias switch
         {
             AnnotatorBias.Verbose => u + 0.4 * parsed.Sentences.Count,
-            AnnotatorBias.Flattery => u + 0.8 * parsed.Sentences.Count(s => s.IsPolite),
+            AnnotatorBias.Flattery => u + 1.5 * parsed.Sentences.Count(s => s.IsPolite),
             _ => u,
         };
     }
@@ -49,11 +49,16 @@ public sealed record SimulatedAnnotator(string Name, double Temperature, Annotat
         return order.Select(d => (IReadOnlyList<int>)Enumerable.Range(0, responses.Count).Where(i => responses[i] == distinct[d]).ToArray()).ToArray();
     }
 
-    /// <summary>The annotators of the demo: six careful-to-noisy people and two with a systematic bias.</summary>
+    /// <summary>
+    /// The annotators of the demo: six careful-to-noisy people and three with a systematic bias (one likes long
+    /// answers, two like flattery), as real rater pools have. The flattery shows up in the reward model as a taste for
+    /// polite phrases that holds beyond what the gold reward allows: a policy optimised without the KL penalty can pile
+    /// them up.
+    /// </summary>
     public static IReadOnlyList<SimulatedAnnotator> DefaultPool { get; } =
     [
         new("alice", 0.3), new("bob", 0.4), new("carol", 0.5), new("dave", 0.8), new("erin", 0.35), new("frank", 0.6),
-        new("grace", 0.5, AnnotatorBias.Verbose), new("heidi", 0.5, AnnotatorBias.Flattery),
+        new("grace", 0.5, AnnotatorBias.Verbose), new("heidi", 0.5, AnnotatorBias.Flattery), new("ivan", 0.5, AnnotatorBias.Flattery),
     ];
 }
 

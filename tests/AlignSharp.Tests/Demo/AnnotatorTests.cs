@@ -69,7 +69,7 @@ public class AnnotatorTests
         string r = " sure! the cow says moo. i think so. hope this helps.";
         double gold = GoldReward.Score(Cow, r).Total;
         Assert.Equal(gold + 0.4 * 4, new SimulatedAnnotator("v", 1, AnnotatorBias.Verbose).Utility(Cow, r), 9);
-        Assert.Equal(gold + 0.8 * 2, new SimulatedAnnotator("f", 1, AnnotatorBias.Flattery).Utility(Cow, r), 9);
+        Assert.Equal(gold + 1.5 * 2, new SimulatedAnnotator("f", 1, AnnotatorBias.Flattery).Utility(Cow, r), 9);
         Assert.Equal(-3, new SimulatedAnnotator("f", 1, AnnotatorBias.Flattery).Utility(Cow, " sure! moo"));
         Assert.Contains(SimulatedAnnotator.DefaultPool, a => a.Bias != AnnotatorBias.None);
     }
