@@ -16,8 +16,8 @@ public sealed record PolicyMetrics(
 
 /// <summary>
 /// Evaluation of policies on held-out prompts, from the experimenter's side (the only place besides the annotators
-/// that reads the gold reward). Every policy answers the same list of prompts with sampling at temperature 1 and the
-/// same per-slot random streams, at the experiment's sampling temperature T. KL from SFT is measured between the
+/// that reads the gold reward). Every policy answers the same list of prompts with the same per-slot random streams,
+/// sampled at the experiment's temperature T. KL from SFT is measured between the
 /// sampling distributions (both models' logits divided by T), as the RL trainer measures it.
 /// </summary>
 public sealed class PolicyEvaluator
