@@ -49,6 +49,81 @@ public class BatchingTests
         Assert.Equal([4, 5], b.Sources.Select(s => s.Line));
     }
 
+    [Fact]
+    public void PlanUnitsKeepsEachUnitInOneBatchAndCoversEveryExampleOnce()
+    {
+        // 60 units of 1–6 examples (a ranking of K = 4 has 6 pairs), numbered consecutively.
+        var r = new Random(5);
+        var units = new List<int[]>();
+        int next = 0;
+        for (int u = 0; u < 60; u++)
+        {
+            int size = r.Next(1, 7);
+            units.Add(Enumerable.Range(next, size).ToArray());
+            next += size;
+        }
+        var lengths = Lengths(next, 6);
+        var options = new BatchingOptions { BatchSize = 8, Seed = 3 };
+        var plan = LengthGroupedBatches.PlanUnits(units, lengths, options, epoch: 0);
+
+        Assert.Equal(Enumerable.Range(0, next), plan.SelectMany(b => b).Order());
+        var batchOf = plan.SelectMany((b, k) => b.Select(i => (i, k))).ToDictionary(x => x.i, x => x.k);
+        foreach (var unit in units)
+        {
+            Assert.Single(unit.Select(i => batchOf[i]).Distinct());
+            var batch = plan[batchOf[unit[0]]];
+            int at = Array.IndexOf(batch, unit[0]);
+            Assert.Equal(unit, batch[at..(at + unit.Length)]);
+        }
+        Assert.All(plan, b => Assert.InRange(b.Length, 1, 8));
+        Assert.Equal(plan, LengthGroupedBatches.PlanUnits(units, lengths, options, epoch: 0));
+        Assert.NotEqual(plan, LengthGroupedBatches.PlanUnits(units, lengths, options, epoch: 1));
+
+        // A unit larger than the batch size is a batch of its own; without shuffling, units follow file order.
+        var big = LengthGroupedBatches.PlanUnits([[0, 1, 2], [3], [4, 5]], [1, 1, 1, 1, 1, 1], new BatchingOptions { BatchSize = 2, Shuffle = false }, 0);
+        Assert.Equal([[0, 1, 2], [3], [4, 5]], big);
+        var packed = LengthGroupedBatches.PlanUnits([[0, 1], [2], [3, 4]], [1, 1, 1, 1, 1], new BatchingOptions { BatchSize = 3, Shuffle = false }, 0);
+        Assert.Equal([[0, 1, 2], [3, 4]], packed);
+    }
+
+    [Fact]
+    public void EpochByRecordBatchesARankingsPairsTogetherAndScoresEachCompletionOnce()
+    {
+        // Two rankings of 3 completions (3 pairs each) and one plain pair, as the loader expands them.
+        var a = new RecordSource("r.jsonl", 1);
+        var b = new RecordSource("r.jsonl", 2);
+        var c = new RecordSource("r.jsonl", 3);
+        int[] p1 = [1, 2], x = [3, 9], y = [4, 9], z = [5, 5, 9];
+        int[] p2 = [6], u = [7, 9], v = [8, 8, 9], w = [9];
+        TokenizedPreference Pair(int[] prompt, int[] chosen, int[] rejected, RecordSource s) => new(prompt, chosen, rejected, 0f, 1f, s);
+        var pairs = new[]
+        {
+            Pair(p1, x, y, a), Pair(p1, x, z, a), Pair(p2, u, v, b), Pair(p1, y, z, a),
+            Pair(p2, u, w, b), Pair(p2, v, w, b), Pair([6], [7, 7, 9], [9], c),
+        };
+        var batches = PreferenceBatch.EpochByRecord(pairs, new BatchingOptions { BatchSize = 3, Seed = 1 }, 0, padId: 0).ToList();
+        Assert.Equal(3, batches.Count);
+        Assert.Contains(batches, bt => bt.Sources.All(s => s == a) && bt.PairCount == 3);
+        Assert.Contains(batches, bt => bt.Sources.All(s => s == b) && bt.PairCount == 3);
+
+        var ranking = batches.Single(bt => bt.Sources[0] == a);
+        var (ids, mask, count, rowOf) = ranking.DistinctRows();
+        Assert.Equal(3, count); // x, y, z: six rows, three completions
+        int t = ranking.SeqLen;
+        for (int row = 0; row < 6; row++)
+        {
+            Assert.Equal(ranking.InputIds.AsSpan(row * t, t).ToArray(), ids.AsSpan(rowOf[row] * t, t).ToArray());
+            Assert.Equal(ranking.AttentionMask.AsSpan(row * t, t).ToArray(), mask.AsSpan(rowOf[row] * t, t).ToArray());
+        }
+        Assert.Equal(rowOf[0], rowOf[1]); // x chosen twice
+        Assert.Equal(rowOf[2], rowOf[3 + 0]); // y: chosen in (y, z), rejected in (x, y)
+
+        // Plain pairs are batched as before.
+        var plain = pairs.Select((p, i) => p with { Source = new RecordSource("p.jsonl", i + 1) }).ToArray();
+        var options = new BatchingOptions { BatchSize = 3, Seed = 1 };
+        Assert.Equal(PreferenceBatch.Epoch(plain, options, 0, 0).Select(bt => bt.Sources), PreferenceBatch.EpochByRecord(plain, options, 0, 0).Select(bt => bt.Sources));
+    }
+
     private static int[] Lengths(int n, int seed)
     {
         var r = new Random(seed);

@@ -1,6 +1,8 @@
 using System.Text.Json;
 using AlignSharp.Engine;
 using AlignSharp.Models;
+using AlignSharp.Text;
+using AlignSharp.Training.Data;
 using AlignSharp.Training.RewardModeling;
 using AlignSharp.Training.Rewards;
 using AlignSharp.Training.Runs;
@@ -136,5 +138,44 @@ public sealed class SupervisedTrainerTests : IDisposable
         Assert.True(rm.Info!.RewardStd > 0);
         var scores = rm.ScoreSequences([rm.Encode(AlignSharp.Training.Data.ChatContent.FromText("say:"), " abcd#efgh"), rm.Encode(AlignSharp.Training.Data.ChatContent.FromText("say:"), " abcdefgh")]);
         Assert.True(scores[0] > scores[1]);
+    }
+    [Fact]
+    public void RewardModelScoresEachDistinctCompletionOnceWithTheFullBatchsLossAndGradients()
+    {
+        var pre = Pretrained.Load(TinyModels.Create(P("base"), seed: 4), HeadKind.Scalar, seed: 4);
+        var rm = new RewardModel(pre.Model, pre.RequireTokenizer("test"), ChatTemplate.Get("plain"));
+        // One ranking of four completions (six pairs, InstructGPT weights 1) and its batch of twelve rows.
+        int[] prompt = [10, 11, 12];
+        int[][] completions = [[20, 21, 2], [22, 2], [23, 24, 25, 2], [26, 27, 2]];
+        var source = new RecordSource("r.jsonl", 1);
+        var pairs = (from i in Enumerable.Range(0, 4) from j in Enumerable.Range(i + 1, 3 - i)
+                     select new TokenizedPreference(prompt, completions[i], completions[j], 0.1f * i, 1f + 0.25f * j, source)).ToArray();
+        var task = new RewardModelTask(rm, P("base"), pairs, [], batchSize: 6, seed: 0, centerCoef: 0.01f, maxLength: 64);
+        Assert.Equal(1, task.MicroBatches);
+
+        Dictionary<string, float[]> Gradients(Func<Tensor> loss, out float value)
+        {
+            foreach (var (_, p) in rm.Model.NamedParameters) p.ClearGrad();
+            using var scope = TensorScope.Begin();
+            var l = loss();
+            value = l.Item();
+            l.Backward();
+            return rm.Model.NamedParameters.ToDictionary(x => x.Name, x => x.Parameter.Grad?.ToArray() ?? []);
+        }
+
+        var deduplicated = Gradients(() => task.Forward(0, new Random(0)).LossSum, out float lossDedup);
+        var full = Gradients(() =>
+        {
+            var b = PreferenceBatch.Create(pairs, padId: 0);
+            int rows = 2 * b.PairCount, t = b.SeqLen;
+            var values = Ops.Reshape(rm.Model.Forward(b.InputIds, rows, t, keyMask: b.AttentionMask), rows * t, 1);
+            var scores = Ops.Reshape(Ops.IndexSelect(values, b.LastIndex.Select((last, r) => r * t + last).ToArray()), rows);
+            return RewardLosses.BradleyTerrySum(Ops.SliceRows(scores, 0, b.PairCount), Ops.SliceRows(scores, b.PairCount, b.PairCount), b.Margins, b.Weights, 0.01f);
+        }, out float lossFull);
+
+        Assert.Equal(lossFull, lossDedup, 4);
+        foreach (var (name, g) in full)
+            for (int i = 0; i < g.Length; i++)
+                Assert.True(Math.Abs(g[i] - deduplicated[name][i]) <= 1e-5 + 1e-4 * Math.Abs(g[i]), $"{name}[{i}]: {g[i]} vs {deduplicated[name][i]}");
     }
 }

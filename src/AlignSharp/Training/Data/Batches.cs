@@ -162,6 +162,60 @@ public sealed class PreferenceBatch
         foreach (var indices in LengthGroupedBatches.Plan(pairs.Select(p => p.Length).ToArray(), options, epoch))
             yield return Create(indices.Select(i => pairs[i]).ToArray(), padId);
     }
+
+    /// <summary>
+    /// One epoch of batches that keep the pairs of one record (a ranking's K·(K−1)/2 pairs) together, as
+    /// <see cref="LengthGroupedBatches.PlanUnits"/> plans them; a file of plain pairs gets <see cref="Epoch"/>'s batches.
+    /// </summary>
+    public static IEnumerable<PreferenceBatch> EpochByRecord(IReadOnlyList<TokenizedPreference> pairs, BatchingOptions options, int epoch, int padId)
+    {
+        var units = Enumerable.Range(0, pairs.Count).GroupBy(i => pairs[i].Source).Select(g => g.ToArray()).ToArray();
+        if (units.All(u => u.Length == 1)) return Epoch(pairs, options, epoch, padId);
+        return LengthGroupedBatches.PlanUnits(units, pairs.Select(p => p.Length).ToArray(), options, epoch)
+            .Select(indices => Create(indices.Select(i => pairs[i]).ToArray(), padId));
+    }
+
+    /// <summary>
+    /// The distinct rows of this batch (a completion that appears in several pairs of a ranking is one row): their
+    /// ids and mask as [U, T], and for each of the 2B rows the index of its distinct row. Rows are equal when their
+    /// real tokens are; a reward model scores each distinct row once and gathers, which is exact (equal inputs, equal
+    /// scores) and saves most of the work on rankings.
+    /// </summary>
+    public (int[] Ids, bool[] Mask, int Count, int[] RowOf) DistinctRows()
+    {
+        int rows = 2 * PairCount, t = SeqLen;
+        var rowOf = new int[rows];
+        var firstRow = new List<int>();
+        var seen = new Dictionary<int, List<int>>();
+        for (int r = 0; r < rows; r++)
+        {
+            var tokens = InputIds.AsSpan(r * t, LastIndex[r] + 1);
+            var hash = new HashCode();
+            hash.AddBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(tokens));
+            int h = hash.ToHashCode();
+            int found = -1;
+            if (seen.TryGetValue(h, out var candidates))
+                foreach (int u in candidates)
+                    if (LastIndex[firstRow[u]] == LastIndex[r] && tokens.SequenceEqual(InputIds.AsSpan(firstRow[u] * t, LastIndex[r] + 1))) { found = u; break; }
+            if (found < 0)
+            {
+                found = firstRow.Count;
+                firstRow.Add(r);
+                if (candidates == null) seen[h] = candidates = [];
+                candidates.Add(found);
+            }
+            rowOf[r] = found;
+        }
+        int count = firstRow.Count;
+        var ids = new int[count * t];
+        var mask = new bool[count * t];
+        for (int u = 0; u < count; u++)
+        {
+            InputIds.AsSpan(firstRow[u] * t, t).CopyTo(ids.AsSpan(u * t, t));
+            AttentionMask.AsSpan(firstRow[u] * t, t).CopyTo(mask.AsSpan(u * t, t));
+        }
+        return (ids, mask, count, rowOf);
+    }
 }
 
 /// <summary>

@@ -73,6 +73,65 @@ public static class LengthGroupedBatches
         return batches;
     }
 
+    /// <summary>
+    /// As <see cref="Plan"/>, over units of examples that must share a batch (the pairs of one ranking, which
+    /// InstructGPT trains on as one batch element, so that a reward model sees each completion once per epoch and
+    /// scores it once per batch). Units are shuffled, length-grouped by their longest example within buckets of about
+    /// BucketBatches × BatchSize examples, and packed in that order into batches of at most BatchSize examples (a
+    /// larger unit is a batch of its own); then the batch order is shuffled. Every example appears exactly once per
+    /// epoch, and a unit's examples are consecutive in its batch. DropLast is not supported here.
+    /// </summary>
+    public static IReadOnlyList<int[]> PlanUnits(IReadOnlyList<int[]> units, IReadOnlyList<int> lengths, BatchingOptions options, int epoch)
+    {
+        options.Validate();
+        if (options.DropLast) throw new ArgumentException("DropLast is not supported for batches of units.", nameof(options));
+        var order = Enumerable.Range(0, units.Count).ToArray();
+        var unitLength = units.Select(u => u.Length == 0 ? 0 : u.Max(i => lengths[i])).ToArray();
+        var batches = new List<int[]>();
+        if (!options.Shuffle)
+        {
+            Pack(order, units, options.BatchSize, batches);
+            return batches;
+        }
+        var rng = new SplitMix64(SplitMix64.Mix((ulong)(uint)options.Seed, (ulong)(uint)epoch));
+        rng.Shuffle(order.AsSpan());
+        if (!options.GroupByLength)
+        {
+            Pack(order, units, options.BatchSize, batches);
+        }
+        else
+        {
+            double meanUnit = Math.Max(1.0, units.Average(u => (double)u.Length));
+            int bucket = Math.Max(1, (int)(options.BatchSize * (long)options.BucketBatches / meanUnit));
+            for (int start = 0; start < order.Length; start += bucket)
+            {
+                var sorted = order.AsSpan(start, Math.Min(bucket, order.Length - start)).ToArray()
+                    .Select((unit, position) => (unit, position))
+                    .OrderByDescending(x => unitLength[x.unit]).ThenBy(x => x.position).Select(x => x.unit).ToArray();
+                Pack(sorted, units, options.BatchSize, batches);
+            }
+        }
+        var batchOrder = batches.ToArray();
+        rng.Shuffle(batchOrder.AsSpan());
+        return batchOrder;
+    }
+
+    private static void Pack(int[] unitOrder, IReadOnlyList<int[]> units, int size, List<int[]> into)
+    {
+        var current = new List<int>();
+        foreach (int u in unitOrder)
+        {
+            if (units[u].Length == 0) continue;
+            if (current.Count > 0 && current.Count + units[u].Length > size)
+            {
+                into.Add([.. current]);
+                current.Clear();
+            }
+            current.AddRange(units[u]);
+        }
+        if (current.Count > 0) into.Add([.. current]);
+    }
+
     private static void Cut(int[] indices, int size, List<int[]> into)
     {
         for (int i = 0; i < indices.Length; i += size) into.Add(indices[i..Math.Min(i + size, indices.Length)]);

@@ -28,7 +28,8 @@ public sealed record RewardModelOptions : TextDataOptions
 
 /// <summary>
 /// A preference batch's 2B rows (chosen rows, then rejected rows) scored at their last real token; the loss is the
-/// Bradley–Terry negative log-likelihood of the human choice, summed over pairs with their weights.
+/// Bradley–Terry negative log-likelihood of the human choice, summed over pairs with their weights. A ranking's pairs
+/// share a batch and each distinct completion is scored once (InstructGPT's batching: K forward passes, not K·(K−1)).
 /// </summary>
 public sealed class RewardModelTask : ISupervisedTask
 {
@@ -47,8 +48,8 @@ public sealed class RewardModelTask : ISupervisedTask
         _maxLength = maxLength;
         int pad = TokenSequences.PadId(rm.Tokenizer);
         var batching = new BatchingOptions { BatchSize = batchSize, Seed = seed };
-        _train = PreferenceBatch.Epoch(train, batching, 0, pad).ToList();
-        _eval = eval.Count == 0 ? [] : PreferenceBatch.Epoch(eval, batching with { Shuffle = false }, 0, pad).ToList();
+        _train = PreferenceBatch.EpochByRecord(train, batching, 0, pad).ToList();
+        _eval = eval.Count == 0 ? [] : PreferenceBatch.EpochByRecord(eval, batching with { Shuffle = false }, 0, pad).ToList();
     }
 
     public int MicroBatches => _train.Count;
@@ -60,8 +61,9 @@ public sealed class RewardModelTask : ISupervisedTask
     private MicroBatchResult Score(PreferenceBatch b)
     {
         int pairs = b.Margins.Length, rows = 2 * pairs, t = b.SeqLen;
-        var values = Ops.Reshape(_rm.Model.Forward(b.InputIds, rows, t, keyMask: b.AttentionMask), rows * t, 1);
-        var scores = Ops.Reshape(Ops.IndexSelect(values, b.LastIndex.Select((last, r) => r * t + last).ToArray()), rows);
+        var (ids, mask, distinct, rowOf) = b.DistinctRows();
+        var values = Ops.Reshape(_rm.Model.Forward(ids, distinct, t, keyMask: mask), distinct * t, 1);
+        var scores = Ops.Reshape(Ops.IndexSelect(values, b.LastIndex.Select((last, r) => rowOf[r] * t + last).ToArray()), rows);
         var chosen = Ops.SliceRows(scores, 0, pairs);
         var rejected = Ops.SliceRows(scores, pairs, pairs);
         var loss = RewardLosses.BradleyTerrySum(chosen, rejected, b.Margins, b.Weights, _centerCoef);
@@ -73,7 +75,7 @@ public sealed class RewardModelTask : ISupervisedTask
             margin += cs[i] - rs[i]; rc += cs[i]; rr += rs[i];
         }
         var metrics = new Dictionary<string, double> { ["accuracy"] = correct, ["margin"] = margin, ["rewards/chosen"] = rc, ["rewards/rejected"] = rr };
-        return new MicroBatchResult(loss, metrics, b.AttentionMask.Count(m => m));
+        return new MicroBatchResult(loss, metrics, mask.Count(m => m));
     }
 
     public Dictionary<string, double>? Evaluate()
