@@ -73,7 +73,9 @@ public static class DemoReport
         sb.Append("<h2>Sample responses</h2>");
         foreach (var name in DemoExperiment.PolicyOrder.Where(r.Policies.ContainsKey))
         {
-            var rows = r.Policies[name].Responses.Take(6).Select(x => (IReadOnlyDictionary<string, object?>)new Dictionary<string, object?>
+            // Every policy answered the same slots: the same spread of slots shows six different prompts side by side.
+            var responses = r.Policies[name].Responses;
+            var rows = Enumerable.Range(0, Math.Min(6, responses.Count)).Select(k => responses[k * responses.Count / Math.Min(6, responses.Count)]).Select(x => (IReadOnlyDictionary<string, object?>)new Dictionary<string, object?>
             {
                 ["prompt"] = x.Prompt.Question, ["response"] = x.Text, ["gold"] = x.Gold, ["proxy"] = Math.Round(x.Proxy, 3), ["grammatical"] = x.Grammatical ? "yes" : "no",
             }).ToList();
