@@ -17,7 +17,7 @@ internal static class Fixtures
     public static readonly string[] All =
     [
         "gpt2-hub", "gpt2-save-pretrained", "llama-gqa", "qwen2-tied-bias", "llama-sharded", "llama-bf16",
-        "mistral-gqa", "llama3-rope-scaling",
+        "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window",
     ];
 
     private static string Find()
