@@ -126,7 +126,7 @@ public sealed record ModelConfig
     public int? PadTokenId { get; init; }
 
     /// <summary>Mistral <c>sliding_window</c>: a position attends to at most this many positions (itself included),
-    /// counted in sequence (cache) slots as transformers does, so left padding uses up window. Null: full causal attention.</summary>
+    /// counted in sequence (cache) slots, not position ids, as transformers does. Null: full causal attention.</summary>
     public int? SlidingWindow { get; init; }
 
     public HeadKind Head { get; init; } = HeadKind.LanguageModel;

@@ -38,9 +38,9 @@ public static partial class Ops
     /// q [B, T, Hq, D], k and v [B, S, Hkv, D] with Hq % Hkv == 0 (query head h reads kv head h / G)
     /// → [B, T, Hq, D]. Query t sits at absolute position p = positionOffset + t and may attend key s iff
     /// s ≤ p, p − window &lt; s when a window is given (a query sees at most window keys, itself included), and
-    /// (keyMask == null || keyMask[b·S + s]). Keys are counted by their index in k (a cache slot), not by token
-    /// position, so left padding takes room in the window, as in Hugging Face's sliding-window mask. A query with
-    /// no allowed key outputs zeros and receives a zero gradient. scale defaults to 1/√D.
+    /// (keyMask == null || keyMask[b·S + s]). The window counts keys by their index in k (a cache slot), not by token
+    /// position, as Hugging Face's sliding-window mask does: a masked slot inside the window still uses it up. A
+    /// query with no allowed key outputs zeros and receives a zero gradient. scale defaults to 1/√D.
     /// Saves: the probabilities [B, Hq, T, S'] (only when a gradient is needed).
     /// Backward, per (b, kv head), over the G query heads that share it:
     /// dV += Pᵀ·dO, dP = dO·Vᵀ, dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)), dQ += dS·K, dK += dSᵀ·Q.
