@@ -36,6 +36,8 @@ Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V 
                 (halves, NOT interleaved pairs).
           GQA: query head i uses kv head i // (H / KV).
   Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
+          Mistral with sliding_window W also masks key j for query i when i - j >= W (a query sees at most
+          W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay).
 
 Deterministic: every fixture has its own fixed torch seed; rerunning rewrites identical files.
 """
@@ -110,11 +112,13 @@ def gelu_new(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
-def causal_attention(q, k, v):
-    """q [H, T, hd], k/v [H, T, hd] (kv already repeated) -> [T, H*hd]"""
+def causal_attention(q, k, v, window=None):
+    """q [H, T, hd], k/v [H, T, hd] (kv already repeated) -> [T, H*hd]; window: keys j <= i - window masked."""
     h, t, hd = q.shape
     s = q @ k.transpose(-1, -2) / math.sqrt(hd)
     mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+    if window is not None:
+        mask |= torch.tril(torch.ones(t, t, dtype=torch.bool), diagonal=-window)
     s = s.masked_fill(mask, float("-inf"))
     p = torch.softmax(s, dim=-1)
     return (p @ v).transpose(0, 1).reshape(t, h * hd)
@@ -167,9 +171,19 @@ def rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def attention_window(cfg):
+    """Mistral applies sliding_window (when not null) in every layer; Llama has none. Qwen2 would apply it only
+    with use_sliding_window, which the fixtures keep false."""
+    if cfg["model_type"] == "mistral":
+        return cfg.get("sliding_window")
+    assert not cfg.get("use_sliding_window", False)
+    return None
+
+
 def llama_forward(w, cfg, ids):
     """Llama / Qwen2 / Mistral. w: HF names, float64."""
     t = len(ids)
+    window = attention_window(cfg)
     d = cfg["hidden_size"]
     nh = cfg["num_attention_heads"]
     nkv = cfg.get("num_key_value_heads") or nh
@@ -198,7 +212,7 @@ def llama_forward(w, cfg, ids):
         rep = nh // nkv
         k = k.repeat_interleave(rep, dim=0)  # == HF repeat_kv: head i uses kv head i // rep
         v = v.repeat_interleave(rep, dim=0)
-        h = h + lin(causal_attention(q, k, v), p + "self_attn.o_proj")
+        h = h + lin(causal_attention(q, k, v, window), p + "self_attn.o_proj")
         x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
         g = lin(x, p + "mlp.gate_proj")
         h = h + lin(g * torch.sigmoid(g) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
@@ -481,6 +495,17 @@ def fixture_mistral():
                     make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg, rope_inv_freq(cfg, 16))
 
 
+def fixture_mistral_sliding_window():
+    g = torch.Generator().manual_seed(1009)
+    cfg = llama_family_config("mistral", "MistralForCausalLM", sliding_window=5, vocab_size=72)
+    w = llama_weights(g, cfg)
+    d = fresh_dir("mistral-sliding-window")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "mistral, sliding_window 5 with inputs of 16 and 7 tokens (positions >= 5 lose their oldest keys), "
+                    "heads 4 / kv 2", make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg)
+
+
 def fixture_llama3_rope():
     g = torch.Generator().manual_seed(1008)
     cfg = llama_family_config("llama", "LlamaForCausalLM", head_dim=16, num_key_value_heads=2, hidden_size=32,
@@ -507,6 +532,7 @@ def main():
     fixture_llama_bf16()
     fixture_mistral()
     fixture_llama3_rope()
+    fixture_mistral_sliding_window()
 
 
 if __name__ == "__main__":

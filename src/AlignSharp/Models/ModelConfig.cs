@@ -125,8 +125,8 @@ public sealed record ModelConfig
 
     public int? PadTokenId { get; init; }
 
-    /// <summary>Mistral <c>sliding_window</c>: a position attends to at most this many positions (itself included).
-    /// Null: full causal attention.</summary>
+    /// <summary>Mistral <c>sliding_window</c>: a position attends to at most this many positions (itself included),
+    /// counted in sequence (cache) slots, not position ids, as transformers does. Null: full causal attention.</summary>
     public int? SlidingWindow { get; init; }
 
     public HeadKind Head { get; init; } = HeadKind.LanguageModel;
@@ -364,6 +364,9 @@ public sealed record ModelConfig
         Positive(IntermediateSize, gpt2 ? "n_inner" : "intermediate_size");
         Positive(MaxPositions, gpt2 ? "n_positions" : "max_position_embeddings");
         if (!(NormEps > 0)) throw new UserInputException($"model config '{source}': the norm epsilon must be positive, not {NormEps}");
+        // Only mistral writes sliding_window back (ToJson), so a window on another family would be lost on save.
+        if (SlidingWindow != null && Family != ModelFamily.Mistral)
+            throw new UserInputException($"model config '{source}': a sliding window is only supported for mistral, not {ModelTypeName(Family)}");
         if (gpt2)
         {
             if (HiddenSize % NumHeads != 0)

@@ -59,9 +59,9 @@ public sealed class KvCache
 
 /// <summary>
 /// One decoder-only transformer for the GPT-2 family (LayerNorm, learned positions, GELU MLP, tied head) and
-/// the Llama family (RMSNorm, RoPE, SwiGLU, grouped-query attention, optional q/k/v biases), chosen by
-/// <see cref="ModelConfig"/>. Shapes: B batch, T new positions, S keys (cache included), D hidden,
-/// H query heads, KV key/value heads, Dh head size, V vocabulary.
+/// the Llama family (RMSNorm, RoPE, SwiGLU, grouped-query attention, optional q/k/v biases, Mistral's sliding
+/// window), chosen by <see cref="ModelConfig"/>. Shapes: B batch, T new positions, S keys (cache included),
+/// D hidden, H query heads, KV key/value heads, Dh head size, V vocabulary.
 /// </summary>
 public sealed class TransformerModel
 {
@@ -215,8 +215,10 @@ public sealed class TransformerModel
                 q = Ops.Rope(q, positions, _invFreq);
                 k = Ops.Rope(k, positions, _invFreq);
             }
+            // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
+            // exactly the keys the full recompute would.
             if (cache != null) (k, v) = cache.Append(l, k, v);
-            var a = Ops.CausalAttention(q, k, v, offset, keyMask);
+            var a = Ops.CausalAttention(q, k, v, offset, keyMask, window: c.SlidingWindow);
             x = Ops.Add(x, Linear(Ops.Reshape(a, batch, seq, c.QueryDim), p + "attn.o"));
 
             var m = Norm(x, p + "mlp_norm");

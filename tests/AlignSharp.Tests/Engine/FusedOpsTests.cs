@@ -220,8 +220,9 @@ public class FusedOpsTests
 
     // ---- attention ---------------------------------------------------------------------------------------
 
-    /// <summary>Explicit scores + mask + softmax per (b, t, h) in float64, kv head h / (Hq/Hkv).</summary>
-    private static double[] AttentionReference(Tensor q, Tensor k, Tensor v, int offset, bool[]? mask, double? scale)
+    /// <summary>Explicit scores + mask + softmax per (b, t, h) in float64, kv head h / (Hq/Hkv); with a window,
+    /// query position p = offset + t may see key s only when p − window &lt; s.</summary>
+    private static double[] AttentionReference(Tensor q, Tensor k, Tensor v, int offset, bool[]? mask, double? scale, int? window = null)
     {
         int b = q.Dim(0), t = q.Dim(1), hq = q.Dim(2), d = q.Dim(3), s = k.Dim(1), hkv = k.Dim(2);
         double sc = scale ?? 1.0 / Math.Sqrt(d);
@@ -236,7 +237,7 @@ public class FusedOpsTests
                     double max = double.NegativeInfinity;
                     for (int si = 0; si < s; si++)
                     {
-                        bool allowed = si <= offset + ti && (mask == null || mask[bi * s + si]);
+                        bool allowed = si <= offset + ti && (window == null || offset + ti - window < si) && (mask == null || mask[bi * s + si]);
                         if (!allowed) { w[si] = double.NegativeInfinity; continue; }
                         double dot = 0;
                         for (int i = 0; i < d; i++) dot += (double)qs[((bi * t + ti) * hq + h) * d + i] * ks[((bi * s + si) * hkv + kh) * d + i];
@@ -328,6 +329,147 @@ public class FusedOpsTests
         var q4 = Rand(rng, 1, 1, 3, 4, 4);
         Assert.Throws<ArgumentException>(() => Ops.CausalAttention(q4, k, k, keyMask: new bool[2]));   // mask length
         Assert.Throws<ArgumentOutOfRangeException>(() => Ops.CausalAttention(q4, k, k, positionOffset: -1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Ops.CausalAttention(q4, k, k, window: 0));
+    }
+
+    // ---- sliding-window attention ------------------------------------------------------------------------
+
+    public static IEnumerable<object[]> WindowedAttentionShapes() =>
+    [
+        // B, T, S, Hq, Hkv, D, offset, window, masked
+        [2, 9, 9, 4, 2, 6, 0, 3, true],        // self-attention T > W, GQA, masks (a query can lose its whole window)
+        [1, 7, 12, 3, 3, 5, 5, 4, false],      // offset 5: windows start inside the cache
+        [2, 3, 10, 4, 1, 8, 6, 2, true],       // row path, offset + W still inside S
+        [2, 1, 33, 6, 2, 16, 32, 5, true],     // single-token decode sees the last 5 slots only
+        [1, 6, 4, 2, 1, 6, 3, 2, false],       // offset + T > S: queries past S + W − 1 see no key at all
+        [1, 70, 6, 1, 1, 4, 0, 3, false],      // ... and a whole GEMM block with no key
+        [1, 8, 8, 2, 2, 7, 0, 1, false],       // W = 1: each query attends only itself
+        [2, 130, 140, 2, 1, 5, 4, 20, true],   // three GEMM blocks, windows straddling block edges
+        [1, 200, 200, 2, 2, 4, 0, 70, false],  // W > block: a block's keys start mid-sequence
+    ];
+
+    [Theory]
+    [MemberData(nameof(WindowedAttentionShapes))]
+    public void WindowedAttentionMatchesReference(int b, int t, int s, int hq, int hkv, int d, int offset, int window, bool masked)
+    {
+        var rng = new Random(61 + t * 7 + s + window);
+        var q = Rand(rng, 2, b, t, hq, d); var k = Rand(rng, 2, b, s, hkv, d); var v = Rand(rng, 1, b, s, hkv, d);
+        bool[]? mask = null;
+        if (masked)
+        {
+            mask = new bool[b * s];
+            for (int i = 0; i < mask.Length; i++) mask[i] = rng.NextDouble() < 0.7;
+        }
+        var expected = AttentionReference(q, k, v, offset, mask, null, window);
+        using var _ = Autograd.NoGrad();
+        var actual = Ops.CausalAttention(q, k, v, offset, mask, window: window).Span;
+        AssertAllClose(expected, actual, 2e-5, "windowed attention");
+        // The window must change something whenever a query could otherwise see past it.
+        if (offset + t > window)
+            Assert.NotEqual(AttentionReference(q, k, v, offset, mask, null), expected);
+        AssertAllClose(AttentionReference(q, k, v, offset, mask, 0.3, window), Ops.CausalAttention(q, k, v, offset, mask, 0.3f, window).Span, 2e-5, "windowed, scale 0.3");
+    }
+
+    [Fact]
+    public void WindowCoveringEveryKeyEqualsNoWindow()
+    {
+        var rng = new Random(62);
+        var q = Rand(rng, 2, 2, 70, 4, 6); var k = Rand(rng, 2, 2, 73, 2, 6); var v = Rand(rng, 1, 2, 73, 2, 6);
+        var mask = new bool[2 * 73];
+        for (int i = 0; i < mask.Length; i++) mask[i] = i % 7 != 2;
+        using var _ = Autograd.NoGrad();
+        Assert.Equal(Ops.CausalAttention(q, k, v, 3, mask).ToArray(), Ops.CausalAttention(q, k, v, 3, mask, window: 73).ToArray());
+    }
+
+    [Theory]
+    [InlineData("gemm path, T > W, offset, key mask, GQA")]
+    [InlineData("row path, offset, key mask")]
+    [InlineData("empty windows past S")]
+    [InlineData("two blocks, W < block")]
+    [InlineData("two blocks, W > block")]
+    public void WindowedAttentionGradientMatchesFiniteDifferences(string name)
+    {
+        var rng = new Random(63);
+        switch (name)
+        {
+            case "gemm path, T > W, offset, key mask, GQA":
+            {
+                // Batch 1 masks keys 2..4, so its query at position 4 (window [2, 4]) has no key at all.
+                var mask = new bool[2 * 11];
+                for (int i = 0; i < mask.Length; i++) mask[i] = !(i >= 13 && i <= 15) && i != 6;
+                GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 2, keyMask: mask, window: 3),
+                    [Rand(rng, 1, 2, 9, 4, 6), Rand(rng, 1, 2, 11, 2, 6), Rand(rng, 1, 2, 11, 2, 6)]);
+                break;
+            }
+            case "row path, offset, key mask":
+            {
+                var mask = new bool[9];
+                for (int i = 0; i < mask.Length; i++) mask[i] = i != 5;
+                GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 5, keyMask: mask, scale: 0.8f, window: 4),
+                    [Rand(rng, 1, 1, 3, 2, 10), Rand(rng, 1, 1, 9, 1, 10), Rand(rng, 1, 1, 9, 1, 10)]);
+                break;
+            }
+            case "empty windows past S":
+                GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 3, window: 2),
+                    [Rand(rng, 1, 1, 6, 2, 6), Rand(rng, 1, 1, 4, 1, 6), Rand(rng, 1, 1, 4, 1, 6)]);
+                // The second query block lies wholly past the keys.
+                GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], window: 3),
+                    [Rand(rng, 1, 1, 70, 1, 3), Rand(rng, 1, 1, 6, 1, 3), Rand(rng, 1, 1, 6, 1, 3)]);
+                break;
+            case "two blocks, W < block":
+                GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 1, window: 5),
+                    [Rand(rng, 1, 1, 67, 1, 3), Rand(rng, 1, 1, 70, 1, 3), Rand(rng, 1, 1, 70, 1, 3)]);
+                break;
+            case "two blocks, W > block":
+            {
+                var mask = new bool[80];
+                for (int i = 0; i < mask.Length; i++) mask[i] = i % 9 != 4;
+                GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 4, keyMask: mask, window: 70),
+                    [Rand(rng, 1, 1, 76, 2, 3), Rand(rng, 1, 1, 80, 1, 3), Rand(rng, 1, 1, 80, 1, 3)]);
+                break;
+            }
+            default: Assert.Fail($"unknown case {name}"); break;
+        }
+    }
+
+    [Fact]
+    public void WindowedQueryWithNoKeyGetsZeroOutputAndGradient()
+    {
+        var rng = new Random(64);
+        // Query 3 (window {2, 3}) finds both keys masked; query 4 still sees key 4.
+        var q = Rand(rng, 1, 1, 5, 2, 6); var k = Rand(rng, 1, 1, 5, 1, 6); var v = Rand(rng, 1, 1, 5, 1, 6);
+        bool[] mask = [true, true, false, false, true];
+        var o = Ops.CausalAttention(q, k, v, keyMask: mask, window: 2);
+        Assert.All(o.Span.Slice(3 * 12, 12).ToArray(), x => Assert.Equal(0f, x));
+        Assert.Contains(o.Span.Slice(4 * 12, 12).ToArray(), x => x != 0f);
+        Ops.Sum(Ops.Mul(o, Rand(rng, 1, 1, 5, 2, 6))).Backward();
+        Assert.All(q.Grad!.Span.Slice(3 * 12, 12).ToArray(), g => Assert.Equal(0f, g));
+        Assert.All(k.Grad!.ToArray(), g => Assert.True(float.IsFinite(g)));
+        // Key 0 only falls in the windows of queries 0 and 1, which do see it.
+        Assert.Contains(k.Grad!.Span.Slice(0, 6).ToArray(), g => g != 0f);
+    }
+
+    [Fact]
+    public void WindowedKvCachedDecodeEqualsFullAttention()
+    {
+        var rng = new Random(65);
+        int b = 2, s = 12, hq = 4, hkv = 2, d = 10, window = 4;
+        var q = Rand(rng, 2, b, s, hq, d); var k = Rand(rng, 2, b, s, hkv, d); var v = Rand(rng, 1, b, s, hkv, d);
+        var mask = new bool[b * s];
+        for (int i = 0; i < mask.Length; i++) mask[i] = i % 5 != 3;
+        using var _ = Autograd.NoGrad();
+        var full = Ops.CausalAttention(q, k, v, keyMask: mask, window: window);
+        int row = hq * d;
+        // Every decode step reads a cache that holds all 12 keys, as the model's KV cache does.
+        for (int pos = 0; pos < s; pos++)
+        {
+            var one = Tensor.Zeros(b, 1, hq, d);
+            for (int bi = 0; bi < b; bi++) q.Span.Slice((bi * s + pos) * row, row).CopyTo(one.Span.Slice(bi * row, row));
+            var decoded = Ops.CausalAttention(one, k, v, positionOffset: pos, keyMask: mask, window: window);
+            for (int bi = 0; bi < b; bi++)
+                for (int i = 0; i < row; i++)
+                    AssertClose(full.Span[(bi * s + pos) * row + i], decoded.Span[bi * row + i], 1e-5, $"position {pos} batch {bi} element {i}");
+        }
     }
 
     // ---- rope --------------------------------------------------------------------------------------------

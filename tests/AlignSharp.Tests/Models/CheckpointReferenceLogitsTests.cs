@@ -165,7 +165,7 @@ public sealed class CheckpointReferenceLogitsTests
             return x;
         }
 
-        /// <summary>Causal attention; query head i reads kv head i / (H / KV). → (T, H·hd).</summary>
+        /// <summary>Causal attention, keys s in (t − sliding window, t]; query head i reads kv head i / (H / KV). → (T, H·hd).</summary>
         private double[][] Attention(double[][] q, double[][] k, double[][] v)
         {
             int T = q.Length, hd = _c.HeadDim, group = _c.NumHeads / _c.NumKvHeads;
@@ -176,17 +176,18 @@ public sealed class CheckpointReferenceLogitsTests
                 for (int head = 0; head < _c.NumHeads; head++)
                 {
                     int qo = head * hd, ko = head / group * hd;
-                    var scores = new double[t + 1];
-                    for (int s = 0; s <= t; s++)
+                    int first = _c.SlidingWindow is int w ? Math.Max(0, t - w + 1) : 0;
+                    var scores = new double[t + 1 - first];
+                    for (int s = first; s <= t; s++)
                     {
                         double dot = 0;
                         for (int i = 0; i < hd; i++) dot += q[t][qo + i] * k[s][ko + i];
-                        scores[s] = dot / Math.Sqrt(hd);
+                        scores[s - first] = dot / Math.Sqrt(hd);
                     }
                     double max = scores.Max(), sum = scores.Sum(e => Math.Exp(e - max));
-                    for (int s = 0; s <= t; s++)
+                    for (int s = first; s <= t; s++)
                     {
-                        double p = Math.Exp(scores[s] - max) / sum;
+                        double p = Math.Exp(scores[s - first] - max) / sum;
                         for (int i = 0; i < hd; i++) y[t][qo + i] += p * v[s][ko + i];
                     }
                 }

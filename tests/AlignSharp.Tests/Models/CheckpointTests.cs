@@ -17,7 +17,7 @@ internal static class Fixtures
     public static readonly string[] All =
     [
         "gpt2-hub", "gpt2-save-pretrained", "llama-gqa", "qwen2-tied-bias", "llama-sharded", "llama-bf16",
-        "mistral-gqa", "llama3-rope-scaling",
+        "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window",
     ];
 
     private static string Find()
@@ -607,6 +607,8 @@ public sealed class CheckpointTests : IDisposable
     [InlineData("{\"model_type\":\"gpt2\",\"vocab_size\":10,\"n_embd\":8,\"n_layer\":1,\"n_head\":2,\"alignsharp\":{\"heads\":\"lm\"}}", "field 'alignsharp.heads' is not a known AlignSharp field")]
     [InlineData("{\"model_type\":\"gpt2\",\"vocab_size\":10,\"n_embd\":8,\"n_layer\":1,\"n_head\":2,\"architectures\":[\"GPT2ForSequenceClassification\"]}", "2 labels is not supported")]
     [InlineData("{\"model_type\":\"gpt2\",", "not valid JSON")]
+    [InlineData("{\"model_type\":\"mistral\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"sliding_window\":0}", "field 'sliding_window' must be positive or null")]
+    [InlineData("{\"model_type\":\"qwen2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true}", "true is not supported for qwen2")]
     public void BadConfigsAreRejectedNamingFileAndField(string json, string expected)
     {
         string path = Path.Combine(_temp, "config.json");
@@ -614,6 +616,21 @@ public sealed class CheckpointTests : IDisposable
         string message = ErrorOf(() => ModelConfig.Load(_temp));
         Assert.Contains(path, message);
         Assert.Contains(expected, message);
+    }
+
+    [Fact]
+    public void SlidingWindowIsReadForMistralOnly()
+    {
+        string mistral = LlamaJson(",\"sliding_window\":5").Replace("\"llama\"", "\"mistral\"");
+        var config = ModelConfig.Parse(mistral);
+        Assert.Equal(5, config.SlidingWindow);
+        Assert.Equal(5, ModelConfig.Parse((config with { Source = null }).ToJson()).SlidingWindow);
+        Assert.Null(ModelConfig.Parse(mistral.Replace(",\"sliding_window\":5", ",\"sliding_window\":null")).SlidingWindow);
+        // Llama has no window in transformers, so a stray field must not start masking.
+        Assert.Null(ModelConfig.Parse(LlamaJson(",\"sliding_window\":5")).SlidingWindow);
+        // ToJson writes sliding_window for mistral only: elsewhere a window would vanish on save.
+        Assert.Contains("only supported for mistral", ErrorOf(() => new TransformerModel(ModelPresets.Llama(10, 8, 1, 2, 2) with { SlidingWindow = 4 })));
+        Assert.Contains("only supported for mistral", ErrorOf(() => new TransformerModel(ModelPresets.Gpt2(10, 8, 1, 2) with { SlidingWindow = 4 })));
     }
 
     [Fact]

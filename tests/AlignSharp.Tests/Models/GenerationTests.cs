@@ -6,12 +6,21 @@ namespace AlignSharp.Tests.Models;
 
 public class GenerationTests
 {
-    private static TransformerModel Model(string family) => TransformerModel.CreateRandom(
-        family == "gpt2" ? ModelPresets.Gpt2(40, 32, 2, 4, 64) : ModelPresets.Llama(40, 32, 2, 4, 2, 64), seed: 9, std: 0.3f);
+    private static TransformerModel Model(string family) => TransformerModel.CreateRandom(family switch
+    {
+        "gpt2" => ModelPresets.Gpt2(40, 32, 2, 4, 64),
+        "llama" => ModelPresets.Llama(40, 32, 2, 4, 2, 64),
+        // Sequences in these tests run well past 4 positions, so the window decides what most of them see.
+        _ => WindowedMistral(4),
+    }, seed: 9, std: 0.3f);
+
+    private static ModelConfig WindowedMistral(int? window) =>
+        ModelPresets.Llama(40, 32, 2, 4, 2, 64) with { Family = ModelFamily.Mistral, SlidingWindow = window };
 
     [Theory]
     [InlineData("gpt2")]
     [InlineData("llama")]
+    [InlineData("mistral-window-4")]
     public void KvCachedLogitsEqualFullRecompute(string family)
     {
         var model = Model(family);
@@ -27,9 +36,54 @@ public class GenerationTests
         for (int i = 0; i < full.Length; i++) Assert.True(Math.Abs(full[i] - parts[i]) < 1e-4, $"logit {i}: {full[i]} vs {parts[i]}");
     }
 
+    /// <summary>Prefill and decode chunks of every size against one full pass: chunks of ≤ 4 take the row path,
+    /// longer ones the GEMM blocks, and each chunk's window reaches back into keys only the cache holds.</summary>
+    [Theory]
+    [InlineData(new[] { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 })]
+    [InlineData(new[] { 3, 3, 2, 4, 1, 9, 8 })]
+    [InlineData(new[] { 7, 23 })]
+    public void WindowedKvCachedLogitsEqualFullRecompute(int[] chunks)
+    {
+        var model = Model("mistral-window-4");
+        var ids = Enumerable.Range(0, chunks.Sum()).Select(i => (i * 7 + 3) % 40).ToArray();
+        using var noGrad = Autograd.NoGrad();
+        var full = model.Forward(ids, 1, ids.Length).ToArray();
+        var cache = new KvCache(model.Config, 1, ids.Length);
+        var parts = new List<float>();
+        int at = 0;
+        foreach (var n in chunks)
+        {
+            parts.AddRange(model.Forward(ids.AsSpan(at, n), 1, n, cache: cache).ToArray());
+            at += n;
+        }
+        Assert.Equal(full.Length, parts.Count);
+        for (int i = 0; i < full.Length; i++) Assert.True(Math.Abs(full[i] - parts[i]) < 1e-4, $"logit {i}: {full[i]} vs {parts[i]}");
+    }
+
+    [Fact]
+    public void WindowChangesExactlyThePositionsThatReachPastIt()
+    {
+        var windowed = Model("mistral-window-4");
+        var unwindowed = new TransformerModel(WindowedMistral(null));
+        foreach (var (name, p) in windowed.NamedParameters) p.Span.CopyTo(unwindowed.Parameter(name).Span);
+        var ids = new[] { 3, 17, 5, 9, 22, 1, 30, 8, 12, 4 };
+        using var noGrad = Autograd.NoGrad();
+        var a = windowed.Forward(ids, 1, ids.Length).ToArray();
+        var b = unwindowed.Forward(ids, 1, ids.Length).ToArray();
+        for (int t = 0; t < ids.Length; t++)
+        {
+            double diff = 0;
+            for (int v = 0; v < 40; v++) diff = Math.Max(diff, Math.Abs(a[t * 40 + v] - b[t * 40 + v]));
+            if (t < 4) Assert.True(diff < 1e-6, $"position {t} fits in the window but its logits moved by {diff}");
+            else Assert.True(diff > 1e-3, $"position {t} reaches past the window but its logits moved only {diff}");
+        }
+    }
+
+    /// <summary>Left padding sits before a row's first real token, so with a window it never displaces one.</summary>
     [Theory]
     [InlineData("gpt2")]
     [InlineData("llama")]
+    [InlineData("mistral-window-4")]
     public void BatchedGreedyEqualsOneByOne(string family)
     {
         var model = Model(family);
@@ -44,10 +98,12 @@ public class GenerationTests
         }
     }
 
-    [Fact]
-    public void GreedyLogProbsMatchAFullForwardPass()
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("mistral-window-4")]
+    public void GreedyLogProbsMatchAFullForwardPass(string family)
     {
-        var model = Model("llama");
+        var model = Model(family);
         int[] prompt = [4, 8, 15];
         var c = Generator.Generate(model, [prompt], new SamplingOptions { MaxNewTokens = 5, Temperature = 0, EosIds = [] })[0];
         var all = prompt.Concat(c.Ids).ToArray();

@@ -7,7 +7,8 @@ namespace AlignSharp.Tests.Models;
 
 /// <summary>
 /// The engine's TransformerModel against logits that an independent PyTorch forward produced for each fixture
-/// checkpoint (GPT-2 both naming styles, Llama GQA, Qwen2 biases, sharded, BF16, Mistral, llama3 RoPE scaling).
+/// checkpoint (GPT-2 both naming styles, Llama GQA, Qwen2 biases, sharded, BF16, Mistral with and without a
+/// sliding window shorter than the inputs, llama3 RoPE scaling).
 /// </summary>
 public sealed class TransformerLogitsTests
 {
