@@ -404,9 +404,18 @@ public class OptimTests
     }
 
     [Fact]
+    public void AWarmupLongerThanTheRunIsStillRisingAtItsEnd()
+    {
+        // HF's lambdas: step/warmup before the warmup ends, whatever the total.
+        foreach (var s in new ILrSchedule[] { new WarmupLinearSchedule(2f, 10, 5), new WarmupCosineSchedule(2f, 10, 5) })
+            for (int step = 0; step < 5; step++)
+                Assert.Equal(2f * step / 10, s.LrAt(step), 6);
+    }
+
+    [Fact]
     public void ScheduleArgumentsAreValidated()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => new WarmupLinearSchedule(1f, 10, 5));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new WarmupLinearSchedule(1f, 0, 0));
         Assert.Throws<ArgumentOutOfRangeException>(() => new WarmupCosineSchedule(1f, -1, 5));
         Assert.Throws<ArgumentOutOfRangeException>(() => new WarmupCosineSchedule(1f, 0, 5, minLr: 2f));
         Assert.Throws<ArgumentOutOfRangeException>(() => new ConstantSchedule(-1f));

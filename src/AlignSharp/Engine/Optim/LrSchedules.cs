@@ -112,8 +112,9 @@ public static class LrSchedules
         {
             BaseLr = OptionChecks.NonNegative(baseLr, nameof(baseLr));
             if (warmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(warmupSteps), warmupSteps, "warmupSteps must be ≥ 0.");
-            if (totalSteps < 1 || totalSteps < warmupSteps)
-                throw new ArgumentOutOfRangeException(nameof(totalSteps), totalSteps, $"totalSteps must be ≥ 1 and ≥ warmupSteps ({warmupSteps}).");
+            // A warmup longer than the run is allowed, as in HF: the rate is still rising when the run ends. (A short
+            // data set with a warmup meant for a long one must train, not stop.)
+            if (totalSteps < 1) throw new ArgumentOutOfRangeException(nameof(totalSteps), totalSteps, "totalSteps must be ≥ 1.");
             MinLr = OptionChecks.NonNegative(minLr, nameof(minLr));
             if (minLr > baseLr) throw new ArgumentOutOfRangeException(nameof(minLr), minLr, $"minLr must not exceed baseLr ({baseLr}).");
             WarmupSteps = warmupSteps;
