@@ -107,13 +107,14 @@ public class BatchingTests
         Assert.Contains(batches, bt => bt.Sources.All(s => s == b) && bt.PairCount == 3);
 
         var ranking = batches.Single(bt => bt.Sources[0] == a);
-        var (ids, mask, count, rowOf) = ranking.DistinctRows();
+        var (ids, mask, labels, count, rowOf) = ranking.DistinctRows();
         Assert.Equal(3, count); // x, y, z: six rows, three completions
         int t = ranking.SeqLen;
         for (int row = 0; row < 6; row++)
         {
             Assert.Equal(ranking.InputIds.AsSpan(row * t, t).ToArray(), ids.AsSpan(rowOf[row] * t, t).ToArray());
             Assert.Equal(ranking.AttentionMask.AsSpan(row * t, t).ToArray(), mask.AsSpan(rowOf[row] * t, t).ToArray());
+            Assert.Equal(ranking.Labels.AsSpan(row * t, t).ToArray(), labels.AsSpan(rowOf[row] * t, t).ToArray());
         }
         Assert.Equal(rowOf[0], rowOf[1]); // x chosen twice
         Assert.Equal(rowOf[2], rowOf[3 + 0]); // y: chosen in (y, z), rejected in (x, y)

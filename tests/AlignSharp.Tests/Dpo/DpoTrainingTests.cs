@@ -71,6 +71,48 @@ public sealed class DpoTrainingTests : IDisposable
         Assert.Equal(257, encoded[0].Chosen[^1]); // EOS closes every answer and is scored
     }
 
+    [Fact]
+    public void ARankingsPairsShareRowsAndGiveTheLossAndGradientsOfSeparatePairs()
+    {
+        string model = DpoFixtures.TinyModel(P("m"), seed: 4);
+        var pre = Pretrained.Load(model);
+        var reference = Pretrained.Load(model).Model;
+        var tok = pre.Tokenizer!;
+        // One ranking of four completions as the loader expands it: six pairs from one record.
+        string[] answers = [" abc", " de", " fghij", " k"];
+        var pairs = (from i in Enumerable.Range(0, 4) from j in Enumerable.Range(i + 1, 3 - i)
+                     select new PreferencePair(ChatContent.FromText("q:"), ChatContent.FromText(answers[i]), ChatContent.FromText(answers[j]), 0f, 1f + 0.1f * j, new("r", 1))).ToArray();
+        var options = new DpoOptions { Beta = 0.3f, LabelSmoothing = 0.1f };
+        var encoded = DpoData.EncodePairs(pairs, tok, ChatTemplate.Plain, options, _ => { });
+        int pad = TokenSequences.PadId(tok);
+        var together = DpoData.PairBatches(encoded, 8, 0, pad);
+        Assert.Single(together);
+        Assert.Equal(4, together[0].Rows); // four distinct answers, not twelve rows
+        var apart = encoded.Select(e => DpoData.PairBatches([e with { Source = new("single", 1) }], 1, 0, pad).Single()).ToArray();
+        Assert.All(apart, b => Assert.Equal(2, b.Rows));
+
+        (double Loss, Dictionary<string, float[]> Grads) Run(IReadOnlyList<DpoBatch> batches)
+        {
+            var task = new DpoTask(options, pre.Model, ReferenceLogProbs.OnTheFly(reference), batches, []);
+            foreach (var (_, p) in pre.Model.NamedParameters) p.ClearGrad();
+            double loss = 0;
+            for (int i = 0; i < batches.Count; i++)
+            {
+                using var scope = TensorScope.Begin();
+                var l = task.Forward(i, new Random(0)).LossSum;
+                loss += l.Item();
+                l.Backward();
+            }
+            return (loss, pre.Model.NamedParameters.ToDictionary(x => x.Name, x => x.Parameter.Grad?.ToArray() ?? []));
+        }
+        var (lossTogether, gradTogether) = Run(together);
+        var (lossApart, gradApart) = Run(apart);
+        Assert.Equal(lossApart, lossTogether, 4);
+        foreach (var (name, g) in gradApart)
+            for (int i = 0; i < g.Length; i++)
+                Assert.True(Math.Abs(g[i] - gradTogether[name][i]) <= 1e-5 + 1e-4 * Math.Abs(g[i]), $"{name}[{i}]: {g[i]} vs {gradTogether[name][i]}");
+    }
+
     private static int RowLength(DpoBatch b, int row) => b.AttentionMask.AsSpan(row * b.SeqLen, b.SeqLen).Count(true);
 
     [Fact]

@@ -177,11 +177,11 @@ public sealed class PreferenceBatch
 
     /// <summary>
     /// The distinct rows of this batch (a completion that appears in several pairs of a ranking is one row): their
-    /// ids and mask as [U, T], and for each of the 2B rows the index of its distinct row. Rows are equal when their
-    /// real tokens are; a reward model scores each distinct row once and gathers, which is exact (equal inputs, equal
-    /// scores) and saves most of the work on rankings.
+    /// ids, mask and labels as [U, T], and for each of the 2B rows the index of its distinct row. Rows are equal when
+    /// their real tokens and their prompt length are; scoring each distinct row once and gathering is exact (equal
+    /// inputs, equal scores) and saves most of the work on rankings.
     /// </summary>
-    public (int[] Ids, bool[] Mask, int Count, int[] RowOf) DistinctRows()
+    public (int[] Ids, bool[] Mask, int[] Labels, int Count, int[] RowOf) DistinctRows()
     {
         int rows = 2 * PairCount, t = SeqLen;
         var rowOf = new int[rows];
@@ -196,7 +196,7 @@ public sealed class PreferenceBatch
             int found = -1;
             if (seen.TryGetValue(h, out var candidates))
                 foreach (int u in candidates)
-                    if (LastIndex[firstRow[u]] == LastIndex[r] && tokens.SequenceEqual(InputIds.AsSpan(firstRow[u] * t, LastIndex[r] + 1))) { found = u; break; }
+                    if (LastIndex[firstRow[u]] == LastIndex[r] && PromptLengths[firstRow[u]] == PromptLengths[r] && tokens.SequenceEqual(InputIds.AsSpan(firstRow[u] * t, LastIndex[r] + 1))) { found = u; break; }
             if (found < 0)
             {
                 found = firstRow.Count;
@@ -209,12 +209,14 @@ public sealed class PreferenceBatch
         int count = firstRow.Count;
         var ids = new int[count * t];
         var mask = new bool[count * t];
+        var labels = new int[count * t];
         for (int u = 0; u < count; u++)
         {
             InputIds.AsSpan(firstRow[u] * t, t).CopyTo(ids.AsSpan(u * t, t));
             AttentionMask.AsSpan(firstRow[u] * t, t).CopyTo(mask.AsSpan(u * t, t));
+            Labels.AsSpan(firstRow[u] * t, t).CopyTo(labels.AsSpan(u * t, t));
         }
-        return (ids, mask, count, rowOf);
+        return (ids, mask, labels, count, rowOf);
     }
 }
 

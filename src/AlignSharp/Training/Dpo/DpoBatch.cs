@@ -81,12 +81,17 @@ public sealed class DpoBatch
         return (c, r);
     }
 
+    /// <summary>
+    /// Pairs, each distinct answer one row: the pairs of a ranking share completions, and scoring each once (policy
+    /// and reference) is exact and saves most of the work. Unit i is pair i: [[its chosen row], [its rejected row]].
+    /// </summary>
     public static DpoBatch FromPairs(PreferenceBatch batch)
     {
         int b = batch.PairCount;
+        var (ids, mask, labels, rows, rowOf) = batch.DistinctRows();
         var units = new RankedUnit[b];
-        for (int i = 0; i < b; i++) units[i] = new RankedUnit([[i], [b + i]], batch.Weights[i]);
-        return new DpoBatch(2 * b, batch.SeqLen, batch.InputIds, batch.AttentionMask, batch.Labels, units);
+        for (int i = 0; i < b; i++) units[i] = new RankedUnit([[rowOf[i]], [rowOf[b + i]]], batch.Weights[i]);
+        return new DpoBatch(rows, batch.SeqLen, ids, mask, labels, units);
     }
 
     /// <summary>Rankings, each completion a row (ranking by ranking, completions in file order); each ranking has weight 1.</summary>
@@ -163,9 +168,9 @@ public static class DpoData
         return result;
     }
 
-    /// <summary>Micro-batches of BatchSize pairs, length-grouped once (seeded); the training loop shuffles their order per epoch.</summary>
+    /// <summary>Micro-batches of BatchSize pairs (a ranking's pairs together), length-grouped once (seeded); the training loop shuffles their order per epoch.</summary>
     public static IReadOnlyList<DpoBatch> PairBatches(IReadOnlyList<TokenizedPreference> pairs, int batchSize, int seed, int padId)
-        => pairs.Count == 0 ? [] : PreferenceBatch.Epoch(pairs, new BatchingOptions { BatchSize = batchSize, Seed = seed }, 0, padId).Select(DpoBatch.FromPairs).ToList();
+        => pairs.Count == 0 ? [] : PreferenceBatch.EpochByRecord(pairs, new BatchingOptions { BatchSize = batchSize, Seed = seed }, 0, padId).Select(DpoBatch.FromPairs).ToList();
 
     /// <summary>Micro-batches of BatchSize rankings, length-grouped once (seeded).</summary>
     public static IReadOnlyList<DpoBatch> RankingBatches(IReadOnlyList<TokenizedRanking> rankings, int batchSize, int seed, int padId)

@@ -61,7 +61,7 @@ public sealed class RewardModelTask : ISupervisedTask
     private MicroBatchResult Score(PreferenceBatch b)
     {
         int pairs = b.Margins.Length, rows = 2 * pairs, t = b.SeqLen;
-        var (ids, mask, distinct, rowOf) = b.DistinctRows();
+        var (ids, mask, _, distinct, rowOf) = b.DistinctRows();
         var values = Ops.Reshape(_rm.Model.Forward(ids, distinct, t, keyMask: mask), distinct * t, 1);
         var scores = Ops.Reshape(Ops.IndexSelect(values, b.LastIndex.Select((last, r) => rowOf[r] * t + last).ToArray()), rows);
         var chosen = Ops.SliceRows(scores, 0, pairs);
