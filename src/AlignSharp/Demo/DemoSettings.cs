@@ -30,15 +30,15 @@ public sealed record DemoSettings
     public int BatchSize { get; init; } = 32;
 
     // 2. Annotation: K responses per task, ranked by the simulated annotators.
-    public int AnnotationTasks { get; init; } = 2400;
+    public int AnnotationTasks { get; init; } = 3600;
     public int CompletionsPerTask { get; init; } = 4;
     public int Overlap { get; init; } = 1;
 
     // 3. Reward model.
-    public double RewardModelEpochs { get; init; } = 2;
+    public double RewardModelEpochs { get; init; } = 3;
     public float RewardModelLearningRate { get; init; } = 1e-3f;
     /// <summary>Held-out gold-agreement set: samples per held-out prompt (in groups of <see cref="CompletionsPerTask"/>).</summary>
-    public int RewardModelEvalGroupsPerPrompt { get; init; } = 2;
+    public int RewardModelEvalGroupsPerPrompt { get; init; } = 4;
 
     // 4. Policies.
     public int BestOfN { get; init; } = 8;
@@ -46,7 +46,7 @@ public sealed record DemoSettings
     public int PpoBatchSize { get; init; } = 64;
     public int PpoMiniBatches { get; init; } = 2;
     public int PpoEpochs { get; init; } = 2;
-    public float PpoLearningRate { get; init; } = 1e-4f;
+    public float PpoLearningRate { get; init; } = 1.5e-4f;
     public float PpoKlCoef { get; init; } = 0.2f;
     public int PpoCheckpointEvery { get; init; } = 10;
     public double DpoEpochs { get; init; } = 1;
@@ -66,14 +66,14 @@ public sealed record DemoSettings
     {
         Name = "quick",
         CorpusDocuments = 3000,
-        PretrainSteps = 700,
+        PretrainSteps = 650,
         Demonstrations = 1000,
         SftSteps = 120,
-        AnnotationTasks = 600,
+        AnnotationTasks = 700,
         RewardModelEpochs = 2,
         RewardModelEvalGroupsPerPrompt = 2,
         PpoSteps = 20,
-        PpoCheckpointEvery = 5,
+        PpoCheckpointEvery = 10,
         EvalSamplesPerPrompt = 2,
         CurveSamplesPerPrompt = 1,
     };
