@@ -174,6 +174,7 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
         int k = settings.CompletionsPerTask;
         var slots = prompts.SelectMany(p => Enumerable.Repeat(p, k)).ToArray();
         var sampling = new SamplingOptions { MaxNewTokens = settings.MaxNewTokens, Temperature = settings.Temperature, Seed = Seeds.Mix(seed, 5) };
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var completions = new List<Completion>();
         for (int start = 0; start < slots.Length; start += 64)
         {
@@ -188,6 +189,7 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
         if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
         Directory.CreateDirectory(dir);
         string sampling_ = JsonSerializer.Serialize(new { model = PathOf("sft", "final"), k, temperature = settings.Temperature, max_new_tokens = settings.MaxNewTokens, seed = sampling.Seed });
+        double samplingSeconds = clock.Elapsed.TotalSeconds;
         int submitted;
         var pool = SimulatedAnnotator.DefaultPool;
         using (var store = AnnotationStore.Create(Path.Combine(dir, "demo.annotations.db"), "demo", settings.Overlap, "model", sampling_, tasks))
@@ -197,7 +199,8 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
             AnnotationExport.WriteRankings("demo", store.SubmittedRankings(), w);
         }
         console.WriteLine($"  {tasks.Length} tasks × {k} responses; {pool.Count} simulated annotators " +
-                          $"({string.Join(", ", pool.Select(a => $"{a.Name} T={a.Temperature}{(a.Bias == AnnotatorBias.None ? "" : " " + a.Bias.ToString().ToLowerInvariant())}"))}) submitted {submitted} rankings");
+                          $"({string.Join(", ", pool.Select(a => $"{a.Name} T={a.Temperature}{(a.Bias == AnnotatorBias.None ? "" : " " + a.Bias.ToString().ToLowerInvariant())}"))}) submitted {submitted} rankings " +
+                          $"(sampling {samplingSeconds:F1} s, annotation store {clock.Elapsed.TotalSeconds - samplingSeconds:F1} s)");
         return submitted;
     }
 

@@ -50,7 +50,7 @@ public sealed record DemoSettings
     public float PpoKlCoef { get; init; } = 0.2f;
     public int PpoCheckpointEvery { get; init; } = 10;
     public double DpoEpochs { get; init; } = 1;
-    public float DpoLearningRate { get; init; } = 5e-5f;
+    public float DpoLearningRate { get; init; } = 3e-5f;
     public float DpoBeta { get; init; } = 0.4f;
     /// <summary>cDPO label smoothing: the annotators' labels are noisy.</summary>
     public float DpoLabelSmoothing { get; init; } = 0.1f;
@@ -74,6 +74,8 @@ public sealed record DemoSettings
         RewardModelEvalGroupsPerPrompt = 2,
         PpoSteps = 20,
         PpoCheckpointEvery = 10,
+        // Fewer preference pairs: a larger DPO step still shows the effect.
+        DpoLearningRate = 5e-5f,
         EvalSamplesPerPrompt = 2,
         CurveSamplesPerPrompt = 1,
     };

@@ -10,7 +10,7 @@ public abstract record TrainerOptions
     [Option("Run directory: resolved config, metrics.jsonl, checkpoints, summary.json, and the final model in DIR/final.")]
     public string? Out { get; init; }
 
-    [Option("Stop after this many optimizer steps (0 = run --epochs over the data).")]
+    [Option("Stop after this many steps: optimizer steps, or for ppo/grpo/rloo rollout steps (0 = run --epochs over the data).")]
     public int MaxSteps { get; init; }
 
     [Option("Passes over the training data when --max-steps is 0.")]
