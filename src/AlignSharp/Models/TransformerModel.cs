@@ -44,14 +44,20 @@ public sealed class KvCache
         if (Batch == 1)
             return (Tensor.Wrap(K[layer], Capacity, KvHeads, HeadDim).SliceRows(0, s).Reshape(1, s, KvHeads, HeadDim),
                     Tensor.Wrap(V[layer], Capacity, KvHeads, HeadDim).SliceRows(0, s).Reshape(1, s, KvHeads, HeadDim));
-        var kk = Tensor.Empty(Batch, s, KvHeads, HeadDim);
-        var vv = Tensor.Empty(Batch, s, KvHeads, HeadDim);
-        for (int b = 0; b < Batch; b++)
-        {
-            K[layer].AsSpan(b * Capacity * row, s * row).CopyTo(kk.Span.Slice(b * s * row, s * row));
-            V[layer].AsSpan(b * Capacity * row, s * row).CopyTo(vv.Span.Slice(b * s * row, s * row));
-        }
-        return (kk, vv);
+        // Rows of a batch are Capacity apart, so the filled part is no contiguous [B, S] block; rather than copy it
+        // every step (as much memory traffic as the attention itself), hand attention the whole cache. Causality
+        // already stops every query at slot Length + T − 1, so the empty slots are never read (see KeyMask).
+        return (Tensor.Wrap(K[layer], Batch, Capacity, KvHeads, HeadDim), Tensor.Wrap(V[layer], Batch, Capacity, KvHeads, HeadDim));
+    }
+
+    /// <summary>The key mask over what <see cref="Append"/> returns: [B, S] as given for B = 1, else widened to [B, Capacity].</summary>
+    internal bool[]? KeyMask(bool[]? keyMask, int filled)
+    {
+        if (keyMask == null || Batch == 1) return keyMask;
+        if (keyMask.Length != Batch * filled) throw new ArgumentException($"keyMask has {keyMask.Length} entries, B·S = {Batch * filled} expected.");
+        var wide = new bool[Batch * Capacity];
+        for (int b = 0; b < Batch; b++) keyMask.AsSpan(b * filled, filled).CopyTo(wide.AsSpan(b * Capacity, filled));
+        return wide;
     }
 
     public void Reset() => Length = 0;
@@ -189,6 +195,7 @@ public sealed class TransformerModel
         if (c.LearnedPositions)
             x = Ops.Add(x, Ops.Embedding(Parameter("pos_embed.weight"), positions, batch, seq));
 
+        var attentionMask = cache != null ? cache.KeyMask(keyMask, offset + seq) : keyMask;
         for (int l = 0; l < c.NumLayers; l++)
         {
             string p = $"layers.{l}.";
@@ -218,7 +225,7 @@ public sealed class TransformerModel
             // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
             // exactly the keys the full recompute would.
             if (cache != null) (k, v) = cache.Append(l, k, v);
-            var a = Ops.CausalAttention(q, k, v, offset, keyMask, window: c.SlidingWindow);
+            var a = Ops.CausalAttention(q, k, v, offset, attentionMask, window: c.SlidingWindow);
             x = Ops.Add(x, Linear(Ops.Reshape(a, batch, seq, c.QueryDim), p + "attn.o"));
 
             var m = Norm(x, p + "mlp_norm");
