@@ -5,7 +5,8 @@
 
 Reads each RUN_DIR/results.json and prints, per run, the policy table and the issue's acceptance checks
 (reward model gold agreement >= 75 %; PPO and DPO gold win rate vs SFT >= 65 % with fluency within 5 points of
-SFT's; beta = 0 PPO: higher proxy score but lower gold reward than PPO). Exits 1 when a check fails.
+SFT's; beta = 0 PPO: higher proxy score but lower gold reward than PPO). Exits 1 when a check fails for a run
+with the default settings (--quick runs are reported, not judged).
 Only the standard library: the product does not need Python, this is a documentation helper.
 """
 import json
@@ -49,9 +50,11 @@ def main(dirs):
                   f"{m['gold_win_rate_vs_sft']:.1%} | {m['proxy_score_mean']:.3f} | {m['kl_from_sft']:.3f} | "
                   f"{m['fluency']:.1%} | {m['distinct_2']:.3f} |")
         print()
+        # The acceptance is stated for the default settings; --quick only has to show the direction of the effects.
+        binding = r["settings"] == "default"
         for name, passed in checks(r).items():
-            ok &= passed
-            print(f"- {'pass' if passed else 'FAIL'}: {name}")
+            ok &= passed or not binding
+            print(f"- {'pass' if passed else 'FAIL' if binding else 'not met (quick)'}: {name}")
         print()
     return 0 if ok else 1
 

@@ -47,7 +47,7 @@ public sealed record DemoSettings
     public int PpoMiniBatches { get; init; } = 2;
     public int PpoEpochs { get; init; } = 2;
     public float PpoLearningRate { get; init; } = 1.5e-4f;
-    public float PpoKlCoef { get; init; } = 0.2f;
+    public float PpoKlCoef { get; init; } = 0.3f;
     public int PpoCheckpointEvery { get; init; } = 10;
     public double DpoEpochs { get; init; } = 1;
     public float DpoLearningRate { get; init; } = 3e-5f;
