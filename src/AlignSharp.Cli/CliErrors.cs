@@ -2,7 +2,8 @@ namespace AlignSharp.Cli;
 
 /// <summary>
 /// A user-facing failure: the message is printed as is (no stack trace) and the process exits non-zero.
-/// Library code throws <see cref="AlignSharp.UserInputException"/> for bad input, which is treated the same.
+/// Library code throws <see cref="AlignSharp.UserInputException"/> for bad input, which is treated the same, and so
+/// are file-system errors (their messages name the path).
 /// </summary>
 public sealed class CliException(string message, int exitCode = 1) : Exception(message)
 {
@@ -26,6 +27,13 @@ public static class CliErrors
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // A path that cannot be written or read (permissions, a file where a directory belongs, a full disk):
+            // the runtime's message names the path, which is what the user needs; the stack is not.
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
         }
     }
 }

@@ -53,6 +53,24 @@ public class ReportTests : IDisposable
     }
 
     [Fact]
+    public void DemoWithAnUnusableRunDirectoryFailsWithoutAStackTrace()
+    {
+        string file = Path.Combine(_dir, "a-file");
+        File.WriteAllText(file, "");
+        var r = CliRunner.Run(["demo", "--quick", "--out", file]);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("--out", r.StdErr);
+        Assert.Contains(file, r.StdErr);
+        Assert.DoesNotContain("   at ", r.StdErr);
+
+        // Below a file, the directory cannot be created: the file-system error is reported, not thrown.
+        var below = CliRunner.Run(["demo", "--quick", "--out", Path.Combine(file, "run")]);
+        Assert.Equal(1, below.ExitCode);
+        Assert.StartsWith("error: ", below.StdErr.TrimStart());
+        Assert.DoesNotContain("   at ", below.StdErr);
+    }
+
+    [Fact]
     public void DemoReportHasTheTableTheCurveAndTheCalibration()
     {
         var responses = new[] { new EvaluatedResponse(new WorldPrompt(QuestionKind.Color, "sky", 0), " <i>sure!</i>", -3, 0.1, 0, false) };
