@@ -165,12 +165,11 @@ public sealed class PreferenceBatch
 
     /// <summary>
     /// One epoch of batches that keep the pairs of one record (a ranking's K·(K−1)/2 pairs) together, as
-    /// <see cref="LengthGroupedBatches.PlanUnits"/> plans them; a file of plain pairs gets <see cref="Epoch"/>'s batches.
+    /// <see cref="LengthGroupedBatches.PlanUnits"/> plans them; a file of plain pairs gets exactly <see cref="Epoch"/>'s batches.
     /// </summary>
     public static IEnumerable<PreferenceBatch> EpochByRecord(IReadOnlyList<TokenizedPreference> pairs, BatchingOptions options, int epoch, int padId)
     {
         var units = Enumerable.Range(0, pairs.Count).GroupBy(i => pairs[i].Source).Select(g => g.ToArray()).ToArray();
-        if (units.All(u => u.Length == 1)) return Epoch(pairs, options, epoch, padId);
         return LengthGroupedBatches.PlanUnits(units, pairs.Select(p => p.Length).ToArray(), options, epoch)
             .Select(indices => Create(indices.Select(i => pairs[i]).ToArray(), padId));
     }

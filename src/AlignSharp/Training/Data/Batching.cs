@@ -38,37 +38,8 @@ public static class LengthGroupedBatches
 {
     public static IReadOnlyList<int[]> Plan(IReadOnlyList<int> lengths, BatchingOptions options, int epoch)
     {
-        options.Validate();
-        int n = lengths.Count;
-        var order = Enumerable.Range(0, n).ToArray();
-        var batches = new List<int[]>();
-        if (!options.Shuffle)
-        {
-            Cut(order, options.BatchSize, batches);
-        }
-        else
-        {
-            var rng = new SplitMix64(SplitMix64.Mix((ulong)(uint)options.Seed, (ulong)(uint)epoch));
-            rng.Shuffle(order.AsSpan());
-            if (options.GroupByLength)
-            {
-                int bucket = checked(options.BatchSize * options.BucketBatches);
-                for (int start = 0; start < n; start += bucket)
-                {
-                    var b = order.AsSpan(start, Math.Min(bucket, n - start)).ToArray();
-                    var sorted = b.Select((index, position) => (index, position))
-                        .OrderByDescending(x => lengths[x.index]).ThenBy(x => x.position).Select(x => x.index).ToArray();
-                    Cut(sorted, options.BatchSize, batches);
-                }
-                var batchOrder = batches.ToArray();
-                rng.Shuffle(batchOrder.AsSpan());
-                batches = [.. batchOrder];
-            }
-            else
-            {
-                Cut(order, options.BatchSize, batches);
-            }
-        }
+        // Each example is a unit of its own: packing units of one fills every batch but the last of a bucket.
+        var batches = Units(Enumerable.Range(0, lengths.Count).Select(i => new[] { i }).ToArray(), lengths, options, epoch);
         if (options.DropLast) batches.RemoveAll(b => b.Length < options.BatchSize);
         return batches;
     }
@@ -83,10 +54,14 @@ public static class LengthGroupedBatches
     /// </summary>
     public static IReadOnlyList<int[]> PlanUnits(IReadOnlyList<int[]> units, IReadOnlyList<int> lengths, BatchingOptions options, int epoch)
     {
-        options.Validate();
         if (options.DropLast) throw new ArgumentException("DropLast is not supported for batches of units.", nameof(options));
+        return Units(units, lengths, options, epoch);
+    }
+
+    private static List<int[]> Units(IReadOnlyList<int[]> units, IReadOnlyList<int> lengths, BatchingOptions options, int epoch)
+    {
+        options.Validate();
         var order = Enumerable.Range(0, units.Count).ToArray();
-        var unitLength = units.Select(u => u.Length == 0 ? 0 : u.Max(i => lengths[i])).ToArray();
         var batches = new List<int[]>();
         if (!options.Shuffle)
         {
@@ -98,22 +73,21 @@ public static class LengthGroupedBatches
         if (!options.GroupByLength)
         {
             Pack(order, units, options.BatchSize, batches);
+            return batches;
         }
-        else
+        var unitLength = units.Select(u => u.Length == 0 ? 0 : u.Max(i => lengths[i])).ToArray();
+        double meanUnit = Math.Max(1.0, units.Average(u => (double)u.Length));
+        int bucket = Math.Max(1, (int)(options.BatchSize * (long)options.BucketBatches / meanUnit));
+        for (int start = 0; start < order.Length; start += bucket)
         {
-            double meanUnit = Math.Max(1.0, units.Average(u => (double)u.Length));
-            int bucket = Math.Max(1, (int)(options.BatchSize * (long)options.BucketBatches / meanUnit));
-            for (int start = 0; start < order.Length; start += bucket)
-            {
-                var sorted = order.AsSpan(start, Math.Min(bucket, order.Length - start)).ToArray()
-                    .Select((unit, position) => (unit, position))
-                    .OrderByDescending(x => unitLength[x.unit]).ThenBy(x => x.position).Select(x => x.unit).ToArray();
-                Pack(sorted, units, options.BatchSize, batches);
-            }
+            var sorted = order.AsSpan(start, Math.Min(bucket, order.Length - start)).ToArray()
+                .Select((unit, position) => (unit, position))
+                .OrderByDescending(x => unitLength[x.unit]).ThenBy(x => x.position).Select(x => x.unit).ToArray();
+            Pack(sorted, units, options.BatchSize, batches);
         }
         var batchOrder = batches.ToArray();
         rng.Shuffle(batchOrder.AsSpan());
-        return batchOrder;
+        return [.. batchOrder];
     }
 
     private static void Pack(int[] unitOrder, IReadOnlyList<int[]> units, int size, List<int[]> into)
@@ -130,11 +104,6 @@ public static class LengthGroupedBatches
             current.AddRange(units[u]);
         }
         if (current.Count > 0) into.Add([.. current]);
-    }
-
-    private static void Cut(int[] indices, int size, List<int[]> into)
-    {
-        for (int i = 0; i < indices.Length; i += size) into.Add(indices[i..Math.Min(i + size, indices.Length)]);
     }
 }
 
