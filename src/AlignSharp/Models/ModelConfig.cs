@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using AlignSharp.Engine;
 
 namespace AlignSharp.Models;
 
@@ -18,6 +19,17 @@ public enum ModelFamily
 
     /// <summary><c>mistral</c>: as Llama, no biases, sliding-window attention (<see cref="ModelConfig.SlidingWindow"/>).</summary>
     Mistral,
+
+    /// <summary><c>qwen3</c>: as Llama, with per-head q/k RMSNorm; q/k/v/o biases per <c>attention_bias</c>.</summary>
+    Qwen3,
+
+    /// <summary><c>gemma2</c>: (1 + w) RMSNorm, four norms per block, √D-scaled embeddings, GeGLU, soft caps,
+    /// sliding window on alternate layers, tied head.</summary>
+    Gemma2,
+
+    /// <summary><c>gemma3_text</c> (<c>Gemma3ForCausalLM</c>): Gemma-2's block with q/k norms, a local/global layer
+    /// pattern and a separate RoPE base for local layers.</summary>
+    Gemma3,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -54,14 +66,17 @@ public enum NormKind
     RmsNorm,
 }
 
-/// <summary><c>rope_scaling</c> of type <c>llama3</c> (the only non-default type supported).</summary>
+/// <summary><c>rope_scaling</c>: type <c>linear</c> (every inverse frequency divided by factor; the other fields 0)
+/// or <c>llama3</c> (see <see cref="ModelConfig.RopeFrequencies"/>).</summary>
 public sealed record RopeScaling(string Type, double Factor, double LowFreqFactor, double HighFreqFactor, int OriginalMaxPositionEmbeddings);
 
 /// <summary>
 /// The architecture of a decoder-only model, read from and written to a Hugging Face <c>config.json</c>.
-/// Defaults for absent optional fields are transformers' defaults for that <c>model_type</c>; the fields that
-/// fix tensor sizes (vocab_size, hidden size, layers, heads, and intermediate_size for the Llama family) are
-/// required. <see cref="Source"/> keeps the loaded JSON so that <see cref="ToJson"/> writes fields AlignSharp
+/// What each family reads, its defaults (transformers' defaults for that <c>model_type</c>) and what it rejects
+/// come from its row in <see cref="Checkpoints.FamilyTables"/>; the fields that fix tensor sizes (vocab_size,
+/// hidden size, layers, heads, and intermediate_size outside gpt2) are required. An unknown model_type, or a key
+/// that would change the math in a way AlignSharp does not implement (an unknown rope_scaling type,
+/// use_sliding_window, ...), is an error naming the file and the field. <see cref="Source"/> keeps the loaded JSON so that <see cref="ToJson"/> writes fields AlignSharp
 /// does not model back unchanged.
 /// <para>AlignSharp-specific field: <c>"alignsharp": {"head": "lm" | "scalar"}</c> chooses the head
 /// (<see cref="HeadKind"/>). Without it the head is <c>scalar</c> when <c>architectures[0]</c> ends in
@@ -125,20 +140,60 @@ public sealed record ModelConfig
 
     public int? PadTokenId { get; init; }
 
-    /// <summary>Mistral <c>sliding_window</c>: a position attends to at most this many positions (itself included),
-    /// counted in sequence (cache) slots, not position ids, as transformers does. Null: full causal attention.</summary>
+    /// <summary><c>sliding_window</c> (mistral, gemma2, gemma3): a position attends to at most this many positions
+    /// (itself included), counted in sequence (cache) slots, not position ids, as transformers does. Null: full
+    /// causal attention everywhere.</summary>
     public int? SlidingWindow { get; init; }
+
+    /// <summary>Which layers use <see cref="SlidingWindow"/> (Gemma's <c>layer_types</c>, true = sliding_attention);
+    /// null: every layer (mistral).</summary>
+    public IReadOnlyList<bool>? SlidingLayers { get; init; }
+
+    /// <summary>Gemma <c>query_pre_attn_scalar</c>: attention scores are scaled by its −½ power instead of head_dim's.</summary>
+    public double? QueryPreAttnScalar { get; init; }
+
+    /// <summary>Gemma <c>attn_logit_softcapping</c> c: scaled scores z become c·tanh(z / c). Null: none.</summary>
+    public double? AttnLogitSoftcap { get; init; }
+
+    /// <summary>Gemma <c>final_logit_softcapping</c> c: vocabulary logits become c·tanh(logits / c). Null: none.</summary>
+    public double? FinalLogitSoftcap { get; init; }
+
+    /// <summary>Gemma-3 <c>rope_local_base_freq</c>: the RoPE base of the sliding layers, which use no rope_scaling.</summary>
+    public double? LocalRopeTheta { get; init; }
 
     public HeadKind Head { get; init; } = HeadKind.LanguageModel;
 
     /// <summary>The JSON this config was loaded from, or null; <see cref="ToJson"/> starts from a copy of it.</summary>
     public JsonObject? Source { get; init; }
 
-    /// <summary>LayerNorm for gpt2, RMSNorm for the Llama family.</summary>
-    public NormKind Norm => Family == ModelFamily.Gpt2 ? NormKind.LayerNorm : NormKind.RmsNorm;
+    internal Checkpoints.FamilyTable Table => Checkpoints.FamilyTables.Of(Family);
 
-    /// <summary>gpt2 adds learned position embeddings; the Llama family rotates q and k (RoPE).</summary>
-    public bool LearnedPositions => Family == ModelFamily.Gpt2;
+    /// <summary>LayerNorm for gpt2, RMSNorm for the Llama and Gemma families.</summary>
+    public NormKind Norm => Table.Norm;
+
+    /// <summary>gpt2 adds learned position embeddings; the others rotate q and k (RoPE).</summary>
+    public bool LearnedPositions => Table.LearnedPositions;
+
+    /// <summary>Added to every norm weight (Gemma's (1 + w) RMSNorm: 1; else 0).</summary>
+    public float NormWeightOffset => Table.NormWeightOffset;
+
+    /// <summary>Per-head RMSNorm of q and k over head_dim before RoPE (Qwen3, Gemma-3).</summary>
+    public bool QkNorm => Table.QkNorm;
+
+    /// <summary>Norms on the attention and MLP outputs as well as inputs (Gemma).</summary>
+    public bool SandwichNorms => Table.SandwichNorms;
+
+    /// <summary>Token embeddings scaled by √hidden_size (Gemma).</summary>
+    public bool ScaledEmbedding => Table.ScaledEmbedding;
+
+    /// <summary>The window of layer <paramref name="layer"/>, or null for full causal attention.</summary>
+    public int? WindowOf(int layer) => SlidingWindow is int w && (SlidingLayers == null || SlidingLayers[layer]) ? w : null;
+
+    /// <summary>Whether layer <paramref name="layer"/> is a sliding (local) one.</summary>
+    public bool IsSlidingLayer(int layer) => WindowOf(layer) != null;
+
+    /// <summary>The attention score scale: query_pre_attn_scalar^−½ (Gemma) or head_dim^−½.</summary>
+    public float AttentionScale => (float)(1.0 / Math.Sqrt(QueryPreAttnScalar ?? HeadDim));
 
     /// <summary>H · head_dim: rows of the q projection.</summary>
     public int QueryDim => NumHeads * HeadDim;
@@ -156,18 +211,15 @@ public sealed record ModelConfig
         && TieWordEmbeddings == other.TieWordEmbeddings && AttentionQkvBias == other.AttentionQkvBias
         && AttentionOutputBias == other.AttentionOutputBias && MlpBias == other.MlpBias && Activation == other.Activation
         && BosTokenId == other.BosTokenId && EosTokenIds.SequenceEqual(other.EosTokenIds) && PadTokenId == other.PadTokenId
-        && SlidingWindow == other.SlidingWindow && Head == other.Head;
+        && SlidingWindow == other.SlidingWindow && Head == other.Head
+        && (SlidingLayers ?? []).SequenceEqual(other.SlidingLayers ?? []) && (SlidingLayers == null) == (other.SlidingLayers == null)
+        && QueryPreAttnScalar == other.QueryPreAttnScalar && AttnLogitSoftcap == other.AttnLogitSoftcap
+        && FinalLogitSoftcap == other.FinalLogitSoftcap && LocalRopeTheta == other.LocalRopeTheta;
 
     public override int GetHashCode() =>
         HashCode.Combine(Family, VocabSize, HiddenSize, NumLayers, NumHeads, NumKvHeads, HeadDim, IntermediateSize);
 
-    public static string ModelTypeName(ModelFamily family) => family switch
-    {
-        ModelFamily.Gpt2 => "gpt2",
-        ModelFamily.Llama => "llama",
-        ModelFamily.Qwen2 => "qwen2",
-        _ => "mistral",
-    };
+    public static string ModelTypeName(ModelFamily family) => Checkpoints.FamilyTables.Of(family).ModelType;
 
     // ------------------------------------------------------------------------------------------------
     // loading
@@ -190,107 +242,113 @@ public sealed record ModelConfig
         try { root = JsonNode.Parse(json); }
         catch (JsonException e) { throw new UserInputException($"model config '{source}' is not valid JSON: {e.Message}", e); }
         if (root is not JsonObject obj) throw new UserInputException($"model config '{source}' is not a JSON object");
-        var reader = new ConfigFields(obj, source);
+        var f = new ConfigFields(obj, source);
 
-        string modelType = reader.RequiredString("model_type");
-        ModelFamily family = modelType switch
+        string modelType = f.RequiredString("model_type");
+        var table = Checkpoints.FamilyTables.ForModelType(modelType) ?? throw new UserInputException(
+            $"model config '{source}': model_type '{modelType}' is not supported (supported: {string.Join(", ", Checkpoints.FamilyTables.All.Select(t => t.ModelType))})"
+            + (modelType == "gemma3" ? "; for the text part of a Gemma-3 checkpoint use its text_config (model_type gemma3_text, Gemma3ForCausalLM)" : ""));
+        foreach (var rejected in table.Rejected)
+            if (f.Get(rejected.Key) is { } value && rejected.Unsupported(value))
+                throw f.Error(rejected.Key, rejected.Problem);
+
+        var k = table.Keys;
+        int d = f.RequiredInt(k.HiddenSize);
+        int heads = f.RequiredInt(k.NumHeads);
+        int layers = f.RequiredInt(k.NumLayers);
+        int? headDim = k.HeadDim != null ? f.OptionalInt(k.HeadDim) ?? table.DefaultHeadDim : null;
+        if (headDim is null && heads > 0 && d % heads != 0)
+            throw f.Error(k.HiddenSize, $"{d} is not divisible by {k.NumHeads} {heads}" + (k.HeadDim != null ? " (give head_dim explicitly)" : ""));
+        string act = f.OptionalString(k.Activation) ?? table.Activations[0].Name;
+        var activation = table.Activations.FirstOrDefault(a => a.Name == act);
+        if (activation.Name is null)
+            throw f.Error(k.Activation, $"'{act}' is not supported (supported: {string.Join(", ", table.Activations.Select(a => a.Name))})");
+        var (qkvBias, oBias, mlpBias) = table.Biases switch
         {
-            "gpt2" => ModelFamily.Gpt2,
-            "llama" => ModelFamily.Llama,
-            "qwen2" => ModelFamily.Qwen2,
-            "mistral" => ModelFamily.Mistral,
-            _ => throw new UserInputException($"model config '{source}': model_type '{modelType}' is not supported (supported: gpt2, llama, qwen2, mistral)"),
+            Checkpoints.BiasRule.All => (true, true, true),
+            Checkpoints.BiasRule.QkvOnly => (true, false, false),
+            Checkpoints.BiasRule.AttentionBiasKey => (f.OptionalBool("attention_bias") ?? false) is var ab ? (ab, ab, false) : default,
+            Checkpoints.BiasRule.AttentionAndMlpKeys => (f.OptionalBool("attention_bias") ?? false) is var ab2 ? (ab2, ab2, f.OptionalBool("mlp_bias") ?? false) : default,
+            _ => (false, false, false),
         };
-        var config = family == ModelFamily.Gpt2 ? ParseGpt2(reader) : ParseLlamaFamily(reader, family);
-        config = config with
+        var (window, slidingLayers) = ParseWindow(f, table, layers);
+        var config = new ModelConfig
         {
-            BosTokenId = reader.OptionalInt("bos_token_id"),
-            PadTokenId = reader.OptionalInt("pad_token_id"),
-            EosTokenIds = reader.IntOrIntList("eos_token_id"),
-            Head = ParseHead(reader),
+            Family = table.Family,
+            VocabSize = f.RequiredInt("vocab_size"),
+            HiddenSize = d,
+            NumLayers = layers,
+            NumHeads = heads,
+            NumKvHeads = k.NumKvHeads != null ? f.OptionalInt(k.NumKvHeads) ?? heads : heads,
+            HeadDim = headDim ?? (heads > 0 ? d / heads : 0),
+            IntermediateSize = table.DefaultIntermediateFactor is int factor
+                ? f.OptionalInt(k.IntermediateSize) ?? factor * d
+                : f.RequiredInt(k.IntermediateSize),
+            MaxPositions = f.OptionalInt(k.MaxPositions) ?? table.DefaultMaxPositions,
+            NormEps = f.OptionalDouble(k.NormEps) ?? table.DefaultNormEps,
+            RopeTheta = table.HasRope ? f.OptionalDouble("rope_theta") ?? table.DefaultRopeTheta : 10000,
+            RopeScaling = table.HasRope ? ParseRopeScaling(f) : null,
+            TieWordEmbeddings = f.OptionalBool("tie_word_embeddings") ?? table.DefaultTieWordEmbeddings,
+            AttentionQkvBias = qkvBias,
+            AttentionOutputBias = oBias,
+            MlpBias = mlpBias,
+            Activation = activation.Activation,
+            SlidingWindow = window,
+            SlidingLayers = slidingLayers,
+            QueryPreAttnScalar = table.GemmaAttention ? f.OptionalDouble("query_pre_attn_scalar") ?? table.DefaultQueryPreAttnScalar : null,
+            AttnLogitSoftcap = table.GemmaAttention ? f.OptionalDoubleOrNull("attn_logit_softcapping", table.DefaultAttnSoftcap) : null,
+            FinalLogitSoftcap = table.GemmaAttention ? f.OptionalDoubleOrNull("final_logit_softcapping", table.DefaultFinalSoftcap) : null,
+            LocalRopeTheta = table.LocalRope ? f.OptionalDouble("rope_local_base_freq") ?? table.DefaultLocalRopeTheta : null,
+            BosTokenId = f.OptionalInt("bos_token_id"),
+            PadTokenId = f.OptionalInt("pad_token_id"),
+            EosTokenIds = f.IntOrIntList("eos_token_id"),
+            Head = ParseHead(f),
             Source = obj,
         };
         config.Validate(source);
         return config;
     }
 
-    private static ModelConfig ParseGpt2(ConfigFields f)
+    /// <summary>The window and the layers it applies to, by the family's <see cref="Checkpoints.WindowRule"/>.</summary>
+    private static (int? Window, IReadOnlyList<bool>? Layers) ParseWindow(ConfigFields f, Checkpoints.FamilyTable table, int layers)
     {
-        int d = f.RequiredInt("n_embd");
-        int heads = f.RequiredInt("n_head");
-        if (f.OptionalBool("scale_attn_by_inverse_layer_idx") == true)
-            throw f.Error("scale_attn_by_inverse_layer_idx", "true is not supported");
-        if (f.OptionalBool("scale_attn_weights") == false)
-            throw f.Error("scale_attn_weights", "false is not supported");
-        if (f.OptionalBool("add_cross_attention") == true)
-            throw f.Error("add_cross_attention", "true is not supported (decoder-only models only)");
-        string act = f.OptionalString("activation_function") ?? "gelu_new";
-        return new ModelConfig
+        switch (table.Window)
         {
-            Family = ModelFamily.Gpt2,
-            VocabSize = f.RequiredInt("vocab_size"),
-            HiddenSize = d,
-            NumLayers = f.RequiredInt("n_layer"),
-            NumHeads = heads,
-            NumKvHeads = heads,
-            HeadDim = heads > 0 ? d / heads : 0,
-            IntermediateSize = f.OptionalInt("n_inner") ?? 4 * d,
-            MaxPositions = f.OptionalInt("n_positions") ?? 1024,
-            NormEps = f.OptionalDouble("layer_norm_epsilon") ?? 1e-5,
-            TieWordEmbeddings = f.OptionalBool("tie_word_embeddings") ?? true,
-            AttentionQkvBias = true,
-            AttentionOutputBias = true,
-            MlpBias = true,
-            Activation = act switch
-            {
-                "gelu_new" or "gelu_pytorch_tanh" => HiddenActivation.GeluTanh,
-                "gelu" => HiddenActivation.Gelu,
-                _ => throw f.Error("activation_function", $"'{act}' is not supported (supported: gelu_new, gelu_pytorch_tanh, gelu)"),
-            },
-        };
-    }
-
-    private static ModelConfig ParseLlamaFamily(ConfigFields f, ModelFamily family)
-    {
-        int d = f.RequiredInt("hidden_size");
-        int heads = f.RequiredInt("num_attention_heads");
-        int? headDim = f.OptionalInt("head_dim");
-        string act = f.OptionalString("hidden_act") ?? "silu";
-        bool attentionBias = family == ModelFamily.Llama && (f.OptionalBool("attention_bias") ?? false);
-        if (headDim is null && heads > 0 && d % heads != 0)
-            throw f.Error("hidden_size", $"{d} is not divisible by num_attention_heads {heads} (give head_dim explicitly)");
-        if (family == ModelFamily.Qwen2 && f.OptionalBool("use_sliding_window") == true)
-            throw f.Error("use_sliding_window", "true is not supported for qwen2");
-        return new ModelConfig
-        {
-            Family = family,
-            VocabSize = f.RequiredInt("vocab_size"),
-            HiddenSize = d,
-            NumLayers = f.RequiredInt("num_hidden_layers"),
-            NumHeads = heads,
-            NumKvHeads = f.OptionalInt("num_key_value_heads") ?? heads,
-            HeadDim = headDim ?? (heads > 0 ? d / heads : 0),
-            IntermediateSize = f.RequiredInt("intermediate_size"),
-            MaxPositions = f.OptionalInt("max_position_embeddings") ?? family switch
-            {
-                ModelFamily.Llama => 2048,
-                ModelFamily.Qwen2 => 32768,
-                _ => 4096 * 32,
-            },
-            NormEps = f.OptionalDouble("rms_norm_eps") ?? 1e-6,
-            RopeTheta = f.OptionalDouble("rope_theta") ?? 10000,
-            RopeScaling = ParseRopeScaling(f),
-            TieWordEmbeddings = f.OptionalBool("tie_word_embeddings") ?? false,
-            AttentionQkvBias = family == ModelFamily.Qwen2 || attentionBias,
-            AttentionOutputBias = attentionBias,
-            MlpBias = family == ModelFamily.Llama && (f.OptionalBool("mlp_bias") ?? false),
-            Activation = act switch
-            {
-                "silu" or "swish" => HiddenActivation.Silu,
-                _ => throw f.Error("hidden_act", $"'{act}' is not supported (supported: silu)"),
-            },
-            SlidingWindow = family == ModelFamily.Mistral ? f.OptionalInt("sliding_window") : null,
-        };
+            case Checkpoints.WindowRule.EveryLayer:
+                return (f.OptionalInt("sliding_window"), null);
+            case Checkpoints.WindowRule.UseSlidingWindowRejected:
+                if (f.OptionalBool("use_sliding_window") == true)
+                    throw f.Error("use_sliding_window", $"true is not supported for {table.ModelType}");
+                if (f.Get("layer_types") is JsonArray types && types.Any(t => t?.GetValueKind() == JsonValueKind.String && t.GetValue<string>() == "sliding_attention"))
+                    throw f.Error("layer_types", $"'sliding_attention' layers are not supported for {table.ModelType}");
+                return (null, null);
+            case Checkpoints.WindowRule.LayerTypes:
+                int? window = f.OptionalIntOrNull("sliding_window", table.DefaultSlidingWindow);
+                if (window is null) return (null, null);
+                var sliding = new bool[Math.Max(0, layers)];
+                if (f.Get("layer_types") is { } node)
+                {
+                    if (node is not JsonArray list || list.Count != layers)
+                        throw f.Error("layer_types", $"must be a list of {layers} entries (one per layer), each 'sliding_attention' or 'full_attention'");
+                    for (int i = 0; i < layers; i++)
+                    {
+                        string? type = list[i] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
+                        sliding[i] = type switch
+                        {
+                            "sliding_attention" => true,
+                            "full_attention" => false,
+                            _ => throw f.Error($"layer_types[{i}]", $"{list[i]?.ToJsonString() ?? "null"} is not 'sliding_attention' or 'full_attention'"),
+                        };
+                    }
+                    return (window, sliding);
+                }
+                int pattern = table.SlidingPatternKey is { } key ? f.OptionalInt(key) ?? table.DefaultSlidingPattern : table.DefaultSlidingPattern;
+                if (pattern <= 0) throw f.Error(table.SlidingPatternKey!, $"must be a positive integer, not {pattern}");
+                for (int i = 0; i < sliding.Length; i++) sliding[i] = (i + 1) % pattern != 0;
+                return (window, sliding);
+            default:
+                return (null, null);
+        }
     }
 
     private static RopeScaling? ParseRopeScaling(ConfigFields f)
@@ -301,17 +359,26 @@ public sealed record ModelConfig
         var inner = new ConfigFields(rs, f.Source, "rope_scaling.");
         string type = inner.OptionalString("rope_type") ?? inner.OptionalString("type")
             ?? throw f.Error("rope_scaling", "has no 'rope_type'");
-        if (type == "default") return null;
-        if (type != "llama3")
-            throw f.Error("rope_scaling", $"type '{type}' is not supported (supported: default, llama3)");
-        var scaling = new RopeScaling(type,
-            inner.RequiredDouble("factor"),
-            inner.RequiredDouble("low_freq_factor"),
-            inner.RequiredDouble("high_freq_factor"),
-            inner.RequiredInt("original_max_position_embeddings"));
-        if (scaling.Factor <= 0 || scaling.OriginalMaxPositionEmbeddings <= 0 || scaling.HighFreqFactor <= scaling.LowFreqFactor || scaling.LowFreqFactor <= 0)
-            throw f.Error("rope_scaling", "llama3 needs factor > 0, original_max_position_embeddings > 0 and 0 < low_freq_factor < high_freq_factor");
-        return scaling;
+        switch (type)
+        {
+            case "default":
+                return null;
+            case "linear":
+                double factor = inner.RequiredDouble("factor");
+                if (!(factor > 0)) throw f.Error("rope_scaling.factor", $"must be positive, not {factor}");
+                return new RopeScaling(type, factor, 0, 0, 0);
+            case "llama3":
+                var scaling = new RopeScaling(type,
+                    inner.RequiredDouble("factor"),
+                    inner.RequiredDouble("low_freq_factor"),
+                    inner.RequiredDouble("high_freq_factor"),
+                    inner.RequiredInt("original_max_position_embeddings"));
+                if (scaling.Factor <= 0 || scaling.OriginalMaxPositionEmbeddings <= 0 || scaling.HighFreqFactor <= scaling.LowFreqFactor || scaling.LowFreqFactor <= 0)
+                    throw f.Error("rope_scaling", "llama3 needs factor > 0, original_max_position_embeddings > 0 and 0 < low_freq_factor < high_freq_factor");
+                return scaling;
+            default:
+                throw f.Error("rope_scaling", $"type '{type}' is not supported (supported: default, linear, llama3)");
+        }
     }
 
     private static HeadKind ParseHead(ConfigFields f)
@@ -346,55 +413,74 @@ public sealed record ModelConfig
         return HeadKind.LanguageModel;
     }
 
-    /// <summary>Checks the invariants the tensor shapes rely on.</summary>
+    /// <summary>Checks the invariants the tensor shapes rely on, and that every field fits the family's table.</summary>
     /// <exception cref="UserInputException">Naming <paramref name="source"/> and the offending field.</exception>
     public void Validate(string source = "config")
     {
-        bool gpt2 = Family == ModelFamily.Gpt2;
+        var table = Table;
+        var k = table.Keys;
+        string family = table.ModelType;
+        UserInputException Error(string problem) => new($"model config '{source}': {problem}");
         void Positive(int value, string field)
         {
-            if (value <= 0) throw new UserInputException($"model config '{source}': field '{field}' must be a positive integer, not {value}");
+            if (value <= 0) throw Error($"field '{field}' must be a positive integer, not {value}");
         }
         Positive(VocabSize, "vocab_size");
-        Positive(HiddenSize, gpt2 ? "n_embd" : "hidden_size");
-        Positive(NumLayers, gpt2 ? "n_layer" : "num_hidden_layers");
-        Positive(NumHeads, gpt2 ? "n_head" : "num_attention_heads");
-        Positive(NumKvHeads, "num_key_value_heads");
-        Positive(HeadDim, "head_dim");
-        Positive(IntermediateSize, gpt2 ? "n_inner" : "intermediate_size");
-        Positive(MaxPositions, gpt2 ? "n_positions" : "max_position_embeddings");
-        if (!(NormEps > 0)) throw new UserInputException($"model config '{source}': the norm epsilon must be positive, not {NormEps}");
-        // Only mistral writes sliding_window back (ToJson), so a window on another family would be lost on save.
-        if (SlidingWindow != null && Family != ModelFamily.Mistral)
-            throw new UserInputException($"model config '{source}': a sliding window is only supported for mistral, not {ModelTypeName(Family)}");
-        if (gpt2)
+        Positive(HiddenSize, k.HiddenSize);
+        Positive(NumLayers, k.NumLayers);
+        Positive(NumHeads, k.NumHeads);
+        Positive(NumKvHeads, k.NumKvHeads ?? "num_key_value_heads");
+        Positive(HeadDim, k.HeadDim ?? "head_dim");
+        Positive(IntermediateSize, k.IntermediateSize);
+        Positive(MaxPositions, k.MaxPositions);
+        if (!(NormEps > 0)) throw Error($"the norm epsilon must be positive, not {NormEps}");
+        if (!table.Activations.Any(a => a.Activation == Activation))
+            throw Error($"field '{k.Activation}': {Activation} is not supported for {family} (supported: {string.Join(", ", table.Activations.Select(a => a.Name))})");
+        bool biasesOk = table.Biases switch
+        {
+            Checkpoints.BiasRule.All => AttentionQkvBias && AttentionOutputBias && MlpBias,
+            Checkpoints.BiasRule.None => !AttentionQkvBias && !AttentionOutputBias && !MlpBias,
+            Checkpoints.BiasRule.QkvOnly => AttentionQkvBias && !AttentionOutputBias && !MlpBias,
+            Checkpoints.BiasRule.AttentionBiasKey => AttentionQkvBias == AttentionOutputBias && !MlpBias,
+            _ => AttentionQkvBias == AttentionOutputBias,
+        };
+        if (!biasesOk)
+            throw Error(table.Biases switch
+            {
+                Checkpoints.BiasRule.All => $"{family} always has attention and MLP biases",
+                Checkpoints.BiasRule.None => $"{family} has no biases",
+                Checkpoints.BiasRule.QkvOnly => $"{family} has q/k/v biases and no o_proj or MLP biases",
+                Checkpoints.BiasRule.AttentionBiasKey => $"{family}'s attention_bias covers q, k, v and o together, and its MLP has no biases",
+                _ => $"{family}'s attention_bias covers q, k, v and o together",
+            });
+        // A window on a family whose config cannot say so would vanish on save.
+        if (SlidingWindow != null && table.Window is not (Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes))
+            throw Error($"a sliding window is only supported for {string.Join(", ", Checkpoints.FamilyTables.All.Where(t => t.Window is Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes).Select(t => t.ModelType))}, not {family}");
+        if (SlidingWindow is <= 0) throw Error("field 'sliding_window' must be positive or null");
+        if (SlidingLayers != null && (table.Window != Checkpoints.WindowRule.LayerTypes || SlidingLayers.Count != NumLayers))
+            throw Error($"field 'layer_types' needs one entry per layer ({NumLayers}) and is read for gemma2 and gemma3_text only");
+        if (!table.GemmaAttention && (QueryPreAttnScalar != null || AttnLogitSoftcap != null || FinalLogitSoftcap != null))
+            throw Error($"query_pre_attn_scalar and soft-capping are Gemma fields, not {family}'s");
+        if (QueryPreAttnScalar is <= 0) throw Error($"field 'query_pre_attn_scalar' must be positive, not {QueryPreAttnScalar}");
+        if (AttnLogitSoftcap is <= 0) throw Error($"field 'attn_logit_softcapping' must be positive or null, not {AttnLogitSoftcap}");
+        if (FinalLogitSoftcap is <= 0) throw Error($"field 'final_logit_softcapping' must be positive or null, not {FinalLogitSoftcap}");
+        if (LocalRopeTheta != null && !table.LocalRope) throw Error($"rope_local_base_freq is a gemma3_text field, not {family}'s");
+        if (table.LocalRope && !(LocalRopeTheta > 0)) throw Error($"field 'rope_local_base_freq' must be positive, not {LocalRopeTheta}");
+        if (table.LearnedPositions)
         {
             if (HiddenSize % NumHeads != 0)
-                throw new UserInputException($"model config '{source}': n_embd {HiddenSize} is not divisible by n_head {NumHeads}");
+                throw Error($"{k.HiddenSize} {HiddenSize} is not divisible by {k.NumHeads} {NumHeads}");
             if (NumKvHeads != NumHeads || HeadDim != HiddenSize / NumHeads)
-                throw new UserInputException($"model config '{source}': gpt2 has no grouped-query attention or separate head_dim");
-            if (!AttentionQkvBias || !AttentionOutputBias || !MlpBias)
-                throw new UserInputException($"model config '{source}': gpt2 always has attention and MLP biases");
-            if (Activation == HiddenActivation.Silu)
-                throw new UserInputException($"model config '{source}': field 'activation_function': silu is not supported for gpt2");
+                throw Error($"{family} has no grouped-query attention or separate head_dim");
+            if (RopeScaling != null) throw Error($"{family} has no rotary embeddings to scale");
             return;
         }
         if (NumHeads % NumKvHeads != 0)
-            throw new UserInputException($"model config '{source}': num_attention_heads {NumHeads} is not a multiple of num_key_value_heads {NumKvHeads}");
+            throw Error($"num_attention_heads {NumHeads} is not a multiple of num_key_value_heads {NumKvHeads}");
         if (HeadDim % 2 != 0)
-            throw new UserInputException($"model config '{source}': head_dim {HeadDim} must be even for rotary embeddings");
+            throw Error($"head_dim {HeadDim} must be even for rotary embeddings");
         if (!(RopeTheta > 0))
-            throw new UserInputException($"model config '{source}': field 'rope_theta' must be positive, not {RopeTheta}");
-        if (Activation != HiddenActivation.Silu)
-            throw new UserInputException($"model config '{source}': field 'hidden_act': only silu is supported for {ModelTypeName(Family)}");
-        if (Family == ModelFamily.Qwen2 && (!AttentionQkvBias || AttentionOutputBias || MlpBias))
-            throw new UserInputException($"model config '{source}': qwen2 has q/k/v biases and no o_proj or MLP biases");
-        if (Family == ModelFamily.Mistral && (AttentionQkvBias || AttentionOutputBias || MlpBias))
-            throw new UserInputException($"model config '{source}': mistral has no biases");
-        if (Family == ModelFamily.Llama && AttentionQkvBias != AttentionOutputBias)
-            throw new UserInputException($"model config '{source}': llama's attention_bias covers q, k, v and o together");
-        if (SlidingWindow is <= 0)
-            throw new UserInputException($"model config '{source}': field 'sliding_window' must be positive or null");
+            throw Error($"field 'rope_theta' must be positive, not {RopeTheta}");
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -402,38 +488,42 @@ public sealed record ModelConfig
     // ------------------------------------------------------------------------------------------------
 
     /// <summary>
-    /// RoPE inverse frequencies, HeadDim/2 of them: inv_freq[j] = 1 / rope_theta^(2j / head_dim), adjusted by
-    /// llama3 scaling when configured (wavelength 2π/inv_freq above original_ctx/low_freq_factor: divided by
-    /// factor; below original_ctx/high_freq_factor: unchanged; between: blended with
-    /// s = (original_ctx/wavelength − low)/(high − low), inv = (1 − s)·inv/factor + s·inv). The rotation angle
-    /// of position p in pair j (and j + HeadDim/2, rotate_half convention) is p·inv_freq[j]. Matches
-    /// transformers' float32 values to within 1 ulp.
+    /// RoPE inverse frequencies, HeadDim/2 of them: inv_freq[j] = 1 / rope_theta^(2j / head_dim)
+    /// (<see cref="Ops.RopeInverseFrequencies"/>, float32 as transformers), then rope_scaling in float32 as
+    /// transformers applies it: <c>linear</c> divides every entry by factor; <c>llama3</c> divides by factor where
+    /// the wavelength 2π/inv_freq exceeds original_ctx/low_freq_factor, keeps entries below
+    /// original_ctx/high_freq_factor, and blends in between with s = (original_ctx/wavelength − low)/(high − low),
+    /// inv = (1 − s)·inv/factor + s·inv. <paramref name="local"/>: Gemma-3's sliding layers, which use
+    /// rope_local_base_freq and no scaling. The rotation angle of position p in pair j (and j + HeadDim/2,
+    /// rotate_half convention) is p·inv_freq[j].
     /// </summary>
-    public float[] RopeFrequencies()
+    public float[] RopeFrequencies(bool local = false)
     {
-        if (Family == ModelFamily.Gpt2) throw new InvalidOperationException("gpt2 has no rotary embeddings");
-        int half = HeadDim / 2;
-        var result = new float[half];
-        for (int j = 0; j < half; j++)
+        if (LearnedPositions) throw new InvalidOperationException($"{ModelTypeName(Family)} has no rotary embeddings");
+        if (local && LocalRopeTheta is not double localTheta) throw new InvalidOperationException($"{ModelTypeName(Family)} has no local RoPE base");
+        var inv = Ops.RopeInverseFrequencies(HeadDim, local ? LocalRopeTheta!.Value : RopeTheta);
+        if (local || RopeScaling is not { } rs) return inv;
+        // The scaling is evaluated in double on the float32 base frequencies and rounded once; that stays within an
+        // ulp of transformers' float32 arithmetic (checked against its values in the fixtures).
+        for (int j = 0; j < inv.Length; j++)
         {
-            // transformers forms the exponent as float32 (arange(0, dim, 2).float() / dim).
-            double exponent = (float)(2 * j) / (float)HeadDim;
-            double inv = 1.0 / Math.Pow(RopeTheta, exponent);
-            if (RopeScaling is { } rs)
+            double f = inv[j];
+            if (rs.Type == "linear") f /= rs.Factor;
+            else
             {
                 double lowFreqWavelength = rs.OriginalMaxPositionEmbeddings / rs.LowFreqFactor;
                 double highFreqWavelength = rs.OriginalMaxPositionEmbeddings / rs.HighFreqFactor;
-                double wavelength = 2 * Math.PI / inv;
-                if (wavelength > lowFreqWavelength) inv /= rs.Factor;
+                double wavelength = 2 * Math.PI / f;
+                if (wavelength > lowFreqWavelength) f /= rs.Factor;
                 else if (wavelength >= highFreqWavelength)
                 {
                     double smooth = (rs.OriginalMaxPositionEmbeddings / wavelength - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor);
-                    inv = (1 - smooth) * inv / rs.Factor + smooth * inv;
+                    f = (1 - smooth) * f / rs.Factor + smooth * f;
                 }
             }
-            result[j] = (float)inv;
+            inv[j] = (float)f;
         }
-        return result;
+        return inv;
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -442,67 +532,70 @@ public sealed record ModelConfig
 
     /// <summary>
     /// config.json text that transformers loads as this architecture: the loaded JSON (if any) with every field
-    /// AlignSharp models overwritten, <c>architectures</c> set from family and head, and the <c>alignsharp</c> field.
+    /// AlignSharp models overwritten under the family's keys, <c>architectures</c> set from family and head, and
+    /// the <c>alignsharp</c> field.
     /// </summary>
     public string ToJson() => ToJsonObject().ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
 
     internal JsonObject ToJsonObject()
     {
         Validate();
+        var table = Table;
+        var k = table.Keys;
         var o = Source?.DeepClone() as JsonObject ?? new JsonObject();
-        o["model_type"] = ModelTypeName(Family);
-        string arch = (Family, Head) switch
-        {
-            (ModelFamily.Gpt2, HeadKind.LanguageModel) => "GPT2LMHeadModel",
-            (ModelFamily.Gpt2, _) => "GPT2ForSequenceClassification",
-            (ModelFamily.Llama, HeadKind.LanguageModel) => "LlamaForCausalLM",
-            (ModelFamily.Llama, _) => "LlamaForSequenceClassification",
-            (ModelFamily.Qwen2, HeadKind.LanguageModel) => "Qwen2ForCausalLM",
-            (ModelFamily.Qwen2, _) => "Qwen2ForSequenceClassification",
-            (_, HeadKind.LanguageModel) => "MistralForCausalLM",
-            _ => "MistralForSequenceClassification",
-        };
-        o["architectures"] = new JsonArray(arch);
+        o["model_type"] = table.ModelType;
+        o["architectures"] = new JsonArray(Head == HeadKind.LanguageModel ? table.CausalLm : table.SequenceClassification);
         o["vocab_size"] = VocabSize;
-        if (Family == ModelFamily.Gpt2)
+        o[k.HiddenSize] = HiddenSize;
+        o[k.NumLayers] = NumLayers;
+        o[k.NumHeads] = NumHeads;
+        if (k.NumKvHeads != null) o[k.NumKvHeads] = NumKvHeads;
+        if (k.HeadDim != null) o[k.HeadDim] = HeadDim;
+        o[k.IntermediateSize] = IntermediateSize;
+        o[k.MaxPositions] = MaxPositions;
+        o[k.NormEps] = NormEps;
+        o[k.Activation] = table.Activations.First(a => a.Activation == Activation).Name;
+        if (table.HasRope)
         {
-            o["n_embd"] = HiddenSize;
-            o["n_layer"] = NumLayers;
-            o["n_head"] = NumHeads;
-            o["n_inner"] = IntermediateSize;
-            o["n_positions"] = MaxPositions;
-            o["layer_norm_epsilon"] = NormEps;
-            o["activation_function"] = Activation == HiddenActivation.Gelu ? "gelu" : "gelu_new";
-        }
-        else
-        {
-            o["hidden_size"] = HiddenSize;
-            o["num_hidden_layers"] = NumLayers;
-            o["num_attention_heads"] = NumHeads;
-            o["num_key_value_heads"] = NumKvHeads;
-            o["head_dim"] = HeadDim;
-            o["intermediate_size"] = IntermediateSize;
-            o["max_position_embeddings"] = MaxPositions;
-            o["rms_norm_eps"] = NormEps;
             o["rope_theta"] = RopeTheta;
-            o["hidden_act"] = "silu";
-            o["rope_scaling"] = RopeScaling is { } rs
-                ? new JsonObject
+            o["rope_scaling"] = RopeScaling switch
+            {
+                null => null,
+                { Type: "linear" } rs => new JsonObject { ["rope_type"] = rs.Type, ["factor"] = rs.Factor },
+                var rs => new JsonObject
                 {
                     ["rope_type"] = rs.Type,
                     ["factor"] = rs.Factor,
                     ["low_freq_factor"] = rs.LowFreqFactor,
                     ["high_freq_factor"] = rs.HighFreqFactor,
                     ["original_max_position_embeddings"] = rs.OriginalMaxPositionEmbeddings,
-                }
-                : null;
-            if (Family == ModelFamily.Llama)
-            {
-                o["attention_bias"] = AttentionQkvBias;
-                o["mlp_bias"] = MlpBias;
-            }
-            if (Family == ModelFamily.Mistral) o["sliding_window"] = SlidingWindow;
+                },
+            };
         }
+        if (table.Biases is Checkpoints.BiasRule.AttentionBiasKey or Checkpoints.BiasRule.AttentionAndMlpKeys) o["attention_bias"] = AttentionQkvBias;
+        if (table.Biases is Checkpoints.BiasRule.AttentionAndMlpKeys) o["mlp_bias"] = MlpBias;
+        if (table.Window is Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes) o["sliding_window"] = SlidingWindow;
+        if (table.Window == Checkpoints.WindowRule.LayerTypes)
+        {
+            var types = Enumerable.Range(0, NumLayers).Select(l => IsSlidingLayer(l) ? "sliding_attention" : "full_attention").ToArray();
+            o["layer_types"] = new JsonArray(types.Select(t => (JsonNode?)t).ToArray());
+            // transformers releases before layer_types read the pattern alone: keep it only while it says the same.
+            if (table.SlidingPatternKey is { } patternKey)
+            {
+                int first = Array.IndexOf(types, "full_attention");
+                int pattern = first + 1;
+                bool matches = SlidingWindow != null && first >= 0 && types.Select((t, i) => (t == "sliding_attention") == ((i + 1) % pattern != 0)).All(x => x);
+                if (matches) o[patternKey] = pattern;
+                else o.Remove(patternKey);
+            }
+        }
+        if (table.GemmaAttention)
+        {
+            o["query_pre_attn_scalar"] = QueryPreAttnScalar;
+            o["attn_logit_softcapping"] = AttnLogitSoftcap;
+            o["final_logit_softcapping"] = FinalLogitSoftcap;
+        }
+        if (table.LocalRope) o["rope_local_base_freq"] = LocalRopeTheta;
         o["tie_word_embeddings"] = TieWordEmbeddings;
         o["bos_token_id"] = BosTokenId;
         o["pad_token_id"] = PadTokenId;
@@ -529,7 +622,7 @@ public sealed record ModelConfig
     }
 
     /// <summary>Typed access to a config object's fields with errors naming file and field.</summary>
-    private sealed class ConfigFields(JsonObject obj, string source, string prefix = "")
+    internal sealed class ConfigFields(JsonObject obj, string source, string prefix = "")
     {
         public string Source => source;
 
@@ -560,6 +653,20 @@ public sealed record ModelConfig
                 if (d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue) return (int)d;
             }
             throw Error(key, $"must be an integer, not {node.ToJsonString()}");
+        }
+
+        /// <summary>A number, or null when the key holds JSON null; <paramref name="fallback"/> when the key is absent.</summary>
+        public double? OptionalDoubleOrNull(string key, double? fallback)
+        {
+            if (!obj.TryGetPropertyValue(key, out var node)) return fallback;
+            return node is null ? null : OptionalDouble(key);
+        }
+
+        /// <summary>An integer, or null when the key holds JSON null; <paramref name="fallback"/> when the key is absent.</summary>
+        public int? OptionalIntOrNull(string key, int? fallback)
+        {
+            if (!obj.TryGetPropertyValue(key, out var node)) return fallback;
+            return node is null ? null : OptionalInt(key);
         }
 
         public double RequiredDouble(string key) => OptionalDouble(key) ?? throw Error(key, "is missing");

@@ -64,9 +64,10 @@ public sealed class KvCache
 }
 
 /// <summary>
-/// One decoder-only transformer for the GPT-2 family (LayerNorm, learned positions, GELU MLP, tied head) and
-/// the Llama family (RMSNorm, RoPE, SwiGLU, grouped-query attention, optional q/k/v biases, Mistral's sliding
-/// window), chosen by <see cref="ModelConfig"/>. Shapes: B batch, T new positions, S keys (cache included),
+/// One decoder-only transformer for the GPT-2 family (LayerNorm, learned positions, GELU MLP, tied head), the
+/// Llama family (RMSNorm, RoPE, SwiGLU, grouped-query attention, optional q/k/v biases, Mistral's sliding
+/// window, Qwen3's q/k norms) and Gemma-2/3 ((1 + w) RMSNorm before and after attention and MLP, √D-scaled
+/// embeddings, GeGLU, soft caps, per-layer sliding windows and local RoPE), chosen by <see cref="ModelConfig"/>. Shapes: B batch, T new positions, S keys (cache included),
 /// D hidden, H query heads, KV key/value heads, Dh head size, V vocabulary.
 /// </summary>
 public sealed class TransformerModel
@@ -74,7 +75,7 @@ public sealed class TransformerModel
     public ModelConfig Config { get; }
     private readonly List<(string Name, Tensor Parameter)> _parameters = [];
     private readonly Dictionary<string, Tensor> _byName = [];
-    private readonly float[]? _invFreq;
+    private readonly float[]? _invFreq, _invFreqLocal;
 
     public TransformerModel(ModelConfig config)
     {
@@ -106,6 +107,12 @@ public sealed class TransformerModel
             }
             Add(p + "attn.o.weight", d, config.QueryDim);
             if (config.AttentionOutputBias) Add(p + "attn.o.bias", d);
+            if (config.QkNorm)
+            {
+                Add(p + "attn.q_norm.weight", config.HeadDim);
+                Add(p + "attn.k_norm.weight", config.HeadDim);
+            }
+            if (config.SandwichNorms) Add(p + "attn_out_norm.weight", d);
             Add(p + "mlp_norm.weight", d);
             if (gpt2)
             {
@@ -124,12 +131,14 @@ public sealed class TransformerModel
                 Add(p + "mlp.down.weight", d, config.IntermediateSize);
                 if (config.MlpBias) Add(p + "mlp.down.bias", d);
             }
+            if (config.SandwichNorms) Add(p + "mlp_out_norm.weight", d);
         }
         Add("final_norm.weight", d);
         if (gpt2) Add("final_norm.bias", d);
         if (config.Head == HeadKind.Scalar) Add("score.weight", 1, d);
         else if (!config.TieWordEmbeddings) Add("lm_head.weight", config.VocabSize, d);
         if (!config.LearnedPositions) _invFreq = config.RopeFrequencies();
+        if (config.LocalRopeTheta != null) _invFreqLocal = config.RopeFrequencies(local: true);
     }
 
     private void Add(string name, params int[] shape)
@@ -152,7 +161,7 @@ public sealed class TransformerModel
 
     /// <summary>
     /// A model with fresh weights: normal(0, 0.02) matrices and embeddings (GPT-2's residual projections
-    /// scaled by 1/√(2·layers)), norm weights 1, biases 0. The same seed gives the same weights.
+    /// scaled by 1/√(2·layers)), norms that scale by 1 (Gemma stores w − 1, so 0), biases 0. The same seed gives the same weights.
     /// </summary>
     public static TransformerModel CreateRandom(ModelConfig config, int seed, float std = 0.02f)
     {
@@ -162,7 +171,7 @@ public sealed class TransformerModel
         foreach (var (name, p) in model._parameters)
         {
             var s = p.Span;
-            if (name.Contains("norm")) { s.Fill(name.EndsWith(".bias") ? 0f : 1f); continue; }
+            if (name.Contains("norm")) { s.Fill(name.EndsWith(".bias") ? 0f : 1f - config.NormWeightOffset); continue; }
             if (name.EndsWith(".bias")) { s.Clear(); continue; }
             float sd = config.Family == ModelFamily.Gpt2 && (name.EndsWith("attn.o.weight") || name.EndsWith("mlp.proj.weight")) ? residualStd : std;
             for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextGaussian() * sd);
@@ -192,6 +201,8 @@ public sealed class TransformerModel
                 if ((uint)p >= (uint)c.MaxPositions) throw new ArgumentOutOfRangeException(nameof(positions), $"Position {p} is beyond the model's {c.MaxPositions} positions.");
 
         var x = Ops.Embedding(Parameter("embed.weight"), ids, batch, seq);
+        // Gemma: transformers forms the normalizer √D as a tensor of the embedding dtype, float32 here.
+        if (c.ScaledEmbedding) x = Ops.MulScalar(x, (float)Math.Sqrt(c.HiddenSize));
         if (c.LearnedPositions)
             x = Ops.Add(x, Ops.Embedding(Parameter("pos_embed.weight"), positions, batch, seq));
 
@@ -217,21 +228,33 @@ public sealed class TransformerModel
             q = Ops.Reshape(q, batch, seq, c.NumHeads, c.HeadDim);
             k = Ops.Reshape(k, batch, seq, c.NumKvHeads, c.HeadDim);
             v = Ops.Reshape(v, batch, seq, c.NumKvHeads, c.HeadDim);
+            if (c.QkNorm)
+            {
+                // Per head, over head_dim, before RoPE (Qwen3, Gemma-3).
+                q = Norm(q, p + "attn.q_norm");
+                k = Norm(k, p + "attn.k_norm");
+            }
+            int? window = c.WindowOf(l);
             if (_invFreq != null)
             {
-                q = Ops.Rope(q, positions, _invFreq);
-                k = Ops.Rope(k, positions, _invFreq);
+                var inv = window != null && _invFreqLocal != null ? _invFreqLocal : _invFreq;
+                q = Ops.Rope(q, positions, inv);
+                k = Ops.Rope(k, positions, inv);
             }
             // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
             // exactly the keys the full recompute would.
             if (cache != null) (k, v) = cache.Append(l, k, v);
-            var a = Ops.CausalAttention(q, k, v, offset, attentionMask, window: c.SlidingWindow);
-            x = Ops.Add(x, Linear(Ops.Reshape(a, batch, seq, c.QueryDim), p + "attn.o"));
+            var a = Ops.CausalAttention(q, k, v, offset, attentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap);
+            var attnOut = Linear(Ops.Reshape(a, batch, seq, c.QueryDim), p + "attn.o");
+            if (c.SandwichNorms) attnOut = Norm(attnOut, p + "attn_out_norm");
+            x = Ops.Add(x, attnOut);
 
             var m = Norm(x, p + "mlp_norm");
-            x = Ops.Add(x, c.Family == ModelFamily.Gpt2
+            var mlpOut = c.Family == ModelFamily.Gpt2
                 ? Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj")
-                : Linear(Ops.Mul(Activate(Linear(m, p + "mlp.gate")), Linear(m, p + "mlp.up")), p + "mlp.down"));
+                : Linear(Ops.Mul(Activate(Linear(m, p + "mlp.gate")), Linear(m, p + "mlp.up")), p + "mlp.down");
+            if (c.SandwichNorms) mlpOut = Norm(mlpOut, p + "mlp_out_norm");
+            x = Ops.Add(x, mlpOut);
         }
         if (cache != null) cache.Length = offset + seq;
         return Norm(x, "final_norm");
@@ -247,7 +270,8 @@ public sealed class TransformerModel
         if (Config.Head == HeadKind.Scalar)
             return Ops.Reshape(Ops.Linear(hidden, Parameter("score.weight")), hidden.Shape[..^1].ToArray());
         var w = Config.TieWordEmbeddings ? Parameter("embed.weight") : Parameter("lm_head.weight");
-        return Ops.Linear(hidden, w);
+        var logits = Ops.Linear(hidden, w);
+        return Config.FinalLogitSoftcap is double cap ? Ops.SoftCap(logits, (float)cap) : logits;
     }
 
     private Tensor Activate(Tensor x) => Config.Activation switch
@@ -263,5 +287,5 @@ public sealed class TransformerModel
     private Tensor Norm(Tensor x, string prefix)
         => Config.Norm == NormKind.LayerNorm
             ? Ops.LayerNorm(x, Parameter(prefix + ".weight"), Parameter(prefix + ".bias"), (float)Config.NormEps)
-            : Ops.RmsNorm(x, Parameter(prefix + ".weight"), (float)Config.NormEps);
+            : Ops.RmsNorm(x, Parameter(prefix + ".weight"), (float)Config.NormEps, Config.NormWeightOffset);
 }

@@ -102,6 +102,12 @@ public class FusedOpsTests
         // More queries than one GEMM block (64): the second block sees more keys than the first.
         GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 1),
             [Rand(rng, 1, 1, 67, 1, 3), Rand(rng, 1, 1, 70, 1, 3), Rand(rng, 1, 1, 70, 1, 3)]);
+        // Gemma-2's attention-logit soft cap (small so scores reach the saturating part), with a window and a mask,
+        // on the GEMM path and on the row path.
+        GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 2, keyMask: mask, window: 3, softCap: 0.9f),
+            [Rand(rng, 1, 2, 5, 4, 6), Rand(rng, 1, 2, 7, 2, 6), Rand(rng, 1, 2, 7, 2, 6)]);
+        GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 3, scale: 0.8f, softCap: 1.1f),
+            [Rand(rng, 1, 1, 3, 3, 10), Rand(rng, 1, 1, 9, 1, 10), Rand(rng, 1, 1, 9, 1, 10)]);
     }
 
     private static void RopeGradCheck()
@@ -221,8 +227,9 @@ public class FusedOpsTests
     // ---- attention ---------------------------------------------------------------------------------------
 
     /// <summary>Explicit scores + mask + softmax per (b, t, h) in float64, kv head h / (Hq/Hkv); with a window,
-    /// query position p = offset + t may see key s only when p − window &lt; s.</summary>
-    private static double[] AttentionReference(Tensor q, Tensor k, Tensor v, int offset, bool[]? mask, double? scale, int? window = null)
+    /// query position p = offset + t may see key s only when p − window &lt; s; with a soft cap c the scaled score z
+    /// becomes c·tanh(z / c).</summary>
+    private static double[] AttentionReference(Tensor q, Tensor k, Tensor v, int offset, bool[]? mask, double? scale, int? window = null, double? softCap = null)
     {
         int b = q.Dim(0), t = q.Dim(1), hq = q.Dim(2), d = q.Dim(3), s = k.Dim(1), hkv = k.Dim(2);
         double sc = scale ?? 1.0 / Math.Sqrt(d);
@@ -241,7 +248,7 @@ public class FusedOpsTests
                         if (!allowed) { w[si] = double.NegativeInfinity; continue; }
                         double dot = 0;
                         for (int i = 0; i < d; i++) dot += (double)qs[((bi * t + ti) * hq + h) * d + i] * ks[((bi * s + si) * hkv + kh) * d + i];
-                        w[si] = dot * sc;
+                        w[si] = softCap is double c ? c * Math.Tanh(dot * sc / c) : dot * sc;
                         max = Math.Max(max, w[si]);
                     }
                     if (double.IsNegativeInfinity(max)) continue;   // no allowed key: zeros
@@ -368,6 +375,7 @@ public class FusedOpsTests
         if (offset + t > window)
             Assert.NotEqual(AttentionReference(q, k, v, offset, mask, null), expected);
         AssertAllClose(AttentionReference(q, k, v, offset, mask, 0.3, window), Ops.CausalAttention(q, k, v, offset, mask, 0.3f, window).Span, 2e-5, "windowed, scale 0.3");
+        AssertAllClose(AttentionReference(q, k, v, offset, mask, 0.3, window, softCap: 0.7), Ops.CausalAttention(q, k, v, offset, mask, 0.3f, window, softCap: 0.7f).Span, 2e-5, "windowed, scale 0.3, soft cap 0.7");
     }
 
     [Fact]

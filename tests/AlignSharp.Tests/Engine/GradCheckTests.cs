@@ -113,7 +113,14 @@ public class GradCheckTests
         {
             var rng = new Random(15);
             GradCheck.Check(x => Ops.RmsNorm(x[0], x[1]), [GradCheck.Random(rng, 3, 19), GradCheck.Random(rng, 19)], Loose);
+            // Gemma's (1 + w) weight.
+            GradCheck.Check(x => Ops.RmsNorm(x[0], x[1], 1e-6f, weightOffset: 1f), [GradCheck.Random(rng, 3, 19), GradCheck.Random(rng, 19)], Loose);
+            // Per-head q/k norm (Qwen3, Gemma-3): [B, T, H, Dh] normalised over Dh with one [Dh] weight shared by the heads.
+            GradCheck.Check(x => Ops.RmsNorm(x[0], x[1]), [GradCheck.Random(rng, 1, 2, 3, 7), GradCheck.Random(rng, 7)], Loose);
+            GradCheck.Check(x => Ops.RmsNorm(x[0], x[1], 1e-6f, weightOffset: 1f), [GradCheck.Random(rng, 2, 1, 3, 7), GradCheck.Random(rng, 7)], Loose);
         },
+        // Values around ±cap so both the linear middle and the saturating tails take part.
+        ["SoftCap"] = () => Unary(x => Ops.SoftCap(Ops.MulScalar(x, 3), 1.7f)),
     };
 
     private static void Unary(Func<Tensor, Tensor> op)

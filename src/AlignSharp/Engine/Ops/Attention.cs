@@ -41,12 +41,15 @@ public static partial class Ops
     /// (keyMask == null || keyMask[b·S + s]). The window counts keys by their index in k (a cache slot), not by token
     /// position, as Hugging Face's sliding-window mask does: a masked slot inside the window still uses it up. A
     /// query with no allowed key outputs zeros and receives a zero gradient. scale defaults to 1/√D.
+    /// softCap c (Gemma-2's attn_logit_softcapping): the scaled scores z become c·tanh(z / c) before the mask and
+    /// the softmax.
     /// Saves: the probabilities [B, Hq, T, S'] (only when a gradient is needed).
     /// Backward, per (b, kv head), over the G query heads that share it:
-    /// dV += Pᵀ·dO, dP = dO·Vᵀ, dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)), dQ += dS·K, dK += dSᵀ·Q.
+    /// dV += Pᵀ·dO, dP = dO·Vᵀ, dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)), dQ += dS·K, dK += dSᵀ·Q; with a soft cap
+    /// dS is further multiplied by 1 − tanh²(z / c), z recomputed from Q·Kᵀ (one more GEMM per block).
     /// </summary>
     public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, int positionOffset = 0, bool[]? keyMask = null, float? scale = null,
-        int? window = null)
+        int? window = null, float? softCap = null)
     {
         if (q.Rank != 4 || k.Rank != 4 || v.Rank != 4)
             throw new ArgumentException($"CausalAttention needs q [B, T, Hq, D], k and v [B, S, Hkv, D]; got q {ShapeUtil.Format(q.Shape)}, k {ShapeUtil.Format(k.Shape)}, v {ShapeUtil.Format(v.Shape)}.");
@@ -60,7 +63,10 @@ public static partial class Ops
         if (window is <= 0) throw new ArgumentOutOfRangeException(nameof(window), $"window must be ≥ 1 (a query always fits itself), got {window}.");
         if (keyMask != null && keyMask.Length != bsz * s)
             throw new ArgumentException($"CausalAttention: keyMask has {keyMask.Length} entries, B·S = {bsz * s} expected (keyMask[b·S + s]).");
+        if (softCap is { } capValue && !(capValue > 0 && float.IsFinite(capValue)))
+            throw new ArgumentOutOfRangeException(nameof(softCap), $"softCap must be finite and > 0, got {capValue}.");
         float sc = scale ?? 1f / MathF.Sqrt(d);
+        float cap = softCap ?? 0f;
 
         int group = hq / hkv;
         int sEff = (int)Math.Min(s, (long)positionOffset + t);
@@ -93,7 +99,7 @@ public static partial class Ops
                 int vOff = vo + b * s * kvLd + kvh * d;
                 int oOff = oo + b * t * qLd + h * d;
                 if (t <= AttentionRowPathMaxT)
-                    AttentionHeadRows(qa, qOff, ka, kOff, va, vOff, oa, oOff, p, t, sEff, d, qLd, kvLd, positionOffset, window, keyMask, b * s, sc);
+                    AttentionHeadRows(qa, qOff, ka, kOff, va, vOff, oa, oOff, p, t, sEff, d, qLd, kvLd, positionOffset, window, keyMask, b * s, sc, cap);
                 else
                     for (int t0 = 0; t0 < t; t0 += AttentionQueryBlock)
                     {
@@ -107,7 +113,7 @@ public static partial class Ops
                         for (int tq = t0; tq < t0 + rowsIn; tq++)
                         {
                             var (rLo, rHi) = AttentionKeyRange(sEff, positionOffset, window, tq);
-                            AttentionSoftmaxRow(p.Slice(tq * sEff, sEff), rLo, rHi, sc, keyMask, b * s);
+                            AttentionSoftmaxRow(p.Slice(tq * sEff, sEff), rLo, rHi, sc, cap, keyMask, b * s);
                         }
                         // No key at all (hi == lo): a zero-depth GEMM writes zeros, the empty-row output.
                         Gemm.Multiply(false, false, rowsIn, d, hi - lo, pb[lo..], sEff, va.AsSpan(vOff + lo * kvLd), kvLd, oa.AsSpan(oOff + t0 * qLd), qLd, false);
@@ -129,6 +135,7 @@ public static partial class Ops
                 ParallelFor.For(bsz * hkv, (int)Math.Max(1, (1 << 16) / Math.Max(1, workPerHead * group)), (start, end) =>
                 {
                     var dpBuf = needScores ? BufferPool.Rent(pSize) : null;
+                    var zBuf = needScores && cap > 0 ? BufferPool.Rent(pSize) : null;
                     for (int bk = start; bk < end; bk++)
                     {
                         int b = bk / hkv, kvh = bk % hkv;
@@ -152,6 +159,9 @@ public static partial class Ops
                                 if (!needScores) continue;
                                 var dp = dpBuf.AsSpan(0, (rowsIn - 1) * sEff + kv);
                                 Gemm.Multiply(false, true, rowsIn, kv, d, gO, qLd, va.AsSpan(vo + kvbOff), kvLd, dp, sEff, false);
+                                var z = zBuf.AsSpan(0, zBuf == null ? 0 : (rowsIn - 1) * sEff + kv);
+                                if (zBuf != null)
+                                    Gemm.Multiply(false, true, rowsIn, kv, d, qa.AsSpan(qo + qbOff), qLd, ka.AsSpan(ko + kvbOff), kvLd, z, sEff, false);
                                 for (int r = 0; r < rowsIn; r++)
                                 {
                                     var pr = p.Slice(r * sEff, kv); var dr = dp.Slice(r * sEff, kv);
@@ -160,6 +170,7 @@ public static partial class Ops
                                     TensorPrimitives.Add(dr, -dot, dr);
                                     TensorPrimitives.Multiply(dr, pr, dr);
                                     TensorPrimitives.Multiply(dr, sc, dr);
+                                    if (zBuf != null) SoftCapBackwardRow(z.Slice(r * sEff, kv), dr, sc, cap);
                                 }
                                 if (dq != null)
                                     Gemm.Multiply(false, false, rowsIn, d, kv, dp, sEff, ka.AsSpan(ko + kvbOff), kvLd, dq.Array.AsSpan(dq.Offset + qbOff), qLd, true);
@@ -169,6 +180,7 @@ public static partial class Ops
                         }
                     }
                     if (dpBuf != null) BufferPool.Return(dpBuf);
+                    if (zBuf != null) BufferPool.Return(zBuf);
                 });
             });
         return o;
@@ -180,7 +192,7 @@ public static partial class Ops
     /// <see cref="CausalAttention"/>.
     /// </summary>
     private static void AttentionHeadRows(float[] qa, int qOff, float[] ka, int kOff, float[] va, int vOff, float[] oa, int oOff,
-        Span<float> p, int t, int sEff, int d, int qLd, int kvLd, int positionOffset, int? window, bool[]? keyMask, int maskOffset, float scale)
+        Span<float> p, int t, int sEff, int d, int qLd, int kvLd, int positionOffset, int? window, bool[]? keyMask, int maskOffset, float scale, float cap)
     {
         for (int tq = 0; tq < t; tq++)
         {
@@ -189,7 +201,7 @@ public static partial class Ops
             var pr = p.Slice(tq * sEff, sEff);
             for (int sk = lo; sk < hi; sk++)
                 pr[sk] = keyMask != null && !keyMask[maskOffset + sk] ? 0f : Simd.Dot(qr, ka.AsSpan(kOff + sk * kvLd, d));
-            AttentionSoftmaxRow(pr, lo, hi, scale, keyMask, maskOffset);
+            AttentionSoftmaxRow(pr, lo, hi, scale, cap, keyMask, maskOffset);
             var or = oa.AsSpan(oOff + tq * qLd, d);
             or.Clear();
             for (int sk = lo; sk < hi; sk++)
@@ -198,16 +210,18 @@ public static partial class Ops
     }
 
     /// <summary>
-    /// Raw scores → probabilities in place for one query row: entries [lo, hi) are scaled and softmaxed over
-    /// the keys keyMask allows; masked keys and every entry outside [lo, hi) become 0; a row with no allowed
-    /// key becomes all zeros.
+    /// Raw scores → probabilities in place for one query row: entries [lo, hi) are scaled (and soft-capped when
+    /// cap &gt; 0) and softmaxed over the keys keyMask allows; masked keys and every entry outside [lo, hi) become 0;
+    /// a row with no allowed key becomes all zeros.
     /// </summary>
-    private static void AttentionSoftmaxRow(Span<float> row, int lo, int hi, float scale, bool[]? keyMask, int maskOffset)
+    private static void AttentionSoftmaxRow(Span<float> row, int lo, int hi, float scale, float cap, bool[]? keyMask, int maskOffset)
     {
         var live = row[lo..hi];
         row[..lo].Clear();
         row[hi..].Clear();
         TensorPrimitives.Multiply(live, scale, live);
+        if (cap > 0)
+            for (int i = 0; i < live.Length; i++) live[i] = cap * MathF.Tanh(live[i] / cap);
         if (keyMask != null)
             for (int sk = lo; sk < hi; sk++)
                 if (!keyMask[maskOffset + sk]) live[sk - lo] = float.NegativeInfinity;
@@ -223,5 +237,15 @@ public static partial class Ops
             for (int sk = lo; sk < hi; sk++)
                 if (!keyMask[maskOffset + sk]) live[sk - lo] = 0f;
         TensorPrimitives.Multiply(live, 1f / Simd.Sum(live), live);
+    }
+
+    /// <summary>dS ⊙= 1 − tanh²(scale·z / cap) over one row: the soft cap's derivative at the raw scores z.</summary>
+    private static void SoftCapBackwardRow(ReadOnlySpan<float> z, Span<float> ds, float scale, float cap)
+    {
+        for (int i = 0; i < ds.Length; i++)
+        {
+            float th = MathF.Tanh(z[i] * scale / cap);
+            ds[i] *= 1f - th * th;
+        }
     }
 }

@@ -121,6 +121,28 @@ public static partial class Ops
         return y;
     }
 
+    /// <summary>Soft capping cap·tanh(x / cap) (Gemma-2's final and attention logits): smooth, odd, bounded by ±cap.
+    /// (any) → (same). Backward: g·(1 − (y / cap)²).</summary>
+    public static Tensor SoftCap(Tensor x, float cap)
+    {
+        if (!(cap > 0) || !float.IsFinite(cap)) throw new ArgumentOutOfRangeException(nameof(cap), $"SoftCap needs a finite cap > 0, got {cap}.");
+        var y = NewLike(x);
+        Simd.ZipScalarRight<DivOp>(x.Span, cap, y.Span);
+        Map<TanhOp>(y, y);
+        Simd.ZipScalarRight<MulOp>(y.Span, cap, y.Span);
+        if (Autograd.Needs(x))
+            Autograd.Record(y, [x], g =>
+            {
+                var gs = g.Span; var ys = y.Span; var dx = x.GradForAccumulate();
+                for (int i = 0; i < gs.Length; i++)
+                {
+                    float th = ys[i] / cap;
+                    dx[i] += gs[i] * (1f - th * th);
+                }
+            });
+        return y;
+    }
+
     /// <summary>min(max(x, lo), hi); the gradient passes where lo ≤ x ≤ hi (as in PyTorch).</summary>
     public static Tensor Clamp(Tensor x, float lo, float hi)
     {

@@ -86,8 +86,10 @@ public static partial class Ops
         return y;
     }
 
-    /// <summary>RMS norm over the last axis: x / √(mean(x²) + eps) · w (Llama). x [..., C], w [C] → [..., C]</summary>
-    public static Tensor RmsNorm(Tensor x, Tensor w, float eps = 1e-6f)
+    /// <summary>RMS norm over the last axis: x / √(mean(x²) + eps) · (weightOffset + w); Llama uses offset 0,
+    /// Gemma stores w − 1 and uses offset 1. x [..., C], w [C] → [..., C]. Over a [B, T, H, Dh] tensor with w [Dh]
+    /// this is Qwen3's / Gemma-3's per-head q/k norm.</summary>
+    public static Tensor RmsNorm(Tensor x, Tensor w, float eps = 1e-6f, float weightOffset = 0f)
     {
         int c = x.Dim(-1), rows = ShapeUtil.Rows(x.Shape);
         if (w.Length != c) throw new ArgumentException($"RmsNorm weight must have {c} elements.");
@@ -103,7 +105,7 @@ public static partial class Ops
                 float rs = 1f / MathF.Sqrt(Simd.Dot(xr, xr) / c + eps);
                 rstd[r] = rs;
                 var wr = wa.AsSpan(wo, c);
-                for (int i = 0; i < c; i++) yr[i] = xr[i] * rs * wr[i];
+                for (int i = 0; i < c; i++) yr[i] = xr[i] * rs * (weightOffset + wr[i]);
             }
         });
         if (Autograd.Needs(x, w))
@@ -120,13 +122,13 @@ public static partial class Ops
                     for (int i = 0; i < c; i++)
                     {
                         float xhat = xr[i] * rs;
-                        sumDX += gr[i] * ws[i] * xhat;
+                        sumDX += gr[i] * (weightOffset + ws[i]) * xhat;
                         if (!dw.IsEmpty) dw[i] += gr[i] * xhat;
                     }
                     if (dx.IsEmpty) continue;
                     float meanDX = sumDX / c;
                     var dr = dx.Slice(r * c, c);
-                    for (int i = 0; i < c; i++) dr[i] += rs * (gr[i] * ws[i] - xr[i] * rs * meanDX);
+                    for (int i = 0; i < c; i++) dr[i] += rs * (gr[i] * (weightOffset + ws[i]) - xr[i] * rs * meanDX);
                 }
             });
         return y;

@@ -114,8 +114,7 @@ public static class CheckpointNames
         return new CheckpointBinding(config, prefix, expected, ignored);
     }
 
-    private static NameTable TableFor(ModelFamily family) =>
-        family == ModelFamily.Gpt2 ? Gpt2NameTable.Table : LlamaNameTable.Table;
+    private static NameTable TableFor(ModelFamily family) => FamilyTables.Of(family).Names;
 
     private static List<ParameterBinding> Expected(ModelConfig config, NameTable table, string prefix)
     {

@@ -59,12 +59,57 @@ internal static class Gpt2NameTable
 }
 
 /// <summary>
-/// Llama, and Qwen2 and Mistral, whose tensor names are identical (only which biases exist differs, and that
-/// comes from the config). save_pretrained of <c>*ForCausalLM</c> writes the <c>model.</c> prefix; a bare
+/// Llama, and Qwen2, Qwen3 and Mistral, whose tensor names are identical (which biases exist and Qwen3's q/k norms
+/// come from the config). save_pretrained of <c>*ForCausalLM</c> writes the <c>model.</c> prefix; a bare
 /// <c>LlamaModel</c> has none. Linear weights are stored [out, in] like the canonical layout. Old checkpoints
 /// carry <c>self_attn.rotary_emb.inv_freq</c> buffers, which are skipped.
 /// </summary>
 internal static class LlamaNameTable
+{
+    /// <summary>Per-head q/k RMSNorm weights [head_dim] (Qwen3, Gemma-3).</summary>
+    public static readonly NameRule[] QkNormRules =
+    [
+        new("layers.{i}.attn.q_norm.weight", "layers.{i}.self_attn.q_norm.weight", false, c => c.QkNorm ? [c.HeadDim] : null),
+        new("layers.{i}.attn.k_norm.weight", "layers.{i}.self_attn.k_norm.weight", false, c => c.QkNorm ? [c.HeadDim] : null),
+    ];
+
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global:
+        [
+            new("embed.weight", "embed_tokens.weight", false, c => [c.VocabSize, c.HiddenSize]),
+            new("final_norm.weight", "norm.weight", false, c => [c.HiddenSize]),
+        ],
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.attn.q.weight", "layers.{i}.self_attn.q_proj.weight", false, c => [c.QueryDim, c.HiddenSize]),
+            new("layers.{i}.attn.q.bias", "layers.{i}.self_attn.q_proj.bias", false, c => c.AttentionQkvBias ? [c.QueryDim] : null),
+            new("layers.{i}.attn.k.weight", "layers.{i}.self_attn.k_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
+            new("layers.{i}.attn.k.bias", "layers.{i}.self_attn.k_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
+            new("layers.{i}.attn.v.weight", "layers.{i}.self_attn.v_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
+            new("layers.{i}.attn.v.bias", "layers.{i}.self_attn.v_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
+            new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.o_proj.weight", false, c => [c.HiddenSize, c.QueryDim]),
+            new("layers.{i}.attn.o.bias", "layers.{i}.self_attn.o_proj.bias", false, c => c.AttentionOutputBias ? [c.HiddenSize] : null),
+            .. QkNormRules,
+            new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp.gate.weight", "layers.{i}.mlp.gate_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+            new("layers.{i}.mlp.gate.bias", "layers.{i}.mlp.gate_proj.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
+            new("layers.{i}.mlp.up.weight", "layers.{i}.mlp.up_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+            new("layers.{i}.mlp.up.bias", "layers.{i}.mlp.up_proj.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
+            new("layers.{i}.mlp.down.weight", "layers.{i}.mlp.down_proj.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+            new("layers.{i}.mlp.down.bias", "layers.{i}.mlp.down_proj.bias", false, c => c.MlpBias ? [c.HiddenSize] : null),
+        ],
+        IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}
+
+/// <summary>
+/// Gemma-2 and Gemma-3 text: Llama's projection names, but four norms per block, and Gemma's
+/// <c>post_attention_layernorm</c> normalises the attention output (canonical <c>attn_out_norm</c>) while
+/// <c>pre_feedforward_layernorm</c> is the MLP's input norm (canonical <c>mlp_norm</c>, Llama's
+/// post_attention_layernorm). Norm weights are stored as w with the model scaling by (1 + w). The head is tied.
+/// </summary>
+internal static class GemmaNameTable
 {
     public static readonly NameTable Table = new(
         Prefixes: ["model.", ""],
@@ -84,13 +129,13 @@ internal static class LlamaNameTable
             new("layers.{i}.attn.v.bias", "layers.{i}.self_attn.v_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
             new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.o_proj.weight", false, c => [c.HiddenSize, c.QueryDim]),
             new("layers.{i}.attn.o.bias", "layers.{i}.self_attn.o_proj.bias", false, c => c.AttentionOutputBias ? [c.HiddenSize] : null),
-            new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.QkNormRules,
+            new("layers.{i}.attn_out_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp_norm.weight", "layers.{i}.pre_feedforward_layernorm.weight", false, c => [c.HiddenSize]),
             new("layers.{i}.mlp.gate.weight", "layers.{i}.mlp.gate_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
-            new("layers.{i}.mlp.gate.bias", "layers.{i}.mlp.gate_proj.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
             new("layers.{i}.mlp.up.weight", "layers.{i}.mlp.up_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
-            new("layers.{i}.mlp.up.bias", "layers.{i}.mlp.up_proj.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
             new("layers.{i}.mlp.down.weight", "layers.{i}.mlp.down_proj.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
-            new("layers.{i}.mlp.down.bias", "layers.{i}.mlp.down_proj.bias", false, c => c.MlpBias ? [c.HiddenSize] : null),
+            new("layers.{i}.mlp_out_norm.weight", "layers.{i}.post_feedforward_layernorm.weight", false, c => [c.HiddenSize]),
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
 }

@@ -1,0 +1,251 @@
+namespace AlignSharp.Models.Checkpoints;
+
+/// <summary>Which projections carry biases and which config keys say so.</summary>
+internal enum BiasRule
+{
+    /// <summary>Every projection, always (gpt2).</summary>
+    All,
+
+    /// <summary>None, and no key can add them (mistral).</summary>
+    None,
+
+    /// <summary>q, k and v always; o and the MLP never (qwen2).</summary>
+    QkvOnly,
+
+    /// <summary><c>attention_bias</c> (default false) covers q, k, v and o; the MLP never has them (qwen3, gemma2/3).</summary>
+    AttentionBiasKey,
+
+    /// <summary><c>attention_bias</c> covers q, k, v and o; <c>mlp_bias</c> the MLP (llama).</summary>
+    AttentionAndMlpKeys,
+}
+
+/// <summary>Where sliding-window attention applies and how the config says so.</summary>
+internal enum WindowRule
+{
+    /// <summary>No sliding window; a stray <c>sliding_window</c> key is not read (transformers ignores it too).</summary>
+    None,
+
+    /// <summary><c>sliding_window</c> (null: none) in every layer (mistral).</summary>
+    EveryLayer,
+
+    /// <summary><c>sliding_window</c> on the layers <c>layer_types</c> marks <c>sliding_attention</c>; without
+    /// layer_types, layer i slides unless (i + 1) is a multiple of the pattern (gemma2: 2, i.e. every even layer;
+    /// gemma3: <c>sliding_window_pattern</c>, default 6).</summary>
+    LayerTypes,
+
+    /// <summary>Windows switched on by <c>use_sliding_window</c>, which AlignSharp does not implement: true is an error (qwen2, qwen3).</summary>
+    UseSlidingWindowRejected,
+}
+
+/// <summary>The config keys a family spells its shape fields with (gpt2 has its own names).</summary>
+internal sealed record ConfigKeys(string HiddenSize, string NumLayers, string NumHeads, string? NumKvHeads, string? HeadDim,
+    string IntermediateSize, string MaxPositions, string NormEps, string Activation)
+{
+    public static readonly ConfigKeys Gpt2 = new("n_embd", "n_layer", "n_head", null, null, "n_inner", "n_positions", "layer_norm_epsilon", "activation_function");
+    public static readonly ConfigKeys Standard = new("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+        "intermediate_size", "max_position_embeddings", "rms_norm_eps", "hidden_act");
+}
+
+/// <summary>A config key whose value changes the math in a way AlignSharp does not implement: a value for which
+/// <see cref="Unsupported"/> is true is rejected with <see cref="Problem"/>.</summary>
+internal sealed record RejectedValue(string Key, Func<System.Text.Json.Nodes.JsonNode, bool> Unsupported, string Problem);
+
+/// <summary>
+/// Everything that makes a family what it is, in one place: its <c>model_type</c> and architecture strings, tensor
+/// names, config keys and the transformers defaults of absent keys, norms, activation, biases, attention variants
+/// and head rules. <see cref="ModelConfig"/> parses, validates and writes config.json from this table, and
+/// <see cref="CheckpointNames"/> binds tensors with <see cref="Names"/>. Defaults are those of transformers'
+/// <c>configuration_*.py</c> for the family.
+/// </summary>
+internal sealed record FamilyTable(ModelFamily Family, string ModelType, string CausalLm, string SequenceClassification, NameTable Names)
+{
+    public ConfigKeys Keys { get; init; } = ConfigKeys.Standard;
+
+    /// <summary>Learned absolute positions (gpt2) instead of RoPE.</summary>
+    public bool LearnedPositions { get; init; }
+
+    public NormKind Norm { get; init; } = NormKind.RmsNorm;
+
+    /// <summary>Added to every norm weight: 1 for Gemma, whose RMSNorm scales by (1 + w).</summary>
+    public float NormWeightOffset { get; init; }
+
+    /// <summary>Per-head RMSNorm of q and k over head_dim, before RoPE (<c>q_norm</c>, <c>k_norm</c>).</summary>
+    public bool QkNorm { get; init; }
+
+    /// <summary>Norms on the attention and MLP outputs too, four per block (Gemma: post_attention_layernorm,
+    /// pre/post_feedforward_layernorm).</summary>
+    public bool SandwichNorms { get; init; }
+
+    /// <summary>Token embeddings multiplied by √hidden_size, rounded to float32 as transformers forms the normalizer.</summary>
+    public bool ScaledEmbedding { get; init; }
+
+    /// <summary>MLP shape: gpt2's fc → act → proj, else the gated down(act(gate(x)) · up(x)).</summary>
+    public bool GatedMlp { get; init; } = true;
+
+    public BiasRule Biases { get; init; }
+    public WindowRule Window { get; init; }
+
+    /// <summary>Accepted activation names (the first is the default when the key is absent).</summary>
+    public (string Name, HiddenActivation Activation)[] Activations { get; init; } = [("silu", HiddenActivation.Silu), ("swish", HiddenActivation.Silu)];
+
+    public int DefaultMaxPositions { get; init; }
+    public double DefaultNormEps { get; init; } = 1e-6;
+    public double DefaultRopeTheta { get; init; } = 10000;
+    public bool DefaultTieWordEmbeddings { get; init; }
+
+    /// <summary>head_dim when absent; null: hidden_size / num_attention_heads.</summary>
+    public int? DefaultHeadDim { get; init; }
+
+    /// <summary>gpt2: n_inner absent means 4·n_embd; elsewhere intermediate_size is required.</summary>
+    public int? DefaultIntermediateFactor { get; init; }
+
+    /// <summary>Gemma: <c>query_pre_attn_scalar</c>, <c>attn_logit_softcapping</c>, <c>final_logit_softcapping</c> are read.</summary>
+    public bool GemmaAttention { get; init; }
+
+    public double DefaultQueryPreAttnScalar { get; init; } = 256;
+    public double? DefaultAttnSoftcap { get; init; }
+    public double? DefaultFinalSoftcap { get; init; }
+    public int? DefaultSlidingWindow { get; init; }
+
+    /// <summary><see cref="WindowRule.LayerTypes"/> without layer_types: pattern P, and the key that may override it.</summary>
+    public int DefaultSlidingPattern { get; init; } = 2;
+    public string? SlidingPatternKey { get; init; }
+
+    /// <summary>Gemma-3: local (sliding) layers rotate with <c>rope_local_base_freq</c> and no scaling.</summary>
+    public bool LocalRope { get; init; }
+    public double DefaultLocalRopeTheta { get; init; } = 10000;
+
+    /// <summary>Keys with values AlignSharp cannot honour.</summary>
+    public RejectedValue[] Rejected { get; init; } = [];
+
+    /// <summary>Keys read only as a whole family (e.g. llama's <c>attention_bias</c>) are written back by ToJson.</summary>
+    public bool HasRope => !LearnedPositions;
+}
+
+/// <summary>The table of every family AlignSharp reads.</summary>
+internal static class FamilyTables
+{
+    private static bool IsTrue(System.Text.Json.Nodes.JsonNode n) => n.GetValueKind() == System.Text.Json.JsonValueKind.True;
+    private static bool IsFalse(System.Text.Json.Nodes.JsonNode n) => n.GetValueKind() == System.Text.Json.JsonValueKind.False;
+
+    private static bool IsNumberOtherThan(System.Text.Json.Nodes.JsonNode n, double value) =>
+        n.GetValueKind() == System.Text.Json.JsonValueKind.Number && n.GetValue<double>() != value;
+
+    private static readonly RejectedValue PretrainingTp = new("pretraining_tp", n => IsNumberOtherThan(n, 1), "other than 1 is not supported (sliced projections)");
+    private static readonly RejectedValue RopeParameters = new("rope_parameters", n => n.GetValueKind() != System.Text.Json.JsonValueKind.Null,
+        "(the transformers 5 rope format) is not supported yet: give rope_theta and rope_scaling");
+    private static readonly RejectedValue BidirectionalAttention = new("use_bidirectional_attention", IsTrue, "true is not supported (decoder-only, causal models only)");
+
+    public static readonly FamilyTable Gpt2 = new(ModelFamily.Gpt2, "gpt2", "GPT2LMHeadModel", "GPT2ForSequenceClassification", Gpt2NameTable.Table)
+    {
+        Keys = ConfigKeys.Gpt2,
+        LearnedPositions = true,
+        Norm = NormKind.LayerNorm,
+        GatedMlp = false,
+        Biases = BiasRule.All,
+        Window = WindowRule.None,
+        Activations = [("gelu_new", HiddenActivation.GeluTanh), ("gelu_pytorch_tanh", HiddenActivation.GeluTanh), ("gelu", HiddenActivation.Gelu)],
+        DefaultMaxPositions = 1024,
+        DefaultNormEps = 1e-5,
+        DefaultTieWordEmbeddings = true,
+        DefaultIntermediateFactor = 4,
+        Rejected =
+        [
+            new("scale_attn_by_inverse_layer_idx", IsTrue, "true is not supported"),
+            new("scale_attn_weights", IsFalse, "false is not supported"),
+            new("add_cross_attention", IsTrue, "true is not supported (decoder-only models only)"),
+            new("reorder_and_upcast_attn", IsTrue, "true is not supported"),
+        ],
+    };
+
+    public static readonly FamilyTable Llama = new(ModelFamily.Llama, "llama", "LlamaForCausalLM", "LlamaForSequenceClassification", LlamaNameTable.Table)
+    {
+        Biases = BiasRule.AttentionAndMlpKeys,
+        DefaultMaxPositions = 2048,
+        Rejected = [PretrainingTp, RopeParameters],
+    };
+
+    public static readonly FamilyTable Qwen2 = new(ModelFamily.Qwen2, "qwen2", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification", LlamaNameTable.Table)
+    {
+        Biases = BiasRule.QkvOnly,
+        Window = WindowRule.UseSlidingWindowRejected,
+        DefaultMaxPositions = 32768,
+        Rejected = [RopeParameters],
+    };
+
+    public static readonly FamilyTable Mistral = new(ModelFamily.Mistral, "mistral", "MistralForCausalLM", "MistralForSequenceClassification", LlamaNameTable.Table)
+    {
+        Biases = BiasRule.None,
+        Window = WindowRule.EveryLayer,
+        DefaultMaxPositions = 4096 * 32,
+        Rejected = [RopeParameters],
+    };
+
+    /// <summary>Qwen3: Llama's block with per-head q/k RMSNorm, head_dim 128 by default, attention_bias for q/k/v/o.</summary>
+    public static readonly FamilyTable Qwen3 = new(ModelFamily.Qwen3, "qwen3", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification", LlamaNameTable.Table)
+    {
+        QkNorm = true,
+        Biases = BiasRule.AttentionBiasKey,
+        Window = WindowRule.UseSlidingWindowRejected,
+        DefaultMaxPositions = 32768,
+        DefaultHeadDim = 128,
+        Rejected = [RopeParameters],
+    };
+
+    private static readonly (string, HiddenActivation)[] GemmaActivations =
+        [("gelu_pytorch_tanh", HiddenActivation.GeluTanh), ("gelu_new", HiddenActivation.GeluTanh)];
+
+    /// <summary>Gemma-2: (1 + w) RMSNorm, four norms per block, √D-scaled embeddings, GeGLU (tanh), soft-capped
+    /// attention and final logits, query_pre_attn_scalar, sliding window on every even layer, tied head.</summary>
+    public static readonly FamilyTable Gemma2 = new(ModelFamily.Gemma2, "gemma2", "Gemma2ForCausalLM", "Gemma2ForSequenceClassification", GemmaNameTable.Table)
+    {
+        Keys = ConfigKeys.Standard with { Activation = "hidden_activation" },
+        NormWeightOffset = 1,
+        SandwichNorms = true,
+        ScaledEmbedding = true,
+        Biases = BiasRule.AttentionBiasKey,
+        Window = WindowRule.LayerTypes,
+        Activations = GemmaActivations,
+        DefaultMaxPositions = 8192,
+        DefaultTieWordEmbeddings = true,
+        DefaultHeadDim = 256,
+        GemmaAttention = true,
+        DefaultAttnSoftcap = 50.0,
+        DefaultFinalSoftcap = 30.0,
+        DefaultSlidingWindow = 4096,
+        DefaultSlidingPattern = 2,
+        Rejected = [RopeParameters, BidirectionalAttention],
+    };
+
+    /// <summary>Gemma-3 text (<c>Gemma3ForCausalLM</c>, model_type gemma3_text): Gemma-2's block plus q/k norms, no soft
+    /// caps by default, five local layers per global one, local layers with their own RoPE base.</summary>
+    public static readonly FamilyTable Gemma3 = new(ModelFamily.Gemma3, "gemma3_text", "Gemma3ForCausalLM", "Gemma3ForSequenceClassification", GemmaNameTable.Table)
+    {
+        Keys = ConfigKeys.Standard with { Activation = "hidden_activation" },
+        NormWeightOffset = 1,
+        SandwichNorms = true,
+        ScaledEmbedding = true,
+        QkNorm = true,
+        Biases = BiasRule.AttentionBiasKey,
+        Window = WindowRule.LayerTypes,
+        Activations = GemmaActivations,
+        DefaultMaxPositions = 131072,
+        DefaultRopeTheta = 1_000_000,
+        DefaultTieWordEmbeddings = true,
+        DefaultHeadDim = 256,
+        GemmaAttention = true,
+        DefaultSlidingWindow = 4096,
+        DefaultSlidingPattern = 6,
+        SlidingPatternKey = "sliding_window_pattern",
+        LocalRope = true,
+        Rejected = [RopeParameters, BidirectionalAttention],
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3];
+
+    public static FamilyTable Of(ModelFamily family) =>
+        All.FirstOrDefault(t => t.Family == family) ?? throw new ArgumentOutOfRangeException(nameof(family), $"no family table for {family}");
+
+    /// <summary>The family of a <c>model_type</c>, or null.</summary>
+    public static FamilyTable? ForModelType(string modelType) => All.FirstOrDefault(t => t.ModelType == modelType);
+}
