@@ -11,7 +11,8 @@ one `model.safetensors` (or shards plus `model.safetensors.index.json`), and `re
 two input sequences and the logits expected for every position of each.
 
 The reference forward passes below are written from the Hugging Face definitions (transformers'
-modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py); Debian ships neither
+modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
+modeling_gemma2.py / modeling_gemma3.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -35,6 +36,19 @@ Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V 
                 rope(x) = x * cos(angle) + rotate_half(x) * sin(angle), rotate_half([a, b]) = [-b, a]
                 (halves, NOT interleaved pairs).
           GQA: query head i uses kv head i // (H / KV).
+  Qwen3: as Llama, and q, k = RMS(q; q_norm), RMS(k; k_norm) per head over hd, before rope.
+  Gemma-2 / Gemma-3 text:  h = embed_tokens[ids] * float32(sqrt(D)); per layer
+            x = G(h; input_layernorm);  q, k, v = x Wq^T, x Wk^T, x Wv^T
+            (Gemma-3: q, k = G(q; q_norm), G(k; k_norm) per head)
+            q, k = rope(q), rope(k)   (Gemma-3: sliding layers use rope_local_base_freq and no rope_scaling)
+            a = Attn(q, k, v) with scale query_pre_attn_scalar^-0.5, scores soft-capped when
+                attn_logit_softcapping c is set (s -> c tanh(s / c), before the mask), sliding window on
+                the layers layer_types marks sliding_attention (default: Gemma-2 every even layer,
+                Gemma-3 all but every sliding_window_pattern-th)
+            h += G(a Wo^T; post_attention_layernorm)
+            x = G(h; pre_feedforward_layernorm);  h += G(down(gelu_tanh(gate(x)) * up(x)); post_feedforward_layernorm)
+          logits = G(h; norm) @ embed_tokens^T, then c tanh(logits / c) with final_logit_softcapping c.
+          G(x; w) = x / sqrt(mean(x^2) + eps) * (1 + w).
   Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
           Mistral with sliding_window W also masks key j for query i when i - j >= W (a query sees at most
           W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay).
@@ -112,10 +126,12 @@ def gelu_new(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
-def causal_attention(q, k, v, window=None):
+def causal_attention(q, k, v, window=None, scale=None, softcap=None):
     """q [H, T, hd], k/v [H, T, hd] (kv already repeated) -> [T, H*hd]; window: keys j <= i - window masked."""
     h, t, hd = q.shape
-    s = q @ k.transpose(-1, -2) / math.sqrt(hd)
+    s = q @ k.transpose(-1, -2) * (scale if scale is not None else 1.0 / math.sqrt(hd))
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
     mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
     if window is not None:
         mask |= torch.tril(torch.ones(t, t, dtype=torch.bool), diagonal=-window)
@@ -146,13 +162,16 @@ def gpt2_forward(w, cfg, ids):
     return h @ w["wte.weight"].T
 
 
-def rope_inv_freq(cfg, hd):
-    """As transformers' _compute_default_rope_parameters / _compute_llama3_parameters (float32)."""
-    base = cfg.get("rope_theta", 10000.0)
+def rope_inv_freq(cfg, hd, local=False):
+    """As transformers' _compute_default_rope_parameters / _compute_linear_scaling_rope_parameters /
+    _compute_llama3_parameters (float32). local: Gemma-3's sliding layers (rope_local_base_freq, no scaling)."""
+    base = cfg["rope_local_base_freq"] if local else cfg.get("rope_theta", 10000.0)
     inv_freq = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
     rs = cfg.get("rope_scaling")
-    if rs is None or rs.get("rope_type", rs.get("type")) == "default":
+    if local or rs is None or rs.get("rope_type", rs.get("type")) == "default":
         return inv_freq
+    if rs["rope_type"] == "linear":
+        return inv_freq / rs["factor"]
     assert rs["rope_type"] == "llama3"
     factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
     old_ctx = rs["original_max_position_embeddings"]
@@ -207,6 +226,9 @@ def llama_forward(w, cfg, ids):
         q = lin(x, p + "self_attn.q_proj").reshape(t, nh, hd).transpose(0, 1)
         k = lin(x, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1)
         v = lin(x, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
+        if cfg["model_type"] == "qwen3":  # per-head RMSNorm over hd, before rope
+            q = rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
+            k = rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         rep = nh // nkv
@@ -219,6 +241,68 @@ def llama_forward(w, cfg, ids):
     h = rms_norm(h, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
     return h @ head.T
+
+
+def gemma_rms_norm(x, w, eps):
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * (1.0 + w)
+
+
+def gemma_layer_types(cfg):
+    """layer_types, else Gemma-2: even layers sliding; Gemma-3: all but every sliding_window_pattern-th layer."""
+    if cfg.get("layer_types") is not None:
+        return cfg["layer_types"]
+    pattern = 2 if cfg["model_type"] == "gemma2" else cfg.get("sliding_window_pattern", 6)
+    return ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(cfg["num_hidden_layers"])]
+
+
+def gemma_forward(w, cfg, ids):
+    """Gemma-2 and Gemma-3 text. w: HF names, float64."""
+    t = len(ids)
+    d = cfg["hidden_size"]
+    nh = cfg["num_attention_heads"]
+    nkv = cfg["num_key_value_heads"]
+    hd = cfg["head_dim"]
+    eps = cfg["rms_norm_eps"]
+    gemma3 = cfg["model_type"] == "gemma3_text"
+    scale = cfg["query_pre_attn_scalar"] ** -0.5
+    types = gemma_layer_types(cfg)
+
+    def rope_tables(local):
+        freqs = torch.arange(t, dtype=torch.float32)[:, None] * rope_inv_freq(cfg, hd, local)[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1).double()
+        return emb.cos(), emb.sin()
+
+    tables = {False: rope_tables(False), True: rope_tables(True) if gemma3 else None}
+    normalizer = torch.tensor(d ** 0.5, dtype=torch.float32).double()  # HF forms it in the embedding dtype
+    h = w["model.embed_tokens.weight"][ids] * normalizer
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        sliding = types[i] == "sliding_attention"
+        x = gemma_rms_norm(h, w[p + "input_layernorm.weight"], eps)
+        q = (x @ w[p + "self_attn.q_proj.weight"].T).reshape(t, nh, hd).transpose(0, 1)
+        k = (x @ w[p + "self_attn.k_proj.weight"].T).reshape(t, nkv, hd).transpose(0, 1)
+        v = (x @ w[p + "self_attn.v_proj.weight"].T).reshape(t, nkv, hd).transpose(0, 1)
+        if gemma3:
+            q = gemma_rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
+            k = gemma_rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
+        cos, sin = tables[sliding and gemma3]
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = nh // nkv
+        k = k.repeat_interleave(rep, dim=0)
+        v = v.repeat_interleave(rep, dim=0)
+        a = causal_attention(q, k, v, cfg["sliding_window"] if sliding else None, scale, cfg.get("attn_logit_softcapping"))
+        h = h + gemma_rms_norm(a @ w[p + "self_attn.o_proj.weight"].T, w[p + "post_attention_layernorm.weight"], eps)
+        x = gemma_rms_norm(h, w[p + "pre_feedforward_layernorm.weight"], eps)
+        m = gelu_new(x @ w[p + "mlp.gate_proj.weight"].T) * (x @ w[p + "mlp.up_proj.weight"].T)
+        m = m @ w[p + "mlp.down_proj.weight"].T
+        h = h + gemma_rms_norm(m, w[p + "post_feedforward_layernorm.weight"], eps)
+    h = gemma_rms_norm(h, w["model.norm.weight"], eps)
+    logits = h @ w["model.embed_tokens.weight"].T
+    cap = cfg.get("final_logit_softcapping")
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,6 +373,39 @@ def llama_weights(g, cfg, qkv_bias=False, o_bias=False, mlp_bias=False):
     w["model.norm.weight"] = norm_weight(g, d)
     if not cfg.get("tie_word_embeddings", False):
         w["lm_head.weight"] = randn(g, v, d, std=0.2)
+    return w
+
+
+def qk_norm_weights(g, w, cfg, offset):
+    hd = cfg["head_dim"]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}.self_attn."
+        w[p + "q_norm.weight"] = offset + randn(g, hd, std=0.1)
+        w[p + "k_norm.weight"] = offset + randn(g, hd, std=0.1)
+
+
+def gemma_weights(g, cfg):
+    """Norm weights are stored as w with the model scaling by (1 + w): small random values around 0."""
+    d, v = cfg["hidden_size"], cfg["vocab_size"]
+    nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    inter = cfg["intermediate_size"]
+    w = {"model.embed_tokens.weight": randn(g, v, d, std=0.1)}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        w[p + "input_layernorm.weight"] = randn(g, d, std=0.1)
+        w[p + "self_attn.q_proj.weight"] = randn(g, nh * hd, d, std=0.2)
+        w[p + "self_attn.k_proj.weight"] = randn(g, nkv * hd, d, std=0.2)
+        w[p + "self_attn.v_proj.weight"] = randn(g, nkv * hd, d, std=0.2)
+        w[p + "self_attn.o_proj.weight"] = randn(g, d, nh * hd, std=0.2)
+        w[p + "post_attention_layernorm.weight"] = randn(g, d, std=0.1)
+        w[p + "pre_feedforward_layernorm.weight"] = randn(g, d, std=0.1)
+        w[p + "mlp.gate_proj.weight"] = randn(g, inter, d, std=0.2)
+        w[p + "mlp.up_proj.weight"] = randn(g, inter, d, std=0.2)
+        w[p + "mlp.down_proj.weight"] = randn(g, d, inter, std=0.15)
+        w[p + "post_feedforward_layernorm.weight"] = randn(g, d, std=0.1)
+    if cfg["model_type"] == "gemma3_text":
+        qk_norm_weights(g, w, cfg, 0.0)
+    w["model.norm.weight"] = randn(g, d, std=0.1)
     return w
 
 
@@ -522,6 +639,81 @@ def fixture_llama3_rope():
                     rope_inv_freq(cfg, 16))
 
 
+def fixture_qwen3():
+    g = torch.Generator().manual_seed(1010)
+    cfg = llama_family_config("qwen3", "Qwen3ForCausalLM", head_dim=16, tie_word_embeddings=True, attention_bias=False,
+                              rope_theta=1000000.0, max_window_layers=2, sliding_window=None, use_sliding_window=False,
+                              vocab_size=88, bos_token_id=None, eos_token_id=86, transformers_version="4.51.0")
+    w = llama_weights(g, cfg)
+    qk_norm_weights(g, w, cfg, 1.0)
+    d = fresh_dir("qwen3-qk-norm")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "qwen3, per-head q_norm/k_norm, explicit head_dim 16 != hidden/heads (8), heads 4 / kv 2, "
+                    "tied embeddings, rope_theta 1e6", make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg,
+                    rope_inv_freq(cfg, 16))
+
+
+def gemma_config(model_type, arch, **over):
+    cfg = {
+        "architectures": [arch],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": 2,
+        "eos_token_id": 1,
+        "pad_token_id": 0,
+        "head_dim": 16,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": 32,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+        "model_type": model_type,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 3,
+        "num_key_value_heads": 2,
+        "query_pre_attn_scalar": 24,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 10000.0,
+        "torch_dtype": "float32",
+        "transformers_version": "4.46.0",
+        "use_cache": True,
+        "vocab_size": 80,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def fixture_gemma2():
+    g = torch.Generator().manual_seed(1011)
+    # No layer_types (configs before transformers 4.53): layers 0 and 2 slide. Small caps so both matter.
+    cfg = gemma_config("gemma2", "Gemma2ForCausalLM", sliding_window=5, attn_logit_softcapping=2.0,
+                       final_logit_softcapping=3.0, cache_implementation="hybrid")
+    w = gemma_weights(g, cfg)
+    d = fresh_dir("gemma2-softcap-window")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "gemma2, 3 layers (0 and 2 sliding, window 5, no layer_types), attention soft cap 2, final "
+                    "soft cap 3, query_pre_attn_scalar 24, head_dim 16, (1+w) norms, tied", make_cases(g, cfg["vocab_size"]),
+                    gemma_forward, w, cfg)
+
+
+def fixture_gemma3():
+    g = torch.Generator().manual_seed(1012)
+    cfg = gemma_config("gemma3_text", "Gemma3ForCausalLM", sliding_window=4, sliding_window_pattern=2,
+                       layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                       rope_theta=1000000.0, rope_local_base_freq=10000.0, query_pre_attn_scalar=16,
+                       rope_scaling={"factor": 8.0, "rope_type": "linear"}, final_logit_softcapping=None,
+                       attn_logit_softcapping=None, transformers_version="4.53.0")
+    w = gemma_weights(g, cfg)
+    d = fresh_dir("gemma3-local-global")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "gemma3_text, layer_types sliding/full/sliding (window 4), q/k norms, local rope base 1e4, "
+                    "global rope_theta 1e6 with linear scaling 8, query_pre_attn_scalar 16, tied",
+                    make_cases(g, cfg["vocab_size"]), gemma_forward, w, cfg, rope_inv_freq(cfg, 16))
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -533,6 +725,9 @@ def main():
     fixture_mistral()
     fixture_llama3_rope()
     fixture_mistral_sliding_window()
+    fixture_qwen3()
+    fixture_gemma2()
+    fixture_gemma3()
 
 
 if __name__ == "__main__":

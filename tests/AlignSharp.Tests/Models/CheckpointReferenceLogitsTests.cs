@@ -56,7 +56,8 @@ public sealed class CheckpointReferenceLogitsTests
             {
                 h[t] = new double[D];
                 for (int d = 0; d < D; d++)
-                    h[t][d] = embed[ids[t] * D + d] + (_c.LearnedPositions ? _p["pos_embed.weight"][t * D + d] : 0);
+                    h[t][d] = embed[ids[t] * D + d] * (_c.ScaledEmbedding ? (float)Math.Sqrt(D) : 1.0)
+                        + (_c.LearnedPositions ? _p["pos_embed.weight"][t * D + d] : 0);
             }
             for (int l = 0; l < _c.NumLayers; l++)
             {
@@ -72,11 +73,20 @@ public sealed class CheckpointReferenceLogitsTests
                 }
                 else
                 {
-                    q = Rope(Linear(x, p + "attn.q"));
-                    k = Rope(Linear(x, p + "attn.k"));
+                    q = Linear(x, p + "attn.q");
+                    k = Linear(x, p + "attn.k");
+                    if (_c.QkNorm)
+                    {
+                        q = HeadNorm(q, p + "attn.q_norm");
+                        k = HeadNorm(k, p + "attn.k_norm");
+                    }
+                    bool local = _c.IsSlidingLayer(l) && _c.LocalRopeTheta != null;
+                    q = Rope(q, local);
+                    k = Rope(k, local);
                     v = Linear(x, p + "attn.v");
                 }
-                Add(h, Linear(Attention(q, k, v), p + "attn.o"));
+                var attnOut = Linear(Attention(q, k, v, _c.WindowOf(l)), p + "attn.o");
+                Add(h, _c.SandwichNorms ? Norm(attnOut, p + "attn_out_norm") : attnOut);
                 x = Norm(h, p + "mlp_norm");
                 double[][] m;
                 if (_c.Family == ModelFamily.Gpt2)
@@ -93,14 +103,34 @@ public sealed class CheckpointReferenceLogitsTests
                     var up = Linear(x, p + "mlp.up");
                     for (int t = 0; t < T; t++)
                         for (int i = 0; i < gate[t].Length; i++)
-                            gate[t][i] = gate[t][i] / (1 + Math.Exp(-gate[t][i])) * up[t][i];
+                            gate[t][i] = (_c.Activation == HiddenActivation.Silu ? gate[t][i] / (1 + Math.Exp(-gate[t][i])) : GeluTanh(gate[t][i])) * up[t][i];
                     m = Linear(gate, p + "mlp.down");
+                    if (_c.SandwichNorms) m = Norm(m, p + "mlp_out_norm");
                 }
                 Add(h, m);
             }
             var final = Norm(h, "final_norm");
             var head = Optional("lm_head.weight") ?? embed;
-            return MatMulT(final, head, null, _c.VocabSize);
+            var logits = MatMulT(final, head, null, _c.VocabSize);
+            if (_c.FinalLogitSoftcap is double cap)
+                foreach (var r in logits)
+                    for (int i = 0; i < r.Length; i++) r[i] = cap * Math.Tanh(r[i] / cap);
+            return logits;
+        }
+
+        private static double GeluTanh(double x) => 0.5 * x * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
+
+        /// <summary>RMS norm of every head_dim slice of x (T, heads·hd) with one [hd] weight (Qwen3 / Gemma-3 q/k norm).</summary>
+        private double[][] HeadNorm(double[][] x, string name)
+        {
+            int hd = _c.HeadDim;
+            return x.Select(r => Enumerable.Range(0, r.Length / hd).SelectMany(head => RmsRow(r[(head * hd)..((head + 1) * hd)], _p[name + ".weight"])).ToArray()).ToArray();
+        }
+
+        private double[] RmsRow(double[] r, float[] w)
+        {
+            double ms = r.Select(e => e * e).Average();
+            return r.Select((e, i) => (_c.NormWeightOffset + w[i]) * (e / Math.Sqrt(ms + _c.NormEps))).ToArray();
         }
 
         private double[][] Norm(double[][] x, string name)
@@ -116,8 +146,7 @@ public sealed class CheckpointReferenceLogitsTests
                     double var = r.Select(e => (e - mean) * (e - mean)).Average();
                     return r.Select((e, i) => (e - mean) / Math.Sqrt(var + _c.NormEps) * w[i] + b![i]).ToArray();
                 }
-                double ms = r.Select(e => e * e).Average();
-                return r.Select((e, i) => w[i] * (e / Math.Sqrt(ms + _c.NormEps))).ToArray();
+                return RmsRow(r, w);
             }).ToArray();
         }
 
@@ -145,10 +174,10 @@ public sealed class CheckpointReferenceLogitsTests
         }
 
         /// <summary>rotate_half RoPE on each head of x (T, heads·hd); angle computed in float32 as transformers does.</summary>
-        private double[][] Rope(double[][] x)
+        private double[][] Rope(double[][] x, bool local)
         {
             int hd = _c.HeadDim, half = hd / 2;
-            var inv = _c.RopeFrequencies();
+            var inv = _c.RopeFrequencies(local);
             for (int t = 0; t < x.Length; t++)
                 for (int head = 0; head < x[t].Length / hd; head++)
                 {
@@ -165,9 +194,11 @@ public sealed class CheckpointReferenceLogitsTests
             return x;
         }
 
-        /// <summary>Causal attention, keys s in (t − sliding window, t]; query head i reads kv head i / (H / KV). → (T, H·hd).</summary>
-        private double[][] Attention(double[][] q, double[][] k, double[][] v)
+        /// <summary>Causal attention, keys s in (t − window, t]; query head i reads kv head i / (H / KV); scores
+        /// scaled by the config's scale and soft-capped when it says so. → (T, H·hd).</summary>
+        private double[][] Attention(double[][] q, double[][] k, double[][] v, int? window)
         {
+            double scale = 1 / Math.Sqrt(_c.QueryPreAttnScalar ?? _c.HeadDim);
             int T = q.Length, hd = _c.HeadDim, group = _c.NumHeads / _c.NumKvHeads;
             var y = new double[T][];
             for (int t = 0; t < T; t++)
@@ -176,13 +207,13 @@ public sealed class CheckpointReferenceLogitsTests
                 for (int head = 0; head < _c.NumHeads; head++)
                 {
                     int qo = head * hd, ko = head / group * hd;
-                    int first = _c.SlidingWindow is int w ? Math.Max(0, t - w + 1) : 0;
+                    int first = window is int w ? Math.Max(0, t - w + 1) : 0;
                     var scores = new double[t + 1 - first];
                     for (int s = first; s <= t; s++)
                     {
                         double dot = 0;
                         for (int i = 0; i < hd; i++) dot += q[t][qo + i] * k[s][ko + i];
-                        scores[s - first] = dot / Math.Sqrt(hd);
+                        scores[s - first] = _c.AttnLogitSoftcap is double cap ? cap * Math.Tanh(dot * scale / cap) : dot * scale;
                     }
                     double max = scores.Max(), sum = scores.Sum(e => Math.Exp(e - max));
                     for (int s = first; s <= t; s++)

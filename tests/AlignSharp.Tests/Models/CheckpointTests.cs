@@ -17,7 +17,8 @@ internal static class Fixtures
     public static readonly string[] All =
     [
         "gpt2-hub", "gpt2-save-pretrained", "llama-gqa", "qwen2-tied-bias", "llama-sharded", "llama-bf16",
-        "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window",
+        "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window", "qwen3-qk-norm", "gemma2-softcap-window",
+        "gemma3-local-global",
     ];
 
     private static string Find()

@@ -1,0 +1,212 @@
+using System.Text.Json.Nodes;
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Models.Checkpoints;
+using AlignSharp.Tests.Engine;
+
+namespace AlignSharp.Tests.Models;
+
+/// <summary>
+/// Qwen3, Gemma-2 and Gemma-3 beyond the reference logits (TransformerLogitsTests): gradients through their new
+/// parts against finite differences, training, KV-cached decoding against full recompute (sliding layers included),
+/// and a save → load round trip to the family's own tensor names and config keys.
+/// </summary>
+public sealed class FamilyTests : IDisposable
+{
+    private readonly string _temp = Path.Combine(Path.GetTempPath(), "alignsharp-families-" + Guid.NewGuid().ToString("N"));
+
+    public FamilyTests() => Directory.CreateDirectory(_temp);
+
+    public void Dispose() => Directory.Delete(_temp, recursive: true);
+
+    public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global");
+
+    private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
+
+    private static TransformerModel Load(string fixture) => ModelIO.Load(Fixtures.Dir(fixture));
+
+    [Theory]
+    [MemberData(nameof(NewFamilyFixtures))]
+    public void GradientsThroughTheFamilysNewPartsMatchFiniteDifferences(string fixture)
+    {
+        var model = Load(fixture);
+        var c = model.Config;
+        var names = new List<string> { "final_norm.weight", "layers.0.attn_norm.weight", "layers.1.mlp.gate.weight" };
+        if (c.QkNorm) names.AddRange(["layers.0.attn.q_norm.weight", "layers.1.attn.k_norm.weight"]);
+        if (c.SandwichNorms) names.AddRange(["layers.0.attn_out_norm.weight", "layers.2.mlp_out_norm.weight"]);
+        var inputs = names.Select(model.Parameter).ToArray();
+        // Through the whole model: embedding scale, per-head norms, (1 + w) norms, soft caps, windows, local RoPE.
+        int[] ids = Ids[..9];
+        GradCheck.Check(_ => model.Forward(ids, 1, ids.Length), inputs, new GradCheck.Options(Step: 1e-2, AbsTol: 5e-3, RelTol: 3e-2));
+    }
+
+    [Theory]
+    [MemberData(nameof(NewFamilyFixtures))]
+    public void TrainingReachesEveryParameterAndLowersTheLoss(string fixture)
+    {
+        var model = Load(fixture);
+        int vocab = model.Config.VocabSize, batch = 2, seq = 10;
+        var ids = Enumerable.Range(0, batch * seq).Select(i => (i * 7 + 3) % vocab).ToArray();
+        var targets = Enumerable.Range(0, batch * seq).Select(i => (i + 1) % seq == 0 ? -100 : ids[i + 1]).ToArray();
+        float Step(bool update)
+        {
+            foreach (var p in model.Parameters) p.ClearGrad();
+            var loss = Ops.CrossEntropy(Ops.Reshape(model.Forward(ids, batch, seq), batch * seq, vocab), targets);
+            loss.Backward();
+            if (update)
+                foreach (var p in model.Parameters)
+                {
+                    var s = p.Span; var g = p.Grad!.Span;
+                    for (int i = 0; i < s.Length; i++) s[i] -= 0.05f * g[i];
+                }
+            return loss.Item();
+        }
+        float first = Step(update: false);
+        foreach (var (name, p) in model.NamedParameters)
+            Assert.True(p.Grad != null && p.Grad.ToArray().Any(g => g != 0), $"{fixture}: no gradient reached {name}");
+        for (int i = 0; i < 20; i++) Step(update: true);
+        float last = Step(update: false);
+        Assert.True(last < first - 0.1f, $"{fixture}: loss went from {first} to {last}");
+    }
+
+    /// <summary>Prefill then chunks of every size: sliding layers must see exactly the keys the full pass sees.</summary>
+    [Theory]
+    [MemberData(nameof(NewFamilyFixtures))]
+    public void KvCachedLogitsEqualFullRecompute(string fixture)
+    {
+        var model = Load(fixture);
+        int vocab = model.Config.VocabSize;
+        var ids = Enumerable.Range(0, 20).Select(i => (i * 11 + 5) % vocab).ToArray();
+        using var noGrad = Autograd.NoGrad();
+        var full = model.Forward(ids, 1, ids.Length).ToArray();
+        foreach (var chunks in new[] { new[] { 6, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 }, [3, 7, 2, 8] })
+        {
+            var cache = new KvCache(model.Config, 1, ids.Length);
+            var parts = new List<float>();
+            int at = 0;
+            foreach (var n in chunks)
+            {
+                parts.AddRange(model.Forward(ids.AsSpan(at, n), 1, n, cache: cache).ToArray());
+                at += n;
+            }
+            Assert.Equal(full.Length, parts.Count);
+            for (int i = 0; i < full.Length; i++) Assert.True(Math.Abs(full[i] - parts[i]) < 1e-4, $"{fixture} logit {i}: {full[i]} vs {parts[i]}");
+        }
+    }
+
+    [Theory]
+    [InlineData("qwen3-qk-norm", "model.layers.1.self_attn.k_norm.weight", "model.layers.0.post_attention_layernorm.weight")]
+    [InlineData("gemma2-softcap-window", "model.layers.2.pre_feedforward_layernorm.weight", "model.layers.0.post_feedforward_layernorm.weight")]
+    [InlineData("gemma3-local-global", "model.layers.0.self_attn.q_norm.weight", "model.layers.1.pre_feedforward_layernorm.weight")]
+    public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
+    {
+        var model = Load(fixture);
+        string dir = Path.Combine(_temp, fixture);
+        ModelIO.Save(model, dir);
+        using (var reader = CheckpointReader.Open(dir))
+        {
+            var names = reader.Shapes().Keys.ToHashSet();
+            using var original = CheckpointReader.Open(Fixtures.Dir(fixture));
+            Assert.Equal(original.Shapes().Keys.Order(), names.Order());   // exactly the HF names (tied: no lm_head)
+            Assert.Contains(tensorA, names);
+            Assert.Contains(tensorB, names);
+        }
+        var saved = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+        var source = JsonNode.Parse(File.ReadAllText(Path.Combine(Fixtures.Dir(fixture), "config.json")))!.AsObject();
+        Assert.Equal((string)source["model_type"]!, (string)saved["model_type"]!);
+        Assert.Equal((string)source["architectures"]![0]!, (string)saved["architectures"]![0]!);
+        foreach (var (key, value) in source)
+            if (key != "torch_dtype")
+                Assert.True(SameJson(value, saved[key]), $"{fixture}: config key '{key}' changed from {value?.ToJsonString()} to {saved[key]?.ToJsonString()}");
+        var loaded = ModelIO.Load(dir);
+        Assert.Equal(model.Config, loaded.Config);
+        using var noGrad = Autograd.NoGrad();
+        Assert.Equal(model.Forward(Ids, 1, Ids.Length).ToArray(), loaded.Forward(Ids, 1, Ids.Length).ToArray());
+    }
+
+    /// <summary>JSON equality with numbers compared by value (1000000.0 == 1000000, 1e-06 == 1E-06).</summary>
+    private static bool SameJson(JsonNode? a, JsonNode? b) => (a, b) switch
+    {
+        (JsonObject oa, JsonObject ob) => oa.Count == ob.Count && oa.All(p => ob.ContainsKey(p.Key) && SameJson(p.Value, ob[p.Key])),
+        (JsonArray xa, JsonArray xb) => xa.Count == xb.Count && xa.Zip(xb).All(p => SameJson(p.First, p.Second)),
+        (JsonValue va, JsonValue vb) when va.GetValueKind() == System.Text.Json.JsonValueKind.Number && vb.GetValueKind() == System.Text.Json.JsonValueKind.Number
+            => va.GetValue<double>() == vb.GetValue<double>(),
+        _ => JsonNode.DeepEquals(a, b),
+    };
+
+    [Fact]
+    public void GemmaLayerTypesComeFromTheConfigOrTheFamilysPattern()
+    {
+        var gemma2 = ModelConfig.Load(Fixtures.Dir("gemma2-softcap-window"));
+        Assert.Equal([true, false, true], gemma2.SlidingLayers);   // no layer_types: every even layer
+        Assert.Equal((5, (int?)null, 5), (gemma2.WindowOf(0), gemma2.WindowOf(1), gemma2.WindowOf(2)));
+        Assert.Equal((24.0, 2.0, 3.0), (gemma2.QueryPreAttnScalar, gemma2.AttnLogitSoftcap, gemma2.FinalLogitSoftcap));
+        Assert.Equal((ModelFamily.Gemma2, true, 1f, true, true, false), (gemma2.Family, gemma2.TieWordEmbeddings, gemma2.NormWeightOffset, gemma2.SandwichNorms, gemma2.ScaledEmbedding, gemma2.QkNorm));
+        Assert.Equal(HiddenActivation.GeluTanh, gemma2.Activation);
+
+        var gemma3 = ModelConfig.Load(Fixtures.Dir("gemma3-local-global"));
+        Assert.Equal([true, false, true], gemma3.SlidingLayers);
+        Assert.Equal((10000.0, 1e6, (double?)null, (double?)null), (gemma3.LocalRopeTheta, gemma3.RopeTheta, gemma3.AttnLogitSoftcap, gemma3.FinalLogitSoftcap));
+        Assert.Equal(new RopeScaling("linear", 8, 0, 0, 0), gemma3.RopeScaling);
+        Assert.True(gemma3.QkNorm);
+
+        // transformers' defaults when keys are absent.
+        const string minimal = "\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":7,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"intermediate_size\":16";
+        var g2 = ModelConfig.Parse("{\"model_type\":\"gemma2\"," + minimal + "}");
+        Assert.Equal((256, 256.0, 50.0, 30.0, 4096, true, 8192), (g2.HeadDim, g2.QueryPreAttnScalar, g2.AttnLogitSoftcap, g2.FinalLogitSoftcap, g2.SlidingWindow, g2.TieWordEmbeddings, g2.MaxPositions));
+        Assert.Equal([true, false, true, false, true, false, true], g2.SlidingLayers);
+        var g3 = ModelConfig.Parse("{\"model_type\":\"gemma3_text\"," + minimal + "}");
+        Assert.Equal((256, (double?)null, (double?)null, 4096, 1e6, 10000.0, 131072), (g3.HeadDim, g3.AttnLogitSoftcap, g3.FinalLogitSoftcap, g3.SlidingWindow, g3.RopeTheta, g3.LocalRopeTheta, g3.MaxPositions));
+        Assert.Equal([true, true, true, true, true, false, true], g3.SlidingLayers);   // sliding_window_pattern 6
+        var g3p = ModelConfig.Parse("{\"model_type\":\"gemma3_text\",\"sliding_window_pattern\":3," + minimal + "}");
+        Assert.Equal([true, true, false, true, true, false, true], g3p.SlidingLayers);
+        var q3 = ModelConfig.Parse("{\"model_type\":\"qwen3\"," + minimal + "}");
+        Assert.Equal((128, false, false, 32768, false), (q3.HeadDim, q3.AttentionQkvBias, q3.TieWordEmbeddings, q3.MaxPositions, q3.SandwichNorms));
+        // null soft caps and window switch them off, and survive a save.
+        var off = ModelConfig.Parse("{\"model_type\":\"gemma2\",\"attn_logit_softcapping\":null,\"final_logit_softcapping\":null,\"sliding_window\":null," + minimal + "}");
+        Assert.Equal(((double?)null, (double?)null, (int?)null), (off.AttnLogitSoftcap, off.FinalLogitSoftcap, off.SlidingWindow));
+        Assert.Equal(off, ModelConfig.Parse(off.ToJson()));
+    }
+
+    [Theory]
+    [InlineData("{\"model_type\":\"gemma3\",\"vocab_size\":10}", "model_type 'gemma3' is not supported")]
+    [InlineData("{\"model_type\":\"phi\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text")]
+    [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true}", "field 'use_sliding_window' true is not supported for qwen3")]
+    [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}}", "field 'rope_scaling' type 'yarn' is not supported")]
+    [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"layer_types\":[\"full_attention\"]}", "field 'layer_types' must be a list of 2 entries")]
+    [InlineData("{\"model_type\":\"gemma3_text\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"layer_types\":[\"full_attention\",\"chunked_attention\"]}", "field 'layer_types[1]' \"chunked_attention\" is not")]
+    [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"hidden_activation\":\"silu\"}", "field 'hidden_activation' 'silu' is not supported")]
+    [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"attn_logit_softcapping\":0}", "field 'attn_logit_softcapping' must be positive")]
+    [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_bidirectional_attention\":true}", "field 'use_bidirectional_attention' true is not supported")]
+    [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"pretraining_tp\":2}", "field 'pretraining_tp' other than 1 is not supported")]
+    [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_parameters\":{\"rope_type\":\"default\",\"rope_theta\":10000}}", "field 'rope_parameters' (the transformers 5 rope format) is not supported yet")]
+    public void BadFamilyConfigsAreRejectedNamingTheField(string json, string expected)
+    {
+        string path = Path.Combine(_temp, "config.json");
+        File.WriteAllText(path, json);
+        var e = Assert.Throws<UserInputException>(() => ModelConfig.Load(_temp));
+        Assert.Contains(path, e.Message);
+        Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void EveryFamilyTableRoundTripsItsOwnConfig()
+    {
+        foreach (var table in FamilyTables.All)
+        {
+            var config = ModelConfig.Parse(table.LearnedPositions
+                ? $"{{\"model_type\":\"{table.ModelType}\",\"vocab_size\":10,\"n_embd\":8,\"n_layer\":3,\"n_head\":2}}"
+                : $"{{\"model_type\":\"{table.ModelType}\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":3,\"num_attention_heads\":2,\"intermediate_size\":16,\"head_dim\":4}}");
+            Assert.Equal(table.Family, config.Family);
+            var json = JsonNode.Parse(config.ToJson())!;
+            Assert.Equal(table.ModelType, (string)json["model_type"]!);
+            Assert.Equal(table.CausalLm, (string)json["architectures"]![0]!);
+            Assert.Equal(config, ModelConfig.Parse(config.ToJson()));
+            var scalar = config with { Head = HeadKind.Scalar, Source = null };
+            Assert.Equal(table.SequenceClassification, (string)JsonNode.Parse(scalar.ToJson())!["architectures"]![0]!);
+            Assert.Equal(scalar, ModelConfig.Parse(scalar.ToJson()));
+            // Every family's fresh model has exactly the parameters its name table binds.
+            Assert.Equal(CheckpointNames.ForSaving(config).Select(p => p.CanonicalName), new TransformerModel(config).NamedParameters.Select(p => p.Name));
+        }
+    }
+}
