@@ -77,21 +77,8 @@ public sealed class FamilyTests : IDisposable
         var model = Load(fixture);
         int vocab = model.Config.VocabSize;
         var ids = Enumerable.Range(0, 20).Select(i => (i * 11 + 5) % vocab).ToArray();
-        using var noGrad = Autograd.NoGrad();
-        var full = model.Forward(ids, 1, ids.Length).ToArray();
-        foreach (var chunks in new[] { new[] { 6, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 }, [3, 7, 2, 8] })
-        {
-            var cache = new KvCache(model.Config, 1, ids.Length);
-            var parts = new List<float>();
-            int at = 0;
-            foreach (var n in chunks)
-            {
-                parts.AddRange(model.Forward(ids.AsSpan(at, n), 1, n, cache: cache).ToArray());
-                at += n;
-            }
-            Assert.Equal(full.Length, parts.Count);
-            for (int i = 0; i < full.Length; i++) Assert.True(Math.Abs(full[i] - parts[i]) < 1e-4, $"{fixture} logit {i}: {full[i]} vs {parts[i]}");
-        }
+        GenerationTests.AssertChunkedCacheEqualsFullPass(model, ids, [6, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+        GenerationTests.AssertChunkedCacheEqualsFullPass(model, ids, [3, 7, 2, 8]);
     }
 
     [Theory]

@@ -46,6 +46,13 @@ public class GenerationTests
     {
         var model = Model("mistral-window-4");
         var ids = Enumerable.Range(0, chunks.Sum()).Select(i => (i * 7 + 3) % 40).ToArray();
+        AssertChunkedCacheEqualsFullPass(model, ids, chunks);
+    }
+
+    /// <summary>Feeds <paramref name="ids"/> through a KV cache in <paramref name="chunks"/> and compares every logit
+    /// with one full pass.</summary>
+    internal static void AssertChunkedCacheEqualsFullPass(TransformerModel model, int[] ids, int[] chunks)
+    {
         using var noGrad = Autograd.NoGrad();
         var full = model.Forward(ids, 1, ids.Length).ToArray();
         var cache = new KvCache(model.Config, 1, ids.Length);
@@ -57,7 +64,7 @@ public class GenerationTests
             at += n;
         }
         Assert.Equal(full.Length, parts.Count);
-        for (int i = 0; i < full.Length; i++) Assert.True(Math.Abs(full[i] - parts[i]) < 1e-4, $"logit {i}: {full[i]} vs {parts[i]}");
+        for (int i = 0; i < full.Length; i++) Assert.True(Math.Abs(full[i] - parts[i]) < 1e-4, $"{model.Config.Family} logit {i}: {full[i]} vs {parts[i]}");
     }
 
     [Fact]

@@ -118,7 +118,7 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// <summary>Keys with values AlignSharp cannot honour.</summary>
     public RejectedValue[] Rejected { get; init; } = [];
 
-    /// <summary>Keys read only as a whole family (e.g. llama's <c>attention_bias</c>) are written back by ToJson.</summary>
+    /// <summary>Rotary position embeddings (rope_theta, rope_scaling are read and written).</summary>
     public bool HasRope => !LearnedPositions;
 }
 
@@ -219,26 +219,20 @@ internal static class FamilyTables
 
     /// <summary>Gemma-3 text (<c>Gemma3ForCausalLM</c>, model_type gemma3_text): Gemma-2's block plus q/k norms, no soft
     /// caps by default, five local layers per global one, local layers with their own RoPE base.</summary>
-    public static readonly FamilyTable Gemma3 = new(ModelFamily.Gemma3, "gemma3_text", "Gemma3ForCausalLM", "Gemma3ForSequenceClassification", GemmaNameTable.Table)
+    public static readonly FamilyTable Gemma3 = Gemma2 with
     {
-        Keys = ConfigKeys.Standard with { Activation = "hidden_activation" },
-        NormWeightOffset = 1,
-        SandwichNorms = true,
-        ScaledEmbedding = true,
+        Family = ModelFamily.Gemma3,
+        ModelType = "gemma3_text",
+        CausalLm = "Gemma3ForCausalLM",
+        SequenceClassification = "Gemma3ForSequenceClassification",
         QkNorm = true,
-        Biases = BiasRule.AttentionBiasKey,
-        Window = WindowRule.LayerTypes,
-        Activations = GemmaActivations,
         DefaultMaxPositions = 131072,
         DefaultRopeTheta = 1_000_000,
-        DefaultTieWordEmbeddings = true,
-        DefaultHeadDim = 256,
-        GemmaAttention = true,
-        DefaultSlidingWindow = 4096,
+        DefaultAttnSoftcap = null,
+        DefaultFinalSoftcap = null,
         DefaultSlidingPattern = 6,
         SlidingPatternKey = "sliding_window_pattern",
         LocalRope = true,
-        Rejected = [RopeParameters, BidirectionalAttention],
     };
 
     public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3];

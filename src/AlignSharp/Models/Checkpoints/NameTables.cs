@@ -66,6 +66,30 @@ internal static class Gpt2NameTable
 /// </summary>
 internal static class LlamaNameTable
 {
+    /// <summary>q, k, v, o projections with the biases the config has.</summary>
+    public static readonly NameRule[] AttentionRules =
+    [
+        new("layers.{i}.attn.q.weight", "layers.{i}.self_attn.q_proj.weight", false, c => [c.QueryDim, c.HiddenSize]),
+        new("layers.{i}.attn.q.bias", "layers.{i}.self_attn.q_proj.bias", false, c => c.AttentionQkvBias ? [c.QueryDim] : null),
+        new("layers.{i}.attn.k.weight", "layers.{i}.self_attn.k_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
+        new("layers.{i}.attn.k.bias", "layers.{i}.self_attn.k_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
+        new("layers.{i}.attn.v.weight", "layers.{i}.self_attn.v_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
+        new("layers.{i}.attn.v.bias", "layers.{i}.self_attn.v_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
+        new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.o_proj.weight", false, c => [c.HiddenSize, c.QueryDim]),
+        new("layers.{i}.attn.o.bias", "layers.{i}.self_attn.o_proj.bias", false, c => c.AttentionOutputBias ? [c.HiddenSize] : null),
+    ];
+
+    /// <summary>The gated MLP's gate, up and down projections with the biases the config has.</summary>
+    public static readonly NameRule[] MlpRules =
+    [
+        new("layers.{i}.mlp.gate.weight", "layers.{i}.mlp.gate_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+        new("layers.{i}.mlp.gate.bias", "layers.{i}.mlp.gate_proj.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
+        new("layers.{i}.mlp.up.weight", "layers.{i}.mlp.up_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+        new("layers.{i}.mlp.up.bias", "layers.{i}.mlp.up_proj.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
+        new("layers.{i}.mlp.down.weight", "layers.{i}.mlp.down_proj.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+        new("layers.{i}.mlp.down.bias", "layers.{i}.mlp.down_proj.bias", false, c => c.MlpBias ? [c.HiddenSize] : null),
+    ];
+
     /// <summary>Per-head q/k RMSNorm weights [head_dim] (Qwen3, Gemma-3).</summary>
     public static readonly NameRule[] QkNormRules =
     [
@@ -83,22 +107,10 @@ internal static class LlamaNameTable
         PerLayer:
         [
             new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
-            new("layers.{i}.attn.q.weight", "layers.{i}.self_attn.q_proj.weight", false, c => [c.QueryDim, c.HiddenSize]),
-            new("layers.{i}.attn.q.bias", "layers.{i}.self_attn.q_proj.bias", false, c => c.AttentionQkvBias ? [c.QueryDim] : null),
-            new("layers.{i}.attn.k.weight", "layers.{i}.self_attn.k_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
-            new("layers.{i}.attn.k.bias", "layers.{i}.self_attn.k_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
-            new("layers.{i}.attn.v.weight", "layers.{i}.self_attn.v_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
-            new("layers.{i}.attn.v.bias", "layers.{i}.self_attn.v_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
-            new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.o_proj.weight", false, c => [c.HiddenSize, c.QueryDim]),
-            new("layers.{i}.attn.o.bias", "layers.{i}.self_attn.o_proj.bias", false, c => c.AttentionOutputBias ? [c.HiddenSize] : null),
+            .. AttentionRules,
             .. QkNormRules,
             new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
-            new("layers.{i}.mlp.gate.weight", "layers.{i}.mlp.gate_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
-            new("layers.{i}.mlp.gate.bias", "layers.{i}.mlp.gate_proj.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
-            new("layers.{i}.mlp.up.weight", "layers.{i}.mlp.up_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
-            new("layers.{i}.mlp.up.bias", "layers.{i}.mlp.up_proj.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
-            new("layers.{i}.mlp.down.weight", "layers.{i}.mlp.down_proj.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
-            new("layers.{i}.mlp.down.bias", "layers.{i}.mlp.down_proj.bias", false, c => c.MlpBias ? [c.HiddenSize] : null),
+            .. MlpRules,
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
 }
@@ -121,20 +133,11 @@ internal static class GemmaNameTable
         PerLayer:
         [
             new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
-            new("layers.{i}.attn.q.weight", "layers.{i}.self_attn.q_proj.weight", false, c => [c.QueryDim, c.HiddenSize]),
-            new("layers.{i}.attn.q.bias", "layers.{i}.self_attn.q_proj.bias", false, c => c.AttentionQkvBias ? [c.QueryDim] : null),
-            new("layers.{i}.attn.k.weight", "layers.{i}.self_attn.k_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
-            new("layers.{i}.attn.k.bias", "layers.{i}.self_attn.k_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
-            new("layers.{i}.attn.v.weight", "layers.{i}.self_attn.v_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
-            new("layers.{i}.attn.v.bias", "layers.{i}.self_attn.v_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
-            new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.o_proj.weight", false, c => [c.HiddenSize, c.QueryDim]),
-            new("layers.{i}.attn.o.bias", "layers.{i}.self_attn.o_proj.bias", false, c => c.AttentionOutputBias ? [c.HiddenSize] : null),
+            .. LlamaNameTable.AttentionRules,
             .. LlamaNameTable.QkNormRules,
             new("layers.{i}.attn_out_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
             new("layers.{i}.mlp_norm.weight", "layers.{i}.pre_feedforward_layernorm.weight", false, c => [c.HiddenSize]),
-            new("layers.{i}.mlp.gate.weight", "layers.{i}.mlp.gate_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
-            new("layers.{i}.mlp.up.weight", "layers.{i}.mlp.up_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
-            new("layers.{i}.mlp.down.weight", "layers.{i}.mlp.down_proj.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+            .. LlamaNameTable.MlpRules,
             new("layers.{i}.mlp_out_norm.weight", "layers.{i}.post_feedforward_layernorm.weight", false, c => [c.HiddenSize]),
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
