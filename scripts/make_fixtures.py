@@ -12,7 +12,7 @@ two input sequences and the logits expected for every position of each.
 
 The reference forward passes below are written from the Hugging Face definitions (transformers'
 modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
-modeling_gemma2.py / modeling_gemma3.py); Debian ships neither
+modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -49,6 +49,11 @@ Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V 
             x = G(h; pre_feedforward_layernorm);  h += G(down(gelu_tanh(gate(x)) * up(x)); post_feedforward_layernorm)
           logits = G(h; norm) @ embed_tokens^T, then c tanh(logits / c) with final_logit_softcapping c.
           G(x; w) = x / sqrt(mean(x^2) + eps) * (1 + w).
+  Phi-3:  as Llama, but [q|k|v] = x Wqkv^T (rows q: H*hd, k: KV*hd, v: KV*hd) and [gate|up] = x Wgate_up^T
+          (rows gate: I, up: I). LongRoPE (rope_scaling type longrope/su): inv_freq[j] = 1 / (f[j] * theta^(2j/hd))
+          with f = long_factor when max(position) + 1 > original_max_position_embeddings, else short_factor
+          (per forward call); cos and sin are multiplied by attention_factor, default
+          sqrt(1 + ln(s) / ln(original)) for s = max_position_embeddings / original > 1.
   Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
           Mistral with sliding_window W also masks key j for query i when i - j >= W (a query sees at most
           W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay).
@@ -303,6 +308,56 @@ def gemma_forward(w, cfg, ids):
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def phi3_rope(cfg, hd, t):
+    """(inv_freq, attention scaling) of transformers' longrope for a call whose positions are 0..t-1."""
+    base = cfg.get("rope_theta", 10000.0)
+    rs = cfg.get("rope_scaling")
+    shape = torch.arange(0, hd, 2, dtype=torch.int64).float() / hd
+    if rs is None:
+        return 1.0 / (base ** shape), 1.0
+    original = cfg["original_max_position_embeddings"]
+    factor = cfg["max_position_embeddings"] / original
+    attention_factor = rs.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = math.sqrt(1 + math.log(factor) / math.log(original)) if factor > 1.0 else 1.0
+    ext = torch.tensor(rs["long_factor"] if t > original else rs["short_factor"], dtype=torch.float32)
+    return 1.0 / (ext * base ** shape), attention_factor
+
+
+def phi3_forward(w, cfg, ids):
+    t = len(ids)
+    d, nh = cfg["hidden_size"], cfg["num_attention_heads"]
+    nkv = cfg.get("num_key_value_heads") or nh
+    hd = d // nh
+    inter = cfg["intermediate_size"]
+    eps = cfg["rms_norm_eps"]
+    inv_freq, attention_factor = phi3_rope(cfg, hd, t)
+    freqs = torch.arange(t, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos = (emb.cos() * attention_factor).double()  # float32 tables scaled in float32, as HF
+    sin = (emb.sin() * attention_factor).double()
+    h = w["model.embed_tokens.weight"][ids]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        x = rms_norm(h, w[p + "input_layernorm.weight"], eps)
+        qkv = x @ w[p + "self_attn.qkv_proj.weight"].T
+        q = qkv[:, : nh * hd].reshape(t, nh, hd).transpose(0, 1)
+        k = qkv[:, nh * hd: nh * hd + nkv * hd].reshape(t, nkv, hd).transpose(0, 1)
+        v = qkv[:, nh * hd + nkv * hd:].reshape(t, nkv, hd).transpose(0, 1)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = nh // nkv
+        k = k.repeat_interleave(rep, dim=0)
+        v = v.repeat_interleave(rep, dim=0)
+        h = h + causal_attention(q, k, v, cfg.get("sliding_window")) @ w[p + "self_attn.o_proj.weight"].T
+        x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
+        gate_up = x @ w[p + "mlp.gate_up_proj.weight"].T
+        gate, up = gate_up[:, :inter], gate_up[:, inter:]
+        h = h + (up * (gate * torch.sigmoid(gate))) @ w[p + "mlp.down_proj.weight"].T
+    h = rms_norm(h, w["model.norm.weight"], eps)
+    return h @ w["lm_head.weight"].T
 
 
 # ----------------------------------------------------------------------------------------------
@@ -714,6 +769,28 @@ def fixture_gemma3():
                     make_cases(g, cfg["vocab_size"]), gemma_forward, w, cfg, rope_inv_freq(cfg, 16))
 
 
+def fixture_phi3():
+    g = torch.Generator().manual_seed(1013)
+    hd = 8
+    cfg = llama_family_config("phi3", "Phi3ForCausalLM", rms_norm_eps=1e-05, original_max_position_embeddings=8,
+                              max_position_embeddings=64, sliding_window=None, resid_pdrop=0.0, embd_pdrop=0.0,
+                              bos_token_id=1, eos_token_id=94, pad_token_id=95, transformers_version="4.46.0",
+                              rope_scaling={"type": "longrope",
+                                            "short_factor": [1.0, 1.3, 2.1, 3.7],
+                                            "long_factor": [1.5, 2.9, 6.0, 11.0]})
+    w = llama_weights(g, cfg)
+    for i in range(cfg["num_hidden_layers"]):  # Phi-3 stores q|k|v and gate|up fused
+        p = f"model.layers.{i}."
+        w[p + "self_attn.qkv_proj.weight"] = torch.cat([w.pop(p + f"self_attn.{n}_proj.weight") for n in "qkv"], 0)
+        w[p + "mlp.gate_up_proj.weight"] = torch.cat([w.pop(p + "mlp.gate_proj.weight"), w.pop(p + "mlp.up_proj.weight")], 0)
+    d = fresh_dir("phi3-longrope")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "phi3, fused qkv_proj (heads 4 / kv 2) and gate_up_proj, longrope with original context 8 and "
+                    "max 64 (attention factor sqrt(2)): the 16-token case uses the long factors, the 7-token case the "
+                    "short ones", make_cases(g, cfg["vocab_size"]), phi3_forward, w, cfg)
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -728,6 +805,7 @@ def main():
     fixture_qwen3()
     fixture_gemma2()
     fixture_gemma3()
+    fixture_phi3()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ public enum ModelFamily
     /// <summary><c>gemma3_text</c> (<c>Gemma3ForCausalLM</c>): Gemma-2's block with q/k norms, a local/global layer
     /// pattern and a separate RoPE base for local layers.</summary>
     Gemma3,
+
+    /// <summary><c>phi3</c> (Phi-3, Phi-3.5): as Llama with fused qkv_proj / gate_up_proj, no biases, LongRoPE scaling.</summary>
+    Phi3,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -66,9 +69,31 @@ public enum NormKind
     RmsNorm,
 }
 
-/// <summary><c>rope_scaling</c>: type <c>linear</c> (every inverse frequency divided by factor; the other fields 0)
-/// or <c>llama3</c> (see <see cref="ModelConfig.RopeFrequencies"/>).</summary>
-public sealed record RopeScaling(string Type, double Factor, double LowFreqFactor, double HighFreqFactor, int OriginalMaxPositionEmbeddings);
+/// <summary><c>rope_scaling</c>: type <c>linear</c> (every inverse frequency divided by factor; the other fields 0),
+/// <c>llama3</c>, or <c>longrope</c> / <c>su</c> (Phi-3: <see cref="ShortFactor"/> and <see cref="LongFactor"/> divide
+/// the inverse frequencies; Factor = max_position_embeddings / original_max_position_embeddings); see
+/// <see cref="ModelConfig.RopeFrequencies"/>.</summary>
+public sealed record RopeScaling(string Type, double Factor, double LowFreqFactor, double HighFreqFactor, int OriginalMaxPositionEmbeddings)
+{
+    /// <summary>LongRoPE: per-pair divisors (head_dim / 2) used while every position is below OriginalMaxPositionEmbeddings.</summary>
+    public IReadOnlyList<double>? ShortFactor { get; init; }
+
+    /// <summary>LongRoPE: per-pair divisors used once a position reaches OriginalMaxPositionEmbeddings.</summary>
+    public IReadOnlyList<double>? LongFactor { get; init; }
+
+    /// <summary>LongRoPE <c>attention_factor</c> when the config gives it; else derived (see <see cref="ModelConfig.RopeAttentionFactor"/>).</summary>
+    public double? AttentionFactor { get; init; }
+
+    public bool IsLongRope => Type is "longrope" or "su";
+
+    public bool Equals(RopeScaling? other) =>
+        other is not null && Type == other.Type && Factor.Equals(other.Factor) && LowFreqFactor.Equals(other.LowFreqFactor)
+        && HighFreqFactor.Equals(other.HighFreqFactor) && OriginalMaxPositionEmbeddings == other.OriginalMaxPositionEmbeddings
+        && (ShortFactor ?? []).SequenceEqual(other.ShortFactor ?? []) && (LongFactor ?? []).SequenceEqual(other.LongFactor ?? [])
+        && AttentionFactor == other.AttentionFactor;
+
+    public override int GetHashCode() => HashCode.Combine(Type, Factor, OriginalMaxPositionEmbeddings);
+}
 
 /// <summary>
 /// The architecture of a decoder-only model, read from and written to a Hugging Face <c>config.json</c>.
@@ -287,7 +312,7 @@ public sealed record ModelConfig
             MaxPositions = f.OptionalInt(k.MaxPositions) ?? table.DefaultMaxPositions,
             NormEps = f.OptionalDouble(k.NormEps) ?? table.DefaultNormEps,
             RopeTheta = table.HasRope ? f.OptionalDouble("rope_theta") ?? table.DefaultRopeTheta : 10000,
-            RopeScaling = table.HasRope ? ParseRopeScaling(f) : null,
+            RopeScaling = table.HasRope ? ParseRopeScaling(f, table) : null,
             TieWordEmbeddings = f.OptionalBool("tie_word_embeddings") ?? table.DefaultTieWordEmbeddings,
             AttentionQkvBias = qkvBias,
             AttentionOutputBias = oBias,
@@ -351,7 +376,7 @@ public sealed record ModelConfig
         }
     }
 
-    private static RopeScaling? ParseRopeScaling(ConfigFields f)
+    private static RopeScaling? ParseRopeScaling(ConfigFields f, Checkpoints.FamilyTable table)
     {
         var node = f.Get("rope_scaling");
         if (node is null) return null;
@@ -376,8 +401,21 @@ public sealed record ModelConfig
                 if (scaling.Factor <= 0 || scaling.OriginalMaxPositionEmbeddings <= 0 || scaling.HighFreqFactor <= scaling.LowFreqFactor || scaling.LowFreqFactor <= 0)
                     throw f.Error("rope_scaling", "llama3 needs factor > 0, original_max_position_embeddings > 0 and 0 < low_freq_factor < high_freq_factor");
                 return scaling;
+            case "longrope" or "su" when table.LongRope:
+                // transformers: factor = max_position_embeddings / original_max_position_embeddings (Phi-3's default 4096).
+                int original = f.OptionalInt("original_max_position_embeddings") ?? inner.OptionalInt("original_max_position_embeddings") ?? 4096;
+                int maxPositions = f.OptionalInt(table.Keys.MaxPositions) ?? table.DefaultMaxPositions;
+                if (original <= 0) throw f.Error("original_max_position_embeddings", $"must be positive, not {original}");
+                double? attentionFactor = inner.OptionalDouble("attention_factor");
+                if (attentionFactor is <= 0) throw f.Error("rope_scaling.attention_factor", $"must be positive, not {attentionFactor}");
+                return new RopeScaling(type, (double)maxPositions / original, 0, 0, original)
+                {
+                    ShortFactor = inner.RequiredDoubleList("short_factor"),
+                    LongFactor = inner.RequiredDoubleList("long_factor"),
+                    AttentionFactor = attentionFactor,
+                };
             default:
-                throw f.Error("rope_scaling", $"type '{type}' is not supported (supported: default, linear, llama3)");
+                throw f.Error("rope_scaling", $"type '{type}' is not supported for {table.ModelType} (supported: default, linear, llama3{(table.LongRope ? ", longrope, su" : "")})");
         }
     }
 
@@ -481,6 +519,13 @@ public sealed record ModelConfig
             throw Error($"head_dim {HeadDim} must be even for rotary embeddings");
         if (!(RopeTheta > 0))
             throw Error($"field 'rope_theta' must be positive, not {RopeTheta}");
+        if (RopeScaling is { IsLongRope: true } rs)
+        {
+            if (!table.LongRope) throw Error($"rope_scaling type '{rs.Type}' is only supported for phi3, not {family}");
+            foreach (var (factors, key) in new[] { (rs.ShortFactor, "short_factor"), (rs.LongFactor, "long_factor") })
+                if (factors is null || factors.Count != HeadDim / 2 || factors.Any(x => !(x > 0)))
+                    throw Error($"field 'rope_scaling.{key}' must hold head_dim / 2 = {HeadDim / 2} positive numbers, not {factors?.Count ?? 0}");
+        }
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -497,10 +542,16 @@ public sealed record ModelConfig
     /// rope_local_base_freq and no scaling. The rotation angle of position p in pair j (and j + HeadDim/2,
     /// rotate_half convention) is p·inv_freq[j].
     /// </summary>
-    public float[] RopeFrequencies(bool local = false)
+    public float[] RopeFrequencies(bool local = false, bool longContext = false)
     {
         if (LearnedPositions) throw new InvalidOperationException($"{ModelTypeName(Family)} has no rotary embeddings");
         if (local && LocalRopeTheta is not double localTheta) throw new InvalidOperationException($"{ModelTypeName(Family)} has no local RoPE base");
+        if (RopeScaling is { IsLongRope: true } longRope)
+        {
+            // LongRoPE: 1 / (factor_j · θ^(2j/d)) with the short or the long factors.
+            var factors = (longContext ? longRope.LongFactor : longRope.ShortFactor)!.Select(x => (float)x).ToArray();
+            return Ops.RopeInverseFrequencies(HeadDim, RopeTheta, factors);
+        }
         var inv = Ops.RopeInverseFrequencies(HeadDim, local ? LocalRopeTheta!.Value : RopeTheta);
         if (local || RopeScaling is not { } rs) return inv;
         // The scaling is evaluated in double on the float32 base frequencies and rounded once; that stays within an
@@ -525,6 +576,19 @@ public sealed record ModelConfig
         }
         return inv;
     }
+
+    /// <summary>LongRoPE multiplies cos and sin by attention_factor, or by √(1 + ln(factor) / ln(original)) when the
+    /// config gives none and factor &gt; 1 (transformers); 1 for every other RoPE.</summary>
+    public float RopeAttentionFactor => RopeScaling is { IsLongRope: true } rs
+        ? (float)(rs.AttentionFactor ?? (rs.Factor > 1 ? Math.Sqrt(1 + Math.Log(rs.Factor) / Math.Log(rs.OriginalMaxPositionEmbeddings)) : 1.0))
+        : 1f;
+
+    /// <summary>Whether a forward call whose largest position id is <paramref name="maxPosition"/> uses LongRoPE's long
+    /// factors: transformers switches when max position + 1 exceeds original_max_position_embeddings, per call, so a
+    /// KV-cached decode that crosses that length rotates its new keys with the long factors while the cache keeps
+    /// the short ones (as transformers does).</summary>
+    public bool UsesLongRopeFactors(int maxPosition) =>
+        RopeScaling is { IsLongRope: true } rs && (long)maxPosition + 1 > rs.OriginalMaxPositionEmbeddings;
 
     // ------------------------------------------------------------------------------------------------
     // saving
@@ -562,6 +626,8 @@ public sealed record ModelConfig
             {
                 null => null,
                 { Type: "linear" } rs => new JsonObject { ["rope_type"] = rs.Type, ["factor"] = rs.Factor },
+                // Phi-3's own format (transformers before 4.45 accepts exactly type, short_factor and long_factor).
+                { IsLongRope: true } rs => LongRopeJson(rs),
                 var rs => new JsonObject
                 {
                     ["rope_type"] = rs.Type,
@@ -596,6 +662,7 @@ public sealed record ModelConfig
             o["final_logit_softcapping"] = FinalLogitSoftcap;
         }
         if (table.LocalRope) o["rope_local_base_freq"] = LocalRopeTheta;
+        if (RopeScaling is { IsLongRope: true } longRope) o["original_max_position_embeddings"] = longRope.OriginalMaxPositionEmbeddings;
         o["tie_word_embeddings"] = TieWordEmbeddings;
         o["bos_token_id"] = BosTokenId;
         o["pad_token_id"] = PadTokenId;
@@ -612,6 +679,18 @@ public sealed record ModelConfig
         }
         o["alignsharp"] = new JsonObject { ["head"] = Head == HeadKind.Scalar ? "scalar" : "lm" };
         return o;
+    }
+
+    private static JsonObject LongRopeJson(RopeScaling rs)
+    {
+        var json = new JsonObject
+        {
+            ["type"] = rs.Type,
+            ["short_factor"] = new JsonArray(rs.ShortFactor!.Select(x => (JsonNode?)x).ToArray()),
+            ["long_factor"] = new JsonArray(rs.LongFactor!.Select(x => (JsonNode?)x).ToArray()),
+        };
+        if (rs.AttentionFactor is double a) json["attention_factor"] = a;
+        return json;
     }
 
     /// <summary>Writes <see cref="ToJson"/> atomically to a file, or to <c>config.json</c> in a directory.</summary>
@@ -667,6 +746,14 @@ public sealed record ModelConfig
         {
             if (!obj.TryGetPropertyValue(key, out var node)) return fallback;
             return node is null ? null : OptionalInt(key);
+        }
+
+        public IReadOnlyList<double> RequiredDoubleList(string key)
+        {
+            if (Get(key) is not JsonArray array) throw Error(key, Get(key) is null ? "is missing" : "must be a list of numbers");
+            return array.Select(item => item is JsonValue v && v.GetValueKind() == JsonValueKind.Number
+                ? v.GetValue<double>()
+                : throw Error(key, "must be a list of numbers")).ToArray();
         }
 
         public double RequiredDouble(string key) => OptionalDouble(key) ?? throw Error(key, "is missing");

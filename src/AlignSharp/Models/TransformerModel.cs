@@ -75,7 +75,7 @@ public sealed class TransformerModel
     public ModelConfig Config { get; }
     private readonly List<(string Name, Tensor Parameter)> _parameters = [];
     private readonly Dictionary<string, Tensor> _byName = [];
-    private readonly float[]? _invFreq, _invFreqLocal;
+    private readonly float[]? _invFreq, _invFreqLocal, _invFreqLong;
 
     public TransformerModel(ModelConfig config)
     {
@@ -139,6 +139,7 @@ public sealed class TransformerModel
         else if (!config.TieWordEmbeddings) Add("lm_head.weight", config.VocabSize, d);
         if (!config.LearnedPositions) _invFreq = config.RopeFrequencies();
         if (config.LocalRopeTheta != null) _invFreqLocal = config.RopeFrequencies(local: true);
+        if (config.RopeScaling is { IsLongRope: true }) _invFreqLong = config.RopeFrequencies(longContext: true);
     }
 
     private void Add(string name, params int[] shape)
@@ -207,6 +208,9 @@ public sealed class TransformerModel
             x = Ops.Add(x, Ops.Embedding(Parameter("pos_embed.weight"), positions, batch, seq));
 
         var attentionMask = cache != null ? cache.KeyMask(keyMask, offset + seq) : keyMask;
+        // LongRoPE picks its factors per call from the largest position, as transformers does.
+        var globalInvFreq = _invFreqLong != null && positions.Length > 0 && c.UsesLongRopeFactors(positions.Max()) ? _invFreqLong : _invFreq;
+        float ropeScale = c.RopeAttentionFactor;
         for (int l = 0; l < c.NumLayers; l++)
         {
             string p = $"layers.{l}.";
@@ -237,9 +241,9 @@ public sealed class TransformerModel
             int? window = c.WindowOf(l);
             if (_invFreq != null)
             {
-                var inv = window != null && _invFreqLocal != null ? _invFreqLocal : _invFreq;
-                q = Ops.Rope(q, positions, inv);
-                k = Ops.Rope(k, positions, inv);
+                var inv = window != null && _invFreqLocal != null ? _invFreqLocal : globalInvFreq!;
+                q = Ops.Rope(q, positions, inv, ropeScale);
+                k = Ops.Rope(k, positions, inv, ropeScale);
             }
             // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
             // exactly the keys the full recompute would.

@@ -118,6 +118,9 @@ public class FusedOpsTests
         GradCheck.Check(x => Ops.Rope(x[0], shared, inv), [Rand(rng, 1, 2, 5, 3, 10)]);
         int[] perToken = [0, 0, 1, 2, 3, 7, 8, 9, 10, 11];
         GradCheck.Check(x => Ops.Rope(x[0], perToken, inv), [Rand(rng, 1, 2, 5, 3, 10)]);
+        // LongRoPE: per-pair divisors and the attention factor on cos and sin.
+        var longInv = Ops.RopeInverseFrequencies(10, 10000, [1f, 1.5f, 2f, 4f, 9f]);
+        GradCheck.Check(x => Ops.Rope(x[0], shared, longInv, scale: 1.19f), [Rand(rng, 1, 2, 5, 3, 10)]);
     }
 
     private static void DropoutGradCheck()

@@ -173,11 +173,14 @@ public sealed class CheckpointReferenceLogitsTests
             }).ToArray();
         }
 
-        /// <summary>rotate_half RoPE on each head of x (T, heads·hd); angle computed in float32 as transformers does.</summary>
+        /// <summary>rotate_half RoPE on each head of x (T, heads·hd); angle computed in float32 as transformers does.
+        /// local: Gemma-3's sliding layers.</summary>
         private double[][] Rope(double[][] x, bool local)
         {
             int hd = _c.HeadDim, half = hd / 2;
-            var inv = _c.RopeFrequencies(local);
+            // LongRoPE (Phi-3): long factors when the call reaches original_max_position_embeddings; cos and sin scaled.
+            var inv = _c.RopeFrequencies(local, _c.UsesLongRopeFactors(x.Length - 1));
+            double factor = _c.RopeAttentionFactor;
             for (int t = 0; t < x.Length; t++)
                 for (int head = 0; head < x[t].Length / hd; head++)
                 {
@@ -185,7 +188,7 @@ public sealed class CheckpointReferenceLogitsTests
                     for (int j = 0; j < half; j++)
                     {
                         double angle = (float)t * inv[j];
-                        double cos = Math.Cos(angle), sin = Math.Sin(angle);
+                        double cos = Math.Cos(angle) * factor, sin = Math.Sin(angle) * factor;
                         double a = x[t][o + j], b = x[t][o + j + half];
                         x[t][o + j] = a * cos - b * sin;
                         x[t][o + j + half] = b * cos + a * sin;

@@ -18,7 +18,7 @@ internal static class Fixtures
     [
         "gpt2-hub", "gpt2-save-pretrained", "llama-gqa", "qwen2-tied-bias", "llama-sharded", "llama-bf16",
         "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window", "qwen3-qk-norm", "gemma2-softcap-window",
-        "gemma3-local-global",
+        "gemma3-local-global", "phi3-longrope",
     ];
 
     private static string Find()

@@ -19,7 +19,7 @@ public sealed class FamilyTests : IDisposable
 
     public void Dispose() => Directory.Delete(_temp, recursive: true);
 
-    public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global");
+    public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -69,12 +69,21 @@ public sealed class FamilyTests : IDisposable
         Assert.True(last < first - 0.1f, $"{fixture}: loss went from {first} to {last}");
     }
 
-    /// <summary>Prefill then chunks of every size: sliding layers must see exactly the keys the full pass sees.</summary>
+    /// <summary>Prefill then chunks of every size: sliding layers must see exactly the keys the full pass sees.
+    /// Phi-3's LongRoPE switches factors per call at original_max_position_embeddings (8 in the fixture) exactly as
+    /// transformers does, so a cache equals the full pass only on one side of it: here it is moved past the
+    /// sequence, keeping the factor 8 and its attention scaling.</summary>
     [Theory]
     [MemberData(nameof(NewFamilyFixtures))]
     public void KvCachedLogitsEqualFullRecompute(string fixture)
     {
         var model = Load(fixture);
+        if (model.Config.RopeScaling is { IsLongRope: true } rs)
+        {
+            var shortOnly = new TransformerModel(model.Config with { RopeScaling = rs with { OriginalMaxPositionEmbeddings = 32 } });
+            foreach (var (name, p) in model.NamedParameters) p.Span.CopyTo(shortOnly.Parameter(name).Span);
+            model = shortOnly;
+        }
         int vocab = model.Config.VocabSize;
         var ids = Enumerable.Range(0, 20).Select(i => (i * 11 + 5) % vocab).ToArray();
         GenerationTests.AssertChunkedCacheEqualsFullPass(model, ids, [6, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
@@ -85,6 +94,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("qwen3-qk-norm", "model.layers.1.self_attn.k_norm.weight", "model.layers.0.post_attention_layernorm.weight")]
     [InlineData("gemma2-softcap-window", "model.layers.2.pre_feedforward_layernorm.weight", "model.layers.0.post_feedforward_layernorm.weight")]
     [InlineData("gemma3-local-global", "model.layers.0.self_attn.q_norm.weight", "model.layers.1.pre_feedforward_layernorm.weight")]
+    [InlineData("phi3-longrope", "model.layers.0.self_attn.qkv_proj.weight", "model.layers.1.mlp.gate_up_proj.weight")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -97,6 +107,8 @@ public sealed class FamilyTests : IDisposable
             Assert.Equal(original.Shapes().Keys.Order(), names.Order());   // exactly the HF names (tied: no lm_head)
             Assert.Contains(tensorA, names);
             Assert.Contains(tensorB, names);
+            // Every tensor as the checkpoint had it: Phi-3's split projections are fused again in their order.
+            foreach (var name in names) Assert.Equal(original.Read(name), reader.Read(name));
         }
         var saved = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
         var source = JsonNode.Parse(File.ReadAllText(Path.Combine(Fixtures.Dir(fixture), "config.json")))!.AsObject();
@@ -137,6 +149,15 @@ public sealed class FamilyTests : IDisposable
         Assert.Equal(new RopeScaling("linear", 8, 0, 0, 0), gemma3.RopeScaling);
         Assert.True(gemma3.QkNorm);
 
+        var phi3 = ModelConfig.Load(Fixtures.Dir("phi3-longrope"));
+        Assert.Equal(("longrope", 8.0, 8), (phi3.RopeScaling!.Type, phi3.RopeScaling.Factor, phi3.RopeScaling.OriginalMaxPositionEmbeddings));
+        Assert.Equal([1.0, 1.3, 2.1, 3.7], phi3.RopeScaling.ShortFactor);
+        Assert.Equal((float)Math.Sqrt(2), phi3.RopeAttentionFactor);
+        Assert.Equal((false, true), (phi3.UsesLongRopeFactors(7), phi3.UsesLongRopeFactors(8)));
+        // inv_freq = 1 / (factor · θ^(2j/d)), as transformers forms it in float32.
+        Assert.Equal(1f / (11f * MathF.Pow(10000f, 0.75f)), phi3.RopeFrequencies(longContext: true)[3], 1e-12f);
+        Assert.Equal(1f / 1.3f / MathF.Pow(10000f, 0.25f), phi3.RopeFrequencies()[1], 1e-9f);
+
         // transformers' defaults when keys are absent.
         const string minimal = "\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":7,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"intermediate_size\":16";
         var g2 = ModelConfig.Parse("{\"model_type\":\"gemma2\"," + minimal + "}");
@@ -157,7 +178,7 @@ public sealed class FamilyTests : IDisposable
 
     [Theory]
     [InlineData("{\"model_type\":\"gemma3\",\"vocab_size\":10}", "model_type 'gemma3' is not supported")]
-    [InlineData("{\"model_type\":\"phi\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text")]
+    [InlineData("{\"model_type\":\"phi\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true}", "field 'use_sliding_window' true is not supported for qwen3")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}}", "field 'rope_scaling' type 'yarn' is not supported")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"layer_types\":[\"full_attention\"]}", "field 'layer_types' must be a list of 2 entries")]
@@ -166,6 +187,10 @@ public sealed class FamilyTests : IDisposable
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"attn_logit_softcapping\":0}", "field 'attn_logit_softcapping' must be positive")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_bidirectional_attention\":true}", "field 'use_bidirectional_attention' true is not supported")]
     [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"pretraining_tp\":2}", "field 'pretraining_tp' other than 1 is not supported")]
+    [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"partial_rotary_factor\":0.75}", "field 'partial_rotary_factor' other than 1 is not supported")]
+    [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1,1],\"long_factor\":[1,2,3]}}", "field 'rope_scaling.long_factor' must hold head_dim / 2 = 2 positive numbers, not 3")]
+    [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"type\":\"su\",\"short_factor\":[1,1]}}", "field 'rope_scaling.long_factor' is missing")]
+    [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1,1],\"long_factor\":[1,2]}}", "type 'longrope' is not supported for llama")]
     [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_parameters\":{\"rope_type\":\"default\",\"rope_theta\":10000}}", "field 'rope_parameters' (the transformers 5 rope format) is not supported yet")]
     public void BadFamilyConfigsAreRejectedNamingTheField(string json, string expected)
     {

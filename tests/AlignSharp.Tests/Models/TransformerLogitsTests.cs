@@ -8,7 +8,8 @@ namespace AlignSharp.Tests.Models;
 /// <summary>
 /// The engine's TransformerModel against logits that an independent PyTorch forward produced for each fixture
 /// checkpoint (GPT-2 both naming styles, Llama GQA, Qwen2 biases, sharded, BF16, Mistral with and without a
-/// sliding window shorter than the inputs, llama3 RoPE scaling).
+/// sliding window shorter than the inputs, llama3 RoPE scaling, Qwen3 q/k norms, Gemma-2 soft caps and alternating
+/// windows, Gemma-3 local/global layers, Phi-3 fused projections and LongRoPE).
 /// </summary>
 public sealed class TransformerLogitsTests
 {
@@ -45,24 +46,32 @@ public sealed class TransformerLogitsTests
         }
     }
 
-    /// <summary>Both cases in one right-padded batch: padding must not change the real positions' logits.</summary>
+    /// <summary>The cases in right-padded batches: padding must not change the real positions' logits. Phi-3's
+    /// LongRoPE picks its factors per call from the longest row (as transformers does), so cases are batched with
+    /// the others on their side of original_max_position_embeddings, each batch one pad column longer than its
+    /// longest case where that keeps it there.</summary>
     [Theory]
     [MemberData(nameof(FixtureNames))]
     public void PaddedBatchMatchesTheReference(string fixture)
     {
         var model = ModelIO.Load(Fixtures.Dir(fixture));
-        int vocab = model.Config.VocabSize;
-        var cases = Cases(fixture, out var absTol, out var relTol);
-        int b = cases.Length, t = cases.Max(c => c.Ids.Length);
-        var ids = new int[b * t];
-        var mask = new bool[b * t];
-        for (int i = 0; i < b; i++)
-            for (int j = 0; j < cases[i].Ids.Length; j++) { ids[i * t + j] = cases[i].Ids[j]; mask[i * t + j] = true; }
-        using var noGrad = Autograd.NoGrad();
-        var logits = model.Forward(ids, b, t, keyMask: mask).ToArray();
-        for (int i = 0; i < b; i++)
-            for (int j = 0; j < cases[i].Ids.Length; j++)
-                AssertClose($"{fixture} row {i} t={j}", logits, (i * t + j) * vocab, cases[i].Logits[j], absTol, relTol);
+        var config = model.Config;
+        int vocab = config.VocabSize;
+        var all = Cases(fixture, out var absTol, out var relTol);
+        foreach (var cases in all.GroupBy(c => config.UsesLongRopeFactors(c.Ids.Length - 1)).Select(g => g.ToArray()))
+        {
+            int b = cases.Length, longest = cases.Max(c => c.Ids.Length);
+            int t = config.UsesLongRopeFactors(longest) == config.UsesLongRopeFactors(longest - 1) ? longest + 1 : longest;
+            var ids = new int[b * t];
+            var mask = new bool[b * t];
+            for (int i = 0; i < b; i++)
+                for (int j = 0; j < cases[i].Ids.Length; j++) { ids[i * t + j] = cases[i].Ids[j]; mask[i * t + j] = true; }
+            using var noGrad = Autograd.NoGrad();
+            var logits = model.Forward(ids, b, t, keyMask: mask).ToArray();
+            for (int i = 0; i < b; i++)
+                for (int j = 0; j < cases[i].Ids.Length; j++)
+                    AssertClose($"{fixture} row {i} t={j}", logits, (i * t + j) * vocab, cases[i].Logits[j], absTol, relTol);
+        }
     }
 
     [Theory]

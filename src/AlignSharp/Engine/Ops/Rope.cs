@@ -10,18 +10,22 @@ public static partial class Ops
     /// Inverse frequencies 1/θ^(2i/D), i &lt; D/2, computed in float32 the way Hugging Face does
     /// (<c>1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))</c>): the exponent is the float32 quotient,
     /// the power is rounded to float32 (evaluated in double), and the reciprocal is a float32 division.
+    /// With <paramref name="divisors"/> (LongRoPE's per-pair factors, D/2 of them) the result is
+    /// 1 / (divisor_i · θ^(2i/D)), the float32 product inverted, as transformers forms it.
     /// </summary>
-    public static float[] RopeInverseFrequencies(int headDim, double theta)
+    public static float[] RopeInverseFrequencies(int headDim, double theta, ReadOnlySpan<float> divisors = default)
     {
         if (headDim <= 0 || headDim % 2 != 0) throw new ArgumentOutOfRangeException(nameof(headDim), $"RoPE head size must be positive and even, got {headDim}.");
         if (!(theta > 0) || double.IsInfinity(theta)) throw new ArgumentOutOfRangeException(nameof(theta), $"RoPE theta (base) must be finite and > 0, got {theta}.");
         var inv = new float[headDim / 2];
+        if (!divisors.IsEmpty && divisors.Length != inv.Length)
+            throw new ArgumentException($"RoPE divisors: {divisors.Length} given, head size / 2 = {inv.Length} expected.", nameof(divisors));
         float b = (float)theta;
         for (int i = 0; i < inv.Length; i++)
         {
             float exponent = (float)(2 * i) / headDim;
             float power = (float)Math.Pow(b, exponent);
-            inv[i] = 1f / power;
+            inv[i] = 1f / (divisors.IsEmpty ? power : divisors[i] * power);
         }
         return inv;
     }
@@ -32,10 +36,11 @@ public static partial class Ops
     /// out[i] = x[i]·cos θ − x[i+D/2]·sin θ, out[i+D/2] = x[i+D/2]·cos θ + x[i]·sin θ.
     /// The angle is the float32 product pos·invFreq[i], exactly as Hugging Face forms it (its rounding
     /// dominates at long positions: ulp(1000) ≈ 6e-5), and cos/sin of that angle are evaluated in double
-    /// and rounded once, so values match HF's float32 tables to ~1e-7.
-    /// Saves: the cos/sin tables [rows, D/2]. Backward: rotation by −θ.
+    /// and rounded once, so values match HF's float32 tables to ~1e-7. scale multiplies both tables (LongRoPE's
+    /// attention factor, applied by transformers to cos and sin in float32), scaling the output.
+    /// Saves: the cos/sin tables [rows, D/2]. Backward: rotation by −θ, times scale.
     /// </summary>
-    public static Tensor Rope(Tensor x, ReadOnlySpan<int> positions, ReadOnlySpan<float> invFreq)
+    public static Tensor Rope(Tensor x, ReadOnlySpan<int> positions, ReadOnlySpan<float> invFreq, float scale = 1f)
     {
         if (x.Rank != 4) throw new ArgumentException($"Rope needs x [B, T, H, D], got {ShapeUtil.Format(x.Shape)}.");
         int b = x.Dim(0), t = x.Dim(1), h = x.Dim(2), d = x.Dim(3);
@@ -56,8 +61,8 @@ public static partial class Ops
             for (int i = 0; i < half; i++)
             {
                 double angle = pos * invFreq[i];   // float32 product, as HF, then widened
-                cos[r * half + i] = (float)Math.Cos(angle);
-                sin[r * half + i] = (float)Math.Sin(angle);
+                cos[r * half + i] = (float)Math.Cos(angle) * scale;
+                sin[r * half + i] = (float)Math.Sin(angle) * scale;
             }
         }
 

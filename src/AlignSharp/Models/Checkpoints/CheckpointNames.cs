@@ -4,10 +4,23 @@ namespace AlignSharp.Models.Checkpoints;
 
 /// <summary>One model parameter and where it lives in a checkpoint. <see cref="Shape"/> is the canonical shape
 /// (matrices [out, in]); the checkpoint stores <see cref="StoredShape"/>, the transpose when
-/// <see cref="Transposed"/> (GPT-2 Conv1D).</summary>
-public sealed record ParameterBinding(string CanonicalName, int[] Shape, string CheckpointName, bool Transposed)
+/// <see cref="Transposed"/> (GPT-2 Conv1D). A fused parameter (<see cref="FusedTotalRows"/> set, Phi-3) is rows
+/// [<see cref="FusedFirstRow"/>, + Shape[0]) of a checkpoint tensor with FusedTotalRows rows.</summary>
+public sealed record ParameterBinding(string CanonicalName, int[] Shape, string CheckpointName, bool Transposed,
+    int FusedFirstRow = 0, int? FusedTotalRows = null)
 {
-    public int[] StoredShape => Transposed ? [Shape[1], Shape[0]] : Shape;
+    public int[] StoredShape => FusedTotalRows is int rows ? [rows, .. Shape[1..]] : Transposed ? [Shape[1], Shape[0]] : Shape;
+
+    /// <summary>Elements of one row (the product of every dimension but the first).</summary>
+    public long RowLength
+    {
+        get
+        {
+            long n = 1;
+            foreach (int d in Shape[1..]) n *= d;
+            return n;
+        }
+    }
 
     public long ElementCount
     {
@@ -73,8 +86,10 @@ public static class CheckpointNames
 
         var missing = new List<string>();
         var wrongShape = new List<string>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var p in expected)
         {
+            if (!seen.Add(p.CheckpointName)) continue;   // the later parts of a fused tensor
             if (!checkpointShapes.TryGetValue(p.CheckpointName, out var shape))
             {
                 missing.Add($"missing tensor '{p.CheckpointName}' (parameter {p.CanonicalName}, shape {TensorInfo.FormatShape(p.StoredShape)})");
@@ -124,11 +139,14 @@ public static class CheckpointNames
             var shape = rule.Shape(config);
             if (shape is null) return;
             string layerText = layer.ToString();
+            var fused = rule.Fused?.Invoke(config);
             result.Add(new ParameterBinding(
                 rule.Canonical.Replace("{i}", layerText),
                 shape,
                 (rule.Unprefixed ? "" : prefix) + rule.Checkpoint.Replace("{i}", layerText),
-                rule.Transposed));
+                rule.Transposed,
+                fused?.FirstRow ?? 0,
+                fused?.TotalRows));
         }
         // Model order: embeddings, layers, final norm, head.
         foreach (var rule in table.Global.Where(r => !r.Canonical.StartsWith("final_norm", StringComparison.Ordinal))) Add(rule, -1);

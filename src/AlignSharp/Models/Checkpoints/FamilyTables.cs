@@ -115,6 +115,10 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     public bool LocalRope { get; init; }
     public double DefaultLocalRopeTheta { get; init; } = 10000;
 
+    /// <summary>Phi-3: rope_scaling of type <c>longrope</c> (or its old name <c>su</c>) with short and long factors,
+    /// relative to <c>original_max_position_embeddings</c> (default 4096).</summary>
+    public bool LongRope { get; init; }
+
     /// <summary>Keys with values AlignSharp cannot honour.</summary>
     public RejectedValue[] Rejected { get; init; } = [];
 
@@ -235,7 +239,23 @@ internal static class FamilyTables
         LocalRope = true,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3];
+    /// <summary>Phi-3 / Phi-3.5: Llama's block with fused qkv_proj and gate_up_proj, no biases, Mistral's every-layer
+    /// sliding_window, LongRoPE scaling.</summary>
+    public static readonly FamilyTable Phi3 = new(ModelFamily.Phi3, "phi3", "Phi3ForCausalLM", "Phi3ForSequenceClassification", Phi3NameTable.Table)
+    {
+        Biases = BiasRule.None,
+        Window = WindowRule.EveryLayer,
+        DefaultMaxPositions = 4096,
+        DefaultNormEps = 1e-5,
+        LongRope = true,
+        Rejected =
+        [
+            RopeParameters,
+            new("partial_rotary_factor", n => IsNumberOtherThan(n, 1), "other than 1 is not supported (RoPE on part of each head)"),
+        ],
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3];
 
     public static FamilyTable Of(ModelFamily family) =>
         All.FirstOrDefault(t => t.Family == family) ?? throw new ArgumentOutOfRangeException(nameof(family), $"no family table for {family}");

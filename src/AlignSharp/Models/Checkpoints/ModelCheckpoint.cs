@@ -48,6 +48,22 @@ public sealed class ModelCheckpoint : IDisposable
         var p = Binding[canonicalName];
         if (destination.Length != p.ElementCount)
             throw new ArgumentException($"parameter '{canonicalName}' has {p.ElementCount} elements {TensorInfo.FormatShape(p.Shape)}, the destination {destination.Length}", nameof(destination));
+        if (p.FusedTotalRows is int totalRows)
+        {
+            // Phi-3's fused projections: read the whole tensor, keep this parameter's rows.
+            long rowLength = p.RowLength;
+            float[] whole = ArrayPool<float>.Shared.Rent(checked((int)(totalRows * rowLength)));
+            try
+            {
+                Tensors.ReadInto(p.CheckpointName, whole.AsSpan(0, (int)(totalRows * rowLength)));
+                whole.AsSpan((int)(p.FusedFirstRow * rowLength), destination.Length).CopyTo(destination);
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(whole);
+            }
+            return;
+        }
         if (!p.Transposed)
         {
             Tensors.ReadInto(p.CheckpointName, destination);
@@ -83,11 +99,24 @@ public sealed class ModelCheckpoint : IDisposable
         SafetensorsDtype dtype = SafetensorsDtype.F32, long maxShardBytes = SafetensorsWriter.DefaultMaxShardBytes)
     {
         var tensors = new List<(string, int[], ReadOnlyMemory<float>)>();
+        var fusedTensors = new Dictionary<string, float[]>(StringComparer.Ordinal);
         foreach (var p in CheckpointNames.ForSaving(config))
         {
             var data = parameter(p.CanonicalName);
             if (data.Length != p.ElementCount)
                 throw new ArgumentException($"parameter '{p.CanonicalName}' should have {p.ElementCount} elements {TensorInfo.FormatShape(p.Shape)}, got {data.Length}", nameof(parameter));
+            if (p.FusedTotalRows is int totalRows)
+            {
+                // Phi-3: the parts of one stored tensor are written into it at their rows, the tensor listed once.
+                if (!fusedTensors.TryGetValue(p.CheckpointName, out var whole))
+                {
+                    whole = new float[totalRows * p.RowLength];
+                    fusedTensors[p.CheckpointName] = whole;
+                    tensors.Add((p.CheckpointName, p.StoredShape, whole));
+                }
+                data.Span.CopyTo(whole.AsSpan((int)(p.FusedFirstRow * p.RowLength)));
+                continue;
+            }
             if (p.Transposed)
             {
                 var stored = new float[data.Length];

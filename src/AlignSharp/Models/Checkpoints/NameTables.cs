@@ -3,8 +3,10 @@ namespace AlignSharp.Models.Checkpoints;
 /// <summary>One row of a family's name table: canonical name ↔ Hugging Face name (relative to the body prefix
 /// such as <c>transformer.</c> or <c>model.</c>, unless <see cref="Unprefixed"/>), whether the checkpoint stores
 /// the matrix transposed, and the canonical shape under a config (null: the tensor does not exist under it).
-/// <c>{i}</c> in both names stands for the layer index.</summary>
-internal sealed record NameRule(string Canonical, string Checkpoint, bool Transposed, Func<ModelConfig, int[]?> Shape, bool Unprefixed = false);
+/// <c>{i}</c> in both names stands for the layer index. <see cref="Fused"/>: the parameter is a block of rows of a
+/// checkpoint tensor that holds several (Phi-3's qkv_proj, gate_up_proj): its first row and the tensor's row count.</summary>
+internal sealed record NameRule(string Canonical, string Checkpoint, bool Transposed, Func<ModelConfig, int[]?> Shape, bool Unprefixed = false,
+    Func<ModelConfig, (int FirstRow, int TotalRows)>? Fused = null);
 
 /// <summary>A family's checkpoint naming: body prefixes (first one is what save_pretrained writes), tensors
 /// outside and inside layers, and per-layer buffers that checkpoints may carry and loaders skip.</summary>
@@ -139,6 +141,37 @@ internal static class GemmaNameTable
             new("layers.{i}.mlp_norm.weight", "layers.{i}.pre_feedforward_layernorm.weight", false, c => [c.HiddenSize]),
             .. LlamaNameTable.MlpRules,
             new("layers.{i}.mlp_out_norm.weight", "layers.{i}.post_feedforward_layernorm.weight", false, c => [c.HiddenSize]),
+        ],
+        IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}
+
+/// <summary>
+/// Phi-3 / Phi-3.5: Llama's block with q, k and v fused into <c>self_attn.qkv_proj</c> (rows q, then k, then v) and
+/// gate and up fused into <c>mlp.gate_up_proj</c> (rows gate, then up). Loading splits them into the canonical
+/// q/k/v and gate/up parameters; saving fuses them again. No biases.
+/// </summary>
+internal static class Phi3NameTable
+{
+    private static (int, int) QkvRows(ModelConfig c, int first) => (first, c.QueryDim + 2 * c.KvDim);
+
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global:
+        [
+            new("embed.weight", "embed_tokens.weight", false, c => [c.VocabSize, c.HiddenSize]),
+            new("final_norm.weight", "norm.weight", false, c => [c.HiddenSize]),
+        ],
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.attn.q.weight", "layers.{i}.self_attn.qkv_proj.weight", false, c => [c.QueryDim, c.HiddenSize], Fused: c => QkvRows(c, 0)),
+            new("layers.{i}.attn.k.weight", "layers.{i}.self_attn.qkv_proj.weight", false, c => [c.KvDim, c.HiddenSize], Fused: c => QkvRows(c, c.QueryDim)),
+            new("layers.{i}.attn.v.weight", "layers.{i}.self_attn.qkv_proj.weight", false, c => [c.KvDim, c.HiddenSize], Fused: c => QkvRows(c, c.QueryDim + c.KvDim)),
+            new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.o_proj.weight", false, c => [c.HiddenSize, c.QueryDim]),
+            new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp.gate.weight", "layers.{i}.mlp.gate_up_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize], Fused: c => (0, 2 * c.IntermediateSize)),
+            new("layers.{i}.mlp.up.weight", "layers.{i}.mlp.gate_up_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize], Fused: c => (c.IntermediateSize, 2 * c.IntermediateSize)),
+            new("layers.{i}.mlp.down.weight", "layers.{i}.mlp.down_proj.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
 }
