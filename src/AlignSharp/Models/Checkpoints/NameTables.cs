@@ -68,6 +68,13 @@ internal static class Gpt2NameTable
 /// </summary>
 internal static class LlamaNameTable
 {
+    /// <summary>Token embedding and final norm (Llama, Qwen, Mistral, Gemma, Phi-3).</summary>
+    public static readonly NameRule[] GlobalRules =
+    [
+        new("embed.weight", "embed_tokens.weight", false, c => [c.VocabSize, c.HiddenSize]),
+        new("final_norm.weight", "norm.weight", false, c => [c.HiddenSize]),
+    ];
+
     /// <summary>q, k, v, o projections with the biases the config has.</summary>
     public static readonly NameRule[] AttentionRules =
     [
@@ -101,11 +108,7 @@ internal static class LlamaNameTable
 
     public static readonly NameTable Table = new(
         Prefixes: ["model.", ""],
-        Global:
-        [
-            new("embed.weight", "embed_tokens.weight", false, c => [c.VocabSize, c.HiddenSize]),
-            new("final_norm.weight", "norm.weight", false, c => [c.HiddenSize]),
-        ],
+        Global: GlobalRules,
         PerLayer:
         [
             new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
@@ -127,11 +130,7 @@ internal static class GemmaNameTable
 {
     public static readonly NameTable Table = new(
         Prefixes: ["model.", ""],
-        Global:
-        [
-            new("embed.weight", "embed_tokens.weight", false, c => [c.VocabSize, c.HiddenSize]),
-            new("final_norm.weight", "norm.weight", false, c => [c.HiddenSize]),
-        ],
+        Global: LlamaNameTable.GlobalRules,
         PerLayer:
         [
             new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
@@ -156,11 +155,7 @@ internal static class Phi3NameTable
 
     public static readonly NameTable Table = new(
         Prefixes: ["model.", ""],
-        Global:
-        [
-            new("embed.weight", "embed_tokens.weight", false, c => [c.VocabSize, c.HiddenSize]),
-            new("final_norm.weight", "norm.weight", false, c => [c.HiddenSize]),
-        ],
+        Global: LlamaNameTable.GlobalRules,
         PerLayer:
         [
             new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
