@@ -56,7 +56,8 @@ Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V 
           sqrt(1 + ln(s) / ln(original)) for s = max_position_embeddings / original > 1.
   Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
           Mistral with sliding_window W also masks key j for query i when i - j >= W (a query sees at most
-          W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay).
+          W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay);
+          Qwen2/Qwen3 the same on their sliding layers when use_sliding_window is true.
 
 Deterministic: every fixture has its own fixed torch seed; rerunning rewrites identical files.
 """
@@ -195,19 +196,21 @@ def rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def attention_window(cfg):
-    """Mistral applies sliding_window (when not null) in every layer; Llama has none. Qwen2 would apply it only
-    with use_sliding_window, which the fixtures keep false."""
+def attention_window(cfg, layer):
+    """Mistral applies sliding_window (when not null) in every layer; Llama has none. Qwen2/Qwen3 apply it only with
+    use_sliding_window, on the layers layer_types marks sliding_attention, else on layers >= max_window_layers."""
     if cfg["model_type"] == "mistral":
         return cfg.get("sliding_window")
-    assert not cfg.get("use_sliding_window", False)
+    if cfg["model_type"] in ("qwen2", "qwen3") and cfg.get("use_sliding_window", False):
+        types = cfg.get("layer_types")
+        sliding = types[layer] == "sliding_attention" if types is not None else layer >= cfg.get("max_window_layers", 28)
+        return cfg.get("sliding_window", 4096) if sliding else None
     return None
 
 
 def llama_forward(w, cfg, ids):
     """Llama / Qwen2 / Mistral. w: HF names, float64."""
     t = len(ids)
-    window = attention_window(cfg)
     d = cfg["hidden_size"]
     nh = cfg["num_attention_heads"]
     nkv = cfg.get("num_key_value_heads") or nh
@@ -239,7 +242,7 @@ def llama_forward(w, cfg, ids):
         rep = nh // nkv
         k = k.repeat_interleave(rep, dim=0)  # == HF repeat_kv: head i uses kv head i // rep
         v = v.repeat_interleave(rep, dim=0)
-        h = h + lin(causal_attention(q, k, v, window), p + "self_attn.o_proj")
+        h = h + lin(causal_attention(q, k, v, attention_window(cfg, i)), p + "self_attn.o_proj")
         x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
         g = lin(x, p + "mlp.gate_proj")
         h = h + lin(g * torch.sigmoid(g) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
@@ -694,6 +697,18 @@ def fixture_llama3_rope():
                     rope_inv_freq(cfg, 16))
 
 
+def fixture_qwen2_sliding_window():
+    g = torch.Generator().manual_seed(1014)
+    cfg = llama_family_config("qwen2", "Qwen2ForCausalLM", num_hidden_layers=3, use_sliding_window=True,
+                              sliding_window=5, max_window_layers=1, vocab_size=72)
+    w = llama_weights(g, cfg, qkv_bias=True)
+    d = fresh_dir("qwen2-sliding-window")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "qwen2, use_sliding_window with window 5 on layers 1 and 2 (max_window_layers 1, no layer_types), "
+                    "q/k/v biases", make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg)
+
+
 def fixture_qwen3():
     g = torch.Generator().manual_seed(1010)
     cfg = llama_family_config("qwen3", "Qwen3ForCausalLM", head_dim=16, tie_word_embeddings=True, attention_bias=False,
@@ -806,6 +821,7 @@ def main():
     fixture_gemma2()
     fixture_gemma3()
     fixture_phi3()
+    fixture_qwen2_sliding_window()
 
 
 if __name__ == "__main__":

@@ -101,8 +101,8 @@ public sealed record RopeScaling(string Type, double Factor, double LowFreqFacto
 /// come from its row in <see cref="Checkpoints.FamilyTables"/>; the fields that fix tensor sizes (vocab_size,
 /// hidden size, layers, heads, and intermediate_size outside gpt2) are required. An unknown model_type, or a key
 /// that would change the math in a way AlignSharp does not implement (an unknown rope_scaling type,
-/// use_sliding_window, ...), is an error naming the file and the field. <see cref="Source"/> keeps the loaded JSON so that <see cref="ToJson"/> writes fields AlignSharp
-/// does not model back unchanged.
+/// partial_rotary_factor ≠ 1, ...), is an error naming the file and the field. <see cref="Source"/> keeps the
+/// loaded JSON so that <see cref="ToJson"/> writes fields AlignSharp does not model back unchanged.
 /// <para>AlignSharp-specific field: <c>"alignsharp": {"head": "lm" | "scalar"}</c> chooses the head
 /// (<see cref="HeadKind"/>). Without it the head is <c>scalar</c> when <c>architectures[0]</c> ends in
 /// <c>ForSequenceClassification</c> (then exactly one label is required), else <c>lm</c>. transformers ignores
@@ -341,39 +341,53 @@ public sealed record ModelConfig
         {
             case Checkpoints.WindowRule.EveryLayer:
                 return (f.OptionalInt("sliding_window"), null);
-            case Checkpoints.WindowRule.UseSlidingWindowRejected:
-                if (f.OptionalBool("use_sliding_window") == true)
-                    throw f.Error("use_sliding_window", $"true is not supported for {table.ModelType}");
-                if (f.Get("layer_types") is JsonArray types && types.Any(t => t?.GetValueKind() == JsonValueKind.String && t.GetValue<string>() == "sliding_attention"))
-                    throw f.Error("layer_types", $"'sliding_attention' layers are not supported for {table.ModelType}");
-                return (null, null);
-            case Checkpoints.WindowRule.LayerTypes:
+            case Checkpoints.WindowRule.UseSlidingWindow:
+            {
+                // transformers: sliding_window only when use_sliding_window; then layer_types, else layers ≥ max_window_layers.
+                if (f.OptionalBool("use_sliding_window") != true) return (null, null);
                 int? window = f.OptionalIntOrNull("sliding_window", table.DefaultSlidingWindow);
                 if (window is null) return (null, null);
-                var sliding = new bool[Math.Max(0, layers)];
-                if (f.Get("layer_types") is { } node)
+                var sliding = LayerTypes(f, layers);
+                if (sliding is null)
                 {
-                    if (node is not JsonArray list || list.Count != layers)
-                        throw f.Error("layer_types", $"must be a list of {layers} entries (one per layer), each 'sliding_attention' or 'full_attention'");
-                    for (int i = 0; i < layers; i++)
-                    {
-                        string? type = list[i] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
-                        sliding[i] = type switch
-                        {
-                            "sliding_attention" => true,
-                            "full_attention" => false,
-                            _ => throw f.Error($"layer_types[{i}]", $"{list[i]?.ToJsonString() ?? "null"} is not 'sliding_attention' or 'full_attention'"),
-                        };
-                    }
-                    return (window, sliding);
+                    int full = f.OptionalInt("max_window_layers") ?? table.DefaultMaxWindowLayers;
+                    sliding = Enumerable.Range(0, Math.Max(0, layers)).Select(i => i >= full).ToArray();
                 }
+                return (window, sliding);
+            }
+            case Checkpoints.WindowRule.LayerTypes:
+            {
+                int? window = f.OptionalIntOrNull("sliding_window", table.DefaultSlidingWindow);
+                if (window is null) return (null, null);
+                var sliding = LayerTypes(f, layers);
+                if (sliding != null) return (window, sliding);
                 int pattern = table.SlidingPatternKey is { } key ? f.OptionalInt(key) ?? table.DefaultSlidingPattern : table.DefaultSlidingPattern;
                 if (pattern <= 0) throw f.Error(table.SlidingPatternKey!, $"must be a positive integer, not {pattern}");
-                for (int i = 0; i < sliding.Length; i++) sliding[i] = (i + 1) % pattern != 0;
-                return (window, sliding);
+                return (window, Enumerable.Range(0, Math.Max(0, layers)).Select(i => (i + 1) % pattern != 0).ToArray());
+            }
             default:
                 return (null, null);
         }
+    }
+
+    /// <summary><c>layer_types</c> as sliding flags, or null when absent.</summary>
+    private static bool[]? LayerTypes(ConfigFields f, int layers)
+    {
+        if (f.Get("layer_types") is not { } node) return null;
+        if (node is not JsonArray list || list.Count != layers)
+            throw f.Error("layer_types", $"must be a list of {layers} entries (one per layer), each 'sliding_attention' or 'full_attention'");
+        var sliding = new bool[layers];
+        for (int i = 0; i < layers; i++)
+        {
+            string? type = list[i] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
+            sliding[i] = type switch
+            {
+                "sliding_attention" => true,
+                "full_attention" => false,
+                _ => throw f.Error($"layer_types[{i}]", $"{list[i]?.ToJsonString() ?? "null"} is not 'sliding_attention' or 'full_attention'"),
+            };
+        }
+        return sliding;
     }
 
     private static RopeScaling? ParseRopeScaling(ConfigFields f, Checkpoints.FamilyTable table)
@@ -492,11 +506,11 @@ public sealed record ModelConfig
                 _ => $"{family}'s attention_bias covers q, k, v and o together",
             });
         // A window on a family whose config cannot say so would vanish on save.
-        if (SlidingWindow != null && table.Window is not (Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes))
-            throw Error($"a sliding window is only supported for {string.Join(", ", Checkpoints.FamilyTables.All.Where(t => t.Window is Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes).Select(t => t.ModelType))}, not {family}");
+        if (SlidingWindow != null && table.Window == Checkpoints.WindowRule.None)
+            throw Error($"a sliding window is only supported for {string.Join(", ", Checkpoints.FamilyTables.All.Where(t => t.Window != Checkpoints.WindowRule.None).Select(t => t.ModelType))}, not {family}");
         if (SlidingWindow is <= 0) throw Error("field 'sliding_window' must be positive or null");
-        if (SlidingLayers != null && (table.Window != Checkpoints.WindowRule.LayerTypes || SlidingLayers.Count != NumLayers))
-            throw Error($"field 'layer_types' needs one entry per layer ({NumLayers}) and is read for gemma2 and gemma3_text only");
+        if (SlidingLayers != null && (table.Window is not (Checkpoints.WindowRule.LayerTypes or Checkpoints.WindowRule.UseSlidingWindow) || SlidingLayers.Count != NumLayers))
+            throw Error($"field 'layer_types' needs one entry per layer ({NumLayers}) and is read for {string.Join(", ", Checkpoints.FamilyTables.All.Where(t => t.Window is Checkpoints.WindowRule.LayerTypes or Checkpoints.WindowRule.UseSlidingWindow).Select(t => t.ModelType))} only");
         if (!table.GemmaAttention && (QueryPreAttnScalar != null || AttnLogitSoftcap != null || FinalLogitSoftcap != null))
             throw Error($"query_pre_attn_scalar and soft-capping are Gemma fields, not {family}'s");
         if (QueryPreAttnScalar is <= 0) throw Error($"field 'query_pre_attn_scalar' must be positive, not {QueryPreAttnScalar}");
@@ -641,6 +655,21 @@ public sealed record ModelConfig
         if (table.Biases is Checkpoints.BiasRule.AttentionBiasKey or Checkpoints.BiasRule.AttentionAndMlpKeys) o["attention_bias"] = AttentionQkvBias;
         if (table.Biases is Checkpoints.BiasRule.AttentionAndMlpKeys) o["mlp_bias"] = MlpBias;
         if (table.Window is Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes) o["sliding_window"] = SlidingWindow;
+        if (table.Window == Checkpoints.WindowRule.UseSlidingWindow)
+        {
+            // Without a window the source's sliding_window / layer_types stay as they were: transformers ignores them.
+            o["use_sliding_window"] = SlidingWindow != null;
+            if (SlidingWindow != null)
+            {
+                bool[] sliding = Enumerable.Range(0, NumLayers).Select(IsSlidingLayer).ToArray();
+                o["sliding_window"] = SlidingWindow;
+                o["layer_types"] = new JsonArray(sliding.Select(t => (JsonNode?)(t ? "sliding_attention" : "full_attention")).ToArray());
+                // Releases before layer_types read max_window_layers: keep it only while it says the same.
+                int full = Array.IndexOf(sliding, true) is var first && first >= 0 ? first : NumLayers;
+                if (sliding.Select((t, i) => t == (i >= full)).All(x => x)) o["max_window_layers"] = full;
+                else o.Remove("max_window_layers");
+            }
+        }
         if (table.Window == Checkpoints.WindowRule.LayerTypes)
         {
             var types = Enumerable.Range(0, NumLayers).Select(l => IsSlidingLayer(l) ? "sliding_attention" : "full_attention").ToArray();

@@ -18,7 +18,7 @@ internal static class Fixtures
     [
         "gpt2-hub", "gpt2-save-pretrained", "llama-gqa", "qwen2-tied-bias", "llama-sharded", "llama-bf16",
         "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window", "qwen3-qk-norm", "gemma2-softcap-window",
-        "gemma3-local-global", "phi3-longrope",
+        "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window",
     ];
 
     private static string Find()
@@ -576,6 +576,8 @@ public sealed class CheckpointTests : IDisposable
     [InlineData("qwen2-tied-bias")]
     [InlineData("mistral-gqa")]
     [InlineData("llama3-rope-scaling")]
+    [InlineData("qwen3-qk-norm")]
+    [InlineData("gemma3-local-global")] // the global layers' frequencies, linear scaling 8
     public void RopeFrequenciesMatchTransformers(string fixture)
     {
         var config = ModelConfig.Load(Fixtures.Dir(fixture));
@@ -609,7 +611,7 @@ public sealed class CheckpointTests : IDisposable
     [InlineData("{\"model_type\":\"gpt2\",\"vocab_size\":10,\"n_embd\":8,\"n_layer\":1,\"n_head\":2,\"architectures\":[\"GPT2ForSequenceClassification\"]}", "2 labels is not supported")]
     [InlineData("{\"model_type\":\"gpt2\",", "not valid JSON")]
     [InlineData("{\"model_type\":\"mistral\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"sliding_window\":0}", "field 'sliding_window' must be positive or null")]
-    [InlineData("{\"model_type\":\"qwen2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true}", "true is not supported for qwen2")]
+    [InlineData("{\"model_type\":\"qwen2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true,\"layer_types\":[]}", "field 'layer_types' must be a list of 1 entries")]
     public void BadConfigsAreRejectedNamingFileAndField(string json, string expected)
     {
         string path = Path.Combine(_temp, "config.json");

@@ -19,7 +19,7 @@ public sealed class FamilyTests : IDisposable
 
     public void Dispose() => Directory.Delete(_temp, recursive: true);
 
-    public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope");
+    public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -168,6 +168,15 @@ public sealed class FamilyTests : IDisposable
         Assert.Equal([true, true, true, true, true, false, true], g3.SlidingLayers);   // sliding_window_pattern 6
         var g3p = ModelConfig.Parse("{\"model_type\":\"gemma3_text\",\"sliding_window_pattern\":3," + minimal + "}");
         Assert.Equal([true, true, false, true, true, false, true], g3p.SlidingLayers);
+        // Qwen: a window only with use_sliding_window, on layers ≥ max_window_layers unless layer_types says otherwise.
+        var qwen2 = ModelConfig.Load(Fixtures.Dir("qwen2-sliding-window"));
+        Assert.Equal((5, new[] { false, true, true }), (qwen2.SlidingWindow, qwen2.SlidingLayers!.ToArray()));
+        Assert.Null(ModelConfig.Parse("{\"model_type\":\"qwen2\",\"sliding_window\":5," + minimal + "}").SlidingWindow);
+        var q2 = ModelConfig.Parse("{\"model_type\":\"qwen2\",\"use_sliding_window\":true," + minimal + "}");
+        Assert.Equal((4096, 7), (q2.SlidingWindow, q2.SlidingLayers!.Count(x => !x)));   // max_window_layers 28 > 7 layers
+        var q3w = ModelConfig.Parse("{\"model_type\":\"qwen3\",\"use_sliding_window\":true,\"sliding_window\":3,\"layer_types\":[\"full_attention\",\"sliding_attention\",\"full_attention\",\"sliding_attention\",\"sliding_attention\",\"full_attention\",\"full_attention\"]," + minimal + "}");
+        Assert.Equal([false, true, false, true, true, false, false], q3w.SlidingLayers);
+        Assert.Equal(q3w, ModelConfig.Parse((q3w with { Source = null }).ToJson()));
         var q3 = ModelConfig.Parse("{\"model_type\":\"qwen3\"," + minimal + "}");
         Assert.Equal((128, false, false, 32768, false), (q3.HeadDim, q3.AttentionQkvBias, q3.TieWordEmbeddings, q3.MaxPositions, q3.SandwichNorms));
         // null soft caps and window switch them off, and survive a save.
@@ -179,7 +188,7 @@ public sealed class FamilyTests : IDisposable
     [Theory]
     [InlineData("{\"model_type\":\"gemma3\",\"vocab_size\":10}", "model_type 'gemma3' is not supported")]
     [InlineData("{\"model_type\":\"phi\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3")]
-    [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true}", "field 'use_sliding_window' true is not supported for qwen3")]
+    [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true,\"sliding_window\":0}", "field 'sliding_window' must be positive or null")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}}", "field 'rope_scaling' type 'yarn' is not supported")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"layer_types\":[\"full_attention\"]}", "field 'layer_types' must be a list of 2 entries")]
     [InlineData("{\"model_type\":\"gemma3_text\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"layer_types\":[\"full_attention\",\"chunked_attention\"]}", "field 'layer_types[1]' \"chunked_attention\" is not")]

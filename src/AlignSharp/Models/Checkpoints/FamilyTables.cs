@@ -33,8 +33,9 @@ internal enum WindowRule
     /// gemma3: <c>sliding_window_pattern</c>, default 6).</summary>
     LayerTypes,
 
-    /// <summary>Windows switched on by <c>use_sliding_window</c>, which AlignSharp does not implement: true is an error (qwen2, qwen3).</summary>
-    UseSlidingWindowRejected,
+    /// <summary><c>sliding_window</c> only when <c>use_sliding_window</c> is true, on the layers <c>layer_types</c>
+    /// marks sliding_attention; without layer_types on layers i ≥ <c>max_window_layers</c> (qwen2, qwen3).</summary>
+    UseSlidingWindow,
 }
 
 /// <summary>The config keys a family spells its shape fields with (gpt2 has its own names).</summary>
@@ -111,6 +112,9 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     public int DefaultSlidingPattern { get; init; } = 2;
     public string? SlidingPatternKey { get; init; }
 
+    /// <summary><see cref="WindowRule.UseSlidingWindow"/> without layer_types and max_window_layers (qwen2, qwen3: 28).</summary>
+    public int DefaultMaxWindowLayers { get; init; } = 28;
+
     /// <summary>Gemma-3: local (sliding) layers rotate with <c>rope_local_base_freq</c> and no scaling.</summary>
     public bool LocalRope { get; init; }
     public double DefaultLocalRopeTheta { get; init; } = 10000;
@@ -172,7 +176,8 @@ internal static class FamilyTables
     public static readonly FamilyTable Qwen2 = new(ModelFamily.Qwen2, "qwen2", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification", LlamaNameTable.Table)
     {
         Biases = BiasRule.QkvOnly,
-        Window = WindowRule.UseSlidingWindowRejected,
+        Window = WindowRule.UseSlidingWindow,
+        DefaultSlidingWindow = 4096,
         DefaultMaxPositions = 32768,
         Rejected = [RopeParameters],
     };
@@ -190,7 +195,8 @@ internal static class FamilyTables
     {
         QkNorm = true,
         Biases = BiasRule.AttentionBiasKey,
-        Window = WindowRule.UseSlidingWindowRejected,
+        Window = WindowRule.UseSlidingWindow,
+        DefaultSlidingWindow = 4096,
         DefaultMaxPositions = 32768,
         DefaultHeadDim = 128,
         Rejected = [RopeParameters],
