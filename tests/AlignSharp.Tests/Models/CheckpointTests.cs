@@ -622,7 +622,7 @@ public sealed class CheckpointTests : IDisposable
     }
 
     [Fact]
-    public void SlidingWindowIsReadForMistralOnly()
+    public void SlidingWindowIsReadOnlyWhereTheFamilyHasOne()
     {
         string mistral = LlamaJson(",\"sliding_window\":5").Replace("\"llama\"", "\"mistral\"");
         var config = ModelConfig.Parse(mistral);
@@ -631,9 +631,9 @@ public sealed class CheckpointTests : IDisposable
         Assert.Null(ModelConfig.Parse(mistral.Replace(",\"sliding_window\":5", ",\"sliding_window\":null")).SlidingWindow);
         // Llama has no window in transformers, so a stray field must not start masking.
         Assert.Null(ModelConfig.Parse(LlamaJson(",\"sliding_window\":5")).SlidingWindow);
-        // ToJson writes sliding_window for mistral only: elsewhere a window would vanish on save.
-        Assert.Contains("only supported for mistral", ErrorOf(() => new TransformerModel(ModelPresets.Llama(10, 8, 1, 2, 2) with { SlidingWindow = 4 })));
-        Assert.Contains("only supported for mistral", ErrorOf(() => new TransformerModel(ModelPresets.Gpt2(10, 8, 1, 2) with { SlidingWindow = 4 })));
+        // Families whose config cannot say so reject a window: it would vanish on save.
+        Assert.Contains("a sliding window is only supported for qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, not llama", ErrorOf(() => new TransformerModel(ModelPresets.Llama(10, 8, 1, 2, 2) with { SlidingWindow = 4 })));
+        Assert.Contains("a sliding window is only supported for qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, not gpt2", ErrorOf(() => new TransformerModel(ModelPresets.Gpt2(10, 8, 1, 2) with { SlidingWindow = 4 })));
     }
 
     [Fact]
