@@ -46,7 +46,7 @@ public sealed class ReportOverlayTests : IDisposable
         Assert.All(large, l => Assert.DoesNotContain(".", l));
 
         Assert.Equal("0.3", SvgChart.TickLabel(0.30000000000000004, 0.1));
-        Assert.Equal("0", SvgChart.TickLabel(-1e-17, 0.1));
+        Assert.Equal("0.0", SvgChart.TickLabel(-1e-17, 0.1));   // no "-0.0"
         Assert.Equal("2.5e-5", SvgChart.TickLabel(2.5e-5, 5e-6));
     }
 
