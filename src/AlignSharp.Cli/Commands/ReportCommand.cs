@@ -4,20 +4,20 @@ using AlignSharp.Reports;
 
 namespace AlignSharp.Cli.Commands;
 
-/// <summary>`alignsharp report RUN_DIR`: a run directory as one self-contained HTML page.</summary>
+/// <summary>`alignsharp report RUN_DIR [RUN_DIR …]`: run directories as one self-contained HTML page (several runs overlaid).</summary>
 public static class ReportCommand
 {
     public static Command Create()
     {
-        var runDir = new Argument<string>("RUN_DIR") { Description = "A trainer's run directory (metrics.jsonl, run_config.json, summary.json, samples)." };
-        var output = new Option<string?>("--output") { Description = "HTML file to write. [default: RUN_DIR/report.html]" };
-        var cmd = new Command("report", "Render a run directory as a self-contained HTML page: SVG plots of every metric over steps, the config, sample completions.")
+        var runDir = new Argument<string[]>("RUN_DIR") { Description = "Trainers' run directories (metrics.jsonl, run_config.json, summary.json, samples); several are overlaid.", Arity = ArgumentArity.OneOrMore };
+        var output = new Option<string?>("--output") { Description = "HTML file to write. [default: RUN_DIR/report.html for one run, report.html in the current directory for several]" };
+        var cmd = new Command("report", "Render run directories as a self-contained HTML page: SVG plots of every metric over steps (several runs overlaid, grouped by objective, policy, value, training and timing), the configs, sample completions.")
         { runDir, output };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
-            string dir = r.GetValue(runDir)!;
-            string path = r.GetValue(output) ?? Path.Combine(dir, "report.html");
-            AtomicFile.WriteText(path, RunReport.Render(dir));
+            string[] dirs = r.GetValue(runDir)!;
+            string path = r.GetValue(output) ?? (dirs.Length == 1 ? Path.Combine(dirs[0], "report.html") : "report.html");
+            AtomicFile.WriteText(path, RunReport.Render(dirs));
             Console.WriteLine(path);
             return 0;
         }));

@@ -175,12 +175,7 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
         var slots = prompts.SelectMany(p => Enumerable.Repeat(p, k)).ToArray();
         var sampling = new SamplingOptions { MaxNewTokens = settings.MaxNewTokens, Temperature = settings.Temperature, Seed = Seeds.Mix(seed, 5) };
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var completions = new List<Completion>();
-        for (int start = 0; start < slots.Length; start += 64)
-        {
-            var batch = slots.Skip(start).Take(64).Select(p => tokenizer.Encode(p.Text, addSpecialTokens: true)).ToArray();
-            completions.AddRange(Generator.Generate(pre.Model, batch, sampling, tokenizer, firstStream: start));
-        }
+        var completions = Generator.GenerateInBatches(pre.Model, slots.Select(p => tokenizer.Encode(p.Text, addSpecialTokens: true)).ToArray(), sampling, tokenizer, 64);
         var tasks = prompts.Select((p, i) => new PromptCompletions(p.Text,
             completions.Skip(i * k).Take(k).Select(c => c.Text ?? "").ToArray(),
             completions.Skip(i * k).Take(k).Select(c => (string?)c.FinishReason).ToArray())).ToArray();
@@ -220,7 +215,7 @@ public sealed class DemoExperiment(DemoSettings settings, string outDir, int see
         var groupPrompts = heldOut.SelectMany(p => Enumerable.Repeat(p, settings.RewardModelEvalGroupsPerPrompt)).ToArray();
         var slots = groupPrompts.SelectMany(p => Enumerable.Repeat(p, k)).ToArray();
         var evaluator = new PolicyEvaluator(sft, rm, tokenizer, slots, settings.MaxNewTokens, Seeds.Mix(seed, 9), settings.Temperature);
-        var completions = evaluator.Sample(sft, slots, new SamplingOptions { MaxNewTokens = settings.MaxNewTokens, Temperature = settings.Temperature, Seed = Seeds.Mix(seed, 9) });
+        var completions = evaluator.Sample(sft, slots, Seeds.Mix(seed, 9));
         var texts = completions.Select(c => c.Text ?? "").ToArray();
         var scores = rm.ScoreSequences(texts.Select((t, i) => rm.Encode(Training.Data.ChatContent.FromText(slots[i].Text), t)).ToList(), 32);
         var groups = groupPrompts.Select((p, g) => (p, (IReadOnlyList<string>)texts.Skip(g * k).Take(k).ToArray(),

@@ -6,23 +6,59 @@ using System.Text.Json;
 namespace AlignSharp.Reports;
 
 /// <summary>
-/// <c>alignsharp report RUN_DIR</c>: any trainer's run directory as one self-contained HTML page. It reads
+/// <c>alignsharp report RUN_DIR [RUN_DIR …]</c>: trainers' run directories as one self-contained HTML page. It reads
 /// <c>metrics.jsonl</c> (one object per logged step with <c>step</c>, <c>time</c>, <c>split</c> and numbers; lines with a
 /// <c>samples</c> array are sample completions), <c>run_config.json</c>, <c>summary.json</c> and, when present,
-/// <c>samples.jsonl</c>, and draws one inline SVG chart per metric over steps (one line per split). Everything is
-/// HTML-escaped; the page loads nothing from elsewhere.
+/// <c>samples.jsonl</c>, and draws one inline SVG chart per metric over steps, every run and split a line of it (several
+/// runs are overlaid). Metrics are grouped by what they measure (objective, policy, value, training, …, timing); a
+/// metric whose every line is constant is listed in a table instead of drawn, and one identical to an earlier metric is
+/// named there rather than drawn twice. Everything is HTML-escaped; the page loads nothing from elsewhere.
 /// </summary>
 public static class RunReport
 {
-    public static string Render(string runDir)
+    public static string Render(string runDir) => Render([runDir]);
+
+    public static string Render(IReadOnlyList<string> runDirs)
     {
-        if (!Directory.Exists(runDir)) throw new UserInputException($"{runDir} is not a directory.");
-        string name = Path.GetFileName(Path.GetFullPath(runDir).TrimEnd(Path.DirectorySeparatorChar));
-        string trainer = ReadObject(Path.Combine(runDir, "run_config.json"))?.GetValueOrDefault("trainer") as string ?? "run";
-        var body = Sections(runDir, 2);
-        if (body.Length == 0)
-            throw new UserInputException($"{runDir} has none of metrics.jsonl, run_config.json, summary.json or samples.jsonl; point the report at a run directory (the --out of a trainer).");
-        return Html.Page($"{trainer}: {name}", $"<h1>{Html.Esc(trainer)} run: {Html.Esc(name)}</h1><p class=\"muted\">{Html.Esc(Path.GetFullPath(runDir))}</p>" + body);
+        if (runDirs.Count == 0) throw new UserInputException("Give at least one run directory.");
+        foreach (var d in runDirs)
+        {
+            if (!Directory.Exists(d)) throw new UserInputException($"{d} is not a directory.");
+            if (!new[] { "metrics.jsonl", "run_config.json", "summary.json", "samples.jsonl" }.Any(f => File.Exists(Path.Combine(d, f))))
+                throw new UserInputException($"{d} has none of metrics.jsonl, run_config.json, summary.json or samples.jsonl; point the report at a run directory (the --out of a trainer).");
+        }
+        if (runDirs.Count == 1)
+        {
+            string dir = runDirs[0];
+            string trainer = Trainer(dir);
+            return Html.Page($"{trainer}: {RunNames(runDirs)[0]}", $"<h1>{Html.Esc(trainer)} run: {Html.Esc(RunNames(runDirs)[0])}</h1><p class=\"muted\">{Html.Esc(Path.GetFullPath(dir))}</p>" + Sections(dir, 2));
+        }
+        var names = RunNames(runDirs);
+        var sb = new StringBuilder($"<h1>{runDirs.Count} runs compared</h1><table><tr><th>run</th><th>trainer</th><th>directory</th></tr>");
+        for (int i = 0; i < runDirs.Count; i++)
+            sb.Append("<tr><td>").Append(Html.Esc(names[i])).Append("</td><td>").Append(Html.Esc(Trainer(runDirs[i]))).Append("</td><td class=\"text\">").Append(Html.Esc(Path.GetFullPath(runDirs[i]))).Append("</td></tr>");
+        sb.Append("</table>");
+        var summaries = runDirs.Select(d => ReadObject(Path.Combine(d, "summary.json"))).ToList();
+        if (summaries.Any(x => x != null)) sb.Append("<h2>Summary</h2>").Append(Html.ColumnsTable(names, summaries, differingOnly: false));
+        sb.Append(MetricCharts(runDirs.Select((d, i) => (names[i], ReadMetrics(Path.Combine(d, "metrics.jsonl")).Metrics)).ToList(), 2));
+        var configs = runDirs.Select(d => ReadObject(Path.Combine(d, "run_config.json"))).ToList();
+        if (configs.Any(x => x != null)) sb.Append("<h2>Configuration (options that differ)</h2>").Append(Html.ColumnsTable(names, configs, differingOnly: true));
+        for (int i = 0; i < runDirs.Count; i++)
+        {
+            var samples = ReadMetrics(Path.Combine(runDirs[i], "metrics.jsonl")).Samples;
+            samples.AddRange(ReadJsonl(Path.Combine(runDirs[i], "samples.jsonl")));
+            if (samples.Count > 0) sb.Append("<details><summary>Sample completions: ").Append(Html.Esc(names[i])).Append("</summary>").Append(Html.RecordTable(samples, 60)).Append("</details>");
+        }
+        return Html.Page($"{runDirs.Count} runs compared", sb.ToString());
+    }
+
+    private static string Trainer(string dir) => ReadObject(Path.Combine(dir, "run_config.json"))?.GetValueOrDefault("trainer") as string ?? "run";
+
+    /// <summary>Each run's name: its directory's name, or its path when two runs share a name.</summary>
+    private static List<string> RunNames(IReadOnlyList<string> dirs)
+    {
+        var leaf = dirs.Select(d => Path.GetFileName(Path.GetFullPath(d).TrimEnd(Path.DirectorySeparatorChar))).ToList();
+        return leaf.Select((n, i) => leaf.Count(x => x == n) > 1 ? dirs[i] : n).ToList();
     }
 
     /// <summary>The run's sections (summary, metric charts, sample completions, config) with headings at level <paramref name="h"/>.</summary>
@@ -34,18 +70,91 @@ public static class RunReport
 
         var (metrics, samples) = ReadMetrics(Path.Combine(runDir, "metrics.jsonl"));
         samples.AddRange(ReadJsonl(Path.Combine(runDir, "samples.jsonl")));
-        if (metrics.Count > 0)
-        {
-            sb.Append($"<h{h}>Metrics over steps</h{h}><div class=\"charts\">");
-            foreach (var (metric, splits) in metrics)
-                sb.Append(SvgChart.Line(metric, "step", metric, splits.Select(kv => new ChartSeries(kv.Key, kv.Value)).ToList(), markers: splits.Values.All(v => v.Count <= 40)));
-            sb.Append("</div>");
-        }
+        sb.Append(MetricCharts([("", metrics)], h));
         if (samples.Count > 0) sb.Append($"<h{h}>Sample completions</h{h}>").Append(Html.RecordTable(samples, 60));
         var config = ReadObject(Path.Combine(runDir, "run_config.json"));
         if (config != null) sb.Append($"<h{h}>Configuration</h{h}>").Append(Html.KeyValueTable(config));
         return sb.ToString();
     }
+
+    /// <summary>
+    /// The metric charts of one or more runs, grouped (<see cref="MetricGroup"/>); each chart has a line per run and split
+    /// ("RUN split", or just the split for one unnamed run). Constant metrics go to a table; a metric identical to an
+    /// earlier one is named, not drawn.
+    /// </summary>
+    public static string MetricCharts(IReadOnlyList<(string Run, Dictionary<string, Dictionary<string, List<(double, double)>>> Metrics)> runs, int h)
+    {
+        var order = runs.SelectMany(r => r.Metrics.Keys).Distinct().ToList();
+        if (order.Count == 0) return "";
+        var series = order.ToDictionary(m => m, m => runs.SelectMany(r => r.Metrics.TryGetValue(m, out var bySplit)
+            ? bySplit.Select(kv => new ChartSeries(r.Run.Length == 0 ? kv.Key : kv.Key == "train" ? r.Run : $"{r.Run} {kv.Key}", kv.Value))
+            : []).ToList());
+
+        var constants = new List<(string Metric, List<ChartSeries> Series)>();
+        var duplicates = new List<(string Metric, string Of)>();
+        var drawn = new List<string>();
+        foreach (var m in order)
+        {
+            if (series[m].All(s => s.Points.Select(p => p.Item2).Distinct().Count() <= 1)) { constants.Add((m, series[m])); continue; }
+            var same = drawn.FirstOrDefault(d => SameSeries(series[d], series[m]));
+            if (same != null) { duplicates.Add((m, same)); continue; }
+            drawn.Add(m);
+        }
+
+        var sb = new StringBuilder($"<h{h}>Metrics over steps</h{h}>");
+        foreach (var group in drawn.GroupBy(MetricGroup).OrderBy(g => GroupRank(g.Key)).ThenBy(g => g.Key, StringComparer.Ordinal))
+        {
+            sb.Append($"<h{h + 1} class=\"group\">").Append(Html.Esc(group.Key)).Append($"</h{h + 1}><div class=\"charts\">");
+            foreach (var m in group)
+                sb.Append(SvgChart.Line(m, "step", m, series[m], markers: series[m].All(s => s.Points.Count <= 40)));
+            sb.Append("</div>");
+        }
+        if (duplicates.Count > 0)
+            sb.Append("<p class=\"muted\">Not drawn again: ").Append(Html.Esc(string.Join("; ", duplicates.Select(d => $"{d.Metric} (same as {d.Of})")))).Append(".</p>");
+        if (constants.Count > 0)
+        {
+            sb.Append($"<h{h + 1}>Constant metrics</h{h + 1}><table><tr><th>metric</th><th>value</th></tr>");
+            foreach (var (m, ss) in constants)
+            {
+                var values = ss.Where(s => s.Points.Count > 0).Select(s => (s.Name, s.Points[0].Item2)).ToList();
+                string text = values.Select(v => v.Item2).Distinct().Count() == 1
+                    ? Html.FormatNumber(values[0].Item2)
+                    : string.Join(", ", values.Select(v => $"{v.Name}: {Html.FormatNumber(v.Item2)}"));
+                sb.Append("<tr><td>").Append(Html.Esc(m)).Append("</td><td class=\"num\">").Append(Html.Esc(text)).Append("</td></tr>");
+            }
+            sb.Append("</table>");
+        }
+        return sb.ToString();
+    }
+
+    private static bool SameSeries(List<ChartSeries> a, List<ChartSeries> b)
+        => a.Count == b.Count && a.Zip(b).All(p => p.First.Name == p.Second.Name && p.First.Points.SequenceEqual(p.Second.Points));
+
+    /// <summary>
+    /// The group a metric is charted in: objective/* → objective; policy/*, loss/policy*, loss/kl*, loss/ptx* → policy;
+    /// val/*, value/*, loss/value* → value; time/*, tokens_per_s* → timing; a metric without a prefix → training; any other
+    /// prefix is its own group.
+    /// </summary>
+    public static string MetricGroup(string metric)
+    {
+        int slash = metric.IndexOf('/');
+        string prefix = slash < 0 ? "" : metric[..slash], rest = slash < 0 ? metric : metric[(slash + 1)..];
+        return prefix switch
+        {
+            "objective" => "objective",
+            "policy" => "policy",
+            "val" or "value" => "value",
+            "loss" => rest.StartsWith("value", StringComparison.Ordinal) ? "value" : "policy",
+            "time" or "tokens_per_s" => "timing",
+            "" => metric.StartsWith("tokens_per_s", StringComparison.Ordinal) || metric.EndsWith("_runtime_s", StringComparison.Ordinal) ? "timing" : "training",
+            _ => prefix,
+        };
+    }
+
+    private static int GroupRank(string group) => group switch
+    {
+        "objective" => 0, "policy" => 1, "value" => 2, "training" => 3, "timing" => 5, _ => 4,
+    };
 
     /// <summary>Metric name → split → (step, value) points, in file order; and sample records (with their step).</summary>
     public static (Dictionary<string, Dictionary<string, List<(double, double)>>> Metrics, List<Dictionary<string, object?>> Samples) ReadMetrics(string path)
@@ -168,6 +277,24 @@ public static class Html
     {
         var sb = new StringBuilder("<table>");
         foreach (var (k, v) in pairs) sb.Append("<tr><th>").Append(Esc(k)).Append("</th>").Append(Cell(v)).Append("</tr>");
+        return sb.Append("</table>").ToString();
+    }
+
+    /// <summary>Keys as rows, one column per named object; with <paramref name="differingOnly"/>, only the keys whose values differ.</summary>
+    public static string ColumnsTable(IReadOnlyList<string> names, IReadOnlyList<Dictionary<string, object?>?> objects, bool differingOnly)
+    {
+        var keys = objects.SelectMany(o => o?.Keys ?? Enumerable.Empty<string>()).Distinct().ToList();
+        var sb = new StringBuilder("<table><tr><th></th>");
+        foreach (var n in names) sb.Append("<th>").Append(Esc(n)).Append("</th>");
+        sb.Append("</tr>");
+        foreach (var k in keys)
+        {
+            var values = objects.Select(o => o?.GetValueOrDefault(k)).ToList();
+            if (differingOnly && values.Select(v => Convert.ToString(v, CultureInfo.InvariantCulture)).Distinct().Count() <= 1) continue;
+            sb.Append("<tr><th>").Append(Esc(k)).Append("</th>");
+            foreach (var v in values) sb.Append(Cell(v));
+            sb.Append("</tr>");
+        }
         return sb.Append("</table>").ToString();
     }
 

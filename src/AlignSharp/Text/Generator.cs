@@ -50,6 +50,22 @@ public sealed record Completion(int[] Ids, string? Text, float[] LogProbs, strin
 /// <summary>Batched, KV-cached autoregressive generation over prompts of different lengths.</summary>
 public static class Generator
 {
+    /// <summary>
+    /// <see cref="Generate"/> over any number of prompts, <paramref name="batchSize"/> rows at a time. Prompt i draws from
+    /// stream i whatever the batch size, so the result is the same as one call over all prompts.
+    /// </summary>
+    public static List<Completion> GenerateInBatches(TransformerModel model, IReadOnlyList<int[]> prompts, SamplingOptions options, ITokenizer? tokenizer, int batchSize)
+    {
+        if (batchSize < 1) throw new UserInputException($"The generation batch size must be ≥ 1, got {batchSize}.");
+        var result = new List<Completion>(prompts.Count);
+        for (int start = 0; start < prompts.Count; start += batchSize)
+        {
+            var chunk = prompts.Skip(start).Take(batchSize).ToArray();
+            result.AddRange(Generate(model, chunk, options, tokenizer, firstStream: start));
+        }
+        return result;
+    }
+
     public static IReadOnlyList<Completion> Generate(TransformerModel model, IReadOnlyList<int[]> prompts, SamplingOptions options, ITokenizer? tokenizer = null, int firstStream = 0)
     {
         options.Validate();

@@ -34,3 +34,16 @@ public interface ITokenizer
     int? EosId { get; }
     int? PadId { get; }
 }
+
+public static class TokenizerComparison
+{
+    /// <summary>
+    /// True when two tokenizers give the same ids (same vocabulary size, same EOS, and the same encoding of a probe
+    /// text with digits, white space, accents and an emoji): a model can then read the other's tokens.
+    /// </summary>
+    public static bool SameTokens(ITokenizer a, ITokenizer b)
+    {
+        const string probe = "The value model reads the policy's tokens: 123 \n\t é 🙂";
+        return a.VocabSize == b.VocabSize && a.EosId == b.EosId && a.Encode(probe).SequenceEqual(b.Encode(probe));
+    }
+}

@@ -10,54 +10,6 @@ namespace AlignSharp.Tests.Rl;
 /// <summary>The HTTP reward client against a tiny local server on 127.0.0.1.</summary>
 public sealed class HttpRewardTests
 {
-    /// <summary>Answers each request with handler(request number, body) → (status, body, delay before answering).</summary>
-    private sealed class Server : IDisposable
-    {
-        private readonly HttpListener _listener = new();
-        private readonly Thread _thread;
-        public int Requests;
-        public readonly List<string> Bodies = [];
-        public string Url { get; }
-
-        public Server(Func<int, string, (int Status, string Body, int DelayMs)> handler)
-        {
-            var probe = new TcpListener(IPAddress.Loopback, 0);
-            probe.Start();
-            int port = ((IPEndPoint)probe.LocalEndpoint).Port;
-            probe.Stop();
-            Url = $"http://127.0.0.1:{port}/score/";
-            _listener.Prefixes.Add(Url);
-            _listener.Start();
-            _thread = new Thread(() =>
-            {
-                while (_listener.IsListening)
-                {
-                    HttpListenerContext ctx;
-                    try { ctx = _listener.GetContext(); } catch (Exception) { return; }
-                    string body = new StreamReader(ctx.Request.InputStream, Encoding.UTF8).ReadToEnd();
-                    int n = Interlocked.Increment(ref Requests);
-                    lock (Bodies) Bodies.Add(body);
-                    var (status, answer, delay) = handler(n, body);
-                    ThreadPool.QueueUserWorkItem(_ =>
-                    {
-                        try
-                        {
-                            if (delay > 0) Thread.Sleep(delay);
-                            ctx.Response.StatusCode = status;
-                            var bytes = Encoding.UTF8.GetBytes(answer);
-                            ctx.Response.OutputStream.Write(bytes);
-                            ctx.Response.Close();
-                        }
-                        catch (Exception) { }
-                    });
-                }
-            }) { IsBackground = true };
-            _thread.Start();
-        }
-
-        public void Dispose() => _listener.Close();
-    }
-
     private static RewardInputs Inputs(params string[] completions) => new(
         completions.Select(_ => ChatContent.FromText("Q:")).ToArray(), completions.Select(_ => "Q:").ToArray(), completions);
 
@@ -66,7 +18,7 @@ public sealed class HttpRewardTests
     [Fact]
     public void AGoodAnswerGivesOneRewardPerCompletion()
     {
-        using var server = new Server((_, body) =>
+        using var server = new TestHttpServer((_, body) =>
         {
             var completions = JsonDocument.Parse(body).RootElement.GetProperty("completions").EnumerateArray().Select(c => c.GetString()!.Length);
             return (200, JsonSerializer.Serialize(new { rewards = completions.Select(l => l * 0.5) }), 0);
@@ -80,7 +32,7 @@ public sealed class HttpRewardTests
     [Fact]
     public void AWrongCountIsAClearErrorWithoutRetrying()
     {
-        using var server = new Server((_, _) => (200, "{\"rewards\": [1, 2]}", 0));
+        using var server = new TestHttpServer((_, _) => (200, "{\"rewards\": [1, 2]}", 0));
         using var source = new HttpRewardSource(server.Url, Fast);
         var e = Assert.Throws<UserInputException>(() => source.Score(Inputs("a", "b", "c")));
         Assert.Contains("2 rewards for 3 completions", e.Message);
@@ -94,7 +46,7 @@ public sealed class HttpRewardTests
     [InlineData("not json", "not JSON")]
     public void BadAnswersAreClearErrors(string answer, string expected)
     {
-        using var server = new Server((_, _) => (200, answer, 0));
+        using var server = new TestHttpServer((_, _) => (200, answer, 0));
         using var source = new HttpRewardSource(server.Url, Fast);
         var e = Assert.Throws<UserInputException>(() => source.Score(Inputs("a", "b")));
         Assert.Contains(expected, e.Message);
@@ -104,7 +56,7 @@ public sealed class HttpRewardTests
     [Fact]
     public void TimeoutsAreRetriedThenReported()
     {
-        using var server = new Server((_, _) => (200, "{\"rewards\": [1]}", 3000));
+        using var server = new TestHttpServer((_, _) => (200, "{\"rewards\": [1]}", 3000));
         using var source = new HttpRewardSource(server.Url, Fast with { TimeoutSeconds = 0.3 });
         var e = Assert.Throws<UserInputException>(() => source.Score(Inputs("a")));
         Assert.Contains("gave up after 3 attempts", e.Message);
@@ -115,7 +67,7 @@ public sealed class HttpRewardTests
     [Fact]
     public void AServerErrorIsRetriedAndARecoveryIsUsed()
     {
-        using var server = new Server((n, _) => n == 1 ? (503, "busy", 0) : (200, "{\"rewards\": [2.5]}", 0));
+        using var server = new TestHttpServer((n, _) => n == 1 ? (503, "busy", 0) : (200, "{\"rewards\": [2.5]}", 0));
         using var source = new HttpRewardSource(server.Url, Fast);
         Assert.Equal([2.5f], source.Score(Inputs("a")));
         Assert.Equal(2, server.Requests);

@@ -77,31 +77,36 @@ public sealed record HttpRewardOptions
 }
 
 /// <summary>
-/// A reward endpoint: POST <c>{"prompts": [...], "completions": [...]}</c> (JSON, UTF-8), answer <c>{"rewards": [...]}</c>
-/// with one number per completion. Timeouts, connection failures and HTTP 5xx/429 are retried with exponential backoff;
-/// an answer of the wrong shape (not JSON, no "rewards", wrong count, a non-number) or an HTTP 4xx is an error at once.
+/// A JSON endpoint called with POST (JSON, UTF-8). Timeouts, connection failures and HTTP 5xx/429 are retried with
+/// exponential backoff; an HTTP 4xx is an error at once. Errors name <see cref="Flag"/> and the URL. Used by the reward
+/// endpoint (<c>--reward-url</c>) and the evaluation judge (<c>--judge-url</c>).
 /// </summary>
-public sealed class HttpRewardSource : IRewardSource, IDisposable
+public sealed class JsonEndpoint : IDisposable
 {
     private readonly HttpClient _client;
-    private readonly Uri _url;
     private readonly HttpRewardOptions _options;
 
-    public HttpRewardSource(string url, HttpRewardOptions? options = null)
+    public JsonEndpoint(string url, string flag, HttpRewardOptions? options = null)
     {
+        Flag = flag;
         _options = options ?? new HttpRewardOptions();
         _options.Validate();
         if (!Uri.TryCreate(url, UriKind.Absolute, out var u) || (u.Scheme != "http" && u.Scheme != "https"))
-            throw new UserInputException($"--reward-url '{url}' is not an http:// or https:// URL.");
-        _url = u;
+            throw new UserInputException($"{flag} '{url}' is not an http:// or https:// URL.");
+        Url = u;
         _client = new HttpClient { Timeout = TimeSpan.FromSeconds(_options.TimeoutSeconds) };
     }
 
-    public string Name { get; init; } = "reward_url";
+    /// <summary>The flag the URL came from, for error messages.</summary>
+    public string Flag { get; }
+    public Uri Url { get; }
 
-    public float[] Score(RewardInputs inputs)
+    /// <summary>What to raise when attempts run out (the end of the give-up message).</summary>
+    public string RetryHint { get; init; } = "allow more time";
+
+    /// <summary>Posts <paramref name="body"/> and returns the answer's root (an object; a non-JSON or non-object answer is an error).</summary>
+    public JsonDocument Post(string body)
     {
-        var body = JsonSerializer.Serialize(new Dictionary<string, IReadOnlyList<string>> { ["prompts"] = inputs.PromptTexts, ["completions"] = inputs.Completions });
         string? lastError = null;
         for (int attempt = 0; attempt <= _options.MaxRetries; attempt++)
         {
@@ -109,7 +114,7 @@ public sealed class HttpRewardSource : IRewardSource, IDisposable
             string answer;
             try
             {
-                using var request = new HttpRequestMessage(HttpMethod.Post, _url) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+                using var request = new HttpRequestMessage(HttpMethod.Post, Url) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
                 using var response = _client.Send(request);
                 answer = new StreamReader(response.Content.ReadAsStream(), Encoding.UTF8).ReadToEnd();
                 if ((int)response.StatusCode >= 500 || response.StatusCode == HttpStatusCode.TooManyRequests)
@@ -118,7 +123,7 @@ public sealed class HttpRewardSource : IRewardSource, IDisposable
                     continue;
                 }
                 if (!response.IsSuccessStatusCode)
-                    throw new UserInputException($"--reward-url {_url}: HTTP {(int)response.StatusCode} {Snippet(answer)}");
+                    throw new UserInputException($"{Flag} {Url}: HTTP {(int)response.StatusCode} {Snippet(answer)}");
             }
             catch (Exception e) when (e is TaskCanceledException or TimeoutException)
             {
@@ -130,40 +135,70 @@ public sealed class HttpRewardSource : IRewardSource, IDisposable
                 lastError = e.Message;
                 continue;
             }
-            return Parse(answer, inputs.Count);
-        }
-        throw new UserInputException($"--reward-url {_url}: gave up after {_options.MaxRetries + 1} attempts; last: {lastError}. " +
-            "Check that the server is up, or raise --reward-timeout / --reward-retries.");
-    }
-
-    private float[] Parse(string answer, int expected)
-    {
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(answer); }
-        catch (JsonException e) { throw Bad($"the answer is not JSON ({e.Message}): {Snippet(answer)}"); }
-        using (doc)
-        {
-            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("rewards", out var rewards))
-                throw Bad($"the answer has no \"rewards\" field: {Snippet(answer)}");
-            if (rewards.ValueKind != JsonValueKind.Array) throw Bad($"\"rewards\" is a {rewards.ValueKind.ToString().ToLowerInvariant()}, not a list of numbers.");
-            int n = rewards.GetArrayLength();
-            if (n != expected) throw Bad($"the answer has {n} rewards for {expected} completions (one number per completion, in order).");
-            var result = new float[n];
-            int i = 0;
-            foreach (var r in rewards.EnumerateArray())
+            JsonDocument doc;
+            try { doc = JsonDocument.Parse(answer); }
+            catch (JsonException e) { throw Bad($"the answer is not JSON ({e.Message}): {Snippet(answer)}"); }
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
             {
-                if (r.ValueKind != JsonValueKind.Number) throw Bad($"rewards[{i}] is {(r.ValueKind == JsonValueKind.String ? $"the string \"{r.GetString()}\"" : r.ValueKind.ToString().ToLowerInvariant())}, not a number.");
-                result[i++] = (float)r.GetDouble();
+                doc.Dispose();
+                throw Bad($"the answer is not a JSON object: {Snippet(answer)}");
             }
-            return result;
+            return doc;
         }
+        throw new UserInputException($"{Flag} {Url}: gave up after {_options.MaxRetries + 1} attempts; last: {lastError}. " +
+            $"Check that the server is up, or {RetryHint}.");
     }
 
-    private UserInputException Bad(string problem) => new($"--reward-url {_url}: {problem}");
+    /// <summary>The list of <paramref name="expected"/> numbers in field <paramref name="field"/> of an answer.</summary>
+    public double[] Numbers(JsonElement answer, string field, int expected, string unit)
+    {
+        if (!answer.TryGetProperty(field, out var list))
+            throw Bad($"the answer has no \"{field}\" field: {Snippet(answer.GetRawText())}");
+        if (list.ValueKind != JsonValueKind.Array) throw Bad($"\"{field}\" is a {list.ValueKind.ToString().ToLowerInvariant()}, not a list of numbers.");
+        int n = list.GetArrayLength();
+        if (n != expected) throw Bad($"the answer has {n} {field} for {expected} {unit} (one number per {unit.TrimEnd('s')}, in order).");
+        var result = new double[n];
+        int i = 0;
+        foreach (var r in list.EnumerateArray())
+        {
+            if (r.ValueKind != JsonValueKind.Number) throw Bad($"{field}[{i}] is {(r.ValueKind == JsonValueKind.String ? $"the string \"{r.GetString()}\"" : r.ValueKind.ToString().ToLowerInvariant())}, not a number.");
+            result[i++] = r.GetDouble();
+        }
+        return result;
+    }
+
+    public UserInputException Bad(string problem) => new($"{Flag} {Url}: {problem}");
 
     private static string Snippet(string s) => s.Length <= 200 ? s : s[..200] + "…";
 
     public void Dispose() => _client.Dispose();
+}
+
+/// <summary>
+/// A reward endpoint: POST <c>{"prompts": [...], "completions": [...]}</c> (JSON, UTF-8), answer <c>{"rewards": [...]}</c>
+/// with one number per completion. Timeouts, connection failures and HTTP 5xx/429 are retried with exponential backoff;
+/// an answer of the wrong shape (not JSON, no "rewards", wrong count, a non-number) or an HTTP 4xx is an error at once.
+/// </summary>
+public sealed class HttpRewardSource : IRewardSource, IDisposable
+{
+    private readonly JsonEndpoint _endpoint;
+
+    public HttpRewardSource(string url, HttpRewardOptions? options = null, string flag = "--reward-url")
+        => _endpoint = new JsonEndpoint(url, flag, options) { RetryHint = "raise --reward-timeout / --reward-retries" };
+
+    public string Name { get; init; } = "reward_url";
+
+    /// <summary>The request body for (prompt text, completion) pairs.</summary>
+    public static string Request(IReadOnlyList<string> prompts, IReadOnlyList<string> completions)
+        => JsonSerializer.Serialize(new Dictionary<string, IReadOnlyList<string>> { ["prompts"] = prompts, ["completions"] = completions });
+
+    public float[] Score(RewardInputs inputs)
+    {
+        using var answer = _endpoint.Post(Request(inputs.PromptTexts, inputs.Completions));
+        return _endpoint.Numbers(answer.RootElement, "rewards", inputs.Count, "completions").Select(x => (float)x).ToArray();
+    }
+
+    public void Dispose() => _endpoint.Dispose();
 }
 
 /// <summary>

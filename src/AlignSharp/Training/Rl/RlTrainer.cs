@@ -181,7 +181,7 @@ public sealed class RlTrainer
         int step = 0;
         string? resumeFrom = run.ResolveResume(_options.Resume);
         if (resumeFrom != null) step = Restore(resumeFrom, opt);
-        using var metrics = new MetricsLog(run.MetricsPath, resumeFrom != null ? step : -1);
+        using var metrics = new MetricsLog(run.MetricsPath, resumeFrom != null ? step : -1, _options.ReportTo);
         var progress = new Progress(_algorithm.Name, total, _options.LoggingSteps);
         if (resumeFrom != null) progress.Message($"{_algorithm.Name}: resumed from {resumeFrom} at step {step}");
         var collector = new RolloutCollector(_models, _reward, RolloutOptions.From(_options));

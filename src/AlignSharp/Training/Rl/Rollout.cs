@@ -70,10 +70,13 @@ public static class SequenceForward
     /// </summary>
     public sealed record Packed(int[] Ids, bool[]? Mask, int Batch, int Length, int[] Positions, int[] Targets, int[] CompletionLengths);
 
-    public static Packed Pack(RolloutBatch batch, IReadOnlyList<int> rows)
+    public static Packed Pack(RolloutBatch batch, IReadOnlyList<int> rows) => Pack(batch.PromptIds, batch.CompletionIds, rows);
+
+    /// <summary>The same, for the given rows of (prompt ids, completion ids).</summary>
+    public static Packed Pack(IReadOnlyList<int[]> promptIds, IReadOnlyList<int[]> completionIds, IReadOnlyList<int> rows)
     {
         int b = rows.Count;
-        int t = rows.Max(r => batch.PromptIds[r].Length + batch.CompletionIds[r].Length);
+        int t = rows.Max(r => promptIds[r].Length + completionIds[r].Length);
         var ids = new int[b * t];
         var mask = new bool[b * t];
         var positions = new List<int>();
@@ -82,8 +85,8 @@ public static class SequenceForward
         bool padded = false;
         for (int i = 0; i < b; i++)
         {
-            var p = batch.PromptIds[rows[i]];
-            var c = batch.CompletionIds[rows[i]];
+            var p = promptIds[rows[i]];
+            var c = completionIds[rows[i]];
             p.CopyTo(ids, i * t);
             c.CopyTo(ids, i * t + p.Length);
             mask.AsSpan(i * t, p.Length + c.Length).Fill(true);
@@ -181,21 +184,12 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
         var promptIds = new List<int[]>();
         foreach (var p in prompts)
         {
-            string text = models.Template.RenderPrompt(p.Prompt);
-            var ids = TokenSequences.DropDoubledBos(models.Tokenizer.Encode(text, addSpecialTokens: true), models.Tokenizer);
-            if (ids.Length == 0) throw new BadRecordException(p.Source, p.PromptField, "the prompt is empty after tokenization.");
-            if (ids.Length > options.MaxPromptLength) ids = ids[^options.MaxPromptLength..];
+            var (text, ids) = EncodePrompt(p, models.Tokenizer, models.Template, options.MaxPromptLength);
             for (int k = 0; k < completionsPerPrompt; k++) { rowsPrompts.Add(p); promptTexts.Add(text); promptIds.Add(ids); }
         }
 
         // 2. generation
-        var sampling = options.Sampling with { Seed = seed };
-        var completions = new List<Completion>();
-        for (int start = 0; start < promptIds.Count; start += options.GenerationBatchSize)
-        {
-            var chunk = promptIds.Skip(start).Take(options.GenerationBatchSize).ToArray();
-            completions.AddRange(Generator.Generate(models.Policy, chunk, sampling, models.Tokenizer, firstStream: start));
-        }
+        var completions = Generator.GenerateInBatches(models.Policy, promptIds, options.Sampling with { Seed = seed }, models.Tokenizer, options.GenerationBatchSize);
         var batch = new RolloutBatch
         {
             Prompts = rowsPrompts.ToArray(),
@@ -223,6 +217,17 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
         Forward(batch);
         batch.ScoringSeconds = clock.Elapsed.TotalSeconds;
         return batch;
+    }
+
+    /// <summary>A prompt as the policy sees it: rendered with the chat template, tokenized (a doubled BOS dropped), its last
+    /// <paramref name="maxPromptLength"/> tokens kept.</summary>
+    public static (string Text, int[] Ids) EncodePrompt(PromptExample p, ITokenizer tokenizer, ChatTemplate template, int maxPromptLength)
+    {
+        string text = template.RenderPrompt(p.Prompt);
+        var ids = TokenSequences.DropDoubledBos(tokenizer.Encode(text, addSpecialTokens: true), tokenizer);
+        if (ids.Length == 0) throw new BadRecordException(p.Source, p.PromptField, "the prompt is empty after tokenization.");
+        if (ids.Length > maxPromptLength) ids = ids[^maxPromptLength..];
+        return (text, ids);
     }
 
     private void Forward(RolloutBatch batch)

@@ -7,18 +7,21 @@ namespace AlignSharp.Training.Runs;
 /// <summary>
 /// Appends one JSON object per logged step to metrics.jsonl: <c>step</c>, <c>time</c> (seconds since the run
 /// started, resumed runs continuing the clock), <c>split</c> ("train" or "eval"), then the metrics in the order
-/// given. Each line is flushed as written, so the file is complete up to the last finished step.
+/// given. Each line is flushed as written, so the file is complete up to the last finished step. The same numbers also go
+/// to the tracker of <c>--report-to</c> (<see cref="MetricsSinks"/>), in the run directory that holds the file.
 /// </summary>
 public sealed class MetricsLog : IDisposable
 {
     private readonly StreamWriter _writer;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly double _timeOffset;
+    private readonly IMetricsSink? _sink;
 
     /// <summary>Opens the log; when resuming at <paramref name="resumeStep"/>, lines from later steps (written after that
     /// checkpoint by the interrupted run) are dropped so the log reads as one uninterrupted run.</summary>
-    public MetricsLog(string path, int resumeStep = -1)
+    public MetricsLog(string path, int resumeStep = -1, string? reportTo = null)
     {
+        _sink = MetricsSinks.Create(reportTo ?? "jsonl", Path.GetDirectoryName(Path.GetFullPath(path))!, resumeStep);
         _timeOffset = 0;
         if (resumeStep >= 0 && File.Exists(path))
         {
@@ -48,6 +51,7 @@ public sealed class MetricsLog : IDisposable
 
     public void Write(int step, string split, IEnumerable<KeyValuePair<string, double>> metrics)
     {
+        metrics = metrics as IReadOnlyCollection<KeyValuePair<string, double>> ?? metrics.ToList();
         var buffer = new MemoryStream();
         using (var w = new Utf8JsonWriter(buffer))
         {
@@ -64,6 +68,7 @@ public sealed class MetricsLog : IDisposable
         }
         _writer.WriteLine(Encoding.UTF8.GetString(buffer.ToArray()));
         _writer.Flush();
+        _sink?.Write(step, split, metrics);
     }
 
     /// <summary>Any JSON-serialisable record (e.g. sample completions) on its own line.</summary>
@@ -73,5 +78,9 @@ public sealed class MetricsLog : IDisposable
         _writer.Flush();
     }
 
-    public void Dispose() => _writer.Dispose();
+    public void Dispose()
+    {
+        _writer.Dispose();
+        _sink?.Dispose();
+    }
 }

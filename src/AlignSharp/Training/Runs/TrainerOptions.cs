@@ -70,6 +70,9 @@ public abstract record TrainerOptions
     [Option("Storage dtype of saved models: f32 or bf16.")]
     public string SaveDtype { get; init; } = "f32";
 
+    [Option("Tracker besides metrics.jsonl, which is always written: jsonl (no other), tensorboard (event files in DIR/runs/) or none (no other).")]
+    public string ReportTo { get; init; } = "jsonl";
+
     /// <summary>Checks every option; throws <see cref="UserInputException"/> naming the flag.</summary>
     public virtual void Validate()
     {
@@ -89,6 +92,7 @@ public abstract record TrainerOptions
         if (LoggingSteps < 1) throw new UserInputException("--logging-steps must be ≥ 1.");
         if (EvalSteps < 0 || SaveSteps < 0 || SaveTotalLimit < 0) throw new UserInputException("--eval-steps, --save-steps and --save-total-limit must be ≥ 0.");
         if (Threads < 0) throw new UserInputException("--threads must be ≥ 0.");
+        MetricsSinks.Validate(ReportTo);
         if (SaveDtype is not ("f32" or "bf16")) throw new UserInputException($"--save-dtype must be f32 or bf16, not '{SaveDtype}'.");
     }
 }

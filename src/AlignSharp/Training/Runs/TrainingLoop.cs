@@ -103,7 +103,7 @@ public sealed class TrainingLoop(TrainerOptions options, ISupervisedTask task, s
             using (var f = File.OpenRead(Path.Combine(resumeFrom, "optimizer.bin"))) opt.LoadState(f);
             step = state.Step;
         }
-        using var metrics = new MetricsLog(run.MetricsPath, resumeFrom != null ? step : -1);
+        using var metrics = new MetricsLog(run.MetricsPath, resumeFrom != null ? step : -1, options.ReportTo);
         var progress = new Progress(trainer, total, options.LoggingSteps);
         if (resumeFrom != null) progress.Message($"{trainer}: resumed from {resumeFrom} at step {step}");
 
