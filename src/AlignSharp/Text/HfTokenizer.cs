@@ -29,7 +29,10 @@ public sealed class HfTokenizer : ITokenizer
         _postProcessor = postProcessor;
         _decoder = decoder;
         _rawAdded = new AddedTokenMatcher(added.Where(t => !t.Normalized || normalizer is null));
-        _normalizedAdded = new AddedTokenMatcher(added.Where(t => t.Normalized && normalizer is not null));
+        // As in tokenizers, a "normalized" added token is looked for in the normalized text in its normalized form
+        // (under Llama 2's Prepend+Replace normalizer, "a b" is looked for as "▁a▁b").
+        _normalizedAdded = new AddedTokenMatcher(added.Where(t => t.Normalized && normalizer is not null)
+            .Select(t => t with { Content = normalizer!.Normalize(t.Content) }));
         _addedByContent = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var t in added) _addedByContent[t.Content] = t.Id;
 
