@@ -45,6 +45,7 @@ internal sealed class BpeModel
     readonly bool _byteFallback;
     readonly int _unkId = -1;
     readonly bool _fuseUnk;
+    readonly WordBoundaries? _wordBoundaries;
     readonly CacheEntry?[] _cache = new CacheEntry?[1 << CacheSlotBits];
 
     sealed class CacheEntry(string piece, int[] ids)
@@ -87,12 +88,79 @@ internal sealed class BpeModel
                 throw new UserInputException($"{source}: merge {rank} (\"{left} {right}\") uses a token missing from model.vocab");
             _merges.TryAdd(a, b, rank, ab); // a repeated pair keeps its first (lowest) rank
         }
+        if (_alphabet == BpeAlphabet.Character && !_ignoreMerges) _wordBoundaries = WordBoundaries.Find(vocab, merges, options.UnkToken);
+    }
+
+    /// <summary>
+    /// Where a SentencePiece-style word may be cut without changing its BPE result. Without a pre-tokenizer split
+    /// (Llama 2) or with one that never matches (Gemma) a whole paragraph is one word, too long for the piece cache;
+    /// cut before each "▁" that follows another character, it becomes cacheable words. A cut between code point c
+    /// and "▁" is exact when no merge joins a left token ending in c to a right token starting with "▁": then no
+    /// symbol ever spans the cut, and BPE on the parts does the same merges as on the whole. Llama 2 has no such
+    /// merge; Gemma 3 has one (">" + "▁&lt;/"), so there a "▁" after ">" is not a cut.
+    /// </summary>
+    sealed class WordBoundaries
+    {
+        const char Meta = '\u2581';
+        readonly HashSet<int> _joinedToMeta = [];
+
+        /// <summary>
+        /// Null when cutting is not provably exact: "▁" is not a token (it could fuse with a neighbouring unknown),
+        /// or a merge involves byte-fallback or unk tokens. (With ignore_merges a whole-word lookup could span a cut:
+        /// the caller does not cut then.)
+        /// </summary>
+        public static WordBoundaries? Find(Dictionary<string, int> vocab, IReadOnlyList<(string Left, string Right)> merges, string? unk)
+        {
+            if (!vocab.ContainsKey(Meta.ToString())) return null;
+            var b = new WordBoundaries();
+            foreach (var (left, right) in merges)
+            {
+                if (left.Length == 0 || right.Length == 0) continue;
+                if (IsSpecialSymbol(left, unk) || IsSpecialSymbol(right, unk)) return null;
+                if (right[0] == Meta && left[^1] != Meta) b._joinedToMeta.Add(LastCodePoint(left));
+            }
+            return b;
+        }
+
+        static bool IsSpecialSymbol(string token, string? unk) =>
+            token == unk || (token.Length == 6 && token.StartsWith("<0x", StringComparison.Ordinal) && token[5] == '>');
+
+        static int LastCodePoint(ReadOnlySpan<char> s) =>
+            s.Length >= 2 && char.IsSurrogatePair(s[^2], s[^1]) ? char.ConvertToUtf32(s[^2], s[^1]) : s[^1];
+
+        /// <summary>The length of the first word of <paramref name="piece"/> (all of it when there is no cut).</summary>
+        public int FirstWordLength(ReadOnlySpan<char> piece)
+        {
+            for (int i = 1; i < piece.Length; i++)
+            {
+                i += piece[i..].IndexOf(Meta) is var k && k >= 0 ? k : piece.Length;
+                if (i >= piece.Length) break;
+                char prev = piece[i - 1];
+                if (prev != Meta && !_joinedToMeta.Contains(LastCodePoint(piece[..i]))) return i;
+            }
+            return piece.Length;
+        }
     }
 
     public IReadOnlyDictionary<string, int> Vocab => _vocab;
 
     /// <summary>Appends the ids of one pre-tokenized piece.</summary>
     public void Encode(ReadOnlySpan<char> piece, List<int> output)
+    {
+        if (_wordBoundaries is not null)
+        {
+            while (piece.Length > 0)
+            {
+                int n = _wordBoundaries.FirstWordLength(piece);
+                EncodeWord(piece[..n], output);
+                piece = piece[n..];
+            }
+            return;
+        }
+        EncodeWord(piece, output);
+    }
+
+    void EncodeWord(ReadOnlySpan<char> piece, List<int> output)
     {
         if (piece.Length > MaxCachedPieceLength)
         {

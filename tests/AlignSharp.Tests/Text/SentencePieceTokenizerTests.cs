@@ -188,6 +188,33 @@ public class SentencePieceTokenizerTests
         Assert.Contains(expected, e.Message);
     }
 
+    /// <summary>
+    /// BpeModel cuts long SentencePiece words before "▁" where no merge can span the cut; the ids must be those of
+    /// the reference merge loop on the whole word. Gemma 3 has the one spanning merge ">" + "▁&lt;/".
+    /// </summary>
+    static void AssertCutWordsMatchWholeWord(ITokenizer tokenizer, string alphabet, int seed)
+    {
+        var model = (BpeModel)typeof(HfTokenizer).GetField("_model", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(tokenizer)!;
+        var rng = new Random(seed);
+        for (int trial = 0; trial < 100; trial++)
+        {
+            var text = new string(Enumerable.Range(0, rng.Next(1, 400)).Select(_ => alphabet[rng.Next(alphabet.Length)]).ToArray());
+            var whole = text.Select(c => model.Vocab[c.ToString()]).ToArray();
+            int count = model.MergeByScan(whole, whole.Length);
+            var cut = new List<int>();
+            model.Encode(text, cut);
+            Assert.Equal(whole.AsSpan(0, count).ToArray(), cut);
+        }
+    }
+
+    [Fact]
+    public void CutWordsMatchWholeWordLlama2Small() =>
+        AssertCutWordsMatchWholeWord(TokenizerFixtures.Load(TokenizerFixtures.Small("llama2-small")), "▁▁▁theoisan<>/.", 3);
+
+    [FullTokenizersFact]
+    public void CutWordsMatchWholeWordGemma3() =>
+        AssertCutWordsMatchWholeWord(TokenizerFixtures.Load(TokenizerFixtures.Full("gemma3")), "▁▁▁▁theoisan<>>/.", 5);
+
     [Fact]
     public void SmallFixtureExposesLlamaSpecialTokens()
     {
