@@ -5,12 +5,21 @@ using System.Text;
 namespace AlignSharp.Text;
 
 /// <summary>
-/// Byte-level BPE: a piece's UTF-8 bytes start as one symbol each (the vocabulary id of the byte's
-/// <see cref="ByteLevelAlphabet"/> character); the adjacent pair with the lowest merge rank is merged (leftmost on
-/// ties) until no pair has a merge. Results are cached per piece.
-/// <para>Hot path (cache miss): UTF-8 bytes, symbols and pair ranks live on the stack; each adjacent pair is looked up
-/// in <see cref="MergeTable"/> once, when it forms (<see cref="MergeByRankScan"/>), not on every pass as in the
-/// reference <see cref="MergeByScan"/>.</para>
+/// A tokenizer.json BPE model, in one of two symbol alphabets:
+/// <list type="bullet">
+/// <item><b>Byte-level</b> (GPT-2, Llama 3, Qwen): a piece's UTF-8 bytes start as one symbol each (the vocabulary id
+/// of the byte's <see cref="ByteLevelAlphabet"/> character).</item>
+/// <item><b>Character-level</b> (SentencePiece-style: Llama 2, Mistral, Gemma): each code point starts as its own
+/// vocabulary id; a code point missing from the vocabulary becomes its UTF-8 bytes as <c>&lt;0xNN&gt;</c> tokens when
+/// <c>byte_fallback</c> is set and all of them exist, else <c>unk_token</c> (consecutive unknowns fused into one with
+/// <c>fuse_unk</c>), else it is dropped, as Hugging Face tokenizers' BPE does.</item>
+/// </list>
+/// Then the adjacent pair with the lowest merge rank is merged (leftmost on ties) until no pair has a merge. Results
+/// are cached per piece.
+/// <para>Hot path (cache miss): symbols and pair ranks live on the stack; each adjacent pair is looked up in
+/// <see cref="MergeTable"/> once, when it forms (<see cref="MergeByRankScan"/>), not on every pass as in the reference
+/// <see cref="MergeByScan"/>. Long pieces (a whole Gemma paragraph is one piece) use the O(n log n)
+/// <see cref="MergeWithHeap"/>.</para>
 /// <para>Thread safety: immutable apart from the cache, an array of immutable entries written and read atomically;
 /// one instance may be shared by any number of threads.</para>
 /// </summary>
@@ -29,6 +38,14 @@ internal sealed class BpeModel
     readonly MergeTable _merges;
     readonly int[] _byteIds; // -1 when the byte's character is not in the vocabulary (the byte is dropped, as HF does)
     readonly bool _ignoreMerges;
+    readonly BpeAlphabet _alphabet;
+    // Character-level only: ids of single UTF-16 code units (-1: not a token), the <0xNN> ids (-1: missing), unk.
+    readonly int[] _charIds = [];
+    readonly int[] _fallbackIds = [];
+    readonly bool _byteFallback;
+    readonly int _unkId = -1;
+    readonly bool _fuseUnk;
+    readonly WordBoundaries? _wordBoundaries;
     readonly CacheEntry?[] _cache = new CacheEntry?[1 << CacheSlotBits];
 
     sealed class CacheEntry(string piece, int[] ids)
@@ -37,14 +54,32 @@ internal sealed class BpeModel
         public readonly int[] Ids = ids;
     }
 
+    /// <summary>A byte-level BPE model (GPT-2 style).</summary>
     public BpeModel(Dictionary<string, int> vocab, IReadOnlyList<(string Left, string Right)> merges, bool ignoreMerges, string source)
+        : this(vocab, merges, new BpeOptions(BpeAlphabet.ByteLevel, ignoreMerges, false, null, false), source) { }
+
+    public BpeModel(Dictionary<string, int> vocab, IReadOnlyList<(string Left, string Right)> merges, BpeOptions options, string source)
     {
         _vocab = vocab;
         _vocabLookup = vocab.GetAlternateLookup<ReadOnlySpan<char>>(); // the vocabulary is keyed with StringComparer.Ordinal
-        _ignoreMerges = ignoreMerges;
+        _ignoreMerges = options.IgnoreMerges;
+        _alphabet = options.Alphabet;
         _byteIds = new int[256];
         for (int b = 0; b < 256; b++)
             _byteIds[b] = vocab.TryGetValue(ByteLevelAlphabet.ByteToChar[b].ToString(), out int id) ? id : -1;
+        if (_alphabet == BpeAlphabet.Character)
+        {
+            _charIds = new int[char.MaxValue + 1];
+            Array.Fill(_charIds, -1);
+            foreach (var (token, id) in vocab)
+                if (token.Length == 1 && !char.IsSurrogate(token[0])) _charIds[token[0]] = id;
+            _byteFallback = options.ByteFallback;
+            _fallbackIds = new int[256];
+            for (int b = 0; b < 256; b++) _fallbackIds[b] = vocab.TryGetValue($"<0x{b:X2}>", out int id) ? id : -1;
+            if (options.UnkToken is not null && !vocab.TryGetValue(options.UnkToken, out _unkId))
+                throw new UserInputException($"{source}: model.unk_token '{options.UnkToken}' is not in model.vocab");
+            _fuseUnk = options.FuseUnk;
+        }
         _merges = new MergeTable(merges.Count);
         for (int rank = 0; rank < merges.Count; rank++)
         {
@@ -53,12 +88,79 @@ internal sealed class BpeModel
                 throw new UserInputException($"{source}: merge {rank} (\"{left} {right}\") uses a token missing from model.vocab");
             _merges.TryAdd(a, b, rank, ab); // a repeated pair keeps its first (lowest) rank
         }
+        if (_alphabet == BpeAlphabet.Character && !_ignoreMerges) _wordBoundaries = WordBoundaries.Find(vocab, merges, options.UnkToken);
+    }
+
+    /// <summary>
+    /// Where a SentencePiece-style word may be cut without changing its BPE result. Without a pre-tokenizer split
+    /// (Llama 2) or with one that never matches (Gemma) a whole paragraph is one word, too long for the piece cache;
+    /// cut before each "▁" that follows another character, it becomes cacheable words. A cut between code point c
+    /// and "▁" is exact when no merge joins a left token ending in c to a right token starting with "▁": then no
+    /// symbol ever spans the cut, and BPE on the parts does the same merges as on the whole. Llama 2 has no such
+    /// merge; Gemma 3 has one (">" + "▁&lt;/"), so there a "▁" after ">" is not a cut.
+    /// </summary>
+    sealed class WordBoundaries
+    {
+        const char Meta = '\u2581';
+        readonly HashSet<int> _joinedToMeta = [];
+
+        /// <summary>
+        /// Null when cutting is not provably exact: "▁" is not a token (it could fuse with a neighbouring unknown),
+        /// or a merge involves byte-fallback or unk tokens. (With ignore_merges a whole-word lookup could span a cut:
+        /// the caller does not cut then.)
+        /// </summary>
+        public static WordBoundaries? Find(Dictionary<string, int> vocab, IReadOnlyList<(string Left, string Right)> merges, string? unk)
+        {
+            if (!vocab.ContainsKey(Meta.ToString())) return null;
+            var b = new WordBoundaries();
+            foreach (var (left, right) in merges)
+            {
+                if (left.Length == 0 || right.Length == 0) continue;
+                if (IsSpecialSymbol(left, unk) || IsSpecialSymbol(right, unk)) return null;
+                if (right[0] == Meta && left[^1] != Meta) b._joinedToMeta.Add(LastCodePoint(left));
+            }
+            return b;
+        }
+
+        static bool IsSpecialSymbol(string token, string? unk) =>
+            token == unk || (token.Length == 6 && token.StartsWith("<0x", StringComparison.Ordinal) && token[5] == '>');
+
+        static int LastCodePoint(ReadOnlySpan<char> s) =>
+            s.Length >= 2 && char.IsSurrogatePair(s[^2], s[^1]) ? char.ConvertToUtf32(s[^2], s[^1]) : s[^1];
+
+        /// <summary>The length of the first word of <paramref name="piece"/> (all of it when there is no cut).</summary>
+        public int FirstWordLength(ReadOnlySpan<char> piece)
+        {
+            for (int i = 1; i < piece.Length; i++)
+            {
+                i += piece[i..].IndexOf(Meta) is var k && k >= 0 ? k : piece.Length;
+                if (i >= piece.Length) break;
+                char prev = piece[i - 1];
+                if (prev != Meta && !_joinedToMeta.Contains(LastCodePoint(piece[..i]))) return i;
+            }
+            return piece.Length;
+        }
     }
 
     public IReadOnlyDictionary<string, int> Vocab => _vocab;
 
     /// <summary>Appends the ids of one pre-tokenized piece.</summary>
     public void Encode(ReadOnlySpan<char> piece, List<int> output)
+    {
+        if (_wordBoundaries is not null)
+        {
+            while (piece.Length > 0)
+            {
+                int n = _wordBoundaries.FirstWordLength(piece);
+                EncodeWord(piece[..n], output);
+                piece = piece[n..];
+            }
+            return;
+        }
+        EncodeWord(piece, output);
+    }
+
+    void EncodeWord(ReadOnlySpan<char> piece, List<int> output)
     {
         if (piece.Length > MaxCachedPieceLength)
         {
@@ -75,8 +177,11 @@ internal sealed class BpeModel
         CollectionExtensions.AddRange(output, entry.Ids);
     }
 
+    int[] EncodeUncached(ReadOnlySpan<char> piece) =>
+        _alphabet == BpeAlphabet.ByteLevel ? EncodeBytes(piece) : EncodeCharacters(piece);
+
     [SkipLocalsInit]
-    int[] EncodeUncached(ReadOnlySpan<char> piece)
+    int[] EncodeBytes(ReadOnlySpan<char> piece)
     {
         int maxBytes = Encoding.UTF8.GetMaxByteCount(piece.Length);
         byte[]? rentedBytes = null;
@@ -113,6 +218,59 @@ internal sealed class BpeModel
         {
             if (rentedBytes is not null) ArrayPool<byte>.Shared.Return(rentedBytes);
         }
+    }
+
+    /// <summary>Character-level symbols (code points, byte fallback, unk), then the merge loop.</summary>
+    [SkipLocalsInit]
+    int[] EncodeCharacters(ReadOnlySpan<char> piece)
+    {
+        if (_ignoreMerges && _vocabLookup.TryGetValue(piece, out int whole)) return [whole];
+        // A UTF-16 code unit falls back to at most 3 byte tokens, a surrogate pair (two units) to 4.
+        int maxSymbols = 3 * piece.Length;
+        Span<int> symbols = maxSymbols <= StackBytes ? stackalloc int[StackBytes] : new int[maxSymbols];
+        int count = 0;
+        bool previousUnk = false;
+        Span<byte> utf8 = stackalloc byte[4];
+        for (int i = 0; i < piece.Length;)
+        {
+            int width = char.IsHighSurrogate(piece[i]) && i + 1 < piece.Length && char.IsLowSurrogate(piece[i + 1]) ? 2 : 1;
+            var unit = piece.Slice(i, width);
+            i += width;
+            int id = width == 1 ? _charIds[unit[0]] : _vocabLookup.TryGetValue(unit, out int v) ? v : -1;
+            if (id >= 0)
+            {
+                symbols[count++] = id;
+                previousUnk = false;
+                continue;
+            }
+            if (_byteFallback && TryAppendFallback(unit, utf8, symbols, ref count))
+            {
+                previousUnk = false;
+                continue;
+            }
+            if (_unkId < 0) continue; // no unk_token: the character is dropped, as tokenizers does
+            if (!(_fuseUnk && previousUnk)) symbols[count++] = _unkId;
+            previousUnk = true;
+        }
+        symbols = symbols[..count];
+        if (count > HeapThreshold)
+        {
+            var array = symbols.ToArray();
+            return array.AsSpan(0, MergeWithHeap(array, count)).ToArray();
+        }
+        Span<int> scratch = stackalloc int[2 * HeapThreshold];
+        return symbols[..MergeByRankScan(symbols, scratch[..(2 * count)])].ToArray();
+    }
+
+    /// <summary>Appends the &lt;0xNN&gt; ids of one character's UTF-8 bytes, or nothing (false) if one is missing.</summary>
+    bool TryAppendFallback(ReadOnlySpan<char> unit, Span<byte> utf8, Span<int> symbols, ref int count)
+    {
+        // A lone surrogate has no UTF-8 form; like Rust's String (which cannot hold one) we encode U+FFFD instead.
+        int n = Encoding.UTF8.GetBytes(unit, utf8);
+        for (int k = 0; k < n; k++)
+            if (_fallbackIds[utf8[k]] < 0) return false;
+        for (int k = 0; k < n; k++) symbols[count++] = _fallbackIds[utf8[k]];
+        return true;
     }
 
     /// <summary>Reference merge loop: scan all pairs for the lowest rank, merge it, repeat. O(n²) lookups.</summary>
@@ -215,6 +373,15 @@ internal sealed class BpeModel
         return w;
     }
 }
+
+/// <summary>Which symbols a BPE word starts from: UTF-8 bytes (GPT-2's byte-level alphabet) or code points (SentencePiece).</summary>
+internal enum BpeAlphabet { ByteLevel, Character }
+
+/// <summary>
+/// tokenizer.json BPE model settings beyond vocab and merges. <see cref="ByteFallback"/>, <see cref="UnkToken"/> and
+/// <see cref="FuseUnk"/> apply to the character alphabet only (a byte-level alphabet has no unknown characters).
+/// </summary>
+internal sealed record BpeOptions(BpeAlphabet Alphabet, bool IgnoreMerges, bool ByteFallback, string? UnkToken, bool FuseUnk);
 
 /// <summary>
 /// BPE merge ranks: an open-addressing hash table from an adjacent pair of symbol ids to (rank, merged id), with

@@ -1,7 +1,8 @@
 namespace AlignSharp.Text;
 
 /// <summary>
-/// A Hugging Face tokenizer.json tokenizer with a byte-level BPE model (GPT-2, Llama 3, Qwen2/3). Pipeline per
+/// A Hugging Face tokenizer.json tokenizer with a BPE model, byte-level (GPT-2, Llama 3, Qwen2/3) or
+/// SentencePiece-style with byte fallback (Llama 2, Mistral, Gemma; see <see cref="BpeModel"/>). Pipeline per
 /// <see cref="Encode"/>: split out added tokens that match the raw text → normalize each remaining gap → split out
 /// added tokens marked <c>normalized</c> → pre-tokenize → byte-level BPE per piece → post-process (e.g. BOS).
 /// Immutable and thread-safe (the BPE cache is concurrent). Built by <see cref="Tokenizers.Load"/>.
@@ -28,7 +29,10 @@ public sealed class HfTokenizer : ITokenizer
         _postProcessor = postProcessor;
         _decoder = decoder;
         _rawAdded = new AddedTokenMatcher(added.Where(t => !t.Normalized || normalizer is null));
-        _normalizedAdded = new AddedTokenMatcher(added.Where(t => t.Normalized && normalizer is not null));
+        // As in tokenizers, a "normalized" added token is looked for in the normalized text in its normalized form
+        // (under Llama 2's Prepend+Replace normalizer, "a b" is looked for as "▁a▁b").
+        _normalizedAdded = new AddedTokenMatcher(added.Where(t => t.Normalized && normalizer is not null)
+            .Select(t => t with { Content = normalizer!.Normalize(t.Content) }));
         _addedByContent = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var t in added) _addedByContent[t.Content] = t.Id;
 
@@ -65,25 +69,26 @@ public sealed class HfTokenizer : ITokenizer
         foreach (var s in segments)
         {
             if (s.IsAdded) { ids.Add(s.AddedId); continue; }
-            if (_normalizer is null) { EncodePlain(text.AsMemory(s.Start, s.Length), ids); continue; }
+            bool atStart = s.Start == 0;
+            if (_normalizer is null) { EncodePlain(text.AsMemory(s.Start, s.Length), atStart, ids); continue; }
             string normalized = _normalizer.Normalize(text.Substring(s.Start, s.Length));
-            if (_normalizedAdded.IsEmpty) { EncodePlain(normalized.AsMemory(), ids); continue; }
+            if (_normalizedAdded.IsEmpty) { EncodePlain(normalized.AsMemory(), atStart, ids); continue; }
             var inner = new List<Segment>();
             _normalizedAdded.Split(normalized, 0, normalized.Length, inner);
             foreach (var n in inner)
             {
                 if (n.IsAdded) ids.Add(n.AddedId);
-                else EncodePlain(normalized.AsMemory(n.Start, n.Length), ids);
+                else EncodePlain(normalized.AsMemory(n.Start, n.Length), atStart && n.Start == 0, ids);
             }
         }
         return _postProcessor.Process(ids, addSpecialTokens).ToArray();
     }
 
-    void EncodePlain(ReadOnlyMemory<char> text, List<int> ids)
+    void EncodePlain(ReadOnlyMemory<char> text, bool atTextStart, List<int> ids)
     {
         if (text.IsEmpty) return;
         var pieces = new List<ReadOnlyMemory<char>>();
-        _preTokenizer.Split(text, pieces);
+        _preTokenizer.Split(text, pieces, atTextStart);
         foreach (var piece in pieces) _model.Encode(piece.Span, ids);
     }
 

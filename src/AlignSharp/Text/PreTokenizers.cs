@@ -6,8 +6,15 @@ namespace AlignSharp.Text;
 /// </summary>
 internal abstract class PreTokenizer
 {
-    /// <summary>Appends the pieces of <paramref name="piece"/> to <paramref name="output"/>; empty pieces are dropped.</summary>
-    public abstract void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output);
+    /// <summary>Appends the pieces of a whole text to <paramref name="output"/>; empty pieces are dropped.</summary>
+    public void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output) => Split(piece, output, atTextStart: true);
+
+    /// <summary>
+    /// Appends the pieces of <paramref name="piece"/> to <paramref name="output"/>; empty pieces are dropped.
+    /// <paramref name="atTextStart"/>: whether the piece begins at offset 0 of the original text (not after an added
+    /// token), which Metaspace's prepend_scheme "first" looks at.
+    /// </summary>
+    public abstract void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output, bool atTextStart);
 }
 
 /// <summary>How a Split pre-tokenizer treats the text its pattern matches (tokenizers' SplitDelimiterBehavior).</summary>
@@ -20,7 +27,7 @@ internal enum SplitBehavior { Removed, Isolated, MergedWithPrevious, MergedWithN
 /// </summary>
 internal sealed class SplitPreTokenizer(OnigurumaRegex pattern, SplitBehavior behavior, bool invert) : PreTokenizer
 {
-    public override void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output)
+    public override void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output, bool atTextStart)
     {
         var matches = new List<(int Start, int Length)>();
         pattern.Matches(piece.Span, matches);
@@ -109,7 +116,7 @@ internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) 
     static readonly OnigurumaRegex Gpt2Regex = new(Gpt2Pattern);
     static readonly SplitPreTokenizer Gpt2Split = new(Gpt2Regex, SplitBehavior.Isolated, invert: false);
 
-    public override void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output)
+    public override void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output, bool atTextStart)
     {
         if (addPrefixSpace && !piece.Span.StartsWith(' ')) piece = (" " + piece.Span.ToString()).AsMemory();
         if (useRegex) Gpt2Split.Split(piece, output);
@@ -117,16 +124,55 @@ internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) 
     }
 }
 
+/// <summary>Metaspace's prepend_scheme: when the replacement character is put in front of a piece.</summary>
+internal enum PrependScheme { Always, First, Never }
+
+/// <summary>
+/// SentencePiece's whitespace handling: every space becomes <c>replacement</c> (U+2581 "▁"); a piece that does not
+/// start with it gets one prepended (prepend_scheme "always"; "first": only the piece at the start of the text, not
+/// one after an added token; "never"). With <c>split</c>, the piece is then cut before every replacement character
+/// ("▁Hello▁▁world" → "▁Hello", "▁", "▁world"), as tokenizers' MergedWithNext split does.
+/// </summary>
+internal sealed class MetaspacePreTokenizer(char replacement, PrependScheme prependScheme, bool split) : PreTokenizer
+{
+    public override void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output, bool atTextStart)
+    {
+        var span = piece.Span;
+        if (span.IsEmpty) return;
+        bool prepend = (prependScheme == PrependScheme.Always || (prependScheme == PrependScheme.First && atTextStart))
+                       && span[0] != ' ' && span[0] != replacement;
+        var chars = new char[span.Length + (prepend ? 1 : 0)];
+        int w = 0;
+        if (prepend) chars[w++] = replacement;
+        foreach (char c in span) chars[w++] = c == ' ' ? replacement : c;
+        var text = chars.AsMemory();
+        if (!split)
+        {
+            output.Add(text);
+            return;
+        }
+        int start = 0;
+        for (int i = 1; i < chars.Length; i++)
+        {
+            if (chars[i] != replacement) continue;
+            output.Add(text[start..i]);
+            start = i;
+        }
+        output.Add(text[start..]);
+    }
+}
+
 internal sealed class SequencePreTokenizer(IReadOnlyList<PreTokenizer> steps) : PreTokenizer
 {
-    public override void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output)
+    public override void Split(ReadOnlyMemory<char> piece, List<ReadOnlyMemory<char>> output, bool atTextStart)
     {
         var current = new List<ReadOnlyMemory<char>> { piece };
         var next = new List<ReadOnlyMemory<char>>();
         foreach (var step in steps)
         {
             next.Clear();
-            foreach (var p in current) step.Split(p, next);
+            // Only the first piece of a text that starts at offset 0 still starts there after a split.
+            for (int i = 0; i < current.Count; i++) step.Split(current[i], next, atTextStart && i == 0);
             (current, next) = (next, current);
         }
         output.AddRange(current);

@@ -50,11 +50,11 @@ internal static class TokenizerJson
     {
         var r = new Reader(source);
         if (root.ValueKind != JsonValueKind.Object) throw r.Error("the top level is not a JSON object");
-        var model = r.Model(r.Required(root, "model", "the top level"));
         var normalizer = r.Normalizer(root.TryGetProperty("normalizer", out var n) ? n : default);
+        // A ByteLevel pre-tokenizer makes the BPE byte-level (GPT-2, Llama 3, Qwen); without one the BPE works on code
+        // points, SentencePiece style (Llama 2, Mistral, Gemma: byte_fallback, Metaspace or a "▁" Replace normalizer).
         var preTokenizer = r.PreTokenizer(root.TryGetProperty("pre_tokenizer", out var p) ? p : default, out bool byteLevel);
-        if (!byteLevel)
-            throw r.Error("a BPE model is supported only with a ByteLevel pre_tokenizer (byte-level BPE as in GPT-2, Llama 3, Qwen)");
+        var model = r.Model(r.Required(root, "model", "the top level"), byteLevel);
         var added = r.AddedTokens(root.TryGetProperty("added_tokens", out var a) ? a : default);
         var addedIds = added.ToDictionary(t => t.Content, t => t.Id, StringComparer.Ordinal);
         int TokenId(string token) =>
@@ -123,16 +123,22 @@ internal static class TokenizerJson
         UserInputException Unsupported(string kind, string type, string supported) =>
             Error($"unsupported {kind} type '{type}' (supported: {supported})");
 
-        public BpeModel Model(JsonElement model)
+        public BpeModel Model(JsonElement model, bool byteLevel)
         {
             string type = model.ValueKind == JsonValueKind.Object && model.TryGetProperty("type", out var t) ? t.GetString() ?? "" : "BPE";
+            if (type == "Unigram")
+                throw Error("model type 'Unigram' (SentencePiece unigram, as in T5, ALBERT, XLM-R) is not supported; only BPE models are (byte-level as in GPT-2/Llama 3/Qwen, or SentencePiece-style BPE as in Llama 2/Mistral/Gemma)");
             if (type != "BPE") throw Unsupported("model", type, "BPE");
-            if (Bool(model, "byte_fallback", false)) throw Error("model: byte_fallback BPE (SentencePiece style) is not supported");
+            bool byteFallback = Bool(model, "byte_fallback", false);
+            if (byteLevel && byteFallback) throw Error("model: byte_fallback with a ByteLevel pre_tokenizer is not supported (byte-level BPE has no unknown characters)");
             if (model.TryGetProperty("dropout", out var dropout) && dropout.ValueKind == JsonValueKind.Number && dropout.GetDouble() > 0)
-                throw Error("model: BPE dropout is not supported");
+                throw Error("model: BPE dropout is not supported (set \"dropout\" to null for deterministic encoding)");
             foreach (var affix in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
                 if (model.TryGetProperty(affix, out var v) && v.ValueKind == JsonValueKind.String && v.GetString()!.Length > 0)
                     throw Error($"model: a non-empty {affix} is not supported");
+            string? unk = model.TryGetProperty("unk_token", out var u) && u.ValueKind == JsonValueKind.String ? u.GetString() : null;
+            var options = new BpeOptions(byteLevel ? BpeAlphabet.ByteLevel : BpeAlphabet.Character, Bool(model, "ignore_merges", false),
+                byteFallback, byteLevel ? null : unk, Bool(model, "fuse_unk", false));
 
             var vocabJson = Required(model, "vocab", "model");
             if (vocabJson.ValueKind != JsonValueKind.Object) throw Error("model.vocab is not an object");
@@ -167,7 +173,7 @@ internal static class TokenizerJson
                     i++;
                 }
             }
-            return new BpeModel(vocab, merges, Bool(model, "ignore_merges", false), source);
+            return new BpeModel(vocab, merges, options, source);
         }
 
         public Normalizer? Normalizer(JsonElement json)
@@ -182,7 +188,7 @@ internal static class TokenizerJson
                 "NFKD" => new UnicodeNormalizer(NormalizationForm.FormKD),
                 "Lowercase" => new LowercaseNormalizer(),
                 "Prepend" => new PrependNormalizer(String(json, "prepend", "normalizer Prepend")),
-                "Strip" => new StripNormalizer(Bool(json, "left", true), Bool(json, "right", true)),
+                "Strip" => new StripNormalizer(Bool(json, "strip_left", false), Bool(json, "strip_right", false)),
                 "Replace" => Replace(json),
                 "Sequence" => new SequenceNormalizer(Required(json, "normalizers", "normalizer Sequence").EnumerateArray()
                     .Select(s => Normalizer(s) ?? throw Error("normalizer Sequence holds a null step")).ToList()),
@@ -233,6 +239,8 @@ internal static class TokenizerJson
                         throw Error($"pre_tokenizer Split: unknown behavior '{behavior}' (expected Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous)");
                     return new SplitPreTokenizer(regex, b, Bool(json, "invert", false));
                 }
+                case "Metaspace":
+                    return new MetaspacePreTokenizer(Replacement(json, "pre_tokenizer Metaspace"), PrependScheme(json, "pre_tokenizer Metaspace"), Bool(json, "split", true));
                 case "Sequence":
                 {
                     var steps = new List<PreTokenizer>();
@@ -247,7 +255,7 @@ internal static class TokenizerJson
                     return new SequencePreTokenizer(steps);
                 }
                 default:
-                    throw Unsupported("pre_tokenizer", type, "ByteLevel, Split, Sequence");
+                    throw Unsupported("pre_tokenizer", type, "ByteLevel, Split, Metaspace, Sequence");
             }
         }
 
@@ -320,15 +328,73 @@ internal static class TokenizerJson
         public Decoder Decoder(JsonElement json)
         {
             if (json.ValueKind is JsonValueKind.Undefined or JsonValueKind.Null) return new JoinDecoder();
+            return new ChainDecoder(DecoderSteps(json));
+        }
+
+        List<DecoderStep> DecoderSteps(JsonElement json)
+        {
             string type = Type(json, "decoder");
-            if (type == "ByteLevel") return new ByteLevelDecoder();
-            if (type == "Sequence")
+            switch (type)
             {
-                var steps = Required(json, "decoders", "decoder Sequence").EnumerateArray().ToList();
-                if (steps.Count == 1) return Decoder(steps[0]);
-                throw Error("decoder Sequence: only a Sequence of one ByteLevel decoder is supported");
+                case "ByteLevel": return [new ByteLevelDecoder()];
+                case "ByteFallback": return [new ByteFallbackDecoder()];
+                case "Fuse": return [new FuseDecoder()];
+                case "Replace":
+                {
+                    var (literal, regex) = Pattern(Required(json, "pattern", "decoder Replace"), "decoder Replace");
+                    return [new ReplaceDecoder(new ReplaceNormalizer(literal, literal is null ? regex : null, String(json, "content", "decoder Replace")))];
+                }
+                case "Strip":
+                {
+                    string content = String(json, "content", "decoder Strip");
+                    if (content.Length != 1) throw Error("decoder Strip: \"content\" must be one character");
+                    return [new StripDecoder(content[0], Count(json, "start", "decoder Strip"), Count(json, "stop", "decoder Strip"))];
+                }
+                case "Metaspace":
+                    return [new MetaspaceDecoder(Replacement(json, "decoder Metaspace"), PrependScheme(json, "decoder Metaspace"))];
+                case "Sequence":
+                    return Required(json, "decoders", "decoder Sequence").EnumerateArray().SelectMany(DecoderSteps).ToList();
+                default:
+                    throw Unsupported("decoder", type, "ByteLevel, ByteFallback, Fuse, Replace, Strip, Metaspace, Sequence");
             }
-            throw Unsupported("decoder", type, "ByteLevel");
+        }
+
+        int Count(JsonElement obj, string key, string where)
+        {
+            var v = Required(obj, key, where);
+            return v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) && n >= 0 ? n : throw Error($"{where}: \"{key}\" is not a non-negative integer");
+        }
+
+        char Replacement(JsonElement json, string where)
+        {
+            string r = String(json, "replacement", where);
+            return r.Length == 1 ? r[0] : throw Error($"{where}: \"replacement\" must be one character, got \"{r}\"");
+        }
+
+        /// <summary>
+        /// Metaspace's prepend_scheme ("always" when absent); the older <c>add_prefix_space: false</c> means "never",
+        /// and contradicting an explicit scheme is an error, as in tokenizers.
+        /// </summary>
+        PrependScheme PrependScheme(JsonElement json, string where)
+        {
+            var scheme = Text.PrependScheme.Always;
+            if (json.TryGetProperty("prepend_scheme", out var ps) && ps.ValueKind != JsonValueKind.Null)
+            {
+                scheme = ps.ValueKind == JsonValueKind.String ? ps.GetString() switch
+                {
+                    "always" => Text.PrependScheme.Always,
+                    "first" => Text.PrependScheme.First,
+                    "never" => Text.PrependScheme.Never,
+                    var other => throw Error($"{where}: unknown prepend_scheme '{other}' (expected always, first, never)"),
+                } : throw Error($"{where}: \"prepend_scheme\" is not a string");
+            }
+            if (json.TryGetProperty("add_prefix_space", out var aps) && aps.ValueKind == JsonValueKind.False)
+            {
+                if (scheme != Text.PrependScheme.Never && json.TryGetProperty("prepend_scheme", out var given) && given.ValueKind == JsonValueKind.String)
+                    throw Error($"{where}: add_prefix_space false contradicts prepend_scheme '{given.GetString()}'");
+                scheme = Text.PrependScheme.Never;
+            }
+            return scheme;
         }
     }
 }

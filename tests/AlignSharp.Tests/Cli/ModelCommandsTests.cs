@@ -47,6 +47,28 @@ public sealed class ModelCommandsTests : IDisposable
     }
 
     [Fact]
+    public void SentencePieceTokenizerModelDirectoryWorksEndToEnd()
+    {
+        // A Llama model directory with a Llama-2-style tokenizer.json (byte fallback, ▁ normalizer, BOS template).
+        string tokenizer = Text.TokenizerFixtures.Small("llama2-small");
+        var r = CliRunner.Run("init", "--arch", "llama", "--vocab-size", "5000", "--d-model", "32", "--layers", "1", "--heads", "4",
+            "--tokenizer", tokenizer, "--out", Path.Combine(_dir, "spm"), "--seed", "3");
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        string model = Path.Combine(_dir, "spm");
+        var pre = Pretrained.Load(model);
+        var reference = Text.TokenizerFixtures.Reference("llama2-small").Single(c => c.Text == "Hello world");
+        Assert.Equal(reference.Ids, pre.Tokenizer!.Encode("Hello world"));
+        Assert.Equal(1, pre.Tokenizer.BosId);
+        string input = File("spm.jsonl", "{\"prompt\": \"Hello world 😀\"}\n");
+        var g = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "4", "--temperature", "0");
+        Assert.True(g.ExitCode == 0, g.StdErr);
+        var o = JsonDocument.Parse(g.StdOut).RootElement;
+        var ids = o.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        Assert.InRange(ids.Length, 1, 4);
+        Assert.Equal(pre.Tokenizer.Decode(ids), o.GetProperty("text").GetString());
+    }
+
+    [Fact]
     public void GenerateAnswersEveryLineInOrderAndIsSeeded()
     {
         string model = Init("gpt2");

@@ -14,7 +14,7 @@ public static class TokenizerFixtures
     public static string Dir { get; } = Path.Combine(CliRunner.RepoRoot, "tests", "fixtures", "tokenizers");
     public static string Small(string name) => Path.Combine(Dir, name);
     public static string Full(string name) => Path.Combine(Dir, "full", name);
-    public static bool FullPresent => new[] { "gpt2", "llama3", "qwen3" }.All(n => File.Exists(Path.Combine(Full(n), "tokenizer.json")));
+    public static bool FullPresent => new[] { "gpt2", "llama3", "qwen3", "llama2", "gemma3" }.All(n => File.Exists(Path.Combine(Full(n), "tokenizer.json")));
 
     static readonly Dictionary<string, ITokenizer> Loaded = new();
 
