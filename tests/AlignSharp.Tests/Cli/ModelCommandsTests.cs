@@ -128,7 +128,7 @@ public sealed class ModelCommandsTests : IDisposable
     [InlineData("{\"prompt\": 5}\n", "prompts.jsonl:1: field \"prompt\": must be a string")]
     [InlineData("{\"prompt\": \"ok\"}\n{not json\n", "prompts.jsonl:2: malformed JSON")]
     [InlineData("{\"prompt_ids\": [1, 999]}\n", "prompts.jsonl:1: field \"prompt_ids\": token id 999 is outside the vocabulary")]
-    [InlineData("{\"other\": 1}\n", "prompts.jsonl:1: needs a field \"prompt\" or \"prompt_ids\"")]
+    [InlineData("{\"other\": 1}\n", "prompts.jsonl:1: needs a field \"prompt\", \"messages\" or \"prompt_ids\"")]
     public void BadGenerateInputNamesFileLineAndField(string content, string expected)
     {
         string model = Init("gpt2");

@@ -66,3 +66,40 @@ public class TemplateCliTests
         }
     }
 }
+
+/// <summary>
+/// The real templates with the real tokenizers: rendered text tokenized as training and `alignsharp template` do
+/// equals @lenml/tokenizers' encoding with add_special_tokens=false (transformers' apply_chat_template(tokenize=True)).
+/// </summary>
+public class FullTemplateTokenizationTests
+{
+    [FullTokenizersFact]
+    public void TemplatesTokenizeAsApplyChatTemplate()
+    {
+        var reference = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(CliRunner.RepoRoot, "tests", "fixtures", "templates", "reference.json"))).RootElement;
+        var conversations = reference.GetProperty("conversations").EnumerateArray().ToList();
+        var failures = new List<string>();
+        int checkedCases = 0;
+        foreach (var name in new[] { "qwen3", "llama3_1", "deepseek_v3" })
+        {
+            var dir = TokenizerFixtures.Full(name);
+            Assert.True(File.Exists(Path.Combine(dir, "tokenizer.json")), $"{dir}: missing; run scripts/fetch-tokenizers.sh");
+            var tokenizer = TokenizerFixtures.Load(dir);
+            var template = ChatTemplate.Resolve("auto", dir);
+            foreach (var c in reference.GetProperty("chat").EnumerateArray())
+            {
+                if (c.GetProperty("template").GetString() != name || !c.TryGetProperty("ids", out var expectedIds)) continue;
+                var messages = AlignSharp.Text.Jinja.JinjaJson.FromJson(conversations[c.GetProperty("conversation").GetInt32()]);
+                var text = template.Render(messages, c.GetProperty("add_generation_prompt").GetBoolean());
+                var ids = TokenSequences.EncodeRendered(tokenizer, text);
+                var expected = expectedIds.EnumerateArray().Select(x => x.GetInt32()).ToArray();
+                string label = $"{name} conversation {c.GetProperty("conversation").GetInt32()}";
+                if (text != c.GetProperty("text").GetString()) failures.Add($"{label}: text differs");
+                else if (!ids.SequenceEqual(expected)) failures.Add($"{label}: ids [{string.Join(",", ids.Take(8))}…] != [{string.Join(",", expected.Take(8))}…]");
+                checkedCases++;
+            }
+        }
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+        Assert.Equal(60, checkedCases);
+    }
+}
