@@ -1,56 +1,90 @@
 using System.CommandLine;
+using System.Text.Json;
 using AlignSharp.Text;
+using AlignSharp.Text.Jinja;
+using AlignSharp.Training.Data;
 
 namespace AlignSharp.Cli.Commands;
 
 /// <summary>
-/// `alignsharp generate`: completions for prompts. Input lines {"prompt": "..."} or {"prompt_ids": [...]};
-/// output {"ids": [...new tokens...], "text": "...", "logprobs": [...]}, one per input line, in order.
+/// `alignsharp generate`: completions for prompts. Input lines {"prompt": "..."}, {"prompt": [messages]},
+/// {"messages": [...]} (rendered with the chat template and its generation prompt) or {"prompt_ids": [...]};
+/// output {"prompt": as given, "completion": "...", "ids": [...new tokens...], "text": "...", "logprobs": [...],
+/// "finish_reason": ...}, one per input line, in order (so the output can be piped into `score`). Sampling flags not
+/// given take the model's generation_config.json defaults; generation stops at any of its eos_token_id.
 /// </summary>
 public static class GenerateCommand
 {
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Model directory (config.json + safetensors [+ tokenizer.json]).", Required = true };
-        var input = new Option<string>("--input") { Description = "JSONL: {\"prompt\": \"...\"} or {\"prompt_ids\": [...]} per line.", Required = true };
+        var input = new Option<string>("--input") { Description = "JSONL: {\"prompt\": \"...\"}, {\"prompt\": [messages]}, {\"messages\": [...]} or {\"prompt_ids\": [...]} per line.", Required = true };
         var output = new Option<string?>("--output") { Description = "JSONL to write (default: stdout)." };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate per prompt.", Required = true };
-        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature; 0 = greedy.", DefaultValueFactory = _ => 1f };
-        var topK = new Option<int>("--top-k") { Description = "Sample from the K most likely tokens; 0 = all.", DefaultValueFactory = _ => 0 };
-        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling: the smallest set of tokens with probability ≥ P; 1 = all.", DefaultValueFactory = _ => 1f };
+        var temperature = new Option<float?>("--temperature") { Description = "Sampling temperature; 0 = greedy (default: generation_config.json's, else 1; greedy when it sets do_sample false)." };
+        var topK = new Option<int?>("--top-k") { Description = "Sample from the K most likely tokens; 0 = all (default: generation_config.json's, else 0)." };
+        var topP = new Option<float?>("--top-p") { Description = "Nucleus sampling: the smallest set of tokens with probability ≥ P; 1 = all (default: generation_config.json's, else 1)." };
+        var chatTemplate = new Option<string>("--chat-template")
+        {
+            Description = "For message prompts: auto (the model's own template; plain when it has none), a built-in name (chatml, llama3, plain), or a .jinja file.",
+            DefaultValueFactory = _ => "auto",
+        };
         var seed = new Option<int>("--seed") { Description = "Random seed (each input line has its own stream, so results do not depend on batching).", DefaultValueFactory = _ => 0 };
         var stop = new Option<string[]>("--stop") { Description = "Stop string (repeatable); the text ends before it.", AllowMultipleArgumentsPerToken = false };
         var batchSize = new Option<int>("--batch-size") { Description = "Prompts generated together.", DefaultValueFactory = _ => 8 };
         var cmd = new Command("generate", "Sample completions with a KV cache: greedy, temperature, top-k, top-p.")
         {
-            model, input, output, maxNew, temperature, topK, topP, seed, stop, batchSize,
+            model, input, output, maxNew, temperature, topK, topP, seed, stop, batchSize, chatTemplate,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
+            ChatTemplate.ValidateOption(r.GetValue(chatTemplate));
             var pre = Pretrained.Load(r.GetValue(model)!);
+            var generation = GenerationConfig.Load(pre.Directory);
+            var (defaultTemperature, defaultTopK, defaultTopP) = generation?.SamplingDefaults() ?? (1f, 0, 1f);
             var options = new SamplingOptions
             {
                 MaxNewTokens = r.GetValue(maxNew),
-                Temperature = r.GetValue(temperature),
-                TopK = r.GetValue(topK),
-                TopP = r.GetValue(topP),
+                Temperature = r.GetValue(temperature) ?? defaultTemperature,
+                TopK = r.GetValue(topK) ?? defaultTopK,
+                TopP = r.GetValue(topP) ?? defaultTopP,
                 Seed = r.GetValue(seed),
                 StopStrings = r.GetValue(stop) ?? [],
+                EosIds = StopIds(generation, pre),
             };
             options.Validate();
             int batch = Math.Max(1, r.GetValue(batchSize));
             var lines = Jsonl.ReadObjects(r.GetValue(input)!);
+            ChatTemplate? template = null;
+            ChatTemplate Template()
+            {
+                if (template is not null) return template;
+                template = ChatTemplate.Resolve(r.GetValue(chatTemplate), pre.Directory);
+                if (template.FallbackWarning(dataHasMessages: true) is { } warning) Console.Error.WriteLine($"warning: {warning}");
+                return template;
+            }
             var prompts = lines.Select(l =>
             {
+                string field = l.Has("prompt_ids") ? "prompt_ids" : l.Has("prompt") ? "prompt" : "messages";
                 int[] ids = l.Has("prompt_ids") ? l.Ints("prompt_ids")
-                    : l.Has("prompt") ? pre.RequireTokenizer("a text prompt").Encode(l.String("prompt"))
-                    : throw new UserInputException($"{l.Where}: needs a field \"prompt\" or \"prompt_ids\"");
-                string field = l.Has("prompt_ids") ? "prompt_ids" : "prompt";
+                    : l.Has("prompt") && l.Value.GetProperty("prompt").ValueKind == JsonValueKind.String ? pre.RequireTokenizer("a text prompt").Encode(l.String("prompt"))
+                    : l.Has("prompt") || l.Has("messages") ? MessagePrompt(l, field)
+                    : throw new UserInputException($"{l.Where}: needs a field \"prompt\", \"messages\" or \"prompt_ids\"");
                 if (ids.Length == 0) throw l.Error(field, "is empty (generation needs at least one prompt token)");
                 foreach (var id in ids)
                     if (id < 0 || id >= pre.Model.Config.VocabSize) throw l.Error(field, $"token id {id} is outside the vocabulary [0, {pre.Model.Config.VocabSize})");
                 return ids;
             }).ToList();
+
+            int[] MessagePrompt(Jsonl.Line l, string field)
+            {
+                var messages = l.Value.GetProperty(field);
+                if (messages.ValueKind != JsonValueKind.Array) throw l.Error(field, "must be a string or a list of messages");
+                string text;
+                try { text = Template().Render(JinjaJson.FromJson(messages), addGenerationPrompt: true); }
+                catch (JinjaException e) { throw l.Error(field, e.Message); }
+                return TokenSequences.EncodeRendered(pre.RequireTokenizer("a message prompt"), text);
+            }
 
             IEnumerable<string> Results()
             {
@@ -59,13 +93,26 @@ public static class GenerateCommand
                     var chunk = prompts.GetRange(start, Math.Min(batch, prompts.Count - start));
                     var completions = Generator.Generate(pre.Model, chunk, options, pre.Tokenizer, firstStream: start);
                     Console.Error.WriteLine($"generate: {Math.Min(start + batch, prompts.Count)}/{prompts.Count}");
-                    foreach (var c in completions)
-                        yield return Jsonl.Serialize(new { ids = c.Ids, text = c.Text ?? "", logprobs = c.LogProbs, finish_reason = c.FinishReason });
+                    for (int i = 0; i < completions.Count; i++)
+                    {
+                        var c = completions[i];
+                        var line = lines[start + i];
+                        object? prompt = line.Value.TryGetProperty("prompt", out var p) ? p : line.Value.TryGetProperty("messages", out var m) ? m : null;
+                        yield return Jsonl.Serialize(new { prompt, completion = c.Text ?? "", ids = c.Ids, text = c.Text ?? "", logprobs = c.LogProbs, finish_reason = c.FinishReason });
+                    }
                 }
             }
             Jsonl.Write(r.GetValue(output), Results());
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>Stop on any of generation_config.json's eos_token_id and the tokenizer's EOS; null (the generator's default) when neither is known.</summary>
+    static IReadOnlyList<int>? StopIds(GenerationConfig? generation, Pretrained pre)
+    {
+        var ids = new List<int>(generation?.EosTokenIds ?? []);
+        if (pre.Tokenizer?.EosId is int eos && !ids.Contains(eos)) ids.Add(eos);
+        return ids.Count > 0 ? ids : null;
     }
 }

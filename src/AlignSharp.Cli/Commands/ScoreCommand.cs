@@ -14,10 +14,19 @@ public static class ScoreCommand
         var input = new Option<string>("--input") { Description = "JSONL: {\"prompt\": string or messages, \"completion\": string} per line.", Required = true };
         var output = new Option<string?>("--output") { Description = "JSONL to write (default: stdout)." };
         var normalize = new Option<bool>("--normalize") { Description = "Report (score − mean) / std with the statistics recorded at training time." };
-        var cmd = new Command("score", "Score completions with a reward model.") { model, input, output, normalize };
+        var chatTemplate = new Option<string>("--chat-template")
+        {
+            Description = "For message prompts: auto (the template the reward model was trained with), a built-in name (chatml, llama3, plain), or a .jinja file.",
+            DefaultValueFactory = _ => "auto",
+        };
+        var cmd = new Command("score", "Score completions with a reward model.") { model, input, output, normalize, chatTemplate };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
+            var spec = r.GetValue(chatTemplate)!;
+            ChatTemplate.ValidateOption(spec);
             var rm = RewardModel.Load(r.GetValue(model)!);
+            if (!string.Equals(spec.Trim(), "auto", StringComparison.OrdinalIgnoreCase))
+                rm = new RewardModel(rm.Model, rm.Tokenizer, ChatTemplate.Resolve(spec, r.GetValue(model)), rm.Info);
             var lines = Jsonl.ReadObjects(r.GetValue(input)!);
             var sequences = lines.Select(l => rm.Encode(Prompt(l), l.String("completion"))).ToList();
             var scores = rm.ScoreSequences(sequences);

@@ -19,10 +19,10 @@ public sealed record Pretrained(TransformerModel Model, ITokenizer? Tokenizer, s
     public ITokenizer RequireTokenizer(string why) => Tokenizer
         ?? throw new UserInputException($"{Directory} has no tokenizer.json, which {why} needs.");
 
-    /// <summary>Writes the model and copies the tokenizer files next to it.</summary>
+    /// <summary>Copies the tokenizer files, the chat template and generation_config.json (those present) into another model directory.</summary>
     public static void CopyTokenizerFiles(string fromDirectory, string toDirectory)
     {
-        foreach (var name in new[] { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json" })
+        foreach (var name in new[] { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", GenerationConfig.FileName })
         {
             var src = Path.Combine(fromDirectory, name);
             if (File.Exists(src) && Path.GetFullPath(src) != Path.GetFullPath(Path.Combine(toDirectory, name)))

@@ -146,11 +146,42 @@ public sealed class ModelCommandsTests : IDisposable
         }
     }
 
+    [Fact]
+    public void GenerateRendersMessagePromptsEchoesThemAndUsesGenerationConfig()
+    {
+        string model = Init("gpt2");
+        // A model template (chat_template.jinja) and greedy decoding from generation_config.json (do_sample false).
+        System.IO.File.WriteAllText(Path.Combine(model, "chat_template.jinja"),
+            "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}");
+        System.IO.File.WriteAllText(Path.Combine(model, "generation_config.json"), "{\"do_sample\": false, \"eos_token_id\": [257]}");
+        string input = File("chat.jsonl",
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n" +
+            "{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n" +
+            "{\"prompt\": \"user: hi\\nassistant:\"}\n");
+        var a = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "4", "--seed", "1");
+        var b = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "4", "--seed", "2");
+        Assert.True(a.ExitCode == 0, a.StdErr);
+        Assert.Equal(a.StdOut, b.StdOut); // greedy: the seed does not matter
+        var lines = a.StdOut.TrimEnd('\n').Split('\n').Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(3, lines.Count);
+        Assert.Equal(System.Text.Json.JsonValueKind.Array, lines[0].GetProperty("prompt").ValueKind);
+        Assert.Equal("hi", lines[1].GetProperty("prompt")[0].GetProperty("content").GetString());
+        Assert.Equal("user: hi\nassistant:", lines[2].GetProperty("prompt").GetString());
+        // The rendered message prompt is the text prompt, so all three continue identically.
+        Assert.All(lines, l => Assert.Equal(lines[2].GetProperty("ids").GetRawText(), l.GetProperty("ids").GetRawText()));
+        Assert.All(lines, l => Assert.Equal(l.GetProperty("text").GetString(), l.GetProperty("completion").GetString()));
+        // An explicit --temperature wins over generation_config.json: sampling now depends on the seed.
+        var c = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "8", "--seed", "1", "--temperature", "1.5");
+        var d = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "8", "--seed", "2", "--temperature", "1.5");
+        Assert.True(c.ExitCode == 0, c.StdErr);
+        Assert.NotEqual(c.StdOut, d.StdOut);
+    }
+
     [Theory]
     [InlineData("{\"prompt\": 5}\n", "prompts.jsonl:1: field \"prompt\": must be a string")]
     [InlineData("{\"prompt\": \"ok\"}\n{not json\n", "prompts.jsonl:2: malformed JSON")]
     [InlineData("{\"prompt_ids\": [1, 999]}\n", "prompts.jsonl:1: field \"prompt_ids\": token id 999 is outside the vocabulary")]
-    [InlineData("{\"other\": 1}\n", "prompts.jsonl:1: needs a field \"prompt\" or \"prompt_ids\"")]
+    [InlineData("{\"other\": 1}\n", "prompts.jsonl:1: needs a field \"prompt\", \"messages\" or \"prompt_ids\"")]
     public void BadGenerateInputNamesFileLineAndField(string content, string expected)
     {
         string model = Init("gpt2");

@@ -16,7 +16,7 @@ public class ChatTemplateTests
             t.RenderPrompt(Conversation));
         Assert.Equal("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n",
             t.RenderConversation([ChatMessage.User("Hi"), ChatMessage.Assistant("Hello!")]));
-        Assert.Equal("<|im_start|>assistant\n", t.GenerationPrompt);
+        Assert.Equal("<|im_start|>assistant\n", t.RenderPrompt(Array.Empty<ChatMessage>()));
     }
 
     [Fact]
@@ -64,7 +64,9 @@ public class ChatTemplateTests
     public void UnknownTemplateNameIsAClearError()
     {
         var e = Assert.Throws<UserInputException>(() => ChatTemplate.Get("vicuna"));
-        Assert.Equal("unknown chat template \"vicuna\"; choose one of: chatml, llama3, plain.", e.Message);
+        Assert.Equal("unknown chat template \"vicuna\"; choose auto, a .jinja file, or one of: chatml, llama3, plain.", e.Message);
+        var option = Assert.Throws<UserInputException>(() => ChatTemplate.ValidateOption("vicuna"));
+        Assert.Contains("neither auto, a built-in template (chatml, llama3, plain), nor an existing .jinja file", option.Message);
         Assert.Same(ChatTemplate.ChatMl, ChatTemplate.Get("ChatML"));
     }
 

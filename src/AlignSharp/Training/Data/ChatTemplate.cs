@@ -1,4 +1,4 @@
-using System.Text;
+using AlignSharp.Text.Jinja;
 
 namespace AlignSharp.Training.Data;
 
@@ -17,8 +17,10 @@ public enum SegmentRole
 public readonly record struct TextSegment(string Text, SegmentRole Role);
 
 /// <summary>
-/// Renders conversations into the text a model is trained on and generates from. Plain-text prompts and
-/// completions (the "standard" format) are used verbatim and never templated; messages are rendered as:
+/// Renders conversations into the text a model is trained on and generates from, with a Jinja chat template as
+/// Hugging Face transformers renders it (variables <c>messages</c>, <c>add_generation_prompt</c>, <c>tools</c> = none and
+/// the model's special tokens). Plain-text prompts and completions (the "standard" format) are used verbatim and
+/// never templated. Built-in templates (their Jinja source is <see cref="BuiltInSource"/>):
 /// <list type="bullet">
 /// <item><c>chatml</c>: each message <c>&lt;|im_start|&gt;{role}\n{content}&lt;|im_end|&gt;\n</c>; generation prompt <c>&lt;|im_start|&gt;assistant\n</c>.</item>
 /// <item><c>llama3</c>: <c>&lt;|begin_of_text|&gt;</c>, then each message <c>&lt;|start_header_id|&gt;{role}&lt;|end_header_id|&gt;\n\n{content}&lt;|eot_id|&gt;</c>
@@ -27,36 +29,44 @@ public readonly record struct TextSegment(string Text, SegmentRole Role);
 /// generation prompt <c>Assistant:</c> (the space before the answer belongs to the completion, as in Anthropic HH
 /// transcripts, so that word-level tokenizers keep " word" tokens).</item>
 /// </list>
-/// An assistant turn is always the generation prompt followed by its body (<c>{content}</c> + end of turn; for plain,
-/// <c>" " + content + "\n"</c>), so a rendered prompt plus a rendered completion is exactly the rendered conversation.
-/// When one side is messages and the other plain text, the text becomes a user (prompt) or assistant (completion) message.
+/// Prompt/completion boundaries (any template): the conversation without its answer, rendered with
+/// <c>add_generation_prompt=true</c>, must be a prefix of the whole conversation rendered without it; the rest is the
+/// completion. When it is not a prefix the record is an error (the boundary is never guessed). When one side is
+/// messages and the other plain text, the text becomes a user (prompt) or assistant (completion) message.
 /// </summary>
 public sealed class ChatTemplate
 {
-    private readonly string _system, _user, _assistant, _bodyPrefix, _end;
+    private readonly JinjaTemplate _jinja;
+    private readonly IReadOnlyDictionary<string, object?> _tokens;
 
-    private ChatTemplate(string name, string begin, string system, string user, string assistant, string bodyPrefix, string end)
+    private ChatTemplate(string name, JinjaTemplate jinja, IReadOnlyDictionary<string, object?> tokens, bool isFallback = false)
     {
         Name = name;
-        Begin = begin;
-        _system = system;
-        _user = user;
-        _assistant = assistant;
-        _bodyPrefix = bodyPrefix;
-        _end = end;
+        _jinja = jinja;
+        _tokens = tokens;
+        IsFallback = isFallback;
     }
 
-    public static readonly ChatTemplate ChatMl = new("chatml", "",
-        "<|im_start|>system\n", "<|im_start|>user\n", "<|im_start|>assistant\n", "", "<|im_end|>\n");
+    static ChatTemplate BuiltIn(string name) => new(name, JinjaTemplate.Parse(BuiltInSource(name), $"'{name}'"), new Dictionary<string, object?>());
 
-    public static readonly ChatTemplate Llama3 = new("llama3", "<|begin_of_text|>",
-        "<|start_header_id|>system<|end_header_id|>\n\n", "<|start_header_id|>user<|end_header_id|>\n\n",
-        "<|start_header_id|>assistant<|end_header_id|>\n\n", "", "<|eot_id|>");
+    public static readonly ChatTemplate ChatMl = BuiltIn("chatml");
+    public static readonly ChatTemplate Llama3 = BuiltIn("llama3");
+    public static readonly ChatTemplate Plain = BuiltIn("plain");
 
-    public static readonly ChatTemplate Plain = new("plain", "", "System: ", "User: ", "Assistant:", " ", "\n");
-
-    /// <summary>The names <see cref="Get"/> accepts.</summary>
+    /// <summary>The built-in names <see cref="Get"/> accepts.</summary>
     public static IReadOnlyList<string> Names { get; } = ["chatml", "llama3", "plain"];
+
+    /// <summary>The Jinja source of a built-in template (what is written into a trained model that used it).</summary>
+    public static string BuiltInSource(string name) => name switch
+    {
+        "chatml" => "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+                    + "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+        "llama3" => "{{ '<|begin_of_text|>' }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}{% endfor %}"
+                    + "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}",
+        "plain" => "{% for message in messages %}{{ message['role'] | capitalize + ': ' + message['content'] + '\\n' }}{% endfor %}"
+                   + "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}",
+        _ => throw new ArgumentException($"no built-in chat template '{name}'", nameof(name)),
+    };
 
     /// <summary>A built-in template by name (case-insensitive): chatml, llama3 or plain.</summary>
     public static ChatTemplate Get(string name) => name?.Trim().ToLowerInvariant() switch
@@ -64,69 +74,126 @@ public sealed class ChatTemplate
         "chatml" => ChatMl,
         "llama3" or "llama-3" => Llama3,
         "plain" => Plain,
-        _ => throw new UserInputException($"unknown chat template \"{name}\"; choose one of: {string.Join(", ", Names)}."),
+        _ => throw new UserInputException($"unknown chat template \"{name}\"; choose auto, a .jinja file, or one of: {string.Join(", ", Names)}."),
     };
 
-    public string Name { get; }
-
-    /// <summary>Text before the first message ("&lt;|begin_of_text|&gt;" for llama3, else empty).</summary>
-    public string Begin { get; }
-
-    /// <summary>The text that opens an assistant turn, appended to a prompt for generation.</summary>
-    public string GenerationPrompt => _assistant;
-
-    private string Header(ChatRole role) => role switch
+    /// <summary>What <c>--chat-template</c> says about itself without a model: auto, a built-in name, or a .jinja file that exists.</summary>
+    public static void ValidateOption(string? spec)
     {
-        ChatRole.System => _system,
-        ChatRole.User => _user,
-        _ => _assistant + _bodyPrefix,
-    };
-
-    /// <summary>The body of an assistant turn: what follows the generation prompt.</summary>
-    public string AssistantBody(string content) => _bodyPrefix + content + _end;
-
-    /// <summary>A whole conversation, no generation prompt.</summary>
-    public string RenderConversation(IReadOnlyList<ChatMessage> messages)
-    {
-        var sb = new StringBuilder(Begin);
-        foreach (var m in messages) sb.Append(Header(m.Role)).Append(m.Content).Append(_end);
-        return sb.ToString();
+        if (spec is null || IsAuto(spec) || Names.Contains(spec.Trim().ToLowerInvariant()) || spec.Trim().ToLowerInvariant() == "llama-3") return;
+        if (File.Exists(spec)) return;
+        throw new UserInputException($"--chat-template: \"{spec}\" is neither auto, a built-in template ({string.Join(", ", Names)}), nor an existing .jinja file.");
     }
 
+    static bool IsAuto(string spec) => string.Equals(spec.Trim(), "auto", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// The template <c>--chat-template</c> names for the model in <paramref name="modelDirectory"/>: <c>auto</c> (the
+    /// model's own template when it has one — chat_template.jinja or tokenizer_config.json — else <c>plain</c>, marked
+    /// <see cref="IsFallback"/>), a built-in name, or the path of a .jinja file (rendered with the model's special tokens).
+    /// </summary>
+    public static ChatTemplate Resolve(string? spec, string? modelDirectory)
+    {
+        spec ??= "auto";
+        var tokens = modelDirectory is null ? new Dictionary<string, object?>() : ModelChatTemplate.SpecialTokenVariables(modelDirectory);
+        if (IsAuto(spec))
+        {
+            var own = modelDirectory is null ? null : ModelChatTemplate.Find(modelDirectory);
+            if (own is null) return new ChatTemplate("plain", Plain._jinja, Plain._tokens, isFallback: true);
+            return new ChatTemplate("auto", JinjaTemplate.Parse(own.Value.Source, own.Value.Origin), tokens);
+        }
+        var lower = spec.Trim().ToLowerInvariant();
+        if (Names.Contains(lower) || lower == "llama-3") return Get(spec);
+        if (!File.Exists(spec)) ValidateOption(spec);
+        string source;
+        try { source = File.ReadAllText(spec); }
+        catch (IOException e) { throw new UserInputException($"--chat-template: cannot read {spec}: {e.Message}", e); }
+        return new ChatTemplate(Path.GetFullPath(spec), JinjaTemplate.Parse(source, spec), tokens);
+    }
+
+    /// <summary>
+    /// "chatml", "llama3", "plain"; "auto" for the model's own template; the full path for a .jinja file. A trained model
+    /// gets the template written into its directory, so "auto" reloads it.
+    /// </summary>
+    public string Name { get; }
+
+    /// <summary>True when <c>auto</c> found no template in the model and fell back to <c>plain</c>.</summary>
+    public bool IsFallback { get; }
+
+    /// <summary>The Jinja source (written into a trained model's directory as its chat template).</summary>
+    public string Source => _jinja.Source;
+
+    /// <summary>The warning for data with message lists rendered by the <c>plain</c> fallback, or null.</summary>
+    public string? FallbackWarning(bool dataHasMessages) => IsFallback && dataHasMessages
+        ? "the model has no chat template (no chat_template.jinja, no \"chat_template\" in tokenizer_config.json), so message lists are formatted with the built-in 'plain' template (System:/User:/Assistant: lines); pass --chat-template NAME or FILE.jinja to choose another."
+        : null;
+
+    /// <summary>Renders a conversation with the template's variables.</summary>
+    public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    {
+        var vars = new Dictionary<string, object?>(_tokens)
+        {
+            ["messages"] = messages.Select(m => (object?)new JinjaDict { ["role"] = m.RoleName, ["content"] = m.Content }).ToList(),
+            ["add_generation_prompt"] = addGenerationPrompt,
+            ["tools"] = null,
+            ["documents"] = null,
+        };
+        return _jinja.Render(vars);
+    }
+
+    /// <summary>Renders messages given as JSON values (any fields: tool calls, reasoning, …), as the <c>template</c> command does.</summary>
+    public string Render(object? messages, bool addGenerationPrompt, IReadOnlyDictionary<string, object?>? extraVariables = null)
+    {
+        var vars = new Dictionary<string, object?>(_tokens) { ["messages"] = messages, ["add_generation_prompt"] = addGenerationPrompt, ["tools"] = null, ["documents"] = null };
+        if (extraVariables is not null) foreach (var (k, v) in extraVariables) vars[k] = v;
+        return _jinja.Render(vars);
+    }
+
+    /// <summary>A whole conversation, no generation prompt.</summary>
+    public string RenderConversation(IReadOnlyList<ChatMessage> messages) => Render(messages, addGenerationPrompt: false);
+
     /// <summary>A conversation so far, followed by the generation prompt: what the model continues.</summary>
-    public string RenderPrompt(IReadOnlyList<ChatMessage> messages) => RenderConversation(messages) + GenerationPrompt;
+    public string RenderPrompt(IReadOnlyList<ChatMessage> messages) => Render(messages, addGenerationPrompt: true);
 
     /// <summary>A prompt for generation: plain text verbatim, messages rendered with the generation prompt.</summary>
     public string RenderPrompt(ChatContent prompt) => prompt.IsConversational ? RenderPrompt(prompt.Messages!) : prompt.Text!;
 
     /// <summary>
-    /// Prompt and completion text for training on an answer (preferences, scoring): plain text verbatim; otherwise
-    /// the rendered prompt with the generation prompt, and the completion's assistant turn bodies (a second
-    /// assistant message is opened with its own header).
+    /// Prompt and completion text for training on an answer (preferences, scoring): plain text verbatim; otherwise the
+    /// prompt messages rendered with the generation prompt, and what the whole conversation adds to that.
+    /// <paramref name="source"/> names the record in the error when the prompt is not a prefix of the conversation.
     /// </summary>
-    public (string Prompt, string Completion) RenderPromptAndCompletion(ChatContent prompt, ChatContent completion)
+    public (string Prompt, string Completion) RenderPromptAndCompletion(ChatContent prompt, ChatContent completion, RecordSource? source = null, string? field = null)
     {
         if (!prompt.IsConversational && !completion.IsConversational) return (prompt.Text!, completion.Text!);
-        return (RenderPrompt(prompt.AsMessages(ChatRole.User)), RenderAnswer(completion.AsMessages(ChatRole.Assistant)));
+        var promptMessages = prompt.AsMessages(ChatRole.User);
+        var all = promptMessages.Concat(completion.AsMessages(ChatRole.Assistant)).ToList();
+        var promptText = RenderPrompt(promptMessages);
+        var full = RenderConversation(all);
+        RequirePrefix(promptText, full, source, field ?? "prompt");
+        return (promptText, full[promptText.Length..]);
     }
 
-    /// <summary>Answer messages, each rendered as an assistant turn; the first one's header is the prompt's generation prompt.</summary>
-    private string RenderAnswer(IReadOnlyList<ChatMessage> answer)
+    void RequirePrefix(string prefix, string full, RecordSource? source, string field)
     {
-        var sb = new StringBuilder();
-        for (int i = 0; i < answer.Count; i++)
-        {
-            if (i > 0) sb.Append(GenerationPrompt);
-            sb.Append(AssistantBody(answer[i].Content));
-        }
-        return sb.ToString();
+        if (full.StartsWith(prefix, StringComparison.Ordinal)) return;
+        int at = 0;
+        while (at < prefix.Length && at < full.Length && prefix[at] == full[at]) at++;
+        string Around(string s) => System.Text.Json.JsonSerializer.Serialize(s.Substring(at, Math.Min(40, s.Length - at)));
+        string problem = $"chat template {Name}: the conversation without its answer, rendered with the generation prompt, is not a prefix of the whole conversation " +
+                         $"(they differ at character {at}: {Around(prefix)} vs {Around(full)}), so the prompt/completion boundary is unknown; " +
+                         "use a template that renders earlier turns the same way with and without the answer, or pass --chat-template.";
+        if (source is { } src) throw new BadRecordException(src, field, problem);
+        throw new UserInputException(problem);
     }
 
     /// <summary>
     /// The segments of an SFT example, adjacent segments of the same role merged. Text record: one Completion
-    /// segment. Plain prompt/completion: Prompt (left out when empty) and Completion. Messages: Begin, each system
-    /// or user turn, and the header of each assistant turn are Prompt; the body of an earlier assistant turn is
-    /// EarlierAssistantTurn; the final answer's body is Completion.
+    /// segment. Plain prompt/completion: Prompt (left out when empty) and Completion. Messages: the final answer
+    /// (what the whole conversation adds to the prompt rendered with the generation prompt) is Completion; an earlier
+    /// assistant turn is EarlierAssistantTurn when its rendering in context is exact (the conversation up to it with
+    /// the generation prompt, and up to and including it, are both prefixes of the whole), else Prompt (e.g. a
+    /// template that drops the reasoning of earlier turns); the rest is Prompt.
     /// </summary>
     public IReadOnlyList<TextSegment> RenderSft(SftExample example)
     {
@@ -149,25 +216,25 @@ public sealed class ChatTemplate
             Add(example.Completion.Text!, SegmentRole.Completion);
             return segments;
         }
-        Add(Begin, SegmentRole.Prompt);
-        foreach (var m in example.Prompt.AsMessages(ChatRole.User))
+        var promptMessages = example.Prompt.AsMessages(ChatRole.User);
+        var all = promptMessages.Concat(example.Completion.AsMessages(ChatRole.Assistant)).ToList();
+        var full = RenderConversation(all);
+        var promptText = RenderPrompt(promptMessages);
+        RequirePrefix(promptText, full, example.Source, example.PromptField);
+        int done = 0;
+        for (int i = 0; i < promptMessages.Count; i++)
         {
-            if (m.Role == ChatRole.Assistant)
-            {
-                Add(GenerationPrompt, SegmentRole.Prompt);
-                Add(AssistantBody(m.Content), SegmentRole.EarlierAssistantTurn);
-            }
-            else
-            {
-                Add(Header(m.Role) + m.Content + _end, SegmentRole.Prompt);
-            }
+            if (promptMessages[i].Role != ChatRole.Assistant) continue;
+            var before = RenderPrompt(all.GetRange(0, i));
+            var through = RenderConversation(all.GetRange(0, i + 1));
+            if (before.Length < done || through.Length < before.Length || through.Length > promptText.Length
+                || !full.StartsWith(before, StringComparison.Ordinal) || !full.StartsWith(through, StringComparison.Ordinal)) continue;
+            Add(full[done..before.Length], SegmentRole.Prompt);
+            Add(full[before.Length..through.Length], SegmentRole.EarlierAssistantTurn);
+            done = through.Length;
         }
-        var answer = example.Completion.AsMessages(ChatRole.Assistant);
-        for (int i = 0; i < answer.Count; i++)
-        {
-            Add(GenerationPrompt, SegmentRole.Prompt);
-            Add(AssistantBody(answer[i].Content), i == answer.Count - 1 ? SegmentRole.Completion : SegmentRole.EarlierAssistantTurn);
-        }
+        Add(full[done..promptText.Length], SegmentRole.Prompt);
+        Add(full[promptText.Length..], SegmentRole.Completion);
         return segments;
     }
 }

@@ -211,8 +211,8 @@ public static class PreferenceEncoder
     public static TokenizedPreference Encode(PreferencePair pair, ITokenizer tokenizer, ChatTemplate template, PreferenceEncodingOptions options)
     {
         int? eos = options.AppendEos ? TokenSequences.RequireEos(tokenizer) : null;
-        var (promptText, chosenText) = template.RenderPromptAndCompletion(pair.Prompt, pair.Chosen);
-        var (_, rejectedText) = template.RenderPromptAndCompletion(pair.Prompt, pair.Rejected);
+        var (promptText, chosenText) = template.RenderPromptAndCompletion(pair.Prompt, pair.Chosen, pair.Source, pair.ChosenField);
+        var (_, rejectedText) = template.RenderPromptAndCompletion(pair.Prompt, pair.Rejected, pair.Source, pair.RejectedField);
         var prompt = TokenSequences.DropDoubledBos(tokenizer.Encode(promptText, addSpecialTokens: true), tokenizer);
         var chosen = TokenSequences.WithEos(tokenizer.Encode(chosenText, addSpecialTokens: false), eos);
         var rejected = TokenSequences.WithEos(tokenizer.Encode(rejectedText, addSpecialTokens: false), eos);
@@ -250,8 +250,18 @@ public static class TokenSequences
     internal static int RequireEos(ITokenizer tokenizer) => tokenizer.EosId ?? throw new UserInputException(
         "the tokenizer has no EOS token, so completions cannot be ended with one; set \"eos_token\" in tokenizer_config.json or turn off appending EOS.");
 
+    /// <summary>
+    /// The completion ended by EOS: appended unless the completion already holds it (a chat template that ends the
+    /// turn with EOS and a newline, as Qwen's <c>&lt;|im_end|&gt;\n</c>, must not get a second one).
+    /// </summary>
     internal static int[] WithEos(int[] ids, int? eos) =>
-        eos is { } e && (ids.Length == 0 || ids[^1] != e) ? [.. ids, e] : ids;
+        eos is { } e && Array.IndexOf(ids, e) < 0 ? [.. ids, e] : ids;
+
+    /// <summary>
+    /// Rendered text as training tokenizes a prompt: special tokens written in the text map to their ids, the
+    /// tokenizer adds its special tokens (e.g. BOS), and a BOS the chat template already wrote is not doubled.
+    /// </summary>
+    public static int[] EncodeRendered(ITokenizer tokenizer, string text) => DropDoubledBos(tokenizer.Encode(text, addSpecialTokens: true), tokenizer);
 
     /// <summary>A template that writes BOS as text plus a tokenizer that adds BOS gives two; keep one.</summary>
     internal static int[] DropDoubledBos(int[] ids, ITokenizer tokenizer) =>

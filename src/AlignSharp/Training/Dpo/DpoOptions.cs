@@ -101,7 +101,7 @@ public sealed record DpoOptions : TextDataOptions
             if (EvalSplit > 0) throw new UserInputException("--eval-split has no meaning with --eval-only, which evaluates the whole file.");
             string file = EvalData ?? Data!;
             if (!File.Exists(file)) throw new UserInputException($"{(EvalData != null ? "--eval-data" : "--data")}: {file} does not exist.");
-            global::AlignSharp.Training.Data.ChatTemplate.Get(ChatTemplate);
+            global::AlignSharp.Training.Data.ChatTemplate.ValidateOption(ChatTemplate);
             Truncation.Validate();
         }
         else

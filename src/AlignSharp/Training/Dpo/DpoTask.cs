@@ -1,3 +1,5 @@
+using AlignSharp.Training.Data;
+using AlignSharp.Text.Jinja;
 using System.Diagnostics;
 using AlignSharp.Engine;
 using AlignSharp.Models;
@@ -162,6 +164,7 @@ public sealed class DpoTask : ISupervisedTask
     {
         ModelIO.Save(_policy, dir, _options.SaveDtype == "bf16" ? SafetensorsDtype.BF16 : SafetensorsDtype.F32);
         Pretrained.CopyTokenizerFiles(_options.Policy!, dir);
+        ModelChatTemplate.Write(dir, ChatTemplate.Resolve(_options.ChatTemplate, _options.Policy).Source);
     }
 
     public void LoadModel(string dir)

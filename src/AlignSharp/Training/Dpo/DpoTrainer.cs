@@ -74,7 +74,7 @@ public static class DpoTrainer
     private static (IReadOnlyList<DpoBatch> Train, IReadOnlyList<DpoBatch> Eval) Batches(DpoOptions options, Pretrained policy, string file, TextWriter log, bool split)
     {
         var tokenizer = policy.RequireTokenizer("tokenizing preference data");
-        var template = ChatTemplate.Get(options.ChatTemplate);
+        var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
         var load = new DataLoadOptions { ExpectedKind = DatasetKind.Preference, SkipBadRecords = options.SkipBadRecords };
         int pad = TokenSequences.PadId(tokenizer);
         void Warn(string w) => log.WriteLine($"dpo: {file}: {w}");
@@ -82,12 +82,14 @@ public static class DpoTrainer
         {
             var records = DatasetLoader.LoadRankingGroups([file], load);
             if (records.Warning is { } w) Warn(w);
+            if (template.FallbackWarning(records.Records.Any(r => r.Prompt.IsConversational || r.Completions.Any(c => c.IsConversational))) is { } fw) Warn(fw);
             var (tr, ev) = split ? TrainEvalSplit.Split(records.Records, options.EvalSplit, options.Seed) : (records.Records, Array.Empty<RankingRecord>());
             return (DpoData.RankingBatches(DpoData.EncodeRankings(tr, tokenizer, template, options, Warn), options.BatchSize, options.Seed, pad),
                     DpoData.RankingBatches(DpoData.EncodeRankings(ev, tokenizer, template, options, Warn), options.BatchSize, options.Seed, pad));
         }
         var pairs = DatasetLoader.LoadPreferences([file], load);
         if (pairs.Warning is { } pw) Warn(pw);
+        if (template.FallbackWarning(pairs.Records.Any(p => p.Prompt.IsConversational || p.Chosen.IsConversational)) is { } fallback) Warn(fallback);
         var (trainPairs, evalPairs) = split ? TrainEvalSplit.SplitPreferences(pairs.Records, options.EvalSplit, options.Seed) : (pairs.Records, Array.Empty<PreferencePair>());
         return (DpoData.PairBatches(DpoData.EncodePairs(trainPairs, tokenizer, template, options, Warn), options.BatchSize, options.Seed, pad),
                 DpoData.PairBatches(DpoData.EncodePairs(evalPairs, tokenizer, template, options, Warn), options.BatchSize, options.Seed, pad));

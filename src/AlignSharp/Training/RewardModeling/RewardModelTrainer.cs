@@ -1,3 +1,4 @@
+using AlignSharp.Text.Jinja;
 using AlignSharp.Engine;
 using AlignSharp.Models;
 using AlignSharp.Text;
@@ -101,6 +102,7 @@ public sealed class RewardModelTask : ISupervisedTask
     {
         ModelIO.Save(_rm.Model, dir);
         Pretrained.CopyTokenizerFiles(_sourceDir, dir);
+        ModelChatTemplate.Write(dir, _rm.Template.Source);
         (_rm.Info ?? new RewardModelInfo(_rm.Template.Name, 0, 1, _maxLength)).Save(dir);
     }
 
@@ -118,10 +120,11 @@ public static class RewardModelTrainer
         log ??= Console.Error;
         var pre = Pretrained.Load(o.Model!, HeadKind.Scalar, o.Seed);
         var tokenizer = pre.RequireTokenizer("reward modelling");
-        var template = ChatTemplate.Get(o.ChatTemplate);
+        var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);
         var load = new DataLoadOptions { ExpectedKind = DatasetKind.Preference, SkipBadRecords = o.SkipBadRecords };
         var data = DatasetLoader.LoadPreferences(o.Data!, load);
         if (data.Warning != null) log.WriteLine($"warning: {data.Warning}");
+        if (template.FallbackWarning(data.Records.Any(p => p.Prompt.IsConversational || p.Chosen.IsConversational)) is { } fallback) log.WriteLine($"warning: {fallback}");
         IReadOnlyList<PreferencePair> train = data.Records, eval = [];
         if (o.EvalData != null)
         {

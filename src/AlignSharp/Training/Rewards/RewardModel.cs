@@ -54,8 +54,14 @@ public sealed class RewardModel
     {
         var pre = Pretrained.Load(dir);
         var info = RewardModelInfo.Load(dir);
-        return new RewardModel(pre.Model, pre.RequireTokenizer("scoring text"), ChatTemplate.Get(info?.ChatTemplate ?? "plain"), info);
+        return new RewardModel(pre.Model, pre.RequireTokenizer("scoring text"), RewardModelTemplate(info?.ChatTemplate, dir), info);
     }
+
+    /// <summary>The template a reward model was trained with: a built-in name as recorded, else the template saved in its directory.</summary>
+    static ChatTemplate RewardModelTemplate(string? recorded, string dir) =>
+        recorded is null ? ChatTemplate.Resolve("auto", dir)
+        : ChatTemplate.Names.Contains(recorded) ? ChatTemplate.Get(recorded)
+        : ChatTemplate.Resolve("auto", dir);
 
     /// <summary>prompt + completion as the trainer tokenizes them: the rendered prompt (with added special tokens), then the completion and EOS.</summary>
     public int[] Encode(ChatContent prompt, string completion)
@@ -67,7 +73,7 @@ public sealed class RewardModel
         ids.AddRange(promptIds);
         if (Tokenizer.BosId is int bos && ids.Count >= 2 && ids[0] == bos && ids[1] == bos) ids.RemoveAt(0);
         ids.AddRange(completionIds);
-        if (Tokenizer.EosId is int eos && (ids.Count == 0 || ids[^1] != eos)) ids.Add(eos);
+        if (Tokenizer.EosId is int eos && !completionIds.Contains(eos)) ids.Add(eos);
         int max = Info?.MaxLength ?? int.MaxValue;
         if (ids.Count > max) ids.RemoveRange(0, ids.Count - max); // keep the end: the score is read at the last token
         return ids.ToArray();

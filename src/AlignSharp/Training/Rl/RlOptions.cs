@@ -26,8 +26,8 @@ public abstract record RlOptions : TrainerOptions
     [Option("Skip and count bad prompt records instead of stopping at the first one.")]
     public bool SkipBadRecords { get; init; }
 
-    [Option("Chat template for conversational prompts: chatml, llama3 or plain (text prompts are used verbatim).")]
-    public string ChatTemplate { get; init; } = "plain";
+    [Option("Chat template for conversational prompts: auto (the model's own template, from chat_template.jinja or tokenizer_config.json; plain when it has none), a built-in name (chatml, llama3, plain), or a .jinja file. Text prompts are used verbatim.")]
+    public string ChatTemplate { get; init; } = "auto";
 
     [Option("Longest prompt in tokens; longer prompts keep their end.")]
     public int MaxPromptLength { get; init; } = 512;
@@ -120,7 +120,7 @@ public abstract record RlOptions : TrainerOptions
         if (string.IsNullOrWhiteSpace(Policy)) throw new UserInputException("--policy (the SFT checkpoint to train) is required.");
         if (string.IsNullOrWhiteSpace(Prompts)) throw new UserInputException("--prompts (the prompts file) is required.");
         if (EvalSteps != 0) throw new UserInputException("--eval-steps: the RL trainers have no eval split; leave it at 0.");
-        Data.ChatTemplate.Get(ChatTemplate);
+        Data.ChatTemplate.ValidateOption(ChatTemplate);
         _ = Estimator;
         if (MaxPromptLength < 1) throw new UserInputException("--max-prompt-length must be ≥ 1.");
         if (MaxNewTokens < 1) throw new UserInputException("--max-new-tokens must be ≥ 1.");

@@ -1,3 +1,4 @@
+using AlignSharp.Text.Jinja;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using AlignSharp.Engine;
@@ -63,7 +64,7 @@ public sealed class RlTrainer
         if (pre.Model.Config.Head != HeadKind.LanguageModel) throw new UserInputException($"--policy {options.Policy}: the policy needs a language-model head.");
         var tokenizer = pre.RequireTokenizer("the policy (to tokenize prompts and decode completions)");
         var reference = ModelIO.Load(options.Policy!);
-        var template = ChatTemplate.Get(options.ChatTemplate);
+        var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
 
         var sources = new List<(IRewardSource, double)>();
         RewardModel? rewardModel = null;
@@ -95,6 +96,7 @@ public sealed class RlTrainer
 
         var prompts = DatasetLoader.LoadPrompts(options.Prompts!, new DataLoadOptions { SkipBadRecords = options.SkipBadRecords });
         if (prompts.Warning != null) Console.Error.WriteLine($"warning: {prompts.Warning}");
+        if (template.FallbackWarning(prompts.Records.Any(p => p.Prompt.IsConversational)) is { } fallback) Console.Error.WriteLine($"warning: {fallback}");
         var models = new RlModels(pre.Model, reference, value, tokenizer, template) { PolicyDirectory = options.Policy };
         return new RlTrainer(options, algorithm, models, prompts.Records, reward);
     }
@@ -353,6 +355,7 @@ public sealed class RlTrainer
     {
         ModelIO.Save(_models.Policy, dir, dtype);
         if (_models.PolicyDirectory != null) Pretrained.CopyTokenizerFiles(_models.PolicyDirectory, dir);
+        ModelChatTemplate.Write(dir, _models.Template.Source);
     }
 
     /// <summary>Checkpoint: policy/, value/ (PPO), optimizer.bin, and the KL coefficient and counters in trainer_state.json.</summary>

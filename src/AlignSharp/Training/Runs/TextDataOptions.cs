@@ -14,8 +14,8 @@ public abstract record TextDataOptions : TrainerOptions
     [Option("Fraction of --data held out for evaluation when --eval-data is not given (e.g. 0.05).")]
     public double EvalSplit { get; init; }
 
-    [Option("Chat format for message lists: chatml, llama3 or plain (User:/Assistant:). Plain strings are never templated.")]
-    public string ChatTemplate { get; init; } = "plain";
+    [Option("Chat template for message lists: auto (the model's own template, from chat_template.jinja or tokenizer_config.json; plain when it has none), a built-in name (chatml, llama3, plain), or a .jinja file. Plain strings are never templated.")]
+    public string ChatTemplate { get; init; } = "auto";
 
     [Option("Longest sequence in tokens (prompt + completion + EOS).")]
     public int MaxLength { get; init; } = 512;
@@ -46,6 +46,6 @@ public abstract record TextDataOptions : TrainerOptions
         if (!(EvalSplit >= 0 && EvalSplit < 1)) throw new UserInputException("--eval-split must be in [0, 1).");
         if (MaxLength < 2) throw new UserInputException("--max-length must be ≥ 2.");
         if (MaxPromptLength < 0 || MaxPromptLength >= MaxLength) throw new UserInputException("--max-prompt-length must be ≥ 0 and below --max-length.");
-        AlignSharp.Training.Data.ChatTemplate.Get(ChatTemplate);
+        AlignSharp.Training.Data.ChatTemplate.ValidateOption(ChatTemplate);
     }
 }

@@ -1,3 +1,4 @@
+using AlignSharp.Text.Jinja;
 using AlignSharp.Engine;
 using AlignSharp.Models;
 using AlignSharp.Models.Checkpoints;
@@ -109,7 +110,11 @@ public sealed class SftTask : ISupervisedTask
     {
         ModelIO.Save(_model, dir);
         Pretrained.CopyTokenizerFiles(_sourceDir, dir);
+        if (Template is not null) ModelChatTemplate.Write(dir, Template.Source);
     }
+
+    /// <summary>The chat template the data was formatted with, written into saved models (their tokenizer_config.json and chat_template.jinja).</summary>
+    public ChatTemplate? Template { get; init; }
 
     public void LoadModel(string dir)
     {
@@ -126,10 +131,11 @@ public static class SftTrainer
         log ??= Console.Error;
         var pre = Pretrained.Load(o.Model!);
         var tokenizer = pre.RequireTokenizer("SFT");
-        var template = ChatTemplate.Get(o.ChatTemplate);
+        var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);
         var load = new DataLoadOptions { ExpectedKind = DatasetKind.Sft, SkipBadRecords = o.SkipBadRecords };
         var data = DatasetLoader.LoadSft(o.Data!, load);
         if (data.Warning != null) log.WriteLine($"warning: {data.Warning}");
+        if (template.FallbackWarning(data.Records.Any(r => r.Prompt?.IsConversational == true || r.Completion.IsConversational)) is { } fallback) log.WriteLine($"warning: {fallback}");
         IReadOnlyList<SftExample> train = data.Records, eval = [];
         if (o.EvalData != null)
         {
@@ -147,7 +153,7 @@ public static class SftTrainer
         if (rows.Count == 0) throw new UserInputException($"{o.Data}: no usable training examples.");
         log.WriteLine($"sft: {rows.Count} training rows, {evalSeqs.Records.Count} eval examples, model {pre.Model.ParameterCount:N0} parameters");
 
-        var task = new SftTask(pre.Model, tokenizer, o.Model!, rows, evalSeqs.Records, o.BatchSize, o.Seed);
+        var task = new SftTask(pre.Model, tokenizer, o.Model!, rows, evalSeqs.Records, o.BatchSize, o.Seed) { Template = template };
         return new TrainingLoop(o, task, "sft").Run();
     }
 }

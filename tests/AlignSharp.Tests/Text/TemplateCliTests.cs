@@ -1,0 +1,105 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using AlignSharp.Text;
+using AlignSharp.Training.Data;
+
+namespace AlignSharp.Tests.Text;
+
+/// <summary>`alignsharp template`: the model's own template renders as both references do; ids are the rendered text tokenized.</summary>
+public class TemplateCliTests
+{
+    static string Compact(JsonElement e) => JsonNode.Parse(e.GetRawText())!.ToJsonString();
+
+    [Fact]
+    public void RendersEachRecordWithTheModelsTemplateAsTheReferencesDo()
+    {
+        var dir = Directory.CreateTempSubdirectory("tplcli");
+        try
+        {
+            var reference = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(CliRunner.RepoRoot, "tests", "fixtures", "templates", "reference.json"))).RootElement;
+            var llama = reference.GetProperty("templates").GetProperty("llama3_1");
+            File.Copy(Path.Combine(TokenizerFixtures.Small("llama-small"), "tokenizer.json"), Path.Combine(dir.FullName, "tokenizer.json"));
+            var config = JsonNode.Parse(llama.GetProperty("tokens").GetRawText())!.AsObject();
+            config["chat_template"] = llama.GetProperty("source").GetString();
+            File.WriteAllText(Path.Combine(dir.FullName, "tokenizer_config.json"), config.ToJsonString());
+
+            var conversations = reference.GetProperty("conversations").EnumerateArray().ToList();
+            var cases = reference.GetProperty("chat").EnumerateArray()
+                .Where(c => c.GetProperty("template").GetString() == "llama3_1").ToList();
+            string input = Path.Combine(dir.FullName, "in.jsonl");
+            // Alternate: the flag's value, and a per-record add_generation_prompt that overrides it.
+            File.WriteAllLines(input, cases.Select((c, i) => i % 2 == 0 && !c.GetProperty("add_generation_prompt").GetBoolean()
+                ? $"{{\"messages\": {Compact(conversations[c.GetProperty("conversation").GetInt32()])}}}"
+                : $"{{\"messages\": {Compact(conversations[c.GetProperty("conversation").GetInt32()])}, \"add_generation_prompt\": {(c.GetProperty("add_generation_prompt").GetBoolean() ? "true" : "false")}}}"));
+
+            var r = CliRunner.Run("template", "--model", dir.FullName, "--input", input);
+            Assert.True(r.ExitCode == 0, r.StdErr);
+            var lines = r.StdOut.TrimEnd('\n').Split('\n');
+            Assert.Equal(cases.Count, lines.Length);
+            var tokenizer = Tokenizers.Load(dir.FullName);
+            for (int i = 0; i < cases.Count; i++)
+            {
+                using var line = JsonDocument.Parse(lines[i]);
+                var text = line.RootElement.GetProperty("text").GetString()!;
+                Assert.Equal(cases[i].GetProperty("text").GetString(), text);
+                Assert.Equal(cases[i].GetProperty("python").GetProperty("text").GetString(), text);
+                var ids = line.RootElement.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToArray();
+                Assert.Equal(TokenSequences.EncodeRendered(tokenizer, text), ids);
+                Assert.Equal(1, ids.Count(x => x == tokenizer.BosId)); // the template writes <|begin_of_text|>; not added again
+                Assert.Equal(text, tokenizer.Decode(ids));
+            }
+
+            r = CliRunner.Run("template", "--model", dir.FullName, "--input", input, "--add-generation-prompt");
+            Assert.True(r.ExitCode == 0, r.StdErr);
+            Assert.EndsWith("<|start_header_id|>assistant<|end_header_id|>\\n\\n\"", r.StdOut.Split('\n')[0].Split(", \"ids\"")[0]);
+
+            File.WriteAllText(input, "{\"messages\": [{\"role\": \"user\", \"content\": \"ok\"}]}\n{\"messages\": \"not a list\"}\n");
+            r = CliRunner.Run("template", "--model", dir.FullName, "--input", input);
+            Assert.NotEqual(0, r.ExitCode);
+            Assert.Contains("in.jsonl:2", r.StdErr);
+            Assert.Contains("\"messages\"", r.StdErr);
+            Assert.DoesNotContain("   at ", r.StdErr);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+}
+
+/// <summary>
+/// The real templates with the real tokenizers: rendered text tokenized as training and `alignsharp template` do
+/// equals @lenml/tokenizers' encoding with add_special_tokens=false (transformers' apply_chat_template(tokenize=True)).
+/// </summary>
+public class FullTemplateTokenizationTests
+{
+    [FullTokenizersFact]
+    public void TemplatesTokenizeAsApplyChatTemplate()
+    {
+        var reference = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(CliRunner.RepoRoot, "tests", "fixtures", "templates", "reference.json"))).RootElement;
+        var conversations = reference.GetProperty("conversations").EnumerateArray().ToList();
+        var failures = new List<string>();
+        int checkedCases = 0;
+        foreach (var name in new[] { "qwen3", "llama3_1", "deepseek_v3" })
+        {
+            var dir = TokenizerFixtures.Full(name);
+            Assert.True(File.Exists(Path.Combine(dir, "tokenizer.json")), $"{dir}: missing; run scripts/fetch-tokenizers.sh");
+            var tokenizer = TokenizerFixtures.Load(dir);
+            var template = ChatTemplate.Resolve("auto", dir);
+            foreach (var c in reference.GetProperty("chat").EnumerateArray())
+            {
+                if (c.GetProperty("template").GetString() != name || !c.TryGetProperty("ids", out var expectedIds)) continue;
+                var messages = AlignSharp.Text.Jinja.JinjaJson.FromJson(conversations[c.GetProperty("conversation").GetInt32()]);
+                var text = template.Render(messages, c.GetProperty("add_generation_prompt").GetBoolean());
+                var ids = TokenSequences.EncodeRendered(tokenizer, text);
+                var expected = expectedIds.EnumerateArray().Select(x => x.GetInt32()).ToArray();
+                string label = $"{name} conversation {c.GetProperty("conversation").GetInt32()}";
+                if (text != c.GetProperty("text").GetString()) failures.Add($"{label}: text differs");
+                else if (!ids.SequenceEqual(expected)) failures.Add($"{label}: ids [{string.Join(",", ids.Take(8))}…] != [{string.Join(",", expected.Take(8))}…]");
+                checkedCases++;
+            }
+        }
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+        Assert.Equal(60, checkedCases);
+    }
+}
