@@ -14,14 +14,25 @@ public static class ScoreCommand
         var input = new Option<string>("--input") { Description = "JSONL: {\"prompt\": string or messages, \"completion\": string} per line.", Required = true };
         var output = new Option<string?>("--output") { Description = "JSONL to write (default: stdout)." };
         var normalize = new Option<bool>("--normalize") { Description = "Report (score − mean) / std with the statistics recorded at training time." };
-        var cmd = new Command("score", "Score completions with a reward model.") { model, input, output, normalize };
+        var truncate = new Option<bool>("--truncate") { Description = "Keep the last tokens of a prompt + completion longer than the reward model takes (its max_length, at most its positions) instead of reporting it." };
+        var cmd = new Command("score", "Score completions with a reward model.") { model, input, output, normalize, truncate };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             var rm = RewardModel.Load(r.GetValue(model)!);
-            var lines = Jsonl.ReadObjects(r.GetValue(input)!);
-            var sequences = lines.Select(l => rm.Encode(Prompt(l), l.String("completion"))).ToList();
-            var scores = rm.ScoreSequences(sequences);
             bool norm = r.GetValue(normalize);
+            if (norm) rm.RequireNormalization("--normalize");
+            var lines = Jsonl.ReadObjects(r.GetValue(input)!);
+            int cut = 0;
+            var sequences = lines.Select(l =>
+            {
+                var ids = rm.Encode(Prompt(l), l.String("completion"), out bool truncated);
+                if (truncated && !r.GetValue(truncate))
+                    throw l.Error("completion", $"prompt + completion is longer than the reward model's {rm.MaxTokens} tokens; pass --truncate to score its last {rm.MaxTokens} tokens");
+                if (truncated) cut++;
+                return ids;
+            }).ToList();
+            if (cut > 0) Console.Error.WriteLine($"warning: {cut} of {sequences.Count} inputs were longer than {rm.MaxTokens} tokens; their starts were cut off (--truncate).");
+            var scores = rm.ScoreSequences(sequences);
             Jsonl.Write(r.GetValue(output), scores.Select(s => Jsonl.Serialize(new { score = norm ? rm.Normalize(s) : s })));
             return 0;
         }));
