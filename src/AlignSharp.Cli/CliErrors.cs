@@ -23,6 +23,11 @@ public static class CliErrors
             Console.Error.WriteLine($"error: {e.Message}");
             return e.ExitCode;
         }
+        catch (AlignSharp.Training.Runs.RunInterruptedException e)
+        {
+            Console.Error.WriteLine(e.Message);
+            return e.ExitCode;
+        }
         catch (UserInputException e)
         {
             Console.Error.WriteLine($"error: {e.Message}");

@@ -43,31 +43,11 @@ public static class Jsonl
 
     private static string Kind(JsonElement e) => e.ValueKind.ToString().ToLowerInvariant();
 
-    /// <summary>Every non-blank line as a JSON object.</summary>
+    /// <summary>Every record as a JSON object (the library's one reader: JSONL or a JSON array, UTF-8 checked).</summary>
     public static List<Line> ReadObjects(string path)
     {
         if (!File.Exists(path)) throw new UserInputException($"{path}: no such input file");
-        var lines = new List<Line>();
-        int number = 0;
-        foreach (var text in File.ReadLines(path))
-        {
-            number++;
-            if (string.IsNullOrWhiteSpace(text)) continue;
-            JsonElement value;
-            try
-            {
-                using var doc = JsonDocument.Parse(text);
-                value = doc.RootElement.Clone();
-            }
-            catch (JsonException e)
-            {
-                throw new UserInputException($"{path}:{number}: malformed JSON: {e.Message}");
-            }
-            if (value.ValueKind != JsonValueKind.Object)
-                throw new UserInputException($"{path}:{number}: expected a JSON object, got {Kind(value)}");
-            lines.Add(new Line(path, number, value));
-        }
-        return lines;
+        return AlignSharp.Training.Data.JsonRecords.ReadAll(path).Select(r => new Line(path, r.Source.Line, r.Value)).ToList();
     }
 
     /// <summary>Writes lines to <paramref name="outputPath"/> atomically, or to stdout when it is null.</summary>

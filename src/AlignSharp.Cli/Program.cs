@@ -7,6 +7,7 @@ public static class Program
 {
     public static int Main(string[] args)
     {
+        AlignSharp.Training.Runs.RunSession.CommandLine = args;
         var root = BuildRoot();
         return CliErrors.Guard(() => root.Parse(args).Invoke());
     }

@@ -23,7 +23,8 @@ public static class TrainerCommand
         var bindings = new List<(PropertyInfo Property, Option Option)>();
         foreach (var p in Properties(typeof(T)))
         {
-            var help = p.GetCustomAttribute<OptionAttribute>()!.Help;
+            var attribute = p.GetCustomAttribute<OptionAttribute>()!;
+            var help = attribute.Required ? "(required) " + attribute.Help : attribute.Help;
             var def = p.GetValue(defaults);
             string flag = "--" + Kebab(p.Name);
             string text = def is null or "" ? help : $"{help} [default: {FormatDefault(def)}]";
@@ -38,6 +39,11 @@ public static class TrainerCommand
                 var t when t == typeof(string[]) => new Option<string[]>(flag) { Description = text, AllowMultipleArgumentsPerToken = true },
                 _ => throw new InvalidOperationException($"Unsupported option type {p.PropertyType} for {p.Name}."),
             };
+            // TRL/transformers spellings: every flag in snake_case too (--learning_rate), and the record's TRL names (--output_dir).
+            string snake = "--" + Kebab(p.Name).Replace('-', '_');
+            if (snake != flag) option.Aliases.Add(snake);
+            foreach (var trl in TrlNameAttribute.Of(typeof(T)).Where(a => a.Property == p.Name))
+                if (!option.Aliases.Contains("--" + trl.Name) && "--" + trl.Name != flag) option.Aliases.Add("--" + trl.Name);
             cmd.Options.Add(option);
             bindings.Add((p, option));
         }
@@ -77,17 +83,7 @@ public static class TrainerCommand
                 if (p.GetCustomAttribute<OptionAttribute>() != null) yield return p;
     }
 
-    public static string Kebab(string pascal)
-    {
-        var sb = new System.Text.StringBuilder();
-        for (int i = 0; i < pascal.Length; i++)
-        {
-            char c = pascal[i];
-            if (char.IsUpper(c) && i > 0 && !(char.IsUpper(pascal[i - 1]) && (i + 1 == pascal.Length || char.IsUpper(pascal[i + 1])))) sb.Append('-');
-            sb.Append(char.ToLowerInvariant(c));
-        }
-        return sb.ToString();
-    }
+    public static string Kebab(string pascal) => OptionAttribute.FlagName(pascal)[2..];
 
     private static string Normalize(string key) => key.Replace("-", "").Replace("_", "").ToLowerInvariant();
 
@@ -105,6 +101,8 @@ public static class TrainerCommand
     {
         if (!File.Exists(file)) throw new UserInputException($"--config: {file} does not exist.");
         var props = Properties(options.GetType()).ToDictionary(p => Normalize(p.Name));
+        foreach (var trl in TrlNameAttribute.Of(options.GetType()))
+            if (props.TryGetValue(Normalize(trl.Property), out var target)) props.TryAdd(Normalize(trl.Name), target);
         var values = new Dictionary<string, (object? Value, string Where)>();
         if (file.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
         {
@@ -133,11 +131,13 @@ public static class TrainerCommand
             if (yaml.Documents[0].RootNode is not YamlMappingNode map) throw new UserInputException($"{file}: expected a mapping of options.");
             foreach (var (k, v) in map.Children)
             {
-                string key = ((YamlScalarNode)k).Value ?? "";
+                if (k is not YamlScalarNode keyNode) throw new UserInputException($"{file}:{k.Start.Line}: a key must be an option name, not a list or mapping.");
+                string key = keyNode.Value ?? "";
                 object? value = v switch
                 {
-                    YamlScalarNode s => s.Value is "~" or "null" ? null : s.Value,
-                    YamlSequenceNode seq => seq.Children.Select(c => ((YamlScalarNode)c).Value ?? "").ToArray(),
+                    YamlScalarNode s => s.Style == YamlDotNet.Core.ScalarStyle.Plain && s.Value is "~" or "null" or "" ? null : s.Value,
+                    YamlSequenceNode seq => seq.Children.Select(c => c is YamlScalarNode cs ? cs.Value ?? ""
+                        : throw new UserInputException($"{file}:{c.Start.Line}: key \"{key}\": a list of options holds plain values, not lists or mappings.")).ToArray(),
                     _ => throw new UserInputException($"{file}:{v.Start.Line}: key \"{key}\": nested mappings are not options."),
                 };
                 values[key] = (value, $"{file}:{k.Start.Line}: key \"{key}\"");

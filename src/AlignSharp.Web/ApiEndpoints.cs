@@ -148,6 +148,8 @@ internal static class ApiEndpoints
     private static async Task Submit(HttpContext ctx, AnnotationStore store, Annotator caller)
     {
         using var doc = await JsonDocument.ParseAsync(ctx.Request.Body, new JsonDocumentOptions { MaxDepth = 8 }, ctx.RequestAborted);
+        if (AlignSharp.Training.Data.JsonRecords.InvalidText(doc.RootElement, out var field) is { } problem)
+            throw new InvalidSubmissionException(field == null ? problem : $"\"{field}\": {problem}");
         var submission = ReadSubmission(doc.RootElement);
         var result = store.Submit(caller.Id, submission);
         await Json(ctx, 200, new JsonObject

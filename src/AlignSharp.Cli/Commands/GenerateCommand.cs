@@ -32,9 +32,10 @@ public static class GenerateCommand
         var seed = new Option<int>("--seed") { Description = "Random seed (each input line has its own stream, so results do not depend on batching).", DefaultValueFactory = _ => 0 };
         var stop = new Option<string[]>("--stop") { Description = "Stop string (repeatable); the text ends before it.", AllowMultipleArgumentsPerToken = false };
         var batchSize = new Option<int>("--batch-size") { Description = "Prompts generated together.", DefaultValueFactory = _ => 8 };
+        var truncate = new Option<bool>("--truncate") { Description = "Keep the last tokens of a prompt that, with --max-new-tokens, does not fit the model's positions, instead of reporting it." };
         var cmd = new Command("generate", "Sample completions with a KV cache: greedy, temperature, top-k, top-p.")
         {
-            model, input, output, maxNew, temperature, topK, topP, seed, stop, batchSize, chatTemplate,
+            model, input, output, maxNew, temperature, topK, topP, seed, stop, batchSize, chatTemplate, truncate,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
@@ -53,6 +54,11 @@ public static class GenerateCommand
                 EosIds = StopIds(generation, pre),
             };
             options.Validate();
+            int positions = pre.Model.Config.MaxPositions;
+            if (options.MaxNewTokens >= positions)
+                throw new UserInputException($"--max-new-tokens {options.MaxNewTokens} leaves no room for a prompt in the model's {positions} positions (max_position_embeddings).");
+            int room = positions - options.MaxNewTokens;
+            int cut = 0;
             int batch = Math.Max(1, r.GetValue(batchSize));
             var lines = Jsonl.ReadObjects(r.GetValue(input)!);
             ChatTemplate? template = null;
@@ -73,8 +79,16 @@ public static class GenerateCommand
                 if (ids.Length == 0) throw l.Error(field, "is empty (generation needs at least one prompt token)");
                 foreach (var id in ids)
                     if (id < 0 || id >= pre.Model.Config.VocabSize) throw l.Error(field, $"token id {id} is outside the vocabulary [0, {pre.Model.Config.VocabSize})");
+                if (ids.Length > room)
+                {
+                    if (!r.GetValue(truncate))
+                        throw l.Error(field, $"{ids.Length} prompt tokens + --max-new-tokens {options.MaxNewTokens} exceed the model's {positions} positions; shorten it, lower --max-new-tokens, or pass --truncate to keep its last {room} tokens");
+                    ids = ids[^room..];
+                    cut++;
+                }
                 return ids;
             }).ToList();
+            if (cut > 0) Console.Error.WriteLine($"warning: {cut} prompts were cut to their last {room} tokens (--truncate).");
 
             int[] MessagePrompt(Jsonl.Line l, string field)
             {

@@ -20,7 +20,7 @@ public static class LogprobsCommand
         {
             var pre = Pretrained.Load(r.GetValue(model)!);
             var lines = Jsonl.ReadObjects(r.GetValue(input)!);
-            int max = pre.Model.Config.LearnedPositions ? pre.Model.Config.MaxPositions : int.MaxValue;
+            int max = pre.Model.Config.MaxPositions; // learned positions end there; RoPE models are not trained beyond it either
             var sequences = lines.Select(l =>
             {
                 int[] ids = l.Has("ids") ? l.Ints("ids")
@@ -28,7 +28,7 @@ public static class LogprobsCommand
                     : throw new UserInputException($"{l.Where}: needs a field \"ids\" or \"text\"");
                 foreach (var id in ids)
                     if (id < 0 || id >= pre.Model.Config.VocabSize) throw l.Error(l.Has("ids") ? "ids" : "text", $"token id {id} is outside the vocabulary [0, {pre.Model.Config.VocabSize})");
-                if (ids.Length > max) throw l.Error(l.Has("ids") ? "ids" : "text", $"{ids.Length} tokens exceed the model's {max} positions");
+                if (ids.Length > max) throw l.Error(l.Has("ids") ? "ids" : "text", $"{ids.Length} tokens exceed the model's {max} positions (max_position_embeddings)");
                 return ids;
             }).ToList();
             Jsonl.Write(r.GetValue(output), sequences.Select(ids => Jsonl.Serialize(new { logprobs = LogProbs(pre, ids) })));

@@ -19,18 +19,29 @@ public static class ScoreCommand
             Description = "For message prompts: auto (the template the reward model was trained with), a built-in name (chatml, llama3, plain), or a .jinja file.",
             DefaultValueFactory = _ => "auto",
         };
-        var cmd = new Command("score", "Score completions with a reward model.") { model, input, output, normalize, chatTemplate };
+        var truncate = new Option<bool>("--truncate") { Description = "Keep the last tokens of a prompt + completion longer than the reward model takes (its max_length, at most its positions) instead of reporting it." };
+        var cmd = new Command("score", "Score completions with a reward model.") { model, input, output, normalize, chatTemplate, truncate };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             var spec = r.GetValue(chatTemplate)!;
             ChatTemplate.ValidateOption(spec);
             var rm = RewardModel.Load(r.GetValue(model)!);
             if (!string.Equals(spec.Trim(), "auto", StringComparison.OrdinalIgnoreCase))
-                rm = new RewardModel(rm.Model, rm.Tokenizer, ChatTemplate.Resolve(spec, r.GetValue(model)), rm.Info);
-            var lines = Jsonl.ReadObjects(r.GetValue(input)!);
-            var sequences = lines.Select(l => rm.Encode(Prompt(l), l.String("completion"))).ToList();
-            var scores = rm.ScoreSequences(sequences);
+                rm = new RewardModel(rm.Model, rm.Tokenizer, ChatTemplate.Resolve(spec, r.GetValue(model)), rm.Info) { Directory = rm.Directory };
             bool norm = r.GetValue(normalize);
+            if (norm) rm.RequireNormalization("--normalize");
+            var lines = Jsonl.ReadObjects(r.GetValue(input)!);
+            int cut = 0;
+            var sequences = lines.Select(l =>
+            {
+                var ids = rm.Encode(Prompt(l), l.String("completion"), out bool truncated);
+                if (truncated && !r.GetValue(truncate))
+                    throw l.Error("completion", $"prompt + completion is longer than the reward model's {rm.MaxTokens} tokens; pass --truncate to score its last {rm.MaxTokens} tokens");
+                if (truncated) cut++;
+                return ids;
+            }).ToList();
+            if (cut > 0) Console.Error.WriteLine($"warning: {cut} of {sequences.Count} inputs were longer than {rm.MaxTokens} tokens; their starts were cut off (--truncate).");
+            var scores = rm.ScoreSequences(sequences);
             Jsonl.Write(r.GetValue(output), scores.Select(s => Jsonl.Serialize(new { score = norm ? rm.Normalize(s) : s })));
             return 0;
         }));

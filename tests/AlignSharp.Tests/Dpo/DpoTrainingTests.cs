@@ -215,9 +215,9 @@ public sealed class DpoTrainingTests : IDisposable
         Assert.False(File.Exists(P("fly/" + ReferenceLogProbs.CacheFileName)));
         Assert.Equal(File.ReadAllBytes(P("pre/final/model.safetensors")), File.ReadAllBytes(P("fly/final/model.safetensors")));
 
-        // A second run in the same directory reads the cache instead of recomputing.
+        // A second run in the same directory (replacing the first) reads the cache instead of recomputing.
         var log = new StringWriter();
-        DpoTrainer.Train(o, log);
+        DpoTrainer.Train(o with { Overwrite = true }, log);
         Assert.Contains("read from", log.ToString());
         Assert.Equal(File.ReadAllBytes(P("fly/final/model.safetensors")), File.ReadAllBytes(P("pre/final/model.safetensors")));
     }

@@ -492,6 +492,39 @@ public class OptimTests
         Assert.Equal(a.ToArray(), b.ToArray());
     }
 
+    [Theory]
+    [MemberData(nameof(OptimizerKinds))]
+    public void TryStepRefusesAnUpdateThatWouldMakeAnythingNonFiniteAndChangesNothing(string kind)
+    {
+        var ps = MakeParams(7);
+        var opt = Build(kind, ps);
+        TrainSteps(opt, ps, new ConstantSchedule(0.01f), 2);
+        using var before = new MemoryStream();
+        opt.SaveState(before);
+        var weights = ps.Select(p => p.ToArray()).ToArray();
+
+        // A learning rate whose step overflows float32 (AdamW's lr / (1 − β1ᵗ), SGD's lr · g with g ~ 1e3).
+        for (int i = 0; i < ps.Length; i++) SetGrad(ps[i], GradAt(5, i, ps[i].Length).Select(g => g * 1e3f).ToArray());
+        opt.Lr = 3e38f;
+        Assert.False(opt.TryStep());
+        opt.Lr = 0.01f;
+        using var after = new MemoryStream();
+        opt.SaveState(after);
+        Assert.Equal(before.ToArray(), after.ToArray());
+        for (int i = 0; i < ps.Length; i++) Assert.Equal(weights[i], ps[i].ToArray());
+
+        // A finite update is applied exactly as Step applies it.
+        var twin = ps.Select(p => Param(p.ToArray(), p.Shape.ToArray())).ToArray();
+        var optTwin = Build(kind, twin);
+        before.Position = 0;
+        optTwin.LoadState(before);
+        opt.Lr = optTwin.Lr = 0.01f;
+        for (int i = 0; i < ps.Length; i++) { SetGrad(ps[i], GradAt(6, i, ps[i].Length)); SetGrad(twin[i], GradAt(6, i, ps[i].Length)); }
+        Assert.True(opt.TryStep());
+        optTwin.Step();
+        for (int i = 0; i < ps.Length; i++) AssertBitwise(twin[i], ps[i], $"{kind} param {i}");
+    }
+
     [Fact]
     public void LoadStateRejectsMismatchesAndChangesNothing()
     {

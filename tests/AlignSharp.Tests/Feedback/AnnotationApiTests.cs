@@ -73,6 +73,7 @@ public class AnnotationApiTests
             $"{{\"task_id\": \"{id}\", \"ranking\": [0, 1, 2, 3]}}",
             $"{{\"task_id\": {id}, \"ranking\": [0, 1, 2, 3], \"flags\": [{{\"completion_id\": 0, \"flag\": \"meh\"}}]}}",
             $"{{\"task_id\": {id}, \"ranking\": [0, 1, 2, 3], \"flags\": \"unsafe\"}}",
+            $"{{\"task_id\": {id}, \"ranking\": [0, 1, 2, 3], \"flags\": [{{\"completion_id\": 0, \"flag\": \"\\ud800\"}}]}}",
             $"{{\"task_id\": {id}, \"ranking\": [0, 1, 2, 3], \"skip\": \"yes\"}}",
             $"{{\"task_id\": {id}, \"ranking\": [0, 1, 2, 3], \"skip\": true}}",
             "[1, 2, 3]",

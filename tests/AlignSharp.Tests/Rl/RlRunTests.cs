@@ -94,6 +94,62 @@ public sealed class RlRunTests : IDisposable
         Assert.True(large < 0.5 * small, $"KL with β = 1: {large:F3}; with β = 0: {small:F3}");
     }
 
+    public static TheoryData<string> Algorithms() => ["ppo", "grpo", "rloo"];
+
+    /// <summary>The tiny policy with a long EOS embedding, so EOS is likely at some positions: completions of different lengths.</summary>
+    private string EosPolicy()
+    {
+        string dir = _kit.Path("eos-policy");
+        if (Directory.Exists(dir)) return dir;
+        var model = ModelIO.Load(_kit.Policy());
+        var embed = model.Parameter("embed.weight");
+        int d = model.Config.HiddenSize;
+        for (int j = 0; j < d; j++) embed.Span[ByteTokenizer.EosTokenId * d + j] *= 12f;
+        ModelIO.Save(model, dir);
+        Pretrained.CopyTokenizerFiles(_kit.Policy(), dir);
+        return dir;
+    }
+
+    [Theory]
+    [MemberData(nameof(Algorithms))]
+    public void GradientAccumulationOneByEightEqualsEightByOne(string algorithm)
+    {
+        // The same 8 completions (same prompts and seeds; generation does not depend on the micro-batch size), one update:
+        // one micro-batch of 8 versus 8 of 1. PPO's loss is a mean over all completion tokens of the minibatch (lengths
+        // differ), GRPO/RLOO's a mean over completions, so both must normalise by the whole step, not per micro-batch.
+        // ε = 1 makes Adam's first step ≈ lr·g (linear in the gradient): with the default ε it is ≈ lr·sign(g), which
+        // turns float rounding in gradients that nearly cancel (group-centred advantages) into whole-step differences.
+        RlOptions Make(string run, int batch, int accumulation)
+        {
+            RlOptions o = algorithm switch
+            {
+                "ppo" => new PpoOptions { NumPpoEpochs = 1 },
+                "grpo" => new GrpoOptions { NumGenerations = 4, NumPpoEpochs = 1 },
+                _ => new RlooOptions { RlooK = 4, NumPpoEpochs = 1 },
+            };
+            return Options(o, run, 1) with { Policy = EosPolicy(), BatchSize = batch, GradientAccumulationSteps = accumulation, GenerationBatchSize = 8, LearningRate = 0.1f, AdamEpsilon = 1f, MaxNewTokens = 8 };
+        }
+        var a = Make("a", 8, 1);
+        var b = Make("b", 1, 8);
+        RlTrainer.Create(a, [(RlTestKit.CountOf('a'), 1.0)]).Run();
+        RlTrainer.Create(b, [(RlTestKit.CountOf('a'), 1.0)]).Run();
+        var first = RlTestKit.TrainMetrics(a.Out!)[0];
+        Assert.Equal(first.GetProperty("completion_length").GetDouble(), RlTestKit.TrainMetrics(b.Out!)[0].GetProperty("completion_length").GetDouble());
+        int ended = (int)first.GetProperty("val/num_eos_tokens").GetDouble();
+        Assert.True(ended is > 0 and < 8, $"{ended} of 8 completions ended early: the lengths should differ");
+        var start = ModelIO.Load(EosPolicy());
+        var x = ModelIO.Load(Path.Combine(a.Out!, "final"));
+        var y = ModelIO.Load(Path.Combine(b.Out!, "final"));
+        double maxDiff = 0, maxMove = 0;
+        foreach (var (name, p) in x.NamedParameters)
+        {
+            var u = p.ToArray(); var v = y.Parameter(name).ToArray(); var s0 = start.Parameter(name).ToArray();
+            for (int i = 0; i < u.Length; i++) { maxDiff = Math.Max(maxDiff, Math.Abs(u[i] - v[i])); maxMove = Math.Max(maxMove, Math.Abs(u[i] - s0[i])); }
+        }
+        Assert.True(maxMove > 1e-4, $"training moved the weights by at most {maxMove}");
+        Assert.True(maxDiff < 1e-4 * maxMove, $"{algorithm}: 1×8 and 8×1 differ by up to {maxDiff} (weights moved up to {maxMove})");
+    }
+
     [Fact]
     public void ResumeContinuesBitForBit()
     {
@@ -128,7 +184,7 @@ public sealed class RlRunTests : IDisposable
         var o = Options(new GrpoOptions { NumGenerations = 4 }, "nan", 10) with { SaveSteps = 1, SaveTotalLimit = 0, MaxBadStepsInARow = 2 };
         var trainer = RlTrainer.Create(o, [(flaky, 1.0)]);
         var e = Assert.Throws<UserInputException>(() => trainer.Run());
-        Assert.Contains("2 non-finite losses, gradients or rewards in a row; stopped", e.Message);
+        Assert.Contains("2 non-finite losses, gradients, updates or rewards in a row; stopped", e.Message);
         Assert.Contains("step-000003", e.Message);
         // Step 2 was skipped (counted), steps 1 and 3 trained and were checkpointed; steps 4 and 5 stopped the run.
         var lines = RlTestKit.TrainMetrics(o.Out!);

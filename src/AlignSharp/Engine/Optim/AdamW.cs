@@ -55,27 +55,40 @@ public sealed class AdamW : Optimizer
 
     public override void Step()
     {
-        double beta1 = Options.Beta1, beta2 = Options.Beta2;
         for (int i = 0; i < Params.Length; i++)
         {
             var g = GradOf(i);
             if (g == null) continue;
             int t = ++ParamSteps[i];
-            double lr = (double)Lr * LrScaleOf[i];
-            double biasCorrection1 = 1 - Math.Pow(beta1, t);
-            double biasCorrection2 = 1 - Math.Pow(beta2, t);
-            var op = new AdamWUpdate(
-                decay: (float)(1 - lr * WeightDecayOf[i]),
-                beta1: Options.Beta1,
-                oneMinusBeta1: (float)(1 - beta1),
-                beta2: Options.Beta2,
-                oneMinusBeta2: (float)(1 - beta2),
-                invSqrtBiasCorrection2: (float)(1 / Math.Sqrt(biasCorrection2)),
-                eps: Options.Eps,
-                negStepSize: (float)(-lr / biasCorrection1));
-            ParamUpdate.Run(op, Params[i], g, State[i][0], State[i][1]);
+            ParamUpdate.Run(UpdateFor(i, t), Params[i], g, State[i][0], State[i][1]);
         }
         StepCount++;
+    }
+
+    private protected override bool UpdateStaysFinite(int[] flag)
+    {
+        for (int i = 0; i < Params.Length; i++)
+            if (GradOf(i) is { } g && !ParamUpdate.StaysFinite(UpdateFor(i, ParamSteps[i] + 1), Params[i], g, State[i][0], State[i][1], flag))
+                return false;
+        return true;
+    }
+
+    /// <summary>The lane math of parameter <paramref name="i"/>'s <paramref name="t"/>-th update.</summary>
+    private AdamWUpdate UpdateFor(int i, int t)
+    {
+        double beta1 = Options.Beta1, beta2 = Options.Beta2;
+        double lr = (double)Lr * LrScaleOf[i];
+        double biasCorrection1 = 1 - Math.Pow(beta1, t);
+        double biasCorrection2 = 1 - Math.Pow(beta2, t);
+        return new AdamWUpdate(
+            decay: (float)(1 - lr * WeightDecayOf[i]),
+            beta1: Options.Beta1,
+            oneMinusBeta1: (float)(1 - beta1),
+            beta2: Options.Beta2,
+            oneMinusBeta2: (float)(1 - beta2),
+            invSqrtBiasCorrection2: (float)(1 / Math.Sqrt(biasCorrection2)),
+            eps: Options.Eps,
+            negStepSize: (float)(-lr / biasCorrection1));
     }
 }
 

@@ -25,11 +25,7 @@ public static class GradClip
         ArgumentNullException.ThrowIfNull(parameters);
         OptionChecks.Positive(maxNorm, nameof(maxNorm));
         var ps = parameters as IReadOnlyList<Tensor> ?? parameters.ToArray();
-
-        double sumSquares = 0;
-        for (int i = 0; i < ps.Count; i++)
-            if (ps[i].Grad is { } g) sumSquares += SumOfSquares(g);
-        double norm = Math.Sqrt(sumSquares);
+        double norm = GlobalNorm(ps);
         if (!double.IsFinite(norm)) return (float)norm;
 
         double coefficient = maxNorm / (norm + 1e-6);
@@ -40,6 +36,19 @@ public static class GradClip
                 if (ps[i].Grad is { } g) ParallelFor.Run(g.Length, Block, new ScaleWork(g.Array, g.Offset, c));
         }
         return (float)norm;
+    }
+
+    /// <summary>
+    /// The global L2 norm of the gradients (parameters without one left out), without clipping: what
+    /// <see cref="ClipGradNorm"/> returns, for "no clipping". Float64, fixed blocks, so independent of the thread count.
+    /// </summary>
+    public static double GlobalNorm(IReadOnlyList<Tensor> parameters)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        double sumSquares = 0;
+        for (int i = 0; i < parameters.Count; i++)
+            if (parameters[i].Grad is { } g) sumSquares += SumOfSquares(g);
+        return Math.Sqrt(sumSquares);
     }
 
     /// <summary>Σ x² in float64 over a tensor: fixed blocks of <see cref="Block"/> elements, summed in parallel, combined in index order.</summary>

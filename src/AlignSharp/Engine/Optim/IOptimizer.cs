@@ -20,6 +20,13 @@ public interface IOptimizer
     void Step();
 
     /// <summary>
+    /// <see cref="Step"/> only if it would leave every parameter and state value finite; otherwise changes nothing
+    /// (parameters, state, step counts) and returns false. A trainer uses it so that a non-finite update is never
+    /// applied, hence never saved.
+    /// </summary>
+    bool TryStep();
+
+    /// <summary>
     /// Sets every existing gradient to zero in place (buffers are kept, so steady-state steps allocate
     /// nothing). Unlike PyTorch's default <c>set_to_none=True</c>, a parameter that took part in an earlier
     /// backward pass but not the next one is then updated with a zero gradient rather than skipped; call

@@ -79,6 +79,19 @@ public abstract class Optimizer : IOptimizer
     /// <inheritdoc/>
     public abstract void Step();
 
+    private readonly int[] _nonFiniteFlag = new int[1];
+
+    /// <inheritdoc/>
+    public bool TryStep()
+    {
+        if (!UpdateStaysFinite(_nonFiniteFlag)) return false;
+        Step();
+        return true;
+    }
+
+    /// <summary>Whether <see cref="Step"/> would leave every parameter and state buffer finite (computed on copies).</summary>
+    private protected abstract bool UpdateStaysFinite(int[] flag);
+
     /// <inheritdoc/>
     public void ZeroGrad()
     {

@@ -40,6 +40,44 @@ internal static class ParamUpdate
         }
     }
 
+    /// <summary>
+    /// Whether the update would leave every element of p (and of the state buffers that are given) finite. It runs the
+    /// same lane math on copies, 16 elements at a time, and writes nothing; since the math is width-independent the
+    /// copies hold exactly what <see cref="Run"/> would store. Costs about one extra read of p, g and the state.
+    /// </summary>
+    public static bool StaysFinite<TOp>(in TOp op, Tensor p, Tensor g, float[] s1, float[] s2, int[] flag) where TOp : struct, IParamUpdate
+    {
+        flag[0] = 0;
+        ParallelFor.Run(p.Length, MinPerThread, new CheckWork<TOp>(op, p.Array, p.Offset, g.Array, g.Offset, s1, s2, flag));
+        return Volatile.Read(ref flag[0]) == 0;
+    }
+
+    private readonly struct CheckWork<TOp>(TOp op, float[] p, int pOffset, float[] g, int gOffset, float[] s1, float[] s2, int[] flag) : IRangeWork
+        where TOp : struct, IParamUpdate
+    {
+        public void Run(int start, int end)
+        {
+            const int Chunk = 16;
+            Span<float> pc = stackalloc float[Chunk], gc = stackalloc float[Chunk], ac = stackalloc float[Chunk], bc = stackalloc float[Chunk];
+            for (int at = start; at < end; at += Chunk)
+            {
+                if (Volatile.Read(ref flag[0]) != 0) return;
+                int n = Math.Min(Chunk, end - at);
+                p.AsSpan(pOffset + at, n).CopyTo(pc);
+                g.AsSpan(gOffset + at, n).CopyTo(gc);
+                if (s1.Length != 0) s1.AsSpan(at, n).CopyTo(ac); else ac.Clear();
+                if (s2.Length != 0) s2.AsSpan(at, n).CopyTo(bc); else bc.Clear();
+                Lanes(op, pc[..n], gc[..n], ac[..n], bc[..n]);
+                for (int k = 0; k < n; k++)
+                    if (!float.IsFinite(pc[k]) || !float.IsFinite(ac[k]) || !float.IsFinite(bc[k]))
+                    {
+                        Volatile.Write(ref flag[0], 1);
+                        return;
+                    }
+            }
+        }
+    }
+
     /// <summary>16-lane blocks (AVX-512), then 8-lane blocks (AVX2), then a scalar remainder of at most 7 elements.</summary>
     public static void Lanes<TOp>(in TOp op, Span<float> p, ReadOnlySpan<float> g, Span<float> s1, Span<float> s2) where TOp : struct, IParamUpdate
     {

@@ -63,23 +63,31 @@ public sealed class Sgd : Optimizer
 
     public override void Step()
     {
-        bool momentum = Options.Momentum != 0;
         for (int i = 0; i < Params.Length; i++)
         {
             var g = GradOf(i);
             if (g == null) continue;
-            bool first = ParamSteps[i]++ == 0;
-            var op = new SgdUpdate(
-                negLr: (float)(-(double)Lr * LrScaleOf[i]),
-                weightDecay: WeightDecayOf[i],
-                momentum: Options.Momentum,
-                oneMinusDampening: (float)(1 - (double)Options.Dampening),
-                nesterov: Options.Nesterov,
-                firstStep: first);
-            ParamUpdate.Run(op, Params[i], g, momentum ? State[i][0] : [], []);
+            var op = UpdateFor(i, first: ParamSteps[i]++ == 0);
+            ParamUpdate.Run(op, Params[i], g, Options.Momentum != 0 ? State[i][0] : [], []);
         }
         StepCount++;
     }
+
+    private protected override bool UpdateStaysFinite(int[] flag)
+    {
+        for (int i = 0; i < Params.Length; i++)
+            if (GradOf(i) is { } g && !ParamUpdate.StaysFinite(UpdateFor(i, ParamSteps[i] == 0), Params[i], g, Options.Momentum != 0 ? State[i][0] : [], [], flag))
+                return false;
+        return true;
+    }
+
+    private SgdUpdate UpdateFor(int i, bool first) => new(
+        negLr: (float)(-(double)Lr * LrScaleOf[i]),
+        weightDecay: WeightDecayOf[i],
+        momentum: Options.Momentum,
+        oneMinusDampening: (float)(1 - (double)Options.Dampening),
+        nesterov: Options.Nesterov,
+        firstStep: first);
 }
 
 /// <summary>One SGD update; s1 = momentum buffer b (untouched when momentum is 0). Same operation order at every width.</summary>

@@ -175,6 +175,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
         long dataLength = Length - dataStart;
 
         var headerBytes = new ReadOnlySpan<byte>(_base + 8, (int)headerLength).ToArray();
+        // System.Text.Json only notices invalid UTF-8 inside a string when the string is read (an InvalidOperationException).
+        if (!System.Text.Unicode.Utf8.IsValid(headerBytes)) throw Corrupt("the header is not valid UTF-8");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(headerBytes); }
         catch (JsonException e) { throw Corrupt($"the header is not valid JSON ({e.Message})"); }

@@ -38,26 +38,46 @@ internal static class JsonRecordReader
 
     private static IEnumerable<RawRecord> ReadLines(string path)
     {
-        using var reader = new StreamReader(path, new UTF8Encoding(false), detectEncodingFromByteOrderMarks: true);
+        // Raw bytes per line (not a StreamReader, which would turn invalid UTF-8 into U+FFFD without a word).
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
         bool jsonExtension = path.EndsWith(".json", StringComparison.OrdinalIgnoreCase);
+        var line = new List<byte>(256);
         int lineNo = 0;
-        string? line;
-        while ((line = reader.ReadLine()) is not null)
+        bool first = true;
+        while (true)
         {
+            int b = stream.ReadByte();
+            if (b >= 0 && b != '\n') { line.Add((byte)b); continue; }
+            if (b < 0 && line.Count == 0 && lineNo > 0) yield break;
             lineNo++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            yield return ParseLine(line, new RecordSource(path, lineNo), jsonExtension && lineNo == 1);
+            var bytes = CollectionsMarshalSpan(line);
+            if (first && bytes.Length >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF) bytes = bytes[3..];
+            first = false;
+            if (bytes.Length > 0 && bytes[^1] == '\r') bytes = bytes[..^1];
+            if (!IsBlank(bytes)) yield return ParseLine(bytes.ToArray(), new RecordSource(path, lineNo), jsonExtension && lineNo == 1);
+            line.Clear();
+            if (b < 0) yield break;
         }
     }
 
-    private static RawRecord ParseLine(string line, RecordSource source, bool hintArray)
+    private static Span<byte> CollectionsMarshalSpan(List<byte> list) => System.Runtime.InteropServices.CollectionsMarshal.AsSpan(list);
+
+    private static bool IsBlank(ReadOnlySpan<byte> bytes)
     {
+        foreach (var b in bytes) if (b is not ((byte)' ' or (byte)'\t' or (byte)'\r')) return false;
+        return true;
+    }
+
+    private static RawRecord ParseLine(byte[] line, RecordSource source, bool hintArray)
+    {
+        if (InvalidUtf8At(line) is int bad)
+            return Bad(source, FieldAt(line, bad), $"invalid UTF-8 at byte {bad + 1} of the line (0x{line[bad]:X2}); save the file as UTF-8.");
         try
         {
             using var doc = JsonDocument.Parse(line);
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 return Bad(source, $"expected a JSON object per line, found {JsonKinds.Describe(doc.RootElement)}.");
-            return new RawRecord(source, doc.RootElement.Clone(), null);
+            return Checked(new RawRecord(source, doc.RootElement.Clone(), null));
         }
         catch (JsonException e)
         {
@@ -66,10 +86,93 @@ internal static class JsonRecordReader
         }
     }
 
+    /// <summary>The index of the first byte that is not part of valid UTF-8, or null.</summary>
+    private static int? InvalidUtf8At(ReadOnlySpan<byte> bytes)
+    {
+        if (System.Text.Unicode.Utf8.IsValid(bytes)) return null;
+        int at = 0;
+        while (at < bytes.Length)
+        {
+            if (System.Text.Rune.DecodeFromUtf8(bytes[at..], out _, out int used) != System.Buffers.OperationStatus.Done) return at;
+            at += used;
+        }
+        return null;
+    }
+
+    /// <summary>The name of the property whose value holds byte <paramref name="index"/> of a JSON line, or null.</summary>
+    private static string? FieldAt(byte[] line, int index)
+    {
+        string? field = null;
+        try
+        {
+            var reader = new Utf8JsonReader(line.AsSpan(0, index), isFinalBlock: false, default);
+            while (reader.Read())
+                if (reader.TokenType == JsonTokenType.PropertyName && reader.CurrentDepth == 1) field = reader.GetString();
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException) { }
+        return field;
+    }
+
+    /// <summary>
+    /// Every string (values and property names) must be valid text: System.Text.Json accepts a lone surrogate escape
+    /// ("\ud800") and invalid UTF-8 inside a string, and only fails when the string is read, deep in a trainer. Checked
+    /// here once, so the error names the file, line and field.
+    /// </summary>
+    private static RawRecord Checked(RawRecord record)
+    {
+        if (record.Error != null) return record;
+        string? problem = TextProblem(record.Element, "", out string? field);
+        return problem == null ? record : Bad(record.Source, field, problem);
+    }
+
+    internal static string? TextProblem(JsonElement e, string path, out string? field)
+    {
+        field = null;
+        switch (e.ValueKind)
+        {
+            case JsonValueKind.String:
+                try { e.GetString(); }
+                catch (InvalidOperationException)
+                {
+                    field = path == "" ? null : path;
+                    return "not valid text: a lone UTF-16 surrogate escape (such as \\ud800 without its pair) or invalid UTF-8.";
+                }
+                return null;
+            case JsonValueKind.Object:
+                foreach (var p in e.EnumerateObject())
+                {
+                    string name;
+                    try { name = p.Name; }
+                    catch (InvalidOperationException)
+                    {
+                        field = path == "" ? null : path;
+                        return "a property name is not valid text (a lone UTF-16 surrogate escape or invalid UTF-8).";
+                    }
+                    if (TextProblem(p.Value, path == "" ? name : $"{path}.{name}", out field) is { } problem) return problem;
+                }
+                return null;
+            case JsonValueKind.Array:
+                int i = 0;
+                foreach (var item in e.EnumerateArray())
+                {
+                    if (TextProblem(item, $"{path}[{i}]", out field) is { } problem) return problem;
+                    i++;
+                }
+                return null;
+            default:
+                return null;
+        }
+    }
+
     private static IEnumerable<RawRecord> ReadArray(string path)
     {
         byte[] bytes = File.ReadAllBytes(path);
         int offset = bytes.Length >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF ? 3 : 0;
+        if (InvalidUtf8At(bytes.AsSpan(offset)) is int bad)
+        {
+            int line = 1 + bytes.AsSpan(0, offset + bad).Count((byte)'\n');
+            throw new UserInputException($"{path}:{line}: invalid UTF-8 (byte 0x{bytes[offset + bad]:X2}); save the file as UTF-8.");
+        }
         return ParseArray(path, bytes.AsMemory(offset));
     }
 
@@ -91,7 +194,7 @@ internal static class JsonRecordReader
                 var source = new RecordSource(path, LineAt(span, ref counted, ref line, reader.TokenStartIndex));
                 if (reader.TokenType == JsonTokenType.StartObject)
                 {
-                    records.Add(new RawRecord(source, JsonElement.ParseValue(ref reader), null));
+                    records.Add(Checked(new RawRecord(source, JsonElement.ParseValue(ref reader), null)));
                 }
                 else
                 {
@@ -118,7 +221,34 @@ internal static class JsonRecordReader
         return line;
     }
 
-    private static RawRecord Bad(RecordSource source, string problem) => new(source, default, new BadRecordException(source, null, problem));
+    private static RawRecord Bad(RecordSource source, string problem) => Bad(source, null, problem);
+
+    private static RawRecord Bad(RecordSource source, string? field, string problem) => new(source, default, new BadRecordException(source, field, problem));
+}
+
+/// <summary>The JSON objects of a data file (JSONL or a JSON array) for commands that read every record or none.</summary>
+public static class JsonRecords
+{
+    /// <summary>
+    /// Every record with its file and line. The first bad record (malformed JSON, not an object, invalid UTF-8, a lone
+    /// surrogate escape) throws a <see cref="BadRecordException"/> naming file, line and field.
+    /// </summary>
+    public static List<(RecordSource Source, JsonElement Value)> ReadAll(string path)
+    {
+        var result = new List<(RecordSource, JsonElement)>();
+        foreach (var raw in JsonRecordReader.Read(path))
+        {
+            if (raw.Error != null) throw raw.Error;
+            result.Add((raw.Source, raw.Element));
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// Why some string in <paramref name="value"/> is not valid text (a lone surrogate escape or invalid UTF-8, which
+    /// System.Text.Json only rejects when the string is read), with the field's path; null when every string is fine.
+    /// </summary>
+    public static string? InvalidText(JsonElement value, out string? field) => JsonRecordReader.TextProblem(value, "", out field);
 }
 
 /// <summary>Words for JSON values in messages.</summary>

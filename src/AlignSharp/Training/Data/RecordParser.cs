@@ -22,6 +22,11 @@ internal static class RecordParser
         bool Has(string name) => obj.TryGetProperty(name, out _);
         if (Has("completions") || Has("ranking")) return RecordFormat.Ranking;
         if (Has("chosen") || Has("rejected")) return Has("prompt") ? RecordFormat.PreferencePair : RecordFormat.ImplicitPromptPair;
+        if (Has("label") && (Has("completion") || Has("messages")))
+            throw new BadRecordException(source, "label",
+                "this is an unpaired preference record as TRL's KTOTrainer reads it ({prompt, completion, label}); AlignSharp has no KTO trainer, " +
+                "and sft would train on every completion whatever its label. For sft keep the desirable completions without \"label\"; " +
+                "for rm or dpo pair them as {\"prompt\", \"chosen\", \"rejected\"}.");
         if (Has("messages")) return RecordFormat.Messages;
         if (Has("text")) return RecordFormat.Text;
         if (Has("completion")) return RecordFormat.PromptCompletion;

@@ -29,6 +29,9 @@ public enum DpoLossType
 /// that rate, so the default here is 5e-6 (raise it further for toy models: the tests use 1e-3 on a 30k-parameter
 /// model).
 /// </summary>
+[TrlName("model_name_or_path", nameof(Policy))]
+[TrlName("ref_model", nameof(Reference))]
+[TrlName("precompute_ref_log_probs", nameof(PrecomputeReference))]
 public sealed record DpoOptions : TextDataOptions
 {
     public DpoOptions()
@@ -37,7 +40,7 @@ public sealed record DpoOptions : TextDataOptions
         MaxLength = 1024;
     }
 
-    [Option("Model directory to train (config.json + safetensors + tokenizer.json); its starting weights are the reference model unless --reference is given.")]
+    [Option("Model directory to train (config.json + safetensors + tokenizer.json); its starting weights are the reference model unless --reference is given.", Required = true)]
     public string? Policy { get; init; }
 
     [Option("Reference model directory, frozen (default: the --policy model as it starts). With --eval-only on a trained policy, pass the model it started from.")]
@@ -61,7 +64,7 @@ public sealed record DpoOptions : TextDataOptions
     [Option("Use no reference model (log π_ref = 0) with sigmoid, ipo, hinge or plackett_luce; simpo and orpo never use one.")]
     public bool ReferenceFree { get; init; }
 
-    [Option("Compute the reference log-probabilities once before training and cache them in DIR/reference_logps.bin (keyed by the reference weights and the batches), instead of running the frozen reference model every step.")]
+    [Option("Compute the reference log-probabilities once before training and cache them in DIR/reference_logps.bin (keyed by the reference weights and the batches), instead of running the frozen reference model every step. Same results either way.", SafeToChangeOnResume = true)]
     public bool PrecomputeReference { get; init; } = true;
 
     [Option("Compute the loss and metrics on --data (or --eval-data) without training; prints one JSON object on stdout. Needs no --out.")]

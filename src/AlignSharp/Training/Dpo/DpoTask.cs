@@ -81,7 +81,11 @@ public sealed class DpoTask : ISupervisedTask
 
     public MicroBatchResult Forward(int index, Random rng) => Score(_train[index]);
 
-    public IReadOnlyList<(string Name, Tensor Parameter)> Parameters => _policy.NamedParameters;
+    public ITrainable Trainable => _trainable ??= new TrainableModel(_policy, _options.Policy)
+    {
+        WriteExtras = dir => ModelChatTemplate.Write(dir, ChatTemplate.Resolve(_options.ChatTemplate, _options.Policy).Source),
+    };
+    private TrainableModel? _trainable;
 
     public Dictionary<string, double>? Evaluate() => _eval.Count == 0 ? null : Evaluate(_eval);
 
@@ -160,16 +164,4 @@ public sealed class DpoTask : ISupervisedTask
         _ => throw new InvalidOperationException($"{_loss} is not a pairwise loss."),
     };
 
-    public void SaveModel(string dir)
-    {
-        ModelIO.Save(_policy, dir, _options.SaveDtype == "bf16" ? SafetensorsDtype.BF16 : SafetensorsDtype.F32);
-        Pretrained.CopyTokenizerFiles(_options.Policy!, dir);
-        ModelChatTemplate.Write(dir, ChatTemplate.Resolve(_options.ChatTemplate, _options.Policy).Source);
-    }
-
-    public void LoadModel(string dir)
-    {
-        var saved = ModelIO.Load(dir);
-        foreach (var (name, p) in _policy.NamedParameters) saved.Parameter(name).Span.CopyTo(p.Span);
-    }
 }

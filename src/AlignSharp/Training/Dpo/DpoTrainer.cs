@@ -22,18 +22,21 @@ public static class DpoTrainer
         log ??= Console.Error;
         if (options.Threads > 0) ParallelFor.Threads = options.Threads;
         var policy = Pretrained.Load(options.Policy!);
+        options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var (train, eval) = LoadBatches(options, policy, log);
         if (train.Count == 0) throw new UserInputException($"{options.Data}: no usable preference pairs to train on.");
 
+        // The session first: it locks --out and checks it before the reference cache is written there. The cache is keyed
+        // by a hash of the reference and the batches, so --overwrite keeps it.
+        using var session = RunSession.Open(options, "dpo", log);
         ReferenceLogProbs? reference = null;
         if (options.UsesReference)
         {
-            var run = new RunDirectory(options.Out!);
             if (options.PrecomputeReference)
             {
                 // Before training starts (and before a resume loads its checkpoint), the policy holds the reference weights.
                 var model = options.Reference != null ? LoadReference(options, policy.Model) : policy.Model;
-                reference = ReferenceLogProbs.Precompute(model, [.. train, .. eval], Path.Combine(run.Path, ReferenceLogProbs.CacheFileName), log.WriteLine);
+                reference = ReferenceLogProbs.Precompute(model, [.. train, .. eval], Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), log.WriteLine);
             }
             else
             {
@@ -41,7 +44,7 @@ public static class DpoTrainer
             }
         }
         var task = new DpoTask(options, policy.Model, reference, train, eval);
-        return new TrainingLoop(options, task, "dpo").Run();
+        return new TrainingLoop(options, task, "dpo", log).Run(session);
     }
 
     /// <summary>
@@ -54,6 +57,7 @@ public static class DpoTrainer
         log ??= Console.Error;
         if (options.Threads > 0) ParallelFor.Threads = options.Threads;
         var policy = Pretrained.Load(options.Policy!);
+        options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         string file = options.EvalData ?? options.Data!;
         var batches = Batches(options, policy, file, log, split: false).Train;
         if (batches.Count == 0) throw new UserInputException($"{file}: no usable preference pairs to evaluate.");

@@ -9,11 +9,12 @@ using AlignSharp.Training.Runs;
 namespace AlignSharp.Training.RewardModeling;
 
 /// <summary>Reward-model options (defaults close to TRL's RewardConfig, scaled for small CPU models).</summary>
+[TrlName("model_name_or_path", nameof(Model))]
 public sealed record RewardModelOptions : TextDataOptions
 {
     public RewardModelOptions() => LearningRate = 1e-5f;
 
-    [Option("Starting checkpoint: an SFT or base model directory; its LM head is replaced by a fresh scalar head.")]
+    [Option("Starting checkpoint: an SFT or base model directory; its LM head is replaced by a fresh scalar head.", Required = true)]
     public string? Model { get; init; }
 
     [Option("Coefficient of the centering regulariser coef · mean((r_chosen + r_rejected)²); 0 = off.")]
@@ -35,18 +36,23 @@ public sealed record RewardModelOptions : TextDataOptions
 public sealed class RewardModelTask : ISupervisedTask
 {
     private readonly RewardModel _rm;
-    private readonly string _sourceDir;
     private readonly List<PreferenceBatch> _train, _eval;
     private readonly float _centerCoef;
-    private readonly int _maxLength;
 
     public RewardModelTask(RewardModel rm, string sourceDir, IReadOnlyList<TokenizedPreference> train, IReadOnlyList<TokenizedPreference> eval,
         int batchSize, int seed, float centerCoef, int maxLength)
     {
         _rm = rm;
-        _sourceDir = sourceDir;
+        Info = rm.Info ?? new RewardModelInfo(rm.Template.Name, 0, 1, maxLength);
+        Trainable = new TrainableModel(rm.Model, sourceDir)
+        {
+            WriteExtras = dir =>
+            {
+                ModelChatTemplate.Write(dir, rm.Template.Source);
+                Info.Save(dir);
+            },
+        };
         _centerCoef = centerCoef;
-        _maxLength = maxLength;
         int pad = TokenSequences.PadId(rm.Tokenizer);
         var batching = new BatchingOptions { BatchSize = batchSize, Seed = seed };
         _train = PreferenceBatch.EpochByRecord(train, batching, 0, pad).ToList();
@@ -54,7 +60,10 @@ public sealed class RewardModelTask : ISupervisedTask
     }
 
     public int MicroBatches => _train.Count;
-    public IReadOnlyList<(string Name, Tensor Parameter)> Parameters => _rm.Model.NamedParameters;
+    public ITrainable Trainable { get; }
+
+    /// <summary>Written beside the weights as reward_model.json (the normalisation statistics are set after training).</summary>
+    public RewardModelInfo Info { get; set; }
     public double Weight(int index) => _train[index].Margins.Length;
 
     public MicroBatchResult Forward(int index, Random rng) => Score(_train[index]);
@@ -98,19 +107,6 @@ public sealed class RewardModelTask : ISupervisedTask
         return m;
     }
 
-    public void SaveModel(string dir)
-    {
-        ModelIO.Save(_rm.Model, dir);
-        Pretrained.CopyTokenizerFiles(_sourceDir, dir);
-        ModelChatTemplate.Write(dir, _rm.Template.Source);
-        (_rm.Info ?? new RewardModelInfo(_rm.Template.Name, 0, 1, _maxLength)).Save(dir);
-    }
-
-    public void LoadModel(string dir)
-    {
-        var loaded = ModelIO.Load(dir);
-        foreach (var (name, p) in _rm.Model.NamedParameters) loaded.Parameter(name).Span.CopyTo(p.Span);
-    }
 }
 
 public static class RewardModelTrainer
@@ -119,6 +115,7 @@ public static class RewardModelTrainer
     {
         log ??= Console.Error;
         var pre = Pretrained.Load(o.Model!, HeadKind.Scalar, o.Seed);
+        o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("reward modelling");
         var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);
         var load = new DataLoadOptions { ExpectedKind = DatasetKind.Preference, SkipBadRecords = o.SkipBadRecords };
@@ -143,20 +140,19 @@ public static class RewardModelTrainer
 
         var rm = new RewardModel(pre.Model, tokenizer, template, new RewardModelInfo(template.Name, 0, 1, o.MaxLength));
         var task = new RewardModelTask(rm, o.Model!, trainPairs.Records, evalPairs.Records, o.BatchSize, o.Seed, o.CenterRewardsCoefficient, o.MaxLength);
-        var loop = new TrainingLoop(o, task, "rm");
-        var summary = loop.Run();
-
-        // Reward statistics on the training answers, so the RL phase can normalise scores (stored beside the model).
-        var sequences = trainPairs.Records.SelectMany(p => new[] { p.Prompt.Concat(p.Chosen).ToArray(), p.Prompt.Concat(p.Rejected).ToArray() }).ToList();
-        var scores = rm.ScoreSequences(sequences);
-        double mean = scores.Average(s => (double)s);
-        double std = Math.Sqrt(scores.Average(s => (s - mean) * (s - mean)));
-        var info = new RewardModelInfo(template.Name, mean, std > 0 ? std : 1, o.MaxLength);
-        string final = Path.Combine(o.Out!, "final");
-        info.Save(final);
-        summary["reward_mean"] = mean;
-        summary["reward_std"] = std;
-        new RunDirectory(o.Out!).WriteSummary(summary);
-        return summary;
+        var loop = new TrainingLoop(o, task, "rm", log)
+        {
+            // Reward statistics on the training answers, so the RL phase can normalise scores (stored beside the model).
+            BeforeFinalSave = () =>
+            {
+                var sequences = trainPairs.Records.SelectMany(p => new[] { p.Prompt.Concat(p.Chosen).ToArray(), p.Prompt.Concat(p.Rejected).ToArray() }).ToList();
+                var scores = rm.ScoreSequences(sequences);
+                double mean = scores.Average(s => (double)s);
+                double std = Math.Sqrt(scores.Average(s => (s - mean) * (s - mean)));
+                task.Info = new RewardModelInfo(template.Name, mean, std > 0 ? std : 1, o.MaxLength);
+                return new Dictionary<string, object?> { ["reward_mean"] = mean, ["reward_std"] = std };
+            },
+        };
+        return loop.Run();
     }
 }

@@ -22,8 +22,14 @@ public sealed record RewardModelInfo(string ChatTemplate, double RewardMean, dou
     {
         string path = Path.Combine(dir, FileName);
         if (!File.Exists(path)) return null;
-        try { return JsonSerializer.Deserialize<RewardModelInfo>(File.ReadAllText(path), Json); }
+        RewardModelInfo? info;
+        try { info = JsonSerializer.Deserialize<RewardModelInfo>(File.ReadAllText(path), Json); }
         catch (JsonException e) { throw new UserInputException($"{path}: unreadable: {e.Message}"); }
+        if (info == null) throw new UserInputException($"{path}: empty (expected an object with chat_template, reward_mean, reward_std, max_length).");
+        if (info.MaxLength <= 0) throw new UserInputException($"{path}: \"max_length\" must be a positive number of tokens, not {info.MaxLength}.");
+        if (!double.IsFinite(info.RewardMean) || !double.IsFinite(info.RewardStd))
+            throw new UserInputException($"{path}: \"reward_mean\" and \"reward_std\" must be finite numbers.");
+        return info;
     }
 
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
@@ -54,7 +60,7 @@ public sealed class RewardModel
     {
         var pre = Pretrained.Load(dir);
         var info = RewardModelInfo.Load(dir);
-        return new RewardModel(pre.Model, pre.RequireTokenizer("scoring text"), RewardModelTemplate(info?.ChatTemplate, dir), info);
+        return new RewardModel(pre.Model, pre.RequireTokenizer("scoring text"), RewardModelTemplate(info?.ChatTemplate, dir), info) { Directory = dir };
     }
 
     /// <summary>The template a reward model was trained with: a built-in name as recorded, else the template saved in its directory.</summary>
@@ -63,8 +69,14 @@ public sealed class RewardModel
         : ChatTemplate.Names.Contains(recorded) ? ChatTemplate.Get(recorded)
         : ChatTemplate.Resolve("auto", dir);
 
-    /// <summary>prompt + completion as the trainer tokenizes them: the rendered prompt (with added special tokens), then the completion and EOS.</summary>
-    public int[] Encode(ChatContent prompt, string completion)
+    /// <summary>
+    /// prompt + completion as the trainer tokenizes them: the rendered prompt (with added special tokens), then the
+    /// completion and EOS; longer than <see cref="MaxTokens"/> keeps the end (the score is read at the last token).
+    /// </summary>
+    public int[] Encode(ChatContent prompt, string completion) => Encode(prompt, completion, out _);
+
+    /// <summary><see cref="Encode(ChatContent, string)"/>, saying whether the start was cut off.</summary>
+    public int[] Encode(ChatContent prompt, string completion, out bool truncated)
     {
         var (p, c) = Template.RenderPromptAndCompletion(prompt, ChatContent.FromText(completion));
         var promptIds = Tokenizer.Encode(p, addSpecialTokens: true);
@@ -74,8 +86,9 @@ public sealed class RewardModel
         if (Tokenizer.BosId is int bos && ids.Count >= 2 && ids[0] == bos && ids[1] == bos) ids.RemoveAt(0);
         ids.AddRange(completionIds);
         if (Tokenizer.EosId is int eos && !completionIds.Contains(eos)) ids.Add(eos);
-        int max = Info?.MaxLength ?? int.MaxValue;
-        if (ids.Count > max) ids.RemoveRange(0, ids.Count - max); // keep the end: the score is read at the last token
+        int max = MaxTokens;
+        truncated = ids.Count > max;
+        if (truncated) ids.RemoveRange(0, ids.Count - max); // keep the end: the score is read at the last token
         return ids.ToArray();
     }
 
@@ -95,8 +108,31 @@ public sealed class RewardModel
         return scores;
     }
 
-    /// <summary>Scores normalised with the training statistics when known: (r − mean) / std.</summary>
-    public float Normalize(float raw) => Info is { RewardStd: > 0 } i ? (float)((raw - i.RewardMean) / i.RewardStd) : raw;
+    /// <summary>The directory this model was loaded from (for messages), or null.</summary>
+    public string? Directory { get; init; }
+
+    /// <summary>
+    /// Fails unless reward_model.json holds usable statistics (present, std &gt; 0): normalising with anything else would
+    /// silently report raw scores. <paramref name="flag"/> names the option that asked for normalisation.
+    /// </summary>
+    public void RequireNormalization(string flag)
+    {
+        string where = Directory ?? "the reward model";
+        if (Info == null)
+            throw new UserInputException($"{flag}: {where} has no {RewardModelInfo.FileName} (the reward mean and std recorded by alignsharp rm), so scores cannot be normalised; turn {flag} off or use a model trained by alignsharp rm.");
+        if (!(Info.RewardStd > 0))
+            throw new UserInputException($"{flag}: {where}/{RewardModelInfo.FileName} has reward_std {Info.RewardStd}; normalising needs a std > 0. Turn {flag} off or retrain the reward model.");
+    }
+
+    /// <summary>Scores normalised with the training statistics: (r − mean) / std (see <see cref="RequireNormalization"/>).</summary>
+    public float Normalize(float raw)
+    {
+        RequireNormalization("normalisation");
+        return (float)((raw - Info!.RewardMean) / Info.RewardStd);
+    }
+
+    /// <summary>The most tokens a scored sequence keeps: reward_model.json's max_length, and never more than the model's positions.</summary>
+    public int MaxTokens => Math.Min(Info?.MaxLength ?? int.MaxValue, Model.Config.MaxPositions);
 
     /// <summary>
     /// The scalar head at each row's last real token. rows: token sequences (right-padded here) → [B].

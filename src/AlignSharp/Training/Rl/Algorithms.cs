@@ -6,7 +6,8 @@ using AlignSharp.Training.Data;
 namespace AlignSharp.Training.Rl;
 
 /// <summary>Where an update stands: the rollout step, the global micro-batch number, the current β, and the share of the
-/// optimizer step that one micro-batch carries (1 / gradient accumulation steps).</summary>
+/// optimizer step that one micro-batch carries (its <see cref="RlAlgorithm.Weight"/> over the minibatch's total, so that
+/// accumulation 1×8 equals 8×1).</summary>
 public readonly record struct UpdateContext(int Step, long MicroBatch, double Beta, float Share);
 
 /// <summary>What distinguishes PPO, GRPO and RLOO: the advantages of a rollout batch and the loss of a micro-batch.</summary>
@@ -22,6 +23,10 @@ public abstract class RlAlgorithm(RlOptions options)
 
     /// <summary>Fills <see cref="RolloutBatch.Advantages"/> (and the returns, for PPO) from scores, KL and values.</summary>
     public abstract void ComputeAdvantages(RolloutBatch batch, double beta);
+
+    /// <summary>What the loss of <paramref name="rows"/> is averaged over: completion tokens (PPO's token mean) or completions
+    /// (the critic-free per-completion mean). An optimizer step's loss is normalised by the sum over its micro-batches.</summary>
+    public abstract double Weight(RolloutBatch batch, IReadOnlyList<int> rows);
 
     /// <summary>The loss of the micro-batch <paramref name="rows"/>, already scaled by its share, with its metrics (unscaled means).</summary>
     public abstract (Tensor Loss, Dictionary<string, double> Metrics) Loss(RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, UpdateContext context);
@@ -91,6 +96,8 @@ public sealed class Ppo(PpoOptions options, PtxData? ptx = null) : RlAlgorithm(o
         return rewards;
     }
 
+    public override double Weight(RolloutBatch batch, IReadOnlyList<int> rows) => rows.Sum(r => batch.CompletionIds[r].Length);
+
     public override (Tensor Loss, Dictionary<string, double> Metrics) Loss(RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, UpdateContext context)
     {
         var lengths = rows.Select(r => batch.CompletionIds[r].Length).ToArray();
@@ -126,6 +133,8 @@ public abstract class CriticFree(RlOptions options) : RlAlgorithm(options)
         var adv = SequenceAdvantages(batch, beta);
         batch.Advantages = batch.CompletionIds.Select((c, i) => Enumerable.Repeat(adv[i], c.Length).ToArray()).ToArray();
     }
+
+    public override double Weight(RolloutBatch batch, IReadOnlyList<int> rows) => rows.Count;
 
     public override (Tensor Loss, Dictionary<string, double> Metrics) Loss(RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, UpdateContext context)
     {

@@ -17,10 +17,10 @@ public abstract record RlOptions : TrainerOptions
         LearningRate = 3e-6f;
     }
 
-    [Option("Policy to train (an SFT checkpoint directory with tokenizer.json); its frozen copy is the KL reference.")]
+    [Option("Policy to train (an SFT checkpoint directory with tokenizer.json); its frozen copy is the KL reference.", Required = true)]
     public string? Policy { get; init; }
 
-    [Option("Prompts file (JSONL or JSON array): {\"prompt\": text or messages} records, or the prompts of SFT/preference records.")]
+    [Option("Prompts file (JSONL or JSON array): {\"prompt\": text or messages} records, or the prompts of SFT/preference records.", Required = true)]
     public string? Prompts { get; init; }
 
     [Option("Skip and count bad prompt records instead of stopping at the first one.")]
@@ -47,10 +47,10 @@ public abstract record RlOptions : TrainerOptions
     [Option("Weight of the endpoint's reward in the total reward.")]
     public float RewardUrlWeight { get; init; } = 1f;
 
-    [Option("Seconds to wait for the reward endpoint's answer.")]
+    [Option("Seconds to wait for the reward endpoint's answer.", SafeToChangeOnResume = true)]
     public double RewardTimeout { get; init; } = 60;
 
-    [Option("Retries after a reward-endpoint timeout, connection failure or HTTP 5xx/429 (with exponential backoff from 1 s).")]
+    [Option("Retries after a reward-endpoint timeout, connection failure or HTTP 5xx/429 (with exponential backoff from 1 s).", SafeToChangeOnResume = true)]
     public int RewardRetries { get; init; } = 3;
 
     [Option("Clip the total score to [−C, C] (0 = no clipping).")]
@@ -98,10 +98,10 @@ public abstract record RlOptions : TrainerOptions
     [Option("Entropy bonus coefficient (0 = none).")]
     public float EntropyCoef { get; init; }
 
-    [Option("Write a few sample completions to metrics.jsonl every N steps (0 = never).")]
+    [Option("Write a few sample completions to metrics.jsonl every N steps (0 = never).", SafeToChangeOnResume = true)]
     public int SampleSteps { get; init; } = 10;
 
-    [Option("Stop after this many non-finite updates or rewards in a row (each is skipped and counted).")]
+    [Option("Stop after this many non-finite updates or rewards in a row (each is skipped and counted).", SafeToChangeOnResume = true)]
     public int MaxBadStepsInARow { get; init; } = 5;
 
     /// <summary>Completions sampled per prompt.</summary>
@@ -119,7 +119,6 @@ public abstract record RlOptions : TrainerOptions
         base.Validate();
         if (string.IsNullOrWhiteSpace(Policy)) throw new UserInputException("--policy (the SFT checkpoint to train) is required.");
         if (string.IsNullOrWhiteSpace(Prompts)) throw new UserInputException("--prompts (the prompts file) is required.");
-        if (EvalSteps != 0) throw new UserInputException("--eval-steps: the RL trainers have no eval split; leave it at 0.");
         Data.ChatTemplate.ValidateOption(ChatTemplate);
         _ = Estimator;
         if (MaxPromptLength < 1) throw new UserInputException("--max-prompt-length must be ≥ 1.");
@@ -147,6 +146,9 @@ public abstract record RlOptions : TrainerOptions
 }
 
 /// <summary>PPO (Schulman et al. 2017) with a value model, as in Ziegler et al. 2019 and TRL's PPOTrainer.</summary>
+[TrlName("response_length", nameof(MaxNewTokens))]
+[TrlName("cliprange", nameof(ClipRange))]
+[TrlName("cliprange_value", nameof(ClipRangeValue))]
 public sealed record PpoOptions : RlOptions
 {
     [Option("Value model: auto (the reward model when --reward-model is given, as TRL does; else the policy), reward, policy, or a model directory; its head is a new scalar head unless it has one.")]
@@ -189,6 +191,10 @@ public sealed record PpoOptions : RlOptions
 }
 
 /// <summary>GRPO (Shao et al. 2024): groups of completions per prompt, group-relative advantages, KL in the loss.</summary>
+[TrlName("beta", nameof(KlCoef))]
+[TrlName("max_completion_length", nameof(MaxNewTokens))]
+[TrlName("num_iterations", nameof(NumPpoEpochs))]
+[TrlName("epsilon", nameof(ClipRange))]
 public sealed record GrpoOptions : RlOptions
 {
     public GrpoOptions()
@@ -214,6 +220,9 @@ public sealed record GrpoOptions : RlOptions
 }
 
 /// <summary>RLOO (Ahmadian et al. 2024): k completions per prompt, leave-one-out baseline.</summary>
+[TrlName("response_length", nameof(MaxNewTokens))]
+[TrlName("max_completion_length", nameof(MaxNewTokens))]
+[TrlName("cliprange", nameof(ClipRange))]
 public sealed record RlooOptions : RlOptions
 {
     [Option("Completions per prompt k.")]

@@ -71,12 +71,21 @@ public sealed class RlTrainer
         if (options.RewardModel != null)
         {
             rewardModel = RewardModel.Load(options.RewardModel);
+            if (options.NormalizeReward) rewardModel.RequireNormalization("--normalize-reward");
             sources.Add((new RewardModelSource(rewardModel, options.NormalizeReward, options.BatchSize), options.RewardModelWeight));
         }
         if (options.RewardUrl != null)
             sources.Add((new HttpRewardSource(options.RewardUrl, new HttpRewardOptions { TimeoutSeconds = options.RewardTimeout, MaxRetries = options.RewardRetries }), options.RewardUrlWeight));
         if (extraRewards != null) sources.AddRange(extraRewards);
         var reward = new RewardFunction(sources);
+        int positions = pre.Model.Config.MaxPositions;
+        if (options.MaxNewTokens >= positions)
+            throw new UserInputException($"--max-new-tokens {options.MaxNewTokens} leaves no room for a prompt in the policy's {positions} positions (max_position_embeddings).");
+        if (options.MaxPromptLength + options.MaxNewTokens > positions)
+        {
+            Console.Error.WriteLine($"note: --max-prompt-length {options.MaxPromptLength} + --max-new-tokens {options.MaxNewTokens} is more than the policy's {positions} positions; prompts keep their last {positions - options.MaxNewTokens} tokens.");
+            options = options with { MaxPromptLength = positions - options.MaxNewTokens };
+        }
 
         TransformerModel? value = null;
         PtxData? ptx = null;
@@ -163,46 +172,57 @@ public sealed class RlTrainer
         return result;
     }
 
-    private IReadOnlyList<(string Name, Tensor Parameter)> Trainable()
+    /// <summary>Combines workers' gradients (data-parallel); one worker by default.</summary>
+    public IGradientReducer? Reducer { get; init; }
+
+    /// <summary>The policy (checkpoint policy/, final/) and PPO's value model (checkpoint value/, value_model/), optimised together.</summary>
+    private ITrainable Trainable()
     {
-        var list = new List<(string, Tensor)>(_models.Policy.NamedParameters);
-        if (_models.Value != null) list.AddRange(_models.Value.NamedParameters.Select(p => ("value." + p.Name, p.Parameter)));
-        return list;
+        var policy = new TrainableModel(_models.Policy, _models.PolicyDirectory, "policy", "final")
+        {
+            WriteExtras = dir => ModelChatTemplate.Write(dir, _models.Template.Source),
+        };
+        if (_models.Value == null) return policy;
+        return new TrainableSet(policy, new TrainableModel(_models.Value, null, "value", "value_model") { NamePrefix = "value." });
     }
 
     public Dictionary<string, object?> Run()
     {
         if (_options.Threads > 0) ParallelFor.Threads = _options.Threads;
-        var run = new RunDirectory(_options.Out!);
-        run.WriteConfig(_options, _algorithm.Name);
-        var opt = new AdamW(ParamGroups.DecayAndNoDecay(Trainable(), _options.WeightDecay),
-            new AdamWOptions(_options.LearningRate, _options.AdamBeta1, _options.AdamBeta2, _options.AdamEpsilon, _options.WeightDecay));
+        using var run = RunSession.Open(_options, _algorithm.Name);
         int total = TotalSteps();
-        var schedule = LrSchedules.Create(_options.LrScheduler, _options.LearningRate, _options.WarmupSteps, total * _options.NumPpoEpochs * _options.NumMiniBatches);
-
-        int step = 0;
-        string? resumeFrom = run.ResolveResume(_options.Resume);
-        if (resumeFrom != null) step = Restore(resumeFrom, opt);
-        using var metrics = new MetricsLog(run.MetricsPath, resumeFrom != null ? step : -1, _options.ReportTo);
-        var progress = new Progress(_algorithm.Name, total, _options.LoggingSteps);
-        if (resumeFrom != null) progress.Message($"{_algorithm.Name}: resumed from {resumeFrom} at step {step}");
+        run.Progress.TotalSteps = total;
+        var trainable = Trainable();
+        var update = new OptimizerStep(trainable.Parameters, _options, total * _options.NumPpoEpochs * _options.NumMiniBatches, Reducer);
+        var opt = update.Optimizer;
+        run.Restore(trainable, opt);
+        RestoreCounters(run.ResumedState);
+        int step = run.StartStep;
+        var metrics = run.Metrics;
+        var progress = run.Progress;
         var collector = new RolloutCollector(_models, _reward, RolloutOptions.From(_options));
+        var status = RunStatus.Completed;
+        string? problem = null;
+        int applied = 0;
 
-        while (step < total)
+        while (step < total && !run.StopRequested)
         {
             var prompts = PromptsForStep(step);
             var batch = collector.Collect(prompts, _options.CompletionsPerPrompt, TrainingLoop.HashSeed(_options.Seed, step + 3_000_017));
             step++;
+            progress.Advance(step);
             if (batch.Scores.Any(s => !float.IsFinite(s)))
             {
                 _skippedSteps++;
-                Bad(run, progress, $"step {step} skipped: a reward is not a finite number");
+                if (Bad(progress, $"step {step} skipped: a reward is not a finite number")) { status = RunStatus.StoppedNonFinite; break; }
                 continue;
             }
             _algorithm.ComputeAdvantages(batch, KlController.Value);
             double beta = KlController.Value;
             var clock = Stopwatch.StartNew();
-            var (train, gradNorm) = Update(batch, opt, schedule, step, run, progress);
+            var (train, gradNorm, updates, stop) = Update(batch, update, step, progress);
+            applied += updates;
+            if (stop) { status = RunStatus.StoppedNonFinite; break; }
             double trainSeconds = clock.Elapsed.TotalSeconds;
             var sequenceKl = batch.SequenceKl();
             KlController.Update(sequenceKl.Average(), batch.Count);
@@ -213,46 +233,38 @@ public sealed class RlTrainer
             LastMetrics = m;
             progress.Report(step, new Dictionary<string, double> { ["score"] = m["objective/scores"], ["kl"] = m["objective/kl"], ["β"] = beta });
             if (_options.SampleSteps > 0 && (step % _options.SampleSteps == 0 || step == 1)) WriteSamples(metrics, step, batch);
-            if (_options.SaveSteps > 0 && step % _options.SaveSteps == 0 && step != total) Checkpoint(run, step, opt);
+            if (_options.SaveSteps > 0 && step % _options.SaveSteps == 0 && step != total) run.Checkpoint(step, Epoch(step), trainable, opt, Counters());
         }
 
-        if (_options.SaveSteps > 0) Checkpoint(run, step, opt);
-        string finalTmp = run.FinalPath + ".tmp-" + Guid.NewGuid().ToString("N");
-        SavePolicy(finalTmp, _options.SaveDtype == "bf16" ? SafetensorsDtype.BF16 : SafetensorsDtype.F32);
-        if (Directory.Exists(run.FinalPath)) Directory.Delete(run.FinalPath, recursive: true);
-        Directory.Move(finalTmp, run.FinalPath);
-        string? valuePath = null;
-        if (_models.Value != null)
+        if (status == RunStatus.StoppedNonFinite)
+            problem = $"{_badInARow} non-finite losses, gradients, updates or rewards in a row; stopped at step {step}.";
+        else if (step > run.StartStep && applied == 0)
         {
-            valuePath = Path.Combine(run.Path, "value_model");
-            ModelIO.Save(_models.Value, valuePath);
+            status = RunStatus.AllStepsSkipped;
+            problem = $"no update was applied in {step - run.StartStep} steps (every one had non-finite values); no final model was written.";
         }
-
         var summary = new Dictionary<string, object?>
         {
-            ["trainer"] = _algorithm.Name,
-            ["steps"] = step,
             ["episodes"] = _episodes,
             ["skipped_steps"] = _skippedSteps,
             ["skipped_updates"] = _skippedUpdates,
-            ["train_runtime_s"] = Math.Round(metrics.Elapsed, 2),
             ["kl_coef"] = KlController.Value,
-            ["final_model"] = run.FinalPath,
-            ["value_model"] = valuePath,
         };
         foreach (var key in new[] { "objective/scores", "objective/kl", "objective/rlhf_reward" })
             if (LastMetrics.TryGetValue(key, out var v)) summary[key] = v;
-        run.WriteSummary(summary);
-        progress.Message($"{_algorithm.Name}: done, {step} steps; final policy in {run.FinalPath}");
-        return summary;
+        return run.Finish(step, Epoch(step), trainable, opt, summary, status, problem, Counters());
     }
 
-    /// <summary>Step 4: the PPO epochs over shuffled minibatches. Returns the mean of each loss metric and the mean gradient norm.</summary>
-    private (Dictionary<string, double> Metrics, double GradNorm) Update(RolloutBatch batch, AdamW opt, ILrSchedule schedule, int step, RunDirectory run, Progress progress)
+    private double Epoch(int step) => (double)step * _options.PromptsPerStep / _prompts.Count;
+
+    /// <summary>
+    /// Step 4: the PPO epochs over shuffled minibatches, one <see cref="OptimizerStep"/> per minibatch. Returns the mean of
+    /// each loss metric, the mean gradient norm, the updates applied, and whether too many bad updates in a row stop the run.
+    /// </summary>
+    private (Dictionary<string, double> Metrics, double GradNorm, int Applied, bool Stop) Update(RolloutBatch batch, OptimizerStep update, int step, Progress progress)
     {
         int accumulation = _options.GradientAccumulationSteps, micro = _options.BatchSize;
         int minibatch = micro * accumulation;
-        float share = 1f / accumulation;
         var sums = new Dictionary<string, double>();
         int counted = 0, updates = 0;
         double normSum = 0;
@@ -264,48 +276,41 @@ public sealed class RlTrainer
             rng.Shuffle(order);
             for (int mb = 0; mb < _options.NumMiniBatches; mb++)
             {
-                opt.ZeroGrad();
-                bool finite = true;
-                for (int a = 0; a < accumulation; a++)
+                var micros = Enumerable.Range(0, accumulation).Select(a => order.AsSpan(mb * minibatch + a * micro, micro).ToArray()).ToArray();
+                update.Begin(micros.Sum(rows => _algorithm.Weight(batch, rows)));
+                foreach (var rows in micros)
                 {
-                    var rows = order.AsSpan(mb * minibatch + a * micro, micro).ToArray();
                     using var scope = TensorScope.Begin();
+                    float share = (float)(update.Scale * _algorithm.Weight(batch, rows));
                     var (loss, m) = _algorithm.Loss(_models, batch, rows, new UpdateContext(step, microIndex++, KlController.Value, share));
-                    if (!float.IsFinite(loss.Item())) { finite = false; break; }
-                    loss.Backward();
+                    update.Accumulate(loss);
+                    if (!update.LossFinite) break;
                     foreach (var (k, v) in m) sums[k] = sums.GetValueOrDefault(k) + v;
                     counted++;
                 }
-                float norm = GradClip.ClipGradNorm(opt.Parameters, _options.MaxGradNorm > 0 ? _options.MaxGradNorm : float.PositiveInfinity);
-                if (!finite || !float.IsFinite(norm))
+                var outcome = update.Finish();
+                if (!outcome.Applied)
                 {
-                    opt.ZeroGrad();
                     _skippedUpdates++;
-                    Bad(run, progress, $"step {step}: update skipped: non-finite {(finite ? "gradient" : "loss")}");
+                    if (Bad(progress, $"step {step}: update skipped: non-finite {outcome.SkipReason}")) return (Means(), double.NaN, updates, true);
                     continue;
                 }
                 _badInARow = 0;
-                opt.Lr = schedule.LrAt(opt.StepCount);
-                opt.Step();
-                normSum += norm;
+                normSum += outcome.GradNorm;
                 updates++;
             }
         }
-        var means = sums.ToDictionary(kv => kv.Key, kv => kv.Value / Math.Max(1, counted));
-        return (means, updates > 0 ? normSum / updates : double.NaN);
+        return (Means(), updates > 0 ? normSum / updates : double.NaN, updates, false);
+
+        Dictionary<string, double> Means() => sums.ToDictionary(kv => kv.Key, kv => kv.Value / Math.Max(1, counted));
     }
 
-    private void Bad(RunDirectory run, Progress progress, string what)
+    /// <summary>Counts a bad update or reward; true when --max-bad-steps-in-a-row is reached.</summary>
+    private bool Bad(Progress progress, string what)
     {
         _badInARow++;
         progress.Message($"{_algorithm.Name}: {what} ({_badInARow} in a row)");
-        if (_badInARow >= _options.MaxBadStepsInARow)
-        {
-            var last = run.Checkpoints();
-            throw new UserInputException($"{_algorithm.Name}: {_badInARow} non-finite losses, gradients or rewards in a row; stopped. " +
-                (last.Count > 0 ? $"The last good checkpoint is {last[^1].Path}. " : "No checkpoint was written yet. ") +
-                "Check the reward source, or lower --learning-rate.");
-        }
+        return _badInARow >= _options.MaxBadStepsInARow;
     }
 
     private Dictionary<string, double> StepMetrics(RolloutBatch batch, double[] sequenceKl, double beta, Dictionary<string, double> train, double gradNorm, double trainSeconds, float lr)
@@ -351,51 +356,21 @@ public sealed class RlTrainer
         metrics.WriteRecord(new Dictionary<string, object> { ["step"] = step, ["split"] = "samples", ["samples"] = samples });
     }
 
-    private void SavePolicy(string dir, SafetensorsDtype dtype)
+    /// <summary>The KL coefficient and the counters, kept in trainer_state.json.</summary>
+    private JsonObject Counters() => new()
     {
-        ModelIO.Save(_models.Policy, dir, dtype);
-        if (_models.PolicyDirectory != null) Pretrained.CopyTokenizerFiles(_models.PolicyDirectory, dir);
-        ModelChatTemplate.Write(dir, _models.Template.Source);
-    }
+        ["kl_coef"] = KlController.Value,
+        ["episodes"] = _episodes,
+        ["skipped_steps"] = _skippedSteps,
+        ["skipped_updates"] = _skippedUpdates,
+    };
 
-    /// <summary>Checkpoint: policy/, value/ (PPO), optimizer.bin, and the KL coefficient and counters in trainer_state.json.</summary>
-    private void Checkpoint(RunDirectory run, int step, AdamW opt)
+    private void RestoreCounters(TrainerState? state)
     {
-        var extra = new JsonObject
-        {
-            ["kl_coef"] = KlController.Value,
-            ["episodes"] = _episodes,
-            ["skipped_steps"] = _skippedSteps,
-            ["skipped_updates"] = _skippedUpdates,
-        };
-        run.SaveCheckpoint(step, new TrainerState(step, (double)step * _options.PromptsPerStep / _prompts.Count, extra), dir =>
-        {
-            SavePolicy(Path.Combine(dir, "policy"), SafetensorsDtype.F32);
-            if (_models.Value != null) ModelIO.Save(_models.Value, Path.Combine(dir, "value"));
-            using var f = File.Create(Path.Combine(dir, "optimizer.bin"));
-            opt.SaveState(f);
-        }, _options.SaveTotalLimit);
-    }
-
-    private int Restore(string dir, AdamW opt)
-    {
-        var state = TrainerState.Load(dir);
-        CopyWeights(Path.Combine(dir, "policy"), _models.Policy);
-        if (_models.Value != null) CopyWeights(Path.Combine(dir, "value"), _models.Value);
-        using (var f = File.OpenRead(Path.Combine(dir, "optimizer.bin"))) opt.LoadState(f);
-        if (state.Extra is { } e)
-        {
-            if (e["kl_coef"] is JsonNode k) KlController.Restore(k.GetValue<double>());
-            _episodes = e["episodes"]?.GetValue<long>() ?? 0;
-            _skippedSteps = e["skipped_steps"]?.GetValue<int>() ?? 0;
-            _skippedUpdates = e["skipped_updates"]?.GetValue<int>() ?? 0;
-        }
-        return state.Step;
-    }
-
-    private static void CopyWeights(string dir, TransformerModel into)
-    {
-        var loaded = ModelIO.Load(dir, into.Config.Head);
-        foreach (var (name, p) in into.NamedParameters) loaded.Parameter(name).Span.CopyTo(p.Span);
+        if (state?.Extra is not { } e) return;
+        if (e["kl_coef"] is JsonNode k) KlController.Restore(k.GetValue<double>());
+        _episodes = e["episodes"]?.GetValue<long>() ?? 0;
+        _skippedSteps = e["skipped_steps"]?.GetValue<int>() ?? 0;
+        _skippedUpdates = e["skipped_updates"]?.GetValue<int>() ?? 0;
     }
 }

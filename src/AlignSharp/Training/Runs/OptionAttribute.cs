@@ -9,4 +9,48 @@ namespace AlignSharp.Training.Runs;
 public sealed class OptionAttribute(string help) : Attribute
 {
     public string Help { get; } = help;
+
+    /// <summary>
+    /// True for options that do not change the training math (logging, checkpoint schedule, threads, paths of outputs):
+    /// they may differ when a run is resumed. Every other option must match the checkpoint's run_config.json.
+    /// </summary>
+    public bool SafeToChangeOnResume { get; init; }
+
+    /// <summary>True for options a command cannot run without; --help marks them "(required)".</summary>
+    public bool Required { get; init; }
+
+    /// <summary>The flag of a property: PascalCase → --kebab-case (LearningRate → --learning-rate).</summary>
+    public static string FlagName(string property)
+    {
+        var sb = new System.Text.StringBuilder("--");
+        for (int i = 0; i < property.Length; i++)
+        {
+            char c = property[i];
+            if (char.IsUpper(c) && i > 0 && !(char.IsUpper(property[i - 1]) && (i + 1 == property.Length || char.IsUpper(property[i + 1])))) sb.Append('-');
+            sb.Append(char.ToLowerInvariant(c));
+        }
+        return sb.ToString();
+    }
+}
+
+/// <summary>
+/// Another name for an option, as Hugging Face TRL/transformers spell it (<c>output_dir</c> for --out): accepted as a
+/// config-file key and as a flag (<c>--output_dir</c>). Declared on the options record it applies to, so GRPO's
+/// <c>beta</c> (its KL coefficient) does not clash with DPO's <c>--beta</c>.
+/// </summary>
+[AttributeUsage(AttributeTargets.Class, AllowMultiple = true, Inherited = true)]
+public sealed class TrlNameAttribute(string name, string property) : Attribute
+{
+    /// <summary>The TRL spelling (snake_case).</summary>
+    public string Name { get; } = name;
+
+    /// <summary>The option property it sets.</summary>
+    public string Property { get; } = property;
+
+    /// <summary>Every TRL name declared on <paramref name="type"/> and its base records.</summary>
+    public static IEnumerable<TrlNameAttribute> Of(Type type)
+    {
+        for (var t = type; t != null && t != typeof(object); t = t.BaseType)
+            foreach (var a in t.GetCustomAttributes(typeof(TrlNameAttribute), false).Cast<TrlNameAttribute>()) yield return a;
+    }
 }

@@ -7,12 +7,17 @@ namespace AlignSharp.Training.Runs;
 /// <summary>
 /// A trainer's run directory:
 /// <code>
+/// DIR/.lock                held (an OS file lock) by the process training into DIR
 /// DIR/run_config.json      the resolved options (defaults, config file and flags merged)
 /// DIR/metrics.jsonl        one JSON object per logged step: step, time, split, metrics
-/// DIR/checkpoints/step-N/  model(s), optimizer state, trainer_state.json (written atomically)
+/// DIR/checkpoints/step-N/  trainable state, optimizer state, run_config.json, trainer_state.json
 /// DIR/final/               the final model in Hugging Face layout
-/// DIR/summary.json         written at the end
+/// DIR/summary.json         written at the end (also when interrupted or stopped)
 /// </code>
+/// Directories (checkpoints, final outputs) are replaced by <see cref="SwapIn"/>: written under a temporary name, then
+/// the old one is renamed aside, the new one renamed into place, and only then the old one deleted. A kill at any point
+/// leaves either the old or the new directory complete; <see cref="Recover"/> (run when a session opens) puts back an
+/// old directory whose replacement never arrived and deletes temporary leftovers.
 /// </summary>
 public sealed class RunDirectory
 {
@@ -20,6 +25,10 @@ public sealed class RunDirectory
     public string CheckpointsPath => System.IO.Path.Combine(Path, "checkpoints");
     public string FinalPath => System.IO.Path.Combine(Path, "final");
     public string MetricsPath => System.IO.Path.Combine(Path, "metrics.jsonl");
+    public string ConfigPath => System.IO.Path.Combine(Path, ConfigFileName);
+    public string SummaryPath => System.IO.Path.Combine(Path, "summary.json");
+
+    public const string ConfigFileName = "run_config.json";
 
     public RunDirectory(string path)
     {
@@ -34,18 +43,38 @@ public sealed class RunDirectory
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
-    public void WriteConfig<T>(T options, string trainer) where T : TrainerOptions
+    /// <summary>The declared options as a JSON object (snake_case keys), as written to run_config.json.</summary>
+    public static JsonObject ConfigNode<T>(T options, string trainer) where T : TrainerOptions
     {
         // Only the declared options: the file can be fed back as --config.
         var node = new JsonObject { ["trainer"] = trainer };
         foreach (var p in options.GetType().GetProperties())
             if (p.GetCustomAttributes(typeof(OptionAttribute), true).Length > 0)
                 node[JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name)] = JsonSerializer.SerializeToNode(p.GetValue(options), p.PropertyType, Json);
-        AtomicFile.WriteText(System.IO.Path.Combine(Path, "run_config.json"), node.ToJsonString(Json) + "\n");
+        return node;
     }
 
+    public void WriteConfig<T>(T options, string trainer) where T : TrainerOptions
+        => AtomicFile.WriteText(ConfigPath, ConfigNode(options, trainer).ToJsonString(Json) + "\n");
+
     public void WriteSummary(IReadOnlyDictionary<string, object?> summary)
-        => AtomicFile.WriteText(System.IO.Path.Combine(Path, "summary.json"), JsonSerializer.Serialize(summary, Json) + "\n");
+        => AtomicFile.WriteText(SummaryPath, JsonSerializer.Serialize(summary, Json) + "\n");
+
+    /// <summary>True when the directory holds (part of) a training run.</summary>
+    public bool HoldsRun()
+        => File.Exists(ConfigPath) || File.Exists(MetricsPath) || File.Exists(SummaryPath) || Directory.Exists(FinalPath)
+           || (Directory.Exists(CheckpointsPath) && Directory.EnumerateFileSystemEntries(CheckpointsPath).Any());
+
+    /// <summary>Deletes what a run writes (the entries above and PPO's value_model/); other files (caches keyed by their inputs) are left alone.</summary>
+    public void Clear()
+    {
+        foreach (var name in new[] { "run_config.json", "metrics.jsonl", "summary.json", "final", "value_model", "checkpoints" })
+        {
+            string path = System.IO.Path.Combine(Path, name);
+            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+            else if (File.Exists(path)) File.Delete(path);
+        }
+    }
 
     /// <summary>Checkpoint directories, oldest first.</summary>
     public IReadOnlyList<(int Step, string Path)> Checkpoints()
@@ -57,35 +86,94 @@ public sealed class RunDirectory
             .OrderBy(x => x.Step).Select(x => (x.Step, x.Path)).ToList();
     }
 
+    public string CheckpointPath(int step) => System.IO.Path.Combine(CheckpointsPath, $"step-{step:D6}");
+
     /// <summary>
-    /// Writes a checkpoint for <paramref name="step"/>: <paramref name="write"/> fills a temporary directory,
-    /// which is renamed into place only when complete, so a crash never leaves a half checkpoint. Then the
-    /// oldest checkpoints beyond <paramref name="keep"/> (0 = all) are deleted.
+    /// Writes a checkpoint for <paramref name="step"/>: <paramref name="write"/> fills a temporary directory, which is
+    /// swapped in only when complete (<see cref="SwapIn"/>). Then the oldest checkpoints beyond <paramref name="keep"/>
+    /// (0 = all) are deleted, never the one just written.
     /// </summary>
     public string SaveCheckpoint(int step, TrainerState state, Action<string> write, int keep)
     {
         Directory.CreateDirectory(CheckpointsPath);
-        string final = System.IO.Path.Combine(CheckpointsPath, $"step-{step:D6}");
-        string tmp = System.IO.Path.Combine(CheckpointsPath, $".tmp-step-{step:D6}-{Guid.NewGuid():N}");
+        string final = CheckpointPath(step);
+        SwapIn(final, dir =>
+        {
+            write(dir);
+            state.Save(dir); // last: a directory with trainer_state.json is complete
+        });
+        if (keep > 0)
+        {
+            var all = Checkpoints();
+            for (int i = 0; i < all.Count - keep; i++)
+                if (all[i].Path != final) Directory.Delete(all[i].Path, recursive: true);
+        }
+        return final;
+    }
+
+    /// <summary>
+    /// Replaces directory <paramref name="target"/> by what <paramref name="write"/> puts into a fresh temporary
+    /// directory beside it; the old directory is deleted only after the new one is in place.
+    /// </summary>
+    public static void SwapIn(string target, Action<string> write)
+    {
+        string parent = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(target))!;
+        string name = System.IO.Path.GetFileName(target);
+        string tmp = System.IO.Path.Combine(parent, $".{name}.tmp-{Guid.NewGuid():N}");
         Directory.CreateDirectory(tmp);
         try
         {
             write(tmp);
-            state.Save(tmp);
-            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
-            Directory.Move(tmp, final);
         }
         catch
         {
-            if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
+            TryDelete(tmp);
             throw;
         }
-        if (keep > 0)
+        string? old = null;
+        if (Directory.Exists(target))
         {
-            var all = Checkpoints();
-            for (int i = 0; i < all.Count - keep; i++) Directory.Delete(all[i].Path, recursive: true);
+            old = System.IO.Path.Combine(parent, $".{name}.old-{Guid.NewGuid():N}");
+            Directory.Move(target, old);
         }
-        return final;
+        Directory.Move(tmp, target);
+        if (old != null) Directory.Delete(old, recursive: true);
+    }
+
+    /// <summary>
+    /// Repairs what a killed process left: an old directory set aside by <see cref="SwapIn"/> whose replacement never
+    /// arrived is put back; other set-aside and temporary directories (and the temporaries of earlier versions,
+    /// <c>.tmp-step-*</c>, <c>final.tmp-*</c>) are deleted. Returns what was done, for the log.
+    /// </summary>
+    public IReadOnlyList<string> Recover()
+    {
+        var done = new List<string>();
+        foreach (var dir in new[] { Path, CheckpointsPath })
+        {
+            if (!Directory.Exists(dir)) continue;
+            foreach (var entry in Directory.GetDirectories(dir))
+            {
+                string name = System.IO.Path.GetFileName(entry);
+                int old = name.LastIndexOf(".old-", StringComparison.Ordinal);
+                if (name.StartsWith('.') && old > 1)
+                {
+                    string target = System.IO.Path.Combine(dir, name[1..old]);
+                    if (!Directory.Exists(target)) { Directory.Move(entry, target); done.Add($"restored {target} (its replacement was interrupted)"); }
+                    else { TryDelete(entry); done.Add($"removed {entry}"); }
+                }
+                else if (name.Contains(".tmp-", StringComparison.Ordinal))
+                {
+                    TryDelete(entry);
+                    done.Add($"removed unfinished {entry}");
+                }
+            }
+        }
+        return done;
+    }
+
+    private static void TryDelete(string dir)
+    {
+        try { Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
     /// <summary>
@@ -98,7 +186,8 @@ public sealed class RunDirectory
         if (resume is "" or "latest" or "true")
         {
             var all = Checkpoints();
-            if (all.Count == 0) throw new UserInputException($"--resume: {CheckpointsPath} has no checkpoint to resume from.");
+            if (all.Count == 0)
+                throw new UserInputException($"--resume: {CheckpointsPath} has no checkpoint to resume from; start again with --overwrite (or name a checkpoint directory).");
             return all[^1].Path;
         }
         if (!File.Exists(System.IO.Path.Combine(resume, TrainerState.FileName)))

@@ -1,3 +1,5 @@
+using AlignSharp.Models.Checkpoints;
+
 namespace AlignSharp.Training.Runs;
 
 /// <summary>
@@ -5,12 +7,18 @@ namespace AlignSharp.Training.Runs;
 /// logging, evaluation and checkpoints. Defaults follow Hugging Face TRL/transformers where they make
 /// sense on a CPU. Trainers derive their own records from this one.
 /// </summary>
+[TrlName("output_dir", nameof(Out))]
+[TrlName("per_device_train_batch_size", nameof(BatchSize))]
+[TrlName("num_train_epochs", nameof(Epochs))]
+[TrlName("lr_scheduler_type", nameof(LrScheduler))]
+[TrlName("resume_from_checkpoint", nameof(Resume))]
+[TrlName("overwrite_output_dir", nameof(Overwrite))]
 public abstract record TrainerOptions
 {
-    [Option("Run directory: resolved config, metrics.jsonl, checkpoints, summary.json, and the final model in DIR/final.")]
+    [Option("Run directory: resolved config, metrics.jsonl, checkpoints, summary.json, and the final model in DIR/final.", Required = true, SafeToChangeOnResume = true)]
     public string? Out { get; init; }
 
-    [Option("Stop after this many steps: optimizer steps, or for ppo/grpo/rloo rollout steps (0 = run --epochs over the data).")]
+    [Option("Stop after this many steps: optimizer steps, or for ppo/grpo/rloo rollout steps (0 = run --epochs over the data). May grow when resuming.", SafeToChangeOnResume = true)]
     public int MaxSteps { get; init; }
 
     [Option("Passes over the training data when --max-steps is 0.")]
@@ -27,6 +35,12 @@ public abstract record TrainerOptions
 
     [Option("Steps of linear warmup from 0 to the peak learning rate.")]
     public int WarmupSteps { get; init; }
+
+    [Option("Warmup as a fraction of the optimizer steps (used when --warmup-steps is 0; TRL's warmup_ratio).")]
+    public double WarmupRatio { get; init; }
+
+    /// <summary>The warmup length of a run of <paramref name="totalUpdates"/> optimizer steps: --warmup-steps, else --warmup-ratio.</summary>
+    public int WarmupFor(int totalUpdates) => WarmupSteps > 0 ? WarmupSteps : (int)Math.Ceiling(WarmupRatio * totalUpdates);
 
     [Option("Decoupled weight decay (AdamW); biases and norm weights are never decayed.")]
     public float WeightDecay { get; init; }
@@ -49,39 +63,45 @@ public abstract record TrainerOptions
     [Option("Micro-batches whose gradients are summed before each optimizer step.")]
     public int GradientAccumulationSteps { get; init; } = 1;
 
-    [Option("Write metrics every N optimizer steps.")]
+    [Option("Write metrics every N optimizer steps.", SafeToChangeOnResume = true)]
     public int LoggingSteps { get; init; } = 10;
 
-    [Option("Evaluate every N optimizer steps (0 = only at the end).")]
-    public int EvalSteps { get; init; }
-
-    [Option("Save a checkpoint every N optimizer steps (0 = only the final model).")]
+    [Option("Save a checkpoint every N optimizer steps (0 = only the final model, or a checkpoint when interrupted).", SafeToChangeOnResume = true)]
     public int SaveSteps { get; init; } = 500;
 
-    [Option("Keep at most this many checkpoints (oldest deleted first; 0 = keep all).")]
+    [Option("Keep at most this many checkpoints (oldest deleted first; 0 = keep all).", SafeToChangeOnResume = true)]
     public int SaveTotalLimit { get; init; } = 2;
 
-    [Option("Resume from the newest checkpoint in --out (or from the checkpoint directory given); training continues bit for bit.")]
+    [Option("Resume from the newest checkpoint in --out (or from the checkpoint directory given); training continues bit for bit. Options that change the training must match the checkpoint's.", SafeToChangeOnResume = true)]
     public string? Resume { get; init; }
 
-    [Option("Kernel threads (0 = all cores).")]
+    [Option("Kernel threads (0 = all cores).", SafeToChangeOnResume = true)]
     public int Threads { get; init; }
 
-    [Option("Storage dtype of saved models: f32 or bf16.")]
+    [Option("Storage dtype of the final model(s): f32 or bf16 (checkpoints are always f32, so resuming is exact).", SafeToChangeOnResume = true)]
     public string SaveDtype { get; init; } = "f32";
 
     [Option("Tracker besides metrics.jsonl, which is always written: jsonl (no other), tensorboard (event files in DIR/runs/) or none (no other).")]
     public string ReportTo { get; init; } = "jsonl";
 
+    [Option("Replace a run already in --out (its checkpoints, metrics, final model and summary are deleted first).", SafeToChangeOnResume = true)]
+    public bool Overwrite { get; init; }
+
+    public SafetensorsDtype SaveDtypeValue => SaveDtype == "bf16" ? SafetensorsDtype.BF16 : SafetensorsDtype.F32;
+
+
     /// <summary>Checks every option; throws <see cref="UserInputException"/> naming the flag.</summary>
     public virtual void Validate()
     {
+        RejectNonFinite(this);
         if (string.IsNullOrWhiteSpace(Out)) throw new UserInputException("--out (the run directory) is required.");
+        if (Resume != null && Overwrite) throw new UserInputException("--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it.");
         if (MaxSteps < 0) throw new UserInputException("--max-steps must be ≥ 0.");
         if (MaxSteps == 0 && !(Epochs > 0)) throw new UserInputException("--epochs must be > 0 when --max-steps is 0.");
         if (!(LearningRate >= 0)) throw new UserInputException("--learning-rate must be ≥ 0.");
         if (LrScheduler is not ("constant" or "linear" or "cosine")) throw new UserInputException($"--lr-scheduler must be constant, linear or cosine, not '{LrScheduler}'.");
         if (WarmupSteps < 0) throw new UserInputException("--warmup-steps must be ≥ 0.");
+        if (!(WarmupRatio >= 0 && WarmupRatio <= 1)) throw new UserInputException("--warmup-ratio must be in [0, 1].");
         if (WeightDecay < 0) throw new UserInputException("--weight-decay must be ≥ 0.");
         if (!(AdamBeta1 >= 0 && AdamBeta1 < 1)) throw new UserInputException("--adam-beta1 must be in [0, 1).");
         if (!(AdamBeta2 >= 0 && AdamBeta2 < 1)) throw new UserInputException("--adam-beta2 must be in [0, 1).");
@@ -90,9 +110,21 @@ public abstract record TrainerOptions
         if (BatchSize < 1) throw new UserInputException("--batch-size must be ≥ 1.");
         if (GradientAccumulationSteps < 1) throw new UserInputException("--gradient-accumulation-steps must be ≥ 1.");
         if (LoggingSteps < 1) throw new UserInputException("--logging-steps must be ≥ 1.");
-        if (EvalSteps < 0 || SaveSteps < 0 || SaveTotalLimit < 0) throw new UserInputException("--eval-steps, --save-steps and --save-total-limit must be ≥ 0.");
+        if (SaveSteps < 0 || SaveTotalLimit < 0) throw new UserInputException("--save-steps and --save-total-limit must be ≥ 0.");
         if (Threads < 0) throw new UserInputException("--threads must be ≥ 0.");
         MetricsSinks.Validate(ReportTo);
         if (SaveDtype is not ("f32" or "bf16")) throw new UserInputException($"--save-dtype must be f32 or bf16, not '{SaveDtype}'.");
+    }
+
+    /// <summary>Every float option must be a finite number (NaN and ±Infinity parse as floats but mean nothing here).</summary>
+    public static void RejectNonFinite(object options)
+    {
+        foreach (var p in options.GetType().GetProperties())
+        {
+            if (p.GetCustomAttributes(typeof(OptionAttribute), true).Length == 0) continue;
+            double? v = p.GetValue(options) switch { float f => f, double d => d, _ => null };
+            if (v is { } x && !double.IsFinite(x))
+                throw new UserInputException($"{OptionAttribute.FlagName(p.Name)} must be a finite number, not {x.ToString(System.Globalization.CultureInfo.InvariantCulture)}.");
+        }
     }
 }

@@ -27,29 +27,28 @@ public interface ISupervisedTask
     /// <summary>Metrics on held-out data (already averaged), or null when there is none.</summary>
     Dictionary<string, double>? Evaluate();
 
-    /// <summary>The parameters the optimizer updates, named.</summary>
-    IReadOnlyList<(string Name, Tensor Parameter)> Parameters { get; }
-
-    /// <summary>Writes the trained model(s) in Hugging Face layout into <paramref name="dir"/>.</summary>
-    void SaveModel(string dir);
-
-    /// <summary>Restores trained weights from a checkpoint directory written by <see cref="SaveModel"/>.</summary>
-    void LoadModel(string dir);
+    /// <summary>What is trained: its parameters, checkpoint state and final outputs.</summary>
+    ITrainable Trainable { get; }
 }
 
 /// <summary>
-/// The training loop shared by the supervised trainers:
+/// The training loop shared by the supervised trainers, on the shared <see cref="RunSession"/> and <see cref="OptimizerStep"/>:
 /// 1. order micro-batches by a seeded shuffle per epoch (a pure function of seed and epoch, so a resumed run
 ///    sees the same data);
-/// 2. per optimizer step, sum the losses of its micro-batches, normalised by their total weight, and backprop;
-/// 3. clip the gradient norm; a non-finite loss or norm skips the step (counted; too many in a row stops);
-/// 4. set the scheduled learning rate and step AdamW;
-/// 5. log, evaluate and checkpoint on their schedules; save the final model and a summary.
+/// 2. per optimizer step, backprop each micro-batch's summed loss divided by the step's total weight (1×8 = 8×1);
+/// 3. the optimizer step: clip, skip a non-finite loss, norm or update (counted; too many in a row stops), schedule, AdamW;
+/// 4. log, evaluate and checkpoint on their schedules; stop cleanly on SIGINT/SIGTERM; save the final model and a summary.
 /// </summary>
-public sealed class TrainingLoop(TrainerOptions options, ISupervisedTask task, string trainer)
+public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, string trainer, TextWriter? log = null)
 {
     /// <summary>Consecutive non-finite steps after which training stops.</summary>
     public int MaxConsecutiveBadSteps { get; init; } = 5;
+
+    /// <summary>Combines workers' gradients (data-parallel); one worker by default.</summary>
+    public IGradientReducer? Reducer { get; init; }
+
+    /// <summary>Runs after training, before the final outputs are written (e.g. reward statistics); its entries join the summary.</summary>
+    public Func<Dictionary<string, object?>>? BeforeFinalSave { get; init; }
 
     public Dictionary<string, double> LastEval { get; private set; } = [];
 
@@ -83,45 +82,39 @@ public sealed class TrainingLoop(TrainerOptions options, ISupervisedTask task, s
         return (int)(x & 0x7FFFFFFF);
     }
 
-    public Dictionary<string, object?> Run()
+    /// <summary>Trains in a session of its own, or in <paramref name="session"/> when the trainer opened one earlier (to keep caches in the run directory).</summary>
+    public Dictionary<string, object?> Run(RunSession? session = null)
     {
         if (task.MicroBatches == 0) throw new UserInputException("The training data produced no batches.");
         if (options.Threads > 0) ParallelFor.Threads = options.Threads;
-        var run = new RunDirectory(options.Out!);
-        run.WriteConfig(options, trainer);
-        var opt = new AdamW(ParamGroups.DecayAndNoDecay(task.Parameters, options.WeightDecay),
-            new AdamWOptions(options.LearningRate, options.AdamBeta1, options.AdamBeta2, options.AdamEpsilon, options.WeightDecay));
+        using var owned = session == null ? RunSession.Open(options, trainer, log: log) : null;
+        var run = session ?? owned!;
         int total = TotalSteps();
-        var schedule = LrSchedules.Create(options.LrScheduler, options.LearningRate, options.WarmupSteps, total);
-
-        int step = 0;
-        string? resumeFrom = run.ResolveResume(options.Resume);
-        if (resumeFrom != null)
-        {
-            var state = TrainerState.Load(resumeFrom);
-            task.LoadModel(Path.Combine(resumeFrom, "model"));
-            using (var f = File.OpenRead(Path.Combine(resumeFrom, "optimizer.bin"))) opt.LoadState(f);
-            step = state.Step;
-        }
-        using var metrics = new MetricsLog(run.MetricsPath, resumeFrom != null ? step : -1, options.ReportTo);
-        var progress = new Progress(trainer, total, options.LoggingSteps);
-        if (resumeFrom != null) progress.Message($"{trainer}: resumed from {resumeFrom} at step {step}");
+        run.Progress.TotalSteps = total;
+        var trainable = task.Trainable;
+        var update = new OptimizerStep(trainable.Parameters, options, total, Reducer);
+        var opt = update.Optimizer;
+        run.Restore(trainable, opt);
+        int step = run.StartStep;
+        var metrics = run.Metrics;
+        var progress = run.Progress;
+        double Epoch(int s) => (double)s * options.GradientAccumulationSteps / task.MicroBatches;
 
         var sums = new Dictionary<string, double>();
         double units = 0, lossSum = 0, gradNormSum = 0;
         long tokens = 0;
-        int logged = 0, skipped = 0, badInARow = 0;
+        int logged = 0, skipped = 0, badInARow = 0, applied = 0;
         var window = Stopwatch.StartNew();
         int accumulation = options.GradientAccumulationSteps;
+        RunStatus status = RunStatus.Completed;
+        string? problem = null;
 
-        while (step < total)
+        while (step < total && !run.StopRequested)
         {
-            opt.ZeroGrad();
             long first = (long)step * accumulation;
             double weight = 0;
             for (int a = 0; a < accumulation; a++) weight += task.Weight(MicroBatchAt(first + a));
-            float scale = weight > 0 ? (float)(1.0 / weight) : 0f;
-            double stepLoss = 0;
+            update.Begin(weight);
             var stepSums = new Dictionary<string, double>();
             long stepTokens = 0;
             for (int a = 0; a < accumulation; a++)
@@ -129,33 +122,30 @@ public sealed class TrainingLoop(TrainerOptions options, ISupervisedTask task, s
                 int mb = MicroBatchAt(first + a);
                 using var scope = TensorScope.Begin();
                 var r = task.Forward(mb, new Random(HashSeed(options.Seed, (int)(first + a) + 1_000_003)));
-                var loss = Ops.MulScalar(r.LossSum, scale);
-                stepLoss += r.LossSum.Item();
-                if (loss.RequiresGrad) loss.Backward();
+                update.Accumulate(Ops.MulScalar(r.LossSum, update.Scale));
                 foreach (var (k, v) in r.MetricSums) stepSums[k] = stepSums.GetValueOrDefault(k) + v;
                 stepTokens += r.Tokens;
             }
-            float norm = options.MaxGradNorm > 0
-                ? GradClip.ClipGradNorm(opt.Parameters, options.MaxGradNorm)
-                : GradClip.ClipGradNorm(opt.Parameters, float.PositiveInfinity);
-            if (!double.IsFinite(stepLoss) || !float.IsFinite(norm))
+            var outcome = update.Finish();
+            step++;
+            progress.Advance(step);
+            if (!outcome.Applied)
             {
                 skipped++;
                 badInARow++;
-                opt.ZeroGrad();
-                progress.Message($"{trainer}: step {step + 1} skipped: non-finite {(double.IsFinite(stepLoss) ? "gradient norm" : "loss")} ({badInARow} in a row)");
+                progress.Message($"{trainer}: step {step} skipped: non-finite {outcome.SkipReason} ({badInARow} in a row)");
                 if (badInARow >= MaxConsecutiveBadSteps)
-                    throw new UserInputException($"{trainer}: {badInARow} steps in a row had a non-finite loss or gradient; stopped. " +
-                        $"The last good checkpoint is in {run.CheckpointsPath}. Try a lower --learning-rate.");
-                step++;
+                {
+                    status = RunStatus.StoppedNonFinite;
+                    problem = $"{badInARow} steps in a row had a non-finite loss, gradient or update; stopped at step {step}.";
+                    break;
+                }
                 continue;
             }
             badInARow = 0;
-            opt.Lr = schedule.LrAt(opt.StepCount);
-            opt.Step();
-            step++;
+            applied++;
 
-            units += weight; lossSum += stepLoss; gradNormSum += norm; tokens += stepTokens; logged++;
+            units += weight; lossSum += outcome.Loss * weight; gradNormSum += outcome.GradNorm; tokens += stepTokens; logged++;
             foreach (var (k, v) in stepSums) sums[k] = sums.GetValueOrDefault(k) + v;
 
             if (step % options.LoggingSteps == 0 || step == total)
@@ -168,7 +158,7 @@ public sealed class TrainingLoop(TrainerOptions options, ISupervisedTask task, s
                 foreach (var (k, v) in sums) m[k] = units > 0 ? v / units : 0;
                 m["grad_norm"] = gradNormSum / logged;
                 m["learning_rate"] = opt.Lr;
-                m["epoch"] = (double)step * accumulation / task.MicroBatches;
+                m["epoch"] = Epoch(step);
                 m["tokens_per_s"] = seconds > 0 ? tokens / seconds : 0;
                 if (skipped > 0) m["skipped_steps"] = skipped;
                 metrics.Write(step, "train", m);
@@ -177,39 +167,22 @@ public sealed class TrainingLoop(TrainerOptions options, ISupervisedTask task, s
                 window.Restart();
             }
             if (options.EvalSteps > 0 && step % options.EvalSteps == 0 && step != total) Evaluate(step, metrics, progress);
-            if (options.SaveSteps > 0 && step % options.SaveSteps == 0 && step != total) Checkpoint(run, step, opt);
+            if (options.SaveSteps > 0 && step % options.SaveSteps == 0 && step != total) run.Checkpoint(step, Epoch(step), trainable, opt);
         }
 
-        Evaluate(step, metrics, progress);
-        Checkpoint(run, step, opt);
-        string finalTmp = run.FinalPath + ".tmp-" + Guid.NewGuid().ToString("N");
-        task.SaveModel(finalTmp);
-        if (Directory.Exists(run.FinalPath)) Directory.Delete(run.FinalPath, recursive: true);
-        Directory.Move(finalTmp, run.FinalPath);
-
-        var summary = new Dictionary<string, object?>
+        if (status == RunStatus.Completed && step > run.StartStep && applied == 0)
         {
-            ["trainer"] = trainer,
-            ["steps"] = step,
-            ["skipped_steps"] = skipped,
-            ["train_runtime_s"] = Math.Round(metrics.Elapsed, 2),
-            ["final_model"] = run.FinalPath,
-        };
-        foreach (var (k, v) in LastEval) summary["eval_" + k] = v;
-        run.WriteSummary(summary);
-        progress.Message($"{trainer}: done, {step} steps; final model in {run.FinalPath}");
-        return summary;
-    }
-
-    private void Checkpoint(RunDirectory run, int step, IOptimizer opt)
-    {
-        if (options.SaveSteps == 0) return;
-        run.SaveCheckpoint(step, new TrainerState(step, (double)step * options.GradientAccumulationSteps / task.MicroBatches), dir =>
+            status = RunStatus.AllStepsSkipped;
+            problem = $"every one of the {step - run.StartStep} steps was skipped for non-finite values; no final model was written.";
+        }
+        var summary = new Dictionary<string, object?> { ["skipped_steps"] = skipped };
+        if (status == RunStatus.Completed && !run.StopRequested)
         {
-            task.SaveModel(Path.Combine(dir, "model"));
-            using var f = File.Create(Path.Combine(dir, "optimizer.bin"));
-            opt.SaveState(f);
-        }, options.SaveTotalLimit);
+            Evaluate(step, metrics, progress);
+            foreach (var (k, v) in LastEval) summary["eval_" + k] = v;
+            if (BeforeFinalSave?.Invoke() is { } more) foreach (var (k, v) in more) summary[k] = v;
+        }
+        return run.Finish(step, Epoch(step), trainable, opt, summary, status, problem);
     }
 
     private void Evaluate(int step, MetricsLog metrics, Progress progress)

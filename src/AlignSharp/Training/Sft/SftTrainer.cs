@@ -9,11 +9,13 @@ using AlignSharp.Training.Runs;
 namespace AlignSharp.Training.Sft;
 
 /// <summary>Supervised fine-tuning options (defaults close to TRL's SFTConfig, scaled for small CPU models).</summary>
+[TrlName("model_name_or_path", nameof(Model))]
+[TrlName("max_seq_length", nameof(MaxLength))]
 public sealed record SftOptions : TextDataOptions
 {
     public SftOptions() => LearningRate = 2e-5f;
 
-    [Option("Model to fine-tune: a Hugging Face directory (config.json + safetensors + tokenizer.json).")]
+    [Option("Model to fine-tune: a Hugging Face directory (config.json + safetensors + tokenizer.json).", Required = true)]
     public string? Model { get; init; }
 
     [Option("Which tokens carry loss: completion (assistant turns; prompt masked), final_turn, or all.")]
@@ -46,7 +48,6 @@ public sealed class SftTask : ISupervisedTask
 {
     private readonly TransformerModel _model;
     private readonly ITokenizer _tokenizer;
-    private readonly string _sourceDir;
     private readonly List<SftBatch> _train;
     private readonly List<SftBatch> _eval;
 
@@ -54,7 +55,10 @@ public sealed class SftTask : ISupervisedTask
     {
         _model = model;
         _tokenizer = tokenizer;
-        _sourceDir = sourceDir;
+        Trainable = new TrainableModel(model, sourceDir)
+        {
+            WriteExtras = dir => { if (Template is not null) ModelChatTemplate.Write(dir, Template.Source); },
+        };
         int pad = TokenSequences.PadId(tokenizer);
         var batching = new BatchingOptions { BatchSize = batchSize, Seed = seed };
         _train = SftBatch.Epoch(train, batching, 0, pad).ToList();
@@ -62,7 +66,7 @@ public sealed class SftTask : ISupervisedTask
     }
 
     public int MicroBatches => _train.Count;
-    public IReadOnlyList<(string Name, Tensor Parameter)> Parameters => _model.NamedParameters;
+    public ITrainable Trainable { get; }
 
     public double Weight(int index) => LabelTokens(_train[index]);
 
@@ -106,21 +110,8 @@ public sealed class SftTask : ISupervisedTask
         return new Dictionary<string, double> { ["loss"] = loss, ["perplexity"] = Math.Exp(loss), ["tokens"] = count };
     }
 
-    public void SaveModel(string dir)
-    {
-        ModelIO.Save(_model, dir);
-        Pretrained.CopyTokenizerFiles(_sourceDir, dir);
-        if (Template is not null) ModelChatTemplate.Write(dir, Template.Source);
-    }
-
     /// <summary>The chat template the data was formatted with, written into saved models (their tokenizer_config.json and chat_template.jinja).</summary>
     public ChatTemplate? Template { get; init; }
-
-    public void LoadModel(string dir)
-    {
-        var loaded = ModelIO.Load(dir);
-        foreach (var (name, p) in _model.NamedParameters) loaded.Parameter(name).Span.CopyTo(p.Span);
-    }
 }
 
 /// <summary>`alignsharp sft`: load data and model, build the task, run the shared loop.</summary>
@@ -130,6 +121,7 @@ public static class SftTrainer
     {
         log ??= Console.Error;
         var pre = Pretrained.Load(o.Model!);
+        o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("SFT");
         var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);
         var load = new DataLoadOptions { ExpectedKind = DatasetKind.Sft, SkipBadRecords = o.SkipBadRecords };
@@ -154,6 +146,6 @@ public static class SftTrainer
         log.WriteLine($"sft: {rows.Count} training rows, {evalSeqs.Records.Count} eval examples, model {pre.Model.ParameterCount:N0} parameters");
 
         var task = new SftTask(pre.Model, tokenizer, o.Model!, rows, evalSeqs.Records, o.BatchSize, o.Seed) { Template = template };
-        return new TrainingLoop(o, task, "sft").Run();
+        return new TrainingLoop(o, task, "sft", log).Run();
     }
 }

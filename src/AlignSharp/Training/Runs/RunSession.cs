@@ -1,0 +1,286 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using AlignSharp.Engine.Optim;
+
+namespace AlignSharp.Training.Runs;
+
+/// <summary>A run stopped by SIGINT (exit code 130) or SIGTERM (143) after writing its checkpoint and summary.</summary>
+public sealed class RunInterruptedException(string message, int exitCode) : Exception(message)
+{
+    public int ExitCode { get; } = exitCode;
+}
+
+/// <summary>How a run ended, as summary.json's "status" says.</summary>
+public enum RunStatus { Completed, Interrupted, StoppedNonFinite, AllStepsSkipped }
+
+/// <summary>
+/// One training run in its directory, shared by every trainer:
+/// 1. <see cref="Open"/>: take the directory's lock (a second process on the same --out is refused); repair what a
+///    killed run left (<see cref="RunDirectory.Recover"/>); refuse a directory holding a run unless --resume or
+///    --overwrite; on --resume, check that the options that change the math match the checkpoint's; write
+///    run_config.json; open metrics.jsonl; catch SIGINT/SIGTERM;
+/// 2. the trainer's loop asks <see cref="StopRequested"/> after each step and calls <see cref="Checkpoint"/>;
+/// 3. <see cref="Finish"/>: a last checkpoint, the final outputs swapped in, summary.json, and the exit status:
+///    interrupted (130/143, with the exact resume command), stopped for non-finite values or every step skipped
+///    (an error; the checkpoint it names holds finite weights, since non-finite updates are never applied).
+/// </summary>
+public sealed class RunSession : IDisposable
+{
+    /// <summary>The command line that started this process (set by the CLI), to print the exact resume command.</summary>
+    public static IReadOnlyList<string>? CommandLine { get; set; }
+
+    private readonly TrainerOptions _options;
+    private readonly FileStream _lock;
+    private readonly List<PosixSignalRegistration> _signals = [];
+    private volatile int _signal;
+    private int _lastCheckpointStep = -1;
+
+    public RunDirectory Directory { get; }
+    public string Trainer { get; }
+    public MetricsLog Metrics { get; }
+    public Progress Progress { get; }
+
+    /// <summary>The checkpoint resumed from, or null.</summary>
+    public string? ResumedFrom { get; }
+    public TrainerState? ResumedState { get; }
+
+    /// <summary>The step training starts at (the checkpoint's, or 0).</summary>
+    public int StartStep => ResumedState?.Step ?? 0;
+
+    private RunSession(TrainerOptions options, string trainer, TextWriter? log)
+    {
+        _options = options;
+        Trainer = trainer;
+        Directory = new RunDirectory(options.Out!);
+        _lock = TakeLock(Directory.Path);
+        try
+        {
+            Progress = new Progress(trainer, 0, options.LoggingSteps, log);
+            foreach (var line in Directory.Recover()) Progress.Message($"{trainer}: {line}");
+            if (options.Resume == null && Directory.HoldsRun())
+            {
+                if (!options.Overwrite)
+                    throw new UserInputException($"--out {Directory.Path} already holds a run. Pass --resume to continue it, or --overwrite to delete it and start again (or choose another --out).");
+                Directory.Clear();
+                Progress.Message($"{trainer}: --overwrite: removed the previous run in {Directory.Path}");
+            }
+            ResumedFrom = Directory.ResolveResume(options.Resume);
+            if (ResumedFrom != null)
+            {
+                ResumedState = TrainerState.Load(ResumedFrom);
+                CheckResumable(options, trainer, ResumedFrom, ResumedState.Step);
+                _lastCheckpointStep = ResumedState.Step;
+            }
+            Directory.WriteConfig(options, trainer);
+            Metrics = new MetricsLog(Directory.MetricsPath, ResumedFrom != null ? StartStep : -1, options.ReportTo);
+            if (ResumedFrom != null) Progress.Message($"{trainer}: resumed from {ResumedFrom} at step {StartStep}");
+            CatchSignals();
+        }
+        catch
+        {
+            _lock.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Opens the run directory for <paramref name="trainer"/>; progress and messages go to <paramref name="log"/> (default stderr).</summary>
+    public static RunSession Open(TrainerOptions options, string trainer, TextWriter? log = null) => new(options, trainer, log);
+
+    private static FileStream TakeLock(string dir)
+    {
+        string path = Path.Combine(dir, ".lock");
+        try
+        {
+            // FileShare.None is an exclusive OS lock (flock on Unix), released by the kernel if the process dies.
+            var stream = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            stream.SetLength(0);
+            var pid = System.Text.Encoding.ASCII.GetBytes(Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+            stream.Write(pid);
+            stream.Flush();
+            return stream;
+        }
+        catch (IOException)
+        {
+            string holder = "";
+            try { holder = File.ReadAllText(path).Trim(); } catch (IOException) { }
+            throw new UserInputException($"--out {dir} is in use by another training process{(holder != "" ? $" (pid {holder})" : "")}; wait for it to finish or choose another --out.");
+        }
+    }
+
+    /// <summary>
+    /// --resume may change only the options marked <see cref="OptionAttribute.SafeToChangeOnResume"/>; --max-steps may
+    /// grow but not fall below the step reached. The reference is the checkpoint's own run_config.json (or the run's).
+    /// </summary>
+    private void CheckResumable(TrainerOptions options, string trainer, string checkpoint, int step)
+    {
+        if (options.MaxSteps > 0 && options.MaxSteps < step)
+            throw new UserInputException($"--max-steps {options.MaxSteps} is below step {step}, which the checkpoint {checkpoint} already reached; pass --max-steps {step} or more.");
+        string saved = Path.Combine(checkpoint, RunDirectory.ConfigFileName);
+        if (!File.Exists(saved)) saved = Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(checkpoint))!)!, RunDirectory.ConfigFileName);
+        if (!File.Exists(saved)) return;
+        JsonObject before;
+        try { before = JsonNode.Parse(File.ReadAllText(saved)) as JsonObject ?? throw new JsonException("not an object"); }
+        catch (JsonException e) { throw new UserInputException($"{saved}: unreadable run configuration: {e.Message}"); }
+        var now = RunDirectory.ConfigNode(options, trainer);
+        var safe = options.GetType().GetProperties()
+            .Where(p => p.GetCustomAttributes(typeof(OptionAttribute), true).OfType<OptionAttribute>().Any(a => a.SafeToChangeOnResume))
+            .Select(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name)).ToHashSet();
+        var differences = new List<string>();
+        foreach (var (key, value) in now)
+        {
+            if (safe.Contains(key) || !before.TryGetPropertyValue(key, out var old)) continue;
+            if (!JsonNode.DeepEquals(old, value))
+                differences.Add(key == "trainer" ? $"  trainer: the checkpoint was written by {old}, this is {value}"
+                    : $"  {OptionAttribute.FlagName(Pascal(key))}: {Show(old)} in the checkpoint, {Show(value)} now");
+        }
+        if (differences.Count > 0)
+            throw new UserInputException($"--resume: these options differ from the run being resumed ({saved}) and would change the training:\n" +
+                string.Join("\n", differences) + "\nUse the run's values (its run_config.json works as --config), or start a new run in another --out.");
+    }
+
+    private static string Show(JsonNode? v) => v == null ? "(none)" : v.ToJsonString();
+    private static string Pascal(string snake) => string.Concat(snake.Split('_').Select(w => w.Length == 0 ? w : char.ToUpperInvariant(w[0]) + w[1..]));
+
+    private void CatchSignals()
+    {
+        foreach (var (signal, code) in new[] { (PosixSignal.SIGINT, 130), (PosixSignal.SIGTERM, 143) })
+        {
+            try
+            {
+                _signals.Add(PosixSignalRegistration.Create(signal, ctx =>
+                {
+                    if (_signal != 0) Environment.Exit(code); // a second signal: stop at once
+                    ctx.Cancel = true;
+                    _signal = code;
+                    Console.Error.WriteLine($"\n{Trainer}: {(code == 130 ? "interrupted" : "terminated")}: finishing the current step, then writing a checkpoint (signal again to stop at once)");
+                }));
+            }
+            catch (PlatformNotSupportedException) { }
+        }
+    }
+
+    /// <summary>True once SIGINT or SIGTERM arrived: the loop should finish its step and call <see cref="Finish"/>.</summary>
+    public bool StopRequested => _signal != 0;
+
+    /// <summary>For tests and embedding hosts: behave as if SIGINT (130) or SIGTERM (143) arrived.</summary>
+    public void RequestStop(int exitCode = 130) => _signal = exitCode;
+
+    /// <summary>Restores the trainable state and the optimizer from the checkpoint resumed from (nothing when not resuming).</summary>
+    public void Restore(ITrainable trainable, IOptimizer optimizer)
+    {
+        if (ResumedFrom == null) return;
+        trainable.LoadCheckpoint(ResumedFrom);
+        string path = Path.Combine(ResumedFrom, "optimizer.bin");
+        if (!File.Exists(path)) throw new UserInputException($"{ResumedFrom}: no optimizer.bin (an incomplete checkpoint?).");
+        try
+        {
+            using var f = File.OpenRead(path);
+            optimizer.LoadState(f);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new UserInputException($"{path}: {e.Message}");
+        }
+    }
+
+    /// <summary>
+    /// Writes checkpoint step-N: the trainable state, optimizer.bin, run_config.json and trainer_state.json (with
+    /// <paramref name="extra"/>), swapped in atomically. A step already checkpointed (e.g. the one just resumed from) is
+    /// not rewritten, so a retried finished run never touches its newest checkpoint.
+    /// </summary>
+    public void Checkpoint(int step, double epoch, ITrainable trainable, IOptimizer optimizer, JsonObject? extra = null)
+    {
+        if (step == _lastCheckpointStep && File.Exists(Path.Combine(Directory.CheckpointPath(step), TrainerState.FileName))) return;
+        Directory.SaveCheckpoint(step, new TrainerState(step, epoch, extra), dir =>
+        {
+            trainable.SaveCheckpoint(dir);
+            using (var f = File.Create(Path.Combine(dir, "optimizer.bin"))) optimizer.SaveState(f);
+            File.Copy(Directory.ConfigPath, Path.Combine(dir, RunDirectory.ConfigFileName));
+        }, _options.SaveTotalLimit);
+        _lastCheckpointStep = step;
+    }
+
+    /// <summary>The newest checkpoint's directory, or null.</summary>
+    public string? LastCheckpoint => Directory.Checkpoints() is { Count: > 0 } all ? all[^1].Path : null;
+
+    /// <summary>
+    /// Ends the run at <paramref name="step"/>. Completed: a checkpoint (when --save-steps &gt; 0), the final outputs
+    /// swapped in, summary.json. Interrupted: a checkpoint (always), summary.json, then <see cref="RunInterruptedException"/>
+    /// with the resume command. Stopped for non-finite values or every step skipped: summary.json, then an error naming
+    /// the last (finite) checkpoint. The summary gets "status", "steps" and <paramref name="summary"/>'s entries.
+    /// </summary>
+    public Dictionary<string, object?> Finish(int step, double epoch, ITrainable trainable, IOptimizer optimizer, Dictionary<string, object?> summary,
+        RunStatus status = RunStatus.Completed, string? problem = null, JsonObject? extra = null)
+    {
+        if (status == RunStatus.Completed && StopRequested) status = RunStatus.Interrupted;
+        var result = new Dictionary<string, object?>
+        {
+            ["trainer"] = Trainer,
+            ["status"] = JsonNamingPolicy.SnakeCaseLower.ConvertName(status.ToString()),
+            ["steps"] = step,
+        };
+        foreach (var (k, v) in summary) result.TryAdd(k, v);
+        result["train_runtime_s"] = Math.Round(Metrics.Elapsed, 2);
+        switch (status)
+        {
+            case RunStatus.Completed:
+                if (_options.SaveSteps > 0) Checkpoint(step, epoch, trainable, optimizer, extra);
+                foreach (var (entry, write) in trainable.FinalOutputs(_options.SaveDtypeValue))
+                {
+                    string target = Path.Combine(Directory.Path, entry);
+                    RunDirectory.SwapIn(target, write);
+                    result.TryAdd(entry == "final" ? "final_model" : entry, target);
+                }
+                Directory.WriteSummary(result);
+                Progress.Message($"{Trainer}: done, {step} steps; final model in {Directory.FinalPath}");
+                return result;
+            case RunStatus.Interrupted:
+                if (step > StartStep || LastCheckpoint == null) Checkpoint(step, epoch, trainable, optimizer, extra);
+                result["checkpoint"] = LastCheckpoint;
+                Directory.WriteSummary(result);
+                int code = _signal == 143 ? 143 : 130;
+                throw new RunInterruptedException($"{Trainer}: stopped at step {step}; checkpoint {LastCheckpoint}. Resume with:\n  {ResumeCommand()}", code);
+            default:
+                string? last = LastCheckpoint;
+                result["checkpoint"] = last;
+                Directory.WriteSummary(result);
+                throw new UserInputException($"{Trainer}: {problem} " +
+                    (last != null ? $"The last good checkpoint (finite weights) is {last}. " : "No checkpoint was written. ") +
+                    "Try a lower --learning-rate, or check the data and reward source.");
+        }
+    }
+
+    /// <summary>The command that continues this run: the original command line with --overwrite dropped and --resume added.</summary>
+    public string ResumeCommand()
+    {
+        if (CommandLine is not { Count: > 0 } args) return $"the same {Trainer} command with --resume (--out {Quote(Directory.Path)})";
+        var kept = new List<string>();
+        bool hasResume = false;
+        for (int i = 0; i < args.Count; i++)
+        {
+            if (args[i] == "--overwrite")
+            {
+                if (i + 1 < args.Count && args[i + 1] is "true" or "false") i++;
+                continue;
+            }
+            if (args[i] == "--resume" || args[i].StartsWith("--resume=", StringComparison.Ordinal)) hasResume = true;
+            kept.Add(args[i]);
+        }
+        if (!hasResume) kept.Add("--resume");
+        return "alignsharp " + string.Join(' ', kept.Select(Quote));
+    }
+
+    private static string Quote(string s)
+        => s.Length > 0 && s.All(c => char.IsLetterOrDigit(c) || "-_./=:,@+".Contains(c)) ? s : "'" + s.Replace("'", "'\\''") + "'";
+
+    public void Dispose()
+    {
+        foreach (var s in _signals) s.Dispose();
+        _signals.Clear();
+        Metrics?.Dispose();
+        Progress?.Dispose();
+        _lock.Dispose();
+    }
+}

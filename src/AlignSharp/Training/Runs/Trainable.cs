@@ -1,0 +1,96 @@
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Models.Checkpoints;
+using AlignSharp.Text;
+
+namespace AlignSharp.Training.Runs;
+
+/// <summary>
+/// What a trainer trains, as the run session and the optimizer step see it: the parameters the optimizer updates,
+/// the state a checkpoint must hold to resume bit for bit, and the outputs written at the end. Every trainer asks this
+/// one place for "the trainable parameters" and "save the trainable state"; a LoRA adapter is another implementation
+/// (its parameters are the adapters, its outputs an adapter directory).
+/// </summary>
+public interface ITrainable
+{
+    /// <summary>The parameters the optimizer updates, named, in a fixed order (the optimizer state's order).</summary>
+    IReadOnlyList<(string Name, Tensor Parameter)> Parameters { get; }
+
+    /// <summary>Writes everything needed to resume exactly (float32) into the fresh checkpoint directory <paramref name="dir"/>.</summary>
+    void SaveCheckpoint(string dir);
+
+    /// <summary>Restores what <see cref="SaveCheckpoint"/> wrote; a missing or mismatched tensor is a <see cref="UserInputException"/>.</summary>
+    void LoadCheckpoint(string dir);
+
+    /// <summary>
+    /// The final outputs: each a run-directory entry ("final", "value_model") and how to fill a fresh directory with it,
+    /// weights stored as <paramref name="dtype"/>. The session writes each to a temporary folder and swaps it in.
+    /// </summary>
+    IReadOnlyList<(string Entry, Action<string> Write)> FinalOutputs(SafetensorsDtype dtype);
+}
+
+/// <summary>
+/// A fully trained <see cref="TransformerModel"/>: all its parameters are trainable. In a checkpoint it is the
+/// subdirectory <see cref="CheckpointName"/> (float32); at the end it is the run-directory entry <see cref="FinalEntry"/>
+/// in Hugging Face layout, with the tokenizer files of <see cref="SourceDirectory"/> and any <see cref="WriteExtras"/>.
+/// </summary>
+public sealed class TrainableModel(TransformerModel model, string? sourceDirectory, string checkpointName = "model", string finalEntry = "final") : ITrainable
+{
+    public TransformerModel Model => model;
+    public string? SourceDirectory => sourceDirectory;
+    public string CheckpointName => checkpointName;
+    public string FinalEntry => finalEntry;
+
+    /// <summary>Prefix of the parameter names (e.g. "value." so two models' names stay distinct in one optimizer).</summary>
+    public string NamePrefix { get; init; } = "";
+
+    /// <summary>Extra files written beside the final weights (e.g. reward_model.json).</summary>
+    public Action<string>? WriteExtras { get; set; }
+
+    /// <summary>Loads a model directory for training; <paramref name="head"/> swaps the head (a reward or value model from an LM).</summary>
+    public static TrainableModel Load(string directory, HeadKind? head = null, int seed = 0, string checkpointName = "model", string finalEntry = "final")
+        => new(ModelIO.Load(directory, head, seed), directory, checkpointName, finalEntry);
+
+    public IReadOnlyList<(string Name, Tensor Parameter)> Parameters
+        => NamePrefix == "" ? model.NamedParameters : model.NamedParameters.Select(p => (NamePrefix + p.Name, p.Parameter)).ToList();
+
+    public void SaveCheckpoint(string dir) => Save(Path.Combine(dir, checkpointName), SafetensorsDtype.F32);
+
+    public void LoadCheckpoint(string dir) => CopyWeights(Path.Combine(dir, checkpointName), model);
+
+    public IReadOnlyList<(string Entry, Action<string> Write)> FinalOutputs(SafetensorsDtype dtype) => [(finalEntry, d => Save(d, dtype))];
+
+    /// <summary>Writes the model (config.json, safetensors), the source's tokenizer files and the extras into <paramref name="dir"/>.</summary>
+    public void Save(string dir, SafetensorsDtype dtype)
+    {
+        ModelIO.Save(model, dir, dtype);
+        if (sourceDirectory != null) Pretrained.CopyTokenizerFiles(sourceDirectory, dir);
+        WriteExtras?.Invoke(dir);
+    }
+
+    /// <summary>Copies the weights saved in <paramref name="dir"/> into <paramref name="into"/>, checking every shape.</summary>
+    public static void CopyWeights(string dir, TransformerModel into)
+    {
+        if (!Directory.Exists(dir)) throw new UserInputException($"{dir}: missing from the checkpoint (an incomplete checkpoint?).");
+        var loaded = ModelIO.Load(dir, into.Config.Head);
+        foreach (var (name, p) in into.NamedParameters)
+        {
+            var saved = loaded.Parameter(name);
+            if (!ShapeUtil.SameShape(saved.Shape, p.Shape))
+                throw new UserInputException($"{dir}: tensor '{name}' has shape {ShapeUtil.Format(saved.Shape)}, the model being trained {ShapeUtil.Format(p.Shape)}.");
+            saved.Span.CopyTo(p.Span);
+        }
+    }
+}
+
+/// <summary>Several trainables optimised together (PPO's policy and value model), parameters concatenated in order.</summary>
+public sealed class TrainableSet(params ITrainable[] parts) : ITrainable
+{
+    public IReadOnlyList<(string Name, Tensor Parameter)> Parameters => parts.SelectMany(p => p.Parameters).ToList();
+
+    public void SaveCheckpoint(string dir) { foreach (var p in parts) p.SaveCheckpoint(dir); }
+
+    public void LoadCheckpoint(string dir) { foreach (var p in parts) p.LoadCheckpoint(dir); }
+
+    public IReadOnlyList<(string Entry, Action<string> Write)> FinalOutputs(SafetensorsDtype dtype) => parts.SelectMany(p => p.FinalOutputs(dtype)).ToList();
+}

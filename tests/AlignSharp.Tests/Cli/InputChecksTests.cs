@@ -1,0 +1,195 @@
+using System.Text;
+using AlignSharp.Models;
+using AlignSharp.Models.Checkpoints;
+using AlignSharp.Tests.Training;
+using AlignSharp.Training.Data;
+using AlignSharp.Training.Rewards;
+
+namespace AlignSharp.Tests.Cli;
+
+/// <summary>
+/// Bad input from issue 14, each reproduced: a clear message naming file, line and field, a non-zero exit, no stack
+/// trace, and no silent substitute (U+FFFD, raw scores, a silently cut input).
+/// </summary>
+public sealed class InputChecksTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("alignsharp-input-").FullName;
+    public void Dispose() { try { Directory.Delete(_dir, recursive: true); } catch (IOException) { } }
+    private string P(string name) => Path.Combine(_dir, name);
+
+    private static void AssertCleanError(CliRunner.Result r, int exitCode, params string[] needles)
+    {
+        Assert.True(r.ExitCode == exitCode, $"exit {r.ExitCode}\n{r.StdErr}");
+        foreach (var n in needles) Assert.Contains(n, r.StdErr);
+        Assert.DoesNotContain("   at ", r.StdErr);
+        Assert.DoesNotContain("Exception", r.StdErr);
+    }
+
+    [Fact]
+    public void InvalidUtf8AndLoneSurrogatesInDataAreErrorsNamingFileLineAndField()
+    {
+        string jsonl = P("bad.jsonl");
+        var bytes = new List<byte>();
+        bytes.AddRange(Encoding.UTF8.GetBytes("{\"prompt\": \"fine\", \"completion\": \"ok\"}\n"));
+        bytes.AddRange(Encoding.UTF8.GetBytes("{\"prompt\": \"caf"));
+        bytes.Add(0xE9); // Latin-1 é: not UTF-8
+        bytes.AddRange(Encoding.UTF8.GetBytes("\", \"completion\": \"x\"}\n"));
+        File.WriteAllBytes(jsonl, bytes.ToArray());
+        var e = Assert.Throws<BadRecordException>(() => DatasetLoader.LoadSft(jsonl, new DataLoadOptions()));
+        Assert.Equal(2, e.Record.Line);
+        Assert.Equal("prompt", e.Field);
+        Assert.Contains("invalid UTF-8", e.Message);
+
+        File.WriteAllText(P("surrogate.jsonl"), "{\"prompt\": \"a\", \"completion\": \"b\"}\n\n{\"prompt\": \"a\", \"completion\": \"x\\ud800y\"}\n");
+        e = Assert.Throws<BadRecordException>(() => DatasetLoader.LoadSft(P("surrogate.jsonl"), new DataLoadOptions()));
+        Assert.Equal(3, e.Record.Line);
+        Assert.Equal("completion", e.Field);
+        Assert.Contains("surrogate", e.Message);
+
+        // The same in a JSON array file, and in a nested field.
+        File.WriteAllText(P("array.json"), "[\n {\"messages\": [{\"role\": \"user\", \"content\": \"hi\"},\n   {\"role\": \"assistant\", \"content\": \"\\udc00\"}]}\n]");
+        e = Assert.Throws<BadRecordException>(() => DatasetLoader.LoadSft(P("array.json"), new DataLoadOptions()));
+        Assert.Equal("messages[1].content", e.Field);
+
+        // With --skip-bad-records the good record is kept and the bad one counted, never turned into U+FFFD.
+        var loaded = DatasetLoader.LoadSft(jsonl, new DataLoadOptions { SkipBadRecords = true });
+        Assert.Single(loaded.Records);
+        Assert.NotNull(loaded.Warning);
+    }
+
+    [Fact]
+    public void KtoShapedDataIsRejectedBySftSayingWhatItIs()
+    {
+        string data = TinyModels.WriteJsonl(P("kto.jsonl"), [new { prompt = "q", completion = "a", label = false }]);
+        var e = Assert.Throws<BadRecordException>(() => DatasetLoader.LoadSft(data, new DataLoadOptions { ExpectedKind = DatasetKind.Sft }));
+        Assert.Equal("label", e.Field);
+        Assert.Contains("KTO", e.Message);
+    }
+
+    [Fact]
+    public void YamlShapesThatAreNotOptionsAreReportedWithoutAStackTrace()
+    {
+        string model = TinyModels.Create(P("m"));
+        string data = TinyModels.WriteJsonl(P("d.jsonl"), [new { prompt = "q", completion = "a" }]);
+        File.WriteAllText(P("complex.yaml"), "? [a, b]\n: 1\n");
+        AssertCleanError(CliRunner.Run("sft", "--config", P("complex.yaml"), "--model", model, "--data", data, "--out", P("o1")), 2, "complex.yaml:1", "option name");
+        File.WriteAllText(P("list.yaml"), "learning_rate:\n  - {a: 1}\n");
+        AssertCleanError(CliRunner.Run("sft", "--config", P("list.yaml"), "--model", model, "--data", data, "--out", P("o2")), 2, "list.yaml:2", "learning_rate");
+    }
+
+    [Fact]
+    public void NonFiniteFloatFlagsAreRejected()
+    {
+        string model = TinyModels.Create(P("m"));
+        string data = TinyModels.WriteJsonl(P("d.jsonl"), [new { prompt = "q", completion = "a" }]);
+        AssertCleanError(CliRunner.Run("sft", "--model", model, "--data", data, "--out", P("o"), "--weight-decay", "nan"), 2, "--weight-decay must be a finite number");
+        AssertCleanError(CliRunner.Run("sft", "--model", model, "--data", data, "--out", P("o"), "--epochs", "Infinity"), 2, "--epochs must be a finite number");
+        File.WriteAllText(P("c.yaml"), "learning_rate: NaN\n");
+        AssertCleanError(CliRunner.Run("sft", "--config", P("c.yaml"), "--model", model, "--data", data, "--out", P("o")), 2, "--learning-rate must be a finite number");
+        Assert.False(Directory.Exists(P("o/checkpoints")));
+    }
+
+    [Fact]
+    public void HelpMarksRequiredFlagsListsTrlSpellingsAndRlHasNoEvalSteps()
+    {
+        var sft = CliRunner.Run("sft", "--help");
+        Assert.Contains("(required) Model to fine-tune", sft.StdOut);
+        Assert.Contains("(required) Training data", sft.StdOut);
+        Assert.Contains("--output_dir", sft.StdOut);
+        Assert.Contains("--eval-steps", sft.StdOut);
+        var grpo = CliRunner.Run("grpo", "--help");
+        Assert.DoesNotContain("--eval-steps", grpo.StdOut);
+        Assert.Contains("--max_completion_length", grpo.StdOut);
+        Assert.Contains("(required) Policy to train", grpo.StdOut);
+    }
+
+    [Fact]
+    public void TrlSpellingsWorkAsFlagsAndConfigKeys()
+    {
+        string model = TinyModels.Create(P("m"));
+        string data = TinyModels.WriteJsonl(P("d.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", completion = " a" }));
+        File.WriteAllText(P("trl.yaml"), "num_train_epochs: 2\nlearning_rate: 0.001\nwarmup_ratio: 0.5\nlr_scheduler_type: constant\nsave_steps: 0\n");
+        var r = CliRunner.Run("sft", "--config", P("trl.yaml"), "--model_name_or_path", model, "--data", data, "--output_dir", P("run"), "--per_device_train_batch_size", "2");
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        var config = System.Text.Json.JsonDocument.Parse(File.ReadAllText(P("run/run_config.json"))).RootElement;
+        Assert.Equal(2, config.GetProperty("epochs").GetDouble());
+        Assert.Equal(2, config.GetProperty("batch_size").GetInt32());
+        Assert.Equal(0.5, config.GetProperty("warmup_ratio").GetDouble());
+        Assert.Equal("constant", config.GetProperty("lr_scheduler").GetString());
+        // 4 examples / batch 2 × 2 epochs = 4 steps; warmup ratio 0.5 → the first logged rates climb.
+        Assert.Equal(4, System.Text.Json.JsonDocument.Parse(File.ReadAllText(P("run/summary.json"))).RootElement.GetProperty("steps").GetInt32());
+    }
+
+    private string RewardModelWithout(string name)
+    {
+        string dir = P(name);
+        ModelIO.Save(ModelIO.Load(TinyModels.Create(P(name + "-base")), HeadKind.Scalar, 3), dir);
+        AtomicFile.WriteText(Path.Combine(dir, "tokenizer.json"), AlignSharp.Text.ByteTokenizerJson.TokenizerJson());
+        return dir;
+    }
+
+    [Fact]
+    public void NormalisingWithoutUsableStatisticsIsAnError()
+    {
+        string rm = RewardModelWithout("rm");
+        string input = TinyModels.WriteJsonl(P("in.jsonl"), [new { prompt = "q", completion = "a" }]);
+        AssertCleanError(CliRunner.Run("score", "--reward-model", rm, "--input", input, "--normalize"), 2, "--normalize", "reward_model.json");
+        Assert.Equal(0, CliRunner.Run("score", "--reward-model", rm, "--input", input).ExitCode);
+
+        new RewardModelInfo("plain", 0.5, 0, 64).Save(rm);
+        AssertCleanError(CliRunner.Run("score", "--reward-model", rm, "--input", input, "--normalize"), 2, "reward_std 0");
+        string prompts = TinyModels.WriteJsonl(P("prompts.jsonl"), [new { prompt = "q" }]);
+        var ppo = CliRunner.Run("ppo", "--policy", P("rm-base"), "--reward-model", rm, "--prompts", prompts, "--out", P("ppo"), "--max-steps", "1");
+        AssertCleanError(ppo, 2, "--normalize-reward", "reward_std 0");
+
+        File.WriteAllText(Path.Combine(rm, RewardModelInfo.FileName), "{\"chat_template\": \"plain\", \"reward_mean\": 0, \"reward_std\": 1, \"max_length\": -5}");
+        AssertCleanError(CliRunner.Run("score", "--reward-model", rm, "--input", input), 2, "max_length", "-5");
+    }
+
+    [Fact]
+    public void ScoreReportsInputsLongerThanTheRewardModelTakesUnlessTruncate()
+    {
+        string rm = RewardModelWithout("rm");
+        new RewardModelInfo("plain", 0, 1, 16).Save(rm);
+        string input = TinyModels.WriteJsonl(P("in.jsonl"), [new { prompt = "q", completion = "short" }, new { prompt = new string('x', 40), completion = "long" }]);
+        AssertCleanError(CliRunner.Run("score", "--reward-model", rm, "--input", input), 2, "in.jsonl:2", "--truncate");
+        var ok = CliRunner.Run("score", "--reward-model", rm, "--input", input, "--truncate");
+        Assert.True(ok.ExitCode == 0, ok.StdErr);
+        Assert.Contains("1 of 2 inputs", ok.StdErr);
+    }
+
+    [Fact]
+    public void GenerateAndLogprobsCheckPositionsAndRefuseNonFiniteWeights()
+    {
+        string llama = TinyModels.Create(P("llama"), arch: "llama"); // 128 positions
+        string input = TinyModels.WriteJsonl(P("p.jsonl"), [new { prompt = "hi" }]);
+        AssertCleanError(CliRunner.Run("generate", "--model", llama, "--input", input, "--max-new-tokens", "100000"), 2, "--max-new-tokens 100000", "128 positions");
+        string longPrompt = TinyModels.WriteJsonl(P("long.jsonl"), [new { prompt = new string('a', 50_000) }]);
+        AssertCleanError(CliRunner.Run("generate", "--model", llama, "--input", longPrompt, "--max-new-tokens", "4"), 2, "long.jsonl:1", "--truncate");
+        var cut = CliRunner.Run("generate", "--model", llama, "--input", longPrompt, "--max-new-tokens", "4", "--truncate", "--temperature", "0");
+        Assert.True(cut.ExitCode == 0, cut.StdErr);
+        string text = TinyModels.WriteJsonl(P("t.jsonl"), [new { text = new string('b', 1100) }]);
+        AssertCleanError(CliRunner.Run("logprobs", "--model", llama, "--input", text), 2, "t.jsonl:1", "128 positions");
+
+        var model = ModelIO.Load(llama);
+        model.Parameter("layers.0.attn.q.weight").Span[3] = float.NaN;
+        ModelIO.Save(model, P("nan"));
+        File.Copy(Path.Combine(llama, "tokenizer.json"), P("nan/tokenizer.json"));
+        AssertCleanError(CliRunner.Run("generate", "--model", P("nan"), "--input", input, "--max-new-tokens", "2"), 2, "NaN", "'layers.0.attn.q.weight'");
+        AssertCleanError(CliRunner.Run("logprobs", "--model", P("nan"), "--input", text), 2, "NaN");
+    }
+
+    [Fact]
+    public void InvalidUtf8InASafetensorsHeaderIsAnError()
+    {
+        string model = TinyModels.Create(P("m"));
+        string file = Path.Combine(model, "model.safetensors");
+        var bytes = File.ReadAllBytes(file);
+        Assert.Equal((byte)'{', bytes[8]);
+        Assert.Equal((byte)'"', bytes[9]);
+        bytes[10] = 0xFF; // the first character of the first key
+        File.WriteAllBytes(file, bytes);
+        var e = Assert.Throws<UserInputException>(() => ModelIO.Load(model));
+        Assert.Contains("model.safetensors", e.Message);
+    }
+}

@@ -1,0 +1,247 @@
+using System.Diagnostics;
+using System.Text.Json;
+using AlignSharp.Models;
+using AlignSharp.Training.Runs;
+using AlignSharp.Training.Sft;
+
+namespace AlignSharp.Tests.Training;
+
+/// <summary>
+/// The shared run session and optimizer step under the failures of issue 14: an --out that holds a run, two processes
+/// on one --out, --resume with changed options, kills during checkpoint swaps, non-finite updates, --max-grad-norm 0,
+/// and SIGINT/SIGTERM.
+/// </summary>
+public sealed class RunSafetyTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("alignsharp-runs-").FullName;
+    public void Dispose() { try { Directory.Delete(_dir, recursive: true); } catch (IOException) { } }
+    private string P(string name) => Path.Combine(_dir, name);
+
+    private string Data()
+    {
+        var words = new[] { "cat", "dog", "sun", "sea", "red", "owl", "fig", "ant" };
+        return TinyModels.WriteJsonl(P("sft.jsonl"), Enumerable.Range(0, 8).Select(i => (object)new { prompt = $"{words[i]}?", completion = $" {words[i]}!" }));
+    }
+
+    private SftOptions Sft(string run, int steps = 4) => new()
+    {
+        Model = File.Exists(P("base/config.json")) ? P("base") : TinyModels.Create(P("base")),
+        Data = File.Exists(P("sft.jsonl")) ? P("sft.jsonl") : Data(),
+        Out = P(run), MaxSteps = steps, LearningRate = 1e-3f, BatchSize = 2, SaveSteps = 2, LoggingSteps = 1,
+    };
+
+    private static void AssertAllFinite(string modelDir)
+    {
+        foreach (var (name, p) in ModelIO.Load(modelDir).NamedParameters)
+            Assert.True(p.ToArray().All(float.IsFinite), $"{modelDir}: {name} holds a non-finite value");
+    }
+
+    [Fact]
+    public void AnOutThatHoldsARunIsRefusedWithoutResumeOrOverwrite()
+    {
+        SftTrainer.Train(Sft("run"), TextWriter.Null);
+        var e = Assert.Throws<UserInputException>(() => SftTrainer.Train(Sft("run", 6), TextWriter.Null));
+        Assert.Contains("--resume", e.Message);
+        Assert.Contains("--overwrite", e.Message);
+        // Nothing of the first run was touched.
+        Assert.Equal(4, JsonDocument.Parse(File.ReadAllText(P("run/summary.json"))).RootElement.GetProperty("steps").GetInt32());
+
+        // --overwrite replaces it: the old checkpoints are gone, so a later --resume cannot pick up the old run.
+        SftTrainer.Train(Sft("run", 2) with { Overwrite = true, SaveSteps = 1 }, TextWriter.Null);
+        var checkpoints = Directory.GetDirectories(P("run/checkpoints")).Select(Path.GetFileName).Order().ToArray();
+        Assert.Equal(["step-000001", "step-000002"], checkpoints);
+        Assert.Equal(2, File.ReadLines(P("run/metrics.jsonl")).Count());
+        Assert.Throws<UserInputException>(() => new SftOptions { Out = "x", Model = "m", Data = P("sft.jsonl"), Resume = "", Overwrite = true }.Validate());
+    }
+
+    [Fact]
+    public void ASecondProcessOnTheSameOutIsRefused()
+    {
+        var o = Sft("run");
+        using (var holder = RunSession.Open(o, "sft", TextWriter.Null))
+        {
+            var e = Assert.Throws<UserInputException>(() => SftTrainer.Train(o with { Resume = "" }, TextWriter.Null));
+            Assert.Contains("in use by another training process", e.Message);
+        }
+        // Released with the session: the directory is usable again (it now holds a run, so --overwrite).
+        SftTrainer.Train(o with { Overwrite = true }, TextWriter.Null);
+        Assert.True(File.Exists(P("run/final/model.safetensors")));
+    }
+
+    [Fact]
+    public void ResumeWithOptionsThatChangeTheMathIsAnErrorListingThem()
+    {
+        SftTrainer.Train(Sft("run"), TextWriter.Null);
+        string other = TinyModels.WriteJsonl(P("other.jsonl"), [new { prompt = "a", completion = "b" }]);
+        var e = Assert.Throws<UserInputException>(() => SftTrainer.Train(Sft("run", 6) with { Resume = "", LearningRate = 5e-3f, Data = other }, TextWriter.Null));
+        Assert.Contains("--learning-rate", e.Message);
+        Assert.Contains("--data", e.Message);
+        Assert.DoesNotContain("--max-steps", e.Message);
+        string config = File.ReadAllText(P("run/run_config.json"));
+        Assert.Contains("0.001", config); // not rewritten by the refused resume
+
+        var below = Assert.Throws<UserInputException>(() => SftTrainer.Train(Sft("run", 3) with { Resume = "" }, TextWriter.Null));
+        Assert.Contains("below step 4", below.Message);
+
+        // --max-steps may grow (and logging, threads, checkpoint schedule may change).
+        var summary = SftTrainer.Train(Sft("run", 6) with { Resume = "", LoggingSteps = 2, Threads = 1 }, TextWriter.Null);
+        Assert.Equal(6, summary["steps"]);
+    }
+
+    [Fact]
+    public void AKillDuringACheckpointSwapLosesNothingAndStaleTemporariesAreCleaned()
+    {
+        SftTrainer.Train(Sft("full"), TextWriter.Null);
+        SftTrainer.Train(Sft("run"), TextWriter.Null);
+        // The state a kill leaves in the middle of SwapIn(step-4): the complete old checkpoint set aside, the new one
+        // still under its temporary name; and temporaries of earlier versions.
+        string cp = P("run/checkpoints");
+        Directory.Move(Path.Combine(cp, "step-000004"), Path.Combine(cp, ".step-000004.old-0123"));
+        Directory.CreateDirectory(Path.Combine(cp, ".step-000004.tmp-4567", "policy"));
+        Directory.CreateDirectory(Path.Combine(cp, ".tmp-step-000002-89ab"));
+        Directory.CreateDirectory(P("run/final.tmp-cdef"));
+        Directory.Move(P("run/final"), P("run/.final.old-0000"));
+
+        var log = new StringWriter();
+        SftTrainer.Train(Sft("run") with { Resume = "" }, log);
+        Assert.Contains("restored", log.ToString());
+        Assert.Contains("resumed from", log.ToString());
+        Assert.Equal(["step-000002", "step-000004"], Directory.GetDirectories(cp).Select(Path.GetFileName).Order().ToArray());
+        Assert.Equal(["checkpoints", "final"], Directory.GetDirectories(P("run")).Select(Path.GetFileName).Order().ToArray());
+        Assert.Equal(File.ReadAllBytes(P("full/final/model.safetensors")), File.ReadAllBytes(P("run/final/model.safetensors")));
+    }
+
+    [Fact]
+    public void RetryingAFinishedRunNeverRewritesItsNewestCheckpoint()
+    {
+        SftTrainer.Train(Sft("run"), TextWriter.Null);
+        string model = P("run/checkpoints/step-000004/model/model.safetensors");
+        var written = File.GetLastWriteTimeUtc(model);
+        var inode = new FileInfo(model).Length;
+        Thread.Sleep(20);
+        SftTrainer.Train(Sft("run") with { Resume = "" }, TextWriter.Null);
+        Assert.Equal(written, File.GetLastWriteTimeUtc(model));
+        Assert.Equal(inode, new FileInfo(model).Length);
+        Assert.True(File.Exists(P("run/checkpoints/step-000004/optimizer.bin")));
+    }
+
+    [Fact]
+    public void AnUpdateThatWouldMakeWeightsNonFiniteIsNeverAppliedAndTheRunFails()
+    {
+        // lr 3e38: Adam's first step size lr / (1 − β1) overflows to −∞, so every weight would become ±∞ or NaN.
+        var e = Assert.Throws<UserInputException>(() => SftTrainer.Train(Sft("one", 1) with { LearningRate = 3e38f }, TextWriter.Null));
+        Assert.Contains("every one of the 1 steps was skipped", e.Message);
+        Assert.False(Directory.Exists(P("one/final")));
+        var summary = JsonDocument.Parse(File.ReadAllText(P("one/summary.json"))).RootElement;
+        Assert.Equal("all_steps_skipped", summary.GetProperty("status").GetString());
+
+        // With β1 = 0 the first step size is lr itself: the weights become ~±3e38, finite, and the next forward passes
+        // overflow. The run stops after 5 bad steps in a row; the checkpoint it names (step 1) holds finite weights.
+        var stop = Assert.Throws<UserInputException>(() => SftTrainer.Train(Sft("long", 8) with { LearningRate = 3e38f, AdamBeta1 = 0, LrScheduler = "constant", SaveSteps = 1, SaveTotalLimit = 0 }, TextWriter.Null));
+        Assert.Contains("5 steps in a row", stop.Message);
+        Assert.Contains("step-000001", stop.Message);
+        Assert.Single(Directory.GetDirectories(P("long/checkpoints")));
+        foreach (var dir in Directory.GetDirectories(P("long/checkpoints"))) AssertAllFinite(Path.Combine(dir, "model"));
+        Assert.Equal("stopped_non_finite", JsonDocument.Parse(File.ReadAllText(P("long/summary.json"))).RootElement.GetProperty("status").GetString());
+    }
+
+    [Fact]
+    public void MaxGradNormZeroMeansNoClipping()
+    {
+        SftTrainer.Train(Sft("zero", 2) with { MaxGradNorm = 0, LearningRate = 1e-2f }, TextWriter.Null);
+        SftTrainer.Train(Sft("huge", 2) with { MaxGradNorm = 1e30f, LearningRate = 1e-2f }, TextWriter.Null);
+        Assert.Equal(File.ReadAllBytes(P("huge/final/model.safetensors")), File.ReadAllBytes(P("zero/final/model.safetensors")));
+        var norm = JsonDocument.Parse(File.ReadLines(P("zero/metrics.jsonl")).First()).RootElement.GetProperty("grad_norm").GetDouble();
+        Assert.True(norm > 0 && double.IsFinite(norm));
+    }
+
+    [Fact]
+    public void SaveDtypeBf16IsHonouredByTheFinalModelAndCheckpointsStayF32()
+    {
+        SftTrainer.Train(Sft("bf16", 2) with { SaveDtype = "bf16" }, TextWriter.Null);
+        Assert.Contains("\"BF16\"", SafetensorsHeader(P("bf16/final/model.safetensors")));
+        Assert.Contains("\"F32\"", SafetensorsHeader(P("bf16/checkpoints/step-000002/model/model.safetensors")));
+        Assert.DoesNotContain("\"F32\"", SafetensorsHeader(P("bf16/final/model.safetensors")));
+    }
+
+    private static string SafetensorsHeader(string file)
+    {
+        using var f = File.OpenRead(file);
+        var len = new byte[8];
+        f.ReadExactly(len);
+        var header = new byte[BitConverter.ToInt64(len)];
+        f.ReadExactly(header);
+        return System.Text.Encoding.UTF8.GetString(header);
+    }
+
+    [Fact]
+    public void NonFiniteFloatOptionsAreRejectedNamingTheFlag()
+    {
+        var e = Assert.Throws<UserInputException>(() => (Sft("x") with { WeightDecay = float.NaN }).Validate());
+        Assert.Contains("--weight-decay must be a finite number", e.Message);
+        e = Assert.Throws<UserInputException>(() => (Sft("x") with { Epochs = double.PositiveInfinity }).Validate());
+        Assert.Contains("--epochs", e.Message);
+    }
+
+    [Fact]
+    public void TheResumeCommandDropsOverwriteAndAddsResume()
+    {
+        var o = Sft("run");
+        var saved = RunSession.CommandLine;
+        try
+        {
+            RunSession.CommandLine = ["sft", "--model", "m dir", "--out", o.Out!, "--overwrite"];
+            using var session = RunSession.Open(o, "sft", TextWriter.Null);
+            Assert.Equal($"alignsharp sft --model 'm dir' --out {o.Out} --resume", session.ResumeCommand());
+        }
+        finally
+        {
+            RunSession.CommandLine = saved;
+        }
+    }
+}
+
+/// <summary>SIGINT and SIGTERM on a real CLI process: finish the step, checkpoint, summary, resume command, exit 130/143.</summary>
+public sealed class RunSignalTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("alignsharp-signal-").FullName;
+    public void Dispose() { try { Directory.Delete(_dir, recursive: true); } catch (IOException) { } }
+    private string P(string name) => Path.Combine(_dir, name);
+
+    [Theory]
+    [InlineData("INT", 130)]
+    [InlineData("TERM", 143)]
+    public void ASignalCheckpointsWritesTheSummaryAndPrintsTheResumeCommand(string signal, int exitCode)
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;
+        string model = TinyModels.Create(P("base"));
+        string data = TinyModels.WriteJsonl(P("sft.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", completion = $" a{i}" }));
+        string[] args = ["sft", "--model", model, "--data", data, "--out", P("run"), "--max-steps", "1000000", "--save-steps", "0", "--logging-steps", "1", "--batch-size", "2", "--threads", "1"];
+        using var process = Process.Start(CliRunner.StartInfo(args))!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var clock = Stopwatch.StartNew();
+        while (!(File.Exists(P("run/metrics.jsonl")) && File.ReadAllText(P("run/metrics.jsonl")).Contains("\"step\":2")))
+        {
+            if (process.HasExited || clock.Elapsed > TimeSpan.FromSeconds(60)) break;
+            Thread.Sleep(50);
+        }
+        Assert.False(process.HasExited, stderr.IsCompleted ? stderr.Result : "exited early");
+        using (var kill = Process.Start("kill", ["-" + signal, process.Id.ToString()])) kill.WaitForExit();
+        if (!process.WaitForExit(60_000)) { process.Kill(true); Assert.Fail("the run did not stop after the signal"); }
+        string err = stderr.Result;
+        Assert.Equal(exitCode, process.ExitCode);
+        Assert.Contains("Resume with:", err);
+        Assert.Contains("--resume", err);
+        var summary = JsonDocument.Parse(File.ReadAllText(P("run/summary.json"))).RootElement;
+        Assert.Equal("interrupted", summary.GetProperty("status").GetString());
+        int steps = summary.GetProperty("steps").GetInt32();
+        Assert.True(Directory.Exists(P($"run/checkpoints/step-{steps:D6}")), err);
+
+        // The printed command resumes (here with --max-steps lowered to finish at once).
+        var resumed = CliRunner.Run([.. args[..^10], "--max-steps", (steps + 1).ToString(), "--save-steps", "0", "--logging-steps", "1", "--batch-size", "2", "--resume"]);
+        Assert.True(resumed.ExitCode == 0, resumed.StdErr);
+        Assert.Contains($"at step {steps}", resumed.StdErr);
+        Assert.True(File.Exists(P("run/final/model.safetensors")));
+    }
+}
