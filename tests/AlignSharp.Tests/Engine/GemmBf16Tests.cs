@@ -152,13 +152,13 @@ public class GemmBf16Tests(ITestOutputHelper output)
     [MemberData(nameof(Paths))]
     public void DecodeShapesMatchFloat64(string path)
     {
-        // m <= 8, B [n,k] (a Linear weight): the bf16 streaming path on AVX-512. Every row count of both tiles,
-        // every column remainder and k below, at and around the 32-wide step.
+        // m <= 8, B [n,k] (a Linear weight): the bf16 streaming path on AVX-512. Every row count of the three tiles
+        // (1×8, 4×4, 8×2), every column remainder, and k below, at and around the 32-wide step.
         OnPath(path, () =>
         {
             var rng = new Random(13);
             foreach (int m in new[] { 1, 2, 3, 4, 5, 6, 7, 8 })
-            foreach (int n in new[] { 1, 2, 3, 4, 5, 7, 33, 130 })
+            foreach (int n in new[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 33, 130 })
             foreach (int k in new[] { 1, 17, 31, 32, 33, 64, 95, 200 })
                 Check(rng, MakeCase(rng, false, true, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0), path, bitwiseBlocked: path != "Avx512");
             // A decode-sized product (Qwen2.5-0.5B's MLP width), run on both threads.

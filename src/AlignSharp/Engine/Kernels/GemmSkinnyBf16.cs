@@ -16,7 +16,8 @@ namespace AlignSharp.Engine.Kernels;
 ///   A is split once per call into its even and odd k positions, so one FMA pairs a[p+2i] with even and
 ///   one pairs a[p+2i+1] with odd, both into the same accumulator; k past the last multiple of 32 is scalar.
 /// </code>
-/// Tiles: m ≤ 4 → 4 rows × 4 B rows (16 accumulators); 5..8 rows → 8 rows × 2 B rows, so B is still read once.
+/// Tiles: m = 1 → 1 row × 8 B rows (no wasted FMAs at batch 1); m ≤ 4 → 4 rows × 4 B rows (16 accumulators);
+/// 5..8 rows → 8 rows × 2 B rows, so B is still read once.
 /// Missing rows of a tile read row 0 again (their results are dropped). The summation order differs from the
 /// blocked path (pairs of lanes, then a horizontal sum), as for the float32 <see cref="GemmSkinny"/> NT path.
 /// </summary>
@@ -39,7 +40,7 @@ internal static unsafe class GemmSkinnyBf16
             for (int i = 0; i < half; i++) { ev[i] = ar[2 * i]; od[i] = ar[2 * i + 1]; }
         }
         var work = new Tiles(m, n, k, a, lda, split, b, ldb, c, ldc, accumulate);
-        int cols = m <= 4 ? 4 : 2;
+        int cols = m == 1 ? 8 : m <= 4 ? 4 : 2;
         int units = (n + cols - 1) / cols;
         long macs = (long)m * n * k;
         ParallelFor.Run(units, macs < Gemm.ParallelMinMacs ? units : 1, work);
@@ -50,7 +51,9 @@ internal static unsafe class GemmSkinnyBf16
     {
         public void Run(int start, int end)
         {
-            if (m <= 4)
+            if (m == 1)
+                for (int j = start * 8; j < Math.Min(n, end * 8); j += 8) Tile1x8(j, Math.Min(8, n - j));
+            else if (m <= 4)
                 for (int j = start * 4; j < Math.Min(n, end * 4); j += 4) Tile4x4(j, Math.Min(4, n - j));
             else
                 for (int j = start * 2; j < Math.Min(n, end * 2); j += 2) Tile8x2(j, Math.Min(2, n - j));
@@ -74,6 +77,37 @@ internal static unsafe class GemmSkinnyBf16
             for (int p = kv; p < k; p++) sum = MathF.FusedMultiplyAdd(ar[p], Bf16.ToFloat(bj[p]), sum);
             float* cr = c + r * ldc + j;
             *cr = accumulate ? *cr + sum : sum;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Tile1x8(int j, int cols)
+        {
+            int kv = k & ~31, half = kv / 2;
+            float* ev = split, od = split + half;
+            // B rows past the last valid one read row j again (their results are dropped).
+            ushort* b0 = b + j * ldb, b1 = b0 + (cols > 1 ? ldb : 0), b2 = b0 + (cols > 2 ? 2 * ldb : 0), b3 = b0 + (cols > 3 ? 3 * ldb : 0);
+            ushort* b4 = b0 + (cols > 4 ? 4 * ldb : 0), b5 = b0 + (cols > 5 ? 5 * ldb : 0), b6 = b0 + (cols > 6 ? 6 * ldb : 0), b7 = b0 + (cols > 7 ? 7 * ldb : 0);
+            Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
+            for (int p = 0, h = 0; p < kv; p += 32, h += 16)
+            {
+                var x = Vector512.Load(ev + h); var y = Vector512.Load(od + h);
+                var (e, o) = Load32(b0 + p); s0 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s0));
+                (e, o) = Load32(b1 + p); s1 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s1));
+                (e, o) = Load32(b2 + p); s2 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s2));
+                (e, o) = Load32(b3 + p); s3 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s3));
+                (e, o) = Load32(b4 + p); s4 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s4));
+                (e, o) = Load32(b5 + p); s5 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s5));
+                (e, o) = Load32(b6 + p); s6 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s6));
+                (e, o) = Load32(b7 + p); s7 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s7));
+            }
+            Finish(0, j, Vector512.Sum(s0));
+            if (cols > 1) Finish(0, j + 1, Vector512.Sum(s1));
+            if (cols > 2) Finish(0, j + 2, Vector512.Sum(s2));
+            if (cols > 3) Finish(0, j + 3, Vector512.Sum(s3));
+            if (cols > 4) Finish(0, j + 4, Vector512.Sum(s4));
+            if (cols > 5) Finish(0, j + 5, Vector512.Sum(s5));
+            if (cols > 6) Finish(0, j + 6, Vector512.Sum(s6));
+            if (cols > 7) Finish(0, j + 7, Vector512.Sum(s7));
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
