@@ -47,15 +47,16 @@ public class ParallelForWakeUpTests
     }
 
     [Fact]
-    public async Task UseThreadsIsScopedToTheCallingThread()
+    public void UseThreadsIsScopedToTheCallingThread()
     {
         int outside = ParallelFor.Threads;
         using (ParallelFor.UseThreads(1))
         {
             Assert.Equal(1, ParallelFor.Threads);
             Assert.Equal(1, ParallelFor.SharesFor(1000, 1));
-            // Another thread keeps the process-wide count.
-            Assert.Equal(outside, await Task.Run(() => ParallelFor.Threads));
+            // Another thread keeps the process-wide count (blocking wait: the scope belongs to this thread, and an
+            // await could resume elsewhere).
+            Assert.Equal(outside, Task.Run(() => ParallelFor.Threads).GetAwaiter().GetResult());
             using (ParallelFor.UseThreads(3)) Assert.Equal(3, ParallelFor.Threads);
             Assert.Equal(1, ParallelFor.Threads);
         }
