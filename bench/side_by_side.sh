@@ -2,7 +2,10 @@
 # Runs AlignSharp's whole-workload benchmarks and the PyTorch reference scripts (../shared/bench/torch_ref) side by
 # side, interleaved, at PyTorch's strongest setting, and prints one JSON line per measurement.
 # Needs: Debian python3-torch python3-numpy libopenblas0-pthread; a Release build of the CLI.
-# Usage: bench/side_by_side.sh [train|sample|gemm ...]   (REPS=2 by default)
+# Usage: bench/side_by_side.sh [train|sample|gemm|model ...]   (REPS=2 by default)
+#   model: KV-cached sampling on the checkpoint in $MODEL (a Llama/Qwen2 directory, e.g. from
+#          scripts/make-qwen2-checkpoint.py), batch $BATCHES (default "1 8"), float32 and bf16 weights on both sides,
+#          $NEW new tokens (default 112); each record carries the process's peak RSS (/usr/bin/time -v), in KiB.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 ref="${TORCH_REF:-$root/../shared/bench/torch_ref}"
@@ -35,6 +38,21 @@ for rep in $(seq "$reps"); do
           echo "{\"side\":\"alignsharp\",\"bench\":\"gemm\",\"rep\":$rep,\"result\":$($cli bench gemm --m $n --n $n --k $n)}"
           $torch "$ref/bench_matmul.py" --set square --only sq$n $strong --json "$tmp/g.json" >/dev/null 2>&1
           echo "{\"side\":\"pytorch\",\"bench\":\"gemm\",\"rep\":$rep,\"result\":$(tail -n 1 "$tmp/g.json")}"
+        done ;;
+      model)
+        : "${MODEL:?set MODEL to a checkpoint directory}"
+        for b in ${BATCHES:-1 8}; do
+          for dt in f32 bf16; do
+            tdt=float32; [ "$dt" = bf16 ] && tdt=bfloat16
+            out=$(/usr/bin/time -v -o "$tmp/rss" $cli bench sample --model "$MODEL" --batch "$b" --weights-dtype $dt \
+                  --new-tokens "${NEW:-112}" --repeats 3 2>/dev/null)
+            rss=$(awk -F': ' '/Maximum resident/{print $2}' "$tmp/rss")
+            echo "{\"side\":\"alignsharp\",\"bench\":\"model\",\"rep\":$rep,\"peak_rss_kib\":$rss,\"result\":$out}"
+            /usr/bin/time -v -o "$tmp/rss" $torch "$root/bench/torch_qwen2_sample.py" --model "$MODEL" --batch "$b" --dtype $tdt \
+                  --new-tokens "${NEW:-112}" --repeats 2 $strong --json "$tmp/m.json" >/dev/null 2>&1
+            rss=$(awk -F': ' '/Maximum resident/{print $2}' "$tmp/rss")
+            echo "{\"side\":\"pytorch\",\"bench\":\"model\",\"rep\":$rep,\"peak_rss_kib\":$rss,\"result\":$(tail -n 1 "$tmp/m.json")}"
+          done
         done ;;
     esac
   done

@@ -7,7 +7,7 @@ namespace AlignSharp.Cli.Commands;
 
 /// <summary>
 /// `alignsharp bench gemm`: times C[m,n] = opA[m,k]·opB[k,n] and prints one JSON object with the median
-/// of the timed repetitions: {"m","n","k","batch","trans_a","trans_b","threads","reps","gflops","ms","min_ms","max_ms"}.
+/// of the timed repetitions: {"m","n","k","batch","trans_a","trans_b","b_dtype","threads","reps","gflops","ms","min_ms","max_ms","b_gbs"}.
 /// </summary>
 public static class BenchGemmCommand
 {
@@ -20,10 +20,11 @@ public static class BenchGemmCommand
         var threads = new Option<int>("--threads") { Description = "Kernel threads (ParallelFor.Threads); default: the number of cores.", DefaultValueFactory = _ => Environment.ProcessorCount };
         var transA = new Option<bool>("--trans-a") { Description = "A is stored [k,m] and used transposed." };
         var transB = new Option<bool>("--trans-b") { Description = "B is stored [n,k] and used transposed." };
+        var bDtype = new Option<string>("--b-dtype") { Description = "Storage of B: f32, or bf16 (frozen weights, Gemm.MultiplyBf16; batch 1 only).", DefaultValueFactory = _ => "f32" };
         var reps = new Option<int>("--reps") { Description = "Timed repetitions (each loops the call for >= 20 ms on small shapes); the median is reported.", DefaultValueFactory = _ => 15 };
 
         var cmd = new Command("gemm", "Float32 GEMM throughput; prints {\"m\",\"n\",\"k\",\"threads\",\"gflops\",\"ms\",...} (medians).");
-        foreach (var o in new Option[] { m, n, k, batch, threads, transA, transB, reps }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { m, n, k, batch, threads, transA, transB, bDtype, reps }) cmd.Options.Add(o);
         cmd.SetAction(parseResult =>
         {
             int vm = parseResult.GetValue(m), vn = parseResult.GetValue(n), vk = parseResult.GetValue(k);
@@ -33,21 +34,32 @@ public static class BenchGemmCommand
             if (vb < 1) throw new CliException("--batch must be >= 1.");
             if (vt < 1) throw new CliException("--threads must be >= 1.");
             if (vr < 1) throw new CliException("--reps must be >= 1.");
+            string dt = parseResult.GetValue(bDtype)!;
+            if (dt != "f32" && dt != "bf16") throw new CliException($"--b-dtype must be f32 or bf16, not '{dt}'.");
+            if (dt == "bf16" && vb != 1) throw new CliException("--b-dtype bf16 needs --batch 1 (there is no batched bf16 product).");
             ParallelFor.Threads = vt;
-            Console.WriteLine(Run(vm, vn, vk, vb, ta, tb, vr));
+            Console.WriteLine(Run(vm, vn, vk, vb, ta, tb, vr, dt == "bf16"));
             return 0;
         });
         return cmd;
     }
 
-    private static string Run(int m, int n, int k, int batch, bool transA, bool transB, int reps)
+    private static string Run(int m, int n, int k, int batch, bool transA, bool transB, int reps, bool bf16)
     {
         var rng = new Random(1234);
         float[] a = Fill(rng, (long)batch * m * k), b = Fill(rng, (long)batch * k * n), c = new float[(long)batch * m * n];
+        ushort[] b16 = [];
+        if (bf16)
+        {
+            b16 = new ushort[b.Length];
+            Bf16.Narrow(b, b16);
+            b = [];
+        }
         int lda = transA ? m : k, ldb = transB ? k : n;
         void Call()
         {
-            if (batch == 1) Gemm.Multiply(transA, transB, m, n, k, a, lda, b, ldb, c, n, accumulate: false);
+            if (bf16) Gemm.MultiplyBf16(transA, transB, m, n, k, a, lda, b16, ldb, c, n, accumulate: false);
+            else if (batch == 1) Gemm.Multiply(transA, transB, m, n, k, a, lda, b, ldb, c, n, accumulate: false);
             else Gemm.MultiplyBatched(batch, transA, transB, m, n, k, a, lda, (long)m * k, b, ldb, (long)k * n, c, n, (long)m * n, accumulate: false);
         }
 
@@ -69,10 +81,12 @@ public static class BenchGemmCommand
         double ms = samples[reps / 2];
         if (reps % 2 == 0) ms = 0.5 * (samples[reps / 2 - 1] + samples[reps / 2]);
         double gflops = 2.0 * m * n * k * batch / (ms * 1e6);
+        // B's bytes over the time: the bound that matters for decode shapes (B read once per call).
+        double bGbs = (double)k * n * batch * (bf16 ? 2 : 4) / (ms * 1e6);
         var inv = CultureInfo.InvariantCulture;
         return string.Create(inv,
             $"{{\"m\":{m},\"n\":{n},\"k\":{k},\"batch\":{batch},\"trans_a\":{(transA ? "true" : "false")},\"trans_b\":{(transB ? "true" : "false")}," +
-            $"\"threads\":{ParallelFor.Threads},\"reps\":{reps},\"inner\":{inner},\"gflops\":{gflops:F2},\"ms\":{ms:F4},\"min_ms\":{samples[0]:F4},\"max_ms\":{samples[^1]:F4}}}");
+            $"\"b_dtype\":\"{(bf16 ? "bf16" : "f32")}\",\"threads\":{ParallelFor.Threads},\"reps\":{reps},\"inner\":{inner},\"gflops\":{gflops:F2},\"ms\":{ms:F4},\"min_ms\":{samples[0]:F4},\"max_ms\":{samples[^1]:F4},\"b_gbs\":{bGbs:F1}}}");
     }
 
     private static float[] Fill(Random rng, long count)

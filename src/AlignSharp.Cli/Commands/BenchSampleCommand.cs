@@ -10,64 +10,101 @@ namespace AlignSharp.Cli.Commands;
 /// <summary>
 /// `alignsharp bench sample`: KV-cached sampling throughput, the workload of the PyTorch reference's
 /// bench_sample.py (random prompt, multinomial sampling at temperature 1, prefill included in the time).
+/// On a preset (<c>--config</c>, random weights) or any checkpoint (<c>--model</c>), float32 or bf16 weights.
 /// Also reports the memory-bandwidth bound: every decoding step reads all weights once.
 /// </summary>
 public static class BenchSampleCommand
 {
     public static Command Create()
     {
-        var config = new Option<string>("--config") { Description = "tiny, small or gpt2 (the reference scripts' shapes).", DefaultValueFactory = _ => "tiny" };
+        var config = new Option<string>("--config") { Description = "tiny, small or gpt2 (the reference scripts' shapes; random weights). Not with --model.", DefaultValueFactory = _ => "tiny" };
+        var modelDir = new Option<string?>("--model") { Description = "A checkpoint directory (config.json + safetensors) to sample from instead of a --config preset." };
+        var weightsDtype = new Option<string>("--weights-dtype") { Description = "Storage of the weight matrices: f32, bf16 (frozen, widened inside the kernels), or auto: bf16 when every matrix of the --model checkpoint is stored BF16, else f32.", DefaultValueFactory = _ => "auto" };
         var batch = new Option<int>("--batch") { Description = "Sequences generated together.", DefaultValueFactory = _ => 8 };
         var prompt = new Option<int>("--prompt-len") { Description = "Prompt tokens.", DefaultValueFactory = _ => 16 };
-        var newTokens = new Option<int>("--new-tokens") { Description = "Generated tokens per sequence.", DefaultValueFactory = _ => 112 };
+        var newTokens = new Option<int>("--new-tokens") { Description = "Generated tokens per sequence (at least 2).", DefaultValueFactory = _ => 112 };
         var repeats = new Option<int>("--repeats") { Description = "Timed generate() calls (median reported).", DefaultValueFactory = _ => 3 };
         var threads = new Option<int?>("--threads") { Description = "Kernel threads (default: all cores)." };
         var bandwidth = new Option<double?>("--bandwidth-gbs") { Description = "Memory bandwidth in GB/s for the bound (default: measured here)." };
-        var cmd = new Command("sample", "KV-cached sampling tokens/s; prints {\"tokens_per_s\", \"ms_per_token_step\", \"bandwidth_bound_fraction\", ...}.")
+        var cmd = new Command("sample", "KV-cached sampling tokens/s; prints {\"tokens_per_s\", \"ms_per_token_step\", \"bandwidth_bound_fraction\", \"decode_ms_per_step\", \"decode_bandwidth_bound_fraction\", ...}.")
         {
-            config, batch, prompt, newTokens, repeats, threads, bandwidth,
+            config, modelDir, weightsDtype, batch, prompt, newTokens, repeats, threads, bandwidth,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
-            if (r.GetValue(threads) is int t) ParallelFor.Threads = t;
-            var (cfg, _, _) = ModelPresets.Bench(r.GetValue(config)!);
-            int b = r.GetValue(batch), p = r.GetValue(prompt), n = r.GetValue(newTokens);
-            var model = TransformerModel.CreateRandom(cfg, seed: 0);
+            int b = r.GetValue(batch), p = r.GetValue(prompt), n = r.GetValue(newTokens), reps = r.GetValue(repeats);
+            if (b < 1) throw new CliException("--batch must be >= 1.");
+            if (p < 1) throw new CliException("--prompt-len must be >= 1.");
+            if (n < 2) throw new CliException("--new-tokens must be >= 2 (the decode time is the difference of n and 1 new tokens).");
+            if (reps < 1) throw new CliException("--repeats must be >= 1.");
+            if (r.GetValue(threads) is int t)
+            {
+                if (t < 1) throw new CliException("--threads must be >= 1.");
+                ParallelFor.Threads = t;
+            }
+            if (r.GetValue(bandwidth) is double bw && !(bw > 0)) throw new CliException("--bandwidth-gbs must be > 0.");
+            string dtype = r.GetValue(weightsDtype)!;
+            if (dtype is not ("auto" or "f32" or "bf16")) throw new CliException($"--weights-dtype must be auto, f32 or bf16, not '{dtype}'.");
+            string? dir = r.GetValue(modelDir);
+            if (dir != null && r.GetResult(config) is { Implicit: false }) throw new CliException("--config and --model exclude each other: give one.");
+
+            var (model, name, bf16) = BenchModels.Load(dir, r.GetValue(config)!, dtype);
+            var cfg = model.Config;
+            if (p + n > cfg.MaxPositions) throw new CliException($"--prompt-len + --new-tokens = {p + n} exceeds the model's {cfg.MaxPositions} positions.");
             var rng = new Random(0);
             var prompts = Enumerable.Range(0, b).Select(_ => Enumerable.Range(0, p).Select(_ => rng.Next(cfg.VocabSize)).ToArray()).ToArray();
             var options = new SamplingOptions { MaxNewTokens = n, Temperature = 1f, EosIds = [], Seed = 1 };
             Generator.Generate(model, prompts, options with { MaxNewTokens = 4 });
-            var times = new List<double>();
-            for (int i = 0; i < Math.Max(1, r.GetValue(repeats)); i++)
+            // Whole runs (prefill + n steps, as bench_sample.py times them) and prefill + 1 step: their difference
+            // over n - 1 is the decode step alone, the part bound by reading the weights.
+            var full = new List<double>();
+            var first = new List<double>();
+            for (int i = 0; i < reps; i++)
             {
                 var sw = Stopwatch.StartNew();
                 Generator.Generate(model, prompts, options with { Seed = i });
-                times.Add(sw.Elapsed.TotalSeconds);
-                Console.Error.WriteLine($"run {i}: {b * n / times[^1]:F1} tokens/s");
+                full.Add(sw.Elapsed.TotalSeconds);
+                sw.Restart();
+                Generator.Generate(model, prompts, options with { Seed = i, MaxNewTokens = 1 });
+                first.Add(sw.Elapsed.TotalSeconds);
+                Console.Error.WriteLine($"run {i}: {b * n / full[^1]:F1} tokens/s, prefill + 1 step {first[^1] * 1e3:F1} ms");
             }
-            double median = times.Order().ElementAt(times.Count / 2);
+            double median = Median(full), medianFirst = Median(first);
             double gbs = r.GetValue(bandwidth) ?? MemoryBandwidth.MeasureReadGBs();
-            long weightBytes = model.ParameterCount * sizeof(float);
-            double floorMsPerStep = weightBytes / (gbs * 1e9) * 1e3;
+            // Bytes one decode step reads: every weight matrix a Linear uses (embedding tables only by the rows
+            // looked up), norms and biases, and the filled part of the KV cache (averaged over the steps).
+            long weightBytes = BenchModels.DecodeWeightBytes(model, b);
+            double kvBytes = (double)b * cfg.NumLayers * 2 * cfg.KvDim * sizeof(float) * (p + (n - 1) / 2.0);
+            double bytesPerStep = weightBytes + kvBytes;
+            double floorMsPerStep = bytesPerStep / (gbs * 1e9) * 1e3;
             double msPerStep = median / n * 1e3;
+            double decodeMs = Math.Max(1e-9, (median - medianFirst) / (n - 1) * 1e3);
             Console.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
             {
-                ["config"] = r.GetValue(config)!,
+                ["config"] = name,
+                ["weights_dtype"] = bf16 ? "bf16" : "f32",
+                ["params"] = model.ParameterCount,
                 ["batch"] = b,
                 ["prompt_len"] = p,
                 ["new_tokens"] = n,
                 ["threads"] = ParallelFor.Threads,
-                ["tokens_per_s"] = Math.Round(b * n / median, 1),
+                ["tokens_per_s"] = Math.Round(b * n / median, 2),
                 ["ms_per_token_step"] = Math.Round(msPerStep, 3),
-                ["weight_mb"] = Math.Round(weightBytes / 1e6, 1),
+                ["prefill_plus_one_step_ms"] = Math.Round(medianFirst * 1e3, 2),
+                ["decode_ms_per_step"] = Math.Round(decodeMs, 3),
+                ["weight_mb"] = Math.Round(model.ParameterBytes / 1e6, 1),
+                ["bytes_per_step_mb"] = Math.Round(bytesPerStep / 1e6, 1),
                 ["bandwidth_gbs"] = Math.Round(gbs, 1),
                 ["bandwidth_floor_ms_per_step"] = Math.Round(floorMsPerStep, 3),
                 ["bandwidth_bound_fraction"] = Math.Round(floorMsPerStep / msPerStep, 3),
+                ["decode_bandwidth_bound_fraction"] = Math.Round(floorMsPerStep / decodeMs, 3),
             }));
             return 0;
         }));
         return cmd;
     }
+
+    private static double Median(List<double> xs) => xs.Order().ElementAt(xs.Count / 2);
 }
 
 /// <summary>Read bandwidth of a large array summed by all kernel threads (the bound for decoding).</summary>

@@ -22,26 +22,36 @@ public static class BenchTrainCommand
         var threads = new Option<int?>("--threads") { Description = "Kernel threads (default: all cores)." };
         var batch = new Option<int?>("--batch") { Description = "Override the config's batch size." };
         var seq = new Option<int?>("--seq") { Description = "Override the config's sequence length." };
-        var cmd = new Command("train", "Training-step throughput of a GPT-2-style model; prints {\"tokens_per_s\", \"ms_per_step\", \"gc_per_step\", ...}.")
+        var modelDir = new Option<string?>("--model") { Description = "A checkpoint directory to train (float32) instead of a --config preset; batch 1×256 unless --batch/--seq say otherwise." };
+        var cmd = new Command("train", "Training-step throughput of a GPT-2-style preset or a checkpoint; prints {\"tokens_per_s\", \"ms_per_step\", \"gc_per_step\", \"model_gflops\", ...}.")
         {
-            config, steps, warmup, threads, batch, seq,
+            config, modelDir, steps, warmup, threads, batch, seq,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
-            if (r.GetValue(threads) is int t) ParallelFor.Threads = t;
-            var (cfg, b, s) = ModelPresets.Bench(r.GetValue(config)!);
+            if (r.GetValue(threads) is int t)
+            {
+                if (t < 1) throw new CliException("--threads must be >= 1.");
+                ParallelFor.Threads = t;
+            }
+            string? dir = r.GetValue(modelDir);
+            if (dir != null && r.GetResult(config) is { Implicit: false }) throw new CliException("--config and --model exclude each other: give one.");
+            var (model, name, _) = BenchModels.Load(dir, r.GetValue(config)!, "f32");
+            var (b, s) = dir == null ? (ModelPresets.Bench(name).Batch, ModelPresets.Bench(name).Seq) : (1, 256);
             b = r.GetValue(batch) ?? b;
             s = r.GetValue(seq) ?? s;
+            if (b < 1 || s < 1) throw new CliException("--batch and --seq must be >= 1.");
+            if (s > model.Config.MaxPositions) throw new CliException($"--seq {s} exceeds the model's {model.Config.MaxPositions} positions.");
             int nSteps = Math.Max(1, r.GetValue(steps)), nWarm = Math.Max(0, r.GetValue(warmup));
-            Console.Out.WriteLine(JsonSerializer.Serialize(Run(cfg, r.GetValue(config)!, b, s, nWarm, nSteps)));
+            Console.Out.WriteLine(JsonSerializer.Serialize(Run(model, name, b, s, nWarm, nSteps)));
             return 0;
         }));
         return cmd;
     }
 
-    public static Dictionary<string, object> Run(ModelConfig cfg, string name, int batch, int seq, int warmup, int steps)
+    public static Dictionary<string, object> Run(TransformerModel model, string name, int batch, int seq, int warmup, int steps)
     {
-        var model = TransformerModel.CreateRandom(cfg, seed: 0);
+        var cfg = model.Config;
         var opt = new AdamW(ParamGroups.DecayAndNoDecay(model.NamedParameters, 0.1f), new AdamWOptions(Lr: 3e-4f, Beta1: 0.9f, Beta2: 0.95f, WeightDecay: 0.1f));
         var rng = new Random(0);
         var data = new int[batch * (seq + 1)];
@@ -84,7 +94,7 @@ public static class BenchTrainCommand
         long allocated = GC.GetAllocatedBytesForCurrentThread() - alloc0;
         double medianMs = Median(ms);
         double tokPerS = batch * seq / medianMs * 1000;
-        double flopsPerToken = TrainFlopsPerToken(cfg, seq);
+        double flopsPerToken = TrainFlopsPerToken(model, seq);
         return new Dictionary<string, object>
         {
             ["config"] = name,
@@ -102,13 +112,13 @@ public static class BenchTrainCommand
         };
     }
 
-    /// <summary>The reference script's count: 6·(GEMM weights) + 6·(attention QKᵀ and AV, full square) per token.</summary>
-    public static double TrainFlopsPerToken(ModelConfig c, int seq)
+    /// <summary>The reference script's count: 6·(GEMM weights) + 6·(attention QKᵀ and AV, full square) per token
+    /// (for the GPT-2 presets the GEMM weights are 12·d²·layers + d·vocab).</summary>
+    public static double TrainFlopsPerToken(TransformerModel model, int seq)
     {
-        double d = c.HiddenSize, l = c.NumLayers, v = c.VocabSize;
-        double gemmWeights = l * 12 * d * d + d * v;
-        double attention = l * 2 * seq * d;
-        return 6 * gemmWeights + 6 * attention;
+        var c = model.Config;
+        double attention = (double)c.NumLayers * 2 * seq * c.QueryDim;
+        return 6.0 * BenchModels.LinearMacsPerToken(model) + 6 * attention;
     }
 
     private static double Median(double[] xs)

@@ -79,6 +79,7 @@ public static class BufferPool
 public sealed class Storage
 {
     private float[]? _array;
+    private ushort[]? _bf16;
     internal readonly bool Pooled;
 
     internal Storage(float[] array, bool pooled)
@@ -87,11 +88,25 @@ public sealed class Storage
         Pooled = pooled;
     }
 
-    public float[] Array => _array ?? throw new ObjectDisposedException(
-        "tensor", "This tensor's memory was returned to the pool when its TensorScope ended. " +
-                  "Keep it with TensorScope.Keep(tensor) or copy the values out before the scope ends.");
+    /// <summary>bf16 storage (frozen weights): never pooled, read only through the kernels that widen it.</summary>
+    internal Storage(ushort[] bf16)
+    {
+        _bf16 = bf16;
+    }
 
-    public bool IsReleased => _array == null;
+    internal bool IsBf16 => _bf16 != null;
+
+    public float[] Array => _array ?? throw (_bf16 != null
+        ? new InvalidOperationException(
+            "This tensor stores bf16 (a frozen weight); only Linear, Embedding and ToArray() read it. " +
+            "Keep the weight float32 to train it or to use it in other ops.")
+        : new ObjectDisposedException(
+            "tensor", "This tensor's memory was returned to the pool when its TensorScope ended. " +
+                      "Keep it with TensorScope.Keep(tensor) or copy the values out before the scope ends."));
+
+    internal ushort[] Bf16Array => _bf16 ?? throw new InvalidOperationException("This tensor stores float32, not bf16.");
+
+    public bool IsReleased => _array == null && _bf16 == null;
 
     internal void Release()
     {

@@ -4,7 +4,8 @@ using System.Text;
 namespace AlignSharp.Engine;
 
 /// <summary>
-/// A float32 tensor: a shape over contiguous row-major memory. Reshape and slicing along the first axis are
+/// A float32 tensor: a shape over contiguous row-major memory (or, for frozen weights, bf16 memory; see
+/// <see cref="ToBf16"/>). Reshape and slicing along the first axis are
 /// free views; every other op materialises its result. Leaves with <see cref="RequiresGrad"/> (parameters)
 /// accumulate gradients in <see cref="Grad"/>; results of ops on them carry the autograd graph.
 /// </summary>
@@ -43,6 +44,12 @@ public sealed class Tensor
 
     public Span<float> Span => Storage.Array.AsSpan(Offset, Length);
     internal float[] Array => Storage.Array;
+
+    /// <summary>True when the values are stored as bf16 (a frozen weight): <see cref="Span"/> throws, the kernels widen.</summary>
+    public bool IsBf16 => Storage.IsBf16;
+
+    /// <summary>The bf16 bit patterns of a bf16 tensor.</summary>
+    internal ReadOnlySpan<ushort> Bf16Span => Storage.Bf16Array.AsSpan(Offset, Length);
 
     // ---- creation ----------------------------------------------------------------------------------------
 
@@ -100,6 +107,16 @@ public sealed class Tensor
         return new Tensor((int[])shape.Clone(), new Storage(data, pooled: false), 0);
     }
 
+    /// <summary>A frozen bf16 tensor holding <paramref name="data"/> rounded to bf16 (nearest, ties to even).</summary>
+    public static Tensor FromArrayBf16(ReadOnlySpan<float> data, params int[] shape)
+    {
+        if (ShapeUtil.Count(shape) != data.Length)
+            throw new ArgumentException($"{data.Length} values do not fill shape {ShapeUtil.Format(shape)}.");
+        var bits = GC.AllocateUninitializedArray<ushort>(data.Length);
+        Kernels.Bf16.Narrow(data, bits);
+        return new Tensor((int[])shape.Clone(), new Storage(bits), 0);
+    }
+
     /// <summary>A trainable leaf: normal(0, std) values from <paramref name="rng"/>, RequiresGrad set.</summary>
     public static Tensor Parameter(int[] shape, Random rng, float std, string? name = null)
     {
@@ -121,38 +138,64 @@ public sealed class Tensor
             RequiresGrad = true,
             Name = name,
         };
-        t.Span.Fill(value);
+        if (value != 0f) t.Span.Fill(value); // new arrays are zero; not touching them keeps untouched pages out of RSS
+        return t;
+    }
+
+    /// <summary>
+    /// A frozen copy stored as bf16 (each value rounded to nearest, ties to even): half the memory, read by
+    /// <see cref="Ops.Linear"/> and <see cref="Ops.Embedding"/>, which widen it to float32 inside their kernels.
+    /// It takes no gradient (RequiresGrad false); a bf16 tensor returns itself.
+    /// </summary>
+    public Tensor ToBf16()
+    {
+        if (IsBf16) return this;
+        var t = FromArrayBf16(Span, _shape);
+        t.Name = Name;
         return t;
     }
 
     // ---- values ------------------------------------------------------------------------------------------
 
-    public float[] ToArray() => Span.ToArray();
+    /// <summary>The values as float32 (bf16 storage widened exactly).</summary>
+    public float[] ToArray()
+    {
+        if (!IsBf16) return Span.ToArray();
+        var values = new float[Length];
+        Kernels.Bf16.Widen(Bf16Span, values);
+        return values;
+    }
 
     public float Item()
     {
         if (Length != 1) throw new InvalidOperationException($"Item() needs a single element, not shape {ShapeUtil.Format(_shape)}.");
-        return Storage.Array[Offset];
+        return IsBf16 ? Kernels.Bf16.ToFloat(Bf16Span[0]) : Storage.Array[Offset];
     }
 
-    public float Get(params int[] index) => Storage.Array[Offset + ShapeUtil.FlatIndex(_shape, index)];
+    public float Get(params int[] index)
+    {
+        int flat = ShapeUtil.FlatIndex(_shape, index);
+        return IsBf16 ? Kernels.Bf16.ToFloat(Bf16Span[flat]) : Storage.Array[Offset + flat];
+    }
 
     public void Set(float value, params int[] index) => Storage.Array[Offset + ShapeUtil.FlatIndex(_shape, index)] = value;
 
     /// <summary>Same values, cut from the graph (shares memory).</summary>
     public Tensor Detach() => new(_shape, Storage, Offset);
 
-    /// <summary>A copy in fresh memory, cut from the graph.</summary>
+    /// <summary>A copy in fresh memory, cut from the graph (bf16 storage stays bf16).</summary>
     public Tensor Clone()
     {
+        if (IsBf16) return CloneUnpooled();
         var t = EmptyOwned((int[])_shape.Clone());
         Span.CopyTo(t.Span);
         return t;
     }
 
-    /// <summary>A copy on the GC heap that outlives any scope.</summary>
+    /// <summary>A copy on the GC heap that outlives any scope (bf16 storage stays bf16).</summary>
     public Tensor CloneUnpooled()
     {
+        if (IsBf16) return new Tensor((int[])_shape.Clone(), new Storage(Bf16Span.ToArray()), 0);
         var t = new Tensor((int[])_shape.Clone(), new Storage(new float[Length], pooled: false), 0);
         Span.CopyTo(t.Span);
         return t;
@@ -217,10 +260,11 @@ public sealed class Tensor
         var sb = new StringBuilder();
         sb.Append("Tensor").Append(ShapeUtil.Format(_shape));
         if (Name != null) sb.Append(' ').Append(Name);
+        if (IsBf16) sb.Append(" bf16");
         if (!Storage.IsReleased && Length <= 16)
         {
             sb.Append(" [");
-            var s = Span;
+            var s = ToArray();
             for (int i = 0; i < s.Length; i++) sb.Append(i > 0 ? ", " : "").Append(s[i].ToString("G6"));
             sb.Append(']');
         }

@@ -1,3 +1,4 @@
+using System.Buffers;
 using AlignSharp.Engine;
 using AlignSharp.Models.Checkpoints;
 
@@ -12,23 +13,47 @@ public static class ModelIO
     /// language model), the body is loaded and the new head is freshly initialised from <paramref name="seed"/>.
     /// </summary>
     /// <exception cref="UserInputException">A missing file, bad config, or tensors that do not match it.</exception>
-    public static TransformerModel Load(string directory, HeadKind? head = null, int seed = 0)
+    /// <param name="bf16Matrices">Keep every matrix as frozen bf16 (<see cref="TransformerModel.StoreMatricesAsBf16"/>)
+    /// without ever holding the whole model in float32: for inference and frozen (reference, base) models.</param>
+    public static TransformerModel Load(string directory, HeadKind? head = null, int seed = 0, bool bf16Matrices = false)
     {
         using var checkpoint = ModelCheckpoint.Open(directory);
         var config = checkpoint.Config;
         var wanted = head ?? config.Head;
         var model = new TransformerModel(config with { Head = wanted });
-        foreach (var (name, p) in model.NamedParameters)
+        foreach (var (name, p) in model.NamedParameters.ToArray())
         {
             if (checkpoint.Binding.Parameters.Any(b => b.CanonicalName == name))
-                checkpoint.ReadParameter(name, p.Span);
+            {
+                if (bf16Matrices && p.Rank == 2)
+                {
+                    // Read through a scratch buffer so the float32 parameter is never touched (its pages stay unmapped).
+                    var scratch = ArrayPool<float>.Shared.Rent(p.Length);
+                    try
+                    {
+                        checkpoint.ReadParameter(name, scratch.AsSpan(0, p.Length));
+                        RequireFinite(directory, name, scratch.AsSpan(0, p.Length));
+                        model.StoreAsBf16(name, Tensor.FromArrayBf16(scratch.AsSpan(0, p.Length), p.ShapeArray));
+                    }
+                    finally { ArrayPool<float>.Shared.Return(scratch); }
+                }
+                else
+                {
+                    checkpoint.ReadParameter(name, p.Span);
+                    RequireFinite(directory, name, p.Span);
+                }
+            }
             else
                 InitialiseNewHead(model, name, p, seed);
         }
-        foreach (var (name, p) in model.NamedParameters)
-            if (!AllFinite(p.Span))
-                throw new UserInputException($"{directory}: tensor '{name}' holds NaN or infinite values; the checkpoint is unusable (saved from a diverged run, or corrupt).");
+        if (bf16Matrices) model.StoreMatricesAsBf16(); // a freshly initialised head
         return model;
+    }
+
+    private static void RequireFinite(string directory, string name, ReadOnlySpan<float> values)
+    {
+        if (!AllFinite(values))
+            throw new UserInputException($"{directory}: tensor '{name}' holds NaN or infinite values; the checkpoint is unusable (saved from a diverged run, or corrupt).");
     }
 
     /// <summary>True when every value is finite (x − x is 0 exactly for finite x, NaN for NaN and ±∞).</summary>
@@ -64,5 +89,9 @@ public static class ModelIO
     /// <summary>Writes config.json and model.safetensors (sharded above <paramref name="maxShardBytes"/>) atomically.</summary>
     public static void Save(TransformerModel model, string directory, SafetensorsDtype dtype = SafetensorsDtype.F32,
         long maxShardBytes = SafetensorsWriter.DefaultMaxShardBytes)
-        => ModelCheckpoint.Save(directory, model.Config, name => { var p = model.Parameter(name); return new ReadOnlyMemory<float>(p.Array, p.Offset, p.Length); }, dtype, maxShardBytes);
+        => ModelCheckpoint.Save(directory, model.Config, name =>
+        {
+            var p = model.Parameter(name);
+            return p.IsBf16 ? p.ToArray() : new ReadOnlyMemory<float>(p.Array, p.Offset, p.Length);
+        }, dtype, maxShardBytes);
 }

@@ -160,6 +160,31 @@ public sealed class TransformerModel
 
     public long ParameterCount => _parameters.Sum(p => (long)p.Parameter.Length);
 
+    /// <summary>Bytes the parameters occupy (4 per float32 value, 2 per bf16 value): what one decoding step reads.</summary>
+    public long ParameterBytes => _parameters.Sum(p => (long)p.Parameter.Length * (p.Parameter.IsBf16 ? 2 : 4));
+
+    /// <summary>
+    /// Replaces parameter <paramref name="name"/> by a frozen bf16 copy (<paramref name="values"/> when given: a bf16
+    /// tensor of the same shape). The model then runs with it (widened inside the kernels) but cannot train it.
+    /// </summary>
+    public void StoreAsBf16(string name, Tensor? values = null)
+    {
+        var old = Parameter(name);
+        var bf16 = values ?? old.ToBf16();
+        if (!bf16.IsBf16 || !bf16.Shape.SequenceEqual(old.Shape))
+            throw new ArgumentException($"StoreAsBf16: '{name}' needs a bf16 tensor of shape {string.Join("x", old.Shape.ToArray())}.", nameof(values));
+        bf16.Name = name;
+        _parameters[_parameters.FindIndex(p => p.Name == name)] = (name, bf16);
+        _byName[name] = bf16;
+    }
+
+    /// <summary>Stores every matrix (embeddings, projections, heads) as frozen bf16; norms and biases stay float32.</summary>
+    public void StoreMatricesAsBf16()
+    {
+        foreach (var (name, p) in _parameters.ToArray())
+            if (p.Rank == 2 && !p.IsBf16) StoreAsBf16(name);
+    }
+
     /// <summary>
     /// A model with fresh weights: normal(0, 0.02) matrices and embeddings (GPT-2's residual projections
     /// scaled by 1/√(2·layers)), norms that scale by 1 (Gemma stores w − 1, so 0), biases 0. The same seed gives the same weights.

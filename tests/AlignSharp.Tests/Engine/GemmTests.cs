@@ -275,12 +275,7 @@ public class GemmTests(ITestOutputHelper output)
         Gemm.Multiply(false, true, m, n, k, a, k, b, k, c1, n, false);
         Gemm.Multiply(false, true, m, n, k, a, k, b, k, c2, n, false);
         int threads = ParallelFor.Threads;
-        try
-        {
-            ParallelFor.Threads = 1;
-            Gemm.Multiply(false, true, m, n, k, a, k, b, k, c3, n, false);
-        }
-        finally { ParallelFor.Threads = threads; }
+        using (ParallelFor.UseThreads(1)) Gemm.Multiply(false, true, m, n, k, a, k, b, k, c3, n, false);
         Assert.True(c1.AsSpan().SequenceEqual(c2), "two identical calls differ");
         Assert.True(c1.AsSpan().SequenceEqual(c3), $"1 thread and {threads} threads differ");
         // Batched entries equal the same product computed alone.

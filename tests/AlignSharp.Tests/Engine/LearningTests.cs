@@ -95,15 +95,12 @@ public class LearningTests
             }
             return losses;
         }
-        int saved = AlignSharp.Engine.Kernels.ParallelFor.Threads;
-        AlignSharp.Engine.Kernels.ParallelFor.Threads = 1;
-        try
+        using (AlignSharp.Engine.Kernels.ParallelFor.UseThreads(1))
         {
             var a = Run();
             var b = Run();
             Assert.Equal(a.Select(BitConverter.SingleToInt32Bits), b.Select(BitConverter.SingleToInt32Bits));
         }
-        finally { AlignSharp.Engine.Kernels.ParallelFor.Threads = saved; }
     }
 
     [Fact]
@@ -111,16 +108,11 @@ public class LearningTests
     {
         float Loss(int threads)
         {
-            int saved = AlignSharp.Engine.Kernels.ParallelFor.Threads;
-            AlignSharp.Engine.Kernels.ParallelFor.Threads = threads;
-            try
-            {
-                var model = TransformerModel.CreateRandom(ModelPresets.Gpt2(64, 64, 2, 4, 64), seed: 2);
-                var ids = Enumerable.Range(0, 128).Select(i => (i * 5) % 64).ToArray();
-                using var scope = TensorScope.Begin();
-                return Ops.CrossEntropy(Ops.Reshape(model.Forward(ids, 2, 64), 128, 64), ids).Item();
-            }
-            finally { AlignSharp.Engine.Kernels.ParallelFor.Threads = saved; }
+            using var scoped = AlignSharp.Engine.Kernels.ParallelFor.UseThreads(threads);
+            var model = TransformerModel.CreateRandom(ModelPresets.Gpt2(64, 64, 2, 4, 64), seed: 2);
+            var ids = Enumerable.Range(0, 128).Select(i => (i * 5) % 64).ToArray();
+            using var scope = TensorScope.Begin();
+            return Ops.CrossEntropy(Ops.Reshape(model.Forward(ids, 2, 64), 128, 64), ids).Item();
         }
         Assert.Equal(Loss(1), Loss(2), 4);
     }

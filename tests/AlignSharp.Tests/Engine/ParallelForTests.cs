@@ -23,12 +23,10 @@ public class ParallelForWakeUpTests
     [Fact]
     public async Task NoWakeUpIsLostAroundTheWorkersSpinToSleepTransition()
     {
-        int saved = ParallelFor.Threads;
-        ParallelFor.Threads = 2;
-        try
         {
             var run = Task.Run(() =>
             {
+                using var threads = ParallelFor.UseThreads(2);
                 var rng = new Random(5);
                 long total = 0;
                 for (int i = 0; i < 3000; i++)
@@ -46,6 +44,22 @@ public class ParallelForWakeUpTests
             Assert.True(finished == run, "ParallelFor hung: a worker missed its wake-up");
             Assert.Equal(3000L * 3, await run);
         }
-        finally { ParallelFor.Threads = saved; }
+    }
+
+    [Fact]
+    public void UseThreadsIsScopedToTheCallingThread()
+    {
+        int outside = ParallelFor.Threads;
+        using (ParallelFor.UseThreads(1))
+        {
+            Assert.Equal(1, ParallelFor.Threads);
+            Assert.Equal(1, ParallelFor.SharesFor(1000, 1));
+            // Another thread keeps the process-wide count (blocking wait: the scope belongs to this thread, and an
+            // await could resume elsewhere).
+            Assert.Equal(outside, Task.Run(() => ParallelFor.Threads).GetAwaiter().GetResult());
+            using (ParallelFor.UseThreads(3)) Assert.Equal(3, ParallelFor.Threads);
+            Assert.Equal(1, ParallelFor.Threads);
+        }
+        Assert.Equal(outside, ParallelFor.Threads);
     }
 }

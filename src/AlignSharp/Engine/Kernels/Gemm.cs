@@ -127,6 +127,40 @@ public static unsafe class Gemm
         }
     }
 
+    /// <summary>
+    /// <see cref="Multiply"/> with B stored as bf16 (frozen weights): the same contract, B's values widened to
+    /// float32 exactly as they are packed (or, for decode shapes, as they are streamed), float32 accumulation.
+    /// The blocked path gives bitwise the result of <see cref="Multiply"/> on the widened B.
+    /// </summary>
+    public static void MultiplyBf16(bool transA, bool transB, int m, int n, int k,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<ushort> b, int ldb, Span<float> c, int ldc, bool accumulate)
+    {
+        Validate(1, transA, transB, m, n, k, a.Length, lda, 0, b.Length, ldb, 0, c.Length, ldc, 0);
+        if (m == 0 || n == 0) return;
+        if (k == 0)
+        {
+            if (!accumulate) ZeroC(m, n, c, ldc);
+            return;
+        }
+        fixed (float* pa = a, pc = c)
+        fixed (ushort* pb = b)
+        {
+            var path = ActivePath;
+            if (path == GemmPath.Avx512 && GemmSkinnyBf16.Applies(transA, transB, m))
+            {
+                GemmSkinnyBf16.Run(m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate);
+                return;
+            }
+            var p = new Problem(transA, transB, m, n, k, pa, lda, null, ldb, pc, ldc, accumulate, pb);
+            switch (path)
+            {
+                case GemmPath.Avx512: RunParallel<Avx512Kernel>(p); break;
+                case GemmPath.Avx2: RunParallel<Avx2Kernel>(p); break;
+                default: RunParallel<ScalarKernel>(p); break;
+            }
+        }
+    }
+
     public static void Reference(bool transA, bool transB, int m, int n, int k,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, Span<float> c, int ldc, bool accumulate)
     {
@@ -194,17 +228,20 @@ public static unsafe class Gemm
 
     // ---------------------------------------------------------------- driver
 
-    /// <summary>One product, as raw pointers (the spans are pinned by the caller for the whole call).</summary>
+    /// <summary>One product, as raw pointers (the spans are pinned by the caller for the whole call); B is either
+    /// float32 (<c>B</c>) or bf16 (<c>B16</c>, then <c>B</c> is null).</summary>
     private readonly struct Problem(bool transA, bool transB, int m, int n, int k,
-        float* a, nint lda, float* b, nint ldb, float* c, nint ldc, bool accumulate)
+        float* a, nint lda, float* b, nint ldb, float* c, nint ldc, bool accumulate, ushort* b16 = null)
     {
         public readonly bool TransA = transA, TransB = transB, Accumulate = accumulate;
         public readonly int M = m, N = n, K = k;
         public readonly float* A = a, B = b, C = c;
+        public readonly ushort* B16 = b16;
         public readonly nint Lda = lda, Ldb = ldb, Ldc = ldc;
 
         public Problem Offset(long offA, long offB, long offC) =>
-            new(TransA, TransB, M, N, K, A + offA, Lda, B + offB, Ldb, C + offC, Ldc, Accumulate);
+            new(TransA, TransB, M, N, K, A + offA, Lda, B == null ? null : B + offB, Ldb, C + offC, Ldc, Accumulate,
+                B16 == null ? null : B16 + offB);
     }
 
     /// <summary>
@@ -402,6 +439,11 @@ public static unsafe class Gemm
     /// </summary>
     private static void PackB(in Problem p, int pc, int kc, int jc, int nc, int nr, float* dst)
     {
+        if (p.B16 != null)
+        {
+            PackBBf16(p, pc, kc, jc, nc, nr, dst);
+            return;
+        }
         for (int jr = 0; jr < nc; jr += nr)
         {
             int cols = Math.Min(nr, nc - jr);
@@ -450,14 +492,78 @@ public static unsafe class Gemm
         }
     }
 
+    /// <summary>
+    /// <see cref="PackB"/> for a bf16 B: the same packed float32 layout, each value widened exactly on the way in
+    /// (so the micro-kernels and their results are those of the float32 path on the widened B).
+    /// </summary>
+    private static void PackBBf16(in Problem p, int pc, int kc, int jc, int nc, int nr, float* dst)
+    {
+        for (int jr = 0; jr < nc; jr += nr)
+        {
+            int cols = Math.Min(nr, nc - jr);
+            float* d = dst + (nint)jr * kc;
+            if (!p.TransB)
+            {
+                // B[p, j] at B16 + p·ldb + j: one packed row is a contiguous widening copy.
+                for (int q = 0; q < kc; q++)
+                {
+                    float* dq = d + q * nr;
+                    Bf16.Widen(p.B16 + (pc + q) * p.Ldb + jc + jr, dq, cols);
+                    for (int j = cols; j < nr; j++) dq[j] = 0f;
+                }
+            }
+            else
+            {
+                // Bᵀ: B[j, p] at B16 + j·ldb + p: 8 rows × 8 k values are widened into registers
+                // (zero-extend, shift into the high half) and transposed; the rest one element at a time.
+                int j0 = 0;
+                if (Avx2.IsSupported)
+                {
+                    int kc8 = kc & ~7;
+                    for (; j0 + 8 <= cols; j0 += 8)
+                    {
+                        ushort* s = p.B16 + (jc + jr + j0) * p.Ldb + pc;
+                        for (int q = 0; q < kc8; q += 8)
+                        {
+                            ushort* sq = s + q;
+                            Transpose8x8(WidenBf16x8(sq), WidenBf16x8(sq + p.Ldb), WidenBf16x8(sq + 2 * p.Ldb), WidenBf16x8(sq + 3 * p.Ldb),
+                                WidenBf16x8(sq + 4 * p.Ldb), WidenBf16x8(sq + 5 * p.Ldb), WidenBf16x8(sq + 6 * p.Ldb), WidenBf16x8(sq + 7 * p.Ldb),
+                                d + q * nr + j0, nr);
+                        }
+                        for (int j = j0; j < j0 + 8; j++)
+                            for (int q = kc8; q < kc; q++) d[q * nr + j] = Bf16.ToFloat(p.B16[(jc + jr + j) * p.Ldb + pc + q]);
+                    }
+                }
+                for (int j = j0; j < cols; j++)
+                {
+                    ushort* s = p.B16 + (jc + jr + j) * p.Ldb + pc;
+                    float* dj = d + j;
+                    for (int q = 0; q < kc; q++) dj[q * nr] = Bf16.ToFloat(s[q]);
+                }
+                if (cols < nr)
+                    for (int q = 0; q < kc; q++)
+                        for (int j = cols; j < nr; j++) d[q * nr + j] = 0f;
+            }
+        }
+    }
+
+    /// <summary>Eight bf16 values as eight float32 lanes (vpmovzxwd, then a 16-bit left shift).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> WidenBf16x8(ushort* s) =>
+        Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(s), 16).AsSingle();
+
     /// <summary>dst[c·ldDst + r] = src[r·ldSrc + c] for an 8×8 block: unpack pairs, shuffle quads, swap 128-bit halves.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(float* src, nint ldSrc, float* dst, nint ldDst)
+    private static void Transpose8x8(float* src, nint ldSrc, float* dst, nint ldDst) =>
+        Transpose8x8(Vector256.Load(src), Vector256.Load(src + ldSrc), Vector256.Load(src + 2 * ldSrc), Vector256.Load(src + 3 * ldSrc),
+            Vector256.Load(src + 4 * ldSrc), Vector256.Load(src + 5 * ldSrc), Vector256.Load(src + 6 * ldSrc), Vector256.Load(src + 7 * ldSrc),
+            dst, ldDst);
+
+    /// <summary>Stores the 8×8 block whose rows are r0..r7 transposed: dst[c·ldDst + r] = r_r[c].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
+        Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7, float* dst, nint ldDst)
     {
-        var r0 = Vector256.Load(src); var r1 = Vector256.Load(src + ldSrc);
-        var r2 = Vector256.Load(src + 2 * ldSrc); var r3 = Vector256.Load(src + 3 * ldSrc);
-        var r4 = Vector256.Load(src + 4 * ldSrc); var r5 = Vector256.Load(src + 5 * ldSrc);
-        var r6 = Vector256.Load(src + 6 * ldSrc); var r7 = Vector256.Load(src + 7 * ldSrc);
         // t0 = [a00 a10 a01 a11 | a04 a14 a05 a15], t1 = [a02 a12 a03 a13 | a06 a16 a07 a17], ...
         var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
         var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);

@@ -18,19 +18,44 @@ public static class ParallelFor
     private static Worker[] _workers = [];
     private static readonly object Gate = new();
     [ThreadStatic] private static bool _insideWorker;
+    [ThreadStatic] private static int t_threads; // a UseThreads scope on this thread; 0 = none
 
-    /// <summary>Threads used by kernels (default: the number of cores). Set to 1 for bitwise determinism.</summary>
+    /// <summary>
+    /// Threads used by kernels called from this thread: the innermost <see cref="UseThreads"/> scope on it, else the
+    /// process-wide default (the number of cores). Setting it changes the process-wide default; set 1 for bitwise
+    /// determinism of reductions.
+    /// </summary>
     public static int Threads
     {
-        get => _threads;
+        get => t_threads > 0 ? t_threads : _threads;
         set => _threads = Math.Clamp(value, 1, 256);
+    }
+
+    /// <summary>
+    /// Kernels called from the calling thread use <paramref name="threads"/> threads until the scope is disposed;
+    /// other threads (tests running in parallel, other sessions' work) keep their own count.
+    /// </summary>
+    public static ThreadCountScope UseThreads(int threads)
+    {
+        var scope = new ThreadCountScope(t_threads);
+        t_threads = Math.Clamp(threads, 1, 256);
+        return scope;
+    }
+
+    /// <summary>Restores the calling thread's previous thread count when disposed (see <see cref="UseThreads"/>).</summary>
+    public readonly struct ThreadCountScope : IDisposable
+    {
+        private readonly int _previous;
+        internal ThreadCountScope(int previous) => _previous = previous;
+        public void Dispose() => t_threads = _previous;
     }
 
     /// <summary>How many shares a range of <paramref name="count"/> items is split into.</summary>
     public static int SharesFor(long count, long minPerThread)
     {
-        if (_insideWorker || _threads == 1) return 1;
-        long shares = Math.Min(_threads, count / Math.Max(1, minPerThread));
+        int threads = Threads;
+        if (_insideWorker || threads == 1) return 1;
+        long shares = Math.Min(threads, count / Math.Max(1, minPerThread));
         return (int)Math.Max(1, shares);
     }
 

@@ -77,7 +77,8 @@ public static partial class Ops
         return c;
     }
 
-    /// <summary>y = x·Wᵀ + b. x [..., In], W [Out, In], b [Out] or null → [..., Out]</summary>
+    /// <summary>y = x·Wᵀ + b. x [..., In], W [Out, In], b [Out] or null → [..., Out]. W may be a frozen bf16 tensor
+    /// (<see cref="Tensor.ToBf16"/>): widened inside the GEMM, float32 accumulation, gradient for x only.</summary>
     public static Tensor Linear(Tensor x, Tensor w, Tensor? bias = null)
     {
         if (w.Rank != 2 || x.Dim(-1) != w.Dim(1))
@@ -92,14 +93,23 @@ public static partial class Ops
             var bs = bias.Span;
             for (int r = 0; r < rows; r++) bs.CopyTo(ys.Slice(r * outF, outF));
         }
-        Gemm.Multiply(false, true, rows, outF, inF, x.Span, inF, w.Span, inF, ys, outF, accumulate: bias != null);
+        if (w.IsBf16)
+        {
+            if (w.RequiresGrad) throw new InvalidOperationException($"Linear: weight {w.Name ?? ShapeUtil.Format(w.Shape)} is stored as bf16 and cannot take gradients.");
+            Gemm.MultiplyBf16(false, true, rows, outF, inF, x.Span, inF, w.Bf16Span, inF, ys, outF, accumulate: bias != null);
+        }
+        else Gemm.Multiply(false, true, rows, outF, inF, x.Span, inF, w.Span, inF, ys, outF, accumulate: bias != null);
 
         var inputs = bias == null ? new[] { x, w } : new[] { x, w, bias };
         if (Autograd.AnyNeeds(inputs))
             Autograd.Record(y, inputs, g =>
             {
                 var gs = g.Span;
-                if (x.RequiresGrad) Gemm.Multiply(false, false, rows, inF, outF, gs, outF, w.Span, inF, x.GradForAccumulate(), inF, true);
+                if (x.RequiresGrad)
+                {
+                    if (w.IsBf16) Gemm.MultiplyBf16(false, false, rows, inF, outF, gs, outF, w.Bf16Span, inF, x.GradForAccumulate(), inF, true);
+                    else Gemm.Multiply(false, false, rows, inF, outF, gs, outF, w.Span, inF, x.GradForAccumulate(), inF, true);
+                }
                 if (w.RequiresGrad) Gemm.Multiply(true, false, outF, inF, rows, gs, outF, x.Span, inF, w.GradForAccumulate(), inF, true);
                 if (bias != null && bias.RequiresGrad)
                 {

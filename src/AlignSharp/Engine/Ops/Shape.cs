@@ -164,7 +164,15 @@ public static partial class Ops
         var shape = x.ShapeArray.ToArray();
         shape[0] = idx.Length;
         var y = Tensor.EmptyOwned(shape);
-        var xs = x.Span; var ys = y.Span;
+        var ys = y.Span;
+        if (x.IsBf16)
+        {
+            // A frozen bf16 table (e.g. a bf16 token embedding): rows widened exactly, no gradient.
+            var xb = x.Bf16Span;
+            for (int r = 0; r < idx.Length; r++) Kernels.Bf16.Widen(xb.Slice(idx[r] * rowSize, rowSize), ys.Slice(r * rowSize, rowSize));
+            return y;
+        }
+        var xs = x.Span;
         for (int r = 0; r < idx.Length; r++) xs.Slice(idx[r] * rowSize, rowSize).CopyTo(ys.Slice(r * rowSize, rowSize));
         if (Autograd.Needs(x))
             Autograd.Record(y, [x], g =>

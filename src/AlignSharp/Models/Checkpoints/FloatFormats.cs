@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using AlignSharp.Engine.Kernels;
 
 namespace AlignSharp.Models.Checkpoints;
 
@@ -13,17 +14,10 @@ namespace AlignSharp.Models.Checkpoints;
 public static class FloatFormats
 {
     /// <summary>float32 value of a BF16 bit pattern (exact).</summary>
-    public static float Bf16ToFloat(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
+    public static float Bf16ToFloat(ushort bits) => Bf16.ToFloat(bits);
 
     /// <summary>BF16 bit pattern nearest to <paramref name="value"/> (ties to even; NaN → 0x7FC0).</summary>
-    public static ushort FloatToBf16(float value)
-    {
-        uint bits = BitConverter.SingleToUInt32Bits(value);
-        if (float.IsNaN(value)) return 0x7FC0;
-        // Adding 0x7FFF rounds up exactly when the dropped half is > 0x8000; the low kept bit breaks the tie.
-        uint roundingBias = 0x7FFFu + ((bits >> 16) & 1u);
-        return (ushort)((bits + roundingBias) >> 16);
-    }
+    public static ushort FloatToBf16(float value) => Bf16.FromFloat(value);
 
     /// <summary>float32 value of an IEEE binary16 bit pattern (exact).</summary>
     public static float F16ToFloat(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);

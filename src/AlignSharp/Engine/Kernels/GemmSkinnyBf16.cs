@@ -1,0 +1,213 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace AlignSharp.Engine.Kernels;
+
+/// <summary>
+/// Decode shapes with a bf16 weight: C[m,n] = (accumulate ? C : 0) + A[m,k] · Bᵀ, B stored [n,k] in bf16
+/// (a Linear layer's weight [out, in]), m ≤ 8, AVX-512 only. Bound by reading B once, so B is streamed in place
+/// in bf16 (half the bytes of float32) and never widened to memory:
+/// <code>
+///   32 bf16 of a B row are loaded as 16 uint lanes; lane i holds b[2i] (low half) and b[2i+1] (high half):
+///     even = lane &lt;&lt; 16            → float32 b[p+2i]
+///     odd  = lane &amp; 0xFFFF0000    → float32 b[p+2i+1]
+///   A is split once per call into its even and odd k positions, so one FMA pairs a[p+2i] with even and
+///   one pairs a[p+2i+1] with odd, both into the same accumulator; k past the last multiple of 32 is scalar.
+/// </code>
+/// Tiles: m = 1 → 1 row × 8 B rows (no wasted FMAs at batch 1); m ≤ 4 → 4 rows × 4 B rows (16 accumulators);
+/// 5..8 rows → 8 rows × 2 B rows, so B is still read once.
+/// Missing rows of a tile read row 0 again (their results are dropped). The summation order differs from the
+/// blocked path (pairs of lanes, then a horizontal sum), as for the float32 <see cref="GemmSkinny"/> NT path.
+/// </summary>
+internal static unsafe class GemmSkinnyBf16
+{
+    public static bool Applies(bool transA, bool transB, int m) => Avx512F.IsSupported && !transA && transB && m <= 8;
+
+    [ThreadStatic] private static float[]? t_split;
+
+    public static void Run(int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate)
+    {
+        int kv = k & ~31, half = kv / 2;
+        // A's even and odd k positions, row r at split + r·kv (even half first); read by every worker.
+        int need = Math.Max(1, m * kv + 16);
+        if (t_split == null || t_split.Length < need) t_split = GC.AllocateUninitializedArray<float>(need, pinned: true);
+        float* split = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(t_split));
+        for (int r = 0; r < m; r++)
+        {
+            float* ar = a + r * lda, ev = split + r * kv, od = ev + half;
+            for (int i = 0; i < half; i++) { ev[i] = ar[2 * i]; od[i] = ar[2 * i + 1]; }
+        }
+        var work = new Tiles(m, n, k, a, lda, split, b, ldb, c, ldc, accumulate);
+        int cols = m == 1 ? 8 : m <= 4 ? 4 : 2;
+        int units = (n + cols - 1) / cols;
+        long macs = (long)m * n * k;
+        ParallelFor.Run(units, macs < Gemm.ParallelMinMacs ? units : 1, work);
+    }
+
+    private readonly struct Tiles(int m, int n, int k, float* a, nint lda, float* split, ushort* b, nint ldb,
+        float* c, nint ldc, bool accumulate) : IRangeWork
+    {
+        public void Run(int start, int end)
+        {
+            if (m == 1)
+                for (int j = start * 8; j < Math.Min(n, end * 8); j += 8) Tile1x8(j, Math.Min(8, n - j));
+            else if (m <= 4)
+                for (int j = start * 4; j < Math.Min(n, end * 4); j += 4) Tile4x4(j, Math.Min(4, n - j));
+            else
+                for (int j = start * 2; j < Math.Min(n, end * 2); j += 2) Tile8x2(j, Math.Min(2, n - j));
+        }
+
+        /// <summary>Even and odd float32 lanes of 32 bf16 values at <paramref name="p"/>.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static (Vector512<float> Even, Vector512<float> Odd) Load32(ushort* p)
+        {
+            var x = Vector512.Load((uint*)p);
+            return (Avx512F.ShiftLeftLogical(x, 16).AsSingle(), (x & Vector512.Create(0xFFFF0000u)).AsSingle());
+        }
+
+        /// <summary>Σ over the scalar tail k ∈ [kv, k) of a[r,p]·b[j,p], added to <paramref name="sum"/>; then stored into C.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void Finish(int r, int j, float sum)
+        {
+            int kv = k & ~31;
+            float* ar = a + r * lda;
+            ushort* bj = b + j * ldb;
+            for (int p = kv; p < k; p++) sum = MathF.FusedMultiplyAdd(ar[p], Bf16.ToFloat(bj[p]), sum);
+            float* cr = c + r * ldc + j;
+            *cr = accumulate ? *cr + sum : sum;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Tile1x8(int j, int cols)
+        {
+            int kv = k & ~31, half = kv / 2;
+            float* ev = split, od = split + half;
+            // B rows past the last valid one read row j again (their results are dropped).
+            ushort* b0 = b + j * ldb, b1 = b0 + (cols > 1 ? ldb : 0), b2 = b0 + (cols > 2 ? 2 * ldb : 0), b3 = b0 + (cols > 3 ? 3 * ldb : 0);
+            ushort* b4 = b0 + (cols > 4 ? 4 * ldb : 0), b5 = b0 + (cols > 5 ? 5 * ldb : 0), b6 = b0 + (cols > 6 ? 6 * ldb : 0), b7 = b0 + (cols > 7 ? 7 * ldb : 0);
+            Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
+            for (int p = 0, h = 0; p < kv; p += 32, h += 16)
+            {
+                var x = Vector512.Load(ev + h); var y = Vector512.Load(od + h);
+                var (e, o) = Load32(b0 + p); s0 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s0));
+                (e, o) = Load32(b1 + p); s1 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s1));
+                (e, o) = Load32(b2 + p); s2 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s2));
+                (e, o) = Load32(b3 + p); s3 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s3));
+                (e, o) = Load32(b4 + p); s4 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s4));
+                (e, o) = Load32(b5 + p); s5 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s5));
+                (e, o) = Load32(b6 + p); s6 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s6));
+                (e, o) = Load32(b7 + p); s7 = Avx512F.FusedMultiplyAdd(y, o, Avx512F.FusedMultiplyAdd(x, e, s7));
+            }
+            Finish(0, j, Vector512.Sum(s0));
+            if (cols > 1) Finish(0, j + 1, Vector512.Sum(s1));
+            if (cols > 2) Finish(0, j + 2, Vector512.Sum(s2));
+            if (cols > 3) Finish(0, j + 3, Vector512.Sum(s3));
+            if (cols > 4) Finish(0, j + 4, Vector512.Sum(s4));
+            if (cols > 5) Finish(0, j + 5, Vector512.Sum(s5));
+            if (cols > 6) Finish(0, j + 6, Vector512.Sum(s6));
+            if (cols > 7) Finish(0, j + 7, Vector512.Sum(s7));
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Tile4x4(int j, int cols)
+        {
+            int kv = k & ~31, half = kv / 2;
+            float* e0 = split, e1 = split + (m > 1 ? kv : 0), e2 = split + (m > 2 ? 2 * kv : 0), e3 = split + (m > 3 ? 3 * kv : 0);
+            ushort* b0 = b + j * ldb, b1 = b0 + (cols > 1 ? ldb : 0), b2 = b0 + (cols > 2 ? 2 * ldb : 0), b3 = b0 + (cols > 3 ? 3 * ldb : 0);
+            Vector512<float> s00 = default, s01 = default, s02 = default, s03 = default;
+            Vector512<float> s10 = default, s11 = default, s12 = default, s13 = default;
+            Vector512<float> s20 = default, s21 = default, s22 = default, s23 = default;
+            Vector512<float> s30 = default, s31 = default, s32 = default, s33 = default;
+            for (int p = 0, h = 0; p < kv; p += 32, h += 16)
+            {
+                var (v0e, v0o) = Load32(b0 + p); var (v1e, v1o) = Load32(b1 + p);
+                var (v2e, v2o) = Load32(b2 + p); var (v3e, v3o) = Load32(b3 + p);
+                var x = Vector512.Load(e0 + h); var y = Vector512.Load(e0 + half + h);
+                s00 = Avx512F.FusedMultiplyAdd(y, v0o, Avx512F.FusedMultiplyAdd(x, v0e, s00)); s01 = Avx512F.FusedMultiplyAdd(y, v1o, Avx512F.FusedMultiplyAdd(x, v1e, s01));
+                s02 = Avx512F.FusedMultiplyAdd(y, v2o, Avx512F.FusedMultiplyAdd(x, v2e, s02)); s03 = Avx512F.FusedMultiplyAdd(y, v3o, Avx512F.FusedMultiplyAdd(x, v3e, s03));
+                x = Vector512.Load(e1 + h); y = Vector512.Load(e1 + half + h);
+                s10 = Avx512F.FusedMultiplyAdd(y, v0o, Avx512F.FusedMultiplyAdd(x, v0e, s10)); s11 = Avx512F.FusedMultiplyAdd(y, v1o, Avx512F.FusedMultiplyAdd(x, v1e, s11));
+                s12 = Avx512F.FusedMultiplyAdd(y, v2o, Avx512F.FusedMultiplyAdd(x, v2e, s12)); s13 = Avx512F.FusedMultiplyAdd(y, v3o, Avx512F.FusedMultiplyAdd(x, v3e, s13));
+                x = Vector512.Load(e2 + h); y = Vector512.Load(e2 + half + h);
+                s20 = Avx512F.FusedMultiplyAdd(y, v0o, Avx512F.FusedMultiplyAdd(x, v0e, s20)); s21 = Avx512F.FusedMultiplyAdd(y, v1o, Avx512F.FusedMultiplyAdd(x, v1e, s21));
+                s22 = Avx512F.FusedMultiplyAdd(y, v2o, Avx512F.FusedMultiplyAdd(x, v2e, s22)); s23 = Avx512F.FusedMultiplyAdd(y, v3o, Avx512F.FusedMultiplyAdd(x, v3e, s23));
+                x = Vector512.Load(e3 + h); y = Vector512.Load(e3 + half + h);
+                s30 = Avx512F.FusedMultiplyAdd(y, v0o, Avx512F.FusedMultiplyAdd(x, v0e, s30)); s31 = Avx512F.FusedMultiplyAdd(y, v1o, Avx512F.FusedMultiplyAdd(x, v1e, s31));
+                s32 = Avx512F.FusedMultiplyAdd(y, v2o, Avx512F.FusedMultiplyAdd(x, v2e, s32)); s33 = Avx512F.FusedMultiplyAdd(y, v3o, Avx512F.FusedMultiplyAdd(x, v3e, s33));
+            }
+            // Row r, B row q: only the valid (r < m, q < cols) accumulators are written.
+            Finish(0, j, Vector512.Sum(s00));
+            if (cols > 1) Finish(0, j + 1, Vector512.Sum(s01));
+            if (cols > 2) Finish(0, j + 2, Vector512.Sum(s02));
+            if (cols > 3) Finish(0, j + 3, Vector512.Sum(s03));
+            if (m > 1)
+            {
+                Finish(1, j, Vector512.Sum(s10));
+                if (cols > 1) Finish(1, j + 1, Vector512.Sum(s11));
+                if (cols > 2) Finish(1, j + 2, Vector512.Sum(s12));
+                if (cols > 3) Finish(1, j + 3, Vector512.Sum(s13));
+            }
+            if (m > 2)
+            {
+                Finish(2, j, Vector512.Sum(s20));
+                if (cols > 1) Finish(2, j + 1, Vector512.Sum(s21));
+                if (cols > 2) Finish(2, j + 2, Vector512.Sum(s22));
+                if (cols > 3) Finish(2, j + 3, Vector512.Sum(s23));
+            }
+            if (m > 3)
+            {
+                Finish(3, j, Vector512.Sum(s30));
+                if (cols > 1) Finish(3, j + 1, Vector512.Sum(s31));
+                if (cols > 2) Finish(3, j + 2, Vector512.Sum(s32));
+                if (cols > 3) Finish(3, j + 3, Vector512.Sum(s33));
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Tile8x2(int j, int cols)
+        {
+            int kv = k & ~31, half = kv / 2;
+            // m is 5..8 here; rows past m read row 0.
+            float* e0 = split, e1 = split + kv, e2 = split + 2 * kv, e3 = split + 3 * kv, e4 = split + 4 * kv;
+            float* e5 = split + (m > 5 ? 5 * kv : 0), e6 = split + (m > 6 ? 6 * kv : 0), e7 = split + (m > 7 ? 7 * kv : 0);
+            ushort* b0 = b + j * ldb, b1 = b0 + (cols > 1 ? ldb : 0);
+            Vector512<float> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default, s21 = default, s30 = default, s31 = default;
+            Vector512<float> s40 = default, s41 = default, s50 = default, s51 = default, s60 = default, s61 = default, s70 = default, s71 = default;
+            for (int p = 0, h = 0; p < kv; p += 32, h += 16)
+            {
+                var (v0e, v0o) = Load32(b0 + p); var (v1e, v1o) = Load32(b1 + p);
+                var x = Vector512.Load(e0 + h); var y = Vector512.Load(e0 + half + h);
+                s00 = Avx512F.FusedMultiplyAdd(y, v0o, Avx512F.FusedMultiplyAdd(x, v0e, s00)); s01 = Avx512F.FusedMultiplyAdd(y, v1o, Avx512F.FusedMultiplyAdd(x, v1e, s01));
+                x = Vector512.Load(e1 + h); y = Vector512.Load(e1 + half + h);
+                s10 = Avx512F.FusedMultiplyAdd(y, v0o, Avx512F.FusedMultiplyAdd(x, v0e, s10)); s11 = Avx512F.FusedMultiplyAdd(y, v1o, Avx512F.FusedMultiplyAdd(x, v1e, s11));
+                x = Vector512.Load(e2 + h); y = Vector512.Load(e2 + half + h);
+                s20 = Avx512F.FusedMultiplyAdd(y, v0o, Avx512F.FusedMultiplyAdd(x, v0e, s20)); s21 = Avx512F.FusedMultiplyAdd(y, v1o, Avx512F.FusedMultiplyAdd(x, v1e, s21));
+                x = Vector512.Load(e3 + h); y = Vector512.Load(e3 + half + h);
+                s30 = Avx512F.FusedMultiplyAdd(y, v0o, Avx512F.FusedMultiplyAdd(x, v0e, s30)); s31 = Avx512F.FusedMultiplyAdd(y, v1o, Avx512F.FusedMultiplyAdd(x, v1e, s31));
+                x = Vector512.Load(e4 + h); y = Vector512.Load(e4 + half + h);
+                s40 = Avx512F.FusedMultiplyAdd(y, v0o, Avx512F.FusedMultiplyAdd(x, v0e, s40)); s41 = Avx512F.FusedMultiplyAdd(y, v1o, Avx512F.FusedMultiplyAdd(x, v1e, s41));
+                x = Vector512.Load(e5 + h); y = Vector512.Load(e5 + half + h);
+                s50 = Avx512F.FusedMultiplyAdd(y, v0o, Avx512F.FusedMultiplyAdd(x, v0e, s50)); s51 = Avx512F.FusedMultiplyAdd(y, v1o, Avx512F.FusedMultiplyAdd(x, v1e, s51));
+                x = Vector512.Load(e6 + h); y = Vector512.Load(e6 + half + h);
+                s60 = Avx512F.FusedMultiplyAdd(y, v0o, Avx512F.FusedMultiplyAdd(x, v0e, s60)); s61 = Avx512F.FusedMultiplyAdd(y, v1o, Avx512F.FusedMultiplyAdd(x, v1e, s61));
+                x = Vector512.Load(e7 + h); y = Vector512.Load(e7 + half + h);
+                s70 = Avx512F.FusedMultiplyAdd(y, v0o, Avx512F.FusedMultiplyAdd(x, v0e, s70)); s71 = Avx512F.FusedMultiplyAdd(y, v1o, Avx512F.FusedMultiplyAdd(x, v1e, s71));
+            }
+            Finish(0, j, Vector512.Sum(s00)); Finish(1, j, Vector512.Sum(s10)); Finish(2, j, Vector512.Sum(s20));
+            Finish(3, j, Vector512.Sum(s30)); Finish(4, j, Vector512.Sum(s40));
+            if (m > 5) Finish(5, j, Vector512.Sum(s50));
+            if (m > 6) Finish(6, j, Vector512.Sum(s60));
+            if (m > 7) Finish(7, j, Vector512.Sum(s70));
+            if (cols > 1)
+            {
+                Finish(0, j + 1, Vector512.Sum(s01)); Finish(1, j + 1, Vector512.Sum(s11)); Finish(2, j + 1, Vector512.Sum(s21));
+                Finish(3, j + 1, Vector512.Sum(s31)); Finish(4, j + 1, Vector512.Sum(s41));
+                if (m > 5) Finish(5, j + 1, Vector512.Sum(s51));
+                if (m > 6) Finish(6, j + 1, Vector512.Sum(s61));
+                if (m > 7) Finish(7, j + 1, Vector512.Sum(s71));
+            }
+        }
+    }
+}
