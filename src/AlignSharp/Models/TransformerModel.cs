@@ -310,8 +310,14 @@ public sealed class TransformerModel
         _ => throw new UserInputException($"Activation {Config.Activation} (exact erf GELU) is not implemented yet; use gelu_new."),
     };
 
+    /// <summary>The LoRA adapter the linear layers of the blocks add in (null: none).</summary>
+    public Lora.LoraAdapter? Adapter { get; set; }
+
     private Tensor Linear(Tensor x, string prefix)
-        => Ops.Linear(x, Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias"));
+    {
+        var y = Ops.Linear(x, Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias"));
+        return Adapter?.Delta(prefix, x) is { } delta ? Ops.Add(y, delta) : y;
+    }
 
     private Tensor Norm(Tensor x, string prefix)
         => Config.Norm == NormKind.LayerNorm

@@ -61,6 +61,14 @@ public static class CheckpointNames
         return Expected(config, table, table.Prefixes[0]);
     }
 
+    /// <summary>The bindings under every naming style the family's checkpoints use (save_pretrained's first), e.g. GPT-2's
+    /// <c>transformer.</c>-prefixed and bare hub names.</summary>
+    public static IEnumerable<IReadOnlyList<ParameterBinding>> AllNamings(ModelConfig config)
+    {
+        var table = TableFor(config.Family);
+        foreach (var prefix in table.Prefixes) yield return Expected(config, table, prefix);
+    }
+
     /// <summary>Binds the tensors of an open checkpoint (see the other overload).</summary>
     public static CheckpointBinding Bind(ModelConfig config, CheckpointReader checkpoint) =>
         Bind(config, checkpoint.Shapes(), checkpoint.Location, checkpoint.FileOf);

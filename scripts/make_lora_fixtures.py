@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+"""Write PEFT-format LoRA adapters for some model fixtures, and the logits of the merged model, independently of
+AlignSharp: the adapter is laid out as PEFT's save_pretrained writes it (adapter_config.json; adapter_model.safetensors
+with base_model.model.<module>.lora_A.weight [r, in] and .lora_B.weight [out, r]), and the reference logits come from
+the float64 reference forward of make_fixtures.py run on W + scale * B @ A (transposed for GPT-2's Conv1D, as PEFT's
+fan_in_fan_out merge does), scale = alpha / r, or alpha / sqrt(r) with rsLoRA.
+
+    /usr/bin/python3 scripts/make_lora_fixtures.py      # writes tests/fixtures/adapters/<name>/
+"""
+import json
+import math
+import os
+import struct
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_fixtures as mf  # noqa: E402
+
+MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "models")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "adapters")
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        assert info["dtype"] == "F32", (path, name, info["dtype"])
+        a, b = info["data_offsets"]
+        out[name] = torch.frombuffer(bytearray(data[a:b]), dtype=torch.float32).reshape(info["shape"]).clone()
+    return out
+
+
+def make(name, base, module_prefix, targets, r, alpha, rslora, forward, seed, fan_in_fan_out=False, body_prefix=""):
+    """module_prefix: how the HF model names modules (e.g. 'model.', 'transformer.'); body_prefix: how the fixture's
+    file names the same tensors ('' for GPT-2's hub naming)."""
+    g = torch.Generator().manual_seed(seed)
+    base_dir = os.path.join(MODELS, base)
+    w = read_safetensors(os.path.join(base_dir, "model.safetensors"))
+    with open(os.path.join(base_dir, "config.json")) as f:
+        cfg = json.load(f)
+    with open(os.path.join(base_dir, "reference.json")) as f:
+        cases = [c["input_ids"] for c in json.load(f)["cases"]]
+
+    scale = alpha / math.sqrt(r) if rslora else alpha / r
+    adapter = {}
+    merged = dict(w)
+    for key in sorted(w):
+        in_block = ".layers." in "." + key or ".h." in "." + key
+        if not key.endswith(".weight") or w[key].dim() != 2 or not in_block:
+            continue
+        module_in_file = key[: -len(".weight")]
+        if not any(module_in_file == t or module_in_file.endswith("." + t) for t in targets):
+            continue
+        module = module_prefix + module_in_file[len(body_prefix):]
+        stored = w[key]
+        out_f, in_f = (stored.shape[1], stored.shape[0]) if fan_in_fan_out else (stored.shape[0], stored.shape[1])
+        a = torch.randn(r, in_f, generator=g) * 0.3
+        b = torch.randn(out_f, r, generator=g) * 0.3
+        adapter[f"base_model.model.{module}.lora_A.weight"] = a
+        adapter[f"base_model.model.{module}.lora_B.weight"] = b
+        delta = scale * (b.double() @ a.double())
+        merged[key] = (stored.double() + (delta.T if fan_in_fan_out else delta)).float()
+    assert adapter, f"{name}: no module matched {targets}"
+
+    d = os.path.join(OUT, name)
+    os.makedirs(d, exist_ok=True)
+    mf.write_safetensors(os.path.join(d, "adapter_model.safetensors"), adapter, "F32", {"format": "pt"})
+    config = {
+        "alpha_pattern": {}, "auto_mapping": None, "base_model_name_or_path": f"../../models/{base}", "bias": "none",
+        "fan_in_fan_out": fan_in_fan_out, "inference_mode": True, "init_lora_weights": True,
+        "layers_pattern": None, "layers_to_transform": None, "lora_alpha": alpha, "lora_dropout": 0.05,
+        "modules_to_save": None, "peft_type": "LORA", "r": r, "rank_pattern": {}, "revision": None,
+        "target_modules": targets, "task_type": "CAUSAL_LM", "use_dora": False, "use_rslora": rslora,
+    }
+    with open(os.path.join(d, "adapter_config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+    w64 = {k: t.double() for k, t in merged.items()}
+    out = {"description": f"LoRA r={r} alpha={alpha} rslora={rslora} on {base} ({', '.join(targets)}): logits of the merged model",
+           "base": base, "tolerance": 1e-4, "cases": []}
+    for ids in cases:
+        logits = forward(w64, cfg, torch.tensor(ids)).to(torch.float32)
+        out["cases"].append({"input_ids": ids, "logits": [[mf.fmt(x) for x in row] for row in logits.tolist()]})
+    with open(os.path.join(d, "reference.json"), "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+        f.write("\n")
+
+
+def main():
+    make("llama-gqa-qv", "llama-gqa", "model.", ["q_proj", "v_proj"], 4, 8, False, mf.llama_forward, 2001,
+         body_prefix="model.")
+    make("llama-gqa-all-rslora", "llama-gqa", "model.",
+         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], 8, 16, True, mf.llama_forward,
+         2002, body_prefix="model.")
+    make("gpt2-hub-c_attn", "gpt2-hub", "transformer.", ["c_attn", "c_proj"], 4, 16, False, mf.gpt2_forward, 2003,
+         fan_in_fan_out=True)
+    make("phi3-qkv", "phi3-longrope", "model.", ["qkv_proj", "gate_up_proj"], 2, 4, False, mf.phi3_forward, 2004,
+         body_prefix="model.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+using AlignSharp.Engine;
+using AlignSharp.Models.Checkpoints;
+
+namespace AlignSharp.Models.Lora;
+
+/// <summary>
+/// One adapted module of the checkpoint (PEFT's unit): A [r, in], B [out, r], and the canonical parameters whose rows
+/// it covers. A fused checkpoint tensor (Phi-3's qkv_proj) is one module whose B spans q, k and v; each canonical
+/// part uses its block of B's rows with the shared A, which is exactly B·A restricted to those rows.
+/// </summary>
+public sealed class LoraModule
+{
+    /// <summary>The module's name in the checkpoint, save_pretrained naming (<c>model.layers.0.self_attn.q_proj</c>).</summary>
+    public required string Module { get; init; }
+    public required Tensor A { get; init; }
+    public required Tensor B { get; init; }
+    public required float Scale { get; init; }
+    /// <summary>Canonical linear prefix (<c>layers.0.attn.q</c>) → its first row in B and row count.</summary>
+    public required IReadOnlyList<(string Prefix, int FirstRow, int Rows)> Parts { get; init; }
+    public int Rank => A.Dim(0);
+}
+
+/// <summary>
+/// A LoRA adapter on a <see cref="TransformerModel"/>: each adapted linear layer computes
+/// y = x·Wᵀ + b + scale · (dropout(x)·Aᵀ)·Bᵀ. Switching <see cref="Enabled"/> off gives the base model exactly (the
+/// reference of DPO and RL needs no second copy). Saved and loaded in PEFT's format: adapter_config.json and
+/// adapter_model.safetensors with <c>base_model.model.&lt;module&gt;.lora_A.weight</c> [r, in] and
+/// <c>.lora_B.weight</c> [out, r].
+/// </summary>
+public sealed class LoraAdapter
+{
+    public const string WeightsFileName = "adapter_model.safetensors";
+    const string PeftPrefix = "base_model.model.";
+
+    private readonly Dictionary<string, (LoraModule Module, int FirstRow, int Rows)> _byPrefix = new(StringComparer.Ordinal);
+
+    public LoraConfig Config { get; }
+    public IReadOnlyList<LoraModule> Modules { get; }
+
+    /// <summary>False: every adapted layer computes the base layer alone.</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>The dropout stream while training; null (evaluation, generation) disables dropout.</summary>
+    public Random? DropoutRng { get; set; }
+
+    private LoraAdapter(LoraConfig config, List<LoraModule> modules)
+    {
+        Config = config;
+        Modules = modules;
+        foreach (var m in modules)
+            foreach (var (prefix, first, rows) in m.Parts) _byPrefix[prefix] = (m, first, rows);
+    }
+
+    /// <summary>The trainable tensors with PEFT's names, A and B of each module in model order.</summary>
+    public IReadOnlyList<(string Name, Tensor Parameter)> NamedParameters =>
+        Modules.SelectMany(m => new[] { (PeftName(m.Module, "lora_A"), m.A), (PeftName(m.Module, "lora_B"), m.B) }).ToList();
+
+    static string PeftName(string module, string part) => $"{PeftPrefix}{module}.{part}.weight";
+
+    /// <summary>The change the adapter makes to linear layer <paramref name="prefix"/>'s output on input x [..., in], or null.</summary>
+    public Tensor? Delta(string prefix, Tensor x)
+    {
+        if (!Enabled || !_byPrefix.TryGetValue(prefix, out var entry)) return null;
+        var (m, first, rows) = entry;
+        var h = DropoutRng != null && Config.Dropout > 0 ? Ops.Dropout(x, (float)Config.Dropout, DropoutRng) : x;
+        var b = rows == m.B.Dim(0) ? m.B : m.B.SliceRows(first, rows);
+        return Ops.MulScalar(Ops.Linear(Ops.Linear(h, m.A), b), m.Scale);
+    }
+
+    public bool Adapts(string prefix) => _byPrefix.ContainsKey(prefix);
+
+    /// <summary>
+    /// A new adapter on <paramref name="model"/> initialised as PEFT does: A uniform in ±1/√in (Kaiming-uniform with
+    /// a = √5), B zero, so the adapted model starts equal to the base.
+    /// </summary>
+    public static LoraAdapter Create(TransformerModel model, LoraConfig config, int seed)
+    {
+        config.Validate("LoRA");
+        var targets = config.TargetModules ?? throw new UserInputException("LoRA: no target modules given (--lora-target-modules).");
+        var groups = LinearModules(model.Config, CheckpointNames.ForSaving(model.Config));
+        var chosen = new List<(string Module, List<ParameterBinding> Parts)>();
+        var matched = new HashSet<string>();
+        foreach (var (module, parts) in groups)
+        {
+            string? hit = targets.FirstOrDefault(t => t == LoraConfig.AllLinear || module == t || module.EndsWith("." + t, StringComparison.Ordinal));
+            if (hit == null) continue;
+            matched.Add(hit);
+            chosen.Add((module, parts));
+        }
+        var unmatched = targets.Where(t => !matched.Contains(t)).ToList();
+        if (unmatched.Count > 0)
+        {
+            var names = groups.Select(g => g.Module.Split('.')[^1]).Distinct();
+            throw new UserInputException($"LoRA target module(s) {string.Join(", ", unmatched.Select(t => $"'{t}'"))} match no linear layer of this " +
+                $"{ModelConfig.ModelTypeName(model.Config.Family)} model; its linear layers are {string.Join(", ", names)} (or all-linear).");
+        }
+        var rng = new Random(seed);
+        var modules = new List<LoraModule>();
+        foreach (var (module, parts) in chosen)
+        {
+            int inF = parts[0].Shape[1], outF = parts[0].FusedTotalRows ?? parts[0].Shape[0];
+            var a = Tensor.Parameter([config.R, inF], 0f, PeftName(module, "lora_A"));
+            float bound = 1f / MathF.Sqrt(inF);
+            var s = a.Span;
+            for (int i = 0; i < s.Length; i++) s[i] = (float)((rng.NextDouble() * 2 - 1) * bound);
+            var b = Tensor.Parameter([outF, config.R], 0f, PeftName(module, "lora_B"));
+            modules.Add(NewModule(module, a, b, config, parts));
+        }
+        return new LoraAdapter(config, modules);
+    }
+
+    static LoraModule NewModule(string module, Tensor a, Tensor b, LoraConfig config, List<ParameterBinding> parts) => new()
+    {
+        Module = module,
+        A = a,
+        B = b,
+        Scale = (float)config.ScaleFor(module, a.Dim(0)),
+        Parts = parts.Select(p => (Prefix(p.CanonicalName), p.FusedFirstRow, p.Shape[0])).ToList(),
+    };
+
+    static string Prefix(string canonicalWeight) => canonicalWeight[..^".weight".Length];
+
+    /// <summary>The linear layers inside the transformer blocks, grouped by checkpoint module (fused parts together).</summary>
+    static List<(string Module, List<ParameterBinding> Parts)> LinearModules(ModelConfig config, IReadOnlyList<ParameterBinding> bindings)
+    {
+        var result = new List<(string, List<ParameterBinding>)>();
+        var index = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var p in bindings)
+        {
+            if (!p.CanonicalName.StartsWith("layers.", StringComparison.Ordinal) || p.Shape.Length != 2 || !p.CheckpointName.EndsWith(".weight", StringComparison.Ordinal)) continue;
+            string module = p.CheckpointName[..^".weight".Length];
+            if (!index.TryGetValue(module, out int i)) { index[module] = i = result.Count; result.Add((module, [])); }
+            result[i].Item2.Add(p);
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// Reads a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) for <paramref name="model"/>. The
+    /// tensors decide which modules are adapted and their ranks; every tensor must fit a linear layer of the model.
+    /// A modules_to_save score head (a reward model's) is copied into the model.
+    /// </summary>
+    public static LoraAdapter Load(string directory, TransformerModel model)
+    {
+        var config = LoraConfig.Load(directory);
+        string path = Path.Combine(directory, WeightsFileName);
+        if (!File.Exists(path))
+            throw new UserInputException(File.Exists(Path.Combine(directory, "adapter_model.bin"))
+                ? $"{directory}: adapter_model.bin (a pickle) cannot be read; save the adapter with safe_serialization (adapter_model.safetensors)."
+                : $"{directory}: no {WeightsFileName}.");
+        using var file = SafetensorsFile.Open(path);
+
+        // Module name → its parts, under every naming style of the family (e.g. GPT-2 with and without "transformer.").
+        var known = new Dictionary<string, (string Saving, List<ParameterBinding> Parts)>(StringComparer.Ordinal);
+        var saving = LinearModules(model.Config, CheckpointNames.ForSaving(model.Config));
+        foreach (var naming in CheckpointNames.AllNamings(model.Config))
+        {
+            var groups = LinearModules(model.Config, naming);
+            for (int i = 0; i < groups.Count && i < saving.Count; i++) known.TryAdd(groups[i].Module, (saving[i].Module, saving[i].Parts));
+        }
+
+        var a = new Dictionary<string, string>(StringComparer.Ordinal);
+        var b = new Dictionary<string, string>(StringComparer.Ordinal);
+        var problems = new List<string>();
+        foreach (var name in file.Names)
+        {
+            string rest = name.StartsWith(PeftPrefix, StringComparison.Ordinal) ? name[PeftPrefix.Length..] : name;
+            string? module = null, part = null;
+            foreach (var p in new[] { "lora_A", "lora_B" })
+                foreach (var suffix in new[] { $".{p}.weight", $".{p}.default.weight" })
+                    if (rest.EndsWith(suffix, StringComparison.Ordinal)) { module = rest[..^suffix.Length]; part = p; }
+            if (module == null)
+            {
+                if (!TryLoadSavedModule(model, config, rest, file, name)) problems.Add($"tensor '{name}' is neither a LoRA A/B matrix nor a supported modules_to_save head");
+                continue;
+            }
+            if (!known.ContainsKey(module)) { problems.Add($"tensor '{name}': the model has no linear layer '{module}'"); continue; }
+            (part == "lora_A" ? a : b)[module] = name;
+        }
+        foreach (var m in a.Keys.Except(b.Keys)) problems.Add($"module '{m}' has lora_A but no lora_B");
+        foreach (var m in b.Keys.Except(a.Keys)) problems.Add($"module '{m}' has lora_B but no lora_A");
+        if (problems.Count > 0) throw new UserInputException($"{path} does not fit the model:\n  " + string.Join("\n  ", problems.Take(20)));
+        if (a.Count == 0) throw new UserInputException($"{path} holds no LoRA matrices.");
+
+        var modules = new List<LoraModule>();
+        foreach (var (module, (savingName, parts)) in known.Where(k => a.ContainsKey(k.Key)).OrderBy(k => saving.FindIndex(s => s.Module == k.Value.Saving)))
+        {
+            var ia = file.GetInfo(a[module]); var ib = file.GetInfo(b[module]);
+            int inF = parts[0].Shape[1], outF = parts[0].FusedTotalRows ?? parts[0].Shape[0];
+            if (ia.Shape.Length != 2 || ia.Shape[1] != inF || ib.Shape.Length != 2 || ib.Shape[0] != outF || ib.Shape[1] != ia.Shape[0])
+                throw new UserInputException($"{path}: module '{module}': lora_A {TensorInfo.FormatShape(ia.Shape)} and lora_B {TensorInfo.FormatShape(ib.Shape)} " +
+                    $"do not fit the layer [out {outF}, in {inF}] (expected [r, {inF}] and [{outF}, r]).");
+            int r = (int)ia.Shape[0];
+            var ta = Tensor.Parameter([r, inF], 0f, PeftName(savingName, "lora_A"));
+            var tb = Tensor.Parameter([outF, r], 0f, PeftName(savingName, "lora_B"));
+            file.ReadInto(a[module], ta.Span);
+            file.ReadInto(b[module], tb.Span);
+            modules.Add(NewModule(savingName, ta, tb, config, parts));
+        }
+        return new LoraAdapter(config, modules);
+    }
+
+    /// <summary>A whole module saved beside the adapter (PEFT's modules_to_save): only a scalar score head is supported.</summary>
+    static bool TryLoadSavedModule(TransformerModel model, LoraConfig config, string rest, SafetensorsFile file, string name)
+    {
+        if (rest != "score.weight" || !model.HasParameter("score.weight")) return false;
+        var p = model.Parameter("score.weight");
+        var info = file.GetInfo(name);
+        if (!info.Shape.SequenceEqual(p.Shape.ToArray().Select(d => (long)d)))
+            throw new UserInputException($"{file.Path}: '{name}' has shape {TensorInfo.FormatShape(info.Shape)}; the model's score head is {ShapeUtil.Format(p.Shape)}.");
+        file.ReadInto(name, p.Span);
+        return true;
+    }
+
+    /// <summary>
+    /// Writes adapter_config.json and adapter_model.safetensors (F32) atomically; <paramref name="savedModules"/> adds
+    /// whole tensors under PEFT's modules_to_save names (a reward model's <c>score.weight</c>).
+    /// </summary>
+    public void Save(string directory, IReadOnlyList<(string Name, Tensor Tensor)>? savedModules = null)
+    {
+        Directory.CreateDirectory(directory);
+        var tensors = new List<(string, int[], ReadOnlyMemory<float>)>();
+        foreach (var (name, t) in NamedParameters) tensors.Add((name, t.Shape.ToArray(), t.ToArray()));
+        foreach (var (name, t) in savedModules ?? []) tensors.Add((PeftPrefix + name, t.Shape.ToArray(), t.ToArray()));
+        SafetensorsWriter.Write(Path.Combine(directory, WeightsFileName), tensors, SafetensorsDtype.F32, new Dictionary<string, string> { ["format"] = "pt" });
+        AtomicFile.WriteText(Path.Combine(directory, LoraConfig.FileName), Config.ToJson());
+    }
+
+    /// <summary>Adds scale·B·A into each adapted weight of <paramref name="model"/> (merging; the adapter should then be detached).</summary>
+    public void MergeInto(TransformerModel model)
+    {
+        foreach (var m in Modules)
+        {
+            int r = m.Rank, inF = m.A.Dim(1);
+            var a = m.A.Span; var bAll = m.B.Span;
+            foreach (var (prefix, first, rows) in m.Parts)
+            {
+                var w = model.Parameter(prefix + ".weight").Span;
+                for (int o = 0; o < rows; o++)
+                {
+                    var wRow = w.Slice(o * inF, inF);
+                    var bRow = bAll.Slice((first + o) * r, r);
+                    for (int k = 0; k < r; k++)
+                    {
+                        float coef = m.Scale * bRow[k];
+                        if (coef == 0) continue;
+                        var aRow = a.Slice(k * inF, inF);
+                        for (int i = 0; i < inF; i++) wRow[i] += coef * aRow[i];
+                    }
+                }
+            }
+        }
+    }
+}

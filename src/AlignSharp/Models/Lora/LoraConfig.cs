@@ -1,0 +1,143 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using AlignSharp.Models.Checkpoints;
+
+namespace AlignSharp.Models.Lora;
+
+/// <summary>
+/// A LoRA adapter's settings, as PEFT's <c>adapter_config.json</c> holds them (peft_type "LORA"). Each adapted linear
+/// layer W [out, in] gains ΔW = scale · B·A with A [r, in], B [out, r] and scale = alpha / r (alpha / √r with rsLoRA).
+/// </summary>
+/// <param name="R">Rank of every adapted layer (PEFT's rank_pattern can give a layer another; the tensors say which).</param>
+/// <param name="Alpha">lora_alpha.</param>
+/// <param name="Dropout">lora_dropout: dropout on the adapter's input while training.</param>
+/// <param name="TargetModules">The checkpoint's module names (suffixes such as q_proj, c_attn), or "all-linear".</param>
+/// <param name="UseRslora">Scale by alpha / √r instead of alpha / r.</param>
+/// <param name="FanInFanOut">The base stores weights [in, out] (GPT-2's Conv1D); PEFT records it, the math is the same.</param>
+/// <param name="BaseModel">base_model_name_or_path.</param>
+/// <param name="TaskType">CAUSAL_LM (policies) or SEQ_CLS (reward and value models).</param>
+/// <param name="ModulesToSave">Modules trained and saved whole beside the adapter (a reward model's score head).</param>
+/// <param name="AlphaPattern">Per-module alpha overrides (PEFT's alpha_pattern), keyed by module-name suffix.</param>
+public sealed record LoraConfig(
+    int R,
+    double Alpha,
+    double Dropout = 0,
+    IReadOnlyList<string>? TargetModules = null,
+    bool UseRslora = false,
+    bool FanInFanOut = false,
+    string? BaseModel = null,
+    string TaskType = "CAUSAL_LM",
+    IReadOnlyList<string>? ModulesToSave = null,
+    IReadOnlyDictionary<string, double>? AlphaPattern = null)
+{
+    public const string FileName = "adapter_config.json";
+    public const string AllLinear = "all-linear";
+
+    /// <summary>The factor of B·A for a layer of rank <paramref name="rank"/> whose module is <paramref name="module"/>.</summary>
+    public double ScaleFor(string module, int rank)
+    {
+        double alpha = Alpha;
+        if (AlphaPattern != null)
+            foreach (var (key, value) in AlphaPattern)
+                if (module == key || module.EndsWith("." + key, StringComparison.Ordinal)) { alpha = value; break; }
+        return UseRslora ? alpha / Math.Sqrt(rank) : alpha / rank;
+    }
+
+    public void Validate(string source)
+    {
+        if (R <= 0) throw new UserInputException($"{source}: LoRA rank r must be positive, not {R}.");
+        if (!double.IsFinite(Alpha) || Alpha <= 0) throw new UserInputException($"{source}: lora_alpha must be a positive number, not {Alpha}.");
+        if (!double.IsFinite(Dropout) || Dropout < 0 || Dropout >= 1) throw new UserInputException($"{source}: lora_dropout must be in [0, 1), not {Dropout}.");
+        if (TargetModules is { Count: 0 }) throw new UserInputException($"{source}: target_modules is empty.");
+    }
+
+    /// <summary>adapter_config.json as PEFT writes it (the keys PEFT needs to load the adapter).</summary>
+    public string ToJson()
+    {
+        var o = new JsonObject
+        {
+            ["peft_type"] = "LORA",
+            ["task_type"] = TaskType,
+            ["r"] = R,
+            ["lora_alpha"] = Alpha,
+            ["lora_dropout"] = Dropout,
+            ["target_modules"] = TargetModules is { Count: 1 } && TargetModules[0] == AllLinear
+                ? AllLinear
+                : new JsonArray((TargetModules ?? []).Select(t => (JsonNode)t).ToArray()),
+            ["use_rslora"] = UseRslora,
+            ["fan_in_fan_out"] = FanInFanOut,
+            ["base_model_name_or_path"] = BaseModel,
+            ["bias"] = "none",
+            ["modules_to_save"] = ModulesToSave is { Count: > 0 } ? new JsonArray(ModulesToSave.Select(m => (JsonNode)m).ToArray()) : null,
+            ["init_lora_weights"] = true,
+            ["inference_mode"] = true,
+            ["layers_to_transform"] = null,
+            ["layers_pattern"] = null,
+            ["rank_pattern"] = new JsonObject(),
+            ["alpha_pattern"] = AlphaPattern is { Count: > 0 } ? new JsonObject(AlphaPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))) : new JsonObject(),
+            ["use_dora"] = false,
+            ["revision"] = null,
+        };
+        return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
+
+    /// <summary>Reads adapter_config.json; settings that change the math and that we do not implement are errors.</summary>
+    public static LoraConfig Load(string directory)
+    {
+        string path = Path.Combine(directory, FileName);
+        if (!File.Exists(path)) throw new UserInputException($"{directory}: no {FileName}; is this a PEFT adapter directory?");
+        JsonObject o;
+        try { o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new JsonException("not a JSON object"); }
+        catch (JsonException e) { throw new UserInputException($"{path}: not valid JSON: {e.Message}"); }
+
+        string peftType = Str(o, "peft_type", path) ?? "LORA";
+        if (peftType != "LORA") throw new UserInputException($"{path}: peft_type \"{peftType}\" is not supported; only LORA adapters are.");
+        if (o["use_dora"] is JsonNode dora && dora.GetValueKind() == JsonValueKind.True)
+            throw new UserInputException($"{path}: use_dora: DoRA adapters are not supported.");
+        if (Str(o, "bias", path) is string bias && bias != "none")
+            throw new UserInputException($"{path}: bias \"{bias}\": adapters that train biases are not supported (only \"none\").");
+        if (o["layers_to_transform"] is JsonNode layers && layers.GetValueKind() != JsonValueKind.Null)
+            throw new UserInputException($"{path}: layers_to_transform is not supported; adapt every layer.");
+
+        var targets = o["target_modules"] switch
+        {
+            null => null,
+            JsonArray list => list.Select(x => x?.GetValueKind() == JsonValueKind.String ? x.GetValue<string>() : throw Bad(path, "target_modules", "a list of strings")).ToList(),
+            JsonValue v when v.GetValueKind() == JsonValueKind.String => [v.GetValue<string>()],
+            JsonValue v when v.GetValueKind() == JsonValueKind.Null => null,
+            _ => throw Bad(path, "target_modules", "a list of module names or a string"),
+        };
+        var alphaPattern = new Dictionary<string, double>();
+        if (o["alpha_pattern"] is JsonObject ap)
+            foreach (var (k, v) in ap) alphaPattern[k] = Num(v, path, $"alpha_pattern.{k}");
+        var modulesToSave = o["modules_to_save"] is JsonArray ms
+            ? ms.Select(x => x?.GetValueKind() == JsonValueKind.String ? x.GetValue<string>() : throw Bad(path, "modules_to_save", "a list of strings")).ToList()
+            : null;
+        var config = new LoraConfig(
+            R: (int)Num(o["r"] ?? throw Bad(path, "r", "present"), path, "r"),
+            Alpha: o["lora_alpha"] is JsonNode a ? Num(a, path, "lora_alpha") : 8,
+            Dropout: o["lora_dropout"] is JsonNode d && d.GetValueKind() != JsonValueKind.Null ? Num(d, path, "lora_dropout") : 0,
+            TargetModules: targets,
+            UseRslora: o["use_rslora"]?.GetValueKind() == JsonValueKind.True,
+            FanInFanOut: o["fan_in_fan_out"]?.GetValueKind() == JsonValueKind.True,
+            BaseModel: Str(o, "base_model_name_or_path", path),
+            TaskType: Str(o, "task_type", path) ?? "CAUSAL_LM",
+            ModulesToSave: modulesToSave,
+            AlphaPattern: alphaPattern.Count > 0 ? alphaPattern : null);
+        config.Validate(path);
+        return config;
+    }
+
+    static string? Str(JsonObject o, string key, string path) => o[key] switch
+    {
+        null => null,
+        JsonValue v when v.GetValueKind() == JsonValueKind.String => v.GetValue<string>(),
+        JsonValue v when v.GetValueKind() == JsonValueKind.Null => null,
+        _ => throw Bad(path, key, "a string"),
+    };
+
+    static double Num(JsonNode? n, string path, string key) =>
+        n is JsonValue v && v.GetValueKind() == JsonValueKind.Number ? v.GetValue<double>() : throw Bad(path, key, "a number");
+
+    static UserInputException Bad(string path, string key, string what) => new($"{path}: field \"{key}\" must be {what}.");
+}

@@ -1,0 +1,169 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using AlignSharp.Engine;
+using AlignSharp.Models;
+using AlignSharp.Models.Checkpoints;
+using AlignSharp.Models.Lora;
+
+namespace AlignSharp.Tests.Models;
+
+/// <summary>
+/// LoRA adapters in PEFT's format. The fixtures under tests/fixtures/adapters are written by
+/// scripts/make_lora_fixtures.py (PyTorch, PEFT's tensor names and scaling) with the logits of the merged model from the
+/// independent float64 reference forward; the adapted model and the merged model must both reproduce them.
+/// </summary>
+public sealed class LoraAdapterTests
+{
+    static readonly string AdapterRoot = Path.Combine(Path.GetDirectoryName(Fixtures.Root)!, "adapters");
+
+    public static TheoryData<string> AdapterNames => new("llama-gqa-qv", "llama-gqa-all-rslora", "gpt2-hub-c_attn", "phi3-qkv");
+
+    static (string Base, List<(int[] Ids, float[][] Logits)> Cases) Reference(string dir)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")));
+        string baseName = doc.RootElement.TryGetProperty("base", out var b) ? b.GetString()! : "";
+        var cases = doc.RootElement.GetProperty("cases").EnumerateArray().Select(c => (
+            c.GetProperty("input_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray(),
+            c.GetProperty("logits").EnumerateArray().Select(r => r.EnumerateArray().Select(e => e.GetSingle()).ToArray()).ToArray())).ToList();
+        return (baseName, cases);
+    }
+
+    static void AssertLogits(TransformerModel model, List<(int[] Ids, float[][] Logits)> cases, double tolerance, string what)
+    {
+        using var scope = TensorScope.Begin();
+        foreach (var (ids, expected) in cases)
+        {
+            var logits = model.Forward(ids, 1, ids.Length).Span;
+            int v = model.Config.VocabSize;
+            for (int t = 0; t < ids.Length; t++)
+                for (int j = 0; j < v; j++)
+                    Assert.True(Math.Abs(logits[t * v + j] - expected[t][j]) <= tolerance * (1 + Math.Abs(expected[t][j])),
+                        $"{what}: t={t} v={j}: {logits[t * v + j]} vs {expected[t][j]}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(AdapterNames))]
+    public void PeftAdapterMatchesMergedReference(string name)
+    {
+        string dir = Path.Combine(AdapterRoot, name);
+        var (baseName, cases) = Reference(dir);
+        var model = ModelIO.Load(Fixtures.Dir(baseName));
+        model.Adapter = LoraAdapter.Load(dir, model);
+        AssertLogits(model, cases, 1e-4, $"{name} adapted");
+
+        // Adapters off: exactly the base model's own reference.
+        model.Adapter.Enabled = false;
+        AssertLogits(model, Reference(Fixtures.Dir(baseName)).Cases, 1e-4, $"{name} adapters off");
+
+        // Merged into the weights (and saved and loaded as a plain checkpoint): the same logits without the adapter.
+        var merged = ModelIO.Load(Fixtures.Dir(baseName));
+        LoraAdapter.Load(dir, merged).MergeInto(merged);
+        string outDir = Path.Combine(Path.GetTempPath(), "alignsharp-lora-merged-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            ModelIO.Save(merged, outDir);
+            AssertLogits(ModelIO.Load(outDir), cases, 1e-4, $"{name} merged");
+        }
+        finally { Directory.Delete(outDir, true); }
+    }
+
+    [Fact]
+    public void NewAdapterStartsAsTheBaseModelExactly()
+    {
+        var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+        int[] ids = [3, 17, 42, 5, 9];
+        float[] before;
+        using (TensorScope.Begin()) before = model.Forward(ids, 1, ids.Length).ToArray();
+        model.Adapter = LoraAdapter.Create(model, new LoraConfig(4, 8, TargetModules: [LoraConfig.AllLinear]), seed: 1);
+        Assert.Equal(7 * model.Config.NumLayers, model.Adapter.Modules.Count);
+        Assert.All(model.Adapter.Modules, m => Assert.Contains(m.A.Span.ToArray(), x => x != 0));
+        using (TensorScope.Begin()) Assert.Equal(before, model.Forward(ids, 1, ids.Length).ToArray());
+    }
+
+    [Fact]
+    public void KaimingUniformInitialisationOfA()
+    {
+        var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+        var adapter = LoraAdapter.Create(model, new LoraConfig(8, 16, TargetModules: ["q_proj"]), seed: 3);
+        var a = adapter.Modules[0].A.Span.ToArray();
+        float bound = 1f / MathF.Sqrt(model.Config.HiddenSize);
+        Assert.All(a, x => Assert.InRange(x, -bound, bound));
+        Assert.True(a.Max() > 0.8 * bound && a.Min() < -0.8 * bound, "A should fill its Kaiming-uniform range");
+        Assert.All(adapter.Modules, m => Assert.All(m.B.Span.ToArray(), x => Assert.Equal(0f, x)));
+    }
+
+    [Fact]
+    public void SavedAdapterHasPeftNamesShapesAndConfig()
+    {
+        var model = ModelIO.Load(Fixtures.Dir("gpt2-hub"));
+        var adapter = LoraAdapter.Create(model, new LoraConfig(4, 8, 0.1, ["c_attn"], UseRslora: true, FanInFanOut: true, BaseModel: "gpt2"), seed: 2);
+        foreach (var m in adapter.Modules) m.B.Span.Fill(0.5f);
+        string dir = Path.Combine(Path.GetTempPath(), "alignsharp-lora-save-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            adapter.Save(dir);
+            using (var file = SafetensorsFile.Open(Path.Combine(dir, LoraAdapter.WeightsFileName)))
+            {
+                Assert.Equal(2 * model.Config.NumLayers, file.Names.Count);
+                int d = model.Config.HiddenSize;
+                for (int i = 0; i < model.Config.NumLayers; i++)
+                {
+                    Assert.Equal([4L, d], file.GetInfo($"base_model.model.transformer.h.{i}.attn.c_attn.lora_A.weight").Shape);
+                    Assert.Equal([3L * d, 4], file.GetInfo($"base_model.model.transformer.h.{i}.attn.c_attn.lora_B.weight").Shape);
+                }
+            }
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, LoraConfig.FileName)))!.AsObject();
+            Assert.Equal("LORA", (string?)config["peft_type"]);
+            Assert.Equal("CAUSAL_LM", (string?)config["task_type"]);
+            Assert.Equal(4, (int)config["r"]!);
+            Assert.Equal(8.0, (double)config["lora_alpha"]!);
+            Assert.Equal(0.1, (double)config["lora_dropout"]!);
+            Assert.Equal(["c_attn"], config["target_modules"]!.AsArray().Select(x => (string)x!));
+            Assert.True((bool)config["use_rslora"]!);
+            Assert.True((bool)config["fan_in_fan_out"]!);
+            Assert.Equal("gpt2", (string?)config["base_model_name_or_path"]);
+
+            var loaded = LoraAdapter.Load(dir, ModelIO.Load(Fixtures.Dir("gpt2-hub")));
+            Assert.Equal(adapter.NamedParameters.Select(p => p.Name), loaded.NamedParameters.Select(p => p.Name));
+            foreach (var ((_, x), (_, y)) in adapter.NamedParameters.Zip(loaded.NamedParameters)) Assert.Equal(x.ToArray(), y.ToArray());
+            Assert.Equal(8 / MathF.Sqrt(4), loaded.Modules[0].Scale);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void GradientsReachOnlyTheAdapter()
+    {
+        var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+        foreach (var (_, p) in model.NamedParameters) p.RequiresGrad = false;
+        model.Adapter = LoraAdapter.Create(model, new LoraConfig(2, 4, TargetModules: ["q_proj", "down_proj"]), seed: 5);
+        foreach (var m in model.Adapter.Modules) m.B.Span.Fill(0.01f); // B = 0 would leave A without gradient
+        int[] ids = [1, 2, 3, 4];
+        using (TensorScope.Begin())
+        {
+            var logits = model.Forward(ids, 1, ids.Length);
+            Ops.CrossEntropy(logits.Reshape(-1, model.Config.VocabSize), [2, 3, 4, 5]).Backward();
+        }
+        Assert.All(model.Adapter.NamedParameters, p => Assert.Contains(p.Parameter.Grad!.ToArray(), g => g != 0));
+        Assert.All(model.NamedParameters, p => Assert.Null(p.Parameter.Grad));
+    }
+
+    [Fact]
+    public void UnknownTargetModuleIsAClearError()
+    {
+        var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+        var e = Assert.Throws<UserInputException>(() => LoraAdapter.Create(model, new LoraConfig(4, 8, TargetModules: ["q_proj", "c_attn"]), 1));
+        Assert.Contains("'c_attn'", e.Message);
+        Assert.Contains("q_proj", e.Message);
+    }
+
+    [Fact]
+    public void AdapterForAnotherModelIsRejectedNamingTheTensor()
+    {
+        var model = ModelIO.Load(Fixtures.Dir("gpt2-hub"));
+        var e = Assert.Throws<UserInputException>(() => LoraAdapter.Load(Path.Combine(AdapterRoot, "llama-gqa-qv"), model));
+        Assert.Contains("self_attn.q_proj", e.Message);
+        Assert.Contains(LoraAdapter.WeightsFileName, e.Message);
+    }
+}
