@@ -1,0 +1,41 @@
+namespace AlignSharp.Distributed;
+
+/// <summary>
+/// The collective operations data-parallel training uses. Every rank calls the same operations in the same order
+/// (MPI's rule); the reductions are deterministic for a fixed number of ranks, so ranks that start identical stay
+/// bitwise identical.
+/// </summary>
+public interface ICommunicator
+{
+    int Rank { get; }
+    int Size { get; }
+    bool IsRoot => Rank == 0;
+
+    /// <summary>Sums <paramref name="values"/> element-wise over all ranks, in place on every rank.</summary>
+    void AllReduceSum(Span<float> values);
+    void AllReduceSum(Span<double> values);
+    /// <summary>Element-wise maximum over all ranks, in place on every rank.</summary>
+    void AllReduceMax(Span<double> values);
+    /// <summary>Copies the root's <paramref name="data"/> to every rank (lengths must already agree).</summary>
+    void Broadcast(Span<byte> data, int root = 0);
+    /// <summary>Every rank's <paramref name="local"/> (all the same length), concatenated in rank order, on every rank.</summary>
+    void AllGather(ReadOnlySpan<double> local, Span<double> all);
+    void Barrier();
+    /// <summary>Ends the whole job at once (every rank), with this exit code.</summary>
+    void Abort(int exitCode);
+}
+
+/// <summary>One process: every collective is the identity.</summary>
+public sealed class SingleProcess : ICommunicator
+{
+    public static readonly SingleProcess Instance = new();
+    public int Rank => 0;
+    public int Size => 1;
+    public void AllReduceSum(Span<float> values) { }
+    public void AllReduceSum(Span<double> values) { }
+    public void AllReduceMax(Span<double> values) { }
+    public void Broadcast(Span<byte> data, int root = 0) { }
+    public void AllGather(ReadOnlySpan<double> local, Span<double> all) => local.CopyTo(all);
+    public void Barrier() { }
+    public void Abort(int exitCode) => Environment.Exit(exitCode);
+}
