@@ -1,5 +1,6 @@
 using System.CommandLine;
 using AlignSharp.Cli.Commands;
+using AlignSharp.Distributed;
 
 namespace AlignSharp.Cli;
 
@@ -9,6 +10,8 @@ public static class Program
     {
         AlignSharp.Training.Runs.RunSession.CommandLine = args;
         var root = BuildRoot();
+        // Under mpirun or srun: one rank of a data-parallel job (see DataParallel).
+        if (MpiCommunicator.LaunchedAsJob()) return DataParallel.Run(() => CliErrors.Guard(() => root.Parse(args).Invoke()));
         return CliErrors.Guard(() => root.Parse(args).Invoke());
     }
 

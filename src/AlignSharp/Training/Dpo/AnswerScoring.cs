@@ -1,3 +1,4 @@
+using AlignSharp.Distributed;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using AlignSharp.Engine;
@@ -73,23 +74,48 @@ public sealed class ReferenceLogProbs
 
     /// <summary>
     /// Scores every batch once with <paramref name="model"/>; with a <paramref name="cacheFile"/>, reads the values
-    /// from it when its key matches, else computes and writes them there.
+    /// from it when its key matches, else computes and writes them there. Data-parallel (<paramref name="world"/> of
+    /// several ranks): rank r scores batches r, r + N, …, the values are shared by all-reduce, and only rank 0 reads and
+    /// writes the cache (its values reach the others the same way).
     /// </summary>
-    public static ReferenceLogProbs Precompute(TransformerModel model, IReadOnlyList<DpoBatch> batches, string? cacheFile, Action<string>? log = null)
+    public static ReferenceLogProbs Precompute(TransformerModel model, IReadOnlyList<DpoBatch> batches, string? cacheFile, Action<string>? log = null,
+        ICommunicator? world = null)
     {
+        world ??= SingleProcess.Instance;
         var result = new ReferenceLogProbs(null);
-        byte[] key = cacheFile == null ? [] : Key(model, batches);
-        if (cacheFile != null && TryRead(cacheFile, key, batches) is { } cached)
+        byte[] key = cacheFile == null || !world.IsRoot ? [] : Key(model, batches);
+        var all = cacheFile != null && world.IsRoot ? TryRead(cacheFile, key, batches) : null;
+        var cachedOnRoot = new[] { all != null ? 1.0 : 0.0 };
+        world.AllReduceMax(cachedOnRoot);
+        if (cachedOnRoot[0] != 0)
         {
-            for (int i = 0; i < batches.Count; i++) result._precomputed[batches[i]] = cached[i];
             log?.Invoke($"dpo: reference log-probabilities read from {cacheFile}");
-            return result;
+            if (world.Size > 1) all = Share(world, batches.Count, i => world.IsRoot ? all![i] : null);
         }
-        log?.Invoke($"dpo: computing reference log-probabilities for {batches.Count} batches");
-        var all = batches.Select(b => Score(model, b)).ToArray();
-        for (int i = 0; i < batches.Count; i++) result._precomputed[batches[i]] = all[i];
-        if (cacheFile != null) Write(cacheFile, key, all);
+        else
+        {
+            log?.Invoke($"dpo: computing reference log-probabilities for {batches.Count} batches" + (world.Size > 1 ? $" ({world.Size} ranks)" : ""));
+            all = world.Size == 1
+                ? batches.Select(b => Score(model, b)).ToArray()
+                : Share(world, batches.Count, i => i % world.Size == world.Rank ? Score(model, batches[i]) : null);
+            if (cacheFile != null && world.IsRoot) Write(cacheFile, key, all);
+        }
+        for (int i = 0; i < batches.Count; i++) result._precomputed[batches[i]] = all![i];
         return result;
+    }
+
+    /// <summary>Every rank's share of per-batch values (null where a rank has none) on every rank: lengths first, then the values.</summary>
+    private static float[][] Share(ICommunicator world, int count, Func<int, float[]?> mine)
+    {
+        var own = Enumerable.Range(0, count).Select(mine).ToArray();
+        var lengths = own.Select(v => (double)(v?.Length ?? 0)).ToArray();
+        world.AllReduceSum(lengths);
+        var offsets = new int[count + 1];
+        for (int i = 0; i < count; i++) offsets[i + 1] = offsets[i] + (int)lengths[i];
+        var flat = new float[offsets[count]];
+        for (int i = 0; i < count; i++) own[i]?.CopyTo(flat, offsets[i]);
+        world.AllReduceSum(flat);
+        return Enumerable.Range(0, count).Select(i => flat[offsets[i]..offsets[i + 1]]).ToArray();
     }
 
     /// <summary>The reference sums [R] of a batch's rows.</summary>

@@ -188,6 +188,8 @@ public sealed class RlTrainer
 
     public Dictionary<string, object?> Run()
     {
+        if (Distributed.World.Current.Size > 1)
+            throw new UserInputException($"{_algorithm.Name} does not run data-parallel yet (this is one of {Distributed.World.Current.Size} MPI ranks); run it as a single process. sft, rm and dpo run under mpirun.");
         if (_options.Threads > 0) ParallelFor.Threads = _options.Threads;
         using var run = RunSession.Open(_options, _algorithm.Name);
         int total = TotalSteps();

@@ -64,6 +64,9 @@ public sealed class OptimizerStep
 
     public AdamW Optimizer { get; }
 
+    /// <summary>The step's total weight W over every worker.</summary>
+    public double StepWeight { get; private set; }
+
     /// <summary>1 / the step's total weight: the factor of each micro-batch's summed loss.</summary>
     public float Scale { get; private set; }
 
@@ -72,6 +75,7 @@ public sealed class OptimizerStep
     {
         Optimizer.ZeroGrad();
         double weight = _reducer.Sum(localWeight);
+        StepWeight = weight;
         Scale = weight > 0 ? (float)(1.0 / weight) : 0f;
         _lossSum = 0;
         _lossFinite = true;

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using AlignSharp.Distributed;
 using AlignSharp.Engine.Optim;
 
 namespace AlignSharp.Training.Runs;
@@ -32,7 +33,11 @@ public sealed class RunSession : IDisposable
     public static IReadOnlyList<string>? CommandLine { get; set; }
 
     private readonly TrainerOptions _options;
-    private readonly FileStream _lock;
+    private readonly FileStream? _lock;
+    private readonly ICommunicator _world;
+
+    /// <summary>A data-parallel rank other than 0: it trains in step with rank 0 but writes nothing (rank 0 owns --out).</summary>
+    public bool IsFollower => _world.Rank != 0;
     private readonly List<PosixSignalRegistration> _signals = [];
     private volatile int _signal;
     private int _lastCheckpointStep = -1;
@@ -47,13 +52,21 @@ public sealed class RunSession : IDisposable
     public TrainerState? ResumedState { get; }
 
     /// <summary>The step training starts at (the checkpoint's, or 0).</summary>
-    public int StartStep => ResumedState?.Step ?? 0;
+    public int StartStep => _sharedStartStep ?? ResumedState?.Step ?? 0;
 
-    private RunSession(TrainerOptions options, string trainer, TextWriter? log)
+    private RunSession(TrainerOptions options, string trainer, TextWriter? log, ICommunicator world)
     {
         _options = options;
         Trainer = trainer;
         Directory = new RunDirectory(options.Out!);
+        _world = world;
+        if (IsFollower)
+        {
+            // Followers share rank 0's run but touch no file: their metrics and progress go nowhere.
+            Progress = new Progress(trainer, 0, options.LoggingSteps, TextWriter.Null);
+            Metrics = new MetricsLog("/dev/null", -1, "none");
+            return;
+        }
         _lock = TakeLock(Directory.Path);
         try
         {
@@ -80,13 +93,13 @@ public sealed class RunSession : IDisposable
         }
         catch
         {
-            _lock.Dispose();
+            _lock?.Dispose();
             throw;
         }
     }
 
     /// <summary>Opens the run directory for <paramref name="trainer"/>; progress and messages go to <paramref name="log"/> (default stderr).</summary>
-    public static RunSession Open(TrainerOptions options, string trainer, TextWriter? log = null) => new(options, trainer, log);
+    public static RunSession Open(TrainerOptions options, string trainer, TextWriter? log = null) => new(options, trainer, log, World.Current);
 
     private static FileStream TakeLock(string dir)
     {
@@ -164,11 +177,56 @@ public sealed class RunSession : IDisposable
     /// <summary>True once SIGINT or SIGTERM arrived: the loop should finish its step and call <see cref="Finish"/>.</summary>
     public bool StopRequested => _signal != 0;
 
+    /// <summary>
+    /// Whether any rank was asked to stop (collective: every rank calls it once per step, so all stop after the same
+    /// step). With one process, <see cref="StopRequested"/>.
+    /// </summary>
+    public bool StopRequestedOnAnyRank()
+    {
+        if (_world.Size == 1) return StopRequested;
+        var votes = new double[] { _signal };
+        _world.AllReduceMax(votes);
+        if (votes[0] != 0 && _signal == 0) _signal = (int)votes[0];
+        return votes[0] != 0;
+    }
+
     /// <summary>For tests and embedding hosts: behave as if SIGINT (130) or SIGTERM (143) arrived.</summary>
     public void RequestStop(int exitCode = 130) => _signal = exitCode;
 
     /// <summary>Restores the trainable state and the optimizer from the checkpoint resumed from (nothing when not resuming).</summary>
     public void Restore(ITrainable trainable, IOptimizer optimizer)
+    {
+        RestoreFromDisk(trainable, optimizer);
+        if (_world.Size > 1) ShareRootState(trainable, optimizer);
+    }
+
+    /// <summary>
+    /// Data-parallel start: every rank takes rank 0's step, weights and optimizer state (a resumed checkpoint, or the
+    /// weights rank 0 loaded), so the ranks start bitwise identical whatever files each could read.
+    /// </summary>
+    private void ShareRootState(ITrainable trainable, IOptimizer optimizer)
+    {
+        var header = new double[] { StartStep };
+        if (IsFollower) header[0] = 0;
+        _world.AllReduceSum(header);
+        _sharedStartStep = (int)header[0];
+        foreach (var (_, p) in trainable.Parameters)
+        {
+            var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(p.Span);
+            _world.Broadcast(bytes);
+        }
+        var state = new MemoryStream();
+        if (!IsFollower) optimizer.SaveState(state);
+        var length = new double[] { IsFollower ? 0 : state.Length };
+        _world.AllReduceSum(length);
+        var buffer = IsFollower ? new byte[(long)length[0]] : state.ToArray();
+        _world.Broadcast(buffer);
+        if (IsFollower) optimizer.LoadState(new MemoryStream(buffer));
+    }
+
+    private int? _sharedStartStep;
+
+    private void RestoreFromDisk(ITrainable trainable, IOptimizer optimizer)
     {
         if (ResumedFrom == null) return;
         trainable.LoadCheckpoint(ResumedFrom);
@@ -192,6 +250,12 @@ public sealed class RunSession : IDisposable
     /// </summary>
     public void Checkpoint(int step, double epoch, ITrainable trainable, IOptimizer optimizer, JsonObject? extra = null)
     {
+        if (_world.Size > 1) CheckRanksAgree(step, trainable);
+        if (!IsFollower) WriteCheckpoint(step, epoch, trainable, optimizer, extra);
+    }
+
+    private void WriteCheckpoint(int step, double epoch, ITrainable trainable, IOptimizer optimizer, JsonObject? extra)
+    {
         if (step == _lastCheckpointStep && File.Exists(Path.Combine(Directory.CheckpointPath(step), TrainerState.FileName))) return;
         Directory.SaveCheckpoint(step, new TrainerState(step, epoch, extra), dir =>
         {
@@ -200,6 +264,24 @@ public sealed class RunSession : IDisposable
             File.Copy(Directory.ConfigPath, Path.Combine(dir, RunDirectory.ConfigFileName));
         }, _options.SaveTotalLimit);
         _lastCheckpointStep = step;
+    }
+
+    /// <summary>
+    /// Data-parallel ranks apply identical updates, so their weights must be bitwise equal: a hash of every rank's
+    /// weights is compared at each checkpoint, and a difference stops the run before anything is saved.
+    /// </summary>
+    private void CheckRanksAgree(int step, ITrainable trainable)
+    {
+        ulong hash = 14695981039346656037UL;
+        foreach (var (_, p) in trainable.Parameters)
+            foreach (var b in System.Runtime.InteropServices.MemoryMarshal.AsBytes(p.Span)) hash = (hash ^ b) * 1099511628211UL;
+        // Two 32-bit halves travel exactly as doubles.
+        var mine = new double[] { hash >> 32, hash & 0xFFFFFFFF };
+        var all = new double[2 * _world.Size];
+        _world.AllGather(mine, all);
+        for (int r = 1; r < _world.Size; r++)
+            if (all[2 * r] != all[0] || all[2 * r + 1] != all[1])
+                throw new InvalidOperationException($"{Trainer}: at step {step} the weights of rank {r} differ from rank 0's; the data-parallel ranks diverged, so nothing was saved.");
     }
 
     /// <summary>The newest checkpoint's directory, or null.</summary>
@@ -223,6 +305,13 @@ public sealed class RunSession : IDisposable
         };
         foreach (var (k, v) in summary) result.TryAdd(k, v);
         result["train_runtime_s"] = Math.Round(Metrics.Elapsed, 2);
+        if (IsFollower)
+        {
+            if (status == RunStatus.Completed && _options.SaveSteps > 0) CheckRanksAgree(step, trainable);
+            if (status == RunStatus.Interrupted) throw new RunInterruptedException($"{Trainer}: stopped at step {step}", _signal == 143 ? 143 : 130);
+            if (status != RunStatus.Completed) throw new UserInputException($"{Trainer}: {problem}");
+            return result;
+        }
         switch (status)
         {
             case RunStatus.Completed:
@@ -237,7 +326,7 @@ public sealed class RunSession : IDisposable
                 Progress.Message($"{Trainer}: done, {step} steps; final model in {Directory.FinalPath}");
                 return result;
             case RunStatus.Interrupted:
-                if (step > StartStep || LastCheckpoint == null) Checkpoint(step, epoch, trainable, optimizer, extra);
+                if (step > StartStep || LastCheckpoint == null) WriteCheckpoint(step, epoch, trainable, optimizer, extra);
                 result["checkpoint"] = LastCheckpoint;
                 Directory.WriteSummary(result);
                 int code = _signal == 143 ? 143 : 130;
@@ -281,6 +370,6 @@ public sealed class RunSession : IDisposable
         _signals.Clear();
         Metrics?.Dispose();
         Progress?.Dispose();
-        _lock.Dispose();
+        _lock?.Dispose();
     }
 }

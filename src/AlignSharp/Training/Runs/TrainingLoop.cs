@@ -1,3 +1,4 @@
+using AlignSharp.Distributed;
 using AlignSharp.Engine;
 using AlignSharp.Engine.Kernels;
 using AlignSharp.Engine.Optim;
@@ -52,9 +53,15 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
 
     public Dictionary<string, double> LastEval { get; private set; } = [];
 
+    /// <summary>The data-parallel ranks (one process unless started by mpirun or srun).</summary>
+    public ICommunicator World { get; init; } = Distributed.World.Current;
+
+    /// <summary>Micro-batches per optimizer step over all ranks: accumulation × ranks.</summary>
+    private int MicroBatchesPerStep => options.GradientAccumulationSteps * World.Size;
+
     public int TotalSteps()
     {
-        int perEpoch = Math.Max(1, task.MicroBatches / options.GradientAccumulationSteps);
+        int perEpoch = Math.Max(1, task.MicroBatches / MicroBatchesPerStep);
         return options.MaxSteps > 0 ? options.MaxSteps : Math.Max(1, (int)Math.Ceiling(perEpoch * options.Epochs));
     }
 
@@ -92,13 +99,13 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
         int total = TotalSteps();
         run.Progress.TotalSteps = total;
         var trainable = task.Trainable;
-        var update = new OptimizerStep(trainable.Parameters, options, total, Reducer);
+        var update = new OptimizerStep(trainable.Parameters, options, total, Reducer ?? (World.Size > 1 ? new DataParallelReducer(World) : null));
         var opt = update.Optimizer;
         run.Restore(trainable, opt);
         int step = run.StartStep;
         var metrics = run.Metrics;
         var progress = run.Progress;
-        double Epoch(int s) => (double)s * options.GradientAccumulationSteps / task.MicroBatches;
+        double Epoch(int s) => (double)s * MicroBatchesPerStep / task.MicroBatches;
 
         var sums = new Dictionary<string, double>();
         double units = 0, lossSum = 0, gradNormSum = 0;
@@ -109,9 +116,10 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
         RunStatus status = RunStatus.Completed;
         string? problem = null;
 
-        while (step < total && !run.StopRequested)
+        while (step < total && !run.StopRequestedOnAnyRank())
         {
-            long first = (long)step * accumulation;
+            // The step's micro-batches are the same whatever the number of ranks; rank r takes its consecutive share.
+            long first = (long)step * MicroBatchesPerStep + (long)World.Rank * accumulation;
             double weight = 0;
             for (int a = 0; a < accumulation; a++) weight += task.Weight(MicroBatchAt(first + a));
             update.Begin(weight);
@@ -145,11 +153,12 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
             badInARow = 0;
             applied++;
 
-            units += weight; lossSum += outcome.Loss * weight; gradNormSum += outcome.GradNorm; tokens += stepTokens; logged++;
+            units += update.StepWeight; lossSum += outcome.Loss * update.StepWeight; gradNormSum += outcome.GradNorm; tokens += stepTokens; logged++;
             foreach (var (k, v) in stepSums) sums[k] = sums.GetValueOrDefault(k) + v;
 
             if (step % options.LoggingSteps == 0 || step == total)
             {
+                if (World.Size > 1) tokens = SumOverRanks(sums, tokens);
                 double seconds = window.Elapsed.TotalSeconds;
                 var m = new Dictionary<string, double>
                 {
@@ -183,6 +192,18 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
             if (BeforeFinalSave?.Invoke() is { } more) foreach (var (k, v) in more) summary[k] = v;
         }
         return run.Finish(step, Epoch(step), trainable, opt, summary, status, problem);
+    }
+
+    /// <summary>Adds every rank's metric sums (keys in sorted order, the same on every rank) and token count.</summary>
+    private long SumOverRanks(Dictionary<string, double> sums, long tokens)
+    {
+        var keys = sums.Keys.Order(StringComparer.Ordinal).ToArray();
+        var values = new double[keys.Length + 1];
+        for (int i = 0; i < keys.Length; i++) values[i] = sums[keys[i]];
+        values[^1] = tokens;
+        World.AllReduceSum(values);
+        for (int i = 0; i < keys.Length; i++) sums[keys[i]] = values[i];
+        return (long)values[^1];
     }
 
     private void Evaluate(int step, MetricsLog metrics, Progress progress)

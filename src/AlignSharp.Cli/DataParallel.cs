@@ -1,0 +1,52 @@
+using AlignSharp.Distributed;
+
+namespace AlignSharp.Cli;
+
+/// <summary>
+/// The CLI as one rank of an MPI job (started by mpirun or srun): MPI is initialised, rank 0 alone prints, and a rank
+/// that fails ends the whole job within seconds rather than leaving the others waiting in a collective.
+/// </summary>
+public static class DataParallel
+{
+    /// <summary>How long a failed rank other than 0 waits before ending the job, so that an error every rank hits
+    /// (bad input) is reported once, by rank 0, whose abort then ends this rank first.</summary>
+    static readonly TimeSpan FollowerGrace = TimeSpan.FromSeconds(3);
+
+    public static int Run(Func<int> command)
+    {
+        var world = MpiCommunicator.Initialize();
+        World.Current = world;
+        var stderr = Console.Error;
+        if (world.Rank != 0)
+        {
+            Console.SetOut(TextWriter.Null);
+            Console.SetError(new FailureCapture());
+        }
+        int code;
+        try { code = command(); }
+        catch (Exception e)
+        {
+            // An unexpected failure: still end every rank, with the trace on this rank's stderr.
+            stderr.WriteLine($"error (rank {world.Rank}): {e}");
+            code = 70;
+        }
+        if (code == 0)
+        {
+            world.Dispose();
+            return 0;
+        }
+        if (world.Rank != 0)
+        {
+            Thread.Sleep(FollowerGrace);
+            if (Console.Error is FailureCapture capture && capture.Text.Length > 0) stderr.Write($"[rank {world.Rank}] {capture.Text}");
+        }
+        world.Abort(code);
+        return code;
+    }
+
+    /// <summary>Keeps what a follower rank would print, to show it only if rank 0 did not end the job first.</summary>
+    sealed class FailureCapture : StringWriter
+    {
+        public string Text => ToString();
+    }
+}
