@@ -58,6 +58,7 @@ public sealed class RlTrainer
     /// </summary>
     public static RlTrainer Create(RlOptions options, IEnumerable<(IRewardSource Source, double Weight)>? extraRewards = null)
     {
+        RequireSingleProcess(options switch { PpoOptions => "ppo", GrpoOptions => "grpo", _ => "rloo" });
         options.Validate();
         if (options.Threads > 0) ParallelFor.Threads = options.Threads;
         var pre = Pretrained.Load(options.Policy!);
@@ -146,6 +147,13 @@ public sealed class RlTrainer
         return a.VocabSize == b.VocabSize && a.EosId == b.EosId && a.Encode(probe).SequenceEqual(b.Encode(probe));
     }
 
+    /// <summary>PPO, GRPO and RLOO are not data-parallel yet: under mpirun they stop at once with this message rather than train N copies.</summary>
+    private static void RequireSingleProcess(string algorithm)
+    {
+        if (Distributed.World.Current.Size > 1)
+            throw new UserInputException($"{algorithm} does not run data-parallel yet (this is one of {Distributed.World.Current.Size} MPI ranks); run it as a single process. sft, rm and dpo run under mpirun.");
+    }
+
     public int TotalSteps() => _options.MaxSteps > 0
         ? _options.MaxSteps
         : Math.Max(1, (int)Math.Ceiling(_prompts.Count * _options.Epochs / _options.PromptsPerStep));
@@ -188,8 +196,7 @@ public sealed class RlTrainer
 
     public Dictionary<string, object?> Run()
     {
-        if (Distributed.World.Current.Size > 1)
-            throw new UserInputException($"{_algorithm.Name} does not run data-parallel yet (this is one of {Distributed.World.Current.Size} MPI ranks); run it as a single process. sft, rm and dpo run under mpirun.");
+        RequireSingleProcess(_algorithm.Name);
         if (_options.Threads > 0) ParallelFor.Threads = _options.Threads;
         using var run = RunSession.Open(_options, _algorithm.Name);
         int total = TotalSteps();
