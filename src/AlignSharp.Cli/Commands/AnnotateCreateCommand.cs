@@ -2,6 +2,7 @@ using System.CommandLine;
 using AlignSharp.Feedback;
 using AlignSharp.Models;
 using AlignSharp.Text;
+using AlignSharp.Training.Data;
 
 namespace AlignSharp.Cli.Commands;
 
@@ -25,6 +26,11 @@ public static class AnnotateCreateCommand
         var topK = new Option<int>("--top-k") { Description = "Sample from the K most likely tokens; 0 = off.", DefaultValueFactory = _ => 0 };
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold; 1 = off.", DefaultValueFactory = _ => 1f };
         var seed = new Option<int>("--seed") { Description = "Sampling seed; prompt i uses seed + i.", DefaultValueFactory = _ => 0 };
+        var chatTemplate = new Option<string>("--chat-template")
+        {
+            Description = "Chat template for message-list prompts ({\"prompt\": [messages]} or {\"messages\": [...]}), rendered with the generation prompt before sampling: auto (the model's own template; plain when it has none), a built-in name (chatml, llama3, plain), or a .jinja file. String prompts are never templated. The stored prompt is the rendered text the model saw.",
+            DefaultValueFactory = _ => "auto",
+        };
         var url = new Option<string>("--url")
         {
             Description = "Address the server will be reached at, for the admin sign-in link.",
@@ -32,7 +38,7 @@ public static class AnnotateCreateCommand
         };
         var command = new Command("create", "Create an annotation project from a model and prompts, or from imported completions.")
         {
-            project, db, import, model, prompts, k, overlap, maxNewTokens, temperature, topK, topP, seed, url,
+            project, db, import, model, prompts, k, overlap, maxNewTokens, temperature, topK, topP, seed, chatTemplate, url,
         };
         command.Validators.Add(result =>
         {
@@ -41,7 +47,7 @@ public static class AnnotateCreateCommand
             if (hasModel && result.GetResult(prompts) is null) result.AddError("--model needs --prompts FILE");
             if (hasImport && result.GetResult(prompts) is not null) result.AddError("--prompts goes with --model, not --import");
             if (hasImport)
-                foreach (var o in new Option[] { maxNewTokens, temperature, topK, topP, seed })
+                foreach (var o in new Option[] { maxNewTokens, temperature, topK, topP, seed, chatTemplate })
                     if (result.GetResult(o) is { Implicit: false }) result.AddError($"{o.Name} is a sampling setting for --model; --import does not sample");
         });
         command.SetAction(parse => CliErrors.Guard(() =>
@@ -54,13 +60,14 @@ public static class AnnotateCreateCommand
                 TopP = parse.GetValue(topP),
                 Seed = parse.GetValue(seed),
             };
+            ChatTemplate.ValidateOption(parse.GetValue(chatTemplate));
             return Run(parse.GetValue(project)!, parse.GetValue(db), parse.GetValue(import), parse.GetValue(model), parse.GetValue(prompts),
-                parse.GetValue(k), parse.GetValue(overlap), sampling, parse.GetValue(url)!);
+                parse.GetValue(k), parse.GetValue(overlap), sampling, parse.GetValue(chatTemplate)!, parse.GetValue(url)!);
         }));
         return command;
     }
 
-    static int Run(string projectName, string? db, string? importPath, string? modelDir, string? promptsPath, int? k, int overlap, SamplingOptions sampling, string url)
+    static int Run(string projectName, string? db, string? importPath, string? modelDir, string? promptsPath, int? k, int overlap, SamplingOptions sampling, string chatTemplate, string url)
     {
         string path = AnnotateCommand.DatabasePath(projectName, db);
         if (File.Exists(path)) throw new CliException($"{path} already exists; choose another --project or --db, or delete the file to start over.");
@@ -77,7 +84,13 @@ public static class AnnotateCreateCommand
         else
         {
             int count = k ?? 4;
-            var promptTexts = CompletionImport.ReadPrompts(promptsPath!);
+            var loaded = DatasetLoader.LoadPrompts(promptsPath!);
+            if (loaded.Warning != null) Console.Error.WriteLine($"warning: {loaded.Warning}");
+            var template = ChatTemplate.Resolve(chatTemplate, modelDir);
+            if (template.IsFallback && loaded.Records.Any(p => p.Prompt.IsConversational))
+                Console.Error.WriteLine($"warning: {modelDir} has no chat template (chat_template.jinja or tokenizer_config.json chat_template); message prompts are formatted with the built-in 'plain' format (User:/Assistant:). Pass --chat-template to choose one.");
+            // What the model is given, and what annotators see and the export holds: the rendered prompt.
+            var promptTexts = loaded.Records.Select(p => template.RenderPrompt(p.Prompt)).ToList();
             var (model, tokenizer) = LoadPretrained(modelDir!);
             if (tokenizer == null) throw new CliException($"{modelDir} has no tokenizer (tokenizer.json); completions cannot be turned into text.");
             Console.Error.WriteLine($"Sampling {count} completions for each of {promptTexts.Count} prompts...");

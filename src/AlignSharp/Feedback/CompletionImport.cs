@@ -43,14 +43,6 @@ public static class CompletionImport
         return result;
     }
 
-    /// <summary>Reads prompts to sample completions for.</summary>
-    public static IReadOnlyList<string> ReadPrompts(string path)
-    {
-        var prompts = Records(path).Select(r => RequiredString(r.Record, "prompt", r.Where)).ToList();
-        if (prompts.Count == 0) throw new UserInputException($"{path}: no records.");
-        return prompts;
-    }
-
     private static IEnumerable<(JsonElement Record, string Where)> Records(string path)
     {
         if (!File.Exists(path)) throw new UserInputException($"{path} not found.");

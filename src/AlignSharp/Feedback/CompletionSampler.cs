@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using AlignSharp.Models;
 using AlignSharp.Text;
+using AlignSharp.Training.Data;
 
 namespace AlignSharp.Feedback;
 
@@ -23,7 +24,8 @@ public static class CompletionSampler
         var result = new List<PromptCompletions>(prompts.Count);
         for (int i = 0; i < prompts.Count; i++)
         {
-            int[] ids = tokenizer.Encode(prompts[i]);
+            // A rendered chat prompt may already begin with the BOS the tokenizer adds: keep one.
+            int[] ids = TokenSequences.DropDoubledBos(tokenizer.Encode(prompts[i], addSpecialTokens: true), tokenizer);
             var batch = Enumerable.Repeat(ids, k).ToArray();
             var completions = Generator.Generate(model, batch, options with { Seed = options.Seed + i }, tokenizer);
             result.Add(new PromptCompletions(

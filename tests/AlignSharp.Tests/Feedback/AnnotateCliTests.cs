@@ -197,3 +197,36 @@ public class AnnotateCliTests
         }
     }
 }
+
+/// <summary>annotate create --model: message prompts go through the model's chat template before sampling.</summary>
+public sealed class AnnotateCreateTemplateTests
+{
+    [Fact]
+    public void MessagePromptsAreRenderedWithTheModelsTemplate()
+    {
+        using var dir = new TempDir();
+        string model = AlignSharp.Tests.Training.TinyModels.Create(dir.File("base"));
+        File.WriteAllText(Path.Combine(model, "chat_template.jinja"),
+            "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] | trim }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}");
+        File.WriteAllText(dir.File("prompts.jsonl"),
+            "{\"prompt\": [{\"role\": \"system\", \"content\": \"Be brief. \"}, {\"role\": \"user\", \"content\": \"hi\"}]}\n{\"prompt\": \"plain text\"}\n");
+        var created = FeedbackCli.Run(dir.Path, "annotate", "create", "--project", "t", "--model", model, "--prompts", "prompts.jsonl", "--k", "2", "--max-new-tokens", "3");
+        Assert.True(created.ExitCode == 0, created.StdErr);
+        var prompts = new List<string>();
+        using (var db = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={dir.File("t.annotations.db")};Mode=ReadOnly;Pooling=False"))
+        {
+            db.Open();
+            using var query = db.CreateCommand();
+            query.CommandText = "SELECT text FROM prompts ORDER BY text";
+            using var reader = query.ExecuteReader();
+            while (reader.Read()) prompts.Add(reader.GetString(0));
+        }
+        Assert.Equal(["[system] Be brief.\n[user] hi\n[assistant] ", "plain text"], prompts);
+
+        // A template that is not there is an error naming it; --chat-template with --import is refused.
+        var missing = FeedbackCli.Run(dir.Path, "annotate", "create", "--project", "u", "--model", model, "--prompts", "prompts.jsonl", "--chat-template", "nope.jinja");
+        Assert.NotEqual(0, missing.ExitCode);
+        Assert.Contains("nope.jinja", missing.StdErr);
+        Assert.DoesNotContain("   at ", missing.StdErr);
+    }
+}

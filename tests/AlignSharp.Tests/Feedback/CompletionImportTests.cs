@@ -14,8 +14,6 @@ public class CompletionImportTests
         Assert.Equal("p2", items[1].Prompt);
         Assert.Equal(["1", "2", "3"], items[1].Completions);
 
-        File.WriteAllText(dir.File("b.json"), "[{\"prompt\": \"q\"}, {\"prompt\": \"r\"}]");
-        Assert.Equal(["q", "r"], CompletionImport.ReadPrompts(dir.File("b.json")));
     }
 
     [Theory]
