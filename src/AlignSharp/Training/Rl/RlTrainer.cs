@@ -121,7 +121,7 @@ public sealed class RlTrainer
         string choice = o.ValueModel;
         string dir = choice switch
         {
-            "auto" => o.RewardModel != null && rewardModel != null && SameTokens(rewardModel.Tokenizer, policyTokenizer) ? o.RewardModel : o.Policy!,
+            "auto" => o.RewardModel != null && rewardModel != null && TokenizerComparison.SameTokens(rewardModel.Tokenizer, policyTokenizer) ? o.RewardModel : o.Policy!,
             "reward" => o.RewardModel!,
             "policy" => o.Policy!,
             _ => Directory.Exists(choice) ? choice : throw new UserInputException($"--value-model must be auto, reward, policy or a model directory; '{choice}' is none of these."),
@@ -133,18 +133,12 @@ public sealed class RlTrainer
         {
             // The value model reads the policy's token ids, so its vocabulary must be the policy's.
             var tok = rewardModel != null && dir == o.RewardModel ? rewardModel.Tokenizer : Pretrained.Load(dir).Tokenizer;
-            if (tok != null && !SameTokens(tok, policyTokenizer))
+            if (tok != null && !TokenizerComparison.SameTokens(tok, policyTokenizer))
                 throw new UserInputException($"--value-model: {dir} has a different tokenizer from the policy, so it cannot read the policy's tokens; use --value-model policy.");
             if (value.Config.VocabSize < policyTokenizer.VocabSize)
                 throw new UserInputException($"--value-model: {dir} has {value.Config.VocabSize} token embeddings, fewer than the policy's tokenizer; use --value-model policy.");
         }
         return value;
-    }
-
-    private static bool SameTokens(ITokenizer a, ITokenizer b)
-    {
-        const string probe = "The value model reads the policy's tokens: 123 \n\t é 🙂";
-        return a.VocabSize == b.VocabSize && a.EosId == b.EosId && a.Encode(probe).SequenceEqual(b.Encode(probe));
     }
 
     /// <summary>PPO, GRPO and RLOO are not data-parallel yet: under mpirun they stop at once with this message rather than train N copies.</summary>
