@@ -64,12 +64,19 @@ public sealed class ReferenceLogProbs
     private static readonly byte[] Magic = "ASREFLP1"u8.ToArray();
 
     private readonly TransformerModel? _model;
+    private readonly bool _adaptersOff;
     private readonly Dictionary<DpoBatch, float[]> _precomputed = new(ReferenceEqualityComparer.Instance);
 
-    private ReferenceLogProbs(TransformerModel? model) => _model = model;
+    private ReferenceLogProbs(TransformerModel? model, bool adaptersOff = false) => (_model, _adaptersOff) = (model, adaptersOff);
 
     /// <summary>Runs <paramref name="model"/> (frozen, no gradient) whenever a batch needs its reference.</summary>
     public static ReferenceLogProbs OnTheFly(TransformerModel model) => new(model);
+
+    /// <summary>
+    /// The reference of a LoRA policy: <paramref name="policy"/> itself with its adapter switched off while a batch is
+    /// scored (the frozen base, no second copy of the weights).
+    /// </summary>
+    public static ReferenceLogProbs AdaptersOff(TransformerModel policy) => new(policy, adaptersOff: true);
 
     /// <summary>
     /// Scores every batch once with <paramref name="model"/>; with a <paramref name="cacheFile"/>, reads the values
@@ -95,7 +102,7 @@ public sealed class ReferenceLogProbs
     /// <summary>The reference sums [R] of a batch's rows.</summary>
     public float[] For(DpoBatch batch)
         => _precomputed.TryGetValue(batch, out var v) ? v
-           : _model != null ? Score(_model, batch)
+           : _model != null ? (_adaptersOff ? ScoreWithoutAdapter(_model, batch) : Score(_model, batch))
            : throw new InvalidOperationException("no reference log-probabilities were computed for this batch.");
 
     public static float[] Score(TransformerModel model, DpoBatch batch)
@@ -103,6 +110,14 @@ public sealed class ReferenceLogProbs
         using var noGrad = Autograd.NoGrad();
         using var scope = TensorScope.Begin();
         return AnswerScoring.Compute(model, batch).Sums.ToArray();
+    }
+
+    private static float[] ScoreWithoutAdapter(TransformerModel model, DpoBatch batch)
+    {
+        var adapter = model.Adapter ?? throw new InvalidOperationException("the policy has no LoRA adapter to switch off.");
+        adapter.Enabled = false;
+        try { return Score(model, batch); }
+        finally { adapter.Enabled = true; }
     }
 
     /// <summary>SHA-256 over a version tag, the reference's parameters (names and values) and every batch's rows.</summary>

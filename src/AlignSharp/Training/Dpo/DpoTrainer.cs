@@ -11,7 +11,7 @@ namespace AlignSharp.Training.Dpo;
 /// 1. load the policy (and its tokenizer) and the preference data; hold out the eval part;
 /// 2. tokenize (exact prompt/answer boundary, EOS) and cut into fixed micro-batches (pairs, or whole rankings);
 /// 3. get the reference log-probabilities: precomputed once (cached in DIR/reference_logps.bin) or on the fly from
-///    a frozen copy; none for the reference-free losses;
+///    a frozen copy (with LoRA, from the policy with its adapter off); none for the reference-free losses;
 /// 4. run the shared <see cref="TrainingLoop"/> (accumulation, clipping, logging, eval, checkpoints, resume).
 /// </summary>
 public static class DpoTrainer
@@ -40,10 +40,13 @@ public static class DpoTrainer
             }
             else
             {
-                reference = ReferenceLogProbs.OnTheFly(LoadReference(options, policy.Model));
+                // A LoRA policy's reference is its own frozen base (adapters off); otherwise a frozen copy.
+                reference = options.LoraR > 0 && options.Reference == null
+                    ? ReferenceLogProbs.AdaptersOff(policy.Model)
+                    : ReferenceLogProbs.OnTheFly(LoadReference(options, policy.Model));
             }
         }
-        var task = new DpoTask(options, policy.Model, reference, train, eval);
+        var task = new DpoTask(options, policy.Model, reference, train, eval, options.LoraConfigFor(options.Policy));
         return new TrainingLoop(options, task, "dpo", log).Run(session);
     }
 
