@@ -66,3 +66,37 @@ public sealed class DpoLoraTests : IDisposable
         Assert.Contains("--lora-r", e.Message);
     }
 }
+
+/// <summary>--adapter: continuing an adapter (DPO on top of an SFT adapter).</summary>
+public sealed class ContinuedAdapterTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("alignsharp-adapter-").FullName;
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    private string P(string name) => Path.Combine(_dir, name);
+
+    private static List<double> Losses(string run) => File.ReadLines(Path.Combine(run, "metrics.jsonl"))
+        .Select(l => JsonDocument.Parse(l).RootElement).Where(e => e.GetProperty("split").GetString() == "train").Select(e => e.GetProperty("loss").GetDouble()).ToList();
+
+    [Fact]
+    public void DpoOnAnSftAdapterUsesThePolicyAsItStartsAsReferenceAndSftContinuesTheAdapter()
+    {
+        string model = DpoFixtures.TinyModel(P("m"), seed: 31);
+        string pairs = DpoFixtures.Pairs(P("pairs.jsonl"), 12, seed: 32);
+        string sftData = AlignSharp.Tests.Training.TinyModels.WriteJsonl(P("sft.jsonl"), Enumerable.Range(0, 8).Select(i => (object)new { prompt = $"q{i}:", completion = $" a{i}" }));
+        var sft = new AlignSharp.Training.Sft.SftOptions { Model = model, Data = sftData, Out = P("sft"), MaxSteps = 6, BatchSize = 4, LearningRate = 2e-2f, LoggingSteps = 1, SaveSteps = 0, LoraR = 4, LoraDropout = 0, LrScheduler = "constant" };
+        AlignSharp.Training.Sft.SftTrainer.Train(sft, TextWriter.Null);
+
+        // Continuing the adapter: the first step's loss is the trained adapter's, below the fresh run's first loss.
+        AlignSharp.Training.Sft.SftTrainer.Train(sft with { Out = P("sft2"), LoraR = 0, Adapter = P("sft/final"), MaxSteps = 1 }, TextWriter.Null);
+        Assert.True(Losses(P("sft2"))[0] < Losses(P("sft"))[0] - 0.1, $"{Losses(P("sft2"))[0]} vs {Losses(P("sft"))[0]}");
+        Assert.Equal(File.ReadAllText(P("sft/final/adapter_config.json")), File.ReadAllText(P("sft2/final/adapter_config.json")));
+
+        var dpo = new DpoOptions { Policy = model, Data = pairs, Out = P("pre"), BatchSize = 4, LearningRate = 1e-2f, LoggingSteps = 1, SaveSteps = 0, MaxSteps = 4, Adapter = P("sft/final") };
+        DpoTrainer.Train(dpo, TextWriter.Null);
+        DpoTrainer.Train(dpo with { Out = P("fly"), PrecomputeReference = false }, TextWriter.Null);
+        Assert.Equal(Math.Log(2), Losses(P("pre"))[0], 5); // the reference is the SFT adapter's policy (dropout 0), not the base
+        Assert.Equal(Losses(P("pre")), Losses(P("fly")));
+        Assert.Equal(File.ReadAllBytes(P("pre/final/adapter_model.safetensors")), File.ReadAllBytes(P("fly/final/adapter_model.safetensors")));
+        Assert.Contains("contradict", Assert.Throws<AlignSharp.UserInputException>(() => (dpo with { LoraR = 4 }).Validate()).Message);
+    }
+}

@@ -4,7 +4,6 @@ using AlignSharp.Models;
 using AlignSharp.Models.Lora;
 using AlignSharp.Text;
 using AlignSharp.Training.Data;
-using AlignSharp.Training.Dpo;
 using AlignSharp.Training.Runs;
 using AlignSharp.Training.Sft;
 
@@ -61,7 +60,7 @@ public sealed class LoraTrainingTests : IDisposable
         o.Validate();
         var records = DatasetLoader.LoadSft(o.Data!, new DataLoadOptions { ExpectedKind = DatasetKind.Sft }).Records;
         var seqs = SftEncoder.Encode(records, pre.Tokenizer!, ChatTemplate.Resolve(null, model), new SftEncodingOptions()).Records;
-        var task = new SftTask(pre.Model, pre.Tokenizer!, model, seqs, [], o.BatchSize, o.Seed, o.LoraConfigFor(model));
+        var task = new SftTask(pre.Model, pre.Tokenizer!, model, seqs, [], o.BatchSize, o.Seed, o.StartingAdapter(pre.Model, model));
         var initial = task.Trainable.Parameters.Select(p => p.Parameter.ToArray()).ToList();
         new TrainingLoop(o, task, "sft", TextWriter.Null).Run();
 
@@ -134,9 +133,10 @@ public sealed class LoraTrainingTests : IDisposable
     [Fact]
     public void LoraOptionsAreCheckedAndRejectedWhereNotSupported()
     {
-        Assert.Contains("--lora-r", Assert.Throws<UserInputException>(() => new DpoOptions { Policy = "m", Data = "d", Out = "o", LoraR = 4 }.Validate()).Message);
-        Assert.Contains("--merge", Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = "d", Out = "o", Merge = true }.Validate()).Message);
-        Assert.Contains("--lora-dropout", Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = "d", Out = "o", LoraR = 4, LoraDropout = 1 }.Validate()).Message);
+        string data = SftData();
+        Assert.Contains("--lora-r", Assert.Throws<UserInputException>(() => new AlignSharp.Training.RewardModeling.RewardModelOptions { Model = "m", Data = data, Out = "o", LoraR = 4 }.Validate()).Message);
+        Assert.Contains("--merge", Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", Merge = true }.Validate()).Message);
+        Assert.Contains("--lora-dropout", Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", LoraR = 4, LoraDropout = 1 }.Validate()).Message);
         string model = TinyModels.Create(P("base"), "llama");
         var e = Assert.Throws<UserInputException>(() => SftTrainer.Train(Opts(model, "bad", 1) with { LoraTargetModules = "c_attn" }, TextWriter.Null));
         Assert.Contains("c_attn", e.Message);

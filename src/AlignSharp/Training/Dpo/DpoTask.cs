@@ -66,8 +66,8 @@ public sealed class DpoTask : ISupervisedTask
     private readonly IReadOnlyList<DpoBatch> _train;
     private readonly IReadOnlyList<DpoBatch> _eval;
 
-    /// <param name="lora">Train a LoRA adapter of these settings on the frozen policy instead of all its weights.</param>
-    public DpoTask(DpoOptions options, TransformerModel policy, ReferenceLogProbs? reference, IReadOnlyList<DpoBatch> train, IReadOnlyList<DpoBatch> eval, LoraConfig? lora = null)
+    /// <param name="adapter">Train this LoRA adapter on the frozen policy instead of all its weights.</param>
+    public DpoTask(DpoOptions options, TransformerModel policy, ReferenceLogProbs? reference, IReadOnlyList<DpoBatch> train, IReadOnlyList<DpoBatch> eval, LoraAdapter? adapter = null)
     {
         _options = options;
         _loss = options.Loss;
@@ -76,9 +76,9 @@ public sealed class DpoTask : ISupervisedTask
         _train = train;
         _eval = eval;
         Action<string> extras = dir => ModelChatTemplate.Write(dir, ChatTemplate.Resolve(_options.ChatTemplate, _options.Policy).Source);
-        Trainable = lora == null
+        Trainable = adapter == null
             ? new TrainableModel(_policy, _options.Policy) { WriteExtras = extras }
-            : new TrainableAdapter(_policy, LoraAdapter.Create(_policy, lora, options.Seed), _options.Policy, options.Merge) { WriteExtras = extras };
+            : new TrainableAdapter(_policy, adapter, _options.Policy, options.Merge) { WriteExtras = extras };
     }
 
     public int MicroBatches => _train.Count;

@@ -1,5 +1,6 @@
 using AlignSharp.Engine.Kernels;
 using AlignSharp.Models;
+using AlignSharp.Models.Lora;
 using AlignSharp.Text;
 using AlignSharp.Training.Data;
 using AlignSharp.Training.Runs;
@@ -29,24 +30,30 @@ public static class DpoTrainer
         // The session first: it locks --out and checks it before the reference cache is written there. The cache is keyed
         // by a hash of the reference and the batches, so --overwrite keeps it.
         using var session = RunSession.Open(options, "dpo", log);
+        var adapter = options.StartingAdapter(policy.Model, options.Policy);
         ReferenceLogProbs? reference = null;
         if (options.UsesReference)
         {
             if (options.PrecomputeReference)
             {
-                // Before training starts (and before a resume loads its checkpoint), the policy holds the reference weights.
+                // Before training starts (and before a resume loads its checkpoint), the policy holds the reference
+                // weights: with --adapter, the base with that adapter; a new LoRA adapter is attached only afterwards.
+                policy.Model.Adapter = options.Adapter != null ? adapter : null;
                 var model = options.Reference != null ? LoadReference(options, policy.Model) : policy.Model;
                 reference = ReferenceLogProbs.Precompute(model, [.. train, .. eval], Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), log.WriteLine);
             }
+            else if (adapter != null && options.Reference == null)
+            {
+                // A LoRA policy's reference is its own frozen base with the starting adapter (a frozen copy of --adapter)
+                // or none: no second copy of the weights.
+                reference = ReferenceLogProbs.WithAdapter(policy.Model, options.Adapter != null ? LoraAdapter.Load(options.Adapter, policy.Model) : null);
+            }
             else
             {
-                // A LoRA policy's reference is its own frozen base (adapters off); otherwise a frozen copy.
-                reference = options.LoraR > 0 && options.Reference == null
-                    ? ReferenceLogProbs.AdaptersOff(policy.Model)
-                    : ReferenceLogProbs.OnTheFly(LoadReference(options, policy.Model));
+                reference = ReferenceLogProbs.OnTheFly(LoadReference(options, policy.Model));
             }
         }
-        var task = new DpoTask(options, policy.Model, reference, train, eval, options.LoraConfigFor(options.Policy));
+        var task = new DpoTask(options, policy.Model, reference, train, eval, adapter);
         return new TrainingLoop(options, task, "dpo", log).Run(session);
     }
 

@@ -1,3 +1,4 @@
+using AlignSharp.Models;
 using AlignSharp.Models.Checkpoints;
 using AlignSharp.Models.Lora;
 
@@ -103,11 +104,31 @@ public abstract record TrainerOptions
     [Option("Scale LoRA adapters by alpha/√r (rank-stabilised LoRA) instead of alpha/r.")]
     public bool UseRslora { get; init; }
 
-    [Option("With --lora-r: write the merged model (base + adapters) to DIR/final instead of the adapter.")]
+    [Option("Continue training this LoRA adapter (a PEFT directory, e.g. an sft run's final/): its adapter_config.json sets r, alpha, dropout and target modules, so --lora-r stays 0.")]
+    public string? Adapter { get; init; }
+
+    [Option("With --lora-r or --adapter: write the merged model (base + adapters) to DIR/final instead of the adapter.")]
     public bool Merge { get; init; }
 
     /// <summary>Trainers that train LoRA adapters override this; the others reject --lora-r.</summary>
     protected virtual bool SupportsLora => false;
+
+    /// <summary>True when the run trains a LoRA adapter (--lora-r or --adapter).</summary>
+    public bool TrainsAdapter => LoraR > 0 || Adapter != null;
+
+    /// <summary>
+    /// The adapter a LoRA run starts from: --adapter loaded for <paramref name="model"/>, or a new one of --lora-*
+    /// (PEFT initialisation from --seed); null for full-parameter training.
+    /// </summary>
+    public LoraAdapter? StartingAdapter(TransformerModel model, string? baseModel, string taskType = "CAUSAL_LM")
+    {
+        if (Adapter != null)
+        {
+            if (!Directory.Exists(Adapter)) throw new UserInputException($"--adapter: directory '{Adapter}' does not exist.");
+            return LoraAdapter.Load(Adapter, model);
+        }
+        return LoraConfigFor(baseModel, taskType) is { } config ? LoraAdapter.Create(model, config, Seed) : null;
+    }
 
     /// <summary>The adapter settings of --lora-*, or null when --lora-r is 0.</summary>
     public LoraConfig? LoraConfigFor(string? baseModel, string taskType = "CAUSAL_LM") => LoraR <= 0 ? null : new LoraConfig(
@@ -156,8 +177,10 @@ public abstract record TrainerOptions
         if (!(LoraDropout >= 0 && LoraDropout < 1)) throw new UserInputException("--lora-dropout must be in [0, 1).");
         if (LoraTargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Length == 0)
             throw new UserInputException("--lora-target-modules is empty; give module names (q_proj,v_proj) or all-linear.");
-        if (LoraR > 0 && !SupportsLora) throw new UserInputException("--lora-r: this trainer cannot train LoRA adapters yet (sft can).");
-        if (LoraR == 0 && Merge) throw new UserInputException("--merge needs --lora-r (it merges the trained adapter into the model).");
+        if (LoraR > 0 && !SupportsLora) throw new UserInputException("--lora-r: this trainer cannot train LoRA adapters yet (sft and dpo can).");
+        if (Adapter != null && !SupportsLora) throw new UserInputException("--adapter: this trainer cannot train LoRA adapters yet (sft and dpo can).");
+        if (Adapter != null && LoraR > 0) throw new UserInputException("--adapter and --lora-r contradict each other: the adapter's own adapter_config.json sets its rank.");
+        if (!TrainsAdapter && Merge) throw new UserInputException("--merge needs --lora-r or --adapter (it merges the trained adapter into the model).");
     }
 
     /// <summary>Every float option must be a finite number (NaN and ±Infinity parse as floats but mean nothing here).</summary>

@@ -55,14 +55,14 @@ public sealed class SftTask : ISupervisedTask
     private readonly List<SftBatch> _eval;
 
     public SftTask(TransformerModel model, ITokenizer tokenizer, string sourceDir, IReadOnlyList<SftSequence> train, IReadOnlyList<SftSequence> eval, int batchSize, int seed,
-        LoraConfig? lora = null, bool merge = false)
+        LoraAdapter? adapter = null, bool merge = false)
     {
         _model = model;
         _tokenizer = tokenizer;
         Action<string> extras = dir => { if (Template is not null) ModelChatTemplate.Write(dir, Template.Source); };
-        Trainable = lora == null
+        Trainable = adapter == null
             ? new TrainableModel(model, sourceDir) { WriteExtras = extras }
-            : new TrainableAdapter(model, LoraAdapter.Create(model, lora, seed), sourceDir, merge) { WriteExtras = extras };
+            : new TrainableAdapter(model, adapter, sourceDir, merge) { WriteExtras = extras };
         int pad = TokenSequences.PadId(tokenizer);
         var batching = new BatchingOptions { BatchSize = batchSize, Seed = seed };
         _train = SftBatch.Epoch(train, batching, 0, pad).ToList();
@@ -154,7 +154,7 @@ public static class SftTrainer
         if (rows.Count == 0) throw new UserInputException($"{o.Data}: no usable training examples.");
         log.WriteLine($"sft: {rows.Count} training rows, {evalSeqs.Records.Count} eval examples, model {pre.Model.ParameterCount:N0} parameters");
 
-        var task = new SftTask(pre.Model, tokenizer, o.Model!, rows, evalSeqs.Records, o.BatchSize, o.Seed, o.LoraConfigFor(o.Model), o.Merge) { Template = template };
+        var task = new SftTask(pre.Model, tokenizer, o.Model!, rows, evalSeqs.Records, o.BatchSize, o.Seed, o.StartingAdapter(pre.Model, o.Model), o.Merge) { Template = template };
         return new TrainingLoop(o, task, "sft", log).Run();
     }
 }
