@@ -25,6 +25,7 @@ public static class Program
         root.Subcommands.Add(TemplateCommand.Create());
         root.Subcommands.Add(LogprobsCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(MergeCommand.Create());
         root.Subcommands.Add(TrainCommands.Sft());
         root.Subcommands.Add(TrainCommands.RewardModel());
         root.Subcommands.Add(ScoreCommand.Create());

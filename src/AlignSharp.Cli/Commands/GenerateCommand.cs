@@ -20,6 +20,7 @@ public static class GenerateCommand
         var model = new Option<string>("--model") { Description = "Model directory (config.json + safetensors [+ tokenizer.json]).", Required = true };
         var input = new Option<string>("--input") { Description = "JSONL: {\"prompt\": \"...\"}, {\"prompt\": [messages]}, {\"messages\": [...]} or {\"prompt_ids\": [...]} per line.", Required = true };
         var output = new Option<string?>("--output") { Description = "JSONL to write (default: stdout)." };
+        var adapter = new Option<string?>("--adapter") { Description = "A LoRA adapter directory (PEFT: adapter_config.json + adapter_model.safetensors) applied to --model." };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate per prompt.", Required = true };
         var temperature = new Option<float?>("--temperature") { Description = "Sampling temperature; 0 = greedy (default: generation_config.json's, else 1; greedy when it sets do_sample false)." };
         var topK = new Option<int?>("--top-k") { Description = "Sample from the K most likely tokens; 0 = all (default: generation_config.json's, else 0)." };
@@ -35,12 +36,12 @@ public static class GenerateCommand
         var truncate = new Option<bool>("--truncate") { Description = "Keep the last tokens of a prompt that, with --max-new-tokens, does not fit the model's positions, instead of reporting it." };
         var cmd = new Command("generate", "Sample completions with a KV cache: greedy, temperature, top-k, top-p.")
         {
-            model, input, output, maxNew, temperature, topK, topP, seed, stop, batchSize, chatTemplate, truncate,
+            model, adapter, input, output, maxNew, temperature, topK, topP, seed, stop, batchSize, chatTemplate, truncate,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             ChatTemplate.ValidateOption(r.GetValue(chatTemplate));
-            var pre = Pretrained.Load(r.GetValue(model)!);
+            var pre = Pretrained.Load(r.GetValue(model)!).WithAdapter(r.GetValue(adapter));
             var generation = GenerationConfig.Load(pre.Directory);
             var (defaultTemperature, defaultTopK, defaultTopP) = generation?.SamplingDefaults() ?? (1f, 0, 1f);
             var options = new SamplingOptions

@@ -15,10 +15,11 @@ public static class LogprobsCommand
         var model = new Option<string>("--model") { Description = "Model directory (config.json + safetensors [+ tokenizer.json for text input]).", Required = true };
         var input = new Option<string>("--input") { Description = "JSONL: {\"ids\": [...]} or {\"text\": \"...\"} per line.", Required = true };
         var output = new Option<string?>("--output") { Description = "JSONL to write (default: stdout)." };
-        var cmd = new Command("logprobs", "Log-probability of every token given the ones before it.") { model, input, output };
+        var adapter = new Option<string?>("--adapter") { Description = "A LoRA adapter directory (PEFT: adapter_config.json + adapter_model.safetensors) applied to --model." };
+        var cmd = new Command("logprobs", "Log-probability of every token given the ones before it.") { model, adapter, input, output };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
-            var pre = Pretrained.Load(r.GetValue(model)!);
+            var pre = Pretrained.Load(r.GetValue(model)!).WithAdapter(r.GetValue(adapter));
             var lines = Jsonl.ReadObjects(r.GetValue(input)!);
             int max = pre.Model.Config.MaxPositions; // learned positions end there; RoPE models are not trained beyond it either
             var sequences = lines.Select(l =>

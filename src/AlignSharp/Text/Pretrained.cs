@@ -16,6 +16,15 @@ public sealed record Pretrained(TransformerModel Model, ITokenizer? Tokenizer, s
         return new Pretrained(model, tokenizer, directory);
     }
 
+    /// <summary>Attaches the PEFT LoRA adapter saved in <paramref name="adapterDirectory"/> to the model (null: none); returns this.</summary>
+    public Pretrained WithAdapter(string? adapterDirectory)
+    {
+        if (adapterDirectory == null) return this;
+        if (!System.IO.Directory.Exists(adapterDirectory)) throw new UserInputException($"--adapter: directory '{adapterDirectory}' does not exist");
+        Model.Adapter = Models.Lora.LoraAdapter.Load(adapterDirectory, Model);
+        return this;
+    }
+
     public ITokenizer RequireTokenizer(string why) => Tokenizer
         ?? throw new UserInputException($"{Directory} has no tokenizer.json, which {why} needs.");
 

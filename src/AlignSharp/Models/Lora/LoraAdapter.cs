@@ -213,16 +213,16 @@ public sealed class LoraAdapter
     }
 
     /// <summary>
-    /// Writes adapter_config.json and adapter_model.safetensors (F32) atomically; <paramref name="savedModules"/> adds
-    /// whole tensors under PEFT's modules_to_save names (a reward model's <c>score.weight</c>).
+    /// Writes adapter_config.json and adapter_model.safetensors (<paramref name="dtype"/>, F32 by default) atomically;
+    /// <paramref name="savedModules"/> adds whole tensors under PEFT's modules_to_save names (a reward model's <c>score.weight</c>).
     /// </summary>
-    public void Save(string directory, IReadOnlyList<(string Name, Tensor Tensor)>? savedModules = null)
+    public void Save(string directory, IReadOnlyList<(string Name, Tensor Tensor)>? savedModules = null, SafetensorsDtype dtype = SafetensorsDtype.F32)
     {
         Directory.CreateDirectory(directory);
         var tensors = new List<(string, int[], ReadOnlyMemory<float>)>();
         foreach (var (name, t) in NamedParameters) tensors.Add((name, t.Shape.ToArray(), t.ToArray()));
         foreach (var (name, t) in savedModules ?? []) tensors.Add((PeftPrefix + name, t.Shape.ToArray(), t.ToArray()));
-        SafetensorsWriter.Write(Path.Combine(directory, WeightsFileName), tensors, SafetensorsDtype.F32, new Dictionary<string, string> { ["format"] = "pt" });
+        SafetensorsWriter.Write(Path.Combine(directory, WeightsFileName), tensors, dtype, new Dictionary<string, string> { ["format"] = "pt" });
         AtomicFile.WriteText(Path.Combine(directory, LoraConfig.FileName), Config.ToJson());
     }
 

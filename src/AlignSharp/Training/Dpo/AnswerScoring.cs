@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using AlignSharp.Engine;
 using AlignSharp.Models;
+using AlignSharp.Models.Lora;
 using AlignSharp.Models.Checkpoints;
 using AlignSharp.Training.Data;
 
@@ -65,12 +66,21 @@ public sealed class ReferenceLogProbs
     private static readonly byte[] Magic = "ASREFLP1"u8.ToArray();
 
     private readonly TransformerModel? _model;
+    private readonly bool _swapAdapter;
+    private readonly LoraAdapter? _referenceAdapter;
     private readonly Dictionary<DpoBatch, float[]> _precomputed = new(ReferenceEqualityComparer.Instance);
 
-    private ReferenceLogProbs(TransformerModel? model) => _model = model;
+    private ReferenceLogProbs(TransformerModel? model, bool swapAdapter = false, LoraAdapter? referenceAdapter = null)
+        => (_model, _swapAdapter, _referenceAdapter) = (model, swapAdapter, referenceAdapter);
 
     /// <summary>Runs <paramref name="model"/> (frozen, no gradient) whenever a batch needs its reference.</summary>
     public static ReferenceLogProbs OnTheFly(TransformerModel model) => new(model);
+
+    /// <summary>
+    /// The reference of a LoRA policy: <paramref name="policy"/> itself with <paramref name="adapter"/> (frozen; null:
+    /// no adapter, the base) in place of the trained adapter while a batch is scored. No second copy of the weights.
+    /// </summary>
+    public static ReferenceLogProbs WithAdapter(TransformerModel policy, LoraAdapter? adapter) => new(policy, swapAdapter: true, adapter);
 
     /// <summary>
     /// Scores every batch once with <paramref name="model"/>; with a <paramref name="cacheFile"/>, reads the values
@@ -121,7 +131,7 @@ public sealed class ReferenceLogProbs
     /// <summary>The reference sums [R] of a batch's rows.</summary>
     public float[] For(DpoBatch batch)
         => _precomputed.TryGetValue(batch, out var v) ? v
-           : _model != null ? Score(_model, batch)
+           : _model != null ? (_swapAdapter ? ScoreWithAdapter(_model, _referenceAdapter, batch) : Score(_model, batch))
            : throw new InvalidOperationException("no reference log-probabilities were computed for this batch.");
 
     public static float[] Score(TransformerModel model, DpoBatch batch)
@@ -131,12 +141,21 @@ public sealed class ReferenceLogProbs
         return AnswerScoring.Compute(model, batch).Sums.ToArray();
     }
 
+    private static float[] ScoreWithAdapter(TransformerModel model, LoraAdapter? adapter, DpoBatch batch)
+    {
+        var trained = model.Adapter;
+        model.Adapter = adapter;
+        try { return Score(model, batch); }
+        finally { model.Adapter = trained; }
+    }
+
     /// <summary>SHA-256 over a version tag, the reference's parameters (names and values) and every batch's rows.</summary>
     private static byte[] Key(TransformerModel model, IReadOnlyList<DpoBatch> batches)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         h.AppendData("alignsharp dpo reference v1"u8);
-        foreach (var (name, p) in model.NamedParameters)
+        var adapter = model.Adapter is { Enabled: true } a ? a.NamedParameters : [];
+        foreach (var (name, p) in model.NamedParameters.Concat(adapter))
         {
             h.AppendData(System.Text.Encoding.UTF8.GetBytes(name));
             h.AppendData(MemoryMarshal.AsBytes(p.Span));

@@ -4,6 +4,7 @@ using System.Diagnostics;
 using AlignSharp.Engine;
 using AlignSharp.Models;
 using AlignSharp.Models.Checkpoints;
+using AlignSharp.Models.Lora;
 using AlignSharp.Text;
 using AlignSharp.Training.Runs;
 
@@ -65,7 +66,8 @@ public sealed class DpoTask : ISupervisedTask
     private readonly IReadOnlyList<DpoBatch> _train;
     private readonly IReadOnlyList<DpoBatch> _eval;
 
-    public DpoTask(DpoOptions options, TransformerModel policy, ReferenceLogProbs? reference, IReadOnlyList<DpoBatch> train, IReadOnlyList<DpoBatch> eval)
+    /// <param name="adapter">Train this LoRA adapter on the frozen policy instead of all its weights.</param>
+    public DpoTask(DpoOptions options, TransformerModel policy, ReferenceLogProbs? reference, IReadOnlyList<DpoBatch> train, IReadOnlyList<DpoBatch> eval, LoraAdapter? adapter = null)
     {
         _options = options;
         _loss = options.Loss;
@@ -73,19 +75,23 @@ public sealed class DpoTask : ISupervisedTask
         _reference = options.UsesReference ? reference ?? throw new ArgumentNullException(nameof(reference), $"the {options.LossType} loss needs a reference.") : null;
         _train = train;
         _eval = eval;
+        Action<string> extras = dir => ModelChatTemplate.Write(dir, ChatTemplate.Resolve(_options.ChatTemplate, _options.Policy).Source);
+        Trainable = adapter == null
+            ? new TrainableModel(_policy, _options.Policy) { WriteExtras = extras }
+            : new TrainableAdapter(_policy, adapter, _options.Policy, options.Merge) { WriteExtras = extras };
     }
 
     public int MicroBatches => _train.Count;
 
     public double Weight(int index) => _train[index].Weight;
 
-    public MicroBatchResult Forward(int index, Random rng) => Score(_train[index]);
-
-    public ITrainable Trainable => _trainable ??= new TrainableModel(_policy, _options.Policy)
+    public MicroBatchResult Forward(int index, Random rng)
     {
-        WriteExtras = dir => ModelChatTemplate.Write(dir, ChatTemplate.Resolve(_options.ChatTemplate, _options.Policy).Source),
-    };
-    private TrainableModel? _trainable;
+        if (_policy.Adapter is { } adapter) adapter.DropoutRng = rng;
+        return Score(_train[index]);
+    }
+
+    public ITrainable Trainable { get; }
 
     public Dictionary<string, double>? Evaluate() => _eval.Count == 0 ? null : Evaluate(_eval);
 
@@ -96,6 +102,7 @@ public sealed class DpoTask : ISupervisedTask
         double loss = 0, weight = 0;
         long tokens = 0;
         var sums = new Dictionary<string, double>();
+        if (_policy.Adapter is { } adapter) adapter.DropoutRng = null;
         using (Autograd.NoGrad())
             foreach (var b in batches)
             {

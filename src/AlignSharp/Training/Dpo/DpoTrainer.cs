@@ -1,5 +1,6 @@
 using AlignSharp.Engine.Kernels;
 using AlignSharp.Models;
+using AlignSharp.Models.Lora;
 using AlignSharp.Text;
 using AlignSharp.Training.Data;
 using AlignSharp.Training.Runs;
@@ -11,7 +12,7 @@ namespace AlignSharp.Training.Dpo;
 /// 1. load the policy (and its tokenizer) and the preference data; hold out the eval part;
 /// 2. tokenize (exact prompt/answer boundary, EOS) and cut into fixed micro-batches (pairs, or whole rankings);
 /// 3. get the reference log-probabilities: precomputed once (cached in DIR/reference_logps.bin) or on the fly from
-///    a frozen copy; none for the reference-free losses;
+///    a frozen copy (with LoRA, from the policy with its adapter off); none for the reference-free losses;
 /// 4. run the shared <see cref="TrainingLoop"/> (accumulation, clipping, logging, eval, checkpoints, resume).
 /// </summary>
 public static class DpoTrainer
@@ -29,21 +30,30 @@ public static class DpoTrainer
         // The session first: it locks --out and checks it before the reference cache is written there. The cache is keyed
         // by a hash of the reference and the batches, so --overwrite keeps it.
         using var session = RunSession.Open(options, "dpo", log);
+        var adapter = options.StartingAdapter(policy.Model, options.Policy);
         ReferenceLogProbs? reference = null;
         if (options.UsesReference)
         {
             if (options.PrecomputeReference)
             {
-                // Before training starts (and before a resume loads its checkpoint), the policy holds the reference weights.
+                // Before training starts (and before a resume loads its checkpoint), the policy holds the reference
+                // weights: with --adapter, the base with that adapter; a new LoRA adapter is attached only afterwards.
+                policy.Model.Adapter = options.Adapter != null ? adapter : null;
                 var model = options.Reference != null ? LoadReference(options, policy.Model) : policy.Model;
                 reference = ReferenceLogProbs.Precompute(model, [.. train, .. eval], Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), log.WriteLine, Distributed.World.Current);
+            }
+            else if (adapter != null && options.Reference == null)
+            {
+                // A LoRA policy's reference is its own frozen base with the starting adapter (a frozen copy of --adapter)
+                // or none: no second copy of the weights.
+                reference = ReferenceLogProbs.WithAdapter(policy.Model, options.Adapter != null ? LoraAdapter.Load(options.Adapter, policy.Model) : null);
             }
             else
             {
                 reference = ReferenceLogProbs.OnTheFly(LoadReference(options, policy.Model));
             }
         }
-        var task = new DpoTask(options, policy.Model, reference, train, eval);
+        var task = new DpoTask(options, policy.Model, reference, train, eval, adapter);
         return new TrainingLoop(options, task, "dpo", log).Run(session);
     }
 

@@ -1,6 +1,7 @@
 using AlignSharp.Engine;
 using AlignSharp.Models;
 using AlignSharp.Models.Checkpoints;
+using AlignSharp.Models.Lora;
 using AlignSharp.Text;
 
 namespace AlignSharp.Training.Runs;
@@ -93,4 +94,75 @@ public sealed class TrainableSet(params ITrainable[] parts) : ITrainable
     public void LoadCheckpoint(string dir) { foreach (var p in parts) p.LoadCheckpoint(dir); }
 
     public IReadOnlyList<(string Entry, Action<string> Write)> FinalOutputs(SafetensorsDtype dtype) => parts.SelectMany(p => p.FinalOutputs(dtype)).ToList();
+}
+
+/// <summary>
+/// LoRA adapters trained on a frozen <see cref="TransformerModel"/>: the base parameters stop requiring gradients and
+/// only the adapters' A and B matrices are optimised. A checkpoint holds the adapter alone (subdirectory
+/// <see cref="CheckpointName"/>, PEFT format, float32); the final entry is the adapter in PEFT format with the source's
+/// tokenizer files and <see cref="WriteExtras"/>, or with <c>merge</c> the merged model in Hugging Face layout.
+/// </summary>
+public sealed class TrainableAdapter : ITrainable
+{
+    private readonly TransformerModel _model;
+    private readonly string? _sourceDirectory;
+    private readonly bool _merge;
+
+    public TrainableAdapter(TransformerModel model, LoraAdapter adapter, string? sourceDirectory, bool merge, string checkpointName = "adapter", string finalEntry = "final")
+    {
+        _model = model;
+        _sourceDirectory = sourceDirectory;
+        _merge = merge;
+        Adapter = adapter;
+        CheckpointName = checkpointName;
+        FinalEntry = finalEntry;
+        foreach (var (_, p) in model.NamedParameters) p.RequiresGrad = false;
+        foreach (var (_, p) in adapter.NamedParameters) p.RequiresGrad = true;
+        model.Adapter = adapter;
+    }
+
+    public LoraAdapter Adapter { get; }
+    public string CheckpointName { get; }
+    public string FinalEntry { get; }
+
+    /// <summary>Extra files written beside the final adapter or merged model (e.g. the chat template).</summary>
+    public Action<string>? WriteExtras { get; set; }
+
+    public IReadOnlyList<(string Name, Tensor Parameter)> Parameters => Adapter.NamedParameters;
+
+    public void SaveCheckpoint(string dir) => Adapter.Save(Path.Combine(dir, CheckpointName));
+
+    public void LoadCheckpoint(string dir)
+    {
+        string path = Path.Combine(dir, CheckpointName);
+        if (!Directory.Exists(path)) throw new UserInputException($"{path}: missing from the checkpoint (an incomplete checkpoint, or one of a run without LoRA?).");
+        var saved = LoraAdapter.Load(path, _model).NamedParameters.ToDictionary(p => p.Name, p => p.Parameter, StringComparer.Ordinal);
+        foreach (var (name, p) in Adapter.NamedParameters)
+        {
+            if (!saved.TryGetValue(name, out var s)) throw new UserInputException($"{path}: no tensor '{name}' (the checkpoint's adapter adapts other modules).");
+            if (!ShapeUtil.SameShape(s.Shape, p.Shape))
+                throw new UserInputException($"{path}: tensor '{name}' has shape {ShapeUtil.Format(s.Shape)}, the adapter being trained {ShapeUtil.Format(p.Shape)}.");
+            s.Span.CopyTo(p.Span);
+        }
+    }
+
+    public IReadOnlyList<(string Entry, Action<string> Write)> FinalOutputs(SafetensorsDtype dtype) => [(FinalEntry, d => Save(d, dtype))];
+
+    /// <summary>Writes the adapter (or, merging, the merged model), the source's tokenizer files and the extras into <paramref name="dir"/>.</summary>
+    public void Save(string dir, SafetensorsDtype dtype)
+    {
+        if (_merge) ModelIO.Save(Merged(), dir, dtype);
+        else Adapter.Save(dir, dtype: dtype);
+        if (_sourceDirectory != null) Pretrained.CopyTokenizerFiles(_sourceDirectory, dir);
+        WriteExtras?.Invoke(dir);
+    }
+
+    /// <summary>A float32 copy of the base with the adapter merged in (the model being trained is left as it is).</summary>
+    private TransformerModel Merged()
+    {
+        var merged = TransformerModel.CreateRandom(_model.Config, 0);
+        foreach (var (name, p) in merged.NamedParameters) _model.Parameter(name).ToArray().CopyTo(p.Span);
+        Adapter.MergeInto(merged);
+        return merged;
+    }
 }

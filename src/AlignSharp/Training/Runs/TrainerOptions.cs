@@ -1,4 +1,6 @@
+using AlignSharp.Models;
 using AlignSharp.Models.Checkpoints;
+using AlignSharp.Models.Lora;
 
 namespace AlignSharp.Training.Runs;
 
@@ -87,6 +89,57 @@ public abstract record TrainerOptions
     [Option("Replace a run already in --out (its checkpoints, metrics, final model and summary are deleted first).", SafeToChangeOnResume = true)]
     public bool Overwrite { get; init; }
 
+    [Option("LoRA rank: train low-rank adapters on the frozen model instead of all its weights (0 = off, full-parameter training).")]
+    public int LoraR { get; init; }
+
+    [Option("LoRA alpha: adapters are scaled by alpha/r (alpha/√r with --use-rslora); 0 = 2×r (TRL's example ratio, lora_alpha 32 for r 16).")]
+    public double LoraAlpha { get; init; }
+
+    [Option("Dropout on the LoRA adapters' input while training (TRL's default 0.05).")]
+    public double LoraDropout { get; init; } = 0.05;
+
+    [Option("Modules to adapt: comma-separated checkpoint module names (q_proj,v_proj; GPT-2's c_attn) or all-linear (every linear layer of the blocks).")]
+    public string LoraTargetModules { get; init; } = LoraConfig.AllLinear;
+
+    [Option("Scale LoRA adapters by alpha/√r (rank-stabilised LoRA) instead of alpha/r.")]
+    public bool UseRslora { get; init; }
+
+    [Option("Continue training this LoRA adapter (a PEFT directory, e.g. an sft run's final/): its adapter_config.json sets r, alpha, dropout and target modules, so --lora-r stays 0.")]
+    public string? Adapter { get; init; }
+
+    [Option("With --lora-r or --adapter: write the merged model (base + adapters) to DIR/final instead of the adapter.")]
+    public bool Merge { get; init; }
+
+    /// <summary>Trainers that train LoRA adapters override this; the others reject --lora-r.</summary>
+    protected virtual bool SupportsLora => false;
+
+    /// <summary>True when the run trains a LoRA adapter (--lora-r or --adapter).</summary>
+    public bool TrainsAdapter => LoraR > 0 || Adapter != null;
+
+    /// <summary>
+    /// The adapter a LoRA run starts from: --adapter loaded for <paramref name="model"/>, or a new one of --lora-*
+    /// (PEFT initialisation from --seed); null for full-parameter training.
+    /// </summary>
+    public LoraAdapter? StartingAdapter(TransformerModel model, string? baseModel, string taskType = "CAUSAL_LM")
+    {
+        if (Adapter != null)
+        {
+            if (!Directory.Exists(Adapter)) throw new UserInputException($"--adapter: directory '{Adapter}' does not exist.");
+            return LoraAdapter.Load(Adapter, model);
+        }
+        return LoraConfigFor(baseModel, taskType) is { } config ? LoraAdapter.Create(model, config, Seed) : null;
+    }
+
+    /// <summary>The adapter settings of --lora-*, or null when --lora-r is 0.</summary>
+    public LoraConfig? LoraConfigFor(string? baseModel, string taskType = "CAUSAL_LM") => LoraR <= 0 ? null : new LoraConfig(
+        R: LoraR,
+        Alpha: LoraAlpha > 0 ? LoraAlpha : 2.0 * LoraR,
+        Dropout: LoraDropout,
+        TargetModules: LoraTargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+        UseRslora: UseRslora,
+        BaseModel: baseModel,
+        TaskType: taskType);
+
     public SafetensorsDtype SaveDtypeValue => SaveDtype == "bf16" ? SafetensorsDtype.BF16 : SafetensorsDtype.F32;
 
 
@@ -114,6 +167,20 @@ public abstract record TrainerOptions
         if (Threads < 0) throw new UserInputException("--threads must be ≥ 0.");
         MetricsSinks.Validate(ReportTo);
         if (SaveDtype is not ("f32" or "bf16")) throw new UserInputException($"--save-dtype must be f32 or bf16, not '{SaveDtype}'.");
+        ValidateLora();
+    }
+
+    private void ValidateLora()
+    {
+        if (LoraR < 0) throw new UserInputException("--lora-r must be ≥ 0 (0 = no LoRA).");
+        if (LoraAlpha < 0) throw new UserInputException("--lora-alpha must be ≥ 0 (0 = 2×r).");
+        if (!(LoraDropout >= 0 && LoraDropout < 1)) throw new UserInputException("--lora-dropout must be in [0, 1).");
+        if (LoraTargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Length == 0)
+            throw new UserInputException("--lora-target-modules is empty; give module names (q_proj,v_proj) or all-linear.");
+        if (LoraR > 0 && !SupportsLora) throw new UserInputException("--lora-r: this trainer cannot train LoRA adapters yet (sft and dpo can).");
+        if (Adapter != null && !SupportsLora) throw new UserInputException("--adapter: this trainer cannot train LoRA adapters yet (sft and dpo can).");
+        if (Adapter != null && LoraR > 0) throw new UserInputException("--adapter and --lora-r contradict each other: the adapter's own adapter_config.json sets its rank.");
+        if (!TrainsAdapter && Merge) throw new UserInputException("--merge needs --lora-r or --adapter (it merges the trained adapter into the model).");
     }
 
     /// <summary>Every float option must be a finite number (NaN and ±Infinity parse as floats but mean nothing here).</summary>

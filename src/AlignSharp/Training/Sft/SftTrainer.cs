@@ -2,6 +2,7 @@ using AlignSharp.Text.Jinja;
 using AlignSharp.Engine;
 using AlignSharp.Models;
 using AlignSharp.Models.Checkpoints;
+using AlignSharp.Models.Lora;
 using AlignSharp.Text;
 using AlignSharp.Training.Data;
 using AlignSharp.Training.Runs;
@@ -14,6 +15,8 @@ namespace AlignSharp.Training.Sft;
 public sealed record SftOptions : TextDataOptions
 {
     public SftOptions() => LearningRate = 2e-5f;
+
+    protected override bool SupportsLora => true;
 
     [Option("Model to fine-tune: a Hugging Face directory (config.json + safetensors + tokenizer.json).", Required = true)]
     public string? Model { get; init; }
@@ -51,14 +54,15 @@ public sealed class SftTask : ISupervisedTask
     private readonly List<SftBatch> _train;
     private readonly List<SftBatch> _eval;
 
-    public SftTask(TransformerModel model, ITokenizer tokenizer, string sourceDir, IReadOnlyList<SftSequence> train, IReadOnlyList<SftSequence> eval, int batchSize, int seed)
+    public SftTask(TransformerModel model, ITokenizer tokenizer, string sourceDir, IReadOnlyList<SftSequence> train, IReadOnlyList<SftSequence> eval, int batchSize, int seed,
+        LoraAdapter? adapter = null, bool merge = false)
     {
         _model = model;
         _tokenizer = tokenizer;
-        Trainable = new TrainableModel(model, sourceDir)
-        {
-            WriteExtras = dir => { if (Template is not null) ModelChatTemplate.Write(dir, Template.Source); },
-        };
+        Action<string> extras = dir => { if (Template is not null) ModelChatTemplate.Write(dir, Template.Source); };
+        Trainable = adapter == null
+            ? new TrainableModel(model, sourceDir) { WriteExtras = extras }
+            : new TrainableAdapter(model, adapter, sourceDir, merge) { WriteExtras = extras };
         int pad = TokenSequences.PadId(tokenizer);
         var batching = new BatchingOptions { BatchSize = batchSize, Seed = seed };
         _train = SftBatch.Epoch(train, batching, 0, pad).ToList();
@@ -72,7 +76,11 @@ public sealed class SftTask : ISupervisedTask
 
     private static int LabelTokens(SftBatch b) => b.Labels.Count(l => l != SftSequence.IgnoreIndex);
 
-    public MicroBatchResult Forward(int index, Random rng) => LossSum(_train[index]);
+    public MicroBatchResult Forward(int index, Random rng)
+    {
+        if (_model.Adapter is { } adapter) adapter.DropoutRng = rng;
+        return LossSum(_train[index]);
+    }
 
     /// <summary>Σ over label tokens of −log p(label | prefix).</summary>
     private MicroBatchResult LossSum(SftBatch b)
@@ -99,6 +107,7 @@ public sealed class SftTask : ISupervisedTask
     public Dictionary<string, double>? Evaluate()
     {
         if (_eval.Count == 0) return null;
+        if (_model.Adapter is { } adapter) adapter.DropoutRng = null;
         double sum = 0, count = 0;
         foreach (var b in _eval)
         {
@@ -145,7 +154,7 @@ public static class SftTrainer
         if (rows.Count == 0) throw new UserInputException($"{o.Data}: no usable training examples.");
         log.WriteLine($"sft: {rows.Count} training rows, {evalSeqs.Records.Count} eval examples, model {pre.Model.ParameterCount:N0} parameters");
 
-        var task = new SftTask(pre.Model, tokenizer, o.Model!, rows, evalSeqs.Records, o.BatchSize, o.Seed) { Template = template };
+        var task = new SftTask(pre.Model, tokenizer, o.Model!, rows, evalSeqs.Records, o.BatchSize, o.Seed, o.StartingAdapter(pre.Model, o.Model), o.Merge) { Template = template };
         return new TrainingLoop(o, task, "sft", log).Run();
     }
 }

@@ -1,0 +1,65 @@
+using System.Text.Json;
+using AlignSharp.Tests.Training;
+
+namespace AlignSharp.Tests.Cli;
+
+/// <summary>LoRA from the command line: sft --lora-r, merge, and --adapter on logprobs and generate.</summary>
+public sealed class LoraCommandsTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("alignsharp-cli-lora-").FullName;
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    private string P(string name) => Path.Combine(_dir, name);
+
+    private static double?[] LogProbs(CliRunner.Result r)
+    {
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        return JsonDocument.Parse(r.StdOut.Trim()).RootElement.GetProperty("logprobs").EnumerateArray()
+            .Select(e => e.ValueKind == JsonValueKind.Null ? (double?)null : e.GetDouble()).ToArray();
+    }
+
+    [Fact]
+    public void SftAdapterMergeAndAdapterFlagAgree()
+    {
+        string model = TinyModels.Create(P("base"), "llama");
+        TinyModels.WriteJsonl(P("sft.jsonl"), Enumerable.Range(0, 6).Select(i => (object)new { prompt = $"q{i}?", completion = $" a{i}!" }));
+        var sft = CliRunner.Run("sft", "--model", model, "--data", P("sft.jsonl"), "--out", P("run"), "--max-steps", "4", "--batch-size", "2",
+            "--learning-rate", "0.01", "--save-steps", "0", "--lora-r", "4", "--lora-target-modules", "q_proj,v_proj,up_proj", "--use-rslora");
+        Assert.True(sft.ExitCode == 0, sft.StdErr);
+        var config = JsonDocument.Parse(File.ReadAllText(P("run/final/adapter_config.json"))).RootElement;
+        Assert.True(config.GetProperty("use_rslora").GetBoolean());
+        Assert.Equal(["q_proj", "v_proj", "up_proj"], config.GetProperty("target_modules").EnumerateArray().Select(e => e.GetString()));
+
+        var merge = CliRunner.Run("merge", "--model", model, "--adapter", P("run/final"), "--out", P("merged"));
+        Assert.True(merge.ExitCode == 0, merge.StdErr);
+        Assert.True(File.Exists(P("merged/model.safetensors")) && File.Exists(P("merged/tokenizer.json")));
+
+        TinyModels.WriteJsonl(P("in.jsonl"), [new { text = "q1? a1!" }]);
+        var withAdapter = LogProbs(CliRunner.Run("logprobs", "--model", model, "--adapter", P("run/final"), "--input", P("in.jsonl")));
+        var merged = LogProbs(CliRunner.Run("logprobs", "--model", P("merged"), "--input", P("in.jsonl")));
+        var baseOnly = LogProbs(CliRunner.Run("logprobs", "--model", model, "--input", P("in.jsonl")));
+        for (int t = 1; t < merged.Length; t++) Assert.True(Math.Abs(withAdapter[t]!.Value - merged[t]!.Value) < 1e-4, $"token {t}: {withAdapter[t]} vs {merged[t]}");
+        Assert.NotEqual(baseOnly, withAdapter);
+
+        TinyModels.WriteJsonl(P("prompts.jsonl"), [new { prompt = "q2?" }]);
+        var gen = CliRunner.Run("generate", "--model", model, "--adapter", P("run/final"), "--input", P("prompts.jsonl"), "--max-new-tokens", "3", "--temperature", "0");
+        Assert.True(gen.ExitCode == 0, gen.StdErr);
+        Assert.True(JsonDocument.Parse(gen.StdOut.Trim()).RootElement.TryGetProperty("completion", out _));
+
+        // Bad input: a non-empty --out, a missing adapter, an adapter for another model, --lora-r on a trainer without LoRA.
+        var again = CliRunner.Run("merge", "--model", model, "--adapter", P("run/final"), "--out", P("merged"));
+        Assert.NotEqual(0, again.ExitCode);
+        Assert.Contains("not empty", again.StdErr);
+        Assert.DoesNotContain("   at ", again.StdErr);
+        var missing = CliRunner.Run("logprobs", "--model", model, "--adapter", P("nope"), "--input", P("in.jsonl"));
+        Assert.NotEqual(0, missing.ExitCode);
+        Assert.Contains("nope", missing.StdErr);
+        string gpt2 = TinyModels.Create(P("gpt2"), "gpt2");
+        var wrong = CliRunner.Run("merge", "--model", gpt2, "--adapter", P("run/final"), "--out", P("m2"));
+        Assert.NotEqual(0, wrong.ExitCode);
+        Assert.Contains("adapter_model.safetensors", wrong.StdErr);
+        Assert.DoesNotContain("   at ", wrong.StdErr);
+        var rm = CliRunner.Run("rm", "--model", model, "--data", P("sft.jsonl"), "--out", P("rm"), "--lora-r", "4");
+        Assert.NotEqual(0, rm.ExitCode);
+        Assert.Contains("--lora-r", rm.StdErr);
+    }
+}
