@@ -82,10 +82,10 @@ public sealed class ReferenceLogProbs
         if (cacheFile != null && TryRead(cacheFile, key, batches) is { } cached)
         {
             for (int i = 0; i < batches.Count; i++) result._precomputed[batches[i]] = cached[i];
-            log?.Invoke($"dpo: reference log-probabilities read from {cacheFile}");
+            log?.Invoke($"reference log-probabilities read from {cacheFile}");
             return result;
         }
-        log?.Invoke($"dpo: computing reference log-probabilities for {batches.Count} batches");
+        log?.Invoke($"computing reference log-probabilities for {batches.Count} batches");
         var all = batches.Select(b => Score(model, b)).ToArray();
         for (int i = 0; i < batches.Count; i++) result._precomputed[batches[i]] = all[i];
         if (cacheFile != null) Write(cacheFile, key, all);

@@ -36,7 +36,7 @@ public static class DpoTrainer
             {
                 // Before training starts (and before a resume loads its checkpoint), the policy holds the reference weights.
                 var model = options.Reference != null ? LoadReference(options.Reference, options.Policy!, policy.Model) : policy.Model;
-                reference = ReferenceLogProbs.Precompute(model, [.. train, .. eval], Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), log.WriteLine);
+                reference = ReferenceLogProbs.Precompute(model, [.. train, .. eval], Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), m => log.WriteLine("dpo: " + m));
             }
             else
             {

@@ -37,7 +37,7 @@ public static class KtoTrainer
         {
             // Before training starts (and before a resume loads its checkpoint), the policy holds the reference weights.
             var model = options.Reference != null ? DpoTrainer.LoadReference(options.Reference, options.Policy!, policy.Model) : policy.Model;
-            reference = ReferenceLogProbs.Precompute(model, rows, Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), log.WriteLine);
+            reference = ReferenceLogProbs.Precompute(model, rows, Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), m => log.WriteLine("kto: " + m));
         }
         else
         {
