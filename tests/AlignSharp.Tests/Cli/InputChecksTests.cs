@@ -64,6 +64,15 @@ public sealed class InputChecksTests : IDisposable
         var e = Assert.Throws<BadRecordException>(() => DatasetLoader.LoadSft(data, new DataLoadOptions { ExpectedKind = DatasetKind.Sft }));
         Assert.Equal("label", e.Field);
         Assert.Contains("KTO", e.Message);
+        Assert.Contains("alignsharp kto", e.Message);
+
+        // As a user meets it: `sft` stops on the first record, naming file, line and field, and points to `kto`.
+        var r = CliRunner.Run("sft", "--model", TinyModels.Create(P("m")), "--data", data, "--out", P("o"));
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("kto.jsonl:1", r.StdErr);
+        Assert.Contains("\"label\"", r.StdErr);
+        Assert.Contains("alignsharp kto", r.StdErr);
+        Assert.DoesNotContain("   at ", r.StdErr);
     }
 
     [Fact]

@@ -135,7 +135,8 @@ public sealed class DpoTrainingTests : IDisposable
         Assert.Equal(0.0, first.GetProperty("rewards/accuracies").GetDouble());
     }
 
-    private static double MarkerProbability(string modelDir, IEnumerable<string> prompts)
+    /// <summary>Mean probability of the marker as the first answer token after each prompt and a space.</summary>
+    internal static double MarkerProbability(string modelDir, IEnumerable<string> prompts)
     {
         var pre = Pretrained.Load(modelDir);
         var tok = pre.Tokenizer!;

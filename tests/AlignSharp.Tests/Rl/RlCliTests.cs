@@ -73,6 +73,17 @@ public sealed class RlCliTests : IDisposable
             var line = RlTestKit.TrainMetrics(_kit.Path(run)).Single();
             foreach (var key in TrlMetrics) Assert.True(line.TryGetProperty(key, out _), $"{trainer}: metrics.jsonl lacks {key}");
             Assert.True(line.TryGetProperty("loss/kl_avg", out _));
+            // GRPO's own (TRL's GRPOTrainer names); RLOO has no groups normalised by their std, so none of them.
+            foreach (var key in new[] { "reward", "reward_std", "frac_reward_zero_std", "completions/mean_length" })
+                Assert.Equal(trainer == "grpo", line.TryGetProperty(key, out _));
+            if (trainer == "grpo")
+            {
+                double frac = line.GetProperty("frac_reward_zero_std").GetDouble();
+                Assert.InRange(frac, 0, 1);
+                Assert.True(line.GetProperty("reward_std").GetDouble() >= 0);
+                Assert.Equal(line.GetProperty("completion_length").GetDouble(), line.GetProperty("completions/mean_length").GetDouble(), 9);
+                Assert.Equal(line.GetProperty("objective/scores").GetDouble(), line.GetProperty("reward").GetDouble(), 6);
+            }
             var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(_kit.Path(run), "summary.json"))).RootElement;
             Assert.Equal(trainer, summary.GetProperty("trainer").GetString());
         }

@@ -50,6 +50,10 @@ public sealed class RlMathTests
         // Group [1, 2, 3]: mean 2, unbiased std 1 → (r − 2)/(1 + 1e-4); group [5, 5, 5]: zeros.
         var g = Advantages.GroupRelative([1f, 2f, 3f, 5f, 5f, 5f], 3);
         Near([-1 / 1.0001, 0, 1 / 1.0001, 0, 0, 0], g);
+        // GRPO's logged statistics: means 2 and 5, unbiased stds 1 and 0 (reward_std 0.5, frac_reward_zero_std 0.5).
+        var (means, stds) = Advantages.GroupStats([1f, 2f, 3f, 5f, 5f, 5f], 3);
+        Near([2, 5], means.Select(x => (float)x).ToArray());
+        Near([1, 0], stds.Select(x => (float)x).ToArray());
         // RLOO k = 3: baseline of r_i is the mean of the other two.
         var l = Advantages.LeaveOneOut([1f, 2f, 6f], 3);
         Near([1 - 4, 2 - 3.5, 6 - 1.5], l);

@@ -57,7 +57,12 @@ public sealed class SupervisedTrainerTests : IDisposable
         Assert.True((double)summary["eval_loss"]! < 0.5);
         Assert.True(File.Exists(P("run/final/model.safetensors")) && File.Exists(P("run/final/tokenizer.json")));
         Assert.True(File.Exists(P("run/run_config.json")) && File.Exists(P("run/summary.json")));
-        foreach (var key in new[] { "step", "time", "loss", "learning_rate", "grad_norm", "tokens_per_s" }) Assert.True(train[^1].TryGetProperty(key, out _), key);
+        foreach (var key in new[] { "step", "time", "loss", "learning_rate", "grad_norm", "tokens_per_s", "mean_token_accuracy" }) Assert.True(train[^1].TryGetProperty(key, out _), key);
+        // TRL's mean_token_accuracy: share of completion tokens that are the argmax; near chance (1/259) at first, high once memorised.
+        double accFirst = train[0].GetProperty("mean_token_accuracy").GetDouble(), accLast = train[^1].GetProperty("mean_token_accuracy").GetDouble();
+        Assert.True(accFirst < 0.5 && accLast > 0.8 && accLast <= 1, $"token accuracy {accFirst} → {accLast}");
+        double evalAcc = (double)summary["eval_mean_token_accuracy"]!;
+        Assert.True(evalAcc > 0.8 && evalAcc <= 1, $"eval token accuracy {evalAcc}");
     }
 
     [Fact]

@@ -80,6 +80,7 @@ public static class DatasetLoader
         {
             DatasetKind.Sft => new LoadedDataset(kind, LoadSft(paths, o), null, null),
             DatasetKind.Preference => new LoadedDataset(kind, null, LoadPreferences(paths, o), null),
+            DatasetKind.Unpaired => throw new UserInputException($"{paths[0]}: holds unpaired feedback records ({RecordParser.UnpairedShapes}); train on them with `alignsharp kto`."),
             _ => new LoadedDataset(kind, null, null, LoadPrompts(paths, o)),
         };
     }
@@ -208,6 +209,24 @@ public static class DatasetLoader
         return log.Result<RankingRecord>(records);
     }
 
+    /// <summary>Unpaired feedback for KTO: {"prompt","completion","label"} or {"messages","label"} (mixed freely).</summary>
+    public static RecordSet<UnpairedExample> LoadUnpaired(IReadOnlyList<string> paths, DataLoadOptions? options = null)
+    {
+        options ??= new DataLoadOptions();
+        options.Validate();
+        if (paths.Count == 0) throw new UserInputException("no data files given.");
+        var log = new BadRecordLog(options.SkipBadRecords, options.MaxReportedSkips);
+        var records = new List<UnpairedExample>();
+        foreach (var path in paths)
+        {
+            int before = records.Count, skippedBefore = log.Count;
+            foreach (var (raw, _) in Records(path, DatasetKind.Unpaired, log))
+                Try(log, () => records.Add(RecordParser.ParseUnpaired(raw.Element, raw.Source)));
+            RequireSome(path, records.Count - before, log.Count - skippedBefore, log);
+        }
+        return log.Result<UnpairedExample>(records);
+    }
+
     public static RecordSet<PromptExample> LoadPrompts(string path, DataLoadOptions? options = null) => LoadPrompts([path], options);
 
     /// <summary>Prompts for RL: {"prompt"} records, or the prompt of any SFT or preference record.</summary>
@@ -241,6 +260,10 @@ public static class DatasetLoader
             {
                 format = RecordParser.DetectFormat(raw.Element, raw.Source);
                 var found = RecordParser.KindOf(format);
+                if (kind == DatasetKind.Sft && found == DatasetKind.Unpaired)
+                    throw new BadRecordException(raw.Source, "label",
+                        "this is an unpaired feedback record ({prompt, completion, label}, as TRL's KTOTrainer reads it); sft would train on every completion whatever its label. " +
+                        "Train on it with `alignsharp kto`, or for sft keep the desirable completions without \"label\".");
                 if (kind != DatasetKind.Prompt && found != kind)
                     throw new BadRecordException(raw.Source, null,
                         $"expected {RecordParser.Describe(kind)}, but this record has fields {FieldList(raw)}, which make it {RecordParser.Describe(found)}; one data file holds one kind of record.");

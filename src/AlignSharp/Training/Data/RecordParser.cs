@@ -11,6 +11,7 @@ internal static class RecordParser
     public const string SftShapes = "{\"prompt\",\"completion\"}, {\"text\"} or {\"messages\"}";
     public const string PreferenceShapes = "{\"prompt\",\"chosen\",\"rejected\"}, {\"chosen\",\"rejected\"} (HH transcripts) or {\"prompt\",\"completions\",\"ranking\"}";
     public const string PromptShapes = "{\"prompt\"}";
+    public const string UnpairedShapes = "{\"prompt\",\"completion\",\"label\"} or {\"messages\",\"label\"}";
 
     /// <summary>
     /// The format, from the fields present: "completions" or "ranking" → ranking; "chosen" or "rejected" → a pair
@@ -22,11 +23,7 @@ internal static class RecordParser
         bool Has(string name) => obj.TryGetProperty(name, out _);
         if (Has("completions") || Has("ranking")) return RecordFormat.Ranking;
         if (Has("chosen") || Has("rejected")) return Has("prompt") ? RecordFormat.PreferencePair : RecordFormat.ImplicitPromptPair;
-        if (Has("label") && (Has("completion") || Has("messages")))
-            throw new BadRecordException(source, "label",
-                "this is an unpaired preference record as TRL's KTOTrainer reads it ({prompt, completion, label}); AlignSharp has no KTO trainer, " +
-                "and sft would train on every completion whatever its label. For sft keep the desirable completions without \"label\"; " +
-                "for rm or dpo pair them as {\"prompt\", \"chosen\", \"rejected\"}.");
+        if (Has("label") && (Has("completion") || Has("messages"))) return RecordFormat.Unpaired;
         if (Has("messages")) return RecordFormat.Messages;
         if (Has("text")) return RecordFormat.Text;
         if (Has("completion")) return RecordFormat.PromptCompletion;
@@ -40,6 +37,7 @@ internal static class RecordParser
     {
         RecordFormat.PromptCompletion or RecordFormat.Text or RecordFormat.Messages => DatasetKind.Sft,
         RecordFormat.PreferencePair or RecordFormat.ImplicitPromptPair or RecordFormat.Ranking => DatasetKind.Preference,
+        RecordFormat.Unpaired => DatasetKind.Unpaired,
         _ => DatasetKind.Prompt,
     };
 
@@ -47,6 +45,7 @@ internal static class RecordParser
     {
         DatasetKind.Sft => $"an SFT record ({SftShapes})",
         DatasetKind.Preference => $"a preference record ({PreferenceShapes})",
+        DatasetKind.Unpaired => $"an unpaired feedback record ({UnpairedShapes}, as `alignsharp kto` trains on)",
         _ => $"a prompt record ({PromptShapes})",
     };
 
@@ -77,6 +76,19 @@ internal static class RecordParser
             default:
                 throw new InvalidOperationException($"{format} is not an SFT format.");
         }
+    }
+
+    /// <summary>
+    /// {"prompt","completion","label"} or {"messages","label"}: the prompt and completion as <see cref="ParseSft"/>
+    /// reads them, "label" a JSON boolean (true: desirable).
+    /// </summary>
+    public static UnpairedExample ParseUnpaired(JsonElement obj, RecordSource source)
+    {
+        var label = obj.GetProperty("label");
+        if (label.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
+            throw new BadRecordException(source, "label", $"expected true (desirable) or false (undesirable), found {JsonKinds.Describe(label)}.");
+        var format = obj.TryGetProperty("completion", out _) ? RecordFormat.PromptCompletion : RecordFormat.Messages;
+        return new UnpairedExample(ParseSft(obj, format, source), label.ValueKind == JsonValueKind.True);
     }
 
     public static PreferencePair ParsePair(JsonElement obj, RecordFormat format, RecordSource source)
@@ -207,11 +219,13 @@ internal static class RecordParser
             case RecordFormat.PromptOnly:
             case RecordFormat.PromptCompletion:
             case RecordFormat.PreferencePair:
+            case RecordFormat.Unpaired when obj.TryGetProperty("prompt", out _):
             case RecordFormat.Ranking:
                 return new PromptExample(r.Content("prompt", ContentUse.RlPrompt), source);
             case RecordFormat.ImplicitPromptPair:
                 return new PromptExample(ParsePair(obj, format, source).Prompt, source) { PromptField = "chosen" };
             case RecordFormat.Messages:
+            case RecordFormat.Unpaired:
                 var messages = r.Messages(r.Required("messages"), "messages");
                 int end = messages[^1].Role == ChatRole.Assistant ? messages.Count - 1 : messages.Count;
                 if (end == 0) throw new BadRecordException(source, "messages", "holds no prompt (only an assistant turn).");

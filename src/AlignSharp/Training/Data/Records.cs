@@ -57,6 +57,8 @@ public enum DatasetKind
     Preference,
     /// <summary>Prompts for the RL phase: {"prompt"}.</summary>
     Prompt,
+    /// <summary>Unpaired feedback for KTO: {"prompt","completion","label"} or {"messages","label"}.</summary>
+    Unpaired,
 }
 
 /// <summary>The record layout one JSON object has, told apart by its fields.</summary>
@@ -76,6 +78,8 @@ public enum RecordFormat
     Ranking,
     /// <summary>{"prompt"} alone.</summary>
     PromptOnly,
+    /// <summary>{"prompt", "completion", "label"} or {"messages", "label"}: one completion judged desirable (true) or not (false).</summary>
+    Unpaired,
 }
 
 /// <summary>
@@ -113,6 +117,15 @@ public sealed record PreferencePair(ChatContent Prompt, ChatContent Chosen, Chat
 }
 
 /// <summary>A prompt for the RL phase.</summary>
+/// <summary>
+/// One unpaired judgement (KTO): a completion of a prompt, desirable (<see cref="Desirable"/> true, thumbs up) or
+/// undesirable. The prompt and completion are read as an SFT record's are.
+/// </summary>
+public sealed record UnpairedExample(SftExample Example, bool Desirable)
+{
+    public RecordSource Source => Example.Source;
+}
+
 public sealed record PromptExample(ChatContent Prompt, RecordSource Source)
 {
     public string PromptField { get; init; } = "prompt";

@@ -99,12 +99,12 @@ public sealed class ReferenceLogProbs
         world.AllReduceMax(cachedOnRoot);
         if (cachedOnRoot[0] != 0)
         {
-            log?.Invoke($"dpo: reference log-probabilities read from {cacheFile}");
+            log?.Invoke($"reference log-probabilities read from {cacheFile}");
             if (world.Size > 1) all = Share(world, batches.Count, i => world.IsRoot ? all![i] : null);
         }
         else
         {
-            log?.Invoke($"dpo: computing reference log-probabilities for {batches.Count} batches" + (world.Size > 1 ? $" ({world.Size} ranks)" : ""));
+            log?.Invoke($"computing reference log-probabilities for {batches.Count} batches" + (world.Size > 1 ? $" ({world.Size} ranks)" : ""));
             all = world.Size == 1
                 ? batches.Select(b => Score(model, b)).ToArray()
                 : Share(world, batches.Count, i => i % world.Size == world.Rank ? Score(model, batches[i]) : null);

@@ -94,6 +94,13 @@ public sealed class DpoBatch
         return new DpoBatch(rows, batch.SeqLen, ids, mask, labels, units);
     }
 
+    /// <summary>Rows scored on their own (no units; e.g. KTO's completions), right-padded; weight 0.</summary>
+    public static DpoBatch FromRows(IReadOnlyList<SftSequence> rows, int padId)
+    {
+        var padded = SftBatch.Create(rows, padId);
+        return new DpoBatch(padded.BatchSize, padded.SeqLen, padded.InputIds, padded.AttentionMask, padded.Labels, []);
+    }
+
     /// <summary>Rankings, each completion a row (ranking by ranking, completions in file order); each ranking has weight 1.</summary>
     public static DpoBatch FromRankings(IReadOnlyList<TokenizedRanking> rankings, int padId)
     {

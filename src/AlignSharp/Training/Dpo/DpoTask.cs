@@ -98,25 +98,8 @@ public sealed class DpoTask : ISupervisedTask
     /// <summary>Loss and metrics averaged over <paramref name="batches"/> (by weight), with tokens/s; no gradients.</summary>
     public Dictionary<string, double> Evaluate(IReadOnlyList<DpoBatch> batches)
     {
-        var clock = Stopwatch.StartNew();
-        double loss = 0, weight = 0;
-        long tokens = 0;
-        var sums = new Dictionary<string, double>();
-        if (_policy.Adapter is { } adapter) adapter.DropoutRng = null;
-        using (Autograd.NoGrad())
-            foreach (var b in batches)
-            {
-                using var scope = TensorScope.Begin();
-                var r = Score(b);
-                loss += r.LossSum.Item();
-                weight += b.Weight;
-                tokens += r.Tokens;
-                foreach (var (k, v) in r.MetricSums) sums[k] = sums.GetValueOrDefault(k) + v;
-            }
-        var m = new Dictionary<string, double> { ["loss"] = weight > 0 ? loss / weight : 0 };
-        foreach (var (k, v) in sums) m[k] = weight > 0 ? v / weight : 0;
-        m["tokens_per_s"] = clock.Elapsed.TotalSeconds > 0 ? tokens / clock.Elapsed.TotalSeconds : 0;
-        return m;
+        if (_policy.Adapter is { } adapter) adapter.DropoutRng = null; // no LoRA dropout in evaluation
+        return SupervisedEvaluation.Average(batches, Score, b => b.Weight);
     }
 
     /// <summary>One batch: policy log-probabilities (one forward pass), the loss per unit, Σ weight·loss and the metric sums.</summary>

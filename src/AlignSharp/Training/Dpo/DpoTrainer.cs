@@ -39,8 +39,8 @@ public static class DpoTrainer
                 // Before training starts (and before a resume loads its checkpoint), the policy holds the reference
                 // weights: with --adapter, the base with that adapter; a new LoRA adapter is attached only afterwards.
                 policy.Model.Adapter = options.Adapter != null ? adapter : null;
-                var model = options.Reference != null ? LoadReference(options, policy.Model) : policy.Model;
-                reference = ReferenceLogProbs.Precompute(model, [.. train, .. eval], Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), log.WriteLine, Distributed.World.Current);
+                var model = options.Reference != null ? LoadReference(options.Reference, options.Policy!, policy.Model) : policy.Model;
+                reference = ReferenceLogProbs.Precompute(model, [.. train, .. eval], Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), m => log.WriteLine("dpo: " + m), Distributed.World.Current);
             }
             else if (adapter != null && options.Reference == null)
             {
@@ -50,7 +50,7 @@ public static class DpoTrainer
             }
             else
             {
-                reference = ReferenceLogProbs.OnTheFly(LoadReference(options, policy.Model));
+                reference = ReferenceLogProbs.OnTheFly(LoadReference(options.Reference, options.Policy!, policy.Model));
             }
         }
         var task = new DpoTask(options, policy.Model, reference, train, eval, adapter);
@@ -73,7 +73,7 @@ public static class DpoTrainer
         if (batches.Count == 0) throw new UserInputException($"{file}: no usable preference pairs to evaluate.");
         ReferenceLogProbs? reference = null;
         if (options.UsesReference)
-            reference = ReferenceLogProbs.OnTheFly(options.Reference != null ? LoadReference(options, policy.Model) : policy.Model);
+            reference = ReferenceLogProbs.OnTheFly(options.Reference != null ? LoadReference(options.Reference, options.Policy!, policy.Model) : policy.Model);
         return new DpoTask(options, policy.Model, reference, [], []).Evaluate(batches);
     }
 
@@ -109,13 +109,14 @@ public static class DpoTrainer
                 DpoData.PairBatches(DpoData.EncodePairs(evalPairs, tokenizer, template, options, Warn), options.BatchSize, options.Seed, pad));
     }
 
-    private static TransformerModel LoadReference(DpoOptions options, TransformerModel policy)
+    /// <summary>The frozen reference: <paramref name="reference"/>, else the policy directory's starting weights; it must share the policy's vocabulary.</summary>
+    internal static TransformerModel LoadReference(string? reference, string policyDir, TransformerModel policy)
     {
-        string dir = options.Reference ?? options.Policy!;
+        string dir = reference ?? policyDir;
         if (!Directory.Exists(dir)) throw new UserInputException($"--reference: model directory '{dir}' does not exist.");
-        var reference = ModelIO.Load(dir);
-        if (reference.Config.VocabSize != policy.Config.VocabSize)
-            throw new UserInputException($"--reference: {dir} has a vocabulary of {reference.Config.VocabSize} tokens but the policy has {policy.Config.VocabSize}; the reference must share the policy's tokenizer.");
-        return reference;
+        var model = ModelIO.Load(dir);
+        if (model.Config.VocabSize != policy.Config.VocabSize)
+            throw new UserInputException($"--reference: {dir} has a vocabulary of {model.Config.VocabSize} tokens but the policy has {policy.Config.VocabSize}; the reference must share the policy's tokenizer.");
+        return model;
     }
 }

@@ -52,20 +52,31 @@ public static class Advantages
     /// </summary>
     public static float[] GroupRelative(ReadOnlySpan<float> scores, int groupSize, float epsilon = 1e-4f)
     {
-        CheckGroups(scores.Length, groupSize);
+        var (means, stds) = GroupStats(scores, groupSize);
         var adv = new float[scores.Length];
-        for (int g = 0; g < scores.Length; g += groupSize)
+        for (int i = 0; i < scores.Length; i++) adv[i] = (float)((scores[i] - means[i / groupSize]) / (stds[i / groupSize] + epsilon));
+        return adv;
+    }
+
+    /// <summary>Mean and unbiased standard deviation (0 for a group of one) of each consecutive group of <paramref name="groupSize"/> scores.</summary>
+    public static (double[] Means, double[] Stds) GroupStats(ReadOnlySpan<float> scores, int groupSize)
+    {
+        CheckGroups(scores.Length, groupSize);
+        int groups = scores.Length / groupSize;
+        var means = new double[groups];
+        var stds = new double[groups];
+        for (int g = 0; g < groups; g++)
         {
-            var group = scores.Slice(g, groupSize);
+            var group = scores.Slice(g * groupSize, groupSize);
             double mean = 0;
             foreach (var r in group) mean += r;
             mean /= groupSize;
             double sq = 0;
             foreach (var r in group) sq += (r - mean) * (r - mean);
-            double std = groupSize > 1 ? Math.Sqrt(sq / (groupSize - 1)) : 0;
-            for (int i = 0; i < groupSize; i++) adv[g + i] = (float)((group[i] - mean) / (std + epsilon));
+            means[g] = mean;
+            stds[g] = groupSize > 1 ? Math.Sqrt(sq / (groupSize - 1)) : 0;
         }
-        return adv;
+        return (means, stds);
     }
 
     /// <summary>

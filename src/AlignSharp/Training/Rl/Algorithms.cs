@@ -24,6 +24,9 @@ public abstract class RlAlgorithm(RlOptions options)
     /// <summary>Fills <see cref="RolloutBatch.Advantages"/> (and the returns, for PPO) from scores, KL and values.</summary>
     public abstract void ComputeAdvantages(RolloutBatch batch, double beta);
 
+    /// <summary>Metrics of a step's rollout particular to the algorithm (joined to the step's metrics line); none by default.</summary>
+    public virtual Dictionary<string, double> RolloutMetrics(RolloutBatch batch) => [];
+
     /// <summary>What the loss of <paramref name="rows"/> is averaged over: completion tokens (PPO's token mean) or completions
     /// (the critic-free per-completion mean). An optimizer step's loss is normalised by the sum over its micro-batches.</summary>
     public abstract double Weight(RolloutBatch batch, IReadOnlyList<int> rows);
@@ -167,6 +170,23 @@ public sealed class Grpo(GrpoOptions options) : CriticFree(options)
     public override bool KlInReward => false;
 
     protected override float[] SequenceAdvantages(RolloutBatch batch, double beta) => Advantages.GroupRelative(batch.Scores, options.NumGenerations);
+
+    /// <summary>
+    /// As TRL's GRPOTrainer logs them: reward (mean score), reward_std (mean over prompts of the unbiased std of their
+    /// group's scores), frac_reward_zero_std (share of prompts whose completions all scored the same, so they get no
+    /// advantage), completions/mean_length (completion tokens per completion).
+    /// </summary>
+    public override Dictionary<string, double> RolloutMetrics(RolloutBatch batch)
+    {
+        var (_, stds) = Advantages.GroupStats(batch.Scores, options.NumGenerations);
+        return new Dictionary<string, double>
+        {
+            ["reward"] = batch.Scores.Average(s => (double)s),
+            ["reward_std"] = stds.Average(),
+            ["frac_reward_zero_std"] = stds.Count(s => Math.Abs(s) <= 1e-8) / (double)stds.Length,
+            ["completions/mean_length"] = (double)batch.CompletionTokens / batch.Count,
+        };
+    }
 }
 
 /// <summary>RLOO: reward r_i = score_i − β·Σ_t KL_t (KL in the reward, default) or the score (KL in the loss); advantage

@@ -334,6 +334,7 @@ public sealed class RlTrainer
             foreach (var (name, s) in batch.ScoreParts) m["objective/scores/" + name] = s.Average(x => (double)x);
         foreach (var key in new[] { "policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg", "val/ratio", "val/ratio_var", "policy/entropy_avg", "loss/kl_avg", "loss/ptx_avg" })
             if (train.TryGetValue(key, out var v)) m[key] = v;
+        foreach (var (k, v) in _algorithm.RolloutMetrics(batch)) m[k] = v;
         m["val/num_eos_tokens"] = batch.EndsWithEos.Count(e => e);
         m["completion_length"] = generationTokens / batch.Count;
         m["lr"] = lr;

@@ -30,6 +30,35 @@ public interface ISupervisedTask
 
     /// <summary>What is trained: its parameters, checkpoint state and final outputs.</summary>
     ITrainable Trainable { get; }
+
+    /// <summary>Turns a logging window's averaged metric sums (each Σ / Σ weight) into the values logged (e.g. ratios of two sums); by default they are logged as they are.</summary>
+    void FinishMetrics(Dictionary<string, double> averaged) { }
+}
+
+/// <summary>Evaluation of a supervised task's batches: the loss and metric sums averaged by weight, with tokens/s; no gradients.</summary>
+public static class SupervisedEvaluation
+{
+    public static Dictionary<string, double> Average<TBatch>(IEnumerable<TBatch> batches, Func<TBatch, MicroBatchResult> score, Func<TBatch, double> weightOf)
+    {
+        var clock = Stopwatch.StartNew();
+        double loss = 0, weight = 0;
+        long tokens = 0;
+        var sums = new Dictionary<string, double>();
+        using (Autograd.NoGrad())
+            foreach (var b in batches)
+            {
+                using var scope = TensorScope.Begin();
+                var r = score(b);
+                loss += r.LossSum.Item();
+                weight += weightOf(b);
+                tokens += r.Tokens;
+                foreach (var (k, v) in r.MetricSums) sums[k] = sums.GetValueOrDefault(k) + v;
+            }
+        var m = new Dictionary<string, double> { ["loss"] = weight > 0 ? loss / weight : 0 };
+        foreach (var (k, v) in sums) m[k] = weight > 0 ? v / weight : 0;
+        m["tokens_per_s"] = clock.Elapsed.TotalSeconds > 0 ? tokens / clock.Elapsed.TotalSeconds : 0;
+        return m;
+    }
 }
 
 /// <summary>
@@ -165,6 +194,7 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
                     ["loss"] = units > 0 ? lossSum / units : 0,
                 };
                 foreach (var (k, v) in sums) m[k] = units > 0 ? v / units : 0;
+                task.FinishMetrics(m);
                 m["grad_norm"] = gradNormSum / logged;
                 m["learning_rate"] = opt.Lr;
                 m["epoch"] = Epoch(step);

@@ -82,16 +82,29 @@ public sealed class SftTask : ISupervisedTask
         return LossSum(_train[index]);
     }
 
-    /// <summary>Σ over label tokens of −log p(label | prefix).</summary>
+    /// <summary>
+    /// Σ over label tokens of −log p(label | prefix), and (as TRL's SFTTrainer logs mean_token_accuracy) the number
+    /// of label tokens that are the logits' argmax (the first maximum on ties); the loop divides both by the label tokens.
+    /// </summary>
     private MicroBatchResult LossSum(SftBatch b)
     {
-        int n = b.BatchSize * b.SeqLen;
+        int n = b.BatchSize * b.SeqLen, v = _model.Config.VocabSize;
         var logits = _model.Forward(b.InputIds, b.BatchSize, b.SeqLen, keyMask: b.AttentionMask);
         var targets = ShiftedTargets(b);
-        int count = targets.Count(t => t != SftSequence.IgnoreIndex);
-        var mean = Ops.CrossEntropy(Ops.Reshape(logits, n, _model.Config.VocabSize), targets);
+        int count = 0, correct = 0;
+        var values = logits.Span;
+        for (int i = 0; i < n; i++)
+        {
+            if (targets[i] == SftSequence.IgnoreIndex) continue;
+            count++;
+            var row = values.Slice(i * v, v);
+            int best = 0;
+            for (int j = 1; j < v; j++) if (row[j] > row[best]) best = j;
+            if (best == targets[i]) correct++;
+        }
+        var mean = Ops.CrossEntropy(Ops.Reshape(logits, n, v), targets);
         long tokens = b.AttentionMask.Count(m => m);
-        return new MicroBatchResult(Ops.MulScalar(mean, count), [], tokens);
+        return new MicroBatchResult(Ops.MulScalar(mean, count), new() { ["mean_token_accuracy"] = correct }, tokens);
     }
 
     /// <summary>Labels are aligned with the ids (HF convention): position t predicts Labels[t + 1].</summary>
@@ -108,15 +121,17 @@ public sealed class SftTask : ISupervisedTask
     {
         if (_eval.Count == 0) return null;
         if (_model.Adapter is { } adapter) adapter.DropoutRng = null;
-        double sum = 0, count = 0;
+        double sum = 0, count = 0, correct = 0;
         foreach (var b in _eval)
         {
             using var scope = TensorScope.Begin();
-            sum += LossSum(b).LossSum.Item();
+            var r = LossSum(b);
+            sum += r.LossSum.Item();
+            correct += r.MetricSums["mean_token_accuracy"];
             count += LabelTokens(b);
         }
         double loss = count > 0 ? sum / count : 0;
-        return new Dictionary<string, double> { ["loss"] = loss, ["perplexity"] = Math.Exp(loss), ["tokens"] = count };
+        return new Dictionary<string, double> { ["loss"] = loss, ["perplexity"] = Math.Exp(loss), ["tokens"] = count, ["mean_token_accuracy"] = count > 0 ? correct / count : 0 };
     }
 
     /// <summary>The chat template the data was formatted with, written into saved models (their tokenizer_config.json and chat_template.jinja).</summary>
