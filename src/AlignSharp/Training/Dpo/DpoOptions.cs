@@ -29,23 +29,8 @@ public enum DpoLossType
 /// that rate, so the default here is 5e-6 (raise it further for toy models: the tests use 1e-3 on a 30k-parameter
 /// model).
 /// </summary>
-[TrlName("model_name_or_path", nameof(Policy))]
-[TrlName("ref_model", nameof(Reference))]
-[TrlName("precompute_ref_log_probs", nameof(PrecomputeReference))]
-public sealed record DpoOptions : TextDataOptions
+public sealed record DpoOptions : ReferencedPolicyOptions
 {
-    public DpoOptions()
-    {
-        LearningRate = 5e-6f;
-        MaxLength = 1024;
-    }
-
-    [Option("Model directory to train (config.json + safetensors + tokenizer.json); its starting weights are the reference model unless --reference is given.", Required = true)]
-    public string? Policy { get; init; }
-
-    [Option("Reference model directory, frozen (default: the --policy model as it starts). With --eval-only on a trained policy, pass the model it started from.")]
-    public string? Reference { get; init; }
-
     [Option("Objective: sigmoid (DPO), ipo, hinge (SLiC), simpo, orpo or plackett_luce (rankings of K completions used whole; pairs count as rankings of 2).")]
     public string LossType { get; init; } = "sigmoid";
 
@@ -63,9 +48,6 @@ public sealed record DpoOptions : TextDataOptions
 
     [Option("Use no reference model (log π_ref = 0) with sigmoid, ipo, hinge or plackett_luce; simpo and orpo never use one.")]
     public bool ReferenceFree { get; init; }
-
-    [Option("Compute the reference log-probabilities once before training and cache them in DIR/reference_logps.bin (keyed by the reference weights and the batches), instead of running the frozen reference model every step. Same results either way.", SafeToChangeOnResume = true)]
-    public bool PrecomputeReference { get; init; } = true;
 
     [Option("Compute the loss and metrics on --data (or --eval-data) without training; prints one JSON object on stdout. Needs no --out.")]
     public bool EvalOnly { get; init; }

@@ -1,3 +1,4 @@
+using AlignSharp.Training.Dpo;
 using AlignSharp.Training.Runs;
 
 namespace AlignSharp.Training.Kto;
@@ -8,23 +9,8 @@ namespace AlignSharp.Training.Kto;
 /// {"messages","label"} (label true: desirable). Defaults follow TRL's KTOConfig (β 0.1, desirable and undesirable
 /// weights 1.0, max length 1024) except the learning rate, 5e-6 as for dpo (TRL's 1e-6 suits billion-parameter models).
 /// </summary>
-[TrlName("model_name_or_path", nameof(Policy))]
-[TrlName("ref_model", nameof(Reference))]
-[TrlName("precompute_ref_log_probs", nameof(PrecomputeReference))]
-public sealed record KtoOptions : TextDataOptions
+public sealed record KtoOptions : ReferencedPolicyOptions
 {
-    public KtoOptions()
-    {
-        LearningRate = 5e-6f;
-        MaxLength = 1024;
-    }
-
-    [Option("Model directory to train (config.json + safetensors + tokenizer.json); its starting weights are the reference model unless --reference is given.", Required = true)]
-    public string? Policy { get; init; }
-
-    [Option("Reference model directory, frozen (default: the --policy model as it starts).")]
-    public string? Reference { get; init; }
-
     [Option("β: temperature of the implicit reward β·log π/π_ref inside the sigmoid (TRL's beta).")]
     public float Beta { get; init; } = 0.1f;
 
@@ -33,9 +19,6 @@ public sealed record KtoOptions : TextDataOptions
 
     [Option("Weight of the undesirable (label false) examples' losses (TRL's undesirable_weight).")]
     public float UndesirableWeight { get; init; } = 1f;
-
-    [Option("Compute the reference log-probabilities once before training and cache them in DIR/reference_logps.bin (keyed by the reference weights and the batches), instead of running the frozen reference model every step. Same results either way.", SafeToChangeOnResume = true)]
-    public bool PrecomputeReference { get; init; } = true;
 
     public override void Validate()
     {
