@@ -1,6 +1,8 @@
 using AlignSharp.Engine;
 using AlignSharp.Engine.Kernels;
 using Xunit.Abstractions;
+using Case = AlignSharp.Tests.Engine.GemmCase;
+using static AlignSharp.Tests.Engine.GemmCase;
 
 namespace AlignSharp.Tests.Engine;
 
@@ -12,15 +14,6 @@ namespace AlignSharp.Tests.Engine;
 public class GemmBf16Tests(ITestOutputHelper output)
 {
     public static TheoryData<string> Paths => new() { "Avx512", "Avx2", "Scalar" };
-
-    private sealed record Case(bool TransA, bool TransB, int M, int N, int K, int Lda, int Ldb, int Ldc, bool Accumulate);
-
-    private static float[] Random(Random rng, int count)
-    {
-        var x = new float[count];
-        for (int i = 0; i < count; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
-        return x;
-    }
 
     /// <summary>Random bf16 values in (-1, 1), with the odd exact zero, ±tiny and large-exponent value.</summary>
     private static ushort[] RandomBf16(Random rng, int count)
@@ -38,14 +31,6 @@ public class GemmBf16Tests(ITestOutputHelper output)
             x[i] = Bf16.FromFloat(v);
         }
         return x;
-    }
-
-    private static int Len(int rows, int ld, int cols) => rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols;
-
-    private static Case MakeCase(Random rng, bool ta, bool tb, int m, int n, int k, bool padded, bool accumulate)
-    {
-        int pad() => padded ? rng.Next(0, 6) : 0;
-        return new Case(ta, tb, m, n, k, (ta ? m : k) + pad(), (tb ? k : n) + pad(), n + pad(), accumulate);
     }
 
     /// <summary>Runs MultiplyBf16 on random data and checks every element of C against float64 (padding untouched).
@@ -125,7 +110,7 @@ public class GemmBf16Tests(ITestOutputHelper output)
                 int o1 = sizes[rng.Next(sizes.Length)], o2 = sizes[rng.Next(sizes.Length)];
                 foreach (var (m, n, k) in new[] { (s, o1, o2), (o1, s, o2), (o1, o2, s) })
                 {
-                    var t = MakeCase(rng, ta == 1, tb == 1, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0);
+                    var t = GemmCase.Make(rng, ta == 1, tb == 1, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0);
                     Check(rng, t, path, bitwiseBlocked: !Streams(t));
                 }
             }
@@ -142,8 +127,8 @@ public class GemmBf16Tests(ITestOutputHelper output)
             for (int tb = 0; tb < 2; tb++)
             {
                 // 203×517×401 crosses the MC, KC and tile edges; 9×4100×7 crosses the NC column block.
-                Check(rng, MakeCase(rng, false, tb == 1, 203, 517, 401, padded: true, accumulate: tb == 1), path, bitwiseBlocked: true);
-                Check(rng, MakeCase(rng, tb == 1, tb == 1, 9, 4100, 7, padded: true, accumulate: tb == 0), path, bitwiseBlocked: true);
+                Check(rng, GemmCase.Make(rng, false, tb == 1, 203, 517, 401, padded: true, accumulate: tb == 1), path, bitwiseBlocked: true);
+                Check(rng, GemmCase.Make(rng, tb == 1, tb == 1, 9, 4100, 7, padded: true, accumulate: tb == 0), path, bitwiseBlocked: true);
             }
         });
     }
@@ -160,10 +145,10 @@ public class GemmBf16Tests(ITestOutputHelper output)
             foreach (int m in new[] { 1, 2, 3, 4, 5, 6, 7, 8 })
             foreach (int n in new[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 33, 130 })
             foreach (int k in new[] { 1, 17, 31, 32, 33, 64, 95, 200 })
-                Check(rng, MakeCase(rng, false, true, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0), path, bitwiseBlocked: path != "Avx512");
+                Check(rng, GemmCase.Make(rng, false, true, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0), path, bitwiseBlocked: path != "Avx512");
             // A decode-sized product (Qwen2.5-0.5B's MLP width), run on both threads.
-            Check(rng, MakeCase(rng, false, true, 3, 600, 896, padded: false, accumulate: false), path, bitwiseBlocked: path != "Avx512");
-            Check(rng, MakeCase(rng, false, true, 8, 300, 896, padded: true, accumulate: true), path, bitwiseBlocked: path != "Avx512");
+            Check(rng, GemmCase.Make(rng, false, true, 3, 600, 896, padded: false, accumulate: false), path, bitwiseBlocked: path != "Avx512");
+            Check(rng, GemmCase.Make(rng, false, true, 8, 300, 896, padded: true, accumulate: true), path, bitwiseBlocked: path != "Avx512");
         });
     }
 

@@ -1,5 +1,7 @@
 using AlignSharp.Engine.Kernels;
 using Xunit.Abstractions;
+using Case = AlignSharp.Tests.Engine.GemmCase;
+using static AlignSharp.Tests.Engine.GemmCase;
 
 namespace AlignSharp.Tests.Engine;
 
@@ -13,23 +15,6 @@ public class GemmTests(ITestOutputHelper output)
     public static TheoryData<string> Paths => new() { "Avx512", "Avx2", "Scalar" };
 
     // ------------------------------------------------------------------ helpers
-
-    private sealed record Case(bool TransA, bool TransB, int M, int N, int K, int Lda, int Ldb, int Ldc, bool Accumulate);
-
-    private static float[] Random(Random rng, int count)
-    {
-        var x = new float[count];
-        for (int i = 0; i < count; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
-        return x;
-    }
-
-    private static Case MakeCase(Random rng, bool ta, bool tb, int m, int n, int k, bool padded, bool accumulate)
-    {
-        int pad() => padded ? rng.Next(0, 6) : 0;
-        return new Case(ta, tb, m, n, k, (ta ? m : k) + pad(), (tb ? k : n) + pad(), n + pad(), accumulate);
-    }
-
-    private static int Len(int rows, int ld, int cols) => rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols;
 
     /// <summary>Runs <paramref name="gemm"/> on random data for one case and checks every element of C (padding included).</summary>
     private static void Check(Random rng, Case t, Action<Case, float[], float[], float[]> gemm, string what)
@@ -106,7 +91,7 @@ public class GemmTests(ITestOutputHelper output)
                 {
                     int o1 = sizes[rng.Next(sizes.Length)], o2 = sizes[rng.Next(sizes.Length)];
                     foreach (var (m, n, k) in new[] { (s, o1, o2), (o1, s, o2), (o1, o2, s) })
-                        Check(rng, MakeCase(rng, ta == 1, tb == 1, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0), Multiply, path);
+                        Check(rng, GemmCase.Make(rng, ta == 1, tb == 1, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0), Multiply, path);
                 }
             }
         });
@@ -123,8 +108,8 @@ public class GemmTests(ITestOutputHelper output)
             for (int tb = 0; tb < 2; tb++)
             {
                 // 257×513×300 crosses the MC, KC and tile edges at once; 13×4100×7 crosses the NC column block.
-                Check(rng, MakeCase(rng, ta == 1, tb == 1, 257, 513, 300, padded: true, accumulate: ta == tb), Multiply, path);
-                Check(rng, MakeCase(rng, ta == 1, tb == 1, 13, 4100, 7, padded: true, accumulate: ta != tb), Multiply, path);
+                Check(rng, GemmCase.Make(rng, ta == 1, tb == 1, 257, 513, 300, padded: true, accumulate: ta == tb), Multiply, path);
+                Check(rng, GemmCase.Make(rng, ta == 1, tb == 1, 13, 4100, 7, padded: true, accumulate: ta != tb), Multiply, path);
             }
         });
     }
@@ -142,7 +127,7 @@ public class GemmTests(ITestOutputHelper output)
             foreach (int m in new[] { 1, 2, 3, 4, 5, 8, 9 })
                 foreach (int n in new[] { 1, 3, 15, 16, 17, 63, 64, 65, 81, 130, 3001 })
                 foreach (int k in new[] { 1, 15, 16, 17, 100 })
-                    Check(rng, MakeCase(rng, ta == 1, tb == 1, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0), Multiply, path);
+                    Check(rng, GemmCase.Make(rng, ta == 1, tb == 1, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0), Multiply, path);
         });
     }
 
@@ -159,7 +144,7 @@ public class GemmTests(ITestOutputHelper output)
             for (int tb = 0; tb < 2; tb++)
             for (int broadcast = 0; broadcast < 3; broadcast++) // 0: none, 1: A shared, 2: B shared
             {
-                var t = MakeCase(rng, ta == 1, tb == 1, m, n, k, padded: true, accumulate: broadcast == 1);
+                var t = GemmCase.Make(rng, ta == 1, tb == 1, m, n, k, padded: true, accumulate: broadcast == 1);
                 long sizeA = Len(ta == 1 ? k : m, t.Lda, ta == 1 ? m : k) + 3, sizeB = Len(tb == 1 ? n : k, t.Ldb, tb == 1 ? k : n) + 1;
                 long sizeC = Len(m, t.Ldc, n) + 2;
                 long strideA = broadcast == 1 ? 0 : sizeA, strideB = broadcast == 2 ? 0 : sizeB;
@@ -195,7 +180,7 @@ public class GemmTests(ITestOutputHelper output)
         var rng = new Random(11);
         for (int i = 0; i < 40; i++)
         {
-            var t = MakeCase(rng, rng.Next(2) == 0, rng.Next(2) == 0, rng.Next(1, 40), rng.Next(1, 40), rng.Next(1, 40), padded: true, accumulate: rng.Next(2) == 0);
+            var t = GemmCase.Make(rng, rng.Next(2) == 0, rng.Next(2) == 0, rng.Next(1, 40), rng.Next(1, 40), rng.Next(1, 40), padded: true, accumulate: rng.Next(2) == 0);
             Check(rng, t, (x, a, b, c) => Gemm.Reference(x.TransA, x.TransB, x.M, x.N, x.K, a, x.Lda, b, x.Ldb, c, x.Ldc, x.Accumulate), "Reference");
         }
     }

@@ -1,0 +1,24 @@
+namespace AlignSharp.Tests.Engine;
+
+/// <summary>One GEMM test case: C[M, N] (+)= op(A)[M, K] · op(B)[K, N] with leading dimensions, and the helpers the
+/// float32 and bf16 GEMM tests share to make and size them.</summary>
+internal sealed record GemmCase(bool TransA, bool TransB, int M, int N, int K, int Lda, int Ldb, int Ldc, bool Accumulate)
+{
+    /// <summary>Uniform values in (-1, 1).</summary>
+    public static float[] Random(Random rng, int count)
+    {
+        var x = new float[count];
+        for (int i = 0; i < count; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+        return x;
+    }
+
+    /// <summary>A case with tight leading dimensions, or padded by 0–5 elements each.</summary>
+    public static GemmCase Make(Random rng, bool ta, bool tb, int m, int n, int k, bool padded, bool accumulate)
+    {
+        int pad() => padded ? rng.Next(0, 6) : 0;
+        return new GemmCase(ta, tb, m, n, k, (ta ? m : k) + pad(), (tb ? k : n) + pad(), n + pad(), accumulate);
+    }
+
+    /// <summary>Elements spanned by a rows × cols matrix with leading dimension ld.</summary>
+    public static int Len(int rows, int ld, int cols) => rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols;
+}
