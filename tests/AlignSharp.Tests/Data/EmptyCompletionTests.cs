@@ -81,7 +81,7 @@ public sealed class EmptyCompletionTests : IDisposable
     }
 
     [Fact]
-    public void RmDpoAndScoreRunOnEmptyCompletions()
+    public void RmDpoKtoSftAndScoreRunOnEmptyCompletions()
     {
         string model = TinyModels.Create(P("m"));
         string data = TinyModels.WriteJsonl(P("prefs.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", chosen = " fine", rejected = "" }));
@@ -91,6 +91,13 @@ public sealed class EmptyCompletionTests : IDisposable
         Assert.True(dpo.ExitCode == 0, dpo.StdErr);
         var last = File.ReadLines(P("dpo/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).Last(l => l.GetProperty("split").GetString() == "train");
         Assert.True(double.IsFinite(last.GetProperty("logps/rejected").GetDouble()));
+
+        string kto = TinyModels.WriteJsonl(P("kto.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", completion = i % 2 == 0 ? " fine" : "", label = i % 2 == 0 }));
+        var ktoRun = CliRunner.Run("kto", "--policy", model, "--data", kto, "--max-steps", "2", "--batch-size", "2", "--out", P("kto"));
+        Assert.True(ktoRun.ExitCode == 0, ktoRun.StdErr);
+        string sft = TinyModels.WriteJsonl(P("sft.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", completion = "" }));
+        var sftRun = CliRunner.Run("sft", "--model", model, "--data", sft, "--max-steps", "2", "--batch-size", "2", "--out", P("sft"));
+        Assert.True(sftRun.ExitCode == 0, sftRun.StdErr);
 
         // score: an empty completion is the prompt's tokens and one EOS.
         string input = TinyModels.WriteJsonl(P("score.jsonl"), [new { prompt = "ab", completion = "" }]);

@@ -64,6 +64,24 @@ public sealed class OnlineDpoCliTests : IDisposable
     }
 
     [Fact]
+    public void LoraTrainsOnlyAnAdapterAndTheRunConfigFeedsBackAsConfig()
+    {
+        string rm = _kit.RewardModelDir();
+        var r = CliRunner.Run([.. Common("lora"), "--judge-model", rm, "--lora-r", "4", "--learning-rate", "0.01"]);
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        string final = Path.Combine(_kit.Path("lora"), "final");
+        Assert.True(File.Exists(Path.Combine(final, "adapter_config.json")), "final/ holds the PEFT adapter");
+        Assert.True(File.Exists(Path.Combine(final, "adapter_model.safetensors")));
+        var lines = Train(_kit.Path("lora"));
+        Assert.True(double.IsFinite(lines[^1].GetProperty("loss").GetDouble()));
+
+        // run_config.json (which holds no offline-dpo data options) is a valid --config for a new run.
+        var again = CliRunner.Run("online-dpo", "--config", Path.Combine(_kit.Path("lora"), "run_config.json"), "--out", _kit.Path("again"), "--max-steps", "1");
+        Assert.True(again.ExitCode == 0, again.StdErr);
+        Assert.True(File.Exists(Path.Combine(_kit.Path("again"), "final", "adapter_config.json")));
+    }
+
+    [Fact]
     public void BadInputGetsClearErrors()
     {
         string rm = _kit.RewardModelDir();

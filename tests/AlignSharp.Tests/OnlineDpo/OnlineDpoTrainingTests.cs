@@ -126,6 +126,24 @@ public sealed class OnlineDpoTrainingTests(ITestOutputHelper output) : IDisposab
         Assert.True(rp.MetricSums.ContainsKey("objective/kl"));
     }
 
+    [Theory]
+    [InlineData("sigmoid")]
+    [InlineData("ipo")]
+    [InlineData("hinge")]
+    [InlineData("simpo")]
+    [InlineData("orpo")]
+    [InlineData("plackett_luce")]
+    public void EveryLossTypeTrains(string lossType)
+    {
+        var o = Options("loss-" + lossType, 2) with { LossType = lossType, BatchSize = 4 };
+        using (var judge = CountJudge()) OnlineDpoTrainer.Train(o, judge, Quiet);
+        var lines = RlTestKit.TrainMetrics(o.Out!);
+        Assert.Equal(2, lines.Count);
+        Assert.All(lines, l => Assert.True(double.IsFinite(l.GetProperty("loss").GetDouble())));
+        // The reference-free losses log no KL (there is no reference to measure it against).
+        Assert.Equal(lossType is not ("simpo" or "orpo"), lines[0].TryGetProperty("objective/kl", out _));
+    }
+
     [Fact]
     public void ResumeEqualsUninterruptedTraining()
     {
