@@ -165,6 +165,34 @@ public sealed class DataParallelTests : IDisposable
     }
 
     [MpiFact]
+    public void OnlineDpoOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch()
+    {
+        // Each rank samples and judges its own micro-batches from the random streams of their sequence numbers, so the
+        // pairs are those of the single process with twice the accumulation.
+        using var kit = new AlignSharp.Tests.Rl.RlTestKit();
+        string policy = kit.Policy(), rm = kit.RewardModelDir(), prompts = kit.Prompts(count: 8);
+        string[] Args(string output, int accumulation) =>
+        [
+            "online-dpo", "--policy", policy, "--prompts", prompts, "--judge-model", rm, "--out", output, "--max-steps", "3",
+            "--batch-size", "2", "--max-new-tokens", "4", "--gradient-accumulation-steps", accumulation.ToString(),
+            "--learning-rate", "0.001", "--logging-steps", "1",
+        ];
+        var single = CliRunner.Run([.. Args(P("single"), 2), "--threads", "1"]);
+        Assert.True(single.ExitCode == 0, single.StdErr);
+        var dp = Mpirun(2, Args(P("dp"), 1));
+        Assert.True(dp.ExitCode == 0, dp.StdErr);
+        var expected = Losses(P("single"));
+        var actual = Losses(P("dp"));
+        Assert.Equal(3, expected.Count);
+        Assert.Equal(expected.Count, actual.Count);
+        for (int i = 0; i < expected.Count; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5 * Math.Abs(expected[i]), $"step {i + 1}: {expected[i]} vs {actual[i]}");
+        AssertSameWeights(P("single/final"), P("dp/final"), 1e-4);
+        static long NumTokens(string run) => File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+            .Last(e => e.GetProperty("split").GetString() == "train").GetProperty("num_tokens").GetInt64();
+        Assert.Equal(NumTokens(P("single")), NumTokens(P("dp")));   // counted over both ranks
+    }
+
+    [MpiFact]
     public void ResumeWithAnotherNumberOfRanks()
     {
         TinyModels.Create(P("base"));
