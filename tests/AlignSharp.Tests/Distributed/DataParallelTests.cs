@@ -85,6 +85,16 @@ public sealed class DataParallelTests : IDisposable
         .Where(e => e.GetProperty("split").GetString() == "train")
         .Select(e => e.GetProperty("loss").GetDouble()).ToList();
 
+    /// <summary>The same loss at every one of <paramref name="steps"/> logged steps, to 1e-5 relative.</summary>
+    static void AssertSameLosses(string single, string dataParallel, int steps)
+    {
+        var expected = Losses(single);
+        var actual = Losses(dataParallel);
+        Assert.Equal(steps, expected.Count);
+        Assert.Equal(steps, actual.Count);
+        for (int i = 0; i < steps; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5 * Math.Abs(expected[i]), $"step {i + 1}: {expected[i]} vs {actual[i]}");
+    }
+
     static void AssertSameWeights(string a, string b, double tolerance)
     {
         using var x = SafetensorsFile.Open(Path.Combine(a, "model.safetensors"));
@@ -181,11 +191,7 @@ public sealed class DataParallelTests : IDisposable
         Assert.True(single.ExitCode == 0, single.StdErr);
         var dp = Mpirun(2, Args(P("dp"), 1));
         Assert.True(dp.ExitCode == 0, dp.StdErr);
-        var expected = Losses(P("single"));
-        var actual = Losses(P("dp"));
-        Assert.Equal(3, expected.Count);
-        Assert.Equal(expected.Count, actual.Count);
-        for (int i = 0; i < expected.Count; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5 * Math.Abs(expected[i]), $"step {i + 1}: {expected[i]} vs {actual[i]}");
+        AssertSameLosses(P("single"), P("dp"), steps: 3);
         AssertSameWeights(P("single/final"), P("dp/final"), 1e-4);
         static long NumTokens(string run) => File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
             .Last(e => e.GetProperty("split").GetString() == "train").GetProperty("num_tokens").GetInt64();
