@@ -64,6 +64,25 @@ public sealed class OnlineDpoCliTests : IDisposable
     }
 
     [Fact]
+    public void AnHttpJudgeAnsweringRewardsPicksTheHigherOne()
+    {
+        // Rewards as --reward-url answers them: one per completion (the first completions, then the second ones).
+        using var server = new TestHttpServer((_, body) =>
+        {
+            var completions = JsonDocument.Parse(body).RootElement.GetProperty("completions").EnumerateArray().Select(c => c.GetString()!).ToArray();
+            return (200, JsonSerializer.Serialize(new { rewards = completions.Select(c => c.Length) }), 0);
+        });
+        var r = CliRunner.Run([.. Common("rewards"), "--judge-url", server.Url]);
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        var lines = Train(_kit.Path("rewards"));
+        foreach (var line in lines)
+        {
+            Assert.True(line.GetProperty("objective/scores").GetDouble() >= 0);
+            Assert.True(line.GetProperty("objective/scores_margin").GetDouble() >= 0);   // the chosen one never scores lower
+        }
+    }
+
+    [Fact]
     public void LoraTrainsOnlyAnAdapterAndTheRunConfigFeedsBackAsConfig()
     {
         string rm = _kit.RewardModelDir();
