@@ -45,7 +45,7 @@ public sealed class LoraCommandsTests : IDisposable
         Assert.True(gen.ExitCode == 0, gen.StdErr);
         Assert.True(JsonDocument.Parse(gen.StdOut.Trim()).RootElement.TryGetProperty("completion", out _));
 
-        // Bad input: a non-empty --out, a missing adapter, an adapter for another model, --lora-r on a trainer without LoRA.
+        // Bad input: a non-empty --out, a missing adapter, an adapter for another model, a model directory given as --adapter.
         var again = CliRunner.Run("merge", "--model", model, "--adapter", P("run/final"), "--out", P("merged"));
         Assert.NotEqual(0, again.ExitCode);
         Assert.Contains("not empty", again.StdErr);
@@ -58,8 +58,9 @@ public sealed class LoraCommandsTests : IDisposable
         Assert.NotEqual(0, wrong.ExitCode);
         Assert.Contains("adapter_model.safetensors", wrong.StdErr);
         Assert.DoesNotContain("   at ", wrong.StdErr);
-        var rm = CliRunner.Run("rm", "--model", model, "--data", P("sft.jsonl"), "--out", P("rm"), "--lora-r", "4");
-        Assert.NotEqual(0, rm.ExitCode);
-        Assert.Contains("--lora-r", rm.StdErr);
+        var notAdapter = CliRunner.Run("ppo", "--policy", model, "--prompts", P("sft.jsonl"), "--reward-url", "http://127.0.0.1:9", "--out", P("ppo"), "--adapter", model);
+        Assert.NotEqual(0, notAdapter.ExitCode);
+        Assert.Contains("adapter_config.json", notAdapter.StdErr);
+        Assert.DoesNotContain("   at ", notAdapter.StdErr);
     }
 }

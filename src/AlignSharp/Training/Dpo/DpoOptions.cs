@@ -71,8 +71,6 @@ public sealed record DpoOptions : ReferencedPolicyOptions
         _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo or plackett_luce, not '{name}'."),
     };
 
-    protected override bool SupportsLora => true;
-
     public override void Validate()
     {
         if (EvalOnly)

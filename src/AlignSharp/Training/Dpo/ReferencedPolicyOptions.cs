@@ -19,6 +19,8 @@ public abstract record ReferencedPolicyOptions : TextDataOptions
         MaxLength = 1024;
     }
 
+    protected override bool SupportsLora => true;
+
     [Option("Model directory to train (config.json + safetensors + tokenizer.json); its starting weights are the reference model unless --reference is given.", Required = true)]
     public string? Policy { get; init; }
 
