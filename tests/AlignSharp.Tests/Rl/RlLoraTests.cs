@@ -16,21 +16,8 @@ public sealed class RlLoraTests : IDisposable
     private readonly RlTestKit _kit = new();
     public void Dispose() => _kit.Dispose();
 
-    private T Options<T>(T o, string run, int steps) where T : RlOptions => o with
+    private T Options<T>(T o, string run, int steps) where T : RlOptions => _kit.Options(o, run, steps, seed: 5, learningRate: 2e-2f, maxNewTokens: 6, batchSize: 4) with
     {
-        Policy = _kit.Policy(),
-        Prompts = _kit.Prompts(),
-        Out = _kit.Path(run),
-        MaxSteps = steps,
-        Seed = 5,
-        LearningRate = 2e-2f,
-        LrScheduler = "constant",
-        MaxNewTokens = 6,
-        Temperature = 1f,
-        BatchSize = 4,
-        GradientAccumulationSteps = 2,
-        SaveSteps = 0,
-        Threads = 2,
         LoraR = 4,
         LoraTargetModules = "c_attn,c_fc",
         LoraDropout = 0.1,

@@ -109,6 +109,23 @@ public sealed class RewardModelLoraTests : IDisposable
     }
 
     [Fact]
+    public void AnRmOnTopOfAnSftAdapterSavesItAsASequenceClassificationAdapter()
+    {
+        string model = TinyModels.Create(P("base"), "llama");
+        var lm = ModelIO.Load(model);
+        var sft = LoraAdapter.Create(lm, new LoraConfig(4, 8, 0, ["q_proj", "v_proj"], BaseModel: model), 7);
+        foreach (var m in sft.Modules) m.B.Span.Fill(0.05f);
+        sft.Save(P("sft"));
+        RewardModelTrainer.Train(Opts(model, "rm", 2) with { LoraR = 0, Adapter = P("sft"), SaveSteps = 0 }, TextWriter.Null);
+        var config = JsonNode.Parse(File.ReadAllText(P("rm/final/adapter_config.json")))!.AsObject();
+        Assert.Equal("SEQ_CLS", config["task_type"]!.GetValue<string>());
+        Assert.Equal(4, config["r"]!.GetValue<int>());
+        var rm = RewardModel.Load(P("rm/final"));
+        Assert.Equal(HeadKind.Scalar, rm.Model.Config.Head);
+        Assert.Contains("score.weight", rm.Model.Adapter!.SavedModules);
+    }
+
+    [Fact]
     public void APeftWrittenSequenceClassificationAdapterReproducesTheReferenceScores()
     {
         // Written by scripts/make_lora_fixtures.py (PyTorch); base_model_name_or_path is relative to the adapter directory.

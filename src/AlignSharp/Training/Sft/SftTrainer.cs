@@ -144,7 +144,7 @@ public static class SftTrainer
     public static Dictionary<string, object?> Train(SftOptions o, TextWriter? log = null)
     {
         log ??= Console.Error;
-        var pre = Pretrained.Load(o.Model!);
+        var pre = Pretrained.LoadForTraining(o.Model!);
         o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("SFT");
         var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);
