@@ -84,6 +84,38 @@ public sealed class RlLoraTests : IDisposable
         Assert.Equal(before, Logits(policy));
     }
 
+    [Fact]
+    public void ALoraValueModelOnTheRewardModelsTrunkRecordsThatTrunkAsItsBase()
+    {
+        var o = Ppo("reward-trunk", 1) with { RewardModel = _kit.RewardModelDir(), ValueModel = "reward" };
+        RlTrainer.Create(o).Run();
+        Assert.Equal(o.RewardModel, Config(Path.Combine(o.Out!, "value_model"))["base_model_name_or_path"]!.GetValue<string>());
+        var value = ModelIO.Load(Path.Combine(o.Out!, "value_model"));
+        Assert.Equal(HeadKind.Scalar, value.Config.Head);
+        // Its trunk is the reward model's (frozen): with the adapter off, only the trained head differs from it.
+        value.Adapter!.Enabled = false;
+        var rm = ModelIO.Load(o.RewardModel!);
+        foreach (var (name, p) in rm.NamedParameters.Where(p => p.Name != "score.weight"))
+            Assert.Equal(p.ToArray(), value.Parameter(name).ToArray());
+    }
+
+    [Fact]
+    public void MergeWritesTheMergedPolicyAndValueModel()
+    {
+        var a = Ppo("adapters", 1);
+        var m = Ppo("merged", 1) with { Merge = true };
+        RlTrainer.Create(a, [(RlTestKit.CountOf('a'), 1.0)]).Run();
+        RlTrainer.Create(m, [(RlTestKit.CountOf('a'), 1.0)]).Run();
+        foreach (var entry in new[] { "final", "value_model" })
+        {
+            Assert.False(File.Exists(Path.Combine(m.Out!, entry, LoraConfig.FileName)), entry);
+            var x = Logits(ModelIO.Load(Path.Combine(a.Out!, entry)));
+            var y = Logits(ModelIO.Load(Path.Combine(m.Out!, entry)));
+            for (int i = 0; i < x.Length; i++) Assert.True(Math.Abs(x[i] - y[i]) < 1e-4, $"{entry} {i}: adapter {x[i]}, merged {y[i]}");
+        }
+        Assert.Equal(HeadKind.Scalar, ModelIO.Load(Path.Combine(m.Out!, "value_model")).Config.Head);
+    }
+
     [Theory]
     [InlineData("grpo")]
     [InlineData("rloo")]

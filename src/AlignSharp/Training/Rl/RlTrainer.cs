@@ -96,7 +96,7 @@ public sealed class RlTrainer
         PtxData? ptx = null;
         if (options is PpoOptions ppo)
         {
-            (value, valueAdapter) = adapter != null ? LoraValueModel(ppo, tokenizer, rewardModel, pre.Model, adapter) : (LoadValueModel(ppo, tokenizer, rewardModel), null);
+            (value, valueAdapter) = adapter != null ? LoraValueModel(ppo, tokenizer, rewardModel, pre.Model, adapter) : (LoadValueModel(ppo, tokenizer, rewardModel).Model, null);
             if (ppo.PtxData != null)
                 ptx = PtxData.Load(ppo.PtxData, tokenizer, template, ppo.MaxPromptLength + ppo.MaxNewTokens, ppo.BatchSize, ppo.Seed, ppo.SkipBadRecords);
         }
@@ -126,7 +126,7 @@ public sealed class RlTrainer
     /// takes the reward model's body (TRL's default), policy the policy's, or a directory. auto is reward when a reward
     /// model is given and reads the policy's tokens (same tokenizer), else policy.
     /// </summary>
-    private static TransformerModel LoadValueModel(PpoOptions o, ITokenizer policyTokenizer, RewardModel? rewardModel, bool lora = false)
+    private static (TransformerModel Model, string Directory) LoadValueModel(PpoOptions o, ITokenizer policyTokenizer, RewardModel? rewardModel, bool lora = false)
     {
         string choice = lora && o.ValueModel == "auto" ? "policy" : o.ValueModel;
         string dir = choice switch
@@ -148,7 +148,7 @@ public sealed class RlTrainer
             if (value.Config.VocabSize < policyTokenizer.VocabSize)
                 throw new UserInputException($"--value-model: {dir} has {value.Config.VocabSize} token embeddings, fewer than the policy's tokenizer; use --value-model policy.");
         }
-        return value;
+        return (value, dir);
     }
 
     /// <summary>
@@ -158,10 +158,11 @@ public sealed class RlTrainer
     /// </summary>
     private static (TransformerModel, LoraAdapter) LoraValueModel(PpoOptions o, ITokenizer policyTokenizer, RewardModel? rewardModel, TransformerModel policy, LoraAdapter policyAdapter)
     {
-        var value = o.ValueModel is "auto" or "policy"
-            ? TransformerModel.SharingTrunk(policy, HeadKind.Scalar, o.Seed)
+        var (value, trunk) = o.ValueModel is "auto" or "policy"
+            ? (TransformerModel.SharingTrunk(policy, HeadKind.Scalar, o.Seed), o.Policy!)
             : LoadValueModel(o, policyTokenizer, rewardModel, lora: true);
-        var config = policyAdapter.Config.ForSequenceClassification() with { BaseModel = o.Policy };
+        // value_model/ records the trunk it adapts as its base, so it loads by the adapter-directory rule.
+        var config = policyAdapter.Config.ForSequenceClassification() with { BaseModel = trunk };
         return (value, LoraAdapter.Create(value, config, TrainingLoop.HashSeed(o.Seed, 41)));
     }
 
