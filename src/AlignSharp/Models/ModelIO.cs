@@ -17,6 +17,7 @@ public static class ModelIO
     /// without ever holding the whole model in float32: for inference and frozen (reference, base) models.</param>
     public static TransformerModel Load(string directory, HeadKind? head = null, int seed = 0, bool bf16Matrices = false)
     {
+        if (IsAdapterDirectory(directory)) return LoadAdapterDirectory(directory, head, seed, bf16Matrices);
         using var checkpoint = ModelCheckpoint.Open(directory);
         var config = checkpoint.Config;
         var wanted = head ?? config.Head;
@@ -50,6 +51,66 @@ public static class ModelIO
         return model;
     }
 
+    /// <summary>True for a PEFT adapter directory: adapter_config.json and no config.json of its own.</summary>
+    public static bool IsAdapterDirectory(string directory)
+        => File.Exists(Path.Combine(directory, Lora.LoraConfig.FileName)) && !File.Exists(Path.Combine(directory, "config.json"));
+
+    /// <summary>
+    /// The one rule for a model directory that holds a LoRA adapter (an rm, sft or RL run's final/ without --merge):
+    /// it is its base model, adapter_config.json's base_model_name_or_path (a path as given, from the current
+    /// directory, else relative to the adapter directory), with the adapter attached (<see cref="TransformerModel.Adapter"/>).
+    /// A SEQ_CLS adapter makes a scalar-head model whose head is the score head saved with it (modules_to_save). A base
+    /// that is itself an adapter directory is loaded merged (a LoRA run started from a LoRA run's final/).
+    /// </summary>
+    private static TransformerModel LoadAdapterDirectory(string directory, HeadKind? head, int seed, bool bf16Matrices)
+    {
+        var config = Lora.LoraConfig.Load(directory);
+        string file = Path.Combine(directory, Lora.LoraConfig.FileName);
+        string baseDir = BaseModelDirectory(config, directory, file);
+        bool seqCls = config.TaskType == "SEQ_CLS";
+        var wanted = head ?? (seqCls ? HeadKind.Scalar : null);
+        bool nested = IsAdapterDirectory(baseDir);
+        var model = Load(baseDir, wanted, seed, bf16Matrices && !nested);
+        if (model.Adapter is { } inner)
+        {
+            inner.MergeInto(model);
+            model.Adapter = null;
+            if (bf16Matrices) model.StoreMatricesAsBf16();
+        }
+        model.Adapter = Lora.LoraAdapter.Load(directory, model);
+        return model;
+    }
+
+    /// <summary>The base model directory of an adapter directory (see <see cref="LoadAdapterDirectory"/>), null for a model directory.</summary>
+    public static string? AdapterBase(string directory)
+        => IsAdapterDirectory(directory) ? BaseModelDirectory(Lora.LoraConfig.Load(directory), directory, Path.Combine(directory, Lora.LoraConfig.FileName)) : null;
+
+    /// <summary>Where an adapter's base model is: base_model_name_or_path as given, else relative to the adapter directory.</summary>
+    private static string BaseModelDirectory(Lora.LoraConfig config, string adapterDir, string file)
+    {
+        if (string.IsNullOrWhiteSpace(config.BaseModel))
+            throw new UserInputException($"{file}: field \"base_model_name_or_path\" is missing, so the base model cannot be found; load the base model and give this directory as --adapter.");
+        string relative = Path.Combine(adapterDir, config.BaseModel);
+        if (Directory.Exists(config.BaseModel)) return config.BaseModel;
+        if (Directory.Exists(relative)) return relative;
+        throw new UserInputException($"{file}: field \"base_model_name_or_path\" is '{config.BaseModel}', which is not a model directory " +
+            $"(neither from the current directory nor relative to {adapterDir}); load the base model and give this directory as --adapter.");
+    }
+
+    /// <summary>
+    /// Folds an attached adapter (a model loaded from an adapter directory) into the weights and detaches it, so the model is
+    /// plain base + adapter: how trainers start from a LoRA run's final/. Nothing happens without an adapter.
+    /// </summary>
+    public static TransformerModel MergeAttachedAdapter(TransformerModel model)
+    {
+        if (model.Adapter is { } adapter)
+        {
+            adapter.MergeInto(model);
+            model.Adapter = null;
+        }
+        return model;
+    }
+
     private static void RequireFinite(string directory, string name, ReadOnlySpan<float> values)
     {
         if (!AllFinite(values))
@@ -67,7 +128,7 @@ public static class ModelIO
         return true;
     }
 
-    private static void InitialiseNewHead(TransformerModel model, string name, Tensor p, int seed)
+    internal static void InitialiseNewHead(TransformerModel model, string name, Tensor p, int seed)
     {
         // Only heads can be absent when the head kind changes; anything else is a binding bug.
         if (name == "score.weight")

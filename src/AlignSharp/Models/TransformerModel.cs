@@ -77,8 +77,24 @@ public sealed class TransformerModel
     private readonly Dictionary<string, Tensor> _byName = [];
     private readonly float[]? _invFreq, _invFreqLocal, _invFreqLong;
 
-    public TransformerModel(ModelConfig config)
+    public TransformerModel(ModelConfig config) : this(config, null) { }
+
+    /// <summary>
+    /// A model with <paramref name="trunk"/>'s body (the same tensors, not a copy) and its own fresh head of kind
+    /// <paramref name="head"/>, initialised from <paramref name="seed"/> as a new head is on loading: PPO's value model
+    /// on the policy's frozen trunk.
+    /// </summary>
+    public static TransformerModel SharingTrunk(TransformerModel trunk, HeadKind head, int seed)
     {
+        var model = new TransformerModel(trunk.Config with { Head = head }, trunk);
+        foreach (var (name, p) in model._parameters)
+            if (!trunk._byName.TryGetValue(name, out var t) || !ReferenceEquals(t, p)) ModelIO.InitialiseNewHead(model, name, p, seed);
+        return model;
+    }
+
+    private TransformerModel(ModelConfig config, TransformerModel? trunk)
+    {
+        _trunk = trunk;
         config.Validate();
         Config = config;
         int d = config.HiddenSize;
@@ -142,9 +158,12 @@ public sealed class TransformerModel
         if (config.RopeScaling is { IsLongRope: true }) _invFreqLong = config.RopeFrequencies(longContext: true);
     }
 
+    private readonly TransformerModel? _trunk;
+
     private void Add(string name, params int[] shape)
     {
-        var t = Tensor.Parameter(shape, 0f, name);
+        bool head = name is "score.weight" or "lm_head.weight";
+        var t = !head && _trunk != null && _trunk._byName.TryGetValue(name, out var shared) ? shared : Tensor.Parameter(shape, 0f, name);
         _parameters.Add((name, t));
         _byName[name] = t;
     }

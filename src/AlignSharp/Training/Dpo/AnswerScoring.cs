@@ -73,6 +73,28 @@ public sealed class ReferenceLogProbs
     private ReferenceLogProbs(TransformerModel? model, bool swapAdapter = false, LoraAdapter? referenceAdapter = null)
         => (_model, _swapAdapter, _referenceAdapter) = (model, swapAdapter, referenceAdapter);
 
+    /// <summary>
+    /// The reference of a trainer that holds the policy to a frozen one (dpo, kto): precomputed once into
+    /// <paramref name="runDirectory"/>'s cache (from --reference, or the policy as it starts: with --adapter, the base with
+    /// that adapter; a new adapter is attached only afterwards), or on the fly: a LoRA policy's own frozen base with a
+    /// frozen copy of the starting adapter (or none; no second copy of the weights), else a frozen copy of --reference
+    /// or of the starting policy.
+    /// </summary>
+    public static ReferenceLogProbs ForPolicy(ReferencedPolicyOptions options, TransformerModel policy, LoraAdapter? adapter, IReadOnlyList<DpoBatch> batches,
+        string runDirectory, Action<string> log)
+    {
+        if (options.PrecomputeReference)
+        {
+            // Before training starts (and before a resume loads its checkpoint), the policy holds the reference weights.
+            policy.Adapter = options.Adapter != null ? adapter : null;
+            var model = options.Reference != null ? DpoTrainer.LoadReference(options.Reference, options.Policy!, policy) : policy;
+            return Precompute(model, batches, Path.Combine(runDirectory, CacheFileName), log, World.Current);
+        }
+        if (adapter != null && options.Reference == null)
+            return WithAdapter(policy, options.Adapter != null ? adapter.FrozenCopy() : null);
+        return OnTheFly(DpoTrainer.LoadReference(options.Reference, options.Policy!, policy));
+    }
+
     /// <summary>Runs <paramref name="model"/> (frozen, no gradient) whenever a batch needs its reference.</summary>
     public static ReferenceLogProbs OnTheFly(TransformerModel model) => new(model);
 
@@ -142,12 +164,7 @@ public sealed class ReferenceLogProbs
     }
 
     private static float[] ScoreWithAdapter(TransformerModel model, LoraAdapter? adapter, DpoBatch batch)
-    {
-        var trained = model.Adapter;
-        model.Adapter = adapter;
-        try { return Score(model, batch); }
-        finally { model.Adapter = trained; }
-    }
+        => LoraAdapter.Using(model, adapter, () => Score(model, batch));
 
     /// <summary>SHA-256 over a version tag, the reference's parameters (names and values) and every batch's rows.</summary>
     private static byte[] Key(TransformerModel model, IReadOnlyList<DpoBatch> batches)

@@ -65,8 +65,6 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
         _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo or plackett_luce, not '{name}'."),
     };
 
-    protected override bool SupportsLora => true;
-
     /// <summary>Checks the objective's options (the shared ones are checked by the trainer's own Validate).</summary>
     protected void ValidateObjective()
     {

@@ -22,7 +22,7 @@ public static class DpoTrainer
         options.Validate();
         log ??= Console.Error;
         if (options.Threads > 0) ParallelFor.Threads = options.Threads;
-        var policy = Pretrained.Load(options.Policy!);
+        var policy = Pretrained.LoadForTraining(options.Policy!);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var (train, eval) = LoadBatches(options, policy, log);
         if (train.Count == 0) throw new UserInputException($"{options.Data}: no usable preference pairs to train on.");
@@ -31,28 +31,9 @@ public static class DpoTrainer
         // by a hash of the reference and the batches, so --overwrite keeps it.
         using var session = RunSession.Open(options, "dpo", log);
         var adapter = options.StartingAdapter(policy.Model, options.Policy);
-        ReferenceLogProbs? reference = null;
-        if (options.UsesReference)
-        {
-            if (options.PrecomputeReference)
-            {
-                // Before training starts (and before a resume loads its checkpoint), the policy holds the reference
-                // weights: with --adapter, the base with that adapter; a new LoRA adapter is attached only afterwards.
-                policy.Model.Adapter = options.Adapter != null ? adapter : null;
-                var model = options.Reference != null ? LoadReference(options.Reference, options.Policy!, policy.Model) : policy.Model;
-                reference = ReferenceLogProbs.Precompute(model, [.. train, .. eval], Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), m => log.WriteLine("dpo: " + m), Distributed.World.Current);
-            }
-            else if (adapter != null && options.Reference == null)
-            {
-                // A LoRA policy's reference is its own frozen base with the starting adapter (a frozen copy of --adapter)
-                // or none: no second copy of the weights.
-                reference = ReferenceLogProbs.WithAdapter(policy.Model, options.Adapter != null ? LoraAdapter.Load(options.Adapter, policy.Model) : null);
-            }
-            else
-            {
-                reference = ReferenceLogProbs.OnTheFly(LoadReference(options.Reference, options.Policy!, policy.Model));
-            }
-        }
+        var reference = options.UsesReference
+            ? ReferenceLogProbs.ForPolicy(options, policy.Model, adapter, [.. train, .. eval], session.Directory.Path, m => log.WriteLine("dpo: " + m))
+            : null;
         var task = new DpoTask(options, policy.Model, reference, train, eval, adapter);
         return new TrainingLoop(options, task, "dpo", log).Run(session);
     }

@@ -22,7 +22,7 @@ public static class KtoTrainer
         options.Validate();
         log ??= Console.Error;
         if (options.Threads > 0) ParallelFor.Threads = options.Threads;
-        var policy = Pretrained.Load(options.Policy!);
+        var policy = Pretrained.LoadForTraining(options.Policy!);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var tokenizer = policy.RequireTokenizer("tokenizing feedback data");
         var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
@@ -31,19 +31,10 @@ public static class KtoTrainer
         if (train.Count == 0) throw new UserInputException($"{options.Data}: no usable examples to train on.");
 
         using var session = RunSession.Open(options, "kto", log);
-        ReferenceLogProbs reference;
+        var adapter = options.StartingAdapter(policy.Model, options.Policy);
         var rows = train.Concat(eval).Select(b => b.Rows).ToList();
-        if (options.PrecomputeReference)
-        {
-            // Before training starts (and before a resume loads its checkpoint), the policy holds the reference weights.
-            var model = options.Reference != null ? DpoTrainer.LoadReference(options.Reference, options.Policy!, policy.Model) : policy.Model;
-            reference = ReferenceLogProbs.Precompute(model, rows, Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), m => log.WriteLine("kto: " + m), Distributed.World.Current);
-        }
-        else
-        {
-            reference = ReferenceLogProbs.OnTheFly(DpoTrainer.LoadReference(options.Reference, options.Policy!, policy.Model));
-        }
-        var task = new KtoTask(options, policy.Model, reference, train, eval);
+        var reference = ReferenceLogProbs.ForPolicy(options, policy.Model, adapter, rows, session.Directory.Path, m => log.WriteLine("kto: " + m));
+        var task = new KtoTask(options, policy.Model, reference, train, eval, adapter);
         return new TrainingLoop(options, task, "kto", log).Run(session);
     }
 

@@ -159,7 +159,7 @@ public abstract class CriticFree(RlOptions options) : RlAlgorithm(options)
     private Tensor ReferenceLogProbs(RlModels models, SequenceForward.Packed packed)
     {
         using var noGrad = Autograd.NoGrad();
-        return Ops.LogSoftmax(SequenceForward.Logits(models.Reference, packed, Options.Temperature));
+        return Ops.LogSoftmax(models.ReferenceLogits(packed, Options.Temperature));
     }
 }
 

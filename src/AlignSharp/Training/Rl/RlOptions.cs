@@ -151,7 +151,7 @@ public abstract record RlOptions : TrainerOptions
 [TrlName("cliprange_value", nameof(ClipRangeValue))]
 public sealed record PpoOptions : RlOptions
 {
-    [Option("Value model: auto (the reward model when --reward-model is given, as TRL does; else the policy), reward, policy, or a model directory; its head is a new scalar head unless it has one.")]
+    [Option("Value model: auto (the reward model when --reward-model is given, as TRL does; else the policy; with LoRA always the policy), reward, policy, or a model directory; its head is a new scalar head unless it has one. With LoRA it trains a second adapter and its head on a frozen trunk: the policy's own (policy, auto; no copy) or the named model's.")]
     public string ValueModel { get; init; } = "auto";
 
     [Option("Value loss coefficient.")]

@@ -6,6 +6,7 @@ using AlignSharp.Engine.Kernels;
 using AlignSharp.Engine.Optim;
 using AlignSharp.Models;
 using AlignSharp.Models.Checkpoints;
+using AlignSharp.Models.Lora;
 using AlignSharp.Text;
 using AlignSharp.Training.Data;
 using AlignSharp.Training.Rewards;
@@ -61,10 +62,12 @@ public sealed class RlTrainer
         RequireSingleProcess(options switch { PpoOptions => "ppo", GrpoOptions => "grpo", _ => "rloo" });
         options.Validate();
         if (options.Threads > 0) ParallelFor.Threads = options.Threads;
-        var pre = Pretrained.Load(options.Policy!);
+        var pre = Pretrained.LoadForTraining(options.Policy!);
         if (pre.Model.Config.Head != HeadKind.LanguageModel) throw new UserInputException($"--policy {options.Policy}: the policy needs a language-model head.");
         var tokenizer = pre.RequireTokenizer("the policy (to tokenize prompts and decode completions)");
-        var reference = ModelIO.Load(options.Policy!);
+        // With LoRA the reference is the policy itself with the starting adapter (or none) in place of the trained one: no copy.
+        var adapter = options.StartingAdapter(pre.Model, options.Policy);
+        var reference = adapter != null ? pre.Model : ModelIO.MergeAttachedAdapter(ModelIO.Load(options.Policy!));
         var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
 
         var sources = new List<(IRewardSource, double)>();
@@ -89,10 +92,11 @@ public sealed class RlTrainer
         }
 
         TransformerModel? value = null;
+        LoraAdapter? valueAdapter = null;
         PtxData? ptx = null;
         if (options is PpoOptions ppo)
         {
-            value = LoadValueModel(ppo, tokenizer, rewardModel);
+            (value, valueAdapter) = adapter != null ? LoraValueModel(ppo, tokenizer, rewardModel, pre.Model, adapter) : (LoadValueModel(ppo, tokenizer, rewardModel).Model, null);
             if (ppo.PtxData != null)
                 ptx = PtxData.Load(ppo.PtxData, tokenizer, template, ppo.MaxPromptLength + ppo.MaxNewTokens, ppo.BatchSize, ppo.Seed, ppo.SkipBadRecords);
         }
@@ -107,7 +111,13 @@ public sealed class RlTrainer
         var prompts = DatasetLoader.LoadPrompts(options.Prompts!, new DataLoadOptions { SkipBadRecords = options.SkipBadRecords });
         if (prompts.Warning != null) Console.Error.WriteLine($"warning: {prompts.Warning}");
         if (template.FallbackWarning(prompts.Records.Any(p => p.Prompt.IsConversational)) is { } fallback) Console.Error.WriteLine($"warning: {fallback}");
-        var models = new RlModels(pre.Model, reference, value, tokenizer, template) { PolicyDirectory = options.Policy };
+        var models = new RlModels(pre.Model, reference, value, tokenizer, template)
+        {
+            PolicyDirectory = options.Policy,
+            PolicyAdapter = adapter,
+            ValueAdapter = valueAdapter,
+            ReferenceAdapter = options.Adapter != null ? adapter!.FrozenCopy() : null,
+        };
         return new RlTrainer(options, algorithm, models, prompts.Records, reward);
     }
 
@@ -116,9 +126,9 @@ public sealed class RlTrainer
     /// takes the reward model's body (TRL's default), policy the policy's, or a directory. auto is reward when a reward
     /// model is given and reads the policy's tokens (same tokenizer), else policy.
     /// </summary>
-    private static TransformerModel LoadValueModel(PpoOptions o, ITokenizer policyTokenizer, RewardModel? rewardModel)
+    private static (TransformerModel Model, string Directory) LoadValueModel(PpoOptions o, ITokenizer policyTokenizer, RewardModel? rewardModel, bool lora = false)
     {
-        string choice = o.ValueModel;
+        string choice = lora && o.ValueModel == "auto" ? "policy" : o.ValueModel;
         string dir = choice switch
         {
             "auto" => o.RewardModel != null && rewardModel != null && TokenizerComparison.SameTokens(rewardModel.Tokenizer, policyTokenizer) ? o.RewardModel : o.Policy!,
@@ -128,7 +138,7 @@ public sealed class RlTrainer
         };
         if (choice == "auto" && o.RewardModel != null && dir == o.Policy)
             Console.Error.WriteLine($"note: the reward model's tokenizer differs from the policy's, so the value model starts from the policy ({o.Policy}).");
-        var value = ModelIO.Load(dir, HeadKind.Scalar, o.Seed);
+        var value = ModelIO.MergeAttachedAdapter(ModelIO.Load(dir, HeadKind.Scalar, o.Seed));
         if (dir != o.Policy)
         {
             // The value model reads the policy's token ids, so its vocabulary must be the policy's.
@@ -138,7 +148,22 @@ public sealed class RlTrainer
             if (value.Config.VocabSize < policyTokenizer.VocabSize)
                 throw new UserInputException($"--value-model: {dir} has {value.Config.VocabSize} token embeddings, fewer than the policy's tokenizer; use --value-model policy.");
         }
-        return value;
+        return (value, dir);
+    }
+
+    /// <summary>
+    /// PPO's value model with LoRA: a second adapter (the policy adapter's settings, task SEQ_CLS, a seed of its own) and a
+    /// new scalar head, both trained, on a frozen trunk: the policy's own weights for --value-model auto or policy (no
+    /// copy), else the named model (<see cref="LoadValueModel"/>'s rules, loaded once as a frozen trunk).
+    /// </summary>
+    private static (TransformerModel, LoraAdapter) LoraValueModel(PpoOptions o, ITokenizer policyTokenizer, RewardModel? rewardModel, TransformerModel policy, LoraAdapter policyAdapter)
+    {
+        var (value, trunk) = o.ValueModel is "auto" or "policy"
+            ? (TransformerModel.SharingTrunk(policy, HeadKind.Scalar, o.Seed), o.Policy!)
+            : LoadValueModel(o, policyTokenizer, rewardModel, lora: true);
+        // value_model/ records the trunk it adapts as its base, so it loads by the adapter-directory rule.
+        var config = policyAdapter.Config.ForSequenceClassification() with { BaseModel = trunk };
+        return (value, LoraAdapter.Create(value, config, TrainingLoop.HashSeed(o.Seed, 41)));
     }
 
     /// <summary>PPO, GRPO and RLOO are not data-parallel yet: under mpirun they stop at once with this message rather than train N copies.</summary>
@@ -178,14 +203,19 @@ public sealed class RlTrainer
     public IGradientReducer? Reducer { get; init; }
 
     /// <summary>The policy (checkpoint policy/, final/) and PPO's value model (checkpoint value/, value_model/), optimised together.</summary>
+    /// <remarks>With LoRA, the adapters (the value adapter with its score head) in checkpoint adapters policy/ and value/, and
+    /// in final/ and value_model/ (merged models with --merge).</remarks>
     private ITrainable Trainable()
     {
-        var policy = new TrainableModel(_models.Policy, _models.PolicyDirectory, "policy", "final")
-        {
-            WriteExtras = dir => ModelChatTemplate.Write(dir, _models.Template.Source),
-        };
+        Action<string> extras = dir => ModelChatTemplate.Write(dir, _models.Template.Source);
+        ITrainable policy = _models.PolicyAdapter is { } pa
+            ? new TrainableAdapter(_models.Policy, pa, _models.PolicyDirectory, _options.Merge, "policy", "final") { WriteExtras = extras }
+            : new TrainableModel(_models.Policy, _models.PolicyDirectory, "policy", "final") { WriteExtras = extras };
         if (_models.Value == null) return policy;
-        return new TrainableSet(policy, new TrainableModel(_models.Value, null, "value", "value_model") { NamePrefix = "value." });
+        ITrainable value = _models.ValueAdapter is { } va
+            ? new TrainableAdapter(_models.Value, va, null, _options.Merge, "value", "value_model") { NamePrefix = "value." }
+            : new TrainableModel(_models.Value, null, "value", "value_model") { NamePrefix = "value." };
+        return new TrainableSet(policy, value);
     }
 
     public Dictionary<string, object?> Run()
@@ -285,7 +315,12 @@ public sealed class RlTrainer
                 {
                     using var scope = TensorScope.Begin();
                     float share = (float)(update.Scale * _algorithm.Weight(batch, rows));
-                    var (loss, m) = _algorithm.Loss(_models, batch, rows, new UpdateContext(step, microIndex++, KlController.Value, share));
+                    // LoRA dropout in the update's forward passes only, from a stream fixed by the micro-batch (resume is exact).
+                    _models.SetAdapterDropout(new Random(TrainingLoop.HashSeed(_options.Seed, (int)(microIndex % int.MaxValue) + 7_000_003)));
+                    (Tensor loss, Dictionary<string, double> m) result;
+                    try { result = _algorithm.Loss(_models, batch, rows, new UpdateContext(step, microIndex++, KlController.Value, share)); }
+                    finally { _models.SetAdapterDropout(null); }
+                    var (loss, m) = result;
                     update.Accumulate(loss);
                     if (!update.LossFinite) break;
                     foreach (var (k, v) in m) sums[k] = sums.GetValueOrDefault(k) + v;

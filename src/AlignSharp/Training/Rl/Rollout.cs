@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using AlignSharp.Engine;
 using AlignSharp.Models;
+using AlignSharp.Models.Lora;
 using AlignSharp.Text;
 using AlignSharp.Training.Data;
 
@@ -8,12 +9,37 @@ namespace AlignSharp.Training.Rl;
 
 /// <summary>
 /// The models of an RL run: the policy being trained, its frozen reference (a copy of the starting policy), an optional
-/// value model (PPO), and the policy's tokenizer and chat template.
+/// value model (PPO), and the policy's tokenizer and chat template. With LoRA the policy trains <see cref="PolicyAdapter"/>
+/// on its frozen weights and the reference is the policy itself (<c>Reference</c> is <c>Policy</c>) run with
+/// <see cref="ReferenceAdapter"/> in place of the trained adapter; PPO's value model trains <see cref="ValueAdapter"/> and
+/// its score head, on the policy's own trunk (<see cref="TransformerModel.SharingTrunk"/>) or a frozen model of its own.
 /// </summary>
 public sealed record RlModels(TransformerModel Policy, TransformerModel Reference, TransformerModel? Value, ITokenizer Tokenizer, ChatTemplate Template)
 {
     /// <summary>Where the policy came from (its tokenizer files are copied next to saved policies).</summary>
     public string? PolicyDirectory { get; init; }
+
+    /// <summary>The LoRA adapter the policy trains (null: every weight).</summary>
+    public LoraAdapter? PolicyAdapter { get; init; }
+
+    /// <summary>The LoRA adapter the value model trains with its score head (null: every weight).</summary>
+    public LoraAdapter? ValueAdapter { get; init; }
+
+    /// <summary>With a LoRA policy, the reference's adapter: a frozen copy of the adapter training started from, or null (the base).</summary>
+    public LoraAdapter? ReferenceAdapter { get; init; }
+
+    /// <summary>The reference's logits [N, V] at the packed completion positions (the policy with its reference adapter when they share weights).</summary>
+    public Tensor ReferenceLogits(SequenceForward.Packed packed, float temperature)
+        => ReferenceEquals(Reference, Policy)
+            ? LoraAdapter.Using(Policy, ReferenceAdapter, () => SequenceForward.Logits(Policy, packed, temperature))
+            : SequenceForward.Logits(Reference, packed, temperature);
+
+    /// <summary>Sets the dropout stream of the trained adapters (a training forward) or clears it (null: rollouts, scoring).</summary>
+    public void SetAdapterDropout(Random? rng)
+    {
+        if (PolicyAdapter != null) PolicyAdapter.DropoutRng = rng;
+        if (ValueAdapter != null) ValueAdapter.DropoutRng = rng;
+    }
 }
 
 /// <summary>
@@ -246,7 +272,7 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
             using var scope = TensorScope.Begin();
             var packed = SequenceForward.Pack(batch, rows);
             var policyLogits = SequenceForward.Logits(models.Policy, packed, temperature);
-            var refLogits = SequenceForward.Logits(models.Reference, packed, temperature);
+            var refLogits = models.ReferenceLogits(packed, temperature);
             var (logp, entropy) = Ops.TokenLogProbs(policyLogits, packed.Targets);
             var (refLogp, _) = Ops.TokenLogProbs(refLogits, packed.Targets);
             var kl = new float[logp.Length];

@@ -110,9 +110,6 @@ public abstract record TrainerOptions
     [Option("With --lora-r or --adapter: write the merged model (base + adapters) to DIR/final instead of the adapter.")]
     public bool Merge { get; init; }
 
-    /// <summary>Trainers that train LoRA adapters override this; the others reject --lora-r.</summary>
-    protected virtual bool SupportsLora => false;
-
     /// <summary>True when the run trains a LoRA adapter (--lora-r or --adapter).</summary>
     public bool TrainsAdapter => LoraR > 0 || Adapter != null;
 
@@ -131,14 +128,18 @@ public abstract record TrainerOptions
     }
 
     /// <summary>The adapter settings of --lora-*, or null when --lora-r is 0.</summary>
-    public LoraConfig? LoraConfigFor(string? baseModel, string taskType = "CAUSAL_LM") => LoraR <= 0 ? null : new LoraConfig(
-        R: LoraR,
-        Alpha: LoraAlpha > 0 ? LoraAlpha : 2.0 * LoraR,
-        Dropout: LoraDropout,
-        TargetModules: LoraTargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-        UseRslora: UseRslora,
-        BaseModel: baseModel,
-        TaskType: taskType);
+    public LoraConfig? LoraConfigFor(string? baseModel, string taskType = "CAUSAL_LM")
+    {
+        if (LoraR <= 0) return null;
+        var config = new LoraConfig(
+            R: LoraR,
+            Alpha: LoraAlpha > 0 ? LoraAlpha : 2.0 * LoraR,
+            Dropout: LoraDropout,
+            TargetModules: LoraTargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+            UseRslora: UseRslora,
+            BaseModel: baseModel);
+        return taskType == LoraConfig.SequenceClassification ? config.ForSequenceClassification() : config;
+    }
 
     public SafetensorsDtype SaveDtypeValue => SaveDtype == "bf16" ? SafetensorsDtype.BF16 : SafetensorsDtype.F32;
 
@@ -177,8 +178,6 @@ public abstract record TrainerOptions
         if (!(LoraDropout >= 0 && LoraDropout < 1)) throw new UserInputException("--lora-dropout must be in [0, 1).");
         if (LoraTargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Length == 0)
             throw new UserInputException("--lora-target-modules is empty; give module names (q_proj,v_proj) or all-linear.");
-        if (LoraR > 0 && !SupportsLora) throw new UserInputException("--lora-r: this trainer cannot train LoRA adapters yet (sft and dpo can).");
-        if (Adapter != null && !SupportsLora) throw new UserInputException("--adapter: this trainer cannot train LoRA adapters yet (sft and dpo can).");
         if (Adapter != null && LoraR > 0) throw new UserInputException("--adapter and --lora-r contradict each other: the adapter's own adapter_config.json sets its rank.");
         if (!TrainsAdapter && Merge) throw new UserInputException("--merge needs --lora-r or --adapter (it merges the trained adapter into the model).");
     }

@@ -16,8 +16,6 @@ public sealed record SftOptions : TextDataOptions
 {
     public SftOptions() => LearningRate = 2e-5f;
 
-    protected override bool SupportsLora => true;
-
     [Option("Model to fine-tune: a Hugging Face directory (config.json + safetensors + tokenizer.json).", Required = true)]
     public string? Model { get; init; }
 
@@ -144,7 +142,7 @@ public static class SftTrainer
     public static Dictionary<string, object?> Train(SftOptions o, TextWriter? log = null)
     {
         log ??= Console.Error;
-        var pre = Pretrained.Load(o.Model!);
+        var pre = Pretrained.LoadForTraining(o.Model!);
         o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("SFT");
         var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);
