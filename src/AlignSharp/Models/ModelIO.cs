@@ -1,5 +1,6 @@
 using System.Buffers;
 using AlignSharp.Engine;
+using AlignSharp.Engine.Kernels;
 using AlignSharp.Models.Checkpoints;
 
 namespace AlignSharp.Models;
@@ -21,21 +22,26 @@ public static class ModelIO
         var config = checkpoint.Config;
         var wanted = head ?? config.Head;
         var model = new TransformerModel(config with { Head = wanted });
+        float[]? scratch = null;   // one buffer for matrices stored in another dtype or layout, dropped after loading
         foreach (var (name, p) in model.NamedParameters.ToArray())
         {
             if (checkpoint.Binding.Parameters.Any(b => b.CanonicalName == name))
             {
                 if (bf16Matrices && p.Rank == 2)
                 {
-                    // Read through a scratch buffer so the float32 parameter is never touched (its pages stay unmapped).
-                    var scratch = ArrayPool<float>.Shared.Rent(p.Length);
-                    try
+                    // The float32 parameter is never touched (its pages stay unmapped); a BF16 tensor is copied bit for bit.
+                    var bits = new ushort[p.Length];
+                    if (checkpoint.TryReadParameterBf16(name, bits))
+                        RequireFinite(directory, name, bits);
+                    else
                     {
-                        checkpoint.ReadParameter(name, scratch.AsSpan(0, p.Length));
-                        RequireFinite(directory, name, scratch.AsSpan(0, p.Length));
-                        model.StoreAsBf16(name, Tensor.FromArrayBf16(scratch.AsSpan(0, p.Length), p.ShapeArray));
+                        if (scratch == null || scratch.Length < p.Length) scratch = GC.AllocateUninitializedArray<float>(p.Length);
+                        var values = scratch.AsSpan(0, p.Length);
+                        checkpoint.ReadParameter(name, values);
+                        RequireFinite(directory, name, values);
+                        Bf16.Narrow(values, bits);
                     }
-                    finally { ArrayPool<float>.Shared.Return(scratch); }
+                    model.StoreAsBf16(name, Tensor.WrapBf16(bits, p.ShapeArray));
                 }
                 else
                 {
@@ -48,6 +54,20 @@ public static class ModelIO
         }
         if (bf16Matrices) model.StoreMatricesAsBf16(); // a freshly initialised head
         return model;
+    }
+
+    /// <summary>Whether the checkpoint in <paramref name="directory"/> stores its matrices in bf16.</summary>
+    public static bool StoresBf16(string directory)
+    {
+        using var checkpoint = ModelCheckpoint.Open(directory);
+        return checkpoint.StoresBf16;
+    }
+
+    private static void RequireFinite(string directory, string name, ReadOnlySpan<ushort> bf16)
+    {
+        foreach (ushort b in bf16)
+            if ((b & 0x7F80) == 0x7F80)
+                throw new UserInputException($"{directory}: tensor '{name}' holds NaN or infinite values; the checkpoint is unusable (saved from a diverged run, or corrupt).");
     }
 
     private static void RequireFinite(string directory, string name, ReadOnlySpan<float> values)

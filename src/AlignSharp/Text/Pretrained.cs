@@ -5,11 +5,12 @@ namespace AlignSharp.Text;
 /// <summary>A model directory as users bring it: config.json + safetensors, and tokenizer.json when present.</summary>
 public sealed record Pretrained(TransformerModel Model, ITokenizer? Tokenizer, string Directory)
 {
-    /// <summary>Loads the model and, if the directory has a tokenizer.json, its tokenizer.</summary>
-    public static Pretrained Load(string directory, HeadKind? head = null, int seed = 0)
+    /// <summary>Loads the model and, if the directory has a tokenizer.json, its tokenizer. <paramref name="bf16Matrices"/>: every
+    /// matrix frozen in bf16 (see <see cref="ModelIO.Load"/>).</summary>
+    public static Pretrained Load(string directory, HeadKind? head = null, int seed = 0, bool bf16Matrices = false)
     {
         if (!System.IO.Directory.Exists(directory)) throw new UserInputException($"model directory '{directory}' does not exist");
-        var model = ModelIO.Load(directory, head, seed);
+        var model = ModelIO.Load(directory, head, seed, bf16Matrices);
         ITokenizer? tokenizer = File.Exists(Path.Combine(directory, "tokenizer.json")) ? Tokenizers.Load(directory) : null;
         if (tokenizer != null && tokenizer.VocabSize > model.Config.VocabSize)
             throw new UserInputException($"{directory}: the tokenizer has {tokenizer.VocabSize} tokens but the model's vocab_size is {model.Config.VocabSize}.");

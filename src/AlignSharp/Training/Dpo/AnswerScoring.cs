@@ -168,7 +168,7 @@ public sealed class ReferenceLogProbs
         foreach (var (name, p) in model.NamedParameters.Concat(adapter))
         {
             h.AppendData(System.Text.Encoding.UTF8.GetBytes(name));
-            h.AppendData(MemoryMarshal.AsBytes(p.Span));
+            h.AppendData(p.IsBf16 ? MemoryMarshal.AsBytes(p.Bf16Span) : MemoryMarshal.AsBytes(p.Span));
         }
         foreach (var b in batches)
         {

@@ -73,6 +73,9 @@ public sealed record DpoOptions : ReferencedPolicyOptions
 
     protected override bool SupportsLora => true;
 
+    /// <summary>A LoRA base, or a reference model kept through training (not only the policy's own starting weights, precomputed).</summary>
+    protected override bool HasFrozenWeights => TrainsAdapter || UsesReference && (Reference != null || !PrecomputeReference);
+
     public override void Validate()
     {
         if (EvalOnly)

@@ -23,6 +23,7 @@ public static class KtoTrainer
         log ??= Console.Error;
         if (options.Threads > 0) ParallelFor.Threads = options.Threads;
         var policy = Pretrained.Load(options.Policy!);
+        policy.Model.GradientCheckpointing = options.GradientCheckpointing;
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var tokenizer = policy.RequireTokenizer("tokenizing feedback data");
         var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
@@ -36,12 +37,12 @@ public static class KtoTrainer
         if (options.PrecomputeReference)
         {
             // Before training starts (and before a resume loads its checkpoint), the policy holds the reference weights.
-            var model = options.Reference != null ? DpoTrainer.LoadReference(options.Reference, options.Policy!, policy.Model) : policy.Model;
+            var model = options.Reference != null ? DpoTrainer.LoadReference(options, policy.Model) : policy.Model;
             reference = ReferenceLogProbs.Precompute(model, rows, Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), m => log.WriteLine("kto: " + m), Distributed.World.Current);
         }
         else
         {
-            reference = ReferenceLogProbs.OnTheFly(DpoTrainer.LoadReference(options.Reference, options.Policy!, policy.Model));
+            reference = ReferenceLogProbs.OnTheFly(DpoTrainer.LoadReference(options, policy.Model));
         }
         var task = new KtoTask(options, policy.Model, reference, train, eval);
         return new TrainingLoop(options, task, "kto", log).Run(session);

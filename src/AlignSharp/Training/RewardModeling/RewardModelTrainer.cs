@@ -115,6 +115,7 @@ public static class RewardModelTrainer
     {
         log ??= Console.Error;
         var pre = Pretrained.Load(o.Model!, HeadKind.Scalar, o.Seed);
+        pre.Model.GradientCheckpointing = o.GradientCheckpointing;
         o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("reward modelling");
         var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);

@@ -56,9 +56,9 @@ public sealed class RewardModel
     }
 
     /// <summary>Loads a reward-model directory written by <c>alignsharp rm</c> (or any checkpoint with a scalar head).</summary>
-    public static RewardModel Load(string dir)
+    public static RewardModel Load(string dir, bool bf16Matrices = false)
     {
-        var pre = Pretrained.Load(dir);
+        var pre = Pretrained.Load(dir, bf16Matrices: bf16Matrices);
         var info = RewardModelInfo.Load(dir);
         return new RewardModel(pre.Model, pre.RequireTokenizer("scoring text"), RewardModelTemplate(info?.ChatTemplate, dir), info) { Directory = dir };
     }

@@ -64,14 +64,15 @@ public sealed class RlTrainer
         var pre = Pretrained.Load(options.Policy!);
         if (pre.Model.Config.Head != HeadKind.LanguageModel) throw new UserInputException($"--policy {options.Policy}: the policy needs a language-model head.");
         var tokenizer = pre.RequireTokenizer("the policy (to tokenize prompts and decode completions)");
-        var reference = ModelIO.Load(options.Policy!);
+        pre.Model.GradientCheckpointing = options.GradientCheckpointing;
+        var reference = options.LoadFrozen(options.Policy!);
         var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
 
         var sources = new List<(IRewardSource, double)>();
         RewardModel? rewardModel = null;
         if (options.RewardModel != null)
         {
-            rewardModel = RewardModel.Load(options.RewardModel);
+            rewardModel = RewardModel.Load(options.RewardModel, options.FrozenInBf16(options.RewardModel));
             if (options.NormalizeReward) rewardModel.RequireNormalization("--normalize-reward");
             sources.Add((new RewardModelSource(rewardModel, options.NormalizeReward, options.BatchSize), options.RewardModelWeight));
         }
@@ -129,6 +130,7 @@ public sealed class RlTrainer
         if (choice == "auto" && o.RewardModel != null && dir == o.Policy)
             Console.Error.WriteLine($"note: the reward model's tokenizer differs from the policy's, so the value model starts from the policy ({o.Policy}).");
         var value = ModelIO.Load(dir, HeadKind.Scalar, o.Seed);
+        value.GradientCheckpointing = o.GradientCheckpointing;
         if (dir != o.Policy)
         {
             // The value model reads the policy's token ids, so its vocabulary must be the policy's.

@@ -150,7 +150,9 @@ public static class SftTrainer
     public static Dictionary<string, object?> Train(SftOptions o, TextWriter? log = null)
     {
         log ??= Console.Error;
-        var pre = Pretrained.Load(o.Model!);
+        // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
+        var pre = Pretrained.Load(o.Model!, bf16Matrices: o.TrainsAdapter && o.FrozenInBf16(o.Model!));
+        pre.Model.GradientCheckpointing = o.GradientCheckpointing;
         o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("SFT");
         var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);
