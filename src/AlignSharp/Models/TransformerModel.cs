@@ -244,9 +244,16 @@ public sealed class TransformerModel
             // LoRA dropout draws each block's masks from a stream seeded from the trainer's, so a recomputed block
             // replays exactly the masks of its first run (and both paths draw the same ones).
             int? dropoutSeed = Adapter?.DropoutRng?.Next();
-            x = checkpoint
-                ? CheckpointedBlock(x, l, pass, dropoutSeed, parametersNeedGrad)
-                : WithBlockDropout(Adapter, dropoutSeed, () => Block(x, l, pass));
+            if (checkpoint) x = CheckpointedBlock(x, l, pass, dropoutSeed, parametersNeedGrad);
+            else if (!Autograd.IsEnabled && cache == null)
+            {
+                // Without gradients nothing inside a block is needed afterwards: its memory goes back to the pool
+                // at once (a reference or evaluation pass holds one block's activations, not all of them).
+                var scope = TensorScope.Begin();
+                try { x = TensorScope.Keep(WithBlockDropout(Adapter, dropoutSeed, () => Block(x, l, pass))); }
+                finally { scope.Dispose(); }
+            }
+            else x = WithBlockDropout(Adapter, dropoutSeed, () => Block(x, l, pass));
         }
         if (cache != null) cache.Length = offset + seq;
         return Norm(x, "final_norm");

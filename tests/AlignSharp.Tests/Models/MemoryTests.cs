@@ -119,25 +119,29 @@ public sealed class MemoryTests
     }
 
     [Fact]
-    public void CheckpointingKeepsOnlyTheBlocksInputsAlive()
+    public void CheckpointingAndInferenceKeepOnlyTheBlocksInputsAlive()
     {
         var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
         var config = model.Config;
         foreach (var p in model.Parameters) p.RequiresGrad = true;
         var ids = Enumerable.Range(0, 4 * 16).Select(i => i % config.VocabSize).ToArray();
-        long Alive(bool checkpointing)
+        long Alive(bool checkpointing, bool noGrad = false)
         {
             model.GradientCheckpointing = checkpointing;
             using var scope = TensorScope.Begin();
             long before = BufferPool.RentedFloats;
-            var hidden = model.Hidden(ids, 4, 16);
+            if (noGrad)
+                using (Autograd.NoGrad()) model.Hidden(ids, 4, 16);
+            else model.Hidden(ids, 4, 16);
             return BufferPool.RentedFloats - before;
         }
-        long plain = Alive(false), checkpointed = Alive(true);
+        long plain = Alive(false), checkpointed = Alive(true), inference = Alive(false, noGrad: true);
         long blockInputs = (long)(config.NumLayers + 1) * ids.Length * config.HiddenSize;
         Console.WriteLine($"alive after the forward: {plain} floats ordinary, {checkpointed} checkpointed, block inputs {blockInputs}");
         Assert.True(checkpointed < plain / 4, $"checkpointed forward holds {checkpointed} floats, the ordinary one {plain}");
         Assert.True(checkpointed <= 3 * blockInputs, $"checkpointed forward holds {checkpointed} floats; the block inputs are {blockInputs}");
+        // Without gradients a block's intermediates go back to the pool as soon as it is done.
+        Assert.True(inference <= checkpointed, $"a forward without gradients holds {inference} floats, the checkpointed one {checkpointed}");
     }
 
     [Theory]
