@@ -41,16 +41,18 @@ checkpoint() {
   echo "$dir"
 }
 
-# Preference pairs whose prompt and answers are each well over 128 tokens (cut to 256 per row by --max-length), and prompts.
-if [ ! -f "$work/pairs.jsonl" ]; then
-  $py - "$work" <<'EOF'
+# Preference pairs whose prompt and answers are each well over 128 tokens (cut to 256 per row by --max-length), as many
+# as the steps use (the reference log-probabilities are precomputed for all of them), and prompts.
+pairs="$work/pairs-$steps.jsonl"
+if [ ! -f "$pairs" ]; then
+  $py - "$work" "$steps" <<'EOF'
 import json, random, sys
-work = sys.argv[1]
+work, steps = sys.argv[1], int(sys.argv[2])
 rng = random.Random(0)
 words = "the of and to in is was for on that with as by at from his her an were are which this be or had not but".split()
 def text(n): return " ".join(rng.choice(words) for _ in range(n))
-with open(f"{work}/pairs.jsonl", "w") as f:
-    for _ in range(64):
+with open(f"{work}/pairs-{steps}.jsonl", "w") as f:
+    for _ in range(4 * steps):
         f.write(json.dumps({"prompt": text(200), "chosen": " " + text(200), "rejected": " " + text(200)}) + "\n")
 with open(f"{work}/prompts.jsonl", "w") as f:
     for _ in range(64):
@@ -59,7 +61,7 @@ EOF
 fi
 
 lora=(--lora-r 16 --lora-target-modules all-linear)
-dpo_common=(--data "$work/pairs.jsonl" --batch-size 4 --max-length 256 --max-prompt-length 128 --truncate
+dpo_common=(--data "$pairs" --batch-size 4 --max-length 256 --max-prompt-length 128 --truncate
             --max-steps "$steps" --logging-steps 1 --save-steps 0 --threads "$threads" --overwrite)
 ppo_common=(--prompts "$work/prompts.jsonl" --batch-size 8 --max-new-tokens 64 --max-prompt-length 64 --normalize-reward false
             --max-steps "$steps" --logging-steps 1 --save-steps 0 --threads "$threads" --overwrite)
