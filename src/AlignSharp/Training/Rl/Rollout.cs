@@ -104,9 +104,10 @@ public static class SequenceForward
         return temperature == 1f ? logits : Ops.MulScalar(logits, 1f / temperature);
     }
 
-    /// <summary>Log-probabilities of the completion tokens and entropies, at the temperature. → ([N], [N])</summary>
+    /// <summary>Log-probabilities of the completion tokens and entropies, at the temperature, the LM head in row chunks
+    /// (<see cref="TokenScoring"/>). → ([N], [N])</summary>
     public static (Tensor LogProbs, Tensor Entropy) TokenLogProbs(TransformerModel model, Packed p, float temperature)
-        => Ops.TokenLogProbs(Logits(model, p, temperature), p.Targets);
+        => TokenScoring.LogProbs(model, Rows(model, p), p.Targets, temperature);
 
     /// <summary>A scalar-head model's value at the positions predicting the completion tokens. → [N]</summary>
     public static Tensor Values(TransformerModel valueModel, Packed p)
@@ -245,16 +246,18 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
             var rows = Enumerable.Range(start, Math.Min(options.ForwardBatchSize, n - start)).ToArray();
             using var scope = TensorScope.Begin();
             var packed = SequenceForward.Pack(batch, rows);
-            var policyLogits = SequenceForward.Logits(models.Policy, packed, temperature);
-            var refLogits = SequenceForward.Logits(models.Reference, packed, temperature);
-            var (logp, entropy) = Ops.TokenLogProbs(policyLogits, packed.Targets);
-            var (refLogp, _) = Ops.TokenLogProbs(refLogits, packed.Targets);
+            // The full KL needs both distributions; the sampled estimators only the log-probabilities (LM head in row chunks).
+            bool full = options.Estimator == KlEstimator.Full;
+            var policyLogits = full ? SequenceForward.Logits(models.Policy, packed, temperature) : null;
+            var refLogits = full ? SequenceForward.Logits(models.Reference, packed, temperature) : null;
+            var (logp, entropy) = full ? Ops.TokenLogProbs(policyLogits!, packed.Targets) : SequenceForward.TokenLogProbs(models.Policy, packed, temperature);
+            var (refLogp, _) = full ? Ops.TokenLogProbs(refLogits!, packed.Targets) : SequenceForward.TokenLogProbs(models.Reference, packed, temperature);
             var kl = new float[logp.Length];
             var lp = logp.Span; var rp = refLogp.Span;
-            if (options.Estimator == KlEstimator.Full)
+            if (full)
             {
-                int v = policyLogits.Dim(-1);
-                var pl = policyLogits.Span; var ql = refLogits.Span;
+                int v = policyLogits!.Dim(-1);
+                var pl = policyLogits.Span; var ql = refLogits!.Span;
                 for (int t = 0; t < kl.Length; t++) kl[t] = KlEstimators.Full(pl.Slice(t * v, v), ql.Slice(t * v, v));
             }
             else for (int t = 0; t < kl.Length; t++) kl[t] = KlEstimators.Sampled(options.Estimator, lp[t], rp[t]);
