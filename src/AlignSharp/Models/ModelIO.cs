@@ -1,5 +1,6 @@
 using System.Buffers;
 using AlignSharp.Engine;
+using AlignSharp.Engine.Kernels;
 using AlignSharp.Models.Checkpoints;
 
 namespace AlignSharp.Models;
@@ -22,21 +23,26 @@ public static class ModelIO
         var config = checkpoint.Config;
         var wanted = head ?? config.Head;
         var model = new TransformerModel(config with { Head = wanted });
+        float[]? scratch = null;   // one buffer for matrices stored in another dtype or layout, dropped after loading
         foreach (var (name, p) in model.NamedParameters.ToArray())
         {
             if (checkpoint.Binding.Parameters.Any(b => b.CanonicalName == name))
             {
-                if (bf16Matrices && p.Rank == 2)
+                if (bf16Matrices && TransformerModel.KeptInBf16(name, p))
                 {
-                    // Read through a scratch buffer so the float32 parameter is never touched (its pages stay unmapped).
-                    var scratch = ArrayPool<float>.Shared.Rent(p.Length);
-                    try
+                    // The float32 parameter is never touched (its pages stay unmapped); a BF16 tensor is copied bit for bit.
+                    var bits = new ushort[p.Length];
+                    if (checkpoint.TryReadParameterBf16(name, bits))
+                        RequireFinite(directory, name, bits);
+                    else
                     {
-                        checkpoint.ReadParameter(name, scratch.AsSpan(0, p.Length));
-                        RequireFinite(directory, name, scratch.AsSpan(0, p.Length));
-                        model.StoreAsBf16(name, Tensor.FromArrayBf16(scratch.AsSpan(0, p.Length), p.ShapeArray));
+                        if (scratch == null || scratch.Length < p.Length) scratch = GC.AllocateUninitializedArray<float>(p.Length);
+                        var values = scratch.AsSpan(0, p.Length);
+                        checkpoint.ReadParameter(name, values);
+                        RequireFinite(directory, name, values);
+                        Bf16.Narrow(values, bits);
                     }
-                    finally { ArrayPool<float>.Shared.Return(scratch); }
+                    model.StoreAsBf16(name, Tensor.WrapBf16(bits, p.ShapeArray));
                 }
                 else
                 {
@@ -69,15 +75,21 @@ public static class ModelIO
         string baseDir = BaseModelDirectory(config, directory, file);
         bool seqCls = config.TaskType == "SEQ_CLS";
         var wanted = head ?? (seqCls ? HeadKind.Scalar : null);
-        bool nested = IsAdapterDirectory(baseDir);
-        var model = Load(baseDir, wanted, seed, bf16Matrices && !nested);
-        if (model.Adapter is { } inner)
-        {
-            inner.MergeInto(model);
-            model.Adapter = null;
-            if (bf16Matrices) model.StoreMatricesAsBf16();
-        }
+        var model = LoadMerged(baseDir, wanted, seed, bf16Matrices);
         model.Adapter = Lora.LoraAdapter.Load(directory, model);
+        return model;
+    }
+
+    /// <summary>
+    /// <see cref="Load"/> with an adapter directory's adapter merged into the weights (<see cref="MergeAttachedAdapter"/>):
+    /// a trainer's starting model, a trunk to put a new adapter on. The merge happens in float32; only then do the matrices
+    /// narrow to bf16 when <paramref name="bf16Matrices"/> asks.
+    /// </summary>
+    public static TransformerModel LoadMerged(string directory, HeadKind? head = null, int seed = 0, bool bf16Matrices = false)
+    {
+        bool adapter = IsAdapterDirectory(directory);
+        var model = MergeAttachedAdapter(Load(directory, head, seed, bf16Matrices && !adapter));
+        if (bf16Matrices && adapter) model.StoreMatricesAsBf16();
         return model;
     }
 
@@ -109,6 +121,21 @@ public static class ModelIO
             model.Adapter = null;
         }
         return model;
+    }
+
+    /// <summary>Whether the checkpoint in <paramref name="directory"/> (an adapter directory: its base's) stores its matrices in bf16.</summary>
+    public static bool StoresBf16(string directory)
+    {
+        if (AdapterBase(directory) is { } baseDir) return StoresBf16(baseDir);
+        using var checkpoint = ModelCheckpoint.Open(directory);
+        return checkpoint.StoresBf16;
+    }
+
+    private static void RequireFinite(string directory, string name, ReadOnlySpan<ushort> bf16)
+    {
+        foreach (ushort b in bf16)
+            if ((b & 0x7F80) == 0x7F80)
+                throw new UserInputException($"{directory}: tensor '{name}' holds NaN or infinite values; the checkpoint is unusable (saved from a diverged run, or corrupt).");
     }
 
     private static void RequireFinite(string directory, string name, ReadOnlySpan<float> values)

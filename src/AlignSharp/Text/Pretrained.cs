@@ -8,11 +8,24 @@ public sealed record Pretrained(TransformerModel Model, ITokenizer? Tokenizer, s
     /// <summary>
     /// Loads the model and, if the directory has a tokenizer.json, its tokenizer. A LoRA adapter directory is its base
     /// model with the adapter attached (<see cref="ModelIO.Load"/>'s rule), with the adapter directory's tokenizer, else the base's.
+    /// <paramref name="bf16Matrices"/>: every matrix frozen in bf16 (see <see cref="ModelIO.Load"/>).
     /// </summary>
-    public static Pretrained Load(string directory, HeadKind? head = null, int seed = 0)
+    public static Pretrained Load(string directory, HeadKind? head = null, int seed = 0, bool bf16Matrices = false)
+        => WithTokenizer(directory, ModelIO.Load(RequireDirectory(directory), head, seed, bf16Matrices));
+
+    /// <summary>
+    /// <see cref="Load"/> for a trainer's starting model: an adapter directory's adapter is merged into the weights (the run
+    /// starts from base + adapter; its own LoRA adapter, if any, goes on top, and its reference is base + adapter).
+    /// </summary>
+    public static Pretrained LoadForTraining(string directory, HeadKind? head = null, int seed = 0, bool bf16Matrices = false)
+        => WithTokenizer(directory, ModelIO.LoadMerged(RequireDirectory(directory), head, seed, bf16Matrices));
+
+    static string RequireDirectory(string directory) => System.IO.Directory.Exists(directory)
+        ? directory
+        : throw new UserInputException($"model directory '{directory}' does not exist");
+
+    static Pretrained WithTokenizer(string directory, TransformerModel model)
     {
-        if (!System.IO.Directory.Exists(directory)) throw new UserInputException($"model directory '{directory}' does not exist");
-        var model = ModelIO.Load(directory, head, seed);
         string? tokenizerDir = File.Exists(Path.Combine(directory, "tokenizer.json")) ? directory : TokenizerDirectoryOfBase(directory);
         ITokenizer? tokenizer = tokenizerDir != null ? Tokenizers.Load(tokenizerDir) : null;
         if (tokenizer != null && tokenizer.VocabSize > model.Config.VocabSize)
@@ -25,17 +38,6 @@ public sealed record Pretrained(TransformerModel Model, ITokenizer? Tokenizer, s
         for (string? dir = ModelIO.AdapterBase(directory); dir != null; dir = ModelIO.AdapterBase(dir))
             if (File.Exists(Path.Combine(dir, "tokenizer.json"))) return dir;
         return null;
-    }
-
-    /// <summary>
-    /// <see cref="Load"/> for a trainer's starting model: an adapter directory's adapter is merged into the weights (the run
-    /// starts from base + adapter; its own LoRA adapter, if any, goes on top, and its reference is base + adapter).
-    /// </summary>
-    public static Pretrained LoadForTraining(string directory, HeadKind? head = null, int seed = 0)
-    {
-        var pre = Load(directory, head, seed);
-        ModelIO.MergeAttachedAdapter(pre.Model);
-        return pre;
     }
 
     /// <summary>Attaches the PEFT LoRA adapter saved in <paramref name="adapterDirectory"/> to the model (null: none); returns this.</summary>

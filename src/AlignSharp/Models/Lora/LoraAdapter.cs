@@ -247,13 +247,7 @@ public sealed class LoraAdapter
         var info = file.GetInfo(name);
         if (!info.Shape.SequenceEqual(p.Shape.ToArray().Select(d => (long)d)))
             throw new UserInputException($"{file.Path}: '{name}' has shape {TensorInfo.FormatShape(info.Shape)}; the model's score head is {ShapeUtil.Format(p.Shape)}.");
-        if (p.IsBf16)
-        {
-            var values = new float[p.Length];
-            file.ReadInto(name, values);
-            model.StoreAsBf16("score.weight", Tensor.FromArrayBf16(values, p.ShapeArray));
-        }
-        else file.ReadInto(name, p.Span);
+        file.ReadInto(name, p.Span); // a score head is never bf16 (TransformerModel.KeptInBf16)
         return true;
     }
 

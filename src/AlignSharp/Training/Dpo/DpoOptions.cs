@@ -93,6 +93,9 @@ public sealed record DpoOptions : DpoObjectiveOptions
     [Option("Compute the loss and metrics on --data (or --eval-data) without training; prints one JSON object on stdout. Needs no --out.")]
     public bool EvalOnly { get; init; }
 
+    /// <summary>A LoRA base, or a reference model kept through training (not only the policy's own starting weights, precomputed).</summary>
+    protected override bool HasFrozenWeights => TrainsAdapter || UsesReference && (Reference != null || !PrecomputeReference);
+
     public override void Validate()
     {
         if (EvalOnly)

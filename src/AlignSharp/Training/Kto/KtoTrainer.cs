@@ -22,7 +22,9 @@ public static class KtoTrainer
         options.Validate();
         log ??= Console.Error;
         if (options.Threads > 0) ParallelFor.Threads = options.Threads;
-        var policy = Pretrained.LoadForTraining(options.Policy!);
+        // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
+        var policy = Pretrained.LoadForTraining(options.Policy!, bf16Matrices: options.TrainsAdapter && options.FrozenInBf16(options.Policy!));
+        policy.Model.GradientCheckpointing = options.GradientCheckpointing;
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var tokenizer = policy.RequireTokenizer("tokenizing feedback data");
         var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);

@@ -29,7 +29,9 @@ public static class OnlineDpoTrainer
             throw new UserInputException("Give a judge: --judge-model RM_DIR (a reward model) or --judge-url URL (an HTTP judge).");
         log ??= Console.Error;
         if (options.Threads > 0) ParallelFor.Threads = options.Threads;
-        var policy = Pretrained.Load(options.Policy!);
+        // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
+        var policy = Pretrained.LoadForTraining(options.Policy!, bf16Matrices: options.TrainsAdapter && options.FrozenInBf16(options.Policy!));
+        policy.Model.GradientCheckpointing = options.GradientCheckpointing;
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         if (options.MaxNewTokens >= options.MaxLength)
             throw new UserInputException($"--max-new-tokens ({options.MaxNewTokens}) leaves no room for the prompt in the model's {options.MaxLength} positions.");
@@ -41,14 +43,10 @@ public static class OnlineDpoTrainer
         judge ??= ownedJudge!;
         using var session = RunSession.Open(options, "online-dpo", log);
         var adapter = options.StartingAdapter(policy.Model, options.Policy);
-        ReferenceLogProbs? reference = null;
-        if (options.UsesReference)
-        {
-            reference = adapter != null && options.Reference == null
-                // A LoRA policy's reference is its own frozen base with the starting adapter (a frozen copy of --adapter) or none.
-                ? ReferenceLogProbs.WithAdapter(policy.Model, options.Adapter != null ? LoraAdapter.Load(options.Adapter, policy.Model) : null)
-                : ReferenceLogProbs.OnTheFly(DpoTrainer.LoadReference(options.Reference, options.Policy!, policy.Model));
-        }
+        // Never precomputed (the completions do not exist yet): a LoRA policy's own base, else the reference model on the fly.
+        var reference = options.UsesReference
+            ? ReferenceLogProbs.ForPolicy(options, policy.Model, adapter, [], session.Directory.Path, m => log.WriteLine("online-dpo: " + m))
+            : null;
         log.WriteLine($"online-dpo: {batches.Sum(b => b.Length)} prompts in {batches.Count} micro-batches; judge: {judge.Description}");
         var task = new OnlineDpoTask(options, policy.Model, tokenizer, reference, judge, batches, adapter, w => log.WriteLine("online-dpo: warning: " + w));
         return new TrainingLoop(options, task, "online-dpo", log).Run(session);

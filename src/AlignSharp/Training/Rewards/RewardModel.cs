@@ -60,12 +60,13 @@ public sealed class RewardModel
     /// final/ is its base with the adapter, see <see cref="ModelIO.Load"/>). With <paramref name="adapter"/>, that LoRA
     /// adapter is applied to the model (a SEQ_CLS adapter brings its score head, so <paramref name="dir"/> may be a language
     /// model); reward_model.json and the chat template are then read from the adapter directory when it has them.
+    /// <paramref name="bf16Matrices"/>: the frozen matrices kept in bf16.
     /// </summary>
-    public static RewardModel Load(string dir, string? adapter = null)
+    public static RewardModel Load(string dir, string? adapter = null, bool bf16Matrices = false)
     {
         if (adapter != null && !System.IO.Directory.Exists(adapter)) throw new UserInputException($"--adapter: directory '{adapter}' does not exist");
         HeadKind? head = adapter != null && Models.Lora.LoraConfig.Load(adapter).TaskType == Models.Lora.LoraConfig.SequenceClassification ? HeadKind.Scalar : null;
-        var pre = Pretrained.Load(dir, head).WithAdapter(adapter);
+        var pre = Pretrained.Load(dir, head, bf16Matrices: bf16Matrices).WithAdapter(adapter);
         string infoDir = adapter != null && File.Exists(Path.Combine(adapter, RewardModelInfo.FileName)) ? adapter : dir;
         var info = RewardModelInfo.Load(infoDir);
         return new RewardModel(pre.Model, pre.RequireTokenizer("scoring text"), RewardModelTemplate(info?.ChatTemplate, infoDir), info) { Directory = infoDir };

@@ -34,13 +34,14 @@ public abstract class RlAlgorithm(RlOptions options)
     /// <summary>The loss of the micro-batch <paramref name="rows"/>, already scaled by its share, with its metrics (unscaled means).</summary>
     public abstract (Tensor Loss, Dictionary<string, double> Metrics) Loss(RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, UpdateContext context);
 
-    /// <summary>The policy's forward pass on a micro-batch and the clipped surrogate with its metrics.</summary>
-    protected (Tensor Loss, Tensor Logits, Tensor LogProbs, SequenceForward.Packed Packed, Dictionary<string, double> Metrics) PolicyTerm(
-        RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, float[] weights, float share)
+    /// <summary>The policy's forward pass on a micro-batch and the clipped surrogate with its metrics. The logits [N, V] only
+    /// when <paramref name="keepLogits"/> (the full KL in the loss); otherwise the log-probabilities are taken in row chunks.</summary>
+    protected (Tensor Loss, Tensor? Logits, Tensor LogProbs, SequenceForward.Packed Packed, Dictionary<string, double> Metrics) PolicyTerm(
+        RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, float[] weights, float share, bool keepLogits = false)
     {
         var packed = SequenceForward.Pack(batch, rows);
-        var logits = SequenceForward.Logits(models.Policy, packed, options.Temperature);
-        var (logp, entropy) = Ops.TokenLogProbs(logits, packed.Targets);
+        var logits = keepLogits ? SequenceForward.Logits(models.Policy, packed, options.Temperature) : null;
+        var (logp, entropy) = logits != null ? Ops.TokenLogProbs(logits, packed.Targets) : SequenceForward.TokenLogProbs(models.Policy, packed, options.Temperature);
         var (loss, m) = RlLosses.ClippedSurrogate(logp, SequenceForward.Concat(batch.LogProbs, rows), SequenceForward.Concat(batch.Advantages, rows), options.ClipRange, weights);
         if (options.EntropyCoef > 0) loss = Ops.Add(loss, RlLosses.EntropyBonus(entropy, options.EntropyCoef, weights).Loss);
         var metrics = new Dictionary<string, double>
@@ -143,11 +144,12 @@ public abstract class CriticFree(RlOptions options) : RlAlgorithm(options)
     {
         var lengths = rows.Select(r => batch.CompletionIds[r].Length).ToArray();
         var weights = RlLosses.SequenceMeanWeights(lengths, context.Share);
-        var (loss, logits, logp, packed, metrics) = PolicyTerm(models, batch, rows, weights, context.Share);
+        bool fullKl = !KlInReward && context.Beta > 0 && Options.Estimator == KlEstimator.Full;
+        var (loss, logits, logp, packed, metrics) = PolicyTerm(models, batch, rows, weights, context.Share, keepLogits: fullKl);
         if (!KlInReward && context.Beta > 0)
         {
-            var (klLoss, meanKl) = Options.Estimator == KlEstimator.Full
-                ? RlLosses.FullKlPenalty(logits, ReferenceLogProbs(models, packed), (float)context.Beta, weights)
+            var (klLoss, meanKl) = fullKl
+                ? RlLosses.FullKlPenalty(logits!, ReferenceLogProbs(models, packed), (float)context.Beta, weights)
                 : RlLosses.KlPenalty(logp, SequenceForward.Concat(batch.RefLogProbs, rows), Options.Estimator, (float)context.Beta, weights);
             loss = Ops.Add(loss, klLoss);
             metrics["loss/kl_avg"] = meanKl;

@@ -114,6 +114,9 @@ public abstract record RlOptions : TrainerOptions
 
     public KlEstimator Estimator => KlEstimators.Parse(KlEstimator);
 
+    /// <summary>The reference model (and the reward model, when given) stay frozen.</summary>
+    protected override bool HasFrozenWeights => true;
+
     public override void Validate()
     {
         base.Validate();

@@ -62,19 +62,22 @@ public sealed class RlTrainer
         RequireSingleProcess(options switch { PpoOptions => "ppo", GrpoOptions => "grpo", _ => "rloo" });
         options.Validate();
         if (options.Threads > 0) ParallelFor.Threads = options.Threads;
-        var pre = Pretrained.LoadForTraining(options.Policy!);
+        // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
+        var pre = Pretrained.LoadForTraining(options.Policy!, bf16Matrices: options.TrainsAdapter && options.FrozenInBf16(options.Policy!));
         if (pre.Model.Config.Head != HeadKind.LanguageModel) throw new UserInputException($"--policy {options.Policy}: the policy needs a language-model head.");
         var tokenizer = pre.RequireTokenizer("the policy (to tokenize prompts and decode completions)");
+        pre.Model.GradientCheckpointing = options.GradientCheckpointing;
         // With LoRA the reference is the policy itself with the starting adapter (or none) in place of the trained one: no copy.
+        // Otherwise a frozen copy of the starting policy (an adapter directory's adapter stays attached, it is frozen too).
         var adapter = options.StartingAdapter(pre.Model, options.Policy);
-        var reference = adapter != null ? pre.Model : ModelIO.MergeAttachedAdapter(ModelIO.Load(options.Policy!));
+        var reference = adapter != null ? pre.Model : options.LoadFrozen(options.Policy!);
         var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
 
         var sources = new List<(IRewardSource, double)>();
         RewardModel? rewardModel = null;
         if (options.RewardModel != null)
         {
-            rewardModel = RewardModel.Load(options.RewardModel);
+            rewardModel = RewardModel.Load(options.RewardModel, bf16Matrices: options.FrozenInBf16(options.RewardModel));
             if (options.NormalizeReward) rewardModel.RequireNormalization("--normalize-reward");
             sources.Add((new RewardModelSource(rewardModel, options.NormalizeReward, options.BatchSize), options.RewardModelWeight));
         }
@@ -138,7 +141,9 @@ public sealed class RlTrainer
         };
         if (choice == "auto" && o.RewardModel != null && dir == o.Policy)
             Console.Error.WriteLine($"note: the reward model's tokenizer differs from the policy's, so the value model starts from the policy ({o.Policy}).");
-        var value = ModelIO.MergeAttachedAdapter(ModelIO.Load(dir, HeadKind.Scalar, o.Seed));
+        // With LoRA the value model's trunk is frozen (its adapter and head train), in the storage --frozen-dtype says.
+        var value = ModelIO.LoadMerged(dir, HeadKind.Scalar, o.Seed, bf16Matrices: lora && o.FrozenInBf16(dir));
+        value.GradientCheckpointing = o.GradientCheckpointing;
         if (dir != o.Policy)
         {
             // The value model reads the policy's token ids, so its vocabulary must be the policy's.

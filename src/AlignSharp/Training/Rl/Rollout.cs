@@ -30,9 +30,11 @@ public sealed record RlModels(TransformerModel Policy, TransformerModel Referenc
 
     /// <summary>The reference's logits [N, V] at the packed completion positions (the policy with its reference adapter when they share weights).</summary>
     public Tensor ReferenceLogits(SequenceForward.Packed packed, float temperature)
-        => ReferenceEquals(Reference, Policy)
-            ? LoraAdapter.Using(Policy, ReferenceAdapter, () => SequenceForward.Logits(Policy, packed, temperature))
-            : SequenceForward.Logits(Reference, packed, temperature);
+        => OnReference(m => SequenceForward.Logits(m, packed, temperature));
+
+    /// <summary>Runs <paramref name="pass"/> on the reference: the policy with its reference adapter when they share weights, else the reference model.</summary>
+    public T OnReference<T>(Func<TransformerModel, T> pass)
+        => ReferenceEquals(Reference, Policy) ? LoraAdapter.Using(Policy, ReferenceAdapter, () => pass(Policy)) : pass(Reference);
 
     /// <summary>Sets the dropout stream of the trained adapters (a training forward) or clears it (null: rollouts, scoring).</summary>
     public void SetAdapterDropout(Random? rng)
@@ -130,9 +132,10 @@ public static class SequenceForward
         return temperature == 1f ? logits : Ops.MulScalar(logits, 1f / temperature);
     }
 
-    /// <summary>Log-probabilities of the completion tokens and entropies, at the temperature. → ([N], [N])</summary>
+    /// <summary>Log-probabilities of the completion tokens and entropies, at the temperature, the LM head in row chunks
+    /// (<see cref="TokenScoring"/>). → ([N], [N])</summary>
     public static (Tensor LogProbs, Tensor Entropy) TokenLogProbs(TransformerModel model, Packed p, float temperature)
-        => Ops.TokenLogProbs(Logits(model, p, temperature), p.Targets);
+        => TokenScoring.LogProbs(model, Rows(model, p), p.Targets, temperature);
 
     /// <summary>A scalar-head model's value at the positions predicting the completion tokens. → [N]</summary>
     public static Tensor Values(TransformerModel valueModel, Packed p)
@@ -271,16 +274,18 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
             var rows = Enumerable.Range(start, Math.Min(options.ForwardBatchSize, n - start)).ToArray();
             using var scope = TensorScope.Begin();
             var packed = SequenceForward.Pack(batch, rows);
-            var policyLogits = SequenceForward.Logits(models.Policy, packed, temperature);
-            var refLogits = models.ReferenceLogits(packed, temperature);
-            var (logp, entropy) = Ops.TokenLogProbs(policyLogits, packed.Targets);
-            var (refLogp, _) = Ops.TokenLogProbs(refLogits, packed.Targets);
+            // The full KL needs both distributions; the sampled estimators only the log-probabilities (LM head in row chunks).
+            bool full = options.Estimator == KlEstimator.Full;
+            var policyLogits = full ? SequenceForward.Logits(models.Policy, packed, temperature) : null;
+            var refLogits = full ? models.ReferenceLogits(packed, temperature) : null;
+            var (logp, entropy) = full ? Ops.TokenLogProbs(policyLogits!, packed.Targets) : SequenceForward.TokenLogProbs(models.Policy, packed, temperature);
+            var (refLogp, _) = full ? Ops.TokenLogProbs(refLogits!, packed.Targets) : models.OnReference(m => SequenceForward.TokenLogProbs(m, packed, temperature));
             var kl = new float[logp.Length];
             var lp = logp.Span; var rp = refLogp.Span;
-            if (options.Estimator == KlEstimator.Full)
+            if (full)
             {
-                int v = policyLogits.Dim(-1);
-                var pl = policyLogits.Span; var ql = refLogits.Span;
+                int v = policyLogits!.Dim(-1);
+                var pl = policyLogits.Span; var ql = refLogits!.Span;
                 for (int t = 0; t < kl.Length; t++) kl[t] = KlEstimators.Full(pl.Slice(t * v, v), ql.Slice(t * v, v));
             }
             else for (int t = 0; t < kl.Length; t++) kl[t] = KlEstimators.Sampled(options.Estimator, lp[t], rp[t]);

@@ -110,6 +110,27 @@ public abstract record TrainerOptions
     [Option("With --lora-r or --adapter: write the merged model (base + adapters) to DIR/final instead of the adapter.")]
     public bool Merge { get; init; }
 
+    [Option("Recompute each transformer block in the backward pass instead of keeping its activations: much less memory for about one more forward pass; the gradients are unchanged.", SafeToChangeOnResume = true)]
+    public bool GradientCheckpointing { get; init; }
+
+    [Option("Storage of the frozen weights (a LoRA run's base model, the DPO/KTO/RL reference, the reward model): bf16 or fp32. Default: as the checkpoint stores them (a bf16 checkpoint stays bf16). Trainable weights, gradients and optimizer state are always fp32.")]
+    public string? FrozenDtype { get; init; }
+
+    /// <summary>Whether the run holds frozen weights that --frozen-dtype applies to; trainers with a reference or reward model override this.</summary>
+    protected virtual bool HasFrozenWeights => TrainsAdapter;
+
+    /// <summary>Whether the frozen weights loaded from <paramref name="modelDirectory"/> are kept in bf16: --frozen-dtype, else as stored.</summary>
+    public bool FrozenInBf16(string modelDirectory) => FrozenDtype switch
+    {
+        "bf16" => true,
+        "fp32" => false,
+        _ => ModelIO.StoresBf16(modelDirectory),
+    };
+
+    /// <summary>Loads a model whose weights stay frozen (reference, reward model), in the storage <see cref="FrozenInBf16"/> says.</summary>
+    public TransformerModel LoadFrozen(string modelDirectory, HeadKind? head = null, int seed = 0)
+        => ModelIO.Load(modelDirectory, head, seed, bf16Matrices: FrozenInBf16(modelDirectory));
+
     /// <summary>True when the run trains a LoRA adapter (--lora-r or --adapter).</summary>
     public bool TrainsAdapter => LoraR > 0 || Adapter != null;
 
@@ -169,6 +190,9 @@ public abstract record TrainerOptions
         MetricsSinks.Validate(ReportTo);
         if (SaveDtype is not ("f32" or "bf16")) throw new UserInputException($"--save-dtype must be f32 or bf16, not '{SaveDtype}'.");
         ValidateLora();
+        if (FrozenDtype is not (null or "bf16" or "fp32")) throw new UserInputException($"--frozen-dtype must be bf16 or fp32, not '{FrozenDtype}'.");
+        if (FrozenDtype != null && !HasFrozenWeights)
+            throw new UserInputException("--frozen-dtype: this run has no frozen weights (full-parameter training of a model without a reference); it applies to a LoRA run's base and to references and reward models.");
     }
 
     private void ValidateLora()
