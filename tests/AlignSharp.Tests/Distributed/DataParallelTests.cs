@@ -192,15 +192,46 @@ public sealed class DataParallelTests : IDisposable
         Assert.DoesNotContain("   at ", r.StdErr);
     }
 
-    [MpiFact]
-    public void RlRefusesToRunOnSeveralRanks()
+    /// <summary>An RL run on 2 ranks against one process with twice the accumulation (the same global batch and
+    /// micro-batches): the same metrics at every step and the same final policy (and value model).</summary>
+    void AssertRlEquivalent(string trainer, string[] common, string[] metricKeys, params string[] models)
     {
-        TinyModels.Create(P("base"));
-        TinyModels.WriteJsonl(P("prompts.jsonl"), [new { prompt = "a" }, new { prompt = "b" }]);
-        var r = Mpirun(2, ["grpo", "--policy", P("base"), "--prompts", P("prompts.jsonl"), "--out", P("run"), "--max-steps", "1", "--reward-url", "http://127.0.0.1:9/none"]);
-        Assert.NotEqual(0, r.ExitCode);
-        Assert.Contains("does not run data-parallel yet", r.StdErr);
+        using var kit = new AlignSharp.Tests.Rl.RlTestKit();
+        string[] Args(string output, int accumulation) =>
+        [
+            trainer, "--policy", kit.Policy(), "--prompts", kit.Prompts(count: 12), "--reward-model", kit.RewardModelDir(mean: 0.5, std: 2),
+            "--out", Path.Combine(kit.Dir, output), "--seed", "3", "--max-new-tokens", "5", "--generation-batch-size", "4",
+            "--learning-rate", "0.003", "--lr-scheduler", "constant", "--gradient-accumulation-steps", accumulation.ToString(), .. common,
+        ];
+        var single = CliRunner.Run([.. Args("single", 2), "--threads", "1"]);
+        Assert.True(single.ExitCode == 0, single.StdErr);
+        var dp = Mpirun(2, Args("dp", 1));
+        Assert.True(dp.ExitCode == 0, dp.StdErr);
+        var expected = AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(Path.Combine(kit.Dir, "single"));
+        var actual = AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(Path.Combine(kit.Dir, "dp"));
+        Assert.Equal(3, expected.Count);
+        Assert.Equal(expected.Count, actual.Count);
+        for (int i = 0; i < expected.Count; i++)
+            foreach (var key in metricKeys)
+            {
+                double e = expected[i].GetProperty(key).GetDouble(), a = actual[i].GetProperty(key).GetDouble();
+                Assert.True(Math.Abs(e - a) <= 1e-4 * Math.Max(1, Math.Abs(e)), $"{trainer} step {i + 1} {key}: {e} vs {a}");
+            }
+        foreach (var model in models) AssertSameWeights(Path.Combine(kit.Dir, "single", model), Path.Combine(kit.Dir, "dp", model), 1e-4);
+        Assert.Equal(1, CountOccurrences(dp.StdErr, $"{trainer}: done"));
     }
+
+    [MpiFact]
+    public void PpoOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch() => AssertRlEquivalent("ppo",
+        ["--max-steps", "3", "--batch-size", "2", "--num-mini-batches", "2", "--num-ppo-epochs", "2", "--target-kl", "0.5", "--whiten-rewards", "true"],
+        ["loss/policy_avg", "loss/value_avg", "objective/scores", "objective/kl", "objective/kl_coef", "objective/entropy", "policy/clipfrac_avg", "val/num_eos_tokens", "completion_length", "grad_norm", "episode"],
+        "final", "value_model");
+
+    [MpiFact]
+    public void GrpoOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch() => AssertRlEquivalent("grpo",
+        ["--max-steps", "3", "--batch-size", "2", "--num-mini-batches", "2", "--num-generations", "4", "--kl-coef", "0.05"],
+        ["loss/policy_avg", "loss/kl_avg", "reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "objective/kl", "grad_norm"],
+        "final");
 
     [NetnsFact]
     public void SftAcrossTwoNetworkNamespacesOverTcp()
