@@ -233,6 +233,48 @@ public sealed class DataParallelTests : IDisposable
         ["loss/policy_avg", "loss/kl_avg", "reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "objective/kl", "grad_norm"],
         "final");
 
+    [MpiFact]
+    public void RlooOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch() => AssertRlEquivalent("rloo",
+        ["--max-steps", "3", "--batch-size", "4", "--rloo-k", "2", "--normalize-advantage", "true", "--kl-coef", "0.05"],
+        ["loss/policy_avg", "objective/scores", "objective/kl", "objective/rlhf_reward", "val/ratio", "grad_norm"],
+        "final");
+
+    /// <summary>KTO's reference point z comes from the mismatched pairs inside each micro-batch of --batch-size examples,
+    /// and ranks take whole micro-batches, so 2 ranks equal one process with twice the accumulation (docs/distributed.md
+    /// says how TRL differs).</summary>
+    [MpiFact]
+    public void KtoOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch()
+    {
+        TinyModels.Create(P("base"));
+        var rng = new Random(7);
+        TinyModels.WriteJsonl(P("unpaired.jsonl"), Enumerable.Range(0, 32).Select(i =>
+        {
+            int a = rng.Next(50), b = rng.Next(50);
+            bool good = rng.Next(2) == 0;
+            return (object)new { prompt = $"{a}+{b}=", completion = (a + b + (good ? 0 : 1 + rng.Next(9))).ToString(), label = good };
+        }));
+        string[] Args(string output, int accumulation) =>
+        [
+            "kto", "--policy", P("base"), "--data", P("unpaired.jsonl"), "--out", output, "--max-steps", "4", "--batch-size", "4",
+            "--gradient-accumulation-steps", accumulation.ToString(), "--learning-rate", "0.001", "--logging-steps", "1",
+        ];
+        var single = CliRunner.Run([.. Args(P("single"), 2), "--threads", "1"]);
+        Assert.True(single.ExitCode == 0, single.StdErr);
+        var dp = Mpirun(2, Args(P("dp"), 1));
+        Assert.True(dp.ExitCode == 0, dp.StdErr);
+        var expected = File.ReadLines(P("single/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).Where(e => e.GetProperty("split").GetString() == "train").ToList();
+        var actual = File.ReadLines(P("dp/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).Where(e => e.GetProperty("split").GetString() == "train").ToList();
+        Assert.Equal(4, expected.Count);
+        Assert.Equal(expected.Count, actual.Count);
+        for (int i = 0; i < expected.Count; i++)
+            foreach (var key in new[] { "loss", "kl", "rewards/chosen", "rewards/rejected" })
+            {
+                double e = expected[i].GetProperty(key).GetDouble(), a = actual[i].GetProperty(key).GetDouble();
+                Assert.True(Math.Abs(e - a) <= 1e-5 * Math.Max(1, Math.Abs(e)), $"step {i + 1} {key}: {e} vs {a}");
+            }
+        AssertSameWeights(P("single/final"), P("dp/final"), 1e-4);
+    }
+
     [NetnsFact]
     public void SftAcrossTwoNetworkNamespacesOverTcp()
     {
