@@ -98,6 +98,32 @@ public sealed class DataParallelTests : IDisposable
         }
     }
 
+    /// <summary>The run with accumulation 2 in one process, then with accumulation 1 on 2 ranks (the same global batch);
+    /// both must succeed. Returns the mpirun result.</summary>
+    static CliRunner.Result SingleThenTwoRanks(Func<string, int, string[]> args, string single, string dp)
+    {
+        var one = CliRunner.Run([.. args(single, 2), "--threads", "1"]);
+        Assert.True(one.ExitCode == 0, one.StdErr);
+        var two = Mpirun(2, args(dp, 1));
+        Assert.True(two.ExitCode == 0, two.StdErr);
+        return two;
+    }
+
+    /// <summary>The same <paramref name="keys"/> at every one of <paramref name="steps"/> logged train steps, within a relative tolerance.</summary>
+    static void AssertSameMetrics(string expectedRun, string actualRun, int steps, double tolerance, params string[] keys)
+    {
+        var expected = AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(expectedRun);
+        var actual = AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(actualRun);
+        Assert.Equal(steps, expected.Count);
+        Assert.Equal(expected.Count, actual.Count);
+        for (int i = 0; i < expected.Count; i++)
+            foreach (var key in keys)
+            {
+                double e = expected[i].GetProperty(key).GetDouble(), a = actual[i].GetProperty(key).GetDouble();
+                Assert.True(Math.Abs(e - a) <= tolerance * Math.Max(1, Math.Abs(e)), $"step {i + 1} {key}: {e} vs {a}");
+            }
+    }
+
     void WriteSftData()
     {
         var rng = new Random(3);
@@ -134,6 +160,16 @@ public sealed class DataParallelTests : IDisposable
         Assert.Equal("completed", JsonDocument.Parse(File.ReadAllText(P("dp/summary.json"))).RootElement.GetProperty("status").GetString());
         Assert.Equal(1, CountOccurrences(dp.StdErr, "sft: done"));
         Assert.True(Directory.Exists(P("dp/checkpoints/step-000003")));
+        // Each step all-reduces every gradient once (4 bytes a weight) plus a few scalars; one process reports nothing.
+        long weights = 0;
+        using (var model = SafetensorsFile.Open(P("dp/final/model.safetensors"))) foreach (var name in model.Names) weights += model.Read(name).Length;
+        foreach (var line in AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(P("dp")))
+        {
+            double bytes = line.GetProperty("dp/allreduce_bytes").GetDouble();
+            Assert.InRange(bytes, 4.0 * weights, 4.0 * weights + 1024);
+            Assert.True(line.GetProperty("dp/allreduce_s").GetDouble() > 0);
+        }
+        Assert.False(AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(P("single"))[0].TryGetProperty("dp/allreduce_bytes", out _));
     }
 
     [MpiFact]
@@ -151,10 +187,7 @@ public sealed class DataParallelTests : IDisposable
             "dpo", "--policy", P("base"), "--data", P("prefs.jsonl"), "--out", output, "--max-steps", "4", "--batch-size", "2",
             "--gradient-accumulation-steps", accumulation.ToString(), "--learning-rate", "0.001", "--logging-steps", "1",
         ];
-        var single = CliRunner.Run([.. Args(P("single"), 2), "--threads", "1"]);
-        Assert.True(single.ExitCode == 0, single.StdErr);
-        var dp = Mpirun(2, Args(P("dp"), 1));
-        Assert.True(dp.ExitCode == 0, dp.StdErr);
+        var dp = SingleThenTwoRanks(Args, P("single"), P("dp"));
         Assert.Contains("(2 ranks)", dp.StdErr); // the reference log-probabilities were shared out
         var expected = Losses(P("single"));
         var actual = Losses(P("dp"));
@@ -203,20 +236,8 @@ public sealed class DataParallelTests : IDisposable
             "--out", Path.Combine(kit.Dir, output), "--seed", "3", "--max-new-tokens", "5", "--generation-batch-size", "4",
             "--learning-rate", "0.003", "--lr-scheduler", "constant", "--gradient-accumulation-steps", accumulation.ToString(), .. common,
         ];
-        var single = CliRunner.Run([.. Args("single", 2), "--threads", "1"]);
-        Assert.True(single.ExitCode == 0, single.StdErr);
-        var dp = Mpirun(2, Args("dp", 1));
-        Assert.True(dp.ExitCode == 0, dp.StdErr);
-        var expected = AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(Path.Combine(kit.Dir, "single"));
-        var actual = AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(Path.Combine(kit.Dir, "dp"));
-        Assert.Equal(3, expected.Count);
-        Assert.Equal(expected.Count, actual.Count);
-        for (int i = 0; i < expected.Count; i++)
-            foreach (var key in metricKeys)
-            {
-                double e = expected[i].GetProperty(key).GetDouble(), a = actual[i].GetProperty(key).GetDouble();
-                Assert.True(Math.Abs(e - a) <= 1e-4 * Math.Max(1, Math.Abs(e)), $"{trainer} step {i + 1} {key}: {e} vs {a}");
-            }
+        var dp = SingleThenTwoRanks(Args, "single", "dp");
+        AssertSameMetrics(Path.Combine(kit.Dir, "single"), Path.Combine(kit.Dir, "dp"), 3, 1e-4, metricKeys);
         foreach (var model in models) AssertSameWeights(Path.Combine(kit.Dir, "single", model), Path.Combine(kit.Dir, "dp", model), 1e-4);
         Assert.Equal(1, CountOccurrences(dp.StdErr, $"{trainer}: done"));
     }
@@ -258,20 +279,8 @@ public sealed class DataParallelTests : IDisposable
             "kto", "--policy", P("base"), "--data", P("unpaired.jsonl"), "--out", output, "--max-steps", "4", "--batch-size", "4",
             "--gradient-accumulation-steps", accumulation.ToString(), "--learning-rate", "0.001", "--logging-steps", "1",
         ];
-        var single = CliRunner.Run([.. Args(P("single"), 2), "--threads", "1"]);
-        Assert.True(single.ExitCode == 0, single.StdErr);
-        var dp = Mpirun(2, Args(P("dp"), 1));
-        Assert.True(dp.ExitCode == 0, dp.StdErr);
-        var expected = File.ReadLines(P("single/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).Where(e => e.GetProperty("split").GetString() == "train").ToList();
-        var actual = File.ReadLines(P("dp/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).Where(e => e.GetProperty("split").GetString() == "train").ToList();
-        Assert.Equal(4, expected.Count);
-        Assert.Equal(expected.Count, actual.Count);
-        for (int i = 0; i < expected.Count; i++)
-            foreach (var key in new[] { "loss", "kl", "rewards/chosen", "rewards/rejected" })
-            {
-                double e = expected[i].GetProperty(key).GetDouble(), a = actual[i].GetProperty(key).GetDouble();
-                Assert.True(Math.Abs(e - a) <= 1e-5 * Math.Max(1, Math.Abs(e)), $"step {i + 1} {key}: {e} vs {a}");
-            }
+        SingleThenTwoRanks(Args, P("single"), P("dp"));
+        AssertSameMetrics(P("single"), P("dp"), 4, 1e-5, "loss", "kl", "rewards/chosen", "rewards/rejected");
         AssertSameWeights(P("single/final"), P("dp/final"), 1e-4);
     }
 

@@ -197,8 +197,8 @@ public sealed class RlTrainer
         int total = TotalSteps();
         run.Progress.TotalSteps = total;
         var trainable = Trainable();
-        var update = new OptimizerStep(trainable.Parameters, _options, total * _options.NumPpoEpochs * _options.NumMiniBatches,
-            Reducer ?? (World.Size > 1 ? new DataParallelReducer(World) : null));
+        var reducer = Reducer ?? (World.Size > 1 ? new DataParallelReducer(World) : null);
+        var update = new OptimizerStep(trainable.Parameters, _options, total * _options.NumPpoEpochs * _options.NumMiniBatches, reducer);
         var opt = update.Optimizer;
         run.Restore(trainable, opt);
         RestoreCounters(run.ResumedState);
@@ -228,6 +228,7 @@ public sealed class RlTrainer
             _algorithm.ComputeAdvantages(batch, KlController.Value);
             double beta = KlController.Value;
             var clock = Stopwatch.StartNew();
+            var reduced = (reducer as DataParallelReducer)?.Snapshot() ?? default;
             var (train, gradNorm, updates, stop) = Update(batch, update, step, progress);
             applied += updates;
             if (stop) { status = RunStatus.StoppedNonFinite; break; }
@@ -238,6 +239,7 @@ public sealed class RlTrainer
             _episodes += (long)klTotal[1];
 
             var m = StepMetrics(batch, sequenceKl, beta, train, gradNorm, trainSeconds, opt.Lr);
+            (reducer as DataParallelReducer)?.AddMetrics(m, reduced, steps: 1); // per rollout step (all its optimizer steps)
             metrics.Write(step, "train", m);
             LastMetrics = m;
             progress.Report(step, new Dictionary<string, double> { ["score"] = m["objective/scores"], ["kl"] = m["objective/kl"], ["β"] = beta });
