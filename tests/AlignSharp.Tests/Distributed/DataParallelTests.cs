@@ -85,6 +85,16 @@ public sealed class DataParallelTests : IDisposable
         .Where(e => e.GetProperty("split").GetString() == "train")
         .Select(e => e.GetProperty("loss").GetDouble()).ToList();
 
+    /// <summary>The same loss at every one of <paramref name="steps"/> logged steps, to 1e-5 relative.</summary>
+    static void AssertSameLosses(string single, string dataParallel, int steps)
+    {
+        var expected = Losses(single);
+        var actual = Losses(dataParallel);
+        Assert.Equal(steps, expected.Count);
+        Assert.Equal(steps, actual.Count);
+        for (int i = 0; i < steps; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5 * Math.Abs(expected[i]), $"step {i + 1}: {expected[i]} vs {actual[i]}");
+    }
+
     static void AssertSameWeights(string a, string b, double tolerance)
     {
         using var x = SafetensorsFile.Open(Path.Combine(a, "model.safetensors"));
@@ -189,12 +199,30 @@ public sealed class DataParallelTests : IDisposable
         ];
         var dp = SingleThenTwoRanks(Args, P("single"), P("dp"));
         Assert.Contains("(2 ranks)", dp.StdErr); // the reference log-probabilities were shared out
-        var expected = Losses(P("single"));
-        var actual = Losses(P("dp"));
-        Assert.Equal(expected.Count, actual.Count);
-        for (int i = 0; i < expected.Count; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5 * Math.Abs(expected[i]), $"step {i + 1}: {expected[i]} vs {actual[i]}");
+        AssertSameLosses(P("single"), P("dp"), steps: 4);
         AssertSameWeights(P("single/final"), P("dp/final"), 1e-4);
         Assert.True(File.Exists(P("dp/" + AlignSharp.Training.Dpo.ReferenceLogProbs.CacheFileName)));
+    }
+
+    [MpiFact]
+    public void OnlineDpoOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch()
+    {
+        // Each rank samples and judges its own micro-batches from the random streams of their sequence numbers, so the
+        // pairs are those of the single process with twice the accumulation.
+        using var kit = new AlignSharp.Tests.Rl.RlTestKit();
+        string policy = kit.Policy(), rm = kit.RewardModelDir(), prompts = kit.Prompts(count: 8);
+        string[] Args(string output, int accumulation) =>
+        [
+            "online-dpo", "--policy", policy, "--prompts", prompts, "--judge-model", rm, "--out", output, "--max-steps", "3",
+            "--batch-size", "2", "--max-new-tokens", "4", "--gradient-accumulation-steps", accumulation.ToString(),
+            "--learning-rate", "0.001", "--logging-steps", "1",
+        ];
+        SingleThenTwoRanks(Args, P("single"), P("dp"));
+        AssertSameLosses(P("single"), P("dp"), steps: 3);
+        AssertSameWeights(P("single/final"), P("dp/final"), 1e-4);
+        static long NumTokens(string run) => File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+            .Last(e => e.GetProperty("split").GetString() == "train").GetProperty("num_tokens").GetInt64();
+        Assert.Equal(NumTokens(P("single")), NumTokens(P("dp")));   // counted over both ranks
     }
 
     [MpiFact]

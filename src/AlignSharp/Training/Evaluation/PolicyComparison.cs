@@ -78,9 +78,7 @@ public static class PolicyComparison
         var tokenizer = policy.Tokenizer!;
         if (baseline != null && !TokenizerComparison.SameTokens(tokenizer, baseline.Tokenizer!))
             throw new UserInputException($"--baseline {o.Baseline}: its tokenizer differs from the policy's; the KL between them needs one vocabulary.");
-        using IEvalJudge judge = o.JudgeModel != null
-            ? new RewardJudge(new RewardModelSource(RewardModel.Load(o.JudgeModel), normalize: true, o.BatchSize), $"reward_model {o.JudgeModel}")
-            : new HttpJudge(o.JudgeUrl!);
+        using IEvalJudge judge = Judges.FromFlags(o.JudgeModel, o.JudgeUrl, o.BatchSize);
 
         // 1. slots
         var template = Data.ChatTemplate.Get(o.ChatTemplate);
