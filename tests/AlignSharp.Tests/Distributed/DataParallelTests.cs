@@ -288,6 +288,27 @@ public sealed class DataParallelTests : IDisposable
         ["loss/policy_avg", "objective/scores", "objective/kl", "objective/rlhf_reward", "val/ratio", "grad_norm"],
         "final");
 
+    /// <summary>An RL run started on 2 ranks resumes as one process (a step is then half the completions).</summary>
+    [MpiFact]
+    public void RlResumesWithAnotherNumberOfRanks()
+    {
+        using var kit = new AlignSharp.Tests.Rl.RlTestKit();
+        string[] Args(int steps) =>
+        [
+            "grpo", "--policy", kit.Policy(), "--prompts", kit.Prompts(count: 8), "--reward-model", kit.RewardModelDir(),
+            "--out", Path.Combine(kit.Dir, "run"), "--max-steps", steps.ToString(), "--batch-size", "4", "--num-generations", "2",
+            "--max-new-tokens", "4", "--save-steps", "1",
+        ];
+        var first = Mpirun(2, Args(2));
+        Assert.True(first.ExitCode == 0, first.StdErr);
+        var more = CliRunner.Run([.. Args(3), "--resume", "--threads", "1"]);
+        Assert.True(more.ExitCode == 0, more.StdErr);
+        Assert.Contains("resumed from", more.StdErr);
+        var lines = AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(Path.Combine(kit.Dir, "run"));
+        Assert.Equal([1, 2, 3], lines.Select(l => l.GetProperty("step").GetInt32()));
+        Assert.Equal([8.0, 16.0, 20.0], lines.Select(l => l.GetProperty("episode").GetDouble()));
+    }
+
     /// <summary>KTO's reference point z comes from the mismatched pairs inside each micro-batch of --batch-size examples,
     /// and ranks take whole micro-batches, so 2 ranks equal one process with twice the accumulation (docs/distributed.md
     /// says how TRL differs).</summary>
