@@ -1,3 +1,4 @@
+using AlignSharp.Distributed;
 using AlignSharp.Engine;
 using AlignSharp.Models;
 using AlignSharp.Text;
@@ -14,6 +15,10 @@ public readonly record struct UpdateContext(int Step, long MicroBatch, double Be
 public abstract class RlAlgorithm(RlOptions options)
 {
     public RlOptions Options => options;
+
+    /// <summary>The ranks whose rollouts form the batch together (data-parallel): whitening and rollout metrics use
+    /// statistics over all of them. One process by default; the trainer sets it.</summary>
+    public ICommunicator World { get; set; } = SingleProcess.Instance;
 
     /// <summary>The trainer's name: ppo, grpo or rloo.</summary>
     public abstract string Name { get; }
@@ -80,12 +85,12 @@ public sealed class Ppo(PpoOptions options, PtxData? ptx = null) : RlAlgorithm(o
     {
         var values = batch.Values ?? throw new InvalidOperationException("PPO needs the value model's values in the rollout.");
         var rewards = PerTokenRewards(batch.Kl, batch.Scores, beta);
-        if (options.WhitenRewards) Advantages.Whiten(rewards, shiftMean: false);
+        if (options.WhitenRewards) Advantages.Whiten(rewards, shiftMean: false, World);
         batch.Advantages = new float[batch.Count][];
         batch.Returns = new float[batch.Count][];
         for (int i = 0; i < batch.Count; i++)
             (batch.Advantages[i], batch.Returns[i]) = Advantages.Gae(rewards[i], values[i], options.Gamma, options.Lam);
-        Advantages.Whiten(batch.Advantages);
+        Advantages.Whiten(batch.Advantages, world: World);
     }
 
     /// <summary>r_t = −β·KL_t at every completion token, plus the score at the last one.</summary>
@@ -181,12 +186,14 @@ public sealed class Grpo(GrpoOptions options) : CriticFree(options)
     public override Dictionary<string, double> RolloutMetrics(RolloutBatch batch)
     {
         var (_, stds) = Advantages.GroupStats(batch.Scores, options.NumGenerations);
+        // Sums over every rank's groups (each prompt's group is on one rank), then the means.
+        var t = World.Sum(batch.Scores.Sum(s => (double)s), batch.Count, stds.Sum(), stds.Count(s => Math.Abs(s) <= 1e-8), stds.Length, batch.CompletionTokens);
         return new Dictionary<string, double>
         {
-            ["reward"] = batch.Scores.Average(s => (double)s),
-            ["reward_std"] = stds.Average(),
-            ["frac_reward_zero_std"] = stds.Count(s => Math.Abs(s) <= 1e-8) / (double)stds.Length,
-            ["completions/mean_length"] = (double)batch.CompletionTokens / batch.Count,
+            ["reward"] = t[0] / t[1],
+            ["reward_std"] = t[2] / t[4],
+            ["frac_reward_zero_std"] = t[3] / t[4],
+            ["completions/mean_length"] = t[5] / t[1],
         };
     }
 }
@@ -203,7 +210,7 @@ public sealed class Rloo(RlooOptions options) : CriticFree(options)
         var kl = batch.SequenceKl();
         var rewards = batch.Scores.Select((s, i) => KlInReward ? (float)(s - beta * kl[i]) : s).ToArray();
         var adv = Advantages.LeaveOneOut(rewards, options.RlooK);
-        if (options.NormalizeAdvantage) { var wrapped = new[] { adv }; Advantages.Whiten(wrapped); }
+        if (options.NormalizeAdvantage) { var wrapped = new[] { adv }; Advantages.Whiten(wrapped, world: World); }
         return adv;
     }
 }

@@ -198,13 +198,14 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
     /// <summary>
     /// 1. Render each prompt with the chat template and tokenize it (keeping its last MaxPromptLength tokens); repeat it
     ///    for each of its <paramref name="completionsPerPrompt"/> completions.
-    /// 2. Sample completions from the policy with the KV-cached generator (stream i of <paramref name="seed"/> for row i).
+    /// 2. Sample completions from the policy with the KV-cached generator (stream <paramref name="firstRow"/> + i of
+    ///    <paramref name="seed"/> for row i: a data-parallel rank passes the global index of its first row).
     /// 3. Score them: weighted reward sources, minus the missing-EOS penalty, clipped.
     /// 4. Forward the policy (π_old log-probabilities and entropies at the sampling temperature, as TRL recomputes them),
     ///    the reference (π_ref log-probabilities) and the value model (values), in micro-batches without gradients.
     /// 5. Per-token KL_t by the estimator (the full KL from both models' logits).
     /// </summary>
-    public RolloutBatch Collect(IReadOnlyList<PromptExample> prompts, int completionsPerPrompt, int seed)
+    public RolloutBatch Collect(IReadOnlyList<PromptExample> prompts, int completionsPerPrompt, int seed, int firstRow = 0)
     {
         var clock = Stopwatch.StartNew();
         // 1. prompts
@@ -218,7 +219,7 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
         }
 
         // 2. generation
-        var completions = Generator.GenerateInBatches(models.Policy, promptIds, options.Sampling with { Seed = seed }, models.Tokenizer, options.GenerationBatchSize);
+        var completions = Generator.GenerateInBatches(models.Policy, promptIds, options.Sampling with { Seed = seed }, models.Tokenizer, options.GenerationBatchSize, firstRow);
         var batch = new RolloutBatch
         {
             Prompts = rowsPrompts.ToArray(),

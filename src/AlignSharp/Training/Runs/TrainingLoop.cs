@@ -128,7 +128,9 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
         int total = TotalSteps();
         run.Progress.TotalSteps = total;
         var trainable = task.Trainable;
-        var update = new OptimizerStep(trainable.Parameters, options, total, Reducer ?? (World.Size > 1 ? new DataParallelReducer(World) : null));
+        var reducer = Reducer ?? (World.Size > 1 ? new DataParallelReducer(World) : null);
+        var update = new OptimizerStep(trainable.Parameters, options, total, reducer);
+        var reduced = (reducer as DataParallelReducer)?.Snapshot() ?? default;
         var opt = update.Optimizer;
         run.Restore(trainable, opt);
         int step = run.StartStep;
@@ -205,6 +207,7 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
                 m["tokens_per_s"] = seconds > 0 ? tokens / seconds : 0;
                 m["num_tokens"] = numTokens;
                 if (skipped > 0) m["skipped_steps"] = skipped;
+                if (reducer is DataParallelReducer dp) { dp.AddMetrics(m, reduced, logged); reduced = dp.Snapshot(); }
                 metrics.Write(step, "train", m);
                 progress.Report(step, new Dictionary<string, double> { ["loss"] = m["loss"], ["tok/s"] = m["tokens_per_s"] });
                 sums.Clear(); units = 0; lossSum = 0; gradNormSum = 0; tokens = 0; logged = 0;
