@@ -264,7 +264,9 @@ public sealed class RlTrainer
             double beta = KlController.Value;
             var clock = Stopwatch.StartNew();
             var reduced = (reducer as DataParallelReducer)?.Snapshot() ?? default;
+            BufferPool.EndPhase(); // generation and scoring shapes are not the update's
             var (train, gradNorm, updates, stop) = Update(batch, update, step, progress);
+            BufferPool.EndPhase();
             applied += updates;
             if (stop) { status = RunStatus.StoppedNonFinite; break; }
             double trainSeconds = clock.Elapsed.TotalSeconds;

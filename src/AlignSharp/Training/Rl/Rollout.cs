@@ -231,6 +231,7 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
             SamplingLogProbs = completions.Select(c => c.LogProbs).ToArray(),
             GenerationSeconds = clock.Elapsed.TotalSeconds,
         };
+        BufferPool.EndPhase(); // the decoding shapes are not the scoring passes'
         clock.Restart();
 
         // 3. scores
