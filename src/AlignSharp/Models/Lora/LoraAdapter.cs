@@ -67,7 +67,8 @@ public sealed class LoraAdapter
         var (m, first, rows) = entry;
         var h = DropoutRng != null && Config.Dropout > 0 ? Ops.Dropout(x, (float)Config.Dropout, DropoutRng) : x;
         var b = rows == m.B.Dim(0) ? m.B : m.B.SliceRows(first, rows);
-        return Ops.MulScalar(Ops.Linear(Ops.Linear(h, m.A), b), m.Scale);
+        // Scaled at rank r, not at the output width: one [N, out] activation fewer kept for the backward pass.
+        return Ops.Linear(Ops.MulScalar(Ops.Linear(h, m.A), m.Scale), b);
     }
 
     public bool Adapts(string prefix) => _byPrefix.ContainsKey(prefix);

@@ -100,6 +100,7 @@ public sealed class RlTrainer
         if (options is PpoOptions ppo)
         {
             (value, valueAdapter) = adapter != null ? LoraValueModel(ppo, tokenizer, rewardModel, pre.Model, adapter) : (LoadValueModel(ppo, tokenizer, rewardModel).Model, null);
+            value.GradientCheckpointing = ppo.GradientCheckpointing; // every kind of value model, a trunk shared with the policy too
             if (ppo.PtxData != null)
                 ptx = PtxData.Load(ppo.PtxData, tokenizer, template, ppo.MaxPromptLength + ppo.MaxNewTokens, ppo.BatchSize, ppo.Seed, ppo.SkipBadRecords);
         }
@@ -143,7 +144,6 @@ public sealed class RlTrainer
             Console.Error.WriteLine($"note: the reward model's tokenizer differs from the policy's, so the value model starts from the policy ({o.Policy}).");
         // With LoRA the value model's trunk is frozen (its adapter and head train), in the storage --frozen-dtype says.
         var value = ModelIO.LoadMerged(dir, HeadKind.Scalar, o.Seed, bf16Matrices: lora && o.FrozenInBf16(dir));
-        value.GradientCheckpointing = o.GradientCheckpointing;
         if (dir != o.Policy)
         {
             // The value model reads the policy's token ids, so its vocabulary must be the policy's.
