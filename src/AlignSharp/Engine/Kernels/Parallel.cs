@@ -93,7 +93,8 @@ public static class ParallelFor
             EnsureWorkers(shares - 1);
             _failure = null;
             Volatile.Write(ref _pending, shares - 1);
-            for (int i = 1; i < shares; i++) _workers[i - 1].Post(work, i);
+            int simdScope = Simd.ThreadScope;   // the caller's forced lane width holds on every share
+            for (int i = 1; i < shares; i++) _workers[i - 1].Post(work, i, simdScope);
             try
             {
                 _insideWorker = true;
@@ -137,6 +138,7 @@ public static class ParallelFor
         private readonly SemaphoreSlim _signal = new(0);
         private IShareWork? _work;
         private int _share;
+        private int _simdScope;
         private int _sleeping;
 
         public Worker(int id)
@@ -145,9 +147,10 @@ public static class ParallelFor
             t.Start();
         }
 
-        public void Post(IShareWork work, int share)
+        public void Post(IShareWork work, int share, int simdScope)
         {
             _share = share;
+            _simdScope = simdScope;
             Volatile.Write(ref _work, work);
             if (Interlocked.Exchange(ref _sleeping, 0) == 1) _signal.Release();
         }
@@ -182,6 +185,7 @@ public static class ParallelFor
             while (true)
             {
                 var work = WaitForWork();
+                Simd.ThreadScope = _simdScope;
                 try { work.RunShare(_share); }
                 catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
                 finally
