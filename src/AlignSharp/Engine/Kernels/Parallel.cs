@@ -22,23 +22,26 @@ public static class ParallelFor
 
     /// <summary>
     /// Threads used by kernels called from this thread: the innermost <see cref="UseThreads"/> scope on it, else the
-    /// process-wide default (the number of cores). Setting it changes the process-wide default; set 1 for bitwise
-    /// determinism of reductions.
+    /// process-wide default (the number of cores). Use <see cref="UseThreads"/> to change it (1 for bitwise
+    /// determinism of reductions); the setter changes the default for every thread of the process at once, which
+    /// races with whatever else runs in it (tests in parallel, a second run).
     /// </summary>
     public static int Threads
     {
         get => t_threads > 0 ? t_threads : _threads;
+        [Obsolete("Changes the thread count of every thread in the process; scope it with ParallelFor.UseThreads(n) instead.")]
         set => _threads = Math.Clamp(value, 1, 256);
     }
 
     /// <summary>
     /// Kernels called from the calling thread use <paramref name="threads"/> threads until the scope is disposed;
-    /// other threads (tests running in parallel, other sessions' work) keep their own count.
+    /// other threads (tests running in parallel, other sessions' work) keep their own count. 0 (an option left at its
+    /// default) keeps the calling thread's current count, so callers can scope an optional setting unconditionally.
     /// </summary>
     public static ThreadCountScope UseThreads(int threads)
     {
         var scope = new ThreadCountScope(t_threads);
-        t_threads = Math.Clamp(threads, 1, 256);
+        if (threads != 0) t_threads = Math.Clamp(threads, 1, 256);
         return scope;
     }
 

@@ -21,7 +21,7 @@ public static class DpoTrainer
     {
         options.Validate();
         log ??= Console.Error;
-        if (options.Threads > 0) ParallelFor.Threads = options.Threads;
+        using var threads = ParallelFor.UseThreads(options.Threads);
         var policy = Pretrained.Load(options.Policy!);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var (train, eval) = LoadBatches(options, policy, log);
@@ -65,7 +65,7 @@ public static class DpoTrainer
     {
         options.Validate();
         log ??= Console.Error;
-        if (options.Threads > 0) ParallelFor.Threads = options.Threads;
+        using var threads = ParallelFor.UseThreads(options.Threads);
         var policy = Pretrained.Load(options.Policy!);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         string file = options.EvalData ?? options.Data!;

@@ -21,7 +21,7 @@ public static class KtoTrainer
     {
         options.Validate();
         log ??= Console.Error;
-        if (options.Threads > 0) ParallelFor.Threads = options.Threads;
+        using var threads = ParallelFor.UseThreads(options.Threads);
         var policy = Pretrained.Load(options.Policy!);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var tokenizer = policy.RequireTokenizer("tokenizing feedback data");

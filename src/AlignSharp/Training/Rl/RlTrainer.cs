@@ -60,7 +60,7 @@ public sealed class RlTrainer
     {
         RequireSingleProcess(options switch { PpoOptions => "ppo", GrpoOptions => "grpo", _ => "rloo" });
         options.Validate();
-        if (options.Threads > 0) ParallelFor.Threads = options.Threads;
+        using var threads = ParallelFor.UseThreads(options.Threads);
         var pre = Pretrained.Load(options.Policy!);
         if (pre.Model.Config.Head != HeadKind.LanguageModel) throw new UserInputException($"--policy {options.Policy}: the policy needs a language-model head.");
         var tokenizer = pre.RequireTokenizer("the policy (to tokenize prompts and decode completions)");
@@ -191,7 +191,7 @@ public sealed class RlTrainer
     public Dictionary<string, object?> Run()
     {
         RequireSingleProcess(_algorithm.Name);
-        if (_options.Threads > 0) ParallelFor.Threads = _options.Threads;
+        using var threads = ParallelFor.UseThreads(_options.Threads);
         using var run = RunSession.Open(_options, _algorithm.Name);
         int total = TotalSteps();
         run.Progress.TotalSteps = total;
