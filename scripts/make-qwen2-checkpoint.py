@@ -9,6 +9,7 @@ Tensors are generated and written one at a time, so memory stays near the larges
 
     /usr/bin/python3 scripts/make-qwen2-checkpoint.py --size 0.5b --out /tmp/qwen2.5-0.5b-random
     alignsharp bench sample --model /tmp/qwen2.5-0.5b-random --batch 1
+    /usr/bin/python3 scripts/make-qwen2-checkpoint.py --size 0.5b --reward-head --out /tmp/qwen2.5-0.5b-rm   # a reward model
 
 Needs only numpy (python3-numpy); torch is not used.
 """
@@ -74,6 +75,8 @@ def tensor_shapes(cfg):
         yield p + "mlp.up_proj.weight", (f, d)
         yield p + "mlp.down_proj.weight", (d, f)
     yield "model.norm.weight", (d,)
+    if cfg["architectures"] == ["Qwen2ForSequenceClassification"]:
+        yield "score.weight", (1, d)
 
 
 def to_bf16_bytes(x):
@@ -96,11 +99,17 @@ def main():
     ap.add_argument("--out", required=True, help="directory to write (created; existing files are replaced)")
     ap.add_argument("--vocab", type=int, default=151936, help="vocabulary size (default 151936, Qwen2.5's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reward-head", action="store_true",
+                    help="a reward model: Qwen2ForSequenceClassification with one label (score.weight [1, hidden]) instead of the LM head")
     args = ap.parse_args()
     if args.vocab < 1:
         sys.exit("--vocab must be >= 1")
 
     cfg = config_for(args.size, args.vocab)
+    if args.reward_head:
+        cfg["architectures"] = ["Qwen2ForSequenceClassification"]
+        cfg["num_labels"] = 1
+        cfg["pad_token_id"] = 151643
     shapes = list(tensor_shapes(cfg))
     header, offset = {}, 0
     for name, shape in shapes:

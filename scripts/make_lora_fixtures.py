@@ -5,6 +5,11 @@ with base_model.model.<module>.lora_A.weight [r, in] and .lora_B.weight [out, r]
 the float64 reference forward of make_fixtures.py run on W + scale * B @ A (transposed for GPT-2's Conv1D, as PEFT's
 fan_in_fan_out merge does), scale = alpha / r, or alpha / sqrt(r) with rsLoRA.
 
+A sequence-classification adapter (task_type SEQ_CLS, a reward model trained with LoRA) also holds its score head, saved
+whole as PEFT's modules_to_save saves it: base_model.model.score.weight [1, hidden] (PeftModelForSequenceClassification
+records modules_to_save ["classifier", "score"]); its reference is the score at every position, the merged model's
+final hidden state times that head.
+
     /usr/bin/python3 scripts/make_lora_fixtures.py      # writes tests/fixtures/adapters/<name>/
 """
 import json
@@ -37,7 +42,8 @@ def read_safetensors(path):
     return out
 
 
-def make(name, base, module_prefix, targets, r, alpha, rslora, forward, seed, fan_in_fan_out=False, body_prefix=""):
+def make(name, base, module_prefix, targets, r, alpha, rslora, forward, seed, fan_in_fan_out=False, body_prefix="",
+         score_head=False):
     """module_prefix: how the HF model names modules (e.g. 'model.', 'transformer.'); body_prefix: how the fixture's
     file names the same tensors ('' for GPT-2's hub naming)."""
     g = torch.Generator().manual_seed(seed)
@@ -68,6 +74,11 @@ def make(name, base, module_prefix, targets, r, alpha, rslora, forward, seed, fa
         delta = scale * (b.double() @ a.double())
         merged[key] = (stored.double() + (delta.T if fan_in_fan_out else delta)).float()
     assert adapter, f"{name}: no module matched {targets}"
+    if score_head:
+        # The score head replaces the LM head: the reference forward then yields one score per position.
+        score = torch.randn(1, cfg["hidden_size"], generator=g) * 0.3
+        adapter["base_model.model.score.weight"] = score
+        merged["lm_head.weight"] = score
 
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
@@ -77,17 +88,24 @@ def make(name, base, module_prefix, targets, r, alpha, rslora, forward, seed, fa
         "fan_in_fan_out": fan_in_fan_out, "inference_mode": True, "init_lora_weights": True,
         "layers_pattern": None, "layers_to_transform": None, "lora_alpha": alpha, "lora_dropout": 0.05,
         "modules_to_save": None, "peft_type": "LORA", "r": r, "rank_pattern": {}, "revision": None,
-        "target_modules": targets, "task_type": "CAUSAL_LM", "use_dora": False, "use_rslora": rslora,
+        "target_modules": targets, "task_type": "SEQ_CLS" if score_head else "CAUSAL_LM", "use_dora": False,
+        "use_rslora": rslora,
     }
+    if score_head:
+        config["modules_to_save"] = ["classifier", "score"]
     with open(os.path.join(d, "adapter_config.json"), "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
         f.write("\n")
     w64 = {k: t.double() for k, t in merged.items()}
-    out = {"description": f"LoRA r={r} alpha={alpha} rslora={rslora} on {base} ({', '.join(targets)}): logits of the merged model",
+    what = "scores (score head) of the merged model at every position" if score_head else "logits of the merged model"
+    out = {"description": f"LoRA r={r} alpha={alpha} rslora={rslora} on {base} ({', '.join(targets)}): {what}",
            "base": base, "tolerance": 1e-4, "cases": []}
     for ids in cases:
         logits = forward(w64, cfg, torch.tensor(ids)).to(torch.float32)
-        out["cases"].append({"input_ids": ids, "logits": [[mf.fmt(x) for x in row] for row in logits.tolist()]})
+        if score_head:
+            out["cases"].append({"input_ids": ids, "scores": [mf.fmt(row[0]) for row in logits.tolist()]})
+        else:
+            out["cases"].append({"input_ids": ids, "logits": [[mf.fmt(x) for x in row] for row in logits.tolist()]})
     with open(os.path.join(d, "reference.json"), "w") as f:
         json.dump(out, f, separators=(",", ":"))
         f.write("\n")
@@ -103,6 +121,8 @@ def main():
          fan_in_fan_out=True)
     make("phi3-qkv", "phi3-longrope", "model.", ["qkv_proj", "gate_up_proj"], 2, 4, False, mf.phi3_forward, 2004,
          body_prefix="model.")
+    make("llama-gqa-seqcls", "llama-gqa", "model.", ["q_proj", "v_proj", "down_proj"], 4, 8, False, mf.llama_forward, 2005,
+         body_prefix="model.", score_head=True)
 
 
 if __name__ == "__main__":

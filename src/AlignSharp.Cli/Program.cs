@@ -34,6 +34,7 @@ public static class Program
         root.Subcommands.Add(GrpoCommand.Create());
         root.Subcommands.Add(RlooCommand.Create());
         root.Subcommands.Add(DpoCommand.Create());
+        root.Subcommands.Add(OnlineDpoCommand.Create());
         root.Subcommands.Add(KtoCommand.Create());
         root.Subcommands.Add(EvalCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());

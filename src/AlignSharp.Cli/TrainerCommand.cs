@@ -80,7 +80,7 @@ public static class TrainerCommand
         for (var x = t; x != null && x != typeof(object); x = x.BaseType) chain.Push(x);
         foreach (var type in chain)
             foreach (var p in type.GetProperties(BindingFlags.Public | BindingFlags.Instance | BindingFlags.DeclaredOnly).OrderBy(p => p.MetadataToken))
-                if (p.GetCustomAttribute<OptionAttribute>() != null) yield return p;
+                if (OmitOptionsAttribute.IsOption(t, p)) yield return p;
     }
 
     public static string Kebab(string pascal) => OptionAttribute.FlagName(pascal)[2..];

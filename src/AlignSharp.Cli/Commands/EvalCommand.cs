@@ -14,6 +14,8 @@ public static class EvalCommand
         var d = new EvalOptions();
         var policy = new Option<string>("--policy") { Description = "The policy to evaluate (a model directory with tokenizer.json).", Required = true };
         var baseline = new Option<string?>("--baseline") { Description = "The policy to compare against (same tokenizer): win rate and KL are measured against it." };
+        var adapter = new Option<string?>("--adapter") { Description = "A LoRA adapter directory (PEFT) applied to --policy." };
+        var baselineAdapter = new Option<string?>("--baseline-adapter") { Description = "A LoRA adapter directory (PEFT) applied to --baseline." };
         var prompts = new Option<string>("--prompts") { Description = "Prompts file (JSONL or JSON array): {\"prompt\": text or messages} records, or the prompts of SFT/preference records.", Required = true };
         var judgeModel = new Option<string?>("--judge-model") { Description = "Reward-model directory (alignsharp rm output) as the judge; its scores are normalised with the stored mean and std." };
         var judgeUrl = new Option<string?>("--judge-url") { Description = "HTTP judge: POST {\"prompts\", \"completions\"[, \"pairs\"]} answered by {\"rewards\": [...]} or {\"preferences\": [0|1|0.5, ...]} (docs/evaluation.md)." };
@@ -28,13 +30,13 @@ public static class EvalCommand
         var cmd = new Command("eval", "Evaluate a policy against a baseline: seeded samples from both, judged by a reward model or an HTTP judge; " +
                                       "win rate (ties ½) and reward means with 95% intervals, KL to the baseline, length, distinct-2; eval.json and eval.html.")
         {
-            policy, baseline, prompts, judgeModel, judgeUrl, samples, output, maxNew, temperature, seed, template, maxPrompt, batch,
+            policy, baseline, adapter, baselineAdapter, prompts, judgeModel, judgeUrl, samples, output, maxNew, temperature, seed, template, maxPrompt, batch,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             var options = new EvalOptions
             {
-                Policy = r.GetValue(policy), Baseline = r.GetValue(baseline), Prompts = r.GetValue(prompts),
+                Policy = r.GetValue(policy), Baseline = r.GetValue(baseline), Adapter = r.GetValue(adapter), BaselineAdapter = r.GetValue(baselineAdapter), Prompts = r.GetValue(prompts),
                 JudgeModel = r.GetValue(judgeModel), JudgeUrl = r.GetValue(judgeUrl), SamplesPerPrompt = r.GetValue(samples),
                 Out = r.GetValue(output), MaxNewTokens = r.GetValue(maxNew), Temperature = r.GetValue(temperature), Seed = r.GetValue(seed),
                 ChatTemplate = r.GetValue(template)!, MaxPromptLength = r.GetValue(maxPrompt), BatchSize = r.GetValue(batch),

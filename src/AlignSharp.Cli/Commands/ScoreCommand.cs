@@ -11,6 +11,7 @@ public static class ScoreCommand
     public static Command Create()
     {
         var model = new Option<string>("--reward-model") { Description = "Reward-model directory (from `alignsharp rm`).", Required = true };
+        var adapter = new Option<string?>("--adapter") { Description = "A LoRA adapter directory (PEFT) applied to --reward-model; a SEQ_CLS adapter (alignsharp rm --lora-r) brings its score head, so --reward-model may then be the language model it was trained on." };
         var input = new Option<string>("--input") { Description = "JSONL: {\"prompt\": string or messages, \"completion\": string} per line.", Required = true };
         var output = new Option<string?>("--output") { Description = "JSONL to write (default: stdout)." };
         var normalize = new Option<bool>("--normalize") { Description = "Report (score − mean) / std with the statistics recorded at training time." };
@@ -20,14 +21,14 @@ public static class ScoreCommand
             DefaultValueFactory = _ => "auto",
         };
         var truncate = new Option<bool>("--truncate") { Description = "Keep the last tokens of a prompt + completion longer than the reward model takes (its max_length, at most its positions) instead of reporting it." };
-        var cmd = new Command("score", "Score completions with a reward model.") { model, input, output, normalize, chatTemplate, truncate };
+        var cmd = new Command("score", "Score completions with a reward model.") { model, adapter, input, output, normalize, chatTemplate, truncate };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             var spec = r.GetValue(chatTemplate)!;
             ChatTemplate.ValidateOption(spec);
-            var rm = RewardModel.Load(r.GetValue(model)!);
+            var rm = RewardModel.Load(r.GetValue(model)!, r.GetValue(adapter));
             if (!string.Equals(spec.Trim(), "auto", StringComparison.OrdinalIgnoreCase))
-                rm = new RewardModel(rm.Model, rm.Tokenizer, ChatTemplate.Resolve(spec, r.GetValue(model)), rm.Info) { Directory = rm.Directory };
+                rm = new RewardModel(rm.Model, rm.Tokenizer, ChatTemplate.Resolve(spec, rm.Directory), rm.Info) { Directory = rm.Directory };
             bool norm = r.GetValue(normalize);
             if (norm) rm.RequireNormalization("--normalize");
             var lines = Jsonl.ReadObjects(r.GetValue(input)!);

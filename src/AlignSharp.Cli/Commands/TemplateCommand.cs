@@ -19,6 +19,10 @@ public static class TemplateCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Model directory with tokenizer.json (and tokenizer_config.json / chat_template.jinja).", Required = true };
+        var adapter = new Option<string?>("--adapter")
+        {
+            Description = "A LoRA adapter directory (PEFT): the tokenizer files and chat template saved with it (a LoRA run's final/) are used in place of --model's; an adapter changes no token, so without such files the output is --model's.",
+        };
         var input = new Option<string>("--input") { Description = "JSONL or JSON-array file of {\"messages\": [...]} records (any message fields: role, content, tool_calls, …).", Required = true };
         var agp = new Option<bool>("--add-generation-prompt") { Description = "Render with add_generation_prompt=true (a record's own \"add_generation_prompt\" field wins)." };
         var template = new Option<string>("--chat-template")
@@ -28,20 +32,28 @@ public static class TemplateCommand
         };
         var command = new Command("template", "Render conversations with a model's chat template: one {\"text\", \"ids\"} JSON line per record.")
         {
-            model, input, agp, template,
+            model, adapter, input, agp, template,
         };
-        command.SetAction(parse => CliErrors.Guard(() => Run(parse.GetValue(model)!, parse.GetValue(input)!, parse.GetValue(agp), parse.GetValue(template)!)));
+        command.SetAction(parse => CliErrors.Guard(() => Run(parse.GetValue(model)!, parse.GetValue(adapter), parse.GetValue(input)!, parse.GetValue(agp), parse.GetValue(template)!)));
         return command;
     }
 
     static readonly JsonSerializerOptions Json = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    static int Run(string modelDir, string inputPath, bool addGenerationPrompt, string templateSpec)
+    static int Run(string modelDir, string? adapterDir, string inputPath, bool addGenerationPrompt, string templateSpec)
     {
         if (!Directory.Exists(modelDir)) throw new UserInputException($"--model: {modelDir} is not a directory.");
         ChatTemplate.ValidateOption(templateSpec);
-        var tokenizer = Tokenizers.Load(modelDir);
-        var template = ChatTemplate.Resolve(templateSpec, modelDir);
+        if (adapterDir != null)
+        {
+            if (!Directory.Exists(adapterDir)) throw new UserInputException($"--adapter: {adapterDir} is not a directory.");
+            AlignSharp.Models.Lora.LoraConfig.Load(adapterDir); // a PEFT adapter directory, or a clear error
+        }
+        // The adapter directory's own tokenizer and template files win over the model's (a LoRA run saves them there).
+        string tokenizerDir = adapterDir != null && File.Exists(Path.Combine(adapterDir, "tokenizer.json")) ? adapterDir : modelDir;
+        string templateDir = adapterDir != null && ModelChatTemplate.Find(adapterDir) != null ? adapterDir : modelDir;
+        var tokenizer = Tokenizers.Load(tokenizerDir);
+        var template = ChatTemplate.Resolve(templateSpec, templateDir);
         if (template.FallbackWarning(dataHasMessages: true) is { } warning) Console.Error.WriteLine($"warning: {warning}");
         using var stdout = new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false));
         int count = 0;

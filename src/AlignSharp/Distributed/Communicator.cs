@@ -39,3 +39,23 @@ public sealed class SingleProcess : ICommunicator
     public void Barrier() { }
     public void Abort(int exitCode) => Environment.Exit(exitCode);
 }
+
+/// <summary>Reductions of a few scalars at once (metrics, statistics): one all-reduce each call.</summary>
+public static class CommunicatorExtensions
+{
+    /// <summary>Each value summed over all ranks (a new array; the input is left as it was).</summary>
+    public static double[] Sum(this ICommunicator communicator, params double[] local)
+    {
+        var values = (double[])local.Clone();
+        communicator.AllReduceSum(values);
+        return values;
+    }
+
+    /// <summary>Each value's maximum over all ranks (a new array).</summary>
+    public static double[] Max(this ICommunicator communicator, params double[] local)
+    {
+        var values = (double[])local.Clone();
+        communicator.AllReduceMax(values);
+        return values;
+    }
+}

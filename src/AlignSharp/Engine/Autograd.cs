@@ -13,7 +13,7 @@ internal sealed class Node(Tensor[] inputs, Action<Tensor> backward)
 /// topological order, accumulating into leaf gradients, and then drops the graph and the intermediate
 /// gradient buffers.
 /// </summary>
-public static class Autograd
+public static partial class Autograd
 {
     [ThreadStatic] private static int _disabledDepth;
     private static int _generation;
@@ -57,14 +57,37 @@ public static class Autograd
         if (!root.RequiresGrad)
             throw new InvalidOperationException("Backward() on a tensor that does not require grad: no parameter took part in computing it (or it was computed under NoGrad).");
 
-        var order = TopologicalOrder(root);
+        var order = TopologicalOrder([root]);
         if (root.IsLeaf)
         {
             root.GradForAccumulate()[0] += 1f;
             return;
         }
         root.GradForAccumulate()[0] = 1f;
+        Run(order);
+    }
 
+    /// <summary>
+    /// Backward from several tensors at once, each seeded with its given gradient (same shape): what a recomputed
+    /// segment (<see cref="Checkpoint"/>) does with the gradients that reached its outputs. Roots that do not require
+    /// grad are skipped.
+    /// </summary>
+    internal static void Backward(IReadOnlyList<(Tensor Root, Tensor Seed)> roots)
+    {
+        var live = new List<Tensor>();
+        foreach (var (root, seed) in roots)
+        {
+            if (!root.RequiresGrad) continue;
+            if (seed.Length != root.Length)
+                throw new ArgumentException($"Backward: seed of shape {ShapeUtil.Format(seed.Shape)} for a tensor of shape {ShapeUtil.Format(root.Shape)}.");
+            Kernels.Simd.AddInto(seed.Span, root.GradForAccumulate());
+            live.Add(root);
+        }
+        Run(TopologicalOrder(live));
+    }
+
+    private static void Run(List<Tensor> order)
+    {
         // order lists every tensor after its inputs; walk it backwards so a tensor's gradient is complete
         // before it is sent on.
         for (int i = order.Count - 1; i >= 0; i--)
@@ -82,32 +105,35 @@ public static class Autograd
         }
     }
 
-    /// <summary>Non-leaf tensors reachable from root through tensors that require grad, inputs first.</summary>
-    private static List<Tensor> TopologicalOrder(Tensor root)
+    /// <summary>Non-leaf tensors reachable from the roots through tensors that require grad, inputs first.</summary>
+    private static List<Tensor> TopologicalOrder(IReadOnlyList<Tensor> roots)
     {
         int mark = Interlocked.Increment(ref _generation);
         var order = new List<Tensor>();
-        if (root.Node == null) return order;
         var stack = new Stack<(Tensor T, int Next)>();
-        root.VisitMark = mark;
-        stack.Push((root, 0));
-        while (stack.Count > 0)
+        foreach (var root in roots)
         {
-            var (t, next) = stack.Pop();
-            var inputs = t.Node!.Inputs;
-            if (next < inputs.Length)
+            if (root.Node == null || root.VisitMark == mark) continue;
+            root.VisitMark = mark;
+            stack.Push((root, 0));
+            while (stack.Count > 0)
             {
-                stack.Push((t, next + 1));
-                var c = inputs[next];
-                if (c.RequiresGrad && c.Node != null && c.VisitMark != mark)
+                var (t, next) = stack.Pop();
+                var inputs = t.Node!.Inputs;
+                if (next < inputs.Length)
                 {
-                    c.VisitMark = mark;
-                    stack.Push((c, 0));
+                    stack.Push((t, next + 1));
+                    var c = inputs[next];
+                    if (c.RequiresGrad && c.Node != null && c.VisitMark != mark)
+                    {
+                        c.VisitMark = mark;
+                        stack.Push((c, 0));
+                    }
                 }
-            }
-            else
-            {
-                order.Add(t);
+                else
+                {
+                    order.Add(t);
+                }
             }
         }
         return order;

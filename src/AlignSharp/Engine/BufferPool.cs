@@ -69,6 +69,17 @@ public static class BufferPool
         lock (Gate)
             foreach (var s in Classes) s.Clear();
     }
+
+    /// <summary>
+    /// Ends a phase whose shapes the next phase does not share (an RL step's generation, scoring and update): the pool
+    /// would otherwise keep every phase's peak at once, since arrays of one size class never serve another. Drops the
+    /// pooled arrays and collects them now, so the next phase reuses that memory instead of adding to it.
+    /// </summary>
+    public static void EndPhase()
+    {
+        Trim();
+        GC.Collect();
+    }
 }
 
 /// <summary>

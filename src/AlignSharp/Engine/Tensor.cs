@@ -117,6 +117,14 @@ public sealed class Tensor
         return new Tensor((int[])shape.Clone(), new Storage(bits), 0);
     }
 
+    /// <summary>A frozen bf16 tensor over the raw bits <paramref name="bits"/> (no copy; e.g. read straight from a checkpoint).</summary>
+    internal static Tensor WrapBf16(ushort[] bits, int[] shape)
+    {
+        if (ShapeUtil.Count(shape) != bits.Length)
+            throw new ArgumentException($"{bits.Length} values do not fill shape {ShapeUtil.Format(shape)}.");
+        return new Tensor((int[])shape.Clone(), new Storage(bits), 0);
+    }
+
     /// <summary>A trainable leaf: normal(0, std) values from <paramref name="rng"/>, RequiresGrad set.</summary>
     public static Tensor Parameter(int[] shape, Random rng, float std, string? name = null)
     {

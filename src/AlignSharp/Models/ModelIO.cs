@@ -1,5 +1,6 @@
 using System.Buffers;
 using AlignSharp.Engine;
+using AlignSharp.Engine.Kernels;
 using AlignSharp.Models.Checkpoints;
 
 namespace AlignSharp.Models;
@@ -17,25 +18,31 @@ public static class ModelIO
     /// without ever holding the whole model in float32: for inference and frozen (reference, base) models.</param>
     public static TransformerModel Load(string directory, HeadKind? head = null, int seed = 0, bool bf16Matrices = false)
     {
+        if (IsAdapterDirectory(directory)) return LoadAdapterDirectory(directory, head, seed, bf16Matrices);
         using var checkpoint = ModelCheckpoint.Open(directory);
         var config = checkpoint.Config;
         var wanted = head ?? config.Head;
         var model = new TransformerModel(config with { Head = wanted });
+        float[]? scratch = null;   // one buffer for matrices stored in another dtype or layout, dropped after loading
         foreach (var (name, p) in model.NamedParameters.ToArray())
         {
             if (checkpoint.Binding.Parameters.Any(b => b.CanonicalName == name))
             {
-                if (bf16Matrices && p.Rank == 2)
+                if (bf16Matrices && TransformerModel.KeptInBf16(name, p))
                 {
-                    // Read through a scratch buffer so the float32 parameter is never touched (its pages stay unmapped).
-                    var scratch = ArrayPool<float>.Shared.Rent(p.Length);
-                    try
+                    // The float32 parameter is never touched (its pages stay unmapped); a BF16 tensor is copied bit for bit.
+                    var bits = new ushort[p.Length];
+                    if (checkpoint.TryReadParameterBf16(name, bits))
+                        RequireFinite(directory, name, bits);
+                    else
                     {
-                        checkpoint.ReadParameter(name, scratch.AsSpan(0, p.Length));
-                        RequireFinite(directory, name, scratch.AsSpan(0, p.Length));
-                        model.StoreAsBf16(name, Tensor.FromArrayBf16(scratch.AsSpan(0, p.Length), p.ShapeArray));
+                        if (scratch == null || scratch.Length < p.Length) scratch = GC.AllocateUninitializedArray<float>(p.Length);
+                        var values = scratch.AsSpan(0, p.Length);
+                        checkpoint.ReadParameter(name, values);
+                        RequireFinite(directory, name, values);
+                        Bf16.Narrow(values, bits);
                     }
-                    finally { ArrayPool<float>.Shared.Return(scratch); }
+                    model.StoreAsBf16(name, Tensor.WrapBf16(bits, p.ShapeArray));
                 }
                 else
                 {
@@ -48,6 +55,87 @@ public static class ModelIO
         }
         if (bf16Matrices) model.StoreMatricesAsBf16(); // a freshly initialised head
         return model;
+    }
+
+    /// <summary>True for a PEFT adapter directory: adapter_config.json and no config.json of its own.</summary>
+    public static bool IsAdapterDirectory(string directory)
+        => File.Exists(Path.Combine(directory, Lora.LoraConfig.FileName)) && !File.Exists(Path.Combine(directory, "config.json"));
+
+    /// <summary>
+    /// The one rule for a model directory that holds a LoRA adapter (an rm, sft or RL run's final/ without --merge):
+    /// it is its base model, adapter_config.json's base_model_name_or_path (a path as given, from the current
+    /// directory, else relative to the adapter directory), with the adapter attached (<see cref="TransformerModel.Adapter"/>).
+    /// A SEQ_CLS adapter makes a scalar-head model whose head is the score head saved with it (modules_to_save). A base
+    /// that is itself an adapter directory is loaded merged (a LoRA run started from a LoRA run's final/).
+    /// </summary>
+    private static TransformerModel LoadAdapterDirectory(string directory, HeadKind? head, int seed, bool bf16Matrices)
+    {
+        var config = Lora.LoraConfig.Load(directory);
+        string file = Path.Combine(directory, Lora.LoraConfig.FileName);
+        string baseDir = BaseModelDirectory(config, directory, file);
+        bool seqCls = config.TaskType == "SEQ_CLS";
+        var wanted = head ?? (seqCls ? HeadKind.Scalar : null);
+        var model = LoadMerged(baseDir, wanted, seed, bf16Matrices);
+        model.Adapter = Lora.LoraAdapter.Load(directory, model);
+        return model;
+    }
+
+    /// <summary>
+    /// <see cref="Load"/> with an adapter directory's adapter merged into the weights (<see cref="MergeAttachedAdapter"/>):
+    /// a trainer's starting model, a trunk to put a new adapter on. The merge happens in float32; only then do the matrices
+    /// narrow to bf16 when <paramref name="bf16Matrices"/> asks.
+    /// </summary>
+    public static TransformerModel LoadMerged(string directory, HeadKind? head = null, int seed = 0, bool bf16Matrices = false)
+    {
+        bool adapter = IsAdapterDirectory(directory);
+        var model = MergeAttachedAdapter(Load(directory, head, seed, bf16Matrices && !adapter));
+        if (bf16Matrices && adapter) model.StoreMatricesAsBf16();
+        return model;
+    }
+
+    /// <summary>The base model directory of an adapter directory (see <see cref="LoadAdapterDirectory"/>), null for a model directory.</summary>
+    public static string? AdapterBase(string directory)
+        => IsAdapterDirectory(directory) ? BaseModelDirectory(Lora.LoraConfig.Load(directory), directory, Path.Combine(directory, Lora.LoraConfig.FileName)) : null;
+
+    /// <summary>Where an adapter's base model is: base_model_name_or_path as given, else relative to the adapter directory.</summary>
+    private static string BaseModelDirectory(Lora.LoraConfig config, string adapterDir, string file)
+    {
+        if (string.IsNullOrWhiteSpace(config.BaseModel))
+            throw new UserInputException($"{file}: field \"base_model_name_or_path\" is missing, so the base model cannot be found; load the base model and give this directory as --adapter.");
+        string relative = Path.Combine(adapterDir, config.BaseModel);
+        if (Directory.Exists(config.BaseModel)) return config.BaseModel;
+        if (Directory.Exists(relative)) return relative;
+        throw new UserInputException($"{file}: field \"base_model_name_or_path\" is '{config.BaseModel}', which is not a model directory " +
+            $"(neither from the current directory nor relative to {adapterDir}); load the base model and give this directory as --adapter.");
+    }
+
+    /// <summary>
+    /// Folds an attached adapter (a model loaded from an adapter directory) into the weights and detaches it, so the model is
+    /// plain base + adapter: how trainers start from a LoRA run's final/. Nothing happens without an adapter.
+    /// </summary>
+    public static TransformerModel MergeAttachedAdapter(TransformerModel model)
+    {
+        if (model.Adapter is { } adapter)
+        {
+            adapter.MergeInto(model);
+            model.Adapter = null;
+        }
+        return model;
+    }
+
+    /// <summary>Whether the checkpoint in <paramref name="directory"/> (an adapter directory: its base's) stores its matrices in bf16.</summary>
+    public static bool StoresBf16(string directory)
+    {
+        if (AdapterBase(directory) is { } baseDir) return StoresBf16(baseDir);
+        using var checkpoint = ModelCheckpoint.Open(directory);
+        return checkpoint.StoresBf16;
+    }
+
+    private static void RequireFinite(string directory, string name, ReadOnlySpan<ushort> bf16)
+    {
+        foreach (ushort b in bf16)
+            if ((b & 0x7F80) == 0x7F80)
+                throw new UserInputException($"{directory}: tensor '{name}' holds NaN or infinite values; the checkpoint is unusable (saved from a diverged run, or corrupt).");
     }
 
     private static void RequireFinite(string directory, string name, ReadOnlySpan<float> values)
@@ -67,7 +155,7 @@ public static class ModelIO
         return true;
     }
 
-    private static void InitialiseNewHead(TransformerModel model, string name, Tensor p, int seed)
+    internal static void InitialiseNewHead(TransformerModel model, string name, Tensor p, int seed)
     {
         // Only heads can be absent when the head kind changes; anything else is a binding bug.
         if (name == "score.weight")

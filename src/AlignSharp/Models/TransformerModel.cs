@@ -77,8 +77,24 @@ public sealed class TransformerModel
     private readonly Dictionary<string, Tensor> _byName = [];
     private readonly float[]? _invFreq, _invFreqLocal, _invFreqLong;
 
-    public TransformerModel(ModelConfig config)
+    public TransformerModel(ModelConfig config) : this(config, null) { }
+
+    /// <summary>
+    /// A model with <paramref name="trunk"/>'s body (the same tensors, not a copy) and its own fresh head of kind
+    /// <paramref name="head"/>, initialised from <paramref name="seed"/> as a new head is on loading: PPO's value model
+    /// on the policy's frozen trunk.
+    /// </summary>
+    public static TransformerModel SharingTrunk(TransformerModel trunk, HeadKind head, int seed)
     {
+        var model = new TransformerModel(trunk.Config with { Head = head }, trunk);
+        foreach (var (name, p) in model._parameters)
+            if (!trunk._byName.TryGetValue(name, out var t) || !ReferenceEquals(t, p)) ModelIO.InitialiseNewHead(model, name, p, seed);
+        return model;
+    }
+
+    private TransformerModel(ModelConfig config, TransformerModel? trunk)
+    {
+        _trunk = trunk;
         config.Validate();
         Config = config;
         int d = config.HiddenSize;
@@ -142,9 +158,12 @@ public sealed class TransformerModel
         if (config.RopeScaling is { IsLongRope: true }) _invFreqLong = config.RopeFrequencies(longContext: true);
     }
 
+    private readonly TransformerModel? _trunk;
+
     private void Add(string name, params int[] shape)
     {
-        var t = Tensor.Parameter(shape, 0f, name);
+        bool head = name is "score.weight" or "lm_head.weight";
+        var t = !head && _trunk != null && _trunk._byName.TryGetValue(name, out var shared) ? shared : Tensor.Parameter(shape, 0f, name);
         _parameters.Add((name, t));
         _byName[name] = t;
     }
@@ -178,12 +197,18 @@ public sealed class TransformerModel
         _byName[name] = bf16;
     }
 
-    /// <summary>Stores every matrix (embeddings, projections, heads) as frozen bf16; norms and biases stay float32.</summary>
+    /// <summary>Stores every matrix (embeddings, projections, LM head) as frozen bf16; norms, biases and a scalar head stay float32.</summary>
     public void StoreMatricesAsBf16()
     {
         foreach (var (name, p) in _parameters.ToArray())
-            if (p.Rank == 2 && !p.IsBf16) StoreAsBf16(name);
+            if (KeptInBf16(name, p) && !p.IsBf16) StoreAsBf16(name);
     }
+
+    /// <summary>
+    /// Whether bf16 storage applies to a parameter: matrices only, and not a scalar score head, a single row that saves
+    /// nothing and trains beside a frozen bf16 trunk (a LoRA reward model's head, PPO's value head).
+    /// </summary>
+    public static bool KeptInBf16(string name, Tensor p) => p.Rank == 2 && name != "score.weight";
 
     /// <summary>
     /// A model with fresh weights: normal(0, 0.02) matrices and embeddings (GPT-2's residual projections
@@ -235,58 +260,121 @@ public sealed class TransformerModel
         var attentionMask = cache != null ? cache.KeyMask(keyMask, offset + seq) : keyMask;
         // LongRoPE picks its factors per call from the largest position, as transformers does.
         var globalInvFreq = _invFreqLong != null && positions.Length > 0 && c.UsesLongRopeFactors(positions.Max()) ? _invFreqLong : _invFreq;
-        float ropeScale = c.RopeAttentionFactor;
+        var pass = new BlockPass(batch, seq, positions, attentionMask, offset, cache, globalInvFreq);
+        bool checkpoint = GradientCheckpointing && cache == null && Autograd.IsEnabled;
+        bool parametersNeedGrad = checkpoint && (_parameters.Any(p => p.Parameter.RequiresGrad)
+                                                 || Adapter is { Enabled: true } a && a.NamedParameters.Any(p => p.Parameter.RequiresGrad));
         for (int l = 0; l < c.NumLayers; l++)
         {
-            string p = $"layers.{l}.";
-            var h = Norm(x, p + "attn_norm");
-            Tensor q, k, v;
-            if (c.Family == ModelFamily.Gpt2)
+            // LoRA dropout draws each block's masks from a stream seeded from the trainer's, so a recomputed block
+            // replays exactly the masks of its first run (and both paths draw the same ones).
+            int? dropoutSeed = Adapter?.DropoutRng?.Next();
+            if (checkpoint) x = CheckpointedBlock(x, l, pass, dropoutSeed, parametersNeedGrad);
+            else if (!Autograd.IsEnabled && cache == null)
             {
-                var qkv = Linear(h, p + "attn.qkv");
-                q = Ops.Slice(qkv, -1, 0, c.QueryDim);
-                k = Ops.Slice(qkv, -1, c.QueryDim, c.KvDim);
-                v = Ops.Slice(qkv, -1, c.QueryDim + c.KvDim, c.KvDim);
+                // Without gradients nothing inside a block is needed afterwards: its memory goes back to the pool
+                // at once (a reference or evaluation pass holds one block's activations, not all of them).
+                var scope = TensorScope.Begin();
+                try { x = TensorScope.Keep(WithBlockDropout(Adapter, dropoutSeed, () => Block(x, l, pass))); }
+                finally { scope.Dispose(); }
             }
-            else
-            {
-                q = Linear(h, p + "attn.q");
-                k = Linear(h, p + "attn.k");
-                v = Linear(h, p + "attn.v");
-            }
-            q = Ops.Reshape(q, batch, seq, c.NumHeads, c.HeadDim);
-            k = Ops.Reshape(k, batch, seq, c.NumKvHeads, c.HeadDim);
-            v = Ops.Reshape(v, batch, seq, c.NumKvHeads, c.HeadDim);
-            if (c.QkNorm)
-            {
-                // Per head, over head_dim, before RoPE (Qwen3, Gemma-3).
-                q = Norm(q, p + "attn.q_norm");
-                k = Norm(k, p + "attn.k_norm");
-            }
-            int? window = c.WindowOf(l);
-            if (_invFreq != null)
-            {
-                var inv = window != null && _invFreqLocal != null ? _invFreqLocal : globalInvFreq!;
-                q = Ops.Rope(q, positions, inv, ropeScale);
-                k = Ops.Rope(k, positions, inv, ropeScale);
-            }
-            // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
-            // exactly the keys the full recompute would.
-            if (cache != null) (k, v) = cache.Append(l, k, v);
-            var a = Ops.CausalAttention(q, k, v, offset, attentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap);
-            var attnOut = Linear(Ops.Reshape(a, batch, seq, c.QueryDim), p + "attn.o");
-            if (c.SandwichNorms) attnOut = Norm(attnOut, p + "attn_out_norm");
-            x = Ops.Add(x, attnOut);
-
-            var m = Norm(x, p + "mlp_norm");
-            var mlpOut = c.Family == ModelFamily.Gpt2
-                ? Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj")
-                : Linear(Ops.Mul(Activate(Linear(m, p + "mlp.gate")), Linear(m, p + "mlp.up")), p + "mlp.down");
-            if (c.SandwichNorms) mlpOut = Norm(mlpOut, p + "mlp_out_norm");
-            x = Ops.Add(x, mlpOut);
+            else x = WithBlockDropout(Adapter, dropoutSeed, () => Block(x, l, pass));
         }
         if (cache != null) cache.Length = offset + seq;
         return Norm(x, "final_norm");
+    }
+
+    /// <summary>
+    /// Recompute each block in the backward pass instead of keeping its activations: the forward keeps only the blocks'
+    /// inputs [B, T, D] (ignored with a KV cache or without gradients). Gradients equal those of the ordinary path.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
+    /// <summary>What every block of one forward pass shares.</summary>
+    private sealed record BlockPass(int Batch, int Seq, int[] Positions, bool[]? AttentionMask, int Offset, KvCache? Cache, float[]? GlobalInvFreq);
+
+    private Tensor CheckpointedBlock(Tensor x, int l, BlockPass pass, int? dropoutSeed, bool parametersNeedGrad)
+    {
+        // The backward pass may run after the trainer switched or swapped the adapter (a reference pass): the
+        // recomputation uses the adapter state of this forward.
+        var adapter = Adapter;
+        bool enabled = adapter?.Enabled ?? false;
+        return Autograd.Checkpoint([x], inputs =>
+        {
+            var (before, beforeEnabled) = (Adapter, adapter?.Enabled ?? false);
+            Adapter = adapter;
+            if (adapter != null) adapter.Enabled = enabled;
+            try { return [WithBlockDropout(adapter, dropoutSeed, () => Block(inputs[0], l, pass))]; }
+            finally
+            {
+                if (adapter != null) adapter.Enabled = beforeEnabled;
+                Adapter = before;
+            }
+        }, parametersNeedGrad)[0];
+    }
+
+    private static Tensor WithBlockDropout(Lora.LoraAdapter? adapter, int? seed, Func<Tensor> block)
+    {
+        if (adapter == null) return block();
+        var stream = adapter.DropoutRng;
+        adapter.DropoutRng = seed is int s ? new Random(s) : null;
+        try { return block(); }
+        finally { adapter.DropoutRng = stream; }
+    }
+
+    /// <summary>Decoder block <paramref name="l"/>: x [B, T, D] → [B, T, D] (attention and MLP, each with its residual).</summary>
+    private Tensor Block(Tensor x, int l, BlockPass pass)
+    {
+        var c = Config;
+        int batch = pass.Batch, seq = pass.Seq;
+        var positions = pass.Positions;
+        float ropeScale = c.RopeAttentionFactor;
+        string p = $"layers.{l}.";
+        var h = Norm(x, p + "attn_norm");
+        Tensor q, k, v;
+        if (c.Family == ModelFamily.Gpt2)
+        {
+            var qkv = Linear(h, p + "attn.qkv");
+            q = Ops.Slice(qkv, -1, 0, c.QueryDim);
+            k = Ops.Slice(qkv, -1, c.QueryDim, c.KvDim);
+            v = Ops.Slice(qkv, -1, c.QueryDim + c.KvDim, c.KvDim);
+        }
+        else
+        {
+            q = Linear(h, p + "attn.q");
+            k = Linear(h, p + "attn.k");
+            v = Linear(h, p + "attn.v");
+        }
+        q = Ops.Reshape(q, batch, seq, c.NumHeads, c.HeadDim);
+        k = Ops.Reshape(k, batch, seq, c.NumKvHeads, c.HeadDim);
+        v = Ops.Reshape(v, batch, seq, c.NumKvHeads, c.HeadDim);
+        if (c.QkNorm)
+        {
+            // Per head, over head_dim, before RoPE (Qwen3, Gemma-3).
+            q = Norm(q, p + "attn.q_norm");
+            k = Norm(k, p + "attn.k_norm");
+        }
+        int? window = c.WindowOf(l);
+        if (_invFreq != null)
+        {
+            var inv = window != null && _invFreqLocal != null ? _invFreqLocal : pass.GlobalInvFreq!;
+            q = Ops.Rope(q, positions, inv, ropeScale);
+            k = Ops.Rope(k, positions, inv, ropeScale);
+        }
+        // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
+        // exactly the keys the full recompute would.
+        if (pass.Cache != null) (k, v) = pass.Cache.Append(l, k, v);
+        var a = Ops.CausalAttention(q, k, v, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap);
+        var attnOut = Linear(Ops.Reshape(a, batch, seq, c.QueryDim), p + "attn.o");
+        if (c.SandwichNorms) attnOut = Norm(attnOut, p + "attn_out_norm");
+        x = Ops.Add(x, attnOut);
+
+        var m = Norm(x, p + "mlp_norm");
+        var mlpOut = c.Family == ModelFamily.Gpt2
+            ? Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj")
+            : Linear(Ops.Mul(Activate(Linear(m, p + "mlp.gate")), Linear(m, p + "mlp.up")), p + "mlp.down");
+        if (c.SandwichNorms) mlpOut = Norm(mlpOut, p + "mlp_out_norm");
+        return Ops.Add(x, mlpOut);
     }
 
     /// <summary>Vocabulary logits [B, T, V] (LM head) or one score per position [B, T] (scalar head).</summary>
@@ -298,10 +386,12 @@ public sealed class TransformerModel
     {
         if (Config.Head == HeadKind.Scalar)
             return Ops.Reshape(Ops.Linear(hidden, Parameter("score.weight")), hidden.Shape[..^1].ToArray());
-        var w = Config.TieWordEmbeddings ? Parameter("embed.weight") : Parameter("lm_head.weight");
-        var logits = Ops.Linear(hidden, w);
+        var logits = Ops.Linear(hidden, HeadWeight);
         return Config.FinalLogitSoftcap is double cap ? Ops.SoftCap(logits, (float)cap) : logits;
     }
+
+    /// <summary>The head's matrix: score.weight [1, D], or the vocabulary projection [V, D] (the embedding when tied).</summary>
+    public Tensor HeadWeight => Parameter(Config.Head == HeadKind.Scalar ? "score.weight" : Config.TieWordEmbeddings ? "embed.weight" : "lm_head.weight");
 
     private Tensor Activate(Tensor x) => Config.Activation switch
     {

@@ -52,16 +52,17 @@ public static class Generator
 {
     /// <summary>
     /// <see cref="Generate"/> over any number of prompts, <paramref name="batchSize"/> rows at a time. Prompt i draws from
-    /// stream i whatever the batch size, so the result is the same as one call over all prompts.
+    /// stream <paramref name="firstStream"/> + i whatever the batch size, so the result is the same as one call over all
+    /// prompts (and a data-parallel rank holding rows from <paramref name="firstStream"/> on samples them as one process would).
     /// </summary>
-    public static List<Completion> GenerateInBatches(TransformerModel model, IReadOnlyList<int[]> prompts, SamplingOptions options, ITokenizer? tokenizer, int batchSize)
+    public static List<Completion> GenerateInBatches(TransformerModel model, IReadOnlyList<int[]> prompts, SamplingOptions options, ITokenizer? tokenizer, int batchSize, int firstStream = 0)
     {
         if (batchSize < 1) throw new UserInputException($"The generation batch size must be ≥ 1, got {batchSize}.");
         var result = new List<Completion>(prompts.Count);
         for (int start = 0; start < prompts.Count; start += batchSize)
         {
             var chunk = prompts.Skip(start).Take(batchSize).ToArray();
-            result.AddRange(Generate(model, chunk, options, tokenizer, firstStream: start));
+            result.AddRange(Generate(model, chunk, options, tokenizer, firstStream: firstStream + start));
         }
         return result;
     }

@@ -5,15 +5,39 @@ namespace AlignSharp.Text;
 /// <summary>A model directory as users bring it: config.json + safetensors, and tokenizer.json when present.</summary>
 public sealed record Pretrained(TransformerModel Model, ITokenizer? Tokenizer, string Directory)
 {
-    /// <summary>Loads the model and, if the directory has a tokenizer.json, its tokenizer.</summary>
-    public static Pretrained Load(string directory, HeadKind? head = null, int seed = 0)
+    /// <summary>
+    /// Loads the model and, if the directory has a tokenizer.json, its tokenizer. A LoRA adapter directory is its base
+    /// model with the adapter attached (<see cref="ModelIO.Load"/>'s rule), with the adapter directory's tokenizer, else the base's.
+    /// <paramref name="bf16Matrices"/>: every matrix frozen in bf16 (see <see cref="ModelIO.Load"/>).
+    /// </summary>
+    public static Pretrained Load(string directory, HeadKind? head = null, int seed = 0, bool bf16Matrices = false)
+        => WithTokenizer(directory, ModelIO.Load(RequireDirectory(directory), head, seed, bf16Matrices));
+
+    /// <summary>
+    /// <see cref="Load"/> for a trainer's starting model: an adapter directory's adapter is merged into the weights (the run
+    /// starts from base + adapter; its own LoRA adapter, if any, goes on top, and its reference is base + adapter).
+    /// </summary>
+    public static Pretrained LoadForTraining(string directory, HeadKind? head = null, int seed = 0, bool bf16Matrices = false)
+        => WithTokenizer(directory, ModelIO.LoadMerged(RequireDirectory(directory), head, seed, bf16Matrices));
+
+    static string RequireDirectory(string directory) => System.IO.Directory.Exists(directory)
+        ? directory
+        : throw new UserInputException($"model directory '{directory}' does not exist");
+
+    static Pretrained WithTokenizer(string directory, TransformerModel model)
     {
-        if (!System.IO.Directory.Exists(directory)) throw new UserInputException($"model directory '{directory}' does not exist");
-        var model = ModelIO.Load(directory, head, seed);
-        ITokenizer? tokenizer = File.Exists(Path.Combine(directory, "tokenizer.json")) ? Tokenizers.Load(directory) : null;
+        string? tokenizerDir = File.Exists(Path.Combine(directory, "tokenizer.json")) ? directory : TokenizerDirectoryOfBase(directory);
+        ITokenizer? tokenizer = tokenizerDir != null ? Tokenizers.Load(tokenizerDir) : null;
         if (tokenizer != null && tokenizer.VocabSize > model.Config.VocabSize)
             throw new UserInputException($"{directory}: the tokenizer has {tokenizer.VocabSize} tokens but the model's vocab_size is {model.Config.VocabSize}.");
         return new Pretrained(model, tokenizer, directory);
+    }
+
+    static string? TokenizerDirectoryOfBase(string directory)
+    {
+        for (string? dir = ModelIO.AdapterBase(directory); dir != null; dir = ModelIO.AdapterBase(dir))
+            if (File.Exists(Path.Combine(dir, "tokenizer.json"))) return dir;
+        return null;
     }
 
     /// <summary>Attaches the PEFT LoRA adapter saved in <paramref name="adapterDirectory"/> to the model (null: none); returns this.</summary>
@@ -21,6 +45,7 @@ public sealed record Pretrained(TransformerModel Model, ITokenizer? Tokenizer, s
     {
         if (adapterDirectory == null) return this;
         if (!System.IO.Directory.Exists(adapterDirectory)) throw new UserInputException($"--adapter: directory '{adapterDirectory}' does not exist");
+        ModelIO.MergeAttachedAdapter(Model); // a model given as an adapter directory: its adapter is part of the base
         Model.Adapter = Models.Lora.LoraAdapter.Load(adapterDirectory, Model);
         return this;
     }

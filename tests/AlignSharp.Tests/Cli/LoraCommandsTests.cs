@@ -45,7 +45,7 @@ public sealed class LoraCommandsTests : IDisposable
         Assert.True(gen.ExitCode == 0, gen.StdErr);
         Assert.True(JsonDocument.Parse(gen.StdOut.Trim()).RootElement.TryGetProperty("completion", out _));
 
-        // Bad input: a non-empty --out, a missing adapter, an adapter for another model, --lora-r on a trainer without LoRA.
+        // Bad input: a non-empty --out, a missing adapter, an adapter for another model, a model directory given as --adapter.
         var again = CliRunner.Run("merge", "--model", model, "--adapter", P("run/final"), "--out", P("merged"));
         Assert.NotEqual(0, again.ExitCode);
         Assert.Contains("not empty", again.StdErr);
@@ -58,8 +58,52 @@ public sealed class LoraCommandsTests : IDisposable
         Assert.NotEqual(0, wrong.ExitCode);
         Assert.Contains("adapter_model.safetensors", wrong.StdErr);
         Assert.DoesNotContain("   at ", wrong.StdErr);
-        var rm = CliRunner.Run("rm", "--model", model, "--data", P("sft.jsonl"), "--out", P("rm"), "--lora-r", "4");
-        Assert.NotEqual(0, rm.ExitCode);
-        Assert.Contains("--lora-r", rm.StdErr);
+        var notAdapter = CliRunner.Run("ppo", "--policy", model, "--prompts", P("sft.jsonl"), "--reward-url", "http://127.0.0.1:9", "--out", P("ppo"), "--adapter", model);
+        Assert.NotEqual(0, notAdapter.ExitCode);
+        Assert.Contains("adapter_config.json", notAdapter.StdErr);
+        Assert.DoesNotContain("   at ", notAdapter.StdErr);
+    }
+
+    [Fact]
+    public void ALoraRewardModelDirectoryServesScorePpoAndEvalAndAdapterFlagsAgree()
+    {
+        string model = TinyModels.Create(P("base"), "llama");
+        TinyModels.WriteJsonl(P("prefs.jsonl"), Enumerable.Range(0, 8).Select(i => (object)new { prompt = $"q{i}?", chosen = $" a{i}#", rejected = $" a{i}" }));
+        var rm = CliRunner.Run("rm", "--model", model, "--data", P("prefs.jsonl"), "--out", P("rm"), "--max-steps", "3", "--batch-size", "2",
+            "--learning-rate", "0.01", "--save-steps", "0", "--lora-r", "4", "--lora-target-modules", "q_proj,v_proj");
+        Assert.True(rm.ExitCode == 0, rm.StdErr);
+
+        // score: the rm's final/ (base + adapter + saved score head) equals --adapter on the base language model.
+        TinyModels.WriteJsonl(P("pairs.jsonl"), [new { prompt = "q1?", completion = " a1#" }, new { prompt = "q2?", completion = " a2" }]);
+        var direct = CliRunner.Run("score", "--reward-model", P("rm/final"), "--input", P("pairs.jsonl"));
+        var viaAdapter = CliRunner.Run("score", "--reward-model", model, "--adapter", P("rm/final"), "--input", P("pairs.jsonl"));
+        Assert.True(direct.ExitCode == 0, direct.StdErr);
+        Assert.True(viaAdapter.ExitCode == 0, viaAdapter.StdErr);
+        Assert.Equal(direct.StdOut, viaAdapter.StdOut);
+
+        // ppo with LoRA and the LoRA reward model; eval of its adapter against the base, judged by the LoRA reward model.
+        TinyModels.WriteJsonl(P("prompts.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}?" }));
+        var ppo = CliRunner.Run("ppo", "--policy", model, "--prompts", P("prompts.jsonl"), "--reward-model", P("rm/final"), "--out", P("ppo"),
+            "--max-steps", "1", "--max-new-tokens", "4", "--batch-size", "2", "--lora-r", "2");
+        Assert.True(ppo.ExitCode == 0, ppo.StdErr);
+        Assert.True(File.Exists(P("ppo/final/adapter_config.json")) && File.Exists(P("ppo/value_model/adapter_config.json")));
+        var eval = CliRunner.Run("eval", "--policy", model, "--adapter", P("ppo/final"), "--baseline", model, "--prompts", P("prompts.jsonl"),
+            "--judge-model", P("rm/final"), "--max-new-tokens", "4", "--out", P("eval"));
+        Assert.True(eval.ExitCode == 0, eval.StdErr);
+        Assert.True(File.Exists(P("eval/eval.json")));
+        var lonely = CliRunner.Run("eval", "--policy", model, "--baseline-adapter", P("ppo/final"), "--prompts", P("prompts.jsonl"),
+            "--judge-model", P("rm/final"), "--out", P("eval2"));
+        Assert.NotEqual(0, lonely.ExitCode);
+        Assert.Contains("--baseline-adapter", lonely.StdErr);
+
+        // template: the adapter directory's tokenizer and template files (saved with it) are used; a model directory is no adapter.
+        TinyModels.WriteJsonl(P("chats.jsonl"), [new { messages = new[] { new { role = "user", content = "hi" } } }]);
+        var plain = CliRunner.Run("template", "--model", model, "--input", P("chats.jsonl"));
+        var withAdapter = CliRunner.Run("template", "--model", model, "--adapter", P("ppo/final"), "--input", P("chats.jsonl"));
+        Assert.True(withAdapter.ExitCode == 0, withAdapter.StdErr);
+        Assert.Equal(plain.StdOut, withAdapter.StdOut);
+        var notAdapter = CliRunner.Run("template", "--model", model, "--adapter", model, "--input", P("chats.jsonl"));
+        Assert.NotEqual(0, notAdapter.ExitCode);
+        Assert.Contains("adapter_config.json", notAdapter.StdErr);
     }
 }

@@ -15,7 +15,8 @@ public sealed class BadRecordTests : IDisposable
         { DatasetKind.Sft, """{"id": 3, "answer": "x"}""", "no known fields (found \"id\", \"answer\"); a record is one of " },
         { DatasetKind.Sft, """{"completion": "b"}""", "field \"prompt\": missing." },
         { DatasetKind.Sft, """{"prompt": "a", "completion": 5}""", "field \"completion\": expected a string or a list of messages, found a number." },
-        { DatasetKind.Sft, """{"prompt": "a", "completion": ""}""", "field \"completion\": is empty." },
+        { DatasetKind.Sft, """{"prompt": "a", "completion": " \t"}""", "field \"completion\": is empty (only whitespace)." },
+        { DatasetKind.Sft, """{"prompt": "", "completion": ""}""", "field \"completion\": is empty and so is the prompt: there is nothing to condition on or learn but an EOS." },
         { DatasetKind.Sft, """{"prompt": "a", "completion": null}""", "field \"completion\": is null; a value is required." },
         { DatasetKind.Sft, """{"text": ["a"]}""", "field \"text\": expected a string, found a list." },
         { DatasetKind.Sft, """{"text": " \n "}""", "field \"text\": is empty (only whitespace)." },
@@ -24,20 +25,20 @@ public sealed class BadRecordTests : IDisposable
         { DatasetKind.Sft, """{"messages": [{"role": "user", "content": 1}]}""", "field \"messages[0].content\": expected a string, found a number." },
         { DatasetKind.Sft, """{"messages": []}""", "field \"messages\": is an empty list of messages." },
         { DatasetKind.Sft, """{"messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "hi"}]}""", "field \"messages\": the last message is a user turn; a conversation for SFT must end with the assistant turn it trains on." },
-        { DatasetKind.Sft, """{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}""", "field \"messages[1].content\": the final assistant turn (the completion) is empty." },
+        { DatasetKind.Sft, """{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]}""", "field \"messages[1].content\": the final assistant turn (the completion) is empty (only whitespace)." },
         { DatasetKind.Preference, """{"prompt": "a", "chosen": "b"}""", "field \"rejected\": missing." },
         { DatasetKind.Preference, """{"prompt": "a", "chosen": "  ", "rejected": "c"}""", "field \"chosen\": is empty (only whitespace)." },
-        { DatasetKind.Preference, """{"prompt": "a", "chosen": "b", "rejected": ""}""", "field \"rejected\": is empty." },
+        { DatasetKind.Preference, """{"prompt": "a", "chosen": "b", "rejected": "\n"}""", "field \"rejected\": is empty (only whitespace)." },
         { DatasetKind.Preference, """{"prompt": "a", "chosen": "b", "rejected": "c", "margin": "big"}""", "field \"margin\": expected a number, found a string." },
         { DatasetKind.Preference, """{"prompt": "a", "chosen": [{"role": "user", "content": "b"}], "rejected": "c"}""", "field \"chosen[0].role\": is \"user\"; an answer holds assistant messages only (put the conversation so far in \"prompt\")." },
         { DatasetKind.Preference, """{"chosen": "Sure thing", "rejected": "No"}""", "field \"chosen\": no \"\\n\\nAssistant:\" turn; a {\"chosen\",\"rejected\"} record without \"prompt\" must hold whole Anthropic HH transcripts (\"\\n\\nHuman: ...\\n\\nAssistant: ...\"), or add a \"prompt\" field." },
-        { DatasetKind.Preference, """{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant:"}""", "field \"rejected\": the answer after the shared prompt is empty." },
+        { DatasetKind.Preference, """{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant:  "}""", "field \"rejected\": the answer after the shared prompt is empty (only whitespace)." },
         { DatasetKind.Preference, """{"prompt": "p", "completions": ["a", "b", "c"], "ranking": [0, 4, 1]}""", "field \"ranking\": index 4 is out of range for 3 completions." },
         { DatasetKind.Preference, """{"prompt": "p", "completions": ["a", "b", "c"], "ranking": [[0, 2], 2, 1]}""", "field \"ranking\": index 2 appears more than once; a ranking must mention every completion index exactly once." },
         { DatasetKind.Preference, """{"prompt": "p", "completions": ["a", "b", "c"], "ranking": [2, 0]}""", "field \"ranking\": index 1 is missing; a ranking must mention every completion index exactly once (3 completions)." },
         { DatasetKind.Preference, """{"prompt": "p", "completions": ["a", "b", "c"], "ranking": [0, 1.5, 2]}""", "field \"ranking\": 1.5 is not a completion index (an integer from 0 to 2)." },
         { DatasetKind.Preference, """{"prompt": "p", "completions": ["a", "b"], "ranking": "0>1"}""", "field \"ranking\": expected a list of completion indices from best to worst (ties as nested lists, e.g. [[0, 2], 1]), found a string." },
-        { DatasetKind.Preference, """{"prompt": "p", "completions": ["a", ""], "ranking": [0, 1]}""", "field \"completions[1]\": is empty." },
+        { DatasetKind.Preference, """{"prompt": "p", "completions": ["a", "  "], "ranking": [0, 1]}""", "field \"completions[1]\": is empty (only whitespace)." },
         { DatasetKind.Preference, """{"prompt": "p", "completions": ["a"], "ranking": [0]}""", "field \"completions\": has 1 completion; a ranking needs at least 2." },
         { DatasetKind.Preference, """{"prompt": "p", "completions": ["a", "b"]}""", "field \"ranking\": missing." },
         { DatasetKind.Prompt, """{"prompt": ""}""", "field \"prompt\": is empty." },
@@ -71,7 +72,7 @@ public sealed class BadRecordTests : IDisposable
     {
         var path = _files.Lines("data.jsonl",
             """{"prompt": "a", "completion": "b"}""",
-            """{"prompt": "a", "completion": ""}""",
+            """{"prompt": "a", "completion": " "}""",
             """not json""",
             "",
             """{"prompt": "a"}""",
@@ -83,20 +84,20 @@ public sealed class BadRecordTests : IDisposable
         Assert.Equal([1, 6], set.Records.Select(r => r.Source.Line));
         Assert.Equal(4, set.Skipped);
         Assert.Equal(2, set.SkipExamples.Count);
-        Assert.Equal($"{path}:2: field \"completion\": is empty.", set.SkipExamples[0]);
+        Assert.Equal($"{path}:2: field \"completion\": is empty (only whitespace).", set.SkipExamples[0]);
         Assert.Equal($"{path}:3: malformed JSON at byte 2 of the line: 'not json' is an invalid JSON literal. Expected the literal 'null'.", set.SkipExamples[1]);
         Assert.StartsWith("skipped 4 bad records, e.g.:\n  ", set.Warning);
 
         // Without skipping, the first bad record stops the load.
-        Assert.Equal($"{path}:2: field \"completion\": is empty.", Assert.Throws<BadRecordException>(() => DatasetLoader.LoadSft(path)).Message);
+        Assert.Equal($"{path}:2: field \"completion\": is empty (only whitespace).", Assert.Throws<BadRecordException>(() => DatasetLoader.LoadSft(path)).Message);
     }
 
     [Fact]
     public void AFileWithOnlyBadRecordsIsAnErrorEvenWhenSkipping()
     {
-        var path = _files.Lines("data.jsonl", """{"prompt": "a", "completion": ""}""");
+        var path = _files.Lines("data.jsonl", """{"prompt": "a", "completion": " "}""");
         var e = Assert.Throws<UserInputException>(() => DatasetLoader.LoadSft(path, new DataLoadOptions { SkipBadRecords = true }));
-        Assert.Equal($"{path}: no usable records; all 1 were bad, e.g. {path}:1: field \"completion\": is empty.", e.Message);
+        Assert.Equal($"{path}: no usable records; all 1 were bad, e.g. {path}:1: field \"completion\": is empty (only whitespace).", e.Message);
     }
 
     [Fact]

@@ -85,6 +85,16 @@ public sealed class DataParallelTests : IDisposable
         .Where(e => e.GetProperty("split").GetString() == "train")
         .Select(e => e.GetProperty("loss").GetDouble()).ToList();
 
+    /// <summary>The same loss at every one of <paramref name="steps"/> logged steps, to 1e-5 relative.</summary>
+    static void AssertSameLosses(string single, string dataParallel, int steps)
+    {
+        var expected = Losses(single);
+        var actual = Losses(dataParallel);
+        Assert.Equal(steps, expected.Count);
+        Assert.Equal(steps, actual.Count);
+        for (int i = 0; i < steps; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5 * Math.Abs(expected[i]), $"step {i + 1}: {expected[i]} vs {actual[i]}");
+    }
+
     static void AssertSameWeights(string a, string b, double tolerance)
     {
         using var x = SafetensorsFile.Open(Path.Combine(a, "model.safetensors"));
@@ -96,6 +106,32 @@ public sealed class DataParallelTests : IDisposable
             for (int i = 0; i < u.Length; i++)
                 Assert.True(Math.Abs(u[i] - v[i]) <= tolerance, $"{name}[{i}]: {u[i]} vs {v[i]}");
         }
+    }
+
+    /// <summary>The run with accumulation 2 in one process, then with accumulation 1 on 2 ranks (the same global batch);
+    /// both must succeed. Returns the mpirun result.</summary>
+    static CliRunner.Result SingleThenTwoRanks(Func<string, int, string[]> args, string single, string dp)
+    {
+        var one = CliRunner.Run([.. args(single, 2), "--threads", "1"]);
+        Assert.True(one.ExitCode == 0, one.StdErr);
+        var two = Mpirun(2, args(dp, 1));
+        Assert.True(two.ExitCode == 0, two.StdErr);
+        return two;
+    }
+
+    /// <summary>The same <paramref name="keys"/> at every one of <paramref name="steps"/> logged train steps, within a relative tolerance.</summary>
+    static void AssertSameMetrics(string expectedRun, string actualRun, int steps, double tolerance, params string[] keys)
+    {
+        var expected = AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(expectedRun);
+        var actual = AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(actualRun);
+        Assert.Equal(steps, expected.Count);
+        Assert.Equal(expected.Count, actual.Count);
+        for (int i = 0; i < expected.Count; i++)
+            foreach (var key in keys)
+            {
+                double e = expected[i].GetProperty(key).GetDouble(), a = actual[i].GetProperty(key).GetDouble();
+                Assert.True(Math.Abs(e - a) <= tolerance * Math.Max(1, Math.Abs(e)), $"step {i + 1} {key}: {e} vs {a}");
+            }
     }
 
     void WriteSftData()
@@ -134,6 +170,16 @@ public sealed class DataParallelTests : IDisposable
         Assert.Equal("completed", JsonDocument.Parse(File.ReadAllText(P("dp/summary.json"))).RootElement.GetProperty("status").GetString());
         Assert.Equal(1, CountOccurrences(dp.StdErr, "sft: done"));
         Assert.True(Directory.Exists(P("dp/checkpoints/step-000003")));
+        // Each step all-reduces every gradient once (4 bytes a weight) plus a few scalars; one process reports nothing.
+        long weights = 0;
+        using (var model = SafetensorsFile.Open(P("dp/final/model.safetensors"))) foreach (var name in model.Names) weights += model.Read(name).Length;
+        foreach (var line in AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(P("dp")))
+        {
+            double bytes = line.GetProperty("dp/allreduce_bytes").GetDouble();
+            Assert.InRange(bytes, 4.0 * weights, 4.0 * weights + 1024);
+            Assert.True(line.GetProperty("dp/allreduce_s").GetDouble() > 0);
+        }
+        Assert.False(AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(P("single"))[0].TryGetProperty("dp/allreduce_bytes", out _));
     }
 
     [MpiFact]
@@ -151,17 +197,32 @@ public sealed class DataParallelTests : IDisposable
             "dpo", "--policy", P("base"), "--data", P("prefs.jsonl"), "--out", output, "--max-steps", "4", "--batch-size", "2",
             "--gradient-accumulation-steps", accumulation.ToString(), "--learning-rate", "0.001", "--logging-steps", "1",
         ];
-        var single = CliRunner.Run([.. Args(P("single"), 2), "--threads", "1"]);
-        Assert.True(single.ExitCode == 0, single.StdErr);
-        var dp = Mpirun(2, Args(P("dp"), 1));
-        Assert.True(dp.ExitCode == 0, dp.StdErr);
+        var dp = SingleThenTwoRanks(Args, P("single"), P("dp"));
         Assert.Contains("(2 ranks)", dp.StdErr); // the reference log-probabilities were shared out
-        var expected = Losses(P("single"));
-        var actual = Losses(P("dp"));
-        Assert.Equal(expected.Count, actual.Count);
-        for (int i = 0; i < expected.Count; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5 * Math.Abs(expected[i]), $"step {i + 1}: {expected[i]} vs {actual[i]}");
+        AssertSameLosses(P("single"), P("dp"), steps: 4);
         AssertSameWeights(P("single/final"), P("dp/final"), 1e-4);
         Assert.True(File.Exists(P("dp/" + AlignSharp.Training.Dpo.ReferenceLogProbs.CacheFileName)));
+    }
+
+    [MpiFact]
+    public void OnlineDpoOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch()
+    {
+        // Each rank samples and judges its own micro-batches from the random streams of their sequence numbers, so the
+        // pairs are those of the single process with twice the accumulation.
+        using var kit = new AlignSharp.Tests.Rl.RlTestKit();
+        string policy = kit.Policy(), rm = kit.RewardModelDir(), prompts = kit.Prompts(count: 8);
+        string[] Args(string output, int accumulation) =>
+        [
+            "online-dpo", "--policy", policy, "--prompts", prompts, "--judge-model", rm, "--out", output, "--max-steps", "3",
+            "--batch-size", "2", "--max-new-tokens", "4", "--gradient-accumulation-steps", accumulation.ToString(),
+            "--learning-rate", "0.001", "--logging-steps", "1",
+        ];
+        SingleThenTwoRanks(Args, P("single"), P("dp"));
+        AssertSameLosses(P("single"), P("dp"), steps: 3);
+        AssertSameWeights(P("single/final"), P("dp/final"), 1e-4);
+        static long NumTokens(string run) => File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+            .Last(e => e.GetProperty("split").GetString() == "train").GetProperty("num_tokens").GetInt64();
+        Assert.Equal(NumTokens(P("single")), NumTokens(P("dp")));   // counted over both ranks
     }
 
     [MpiFact]
@@ -192,14 +253,84 @@ public sealed class DataParallelTests : IDisposable
         Assert.DoesNotContain("   at ", r.StdErr);
     }
 
+    /// <summary>An RL run on 2 ranks against one process with twice the accumulation (the same global batch and
+    /// micro-batches): the same metrics at every step and the same final policy (and value model).</summary>
+    void AssertRlEquivalent(string trainer, string[] common, string[] metricKeys, params string[] models)
+    {
+        using var kit = new AlignSharp.Tests.Rl.RlTestKit();
+        string[] Args(string output, int accumulation) =>
+        [
+            trainer, "--policy", kit.Policy(), "--prompts", kit.Prompts(count: 12), "--reward-model", kit.RewardModelDir(mean: 0.5, std: 2),
+            "--out", Path.Combine(kit.Dir, output), "--seed", "3", "--max-new-tokens", "5", "--generation-batch-size", "4",
+            "--learning-rate", "0.003", "--lr-scheduler", "constant", "--gradient-accumulation-steps", accumulation.ToString(), .. common,
+        ];
+        var dp = SingleThenTwoRanks(Args, "single", "dp");
+        AssertSameMetrics(Path.Combine(kit.Dir, "single"), Path.Combine(kit.Dir, "dp"), 3, 1e-4, metricKeys);
+        foreach (var model in models) AssertSameWeights(Path.Combine(kit.Dir, "single", model), Path.Combine(kit.Dir, "dp", model), 1e-4);
+        Assert.Equal(1, CountOccurrences(dp.StdErr, $"{trainer}: done"));
+    }
+
     [MpiFact]
-    public void RlRefusesToRunOnSeveralRanks()
+    public void PpoOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch() => AssertRlEquivalent("ppo",
+        ["--max-steps", "3", "--batch-size", "2", "--num-mini-batches", "2", "--num-ppo-epochs", "2", "--target-kl", "0.5", "--whiten-rewards", "true"],
+        ["loss/policy_avg", "loss/value_avg", "objective/scores", "objective/kl", "objective/kl_coef", "objective/entropy", "policy/clipfrac_avg", "val/num_eos_tokens", "completion_length", "grad_norm", "episode"],
+        "final", "value_model");
+
+    [MpiFact]
+    public void GrpoOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch() => AssertRlEquivalent("grpo",
+        ["--max-steps", "3", "--batch-size", "2", "--num-mini-batches", "2", "--num-generations", "4", "--kl-coef", "0.05"],
+        ["loss/policy_avg", "loss/kl_avg", "reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "objective/kl", "grad_norm"],
+        "final");
+
+    [MpiFact]
+    public void RlooOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch() => AssertRlEquivalent("rloo",
+        ["--max-steps", "3", "--batch-size", "4", "--rloo-k", "2", "--normalize-advantage", "true", "--kl-coef", "0.05"],
+        ["loss/policy_avg", "objective/scores", "objective/kl", "objective/rlhf_reward", "val/ratio", "grad_norm"],
+        "final");
+
+    /// <summary>An RL run started on 2 ranks resumes as one process (a step is then half the completions).</summary>
+    [MpiFact]
+    public void RlResumesWithAnotherNumberOfRanks()
+    {
+        using var kit = new AlignSharp.Tests.Rl.RlTestKit();
+        string[] Args(int steps) =>
+        [
+            "grpo", "--policy", kit.Policy(), "--prompts", kit.Prompts(count: 8), "--reward-model", kit.RewardModelDir(),
+            "--out", Path.Combine(kit.Dir, "run"), "--max-steps", steps.ToString(), "--batch-size", "4", "--num-generations", "2",
+            "--max-new-tokens", "4", "--save-steps", "1",
+        ];
+        var first = Mpirun(2, Args(2));
+        Assert.True(first.ExitCode == 0, first.StdErr);
+        var more = CliRunner.Run([.. Args(3), "--resume", "--threads", "1"]);
+        Assert.True(more.ExitCode == 0, more.StdErr);
+        Assert.Contains("resumed from", more.StdErr);
+        var lines = AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(Path.Combine(kit.Dir, "run"));
+        Assert.Equal([1, 2, 3], lines.Select(l => l.GetProperty("step").GetInt32()));
+        Assert.Equal([8.0, 16.0, 20.0], lines.Select(l => l.GetProperty("episode").GetDouble()));
+    }
+
+    /// <summary>KTO's reference point z comes from the mismatched pairs inside each micro-batch of --batch-size examples,
+    /// and ranks take whole micro-batches, so 2 ranks equal one process with twice the accumulation (docs/distributed.md
+    /// says how TRL differs).</summary>
+    [MpiFact]
+    public void KtoOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch()
     {
         TinyModels.Create(P("base"));
-        TinyModels.WriteJsonl(P("prompts.jsonl"), [new { prompt = "a" }, new { prompt = "b" }]);
-        var r = Mpirun(2, ["grpo", "--policy", P("base"), "--prompts", P("prompts.jsonl"), "--out", P("run"), "--max-steps", "1", "--reward-url", "http://127.0.0.1:9/none"]);
-        Assert.NotEqual(0, r.ExitCode);
-        Assert.Contains("does not run data-parallel yet", r.StdErr);
+        var rng = new Random(7);
+        TinyModels.WriteJsonl(P("unpaired.jsonl"), Enumerable.Range(0, 32).Select(i =>
+        {
+            int a = rng.Next(50), b = rng.Next(50);
+            bool good = rng.Next(2) == 0;
+            return (object)new { prompt = $"{a}+{b}=", completion = (a + b + (good ? 0 : 1 + rng.Next(9))).ToString(), label = good };
+        }));
+        string[] Args(string output, int accumulation) =>
+        [
+            "kto", "--policy", P("base"), "--data", P("unpaired.jsonl"), "--out", output, "--max-steps", "4", "--batch-size", "4",
+            "--gradient-accumulation-steps", accumulation.ToString(), "--learning-rate", "0.001", "--logging-steps", "1",
+        ];
+        SingleThenTwoRanks(Args, P("single"), P("dp"));
+        AssertSameMetrics(P("single"), P("dp"), 4, 1e-5, "loss", "kl", "rewards/chosen", "rewards/rejected");
+        AssertSameWeights(P("single/final"), P("dp/final"), 1e-4);
     }
 
     [NetnsFact]

@@ -136,6 +136,25 @@ public sealed class KtoTests : IDisposable
         Assert.False(lastEval.TryGetProperty("micro_batches", out _));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void KtoWithLoraStartsAtItsAdapterOffReferenceAndTrainsOnlyTheAdapter(bool precompute)
+    {
+        string model = DpoFixtures.TinyModel(P("m"), seed: 4);
+        string train = Feedback(P("train.jsonl"), 32, seed: 5);
+        var o = Options(model, train, P("run")) with { MaxSteps = 6, LoraR = 4, LoraDropout = 0.1, PrecomputeReference = precompute };
+        KtoTrainer.Train(o, Quiet);
+        // Step 0: a fresh adapter (B = 0) is the reference exactly, so every reward and z are 0 and each loss is 1 − σ(0).
+        var lines = File.ReadLines(P("run/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(0.5, lines[0].GetProperty("loss").GetDouble(), 12);
+        Assert.Equal(0.0, lines[0].GetProperty("kl").GetDouble());
+        Assert.NotEqual(0.5, lines[^1].GetProperty("loss").GetDouble(), 6);
+        Assert.False(File.Exists(P("run/final/model.safetensors")));
+        var adapter = AlignSharp.Models.Lora.LoraAdapter.Load(P("run/final"), AlignSharp.Models.ModelIO.Load(model));
+        Assert.All(adapter.Modules, m => Assert.Contains(m.B.ToArray(), x => x != 0));
+    }
+
     [Fact]
     public void TheCliTrainsOnMessageListsAndReportsBadRecordsByFileLineAndField()
     {

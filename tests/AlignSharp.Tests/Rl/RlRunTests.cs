@@ -12,22 +12,7 @@ public sealed class RlRunTests : IDisposable
     private readonly RlTestKit _kit = new();
     public void Dispose() => _kit.Dispose();
 
-    private T Options<T>(T o, string run, int steps) where T : RlOptions => o with
-    {
-        Policy = _kit.Policy(),
-        Prompts = _kit.Prompts(),
-        Out = _kit.Path(run),
-        MaxSteps = steps,
-        Seed = 5,
-        LearningRate = 1e-2f,
-        LrScheduler = "constant",
-        MaxNewTokens = 6,
-        Temperature = 1f,
-        BatchSize = 8,
-        GradientAccumulationSteps = 2,
-        SaveSteps = 0,
-        Threads = 2,
-    };
+    private T Options<T>(T o, string run, int steps) where T : RlOptions => _kit.Options(o, run, steps, seed: 5, learningRate: 1e-2f, maxNewTokens: 6, batchSize: 8);
 
     private RlModels Models(bool value)
     {

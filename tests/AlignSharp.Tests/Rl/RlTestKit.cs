@@ -61,6 +61,27 @@ public sealed class RlTestKit : IDisposable
         return path;
     }
 
+    /// <summary>
+    /// <paramref name="o"/> set up for a test run of <paramref name="steps"/> rollout steps on the kit's policy and prompts in
+    /// run directory <paramref name="run"/>: constant learning rate, temperature 1, accumulation 2, no checkpoints, 2 threads.
+    /// </summary>
+    public T Options<T>(T o, string run, int steps, int seed, float learningRate, int maxNewTokens, int batchSize) where T : RlOptions => o with
+    {
+        Policy = Policy(),
+        Prompts = Prompts(),
+        Out = Path(run),
+        MaxSteps = steps,
+        Seed = seed,
+        LearningRate = learningRate,
+        LrScheduler = "constant",
+        MaxNewTokens = maxNewTokens,
+        Temperature = 1f,
+        BatchSize = batchSize,
+        GradientAccumulationSteps = 2,
+        SaveSteps = 0,
+        Threads = 2,
+    };
+
     /// <summary>The sanity task's reward: occurrences of <paramref name="token"/> in the completion.</summary>
     public static FunctionRewardSource CountOf(char token) =>
         new("count", (_, completions) => completions.Select(c => (float)c.Count(ch => ch == token)).ToArray());

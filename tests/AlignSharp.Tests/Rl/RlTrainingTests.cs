@@ -10,22 +10,7 @@ public sealed class RlTrainingTests(ITestOutputHelper output) : IDisposable
     private readonly RlTestKit _kit = new();
     public void Dispose() => _kit.Dispose();
 
-    private T Options<T>(T o, string run, int steps) where T : RlOptions => o with
-    {
-        Policy = _kit.Policy(),
-        Prompts = _kit.Prompts(),
-        Out = _kit.Path(run),
-        MaxSteps = steps,
-        Seed = 3,
-        LearningRate = 1e-2f,
-        LrScheduler = "constant",
-        MaxNewTokens = 8,
-        Temperature = 1f,
-        BatchSize = 16,
-        GradientAccumulationSteps = 2,
-        SaveSteps = 0,
-        Threads = 2,
-    };
+    private T Options<T>(T o, string run, int steps) where T : RlOptions => _kit.Options(o, run, steps, seed: 3, learningRate: 1e-2f, maxNewTokens: 8, batchSize: 16);
 
     private (double First, double Last, List<System.Text.Json.JsonElement> Lines) Train(RlOptions o)
     {

@@ -134,7 +134,7 @@ public sealed class LoraTrainingTests : IDisposable
     public void LoraOptionsAreCheckedAndRejectedWhereNotSupported()
     {
         string data = SftData();
-        Assert.Contains("--lora-r", Assert.Throws<UserInputException>(() => new AlignSharp.Training.RewardModeling.RewardModelOptions { Model = "m", Data = data, Out = "o", LoraR = 4 }.Validate()).Message);
+        Assert.Contains("--lora-r", Assert.Throws<UserInputException>(() => new AlignSharp.Training.RewardModeling.RewardModelOptions { Model = "m", Data = data, Out = "o", LoraR = 4, Adapter = "a" }.Validate()).Message);
         Assert.Contains("--merge", Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", Merge = true }.Validate()).Message);
         Assert.Contains("--lora-dropout", Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", LoraR = 4, LoraDropout = 1 }.Validate()).Message);
         string model = TinyModels.Create(P("base"), "llama");

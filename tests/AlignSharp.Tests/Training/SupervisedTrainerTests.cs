@@ -111,6 +111,35 @@ public sealed class SupervisedTrainerTests : IDisposable
     }
 
     [Fact]
+    public void SftLogsNumTokensAsTrlTheCumulativeRealTokensTrainedOn()
+    {
+        // Byte tokenizer, plain template: BOS + prompt + completion + EOS, so the records have 4, 6, 8 and 10 tokens
+        // (28 in all). Batches of 2 pad the shorter record; num_tokens counts no padding, so each epoch adds exactly 28.
+        var model = TinyModels.Create(P("base"));
+        string data = TinyModels.WriteJsonl(P("lengths.jsonl"), new object[]
+        {
+            new { prompt = "a", completion = "b" }, new { prompt = "ab", completion = "cd" },
+            new { prompt = "abc", completion = "def" }, new { prompt = "abcd", completion = "efgh" },
+        });
+        var o = new SftOptions { Model = model, Data = data, Out = P("tokens"), MaxSteps = 4, BatchSize = 2, LoggingSteps = 1, SaveSteps = 3, LearningRate = 1e-3f };
+        var summary = SftTrainer.Train(o, TextWriter.Null);
+        var train = File.ReadAllLines(P("tokens/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+            .Where(l => l.GetProperty("split").GetString() == "train").Select(l => l.GetProperty("num_tokens").GetInt64()).ToArray();
+        Assert.Equal(28, train[1]);
+        Assert.Equal(56, train[3]);
+        Assert.True(train[0] > 0 && train[0] < 28, $"step 1: {train[0]} tokens");
+        Assert.Equal(56L, summary["num_tokens"]);
+        // A resumed run counts on from the checkpoint (step 3's count is kept in its trainer_state.json).
+        Directory.Delete(P("tokens/final"), true);
+        Directory.Delete(P("tokens/checkpoints/step-000004"), true);
+        SftTrainer.Train(o with { Resume = "" }, TextWriter.Null);
+        var resumed = File.ReadAllLines(P("tokens/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+            .Where(l => l.GetProperty("split").GetString() == "train").ToArray();
+        Assert.Equal(4, resumed[^1].GetProperty("step").GetInt32());
+        Assert.Equal(56, resumed[^1].GetProperty("num_tokens").GetInt64());
+    }
+
+    [Fact]
     public void GradientAccumulationOneByEightEqualsEightByOne()
     {
         var model = TinyModels.Create(P("base"));

@@ -148,6 +148,9 @@ public sealed class CheckpointReader : IDisposable
     /// <summary>Reads tensor <paramref name="name"/> into a new float32 array.</summary>
     public float[] Read(string name) => FileFor(name).Read(name);
 
+    /// <summary>A BF16 tensor's raw bits (see <see cref="SafetensorsFile.TryReadBf16Into"/>); false when stored otherwise.</summary>
+    public bool TryReadBf16Into(string name, Span<ushort> destination) => FileFor(name).TryReadBf16Into(name, destination);
+
     /// <summary>Every tensor's shape, keyed by name (the input of <see cref="CheckpointNames.Bind(AlignSharp.Models.ModelConfig, IReadOnlyDictionary{string, long[]}, string, Func{string, string}?)"/>).</summary>
     public IReadOnlyDictionary<string, long[]> Shapes() => _names.ToDictionary(n => n, n => GetInfo(n).Shape, StringComparer.Ordinal);
 

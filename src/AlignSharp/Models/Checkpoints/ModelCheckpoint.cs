@@ -81,6 +81,20 @@ public sealed class ModelCheckpoint : IDisposable
         }
     }
 
+    /// <summary>
+    /// Canonical parameter <paramref name="canonicalName"/> as raw bf16 bits, straight from a BF16 checkpoint tensor stored
+    /// in canonical layout; false (nothing read) when it is stored otherwise (another dtype, transposed, fused).
+    /// </summary>
+    public bool TryReadParameterBf16(string canonicalName, Span<ushort> destination)
+    {
+        var p = Binding[canonicalName];
+        if (p.FusedTotalRows != null || p.Transposed) return false;
+        return Tensors.TryReadBf16Into(p.CheckpointName, destination);
+    }
+
+    /// <summary>Whether the checkpoint stores its matrices in bf16 (what frozen weights follow by default).</summary>
+    public bool StoresBf16 => Parameters.Where(p => p.Shape.Length == 2).All(p => Tensors.GetInfo(p.CheckpointName).Dtype == SafetensorsDtype.BF16);
+
     /// <summary>Reads canonical parameter <paramref name="canonicalName"/> into a new array.</summary>
     public float[] ReadParameter(string canonicalName)
     {

@@ -128,6 +128,21 @@ public sealed unsafe class SafetensorsFile : IDisposable
         }
     }
 
+    /// <summary>
+    /// Copies a BF16 tensor's raw bits into <paramref name="destination"/> (no float32 on the way: frozen weights kept in
+    /// bf16); false, with nothing written, when the tensor is stored in another dtype.
+    /// </summary>
+    public bool TryReadBf16Into(string name, Span<ushort> destination)
+    {
+        ObjectDisposedException.ThrowIf(_base == null, this);
+        var entry = Find(name);
+        if (entry.Info.Dtype != SafetensorsDtype.BF16 || !BitConverter.IsLittleEndian) return false;
+        if (destination.Length != entry.Info.ElementCount)
+            throw new ArgumentException($"tensor '{name}' in '{Path}' has {entry.Info.ElementCount} elements {entry.Info.ShapeText}, but the destination holds {destination.Length}", nameof(destination));
+        new ReadOnlySpan<ushort>(_base + _dataStart + entry.Begin, destination.Length).CopyTo(destination);
+        return true;
+    }
+
     /// <summary>Reads tensor <paramref name="name"/> into a new float32 array.</summary>
     public float[] Read(string name)
     {

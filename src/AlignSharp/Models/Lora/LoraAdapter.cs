@@ -37,6 +37,9 @@ public sealed class LoraAdapter
     public LoraConfig Config { get; }
     public IReadOnlyList<LoraModule> Modules { get; }
 
+    /// <summary>Whole model tensors that <see cref="Load"/> copied into the model from the adapter file (modules_to_save: <c>score.weight</c>).</summary>
+    public IReadOnlyList<string> SavedModules { get; private init; } = [];
+
     /// <summary>False: every adapted layer computes the base layer alone.</summary>
     public bool Enabled { get; set; } = true;
 
@@ -68,6 +71,36 @@ public sealed class LoraAdapter
     }
 
     public bool Adapts(string prefix) => _byPrefix.ContainsKey(prefix);
+
+    /// <summary>
+    /// Runs <paramref name="forward"/> with <paramref name="adapter"/> (null: none, the base) in place of
+    /// <paramref name="model"/>'s own adapter, which is put back afterwards: the reference of a LoRA policy without a
+    /// second copy of the weights.
+    /// </summary>
+    public static T Using<T>(TransformerModel model, LoraAdapter? adapter, Func<T> forward)
+    {
+        var own = model.Adapter;
+        model.Adapter = adapter;
+        try { return forward(); }
+        finally { model.Adapter = own; }
+    }
+
+    /// <summary>This adapter (the same tensors) recorded with other settings of <paramref name="config"/>'s kind, e.g. as a reward model's (<see cref="LoraConfig.ForSequenceClassification"/>).</summary>
+    public LoraAdapter WithConfig(LoraConfig config) => new(config, [.. Modules]) { SavedModules = SavedModules };
+
+    /// <summary>A frozen copy of this adapter (the same modules, scales and values; no gradients).</summary>
+    public LoraAdapter FrozenCopy()
+    {
+        var modules = Modules.Select(m => new LoraModule
+        {
+            Module = m.Module,
+            A = Tensor.FromArray(m.A.ToArray(), m.A.ShapeArray),
+            B = Tensor.FromArray(m.B.ToArray(), m.B.ShapeArray),
+            Scale = m.Scale,
+            Parts = m.Parts,
+        }).ToList();
+        return new LoraAdapter(Config, modules);
+    }
 
     /// <summary>
     /// A new adapter on <paramref name="model"/> initialised as PEFT does: A uniform in ±1/√in (Kaiming-uniform with
@@ -161,6 +194,7 @@ public sealed class LoraAdapter
 
         var a = new Dictionary<string, string>(StringComparer.Ordinal);
         var b = new Dictionary<string, string>(StringComparer.Ordinal);
+        var saved = new List<string>();
         var problems = new List<string>();
         foreach (var name in file.Names)
         {
@@ -171,7 +205,9 @@ public sealed class LoraAdapter
                     if (rest.EndsWith(suffix, StringComparison.Ordinal)) { module = rest[..^suffix.Length]; part = p; }
             if (module == null)
             {
-                if (!TryLoadSavedModule(model, config, rest, file, name)) problems.Add($"tensor '{name}' is neither a LoRA A/B matrix nor a supported modules_to_save head");
+                if (TryLoadSavedModule(model, rest, file, name)) saved.Add(rest);
+                else problems.Add($"tensor '{name}' is neither a LoRA A/B matrix nor a supported modules_to_save head" +
+                    (rest == "score.weight" ? " (a score head needs a reward-model base: task_type SEQ_CLS)" : ""));
                 continue;
             }
             if (!known.ContainsKey(module)) { problems.Add($"tensor '{name}': the model has no linear layer '{module}'"); continue; }
@@ -181,6 +217,9 @@ public sealed class LoraAdapter
         foreach (var m in b.Keys.Except(a.Keys)) problems.Add($"module '{m}' has lora_B but no lora_A");
         if (problems.Count > 0) throw new UserInputException($"{path} does not fit the model:\n  " + string.Join("\n  ", problems.Take(20)));
         if (a.Count == 0) throw new UserInputException($"{path} holds no LoRA matrices.");
+        if (config.TaskType == LoraConfig.SequenceClassification && model.Config.Head == HeadKind.Scalar && !saved.Contains("score.weight"))
+            throw new UserInputException($"{Path.Combine(directory, LoraConfig.FileName)}: field \"task_type\" is SEQ_CLS but {path} holds no score head " +
+                $"({PeftPrefix}score.weight, saved by modules_to_save); without it the model's scores would be random.");
 
         var modules = new List<LoraModule>();
         foreach (var (module, (savingName, parts)) in known.Where(k => a.ContainsKey(k.Key)).OrderBy(k => saving.FindIndex(s => s.Module == k.Value.Saving)))
@@ -197,18 +236,18 @@ public sealed class LoraAdapter
             file.ReadInto(b[module], tb.Span);
             modules.Add(NewModule(savingName, ta, tb, config, parts));
         }
-        return new LoraAdapter(config, modules);
+        return new LoraAdapter(config, modules) { SavedModules = saved };
     }
 
     /// <summary>A whole module saved beside the adapter (PEFT's modules_to_save): only a scalar score head is supported.</summary>
-    static bool TryLoadSavedModule(TransformerModel model, LoraConfig config, string rest, SafetensorsFile file, string name)
+    static bool TryLoadSavedModule(TransformerModel model, string rest, SafetensorsFile file, string name)
     {
         if (rest != "score.weight" || !model.HasParameter("score.weight")) return false;
         var p = model.Parameter("score.weight");
         var info = file.GetInfo(name);
         if (!info.Shape.SequenceEqual(p.Shape.ToArray().Select(d => (long)d)))
             throw new UserInputException($"{file.Path}: '{name}' has shape {TensorInfo.FormatShape(info.Shape)}; the model's score head is {ShapeUtil.Format(p.Shape)}.");
-        file.ReadInto(name, p.Span);
+        file.ReadInto(name, p.Span); // a score head is never bf16 (TransformerModel.KeptInBf16)
         return true;
     }
 

@@ -43,6 +43,19 @@ public sealed record LoraConfig(
         return UseRslora ? alpha / Math.Sqrt(rank) : alpha / rank;
     }
 
+    /// <summary>PEFT's task type of a reward or value model: the score head is trained whole and saved beside the adapter.</summary>
+    public const string SequenceClassification = "SEQ_CLS";
+
+    /// <summary>
+    /// These settings for a sequence-classification model (a reward or value model): task_type SEQ_CLS and, as PEFT's
+    /// PeftModelForSequenceClassification records, modules_to_save "classifier" and "score".
+    /// </summary>
+    public LoraConfig ForSequenceClassification() => this with
+    {
+        TaskType = SequenceClassification,
+        ModulesToSave = (ModulesToSave ?? []).Union(["classifier", "score"]).ToList(),
+    };
+
     public void Validate(string source)
     {
         if (R <= 0) throw new UserInputException($"{source}: LoRA rank r must be positive, not {R}.");

@@ -59,6 +59,8 @@ internal static class RecordParser
             case RecordFormat.PromptCompletion:
                 var prompt = r.Content("prompt", ContentUse.Prompt);
                 var completion = r.Content("completion", ContentUse.Completion);
+                if (prompt.Text == "" && completion.Text == "")
+                    throw new BadRecordException(source, "completion", "is empty and so is the prompt: there is nothing to condition on or learn but an EOS.");
                 return new SftExample(prompt, completion, source);
             case RecordFormat.Messages:
                 var messages = r.Messages(r.Required("messages"), "messages");
@@ -66,8 +68,9 @@ internal static class RecordParser
                 if (messages[last].Role != ChatRole.Assistant)
                     throw new BadRecordException(source, "messages",
                         $"the last message is a {messages[last].RoleName} turn; a conversation for SFT must end with the assistant turn it trains on.");
-                if (string.IsNullOrWhiteSpace(messages[last].Content))
-                    throw new BadRecordException(source, $"messages[{last}].content", "the final assistant turn (the completion) is empty.");
+                // An empty final turn is valid (the answer is the template's end of turn and EOS); one of only whitespace is not.
+                if (messages[last].Content.Length > 0 && string.IsNullOrWhiteSpace(messages[last].Content))
+                    throw new BadRecordException(source, $"messages[{last}].content", "the final assistant turn (the completion) is empty (only whitespace).");
                 return new SftExample(ChatContent.FromMessages(messages.Take(last).ToArray()), ChatContent.FromMessages(messages[last]), source)
                 {
                     PromptField = "messages",
@@ -109,8 +112,8 @@ internal static class RecordParser
         {
             if (!ImplicitPrompt.TrySplit(c.GetString()!, rj.GetString()!, out var prompt, out var ca, out var ra, out var problem))
                 throw new BadRecordException(source, "chosen", problem + ".");
-            r.CheckNotEmpty(ca, "chosen", "the answer after the shared prompt");
-            r.CheckNotEmpty(ra, "rejected", "the answer after the shared prompt");
+            r.CheckAnswerText(ca, "chosen", "the answer after the shared prompt");
+            r.CheckAnswerText(ra, "rejected", "the answer after the shared prompt");
             return new PreferencePair(ChatContent.FromText(prompt), ChatContent.FromText(ca), ChatContent.FromText(ra), margin, 1f, source) { PromptField = "chosen" };
         }
         if (c.ValueKind == JsonValueKind.Array && rj.ValueKind == JsonValueKind.Array)
@@ -243,7 +246,7 @@ internal enum ContentUse
     Prompt,
     /// <summary>A prompt for RL: must not be empty.</summary>
     RlPrompt,
-    /// <summary>An answer: non-empty text, or assistant messages with non-empty content.</summary>
+    /// <summary>An answer: text, or assistant messages; empty text is valid (the model answered with EOS at once), only whitespace is not.</summary>
     Completion,
 }
 
@@ -290,6 +293,15 @@ internal readonly struct FieldReader(JsonElement obj, RecordSource source)
             throw new BadRecordException(source, field, $"{(what is null ? "is" : what + " is")} empty{(s.Length > 0 ? " (only whitespace)" : "")}.");
     }
 
+    /// <summary>
+    /// An answer's text: "" is valid (the model answered with EOS at once: the answer is one EOS token); text of only
+    /// whitespace is reported, as it is almost always a data error.
+    /// </summary>
+    public void CheckAnswerText(string s, string field, string? what)
+    {
+        if (s.Length > 0) CheckNotEmpty(s, field, what);
+    }
+
     public ChatContent Content(string name, ContentUse use) => Content(Required(name), name, use);
 
     public ChatContent Content(JsonElement e, string field, ContentUse use)
@@ -298,7 +310,8 @@ internal readonly struct FieldReader(JsonElement obj, RecordSource source)
         {
             case JsonValueKind.String:
                 string s = e.GetString()!;
-                if (use != ContentUse.Prompt) CheckNotEmpty(s, field, null);
+                if (use == ContentUse.RlPrompt) CheckNotEmpty(s, field, null);
+                else if (use == ContentUse.Completion) CheckAnswerText(s, field, null);
                 return ChatContent.FromText(s);
             case JsonValueKind.Array:
                 var messages = Messages(e, field);
@@ -309,7 +322,7 @@ internal readonly struct FieldReader(JsonElement obj, RecordSource source)
         }
     }
 
-    /// <summary>An answer's messages: all assistant turns, none empty. <paramref name="offset"/> numbers them as in the file.</summary>
+    /// <summary>An answer's messages: all assistant turns, none of only whitespace (empty content is an empty answer). <paramref name="offset"/> numbers them as in the file.</summary>
     public void CheckAnswerMessages(IReadOnlyList<ChatMessage> messages, string field, int offset)
     {
         if (messages.Count == 0) throw new BadRecordException(source, field, "holds no answer after the shared prompt.");
@@ -318,7 +331,7 @@ internal readonly struct FieldReader(JsonElement obj, RecordSource source)
             if (messages[i].Role != ChatRole.Assistant)
                 throw new BadRecordException(source, $"{field}[{i + offset}].role",
                     $"is \"{messages[i].RoleName}\"; an answer holds assistant messages only (put the conversation so far in \"prompt\").");
-            CheckNotEmpty(messages[i].Content, $"{field}[{i + offset}].content", null);
+            CheckAnswerText(messages[i].Content, $"{field}[{i + offset}].content", null);
         }
     }
 

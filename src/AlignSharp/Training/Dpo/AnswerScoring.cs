@@ -23,34 +23,44 @@ public sealed record AnswerLogProbs(Tensor Sums, int[] Tokens, double[] LogitSum
 public static class AnswerScoring
 {
     /// <summary>
-    /// One forward pass over the batch's R rows: logits [R, T, V]; position t is scored against Labels[t + 1]
-    /// (Ops.TokenLogProbs, fused log-softmax), and only answer positions count (a 0/1 mask zeroes the rest before the
-    /// per-row sum, so prompt and padding get neither loss nor gradient).
+    /// One forward pass over the batch's R rows: hidden states [R, T, D]; position t is scored against Labels[t + 1], and
+    /// only answer positions are scored at all (the LM head runs on those rows alone, in chunks: <see cref="TokenScoring"/>),
+    /// so prompt and padding get neither loss nor gradient. Sums [R] add each row's answer tokens.
     /// </summary>
     public static AnswerLogProbs Compute(TransformerModel model, DpoBatch batch)
     {
         int rows = batch.Rows, t = batch.SeqLen;
-        var logits = model.Forward(batch.InputIds, rows, t, keyMask: batch.AttentionMask);
-        int v = logits.Dim(-1);
-        var targets = new int[rows * t];
-        var mask = new float[rows * t];
+        var hidden = model.Hidden(batch.InputIds, rows, t, keyMask: batch.AttentionMask);
+        var positions = new List<int>();
+        var targets = new List<int>();
         var tokens = new int[rows];
-        var logitSums = new double[rows];
-        var values = logits.Span;
+        var rowOf = new List<int>();
         for (int r = 0; r < rows; r++)
             for (int p = 0; p + 1 < t; p++)
             {
                 int label = batch.Labels[r * t + p + 1];
                 if (label == SftSequence.IgnoreIndex) continue;
-                targets[r * t + p] = label;
-                mask[r * t + p] = 1f;
+                positions.Add(r * t + p);
+                targets.Add(label);
+                rowOf.Add(r);
                 tokens[r]++;
-                double s = 0;
-                foreach (float x in values.Slice((r * t + p) * v, v)) s += x;
-                logitSums[r] += s;
             }
-        var (logProbs, _) = Ops.TokenLogProbs(Ops.Reshape(logits, rows * t, v), targets);
-        var sums = Ops.SumLast(Ops.Reshape(Ops.Mul(logProbs, Tensor.FromArray(mask, rows * t)), rows, t));
+        var answerRows = Ops.IndexSelect(Ops.Reshape(hidden, rows * t, hidden.Dim(-1)), positions.ToArray());
+        int v = model.Config.VocabSize;
+        var logitSums = new double[rows];
+        var (logProbs, _) = TokenScoring.LogProbs(model, answerRows, targets.ToArray(), visit: (first, logits) =>
+        {
+            for (int i = 0; i < logits.Length / v; i++)
+            {
+                double s = 0;
+                foreach (float x in logits.Slice(i * v, v)) s += x;
+                logitSums[rowOf[first + i]] += s;
+            }
+        });
+        // Answer tokens of a row are contiguous in the packed order: a 0/1 matrix [R, N] sums them per row.
+        var segments = new float[rows * positions.Count];
+        for (int i = 0; i < rowOf.Count; i++) segments[rowOf[i] * positions.Count + i] = 1f;
+        var sums = Ops.SumLast(Ops.Mul(Ops.Reshape(logProbs, 1, positions.Count), Tensor.FromArray(segments, rows, positions.Count)));
         return new AnswerLogProbs(sums, tokens, logitSums, v);
     }
 }
@@ -72,6 +82,28 @@ public sealed class ReferenceLogProbs
 
     private ReferenceLogProbs(TransformerModel? model, bool swapAdapter = false, LoraAdapter? referenceAdapter = null)
         => (_model, _swapAdapter, _referenceAdapter) = (model, swapAdapter, referenceAdapter);
+
+    /// <summary>
+    /// The reference of a trainer that holds the policy to a frozen one (dpo, kto): precomputed once into
+    /// <paramref name="runDirectory"/>'s cache (from --reference, or the policy as it starts: with --adapter, the base with
+    /// that adapter; a new adapter is attached only afterwards), or on the fly: a LoRA policy's own frozen base with a
+    /// frozen copy of the starting adapter (or none; no second copy of the weights), else a frozen copy of --reference
+    /// or of the starting policy.
+    /// </summary>
+    public static ReferenceLogProbs ForPolicy(ReferencedPolicyOptions options, TransformerModel policy, LoraAdapter? adapter, IReadOnlyList<DpoBatch> batches,
+        string runDirectory, Action<string> log)
+    {
+        if (options.PrecomputeReference)
+        {
+            // Before training starts (and before a resume loads its checkpoint), the policy holds the reference weights.
+            policy.Adapter = options.Adapter != null ? adapter : null;
+            var model = options.Reference != null ? DpoTrainer.LoadReference(options, policy) : policy;
+            return Precompute(model, batches, Path.Combine(runDirectory, CacheFileName), log, World.Current);
+        }
+        if (adapter != null && options.Reference == null)
+            return WithAdapter(policy, options.Adapter != null ? adapter.FrozenCopy() : null);
+        return OnTheFly(DpoTrainer.LoadReference(options, policy));
+    }
 
     /// <summary>Runs <paramref name="model"/> (frozen, no gradient) whenever a batch needs its reference.</summary>
     public static ReferenceLogProbs OnTheFly(TransformerModel model) => new(model);
@@ -142,12 +174,7 @@ public sealed class ReferenceLogProbs
     }
 
     private static float[] ScoreWithAdapter(TransformerModel model, LoraAdapter? adapter, DpoBatch batch)
-    {
-        var trained = model.Adapter;
-        model.Adapter = adapter;
-        try { return Score(model, batch); }
-        finally { model.Adapter = trained; }
-    }
+        => LoraAdapter.Using(model, adapter, () => Score(model, batch));
 
     /// <summary>SHA-256 over a version tag, the reference's parameters (names and values) and every batch's rows.</summary>
     private static byte[] Key(TransformerModel model, IReadOnlyList<DpoBatch> batches)
@@ -158,7 +185,7 @@ public sealed class ReferenceLogProbs
         foreach (var (name, p) in model.NamedParameters.Concat(adapter))
         {
             h.AppendData(System.Text.Encoding.UTF8.GetBytes(name));
-            h.AppendData(MemoryMarshal.AsBytes(p.Span));
+            h.AppendData(p.IsBf16 ? MemoryMarshal.AsBytes(p.Bf16Span) : MemoryMarshal.AsBytes(p.Span));
         }
         foreach (var b in batches)
         {

@@ -21,15 +21,12 @@ public enum DpoLossType
 }
 
 /// <summary>
-/// Options of <c>alignsharp dpo</c>: the shared trainer and data options plus the policy, the reference and the
-/// objective. --data and --eval-data hold preferences: pairs {"prompt","chosen","rejected"}, Anthropic HH
-/// {"chosen","rejected"} or rankings {"prompt","completions","ranking"} (split into weighted pairs, or used whole by
-/// plackett_luce). Defaults follow TRL's DPOConfig (β 0.1, label smoothing 0, sigmoid loss, max length 1024) except the learning
-/// rate: TRL's 1e-6 is tuned for billion-parameter models; models small enough to train on a CPU move too slowly at
-/// that rate, so the default here is 5e-6 (raise it further for toy models: the tests use 1e-3 on a 30k-parameter
-/// model).
+/// The DPO objective's options, shared by <c>alignsharp dpo</c> (offline, on preference files) and
+/// <c>alignsharp online-dpo</c> (on pairs the policy samples and a judge ranks): the loss type and its parameters, on
+/// top of the policy, the reference and the shared trainer options. Defaults follow TRL's DPOConfig (β 0.1, label
+/// smoothing 0, sigmoid loss).
 /// </summary>
-public sealed record DpoOptions : ReferencedPolicyOptions
+public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
 {
     [Option("Objective: sigmoid (DPO), ipo, hinge (SLiC), simpo, orpo or plackett_luce (rankings of K completions used whole; pairs count as rankings of 2).")]
     public string LossType { get; init; } = "sigmoid";
@@ -48,9 +45,6 @@ public sealed record DpoOptions : ReferencedPolicyOptions
 
     [Option("Use no reference model (log π_ref = 0) with sigmoid, ipo, hinge or plackett_luce; simpo and orpo never use one.")]
     public bool ReferenceFree { get; init; }
-
-    [Option("Compute the loss and metrics on --data (or --eval-data) without training; prints one JSON object on stdout. Needs no --out.")]
-    public bool EvalOnly { get; init; }
 
     /// <summary>The parsed <see cref="LossType"/>.</summary>
     [JsonIgnore]
@@ -71,7 +65,36 @@ public sealed record DpoOptions : ReferencedPolicyOptions
         _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo or plackett_luce, not '{name}'."),
     };
 
-    protected override bool SupportsLora => true;
+    /// <summary>Checks the objective's options (the shared ones are checked by the trainer's own Validate).</summary>
+    protected void ValidateObjective()
+    {
+        if (string.IsNullOrWhiteSpace(Policy)) throw new UserInputException("--policy (the model directory to train) is required.");
+        var loss = Loss;
+        if (!(Beta > 0) || float.IsInfinity(Beta)) throw new UserInputException($"--beta must be > 0, got {Beta}.");
+        if (!(LabelSmoothing >= 0 && LabelSmoothing < 0.5f)) throw new UserInputException($"--label-smoothing must be in [0, 0.5), got {LabelSmoothing}.");
+        if (LabelSmoothing > 0 && loss is not (DpoLossType.Sigmoid or DpoLossType.Simpo))
+            throw new UserInputException($"--label-smoothing applies to the sigmoid and simpo losses only, not {LossType}.");
+        if (!float.IsFinite(SimpoGamma)) throw new UserInputException("--simpo-gamma must be a finite number.");
+        if (!(OrpoLambda >= 0) || float.IsInfinity(OrpoLambda)) throw new UserInputException($"--orpo-lambda must be ≥ 0, got {OrpoLambda}.");
+        if (ReferenceFree && Reference != null) throw new UserInputException("--reference-free and --reference contradict each other; give one.");
+    }
+}
+
+/// <summary>
+/// Options of <c>alignsharp dpo</c>: the shared trainer and data options plus the policy, the reference and the
+/// objective (<see cref="DpoObjectiveOptions"/>). --data and --eval-data hold preferences: pairs {"prompt","chosen","rejected"},
+/// Anthropic HH {"chosen","rejected"} or rankings {"prompt","completions","ranking"} (split into weighted pairs, or used
+/// whole by plackett_luce). Defaults follow TRL's DPOConfig (max length 1024) except the learning rate: TRL's 1e-6 is
+/// tuned for billion-parameter models; models small enough to train on a CPU move too slowly at that rate, so the
+/// default here is 5e-6 (raise it further for toy models: the tests use 1e-3 on a 30k-parameter model).
+/// </summary>
+public sealed record DpoOptions : DpoObjectiveOptions
+{
+    [Option("Compute the loss and metrics on --data (or --eval-data) without training; prints one JSON object on stdout. Needs no --out.")]
+    public bool EvalOnly { get; init; }
+
+    /// <summary>A LoRA base, or a reference model kept through training (not only the policy's own starting weights, precomputed).</summary>
+    protected override bool HasFrozenWeights => TrainsAdapter || UsesReference && (Reference != null || !PrecomputeReference);
 
     public override void Validate()
     {
@@ -96,16 +119,8 @@ public sealed record DpoOptions : ReferencedPolicyOptions
         {
             base.Validate();
         }
-        if (string.IsNullOrWhiteSpace(Policy)) throw new UserInputException("--policy (the model directory to train) is required.");
-        var loss = Loss;
-        if (!(Beta > 0) || float.IsInfinity(Beta)) throw new UserInputException($"--beta must be > 0, got {Beta}.");
-        if (!(LabelSmoothing >= 0 && LabelSmoothing < 0.5f)) throw new UserInputException($"--label-smoothing must be in [0, 0.5), got {LabelSmoothing}.");
-        if (LabelSmoothing > 0 && loss is not (DpoLossType.Sigmoid or DpoLossType.Simpo))
-            throw new UserInputException($"--label-smoothing applies to the sigmoid and simpo losses only, not {LossType}.");
-        if (!float.IsFinite(SimpoGamma)) throw new UserInputException("--simpo-gamma must be a finite number.");
-        if (!(OrpoLambda >= 0) || float.IsInfinity(OrpoLambda)) throw new UserInputException($"--orpo-lambda must be ≥ 0, got {OrpoLambda}.");
+        ValidateObjective();
         if (!string.IsNullOrWhiteSpace(EvalData) && EvalSplit > 0 && !EvalOnly)
             throw new UserInputException("give either --eval-data or --eval-split, not both.");
-        if (ReferenceFree && Reference != null) throw new UserInputException("--reference-free and --reference contradict each other; give one.");
     }
 }

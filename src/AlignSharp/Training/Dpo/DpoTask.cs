@@ -59,7 +59,7 @@ public static class DpoMetrics
 /// </summary>
 public sealed class DpoTask : ISupervisedTask
 {
-    private readonly DpoOptions _options;
+    private readonly DpoObjectiveOptions _options;
     private readonly DpoLossType _loss;
     private readonly TransformerModel _policy;
     private readonly ReferenceLogProbs? _reference;
@@ -67,7 +67,7 @@ public sealed class DpoTask : ISupervisedTask
     private readonly IReadOnlyList<DpoBatch> _eval;
 
     /// <param name="adapter">Train this LoRA adapter on the frozen policy instead of all its weights.</param>
-    public DpoTask(DpoOptions options, TransformerModel policy, ReferenceLogProbs? reference, IReadOnlyList<DpoBatch> train, IReadOnlyList<DpoBatch> eval, LoraAdapter? adapter = null)
+    public DpoTask(DpoObjectiveOptions options, TransformerModel policy, ReferenceLogProbs? reference, IReadOnlyList<DpoBatch> train, IReadOnlyList<DpoBatch> eval, LoraAdapter? adapter = null)
     {
         _options = options;
         _loss = options.Loss;
@@ -103,16 +103,23 @@ public sealed class DpoTask : ISupervisedTask
     }
 
     /// <summary>One batch: policy log-probabilities (one forward pass), the loss per unit, Σ weight·loss and the metric sums.</summary>
-    public MicroBatchResult Score(DpoBatch batch)
+    public MicroBatchResult Score(DpoBatch batch) => ScoreRows(batch).Result;
+
+    /// <summary>
+    /// <see cref="Score"/> with what it read per row: the policy's answer log-probabilities and the reference's sums
+    /// (null without a reference), for trainers that log more about the rows (online DPO's KL and entropy).
+    /// </summary>
+    public (MicroBatchResult Result, AnswerLogProbs Policy, float[]? ReferenceSums) ScoreRows(DpoBatch batch)
     {
         var answers = AnswerScoring.Compute(_policy, batch);
         // ipo, simpo and orpo read per-token means; the others sums over the answer.
         bool mean = _loss is DpoLossType.Ipo or DpoLossType.Simpo or DpoLossType.Orpo;
         var logps = mean ? answers.Means() : answers.Sums;
         Tensor? refLogps = null;
+        float[]? referenceSums = null;
         if (_reference != null)
         {
-            var sums = _reference.For(batch);
+            var sums = referenceSums = _reference.For(batch);
             refLogps = Tensor.FromArray(mean ? sums.Select((s, i) => s / Math.Max(1, answers.Tokens[i])).ToArray() : sums, sums.Length);
         }
 
@@ -141,7 +148,7 @@ public sealed class DpoTask : ISupervisedTask
         if (extra != null)
             foreach (var (name, values) in extra)
                 metrics[name] = values.Select((x, i) => (double)weights[i] * x).Sum();
-        return new MicroBatchResult(lossSum, metrics, batch.Tokens);
+        return (new MicroBatchResult(lossSum, metrics, batch.Tokens), answers, referenceSums);
     }
 
     private PairLoss PairwiseLoss(PairLogProbs lp) => _loss switch

@@ -22,7 +22,9 @@ public static class DpoTrainer
         options.Validate();
         log ??= Console.Error;
         using var threads = ParallelFor.UseThreads(options.Threads);
-        var policy = Pretrained.Load(options.Policy!);
+        // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
+        var policy = Pretrained.LoadForTraining(options.Policy!, bf16Matrices: options.TrainsAdapter && options.FrozenInBf16(options.Policy!));
+        policy.Model.GradientCheckpointing = options.GradientCheckpointing;
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var (train, eval) = LoadBatches(options, policy, log);
         if (train.Count == 0) throw new UserInputException($"{options.Data}: no usable preference pairs to train on.");
@@ -31,28 +33,9 @@ public static class DpoTrainer
         // by a hash of the reference and the batches, so --overwrite keeps it.
         using var session = RunSession.Open(options, "dpo", log);
         var adapter = options.StartingAdapter(policy.Model, options.Policy);
-        ReferenceLogProbs? reference = null;
-        if (options.UsesReference)
-        {
-            if (options.PrecomputeReference)
-            {
-                // Before training starts (and before a resume loads its checkpoint), the policy holds the reference
-                // weights: with --adapter, the base with that adapter; a new LoRA adapter is attached only afterwards.
-                policy.Model.Adapter = options.Adapter != null ? adapter : null;
-                var model = options.Reference != null ? LoadReference(options.Reference, options.Policy!, policy.Model) : policy.Model;
-                reference = ReferenceLogProbs.Precompute(model, [.. train, .. eval], Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), m => log.WriteLine("dpo: " + m), Distributed.World.Current);
-            }
-            else if (adapter != null && options.Reference == null)
-            {
-                // A LoRA policy's reference is its own frozen base with the starting adapter (a frozen copy of --adapter)
-                // or none: no second copy of the weights.
-                reference = ReferenceLogProbs.WithAdapter(policy.Model, options.Adapter != null ? LoraAdapter.Load(options.Adapter, policy.Model) : null);
-            }
-            else
-            {
-                reference = ReferenceLogProbs.OnTheFly(LoadReference(options.Reference, options.Policy!, policy.Model));
-            }
-        }
+        var reference = options.UsesReference
+            ? ReferenceLogProbs.ForPolicy(options, policy.Model, adapter, [.. train, .. eval], session.Directory.Path, m => log.WriteLine("dpo: " + m))
+            : null;
         var task = new DpoTask(options, policy.Model, reference, train, eval, adapter);
         return new TrainingLoop(options, task, "dpo", log).Run(session);
     }
@@ -73,7 +56,7 @@ public static class DpoTrainer
         if (batches.Count == 0) throw new UserInputException($"{file}: no usable preference pairs to evaluate.");
         ReferenceLogProbs? reference = null;
         if (options.UsesReference)
-            reference = ReferenceLogProbs.OnTheFly(options.Reference != null ? LoadReference(options.Reference, options.Policy!, policy.Model) : policy.Model);
+            reference = ReferenceLogProbs.OnTheFly(options.Reference != null ? LoadReference(options, policy.Model) : policy.Model);
         return new DpoTask(options, policy.Model, reference, [], []).Evaluate(batches);
     }
 
@@ -109,12 +92,13 @@ public static class DpoTrainer
                 DpoData.PairBatches(DpoData.EncodePairs(evalPairs, tokenizer, template, options, Warn), options.BatchSize, options.Seed, pad));
     }
 
-    /// <summary>The frozen reference: <paramref name="reference"/>, else the policy directory's starting weights; it must share the policy's vocabulary.</summary>
-    internal static TransformerModel LoadReference(string? reference, string policyDir, TransformerModel policy)
+    /// <summary>The frozen reference (stored as --frozen-dtype says): --reference, else the policy directory's starting weights; it must
+    /// share the policy's vocabulary.</summary>
+    internal static TransformerModel LoadReference(ReferencedPolicyOptions options, TransformerModel policy)
     {
-        string dir = reference ?? policyDir;
+        string dir = options.Reference ?? options.Policy!;
         if (!Directory.Exists(dir)) throw new UserInputException($"--reference: model directory '{dir}' does not exist.");
-        var model = ModelIO.Load(dir);
+        var model = options.LoadFrozen(dir);
         if (model.Config.VocabSize != policy.Config.VocabSize)
             throw new UserInputException($"--reference: {dir} has a vocabulary of {model.Config.VocabSize} tokens but the policy has {policy.Config.VocabSize}; the reference must share the policy's tokenizer.");
         return model;

@@ -3,7 +3,7 @@ using AlignSharp.Training.Runs;
 namespace AlignSharp.Training.Dpo;
 
 /// <summary>
-/// What the trainers that move a policy against a frozen reference (dpo, kto) share: the policy, the reference, and
+/// What the trainers that move a policy against a frozen reference (dpo, online-dpo, kto) share: the policy, the reference, and
 /// whether the reference log-probabilities are precomputed. Defaults as TRL's DPOConfig/KTOConfig (max length 1024)
 /// except the learning rate: TRL's 1e-6 is tuned for billion-parameter models; models small enough to train on a CPU
 /// move too slowly at that rate, so the default here is 5e-6.

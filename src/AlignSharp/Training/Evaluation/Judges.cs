@@ -1,5 +1,6 @@
 using System.Text.Json;
 using AlignSharp.Training.Data;
+using AlignSharp.Training.Rewards;
 using AlignSharp.Training.Rl;
 
 namespace AlignSharp.Training.Evaluation;
@@ -19,6 +20,20 @@ public interface IEvalJudge : IDisposable
 
     /// <summary>Judges the policy's completions (and the baseline's, slot by slot, when given).</summary>
     JudgeVerdict Judge(RewardInputs policy, IReadOnlyList<string>? baselineCompletions);
+}
+
+/// <summary>The judge of <c>--judge-model DIR</c> or <c>--judge-url URL</c> (eval and online-dpo).</summary>
+public static class Judges
+{
+    /// <summary>A reward model (scores normalised with its stored mean and std) or an HTTP judge; exactly one must be given.</summary>
+    public static IEvalJudge FromFlags(string? judgeModel, string? judgeUrl, int batchSize)
+    {
+        if ((judgeModel == null) == (judgeUrl == null)) throw new UserInputException("Give exactly one judge: --judge-model RM_DIR or --judge-url URL.");
+        if (judgeModel != null && !Directory.Exists(judgeModel)) throw new UserInputException($"--judge-model: directory '{judgeModel}' does not exist.");
+        return judgeModel != null
+            ? new RewardJudge(new RewardModelSource(RewardModel.Load(judgeModel), normalize: true, batchSize), $"reward_model {judgeModel}")
+            : new HttpJudge(judgeUrl!);
+    }
 }
 
 /// <summary>A judge that scores every completion with a reward source (a reward model, or the reward endpoint protocol).</summary>

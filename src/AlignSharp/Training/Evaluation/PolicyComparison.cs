@@ -14,6 +14,10 @@ public sealed record EvalOptions
 {
     public string? Policy { get; init; }
     public string? Baseline { get; init; }
+    /// <summary>A LoRA adapter directory applied to the policy (--adapter).</summary>
+    public string? Adapter { get; init; }
+    /// <summary>A LoRA adapter directory applied to the baseline (--baseline-adapter).</summary>
+    public string? BaselineAdapter { get; init; }
     public string? Prompts { get; init; }
     public string? JudgeModel { get; init; }
     public string? JudgeUrl { get; init; }
@@ -32,6 +36,7 @@ public sealed record EvalOptions
         if (string.IsNullOrWhiteSpace(Prompts)) throw new UserInputException("--prompts (the prompts file) is required.");
         if (!File.Exists(Prompts)) throw new UserInputException($"--prompts: {Prompts} does not exist.");
         if (string.IsNullOrWhiteSpace(Out)) throw new UserInputException("--out (the output directory) is required.");
+        if (BaselineAdapter != null && Baseline == null) throw new UserInputException("--baseline-adapter needs --baseline (the model it applies to).");
         if ((JudgeModel == null) == (JudgeUrl == null)) throw new UserInputException("Give exactly one judge: --judge-model RM_DIR or --judge-url URL.");
         if (SamplesPerPrompt < 1) throw new UserInputException("--samples-per-prompt must be ≥ 1.");
         if (MaxNewTokens < 1) throw new UserInputException("--max-new-tokens must be ≥ 1.");
@@ -73,14 +78,12 @@ public static class PolicyComparison
         log ??= TextWriter.Null;
         var prompts = DatasetLoader.LoadPrompts(o.Prompts!).Records;
         if (prompts.Count == 0) throw new UserInputException($"--prompts: {o.Prompts} has no prompts.");
-        var policy = LoadPolicy(o.Policy!, "--policy");
-        var baseline = o.Baseline == null ? null : LoadPolicy(o.Baseline, "--baseline");
+        var policy = LoadPolicy(o.Policy!, o.Adapter, "--policy");
+        var baseline = o.Baseline == null ? null : LoadPolicy(o.Baseline, o.BaselineAdapter, "--baseline");
         var tokenizer = policy.Tokenizer!;
         if (baseline != null && !TokenizerComparison.SameTokens(tokenizer, baseline.Tokenizer!))
             throw new UserInputException($"--baseline {o.Baseline}: its tokenizer differs from the policy's; the KL between them needs one vocabulary.");
-        using IEvalJudge judge = o.JudgeModel != null
-            ? new RewardJudge(new RewardModelSource(RewardModel.Load(o.JudgeModel), normalize: true, o.BatchSize), $"reward_model {o.JudgeModel}")
-            : new HttpJudge(o.JudgeUrl!);
+        using IEvalJudge judge = Judges.FromFlags(o.JudgeModel, o.JudgeUrl, o.BatchSize);
 
         // 1. slots
         var template = Data.ChatTemplate.Get(o.ChatTemplate);
@@ -210,10 +213,10 @@ public static class PolicyComparison
     /// <summary>Tokens of a completion without its final end-of-sequence token.</summary>
     public static int ContentTokens(Completion c) => c.Ids.Length - (c.FinishReason == "eos" && c.Ids.Length > 0 ? 1 : 0);
 
-    private static Pretrained LoadPolicy(string dir, string flag)
+    private static Pretrained LoadPolicy(string dir, string? adapter, string flag)
     {
         if (!Directory.Exists(dir)) throw new UserInputException($"{flag}: {dir} is not a directory.");
-        var pre = Pretrained.Load(dir);
+        var pre = Pretrained.Load(dir).WithAdapter(adapter);
         if (pre.Model.Config.Head != HeadKind.LanguageModel) throw new UserInputException($"{flag} {dir}: a policy needs a language-model head.");
         pre.RequireTokenizer($"{flag} (to tokenize prompts and decode completions)");
         return pre;

@@ -20,6 +20,9 @@ public sealed record KtoOptions : ReferencedPolicyOptions
     [Option("Weight of the undesirable (label false) examples' losses (TRL's undesirable_weight).")]
     public float UndesirableWeight { get; init; } = 1f;
 
+    /// <summary>A reference model besides the policy's own starting weights, or one kept through training.</summary>
+    protected override bool HasFrozenWeights => TrainsAdapter || Reference != null || !PrecomputeReference;
+
     public override void Validate()
     {
         base.Validate();

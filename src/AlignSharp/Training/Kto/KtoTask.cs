@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using AlignSharp.Engine;
 using AlignSharp.Models;
+using AlignSharp.Models.Lora;
 using AlignSharp.Models.Checkpoints;
 using AlignSharp.Text;
 using AlignSharp.Text.Jinja;
@@ -94,26 +95,34 @@ public sealed class KtoTask : ISupervisedTask
     private readonly IReadOnlyList<KtoBatch> _train;
     private readonly IReadOnlyList<KtoBatch> _eval;
 
-    public KtoTask(KtoOptions options, TransformerModel policy, ReferenceLogProbs reference, IReadOnlyList<KtoBatch> train, IReadOnlyList<KtoBatch> eval)
+    /// <param name="adapter">Train this LoRA adapter on the frozen policy instead of all its weights.</param>
+    public KtoTask(KtoOptions options, TransformerModel policy, ReferenceLogProbs reference, IReadOnlyList<KtoBatch> train, IReadOnlyList<KtoBatch> eval, LoraAdapter? adapter = null)
     {
         _options = options;
         _policy = policy;
         _reference = reference;
         _train = train;
         _eval = eval;
+        Action<string> extras = dir => ModelChatTemplate.Write(dir, ChatTemplate.Resolve(_options.ChatTemplate, _options.Policy).Source);
+        Trainable = adapter == null
+            ? new TrainableModel(_policy, _options.Policy) { WriteExtras = extras }
+            : new TrainableAdapter(_policy, adapter, _options.Policy, options.Merge) { WriteExtras = extras };
     }
 
     public int MicroBatches => _train.Count;
 
     public double Weight(int index) => _train[index].Count;
 
-    public MicroBatchResult Forward(int index, Random rng) => Score(_train[index]);
-
-    public ITrainable Trainable => _trainable ??= new TrainableModel(_policy, _options.Policy)
+    public MicroBatchResult Forward(int index, Random rng)
     {
-        WriteExtras = dir => ModelChatTemplate.Write(dir, ChatTemplate.Resolve(_options.ChatTemplate, _options.Policy).Source),
-    };
-    private TrainableModel? _trainable;
+        // LoRA dropout in the training forward only (its masks are kept for the backward).
+        if (_policy.Adapter is not { } adapter) return Score(_train[index]);
+        adapter.DropoutRng = rng;
+        try { return Score(_train[index]); }
+        finally { adapter.DropoutRng = null; }
+    }
+
+    public ITrainable Trainable { get; }
 
     public Dictionary<string, double>? Evaluate() => _eval.Count == 0 ? null : Evaluate(_eval);
 

@@ -22,7 +22,9 @@ public static class KtoTrainer
         options.Validate();
         log ??= Console.Error;
         using var threads = ParallelFor.UseThreads(options.Threads);
-        var policy = Pretrained.Load(options.Policy!);
+        // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
+        var policy = Pretrained.LoadForTraining(options.Policy!, bf16Matrices: options.TrainsAdapter && options.FrozenInBf16(options.Policy!));
+        policy.Model.GradientCheckpointing = options.GradientCheckpointing;
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var tokenizer = policy.RequireTokenizer("tokenizing feedback data");
         var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
@@ -31,19 +33,10 @@ public static class KtoTrainer
         if (train.Count == 0) throw new UserInputException($"{options.Data}: no usable examples to train on.");
 
         using var session = RunSession.Open(options, "kto", log);
-        ReferenceLogProbs reference;
+        var adapter = options.StartingAdapter(policy.Model, options.Policy);
         var rows = train.Concat(eval).Select(b => b.Rows).ToList();
-        if (options.PrecomputeReference)
-        {
-            // Before training starts (and before a resume loads its checkpoint), the policy holds the reference weights.
-            var model = options.Reference != null ? DpoTrainer.LoadReference(options.Reference, options.Policy!, policy.Model) : policy.Model;
-            reference = ReferenceLogProbs.Precompute(model, rows, Path.Combine(session.Directory.Path, ReferenceLogProbs.CacheFileName), m => log.WriteLine("kto: " + m), Distributed.World.Current);
-        }
-        else
-        {
-            reference = ReferenceLogProbs.OnTheFly(DpoTrainer.LoadReference(options.Reference, options.Policy!, policy.Model));
-        }
-        var task = new KtoTask(options, policy.Model, reference, train, eval);
+        var reference = ReferenceLogProbs.ForPolicy(options, policy.Model, adapter, rows, session.Directory.Path, m => log.WriteLine("kto: " + m));
+        var task = new KtoTask(options, policy.Model, reference, train, eval, adapter);
         return new TrainingLoop(options, task, "kto", log).Run(session);
     }
 

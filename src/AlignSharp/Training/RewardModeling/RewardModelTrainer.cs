@@ -1,6 +1,7 @@
 using AlignSharp.Text.Jinja;
 using AlignSharp.Engine;
 using AlignSharp.Models;
+using AlignSharp.Models.Lora;
 using AlignSharp.Text;
 using AlignSharp.Training.Data;
 using AlignSharp.Training.Rewards;
@@ -39,19 +40,21 @@ public sealed class RewardModelTask : ISupervisedTask
     private readonly List<PreferenceBatch> _train, _eval;
     private readonly float _centerCoef;
 
+    /// <param name="adapter">A LoRA adapter to train on the frozen model (with the score head, saved as PEFT's modules_to_save); null: every weight.</param>
+    /// <param name="merge">With an adapter: the final model is the merged model rather than the adapter.</param>
     public RewardModelTask(RewardModel rm, string sourceDir, IReadOnlyList<TokenizedPreference> train, IReadOnlyList<TokenizedPreference> eval,
-        int batchSize, int seed, float centerCoef, int maxLength)
+        int batchSize, int seed, float centerCoef, int maxLength, LoraAdapter? adapter = null, bool merge = false)
     {
         _rm = rm;
         Info = rm.Info ?? new RewardModelInfo(rm.Template.Name, 0, 1, maxLength);
-        Trainable = new TrainableModel(rm.Model, sourceDir)
+        void Extras(string dir)
         {
-            WriteExtras = dir =>
-            {
-                ModelChatTemplate.Write(dir, rm.Template.Source);
-                Info.Save(dir);
-            },
-        };
+            ModelChatTemplate.Write(dir, rm.Template.Source);
+            Info.Save(dir);
+        }
+        Trainable = adapter == null
+            ? new TrainableModel(rm.Model, sourceDir) { WriteExtras = Extras }
+            : new TrainableAdapter(rm.Model, adapter, sourceDir, merge) { WriteExtras = Extras };
         _centerCoef = centerCoef;
         int pad = TokenSequences.PadId(rm.Tokenizer);
         var batching = new BatchingOptions { BatchSize = batchSize, Seed = seed };
@@ -66,7 +69,14 @@ public sealed class RewardModelTask : ISupervisedTask
     public RewardModelInfo Info { get; set; }
     public double Weight(int index) => _train[index].Margins.Length;
 
-    public MicroBatchResult Forward(int index, Random rng) => Score(_train[index]);
+    public MicroBatchResult Forward(int index, Random rng)
+    {
+        // LoRA dropout in the training forward only (its masks are kept for the backward); scoring elsewhere runs without.
+        if (_rm.Model.Adapter is not { } adapter) return Score(_train[index]);
+        adapter.DropoutRng = rng;
+        try { return Score(_train[index]); }
+        finally { adapter.DropoutRng = null; }
+    }
 
     private MicroBatchResult Score(PreferenceBatch b)
     {
@@ -114,7 +124,9 @@ public static class RewardModelTrainer
     public static Dictionary<string, object?> Train(RewardModelOptions o, TextWriter? log = null)
     {
         log ??= Console.Error;
-        var pre = Pretrained.Load(o.Model!, HeadKind.Scalar, o.Seed);
+        // A LoRA run trains the adapter and the score head only: the rest is frozen, in the storage --frozen-dtype says.
+        var pre = Pretrained.LoadForTraining(o.Model!, HeadKind.Scalar, o.Seed, bf16Matrices: o.TrainsAdapter && o.FrozenInBf16(o.Model!));
+        pre.Model.GradientCheckpointing = o.GradientCheckpointing;
         o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("reward modelling");
         var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);
@@ -139,7 +151,8 @@ public static class RewardModelTrainer
         log.WriteLine($"rm: {trainPairs.Records.Count} training pairs, {evalPairs.Records.Count} eval pairs");
 
         var rm = new RewardModel(pre.Model, tokenizer, template, new RewardModelInfo(template.Name, 0, 1, o.MaxLength));
-        var task = new RewardModelTask(rm, o.Model!, trainPairs.Records, evalPairs.Records, o.BatchSize, o.Seed, o.CenterRewardsCoefficient, o.MaxLength);
+        var adapter = o.StartingAdapter(pre.Model, o.Model, LoraConfig.SequenceClassification);
+        var task = new RewardModelTask(rm, o.Model!, trainPairs.Records, evalPairs.Records, o.BatchSize, o.Seed, o.CenterRewardsCoefficient, o.MaxLength, adapter, o.Merge);
         var loop = new TrainingLoop(o, task, "rm", log)
         {
             // Reward statistics on the training answers, so the RL phase can normalise scores (stored beside the model).

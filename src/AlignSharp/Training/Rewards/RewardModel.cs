@@ -55,12 +55,21 @@ public sealed class RewardModel
         Info = info;
     }
 
-    /// <summary>Loads a reward-model directory written by <c>alignsharp rm</c> (or any checkpoint with a scalar head).</summary>
-    public static RewardModel Load(string dir)
+    /// <summary>
+    /// Loads a reward-model directory written by <c>alignsharp rm</c> (or any checkpoint with a scalar head; a LoRA rm's
+    /// final/ is its base with the adapter, see <see cref="ModelIO.Load"/>). With <paramref name="adapter"/>, that LoRA
+    /// adapter is applied to the model (a SEQ_CLS adapter brings its score head, so <paramref name="dir"/> may be a language
+    /// model); reward_model.json and the chat template are then read from the adapter directory when it has them.
+    /// <paramref name="bf16Matrices"/>: the frozen matrices kept in bf16.
+    /// </summary>
+    public static RewardModel Load(string dir, string? adapter = null, bool bf16Matrices = false)
     {
-        var pre = Pretrained.Load(dir);
-        var info = RewardModelInfo.Load(dir);
-        return new RewardModel(pre.Model, pre.RequireTokenizer("scoring text"), RewardModelTemplate(info?.ChatTemplate, dir), info) { Directory = dir };
+        if (adapter != null && !System.IO.Directory.Exists(adapter)) throw new UserInputException($"--adapter: directory '{adapter}' does not exist");
+        HeadKind? head = adapter != null && Models.Lora.LoraConfig.Load(adapter).TaskType == Models.Lora.LoraConfig.SequenceClassification ? HeadKind.Scalar : null;
+        var pre = Pretrained.Load(dir, head, bf16Matrices: bf16Matrices).WithAdapter(adapter);
+        string infoDir = adapter != null && File.Exists(Path.Combine(adapter, RewardModelInfo.FileName)) ? adapter : dir;
+        var info = RewardModelInfo.Load(infoDir);
+        return new RewardModel(pre.Model, pre.RequireTokenizer("scoring text"), RewardModelTemplate(info?.ChatTemplate, infoDir), info) { Directory = infoDir };
     }
 
     /// <summary>The template a reward model was trained with: a built-in name as recorded, else the template saved in its directory.</summary>

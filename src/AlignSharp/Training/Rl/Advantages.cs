@@ -1,3 +1,5 @@
+using AlignSharp.Distributed;
+
 namespace AlignSharp.Training.Rl;
 
 /// <summary>
@@ -30,16 +32,19 @@ public static class Advantages
     /// <summary>
     /// Whitening over every token of every sequence, in place: (x − mean) / √(var + 1e-8), with the unbiased variance
     /// (as TRL's masked_whiten). Without <paramref name="shiftMean"/> the mean is added back (used for rewards).
-    /// Fewer than two values are left unchanged.
+    /// Fewer than two values are left unchanged. Data-parallel: with <paramref name="world"/> the mean and variance are
+    /// those of every rank's sequences together (two all-reduces), so each rank whitens its share as one process would.
     /// </summary>
-    public static void Whiten(IReadOnlyList<float[]> sequences, bool shiftMean = true)
+    public static void Whiten(IReadOnlyList<float[]> sequences, bool shiftMean = true, ICommunicator? world = null)
     {
-        long n = 0;
-        double sum = 0;
+        world ??= SingleProcess.Instance;
+        double n = 0, sum = 0;
         foreach (var s in sequences) { n += s.Length; foreach (var x in s) sum += x; }
+        if (world.Size > 1) { var total = world.Sum(n, sum); n = total[0]; sum = total[1]; }
         if (n < 2) return;
         double mean = sum / n, sq = 0;
         foreach (var s in sequences) foreach (var x in s) sq += (x - mean) * (x - mean);
+        if (world.Size > 1) sq = world.Sum(sq)[0];
         double inv = 1 / Math.Sqrt(sq / (n - 1) + 1e-8);
         foreach (var s in sequences)
             for (int i = 0; i < s.Length; i++)

@@ -1,3 +1,4 @@
+using AlignSharp.Distributed;
 using AlignSharp.Engine;
 using AlignSharp.Models;
 using AlignSharp.Text;
@@ -14,6 +15,10 @@ public readonly record struct UpdateContext(int Step, long MicroBatch, double Be
 public abstract class RlAlgorithm(RlOptions options)
 {
     public RlOptions Options => options;
+
+    /// <summary>The ranks whose rollouts form the batch together (data-parallel): whitening and rollout metrics use
+    /// statistics over all of them. One process by default; the trainer sets it.</summary>
+    public ICommunicator World { get; set; } = SingleProcess.Instance;
 
     /// <summary>The trainer's name: ppo, grpo or rloo.</summary>
     public abstract string Name { get; }
@@ -34,13 +39,14 @@ public abstract class RlAlgorithm(RlOptions options)
     /// <summary>The loss of the micro-batch <paramref name="rows"/>, already scaled by its share, with its metrics (unscaled means).</summary>
     public abstract (Tensor Loss, Dictionary<string, double> Metrics) Loss(RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, UpdateContext context);
 
-    /// <summary>The policy's forward pass on a micro-batch and the clipped surrogate with its metrics.</summary>
-    protected (Tensor Loss, Tensor Logits, Tensor LogProbs, SequenceForward.Packed Packed, Dictionary<string, double> Metrics) PolicyTerm(
-        RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, float[] weights, float share)
+    /// <summary>The policy's forward pass on a micro-batch and the clipped surrogate with its metrics. The logits [N, V] only
+    /// when <paramref name="keepLogits"/> (the full KL in the loss); otherwise the log-probabilities are taken in row chunks.</summary>
+    protected (Tensor Loss, Tensor? Logits, Tensor LogProbs, SequenceForward.Packed Packed, Dictionary<string, double> Metrics) PolicyTerm(
+        RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, float[] weights, float share, bool keepLogits = false)
     {
         var packed = SequenceForward.Pack(batch, rows);
-        var logits = SequenceForward.Logits(models.Policy, packed, options.Temperature);
-        var (logp, entropy) = Ops.TokenLogProbs(logits, packed.Targets);
+        var logits = keepLogits ? SequenceForward.Logits(models.Policy, packed, options.Temperature) : null;
+        var (logp, entropy) = logits != null ? Ops.TokenLogProbs(logits, packed.Targets) : SequenceForward.TokenLogProbs(models.Policy, packed, options.Temperature);
         var (loss, m) = RlLosses.ClippedSurrogate(logp, SequenceForward.Concat(batch.LogProbs, rows), SequenceForward.Concat(batch.Advantages, rows), options.ClipRange, weights);
         if (options.EntropyCoef > 0) loss = Ops.Add(loss, RlLosses.EntropyBonus(entropy, options.EntropyCoef, weights).Loss);
         var metrics = new Dictionary<string, double>
@@ -79,12 +85,12 @@ public sealed class Ppo(PpoOptions options, PtxData? ptx = null) : RlAlgorithm(o
     {
         var values = batch.Values ?? throw new InvalidOperationException("PPO needs the value model's values in the rollout.");
         var rewards = PerTokenRewards(batch.Kl, batch.Scores, beta);
-        if (options.WhitenRewards) Advantages.Whiten(rewards, shiftMean: false);
+        if (options.WhitenRewards) Advantages.Whiten(rewards, shiftMean: false, World);
         batch.Advantages = new float[batch.Count][];
         batch.Returns = new float[batch.Count][];
         for (int i = 0; i < batch.Count; i++)
             (batch.Advantages[i], batch.Returns[i]) = Advantages.Gae(rewards[i], values[i], options.Gamma, options.Lam);
-        Advantages.Whiten(batch.Advantages);
+        Advantages.Whiten(batch.Advantages, world: World);
     }
 
     /// <summary>r_t = −β·KL_t at every completion token, plus the score at the last one.</summary>
@@ -143,11 +149,12 @@ public abstract class CriticFree(RlOptions options) : RlAlgorithm(options)
     {
         var lengths = rows.Select(r => batch.CompletionIds[r].Length).ToArray();
         var weights = RlLosses.SequenceMeanWeights(lengths, context.Share);
-        var (loss, logits, logp, packed, metrics) = PolicyTerm(models, batch, rows, weights, context.Share);
+        bool fullKl = !KlInReward && context.Beta > 0 && Options.Estimator == KlEstimator.Full;
+        var (loss, logits, logp, packed, metrics) = PolicyTerm(models, batch, rows, weights, context.Share, keepLogits: fullKl);
         if (!KlInReward && context.Beta > 0)
         {
-            var (klLoss, meanKl) = Options.Estimator == KlEstimator.Full
-                ? RlLosses.FullKlPenalty(logits, ReferenceLogProbs(models, packed), (float)context.Beta, weights)
+            var (klLoss, meanKl) = fullKl
+                ? RlLosses.FullKlPenalty(logits!, ReferenceLogProbs(models, packed), (float)context.Beta, weights)
                 : RlLosses.KlPenalty(logp, SequenceForward.Concat(batch.RefLogProbs, rows), Options.Estimator, (float)context.Beta, weights);
             loss = Ops.Add(loss, klLoss);
             metrics["loss/kl_avg"] = meanKl;
@@ -159,7 +166,7 @@ public abstract class CriticFree(RlOptions options) : RlAlgorithm(options)
     private Tensor ReferenceLogProbs(RlModels models, SequenceForward.Packed packed)
     {
         using var noGrad = Autograd.NoGrad();
-        return Ops.LogSoftmax(SequenceForward.Logits(models.Reference, packed, Options.Temperature));
+        return Ops.LogSoftmax(models.ReferenceLogits(packed, Options.Temperature));
     }
 }
 
@@ -179,12 +186,14 @@ public sealed class Grpo(GrpoOptions options) : CriticFree(options)
     public override Dictionary<string, double> RolloutMetrics(RolloutBatch batch)
     {
         var (_, stds) = Advantages.GroupStats(batch.Scores, options.NumGenerations);
+        // Sums over every rank's groups (each prompt's group is on one rank), then the means.
+        var t = World.Sum(batch.Scores.Sum(s => (double)s), batch.Count, stds.Sum(), stds.Count(s => Math.Abs(s) <= 1e-8), stds.Length, batch.CompletionTokens);
         return new Dictionary<string, double>
         {
-            ["reward"] = batch.Scores.Average(s => (double)s),
-            ["reward_std"] = stds.Average(),
-            ["frac_reward_zero_std"] = stds.Count(s => Math.Abs(s) <= 1e-8) / (double)stds.Length,
-            ["completions/mean_length"] = (double)batch.CompletionTokens / batch.Count,
+            ["reward"] = t[0] / t[1],
+            ["reward_std"] = t[2] / t[4],
+            ["frac_reward_zero_std"] = t[3] / t[4],
+            ["completions/mean_length"] = t[5] / t[1],
         };
     }
 }
@@ -201,7 +210,7 @@ public sealed class Rloo(RlooOptions options) : CriticFree(options)
         var kl = batch.SequenceKl();
         var rewards = batch.Scores.Select((s, i) => KlInReward ? (float)(s - beta * kl[i]) : s).ToArray();
         var adv = Advantages.LeaveOneOut(rewards, options.RlooK);
-        if (options.NormalizeAdvantage) { var wrapped = new[] { adv }; Advantages.Whiten(wrapped); }
+        if (options.NormalizeAdvantage) { var wrapped = new[] { adv }; Advantages.Whiten(wrapped, world: World); }
         return adv;
     }
 }

@@ -114,6 +114,9 @@ public abstract record RlOptions : TrainerOptions
 
     public KlEstimator Estimator => KlEstimators.Parse(KlEstimator);
 
+    /// <summary>The reference model (and the reward model, when given) stay frozen.</summary>
+    protected override bool HasFrozenWeights => true;
+
     public override void Validate()
     {
         base.Validate();
@@ -151,7 +154,7 @@ public abstract record RlOptions : TrainerOptions
 [TrlName("cliprange_value", nameof(ClipRangeValue))]
 public sealed record PpoOptions : RlOptions
 {
-    [Option("Value model: auto (the reward model when --reward-model is given, as TRL does; else the policy), reward, policy, or a model directory; its head is a new scalar head unless it has one.")]
+    [Option("Value model: auto (the reward model when --reward-model is given, as TRL does; else the policy; with LoRA always the policy), reward, policy, or a model directory; its head is a new scalar head unless it has one. With LoRA it trains a second adapter and its head on a frozen trunk: the policy's own (policy, auto; no copy) or the named model's.")]
     public string ValueModel { get; init; } = "auto";
 
     [Option("Value loss coefficient.")]

@@ -1,11 +1,13 @@
 using AlignSharp.Text.Jinja;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using AlignSharp.Distributed;
 using AlignSharp.Engine;
 using AlignSharp.Engine.Kernels;
 using AlignSharp.Engine.Optim;
 using AlignSharp.Models;
 using AlignSharp.Models.Checkpoints;
+using AlignSharp.Models.Lora;
 using AlignSharp.Text;
 using AlignSharp.Training.Data;
 using AlignSharp.Training.Rewards;
@@ -58,20 +60,24 @@ public sealed class RlTrainer
     /// </summary>
     public static RlTrainer Create(RlOptions options, IEnumerable<(IRewardSource Source, double Weight)>? extraRewards = null)
     {
-        RequireSingleProcess(options switch { PpoOptions => "ppo", GrpoOptions => "grpo", _ => "rloo" });
         options.Validate();
         using var threads = ParallelFor.UseThreads(options.Threads);
-        var pre = Pretrained.Load(options.Policy!);
+        // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
+        var pre = Pretrained.LoadForTraining(options.Policy!, bf16Matrices: options.TrainsAdapter && options.FrozenInBf16(options.Policy!));
         if (pre.Model.Config.Head != HeadKind.LanguageModel) throw new UserInputException($"--policy {options.Policy}: the policy needs a language-model head.");
         var tokenizer = pre.RequireTokenizer("the policy (to tokenize prompts and decode completions)");
-        var reference = ModelIO.Load(options.Policy!);
+        pre.Model.GradientCheckpointing = options.GradientCheckpointing;
+        // With LoRA the reference is the policy itself with the starting adapter (or none) in place of the trained one: no copy.
+        // Otherwise a frozen copy of the starting policy (an adapter directory's adapter stays attached, it is frozen too).
+        var adapter = options.StartingAdapter(pre.Model, options.Policy);
+        var reference = adapter != null ? pre.Model : options.LoadFrozen(options.Policy!);
         var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
 
         var sources = new List<(IRewardSource, double)>();
         RewardModel? rewardModel = null;
         if (options.RewardModel != null)
         {
-            rewardModel = RewardModel.Load(options.RewardModel);
+            rewardModel = RewardModel.Load(options.RewardModel, bf16Matrices: options.FrozenInBf16(options.RewardModel));
             if (options.NormalizeReward) rewardModel.RequireNormalization("--normalize-reward");
             sources.Add((new RewardModelSource(rewardModel, options.NormalizeReward, options.BatchSize), options.RewardModelWeight));
         }
@@ -89,10 +95,11 @@ public sealed class RlTrainer
         }
 
         TransformerModel? value = null;
+        LoraAdapter? valueAdapter = null;
         PtxData? ptx = null;
         if (options is PpoOptions ppo)
         {
-            value = LoadValueModel(ppo, tokenizer, rewardModel);
+            (value, valueAdapter) = adapter != null ? LoraValueModel(ppo, tokenizer, rewardModel, pre.Model, adapter) : (LoadValueModel(ppo, tokenizer, rewardModel).Model, null);
             if (ppo.PtxData != null)
                 ptx = PtxData.Load(ppo.PtxData, tokenizer, template, ppo.MaxPromptLength + ppo.MaxNewTokens, ppo.BatchSize, ppo.Seed, ppo.SkipBadRecords);
         }
@@ -107,7 +114,13 @@ public sealed class RlTrainer
         var prompts = DatasetLoader.LoadPrompts(options.Prompts!, new DataLoadOptions { SkipBadRecords = options.SkipBadRecords });
         if (prompts.Warning != null) Console.Error.WriteLine($"warning: {prompts.Warning}");
         if (template.FallbackWarning(prompts.Records.Any(p => p.Prompt.IsConversational)) is { } fallback) Console.Error.WriteLine($"warning: {fallback}");
-        var models = new RlModels(pre.Model, reference, value, tokenizer, template) { PolicyDirectory = options.Policy };
+        var models = new RlModels(pre.Model, reference, value, tokenizer, template)
+        {
+            PolicyDirectory = options.Policy,
+            PolicyAdapter = adapter,
+            ValueAdapter = valueAdapter,
+            ReferenceAdapter = options.Adapter != null ? adapter!.FrozenCopy() : null,
+        };
         return new RlTrainer(options, algorithm, models, prompts.Records, reward);
     }
 
@@ -116,9 +129,9 @@ public sealed class RlTrainer
     /// takes the reward model's body (TRL's default), policy the policy's, or a directory. auto is reward when a reward
     /// model is given and reads the policy's tokens (same tokenizer), else policy.
     /// </summary>
-    private static TransformerModel LoadValueModel(PpoOptions o, ITokenizer policyTokenizer, RewardModel? rewardModel)
+    private static (TransformerModel Model, string Directory) LoadValueModel(PpoOptions o, ITokenizer policyTokenizer, RewardModel? rewardModel, bool lora = false)
     {
-        string choice = o.ValueModel;
+        string choice = lora && o.ValueModel == "auto" ? "policy" : o.ValueModel;
         string dir = choice switch
         {
             "auto" => o.RewardModel != null && rewardModel != null && TokenizerComparison.SameTokens(rewardModel.Tokenizer, policyTokenizer) ? o.RewardModel : o.Policy!,
@@ -128,7 +141,9 @@ public sealed class RlTrainer
         };
         if (choice == "auto" && o.RewardModel != null && dir == o.Policy)
             Console.Error.WriteLine($"note: the reward model's tokenizer differs from the policy's, so the value model starts from the policy ({o.Policy}).");
-        var value = ModelIO.Load(dir, HeadKind.Scalar, o.Seed);
+        // With LoRA the value model's trunk is frozen (its adapter and head train), in the storage --frozen-dtype says.
+        var value = ModelIO.LoadMerged(dir, HeadKind.Scalar, o.Seed, bf16Matrices: lora && o.FrozenInBf16(dir));
+        value.GradientCheckpointing = o.GradientCheckpointing;
         if (dir != o.Policy)
         {
             // The value model reads the policy's token ids, so its vocabulary must be the policy's.
@@ -138,24 +153,40 @@ public sealed class RlTrainer
             if (value.Config.VocabSize < policyTokenizer.VocabSize)
                 throw new UserInputException($"--value-model: {dir} has {value.Config.VocabSize} token embeddings, fewer than the policy's tokenizer; use --value-model policy.");
         }
-        return value;
+        return (value, dir);
     }
 
-    /// <summary>PPO, GRPO and RLOO are not data-parallel yet: under mpirun they stop at once with this message rather than train N copies.</summary>
-    private static void RequireSingleProcess(string algorithm)
+    /// <summary>
+    /// PPO's value model with LoRA: a second adapter (the policy adapter's settings, task SEQ_CLS, a seed of its own) and a
+    /// new scalar head, both trained, on a frozen trunk: the policy's own weights for --value-model auto or policy (no
+    /// copy), else the named model (<see cref="LoadValueModel"/>'s rules, loaded once as a frozen trunk).
+    /// </summary>
+    private static (TransformerModel, LoraAdapter) LoraValueModel(PpoOptions o, ITokenizer policyTokenizer, RewardModel? rewardModel, TransformerModel policy, LoraAdapter policyAdapter)
     {
-        if (Distributed.World.Current.Size > 1)
-            throw new UserInputException($"{algorithm} does not run data-parallel yet (this is one of {Distributed.World.Current.Size} MPI ranks); run it as a single process. sft, rm and dpo run under mpirun.");
+        var (value, trunk) = o.ValueModel is "auto" or "policy"
+            ? (TransformerModel.SharingTrunk(policy, HeadKind.Scalar, o.Seed), o.Policy!)
+            : LoadValueModel(o, policyTokenizer, rewardModel, lora: true);
+        // value_model/ records the trunk it adapts as its base, so it loads by the adapter-directory rule.
+        var config = policyAdapter.Config.ForSequenceClassification() with { BaseModel = trunk };
+        return (value, LoraAdapter.Create(value, config, TrainingLoop.HashSeed(o.Seed, 41)));
     }
+
+    /// <summary>The processes training together (data-parallel under mpirun): each takes --batch-size × accumulation ×
+    /// minibatches completions of every rollout step, so a step's global batch is that many times <c>World.Size</c>.</summary>
+    public ICommunicator World { get; init; } = Distributed.World.Current;
+
+    /// <summary>Prompts of one rollout step over all ranks.</summary>
+    private int GlobalPromptsPerStep => _options.PromptsPerStep * World.Size;
 
     public int TotalSteps() => _options.MaxSteps > 0
         ? _options.MaxSteps
-        : Math.Max(1, (int)Math.Ceiling(_prompts.Count * _options.Epochs / _options.PromptsPerStep));
+        : Math.Max(1, (int)Math.Ceiling(_prompts.Count * _options.Epochs / GlobalPromptsPerStep));
 
-    /// <summary>The prompts of rollout step <paramref name="step"/> (0-based): consecutive slots of seeded per-pass orders.</summary>
+    /// <summary>The prompts of rollout step <paramref name="step"/> (0-based) over all ranks: consecutive slots of seeded
+    /// per-pass orders. Rank r takes the r-th consecutive share (each prompt's completions stay on one rank).</summary>
     public IReadOnlyList<PromptExample> PromptsForStep(int step)
     {
-        int n = _prompts.Count, per = _options.PromptsPerStep;
+        int n = _prompts.Count, per = GlobalPromptsPerStep;
         var result = new PromptExample[per];
         int[]? order = null;
         int orderPass = -1;
@@ -178,25 +209,31 @@ public sealed class RlTrainer
     public IGradientReducer? Reducer { get; init; }
 
     /// <summary>The policy (checkpoint policy/, final/) and PPO's value model (checkpoint value/, value_model/), optimised together.</summary>
+    /// <remarks>With LoRA, the adapters (the value adapter with its score head) in checkpoint adapters policy/ and value/, and
+    /// in final/ and value_model/ (merged models with --merge).</remarks>
     private ITrainable Trainable()
     {
-        var policy = new TrainableModel(_models.Policy, _models.PolicyDirectory, "policy", "final")
-        {
-            WriteExtras = dir => ModelChatTemplate.Write(dir, _models.Template.Source),
-        };
+        Action<string> extras = dir => ModelChatTemplate.Write(dir, _models.Template.Source);
+        ITrainable policy = _models.PolicyAdapter is { } pa
+            ? new TrainableAdapter(_models.Policy, pa, _models.PolicyDirectory, _options.Merge, "policy", "final") { WriteExtras = extras }
+            : new TrainableModel(_models.Policy, _models.PolicyDirectory, "policy", "final") { WriteExtras = extras };
         if (_models.Value == null) return policy;
-        return new TrainableSet(policy, new TrainableModel(_models.Value, null, "value", "value_model") { NamePrefix = "value." });
+        ITrainable value = _models.ValueAdapter is { } va
+            ? new TrainableAdapter(_models.Value, va, null, _options.Merge, "value", "value_model") { NamePrefix = "value." }
+            : new TrainableModel(_models.Value, null, "value", "value_model") { NamePrefix = "value." };
+        return new TrainableSet(policy, value);
     }
 
     public Dictionary<string, object?> Run()
     {
-        RequireSingleProcess(_algorithm.Name);
         using var threads = ParallelFor.UseThreads(_options.Threads);
+        _algorithm.World = World;
         using var run = RunSession.Open(_options, _algorithm.Name);
         int total = TotalSteps();
         run.Progress.TotalSteps = total;
         var trainable = Trainable();
-        var update = new OptimizerStep(trainable.Parameters, _options, total * _options.NumPpoEpochs * _options.NumMiniBatches, Reducer);
+        var reducer = Reducer ?? (World.Size > 1 ? new DataParallelReducer(World) : null);
+        var update = new OptimizerStep(trainable.Parameters, _options, total * _options.NumPpoEpochs * _options.NumMiniBatches, reducer);
         var opt = update.Optimizer;
         run.Restore(trainable, opt);
         RestoreCounters(run.ResumedState);
@@ -208,13 +245,16 @@ public sealed class RlTrainer
         string? problem = null;
         int applied = 0;
 
-        while (step < total && !run.StopRequested)
+        while (step < total && !run.StopRequestedOnAnyRank())
         {
-            var prompts = PromptsForStep(step);
-            var batch = collector.Collect(prompts, _options.CompletionsPerPrompt, TrainingLoop.HashSeed(_options.Seed, step + 3_000_017));
+            // This rank's share of the step's prompts; its rows sample from the streams of their global row indices.
+            int per = _options.PromptsPerStep;
+            var prompts = PromptsForStep(step).Skip(World.Rank * per).Take(per).ToArray();
+            var batch = collector.Collect(prompts, _options.CompletionsPerPrompt, TrainingLoop.HashSeed(_options.Seed, step + 3_000_017),
+                firstRow: World.Rank * _options.SequencesPerStep);
             step++;
             progress.Advance(step);
-            if (batch.Scores.Any(s => !float.IsFinite(s)))
+            if (World.Max(batch.Scores.Any(s => !float.IsFinite(s)) ? 1 : 0)[0] > 0)
             {
                 _skippedSteps++;
                 if (Bad(progress, $"step {step} skipped: a reward is not a finite number")) { status = RunStatus.StoppedNonFinite; break; }
@@ -223,15 +263,20 @@ public sealed class RlTrainer
             _algorithm.ComputeAdvantages(batch, KlController.Value);
             double beta = KlController.Value;
             var clock = Stopwatch.StartNew();
+            var reduced = (reducer as DataParallelReducer)?.Snapshot() ?? default;
+            BufferPool.EndPhase(); // generation and scoring shapes are not the update's
             var (train, gradNorm, updates, stop) = Update(batch, update, step, progress);
+            BufferPool.EndPhase();
             applied += updates;
             if (stop) { status = RunStatus.StoppedNonFinite; break; }
             double trainSeconds = clock.Elapsed.TotalSeconds;
             var sequenceKl = batch.SequenceKl();
-            KlController.Update(sequenceKl.Average(), batch.Count);
-            _episodes += batch.Count;
+            var klTotal = World.Sum(sequenceKl.Sum(), batch.Count);
+            KlController.Update(klTotal[0] / klTotal[1], (int)klTotal[1]);
+            _episodes += (long)klTotal[1];
 
             var m = StepMetrics(batch, sequenceKl, beta, train, gradNorm, trainSeconds, opt.Lr);
+            (reducer as DataParallelReducer)?.AddMetrics(m, reduced, steps: 1); // per rollout step (all its optimizer steps)
             metrics.Write(step, "train", m);
             LastMetrics = m;
             progress.Report(step, new Dictionary<string, double> { ["score"] = m["objective/scores"], ["kl"] = m["objective/kl"], ["β"] = beta });
@@ -258,34 +303,40 @@ public sealed class RlTrainer
         return run.Finish(step, Epoch(step), trainable, opt, summary, status, problem, Counters());
     }
 
-    private double Epoch(int step) => (double)step * _options.PromptsPerStep / _prompts.Count;
+    private double Epoch(int step) => (double)step * GlobalPromptsPerStep / _prompts.Count;
 
     /// <summary>
     /// Step 4: the PPO epochs over shuffled minibatches, one <see cref="OptimizerStep"/> per minibatch. Returns the mean of
-    /// each loss metric, the mean gradient norm, the updates applied, and whether too many bad updates in a row stop the run.
+    /// each loss metric (over every rank's micro-batches), the mean gradient norm, the updates applied, and whether too many
+    /// bad updates in a row stop the run.
     /// </summary>
     private (Dictionary<string, double> Metrics, double GradNorm, int Applied, bool Stop) Update(RolloutBatch batch, OptimizerStep update, int step, Progress progress)
     {
-        int accumulation = _options.GradientAccumulationSteps, micro = _options.BatchSize;
-        int minibatch = micro * accumulation;
+        int accumulation = _options.GradientAccumulationSteps, micro = _options.BatchSize, minibatches = _options.NumMiniBatches;
         var sums = new Dictionary<string, double>();
         int counted = 0, updates = 0;
         double normSum = 0;
-        var rng = new Random(TrainingLoop.HashSeed(_options.Seed, step + 5_000_011));
-        long microIndex = (long)(step - 1) * _options.NumPpoEpochs * _options.NumMiniBatches * accumulation;
+        // Micro-batches are numbered over all ranks (PPO-ptx's data): a minibatch's micro-batches in rank order.
+        long microsPerMinibatch = (long)accumulation * World.Size;
+        long microBase = (long)(step - 1) * _options.NumPpoEpochs * minibatches * microsPerMinibatch;
         for (int epoch = 0; epoch < _options.NumPpoEpochs; epoch++)
         {
-            var order = Enumerable.Range(0, batch.Count).ToArray();
-            rng.Shuffle(order);
-            for (int mb = 0; mb < _options.NumMiniBatches; mb++)
+            var dealt = MinibatchRows(step, epoch, batch.Count);
+            for (int mb = 0; mb < minibatches; mb++)
             {
-                var micros = Enumerable.Range(0, accumulation).Select(a => order.AsSpan(mb * minibatch + a * micro, micro).ToArray()).ToArray();
+                var micros = dealt[mb].Chunk(micro).ToArray();
+                long microIndex = microBase + (epoch * minibatches + mb) * microsPerMinibatch + (long)World.Rank * accumulation;
                 update.Begin(micros.Sum(rows => _algorithm.Weight(batch, rows)));
                 foreach (var rows in micros)
                 {
                     using var scope = TensorScope.Begin();
                     float share = (float)(update.Scale * _algorithm.Weight(batch, rows));
-                    var (loss, m) = _algorithm.Loss(_models, batch, rows, new UpdateContext(step, microIndex++, KlController.Value, share));
+                    // LoRA dropout in the update's forward passes only, from a stream fixed by the micro-batch (resume is exact).
+                    _models.SetAdapterDropout(new Random(TrainingLoop.HashSeed(_options.Seed, (int)(microIndex % int.MaxValue) + 7_000_003)));
+                    (Tensor loss, Dictionary<string, double> m) result;
+                    try { result = _algorithm.Loss(_models, batch, rows, new UpdateContext(step, microIndex++, KlController.Value, share)); }
+                    finally { _models.SetAdapterDropout(null); }
+                    var (loss, m) = result;
                     update.Accumulate(loss);
                     if (!update.LossFinite) break;
                     foreach (var (k, v) in m) sums[k] = sums.GetValueOrDefault(k) + v;
@@ -305,7 +356,44 @@ public sealed class RlTrainer
         }
         return (Means(), updates > 0 ? normSum / updates : double.NaN, updates, false);
 
-        Dictionary<string, double> Means() => sums.ToDictionary(kv => kv.Key, kv => kv.Value / Math.Max(1, counted));
+        // Every rank's sums and counts of the (fixed) metric keys, then the means.
+        Dictionary<string, double> Means()
+        {
+            var local = new double[2 * TrainMetricKeys.Length];
+            for (int i = 0; i < TrainMetricKeys.Length; i++)
+                if (sums.TryGetValue(TrainMetricKeys[i], out var v)) { local[2 * i] = v; local[2 * i + 1] = counted; }
+            var total = World.Sum(local);
+            var means = new Dictionary<string, double>();
+            for (int i = 0; i < TrainMetricKeys.Length; i++)
+                if (total[2 * i + 1] > 0) means[TrainMetricKeys[i]] = total[2 * i] / total[2 * i + 1];
+            return means;
+        }
+    }
+
+    /// <summary>The metrics of the update loop (micro-batch means) that the step's metrics line carries.</summary>
+    private static readonly string[] TrainMetricKeys =
+        ["policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg", "val/ratio", "val/ratio_var", "policy/entropy_avg", "loss/kl_avg", "loss/ptx_avg"];
+
+    /// <summary>
+    /// This rank's rows in each minibatch of PPO epoch <paramref name="epoch"/>. The step's global batch (every rank's rows
+    /// in rank order) is cut into blocks of NumMiniBatches consecutive rows, and each block deals one row to every
+    /// minibatch in a seeded order, a function of (seed, step, epoch, block) alone. A rank's rows are whole blocks, so each
+    /// minibatch is the same set of rows whatever the number of ranks, and every rank holds the same share of it.
+    /// </summary>
+    private List<int>[] MinibatchRows(int step, int epoch, int localRows)
+    {
+        int m = _options.NumMiniBatches;
+        long firstRow = (long)World.Rank * localRows;
+        int seed = TrainingLoop.HashSeed(TrainingLoop.HashSeed(_options.Seed, step + 5_000_011), epoch);
+        var result = Enumerable.Range(0, m).Select(_ => new List<int>(localRows / m)).ToArray();
+        var deal = new int[m];
+        for (int i = 0; i < localRows; i += m)
+        {
+            for (int j = 0; j < m; j++) deal[j] = j;
+            new Random(TrainingLoop.HashSeed(seed, (int)((firstRow + i) / m))).Shuffle(deal);
+            for (int j = 0; j < m; j++) result[deal[j]].Add(i + j);
+        }
+        return result;
     }
 
     /// <summary>Counts a bad update or reward; true when --max-bad-steps-in-a-row is reached.</summary>
@@ -316,38 +404,43 @@ public sealed class RlTrainer
         return _badInARow >= _options.MaxBadStepsInARow;
     }
 
+    /// <summary>The step's metrics over every rank's rollouts: sums and counts all-reduced, times the slowest rank's.</summary>
     private Dictionary<string, double> StepMetrics(RolloutBatch batch, double[] sequenceKl, double beta, Dictionary<string, double> train, double gradNorm, double trainSeconds, float lr)
     {
-        double kl = sequenceKl.Average();
-        double scores = batch.Scores.Average(s => (double)s);
-        double generationTokens = batch.CompletionTokens;
+        var parts = batch.ScoreParts.Count > 1 ? batch.ScoreParts.Keys.Order(StringComparer.Ordinal).ToArray() : [];
+        var total = World.Sum([
+            batch.Count, sequenceKl.Sum(), batch.Entropies.Sum(e => e.Sum(x => (double)x)), batch.Scores.Sum(s => (double)s),
+            batch.EndsWithEos.Count(e => e), batch.CompletionTokens, batch.TotalTokens, .. parts.Select(name => batch.ScoreParts[name].Sum(x => (double)x))]);
+        var seconds = World.Max(batch.GenerationSeconds, batch.ScoringSeconds, trainSeconds);
+        double count = total[0], kl = total[1] / count, scores = total[3] / count, generationTokens = total[5], totalTokens = total[6];
+        double generationSeconds = seconds[0], scoringSeconds = seconds[1];
+        trainSeconds = seconds[2];
         var m = new Dictionary<string, double>
         {
             ["objective/kl"] = kl,
-            ["objective/entropy"] = batch.Entropies.Average(e => e.Sum(x => (double)x)),
+            ["objective/entropy"] = total[2] / count,
             ["objective/non_score_reward"] = -beta * kl,
             ["objective/rlhf_reward"] = scores - beta * kl,
             ["objective/scores"] = scores,
             ["objective/kl_coef"] = beta,
         };
-        if (batch.ScoreParts.Count > 1)
-            foreach (var (name, s) in batch.ScoreParts) m["objective/scores/" + name] = s.Average(x => (double)x);
-        foreach (var key in new[] { "policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg", "val/ratio", "val/ratio_var", "policy/entropy_avg", "loss/kl_avg", "loss/ptx_avg" })
+        for (int i = 0; i < parts.Length; i++) m["objective/scores/" + parts[i]] = total[7 + i] / count;
+        foreach (var key in TrainMetricKeys)
             if (train.TryGetValue(key, out var v)) m[key] = v;
         foreach (var (k, v) in _algorithm.RolloutMetrics(batch)) m[k] = v;
-        m["val/num_eos_tokens"] = batch.EndsWithEos.Count(e => e);
-        m["completion_length"] = generationTokens / batch.Count;
+        m["val/num_eos_tokens"] = total[4];
+        m["completion_length"] = generationTokens / count;
         m["lr"] = lr;
         m["learning_rate"] = lr;
         m["grad_norm"] = gradNorm;
         m["episode"] = _episodes;
-        m["time/generation_s"] = batch.GenerationSeconds;
-        m["time/scoring_s"] = batch.ScoringSeconds;
+        m["time/generation_s"] = generationSeconds;
+        m["time/scoring_s"] = scoringSeconds;
         m["time/training_s"] = trainSeconds;
-        m["tokens_per_s/generation"] = batch.GenerationSeconds > 0 ? generationTokens / batch.GenerationSeconds : 0;
-        m["tokens_per_s/scoring"] = batch.ScoringSeconds > 0 ? batch.TotalTokens / batch.ScoringSeconds : 0;
-        m["tokens_per_s/training"] = trainSeconds > 0 ? (double)batch.TotalTokens * _options.NumPpoEpochs / trainSeconds : 0;
-        m["eps"] = batch.Count / Math.Max(1e-9, batch.GenerationSeconds + batch.ScoringSeconds + trainSeconds);
+        m["tokens_per_s/generation"] = generationSeconds > 0 ? generationTokens / generationSeconds : 0;
+        m["tokens_per_s/scoring"] = scoringSeconds > 0 ? totalTokens / scoringSeconds : 0;
+        m["tokens_per_s/training"] = trainSeconds > 0 ? totalTokens * _options.NumPpoEpochs / trainSeconds : 0;
+        m["eps"] = count / Math.Max(1e-9, generationSeconds + scoringSeconds + trainSeconds);
         if (_skippedSteps + _skippedUpdates > 0) { m["skipped_steps"] = _skippedSteps; m["skipped_updates"] = _skippedUpdates; }
         return m;
     }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using AlignSharp.Engine;
 using AlignSharp.Models;
+using AlignSharp.Models.Lora;
 using AlignSharp.Text;
 using AlignSharp.Training.Data;
 
@@ -8,12 +9,39 @@ namespace AlignSharp.Training.Rl;
 
 /// <summary>
 /// The models of an RL run: the policy being trained, its frozen reference (a copy of the starting policy), an optional
-/// value model (PPO), and the policy's tokenizer and chat template.
+/// value model (PPO), and the policy's tokenizer and chat template. With LoRA the policy trains <see cref="PolicyAdapter"/>
+/// on its frozen weights and the reference is the policy itself (<c>Reference</c> is <c>Policy</c>) run with
+/// <see cref="ReferenceAdapter"/> in place of the trained adapter; PPO's value model trains <see cref="ValueAdapter"/> and
+/// its score head, on the policy's own trunk (<see cref="TransformerModel.SharingTrunk"/>) or a frozen model of its own.
 /// </summary>
 public sealed record RlModels(TransformerModel Policy, TransformerModel Reference, TransformerModel? Value, ITokenizer Tokenizer, ChatTemplate Template)
 {
     /// <summary>Where the policy came from (its tokenizer files are copied next to saved policies).</summary>
     public string? PolicyDirectory { get; init; }
+
+    /// <summary>The LoRA adapter the policy trains (null: every weight).</summary>
+    public LoraAdapter? PolicyAdapter { get; init; }
+
+    /// <summary>The LoRA adapter the value model trains with its score head (null: every weight).</summary>
+    public LoraAdapter? ValueAdapter { get; init; }
+
+    /// <summary>With a LoRA policy, the reference's adapter: a frozen copy of the adapter training started from, or null (the base).</summary>
+    public LoraAdapter? ReferenceAdapter { get; init; }
+
+    /// <summary>The reference's logits [N, V] at the packed completion positions (the policy with its reference adapter when they share weights).</summary>
+    public Tensor ReferenceLogits(SequenceForward.Packed packed, float temperature)
+        => OnReference(m => SequenceForward.Logits(m, packed, temperature));
+
+    /// <summary>Runs <paramref name="pass"/> on the reference: the policy with its reference adapter when they share weights, else the reference model.</summary>
+    public T OnReference<T>(Func<TransformerModel, T> pass)
+        => ReferenceEquals(Reference, Policy) ? LoraAdapter.Using(Policy, ReferenceAdapter, () => pass(Policy)) : pass(Reference);
+
+    /// <summary>Sets the dropout stream of the trained adapters (a training forward) or clears it (null: rollouts, scoring).</summary>
+    public void SetAdapterDropout(Random? rng)
+    {
+        if (PolicyAdapter != null) PolicyAdapter.DropoutRng = rng;
+        if (ValueAdapter != null) ValueAdapter.DropoutRng = rng;
+    }
 }
 
 /// <summary>
@@ -104,9 +132,10 @@ public static class SequenceForward
         return temperature == 1f ? logits : Ops.MulScalar(logits, 1f / temperature);
     }
 
-    /// <summary>Log-probabilities of the completion tokens and entropies, at the temperature. → ([N], [N])</summary>
+    /// <summary>Log-probabilities of the completion tokens and entropies, at the temperature, the LM head in row chunks
+    /// (<see cref="TokenScoring"/>). → ([N], [N])</summary>
     public static (Tensor LogProbs, Tensor Entropy) TokenLogProbs(TransformerModel model, Packed p, float temperature)
-        => Ops.TokenLogProbs(Logits(model, p, temperature), p.Targets);
+        => TokenScoring.LogProbs(model, Rows(model, p), p.Targets, temperature);
 
     /// <summary>A scalar-head model's value at the positions predicting the completion tokens. → [N]</summary>
     public static Tensor Values(TransformerModel valueModel, Packed p)
@@ -169,13 +198,14 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
     /// <summary>
     /// 1. Render each prompt with the chat template and tokenize it (keeping its last MaxPromptLength tokens); repeat it
     ///    for each of its <paramref name="completionsPerPrompt"/> completions.
-    /// 2. Sample completions from the policy with the KV-cached generator (stream i of <paramref name="seed"/> for row i).
+    /// 2. Sample completions from the policy with the KV-cached generator (stream <paramref name="firstRow"/> + i of
+    ///    <paramref name="seed"/> for row i: a data-parallel rank passes the global index of its first row).
     /// 3. Score them: weighted reward sources, minus the missing-EOS penalty, clipped.
     /// 4. Forward the policy (π_old log-probabilities and entropies at the sampling temperature, as TRL recomputes them),
     ///    the reference (π_ref log-probabilities) and the value model (values), in micro-batches without gradients.
     /// 5. Per-token KL_t by the estimator (the full KL from both models' logits).
     /// </summary>
-    public RolloutBatch Collect(IReadOnlyList<PromptExample> prompts, int completionsPerPrompt, int seed)
+    public RolloutBatch Collect(IReadOnlyList<PromptExample> prompts, int completionsPerPrompt, int seed, int firstRow = 0)
     {
         var clock = Stopwatch.StartNew();
         // 1. prompts
@@ -189,7 +219,7 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
         }
 
         // 2. generation
-        var completions = Generator.GenerateInBatches(models.Policy, promptIds, options.Sampling with { Seed = seed }, models.Tokenizer, options.GenerationBatchSize);
+        var completions = Generator.GenerateInBatches(models.Policy, promptIds, options.Sampling with { Seed = seed }, models.Tokenizer, options.GenerationBatchSize, firstRow);
         var batch = new RolloutBatch
         {
             Prompts = rowsPrompts.ToArray(),
@@ -201,6 +231,7 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
             SamplingLogProbs = completions.Select(c => c.LogProbs).ToArray(),
             GenerationSeconds = clock.Elapsed.TotalSeconds,
         };
+        BufferPool.EndPhase(); // the decoding shapes are not the scoring passes'
         clock.Restart();
 
         // 3. scores
@@ -245,16 +276,18 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
             var rows = Enumerable.Range(start, Math.Min(options.ForwardBatchSize, n - start)).ToArray();
             using var scope = TensorScope.Begin();
             var packed = SequenceForward.Pack(batch, rows);
-            var policyLogits = SequenceForward.Logits(models.Policy, packed, temperature);
-            var refLogits = SequenceForward.Logits(models.Reference, packed, temperature);
-            var (logp, entropy) = Ops.TokenLogProbs(policyLogits, packed.Targets);
-            var (refLogp, _) = Ops.TokenLogProbs(refLogits, packed.Targets);
+            // The full KL needs both distributions; the sampled estimators only the log-probabilities (LM head in row chunks).
+            bool full = options.Estimator == KlEstimator.Full;
+            var policyLogits = full ? SequenceForward.Logits(models.Policy, packed, temperature) : null;
+            var refLogits = full ? models.ReferenceLogits(packed, temperature) : null;
+            var (logp, entropy) = full ? Ops.TokenLogProbs(policyLogits!, packed.Targets) : SequenceForward.TokenLogProbs(models.Policy, packed, temperature);
+            var (refLogp, _) = full ? Ops.TokenLogProbs(refLogits!, packed.Targets) : models.OnReference(m => SequenceForward.TokenLogProbs(m, packed, temperature));
             var kl = new float[logp.Length];
             var lp = logp.Span; var rp = refLogp.Span;
-            if (options.Estimator == KlEstimator.Full)
+            if (full)
             {
-                int v = policyLogits.Dim(-1);
-                var pl = policyLogits.Span; var ql = refLogits.Span;
+                int v = policyLogits!.Dim(-1);
+                var pl = policyLogits.Span; var ql = refLogits!.Span;
                 for (int t = 0; t < kl.Length; t++) kl[t] = KlEstimators.Full(pl.Slice(t * v, v), ql.Slice(t * v, v));
             }
             else for (int t = 0; t < kl.Length; t++) kl[t] = KlEstimators.Sampled(options.Estimator, lp[t], rp[t]);

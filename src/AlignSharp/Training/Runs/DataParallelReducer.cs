@@ -22,6 +22,22 @@ public sealed class DataParallelReducer(ICommunicator communicator) : IGradientR
     /// <summary>Bytes sent into all-reduce so far (gradients and scalars), for the metrics.</summary>
     public long BytesReduced { get; private set; }
 
+    /// <summary>Seconds spent all-reducing gradients so far, timed after a barrier so that waiting for a slower rank is
+    /// not counted: gradient bytes / these seconds is the all-reduce bandwidth reached (metrics dp/allreduce_*).</summary>
+    public double GradientSeconds { get; private set; }
+
+    /// <summary>The counters now, to measure a logging window from.</summary>
+    public (long Bytes, double Seconds) Snapshot() => (BytesReduced, GradientSeconds);
+
+    /// <summary>Adds dp/allreduce_bytes and dp/allreduce_s, per optimizer step over the <paramref name="steps"/> steps
+    /// since <paramref name="since"/> (a <see cref="Snapshot"/>); nothing with one rank.</summary>
+    public void AddMetrics(IDictionary<string, double> metrics, (long Bytes, double Seconds) since, int steps)
+    {
+        if (Communicator.Size == 1 || steps < 1) return;
+        metrics["dp/allreduce_bytes"] = (double)(BytesReduced - since.Bytes) / steps;
+        metrics["dp/allreduce_s"] = (GradientSeconds - since.Seconds) / steps;
+    }
+
     public double Sum(double local)
     {
         _one[0] = local;
@@ -40,6 +56,8 @@ public sealed class DataParallelReducer(ICommunicator communicator) : IGradientR
         long total = 0;
         foreach (var p in parameters) total += p.Length;
         if (_bucket.Length == 0) _bucket = new float[(int)Math.Min(BucketFloats, Math.Max(1, total))];
+        Communicator.Barrier();
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
 
         // Pack consecutive gradients into the bucket, reduce it when full, and scatter the sums back.
         var pending = new List<(Tensor Parameter, int From, int At, int Count)>();
@@ -61,6 +79,7 @@ public sealed class DataParallelReducer(ICommunicator communicator) : IGradientR
             }
         }
         if (used > 0) Flush(pending, ref used);
+        GradientSeconds += System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds;
     }
 
     private void Flush(List<(Tensor Parameter, int From, int At, int Count)> pending, ref int used)

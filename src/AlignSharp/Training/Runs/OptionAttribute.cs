@@ -54,3 +54,22 @@ public sealed class TrlNameAttribute(string name, string property) : Attribute
             foreach (var a in t.GetCustomAttributes(typeof(TrlNameAttribute), false).Cast<TrlNameAttribute>()) yield return a;
     }
 }
+
+/// <summary>
+/// Options a trainer's record inherits but has no use for (online DPO samples its answers, so it reads no --data):
+/// they get no flag and no config-file key, are not written to run_config.json, and are not validated. Declared on
+/// the record that drops them, by property name.
+/// </summary>
+[AttributeUsage(AttributeTargets.Class, Inherited = true)]
+public sealed class OmitOptionsAttribute(params string[] properties) : Attribute
+{
+    public IReadOnlyList<string> Properties { get; } = properties;
+
+    /// <summary>True when <paramref name="type"/> (or a record it derives from) drops option <paramref name="property"/>.</summary>
+    public static bool Omits(Type type, string property)
+        => type.GetCustomAttributes(typeof(OmitOptionsAttribute), true).Cast<OmitOptionsAttribute>().Any(a => a.Properties.Contains(property));
+
+    /// <summary>True when <paramref name="property"/> is an option of <paramref name="type"/>: declared with <see cref="OptionAttribute"/> and not omitted.</summary>
+    public static bool IsOption(Type type, System.Reflection.PropertyInfo property)
+        => property.GetCustomAttributes(typeof(OptionAttribute), true).Length > 0 && !Omits(type, property.Name);
+}

@@ -49,7 +49,7 @@ public sealed class RunDirectory
         // Only the declared options: the file can be fed back as --config.
         var node = new JsonObject { ["trainer"] = trainer };
         foreach (var p in options.GetType().GetProperties())
-            if (p.GetCustomAttributes(typeof(OptionAttribute), true).Length > 0)
+            if (OmitOptionsAttribute.IsOption(options.GetType(), p))
                 node[JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name)] = JsonSerializer.SerializeToNode(p.GetValue(options), p.PropertyType, Json);
         return node;
     }

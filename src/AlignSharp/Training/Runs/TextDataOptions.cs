@@ -55,8 +55,11 @@ public abstract record TextDataOptions : TrainerOptions
     public override void Validate()
     {
         base.Validate();
-        if (string.IsNullOrWhiteSpace(Data)) throw new UserInputException("--data (the training file) is required.");
-        if (!File.Exists(Data)) throw new UserInputException($"--data: {Data} does not exist.");
+        if (!OmitOptionsAttribute.Omits(GetType(), nameof(Data)))
+        {
+            if (string.IsNullOrWhiteSpace(Data)) throw new UserInputException("--data (the training file) is required.");
+            if (!File.Exists(Data)) throw new UserInputException($"--data: {Data} does not exist.");
+        }
         if (EvalData != null && !File.Exists(EvalData)) throw new UserInputException($"--eval-data: {EvalData} does not exist.");
         if (!(EvalSplit >= 0 && EvalSplit < 1)) throw new UserInputException("--eval-split must be in [0, 1).");
         if (EvalSteps < 0) throw new UserInputException("--eval-steps must be ≥ 0.");

@@ -98,28 +98,37 @@ public sealed class TrainableSet(params ITrainable[] parts) : ITrainable
 
 /// <summary>
 /// LoRA adapters trained on a frozen <see cref="TransformerModel"/>: the base parameters stop requiring gradients and
-/// only the adapters' A and B matrices are optimised. A checkpoint holds the adapter alone (subdirectory
-/// <see cref="CheckpointName"/>, PEFT format, float32); the final entry is the adapter in PEFT format with the source's
-/// tokenizer files and <see cref="WriteExtras"/>, or with <c>merge</c> the merged model in Hugging Face layout.
+/// only the adapters' A and B matrices are optimised, plus a scalar model's score head, trained whole and saved beside
+/// the adapter as PEFT's modules_to_save does (<c>base_model.model.score.weight</c>; task_type SEQ_CLS). A checkpoint
+/// holds the adapter (and head) alone (subdirectory <see cref="CheckpointName"/>, PEFT format, float32); the final entry
+/// is the adapter in PEFT format with the source's tokenizer files and <see cref="WriteExtras"/>, or with <c>merge</c>
+/// the merged model in Hugging Face layout.
 /// </summary>
 public sealed class TrainableAdapter : ITrainable
 {
+    private const string ScoreHead = "score.weight";
     private readonly TransformerModel _model;
     private readonly string? _sourceDirectory;
     private readonly bool _merge;
+    private readonly IReadOnlyList<string> _wholeModules;
 
     public TrainableAdapter(TransformerModel model, LoraAdapter adapter, string? sourceDirectory, bool merge, string checkpointName = "adapter", string finalEntry = "final")
     {
         _model = model;
         _sourceDirectory = sourceDirectory;
         _merge = merge;
-        Adapter = adapter;
+        _wholeModules = model.Config.Head == HeadKind.Scalar ? [ScoreHead] : [];
+        Adapter = _wholeModules.Count > 0 && adapter.Config.TaskType != LoraConfig.SequenceClassification
+            ? adapter.WithConfig(adapter.Config.ForSequenceClassification()) : adapter;
         CheckpointName = checkpointName;
         FinalEntry = finalEntry;
         foreach (var (_, p) in model.NamedParameters) p.RequiresGrad = false;
-        foreach (var (_, p) in adapter.NamedParameters) p.RequiresGrad = true;
-        model.Adapter = adapter;
+        foreach (var (_, p) in Parameters) p.RequiresGrad = true;
+        model.Adapter = Adapter;
     }
+
+    /// <summary>Prefix of the parameter names (e.g. "value." so two adapters' names stay distinct in one optimizer).</summary>
+    public string NamePrefix { get; init; } = "";
 
     public LoraAdapter Adapter { get; }
     public string CheckpointName { get; }
@@ -128,15 +137,23 @@ public sealed class TrainableAdapter : ITrainable
     /// <summary>Extra files written beside the final adapter or merged model (e.g. the chat template).</summary>
     public Action<string>? WriteExtras { get; set; }
 
-    public IReadOnlyList<(string Name, Tensor Parameter)> Parameters => Adapter.NamedParameters;
+    /// <summary>The adapter's A and B matrices, then a scalar model's score head.</summary>
+    public IReadOnlyList<(string Name, Tensor Parameter)> Parameters
+        => Adapter.NamedParameters.Concat(_wholeModules.Select(m => ("base_model.model." + m, _model.Parameter(m))))
+            .Select(p => (NamePrefix + p.Item1, p.Item2)).ToList();
 
-    public void SaveCheckpoint(string dir) => Adapter.Save(Path.Combine(dir, CheckpointName));
+    private IReadOnlyList<(string Name, Tensor Tensor)> WholeModules => _wholeModules.Select(m => (m, _model.Parameter(m))).ToList();
+
+    public void SaveCheckpoint(string dir) => Adapter.Save(Path.Combine(dir, CheckpointName), WholeModules);
 
     public void LoadCheckpoint(string dir)
     {
         string path = Path.Combine(dir, CheckpointName);
         if (!Directory.Exists(path)) throw new UserInputException($"{path}: missing from the checkpoint (an incomplete checkpoint, or one of a run without LoRA?).");
-        var saved = LoraAdapter.Load(path, _model).NamedParameters.ToDictionary(p => p.Name, p => p.Parameter, StringComparer.Ordinal);
+        var loaded = LoraAdapter.Load(path, _model); // copies a saved score head into the model
+        foreach (var m in _wholeModules.Except(loaded.SavedModules))
+            throw new UserInputException($"{path}: no tensor 'base_model.model.{m}' (the checkpoint lacks the trained score head).");
+        var saved = loaded.NamedParameters.ToDictionary(p => p.Name, p => p.Parameter, StringComparer.Ordinal);
         foreach (var (name, p) in Adapter.NamedParameters)
         {
             if (!saved.TryGetValue(name, out var s)) throw new UserInputException($"{path}: no tensor '{name}' (the checkpoint's adapter adapts other modules).");
@@ -152,7 +169,7 @@ public sealed class TrainableAdapter : ITrainable
     public void Save(string dir, SafetensorsDtype dtype)
     {
         if (_merge) ModelIO.Save(Merged(), dir, dtype);
-        else Adapter.Save(dir, dtype: dtype);
+        else Adapter.Save(dir, WholeModules, dtype);
         if (_sourceDirectory != null) Pretrained.CopyTokenizerFiles(_sourceDirectory, dir);
         WriteExtras?.Invoke(dir);
     }

@@ -110,8 +110,26 @@ public abstract record TrainerOptions
     [Option("With --lora-r or --adapter: write the merged model (base + adapters) to DIR/final instead of the adapter.")]
     public bool Merge { get; init; }
 
-    /// <summary>Trainers that train LoRA adapters override this; the others reject --lora-r.</summary>
-    protected virtual bool SupportsLora => false;
+    [Option("Recompute each transformer block in the backward pass instead of keeping its activations: much less memory for about one more forward pass; the gradients are unchanged.", SafeToChangeOnResume = true)]
+    public bool GradientCheckpointing { get; init; }
+
+    [Option("Storage of the frozen weights (a LoRA run's base model, the DPO/KTO/RL reference, the reward model): bf16 or fp32. Default: as the checkpoint stores them (a bf16 checkpoint stays bf16). Trainable weights, gradients and optimizer state are always fp32.")]
+    public string? FrozenDtype { get; init; }
+
+    /// <summary>Whether the run holds frozen weights that --frozen-dtype applies to; trainers with a reference or reward model override this.</summary>
+    protected virtual bool HasFrozenWeights => TrainsAdapter;
+
+    /// <summary>Whether the frozen weights loaded from <paramref name="modelDirectory"/> are kept in bf16: --frozen-dtype, else as stored.</summary>
+    public bool FrozenInBf16(string modelDirectory) => FrozenDtype switch
+    {
+        "bf16" => true,
+        "fp32" => false,
+        _ => ModelIO.StoresBf16(modelDirectory),
+    };
+
+    /// <summary>Loads a model whose weights stay frozen (reference, reward model), in the storage <see cref="FrozenInBf16"/> says.</summary>
+    public TransformerModel LoadFrozen(string modelDirectory, HeadKind? head = null, int seed = 0)
+        => ModelIO.Load(modelDirectory, head, seed, bf16Matrices: FrozenInBf16(modelDirectory));
 
     /// <summary>True when the run trains a LoRA adapter (--lora-r or --adapter).</summary>
     public bool TrainsAdapter => LoraR > 0 || Adapter != null;
@@ -131,14 +149,18 @@ public abstract record TrainerOptions
     }
 
     /// <summary>The adapter settings of --lora-*, or null when --lora-r is 0.</summary>
-    public LoraConfig? LoraConfigFor(string? baseModel, string taskType = "CAUSAL_LM") => LoraR <= 0 ? null : new LoraConfig(
-        R: LoraR,
-        Alpha: LoraAlpha > 0 ? LoraAlpha : 2.0 * LoraR,
-        Dropout: LoraDropout,
-        TargetModules: LoraTargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-        UseRslora: UseRslora,
-        BaseModel: baseModel,
-        TaskType: taskType);
+    public LoraConfig? LoraConfigFor(string? baseModel, string taskType = "CAUSAL_LM")
+    {
+        if (LoraR <= 0) return null;
+        var config = new LoraConfig(
+            R: LoraR,
+            Alpha: LoraAlpha > 0 ? LoraAlpha : 2.0 * LoraR,
+            Dropout: LoraDropout,
+            TargetModules: LoraTargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+            UseRslora: UseRslora,
+            BaseModel: baseModel);
+        return taskType == LoraConfig.SequenceClassification ? config.ForSequenceClassification() : config;
+    }
 
     public SafetensorsDtype SaveDtypeValue => SaveDtype == "bf16" ? SafetensorsDtype.BF16 : SafetensorsDtype.F32;
 
@@ -168,6 +190,9 @@ public abstract record TrainerOptions
         MetricsSinks.Validate(ReportTo);
         if (SaveDtype is not ("f32" or "bf16")) throw new UserInputException($"--save-dtype must be f32 or bf16, not '{SaveDtype}'.");
         ValidateLora();
+        if (FrozenDtype is not (null or "bf16" or "fp32")) throw new UserInputException($"--frozen-dtype must be bf16 or fp32, not '{FrozenDtype}'.");
+        if (FrozenDtype != null && !HasFrozenWeights)
+            throw new UserInputException("--frozen-dtype: this run has no frozen weights (full-parameter training of a model without a reference); it applies to a LoRA run's base and to references and reward models.");
     }
 
     private void ValidateLora()
@@ -177,8 +202,6 @@ public abstract record TrainerOptions
         if (!(LoraDropout >= 0 && LoraDropout < 1)) throw new UserInputException("--lora-dropout must be in [0, 1).");
         if (LoraTargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Length == 0)
             throw new UserInputException("--lora-target-modules is empty; give module names (q_proj,v_proj) or all-linear.");
-        if (LoraR > 0 && !SupportsLora) throw new UserInputException("--lora-r: this trainer cannot train LoRA adapters yet (sft and dpo can).");
-        if (Adapter != null && !SupportsLora) throw new UserInputException("--adapter: this trainer cannot train LoRA adapters yet (sft and dpo can).");
         if (Adapter != null && LoraR > 0) throw new UserInputException("--adapter and --lora-r contradict each other: the adapter's own adapter_config.json sets its rank.");
         if (!TrainsAdapter && Merge) throw new UserInputException("--merge needs --lora-r or --adapter (it merges the trained adapter into the model).");
     }

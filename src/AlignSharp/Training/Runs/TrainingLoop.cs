@@ -128,7 +128,9 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
         int total = TotalSteps();
         run.Progress.TotalSteps = total;
         var trainable = task.Trainable;
-        var update = new OptimizerStep(trainable.Parameters, options, total, Reducer ?? (World.Size > 1 ? new DataParallelReducer(World) : null));
+        var reducer = Reducer ?? (World.Size > 1 ? new DataParallelReducer(World) : null);
+        var update = new OptimizerStep(trainable.Parameters, options, total, reducer);
+        var reduced = (reducer as DataParallelReducer)?.Snapshot() ?? default;
         var opt = update.Optimizer;
         run.Restore(trainable, opt);
         int step = run.StartStep;
@@ -139,6 +141,7 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
         var sums = new Dictionary<string, double>();
         double units = 0, lossSum = 0, gradNormSum = 0;
         long tokens = 0;
+        long numTokens = RestoreNumTokens(run);
         int logged = 0, skipped = 0, badInARow = 0, applied = 0;
         var window = Stopwatch.StartNew();
         int accumulation = options.GradientAccumulationSteps;
@@ -165,6 +168,9 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
             }
             var outcome = update.Finish();
             step++;
+            // TRL's num_tokens: the real (non-padding) tokens of every micro-batch trained on so far, over all ranks.
+            if (outcome.Applied) numTokens += World.Size > 1 ? SumOverRanks(stepTokens) : stepTokens;
+            else if (World.Size > 1) SumOverRanks(0);
             progress.Advance(step);
             if (!outcome.Applied)
             {
@@ -199,14 +205,16 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
                 m["learning_rate"] = opt.Lr;
                 m["epoch"] = Epoch(step);
                 m["tokens_per_s"] = seconds > 0 ? tokens / seconds : 0;
+                m["num_tokens"] = numTokens;
                 if (skipped > 0) m["skipped_steps"] = skipped;
+                if (reducer is DataParallelReducer dp) { dp.AddMetrics(m, reduced, logged); reduced = dp.Snapshot(); }
                 metrics.Write(step, "train", m);
                 progress.Report(step, new Dictionary<string, double> { ["loss"] = m["loss"], ["tok/s"] = m["tokens_per_s"] });
                 sums.Clear(); units = 0; lossSum = 0; gradNormSum = 0; tokens = 0; logged = 0;
                 window.Restart();
             }
             if (options.EvalSteps > 0 && step % options.EvalSteps == 0 && step != total) Evaluate(step, metrics, progress);
-            if (options.SaveSteps > 0 && step % options.SaveSteps == 0 && step != total) run.Checkpoint(step, Epoch(step), trainable, opt);
+            if (options.SaveSteps > 0 && step % options.SaveSteps == 0 && step != total) run.Checkpoint(step, Epoch(step), trainable, opt, NumTokensState(numTokens));
         }
 
         if (status == RunStatus.Completed && step > run.StartStep && applied == 0)
@@ -221,7 +229,26 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
             foreach (var (k, v) in LastEval) summary["eval_" + k] = v;
             if (BeforeFinalSave?.Invoke() is { } more) foreach (var (k, v) in more) summary[k] = v;
         }
-        return run.Finish(step, Epoch(step), trainable, opt, summary, status, problem);
+        summary["num_tokens"] = numTokens;
+        return run.Finish(step, Epoch(step), trainable, opt, summary, status, problem, NumTokensState(numTokens));
+    }
+
+    /// <summary>num_tokens as a checkpoint's trainer_state.json keeps it, so that a resumed run counts on from there.</summary>
+    private static System.Text.Json.Nodes.JsonObject NumTokensState(long numTokens) => new() { ["num_tokens"] = numTokens };
+
+    /// <summary>num_tokens of the checkpoint resumed from (rank 0's, shared), or 0 for a new run or an older checkpoint without it.</summary>
+    private long RestoreNumTokens(RunSession run)
+    {
+        long n = run.ResumedState?.Extra?["num_tokens"]?.GetValue<long>() ?? 0;
+        if (World.Size == 1) return n;
+        return SumOverRanks(run.IsFollower ? 0 : n);
+    }
+
+    private long SumOverRanks(long value)
+    {
+        var v = new double[] { value };
+        World.AllReduceSum(v);
+        return (long)v[0];
     }
 
     /// <summary>Adds every rank's metric sums (keys in sorted order, the same on every rank) and token count.</summary>

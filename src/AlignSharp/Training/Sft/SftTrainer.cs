@@ -16,8 +16,6 @@ public sealed record SftOptions : TextDataOptions
 {
     public SftOptions() => LearningRate = 2e-5f;
 
-    protected override bool SupportsLora => true;
-
     [Option("Model to fine-tune: a Hugging Face directory (config.json + safetensors + tokenizer.json).", Required = true)]
     public string? Model { get; init; }
 
@@ -89,22 +87,28 @@ public sealed class SftTask : ISupervisedTask
     private MicroBatchResult LossSum(SftBatch b)
     {
         int n = b.BatchSize * b.SeqLen, v = _model.Config.VocabSize;
-        var logits = _model.Forward(b.InputIds, b.BatchSize, b.SeqLen, keyMask: b.AttentionMask);
-        var targets = ShiftedTargets(b);
-        int count = 0, correct = 0;
-        var values = logits.Span;
+        var hidden = _model.Hidden(b.InputIds, b.BatchSize, b.SeqLen, keyMask: b.AttentionMask);
+        var shifted = ShiftedTargets(b);
+        var positions = new List<int>();
+        var targets = new List<int>();
         for (int i = 0; i < n; i++)
+            if (shifted[i] != SftSequence.IgnoreIndex) { positions.Add(i); targets.Add(shifted[i]); }
+        int count = positions.Count, correct = 0;
+        // Only the label positions reach the LM head, in chunks of rows (TokenScoring).
+        var labelRows = Ops.IndexSelect(Ops.Reshape(hidden, n, hidden.Dim(-1)), positions.ToArray());
+        var (logProbs, _) = TokenScoring.LogProbs(_model, labelRows, targets.ToArray(), visit: (first, logits) =>
         {
-            if (targets[i] == SftSequence.IgnoreIndex) continue;
-            count++;
-            var row = values.Slice(i * v, v);
-            int best = 0;
-            for (int j = 1; j < v; j++) if (row[j] > row[best]) best = j;
-            if (best == targets[i]) correct++;
-        }
-        var mean = Ops.CrossEntropy(Ops.Reshape(logits, n, v), targets);
+            for (int i = 0; i < logits.Length / v; i++)
+            {
+                var row = logits.Slice(i * v, v);
+                int best = 0;
+                for (int j = 1; j < v; j++) if (row[j] > row[best]) best = j;
+                if (best == targets[first + i]) correct++;
+            }
+        });
+        var mean = count == 0 ? Ops.MulScalar(Ops.Sum(Ops.Reshape(hidden, n * hidden.Dim(-1))), 0f) : Ops.Neg(Ops.Sum(logProbs));
         long tokens = b.AttentionMask.Count(m => m);
-        return new MicroBatchResult(Ops.MulScalar(mean, count), new() { ["mean_token_accuracy"] = correct }, tokens);
+        return new MicroBatchResult(mean, new() { ["mean_token_accuracy"] = correct }, tokens);
     }
 
     /// <summary>Labels are aligned with the ids (HF convention): position t predicts Labels[t + 1].</summary>
@@ -144,7 +148,9 @@ public static class SftTrainer
     public static Dictionary<string, object?> Train(SftOptions o, TextWriter? log = null)
     {
         log ??= Console.Error;
-        var pre = Pretrained.Load(o.Model!);
+        // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
+        var pre = Pretrained.LoadForTraining(o.Model!, bf16Matrices: o.TrainsAdapter && o.FrozenInBf16(o.Model!));
+        pre.Model.GradientCheckpointing = o.GradientCheckpointing;
         o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("SFT");
         var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);

@@ -1,0 +1,62 @@
+using AlignSharp.Engine;
+
+namespace AlignSharp.Models;
+
+/// <summary>
+/// The one log-probability scorer over the LM head: per-token log π(target) and entropies from final hidden states,
+/// in chunks of rows, so the [N, V] logits (and, in the backward pass, their gradient) are never alive at once: each
+/// chunk's logits are made, reduced to two numbers per row and dropped; the backward pass makes them again chunk by
+/// chunk (<see cref="Autograd.Checkpoint"/>). Legend: N rows (tokens), D hidden, V vocabulary.
+/// </summary>
+public static class TokenScoring
+{
+    /// <summary>Sees the raw logits [rows, V] of the chunk starting at row <paramref name="firstRow"/>, once, in the forward pass.</summary>
+    public delegate void LogitsVisitor(int firstRow, ReadOnlySpan<float> logits);
+
+    /// <summary>Logits alive at once: about 32 MiB of float32 (52 rows of Qwen2.5's 152k vocabulary, the whole batch of a small one).</summary>
+    public const long ChunkFloats = 8L << 20;
+
+    /// <summary>Rows per chunk for a vocabulary of <paramref name="vocab"/>: <see cref="ChunkFloats"/> / V, at least 1.</summary>
+    public static int DefaultChunkRows(int vocab) => (int)Math.Max(1, ChunkFloats / Math.Max(1, vocab));
+
+    /// <summary>
+    /// hidden [N, D] (final hidden states after the last norm, the rows to score), targets [N]
+    /// → (LogProbs [N] = log softmax(head(h) / temperature)[target], Entropy [N]), both differentiable (into
+    /// <paramref name="hidden"/> and a trainable head). <paramref name="visit"/>, when given, sees each chunk's raw logits
+    /// (for metrics such as TRL's logits/chosen or token accuracy) while the chunk exists. <paramref name="chunkRows"/>: 0 =
+    /// <see cref="DefaultChunkRows"/>.
+    /// </summary>
+    public static (Tensor LogProbs, Tensor Entropy) LogProbs(TransformerModel model, Tensor hidden, int[] targets, float temperature = 1f,
+        LogitsVisitor? visit = null, int chunkRows = 0)
+    {
+        if (model.Config.Head != HeadKind.LanguageModel) throw new InvalidOperationException("Token log-probabilities need a model with an LM head.");
+        if (hidden.Rank != 2 || hidden.Dim(1) != model.Config.HiddenSize)
+            throw new ArgumentException($"TokenScoring: hidden states {ShapeUtil.Format(hidden.Shape)}, [N, {model.Config.HiddenSize}] expected.");
+        int n = hidden.Dim(0);
+        if (targets.Length != n) throw new ArgumentException($"TokenScoring: {targets.Length} targets for {n} rows.");
+        if (!(temperature > 0)) throw new ArgumentOutOfRangeException(nameof(temperature), "The temperature must be > 0.");
+        int v = model.Config.VocabSize;
+        int chunk = chunkRows > 0 ? chunkRows : DefaultChunkRows(v);
+        var head = model.HeadWeight;
+        var logProbs = new List<Tensor>();
+        var entropies = new List<Tensor>();
+        if (n == 0) return (Tensor.Zeros(0), Tensor.Zeros(0));
+        for (int start = 0; start < n; start += chunk)
+        {
+            int rows = Math.Min(chunk, n - start), at = start;
+            bool first = true;
+            var outputs = Autograd.Checkpoint([Ops.SliceRows(hidden, start, rows)], h =>
+            {
+                var logits = model.Head(h[0]);
+                if (first) visit?.Invoke(at, logits.Span);
+                first = false;
+                if (temperature != 1f) logits = Ops.MulScalar(logits, 1f / temperature);
+                var (lp, entropy) = Ops.TokenLogProbs(logits, targets.AsSpan(at, rows));
+                return [lp, entropy];
+            }, head.RequiresGrad);
+            logProbs.Add(outputs[0]);
+            entropies.Add(outputs[1]);
+        }
+        return logProbs.Count == 1 ? (logProbs[0], entropies[0]) : (Ops.Concat(logProbs, 0), Ops.Concat(entropies, 0));
+    }
+}

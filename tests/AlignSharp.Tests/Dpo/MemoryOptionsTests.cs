@@ -1,0 +1,96 @@
+using System.Text.Json;
+using AlignSharp.Models;
+using AlignSharp.Models.Checkpoints;
+using AlignSharp.Tests.Models;
+using AlignSharp.Text;
+using AlignSharp.Training.Dpo;
+using AlignSharp.Training.Sft;
+
+namespace AlignSharp.Tests.Dpo;
+
+/// <summary>
+/// --gradient-checkpointing (a run equal to the ordinary one, bit for bit) and --frozen-dtype (frozen weights in bf16:
+/// the default for a bf16 checkpoint, forced for a float32 one), and bf16 loading straight from a BF16 checkpoint.
+/// </summary>
+public sealed class MemoryOptionsTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("alignsharp-memory-").FullName;
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    private string P(string name) => Path.Combine(_dir, name);
+
+    private DpoOptions Options(string model, string data, string run) => new()
+    {
+        Policy = model, Data = data, Out = P(run), BatchSize = 4, LearningRate = 1e-2f, LoggingSteps = 1, SaveSteps = 0, MaxSteps = 3,
+        LoraR = 4, LoraDropout = 0.1, PrecomputeReference = false,
+    };
+
+    private static List<JsonElement> Train(string run) => File.ReadLines(Path.Combine(run, "metrics.jsonl"))
+        .Select(l => JsonDocument.Parse(l).RootElement).Where(e => e.GetProperty("split").GetString() == "train").ToList();
+
+    private static double[] Metric(string run, string key) => Train(run).Select(e => e.GetProperty(key).GetDouble()).ToArray();
+
+    [Fact]
+    public void DpoWithGradientCheckpointingEqualsTheOrdinaryRunBitForBit()
+    {
+        string model = DpoFixtures.TinyModel(P("m"), seed: 31);
+        string data = DpoFixtures.Pairs(P("data.jsonl"), 12, seed: 32);
+        DpoTrainer.Train(Options(model, data, "plain"), TextWriter.Null);
+        DpoTrainer.Train(Options(model, data, "ckpt") with { GradientCheckpointing = true }, TextWriter.Null);
+        foreach (var key in new[] { "loss", "grad_norm", "logps/chosen", "logits/chosen" })
+            Assert.Equal(Metric(P("plain"), key), Metric(P("ckpt"), key));
+        Assert.Equal(File.ReadAllBytes(P("plain/final/adapter_model.safetensors")), File.ReadAllBytes(P("ckpt/final/adapter_model.safetensors")));
+        Assert.NotEqual(0, Metric(P("plain"), "rewards/chosen")[^1]);
+    }
+
+    [Fact]
+    public void FrozenBf16OnAFloat32CheckpointEqualsTheBf16CheckpointsDefault()
+    {
+        string model = DpoFixtures.TinyModel(P("m32"), seed: 33);
+        // The same weights saved in bf16 (rounded to nearest, as --frozen-dtype bf16 rounds them).
+        var pre = Pretrained.Load(model);
+        ModelIO.Save(pre.Model, P("m16"), SafetensorsDtype.BF16);
+        Pretrained.CopyTokenizerFiles(model, P("m16"));
+        string data = DpoFixtures.Pairs(P("data.jsonl"), 12, seed: 34);
+
+        DpoTrainer.Train(Options(model, data, "fp32"), TextWriter.Null);
+        DpoTrainer.Train(Options(model, data, "forced") with { FrozenDtype = "bf16" }, TextWriter.Null);
+        DpoTrainer.Train(Options(P("m16"), data, "default16"), TextWriter.Null);
+        foreach (var key in new[] { "loss", "logps/chosen", "logps/rejected", "rewards/chosen" })
+            Assert.Equal(Metric(P("forced"), key), Metric(P("default16"), key));
+        // bf16 storage really was used: the log-probabilities of the rounded base differ from the float32 one's.
+        Assert.NotEqual(Metric(P("fp32"), "logps/chosen"), Metric(P("forced"), "logps/chosen"));
+        // Step 0: the adapter starts at zero, so the policy equals its reference whatever the storage.
+        Assert.Equal(Math.Log(2), Metric(P("forced"), "loss")[0], 5);
+    }
+
+    [Fact]
+    public void FrozenDtypeIsValidatedAndRefusedWhereNothingIsFrozen()
+    {
+        File.WriteAllText(P("d"), "");
+        var bad = Assert.Throws<UserInputException>(() => new DpoOptions { Policy = "m", Data = P("d"), Out = P("x"), FrozenDtype = "fp16" }.Validate());
+        Assert.Contains("--frozen-dtype must be bf16 or fp32", bad.Message);
+        var sft = Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = P("d"), Out = P("x"), FrozenDtype = "bf16" }.Validate());
+        Assert.Contains("--frozen-dtype", sft.Message);
+        // Full-parameter DPO whose reference is the policy's own precomputed start keeps nothing frozen either.
+        Assert.Throws<UserInputException>(() => new DpoOptions { Policy = "m", Data = P("d"), Out = P("x"), FrozenDtype = "bf16" }.Validate());
+        new DpoOptions { Policy = "m", Data = P("d"), Out = P("x"), FrozenDtype = "bf16", PrecomputeReference = false }.Validate();
+        new SftOptions { Model = "m", Data = P("d"), Out = P("x"), FrozenDtype = "fp32", LoraR = 8 }.Validate();
+    }
+
+    [Theory]
+    [InlineData("llama-bf16")]   // BF16 tensors copied bit for bit
+    [InlineData("gpt2-hub")]     // float32, transposed Conv1D: read, then rounded
+    [InlineData("phi3-longrope")] // fused projections: read, then rounded
+    public void Bf16LoadingKeepsTheCheckpointsValuesRoundedOnce(string fixture)
+    {
+        var wide = ModelIO.Load(Fixtures.Dir(fixture));
+        var narrow = ModelIO.Load(Fixtures.Dir(fixture), bf16Matrices: true);
+        foreach (var (name, p) in wide.NamedParameters)
+        {
+            var q = narrow.Parameter(name);
+            Assert.Equal(p.Rank == 2, q.IsBf16);
+            Assert.Equal(p.Rank == 2 ? p.ToBf16().ToArray() : p.ToArray(), q.ToArray());
+        }
+        Assert.Equal(fixture == "llama-bf16", ModelIO.StoresBf16(Fixtures.Dir(fixture)));
+    }
+}
