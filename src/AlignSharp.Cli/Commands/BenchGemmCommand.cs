@@ -37,7 +37,7 @@ public static class BenchGemmCommand
             string dt = parseResult.GetValue(bDtype)!;
             if (dt != "f32" && dt != "bf16") throw new CliException($"--b-dtype must be f32 or bf16, not '{dt}'.");
             if (dt == "bf16" && vb != 1) throw new CliException("--b-dtype bf16 needs --batch 1 (there is no batched bf16 product).");
-            ParallelFor.Threads = vt;
+            using var threadScope = ParallelFor.UseThreads(vt);
             Console.WriteLine(Run(vm, vn, vk, vb, ta, tb, vr, dt == "bf16"));
             return 0;
         });

@@ -37,11 +37,8 @@ public static class BenchSampleCommand
             if (p < 1) throw new CliException("--prompt-len must be >= 1.");
             if (n < 2) throw new CliException("--new-tokens must be >= 2 (the decode time is the difference of n and 1 new tokens).");
             if (reps < 1) throw new CliException("--repeats must be >= 1.");
-            if (r.GetValue(threads) is int t)
-            {
-                if (t < 1) throw new CliException("--threads must be >= 1.");
-                ParallelFor.Threads = t;
-            }
+            if (r.GetValue(threads) is < 1) throw new CliException("--threads must be >= 1.");
+            using var threadScope = ParallelFor.UseThreads(r.GetValue(threads) ?? 0);
             if (r.GetValue(bandwidth) is double bw && !(bw > 0)) throw new CliException("--bandwidth-gbs must be > 0.");
             string dtype = r.GetValue(weightsDtype)!;
             if (dtype is not ("auto" or "f32" or "bf16")) throw new CliException($"--weights-dtype must be auto, f32 or bf16, not '{dtype}'.");

@@ -29,11 +29,8 @@ public static class BenchTrainCommand
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
-            if (r.GetValue(threads) is int t)
-            {
-                if (t < 1) throw new CliException("--threads must be >= 1.");
-                ParallelFor.Threads = t;
-            }
+            if (r.GetValue(threads) is < 1) throw new CliException("--threads must be >= 1.");
+            using var threadScope = ParallelFor.UseThreads(r.GetValue(threads) ?? 0);
             string? dir = r.GetValue(modelDir);
             if (dir != null && r.GetResult(config) is { Implicit: false }) throw new CliException("--config and --model exclude each other: give one.");
             var (model, name, _) = BenchModels.Load(dir, r.GetValue(config)!, "f32");

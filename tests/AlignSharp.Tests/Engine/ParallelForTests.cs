@@ -54,12 +54,15 @@ public class ParallelForWakeUpTests
         {
             Assert.Equal(1, ParallelFor.Threads);
             Assert.Equal(1, ParallelFor.SharesFor(1000, 1));
-            // Another thread keeps the process-wide count (blocking wait: the scope belongs to this thread, and an
-            // await could resume elsewhere).
-            Assert.Equal(outside, Task.Run(() => ParallelFor.Threads).GetAwaiter().GetResult());
+            // Another thread keeps the process-wide count (a fresh thread: waiting on a Task.Run task can run it
+            // inline on this thread, inside the scope).
+            Assert.Equal(outside, Engine.SimdTests.OnAnotherThread(() => ParallelFor.Threads));
             using (ParallelFor.UseThreads(3)) Assert.Equal(3, ParallelFor.Threads);
+            // 0 (an option left at its default) keeps the current count.
+            using (ParallelFor.UseThreads(0)) Assert.Equal(1, ParallelFor.Threads);
             Assert.Equal(1, ParallelFor.Threads);
         }
         Assert.Equal(outside, ParallelFor.Threads);
     }
+
 }

@@ -54,6 +54,19 @@ public sealed class RunSafetyTests : IDisposable
         Assert.Throws<UserInputException>(() => new SftOptions { Out = "x", Model = "m", Data = P("sft.jsonl"), Resume = "", Overwrite = true }.Validate());
     }
 
+    /// <summary>--threads holds for the run only: the caller's count afterwards and the process-wide default (read on
+    /// another thread) are what they were, so a run never changes the threads of tests running beside it.</summary>
+    [Fact]
+    public void ThreadsOptionIsScopedToTheRun()
+    {
+        int before = AlignSharp.Engine.Kernels.ParallelFor.Threads;
+        int processWide = Engine.SimdTests.OnAnotherThread(() => AlignSharp.Engine.Kernels.ParallelFor.Threads);
+        int other = before == 1 ? 2 : 1;
+        SftTrainer.Train(Sft("run", 1) with { Threads = other }, TextWriter.Null);
+        Assert.Equal(before, AlignSharp.Engine.Kernels.ParallelFor.Threads);
+        Assert.Equal(processWide, Engine.SimdTests.OnAnotherThread(() => AlignSharp.Engine.Kernels.ParallelFor.Threads));
+    }
+
     [Fact]
     public void ASecondProcessOnTheSameOutIsRefused()
     {

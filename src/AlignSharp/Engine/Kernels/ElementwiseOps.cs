@@ -9,6 +9,7 @@ public readonly struct AddOp : IBinaryOp
 {
     public static float Apply(float a, float b) => a + b;
     public static Vector256<float> Apply(Vector256<float> a, Vector256<float> b) => a + b;
+    public static Vector128<float> Apply(Vector128<float> a, Vector128<float> b) => a + b;
     public static Vector512<float> Apply(Vector512<float> a, Vector512<float> b) => a + b;
 }
 
@@ -16,6 +17,7 @@ public readonly struct SubOp : IBinaryOp
 {
     public static float Apply(float a, float b) => a - b;
     public static Vector256<float> Apply(Vector256<float> a, Vector256<float> b) => a - b;
+    public static Vector128<float> Apply(Vector128<float> a, Vector128<float> b) => a - b;
     public static Vector512<float> Apply(Vector512<float> a, Vector512<float> b) => a - b;
 }
 
@@ -23,6 +25,7 @@ public readonly struct MulOp : IBinaryOp
 {
     public static float Apply(float a, float b) => a * b;
     public static Vector256<float> Apply(Vector256<float> a, Vector256<float> b) => a * b;
+    public static Vector128<float> Apply(Vector128<float> a, Vector128<float> b) => a * b;
     public static Vector512<float> Apply(Vector512<float> a, Vector512<float> b) => a * b;
 }
 
@@ -30,6 +33,7 @@ public readonly struct DivOp : IBinaryOp
 {
     public static float Apply(float a, float b) => a / b;
     public static Vector256<float> Apply(Vector256<float> a, Vector256<float> b) => a / b;
+    public static Vector128<float> Apply(Vector128<float> a, Vector128<float> b) => a / b;
     public static Vector512<float> Apply(Vector512<float> a, Vector512<float> b) => a / b;
 }
 
@@ -38,6 +42,7 @@ public readonly struct NegDivOp : IBinaryOp
 {
     public static float Apply(float a, float b) => -a / b;
     public static Vector256<float> Apply(Vector256<float> a, Vector256<float> b) => -a / b;
+    public static Vector128<float> Apply(Vector128<float> a, Vector128<float> b) => -a / b;
     public static Vector512<float> Apply(Vector512<float> a, Vector512<float> b) => -a / b;
 }
 
@@ -45,6 +50,7 @@ public readonly struct MinOp : IBinaryOp
 {
     public static float Apply(float a, float b) => MathF.Min(a, b);
     public static Vector256<float> Apply(Vector256<float> a, Vector256<float> b) => Vector256.Min(a, b);
+    public static Vector128<float> Apply(Vector128<float> a, Vector128<float> b) => Vector128.Min(a, b);
     public static Vector512<float> Apply(Vector512<float> a, Vector512<float> b) => Vector512.Min(a, b);
 }
 
@@ -52,6 +58,7 @@ public readonly struct MaxOp : IBinaryOp
 {
     public static float Apply(float a, float b) => MathF.Max(a, b);
     public static Vector256<float> Apply(Vector256<float> a, Vector256<float> b) => Vector256.Max(a, b);
+    public static Vector128<float> Apply(Vector128<float> a, Vector128<float> b) => Vector128.Max(a, b);
     public static Vector512<float> Apply(Vector512<float> a, Vector512<float> b) => Vector512.Max(a, b);
 }
 
@@ -59,6 +66,7 @@ public readonly struct NegOp : IUnaryOp
 {
     public static float Apply(float x) => -x;
     public static Vector256<float> Apply(Vector256<float> x) => -x;
+    public static Vector128<float> Apply(Vector128<float> x) => -x;
     public static Vector512<float> Apply(Vector512<float> x) => -x;
 }
 
@@ -66,6 +74,7 @@ public readonly struct ExpOp : IUnaryOp
 {
     public static float Apply(float x) => MathF.Exp(x);
     public static Vector256<float> Apply(Vector256<float> x) => FastMath.Exp(x);
+    public static Vector128<float> Apply(Vector128<float> x) => FastMath.Exp(x);
     public static Vector512<float> Apply(Vector512<float> x) => FastMath.Exp(x);
 }
 
@@ -73,6 +82,7 @@ public readonly struct LogOp : IUnaryOp
 {
     public static float Apply(float x) => MathF.Log(x);
     public static Vector256<float> Apply(Vector256<float> x) => Vector256.Log(x);
+    public static Vector128<float> Apply(Vector128<float> x) => Vector128.Log(x);
     public static Vector512<float> Apply(Vector512<float> x) => Vector512.Log(x);
 }
 
@@ -80,6 +90,7 @@ public readonly struct SquareOp : IUnaryOp
 {
     public static float Apply(float x) => x * x;
     public static Vector256<float> Apply(Vector256<float> x) => x * x;
+    public static Vector128<float> Apply(Vector128<float> x) => x * x;
     public static Vector512<float> Apply(Vector512<float> x) => x * x;
 }
 
@@ -87,6 +98,7 @@ public readonly struct SqrtOp : IUnaryOp
 {
     public static float Apply(float x) => MathF.Sqrt(x);
     public static Vector256<float> Apply(Vector256<float> x) => Vector256.Sqrt(x);
+    public static Vector128<float> Apply(Vector128<float> x) => Vector128.Sqrt(x);
     public static Vector512<float> Apply(Vector512<float> x) => Vector512.Sqrt(x);
 }
 
@@ -94,6 +106,7 @@ public readonly struct SigmoidOp : IUnaryOp
 {
     public static float Apply(float x) => 1f / (1f + MathF.Exp(-x));
     public static Vector256<float> Apply(Vector256<float> x) => Vector256<float>.One / (Vector256<float>.One + FastMath.Exp(-x));
+    public static Vector128<float> Apply(Vector128<float> x) => Vector128<float>.One / (Vector128<float>.One + FastMath.Exp(-x));
     public static Vector512<float> Apply(Vector512<float> x) => Vector512<float>.One / (Vector512<float>.One + FastMath.Exp(-x));
 }
 
@@ -103,6 +116,8 @@ public readonly struct TanhOp : IUnaryOp
     public static float Apply(float x) => MathF.Tanh(x);
     public static Vector256<float> Apply(Vector256<float> x)
         => Vector256<float>.One - Vector256.Create(2f) / (FastMath.Exp(x + x) + Vector256<float>.One);
+    public static Vector128<float> Apply(Vector128<float> x)
+        => Vector128<float>.One - Vector128.Create(2f) / (FastMath.Exp(x + x) + Vector128<float>.One);
     public static Vector512<float> Apply(Vector512<float> x)
         => Vector512<float>.One - Vector512.Create(2f) / (FastMath.Exp(x + x) + Vector512<float>.One);
 }
@@ -130,6 +145,14 @@ public readonly struct SoftplusOp : IUnaryOp
         return Vector256.Max(x, Vector256<float>.Zero) + l;
     }
 
+    public static Vector128<float> Apply(Vector128<float> x)
+    {
+        var u = FastMath.Exp(-Vector128.Abs(x));
+        var w = Vector128<float>.One + u;
+        var l = Vector128.ConditionalSelect(Vector128.Equals(w, Vector128<float>.One), u, Vector128.Log(w) * u / (w - Vector128<float>.One));
+        return Vector128.Max(x, Vector128<float>.Zero) + l;
+    }
+
     public static Vector512<float> Apply(Vector512<float> x)
     {
         var u = FastMath.Exp(-Vector512.Abs(x));
@@ -143,6 +166,7 @@ public readonly struct ReluOp : IUnaryOp
 {
     public static float Apply(float x) => x > 0 ? x : 0f;
     public static Vector256<float> Apply(Vector256<float> x) => Vector256.Max(x, Vector256<float>.Zero);
+    public static Vector128<float> Apply(Vector128<float> x) => Vector128.Max(x, Vector128<float>.Zero);
     public static Vector512<float> Apply(Vector512<float> x) => Vector512.Max(x, Vector512<float>.Zero);
 }
 
@@ -153,6 +177,8 @@ public readonly struct GeluOp : IUnaryOp
     public static float Apply(float x) => 0.5f * x * (1f + MathF.Tanh(C * (x + K * x * x * x)));
     public static Vector256<float> Apply(Vector256<float> x)
         => Vector256.Create(0.5f) * x * (Vector256<float>.One + TanhOp.Apply(Vector256.Create(C) * (x + Vector256.Create(K) * x * x * x)));
+    public static Vector128<float> Apply(Vector128<float> x)
+        => Vector128.Create(0.5f) * x * (Vector128<float>.One + TanhOp.Apply(Vector128.Create(C) * (x + Vector128.Create(K) * x * x * x)));
     public static Vector512<float> Apply(Vector512<float> x)
         => Vector512.Create(0.5f) * x * (Vector512<float>.One + TanhOp.Apply(Vector512.Create(C) * (x + Vector512.Create(K) * x * x * x)));
 }
@@ -173,6 +199,13 @@ public readonly struct GeluGradOp : IBinaryOp
         return g * (half * (one + t) + half * x * (one - t * t) * c * (one + Vector256.Create(3f) * k * x * x));
     }
 
+    public static Vector128<float> Apply(Vector128<float> g, Vector128<float> x)
+    {
+        var one = Vector128<float>.One; var half = Vector128.Create(0.5f); var c = Vector128.Create(GeluOp.C); var k = Vector128.Create(GeluOp.K);
+        var t = TanhOp.Apply(c * (x + k * x * x * x));
+        return g * (half * (one + t) + half * x * (one - t * t) * c * (one + Vector128.Create(3f) * k * x * x));
+    }
+
     public static Vector512<float> Apply(Vector512<float> g, Vector512<float> x)
     {
         var one = Vector512<float>.One; var half = Vector512.Create(0.5f); var c = Vector512.Create(GeluOp.C); var k = Vector512.Create(GeluOp.K);
@@ -185,6 +218,7 @@ public readonly struct SiluOp : IUnaryOp
 {
     public static float Apply(float x) => x * SigmoidOp.Apply(x);
     public static Vector256<float> Apply(Vector256<float> x) => x * SigmoidOp.Apply(x);
+    public static Vector128<float> Apply(Vector128<float> x) => x * SigmoidOp.Apply(x);
     public static Vector512<float> Apply(Vector512<float> x) => x * SigmoidOp.Apply(x);
 }
 
@@ -203,6 +237,12 @@ public readonly struct SiluGradOp : IBinaryOp
         return g * s * (Vector256<float>.One + x * (Vector256<float>.One - s));
     }
 
+    public static Vector128<float> Apply(Vector128<float> g, Vector128<float> x)
+    {
+        var s = SigmoidOp.Apply(x);
+        return g * s * (Vector128<float>.One + x * (Vector128<float>.One - s));
+    }
+
     public static Vector512<float> Apply(Vector512<float> g, Vector512<float> x)
     {
         var s = SigmoidOp.Apply(x);
@@ -215,6 +255,7 @@ public readonly struct MulGradOp : IBinaryOp
 {
     public static float Apply(float g, float y) => g * y;
     public static Vector256<float> Apply(Vector256<float> g, Vector256<float> y) => g * y;
+    public static Vector128<float> Apply(Vector128<float> g, Vector128<float> y) => g * y;
     public static Vector512<float> Apply(Vector512<float> g, Vector512<float> y) => g * y;
 }
 
@@ -223,6 +264,7 @@ public readonly struct TanhGradOp : IBinaryOp
 {
     public static float Apply(float g, float y) => g * (1f - y * y);
     public static Vector256<float> Apply(Vector256<float> g, Vector256<float> y) => g * (Vector256<float>.One - y * y);
+    public static Vector128<float> Apply(Vector128<float> g, Vector128<float> y) => g * (Vector128<float>.One - y * y);
     public static Vector512<float> Apply(Vector512<float> g, Vector512<float> y) => g * (Vector512<float>.One - y * y);
 }
 
@@ -231,6 +273,7 @@ public readonly struct SigmoidGradOp : IBinaryOp
 {
     public static float Apply(float g, float y) => g * y * (1f - y);
     public static Vector256<float> Apply(Vector256<float> g, Vector256<float> y) => g * y * (Vector256<float>.One - y);
+    public static Vector128<float> Apply(Vector128<float> g, Vector128<float> y) => g * y * (Vector128<float>.One - y);
     public static Vector512<float> Apply(Vector512<float> g, Vector512<float> y) => g * y * (Vector512<float>.One - y);
 }
 
@@ -239,6 +282,7 @@ public readonly struct SoftplusGradOp : IBinaryOp
 {
     public static float Apply(float g, float x) => g * SigmoidOp.Apply(x);
     public static Vector256<float> Apply(Vector256<float> g, Vector256<float> x) => g * SigmoidOp.Apply(x);
+    public static Vector128<float> Apply(Vector128<float> g, Vector128<float> x) => g * SigmoidOp.Apply(x);
     public static Vector512<float> Apply(Vector512<float> g, Vector512<float> x) => g * SigmoidOp.Apply(x);
 }
 
@@ -247,6 +291,7 @@ public readonly struct LogSigmoidGradOp : IBinaryOp
 {
     public static float Apply(float g, float x) => g * SigmoidOp.Apply(-x);
     public static Vector256<float> Apply(Vector256<float> g, Vector256<float> x) => g * SigmoidOp.Apply(-x);
+    public static Vector128<float> Apply(Vector128<float> g, Vector128<float> x) => g * SigmoidOp.Apply(-x);
     public static Vector512<float> Apply(Vector512<float> g, Vector512<float> x) => g * SigmoidOp.Apply(-x);
 }
 
@@ -255,6 +300,7 @@ public readonly struct ReluGradOp : IBinaryOp
 {
     public static float Apply(float g, float x) => x > 0 ? g : 0f;
     public static Vector256<float> Apply(Vector256<float> g, Vector256<float> x) => Vector256.ConditionalSelect(Vector256.GreaterThan(x, Vector256<float>.Zero), g, Vector256<float>.Zero);
+    public static Vector128<float> Apply(Vector128<float> g, Vector128<float> x) => Vector128.ConditionalSelect(Vector128.GreaterThan(x, Vector128<float>.Zero), g, Vector128<float>.Zero);
     public static Vector512<float> Apply(Vector512<float> g, Vector512<float> x) => Vector512.ConditionalSelect(Vector512.GreaterThan(x, Vector512<float>.Zero), g, Vector512<float>.Zero);
 }
 
@@ -263,6 +309,7 @@ public readonly struct LogGradOp : IBinaryOp
 {
     public static float Apply(float g, float x) => g / x;
     public static Vector256<float> Apply(Vector256<float> g, Vector256<float> x) => g / x;
+    public static Vector128<float> Apply(Vector128<float> g, Vector128<float> x) => g / x;
     public static Vector512<float> Apply(Vector512<float> g, Vector512<float> x) => g / x;
 }
 
@@ -271,6 +318,7 @@ public readonly struct SqrtGradOp : IBinaryOp
 {
     public static float Apply(float g, float y) => 0.5f * g / y;
     public static Vector256<float> Apply(Vector256<float> g, Vector256<float> y) => Vector256.Create(0.5f) * g / y;
+    public static Vector128<float> Apply(Vector128<float> g, Vector128<float> y) => Vector128.Create(0.5f) * g / y;
     public static Vector512<float> Apply(Vector512<float> g, Vector512<float> y) => Vector512.Create(0.5f) * g / y;
 }
 
@@ -279,5 +327,6 @@ public readonly struct SquareGradOp : IBinaryOp
 {
     public static float Apply(float g, float x) => 2f * g * x;
     public static Vector256<float> Apply(Vector256<float> g, Vector256<float> x) => Vector256.Create(2f) * g * x;
+    public static Vector128<float> Apply(Vector128<float> g, Vector128<float> x) => Vector128.Create(2f) * g * x;
     public static Vector512<float> Apply(Vector512<float> g, Vector512<float> x) => Vector512.Create(2f) * g * x;
 }

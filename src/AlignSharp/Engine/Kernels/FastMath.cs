@@ -59,4 +59,24 @@ public static class FastMath
         result = Vector256.ConditionalSelect(Vector256.GreaterThan(x, Vector256.Create(Hi)), Vector256.Create(float.PositiveInfinity), result);
         return Vector256.ConditionalSelect(Vector256.Equals(x, x), result, x);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Exp(Vector128<float> x)
+    {
+        var xc = Vector128.Min(Vector128.Max(x, Vector128.Create(Lo)), Vector128.Create(Hi));
+        var n = Vector128.Round(xc * Vector128.Create(Log2E));
+        var r = Vector128.FusedMultiplyAdd(n, Vector128.Create(-Ln2Hi), xc);
+        r = Vector128.FusedMultiplyAdd(n, Vector128.Create(-Ln2Lo), r);
+        var p = Vector128.FusedMultiplyAdd(Vector128.Create(P0), r, Vector128.Create(P1));
+        p = Vector128.FusedMultiplyAdd(p, r, Vector128.Create(P2));
+        p = Vector128.FusedMultiplyAdd(p, r, Vector128.Create(P3));
+        p = Vector128.FusedMultiplyAdd(p, r, Vector128.Create(P4));
+        p = Vector128.FusedMultiplyAdd(p, r, Vector128.Create(P5));
+        var y = Vector128.FusedMultiplyAdd(p, r * r, r + Vector128<float>.One);
+        var scale = (Vector128.ConvertToInt32(n) + Vector128.Create(127)) << 23;
+        var result = y * scale.AsSingle();
+        result = Vector128.ConditionalSelect(Vector128.LessThan(x, Vector128.Create(Lo)), Vector128<float>.Zero, result);
+        result = Vector128.ConditionalSelect(Vector128.GreaterThan(x, Vector128.Create(Hi)), Vector128.Create(float.PositiveInfinity), result);
+        return Vector128.ConditionalSelect(Vector128.Equals(x, x), result, x);
+    }
 }

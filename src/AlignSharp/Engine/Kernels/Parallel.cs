@@ -22,23 +22,26 @@ public static class ParallelFor
 
     /// <summary>
     /// Threads used by kernels called from this thread: the innermost <see cref="UseThreads"/> scope on it, else the
-    /// process-wide default (the number of cores). Setting it changes the process-wide default; set 1 for bitwise
-    /// determinism of reductions.
+    /// process-wide default (the number of cores). Use <see cref="UseThreads"/> to change it (1 for bitwise
+    /// determinism of reductions); the setter changes the default for every thread of the process at once, which
+    /// races with whatever else runs in it (tests in parallel, a second run).
     /// </summary>
     public static int Threads
     {
         get => t_threads > 0 ? t_threads : _threads;
+        [Obsolete("Changes the thread count of every thread in the process; scope it with ParallelFor.UseThreads(n) instead.")]
         set => _threads = Math.Clamp(value, 1, 256);
     }
 
     /// <summary>
     /// Kernels called from the calling thread use <paramref name="threads"/> threads until the scope is disposed;
-    /// other threads (tests running in parallel, other sessions' work) keep their own count.
+    /// other threads (tests running in parallel, other sessions' work) keep their own count. 0 (an option left at its
+    /// default) keeps the calling thread's current count, so callers can scope an optional setting unconditionally.
     /// </summary>
     public static ThreadCountScope UseThreads(int threads)
     {
         var scope = new ThreadCountScope(t_threads);
-        t_threads = Math.Clamp(threads, 1, 256);
+        if (threads != 0) t_threads = Math.Clamp(threads, 1, 256);
         return scope;
     }
 
@@ -93,7 +96,8 @@ public static class ParallelFor
             EnsureWorkers(shares - 1);
             _failure = null;
             Volatile.Write(ref _pending, shares - 1);
-            for (int i = 1; i < shares; i++) _workers[i - 1].Post(work, i);
+            int simdScope = Simd.ThreadScope;   // the caller's forced lane width holds on every share
+            for (int i = 1; i < shares; i++) _workers[i - 1].Post(work, i, simdScope);
             try
             {
                 _insideWorker = true;
@@ -137,6 +141,7 @@ public static class ParallelFor
         private readonly SemaphoreSlim _signal = new(0);
         private IShareWork? _work;
         private int _share;
+        private int _simdScope;
         private int _sleeping;
 
         public Worker(int id)
@@ -145,9 +150,10 @@ public static class ParallelFor
             t.Start();
         }
 
-        public void Post(IShareWork work, int share)
+        public void Post(IShareWork work, int share, int simdScope)
         {
             _share = share;
+            _simdScope = simdScope;
             Volatile.Write(ref _work, work);
             if (Interlocked.Exchange(ref _sleeping, 0) == 1) _signal.Release();
         }
@@ -182,6 +188,7 @@ public static class ParallelFor
             while (true)
             {
                 var work = WaitForWork();
+                Simd.ThreadScope = _simdScope;
                 try { work.RunShare(_share); }
                 catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
                 finally

@@ -4,10 +4,11 @@ using System.Runtime.Intrinsics;
 
 namespace AlignSharp.Engine.Kernels;
 
-/// <summary>f(x), lane-wise. Implement all three widths; the driver picks the widest the CPU runs.</summary>
+/// <summary>f(x), lane-wise. Implement every width; the driver picks the widest the CPU runs.</summary>
 public interface IUnaryOp
 {
     static abstract float Apply(float x);
+    static abstract Vector128<float> Apply(Vector128<float> x);
     static abstract Vector256<float> Apply(Vector256<float> x);
     static abstract Vector512<float> Apply(Vector512<float> x);
 }
@@ -16,19 +17,51 @@ public interface IUnaryOp
 public interface IBinaryOp
 {
     static abstract float Apply(float a, float b);
+    static abstract Vector128<float> Apply(Vector128<float> a, Vector128<float> b);
     static abstract Vector256<float> Apply(Vector256<float> a, Vector256<float> b);
     static abstract Vector512<float> Apply(Vector512<float> a, Vector512<float> b);
 }
 
 /// <summary>
-/// The SIMD mechanics, written once: each driver walks 512-bit lanes, then 256-bit lanes, then a scalar
-/// tail, so every length works and every op is a small operator struct. <see cref="UseAvx512"/> and
-/// <see cref="UseAvx2"/> exist so tests can force each path on one machine.
+/// The SIMD mechanics, written once: each driver walks 512-bit lanes (16 floats), then 256-bit (8), then 128-bit (4),
+/// then a scalar tail, so every length works and every op is a small operator struct. A path runs only where the
+/// hardware accelerates it (x64: AVX-512F, AVX2, SSE; ARM64: AdvSimd gives the 128-bit path) and the calling thread's
+/// <see cref="UseWidth"/> scope allows it, so tests can force each path on one machine.
 /// </summary>
 public static class Simd
 {
-    public static bool UseAvx512 = Vector512.IsHardwareAccelerated;
-    public static bool UseAvx2 = Vector256.IsHardwareAccelerated;
+    [ThreadStatic] private static int t_maxBits; // a UseWidth scope on this thread, as bits + 1; 0 = none
+
+    /// <summary>The widest lanes the calling thread may use (512, 256, 128, or 0 for scalar only).</summary>
+    public static int MaxBits => t_maxBits == 0 ? 512 : t_maxBits - 1;
+
+    public static bool UseAvx512 => Vector512.IsHardwareAccelerated && MaxBits >= 512;
+    public static bool UseAvx2 => Vector256.IsHardwareAccelerated && MaxBits >= 256;
+    public static bool UseVector128 => Vector128.IsHardwareAccelerated && MaxBits >= 128;
+
+    /// <summary>
+    /// Kernels called from the calling thread (and the ParallelFor shares it starts) use lanes at most
+    /// <paramref name="bits"/> wide (512, 256, 128, or 0 for the scalar loops alone) until the scope is disposed;
+    /// other threads keep theirs. It can only narrow what the hardware runs.
+    /// </summary>
+    public static WidthScope UseWidth(int bits)
+    {
+        if (bits is not (0 or 128 or 256 or 512)) throw new ArgumentOutOfRangeException(nameof(bits), bits, "Lane width must be 0, 128, 256 or 512 bits.");
+        var scope = new WidthScope(t_maxBits);
+        t_maxBits = bits + 1;
+        return scope;
+    }
+
+    /// <summary>Restores the calling thread's previous lane width when disposed (see <see cref="UseWidth"/>).</summary>
+    public readonly struct WidthScope : IDisposable
+    {
+        private readonly int _previous;
+        internal WidthScope(int previous) => _previous = previous;
+        public void Dispose() => t_maxBits = _previous;
+    }
+
+    /// <summary>The calling thread's scope as stored (0 = none), for ParallelFor to hand to its workers.</summary>
+    internal static int ThreadScope { get => t_maxBits; set => t_maxBits = value; }
 
     /// <summary>y[i] = f(x[i]). x and y may be the same span.</summary>
     public static void Map<TOp>(ReadOnlySpan<float> x, Span<float> y) where TOp : IUnaryOp
@@ -43,6 +76,9 @@ public static class Simd
         if (UseAvx2)
             for (; i <= n - 8; i += 8)
                 TOp.Apply(Vector256.LoadUnsafe(ref xs, (nuint)i)).StoreUnsafe(ref ys, (nuint)i);
+        if (UseVector128)
+            for (; i <= n - 4; i += 4)
+                TOp.Apply(Vector128.LoadUnsafe(ref xs, (nuint)i)).StoreUnsafe(ref ys, (nuint)i);
         for (; i < n; i++) Unsafe.Add(ref ys, i) = TOp.Apply(Unsafe.Add(ref xs, i));
     }
 
@@ -60,6 +96,9 @@ public static class Simd
         if (UseAvx2)
             for (; i <= n - 8; i += 8)
                 TOp.Apply(Vector256.LoadUnsafe(ref ar, (nuint)i), Vector256.LoadUnsafe(ref br, (nuint)i)).StoreUnsafe(ref yr, (nuint)i);
+        if (UseVector128)
+            for (; i <= n - 4; i += 4)
+                TOp.Apply(Vector128.LoadUnsafe(ref ar, (nuint)i), Vector128.LoadUnsafe(ref br, (nuint)i)).StoreUnsafe(ref yr, (nuint)i);
         for (; i < n; i++) Unsafe.Add(ref yr, i) = TOp.Apply(Unsafe.Add(ref ar, i), Unsafe.Add(ref br, i));
     }
 
@@ -78,6 +117,11 @@ public static class Simd
         {
             var sv = Vector256.Create(s);
             for (; i <= n - 8; i += 8) TOp.Apply(Vector256.LoadUnsafe(ref ar, (nuint)i), sv).StoreUnsafe(ref yr, (nuint)i);
+        }
+        if (UseVector128)
+        {
+            var sv = Vector128.Create(s);
+            for (; i <= n - 4; i += 4) TOp.Apply(Vector128.LoadUnsafe(ref ar, (nuint)i), sv).StoreUnsafe(ref yr, (nuint)i);
         }
         for (; i < n; i++) Unsafe.Add(ref yr, i) = TOp.Apply(Unsafe.Add(ref ar, i), s);
     }
@@ -98,6 +142,11 @@ public static class Simd
             var sv = Vector256.Create(s);
             for (; i <= n - 8; i += 8) TOp.Apply(sv, Vector256.LoadUnsafe(ref br, (nuint)i)).StoreUnsafe(ref yr, (nuint)i);
         }
+        if (UseVector128)
+        {
+            var sv = Vector128.Create(s);
+            for (; i <= n - 4; i += 4) TOp.Apply(sv, Vector128.LoadUnsafe(ref br, (nuint)i)).StoreUnsafe(ref yr, (nuint)i);
+        }
         for (; i < n; i++) Unsafe.Add(ref yr, i) = TOp.Apply(s, Unsafe.Add(ref br, i));
     }
 
@@ -115,6 +164,9 @@ public static class Simd
         if (UseAvx2)
             for (; i <= n - 8; i += 8)
                 (Vector256.LoadUnsafe(ref yr, (nuint)i) + TOp.Apply(Vector256.LoadUnsafe(ref ar, (nuint)i), Vector256.LoadUnsafe(ref br, (nuint)i))).StoreUnsafe(ref yr, (nuint)i);
+        if (UseVector128)
+            for (; i <= n - 4; i += 4)
+                (Vector128.LoadUnsafe(ref yr, (nuint)i) + TOp.Apply(Vector128.LoadUnsafe(ref ar, (nuint)i), Vector128.LoadUnsafe(ref br, (nuint)i))).StoreUnsafe(ref yr, (nuint)i);
         for (; i < n; i++) Unsafe.Add(ref yr, i) += TOp.Apply(Unsafe.Add(ref ar, i), Unsafe.Add(ref br, i));
     }
 
@@ -134,6 +186,9 @@ public static class Simd
         if (UseAvx2)
             for (; i <= n - 8; i += 8)
                 (Vector256.LoadUnsafe(ref yr, (nuint)i) + TOp.Apply(Vector256.LoadUnsafe(ref xr, (nuint)i))).StoreUnsafe(ref yr, (nuint)i);
+        if (UseVector128)
+            for (; i <= n - 4; i += 4)
+                (Vector128.LoadUnsafe(ref yr, (nuint)i) + TOp.Apply(Vector128.LoadUnsafe(ref xr, (nuint)i))).StoreUnsafe(ref yr, (nuint)i);
         for (; i < n; i++) Unsafe.Add(ref yr, i) += TOp.Apply(Unsafe.Add(ref xr, i));
     }
 
@@ -156,6 +211,12 @@ public static class Simd
             for (; i <= n - 8; i += 8)
                 Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref xr, (nuint)i), sv, Vector256.LoadUnsafe(ref yr, (nuint)i)).StoreUnsafe(ref yr, (nuint)i);
         }
+        if (UseVector128)
+        {
+            var sv = Vector128.Create(s);
+            for (; i <= n - 4; i += 4)
+                Vector128.FusedMultiplyAdd(Vector128.LoadUnsafe(ref xr, (nuint)i), sv, Vector128.LoadUnsafe(ref yr, (nuint)i)).StoreUnsafe(ref yr, (nuint)i);
+        }
         for (; i < n; i++) Unsafe.Add(ref yr, i) = MathF.FusedMultiplyAdd(Unsafe.Add(ref xr, i), s, Unsafe.Add(ref yr, i));
     }
 
@@ -176,6 +237,12 @@ public static class Simd
             var acc = Vector256<float>.Zero;
             for (; i <= n - 8; i += 8) acc += Vector256.LoadUnsafe(ref xr, (nuint)i);
             total = Vector256.Sum(acc);
+        }
+        else if (UseVector128 && n >= 4)
+        {
+            var acc = Vector128<float>.Zero;
+            for (; i <= n - 4; i += 4) acc += Vector128.LoadUnsafe(ref xr, (nuint)i);
+            total = Vector128.Sum(acc);
         }
         for (; i < n; i++) total += Unsafe.Add(ref xr, i);
         return total;
@@ -200,6 +267,12 @@ public static class Simd
             for (; i <= n - 8; i += 8) acc = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref ar, (nuint)i), Vector256.LoadUnsafe(ref br, (nuint)i), acc);
             total = Vector256.Sum(acc);
         }
+        else if (UseVector128 && n >= 4)
+        {
+            var acc = Vector128<float>.Zero;
+            for (; i <= n - 4; i += 4) acc = Vector128.FusedMultiplyAdd(Vector128.LoadUnsafe(ref ar, (nuint)i), Vector128.LoadUnsafe(ref br, (nuint)i), acc);
+            total = Vector128.Sum(acc);
+        }
         for (; i < n; i++) total += Unsafe.Add(ref ar, i) * Unsafe.Add(ref br, i);
         return total;
     }
@@ -221,6 +294,12 @@ public static class Simd
             for (; i <= n - 8; i += 8) acc = Vector256.Max(acc, Vector256.LoadUnsafe(ref xr, (nuint)i));
             for (int l = 0; l < 8; l++) m = MathF.Max(m, acc[l]);
         }
+        else if (UseVector128 && n >= 4)
+        {
+            var acc = Vector128.Create(float.NegativeInfinity);
+            for (; i <= n - 4; i += 4) acc = Vector128.Max(acc, Vector128.LoadUnsafe(ref xr, (nuint)i));
+            for (int l = 0; l < 4; l++) m = MathF.Max(m, acc[l]);
+        }
         for (; i < n; i++) m = MathF.Max(m, Unsafe.Add(ref xr, i));
         return m;
     }
@@ -228,6 +307,7 @@ public static class Simd
     public readonly struct Identity : IUnaryOp
     {
         public static float Apply(float x) => x;
+        public static Vector128<float> Apply(Vector128<float> x) => x;
         public static Vector256<float> Apply(Vector256<float> x) => x;
         public static Vector512<float> Apply(Vector512<float> x) => x;
     }

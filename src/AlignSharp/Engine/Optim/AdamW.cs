@@ -121,6 +121,18 @@ internal readonly struct AdamWUpdate(
         pv.StoreUnsafe(ref p, i);
     }
 
+    public void Lanes128(ref float p, ref float g, ref float m, ref float v, nuint i)
+    {
+        var gv = Vector128.LoadUnsafe(ref g, i);
+        var mv = Vector128.FusedMultiplyAdd(gv, Vector128.Create(oneMinusBeta1), Vector128.LoadUnsafe(ref m, i) * Vector128.Create(beta1));
+        var vv = Vector128.FusedMultiplyAdd(gv * Vector128.Create(oneMinusBeta2), gv, Vector128.LoadUnsafe(ref v, i) * Vector128.Create(beta2));
+        var denom = Vector128.FusedMultiplyAdd(Vector128.Sqrt(vv), Vector128.Create(invSqrtBiasCorrection2), Vector128.Create(eps));
+        var pv = Vector128.FusedMultiplyAdd(mv / denom, Vector128.Create(negStepSize), Vector128.LoadUnsafe(ref p, i) * Vector128.Create(decay));
+        mv.StoreUnsafe(ref m, i);
+        vv.StoreUnsafe(ref v, i);
+        pv.StoreUnsafe(ref p, i);
+    }
+
     public void Lane(ref float p, ref float g, ref float m, ref float v)
     {
         float gs = g;

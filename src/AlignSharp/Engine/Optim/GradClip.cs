@@ -72,7 +72,7 @@ public static class GradClip
     }
 
     /// <summary>
-    /// Σ x² in float64. Lanes: 16 (or 8) floats are widened into two double vectors, each with its own
+    /// Σ x² in float64. Lanes: 16 (or 8, or 4) floats are widened into two double vectors, each with its own
     /// accumulator; the accumulators are added and reduced at the end, then the scalar remainder is added.
     /// </summary>
     internal static double SumOfSquares(ReadOnlySpan<float> x)
@@ -103,6 +103,18 @@ public static class GradClip
                 hi = Vector256.FusedMultiplyAdd(b, b, hi);
             }
             total = Vector256.Sum(lo + hi);
+        }
+        else if (Simd.UseVector128 && n >= 4)
+        {
+            var lo = Vector128<double>.Zero;
+            var hi = Vector128<double>.Zero;
+            for (; i <= n - 4; i += 4)
+            {
+                var (a, b) = Vector128.Widen(Vector128.LoadUnsafe(ref xr, (nuint)i));
+                lo = Vector128.FusedMultiplyAdd(a, a, lo);
+                hi = Vector128.FusedMultiplyAdd(b, b, hi);
+            }
+            total = Vector128.Sum(lo + hi);
         }
         for (; i < n; i++)
         {

@@ -7,7 +7,7 @@ namespace AlignSharp.Engine.Optim;
 /// <summary>
 /// The lane math of one optimizer: updates parameter <c>p</c> in place from gradient <c>g</c> and up to two state
 /// buffers <c>s1</c>, <c>s2</c> (each the parameter's length; an optimizer that needs fewer never touches the
-/// others). The 512- and 256-bit methods handle the 16 or 8 elements starting at index <c>i</c>; <see cref="Lane"/>
+/// others). The 512-, 256- and 128-bit methods handle the 16, 8 or 4 elements starting at index <c>i</c>; <see cref="Lane"/>
 /// handles one. Implementations must perform the same IEEE operations (FMA, sqrt, divide) in the same order at
 /// every width, so an element's result does not depend on which path or thread processed it.
 /// </summary>
@@ -15,6 +15,7 @@ internal interface IParamUpdate
 {
     void Lanes512(ref float p, ref float g, ref float s1, ref float s2, nuint i);
     void Lanes256(ref float p, ref float g, ref float s1, ref float s2, nuint i);
+    void Lanes128(ref float p, ref float g, ref float s1, ref float s2, nuint i);
     void Lane(ref float p, ref float g, ref float s1, ref float s2);
 }
 
@@ -78,7 +79,7 @@ internal static class ParamUpdate
         }
     }
 
-    /// <summary>16-lane blocks (AVX-512), then 8-lane blocks (AVX2), then a scalar remainder of at most 7 elements.</summary>
+    /// <summary>16-lane blocks (AVX-512), then 8-lane (AVX2), then 4-lane (SSE / AdvSimd), then a scalar remainder of at most 3 elements.</summary>
     public static void Lanes<TOp>(in TOp op, Span<float> p, ReadOnlySpan<float> g, Span<float> s1, Span<float> s2) where TOp : struct, IParamUpdate
     {
         int n = p.Length, i = 0;
@@ -92,6 +93,8 @@ internal static class ParamUpdate
             for (; i <= n - 16; i += 16) op.Lanes512(ref pr, ref gr, ref ar, ref br, (nuint)i);
         if (Simd.UseAvx2)
             for (; i <= n - 8; i += 8) op.Lanes256(ref pr, ref gr, ref ar, ref br, (nuint)i);
+        if (Simd.UseVector128)
+            for (; i <= n - 4; i += 4) op.Lanes128(ref pr, ref gr, ref ar, ref br, (nuint)i);
         for (; i < n; i++)
             op.Lane(ref Unsafe.Add(ref pr, i), ref Unsafe.Add(ref gr, i), ref Unsafe.Add(ref ar, i), ref Unsafe.Add(ref br, i));
     }

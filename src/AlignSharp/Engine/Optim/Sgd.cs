@@ -121,6 +121,20 @@ internal readonly struct SgdUpdate(float negLr, float weightDecay, float momentu
         Vector256.FusedMultiplyAdd(d, Vector256.Create(negLr), pv).StoreUnsafe(ref p, i);
     }
 
+    public void Lanes128(ref float p, ref float g, ref float b, ref float unused, nuint i)
+    {
+        var pv = Vector128.LoadUnsafe(ref p, i);
+        var d = Vector128.LoadUnsafe(ref g, i);
+        if (weightDecay != 0) d = Vector128.FusedMultiplyAdd(pv, Vector128.Create(weightDecay), d);
+        if (momentum != 0)
+        {
+            var bv = firstStep ? d : Vector128.FusedMultiplyAdd(d, Vector128.Create(oneMinusDampening), Vector128.LoadUnsafe(ref b, i) * Vector128.Create(momentum));
+            bv.StoreUnsafe(ref b, i);
+            d = nesterov ? Vector128.FusedMultiplyAdd(bv, Vector128.Create(momentum), d) : bv;
+        }
+        Vector128.FusedMultiplyAdd(d, Vector128.Create(negLr), pv).StoreUnsafe(ref p, i);
+    }
+
     public void Lane(ref float p, ref float g, ref float b, ref float unused)
     {
         float d = g;

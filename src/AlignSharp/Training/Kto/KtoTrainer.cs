@@ -21,7 +21,7 @@ public static class KtoTrainer
     {
         options.Validate();
         log ??= Console.Error;
-        if (options.Threads > 0) ParallelFor.Threads = options.Threads;
+        using var threads = ParallelFor.UseThreads(options.Threads);
         // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
         var policy = Pretrained.LoadForTraining(options.Policy!, bf16Matrices: options.TrainsAdapter && options.FrozenInBf16(options.Policy!));
         policy.Model.GradientCheckpointing = options.GradientCheckpointing;

@@ -28,7 +28,7 @@ public static class OnlineDpoTrainer
         if (judge == null && options.JudgeModel == null && options.JudgeUrl == null)
             throw new UserInputException("Give a judge: --judge-model RM_DIR (a reward model) or --judge-url URL (an HTTP judge).");
         log ??= Console.Error;
-        if (options.Threads > 0) ParallelFor.Threads = options.Threads;
+        using var threads = ParallelFor.UseThreads(options.Threads);
         // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
         var policy = Pretrained.LoadForTraining(options.Policy!, bf16Matrices: options.TrainsAdapter && options.FrozenInBf16(options.Policy!));
         policy.Model.GradientCheckpointing = options.GradientCheckpointing;

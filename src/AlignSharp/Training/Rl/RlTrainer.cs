@@ -61,7 +61,7 @@ public sealed class RlTrainer
     public static RlTrainer Create(RlOptions options, IEnumerable<(IRewardSource Source, double Weight)>? extraRewards = null)
     {
         options.Validate();
-        if (options.Threads > 0) ParallelFor.Threads = options.Threads;
+        using var threads = ParallelFor.UseThreads(options.Threads);
         // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
         var pre = Pretrained.LoadForTraining(options.Policy!, bf16Matrices: options.TrainsAdapter && options.FrozenInBf16(options.Policy!));
         if (pre.Model.Config.Head != HeadKind.LanguageModel) throw new UserInputException($"--policy {options.Policy}: the policy needs a language-model head.");
@@ -226,7 +226,7 @@ public sealed class RlTrainer
 
     public Dictionary<string, object?> Run()
     {
-        if (_options.Threads > 0) ParallelFor.Threads = _options.Threads;
+        using var threads = ParallelFor.UseThreads(_options.Threads);
         _algorithm.World = World;
         using var run = RunSession.Open(_options, _algorithm.Name);
         int total = TotalSteps();

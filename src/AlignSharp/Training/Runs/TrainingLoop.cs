@@ -122,7 +122,7 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
     public Dictionary<string, object?> Run(RunSession? session = null)
     {
         if (task.MicroBatches == 0) throw new UserInputException("The training data produced no batches.");
-        if (options.Threads > 0) ParallelFor.Threads = options.Threads;
+        using var threads = ParallelFor.UseThreads(options.Threads);
         using var owned = session == null ? RunSession.Open(options, trainer, log: log) : null;
         var run = session ?? owned!;
         int total = TotalSteps();

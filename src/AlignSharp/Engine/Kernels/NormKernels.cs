@@ -1,0 +1,147 @@
+namespace AlignSharp.Engine.Kernels;
+
+/// <summary>
+/// Row kernels of LayerNorm and RMSNorm. Shapes (R rows of C channels, row-major, each array read from its offset):
+/// x, y, dy, dx (R, C); w, b, dw, db (C); mean, rstd (R). Forward rows are independent, so they split across threads
+/// freely; the weight and bias gradients are sums over rows, so each share sums its rows into its own slot and the
+/// slots are added in share order (same result for a given thread count, whatever the timing). Work items are
+/// structs and scratch comes from <see cref="BufferPool"/>: a call allocates nothing on the GC heap.
+/// </summary>
+internal static class NormKernels
+{
+    private static int RowGrain(int c) => Math.Max(1, 8192 / Math.Max(1, c));
+
+    /// <summary>y = (x − mean)/√(var + eps)·w (+ b), biased variance; saves mean and rstd = 1/√(var + eps) per row.
+    /// b: null for no bias.</summary>
+    public static void LayerNormForward(int rows, int c, float eps, float[] x, int xo, float[] w, int wo, float[]? b, int bo,
+        float[] y, int yo, float[] mean, int mo, float[] rstd, int ro)
+        => ParallelFor.Run(rows, RowGrain(c), new LayerNormForwardWork(c, eps, x, xo, w, wo, b, bo, y, yo, mean, mo, rstd, ro));
+
+    private readonly struct LayerNormForwardWork(int c, float eps, float[] x, int xo, float[] w, int wo, float[]? b, int bo,
+        float[] y, int yo, float[] mean, int mo, float[] rstd, int ro) : IRangeWork
+    {
+        public void Run(int start, int end)
+        {
+            var wr = w.AsSpan(wo, c);
+            for (int r = start; r < end; r++)
+            {
+                var xr = x.AsSpan(xo + r * c, c); var yr = y.AsSpan(yo + r * c, c);
+                float mu = Simd.Sum(xr) / c;
+                float var = 0;
+                for (int i = 0; i < c; i++) { float d = xr[i] - mu; var += d * d; }
+                float rs = 1f / MathF.Sqrt(var / c + eps);
+                mean[mo + r] = mu; rstd[ro + r] = rs;
+                if (b != null)
+                {
+                    var br = b.AsSpan(bo, c);
+                    for (int i = 0; i < c; i++) yr[i] = (xr[i] - mu) * rs * wr[i] + br[i];
+                }
+                else for (int i = 0; i < c; i++) yr[i] = (xr[i] - mu) * rs * wr[i];
+            }
+        }
+    }
+
+    /// <summary>
+    /// LayerNorm backward from the saved mean and rstd: with x̂ = (x − mean)·rstd and d̂ = dy·w,
+    /// dx += rstd·(d̂ − mean(d̂) − x̂·mean(d̂·x̂)), dw += Σ_rows dy·x̂, db += Σ_rows dy. A null dx / dw / db is not wanted.
+    /// </summary>
+    public static void LayerNormBackward(int rows, int c, float[] dy, int go, float[] x, int xo, float[] w, int wo,
+        float[] mean, int mo, float[] rstd, int ro, float[]? dx, int dxo, Span<float> dw, Span<float> db, bool needW, bool needB)
+    {
+        int shares = ParallelFor.SharesFor(rows, 16);
+        var partW = needW ? BufferPool.Rent(shares * c) : null;
+        var partB = needB ? BufferPool.Rent(shares * c) : null;
+        if (partW != null) Array.Clear(partW, 0, shares * c);
+        if (partB != null) Array.Clear(partB, 0, shares * c);
+        ParallelFor.Run(shares, 1, new LayerNormBackwardWork(rows, c, shares, dy, go, x, xo, w, wo, mean, mo, rstd, ro, dx, dxo, partW, partB));
+        for (int share = 0; share < shares; share++)
+        {
+            if (partW != null) Simd.AddInto(partW.AsSpan(share * c, c), dw);
+            if (partB != null) Simd.AddInto(partB.AsSpan(share * c, c), db);
+        }
+        if (partW != null) BufferPool.Return(partW);
+        if (partB != null) BufferPool.Return(partB);
+    }
+
+    private readonly struct LayerNormBackwardWork(int rows, int c, int shares, float[] dy, int go, float[] x, int xo, float[] w, int wo,
+        float[] mean, int mo, float[] rstd, int ro, float[]? dx, int dxo, float[]? partW, float[]? partB) : IRangeWork
+    {
+        public void Run(int s0, int s1)
+        {
+            var xhatBuffer = BufferPool.Rent(c);
+            var dxhatBuffer = BufferPool.Rent(c);
+            var xhat = xhatBuffer.AsSpan(0, c);
+            var dxhat = dxhatBuffer.AsSpan(0, c);
+            var ws = w.AsSpan(wo, c);
+            for (int share = s0; share < s1; share++)
+            {
+                int r0 = (int)((long)rows * share / shares), r1 = (int)((long)rows * (share + 1) / shares);
+                var pw = partW != null ? partW.AsSpan(share * c, c) : default;
+                var pb = partB != null ? partB.AsSpan(share * c, c) : default;
+                for (int r = r0; r < r1; r++)
+                {
+                    var gr = dy.AsSpan(go + r * c, c); var xr = x.AsSpan(xo + r * c, c);
+                    float mu = mean[mo + r], rs = rstd[ro + r];
+                    Simd.ZipScalarRight<SubOp>(xr, mu, xhat);
+                    Simd.ZipScalarRight<MulOp>(xhat, rs, xhat);
+                    Simd.Zip<MulOp>(gr, ws, dxhat);
+                    if (partW != null) Simd.ZipAccumulate<MulOp>(gr, xhat, pw);
+                    if (partB != null) Simd.AddInto(gr, pb);
+                    if (dx == null) continue;
+                    float meanD = Simd.Sum(dxhat) / c, meanDX = Simd.Dot(dxhat, xhat) / c;
+                    var dr = dx.AsSpan(dxo + r * c, c);
+                    for (int i = 0; i < c; i++) dr[i] += rs * (dxhat[i] - meanD - xhat[i] * meanDX);
+                }
+            }
+            BufferPool.Return(xhatBuffer);
+            BufferPool.Return(dxhatBuffer);
+        }
+    }
+
+    /// <summary>y = x·rstd·(offset + w) with rstd = 1/√(mean(x²) + eps), saved per row.</summary>
+    public static void RmsNormForward(int rows, int c, float eps, float weightOffset, float[] x, int xo, float[] w, int wo,
+        float[] y, int yo, float[] rstd, int ro)
+        => ParallelFor.Run(rows, RowGrain(c), new RmsNormForwardWork(c, eps, weightOffset, x, xo, w, wo, y, yo, rstd, ro));
+
+    private readonly struct RmsNormForwardWork(int c, float eps, float weightOffset, float[] x, int xo, float[] w, int wo,
+        float[] y, int yo, float[] rstd, int ro) : IRangeWork
+    {
+        public void Run(int start, int end)
+        {
+            var wr = w.AsSpan(wo, c);
+            for (int r = start; r < end; r++)
+            {
+                var xr = x.AsSpan(xo + r * c, c); var yr = y.AsSpan(yo + r * c, c);
+                float rs = 1f / MathF.Sqrt(Simd.Dot(xr, xr) / c + eps);
+                rstd[ro + r] = rs;
+                for (int i = 0; i < c; i++) yr[i] = xr[i] * rs * (weightOffset + wr[i]);
+            }
+        }
+    }
+
+    /// <summary>
+    /// RMSNorm backward from the saved rstd: with x̂ = x·rstd and w' = offset + w,
+    /// dx += rstd·(dy·w' − x̂·mean(dy·w'·x̂)), dw += Σ_rows dy·x̂; an empty dx / dw is not wanted. Rows in order on the
+    /// calling thread (dw is one running sum).
+    /// </summary>
+    public static void RmsNormBackward(int rows, int c, float weightOffset, ReadOnlySpan<float> dy, ReadOnlySpan<float> x,
+        ReadOnlySpan<float> w, ReadOnlySpan<float> rstd, Span<float> dx, Span<float> dw)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            var gr = dy.Slice(r * c, c); var xr = x.Slice(r * c, c);
+            float rs = rstd[r];
+            float sumDX = 0;
+            for (int i = 0; i < c; i++)
+            {
+                float xhat = xr[i] * rs;
+                sumDX += gr[i] * (weightOffset + w[i]) * xhat;
+                if (!dw.IsEmpty) dw[i] += gr[i] * xhat;
+            }
+            if (dx.IsEmpty) continue;
+            float meanDX = sumDX / c;
+            var dr = dx.Slice(r * c, c);
+            for (int i = 0; i < c; i++) dr[i] += rs * (gr[i] * (weightOffset + w[i]) - xr[i] * rs * meanDX);
+        }
+    }
+}
