@@ -18,7 +18,7 @@
 # Prints one markdown table row per run: command, peak RSS, wall time, mean step time after the first step, tokens/s.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin="$root/src/AlignSharp.Cli/bin/Release/net10.0/alignsharp"
+bin="${ALIGNSHARP_BIN:-$root/src/AlignSharp.Cli/bin/Release/net10.0/alignsharp}"   # ALIGNSHARP_BIN: another build
 work="${WORK:-/tmp/alignsharp-memory}"
 steps="${STEPS:-2}"
 threads="${THREADS:-0}"

@@ -118,32 +118,6 @@ public sealed class MemoryTests
         foreach (var (name, p) in trainable) Assert.True(plain.Grads[name].AsSpan().SequenceEqual(p.Grad!.ToArray()), name);
     }
 
-    [Fact]
-    public void CheckpointingAndInferenceKeepOnlyTheBlocksInputsAlive()
-    {
-        var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
-        var config = model.Config;
-        foreach (var p in model.Parameters) p.RequiresGrad = true;
-        var ids = Enumerable.Range(0, 4 * 16).Select(i => i % config.VocabSize).ToArray();
-        long Alive(bool checkpointing, bool noGrad = false)
-        {
-            model.GradientCheckpointing = checkpointing;
-            using var scope = TensorScope.Begin();
-            long before = BufferPool.RentedFloats;
-            if (noGrad)
-                using (Autograd.NoGrad()) model.Hidden(ids, 4, 16);
-            else model.Hidden(ids, 4, 16);
-            return BufferPool.RentedFloats - before;
-        }
-        long plain = Alive(false), checkpointed = Alive(true), inference = Alive(false, noGrad: true);
-        long blockInputs = (long)(config.NumLayers + 1) * ids.Length * config.HiddenSize;
-        Console.WriteLine($"alive after the forward: {plain} floats ordinary, {checkpointed} checkpointed, block inputs {blockInputs}");
-        Assert.True(checkpointed < plain / 4, $"checkpointed forward holds {checkpointed} floats, the ordinary one {plain}");
-        Assert.True(checkpointed <= 3 * blockInputs, $"checkpointed forward holds {checkpointed} floats; the block inputs are {blockInputs}");
-        // Without gradients a block's intermediates go back to the pool as soon as it is done.
-        Assert.True(inference <= checkpointed, $"a forward without gradients holds {inference} floats, the checkpointed one {checkpointed}");
-    }
-
     [Theory]
     [InlineData("llama-gqa", 1f)]
     [InlineData("gemma2-softcap-window", 0.7f)]
@@ -217,5 +191,39 @@ public sealed class MemoryTests
             var (lp, ent) = TokenScoring.LogProbs(model, x[0], targets, temperature: 0.8f, chunkRows: 2);
             return Ops.Concat([lp, ent], 0);
         }, [hidden, head], new GradCheck.Options(Step: 1e-2, AbsTol: 5e-3, RelTol: 3e-2));
+    }
+}
+
+/// <summary>
+/// How much memory a forward pass keeps alive, counted by <see cref="BufferPool.RentedFloats"/>: a process-wide count, so
+/// this runs alone (other tests renting at the same time would be counted too).
+/// </summary>
+[Collection(SerialCollection.Name)]
+public sealed class ActivationMemoryTests
+{
+    [Fact]
+    public void CheckpointingAndInferenceKeepOnlyTheBlocksInputsAlive()
+    {
+        var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+        var config = model.Config;
+        foreach (var p in model.Parameters) p.RequiresGrad = true;
+        var ids = Enumerable.Range(0, 4 * 16).Select(i => i % config.VocabSize).ToArray();
+        long Alive(bool checkpointing, bool noGrad = false)
+        {
+            model.GradientCheckpointing = checkpointing;
+            using var scope = TensorScope.Begin();
+            long before = BufferPool.RentedFloats;
+            if (noGrad)
+                using (Autograd.NoGrad()) model.Hidden(ids, 4, 16);
+            else model.Hidden(ids, 4, 16);
+            return BufferPool.RentedFloats - before;
+        }
+        long plain = Alive(false), checkpointed = Alive(true), inference = Alive(false, noGrad: true);
+        long blockInputs = (long)(config.NumLayers + 1) * ids.Length * config.HiddenSize;
+        Console.WriteLine($"alive after the forward: {plain} floats ordinary, {checkpointed} checkpointed, block inputs {blockInputs}");
+        Assert.True(checkpointed < plain / 4, $"checkpointed forward holds {checkpointed} floats, the ordinary one {plain}");
+        Assert.True(checkpointed <= 3 * blockInputs, $"checkpointed forward holds {checkpointed} floats; the block inputs are {blockInputs}");
+        // Without gradients a block's intermediates go back to the pool as soon as it is done.
+        Assert.True(inference <= checkpointed, $"a forward without gradients holds {inference} floats, the checkpointed one {checkpointed}");
     }
 }
