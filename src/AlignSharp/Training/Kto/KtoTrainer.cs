@@ -22,9 +22,7 @@ public static class KtoTrainer
         options.Validate();
         log ??= Console.Error;
         using var threads = ParallelFor.UseThreads(options.Threads);
-        // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
-        var policy = Pretrained.LoadForTraining(options.Policy!, bf16Matrices: options.TrainsAdapter && options.FrozenInBf16(options.Policy!));
-        policy.Model.GradientCheckpointing = options.GradientCheckpointing;
+        var policy = options.LoadTrained(options.Policy!);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var tokenizer = policy.RequireTokenizer("tokenizing feedback data");
         var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);

@@ -124,9 +124,7 @@ public static class RewardModelTrainer
     public static Dictionary<string, object?> Train(RewardModelOptions o, TextWriter? log = null)
     {
         log ??= Console.Error;
-        // A LoRA run trains the adapter and the score head only: the rest is frozen, in the storage --frozen-dtype says.
-        var pre = Pretrained.LoadForTraining(o.Model!, HeadKind.Scalar, o.Seed, bf16Matrices: o.TrainsAdapter && o.FrozenInBf16(o.Model!));
-        pre.Model.GradientCheckpointing = o.GradientCheckpointing;
+        var pre = o.LoadTrained(o.Model!, HeadKind.Scalar);
         o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("reward modelling");
         var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);

@@ -62,11 +62,9 @@ public sealed class RlTrainer
     {
         options.Validate();
         using var threads = ParallelFor.UseThreads(options.Threads);
-        // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
-        var pre = Pretrained.LoadForTraining(options.Policy!, bf16Matrices: options.TrainsAdapter && options.FrozenInBf16(options.Policy!));
+        var pre = options.LoadTrained(options.Policy!);
         if (pre.Model.Config.Head != HeadKind.LanguageModel) throw new UserInputException($"--policy {options.Policy}: the policy needs a language-model head.");
         var tokenizer = pre.RequireTokenizer("the policy (to tokenize prompts and decode completions)");
-        pre.Model.GradientCheckpointing = options.GradientCheckpointing;
         // With LoRA the reference is the policy itself with the starting adapter (or none) in place of the trained one: no copy.
         // Otherwise a frozen copy of the starting policy (an adapter directory's adapter stays attached, it is frozen too).
         var adapter = options.StartingAdapter(pre.Model, options.Policy);

@@ -1,6 +1,7 @@
 using AlignSharp.Models;
 using AlignSharp.Models.Checkpoints;
 using AlignSharp.Models.Lora;
+using AlignSharp.Text;
 
 namespace AlignSharp.Training.Runs;
 
@@ -130,6 +131,17 @@ public abstract record TrainerOptions
     /// <summary>Loads a model whose weights stay frozen (reference, reward model), in the storage <see cref="FrozenInBf16"/> says.</summary>
     public TransformerModel LoadFrozen(string modelDirectory, HeadKind? head = null, int seed = 0)
         => ModelIO.Load(modelDirectory, head, seed, bf16Matrices: FrozenInBf16(modelDirectory));
+
+    /// <summary>
+    /// Loads the model a run trains (an adapter directory merged, <see cref="Pretrained.LoadForTraining"/>): with LoRA its
+    /// base is frozen, in the storage --frozen-dtype says; --gradient-checkpointing applies to it.
+    /// </summary>
+    public Pretrained LoadTrained(string modelDirectory, HeadKind? head = null)
+    {
+        var pre = Pretrained.LoadForTraining(modelDirectory, head, Seed, bf16Matrices: TrainsAdapter && FrozenInBf16(modelDirectory));
+        pre.Model.GradientCheckpointing = GradientCheckpointing;
+        return pre;
+    }
 
     /// <summary>True when the run trains a LoRA adapter (--lora-r or --adapter).</summary>
     public bool TrainsAdapter => LoraR > 0 || Adapter != null;

@@ -148,9 +148,7 @@ public static class SftTrainer
     public static Dictionary<string, object?> Train(SftOptions o, TextWriter? log = null)
     {
         log ??= Console.Error;
-        // A LoRA run trains adapters only: its base is frozen, in the storage --frozen-dtype says.
-        var pre = Pretrained.LoadForTraining(o.Model!, bf16Matrices: o.TrainsAdapter && o.FrozenInBf16(o.Model!));
-        pre.Model.GradientCheckpointing = o.GradientCheckpointing;
+        var pre = o.LoadTrained(o.Model!);
         o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("SFT");
         var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);
