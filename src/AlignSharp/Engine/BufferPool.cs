@@ -15,6 +15,19 @@ public static class BufferPool
     /// <summary>Floats currently rented out (diagnostics).</summary>
     public static long RentedFloats => Interlocked.Read(ref _rentedFloats);
 
+    /// <summary>Floats kept in the pool for reuse (diagnostics).</summary>
+    public static long PooledFloats
+    {
+        get
+        {
+            long n = 0;
+            lock (Gate)
+                foreach (var s in Classes)
+                    foreach (var a in s) n += a.Length;
+            return n;
+        }
+    }
+
     private static Stack<float[]>[] CreateClasses()
     {
         var c = new Stack<float[]>[4 * 32];

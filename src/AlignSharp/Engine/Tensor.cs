@@ -51,6 +51,9 @@ public sealed class Tensor
     /// <summary>The bf16 bit patterns of a bf16 tensor.</summary>
     internal ReadOnlySpan<ushort> Bf16Span => Storage.Bf16Array.AsSpan(Offset, Length);
 
+    /// <summary>The bf16 bits of a bf16 tensor, writable: for a loader filling a frozen weight before anything reads it.</summary>
+    internal Span<ushort> Bf16Destination => Storage.Bf16Array.AsSpan(Offset, Length);
+
     // ---- creation ----------------------------------------------------------------------------------------
 
     /// <summary>Uninitialised memory; pooled when a <see cref="TensorScope"/> is active.</summary>

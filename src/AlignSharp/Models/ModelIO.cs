@@ -22,16 +22,17 @@ public static class ModelIO
         using var checkpoint = ModelCheckpoint.Open(directory);
         var config = checkpoint.Config;
         var wanted = head ?? config.Head;
-        var model = new TransformerModel(config with { Head = wanted });
+        // Frozen bf16 matrices are made bf16 from the start and filled in place: no float32 copy of them ever exists.
+        var model = bf16Matrices ? TransformerModel.WithBf16Matrices(config with { Head = wanted }) : new TransformerModel(config with { Head = wanted });
         float[]? scratch = null;   // one buffer for matrices stored in another dtype or layout, dropped after loading
-        foreach (var (name, p) in model.NamedParameters.ToArray())
+        foreach (var (name, p) in model.NamedParameters)
         {
             if (checkpoint.Binding.Parameters.Any(b => b.CanonicalName == name))
             {
-                if (bf16Matrices && TransformerModel.KeptInBf16(name, p))
+                if (p.IsBf16)
                 {
-                    // The float32 parameter is never touched (its pages stay unmapped); a BF16 tensor is copied bit for bit.
-                    var bits = new ushort[p.Length];
+                    // A BF16 checkpoint tensor is copied bit for bit; anything else goes through float32 and is rounded.
+                    var bits = p.Bf16Destination;
                     if (checkpoint.TryReadParameterBf16(name, bits))
                         RequireFinite(directory, name, bits);
                     else
@@ -42,7 +43,6 @@ public static class ModelIO
                         RequireFinite(directory, name, values);
                         Bf16.Narrow(values, bits);
                     }
-                    model.StoreAsBf16(name, Tensor.WrapBf16(bits, p.ShapeArray));
                 }
                 else
                 {
@@ -53,7 +53,6 @@ public static class ModelIO
             else
                 InitialiseNewHead(model, name, p, seed);
         }
-        if (bf16Matrices) model.StoreMatricesAsBf16(); // a freshly initialised head
         return model;
     }
 
@@ -168,8 +167,10 @@ public static class ModelIO
         }
         else if (name == "lm_head.weight")
         {
-            // An untied LM head that the checkpoint lacks starts as a copy of the token embedding.
-            model.Parameter("embed.weight").Span.CopyTo(p.Span);
+            // An untied LM head that the checkpoint lacks starts as a copy of the token embedding (both bf16 or both float32).
+            var embed = model.Parameter("embed.weight");
+            if (p.IsBf16) embed.Bf16Span.CopyTo(p.Bf16Destination);
+            else embed.Span.CopyTo(p.Span);
         }
         else throw new InvalidOperationException($"Parameter '{name}' is missing from the checkpoint binding.");
     }

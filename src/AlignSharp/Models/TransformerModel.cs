@@ -80,21 +80,30 @@ public sealed class TransformerModel
     public TransformerModel(ModelConfig config) : this(config, null) { }
 
     /// <summary>
+    /// A model whose matrices (<see cref="KeptInBf16(string, int)"/>) are frozen bf16 from the start, filled with zeros for
+    /// a loader to overwrite: no float32 array is ever allocated for them. (Allocating float32 matrices and then replacing
+    /// them left the GC a float32-sized heap to recycle, and recycled memory is cleared, so it became resident: loading a
+    /// second frozen model grew the process by the first one's float32 size.)
+    /// </summary>
+    internal static TransformerModel WithBf16Matrices(ModelConfig config) => new(config, null, bf16Matrices: true);
+
+    /// <summary>
     /// A model with <paramref name="trunk"/>'s body (the same tensors, not a copy) and its own fresh head of kind
     /// <paramref name="head"/>, initialised from <paramref name="seed"/> as a new head is on loading: PPO's value model
     /// on the policy's frozen trunk.
     /// </summary>
     public static TransformerModel SharingTrunk(TransformerModel trunk, HeadKind head, int seed)
     {
-        var model = new TransformerModel(trunk.Config with { Head = head }, trunk);
+        var model = new TransformerModel(trunk.Config with { Head = head }, trunk, bf16Matrices: false);
         foreach (var (name, p) in model._parameters)
             if (!trunk._byName.TryGetValue(name, out var t) || !ReferenceEquals(t, p)) ModelIO.InitialiseNewHead(model, name, p, seed);
         return model;
     }
 
-    private TransformerModel(ModelConfig config, TransformerModel? trunk)
+    private TransformerModel(ModelConfig config, TransformerModel? trunk, bool bf16Matrices = false)
     {
         _trunk = trunk;
+        _bf16Matrices = bf16Matrices;
         config.Validate();
         Config = config;
         int d = config.HiddenSize;
@@ -159,11 +168,15 @@ public sealed class TransformerModel
     }
 
     private readonly TransformerModel? _trunk;
+    private readonly bool _bf16Matrices;
 
     private void Add(string name, params int[] shape)
     {
         bool head = name is "score.weight" or "lm_head.weight";
-        var t = !head && _trunk != null && _trunk._byName.TryGetValue(name, out var shared) ? shared : Tensor.Parameter(shape, 0f, name);
+        var t = !head && _trunk != null && _trunk._byName.TryGetValue(name, out var shared) ? shared
+            : _bf16Matrices && KeptInBf16(name, shape.Length) ? Tensor.WrapBf16(new ushort[ShapeUtil.Count(shape)], shape)
+            : Tensor.Parameter(shape, 0f, name);
+        t.Name = name;
         _parameters.Add((name, t));
         _byName[name] = t;
     }
@@ -208,7 +221,10 @@ public sealed class TransformerModel
     /// Whether bf16 storage applies to a parameter: matrices only, and not a scalar score head, a single row that saves
     /// nothing and trains beside a frozen bf16 trunk (a LoRA reward model's head, PPO's value head).
     /// </summary>
-    public static bool KeptInBf16(string name, Tensor p) => p.Rank == 2 && name != "score.weight";
+    public static bool KeptInBf16(string name, Tensor p) => KeptInBf16(name, p.Rank);
+
+    /// <summary><see cref="KeptInBf16(string, Tensor)"/> by the parameter's rank.</summary>
+    public static bool KeptInBf16(string name, int rank) => rank == 2 && name != "score.weight";
 
     /// <summary>
     /// A model with fresh weights: normal(0, 0.02) matrices and embeddings (GPT-2's residual projections
@@ -270,10 +286,11 @@ public sealed class TransformerModel
             // replays exactly the masks of its first run (and both paths draw the same ones).
             int? dropoutSeed = Adapter?.DropoutRng?.Next();
             if (checkpoint) x = CheckpointedBlock(x, l, pass, dropoutSeed, parametersNeedGrad);
-            else if (!Autograd.IsEnabled && cache == null)
+            else if (!Autograd.IsEnabled)
             {
-                // Without gradients nothing inside a block is needed afterwards: its memory goes back to the pool
-                // at once (a reference or evaluation pass holds one block's activations, not all of them).
+                // Without gradients nothing inside a block is needed afterwards (a KV cache copies the block's keys and
+                // values into its own arrays): its memory goes back to the pool at once, so a reference or evaluation
+                // pass, or a generator's prompt pass, holds one block's activations, not all of them.
                 var scope = TensorScope.Begin();
                 try { x = TensorScope.Keep(WithBlockDropout(Adapter, dropoutSeed, () => Block(x, l, pass))); }
                 finally { scope.Dispose(); }

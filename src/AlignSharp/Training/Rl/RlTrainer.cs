@@ -63,6 +63,7 @@ public sealed class RlTrainer
         options.Validate();
         using var threads = ParallelFor.UseThreads(options.Threads);
         var pre = options.LoadTrained(options.Policy!);
+        MemoryTrace.Mark("policy loaded");
         if (pre.Model.Config.Head != HeadKind.LanguageModel) throw new UserInputException($"--policy {options.Policy}: the policy needs a language-model head.");
         var tokenizer = pre.RequireTokenizer("the policy (to tokenize prompts and decode completions)");
         // With LoRA the reference is the policy itself with the starting adapter (or none) in place of the trained one: no copy.
@@ -76,6 +77,7 @@ public sealed class RlTrainer
         if (options.RewardModel != null)
         {
             rewardModel = RewardModel.Load(options.RewardModel, bf16Matrices: options.FrozenInBf16(options.RewardModel));
+            MemoryTrace.Mark("reward model loaded");
             if (options.NormalizeReward) rewardModel.RequireNormalization("--normalize-reward");
             sources.Add((new RewardModelSource(rewardModel, options.NormalizeReward, options.BatchSize), options.RewardModelWeight));
         }
@@ -99,6 +101,7 @@ public sealed class RlTrainer
         {
             (value, valueAdapter) = adapter != null ? LoraValueModel(ppo, tokenizer, rewardModel, pre.Model, adapter) : (LoadValueModel(ppo, tokenizer, rewardModel).Model, null);
             value.GradientCheckpointing = ppo.GradientCheckpointing; // every kind of value model, a trunk shared with the policy too
+            MemoryTrace.Mark("value model loaded");
             if (ppo.PtxData != null)
                 ptx = PtxData.Load(ppo.PtxData, tokenizer, template, ppo.MaxPromptLength + ppo.MaxNewTokens, ppo.BatchSize, ppo.Seed, ppo.SkipBadRecords);
         }
@@ -239,6 +242,7 @@ public sealed class RlTrainer
         var metrics = run.Metrics;
         var progress = run.Progress;
         var collector = new RolloutCollector(_models, _reward, RolloutOptions.From(_options));
+        MemoryTrace.Mark("optimizer ready");
         var status = RunStatus.Completed;
         string? problem = null;
         int applied = 0;
@@ -262,8 +266,10 @@ public sealed class RlTrainer
             double beta = KlController.Value;
             var clock = Stopwatch.StartNew();
             var reduced = (reducer as DataParallelReducer)?.Snapshot() ?? default;
+            MemoryTrace.Mark("rollout collected");
             BufferPool.EndPhase(); // generation and scoring shapes are not the update's
             var (train, gradNorm, updates, stop) = Update(batch, update, step, progress);
+            MemoryTrace.Mark("update done");
             BufferPool.EndPhase();
             applied += updates;
             if (stop) { status = RunStatus.StoppedNonFinite; break; }
@@ -298,7 +304,9 @@ public sealed class RlTrainer
         };
         foreach (var key in new[] { "objective/scores", "objective/kl", "objective/rlhf_reward" })
             if (LastMetrics.TryGetValue(key, out var v)) summary[key] = v;
-        return run.Finish(step, Epoch(step), trainable, opt, summary, status, problem, Counters());
+        var result = run.Finish(step, Epoch(step), trainable, opt, summary, status, problem, Counters());
+        MemoryTrace.Mark("final saved");
+        return result;
     }
 
     private double Epoch(int step) => (double)step * GlobalPromptsPerStep / _prompts.Count;

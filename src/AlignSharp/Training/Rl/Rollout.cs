@@ -231,6 +231,7 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
             SamplingLogProbs = completions.Select(c => c.LogProbs).ToArray(),
             GenerationSeconds = clock.Elapsed.TotalSeconds,
         };
+        MemoryTrace.Mark("generated");
         BufferPool.EndPhase(); // the decoding shapes are not the scoring passes'
         clock.Restart();
 
@@ -243,6 +244,7 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
         }
         batch.Scores = scores;
         batch.ScoreParts = parts;
+        MemoryTrace.Mark("rewards scored");
 
         // 4–5. log-probabilities, values and KL
         Forward(batch);
