@@ -93,4 +93,17 @@ public sealed class MemoryOptionsTests : IDisposable
         }
         Assert.Equal(fixture == "llama-bf16", ModelIO.StoresBf16(Fixtures.Dir(fixture)));
     }
+
+    [Fact]
+    public void ABf16LoadedLanguageModelHeadMissingFromTheCheckpointStartsAsTheEmbedding()
+    {
+        // A scalar-head checkpoint (no lm_head) loaded as an untied language model: the new head copies the embedding's bits.
+        ModelIO.Save(ModelIO.Load(Fixtures.Dir("llama-gqa"), HeadKind.Scalar), P("rm"), SafetensorsDtype.BF16);
+        var model = ModelIO.Load(P("rm"), HeadKind.LanguageModel, bf16Matrices: true);
+        Assert.False(model.Config.TieWordEmbeddings);
+        var head = model.Parameter("lm_head.weight");
+        Assert.True(head.IsBf16);
+        Assert.Equal(model.Parameter("embed.weight").ToArray(), head.ToArray());
+        Assert.Equal(ModelIO.Load(Fixtures.Dir("llama-gqa")).Parameter("embed.weight").ToBf16().ToArray(), head.ToArray());
+    }
 }

@@ -1,6 +1,7 @@
 using AlignSharp.Engine;
 using AlignSharp.Models;
 using AlignSharp.Models.Lora;
+using AlignSharp.Models.Checkpoints;
 using AlignSharp.Tests.Engine;
 
 namespace AlignSharp.Tests.Models;
@@ -225,5 +226,70 @@ public sealed class ActivationMemoryTests
         Assert.True(checkpointed <= 3 * blockInputs, $"checkpointed forward holds {checkpointed} floats; the block inputs are {blockInputs}");
         // Without gradients a block's intermediates go back to the pool as soon as it is done.
         Assert.True(inference <= checkpointed, $"a forward without gradients holds {inference} floats, the checkpointed one {checkpointed}");
+
+        // A generator's prompt pass (a KV cache, no gradients) too: the cache keeps the keys and values in its own arrays.
+        model.GradientCheckpointing = false;
+        long cached;
+        using (var scope = TensorScope.Begin())
+        using (Autograd.NoGrad())
+        {
+            long before = BufferPool.RentedFloats;
+            model.Hidden(ids, 4, 16, cache: new KvCache(config, 4, 20));
+            cached = BufferPool.RentedFloats - before;
+        }
+        Assert.True(cached <= inference, $"a prompt pass with a KV cache holds {cached} floats, one without {inference}");
+    }
+
+    [Fact]
+    public void LoadingFrozenBf16MatricesAllocatesNoFloat32CopyOfThem()
+    {
+        // Float32 matrices allocated and then replaced by bf16 ones left the GC that much memory to recycle, and recycled
+        // memory is cleared, so loading the next frozen model (a reward model after the policy) grew the process by it.
+        string dir = Directory.CreateTempSubdirectory("alignsharp-bf16-load-").FullName;
+        try
+        {
+            var config = ModelPresets.Llama(vocabSize: 4096, hiddenSize: 256, layers: 2, heads: 4, kvHeads: 2);
+            ModelIO.Save(TransformerModel.CreateRandom(config, seed: 3), dir, SafetensorsDtype.BF16);
+            ModelIO.Load(dir, bf16Matrices: true); // warm up: the first load also compiles and caches
+            long before = GC.GetTotalAllocatedBytes(precise: true);
+            var model = ModelIO.Load(dir, bf16Matrices: true);
+            long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+            long matrixValues = model.NamedParameters.Where(p => p.Parameter.IsBf16).Sum(p => (long)p.Parameter.Length);
+            Assert.True(matrixValues > 0.9 * model.ParameterCount, "the matrices should dominate this model");
+            Console.WriteLine($"bf16 load allocated {allocated} bytes for {model.ParameterBytes} bytes of parameters ({matrixValues} matrix values)");
+            // The parameters as stored, plus less than a quarter of what float32 matrices would take (headers, names, buffers).
+            Assert.True(allocated < model.ParameterBytes + matrixValues, $"loading allocated {allocated} bytes; the parameters take {model.ParameterBytes}");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Fact]
+    public void ATensorReadFromAMappedCheckpointLeavesTheResidentMemory()
+    {
+        // Pages of the mapped file count as the process's own once touched; a load dropped none of them until it closed
+        // the file, so loading a model peaked at the model plus the whole file.
+        string dir = Directory.CreateTempSubdirectory("alignsharp-mapped-").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "model.safetensors");
+            var values = Enumerable.Range(0, 16 << 20).Select(i => (float)(i % 1000)).ToArray(); // 64 MiB
+            SafetensorsWriter.Write(path, [("w", new[] { 4096, values.Length / 4096 }, new ReadOnlyMemory<float>(values))]);
+            var destination = new float[values.Length];
+            using var file = SafetensorsFile.Open(path);
+            long before = RssFile();
+            file.ReadInto("w", destination);
+            long grown = RssFile() - before;
+            Assert.Equal(values, destination);
+            Console.WriteLine($"file-backed resident memory grew by {grown} bytes reading a {values.Length * 4}-byte tensor");
+            Assert.True(grown < values.Length, $"reading {values.Length * 4} bytes left {grown} bytes of the file resident");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    private static long RssFile()
+    {
+        var status = MemoryTrace.ProcessStatus();
+        Assert.True(status.ContainsKey("RssFile"), "/proc/self/status has no RssFile line (this test needs Linux)");
+        return status["RssFile"];
     }
 }

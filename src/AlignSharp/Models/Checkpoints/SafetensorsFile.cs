@@ -1,4 +1,5 @@
 using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 
 namespace AlignSharp.Models.Checkpoints;
@@ -10,7 +11,8 @@ namespace AlignSharp.Models.Checkpoints;
 /// <para>Opening parses and validates the whole header (offsets inside the file, sizes equal to dtype×shape,
 /// no two tensors overlapping) so that a truncated or corrupt file fails here, naming the file and the tensor,
 /// and not halfway through a load. Tensor bytes are never copied into managed memory except into the caller's
-/// destination by <see cref="ReadInto"/>. Reads may run concurrently; dispose once all reads are done.</para>
+/// destination by <see cref="ReadInto"/>, and a tensor's pages leave the process's resident memory once it is read
+/// (<see cref="DropPages"/>). Reads may run concurrently; dispose once all reads are done.</para>
 /// </summary>
 public sealed unsafe class SafetensorsFile : IDisposable
 {
@@ -126,6 +128,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
                 default: FloatFormats.F64BytesToFloat(bytes, target); break;
             }
         }
+        DropPages(entry);
     }
 
     /// <summary>
@@ -140,8 +143,29 @@ public sealed unsafe class SafetensorsFile : IDisposable
         if (destination.Length != entry.Info.ElementCount)
             throw new ArgumentException($"tensor '{name}' in '{Path}' has {entry.Info.ElementCount} elements {entry.Info.ShapeText}, but the destination holds {destination.Length}", nameof(destination));
         new ReadOnlySpan<ushort>(_base + _dataStart + entry.Begin, destination.Length).CopyTo(destination);
+        DropPages(entry);
         return true;
     }
+
+    /// <summary>
+    /// Takes a tensor's pages, once read, out of the process's resident memory (Linux: madvise MADV_DONTNEED on the whole
+    /// pages inside it; the file stays in the page cache, and the read-only mapping faults them back in if read again).
+    /// Otherwise every page read counts as the process's own until the file is closed: loading a 1.5B-parameter bf16
+    /// model peaked at its 3 GB copy plus the 3 GB file it was copied from.
+    /// </summary>
+    private void DropPages(Entry entry)
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        long page = Environment.SystemPageSize;
+        long start = (long)(_base + _dataStart + entry.Begin), end = (long)(_base + _dataStart + entry.End);
+        long first = (start + page - 1) / page * page, last = end / page * page;
+        if (last > first) _ = madvise((nint)first, (nuint)(last - first), MadviseDontNeed); // advice only: a failure changes nothing read
+    }
+
+    private const int MadviseDontNeed = 4; // MADV_DONTNEED in Linux's mman-common.h
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int madvise(nint address, nuint length, int advice);
 
     /// <summary>Reads tensor <paramref name="name"/> into a new float32 array.</summary>
     public float[] Read(string name)
