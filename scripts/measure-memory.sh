@@ -13,6 +13,7 @@
 #
 # Environment: WORK (scratch directory, default /tmp/alignsharp-memory; checkpoints are made once and reused),
 # STEPS (optimizer or rollout steps per run, default 2), THREADS (kernel threads, 0 = all cores).
+# ALIGNSHARP_MEMORY_TRACE=1 (read by alignsharp itself) adds the RL trainers' per-phase memory lines to WORK/ROW.log.
 # Build first (dotnet build -c Release). On a shared machine wrap the call in the build lock so the step times are
 # not polluted: flock /tmp/alignsharp-build.lock scripts/measure-memory.sh
 # Prints one markdown table row per run: command, peak RSS, wall time, mean step time after the first step, tokens/s.
