@@ -75,7 +75,9 @@ public sealed class TransformerModel
     public ModelConfig Config { get; }
     private readonly List<(string Name, Tensor Parameter)> _parameters = [];
     private readonly Dictionary<string, Tensor> _byName = [];
-    private readonly float[]? _invFreq, _invFreqLocal, _invFreqLong;
+    /// <summary>RoPE cos/sin tables per frequency set (global, Gemma-3's local, LongRoPE's long factors), built once per
+    /// distinct positions and shared by every layer and call.</summary>
+    private readonly RopeTableCache? _rope, _ropeLocal, _ropeLong;
 
     public TransformerModel(ModelConfig config) : this(config, null) { }
 
@@ -162,9 +164,9 @@ public sealed class TransformerModel
         if (gpt2) Add("final_norm.bias", d);
         if (config.Head == HeadKind.Scalar) Add("score.weight", 1, d);
         else if (!config.TieWordEmbeddings) Add("lm_head.weight", config.VocabSize, d);
-        if (!config.LearnedPositions) _invFreq = config.RopeFrequencies();
-        if (config.LocalRopeTheta != null) _invFreqLocal = config.RopeFrequencies(local: true);
-        if (config.RopeScaling is { IsLongRope: true }) _invFreqLong = config.RopeFrequencies(longContext: true);
+        if (!config.LearnedPositions) _rope = new RopeTableCache(config.RopeFrequencies(), config.RopeAttentionFactor);
+        if (config.LocalRopeTheta != null) _ropeLocal = new RopeTableCache(config.RopeFrequencies(local: true), config.RopeAttentionFactor);
+        if (config.RopeScaling is { IsLongRope: true }) _ropeLong = new RopeTableCache(config.RopeFrequencies(longContext: true), config.RopeAttentionFactor);
     }
 
     private readonly TransformerModel? _trunk;
@@ -258,11 +260,7 @@ public sealed class TransformerModel
         foreach (var id in ids)
             if ((uint)id >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(ids), $"Token id {id} is outside the vocabulary [0, {c.VocabSize}).");
         int offset = cache?.Length ?? 0;
-        if (positions == null)
-        {
-            positions = new int[batch * seq];
-            for (int b = 0; b < batch; b++) for (int t = 0; t < seq; t++) positions[b * seq + t] = offset + t;
-        }
+        positions ??= DefaultPositions(batch, seq, offset);
         if (c.LearnedPositions)
             foreach (var p in positions)
                 if ((uint)p >= (uint)c.MaxPositions) throw new ArgumentOutOfRangeException(nameof(positions), $"Position {p} is beyond the model's {c.MaxPositions} positions.");
@@ -275,8 +273,8 @@ public sealed class TransformerModel
 
         var attentionMask = cache != null ? cache.KeyMask(keyMask, offset + seq) : keyMask;
         // LongRoPE picks its factors per call from the largest position, as transformers does.
-        var globalInvFreq = _invFreqLong != null && positions.Length > 0 && c.UsesLongRopeFactors(positions.Max()) ? _invFreqLong : _invFreq;
-        var pass = new BlockPass(batch, seq, positions, attentionMask, offset, cache, globalInvFreq);
+        var globalRope = _ropeLong != null && positions.Length > 0 && c.UsesLongRopeFactors(positions.Max()) ? _ropeLong : _rope;
+        var pass = new BlockPass(batch, seq, positions, attentionMask, offset, cache, globalRope?.For(positions), _ropeLocal?.For(positions));
         bool checkpoint = GradientCheckpointing && cache == null && Autograd.IsEnabled;
         bool parametersNeedGrad = checkpoint && (_parameters.Any(p => p.Parameter.RequiresGrad)
                                                  || Adapter is { Enabled: true } a && a.NamedParameters.Any(p => p.Parameter.RequiresGrad));
@@ -307,8 +305,23 @@ public sealed class TransformerModel
     /// </summary>
     public bool GradientCheckpointing { get; set; }
 
+    /// <summary>offset + t for every batch row, [B·T]: the last list is kept (never written after it is built), so
+    /// repeated steps of one shape build none.</summary>
+    private int[] DefaultPositions(int batch, int seq, int offset)
+    {
+        var last = _defaultPositions;
+        if (last != null && last.Batch == batch && last.Seq == seq && last.Offset == offset) return last.Values;
+        var positions = new int[batch * seq];
+        for (int b = 0; b < batch; b++) for (int t = 0; t < seq; t++) positions[b * seq + t] = offset + t;
+        _defaultPositions = new PositionList(batch, seq, offset, positions);
+        return positions;
+    }
+
+    private PositionList? _defaultPositions;
+    private sealed record PositionList(int Batch, int Seq, int Offset, int[] Values);
+
     /// <summary>What every block of one forward pass shares.</summary>
-    private sealed record BlockPass(int Batch, int Seq, int[] Positions, bool[]? AttentionMask, int Offset, KvCache? Cache, float[]? GlobalInvFreq);
+    private sealed record BlockPass(int Batch, int Seq, int[] Positions, bool[]? AttentionMask, int Offset, KvCache? Cache, RopeTable? GlobalRope, RopeTable? LocalRope);
 
     private Tensor CheckpointedBlock(Tensor x, int l, BlockPass pass, int? dropoutSeed, bool parametersNeedGrad)
     {
@@ -344,8 +357,6 @@ public sealed class TransformerModel
     {
         var c = Config;
         int batch = pass.Batch, seq = pass.Seq;
-        var positions = pass.Positions;
-        float ropeScale = c.RopeAttentionFactor;
         string p = $"layers.{l}.";
         var h = Norm(x, p + "attn_norm");
         Tensor q, k, v;
@@ -372,11 +383,11 @@ public sealed class TransformerModel
             k = Norm(k, p + "attn.k_norm");
         }
         int? window = c.WindowOf(l);
-        if (_invFreq != null)
+        if (pass.GlobalRope != null)
         {
-            var inv = window != null && _invFreqLocal != null ? _invFreqLocal : pass.GlobalInvFreq!;
-            q = Ops.Rope(q, positions, inv, ropeScale);
-            k = Ops.Rope(k, positions, inv, ropeScale);
+            var table = window != null && pass.LocalRope != null ? pass.LocalRope : pass.GlobalRope;
+            q = Ops.Rope(q, table);
+            k = Ops.Rope(k, table);
         }
         // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
         // exactly the keys the full recompute would.

@@ -526,6 +526,31 @@ public class FusedOpsTests
         Assert.Throws<ArgumentException>(() => Ops.Rope(x, shared, new float[4]));
     }
 
+    /// <summary>
+    /// A model's cached tables give the same values as tables built per call (the rotate-half formula is checked above),
+    /// the cache hands back one table for equal positions (so every layer shares it) and a new one for other positions,
+    /// and a table of the wrong size is refused.
+    /// </summary>
+    [Fact]
+    public void RopeTableCacheSharesOneTablePerPositionList()
+    {
+        var rng = new Random(50);
+        int b = 2, t = 3, h = 2, d = 10;
+        var x = Rand(rng, 1, b, t, h, d);
+        var inv = Ops.RopeInverseFrequencies(d, 10000);
+        var cache = new RopeTableCache(inv, 1.25f);
+        int[] shared = [4, 17, 1000];
+        var table = cache.For(shared);
+        Assert.Same(table, cache.For(shared.ToArray()));
+        Assert.NotSame(table, cache.For([0, 1, 2]));
+        Assert.Same(table, cache.For(shared));
+        Assert.Equal(Ops.Rope(x, shared, inv, 1.25f).ToArray(), Ops.Rope(x, table).ToArray());
+        var perToken = cache.For([0, 1, 2, 5, 6, 7]);
+        Assert.Equal(Ops.Rope(x, [0, 1, 2, 5, 6, 7], inv, 1.25f).ToArray(), Ops.Rope(x, perToken).ToArray());
+        Assert.Throws<ArgumentException>(() => Ops.Rope(x, cache.For([1, 2])));
+        Assert.Throws<ArgumentException>(() => Ops.Rope(x, RopeTable.Build(shared, new float[4])));
+    }
+
     // ---- dropout -----------------------------------------------------------------------------------------
 
     [Fact]

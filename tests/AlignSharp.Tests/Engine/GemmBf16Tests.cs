@@ -164,9 +164,14 @@ public class GemmBf16Tests(ITestOutputHelper output)
         Assert.Contains("Span b has 5 elements", ex.Message);
     }
 
-    [Fact]
-    public void WidenMatchesBitShiftForEveryLength()
+    [Theory]
+    [InlineData(512)]
+    [InlineData(256)]
+    [InlineData(128)]
+    [InlineData(0)]
+    public void WidenMatchesBitShiftForEveryLength(int width)
     {
+        using var lanes = Simd.UseWidth(width);
         var rng = new Random(3);
         for (int n = 0; n <= 300; n++)
         {
@@ -181,15 +186,38 @@ public class GemmBf16Tests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
-    public void NarrowRoundsEveryElementLikeTheScalarConversion()
+    [Theory]
+    [InlineData(512)]
+    [InlineData(256)]
+    [InlineData(128)]
+    [InlineData(0)]
+    public void NarrowRoundsEveryElementLikeTheScalarConversion(int width)
     {
+        using var lanes = Simd.UseWidth(width);
         var rng = new Random(4);
-        var x = new float[257];
-        for (int i = 0; i < x.Length; i++) x[i] = BitConverter.UInt32BitsToSingle((uint)rng.NextInt64(0, 1L << 32));
-        var bits = new ushort[x.Length];
-        Bf16.Narrow(x, bits);
-        for (int i = 0; i < x.Length; i++)
+        for (int n = 0; n <= 300; n++)
+        {
+            var x = new float[n];
+            for (int i = 0; i < n; i++)
+                x[i] = (i % 7) switch
+                {
+                    // Ties and near-ties in the dropped half, NaNs, infinities and the largest finite values.
+                    0 => BitConverter.UInt32BitsToSingle(((uint)rng.Next(1 << 16) << 16) | 0x8000u),
+                    1 => BitConverter.UInt32BitsToSingle(((uint)rng.Next(1 << 16) << 16) | 0x7FFFu),
+                    2 => (i / 7 % 4) switch { 0 => float.NaN, 1 => float.PositiveInfinity, 2 => -float.MaxValue, _ => float.MaxValue },
+                    _ => BitConverter.UInt32BitsToSingle((uint)rng.NextInt64(0, 1L << 32)),
+                };
+            var bits = new ushort[n + 1];
+            bits[n] = 0xABCD;
+            Bf16.Narrow(x, bits);
+            Assert.Equal(0xABCD, bits[n]);
+            CheckNarrowed(x, bits, n);
+        }
+    }
+
+    private static void CheckNarrowed(float[] x, ushort[] bits, int n)
+    {
+        for (int i = 0; i < n; i++)
         {
             // Round half to even on the dropped 16 bits, written out independently of the kernel's bias trick.
             uint u = BitConverter.SingleToUInt32Bits(x[i]);

@@ -17,9 +17,7 @@ public static partial class Ops
         ArgumentNullException.ThrowIfNull(rng);
         if (p == 0f) return x;
         var mask = NewLike(x);
-        var ms = mask.Span;
-        float keep = 1f / (1f - p);
-        for (int i = 0; i < ms.Length; i++) ms[i] = rng.NextSingle() < p ? 0f : keep;
+        PointwiseKernels.DropoutMask(rng, p, mask.Span);
         var y = NewLike(x);
         Zip<MulOp>(x, mask, y);
         if (Autograd.Needs(x))

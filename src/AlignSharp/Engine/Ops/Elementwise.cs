@@ -131,15 +131,7 @@ public static partial class Ops
         Map<TanhOp>(y, y);
         Simd.ZipScalarRight<MulOp>(y.Span, cap, y.Span);
         if (Autograd.Needs(x))
-            Autograd.Record(y, [x], g =>
-            {
-                var gs = g.Span; var ys = y.Span; var dx = x.GradForAccumulate();
-                for (int i = 0; i < gs.Length; i++)
-                {
-                    float th = ys[i] / cap;
-                    dx[i] += gs[i] * (1f - th * th);
-                }
-            });
+            Autograd.Record(y, [x], g => PointwiseKernels.SoftCapBackward(g.Span, y.Span, cap, x.GradForAccumulate()));
         return y;
     }
 
@@ -148,15 +140,9 @@ public static partial class Ops
     {
         if (lo > hi) throw new ArgumentException($"Clamp bounds are reversed: {lo} > {hi}.");
         var y = NewLike(x);
-        var xs = x.Span;
-        var ys = y.Span;
-        for (int i = 0; i < xs.Length; i++) ys[i] = MathF.Min(MathF.Max(xs[i], lo), hi);
+        PointwiseKernels.Clamp(x.Span, lo, hi, y.Span);
         if (Autograd.Needs(x))
-            Autograd.Record(y, [x], g =>
-            {
-                var gs = g.Span; var xv = x.Span; var dx = x.GradForAccumulate();
-                for (int i = 0; i < gs.Length; i++) if (xv[i] >= lo && xv[i] <= hi) dx[i] += gs[i];
-            });
+            Autograd.Record(y, [x], g => PointwiseKernels.ClampBackward(g.Span, x.Span, lo, hi, x.GradForAccumulate()));
         return y;
     }
 
@@ -229,9 +215,9 @@ public static partial class Ops
         {
             switch (kind)
             {
-                case BinaryKind.Mul: new BroadcastPlan(g.Shape, b.Shape).Apply<MulOp>(g.Span, b.Span, tmp.Span); break;
-                case BinaryKind.Div: new BroadcastPlan(g.Shape, b.Shape).Apply<DivOp>(g.Span, b.Span, tmp.Span); break;
-                default: SelectGrad(plan, g, a, b, tmp, kind, forA: true); break;
+                case BinaryKind.Mul: plan.ApplyToOperand<MulOp>(g.Span, b.Span, 1, tmp.Span); break;
+                case BinaryKind.Div: plan.ApplyToOperand<DivOp>(g.Span, b.Span, 1, tmp.Span); break;
+                default: plan.SelectGrad(g.Span, a.Span, b.Span, kind == BinaryKind.Min, 0, tmp.Span); break;
             }
             BinaryBackward(plan, tmp, a, 0);
         }
@@ -239,32 +225,17 @@ public static partial class Ops
         {
             switch (kind)
             {
-                case BinaryKind.Mul: new BroadcastPlan(g.Shape, a.Shape).Apply<MulOp>(g.Span, a.Span, tmp.Span); break;
+                case BinaryKind.Mul: plan.ApplyToOperand<MulOp>(g.Span, a.Span, 0, tmp.Span); break;
                 case BinaryKind.Div:
                     // d(a/b)/db = −(a/b)/b = −y/b
                     Simd.Zip<MulOp>(g.Span, y.Span, tmp.Span);
-                    new BroadcastPlan(g.Shape, b.Shape).Apply<NegDivOp>(tmp.Span, b.Span, tmp.Span);
+                    plan.ApplyToOperand<NegDivOp>(tmp.Span, b.Span, 1, tmp.Span);
                     break;
-                default: SelectGrad(plan, g, a, b, tmp, kind, forA: false); break;
+                default: plan.SelectGrad(g.Span, a.Span, b.Span, kind == BinaryKind.Min, 1, tmp.Span); break;
             }
             BinaryBackward(plan, tmp, b, 1);
         }
         if (tmp.Storage.Pooled) tmp.Storage.Release();
-    }
-
-    /// <summary>Routes g to whichever operand was selected by min/max (a on ties).</summary>
-    private static void SelectGrad(BroadcastPlan plan, Tensor g, Tensor a, Tensor b, Tensor dst, BinaryKind kind, bool forA)
-    {
-        var ea = new float[g.Length];
-        var eb = new float[g.Length];
-        plan.Expand(a.Span, ea, 0);
-        plan.Expand(b.Span, eb, 1);
-        var gs = g.Span; var d = dst.Span;
-        for (int i = 0; i < gs.Length; i++)
-        {
-            bool aWins = kind == BinaryKind.Min ? ea[i] <= eb[i] : ea[i] >= eb[i];
-            d[i] = aWins == forA ? gs[i] : 0f;
-        }
     }
 
     /// <summary>mask ? a : b elementwise; mask holds 0/1 (no gradient). All three have the same shape.</summary>
@@ -273,14 +244,12 @@ public static partial class Ops
         if (!ShapeUtil.SameShape(mask.Shape, a.Shape) || !ShapeUtil.SameShape(a.Shape, b.Shape))
             throw new ArgumentException($"Where needs equal shapes, got mask {ShapeUtil.Format(mask.Shape)}, a {ShapeUtil.Format(a.Shape)}, b {ShapeUtil.Format(b.Shape)}.");
         var y = NewLike(a);
-        var m = mask.Span; var av = a.Span; var bv = b.Span; var yv = y.Span;
-        for (int i = 0; i < yv.Length; i++) yv[i] = m[i] != 0 ? av[i] : bv[i];
+        PointwiseKernels.Select(mask.Span, a.Span, b.Span, y.Span);
         if (Autograd.Needs(a, b))
             Autograd.Record(y, [a, b], g =>
             {
-                var gs = g.Span; var mm = mask.Span;
-                if (a.RequiresGrad) { var da = a.GradForAccumulate(); for (int i = 0; i < gs.Length; i++) if (mm[i] != 0) da[i] += gs[i]; }
-                if (b.RequiresGrad) { var db = b.GradForAccumulate(); for (int i = 0; i < gs.Length; i++) if (mm[i] == 0) db[i] += gs[i]; }
+                if (a.RequiresGrad) PointwiseKernels.AccumulateWhere(g.Span, mask.Span, whereSet: true, a.GradForAccumulate());
+                if (b.RequiresGrad) PointwiseKernels.AccumulateWhere(g.Span, mask.Span, whereSet: false, b.GradForAccumulate());
             });
         return y;
     }
@@ -291,14 +260,9 @@ public static partial class Ops
         if (!ShapeUtil.SameShape(mask.Shape, x.Shape))
             throw new ArgumentException($"MaskedFill mask {ShapeUtil.Format(mask.Shape)} must match x {ShapeUtil.Format(x.Shape)}.");
         var y = NewLike(x);
-        var m = mask.Span; var xv = x.Span; var yv = y.Span;
-        for (int i = 0; i < yv.Length; i++) yv[i] = m[i] != 0 ? value : xv[i];
+        PointwiseKernels.MaskedFill(x.Span, mask.Span, value, y.Span);
         if (Autograd.Needs(x))
-            Autograd.Record(y, [x], g =>
-            {
-                var gs = g.Span; var mm = mask.Span; var dx = x.GradForAccumulate();
-                for (int i = 0; i < gs.Length; i++) if (mm[i] == 0) dx[i] += gs[i];
-            });
+            Autograd.Record(y, [x], g => PointwiseKernels.AccumulateWhere(g.Span, mask.Span, whereSet: false, x.GradForAccumulate()));
         return y;
     }
 }

@@ -88,11 +88,7 @@ public static partial class Ops
         int rows = ShapeUtil.Rows(x.Shape), inF = w.Dim(1), outF = w.Dim(0);
         var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outF));
         var ys = y.Span;
-        if (bias != null)
-        {
-            var bs = bias.Span;
-            for (int r = 0; r < rows; r++) bs.CopyTo(ys.Slice(r * outF, outF));
-        }
+        if (bias != null) PointwiseKernels.FillRows(rows, outF, bias.Span, ys);
         if (w.IsBf16)
         {
             if (w.RequiresGrad) throw new InvalidOperationException($"Linear: weight {w.Name ?? ShapeUtil.Format(w.Shape)} is stored as bf16 and cannot take gradients.");
@@ -111,11 +107,7 @@ public static partial class Ops
                     else Gemm.Multiply(false, false, rows, inF, outF, gs, outF, w.Span, inF, x.GradForAccumulate(), inF, true);
                 }
                 if (w.RequiresGrad) Gemm.Multiply(true, false, outF, inF, rows, gs, outF, x.Span, inF, w.GradForAccumulate(), inF, true);
-                if (bias != null && bias.RequiresGrad)
-                {
-                    var db = bias.GradForAccumulate();
-                    for (int r = 0; r < rows; r++) Simd.AddInto(gs.Slice(r * outF, outF), db);
-                }
+                if (bias != null && bias.RequiresGrad) PointwiseKernels.SumRowsInto(rows, outF, gs, bias.GradForAccumulate());
             });
         return y;
     }

@@ -10,12 +10,7 @@ public static partial class Ops
         var y = Tensor.EmptyOwned([]);
         y.Span[0] = Simd.Sum(x.Span);
         if (Autograd.Needs(x))
-            Autograd.Record(y, [x], g =>
-            {
-                float gv = g.Span[0];
-                var dx = x.GradForAccumulate();
-                for (int i = 0; i < dx.Length; i++) dx[i] += gv;
-            });
+            Autograd.Record(y, [x], g => PointwiseKernels.BroadcastRowsInto(1, x.Length, g.Span, x.GradForAccumulate()));
         return y;
     }
 
@@ -29,19 +24,9 @@ public static partial class Ops
         int rows = ShapeUtil.Rows(x.Shape);
         var shape = keepDim ? ShapeUtil.WithLast(x.Shape, 1) : x.Shape[..^1].ToArray();
         var y = Tensor.EmptyOwned(shape);
-        var xs = x.Span; var ys = y.Span;
-        for (int r = 0; r < rows; r++) ys[r] = Simd.Sum(xs.Slice(r * n, n));
+        PointwiseKernels.SumRows(rows, n, x.Span, y.Span);
         if (Autograd.Needs(x))
-            Autograd.Record(y, [x], g =>
-            {
-                var gs = g.Span; var dx = x.GradForAccumulate();
-                for (int r = 0; r < rows; r++)
-                {
-                    var row = dx.Slice(r * n, n);
-                    float gv = gs[r];
-                    for (int i = 0; i < n; i++) row[i] += gv;
-                }
-            });
+            Autograd.Record(y, [x], g => PointwiseKernels.BroadcastRowsInto(rows, n, g.Span, x.GradForAccumulate()));
         return y;
     }
 
@@ -55,8 +40,7 @@ public static partial class Ops
         int n = x.Dim(-1);
         int rows = ShapeUtil.Rows(x.Shape);
         var y = Tensor.EmptyOwned(x.Shape[..^1].ToArray());
-        var xs = x.Span; var ys = y.Span;
-        for (int r = 0; r < rows; r++) ys[r] = Simd.Max(xs.Slice(r * n, n));
+        PointwiseKernels.MaxRows(rows, n, x.Span, y.Span);
         return y;
     }
 
@@ -66,14 +50,7 @@ public static partial class Ops
         int n = x.Dim(-1);
         int rows = ShapeUtil.Rows(x.Shape);
         var result = new int[rows];
-        var xs = x.Span;
-        for (int r = 0; r < rows; r++)
-        {
-            var row = xs.Slice(r * n, n);
-            int best = 0;
-            for (int i = 1; i < n; i++) if (row[i] > row[best]) best = i;
-            result[r] = best;
-        }
+        PointwiseKernels.ArgMaxRows(rows, n, x.Span, result);
         return result;
     }
 }

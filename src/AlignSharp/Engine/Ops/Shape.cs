@@ -41,6 +41,18 @@ public static partial class Ops
         return y;
     }
 
+    /// <summary>Indices saved for a backward pass in a pooled buffer, their int bits stored as floats (no GC array per call).</summary>
+    private static Tensor SaveIndices(ReadOnlySpan<int> index)
+    {
+        var saved = Tensor.EmptyOwned([index.Length]);
+        index.CopyTo(IndicesIn(saved, 0, index.Length));
+        return saved;
+    }
+
+    /// <summary>Row <paramref name="row"/> of a pooled float buffer [.., n] read as the n ints it holds (see <see cref="SaveIndices"/>).</summary>
+    private static Span<int> IndicesIn(Tensor buffer, int row, int n)
+        => System.Runtime.InteropServices.MemoryMarshal.Cast<float, int>(buffer.Span.Slice(row * n, n));
+
     /// <summary>Outer/middle/inner decomposition of a tensor around one axis.</summary>
     private static (int Outer, int Dim, int Inner) AroundAxis(ReadOnlySpan<int> shape, int axis)
     {
@@ -66,17 +78,11 @@ public static partial class Ops
         var shape = x.ShapeArray.ToArray();
         shape[axis] = length;
         var y = Tensor.EmptyOwned(shape);
-        var xs = x.Span; var ys = y.Span;
         int chunk = length * inner;
-        for (int o = 0; o < outer; o++)
-            xs.Slice((o * dim + start) * inner, chunk).CopyTo(ys.Slice(o * chunk, chunk));
+        LayoutKernels.CopyBlocks(outer, chunk, x.Span, start * inner, dim * inner, y.Span, 0, chunk, accumulate: false);
         if (Autograd.Needs(x))
             Autograd.Record(y, [x], g =>
-            {
-                var gs = g.Span; var dx = x.GradForAccumulate();
-                for (int o = 0; o < outer; o++)
-                    Simd.AddInto(gs.Slice(o * chunk, chunk), dx.Slice((o * dim + start) * inner, chunk));
-            });
+                LayoutKernels.CopyBlocks(outer, chunk, g.Span, 0, chunk, x.GradForAccumulate(), start * inner, dim * inner, accumulate: true));
         return y;
     }
 
@@ -105,8 +111,7 @@ public static partial class Ops
         foreach (var p in parts)
         {
             int chunk = p.Dim(axis) * inner;
-            var ps = p.Span;
-            for (int o = 0; o < outer; o++) ps.Slice(o * chunk, chunk).CopyTo(ys.Slice(o * rowOut + offset, chunk));
+            LayoutKernels.CopyBlocks(outer, chunk, p.Span, 0, chunk, ys, offset, rowOut, accumulate: false);
             offset += chunk;
         }
         var inputs = parts.ToArray();
@@ -118,11 +123,7 @@ public static partial class Ops
                 foreach (var p in inputs)
                 {
                     int chunk = p.Dim(axis) * inner;
-                    if (p.RequiresGrad)
-                    {
-                        var dp = p.GradForAccumulate();
-                        for (int o = 0; o < outer; o++) Simd.AddInto(gs.Slice(o * rowOut + off, chunk), dp.Slice(o * chunk, chunk));
-                    }
+                    if (p.RequiresGrad) LayoutKernels.CopyBlocks(outer, chunk, gs, off, rowOut, p.GradForAccumulate(), 0, chunk, accumulate: true);
                     off += chunk;
                 }
             });
@@ -138,19 +139,15 @@ public static partial class Ops
         int n = x.Dim(-1);
         int rows = ShapeUtil.Rows(x.Shape);
         if (index.Length != rows * k) throw new ArgumentException($"Gather needs {rows}×{k} indices, got {index.Length}.");
-        var idx = index.ToArray();
-        foreach (var i in idx) if ((uint)i >= (uint)n) throw new ArgumentOutOfRangeException(nameof(index), $"Index {i} is outside [0, {n}).");
+        foreach (var i in index) if ((uint)i >= (uint)n) throw new ArgumentOutOfRangeException(nameof(index), $"Index {i} is outside [0, {n}).");
         var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, k));
-        var xs = x.Span; var ys = y.Span;
-        for (int r = 0; r < rows; r++)
-            for (int j = 0; j < k; j++) ys[r * k + j] = xs[r * n + idx[r * k + j]];
+        LayoutKernels.GatherLast(rows, n, k, x.Span, index, y.Span);
         if (Autograd.Needs(x))
-            Autograd.Record(y, [x], g =>
-            {
-                var gs = g.Span; var dx = x.GradForAccumulate();
-                for (int r = 0; r < rows; r++)
-                    for (int j = 0; j < k; j++) dx[r * n + idx[r * k + j]] += gs[r * k + j];
-            });
+        {
+            var saved = SaveIndices(index);
+            int count = index.Length;
+            Autograd.Record(y, [x], g => LayoutKernels.GatherLastBackward(rows, n, k, g.Span, IndicesIn(saved, 0, count), x.GradForAccumulate()));
+        }
         return y;
     }
 
@@ -159,28 +156,23 @@ public static partial class Ops
     {
         int n = x.Dim(0);
         int rowSize = n == 0 ? 0 : x.Length / n;
-        var idx = index.ToArray();
-        foreach (var i in idx) if ((uint)i >= (uint)n) throw new ArgumentOutOfRangeException(nameof(index), $"Index {i} is outside [0, {n}).");
+        foreach (var i in index) if ((uint)i >= (uint)n) throw new ArgumentOutOfRangeException(nameof(index), $"Index {i} is outside [0, {n}).");
         var shape = x.ShapeArray.ToArray();
-        shape[0] = idx.Length;
+        shape[0] = index.Length;
         var y = Tensor.EmptyOwned(shape);
-        var ys = y.Span;
         if (x.IsBf16)
         {
             // A frozen bf16 table (e.g. a bf16 token embedding): rows widened exactly, no gradient.
-            var xb = x.Bf16Span;
-            for (int r = 0; r < idx.Length; r++) Kernels.Bf16.Widen(xb.Slice(idx[r] * rowSize, rowSize), ys.Slice(r * rowSize, rowSize));
+            LayoutKernels.SelectRows(rowSize, x.Bf16Span, index, y.Span);
             return y;
         }
-        var xs = x.Span;
-        for (int r = 0; r < idx.Length; r++) xs.Slice(idx[r] * rowSize, rowSize).CopyTo(ys.Slice(r * rowSize, rowSize));
+        LayoutKernels.SelectRows(rowSize, x.Span, index, y.Span);
         if (Autograd.Needs(x))
-            Autograd.Record(y, [x], g =>
-            {
-                // Sequential scatter-add in index order: deterministic when an id repeats.
-                var gs = g.Span; var dx = x.GradForAccumulate();
-                for (int r = 0; r < idx.Length; r++) Simd.AddInto(gs.Slice(r * rowSize, rowSize), dx.Slice(idx[r] * rowSize, rowSize));
-            });
+        {
+            var saved = SaveIndices(index);
+            int count = index.Length;
+            Autograd.Record(y, [x], g => LayoutKernels.ScatterAddRows(rowSize, g.Span, IndicesIn(saved, 0, count), x.GradForAccumulate()));
+        }
         return y;
     }
 
@@ -202,14 +194,13 @@ public static partial class Ops
         var shape = new int[rank];
         for (int i = 0; i < rank; i++) shape[i] = x.Dim(perm[i]);
         var y = Tensor.EmptyOwned(shape);
-        PermuteCopy(x.Span, x.Shape, perm, y.Span, accumulate: false);
+        LayoutKernels.Permute(x.Span, x.Shape, perm, y.Span, accumulate: false);
         if (Autograd.Needs(x))
-            Autograd.Record(y, [x], g =>
-            {
-                var inverse = new int[rank];
-                for (int i = 0; i < rank; i++) inverse[perm[i]] = i;
-                PermuteCopy(g.Span, shape, inverse, x.GradForAccumulate(), accumulate: true);
-            });
+        {
+            var inverse = new int[rank];
+            for (int i = 0; i < rank; i++) inverse[perm[i]] = i;
+            Autograd.Record(y, [x], g => LayoutKernels.Permute(g.Span, shape, inverse, x.GradForAccumulate(), accumulate: true));
+        }
         return y;
     }
 
@@ -221,31 +212,5 @@ public static partial class Ops
         axis1 = NormalizeAxis(axis1, x.Rank);
         (perm[axis0], perm[axis1]) = (perm[axis1], perm[axis0]);
         return Permute(x, perm);
-    }
-
-    private static void PermuteCopy(ReadOnlySpan<float> src, ReadOnlySpan<int> srcShape, int[] perm, Span<float> dst, bool accumulate)
-    {
-        int rank = srcShape.Length;
-        var srcStrides = new int[rank];
-        for (int i = rank - 1, s = 1; i >= 0; i--) { srcStrides[i] = s; s *= srcShape[i]; }
-        var dstShape = new int[rank];
-        var stride = new int[rank];
-        for (int i = 0; i < rank; i++) { dstShape[i] = srcShape[perm[i]]; stride[i] = srcStrides[perm[i]]; }
-        var counter = new int[rank];
-        int n = dst.Length;
-        if (n == 0) return;
-        int srcIndex = 0;
-        for (int o = 0; o < n; o++)
-        {
-            if (accumulate) dst[o] += src[srcIndex]; else dst[o] = src[srcIndex];
-            for (int ax = rank - 1; ax >= 0; ax--)
-            {
-                counter[ax]++;
-                srcIndex += stride[ax];
-                if (counter[ax] < dstShape[ax]) break;
-                srcIndex -= stride[ax] * dstShape[ax];
-                counter[ax] = 0;
-            }
-        }
     }
 }

@@ -1,16 +1,12 @@
-using System.Numerics.Tensors;
 using AlignSharp.Engine.Kernels;
 
 namespace AlignSharp.Engine;
 
-// Fused per-token losses over the vocabulary axis. Legend: N rows (tokens), V vocabulary.
+// Fused per-token losses over the vocabulary axis (the loops are in TokenLossKernels). Legend: N rows (tokens), V vocabulary.
 // Neither op keeps an [N, V] intermediate: forward saves one or two floats per row (logsumexp, entropy)
 // and backward recomputes softmax from the logits, which are alive anyway.
 public static partial class Ops
 {
-    /// <summary>Rows per thread share for a row-wise kernel over rows of length <paramref name="v"/>.</summary>
-    private static int RowGrain(int v) => Math.Max(1, 16384 / Math.Max(1, v));
-
     /// <summary>
     /// Mean cross entropy, fused with its log-softmax. logits [N, V] (or [..., V] read as rows), targets [N]
     /// → [] = Σ_i w_i·(lse_i − logits[i, t_i]) / Σ_i w_i over rows with t_i ≠ <paramref name="ignoreIndex"/>;
@@ -25,10 +21,14 @@ public static partial class Ops
             throw new ArgumentException($"CrossEntropy: {targets.Length} targets for {rows} rows of logits {ShapeUtil.Format(logits.Shape)} (one target per row).");
         if (!weights.IsEmpty && weights.Length != rows)
             throw new ArgumentException($"CrossEntropy: {weights.Length} weights for {rows} rows (pass one weight per row, or none).");
-        var t = targets.ToArray();
-        var w = new float[rows];
+        // Targets, row weights (0 = not counted), logsumexp and per-row losses are saved in pooled buffers.
+        var saved = Tensor.EmptyOwned([4, rows]);
+        var t = IndicesIn(saved, 0, rows);
+        var w = saved.Span.Slice(rows, rows);
+        targets.CopyTo(t);
         for (int r = 0; r < rows; r++)
         {
+            w[r] = 0f;
             if (t[r] == ignoreIndex) continue;
             if ((uint)t[r] >= (uint)v)
                 throw new ArgumentOutOfRangeException(nameof(targets), $"CrossEntropy: target {t[r]} at row {r} is outside the vocabulary [0, {v}) and is not ignoreIndex ({ignoreIndex}).");
@@ -39,28 +39,9 @@ public static partial class Ops
         }
 
         // Forward: lse per row for counted rows only; per-row losses are reduced in row order (thread-count independent).
-        var lse = new float[rows];
-        var rowLoss = new float[rows];
-        var xa = logits.Array; int xo = logits.Offset;
-        ParallelFor.For(rows, RowGrain(v), (s, e) =>
-        {
-            var scratch = BufferPool.Rent(v);
-            for (int r = s; r < e; r++)
-            {
-                if (w[r] == 0f) continue;
-                var xr = xa.AsSpan(xo + r * v, v);
-                lse[r] = RowKernels.LogSumExp(xr, scratch);
-                rowLoss[r] = lse[r] - xr[t[r]];
-            }
-            BufferPool.Return(scratch);
-        });
-        double num = 0, den = 0;
-        for (int r = 0; r < rows; r++)
-        {
-            if (w[r] == 0f) continue;
-            num += (double)w[r] * rowLoss[r];
-            den += w[r];
-        }
+        var sa = saved.Array; int so = saved.Offset;
+        TokenLossKernels.CrossEntropyForward(rows, v, logits.Array, logits.Offset, sa, so);
+        var (num, den) = TokenLossKernels.WeightedLossSum(rows, sa, so);
         var y = Tensor.EmptyOwned([]);
         y.Span[0] = den > 0 ? (float)(num / den) : 0f;
 
@@ -69,23 +50,8 @@ public static partial class Ops
             {
                 logits.GradForAccumulate();
                 if (den == 0) return;   // nothing counted: the loss is the constant 0
-                float scale = (float)(g.Span[0] / den);
-                var da = logits.GradTensor!.Array; int dO = logits.GradTensor.Offset;
-                ParallelFor.For(rows, RowGrain(v), (s, e) =>
-                {
-                    var p = BufferPool.Rent(v);
-                    for (int r = s; r < e; r++)
-                    {
-                        if (w[r] == 0f) continue;
-                        float c = scale * w[r];
-                        var pr = p.AsSpan(0, v); var dr = da.AsSpan(dO + r * v, v);
-                        Simd.ZipScalarRight<SubOp>(xa.AsSpan(xo + r * v, v), lse[r], pr);
-                        Simd.Map<ExpOp>(pr, pr);                 // softmax row, recomputed
-                        Simd.ScaleAddInto(pr, c, dr);
-                        dr[t[r]] -= c;
-                    }
-                    BufferPool.Return(p);
-                });
+                var dl = logits.GradTensor!;
+                TokenLossKernels.CrossEntropyBackward(rows, v, (float)(g.Span[0] / den), logits.Array, logits.Offset, sa, so, dl.Array, dl.Offset);
             });
         return y;
     }
@@ -104,75 +70,31 @@ public static partial class Ops
         int v = logits.Dim(-1), rows = ShapeUtil.Rows(logits.Shape);
         if (targets.Length != rows)
             throw new ArgumentException($"TokenLogProbs: {targets.Length} targets for {rows} rows of logits {ShapeUtil.Format(logits.Shape)} (one target per row).");
-        var t = targets.ToArray();
         for (int r = 0; r < rows; r++)
-            if ((uint)t[r] >= (uint)v)
-                throw new ArgumentOutOfRangeException(nameof(targets), $"TokenLogProbs: target {t[r]} at row {r} is outside the vocabulary [0, {v}).");
+            if ((uint)targets[r] >= (uint)v)
+                throw new ArgumentOutOfRangeException(nameof(targets), $"TokenLogProbs: target {targets[r]} at row {r} is outside the vocabulary [0, {v}).");
 
         // Both outputs live in one planar buffer [2, N]: row 0 log-probs, row 1 entropies. The outputs are
         // views of it, so the gradients of both meet in its gradient before its single backward runs.
+        // saved [3, N]: targets (their bits), logsumexp, entropy.
         var both = Tensor.EmptyOwned([2, rows]);
-        var lse = new float[rows];
+        var saved = Tensor.EmptyOwned([3, rows]);
+        targets.CopyTo(IndicesIn(saved, 0, rows));
+        var sa = saved.Array; int so = saved.Offset;
         var xa = logits.Array; int xo = logits.Offset;
-        var ba = both.Array; int bo = both.Offset;
-        ParallelFor.For(rows, RowGrain(v), (s, e) =>
-        {
-            var d = BufferPool.Rent(v);
-            var ex = BufferPool.Rent(v);
-            for (int r = s; r < e; r++)
-            {
-                var xr = xa.AsSpan(xo + r * v, v); var dr = d.AsSpan(0, v); var er = ex.AsSpan(0, v);
-                float max = Simd.Max(xr);
-                Simd.ZipScalarRight<SubOp>(xr, max, dr);   // d = x − max ≤ 0
-                Simd.Map<ExpOp>(dr, er);
-                float z = Simd.Sum(er), logZ = MathF.Log(z);
-                lse[r] = max + logZ;
-                ba[bo + r] = dr[t[r]] - logZ;
-                // H = log Z − Σ e·d / Z, on shifted logits so large logits do not cancel.
-                ba[bo + rows + r] = logZ - Simd.Dot(dr, er) / z;
-            }
-            BufferPool.Return(ex);
-            BufferPool.Return(d);
-        });
+        TokenLossKernels.TokenLogProbsForward(rows, v, xa, xo, both.Array, both.Offset, sa, so);
         var outShape = logits.Shape[..^1].ToArray();
         var logProbs = both.ViewAs(outShape, 0);
         var entropy = both.ViewAs(outShape.ToArray(), rows);
 
         if (Autograd.Needs(logits))
         {
-            var ent = new float[rows];
-            entropy.Span.CopyTo(ent);
+            both.Span.Slice(rows, rows).CopyTo(saved.Span.Slice(2 * rows, rows));
             Autograd.Record(both, [logits], g =>
             {
-                var ga = g.Array; int go = g.Offset;
                 logits.GradForAccumulate();
-                var da = logits.GradTensor!.Array; int dO = logits.GradTensor.Offset;
-                ParallelFor.For(rows, RowGrain(v), (s, e) =>
-                {
-                    var d = BufferPool.Rent(v);
-                    var p = BufferPool.Rent(v);
-                    for (int r = s; r < e; r++)
-                    {
-                        float gl = ga[go + r], gh = ga[go + rows + r];
-                        if (gl == 0f && gh == 0f) continue;
-                        var dr = d.AsSpan(0, v); var pr = p.AsSpan(0, v); var xr = xa.AsSpan(xo + r * v, v);
-                        var gr = da.AsSpan(dO + r * v, v);
-                        Simd.ZipScalarRight<SubOp>(xr, lse[r], dr);   // log p
-                        Simd.Map<ExpOp>(dr, pr);                     // p
-                        if (gh == 0f) Simd.ScaleAddInto(pr, -gl, gr);
-                        else
-                        {
-                            // gr −= p ⊙ (gL + gH·(log p + H))
-                            TensorPrimitives.Multiply(dr, gh, dr);
-                            TensorPrimitives.Add(dr, gl + gh * ent[r], dr);
-                            TensorPrimitives.Multiply(pr, dr, pr);
-                            TensorPrimitives.Subtract(gr, pr, gr);
-                        }
-                        gr[t[r]] += gl;
-                    }
-                    BufferPool.Return(p);
-                    BufferPool.Return(d);
-                });
+                var dl = logits.GradTensor!;
+                TokenLossKernels.TokenLogProbsBackward(rows, v, xa, xo, g.Array, g.Offset, sa, so, dl.Array, dl.Offset);
             });
             logProbs = Autograd.Record(logProbs, [both], g => Simd.AddInto(g.Span, both.GradForAccumulate()[..rows]));
             entropy = Autograd.Record(entropy, [both], g => Simd.AddInto(g.Span, both.GradForAccumulate().Slice(rows, rows)));

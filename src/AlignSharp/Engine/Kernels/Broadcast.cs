@@ -1,6 +1,4 @@
-using AlignSharp.Engine.Kernels;
-
-namespace AlignSharp.Engine;
+namespace AlignSharp.Engine.Kernels;
 
 /// <summary>
 /// NumPy-style broadcasting of two shapes. The last output axis is walked as a contiguous inner loop in
@@ -40,8 +38,19 @@ internal sealed class BroadcastPlan
         if (rank == 0) { StrideA = [0]; StrideB = [0]; OutShape = []; }
     }
 
-    private int InnerStrideA => StrideA.Length == 0 ? 0 : StrideA[^1];
-    private int InnerStrideB => StrideB.Length == 0 ? 0 : StrideB[^1];
+    /// <summary>Stride of operand <paramref name="which"/> (0 = a, 1 = b) along the last output axis: 1, or 0 when broadcast.</summary>
+    private int InnerStride(int which)
+    {
+        var strides = which == 0 ? StrideA : StrideB;
+        return strides.Length == 0 ? 0 : strides[^1];
+    }
+
+    /// <summary>Start offset into operand <paramref name="which"/> of inner row <paramref name="row"/>.</summary>
+    private int OperandOffset(int row, int which)
+    {
+        RowOffsets(row, out int oa, out int ob);
+        return which == 0 ? oa : ob;
+    }
 
     /// <summary>Start offsets into a and b of inner row <paramref name="row"/>.</summary>
     private void RowOffsets(int row, out int offA, out int offB)
@@ -61,7 +70,7 @@ internal sealed class BroadcastPlan
     public void Apply<TOp>(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) where TOp : IBinaryOp
     {
         if (Same) { Simd.Zip<TOp>(a, b, y); return; }
-        int n = Inner, sa = InnerStrideA, sb = InnerStrideB;
+        int n = Inner, sa = InnerStride(0), sb = InnerStride(1);
         for (int row = 0; row < Outer; row++)
         {
             RowOffsets(row, out int oa, out int ob);
@@ -79,32 +88,46 @@ internal sealed class BroadcastPlan
     /// </summary>
     public void ReduceInto(ReadOnlySpan<float> full, Span<float> target, int which)
     {
-        var strides = which == 0 ? StrideA : StrideB;
-        int inner = strides.Length == 0 ? 0 : strides[^1];
-        int n = Inner;
+        int inner = InnerStride(which), n = Inner;
         for (int row = 0; row < Outer; row++)
         {
-            RowOffsets(row, out int oa, out int ob);
-            int off = which == 0 ? oa : ob;
+            int off = OperandOffset(row, which);
             var src = full.Slice(row * n, n);
             if (inner == 1) Simd.AddInto(src, target.Slice(off, n));
             else target[off] += Simd.Sum(src);
         }
     }
 
-    /// <summary>Operand values expanded to the output shape (for backward passes that need them).</summary>
-    public void Expand(ReadOnlySpan<float> src, Span<float> dst, int which)
+    /// <summary>y = f(full, operand) where <paramref name="full"/> has the output shape and the operand is a or b
+    /// (<paramref name="which"/> 0 or 1), broadcast: the backward of a product or quotient, with no second plan.</summary>
+    public void ApplyToOperand<TOp>(ReadOnlySpan<float> full, ReadOnlySpan<float> operand, int which, Span<float> y) where TOp : IBinaryOp
     {
-        var strides = which == 0 ? StrideA : StrideB;
-        int inner = strides.Length == 0 ? 0 : strides[^1];
-        int n = Inner;
+        int inner = InnerStride(which), n = Inner;
+        for (int row = 0; row < Outer; row++)
+        {
+            int off = OperandOffset(row, which);
+            var yr = y.Slice(row * n, n);
+            if (inner == 1) Simd.Zip<TOp>(full.Slice(row * n, n), operand.Slice(off, n), yr);
+            else Simd.ZipScalarRight<TOp>(full.Slice(row * n, n), operand[off], yr);
+        }
+    }
+
+    /// <summary>
+    /// Routes g to whichever operand min (<paramref name="min"/> true) or max selected, a on ties: dst = g where the
+    /// operand <paramref name="which"/> won, 0 elsewhere. All output-shaped.
+    /// </summary>
+    public void SelectGrad(ReadOnlySpan<float> g, ReadOnlySpan<float> a, ReadOnlySpan<float> b, bool min, int which, Span<float> dst)
+    {
+        int n = Inner, ia = InnerStride(0), ib = InnerStride(1);
         for (int row = 0; row < Outer; row++)
         {
             RowOffsets(row, out int oa, out int ob);
-            int off = which == 0 ? oa : ob;
-            var d = dst.Slice(row * n, n);
-            if (inner == 1) src.Slice(off, n).CopyTo(d);
-            else d.Fill(src[off]);
+            for (int j = 0; j < n; j++)
+            {
+                float av = a[oa + j * ia], bv = b[ob + j * ib];
+                bool aWins = min ? av <= bv : av >= bv;
+                dst[row * n + j] = aWins == (which == 0) ? g[row * n + j] : 0f;
+            }
         }
     }
 }

@@ -1,0 +1,243 @@
+using System.Numerics.Tensors;
+
+namespace AlignSharp.Engine.Kernels;
+
+/// <summary>
+/// The shape of one causal attention call. Legend: B batch, T queries, S keys, Hq query heads, Hkv key/value heads,
+/// G = Hq/Hkv, D head size, W window, S' = min(S, positionOffset + T) keys that any query can see. q and o are
+/// [B, T, Hq, D], k and v [B, S, Hkv, D], the probabilities [B, Hq, T, S'], all row-major.
+/// </summary>
+internal readonly struct AttentionGeometry(int batch, int queries, int keys, int queryHeads, int kvHeads, int headDim,
+    int positionOffset, int? window, bool[]? keyMask, float scale, float cap)
+{
+    public readonly int Batch = batch, Queries = queries, Keys = keys, QueryHeads = queryHeads, KvHeads = kvHeads, HeadDim = headDim;
+    public readonly int PositionOffset = positionOffset;
+    public readonly int? Window = window;
+    public readonly bool[]? KeyMask = keyMask;
+    public readonly float Scale = scale, Cap = cap;
+
+    /// <summary>S': keys past it are never attended.</summary>
+    public int VisibleKeys => (int)Math.Min(Keys, (long)PositionOffset + Queries);
+    public int Group => QueryHeads / KvHeads;
+    public int QueryStride => QueryHeads * HeadDim;
+    public int KvStride => KvHeads * HeadDim;
+    /// <summary>T·S' probabilities per (batch, query head).</summary>
+    public int ProbSize => Queries * VisibleKeys;
+
+    /// <summary>Multiply-adds of one head's QKᵀ (the block GEMMs skip what no query of a block sees).</summary>
+    public long WorkPerHead => (long)Queries * (Window is int w ? Math.Min(VisibleKeys, (long)w + AttentionKernels.QueryBlock) : VisibleKeys) * HeadDim;
+
+    /// <summary>
+    /// Keys query <paramref name="query"/> (absolute position p = offset + query) may see before the key mask:
+    /// [max(0, p − W + 1), min(S', p + 1)), or from 0 without a window. Lo ≤ Hi always (an empty range is Hi, Hi).
+    /// </summary>
+    public (int Lo, int Hi) KeyRange(int query)
+    {
+        long p = (long)PositionOffset + query;
+        int hi = (int)Math.Min(VisibleKeys, p + 1);
+        int lo = Window is int w ? (int)Math.Clamp(p - w + 1, 0, hi) : 0;
+        return (lo, hi);
+    }
+
+    /// <summary>Keys a block of queries [t0, t0 + rows) may see, the union of their ranges: [Lo of t0, Hi of the last).</summary>
+    public (int Lo, int Hi) BlockKeys(int t0, int rows) => (KeyRange(t0).Lo, KeyRange(t0 + rows - 1).Hi);
+}
+
+/// <summary>
+/// Causal scaled-dot-product attention, forward and backward (see <c>Ops.CausalAttention</c> for the contract). Heads
+/// split across threads as struct work items: the forward owns whole (b, query head) pairs, the backward whole
+/// (b, kv head) pairs, since the G query heads that share a kv head accumulate into the same dK/dV rows. Scratch comes
+/// from <see cref="BufferPool"/>.
+/// </summary>
+internal static class AttentionKernels
+{
+    /// <summary>Up to this many queries per head, scores and outputs are formed row by row with dot products
+    /// (KV-cached decoding); above it, with GEMMs.</summary>
+    public const int RowPathMaxT = 4;
+
+    /// <summary>Queries per GEMM block. Each block multiplies only against the keys from its first query's
+    /// window start to its last query's position, so causal self-attention does ~(1 + 64/T)/2 of the full
+    /// QKᵀ and PV work, and with a window W at most (W + 63)·64 scores per block.</summary>
+    public const int QueryBlock = 64;
+
+    /// <summary>o = softmax(scale·q·kᵀ + mask)·v; the probabilities go to p when given (a gradient is needed).</summary>
+    public static void Forward(in AttentionGeometry g, float[] q, int qo, float[] k, int ko, float[] v, int vo, float[] o, int oo, float[]? p, int po)
+        => ParallelFor.Run(g.Batch * g.QueryHeads, (int)Math.Max(1, (1 << 16) / Math.Max(1, g.WorkPerHead)),
+            new ForwardWork(g, q, qo, k, ko, v, vo, o, oo, p, po));
+
+    private readonly struct ForwardWork(AttentionGeometry g, float[] qa, int qo, float[] ka, int ko, float[] va, int vo,
+        float[] oa, int oo, float[]? pa, int po) : IRangeWork
+    {
+        public void Run(int start, int end)
+        {
+            int t = g.Queries, s = g.Keys, hq = g.QueryHeads, d = g.HeadDim, sEff = g.VisibleKeys;
+            int qLd = g.QueryStride, kvLd = g.KvStride, pSize = g.ProbSize;
+            float[]? scratch = pa == null ? BufferPool.Rent(pSize) : null;
+            for (int bh = start; bh < end; bh++)
+            {
+                int b = bh / hq, h = bh % hq, kvh = h / g.Group;
+                var p = pa != null ? pa.AsSpan(po + bh * pSize, pSize) : scratch.AsSpan(0, pSize);
+                int qOff = qo + b * t * qLd + h * d;
+                int kOff = ko + b * s * kvLd + kvh * d;
+                int vOff = vo + b * s * kvLd + kvh * d;
+                int oOff = oo + b * t * qLd + h * d;
+                if (t <= RowPathMaxT)
+                {
+                    HeadRows(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, b * s);
+                    continue;
+                }
+                for (int t0 = 0; t0 < t; t0 += QueryBlock)
+                {
+                    // Query block [t0, t1) sees keys [lo, hi): the GEMMs skip the causal upper triangle and,
+                    // with a window, the keys every query of the block has left behind. Scores outside a row's
+                    // own range (stale columns included) are cleared by its softmax.
+                    int rowsIn = Math.Min(QueryBlock, t - t0);
+                    var (lo, hi) = g.BlockKeys(t0, rowsIn);
+                    var pb = p.Slice(t0 * sEff, rowsIn * sEff);
+                    Gemm.Multiply(false, true, rowsIn, hi - lo, d, qa.AsSpan(qOff + t0 * qLd), qLd, ka.AsSpan(kOff + lo * kvLd), kvLd, pb[lo..], sEff, false);
+                    for (int tq = t0; tq < t0 + rowsIn; tq++)
+                    {
+                        var (rLo, rHi) = g.KeyRange(tq);
+                        SoftmaxRow(p.Slice(tq * sEff, sEff), rLo, rHi, g.Scale, g.Cap, g.KeyMask, b * s);
+                    }
+                    // No key at all (hi == lo): a zero-depth GEMM writes zeros, the empty-row output.
+                    Gemm.Multiply(false, false, rowsIn, d, hi - lo, pb[lo..], sEff, va.AsSpan(vOff + lo * kvLd), kvLd, oa.AsSpan(oOff + t0 * qLd), qLd, false);
+                }
+            }
+            if (scratch != null) BufferPool.Return(scratch);
+        }
+    }
+
+    /// <summary>
+    /// One (batch, head) for few queries: scores by dot products over each query's visible keys only (window
+    /// included), then O = P·V by scaled adds. p [T, S'] receives the probabilities.
+    /// </summary>
+    private static void HeadRows(in AttentionGeometry g, float[] qa, int qOff, float[] ka, int kOff, float[] va, int vOff,
+        float[] oa, int oOff, Span<float> p, int maskOffset)
+    {
+        int d = g.HeadDim, sEff = g.VisibleKeys, qLd = g.QueryStride, kvLd = g.KvStride;
+        var keyMask = g.KeyMask;
+        for (int tq = 0; tq < g.Queries; tq++)
+        {
+            var (lo, hi) = g.KeyRange(tq);
+            var qr = qa.AsSpan(qOff + tq * qLd, d);
+            var pr = p.Slice(tq * sEff, sEff);
+            for (int sk = lo; sk < hi; sk++)
+                pr[sk] = keyMask != null && !keyMask[maskOffset + sk] ? 0f : Simd.Dot(qr, ka.AsSpan(kOff + sk * kvLd, d));
+            SoftmaxRow(pr, lo, hi, g.Scale, g.Cap, keyMask, maskOffset);
+            var or = oa.AsSpan(oOff + tq * qLd, d);
+            or.Clear();
+            for (int sk = lo; sk < hi; sk++)
+                if (pr[sk] != 0f) Simd.ScaleAddInto(va.AsSpan(vOff + sk * kvLd, d), pr[sk], or);
+        }
+    }
+
+    /// <summary>
+    /// Raw scores → probabilities in place for one query row: entries [lo, hi) are scaled (and soft-capped when
+    /// cap &gt; 0) and softmaxed over the keys keyMask allows; masked keys and every entry outside [lo, hi) become 0;
+    /// a row with no allowed key becomes all zeros.
+    /// </summary>
+    private static void SoftmaxRow(Span<float> row, int lo, int hi, float scale, float cap, bool[]? keyMask, int maskOffset)
+    {
+        var live = row[lo..hi];
+        row[..lo].Clear();
+        row[hi..].Clear();
+        TensorPrimitives.Multiply(live, scale, live);
+        if (cap > 0)
+            for (int i = 0; i < live.Length; i++) live[i] = cap * MathF.Tanh(live[i] / cap);
+        if (keyMask != null)
+            for (int sk = lo; sk < hi; sk++)
+                if (!keyMask[maskOffset + sk]) live[sk - lo] = float.NegativeInfinity;
+        float max = live.IsEmpty ? float.NegativeInfinity : Simd.Max(live);
+        if (float.IsNegativeInfinity(max))
+        {
+            live.Clear();
+            return;
+        }
+        Simd.ZipScalarRight<SubOp>(live, max, live);
+        Simd.Map<ExpOp>(live, live);
+        if (keyMask != null)
+            for (int sk = lo; sk < hi; sk++)
+                if (!keyMask[maskOffset + sk]) live[sk - lo] = 0f;
+        TensorPrimitives.Multiply(live, 1f / Simd.Sum(live), live);
+    }
+
+    /// <summary>
+    /// Accumulates the gradients of q, k and v (each null when not wanted) from dO and the saved probabilities p,
+    /// per (b, kv head) over the G query heads that share it, by query blocks of <see cref="QueryBlock"/>:
+    /// dV += Pᵀ·dO, dP = dO·Vᵀ, dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)), dQ += dS·K, dK += dSᵀ·Q; with a soft cap
+    /// dS is further multiplied by 1 − tanh²(z / c), z recomputed from Q·Kᵀ (one more GEMM per block).
+    /// </summary>
+    public static void Backward(in AttentionGeometry g, float[] dO, int go, float[] q, int qo, float[] k, int ko, float[] v, int vo,
+        float[] p, int po, float[]? dq, int dqo, float[]? dk, int dko, float[]? dv, int dvo)
+        => ParallelFor.Run(g.Batch * g.KvHeads, (int)Math.Max(1, (1 << 16) / Math.Max(1, g.WorkPerHead * g.Group)),
+            new BackwardWork(g, dO, go, q, qo, k, ko, v, vo, p, po, dq, dqo, dk, dko, dv, dvo));
+
+    private readonly struct BackwardWork(AttentionGeometry g, float[] ga, int go, float[] qa, int qo, float[] ka, int ko, float[] va, int vo,
+        float[] pa, int po, float[]? dq, int dqo, float[]? dk, int dko, float[]? dv, int dvo) : IRangeWork
+    {
+        public void Run(int start, int end)
+        {
+            int t = g.Queries, s = g.Keys, hq = g.QueryHeads, hkv = g.KvHeads, d = g.HeadDim, sEff = g.VisibleKeys;
+            int qLd = g.QueryStride, kvLd = g.KvStride, pSize = g.ProbSize, group = g.Group;
+            float sc = g.Scale, cap = g.Cap;
+            bool needScores = dq != null || dk != null;
+            var dpBuf = needScores ? BufferPool.Rent(pSize) : null;
+            var zBuf = needScores && cap > 0 ? BufferPool.Rent(pSize) : null;
+            for (int bk = start; bk < end; bk++)
+            {
+                int b = bk / hkv, kvh = bk % hkv;
+                int kvOff = b * s * kvLd + kvh * d;
+                for (int j = 0; j < group; j++)
+                {
+                    int h = kvh * group + j;
+                    int qOff = b * t * qLd + h * d;
+                    for (int t0 = 0; t0 < t; t0 += QueryBlock)
+                    {
+                        // Query block [t0, t1) against the keys [lo, hi) it can see; P is zero outside them.
+                        int rowsIn = Math.Min(QueryBlock, t - t0);
+                        var (lo, hi) = g.BlockKeys(t0, rowsIn);
+                        int kv = hi - lo;
+                        if (kv == 0) continue;
+                        var p = pa.AsSpan(po + (b * hq + h) * pSize + t0 * sEff + lo, (rowsIn - 1) * sEff + kv);
+                        int qbOff = qOff + t0 * qLd, kvbOff = kvOff + lo * kvLd;
+                        var gO = ga.AsSpan(go + qbOff);
+                        if (dv != null)
+                            Gemm.Multiply(true, false, kv, d, rowsIn, p, sEff, gO, qLd, dv.AsSpan(dvo + kvbOff), kvLd, true);
+                        if (!needScores) continue;
+                        var dp = dpBuf.AsSpan(0, (rowsIn - 1) * sEff + kv);
+                        Gemm.Multiply(false, true, rowsIn, kv, d, gO, qLd, va.AsSpan(vo + kvbOff), kvLd, dp, sEff, false);
+                        var z = zBuf.AsSpan(0, zBuf == null ? 0 : (rowsIn - 1) * sEff + kv);
+                        if (zBuf != null)
+                            Gemm.Multiply(false, true, rowsIn, kv, d, qa.AsSpan(qo + qbOff), qLd, ka.AsSpan(ko + kvbOff), kvLd, z, sEff, false);
+                        for (int r = 0; r < rowsIn; r++)
+                        {
+                            var pr = p.Slice(r * sEff, kv); var dr = dp.Slice(r * sEff, kv);
+                            float dot = Simd.Dot(pr, dr);
+                            // dS = scale · P ⊙ (dP − Σ P·dP); zero wherever P is (masked keys, empty rows).
+                            TensorPrimitives.AddMultiply(dr, -dot, pr, dr);
+                            TensorPrimitives.Multiply(dr, sc, dr);
+                            if (zBuf != null) SoftCapBackwardRow(z.Slice(r * sEff, kv), dr, sc, cap);
+                        }
+                        if (dq != null)
+                            Gemm.Multiply(false, false, rowsIn, d, kv, dp, sEff, ka.AsSpan(ko + kvbOff), kvLd, dq.AsSpan(dqo + qbOff), qLd, true);
+                        if (dk != null)
+                            Gemm.Multiply(true, false, kv, d, rowsIn, dp, sEff, qa.AsSpan(qo + qbOff), qLd, dk.AsSpan(dko + kvbOff), kvLd, true);
+                    }
+                }
+            }
+            if (dpBuf != null) BufferPool.Return(dpBuf);
+            if (zBuf != null) BufferPool.Return(zBuf);
+        }
+    }
+
+    /// <summary>dS ⊙= 1 − tanh²(scale·z / cap) over one row: the soft cap's derivative at the raw scores z.</summary>
+    private static void SoftCapBackwardRow(ReadOnlySpan<float> z, Span<float> ds, float scale, float cap)
+    {
+        for (int i = 0; i < ds.Length; i++)
+        {
+            float th = MathF.Tanh(z[i] * scale / cap);
+            ds[i] *= 1f - th * th;
+        }
+    }
+}

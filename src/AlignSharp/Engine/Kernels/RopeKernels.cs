@@ -1,0 +1,68 @@
+namespace AlignSharp.Engine.Kernels;
+
+/// <summary>
+/// Rotary position embedding in Hugging Face's "rotate_half" layout: pair i couples channels i and i + D/2.
+/// Legend: B batch, T time, H heads, D head size (even), P = D/2 pairs. x and y are [B, T, H, D]; the tables
+/// [T, P] (one row per time step, shared by every batch row) or [B·T, P] (one per token).
+/// </summary>
+internal static class RopeKernels
+{
+    /// <summary>cos[r, i] = cos(pos_r·invFreq[i])·scale, sin likewise: the float32 angle, widened, evaluated in double.</summary>
+    public static void Tables(ReadOnlySpan<int> positions, ReadOnlySpan<float> invFreq, float scale, Span<float> cos, Span<float> sin)
+    {
+        int half = invFreq.Length;
+        for (int r = 0; r < positions.Length; r++)
+        {
+            float pos = positions[r];
+            for (int i = 0; i < half; i++)
+            {
+                double angle = pos * invFreq[i];   // float32 product, as HF, then widened
+                cos[r * half + i] = (float)Math.Cos(angle) * scale;
+                sin[r * half + i] = (float)Math.Sin(angle) * scale;
+            }
+        }
+    }
+
+    /// <summary>
+    /// y (=|+=) x rotated by sign·θ: y[i] = x[i]·cos − x[i+P]·sign·sin, y[i+P] = x[i+P]·cos + x[i]·sign·sin. Sign −1 is the
+    /// inverse rotation (the backward). perToken: table row b·T + t, else t. Parallel over (b, t) rows.
+    /// </summary>
+    public static void Rotate(float[] x, int xo, float[] y, int yo, int b, int t, int h, int d,
+        float[] cos, float[] sin, bool perToken, float sign, bool accumulate)
+        => ParallelFor.Run(b * t, Math.Max(1, 16384 / Math.Max(1, h * d)), new RotateWork(x, xo, y, yo, t, h, d, cos, sin, perToken, sign, accumulate));
+
+    private readonly struct RotateWork(float[] src, int so, float[] dst, int dOff, int t, int h, int d,
+        float[] cos, float[] sin, bool perToken, float sign, bool accumulate) : IRangeWork
+    {
+        public void Run(int start, int end)
+        {
+            int half = d / 2;
+            for (int bt = start; bt < end; bt++)
+            {
+                int tr = perToken ? bt : bt % t;
+                var c = cos.AsSpan(tr * half, half);
+                var sn = sin.AsSpan(tr * half, half);
+                for (int hh = 0; hh < h; hh++)
+                {
+                    int baseIdx = (bt * h + hh) * d;
+                    var x1 = src.AsSpan(so + baseIdx, half); var x2 = src.AsSpan(so + baseIdx + half, half);
+                    var y1 = dst.AsSpan(dOff + baseIdx, half); var y2 = dst.AsSpan(dOff + baseIdx + half, half);
+                    if (accumulate)
+                        for (int i = 0; i < half; i++)
+                        {
+                            float si = sign * sn[i];
+                            y1[i] += x1[i] * c[i] - x2[i] * si;
+                            y2[i] += x2[i] * c[i] + x1[i] * si;
+                        }
+                    else
+                        for (int i = 0; i < half; i++)
+                        {
+                            float si = sign * sn[i];
+                            y1[i] = x1[i] * c[i] - x2[i] * si;
+                            y2[i] = x2[i] * c[i] + x1[i] * si;
+                        }
+                }
+            }
+        }
+    }
+}
