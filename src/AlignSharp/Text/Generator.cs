@@ -110,8 +110,7 @@ public static class Generator
         int vocab = model.Config.VocabSize;
         // Rows of the embedding past the tokenizer's vocabulary (padding to a round size) have no text: never sample them.
         int sampleable = Math.Min(vocab, tokenizer?.VocabSize ?? vocab);
-        var probs = new float[vocab];
-        var order = new int[vocab];
+        var stepLogProbs = new float[batch];
 
         using var noGrad = Autograd.NoGrad();
         int step = 0, seq = promptLen;
@@ -132,14 +131,14 @@ public static class Generator
             }
 
             var next = new int[batch];
+            var active = finish.Select(f => f == null).ToArray();
+            TokenSampler.SampleRows(lastLogits, vocab, sampleable, options, rngs, active, next, stepLogProbs);
             for (int b = 0; b < batch; b++)
             {
-                if (finish[b] != null) { next[b] = 0; continue; }
-                var logits = lastLogits.AsSpan(b * vocab, sampleable);
-                var (token, logProb) = Sample(logits, options, rngs[b], probs, order);
-                next[b] = token;
+                if (!active[b]) continue;
+                int token = next[b];
                 outIds[b].Add(token);
-                outLogProbs[b].Add(logProb);
+                outLogProbs[b].Add(stepLogProbs[b]);
                 if (eos.Contains(token)) finish[b] = "eos";
                 else if (options.StopStrings.Count > 0)
                 {
@@ -182,72 +181,5 @@ public static class Generator
         ulong x = (ulong)(uint)seed * 0x9E3779B97F4A7C15UL ^ (ulong)(uint)stream * 0xC2B2AE3D27D4EB4FUL;
         x ^= x >> 31; x *= 0xBF58476D1CE4E5B9UL; x ^= x >> 29;
         return (int)(x & 0x7FFFFFFF);
-    }
-
-    /// <summary>Draws one token from a logits row; returns it with its log-probability under the distribution used.</summary>
-    internal static (int Token, float LogProb) Sample(ReadOnlySpan<float> logits, SamplingOptions o, Random rng, float[] probs, int[] order)
-    {
-        int v = logits.Length;
-        if (o.Temperature == 0)
-        {
-            int best = 0;
-            for (int i = 1; i < v; i++) if (logits[i] > logits[best]) best = i;
-            return (best, logits[best] - LogSumExp(logits, 1f));
-        }
-
-        float invT = 1f / o.Temperature;
-        float max = float.NegativeInfinity;
-        for (int i = 0; i < v; i++) max = MathF.Max(max, logits[i] * invT);
-        double sum = 0;
-        for (int i = 0; i < v; i++) { probs[i] = MathF.Exp(logits[i] * invT - max); sum += probs[i]; }
-        for (int i = 0; i < v; i++) probs[i] = (float)(probs[i] / sum);
-
-        int keep = v;
-        if (o.TopK > 0 || o.TopP < 1)
-        {
-            for (int i = 0; i < v; i++) order[i] = i;
-            var p = probs;
-            Array.Sort(order, 0, v, Comparer<int>.Create((a, b) => p[b].CompareTo(p[a]) is var c && c != 0 ? c : a.CompareTo(b)));
-            if (o.TopK > 0) keep = Math.Min(keep, o.TopK);
-            if (o.TopP < 1)
-            {
-                double cum = 0;
-                int n = 0;
-                while (n < keep) { cum += probs[order[n]]; n++; if (cum >= o.TopP) break; }
-                keep = Math.Max(1, n);
-            }
-            double kept = 0;
-            for (int i = 0; i < keep; i++) kept += probs[order[i]];
-            double u = rng.NextDouble() * kept, acc = 0;
-            int pick = order[keep - 1];
-            for (int i = 0; i < keep; i++)
-            {
-                acc += probs[order[i]];
-                if (u < acc) { pick = order[i]; break; }
-            }
-            return (pick, (float)Math.Log(probs[pick] / kept));
-        }
-        else
-        {
-            double u = rng.NextDouble(), acc = 0;
-            int pick = v - 1;
-            for (int i = 0; i < v; i++)
-            {
-                acc += probs[i];
-                if (u < acc) { pick = i; break; }
-            }
-            // Walk back from a zero-probability tail (rounding in the cumulative sum).
-            while (probs[pick] == 0 && pick > 0) pick--;
-            return (pick, MathF.Log(probs[pick]));
-        }
-    }
-
-    private static float LogSumExp(ReadOnlySpan<float> x, float scale)
-    {
-        float max = float.NegativeInfinity;
-        foreach (var v in x) max = MathF.Max(max, v * scale);
-        double s = 0;
-        foreach (var v in x) s += Math.Exp(v * scale - max);
-        return max + (float)Math.Log(s);
     }
 }

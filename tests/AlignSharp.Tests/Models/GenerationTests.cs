@@ -144,18 +144,18 @@ public class GenerationTests
     public void SamplingFrequenciesFollowTheFilteredDistribution()
     {
         float[] logits = [2f, 1f, 0f, -1f, 0.5f];
-        var probs = new float[5]; var order = new int[5];
+        var probs = new float[5]; var keys = new ulong[5];
         var rng = new Random(3);
         var o = new SamplingOptions { Temperature = 1f, TopK = 3 };
         var counts = new int[5];
         const int n = 20000;
-        for (int i = 0; i < n; i++) counts[Generator.Sample(logits, o, rng, probs, order).Token]++;
+        for (int i = 0; i < n; i++) counts[TokenSampler.Sample(logits, o, rng, probs, keys).Token]++;
         // top-3 keeps tokens 0, 1, 4 with weights e^2, e^1, e^0.5
         double z = Math.Exp(2) + Math.Exp(1) + Math.Exp(0.5);
         Assert.Equal(0, counts[2] + counts[3]);
         Assert.InRange(counts[0] / (double)n, Math.Exp(2) / z - 0.015, Math.Exp(2) / z + 0.015);
         Assert.InRange(counts[4] / (double)n, Math.Exp(0.5) / z - 0.015, Math.Exp(0.5) / z + 0.015);
-        var (tok, lp) = Generator.Sample(logits, o with { TopP = 0.5f }, rng, probs, order);
+        var (tok, lp) = TokenSampler.Sample(logits, o with { TopP = 0.5f }, rng, probs, keys);
         Assert.Equal(0, tok); // token 0 alone has p ≥ 0.5 after top-k renormalisation... and in the full softmax
         Assert.Equal(0f, lp, 5);
     }

@@ -1,0 +1,128 @@
+using AlignSharp.Engine.Kernels;
+using AlignSharp.Text;
+
+namespace AlignSharp.Tests.Text;
+
+/// <summary>
+/// The vectorised sampler against a plain double-precision reference written from the definitions (softmax of
+/// logits/T, a full sort by probability then id for top-k/top-p, the inverse CDF over one uniform draw): the same
+/// draw must pick the same token, with the same log-probability.
+/// </summary>
+public class TokenSamplerTests
+{
+    /// <summary>The reference: p = softmax(l/T) in double; filtered tokens sorted by p descending, then id.</summary>
+    private static (int Token, double LogProb) Reference(float[] logits, SamplingOptions o, double u)
+    {
+        int v = logits.Length;
+        double max = logits.Max(x => (double)x / o.Temperature);
+        var p = logits.Select(x => Math.Exp(x / o.Temperature - max)).ToArray();
+        double z = p.Sum();
+        for (int i = 0; i < v; i++) p[i] /= z;
+        if (o.TopK == 0 && o.TopP >= 1)
+        {
+            double acc = 0;
+            for (int i = 0; i < v; i++)
+            {
+                acc += p[i];
+                if (u < acc) return (i, Math.Log(p[i]));
+            }
+            return (v - 1, Math.Log(p[v - 1]));
+        }
+        var order = Enumerable.Range(0, v).OrderByDescending(i => p[i]).ThenBy(i => i).ToArray();
+        int keep = o.TopK > 0 ? Math.Min(o.TopK, v) : v;
+        if (o.TopP < 1)
+        {
+            double cum = 0;
+            int n = 0;
+            while (n < keep) { cum += p[order[n]]; n++; if (cum >= o.TopP) break; }
+            keep = Math.Max(1, n);
+        }
+        double kept = order.Take(keep).Sum(i => p[i]), target = u * kept, run = 0;
+        for (int i = 0; i < keep; i++)
+        {
+            run += p[order[i]];
+            if (target < run) return (order[i], Math.Log(p[order[i]] / kept));
+        }
+        return (order[keep - 1], Math.Log(p[order[keep - 1]] / kept));
+    }
+
+    private static float[] Logits(int v, float spread, int seed)
+    {
+        var rng = new Random(seed);
+        return Enumerable.Range(0, v).Select(_ => (float)(rng.NextDouble() * 2 - 1) * spread).ToArray();
+    }
+
+    [Theory]
+    [InlineData(5000, 1f, 0, 1f, 4f)]          // plain sampling, several blocks and a partial last one
+    [InlineData(1, 1f, 0, 1f, 1f)]             // one token
+    [InlineData(1500, 0.7f, 0, 1f, 12f)]       // peaked after temperature
+    [InlineData(3000, 1f, 50, 1f, 4f)]         // top-k alone
+    [InlineData(3000, 1f, 0, 0.9f, 0.5f)]      // flat: the nucleus holds most tokens (candidates grow past 256)
+    [InlineData(3000, 1.3f, 0, 0.5f, 8f)]      // peaked nucleus
+    [InlineData(3000, 1f, 40, 0.95f, 0.5f)]    // top-k bounds a top-p that is not reached
+    [InlineData(3000, 1f, 3000, 0.3f, 3f)]     // top-k = V
+    public void PicksWhatTheReferencePicksForTheSameDraw(int v, float temperature, int topK, float topP, float spread)
+    {
+        var logits = Logits(v, spread, seed: v + topK);
+        var o = new SamplingOptions { Temperature = temperature, TopK = topK, TopP = topP };
+        var scratch = new float[v]; var keys = new ulong[v];
+        var rng = new Random(11); var draws = new Random(11);
+        for (int s = 0; s < 300; s++)
+        {
+            var (token, logProb) = TokenSampler.Sample(logits, o, rng, scratch, keys);
+            var (refToken, refLogProb) = Reference(logits, o, draws.NextDouble());
+            Assert.Equal(refToken, token);
+            Assert.True(Math.Abs(refLogProb - logProb) < 1e-4, $"draw {s}: log p {logProb} vs reference {refLogProb}");
+        }
+    }
+
+    [Fact]
+    public void GreedyTakesTheFirstLargestLogitAndItsLogSoftmax()
+    {
+        float[] logits = [0.5f, 2f, -1f, 2f, 1f];
+        var (token, logProb) = TokenSampler.Sample(logits, new SamplingOptions { Temperature = 0 }, new Random(1), new float[5], []);
+        Assert.Equal(1, token);
+        double z = logits.Sum(x => Math.Exp(x));
+        Assert.Equal(2 - Math.Log(z), logProb, 5);
+    }
+
+    [Fact]
+    public void EqualProbabilitiesAreRankedByTokenIdForTopK()
+    {
+        // Tokens 1, 2, 4 tie; top-2 keeps 1 and 2, so 4 is never drawn.
+        float[] logits = [0f, 1f, 1f, -3f, 1f];
+        var o = new SamplingOptions { TopK = 2 };
+        var rng = new Random(5);
+        var seen = new HashSet<int>();
+        for (int i = 0; i < 200; i++) seen.Add(TokenSampler.Sample(logits, o, rng, new float[5], new ulong[5]).Token);
+        Assert.Equal(new HashSet<int> { 1, 2 }, seen);
+    }
+
+    [Fact]
+    public void SelectPutsTheSmallestKeysFirst()
+    {
+        var rng = new Random(2);
+        foreach (int n in new[] { 1, 2, 3, 7, 64, 257 })
+            for (int count = 0; count <= n; count++)
+            {
+                var keys = Enumerable.Range(0, n).Select(_ => (ulong)rng.NextInt64()).Distinct().ToArray();
+                var sorted = keys.Order().ToArray();
+                TokenSampler.Select(keys, count);
+                Assert.Equal(sorted.Take(count).ToHashSet(), keys.Take(count).ToHashSet());
+            }
+    }
+
+    [Fact]
+    public void EverySimdWidthAgreesWithTheReference()
+    {
+        var logits = Logits(777, 3f, seed: 4);
+        var o = new SamplingOptions { Temperature = 0.8f };
+        foreach (int bits in new[] { 512, 256, 128, 0 })
+        {
+            using var width = Simd.UseWidth(bits);
+            var rng = new Random(3); var draws = new Random(3);
+            for (int s = 0; s < 100; s++)
+                Assert.Equal(Reference(logits, o, draws.NextDouble()).Token, TokenSampler.Sample(logits, o, rng, new float[777], []).Token);
+        }
+    }
+}
