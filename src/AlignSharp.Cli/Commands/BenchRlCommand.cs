@@ -154,13 +154,13 @@ public static class BenchRlCommand
         };
         foreach (var part in parts) result[part] = Math.Round(median[part], 3);
         result["generation_tokens_per_s"] = Math.Round(last.CompletionTokens / median["generation_s"], 2);
-        result["scoring_gflop"] = Math.Round(scoringFlops / 1e9, 3);
-        result["update_gflop"] = Math.Round(updateFlops / 1e9, 3);
+        result["scoring_flops"] = scoringFlops;
+        result["update_flops"] = updateFlops;
         result["scoring_gflops"] = Math.Round(scoringGflops, 1);
         result["update_gflops"] = Math.Round(updateGflops, 1);
         result["gemm_peak_gflops"] = Math.Round(peak, 1);
-        result["mfu_scoring"] = Math.Round(scoringGflops / peak, 3);
-        result["mfu_update"] = Math.Round(updateGflops / peak, 3);
+        result["mfu_scoring"] = Math.Round(scoringGflops / peak, 4);
+        result["mfu_update"] = Math.Round(updateGflops / peak, 4);
         result["peak_rss_mib"] = PeakRssMib();
         return result;
     }
