@@ -2,10 +2,14 @@
 # Runs AlignSharp's whole-workload benchmarks and the PyTorch reference scripts (../shared/bench/torch_ref) side by
 # side, interleaved, at PyTorch's strongest setting, and prints one JSON line per measurement.
 # Needs: Debian python3-torch python3-numpy libopenblas0-pthread; a Release build of the CLI.
-# Usage: bench/side_by_side.sh [train|sample|gemm|model ...]   (REPS=2 by default)
+# Usage: bench/side_by_side.sh [train|sample|gemm|model|rl ...]   (REPS=2 by default)
 #   model: KV-cached sampling on the checkpoint in $MODEL (a Llama/Qwen2 directory, e.g. from
 #          scripts/make-qwen2-checkpoint.py), batch $BATCHES (default "1 8"), float32 and bf16 weights on both sides,
 #          $NEW new tokens (default 112); each record carries the process's peak RSS (/usr/bin/time -v), in KiB.
+#   rl:    one PPO step (bench rl / bench/torch_qwen2_ppo.py) on the policy $MODEL, reward model $REWARD_MODEL (default:
+#          the policy with a random score head), batch $BATCH (4), $PROMPT prompt tokens (16), $NEW new tokens (64),
+#          LoRA rank $LORA_R (16; 0 = full-parameter), frozen weights $FROZEN (fp32 or bf16), $EPOCHS PPO epochs (1),
+#          $STEPS timed steps (2) after one warm-up; peak RSS as for model.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 ref="${TORCH_REF:-$root/../shared/bench/torch_ref}"
@@ -54,6 +58,20 @@ for rep in $(seq "$reps"); do
             echo "{\"side\":\"pytorch\",\"bench\":\"model\",\"rep\":$rep,\"peak_rss_kib\":$rss,\"result\":$(tail -n 1 "$tmp/m.json")}"
           done
         done ;;
+      rl)
+        : "${MODEL:?set MODEL to a checkpoint directory}"
+        frozen="${FROZEN:-fp32}"; tfrozen=float32; [ "$frozen" = bf16 ] && tfrozen=bfloat16
+        rm=(); [ -n "${REWARD_MODEL:-}" ] && rm=(--reward-model "$REWARD_MODEL")
+        common=(--batch "${BATCH:-4}" --prompt-len "${PROMPT:-16}" --max-new-tokens "${NEW:-64}" --lora-r "${LORA_R:-16}"
+                --num-ppo-epochs "${EPOCHS:-1}" --steps "${STEPS:-2}" --warmup 1)
+        out=$(/usr/bin/time -v -o "$tmp/rss" $cli bench rl --model "$MODEL" "${rm[@]}" "${common[@]}" --frozen-dtype "$frozen" 2>/dev/null)
+        rss=$(awk -F': ' '/Maximum resident/{print $2}' "$tmp/rss")
+        echo "{\"side\":\"alignsharp\",\"bench\":\"rl\",\"rep\":$rep,\"peak_rss_kib\":$rss,\"result\":$out}"
+        /usr/bin/time -v -o "$tmp/rss" $torch "$root/bench/torch_qwen2_ppo.py" --model "$MODEL" "${rm[@]}" "${common[@]}" \
+              --frozen-dtype $tfrozen $strong --json "$tmp/r.json" >/dev/null 2>&1
+        rss=$(awk -F': ' '/Maximum resident/{print $2}' "$tmp/rss")
+        echo "{\"side\":\"pytorch\",\"bench\":\"rl\",\"rep\":$rep,\"peak_rss_kib\":$rss,\"result\":$(tail -n 1 "$tmp/r.json")}"
+        ;;
     esac
   done
 done

@@ -2,7 +2,7 @@ using System.CommandLine;
 
 namespace AlignSharp.Cli.Commands;
 
-/// <summary>`alignsharp bench gemm|train`: whole-workload benchmarks printing one JSON object on stdout.</summary>
+/// <summary>`alignsharp bench gemm|train|sample|rl|tokenizer`: whole-workload benchmarks printing one JSON object on stdout.</summary>
 public static class BenchCommand
 {
     public static Command Create()
@@ -11,6 +11,7 @@ public static class BenchCommand
         bench.Subcommands.Add(BenchGemmCommand.Create());
         bench.Subcommands.Add(BenchTrainCommand.Create());
         bench.Subcommands.Add(BenchSampleCommand.Create());
+        bench.Subcommands.Add(BenchRlCommand.Create());
         bench.Subcommands.Add(BenchTokenizerCommand.Create());
         return bench;
     }

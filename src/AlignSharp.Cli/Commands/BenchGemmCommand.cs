@@ -44,6 +44,14 @@ public static class BenchGemmCommand
         return cmd;
     }
 
+    /// <summary>The median GFLOP/s of a float32 C[m,n] = A[m,k]·B[k,n] (the figure `bench gemm` prints), in this process:
+    /// the GEMM peak that the model-FLOPs utilisation of `bench rl` is measured against.</summary>
+    public static double MeasureGflops(int m, int n, int k, int reps = 9)
+    {
+        using var doc = System.Text.Json.JsonDocument.Parse(Run(m, n, k, 1, false, false, reps, false));
+        return doc.RootElement.GetProperty("gflops").GetDouble();
+    }
+
     private static string Run(int m, int n, int k, int batch, bool transA, bool transB, int reps, bool bf16)
     {
         var rng = new Random(1234);

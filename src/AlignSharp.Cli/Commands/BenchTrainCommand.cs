@@ -23,7 +23,7 @@ public static class BenchTrainCommand
         var batch = new Option<int?>("--batch") { Description = "Override the config's batch size." };
         var seq = new Option<int?>("--seq") { Description = "Override the config's sequence length." };
         var modelDir = new Option<string?>("--model") { Description = "A checkpoint directory to train (float32) instead of a --config preset; batch 1×256 unless --batch/--seq say otherwise." };
-        var cmd = new Command("train", "Training-step throughput of a GPT-2-style preset or a checkpoint; prints {\"tokens_per_s\", \"ms_per_step\", \"gc_per_step\", \"model_gflops\", ...}.")
+        var cmd = new Command("train", "Training-step throughput of a GPT-2-style preset or a checkpoint; prints {\"tokens_per_s\", \"ms_per_step\", \"gc_per_step\", \"model_gflops\", \"mfu\", ...}; mfu: model FLOPs over a float32 1024³ GEMM timed in the same process.")
         {
             config, modelDir, steps, warmup, threads, batch, seq,
         };
@@ -92,6 +92,7 @@ public static class BenchTrainCommand
         double medianMs = Median(ms);
         double tokPerS = batch * seq / medianMs * 1000;
         double flopsPerToken = TrainFlopsPerToken(model, seq);
+        double peak = BenchGemmCommand.MeasureGflops(1024, 1024, 1024);
         return new Dictionary<string, object>
         {
             ["config"] = name,
@@ -104,6 +105,8 @@ public static class BenchTrainCommand
             ["gc_per_step"] = Math.Round((double)gcs / steps, 3),
             ["alloc_bytes_per_step"] = allocated / steps,
             ["model_gflops"] = Math.Round(flopsPerToken * tokPerS / 1e9, 1),
+            ["gemm_peak_gflops"] = Math.Round(peak, 1),
+            ["mfu"] = Math.Round(flopsPerToken * tokPerS / 1e9 / peak, 4),
             ["loss_first"] = firstLoss,
             ["loss_last"] = lastLoss,
         };

@@ -102,7 +102,10 @@ public sealed class RewardModel
     }
 
     /// <summary>Raw scores of token sequences (no gradient), batched with right padding.</summary>
-    public float[] ScoreSequences(IReadOnlyList<int[]> sequences, int batchSize = 8)
+    public float[] ScoreSequences(IReadOnlyList<int[]> sequences, int batchSize = 8) => ScoreSequences(Model, sequences, batchSize);
+
+    /// <summary>Raw scores of token sequences by a scalar-head <paramref name="model"/> (no gradient), batched with right padding.</summary>
+    public static float[] ScoreSequences(TransformerModel model, IReadOnlyList<int[]> sequences, int batchSize = 8)
     {
         var scores = new float[sequences.Count];
         using var noGrad = Autograd.NoGrad();
@@ -111,7 +114,7 @@ public sealed class RewardModel
             int b = Math.Min(batchSize, sequences.Count - start);
             var rows = Enumerable.Range(start, b).Select(i => sequences[i]).ToArray();
             using var scope = TensorScope.Begin();
-            var s = ForwardLast(Model, rows).Span;
+            var s = ForwardLast(model, rows).Span;
             for (int i = 0; i < b; i++) scores[start + i] = s[i];
         }
         return scores;

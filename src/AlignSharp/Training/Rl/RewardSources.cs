@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using AlignSharp.Models;
 using AlignSharp.Training.Data;
 using AlignSharp.Training.Rewards;
 
@@ -8,11 +9,18 @@ namespace AlignSharp.Training.Rl;
 
 /// <summary>
 /// What a reward source scores: for each completion, its prompt (as given in the data), the prompt text the policy
-/// saw (after the chat template), and the completion text (special tokens removed).
+/// saw (after the chat template), and the completion text (special tokens removed); from a rollout also the policy's
+/// token ids of both.
 /// </summary>
 public sealed record RewardInputs(IReadOnlyList<ChatContent> Prompts, IReadOnlyList<string> PromptTexts, IReadOnlyList<string> Completions)
 {
     public int Count => Completions.Count;
+
+    /// <summary>The prompts' token ids as the policy read them (null when the inputs are texts only).</summary>
+    public IReadOnlyList<int[]>? PromptIds { get; init; }
+
+    /// <summary>The completions' token ids as the policy sampled them (EOS included when generated; null for texts only).</summary>
+    public IReadOnlyList<int[]>? CompletionIds { get; init; }
 }
 
 /// <summary>One source of scores; it returns one number per completion.</summary>
@@ -38,6 +46,36 @@ public sealed class RewardModelSource(RewardModel model, bool normalize = true, 
         var scores = model.ScoreSequences(sequences, batchSize);
         if (normalize) for (int i = 0; i < scores.Length; i++) scores[i] = model.Normalize(scores[i]);
         return scores;
+    }
+}
+
+/// <summary>
+/// A scalar-head model scoring the policy's own tokens, prompt ids then completion ids, with no detokenising and no chat
+/// template: for a reward model that shares the policy's tokenizer and reads what it wrote, e.g. benchmarks on checkpoints
+/// without tokenizer files (<c>alignsharp bench rl</c>). Raw scores, read at the last token.
+/// </summary>
+public sealed class TokenRewardModelSource : IRewardSource
+{
+    private readonly TransformerModel _model;
+    private readonly int _batchSize;
+
+    public TokenRewardModelSource(TransformerModel model, int batchSize = 8)
+    {
+        if (model.Config.Head != HeadKind.Scalar) throw new UserInputException("A reward model needs a scalar head.");
+        if (batchSize < 1) throw new UserInputException($"The reward model's batch size must be ≥ 1, got {batchSize}.");
+        _model = model;
+        _batchSize = batchSize;
+    }
+
+    public string Name { get; init; } = "reward_model";
+
+    public float[] Score(RewardInputs inputs)
+    {
+        if (inputs.PromptIds is not { } prompts || inputs.CompletionIds is not { } completions)
+            throw new InvalidOperationException($"Reward '{Name}' scores token ids, and these inputs carry only texts.");
+        var sequences = new int[inputs.Count][];
+        for (int i = 0; i < sequences.Length; i++) sequences[i] = [.. prompts[i], .. completions[i]];
+        return RewardModel.ScoreSequences(_model, sequences, _batchSize);
     }
 }
 

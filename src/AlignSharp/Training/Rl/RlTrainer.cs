@@ -66,10 +66,6 @@ public sealed class RlTrainer
         MemoryTrace.Mark("policy loaded");
         if (pre.Model.Config.Head != HeadKind.LanguageModel) throw new UserInputException($"--policy {options.Policy}: the policy needs a language-model head.");
         var tokenizer = pre.RequireTokenizer("the policy (to tokenize prompts and decode completions)");
-        // With LoRA the reference is the policy itself with the starting adapter (or none) in place of the trained one: no copy.
-        // Otherwise a frozen copy of the starting policy (an adapter directory's adapter stays attached, it is frozen too).
-        var adapter = options.StartingAdapter(pre.Model, options.Policy);
-        var reference = adapter != null ? pre.Model : options.LoadFrozen(options.Policy!);
         var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
 
         var sources = new List<(IRewardSource, double)>();
@@ -94,17 +90,10 @@ public sealed class RlTrainer
             options = options with { MaxPromptLength = positions - options.MaxNewTokens };
         }
 
-        TransformerModel? value = null;
-        LoraAdapter? valueAdapter = null;
+        var models = LoadModels(options, pre, tokenizer, template, rewardModel);
         PtxData? ptx = null;
-        if (options is PpoOptions ppo)
-        {
-            (value, valueAdapter) = adapter != null ? LoraValueModel(ppo, tokenizer, rewardModel, pre.Model, adapter) : (LoadValueModel(ppo, tokenizer, rewardModel).Model, null);
-            value.GradientCheckpointing = ppo.GradientCheckpointing; // every kind of value model, a trunk shared with the policy too
-            MemoryTrace.Mark("value model loaded");
-            if (ppo.PtxData != null)
-                ptx = PtxData.Load(ppo.PtxData, tokenizer, template, ppo.MaxPromptLength + ppo.MaxNewTokens, ppo.BatchSize, ppo.Seed, ppo.SkipBadRecords);
-        }
+        if (options is PpoOptions { PtxData: not null } ppo)
+            ptx = PtxData.Load(ppo.PtxData, tokenizer, template, ppo.MaxPromptLength + ppo.MaxNewTokens, ppo.BatchSize, ppo.Seed, ppo.SkipBadRecords);
         RlAlgorithm algorithm = options switch
         {
             PpoOptions p => new Ppo(p, ptx),
@@ -116,14 +105,36 @@ public sealed class RlTrainer
         var prompts = DatasetLoader.LoadPrompts(options.Prompts!, new DataLoadOptions { SkipBadRecords = options.SkipBadRecords });
         if (prompts.Warning != null) Console.Error.WriteLine($"warning: {prompts.Warning}");
         if (template.FallbackWarning(prompts.Records.Any(p => p.Prompt.IsConversational)) is { } fallback) Console.Error.WriteLine($"warning: {fallback}");
-        var models = new RlModels(pre.Model, reference, value, tokenizer, template)
+        return new RlTrainer(options, algorithm, models, prompts.Records, reward);
+    }
+
+    /// <summary>
+    /// The models of a run as <see cref="Create"/> loads them: the policy <paramref name="pre"/> (loaded by
+    /// <see cref="TrainerOptions.LoadTrained"/>) with its starting adapter, its reference, and PPO's value model per
+    /// --value-model. <paramref name="tokenizer"/> may be null (rollouts from token ids) unless the value model comes from
+    /// another model than the policy; <paramref name="rewardModel"/> only decides --value-model auto.
+    /// </summary>
+    public static RlModels LoadModels(RlOptions options, Pretrained pre, ITokenizer? tokenizer, ChatTemplate template, RewardModel? rewardModel)
+    {
+        // With LoRA the reference is the policy itself with the starting adapter (or none) in place of the trained one: no copy.
+        // Otherwise a frozen copy of the starting policy (an adapter directory's adapter stays attached, it is frozen too).
+        var adapter = options.StartingAdapter(pre.Model, options.Policy);
+        var reference = adapter != null ? pre.Model : options.LoadFrozen(options.Policy!);
+        TransformerModel? value = null;
+        LoraAdapter? valueAdapter = null;
+        if (options is PpoOptions ppo)
+        {
+            (value, valueAdapter) = adapter != null ? LoraValueModel(ppo, tokenizer, rewardModel, pre.Model, adapter) : (LoadValueModel(ppo, tokenizer, rewardModel).Model, null);
+            value.GradientCheckpointing = ppo.GradientCheckpointing; // every kind of value model, a trunk shared with the policy too
+            MemoryTrace.Mark("value model loaded");
+        }
+        return new RlModels(pre.Model, reference, value, tokenizer, template)
         {
             PolicyDirectory = options.Policy,
             PolicyAdapter = adapter,
             ValueAdapter = valueAdapter,
             ReferenceAdapter = options.Adapter != null ? adapter!.FrozenCopy() : null,
         };
-        return new RlTrainer(options, algorithm, models, prompts.Records, reward);
     }
 
     /// <summary>
@@ -131,12 +142,13 @@ public sealed class RlTrainer
     /// takes the reward model's body (TRL's default), policy the policy's, or a directory. auto is reward when a reward
     /// model is given and reads the policy's tokens (same tokenizer), else policy.
     /// </summary>
-    private static (TransformerModel Model, string Directory) LoadValueModel(PpoOptions o, ITokenizer policyTokenizer, RewardModel? rewardModel, bool lora = false)
+    private static (TransformerModel Model, string Directory) LoadValueModel(PpoOptions o, ITokenizer? policyTokenizer, RewardModel? rewardModel, bool lora = false)
     {
         string choice = lora && o.ValueModel == "auto" ? "policy" : o.ValueModel;
+        if (choice != "policy" && policyTokenizer == null) throw new InvalidOperationException("A value model from another model than the policy needs the policy's tokenizer.");
         string dir = choice switch
         {
-            "auto" => o.RewardModel != null && rewardModel != null && TokenizerComparison.SameTokens(rewardModel.Tokenizer, policyTokenizer) ? o.RewardModel : o.Policy!,
+            "auto" => o.RewardModel != null && rewardModel != null && TokenizerComparison.SameTokens(rewardModel.Tokenizer, policyTokenizer!) ? o.RewardModel : o.Policy!,
             "reward" => o.RewardModel!,
             "policy" => o.Policy!,
             _ => Directory.Exists(choice) ? choice : throw new UserInputException($"--value-model must be auto, reward, policy or a model directory; '{choice}' is none of these."),
@@ -149,9 +161,9 @@ public sealed class RlTrainer
         {
             // The value model reads the policy's token ids, so its vocabulary must be the policy's.
             var tok = rewardModel != null && dir == o.RewardModel ? rewardModel.Tokenizer : Pretrained.Load(dir).Tokenizer;
-            if (tok != null && !TokenizerComparison.SameTokens(tok, policyTokenizer))
+            if (tok != null && !TokenizerComparison.SameTokens(tok, policyTokenizer!))
                 throw new UserInputException($"--value-model: {dir} has a different tokenizer from the policy, so it cannot read the policy's tokens; use --value-model policy.");
-            if (value.Config.VocabSize < policyTokenizer.VocabSize)
+            if (value.Config.VocabSize < policyTokenizer!.VocabSize)
                 throw new UserInputException($"--value-model: {dir} has {value.Config.VocabSize} token embeddings, fewer than the policy's tokenizer; use --value-model policy.");
         }
         return (value, dir);
@@ -162,7 +174,7 @@ public sealed class RlTrainer
     /// new scalar head, both trained, on a frozen trunk: the policy's own weights for --value-model auto or policy (no
     /// copy), else the named model (<see cref="LoadValueModel"/>'s rules, loaded once as a frozen trunk).
     /// </summary>
-    private static (TransformerModel, LoraAdapter) LoraValueModel(PpoOptions o, ITokenizer policyTokenizer, RewardModel? rewardModel, TransformerModel policy, LoraAdapter policyAdapter)
+    private static (TransformerModel, LoraAdapter) LoraValueModel(PpoOptions o, ITokenizer? policyTokenizer, RewardModel? rewardModel, TransformerModel policy, LoraAdapter policyAdapter)
     {
         var (value, trunk) = o.ValueModel is "auto" or "policy"
             ? (TransformerModel.SharingTrunk(policy, HeadKind.Scalar, o.Seed), o.Policy!)
@@ -307,6 +319,29 @@ public sealed class RlTrainer
         var result = run.Finish(step, Epoch(step), trainable, opt, summary, status, problem, Counters());
         MemoryTrace.Mark("final saved");
         return result;
+    }
+
+    private OptimizerStep? _outsideRunUpdate;
+    private Progress? _outsideRunProgress;
+
+    /// <summary>
+    /// For benchmarks (<c>alignsharp bench rl</c>): steps 3–5 of <see cref="Run"/> on a batch collected outside it (e.g. by
+    /// <see cref="RolloutCollector.CollectTokens"/>): advantages, the PPO epochs with the run's optimizer (made on the first
+    /// call for <paramref name="totalSteps"/> rollout steps, as <see cref="Run"/> makes it), and the KL controller; no run
+    /// directory, metrics log or checkpoint, one process. Returns the update's mean loss metrics and the optimizer steps applied.
+    /// </summary>
+    public (Dictionary<string, double> Metrics, int Applied) TrainOn(RolloutBatch batch, int step, int totalSteps)
+    {
+        if (World.Size > 1) throw new InvalidOperationException("TrainOn runs in one process; data-parallel training goes through Run.");
+        _outsideRunUpdate ??= new OptimizerStep(Trainable().Parameters, _options, totalSteps * _options.NumPpoEpochs * _options.NumMiniBatches);
+        _outsideRunProgress ??= new Progress(_algorithm.Name, totalSteps, 1);
+        _algorithm.ComputeAdvantages(batch, KlController.Value);
+        BufferPool.EndPhase(); // generation and scoring shapes are not the update's
+        var (train, _, applied, _) = Update(batch, _outsideRunUpdate, step, _outsideRunProgress);
+        BufferPool.EndPhase();
+        var kl = batch.SequenceKl();
+        KlController.Update(kl.Average(), kl.Length);
+        return (train, applied);
     }
 
     private double Epoch(int step) => (double)step * GlobalPromptsPerStep / _prompts.Count;

@@ -9,12 +9,13 @@ namespace AlignSharp.Training.Rl;
 
 /// <summary>
 /// The models of an RL run: the policy being trained, its frozen reference (a copy of the starting policy), an optional
-/// value model (PPO), and the policy's tokenizer and chat template. With LoRA the policy trains <see cref="PolicyAdapter"/>
+/// value model (PPO), and the policy's tokenizer (null only for rollouts from token ids, <see cref="RolloutCollector.CollectTokens"/>)
+/// and chat template. With LoRA the policy trains <see cref="PolicyAdapter"/>
 /// on its frozen weights and the reference is the policy itself (<c>Reference</c> is <c>Policy</c>) run with
 /// <see cref="ReferenceAdapter"/> in place of the trained adapter; PPO's value model trains <see cref="ValueAdapter"/> and
 /// its score head, on the policy's own trunk (<see cref="TransformerModel.SharingTrunk"/>) or a frozen model of its own.
 /// </summary>
-public sealed record RlModels(TransformerModel Policy, TransformerModel Reference, TransformerModel? Value, ITokenizer Tokenizer, ChatTemplate Template)
+public sealed record RlModels(TransformerModel Policy, TransformerModel Reference, TransformerModel? Value, ITokenizer? Tokenizer, ChatTemplate Template)
 {
     /// <summary>Where the policy came from (its tokenizer files are copied next to saved policies).</summary>
     public string? PolicyDirectory { get; init; }
@@ -79,7 +80,13 @@ public sealed class RolloutBatch
     public float[][]? Returns { get; set; }
 
     public double GenerationSeconds { get; set; }
+    /// <summary>Everything after generation: rewards plus the policy, reference and value passes below.</summary>
     public double ScoringSeconds { get; set; }
+    /// <summary>The parts of <see cref="ScoringSeconds"/>: the reward sources, and the π_old, reference and value forward passes.</summary>
+    public double RewardSeconds { get; set; }
+    public double PolicyScoringSeconds { get; set; }
+    public double ReferenceSeconds { get; set; }
+    public double ValueSeconds { get; set; }
 
     public int Count => CompletionIds.Length;
     public int CompletionTokens => CompletionIds.Sum(c => c.Length);
@@ -207,24 +214,31 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
     /// </summary>
     public RolloutBatch Collect(IReadOnlyList<PromptExample> prompts, int completionsPerPrompt, int seed, int firstRow = 0)
     {
-        var clock = Stopwatch.StartNew();
+        var tokenizer = models.Tokenizer ?? throw new InvalidOperationException("Text prompts need the policy's tokenizer.");
         // 1. prompts
         var rowsPrompts = new List<PromptExample>();
         var promptTexts = new List<string>();
         var promptIds = new List<int[]>();
         foreach (var p in prompts)
         {
-            var (text, ids) = EncodePrompt(p, models.Tokenizer, models.Template, options.MaxPromptLength);
+            var (text, ids) = EncodePrompt(p, tokenizer, models.Template, options.MaxPromptLength);
             for (int k = 0; k < completionsPerPrompt; k++) { rowsPrompts.Add(p); promptTexts.Add(text); promptIds.Add(ids); }
         }
+        return CollectTokens(rowsPrompts.ToArray(), promptTexts.ToArray(), promptIds.ToArray(), seed, firstRow);
+    }
 
+    /// <summary>Steps 2–5 of <see cref="Collect"/> on rows already tokenized (one per completion; benchmarks pass token ids
+    /// with empty texts). Reward sources get the ids too (<see cref="RewardInputs.PromptIds"/>).</summary>
+    public RolloutBatch CollectTokens(PromptExample[] rowsPrompts, string[] promptTexts, int[][] promptIds, int seed, int firstRow = 0)
+    {
+        var clock = Stopwatch.StartNew();
         // 2. generation
         var completions = Generator.GenerateInBatches(models.Policy, promptIds, options.Sampling with { Seed = seed }, models.Tokenizer, options.GenerationBatchSize, firstRow);
         var batch = new RolloutBatch
         {
-            Prompts = rowsPrompts.ToArray(),
-            PromptTexts = promptTexts.ToArray(),
-            PromptIds = promptIds.ToArray(),
+            Prompts = rowsPrompts,
+            PromptTexts = promptTexts,
+            PromptIds = promptIds,
             CompletionIds = completions.Select(c => c.Ids).ToArray(),
             Completions = completions.Select(c => c.Text ?? "").ToArray(),
             EndsWithEos = completions.Select(c => c.FinishReason == "eos").ToArray(),
@@ -236,7 +250,12 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
         clock.Restart();
 
         // 3. scores
-        var (scores, parts) = reward.Score(new RewardInputs(batch.Prompts.Select(p => p.Prompt).ToArray(), batch.PromptTexts, batch.Completions));
+        var inputs = new RewardInputs(batch.Prompts.Select(p => p.Prompt).ToArray(), batch.PromptTexts, batch.Completions)
+        {
+            PromptIds = batch.PromptIds,
+            CompletionIds = batch.CompletionIds,
+        };
+        var (scores, parts) = reward.Score(inputs);
         for (int i = 0; i < scores.Length; i++)
         {
             if (!batch.EndsWithEos[i]) scores[i] -= options.MissingEosPenalty;
@@ -244,6 +263,7 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
         }
         batch.Scores = scores;
         batch.ScoreParts = parts;
+        batch.RewardSeconds = clock.Elapsed.TotalSeconds;
         MemoryTrace.Mark("rewards scored");
 
         // 4–5. log-probabilities, values and KL
@@ -280,10 +300,15 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
             var packed = SequenceForward.Pack(batch, rows);
             // The full KL needs both distributions; the sampled estimators only the log-probabilities (LM head in row chunks).
             bool full = options.Estimator == KlEstimator.Full;
+            long t0 = Stopwatch.GetTimestamp();
             var policyLogits = full ? SequenceForward.Logits(models.Policy, packed, temperature) : null;
-            var refLogits = full ? models.ReferenceLogits(packed, temperature) : null;
             var (logp, entropy) = full ? Ops.TokenLogProbs(policyLogits!, packed.Targets) : SequenceForward.TokenLogProbs(models.Policy, packed, temperature);
+            long t1 = Stopwatch.GetTimestamp();
+            var refLogits = full ? models.ReferenceLogits(packed, temperature) : null;
             var (refLogp, _) = full ? Ops.TokenLogProbs(refLogits!, packed.Targets) : models.OnReference(m => SequenceForward.TokenLogProbs(m, packed, temperature));
+            long t2 = Stopwatch.GetTimestamp();
+            batch.PolicyScoringSeconds += Stopwatch.GetElapsedTime(t0, t1).TotalSeconds;
+            batch.ReferenceSeconds += Stopwatch.GetElapsedTime(t1, t2).TotalSeconds;
             var kl = new float[logp.Length];
             var lp = logp.Span; var rp = refLogp.Span;
             if (full)
@@ -298,7 +323,11 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
             Scatter(batch.Entropies, rows, SequenceForward.Unpack(entropy.Span, packed.CompletionLengths));
             Scatter(batch.Kl, rows, SequenceForward.Unpack(kl, packed.CompletionLengths));
             if (models.Value != null)
+            {
+                long t3 = Stopwatch.GetTimestamp();
                 Scatter(batch.Values!, rows, SequenceForward.Unpack(SequenceForward.Values(models.Value, packed).Span, packed.CompletionLengths));
+                batch.ValueSeconds += Stopwatch.GetElapsedTime(t3).TotalSeconds;
+            }
         }
     }
 
