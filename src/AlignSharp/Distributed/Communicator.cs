@@ -14,6 +14,12 @@ public interface ICommunicator
     /// <summary>Sums <paramref name="values"/> element-wise over all ranks, in place on every rank.</summary>
     void AllReduceSum(Span<float> values);
     void AllReduceSum(Span<double> values);
+    /// <summary>
+    /// Starts summing <paramref name="values"/> element-wise over all ranks, in place, and returns at once; the values
+    /// must not be read or written until the request completes. Like every collective, all ranks start the same
+    /// reductions in the same order. Progress happens inside calls to the communicator (<see cref="IReduction.Test"/>).
+    /// </summary>
+    IReduction StartAllReduceSum(Memory<float> values);
     /// <summary>Element-wise maximum over all ranks, in place on every rank.</summary>
     void AllReduceMax(Span<double> values);
     /// <summary>Copies the root's <paramref name="data"/> to every rank (lengths must already agree).</summary>
@@ -25,6 +31,23 @@ public interface ICommunicator
     void Abort(int exitCode);
 }
 
+/// <summary>A reduction started by <see cref="ICommunicator.StartAllReduceSum"/>.</summary>
+public interface IReduction
+{
+    /// <summary>Lets the reduction progress; true once it has completed (then its values are the sums).</summary>
+    bool Test();
+    /// <summary>Blocks until the reduction has completed.</summary>
+    void Wait();
+}
+
+/// <summary>A reduction that completed when it started (one process).</summary>
+public sealed class CompletedReduction : IReduction
+{
+    public static readonly CompletedReduction Instance = new();
+    public bool Test() => true;
+    public void Wait() { }
+}
+
 /// <summary>One process: every collective is the identity.</summary>
 public sealed class SingleProcess : ICommunicator
 {
@@ -33,6 +56,7 @@ public sealed class SingleProcess : ICommunicator
     public int Size => 1;
     public void AllReduceSum(Span<float> values) { }
     public void AllReduceSum(Span<double> values) { }
+    public IReduction StartAllReduceSum(Memory<float> values) => CompletedReduction.Instance;
     public void AllReduceMax(Span<double> values) { }
     public void Broadcast(Span<byte> data, int root = 0) { }
     public void AllGather(ReadOnlySpan<double> local, Span<double> all) => local.CopyTo(all);

@@ -56,6 +56,54 @@ public sealed unsafe class MpiCommunicator : ICommunicator, IDisposable
         }
     }
 
+    /// <summary>MPI_Iallreduce over the pinned values, in chunks of at most 2^28 elements (one request each).</summary>
+    public IReduction StartAllReduceSum(Memory<float> values) => new MpiReduction(values);
+
+    /// <summary>Outstanding MPI_Iallreduce requests over pinned memory; the pin is released when all have completed.</summary>
+    sealed class MpiReduction : IReduction
+    {
+        readonly nint[] _requests;
+        System.Buffers.MemoryHandle _pin;
+        int _done;
+
+        public MpiReduction(Memory<float> values)
+        {
+            _requests = new nint[(values.Length + MaxChunk - 1) / MaxChunk];
+            _pin = values.Pin();
+            float* p = (float*)_pin.Pointer;
+            for (int i = 0; i < _requests.Length; i++)
+            {
+                int start = i * MaxChunk, count = Math.Min(MaxChunk, values.Length - start);
+                fixed (nint* r = &_requests[i])
+                    MpiNative.Check(MpiNative.MPI_Iallreduce((void*)MpiNative.InPlace, p + start, count, MpiNative.Float, MpiNative.Sum, MpiNative.CommWorld, r), "MPI_Iallreduce");
+            }
+            if (_requests.Length == 0) _pin.Dispose();
+        }
+
+        public bool Test()
+        {
+            while (_done < _requests.Length)
+            {
+                int flag;
+                fixed (nint* r = &_requests[_done])
+                    MpiNative.Check(MpiNative.MPI_Test(r, &flag, null), "MPI_Test");
+                if (flag == 0) return false;
+                if (++_done == _requests.Length) _pin.Dispose();
+            }
+            return true;
+        }
+
+        public void Wait()
+        {
+            while (_done < _requests.Length)
+            {
+                fixed (nint* r = &_requests[_done])
+                    MpiNative.Check(MpiNative.MPI_Wait(r, null), "MPI_Wait");
+                if (++_done == _requests.Length) _pin.Dispose();
+            }
+        }
+    }
+
     public void Broadcast(Span<byte> data, int root = 0)
     {
         for (int start = 0; start < data.Length; start += MaxChunk)

@@ -63,6 +63,10 @@ internal static unsafe class MpiNative
     [DllImport(Lib)] public static extern int MPI_Comm_rank(nint comm, int* rank);
     [DllImport(Lib)] public static extern int MPI_Comm_size(nint comm, int* size);
     [DllImport(Lib)] public static extern int MPI_Allreduce(void* send, void* recv, int count, nint datatype, nint op, nint comm);
+    [DllImport(Lib)] public static extern int MPI_Iallreduce(void* send, void* recv, int count, nint datatype, nint op, nint comm, nint* request);
+    /// <summary>status may be null: MPI_STATUS_IGNORE is ((MPI_Status*)0) in Open MPI's mpi.h.</summary>
+    [DllImport(Lib)] public static extern int MPI_Test(nint* request, int* flag, void* status);
+    [DllImport(Lib)] public static extern int MPI_Wait(nint* request, void* status);
     [DllImport(Lib)] public static extern int MPI_Bcast(void* buffer, int count, nint datatype, int root, nint comm);
     [DllImport(Lib)] public static extern int MPI_Allgather(void* send, int sendCount, nint sendType, void* recv, int recvCount, nint recvType, nint comm);
     [DllImport(Lib)] public static extern int MPI_Barrier(nint comm);

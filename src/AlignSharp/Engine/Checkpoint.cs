@@ -16,6 +16,10 @@ public static partial class Autograd
     {
         bool record = IsEnabled && (parametersNeedGrad || AnyNeeds(inputs));
         Tensor[] outputs;
+        // Recording, the forward notes the parameters the segment reads: the leaves its recomputation will reach.
+        var outer = _segmentLeaves;
+        var leaves = record ? new HashSet<Tensor>(ReferenceEqualityComparer.Instance) : outer;
+        _segmentLeaves = leaves;
         using (NoGrad())
         {
             var scope = TensorScope.Begin();
@@ -24,13 +28,19 @@ public static partial class Autograd
                 outputs = segment(inputs.Select(x => x.Detach()).ToArray());
                 foreach (var o in outputs) TensorScope.Keep(o);
             }
-            finally { scope.Dispose(); }
+            finally
+            {
+                scope.Dispose();
+                _segmentLeaves = outer;
+                if (outer != null && leaves != null && leaves != outer) outer.UnionWith(leaves);
+            }
         }
         if (!record) return outputs;
 
         // The outputs hand their gradients to one anchor node, which recomputes the segment once for all of them.
         var seeds = new Tensor?[outputs.Length];
         var anchor = Record(Tensor.EmptyOwned([1]), inputs, _ => Recompute(inputs, segment, seeds));
+        anchor.Node!.HiddenLeaves = [.. leaves!];
         for (int i = 0; i < outputs.Length; i++)
         {
             int at = i;

@@ -233,12 +233,42 @@ public sealed class Tensor
     {
         if (GradTensor == null)
         {
-            // Leaf gradients persist across steps, so they live on the GC heap; intermediates borrow from the pool.
-            GradTensor = IsLeaf
-                ? new Tensor(_shape, new Storage(new float[Length], pooled: false), 0)
-                : ZerosOwned(_shape);
+            // Leaf gradients persist across steps, so they live on the GC heap (or where PlaceGrad put them);
+            // intermediates borrow from the pool.
+            if (IsLeaf && _gradHome != null)
+            {
+                GradTensor = new Tensor(_shape, new Storage(_gradHome, pooled: false), _gradHomeOffset);
+                GradTensor.Span.Clear();
+            }
+            else
+            {
+                GradTensor = IsLeaf
+                    ? new Tensor(_shape, new Storage(new float[Length], pooled: false), 0)
+                    : ZerosOwned(_shape);
+            }
         }
         return GradTensor.Span;
+    }
+
+    private float[]? _gradHome;
+    private int _gradHomeOffset;
+
+    /// <summary>
+    /// Makes this parameter's gradient live in <paramref name="buffer"/> from <paramref name="offset"/> on (Length floats),
+    /// e.g. a data-parallel all-reduce bucket, so that the gradients are reduced where the backward pass writes them. A
+    /// gradient it has already is copied there; a cleared one is made there (zeroed) when the next backward reaches it.
+    /// </summary>
+    internal void PlaceGrad(float[] buffer, int offset)
+    {
+        if (!IsLeaf) throw new InvalidOperationException("Only a leaf's gradient can be placed.");
+        if ((uint)offset > (uint)buffer.Length || buffer.Length - offset < Length)
+            throw new ArgumentException($"PlaceGrad: {Length} floats do not fit at {offset} in a buffer of {buffer.Length}.");
+        var old = GradTensor;
+        _gradHome = buffer;
+        _gradHomeOffset = offset;
+        if (old == null) return;
+        GradTensor = new Tensor(_shape, new Storage(buffer, pooled: false), offset);
+        old.Span.CopyTo(GradTensor.Span);
     }
 
     internal void SetGradStorage(Tensor g) => GradTensor = g;

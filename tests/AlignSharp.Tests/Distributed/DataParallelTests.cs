@@ -16,6 +16,15 @@ public sealed class MpiFactAttribute : FactAttribute
     }
 }
 
+/// <summary>A Theory that runs only where Open MPI's mpirun is installed, and says why it skipped otherwise.</summary>
+public sealed class MpiTheoryAttribute : TheoryAttribute
+{
+    public MpiTheoryAttribute()
+    {
+        if (!File.Exists(MpiFactAttribute.Mpirun)) Skip = $"Open MPI is not installed ({MpiFactAttribute.Mpirun} missing); install it with: apt-get install -y openmpi-bin libopenmpi-dev";
+    }
+}
+
 /// <summary>A Fact that needs network namespaces (root, CAP_SYS_ADMIN) besides mpirun; skipped with the reason otherwise.</summary>
 public sealed class NetnsFactAttribute : FactAttribute
 {
@@ -331,6 +340,102 @@ public sealed class DataParallelTests : IDisposable
         SingleThenTwoRanks(Args, P("single"), P("dp"));
         AssertSameMetrics(P("single"), P("dp"), 4, 1e-5, "loss", "kl", "rewards/chosen", "rewards/rejected");
         AssertSameWeights(P("single/final"), P("dp/final"), 1e-4);
+    }
+
+    /// <summary>
+    /// The all-reduce overlapped with the backward pass (buckets of 1 KiB, so that many start while the pass runs, with
+    /// gradient accumulation, checkpointed blocks, full-parameter or LoRA) gives the run of one blocking all-reduce after
+    /// the pass bit for bit: the same reductions of the same gradients, started earlier.
+    /// </summary>
+    [MpiTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void OverlappedAllReduceEqualsTheBlockingOneBitForBit(bool lora)
+    {
+        TinyModels.Create(P("base"));
+        WriteSftData();
+        string[] Args(string output, string bucketMb) => SftArgs(output, 2, 4, ["--allreduce-bucket-mb", bucketMb, "--gradient-checkpointing",
+            .. lora ? new[] { "--lora-r", "4", "--lora-dropout", "0.1" } : Array.Empty<string>()]);
+        var overlapped = Mpirun(2, Args(P("overlapped"), "0.001"));
+        Assert.True(overlapped.ExitCode == 0, overlapped.StdErr);
+        var blocking = Mpirun(2, Args(P("blocking"), "0"));
+        Assert.True(blocking.ExitCode == 0, blocking.StdErr);
+        Assert.Equal(Losses(P("blocking")), Losses(P("overlapped")));
+        string weights = lora ? "adapter_model.safetensors" : "model.safetensors";
+        using var x = SafetensorsFile.Open(P("blocking/final/" + weights));
+        using var y = SafetensorsFile.Open(P("overlapped/final/" + weights));
+        Assert.Equal(x.Names.Order(), y.Names.Order());
+        foreach (var name in x.Names) Assert.True(x.Read(name).AsSpan().SequenceEqual(y.Read(name)), $"{name} differs");
+        var bytes = AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(P("overlapped")).Select(l => l.GetProperty("dp/allreduce_bytes").GetDouble());
+        Assert.Equal(AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(P("blocking")).Select(l => l.GetProperty("dp/allreduce_bytes").GetDouble()), bytes);
+    }
+
+    [Fact]
+    public void ABadBucketSizeIsRefused()
+    {
+        TinyModels.Create(P("base"));
+        WriteSftData();
+        var r = CliRunner.Run([.. SftArgs(P("run"), 1, 1, "--allreduce-bucket-mb", "2000")]);
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("--allreduce-bucket-mb must be in [0, 1024]", r.StdErr);
+        Assert.DoesNotContain("   at ", r.StdErr);
+    }
+
+    /// <summary>
+    /// A rank killed in the middle of an overlapped run (buckets of 1 KiB: during every backward pass the other rank has
+    /// all-reduces outstanding) ends the whole job within seconds, with a non-zero exit, never a hang.
+    /// </summary>
+    [MpiFact]
+    public void AKilledRankEndsAnOverlappedJobWithinSeconds()
+    {
+        TinyModels.Create(P("base"));
+        WriteSftData();
+        var psi = new ProcessStartInfo(MpiFactAttribute.Mpirun) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = CliRunner.RepoRoot };
+        foreach (var a in new[] { "--allow-run-as-root", "--oversubscribe", "-np", "2", "--mca", "btl", "self,tcp", "dotnet", CliRunner.CliDll }) psi.ArgumentList.Add(a);
+        foreach (var a in SftArgs(P("run"), 1, 100_000, "--allreduce-bucket-mb", "0.001", "--threads", "1")) psi.ArgumentList.Add(a);
+        using var mpirun = Process.Start(psi)!;
+        var stderr = mpirun.StandardError.ReadToEndAsync();
+        _ = mpirun.StandardOutput.ReadToEndAsync();
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            string metrics = P("run/metrics.jsonl");
+            while (!(File.Exists(metrics) && File.ReadLines(metrics).Count() >= 3))
+            {
+                if (mpirun.HasExited) Assert.Fail("the job ended before training: " + stderr.Result);
+                Assert.True(clock.Elapsed < TimeSpan.FromSeconds(90), "no training steps within 90 s");
+                Thread.Sleep(100);
+            }
+            int rank1 = RankProcess(mpirun.Id, 1);
+            Process.GetProcessById(rank1).Kill();   // SIGKILL
+            clock.Restart();
+            Assert.True(mpirun.WaitForExit(30_000), "the job did not end within 30 s of a rank being killed");
+            Assert.NotEqual(0, mpirun.ExitCode);
+        }
+        finally
+        {
+            if (!mpirun.HasExited) mpirun.Kill(entireProcessTree: true);
+        }
+    }
+
+    /// <summary>The process of MPI rank <paramref name="rank"/> among the children of <paramref name="mpirun"/>.</summary>
+    static int RankProcess(int mpirun, int rank)
+    {
+        foreach (var dir in Directory.GetDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                int ppid = int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1]);
+                if (ppid != mpirun) continue;
+                var environ = File.ReadAllText(Path.Combine(dir, "environ")).Split('\0');
+                if (environ.Contains($"OMPI_COMM_WORLD_RANK={rank}")) return pid;
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+        throw new InvalidOperationException($"rank {rank} of mpirun {mpirun} not found");
     }
 
     [NetnsFact]

@@ -245,7 +245,7 @@ public sealed class RlTrainer
         int total = TotalSteps();
         run.Progress.TotalSteps = total;
         var trainable = Trainable();
-        var reducer = Reducer ?? (World.Size > 1 ? new DataParallelReducer(World) : null);
+        var reducer = Reducer ?? (World.Size > 1 ? new DataParallelReducer(World, _options.AllreduceBucketMb) : null);
         var update = new OptimizerStep(trainable.Parameters, _options, total * _options.NumPpoEpochs * _options.NumMiniBatches, reducer);
         var opt = update.Optimizer;
         run.Restore(trainable, opt);
@@ -368,8 +368,9 @@ public sealed class RlTrainer
                 var micros = dealt[mb].Chunk(micro).ToArray();
                 long microIndex = microBase + (epoch * minibatches + mb) * microsPerMinibatch + (long)World.Rank * accumulation;
                 update.Begin(micros.Sum(rows => _algorithm.Weight(batch, rows)));
-                foreach (var rows in micros)
+                for (int mi = 0; mi < micros.Length; mi++)
                 {
+                    var rows = micros[mi];
                     using var scope = TensorScope.Begin();
                     float share = (float)(update.Scale * _algorithm.Weight(batch, rows));
                     // LoRA dropout in the update's forward passes only, from a stream fixed by the micro-batch (resume is exact).
@@ -378,7 +379,7 @@ public sealed class RlTrainer
                     try { result = _algorithm.Loss(_models, batch, rows, new UpdateContext(step, microIndex++, KlController.Value, share)); }
                     finally { _models.SetAdapterDropout(null); }
                     var (loss, m) = result;
-                    update.Accumulate(loss);
+                    update.Accumulate(loss, last: mi == micros.Length - 1);
                     if (!update.LossFinite) break;
                     foreach (var (k, v) in m) sums[k] = sums.GetValueOrDefault(k) + v;
                     counted++;

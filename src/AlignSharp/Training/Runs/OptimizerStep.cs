@@ -13,7 +13,15 @@ public interface IGradientReducer
     /// <summary>The sum over workers of a scalar (normalisation weights, loss sums, finiteness votes).</summary>
     double Sum(double local);
 
-    /// <summary>Replaces each parameter's gradient by its sum over workers (gradients are already scaled by 1 / global weight).</summary>
+    /// <summary>
+    /// Called before the backward pass of a step's last micro-batch, with the parameters in registration order: a
+    /// gradient-ready hook (<see cref="Autograd.OnGradientReady"/>) for that pass, so that reducing can start while it
+    /// runs, or null when everything waits for <see cref="SumGradients"/>.
+    /// </summary>
+    Action<Tensor>? BeginLastBackward(IReadOnlyList<Tensor> parameters) => null;
+
+    /// <summary>Replaces each parameter's gradient by its sum over workers (gradients are already scaled by 1 / global
+    /// weight); the same parameters in the same order as <see cref="BeginLastBackward"/>.</summary>
     void SumGradients(IReadOnlyList<Tensor> parameters);
 }
 
@@ -48,6 +56,7 @@ public sealed class OptimizerStep
     private readonly TrainerOptions _options;
     private readonly ILrSchedule _schedule;
     private readonly IGradientReducer _reducer;
+    private readonly Tensor[] _registered;
     private double _lossSum;
     private bool _lossFinite;
 
@@ -57,6 +66,7 @@ public sealed class OptimizerStep
     {
         _options = options;
         _reducer = reducer ?? SingleWorker.Instance;
+        _registered = [.. trainable.Select(t => t.Parameter)];
         Optimizer = new AdamW(ParamGroups.DecayAndNoDecay(trainable, options.WeightDecay),
             new AdamWOptions(options.LearningRate, options.AdamBeta1, options.AdamBeta2, options.AdamEpsilon, options.WeightDecay));
         _schedule = LrSchedules.Create(options.LrScheduler, options.LearningRate, options.WarmupFor(totalUpdates), totalUpdates);
@@ -84,13 +94,19 @@ public sealed class OptimizerStep
     /// <summary>
     /// Step 2: backprop <paramref name="scaledLoss"/> (a micro-batch's summed loss times <see cref="Scale"/>); returns its
     /// value. A non-finite loss is not backpropagated and makes <see cref="Finish"/> skip the step.
+    /// <paramref name="last"/>: this is the step's last micro-batch on this worker, so a data-parallel reducer may
+    /// start summing gradients that this backward pass has finished while it runs on.
     /// </summary>
-    public double Accumulate(Tensor scaledLoss)
+    public double Accumulate(Tensor scaledLoss, bool last = false)
     {
         double value = scaledLoss.Item();
         _lossSum += value;
         if (!double.IsFinite(value)) { _lossFinite = false; return value; }
-        if (scaledLoss.RequiresGrad) scaledLoss.Backward();
+        if (!scaledLoss.RequiresGrad) return value;
+        var ready = last ? _reducer.BeginLastBackward(_registered) : null;
+        if (ready == null) scaledLoss.Backward();
+        else
+            using (Autograd.OnGradientReady(ready)) scaledLoss.Backward();
         return value;
     }
 
@@ -102,7 +118,7 @@ public sealed class OptimizerStep
     {
         var parameters = Optimizer.Parameters;
         // Data-parallel gradient averaging goes here: the reducer sums the (already 1/W-scaled) gradients over workers.
-        _reducer.SumGradients(parameters);
+        _reducer.SumGradients(_registered);
         double loss = _reducer.Sum(_lossSum);
         bool lossFinite = _reducer.Sum(_lossFinite ? 0 : 1) == 0 && double.IsFinite(loss);
         if (!lossFinite) return Skip(loss, double.NaN, "loss");

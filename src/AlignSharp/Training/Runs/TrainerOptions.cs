@@ -81,6 +81,9 @@ public abstract record TrainerOptions
     [Option("Kernel threads (0 = all cores).", SafeToChangeOnResume = true)]
     public int Threads { get; init; }
 
+    [Option("Data-parallel runs (mpirun, srun): gradients are all-reduced in buckets of this many MiB, each started as soon as the backward pass has finished its gradients, overlapping the rest of the pass; 0 = one blocking all-reduce after the backward pass. Nothing to reduce in a single process.", SafeToChangeOnResume = true)]
+    public double AllreduceBucketMb { get; init; } = DataParallelReducer.DefaultBucketMb;
+
     [Option("Storage dtype of the final model(s): f32 or bf16 (checkpoints are always f32, so resuming is exact).", SafeToChangeOnResume = true)]
     public string SaveDtype { get; init; } = "f32";
 
@@ -199,6 +202,8 @@ public abstract record TrainerOptions
         if (LoggingSteps < 1) throw new UserInputException("--logging-steps must be ≥ 1.");
         if (SaveSteps < 0 || SaveTotalLimit < 0) throw new UserInputException("--save-steps and --save-total-limit must be ≥ 0.");
         if (Threads < 0) throw new UserInputException("--threads must be ≥ 0.");
+        if (!(AllreduceBucketMb >= 0 && AllreduceBucketMb <= DataParallelReducer.MaxBucketFloats * 4.0 / (1 << 20)))
+            throw new UserInputException($"--allreduce-bucket-mb must be in [0, {DataParallelReducer.MaxBucketFloats * 4L >> 20}] (0 = one blocking all-reduce after the backward pass).");
         MetricsSinks.Validate(ReportTo);
         if (SaveDtype is not ("f32" or "bf16")) throw new UserInputException($"--save-dtype must be f32 or bf16, not '{SaveDtype}'.");
         ValidateLora();

@@ -128,7 +128,7 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
         int total = TotalSteps();
         run.Progress.TotalSteps = total;
         var trainable = task.Trainable;
-        var reducer = Reducer ?? (World.Size > 1 ? new DataParallelReducer(World) : null);
+        var reducer = Reducer ?? (World.Size > 1 ? new DataParallelReducer(World, options.AllreduceBucketMb) : null);
         var update = new OptimizerStep(trainable.Parameters, options, total, reducer);
         var reduced = (reducer as DataParallelReducer)?.Snapshot() ?? default;
         var opt = update.Optimizer;
@@ -162,7 +162,7 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
                 int mb = MicroBatchAt(first + a);
                 using var scope = TensorScope.Begin();
                 var r = task.Forward(mb, new Random(HashSeed(options.Seed, (int)(first + a) + 1_000_003)));
-                update.Accumulate(Ops.MulScalar(r.LossSum, update.Scale));
+                update.Accumulate(Ops.MulScalar(r.LossSum, update.Scale), last: a == accumulation - 1);
                 foreach (var (k, v) in r.MetricSums) stepSums[k] = stepSums.GetValueOrDefault(k) + v;
                 stepTokens += r.Tokens;
             }
