@@ -230,7 +230,17 @@ public sealed class RunSignalTests : IDisposable
         string model = TinyModels.Create(P("base"));
         string data = TinyModels.WriteJsonl(P("sft.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", completion = $" a{i}" }));
         string[] args = ["sft", "--model", model, "--data", data, "--out", P("run"), "--max-steps", "1000000", "--save-steps", "0", "--logging-steps", "1", "--batch-size", "2", "--threads", "1"];
-        using var process = Process.Start(CliRunner.StartInfo(args))!;
+        var start = CliRunner.StartInfo(args);
+        if (OperatingSystem.IsLinux())
+        {
+            // A test host started as a background job of a non-interactive shell inherits SIGINT as ignored, exec passes
+            // that on, and .NET then installs no SIGINT handler: the run would never see the signal. coreutils' env
+            // restores the default disposition before it execs the CLI (same pid, so the kill below reaches it).
+            start.ArgumentList.Insert(0, start.FileName);
+            start.ArgumentList.Insert(0, "--default-signal=INT");
+            start.FileName = "env";
+        }
+        using var process = Process.Start(start)!;
         var stderr = process.StandardError.ReadToEndAsync();
         var stdout = process.StandardOutput.ReadToEndAsync();
         var clock = Stopwatch.StartNew();
