@@ -7,7 +7,9 @@ namespace AlignSharp.Cli.Commands;
 
 /// <summary>
 /// `alignsharp bench gemm`: times C[m,n] = opA[m,k]·opB[k,n] and prints one JSON object with the median
-/// of the timed repetitions: {"m","n","k","batch","trans_a","trans_b","b_dtype","threads","reps","gflops","ms","min_ms","max_ms","b_gbs"}.
+/// of the timed repetitions: {"m","n","k","batch","trans_a","trans_b","b_dtype","threads","reps","gflops","ms","min_ms","max_ms","b_gbs"},
+/// and with bf16 B "bf16_kernel": "vdpbf16ps" where the native AVX512-BF16 kernel ran (decode shapes; A rounded to bf16,
+/// as in inference), else "widened" (B widened exactly; ALIGNSHARP_BF16_DOT=0 forces it).
 /// </summary>
 public static class BenchGemmCommand
 {
@@ -20,7 +22,7 @@ public static class BenchGemmCommand
         var threads = new Option<int>("--threads") { Description = "Kernel threads (ParallelFor.Threads); default: the number of cores.", DefaultValueFactory = _ => Environment.ProcessorCount };
         var transA = new Option<bool>("--trans-a") { Description = "A is stored [k,m] and used transposed." };
         var transB = new Option<bool>("--trans-b") { Description = "B is stored [n,k] and used transposed." };
-        var bDtype = new Option<string>("--b-dtype") { Description = "Storage of B: f32, or bf16 (frozen weights, Gemm.MultiplyBf16; batch 1 only).", DefaultValueFactory = _ => "f32" };
+        var bDtype = new Option<string>("--b-dtype") { Description = "Storage of B: f32, or bf16 (frozen weights, Gemm.MultiplyBf16 as inference calls it; batch 1 only).", DefaultValueFactory = _ => "f32" };
         var reps = new Option<int>("--reps") { Description = "Timed repetitions (each loops the call for >= 20 ms on small shapes); the median is reported.", DefaultValueFactory = _ => 15 };
 
         var cmd = new Command("gemm", "Float32 GEMM throughput; prints {\"m\",\"n\",\"k\",\"threads\",\"gflops\",\"ms\",...} (medians).");
@@ -66,7 +68,7 @@ public static class BenchGemmCommand
         int lda = transA ? m : k, ldb = transB ? k : n;
         void Call()
         {
-            if (bf16) Gemm.MultiplyBf16(transA, transB, m, n, k, a, lda, b16, ldb, c, n, accumulate: false);
+            if (bf16) Gemm.MultiplyBf16(transA, transB, m, n, k, a, lda, b16, ldb, c, n, accumulate: false, bf16Activations: true);
             else if (batch == 1) Gemm.Multiply(transA, transB, m, n, k, a, lda, b, ldb, c, n, accumulate: false);
             else Gemm.MultiplyBatched(batch, transA, transB, m, n, k, a, lda, (long)m * k, b, ldb, (long)k * n, c, n, (long)m * n, accumulate: false);
         }
@@ -92,9 +94,10 @@ public static class BenchGemmCommand
         // B's bytes over the time: the bound that matters for decode shapes (B read once per call).
         double bGbs = (double)k * n * batch * (bf16 ? 2 : 4) / (ms * 1e6);
         var inv = CultureInfo.InvariantCulture;
+        string kernel = !bf16 ? "" : Gemm.ActivePath == GemmPath.Avx512 && Bf16Dot.Applies(transA, transB, m) ? ",\"bf16_kernel\":\"vdpbf16ps\"" : ",\"bf16_kernel\":\"widened\"";
         return string.Create(inv,
             $"{{\"m\":{m},\"n\":{n},\"k\":{k},\"batch\":{batch},\"trans_a\":{(transA ? "true" : "false")},\"trans_b\":{(transB ? "true" : "false")}," +
-            $"\"b_dtype\":\"{(bf16 ? "bf16" : "f32")}\",\"threads\":{ParallelFor.Threads},\"reps\":{reps},\"inner\":{inner},\"gflops\":{gflops:F2},\"ms\":{ms:F4},\"min_ms\":{samples[0]:F4},\"max_ms\":{samples[^1]:F4},\"b_gbs\":{bGbs:F1}}}");
+            $"\"b_dtype\":\"{(bf16 ? "bf16" : "f32")}\",\"threads\":{ParallelFor.Threads},\"reps\":{reps},\"inner\":{inner},\"gflops\":{gflops:F2},\"ms\":{ms:F4},\"min_ms\":{samples[0]:F4},\"max_ms\":{samples[^1]:F4},\"b_gbs\":{bGbs:F1}{kernel}}}");
     }
 
     private static float[] Fill(Random rng, long count)

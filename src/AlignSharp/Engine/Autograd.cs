@@ -28,6 +28,10 @@ public static partial class Autograd
 
     public static bool IsEnabled => _disabledDepth == 0;
 
+    /// <summary>Whether a checkpointed segment's unrecorded forward is running on this thread: its values must equal
+    /// those of the recomputation that backward differentiates (so no inference-only numerics).</summary>
+    internal static bool InCheckpointedForward => _disabledDepth != 0 && _segmentLeaves != null;
+
     /// <summary>Inside the returned scope no graph is recorded (inference, optimizer updates).</summary>
     public static NoGradScope NoGrad()
     {

@@ -56,11 +56,7 @@ public class GemmBf16Tests(ITestOutputHelper output)
                     sum += av * bv;
                     mag += Math.Abs(av * bv);
                 }
-                int ci = i * t.Ldc + j;
-                if (t.Accumulate) { sum += before[ci]; mag += Math.Abs(before[ci]); }
-                double tol = (t.K + 2) * 6e-8 * mag + 1e-30;
-                if (Math.Abs(c[ci] - sum) > tol)
-                    Assert.Fail($"{what} {t}: C[{i},{j}] = {c[ci]:R}, expected {sum:R} (tolerance {tol:E2})");
+                t.AssertElement(c, before, i, j, sum, mag, what);
             }
             for (int j = t.N; j < t.Ldc && i < t.M - 1; j++)
                 Assert.True(before[i * t.Ldc + j] == c[i * t.Ldc + j], $"{what} {t}: wrote padding C[{i},{j}]");

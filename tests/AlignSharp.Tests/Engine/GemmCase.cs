@@ -19,6 +19,17 @@ internal sealed record GemmCase(bool TransA, bool TransB, int M, int N, int K, i
         return new GemmCase(ta, tb, m, n, k, (ta ? m : k) + pad(), (tb ? k : n) + pad(), n + pad(), accumulate);
     }
 
+    /// <summary>Asserts C[i,j] against Σₚ a·b = <paramref name="sum"/> computed in float64 (Σ|a·b| = <paramref name="mag"/>),
+    /// plus C's value before the call when accumulating; the tolerance is that of a float32 accumulation over K.</summary>
+    public void AssertElement(float[] c, float[] before, int i, int j, double sum, double mag, string what)
+    {
+        int ci = i * Ldc + j;
+        if (Accumulate) { sum += before[ci]; mag += Math.Abs(before[ci]); }
+        double tol = (K + 2) * 6e-8 * mag + 1e-30;
+        if (Math.Abs(c[ci] - sum) > tol)
+            Xunit.Assert.Fail($"{what} {this}: C[{i},{j}] = {c[ci]:R}, expected {sum:R} (tolerance {tol:E2})");
+    }
+
     /// <summary>Elements spanned by a rows × cols matrix with leading dimension ld.</summary>
     public static int Len(int rows, int ld, int cols) => rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols;
 }

@@ -131,9 +131,13 @@ public static unsafe class Gemm
     /// <see cref="Multiply"/> with B stored as bf16 (frozen weights): the same contract, B's values widened to
     /// float32 exactly as they are packed (or, for decode shapes, as they are streamed), float32 accumulation.
     /// The blocked path gives bitwise the result of <see cref="Multiply"/> on the widened B.
+    /// <paramref name="bf16Activations"/>: the caller accepts A rounded to bf16 (inference): decode shapes (m ≤ 8,
+    /// B [n,k]) then run <c>vdpbf16ps</c> where the CPU has it (<see cref="Bf16Dot"/>), the product of bf16(A) and B
+    /// accumulated in float32; elsewhere, and without it, A is used exactly.
     /// </summary>
     public static void MultiplyBf16(bool transA, bool transB, int m, int n, int k,
-        ReadOnlySpan<float> a, int lda, ReadOnlySpan<ushort> b, int ldb, Span<float> c, int ldc, bool accumulate)
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<ushort> b, int ldb, Span<float> c, int ldc, bool accumulate,
+        bool bf16Activations = false)
     {
         Validate(1, transA, transB, m, n, k, a.Length, lda, 0, b.Length, ldb, 0, c.Length, ldc, 0);
         if (m == 0 || n == 0) return;
@@ -146,6 +150,11 @@ public static unsafe class Gemm
         fixed (ushort* pb = b)
         {
             var path = ActivePath;
+            if (bf16Activations && path == GemmPath.Avx512 && Bf16Dot.Applies(transA, transB, m))
+            {
+                Bf16Dot.Run(m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate);
+                return;
+            }
             if (path == GemmPath.Avx512 && GemmSkinnyBf16.Applies(transA, transB, m))
             {
                 GemmSkinnyBf16.Run(m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate);

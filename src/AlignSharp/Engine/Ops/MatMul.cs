@@ -89,15 +89,19 @@ public static partial class Ops
         var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outF));
         var ys = y.Span;
         if (bias != null) PointwiseKernels.FillRows(rows, outF, bias.Span, ys);
+        var inputs = bias == null ? new[] { x, w } : new[] { x, w, bias };
+        bool record = Autograd.AnyNeeds(inputs);
         if (w.IsBf16)
         {
             if (w.RequiresGrad) throw new InvalidOperationException($"Linear: weight {w.Name ?? ShapeUtil.Format(w.Shape)} is stored as bf16 and cannot take gradients.");
-            Gemm.MultiplyBf16(false, true, rows, outF, inF, x.Span, inF, w.Bf16Span, inF, ys, outF, accumulate: bias != null);
+            // Inference (nothing recorded, not a checkpointed segment's forward that backward recomputes) may round x
+            // to bf16 for vdpbf16ps, as a bf16 model in PyTorch does; training keeps x exact.
+            bool bf16Activations = !record && !Autograd.InCheckpointedForward;
+            Gemm.MultiplyBf16(false, true, rows, outF, inF, x.Span, inF, w.Bf16Span, inF, ys, outF, accumulate: bias != null, bf16Activations);
         }
         else Gemm.Multiply(false, true, rows, outF, inF, x.Span, inF, w.Span, inF, ys, outF, accumulate: bias != null);
 
-        var inputs = bias == null ? new[] { x, w } : new[] { x, w, bias };
-        if (Autograd.AnyNeeds(inputs))
+        if (record)
             Autograd.Record(y, inputs, g =>
             {
                 var gs = g.Span;

@@ -1,0 +1,162 @@
+/*
+ * bf16dot.c: C[m,n] = (accumulate ? C : 0) + bf16(A)[m,k] · Bᵀ with AVX512-BF16 (vdpbf16ps), for m ≤ 8 and B
+ * stored [n,k] in bf16 (a Linear layer's weight [out, in]): the decode shapes of Gemm.MultiplyBf16.
+ *
+ * Built by scripts/build-bf16dot.sh into position-independent machine code that
+ * src/AlignSharp/Engine/Kernels/Bf16DotCode.g.cs embeds and Bf16Dot.cs maps executable at run time (no native
+ * library ships). So this file must compile to ONE self-contained function at offset 0 of .text: no calls (not even
+ * memset), no relocations, no constant data; the script checks that with objdump.
+ *
+ * Numerics (the instruction's, MXCSR ignored): A is rounded to bf16 (round to nearest even, denormal inputs read as
+ * zero, by vcvtne2ps2bf16); vdpbf16ps multiplies bf16 pairs exactly and adds them into float32 lanes (denormals
+ * read as zero and flushed, round to nearest even). Lane i of an accumulator sums k positions p ≡ 2i, 2i+1 (mod 32);
+ * the 16 lanes are summed at the end. k past the last multiple of 32 is a masked load (zeros) of the same loop.
+ */
+#include <immintrin.h>
+#include <stdint.h>
+
+/* Shared with Bf16Dot.Args in C# (same order, same sizes). */
+typedef struct
+{
+    const float* a;      /* A [m,k], row stride lda (float32) */
+    const uint16_t* b;   /* B [n,k] bf16, row stride ldb */
+    float* c;            /* C [m,n], row stride ldc */
+    uint16_t* a16;       /* bf16(A), m rows of kp = k rounded up to 32 (zero padded); written when convert != 0 */
+    int64_t lda, ldb, ldc;
+    int32_t m, k;
+    int32_t j0, j1;      /* the B rows (C columns) of this call: [j0, j1) */
+    int32_t accumulate;
+    int32_t convert;     /* 1: only fill a16 from A; 0: only compute columns [j0, j1) from a16 */
+} Args;
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Four vectors' horizontal sums, in order, as the 4 lanes of one __m128 (immediate shuffles only: no constants). */
+INLINE __m128 sum4(__m512 x, __m512 y, __m512 z, __m512 w)
+{
+    __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y)); /* x0+x2 y0+y2 x1+x3 y1+y3 per 128 */
+    __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(z, w), _mm512_unpackhi_ps(z, w));
+    __m512 u = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t1))),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t1))));
+    u = _mm512_add_ps(u, _mm512_shuffle_f32x4(u, u, _MM_SHUFFLE(1, 0, 3, 2)));
+    u = _mm512_add_ps(u, _mm512_shuffle_f32x4(u, u, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm512_castps512_ps128(u);
+}
+
+INLINE void convert(const Args* s)
+{
+    int64_t kp = (s->k + 31) & ~31;
+    for (int r = 0; r < s->m; r++)
+    {
+        const float* ar = s->a + r * s->lda;
+        uint16_t* dr = s->a16 + r * kp;
+        for (int p = 0; p < kp; p += 32)
+        {
+            int left = s->k - p;
+            __mmask16 lo = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            __mmask16 hi = left >= 32 ? (__mmask16)0xFFFF : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+            __m512 x = _mm512_maskz_loadu_ps(lo, ar + p), y = _mm512_maskz_loadu_ps(hi, ar + p + 16);
+            _mm512_storeu_si512(dr + p, (__m512i)_mm512_cvtne2ps_pbh(y, x));
+        }
+    }
+}
+
+/* One MR×NR tile: rows 0..MR-1 of C (MR = m), columns j..j+cols-1 (cols ≤ NR; missing B rows read row j again and
+ * their sums are dropped). Each step prefetches the same 64 bytes of the next tile's B rows (rows of 1–10 KB are too
+ * short for the hardware prefetcher to ramp up on). */
+INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols)
+{
+    int64_t kp = (s->k + 31) & ~31;
+    int kv = s->k & ~31;
+    /* Fixed sizes (not [MR][NR], which would be variable-length arrays): unrolled, they live in registers. */
+    const uint16_t* br[8];
+    __m512 acc[8][8];
+#pragma GCC unroll 8
+    for (int q = 0; q < NR; q++) br[q] = s->b + (int64_t)(j + (q < cols ? q : 0)) * s->ldb;
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 8
+        for (int q = 0; q < NR; q++) acc[r][q] = _mm512_setzero_ps();
+    int64_t ahead = NR * s->ldb;
+    for (int p = 0; p < kv; p += 32)
+    {
+        __m512bh bv[8];
+#pragma GCC unroll 8
+        for (int q = 0; q < NR; q++)
+        {
+            _mm_prefetch((const char*)(br[q] + p + ahead), _MM_HINT_T0);
+            bv[q] = (__m512bh)_mm512_loadu_si512(br[q] + p);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++)
+        {
+            __m512bh av = (__m512bh)_mm512_loadu_si512(s->a16 + r * kp + p);
+#pragma GCC unroll 8
+            for (int q = 0; q < NR; q++) acc[r][q] = _mm512_dpbf16_ps(acc[r][q], av, bv[q]);
+        }
+    }
+    if (kv < s->k)
+    {
+        /* The tail: bf16(A) is zero padded; B is loaded under a mask (zeros, no read past the row). */
+        __mmask32 mask = (__mmask32)((1u << (s->k - kv)) - 1);
+        __m512bh bv[8];
+#pragma GCC unroll 8
+        for (int q = 0; q < NR; q++) bv[q] = (__m512bh)_mm512_maskz_loadu_epi16(mask, br[q] + kv);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++)
+        {
+            __m512bh av = (__m512bh)_mm512_loadu_si512(s->a16 + r * kp + kv);
+#pragma GCC unroll 8
+            for (int q = 0; q < NR; q++) acc[r][q] = _mm512_dpbf16_ps(acc[r][q], av, bv[q]);
+        }
+    }
+    /* Sums of the MR·NR accumulators in row-major order, four at a time (the last group padded with zeros). */
+    float sums[64];
+    __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int g = 0; g < MR * NR; g += 4)
+    {
+        __m512 x = acc[g / NR][g % NR];
+        __m512 y = g + 1 < MR * NR ? acc[(g + 1) / NR][(g + 1) % NR] : zero;
+        __m512 z = g + 2 < MR * NR ? acc[(g + 2) / NR][(g + 2) % NR] : zero;
+        __m512 w = g + 3 < MR * NR ? acc[(g + 3) / NR][(g + 3) % NR] : zero;
+        _mm_storeu_ps(sums + g, sum4(x, y, z, w));
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+    {
+        float* cr = s->c + r * s->ldc + j;
+#pragma GCC unroll 8
+        for (int q = 0; q < NR; q++)
+            if (q < cols) cr[q] = s->accumulate ? cr[q] + sums[r * NR + q] : sums[r * NR + q];
+    }
+}
+
+/* Every tile of columns [j0, j1) with MR = m rows and NR columns. */
+INLINE void columns(const Args* s, const int MR, const int NR)
+{
+    for (int j = s->j0; j < s->j1; j += NR)
+    {
+        int cols = s->j1 - j < NR ? s->j1 - j : NR;
+        tile(s, MR, NR, j, cols);
+    }
+}
+
+/* The entry point (offset 0 of the extracted code). Tile widths: as many B rows per tile as the 32 vector registers
+ * allow next to m·NR accumulators, so B is read once and each A load serves NR products. */
+void bf16dot_entry(const Args* s)
+{
+    if (s->convert) { convert(s); return; }
+    switch (s->m)
+    {
+        case 1: columns(s, 1, 8); break;
+        case 2: columns(s, 2, 8); break;
+        case 3: columns(s, 3, 6); break;
+        case 4: columns(s, 4, 4); break;
+        case 5: columns(s, 5, 4); break;
+        case 6: columns(s, 6, 4); break;
+        case 7: columns(s, 7, 3); break;
+        case 8: columns(s, 8, 3); break;
+        default: break;
+    }
+}

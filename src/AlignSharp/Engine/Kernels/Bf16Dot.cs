@@ -1,0 +1,123 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
+
+namespace AlignSharp.Engine.Kernels;
+
+/// <summary>
+/// Decode shapes with a bf16 weight on CPUs with AVX512-BF16 (<c>vdpbf16ps</c>), which .NET 10 has no intrinsic for:
+/// C[m,n] = (accumulate ? C : 0) + bf16(A)[m,k] · Bᵀ, B stored [n,k] in bf16 (a Linear weight [out, in]), m ≤ 8.
+/// The kernel is C (native/bf16dot.c), compiled by scripts/build-bf16dot.sh into one self-contained function whose
+/// machine code <see cref="Bf16DotCode"/> embeds; on first use it is copied into an anonymous mapping that is then made
+/// read+execute (never writable and executable at once) and called through a function pointer, once to round A to
+/// bf16 and once per thread share of B's rows, so the managed→native transition is paid a few times per product.
+/// <para>
+/// Numerics (fixed by the instructions, MXCSR ignored): A is rounded to bf16 (nearest, ties to even; denormal inputs
+/// read as zero); each pair of bf16 products is exact and added into float32 lanes (denormals flushed), the 16 lanes
+/// summed at the end. B is read as stored. So the result is the float32-accumulated product of bf16(A) and B, not of A:
+/// callers opt in (<see cref="Gemm.MultiplyBf16"/>'s <c>bf16Activations</c>), which only inference does.
+/// </para>
+/// Used when all hold: Linux x86-64; the runtime reports AVX-512 F and BW (which also means the OS saves the ZMM
+/// state: the runtime checks XCR0; .NET 10 turns it off with <c>DOTNET_EnableAVX512=0</c>, not with the older <c>DOTNET_EnableAVX512F=0</c>); CPUID leaf 7 subleaf 1 reports
+/// AVX512_BF16 (EAX bit 5); <c>ALIGNSHARP_BF16_DOT</c> is not <c>0</c>; and the pages could be mapped. Otherwise
+/// <see cref="GemmSkinnyBf16"/> (exact widening) runs.
+/// </summary>
+internal static unsafe class Bf16Dot
+{
+    /// <summary>Mirrors <c>Args</c> in native/bf16dot.c (field order and sizes must match).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct Args
+    {
+        public float* A;
+        public ushort* B;
+        public float* C;
+        public ushort* A16;
+        public long Lda, Ldb, Ldc;
+        public int M, K, J0, J1, Accumulate, Convert;
+    }
+
+    private static readonly delegate* unmanaged<Args*, void> Entry = Load(out _unavailableReason);
+    private static readonly string? _unavailableReason;
+
+    /// <summary>Whether the native kernel runs on this machine and process.</summary>
+    public static bool IsAvailable => Entry != null;
+
+    /// <summary>Why <see cref="IsAvailable"/> is false (for test and benchmark output); null when it is available.</summary>
+    public static string? UnavailableReason => _unavailableReason;
+
+    /// <summary>Whether the CPU reports AVX512_BF16 (CPUID.(EAX=7,ECX=1):EAX[5]), whatever the switches say.</summary>
+    public static bool CpuHasAvx512Bf16 => X86Base.IsSupported && (X86Base.CpuId(7, 1).Eax & (1 << 5)) != 0;
+
+    public static bool Applies(bool transA, bool transB, int m) => IsAvailable && !transA && transB && m <= 8;
+
+    [ThreadStatic] private static ushort[]? t_a16;
+
+    public static void Run(int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate)
+    {
+        int kp = (k + 31) & ~31;
+        if (t_a16 == null || t_a16.Length < m * kp) t_a16 = GC.AllocateUninitializedArray<ushort>(Math.Max(m * kp, 8 * 1024), pinned: true);
+        var args = new Args
+        {
+            A = a, B = b, C = c, A16 = (ushort*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(t_a16)),
+            Lda = lda, Ldb = ldb, Ldc = ldc, M = m, K = k, Accumulate = accumulate ? 1 : 0, Convert = 1,
+        };
+        Entry(&args);                 // bf16(A), zero padded to kp, read by every share
+        args.Convert = 0;
+        // Shares of 24 columns: a multiple of every tile width (8, 6, 4, 3), so only the last tile of C is partial.
+        int units = (n + 23) / 24;
+        long macs = (long)m * n * k;
+        ParallelFor.Run(units, macs < Gemm.ParallelMinMacs ? units : 1, new Shares(args, n));
+    }
+
+    private readonly struct Shares(Args args, int n) : IRangeWork
+    {
+        private readonly Args _args = args;
+
+        public void Run(int start, int end)
+        {
+            var share = _args;
+            share.J0 = start * 24;
+            share.J1 = Math.Min(n, end * 24);
+            Entry(&share);
+        }
+    }
+
+    private static delegate* unmanaged<Args*, void> Load(out string? unavailable)
+    {
+        unavailable = Environment.GetEnvironmentVariable("ALIGNSHARP_BF16_DOT") == "0" ? "ALIGNSHARP_BF16_DOT=0"
+            : !OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64 ? "not Linux x86-64"
+            : !Avx512F.IsSupported || !Avx512BW.IsSupported ? "AVX-512 F/BW off (CPU, OS, or DOTNET_EnableAVX512=0)"
+            : !CpuHasAvx512Bf16 ? "the CPU has no AVX512_BF16"
+            : null;
+        if (unavailable != null) return null;
+        var code = Bf16DotCode.Bytes;
+        nuint size = (nuint)((code.Length + 4095) & ~4095);
+        void* page = mmap(null, size, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
+        if (page == MapFailed)
+        {
+            unavailable = $"mmap failed (errno {Marshal.GetLastPInvokeError()})";
+            return null;
+        }
+        code.CopyTo(new Span<byte>(page, code.Length));
+        if (mprotect(page, size, ProtRead | ProtExec) != 0)
+        {
+            unavailable = $"mprotect to read+execute failed (errno {Marshal.GetLastPInvokeError()})";
+            _ = munmap(page, size);
+            return null;
+        }
+        return (delegate* unmanaged<Args*, void>)page; // mapped for the life of the process
+    }
+
+    // Linux x86-64 values (asm-generic/mman-common.h, bits/mman-linux.h).
+    private const int ProtRead = 1, ProtWrite = 2, ProtExec = 4, MapPrivate = 2, MapAnonymous = 0x20;
+    private static readonly void* MapFailed = (void*)-1;
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern void* mmap(void* address, nuint length, int protection, int flags, int fd, nint offset);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int mprotect(void* address, nuint length, int protection);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int munmap(void* address, nuint length);
+}

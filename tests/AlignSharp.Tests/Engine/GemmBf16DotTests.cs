@@ -1,0 +1,143 @@
+using AlignSharp.Engine;
+using AlignSharp.Engine.Kernels;
+using Xunit.Abstractions;
+using Case = AlignSharp.Tests.Engine.GemmCase;
+
+namespace AlignSharp.Tests.Engine;
+
+/// <summary>
+/// <see cref="Gemm.MultiplyBf16"/> with <c>bf16Activations</c> (the inference path): on a CPU with AVX512-BF16 the
+/// native <c>vdpbf16ps</c> kernel (<see cref="Bf16Dot"/>), checked against an independent float64 triple loop over
+/// A rounded to bf16 (nearest, ties to even, computed here in double arithmetic) and the exactly widened B; without it
+/// (or with AVX-512 switched off, as in the CI kernel legs) the fallback, checked against the exact product. Each test
+/// says in its output which of the two it checked.
+/// </summary>
+public class GemmBf16DotTests(ITestOutputHelper output)
+{
+    /// <summary>The value of <paramref name="v"/> rounded to 8 significant bits, ties to even (bf16 for normal floats).</summary>
+    private static double RoundToBf16(float v)
+    {
+        if (v == 0 || !float.IsFinite(v)) return v;
+        int e = Math.ILogB((double)v);
+        double scale = Math.ScaleB(1.0, 7 - e);   // |v|·scale in [128, 256): the integer part holds 8 significant bits
+        return Math.Round(v * scale, MidpointRounding.ToEven) / scale;
+    }
+
+    /// <summary>Whether this process runs the native kernel for a decode-shaped call; says so in the test output.</summary>
+    private bool Native()
+    {
+        bool native = Gemm.ActivePath == GemmPath.Avx512 && Bf16Dot.IsAvailable;
+        output.WriteLine(native
+            ? "vdpbf16ps kernel available: checked against the bf16-rounded-activation reference."
+            : $"vdpbf16ps kernel skipped ({Bf16Dot.UnavailableReason ?? $"GEMM path {Gemm.ActivePath}"}; CPU AVX512_BF16: {Bf16Dot.CpuHasAvx512Bf16}): " +
+              "checked that the fallback computes the exact product.");
+        return native;
+    }
+
+    private static ushort[] RandomBf16(Random rng, int count)
+    {
+        var x = new ushort[count];
+        for (int i = 0; i < count; i++) x[i] = Bf16.FromFloat(rng.Next(40) == 0 ? -3.5e3f : (float)(rng.NextDouble() * 2 - 1));
+        return x;
+    }
+
+    /// <summary>C (+)= A·Bᵀ through MultiplyBf16(bf16Activations: true), every element against float64 with A rounded
+    /// (native) or exact (fallback); padding of C untouched.</summary>
+    private static void Check(Random rng, Case t, bool native, float[]? aValues = null)
+    {
+        var a = aValues ?? Case.Random(rng, Case.Len(t.M, t.Lda, t.K));
+        var b = RandomBf16(rng, Case.Len(t.N, t.Ldb, t.K));
+        var c = Case.Random(rng, Case.Len(t.M, t.Ldc, t.N));
+        var before = (float[])c.Clone();
+        Gemm.MultiplyBf16(false, true, t.M, t.N, t.K, a, t.Lda, b, t.Ldb, c, t.Ldc, t.Accumulate, bf16Activations: true);
+        for (int i = 0; i < t.M; i++)
+        {
+            for (int j = 0; j < t.N; j++)
+            {
+                double sum = 0, mag = 0;
+                for (int p = 0; p < t.K; p++)
+                {
+                    float raw = a[i * t.Lda + p];
+                    double av = native ? RoundToBf16(raw) : raw;
+                    double bv = BitConverter.Int32BitsToSingle(b[j * t.Ldb + p] << 16);
+                    sum += av * bv;
+                    mag += Math.Abs(av * bv);
+                }
+                t.AssertElement(c, before, i, j, sum, mag, native ? "vdpbf16ps" : "fallback");
+            }
+            for (int j = t.N; j < t.Ldc && i < t.M - 1; j++)
+                Assert.True(before[i * t.Ldc + j] == c[i * t.Ldc + j], $"{t}: wrote padding C[{i},{j}]");
+        }
+    }
+
+    [Fact]
+    public void DecodeShapesMatchTheBf16RoundedReference()
+    {
+        bool native = Native();
+        var rng = new Random(16);
+        // Every row count (one tile shape each), column remainders of every tile width (8, 6, 4, 3) and of the 24-wide
+        // thread shares, and k odd, below, at and around the 32-wide step (the masked tail).
+        foreach (int m in new[] { 1, 2, 3, 4, 5, 6, 7, 8 })
+        foreach (int n in new[] { 1, 2, 3, 5, 7, 8, 13, 25, 49 })
+        foreach (int k in new[] { 1, 2, 15, 31, 32, 33, 63, 64, 97 })
+            Check(rng, Case.Make(rng, false, true, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0), native);
+        // Decode-sized products (Qwen2.5-0.5B's widths), split between both threads.
+        Check(rng, Case.Make(rng, false, true, 8, 301, 896, padded: true, accumulate: true), native);
+        Check(rng, Case.Make(rng, false, true, 1, 700, 896, padded: false, accumulate: false), native);
+        Check(rng, Case.Make(rng, false, true, 5, 97, 4864, padded: true, accumulate: false), native);
+    }
+
+    [Fact]
+    public void ActivationsRoundToNearestTiesToEven()
+    {
+        bool native = Native();
+        // A holds exact ties between two bf16 values (1 + 2⁻⁸ → 1; 1 + 3·2⁻⁸ → 1 + 2⁻⁶; -(1 + 2⁻⁸) → -1) and values just
+        // above a tie (rounded up); B = 1 for one column, so C is the sum of the rounded values, exact in float32.
+        float[] row = [1 + 1f / 256, 1 + 3f / 256, -(1 + 1f / 256), 1 + 1f / 256 + 1f / 65536, 2.5f];
+        var t = new Case(false, true, 1, 1, row.Length, row.Length, row.Length, 1, false);
+        var b = new ushort[row.Length];
+        Array.Fill(b, Bf16.FromFloat(1f));
+        var c = new float[1];
+        Gemm.MultiplyBf16(false, true, 1, 1, row.Length, row, row.Length, b, row.Length, c, 1, false, bf16Activations: true);
+        double expected = native ? 1 + (1 + 1.0 / 64) - 1 + (1 + 1.0 / 128) + 2.5 : row.Sum(v => (double)v);
+        Assert.Equal(expected, c[0], 6);
+        Check(new Random(3), t, native, row);
+    }
+
+    [Fact]
+    public void OnlyInferenceRoundsTheActivationsOfABf16Linear()
+    {
+        bool native = Native();
+        var rng = new Random(5);
+        var w = Tensor.FromArray(Case.Random(rng, 40 * 70), 40, 70).ToBf16();
+        var xs = Case.Random(rng, 3 * 70);
+        var wide = new float[40 * 70];
+        Bf16.Widen(w.Bf16Span, wide);
+        double[] Expected(bool rounded)
+        {
+            var y = new double[3 * 40];
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 40; j++)
+                    for (int p = 0; p < 70; p++) y[i * 40 + j] += (rounded ? RoundToBf16(xs[i * 70 + p]) : xs[i * 70 + p]) * (double)wide[j * 70 + p];
+            return y;
+        }
+        void Near(double[] expected, Tensor y, string what)
+        {
+            for (int i = 0; i < expected.Length; i++)
+                Assert.True(Math.Abs(y.Span[i] - expected[i]) <= 1e-5 * (1 + Math.Abs(expected[i])), $"{what}: y[{i}] = {y.Span[i]}, expected {expected[i]}");
+        }
+
+        // Recording (x requires grad): x is used exactly.
+        var x = Tensor.FromArray(xs, 3, 70);
+        x.RequiresGrad = true;
+        Near(Expected(false), Ops.Linear(x, w), "training forward");
+        // Inference: rounded where the native kernel runs, exact otherwise.
+        using (Autograd.NoGrad())
+            Near(Expected(native), Ops.Linear(Tensor.FromArray(xs, 3, 70), w), "inference forward");
+        // A checkpointed segment's forward (recomputed by backward) is used exactly although it runs without recording.
+        var x2 = Tensor.FromArray(xs, 3, 70);
+        x2.RequiresGrad = true;
+        var outs = Autograd.Checkpoint([x2], inputs => [Ops.Linear(inputs[0], w)], parametersNeedGrad: false);
+        Near(Expected(false), outs[0], "checkpointed forward");
+    }
+}
