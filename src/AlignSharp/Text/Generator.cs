@@ -117,22 +117,25 @@ public static class Generator
         int[] stepIds = ids, stepPositions = positions;
         while (step < maxNew && finish.Any(f => f == null))
         {
-            float[] lastLogits;
+            // Greedy and plain sampling walk the vocabulary in tiles straight from the last hidden states (no [B, V]
+            // logits); top-k / top-p sample from the whole row of logits.
+            bool fused = HeadSampler.Applies(model, options);
+            float[] last;
             using (TensorScope.Begin())
             {
                 int keys = cache.Length + seq;
                 var keyMask = new bool[batch * keys];
                 for (int b = 0; b < batch; b++) Array.Copy(valid, b * capacity, keyMask, b * keys, keys);
                 var hidden = model.Hidden(stepIds, batch, seq, stepPositions, keyMask, cache);
-                var last = Ops.Reshape(hidden, batch, seq, -1);
                 // Only the last position of each row needs the (large) vocabulary projection.
-                var h = Ops.Slice(last, 1, seq - 1, 1);
-                lastLogits = model.Head(h).ToArray();
+                var h = Ops.Slice(Ops.Reshape(hidden, batch, seq, -1), 1, seq - 1, 1);
+                last = fused ? h.ToArray() : model.Head(h).ToArray();
             }
 
             var next = new int[batch];
             var active = finish.Select(f => f == null).ToArray();
-            TokenSampler.SampleRows(lastLogits, vocab, sampleable, options, rngs, active, next, stepLogProbs);
+            if (fused) HeadSampler.SampleRows(model, last, sampleable, options, rngs, active, next, stepLogProbs);
+            else TokenSampler.SampleRows(last, vocab, sampleable, options, rngs, active, next, stepLogProbs);
             for (int b = 0; b < batch; b++)
             {
                 if (!active[b]) continue;
