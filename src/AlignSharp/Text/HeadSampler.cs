@@ -73,7 +73,9 @@ internal static class HeadSampler
             int first = tile * Tile, n = Math.Min(Tile, Sampleable - first);
             var a = Hidden.AsSpan(firstRow * D, rows * D);
             var c = buffer.AsSpan(0, rows * n);
-            if (W.IsBf16) Gemm.MultiplyBf16(false, true, rows, n, D, a, D, W.Bf16Span.Slice(first * D, n * D), D, c, n, false);
+            // Sampling records nothing, so it takes the product an unrecorded Linear takes (bf16-rounded activations where
+            // the CPU has vdpbf16ps): the same logits as the unfused head.
+            if (W.IsBf16) Gemm.MultiplyBf16(false, true, rows, n, D, a, D, W.Bf16Span.Slice(first * D, n * D), D, c, n, false, bf16Activations: true);
             else Gemm.Multiply(false, true, rows, n, D, a, D, W.Span.Slice(first * D, n * D), D, c, n, false);
             if (Cap > 0)
             {

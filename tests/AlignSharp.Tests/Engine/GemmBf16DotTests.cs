@@ -14,15 +14,6 @@ namespace AlignSharp.Tests.Engine;
 /// </summary>
 public class GemmBf16DotTests(ITestOutputHelper output)
 {
-    /// <summary>The value of <paramref name="v"/> rounded to 8 significant bits, ties to even (bf16 for normal floats).</summary>
-    private static double RoundToBf16(float v)
-    {
-        if (v == 0 || !float.IsFinite(v)) return v;
-        int e = Math.ILogB((double)v);
-        double scale = Math.ScaleB(1.0, 7 - e);   // |v|·scale in [128, 256): the integer part holds 8 significant bits
-        return Math.Round(v * scale, MidpointRounding.ToEven) / scale;
-    }
-
     /// <summary>Whether this process runs the native kernel for a decode-shaped call; says so in the test output.</summary>
     private bool Native()
     {
@@ -58,7 +49,7 @@ public class GemmBf16DotTests(ITestOutputHelper output)
                 for (int p = 0; p < t.K; p++)
                 {
                     float raw = a[i * t.Lda + p];
-                    double av = native ? RoundToBf16(raw) : raw;
+                    double av = native ? GemmCase.RoundToBf16(raw) : raw;
                     double bv = BitConverter.Int32BitsToSingle(b[j * t.Ldb + p] << 16);
                     sum += av * bv;
                     mag += Math.Abs(av * bv);
@@ -118,7 +109,7 @@ public class GemmBf16DotTests(ITestOutputHelper output)
             var y = new double[3 * 40];
             for (int i = 0; i < 3; i++)
                 for (int j = 0; j < 40; j++)
-                    for (int p = 0; p < 70; p++) y[i * 40 + j] += (rounded ? RoundToBf16(xs[i * 70 + p]) : xs[i * 70 + p]) * (double)wide[j * 70 + p];
+                    for (int p = 0; p < 70; p++) y[i * 40 + j] += (rounded ? GemmCase.RoundToBf16(xs[i * 70 + p]) : xs[i * 70 + p]) * (double)wide[j * 70 + p];
             return y;
         }
         void Near(double[] expected, Tensor y, string what)

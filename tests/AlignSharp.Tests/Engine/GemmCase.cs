@@ -12,6 +12,15 @@ internal sealed record GemmCase(bool TransA, bool TransB, int M, int N, int K, i
         return x;
     }
 
+    /// <summary>The value of <paramref name="v"/> rounded to 8 significant bits, ties to even (bf16 for normal floats).</summary>
+    public static double RoundToBf16(float v)
+    {
+        if (v == 0 || !float.IsFinite(v)) return v;
+        int e = Math.ILogB((double)v);
+        double scale = Math.ScaleB(1.0, 7 - e);   // |v|·scale in [128, 256): the integer part holds 8 significant bits
+        return Math.Round(v * scale, MidpointRounding.ToEven) / scale;
+    }
+
     /// <summary>A case with tight leading dimensions, or padded by 0–5 elements each.</summary>
     public static GemmCase Make(Random rng, bool ta, bool tb, int m, int n, int k, bool padded, bool accumulate)
     {

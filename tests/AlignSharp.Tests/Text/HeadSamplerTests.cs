@@ -1,6 +1,7 @@
 using AlignSharp.Engine;
 using AlignSharp.Engine.Kernels;
 using AlignSharp.Models;
+using AlignSharp.Tests.Engine;
 using AlignSharp.Text;
 
 namespace AlignSharp.Tests.Text;
@@ -38,11 +39,13 @@ public class HeadSamplerTests
     private static (int Token, double LogProb) Reference(TransformerModel model, float[] hidden, int row, int sampleable, float temperature, double u)
     {
         var w = model.HeadWeight;
+        // Sampling's head is an unrecorded product: with bf16 weights and vdpbf16ps, of bf16-rounded activations.
+        bool rounded = w.IsBf16 && Gemm.ActivePath == GemmPath.Avx512 && Bf16Dot.IsAvailable;
         var l = new double[sampleable];
         for (int i = 0; i < sampleable; i++)
         {
             double s = 0;
-            for (int d = 0; d < D; d++) s += hidden[row * D + d] * Weight(w, i, d);
+            for (int d = 0; d < D; d++) s += (rounded ? GemmCase.RoundToBf16(hidden[row * D + d]) : hidden[row * D + d]) * Weight(w, i, d);
             l[i] = model.Config.FinalLogitSoftcap is double cap ? cap * Math.Tanh(s / cap) : s;
         }
         double t = temperature == 0 ? 1 : temperature;
