@@ -8,8 +8,7 @@ namespace AlignSharp.Tests.Engine;
 /// Python (arbitrary-precision integers masked to 32 bits, from the published lowbias32 constants), every length class
 /// and offset of the SIMD paths against a per-element reference written out here, thread-count independence, the
 /// backward regenerating the forward's mask, and the statistics a dropout mask needs (drop rate, no lane or position
-/// bias, independence of neighbours and of seeds). Run under DOTNET_EnableAVX512F=0 / EnableAVX2=0 /
-/// EnableHWIntrinsic=0 for the other paths.
+/// bias, independence of neighbours and of seeds). Each lane width is forced with <see cref="Simd.UseWidth"/>.
 /// </summary>
 public class DropoutKernelTests
 {
@@ -49,9 +48,14 @@ public class DropoutKernelTests
         Assert.Equal(expected, RefHash(Seed, i));
     }
 
-    [Fact]
-    public void EveryLengthAndOffsetMatchesThePerElementReference()
+    [Theory]
+    [InlineData(512)]
+    [InlineData(256)]
+    [InlineData(128)]
+    [InlineData(0)]
+    public void EveryLengthAndOffsetMatchesThePerElementReference(int laneBits)
     {
+        using var width = Simd.UseWidth(laneBits);
         var rng = new Random(3);
         foreach (float p in new[] { 0.05f, 0.5f })
             for (int n = 0; n <= 300; n++)

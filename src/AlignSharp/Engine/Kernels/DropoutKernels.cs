@@ -64,53 +64,38 @@ internal static class DropoutKernels
         int i = 0, n = x.Length;
         ref float xr = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(x);
         ref float yr = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(y);
-        if (Vector512.IsHardwareAccelerated && n >= Vector512<float>.Count)
+        // Like Simd's drivers: 16 lanes while they fit, then 8, then 4, then scalar; lane j of a vector holds element i + j.
+        if (Simd.UseAvx512)
         {
-            // Lane j of a vector holds element i + j; the counters advance by the lane count per vector.
-            var idx = Vector512<uint>.Indices + Vector512.Create(first);
-            var step = Vector512.Create((uint)Vector512<float>.Count);
             var thr = Vector512.Create(threshold);
             var s = Vector512.Create(scale);
-            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
+            for (; i <= n - 16; i += 16)
             {
-                var h = Mix512(Mix512(idx * Golden + Vector512.Create(k0)) ^ Vector512.Create(k1));
-                var keep = Vector512.GreaterThanOrEqual(Vector512.ShiftRightLogical(h, 8), thr).AsSingle();
-                var v = Vector512.LoadUnsafe(ref xr, (nuint)i) * Vector512.BitwiseAnd(keep, s);
-                if (accumulate) v += Vector512.LoadUnsafe(ref yr, (nuint)i);
-                v.StoreUnsafe(ref yr, (nuint)i);
-                idx += step;
+                var h = Mix512(Mix512((Vector512<uint>.Indices + Vector512.Create(first + (uint)i)) * Golden + Vector512.Create(k0)) ^ Vector512.Create(k1));
+                var v = Vector512.LoadUnsafe(ref xr, (nuint)i) * (Vector512.GreaterThanOrEqual(h >>> 8, thr).AsSingle() & s);
+                (accumulate ? v + Vector512.LoadUnsafe(ref yr, (nuint)i) : v).StoreUnsafe(ref yr, (nuint)i);
             }
         }
-        else if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
+        if (Simd.UseAvx2)
         {
-            var idx = Vector256<uint>.Indices + Vector256.Create(first);
-            var step = Vector256.Create((uint)Vector256<float>.Count);
             var thr = Vector256.Create(threshold);
             var s = Vector256.Create(scale);
-            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+            for (; i <= n - 8; i += 8)
             {
-                var h = Mix256(Mix256(idx * Golden + Vector256.Create(k0)) ^ Vector256.Create(k1));
-                var keep = Vector256.GreaterThanOrEqual(Vector256.ShiftRightLogical(h, 8), thr).AsSingle();
-                var v = Vector256.LoadUnsafe(ref xr, (nuint)i) * Vector256.BitwiseAnd(keep, s);
-                if (accumulate) v += Vector256.LoadUnsafe(ref yr, (nuint)i);
-                v.StoreUnsafe(ref yr, (nuint)i);
-                idx += step;
+                var h = Mix256(Mix256((Vector256<uint>.Indices + Vector256.Create(first + (uint)i)) * Golden + Vector256.Create(k0)) ^ Vector256.Create(k1));
+                var v = Vector256.LoadUnsafe(ref xr, (nuint)i) * (Vector256.GreaterThanOrEqual(h >>> 8, thr).AsSingle() & s);
+                (accumulate ? v + Vector256.LoadUnsafe(ref yr, (nuint)i) : v).StoreUnsafe(ref yr, (nuint)i);
             }
         }
-        else if (Vector128.IsHardwareAccelerated && n >= Vector128<float>.Count)
+        if (Simd.UseVector128)
         {
-            var idx = Vector128<uint>.Indices + Vector128.Create(first);
-            var step = Vector128.Create((uint)Vector128<float>.Count);
             var thr = Vector128.Create(threshold);
             var s = Vector128.Create(scale);
-            for (; i <= n - Vector128<float>.Count; i += Vector128<float>.Count)
+            for (; i <= n - 4; i += 4)
             {
-                var h = Mix128(Mix128(idx * Golden + Vector128.Create(k0)) ^ Vector128.Create(k1));
-                var keep = Vector128.GreaterThanOrEqual(Vector128.ShiftRightLogical(h, 8), thr).AsSingle();
-                var v = Vector128.LoadUnsafe(ref xr, (nuint)i) * Vector128.BitwiseAnd(keep, s);
-                if (accumulate) v += Vector128.LoadUnsafe(ref yr, (nuint)i);
-                v.StoreUnsafe(ref yr, (nuint)i);
-                idx += step;
+                var h = Mix128(Mix128((Vector128<uint>.Indices + Vector128.Create(first + (uint)i)) * Golden + Vector128.Create(k0)) ^ Vector128.Create(k1));
+                var v = Vector128.LoadUnsafe(ref xr, (nuint)i) * (Vector128.GreaterThanOrEqual(h >>> 8, thr).AsSingle() & s);
+                (accumulate ? v + Vector128.LoadUnsafe(ref yr, (nuint)i) : v).StoreUnsafe(ref yr, (nuint)i);
             }
         }
         // Scalar remainder (and the whole range without SIMD): the same hash per element.
