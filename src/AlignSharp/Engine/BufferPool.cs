@@ -83,6 +83,40 @@ public static class BufferPool
             foreach (var s in Classes) s.Clear();
     }
 
+    /// <summary>Pooled arrays set aside by <see cref="Park"/>: kept alive, lent to no one until <see cref="Unpark"/>.</summary>
+    public sealed class Parked
+    {
+        internal readonly List<float[]> Arrays = [];
+
+        /// <summary>Floats held (diagnostics).</summary>
+        public long Floats => Arrays.Sum(a => (long)a.Length);
+    }
+
+    /// <summary>
+    /// Takes every pooled array out of the pool and keeps it aside: a phase that recurs (an RL step's update) gets its own
+    /// arrays back with <see cref="Unpark"/> next time, already touched, instead of fresh memory the kernel must clear
+    /// page by page; the phases in between neither use them nor see them dropped by <see cref="EndPhase"/>.
+    /// </summary>
+    public static Parked Park()
+    {
+        var parked = new Parked();
+        lock (Gate)
+            foreach (var s in Classes)
+            {
+                parked.Arrays.AddRange(s);
+                s.Clear();
+            }
+        return parked;
+    }
+
+    /// <summary>Puts the arrays of <paramref name="parked"/> back into the pool (once; the set is empty afterwards).</summary>
+    public static void Unpark(Parked parked)
+    {
+        lock (Gate)
+            foreach (var a in parked.Arrays) Classes[ClassOf(a.Length, out _)].Push(a);
+        parked.Arrays.Clear();
+    }
+
     /// <summary>
     /// Ends a phase whose shapes the next phase does not share (an RL step's generation, scoring and update): the pool
     /// would otherwise keep every phase's peak at once, since arrays of one size class never serve another. Drops the

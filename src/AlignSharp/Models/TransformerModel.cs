@@ -433,8 +433,8 @@ public sealed class TransformerModel
 
     private Tensor Linear(Tensor x, string prefix)
     {
-        var y = Ops.Linear(x, Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias"));
-        return Adapter?.Delta(prefix, x) is { } delta ? Ops.Add(y, delta) : y;
+        var (w, bias) = (Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias"));
+        return Adapter?.LowRank(prefix, x) is { } lr ? Ops.LinearLowRank(x, w, bias, lr.U, lr.B) : Ops.Linear(x, w, bias);
     }
 
     private Tensor Norm(Tensor x, string prefix)

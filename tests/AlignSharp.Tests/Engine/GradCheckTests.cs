@@ -101,6 +101,14 @@ public class GradCheckTests
             GradCheck.Check(x => Ops.Linear(x[0], x[1], x[2]), [GradCheck.Random(rng, 2, 3, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 5)]);
             GradCheck.Check(x => Ops.Linear(x[0], x[1]), [GradCheck.Random(rng, 4, 19), GradCheck.Random(rng, 3, 19)]);
         },
+        ["LinearLowRank"] = () =>
+        {
+            var rng = new Random(31);
+            GradCheck.Check(x => Ops.LinearLowRank(x[0], x[1], x[2], x[3], x[4]),
+                [GradCheck.Random(rng, 2, 3, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 5), GradCheck.Random(rng, 2, 3, 2), GradCheck.Random(rng, 5, 2)]);
+            GradCheck.Check(x => Ops.LinearLowRank(x[0], x[1], null, x[2], x[3]),
+                [GradCheck.Random(rng, 4, 19), GradCheck.Random(rng, 3, 19), GradCheck.Random(rng, 4, 3), GradCheck.Random(rng, 3, 3)]);
+        },
         ["Softmax"] = () => Unary(Ops.Softmax),
         ["LogSoftmax"] = () => Unary(Ops.LogSoftmax),
         ["LayerNorm"] = () =>

@@ -132,7 +132,7 @@ public sealed class MemoryTests
         var targets = Enumerable.Range(0, n).Select(i => rng.Next(v)).ToArray();
         var weights = Enumerable.Range(0, 2 * n).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
 
-        (float[] Values, float[] DHidden, float[] DHead, double[] Sums) Run(int chunkRows)
+        (float[] Values, float[] DHidden, float[] DHead, double[] Sums) Run(int chunkRows, bool recompute = true)
         {
             hidden.ClearGrad();
             model.HeadWeight.ClearGrad();
@@ -152,7 +152,7 @@ public sealed class MemoryTests
                 (lp, ent) = TokenScoring.LogProbs(model, hidden, targets, temperature, (first, logits) =>
                 {
                     for (int r = 0; r < logits.Length / v; r++) { double s = 0; foreach (var x in logits.Slice(r * v, v)) s += x; sums[first + r] = s; }
-                }, chunkRows);
+                }, chunkRows, recompute);
             }
             var both = Ops.Concat([lp, ent], 0);
             Ops.Sum(Ops.Mul(both, Tensor.FromArray(weights, 2 * n))).Backward();
@@ -160,9 +160,9 @@ public sealed class MemoryTests
         }
 
         var whole = Run(0);
-        foreach (int chunk in new[] { 1, 3, 4, 11, 64 })
+        foreach (var (chunk, recompute) in new[] { (1, true), (3, true), (4, true), (11, true), (64, true), (3, false), (64, false) })
         {
-            var chunked = Run(chunk);
+            var chunked = Run(chunk, recompute);
             AssertClose(whole.Sums.Select(x => (float)x).ToArray(), chunked.Sums.Select(x => (float)x).ToArray(), $"logit sums, chunks of {chunk}");
             AssertClose(whole.Values, chunked.Values, $"values, chunks of {chunk}");
             AssertClose(whole.DHidden, chunked.DHidden, $"d hidden, chunks of {chunk}");
@@ -189,7 +189,12 @@ public sealed class MemoryTests
         var targets = Enumerable.Range(0, n).Select(i => rng.Next(model.Config.VocabSize)).ToArray();
         GradCheck.Check(x =>
         {
-            var (lp, ent) = TokenScoring.LogProbs(model, x[0], targets, temperature: 0.8f, chunkRows: 2);
+            var (lp, ent) = TokenScoring.LogProbs(model, x[0], targets, temperature: 0.8f, chunkRows: 2, recompute: true);
+            return Ops.Concat([lp, ent], 0);
+        }, [hidden, head], new GradCheck.Options(Step: 1e-2, AbsTol: 5e-3, RelTol: 3e-2));
+        GradCheck.Check(x =>
+        {
+            var (lp, ent) = TokenScoring.LogProbs(model, x[0], targets, temperature: 0.8f, chunkRows: 2, recompute: false);
             return Ops.Concat([lp, ent], 0);
         }, [hidden, head], new GradCheck.Options(Step: 1e-2, AbsTol: 5e-3, RelTol: 3e-2));
     }

@@ -92,14 +92,4 @@ internal static class PointwiseKernels
     {
         for (int r = 0; r < rows; r++) Simd.AddInto(x.Slice(r * n, n), acc);
     }
-
-    /// <summary>
-    /// Inverted-dropout mask: m[i] = 0 with probability p, else 1/(1 − p), drawn sequentially from rng (one NextSingle
-    /// per element, in memory order), so a seeded rng gives the same mask on any thread count.
-    /// </summary>
-    public static void DropoutMask(Random rng, float p, Span<float> mask)
-    {
-        float keep = 1f / (1f - p);
-        for (int i = 0; i < mask.Length; i++) mask[i] = rng.NextSingle() < p ? 0f : keep;
-    }
 }

@@ -79,7 +79,22 @@ public static partial class Ops
 
     /// <summary>y = x·Wᵀ + b. x [..., In], W [Out, In], b [Out] or null → [..., Out]. W may be a frozen bf16 tensor
     /// (<see cref="Tensor.ToBf16"/>): widened inside the GEMM, float32 accumulation, gradient for x only.</summary>
-    public static Tensor Linear(Tensor x, Tensor w, Tensor? bias = null)
+    public static Tensor Linear(Tensor x, Tensor w, Tensor? bias = null) => LinearCore(x, w, bias, null, null);
+
+    /// <summary>
+    /// y = x·Wᵀ + b + u·Bᵀ: a linear layer plus a low-rank term written into the same output (LoRA, with u =
+    /// scale·(dropout(x)·Aᵀ)), so the sum is never a second [..., Out] tensor and pass. x [..., In], W [Out, In] (float32
+    /// or frozen bf16), b [Out] or null, u [..., R] (the same rows as x), B [Out, R] float32 → [..., Out].
+    /// </summary>
+    public static Tensor LinearLowRank(Tensor x, Tensor w, Tensor? bias, Tensor u, Tensor b)
+    {
+        if (b.Rank != 2 || b.Dim(0) != w.Dim(0) || u.Dim(-1) != b.Dim(1) || ShapeUtil.Rows(u.Shape) != ShapeUtil.Rows(x.Shape))
+            throw new ArgumentException($"LinearLowRank: low-rank factors {ShapeUtil.Format(u.Shape)} · {ShapeUtil.Format(b.Shape)}ᵀ do not fit " +
+                $"input {ShapeUtil.Format(x.Shape)} and weight {ShapeUtil.Format(w.Shape)} (u [..., R] with x's rows, B [Out, R]).");
+        return LinearCore(x, w, bias, u, b);
+    }
+
+    private static Tensor LinearCore(Tensor x, Tensor w, Tensor? bias, Tensor? u, Tensor? ub)
     {
         if (w.Rank != 2 || x.Dim(-1) != w.Dim(1))
             throw new ArgumentException($"Linear: input {ShapeUtil.Format(x.Shape)} does not fit weight {ShapeUtil.Format(w.Shape)} ([out, in]).");
@@ -89,7 +104,13 @@ public static partial class Ops
         var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outF));
         var ys = y.Span;
         if (bias != null) PointwiseKernels.FillRows(rows, outF, bias.Span, ys);
-        var inputs = bias == null ? new[] { x, w } : new[] { x, w, bias };
+        Tensor[] inputs = (bias, u) switch
+        {
+            (null, null) => [x, w],
+            (_, null) => [x, w, bias],
+            (null, _) => [x, w, u, ub!],
+            _ => [x, w, bias, u, ub!],
+        };
         bool record = Autograd.AnyNeeds(inputs);
         if (w.IsBf16)
         {
@@ -100,6 +121,8 @@ public static partial class Ops
             Gemm.MultiplyBf16(false, true, rows, outF, inF, x.Span, inF, w.Bf16Span, inF, ys, outF, accumulate: bias != null, bf16Activations);
         }
         else Gemm.Multiply(false, true, rows, outF, inF, x.Span, inF, w.Span, inF, ys, outF, accumulate: bias != null);
+        int r = ub?.Dim(1) ?? 0;
+        if (u != null) Gemm.Multiply(false, true, rows, outF, r, u.Span, r, ub!.Span, r, ys, outF, accumulate: true);
 
         if (record)
             Autograd.Record(y, inputs, g =>
@@ -112,6 +135,8 @@ public static partial class Ops
                 }
                 if (w.RequiresGrad) Gemm.Multiply(true, false, outF, inF, rows, gs, outF, x.Span, inF, w.GradForAccumulate(), inF, true);
                 if (bias != null && bias.RequiresGrad) PointwiseKernels.SumRowsInto(rows, outF, gs, bias.GradForAccumulate());
+                if (u != null && u.RequiresGrad) Gemm.Multiply(false, false, rows, r, outF, gs, outF, ub!.Span, r, u.GradForAccumulate(), r, true);
+                if (ub != null && ub.RequiresGrad) Gemm.Multiply(true, false, outF, r, rows, gs, outF, u!.Span, r, ub.GradForAccumulate(), r, true);
             });
         return y;
     }

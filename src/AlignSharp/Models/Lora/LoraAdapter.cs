@@ -60,15 +60,18 @@ public sealed class LoraAdapter
 
     static string PeftName(string module, string part) => $"{PeftPrefix}{module}.{part}.weight";
 
-    /// <summary>The change the adapter makes to linear layer <paramref name="prefix"/>'s output on input x [..., in], or null.</summary>
-    public Tensor? Delta(string prefix, Tensor x)
+    /// <summary>
+    /// The low-rank term of linear layer <paramref name="prefix"/> on input x [..., in], or null: u = scale·(dropout(x)·Aᵀ)
+    /// [..., r] and B [out, r], so that the layer computes x·Wᵀ + b + u·Bᵀ (<see cref="Ops.LinearLowRank"/>).
+    /// </summary>
+    public (Tensor U, Tensor B)? LowRank(string prefix, Tensor x)
     {
         if (!Enabled || !_byPrefix.TryGetValue(prefix, out var entry)) return null;
         var (m, first, rows) = entry;
         var h = DropoutRng != null && Config.Dropout > 0 ? Ops.Dropout(x, (float)Config.Dropout, DropoutRng) : x;
         var b = rows == m.B.Dim(0) ? m.B : m.B.SliceRows(first, rows);
         // Scaled at rank r, not at the output width: one [N, out] activation fewer kept for the backward pass.
-        return Ops.Linear(Ops.MulScalar(Ops.Linear(h, m.A), m.Scale), b);
+        return (Ops.MulScalar(Ops.Linear(h, m.A), m.Scale), b);
     }
 
     public bool Adapts(string prefix) => _byPrefix.ContainsKey(prefix);

@@ -279,10 +279,8 @@ public sealed class RlTrainer
             var clock = Stopwatch.StartNew();
             var reduced = (reducer as DataParallelReducer)?.Snapshot() ?? default;
             MemoryTrace.Mark("rollout collected");
-            BufferPool.EndPhase(); // generation and scoring shapes are not the update's
-            var (train, gradNorm, updates, stop) = Update(batch, update, step, progress);
+            var (train, gradNorm, updates, stop) = UpdatePhase(batch, update, step, progress);
             MemoryTrace.Mark("update done");
-            BufferPool.EndPhase();
             applied += updates;
             if (stop) { status = RunStatus.StoppedNonFinite; break; }
             double trainSeconds = clock.Elapsed.TotalSeconds;
@@ -336,12 +334,27 @@ public sealed class RlTrainer
         _outsideRunUpdate ??= new OptimizerStep(Trainable().Parameters, _options, totalSteps * _options.NumPpoEpochs * _options.NumMiniBatches);
         _outsideRunProgress ??= new Progress(_algorithm.Name, totalSteps, 1);
         _algorithm.ComputeAdvantages(batch, KlController.Value);
-        BufferPool.EndPhase(); // generation and scoring shapes are not the update's
-        var (train, _, applied, _) = Update(batch, _outsideRunUpdate, step, _outsideRunProgress);
-        BufferPool.EndPhase();
+        var (train, _, applied, _) = UpdatePhase(batch, _outsideRunUpdate, step, _outsideRunProgress);
         var kl = batch.SequenceKl();
         KlController.Update(kl.Average(), kl.Length);
         return (train, applied);
+    }
+
+    private BufferPool.Parked? _updateArrays;
+
+    /// <summary>
+    /// <see cref="Update"/> as a phase of its own: the generation and scoring arrays are dropped first (their shapes are not
+    /// the update's), and the update's own pooled arrays are parked afterwards and lent to the next step's update, whose
+    /// shapes repeat; without that every update would start on fresh memory that the kernel clears page by page.
+    /// </summary>
+    private (Dictionary<string, double> Metrics, double GradNorm, int Applied, bool Stop) UpdatePhase(RolloutBatch batch, OptimizerStep update, int step, Progress progress)
+    {
+        BufferPool.EndPhase();
+        if (_updateArrays != null) BufferPool.Unpark(_updateArrays);
+        var result = Update(batch, update, step, progress);
+        _updateArrays = BufferPool.Park();
+        BufferPool.EndPhase();
+        return result;
     }
 
     private double Epoch(int step) => (double)step * GlobalPromptsPerStep / _prompts.Count;
