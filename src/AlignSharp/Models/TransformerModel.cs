@@ -359,7 +359,15 @@ public sealed class TransformerModel
         int batch = pass.Batch, seq = pass.Seq;
         string p = $"layers.{l}.";
         var h = Norm(x, p + "attn_norm");
-        Tensor q, k, v;
+        int? window = c.WindowOf(l);
+        Tensor q, k, v, a;
+        if (c.Family == ModelFamily.Gpt2 && !c.QkNorm && pass.GlobalRope == null && pass.Cache == null)
+        {
+            // Attention reads q, k and v in place from the fused projection (no slice copies there and back).
+            var qkv = Ops.Reshape(Linear(h, p + "attn.qkv"), batch, seq, c.QueryDim + 2 * c.KvDim);
+            a = Ops.CausalAttentionPacked(qkv, c.NumHeads, c.NumKvHeads, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap);
+            return BlockTail(x, a, p, batch, seq);
+        }
         if (c.Family == ModelFamily.Gpt2)
         {
             var qkv = Linear(h, p + "attn.qkv");
@@ -382,7 +390,6 @@ public sealed class TransformerModel
             q = Norm(q, p + "attn.q_norm");
             k = Norm(k, p + "attn.k_norm");
         }
-        int? window = c.WindowOf(l);
         if (pass.GlobalRope != null)
         {
             var table = window != null && pass.LocalRope != null ? pass.LocalRope : pass.GlobalRope;
@@ -392,7 +399,14 @@ public sealed class TransformerModel
         // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
         // exactly the keys the full recompute would.
         if (pass.Cache != null) (k, v) = pass.Cache.Append(l, k, v);
-        var a = Ops.CausalAttention(q, k, v, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap);
+        a = Ops.CausalAttention(q, k, v, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap);
+        return BlockTail(x, a, p, batch, seq);
+    }
+
+    // The attention output projection, the residuals and the MLP of a block, given the attention's output a [B, T, Hq, D].
+    private Tensor BlockTail(Tensor x, Tensor a, string p, int batch, int seq)
+    {
+        var c = Config;
         var attnOut = Linear(Ops.Reshape(a, batch, seq, c.QueryDim), p + "attn.o");
         if (c.SandwichNorms) attnOut = Norm(attnOut, p + "attn_out_norm");
         x = Ops.Add(x, attnOut);

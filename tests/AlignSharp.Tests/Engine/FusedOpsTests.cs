@@ -54,6 +54,7 @@ public class FusedOpsTests
             case "CrossEntropy": CrossEntropyGradCheck(); break;
             case "TokenLogProbs": TokenLogProbsGradCheck(); break;
             case "CausalAttention": CausalAttentionGradCheck(); break;
+            case "CausalAttentionPacked": CausalAttentionPackedGradCheck(); break;
             case "Rope": RopeGradCheck(); break;
             case "Dropout": DropoutGradCheck(); break;
             default: Assert.Fail($"no gradient check for fused op {op}"); break;
@@ -108,6 +109,56 @@ public class FusedOpsTests
             [Rand(rng, 1, 2, 5, 4, 6), Rand(rng, 1, 2, 7, 2, 6), Rand(rng, 1, 2, 7, 2, 6)]);
         GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 3, scale: 0.8f, softCap: 1.1f),
             [Rand(rng, 1, 1, 3, 3, 10), Rand(rng, 1, 1, 9, 1, 10), Rand(rng, 1, 1, 9, 1, 10)]);
+    }
+
+    private static void CausalAttentionPackedGradCheck()
+    {
+        var rng = new Random(36);
+        // MHA, T = 6, D = 5 (width 2·5 + 2·2·5 = 30), offset 1 and a key mask with a fully masked query.
+        var mask = new bool[2 * 6];
+        for (int i = 0; i < mask.Length; i++) mask[i] = i != 0 && i != 8;
+        GradCheck.Check(x => Ops.CausalAttentionPacked(x[0], 2, 2, positionOffset: 1, keyMask: mask), [Rand(rng, 1, 2, 6, 30)]);
+        // GQA 4/2 with a window, a soft cap and a custom scale.
+        GradCheck.Check(x => Ops.CausalAttentionPacked(x[0], 4, 2, scale: 0.7f, window: 3, softCap: 1.1f), [Rand(rng, 1, 1, 7, 8 * 3)]);
+        // More queries than one GEMM block (64), Hq = Hkv = 1.
+        GradCheck.Check(x => Ops.CausalAttentionPacked(x[0], 1, 1), [Rand(rng, 1, 1, 67, 9)]);
+    }
+
+    /// <summary>The packed form is the three column ranges of qkv fed to CausalAttention: same output, same gradient.</summary>
+    [Theory]
+    [InlineData(2, 9, 4, 4, 8, false)]
+    [InlineData(1, 70, 6, 2, 5, true)]
+    public void CausalAttentionPackedEqualsAttentionOnSlices(int b, int t, int hq, int hkv, int d, bool masked)
+    {
+        var rng = new Random(50 + t);
+        int width = (hq + 2 * hkv) * d;
+        var init = Rand(rng, 1.5f, b, t, width).ToArray();
+        var mask = masked ? Enumerable.Range(0, b * t).Select(_ => rng.NextDouble() < 0.8).ToArray() : null;
+        var dOut = Rand(rng, 1, b, t, hq, d);
+
+        var packed = Tensor.FromArray(init.ToArray(), b, t, width);
+        packed.RequiresGrad = true;
+        var o1 = Ops.CausalAttentionPacked(packed, hq, hkv, positionOffset: 2, keyMask: mask, window: 5);
+        Ops.Sum(Ops.Mul(o1, dOut)).Backward();
+
+        var sliced = Tensor.FromArray(init.ToArray(), b, t, width);
+        sliced.RequiresGrad = true;
+        var q = Ops.Reshape(Ops.Slice(sliced, -1, 0, hq * d), b, t, hq, d);
+        var k = Ops.Reshape(Ops.Slice(sliced, -1, hq * d, hkv * d), b, t, hkv, d);
+        var v = Ops.Reshape(Ops.Slice(sliced, -1, (hq + hkv) * d, hkv * d), b, t, hkv, d);
+        var o2 = Ops.CausalAttention(q, k, v, positionOffset: 2, keyMask: mask, window: 5);
+        Ops.Sum(Ops.Mul(o2, dOut)).Backward();
+
+        AssertAllClose(o2.ToArray().Select(f => (double)f).ToArray(), o1.Span, 1e-6, "output");
+        AssertAllClose(sliced.Grad!.ToArray().Select(f => (double)f).ToArray(), packed.Grad!.Span, 1e-6, "gradient");
+    }
+
+    [Fact]
+    public void CausalAttentionPackedRejectsAWidthThatIsNotAWholeNumberOfHeads()
+    {
+        var x = Tensor.FromArray(new float[2 * 3 * 13], 2, 3, 13);
+        var e = Assert.Throws<ArgumentException>(() => Ops.CausalAttentionPacked(x, 2, 1));
+        Assert.Contains("width 13", e.Message);
     }
 
     private static void RopeGradCheck()

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using AlignSharp.Engine;
+using AlignSharp.Engine.Kernels;
 using AlignSharp.Engine.Optim;
 
 namespace AlignSharp.Tests.Engine;
@@ -172,6 +173,36 @@ public class OptimTests
         }
         for (int k = 0; k < pieces.Length; k++)
             AssertBitwise(Tensor.FromArray(big.Span.Slice(k * piece, pieces[k].Length), pieces[k].Length), pieces[k], $"piece {k}");
+    }
+
+    [Fact]
+    public void ManyParametersInOneParallelRegionMatchEachUpdatedAloneOnOneThreadBitwise()
+    {
+        // Lengths around the block (4096) and per-thread (32768) sizes, so shares cut parameters at every kind of
+        // place; one parameter without a gradient in the middle, one empty.
+        int[] lengths = [5, 70_003, 4096, 1, 33_000, 0, 100_000, 17, 65_536, 3];
+        const int noGrad = 4;
+        var rng = new Random(23);
+        var inits = lengths.Select(n => Randoms(rng, n, 1)).ToArray();
+        var together = inits.Select((v, k) => Param(v.ToArray(), lengths[k])).ToArray();
+        var alone = inits.Select((v, k) => Param(v.ToArray(), lengths[k])).ToArray();
+        var opt = new AdamW([new ParamGroup(together[..5]), new ParamGroup(together[5..], WeightDecay: 0, LrScale: 0.5f)], new AdamWOptions(Lr: 0.01f));
+        var single = alone.Select((p, k) => new AdamW([new ParamGroup([p], WeightDecay: k < 5 ? null : 0, LrScale: k < 5 ? null : 0.5f)], new AdamWOptions(Lr: 0.01f))).ToArray();
+        for (int step = 0; step < 3; step++)
+        {
+            for (int k = 0; k < lengths.Length; k++)
+            {
+                if (k == noGrad && step < 2) continue;
+                var g = Randoms(rng, lengths[k], 1);
+                SetGrad(together[k], g);
+                SetGrad(alone[k], g);
+            }
+            using (ParallelFor.UseThreads(2)) opt.Step();
+            using (ParallelFor.UseThreads(1))
+                for (int k = 0; k < lengths.Length; k++)
+                    if (alone[k].Grad != null) single[k].Step();
+        }
+        for (int k = 0; k < lengths.Length; k++) AssertBitwise(alone[k], together[k], $"parameter {k}");
     }
 
     [Fact]

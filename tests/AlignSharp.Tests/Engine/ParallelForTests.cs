@@ -46,6 +46,48 @@ public class ParallelForWakeUpTests
         }
     }
 
+    /// <summary>
+    /// More shares than cores, with the workers asleep at every call (2 ms idle between calls, past their spin) and
+    /// slow in their shares: the caller must take over shares no worker has started, and still every share runs
+    /// exactly once per call, with the failure of one share rethrown and the next call unaffected.
+    /// </summary>
+    [Fact]
+    public async Task TheCallerTakesSharesNoWorkerHasStartedAndEveryShareRunsOnce()
+    {
+        var run = Task.Run(() =>
+        {
+            using var threads = ParallelFor.UseThreads(8);
+            var caller = Environment.CurrentManagedThreadId;
+            int callerTookMore = 0;
+            for (int call = 0; call < 100; call++)
+            {
+                var hits = new int[8];
+                int byCaller = 0;
+                ParallelFor.For(8, 1, (s, e) =>
+                {
+                    if (Environment.CurrentManagedThreadId == caller) Interlocked.Increment(ref byCaller);
+                    else Thread.Sleep(1);
+                    for (int i = s; i < e; i++) Interlocked.Increment(ref hits[i]);
+                });
+                Assert.All(hits, h => Assert.Equal(1, h));
+                if (byCaller > 1) callerTookMore++;
+                if (call % 10 == 0)
+                {
+                    var failure = Assert.Throws<AggregateException>(() => ParallelFor.For(8, 1, (s, e) =>
+                    {
+                        if (s == 5) throw new InvalidOperationException("share 5");
+                    }));
+                    Assert.Equal("share 5", failure.InnerException!.Message);
+                }
+                Thread.Sleep(2);
+            }
+            return callerTookMore;
+        });
+        var finished = await Task.WhenAny(run, Task.Delay(TimeSpan.FromSeconds(60)));
+        Assert.True(finished == run, "ParallelFor hung");
+        Assert.True(await run > 0, "the caller never ran a share beyond its first while workers were waking up");
+    }
+
     [Fact]
     public void UseThreadsIsScopedToTheCallingThread()
     {

@@ -5,10 +5,12 @@ namespace AlignSharp.Engine.Kernels;
 /// <summary>
 /// The shape of one causal attention call. Legend: B batch, T queries, S keys, Hq query heads, Hkv key/value heads,
 /// G = Hq/Hkv, D head size, W window, S' = min(S, positionOffset + T) keys that any query can see. q and o are
-/// [B, T, Hq, D], k and v [B, S, Hkv, D], the probabilities [B, Hq, T, S'], all row-major.
+/// [B, T, Hq, D], k and v [B, S, Hkv, D], the probabilities [B, Hq, T, S'], all row-major. With
+/// <c>packedLd</c> &gt; 0, q, k and v (and their gradients) are instead column ranges of one packed [B, T, packedLd]
+/// tensor (S = T): each of their rows is packedLd floats after the previous one.
 /// </summary>
 internal readonly struct AttentionGeometry(int batch, int queries, int keys, int queryHeads, int kvHeads, int headDim,
-    int positionOffset, int? window, bool[]? keyMask, float scale, float cap)
+    int positionOffset, int? window, bool[]? keyMask, float scale, float cap, int packedLd = 0)
 {
     public readonly int Batch = batch, Queries = queries, Keys = keys, QueryHeads = queryHeads, KvHeads = kvHeads, HeadDim = headDim;
     public readonly int PositionOffset = positionOffset;
@@ -21,6 +23,10 @@ internal readonly struct AttentionGeometry(int batch, int queries, int keys, int
     public int Group => QueryHeads / KvHeads;
     public int QueryStride => QueryHeads * HeadDim;
     public int KvStride => KvHeads * HeadDim;
+    /// <summary>Floats between consecutive rows of q (and dQ); of k and v (and dK, dV); of o (and dO).</summary>
+    public int QueryLd => packedLd > 0 ? packedLd : QueryStride;
+    public int KvLd => packedLd > 0 ? packedLd : KvStride;
+    public int OutLd => QueryStride;
     /// <summary>T·S' probabilities per (batch, query head).</summary>
     public int ProbSize => Queries * VisibleKeys;
 
@@ -71,7 +77,7 @@ internal static class AttentionKernels
         public void Run(int start, int end)
         {
             int t = g.Queries, s = g.Keys, hq = g.QueryHeads, d = g.HeadDim, sEff = g.VisibleKeys;
-            int qLd = g.QueryStride, kvLd = g.KvStride, pSize = g.ProbSize;
+            int qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd, pSize = g.ProbSize;
             float[]? scratch = pa == null ? BufferPool.Rent(pSize) : null;
             for (int bh = start; bh < end; bh++)
             {
@@ -80,7 +86,7 @@ internal static class AttentionKernels
                 int qOff = qo + b * t * qLd + h * d;
                 int kOff = ko + b * s * kvLd + kvh * d;
                 int vOff = vo + b * s * kvLd + kvh * d;
-                int oOff = oo + b * t * qLd + h * d;
+                int oOff = oo + b * t * oLd + h * d;
                 if (t <= RowPathMaxT)
                 {
                     HeadRows(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, b * s);
@@ -101,7 +107,7 @@ internal static class AttentionKernels
                         SoftmaxRow(p.Slice(tq * sEff, sEff), rLo, rHi, g.Scale, g.Cap, g.KeyMask, b * s);
                     }
                     // No key at all (hi == lo): a zero-depth GEMM writes zeros, the empty-row output.
-                    Gemm.Multiply(false, false, rowsIn, d, hi - lo, pb[lo..], sEff, va.AsSpan(vOff + lo * kvLd), kvLd, oa.AsSpan(oOff + t0 * qLd), qLd, false);
+                    Gemm.Multiply(false, false, rowsIn, d, hi - lo, pb[lo..], sEff, va.AsSpan(vOff + lo * kvLd), kvLd, oa.AsSpan(oOff + t0 * oLd), oLd, false);
                 }
             }
             if (scratch != null) BufferPool.Return(scratch);
@@ -115,7 +121,7 @@ internal static class AttentionKernels
     private static void HeadRows(in AttentionGeometry g, float[] qa, int qOff, float[] ka, int kOff, float[] va, int vOff,
         float[] oa, int oOff, Span<float> p, int maskOffset)
     {
-        int d = g.HeadDim, sEff = g.VisibleKeys, qLd = g.QueryStride, kvLd = g.KvStride;
+        int d = g.HeadDim, sEff = g.VisibleKeys, qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd;
         var keyMask = g.KeyMask;
         for (int tq = 0; tq < g.Queries; tq++)
         {
@@ -125,7 +131,7 @@ internal static class AttentionKernels
             for (int sk = lo; sk < hi; sk++)
                 pr[sk] = keyMask != null && !keyMask[maskOffset + sk] ? 0f : Simd.Dot(qr, ka.AsSpan(kOff + sk * kvLd, d));
             SoftmaxRow(pr, lo, hi, g.Scale, g.Cap, keyMask, maskOffset);
-            var or = oa.AsSpan(oOff + tq * qLd, d);
+            var or = oa.AsSpan(oOff + tq * oLd, d);
             or.Clear();
             for (int sk = lo; sk < hi; sk++)
                 if (pr[sk] != 0f) Simd.ScaleAddInto(va.AsSpan(vOff + sk * kvLd, d), pr[sk], or);
@@ -179,7 +185,7 @@ internal static class AttentionKernels
         public void Run(int start, int end)
         {
             int t = g.Queries, s = g.Keys, hq = g.QueryHeads, hkv = g.KvHeads, d = g.HeadDim, sEff = g.VisibleKeys;
-            int qLd = g.QueryStride, kvLd = g.KvStride, pSize = g.ProbSize, group = g.Group;
+            int qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd, pSize = g.ProbSize, group = g.Group;
             float sc = g.Scale, cap = g.Cap;
             bool needScores = dq != null || dk != null;
             var dpBuf = needScores ? BufferPool.Rent(pSize) : null;
@@ -201,12 +207,12 @@ internal static class AttentionKernels
                         if (kv == 0) continue;
                         var p = pa.AsSpan(po + (b * hq + h) * pSize + t0 * sEff + lo, (rowsIn - 1) * sEff + kv);
                         int qbOff = qOff + t0 * qLd, kvbOff = kvOff + lo * kvLd;
-                        var gO = ga.AsSpan(go + qbOff);
+                        var gO = ga.AsSpan(go + b * t * oLd + h * d + t0 * oLd);
                         if (dv != null)
-                            Gemm.Multiply(true, false, kv, d, rowsIn, p, sEff, gO, qLd, dv.AsSpan(dvo + kvbOff), kvLd, true);
+                            Gemm.Multiply(true, false, kv, d, rowsIn, p, sEff, gO, oLd, dv.AsSpan(dvo + kvbOff), kvLd, true);
                         if (!needScores) continue;
                         var dp = dpBuf.AsSpan(0, (rowsIn - 1) * sEff + kv);
-                        Gemm.Multiply(false, true, rowsIn, kv, d, gO, qLd, va.AsSpan(vo + kvbOff), kvLd, dp, sEff, false);
+                        Gemm.Multiply(false, true, rowsIn, kv, d, gO, oLd, va.AsSpan(vo + kvbOff), kvLd, dp, sEff, false);
                         var z = zBuf.AsSpan(0, zBuf == null ? 0 : (rowsIn - 1) * sEff + kv);
                         if (zBuf != null)
                             Gemm.Multiply(false, true, rowsIn, kv, d, qa.AsSpan(qo + qbOff), qLd, ka.AsSpan(ko + kvbOff), kvLd, z, sEff, false);

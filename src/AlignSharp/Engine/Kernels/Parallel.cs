@@ -88,34 +88,83 @@ public static class ParallelFor
         }
     }
 
-    /// <summary>Runs share 0 on the caller and shares 1..n-1 on workers; rethrows the first failure.</summary>
+    // One job at a time (the Gate): its shares are claimed, in index order, by whoever comes first, the caller
+    // included. A share's range is fixed by its index, so which thread runs it changes no result; what it buys is
+    // that a caller never waits for a worker that has not started (descheduled on a loaded machine, or still waking
+    // up): it takes that share itself and waits only for shares already running.
+    //
+    // _state packs the job's generation (bits 20..63), the next unclaimed share (bits 10..19) and the share count
+    // (bits 0..9; at most 256 threads). A claim is a compare-and-swap of the whole word, so a worker holding a stale
+    // generation can never claim a share of a newer job, and a job's fields (_job, _simdScope) are only rewritten
+    // once all its shares are claimed.
+    private const int ShareBits = 10;
+    private const long ShareMask = (1L << ShareBits) - 1;
+    private static long _state;
+    private static IShareWork? _job;
+    private static int _jobSimdScope;
+    private static int _completed;
+    private static Exception? _failure;
+
+    private static long Generation(long state) => state >>> (2 * ShareBits);
+
+    /// <summary>Runs shares 0..n-1 on the caller and the workers (each exactly once); rethrows the first failure.</summary>
     internal static void RunShares(int shares, IShareWork work)
     {
         lock (Gate)
         {
             EnsureWorkers(shares - 1);
             _failure = null;
-            Volatile.Write(ref _pending, shares - 1);
-            int simdScope = Simd.ThreadScope;   // the caller's forced lane width holds on every share
-            for (int i = 1; i < shares; i++) _workers[i - 1].Post(work, i, simdScope);
+            _job = work;
+            _jobSimdScope = Simd.ThreadScope;   // the caller's forced lane width holds on every share
+            Volatile.Write(ref _completed, 0);
+            long generation = Generation(_state) + 1;
+            long state = (generation << (2 * ShareBits)) | (long)shares;
+            Volatile.Write(ref _state, state);
+            for (int i = 0; i < shares - 1; i++) _workers[i].Wake();
             try
             {
                 _insideWorker = true;
-                work.RunShare(0);
+                RunClaimedShares(state);
             }
             finally
             {
                 _insideWorker = false;
-                // The workers finish within microseconds of us in a balanced split: spin, yielding now and then.
+                // Only shares a worker has already started are left; they end within microseconds in a balanced split.
                 var spin = new SpinWait();
-                while (Volatile.Read(ref _pending) != 0) spin.SpinOnce(sleep1Threshold: -1);
+                while (Volatile.Read(ref _completed) != shares) spin.SpinOnce(sleep1Threshold: -1);
+                _job = null;
             }
             if (_failure != null) throw new AggregateException("A parallel kernel failed.", _failure);
         }
     }
 
-    private static int _pending;
-    private static Exception? _failure;
+    /// <summary>Claims and runs shares of the job whose state word was <paramref name="seen"/> until none is left.</summary>
+    private static void RunClaimedShares(long seen)
+    {
+        var work = Volatile.Read(ref _job);
+        int simdScope = _jobSimdScope;
+        while (true)
+        {
+            long state = Volatile.Read(ref _state);
+            long next = (state >> ShareBits) & ShareMask;
+            if (Generation(state) != Generation(seen) || next >= (state & ShareMask)) return;
+            if (Interlocked.CompareExchange(ref _state, state + (1L << ShareBits), state) != state) continue;
+            // Claimed while the job was current, so work and simdScope (read after the job was published) are its own.
+            int saved = Simd.ThreadScope;
+            Simd.ThreadScope = simdScope;
+            try { work!.RunShare((int)next); }
+            catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
+            finally
+            {
+                Simd.ThreadScope = saved;
+                Interlocked.Increment(ref _completed);
+            }
+        }
+    }
+
+    /// <summary>Whether the job in state word <paramref name="state"/> is newer than <paramref name="handled"/> and has unclaimed shares.</summary>
+    private static bool HasShares(long state, long handled) =>
+        Generation(state) != handled && ((state >> ShareBits) & ShareMask) < (state & ShareMask);
 
     private static void EnsureWorkers(int n)
     {
@@ -132,16 +181,14 @@ public static class ParallelFor
     }
 
     /// <summary>
-    /// A persistent worker. After a share it spins briefly for the next one (ops come back to back in a training
-    /// step), then sleeps on a semaphore; <see cref="Post"/> only signals the semaphore when the worker sleeps.
+    /// A persistent worker. After a job it spins briefly for the next one (ops come back to back in a training
+    /// step), then sleeps on a semaphore; <see cref="Wake"/> only signals the semaphore when the worker sleeps.
+    /// The spin pauses the core without yielding it: a <c>sched_yield</c> per pause is a system call, costly in a VM.
     /// </summary>
     private sealed class Worker
     {
         private static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency / 5000; // 200 µs
         private readonly SemaphoreSlim _signal = new(0);
-        private IShareWork? _work;
-        private int _share;
-        private int _simdScope;
         private int _sleeping;
 
         public Worker(int id)
@@ -150,32 +197,29 @@ public static class ParallelFor
             t.Start();
         }
 
-        public void Post(IShareWork work, int share, int simdScope)
+        public void Wake()
         {
-            _share = share;
-            _simdScope = simdScope;
-            Volatile.Write(ref _work, work);
             if (Interlocked.Exchange(ref _sleeping, 0) == 1) _signal.Release();
         }
 
-        private IShareWork WaitForWork()
+        private long WaitForJob(long handled)
         {
             long until = System.Diagnostics.Stopwatch.GetTimestamp() + SpinTicks;
             while (true)
             {
-                var w = Volatile.Read(ref _work);
-                if (w != null) return w;
+                long state = Volatile.Read(ref _state);
+                if (HasShares(state, handled)) return state;
                 if (System.Diagnostics.Stopwatch.GetTimestamp() < until) { Thread.SpinWait(20); continue; }
-                // A full fence (not a plain release store): the read of _work below must not be reordered before
-                // this write, or a Post in between would see us awake and never signal (lost wake-up).
+                // A full fence (not a plain release store): the read of _state below must not be reordered before
+                // this write, or a Wake in between would see us awake and never signal (lost wake-up).
                 Interlocked.Exchange(ref _sleeping, 1);
-                w = Volatile.Read(ref _work);
-                if (w != null)
+                state = Volatile.Read(ref _state);
+                if (HasShares(state, handled))
                 {
-                    // Work arrived while we were going to sleep: if Post already took our flag it also released
+                    // A job arrived while we were going to sleep: if Wake already took our flag it also released
                     // the semaphore, which we must consume.
                     if (Interlocked.Exchange(ref _sleeping, 0) == 0) _signal.Wait();
-                    return w;
+                    return state;
                 }
                 _signal.Wait();
                 until = System.Diagnostics.Stopwatch.GetTimestamp() + SpinTicks;
@@ -185,17 +229,12 @@ public static class ParallelFor
         private void Loop()
         {
             _insideWorker = true;
+            long handled = 0;
             while (true)
             {
-                var work = WaitForWork();
-                Simd.ThreadScope = _simdScope;
-                try { work.RunShare(_share); }
-                catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
-                finally
-                {
-                    Volatile.Write(ref _work, null);
-                    Interlocked.Decrement(ref _pending);
-                }
+                long state = WaitForJob(handled);
+                RunClaimedShares(state);
+                handled = Generation(state);
             }
         }
     }

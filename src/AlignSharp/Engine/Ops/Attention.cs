@@ -33,13 +33,49 @@ public static partial class Ops
             throw new ArgumentException($"CausalAttention: k {ShapeUtil.Format(k.Shape)} and v {ShapeUtil.Format(v.Shape)} must both be [B={bsz}, S, Hkv, D={d}].");
         if (hkv == 0 || hq % hkv != 0)
             throw new ArgumentException($"CausalAttention: {hq} query heads are not a multiple of {hkv} key/value heads.");
+        CheckAttentionOptions(bsz, s, positionOffset, keyMask, window, softCap);
+        var geometry = new AttentionGeometry(bsz, t, s, hq, hkv, d, positionOffset, window, keyMask, scale ?? 1f / MathF.Sqrt(d), softCap ?? 0f);
+        return Attend(geometry, [q, k, v], q, 0, k, 0, v, 0);
+    }
+
+    /// <summary>
+    /// <see cref="CausalAttention"/> on the fused projection's output, without slicing it apart: qkv [B, T, (Hq + 2·Hkv)·D]
+    /// holds each token's q (Hq heads), then k and v (Hkv heads each), D = width / (Hq + 2·Hkv); keys are the same T tokens.
+    /// → [B, T, Hq, D], equal to CausalAttention(q, k, v, ...) on the three reshaped column ranges. Backward writes
+    /// dQ, dK and dV straight into qkv's gradient (no slice copies, no scatter).
+    /// </summary>
+    public static Tensor CausalAttentionPacked(Tensor qkv, int queryHeads, int kvHeads, int positionOffset = 0, bool[]? keyMask = null,
+        float? scale = null, int? window = null, float? softCap = null)
+    {
+        if (qkv.Rank != 3)
+            throw new ArgumentException($"CausalAttentionPacked needs qkv [B, T, (Hq + 2·Hkv)·D]; got {ShapeUtil.Format(qkv.Shape)}.");
+        if (queryHeads <= 0 || kvHeads <= 0 || queryHeads % kvHeads != 0)
+            throw new ArgumentException($"CausalAttentionPacked: {queryHeads} query heads must be a positive multiple of {kvHeads} key/value heads.");
+        int bsz = qkv.Dim(0), t = qkv.Dim(1), width = qkv.Dim(2), heads = queryHeads + 2 * kvHeads;
+        if (width % heads != 0)
+            throw new ArgumentException($"CausalAttentionPacked: width {width} is not (Hq + 2·Hkv)·D = {heads}·D.");
+        int d = width / heads;
+        CheckAttentionOptions(bsz, t, positionOffset, keyMask, window, softCap);
+        var geometry = new AttentionGeometry(bsz, t, t, queryHeads, kvHeads, d, positionOffset, window, keyMask,
+            scale ?? 1f / MathF.Sqrt(d), softCap ?? 0f, packedLd: width);
+        return Attend(geometry, [qkv], qkv, 0, qkv, queryHeads * d, qkv, (queryHeads + kvHeads) * d);
+    }
+
+    private static void CheckAttentionOptions(int bsz, int s, int positionOffset, bool[]? keyMask, int? window, float? softCap)
+    {
         if (positionOffset < 0) throw new ArgumentOutOfRangeException(nameof(positionOffset), $"positionOffset must be ≥ 0, got {positionOffset}.");
         if (window is <= 0) throw new ArgumentOutOfRangeException(nameof(window), $"window must be ≥ 1 (a query always fits itself), got {window}.");
         if (keyMask != null && keyMask.Length != bsz * s)
             throw new ArgumentException($"CausalAttention: keyMask has {keyMask.Length} entries, B·S = {bsz * s} expected (keyMask[b·S + s]).");
         if (softCap is { } capValue && !(capValue > 0 && float.IsFinite(capValue)))
             throw new ArgumentOutOfRangeException(nameof(softCap), $"softCap must be finite and > 0, got {capValue}.");
-        var geometry = new AttentionGeometry(bsz, t, s, hq, hkv, d, positionOffset, window, keyMask, scale ?? 1f / MathF.Sqrt(d), softCap ?? 0f);
+    }
+
+    // The forward and its recording; q, k and v are read at the given offsets into their tensors (the same tensor
+    // for the packed form) with the geometry's row strides, and their gradients written at the same offsets.
+    private static Tensor Attend(in AttentionGeometry geometry, Tensor[] inputs, Tensor q, int qAt, Tensor k, int kAt, Tensor v, int vAt)
+    {
+        int bsz = geometry.Batch, t = geometry.Queries, hq = geometry.QueryHeads, d = geometry.HeadDim;
         int sEff = geometry.VisibleKeys;
         var o = Tensor.EmptyOwned([bsz, t, hq, d]);
         if (sEff == 0 || t == 0 || d == 0)
@@ -48,19 +84,23 @@ public static partial class Ops
             return o;
         }
 
-        bool record = Autograd.AnyNeeds([q, k, v]);
+        bool record = Autograd.AnyNeeds(inputs);
         var probs = record ? Tensor.EmptyOwned([bsz, hq, t, sEff]) : null;
-        AttentionKernels.Forward(geometry, q.Array, q.Offset, k.Array, k.Offset, v.Array, v.Offset, o.Array, o.Offset, probs?.Array, probs?.Offset ?? 0);
+        AttentionKernels.Forward(geometry, q.Array, q.Offset + qAt, k.Array, k.Offset + kAt, v.Array, v.Offset + vAt, o.Array, o.Offset,
+            probs?.Array, probs?.Offset ?? 0);
         if (record)
-            Autograd.Record(o, [q, k, v], g =>
+        {
+            var g0 = geometry;
+            Autograd.Record(o, inputs, g =>
             {
                 if (q.RequiresGrad) q.GradForAccumulate();
                 if (k.RequiresGrad) k.GradForAccumulate();
                 if (v.RequiresGrad) v.GradForAccumulate();
                 Tensor? dq = q.RequiresGrad ? q.GradTensor : null, dk = k.RequiresGrad ? k.GradTensor : null, dv = v.RequiresGrad ? v.GradTensor : null;
-                AttentionKernels.Backward(geometry, g.Array, g.Offset, q.Array, q.Offset, k.Array, k.Offset, v.Array, v.Offset,
-                    probs!.Array, probs.Offset, dq?.Array, dq?.Offset ?? 0, dk?.Array, dk?.Offset ?? 0, dv?.Array, dv?.Offset ?? 0);
+                AttentionKernels.Backward(g0, g.Array, g.Offset, q.Array, q.Offset + qAt, k.Array, k.Offset + kAt, v.Array, v.Offset + vAt,
+                    probs!.Array, probs.Offset, dq?.Array, (dq?.Offset ?? 0) + qAt, dk?.Array, (dk?.Offset ?? 0) + kAt, dv?.Array, (dv?.Offset ?? 0) + vAt);
             });
+        }
         return o;
     }
 }

@@ -53,15 +53,24 @@ public sealed class AdamW : Optimizer
 
     private protected override string Kind => nameof(AdamW);
 
+    // Step's per-parameter inputs, reused so a step allocates nothing.
+    private AdamWUpdate[]? _updates;
+    private Tensor?[]? _grads;
+    private long[]? _ends;
+
     public override void Step()
     {
+        _updates ??= new AdamWUpdate[Params.Length];
+        _grads ??= new Tensor?[Params.Length];
+        _ends ??= new long[Params.Length];
         for (int i = 0; i < Params.Length; i++)
         {
-            var g = GradOf(i);
-            if (g == null) continue;
-            int t = ++ParamSteps[i];
-            ParamUpdate.Run(UpdateFor(i, t), Params[i], g, State[i][0], State[i][1]);
+            var g = _grads[i] = GradOf(i);
+            if (g != null) _updates[i] = UpdateFor(i, ++ParamSteps[i]);
         }
+        // All parameters in one parallel region: a model of many small tensors still uses every thread.
+        ParamUpdate.RunAll(_updates, Params, _grads, State, _ends);
+        Array.Clear(_grads);
         StepCount++;
     }
 

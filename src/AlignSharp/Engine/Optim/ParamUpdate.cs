@@ -41,6 +41,54 @@ internal static class ParamUpdate
         }
     }
 
+    /// <summary>Elements per block of <see cref="RunAll"/>'s concatenated range (share boundaries fall on blocks).</summary>
+    private const int FlatBlock = 4096;
+
+    /// <summary>
+    /// Runs the updates of many parameters in one parallel region: parameter i's update is <paramref name="ops"/>[i]
+    /// with gradient <paramref name="gs"/>[i] (null: skipped), the parameters laid end to end in list order and the
+    /// whole range split into fixed shares, so a model of many small tensors uses every thread with one fork-join
+    /// instead of one per tensor. <paramref name="ends"/> is scratch of the parameters' count. Same results, bit for
+    /// bit, as <see cref="Run"/> per parameter (the lane math is element-wise and width-independent).
+    /// </summary>
+    public static void RunAll<TOp>(TOp[] ops, Tensor[] ps, Tensor?[] gs, float[][][] state, long[] ends) where TOp : struct, IParamUpdate
+    {
+        long total = 0;
+        for (int i = 0; i < ps.Length; i++)
+        {
+            if (gs[i] != null) total += ps[i].Length;
+            ends[i] = total;
+        }
+        if (total == 0) return;
+        int blocks = (int)((total + FlatBlock - 1) / FlatBlock);
+        ParallelFor.Run(blocks, MinPerThread / FlatBlock, new FlatWork<TOp>(ops, ps, gs, state, ends, total));
+    }
+
+    // The shares of RunAll: block range [start, end) is the element range [start·FlatBlock, end·FlatBlock) of the
+    // concatenation, cut at parameter boundaries.
+    private readonly struct FlatWork<TOp>(TOp[] ops, Tensor[] ps, Tensor?[] gs, float[][][] state, long[] ends, long total) : IRangeWork
+        where TOp : struct, IParamUpdate
+    {
+        public void Run(int start, int end)
+        {
+            long from = (long)start * FlatBlock, to = Math.Min(total, (long)end * FlatBlock);
+            int i = Array.BinarySearch(ends, from);
+            i = i < 0 ? ~i : i + 1;   // the first parameter whose range reaches past `from`
+            for (; i < ps.Length && from < to; i++)
+            {
+                if (gs[i] is not { } g) continue;
+                long begin = ends[i] - ps[i].Length;
+                int a = (int)(Math.Max(from, begin) - begin), b = (int)(Math.Min(to, ends[i]) - begin);
+                if (b <= a) continue;
+                var p = ps[i];
+                float[] s1 = state[i].Length > 0 ? state[i][0] : [], s2 = state[i].Length > 1 ? state[i][1] : [];
+                Lanes(ops[i], p.Array.AsSpan(p.Offset + a, b - a), g.Array.AsSpan(g.Offset + a, b - a),
+                    s1.Length == 0 ? default : s1.AsSpan(a, b - a), s2.Length == 0 ? default : s2.AsSpan(a, b - a));
+                from = ends[i];
+            }
+        }
+    }
+
     /// <summary>
     /// Whether the update would leave every element of p (and of the state buffers that are given) finite. It runs the
     /// same lane math on copies, 16 elements at a time, and writes nothing; since the math is width-independent the
