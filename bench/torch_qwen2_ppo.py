@@ -17,7 +17,7 @@ Per step, as AlignSharp's PPO trainer takes it (TRL's PPOTrainer):
 Plain torch written from the published Qwen2 definition (RMSNorm, RoPE, grouped-query attention with q/k/v biases,
 SwiGLU MLP, tied or untied LM head); LoRA as PEFT defines it (A Kaiming-uniform, B zero, scale alpha/r, dropout on the
 adapter's input), on every linear layer of the blocks ("all-linear"). Weights read from the safetensors without the
-transformers package (bench/torch_qwen2_sample.py's reader).
+transformers package (the model and the reader: bench/qwen2_ref.py, shared with torch_qwen2_sample.py).
 
     /usr/bin/python3 bench/torch_qwen2_ppo.py --model /tmp/qwen2.5-0.5b --lora-r 16 --batch 4 \\
         --threads 2 --tuned --omp-wait-policy passive
@@ -26,7 +26,6 @@ Model FLOPs are counted as `bench rl` counts them (see PpoFlops in src/AlignShar
 the utilisation is against a float32 1024³ torch.mm timed in the same process.
 """
 import argparse
-import json
 import math
 import os
 import statistics
@@ -38,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.environ.get("TORCH_REF", os.path.join(ROOT, "..", "shared", "bench", "torch_ref")))
 sys.path.insert(2, os.path.join(ROOT, "..", "..", "shared", "bench", "torch_ref"))  # from a worktree under wt/
 import common  # noqa: E402
-from torch_qwen2_sample import read_safetensors  # noqa: E402
+from qwen2_ref import load_config, make_forward, read_safetensors  # noqa: E402
 
 TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -66,15 +65,8 @@ def main():
     import numpy as np
     import torch.nn.functional as F
 
-    cfg = json.load(open(os.path.join(args.model, "config.json")))
-    if cfg.get("model_type") not in ("qwen2", "llama", "mistral"):
-        raise SystemExit(f"{args.model}: model_type {cfg.get('model_type')} is not a Llama-style model")
-    d, L = cfg["hidden_size"], cfg["num_hidden_layers"]
-    H, KV = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
-    hd, V = d // H, cfg["vocab_size"]
-    eps, theta = cfg.get("rms_norm_eps", 1e-6), cfg.get("rope_theta", 10000.0)
-    tied = cfg.get("tie_word_embeddings", False)
-    inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+    c = load_config(args.model)
+    d, L, H, KV, hd, V, tied = c.d, c.L, c.H, c.KV, c.hd, c.V, c.tied
     lora = args.lora_r > 0
     frozen_dt = getattr(torch, args.frozen_dtype)
     g = torch.Generator().manual_seed(args.seed)
@@ -95,8 +87,8 @@ def main():
         """PEFT's LoRA init: A Kaiming-uniform (a = √5), B zero; one (A, B) per adapted linear layer."""
         gen = torch.Generator().manual_seed(seed)
         shapes = {"self_attn.q_proj": (H * hd, d), "self_attn.k_proj": (KV * hd, d), "self_attn.v_proj": (KV * hd, d),
-                  "self_attn.o_proj": (d, H * hd), "mlp.gate_proj": (cfg["intermediate_size"], d),
-                  "mlp.up_proj": (cfg["intermediate_size"], d), "mlp.down_proj": (d, cfg["intermediate_size"])}
+                  "self_attn.o_proj": (d, H * hd), "mlp.gate_proj": (c.ffn, d),
+                  "mlp.up_proj": (c.ffn, d), "mlp.down_proj": (d, c.ffn)}
         ad = {}
         for i in range(L):
             for t in TARGETS:
@@ -128,20 +120,11 @@ def main():
     reward_head = score_head(reward_w, 17).to(frozen_dt)
     opt = torch.optim.AdamW(trainable, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
-    def rms(x, weight):
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
-
-    def rope(x, pos):  # x [B, h, T, hd], rotate-half convention
-        ang = pos[:, None].float() * inv_freq[None, :]
-        cos, sin = torch.cat([ang.cos(), ang.cos()], -1).to(x.dtype), torch.cat([ang.sin(), ang.sin()], -1).to(x.dtype)
-        x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
-        return x * cos + torch.cat([-x2, x1], -1) * sin
+    forward = make_forward(torch, c)
 
     def hidden(model, ids, cache=None, start=0, dropout=0.0):
         """Final-norm hidden states [B, T, d] of ids [B, T] (causal; with a KV cache from position start)."""
         w, ad = model
-        dt = w["model.embed_tokens.weight"].dtype
 
         def lin(x, name, bias=True):
             y = F.linear(x, w[name + ".weight"], w.get(name + ".bias") if bias else None)
@@ -151,31 +134,7 @@ def main():
                 y = y + F.linear(F.linear(xa.to(a.dtype), a), b).to(y.dtype) * scale
             return y
 
-        B, T = ids.shape
-        x = F.embedding(ids, w["model.embed_tokens.weight"])
-        pos = torch.arange(start, start + T)
-        mask = torch.full((T, start + T), float("-inf"), dtype=dt).triu(start + 1) if T > 1 else None
-        for i in range(L):
-            pre = f"model.layers.{i}."
-            h = rms(x, w[pre + "input_layernorm.weight"])
-            q = lin(h, pre + "self_attn.q_proj").view(B, T, H, hd).transpose(1, 2)
-            k = lin(h, pre + "self_attn.k_proj").view(B, T, KV, hd).transpose(1, 2)
-            v = lin(h, pre + "self_attn.v_proj").view(B, T, KV, hd).transpose(1, 2)
-            q, k = rope(q, pos), rope(k, pos)
-            if cache is not None:
-                ck, cv = cache[i]
-                ck[:, :, start:start + T] = k
-                cv[:, :, start:start + T] = v
-                k, v = ck[:, :, :start + T], cv[:, :, :start + T]
-            keys, vals = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)
-            att = (q @ keys.transpose(-1, -2)) / hd ** 0.5
-            if mask is not None:
-                att = att + mask
-            a = (att.float().softmax(-1).to(dt) @ vals).transpose(1, 2).reshape(B, T, d)
-            x = x + lin(a, pre + "self_attn.o_proj", bias=False)
-            h = rms(x, w[pre + "post_attention_layernorm.weight"])
-            x = x + lin(F.silu(lin(h, pre + "mlp.gate_proj", False)) * lin(h, pre + "mlp.up_proj", False), pre + "mlp.down_proj", False)
-        return rms(x, w["model.norm.weight"])
+        return forward(w, ids, lin, cache, start)
 
     def lm_head(model):
         w = model[0]
@@ -262,16 +221,16 @@ def main():
     def linear_macs(w):
         return sum(t.numel() for k, t in w.items() if t.dim() == 2 and k not in ("model.embed_tokens.weight", "lm_head.weight"))
 
-    def attention(c, T):  # forward QKᵀ and AV of one row of T tokens
-        return 4.0 * c["num_hidden_layers"] * c["hidden_size"] * T * T
+    def attention(m, T):  # forward QKᵀ and AV of one row of T tokens
+        return 4.0 * m.L * m.d * T * T
 
-    rcfg = json.load(open(os.path.join(args.reward_model or args.model, "config.json")))
+    rcfg = load_config(args.reward_model or args.model)
     head_macs, T = V * d, P + N
-    policy_trunk = B * (2 * linear_macs(policy[0]) * T + attention(cfg, T))
+    policy_trunk = B * (2 * linear_macs(policy[0]) * T + attention(c, T))
     reward_trunk = B * (2 * linear_macs(reward_w) * T + attention(rcfg, T)) + 2 * d * T * B * (0 if "score.weight" in reward_w else 1)
     scoring_flops = 3 * policy_trunk + 2 * (2 * head_macs * N * B) + reward_trunk
     per_weight = 4 if lora else 6
-    update_flops = args.num_ppo_epochs * (2 * (per_weight * linear_macs(policy[0]) * T * B + 3 * B * attention(cfg, T)) + per_weight * head_macs * N * B)
+    update_flops = args.num_ppo_epochs * (2 * (per_weight * linear_macs(policy[0]) * T * B + 3 * B * attention(c, T)) + per_weight * head_macs * N * B)
 
     def gemm_peak():
         a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
