@@ -111,15 +111,15 @@ public static class Generator
         // Rows of the embedding past the tokenizer's vocabulary (padding to a round size) have no text: never sample them.
         int sampleable = Math.Min(vocab, tokenizer?.VocabSize ?? vocab);
         var stepLogProbs = new float[batch];
+        // Greedy and plain sampling walk the vocabulary in tiles straight from the last hidden states (no [B, V]
+        // logits); top-k / top-p sample from the whole row of logits.
+        bool fused = HeadSampler.Applies(model, options);
 
         using var noGrad = Autograd.NoGrad();
         int step = 0, seq = promptLen;
         int[] stepIds = ids, stepPositions = positions;
         while (step < maxNew && finish.Any(f => f == null))
         {
-            // Greedy and plain sampling walk the vocabulary in tiles straight from the last hidden states (no [B, V]
-            // logits); top-k / top-p sample from the whole row of logits.
-            bool fused = HeadSampler.Applies(model, options);
             float[] last;
             using (TensorScope.Begin())
             {
