@@ -377,9 +377,8 @@ public sealed class TransformerModel
         }
         else
         {
-            q = Linear(h, p + "attn.q");
-            k = Linear(h, p + "attn.k");
-            v = Linear(h, p + "attn.v");
+            var qkv = SharedLinear(h, p + "attn.q", p + "attn.k", p + "attn.v");
+            (q, k, v) = (qkv[0], qkv[1], qkv[2]);
         }
         q = Ops.Reshape(q, batch, seq, c.NumHeads, c.HeadDim);
         k = Ops.Reshape(k, batch, seq, c.NumKvHeads, c.HeadDim);
@@ -414,7 +413,7 @@ public sealed class TransformerModel
         var m = Norm(x, p + "mlp_norm");
         var mlpOut = c.Family == ModelFamily.Gpt2
             ? Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj")
-            : Linear(Ops.Mul(Activate(Linear(m, p + "mlp.gate")), Linear(m, p + "mlp.up")), p + "mlp.down");
+            : GatedMlp(m, p);
         if (c.SandwichNorms) mlpOut = Norm(mlpOut, p + "mlp_out_norm");
         return Ops.Add(x, mlpOut);
     }
@@ -449,6 +448,20 @@ public sealed class TransformerModel
     {
         var (w, bias) = (Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias"));
         return Adapter?.LowRank(prefix, x) is { } lr ? Ops.LinearLowRank(x, w, bias, lr.U, lr.B) : Ops.Linear(x, w, bias);
+    }
+
+    private Tensor GatedMlp(Tensor m, string p)
+    {
+        var gateUp = SharedLinear(m, p + "mlp.gate", p + "mlp.up");
+        return Linear(Ops.Mul(Activate(gateUp[0]), gateUp[1]), p + "mlp.down");
+    }
+
+    /// <summary>Linear layers that read the same x (q, k, v; gate, up), made together by <see cref="Ops.LinearShared"/>
+    /// unless LoRA adapts one of them (then one by one, drawing their dropout masks in this order).</summary>
+    private Tensor[] SharedLinear(Tensor x, params string[] prefixes)
+    {
+        if (Adapter is { Enabled: true } adapter && prefixes.Any(adapter.Adapts)) return [.. prefixes.Select(prefix => Linear(x, prefix))];
+        return Ops.LinearShared(x, [.. prefixes.Select(prefix => (Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias")))]);
     }
 
     private Tensor Norm(Tensor x, string prefix)

@@ -109,6 +109,15 @@ public class GradCheckTests
             GradCheck.Check(x => Ops.LinearLowRank(x[0], x[1], null, x[2], x[3]),
                 [GradCheck.Random(rng, 4, 19), GradCheck.Random(rng, 3, 19), GradCheck.Random(rng, 4, 3), GradCheck.Random(rng, 3, 3)]);
         },
+        ["LinearShared"] = () =>
+        {
+            var rng = new Random(33);
+            GradCheck.Check(x =>
+            {
+                var y = Ops.LinearShared(x[0], (x[1], x[2]), (x[3], null));
+                return Ops.Add(y[0], Ops.MulScalar(y[1], 0.5f));
+            }, [GradCheck.Random(rng, 2, 3, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 5), GradCheck.Random(rng, 5, 7)]);
+        },
         ["Softmax"] = () => Unary(Ops.Softmax),
         ["LogSoftmax"] = () => Unary(Ops.LogSoftmax),
         ["LayerNorm"] = () =>

@@ -69,6 +69,65 @@ internal static unsafe class Bf16Dot
         ParallelFor.Run(units, macs < Gemm.ParallelMinMacs ? units : 1, new Shares(args, n));
     }
 
+    /// <summary>One product of <see cref="RunShared"/>: C[m,n] (+)= bf16(A)·Bᵀ with B [n,k] bf16.</summary>
+    internal readonly struct Product(ushort* b, nint ldb, int n, float* c, nint ldc, bool accumulate)
+    {
+        public readonly ushort* B = b;
+        public readonly float* C = c;
+        public readonly nint Ldb = ldb, Ldc = ldc;
+        public readonly int N = n;
+        public readonly bool Accumulate = accumulate;
+    }
+
+    /// <summary>
+    /// Several products of one A (a layer's q, k and v projections; its gate and up): A is rounded once and all their
+    /// columns are shared out in one parallel region, so small products (k and v, a few hundred KB) no longer run alone on
+    /// one core and the threads meet once instead of once per product. Each C equals <see cref="Run"/>'s.
+    /// </summary>
+    public static void RunShared(int m, int k, float* a, nint lda, ReadOnlySpan<Product> products)
+    {
+        int kp = (k + 31) & ~31;
+        if (t_a16 == null || t_a16.Length < m * kp) t_a16 = GC.AllocateUninitializedArray<ushort>(Math.Max(m * kp, 8 * 1024), pinned: true);
+        var args = new Args
+        {
+            A = a, A16 = (ushort*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(t_a16)),
+            Lda = lda, M = m, K = k, Convert = 1,
+        };
+        Entry(&args);
+        args.Convert = 0;
+        // Units of 24 columns, numbered through the products in order; first[i] is product i's first unit.
+        var first = new int[products.Length + 1];
+        long macs = 0;
+        for (int i = 0; i < products.Length; i++)
+        {
+            first[i + 1] = first[i] + (products[i].N + 23) / 24;
+            macs += (long)m * products[i].N * k;
+        }
+        int units = first[^1];
+        ParallelFor.Run(units, macs < Gemm.ParallelMinMacs ? units : 1, new SharedShares(args, products.ToArray(), first));
+    }
+
+    private readonly struct SharedShares(Args args, Product[] products, int[] first) : IRangeWork
+    {
+        private readonly Args _args = args;
+
+        public void Run(int start, int end)
+        {
+            for (int i = 0; i < products.Length; i++)
+            {
+                int lo = Math.Max(start, first[i]), hi = Math.Min(end, first[i + 1]);
+                if (lo >= hi) continue;
+                var pr = products[i];
+                var share = _args;
+                share.B = pr.B; share.Ldb = pr.Ldb; share.C = pr.C; share.Ldc = pr.Ldc;
+                share.Accumulate = pr.Accumulate ? 1 : 0;
+                share.J0 = (lo - first[i]) * 24;
+                share.J1 = Math.Min(pr.N, (hi - first[i]) * 24);
+                Entry(&share);
+            }
+        }
+    }
+
     private readonly struct Shares(Args args, int n) : IRangeWork
     {
         private readonly Args _args = args;

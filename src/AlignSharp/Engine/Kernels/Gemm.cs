@@ -135,6 +135,9 @@ public static unsafe class Gemm
     /// B [n,k]) then run <c>vdpbf16ps</c> where the CPU has it (<see cref="Bf16Dot"/>), the product of bf16(A) and B
     /// accumulated in float32; elsewhere, and without it, A is used exactly.
     /// </summary>
+    /// <summary>Whether <see cref="MultiplyBf16"/> with <c>bf16Activations</c> runs the vdpbf16ps kernel (<see cref="Bf16Dot"/>) for this shape.</summary>
+    internal static bool Bf16DotRuns(bool transA, bool transB, int m) => ActivePath == GemmPath.Avx512 && Bf16Dot.Applies(transA, transB, m);
+
     public static void MultiplyBf16(bool transA, bool transB, int m, int n, int k,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<ushort> b, int ldb, Span<float> c, int ldc, bool accumulate,
         bool bf16Activations = false)
@@ -150,7 +153,7 @@ public static unsafe class Gemm
         fixed (ushort* pb = b)
         {
             var path = ActivePath;
-            if (bf16Activations && path == GemmPath.Avx512 && Bf16Dot.Applies(transA, transB, m))
+            if (bf16Activations && Bf16DotRuns(transA, transB, m))
             {
                 Bf16Dot.Run(m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate);
                 return;

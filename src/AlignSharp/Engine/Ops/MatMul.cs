@@ -82,6 +82,49 @@ public static partial class Ops
     public static Tensor Linear(Tensor x, Tensor w, Tensor? bias = null) => LinearCore(x, w, bias, null, null);
 
     /// <summary>
+    /// Linear(x, W_i, b_i) for several layers that read the same x (a block's q, k and v projections; its gate and up):
+    /// the same values as separate calls. Where nothing is recorded and every W is a frozen bf16 matrix that the vdpbf16ps
+    /// kernel takes at this row count (decoding), x is rounded once and all the products share one parallel region;
+    /// otherwise these are separate <see cref="Linear"/> calls.
+    /// </summary>
+    public static unsafe Tensor[] LinearShared(Tensor x, params (Tensor W, Tensor? Bias)[] layers)
+    {
+        int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
+        bool fused = layers.Length > 1 && rows > 0 && !Autograd.InCheckpointedForward && Gemm.Bf16DotRuns(false, true, rows)
+            && !Autograd.AnyNeeds([x, .. layers.Select(l => l.W), .. layers.Where(l => l.Bias != null).Select(l => l.Bias!)])
+            && layers.All(l => l.W.IsBf16 && l.W.Rank == 2 && l.W.Dim(1) == inF && (l.Bias == null || (l.Bias.Rank == 1 && l.Bias.Dim(0) == l.W.Dim(0))));
+        if (!fused) return [.. layers.Select(l => Linear(x, l.W, l.Bias))];
+
+        var ys = new Tensor[layers.Length];
+        for (int i = 0; i < layers.Length; i++)
+        {
+            var (w, bias) = layers[i];
+            ys[i] = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, w.Dim(0)));
+            if (bias != null) PointwiseKernels.FillRows(rows, w.Dim(0), bias.Span, ys[i].Span);
+        }
+        fixed (float* a = x.Span)
+            RunShared(a, rows, inF, layers, ys, stackalloc Bf16Dot.Product[layers.Length], 0);
+        return ys;
+    }
+
+    // Pins layer i's weight and output, then the next layer's; with all pinned, runs the products.
+    private static unsafe void RunShared(float* a, int rows, int inF, (Tensor W, Tensor? Bias)[] layers, Tensor[] ys, Span<Bf16Dot.Product> products, int i)
+    {
+        if (i == layers.Length)
+        {
+            Bf16Dot.RunShared(rows, inF, a, inF, products);
+            return;
+        }
+        int outF = layers[i].W.Dim(0);
+        fixed (ushort* b = layers[i].W.Bf16Span)
+        fixed (float* c = ys[i].Span)
+        {
+            products[i] = new Bf16Dot.Product(b, inF, outF, c, outF, accumulate: layers[i].Bias != null);
+            RunShared(a, rows, inF, layers, ys, products, i + 1);
+        }
+    }
+
+    /// <summary>
     /// y = x·Wᵀ + b + u·Bᵀ: a linear layer plus a low-rank term written into the same output (LoRA, with u =
     /// scale·(dropout(x)·Aᵀ)), so the sum is never a second [..., Out] tensor and pass. x [..., In], W [Out, In] (float32
     /// or frozen bf16), b [Out] or null, u [..., R] (the same rows as x), B [Out, R] float32 → [..., Out].
