@@ -402,6 +402,9 @@ public class FusedOpsTests
         [1, 7, 12, 3, 3, 5, 5, 4, false],      // offset 5: windows start inside the cache
         [2, 3, 10, 4, 1, 8, 6, 2, true],       // row path, offset + W still inside S
         [2, 1, 33, 6, 2, 16, 32, 5, true],     // single-token decode sees the last 5 slots only
+        [3, 1, 40, 14, 2, 64, 39, 64, true],   // decode at Qwen2.5-0.5B's head shape (GQA 7, D 64), window past S: none
+        [2, 3, 20, 4, 2, 32, 17, 5, true],     // row path, T = 3, D = 32 (two vectors)
+        [1, 2, 9, 2, 1, 128, 7, 100, false],   // D = 128
         [1, 6, 4, 2, 1, 6, 3, 2, false],       // offset + T > S: queries past S + W − 1 see no key at all
         [1, 70, 6, 1, 1, 4, 0, 3, false],      // ... and a whole GEMM block with no key
         [1, 8, 8, 2, 2, 7, 0, 1, false],       // W = 1: each query attends only itself

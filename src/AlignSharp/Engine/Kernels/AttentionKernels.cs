@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using System.Numerics.Tensors;
 
 namespace AlignSharp.Engine.Kernels;
@@ -122,6 +123,11 @@ internal static class AttentionKernels
         float[] oa, int oOff, Span<float> p, int maskOffset)
     {
         int d = g.HeadDim, sEff = g.VisibleKeys, qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd;
+        if (Vector512.IsHardwareAccelerated && d % Vector512<float>.Count == 0)
+        {
+            HeadRows512(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, maskOffset);
+            return;
+        }
         var keyMask = g.KeyMask;
         for (int tq = 0; tq < g.Queries; tq++)
         {
@@ -135,6 +141,46 @@ internal static class AttentionKernels
             or.Clear();
             for (int sk = lo; sk < hi; sk++)
                 if (pr[sk] != 0f) Simd.ScaleAddInto(va.AsSpan(vOff + sk * kvLd, d), pr[sk], or);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="HeadRows"/> for head sizes that are whole 512-bit vectors (64 and 128 in today's models): the dot
+    /// products and the scaled adds inline over pointers. Decoding calls this once per (row, head, layer) over every
+    /// cached key, where a span and a call per key cost more than the arithmetic.
+    /// </summary>
+    private static unsafe void HeadRows512(in AttentionGeometry g, float[] qa, int qOff, float[] ka, int kOff, float[] va, int vOff,
+        float[] oa, int oOff, Span<float> p, int maskOffset)
+    {
+        int d = g.HeadDim, sEff = g.VisibleKeys, qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd, w = Vector512<float>.Count;
+        var keyMask = g.KeyMask;
+        fixed (float* q0 = qa, k0 = ka, v0 = va, o0 = oa)
+        {
+            for (int tq = 0; tq < g.Queries; tq++)
+            {
+                var (lo, hi) = g.KeyRange(tq);
+                float* qr = q0 + qOff + (long)tq * qLd;
+                var pr = p.Slice(tq * sEff, sEff);
+                for (int sk = lo; sk < hi; sk++)
+                {
+                    if (keyMask != null && !keyMask[maskOffset + sk]) { pr[sk] = 0f; continue; }
+                    float* kr = k0 + kOff + (long)sk * kvLd;
+                    var acc = Vector512.Multiply(Vector512.Load(qr), Vector512.Load(kr));
+                    for (int c = w; c < d; c += w) acc = Vector512.FusedMultiplyAdd(Vector512.Load(qr + c), Vector512.Load(kr + c), acc);
+                    pr[sk] = Vector512.Sum(acc);
+                }
+                SoftmaxRow(pr, lo, hi, g.Scale, g.Cap, keyMask, maskOffset);
+                float* or = o0 + oOff + (long)tq * oLd;
+                new Span<float>(or, d).Clear();
+                for (int sk = lo; sk < hi; sk++)
+                {
+                    float ps = pr[sk];
+                    if (ps == 0f) continue;
+                    var pv = Vector512.Create(ps);
+                    float* vr = v0 + vOff + (long)sk * kvLd;
+                    for (int c = 0; c < d; c += w) Vector512.FusedMultiplyAdd(pv, Vector512.Load(vr + c), Vector512.Load(or + c)).Store(or + c);
+                }
+            }
         }
     }
 

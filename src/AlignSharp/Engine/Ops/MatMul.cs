@@ -90,10 +90,16 @@ public static partial class Ops
     public static unsafe Tensor[] LinearShared(Tensor x, params (Tensor W, Tensor? Bias)[] layers)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
-        bool fused = layers.Length > 1 && rows > 0 && !Autograd.InCheckpointedForward && Gemm.Bf16DotRuns(false, true, rows)
-            && !Autograd.AnyNeeds([x, .. layers.Select(l => l.W), .. layers.Where(l => l.Bias != null).Select(l => l.Bias!)])
-            && layers.All(l => l.W.IsBf16 && l.W.Rank == 2 && l.W.Dim(1) == inF && (l.Bias == null || (l.Bias.Rank == 1 && l.Bias.Dim(0) == l.W.Dim(0))));
-        if (!fused) return [.. layers.Select(l => Linear(x, l.W, l.Bias))];
+        bool fused = layers.Length > 1 && rows > 0 && !Autograd.InCheckpointedForward && Gemm.Bf16DotRuns(false, true, rows);
+        foreach (var (w, bias) in layers)
+            fused = fused && w.IsBf16 && w.Rank == 2 && w.Dim(1) == inF && !Autograd.AnyNeeds([x, w])
+                     && (bias == null || (bias.Rank == 1 && bias.Dim(0) == w.Dim(0) && !Autograd.AnyNeeds([bias])));
+        if (!fused)
+        {
+            var separate = new Tensor[layers.Length];
+            for (int i = 0; i < layers.Length; i++) separate[i] = Linear(x, layers[i].W, layers[i].Bias);
+            return separate;
+        }
 
         var ys = new Tensor[layers.Length];
         for (int i = 0; i < layers.Length; i++)
