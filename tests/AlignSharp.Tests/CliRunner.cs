@@ -37,10 +37,15 @@ public static class CliRunner
         }
     }
 
-    /// <summary>Runs <c>dotnet alignsharp.dll args...</c> in <paramref name="workingDirectory"/> (default: repo root).</summary>
-    public static Result Run(IEnumerable<string> args, string? stdin = null, string? workingDirectory = null, int timeoutMs = 120_000)
+    /// <summary>Runs <c>dotnet alignsharp.dll args...</c> in <paramref name="workingDirectory"/> (default: repo root);
+    /// <paramref name="environment"/> sets (or, with a null value, removes) variables of the child's environment.</summary>
+    public static Result Run(IEnumerable<string> args, string? stdin = null, string? workingDirectory = null, int timeoutMs = 120_000,
+        IReadOnlyDictionary<string, string?>? environment = null)
     {
         var psi = StartInfo(args, workingDirectory);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string?>())
+            if (value == null) psi.Environment.Remove(name);
+            else psi.Environment[name] = value;
         psi.RedirectStandardInput = stdin is not null;
         using var process = Process.Start(psi)!;
         var stdout = process.StandardOutput.ReadToEndAsync();

@@ -25,6 +25,25 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         return native;
     }
 
+    /// <summary>
+    /// <c>ALIGNSHARP_BF16_DOT=0</c> (read once per process) switches the native kernel off: a CLI process started with it
+    /// multiplies a decode shape by the widening product; one started without it runs what this process runs.
+    /// </summary>
+    [Fact]
+    public void TheEnvironmentSwitchTurnsTheNativeKernelOff()
+    {
+        string Kernel(string? value)
+        {
+            var r = CliRunner.Run(["bench", "gemm", "--m", "8", "--n", "48", "--k", "64", "--trans-b", "--b-dtype", "bf16", "--reps", "1", "--threads", "1"],
+                environment: new Dictionary<string, string?> { ["ALIGNSHARP_BF16_DOT"] = value });
+            Assert.True(r.ExitCode == 0, r.StdErr);
+            using var json = System.Text.Json.JsonDocument.Parse(r.StdOut);
+            return json.RootElement.GetProperty("bf16_kernel").GetString()!;
+        }
+        Assert.Equal("widened", Kernel("0"));
+        Assert.Equal(Native() ? "vdpbf16ps" : "widened", Kernel(null));
+    }
+
     private static ushort[] RandomBf16(Random rng, int count)
     {
         var x = new ushort[count];
