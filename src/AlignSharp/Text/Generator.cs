@@ -116,6 +116,8 @@ public static class Generator
         bool fused = HeadSampler.Applies(model, options);
 
         using var noGrad = Autograd.NoGrad();
+        // Decoding's products may round activations to bf16 (vdpbf16ps), as a bf16 model generates in PyTorch.
+        using var rounding = Ops.RoundActivationsToBf16();
         int step = 0, seq = promptLen;
         int[] stepIds = ids, stepPositions = positions;
         while (step < maxNew && finish.Any(f => f == null))

@@ -115,7 +115,7 @@ public class GemmBf16DotTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void OnlyInferenceRoundsTheActivationsOfABf16Linear()
+    public void OnlyGenerationRoundsTheActivationsOfABf16Linear()
     {
         bool native = Native();
         var rng = new Random(5);
@@ -141,13 +141,41 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         var x = Tensor.FromArray(xs, 3, 70);
         x.RequiresGrad = true;
         Near(Expected(false), Ops.Linear(x, w), "training forward");
-        // Inference: rounded where the native kernel runs, exact otherwise.
+        // Scoring without gradients: exact, so it equals the training forward.
         using (Autograd.NoGrad())
-            Near(Expected(native), Ops.Linear(Tensor.FromArray(xs, 3, 70), w), "inference forward");
+            Near(Expected(false), Ops.Linear(Tensor.FromArray(xs, 3, 70), w), "scoring forward");
+        // Generation (inside RoundActivationsToBf16): rounded where the native kernel runs, exact otherwise.
+        using (Autograd.NoGrad())
+        using (Ops.RoundActivationsToBf16())
+            Near(Expected(native), Ops.Linear(Tensor.FromArray(xs, 3, 70), w), "generation forward");
         // A checkpointed segment's forward (recomputed by backward) is used exactly although it runs without recording.
         var x2 = Tensor.FromArray(xs, 3, 70);
         x2.RequiresGrad = true;
         var outs = Autograd.Checkpoint([x2], inputs => [Ops.Linear(inputs[0], w)], parametersNeedGrad: false);
         Near(Expected(false), outs[0], "checkpointed forward");
+    }
+
+    /// <summary>
+    /// A bf16 model scored without gradients on ≤ 8 rows (a scorer's last chunk, a short prompt) gives exactly the logits
+    /// of its recorded (training) forward, so PPO's ratio starts at 1 and the KL to an identical reference at 0; only
+    /// generation's scope rounds the activations (and then differs where the native kernel runs).
+    /// </summary>
+    [Fact]
+    public void ABf16ModelScoresWithoutGradientsAsItTrains()
+    {
+        bool native = Native();
+        var model = AlignSharp.Models.TransformerModel.CreateRandom(AlignSharp.Models.ModelPresets.Llama(64, 32, 2, 4, 2, 64, 64), 3);
+        model.StoreMatricesAsBf16();
+        int[] ids = [5, 9, 17, 33, 2, 40];
+        var training = model.Forward(ids, 1, ids.Length).ToArray(); // norms train: recorded
+        float[] scoring, generating;
+        using (Autograd.NoGrad())
+        {
+            scoring = model.Forward(ids, 1, ids.Length).ToArray();
+            using (Ops.RoundActivationsToBf16()) generating = model.Forward(ids, 1, ids.Length).ToArray();
+        }
+        Assert.Equal(training, scoring); // bit for bit
+        if (native) Assert.NotEqual(scoring, generating);
+        else Assert.Equal(scoring, generating);
     }
 }

@@ -15,7 +15,7 @@ namespace AlignSharp.Engine.Kernels;
 /// Numerics (fixed by the instructions, MXCSR ignored): A is rounded to bf16 (nearest, ties to even; denormal inputs
 /// read as zero); each pair of bf16 products is exact and added into float32 lanes (denormals flushed), the 16 lanes
 /// summed at the end. B is read as stored. So the result is the float32-accumulated product of bf16(A) and B, not of A:
-/// callers opt in (<see cref="Gemm.MultiplyBf16"/>'s <c>bf16Activations</c>), which only inference does.
+/// callers opt in (<see cref="Gemm.MultiplyBf16"/>'s <c>bf16Activations</c>), which only generation does (<see cref="Ops.RoundActivationsToBf16"/>).
 /// </para>
 /// Used when all hold: Linux x86-64; the runtime reports AVX-512 F and BW (which also means the OS saves the ZMM
 /// state: the runtime checks XCR0; .NET 10 turns it off with <c>DOTNET_EnableAVX512=0</c>, not with the older <c>DOTNET_EnableAVX512F=0</c>); CPUID leaf 7 subleaf 1 reports

@@ -131,7 +131,7 @@ public static unsafe class Gemm
     /// <see cref="Multiply"/> with B stored as bf16 (frozen weights): the same contract, B's values widened to
     /// float32 exactly as they are packed (or, for decode shapes, as they are streamed), float32 accumulation.
     /// The blocked path gives bitwise the result of <see cref="Multiply"/> on the widened B.
-    /// <paramref name="bf16Activations"/>: the caller accepts A rounded to bf16 (inference): decode shapes (m ≤ 8,
+    /// <paramref name="bf16Activations"/>: the caller accepts A rounded to bf16 (generation): decode shapes (m ≤ 8,
     /// B [n,k]) then run <c>vdpbf16ps</c> where the CPU has it (<see cref="Bf16Dot"/>), the product of bf16(A) and B
     /// accumulated in float32; elsewhere, and without it, A is used exactly.
     /// </summary>

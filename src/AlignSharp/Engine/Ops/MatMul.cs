@@ -81,16 +81,46 @@ public static partial class Ops
     /// (<see cref="Tensor.ToBf16"/>): widened inside the GEMM, float32 accumulation, gradient for x only.</summary>
     public static Tensor Linear(Tensor x, Tensor w, Tensor? bias = null) => LinearCore(x, w, bias, null, null);
 
+    [ThreadStatic] private static int t_roundActivations;
+
+    /// <summary>
+    /// Until the returned scope is disposed, unrecorded products with frozen bf16 weights on this thread may round their
+    /// activations to bf16 (the vdpbf16ps kernel at decode shapes, ≤ 8 rows), as a bf16 model computes in PyTorch: what
+    /// generation asks for (<c>Generator</c> opens it). Outside it they are exact, as the recorded (training) forward is,
+    /// so tokens scored without gradients (PPO's old log-probs, the reference's, a reward model's) get the numbers
+    /// training computes for them, however the scorer's chunks of rows fall.
+    /// </summary>
+    public static ActivationRounding RoundActivationsToBf16()
+    {
+        t_roundActivations++;
+        return new ActivationRounding(open: true);
+    }
+
+    /// <summary>Ends a <see cref="RoundActivationsToBf16"/> scope (a default value ends nothing).</summary>
+    public readonly struct ActivationRounding : IDisposable
+    {
+        private readonly bool _open;
+        internal ActivationRounding(bool open) => _open = open;
+        public void Dispose()
+        {
+            if (_open) t_roundActivations--;
+        }
+    }
+
+    /// <summary>Whether unrecorded bf16 products on this thread may round their activations (see <see cref="RoundActivationsToBf16"/>).</summary>
+    internal static bool RoundsActivationsToBf16 => t_roundActivations > 0;
+
     /// <summary>
     /// Linear(x, W_i, b_i) for several layers that read the same x (a block's q, k and v projections; its gate and up):
-    /// the same values as separate calls. Where nothing is recorded and every W is a frozen bf16 matrix that the vdpbf16ps
-    /// kernel takes at this row count (decoding), x is rounded once and all the products share one parallel region;
+    /// the same values as separate calls. Where nothing is recorded, activations may be rounded
+    /// (<see cref="RoundActivationsToBf16"/>) and every W is a frozen bf16 matrix that the vdpbf16ps kernel takes at this row
+    /// count (decoding), x is rounded once and all the products share one parallel region;
     /// otherwise these are separate <see cref="Linear"/> calls.
     /// </summary>
     public static unsafe Tensor[] LinearShared(Tensor x, params (Tensor W, Tensor? Bias)[] layers)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
-        bool fused = layers.Length > 1 && rows > 0 && !Autograd.InCheckpointedForward && Gemm.Bf16DotRuns(false, true, rows);
+        bool fused = layers.Length > 1 && rows > 0 && RoundsActivationsToBf16 && !Autograd.InCheckpointedForward && Gemm.Bf16DotRuns(false, true, rows);
         foreach (var (w, bias) in layers)
             fused = fused && w.IsBf16 && w.Rank == 2 && w.Dim(1) == inF && !Autograd.AnyNeeds([x, w])
                      && (bias == null || (bias.Rank == 1 && bias.Dim(0) == w.Dim(0) && !Autograd.AnyNeeds([bias])));
@@ -164,9 +194,10 @@ public static partial class Ops
         if (w.IsBf16)
         {
             if (w.RequiresGrad) throw new InvalidOperationException($"Linear: weight {w.Name ?? ShapeUtil.Format(w.Shape)} is stored as bf16 and cannot take gradients.");
-            // Inference (nothing recorded, not a checkpointed segment's forward that backward recomputes) may round x
-            // to bf16 for vdpbf16ps, as a bf16 model in PyTorch does; training keeps x exact.
-            bool bf16Activations = !record && !Autograd.InCheckpointedForward;
+            // Generation (nothing recorded, not a checkpointed segment's forward that backward recomputes, inside
+            // RoundActivationsToBf16) may round x to bf16 for vdpbf16ps, as a bf16 model in PyTorch does; training and
+            // scoring keep x exact.
+            bool bf16Activations = !record && !Autograd.InCheckpointedForward && RoundsActivationsToBf16;
             Gemm.MultiplyBf16(false, true, rows, outF, inF, x.Span, inF, w.Bf16Span, inF, ys, outF, accumulate: bias != null, bf16Activations);
         }
         else Gemm.Multiply(false, true, rows, outF, inF, x.Span, inF, w.Span, inF, ys, outF, accumulate: bias != null);
