@@ -81,14 +81,15 @@ public static class ModelIO
 
     /// <summary>
     /// <see cref="Load"/> with an adapter directory's adapter merged into the weights (<see cref="MergeAttachedAdapter"/>):
-    /// a trainer's starting model, a trunk to put a new adapter on. The merge happens in float32; only then do the matrices
-    /// narrow to bf16 when <paramref name="bf16Matrices"/> asks.
+    /// a trainer's starting model, a trunk to put a new adapter on. Every merged value is rounded to bf16 once at most:
+    /// a base stored in bf16 loads as bf16 and merges row by row (no float32 copy of the model, so a 1.5B base peaks at its
+    /// bf16 size); a float32 base asked for bf16 merges in float32 first and narrows after.
     /// </summary>
     public static TransformerModel LoadMerged(string directory, HeadKind? head = null, int seed = 0, bool bf16Matrices = false)
     {
-        bool adapter = IsAdapterDirectory(directory);
-        var model = MergeAttachedAdapter(Load(directory, head, seed, bf16Matrices && !adapter));
-        if (bf16Matrices && adapter) model.StoreMatricesAsBf16();
+        bool direct = bf16Matrices && (!IsAdapterDirectory(directory) || StoresBf16(directory));
+        var model = MergeAttachedAdapter(Load(directory, head, seed, direct));
+        if (bf16Matrices && !direct) model.StoreMatricesAsBf16();
         return model;
     }
 

@@ -166,4 +166,61 @@ public sealed class LoraAdapterTests
         Assert.Contains("self_attn.q_proj", e.Message);
         Assert.Contains(LoraAdapter.WeightsFileName, e.Message);
     }
+
+    /// <summary>
+    /// A LoRA run's final/ on a bf16 base, loaded merged with bf16 matrices (a trainer starting from it, frozen in bf16):
+    /// every parameter bit-identical to merging a float32 copy and narrowing it, an adapted weight within one bf16
+    /// rounding of base + scale·B·A in double, and no float32 copy of the matrices allocated on the way.
+    /// </summary>
+    [Fact]
+    public void ALoraRunOnABf16BaseMergesIntoBf16WithoutAFloat32Copy()
+    {
+        string root = Directory.CreateTempSubdirectory("alignsharp-bf16-merge-").FullName;
+        try
+        {
+            string baseDir = Path.Combine(root, "base"), adapterDir = Path.Combine(root, "final");
+            var config = ModelPresets.Llama(vocabSize: 4096, hiddenSize: 256, layers: 2, heads: 4, kvHeads: 2);
+            ModelIO.Save(TransformerModel.CreateRandom(config, seed: 3), baseDir, SafetensorsDtype.BF16);
+            var adapter = LoraAdapter.Create(ModelIO.Load(baseDir), new LoraConfig(4, 8, 0, ["q_proj", "v_proj"], BaseModel: baseDir), 7);
+            var rng = new Random(11);
+            foreach (var m in adapter.Modules)
+            {
+                var b = m.B.Span;
+                for (int i = 0; i < b.Length; i++) b[i] = (float)(rng.NextDouble() - 0.5);
+            }
+            adapter.Save(adapterDir);
+
+            var viaFloat32 = ModelIO.LoadMerged(adapterDir);
+            viaFloat32.StoreMatricesAsBf16();
+            ModelIO.LoadMerged(adapterDir, bf16Matrices: true); // warm up: the first load also compiles and caches
+            long before = GC.GetTotalAllocatedBytes(precise: true);
+            var merged = ModelIO.LoadMerged(adapterDir, bf16Matrices: true);
+            long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+
+            foreach (var (name, p) in viaFloat32.NamedParameters)
+            {
+                Assert.Equal(p.IsBf16, merged.Parameter(name).IsBf16);
+                Assert.Equal(p.ToArray(), merged.Parameter(name).ToArray());
+            }
+            // layers.1.attn.q.weight against base + scale·B·A in double.
+            var module = adapter.Modules.First(m => m.Parts.Any(part => part.Prefix == "layers.1.attn.q"));
+            var (_, first, rows) = module.Parts.First(part => part.Prefix == "layers.1.attn.q");
+            var baseW = ModelIO.Load(baseDir).Parameter("layers.1.attn.q.weight").ToArray();
+            var w = merged.Parameter("layers.1.attn.q.weight").ToArray();
+            var (a, bAll) = (module.A.ToArray(), module.B.ToArray());
+            int inF = module.A.Dim(1), r = module.Rank;
+            for (int o = 0; o < rows; o++)
+                for (int i = 0; i < inF; i++)
+                {
+                    double expected = baseW[o * inF + i];
+                    for (int k = 0; k < r; k++) expected += module.Scale * (double)bAll[(first + o) * r + k] * a[k * inF + i];
+                    Assert.True(Math.Abs(w[o * inF + i] - expected) <= Math.Abs(expected) / 256 + 1e-6, $"[{o},{i}]: {w[o * inF + i]} vs {expected}");
+                }
+
+            long matrixValues = merged.NamedParameters.Where(p => p.Parameter.IsBf16).Sum(p => (long)p.Parameter.Length);
+            Console.WriteLine($"bf16 merged load allocated {allocated} bytes for {merged.ParameterBytes} bytes of parameters");
+            Assert.True(allocated < merged.ParameterBytes + matrixValues, $"loading merged allocated {allocated} bytes; the parameters take {merged.ParameterBytes}");
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
 }

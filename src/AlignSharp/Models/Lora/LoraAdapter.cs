@@ -1,4 +1,5 @@
 using AlignSharp.Engine;
+using AlignSharp.Engine.Kernels;
 using AlignSharp.Models.Checkpoints;
 
 namespace AlignSharp.Models.Lora;
@@ -269,29 +270,49 @@ public sealed class LoraAdapter
         AtomicFile.WriteText(Path.Combine(directory, LoraConfig.FileName), Config.ToJson());
     }
 
-    /// <summary>Adds scale·B·A into each adapted weight of <paramref name="model"/> (merging; the adapter should then be detached).</summary>
+    /// <summary>
+    /// Adds scale·B·A into each adapted weight of <paramref name="model"/> (merging; the adapter should then be detached).
+    /// A frozen bf16 weight is merged row by row in float32 (widened exactly, the same additions, rounded once to nearest):
+    /// the values merging a float32 copy and then narrowing it would give, without a float32 copy of the matrix.
+    /// </summary>
     public void MergeInto(TransformerModel model)
     {
         foreach (var m in Modules)
         {
             int r = m.Rank, inF = m.A.Dim(1);
-            var a = m.A.Span; var bAll = m.B.Span;
             foreach (var (prefix, first, rows) in m.Parts)
             {
-                var w = model.Parameter(prefix + ".weight").Span;
+                var w = model.Parameter(prefix + ".weight");
+                if (!w.IsBf16)
+                {
+                    for (int o = 0; o < rows; o++) AddDelta(m, first + o, w.Span.Slice(o * inF, inF));
+                    continue;
+                }
+                var row = new float[inF];
+                var stored = w.Bf16Destination;
                 for (int o = 0; o < rows; o++)
                 {
-                    var wRow = w.Slice(o * inF, inF);
-                    var bRow = bAll.Slice((first + o) * r, r);
-                    for (int k = 0; k < r; k++)
-                    {
-                        float coef = m.Scale * bRow[k];
-                        if (coef == 0) continue;
-                        var aRow = a.Slice(k * inF, inF);
-                        for (int i = 0; i < inF; i++) wRow[i] += coef * aRow[i];
-                    }
+                    var bits = stored.Slice(o * inF, inF);
+                    Bf16.Widen(bits, row);
+                    AddDelta(m, first + o, row);
+                    Bf16.Narrow(row, bits);
                 }
             }
+        }
+    }
+
+    // wRow += scale·Σ_k B[o, k]·A[k, :], k in order (zero coefficients skipped).
+    private static void AddDelta(LoraModule m, int o, Span<float> wRow)
+    {
+        int r = m.Rank, inF = m.A.Dim(1);
+        var a = m.A.Span;
+        var bRow = m.B.Span.Slice(o * r, r);
+        for (int k = 0; k < r; k++)
+        {
+            float coef = m.Scale * bRow[k];
+            if (coef == 0) continue;
+            var aRow = a.Slice(k * inF, inF);
+            for (int i = 0; i < inF; i++) wRow[i] += coef * aRow[i];
         }
     }
 }
