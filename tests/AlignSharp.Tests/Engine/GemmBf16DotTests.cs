@@ -95,6 +95,8 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         Check(rng, Case.Make(rng, false, true, 8, 301, 896, padded: true, accumulate: true), native);
         Check(rng, Case.Make(rng, false, true, 1, 700, 896, padded: false, accumulate: false), native);
         Check(rng, Case.Make(rng, false, true, 5, 97, 4864, padded: true, accumulate: false), native);
+        // Few MACs but ≥ Gemm.StreamSplitBytes of B (a k/v projection, a partial last tile): split by its bytes.
+        Check(rng, Case.Make(rng, false, true, 1, 130, 896, padded: false, accumulate: true), native);
     }
 
     [Fact]

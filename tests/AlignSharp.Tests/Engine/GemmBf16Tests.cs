@@ -145,7 +145,7 @@ public class GemmBf16Tests(ITestOutputHelper output)
             // A decode-sized product (Qwen2.5-0.5B's MLP width), run on both threads.
             Check(rng, GemmCase.Make(rng, false, true, 3, 600, 896, padded: false, accumulate: false), path, bitwiseBlocked: path != "Avx512");
             Check(rng, GemmCase.Make(rng, false, true, 8, 300, 896, padded: true, accumulate: true), path, bitwiseBlocked: path != "Avx512");
-            // Few MACs but ≥ StreamSplitBytes of B (a k/v projection, with a partial last tile): split by its bytes.
+            // Few MACs but ≥ Gemm.StreamSplitBytes of B (a k/v projection, with a partial last tile): split by its bytes.
             Check(rng, GemmCase.Make(rng, false, true, 1, 130, 896, padded: false, accumulate: true), path, bitwiseBlocked: path != "Avx512");
         });
     }

@@ -128,6 +128,9 @@ public class GemmTests(ITestOutputHelper output)
                 foreach (int n in new[] { 1, 3, 15, 16, 17, 63, 64, 65, 81, 130, 3001 })
                 foreach (int k in new[] { 1, 15, 16, 17, 100 })
                     Check(rng, GemmCase.Make(rng, ta == 1, tb == 1, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0), Multiply, path);
+            // Few MACs but ≥ Gemm.StreamSplitBytes of B (a k/v projection in float32): split by its bytes.
+            Check(rng, GemmCase.Make(rng, false, true, 1, 130, 896, padded: false, accumulate: true), Multiply, path);
+            Check(rng, GemmCase.Make(rng, false, false, 2, 130, 300, padded: true, accumulate: false), Multiply, path);
         });
     }
 

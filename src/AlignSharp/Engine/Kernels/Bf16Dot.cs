@@ -65,8 +65,7 @@ internal static unsafe class Bf16Dot
         args.Convert = 0;
         // Shares of 24 columns: a multiple of every tile width (8, 6, 4, 3), so only the last tile of C is partial.
         int units = (n + 23) / 24;
-        long macs = (long)m * n * k;
-        ParallelFor.Run(units, macs < Gemm.ParallelMinMacs ? units : 1, new Shares(args, n));
+        ParallelFor.Run(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(ushort)), new Shares(args, n));
     }
 
     /// <summary>One product of <see cref="RunShared"/>: C[m,n] (+)= bf16(A)·Bᵀ with B [n,k] bf16.</summary>
@@ -97,14 +96,14 @@ internal static unsafe class Bf16Dot
         args.Convert = 0;
         // Units of 24 columns, numbered through the products in order; first[i] is product i's first unit.
         var first = new int[products.Length + 1];
-        long macs = 0;
+        long columns = 0;
         for (int i = 0; i < products.Length; i++)
         {
             first[i + 1] = first[i] + (products[i].N + 23) / 24;
-            macs += (long)m * products[i].N * k;
+            columns += products[i].N;
         }
         int units = first[^1];
-        ParallelFor.Run(units, macs < Gemm.ParallelMinMacs ? units : 1, new SharedShares(args, products.ToArray(), first));
+        ParallelFor.Run(units, Gemm.StreamingMinPerThread(units, m * columns * k, columns * k * sizeof(ushort)), new SharedShares(args, products.ToArray(), first));
     }
 
     private readonly struct SharedShares(Args args, Product[] products, int[] first) : IRangeWork

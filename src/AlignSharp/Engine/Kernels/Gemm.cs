@@ -45,6 +45,17 @@ public static unsafe class Gemm
     /// ParallelFor worker costs ~10 µs, so 96³ (12 µs on one core) got slower with 2 threads and 128³ (27 µs) faster.
     /// </summary>
     internal const long ParallelMinMacs = 112L * 112 * 112;
+
+    /// <summary>B this large (bytes) is split over the threads even when its FLOPs alone would not be.</summary>
+    internal const long StreamSplitBytes = 128 << 10;
+
+    /// <summary>
+    /// The smallest share of a streaming product (m ≤ 8, B read once) worth a thread: everything when the product has
+    /// few MACs and B few bytes, else one unit. Split by bytes as well as by FLOPs: a decode GEMV of a few hundred KB
+    /// (Qwen's k and v projections, 229 KB in bf16) is few MACs but streams from memory, which two cores do faster than one.
+    /// </summary>
+    internal static int StreamingMinPerThread(int units, long macs, long bBytes)
+        => macs < ParallelMinMacs && bBytes < StreamSplitBytes ? units : 1;
     /// <summary>Column blocks at most this wide read A in place instead of packing it (see <see cref="Blocked{TK}"/>).</summary>
     internal const int UnpackedAMaxCols = 64;
 

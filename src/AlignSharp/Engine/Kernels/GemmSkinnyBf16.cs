@@ -30,9 +30,6 @@ internal static unsafe class GemmSkinnyBf16
 
     [ThreadStatic] private static float[]? t_split;
 
-    /// <summary>B this large (bytes) is split over the threads even when its FLOPs alone would not be.</summary>
-    internal const long StreamSplitBytes = 128 << 10;
-
     public static void Run(int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate)
     {
         int kv = k & ~31, half = kv / 2;
@@ -48,11 +45,7 @@ internal static unsafe class GemmSkinnyBf16
         var work = new Tiles(m, n, k, a, lda, split, b, ldb, c, ldc, accumulate);
         int cols = m == 1 ? 8 : m <= 4 ? 4 : 2;
         int units = (n + cols - 1) / cols;
-        long macs = (long)m * n * k;
-        // Split by the bytes of B as well as by the FLOPs: a decode GEMV of a few hundred KB (Qwen's k and v
-        // projections, 229 KB) is few MACs but streams from memory, which two cores do faster than one.
-        bool small = macs < Gemm.ParallelMinMacs && (long)n * k * sizeof(ushort) < StreamSplitBytes;
-        ParallelFor.Run(units, small ? units : 1, work);
+        ParallelFor.Run(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(ushort)), work);
     }
 
     private readonly struct Tiles(int m, int n, int k, float* a, nint lda, float* split, ushort* b, nint ldb,
