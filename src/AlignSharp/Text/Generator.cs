@@ -111,9 +111,9 @@ public static class Generator
         // Rows of the embedding past the tokenizer's vocabulary (padding to a round size) have no text: never sample them.
         int sampleable = Math.Min(vocab, tokenizer?.VocabSize ?? vocab);
         var stepLogProbs = new float[batch];
-        // Greedy and plain sampling walk the vocabulary in tiles straight from the last hidden states (no [B, V]
-        // logits); top-k / top-p sample from the whole row of logits.
-        bool fused = HeadSampler.Applies(model, options);
+        // The LM head and the sampler walk the vocabulary in tiles straight from the last hidden states (no [B, V]
+        // logits; top-p rows whose nucleus reaches too deep get their full row of logits inside HeadSampler).
+        bool fused = HeadSampler.Applies(model);
 
         using var noGrad = Autograd.NoGrad();
         int step = 0, seq = promptLen;

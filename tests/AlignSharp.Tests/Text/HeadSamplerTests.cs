@@ -10,7 +10,9 @@ namespace AlignSharp.Tests.Text;
 /// The fused LM head + sampler (tiles of the vocabulary, no [B, V] logits) against (a) a double-precision reference
 /// written from the definitions (logits = h·Wᵀ summed in double from the stored weights, cap·tanh(l/cap) where the model
 /// caps, softmax(l/T), the inverse CDF in token order at the same uniform draw; greedy: the first largest logit and its
-/// log-softmax) and (b) the unfused path (model.Head, then TokenSampler) on the same seeded streams.
+/// log-softmax; top-k / top-p: a full sort by probability then id, the K best, then the shortest prefix reaching P, keep
+/// ≥ 1, the inverse CDF in that order over the kept mass) and (b) the unfused path (model.Head, then TokenSampler) on the
+/// same seeded streams.
 /// </summary>
 public class HeadSamplerTests
 {
@@ -35,8 +37,8 @@ public class HeadSamplerTests
     /// <summary>Head row i as stored (bf16 widened exactly).</summary>
     private static double Weight(Tensor w, int i, int d) => w.IsBf16 ? Bf16.ToFloat(w.Bf16Span[i * D + d]) : w.Span[i * D + d];
 
-    /// <summary>The reference draw for one row: (token, log p) from logits summed in double.</summary>
-    private static (int Token, double LogProb) Reference(TransformerModel model, float[] hidden, int row, int sampleable, float temperature, double u)
+    /// <summary>The reference logits of one row, in double (capped where the model caps).</summary>
+    private static double[] ReferenceLogits(TransformerModel model, float[] hidden, int row, int sampleable)
     {
         var w = model.HeadWeight;
         // Sampling's head is an unrecorded product: with bf16 weights and vdpbf16ps, of bf16-rounded activations.
@@ -48,21 +50,52 @@ public class HeadSamplerTests
             for (int d = 0; d < D; d++) s += (rounded ? GemmCase.RoundToBf16(hidden[row * D + d]) : hidden[row * D + d]) * Weight(w, i, d);
             l[i] = model.Config.FinalLogitSoftcap is double cap ? cap * Math.Tanh(s / cap) : s;
         }
-        double t = temperature == 0 ? 1 : temperature;
+        return l;
+    }
+
+    /// <summary>The reference draw for one row at uniform u: (token, log p under the distribution drawn from).</summary>
+    private static (int Token, double LogProb) Reference(TransformerModel model, float[] hidden, int row, int sampleable, SamplingOptions o, double u)
+        => Reference(ReferenceLogits(model, hidden, row, sampleable), o, u);
+
+    private static (int Token, double LogProb) Reference(double[] l, SamplingOptions o, double u)
+    {
+        int v = l.Length;
+        double t = o.Temperature == 0 ? 1 : o.Temperature;
         double max = l.Max() / t;
-        double z = l.Sum(x => Math.Exp(x / t - max));
-        if (temperature == 0)
+        var p = l.Select(x => Math.Exp(x / t - max)).ToArray();
+        double z = p.Sum();
+        for (int i = 0; i < v; i++) p[i] /= z;
+        if (o.Temperature == 0)
         {
             int best = Array.IndexOf(l, l.Max());
-            return (best, l[best] / t - max - Math.Log(z));
+            return (best, Math.Log(p[best]));
         }
-        double target = u * z, acc = 0;
-        for (int i = 0; i < sampleable; i++)
+        if (o.TopK == 0 && o.TopP >= 1)
         {
-            acc += Math.Exp(l[i] / t - max);
-            if (target < acc) return (i, l[i] / t - max - Math.Log(z));
+            double acc = 0;
+            for (int i = 0; i < v; i++)
+            {
+                acc += p[i];
+                if (u < acc) return (i, Math.Log(p[i]));
+            }
+            return (v - 1, Math.Log(p[v - 1]));
         }
-        return (sampleable - 1, l[^1] / t - max - Math.Log(z));
+        var order = Enumerable.Range(0, v).OrderByDescending(i => p[i]).ThenBy(i => i).ToArray();
+        int keep = o.TopK > 0 ? Math.Min(o.TopK, v) : v;
+        if (o.TopP < 1)
+        {
+            double cum = 0;
+            int n = 0;
+            while (n < keep) { cum += p[order[n]]; n++; if (cum >= o.TopP) break; }
+            keep = Math.Max(1, n);
+        }
+        double kept = order.Take(keep).Sum(i => p[i]), target = u * kept, run = 0;
+        for (int i = 0; i < keep; i++)
+        {
+            run += p[order[i]];
+            if (target < run) return (order[i], Math.Log(p[order[i]] / kept));
+        }
+        return (order[keep - 1], Math.Log(p[order[keep - 1]] / kept));
     }
 
     [Theory]
@@ -90,7 +123,7 @@ public class HeadSamplerTests
             foreach (int b in new[] { 0, 2 })
             {
                 double u = temperature == 0 ? 0 : draws[b].NextDouble();
-                var (token, logProb) = Reference(model, hidden, b, sampleable, temperature, u);
+                var (token, logProb) = Reference(model, hidden, b, sampleable, o, u);
                 Assert.Equal(token, tokens[b]);
                 Assert.True(Math.Abs(logProb - logProbs[b]) < 1e-4, $"step {step} row {b}: log p {logProbs[b]} vs reference {logProb}");
             }
@@ -127,14 +160,207 @@ public class HeadSamplerTests
         }
     }
 
+    [Theory]
+    // vocab, sampleable, T, top-k, top-p, bf16 head, soft cap, rows that fall back (-1: not checked)
+    [InlineData(5000, 5000, 1f, 1, 1f, true, null, 0)]          // top-k 1: the arg-max, log p = 0
+    [InlineData(5000, 4100, 1f, 5, 1f, true, null, 0)]          // top-k small; sampleable ends inside a tile
+    [InlineData(5000, 5000, 2f, 256, 1f, false, null, 0)]       // K = C = a quarter of a tile
+    [InlineData(5000, 5000, 2f, 1024, 1f, true, null, 0)]       // K = Tile: every tile keeps all its tokens
+    [InlineData(5000, 5000, 2f, 2000, 1f, true, null, 0)]       // K > Tile
+    [InlineData(5000, 5000, 0.7f, 0, 0.3f, true, null, 0)]      // small nucleus, inside the exact prefix
+    [InlineData(5000, 5000, 4f, 0, 0.95f, true, null, 24)]      // flat, large nucleus: every row falls back
+    [InlineData(5000, 5000, 1f, 50, 0.8f, true, null, 0)]       // top-k and top-p together (C = K: exact)
+    [InlineData(5000, 5000, 4f, 400, 0.99f, false, null, -1)]   // top-p with K > C: top-k stops it, or the fallback
+    [InlineData(3000, 2500, 1f, 20, 0.9f, true, 2.0, 0)]        // soft cap, sampleable < V, both filters
+    [InlineData(3000, 3000, 3f, 0, 0.6f, false, 2.0, -1)]       // soft cap, top-p alone, float32 head
+    [InlineData(700, 700, 1.3f, 0, 0.9f, false, null, -1)]      // one partial tile of more than C tokens
+    [InlineData(200, 200, 1f, 0, 0.9f, true, null, 0)]          // one tile of fewer than C tokens: all exact
+    public void FiltersAsTheDoublePrecisionReferenceForTheSameDraw(int vocab, int sampleable, float temperature, int topK, float topP,
+        bool bf16, double? softcap, int fallbacks)
+    {
+        var model = Model(vocab, bf16, softcap);
+        var o = new SamplingOptions { Temperature = temperature, TopK = topK, TopP = topP };
+        const int rows = 3;
+        var active = new[] { true, false, true };
+        var rngs = Enumerable.Range(0, rows).Select(b => new Random(200 + b)).ToArray();
+        var draws = Enumerable.Range(0, rows).Select(b => new Random(200 + b)).ToArray();
+        int fellBack = 0;
+        for (int step = 0; step < 12; step++)
+        {
+            var hidden = Hidden(rows, seed: 50 + step);
+            var tokens = new[] { -1, -7, -1 };
+            var logProbs = new[] { 0f, -7f, 0f };
+            fellBack += HeadSampler.SampleRows(model, hidden, sampleable, o, rngs, active, tokens, logProbs);
+            Assert.Equal((-7, -7f), (tokens[1], logProbs[1]));
+            foreach (int b in new[] { 0, 2 })
+            {
+                var (token, logProb) = Reference(model, hidden, b, sampleable, o, draws[b].NextDouble());
+                Assert.Equal(token, tokens[b]);
+                Assert.True(Math.Abs(logProb - logProbs[b]) < 1e-4, $"step {step} row {b}: log p {logProbs[b]} vs reference {logProb}");
+            }
+        }
+        if (fallbacks >= 0) Assert.Equal(fallbacks, fellBack);
+        // One draw per active row and step, whichever way the row went; none from the inactive one.
+        Assert.Equal(draws[0].NextDouble(), rngs[0].NextDouble());
+        Assert.Equal(draws[1].NextDouble(), rngs[1].NextDouble());
+    }
+
+    [Theory]
+    [InlineData(1, true, 40, 0.9f, 0.9f)]
+    [InlineData(4, true, 40, 0.9f, 0.9f)]
+    [InlineData(8, false, 40, 0.9f, 0.9f)]
+    [InlineData(4, true, 0, 0.95f, 3f)]        // the fallback rows
+    [InlineData(4, false, 3000, 1f, 1.5f)]     // K > Tile
+    [InlineData(8, true, 0, 0.5f, 1f)]
+    public void FiltersAsTheUnfusedHeadAndSamplerOnTheSameStreams(int rows, bool bf16, int topK, float topP, float temperature)
+    {
+        const int vocab = 6000, sampleable = 5900;
+        var model = Model(vocab, bf16);
+        var o = new SamplingOptions { Temperature = temperature, TopK = topK, TopP = topP };
+        var active = Enumerable.Range(0, rows).Select(b => b != 1).ToArray();
+        var fusedRngs = Enumerable.Range(0, rows).Select(b => new Random(b)).ToArray();
+        var plainRngs = Enumerable.Range(0, rows).Select(b => new Random(b)).ToArray();
+        using var noGrad = Autograd.NoGrad();
+        for (int step = 0; step < 10; step++)
+        {
+            var hidden = Hidden(rows, seed: 2000 + step);
+            var (fused, fusedLp) = (new int[rows], new float[rows]);
+            var (plain, plainLp) = (new int[rows], new float[rows]);
+            HeadSampler.SampleRows(model, hidden, sampleable, o, fusedRngs, active, fused, fusedLp);
+            var logits = model.Head(Tensor.FromArray(hidden, rows, D)).ToArray();
+            TokenSampler.SampleRows(logits, vocab, sampleable, o, plainRngs, active, plain, plainLp);
+            Assert.Equal(plain, fused);
+            for (int b = 0; b < rows; b++)
+                Assert.True(Math.Abs(plainLp[b] - fusedLp[b]) < 1e-5, $"step {step} row {b}: {fusedLp[b]} vs unfused {plainLp[b]}");
+        }
+    }
+
+    /// <summary>A float32 model whose head rows are 0 except w_i[0] = level[i], against h = e_0: logits exact on every path.</summary>
+    private static (TransformerModel Model, float[] Hidden) ExactLogits(int vocab, Func<int, float> level)
+    {
+        var model = Model(vocab, bf16: false);
+        var w = model.HeadWeight.Span;
+        w.Clear();
+        for (int i = 0; i < vocab; i++) w[i * D] = level(i);
+        var hidden = new float[D];
+        hidden[0] = 1;
+        return (model, hidden);
+    }
+
     [Fact]
-    public void ServesOnlyGreedyAndPlainSampling()
+    public void TiedLogitsRankByTokenIdAcrossTiles()
+    {
+        // Four tokens tie for the best logit in three tiles; every 7th other token is next best.
+        int[] best = [5, 700, 1500, 2999];
+        var (model, hidden) = ExactLogits(3000, i => best.Contains(i) ? 2f : i % 7 == 0 ? 1f : 0f);
+        var rng = new Random(3);
+        var seen = new HashSet<int>();
+        for (int i = 0; i < 200; i++)
+        {
+            var (token, logProb) = (new int[1], new float[1]);
+            HeadSampler.SampleRows(model, hidden, 3000, new SamplingOptions { TopK = 2 }, [rng], [true], token, logProb);
+            seen.Add(token[0]);
+            Assert.Equal(Math.Log(0.5), logProb[0], 6);
+        }
+        Assert.Equal(new HashSet<int> { 5, 700 }, seen);
+    }
+
+    [Theory]
+    [InlineData(10, 1f, 10)]         // top-k over a flat row: the first K ids
+    [InlineData(0, 0.3001f, 901)]    // top-p over a flat row: the first ⌈0.3001·3000⌉ ids, past the 256 exact ones
+    [InlineData(2000, 0.3001f, 901)] // both, K > C
+    public void AFlatRowKeepsTheFirstIdsAndDrawsAsTheReference(int topK, float topP, int kept)
+    {
+        var (model, hidden) = ExactLogits(3000, _ => 0f);
+        var o = new SamplingOptions { TopK = topK, TopP = topP };
+        var l = new double[3000];
+        var rng = new Random(9);
+        var draws = new Random(9);
+        int fellBack = 0;
+        for (int i = 0; i < 100; i++)
+        {
+            var (token, logProb) = (new int[1], new float[1]);
+            fellBack += HeadSampler.SampleRows(model, hidden, 3000, o, [rng], [true], token, logProb);
+            var (refToken, refLogProb) = Reference(l, o, draws.NextDouble());
+            Assert.Equal(refToken, token[0]);
+            Assert.True(token[0] < kept);
+            Assert.Equal(-Math.Log(kept), logProb[0], 5);
+            Assert.Equal(refLogProb, logProb[0], 5);
+        }
+        Assert.Equal(kept > HeadSampler.NucleusCandidates ? 100 : 0, fellBack);
+    }
+
+    [Theory]
+    [InlineData(0, 0.95f, 3f)]   // the fallback rows
+    [InlineData(40, 0.9f, 1f)]
+    public void TheDrawDoesNotDependOnTheThreadCount(int topK, float topP, float temperature)
+    {
+        var model = Model(9000, bf16: true);
+        var o = new SamplingOptions { Temperature = temperature, TopK = topK, TopP = topP };
+        const int rows = 5;
+        (int[], float[]) Run(int threads)
+        {
+            using var scope = ParallelFor.UseThreads(threads);
+            var rngs = Enumerable.Range(0, rows).Select(b => new Random(b)).ToArray();
+            var (tokens, logProbs) = (new int[rows], new float[rows]);
+            for (int step = 0; step < 4; step++)
+                HeadSampler.SampleRows(model, Hidden(rows, 70 + step), 9000, o, rngs, Enumerable.Repeat(true, rows).ToArray(), tokens, logProbs);
+            return (tokens, logProbs);
+        }
+        var (one, oneLp) = Run(1);
+        foreach (int threads in new[] { 2, 3 })
+        {
+            var (many, manyLp) = Run(threads);
+            Assert.Equal(one, many);
+            Assert.Equal(oneLp, manyLp);
+        }
+    }
+
+    [Fact]
+    public void KeysOrderByValueDescendingThenIdAndGiveTheirValueBack()
+    {
+        float[] values = [float.PositiveInfinity, 3.5f, 1f, 1e-30f, 0f, -0f, -1e-30f, -2f, -1e30f, float.NegativeInfinity];
+        for (int i = 0; i < values.Length; i++)
+        {
+            Assert.Equal(values[i] + 0f, HeadSampler.Value(HeadSampler.Key(values[i], 7)));
+            Assert.True(HeadSampler.Key(values[i], 7) < HeadSampler.Key(values[i], 8));
+            if (i + 1 < values.Length && values[i] != values[i + 1])
+                Assert.True(HeadSampler.Key(values[i], 100) < HeadSampler.Key(values[i + 1], 0), $"{values[i]} before {values[i + 1]}");
+        }
+        Assert.Equal(HeadSampler.Key(0f, 3), HeadSampler.Key(-0f, 3));
+    }
+
+    [Fact]
+    public void KeysAboveABoundAgreeOnEverySimdWidthAndLength()
+    {
+        var rng = new Random(6);
+        for (int n = 0; n <= 40; n++)
+        {
+            // Values on a coarse grid, so that ties with the bound's value are common.
+            var z = Enumerable.Range(0, n).Select(_ => rng.Next(-4, 5) * 0.5f).ToArray();
+            var bounds = new List<ulong> { ulong.MaxValue, HeadSampler.Key(0.5f, 1000 + n / 2), HeadSampler.Key(-5f, 0), HeadSampler.Key(5f, 0) };
+            foreach (var bound in bounds)
+            {
+                var expected = Enumerable.Range(0, n).Select(i => HeadSampler.Key(z[i], 1000 + i)).Where(k => k <= bound).ToArray();
+                foreach (int bits in new[] { 512, 256, 128, 0 })
+                {
+                    using var width = Simd.UseWidth(bits);
+                    var into = new ulong[n];
+                    int m = HeadSampler.KeysAbove(z, 1000, bound, into);
+                    Assert.Equal(expected, into[..m]);
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void ServesLanguageModelHeadsOnly()
     {
         var model = Model(300, bf16: false);
-        Assert.True(HeadSampler.Applies(model, new SamplingOptions { Temperature = 0, TopK = 5 }));
-        Assert.False(HeadSampler.Applies(model, new SamplingOptions { TopK = 5 }));
-        Assert.False(HeadSampler.Applies(model, new SamplingOptions { TopP = 0.9f }));
-        Assert.Throws<ArgumentException>(() => HeadSampler.SampleRows(model, Hidden(1, 0), 300, new SamplingOptions { TopK = 5 },
+        Assert.True(HeadSampler.Applies(model));
+        var scalar = new TransformerModel(model.Config with { Head = HeadKind.Scalar });
+        Assert.False(HeadSampler.Applies(scalar));
+        Assert.Throws<ArgumentException>(() => HeadSampler.SampleRows(scalar, Hidden(1, 0), 1, new SamplingOptions { TopK = 5 },
             [new Random(0)], [true], new int[1], new float[1]));
     }
 }
