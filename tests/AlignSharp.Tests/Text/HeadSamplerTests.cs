@@ -291,6 +291,33 @@ public class HeadSamplerTests
     }
 
     [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(4)]
+    public void ANucleusThatNeedsTokensATileCutFallsBack(int threads)
+    {
+        // Tile 0 holds 300 tokens at logit 3 (more than C = 256: its bound is the 256th), tile 2 holds 300 at logit 2, the
+        // rest 0. P = 0.6 needs all 300 at 3 (mass 0.51) and about 140 at 2, so the nucleus reaches past tile 0's bound:
+        // the candidates of tile 2 (kept by another thread's share) must not be taken for the rest of it.
+        var (model, hidden) = ExactLogits(4096, i => i < 300 ? 3f : i is >= 2048 and < 2348 ? 2f : 0f);
+        var l = Enumerable.Range(0, 4096).Select(i => i < 300 ? 3.0 : i is >= 2048 and < 2348 ? 2.0 : 0.0).ToArray();
+        var o = new SamplingOptions { TopP = 0.6f };
+        using var scope = ParallelFor.UseThreads(threads);
+        var rng = new Random(4);
+        var draws = new Random(4);
+        int fellBack = 0;
+        for (int i = 0; i < 100; i++)
+        {
+            var (token, logProb) = (new int[1], new float[1]);
+            fellBack += HeadSampler.SampleRows(model, hidden, 4096, o, [rng], [true], token, logProb);
+            var (refToken, refLogProb) = Reference(l, o, draws.NextDouble());
+            Assert.Equal(refToken, token[0]);
+            Assert.Equal(refLogProb, logProb[0], 5);
+        }
+        Assert.Equal(100, fellBack);
+    }
+
+    [Theory]
     [InlineData(0, 0.95f, 3f)]   // the fallback rows
     [InlineData(40, 0.9f, 1f)]
     public void TheDrawDoesNotDependOnTheThreadCount(int topK, float topP, float temperature)
