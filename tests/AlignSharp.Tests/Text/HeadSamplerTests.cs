@@ -344,6 +344,68 @@ public class HeadSamplerTests
     }
 
     [Fact]
+    public void DrawFrequenciesFollowTheFilteredDistribution()
+    {
+        // Five tokens in five tiles at logits 2, 1, 0, −1, 0.5, the rest at −8: top-3 keeps 10, 1100, 4400; then top-p 0.6
+        // of the whole softmax (Z includes the 4,995 tokens at −8) keeps 10 and 1100 (cumulative 0.50, 0.68).
+        int[] ids = [10, 1100, 2200, 3300, 4400];
+        float[] levels = [2f, 1f, 0f, -1f, 0.5f];
+        var (model, hidden) = ExactLogits(5000, i => Array.IndexOf(ids, i) is var at and >= 0 ? levels[at] : -8f);
+        foreach (var (o, kept) in new[] { (new SamplingOptions { TopK = 3 }, new[] { 0, 1, 4 }), (new SamplingOptions { TopK = 3, TopP = 0.6f }, new[] { 0, 1 }) })
+        {
+            var rng = new Random(8);
+            var counts = new Dictionary<int, int>();
+            const int n = 6000;
+            for (int i = 0; i < n; i++)
+            {
+                var (token, logProb) = (new int[1], new float[1]);
+                HeadSampler.SampleRows(model, hidden, 5000, o, [rng], [true], token, logProb);
+                counts[token[0]] = counts.GetValueOrDefault(token[0]) + 1;
+            }
+            double z = kept.Sum(k => Math.Exp(levels[k]));
+            Assert.True(counts.Keys.All(t => kept.Select(k => ids[k]).Contains(t)), string.Join(",", counts.Keys));
+            foreach (int k in kept)
+                Assert.InRange(counts.GetValueOrDefault(ids[k]) / (double)n, Math.Exp(levels[k]) / z - 0.02, Math.Exp(levels[k]) / z + 0.02);
+        }
+    }
+
+    [Theory]
+    [InlineData(0.02f, 0, 0.9f)]    // flat: every row falls back, the generator leaves the fused path after four steps
+    [InlineData(0.3f, 20, 0.8f)]    // peaked: fused throughout
+    public void GeneratorLogProbsAreTheFilteredDistributionsOfAFullForwardPass(float std, int topK, float topP)
+    {
+        const int vocab = 3000;
+        var model = TransformerModel.CreateRandom(ModelPresets.Llama(vocab, D, layers: 1, heads: 4, kvHeads: 2, intermediateSize: 128), seed: 5, std: std);
+        int[][] prompts = [[4, 8, 15], [16, 23]];
+        var o = new SamplingOptions { MaxNewTokens = 8, TopK = topK, TopP = topP, Seed = 3, EosIds = [] };
+        var completions = Generator.Generate(model, prompts, o);
+        using var noGrad = Autograd.NoGrad();
+        for (int b = 0; b < prompts.Length; b++)
+        {
+            var c = completions[b];
+            Assert.Equal(8, c.Ids.Length);
+            var all = prompts[b].Concat(c.Ids).ToArray();
+            var logits = model.Forward(all, 1, all.Length).ToArray();
+            for (int i = 0; i < c.Ids.Length; i++)
+            {
+                var row = logits.AsSpan((prompts[b].Length - 1 + i) * vocab, vocab).ToArray().Select(x => (double)x).ToArray();
+                // The reference's log p of this token (its draw u is unknown: find the token in the filtered order).
+                double max = row.Max();
+                var p = row.Select(x => Math.Exp(x - max)).ToArray();
+                double sum = p.Sum();
+                var order = Enumerable.Range(0, vocab).OrderByDescending(j => p[j]).ThenBy(j => j).ToArray();
+                int keep = topK > 0 ? topK : vocab;
+                double cum = 0;
+                int n = 0;
+                while (n < keep) { cum += p[order[n]] / sum; n++; if (cum >= topP) break; }
+                var kept = order.Take(n).ToArray();
+                Assert.Contains(c.Ids[i], kept);
+                Assert.Equal(Math.Log(p[c.Ids[i]] / kept.Sum(j => p[j])), c.LogProbs[i], 4);
+            }
+        }
+    }
+
+    [Fact]
     public void KeysOrderByValueDescendingThenIdAndGiveTheirValueBack()
     {
         float[] values = [float.PositiveInfinity, 3.5f, 1f, 1e-30f, 0f, -0f, -1e-30f, -2f, -1e30f, float.NegativeInfinity];
