@@ -55,48 +55,7 @@ public class HeadSamplerTests
 
     /// <summary>The reference draw for one row at uniform u: (token, log p under the distribution drawn from).</summary>
     private static (int Token, double LogProb) Reference(TransformerModel model, float[] hidden, int row, int sampleable, SamplingOptions o, double u)
-        => Reference(ReferenceLogits(model, hidden, row, sampleable), o, u);
-
-    private static (int Token, double LogProb) Reference(double[] l, SamplingOptions o, double u)
-    {
-        int v = l.Length;
-        double t = o.Temperature == 0 ? 1 : o.Temperature;
-        double max = l.Max() / t;
-        var p = l.Select(x => Math.Exp(x / t - max)).ToArray();
-        double z = p.Sum();
-        for (int i = 0; i < v; i++) p[i] /= z;
-        if (o.Temperature == 0)
-        {
-            int best = Array.IndexOf(l, l.Max());
-            return (best, Math.Log(p[best]));
-        }
-        if (o.TopK == 0 && o.TopP >= 1)
-        {
-            double acc = 0;
-            for (int i = 0; i < v; i++)
-            {
-                acc += p[i];
-                if (u < acc) return (i, Math.Log(p[i]));
-            }
-            return (v - 1, Math.Log(p[v - 1]));
-        }
-        var order = Enumerable.Range(0, v).OrderByDescending(i => p[i]).ThenBy(i => i).ToArray();
-        int keep = o.TopK > 0 ? Math.Min(o.TopK, v) : v;
-        if (o.TopP < 1)
-        {
-            double cum = 0;
-            int n = 0;
-            while (n < keep) { cum += p[order[n]]; n++; if (cum >= o.TopP) break; }
-            keep = Math.Max(1, n);
-        }
-        double kept = order.Take(keep).Sum(i => p[i]), target = u * kept, run = 0;
-        for (int i = 0; i < keep; i++)
-        {
-            run += p[order[i]];
-            if (target < run) return (order[i], Math.Log(p[order[i]] / kept));
-        }
-        return (order[keep - 1], Math.Log(p[order[keep - 1]] / kept));
-    }
+        => SamplingReference.Draw(ReferenceLogits(model, hidden, row, sampleable), o, u);
 
     [Theory]
     [InlineData(5000, 5000, 1f, true, null)]      // several tiles and a partial last one, bf16 head
@@ -106,58 +65,38 @@ public class HeadSamplerTests
     [InlineData(5000, 5000, 0f, true, null)]      // greedy
     [InlineData(3000, 2500, 0f, false, 2.0)]      // greedy, capped, float32, sampleable < V
     public void PicksWhatTheDoublePrecisionReferencePicksForTheSameDraw(int vocab, int sampleable, float temperature, bool bf16, double? softcap)
+        => AssertDrawsAsTheReference(Model(vocab, bf16, softcap), sampleable, new SamplingOptions { Temperature = temperature }, seed: 100, hiddenSeed: 0);
+
+    /// <summary>
+    /// 12 steps of 3 rows (row 1 inactive) against the reference at the same draws; returns how many rows fell back.
+    /// </summary>
+    private static int AssertDrawsAsTheReference(TransformerModel model, int sampleable, SamplingOptions o, int seed, int hiddenSeed)
     {
-        var model = Model(vocab, bf16, softcap);
-        var o = new SamplingOptions { Temperature = temperature };
         const int rows = 3;
         var active = new[] { true, false, true };
-        var rngs = Enumerable.Range(0, rows).Select(b => new Random(100 + b)).ToArray();
-        var draws = Enumerable.Range(0, rows).Select(b => new Random(100 + b)).ToArray();
+        var rngs = Enumerable.Range(0, rows).Select(b => new Random(seed + b)).ToArray();
+        var draws = Enumerable.Range(0, rows).Select(b => new Random(seed + b)).ToArray();
+        int fellBack = 0;
         for (int step = 0; step < 12; step++)
         {
-            var hidden = Hidden(rows, seed: step);
+            var hidden = Hidden(rows, seed: hiddenSeed + step);
             var tokens = new[] { -1, -7, -1 };
             var logProbs = new[] { 0f, -7f, 0f };
-            HeadSampler.SampleRows(model, hidden, sampleable, o, rngs, active, tokens, logProbs);
+            fellBack += HeadSampler.SampleRows(model, hidden, sampleable, o, rngs, active, tokens, logProbs);
             Assert.Equal((-7, -7f), (tokens[1], logProbs[1]));   // an inactive row is left alone
             foreach (int b in new[] { 0, 2 })
             {
-                double u = temperature == 0 ? 0 : draws[b].NextDouble();
+                double u = o.Temperature == 0 ? 0 : draws[b].NextDouble();
                 var (token, logProb) = Reference(model, hidden, b, sampleable, o, u);
                 Assert.Equal(token, tokens[b]);
                 Assert.True(Math.Abs(logProb - logProbs[b]) < 1e-4, $"step {step} row {b}: log p {logProbs[b]} vs reference {logProb}");
             }
         }
-        // Inactive rows and greedy decoding draw nothing from their streams; sampling rows draw one number per step.
+        // Inactive rows and greedy decoding draw nothing from their streams; sampling rows draw one number per step,
+        // whichever way (fused or fallback) they went.
         Assert.Equal(draws[1].NextDouble(), rngs[1].NextDouble());
         Assert.Equal(draws[0].NextDouble(), rngs[0].NextDouble());
-    }
-
-    [Theory]
-    [InlineData(1, true)]
-    [InlineData(4, true)]
-    [InlineData(8, false)]
-    public void DrawsWhatTheUnfusedHeadAndSamplerDrawOnTheSameStreams(int rows, bool bf16)
-    {
-        const int vocab = 6000, sampleable = 5900;
-        var model = Model(vocab, bf16);
-        var o = new SamplingOptions { Temperature = 0.9f };
-        var active = Enumerable.Range(0, rows).Select(b => b != 1).ToArray();
-        var fusedRngs = Enumerable.Range(0, rows).Select(b => new Random(b)).ToArray();
-        var plainRngs = Enumerable.Range(0, rows).Select(b => new Random(b)).ToArray();
-        using var noGrad = Autograd.NoGrad();
-        for (int step = 0; step < 40; step++)
-        {
-            var hidden = Hidden(rows, seed: 1000 + step);
-            var (fused, fusedLp) = (new int[rows], new float[rows]);
-            var (plain, plainLp) = (new int[rows], new float[rows]);
-            HeadSampler.SampleRows(model, hidden, sampleable, o, fusedRngs, active, fused, fusedLp);
-            var logits = model.Head(Tensor.FromArray(hidden, rows, D)).ToArray();
-            TokenSampler.SampleRows(logits, vocab, sampleable, o, plainRngs, active, plain, plainLp);
-            Assert.Equal(plain, fused);
-            for (int b = 0; b < rows; b++)
-                Assert.True(Math.Abs(plainLp[b] - fusedLp[b]) < 1e-5, $"step {step} row {b}: {fusedLp[b]} vs unfused {plainLp[b]}");
-        }
+        return fellBack;
     }
 
     [Theory]
@@ -178,41 +117,22 @@ public class HeadSamplerTests
     public void FiltersAsTheDoublePrecisionReferenceForTheSameDraw(int vocab, int sampleable, float temperature, int topK, float topP,
         bool bf16, double? softcap, int fallbacks)
     {
-        var model = Model(vocab, bf16, softcap);
         var o = new SamplingOptions { Temperature = temperature, TopK = topK, TopP = topP };
-        const int rows = 3;
-        var active = new[] { true, false, true };
-        var rngs = Enumerable.Range(0, rows).Select(b => new Random(200 + b)).ToArray();
-        var draws = Enumerable.Range(0, rows).Select(b => new Random(200 + b)).ToArray();
-        int fellBack = 0;
-        for (int step = 0; step < 12; step++)
-        {
-            var hidden = Hidden(rows, seed: 50 + step);
-            var tokens = new[] { -1, -7, -1 };
-            var logProbs = new[] { 0f, -7f, 0f };
-            fellBack += HeadSampler.SampleRows(model, hidden, sampleable, o, rngs, active, tokens, logProbs);
-            Assert.Equal((-7, -7f), (tokens[1], logProbs[1]));
-            foreach (int b in new[] { 0, 2 })
-            {
-                var (token, logProb) = Reference(model, hidden, b, sampleable, o, draws[b].NextDouble());
-                Assert.Equal(token, tokens[b]);
-                Assert.True(Math.Abs(logProb - logProbs[b]) < 1e-4, $"step {step} row {b}: log p {logProbs[b]} vs reference {logProb}");
-            }
-        }
+        int fellBack = AssertDrawsAsTheReference(Model(vocab, bf16, softcap), sampleable, o, seed: 200, hiddenSeed: 50);
         if (fallbacks >= 0) Assert.Equal(fallbacks, fellBack);
-        // One draw per active row and step, whichever way the row went; none from the inactive one.
-        Assert.Equal(draws[0].NextDouble(), rngs[0].NextDouble());
-        Assert.Equal(draws[1].NextDouble(), rngs[1].NextDouble());
     }
 
     [Theory]
-    [InlineData(1, true, 40, 0.9f, 0.9f)]
-    [InlineData(4, true, 40, 0.9f, 0.9f)]
-    [InlineData(8, false, 40, 0.9f, 0.9f)]
-    [InlineData(4, true, 0, 0.95f, 3f)]        // the fallback rows
-    [InlineData(4, false, 3000, 1f, 1.5f)]     // K > Tile
-    [InlineData(8, true, 0, 0.5f, 1f)]
-    public void FiltersAsTheUnfusedHeadAndSamplerOnTheSameStreams(int rows, bool bf16, int topK, float topP, float temperature)
+    [InlineData(1, true, 0, 1f, 0.9f, 40)]       // plain sampling
+    [InlineData(4, true, 0, 1f, 0.9f, 40)]
+    [InlineData(8, false, 0, 1f, 0.9f, 40)]
+    [InlineData(1, true, 40, 0.9f, 0.9f, 10)]    // top-k and top-p
+    [InlineData(4, true, 40, 0.9f, 0.9f, 10)]
+    [InlineData(8, false, 40, 0.9f, 0.9f, 10)]
+    [InlineData(4, true, 0, 0.95f, 3f, 10)]      // the fallback rows
+    [InlineData(4, false, 3000, 1f, 1.5f, 10)]   // K > Tile
+    [InlineData(8, true, 0, 0.5f, 1f, 10)]
+    public void DrawsWhatTheUnfusedHeadAndSamplerDrawOnTheSameStreams(int rows, bool bf16, int topK, float topP, float temperature, int steps)
     {
         const int vocab = 6000, sampleable = 5900;
         var model = Model(vocab, bf16);
@@ -221,9 +141,9 @@ public class HeadSamplerTests
         var fusedRngs = Enumerable.Range(0, rows).Select(b => new Random(b)).ToArray();
         var plainRngs = Enumerable.Range(0, rows).Select(b => new Random(b)).ToArray();
         using var noGrad = Autograd.NoGrad();
-        for (int step = 0; step < 10; step++)
+        for (int step = 0; step < steps; step++)
         {
-            var hidden = Hidden(rows, seed: 2000 + step);
+            var hidden = Hidden(rows, seed: 1000 + step);
             var (fused, fusedLp) = (new int[rows], new float[rows]);
             var (plain, plainLp) = (new int[rows], new float[rows]);
             HeadSampler.SampleRows(model, hidden, sampleable, o, fusedRngs, active, fused, fusedLp);
@@ -265,28 +185,40 @@ public class HeadSamplerTests
         Assert.Equal(new HashSet<int> { 5, 700 }, seen);
     }
 
+    /// <summary>
+    /// 100 one-row draws on <see cref="ExactLogits"/> against the reference at the same draws (same token, same log p);
+    /// returns the tokens and how many draws fell back.
+    /// </summary>
+    private static (int[] Tokens, int FellBack) AssertExactDrawsAsTheReference(int vocab, Func<int, float> level, SamplingOptions o, int seed)
+    {
+        var (model, hidden) = ExactLogits(vocab, level);
+        var l = Enumerable.Range(0, vocab).Select(i => (double)level(i)).ToArray();
+        var rng = new Random(seed);
+        var draws = new Random(seed);
+        var tokens = new int[100];
+        int fellBack = 0;
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            var (token, logProb) = (new int[1], new float[1]);
+            fellBack += HeadSampler.SampleRows(model, hidden, vocab, o, [rng], [true], token, logProb);
+            var (refToken, refLogProb) = SamplingReference.Draw(l, o, draws.NextDouble());
+            Assert.Equal(refToken, token[0]);
+            Assert.Equal(refLogProb, logProb[0], 5);
+            tokens[i] = token[0];
+        }
+        return (tokens, fellBack);
+    }
+
     [Theory]
     [InlineData(10, 1f, 10)]         // top-k over a flat row: the first K ids
     [InlineData(0, 0.3001f, 901)]    // top-p over a flat row: the first ⌈0.3001·3000⌉ ids, past the 256 exact ones
     [InlineData(2000, 0.3001f, 901)] // both, K > C
-    public void AFlatRowKeepsTheFirstIdsAndDrawsAsTheReference(int topK, float topP, int kept)
+    public void AFlatRowKeepsTheFirstIds(int topK, float topP, int kept)
     {
-        var (model, hidden) = ExactLogits(3000, _ => 0f);
-        var o = new SamplingOptions { TopK = topK, TopP = topP };
-        var l = new double[3000];
-        var rng = new Random(9);
-        var draws = new Random(9);
-        int fellBack = 0;
-        for (int i = 0; i < 100; i++)
-        {
-            var (token, logProb) = (new int[1], new float[1]);
-            fellBack += HeadSampler.SampleRows(model, hidden, 3000, o, [rng], [true], token, logProb);
-            var (refToken, refLogProb) = Reference(l, o, draws.NextDouble());
-            Assert.Equal(refToken, token[0]);
-            Assert.True(token[0] < kept);
-            Assert.Equal(-Math.Log(kept), logProb[0], 5);
-            Assert.Equal(refLogProb, logProb[0], 5);
-        }
+        // All logits 0: the reference's log p is −log kept; every draw among the first `kept` ids.
+        var (tokens, fellBack) = AssertExactDrawsAsTheReference(3000, _ => 0f, new SamplingOptions { TopK = topK, TopP = topP }, seed: 9);
+        Assert.All(tokens, t => Assert.InRange(t, 0, kept - 1));
+        Assert.True(tokens.Distinct().Count() >= Math.Min(kept, 50), "the draws should spread over the kept ids");
         Assert.Equal(kept > HeadSampler.NucleusCandidates ? 100 : 0, fellBack);
     }
 
@@ -299,21 +231,10 @@ public class HeadSamplerTests
         // Tile 0 holds 300 tokens at logit 3 (more than C = 256: its bound is the 256th), tile 2 holds 300 at logit 2, the
         // rest 0. P = 0.6 needs all 300 at 3 (mass 0.51) and about 140 at 2, so the nucleus reaches past tile 0's bound:
         // the candidates of tile 2 (kept by another thread's share) must not be taken for the rest of it.
-        var (model, hidden) = ExactLogits(4096, i => i < 300 ? 3f : i is >= 2048 and < 2348 ? 2f : 0f);
-        var l = Enumerable.Range(0, 4096).Select(i => i < 300 ? 3.0 : i is >= 2048 and < 2348 ? 2.0 : 0.0).ToArray();
-        var o = new SamplingOptions { TopP = 0.6f };
         using var scope = ParallelFor.UseThreads(threads);
-        var rng = new Random(4);
-        var draws = new Random(4);
-        int fellBack = 0;
-        for (int i = 0; i < 100; i++)
-        {
-            var (token, logProb) = (new int[1], new float[1]);
-            fellBack += HeadSampler.SampleRows(model, hidden, 4096, o, [rng], [true], token, logProb);
-            var (refToken, refLogProb) = Reference(l, o, draws.NextDouble());
-            Assert.Equal(refToken, token[0]);
-            Assert.Equal(refLogProb, logProb[0], 5);
-        }
+        var (tokens, fellBack) = AssertExactDrawsAsTheReference(4096, i => i < 300 ? 3f : i is >= 2048 and < 2348 ? 2f : 0f,
+            new SamplingOptions { TopP = 0.6f }, seed: 4);
+        Assert.Contains(tokens, t => t is >= 256 and < 300);   // tokens of the cut tile's rest are drawn
         Assert.Equal(100, fellBack);
     }
 
