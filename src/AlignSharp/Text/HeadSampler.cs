@@ -342,6 +342,13 @@ internal static class HeadSampler
             // prefix whose mass reaches P of Z (top-p), keep ≥ 1. Only `exact` of them are known in order.
             int limit = o.TopK > 0 ? Math.Min(o.TopK, head.Sampleable) : head.Sampleable;
             int cap = Math.Min(limit, exact), sorted = 0, keep;
+            if (o.TopP < 1 && cap < limit)
+            {
+                // A flat row: when all that is known holds less than P, no order of it will do; skip the sorting.
+                double known = 0;
+                foreach (var key in k) known += Math.Exp((double)Value(key) - m);
+                if (known / z < o.TopP) return null;
+            }
             int next = o.TopP < 1 ? Math.Min(cap, NucleusCandidates) : cap;
             double cum = 0;
             while (true)
