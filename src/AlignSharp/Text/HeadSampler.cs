@@ -138,6 +138,18 @@ internal static class HeadSampler
     {
         public int TileCount => (Sampleable + Tile - 1) / Tile;
 
+        /// <summary>Row b's M = max_t m_t and Z = Σ_t s_t·exp(m_t − M), tiles added in order (double).</summary>
+        public (float Max, double Sum) RowTotals(int b)
+        {
+            int tiles = TileCount;
+            var max = TileMax.AsSpan(b * tiles, tiles);
+            var sum = TileSum.AsSpan(b * tiles, tiles);
+            float m = Simd.Max(max);
+            double z = 0;
+            for (int t = 0; t < tiles; t++) z += sum[t] * Math.Exp(max[t] - m);
+            return (m, z);
+        }
+
         public Span<float> Logits(int tile, int firstRow, int rows, float[] buffer)
         {
             int first = tile * Tile, n = Math.Min(Tile, Sampleable - first);
@@ -265,9 +277,7 @@ internal static class HeadSampler
         {
             var max = head.TileMax.AsSpan(b * tiles, tiles);
             var sum = head.TileSum.AsSpan(b * tiles, tiles);
-            float m = Simd.Max(max);
-            double z = 0;
-            for (int t = 0; t < tiles; t++) z += sum[t] * Math.Exp(max[t] - m);
+            var (m, z) = head.RowTotals(b);
             if (head.Greedy)
             {
                 int best = max.IndexOf(m);
@@ -320,11 +330,7 @@ internal static class HeadSampler
 
         private (int Token, float LogProb)? Draw(int b)
         {
-            var max = head.TileMax.AsSpan(b * tiles, tiles);
-            var sum = head.TileSum.AsSpan(b * tiles, tiles);
-            float m = Simd.Max(max);
-            double z = 0;
-            for (int t = 0; t < tiles; t++) z += sum[t] * Math.Exp(max[t] - m);
+            var (m, z) = head.RowTotals(b);
 
             // The exact prefix: candidates keyed ≤ τ, the smallest tile bound.
             ulong tau = ulong.MaxValue;
