@@ -9,7 +9,8 @@ namespace AlignSharp.Cli.Commands;
 
 /// <summary>
 /// `alignsharp bench sample`: KV-cached sampling throughput, the workload of the PyTorch reference's
-/// bench_sample.py (random prompt, multinomial sampling at temperature 1, prefill included in the time).
+/// bench_sample.py (random prompt, multinomial sampling at temperature 1, prefill included in the time), optionally
+/// filtered by top-k / top-p.
 /// On a preset (<c>--config</c>, random weights) or any checkpoint (<c>--model</c>), float32 or bf16 weights.
 /// Also reports the memory-bandwidth bound: every decoding step reads all weights once.
 /// </summary>
@@ -26,9 +27,11 @@ public static class BenchSampleCommand
         var repeats = new Option<int>("--repeats") { Description = "Timed generate() calls (median reported).", DefaultValueFactory = _ => 3 };
         var threads = new Option<int?>("--threads") { Description = "Kernel threads (default: all cores)." };
         var bandwidth = new Option<double?>("--bandwidth-gbs") { Description = "Memory bandwidth in GB/s for the bound (default: measured here)." };
+        var topK = new Option<int>("--top-k") { Description = "Sample from the K most likely tokens (temperature 1); 0 = all.", DefaultValueFactory = _ => 0 };
+        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling (temperature 1): the smallest set of most likely tokens with probability ≥ P; 1 = all.", DefaultValueFactory = _ => 1f };
         var cmd = new Command("sample", "KV-cached sampling tokens/s; prints {\"tokens_per_s\", \"ms_per_token_step\", \"bandwidth_bound_fraction\", \"decode_ms_per_step\", \"decode_bandwidth_bound_fraction\", ...}.")
         {
-            config, modelDir, weightsDtype, batch, prompt, newTokens, repeats, threads, bandwidth,
+            config, modelDir, weightsDtype, batch, prompt, newTokens, repeats, threads, bandwidth, topK, topP,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
@@ -38,6 +41,10 @@ public static class BenchSampleCommand
             if (n < 2) throw new CliException("--new-tokens must be >= 2 (the decode time is the difference of n and 1 new tokens).");
             if (reps < 1) throw new CliException("--repeats must be >= 1.");
             if (r.GetValue(threads) is < 1) throw new CliException("--threads must be >= 1.");
+            int k = r.GetValue(topK);
+            float nucleus = r.GetValue(topP);
+            if (k < 0) throw new CliException($"--top-k must be >= 0 (0 = off), not {k}.");
+            if (!(nucleus > 0 && nucleus <= 1)) throw new CliException($"--top-p must be in (0, 1] (1 = off), not {nucleus}.");
             using var threadScope = ParallelFor.UseThreads(r.GetValue(threads) ?? 0);
             if (r.GetValue(bandwidth) is double bw && !(bw > 0)) throw new CliException("--bandwidth-gbs must be > 0.");
             string dtype = r.GetValue(weightsDtype)!;
@@ -50,7 +57,7 @@ public static class BenchSampleCommand
             if (p + n > cfg.MaxPositions) throw new CliException($"--prompt-len + --new-tokens = {p + n} exceeds the model's {cfg.MaxPositions} positions.");
             var rng = new Random(0);
             var prompts = Enumerable.Range(0, b).Select(_ => Enumerable.Range(0, p).Select(_ => rng.Next(cfg.VocabSize)).ToArray()).ToArray();
-            var options = new SamplingOptions { MaxNewTokens = n, Temperature = 1f, EosIds = [], Seed = 1 };
+            var options = new SamplingOptions { MaxNewTokens = n, Temperature = 1f, TopK = k, TopP = nucleus, EosIds = [], Seed = 1 };
             Generator.Generate(model, prompts, options with { MaxNewTokens = 4 });
             // Whole runs (prefill + n steps, as bench_sample.py times them) and prefill + 1 step: their difference
             // over n - 1 is the decode step alone, the part bound by reading the weights.
@@ -84,6 +91,8 @@ public static class BenchSampleCommand
                 ["batch"] = b,
                 ["prompt_len"] = p,
                 ["new_tokens"] = n,
+                ["top_k"] = k,
+                ["top_p"] = nucleus,
                 ["threads"] = ParallelFor.Threads,
                 ["tokens_per_s"] = Math.Round(b * n / median, 2),
                 ["ms_per_token_step"] = Math.Round(msPerStep, 3),

@@ -111,9 +111,12 @@ public static class Generator
         // Rows of the embedding past the tokenizer's vocabulary (padding to a round size) have no text: never sample them.
         int sampleable = Math.Min(vocab, tokenizer?.VocabSize ?? vocab);
         var stepLogProbs = new float[batch];
-        // Greedy and plain sampling walk the vocabulary in tiles straight from the last hidden states (no [B, V]
-        // logits); top-k / top-p sample from the whole row of logits.
-        bool fused = HeadSampler.Applies(model, options);
+        // The LM head and the sampler walk the vocabulary in tiles straight from the last hidden states (no [B, V]
+        // logits). A top-p row whose nucleus reaches below the tiles' candidates costs HeadSampler a second walk over the
+        // head (its full logits); when most rows of the first steps do (a flat model: random weights, a high
+        // temperature), the rest of the call takes the unfused path, which walks the head once. Same distribution.
+        bool fused = HeadSampler.Applies(model);
+        int sampledRows = 0, fallbackRows = 0;
 
         using var noGrad = Autograd.NoGrad();
         // Decoding's products may round activations to bf16 (vdpbf16ps), as a bf16 model generates in PyTorch.
@@ -136,7 +139,12 @@ public static class Generator
 
             var next = new int[batch];
             var active = finish.Select(f => f == null).ToArray();
-            if (fused) HeadSampler.SampleRows(model, last, sampleable, options, rngs, active, next, stepLogProbs);
+            if (fused)
+            {
+                fallbackRows += HeadSampler.SampleRows(model, last, sampleable, options, rngs, active, next, stepLogProbs);
+                sampledRows += active.Count(a => a);
+                if (step >= 3 && 2 * fallbackRows > sampledRows) fused = false;
+            }
             else TokenSampler.SampleRows(last, vocab, sampleable, options, rngs, active, next, stepLogProbs);
             for (int b = 0; b < batch; b++)
             {

@@ -4,47 +4,13 @@ using AlignSharp.Text;
 namespace AlignSharp.Tests.Text;
 
 /// <summary>
-/// The vectorised sampler against a plain double-precision reference written from the definitions (softmax of
-/// logits/T, a full sort by probability then id for top-k/top-p, the inverse CDF over one uniform draw): the same
-/// draw must pick the same token, with the same log-probability.
+/// The vectorised sampler against a plain double-precision reference written from the definitions
+/// (<see cref="SamplingReference"/>): the same draw must pick the same token, with the same log-probability.
 /// </summary>
 public class TokenSamplerTests
 {
-    /// <summary>The reference: p = softmax(l/T) in double; filtered tokens sorted by p descending, then id.</summary>
     private static (int Token, double LogProb) Reference(float[] logits, SamplingOptions o, double u)
-    {
-        int v = logits.Length;
-        double max = logits.Max(x => (double)x / o.Temperature);
-        var p = logits.Select(x => Math.Exp(x / o.Temperature - max)).ToArray();
-        double z = p.Sum();
-        for (int i = 0; i < v; i++) p[i] /= z;
-        if (o.TopK == 0 && o.TopP >= 1)
-        {
-            double acc = 0;
-            for (int i = 0; i < v; i++)
-            {
-                acc += p[i];
-                if (u < acc) return (i, Math.Log(p[i]));
-            }
-            return (v - 1, Math.Log(p[v - 1]));
-        }
-        var order = Enumerable.Range(0, v).OrderByDescending(i => p[i]).ThenBy(i => i).ToArray();
-        int keep = o.TopK > 0 ? Math.Min(o.TopK, v) : v;
-        if (o.TopP < 1)
-        {
-            double cum = 0;
-            int n = 0;
-            while (n < keep) { cum += p[order[n]]; n++; if (cum >= o.TopP) break; }
-            keep = Math.Max(1, n);
-        }
-        double kept = order.Take(keep).Sum(i => p[i]), target = u * kept, run = 0;
-        for (int i = 0; i < keep; i++)
-        {
-            run += p[order[i]];
-            if (target < run) return (order[i], Math.Log(p[order[i]] / kept));
-        }
-        return (order[keep - 1], Math.Log(p[order[keep - 1]] / kept));
-    }
+        => SamplingReference.Draw(logits.Select(x => (double)x).ToArray(), o, u);
 
     private static float[] Logits(int v, float spread, int seed)
     {
