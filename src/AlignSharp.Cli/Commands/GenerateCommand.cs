@@ -24,7 +24,7 @@ public static class GenerateCommand
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate per prompt.", Required = true };
         var temperature = new Option<float?>("--temperature") { Description = "Sampling temperature; 0 = greedy (default: generation_config.json's, else 1; greedy when it sets do_sample false)." };
         var topK = new Option<int?>("--top-k") { Description = "Sample from the K most likely tokens; 0 = all (default: generation_config.json's, else 0)." };
-        var topP = new Option<float?>("--top-p") { Description = "Nucleus sampling: the smallest set of tokens with probability ≥ P; 1 = all (default: generation_config.json's, else 1)." };
+        var topP = new Option<float?>("--top-p") { Description = "Nucleus sampling: the smallest set of tokens with probability ≥ P (within the top-k, renormalised, when --top-k is set, as Hugging Face does); 1 = all (default: generation_config.json's, else 1)." };
         var chatTemplate = new Option<string>("--chat-template")
         {
             Description = "For message prompts: auto (the model's own template; plain when it has none), a built-in name (chatml, llama3, plain), or a .jinja file.",

@@ -19,7 +19,8 @@ public sealed record SamplingOptions
     /// <summary>Keep only the K most likely tokens; 0 = off (default 0).</summary>
     public int TopK { get; init; }
 
-    /// <summary>Keep the smallest set of most likely tokens whose probability reaches P; 1 = off (default 1).</summary>
+    /// <summary>Keep the smallest set of most likely tokens whose probability reaches P; 1 = off (default 1). With TopK, the
+    /// probabilities are those of the top-K tokens renormalised (top-k, then top-p, as Hugging Face applies them).</summary>
     public float TopP { get; init; } = 1f;
 
     /// <summary>Random seed (default 0).</summary>

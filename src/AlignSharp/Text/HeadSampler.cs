@@ -21,7 +21,8 @@ namespace AlignSharp.Text;
 ///   inverted, above the token id: ascending key = z descending, then id ascending, TokenSampler's order), chosen by
 ///   quickselect, and the tile's bound: the C-th best key where the tile has more than C tokens. A thread's later
 ///   tiles key only tokens that beat the best bound it has seen (a vector compare skips the rest), so a peaked row
-///   costs a few keys per tile. C = min(K, Tile) for top-k alone; with top-p C = min(K, 256).</item>
+///   costs a few keys per tile. C = min(K, Tile) with top-k (so the exact prefix holds the whole top-K); top-p alone
+///   keeps C = 256.</item>
 /// <item>Per row: M = max m_t and Z = Σ_t s_t·exp(m_t − M) in tile order (double). Greedy: the first arg-max of the
 ///   first tile whose max is M, log p = −log Z. Plain sampling: u·Z is located among the tile masses s_t·exp(m_t − M),
 ///   then that one tile's logits are made again (one row: Tile·D weights, 0.7% of the head) and searched by a running
@@ -29,8 +30,9 @@ namespace AlignSharp.Text;
 /// <item>top-k / top-p: τ = the smallest tile bound. Every token missing from the candidates ranks below its tile's
 ///   bound, so the candidates with keys ≤ τ are exactly the best tokens of the row, in order (and hold the whole
 ///   top-K when C ≥ K). They are selected and sorted in growing prefixes (256, ×4) and walked as TokenSampler walks
-///   its sorted candidates: top-k first, then top-p accumulating exp(z − M)/Z (over the whole vocabulary's mass)
-///   until P, keep ≥ 1; one draw u·kept in that order; log p = log(exp(z − M)/kept).</item>
+///   its sorted candidates: top-k first, then top-p accumulating exp(z − M) over the mass of the whole vocabulary, or
+///   with top-k on of the top-K tokens (renormalised, as Hugging Face applies its warpers in turn), until P, keep ≥ 1;
+///   one draw u·kept in that order; log p = log(exp(z − M)/kept).</item>
 /// <item>Fallback: when top-p has not reached P within the exact prefix (a flat row, e.g. of a random-weight model,
 ///   whose nucleus reaches below τ) and top-k does not stop it first, that row is left for a second walk over the
 ///   head: the rows that need it get their full logits [F, V], tile by tile, and <see cref="TokenSampler.SampleRows"/>
@@ -110,7 +112,7 @@ internal static class HeadSampler
 
     /// <summary>C: candidates per row and tile (see the class summary).</summary>
     internal static int CandidatesPerTile(SamplingOptions o)
-        => o.TopP < 1 ? Math.Min(o.TopK > 0 ? o.TopK : int.MaxValue, NucleusCandidates) : Math.Min(o.TopK, Tile);
+        => o.TopK > 0 ? Math.Min(o.TopK, Tile) : NucleusCandidates;
 
     /// <summary>A token's key: ascending keys = z descending, then id ascending (−0 keyed as +0).</summary>
     internal static ulong Key(float z, int id)
@@ -347,6 +349,17 @@ internal static class HeadSampler
             // As TokenSampler.SampleFiltered, over exp(z − M): the best `limit` tokens (top-k), then the shortest sorted
             // prefix whose mass reaches P of Z (top-p), keep ≥ 1. Only `exact` of them are known in order.
             int limit = o.TopK > 0 ? Math.Min(o.TopK, head.Sampleable) : head.Sampleable;
+            // Top-p after top-k measures the nucleus within the top-K tokens, renormalised, as TokenSampler does. With
+            // top-k on, C = min(K, Tile), so the exact prefix holds the whole top-K and its mass is known.
+            double mass = z;
+            if (o.TopK > 0 && o.TopP < 1 && limit < head.Sampleable && limit <= exact)
+            {
+                if (limit < exact) TokenSampler.Select(k, limit);
+                k = k[..limit];
+                exact = limit;
+                mass = 0;
+                foreach (var key in k) mass += Math.Exp((double)Value(key) - m);
+            }
             int cap = Math.Min(limit, exact), sorted = 0, keep;
             if (o.TopP < 1 && cap < limit)
             {
@@ -365,7 +378,7 @@ internal static class HeadSampler
                 if (o.TopP < 1)
                     for (n = sorted; n < next;)
                     {
-                        cum += Math.Exp((double)Value(k[n++]) - m) / z;
+                        cum += Math.Exp((double)Value(k[n++]) - m) / mass;
                         if (cum >= o.TopP) break;
                     }
                 if (o.TopP < 1 && cum >= o.TopP) { keep = Math.Max(1, n); break; }

@@ -12,7 +12,8 @@ namespace AlignSharp.Text;
 /// <item>Plain sampling: u·Z is located first among the block sums, then by a running double sum inside that
 ///   block (the inverse CDF in token order, as before, without normalising all V probabilities).</item>
 /// <item>top-k / top-p: the candidates are selected (quickselect over 64-bit keys "e descending, then id") and
-///   only they are sorted; for top-p the candidate set grows ×4 from 256 until its mass reaches P.</item>
+///   only they are sorted; for top-p the candidate set grows ×4 from 256 until its mass reaches P. With both, top-p
+///   is measured within the top-K tokens renormalised, as Hugging Face applies its top-k and top-p warpers in turn.</item>
 /// </list>
 /// The distribution is the one the scalar version drew from; the numbers differ from it by rounding (a
 /// polynomial exp within 2 ulp, vector sums), so a seed gives the same tokens except where u falls within
@@ -117,20 +118,30 @@ internal static class TokenSampler
         for (int i = 0; i < v; i++) k[i] = (ulong)~BitConverter.SingleToUInt32Bits(e[i]) << 32 | (uint)i;
 
         int limit = o.TopK > 0 ? Math.Min(o.TopK, v) : v;
-        int keep = limit, sorted = 0;
+        // Top-p after top-k measures the nucleus within the K kept tokens, renormalised (as Hugging Face's warpers apply
+        // them in turn): its mass is over the top-K set, not over the whole vocabulary.
+        double mass = total;
+        if (limit < v && o.TopP < 1)
+        {
+            Select(k, limit);
+            k = k[..limit];
+            mass = 0;
+            foreach (var key in k) mass += e[(int)(uint)key];
+        }
+        int pool = k.Length, keep = limit, sorted = 0;
         int candidates = o.TopP < 1 ? Math.Min(limit, 256) : limit;
         double cum = 0;
         while (true)
         {
             // keys[sorted..candidates) become the next-best candidates, in order.
-            if (candidates < v) Select(k[sorted..], candidates - sorted);
+            if (candidates < pool) Select(k[sorted..], candidates - sorted);
             k[sorted..candidates].Sort();
             if (o.TopP < 1)
             {
                 int n = sorted;
                 while (n < candidates)
                 {
-                    cum += e[(int)(uint)k[n]] / total;
+                    cum += e[(int)(uint)k[n]] / mass;
                     n++;
                     if (cum >= o.TopP) break;
                 }

@@ -5,8 +5,8 @@ namespace AlignSharp.Tests.Text;
 /// <summary>
 /// The sampling distribution written from its definitions, in double, for the samplers' tests: p = softmax(l/T);
 /// greedy: the first largest logit and its log-softmax; plain sampling: the inverse CDF in token order; top-k / top-p:
-/// a full sort by p descending then id, the K best, then the shortest prefix whose p (of the whole softmax) reaches P,
-/// keep ≥ 1, and the inverse CDF in that order over the kept mass.
+/// a full sort by p descending then id, the K best, then the shortest prefix whose p (renormalised over those K, as
+/// Hugging Face applies top-k and then top-p) reaches P, keep ≥ 1, and the inverse CDF in that order over the kept mass.
 /// </summary>
 internal static class SamplingReference
 {
@@ -38,9 +38,10 @@ internal static class SamplingReference
         int keep = o.TopK > 0 ? Math.Min(o.TopK, v) : v;
         if (o.TopP < 1)
         {
-            double cum = 0;
+            // Hugging Face's warpers in turn: top-k keeps K tokens, the softmax renormalises them, top-p cuts that.
+            double topK = order.Take(keep).Sum(i => p[i]), cum = 0;
             int n = 0;
-            while (n < keep) { cum += p[order[n]]; n++; if (cum >= o.TopP) break; }
+            while (n < keep) { cum += p[order[n]] / topK; n++; if (cum >= o.TopP) break; }
             keep = Math.Max(1, n);
         }
         double kept = order.Take(keep).Sum(i => p[i]), target = u * kept, run = 0;
