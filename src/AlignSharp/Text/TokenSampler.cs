@@ -12,8 +12,9 @@ namespace AlignSharp.Text;
 /// <item>Plain sampling: u·Z is located first among the block sums, then by a running double sum inside that
 ///   block (the inverse CDF in token order, as before, without normalising all V probabilities).</item>
 /// <item>top-k / top-p: the candidates are selected (quickselect over 64-bit keys "e descending, then id") and
-///   only they are sorted; for top-p the candidate set grows ×4 from 256 until its mass reaches P. With both, top-p
-///   is measured within the top-K tokens renormalised, as Hugging Face applies its top-k and top-p warpers in turn.</item>
+///   nothing is sorted but the few keys at a boundary: top-k selects the K best; top-p selects by mass the fewest best
+///   that reach P (<see cref="SelectMass"/>), measured within the top-K tokens renormalised when top-k is on too, as
+///   Hugging Face applies its top-k and top-p warpers in turn; the draw selects by mass again, u·kept in key order.</item>
 /// </list>
 /// The distribution is the one the scalar version drew from; the numbers differ from it by rounding (a
 /// polynomial exp within 2 ulp, vector sums), so a seed gives the same tokens except where u falls within
@@ -108,7 +109,7 @@ internal static class TokenSampler
         return (pick, (float)Math.Log(e[pick] / total));
     }
 
-    /// <summary>top-k / top-p over e (unnormalised, Σ e = total): sorts only the candidates.</summary>
+    /// <summary>top-k / top-p over e (unnormalised, Σ e = total), by selection (see the class summary).</summary>
     private static (int Token, float LogProb) SampleFiltered(ReadOnlySpan<float> e, double total, SamplingOptions o, Random rng, ulong[] keys)
     {
         int v = e.Length;
@@ -128,41 +129,72 @@ internal static class TokenSampler
             mass = 0;
             foreach (var key in k) mass += e[(int)(uint)key];
         }
-        int pool = k.Length, keep = limit, sorted = 0;
-        int candidates = o.TopP < 1 ? Math.Min(limit, 256) : limit;
-        double cum = 0;
-        while (true)
+        int keep;
+        if (o.TopP < 1) keep = Math.Max(1, SelectMass(k, e, o.TopP * mass, strict: false));
+        else
         {
-            // keys[sorted..candidates) become the next-best candidates, in order.
-            if (candidates < pool) Select(k[sorted..], candidates - sorted);
-            k[sorted..candidates].Sort();
-            if (o.TopP < 1)
-            {
-                int n = sorted;
-                while (n < candidates)
-                {
-                    cum += e[(int)(uint)k[n]] / mass;
-                    n++;
-                    if (cum >= o.TopP) break;
-                }
-                if (cum >= o.TopP || candidates == limit) { keep = Math.Max(1, n); break; }
-            }
-            else break;
-            sorted = candidates;
-            candidates = (int)Math.Min(limit, 4L * candidates);
+            Select(k, limit);
+            keep = limit;
         }
-
+        var nucleus = k[..keep];
         double kept = 0;
-        for (int i = 0; i < keep; i++) kept += e[(int)(uint)k[i]];
-        double u = rng.NextDouble() * kept, acc = 0;
-        int pick = (int)(uint)k[keep - 1];
-        for (int i = 0; i < keep; i++)
-        {
-            int id = (int)(uint)k[i];
-            acc += e[id];
-            if (u < acc) { pick = id; break; }
-        }
+        foreach (var key in nucleus) kept += e[(int)(uint)key];
+        // The token where the running mass in key order first exceeds u·kept: the worst of the fewest best tokens that do.
+        int r = Math.Max(1, SelectMass(nucleus, e, rng.NextDouble() * kept, strict: true));
+        ulong worst = 0;
+        foreach (var key in nucleus[..r]) worst = Math.Max(worst, key);
+        int pick = (int)(uint)worst;
         return (pick, (float)Math.Log(e[pick] / kept));
+    }
+
+    /// <summary>
+    /// Reorders <paramref name="keys"/> (distinct, ascending = e descending) so that its r smallest come first, in any
+    /// order, and returns r: the fewest best tokens whose mass Σ e, accumulated in key order, reaches
+    /// <paramref name="target"/> (exceeds it when <paramref name="strict"/>); all of them when rounding leaves the whole
+    /// mass short. A quickselect on mass instead of count (expected linear time), so a nucleus of most of a 150k
+    /// vocabulary, or the draw inside it, needs no sort of it: only the last ≤ 32 keys around the boundary are sorted.
+    /// </summary>
+    internal static int SelectMass(Span<ulong> keys, ReadOnlySpan<float> e, double target, bool strict)
+    {
+        bool Reaches(double mass) => strict ? mass > target : mass >= target;
+        int lo = 0, hi = keys.Length;
+        double acc = 0; // the mass of keys[..lo), the lo best, short of the target
+        while (hi - lo > 32)
+        {
+            ulong a = keys[lo], b = keys[lo + (hi - lo) / 2], c = keys[hi - 1];
+            ulong pivot = Math.Max(Math.Min(a, b), Math.Min(Math.Max(a, b), c));
+            // [lo, split) better than the pivot, [split, hi) the pivot and worse; then the pivot to split.
+            int split = lo, at = -1;
+            double better = 0;
+            for (int i = lo; i < hi; i++)
+            {
+                ulong key = keys[i];
+                if (key < pivot)
+                {
+                    better += e[(int)(uint)key];
+                    (keys[i], keys[split]) = (keys[split], key);
+                    if (at == split) at = i;
+                    split++;
+                }
+                else if (key == pivot) at = i;
+            }
+            if (Reaches(acc + better))
+            {
+                hi = split;
+                continue;
+            }
+            (keys[at], keys[split]) = (keys[split], keys[at]);
+            acc += better + e[(int)(uint)pivot];
+            if (Reaches(acc)) return split + 1;
+            lo = split + 1;
+        }
+        keys[lo..hi].Sort();
+        for (int i = lo; i < hi; i++)
+        {
+            acc += e[(int)(uint)keys[i]];
+            if (Reaches(acc)) return i + 1;
+        }
+        return hi;
     }
 
     /// <summary>

@@ -52,6 +52,42 @@ public class TokenSamplerTests
         Assert.Equal(2 - Math.Log(z), logProb, 5);
     }
 
+    /// <summary>
+    /// SelectMass (top-p's nucleus and the draw inside it, by selection) against a full sort walked in order: the same
+    /// count, and the same set of best keys first; flat and peaked values with ties, lengths across its 32-key sort,
+    /// targets at, between and past the running sums, reaching (≥) and exceeding (&gt;).
+    /// </summary>
+    [Fact]
+    public void SelectingByMassFindsTheSortedWalksBoundary()
+    {
+        var rng = new Random(17);
+        foreach (int n in new[] { 1, 2, 31, 33, 100, 1000, 5000 })
+            for (int trial = 0; trial < 20; trial++)
+            {
+                // A few distinct levels (ties broken by id in the key) or a spread of values.
+                var e = Enumerable.Range(0, n).Select(_ => trial % 2 == 0 ? (float)rng.Next(4) / 4 + 0.25f : (float)Math.Exp(-5 * rng.NextDouble())).ToArray();
+                ulong[] Keys() => Enumerable.Range(0, n).Select(i => (ulong)~BitConverter.SingleToUInt32Bits(e[i]) << 32 | (uint)i).ToArray();
+                var sorted = Keys().Order().ToArray();
+                var prefix = new double[n + 1];
+                for (int i = 0; i < n; i++) prefix[i + 1] = prefix[i] + e[(int)(uint)sorted[i]];
+                // Exactly a running sum (ties at the boundary), just below and above one, and past the total.
+                int at = rng.Next(1, n + 1);
+                foreach (double target in new[] { prefix[at], prefix[at] - 1e-9, prefix[at] + 1e-9, rng.NextDouble() * prefix[n], prefix[n] * 2 })
+                    foreach (bool strict in new[] { false, true })
+                    {
+                        int expected = n;
+                        for (int i = 1; i <= n; i++)
+                            if (strict ? prefix[i] > target : prefix[i] >= target) { expected = i; break; }
+                        var keys = Keys();
+                        int r = TokenSampler.SelectMass(keys, e, target, strict);
+                        // Sums in another order can differ from the walk's by rounding only where the target sits on one.
+                        if (r != expected && Math.Abs(prefix[Math.Min(r, expected)] - target) < 1e-9 * prefix[n] + 1e-12) continue;
+                        Assert.True(r == expected, $"n {n} trial {trial} target {target} strict {strict}: {r} keys, the sorted walk {expected}");
+                        Assert.Equal(sorted[..r], keys[..r].Order().ToArray());
+                    }
+            }
+    }
+
     [Fact]
     public void EqualProbabilitiesAreRankedByTokenIdForTopK()
     {
