@@ -52,20 +52,31 @@ internal static unsafe class Bf16Dot
 
     [ThreadStatic] private static ushort[]? t_a16;
 
+    /// <summary>Columns per share: a multiple of every tile width (8, 6, 4, 3), so only the last tile of a C is partial.</summary>
+    private const int ShareColumns = 24;
+
     public static void Run(int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate)
+    {
+        var args = RoundA(m, k, a, lda);
+        args.B = b; args.Ldb = ldb; args.C = c; args.Ldc = ldc; args.Accumulate = accumulate ? 1 : 0;
+        int units = (n + ShareColumns - 1) / ShareColumns;
+        ParallelFor.Run(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(ushort)), new Shares(args, n));
+    }
+
+    /// <summary>bf16(A), zero padded to a multiple of 32, into this thread's buffer, which every share reads: the
+    /// arguments each share starts from.</summary>
+    private static Args RoundA(int m, int k, float* a, nint lda)
     {
         int kp = (k + 31) & ~31;
         if (t_a16 == null || t_a16.Length < m * kp) t_a16 = GC.AllocateUninitializedArray<ushort>(Math.Max(m * kp, 8 * 1024), pinned: true);
         var args = new Args
         {
-            A = a, B = b, C = c, A16 = (ushort*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(t_a16)),
-            Lda = lda, Ldb = ldb, Ldc = ldc, M = m, K = k, Accumulate = accumulate ? 1 : 0, Convert = 1,
+            A = a, A16 = (ushort*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(t_a16)),
+            Lda = lda, M = m, K = k, Convert = 1,
         };
-        Entry(&args);                 // bf16(A), zero padded to kp, read by every share
+        Entry(&args);
         args.Convert = 0;
-        // Shares of 24 columns: a multiple of every tile width (8, 6, 4, 3), so only the last tile of C is partial.
-        int units = (n + 23) / 24;
-        ParallelFor.Run(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(ushort)), new Shares(args, n));
+        return args;
     }
 
     /// <summary>One product of <see cref="RunShared"/>: C[m,n] (+)= bf16(A)·Bᵀ with B [n,k] bf16.</summary>
@@ -85,21 +96,13 @@ internal static unsafe class Bf16Dot
     /// </summary>
     public static void RunShared(int m, int k, float* a, nint lda, ReadOnlySpan<Product> products)
     {
-        int kp = (k + 31) & ~31;
-        if (t_a16 == null || t_a16.Length < m * kp) t_a16 = GC.AllocateUninitializedArray<ushort>(Math.Max(m * kp, 8 * 1024), pinned: true);
-        var args = new Args
-        {
-            A = a, A16 = (ushort*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(t_a16)),
-            Lda = lda, M = m, K = k, Convert = 1,
-        };
-        Entry(&args);
-        args.Convert = 0;
-        // Units of 24 columns, numbered through the products in order; first[i] is product i's first unit.
+        var args = RoundA(m, k, a, lda);
+        // Units of ShareColumns columns, numbered through the products in order; first[i] is product i's first unit.
         var first = new int[products.Length + 1];
         long columns = 0;
         for (int i = 0; i < products.Length; i++)
         {
-            first[i + 1] = first[i] + (products[i].N + 23) / 24;
+            first[i + 1] = first[i] + (products[i].N + ShareColumns - 1) / ShareColumns;
             columns += products[i].N;
         }
         int units = first[^1];
@@ -120,8 +123,8 @@ internal static unsafe class Bf16Dot
                 var share = _args;
                 share.B = pr.B; share.Ldb = pr.Ldb; share.C = pr.C; share.Ldc = pr.Ldc;
                 share.Accumulate = pr.Accumulate ? 1 : 0;
-                share.J0 = (lo - first[i]) * 24;
-                share.J1 = Math.Min(pr.N, (hi - first[i]) * 24);
+                share.J0 = (lo - first[i]) * ShareColumns;
+                share.J1 = Math.Min(pr.N, (hi - first[i]) * ShareColumns);
                 Entry(&share);
             }
         }
@@ -134,8 +137,8 @@ internal static unsafe class Bf16Dot
         public void Run(int start, int end)
         {
             var share = _args;
-            share.J0 = start * 24;
-            share.J1 = Math.Min(n, end * 24);
+            share.J0 = start * ShareColumns;
+            share.J1 = Math.Min(n, end * ShareColumns);
             Entry(&share);
         }
     }
