@@ -9,8 +9,10 @@ src=native/bf16dot.c
 out=src/AlignSharp/Engine/Kernels/Bf16DotCode.g.cs
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# No auto-vectorization: every vector instruction is an intrinsic, and vectorized scalar code (the C stores) loads its
+# shuffle masks from .rodata, which the embedded code cannot have.
 cc=(gcc -O2 -mavx512f -mavx512bw -mavx512bf16 -fPIC -ffreestanding -nostdlib -fno-jump-tables -fno-stack-protector
-    -fno-asynchronous-unwind-tables -fcf-protection=none -c "$src" -o "$tmp/bf16dot.o")
+    -fno-asynchronous-unwind-tables -fcf-protection=none -fno-tree-vectorize -fno-tree-slp-vectorize -c "$src" -o "$tmp/bf16dot.o")
 "${cc[@]}"
 if objdump -r "$tmp/bf16dot.o" | grep -q "^[0-9a-f]\{16\} "; then
   echo "build-bf16dot: $src has relocations (calls, globals or constants); the embedded code must be self-contained:" >&2

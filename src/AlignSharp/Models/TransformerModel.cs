@@ -176,7 +176,7 @@ public sealed class TransformerModel
     {
         bool head = name is "score.weight" or "lm_head.weight";
         var t = !head && _trunk != null && _trunk._byName.TryGetValue(name, out var shared) ? shared
-            : _bf16Matrices && KeptInBf16(name, shape.Length) ? Tensor.WrapBf16(new ushort[ShapeUtil.Count(shape)], shape)
+            : _bf16Matrices && KeptInBf16(name, shape.Length) ? Tensor.EmptyBf16(shape, zero: true)
             : Tensor.Parameter(shape, 0f, name);
         t.Name = name;
         _parameters.Add((name, t));

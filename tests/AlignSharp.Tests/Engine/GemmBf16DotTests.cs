@@ -95,6 +95,16 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         Check(rng, Case.Make(rng, false, true, 8, 301, 896, padded: true, accumulate: true), native);
         Check(rng, Case.Make(rng, false, true, 1, 700, 896, padded: false, accumulate: false), native);
         Check(rng, Case.Make(rng, false, true, 5, 97, 4864, padded: true, accumulate: false), native);
+        // Unpadded rows with 3-column tiles (m = 7, 8): the linear prefetch, clamped at each share's end.
+        Check(rng, Case.Make(rng, false, true, 8, 301, 896, padded: false, accumulate: false), native);
+        Check(rng, Case.Make(rng, false, true, 7, 50, 320, padded: false, accumulate: true), native);
+        // bf16(A) past the kernel's 24 KB: k in chunks whose sums add into C; the last chunk with a masked tail, the
+        // first one overwriting or accumulating. m·kp·2 = 25 088 (two chunks), 78 336 (four), 24 192 (one).
+        Check(rng, Case.Make(rng, false, true, 8, 31, 1537, padded: false, accumulate: false), native);
+        Check(rng, Case.Make(rng, false, true, 8, 49, 4881, padded: true, accumulate: true), native);
+        Check(rng, Case.Make(rng, false, true, 8, 13, 4881, padded: false, accumulate: false), native);
+        Check(rng, Case.Make(rng, false, true, 7, 26, 1700, padded: false, accumulate: false), native);
+        Check(rng, Case.Make(rng, false, true, 2, 17, 6200, padded: true, accumulate: true), native);
         // Few MACs but ≥ Gemm.StreamSplitBytes of B (a k/v projection, a partial last tile): split by its bytes.
         Check(rng, Case.Make(rng, false, true, 1, 130, 896, padded: false, accumulate: true), native);
     }

@@ -278,6 +278,34 @@ public class GemmBf16Tests(ITestOutputHelper output)
         Assert.Equal(w.ToArray()[5], w.Get(1, 1));
     }
 
+    /// <summary>Every way a bf16 weight comes to be (rounded from float32, copied, made empty for a loader, a model built
+    /// with bf16 matrices) starts on a 64-byte boundary, so decoding's vector loads never straddle cache lines.</summary>
+    [Fact]
+    public unsafe void Bf16StorageStartsOnACacheLine()
+    {
+        static void Aligned(Tensor t, string what)
+        {
+            fixed (ushort* p = t.Bf16Span) Assert.True(((nint)p & 63) == 0, $"{what}: bf16 data at {(nint)p:x}, not 64-byte aligned");
+        }
+        var rng = new Random(4);
+        for (int n = 1; n <= 40; n++)
+        {
+            var source = RandomTensor(rng, n, 3);
+            var w = source.ToBf16();
+            Aligned(w, $"ToBf16 of [{n}, 3]");
+            Assert.Equal(source.ToArray().Select(v => Bf16.ToFloat(Bf16.FromFloat(v))), w.ToArray());
+            var copy = w.CloneUnpooled();
+            Aligned(copy, $"CloneUnpooled of [{n}, 3]");
+            Assert.Equal(w.ToArray(), copy.ToArray());
+            var empty = Tensor.EmptyBf16([n, 3], zero: true);
+            Aligned(empty, $"EmptyBf16 [{n}, 3]");
+            Assert.All(empty.ToArray(), v => Assert.Equal(0f, v));
+        }
+        var model = AlignSharp.Models.TransformerModel.WithBf16Matrices(AlignSharp.Models.ModelPresets.Llama(64, 32, 2, 4, 2, 64, 64));
+        foreach (var (name, p) in model.NamedParameters)
+            if (p.IsBf16) Aligned(p, name);
+    }
+
     [Fact]
     public void EmbeddingFromBf16TableWidensRows()
     {
