@@ -324,6 +324,11 @@ public class FusedOpsTests
         [1, 4, 6, 2, 2, 5, 3, true],     // offset + T > S
         [2, 1, 33, 6, 2, 16, 32, true],  // single-token decode
         [2, 130, 140, 2, 1, 5, 4, true], // three GEMM query blocks
+        // The 512-bit row path: keys in blocks of 16 plus a tail, head sizes of 64 + 16 and 128, several queries.
+        [2, 1, 37, 4, 2, 80, 36, false],
+        [1, 3, 50, 2, 1, 64, 47, false],
+        [3, 1, 48, 14, 2, 128, 47, true],
+        [2, 2, 19, 4, 2, 16, 17, true],
     ];
 
     [Theory]
@@ -345,6 +350,30 @@ public class FusedOpsTests
         if (masked)
             for (int i = 0; i < hq * d; i++) Assert.Equal(0f, Ops.CausalAttention(q, k, v, offset, mask).Span[i]);
         AssertAllClose(AttentionReference(q, k, v, offset, mask, 0.3), Ops.CausalAttention(q, k, v, offset, mask, 0.3f).Span, 2e-5, "attention, scale 0.3");
+    }
+
+    /// <summary>Keys the mask forbids take no part, even when their K and V hold NaN or ∞ (a padded row's garbage):
+    /// decoding, with 16-key blocks and a tail, plain and soft-capped.</summary>
+    [Fact]
+    public void MaskedKeysNeverReachTheOutputOfADecodeStep()
+    {
+        var rng = new Random(48);
+        int b = 2, s = 40, hq = 4, hkv = 2, d = 64;
+        var q = Rand(rng, 2, b, 1, hq, d); var k = Rand(rng, 2, b, s, hkv, d); var v = Rand(rng, 1, b, s, hkv, d);
+        var mask = new bool[b * s];
+        for (int i = 0; i < mask.Length; i++) mask[i] = i % 7 != 2;
+        var expected = AttentionReference(q, k, v, s - 1, mask, null);
+        var expectedCapped = AttentionReference(q, k, v, s - 1, mask, null, softCap: 1.5);
+        for (int i = 0; i < mask.Length; i++)
+            if (!mask[i])
+                for (int j = 0; j < hkv * d; j++)
+                {
+                    k.Span[i * hkv * d + j] = j % 2 == 0 ? float.NaN : float.PositiveInfinity;
+                    v.Span[i * hkv * d + j] = j % 3 == 0 ? float.NegativeInfinity : float.NaN;
+                }
+        using var _ = Autograd.NoGrad();
+        AssertAllClose(expected, Ops.CausalAttention(q, k, v, s - 1, mask).Span, 2e-5, "decode with garbage in masked keys");
+        AssertAllClose(expectedCapped, Ops.CausalAttention(q, k, v, s - 1, mask, softCap: 1.5f).Span, 2e-5, "soft-capped decode with garbage in masked keys");
     }
 
     [Fact]

@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using System.Numerics.Tensors;
 
 namespace AlignSharp.Engine.Kernels;
@@ -90,7 +92,7 @@ internal static class AttentionKernels
                 int oOff = oo + b * t * oLd + h * d;
                 if (t <= RowPathMaxT)
                 {
-                    HeadRows(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, b * s);
+                    HeadRows(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, b * s, keep: pa != null);
                     continue;
                 }
                 for (int t0 = 0; t0 < t; t0 += QueryBlock)
@@ -117,15 +119,16 @@ internal static class AttentionKernels
 
     /// <summary>
     /// One (batch, head) for few queries: scores by dot products over each query's visible keys only (window
-    /// included), then O = P·V by scaled adds. p [T, S'] receives the probabilities.
+    /// included), then O = P·V by scaled adds. p [T, S'] receives the probabilities when <paramref name="keep"/> (they are
+    /// saved for backward); otherwise it is scratch, left holding weights that may not be normalised.
     /// </summary>
     private static void HeadRows(in AttentionGeometry g, float[] qa, int qOff, float[] ka, int kOff, float[] va, int vOff,
-        float[] oa, int oOff, Span<float> p, int maskOffset)
+        float[] oa, int oOff, Span<float> p, int maskOffset, bool keep)
     {
         int d = g.HeadDim, sEff = g.VisibleKeys, qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd;
-        if (Vector512.IsHardwareAccelerated && d % Vector512<float>.Count == 0)
+        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported && d % Vector512<float>.Count == 0)
         {
-            HeadRows512(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, maskOffset);
+            HeadRows512(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, maskOffset, keep);
             return;
         }
         var keyMask = g.KeyMask;
@@ -145,42 +148,170 @@ internal static class AttentionKernels
     }
 
     /// <summary>
-    /// <see cref="HeadRows"/> for head sizes that are whole 512-bit vectors (64 and 128 in today's models): the dot
-    /// products and the scaled adds inline over pointers. Decoding calls this once per (row, head, layer) over every
-    /// cached key, where a span and a call per key cost more than the arithmetic.
+    /// <see cref="HeadRows"/> for head sizes that are whole 512-bit vectors (64 and 128 in today's models), over pointers.
+    /// Decoding calls this once per (row, head, layer) over every cached key, where per-key and per-pass overheads cost
+    /// more than the arithmetic, so: scores 16 keys at a time, whose 16 dot-product vectors are summed by one transposing
+    /// tree (45 shuffles and adds, against 16 horizontal sums); the softmax in two passes (scale, mask and max; exp and
+    /// sum) instead of six; and O = P·V with the output in registers, 64 floats at a time, normalised once at the end.
+    /// With a soft cap the softmax is <see cref="SoftmaxRow"/>'s. p as in <see cref="HeadRows"/>.
     /// </summary>
     private static unsafe void HeadRows512(in AttentionGeometry g, float[] qa, int qOff, float[] ka, int kOff, float[] va, int vOff,
-        float[] oa, int oOff, Span<float> p, int maskOffset)
+        float[] oa, int oOff, Span<float> p, int maskOffset, bool keep)
     {
-        int d = g.HeadDim, sEff = g.VisibleKeys, qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd, w = Vector512<float>.Count;
+        int d = g.HeadDim, sEff = g.VisibleKeys, qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd;
         var keyMask = g.KeyMask;
-        fixed (float* q0 = qa, k0 = ka, v0 = va, o0 = oa)
+        fixed (float* q0 = qa, k0 = ka, v0 = va, o0 = oa, p0 = p)
         {
             for (int tq = 0; tq < g.Queries; tq++)
             {
                 var (lo, hi) = g.KeyRange(tq);
-                float* qr = q0 + qOff + (long)tq * qLd;
+                float* qr = q0 + qOff + (long)tq * qLd, kb = k0 + kOff, vb = v0 + vOff, or = o0 + oOff + (long)tq * oLd;
                 var pr = p.Slice(tq * sEff, sEff);
-                for (int sk = lo; sk < hi; sk++)
+                pr[..lo].Clear();
+                pr[hi..].Clear();
+                float* ps = p0 + (long)tq * sEff;
+                int sk = lo;
+                for (; sk + 16 <= hi; sk += 16)
                 {
-                    if (keyMask != null && !keyMask[maskOffset + sk]) { pr[sk] = 0f; continue; }
-                    float* kr = k0 + kOff + (long)sk * kvLd;
-                    var acc = Vector512.Multiply(Vector512.Load(qr), Vector512.Load(kr));
-                    for (int c = w; c < d; c += w) acc = Vector512.FusedMultiplyAdd(Vector512.Load(qr + c), Vector512.Load(kr + c), acc);
-                    pr[sk] = Vector512.Sum(acc);
+                    float* kr = kb + (long)sk * kvLd;
+                    SumEach(Dot(qr, kr, d), Dot(qr, kr + kvLd, d), Dot(qr, kr + 2 * kvLd, d), Dot(qr, kr + 3 * kvLd, d),
+                            Dot(qr, kr + 4 * kvLd, d), Dot(qr, kr + 5 * kvLd, d), Dot(qr, kr + 6 * kvLd, d), Dot(qr, kr + 7 * kvLd, d),
+                            Dot(qr, kr + 8 * kvLd, d), Dot(qr, kr + 9 * kvLd, d), Dot(qr, kr + 10 * kvLd, d), Dot(qr, kr + 11 * kvLd, d),
+                            Dot(qr, kr + 12 * kvLd, d), Dot(qr, kr + 13 * kvLd, d), Dot(qr, kr + 14 * kvLd, d), Dot(qr, kr + 15 * kvLd, d))
+                        .Store(ps + sk);
                 }
-                SoftmaxRow(pr, lo, hi, g.Scale, g.Cap, keyMask, maskOffset);
-                float* or = o0 + oOff + (long)tq * oLd;
-                new Span<float>(or, d).Clear();
-                for (int sk = lo; sk < hi; sk++)
+                for (; sk < hi; sk++) ps[sk] = Vector512.Sum(Dot(qr, kb + (long)sk * kvLd, d));
+
+                float inv = 1f;
+                if (g.Cap > 0) SoftmaxRow(pr, lo, hi, g.Scale, g.Cap, keyMask, maskOffset);
+                else if (!ExpRow(ps, lo, hi, g.Scale, keyMask, maskOffset, out inv))
                 {
-                    float ps = pr[sk];
-                    if (ps == 0f) continue;
-                    var pv = Vector512.Create(ps);
-                    float* vr = v0 + vOff + (long)sk * kvLd;
-                    for (int c = 0; c < d; c += w) Vector512.FusedMultiplyAdd(pv, Vector512.Load(vr + c), Vector512.Load(or + c)).Store(or + c);
+                    pr.Clear(); // no key allowed: zero probabilities, zero output
+                    new Span<float>(or, d).Clear();
+                    continue;
                 }
+                WeightedRows(ps, lo, hi, vb, kvLd, d, inv, or);
+                if (keep && inv != 1f) TensorPrimitives.Multiply(pr[lo..hi], inv, pr[lo..hi]);
             }
+        }
+    }
+
+    /// <summary>q·k over d floats (a multiple of 16), as 16 partial sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector512<float> Dot(float* q, float* k, int d)
+    {
+        var acc = Vector512.Load(q) * Vector512.Load(k);
+        for (int c = 16; c < d; c += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(q + c), Vector512.Load(k + c), acc);
+        return acc;
+    }
+
+    /// <summary>The 16 horizontal sums of a0..a15, in order, as one vector: pairs, then quads within 128-bit lanes
+    /// (unpacks), then across lanes (128-bit shuffles).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> SumEach(Vector512<float> a0, Vector512<float> a1, Vector512<float> a2, Vector512<float> a3,
+        Vector512<float> a4, Vector512<float> a5, Vector512<float> a6, Vector512<float> a7,
+        Vector512<float> a8, Vector512<float> a9, Vector512<float> a10, Vector512<float> a11,
+        Vector512<float> a12, Vector512<float> a13, Vector512<float> a14, Vector512<float> a15)
+    {
+        // Per 128-bit lane: [x0+x2, y0+y2, x1+x3, y1+y3] for x = a(2i), y = a(2i+1) …
+        static Vector512<float> Pairs(Vector512<float> x, Vector512<float> y) => Avx512F.UnpackLow(x, y) + Avx512F.UnpackHigh(x, y);
+        // … then [Σx, Σy, Σx', Σy'] of the lane for two pairs (64-bit unpacks move the float pairs; the adds are float) …
+        static Vector512<float> Quads(Vector512<float> x, Vector512<float> y)
+            => Avx512F.UnpackLow(x.AsDouble(), y.AsDouble()).AsSingle() + Avx512F.UnpackHigh(x.AsDouble(), y.AsDouble()).AsSingle();
+        // … then lanes (0+1, 2+3) of x, then of y: 0x88 picks lanes 0, 2 of each, 0xDD lanes 1, 3.
+        static Vector512<float> Lanes(Vector512<float> x, Vector512<float> y) => Avx512F.Shuffle4x128(x, y, 0x88) + Avx512F.Shuffle4x128(x, y, 0xDD);
+        var c0 = Quads(Pairs(a0, a1), Pairs(a2, a3));
+        var c1 = Quads(Pairs(a4, a5), Pairs(a6, a7));
+        var c2 = Quads(Pairs(a8, a9), Pairs(a10, a11));
+        var c3 = Quads(Pairs(a12, a13), Pairs(a14, a15));
+        return Lanes(Lanes(c0, c1), Lanes(c2, c3));
+    }
+
+    /// <summary>
+    /// Scores [lo, hi) → exp(scale·s − max) in place, keys the mask forbids → 0; inv = 1 / their sum. False when no key is
+    /// allowed. The same exp as <see cref="SoftmaxRow"/>'s (<see cref="FastMath.Exp(Vector512{float})"/>).
+    /// </summary>
+    private static unsafe bool ExpRow(float* s, int lo, int hi, float scale, bool[]? keyMask, int maskOffset, out float inv)
+    {
+        inv = 0f;
+        var vs = Vector512.Create(scale);
+        var vmax = Vector512.Create(float.NegativeInfinity);
+        int i = lo;
+        if (keyMask == null)
+        {
+            for (; i + 16 <= hi; i += 16)
+            {
+                var x = Vector512.Load(s + i) * vs;
+                x.Store(s + i);
+                vmax = Vector512.Max(vmax, x);
+            }
+            for (int k = i; k < hi; k++) s[k] *= scale;
+        }
+        else
+        {
+            for (; i + 16 <= hi; i += 16) (Vector512.Load(s + i) * vs).Store(s + i);
+            for (int k = i; k < hi; k++) s[k] *= scale;
+            for (int k = lo; k < hi; k++)
+                if (!keyMask[maskOffset + k]) s[k] = float.NegativeInfinity;
+            for (i = lo; i + 16 <= hi; i += 16) vmax = Vector512.Max(vmax, Vector512.Load(s + i));
+        }
+        var m256 = Vector256.Max(vmax.GetLower(), vmax.GetUpper());
+        var m128 = Vector128.Max(m256.GetLower(), m256.GetUpper());
+        float max = MathF.Max(MathF.Max(m128.GetElement(0), m128.GetElement(1)), MathF.Max(m128.GetElement(2), m128.GetElement(3)));
+        for (; i < hi; i++) max = MathF.Max(max, s[i]);
+        if (float.IsNegativeInfinity(max)) return false;
+        var vm = Vector512.Create(max);
+        var vsum = Vector512<float>.Zero;
+        i = lo;
+        for (; i + 16 <= hi; i += 16)
+        {
+            var e = FastMath.Exp(Vector512.Load(s + i) - vm);
+            e.Store(s + i);
+            vsum += e;
+        }
+        float sum = Vector512.Sum(vsum);
+        if (i < hi)
+        {
+            // The tail through the same vector exp (masked lanes read −∞ → 0).
+            var tail = Vector512.Create(float.NegativeInfinity);
+            for (int l = 0; l < hi - i; l++) tail = tail.WithElement(l, s[i + l]);
+            var e = FastMath.Exp(tail - vm);
+            for (int l = 0; l < hi - i; l++) { s[i + l] = e.GetElement(l); sum += e.GetElement(l); }
+        }
+        inv = 1f / sum;
+        return true;
+    }
+
+    /// <summary>o[0, d) = inv · Σ_{k in [lo, hi)} w[k] · v_k (v_k = v + k·ld), 64 then 16 floats at a time in registers.</summary>
+    private static unsafe void WeightedRows(float* w, int lo, int hi, float* v, int ld, int d, float inv, float* o)
+    {
+        var vi = Vector512.Create(inv);
+        int c = 0;
+        for (; c + 64 <= d; c += 64)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            float* vr = v + (long)lo * ld + c;
+            for (int k = lo; k < hi; k++, vr += ld)
+            {
+                if (w[k] == 0f) continue; // a masked key (its V may be anything) or an exp that underflowed
+                var wk = Vector512.Create(w[k]);
+                a0 = Vector512.FusedMultiplyAdd(wk, Vector512.Load(vr), a0);
+                a1 = Vector512.FusedMultiplyAdd(wk, Vector512.Load(vr + 16), a1);
+                a2 = Vector512.FusedMultiplyAdd(wk, Vector512.Load(vr + 32), a2);
+                a3 = Vector512.FusedMultiplyAdd(wk, Vector512.Load(vr + 48), a3);
+            }
+            (a0 * vi).Store(o + c);
+            (a1 * vi).Store(o + c + 16);
+            (a2 * vi).Store(o + c + 32);
+            (a3 * vi).Store(o + c + 48);
+        }
+        for (; c < d; c += 16)
+        {
+            Vector512<float> a0 = default;
+            float* vr = v + (long)lo * ld + c;
+            for (int k = lo; k < hi; k++, vr += ld)
+                if (w[k] != 0f) a0 = Vector512.FusedMultiplyAdd(Vector512.Create(w[k]), Vector512.Load(vr), a0);
+            (a0 * vi).Store(o + c);
         }
     }
 
