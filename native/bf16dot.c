@@ -62,9 +62,9 @@ INLINE void convert(const Args* s)
     }
 }
 
-/* Bytes of bf16(A) that one k-chunk may hold: A is re-read for every tile, so it must stay in L1 (48 KB) next to B's
- * lines in flight. Past it (m = 8 at k = 4864, a down projection: 78 KB), A came from L2 and the product ran at half
- * its bandwidth. */
+/* Bytes of bf16(A) (eight rows) that one k-chunk may hold: A is re-read for every tile, so it must stay in L1 (48 KB)
+ * next to B's lines in flight. Past it (m = 8 at k = 4864, a down projection: 78 KB), A came from L2 and the product
+ * ran at two thirds of the speed. */
 #define A_CHUNK_BYTES 24576
 
 /* How far ahead a linear prefetch runs, in 64-byte lines (16 KB). */
@@ -154,13 +154,15 @@ INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int
     }
 }
 
-/* Every tile of columns [j0, j1) with MR = m rows and NR columns: over all of k at once when bf16(A) fits
- * A_CHUNK_BYTES, else over equal k-chunks (multiples of 32) that do, each chunk sweeping all the columns and adding its
- * sums into C (B is still read once; C's rows of this share stay in cache). */
+/* Every tile of columns [j0, j1) with MR = m rows and NR columns: over all of k at once when eight rows of bf16(A)
+ * fit A_CHUNK_BYTES, else over equal k-chunks (multiples of 32) that do, each chunk sweeping all the columns and adding
+ * its sums into C (B is still read once; C's rows of this share stay in cache). The chunks depend on k alone, never on
+ * m, so a row of C has the same bits whatever rows come with it (the fused head re-makes one row's tile and must get
+ * the logits it sampled from). */
 INLINE void columns(const Args* s, const int MR, const int NR)
 {
     int64_t kp = (s->k + 31) & ~31;
-    int chunks = (int)((MR * kp * 2 + A_CHUNK_BYTES - 1) / A_CHUNK_BYTES);
+    int chunks = (int)((8 * kp * 2 + A_CHUNK_BYTES - 1) / A_CHUNK_BYTES);
     int step = (int)((kp / 32 + chunks - 1) / chunks) * 32;
     int linear = chunks == 1 && NR == 3 && s->ldb == s->k;
     for (int k0 = 0; k0 < s->k; k0 += step)

@@ -109,6 +109,32 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         Check(rng, Case.Make(rng, false, true, 1, 130, 896, padded: false, accumulate: true), native);
     }
 
+    /// <summary>A row of C has the same bits whether it is multiplied alone or with up to seven others (k chunked or
+    /// not): the fused head re-makes one row's tile and must get the logits it sampled from.</summary>
+    [Fact]
+    public void EachRowIsTheSameWhateverRowsComeWithIt()
+    {
+        bool native = Native();
+        var rng = new Random(17);
+        foreach (int k in new[] { 896, 1536, 1537, 2048, 4881 })
+        {
+            const int n = 53;
+            var a = Case.Random(rng, 8 * k);
+            var b = RandomBf16(rng, n * k);
+            var together = new float[8 * n];
+            Gemm.MultiplyBf16(false, true, 8, n, k, a, k, b, k, together, n, false, bf16Activations: true);
+            foreach (int m in new[] { 1, 3, 5 })
+                for (int first = 0; first + m <= 8; first += m)
+                {
+                    var some = new float[m * n];
+                    Gemm.MultiplyBf16(false, true, m, n, k, a.AsSpan(first * k, m * k), k, b, k, some, n, false, bf16Activations: true);
+                    for (int i = 0; i < m * n; i++)
+                        Assert.True(BitConverter.SingleToInt32Bits(some[i]) == BitConverter.SingleToInt32Bits(together[first * n + i]),
+                            $"k = {k}, rows {first}..{first + m - 1} of 8 ({(native ? "vdpbf16ps" : "fallback")}): C[{first + i / n},{i % n}] = {some[i]} alone, {together[first * n + i]} with all 8");
+                }
+        }
+    }
+
     [Fact]
     public void ActivationsRoundToNearestTiesToEven()
     {
