@@ -107,7 +107,7 @@ public static class Generator
         var outLogProbs = Enumerable.Range(0, batch).Select(_ => new List<float>()).ToArray();
         var finish = new string?[batch];
         var texts = new string?[batch];
-        var cache = new KvCache(model.Config, batch, capacity);
+        using var cache = new KvCache(model.Config, batch, capacity);
         int vocab = model.Config.VocabSize;
         // Rows of the embedding past the tokenizer's vocabulary (padding to a round size) have no text: never sample them.
         int sampleable = Math.Min(vocab, tokenizer?.VocabSize ?? vocab);
