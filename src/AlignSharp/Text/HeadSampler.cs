@@ -171,6 +171,10 @@ internal static class HeadSampler
             return c;
         }
 
+        /// <summary>How much of the next tile's weight <see cref="Run"/> prefetches: as far as the product's own
+        /// prefetch runs ahead (native/bf16dot.c, LINEAR_AHEAD).</summary>
+        private const int NextTileWarmBytes = 16 * 1024;
+
         public void Run(int start, int end)
         {
             if (t_tile == null || t_tile.Length < Rows * Tile) t_tile = new float[Rows * Tile];
@@ -182,6 +186,8 @@ internal static class HeadSampler
             for (int t = start; t < end; t++)
             {
                 var logits = Logits(t, 0, Rows, t_tile);
+                // The next tile's first lines load while this one's rows are summed (its product then starts warm).
+                if (t + 1 < end && W.IsBf16) Bf16Dot.PrefetchStart(W.Bf16Span[((t + 1) * Tile * D)..], NextTileWarmBytes);
                 int n = logits.Length / Rows;
                 for (int b = 0; b < Rows; b++)
                 {
@@ -426,6 +432,10 @@ internal static class HeadSampler
     /// <summary>Tiles [start, end) of every row of the head: logits (capped, not divided by T) into Full [Rows, Sampleable].</summary>
     private readonly struct FullRows(HeadTiles head, float[] full) : IRangeWork
     {
+        /// <summary>How much of the next tile's weight <see cref="Run"/> prefetches: as far as the product's own
+        /// prefetch runs ahead (native/bf16dot.c, LINEAR_AHEAD).</summary>
+        private const int NextTileWarmBytes = 16 * 1024;
+
         public void Run(int start, int end)
         {
             if (t_tile == null || t_tile.Length < head.Rows * Tile) t_tile = new float[head.Rows * Tile];

@@ -82,6 +82,22 @@ internal static unsafe class Bf16Dot
         return args;
     }
 
+    /// <summary>
+    /// Asks for the first <paramref name="bytes"/> of <paramref name="b"/> (a weight about to be streamed) to be loaded
+    /// into cache, one prefetch per 64-byte line, and returns at once. A product prefetches ahead of its own loads, but
+    /// not past the rows it was given: a caller that runs other work between two products over adjacent rows (the
+    /// fused LM head's tiles) lets the next one start warm by calling this first.
+    /// </summary>
+    public static void PrefetchStart(ReadOnlySpan<ushort> b, int bytes)
+    {
+        if (!Sse.IsSupported || b.IsEmpty) return;
+        fixed (ushort* p = b)
+        {
+            byte* at = (byte*)p, end = at + Math.Min((long)bytes, (long)b.Length * sizeof(ushort));
+            for (; at < end; at += 64) Sse.Prefetch0(at);
+        }
+    }
+
     /// <summary>One product of <see cref="RunShared"/>: C[m,n] (+)= bf16(A)·Bᵀ with B [n,k] bf16.</summary>
     internal readonly struct Product(ushort* b, nint ldb, int n, float* c, nint ldc, bool accumulate)
     {
