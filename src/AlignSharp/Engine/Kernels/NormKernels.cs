@@ -108,14 +108,24 @@ internal static class NormKernels
     {
         public void Run(int start, int end)
         {
-            var wr = w.AsSpan(wo, c);
+            // y = (x·rs)·(offset + w), element by element in that order, as two vector passes per row.
+            ReadOnlySpan<float> wr = w.AsSpan(wo, c);
+            float[]? shifted = null;
+            if (weightOffset != 0)
+            {
+                shifted = BufferPool.Rent(c);
+                Simd.ZipScalarLeft<AddOp>(weightOffset, wr, shifted.AsSpan(0, c));
+                wr = shifted.AsSpan(0, c);
+            }
             for (int r = start; r < end; r++)
             {
                 var xr = x.AsSpan(xo + r * c, c); var yr = y.AsSpan(yo + r * c, c);
                 float rs = 1f / MathF.Sqrt(Simd.Dot(xr, xr) / c + eps);
                 rstd[ro + r] = rs;
-                for (int i = 0; i < c; i++) yr[i] = xr[i] * rs * (weightOffset + wr[i]);
+                Simd.ZipScalarRight<MulOp>(xr, rs, yr);
+                Simd.Zip<MulOp>(yr, wr, yr);
             }
+            if (shifted != null) BufferPool.Return(shifted);
         }
     }
 
