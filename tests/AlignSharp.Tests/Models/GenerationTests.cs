@@ -36,6 +36,32 @@ public class GenerationTests
         for (int i = 0; i < full.Length; i++) Assert.True(Math.Abs(full[i] - parts[i]) < 1e-4, $"logit {i}: {full[i]} vs {parts[i]}");
     }
 
+    /// <summary>A cache's arrays come from the pool and go back on Dispose: a second cache (handed the first one's
+    /// arrays, still holding its keys) decodes exactly as the first did, batched; a disposed cache refuses use.</summary>
+    [Fact]
+    public void APooledCacheDecodesLikeAFreshOneAndRefusesUseAfterDispose()
+    {
+        var model = Model("llama");
+        var ids = new[] { 3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 7, 2 };
+        using var noGrad = Autograd.NoGrad();
+        float[] Decode(int[] other)
+        {
+            using var cache = new KvCache(model.Config, 2, 6);
+            var parts = new List<float>();
+            int[] batch = [.. ids.AsSpan(0, 3), .. other.AsSpan(0, 3)];
+            parts.AddRange(model.Forward(batch, 2, 3, cache: cache).ToArray());
+            for (int t = 3; t < 6; t++) parts.AddRange(model.Forward([ids[t], other[t]], 2, 1, cache: cache).ToArray());
+            return [.. parts];
+        }
+        var first = Decode([.. ids.Skip(6)]);
+        Decode([.. ids.Reverse()]);   // leaves other keys in the pooled arrays
+        Assert.Equal(first, Decode([.. ids.Skip(6)]));
+
+        var disposed = new KvCache(model.Config, 1, 4);
+        disposed.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => model.Forward(ids.AsSpan(0, 2), 1, 2, cache: disposed));
+    }
+
     /// <summary>Prefill and decode chunks of every size against one full pass: chunks of ≤ 4 take the row path,
     /// longer ones the GEMM blocks, and each chunk's window reaches back into keys only the cache holds.</summary>
     [Theory]
