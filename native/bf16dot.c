@@ -10,7 +10,7 @@
  * Numerics (the instruction's, MXCSR ignored): A is rounded to bf16 (round to nearest even, denormal inputs read as
  * zero, by vcvtne2ps2bf16); vdpbf16ps multiplies bf16 pairs exactly and adds them into float32 lanes (denormals
  * read as zero and flushed, round to nearest even). Lane i of an accumulator sums k positions p ≡ 2i, 2i+1 (mod 32);
- * the 16 lanes are summed at the end of each k-chunk (one chunk unless m·k is large, see columns), and the chunks'
+ * the 16 lanes are summed at the end of each k-chunk (one chunk unless k > 1536, see columns), and the chunks'
  * sums are added into C in order. k past the last multiple of 32 is a masked load (zeros) of the same loop.
  */
 #include <immintrin.h>
@@ -77,7 +77,7 @@ INLINE void convert(const Args* s)
  *  - per row: the same 64 bytes of the next tile's rows;
  *  - linear (linear != 0: whole rows, ldb = k, so the share is one run of memory): the lines LINEAR_AHEAD past the
  *    ones loaded, in address order, up to the share's end. With 3-row tiles (m = 7, 8) per-row prefetching runs only
- *    5 KB ahead at k = 896 and the product stalled on memory; measured on two cores, linear reads 10–15% faster there
+ *    5 KB ahead at k = 896 and the product stalled on memory; measured on two cores, linear reads 10–20% faster there
  *    and 10–25% slower for wider tiles, which keep per-row. */
 INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int k0, int k1, int accumulate, int linear)
 {

@@ -14,9 +14,8 @@ public sealed class KvCache : IDisposable
     public int Batch { get; }
     public int Capacity { get; }
     public int Length { get; internal set; }
-    private float[][] _k, _v;
+    private float[][]? _k, _v;
     internal readonly int KvHeads, HeadDim;
-    private readonly int _floatsPerLayer;
 
     public KvCache(ModelConfig config, int batch, int capacity)
     {
@@ -25,27 +24,28 @@ public sealed class KvCache : IDisposable
         KvHeads = config.NumKvHeads;
         HeadDim = config.HeadDim;
         long n = (long)batch * capacity * KvHeads * HeadDim;
-        _floatsPerLayer = n <= Array.MaxLength ? (int)n : throw new ArgumentException("KV cache too large.");
+        int floats = n <= Array.MaxLength ? (int)n : throw new ArgumentException("KV cache too large.");
         _k = new float[config.NumLayers][];
         _v = new float[config.NumLayers][];
         for (int l = 0; l < config.NumLayers; l++)
         {
-            _k[l] = BufferPool.Rent(_floatsPerLayer);
-            _v[l] = BufferPool.Rent(_floatsPerLayer);
+            _k[l] = BufferPool.Rent(floats);
+            _v[l] = BufferPool.Rent(floats);
             Array.Clear(_k[l]);
             Array.Clear(_v[l]);
         }
     }
 
-    internal float[][] K => _k.Length > 0 || _floatsPerLayer == 0 ? _k : throw new ObjectDisposedException(nameof(KvCache));
-    internal float[][] V => _v.Length > 0 || _floatsPerLayer == 0 ? _v : throw new ObjectDisposedException(nameof(KvCache));
+    internal float[][] K => _k ?? throw new ObjectDisposedException(nameof(KvCache));
+    internal float[][] V => _v ?? throw new ObjectDisposedException(nameof(KvCache));
 
     /// <summary>Hands the arrays back to the pool; the cache must not be used afterwards.</summary>
     public void Dispose()
     {
+        if (_k == null || _v == null) return;
         foreach (var a in _k) BufferPool.Return(a);
         foreach (var a in _v) BufferPool.Return(a);
-        _k = _v = [];
+        _k = _v = null;
     }
 
     /// <summary>Writes T new positions for one layer and returns K and V over all filled positions [B, S, KV, Dh].</summary>

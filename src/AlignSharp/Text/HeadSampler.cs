@@ -57,6 +57,10 @@ internal static class HeadSampler
     public const int NucleusCandidates = 256;
 
     [ThreadStatic] private static float[]? t_tile;
+    /// <summary>How much of the next tile's weight pass 1 prefetches before summing a tile's rows: as far as the
+    /// product's own prefetch runs ahead (native/bf16dot.c, LINEAR_AHEAD).</summary>
+    private const int NextTileWarmBytes = 16 * 1024;
+
     [ThreadStatic] private static ulong[]? t_keys;
     [ThreadStatic] private static ulong[]? t_candidates;
     [ThreadStatic] private static ulong[]? t_merged;
@@ -170,10 +174,6 @@ internal static class HeadSampler
             }
             return c;
         }
-
-        /// <summary>How much of the next tile's weight <see cref="Run"/> prefetches: as far as the product's own
-        /// prefetch runs ahead (native/bf16dot.c, LINEAR_AHEAD).</summary>
-        private const int NextTileWarmBytes = 16 * 1024;
 
         public void Run(int start, int end)
         {
@@ -432,10 +432,6 @@ internal static class HeadSampler
     /// <summary>Tiles [start, end) of every row of the head: logits (capped, not divided by T) into Full [Rows, Sampleable].</summary>
     private readonly struct FullRows(HeadTiles head, float[] full) : IRangeWork
     {
-        /// <summary>How much of the next tile's weight <see cref="Run"/> prefetches: as far as the product's own
-        /// prefetch runs ahead (native/bf16dot.c, LINEAR_AHEAD).</summary>
-        private const int NextTileWarmBytes = 16 * 1024;
-
         public void Run(int start, int end)
         {
             if (t_tile == null || t_tile.Length < head.Rows * Tile) t_tile = new float[head.Rows * Tile];
