@@ -138,6 +138,9 @@ public static unsafe class Gemm
         }
     }
 
+    /// <summary>Whether <see cref="MultiplyBf16"/> with <c>bf16Activations</c> runs the vdpbf16ps kernel (<see cref="Bf16Dot"/>) for this shape.</summary>
+    internal static bool Bf16DotRuns(bool transA, bool transB, int m) => ActivePath == GemmPath.Avx512 && Bf16Dot.Applies(transA, transB, m);
+
     /// <summary>
     /// <see cref="Multiply"/> with B stored as bf16 (frozen weights): the same contract, B's values widened to
     /// float32 exactly as they are packed (or, for decode shapes, as they are streamed), float32 accumulation.
@@ -146,9 +149,6 @@ public static unsafe class Gemm
     /// B [n,k]) then run <c>vdpbf16ps</c> where the CPU has it (<see cref="Bf16Dot"/>), the product of bf16(A) and B
     /// accumulated in float32; elsewhere, and without it, A is used exactly.
     /// </summary>
-    /// <summary>Whether <see cref="MultiplyBf16"/> with <c>bf16Activations</c> runs the vdpbf16ps kernel (<see cref="Bf16Dot"/>) for this shape.</summary>
-    internal static bool Bf16DotRuns(bool transA, bool transB, int m) => ActivePath == GemmPath.Avx512 && Bf16Dot.Applies(transA, transB, m);
-
     public static void MultiplyBf16(bool transA, bool transB, int m, int n, int k,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<ushort> b, int ldb, Span<float> c, int ldc, bool accumulate,
         bool bf16Activations = false)

@@ -107,8 +107,10 @@ public static partial class Ops
         }
     }
 
-    /// <summary>Whether unrecorded bf16 products on this thread may round their activations (see <see cref="RoundActivationsToBf16"/>).</summary>
-    internal static bool RoundsActivationsToBf16 => t_roundActivations > 0;
+    /// <summary>Whether a bf16 product on this thread may round its activations: inside <see cref="RoundActivationsToBf16"/>,
+    /// nothing recorded (<paramref name="record"/> false), and not a checkpointed segment's forward, which backward
+    /// recomputes and must find exact.</summary>
+    private static bool MayRoundActivations(bool record) => t_roundActivations > 0 && !record && !Autograd.InCheckpointedForward;
 
     /// <summary>
     /// Linear(x, W_i, b_i) for several layers that read the same x (a block's q, k and v projections; its gate and up):
@@ -120,9 +122,9 @@ public static partial class Ops
     public static unsafe Tensor[] LinearShared(Tensor x, params (Tensor W, Tensor? Bias)[] layers)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
-        bool fused = layers.Length > 1 && rows > 0 && RoundsActivationsToBf16 && !Autograd.InCheckpointedForward && Gemm.Bf16DotRuns(false, true, rows);
+        bool fused = layers.Length > 1 && rows > 0 && MayRoundActivations(Autograd.AnyNeeds([x])) && Gemm.Bf16DotRuns(false, true, rows);
         foreach (var (w, bias) in layers)
-            fused = fused && w.IsBf16 && w.Rank == 2 && w.Dim(1) == inF && !Autograd.AnyNeeds([x, w])
+            fused = fused && w.IsBf16 && w.Rank == 2 && w.Dim(1) == inF && !Autograd.AnyNeeds([w])
                      && (bias == null || (bias.Rank == 1 && bias.Dim(0) == w.Dim(0) && !Autograd.AnyNeeds([bias])));
         if (!fused)
         {
@@ -194,10 +196,8 @@ public static partial class Ops
         if (w.IsBf16)
         {
             if (w.RequiresGrad) throw new InvalidOperationException($"Linear: weight {w.Name ?? ShapeUtil.Format(w.Shape)} is stored as bf16 and cannot take gradients.");
-            // Generation (nothing recorded, not a checkpointed segment's forward that backward recomputes, inside
-            // RoundActivationsToBf16) may round x to bf16 for vdpbf16ps, as a bf16 model in PyTorch does; training and
-            // scoring keep x exact.
-            bool bf16Activations = !record && !Autograd.InCheckpointedForward && RoundsActivationsToBf16;
+            // Generation may round x to bf16 for vdpbf16ps, as a bf16 model in PyTorch does; training and scoring keep x exact.
+            bool bf16Activations = MayRoundActivations(record);
             Gemm.MultiplyBf16(false, true, rows, outF, inF, x.Span, inF, w.Bf16Span, inF, ys, outF, accumulate: bias != null, bf16Activations);
         }
         else Gemm.Multiply(false, true, rows, outF, inF, x.Span, inF, w.Span, inF, ys, outF, accumulate: bias != null);
