@@ -193,9 +193,11 @@ public sealed class LoraAdapterTests
             var viaFloat32 = ModelIO.LoadMerged(adapterDir);
             viaFloat32.StoreMatricesAsBf16();
             ModelIO.LoadMerged(adapterDir, bf16Matrices: true); // warm up: the first load also compiles and caches
-            long before = GC.GetTotalAllocatedBytes(precise: true);
+            // This thread's count, not the process's: tests in other classes allocate in parallel with this one, and
+            // loading and merging run on the calling thread (the engine's workers allocate nothing).
+            long before = GC.GetAllocatedBytesForCurrentThread();
             var merged = ModelIO.LoadMerged(adapterDir, bf16Matrices: true);
-            long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
 
             foreach (var (name, p) in viaFloat32.NamedParameters)
             {
