@@ -61,25 +61,39 @@ public static class BenchSampleCommand
             Generator.Generate(model, prompts, options with { MaxNewTokens = 4 });
             // Whole runs (prefill + n steps, as bench_sample.py times them) and prefill + 1 step: their difference
             // over n - 1 is the decode step alone, the part bound by reading the weights.
+            // The host's bandwidth drifts (other tenants; 36-69 GB/s seen on one day), so unless --bandwidth-gbs fixes
+            // it, it is measured right before and after each pair of runs, and each pair is set against its own.
+            double? fixedGbs = r.GetValue(bandwidth);
+            using var probe = fixedGbs == null ? new MemoryBandwidth() : null;
+            // Bytes one decode step reads: every weight matrix a Linear uses (embedding tables only by the rows
+            // looked up), norms and biases, and the filled part of the KV cache (averaged over the steps).
+            long weightBytes = BenchModels.DecodeWeightBytes(model, b);
+            double kvBytes = (double)b * cfg.NumLayers * 2 * cfg.KvDim * sizeof(float) * (p + (n - 1) / 2.0);
+            double bytesPerStep = weightBytes + kvBytes;
             var full = new List<double>();
             var first = new List<double>();
+            var gbsPerRun = new List<double>();
+            var fractions = new List<double>();
+            var decodeFractions = new List<double>();
             for (int i = 0; i < reps; i++)
             {
+                double gbsBefore = fixedGbs ?? probe!.MeasureReadGBs();
                 var sw = Stopwatch.StartNew();
                 Generator.Generate(model, prompts, options with { Seed = i });
                 full.Add(sw.Elapsed.TotalSeconds);
                 sw.Restart();
                 Generator.Generate(model, prompts, options with { Seed = i, MaxNewTokens = 1 });
                 first.Add(sw.Elapsed.TotalSeconds);
-                Console.Error.WriteLine($"run {i}: {b * n / full[^1]:F1} tokens/s, prefill + 1 step {first[^1] * 1e3:F1} ms");
+                double gbsHere = fixedGbs ?? (gbsBefore + probe!.MeasureReadGBs()) / 2;
+                double floorHere = bytesPerStep / (gbsHere * 1e9) * 1e3;
+                gbsPerRun.Add(gbsHere);
+                fractions.Add(floorHere / (full[^1] / n * 1e3));
+                decodeFractions.Add(floorHere / Math.Max(1e-9, (full[^1] - first[^1]) / (n - 1) * 1e3));
+                Console.Error.WriteLine($"run {i}: {b * n / full[^1]:F1} tokens/s, prefill + 1 step {first[^1] * 1e3:F1} ms, " +
+                    $"bandwidth {gbsHere:F1} GB/s, decode fraction of the bound {decodeFractions[^1]:F3}");
             }
             double median = Median(full), medianFirst = Median(first);
-            double gbs = r.GetValue(bandwidth) ?? MemoryBandwidth.MeasureReadGBs();
-            // Bytes one decode step reads: every weight matrix a Linear uses (embedding tables only by the rows
-            // looked up), norms and biases, and the filled part of the KV cache (averaged over the steps).
-            long weightBytes = BenchModels.DecodeWeightBytes(model, b);
-            double kvBytes = (double)b * cfg.NumLayers * 2 * cfg.KvDim * sizeof(float) * (p + (n - 1) / 2.0);
-            double bytesPerStep = weightBytes + kvBytes;
+            double gbs = Median(gbsPerRun);
             double floorMsPerStep = bytesPerStep / (gbs * 1e9) * 1e3;
             double msPerStep = median / n * 1e3;
             double decodeMs = Math.Max(1e-9, (median - medianFirst) / (n - 1) * 1e3);
@@ -101,9 +115,12 @@ public static class BenchSampleCommand
                 ["weight_mb"] = Math.Round(model.ParameterBytes / 1e6, 1),
                 ["bytes_per_step_mb"] = Math.Round(bytesPerStep / 1e6, 1),
                 ["bandwidth_gbs"] = Math.Round(gbs, 1),
+                ["bandwidth_gbs_min"] = Math.Round(gbsPerRun.Min(), 1),
+                ["bandwidth_gbs_max"] = Math.Round(gbsPerRun.Max(), 1),
                 ["bandwidth_floor_ms_per_step"] = Math.Round(floorMsPerStep, 3),
-                ["bandwidth_bound_fraction"] = Math.Round(floorMsPerStep / msPerStep, 3),
-                ["decode_bandwidth_bound_fraction"] = Math.Round(floorMsPerStep / decodeMs, 3),
+                // Medians of each run against the bandwidth measured around it.
+                ["bandwidth_bound_fraction"] = Math.Round(Median(fractions), 3),
+                ["decode_bandwidth_bound_fraction"] = Math.Round(Median(decodeFractions), 3),
             }));
             return 0;
         }));
@@ -113,25 +130,37 @@ public static class BenchSampleCommand
     private static double Median(List<double> xs) => xs.Order().ElementAt(xs.Count / 2);
 }
 
-/// <summary>Read bandwidth of a large array summed by all kernel threads (the bound for decoding).</summary>
-public static class MemoryBandwidth
+/// <summary>
+/// Read bandwidth of a large array summed by all kernel threads (the bound for decoding): the best of a few passes, the
+/// array allocated once so that probing between timed runs leaves the GC nothing to do.
+/// </summary>
+public sealed class MemoryBandwidth : IDisposable
 {
-    public static double MeasureReadGBs(int mib = 512, int repeats = 7)
+    private float[]? _data;
+    private readonly float[] _partial = new float[1];
+
+    public MemoryBandwidth(int mib = 512)
     {
-        var data = new float[mib * 1024 * 1024 / sizeof(float)];
-        new Random(1).NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
+        _data = GC.AllocateUninitializedArray<float>(mib * 1024 * 1024 / sizeof(float));
+        new Random(1).NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(_data.AsSpan()));
+    }
+
+    public double MeasureReadGBs(int repeats = 5)
+    {
+        var data = _data ?? throw new ObjectDisposedException(nameof(MemoryBandwidth));
         var best = double.MaxValue;
-        var partial = new float[ParallelFor.Threads];
         for (int i = 0; i < repeats; i++)
         {
             var sw = Stopwatch.StartNew();
             ParallelFor.For(data.Length, 1 << 20, (s, e) =>
             {
                 float acc = Simd.Sum(data.AsSpan(s, e - s));
-                lock (partial) partial[0] += acc;
+                lock (_partial) _partial[0] += acc; // keeps the sum, so the reads cannot be dropped
             });
             best = Math.Min(best, sw.Elapsed.TotalSeconds);
         }
         return data.Length * (double)sizeof(float) / best / 1e9;
     }
+
+    public void Dispose() => _data = null;
 }

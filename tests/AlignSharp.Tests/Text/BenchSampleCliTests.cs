@@ -15,6 +15,17 @@ public class BenchSampleCliTests
         Assert.Equal(5, j.GetProperty("top_k").GetInt32());
         Assert.Equal(0.9, j.GetProperty("top_p").GetDouble(), 6);
         Assert.True(j.GetProperty("tokens_per_s").GetDouble() > 0);
+        // A given bandwidth is used for every run, and one run's fraction is its floor over its own decode step.
+        Assert.Equal(10, j.GetProperty("bandwidth_gbs").GetDouble());
+        Assert.Equal(10, j.GetProperty("bandwidth_gbs_min").GetDouble());
+        Assert.Equal(10, j.GetProperty("bandwidth_gbs_max").GetDouble());
+        double floor = j.GetProperty("bandwidth_floor_ms_per_step").GetDouble();
+        Assert.Equal(j.GetProperty("bytes_per_step_mb").GetDouble() / 10, floor, 2);
+        double decodeMs = j.GetProperty("decode_ms_per_step").GetDouble();
+        double decodeFraction = floor / decodeMs;
+        // Within what rounding the printed values to three decimals can move it.
+        double tolerance = decodeFraction * (0.0006 / decodeMs + 0.0006 / floor) + 0.0006;
+        Assert.Equal(decodeFraction, j.GetProperty("decode_bandwidth_bound_fraction").GetDouble(), tolerance);
     }
 
     [Theory]
