@@ -58,7 +58,9 @@ public static class BenchSampleCommand
             var rng = new Random(0);
             var prompts = Enumerable.Range(0, b).Select(_ => Enumerable.Range(0, p).Select(_ => rng.Next(cfg.VocabSize)).ToArray()).ToArray();
             var options = new SamplingOptions { MaxNewTokens = n, Temperature = 1f, TopK = k, TopP = nucleus, EosIds = [], Seed = 1 };
-            Generator.Generate(model, prompts, options with { MaxNewTokens = 4 });
+            // Warm-up as long as a timed run: a shorter one left the first timed run 10-25% slow (methods still being
+            // recompiled at their optimised tier).
+            Generator.Generate(model, prompts, options);
             // Whole runs (prefill + n steps, as bench_sample.py times them) and prefill + 1 step: their difference
             // over n - 1 is the decode step alone, the part bound by reading the weights.
             // The host's bandwidth drifts (other tenants; 36-69 GB/s seen on one day), so unless --bandwidth-gbs fixes
