@@ -48,7 +48,7 @@ public sealed class RunSafetyTests : IDisposable
 
         // --overwrite replaces it: the old checkpoints are gone, so a later --resume cannot pick up the old run.
         SftTrainer.Train(Sft("run", 2) with { Overwrite = true, SaveSteps = 1 }, TextWriter.Null);
-        var checkpoints = Directory.GetDirectories(P("run/checkpoints")).Select(Path.GetFileName).Order().ToArray();
+        var checkpoints = Directory.GetDirectories(P("run/checkpoints")).Select(d => Path.GetFileName(d)!).Order().ToArray();
         Assert.Equal(["step-000001", "step-000002"], checkpoints);
         Assert.Equal(2, File.ReadLines(P("run/metrics.jsonl")).Count());
         Assert.Throws<UserInputException>(() => new SftOptions { Out = "x", Model = "m", Data = P("sft.jsonl"), Resume = "", Overwrite = true }.Validate());
@@ -119,8 +119,8 @@ public sealed class RunSafetyTests : IDisposable
         SftTrainer.Train(Sft("run") with { Resume = "" }, log);
         Assert.Contains("restored", log.ToString());
         Assert.Contains("resumed from", log.ToString());
-        Assert.Equal(["step-000002", "step-000004"], Directory.GetDirectories(cp).Select(Path.GetFileName).Order().ToArray());
-        Assert.Equal(["checkpoints", "final"], Directory.GetDirectories(P("run")).Select(Path.GetFileName).Order().ToArray());
+        Assert.Equal(["step-000002", "step-000004"], Directory.GetDirectories(cp).Select(d => Path.GetFileName(d)!).Order().ToArray());
+        Assert.Equal(["checkpoints", "final"], Directory.GetDirectories(P("run")).Select(d => Path.GetFileName(d)!).Order().ToArray());
         Assert.Equal(File.ReadAllBytes(P("full/final/model.safetensors")), File.ReadAllBytes(P("run/final/model.safetensors")));
     }
 
@@ -224,7 +224,7 @@ public sealed class RunSignalTests : IDisposable
     [Theory]
     [InlineData("INT", 130)]
     [InlineData("TERM", 143)]
-    public void ASignalCheckpointsWritesTheSummaryAndPrintsTheResumeCommand(string signal, int exitCode)
+    public async Task ASignalCheckpointsWritesTheSummaryAndPrintsTheResumeCommand(string signal, int exitCode)
     {
         if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;
         string model = TinyModels.Create(P("base"));
@@ -247,19 +247,23 @@ public sealed class RunSignalTests : IDisposable
         while (!(File.Exists(P("run/metrics.jsonl")) && File.ReadAllText(P("run/metrics.jsonl")).Contains("\"step\":2")))
         {
             if (process.HasExited || clock.Elapsed > TimeSpan.FromSeconds(60)) break;
-            Thread.Sleep(50);
+            await Task.Delay(50);
         }
-        Assert.False(process.HasExited, stderr.IsCompleted ? stderr.Result : "exited early");
+        Assert.False(process.HasExited, stderr.IsCompleted ? await stderr : "exited early");
         using (var kill = Process.Start("kill", ["-" + signal, process.Id.ToString()])) kill.WaitForExit();
         // Generous: under a loaded full test run the step in flight, the checkpoint and its fsyncs share two cores with
         // other tests' processes. On a timeout the run's own output says where it was.
-        if (!process.WaitForExit(180_000))
+        using (var patience = new CancellationTokenSource(TimeSpan.FromSeconds(180)))
         {
-            process.Kill(true);
-            process.WaitForExit();
-            Assert.Fail($"the run did not stop within 180 s of SIG{signal}; its stderr:\n{stderr.Result}");
+            try { await process.WaitForExitAsync(patience.Token); }
+            catch (OperationCanceledException)
+            {
+                process.Kill(true);
+                await process.WaitForExitAsync();
+                Assert.Fail($"the run did not stop within 180 s of SIG{signal}; its stderr:\n{await stderr}");
+            }
         }
-        string err = stderr.Result;
+        string err = await stderr;
         Assert.Equal(exitCode, process.ExitCode);
         Assert.Contains("Resume with:", err);
         Assert.Contains("--resume", err);
