@@ -17,6 +17,15 @@ cli="dotnet $root/src/AlignSharp.Cli/bin/Release/net10.0/alignsharp.dll"
 torch="/usr/bin/python3"
 strong="--threads 2 --tuned --omp-wait-policy passive"
 reps="${REPS:-2}"
+# Debian's python3-torch calls whatever libblas.so.3 the alternatives system points at. With only the reference BLAS
+# installed (python3-torch alone pulls in libblas3) PyTorch's float32 GEMM runs at ~6 GFLOP/s instead of ~420, and every
+# ratio below would flatter us by an order of magnitude: refuse rather than print them.
+blas="$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || true)"
+case "$blas" in
+  *openblas*) ;;
+  *) echo "side_by_side.sh: libblas.so.3 is '${blas:-missing}', not OpenBLAS; install libopenblas0-pthread (see ../shared/bench/README.md)." >&2
+     exit 2 ;;
+esac
 what="${*:-train sample}"
 tmp=$(mktemp -d)
 for rep in $(seq "$reps"); do
