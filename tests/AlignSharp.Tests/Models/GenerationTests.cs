@@ -36,6 +36,76 @@ public class GenerationTests
         for (int i = 0; i < full.Length; i++) Assert.True(Math.Abs(full[i] - parts[i]) < 1e-4, $"logit {i}: {full[i]} vs {parts[i]}");
     }
 
+    /// <summary>A bf16 cache keeps each appended key and value rounded to the nearest bf16 (ties to even), computed here
+    /// in double arithmetic: 8 significant bits.</summary>
+    [Fact]
+    public void ABf16CacheHoldsKeysAndValuesRoundedToNearestEven()
+    {
+        var config = ModelPresets.Llama(40, 32, 2, 4, 2, 64);
+        int kv = config.NumKvHeads, d = config.HeadDim;
+        var rng = new Random(5);
+        float[] Values(int n) => [.. Enumerable.Range(0, n).Select(i => i % 11 == 0
+            ? 1f + (2 * i + 1) / 256f                      // halfway between two bf16 values: ties go to even
+            : (float)((rng.NextDouble() - 0.5) * Math.Pow(2, rng.Next(-20, 20))))];
+        static double Bf16(float x)
+        {
+            if (x == 0) return 0;
+            double ulp = Math.Pow(2, Math.Floor(Math.Log2(Math.Abs(x))) - 7);
+            return Math.Round(x / ulp, MidpointRounding.ToEven) * ulp;
+        }
+        using var noGrad = Autograd.NoGrad();
+        using var cache = new KvCache(config, 2, 5, bf16: true);
+        Assert.True(cache.IsBf16);
+        var (k1, v1) = (Values(2 * 3 * kv * d), Values(2 * 3 * kv * d));
+        cache.Append(0, Tensor.FromArray(k1, 2, 3, kv, d), Tensor.FromArray(v1, 2, 3, kv, d));
+        cache.Length = 3;
+        var (k2, v2) = (Values(2 * kv * d), Values(2 * kv * d));
+        var (k, v) = cache.Append(0, Tensor.FromArray(k2, 2, 1, kv, d), Tensor.FromArray(v2, 2, 1, kv, d));
+        Assert.True(k.IsBf16 && v.IsBf16);
+        Assert.Equal([2, 5, kv, d], k.Shape.ToArray());
+        var (ks, vs) = (k.ToArray(), v.ToArray());
+        int row = kv * d;
+        for (int b = 0; b < 2; b++)
+            for (int pos = 0; pos < 5; pos++)
+                for (int i = 0; i < row; i++)
+                {
+                    int at = (b * 5 + pos) * row + i;
+                    double ek = pos < 3 ? Bf16(k1[(b * 3 + pos) * row + i]) : pos == 3 ? Bf16(k2[b * row + i]) : 0;
+                    double ev = pos < 3 ? Bf16(v1[(b * 3 + pos) * row + i]) : pos == 3 ? Bf16(v2[b * row + i]) : 0;
+                    Assert.True(ks[at] == ek, $"k[{b}, {pos}, {i}] = {ks[at]}, expected {ek}");
+                    Assert.True(vs[at] == ev, $"v[{b}, {pos}, {i}] = {vs[at]}, expected {ev}");
+                }
+    }
+
+    /// <summary>Decoding over a bf16 cache (prefill by the GEMM blocks, then single tokens by the row path) stays within
+    /// bf16 rounding of the full float32 recompute, and does round (the cache is not float32 in disguise); a disposed bf16
+    /// cache refuses use.</summary>
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("mistral-window-4")]
+    public void ABf16CacheDecodesWithinBf16RoundingOfTheFullRecompute(string family)
+    {
+        var model = Model(family);
+        var ids = new[] { 3, 17, 5, 9, 22, 1, 30, 8, 12, 4 };
+        using var noGrad = Autograd.NoGrad();
+        var full = model.Forward(ids, 1, ids.Length).ToArray();
+        var parts = new List<float>();
+        using (var cache = new KvCache(model.Config, 1, ids.Length, bf16: true))
+        {
+            parts.AddRange(model.Forward(ids.AsSpan(0, 6), 1, 6, cache: cache).ToArray());
+            for (int t = 6; t < ids.Length; t++) parts.AddRange(model.Forward(ids.AsSpan(t, 1), 1, 1, cache: cache).ToArray());
+        }
+        double scale = full.Max(x => Math.Abs(x)), worst = 0;
+        for (int i = 0; i < full.Length; i++) worst = Math.Max(worst, Math.Abs(full[i] - parts[i]));
+        Console.WriteLine($"{family}: bf16 cache, largest logit difference {worst:G3} (largest logit {scale:G3})");
+        Assert.True(worst > 0, "the bf16 cache gave float32 results");
+        Assert.True(worst < scale / 64, $"largest logit difference {worst} for logits up to {scale}");
+
+        var disposed = new KvCache(model.Config, 1, 4, bf16: true);
+        disposed.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => model.Forward(ids.AsSpan(0, 2), 1, 2, cache: disposed));
+    }
+
     /// <summary>A cache's arrays come from the pool and go back on Dispose: a second cache (handed the first one's
     /// arrays, still holding its keys) decodes exactly as the first did, batched; a disposed cache refuses use.</summary>
     [Fact]
