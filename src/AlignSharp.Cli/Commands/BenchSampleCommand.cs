@@ -70,8 +70,7 @@ public static class BenchSampleCommand
             // Bytes one decode step reads: every weight matrix a Linear uses (embedding tables only by the rows
             // looked up), norms and biases, and the filled part of the KV cache (averaged over the steps).
             long weightBytes = BenchModels.DecodeWeightBytes(model, b);
-            int kvValueBytes = model.HoldsBf16Weights ? 2 : sizeof(float); // the generator's cache follows the weights
-            double kvBytes = (double)b * cfg.NumLayers * 2 * cfg.KvDim * kvValueBytes * (p + (n - 1) / 2.0);
+            double kvBytes = (double)b * cfg.NumLayers * 2 * cfg.KvDim * sizeof(float) * (p + (n - 1) / 2.0);
             double bytesPerStep = weightBytes + kvBytes;
             var full = new List<double>();
             var first = new List<double>();
@@ -104,7 +103,6 @@ public static class BenchSampleCommand
             {
                 ["config"] = name,
                 ["weights_dtype"] = bf16 ? "bf16" : "f32",
-                ["kv_cache_dtype"] = model.HoldsBf16Weights ? "bf16" : "f32",
                 ["params"] = model.ParameterCount,
                 ["batch"] = b,
                 ["prompt_len"] = p,

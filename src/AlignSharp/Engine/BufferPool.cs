@@ -9,8 +9,6 @@ public static class BufferPool
 {
     private const int MinLength = 16;
     private static readonly Stack<float[]>[] Classes = CreateClasses();
-    // bf16 arrays (a bf16 KV cache), in the same size classes; not counted in RentedFloats.
-    private static readonly Stack<ushort[]>[] Bf16Classes = CreateClasses<ushort>();
     private static readonly object Gate = new();
     private static long _rentedFloats;
 
@@ -30,12 +28,10 @@ public static class BufferPool
         }
     }
 
-    private static Stack<float[]>[] CreateClasses() => CreateClasses<float>();
-
-    private static Stack<T[]>[] CreateClasses<T>()
+    private static Stack<float[]>[] CreateClasses()
     {
-        var c = new Stack<T[]>[4 * 32];
-        for (int i = 0; i < c.Length; i++) c[i] = new Stack<T[]>();
+        var c = new Stack<float[]>[4 * 32];
+        for (int i = 0; i < c.Length; i++) c[i] = new Stack<float[]>();
         return c;
     }
 
@@ -80,34 +76,11 @@ public static class BufferPool
         lock (Gate) Classes[cls].Push(array);
     }
 
-    /// <summary>An array of at least <paramref name="length"/> bf16 values with unspecified contents (a bf16 KV cache).</summary>
-    public static ushort[] RentBf16(int length)
-    {
-        int cls = ClassOf(length, out int classLength);
-        ushort[]? array = null;
-        lock (Gate)
-        {
-            var stack = Bf16Classes[cls];
-            if (stack.Count > 0) array = stack.Pop();
-        }
-        return array ?? GC.AllocateUninitializedArray<ushort>(classLength, pinned: false);
-    }
-
-    public static void ReturnBf16(ushort[] array)
-    {
-        int cls = ClassOf(array.Length, out int classLength);
-        if (classLength != array.Length) return; // not one of ours
-        lock (Gate) Bf16Classes[cls].Push(array);
-    }
-
     /// <summary>Drops every pooled array (e.g. after switching to a model of another size).</summary>
     public static void Trim()
     {
         lock (Gate)
-        {
             foreach (var s in Classes) s.Clear();
-            foreach (var s in Bf16Classes) s.Clear();
-        }
     }
 
     /// <summary>Pooled arrays set aside by <see cref="Park"/>: kept alive, lent to no one until <see cref="Unpark"/>.</summary>

@@ -4,107 +4,71 @@ namespace AlignSharp.Models;
 
 /// <summary>
 /// Per-layer key/value memory for incremental decoding: K and V of every processed position, laid out
-/// [B, Capacity, KV, Dh] per layer, in float32 or (<see cref="IsBf16"/>) rounded to bf16, as a bf16 model keeps them in
-/// PyTorch: half the memory, and half the bytes a decoding step reads from it, which at long prompts is a tenth of the
-/// step. <see cref="Length"/> positions are filled (the same for every row; rows that started later are left-padded and
-/// masked). The arrays come from <see cref="BufferPool"/> (cleared) and go back on <see cref="Dispose"/>: a generator
-/// calls it once per batch of rollouts, and fresh arrays cost page faults on every decoding step that reaches a new page
-/// (about 2% of a batch-8 step on a 0.5B model).
+/// [B, Capacity, KV, Dh] per layer. <see cref="Length"/> positions are filled (the same for every row; rows
+/// that started later are left-padded and masked). The arrays come from <see cref="BufferPool"/> (cleared) and go back
+/// on <see cref="Dispose"/>: a generator calls it once per batch of rollouts, and fresh arrays cost page faults on
+/// every decoding step that reaches a new page (about 2% of a batch-8 step on a 0.5B model).
 /// </summary>
 public sealed class KvCache : IDisposable
 {
     public int Batch { get; }
     public int Capacity { get; }
     public int Length { get; internal set; }
-    /// <summary>Whether K and V are kept as bf16 (rounded to nearest, ties to even, when appended).</summary>
-    public bool IsBf16 { get; }
     private float[][]? _k, _v;
-    private ushort[][]? _k16, _v16;
-    private bool _disposed;
     internal readonly int KvHeads, HeadDim;
 
-    public KvCache(ModelConfig config, int batch, int capacity, bool bf16 = false)
+    public KvCache(ModelConfig config, int batch, int capacity)
     {
         Batch = batch;
         Capacity = capacity;
         KvHeads = config.NumKvHeads;
         HeadDim = config.HeadDim;
-        IsBf16 = bf16;
         long n = (long)batch * capacity * KvHeads * HeadDim;
-        int values = n <= Array.MaxLength ? (int)n : throw new ArgumentException("KV cache too large.");
-        if (bf16)
-        {
-            _k16 = new ushort[config.NumLayers][];
-            _v16 = new ushort[config.NumLayers][];
-            for (int l = 0; l < config.NumLayers; l++)
-            {
-                _k16[l] = BufferPool.RentBf16(values);
-                _v16[l] = BufferPool.RentBf16(values);
-                Array.Clear(_k16[l]);
-                Array.Clear(_v16[l]);
-            }
-            return;
-        }
+        int floats = n <= Array.MaxLength ? (int)n : throw new ArgumentException("KV cache too large.");
         _k = new float[config.NumLayers][];
         _v = new float[config.NumLayers][];
         for (int l = 0; l < config.NumLayers; l++)
         {
-            _k[l] = BufferPool.Rent(values);
-            _v[l] = BufferPool.Rent(values);
+            _k[l] = BufferPool.Rent(floats);
+            _v[l] = BufferPool.Rent(floats);
             Array.Clear(_k[l]);
             Array.Clear(_v[l]);
         }
     }
 
+    internal float[][] K => _k ?? throw new ObjectDisposedException(nameof(KvCache));
+    internal float[][] V => _v ?? throw new ObjectDisposedException(nameof(KvCache));
+
     /// <summary>Hands the arrays back to the pool; the cache must not be used afterwards.</summary>
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
-        foreach (var a in _k ?? []) BufferPool.Return(a);
-        foreach (var a in _v ?? []) BufferPool.Return(a);
-        foreach (var a in _k16 ?? []) BufferPool.ReturnBf16(a);
-        foreach (var a in _v16 ?? []) BufferPool.ReturnBf16(a);
+        if (_k == null || _v == null) return;
+        foreach (var a in _k) BufferPool.Return(a);
+        foreach (var a in _v) BufferPool.Return(a);
         _k = _v = null;
-        _k16 = _v16 = null;
     }
 
     /// <summary>Writes T new positions for one layer and returns K and V over all filled positions [B, S, KV, Dh].</summary>
     internal (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
         int t = k.Dim(1), row = KvHeads * HeadDim, s = Length + t;
         if (s > Capacity) throw new InvalidOperationException($"KV cache full: {s} positions > capacity {Capacity}.");
         var ks = k.Span; var vs = v.Span;
         for (int b = 0; b < Batch; b++)
         {
-            int at = (b * Capacity + Length) * row, n = t * row;
-            if (IsBf16)
-            {
-                Engine.Kernels.Bf16.Narrow(ks.Slice(b * n, n), _k16![layer].AsSpan(at, n));
-                Engine.Kernels.Bf16.Narrow(vs.Slice(b * n, n), _v16![layer].AsSpan(at, n));
-            }
-            else
-            {
-                ks.Slice(b * n, n).CopyTo(_k![layer].AsSpan(at, n));
-                vs.Slice(b * n, n).CopyTo(_v![layer].AsSpan(at, n));
-            }
+            ks.Slice(b * t * row, t * row).CopyTo(K[layer].AsSpan((b * Capacity + Length) * row, t * row));
+            vs.Slice(b * t * row, t * row).CopyTo(V[layer].AsSpan((b * Capacity + Length) * row, t * row));
         }
+        if (Batch == 1)
+            return (Over(K[layer], 1, s), Over(V[layer], 1, s));
         // Rows of a batch are Capacity apart, so the filled part is no contiguous [B, S] block; rather than copy it
         // every step (as much memory traffic as the attention itself), hand attention the whole cache. Causality
         // already stops every query at slot Length + T − 1, so the empty slots are never read (see KeyMask).
-        int positions = Batch == 1 ? s : Capacity;
-        return (Over(layer, keys: true, positions), Over(layer, keys: false, positions));
+        return (Over(K[layer], Batch, Capacity), Over(V[layer], Batch, Capacity));
     }
 
     /// <summary>[batch, positions, KV, Dh] over the start of a pooled array (which may be longer), never pooled itself.</summary>
-    private Tensor Over(int layer, bool keys, int positions)
-    {
-        int[] shape = [Batch, positions, KvHeads, HeadDim];
-        return IsBf16
-            ? new(shape, new Storage((keys ? _k16 : _v16)![layer]), 0)
-            : new(shape, new Storage((keys ? _k : _v)![layer], pooled: false), 0);
-    }
+    private Tensor Over(float[] array, int batch, int positions) => new([batch, positions, KvHeads, HeadDim], new Storage(array, pooled: false), 0);
 
     /// <summary>The key mask over what <see cref="Append"/> returns: [B, S] as given for B = 1, else widened to [B, Capacity].</summary>
     internal bool[]? KeyMask(bool[]? keyMask, int filled)
@@ -252,10 +216,6 @@ public sealed class TransformerModel
 
     /// <summary>Bytes the parameters occupy (4 per float32 value, 2 per bf16 value): what one decoding step reads.</summary>
     public long ParameterBytes => _parameters.Sum(p => (long)p.Parameter.Length * (p.Parameter.IsBf16 ? 2 : 4));
-
-    /// <summary>Whether any weight is stored as bf16 (frozen bf16 matrices): such a model generates as a bf16 model does,
-    /// with a bf16 KV cache.</summary>
-    public bool HoldsBf16Weights => _parameters.Any(p => p.Parameter.IsBf16);
 
     /// <summary>
     /// Replaces parameter <paramref name="name"/> by a frozen bf16 copy (<paramref name="values"/> when given: a bf16

@@ -107,9 +107,7 @@ public static class Generator
         var outLogProbs = Enumerable.Range(0, batch).Select(_ => new List<float>()).ToArray();
         var finish = new string?[batch];
         var texts = new string?[batch];
-        // A model holding bf16 weights keeps its keys and values in bf16, as it would in PyTorch: half the cache's memory
-        // and half the bytes each step reads from it.
-        using var cache = new KvCache(model.Config, batch, capacity, bf16: model.HoldsBf16Weights);
+        using var cache = new KvCache(model.Config, batch, capacity);
         int vocab = model.Config.VocabSize;
         // Rows of the embedding past the tokenizer's vocabulary (padding to a round size) have no text: never sample them.
         int sampleable = Math.Min(vocab, tokenizer?.VocabSize ?? vocab);

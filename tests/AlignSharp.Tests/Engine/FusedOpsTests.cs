@@ -352,46 +352,6 @@ public class FusedOpsTests
         AssertAllClose(AttentionReference(q, k, v, offset, mask, 0.3), Ops.CausalAttention(q, k, v, offset, mask, 0.3f).Span, 2e-5, "attention, scale 0.3");
     }
 
-    /// <summary>
-    /// K and V stored as bf16 (a bf16 KV cache) attend exactly as their widened values do: against the double reference
-    /// on the widened values, and bit for bit against the float32 kernel given those values, on the row path and the
-    /// GEMM blocks, with and without a window and a soft cap.
-    /// </summary>
-    [Theory]
-    [MemberData(nameof(AttentionShapes))]
-    public void Bf16KeysAndValuesAttendAsTheirWidenedValues(int b, int t, int s, int hq, int hkv, int d, int offset, bool masked)
-    {
-        var rng = new Random(91 + t * 5 + s);
-        var q = Rand(rng, 2, b, t, hq, d);
-        var k16 = Rand(rng, 2, b, s, hkv, d).ToBf16(); var v16 = Rand(rng, 1, b, s, hkv, d).ToBf16();
-        Assert.True(k16.IsBf16 && v16.IsBf16);
-        var k = Tensor.FromArray(k16.ToArray(), b, s, hkv, d); var v = Tensor.FromArray(v16.ToArray(), b, s, hkv, d);
-        bool[]? mask = null;
-        if (masked)
-        {
-            mask = new bool[b * s];
-            for (int i = 0; i < mask.Length; i++) mask[i] = rng.NextDouble() < 0.7;
-        }
-        using var _ = Autograd.NoGrad();
-        foreach (var (window, cap) in new (int?, float?)[] { (null, null), (3, null), (null, 1.3f) })
-        {
-            var got = Ops.CausalAttention(q, k16, v16, offset, mask, window: window, softCap: cap).ToArray();
-            AssertAllClose(AttentionReference(q, k, v, offset, mask, null, window, cap), got, 2e-5, $"bf16 k, v; window {window}, cap {cap}");
-            Assert.Equal(Ops.CausalAttention(q, k, v, offset, mask, window: window, softCap: cap).ToArray(), got);
-        }
-    }
-
-    [Fact]
-    public void Bf16KeysAndValuesTakeNoGradientAndDoNotMix()
-    {
-        var rng = new Random(92);
-        var q = Rand(rng, 1, 1, 2, 2, 16); var k16 = Rand(rng, 1, 1, 3, 1, 16).ToBf16(); var v = Rand(rng, 1, 1, 3, 1, 16);
-        q.RequiresGrad = true;
-        Assert.Throws<InvalidOperationException>(() => Ops.CausalAttention(q, k16, v.ToBf16(), positionOffset: 1));
-        using var _ = Autograd.NoGrad();
-        Assert.Throws<ArgumentException>(() => Ops.CausalAttention(q, k16, v, positionOffset: 1));
-    }
-
     /// <summary>Keys the mask forbids take no part, even when their K and V hold NaN or ∞ (a padded row's garbage):
     /// decoding, with 16-key blocks and a tail, plain and soft-capped.</summary>
     [Fact]

@@ -28,19 +28,6 @@ public class BenchSampleCliTests
         Assert.Equal(decodeFraction, j.GetProperty("decode_bandwidth_bound_fraction").GetDouble(), tolerance);
     }
 
-    /// <summary>bf16 weights generate over a bf16 KV cache (whose bytes the bound counts at two per value), float32 over
-    /// a float32 one.</summary>
-    [Theory]
-    [InlineData("f32", "f32")]
-    [InlineData("bf16", "bf16")]
-    public void TheKvCacheFollowsTheWeights(string weights, string cache)
-    {
-        var r = CliRunner.Run("bench", "sample", "--config", "tiny", "--batch", "2", "--new-tokens", "3", "--repeats", "1",
-            "--bandwidth-gbs", "10", "--weights-dtype", weights);
-        Assert.True(r.ExitCode == 0, r.StdErr);
-        Assert.Equal(cache, JsonDocument.Parse(r.StdOut).RootElement.GetProperty("kv_cache_dtype").GetString());
-    }
-
     [Theory]
     [InlineData("--top-k", "-1", "--top-k must be >= 0")]
     [InlineData("--top-p", "0", "--top-p must be in (0, 1]")]

@@ -13,7 +13,7 @@ namespace AlignSharp.Engine.Kernels;
 /// tensor (S = T): each of their rows is packedLd floats after the previous one.
 /// </summary>
 internal readonly struct AttentionGeometry(int batch, int queries, int keys, int queryHeads, int kvHeads, int headDim,
-    int positionOffset, int? window, bool[]? keyMask, float scale, float cap, int packedLd = 0, int kvLd = 0)
+    int positionOffset, int? window, bool[]? keyMask, float scale, float cap, int packedLd = 0)
 {
     public readonly int Batch = batch, Queries = queries, Keys = keys, QueryHeads = queryHeads, KvHeads = kvHeads, HeadDim = headDim;
     public readonly int PositionOffset = positionOffset;
@@ -28,12 +28,7 @@ internal readonly struct AttentionGeometry(int batch, int queries, int keys, int
     public int KvStride => KvHeads * HeadDim;
     /// <summary>Floats between consecutive rows of q (and dQ); of k and v (and dK, dV); of o (and dO).</summary>
     public int QueryLd => packedLd > 0 ? packedLd : QueryStride;
-    public int KvLd => kvLd > 0 ? kvLd : packedLd > 0 ? packedLd : KvStride;
-
-    /// <summary>The same attention over k and v held elsewhere with rows <paramref name="ld"/> floats apart (one head's
-    /// widened copy of a bf16 cache).</summary>
-    public AttentionGeometry WithKvLd(int ld) =>
-        new(Batch, Queries, Keys, QueryHeads, KvHeads, HeadDim, PositionOffset, Window, KeyMask, Scale, Cap, packedLd, ld);
+    public int KvLd => packedLd > 0 ? packedLd : KvStride;
     public int OutLd => QueryStride;
     /// <summary>T·S' probabilities per (batch, query head).</summary>
     public int ProbSize => Queries * VisibleKeys;
@@ -84,87 +79,41 @@ internal static class AttentionKernels
     {
         public void Run(int start, int end)
         {
-            int s = g.Keys, hq = g.QueryHeads, d = g.HeadDim, kvLd = g.KvLd, pSize = g.ProbSize;
+            int t = g.Queries, s = g.Keys, hq = g.QueryHeads, d = g.HeadDim, sEff = g.VisibleKeys;
+            int qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd, pSize = g.ProbSize;
             float[]? scratch = pa == null ? BufferPool.Rent(pSize) : null;
             for (int bh = start; bh < end; bh++)
             {
                 int b = bh / hq, h = bh % hq, kvh = h / g.Group;
                 var p = pa != null ? pa.AsSpan(po + bh * pSize, pSize) : scratch.AsSpan(0, pSize);
-                Head(g, b, h, qa, qo, ka, ko + b * s * kvLd + kvh * d, va, vo + b * s * kvLd + kvh * d, oa, oo, p, keep: pa != null);
+                int qOff = qo + b * t * qLd + h * d;
+                int kOff = ko + b * s * kvLd + kvh * d;
+                int vOff = vo + b * s * kvLd + kvh * d;
+                int oOff = oo + b * t * oLd + h * d;
+                if (t <= RowPathMaxT)
+                {
+                    HeadRows(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, b * s, keep: pa != null);
+                    continue;
+                }
+                for (int t0 = 0; t0 < t; t0 += QueryBlock)
+                {
+                    // Query block [t0, t1) sees keys [lo, hi): the GEMMs skip the causal upper triangle and,
+                    // with a window, the keys every query of the block has left behind. Scores outside a row's
+                    // own range (stale columns included) are cleared by its softmax.
+                    int rowsIn = Math.Min(QueryBlock, t - t0);
+                    var (lo, hi) = g.BlockKeys(t0, rowsIn);
+                    var pb = p.Slice(t0 * sEff, rowsIn * sEff);
+                    Gemm.Multiply(false, true, rowsIn, hi - lo, d, qa.AsSpan(qOff + t0 * qLd), qLd, ka.AsSpan(kOff + lo * kvLd), kvLd, pb[lo..], sEff, false);
+                    for (int tq = t0; tq < t0 + rowsIn; tq++)
+                    {
+                        var (rLo, rHi) = g.KeyRange(tq);
+                        SoftmaxRow(p.Slice(tq * sEff, sEff), rLo, rHi, g.Scale, g.Cap, g.KeyMask, b * s);
+                    }
+                    // No key at all (hi == lo): a zero-depth GEMM writes zeros, the empty-row output.
+                    Gemm.Multiply(false, false, rowsIn, d, hi - lo, pb[lo..], sEff, va.AsSpan(vOff + lo * kvLd), kvLd, oa.AsSpan(oOff + t0 * oLd), oLd, false);
+                }
             }
             if (scratch != null) BufferPool.Return(scratch);
-        }
-    }
-
-    /// <summary>
-    /// <see cref="Forward"/> over k and v stored as bf16 (a bf16 KV cache; no probabilities kept, no gradient): each
-    /// (batch, kv head)'s visible rows are widened once into float32 scratch, which the G query heads sharing them then
-    /// read as the float32 forward does. The cache is read once, at half the bytes; the scratch ((S'·D floats each) stays
-    /// in L2.
-    /// </summary>
-    public static void ForwardBf16(in AttentionGeometry g, float[] q, int qo, ushort[] k, int ko, ushort[] v, int vo, float[] o, int oo)
-        => ParallelFor.Run(g.Batch * g.QueryHeads, (int)Math.Max(1, (1 << 16) / Math.Max(1, g.WorkPerHead)),
-            new ForwardBf16Work(g, q, qo, k, ko, v, vo, o, oo));
-
-    private readonly struct ForwardBf16Work(AttentionGeometry g, float[] qa, int qo, ushort[] ka, int ko, ushort[] va, int vo,
-        float[] oa, int oo) : IRangeWork
-    {
-        public void Run(int start, int end)
-        {
-            int s = g.Keys, hq = g.QueryHeads, d = g.HeadDim, kvLd = g.KvLd, sEff = g.VisibleKeys;
-            var wide = g.WithKvLd(d);
-            float[] p = BufferPool.Rent(g.ProbSize), kw = BufferPool.Rent(sEff * d), vw = BufferPool.Rent(sEff * d);
-            int widened = -1;
-            for (int bh = start; bh < end; bh++)
-            {
-                int b = bh / hq, h = bh % hq, kvh = h / g.Group;
-                if (b * g.KvHeads + kvh != widened)
-                {
-                    widened = b * g.KvHeads + kvh;
-                    int first = b * s * kvLd + kvh * d;
-                    for (int j = 0; j < sEff; j++)
-                    {
-                        Bf16.Widen(ka.AsSpan(ko + first + j * kvLd, d), kw.AsSpan(j * d, d));
-                        Bf16.Widen(va.AsSpan(vo + first + j * kvLd, d), vw.AsSpan(j * d, d));
-                    }
-                }
-                Head(wide, b, h, qa, qo, kw, 0, vw, 0, oa, oo, p.AsSpan(0, g.ProbSize), keep: false);
-            }
-            BufferPool.Return(p);
-            BufferPool.Return(kw);
-            BufferPool.Return(vw);
-        }
-    }
-
-    /// <summary>One (batch b, query head h): its k and v rows start at kOff and vOff, g.KvLd floats apart.</summary>
-    private static void Head(in AttentionGeometry g, int b, int h, float[] qa, int qo, float[] ka, int kOff, float[] va, int vOff,
-        float[] oa, int oo, Span<float> p, bool keep)
-    {
-        int t = g.Queries, s = g.Keys, d = g.HeadDim, sEff = g.VisibleKeys;
-        int qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd;
-        int qOff = qo + b * t * qLd + h * d;
-        int oOff = oo + b * t * oLd + h * d;
-        if (t <= RowPathMaxT)
-        {
-            HeadRows(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, b * s, keep);
-            return;
-        }
-        for (int t0 = 0; t0 < t; t0 += QueryBlock)
-        {
-            // Query block [t0, t1) sees keys [lo, hi): the GEMMs skip the causal upper triangle and,
-            // with a window, the keys every query of the block has left behind. Scores outside a row's
-            // own range (stale columns included) are cleared by its softmax.
-            int rowsIn = Math.Min(QueryBlock, t - t0);
-            var (lo, hi) = g.BlockKeys(t0, rowsIn);
-            var pb = p.Slice(t0 * sEff, rowsIn * sEff);
-            Gemm.Multiply(false, true, rowsIn, hi - lo, d, qa.AsSpan(qOff + t0 * qLd), qLd, ka.AsSpan(kOff + lo * kvLd), kvLd, pb[lo..], sEff, false);
-            for (int tq = t0; tq < t0 + rowsIn; tq++)
-            {
-                var (rLo, rHi) = g.KeyRange(tq);
-                SoftmaxRow(p.Slice(tq * sEff, sEff), rLo, rHi, g.Scale, g.Cap, g.KeyMask, b * s);
-            }
-            // No key at all (hi == lo): a zero-depth GEMM writes zeros, the empty-row output.
-            Gemm.Multiply(false, false, rowsIn, d, hi - lo, pb[lo..], sEff, va.AsSpan(vOff + lo * kvLd), kvLd, oa.AsSpan(oOff + t0 * oLd), oLd, false);
         }
     }
 

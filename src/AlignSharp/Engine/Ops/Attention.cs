@@ -85,14 +85,6 @@ public static partial class Ops
         }
 
         bool record = Autograd.AnyNeeds(inputs);
-        if (k.IsBf16 || v.IsBf16)
-        {
-            // A bf16 KV cache: generation only, so nothing to differentiate.
-            if (!k.IsBf16 || !v.IsBf16) throw new ArgumentException("CausalAttention: k and v must both be bf16 or both float32.");
-            if (record) throw new InvalidOperationException("CausalAttention over bf16 k and v (a bf16 KV cache) takes no gradient; run it under Autograd.NoGrad().");
-            AttentionKernels.ForwardBf16(geometry, q.Array, q.Offset + qAt, k.Storage.Bf16Array, k.Offset + kAt, v.Storage.Bf16Array, v.Offset + vAt, o.Array, o.Offset);
-            return o;
-        }
         var probs = record ? Tensor.EmptyOwned([bsz, hq, t, sEff]) : null;
         AttentionKernels.Forward(geometry, q.Array, q.Offset + qAt, k.Array, k.Offset + kAt, v.Array, v.Offset + vAt, o.Array, o.Offset,
             probs?.Array, probs?.Offset ?? 0);
