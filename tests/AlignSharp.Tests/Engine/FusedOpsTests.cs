@@ -329,6 +329,8 @@ public class FusedOpsTests
         [1, 3, 50, 2, 1, 64, 47, false],
         [3, 1, 48, 14, 2, 128, 47, true],
         [2, 2, 19, 4, 2, 16, 17, true],
+        // Decoding by kv head in blocks of 64 keys: two whole blocks and a last one of 16 + 6.
+        [2, 1, 150, 6, 2, 64, 149, true],
     ];
 
     [Theory]
@@ -350,6 +352,25 @@ public class FusedOpsTests
         if (masked)
             for (int i = 0; i < hq * d; i++) Assert.Equal(0f, Ops.CausalAttention(q, k, v, offset, mask).Span[i]);
         AssertAllClose(AttentionReference(q, k, v, offset, mask, 0.3), Ops.CausalAttention(q, k, v, offset, mask, 0.3f).Span, 2e-5, "attention, scale 0.3");
+    }
+
+    /// <summary>A decoding step without gradients (by kv head, in key blocks) gives the same bits as with them (head by
+    /// head, probabilities kept), windowed or not.</summary>
+    [Theory]
+    [InlineData(2, 150, 6, 2, 64, null)]
+    [InlineData(2, 150, 6, 2, 64, 40)]
+    [InlineData(3, 70, 14, 2, 128, null)]
+    [InlineData(1, 37, 4, 2, 80, 20)]
+    public void ADecodeStepGivesTheSameBitsWithAndWithoutGradients(int b, int s, int hq, int hkv, int d, int? window)
+    {
+        var rng = new Random(93 + s);
+        var q = Rand(rng, 2, b, 1, hq, d); var k = Rand(rng, 2, b, s, hkv, d); var v = Rand(rng, 1, b, s, hkv, d);
+        var mask = new bool[b * s];
+        for (int i = 0; i < mask.Length; i++) mask[i] = rng.NextDouble() < 0.8;
+        float[] without;
+        using (Autograd.NoGrad()) without = Ops.CausalAttention(q, k, v, s - 1, mask, window: window).ToArray();
+        q.RequiresGrad = true;
+        Assert.Equal(Ops.CausalAttention(q, k, v, s - 1, mask, window: window).ToArray(), without);
     }
 
     /// <summary>Keys the mask forbids take no part, even when their K and V hold NaN or ∞ (a padded row's garbage):
