@@ -126,7 +126,7 @@ internal static class AttentionKernels
             for (int h = 0; h < group; h++)
             {
                 float* qr = q + h * d, ps = p + h * sEff;
-                int sk = b0;
+                int sk = d == 64 ? Scores64(qr, k, ld, ps, b0, b1) : d == 128 ? Scores128(qr, k, ld, ps, b0, b1) : b0;
                 for (; sk + 16 <= b1; sk += 16)
                 {
                     float* kr = k + (long)sk * ld;
@@ -159,6 +159,61 @@ internal static class AttentionKernels
             else TensorPrimitives.Multiply(row, inv[h], row);
         }
     }
+
+    /// <summary>
+    /// <see cref="GroupRows512"/>'s scores for head size 64 with q in four registers and each key's dot product unrolled:
+    /// from L1 the general loop (a loop per key, q reloaded) ran 2.25 ns a key, this 1.45. The same products in the same
+    /// order as <see cref="Dot"/>, so the same bits. Returns the first key of the tail (fewer than 16 keys) left to score.
+    /// </summary>
+    private static unsafe int Scores64(float* q, float* k, int ld, float* s, int lo, int hi)
+    {
+        Vector512<float> q0 = Vector512.Load(q), q1 = Vector512.Load(q + 16), q2 = Vector512.Load(q + 32), q3 = Vector512.Load(q + 48);
+        int sk = lo;
+        for (; sk + 16 <= hi; sk += 16)
+        {
+            float* r = k + (long)sk * ld;
+            SumEach(Dot64(q0, q1, q2, q3, r), Dot64(q0, q1, q2, q3, r + ld), Dot64(q0, q1, q2, q3, r + 2 * ld), Dot64(q0, q1, q2, q3, r + 3 * ld),
+                    Dot64(q0, q1, q2, q3, r + 4 * ld), Dot64(q0, q1, q2, q3, r + 5 * ld), Dot64(q0, q1, q2, q3, r + 6 * ld), Dot64(q0, q1, q2, q3, r + 7 * ld),
+                    Dot64(q0, q1, q2, q3, r + 8 * ld), Dot64(q0, q1, q2, q3, r + 9 * ld), Dot64(q0, q1, q2, q3, r + 10 * ld), Dot64(q0, q1, q2, q3, r + 11 * ld),
+                    Dot64(q0, q1, q2, q3, r + 12 * ld), Dot64(q0, q1, q2, q3, r + 13 * ld), Dot64(q0, q1, q2, q3, r + 14 * ld), Dot64(q0, q1, q2, q3, r + 15 * ld))
+                .Store(s + sk);
+        }
+        return sk;
+    }
+
+    /// <summary><see cref="Scores64"/> for head size 128 (q in eight registers).</summary>
+    private static unsafe int Scores128(float* q, float* k, int ld, float* s, int lo, int hi)
+    {
+        Vector512<float> q0 = Vector512.Load(q), q1 = Vector512.Load(q + 16), q2 = Vector512.Load(q + 32), q3 = Vector512.Load(q + 48);
+        Vector512<float> q4 = Vector512.Load(q + 64), q5 = Vector512.Load(q + 80), q6 = Vector512.Load(q + 96), q7 = Vector512.Load(q + 112);
+        int sk = lo;
+        for (; sk + 16 <= hi; sk += 16)
+        {
+            float* r = k + (long)sk * ld;
+            SumEach(Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r), Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + ld),
+                    Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 2 * ld), Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 3 * ld),
+                    Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 4 * ld), Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 5 * ld),
+                    Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 6 * ld), Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 7 * ld),
+                    Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 8 * ld), Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 9 * ld),
+                    Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 10 * ld), Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 11 * ld),
+                    Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 12 * ld), Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 13 * ld),
+                    Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 14 * ld), Dot128(q0, q1, q2, q3, q4, q5, q6, q7, r + 15 * ld))
+                .Store(s + sk);
+        }
+        return sk;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector512<float> Dot128(Vector512<float> q0, Vector512<float> q1, Vector512<float> q2, Vector512<float> q3,
+        Vector512<float> q4, Vector512<float> q5, Vector512<float> q6, Vector512<float> q7, float* k) =>
+        Vector512.FusedMultiplyAdd(q7, Vector512.Load(k + 112), Vector512.FusedMultiplyAdd(q6, Vector512.Load(k + 96),
+            Vector512.FusedMultiplyAdd(q5, Vector512.Load(k + 80), Vector512.FusedMultiplyAdd(q4, Vector512.Load(k + 64),
+                Dot64(q0, q1, q2, q3, k)))));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector512<float> Dot64(Vector512<float> q0, Vector512<float> q1, Vector512<float> q2, Vector512<float> q3, float* k) =>
+        Vector512.FusedMultiplyAdd(q3, Vector512.Load(k + 48), Vector512.FusedMultiplyAdd(q2, Vector512.Load(k + 32),
+            Vector512.FusedMultiplyAdd(q1, Vector512.Load(k + 16), q0 * Vector512.Load(k))));
 
     /// <summary>o[0, d) += Σ_{k in [lo, hi)} w[k] · v_k (v_k = v + k·ld), 64 then 16 floats at a time in registers, skipping
     /// zero weights (masked keys, whose V may be anything, or exps that underflowed).</summary>
