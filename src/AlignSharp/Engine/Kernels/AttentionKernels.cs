@@ -125,18 +125,7 @@ internal static class AttentionKernels
             int b1 = Math.Min(hi, b0 + GroupKeyBlock);
             for (int h = 0; h < group; h++)
             {
-                float* qr = q + h * d, ps = p + h * sEff;
-                int sk = d == 64 ? Scores64(qr, k, ld, ps, b0, b1) : d == 128 ? Scores128(qr, k, ld, ps, b0, b1) : b0;
-                for (; sk + 16 <= b1; sk += 16)
-                {
-                    float* kr = k + (long)sk * ld;
-                    SumEach(Dot(qr, kr, d), Dot(qr, kr + ld, d), Dot(qr, kr + 2 * ld, d), Dot(qr, kr + 3 * ld, d),
-                            Dot(qr, kr + 4 * ld, d), Dot(qr, kr + 5 * ld, d), Dot(qr, kr + 6 * ld, d), Dot(qr, kr + 7 * ld, d),
-                            Dot(qr, kr + 8 * ld, d), Dot(qr, kr + 9 * ld, d), Dot(qr, kr + 10 * ld, d), Dot(qr, kr + 11 * ld, d),
-                            Dot(qr, kr + 12 * ld, d), Dot(qr, kr + 13 * ld, d), Dot(qr, kr + 14 * ld, d), Dot(qr, kr + 15 * ld, d))
-                        .Store(ps + sk);
-                }
-                for (; sk < b1; sk++) ps[sk] = Vector512.Sum(Dot(qr, k + (long)sk * ld, d));
+                Scores(q + h * d, k, ld, d, p + h * sEff, b0, b1);
             }
         }
 
@@ -161,7 +150,26 @@ internal static class AttentionKernels
     }
 
     /// <summary>
-    /// <see cref="GroupRows512"/>'s scores for head size 64 with q in four registers and each key's dot product unrolled:
+    /// s[j] = q·k_j for keys j in [lo, hi) (k_j = k + j·ld, d floats): 16 keys at a time, their 16 dot-product vectors
+    /// summed by one transposing tree (45 shuffles and adds, against 16 horizontal sums), the tail key by key.
+    /// </summary>
+    private static unsafe void Scores(float* q, float* k, int ld, int d, float* s, int lo, int hi)
+    {
+        int sk = d == 64 ? Scores64(q, k, ld, s, lo, hi) : d == 128 ? Scores128(q, k, ld, s, lo, hi) : lo;
+        for (; sk + 16 <= hi; sk += 16)
+        {
+            float* r = k + (long)sk * ld;
+            SumEach(Dot(q, r, d), Dot(q, r + ld, d), Dot(q, r + 2 * ld, d), Dot(q, r + 3 * ld, d),
+                    Dot(q, r + 4 * ld, d), Dot(q, r + 5 * ld, d), Dot(q, r + 6 * ld, d), Dot(q, r + 7 * ld, d),
+                    Dot(q, r + 8 * ld, d), Dot(q, r + 9 * ld, d), Dot(q, r + 10 * ld, d), Dot(q, r + 11 * ld, d),
+                    Dot(q, r + 12 * ld, d), Dot(q, r + 13 * ld, d), Dot(q, r + 14 * ld, d), Dot(q, r + 15 * ld, d))
+                .Store(s + sk);
+        }
+        for (; sk < hi; sk++) s[sk] = Vector512.Sum(Dot(q, k + (long)sk * ld, d));
+    }
+
+    /// <summary>
+    /// <see cref="Scores"/> for head size 64 with q in four registers and each key's dot product unrolled:
     /// from L1 the general loop (a loop per key, q reloaded) ran 2.25 ns a key, this 1.45. The same products in the same
     /// order as <see cref="Dot"/>, so the same bits. Returns the first key of the tail (fewer than 16 keys) left to score.
     /// </summary>
@@ -344,17 +352,7 @@ internal static class AttentionKernels
                 pr[..lo].Clear();
                 pr[hi..].Clear();
                 float* ps = p0 + (long)tq * sEff;
-                int sk = lo;
-                for (; sk + 16 <= hi; sk += 16)
-                {
-                    float* kr = kb + (long)sk * kvLd;
-                    SumEach(Dot(qr, kr, d), Dot(qr, kr + kvLd, d), Dot(qr, kr + 2 * kvLd, d), Dot(qr, kr + 3 * kvLd, d),
-                            Dot(qr, kr + 4 * kvLd, d), Dot(qr, kr + 5 * kvLd, d), Dot(qr, kr + 6 * kvLd, d), Dot(qr, kr + 7 * kvLd, d),
-                            Dot(qr, kr + 8 * kvLd, d), Dot(qr, kr + 9 * kvLd, d), Dot(qr, kr + 10 * kvLd, d), Dot(qr, kr + 11 * kvLd, d),
-                            Dot(qr, kr + 12 * kvLd, d), Dot(qr, kr + 13 * kvLd, d), Dot(qr, kr + 14 * kvLd, d), Dot(qr, kr + 15 * kvLd, d))
-                        .Store(ps + sk);
-                }
-                for (; sk < hi; sk++) ps[sk] = Vector512.Sum(Dot(qr, kb + (long)sk * kvLd, d));
+                Scores(qr, kb, kvLd, d, ps, lo, hi);
 
                 float inv = 1f;
                 if (g.Cap > 0) SoftmaxRow(pr, lo, hi, g.Scale, g.Cap, keyMask, maskOffset);
@@ -456,37 +454,14 @@ internal static class AttentionKernels
         return true;
     }
 
-    /// <summary>o[0, d) = inv · Σ_{k in [lo, hi)} w[k] · v_k (v_k = v + k·ld), 64 then 16 floats at a time in registers.</summary>
+    /// <summary>o[0, d) = inv · Σ_{k in [lo, hi)} w[k] · v_k (v_k = v + k·ld): <see cref="AddWeightedRows"/> from zero, then
+    /// one multiply.</summary>
     private static unsafe void WeightedRows(float* w, int lo, int hi, float* v, int ld, int d, float inv, float* o)
     {
-        var vi = Vector512.Create(inv);
-        int c = 0;
-        for (; c + 64 <= d; c += 64)
-        {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            float* vr = v + (long)lo * ld + c;
-            for (int k = lo; k < hi; k++, vr += ld)
-            {
-                if (w[k] == 0f) continue; // a masked key (its V may be anything) or an exp that underflowed
-                var wk = Vector512.Create(w[k]);
-                a0 = Vector512.FusedMultiplyAdd(wk, Vector512.Load(vr), a0);
-                a1 = Vector512.FusedMultiplyAdd(wk, Vector512.Load(vr + 16), a1);
-                a2 = Vector512.FusedMultiplyAdd(wk, Vector512.Load(vr + 32), a2);
-                a3 = Vector512.FusedMultiplyAdd(wk, Vector512.Load(vr + 48), a3);
-            }
-            (a0 * vi).Store(o + c);
-            (a1 * vi).Store(o + c + 16);
-            (a2 * vi).Store(o + c + 32);
-            (a3 * vi).Store(o + c + 48);
-        }
-        for (; c < d; c += 16)
-        {
-            Vector512<float> a0 = default;
-            float* vr = v + (long)lo * ld + c;
-            for (int k = lo; k < hi; k++, vr += ld)
-                if (w[k] != 0f) a0 = Vector512.FusedMultiplyAdd(Vector512.Create(w[k]), Vector512.Load(vr), a0);
-            (a0 * vi).Store(o + c);
-        }
+        var row = new Span<float>(o, d);
+        row.Clear();
+        AddWeightedRows(w, lo, hi, v, ld, d, o);
+        TensorPrimitives.Multiply(row, inv, row);
     }
 
     /// <summary>
