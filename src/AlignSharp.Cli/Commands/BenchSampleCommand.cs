@@ -66,12 +66,14 @@ public static class BenchSampleCommand
             // The host's bandwidth drifts (other tenants; 36-69 GB/s seen on one day), so unless --bandwidth-gbs fixes
             // it, it is measured right before and after each pair of runs, and each pair is set against its own.
             double? fixedGbs = r.GetValue(bandwidth);
-            using var probe = fixedGbs == null ? new MemoryBandwidth() : null;
+            var probe = fixedGbs == null ? new MemoryBandwidth() : null;
             // Bytes one decode step reads: every weight matrix a Linear uses (embedding tables only by the rows
             // looked up), norms and biases, and the filled part of the KV cache (averaged over the steps).
             long weightBytes = BenchModels.DecodeWeightBytes(model, b);
             double kvBytes = (double)b * cfg.NumLayers * 2 * cfg.KvDim * sizeof(float) * (p + (n - 1) / 2.0);
             double bytesPerStep = weightBytes + kvBytes;
+            double FloorMs(double gbs) => bytesPerStep / (gbs * 1e9) * 1e3;
+            double DecodeMs(double fullS, double firstS) => Math.Max(1e-9, (fullS - firstS) / (n - 1) * 1e3);
             var full = new List<double>();
             var first = new List<double>();
             var gbsPerRun = new List<double>();
@@ -87,18 +89,17 @@ public static class BenchSampleCommand
                 Generator.Generate(model, prompts, options with { Seed = i, MaxNewTokens = 1 });
                 first.Add(sw.Elapsed.TotalSeconds);
                 double gbsHere = fixedGbs ?? (gbsBefore + probe!.MeasureReadGBs()) / 2;
-                double floorHere = bytesPerStep / (gbsHere * 1e9) * 1e3;
                 gbsPerRun.Add(gbsHere);
-                fractions.Add(floorHere / (full[^1] / n * 1e3));
-                decodeFractions.Add(floorHere / Math.Max(1e-9, (full[^1] - first[^1]) / (n - 1) * 1e3));
+                fractions.Add(FloorMs(gbsHere) / (full[^1] / n * 1e3));
+                decodeFractions.Add(FloorMs(gbsHere) / DecodeMs(full[^1], first[^1]));
                 Console.Error.WriteLine($"run {i}: {b * n / full[^1]:F1} tokens/s, prefill + 1 step {first[^1] * 1e3:F1} ms, " +
                     $"bandwidth {gbsHere:F1} GB/s, decode fraction of the bound {decodeFractions[^1]:F3}");
             }
             double median = Median(full), medianFirst = Median(first);
             double gbs = Median(gbsPerRun);
-            double floorMsPerStep = bytesPerStep / (gbs * 1e9) * 1e3;
+            double floorMsPerStep = FloorMs(gbs);
             double msPerStep = median / n * 1e3;
-            double decodeMs = Math.Max(1e-9, (median - medianFirst) / (n - 1) * 1e3);
+            double decodeMs = DecodeMs(median, medianFirst);
             Console.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
             {
                 ["config"] = name,
@@ -136,9 +137,9 @@ public static class BenchSampleCommand
 /// Read bandwidth of a large array summed by all kernel threads (the bound for decoding): the best of a few passes, the
 /// array allocated once so that probing between timed runs leaves the GC nothing to do.
 /// </summary>
-public sealed class MemoryBandwidth : IDisposable
+public sealed class MemoryBandwidth
 {
-    private float[]? _data;
+    private readonly float[] _data;
     private readonly float[] _partial = new float[1];
 
     public MemoryBandwidth(int mib = 512)
@@ -149,7 +150,7 @@ public sealed class MemoryBandwidth : IDisposable
 
     public double MeasureReadGBs(int repeats = 5)
     {
-        var data = _data ?? throw new ObjectDisposedException(nameof(MemoryBandwidth));
+        var data = _data;
         var best = double.MaxValue;
         for (int i = 0; i < repeats; i++)
         {
@@ -163,6 +164,4 @@ public sealed class MemoryBandwidth : IDisposable
         }
         return data.Length * (double)sizeof(float) / best / 1e9;
     }
-
-    public void Dispose() => _data = null;
 }

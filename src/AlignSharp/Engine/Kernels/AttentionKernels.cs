@@ -83,7 +83,10 @@ internal static class AttentionKernels
     /// <summary>A decoding step (one query per row, no probabilities kept, no soft cap, head sizes of whole 512-bit
     /// vectors) runs by (row, kv head): see <see cref="GroupRows512"/>.</summary>
     private static bool DecodesByGroup(in AttentionGeometry g) =>
-        g.Queries == 1 && g.Cap == 0 && g.HeadDim % Vector512<float>.Count == 0 && Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+        g.Queries == 1 && g.Cap == 0 && Rows512(g.HeadDim);
+
+    /// <summary>Whether the 512-bit row kernels (<see cref="HeadRows512"/>, <see cref="GroupRows512"/>) take head size d.</summary>
+    private static bool Rows512(int d) => Vector512.IsHardwareAccelerated && Avx512F.IsSupported && d % Vector512<float>.Count == 0;
 
     /// <summary>Keys per block of <see cref="GroupRows512"/>: 64 rows of K (or V) of head size 64 are 16 KB, in L1 with room.</summary>
     private const int GroupKeyBlock = 64;
@@ -305,7 +308,7 @@ internal static class AttentionKernels
         float[] oa, int oOff, Span<float> p, int maskOffset, bool keep)
     {
         int d = g.HeadDim, sEff = g.VisibleKeys, qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd;
-        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported && d % Vector512<float>.Count == 0)
+        if (Rows512(d))
         {
             HeadRows512(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, maskOffset, keep);
             return;
