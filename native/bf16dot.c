@@ -67,8 +67,11 @@ INLINE void convert(const Args* s)
  * ran at two thirds of the speed. */
 #define A_CHUNK_BYTES 24576
 
-/* How far ahead a linear prefetch runs, in 64-byte lines (16 KB). */
-#define LINEAR_AHEAD 256
+/* How far ahead a linear prefetch runs, in 64-byte lines: into L1 8 KB ahead, and into L2 64 KB ahead. The L2 prefetch
+ * keeps more lines in flight than L1's miss buffers allow; with it the 8 KB L1 distance did better than the 16 KB
+ * used alone before (m = 8 on two cores, 24 layers + head of the 0.5B shape: +5-9%; m = 6 +8%, m = 4 +4%). */
+#define LINEAR_AHEAD 128
+#define L2_AHEAD 1024
 
 /* One MR×NR tile over k positions [k0, k1): rows 0..MR-1 of C (MR = m), columns j..j+cols-1 (cols ≤ NR; missing B
  * rows read row j again and their sums are dropped); adds into C when accumulate is set. k0 is a multiple of 32.
@@ -76,9 +79,10 @@ INLINE void convert(const Args* s)
  * prefetches as many lines as it loads, one of two ways:
  *  - per row: the same 64 bytes of the next tile's rows;
  *  - linear (linear != 0: whole rows, ldb = k, so the share is one run of memory): the lines LINEAR_AHEAD past the
- *    ones loaded, in address order, up to the share's end. With 3-row tiles (m = 7, 8) per-row prefetching runs only
- *    5 KB ahead at k = 896 and the product stalled on memory; measured on two cores, linear reads 10–20% faster there
- *    and 10–25% slower for wider tiles, which keep per-row. */
+ *    ones loaded into L1 and those L2_AHEAD past them into L2, in address order, up to the share's end. With 3- and
+ *    4-row tiles (m ≥ 4) per-row prefetching runs only 5–7 KB ahead at k = 896 and the product stalled on memory;
+ *    measured on two cores, linear reads 10–20% faster there (m = 7, 8) and 5–12% slower for the 6- and 8-row tiles
+ *    of m ≤ 3, which keep per-row (an L2 prefetch added to per-row made those 5–9% slower still). */
 INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int k0, int k1, int accumulate, int linear)
 {
     int64_t kp = (s->k + 31) & ~31;
@@ -104,7 +108,9 @@ INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int
             if (linear)
             {
                 const char* at = cursor + (int64_t)(p * NR + q * 32) * 2;
+                const char* far = at + (L2_AHEAD - LINEAR_AHEAD) * 64;
                 _mm_prefetch(at < last ? at : last, _MM_HINT_T0);
+                _mm_prefetch(far < last ? far : last, _MM_HINT_T1);
             }
             else _mm_prefetch((const char*)(br[q] + p + ahead), _MM_HINT_T0);
             bv[q] = (__m512bh)_mm512_loadu_si512(br[q] + p);
@@ -164,7 +170,7 @@ INLINE void columns(const Args* s, const int MR, const int NR)
     int64_t kp = (s->k + 31) & ~31;
     int chunks = (int)((8 * kp * 2 + A_CHUNK_BYTES - 1) / A_CHUNK_BYTES);
     int step = (int)((kp / 32 + chunks - 1) / chunks) * 32;
-    int linear = chunks == 1 && NR == 3 && s->ldb == s->k;
+    int linear = chunks == 1 && NR <= 4 && s->ldb == s->k;
     for (int k0 = 0; k0 < s->k; k0 += step)
     {
         int k1 = s->k - k0 < step ? s->k : k0 + step;

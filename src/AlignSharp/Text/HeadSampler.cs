@@ -58,7 +58,7 @@ internal static class HeadSampler
 
     /// <summary>How much of the next tile's weight pass 1 prefetches before summing a tile's rows: as far as the
     /// product's own prefetch runs ahead (native/bf16dot.c, LINEAR_AHEAD).</summary>
-    private const int NextTileWarmBytes = 16 * 1024;
+    private const int NextTileWarmBytes = 8 * 1024;
 
     [ThreadStatic] private static float[]? t_tile;
     [ThreadStatic] private static ulong[]? t_keys;

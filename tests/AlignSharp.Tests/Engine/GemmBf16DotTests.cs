@@ -95,9 +95,11 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         Check(rng, Case.Make(rng, false, true, 8, 301, 896, padded: true, accumulate: true), native);
         Check(rng, Case.Make(rng, false, true, 1, 700, 896, padded: false, accumulate: false), native);
         Check(rng, Case.Make(rng, false, true, 5, 97, 4864, padded: true, accumulate: false), native);
-        // Unpadded rows with 3-column tiles (m = 7, 8): the linear prefetch, clamped at each share's end.
+        // Unpadded rows with 3- and 4-column tiles (m = 4..8): the linear prefetches (L1 and L2), clamped at each share's end.
         Check(rng, Case.Make(rng, false, true, 8, 301, 896, padded: false, accumulate: false), native);
         Check(rng, Case.Make(rng, false, true, 7, 50, 320, padded: false, accumulate: true), native);
+        Check(rng, Case.Make(rng, false, true, 4, 203, 896, padded: false, accumulate: false), native);
+        Check(rng, Case.Make(rng, false, true, 6, 61, 224, padded: false, accumulate: true), native);
         // bf16(A) past the kernel's 24 KB: k in chunks whose sums add into C; the last chunk with a masked tail, the
         // first one overwriting or accumulating. m·kp·2 = 25 088 (two chunks), 78 336 (four), 24 192 (one).
         Check(rng, Case.Make(rng, false, true, 8, 31, 1537, padded: false, accumulate: false), native);
