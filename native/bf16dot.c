@@ -28,6 +28,8 @@ typedef struct
     int32_t j0, j1;      /* the B rows (C columns) of this call: [j0, j1) */
     int32_t accumulate;
     int32_t convert;     /* 1: only fill a16 from A; 0: only compute columns [j0, j1) from a16 */
+    int32_t stream_end;  /* this thread reads B rows [j1, stream_end) next (unless another takes them): the linear
+                            prefetch runs on into them; ≤ j1: it stops at j1 */
 } Args;
 
 #define INLINE static inline __attribute__((always_inline))
@@ -78,8 +80,9 @@ INLINE void convert(const Args* s)
  * The hardware prefetcher does not keep up (rows of 1–10 KB are too short for it to ramp up on), so each step
  * prefetches as many lines as it loads, one of two ways:
  *  - per row: the same 64 bytes of the next tile's rows;
- *  - linear (linear != 0: whole rows, ldb = k, so the share is one run of memory): the lines LINEAR_AHEAD past the
- *    ones loaded into L1 and those L2_AHEAD past them into L2, in address order, up to the share's end. With 3- and
+ *  - linear (linear != 0: whole rows, ldb = k, so the call's rows are one run of memory): the lines LINEAR_AHEAD past
+ *    the ones loaded into L1 and those L2_AHEAD past them into L2, in address order, up to the end of the rows this
+ *    thread reads next (stream_end: a chunk's prefetch runs on into the thread's next chunk). With 3- and
  *    4-row tiles (m ≥ 4) per-row prefetching runs only 5–7 KB ahead at k = 896 and the product stalled on memory;
  *    measured on two cores, linear reads 10–20% faster there (m = 7, 8) and 5–12% slower for the 6- and 8-row tiles
  *    of m ≤ 3, which keep per-row (an L2 prefetch added to per-row made those 5–9% slower still). */
@@ -98,7 +101,7 @@ INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int
         for (int q = 0; q < NR; q++) acc[r][q] = _mm512_setzero_ps();
     int64_t ahead = NR * s->ldb;
     const char* cursor = (const char*)(s->b + (int64_t)j * s->ldb) + LINEAR_AHEAD * 64;
-    const char* last = (const char*)(s->b + (int64_t)s->j1 * s->ldb) - 64;
+    const char* last = (const char*)(s->b + (int64_t)(s->stream_end > s->j1 ? s->stream_end : s->j1) * s->ldb) - 64;
     for (int p = k0; p < kv; p += 32)
     {
         __m512bh bv[8];

@@ -13,14 +13,15 @@ namespace AlignSharp.Text;
 /// head(h): greedy, temperature, top-k and top-p (together too). Legend: B rows, D hidden, V vocabulary (its first
 /// <c>sampleable</c> entries), T tiles of <see cref="Tile"/> tokens, C candidates per tile, z = l/T.
 /// <list type="number">
-/// <item>Pass 1, tiles split over the threads (each thread streams its own contiguous run of the head's rows): the
+/// <item>Pass 1, tiles handed out to the threads in chunks of consecutive tiles (<see cref="ParallelFor.RunBalanced"/>: a
+///   thread streams runs of the head's rows, and one that is done early takes tiles from another's back): the
 ///   tile's logits [B, Tile] by the head's own GEMM on the tile's rows (soft-capped where the model caps them), z =
 ///   l/T; per row the tile's max m_t and s_t = Σ exp(z − m_t) (a float vector sum, as TokenSampler's block sums),
 ///   for greedy also the tile's first arg-max. One tile of logits per row and thread exists at a time.</item>
 /// <item>top-k / top-p, also in pass 1: per row the tile's best C tokens as 64-bit keys (z's order-preserving bits,
 ///   inverted, above the token id: ascending key = z descending, then id ascending, TokenSampler's order), chosen by
-///   quickselect, and the tile's bound: the C-th best key where the tile has more than C tokens. A thread's later
-///   tiles key only tokens that beat the best bound it has seen (a vector compare skips the rest), so a peaked row
+///   quickselect, and the tile's bound: the C-th best key where the tile has more than C tokens. A chunk's later
+///   tiles key only tokens that beat the best bound seen in it (a vector compare skips the rest), so a peaked row
 ///   costs a few keys per tile. C = min(K, Tile) with top-k (so the exact prefix holds the whole top-K); top-p alone
 ///   keeps C = 256.</item>
 /// <item>Per row: M = max m_t and Z = Σ_t s_t·exp(m_t − M) in tile order (double). Greedy: the first arg-max of the
@@ -41,8 +42,9 @@ namespace AlignSharp.Text;
 /// The distribution is the unfused path's. The numbers differ from it by rounding only (per-tile maxima and sums
 /// instead of global ones, exp in double on the candidates; the re-made tile of a batch row comes from the one-row
 /// GEMM), so a draw gives the same token except within rounding of a boundary between two tokens. Which tokens are
-/// candidates depends on the tiles only, not on the thread count (a thread's running bound drops only tokens that
-/// rank below some tile's bound, and so below τ).
+/// candidates depends on the tiles only, not on which thread runs which tiles (a thread's running bound drops only
+/// tokens that rank below some tile's bound, and so below τ; the tile with the smallest bound always reports it), so
+/// the draws are the same from run to run however the chunks fall.
 /// </summary>
 internal static class HeadSampler
 {
@@ -97,7 +99,7 @@ internal static class HeadSampler
             model.Config.FinalLogitSoftcap is double cap ? (float)cap : 0f, active,
             new float[rows * tiles], new double[rows * tiles], new int[rows * tiles],
             c, candidates, filtered ? new int[rows * tiles] : [], filtered ? new ulong[rows * tiles] : []);
-        ParallelFor.Run(tiles, 1, head);
+        ParallelFor.RunBalanced(tiles, 1, 1, head);
         if (!filtered)
         {
             var draws = new double[rows];
@@ -140,7 +142,7 @@ internal static class HeadSampler
     /// keys Candidates[(b·T + t)·C ..] (CandidateCount of them) and TileBound (ulong.MaxValue: none).
     /// </summary>
     private readonly record struct HeadTiles(Tensor W, float[] Hidden, int Rows, int D, int Sampleable, float InvT, bool Greedy, float Cap,
-        bool[] Active, float[] TileMax, double[] TileSum, int[] TileArg, int C, ulong[] Candidates, int[] CandidateCount, ulong[] TileBound) : IRangeWork
+        bool[] Active, float[] TileMax, double[] TileSum, int[] TileArg, int C, ulong[] Candidates, int[] CandidateCount, ulong[] TileBound) : IChunkWork
     {
         public int TileCount => (Sampleable + Tile - 1) / Tile;
 
@@ -175,19 +177,19 @@ internal static class HeadSampler
             return c;
         }
 
-        public void Run(int start, int end)
+        public void Run(int start, int end, int streamEnd)
         {
             if (t_tile == null || t_tile.Length < Rows * Tile) t_tile = new float[Rows * Tile];
             if (C > 0 && (t_keys == null || t_keys.Length < Tile)) t_keys = new ulong[Tile];
             int tiles = TileCount;
-            // This thread's best tile bound so far, per row: tokens keyed above it cannot be among the row's exact best.
+            // The best tile bound of this chunk so far, per row: tokens keyed above it cannot be among the row's exact best.
             Span<ulong> running = C > 0 ? (Rows <= 256 ? stackalloc ulong[Rows] : new ulong[Rows]) : [];
             running.Fill(ulong.MaxValue);
             for (int t = start; t < end; t++)
             {
                 var logits = Logits(t, 0, Rows, t_tile);
                 // The next tile's first lines load while this one's rows are summed (its product then starts warm).
-                if (t + 1 < end && W.IsBf16) Bf16Dot.PrefetchStart(W.Bf16Span[((t + 1) * Tile * D)..], NextTileWarmBytes);
+                if (t + 1 < streamEnd && W.IsBf16) Bf16Dot.PrefetchStart(W.Bf16Span[((t + 1) * Tile * D)..], NextTileWarmBytes);
                 int n = logits.Length / Rows;
                 for (int b = 0; b < Rows; b++)
                 {

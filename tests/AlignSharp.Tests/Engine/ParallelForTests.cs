@@ -11,6 +11,35 @@ public class ParallelForTests
         ParallelFor.For(hits.Length, 1, (s, e) => { for (int i = s; i < e; i++) Interlocked.Increment(ref hits[i]); });
         Assert.All(hits, h => Assert.Equal(1, h));
     }
+
+    private readonly struct CountingChunks(int[] hits, int count, List<string> errors) : IChunkWork
+    {
+        public void Run(int start, int end, int streamEnd)
+        {
+            if (!(0 <= start && start < end && end <= streamEnd && streamEnd <= count))
+                lock (errors) errors.Add($"chunk [{start}, {end}) streaming to {streamEnd} of {count}");
+            for (int i = start; i < end; i++) Interlocked.Increment(ref hits[i]);
+        }
+    }
+
+    /// <summary>RunBalanced hands out every item exactly once, in non-empty chunks whose stream end lies between the
+    /// chunk's end and the count, whatever the thread count, chunk size and item count.</summary>
+    [Fact]
+    public void RunBalancedVisitsEveryItemExactlyOnce()
+    {
+        foreach (int threads in new[] { 1, 2, 3, 8 })
+        foreach (int count in new[] { 1, 2, 7, 100, 10_007 })
+        foreach (int minChunk in new[] { 1, 3, 50 })
+        {
+            using var scope = ParallelFor.UseThreads(threads);
+            var hits = new int[count];
+            var errors = new List<string>();
+            ParallelFor.RunBalanced(count, 1, minChunk, new CountingChunks(hits, count, errors));
+            Assert.True(errors.Count == 0, $"{threads} threads, {count} items, chunks of {minChunk}+: {string.Join("; ", errors)}");
+            for (int i = 0; i < count; i++)
+                Assert.True(hits[i] == 1, $"{threads} threads, {count} items, chunks of {minChunk}+: item {i} ran {hits[i]} times");
+        }
+    }
 }
 
 [Collection(SerialCollection.Name)]
@@ -86,6 +115,46 @@ public class ParallelForWakeUpTests
         var finished = await Task.WhenAny(run, Task.Delay(TimeSpan.FromSeconds(60)));
         Assert.True(finished == run, "ParallelFor hung");
         Assert.True(await run > 0, "the caller never ran a share beyond its first while workers were waking up");
+    }
+
+    private readonly struct SlowOffCaller(int caller, int[] hits, int[] byCaller) : IChunkWork
+    {
+        public void Run(int start, int end, int streamEnd)
+        {
+            if (Environment.CurrentManagedThreadId == caller) Interlocked.Add(ref byCaller[0], end - start);
+            else Thread.Sleep(2);
+            for (int i = start; i < end; i++) Interlocked.Increment(ref hits[i]);
+        }
+    }
+
+    private readonly struct FailingChunk : IChunkWork
+    {
+        public void Run(int start, int end, int streamEnd)
+        {
+            if (start <= 50 && 50 < end) throw new InvalidOperationException("item 50");
+        }
+    }
+
+    /// <summary>
+    /// With a worker that is slow in every chunk (another tenant on its core), the caller, done with its half, takes
+    /// chunks from the back of the worker's: it runs more than half of the items, and each still runs once. A failing
+    /// chunk is rethrown, and the next call is unaffected.
+    /// </summary>
+    [Fact]
+    public void RunBalancedLetsAFastThreadTakeASlowOnesItems()
+    {
+        using var threads = ParallelFor.UseThreads(2);
+        int caller = Environment.CurrentManagedThreadId;
+        for (int call = 0; call < 5; call++)
+        {
+            var hits = new int[400];
+            var byCaller = new int[1];
+            ParallelFor.RunBalanced(hits.Length, 1, 4, new SlowOffCaller(caller, hits, byCaller));
+            Assert.All(hits, h => Assert.Equal(1, h));
+            Assert.True(byCaller[0] > hits.Length / 2, $"call {call}: the caller ran {byCaller[0]} of {hits.Length} items while the worker slept in each of its chunks");
+            var failure = Assert.Throws<AggregateException>(() => ParallelFor.RunBalanced(100, 1, 1, new FailingChunk()));
+            Assert.Equal("item 50", failure.InnerException!.Message);
+        }
     }
 
     [Fact]

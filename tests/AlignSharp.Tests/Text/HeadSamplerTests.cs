@@ -242,7 +242,7 @@ public class HeadSamplerTests
     [Theory]
     [InlineData(0, 0.95f, 3f)]   // the fallback rows
     [InlineData(40, 0.9f, 1f)]
-    public void TheDrawDoesNotDependOnTheThreadCount(int topK, float topP, float temperature)
+    public void TheDrawDoesNotDependOnTheThreadCountOrTheSplit(int topK, float topP, float temperature)
     {
         var model = Model(9000, bf16: true);
         var o = new SamplingOptions { Temperature = temperature, TopK = topK, TopP = topP };
@@ -257,7 +257,9 @@ public class HeadSamplerTests
             return (tokens, logProbs);
         }
         var (one, oneLp) = Run(1);
-        foreach (int threads in new[] { 2, 3 })
+        // Tiles go to threads in chunks that depend on timing (a thread done early takes tiles from another's back);
+        // more threads than cores make the splits vary most.
+        foreach (int threads in new[] { 2, 3, 5, 8, 2, 8 })
         {
             var (many, manyLp) = Run(threads);
             Assert.Equal(one, many);

@@ -10,7 +10,8 @@ namespace AlignSharp.Engine.Kernels;
 /// The kernel is C (native/bf16dot.c), compiled by scripts/build-bf16dot.sh into one self-contained function whose
 /// machine code <see cref="Bf16DotCode"/> embeds; on first use it is copied into an anonymous mapping that is then made
 /// read+execute (never writable and executable at once) and called through a function pointer, once to round A to
-/// bf16 and once per thread share of B's rows, so the managed→native transition is paid a few times per product.
+/// bf16 and once per chunk of B's rows a thread takes (<see cref="ParallelFor.RunBalanced"/>), so the managed→native
+/// transition is paid a few times per thread and product.
 /// <para>
 /// Numerics (fixed by the instructions, MXCSR ignored): A is rounded to bf16 (nearest, ties to even; denormal inputs
 /// read as zero); each pair of bf16 products is exact and added into float32 lanes (denormals flushed), the 16 lanes
@@ -33,7 +34,7 @@ internal static unsafe class Bf16Dot
         public float* C;
         public ushort* A16;
         public long Lda, Ldb, Ldc;
-        public int M, K, J0, J1, Accumulate, Convert;
+        public int M, K, J0, J1, Accumulate, Convert, StreamEnd;
     }
 
     private static readonly delegate* unmanaged<Args*, void> Entry = Load(out _unavailableReason);
@@ -52,15 +53,17 @@ internal static unsafe class Bf16Dot
 
     [ThreadStatic] private static ushort[]? t_a16;
 
-    /// <summary>Columns per share: a multiple of every tile width (8, 6, 4, 3), so only the last tile of a C is partial.</summary>
+    /// <summary>Columns per unit of work: a multiple of every tile width (8, 6, 4, 3), so only the last tile of a C is partial.</summary>
     private const int ShareColumns = 24;
+
+    private static int MinChunkUnits(int k) => Gemm.StreamingMinChunk((long)ShareColumns * k * sizeof(ushort));
 
     public static void Run(int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate)
     {
         var args = RoundA(m, k, a, lda);
         args.B = b; args.Ldb = ldb; args.C = c; args.Ldc = ldc; args.Accumulate = accumulate ? 1 : 0;
         int units = (n + ShareColumns - 1) / ShareColumns;
-        ParallelFor.Run(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(ushort)), new Shares(args, n));
+        ParallelFor.RunBalanced(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(ushort)), MinChunkUnits(k), new Shares(args, n));
     }
 
     /// <summary>bf16(A), zero padded to a multiple of 32, into this thread's buffer, which every share reads: the
@@ -125,14 +128,15 @@ internal static unsafe class Bf16Dot
             columns += products[i].N;
         }
         int units = first[^1];
-        ParallelFor.Run(units, Gemm.StreamingMinPerThread(units, m * columns * k, columns * k * sizeof(ushort)), new SharedShares(args, products.ToArray(), first));
+        ParallelFor.RunBalanced(units, Gemm.StreamingMinPerThread(units, m * columns * k, columns * k * sizeof(ushort)), MinChunkUnits(k),
+            new SharedShares(args, products.ToArray(), first));
     }
 
-    private readonly struct SharedShares(Args args, Product[] products, int[] first) : IRangeWork
+    private readonly struct SharedShares(Args args, Product[] products, int[] first) : IChunkWork
     {
         private readonly Args _args = args;
 
-        public void Run(int start, int end)
+        public void Run(int start, int end, int streamEnd)
         {
             for (int i = 0; i < products.Length; i++)
             {
@@ -144,20 +148,23 @@ internal static unsafe class Bf16Dot
                 share.Accumulate = pr.Accumulate ? 1 : 0;
                 share.J0 = (lo - first[i]) * ShareColumns;
                 share.J1 = Math.Min(pr.N, (hi - first[i]) * ShareColumns);
+                // The stream goes on within this product only (the next product's B is another array).
+                share.StreamEnd = Math.Min(pr.N, (Math.Min(streamEnd, first[i + 1]) - first[i]) * ShareColumns);
                 Entry(&share);
             }
         }
     }
 
-    private readonly struct Shares(Args args, int n) : IRangeWork
+    private readonly struct Shares(Args args, int n) : IChunkWork
     {
         private readonly Args _args = args;
 
-        public void Run(int start, int end)
+        public void Run(int start, int end, int streamEnd)
         {
             var share = _args;
             share.J0 = start * ShareColumns;
             share.J1 = Math.Min(n, end * ShareColumns);
+            share.StreamEnd = Math.Min(n, streamEnd * ShareColumns);
             Entry(&share);
         }
     }

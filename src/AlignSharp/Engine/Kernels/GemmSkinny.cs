@@ -26,13 +26,14 @@ internal static unsafe class GemmSkinny
     {
         var work = new Strips(transA, transB, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
         int units = transB ? (n + 3) / 4 : (n + 15) / 16;
-        ParallelFor.Run(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(float)), work);
+        ParallelFor.RunBalanced(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(float)),
+            Gemm.StreamingMinChunk((long)(transB ? 4 : 16) * k * sizeof(float)), work);
     }
 
     private readonly struct Strips(bool transA, bool transB, int m, int n, int k, float* a, nint lda, float* b, nint ldb,
-        float* c, nint ldc, bool accumulate) : IRangeWork
+        float* c, nint ldc, bool accumulate) : IChunkWork
     {
-        public void Run(int start, int end)
+        public void Run(int start, int end, int streamEnd)
         {
             // Groups of four rows; the group's A and C are views at row r0.
             for (int r0 = 0; r0 < m; r0 += 4)

@@ -45,13 +45,14 @@ internal static unsafe class GemmSkinnyBf16
         var work = new Tiles(m, n, k, a, lda, split, b, ldb, c, ldc, accumulate);
         int cols = m == 1 ? 8 : m <= 4 ? 4 : 2;
         int units = (n + cols - 1) / cols;
-        ParallelFor.Run(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(ushort)), work);
+        ParallelFor.RunBalanced(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(ushort)),
+            Gemm.StreamingMinChunk((long)cols * k * sizeof(ushort)), work);
     }
 
     private readonly struct Tiles(int m, int n, int k, float* a, nint lda, float* split, ushort* b, nint ldb,
-        float* c, nint ldc, bool accumulate) : IRangeWork
+        float* c, nint ldc, bool accumulate) : IChunkWork
     {
-        public void Run(int start, int end)
+        public void Run(int start, int end, int streamEnd)
         {
             if (m == 1)
                 for (int j = start * 8; j < Math.Min(n, end * 8); j += 8) Tile1x8(j, Math.Min(8, n - j));

@@ -7,6 +7,16 @@ public interface IRangeWork
 }
 
 /// <summary>
+/// Work that <see cref="ParallelFor.RunBalanced"/> hands out in chunks: [start, end) now, and the same thread goes on
+/// with the items up to <c>streamEnd</c> (≥ end) unless another thread takes them first, so a kernel that streams
+/// memory may prefetch that far.
+/// </summary>
+public interface IChunkWork
+{
+    void Run(int start, int end, int streamEnd);
+}
+
+/// <summary>
 /// Deterministic fork-join over persistent worker threads: thread i always takes the i-th fixed share of
 /// the range, so any reduction whose shares are combined in index order gives the same result for
 /// the same thread count. Work below <c>minPerThread</c> items per thread runs inline on the caller,
@@ -68,6 +78,78 @@ public static class ParallelFor
         int shares = SharesFor(count, minPerThread);
         if (shares == 1) { work.Run(0, count); return; }
         RunShares(shares, new Splitter<T>(work, count, shares));
+    }
+
+    [ThreadStatic] private static long[]? t_ranges;
+
+    /// <summary>
+    /// Runs items [0, count) like <see cref="Run{T}"/>, but a thread that runs out of items takes some from the others,
+    /// so no thread waits for a slower one (another tenant on its core, a slower path to memory) for more than a chunk.
+    /// Share i starts on the i-th fixed range and takes chunks from its front: a quarter of what is left, at least
+    /// <paramref name="minChunk"/> items; once it is empty it takes chunks from the back of the share with most left. So
+    /// which thread runs an item varies from call to call: only for work whose result does not depend on it (each
+    /// item's output written by that item alone), never for a reduction combined in share order.
+    /// </summary>
+    public static void RunBalanced<T>(int count, int minPerThread, int minChunk, T work) where T : IChunkWork
+    {
+        if (count <= 0) return;
+        int shares = SharesFor(count, minPerThread);
+        if (shares == 1) { work.Run(0, count, count); return; }
+        // The caller waits in RunShares until every share is done, so its ranges are free again on its next call.
+        if (t_ranges == null || t_ranges.Length < shares * RangeStride) t_ranges = new long[shares * RangeStride];
+        var ranges = t_ranges;
+        for (int i = 0; i < shares; i++)
+            ranges[i * RangeStride] = Range((int)((long)count * i / shares), (int)((long)count * (i + 1) / shares));
+        RunShares(shares, new Balancer<T>(work, ranges, shares, Math.Max(1, minChunk)));
+    }
+
+    /// <summary>Longs between two shares' ranges: one 64-byte line each, so an owner's claims and a thief's do not
+    /// contend with a third share's.</summary>
+    private const int RangeStride = 8;
+
+    private static long Range(int front, int back) => (uint)front | (long)back << 32;
+
+    private sealed class Balancer<T>(T work, long[] ranges, int shares, int minChunk) : IShareWork where T : IChunkWork
+    {
+        public void RunShare(int share)
+        {
+            // Its own range, from the front; its run goes on to the range's back as it stands.
+            while (TryTake(share, fromFront: true, out int start, out int end, out int back)) work.Run(start, end, back);
+            // Then the others', from the back: each chunk taken from the share with most left.
+            while (true)
+            {
+                int victim = -1, most = 0;
+                for (int i = 0; i < shares; i++)
+                {
+                    long r = Volatile.Read(ref ranges[i * RangeStride]);
+                    int left = (int)(r >>> 32) - (int)r;
+                    if (left > most) (most, victim) = (left, i);
+                }
+                if (victim < 0) return;
+                if (TryTake(victim, fromFront: false, out int start, out int end, out _)) work.Run(start, end, end);
+            }
+        }
+
+        /// <summary>Takes a chunk of share <paramref name="owner"/>'s range (false: it is empty). back: the range's
+        /// back after the take.</summary>
+        private bool TryTake(int owner, bool fromFront, out int start, out int end, out int back)
+        {
+            ref long slot = ref ranges[owner * RangeStride];
+            while (true)
+            {
+                long r = Volatile.Read(ref slot);
+                int front = (int)r;
+                back = (int)(r >>> 32);
+                int left = back - front;
+                if (left <= 0) { start = end = 0; return false; }
+                int take = Math.Min(left, Math.Max(minChunk, left / 4));
+                (start, end) = fromFront ? (front, front + take) : (back - take, back);
+                long next = fromFront ? Range(end, back) : Range(front, start);
+                if (Interlocked.CompareExchange(ref slot, next, r) != r) continue;
+                if (!fromFront) back = start;
+                return true;
+            }
+        }
     }
 
     public static void For(int count, int minPerThread, Action<int, int> body)
