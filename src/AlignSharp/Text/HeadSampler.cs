@@ -42,7 +42,7 @@ namespace AlignSharp.Text;
 /// The distribution is the unfused path's. The numbers differ from it by rounding only (per-tile maxima and sums
 /// instead of global ones, exp in double on the candidates; the re-made tile of a batch row comes from the one-row
 /// GEMM), so a draw gives the same token except within rounding of a boundary between two tokens. Which tokens are
-/// candidates depends on the tiles only, not on which thread runs which tiles (a thread's running bound drops only
+/// candidates depends on the tiles only, not on which thread runs which tiles (a chunk's running bound drops only
 /// tokens that rank below some tile's bound, and so below τ; the tile with the smallest bound always reports it), so
 /// the draws are the same from run to run however the chunks fall.
 /// </summary>

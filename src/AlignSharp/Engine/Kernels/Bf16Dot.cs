@@ -54,15 +54,15 @@ internal static unsafe class Bf16Dot
     [ThreadStatic] private static ushort[]? t_a16;
 
     /// <summary>Columns per unit of work: a multiple of every tile width (8, 6, 4, 3), so only the last tile of a C is partial.</summary>
-    private const int ShareColumns = 24;
+    private const int UnitColumns = 24;
 
-    private static int MinChunkUnits(int k) => Gemm.StreamingMinChunk((long)ShareColumns * k * sizeof(ushort));
+    private static int MinChunkUnits(int k) => Gemm.StreamingMinChunk((long)UnitColumns * k * sizeof(ushort));
 
     public static void Run(int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate)
     {
         var args = RoundA(m, k, a, lda);
         args.B = b; args.Ldb = ldb; args.C = c; args.Ldc = ldc; args.Accumulate = accumulate ? 1 : 0;
-        int units = (n + ShareColumns - 1) / ShareColumns;
+        int units = (n + UnitColumns - 1) / UnitColumns;
         ParallelFor.RunBalanced(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(ushort)), MinChunkUnits(k), new Shares(args, n));
     }
 
@@ -119,12 +119,12 @@ internal static unsafe class Bf16Dot
     public static void RunShared(int m, int k, float* a, nint lda, ReadOnlySpan<Product> products)
     {
         var args = RoundA(m, k, a, lda);
-        // Units of ShareColumns columns, numbered through the products in order; first[i] is product i's first unit.
+        // Units of UnitColumns columns, numbered through the products in order; first[i] is product i's first unit.
         var first = new int[products.Length + 1];
         long columns = 0;
         for (int i = 0; i < products.Length; i++)
         {
-            first[i + 1] = first[i] + (products[i].N + ShareColumns - 1) / ShareColumns;
+            first[i + 1] = first[i] + (products[i].N + UnitColumns - 1) / UnitColumns;
             columns += products[i].N;
         }
         int units = first[^1];
@@ -146,10 +146,10 @@ internal static unsafe class Bf16Dot
                 var share = _args;
                 share.B = pr.B; share.Ldb = pr.Ldb; share.C = pr.C; share.Ldc = pr.Ldc;
                 share.Accumulate = pr.Accumulate ? 1 : 0;
-                share.J0 = (lo - first[i]) * ShareColumns;
-                share.J1 = Math.Min(pr.N, (hi - first[i]) * ShareColumns);
+                share.J0 = (lo - first[i]) * UnitColumns;
+                share.J1 = Math.Min(pr.N, (hi - first[i]) * UnitColumns);
                 // The stream goes on within this product only (the next product's B is another array).
-                share.StreamEnd = Math.Min(pr.N, (Math.Min(streamEnd, first[i + 1]) - first[i]) * ShareColumns);
+                share.StreamEnd = Math.Min(pr.N, (Math.Min(streamEnd, first[i + 1]) - first[i]) * UnitColumns);
                 Entry(&share);
             }
         }
@@ -162,9 +162,9 @@ internal static unsafe class Bf16Dot
         public void Run(int start, int end, int streamEnd)
         {
             var share = _args;
-            share.J0 = start * ShareColumns;
-            share.J1 = Math.Min(n, end * ShareColumns);
-            share.StreamEnd = Math.Min(n, streamEnd * ShareColumns);
+            share.J0 = start * UnitColumns;
+            share.J1 = Math.Min(n, end * UnitColumns);
+            share.StreamEnd = Math.Min(n, streamEnd * UnitColumns);
             Entry(&share);
         }
     }

@@ -68,6 +68,7 @@ public static unsafe class Gemm
 
     /// <summary>The units (of <paramref name="unitBytes"/> of B each) in a chunk of <see cref="StreamingChunkBytes"/>.</summary>
     internal static int StreamingMinChunk(long unitBytes) => (int)Math.Max(1, (StreamingChunkBytes + unitBytes - 1) / Math.Max(1, unitBytes));
+
     /// <summary>Column blocks at most this wide read A in place instead of packing it (see <see cref="Blocked{TK}"/>).</summary>
     internal const int UnpackedAMaxCols = 64;
 
