@@ -28,6 +28,21 @@ public class BenchSampleCliTests
         Assert.Equal(decodeFraction, j.GetProperty("decode_bandwidth_bound_fraction").GetDouble(), tolerance);
     }
 
+    /// <summary>Without --bandwidth-gbs the probe (a plain and a prefetching sum of 512 MB on all threads) is measured
+    /// around each pair of runs: a finite rate, the median between the smallest and the largest, and the floor made from it.</summary>
+    [Fact]
+    public void MeasuresTheBandwidthAroundTheRuns()
+    {
+        var r = CliRunner.Run("bench", "sample", "--config", "tiny", "--batch", "2", "--new-tokens", "2", "--repeats", "3");
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        var j = JsonDocument.Parse(r.StdOut).RootElement;
+        double gbs = j.GetProperty("bandwidth_gbs").GetDouble(), min = j.GetProperty("bandwidth_gbs_min").GetDouble(), max = j.GetProperty("bandwidth_gbs_max").GetDouble();
+        Assert.True(double.IsFinite(max) && min > 0 && min <= gbs && gbs <= max, $"bandwidth {gbs} GB/s, min {min}, max {max}");
+        double bytesMb = j.GetProperty("bytes_per_step_mb").GetDouble(), floor = bytesMb / gbs;
+        // Within what rounding the printed values (MB and GB/s to one decimal, the floor to three) can move it.
+        Assert.Equal(floor, j.GetProperty("bandwidth_floor_ms_per_step").GetDouble(), floor * (0.05 / bytesMb + 0.05 / gbs) + 0.0006);
+    }
+
     [Theory]
     [InlineData("--top-k", "-1", "--top-k must be >= 0")]
     [InlineData("--top-p", "0", "--top-p must be in (0, 1]")]
