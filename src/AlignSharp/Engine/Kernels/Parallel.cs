@@ -87,9 +87,8 @@ public static class ParallelFor
     /// so no thread waits for a slower one (another tenant on its core, a slower path to memory) for more than a chunk.
     /// Share i starts on the i-th fixed range and takes chunks from its front: half of what is left, at least
     /// <paramref name="minChunk"/> items; once it is empty it takes chunks (a quarter of what is left) from the back of
-    /// the share with most left. So
-    /// which thread runs an item varies from call to call: only for work whose result does not depend on it (each
-    /// item's output written by that item alone), never for a reduction combined in share order.
+    /// the share with most left. So which thread runs an item varies from call to call: only for work whose result does
+    /// not depend on it (each item's output written by that item alone), never for a reduction combined in share order.
     /// </summary>
     public static void RunBalanced<T>(int count, int minPerThread, int minChunk, T work) where T : IChunkWork
     {
