@@ -10,7 +10,7 @@ namespace AlignSharp.Engine.Kernels;
 /// The kernel is C (native/bf16dot.c), compiled by scripts/build-bf16dot.sh into one self-contained function whose
 /// machine code <see cref="Bf16DotCode"/> embeds; on first use it is copied into an anonymous mapping that is then made
 /// read+execute (never writable and executable at once) and called through a function pointer, once to round A to
-/// bf16 and once per chunk of B's rows a thread takes (<see cref="ParallelFor.RunBalanced"/>), so the managed→native
+/// bf16 and once per chunk of B's rows a thread takes (<see cref="Gemm.RunStreaming"/>), so the managed→native
 /// transition is paid a few times per thread and product.
 /// <para>
 /// Numerics (fixed by the instructions, MXCSR ignored): A is rounded to bf16 (nearest, ties to even; denormal inputs
@@ -56,14 +56,12 @@ internal static unsafe class Bf16Dot
     /// <summary>Columns per unit of work: a multiple of every tile width (8, 6, 4, 3), so only the last tile of a C is partial.</summary>
     private const int UnitColumns = 24;
 
-    private static int MinChunkUnits(int k) => Gemm.StreamingMinChunk((long)UnitColumns * k * sizeof(ushort));
-
     public static void Run(int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate)
     {
         var args = RoundA(m, k, a, lda);
         args.B = b; args.Ldb = ldb; args.C = c; args.Ldc = ldc; args.Accumulate = accumulate ? 1 : 0;
         int units = (n + UnitColumns - 1) / UnitColumns;
-        ParallelFor.RunBalanced(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(ushort)), MinChunkUnits(k), new Shares(args, n));
+        Gemm.RunStreaming(units, (long)m * n * k, (long)n * k * sizeof(ushort), new Shares(args, n));
     }
 
     /// <summary>bf16(A), zero padded to a multiple of 32, into this thread's buffer, which every share reads: the
@@ -128,8 +126,7 @@ internal static unsafe class Bf16Dot
             columns += products[i].N;
         }
         int units = first[^1];
-        ParallelFor.RunBalanced(units, Gemm.StreamingMinPerThread(units, m * columns * k, columns * k * sizeof(ushort)), MinChunkUnits(k),
-            new SharedShares(args, products.ToArray(), first));
+        Gemm.RunStreaming(units, m * columns * k, columns * k * sizeof(ushort), new SharedShares(args, products.ToArray(), first));
     }
 
     private readonly struct SharedShares(Args args, Product[] products, int[] first) : IChunkWork

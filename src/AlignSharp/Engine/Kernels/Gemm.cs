@@ -50,24 +50,28 @@ public static unsafe class Gemm
     internal const long StreamSplitBytes = 128 << 10;
 
     /// <summary>
-    /// The smallest share of a streaming product (m ≤ 8, B read once) worth a thread: everything when the product has
-    /// few MACs and B few bytes, else one unit. Split by bytes as well as by FLOPs: a decode GEMV of a few hundred KB
-    /// (Qwen's k and v projections, 229 KB in bf16) is few MACs but streams from memory, which two cores do faster than one.
-    /// </summary>
-    internal static int StreamingMinPerThread(int units, long macs, long bBytes)
-        => macs < ParallelMinMacs && bBytes < StreamSplitBytes ? units : 1;
-
-    /// <summary>
-    /// Bytes of B in the smallest chunk a thread takes of a streaming product (<see cref="ParallelFor.RunBalanced"/>):
-    /// each chunk costs a call and a contended compare-and-swap, and the threads end at most a chunk apart (64 KB: ≈ 2.5 µs
-    /// at 25 GB/s). Balanced so, a decoding step of the 0.5B checkpoint (bf16) took 4–12% less at batch 8 and 7–15% less
-    /// at batch 1 than with fixed halves: one core is often slower for a while (another tenant, a slower path to memory),
-    /// and with fixed halves the other waited for it at every product.
+    /// Bytes of B in the smallest chunk a thread takes of a streaming product (see <see cref="RunStreaming"/>): each
+    /// chunk costs a call and a contended compare-and-swap, and the threads end at most a chunk apart (64 KB: ≈ 2.5 µs
+    /// at 25 GB/s).
     /// </summary>
     internal const int StreamingChunkBytes = 64 * 1024;
 
-    /// <summary>The units (of <paramref name="unitBytes"/> of B each) in a chunk of <see cref="StreamingChunkBytes"/>.</summary>
-    internal static int StreamingMinChunk(long unitBytes) => (int)Math.Max(1, (StreamingChunkBytes + unitBytes - 1) / Math.Max(1, unitBytes));
+    /// <summary>
+    /// Runs a streaming product (m ≤ 8, B read once) of <paramref name="units"/> equal units of work over
+    /// <paramref name="bBytes"/> of B. On the calling thread alone when the product has few MACs and B few bytes; else
+    /// split by bytes as well as by FLOPs (a decode GEMV of a few hundred KB, Qwen's k and v projections at 229 KB in
+    /// bf16, is few MACs but streams from memory, which two cores do faster than one), with
+    /// <see cref="ParallelFor.RunBalanced"/> in chunks of at least <see cref="StreamingChunkBytes"/>. Balanced so, a
+    /// decoding step of the 0.5B checkpoint (bf16) took 4–12% less at batch 8 and 7–15% less at batch 1 than with fixed
+    /// halves: one core is often slower for a while (another tenant, a slower path to memory), and with fixed halves the
+    /// other waited for it at every product. Every unit's output must be its own (a column block of C).
+    /// </summary>
+    internal static void RunStreaming<T>(int units, long macs, long bBytes, T work) where T : IChunkWork
+    {
+        int minPerThread = macs < ParallelMinMacs && bBytes < StreamSplitBytes ? units : 1;
+        long minChunk = (StreamingChunkBytes * (long)units + bBytes - 1) / Math.Max(1, bBytes);
+        ParallelFor.RunBalanced(units, minPerThread, (int)Math.Clamp(minChunk, 1, Math.Max(1, units)), work);
+    }
 
     /// <summary>Column blocks at most this wide read A in place instead of packing it (see <see cref="Blocked{TK}"/>).</summary>
     internal const int UnpackedAMaxCols = 64;

@@ -26,8 +26,7 @@ internal static unsafe class GemmSkinny
     {
         var work = new Strips(transA, transB, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
         int units = transB ? (n + 3) / 4 : (n + 15) / 16;
-        ParallelFor.RunBalanced(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(float)),
-            Gemm.StreamingMinChunk((long)(transB ? 4 : 16) * k * sizeof(float)), work);
+        Gemm.RunStreaming(units, (long)m * n * k, (long)n * k * sizeof(float), work);
     }
 
     private readonly struct Strips(bool transA, bool transB, int m, int n, int k, float* a, nint lda, float* b, nint ldb,

@@ -45,8 +45,7 @@ internal static unsafe class GemmSkinnyBf16
         var work = new Tiles(m, n, k, a, lda, split, b, ldb, c, ldc, accumulate);
         int cols = m == 1 ? 8 : m <= 4 ? 4 : 2;
         int units = (n + cols - 1) / cols;
-        ParallelFor.RunBalanced(units, Gemm.StreamingMinPerThread(units, (long)m * n * k, (long)n * k * sizeof(ushort)),
-            Gemm.StreamingMinChunk((long)cols * k * sizeof(ushort)), work);
+        Gemm.RunStreaming(units, (long)m * n * k, (long)n * k * sizeof(ushort), work);
     }
 
     private readonly struct Tiles(int m, int n, int k, float* a, nint lda, float* split, ushort* b, nint ldb,
