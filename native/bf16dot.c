@@ -28,7 +28,7 @@ typedef struct
     int32_t j0, j1;      /* the B rows (C columns) of this call: [j0, j1) */
     int32_t accumulate;
     int32_t convert;     /* 1: only fill a16 from A; 0: only compute columns [j0, j1) from a16 */
-    int32_t stream_end;  /* this thread reads B rows [j1, stream_end) next (unless another takes them): the linear
+    int32_t stream_end;  /* this thread reads B rows [j1, stream_end) next (unless another takes them): the
                             prefetch runs on into them; ≤ j1: it stops at j1 */
 } Args;
 
@@ -69,24 +69,46 @@ INLINE void convert(const Args* s)
  * ran at two thirds of the speed. */
 #define A_CHUNK_BYTES 24576
 
-/* How far ahead a linear prefetch runs, in 64-byte lines: into L1 8 KB ahead, and into L2 64 KB ahead. The L2 prefetch
- * keeps more lines in flight than L1's miss buffers allow; with it the 8 KB L1 distance did better than the 16 KB
- * used alone before (m = 8 on two cores, 24 layers + head of the 0.5B shape: +5-9%; m = 6 +8%, m = 4 +4%). */
-#define LINEAR_AHEAD 128
-#define L2_AHEAD 1024
+/* The prefetch runs PREFETCH_LEAD rows of B ahead of the tile being read, in blocks of PREFETCH_ROWS rows taken in
+ * lockstep: line 0 of each of the block's rows, then line 1 of each, and so on, as many lines per k-step as the tile
+ * loads, so the lead stays constant. The hardware prefetcher does not keep up on its own (rows of 1–10 KB are too short
+ * for it to ramp up on). Eight B rows advancing side by side is what the memory system serves best here. Measured on
+ * two cores over the 0.5B shape's 24 layers + head, two kernel builds alternating in one process, on a host that
+ * streamed ≈ 50 GB/s: against the linear prefetch used before (in address order, 8 KB ahead into L1 and 64 KB into
+ * L2), m = 8 (tiles of 3 B rows) read 1.16-1.24x faster, m = 3 1.13-1.25x, m = 4 and 6 1.05-1.16x, which brought them
+ * to the speed of m = 1, whose 8-row tiles prefetch the same line of the next tile's rows: this same pattern. On a host
+ * busy enough that every variant reads ≈ 30 GB/s they differ by less than 5%. The arithmetic was not what held m = 8
+ * back: with 1/8 of its vdpbf16ps it read at the same speed. */
+#define PREFETCH_ROWS 8
+#define PREFETCH_LEAD 8
+
+/* Where the prefetch is: the block's first row, the row within the block, the line within the rows' k-chunk; rows
+ * from `end` on are not prefetched. The address is recomputed from these for every line (a multiply): stepping a pointer
+ * instead, before or after the step's arithmetic, read 5-8% slower at m = 8 and up to 10% slower at m = 4, 6 in the
+ * same alternating runs. Why is not understood; it is measured, and the scheme is kept as measured. */
+typedef struct
+{
+    int64_t row;
+    int r, line;
+    int lines;           /* 64-byte lines per row in this k-chunk */
+    int64_t end;
+} Cursor;
+
+INLINE void prefetch_next(const Args* s, Cursor* c, int k0)
+{
+    int64_t row = c->row + c->r;
+    if (row < c->end) _mm_prefetch((const char*)(s->b + row * s->ldb + k0) + (int64_t)c->line * 64, _MM_HINT_T0);
+    if (++c->r == PREFETCH_ROWS)
+    {
+        c->r = 0;
+        if (++c->line == c->lines) { c->line = 0; c->row += PREFETCH_ROWS; }
+    }
+}
 
 /* One MR×NR tile over k positions [k0, k1): rows 0..MR-1 of C (MR = m), columns j..j+cols-1 (cols ≤ NR; missing B
- * rows read row j again and their sums are dropped); adds into C when accumulate is set. k0 is a multiple of 32.
- * The hardware prefetcher does not keep up (rows of 1–10 KB are too short for it to ramp up on), so each step
- * prefetches as many lines as it loads, one of two ways:
- *  - per row: the same 64 bytes of the next tile's rows;
- *  - linear (linear != 0: whole rows, ldb = k, so the call's rows are one run of memory): the lines LINEAR_AHEAD past
- *    the ones loaded into L1 and those L2_AHEAD past them into L2, in address order, up to the end of the rows this
- *    thread reads next (stream_end: a chunk's prefetch runs on into the thread's next chunk). With 3- and
- *    4-row tiles (m ≥ 4) per-row prefetching runs only 5–7 KB ahead at k = 896 and the product stalled on memory;
- *    measured on two cores, linear reads 10–20% faster there (m = 7, 8) and 5–12% slower for the 6- and 8-row tiles
- *    of m ≤ 3, which keep per-row (an L2 prefetch added to per-row made those 5–9% slower still). */
-INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int k0, int k1, int accumulate, int linear)
+ * rows read row j again and their sums are dropped); adds into C when accumulate is set. k0 is a multiple of 32. Each
+ * k-step prefetches NR lines at the cursor (see PREFETCH_ROWS). */
+INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int k0, int k1, int accumulate, Cursor* cursor)
 {
     int64_t kp = (s->k + 31) & ~31;
     int kv = k1 & ~31;
@@ -99,23 +121,15 @@ INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 8
         for (int q = 0; q < NR; q++) acc[r][q] = _mm512_setzero_ps();
-    int64_t ahead = NR * s->ldb;
-    const char* cursor = (const char*)(s->b + (int64_t)j * s->ldb) + LINEAR_AHEAD * 64;
-    const char* last = (const char*)(s->b + (int64_t)(s->stream_end > s->j1 ? s->stream_end : s->j1) * s->ldb) - 64;
     for (int p = k0; p < kv; p += 32)
     {
         __m512bh bv[8];
 #pragma GCC unroll 8
         for (int q = 0; q < NR; q++)
         {
-            if (linear)
-            {
-                const char* at = cursor + (int64_t)(p * NR + q * 32) * 2;
-                const char* far = at + (L2_AHEAD - LINEAR_AHEAD) * 64;
-                _mm_prefetch(at < last ? at : last, _MM_HINT_T0);
-                _mm_prefetch(far < last ? far : last, _MM_HINT_T1);
-            }
-            else _mm_prefetch((const char*)(br[q] + p + ahead), _MM_HINT_T0);
+            /* With 8-row tiles the cursor would be exactly here: the same line of the next tile's rows. */
+            if (NR == PREFETCH_ROWS) _mm_prefetch((const char*)(br[q] + p + PREFETCH_ROWS * s->ldb), _MM_HINT_T0);
+            else prefetch_next(s, cursor, k0);
             bv[q] = (__m512bh)_mm512_loadu_si512(br[q] + p);
         }
 #pragma GCC unroll 8
@@ -132,7 +146,11 @@ INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int
         __mmask32 mask = (__mmask32)((1u << (k1 - kv)) - 1);
         __m512bh bv[8];
 #pragma GCC unroll 8
-        for (int q = 0; q < NR; q++) bv[q] = (__m512bh)_mm512_maskz_loadu_epi16(mask, br[q] + kv);
+        for (int q = 0; q < NR; q++)
+        {
+            if (NR != PREFETCH_ROWS) prefetch_next(s, cursor, k0);
+            bv[q] = (__m512bh)_mm512_maskz_loadu_epi16(mask, br[q] + kv);
+        }
 #pragma GCC unroll 8
         for (int r = 0; r < MR; r++)
         {
@@ -167,20 +185,27 @@ INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int
  * fit A_CHUNK_BYTES, else over equal k-chunks (multiples of 32) that do, each chunk sweeping all the columns and adding
  * its sums into C (B is still read once; C's rows of this share stay in cache). The chunks depend on k alone, never on
  * m, so a row of C has the same bits whatever rows come with it (the fused head re-makes one row's tile and must get
- * the logits it sampled from). */
+ * the logits it sampled from). Each sweep first prefetches its first PREFETCH_LEAD rows, then the cursor runs that far
+ * ahead; in a single sweep it runs on into the rows this thread reads next (stream_end: a chunk's prefetch continues
+ * into the thread's next chunk, which then starts warm). */
 INLINE void columns(const Args* s, const int MR, const int NR)
 {
     int64_t kp = (s->k + 31) & ~31;
     int chunks = (int)((8 * kp * 2 + A_CHUNK_BYTES - 1) / A_CHUNK_BYTES);
     int step = (int)((kp / 32 + chunks - 1) / chunks) * 32;
-    int linear = chunks == 1 && NR <= 4 && s->ldb == s->k;
     for (int k0 = 0; k0 < s->k; k0 += step)
     {
         int k1 = s->k - k0 < step ? s->k : k0 + step;
+        Cursor cursor = { s->j0 + PREFETCH_LEAD, 0, 0, (k1 - k0 + 31) / 32,
+                          chunks == 1 && s->stream_end > s->j1 ? s->stream_end : s->j1 };
+        if (NR != PREFETCH_ROWS)
+            for (int64_t row = s->j0; row < s->j0 + PREFETCH_LEAD && row < s->j1; row++)
+                for (int line = 0; line < cursor.lines; line++)
+                    _mm_prefetch((const char*)(s->b + row * s->ldb + k0) + (int64_t)line * 64, _MM_HINT_T0);
         for (int j = s->j0; j < s->j1; j += NR)
         {
             int cols = s->j1 - j < NR ? s->j1 - j : NR;
-            tile(s, MR, NR, j, cols, k0, k1, k0 > 0 || s->accumulate, linear);
+            tile(s, MR, NR, j, cols, k0, k1, k0 > 0 || s->accumulate, &cursor);
         }
     }
 }

@@ -58,9 +58,9 @@ internal static class HeadSampler
     /// </summary>
     public const int NucleusCandidates = 256;
 
-    /// <summary>How much of the next tile's weight pass 1 prefetches before summing a tile's rows: as far as the
-    /// product's own prefetch runs ahead (native/bf16dot.c, LINEAR_AHEAD).</summary>
-    private const int NextTileWarmBytes = 8 * 1024;
+    /// <summary>How many of the next tile's weight rows pass 1 prefetches before summing a tile's rows: as many as the
+    /// product's own prefetch runs ahead (native/bf16dot.c, PREFETCH_LEAD).</summary>
+    private const int NextTileWarmRows = 8;
 
     [ThreadStatic] private static float[]? t_tile;
     [ThreadStatic] private static ulong[]? t_keys;
@@ -189,7 +189,7 @@ internal static class HeadSampler
             {
                 var logits = Logits(t, 0, Rows, t_tile);
                 // The next tile's first lines load while this one's rows are summed (its product then starts warm).
-                if (t + 1 < streamEnd && W.IsBf16) Bf16Dot.PrefetchStart(W.Bf16Span[((t + 1) * Tile * D)..], NextTileWarmBytes);
+                if (t + 1 < streamEnd && W.IsBf16) Bf16Dot.PrefetchStart(W.Bf16Span[((t + 1) * Tile * D)..], NextTileWarmRows * D * sizeof(ushort));
                 int n = logits.Length / Rows;
                 for (int b = 0; b < Rows; b++)
                 {
