@@ -84,7 +84,7 @@ INLINE void convert(const Args* s)
 
 /* Where the prefetch is: the block's first row, the row within the block, the line within the rows' k-chunk; rows
  * from `end` on are not prefetched. The address is recomputed from these for every line (a multiply): stepping a pointer
- * instead, before or after the step's arithmetic, read 5-8% slower at m = 8 and up to 10% slower at m = 4, 6 in the
+ * instead, before or after the step's arithmetic, read 5-10% slower at m = 8 and 4-9% slower at m = 4, 6 in the
  * same alternating runs. Why is not understood; it is measured, and the scheme is kept as measured. */
 typedef struct
 {
