@@ -95,7 +95,7 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         Check(rng, Case.Make(rng, false, true, 8, 301, 896, padded: true, accumulate: true), native);
         Check(rng, Case.Make(rng, false, true, 1, 700, 896, padded: false, accumulate: false), native);
         Check(rng, Case.Make(rng, false, true, 5, 97, 4864, padded: true, accumulate: false), native);
-        // 3-, 4- and 6-column tiles (m = 3..8), whose prefetch cursor walks blocks of 8 rows, stops at each share's end.
+        // Unpadded rows with 3- and 4-column tiles (m = 4..8): the prefetch cursor walks blocks of 8 B rows, up to each share's end.
         Check(rng, Case.Make(rng, false, true, 8, 301, 896, padded: false, accumulate: false), native);
         Check(rng, Case.Make(rng, false, true, 7, 50, 320, padded: false, accumulate: true), native);
         Check(rng, Case.Make(rng, false, true, 4, 203, 896, padded: false, accumulate: false), native);
