@@ -218,4 +218,47 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         if (native) Assert.NotEqual(scoring, generating);
         else Assert.Equal(scoring, generating);
     }
+
+    /// <summary>
+    /// A product announced after another becomes its remembered successor, with a plan for the worker: the first
+    /// IdlePrefetchBytes of B (at most what is left of that product) at the front of each share's range, as RunBalanced
+    /// first splits the units of 24 columns. Here: q of 100 rows (5 units) then, shared, k of 100 and v of 380 rows (5 + 16
+    /// units); two shares start at unit 0 (k's row 0) and unit 10 (v's row 120). Inside a parallel region nothing is
+    /// learned (the region's shares run their products serially).
+    /// </summary>
+    [Fact]
+    public unsafe void AProductRemembersItsSuccessorAndPlansTheFrontOfEachShare()
+    {
+        using var threads = ParallelFor.UseThreads(2);
+        const int k = 64;
+        var q = new ushort[100 * k]; var kw = new ushort[100 * k]; var v = new ushort[380 * k]; var big = new ushort[8192 * k];
+        fixed (ushort* pq = q, pk = kw, pv = v, pbig = big)
+        {
+            Bf16Dot.Product P(ushort* b, int n) => new(b, k, n, null, 0, accumulate: false);
+            Bf16Dot.Announce([P(pq, 100)], [0, 5]);
+            Bf16Dot.Announce([P(pk, 100), P(pv, 380)], [0, 5, 21]);
+            Bf16Dot.Announce([P(pbig, 8192)], [0, 342]);
+            var (next, plan) = Bf16Dot.SuccessorOf((nint)pq);
+            var (afterShared, bigPlan) = Bf16Dot.SuccessorOf((nint)pk);
+            if (!Bf16Dot.IdlePrefetchOn)
+            {
+                output.WriteLine("ALIGNSHARP_IDLE_PREFETCH=0 in this process: checked that nothing is remembered.");
+                Assert.Null(plan);
+                Assert.Null(bigPlan);
+                return;
+            }
+            Assert.Equal((nint)pk, next);
+            Assert.Equal([(nint)pk, (nint)(pv + 120 * k)], plan!.Starts);
+            Assert.Equal([100 * k * 2 / 64, 260 * k * 2 / 64], plan.Lines);
+            // 8192 rows of 128 bytes: each share's front is capped at 256 KB; the second share starts at unit 171, row 4104.
+            Assert.Equal((nint)pbig, afterShared);
+            Assert.Equal([(nint)pbig, (nint)(pbig + 4104 * k)], bigPlan!.Starts);
+            Assert.Equal([256 * 1024 / 64, 256 * 1024 / 64], bigPlan.Lines);
+
+            // Inside a region: not learned (big's successor stays unknown).
+            nint at = (nint)pq;
+            ParallelFor.For(2, 1, (s, e) => { if (s == 0) Bf16Dot.Announce([new Bf16Dot.Product((ushort*)at, k, 100, null, 0, false)], [0, 5]); });
+            Assert.Equal((nint)0, Bf16Dot.SuccessorOf((nint)pbig).Next);
+        }
+    }
 }

@@ -1,4 +1,6 @@
+using System.Runtime.Intrinsics.X86;
 using AlignSharp.Engine.Kernels;
+using Xunit.Abstractions;
 
 namespace AlignSharp.Tests;
 
@@ -43,7 +45,7 @@ public class ParallelForTests
 }
 
 [Collection(SerialCollection.Name)]
-public class ParallelForWakeUpTests
+public class ParallelForWakeUpTests(ITestOutputHelper output)
 {
     /// <summary>
     /// Posts work at every distance from the moment a worker gives up spinning and goes to sleep: a lost wake-up
@@ -176,4 +178,38 @@ public class ParallelForWakeUpTests
         Assert.Equal(outside, ParallelFor.Threads);
     }
 
+    /// <summary>
+    /// A plan given with PrefetchWhileIdle is requested by the first worker between jobs, line by line; one naming memory
+    /// that is not mapped (the first page, never mapped on Linux) faults nothing; jobs run as before meanwhile. Other tests
+    /// may hand the worker their own plans at the same time, so the count checked is the worker's total.
+    /// </summary>
+    [Fact]
+    public unsafe void TheFirstWorkerLoadsAnIdlePlanBetweenJobsWithoutFaulting()
+    {
+        using var threads = ParallelFor.UseThreads(2);
+        var memory = GC.AllocateUninitializedArray<byte>(512 * 1024, pinned: true);
+        fixed (byte* p = memory)
+        {
+            var mapped = new ParallelFor.PrefetchPlan([(nint)p, (nint)(p + 256 * 1024)], [4096, 4096]);
+            var unmapped = new ParallelFor.PrefetchPlan([(nint)64], [4096]);
+            foreach (var (plan, name) in new[] { (mapped, "mapped"), (unmapped, "unmapped") })
+            {
+                long before = ParallelFor.IdleLinesRequested;
+                var deadline = DateTime.UtcNow.AddSeconds(10);
+                // Each round: the plan, then a job that wakes the worker should it sleep; it then waits, loading.
+                do
+                {
+                    ParallelFor.PrefetchWhileIdle(plan);
+                    var hits = new int[64];
+                    ParallelFor.For(hits.Length, 1, (s, e) => { for (int i = s; i < e; i++) hits[i]++; });
+                    Assert.All(hits, h => Assert.Equal(1, h));
+                    Thread.Sleep(1);
+                } while (Sse.IsSupported && ParallelFor.IdleLinesRequested - before < plan.MaxLines * plan.Starts.Length && DateTime.UtcNow < deadline);
+                long lines = ParallelFor.IdleLinesRequested - before;
+                output.WriteLine($"{name} plan of {plan.MaxLines * plan.Starts.Length} lines: the worker requested {lines} lines");
+                if (!Sse.IsSupported) Assert.Equal(0, lines); // no prefetch instruction (ARM64): the worker never loads
+                else Assert.True(lines >= plan.MaxLines * plan.Starts.Length, $"{name}: only {lines} lines requested within 10 s");
+            }
+        }
+    }
 }

@@ -58,9 +58,10 @@ internal static unsafe class Bf16Dot
 
     public static void Run(int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate)
     {
+        int units = (n + UnitColumns - 1) / UnitColumns;
+        Announce([new Product(b, ldb, n, c, ldc, accumulate)], [0, units]);
         var args = RoundA(m, k, a, lda);
         args.B = b; args.Ldb = ldb; args.C = c; args.Ldc = ldc; args.Accumulate = accumulate ? 1 : 0;
-        int units = (n + UnitColumns - 1) / UnitColumns;
         Gemm.RunStreaming(units, (long)m * n * k, (long)n * k * sizeof(ushort), new Shares(args, n));
     }
 
@@ -126,7 +127,76 @@ internal static unsafe class Bf16Dot
             columns += products[i].N;
         }
         int units = first[^1];
+        Announce(products, first);
         Gemm.RunStreaming(units, m * columns * k, columns * k * sizeof(ushort), new SharedShares(args, products.ToArray(), first));
+    }
+
+    /// <summary>Bytes of B at the front of each share that the worker may load while it waits for a product (see
+    /// <see cref="Announce"/>).</summary>
+    internal const int IdlePrefetchBytes = 256 * 1024;
+
+    /// <summary>Most products whose successor is remembered; past it the table starts over (a process that loads model
+    /// after model).</summary>
+    private const int MaxRemembered = 4096;
+
+    /// <summary>Whether products hand the worker their successor's front (<see cref="Announce"/>): on unless
+    /// <c>ALIGNSHARP_IDLE_PREFETCH=0</c>; tests and benchmarks may switch it to compare.</summary>
+    internal static bool IdlePrefetchOn { get; set; } = Environment.GetEnvironmentVariable("ALIGNSHARP_IDLE_PREFETCH") != "0";
+
+    private sealed record Successor(nint Key, ParallelFor.PrefetchPlan Plan);
+
+    /// <summary>For each product (keyed by its first B), the product the same thread ran next, last time.</summary>
+    private static readonly Dictionary<nint, Successor> Successors = [];
+    [ThreadStatic] private static nint t_previous;
+
+    /// <summary>
+    /// Before a product: remembers it as the successor of the product this thread ran before, and hands the worker the
+    /// front of this product's own successor to load while it waits. Decoding runs the same products in the same order
+    /// every step, so from the second step on the worker preloads each product's first lines during the serial work
+    /// before it (the products' own prefetches only start when they do).
+    /// </summary>
+    internal static void Announce(ReadOnlySpan<Product> products, ReadOnlySpan<int> first)
+    {
+        if (!IdlePrefetchOn || ParallelFor.Threads < 2 || ParallelFor.InsideRegion) return;
+        nint key = (nint)products[0].B;
+        lock (Successors)
+        {
+            if (t_previous != 0 && (!Successors.TryGetValue(t_previous, out var known) || known.Key != key))
+            {
+                if (Successors.Count >= MaxRemembered) Successors.Clear();
+                Successors[t_previous] = new Successor(key, PlanFor(products, first, ParallelFor.Threads));
+            }
+            t_previous = key;
+            if (Successors.TryGetValue(key, out var next)) ParallelFor.PrefetchWhileIdle(next.Plan);
+        }
+    }
+
+    /// <summary>The product that followed the one whose first B is <paramref name="key"/> on the same thread last time
+    /// (its first B), and the plan handed to the worker before it; (0, null) when none is remembered.</summary>
+    internal static (nint Next, ParallelFor.PrefetchPlan? Plan) SuccessorOf(nint key)
+    {
+        lock (Successors) return Successors.TryGetValue(key, out var s) ? (s.Key, s.Plan) : (0, null);
+    }
+
+    /// <summary>The first <see cref="IdlePrefetchBytes"/> of B (within its product) at the front of each share's range,
+    /// as <see cref="ParallelFor.RunBalanced"/> first splits the units.</summary>
+    private static ParallelFor.PrefetchPlan PlanFor(ReadOnlySpan<Product> products, ReadOnlySpan<int> first, int shares)
+    {
+        int units = first[^1];
+        shares = Math.Max(1, Math.Min(shares, units));
+        var starts = new nint[shares];
+        var lines = new int[shares];
+        for (int s = 0; s < shares; s++)
+        {
+            int unit = (int)((long)units * s / shares), i = 0;
+            while (first[i + 1] <= unit) i++;
+            var pr = products[i];
+            long row = (long)(unit - first[i]) * UnitColumns;
+            starts[s] = (nint)(pr.B + row * pr.Ldb);
+            long left = (pr.N - row) * pr.Ldb * sizeof(ushort);
+            lines[s] = (int)(Math.Min(left, IdlePrefetchBytes) / 64);
+        }
+        return new ParallelFor.PrefetchPlan(starts, lines);
     }
 
     private readonly struct SharedShares(Args args, Product[] products, int[] first) : IChunkWork

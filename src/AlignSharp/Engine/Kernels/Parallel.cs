@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics.X86;
+
 namespace AlignSharp.Engine.Kernels;
 
 /// <summary>A unit of parallel work over the half-open index range [start, end).</summary>
@@ -62,6 +64,9 @@ public static class ParallelFor
         internal ThreadCountScope(int previous) => _previous = previous;
         public void Dispose() => t_threads = _previous;
     }
+
+    /// <summary>Whether the calling thread is running a share of a parallel region (where kernels run serially).</summary>
+    internal static bool InsideRegion => _insideWorker;
 
     /// <summary>How many shares a range of <paramref name="count"/> items is split into.</summary>
     public static int SharesFor(long count, long minPerThread)
@@ -246,6 +251,62 @@ public static class ParallelFor
         }
     }
 
+    /// <summary>
+    /// Memory a coming product will stream (see <see cref="PrefetchWhileIdle"/>): regions of whole 64-byte lines, each
+    /// the front of one share's range, loaded in turns so that each share starts equally warm however short the wait.
+    /// </summary>
+    internal sealed class PrefetchPlan(nint[] starts, int[] lines)
+    {
+        public readonly nint[] Starts = starts;
+        public readonly int[] Lines = lines;
+        public readonly int MaxLines = lines.Length == 0 ? 0 : lines.Max();
+    }
+
+    private static PrefetchPlan? _idlePlan;
+    private static long _idleRequests; // counts PrefetchWhileIdle calls: a plan given again is loaded again
+    private static long _idleLinesRequested; // written by the first worker alone
+
+    /// <summary>Lines the first worker has asked for while idle since the process started (tests watch it grow).</summary>
+    internal static long IdleLinesRequested => Volatile.Read(ref _idleLinesRequested);
+
+    /// <summary>
+    /// Asks the first worker to load <paramref name="plan"/>'s lines into its cache while it has no job: a decoding step
+    /// alternates products that stream weights on every core with serial work on the caller (norms, activations, the
+    /// residual adds), and while the caller does that, memory would otherwise idle. The worker stops at its next job, so
+    /// a plan costs a job nothing; a plan still unfinished when another is given is dropped. Prefetches never fault, so
+    /// a plan may outlive the memory it names (it then loads nothing useful). Ignored inside a parallel region.
+    /// </summary>
+    internal static void PrefetchWhileIdle(PrefetchPlan plan)
+    {
+        if (_insideWorker) return;
+        Volatile.Write(ref _idlePlan, plan);
+        Interlocked.Increment(ref _idleRequests);
+    }
+
+    /// <summary>Lines each region of a plan gets per turn: a few hundred nanoseconds of requests between two looks
+    /// at the job word.</summary>
+    private const int PrefetchTurnLines = 8;
+
+    /// <summary>One turn of the current plan from line <paramref name="line"/> on; false when there is nothing left to load.</summary>
+    private static unsafe bool PrefetchTurn(ref long request, ref int line)
+    {
+        long latest = Volatile.Read(ref _idleRequests);
+        if (latest != request) (request, line) = (latest, 0);
+        // Read after the count: at worst a newer plan under an older count, which only loads that plan's lines early.
+        var current = Volatile.Read(ref _idlePlan);
+        if (current == null || line >= current.MaxLines || !Sse.IsSupported) return false;
+        int requested = 0;
+        for (int r = 0; r < current.Starts.Length; r++)
+        {
+            byte* at = (byte*)current.Starts[r];
+            int end = Math.Min(current.Lines[r], line + PrefetchTurnLines);
+            for (int i = line; i < end; i++, requested++) Sse.Prefetch0(at + (long)i * 64);
+        }
+        Volatile.Write(ref _idleLinesRequested, _idleLinesRequested + requested);
+        line += PrefetchTurnLines;
+        return true;
+    }
+
     /// <summary>Whether the job in state word <paramref name="state"/> is newer than <paramref name="handled"/> and has unclaimed shares.</summary>
     private static bool HasShares(long state, long handled) =>
         Generation(state) != handled && ((state >> ShareBits) & ShareMask) < (state & ShareMask);
@@ -273,10 +334,14 @@ public static class ParallelFor
     {
         private static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency / 5000; // 200 µs
         private readonly SemaphoreSlim _signal = new(0);
+        private readonly int _id;
         private int _sleeping;
+        private long _planRequest; // the idle plan request this worker is loading, and its next line
+        private int _planLine;
 
         public Worker(int id)
         {
+            _id = id;
             var t = new Thread(Loop) { IsBackground = true, Name = $"alignsharp-worker-{id}" };
             t.Start();
         }
@@ -293,6 +358,7 @@ public static class ParallelFor
             {
                 long state = Volatile.Read(ref _state);
                 if (HasShares(state, handled)) return state;
+                if (_id == 1 && PrefetchTurn(ref _planRequest, ref _planLine)) continue;
                 if (System.Diagnostics.Stopwatch.GetTimestamp() < until) { Thread.SpinWait(20); continue; }
                 // A full fence (not a plain release store): the read of _state below must not be reordered before
                 // this write, or a Wake in between would see us awake and never signal (lost wake-up).
