@@ -11,6 +11,10 @@ public static partial class Ops
     /// <summary>Elementwise maps above this size are split across threads.</summary>
     private const int ParallelGrain = 1 << 15;
 
+    /// <summary>The same for maps that evaluate an exp, log or tanh per element (≈ 0.3 ns each here, ten times an add):
+    /// these pay for a split four times sooner. A decoding step's SiLU over batch 8 × 4864 took 11.7 µs on one core.</summary>
+    private const int TranscendentalGrain = 1 << 13;
+
     // ---- parallel drivers over contiguous memory ---------------------------------------------------------
 
     private readonly struct MapWork<TOp>(float[] x, int xo, float[] y, int yo) : IRangeWork where TOp : IUnaryOp
@@ -28,8 +32,8 @@ public static partial class Ops
         public void Run(int s, int e) => Simd.ZipAccumulate<TOp>(a.AsSpan(ao + s, e - s), b.AsSpan(bo + s, e - s), y.AsSpan(yo + s, e - s));
     }
 
-    private static void Map<TOp>(Tensor x, Tensor y) where TOp : IUnaryOp
-        => ParallelFor.Run(x.Length, ParallelGrain, new MapWork<TOp>(x.Array, x.Offset, y.Array, y.Offset));
+    private static void Map<TOp>(Tensor x, Tensor y, int grain = ParallelGrain) where TOp : IUnaryOp
+        => ParallelFor.Run(x.Length, grain, new MapWork<TOp>(x.Array, x.Offset, y.Array, y.Offset));
 
     private static void Zip<TOp>(Tensor a, Tensor b, Tensor y) where TOp : IBinaryOp
         => ParallelFor.Run(a.Length, ParallelGrain, new ZipWork<TOp>(a.Array, a.Offset, b.Array, b.Offset, y.Array, y.Offset));
@@ -46,24 +50,24 @@ public static partial class Ops
 
     // ---- unary -------------------------------------------------------------------------------------------
 
-    private static Tensor Unary<TOp, TGrad>(Tensor x, bool gradFromOutput) where TOp : IUnaryOp where TGrad : IBinaryOp
+    private static Tensor Unary<TOp, TGrad>(Tensor x, bool gradFromOutput, int grain = ParallelGrain) where TOp : IUnaryOp where TGrad : IBinaryOp
     {
         var y = NewLike(x);
-        Map<TOp>(x, y);
+        Map<TOp>(x, y, grain);
         if (Autograd.Needs(x))
             Autograd.Record(y, [x], g => AccumulateGrad<TGrad>(x, g, gradFromOutput ? y : x));
         return y;
     }
 
     /// <summary>e^x. (any) → (same)</summary>
-    public static Tensor Exp(Tensor x) => Unary<ExpOp, MulGradOp>(x, gradFromOutput: true);
+    public static Tensor Exp(Tensor x) => Unary<ExpOp, MulGradOp>(x, gradFromOutput: true, TranscendentalGrain);
 
     /// <summary>Natural log. (any) → (same)</summary>
-    public static Tensor Log(Tensor x) => Unary<LogOp, LogGradOp>(x, gradFromOutput: false);
+    public static Tensor Log(Tensor x) => Unary<LogOp, LogGradOp>(x, gradFromOutput: false, TranscendentalGrain);
 
-    public static Tensor Tanh(Tensor x) => Unary<TanhOp, TanhGradOp>(x, gradFromOutput: true);
+    public static Tensor Tanh(Tensor x) => Unary<TanhOp, TanhGradOp>(x, gradFromOutput: true, TranscendentalGrain);
 
-    public static Tensor Sigmoid(Tensor x) => Unary<SigmoidOp, SigmoidGradOp>(x, gradFromOutput: true);
+    public static Tensor Sigmoid(Tensor x) => Unary<SigmoidOp, SigmoidGradOp>(x, gradFromOutput: true, TranscendentalGrain);
 
     /// <summary>log σ(x) = −softplus(−x), computed without overflow.</summary>
     public static Tensor LogSigmoid(Tensor x)
@@ -78,15 +82,15 @@ public static partial class Ops
     }
 
     /// <summary>log(1 + e^x), computed without overflow.</summary>
-    public static Tensor Softplus(Tensor x) => Unary<SoftplusOp, SoftplusGradOp>(x, gradFromOutput: false);
+    public static Tensor Softplus(Tensor x) => Unary<SoftplusOp, SoftplusGradOp>(x, gradFromOutput: false, TranscendentalGrain);
 
     public static Tensor Relu(Tensor x) => Unary<ReluOp, ReluGradOp>(x, gradFromOutput: false);
 
     /// <summary>GELU with the tanh approximation (GPT-2's gelu_new).</summary>
-    public static Tensor Gelu(Tensor x) => Unary<GeluOp, GeluGradOp>(x, gradFromOutput: false);
+    public static Tensor Gelu(Tensor x) => Unary<GeluOp, GeluGradOp>(x, gradFromOutput: false, TranscendentalGrain);
 
     /// <summary>x·σ(x) (SiLU / swish).</summary>
-    public static Tensor Silu(Tensor x) => Unary<SiluOp, SiluGradOp>(x, gradFromOutput: false);
+    public static Tensor Silu(Tensor x) => Unary<SiluOp, SiluGradOp>(x, gradFromOutput: false, TranscendentalGrain);
 
     public static Tensor Square(Tensor x) => Unary<SquareOp, SquareGradOp>(x, gradFromOutput: false);
 
