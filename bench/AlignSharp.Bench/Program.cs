@@ -2,8 +2,14 @@ using BenchmarkDotNet.Running;
 
 namespace AlignSharp.Bench;
 
-/// <summary>BenchmarkDotNet kernel benchmarks: `dotnet run -c Release --project bench/AlignSharp.Bench -- --filter '*'`.</summary>
+/// <summary>BenchmarkDotNet kernel benchmarks: `dotnet run -c Release --project bench/AlignSharp.Bench -- --filter '*'`;
+/// the decoding probes (see <see cref="DecodeProbes"/>) with `-- decode-ab ...` or `-- decode-shapes ...`.</summary>
 public static class Program
 {
-    public static void Main(string[] args) => BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+    public static int Main(string[] args)
+    {
+        if (args.Length > 0 && args[0].StartsWith("decode-", StringComparison.Ordinal)) return DecodeProbes.Run(args);
+        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+        return 0;
+    }
 }

@@ -1,0 +1,141 @@
+using System.Diagnostics;
+using AlignSharp.Engine;
+using AlignSharp.Engine.Kernels;
+using AlignSharp.Models;
+using AlignSharp.Text;
+
+namespace AlignSharp.Bench;
+
+/// <summary>
+/// Decoding measurements that need the engine's internals, on a checkpoint loaded with bf16 matrices:
+/// <list type="bullet">
+/// <item><c>decode-ab DIR BATCH ROUNDS</c>: decoding steps (16-token prompts, 64 new tokens, as <c>alignsharp bench sample</c>)
+/// with the idle worker's preloading (<see cref="Bf16Dot.IdlePrefetchOn"/>) on for two steps, off for two, and so on, so
+/// that both sides see the same host (its bandwidth drifts within seconds); medians of each side, and of the layers
+/// (hidden states) and the head + sampling apart.</item>
+/// <item><c>decode-shapes DIR ROUNDS</c>: every layer's product of one shape back to back through
+/// <see cref="Gemm.MultiplyBf16"/> as generation calls it, at batch 1 and 8 alternately: GB/s of weights read, medians.</item>
+/// </list>
+/// Run: <c>dotnet run -c Release --project bench/AlignSharp.Bench -- decode-ab /path/to/checkpoint 8 30</c>.
+/// </summary>
+internal static class DecodeProbes
+{
+    private const int PromptLength = 16, NewTokens = 64;
+
+    public static int Run(string[] args)
+    {
+        if (args.Length < 3) return Usage();
+        var model = ModelIO.Load(args[1], bf16Matrices: true);
+        switch (args[0])
+        {
+            case "decode-ab" when args.Length == 4:
+                AlternateIdlePrefetch(model, int.Parse(args[2]), int.Parse(args[3]));
+                return 0;
+            case "decode-shapes" when args.Length == 3:
+                Shapes(model, int.Parse(args[2]));
+                return 0;
+            default:
+                return Usage();
+        }
+    }
+
+    private static int Usage()
+    {
+        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS");
+        return 2;
+    }
+
+    private static void AlternateIdlePrefetch(TransformerModel model, int batch, int rounds)
+    {
+        var cfg = model.Config;
+        var rng = new Random(0);
+        var prompt = Enumerable.Range(0, batch * PromptLength).Select(_ => rng.Next(cfg.VocabSize)).ToArray();
+        var options = new SamplingOptions { MaxNewTokens = NewTokens, Temperature = 1f, EosIds = [] };
+        var on = new List<double>(); var off = new List<double>(); var layers = new List<double>(); var head = new List<double>();
+        bool initial = Bf16Dot.IdlePrefetchOn;
+        // Round 0 warms up (methods reach their optimised tier); it is not counted.
+        for (int round = 0; round <= rounds; round++)
+        {
+            using var cache = new KvCache(cfg, batch, PromptLength + NewTokens);
+            using var noGrad = Autograd.NoGrad();
+            using var rounding = Ops.RoundActivationsToBf16();
+            var rngs = Enumerable.Range(0, batch).Select(b => new Random(round * 1000 + b)).ToArray();
+            var active = Enumerable.Repeat(true, batch).ToArray();
+            var tokens = new int[batch];
+            var logProbs = new float[batch];
+            int[] ids = prompt;
+            int seq = PromptLength;
+            for (int step = 0; step < NewTokens; step++)
+            {
+                bool prefetch = ((step + round) & 3) is 1 or 2;
+                Bf16Dot.IdlePrefetchOn = prefetch;
+                var positions = new int[batch * seq];
+                for (int b = 0; b < batch; b++) for (int t = 0; t < seq; t++) positions[b * seq + t] = cache.Length + t;
+                var keyMask = new bool[batch * (cache.Length + seq)];
+                Array.Fill(keyMask, true);
+                var sw = Stopwatch.StartNew();
+                float[] last;
+                using (TensorScope.Begin())
+                {
+                    var hidden = model.Hidden(ids, batch, seq, positions, keyMask, cache);
+                    last = Ops.Slice(Ops.Reshape(hidden, batch, seq, -1), 1, seq - 1, 1).ToArray();
+                }
+                double layersMs = sw.Elapsed.TotalMilliseconds;
+                HeadSampler.SampleRows(model, last, cfg.VocabSize, options, rngs, active, tokens, logProbs);
+                double ms = sw.Elapsed.TotalMilliseconds;
+                // Step 0 is the prompt pass; step 1 the first whose products have a remembered successor.
+                if (round > 0 && step >= 2)
+                {
+                    (prefetch ? on : off).Add(ms);
+                    layers.Add(layersMs);
+                    head.Add(ms - layersMs);
+                }
+                ids = (int[])tokens.Clone();
+                seq = 1;
+            }
+        }
+        Bf16Dot.IdlePrefetchOn = initial;
+        Console.WriteLine($"batch {batch}, {rounds} rounds of {NewTokens} tokens: steps with idle preloading {Median(on):F3} ms (median of {on.Count}), " +
+            $"without {Median(off):F3} ms (median of {off.Count}), without / with {Median(off) / Median(on):F3}; " +
+            $"layers {Median(layers):F3} ms, head + sampling {Median(head):F3} ms");
+    }
+
+    private static void Shapes(TransformerModel model, int rounds)
+    {
+        string[] names = ["attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down"];
+        int[] batches = [1, 8];
+        var cfg = model.Config;
+        int widest = Math.Max(cfg.HiddenSize, cfg.IntermediateSize);
+        var a = new float[8 * widest];
+        var c = new float[8 * widest];
+        for (int i = 0; i < a.Length; i++) a[i] = (i % 17 - 8) * 0.01f;
+        var gbs = names.ToDictionary(n => n, _ => batches.ToDictionary(m => m, _ => new List<double>()));
+        for (int round = 0; round <= rounds; round++)
+            foreach (int m in round % 2 == 0 ? batches : batches.Reverse())
+                foreach (var name in names)
+                {
+                    long bytes = 0;
+                    var sw = Stopwatch.StartNew();
+                    for (int l = 0; l < cfg.NumLayers; l++)
+                    {
+                        var w = model.Parameter($"layers.{l}.{name}.weight");
+                        int n = w.Dim(0), k = w.Dim(1);
+                        Gemm.MultiplyBf16(false, true, m, n, k, a.AsSpan(0, m * k), k, w.Bf16Span, k, c.AsSpan(0, m * n), n, false, bf16Activations: true);
+                        bytes += (long)n * k * sizeof(ushort);
+                    }
+                    if (round > 0) gbs[name][m].Add(bytes / sw.Elapsed.TotalSeconds / 1e9);
+                }
+        Console.WriteLine($"{"product",-10} {"batch 1 GB/s",14} {"batch 8 GB/s",14} {"8 / 1",7}");
+        foreach (var name in names)
+        {
+            double one = Median(gbs[name][1]), eight = Median(gbs[name][8]);
+            Console.WriteLine($"{name,-10} {one,14:F1} {eight,14:F1} {eight / one,7:F3}");
+        }
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted.Count == 0 ? double.NaN : sorted[sorted.Count / 2];
+    }
+}
