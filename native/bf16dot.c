@@ -22,7 +22,8 @@ typedef struct
     const float* a;      /* A [m,k], row stride lda (float32) */
     const uint16_t* b;   /* B [n,k] bf16, row stride ldb */
     float* c;            /* C [m,n], row stride ldc */
-    uint16_t* a16;       /* bf16(A), m rows of kp = k rounded up to 32 (zero padded); written when convert != 0 */
+    uint16_t* a16;       /* bf16(A) by k-chunk (see convert), at most m·(kp + 32·chunks) values, kp = k rounded up
+                            to 32 (zero padded); written when convert != 0 */
     int64_t lda, ldb, ldc;
     int32_t m, k;
     int32_t j0, j1;      /* the B rows (C columns) of this call: [j0, j1) */
@@ -46,28 +47,46 @@ INLINE __m128 sum4(__m512 x, __m512 y, __m512 z, __m512 w)
     return _mm512_castps512_ps128(u);
 }
 
-INLINE void convert(const Args* s)
-{
-    int64_t kp = (s->k + 31) & ~31;
-    for (int r = 0; r < s->m; r++)
-    {
-        const float* ar = s->a + r * s->lda;
-        uint16_t* dr = s->a16 + r * kp;
-        for (int p = 0; p < kp; p += 32)
-        {
-            int left = s->k - p;
-            __mmask16 lo = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            __mmask16 hi = left >= 32 ? (__mmask16)0xFFFF : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
-            __m512 x = _mm512_maskz_loadu_ps(lo, ar + p), y = _mm512_maskz_loadu_ps(hi, ar + p + 16);
-            _mm512_storeu_si512(dr + p, (__m512i)_mm512_cvtne2ps_pbh(y, x));
-        }
-    }
-}
-
 /* Bytes of bf16(A) (eight rows) that one k-chunk may hold: A is re-read for every tile, so it must stay in L1 (48 KB)
  * next to B's lines in flight. Past it (m = 8 at k = 4864, a down projection: 78 KB), A came from L2 and the product
  * ran at two thirds of the speed. */
 #define A_CHUNK_BYTES 24576
+
+/* k positions per k-chunk (a multiple of 32): k rounded up to 32 when eight rows of it fit A_CHUNK_BYTES, else equal
+ * chunks that do. The chunks depend on k alone, never on m, so a row of C has the same bits whatever rows come with it
+ * (the fused head re-makes one row's tile and must get the logits it sampled from). */
+INLINE int chunk_step(int k)
+{
+    int64_t kp = (k + 31) & ~31;
+    int chunks = (int)((8 * kp * 2 + A_CHUNK_BYTES - 1) / A_CHUNK_BYTES);
+    return (int)((kp / 32 + chunks - 1) / chunks) * 32;
+}
+
+/* bf16(A), chunk-major: chunk c (k positions [c·step, c·step + step)) holds the m rows' values of its k positions,
+ * step apart, zero padded past k; chunk c starts at c·m·step. With one chunk this is m rows of kp. A chunk's rows lie
+ * together, so the tiles' A loads touch m·step·2 contiguous bytes, not m segments a whole row of A apart: with rows of
+ * A 9.5 KB apart (the down projection, k = 4864, four chunks) m = 8 read 45.6 GB/s against 41.8–42.5 laid out by rows
+ * (two runs of `decode-shapes`, the two builds alternating), and a batch-8 decoding step took 2–3% less. Why the layout
+ * matters that much is not known (no hardware counters here). */
+INLINE void convert(const Args* s)
+{
+    int64_t kp = (s->k + 31) & ~31;
+    int step = chunk_step(s->k);
+    for (int r = 0; r < s->m; r++)
+    {
+        const float* ar = s->a + r * s->lda;
+        for (int p = 0; p < kp; p += 32)
+        {
+            int c = p / step;
+            uint16_t* dr = s->a16 + (int64_t)c * s->m * step + (int64_t)r * step + (p - c * step);
+            int left = s->k - p;
+            __mmask16 lo = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            __mmask16 hi = left >= 32 ? (__mmask16)0xFFFF : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+            __m512 x = _mm512_maskz_loadu_ps(lo, ar + p), y = _mm512_maskz_loadu_ps(hi, ar + p + 16);
+            _mm512_storeu_si512(dr, (__m512i)_mm512_cvtne2ps_pbh(y, x));
+        }
+    }
+}
 
 /* The prefetch runs PREFETCH_LEAD rows of B ahead of the tile being read, in blocks of PREFETCH_ROWS rows taken in
  * lockstep: line 0 of each of the block's rows, then line 1 of each, and so on, as many lines per k-step as the tile
@@ -109,9 +128,10 @@ INLINE void prefetch_next(const Args* s, Cursor* c, int k0)
  * rows read row j again and their sums are dropped); adds into C when accumulate is set. k0 is a multiple of 32. Each
  * k-step prefetches NR lines at the cursor (see PREFETCH_ROWS); 8-row tiles prefetch the same line of the next tile's
  * rows directly, which is where the cursor would be, without its bookkeeping (13% of m = 1's speed). */
-INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int k0, int k1, int accumulate, Cursor* cursor)
+INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int k0, int k1, int step, int accumulate, Cursor* cursor)
 {
-    int64_t kp = (s->k + 31) & ~31;
+    /* This chunk's rows of bf16(A) (see convert), indexed by absolute k. */
+    const uint16_t* ak = s->a16 + (int64_t)(k0 / step) * MR * step - k0;
     int kv = k1 & ~31;
     /* Fixed sizes (not [MR][NR], which would be variable-length arrays): unrolled, they live in registers. */
     const uint16_t* br[8];
@@ -136,7 +156,7 @@ INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int
 #pragma GCC unroll 8
         for (int r = 0; r < MR; r++)
         {
-            __m512bh av = (__m512bh)_mm512_loadu_si512(s->a16 + r * kp + p);
+            __m512bh av = (__m512bh)_mm512_loadu_si512(ak + (int64_t)r * step + p);
 #pragma GCC unroll 8
             for (int q = 0; q < NR; q++) acc[r][q] = _mm512_dpbf16_ps(acc[r][q], av, bv[q]);
         }
@@ -155,7 +175,7 @@ INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int
 #pragma GCC unroll 8
         for (int r = 0; r < MR; r++)
         {
-            __m512bh av = (__m512bh)_mm512_loadu_si512(s->a16 + r * kp + kv);
+            __m512bh av = (__m512bh)_mm512_loadu_si512(ak + (int64_t)r * step + kv);
 #pragma GCC unroll 8
             for (int q = 0; q < NR; q++) acc[r][q] = _mm512_dpbf16_ps(acc[r][q], av, bv[q]);
         }
@@ -182,23 +202,18 @@ INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int
     }
 }
 
-/* Every tile of columns [j0, j1) with MR = m rows and NR columns: over all of k at once when eight rows of bf16(A)
- * fit A_CHUNK_BYTES, else over equal k-chunks (multiples of 32) that do, each chunk sweeping all the columns and adding
- * its sums into C (B is still read once; C's rows of this share stay in cache). The chunks depend on k alone, never on
- * m, so a row of C has the same bits whatever rows come with it (the fused head re-makes one row's tile and must get
- * the logits it sampled from). With tiles narrower than PREFETCH_ROWS each sweep first prefetches its first PREFETCH_LEAD
+/* Every tile of columns [j0, j1) with MR = m rows and NR columns, k-chunk by k-chunk (chunk_step), each chunk sweeping
+ * all the columns and adding its sums into C (B is still read once; C's rows of this share stay in cache). With tiles narrower than PREFETCH_ROWS each sweep first prefetches its first PREFETCH_LEAD
  * rows, then the cursor runs that far ahead; in a single sweep it runs on into the rows this thread reads next
  * (stream_end: a chunk's prefetch continues into the thread's next chunk, which then starts warm). */
 INLINE void columns(const Args* s, const int MR, const int NR)
 {
-    int64_t kp = (s->k + 31) & ~31;
-    int chunks = (int)((8 * kp * 2 + A_CHUNK_BYTES - 1) / A_CHUNK_BYTES);
-    int step = (int)((kp / 32 + chunks - 1) / chunks) * 32;
+    int step = chunk_step(s->k);
     for (int k0 = 0; k0 < s->k; k0 += step)
     {
         int k1 = s->k - k0 < step ? s->k : k0 + step;
         Cursor cursor = { s->j0 + PREFETCH_LEAD, 0, 0, (k1 - k0 + 31) / 32,
-                          chunks == 1 && s->stream_end > s->j1 ? s->stream_end : s->j1 };
+                          step >= s->k && s->stream_end > s->j1 ? s->stream_end : s->j1 };
         if (NR != PREFETCH_ROWS)
             for (int64_t row = s->j0; row < s->j0 + PREFETCH_LEAD && row < s->j1; row++)
                 for (int line = 0; line < cursor.lines; line++)
@@ -206,7 +221,7 @@ INLINE void columns(const Args* s, const int MR, const int NR)
         for (int j = s->j0; j < s->j1; j += NR)
         {
             int cols = s->j1 - j < NR ? s->j1 - j : NR;
-            tile(s, MR, NR, j, cols, k0, k1, k0 > 0 || s->accumulate, &cursor);
+            tile(s, MR, NR, j, cols, k0, k1, step, k0 > 0 || s->accumulate, &cursor);
         }
     }
 }

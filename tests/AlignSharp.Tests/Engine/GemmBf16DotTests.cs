@@ -107,6 +107,8 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         Check(rng, Case.Make(rng, false, true, 8, 13, 4881, padded: false, accumulate: false), native);
         Check(rng, Case.Make(rng, false, true, 7, 26, 1700, padded: false, accumulate: false), native);
         Check(rng, Case.Make(rng, false, true, 2, 17, 6200, padded: true, accumulate: true), native);
+        // Three chunks of 1088 over kp = 3200: bf16(A), stored chunk by chunk, takes 3264 values a row.
+        Check(rng, Case.Make(rng, false, true, 8, 40, 3190, padded: false, accumulate: true), native);
         // Few MACs but ≥ Gemm.StreamSplitBytes of B (a k/v projection, a partial last tile): split by its bytes.
         Check(rng, Case.Make(rng, false, true, 1, 130, 896, padded: false, accumulate: true), native);
     }

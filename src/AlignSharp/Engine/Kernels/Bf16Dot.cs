@@ -65,14 +65,15 @@ internal static unsafe class Bf16Dot
         Gemm.RunStreaming(units, (long)m * n * k, (long)n * k * sizeof(ushort), new Shares(args, n));
     }
 
-    /// <summary>bf16(A), zero padded to a multiple of 32, into this thread's buffer, which every share reads: the
-    /// arguments each share starts from. The buffer is 64-byte aligned, so each row's 64-byte loads (m per 32 k
+    /// <summary>bf16(A), zero padded to a multiple of 32 and laid out k-chunk by k-chunk (native/bf16dot.c, convert), into
+    /// this thread's buffer, which every share reads: the arguments each share starts from. The buffer is 64-byte aligned, so each row's 64-byte loads (m per 32 k
     /// positions, the kernel's most frequent) touch one cache line, not two: unaligned, the m = 8 products ran 14–20% slower.</summary>
     private static Args RoundA(int m, int k, float* a, nint lda)
     {
         int kp = (k + 31) & ~31;
         const int Slack = 64 / sizeof(ushort);
-        if (t_a16 == null || t_a16.Length < m * kp + Slack) t_a16 = GC.AllocateUninitializedArray<ushort>(Math.Max(m * kp, 8 * 1024) + Slack, pinned: true);
+        // Room for the kernel's chunk-major layout: at most m·(kp + 32·chunks) ≤ 2·m·kp values (each chunk pads to 32).
+        if (t_a16 == null || t_a16.Length < 2 * m * kp + Slack) t_a16 = GC.AllocateUninitializedArray<ushort>(Math.Max(2 * m * kp, 8 * 1024) + Slack, pinned: true);
         nint start = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(t_a16));
         var args = new Args
         {
