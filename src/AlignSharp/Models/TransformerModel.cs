@@ -454,10 +454,12 @@ public sealed class TransformerModel
     /// <summary>The head's matrix: score.weight [1, D], or the vocabulary projection [V, D] (the embedding when tied).</summary>
     public Tensor HeadWeight => Parameter(Config.Head == HeadKind.Scalar ? "score.weight" : Config.TieWordEmbeddings ? "embed.weight" : "lm_head.weight");
 
-    private Tensor Activate(Tensor x) => Config.Activation switch
+    private Tensor Activate(Tensor x) => ActivationKind == Ops.GateActivation.Silu ? Ops.Silu(x) : Ops.Gelu(x);
+
+    private Ops.GateActivation ActivationKind => Config.Activation switch
     {
-        HiddenActivation.Silu => Ops.Silu(x),
-        HiddenActivation.GeluTanh => Ops.Gelu(x),
+        HiddenActivation.Silu => Ops.GateActivation.Silu,
+        HiddenActivation.GeluTanh => Ops.GateActivation.GeluTanh,
         _ => throw new UserInputException($"Activation {Config.Activation} (exact erf GELU) is not implemented yet; use gelu_new."),
     };
 
@@ -472,8 +474,19 @@ public sealed class TransformerModel
 
     private Tensor GatedMlp(Tensor m, string p)
     {
-        var gateUp = SharedLinear(m, p + "mlp.gate", p + "mlp.up");
-        return Linear(Ops.Mul(Activate(gateUp[0]), gateUp[1]), p + "mlp.down");
+        string gate = p + "mlp.gate", up = p + "mlp.up";
+        Tensor hidden;
+        if (Adapter is { Enabled: true } adapter && (adapter.Adapts(gate) || adapter.Adapts(up)))
+        {
+            var gateUp = SharedLinear(m, gate, up);
+            hidden = Ops.Mul(Activate(gateUp[0]), gateUp[1]);
+        }
+        else
+        {
+            hidden = Ops.GatedLinear(m, (Parameter(gate + ".weight"), _byName.GetValueOrDefault(gate + ".bias")),
+                (Parameter(up + ".weight"), _byName.GetValueOrDefault(up + ".bias")), ActivationKind);
+        }
+        return Linear(hidden, p + "mlp.down");
     }
 
     /// <summary>Linear layers that read the same x (q, k, v; gate, up), made together by <see cref="Ops.LinearShared"/>

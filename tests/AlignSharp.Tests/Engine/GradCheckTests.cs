@@ -118,6 +118,13 @@ public class GradCheckTests
                 return Ops.Add(y[0], Ops.MulScalar(y[1], 0.5f));
             }, [GradCheck.Random(rng, 2, 3, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 5), GradCheck.Random(rng, 5, 7)]);
         },
+        ["GatedLinear"] = () =>
+        {
+            var rng = new Random(34);
+            foreach (var activation in new[] { Ops.GateActivation.Silu, Ops.GateActivation.GeluTanh })
+                GradCheck.Check(x => Ops.GatedLinear(x[0], (x[1], x[2]), (x[3], null), activation),
+                    [GradCheck.Random(rng, 2, 3, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 5), GradCheck.Random(rng, 5, 7)]);
+        },
         ["Softmax"] = () => Unary(Ops.Softmax),
         ["LogSoftmax"] = () => Unary(Ops.LogSoftmax),
         ["LayerNorm"] = () =>

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
 namespace AlignSharp.Engine.Kernels;
@@ -130,6 +131,61 @@ internal static unsafe class Bf16Dot
         int units = first[^1];
         Announce(products, first);
         Gemm.RunStreaming(units, m * columns * k, columns * k * sizeof(ushort), new SharedShares(args, products.ToArray(), first));
+    }
+
+    /// <summary>
+    /// A gated MLP's first half at decode shapes: G = act(bf16(A)·Gᵀ) ⊙ (bf16(A)·Uᵀ), written over the gate's product C
+    /// (gate.C), with the up product's C as scratch. Each thread takes units of 24 columns of both products at once and,
+    /// right after computing a chunk of columns of the two, applies the activation and the product to them while they are
+    /// still in its cache: done as separate ops after the products, the activation and the product each read and wrote
+    /// memory the products' streaming had long evicted (≈ 16 µs apiece a layer at batch 8, against 8 and 3 in cache).
+    /// Lane by lane the same vector operations as <see cref="Simd.Map{TOp}"/> and <see cref="Simd.Zip{TOp}"/> over whole
+    /// 512-bit vectors (partial vectors go through a padded buffer), so where those take 512-bit vectors for every
+    /// element the same bits.
+    /// </summary>
+    public static void RunGated<TAct>(int m, int k, float* a, nint lda, Product gate, Product up) where TAct : IUnaryOp
+    {
+        if (gate.N != up.N || gate.Ldc != up.Ldc) throw new ArgumentException("RunGated: the gate and up products must have the same columns.");
+        int units = (gate.N + UnitColumns - 1) / UnitColumns;
+        // Each share starts on the same columns of both; the worker preloads the gate's (a plan names one product).
+        Announce([gate], [0, units]);
+        var args = RoundA(m, k, a, lda);
+        Gemm.RunStreaming(units, 2L * m * gate.N * k, 2L * gate.N * k * sizeof(ushort), new GatedShares<TAct>(args, gate, up));
+    }
+
+    private readonly struct GatedShares<TAct>(Args args, Product gate, Product up) : IChunkWork where TAct : IUnaryOp
+    {
+        private readonly Args _args = args;
+
+        public void Run(int start, int end, int streamEnd)
+        {
+            int j0 = start * UnitColumns, j1 = Math.Min(gate.N, end * UnitColumns), se = Math.Min(gate.N, streamEnd * UnitColumns);
+            foreach (var pr in (ReadOnlySpan<Product>)[gate, up])
+            {
+                var share = _args;
+                share.B = pr.B; share.Ldb = pr.Ldb; share.C = pr.C; share.Ldc = pr.Ldc;
+                share.Accumulate = 0;
+                share.J0 = j0; share.J1 = j1; share.StreamEnd = se;
+                Entry(&share);
+            }
+            float* pad = stackalloc float[2 * Vector512<float>.Count];
+            for (int r = 0; r < _args.M; r++)
+            {
+                float* g = gate.C + r * gate.Ldc, u = up.C + r * up.Ldc;
+                int j = j0;
+                for (; j + Vector512<float>.Count <= j1; j += Vector512<float>.Count)
+                    (TAct.Apply(Vector512.Load(g + j)) * Vector512.Load(u + j)).Store(g + j);
+                if (j < j1)
+                {
+                    int n = j1 - j;
+                    new Span<float>(pad, 2 * Vector512<float>.Count).Clear();
+                    new ReadOnlySpan<float>(g + j, n).CopyTo(new Span<float>(pad, n));
+                    new ReadOnlySpan<float>(u + j, n).CopyTo(new Span<float>(pad + Vector512<float>.Count, n));
+                    (TAct.Apply(Vector512.Load(pad)) * Vector512.Load(pad + Vector512<float>.Count)).Store(pad);
+                    new ReadOnlySpan<float>(pad, n).CopyTo(new Span<float>(g + j, n));
+                }
+            }
+        }
     }
 
     /// <summary>Bytes of B at the front of each share that the worker may load while it waits for a product (see

@@ -145,6 +145,55 @@ public static partial class Ops
         return ys;
     }
 
+    /// <summary>
+    /// A gated MLP's hidden activations, act(x·W_gᵀ + b_g) ⊙ (x·W_uᵀ + b_u): x [..., In], W_g and W_u [F, In], biases [F]
+    /// or null → [..., F]; act is SiLU (SwiGLU) or the tanh GELU (GeGLU). The same values as
+    /// Mul(Silu or Gelu(Linear(x, W_g, b_g)), Linear(x, W_u, b_u)), which is what runs unless, as for
+    /// <see cref="LinearShared"/>, nothing is recorded, activations may be rounded and both weights are frozen bf16 matrices
+    /// the vdpbf16ps kernel takes at this row count, with no biases: then each thread applies the activation and the
+    /// product to the columns it has just computed, in cache (<see cref="Bf16Dot.RunGated{TAct}"/>), and neither the
+    /// activation's output nor the up projection is a tensor.
+    /// </summary>
+    public static unsafe Tensor GatedLinear(Tensor x, (Tensor W, Tensor? Bias) gate, (Tensor W, Tensor? Bias) up, GateActivation activation)
+    {
+        int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
+        bool fused = rows > 0 && gate.Bias == null && up.Bias == null && MayRoundActivations(Autograd.AnyNeeds([x]))
+                     && Gemm.Bf16DotRuns(false, true, rows);
+        foreach (var w in (ReadOnlySpan<Tensor>)[gate.W, up.W])
+            fused = fused && w.IsBf16 && w.Rank == 2 && w.Dim(1) == inF && w.Dim(0) == gate.W.Dim(0) && !Autograd.AnyNeeds([w]);
+        if (!fused)
+        {
+            var ys = LinearShared(x, gate, up);
+            return Mul(activation == GateActivation.Silu ? Silu(ys[0]) : Gelu(ys[0]), ys[1]);
+        }
+
+        int outF = gate.W.Dim(0);
+        var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outF));
+        var upC = BufferPool.Rent(rows * outF);
+        try
+        {
+            fixed (float* a = x.Span, g = y.Span, u = upC)
+            fixed (ushort* bg = gate.W.Bf16Span, bu = up.W.Bf16Span)
+            {
+                var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false);
+                var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false);
+                if (activation == GateActivation.Silu) Bf16Dot.RunGated<SiluOp>(rows, inF, a, inF, gp, upr);
+                else Bf16Dot.RunGated<GeluOp>(rows, inF, a, inF, gp, upr);
+            }
+        }
+        finally { BufferPool.Return(upC); }
+        return y;
+    }
+
+    /// <summary>The activation of a gated MLP's gate (<see cref="GatedLinear"/>).</summary>
+    public enum GateActivation
+    {
+        /// <summary>SiLU, x·σ(x): SwiGLU (Llama, Qwen, Mistral).</summary>
+        Silu,
+        /// <summary>The tanh approximation of GELU: GeGLU (Gemma).</summary>
+        GeluTanh,
+    }
+
     // Pins layer i's weight and output, then the next layer's; with all pinned, runs the products.
     private static unsafe void RunShared(float* a, int rows, int inF, (Tensor W, Tensor? Bias)[] layers, Tensor[] ys, Span<Bf16Dot.Product> products, int i)
     {
