@@ -9,9 +9,10 @@ namespace AlignSharp.Bench;
 /// <summary>
 /// Decoding measurements that need the engine's internals, on a checkpoint loaded with bf16 matrices:
 /// <list type="bullet">
-/// <item><c>decode-ab DIR BATCH ROUNDS</c>: decoding steps (16-token prompts, 64 new tokens, as <c>alignsharp bench sample</c>)
-/// with the idle worker's preloading (<see cref="Bf16Dot.IdlePrefetchOn"/>) on for two steps, off for two, and so on, so
-/// that both sides see the same host (its bandwidth drifts within seconds); medians of each side, and of the layers
+/// <item><c>decode-ab DIR BATCH ROUNDS [idle-prefetch|gated-mlp]</c>: decoding steps (16-token prompts, 64 new tokens, as
+/// <c>alignsharp bench sample</c>) with one optimisation on for two steps, off for two, and so on, so that both sides see
+/// the same host (its bandwidth drifts within seconds): the idle worker's preloading (<see cref="Bf16Dot.IdlePrefetchOn"/>,
+/// the default) or the fused gated MLP (<see cref="Ops.FuseGatedLinear"/>); medians of each side, and of the layers
 /// (hidden states) and the head + sampling apart.</item>
 /// <item><c>decode-shapes DIR ROUNDS</c>: every layer's product of one shape back to back through
 /// <see cref="Gemm.MultiplyBf16"/> as generation calls it, at batch 1 and 8 alternately: GB/s of weights read, medians.</item>
@@ -28,8 +29,12 @@ internal static class DecodeProbes
         var model = ModelIO.Load(args[1], bf16Matrices: true);
         switch (args[0])
         {
-            case "decode-ab" when args.Length == 4:
-                AlternateIdlePrefetch(model, int.Parse(args[2]), int.Parse(args[3]));
+            case "decode-ab" when args.Length is 4 or 5:
+                Action<bool>? flip = args.Length == 4 || args[4] == "idle-prefetch" ? on => Bf16Dot.IdlePrefetchOn = on
+                    : args[4] == "gated-mlp" ? on => Ops.FuseGatedLinear = on
+                    : null;
+                if (flip == null) return Usage();
+                Alternate(model, int.Parse(args[2]), int.Parse(args[3]), args.Length == 4 ? "idle-prefetch" : args[4], flip);
                 return 0;
             case "decode-shapes" when args.Length == 3:
                 Shapes(model, int.Parse(args[2]));
@@ -41,18 +46,17 @@ internal static class DecodeProbes
 
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS");
+        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp] | decode-shapes CHECKPOINT_DIR ROUNDS");
         return 2;
     }
 
-    private static void AlternateIdlePrefetch(TransformerModel model, int batch, int rounds)
+    private static void Alternate(TransformerModel model, int batch, int rounds, string name, Action<bool> flip)
     {
         var cfg = model.Config;
         var rng = new Random(0);
         var prompt = Enumerable.Range(0, batch * PromptLength).Select(_ => rng.Next(cfg.VocabSize)).ToArray();
         var options = new SamplingOptions { MaxNewTokens = NewTokens, Temperature = 1f, EosIds = [] };
-        var on = new List<double>(); var off = new List<double>(); var layers = new List<double>(); var head = new List<double>();
-        bool initial = Bf16Dot.IdlePrefetchOn;
+        var withIt = new List<double>(); var without = new List<double>(); var layers = new List<double>(); var head = new List<double>();
         // Round 0 warms up (methods reach their optimised tier); it is not counted.
         for (int round = 0; round <= rounds; round++)
         {
@@ -67,8 +71,8 @@ internal static class DecodeProbes
             int seq = PromptLength;
             for (int step = 0; step < NewTokens; step++)
             {
-                bool prefetch = ((step + round) & 3) is 1 or 2;
-                Bf16Dot.IdlePrefetchOn = prefetch;
+                bool on = ((step + round) & 3) is 1 or 2;
+                flip(on);
                 var positions = new int[batch * seq];
                 for (int b = 0; b < batch; b++) for (int t = 0; t < seq; t++) positions[b * seq + t] = cache.Length + t;
                 var keyMask = new bool[batch * (cache.Length + seq)];
@@ -86,7 +90,7 @@ internal static class DecodeProbes
                 // Step 0 is the prompt pass; step 1 the first whose products have a remembered successor.
                 if (round > 0 && step >= 2)
                 {
-                    (prefetch ? on : off).Add(ms);
+                    (on ? withIt : without).Add(ms);
                     layers.Add(layersMs);
                     head.Add(ms - layersMs);
                 }
@@ -94,9 +98,9 @@ internal static class DecodeProbes
                 seq = 1;
             }
         }
-        Bf16Dot.IdlePrefetchOn = initial;
-        Console.WriteLine($"batch {batch}, {rounds} rounds of {NewTokens} tokens: steps with idle preloading {Median(on):F3} ms (median of {on.Count}), " +
-            $"without {Median(off):F3} ms (median of {off.Count}), without / with {Median(off) / Median(on):F3}; " +
+        flip(true);
+        Console.WriteLine($"batch {batch}, {rounds} rounds of {NewTokens} tokens: steps with {name} {Median(withIt):F3} ms (median of {withIt.Count}), " +
+            $"without {Median(without):F3} ms (median of {without.Count}), without / with {Median(without) / Median(withIt):F3}; " +
             $"layers {Median(layers):F3} ms, head + sampling {Median(head):F3} ms");
     }
 

@@ -157,7 +157,7 @@ public static partial class Ops
     public static unsafe Tensor GatedLinear(Tensor x, (Tensor W, Tensor? Bias) gate, (Tensor W, Tensor? Bias) up, GateActivation activation)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
-        bool fused = rows > 0 && gate.Bias == null && up.Bias == null && MayRoundActivations(Autograd.AnyNeeds([x]))
+        bool fused = FuseGatedLinear && rows > 0 && gate.Bias == null && up.Bias == null && MayRoundActivations(Autograd.AnyNeeds([x]))
                      && Gemm.Bf16DotRuns(false, true, rows);
         foreach (var w in (ReadOnlySpan<Tensor>)[gate.W, up.W])
             fused = fused && w.IsBf16 && w.Rank == 2 && w.Dim(1) == inF && w.Dim(0) == gate.W.Dim(0) && !Autograd.AnyNeeds([w]);
@@ -184,6 +184,9 @@ public static partial class Ops
         finally { BufferPool.Return(upC); }
         return y;
     }
+
+    /// <summary>Whether <see cref="GatedLinear"/> may fuse (on by default; benchmarks switch it to compare).</summary>
+    internal static bool FuseGatedLinear { get; set; } = true;
 
     /// <summary>The activation of a gated MLP's gate (<see cref="GatedLinear"/>).</summary>
     public enum GateActivation
