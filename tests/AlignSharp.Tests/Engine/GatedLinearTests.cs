@@ -14,14 +14,6 @@ namespace AlignSharp.Tests.Engine;
 /// </summary>
 public class GatedLinearTests(ITestOutputHelper output)
 {
-    private static Tensor Random(Random rng, params int[] shape)
-    {
-        var t = Tensor.Parameter(shape, 0f);
-        var s = t.Span;
-        for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextDouble() * 2 - 1);
-        return t;
-    }
-
     private static double Act(double z, Ops.GateActivation activation) => activation == Ops.GateActivation.Silu
         ? z / (1 + Math.Exp(-z))
         : 0.5 * z * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (z + 0.044715 * z * z * z)));
@@ -41,9 +33,9 @@ public class GatedLinearTests(ITestOutputHelper output)
             : $"unfused ops ({(!generation ? "outside RoundActivationsToBf16" : rows > 8 ? "more than 8 rows" : Bf16Dot.UnavailableReason ?? $"GEMM path {Gemm.ActivePath}")}): exact x in the reference.");
         var rng = new Random(rows * 1000 + width);
         const int inF = 45;
-        var x = Random(rng, 1, rows, inF);
-        var gate = Random(rng, width, inF).ToBf16();
-        var up = Random(rng, width, inF).ToBf16();
+        var x = GradCheck.Random(rng, 1, rows, inF);
+        var gate = GradCheck.Random(rng, width, inF).ToBf16();
+        var up = GradCheck.Random(rng, width, inF).ToBf16();
 
         Tensor fused, unfused;
         using (Autograd.NoGrad())
@@ -83,9 +75,9 @@ public class GatedLinearTests(ITestOutputHelper output)
     public void RecordedOrWithBiasesItIsTheUnfusedOps()
     {
         var rng = new Random(5);
-        var x = Random(rng, 2, 3, 11);
-        var (gw, gb, uw) = (Random(rng, 6, 11), Random(rng, 6), Random(rng, 6, 11));
-        var coef = Random(rng, 2, 3, 6);
+        var x = GradCheck.Random(rng, 2, 3, 11);
+        var (gw, gb, uw) = (GradCheck.Random(rng, 6, 11), GradCheck.Random(rng, 6), GradCheck.Random(rng, 6, 11));
+        var coef = GradCheck.Random(rng, 2, 3, 6);
         float[][] Grads() => [x.Grad!.ToArray(), gw.Grad!.ToArray(), gb.Grad!.ToArray(), uw.Grad!.ToArray()];
         void Zero() { foreach (var t in new[] { x, gw, gb, uw }) t.ZeroGrad(); }
 
@@ -100,7 +92,7 @@ public class GatedLinearTests(ITestOutputHelper output)
         for (int i = 0; i < fusedGrads.Length; i++) Assert.Equal(unfusedGrads[i], fusedGrads[i]);
 
         // Generation with a bias on the gate: not fused, the unfused ops' values.
-        var bw = Random(rng, 6, 11).ToBf16();
+        var bw = GradCheck.Random(rng, 6, 11).ToBf16();
         using (Autograd.NoGrad())
         using (Ops.RoundActivationsToBf16())
         {

@@ -67,8 +67,9 @@ internal static unsafe class Bf16Dot
     }
 
     /// <summary>bf16(A), zero padded to a multiple of 32 and laid out k-chunk by k-chunk (native/bf16dot.c, convert), into
-    /// this thread's buffer, which every share reads: the arguments each share starts from. The buffer is 64-byte aligned, so each row's 64-byte loads (m per 32 k
-    /// positions, the kernel's most frequent) touch one cache line, not two: unaligned, the m = 8 products ran 14–20% slower.</summary>
+    /// this thread's buffer, which every share reads: the arguments each share starts from. The buffer is 64-byte aligned,
+    /// so each row's 64-byte loads (m per 32 k positions, the kernel's most frequent) touch one cache line, not two:
+    /// unaligned, the m = 8 products ran 14–20% slower.</summary>
     private static Args RoundA(int m, int k, float* a, nint lda)
     {
         int kp = (k + 31) & ~31;
