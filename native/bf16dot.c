@@ -203,9 +203,10 @@ INLINE void tile(const Args* s, const int MR, const int NR, int j, int cols, int
 }
 
 /* Every tile of columns [j0, j1) with MR = m rows and NR columns, k-chunk by k-chunk (chunk_step), each chunk sweeping
- * all the columns and adding its sums into C (B is still read once; C's rows of this share stay in cache). With tiles narrower than PREFETCH_ROWS each sweep first prefetches its first PREFETCH_LEAD
- * rows, then the cursor runs that far ahead; in a single sweep it runs on into the rows this thread reads next
- * (stream_end: a chunk's prefetch continues into the thread's next chunk, which then starts warm). */
+ * all the columns and adding its sums into C (B is still read once; C's rows of this share stay in cache). With tiles
+ * narrower than PREFETCH_ROWS each sweep first prefetches its first PREFETCH_LEAD rows, then the cursor runs that far
+ * ahead; in a single sweep it runs on into the rows this thread reads next (stream_end: a chunk's prefetch continues
+ * into the thread's next chunk, which then starts warm). */
 INLINE void columns(const Args* s, const int MR, const int NR)
 {
     int step = chunk_step(s->k);

@@ -476,7 +476,7 @@ public sealed class TransformerModel
     {
         string gate = p + "mlp.gate", up = p + "mlp.up";
         Tensor hidden;
-        if (Adapter is { Enabled: true } adapter && (adapter.Adapts(gate) || adapter.Adapts(up)))
+        if (Adapted(gate, up))
         {
             var gateUp = SharedLinear(m, gate, up);
             hidden = Ops.Mul(Activate(gateUp[0]), gateUp[1]);
@@ -493,9 +493,12 @@ public sealed class TransformerModel
     /// unless LoRA adapts one of them (then one by one, drawing their dropout masks in this order).</summary>
     private Tensor[] SharedLinear(Tensor x, params string[] prefixes)
     {
-        if (Adapter is { Enabled: true } adapter && prefixes.Any(adapter.Adapts)) return [.. prefixes.Select(prefix => Linear(x, prefix))];
+        if (Adapted(prefixes)) return [.. prefixes.Select(prefix => Linear(x, prefix))];
         return Ops.LinearShared(x, [.. prefixes.Select(prefix => (Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias")))]);
     }
+
+    /// <summary>Whether an enabled LoRA adapter adapts any of these layers (they then run one by one, with it).</summary>
+    private bool Adapted(params string[] prefixes) => Adapter is { Enabled: true } adapter && prefixes.Any(adapter.Adapts);
 
     private Tensor Norm(Tensor x, string prefix)
         => Config.Norm == NormKind.LayerNorm

@@ -60,10 +60,9 @@ internal static unsafe class Bf16Dot
     public static void Run(int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate)
     {
         int units = (n + UnitColumns - 1) / UnitColumns;
-        Announce([new Product(b, ldb, n, c, ldc, accumulate)], [0, units]);
-        var args = RoundA(m, k, a, lda);
-        args.B = b; args.Ldb = ldb; args.C = c; args.Ldc = ldc; args.Accumulate = accumulate ? 1 : 0;
-        Gemm.RunStreaming(units, (long)m * n * k, (long)n * k * sizeof(ushort), new Shares(args, n));
+        var product = new Product(b, ldb, n, c, ldc, accumulate);
+        Announce([product], [0, units]);
+        Gemm.RunStreaming(units, (long)m * n * k, (long)n * k * sizeof(ushort), new Shares(RoundA(m, k, a, lda), product));
     }
 
     /// <summary>bf16(A), zero padded to a multiple of 32 and laid out k-chunk by k-chunk (native/bf16dot.c, convert), into
@@ -161,14 +160,8 @@ internal static unsafe class Bf16Dot
         public void Run(int start, int end, int streamEnd)
         {
             int j0 = start * UnitColumns, j1 = Math.Min(gate.N, end * UnitColumns), se = Math.Min(gate.N, streamEnd * UnitColumns);
-            foreach (var pr in (ReadOnlySpan<Product>)[gate, up])
-            {
-                var share = _args;
-                share.B = pr.B; share.Ldb = pr.Ldb; share.C = pr.C; share.Ldc = pr.Ldc;
-                share.Accumulate = 0;
-                share.J0 = j0; share.J1 = j1; share.StreamEnd = se;
-                Entry(&share);
-            }
+            Call(_args, gate, j0, j1, se);
+            Call(_args, up, j0, j1, se);
             float* pad = stackalloc float[2 * Vector512<float>.Count];
             for (int r = 0; r < _args.M; r++)
             {
@@ -268,30 +261,32 @@ internal static unsafe class Bf16Dot
                 int lo = Math.Max(start, first[i]), hi = Math.Min(end, first[i + 1]);
                 if (lo >= hi) continue;
                 var pr = products[i];
-                var share = _args;
-                share.B = pr.B; share.Ldb = pr.Ldb; share.C = pr.C; share.Ldc = pr.Ldc;
-                share.Accumulate = pr.Accumulate ? 1 : 0;
-                share.J0 = (lo - first[i]) * UnitColumns;
-                share.J1 = Math.Min(pr.N, (hi - first[i]) * UnitColumns);
                 // The stream goes on within this product only (the next product's B is another array).
-                share.StreamEnd = Math.Min(pr.N, (Math.Min(streamEnd, first[i + 1]) - first[i]) * UnitColumns);
-                Entry(&share);
+                Call(_args, pr, (lo - first[i]) * UnitColumns, Math.Min(pr.N, (hi - first[i]) * UnitColumns),
+                    Math.Min(pr.N, (Math.Min(streamEnd, first[i + 1]) - first[i]) * UnitColumns));
             }
         }
     }
 
-    private readonly struct Shares(Args args, int n) : IChunkWork
+    private readonly struct Shares(Args args, Product product) : IChunkWork
     {
         private readonly Args _args = args;
 
         public void Run(int start, int end, int streamEnd)
         {
-            var share = _args;
-            share.J0 = start * UnitColumns;
-            share.J1 = Math.Min(n, end * UnitColumns);
-            share.StreamEnd = Math.Min(n, streamEnd * UnitColumns);
-            Entry(&share);
+            int n = product.N;
+            Call(_args, product, start * UnitColumns, Math.Min(n, end * UnitColumns), Math.Min(n, streamEnd * UnitColumns));
         }
+    }
+
+    /// <summary>One kernel call: columns [j0, j1) of <paramref name="product"/> from the rounded A in
+    /// <paramref name="args"/>, its prefetch running on to column <paramref name="streamEnd"/>.</summary>
+    private static void Call(Args args, in Product product, int j0, int j1, int streamEnd)
+    {
+        args.B = product.B; args.Ldb = product.Ldb; args.C = product.C; args.Ldc = product.Ldc;
+        args.Accumulate = product.Accumulate ? 1 : 0;
+        args.J0 = j0; args.J1 = j1; args.StreamEnd = streamEnd;
+        Entry(&args);
     }
 
     private static delegate* unmanaged<Args*, void> Load(out string? unavailable)
