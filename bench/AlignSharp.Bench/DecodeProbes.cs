@@ -16,6 +16,8 @@ namespace AlignSharp.Bench;
 /// (hidden states) and the head + sampling apart.</item>
 /// <item><c>decode-shapes DIR ROUNDS</c>: every layer's product of one shape back to back through
 /// <see cref="Gemm.MultiplyBf16"/> as generation calls it, at batch 1 and 8 alternately: GB/s of weights read, medians.</item>
+/// <item><c>decode-attention</c>: one decoding step's attention at the 0.5B shape, hot, on one and two threads (no
+/// checkpoint needed).</item>
 /// </list>
 /// Run: <c>dotnet run -c Release --project bench/AlignSharp.Bench -- decode-ab /path/to/checkpoint 8 30</c>.
 /// </summary>
@@ -25,6 +27,7 @@ internal static class DecodeProbes
 
     public static int Run(string[] args)
     {
+        if (args is ["decode-attention"]) { Attention(); return 0; }
         if (args.Length < 3) return Usage();
         var model = ModelIO.Load(args[1], bf16Matrices: true);
         switch (args[0])
@@ -46,7 +49,7 @@ internal static class DecodeProbes
 
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp] | decode-shapes CHECKPOINT_DIR ROUNDS");
+        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp] | decode-shapes CHECKPOINT_DIR ROUNDS | decode-attention");
         return 2;
     }
 
@@ -102,6 +105,39 @@ internal static class DecodeProbes
         Console.WriteLine($"batch {batch}, {rounds} rounds of {NewTokens} tokens: steps with {name} {Median(withIt):F3} ms (median of {withIt.Count}), " +
             $"without {Median(without):F3} ms (median of {without.Count}), without / with {Median(without) / Median(withIt):F3}; " +
             $"layers {Median(layers):F3} ms, head + sampling {Median(head):F3} ms");
+    }
+
+    /// <summary>One decoding step's attention at the 0.5B shape (batch 8, 14 query heads over 2 kv heads of 64, a
+    /// cache of 80 positions), hot, at 17, 49 and 80 keys, on one and two threads: µs a call, medians of 7 × 500.</summary>
+    private static void Attention()
+    {
+        const int batch = 8, queryHeads = 14, kvHeads = 2, headDim = 64, capacity = 80;
+        var rng = new Random(1);
+        Tensor Random(params int[] shape)
+        {
+            var t = Tensor.Zeros(shape);
+            var span = t.Span;
+            for (int i = 0; i < span.Length; i++) span[i] = (float)(rng.NextDouble() - 0.5);
+            return t;
+        }
+        var (q, k, v) = (Random(batch, 1, queryHeads, headDim), Random(batch, capacity, kvHeads, headDim), Random(batch, capacity, kvHeads, headDim));
+        using var noGrad = Autograd.NoGrad();
+        for (int pass = 0; pass < 2; pass++) // the first pass warms up (methods reach their optimised tier)
+            foreach (int keys in new[] { 17, 49, 80 })
+                foreach (int threads in new[] { 1, 2 })
+                {
+                    using var scope = ParallelFor.UseThreads(threads);
+                    var mask = new bool[batch * capacity];
+                    for (int b = 0; b < batch; b++) Array.Fill(mask, true, b * capacity, keys);
+                    var times = new List<double>();
+                    for (int rep = 0; rep < 7; rep++)
+                    {
+                        var sw = Stopwatch.StartNew();
+                        for (int i = 0; i < 500; i++) using (TensorScope.Begin()) Ops.CausalAttention(q, k, v, keys - 1, mask);
+                        times.Add(sw.Elapsed.TotalMilliseconds * 1e3 / 500);
+                    }
+                    if (pass == 1) Console.WriteLine($"{keys} keys, {threads} thread(s): {Median(times):F2} µs a call");
+                }
     }
 
     private static void Shapes(TransformerModel model, int rounds)

@@ -3,7 +3,7 @@ using BenchmarkDotNet.Running;
 namespace AlignSharp.Bench;
 
 /// <summary>BenchmarkDotNet kernel benchmarks: `dotnet run -c Release --project bench/AlignSharp.Bench -- --filter '*'`;
-/// the decoding probes (see <see cref="DecodeProbes"/>) with `-- decode-ab ...` or `-- decode-shapes ...`.</summary>
+/// the decoding probes (see <see cref="DecodeProbes"/>) with `-- decode-ab ...`, `-- decode-shapes ...` or `-- decode-attention`.</summary>
 public static class Program
 {
     public static int Main(string[] args)

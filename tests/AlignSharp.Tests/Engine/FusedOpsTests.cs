@@ -361,16 +361,24 @@ public class FusedOpsTests
     [InlineData(2, 150, 6, 2, 64, 40)]
     [InlineData(3, 70, 14, 2, 128, null)]
     [InlineData(1, 37, 4, 2, 80, 20)]
+    [InlineData(3, 81, 16, 2, 64, null)]   // eight query heads a kv head: two whole groups of four in P·V
+    [InlineData(3, 45, 3, 3, 64, null)]    // one query head a kv head: three heads of zeros pad each group
+    [InlineData(3, 50, 10, 2, 128, 30)]
     public void ADecodeStepGivesTheSameBitsWithAndWithoutGradients(int b, int s, int hq, int hkv, int d, int? window)
     {
         var rng = new Random(93 + s);
         var q = Rand(rng, 2, b, 1, hq, d); var k = Rand(rng, 2, b, s, hkv, d); var v = Rand(rng, 1, b, s, hkv, d);
         var mask = new bool[b * s];
         for (int i = 0; i < mask.Length; i++) mask[i] = rng.NextDouble() < 0.8;
+        // Row 0 allows every key (the path that skips the mask); with three rows, row 2 allows none.
+        Array.Fill(mask, true, 0, s);
+        if (b == 3) Array.Fill(mask, false, 2 * s, s);
         float[] without;
         using (Autograd.NoGrad()) without = Ops.CausalAttention(q, k, v, s - 1, mask, window: window).ToArray();
         q.RequiresGrad = true;
         Assert.Equal(Ops.CausalAttention(q, k, v, s - 1, mask, window: window).ToArray(), without);
+        AssertAllClose(AttentionReference(q, k, v, s - 1, mask, null, window), without, 2e-5, "decode step against the reference");
+        if (b == 3) Assert.All(without.AsSpan(2 * hq * d, hq * d).ToArray(), x => Assert.Equal(0f, x));
     }
 
     /// <summary>Keys the mask forbids take no part, even when their K and V hold NaN or ∞ (a padded row's garbage):
