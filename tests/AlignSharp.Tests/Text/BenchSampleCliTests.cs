@@ -26,10 +26,13 @@ public class BenchSampleCliTests
         // Within what rounding the printed values to three decimals can move it.
         double tolerance = decodeFraction * (0.0006 / decodeMs + 0.0006 / floor) + 0.0006;
         Assert.Equal(decodeFraction, j.GetProperty("decode_bandwidth_bound_fraction").GetDouble(), tolerance);
+        // No probe, so no plain read to set the decoding against.
+        Assert.False(j.TryGetProperty("plain_read_ms_per_step", out _));
     }
 
     /// <summary>Without --bandwidth-gbs the probe (a plain and a prefetching sum of 512 MB on all threads) is measured
-    /// around each pair of runs: a finite rate, the median between the smallest and the largest, and the floor made from it.</summary>
+    /// around each pair of runs: a finite rate, the median between the smallest and the largest, and the floor made from it;
+    /// and a plain read of one step's bytes is timed after each pair.</summary>
     [Fact]
     public void MeasuresTheBandwidthAroundTheRuns()
     {
@@ -41,6 +44,15 @@ public class BenchSampleCliTests
         double bytesMb = j.GetProperty("bytes_per_step_mb").GetDouble(), floor = bytesMb / gbs;
         // Within what rounding the printed values (MB and GB/s to one decimal, the floor to three) can move it.
         Assert.Equal(floor, j.GetProperty("bandwidth_floor_ms_per_step").GetDouble(), floor * (0.05 / bytesMb + 0.05 / gbs) + 0.0006);
+        // The plain read of one step's bytes, timed as the steps are: a positive time, its fraction of the bound and
+        // the decoding's fraction of it finite and positive.
+        Assert.True(j.GetProperty("plain_read_ms_per_step").GetDouble() > 0, r.StdOut);
+        foreach (var key in new[] { "plain_read_bandwidth_bound_fraction", "decode_fraction_of_plain_read" })
+        {
+            double x = j.GetProperty(key).GetDouble();
+            Assert.True(double.IsFinite(x) && x > 0, $"{key} = {x}");
+        }
+        Assert.Contains("a plain read of its bytes", r.StdErr);
     }
 
     [Theory]
