@@ -250,9 +250,9 @@ internal static class AttentionKernels
     /// <see cref="AddWeightedRows"/> for four heads that read the same V rows (query heads of one kv head): o_i[0, d) +=
     /// Σ_{k in [lo, hi)} w_i[k] · v_k. Each V vector is loaded once for the four, and their sums advance side by side: head
     /// by head, each key's adds waited on the previous key's. With the mask skipped for rows that allow every key,
-    /// <c>decode-attention</c> (batch 8, 14 heads over 2, hot) went 41.9 → 28.5 µs a call on one thread and 26.9 → 18.3 on
-    /// two at 80 keys, 29.0 → 20.0 and 20.0 → 14.9 at 49. Per head the same products and sums in the same order as
-    /// AddWeightedRows, zero weights skipped alike, so the same bits.
+    /// <c>decode-attention</c> (batch 8, 14 heads over 2, hot) went 40.8 → 29.1 µs a call on one thread and 25.5 → 19.1 on
+    /// two at 80 keys, 259 → 187 and 156 → 97 at 512 (docs/performance.md). Per head the same products and sums in the
+    /// same order as AddWeightedRows, zero weights skipped alike, so the same bits.
     /// </summary>
     private static unsafe void AddSharedRows(float* w0, float* w1, float* w2, float* w3, int lo, int hi, float* v, int ld, int d,
         float* o0, float* o1, float* o2, float* o3)
