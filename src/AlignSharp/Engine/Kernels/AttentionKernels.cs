@@ -257,47 +257,40 @@ internal static class AttentionKernels
     private static unsafe void AddSharedRows(float* w0, float* w1, float* w2, float* w3, int lo, int hi, float* v, int ld, int d,
         float* o0, float* o1, float* o2, float* o3)
     {
-        for (int c = 0; c < d; c += 16)
+        int c = 0;
+        for (; c + 64 <= d; c += 64)
         {
-            // 64 floats (four vectors) a pass where they fit, else 16.
-            bool wide = c + 64 <= d;
-            Vector512<float> a00 = Vector512.Load(o0 + c), a10 = Vector512.Load(o1 + c), a20 = Vector512.Load(o2 + c), a30 = Vector512.Load(o3 + c);
-            Vector512<float> a01 = default, a02 = default, a03 = default, a11 = default, a12 = default, a13 = default;
-            Vector512<float> a21 = default, a22 = default, a23 = default, a31 = default, a32 = default, a33 = default;
-            if (wide)
+            Vector512<float> a00 = Vector512.Load(o0 + c), a01 = Vector512.Load(o0 + c + 16), a02 = Vector512.Load(o0 + c + 32), a03 = Vector512.Load(o0 + c + 48);
+            Vector512<float> a10 = Vector512.Load(o1 + c), a11 = Vector512.Load(o1 + c + 16), a12 = Vector512.Load(o1 + c + 32), a13 = Vector512.Load(o1 + c + 48);
+            Vector512<float> a20 = Vector512.Load(o2 + c), a21 = Vector512.Load(o2 + c + 16), a22 = Vector512.Load(o2 + c + 32), a23 = Vector512.Load(o2 + c + 48);
+            Vector512<float> a30 = Vector512.Load(o3 + c), a31 = Vector512.Load(o3 + c + 16), a32 = Vector512.Load(o3 + c + 32), a33 = Vector512.Load(o3 + c + 48);
+            float* vr = v + (long)lo * ld + c;
+            for (int k = lo; k < hi; k++, vr += ld)
             {
-                (a01, a02, a03) = (Vector512.Load(o0 + c + 16), Vector512.Load(o0 + c + 32), Vector512.Load(o0 + c + 48));
-                (a11, a12, a13) = (Vector512.Load(o1 + c + 16), Vector512.Load(o1 + c + 32), Vector512.Load(o1 + c + 48));
-                (a21, a22, a23) = (Vector512.Load(o2 + c + 16), Vector512.Load(o2 + c + 32), Vector512.Load(o2 + c + 48));
-                (a31, a32, a33) = (Vector512.Load(o3 + c + 16), Vector512.Load(o3 + c + 32), Vector512.Load(o3 + c + 48));
-                float* vr = v + (long)lo * ld + c;
-                for (int k = lo; k < hi; k++, vr += ld)
-                {
-                    var v0 = Vector512.Load(vr); var v1 = Vector512.Load(vr + 16); var v2 = Vector512.Load(vr + 32); var v3 = Vector512.Load(vr + 48);
-                    AddScaled(w0[k], v0, v1, v2, v3, ref a00, ref a01, ref a02, ref a03);
-                    AddScaled(w1[k], v0, v1, v2, v3, ref a10, ref a11, ref a12, ref a13);
-                    AddScaled(w2[k], v0, v1, v2, v3, ref a20, ref a21, ref a22, ref a23);
-                    AddScaled(w3[k], v0, v1, v2, v3, ref a30, ref a31, ref a32, ref a33);
-                }
-                a01.Store(o0 + c + 16); a02.Store(o0 + c + 32); a03.Store(o0 + c + 48);
-                a11.Store(o1 + c + 16); a12.Store(o1 + c + 32); a13.Store(o1 + c + 48);
-                a21.Store(o2 + c + 16); a22.Store(o2 + c + 32); a23.Store(o2 + c + 48);
-                a31.Store(o3 + c + 16); a32.Store(o3 + c + 32); a33.Store(o3 + c + 48);
+                var v0 = Vector512.Load(vr); var v1 = Vector512.Load(vr + 16); var v2 = Vector512.Load(vr + 32); var v3 = Vector512.Load(vr + 48);
+                AddScaled(w0[k], v0, v1, v2, v3, ref a00, ref a01, ref a02, ref a03);
+                AddScaled(w1[k], v0, v1, v2, v3, ref a10, ref a11, ref a12, ref a13);
+                AddScaled(w2[k], v0, v1, v2, v3, ref a20, ref a21, ref a22, ref a23);
+                AddScaled(w3[k], v0, v1, v2, v3, ref a30, ref a31, ref a32, ref a33);
             }
-            else
+            a00.Store(o0 + c); a01.Store(o0 + c + 16); a02.Store(o0 + c + 32); a03.Store(o0 + c + 48);
+            a10.Store(o1 + c); a11.Store(o1 + c + 16); a12.Store(o1 + c + 32); a13.Store(o1 + c + 48);
+            a20.Store(o2 + c); a21.Store(o2 + c + 16); a22.Store(o2 + c + 32); a23.Store(o2 + c + 48);
+            a30.Store(o3 + c); a31.Store(o3 + c + 16); a32.Store(o3 + c + 32); a33.Store(o3 + c + 48);
+        }
+        for (; c < d; c += 16)
+        {
+            Vector512<float> a0 = Vector512.Load(o0 + c), a1 = Vector512.Load(o1 + c), a2 = Vector512.Load(o2 + c), a3 = Vector512.Load(o3 + c);
+            float* vr = v + (long)lo * ld + c;
+            for (int k = lo; k < hi; k++, vr += ld)
             {
-                float* vr = v + (long)lo * ld + c;
-                for (int k = lo; k < hi; k++, vr += ld)
-                {
-                    var v0 = Vector512.Load(vr);
-                    if (w0[k] != 0f) a00 = Vector512.FusedMultiplyAdd(Vector512.Create(w0[k]), v0, a00);
-                    if (w1[k] != 0f) a10 = Vector512.FusedMultiplyAdd(Vector512.Create(w1[k]), v0, a10);
-                    if (w2[k] != 0f) a20 = Vector512.FusedMultiplyAdd(Vector512.Create(w2[k]), v0, a20);
-                    if (w3[k] != 0f) a30 = Vector512.FusedMultiplyAdd(Vector512.Create(w3[k]), v0, a30);
-                }
+                var vk = Vector512.Load(vr);
+                if (w0[k] != 0f) a0 = Vector512.FusedMultiplyAdd(Vector512.Create(w0[k]), vk, a0);
+                if (w1[k] != 0f) a1 = Vector512.FusedMultiplyAdd(Vector512.Create(w1[k]), vk, a1);
+                if (w2[k] != 0f) a2 = Vector512.FusedMultiplyAdd(Vector512.Create(w2[k]), vk, a2);
+                if (w3[k] != 0f) a3 = Vector512.FusedMultiplyAdd(Vector512.Create(w3[k]), vk, a3);
             }
-            a00.Store(o0 + c); a10.Store(o1 + c); a20.Store(o2 + c); a30.Store(o3 + c);
-            if (wide) c += 48;
+            a0.Store(o0 + c); a1.Store(o1 + c); a2.Store(o2 + c); a3.Store(o3 + c);
         }
     }
 
