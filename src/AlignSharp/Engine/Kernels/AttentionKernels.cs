@@ -142,29 +142,28 @@ internal static class AttentionKernels
         {
             if (!ExpRow(p + h * sEff, lo, hi, g.Scale, keyMask, maskOffset, out inv[h]))
             {
-                inv[h] = float.NaN; // no key allowed: zero weights, so P·V adds nothing
+                // No key allowed: zero weights and a zero inverse, so the output row stays zero, as HeadRows512 gives.
+                inv[h] = 0f;
                 new Span<float>(p + h * sEff + lo, hi - lo).Clear();
             }
             new Span<float>(o + h * d, d).Clear();
         }
+        // Heads past the group (padding it to a multiple of SharedHeads) read the zero row that follows the G heads'
+        // weights, at p + G·S', and write the scratch row.
+        static float* Weights(float* p, int head, int group, int sEff) => p + (long)Math.Min(head, group) * sEff;
+        static float* Output(float* o, int head, int group, int d, float* scratch) => head < group ? o + (long)head * d : scratch;
         for (int b0 = lo; b0 < hi; b0 += GroupKeyBlock)
         {
             int b1 = Math.Min(hi, b0 + GroupKeyBlock);
             for (int h = 0; h < group; h += SharedHeads)
-            {
-                // Heads past the group read the zero row after the G heads' weights and write the scratch row.
-                float* w0 = p + h * sEff, w1 = h + 1 < group ? w0 + sEff : p + group * sEff;
-                float* w2 = h + 2 < group ? w0 + 2 * sEff : p + group * sEff, w3 = h + 3 < group ? w0 + 3 * sEff : p + group * sEff;
-                float* o1 = h + 1 < group ? o + (h + 1) * d : scratch, o2 = h + 2 < group ? o + (h + 2) * d : scratch;
-                float* o3 = h + 3 < group ? o + (h + 3) * d : scratch;
-                AddSharedRows(w0, w1, w2, w3, b0, b1, v, ld, d, o + h * d, o1, o2, o3);
-            }
+                AddSharedRows(Weights(p, h, group, sEff), Weights(p, h + 1, group, sEff), Weights(p, h + 2, group, sEff), Weights(p, h + 3, group, sEff),
+                    b0, b1, v, ld, d, Output(o, h, group, d, scratch), Output(o, h + 1, group, d, scratch),
+                    Output(o, h + 2, group, d, scratch), Output(o, h + 3, group, d, scratch));
         }
         for (int h = 0; h < group; h++)
         {
             var row = new Span<float>(o + h * d, d);
-            if (float.IsNaN(inv[h])) row.Clear(); // no key allowed: a zero output, as HeadRows512 gives
-            else TensorPrimitives.Multiply(row, inv[h], row);
+            TensorPrimitives.Multiply(row, inv[h], row);
         }
     }
 
