@@ -16,6 +16,9 @@ namespace AlignSharp.Bench;
 /// (hidden states) and the head + sampling apart.</item>
 /// <item><c>decode-shapes DIR ROUNDS</c>: every layer's product of one shape back to back through
 /// <see cref="Gemm.MultiplyBf16"/> as generation calls it, at batch 1 and 8 alternately: GB/s of weights read, medians.</item>
+/// <item><c>decode-tail DIR BATCH ROUNDS</c>: the spread of decoding steps against plain reads of 1 GB in the same
+/// process (median, mean, percentiles).</item>
+/// <item><c>decode-head DIR ROUNDS</c>: the LM head's product alone against the fused head + sampler, batch 1 and 8.</item>
 /// <item><c>decode-attention</c>: one decoding step's attention at the 0.5B shape, hot, on one and two threads (no
 /// checkpoint needed).</item>
 /// </list>
@@ -39,6 +42,12 @@ internal static class DecodeProbes
                 if (flip == null) return Usage();
                 Alternate(model, int.Parse(args[2]), int.Parse(args[3]), args.Length == 4 ? "idle-prefetch" : args[4], flip);
                 return 0;
+            case "decode-tail" when args.Length == 4:
+                Tail(model, int.Parse(args[2]), int.Parse(args[3]));
+                return 0;
+            case "decode-head" when args.Length == 3:
+                Head(model, int.Parse(args[2]));
+                return 0;
             case "decode-shapes" when args.Length == 3:
                 Shapes(model, int.Parse(args[2]));
                 return 0;
@@ -49,58 +58,25 @@ internal static class DecodeProbes
 
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp] | decode-shapes CHECKPOINT_DIR ROUNDS | decode-attention");
+        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
+            "decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS | decode-attention");
         return 2;
     }
 
     private static void Alternate(TransformerModel model, int batch, int rounds, string name, Action<bool> flip)
     {
-        var cfg = model.Config;
-        var rng = new Random(0);
-        var prompt = Enumerable.Range(0, batch * PromptLength).Select(_ => rng.Next(cfg.VocabSize)).ToArray();
-        var options = new SamplingOptions { MaxNewTokens = NewTokens, Temperature = 1f, EosIds = [] };
         var withIt = new List<double>(); var without = new List<double>(); var layers = new List<double>(); var head = new List<double>();
+        bool on = false;
         // Round 0 warms up (methods reach their optimised tier); it is not counted.
         for (int round = 0; round <= rounds; round++)
-        {
-            using var cache = new KvCache(cfg, batch, PromptLength + NewTokens);
-            using var noGrad = Autograd.NoGrad();
-            using var rounding = Ops.RoundActivationsToBf16();
-            var rngs = Enumerable.Range(0, batch).Select(b => new Random(round * 1000 + b)).ToArray();
-            var active = Enumerable.Repeat(true, batch).ToArray();
-            var tokens = new int[batch];
-            var logProbs = new float[batch];
-            int[] ids = prompt;
-            int seq = PromptLength;
-            for (int step = 0; step < NewTokens; step++)
+            Generate(model, batch, round, step => flip(on = ((step + round) & 3) is 1 or 2), (step, ms, layersMs) =>
             {
-                bool on = ((step + round) & 3) is 1 or 2;
-                flip(on);
-                var positions = new int[batch * seq];
-                for (int b = 0; b < batch; b++) for (int t = 0; t < seq; t++) positions[b * seq + t] = cache.Length + t;
-                var keyMask = new bool[batch * (cache.Length + seq)];
-                Array.Fill(keyMask, true);
-                var sw = Stopwatch.StartNew();
-                float[] last;
-                using (TensorScope.Begin())
-                {
-                    var hidden = model.Hidden(ids, batch, seq, positions, keyMask, cache);
-                    last = Ops.Slice(Ops.Reshape(hidden, batch, seq, -1), 1, seq - 1, 1).ToArray();
-                }
-                double layersMs = sw.Elapsed.TotalMilliseconds;
-                HeadSampler.SampleRows(model, last, cfg.VocabSize, options, rngs, active, tokens, logProbs);
-                double ms = sw.Elapsed.TotalMilliseconds;
                 // Step 0 is the prompt pass; step 1 the first whose products have a remembered successor.
-                if (round > 0 && step >= 2)
-                {
-                    (on ? withIt : without).Add(ms);
-                    layers.Add(layersMs);
-                    head.Add(ms - layersMs);
-                }
-                ids = (int[])tokens.Clone();
-                seq = 1;
-            }
-        }
+                if (round == 0 || step < 2) return;
+                (on ? withIt : without).Add(ms);
+                layers.Add(layersMs);
+                head.Add(ms - layersMs);
+            });
         flip(true);
         Console.WriteLine($"batch {batch}, {rounds} rounds of {NewTokens} tokens: steps with {name} {Median(withIt):F3} ms (median of {withIt.Count}), " +
             $"without {Median(without):F3} ms (median of {without.Count}), without / with {Median(without) / Median(withIt):F3}; " +
@@ -138,6 +114,126 @@ internal static class DecodeProbes
                     }
                     if (pass == 1) Console.WriteLine($"{keys} keys, {threads} thread(s): {Median(times):F2} µs a call");
                 }
+    }
+
+    /// <summary>
+    /// One round of generation as <c>bench sample</c> runs it: a 16-token prompt pass (step 0) and 63 decoding steps at
+    /// batch B, plain sampling at T = 1, the rows' streams seeded by the round. <paramref name="before"/> runs untimed
+    /// before each step; <paramref name="after"/> gets the step's time and that of its layers (the rest is the head
+    /// and the sampler), in ms.
+    /// </summary>
+    private static void Generate(TransformerModel model, int batch, int round, Action<int> before, Action<int, double, double> after)
+    {
+        var cfg = model.Config;
+        var rng = new Random(0);
+        var prompt = Enumerable.Range(0, batch * PromptLength).Select(_ => rng.Next(cfg.VocabSize)).ToArray();
+        var options = new SamplingOptions { MaxNewTokens = NewTokens, Temperature = 1f, EosIds = [] };
+        using var cache = new KvCache(cfg, batch, PromptLength + NewTokens);
+        using var noGrad = Autograd.NoGrad();
+        using var rounding = Ops.RoundActivationsToBf16();
+        var rngs = Enumerable.Range(0, batch).Select(b => new Random(round * 1000 + b)).ToArray();
+        var active = Enumerable.Repeat(true, batch).ToArray();
+        var tokens = new int[batch];
+        var logProbs = new float[batch];
+        int[] ids = prompt;
+        int seq = PromptLength;
+        for (int step = 0; step < NewTokens; step++)
+        {
+            before(step);
+            var positions = new int[batch * seq];
+            for (int b = 0; b < batch; b++) for (int t = 0; t < seq; t++) positions[b * seq + t] = cache.Length + t;
+            var keyMask = new bool[batch * (cache.Length + seq)];
+            Array.Fill(keyMask, true);
+            var sw = Stopwatch.StartNew();
+            float[] last;
+            using (TensorScope.Begin())
+            {
+                var hidden = model.Hidden(ids, batch, seq, positions, keyMask, cache);
+                last = Ops.Slice(Ops.Reshape(hidden, batch, seq, -1), 1, seq - 1, 1).ToArray();
+            }
+            double layersMs = sw.Elapsed.TotalMilliseconds;
+            HeadSampler.SampleRows(model, last, cfg.VocabSize, options, rngs, active, tokens, logProbs);
+            after(step, sw.Elapsed.TotalMilliseconds, layersMs);
+            ids = (int[])tokens.Clone();
+            seq = 1;
+        }
+    }
+
+    /// <summary>
+    /// The spread of decoding steps against that of plain reads of a similar size in the same process: rounds of
+    /// generation (steps 2–63; steps during which a gen-0 collection ran apart), each followed by 62 reads of 1 GB
+    /// on two threads by a plain vector sum: median, mean and percentiles in ms.
+    /// </summary>
+    private static void Tail(TransformerModel model, int batch, int rounds)
+    {
+        var steps = new List<double>(); var gcSteps = new List<double>(); var reads = new List<double>();
+        var data = GC.AllocateUninitializedArray<float>(250_000_000, pinned: true);
+        new Random(1).NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
+        float sink = 0;
+        for (int round = 0; round <= rounds; round++)
+        {
+            int collections = 0;
+            Generate(model, batch, round, _ => collections = GC.CollectionCount(0), (step, ms, _) =>
+            {
+                if (round > 0 && step >= 2) (GC.CollectionCount(0) != collections ? gcSteps : steps).Add(ms);
+            });
+            for (int i = 0; i < NewTokens - 2; i++)
+            {
+                var sw = Stopwatch.StartNew();
+                ParallelFor.For(data.Length, 1 << 20, (s, e) => { float acc = Simd.Sum(data.AsSpan(s, e - s)); lock (data) sink += acc; });
+                if (round > 0) reads.Add(sw.Elapsed.TotalMilliseconds);
+            }
+        }
+        static string Stats(List<double> v)
+        {
+            if (v.Count == 0) return "none";
+            var s = v.Order().ToList();
+            double mean = v.Average(), med = s[s.Count / 2];
+            return $"n {s.Count} median {med:F3} mean {mean:F3} mean/median {mean / med:F3} p10 {s[s.Count / 10]:F3} p90 {s[s.Count * 9 / 10]:F3} p99 {s[s.Count * 99 / 100]:F3} max {s[^1]:F3}";
+        }
+        var all = steps.Concat(gcSteps).ToList();
+        Console.WriteLine($"steps without GC: {Stats(steps)}");
+        Console.WriteLine($"steps with GC:    {Stats(gcSteps)}");
+        Console.WriteLine($"all steps:        {Stats(all)}");
+        Console.WriteLine($"plain reads 1 GB: {Stats(reads)} ({sink != 12345})");
+    }
+
+    /// <summary>The LM head at batch 1 and 8 alternately: the product alone (one <see cref="Gemm.MultiplyBf16"/> over the
+    /// whole head, two threads) and <see cref="HeadSampler.SampleRows"/> drawing from it (plain sampling at T = 1), so
+    /// that their difference is what the sampler adds to the product: ms a call and GB/s of the head's weights, medians.</summary>
+    private static void Head(TransformerModel model, int rounds)
+    {
+        var cfg = model.Config;
+        var w = model.HeadWeight;
+        int n = w.Dim(0), k = w.Dim(1);
+        var rng = new Random(2);
+        var a = new float[8 * k];
+        for (int i = 0; i < a.Length; i++) a[i] = (float)(rng.NextDouble() * 2 - 1);
+        var c = new float[8 * n];
+        var options = new SamplingOptions { MaxNewTokens = NewTokens, Temperature = 1f, EosIds = [] };
+        int[] batches = [1, 8];
+        var product = batches.ToDictionary(m => m, _ => new List<double>());
+        var sampled = batches.ToDictionary(m => m, _ => new List<double>());
+        using var rounding = Ops.RoundActivationsToBf16();
+        // The first fifth of the rounds warms up: the sampler's loops reach their optimised tier only after some hundred
+        // calls (with 30 rounds its row arithmetic measured several times slower), so give it ≥ 200 rounds.
+        for (int round = 0; round <= rounds; round++)
+            foreach (int m in batches)
+            {
+                var sw = Stopwatch.StartNew();
+                Gemm.MultiplyBf16(false, true, m, n, k, a.AsSpan(0, m * k), k, w.Bf16Span, k, c.AsSpan(0, m * n), n, false, bf16Activations: true);
+                double gemm = sw.Elapsed.TotalMilliseconds;
+                var rngs = Enumerable.Range(0, m).Select(b => new Random(round * 1000 + b)).ToArray();
+                sw.Restart();
+                HeadSampler.SampleRows(model, a, cfg.VocabSize, options, rngs, Enumerable.Repeat(true, m).ToArray(), new int[m], new float[m]);
+                if (round * 5 < rounds) continue;
+                product[m].Add(gemm);
+                sampled[m].Add(sw.Elapsed.TotalMilliseconds);
+            }
+        double gb = n * (double)k * sizeof(ushort) / 1e6;
+        foreach (int m in batches)
+            Console.WriteLine($"batch {m}: product {Median(product[m]):F3} ms ({gb / Median(product[m]):F1} GB/s), sampled {Median(sampled[m]):F3} ms " +
+                $"({gb / Median(sampled[m]):F1} GB/s), the sampler adds {Median(sampled[m]) - Median(product[m]):F3} ms");
     }
 
     private static void Shapes(TransformerModel model, int rounds)

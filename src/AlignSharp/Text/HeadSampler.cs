@@ -17,7 +17,9 @@ namespace AlignSharp.Text;
 ///   thread streams runs of the head's rows, and one that is done early takes tiles from another's back): the
 ///   tile's logits [B, Tile] by the head's own GEMM on the tile's rows (soft-capped where the model caps them), z =
 ///   l/T; per row the tile's max m_t and s_t = Σ exp(z − m_t) (a float vector sum, as TokenSampler's block sums),
-///   for greedy also the tile's first arg-max. One tile of logits per row and thread exists at a time.</item>
+///   for greedy also the tile's first arg-max, for plain sampling also the masses of the tile's blocks of
+///   <see cref="Block"/> tokens (<see cref="Simd.SumExp"/>, in the same pass as s_t). One tile of logits per row and
+///   thread exists at a time.</item>
 /// <item>top-k / top-p, also in pass 1: per row the tile's best C tokens as 64-bit keys (z's order-preserving bits,
 ///   inverted, above the token id: ascending key = z descending, then id ascending, TokenSampler's order), chosen by
 ///   quickselect, and the tile's bound: the C-th best key where the tile has more than C tokens. A chunk's later
@@ -26,8 +28,9 @@ namespace AlignSharp.Text;
 ///   keeps C = 256.</item>
 /// <item>Per row: M = max m_t and Z = Σ_t s_t·exp(m_t − M) in tile order (double). Greedy: the first arg-max of the
 ///   first tile whose max is M, log p = −log Z. Plain sampling: u·Z is located among the tile masses s_t·exp(m_t − M),
-///   then that one tile's logits are made again (one row: Tile·D weights, 0.7% of the head) and searched by a running
-///   sum in token order: the inverse CDF in token order, as TokenSampler, with the same one draw per row.</item>
+///   then among that tile's block masses, then that one block's logits are made again (one row: Block·D weights,
+///   1/2,374 of the 0.5B shape's head) and searched by a running sum in token order: the inverse CDF in token order, as
+///   TokenSampler, with the same one draw per row.</item>
 /// <item>top-k / top-p: τ = the smallest tile bound. Every token missing from the candidates ranks below its tile's
 ///   bound, so the candidates with keys ≤ τ are exactly the best tokens of the row, in order (and hold the whole
 ///   top-K when C ≥ K). They are selected and sorted in growing prefixes (256, ×4) and walked as TokenSampler walks
@@ -40,15 +43,15 @@ namespace AlignSharp.Text;
 ///   draws for them (their one draw is not taken before). The unfused path's work and memory, for those rows only.</item>
 /// </list>
 /// The distribution is the unfused path's. The numbers differ from it by rounding only (per-tile maxima and sums
-/// instead of global ones, exp in double on the candidates; the re-made tile of a batch row comes from the one-row
-/// GEMM), so a draw gives the same token except within rounding of a boundary between two tokens. Which tokens are
-/// candidates depends on the tiles only, not on which thread runs which tiles (a chunk's running bound drops only
-/// tokens that rank below some tile's bound, and so below τ; the tile with the smallest bound always reports it), so
-/// the draws are the same from run to run however the chunks fall.
+/// instead of global ones, block masses summed apart, exp in double on the candidates; the re-made block of a batch
+/// row comes from the one-row GEMM), so a draw gives the same token except within rounding of a boundary between two
+/// tokens. Which tokens are candidates depends on the tiles only, not on which thread runs which tiles (a chunk's
+/// running bound drops only tokens that rank below some tile's bound, and so below τ; the tile with the smallest bound
+/// always reports it), so the draws are the same from run to run however the chunks fall.
 /// </summary>
 internal static class HeadSampler
 {
-    /// <summary>Tokens per tile: the block size of TokenSampler's sums (small enough to re-make one cheaply).</summary>
+    /// <summary>Tokens per tile: the block size of TokenSampler's sums.</summary>
     public const int Tile = 1024;
 
     /// <summary>
@@ -57,6 +60,13 @@ internal static class HeadSampler
     /// tiles' 256th-best values); 2 KB of keys per row and tile at most.
     /// </summary>
     public const int NucleusCandidates = 256;
+
+    /// <summary>Tokens per block of a tile whose mass pass 1 keeps for plain sampling, so that the draw re-makes one block
+    /// (64 head rows, 1/16 of a tile) instead of the whole tile: at batch 8 the re-made tiles read 8 × 1.8 MB of weights a
+    /// step, ≈ 0.3 ms.</summary>
+    public const int Block = 64;
+
+    private const int BlocksPerTile = Tile / Block;
 
     /// <summary>How many of the next tile's weight rows pass 1 prefetches before summing a tile's rows: as many as the
     /// product's own prefetch runs ahead (native/bf16dot.c, PREFETCH_LEAD).</summary>
@@ -95,16 +105,18 @@ internal static class HeadSampler
             if (t_candidates == null || t_candidates.Length < need) t_candidates = new ulong[need];
             candidates = t_candidates;
         }
+        bool plain = !greedy && !filtered;
         var head = new HeadTiles(w, hidden, rows, d, sampleable, greedy ? 1f : 1f / o.Temperature, greedy,
             model.Config.FinalLogitSoftcap is double cap ? (float)cap : 0f, active,
             new float[rows * tiles], new double[rows * tiles], new int[rows * tiles],
+            plain ? new float[rows * tiles * BlocksPerTile] : [],
             c, candidates, filtered ? new int[rows * tiles] : [], filtered ? new ulong[rows * tiles] : []);
         ParallelFor.RunBalanced(tiles, 1, 1, head);
         if (!filtered)
         {
             var draws = new double[rows];
             for (int b = 0; b < rows; b++) if (active[b] && !greedy) draws[b] = rngs[b].NextDouble();
-            // Rows re-make their tiles in parallel (one small GEMV each); at B = 1 it runs inline.
+            // Rows re-make their blocks in parallel (one small GEMV each); at B = 1 it runs inline.
             ParallelFor.Run(rows, 1, new RowDraws(head, tiles, draws, tokens, logProbs));
             return 0;
         }
@@ -138,11 +150,13 @@ internal static class HeadSampler
     /// <summary>
     /// The head applied to tile t: logits [rows, n] of hidden rows [first row, first row + rows) against head rows
     /// [t·Tile, t·Tile + n), soft-capped when <see cref="Cap"/> &gt; 0 (not yet divided by T). Pass 1 (<see cref="Run"/>)
-    /// fills, per row b and tile t at b·T + t: TileMax, TileSum, TileArg (greedy) and, for top-k / top-p, the candidate
-    /// keys Candidates[(b·T + t)·C ..] (CandidateCount of them) and TileBound (ulong.MaxValue: none).
+    /// fills, per row b and tile t at b·T + t: TileMax, TileSum, TileArg (greedy), for plain sampling the masses of the
+    /// tile's blocks BlockSums[(b·T + t)·BlocksPerTile ..] (in the tile's scale, exp(z − m_t)) and, for top-k / top-p,
+    /// the candidate keys Candidates[(b·T + t)·C ..] (CandidateCount of them) and TileBound (ulong.MaxValue: none).
     /// </summary>
     private readonly record struct HeadTiles(Tensor W, float[] Hidden, int Rows, int D, int Sampleable, float InvT, bool Greedy, float Cap,
-        bool[] Active, float[] TileMax, double[] TileSum, int[] TileArg, int C, ulong[] Candidates, int[] CandidateCount, ulong[] TileBound) : IChunkWork
+        bool[] Active, float[] TileMax, double[] TileSum, int[] TileArg, float[] BlockSums, int C, ulong[] Candidates, int[] CandidateCount,
+        ulong[] TileBound) : IChunkWork
     {
         public int TileCount => (Sampleable + Tile - 1) / Tile;
 
@@ -159,8 +173,11 @@ internal static class HeadSampler
         }
 
         public Span<float> Logits(int tile, int firstRow, int rows, float[] buffer)
+            => Logits(tile * Tile, Math.Min(Tile, Sampleable - tile * Tile), firstRow, rows, buffer);
+
+        /// <summary>Logits [rows, n] against head rows [first, first + n) (see the other overload).</summary>
+        public Span<float> Logits(int first, int n, int firstRow, int rows, float[] buffer)
         {
-            int first = tile * Tile, n = Math.Min(Tile, Sampleable - first);
             var a = Hidden.AsSpan(firstRow * D, rows * D);
             var c = buffer.AsSpan(0, rows * n);
             // Sampling is generation: the product an unrecorded Linear takes inside Ops.RoundActivationsToBf16 (which
@@ -196,13 +213,12 @@ internal static class HeadSampler
                     if (!Active[b]) continue;
                     var z = logits.Slice(b * n, n);
                     if (Greedy) TileArg[b * tiles + t] = TensorPrimitives.IndexOfMax(z);
-                    else Simd.ZipScalarRight<MulOp>(z, InvT, z);
+                    else if (InvT != 1) Simd.ZipScalarRight<MulOp>(z, InvT, z); // z·1 = z: nothing to do at T = 1
                     if (C > 0) KeepCandidates(z, t, b * tiles + t, ref running[b]);
                     float max = Simd.Max(z);
-                    Simd.ZipScalarRight<SubOp>(z, max, z);
-                    Simd.Map<ExpOp>(z, z);
                     TileMax[b * tiles + t] = max;
-                    TileSum[b * tiles + t] = Simd.Sum(z);
+                    TileSum[b * tiles + t] = Simd.SumExp(z, max, BlockSums.Length == 0 ? default
+                        : BlockSums.AsSpan((b * tiles + t) * BlocksPerTile, (n + Block - 1) / Block), Block);
                 }
             }
         }
@@ -303,22 +319,36 @@ internal static class HeadSampler
                 acc += mass;
             }
             // Inside the tile, in its own scale: e_i = exp(z_i − m_t), whose masses are those above divided by exp(m_t − M).
+            // First the block, by the block masses of pass 1; the sums can fall short of the tile's by rounding: then
+            // the last block with mass.
+            double scale = Math.Exp(max[tile] - m), local = (target - acc) / scale, run = 0;
+            int first = tile * Tile, blocks = (Math.Min(Tile, head.Sampleable - first) + Block - 1) / Block;
+            var blockSums = head.BlockSums.AsSpan((b * tiles + tile) * BlocksPerTile, blocks);
+            int block = 0;
+            while (block < blocks && !(local < run + blockSums[block])) run += blockSums[block++];
+            if (block == blocks)
+            {
+                for (block = blocks - 1; block > 0 && blockSums[block] == 0; block--) { }
+                run = 0;
+                for (int i = 0; i < block; i++) run += blockSums[i];
+            }
+            // Then the token: the block's logits made again (one row, Block head rows), searched by a running sum.
+            first += block * Block;
             if (t_tile == null || t_tile.Length < Tile) t_tile = new float[Math.Max(head.Rows, 1) * Tile];
-            var e = head.Logits(tile, b, 1, t_tile);
+            var e = head.Logits(first, Math.Min(Block, head.Sampleable - first), b, 1, t_tile);
             Simd.ZipScalarRight<MulOp>(e, head.InvT, e);
             Simd.ZipScalarRight<SubOp>(e, max[tile], e);
             Simd.Map<ExpOp>(e, e);
-            double scale = Math.Exp(max[tile] - m), local = (target - acc) / scale, run = 0;
             int pick = -1;
             for (int i = 0; i < e.Length; i++)
             {
                 run += e[i];
                 if (local < run) { pick = i; break; }
             }
-            // The running sum can fall short of the tile's vector sum by rounding: take its last possible token.
+            // The running sum can fall short of the block's vector sum by rounding: take its last possible token.
             if (pick < 0)
                 for (pick = e.Length - 1; pick > 0 && e[pick] == 0; pick--) { }
-            return (tile * Tile + pick, (float)(Math.Log(e[pick]) + (max[tile] - m) - Math.Log(z)));
+            return (first + pick, (float)(Math.Log(e[pick]) + (max[tile] - m) - Math.Log(z)));
         }
     }
 

@@ -161,6 +161,45 @@ public sealed class SimdTests
         }
     }
 
+    /// <summary>SumExp: the total is bitwise the subtract, exp and sum drivers run in turn (the sampler's tile sums must
+    /// not move), and within float32 rounding of Σ exp(x − shift) in double; each block's sum (blocks of 16, 48 and 64,
+    /// the last one short) within rounding of its own double sum, and the block sums' slack untouched.</summary>
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void SumExpIsTheSumOfTheExpsAndSumsEachBlockAtEveryLength(int width)
+    {
+        using var scope = Simd.UseWidth(width);
+        var rng = new Random(width + 13);
+        for (int n = 0; n <= MaxLength; n++)
+        {
+            var x = Inputs(rng, n, -12, 4);
+            float shift = n == 0 ? 0 : x.ToArray().Max();
+            var e = new float[n];
+            Simd.ZipScalarRight<SubOp>(x, shift, e);
+            Simd.Map<ExpOp>(e, e);
+            float expected = Simd.Sum(e);
+            Assert.Equal(expected, Simd.SumExp(x, shift));
+            double reference = 0;
+            for (int i = 0; i < n; i++) reference += Math.Exp((double)x[i] - shift);
+            Assert.True(Math.Abs(expected - reference) <= 1e-5 * reference + 1e-30, $"n={n} width={width}: {expected} vs {reference}");
+            foreach (int block in new[] { 16, 48, 64 })
+            {
+                int blocks = (n + block - 1) / block;
+                var sums = Destination(rng, blocks);
+                Assert.Equal(expected, Simd.SumExp(x, shift, sums, block));
+                for (int k = 0; k < blocks; k++)
+                {
+                    double own = 0;
+                    for (int i = k * block; i < Math.Min(n, (k + 1) * block); i++) own += Math.Exp((double)x[i] - shift);
+                    Assert.True(Math.Abs(sums[k] - own) <= 1e-5 * own + 1e-30, $"n={n} width={width} block {k} of {block}: {sums[k]} vs {own}");
+                }
+                AssertSlackUntouched(sums, blocks, $"SumExp blocks width={width}");
+            }
+        }
+        Assert.Throws<ArgumentException>(() => Simd.SumExp(new float[40], 0, new float[3], 20));   // not a multiple of 16
+        Assert.Throws<ArgumentException>(() => Simd.SumExp(new float[40], 0, new float[2], 16));   // 3 blocks need 3 sums
+    }
+
     [Theory]
     [MemberData(nameof(Widths))]
     public void ScaleAddIntoMatchesAtEveryLength(int width)

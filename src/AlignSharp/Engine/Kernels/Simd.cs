@@ -277,6 +277,86 @@ public static class Simd
         return total;
     }
 
+    /// <summary>
+    /// Σ exp(x[i] − shift) in one pass that stores nothing, with the bits of <see cref="ZipScalarRight{TOp}"/> (SubOp),
+    /// <see cref="Map{TOp}"/> (ExpOp) and <see cref="Sum"/> run over x in turn. With <paramref name="blockSums"/> not
+    /// empty it also writes the sum of each block of <paramref name="block"/> elements (a multiple of 16, so blocks end
+    /// where vectors do; the last one may be short): the block's vectors added in order, their lanes summed, then its
+    /// tail's elements.
+    /// </summary>
+    public static float SumExp(ReadOnlySpan<float> x, float shift, Span<float> blockSums = default, int block = 64)
+    {
+        bool blocks = !blockSums.IsEmpty;
+        if (blocks && (block <= 0 || block % 16 != 0 || blockSums.Length < (x.Length + block - 1) / block))
+            throw new ArgumentException($"Blocks of {block} over {x.Length} elements need a positive multiple of 16 and {(x.Length + block - 1) / Math.Max(block, 1)} sums.", nameof(blockSums));
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        int n = x.Length, i = 0;
+        float total = 0, pending = 0; // pending: the current block's sum so far
+        if (UseAvx512 && n >= 16)
+        {
+            var sv = Vector512.Create(shift);
+            var (acc, part) = (Vector512<float>.Zero, Vector512<float>.Zero);
+            for (; i <= n - 16; i += 16)
+            {
+                var e = FastMath.Exp(Vector512.LoadUnsafe(ref xr, (nuint)i) - sv);
+                acc += e;
+                if (!blocks) continue;
+                part += e;
+                if ((i + 16) % block == 0) (blockSums[i / block], part) = (Vector512.Sum(part), Vector512<float>.Zero);
+            }
+            total = Vector512.Sum(acc);
+            pending = Vector512.Sum(part);
+        }
+        else if (UseAvx2 && n >= 8)
+        {
+            var sv = Vector256.Create(shift);
+            var (acc, part) = (Vector256<float>.Zero, Vector256<float>.Zero);
+            for (; i <= n - 8; i += 8)
+            {
+                var e = FastMath.Exp(Vector256.LoadUnsafe(ref xr, (nuint)i) - sv);
+                acc += e;
+                if (!blocks) continue;
+                part += e;
+                if ((i + 8) % block == 0) (blockSums[i / block], part) = (Vector256.Sum(part), Vector256<float>.Zero);
+            }
+            total = Vector256.Sum(acc);
+            pending = Vector256.Sum(part);
+        }
+        else if (UseVector128 && n >= 4)
+        {
+            var sv = Vector128.Create(shift);
+            var (acc, part) = (Vector128<float>.Zero, Vector128<float>.Zero);
+            for (; i <= n - 4; i += 4)
+            {
+                var e = FastMath.Exp(Vector128.LoadUnsafe(ref xr, (nuint)i) - sv);
+                acc += e;
+                if (!blocks) continue;
+                part += e;
+                if ((i + 4) % block == 0) (blockSums[i / block], part) = (Vector128.Sum(part), Vector128<float>.Zero);
+            }
+            total = Vector128.Sum(acc);
+            pending = Vector128.Sum(part);
+        }
+        // The rest (fewer than 16 unless no vector path runs) as Map makes it, the narrower widths in turn, then added
+        // one by one as Sum adds its tail.
+        Span<float> rest = stackalloc float[16];
+        while (i < n)
+        {
+            int count = Math.Min(16, n - i);
+            for (int j = 0; j < count; j++) rest[j] = Unsafe.Add(ref xr, i + j) - shift;
+            Map<ExpOp>(rest[..count], rest);
+            for (int j = 0; j < count; j++, i++)
+            {
+                total += rest[j];
+                if (!blocks) continue;
+                pending += rest[j];
+                if ((i + 1) % block == 0) (blockSums[i / block], pending) = (pending, 0);
+            }
+        }
+        if (blocks && n % block != 0) blockSums[n / block] = pending;
+        return total;
+    }
+
     public static float Max(ReadOnlySpan<float> x)
     {
         ref float xr = ref MemoryMarshal.GetReference(x);
