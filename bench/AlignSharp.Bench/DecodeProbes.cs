@@ -18,6 +18,8 @@ namespace AlignSharp.Bench;
 /// <see cref="Gemm.MultiplyBf16"/> as generation calls it, at batch 1 and 8 alternately: GB/s of weights read, medians.</item>
 /// <item><c>decode-tail DIR BATCH ROUNDS</c>: the spread of decoding steps against plain reads of 1 GB in the same
 /// process (median, mean, percentiles).</item>
+/// <item><c>decode-products DIR ROUNDS</c>: a step's products alone (as the layers call them, on fixed activations)
+/// against whole decoding steps, batch 1 and 8: what the rest of a step adds.</item>
 /// <item><c>decode-head DIR ROUNDS</c>: the LM head's product alone against the fused head + sampler, batch 1 and 8.</item>
 /// <item><c>decode-attention</c>: one decoding step's attention at the 0.5B shape, hot, on one and two threads (no
 /// checkpoint needed).</item>
@@ -45,6 +47,9 @@ internal static class DecodeProbes
             case "decode-tail" when args.Length == 4:
                 Tail(model, int.Parse(args[2]), int.Parse(args[3]));
                 return 0;
+            case "decode-products" when args.Length == 3:
+                Products(model, int.Parse(args[2]));
+                return 0;
             case "decode-head" when args.Length == 3:
                 Head(model, int.Parse(args[2]));
                 return 0;
@@ -59,7 +64,7 @@ internal static class DecodeProbes
     private static int Usage()
     {
         Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
-            "decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS | decode-attention");
+            "decode-products CHECKPOINT_DIR ROUNDS | decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS | decode-attention");
         return 2;
     }
 
@@ -196,6 +201,50 @@ internal static class DecodeProbes
         Console.WriteLine($"steps with GC:    {Stats(gcSteps)}");
         Console.WriteLine($"all steps:        {Stats(all)}");
         Console.WriteLine($"plain reads 1 GB: {Stats(reads)} ({sink != 12345})");
+    }
+
+    /// <summary>A decoding step's products alone, as the layers call them (q, k, v shared; o; gate and up fused; down;
+    /// the head as one product), on fixed activations, against whole decoding steps, at batch 1 and 8 in turn.</summary>
+    private static void Products(TransformerModel model, int rounds)
+    {
+        var cfg = model.Config;
+        int[] batches = [1, 8];
+        var products = batches.ToDictionary(m => m, _ => new List<double>());
+        var steps = batches.ToDictionary(m => m, _ => new List<double>());
+        var rng = new Random(4);
+        Tensor Random(int rows, int cols) => Tensor.FromArray(Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray(), rows, cols);
+        var x = batches.ToDictionary(m => m, m => Random(m, cfg.HiddenSize));
+        var g = batches.ToDictionary(m => m, m => Random(m, cfg.IntermediateSize));
+        var head = model.HeadWeight;
+        var logits = new float[8 * head.Dim(0)];
+        for (int round = 0; round <= rounds; round++)
+            foreach (int m in batches)
+            {
+                using (Autograd.NoGrad())
+                using (Ops.RoundActivationsToBf16())
+                    for (int rep = 0; rep < 20; rep++)
+                    {
+                        var sw = Stopwatch.StartNew();
+                        using (TensorScope.Begin())
+                        {
+                            for (int l = 0; l < cfg.NumLayers; l++)
+                            {
+                                string p = $"layers.{l}.";
+                                (Tensor, Tensor?) W(string name) => (model.Parameter(p + name + ".weight"), null);
+                                Ops.LinearShared(x[m], W("attn.q"), W("attn.k"), W("attn.v"));
+                                Ops.Linear(x[m], model.Parameter(p + "attn.o.weight"));
+                                Ops.GatedLinear(x[m], W("mlp.gate"), W("mlp.up"), Ops.GateActivation.Silu);
+                                Ops.Linear(g[m], model.Parameter(p + "mlp.down.weight"));
+                            }
+                            Gemm.MultiplyBf16(false, true, m, head.Dim(0), head.Dim(1), x[m].Span, head.Dim(1), head.Bf16Span, head.Dim(1),
+                                logits.AsSpan(0, m * head.Dim(0)), head.Dim(0), false, bf16Activations: true);
+                        }
+                        if (round > 0) products[m].Add(sw.Elapsed.TotalMilliseconds);
+                    }
+                Generate(model, m, round, _ => { }, (step, ms, _) => { if (round > 0 && step >= 2) steps[m].Add(ms); });
+            }
+        foreach (int m in batches)
+            Console.WriteLine($"batch {m}: products alone {Median(products[m]):F3} ms, whole steps {Median(steps[m]):F3} ms, the rest {Median(steps[m]) - Median(products[m]):F3} ms");
     }
 
     /// <summary>The LM head at batch 1 and 8 alternately: the product alone (one <see cref="Gemm.MultiplyBf16"/> over the
