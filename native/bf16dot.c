@@ -28,7 +28,8 @@ typedef struct
     int32_t m, k;
     int32_t j0, j1;      /* the B rows (C columns) of this call: [j0, j1) */
     int32_t accumulate;
-    int32_t convert;     /* 1: only fill a16 from A; 0: only compute columns [j0, j1) from a16 */
+    int32_t convert;     /* 1: only fill a16 from A; 2: only fill a16's positions [j0, j1) from A (see convert_range);
+                            0: only compute columns [j0, j1) from a16 */
     int32_t stream_end;  /* this thread reads B rows [j1, stream_end) next (unless another takes them): the
                             prefetch runs on into them; ≤ j1: it stops at j1 */
 } Args;
@@ -84,6 +85,32 @@ INLINE void convert(const Args* s)
             __mmask16 hi = left >= 32 ? (__mmask16)0xFFFF : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
             __m512 x = _mm512_maskz_loadu_ps(lo, ar + p), y = _mm512_maskz_loadu_ps(hi, ar + p + 16);
             _mm512_storeu_si512(dr, (__m512i)_mm512_cvtne2ps_pbh(y, x));
+        }
+    }
+}
+
+/* convert's layout, for k positions [j0, j1) of each row only (with j1 = k, also the zeros up to kp): the threads of a
+ * gated MLP each write the columns of its hidden activations they have just computed, so the down projection that
+ * reads them as its A finds them rounded. A 32-block the range cuts is loaded and stored under masks, so a thread never
+ * writes another's positions; the values are convert's, by the same instruction. */
+INLINE void convert_range(const Args* s)
+{
+    int64_t kp = (s->k + 31) & ~31;
+    int step = chunk_step(s->k);
+    int64_t end = s->j1 >= s->k ? kp : s->j1;
+    for (int r = 0; r < s->m; r++)
+    {
+        const float* ar = s->a + r * s->lda;
+        for (int64_t p = s->j0 & ~31; p < end; p += 32)
+        {
+            int c = (int)(p / step);
+            uint16_t* dr = s->a16 + (int64_t)c * s->m * step + (int64_t)r * step + (p - (int64_t)c * step);
+            int first = s->j0 > p ? (int)(s->j0 - p) : 0;
+            int stored = end - p < 32 ? (int)(end - p) : 32, loaded = s->k - p < stored ? (int)(s->k - p) : stored;
+            __mmask32 out = (stored == 32 ? 0xFFFFFFFFu : (1u << stored) - 1) & ~((1u << first) - 1);
+            __mmask32 in = (loaded == 32 ? 0xFFFFFFFFu : (1u << loaded) - 1) & out;
+            __m512 x = _mm512_maskz_loadu_ps((__mmask16)in, ar + p), y = _mm512_maskz_loadu_ps((__mmask16)(in >> 16), ar + p + 16);
+            _mm512_mask_storeu_epi16(dr, out, (__m512i)_mm512_cvtne2ps_pbh(y, x));
         }
     }
 }
@@ -231,7 +258,8 @@ INLINE void columns(const Args* s, const int MR, const int NR)
  * allow next to m·NR accumulators, so B is read once and each A load serves NR products. */
 void bf16dot_entry(const Args* s)
 {
-    if (s->convert) { convert(s); return; }
+    if (s->convert == 1) { convert(s); return; }
+    if (s->convert == 2) { convert_range(s); return; }
     switch (s->m)
     {
         case 1: columns(s, 1, 8); break;

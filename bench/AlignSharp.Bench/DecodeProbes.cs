@@ -9,7 +9,7 @@ namespace AlignSharp.Bench;
 /// <summary>
 /// Decoding measurements that need the engine's internals, on a checkpoint loaded with bf16 matrices:
 /// <list type="bullet">
-/// <item><c>decode-ab DIR BATCH ROUNDS [idle-prefetch|gated-mlp]</c>: decoding steps (16-token prompts, 64 new tokens, as
+/// <item><c>decode-ab DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down]</c>: decoding steps (16-token prompts, 64 new tokens, as
 /// <c>alignsharp bench sample</c>) with one optimisation on for two steps, off for two, and so on, so that both sides see
 /// the same host (its bandwidth drifts within seconds): the idle worker's preloading (<see cref="Bf16Dot.IdlePrefetchOn"/>,
 /// the default) or the fused gated MLP (<see cref="Ops.FuseGatedLinear"/>); medians of each side, and of the layers
@@ -40,6 +40,7 @@ internal static class DecodeProbes
             case "decode-ab" when args.Length is 4 or 5:
                 Action<bool>? flip = args.Length == 4 || args[4] == "idle-prefetch" ? on => Bf16Dot.IdlePrefetchOn = on
                     : args[4] == "gated-mlp" ? on => Ops.FuseGatedLinear = on
+                    : args[4] == "gated-down" ? on => Ops.FuseGatedDown = on
                     : null;
                 if (flip == null) return Usage();
                 Alternate(model, int.Parse(args[2]), int.Parse(args[3]), args.Length == 4 ? "idle-prefetch" : args[4], flip);
@@ -63,7 +64,7 @@ internal static class DecodeProbes
 
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
+        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
             "decode-products CHECKPOINT_DIR ROUNDS | decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS | decode-attention");
         return 2;
     }

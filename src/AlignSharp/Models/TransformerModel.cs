@@ -474,19 +474,17 @@ public sealed class TransformerModel
 
     private Tensor GatedMlp(Tensor m, string p)
     {
-        string gate = p + "mlp.gate", up = p + "mlp.up";
+        string gate = p + "mlp.gate", up = p + "mlp.up", down = p + "mlp.down";
+        (Tensor, Tensor?) Layer(string prefix) => (Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias"));
         Tensor hidden;
         if (Adapted(gate, up))
         {
             var gateUp = SharedLinear(m, gate, up);
             hidden = Ops.Mul(Activate(gateUp[0]), gateUp[1]);
         }
-        else
-        {
-            hidden = Ops.GatedLinear(m, (Parameter(gate + ".weight"), _byName.GetValueOrDefault(gate + ".bias")),
-                (Parameter(up + ".weight"), _byName.GetValueOrDefault(up + ".bias")), ActivationKind);
-        }
-        return Linear(hidden, p + "mlp.down");
+        else if (!Adapted(down)) return Ops.GatedMlp(m, Layer(gate), Layer(up), Layer(down), ActivationKind);
+        else hidden = Ops.GatedLinear(m, Layer(gate), Layer(up), ActivationKind);
+        return Linear(hidden, down);
     }
 
     /// <summary>Linear layers that read the same x (q, k, v; gate, up), made together by <see cref="Ops.LinearShared"/>

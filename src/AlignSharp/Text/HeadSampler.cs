@@ -335,7 +335,8 @@ internal static class HeadSampler
             // Then the token: the block's logits made again (one row, Block head rows), searched by a running sum.
             first += block * Block;
             if (t_tile == null || t_tile.Length < Tile) t_tile = new float[Math.Max(head.Rows, 1) * Tile];
-            var e = head.Logits(first, Math.Min(Block, head.Sampleable - first), b, 1, t_tile);
+            Span<float> e;
+            using (Bf16Dot.OffSequence()) e = head.Logits(first, Math.Min(Block, head.Sampleable - first), b, 1, t_tile);
             Simd.ZipScalarRight<MulOp>(e, head.InvT, e);
             Simd.ZipScalarRight<SubOp>(e, max[tile], e);
             Simd.Map<ExpOp>(e, e);

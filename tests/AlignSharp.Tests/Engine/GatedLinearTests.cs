@@ -70,6 +70,47 @@ public class GatedLinearTests(ITestOutputHelper output)
             }
     }
 
+    /// <summary>
+    /// <see cref="Ops.GatedMlp"/> at decode shapes, fused (each thread has the kernel round its hidden columns straight
+    /// into the down projection's input, by k-chunk, 32-blocks cut by its range under masks) against the unfused ops,
+    /// <see cref="Ops.GatedLinear"/> then <see cref="Ops.Linear"/>, whose product rounds that input whole on one thread:
+    /// bit for bit, at widths F of one k-chunk and of four (4864: the 0.5B shape's down projection), and off the 32-wide
+    /// blocks and the 24-column units (zeros past F to its multiple of 32), with down weights over a wide range.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 4864, 896, Ops.GateActivation.Silu)]
+    [InlineData(8, 4864, 896, Ops.GateActivation.Silu)]
+    [InlineData(8, 4864, 130, Ops.GateActivation.GeluTanh)]
+    [InlineData(3, 100, 40, Ops.GateActivation.Silu)]
+    [InlineData(5, 37, 24, Ops.GateActivation.GeluTanh)]
+    [InlineData(8, 2000, 50, Ops.GateActivation.Silu)]
+    [InlineData(9, 48, 20, Ops.GateActivation.Silu)]      // past the decode kernel: the unfused ops
+    public void GatedMlpIsTheGatedLinearThenTheDownProjectionBitForBit(int rows, int width, int outF, Ops.GateActivation activation)
+    {
+        bool native = Gemm.Bf16DotRuns(false, true, rows);
+        output.WriteLine(native ? "fused: bf16 of the hidden activations written by the gated product's threads, by k-chunk."
+            : $"unfused ops ({(rows > 8 ? "more than 8 rows" : Bf16Dot.UnavailableReason ?? $"GEMM path {Gemm.ActivePath}")}).");
+        var rng = new Random(rows * 7919 + width);
+        const int inF = 45;
+        var x = GradCheck.Random(rng, 1, rows, inF);
+        var gate = GradCheck.Random(rng, width, inF).ToBf16();
+        var up = GradCheck.Random(rng, width, inF).ToBf16();
+        var down = GradCheck.Random(rng, outF, width);
+        var ds = down.Span;
+        for (int i = 0; i < ds.Length; i += 7) ds[i] *= i % 3 == 0 ? 1e-30f : 1e4f;
+        down = down.ToBf16();
+
+        Tensor fused, unfused;
+        using (Autograd.NoGrad())
+        using (Ops.RoundActivationsToBf16())
+        {
+            fused = Ops.GatedMlp(x, (gate, null), (up, null), (down, null), activation);
+            unfused = Ops.Linear(Ops.GatedLinear(x, (gate, null), (up, null), activation), down);
+        }
+        Assert.Equal([1, rows, outF], fused.Shape.ToArray());
+        Assert.Equal(unfused.ToArray(), fused.ToArray());
+    }
+
     /// <summary>Recorded, or with biases, it is the unfused ops: the same values and gradients.</summary>
     [Fact]
     public void RecordedOrWithBiasesItIsTheUnfusedOps()

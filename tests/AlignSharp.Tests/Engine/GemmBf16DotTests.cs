@@ -226,7 +226,7 @@ public class GemmBf16DotTests(ITestOutputHelper output)
     /// IdlePrefetchBytes of B (at most what is left of that product) at the front of each share's range, as RunBalanced
     /// first splits the units of 24 columns. Here: q of 100 rows (5 units) then, shared, k of 100 and v of 380 rows (5 + 16
     /// units); two shares start at unit 0 (k's row 0) and unit 10 (v's row 120). Inside a parallel region nothing is
-    /// learned (the region's shares run their products serially).
+    /// learned (the region's shares run their products serially), nor inside <see cref="Bf16Dot.OffSequence"/>.
     /// </summary>
     [Fact]
     public unsafe void AProductRemembersItsSuccessorAndPlansTheFrontOfEachShare()
@@ -260,6 +260,9 @@ public class GemmBf16DotTests(ITestOutputHelper output)
             // Inside a region: not learned (big's successor stays unknown).
             nint at = (nint)pq;
             ParallelFor.For(2, 1, (s, e) => { if (s == 0) Bf16Dot.Announce([new Bf16Dot.Product((ushort*)at, k, 100, null, 0, false)], [0, 5]); });
+            Assert.Equal((nint)0, Bf16Dot.SuccessorOf((nint)pbig).Next);
+            // Off the sequence (the sampler's one-off products): not learned either.
+            using (Bf16Dot.OffSequence()) Bf16Dot.Announce([P(pq, 100)], [0, 5]);
             Assert.Equal((nint)0, Bf16Dot.SuccessorOf((nint)pbig).Next);
         }
     }

@@ -125,6 +125,14 @@ public class GradCheckTests
                 GradCheck.Check(x => Ops.GatedLinear(x[0], (x[1], x[2]), (x[3], null), activation),
                     [GradCheck.Random(rng, 2, 3, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 5), GradCheck.Random(rng, 5, 7)]);
         },
+        ["GatedMlp"] = () =>
+        {
+            var rng = new Random(35);
+            foreach (var activation in new[] { Ops.GateActivation.Silu, Ops.GateActivation.GeluTanh })
+                GradCheck.Check(x => Ops.GatedMlp(x[0], (x[1], x[2]), (x[3], null), (x[4], x[5]), activation),
+                    [GradCheck.Random(rng, 2, 3, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 5), GradCheck.Random(rng, 5, 7),
+                     GradCheck.Random(rng, 4, 5), GradCheck.Random(rng, 4)]);
+        },
         ["Softmax"] = () => Unary(Ops.Softmax),
         ["LogSoftmax"] = () => Unary(Ops.LogSoftmax),
         ["LayerNorm"] = () =>

@@ -53,6 +53,7 @@ internal static unsafe class Bf16Dot
     public static bool Applies(bool transA, bool transB, int m) => IsAvailable && !transA && transB && m <= 8;
 
     [ThreadStatic] private static ushort[]? t_a16;
+    [ThreadStatic] private static ushort[]? t_down16;
 
     /// <summary>Columns per unit of work: a multiple of every tile width (8, 6, 4, 3), so only the last tile of a C is partial.</summary>
     private const int UnitColumns = 24;
@@ -71,19 +72,21 @@ internal static unsafe class Bf16Dot
     /// unaligned, the m = 8 products ran 14–20% slower.</summary>
     private static Args RoundA(int m, int k, float* a, nint lda)
     {
-        int kp = (k + 31) & ~31;
-        const int Slack = 64 / sizeof(ushort);
-        // Room for the kernel's chunk-major layout: at most m·(kp + 32·chunks) ≤ 2·m·kp values (each chunk pads to 32).
-        if (t_a16 == null || t_a16.Length < 2 * m * kp + Slack) t_a16 = GC.AllocateUninitializedArray<ushort>(Math.Max(2 * m * kp, 8 * 1024) + Slack, pinned: true);
-        nint start = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(t_a16));
-        var args = new Args
-        {
-            A = a, A16 = (ushort*)((start + 63) & ~(nint)63),
-            Lda = lda, M = m, K = k, Convert = 1,
-        };
+        var args = new Args { A = a, A16 = Aligned(ref t_a16, m, k), Lda = lda, M = m, K = k, Convert = 1 };
         Entry(&args);
         args.Convert = 0;
         return args;
+    }
+
+    /// <summary>A thread's buffer for bf16(A) of m rows of k (grown as needed), 64-byte aligned.</summary>
+    private static ushort* Aligned(ref ushort[]? buffer, int m, int k)
+    {
+        int kp = (k + 31) & ~31;
+        const int Slack = 64 / sizeof(ushort);
+        // Room for the kernel's chunk-major layout: at most m·(kp + 32·chunks) ≤ 2·m·kp values (each chunk pads to 32).
+        if (buffer == null || buffer.Length < 2 * m * kp + Slack) buffer = GC.AllocateUninitializedArray<ushort>(Math.Max(2 * m * kp, 8 * 1024) + Slack, pinned: true);
+        nint start = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
+        return (ushort*)((start + 63) & ~(nint)63);
     }
 
     /// <summary>
@@ -144,16 +147,38 @@ internal static unsafe class Bf16Dot
     /// element the same bits.
     /// </summary>
     public static void RunGated<TAct>(int m, int k, float* a, nint lda, Product gate, Product up) where TAct : IUnaryOp
+        => Gated<TAct>(m, k, a, lda, gate, up, null);
+
+    /// <summary>
+    /// A gated MLP at decode shapes: <see cref="RunGated{TAct}"/>, then down.C (+)= bf16(G)·downᵀ (down [N_out, F] with
+    /// F = gate.N). Each thread has the kernel round the columns of G it has just computed into the layout the kernel
+    /// reads A in (native/bf16dot.c, convert_range), so the down projection does not round its A on the caller, half of
+    /// it from the other core's cache (12 µs a layer at batch 8); gate.C is then scratch. The same bits as
+    /// <see cref="Run"/> on the G that RunGated leaves.
+    /// </summary>
+    public static void RunGatedDown<TAct>(int m, int k, float* a, nint lda, Product gate, Product up, Product down) where TAct : IUnaryOp
+    {
+        ushort* g16 = Aligned(ref t_down16, m, gate.N);
+        Gated<TAct>(m, k, a, lda, gate, up, g16);
+        int units = (down.N + UnitColumns - 1) / UnitColumns;
+        Announce([down], [0, units]);
+        var args = new Args { A16 = g16, M = m, K = gate.N };
+        Gemm.RunStreaming(units, (long)m * down.N * gate.N, (long)down.N * gate.N * sizeof(ushort), new Shares(args, down));
+    }
+
+    private static void Gated<TAct>(int m, int k, float* a, nint lda, Product gate, Product up, ushort* g16) where TAct : IUnaryOp
     {
         if (gate.N != up.N || gate.Ldc != up.Ldc) throw new ArgumentException("RunGated: the gate and up products must have the same columns.");
         int units = (gate.N + UnitColumns - 1) / UnitColumns;
         // Each share starts on the same columns of both; the worker preloads the gate's (a plan names one product).
         Announce([gate], [0, units]);
         var args = RoundA(m, k, a, lda);
-        Gemm.RunStreaming(units, 2L * m * gate.N * k, 2L * gate.N * k * sizeof(ushort), new GatedShares<TAct>(args, gate, up));
+        Gemm.RunStreaming(units, 2L * m * gate.N * k, 2L * gate.N * k * sizeof(ushort), new GatedShares<TAct>(args, gate, up, g16));
     }
 
-    private readonly struct GatedShares<TAct>(Args args, Product gate, Product up) : IChunkWork where TAct : IUnaryOp
+    /// <summary>A share of <see cref="Gated{TAct}"/>: its columns of both products, then G = act(gate)·up on them, written
+    /// over gate.C and, with g16, also rounded into the down projection's A by the kernel (its positions of every row).</summary>
+    private readonly struct GatedShares<TAct>(Args args, Product gate, Product up, ushort* g16) : IChunkWork where TAct : IUnaryOp
     {
         private readonly Args _args = args;
 
@@ -179,6 +204,9 @@ internal static unsafe class Bf16Dot
                     new ReadOnlySpan<float>(pad, n).CopyTo(new Span<float>(g + j, n));
                 }
             }
+            if (g16 == null) return;
+            var round = new Args { A = gate.C, Lda = gate.Ldc, A16 = g16, M = _args.M, K = gate.N, J0 = j0, J1 = j1, Convert = 2 };
+            Entry(&round);
         }
     }
 
@@ -208,7 +236,7 @@ internal static unsafe class Bf16Dot
     /// </summary>
     internal static void Announce(ReadOnlySpan<Product> products, ReadOnlySpan<int> first)
     {
-        if (!IdlePrefetchOn || ParallelFor.Threads < 2 || ParallelFor.InsideRegion) return;
+        if (!IdlePrefetchOn || ParallelFor.Threads < 2 || ParallelFor.InsideRegion || t_offSequence > 0) return;
         nint key = (nint)products[0].B;
         lock (Successors)
         {
@@ -220,6 +248,24 @@ internal static unsafe class Bf16Dot
             t_previous = key;
             if (Successors.TryGetValue(key, out var next)) ParallelFor.PrefetchWhileIdle(next.Plan);
         }
+    }
+
+    [ThreadStatic] private static int t_offSequence;
+
+    /// <summary>
+    /// Until disposed, products on this thread are neither remembered nor announced (<see cref="Announce"/>): one-off
+    /// products off the sequence a decoding step repeats (the sampler re-making a block of the head's rows, a different
+    /// one each step) would otherwise replace a product's successor every step and fill the table with one-time keys.
+    /// </summary>
+    internal static OffSequenceScope OffSequence()
+    {
+        t_offSequence++;
+        return default;
+    }
+
+    internal readonly struct OffSequenceScope : IDisposable
+    {
+        public void Dispose() => t_offSequence--;
     }
 
     /// <summary>The product that followed the one whose first B is <paramref name="key"/> on the same thread last time
