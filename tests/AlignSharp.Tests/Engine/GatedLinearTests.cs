@@ -75,7 +75,8 @@ public class GatedLinearTests(ITestOutputHelper output)
     /// into the down projection's input, by k-chunk, 32-blocks cut by its range under masks) against the unfused ops,
     /// <see cref="Ops.GatedLinear"/> then <see cref="Ops.Linear"/>, whose product rounds that input whole on one thread:
     /// bit for bit, at widths F of one k-chunk and of four (4864: the 0.5B shape's down projection), and off the 32-wide
-    /// blocks and the 24-column units (zeros past F to its multiple of 32), with down weights over a wide range.
+    /// blocks and the 24-column units (zeros past F to its multiple of 32, over infinities a wider product left there),
+    /// with down weights over a wide range.
     /// </summary>
     [Theory]
     [InlineData(1, 4864, 896, Ops.GateActivation.Silu)]
@@ -104,6 +105,14 @@ public class GatedLinearTests(ITestOutputHelper output)
         using (Autograd.NoGrad())
         using (Ops.RoundActivationsToBf16())
         {
+            // First a wide one whose hidden activations overflow, so that this thread's buffer for the down projection's
+            // input holds infinities where this product's zero padding goes (past F, up to its multiple of 32): left
+            // there, they would meet the kernel's zero-masked weights as 0·∞ = NaN.
+            var wide = GradCheck.Random(rng, 4864, inF);
+            var ws = wide.Span;
+            for (int i = 0; i < ws.Length; i++) ws[i] *= 1e30f;
+            wide = wide.ToBf16();
+            Ops.GatedMlp(x, (wide, null), (wide, null), (GradCheck.Random(rng, 8, 4864).ToBf16(), null), activation);
             fused = Ops.GatedMlp(x, (gate, null), (up, null), (down, null), activation);
             unfused = Ops.Linear(Ops.GatedLinear(x, (gate, null), (up, null), activation), down);
         }
