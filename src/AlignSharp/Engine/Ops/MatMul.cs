@@ -186,7 +186,7 @@ public static partial class Ops
     /// the same values. Where <see cref="GatedLinear"/> fuses and W_d is a frozen bf16 matrix without bias, the threads
     /// write bf16 of the hidden activations straight into the down projection's input as the kernel reads it
     /// (<see cref="Bf16Dot.RunGatedDown{TAct}"/>): the hidden activations are never a tensor, and the down projection does
-    /// not round them on one thread (at batch 8 ≈ 2% of a decoding step).
+    /// not round them on one thread (12 µs a layer at batch 8; steps 0.6–0.9% faster).
     /// </summary>
     public static unsafe Tensor GatedMlp(Tensor x, (Tensor W, Tensor? Bias) gate, (Tensor W, Tensor? Bias) up, (Tensor W, Tensor? Bias) down, GateActivation activation)
     {
