@@ -204,8 +204,9 @@ internal static class DecodeProbes
         Console.WriteLine($"plain reads 1 GB: {Stats(reads)} ({sink != 12345})");
     }
 
-    /// <summary>A decoding step's products alone, as the layers call them (q, k, v shared; o; gate and up fused; down;
-    /// the head as one product), on fixed activations, against whole decoding steps, at batch 1 and 8 in turn.</summary>
+    /// <summary>A decoding step's products alone, as the layers call them (q, k, v shared; o; the gated MLP with its down
+    /// projection; the head as one product), on fixed activations, against whole decoding steps, at batch 1 and 8 in
+    /// turn.</summary>
     private static void Products(TransformerModel model, int rounds)
     {
         var cfg = model.Config;
@@ -215,7 +216,6 @@ internal static class DecodeProbes
         var rng = new Random(4);
         Tensor Random(int rows, int cols) => Tensor.FromArray(Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray(), rows, cols);
         var x = batches.ToDictionary(m => m, m => Random(m, cfg.HiddenSize));
-        var g = batches.ToDictionary(m => m, m => Random(m, cfg.IntermediateSize));
         var head = model.HeadWeight;
         var logits = new float[8 * head.Dim(0)];
         for (int round = 0; round <= rounds; round++)
@@ -230,12 +230,10 @@ internal static class DecodeProbes
                         {
                             for (int l = 0; l < cfg.NumLayers; l++)
                             {
-                                string p = $"layers.{l}.";
-                                (Tensor, Tensor?) W(string name) => (model.Parameter(p + name + ".weight"), null);
+                                (Tensor, Tensor?) W(string name) => (model.Parameter($"layers.{l}.{name}.weight"), null);
                                 Ops.LinearShared(x[m], W("attn.q"), W("attn.k"), W("attn.v"));
-                                Ops.Linear(x[m], model.Parameter(p + "attn.o.weight"));
-                                Ops.GatedLinear(x[m], W("mlp.gate"), W("mlp.up"), Ops.GateActivation.Silu);
-                                Ops.Linear(g[m], model.Parameter(p + "mlp.down.weight"));
+                                Ops.Linear(x[m], W("attn.o").Item1);
+                                Ops.GatedMlp(x[m], W("mlp.gate"), W("mlp.up"), W("mlp.down"), Ops.GateActivation.Silu);
                             }
                             Gemm.MultiplyBf16(false, true, m, head.Dim(0), head.Dim(1), x[m].Span, head.Dim(1), head.Bf16Span, head.Dim(1),
                                 logits.AsSpan(0, m * head.Dim(0)), head.Dim(0), false, bf16Activations: true);
