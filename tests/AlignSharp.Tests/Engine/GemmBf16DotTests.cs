@@ -220,7 +220,16 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         if (native) Assert.NotEqual(scoring, generating);
         else Assert.Equal(scoring, generating);
     }
+}
 
+/// <summary>
+/// The successors that <see cref="Bf16Dot"/> products remember for the idle worker. The table is the process's, so these
+/// run in the serial collection: another test's products could otherwise replace an entry, or clear the table when it is
+/// full, between this test's lines.
+/// </summary>
+[Collection(SerialCollection.Name)]
+public class Bf16DotSuccessorTests(ITestOutputHelper output)
+{
     /// <summary>
     /// A product announced after another becomes its remembered successor, with a plan for the worker: the first
     /// IdlePrefetchBytes of B (at most what is left of that product) at the front of each share's range, as RunBalanced
