@@ -228,7 +228,7 @@ public class GemmBf16DotTests(ITestOutputHelper output)
 /// full, between this test's lines.
 /// </summary>
 [Collection(SerialCollection.Name)]
-public class Bf16DotSuccessorTests(ITestOutputHelper output)
+public class GemmBf16DotSuccessorTests(ITestOutputHelper output)
 {
     /// <summary>
     /// A product announced after another becomes its remembered successor, with a plan for the worker: the first
