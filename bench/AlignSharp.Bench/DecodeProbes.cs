@@ -12,7 +12,8 @@ namespace AlignSharp.Bench;
 /// <item><c>decode-ab DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down]</c>: decoding steps (16-token prompts, 64 new tokens, as
 /// <c>alignsharp bench sample</c>) with one optimisation on for two steps, off for two, and so on, so that both sides see
 /// the same host (its bandwidth drifts within seconds): the idle worker's preloading (<see cref="Bf16Dot.IdlePrefetchOn"/>,
-/// the default) or the fused gated MLP (<see cref="Ops.FuseGatedLinear"/>); medians of each side, and of the layers
+/// the default), the fused gated MLP (<see cref="Ops.FuseGatedLinear"/>) or its rounding of the down projection's input
+/// (<see cref="Ops.FuseGatedDown"/>); medians of each side, and of the layers
 /// (hidden states) and the head + sampling apart.</item>
 /// <item><c>decode-shapes DIR ROUNDS</c>: every layer's product of one shape back to back through
 /// <see cref="Gemm.MultiplyBf16"/> as generation calls it, at batch 1 and 8 alternately: GB/s of weights read, medians.</item>
@@ -95,14 +96,8 @@ internal static class DecodeProbes
     {
         const int batch = 8, queryHeads = 14, kvHeads = 2, headDim = 64, capacity = 520;
         var rng = new Random(1);
-        Tensor Random(params int[] shape)
-        {
-            var t = Tensor.Zeros(shape);
-            var span = t.Span;
-            for (int i = 0; i < span.Length; i++) span[i] = (float)(rng.NextDouble() - 0.5);
-            return t;
-        }
-        var (q, k, v) = (Random(batch, 1, queryHeads, headDim), Random(batch, capacity, kvHeads, headDim), Random(batch, capacity, kvHeads, headDim));
+        var (q, k, v) = (RandomTensor(rng, batch, 1, queryHeads, headDim), RandomTensor(rng, batch, capacity, kvHeads, headDim),
+            RandomTensor(rng, batch, capacity, kvHeads, headDim));
         using var noGrad = Autograd.NoGrad();
         for (int pass = 0; pass < 2; pass++) // the first pass warms up (methods reach their optimised tier)
             foreach (int keys in new[] { 17, 49, 80, 512 })
@@ -214,8 +209,7 @@ internal static class DecodeProbes
         var products = batches.ToDictionary(m => m, _ => new List<double>());
         var steps = batches.ToDictionary(m => m, _ => new List<double>());
         var rng = new Random(4);
-        Tensor Random(int rows, int cols) => Tensor.FromArray(Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray(), rows, cols);
-        var x = batches.ToDictionary(m => m, m => Random(m, cfg.HiddenSize));
+        var x = batches.ToDictionary(m => m, m => RandomTensor(rng, m, cfg.HiddenSize));
         var head = model.HeadWeight;
         var logits = new float[8 * head.Dim(0)];
         for (int round = 0; round <= rounds; round++)
@@ -230,10 +224,10 @@ internal static class DecodeProbes
                         {
                             for (int l = 0; l < cfg.NumLayers; l++)
                             {
-                                (Tensor, Tensor?) W(string name) => (model.Parameter($"layers.{l}.{name}.weight"), null);
-                                Ops.LinearShared(x[m], W("attn.q"), W("attn.k"), W("attn.v"));
-                                Ops.Linear(x[m], W("attn.o").Item1);
-                                Ops.GatedMlp(x[m], W("mlp.gate"), W("mlp.up"), W("mlp.down"), Ops.GateActivation.Silu);
+                                Tensor W(string name) => model.Parameter($"layers.{l}.{name}.weight");
+                                Ops.LinearShared(x[m], (W("attn.q"), null), (W("attn.k"), null), (W("attn.v"), null));
+                                Ops.Linear(x[m], W("attn.o"));
+                                Ops.GatedMlp(x[m], (W("mlp.gate"), null), (W("mlp.up"), null), (W("mlp.down"), null), Ops.GateActivation.Silu);
                             }
                             Gemm.MultiplyBf16(false, true, m, head.Dim(0), head.Dim(1), x[m].Span, head.Dim(1), head.Bf16Span, head.Dim(1),
                                 logits.AsSpan(0, m * head.Dim(0)), head.Dim(0), false, bf16Activations: true);
@@ -315,6 +309,15 @@ internal static class DecodeProbes
             double one = Median(gbs[name][1]), eight = Median(gbs[name][8]);
             Console.WriteLine($"{name,-10} {one,14:F1} {eight,14:F1} {eight / one,7:F3}");
         }
+    }
+
+    /// <summary>A tensor of this shape, uniform in [−0.5, 0.5).</summary>
+    private static Tensor RandomTensor(Random rng, params int[] shape)
+    {
+        var t = Tensor.Zeros(shape);
+        var span = t.Span;
+        for (int i = 0; i < span.Length; i++) span[i] = (float)(rng.NextDouble() - 0.5);
+        return t;
     }
 
     private static double Median(List<double> values)

@@ -468,21 +468,20 @@ public sealed class TransformerModel
 
     private Tensor Linear(Tensor x, string prefix)
     {
-        var (w, bias) = (Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias"));
+        var (w, bias) = Layer(prefix);
         return Adapter?.LowRank(prefix, x) is { } lr ? Ops.LinearLowRank(x, w, bias, lr.U, lr.B) : Ops.Linear(x, w, bias);
     }
 
     private Tensor GatedMlp(Tensor m, string p)
     {
         string gate = p + "mlp.gate", up = p + "mlp.up", down = p + "mlp.down";
-        (Tensor, Tensor?) Layer(string prefix) => (Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias"));
+        if (!Adapted(gate, up, down)) return Ops.GatedMlp(m, Layer(gate), Layer(up), Layer(down), ActivationKind);
         Tensor hidden;
         if (Adapted(gate, up))
         {
             var gateUp = SharedLinear(m, gate, up);
             hidden = Ops.Mul(Activate(gateUp[0]), gateUp[1]);
         }
-        else if (!Adapted(down)) return Ops.GatedMlp(m, Layer(gate), Layer(up), Layer(down), ActivationKind);
         else hidden = Ops.GatedLinear(m, Layer(gate), Layer(up), ActivationKind);
         return Linear(hidden, down);
     }
@@ -492,8 +491,11 @@ public sealed class TransformerModel
     private Tensor[] SharedLinear(Tensor x, params string[] prefixes)
     {
         if (Adapted(prefixes)) return [.. prefixes.Select(prefix => Linear(x, prefix))];
-        return Ops.LinearShared(x, [.. prefixes.Select(prefix => (Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias")))]);
+        return Ops.LinearShared(x, [.. prefixes.Select(Layer)]);
     }
+
+    /// <summary>A linear layer's weight and bias (null when it has none).</summary>
+    private (Tensor W, Tensor? Bias) Layer(string prefix) => (Parameter(prefix + ".weight"), _byName.GetValueOrDefault(prefix + ".bias"));
 
     /// <summary>Whether an enabled LoRA adapter adapts any of these layers (they then run one by one, with it).</summary>
     private bool Adapted(params string[] prefixes) => Adapter is { Enabled: true } adapter && prefixes.Any(adapter.Adapts);
