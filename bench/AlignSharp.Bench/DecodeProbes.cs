@@ -9,11 +9,12 @@ namespace AlignSharp.Bench;
 /// <summary>
 /// Decoding measurements that need the engine's internals, on a checkpoint loaded with bf16 matrices:
 /// <list type="bullet">
-/// <item><c>decode-ab DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down]</c>: decoding steps (16-token prompts, 64 new tokens, as
+/// <item><c>decode-ab DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora]</c>: decoding steps (16-token prompts, 64 new tokens, as
 /// <c>alignsharp bench sample</c>) with one optimisation on for two steps, off for two, and so on, so that both sides see
 /// the same host (its bandwidth drifts within seconds): the idle worker's preloading (<see cref="Bf16Dot.IdlePrefetchOn"/>,
 /// the default), the fused gated MLP (<see cref="Ops.FuseGatedLinear"/>) or its rounding of the down projection's input
-/// (<see cref="Ops.FuseGatedDown"/>); medians of each side, and of the layers
+/// (<see cref="Ops.FuseGatedDown"/>), or a rank-16 LoRA adapter on every linear layer (<c>lora</c>: on against off, what
+/// a LoRA policy's generation pays); medians of each side, and of the layers
 /// (hidden states) and the head + sampling apart.</item>
 /// <item><c>decode-shapes DIR ROUNDS</c>: every layer's product of one shape back to back through
 /// <see cref="Gemm.MultiplyBf16"/> as generation calls it, at batch 1 and 8 alternately: GB/s of weights read, medians.</item>
@@ -42,6 +43,7 @@ internal static class DecodeProbes
                 Action<bool>? flip = args.Length == 4 || args[4] == "idle-prefetch" ? on => Bf16Dot.IdlePrefetchOn = on
                     : args[4] == "gated-mlp" ? on => Ops.FuseGatedLinear = on
                     : args[4] == "gated-down" ? on => Ops.FuseGatedDown = on
+                    : args[4] == "lora" ? Lora(model)
                     : null;
                 if (flip == null) return Usage();
                 Alternate(model, int.Parse(args[2]), int.Parse(args[3]), args.Length == 4 ? "idle-prefetch" : args[4], flip);
@@ -63,9 +65,17 @@ internal static class DecodeProbes
         }
     }
 
+    /// <summary>A rank-16 LoRA adapter on every linear layer (as <c>bench rl</c> trains by default), switched on and off.</summary>
+    private static Action<bool> Lora(TransformerModel model)
+    {
+        var adapter = Models.Lora.LoraAdapter.Create(model, new Models.Lora.LoraConfig(16, 32, TargetModules: [Models.Lora.LoraConfig.AllLinear]), seed: 1);
+        model.Adapter = adapter;
+        return on => adapter.Enabled = on;
+    }
+
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
+        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
             "decode-products CHECKPOINT_DIR ROUNDS | decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS | decode-attention");
         return 2;
     }

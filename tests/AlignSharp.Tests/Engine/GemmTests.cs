@@ -126,12 +126,41 @@ public class GemmTests(ITestOutputHelper output)
             for (int tb = 0; tb < 2; tb++)
             foreach (int m in new[] { 1, 2, 3, 4, 5, 8, 9 })
                 foreach (int n in new[] { 1, 3, 15, 16, 17, 63, 64, 65, 81, 130, 3001 })
-                foreach (int k in new[] { 1, 15, 16, 17, 100 })
+                foreach (int k in new[] { 1, 8, 15, 16, 17, 33, 64, 65, 100 })
                     Check(rng, GemmCase.Make(rng, ta == 1, tb == 1, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0), Multiply, path);
             // Few MACs but ≥ Gemm.StreamSplitBytes of B (a k/v projection in float32): split by its bytes.
             Check(rng, GemmCase.Make(rng, false, true, 1, 130, 896, padded: false, accumulate: true), Multiply, path);
             Check(rng, GemmCase.Make(rng, false, false, 2, 130, 300, padded: true, accumulate: false), Multiply, path);
         });
+    }
+
+    [Fact]
+    public void SkinnyProductsWithSmallKAndBTransposedEqualTheBlockedPathBitForBit()
+    {
+        // A LoRA term, u [m, r] · B [out, r]ᵀ: with k ≤ 64 the streaming path transposes 16 rows of B at a time and runs
+        // the blocked path's FMA chain, so the rows of a decode-sized C are those of the same rows inside a tall C.
+        if (!OnPath("Avx512", () =>
+        {
+            var rng = new Random(29);
+            const int tall = 40; // past the streaming path's 8 rows
+            foreach (int k in new[] { 1, 7, 8, 13, 16, 33, 64 })
+            foreach (int n in new[] { 16, 17, 100, 896, 4864 })
+            foreach (int m in new[] { 1, 3, 4, 5, 8 })
+            foreach (bool accumulate in new[] { false, true })
+            {
+                int ldb = k + (rng.Next(2) == 0 ? 0 : 3);
+                var a = GemmCase.Random(rng, tall * k);
+                var b = GemmCase.Random(rng, GemmCase.Len(n, ldb, k));
+                var start = GemmCase.Random(rng, tall * n);
+                var small = start[..(m * n)];
+                var big = (float[])start.Clone();
+                Gemm.Multiply(false, true, m, n, k, a, k, b, ldb, small, n, accumulate);
+                Gemm.Multiply(false, true, tall, n, k, a, k, b, ldb, big, n, accumulate);
+                for (int i = 0; i < m * n; i++)
+                    if (BitConverter.SingleToInt32Bits(small[i]) != BitConverter.SingleToInt32Bits(big[i]))
+                        Assert.Fail($"m {m} n {n} k {k} accumulate {accumulate}: C[{i / n},{i % n}] = {small[i]:R} streamed, {big[i]:R} blocked");
+            }
+        })) output.WriteLine("Needs AVX-512 (the streaming path's CPU): nothing compared.");
     }
 
     [Theory]

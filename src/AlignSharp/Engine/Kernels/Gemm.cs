@@ -594,7 +594,7 @@ public static unsafe class Gemm
 
     /// <summary>dst[c·ldDst + r] = src[r·ldSrc + c] for an 8×8 block: unpack pairs, shuffle quads, swap 128-bit halves.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(float* src, nint ldSrc, float* dst, nint ldDst) =>
+    internal static void Transpose8x8(float* src, nint ldSrc, float* dst, nint ldDst) =>
         Transpose8x8(Vector256.Load(src), Vector256.Load(src + ldSrc), Vector256.Load(src + 2 * ldSrc), Vector256.Load(src + 3 * ldSrc),
             Vector256.Load(src + 4 * ldSrc), Vector256.Load(src + 5 * ldSrc), Vector256.Load(src + 6 * ldSrc), Vector256.Load(src + 7 * ldSrc),
             dst, ldDst);

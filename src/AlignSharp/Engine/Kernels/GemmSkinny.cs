@@ -12,6 +12,8 @@ namespace AlignSharp.Engine.Kernels;
 ///                 A value is broadcast. Same FMA chain per element as the blocked path: bitwise equal results.
 ///   NT (B [n,k], A not transposed): dot products of A rows with 4 B rows at a time, 16 lanes of k at once,
 ///                 then a horizontal sum and a scalar tail (a different summation order from the blocked path).
+///                 With k ≤ 64 (a LoRA adapter's B [out, r]) 16 B rows are transposed into a k×16 panel instead and
+///                 multiplied as NN: the blocked path's chain, bitwise equal results.
 /// </code>
 /// Rows are taken four at a time; in a group of fewer, missing rows read row 0 again (their results are dropped).
 /// </summary>
@@ -25,22 +27,79 @@ internal static unsafe class GemmSkinny
         float* c, nint ldc, bool accumulate)
     {
         var work = new Strips(transA, transB, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
-        int units = transB ? (n + 3) / 4 : (n + 15) / 16;
+        int units = transB && k > SmallK ? (n + 3) / 4 : (n + 15) / 16;
         Gemm.RunStreaming(units, (long)m * n * k, (long)n * k * sizeof(float), work);
     }
+
+    /// <summary>The largest k of an NT product that goes through a transposed panel (k × 16 floats on the stack).</summary>
+    internal const int SmallK = 64;
 
     private readonly struct Strips(bool transA, bool transB, int m, int n, int k, float* a, nint lda, float* b, nint ldb,
         float* c, nint ldc, bool accumulate) : IChunkWork
     {
         public void Run(int start, int end, int streamEnd)
         {
-            // Groups of four rows; the group's A and C are views at row r0.
+            if (transB && k <= SmallK)
+            {
+                RunNTSmallK(start * 16, Math.Min(n, end * 16));
+                return;
+            }
             for (int r0 = 0; r0 < m; r0 += 4)
             {
-                var group = new Strips(transA, transB, Math.Min(4, m - r0), n, k, a + (transA ? r0 : r0 * lda), lda, b, ldb,
-                    c + r0 * ldc, ldc, accumulate);
-                if (transB) group.RunNT(start * 4, Math.Min(n, end * 4));
-                else group.RunNN(start * 16, Math.Min(n, end * 16));
+                if (transB) Group(r0).RunNT(start * 4, Math.Min(n, end * 4));
+                else Group(r0).RunNN(start * 16, Math.Min(n, end * 16));
+            }
+        }
+
+        /// <summary>Rows r0..r0+3 (fewer at the end): A and C are views at row r0.</summary>
+        private Strips Group(int r0) => new(transA, transB, Math.Min(4, m - r0), n, k, a + (transA ? r0 : r0 * lda), lda, b, ldb,
+            c + r0 * ldc, ldc, accumulate);
+
+        /// <summary>
+        /// Columns [j0, j1) of C = A·Bᵀ with k ≤ <see cref="SmallK"/>. There a B row is one vector or a few, and
+        /// <see cref="RunNT"/>'s horizontal sum per element of C costs more than its products (a rank-16 LoRA term at
+        /// 4 × 4,864: 34 µs against 5 for the same product NN). Sixteen B rows at a time are transposed into a k×16
+        /// panel (8×8 blocks through registers) that every row group then multiplies as <see cref="RunNN"/> multiplies
+        /// rows of B: per element the blocked path's FMA chain, so its bits.
+        /// </summary>
+        private void RunNTSmallK(int j0, int j1)
+        {
+            float* panel = stackalloc float[SmallK * 16];
+            int k8 = k & ~7, j = j0;
+            for (; j + 16 <= j1; j += 16)
+            {
+                float* bj = b + j * ldb;
+                for (int p = 0; p < k8; p += 8)
+                {
+                    Gemm.Transpose8x8(bj + p, ldb, panel + p * 16, 16);
+                    Gemm.Transpose8x8(bj + 8 * ldb + p, ldb, panel + p * 16 + 8, 16);
+                }
+                for (int p = k8; p < k; p++)
+                    for (int q = 0; q < 16; q++) panel[p * 16 + q] = bj[q * ldb + p];
+                for (int r0 = 0; r0 < m; r0 += 4)
+                {
+                    int rows = Math.Min(4, m - r0);
+                    float* a0 = a + r0 * lda; // transA is false with transB (see Applies)
+                    Group(r0).Strip16(a0, rows > 1 ? a0 + lda : a0, rows > 2 ? a0 + 2 * lda : a0, rows > 3 ? a0 + 3 * lda : a0, 1, panel, 16, j);
+                }
+            }
+            if (j == j1) return;
+            // The last columns: the panel zero padded, C through a 4×16 tile, so that they too get the blocked path's bits.
+            int cols = j1 - j;
+            float* bt = b + j * ldb;
+            for (int p = 0; p < k; p++)
+                for (int q = 0; q < 16; q++) panel[p * 16 + q] = q < cols ? bt[q * ldb + p] : 0f;
+            float* tile = stackalloc float[4 * 16];
+            for (int r0 = 0; r0 < m; r0 += 4)
+            {
+                int rows = Math.Min(4, m - r0);
+                float* a0 = a + r0 * lda, c0 = c + r0 * ldc + j;
+                for (int r = 0; r < rows; r++)
+                    for (int q = 0; q < 16; q++) tile[r * 16 + q] = accumulate && q < cols ? c0[r * ldc + q] : 0f;
+                new Strips(transA, transB, rows, n, k, a0, lda, b, ldb, tile, 16, accumulate)
+                    .Strip16(a0, rows > 1 ? a0 + lda : a0, rows > 2 ? a0 + 2 * lda : a0, rows > 3 ? a0 + 3 * lda : a0, 1, panel, 16, 0);
+                for (int r = 0; r < rows; r++)
+                    for (int q = 0; q < cols; q++) c0[r * ldc + q] = tile[r * 16 + q];
             }
         }
 
@@ -51,7 +110,7 @@ internal static unsafe class GemmSkinny
             float* a0 = a, a1 = a + (m > 1 ? rowStride : 0), a2 = a + (m > 2 ? 2 * rowStride : 0), a3 = a + (m > 3 ? 3 * rowStride : 0);
             int j = j0;
             for (; j + 64 <= j1; j += 64) Strip64(a0, a1, a2, a3, step, j);
-            for (; j + 16 <= j1; j += 16) Strip16(a0, a1, a2, a3, step, j);
+            for (; j + 16 <= j1; j += 16) Strip16(a0, a1, a2, a3, step, b + j, ldb, j);
             for (; j < j1; j++)
             {
                 for (int r = 0; r < m; r++)
@@ -101,7 +160,8 @@ internal static unsafe class GemmSkinny
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Strip16(float* a0, float* a1, float* a2, float* a3, nint step, int j)
+        /// <summary>C columns j..j+15 of the group's rows from B's rows at <paramref name="bp"/> (16 floats each, <paramref name="ldbp"/> apart).</summary>
+        private void Strip16(float* a0, float* a1, float* a2, float* a3, nint step, float* bp, nint ldbp, int j)
         {
             Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default;
             float* cj = c + j;
@@ -112,7 +172,6 @@ internal static unsafe class GemmSkinny
                 if (m > 2) c2 = Vector512.Load(cj + 2 * ldc);
                 if (m > 3) c3 = Vector512.Load(cj + 3 * ldc);
             }
-            float* bp = b + j;
             for (int p = 0; p < k; p++)
             {
                 var bv = Vector512.Load(bp);
@@ -121,7 +180,7 @@ internal static unsafe class GemmSkinny
                 c2 = Avx512F.FusedMultiplyAdd(Vector512.Create(*a2), bv, c2);
                 c3 = Avx512F.FusedMultiplyAdd(Vector512.Create(*a3), bv, c3);
                 a0 += step; a1 += step; a2 += step; a3 += step;
-                bp += ldb;
+                bp += ldbp;
             }
             c0.Store(cj);
             if (m > 1) c1.Store(cj + ldc);
