@@ -23,6 +23,8 @@ namespace AlignSharp.Bench;
 /// <item><c>decode-products DIR ROUNDS</c>: a step's products alone (as the layers call them, on fixed activations)
 /// against whole decoding steps, batch 1 and 8: what the rest of a step adds.</item>
 /// <item><c>decode-head DIR ROUNDS</c>: the LM head's product alone against the fused head + sampler, batch 1 and 8.</item>
+/// <item><c>decode-generate DIR BATCH CALLS [lora]</c>: whole <see cref="Generator.GenerateInBatches"/> calls as an RL rollout
+/// makes them, with or without a rank-16 LoRA adapter on every linear layer.</item>
 /// <item><c>decode-attention</c>: one decoding step's attention at the 0.5B shape, hot, on one and two threads (no
 /// checkpoint needed).</item>
 /// </list>
@@ -57,11 +59,30 @@ internal static class DecodeProbes
             case "decode-head" when args.Length == 3:
                 Head(model, int.Parse(args[2]));
                 return 0;
+            case "decode-generate" when args.Length is 4 or 5:
+                GenerateCalls(model, int.Parse(args[2]), int.Parse(args[3]), args.Length == 5 && args[4] == "lora");
+                return 0;
             case "decode-shapes" when args.Length == 3:
                 Shapes(model, int.Parse(args[2]));
                 return 0;
             default:
                 return Usage();
+        }
+    }
+
+    /// <summary>Whole <see cref="Generator.GenerateInBatches"/> calls (16-token prompts, 64 new tokens, T = 1), as an RL
+    /// rollout makes them, with or without a rank-16 LoRA adapter: seconds a call and ms a token step.</summary>
+    private static void GenerateCalls(TransformerModel model, int batch, int calls, bool lora)
+    {
+        if (lora) Lora(model);
+        var rng = new Random(0);
+        var prompts = Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, PromptLength).Select(_ => rng.Next(model.Config.VocabSize)).ToArray()).ToArray();
+        var options = new SamplingOptions { MaxNewTokens = NewTokens, Temperature = 1f, EosIds = [] };
+        for (int call = 0; call <= calls; call++)
+        {
+            var sw = Stopwatch.StartNew();
+            Generator.GenerateInBatches(model, prompts, options with { Seed = call }, null, batch);
+            if (call > 0) Console.WriteLine($"call {call}: {sw.Elapsed.TotalSeconds:F3} s, {sw.Elapsed.TotalMilliseconds / NewTokens:F2} ms a token step (prompt pass included)");
         }
     }
 
@@ -76,7 +97,8 @@ internal static class DecodeProbes
     private static int Usage()
     {
         Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
-            "decode-products CHECKPOINT_DIR ROUNDS | decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS | decode-attention");
+            "decode-products CHECKPOINT_DIR ROUNDS | decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS | " +
+            "decode-generate CHECKPOINT_DIR BATCH CALLS [lora] | decode-attention");
         return 2;
     }
 
