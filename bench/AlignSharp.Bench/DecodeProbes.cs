@@ -62,6 +62,9 @@ internal static class DecodeProbes
             case "decode-generate" when args.Length is 4 or 5:
                 GenerateCalls(model, int.Parse(args[2]), int.Parse(args[3]), args.Length == 5 && args[4] == "lora");
                 return 0;
+            case "decode-score-lora" when args.Length == 4:
+                ScoreLora(model, int.Parse(args[2]), int.Parse(args[3]));
+                return 0;
             case "decode-shapes" when args.Length == 3:
                 Shapes(model, int.Parse(args[2]));
                 return 0;
@@ -84,6 +87,31 @@ internal static class DecodeProbes
             Generator.GenerateInBatches(model, prompts, options with { Seed = call }, null, batch);
             if (call > 0) Console.WriteLine($"call {call}: {sw.Elapsed.TotalSeconds:F3} s, {sw.Elapsed.TotalMilliseconds / NewTokens:F2} ms a token step (prompt pass included)");
         }
+    }
+
+    /// <summary>A scoring pass's trunk (batch × 80 tokens, no gradient) with a rank-16 LoRA adapter on and off alternately: ms a pass, medians.</summary>
+    private static void ScoreLora(TransformerModel model, int batch, int rounds)
+    {
+        var flip = Lora(model);
+        var rng = new Random(0);
+        int seq = PromptLength + NewTokens;
+        var ids = Enumerable.Range(0, batch * seq).Select(_ => rng.Next(model.Config.VocabSize)).ToArray();
+        var times = new[] { new List<double>(), new List<double>() };
+        using var noGrad = Autograd.NoGrad();
+        for (int round = 0; round <= rounds; round++)
+            foreach (bool on in round % 2 == 0 ? new[] { true, false } : new[] { false, true })
+            {
+                flip(on);
+                if (Environment.GetEnvironmentVariable("XPHASE") == "1" && on) BufferPool.EndPhase();
+                var sw = Stopwatch.StartNew();
+                using (TensorScope.Begin())
+                {
+                    var hidden = Ops.Reshape(model.Hidden(ids, batch, seq), batch * seq, -1);
+                    if (Environment.GetEnvironmentVariable("XHEAD") == "1") TokenScoring.LogProbs(model, hidden, ids, 0.7f);
+                }
+                if (round > 0) times[on ? 1 : 0].Add(sw.Elapsed.TotalMilliseconds);
+            }
+        Console.WriteLine($"batch {batch} × {seq} tokens: trunk {Median(times[0]):F1} ms without the adapter, {Median(times[1]):F1} with it");
     }
 
     /// <summary>A rank-16 LoRA adapter on every linear layer (as <c>bench rl</c> trains by default), switched on and off.</summary>

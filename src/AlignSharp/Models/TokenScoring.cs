@@ -63,8 +63,8 @@ public static class TokenScoring
                 var logits = model.Head(h[0]);
                 if (first) visit?.Invoke(at, logits.Span);
                 first = false;
-                if (temperature != 1f) logits = Ops.MulScalar(logits, 1f / temperature);
-                var (lp, entropy) = Ops.TokenLogProbs(logits, targets.AsSpan(at, rows));
+                // The temperature is applied row by row inside the pass: no scaled copy of the chunk's logits.
+                var (lp, entropy) = Ops.TokenLogProbs(logits, targets.AsSpan(at, rows), 1f / temperature);
                 return [lp, entropy];
             }
             var slice = Ops.SliceRows(hidden, start, rows);

@@ -84,6 +84,12 @@ public class FusedOpsTests
             var (lp, h) = Ops.TokenLogProbs(x[0], targets);
             return Ops.Add(lp, Ops.MulScalar(h, -0.7f));
         }, [Rand(rng, 3, 6, 37)]);
+        // With a temperature folded in (scale = 1 / 0.7).
+        GradCheck.Check(x =>
+        {
+            var (lp, h) = Ops.TokenLogProbs(x[0], targets, 1f / 0.7f);
+            return Ops.Add(lp, Ops.MulScalar(h, -0.7f));
+        }, [Rand(rng, 3, 6, 37)]);
     }
 
     private static void CausalAttentionGradCheck()
@@ -276,6 +282,57 @@ public class FusedOpsTests
             AssertClose(ent, h.Span[r], 2e-5, $"entropy row {r}");
         }
         Assert.Throws<ArgumentOutOfRangeException>(() => Ops.TokenLogProbs(logits, [0, 37, 0, 0, 0, 0, 0, 0]));
+    }
+
+    [Fact]
+    public void TokenLogProbsWithAScaleMatchAHandComputedCase()
+    {
+        // Logits (0, ln 2, ln 4) / 2 at scale 2: p = (1, 2, 4) / 7.
+        var logits = Tensor.FromArray([0f, (float)(Math.Log(2) / 2), (float)(Math.Log(4) / 2)], 1, 3);
+        var (lp, h) = Ops.TokenLogProbs(logits, [2], 2f);
+        double[] p = [1 / 7.0, 2 / 7.0, 4 / 7.0];
+        AssertClose(Math.Log(4 / 7.0), lp.Span[0], 1e-6, "log p");
+        AssertClose(-p.Sum(q => q * Math.Log(q)), h.Span[0], 1e-6, "entropy");
+        foreach (float bad in new[] { 0f, -1f, float.NaN, float.PositiveInfinity })
+            Assert.Throws<ArgumentOutOfRangeException>(() => Ops.TokenLogProbs(logits, [2], bad));
+    }
+
+    [Fact]
+    public void TokenLogProbsWithAScaleAreTheScaledLogitsBitForBit()
+    {
+        // The temperature folded into the op gives exactly MulScalar then TokenLogProbs: values and the logits' gradient,
+        // through log-probs alone (the entropy's gradient zero), the entropy alone, both, and rows whose gradient is zero.
+        var rng = new Random(45);
+        foreach (float scale in new[] { 1f / 0.7f, 2f, 0.5f, 1f / 0.9f })
+        foreach (int v in new[] { 37, 160, 1001 })
+        foreach (int mode in new[] { 0, 1, 2 })
+        {
+            int rows = 7;
+            var targets = Enumerable.Range(0, rows).Select(_ => rng.Next(v)).ToArray();
+            var weights = Enumerable.Range(0, rows).Select(r => r == 3 ? 0f : (float)(rng.NextDouble() - 0.3)).ToArray();
+            var data = Rand(rng, 4, rows, v).Span.ToArray();
+            (float[] Lp, float[] H, float[] Grad) Run(bool fused)
+            {
+                var x = Tensor.FromArray((float[])data.Clone(), rows, v);
+                x.RequiresGrad = true;
+                var (lp, h) = fused ? Ops.TokenLogProbs(x, targets, scale) : Ops.TokenLogProbs(Ops.MulScalar(x, scale), targets);
+                var w = Tensor.FromArray(weights, rows);
+                var loss = mode switch
+                {
+                    0 => Ops.Sum(Ops.Mul(lp, w)),
+                    1 => Ops.Sum(Ops.Mul(h, w)),
+                    _ => Ops.Sum(Ops.Add(Ops.Mul(lp, w), Ops.MulScalar(h, -0.3f))),
+                };
+                loss.Backward();
+                return (lp.Span.ToArray(), h.Span.ToArray(), x.GradTensor!.Span.ToArray());
+            }
+            var (fl, fh, fg) = Run(true);
+            var (ul, uh, ug) = Run(false);
+            string what = $"scale {scale}, V {v}, mode {mode}";
+            Assert.True(fl.Select(BitConverter.SingleToInt32Bits).SequenceEqual(ul.Select(BitConverter.SingleToInt32Bits)), $"log-probs differ ({what})");
+            Assert.True(fh.Select(BitConverter.SingleToInt32Bits).SequenceEqual(uh.Select(BitConverter.SingleToInt32Bits)), $"entropies differ ({what})");
+            Assert.True(fg.Select(BitConverter.SingleToInt32Bits).SequenceEqual(ug.Select(BitConverter.SingleToInt32Bits)), $"gradients differ ({what})");
+        }
     }
 
     // ---- attention ---------------------------------------------------------------------------------------

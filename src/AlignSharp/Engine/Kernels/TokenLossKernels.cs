@@ -83,12 +83,13 @@ internal static class TokenLossKernels
 
     /// <summary>
     /// Log-probability of the target and entropy per row: both (2, N) = [log p(target), H]; s (3, N) = [targets, lse, ·]
-    /// receives lse. H = log Z − Σ e·d / Z on the shifted logits d = x − max, so large logits do not cancel.
+    /// receives lse. H = log Z − Σ e·d / Z on the shifted logits d = x − max, so large logits do not cancel. With
+    /// scale ≠ 1 each row is first multiplied by it (the logits' temperature), as <c>Ops.MulScalar</c> would.
     /// </summary>
-    public static void TokenLogProbsForward(int rows, int v, float[] x, int xo, float[] both, int bo, float[] s, int so)
-        => ParallelFor.Run(rows, RowGrain(v), new TokenLogProbsForwardWork(rows, v, x, xo, both, bo, s, so));
+    public static void TokenLogProbsForward(int rows, int v, float[] x, int xo, float[] both, int bo, float[] s, int so, float scale = 1f)
+        => ParallelFor.Run(rows, RowGrain(v), new TokenLogProbsForwardWork(rows, v, x, xo, both, bo, s, so, scale));
 
-    private readonly struct TokenLogProbsForwardWork(int rows, int v, float[] xa, int xo, float[] ba, int bo, float[] s, int so) : IRangeWork
+    private readonly struct TokenLogProbsForwardWork(int rows, int v, float[] xa, int xo, float[] ba, int bo, float[] s, int so, float scale) : IRangeWork
     {
         public void Run(int start, int end)
         {
@@ -97,7 +98,13 @@ internal static class TokenLossKernels
             var ex = BufferPool.Rent(v);
             for (int r = start; r < end; r++)
             {
-                var xr = xa.AsSpan(xo + r * v, v); var dr = d.AsSpan(0, v); var er = ex.AsSpan(0, v);
+                ReadOnlySpan<float> xr = xa.AsSpan(xo + r * v, v);
+                var dr = d.AsSpan(0, v); var er = ex.AsSpan(0, v);
+                if (scale != 1f)
+                {
+                    Simd.ZipScalarRight<MulOp>(xr, scale, dr);
+                    xr = dr;
+                }
                 float max = Simd.Max(xr);
                 Simd.ZipScalarRight<SubOp>(xr, max, dr);   // d = x − max ≤ 0
                 Simd.Map<ExpOp>(dr, er);
@@ -115,22 +122,33 @@ internal static class TokenLossKernels
     /// dx_j += gL·(onehot_j − p_j) − gH·p_j·(log p_j + H) per row, g (2, N) = [gL, gH], s (3, N) = [targets, lse, H];
     /// rows whose gL and gH are both 0 are skipped.
     /// </summary>
-    public static void TokenLogProbsBackward(int rows, int v, float[] x, int xo, float[] g, int go, float[] s, int so, float[] dx, int dxo)
-        => ParallelFor.Run(rows, RowGrain(v), new TokenLogProbsBackwardWork(rows, v, x, xo, g, go, s, so, dx, dxo));
+    public static void TokenLogProbsBackward(int rows, int v, float[] x, int xo, float[] g, int go, float[] s, int so, float[] dx, int dxo, float scale = 1f)
+        => ParallelFor.Run(rows, RowGrain(v), new TokenLogProbsBackwardWork(rows, v, x, xo, g, go, s, so, dx, dxo, scale));
 
-    private readonly struct TokenLogProbsBackwardWork(int rows, int v, float[] xa, int xo, float[] ga, int go, float[] s, int so, float[] da, int dO) : IRangeWork
+    /// <summary>With scale ≠ 1 a row's gradient with respect to the scaled logits is formed in a zeroed row first and then
+    /// added times the scale, as <c>Ops.MulScalar</c>'s backward adds it: the same bits as the two ops.</summary>
+    private readonly struct TokenLogProbsBackwardWork(int rows, int v, float[] xa, int xo, float[] ga, int go, float[] s, int so, float[] da, int dO, float scale) : IRangeWork
     {
         public void Run(int start, int end)
         {
             var targets = Targets(s, so, rows);
             var d = BufferPool.Rent(v);
             var p = BufferPool.Rent(v);
+            var scaled = scale != 1f ? BufferPool.Rent(v) : null;
             for (int r = start; r < end; r++)
             {
                 float gl = ga[go + r], gh = ga[go + rows + r];
                 if (gl == 0f && gh == 0f) continue;
-                var dr = d.AsSpan(0, v); var pr = p.AsSpan(0, v); var xr = xa.AsSpan(xo + r * v, v);
+                var dr = d.AsSpan(0, v); var pr = p.AsSpan(0, v);
+                ReadOnlySpan<float> xr = xa.AsSpan(xo + r * v, v);
                 var gr = da.AsSpan(dO + r * v, v);
+                if (scaled != null)
+                {
+                    Simd.ZipScalarRight<MulOp>(xr, scale, dr);
+                    xr = dr;
+                    gr = scaled.AsSpan(0, v);
+                    gr.Clear();
+                }
                 Simd.ZipScalarRight<SubOp>(xr, s[so + rows + r], dr);   // log p
                 Simd.Map<ExpOp>(dr, pr);                                // p
                 if (gh == 0f) Simd.ScaleAddInto(pr, -gl, gr);
@@ -143,7 +161,9 @@ internal static class TokenLossKernels
                     TensorPrimitives.Subtract(gr, pr, gr);
                 }
                 gr[targets[r]] += gl;
+                if (scaled != null) Simd.ScaleAddInto(gr, scale, da.AsSpan(dO + r * v, v));
             }
+            if (scaled != null) BufferPool.Return(scaled);
             BufferPool.Return(p);
             BufferPool.Return(d);
         }

@@ -63,9 +63,12 @@ public static partial class Ops
     /// Saves: logsumexp and entropy per row. Backward (one node, one softmax recompute for both outputs):
     /// dlogits_j = gL·(onehot_j − p_j) − gH·p_j·(log p_j + H).
     /// Logits must be finite (mask with a large negative number, not −∞, or the entropy is NaN).
+    /// <paramref name="scale"/> (1 / temperature, &gt; 0) multiplies the logits first, row by row inside the pass: the bits
+    /// of <c>TokenLogProbs(MulScalar(logits, scale), targets)</c>, values and gradient, without the scaled [N, V] copy.
     /// </summary>
-    public static (Tensor LogProbs, Tensor Entropy) TokenLogProbs(Tensor logits, ReadOnlySpan<int> targets)
+    public static (Tensor LogProbs, Tensor Entropy) TokenLogProbs(Tensor logits, ReadOnlySpan<int> targets, float scale = 1f)
     {
+        if (!(scale > 0) || !float.IsFinite(scale)) throw new ArgumentOutOfRangeException(nameof(scale), $"TokenLogProbs: the scale must be finite and > 0, got {scale}.");
         if (logits.Rank == 0) throw new ArgumentException("TokenLogProbs needs logits [..., V], got a scalar.");
         int v = logits.Dim(-1), rows = ShapeUtil.Rows(logits.Shape);
         if (targets.Length != rows)
@@ -82,7 +85,7 @@ public static partial class Ops
         targets.CopyTo(IndicesIn(saved, 0, rows));
         var sa = saved.Array; int so = saved.Offset;
         var xa = logits.Array; int xo = logits.Offset;
-        TokenLossKernels.TokenLogProbsForward(rows, v, xa, xo, both.Array, both.Offset, sa, so);
+        TokenLossKernels.TokenLogProbsForward(rows, v, xa, xo, both.Array, both.Offset, sa, so, scale);
         var outShape = logits.Shape[..^1].ToArray();
         var logProbs = both.ViewAs(outShape, 0);
         var entropy = both.ViewAs(outShape.ToArray(), rows);
@@ -94,7 +97,7 @@ public static partial class Ops
             {
                 logits.GradForAccumulate();
                 var dl = logits.GradTensor!;
-                TokenLossKernels.TokenLogProbsBackward(rows, v, xa, xo, g.Array, g.Offset, sa, so, dl.Array, dl.Offset);
+                TokenLossKernels.TokenLogProbsBackward(rows, v, xa, xo, g.Array, g.Offset, sa, so, dl.Array, dl.Offset, scale);
             });
             logProbs = Autograd.Record(logProbs, [both], g => Simd.AddInto(g.Span, both.GradForAccumulate()[..rows]));
             entropy = Autograd.Record(entropy, [both], g => Simd.AddInto(g.Span, both.GradForAccumulate().Slice(rows, rows)));
