@@ -25,6 +25,8 @@ namespace AlignSharp.Bench;
 /// <item><c>decode-head DIR ROUNDS</c>: the LM head's product alone against the fused head + sampler, batch 1 and 8.</item>
 /// <item><c>decode-generate DIR BATCH CALLS [lora]</c>: whole <see cref="Generator.GenerateInBatches"/> calls as an RL rollout
 /// makes them, with or without a rank-16 LoRA adapter on every linear layer.</item>
+/// <item><c>decode-score-lora DIR BATCH ROUNDS [head]</c>: scoring passes (no gradient) with that adapter on and off
+/// alternately.</item>
 /// <item><c>decode-attention</c>: one decoding step's attention at the 0.5B shape, hot, on one and two threads (no
 /// checkpoint needed).</item>
 /// </list>
@@ -62,8 +64,8 @@ internal static class DecodeProbes
             case "decode-generate" when args.Length is 4 or 5:
                 GenerateCalls(model, int.Parse(args[2]), int.Parse(args[3]), args.Length == 5 && args[4] == "lora");
                 return 0;
-            case "decode-score-lora" when args.Length == 4:
-                ScoreLora(model, int.Parse(args[2]), int.Parse(args[3]));
+            case "decode-score-lora" when args.Length == 4 || args is [_, _, _, _, "head"]:
+                ScoreLora(model, int.Parse(args[2]), int.Parse(args[3]), withHead: args.Length == 5);
                 return 0;
             case "decode-shapes" when args.Length == 3:
                 Shapes(model, int.Parse(args[2]));
@@ -89,8 +91,9 @@ internal static class DecodeProbes
         }
     }
 
-    /// <summary>A scoring pass's trunk (batch × 80 tokens, no gradient) with a rank-16 LoRA adapter on and off alternately: ms a pass, medians.</summary>
-    private static void ScoreLora(TransformerModel model, int batch, int rounds)
+    /// <summary>A scoring pass (batch × 80 tokens, no gradient: the trunk, and with <paramref name="withHead"/> the LM head's
+    /// log-probabilities at T = 0.7 as an RL rollout scores) with a rank-16 LoRA adapter on and off alternately: ms a pass, medians.</summary>
+    private static void ScoreLora(TransformerModel model, int batch, int rounds, bool withHead)
     {
         var flip = Lora(model);
         var rng = new Random(0);
@@ -102,16 +105,15 @@ internal static class DecodeProbes
             foreach (bool on in round % 2 == 0 ? new[] { true, false } : new[] { false, true })
             {
                 flip(on);
-                if (Environment.GetEnvironmentVariable("XPHASE") == "1" && on) BufferPool.EndPhase();
                 var sw = Stopwatch.StartNew();
                 using (TensorScope.Begin())
                 {
                     var hidden = Ops.Reshape(model.Hidden(ids, batch, seq), batch * seq, -1);
-                    if (Environment.GetEnvironmentVariable("XHEAD") == "1") TokenScoring.LogProbs(model, hidden, ids, 0.7f);
+                    if (withHead) TokenScoring.LogProbs(model, hidden, ids, 0.7f);
                 }
                 if (round > 0) times[on ? 1 : 0].Add(sw.Elapsed.TotalMilliseconds);
             }
-        Console.WriteLine($"batch {batch} × {seq} tokens: trunk {Median(times[0]):F1} ms without the adapter, {Median(times[1]):F1} with it");
+        Console.WriteLine($"batch {batch} × {seq} tokens, {(withHead ? "trunk and LM head" : "trunk")}: {Median(times[0]):F1} ms without the adapter, {Median(times[1]):F1} with it");
     }
 
     /// <summary>A rank-16 LoRA adapter on every linear layer (as <c>bench rl</c> trains by default), switched on and off.</summary>
@@ -126,7 +128,7 @@ internal static class DecodeProbes
     {
         Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
             "decode-products CHECKPOINT_DIR ROUNDS | decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS | " +
-            "decode-generate CHECKPOINT_DIR BATCH CALLS [lora] | decode-attention");
+            "decode-generate CHECKPOINT_DIR BATCH CALLS [lora] | decode-score-lora CHECKPOINT_DIR BATCH ROUNDS [head] | decode-attention");
         return 2;
     }
 

@@ -76,12 +76,7 @@ internal static unsafe class GemmSkinny
                 }
                 for (int p = k8; p < k; p++)
                     for (int q = 0; q < 16; q++) panel[p * 16 + q] = bj[q * ldb + p];
-                for (int r0 = 0; r0 < m; r0 += 4)
-                {
-                    int rows = Math.Min(4, m - r0);
-                    float* a0 = a + r0 * lda; // transA is false with transB (see Applies)
-                    Group(r0).Strip16(a0, rows > 1 ? a0 + lda : a0, rows > 2 ? a0 + 2 * lda : a0, rows > 3 ? a0 + 3 * lda : a0, 1, panel, 16, j);
-                }
+                for (int r0 = 0; r0 < m; r0 += 4) Group(r0).PanelStrip(panel, j);
             }
             if (j == j1) return;
             // The last columns: the panel zero padded, C through a 4×16 tile, so that they too get the blocked path's bits.
@@ -93,15 +88,18 @@ internal static unsafe class GemmSkinny
             for (int r0 = 0; r0 < m; r0 += 4)
             {
                 int rows = Math.Min(4, m - r0);
-                float* a0 = a + r0 * lda, c0 = c + r0 * ldc + j;
+                float* c0 = c + r0 * ldc + j;
                 for (int r = 0; r < rows; r++)
                     for (int q = 0; q < 16; q++) tile[r * 16 + q] = accumulate && q < cols ? c0[r * ldc + q] : 0f;
-                new Strips(transA, transB, rows, n, k, a0, lda, b, ldb, tile, 16, accumulate)
-                    .Strip16(a0, rows > 1 ? a0 + lda : a0, rows > 2 ? a0 + 2 * lda : a0, rows > 3 ? a0 + 3 * lda : a0, 1, panel, 16, 0);
+                new Strips(transA, transB, rows, n, k, a + r0 * lda, lda, b, ldb, tile, 16, accumulate).PanelStrip(panel, 0);
                 for (int r = 0; r < rows; r++)
                     for (int q = 0; q < cols; q++) c0[r * ldc + q] = tile[r * 16 + q];
             }
         }
+
+        /// <summary>This group's rows of A (not transposed) times a k×16 panel into C columns j..j+15.</summary>
+        private void PanelStrip(float* panel, int j) =>
+            Strip16(a, m > 1 ? a + lda : a, m > 2 ? a + 2 * lda : a, m > 3 ? a + 3 * lda : a, 1, panel, 16, j);
 
         private void RunNN(int j0, int j1)
         {
@@ -159,8 +157,8 @@ internal static unsafe class GemmSkinny
             if (m > 3) { c30.Store(cj + 3 * ldc); c31.Store(cj + 3 * ldc + 16); c32.Store(cj + 3 * ldc + 32); c33.Store(cj + 3 * ldc + 48); }
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         /// <summary>C columns j..j+15 of the group's rows from B's rows at <paramref name="bp"/> (16 floats each, <paramref name="ldbp"/> apart).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Strip16(float* a0, float* a1, float* a2, float* a3, nint step, float* bp, nint ldbp, int j)
         {
             Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default;
