@@ -16,8 +16,9 @@ namespace AlignSharp.Bench;
 /// (<see cref="Ops.FuseGatedDown"/>), or a rank-16 LoRA adapter on every linear layer (<c>lora</c>: on against off, what
 /// a LoRA policy's generation pays); medians of each side, and of the layers
 /// (hidden states) and the head + sampling apart.</item>
-/// <item><c>decode-shapes DIR ROUNDS</c>: every layer's product of one shape back to back through
-/// <see cref="Gemm.MultiplyBf16"/> as generation calls it, at batch 1 and 8 alternately: GB/s of weights read, medians.</item>
+/// <item><c>decode-shapes DIR ROUNDS [1,M,…]</c>: every layer's product of one shape back to back through
+/// <see cref="Gemm.MultiplyBf16"/> as generation calls it, at batch 1 and 8 (or the batches listed, 1 first) in turn: GB/s
+/// of weights read and the ratio to batch 1's, medians.</item>
 /// <item><c>decode-tail DIR BATCH ROUNDS</c>: the spread of decoding steps against plain reads of 1 GB in the same
 /// process (median, mean, percentiles).</item>
 /// <item><c>decode-products DIR ROUNDS</c>: a step's products alone (as the layers call them, on fixed activations)
@@ -67,8 +68,10 @@ internal static class DecodeProbes
             case "decode-score-lora" when args.Length == 4 || args is [_, _, _, _, "head"]:
                 ScoreLora(model, int.Parse(args[2]), int.Parse(args[3]), withHead: args.Length == 5);
                 return 0;
-            case "decode-shapes" when args.Length == 3:
-                Shapes(model, int.Parse(args[2]));
+            case "decode-shapes" when args.Length is 3 or 4:
+                int[] batches = args.Length == 4 ? [.. args[3].Split(',').Select(int.Parse)] : [1, 8];
+                if (batches.Length == 0 || batches[0] != 1 || batches.Any(m => m is < 1 or > 8)) return Usage();
+                Shapes(model, int.Parse(args[2]), batches);
                 return 0;
             default:
                 return Usage();
@@ -127,7 +130,7 @@ internal static class DecodeProbes
     private static int Usage()
     {
         Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
-            "decode-products CHECKPOINT_DIR ROUNDS | decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS | " +
+            "decode-products CHECKPOINT_DIR ROUNDS | decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS [1,M,...] | " +
             "decode-generate CHECKPOINT_DIR BATCH CALLS [lora] | decode-score-lora CHECKPOINT_DIR BATCH ROUNDS [head] | decode-attention");
         return 2;
     }
@@ -340,10 +343,9 @@ internal static class DecodeProbes
                 $"({gb / Median(sampled[m]):F1} GB/s), the sampler adds {Median(sampled[m]) - Median(product[m]):F3} ms");
     }
 
-    private static void Shapes(TransformerModel model, int rounds)
+    private static void Shapes(TransformerModel model, int rounds, int[] batches)
     {
         string[] names = ["attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down"];
-        int[] batches = [1, 8];
         var cfg = model.Config;
         int widest = Math.Max(cfg.HiddenSize, cfg.IntermediateSize);
         var a = new float[8 * widest];
@@ -365,12 +367,8 @@ internal static class DecodeProbes
                     }
                     if (round > 0) gbs[name][m].Add(bytes / sw.Elapsed.TotalSeconds / 1e9);
                 }
-        Console.WriteLine($"{"product",-10} {"batch 1 GB/s",14} {"batch 8 GB/s",14} {"8 / 1",7}");
         foreach (var name in names)
-        {
-            double one = Median(gbs[name][1]), eight = Median(gbs[name][8]);
-            Console.WriteLine($"{name,-10} {one,14:F1} {eight,14:F1} {eight / one,7:F3}");
-        }
+            Console.WriteLine($"{name,-10} " + string.Join(" ", batches.Select(m => $"m{m} {Median(gbs[name][m]):F1} ({Median(gbs[name][m]) / Median(gbs[name][1]):F3})")));
     }
 
     /// <summary>A tensor of this shape, uniform in [−0.5, 0.5).</summary>
