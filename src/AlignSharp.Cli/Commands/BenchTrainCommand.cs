@@ -22,7 +22,7 @@ public static class BenchTrainCommand
         var threads = new Option<int?>("--threads") { Description = "Kernel threads (default: all cores)." };
         var batch = new Option<int?>("--batch") { Description = "Override the config's batch size." };
         var seq = new Option<int?>("--seq") { Description = "Override the config's sequence length." };
-        var modelDir = new Option<string?>("--model") { Description = "A checkpoint directory to train (float32) instead of a --config preset; batch 1×256 unless --batch/--seq say otherwise." };
+        var modelDir = new Option<string?>("--model") { Description = "A checkpoint directory to train (float32) instead of a --config preset; batch 1 × 256 positions (or the model's maximum, when smaller) unless --batch/--seq say otherwise." };
         var cmd = new Command("train", "Training-step throughput of a GPT-2-style preset or a checkpoint; prints {\"tokens_per_s\", \"ms_per_step\", \"gc_per_step\", \"model_gflops\", \"mfu\", ...}; mfu: model FLOPs over a float32 1024³ GEMM timed in the same process.")
         {
             config, modelDir, steps, warmup, threads, batch, seq,
@@ -34,12 +34,15 @@ public static class BenchTrainCommand
             string? dir = r.GetValue(modelDir);
             if (dir != null && r.GetResult(config) is { Implicit: false }) throw new CliException("--config and --model exclude each other: give one.");
             var (model, name, _) = BenchModels.Load(dir, r.GetValue(config)!, "f32");
-            var (b, s) = dir == null ? (ModelPresets.Bench(name).Batch, ModelPresets.Bench(name).Seq) : (1, 256);
+            // A checkpoint's default is 256 positions, or all it has when it has fewer.
+            var (b, s) = dir == null ? (ModelPresets.Bench(name).Batch, ModelPresets.Bench(name).Seq) : (1, Math.Min(256, model.Config.MaxPositions));
             b = r.GetValue(batch) ?? b;
             s = r.GetValue(seq) ?? s;
             if (b < 1 || s < 1) throw new CliException("--batch and --seq must be >= 1.");
             if (s > model.Config.MaxPositions) throw new CliException($"--seq {s} exceeds the model's {model.Config.MaxPositions} positions.");
-            int nSteps = Math.Max(1, r.GetValue(steps)), nWarm = Math.Max(0, r.GetValue(warmup));
+            int nSteps = r.GetValue(steps), nWarm = r.GetValue(warmup);
+            if (nSteps < 1) throw new CliException("--steps must be >= 1.");
+            if (nWarm < 0) throw new CliException("--warmup must be >= 0.");
             Console.Out.WriteLine(JsonSerializer.Serialize(Run(model, name, b, s, nWarm, nSteps)));
             return 0;
         }));

@@ -60,7 +60,8 @@ public static class GenerateCommand
                 throw new UserInputException($"--max-new-tokens {options.MaxNewTokens} leaves no room for a prompt in the model's {positions} positions (max_position_embeddings).");
             int room = positions - options.MaxNewTokens;
             int cut = 0;
-            int batch = Math.Max(1, r.GetValue(batchSize));
+            int batch = r.GetValue(batchSize);
+            if (batch < 1) throw new UserInputException($"--batch-size must be >= 1, not {batch}.");
             var lines = Jsonl.ReadObjects(r.GetValue(input)!);
             ChatTemplate? template = null;
             ChatTemplate Template()

@@ -102,6 +102,20 @@ public sealed class ModelCommandsTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData("0")]
+    [InlineData("-2")]
+    public void ABatchSizeBelowOneIsAnErrorNotOne(string size)
+    {
+        string model = Init("llama");
+        string input = File("b.jsonl", "{\"prompt_ids\": [256, 10]}\n");
+        var r = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "2", "--batch-size", size);
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains($"--batch-size must be >= 1, not {size}", r.StdErr);
+        Assert.DoesNotContain("   at ", r.StdErr);
+        Assert.Empty(r.StdOut);
+    }
+
     [Fact]
     public void GreedyGenerationIsTheArgmaxOfTheModel()
     {
