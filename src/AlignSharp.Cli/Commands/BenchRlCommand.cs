@@ -5,6 +5,7 @@ using AlignSharp.Engine.Kernels;
 using AlignSharp.Models;
 using AlignSharp.Text;
 using AlignSharp.Training.Data;
+using AlignSharp.Training.Rewards;
 using AlignSharp.Training.Rl;
 
 namespace AlignSharp.Cli.Commands;
@@ -90,7 +91,7 @@ public static class BenchRlCommand
         var models = RlTrainer.LoadModels(options, pre, tokenizer: null, ChatTemplate.Plain, rewardModel: null);
         // The reward model: the given scalar-head checkpoint, or the policy's weights with a random score head; frozen.
         var rewardModel = options.LoadFrozen(rewardDir ?? dir, rewardDir == null ? HeadKind.Scalar : null, seed: 17);
-        if (rewardModel.Config.Head != HeadKind.Scalar) throw new CliException($"--reward-model {rewardDir}: a reward model needs a scalar head (config.json \"alignsharp\": {{\"head\": \"scalar\"}}).");
+        if (rewardModel.Config.Head != HeadKind.Scalar) throw new CliException($"--reward-model {rewardDir}: a reward model needs a scalar head: {RewardModel.ScalarHeadHint}.");
         if (rewardModel.Config.VocabSize < cfg.VocabSize) throw new CliException($"--reward-model {rewardDir}: {rewardModel.Config.VocabSize} token embeddings, fewer than the policy's {cfg.VocabSize}: it cannot read the policy's tokens.");
         var reward = new RewardFunction(new TokenRewardModelSource(rewardModel, b));
         var rollout = RolloutOptions.From(options);

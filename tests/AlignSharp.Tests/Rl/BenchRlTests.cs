@@ -66,6 +66,7 @@ public sealed class BenchRlTests : IDisposable
         var lmAsReward = CliRunner.Run("bench", "rl", "--model", _kit.Policy(), "--reward-model", _kit.Policy(), "--prompt-len", "4", "--max-new-tokens", "3", "--steps", "1", "--warmup", "0");
         Assert.NotEqual(0, lmAsReward.ExitCode);
         Assert.Contains("scalar head", lmAsReward.StdErr);
+        Assert.Contains("ForSequenceClassification", lmAsReward.StdErr); // how a Hugging Face reward model is recognised
 
         var zero = CliRunner.Run("bench", "rl", "--model", _kit.Policy(), "--batch", "0");
         Assert.NotEqual(0, zero.ExitCode);

@@ -46,9 +46,13 @@ public sealed class RewardModel
     public ChatTemplate Template { get; }
     public RewardModelInfo? Info { get; }
 
+    /// <summary>What makes a checkpoint a reward model, for the errors that reject one without a scalar head.</summary>
+    public const string ScalarHeadHint = "a *ForSequenceClassification checkpoint with one label (score.weight [1, hidden]), " +
+        "as transformers and TRL's RewardTrainer save it, or config.json \"alignsharp\": {\"head\": \"scalar\"}";
+
     public RewardModel(TransformerModel model, ITokenizer tokenizer, ChatTemplate template, RewardModelInfo? info = null)
     {
-        if (model.Config.Head != HeadKind.Scalar) throw new UserInputException("A reward model needs a scalar head (config.json \"alignsharp\": {\"head\": \"scalar\"}).");
+        if (model.Config.Head != HeadKind.Scalar) throw new UserInputException($"A reward model needs a scalar head: {ScalarHeadHint}.");
         Model = model;
         Tokenizer = tokenizer;
         Template = template;

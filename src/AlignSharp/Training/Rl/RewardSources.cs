@@ -61,7 +61,7 @@ public sealed class TokenRewardModelSource : IRewardSource
 
     public TokenRewardModelSource(TransformerModel model, int batchSize = 8)
     {
-        if (model.Config.Head != HeadKind.Scalar) throw new UserInputException("A reward model needs a scalar head.");
+        if (model.Config.Head != HeadKind.Scalar) throw new UserInputException($"A reward model needs a scalar head: {RewardModel.ScalarHeadHint}.");
         if (batchSize < 1) throw new UserInputException($"The reward model's batch size must be ≥ 1, got {batchSize}.");
         _model = model;
         _batchSize = batchSize;
