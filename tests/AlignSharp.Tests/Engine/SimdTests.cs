@@ -135,6 +135,48 @@ public sealed class SimdTests
         Assert.All(seen, b => Assert.Equal(1, b));
     }
 
+    /// <summary>Max is the fold of MathF.Max bit for bit where the processor's max differs from it: a NaN anywhere
+    /// (first, last, in a vector or in the tail), zeros of both signs as the maximum, infinities.</summary>
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void MaxIsTheFoldOfMathFMaxWithNaNsZerosAndInfinities(int width)
+    {
+        using var scope = Simd.UseWidth(width);
+        var rng = new Random(width + 11);
+        static float Fold(float[] a) { float m = float.NegativeInfinity; foreach (var v in a) m = MathF.Max(m, v); return m; }
+        void Check(float[] a, string what)
+        {
+            float expected = Fold(a), got = Simd.Max(a);
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(got) || (float.IsNaN(expected) && float.IsNaN(got)),
+                $"{what}, n={a.Length}, width={width}: {got} (bits {BitConverter.SingleToInt32Bits(got):X8}) vs {expected} (bits {BitConverter.SingleToInt32Bits(expected):X8})");
+        }
+        for (int n = 1; n <= 80; n++)
+        {
+            var a = Inputs(rng, n, -3, 3);
+            foreach (int at in new[] { 0, n / 2, n - 1 })
+            {
+                var b = (float[])a.Clone(); b[at] = float.NaN;
+                Check(b, $"NaN at {at}");
+            }
+            var neg = Inputs(rng, n, -3, -1);
+            Check(neg, "negative");
+            // The largest value a zero: all −0; −0 and +0 mixed (+0 wins wherever it is).
+            var zeros = (float[])neg.Clone(); zeros[rng.Next(n)] = -0f;
+            Check(zeros, "-0 largest");
+            foreach (int at in new[] { 0, n - 1, rng.Next(n) })
+            {
+                var mixed = (float[])neg.Clone();
+                for (int i = 0; i < n; i += 3) mixed[i] = -0f;
+                mixed[at] = 0f;
+                Check(mixed, $"+0 at {at} among -0");
+            }
+            Check(Enumerable.Repeat(float.NegativeInfinity, n).ToArray(), "all -inf");
+            var inf = (float[])a.Clone(); inf[rng.Next(n)] = float.PositiveInfinity;
+            Check(inf, "+inf");
+        }
+        Assert.Equal(float.NegativeInfinity, Simd.Max(ReadOnlySpan<float>.Empty));
+    }
+
     [Theory]
     [MemberData(nameof(Widths))]
     public void ReductionsMatchDoublePrecisionAtEveryLength(int width)
