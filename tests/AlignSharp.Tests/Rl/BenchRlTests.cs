@@ -68,6 +68,11 @@ public sealed class BenchRlTests : IDisposable
         Assert.Contains("scalar head", lmAsReward.StdErr);
         Assert.Contains("ForSequenceClassification", lmAsReward.StdErr); // how a Hugging Face reward model is recognised
 
+        var ignored = CliRunner.Run("bench", "rl", "--model", _kit.Policy(), "--lora-alpha", "8", "--steps", "1", "--warmup", "0");
+        Assert.NotEqual(0, ignored.ExitCode);
+        Assert.Contains("--lora-alpha needs --lora-r", ignored.StdErr);
+        Assert.Empty(ignored.StdOut);
+
         var zero = CliRunner.Run("bench", "rl", "--model", _kit.Policy(), "--batch", "0");
         Assert.NotEqual(0, zero.ExitCode);
         Assert.Contains("--batch", zero.StdErr);

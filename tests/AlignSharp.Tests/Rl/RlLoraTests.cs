@@ -16,14 +16,16 @@ public sealed class RlLoraTests : IDisposable
     private readonly RlTestKit _kit = new();
     public void Dispose() => _kit.Dispose();
 
-    private T Options<T>(T o, string run, int steps) where T : RlOptions => _kit.Options(o, run, steps, seed: 5, learningRate: 2e-2f, maxNewTokens: 6, batchSize: 4) with
+    /// <summary>The run's options with a new rank-4 adapter, or (<paramref name="newAdapter"/> false) with no LoRA settings, for a
+    /// run that continues a saved adapter (whose adapter_config.json sets them).</summary>
+    private T Options<T>(T o, string run, int steps, bool newAdapter = true) where T : RlOptions
     {
-        LoraR = 4,
-        LoraTargetModules = "c_attn,c_fc",
-        LoraDropout = 0.1,
-    };
+        var options = _kit.Options(o, run, steps, seed: 5, learningRate: 2e-2f, maxNewTokens: 6, batchSize: 4);
+        return newAdapter ? options with { LoraR = 4, LoraTargetModules = "c_attn,c_fc", LoraDropout = 0.1 } : options;
+    }
 
-    private PpoOptions Ppo(string run, int steps = 4) => Options(new PpoOptions { KlCoef = 0.1f, NumMiniBatches = 1, NumPpoEpochs = 2 }, run, steps);
+    private PpoOptions Ppo(string run, int steps = 4, bool newAdapter = true)
+        => Options(new PpoOptions { KlCoef = 0.1f, NumMiniBatches = 1, NumPpoEpochs = 2 }, run, steps, newAdapter);
 
     [Fact]
     public void PpoWithLoraStartsAtItsReferenceKeepsAdaptersOnlyAndResumesBitForBit()
@@ -142,7 +144,7 @@ public sealed class RlLoraTests : IDisposable
         foreach (var m in sft.Modules) { var s = m.B.Span; for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextDouble() - 0.5); }
         sft.Save(_kit.Path("sft-adapter"));
 
-        var o = Ppo("on-sft", 2) with { LoraR = 0, Adapter = _kit.Path("sft-adapter") };
+        var o = Ppo("on-sft", 2, newAdapter: false) with { Adapter = _kit.Path("sft-adapter") };
         RlTrainer.Create(o, [(RlTestKit.CountOf('a'), 1.0)]).Run();
         // The reference is base + the starting adapter, so the first rollout has KL 0 although the policy is not the base.
         Assert.Equal(0.0, RlTestKit.TrainMetrics(o.Out!)[0].GetProperty("objective/kl").GetDouble());

@@ -137,6 +137,17 @@ public sealed class LoraTrainingTests : IDisposable
         Assert.Contains("--lora-r", Assert.Throws<UserInputException>(() => new AlignSharp.Training.RewardModeling.RewardModelOptions { Model = "m", Data = data, Out = "o", LoraR = 4, Adapter = "a" }.Validate()).Message);
         Assert.Contains("--merge", Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", Merge = true }.Validate()).Message);
         Assert.Contains("--lora-dropout", Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", LoraR = 4, LoraDropout = 1 }.Validate()).Message);
+        // The adapter's settings without a new adapter would be ignored: errors that name them.
+        var alone = Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", LoraAlpha = 8, UseRslora = true }.Validate()).Message;
+        Assert.Contains("--lora-alpha, --use-rslora need --lora-r", alone);
+        Assert.Contains("--lora-dropout needs --lora-r", Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", LoraDropout = 0.1 }.Validate()).Message);
+        Assert.Contains("--lora-target-modules needs --lora-r", Assert.Throws<UserInputException>(() => new AlignSharp.Training.Dpo.DpoOptions { Policy = "m", Data = data, Out = "o", LoraTargetModules = "q_proj" }.Validate()).Message);
+        var continued = Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", Adapter = "a", LoraDropout = 0.1 }.Validate()).Message;
+        Assert.Contains("--lora-dropout: --adapter continues a saved adapter, whose adapter_config.json sets this", continued);
+        // With --lora-r they are the new adapter's settings; with neither, the defaults pass.
+        new SftOptions { Model = "m", Data = data, Out = "o", LoraR = 4, LoraAlpha = 8, LoraDropout = 0.1, LoraTargetModules = "q_proj", UseRslora = true }.Validate();
+        new SftOptions { Model = "m", Data = data, Out = "o" }.Validate();
+        new SftOptions { Model = "m", Data = data, Out = "o", Adapter = "a" }.Validate();
         string model = TinyModels.Create(P("base"), "llama");
         var e = Assert.Throws<UserInputException>(() => SftTrainer.Train(Opts(model, "bad", 1) with { LoraTargetModules = "c_attn" }, TextWriter.Null));
         Assert.Contains("c_attn", e.Message);

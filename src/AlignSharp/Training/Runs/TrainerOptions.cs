@@ -100,7 +100,9 @@ public abstract record TrainerOptions
     public double LoraAlpha { get; init; }
 
     [Option("Dropout on the LoRA adapters' input while training (TRL's default 0.05).")]
-    public double LoraDropout { get; init; } = 0.05;
+    public double LoraDropout { get; init; } = DefaultLoraDropout;
+
+    private const double DefaultLoraDropout = 0.05;
 
     [Option("Modules to adapt: comma-separated checkpoint module names (q_proj,v_proj; GPT-2's c_attn) or all-linear (every linear layer of the blocks).")]
     public string LoraTargetModules { get; init; } = LoraConfig.AllLinear;
@@ -220,6 +222,21 @@ public abstract record TrainerOptions
         if (LoraTargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Length == 0)
             throw new UserInputException("--lora-target-modules is empty; give module names (q_proj,v_proj) or all-linear.");
         if (Adapter != null && LoraR > 0) throw new UserInputException("--adapter and --lora-r contradict each other: the adapter's own adapter_config.json sets its rank.");
+        // The adapter's settings take effect only with a new adapter (--lora-r): without one they would be ignored.
+        string[] shaping =
+        [
+            .. LoraAlpha != 0 ? ["--lora-alpha"] : Array.Empty<string>(),
+            .. LoraDropout != DefaultLoraDropout ? ["--lora-dropout"] : Array.Empty<string>(),
+            .. LoraTargetModules != LoraConfig.AllLinear ? ["--lora-target-modules"] : Array.Empty<string>(),
+            .. UseRslora ? ["--use-rslora"] : Array.Empty<string>(),
+        ];
+        if (shaping.Length > 0 && LoraR == 0)
+        {
+            bool one = shaping.Length == 1;
+            throw new UserInputException(Adapter != null
+                ? $"{string.Join(", ", shaping)}: --adapter continues a saved adapter, whose adapter_config.json sets {(one ? "this" : "these")}; drop {(one ? "it" : "them")}, or start a new adapter with --lora-r."
+                : $"{string.Join(", ", shaping)} {(one ? "needs" : "need")} --lora-r (the LoRA rank); without it the run trains every weight and would ignore {(one ? "it" : "them")}.");
+        }
         if (!TrainsAdapter && Merge) throw new UserInputException("--merge needs --lora-r or --adapter (it merges the trained adapter into the model).");
     }
 
