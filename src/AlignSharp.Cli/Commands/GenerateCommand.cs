@@ -55,6 +55,9 @@ public static class GenerateCommand
                 EosIds = StopIds(generation, pre),
             };
             options.Validate();
+            // As transformers warns: greedy decoding takes the most likely token, so filters given with it change nothing.
+            if (options.Temperature == 0 && (r.GetValue(topK) is > 0 || r.GetValue(topP) is < 1))
+                Console.Error.WriteLine("warning: --temperature 0 decodes greedily (the most likely token); --top-k and --top-p change nothing then.");
             int positions = pre.Model.Config.MaxPositions;
             if (options.MaxNewTokens >= positions)
                 throw new UserInputException($"--max-new-tokens {options.MaxNewTokens} leaves no room for a prompt in the model's {positions} positions (max_position_embeddings).");

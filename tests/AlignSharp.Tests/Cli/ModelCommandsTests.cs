@@ -123,6 +123,12 @@ public sealed class ModelCommandsTests : IDisposable
         string input = File("p.jsonl", "{\"prompt_ids\": [256, 10, 20]}\n");
         var r = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "3", "--temperature", "0");
         Assert.True(r.ExitCode == 0, r.StdErr);
+        Assert.DoesNotContain("warning", r.StdErr);
+        // A filter given with greedy decoding changes nothing, and says so.
+        var filtered = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "3", "--temperature", "0", "--top-k", "5");
+        Assert.True(filtered.ExitCode == 0, filtered.StdErr);
+        Assert.Contains("warning: --temperature 0 decodes greedily", filtered.StdErr);
+        Assert.Equal(r.StdOut, filtered.StdOut);
         var ids = JsonDocument.Parse(r.StdOut).RootElement.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
         var m = ModelIO.Load(model);
         var seq = new List<int> { 256, 10, 20 };
