@@ -223,16 +223,14 @@ public abstract record TrainerOptions
             throw new UserInputException("--lora-target-modules is empty; give module names (q_proj,v_proj) or all-linear.");
         if (Adapter != null && LoraR > 0) throw new UserInputException("--adapter and --lora-r contradict each other: the adapter's own adapter_config.json sets its rank.");
         // The adapter's settings take effect only with a new adapter (--lora-r): without one they would be ignored.
-        string[] shaping =
-        [
-            .. LoraAlpha != 0 ? ["--lora-alpha"] : Array.Empty<string>(),
-            .. LoraDropout != DefaultLoraDropout ? ["--lora-dropout"] : Array.Empty<string>(),
-            .. LoraTargetModules != LoraConfig.AllLinear ? ["--lora-target-modules"] : Array.Empty<string>(),
-            .. UseRslora ? ["--use-rslora"] : Array.Empty<string>(),
-        ];
-        if (shaping.Length > 0 && LoraR == 0)
+        var shaping = new List<string>();
+        if (LoraAlpha != 0) shaping.Add("--lora-alpha");
+        if (LoraDropout != DefaultLoraDropout) shaping.Add("--lora-dropout");
+        if (LoraTargetModules != LoraConfig.AllLinear) shaping.Add("--lora-target-modules");
+        if (UseRslora) shaping.Add("--use-rslora");
+        if (shaping.Count > 0 && LoraR == 0)
         {
-            bool one = shaping.Length == 1;
+            bool one = shaping.Count == 1;
             throw new UserInputException(Adapter != null
                 ? $"{string.Join(", ", shaping)}: --adapter continues a saved adapter, whose adapter_config.json sets {(one ? "this" : "these")}; drop {(one ? "it" : "them")}, or start a new adapter with --lora-r."
                 : $"{string.Join(", ", shaping)} {(one ? "needs" : "need")} --lora-r (the LoRA rank); without it the run trains every weight and would ignore {(one ? "it" : "them")}.");
