@@ -14,7 +14,8 @@ namespace AlignSharp.Bench;
 /// the same host (its bandwidth drifts within seconds): the idle worker's preloading (<see cref="Bf16Dot.IdlePrefetchOn"/>,
 /// the default), the fused gated MLP (<see cref="Ops.FuseGatedLinear"/>) or its rounding of the down projection's input
 /// (<see cref="Ops.FuseGatedDown"/>), or a rank-16 LoRA adapter on every linear layer (<c>lora</c>: on against off, what
-/// a LoRA policy's generation pays); medians of each side, and of the layers
+/// a LoRA policy's generation pays), or with that adapter on, its terms inside the products or not (<c>lora-terms</c>,
+/// <see cref="Ops.FuseLowRank"/>); medians of each side, and of the layers
 /// (hidden states) and the head + sampling apart.</item>
 /// <item><c>decode-shapes DIR ROUNDS [1,M,…]</c>: every layer's product of one shape back to back through
 /// <see cref="Gemm.MultiplyBf16"/> as generation calls it, at batch 1 and 8 (or the batches listed, 1 first) in turn: GB/s
@@ -49,6 +50,7 @@ internal static class DecodeProbes
                     : args[4] == "gated-mlp" ? on => Ops.FuseGatedLinear = on
                     : args[4] == "gated-down" ? on => Ops.FuseGatedDown = on
                     : args[4] == "lora" ? Lora(model)
+                    : args[4] == "lora-terms" ? LoraTerms(model)
                     : null;
                 if (flip == null) return Usage();
                 Alternate(model, int.Parse(args[2]), int.Parse(args[3]), args.Length == 4 ? "idle-prefetch" : args[4], flip);
@@ -127,9 +129,17 @@ internal static class DecodeProbes
         return on => adapter.Enabled = on;
     }
 
+    /// <summary>The adapter of <see cref="Lora"/> always on, its terms inside the bf16 products (<see cref="Ops.FuseLowRank"/>)
+    /// or not.</summary>
+    private static Action<bool> LoraTerms(TransformerModel model)
+    {
+        Lora(model)(true);
+        return on => Ops.FuseLowRank = on;
+    }
+
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
+        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora|lora-terms] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
             "decode-products CHECKPOINT_DIR ROUNDS | decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS [1,M,...] | " +
             "decode-generate CHECKPOINT_DIR BATCH CALLS [lora] | decode-score-lora CHECKPOINT_DIR BATCH ROUNDS [head] | decode-attention");
         return 2;

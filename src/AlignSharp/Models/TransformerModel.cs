@@ -477,21 +477,30 @@ public sealed class TransformerModel
         string gate = p + "mlp.gate", up = p + "mlp.up", down = p + "mlp.down";
         if (!Adapted(gate, up, down)) return Ops.GatedMlp(m, Layer(gate), Layer(up), Layer(down), ActivationKind);
         Tensor hidden;
-        if (Adapted(gate, up))
+        if (Adapted(gate, up) && !Ops.RoundsActivations)
         {
             var gateUp = SharedLinear(m, gate, up);
             hidden = Ops.Mul(Activate(gateUp[0]), gateUp[1]);
         }
-        else hidden = Ops.GatedLinear(m, Layer(gate), Layer(up), ActivationKind);
+        else hidden = Ops.GatedLinear(m, WithLowRank(gate, m), WithLowRank(up, m), ActivationKind);
         return Linear(hidden, down);
     }
 
-    /// <summary>Linear layers that read the same x (q, k, v; gate, up), made together by <see cref="Ops.LinearShared"/>
-    /// unless LoRA adapts one of them (then one by one, drawing their dropout masks in this order).</summary>
+    /// <summary>Linear layers that read the same x (q, k, v; gate, up), made together by <see cref="Ops.LinearShared"/>.
+    /// Where LoRA adapts one of them they run one by one (drawing their dropout masks in this order), except in
+    /// generation, where the low-rank terms go into the shared products.</summary>
     private Tensor[] SharedLinear(Tensor x, params string[] prefixes)
     {
-        if (Adapted(prefixes)) return [.. prefixes.Select(prefix => Linear(x, prefix))];
-        return Ops.LinearShared(x, [.. prefixes.Select(Layer)]);
+        if (!Adapted(prefixes)) return Ops.LinearShared(x, [.. prefixes.Select(Layer)]);
+        if (!Ops.RoundsActivations) return [.. prefixes.Select(prefix => Linear(x, prefix))];
+        return Ops.LinearShared(x, [.. prefixes.Select(prefix => WithLowRank(prefix, x))]);
+    }
+
+    /// <summary>A linear layer's tensors with the adapter's low-rank term on <paramref name="x"/>, where it adapts the layer.</summary>
+    private Ops.LinearLayer WithLowRank(string prefix, Tensor x)
+    {
+        var (w, bias) = Layer(prefix);
+        return Adapter?.LowRank(prefix, x) is { } lr ? new Ops.LinearLayer(w, bias, lr.U, lr.B) : new Ops.LinearLayer(w, bias);
     }
 
     /// <summary>A linear layer's weight and bias (null when it has none).</summary>

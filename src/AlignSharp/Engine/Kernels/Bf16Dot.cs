@@ -58,10 +58,11 @@ internal static unsafe class Bf16Dot
     /// <summary>Columns per unit of work: a multiple of every tile width (8, 6, 4, 3), so only the last tile of a C is partial.</summary>
     private const int UnitColumns = 24;
 
-    public static void Run(int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate)
+    public static void Run(int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate,
+        LowRank term = default)
     {
         int units = (n + UnitColumns - 1) / UnitColumns;
-        var product = new Product(b, ldb, n, c, ldc, accumulate);
+        var product = new Product(b, ldb, n, c, ldc, accumulate, term);
         Announce([product], [0, units]);
         Gemm.RunStreaming(units, (long)m * n * k, (long)n * k * sizeof(ushort), new Shares(RoundA(m, k, a, lda), product));
     }
@@ -105,14 +106,43 @@ internal static unsafe class Bf16Dot
         }
     }
 
-    /// <summary>One product of <see cref="RunShared"/>: C[m,n] (+)= bf16(A)·Bᵀ with B [n,k] bf16.</summary>
-    internal readonly struct Product(ushort* b, nint ldb, int n, float* c, nint ldc, bool accumulate)
+    /// <summary>One product of <see cref="RunShared"/>: C[m,n] (+)= bf16(A)·Bᵀ with B [n,k] bf16, plus
+    /// <paramref name="term"/> when it has a rank.</summary>
+    internal readonly struct Product(ushort* b, nint ldb, int n, float* c, nint ldc, bool accumulate, LowRank term = default)
     {
         public readonly ushort* B = b;
         public readonly float* C = c;
         public readonly nint Ldb = ldb, Ldc = ldc;
         public readonly int N = n;
         public readonly bool Accumulate = accumulate;
+        public readonly LowRank Term = term;
+    }
+
+    /// <summary>
+    /// A low-rank term of a product, C[i, j] += Σ_r U[i, r]·L[j, r] with U [m, R] and L [N, R] float32 (LoRA's u·Bᵀ),
+    /// added by each share to the columns it has just made, while they are in its cache: as a product of its own after
+    /// the bf16 one, it was another parallel region a layer and read C back from memory. Each chunk of columns goes
+    /// through <see cref="GemmSkinny.AddNTSmallK"/>, the small-k path <see cref="Gemm.Multiply"/> takes for the whole term
+    /// (<see cref="Fits"/>), so the same bits as adding the term after the product. (Through Gemm.Multiply itself, with its
+    /// checks and its region per chunk, ≈ 1,600 calls a step at batch 4 cost ≈ 2 µs each.)
+    /// </summary>
+    internal readonly struct LowRank(float* u, float* l, int r)
+    {
+        public readonly float* U = u, L = l;
+        public readonly int R = r;
+
+        /// <summary>Whether a term of rank <paramref name="r"/> over <paramref name="n"/> columns and m rows takes
+        /// <see cref="GemmSkinny"/>'s path as a whole product (so every share's columns do too).</summary>
+        public static bool Fits(int m, int n, int r) =>
+            Gemm.ActivePath == GemmPath.Avx512 && r <= GemmSkinny.SmallK && GemmSkinny.Applies(false, true, m, n, r);
+    }
+
+    /// <summary>Adds <paramref name="p"/>'s low-rank term to its columns [j0, j1) (nothing without one).</summary>
+    private static void AddTerm(in Product p, int m, int j0, int j1)
+    {
+        int r = p.Term.R;
+        if (r == 0 || j1 <= j0) return;
+        GemmSkinny.AddNTSmallK(m, r, p.Term.U, r, p.Term.L, r, p.C, p.Ldc, j0, j1);
     }
 
     /// <summary>
@@ -186,7 +216,9 @@ internal static unsafe class Bf16Dot
         {
             int j0 = start * UnitColumns, j1 = Math.Min(gate.N, end * UnitColumns), se = Math.Min(gate.N, streamEnd * UnitColumns);
             Call(_args, gate, j0, j1, se);
+            AddTerm(gate, _args.M, j0, j1);
             Call(_args, up, j0, j1, se);
+            AddTerm(up, _args.M, j0, j1);
             float* pad = stackalloc float[2 * Vector512<float>.Count];
             for (int r = 0; r < _args.M; r++)
             {
@@ -307,9 +339,10 @@ internal static unsafe class Bf16Dot
                 int lo = Math.Max(start, first[i]), hi = Math.Min(end, first[i + 1]);
                 if (lo >= hi) continue;
                 var pr = products[i];
+                int j0 = (lo - first[i]) * UnitColumns, j1 = Math.Min(pr.N, (hi - first[i]) * UnitColumns);
                 // The stream goes on within this product only (the next product's B is another array).
-                Call(_args, pr, (lo - first[i]) * UnitColumns, Math.Min(pr.N, (hi - first[i]) * UnitColumns),
-                    Math.Min(pr.N, (Math.Min(streamEnd, first[i + 1]) - first[i]) * UnitColumns));
+                Call(_args, pr, j0, j1, Math.Min(pr.N, (Math.Min(streamEnd, first[i + 1]) - first[i]) * UnitColumns));
+                AddTerm(pr, _args.M, j0, j1);
             }
         }
     }
@@ -320,8 +353,9 @@ internal static unsafe class Bf16Dot
 
         public void Run(int start, int end, int streamEnd)
         {
-            int n = product.N;
-            Call(_args, product, start * UnitColumns, Math.Min(n, end * UnitColumns), Math.Min(n, streamEnd * UnitColumns));
+            int n = product.N, j0 = start * UnitColumns, j1 = Math.Min(n, end * UnitColumns);
+            Call(_args, product, j0, j1, Math.Min(n, streamEnd * UnitColumns));
+            AddTerm(product, _args.M, j0, j1);
         }
     }
 

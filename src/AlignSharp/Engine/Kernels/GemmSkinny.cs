@@ -34,6 +34,17 @@ internal static unsafe class GemmSkinny
     /// <summary>The largest k of an NT product that goes through a transposed panel (k × 16 floats on the stack).</summary>
     internal const int SmallK = 64;
 
+    /// <summary>
+    /// Columns [j0, j1) of C += A·Bᵀ (A [m, k], B [n, k], k ≤ <see cref="SmallK"/>, m ≤ 8) on the calling thread: what
+    /// <see cref="Run"/> gives those columns, bit for bit, without a parallel region (a decoding product adding a LoRA
+    /// term to the columns a thread has just made: <see cref="Bf16Dot.LowRank"/>).
+    /// </summary>
+    internal static void AddNTSmallK(int m, int k, float* a, nint lda, float* b, nint ldb, float* c, nint ldc, int j0, int j1)
+    {
+        if (k > SmallK || m > 8) throw new ArgumentException($"AddNTSmallK: k {k} > {SmallK} or m {m} > 8.");
+        new Strips(false, true, m, j1, k, a, lda, b, ldb, c, ldc, accumulate: true).RunNTSmallK(j0, j1);
+    }
+
     private readonly struct Strips(bool transA, bool transB, int m, int n, int k, float* a, nint lda, float* b, nint ldb,
         float* c, nint ldc, bool accumulate) : IChunkWork
     {
@@ -62,7 +73,7 @@ internal static unsafe class GemmSkinny
         /// panel (8×8 blocks through registers) that every row group then multiplies as <see cref="RunNN"/> multiplies
         /// rows of B: per element the blocked path's FMA chain, so its bits.
         /// </summary>
-        private void RunNTSmallK(int j0, int j1)
+        internal void RunNTSmallK(int j0, int j1)
         {
             float* panel = stackalloc float[SmallK * 16];
             int k8 = k & ~7, j = j0;

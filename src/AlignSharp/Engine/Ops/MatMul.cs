@@ -96,6 +96,9 @@ public static partial class Ops
         return new ActivationRounding(open: true);
     }
 
+    /// <summary>Whether a <see cref="RoundActivationsToBf16"/> scope is open on this thread (generation).</summary>
+    public static bool RoundsActivations => t_roundActivations > 0;
+
     /// <summary>Ends a <see cref="RoundActivationsToBf16"/> scope (a default value ends nothing).</summary>
     public readonly struct ActivationRounding : IDisposable
     {
@@ -119,30 +122,62 @@ public static partial class Ops
     /// count (decoding), x is rounded once and all the products share one parallel region;
     /// otherwise these are separate <see cref="Linear"/> calls.
     /// </summary>
-    public static unsafe Tensor[] LinearShared(Tensor x, params (Tensor W, Tensor? Bias)[] layers)
+    public static Tensor[] LinearShared(Tensor x, params (Tensor W, Tensor? Bias)[] layers)
+        => LinearShared(x, [.. layers.Select(l => new LinearLayer(l.W, l.Bias))]);
+
+    /// <summary>
+    /// <see cref="LinearShared(Tensor, (Tensor W, Tensor? Bias)[])"/> for layers that may carry a low-rank term (LoRA):
+    /// the same values as separate <see cref="Linear"/> / <see cref="LinearLowRank"/> calls. Fused, each thread adds a
+    /// layer's term to the columns it has just made (<see cref="Bf16Dot.LowRank"/>).
+    /// </summary>
+    public static unsafe Tensor[] LinearShared(Tensor x, LinearLayer[] layers)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
         bool fused = layers.Length > 1 && rows > 0 && MayRoundActivations(Autograd.AnyNeeds([x])) && Gemm.Bf16DotRuns(false, true, rows);
-        foreach (var (w, bias) in layers)
-            fused = fused && w.IsBf16 && w.Rank == 2 && w.Dim(1) == inF && !Autograd.AnyNeeds([w])
-                     && (bias == null || (bias.Rank == 1 && bias.Dim(0) == w.Dim(0) && !Autograd.AnyNeeds([bias])));
+        foreach (var layer in layers)
+            fused = fused && Streams(layer, rows, inF);
         if (!fused)
         {
             var separate = new Tensor[layers.Length];
-            for (int i = 0; i < layers.Length; i++) separate[i] = Linear(x, layers[i].W, layers[i].Bias);
+            for (int i = 0; i < layers.Length; i++) separate[i] = Linear(x, layers[i]);
             return separate;
         }
 
         var ys = new Tensor[layers.Length];
         for (int i = 0; i < layers.Length; i++)
         {
-            var (w, bias) = layers[i];
+            var (w, bias, _, _) = layers[i];
             ys[i] = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, w.Dim(0)));
             if (bias != null) PointwiseKernels.FillRows(rows, w.Dim(0), bias.Span, ys[i].Span);
         }
         fixed (float* a = x.Span)
             RunShared(a, rows, inF, layers, ys, stackalloc Bf16Dot.Product[layers.Length], 0);
         return ys;
+    }
+
+    /// <summary>
+    /// A linear layer's tensors: y = x·Wᵀ + b, plus u·Bᵀ when <paramref name="U"/> and <paramref name="B"/> are given
+    /// (<see cref="LinearLowRank"/>'s term: u [..., R] with x's rows, B [Out, R]).
+    /// </summary>
+    public readonly record struct LinearLayer(Tensor W, Tensor? Bias = null, Tensor? U = null, Tensor? B = null);
+
+    /// <summary><see cref="Linear"/> or <see cref="LinearLowRank"/>, as <paramref name="layer"/> has a term or not.</summary>
+    private static Tensor Linear(Tensor x, LinearLayer layer)
+        => layer.U is { } u ? LinearLowRank(x, layer.W, layer.Bias, u, layer.B ?? throw new ArgumentException("LinearLayer: U without B."))
+            : Linear(x, layer.W, layer.Bias);
+
+    /// <summary>Whether <paramref name="layer"/> can run in a fused decoding product over <paramref name="rows"/> rows of
+    /// <paramref name="inF"/>: a frozen bf16 weight, a frozen bias that fits, and a frozen float32 low-rank term that fits
+    /// and takes the small-k path (<see cref="Bf16Dot.LowRank.Fits"/>).</summary>
+    private static bool Streams(LinearLayer layer, int rows, int inF)
+    {
+        var (w, bias, u, b) = layer;
+        bool streams = w.IsBf16 && w.Rank == 2 && w.Dim(1) == inF && !Autograd.AnyNeeds([w])
+                       && (bias == null || (bias.Rank == 1 && bias.Dim(0) == w.Dim(0) && !Autograd.AnyNeeds([bias])));
+        if (u == null && b == null) return streams;
+        return streams && FuseLowRank && u != null && b != null && !u.IsBf16 && !b.IsBf16 && b.Rank == 2 && b.Dim(0) == w.Dim(0)
+               && u.Dim(-1) == b.Dim(1) && ShapeUtil.Rows(u.Shape) == rows && !Autograd.AnyNeeds([u, b])
+               && Bf16Dot.LowRank.Fits(rows, w.Dim(0), b.Dim(1));
     }
 
     /// <summary>
@@ -154,12 +189,21 @@ public static partial class Ops
     /// product to the columns it has just computed, in cache (<see cref="Bf16Dot.RunGated{TAct}"/>), and neither the
     /// activation's output nor the up projection is a tensor.
     /// </summary>
-    public static unsafe Tensor GatedLinear(Tensor x, (Tensor W, Tensor? Bias) gate, (Tensor W, Tensor? Bias) up, GateActivation activation)
+    public static Tensor GatedLinear(Tensor x, (Tensor W, Tensor? Bias) gate, (Tensor W, Tensor? Bias) up, GateActivation activation)
+        => GatedLinear(x, new LinearLayer(gate.W, gate.Bias), new LinearLayer(up.W, up.Bias), activation);
+
+    /// <summary>
+    /// <see cref="GatedLinear(Tensor, (Tensor W, Tensor? Bias), (Tensor W, Tensor? Bias), GateActivation)"/> where the gate
+    /// and up projections may carry low-rank terms (LoRA): act(gate(x)) ⊙ up(x) with each projection a
+    /// <see cref="LinearLowRank"/> where it has a term. Fused, each thread adds the terms to the columns of both it has
+    /// just made, before the activation.
+    /// </summary>
+    public static unsafe Tensor GatedLinear(Tensor x, LinearLayer gate, LinearLayer up, GateActivation activation)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
         if (!GatedFuses(x, gate, up))
         {
-            var ys = LinearShared(x, gate, up);
+            var ys = LinearShared(x, [gate, up]);
             return Mul(activation == GateActivation.Silu ? Silu(ys[0]) : Gelu(ys[0]), ys[1]);
         }
 
@@ -170,9 +214,10 @@ public static partial class Ops
         {
             fixed (float* a = x.Span, g = y.Span, u = upC)
             fixed (ushort* bg = gate.W.Bf16Span, bu = up.W.Bf16Span)
+            fixed (float* gu = SpanOrEmpty(gate.U), gl = SpanOrEmpty(gate.B), uu = SpanOrEmpty(up.U), ul = SpanOrEmpty(up.B))
             {
-                var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false);
-                var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false);
+                var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false, Term(gate, gu, gl));
+                var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false, Term(up, uu, ul));
                 if (activation == GateActivation.Silu) Bf16Dot.RunGated<SiluOp>(rows, inF, a, inF, gp, upr);
                 else Bf16Dot.RunGated<GeluOp>(rows, inF, a, inF, gp, upr);
             }
@@ -180,6 +225,12 @@ public static partial class Ops
         finally { BufferPool.Return(upC); }
         return y;
     }
+
+    private static ReadOnlySpan<float> SpanOrEmpty(Tensor? t) => t == null ? default : t.Span;
+
+    /// <summary><paramref name="layer"/>'s low-rank term over its pinned U and B (none without one).</summary>
+    private static unsafe Bf16Dot.LowRank Term(LinearLayer layer, float* u, float* b)
+        => layer.B is { } lb ? new Bf16Dot.LowRank(u, b, lb.Dim(1)) : default;
 
     /// <summary>
     /// A gated MLP, Linear(GatedLinear(x, gate, up, activation), W_d, b_d): x [..., In], W_d [Out, F] → [..., Out], with
@@ -191,7 +242,7 @@ public static partial class Ops
     public static unsafe Tensor GatedMlp(Tensor x, (Tensor W, Tensor? Bias) gate, (Tensor W, Tensor? Bias) up, (Tensor W, Tensor? Bias) down, GateActivation activation)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1), outF = gate.W.Dim(0);
-        bool fused = GatedFuses(x, gate, up) && FuseGatedDown && down.Bias == null && down.W.IsBf16 && down.W.Rank == 2
+        bool fused = GatedFuses(x, new LinearLayer(gate.W, gate.Bias), new LinearLayer(up.W, up.Bias)) && FuseGatedDown && down.Bias == null && down.W.IsBf16 && down.W.Rank == 2
                      && down.W.Dim(1) == outF && !Autograd.AnyNeeds([down.W]);
         if (!fused) return Linear(GatedLinear(x, gate, up, activation), down.W, down.Bias);
 
@@ -218,19 +269,22 @@ public static partial class Ops
     }
 
     /// <summary>Whether <see cref="GatedLinear"/>'s conditions to fuse hold (see there).</summary>
-    private static bool GatedFuses(Tensor x, (Tensor W, Tensor? Bias) gate, (Tensor W, Tensor? Bias) up)
+    private static bool GatedFuses(Tensor x, LinearLayer gate, LinearLayer up)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
-        bool fused = FuseGatedLinear && rows > 0 && gate.Bias == null && up.Bias == null && MayRoundActivations(Autograd.AnyNeeds([x]))
-                     && Gemm.Bf16DotRuns(false, true, rows);
-        foreach (var w in (ReadOnlySpan<Tensor>)[gate.W, up.W])
-            fused = fused && w.IsBf16 && w.Rank == 2 && w.Dim(1) == inF && w.Dim(0) == gate.W.Dim(0) && !Autograd.AnyNeeds([w]);
-        return fused;
+        return FuseGatedLinear && rows > 0 && gate.Bias == null && up.Bias == null && MayRoundActivations(Autograd.AnyNeeds([x]))
+               && Gemm.Bf16DotRuns(false, true, rows) && up.W.Dim(0) == gate.W.Dim(0) && Streams(gate, rows, inF) && Streams(up, rows, inF);
     }
 
     /// <summary>Whether <see cref="GatedMlp"/> may hand the down projection its input in bf16 (on by default; benchmarks
     /// switch it to compare).</summary>
     internal static bool FuseGatedDown { get; set; } = true;
+
+    /// <summary>Whether decoding products add their LoRA terms to the columns they make (<see cref="Bf16Dot.LowRank"/>; on by
+    /// default; tests and benchmarks switch it to compare). Off, <see cref="LinearLowRank"/> adds its term as a product of
+    /// its own, and <see cref="LinearShared(Tensor, LinearLayer[])"/> and <see cref="GatedLinear(Tensor, LinearLayer, LinearLayer, GateActivation)"/>
+    /// run layers with terms one by one.</summary>
+    internal static bool FuseLowRank { get; set; } = true;
 
     /// <summary>Whether <see cref="GatedLinear"/> may fuse (on by default; benchmarks switch it to compare).</summary>
     internal static bool FuseGatedLinear { get; set; } = true;
@@ -245,18 +299,19 @@ public static partial class Ops
     }
 
     // Pins layer i's weight and output, then the next layer's; with all pinned, runs the products.
-    private static unsafe void RunShared(float* a, int rows, int inF, (Tensor W, Tensor? Bias)[] layers, Tensor[] ys, Span<Bf16Dot.Product> products, int i)
+    private static unsafe void RunShared(float* a, int rows, int inF, LinearLayer[] layers, Tensor[] ys, Span<Bf16Dot.Product> products, int i)
     {
         if (i == layers.Length)
         {
             Bf16Dot.RunShared(rows, inF, a, inF, products);
             return;
         }
-        int outF = layers[i].W.Dim(0);
-        fixed (ushort* b = layers[i].W.Bf16Span)
-        fixed (float* c = ys[i].Span)
+        var layer = layers[i];
+        int outF = layer.W.Dim(0);
+        fixed (ushort* b = layer.W.Bf16Span)
+        fixed (float* c = ys[i].Span, u = SpanOrEmpty(layer.U), l = SpanOrEmpty(layer.B))
         {
-            products[i] = new Bf16Dot.Product(b, inF, outF, c, outF, accumulate: layers[i].Bias != null);
+            products[i] = new Bf16Dot.Product(b, inF, outF, c, outF, accumulate: layer.Bias != null, Term(layer, u, l));
             RunShared(a, rows, inF, layers, ys, products, i + 1);
         }
     }
@@ -274,7 +329,7 @@ public static partial class Ops
         return LinearCore(x, w, bias, u, b);
     }
 
-    private static Tensor LinearCore(Tensor x, Tensor w, Tensor? bias, Tensor? u, Tensor? ub)
+    private static unsafe Tensor LinearCore(Tensor x, Tensor w, Tensor? bias, Tensor? u, Tensor? ub)
     {
         if (w.Rank != 2 || x.Dim(-1) != w.Dim(1))
             throw new ArgumentException($"Linear: input {ShapeUtil.Format(x.Shape)} does not fit weight {ShapeUtil.Format(w.Shape)} ([out, in]).");
@@ -292,16 +347,25 @@ public static partial class Ops
             _ => [x, w, bias, u, ub!],
         };
         bool record = Autograd.AnyNeeds(inputs);
+        int r = ub?.Dim(1) ?? 0;
+        bool termAdded = false;
         if (w.IsBf16)
         {
             if (w.RequiresGrad) throw new InvalidOperationException($"Linear: weight {w.Name ?? ShapeUtil.Format(w.Shape)} is stored as bf16 and cannot take gradients.");
             // Generation may round x to bf16 for vdpbf16ps, as a bf16 model in PyTorch does; training and scoring keep x exact.
             bool bf16Activations = MayRoundActivations(record);
-            Gemm.MultiplyBf16(false, true, rows, outF, inF, x.Span, inF, w.Bf16Span, inF, ys, outF, accumulate: bias != null, bf16Activations);
+            if (u != null && bf16Activations && Gemm.Bf16DotRuns(false, true, rows) && Streams(new LinearLayer(w, bias, u, ub), rows, inF))
+            {
+                // Decoding with LoRA: each thread adds the term to the columns it has just made (the same bits).
+                fixed (float* a = x.Span, c = ys, pu = u.Span, pl = ub!.Span)
+                fixed (ushort* b = w.Bf16Span)
+                    Bf16Dot.Run(rows, outF, inF, a, inF, b, inF, c, outF, accumulate: bias != null, new Bf16Dot.LowRank(pu, pl, r));
+                termAdded = true;
+            }
+            else Gemm.MultiplyBf16(false, true, rows, outF, inF, x.Span, inF, w.Bf16Span, inF, ys, outF, accumulate: bias != null, bf16Activations);
         }
         else Gemm.Multiply(false, true, rows, outF, inF, x.Span, inF, w.Span, inF, ys, outF, accumulate: bias != null);
-        int r = ub?.Dim(1) ?? 0;
-        if (u != null) Gemm.Multiply(false, true, rows, outF, r, u.Span, r, ub!.Span, r, ys, outF, accumulate: true);
+        if (u != null && !termAdded) Gemm.Multiply(false, true, rows, outF, r, u.Span, r, ub!.Span, r, ys, outF, accumulate: true);
 
         if (record)
             Autograd.Record(y, inputs, g =>

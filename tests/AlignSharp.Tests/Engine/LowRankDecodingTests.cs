@@ -1,0 +1,189 @@
+using AlignSharp.Engine;
+using AlignSharp.Engine.Kernels;
+using AlignSharp.Models;
+using AlignSharp.Models.Lora;
+using AlignSharp.Tests.Models;
+using AlignSharp.Text;
+using Xunit.Abstractions;
+
+namespace AlignSharp.Tests.Engine;
+
+/// <summary>
+/// Decoding with LoRA terms inside the bf16 products (<see cref="Bf16Dot.LowRank"/>: each thread adds u·Bᵀ to the columns
+/// it has just made) against the same ops with <see cref="Ops.FuseLowRank"/> off, where the term is a product of its own
+/// after the bf16 one and adapted layers run one by one: bit for bit, since generation must not depend on which ran; and
+/// against a float64 sum of bf16(x)·W, the bias and u·Bᵀ. Serial: the switch is process-wide.
+/// </summary>
+[Collection(SerialCollection.Name)]
+public class LowRankDecodingTests(ITestOutputHelper output)
+{
+    private static Tensor Random(Random rng, params int[] shape)
+    {
+        var t = Tensor.Parameter(shape, 0f);
+        var s = t.Span;
+        for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextDouble() * 2 - 1);
+        return t;
+    }
+
+    private static T Unfused<T>(Func<T> run)
+    {
+        Ops.FuseLowRank = false;
+        try { return run(); }
+        finally { Ops.FuseLowRank = true; }
+    }
+
+    private bool Native(int rows)
+    {
+        bool native = Gemm.Bf16DotRuns(false, true, rows);
+        output.WriteLine(native ? $"{rows} rows: the vdpbf16ps kernel ran, the terms inside it."
+            : $"{rows} rows: {(rows > 8 ? "more than 8 rows" : Bf16Dot.UnavailableReason ?? $"GEMM path {Gemm.ActivePath}")}: separate exact products (x not rounded in the reference).");
+        return native;
+    }
+
+    /// <summary>y[r, j] = bias[j] + Σ bf16(x)·W + Σ u·B in float64, within float32 rounding of the magnitudes.</summary>
+    private static void AssertNearReference(Tensor y, Tensor x, Ops.LinearLayer layer, bool roundX, string what)
+    {
+        int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1), outF = layer.W.Dim(0), r = layer.B?.Dim(1) ?? 0;
+        float[] xs = x.ToArray(), w = layer.W.ToArray(), ys = y.ToArray();
+        float[]? bias = layer.Bias?.ToArray(), u = layer.U?.ToArray(), b = layer.B?.ToArray();
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < outF; j++)
+            {
+                double sum = bias?[j] ?? 0, mag = Math.Abs(sum);
+                for (int p = 0; p < inF; p++)
+                {
+                    double a = roundX ? GemmCase.RoundToBf16(xs[i * inF + p]) : xs[i * inF + p];
+                    sum += a * w[j * inF + p];
+                    mag += Math.Abs(a * w[j * inF + p]);
+                }
+                for (int p = 0; p < r; p++)
+                {
+                    sum += (double)u![i * r + p] * b![j * r + p];
+                    mag += Math.Abs((double)u[i * r + p] * b[j * r + p]);
+                }
+                Assert.True(Math.Abs(ys[i * outF + j] - sum) <= 1e-5 * mag + 1e-6, $"{what} [{i},{j}]: {ys[i * outF + j]} vs {sum}");
+            }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(8)]
+    [InlineData(9)] // past the decode kernel: separate products either way
+    public void SharedProductsWithTermsEqualTheLayersOneByOne(int rows)
+    {
+        bool native = Native(rows);
+        var rng = new Random(rows);
+        const int inF = 45;
+        var x = Random(rng, 1, rows, inF);
+        // Widths off the 24-column units and the tiles, one above the parallel threshold; ranks 3 and 16; a bias on the
+        // first and last; the middle layer without a term (LoRA need not adapt all three).
+        int[] widths = [5, 130, 4000];
+        int?[] ranks = [3, null, 16];
+        var layers = widths.Select((n, i) => new Ops.LinearLayer(Random(rng, n, inF).ToBf16(), i == 1 ? null : Random(rng, n),
+            ranks[i] is int r ? Random(rng, 1, rows, r) : null, ranks[i] is int r2 ? Random(rng, n, r2) : null)).ToArray();
+
+        Tensor[] fused, separate;
+        using (Autograd.NoGrad())
+        using (Ops.RoundActivationsToBf16())
+        {
+            fused = Ops.LinearShared(x, layers);
+            separate = Unfused(() => layers.Select(l => l.U is { } u ? Ops.LinearLowRank(x, l.W, l.Bias, u, l.B!) : Ops.Linear(x, l.W, l.Bias)).ToArray());
+        }
+        for (int i = 0; i < layers.Length; i++)
+        {
+            Assert.Equal(separate[i].ToArray(), fused[i].ToArray()); // bit for bit
+            AssertNearReference(fused[i], x, layers[i], native, $"layer {i}");
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 896, 16, true)]
+    [InlineData(4, 130, 8, false)]
+    [InlineData(8, 4200, 64, true)]  // r·n past the small-k path for 8 rows: the term stays a product of its own
+    [InlineData(7, 53, 1, false)]
+    public void ALayerWithATermEqualsTheBf16ProductThenTheTerm(int rows, int outF, int r, bool withBias)
+    {
+        bool native = Native(rows);
+        var rng = new Random(outF + r);
+        const int inF = 70;
+        var x = Random(rng, 1, rows, inF);
+        var layer = new Ops.LinearLayer(Random(rng, outF, inF).ToBf16(), withBias ? Random(rng, outF) : null, Random(rng, 1, rows, r), Random(rng, outF, r));
+        output.WriteLine($"the term {(Bf16Dot.LowRank.Fits(rows, outF, r) ? "fits" : "does not fit")} the small-k path");
+        Tensor fused, separate;
+        using (Autograd.NoGrad())
+        using (Ops.RoundActivationsToBf16())
+        {
+            fused = Ops.LinearLowRank(x, layer.W, layer.Bias, layer.U!, layer.B!);
+            separate = Unfused(() => Ops.LinearLowRank(x, layer.W, layer.Bias, layer.U!, layer.B!));
+        }
+        Assert.Equal(separate.ToArray(), fused.ToArray());
+        AssertNearReference(fused, x, layer, native, "layer");
+    }
+
+    /// <summary>The gated MLP's first half with terms on the gate, the up projection or both: the terms go in before the
+    /// activation. Widths of whole 512-bit vectors give the unfused ops' bits; others agree within rounding.</summary>
+    [Theory]
+    [InlineData(8, 4000, true, true)]
+    [InlineData(3, 4864, true, false)]
+    [InlineData(1, 64, false, true)]
+    [InlineData(5, 130, true, true)]
+    public void TheGatedProductsWithTermsEqualTheOpsOneByOne(int rows, int f, bool gateTerm, bool upTerm)
+    {
+        Native(rows);
+        var rng = new Random(f + rows);
+        const int inF = 45, r = 16;
+        var x = Random(rng, 1, rows, inF);
+        Ops.LinearLayer Layer(bool term) => new(Random(rng, f, inF).ToBf16(), null, term ? Random(rng, 1, rows, r) : null, term ? Random(rng, f, r) : null);
+        var (gate, up) = (Layer(gateTerm), Layer(upTerm));
+        Tensor Project(Ops.LinearLayer l) => l.U is { } u ? Ops.LinearLowRank(x, l.W, null, u, l.B!) : Ops.Linear(x, l.W);
+
+        float[] fused, separate;
+        using (Autograd.NoGrad())
+        using (Ops.RoundActivationsToBf16())
+        {
+            fused = Ops.GatedLinear(x, gate, up, Ops.GateActivation.Silu).ToArray();
+            separate = Unfused(() => Ops.Mul(Ops.Silu(Project(gate)), Project(up)).ToArray());
+        }
+        if (f % 16 == 0) Assert.Equal(separate, fused);
+        else
+            for (int i = 0; i < fused.Length; i++)
+                Assert.True(Math.Abs(fused[i] - separate[i]) <= 1e-6f * (1 + Math.Abs(separate[i])), $"[{i}] {fused[i]} vs {separate[i]}");
+    }
+
+    /// <summary>
+    /// Generation with a LoRA adapter on every linear layer (B drawn at random, so every term counts) on bf16 fixtures:
+    /// q/k/v biases (Qwen2), fused q/k/v and gate/up checkpoint tensors whose adapters are sliced by rows (Phi-3), and
+    /// Llama with grouped queries. The same tokens and log-probabilities with the terms inside the products as without,
+    /// and different ones from the base model.
+    /// </summary>
+    [Theory]
+    [InlineData("qwen2-tied-bias")]
+    [InlineData("phi3-longrope")]
+    [InlineData("llama-gqa")]
+    public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture)
+    {
+        Native(3);
+        var model = ModelIO.Load(Fixtures.Dir(fixture), bf16Matrices: true);
+        var adapter = LoraAdapter.Create(model, new LoraConfig(4, 8, TargetModules: [LoraConfig.AllLinear]), seed: 1);
+        var rng = new Random(9);
+        foreach (var module in adapter.Modules)
+        {
+            var s = module.B.Span;
+            for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextDouble() - 0.5) * 0.2f;
+        }
+        int[][] prompts = [[1, 2, 3], [5, 6, 7, 8, 9], [20, 21]];
+        var options = new SamplingOptions { MaxNewTokens = 6, Temperature = 1, Seed = 11, EosIds = [] };
+
+        var baseRun = Generator.Generate(model, prompts, options);
+        model.Adapter = adapter;
+        var fused = Generator.Generate(model, prompts, options);
+        var separate = Unfused(() => Generator.Generate(model, prompts, options));
+        for (int b = 0; b < prompts.Length; b++)
+        {
+            Assert.Equal(separate[b].Ids, fused[b].Ids);
+            Assert.Equal(separate[b].LogProbs, fused[b].LogProbs); // bit for bit
+        }
+        Assert.NotEqual(baseRun.SelectMany(c => c.LogProbs), fused.SelectMany(c => c.LogProbs));
+    }
+}
