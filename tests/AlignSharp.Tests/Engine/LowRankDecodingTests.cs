@@ -153,14 +153,16 @@ public class LowRankDecodingTests(ITestOutputHelper output)
 
     /// <summary>
     /// Generation with a LoRA adapter on every linear layer (B drawn at random, so every term counts) on bf16 fixtures:
-    /// q/k/v biases (Qwen2), fused q/k/v and gate/up checkpoint tensors whose adapters are sliced by rows (Phi-3), and
-    /// Llama with grouped queries. The same tokens and log-probabilities with the terms inside the products as without,
+    /// q/k/v biases (Qwen2), fused q/k/v and gate/up checkpoint tensors whose adapters are sliced by rows (Phi-3),
+    /// Llama with grouped queries, GPT-2 and Gemma-2. The same tokens and log-probabilities with the terms inside the products as without,
     /// and different ones from the base model.
     /// </summary>
     [Theory]
     [InlineData("qwen2-tied-bias")]
     [InlineData("phi3-longrope")]
     [InlineData("llama-gqa")]
+    [InlineData("gpt2-hub")]              // one fused c_attn tensor (Conv1D), a GELU MLP, biases
+    [InlineData("gemma2-softcap-window")] // GeGLU, soft caps
     public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture)
     {
         Native(3);
