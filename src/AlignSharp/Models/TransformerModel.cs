@@ -468,6 +468,7 @@ public sealed class TransformerModel
 
     private Tensor Linear(Tensor x, string prefix)
     {
+        if (Ops.RoundsActivations && Adapted(prefix)) return Ops.Linear(x, WithLowRank(prefix, x));
         var (w, bias) = Layer(prefix);
         return Adapter?.LowRank(prefix, x) is { } lr ? Ops.LinearLowRank(x, w, bias, lr.U, lr.B) : Ops.Linear(x, w, bias);
     }
@@ -476,6 +477,9 @@ public sealed class TransformerModel
     {
         string gate = p + "mlp.gate", up = p + "mlp.up", down = p + "mlp.down";
         if (!Adapted(gate, up, down)) return Ops.GatedMlp(m, Layer(gate), Layer(up), Layer(down), ActivationKind);
+        // Generation: the terms inside the fused products, the down projection's u made from the hidden activations.
+        if (Ops.RoundsActivations && (!Adapted(down) || Adapter!.Factors(down) != null))
+            return Ops.GatedMlp(m, WithLowRank(gate, m), WithLowRank(up, m), WithLowRank(down, null), ActivationKind);
         Tensor hidden;
         if (Adapted(gate, up) && !Ops.RoundsActivations)
         {
@@ -496,11 +500,16 @@ public sealed class TransformerModel
         return Ops.LinearShared(x, [.. prefixes.Select(prefix => WithLowRank(prefix, x))]);
     }
 
-    /// <summary>A linear layer's tensors with the adapter's low-rank term on <paramref name="x"/>, where it adapts the layer.</summary>
-    private Ops.LinearLayer WithLowRank(string prefix, Tensor x)
+    /// <summary>
+    /// A linear layer's tensors with the adapter's low-rank term, where it adapts the layer: its factors, so that the op
+    /// makes u from its own input (decoding makes it on the calling thread), or, where dropout applies, u on
+    /// <paramref name="x"/> as <see cref="Lora.LoraAdapter.LowRank"/> makes it.
+    /// </summary>
+    private Ops.LinearLayer WithLowRank(string prefix, Tensor? x)
     {
         var (w, bias) = Layer(prefix);
-        return Adapter?.LowRank(prefix, x) is { } lr ? new Ops.LinearLayer(w, bias, lr.U, lr.B) : new Ops.LinearLayer(w, bias);
+        if (Adapter?.Factors(prefix) is { } f) return new Ops.LinearLayer(w, bias, B: f.B, A: f.A, Scale: f.Scale);
+        return x != null && Adapter?.LowRank(prefix, x) is { } lr ? new Ops.LinearLayer(w, bias, lr.U, lr.B) : new Ops.LinearLayer(w, bias);
     }
 
     /// <summary>A linear layer's weight and bias (null when it has none).</summary>

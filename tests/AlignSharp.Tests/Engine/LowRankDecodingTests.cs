@@ -40,12 +40,38 @@ public class LowRankDecodingTests(ITestOutputHelper output)
         return native;
     }
 
-    /// <summary>y[r, j] = bias[j] + Σ bf16(x)·W + Σ u·B in float64, within float32 rounding of the magnitudes.</summary>
+    public enum Term { None, U, Factors }
+
+    /// <summary>A bf16 layer [n, inF] with a term of rank r: none, u given ([rows, r]), or factors A [r, inF] and a scale.</summary>
+    private static Ops.LinearLayer Layer(Random rng, int n, int inF, int rows, Term term, int r, bool bias) => new(
+        Random(rng, n, inF).ToBf16(), bias ? Random(rng, n) : null,
+        U: term == Term.U ? Random(rng, 1, rows, r) : null, B: term == Term.None ? null : Random(rng, n, r),
+        A: term == Term.Factors ? Random(rng, r, inF) : null, Scale: term == Term.Factors ? 0.75f : 1f);
+
+    /// <summary>The unfused layer: Linear, or LinearLowRank on u (given, or Scale·(x·Aᵀ) as two ops, as the adapter makes it).</summary>
+    private static Tensor Separate(Tensor x, Ops.LinearLayer l) => l.B == null ? Ops.Linear(x, l.W, l.Bias)
+        : Ops.LinearLowRank(x, l.W, l.Bias, l.U ?? Ops.MulScalar(Ops.Linear(x, l.A!), l.Scale), l.B);
+
+    /// <summary>y[r, j] = bias[j] + Σ bf16(x)·W + Σ u·B in float64, within float32 rounding of the magnitudes (u of a
+    /// factor-form term in float64 from x and A).</summary>
     private static void AssertNearReference(Tensor y, Tensor x, Ops.LinearLayer layer, bool roundX, string what)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1), outF = layer.W.Dim(0), r = layer.B?.Dim(1) ?? 0;
         float[] xs = x.ToArray(), w = layer.W.ToArray(), ys = y.ToArray();
-        float[]? bias = layer.Bias?.ToArray(), u = layer.U?.ToArray(), b = layer.B?.ToArray();
+        float[]? bias = layer.Bias?.ToArray(), b = layer.B?.ToArray();
+        double[]? u = layer.U?.ToArray().Select(v => (double)v).ToArray();
+        if (layer.A is { } fa)
+        {
+            var a = fa.ToArray();
+            u = new double[rows * r];
+            for (int i = 0; i < rows; i++)
+                for (int p = 0; p < r; p++)
+                {
+                    double sum = 0;
+                    for (int q = 0; q < inF; q++) sum += (double)xs[i * inF + q] * a[p * inF + q];
+                    u[i * r + p] = layer.Scale * sum;
+                }
+        }
         for (int i = 0; i < rows; i++)
             for (int j = 0; j < outF; j++)
             {
@@ -58,8 +84,8 @@ public class LowRankDecodingTests(ITestOutputHelper output)
                 }
                 for (int p = 0; p < r; p++)
                 {
-                    sum += (double)u![i * r + p] * b![j * r + p];
-                    mag += Math.Abs((double)u[i * r + p] * b[j * r + p]);
+                    sum += u![i * r + p] * b![j * r + p];
+                    mag += Math.Abs(u[i * r + p] * b[j * r + p]);
                 }
                 Assert.True(Math.Abs(ys[i * outF + j] - sum) <= 1e-5 * mag + 1e-6, $"{what} [{i},{j}]: {ys[i * outF + j]} vs {sum}");
             }
@@ -76,19 +102,22 @@ public class LowRankDecodingTests(ITestOutputHelper output)
         var rng = new Random(rows);
         const int inF = 45;
         var x = Random(rng, 1, rows, inF);
-        // Widths off the 24-column units and the tiles, one above the parallel threshold; ranks 3 and 16; a bias on the
-        // first and last; the middle layer without a term (LoRA need not adapt all three).
-        int[] widths = [5, 130, 4000];
-        int?[] ranks = [3, null, 16];
-        var layers = widths.Select((n, i) => new Ops.LinearLayer(Random(rng, n, inF).ToBf16(), i == 1 ? null : Random(rng, n),
-            ranks[i] is int r ? Random(rng, 1, rows, r) : null, ranks[i] is int r2 ? Random(rng, n, r2) : null)).ToArray();
+        // Widths off the 24-column units and the tiles, one above the parallel threshold; a term given as u (rank 3), none
+        // (LoRA need not adapt all of them), factors (rank 16, u made inside) and factors again (rank 8); biases on some.
+        var layers = new[]
+        {
+            Layer(rng, 5, inF, rows, Term.U, 3, bias: true),
+            Layer(rng, 130, inF, rows, Term.None, 0, bias: false),
+            Layer(rng, 4000, inF, rows, Term.Factors, 16, bias: true),
+            Layer(rng, 77, inF, rows, Term.Factors, 8, bias: false),
+        };
 
         Tensor[] fused, separate;
         using (Autograd.NoGrad())
         using (Ops.RoundActivationsToBf16())
         {
             fused = Ops.LinearShared(x, layers);
-            separate = Unfused(() => layers.Select(l => l.U is { } u ? Ops.LinearLowRank(x, l.W, l.Bias, u, l.B!) : Ops.Linear(x, l.W, l.Bias)).ToArray());
+            separate = Unfused(() => layers.Select(l => Separate(x, l)).ToArray());
         }
         for (int i = 0; i < layers.Length; i++)
         {
@@ -98,24 +127,27 @@ public class LowRankDecodingTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(1, 896, 16, true)]
-    [InlineData(4, 130, 8, false)]
-    [InlineData(8, 4200, 64, true)]  // r·n past the small-k path for 8 rows: the term stays a product of its own
-    [InlineData(7, 53, 1, false)]
-    public void ALayerWithATermEqualsTheBf16ProductThenTheTerm(int rows, int outF, int r, bool withBias)
+    [InlineData(1, 896, 16, true, Term.U)]
+    [InlineData(1, 896, 16, true, Term.Factors)]
+    [InlineData(4, 130, 8, false, Term.U)]
+    [InlineData(4, 130, 8, false, Term.Factors)]
+    [InlineData(8, 4200, 64, true, Term.Factors)] // r·n past the small-k path for 8 rows: the term stays a product of its own
+    [InlineData(7, 53, 1, false, Term.U)]
+    [InlineData(6, 900, 4, true, Term.Factors)]
+    public void ALayerWithATermEqualsTheBf16ProductThenTheTerm(int rows, int outF, int r, bool withBias, Term term)
     {
         bool native = Native(rows);
         var rng = new Random(outF + r);
         const int inF = 70;
         var x = Random(rng, 1, rows, inF);
-        var layer = new Ops.LinearLayer(Random(rng, outF, inF).ToBf16(), withBias ? Random(rng, outF) : null, Random(rng, 1, rows, r), Random(rng, outF, r));
+        var layer = Layer(rng, outF, inF, rows, term, r, withBias);
         output.WriteLine($"the term {(Bf16Dot.LowRank.Fits(rows, outF, r) ? "fits" : "does not fit")} the small-k path");
         Tensor fused, separate;
         using (Autograd.NoGrad())
         using (Ops.RoundActivationsToBf16())
         {
-            fused = Ops.LinearLowRank(x, layer.W, layer.Bias, layer.U!, layer.B!);
-            separate = Unfused(() => Ops.LinearLowRank(x, layer.W, layer.Bias, layer.U!, layer.B!));
+            fused = term == Term.U ? Ops.LinearLowRank(x, layer.W, layer.Bias, layer.U!, layer.B!) : Ops.Linear(x, layer);
+            separate = Unfused(() => Separate(x, layer));
         }
         Assert.Equal(separate.ToArray(), fused.ToArray());
         AssertNearReference(fused, x, layer, native, "layer");
@@ -124,32 +156,70 @@ public class LowRankDecodingTests(ITestOutputHelper output)
     /// <summary>The gated MLP's first half with terms on the gate, the up projection or both: the terms go in before the
     /// activation. Widths of whole 512-bit vectors give the unfused ops' bits; others agree within rounding.</summary>
     [Theory]
-    [InlineData(8, 4000, true, true)]
-    [InlineData(3, 4864, true, false)]
-    [InlineData(1, 64, false, true)]
-    [InlineData(5, 130, true, true)]
-    public void TheGatedProductsWithTermsEqualTheOpsOneByOne(int rows, int f, bool gateTerm, bool upTerm)
+    [InlineData(8, 4000, Term.U, Term.Factors)]
+    [InlineData(3, 4864, Term.Factors, Term.None)]
+    [InlineData(1, 64, Term.None, Term.U)]
+    [InlineData(5, 130, Term.Factors, Term.Factors)]
+    public void TheGatedProductsWithTermsEqualTheOpsOneByOne(int rows, int f, Term gateTerm, Term upTerm)
     {
         Native(rows);
         var rng = new Random(f + rows);
         const int inF = 45, r = 16;
         var x = Random(rng, 1, rows, inF);
-        Ops.LinearLayer Layer(bool term) => new(Random(rng, f, inF).ToBf16(), null, term ? Random(rng, 1, rows, r) : null, term ? Random(rng, f, r) : null);
-        var (gate, up) = (Layer(gateTerm), Layer(upTerm));
-        Tensor Project(Ops.LinearLayer l) => l.U is { } u ? Ops.LinearLowRank(x, l.W, null, u, l.B!) : Ops.Linear(x, l.W);
+        var (gate, up) = (Layer(rng, f, inF, rows, gateTerm, r, bias: false), Layer(rng, f, inF, rows, upTerm, r, bias: false));
 
         float[] fused, separate;
         using (Autograd.NoGrad())
         using (Ops.RoundActivationsToBf16())
         {
             fused = Ops.GatedLinear(x, gate, up, Ops.GateActivation.Silu).ToArray();
-            separate = Unfused(() => Ops.Mul(Ops.Silu(Project(gate)), Project(up)).ToArray());
+            separate = Unfused(() => Ops.Mul(Ops.Silu(Separate(x, gate)), Separate(x, up)).ToArray());
         }
-        if (f % 16 == 0) Assert.Equal(separate, fused);
+        AssertSameOrWithinRounding(separate, fused, exact: f % 16 == 0);
+    }
+
+    /// <summary>Widths of whole 512-bit vectors give the unfused activation's bits; others agree within rounding.</summary>
+    private static void AssertSameOrWithinRounding(float[] separate, float[] fused, bool exact)
+    {
+        if (exact) Assert.Equal(separate, fused);
         else
             for (int i = 0; i < fused.Length; i++)
-                Assert.True(Math.Abs(fused[i] - separate[i]) <= 1e-6f * (1 + Math.Abs(separate[i])), $"[{i}] {fused[i]} vs {separate[i]}");
+                Assert.True(Math.Abs(fused[i] - separate[i]) <= 1e-5f * (1 + Math.Abs(separate[i])), $"[{i}] {fused[i]} vs {separate[i]}");
     }
+
+    /// <summary>The whole gated MLP with terms: the down projection's factor-form u made from the hidden activations
+    /// between the gated products and the down projection; against GatedLinear then the down layer, unfused.</summary>
+    [Theory]
+    [InlineData(8, 4864, 896, Term.Factors, Term.Factors, Term.Factors, GateActivation.Silu)]
+    [InlineData(4, 4864, 130, Term.None, Term.None, Term.Factors, GateActivation.Silu)]
+    [InlineData(1, 64, 40, Term.U, Term.Factors, Term.None, GateActivation.GeluTanh)]
+    [InlineData(5, 100, 24, Term.Factors, Term.None, Term.Factors, GateActivation.Silu)]
+    public void TheGatedMlpWithTermsEqualsTheOpsOneByOne(int rows, int f, int outF, Term gateTerm, Term upTerm, Term downTerm, GateActivation act)
+    {
+        Native(rows);
+        var rng = new Random(f + outF + rows);
+        const int inF = 45, r = 16;
+        var x = Random(rng, 1, rows, inF);
+        var (gate, up, down) = (Layer(rng, f, inF, rows, gateTerm, r, false), Layer(rng, f, inF, rows, upTerm, r, false),
+            Layer(rng, outF, f, rows, downTerm, r, false));
+        var activation = act == GateActivation.Silu ? Ops.GateActivation.Silu : Ops.GateActivation.GeluTanh;
+
+        float[] fused, separate;
+        using (Autograd.NoGrad())
+        using (Ops.RoundActivationsToBf16())
+        {
+            fused = Ops.GatedMlp(x, gate, up, down, activation).ToArray();
+            separate = Unfused(() =>
+            {
+                var g = Separate(x, gate);
+                var hidden = Ops.Mul(activation == Ops.GateActivation.Silu ? Ops.Silu(g) : Ops.Gelu(g), Separate(x, up));
+                return Separate(hidden, down).ToArray();
+            });
+        }
+        AssertSameOrWithinRounding(separate, fused, exact: f % 16 == 0);
+    }
+
+    public enum GateActivation { Silu, GeluTanh }
 
     /// <summary>
     /// Generation with a LoRA adapter on every linear layer (B drawn at random, so every term counts) on bf16 fixtures:

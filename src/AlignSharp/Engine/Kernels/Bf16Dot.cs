@@ -187,13 +187,26 @@ internal static unsafe class Bf16Dot
     /// <see cref="Run"/> on the G that RunGated leaves.
     /// </summary>
     public static void RunGatedDown<TAct>(int m, int k, float* a, nint lda, Product gate, Product up, Product down) where TAct : IUnaryOp
+        => RunDown(m, gate.N, RunGatedRounding<TAct>(m, k, a, lda, gate, up), down);
+
+    /// <summary>The first half of <see cref="RunGatedDown{TAct}"/>: <see cref="RunGated{TAct}"/>, G also rounded into the
+    /// down projection's A in this thread's buffer, which it returns for <see cref="RunDown"/> (gate.C then holds G in
+    /// float32, from which a caller may make the down projection's LoRA input in between).</summary>
+    public static ushort* RunGatedRounding<TAct>(int m, int k, float* a, nint lda, Product gate, Product up) where TAct : IUnaryOp
     {
         ushort* g16 = Aligned(ref t_down16, m, gate.N);
         Gated<TAct>(m, k, a, lda, gate, up, g16);
+        return g16;
+    }
+
+    /// <summary>The second half of <see cref="RunGatedDown{TAct}"/>: down.C (+)= G16·downᵀ over the f columns of G16,
+    /// the buffer <see cref="RunGatedRounding{TAct}"/> returned on this thread.</summary>
+    public static void RunDown(int m, int f, ushort* g16, Product down)
+    {
         int units = (down.N + UnitColumns - 1) / UnitColumns;
         Announce([down], [0, units]);
-        var args = new Args { A16 = g16, M = m, K = gate.N };
-        Gemm.RunStreaming(units, (long)m * down.N * gate.N, (long)down.N * gate.N * sizeof(ushort), new Shares(args, down));
+        var args = new Args { A16 = g16, M = m, K = f };
+        Gemm.RunStreaming(units, (long)m * down.N * f, (long)down.N * f * sizeof(ushort), new Shares(args, down));
     }
 
     private static void Gated<TAct>(int m, int k, float* a, nint lda, Product gate, Product up, ushort* g16) where TAct : IUnaryOp

@@ -146,37 +146,105 @@ public static partial class Ops
         var ys = new Tensor[layers.Length];
         for (int i = 0; i < layers.Length; i++)
         {
-            var (w, bias, _, _) = layers[i];
+            var (w, bias) = (layers[i].W, layers[i].Bias);
             ys[i] = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, w.Dim(0)));
             if (bias != null) PointwiseKernels.FillRows(rows, w.Dim(0), bias.Span, ys[i].Span);
         }
-        fixed (float* a = x.Span)
-            RunShared(a, rows, inF, layers, ys, stackalloc Bf16Dot.Product[layers.Length], 0);
+        Span<int> at = stackalloc int[layers.Length];
+        var us = MakeTermInputs(x.Span, rows, inF, layers, at);
+        try
+        {
+            fixed (float* a = x.Span, u0 = us)
+                RunShared(a, rows, inF, layers, ys, u0, at, stackalloc Bf16Dot.Product[layers.Length], 0);
+        }
+        finally { if (us != null) BufferPool.Return(us); }
         return ys;
     }
 
     /// <summary>
-    /// A linear layer's tensors: y = x·Wᵀ + b, plus u·Bᵀ when <paramref name="U"/> and <paramref name="B"/> are given
-    /// (<see cref="LinearLowRank"/>'s term: u [..., R] with x's rows, B [Out, R]).
+    /// A linear layer's tensors: y = x·Wᵀ + b, plus a low-rank term u·Bᵀ (B [Out, R]) where <paramref name="B"/> is given:
+    /// with u given as <paramref name="U"/> ([..., R] with x's rows, <see cref="LinearLowRank"/>'s form), or made from the
+    /// layer's own input as u = <paramref name="Scale"/>·(x·Aᵀ) with <paramref name="A"/> [R, In] (LoRA without dropout),
+    /// which the decoding products make on the calling thread instead of as two ops.
     /// </summary>
-    public readonly record struct LinearLayer(Tensor W, Tensor? Bias = null, Tensor? U = null, Tensor? B = null);
+    public readonly record struct LinearLayer(Tensor W, Tensor? Bias = null, Tensor? U = null, Tensor? B = null, Tensor? A = null, float Scale = 1f)
+    {
+        internal bool HasTerm => B != null;
+    }
 
-    /// <summary><see cref="Linear"/> or <see cref="LinearLowRank"/>, as <paramref name="layer"/> has a term or not.</summary>
-    private static Tensor Linear(Tensor x, LinearLayer layer)
-        => layer.U is { } u ? LinearLowRank(x, layer.W, layer.Bias, u, layer.B ?? throw new ArgumentException("LinearLayer: U without B."))
-            : Linear(x, layer.W, layer.Bias);
+    /// <summary><see cref="Linear(Tensor, Tensor, Tensor?)"/> or <see cref="LinearLowRank"/>, as <paramref name="layer"/>
+    /// has a term or not; in generation at decode shapes the term is made inside the bf16 product.</summary>
+    public static unsafe Tensor Linear(Tensor x, LinearLayer layer)
+    {
+        if (!layer.HasTerm)
+            return layer.U == null && layer.A == null ? Linear(x, layer.W, layer.Bias) : throw new ArgumentException("LinearLayer: a low-rank U or A without B.");
+        int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
+        if (layer.U != null || rows == 0 || !MayRoundActivations(Autograd.AnyNeeds([x])) || !Gemm.Bf16DotRuns(false, true, rows) || !Streams(layer, rows, inF))
+            return LinearLowRank(x, layer.W, layer.Bias, TermInput(x, layer), layer.B!);
+
+        int outF = layer.W.Dim(0);
+        var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outF));
+        if (layer.Bias != null) PointwiseKernels.FillRows(rows, outF, layer.Bias.Span, y.Span);
+        var us = BufferPool.Rent(rows * layer.B!.Dim(1));
+        try
+        {
+            MakeTermInput(x.Span, rows, inF, layer, us);
+            fixed (float* a = x.Span, c = y.Span, pu = us, pl = layer.B.Span)
+            fixed (ushort* b = layer.W.Bf16Span)
+                Bf16Dot.Run(rows, outF, inF, a, inF, b, inF, c, outF, accumulate: layer.Bias != null, new Bf16Dot.LowRank(pu, pl, layer.B.Dim(1)));
+        }
+        finally { BufferPool.Return(us); }
+        return y;
+    }
+
+    /// <summary>u of <paramref name="layer"/>'s term on input x, as ops: U, or MulScalar(Linear(x, A), Scale) as
+    /// <c>LoraAdapter.LowRank</c> makes it.</summary>
+    private static Tensor TermInput(Tensor x, LinearLayer layer) => layer.U ?? MulScalar(Linear(x, layer.A!), layer.Scale);
+
+    /// <summary>u = Scale·(x·Aᵀ) of a factor-form term into <paramref name="u"/> ([rows, R]) on the calling thread: the
+    /// product <see cref="Linear(Tensor, Tensor, Tensor?)"/> runs on a float32 A, then <see cref="MulScalar"/>'s map, so
+    /// <see cref="TermInput"/>'s bits without the two tensors and ops.</summary>
+    private static void MakeTermInput(ReadOnlySpan<float> x, int rows, int inF, LinearLayer layer, Span<float> u)
+    {
+        int r = layer.A!.Dim(0);
+        var span = u[..(rows * r)];
+        Gemm.Multiply(false, true, rows, r, inF, x, inF, layer.A.Span, inF, span, r, accumulate: false);
+        Simd.ZipScalarRight<MulOp>(span, layer.Scale, span);
+    }
+
+    /// <summary>
+    /// The u's of the terms of <paramref name="layers"/> on x for a fused product, in one rented buffer (null when none
+    /// is in factor form): factor-form terms made by <see cref="MakeTermInput"/> at <paramref name="at"/>[i]; given U's
+    /// are used where they are.
+    /// </summary>
+    private static float[]? MakeTermInputs(ReadOnlySpan<float> x, int rows, int inF, ReadOnlySpan<LinearLayer> layers, Span<int> at)
+    {
+        int total = 0;
+        for (int i = 0; i < layers.Length; i++)
+        {
+            at[i] = total;
+            if (layers[i].HasTerm && layers[i].U == null) total += rows * layers[i].B!.Dim(1);
+        }
+        if (total == 0) return null;
+        var us = BufferPool.Rent(total);
+        for (int i = 0; i < layers.Length; i++)
+            if (layers[i].HasTerm && layers[i].U == null) MakeTermInput(x, rows, inF, layers[i], us.AsSpan(at[i]));
+        return us;
+    }
 
     /// <summary>Whether <paramref name="layer"/> can run in a fused decoding product over <paramref name="rows"/> rows of
     /// <paramref name="inF"/>: a frozen bf16 weight, a frozen bias that fits, and a frozen float32 low-rank term that fits
     /// and takes the small-k path (<see cref="Bf16Dot.LowRank.Fits"/>).</summary>
     private static bool Streams(LinearLayer layer, int rows, int inF)
     {
-        var (w, bias, u, b) = layer;
+        var (w, bias, u, b) = (layer.W, layer.Bias, layer.U, layer.B);
         bool streams = w.IsBf16 && w.Rank == 2 && w.Dim(1) == inF && !Autograd.AnyNeeds([w])
                        && (bias == null || (bias.Rank == 1 && bias.Dim(0) == w.Dim(0) && !Autograd.AnyNeeds([bias])));
-        if (u == null && b == null) return streams;
-        return streams && FuseLowRank && u != null && b != null && !u.IsBf16 && !b.IsBf16 && b.Rank == 2 && b.Dim(0) == w.Dim(0)
-               && u.Dim(-1) == b.Dim(1) && ShapeUtil.Rows(u.Shape) == rows && !Autograd.AnyNeeds([u, b])
+        if (b == null) return streams && u == null && layer.A == null;
+        bool input = u != null
+            ? !u.IsBf16 && u.Dim(-1) == b.Dim(1) && ShapeUtil.Rows(u.Shape) == rows && !Autograd.AnyNeeds([u])
+            : layer.A is { } a && !a.IsBf16 && a.Rank == 2 && a.Dim(0) == b.Dim(1) && a.Dim(1) == inF && !Autograd.AnyNeeds([a]);
+        return streams && FuseLowRank && input && !b.IsBf16 && b.Rank == 2 && b.Dim(0) == w.Dim(0) && !Autograd.AnyNeeds([b])
                && Bf16Dot.LowRank.Fits(rows, w.Dim(0), b.Dim(1));
     }
 
@@ -210,19 +278,25 @@ public static partial class Ops
         int outF = gate.W.Dim(0);
         var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outF));
         var upC = BufferPool.Rent(rows * outF);
+        Span<int> at = stackalloc int[2];
+        var us = MakeTermInputs(x.Span, rows, inF, [gate, up], at);
         try
         {
-            fixed (float* a = x.Span, g = y.Span, u = upC)
+            fixed (float* a = x.Span, g = y.Span, u = upC, u0 = us)
             fixed (ushort* bg = gate.W.Bf16Span, bu = up.W.Bf16Span)
             fixed (float* gu = SpanOrEmpty(gate.U), gl = SpanOrEmpty(gate.B), uu = SpanOrEmpty(up.U), ul = SpanOrEmpty(up.B))
             {
-                var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false, Term(gate, gu, gl));
-                var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false, Term(up, uu, ul));
+                var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false, Term(gate, gate.U != null ? gu : u0 + at[0], gl));
+                var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false, Term(up, up.U != null ? uu : u0 + at[1], ul));
                 if (activation == GateActivation.Silu) Bf16Dot.RunGated<SiluOp>(rows, inF, a, inF, gp, upr);
                 else Bf16Dot.RunGated<GeluOp>(rows, inF, a, inF, gp, upr);
             }
         }
-        finally { BufferPool.Return(upC); }
+        finally
+        {
+            BufferPool.Return(upC);
+            if (us != null) BufferPool.Return(us);
+        }
         return y;
     }
 
@@ -239,31 +313,50 @@ public static partial class Ops
     /// (<see cref="Bf16Dot.RunGatedDown{TAct}"/>): the hidden activations are never a tensor, and the down projection does
     /// not round them on one thread (12 µs a layer at batch 8; steps 0.6–0.9% faster).
     /// </summary>
-    public static unsafe Tensor GatedMlp(Tensor x, (Tensor W, Tensor? Bias) gate, (Tensor W, Tensor? Bias) up, (Tensor W, Tensor? Bias) down, GateActivation activation)
+    public static Tensor GatedMlp(Tensor x, (Tensor W, Tensor? Bias) gate, (Tensor W, Tensor? Bias) up, (Tensor W, Tensor? Bias) down, GateActivation activation)
+        => GatedMlp(x, new LinearLayer(gate.W, gate.Bias), new LinearLayer(up.W, up.Bias), new LinearLayer(down.W, down.Bias), activation);
+
+    /// <summary>
+    /// <see cref="GatedMlp(Tensor, (Tensor W, Tensor? Bias), (Tensor W, Tensor? Bias), (Tensor W, Tensor? Bias), GateActivation)"/>
+    /// where each projection may carry a low-rank term (LoRA): Linear(GatedLinear(x, gate, up), down) with
+    /// <see cref="Linear(Tensor, LinearLayer)"/>. Fused, a factor-form term of the down projection is made from the hidden
+    /// activations G (as the unfused down projection makes it from the hidden tensor) between the gated products and the
+    /// down projection, on the calling thread.
+    /// </summary>
+    public static unsafe Tensor GatedMlp(Tensor x, LinearLayer gate, LinearLayer up, LinearLayer down, GateActivation activation)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1), outF = gate.W.Dim(0);
-        bool fused = GatedFuses(x, new LinearLayer(gate.W, gate.Bias), new LinearLayer(up.W, up.Bias)) && FuseGatedDown && down.Bias == null && down.W.IsBf16 && down.W.Rank == 2
-                     && down.W.Dim(1) == outF && !Autograd.AnyNeeds([down.W]);
-        if (!fused) return Linear(GatedLinear(x, gate, up, activation), down.W, down.Bias);
+        bool fused = GatedFuses(x, gate, up) && FuseGatedDown && down.Bias == null && (down.U == null || !down.HasTerm) && Streams(down, rows, outF);
+        if (!fused) return Linear(GatedLinear(x, gate, up, activation), down);
 
-        var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, down.W.Dim(0)));
+        int outD = down.W.Dim(0);
+        var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outD));
         var (gC, upC) = (BufferPool.Rent(rows * outF), BufferPool.Rent(rows * outF));
+        Span<int> at = stackalloc int[2];
+        var us = MakeTermInputs(x.Span, rows, inF, [gate, up], at);
+        float[]? ud = down.HasTerm ? BufferPool.Rent(rows * down.B!.Dim(1)) : null;
         try
         {
-            fixed (float* a = x.Span, g = gC, u = upC, c = y.Span)
+            fixed (float* a = x.Span, g = gC, u = upC, c = y.Span, u0 = us, pud = ud)
             fixed (ushort* bg = gate.W.Bf16Span, bu = up.W.Bf16Span, bd = down.W.Bf16Span)
+            fixed (float* gu = SpanOrEmpty(gate.U), gl = SpanOrEmpty(gate.B), uu = SpanOrEmpty(up.U), ul = SpanOrEmpty(up.B), dl = SpanOrEmpty(down.B))
             {
-                var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false);
-                var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false);
-                var dp = new Bf16Dot.Product(bd, outF, down.W.Dim(0), c, down.W.Dim(0), accumulate: false);
-                if (activation == GateActivation.Silu) Bf16Dot.RunGatedDown<SiluOp>(rows, inF, a, inF, gp, upr, dp);
-                else Bf16Dot.RunGatedDown<GeluOp>(rows, inF, a, inF, gp, upr, dp);
+                var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false, Term(gate, gate.U != null ? gu : u0 + at[0], gl));
+                var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false, Term(up, up.U != null ? uu : u0 + at[1], ul));
+                ushort* g16 = activation == GateActivation.Silu
+                    ? Bf16Dot.RunGatedRounding<SiluOp>(rows, inF, a, inF, gp, upr)
+                    : Bf16Dot.RunGatedRounding<GeluOp>(rows, inF, a, inF, gp, upr);
+                // G (float, over the gate's product) is the hidden tensor's values: the down term's u from it.
+                if (ud != null) MakeTermInput(new ReadOnlySpan<float>(g, rows * outF), rows, outF, down, ud);
+                Bf16Dot.RunDown(rows, outF, g16, new Bf16Dot.Product(bd, outF, outD, c, outD, accumulate: false, Term(down, pud, dl)));
             }
         }
         finally
         {
             BufferPool.Return(upC);
             BufferPool.Return(gC);
+            if (us != null) BufferPool.Return(us);
+            if (ud != null) BufferPool.Return(ud);
         }
         return y;
     }
@@ -299,7 +392,9 @@ public static partial class Ops
     }
 
     // Pins layer i's weight and output, then the next layer's; with all pinned, runs the products.
-    private static unsafe void RunShared(float* a, int rows, int inF, LinearLayer[] layers, Tensor[] ys, Span<Bf16Dot.Product> products, int i)
+    // u0 + at[i]: layer i's made u (factor form).
+    private static unsafe void RunShared(float* a, int rows, int inF, LinearLayer[] layers, Tensor[] ys, float* u0, ReadOnlySpan<int> at,
+        Span<Bf16Dot.Product> products, int i)
     {
         if (i == layers.Length)
         {
@@ -311,8 +406,8 @@ public static partial class Ops
         fixed (ushort* b = layer.W.Bf16Span)
         fixed (float* c = ys[i].Span, u = SpanOrEmpty(layer.U), l = SpanOrEmpty(layer.B))
         {
-            products[i] = new Bf16Dot.Product(b, inF, outF, c, outF, accumulate: layer.Bias != null, Term(layer, u, l));
-            RunShared(a, rows, inF, layers, ys, products, i + 1);
+            products[i] = new Bf16Dot.Product(b, inF, outF, c, outF, accumulate: layer.Bias != null, Term(layer, layer.U != null ? u : u0 + at[i], l));
+            RunShared(a, rows, inF, layers, ys, u0, at, products, i + 1);
         }
     }
 

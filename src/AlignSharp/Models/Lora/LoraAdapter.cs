@@ -75,6 +75,18 @@ public sealed class LoraAdapter
         return (Ops.MulScalar(Ops.Linear(h, m.A), m.Scale), b);
     }
 
+    /// <summary>
+    /// Linear layer <paramref name="prefix"/>'s factors where its term is scale·(x·Aᵀ)·Bᵀ with nothing drawn (no dropout
+    /// now), so that a decoding product can make u itself (<see cref="Ops.LinearLayer"/>); null where the layer is not
+    /// adapted, the adapter is off, or dropout applies (then <see cref="LowRank"/>).
+    /// </summary>
+    public (Tensor A, float Scale, Tensor B)? Factors(string prefix)
+    {
+        if (!Enabled || !_byPrefix.TryGetValue(prefix, out var entry) || (DropoutRng != null && Config.Dropout > 0)) return null;
+        var (m, first, rows) = entry;
+        return (m.A, m.Scale, rows == m.B.Dim(0) ? m.B : m.B.SliceRows(first, rows));
+    }
+
     public bool Adapts(string prefix) => _byPrefix.ContainsKey(prefix);
 
     /// <summary>
