@@ -300,4 +300,23 @@ public class GemmTests(ITestOutputHelper output)
         Gemm.MultiplyBatched(2, false, true, m, n, k, a, k, 0, b, k, 0, cb, n, m * n, false);
         Assert.True(c1.AsSpan().SequenceEqual(cb.AsSpan(0, m * n)) && c1.AsSpan().SequenceEqual(cb.AsSpan(m * n)), "batched differs from single");
     }
+
+    /// <summary>Shapes split by columns (more column tiles than row tiles at an equal balance: LoRA's dA = duᵀ·h, a
+    /// 256-row forward) and by rows give each element the bits one thread gives it.</summary>
+    [Theory]
+    [InlineData(16, 4000, 320, true, false)]
+    [InlineData(24, 700, 90, false, false)]
+    [InlineData(256, 1000, 96, false, true)]
+    [InlineData(1000, 48, 70, false, true)]
+    public void EitherSplitGivesTheBitsOfOneThread(int m, int n, int k, bool transA, bool transB)
+    {
+        var rng = new Random(m + n);
+        var a = Random(rng, m * k);
+        var b = Random(rng, n * k);
+        var c = new float[m * n];
+        var c1 = new float[m * n];
+        Gemm.Multiply(transA, transB, m, n, k, a, transA ? m : k, b, transB ? k : n, c, n, false);
+        using (ParallelFor.UseThreads(1)) Gemm.Multiply(transA, transB, m, n, k, a, transA ? m : k, b, transB ? k : n, c1, n, false);
+        Assert.True(c.AsSpan().SequenceEqual(c1), $"{m}×{n}×{k}: {ParallelFor.Threads} threads and 1 thread differ");
+    }
 }

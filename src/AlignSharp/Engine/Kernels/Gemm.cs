@@ -297,7 +297,10 @@ public static unsafe class Gemm
             Blocked<TK>(p, 0, p.M, 0, p.N);
             return;
         }
-        bool splitM = Balance(tilesM, threads) >= Balance(tilesN, threads);
+        // On a tie the side with more tiles: a C of 2 row tiles (LoRA's dA = duᵀ·h, 16 rows) split by rows had each thread
+        // pack all of B for one tile, one of them a mostly empty edge tile (16 × 4,864 × 320 at 44 GFLOP/s).
+        double bm = Balance(tilesM, threads), bn = Balance(tilesN, threads);
+        bool splitM = bm > bn || (bm == bn && tilesM >= tilesN);
         ParallelFor.Run(splitM ? tilesM : tilesN, 1, new TileShare<TK>(p, splitM));
     }
 
