@@ -179,19 +179,19 @@ public static partial class Ops
         if (!layer.HasTerm)
             return layer.U == null && layer.A == null ? Linear(x, layer.W, layer.Bias) : throw new ArgumentException("LinearLayer: a low-rank U or A without B.");
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
-        if (layer.U != null || rows == 0 || !MayRoundActivations(Autograd.AnyNeeds([x])) || !Gemm.Bf16DotRuns(false, true, rows) || !Streams(layer, rows, inF))
+        if (rows == 0 || !MayRoundActivations(Autograd.AnyNeeds([x])) || !Gemm.Bf16DotRuns(false, true, rows) || !Streams(layer, rows, inF))
             return LinearLowRank(x, layer.W, layer.Bias, TermInput(x, layer), layer.B!);
 
         int outF = layer.W.Dim(0);
         var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outF));
         if (layer.Bias != null) PointwiseKernels.FillRows(rows, outF, layer.Bias.Span, y.Span);
-        var us = BufferPool.Rent(rows * layer.B!.Dim(1));
+        Span<int> at = stackalloc int[1];
+        var us = MakeTermInputs(x.Span, rows, inF, [layer], at)!;
         try
         {
-            MakeTermInput(x.Span, rows, inF, layer, us);
-            fixed (float* a = x.Span, c = y.Span, pu = us, pl = layer.B.Span)
+            fixed (float* a = x.Span, c = y.Span, u0 = us, l = layer.B!.Span)
             fixed (ushort* b = layer.W.Bf16Span)
-                Bf16Dot.Run(rows, outF, inF, a, inF, b, inF, c, outF, accumulate: layer.Bias != null, new Bf16Dot.LowRank(pu, pl, layer.B.Dim(1)));
+                Bf16Dot.Run(rows, outF, inF, a, inF, b, inF, c, outF, accumulate: layer.Bias != null, Term(layer, u0 + at[0], l));
         }
         finally { BufferPool.Return(us); }
         return y;
@@ -201,34 +201,36 @@ public static partial class Ops
     /// <c>LoraAdapter.LowRank</c> makes it.</summary>
     private static Tensor TermInput(Tensor x, LinearLayer layer) => layer.U ?? MulScalar(Linear(x, layer.A!), layer.Scale);
 
-    /// <summary>u = Scale·(x·Aᵀ) of a factor-form term into <paramref name="u"/> ([rows, R]) on the calling thread: the
-    /// product <see cref="Linear(Tensor, Tensor, Tensor?)"/> runs on a float32 A, then <see cref="MulScalar"/>'s map, so
-    /// <see cref="TermInput"/>'s bits without the two tensors and ops.</summary>
+    /// <summary>u of a term into <paramref name="u"/> ([rows, R]) on the calling thread: a given U copied, or
+    /// Scale·(x·Aᵀ) by the product <see cref="Linear(Tensor, Tensor, Tensor?)"/> runs on a float32 A, then
+    /// <see cref="MulScalar"/>'s map, so <see cref="TermInput"/>'s bits without the two tensors and ops.</summary>
     private static void MakeTermInput(ReadOnlySpan<float> x, int rows, int inF, LinearLayer layer, Span<float> u)
     {
+        if (layer.U is { } given)
+        {
+            given.Span.CopyTo(u);
+            return;
+        }
         int r = layer.A!.Dim(0);
         var span = u[..(rows * r)];
         Gemm.Multiply(false, true, rows, r, inF, x, inF, layer.A.Span, inF, span, r, accumulate: false);
         Simd.ZipScalarRight<MulOp>(span, layer.Scale, span);
     }
 
-    /// <summary>
-    /// The u's of the terms of <paramref name="layers"/> on x for a fused product, in one rented buffer (null when none
-    /// is in factor form): factor-form terms made by <see cref="MakeTermInput"/> at <paramref name="at"/>[i]; given U's
-    /// are used where they are.
-    /// </summary>
+    /// <summary>The u's of the terms of <paramref name="layers"/> on x for a fused product (<see cref="MakeTermInput"/>),
+    /// layer i's at <paramref name="at"/>[i] of one rented buffer; null when no layer has a term.</summary>
     private static float[]? MakeTermInputs(ReadOnlySpan<float> x, int rows, int inF, ReadOnlySpan<LinearLayer> layers, Span<int> at)
     {
         int total = 0;
         for (int i = 0; i < layers.Length; i++)
         {
             at[i] = total;
-            if (layers[i].HasTerm && layers[i].U == null) total += rows * layers[i].B!.Dim(1);
+            if (layers[i].HasTerm) total += rows * layers[i].B!.Dim(1);
         }
         if (total == 0) return null;
         var us = BufferPool.Rent(total);
         for (int i = 0; i < layers.Length; i++)
-            if (layers[i].HasTerm && layers[i].U == null) MakeTermInput(x, rows, inF, layers[i], us.AsSpan(at[i]));
+            if (layers[i].HasTerm) MakeTermInput(x, rows, inF, layers[i], us.AsSpan(at[i]));
         return us;
     }
 
@@ -284,10 +286,10 @@ public static partial class Ops
         {
             fixed (float* a = x.Span, g = y.Span, u = upC, u0 = us)
             fixed (ushort* bg = gate.W.Bf16Span, bu = up.W.Bf16Span)
-            fixed (float* gu = SpanOrEmpty(gate.U), gl = SpanOrEmpty(gate.B), uu = SpanOrEmpty(up.U), ul = SpanOrEmpty(up.B))
+            fixed (float* gl = SpanOrEmpty(gate.B), ul = SpanOrEmpty(up.B))
             {
-                var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false, Term(gate, gate.U != null ? gu : u0 + at[0], gl));
-                var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false, Term(up, up.U != null ? uu : u0 + at[1], ul));
+                var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false, Term(gate, u0 + at[0], gl));
+                var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false, Term(up, u0 + at[1], ul));
                 if (activation == GateActivation.Silu) Bf16Dot.RunGated<SiluOp>(rows, inF, a, inF, gp, upr);
                 else Bf16Dot.RunGated<GeluOp>(rows, inF, a, inF, gp, upr);
             }
@@ -339,10 +341,10 @@ public static partial class Ops
         {
             fixed (float* a = x.Span, g = gC, u = upC, c = y.Span, u0 = us, pud = ud)
             fixed (ushort* bg = gate.W.Bf16Span, bu = up.W.Bf16Span, bd = down.W.Bf16Span)
-            fixed (float* gu = SpanOrEmpty(gate.U), gl = SpanOrEmpty(gate.B), uu = SpanOrEmpty(up.U), ul = SpanOrEmpty(up.B), dl = SpanOrEmpty(down.B))
+            fixed (float* gl = SpanOrEmpty(gate.B), ul = SpanOrEmpty(up.B), dl = SpanOrEmpty(down.B))
             {
-                var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false, Term(gate, gate.U != null ? gu : u0 + at[0], gl));
-                var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false, Term(up, up.U != null ? uu : u0 + at[1], ul));
+                var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false, Term(gate, u0 + at[0], gl));
+                var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false, Term(up, u0 + at[1], ul));
                 ushort* g16 = activation == GateActivation.Silu
                     ? Bf16Dot.RunGatedRounding<SiluOp>(rows, inF, a, inF, gp, upr)
                     : Bf16Dot.RunGatedRounding<GeluOp>(rows, inF, a, inF, gp, upr);
@@ -374,9 +376,10 @@ public static partial class Ops
     internal static bool FuseGatedDown { get; set; } = true;
 
     /// <summary>Whether decoding products add their LoRA terms to the columns they make (<see cref="Bf16Dot.LowRank"/>; on by
-    /// default; tests and benchmarks switch it to compare). Off, <see cref="LinearLowRank"/> adds its term as a product of
-    /// its own, and <see cref="LinearShared(Tensor, LinearLayer[])"/> and <see cref="GatedLinear(Tensor, LinearLayer, LinearLayer, GateActivation)"/>
-    /// run layers with terms one by one.</summary>
+    /// default; tests and benchmarks switch it to compare). Off, a layer with a term is <see cref="LinearLowRank"/> on its
+    /// u, whose term is a product of its own, and <see cref="LinearShared(Tensor, LinearLayer[])"/>,
+    /// <see cref="GatedLinear(Tensor, LinearLayer, LinearLayer, GateActivation)"/> and <see cref="GatedMlp(Tensor, LinearLayer, LinearLayer, LinearLayer, GateActivation)"/>
+    /// run such layers one by one.</summary>
     internal static bool FuseLowRank { get; set; } = true;
 
     /// <summary>Whether <see cref="GatedLinear"/> may fuse (on by default; benchmarks switch it to compare).</summary>
@@ -392,7 +395,7 @@ public static partial class Ops
     }
 
     // Pins layer i's weight and output, then the next layer's; with all pinned, runs the products.
-    // u0 + at[i]: layer i's made u (factor form).
+    // u0 + at[i]: layer i's u (MakeTermInputs).
     private static unsafe void RunShared(float* a, int rows, int inF, LinearLayer[] layers, Tensor[] ys, float* u0, ReadOnlySpan<int> at,
         Span<Bf16Dot.Product> products, int i)
     {
@@ -404,9 +407,9 @@ public static partial class Ops
         var layer = layers[i];
         int outF = layer.W.Dim(0);
         fixed (ushort* b = layer.W.Bf16Span)
-        fixed (float* c = ys[i].Span, u = SpanOrEmpty(layer.U), l = SpanOrEmpty(layer.B))
+        fixed (float* c = ys[i].Span, l = SpanOrEmpty(layer.B))
         {
-            products[i] = new Bf16Dot.Product(b, inF, outF, c, outF, accumulate: layer.Bias != null, Term(layer, layer.U != null ? u : u0 + at[i], l));
+            products[i] = new Bf16Dot.Product(b, inF, outF, c, outF, accumulate: layer.Bias != null, Term(layer, u0 + at[i], l));
             RunShared(a, rows, inF, layers, ys, u0, at, products, i + 1);
         }
     }
@@ -424,7 +427,7 @@ public static partial class Ops
         return LinearCore(x, w, bias, u, b);
     }
 
-    private static unsafe Tensor LinearCore(Tensor x, Tensor w, Tensor? bias, Tensor? u, Tensor? ub)
+    private static Tensor LinearCore(Tensor x, Tensor w, Tensor? bias, Tensor? u, Tensor? ub)
     {
         if (w.Rank != 2 || x.Dim(-1) != w.Dim(1))
             throw new ArgumentException($"Linear: input {ShapeUtil.Format(x.Shape)} does not fit weight {ShapeUtil.Format(w.Shape)} ([out, in]).");
@@ -442,25 +445,16 @@ public static partial class Ops
             _ => [x, w, bias, u, ub!],
         };
         bool record = Autograd.AnyNeeds(inputs);
-        int r = ub?.Dim(1) ?? 0;
-        bool termAdded = false;
         if (w.IsBf16)
         {
             if (w.RequiresGrad) throw new InvalidOperationException($"Linear: weight {w.Name ?? ShapeUtil.Format(w.Shape)} is stored as bf16 and cannot take gradients.");
             // Generation may round x to bf16 for vdpbf16ps, as a bf16 model in PyTorch does; training and scoring keep x exact.
             bool bf16Activations = MayRoundActivations(record);
-            if (u != null && bf16Activations && Gemm.Bf16DotRuns(false, true, rows) && Streams(new LinearLayer(w, bias, u, ub), rows, inF))
-            {
-                // Decoding with LoRA: each thread adds the term to the columns it has just made (the same bits).
-                fixed (float* a = x.Span, c = ys, pu = u.Span, pl = ub!.Span)
-                fixed (ushort* b = w.Bf16Span)
-                    Bf16Dot.Run(rows, outF, inF, a, inF, b, inF, c, outF, accumulate: bias != null, new Bf16Dot.LowRank(pu, pl, r));
-                termAdded = true;
-            }
-            else Gemm.MultiplyBf16(false, true, rows, outF, inF, x.Span, inF, w.Bf16Span, inF, ys, outF, accumulate: bias != null, bf16Activations);
+            Gemm.MultiplyBf16(false, true, rows, outF, inF, x.Span, inF, w.Bf16Span, inF, ys, outF, accumulate: bias != null, bf16Activations);
         }
         else Gemm.Multiply(false, true, rows, outF, inF, x.Span, inF, w.Span, inF, ys, outF, accumulate: bias != null);
-        if (u != null && !termAdded) Gemm.Multiply(false, true, rows, outF, r, u.Span, r, ub!.Span, r, ys, outF, accumulate: true);
+        int r = ub?.Dim(1) ?? 0;
+        if (u != null) Gemm.Multiply(false, true, rows, outF, r, u.Span, r, ub!.Span, r, ys, outF, accumulate: true);
 
         if (record)
             Autograd.Record(y, inputs, g =>
