@@ -228,16 +228,17 @@ public class LowRankDecodingTests(ITestOutputHelper output)
     /// and different ones from the base model.
     /// </summary>
     [Theory]
-    [InlineData("qwen2-tied-bias")]
-    [InlineData("phi3-longrope")]
-    [InlineData("llama-gqa")]
-    [InlineData("gpt2-hub")]              // one fused c_attn tensor (Conv1D), a GELU MLP, biases
-    [InlineData("gemma2-softcap-window")] // GeGLU, soft caps
-    public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture)
+    [InlineData("qwen2-tied-bias", 4)]
+    [InlineData("phi3-longrope", 4)]
+    [InlineData("llama-gqa", 4)]
+    [InlineData("llama-gqa", 80)]            // past the small-k path: every term a product of its own
+    [InlineData("gpt2-hub", 4)]              // one fused c_attn tensor (Conv1D), a GELU MLP, biases
+    [InlineData("gemma2-softcap-window", 4)] // GeGLU, soft caps
+    public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture, int rank)
     {
         Native(3);
         var model = ModelIO.Load(Fixtures.Dir(fixture), bf16Matrices: true);
-        var adapter = LoraAdapter.Create(model, new LoraConfig(4, 8, TargetModules: [LoraConfig.AllLinear]), seed: 1);
+        var adapter = LoraAdapter.Create(model, new LoraConfig(rank, 2 * rank, TargetModules: [LoraConfig.AllLinear]), seed: 1);
         var rng = new Random(9);
         foreach (var module in adapter.Modules)
         {
