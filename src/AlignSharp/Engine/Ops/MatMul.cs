@@ -304,7 +304,7 @@ public static partial class Ops
 
     private static ReadOnlySpan<float> SpanOrEmpty(Tensor? t) => t == null ? default : t.Span;
 
-    /// <summary><paramref name="layer"/>'s low-rank term over its pinned U and B (none without one).</summary>
+    /// <summary><paramref name="layer"/>'s low-rank term over its u at <paramref name="u"/> and its pinned B (none without one).</summary>
     private static unsafe Bf16Dot.LowRank Term(LinearLayer layer, float* u, float* b)
         => layer.B is { } lb ? new Bf16Dot.LowRank(u, b, lb.Dim(1)) : default;
 
@@ -328,7 +328,8 @@ public static partial class Ops
     public static unsafe Tensor GatedMlp(Tensor x, LinearLayer gate, LinearLayer up, LinearLayer down, GateActivation activation)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1), outF = gate.W.Dim(0);
-        bool fused = GatedFuses(x, gate, up) && FuseGatedDown && down.Bias == null && (down.U == null || !down.HasTerm) && Streams(down, rows, outF);
+        // A given u for the down projection could only have been made from a hidden tensor, which a fused MLP never makes.
+        bool fused = GatedFuses(x, gate, up) && FuseGatedDown && down.Bias == null && down.U == null && Streams(down, rows, outF);
         if (!fused) return Linear(GatedLinear(x, gate, up, activation), down);
 
         int outD = down.W.Dim(0);
