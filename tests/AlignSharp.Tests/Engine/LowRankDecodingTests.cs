@@ -17,14 +17,6 @@ namespace AlignSharp.Tests.Engine;
 [Collection(SerialCollection.Name)]
 public class LowRankDecodingTests(ITestOutputHelper output)
 {
-    private static Tensor Random(Random rng, params int[] shape)
-    {
-        var t = Tensor.Parameter(shape, 0f);
-        var s = t.Span;
-        for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextDouble() * 2 - 1);
-        return t;
-    }
-
     private static T Unfused<T>(Func<T> run)
     {
         Ops.FuseLowRank = false;
@@ -44,9 +36,9 @@ public class LowRankDecodingTests(ITestOutputHelper output)
 
     /// <summary>A bf16 layer [n, inF] with a term of rank r: none, u given ([rows, r]), or factors A [r, inF] and a scale.</summary>
     private static Ops.LinearLayer Layer(Random rng, int n, int inF, int rows, Term term, int r, bool bias) => new(
-        Random(rng, n, inF).ToBf16(), bias ? Random(rng, n) : null,
-        U: term == Term.U ? Random(rng, 1, rows, r) : null, B: term == Term.None ? null : Random(rng, n, r),
-        A: term == Term.Factors ? Random(rng, r, inF) : null, Scale: term == Term.Factors ? 0.75f : 1f);
+        GradCheck.Random(rng, n, inF).ToBf16(), bias ? GradCheck.Random(rng, n) : null,
+        U: term == Term.U ? GradCheck.Random(rng, 1, rows, r) : null, B: term == Term.None ? null : GradCheck.Random(rng, n, r),
+        A: term == Term.Factors ? GradCheck.Random(rng, r, inF) : null, Scale: term == Term.Factors ? 0.75f : 1f);
 
     /// <summary>The unfused layer: Linear, or LinearLowRank on u (given, or Scale·(x·Aᵀ) as two ops, as the adapter makes it).</summary>
     private static Tensor Separate(Tensor x, Ops.LinearLayer l) => l.B == null ? Ops.Linear(x, l.W, l.Bias)
@@ -101,7 +93,7 @@ public class LowRankDecodingTests(ITestOutputHelper output)
         bool native = Native(rows);
         var rng = new Random(rows);
         const int inF = 45;
-        var x = Random(rng, 1, rows, inF);
+        var x = GradCheck.Random(rng, 1, rows, inF);
         // Widths off the 24-column units and the tiles, one above the parallel threshold; a term given as u (rank 3), none
         // (LoRA need not adapt all of them), factors (rank 16, u made inside) and factors again (rank 8); biases on some.
         var layers = new[]
@@ -139,7 +131,7 @@ public class LowRankDecodingTests(ITestOutputHelper output)
         bool native = Native(rows);
         var rng = new Random(outF + r);
         const int inF = 70;
-        var x = Random(rng, 1, rows, inF);
+        var x = GradCheck.Random(rng, 1, rows, inF);
         var layer = Layer(rng, outF, inF, rows, term, r, withBias);
         output.WriteLine($"the term {(Bf16Dot.LowRank.Fits(rows, outF, r) ? "fits" : "does not fit")} the small-k path");
         Tensor fused, separate;
@@ -165,7 +157,7 @@ public class LowRankDecodingTests(ITestOutputHelper output)
         Native(rows);
         var rng = new Random(f + rows);
         const int inF = 45, r = 16;
-        var x = Random(rng, 1, rows, inF);
+        var x = GradCheck.Random(rng, 1, rows, inF);
         var (gate, up) = (Layer(rng, f, inF, rows, gateTerm, r, bias: false), Layer(rng, f, inF, rows, upTerm, r, bias: false));
 
         float[] fused, separate;
@@ -199,7 +191,7 @@ public class LowRankDecodingTests(ITestOutputHelper output)
         Native(rows);
         var rng = new Random(f + outF + rows);
         const int inF = 45, r = 16;
-        var x = Random(rng, 1, rows, inF);
+        var x = GradCheck.Random(rng, 1, rows, inF);
         var (gate, up, down) = (Layer(rng, f, inF, rows, gateTerm, r, false), Layer(rng, f, inF, rows, upTerm, r, false),
             Layer(rng, outF, f, rows, downTerm, r, false));
         var activation = act == GateActivation.Silu ? Ops.GateActivation.Silu : Ops.GateActivation.GeluTanh;

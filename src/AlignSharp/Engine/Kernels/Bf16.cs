@@ -54,12 +54,7 @@ public static unsafe class Bf16
         int i = 0;
         if (Simd.UseAvx512)
         {
-            for (; i + 32 <= n; i += 32)
-            {
-                var (lo, hi) = Vector512.Widen(Vector512.Load(s + i));
-                Vector512.ShiftLeft(lo, 16).AsSingle().Store(d + i);
-                Vector512.ShiftLeft(hi, 16).AsSingle().Store(d + i + 16);
-            }
+            for (; i + 32 <= n; i += 32) Widen32(s + i, d + i);
         }
         if (Simd.UseAvx2)
         {
@@ -80,6 +75,16 @@ public static unsafe class Bf16
             }
         }
         for (; i < n; i++) ((uint*)d)[i] = (uint)s[i] << 16;
+    }
+
+    /// <summary>d[0..32) = float32 of s[0..32) in 512-bit registers (zero-extend, shift into the high half); callers check
+    /// that Vector512 is accelerated.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Widen32(ushort* s, float* d)
+    {
+        var (lo, hi) = Vector512.Widen(Vector512.Load(s));
+        Vector512.ShiftLeft(lo, 16).AsSingle().Store(d);
+        Vector512.ShiftLeft(hi, 16).AsSingle().Store(d + 16);
     }
 
     /// <summary>

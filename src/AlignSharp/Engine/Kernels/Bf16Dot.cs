@@ -133,8 +133,7 @@ internal static unsafe class Bf16Dot
 
         /// <summary>Whether a term of rank <paramref name="r"/> over <paramref name="n"/> columns and m rows takes
         /// <see cref="GemmSkinny"/>'s path as a whole product (so every share's columns do too).</summary>
-        public static bool Fits(int m, int n, int r) =>
-            Gemm.ActivePath == GemmPath.Avx512 && r <= GemmSkinny.SmallK && GemmSkinny.Applies(false, true, m, n, r);
+        public static bool Fits(int m, int n, int r) => GemmSkinny.RunsNTSmallK(m, n, r);
     }
 
     /// <summary>Adds <paramref name="p"/>'s low-rank term to its columns [j0, j1) (nothing without one).</summary>

@@ -34,6 +34,10 @@ internal static unsafe class GemmSkinny
     /// <summary>The largest k of an NT product that goes through a transposed panel (k × 16 floats on the stack).</summary>
     internal const int SmallK = 64;
 
+    /// <summary>Whether <see cref="Gemm.Multiply"/> of an NT product m×n×k runs <see cref="AddNTSmallK"/>'s strips (the AVX-512
+    /// path, this class, a transposed panel), so that columns added by AddNTSmallK get its bits.</summary>
+    internal static bool RunsNTSmallK(int m, int n, int k) => Gemm.ActivePath == GemmPath.Avx512 && k <= SmallK && Applies(false, true, m, n, k);
+
     /// <summary>
     /// Columns [j0, j1) of C += A·Bᵀ (A [m, k], B [n, k], k ≤ <see cref="SmallK"/>, m ≤ 8) on the calling thread: what
     /// <see cref="Run"/> gives those columns, bit for bit, without a parallel region (a decoding product adding a LoRA
