@@ -7,8 +7,14 @@ namespace AlignSharp.Models;
 /// in chunks of rows, so the [N, V] logits (and, in the backward pass, their gradient) are never alive at once: each
 /// chunk's logits are made, reduced to two numbers per row and dropped; the backward pass makes them again chunk by
 /// chunk (<see cref="Autograd.Checkpoint"/>). When all N×V logits fit <see cref="KeepFloats"/> (a PPO update's
-/// completion tokens), the chunks' logits are kept for the backward pass instead of recomputed: a third fewer LM-head
-/// FLOPs for a bounded amount of memory. Legend: N rows (tokens), D hidden, V vocabulary.
+/// completion tokens), the logits are kept for the backward pass instead of recomputed: a third fewer LM-head FLOPs for
+/// a bounded amount of memory; and since they are all alive then anyway, the head runs as one product over all N rows
+/// rather than chunk by chunk, which packed the whole head weight again for every chunk, forward and backward
+/// (Qwen2.5-0.5B, 256 rows: 870 → 593 ms for the head's forward and backward). Chunks are of equal size, so none is a
+/// small remainder: a GEMM of at most 8 rows takes another path (<c>GemmSkinny</c>) than a taller one, and a chunk that
+/// did would give its rows other bits than the same rows scored in one product, which PPO's first ratio (old
+/// log-probabilities scored without gradients, new ones in the update) must not see. Legend: N rows (tokens),
+/// D hidden, V vocabulary.
 /// </summary>
 public static class TokenScoring
 {
@@ -27,14 +33,25 @@ public static class TokenScoring
     /// <summary>Rows per chunk for a vocabulary of <paramref name="vocab"/>: <see cref="ChunkFloats"/> / V, at least 1.</summary>
     public static int DefaultChunkRows(int vocab) => (int)Math.Max(1, ChunkFloats / Math.Max(1, vocab));
 
+    /// <summary>Rows per chunk when <paramref name="n"/> rows are cut into chunks of at most <paramref name="maxRows"/>:
+    /// as many chunks as that takes, of equal size (the last one at most as many rows fewer as there are chunks).</summary>
+    public static int EqualChunkRows(int n, int maxRows)
+    {
+        if (n <= maxRows) return Math.Max(1, n);
+        int chunks = (n + maxRows - 1) / maxRows;
+        return (n + chunks - 1) / chunks;
+    }
+
     /// <summary>
     /// hidden [N, D] (final hidden states after the last norm, the rows to score), targets [N]
     /// → (LogProbs [N] = log softmax(head(h) / temperature)[target], Entropy [N]), both differentiable (into
     /// <paramref name="hidden"/> and a trainable head). <paramref name="visit"/>, when given, sees each chunk's raw logits
-    /// (for metrics such as TRL's logits/chosen or token accuracy) while the chunk exists. <paramref name="chunkRows"/>: 0 =
-    /// <see cref="DefaultChunkRows"/>. <paramref name="recompute"/>: whether the backward pass makes each chunk's logits again
-    /// (true) or keeps them from the forward pass (false); null = keep when N×V ≤ <see cref="KeepFloats"/>. Without
-    /// gradients each chunk's logits go back to the pool as soon as the chunk is reduced, whatever this says.
+    /// (for metrics such as TRL's logits/chosen or token accuracy) while the chunk exists. <paramref name="chunkRows"/>: the
+    /// most rows a chunk may have; 0 = all N rows when the logits are kept for the backward pass, else
+    /// <see cref="DefaultChunkRows"/>; the rows are then cut into equal chunks (<see cref="EqualChunkRows"/>).
+    /// <paramref name="recompute"/>: whether the backward pass makes each chunk's logits again (true) or keeps them from the
+    /// forward pass (false); null = keep when N×V ≤ <see cref="KeepFloats"/>. Without gradients each chunk's logits go
+    /// back to the pool as soon as the chunk is reduced, whatever this says.
     /// </summary>
     public static (Tensor LogProbs, Tensor Entropy) LogProbs(TransformerModel model, Tensor hidden, int[] targets, float temperature = 1f,
         LogitsVisitor? visit = null, int chunkRows = 0, bool? recompute = null)
@@ -46,7 +63,6 @@ public static class TokenScoring
         if (targets.Length != n) throw new ArgumentException($"TokenScoring: {targets.Length} targets for {n} rows.");
         if (!(temperature > 0)) throw new ArgumentOutOfRangeException(nameof(temperature), "The temperature must be > 0.");
         int v = model.Config.VocabSize;
-        int chunk = chunkRows > 0 ? chunkRows : DefaultChunkRows(v);
         var head = model.HeadWeight;
         var logProbs = new List<Tensor>();
         var entropies = new List<Tensor>();
@@ -54,6 +70,8 @@ public static class TokenScoring
         // Without gradients the checkpoint only scopes each chunk's logits (nothing is recomputed): always take it then.
         bool needsGrad = Autograd.IsEnabled && (head.RequiresGrad || Autograd.Needs(hidden));
         bool again = !needsGrad || (recompute ?? (long)n * v > KeepFloats);
+        // Kept logits are all alive until the backward pass whatever the chunks, so one product makes them.
+        int chunk = EqualChunkRows(n, chunkRows > 0 ? chunkRows : again ? DefaultChunkRows(v) : n);
         for (int start = 0; start < n; start += chunk)
         {
             int rows = Math.Min(chunk, n - start), at = start;
