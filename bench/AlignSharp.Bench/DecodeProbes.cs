@@ -29,9 +29,10 @@ namespace AlignSharp.Bench;
 /// makes them, with or without a rank-16 LoRA adapter on every linear layer.</item>
 /// <item><c>decode-score-lora DIR BATCH ROUNDS [head]</c>: scoring passes (no gradient) with that adapter on and off
 /// alternately.</item>
-/// <item><c>decode-score-head DIR ROWS ROUNDS</c>: the LM head's log-probabilities of ROWS random hidden states, forward
-/// and backward with the logits kept (as a PPO update scores its completion tokens), in chunks of
-/// <see cref="TokenScoring.DefaultChunkRows"/> rows against one product (the default since 2026-12-02), alternately.</item>
+/// <item><c>decode-score-head DIR ROWS ROUNDS [no-grad]</c>: the LM head's log-probabilities of ROWS random hidden states,
+/// forward and backward with the logits kept (as a PPO update scores its completion tokens), or without gradients (as a
+/// rollout scores them), in chunks of <see cref="TokenScoring.DefaultChunkRows"/> rows (the only chunking before
+/// 2026-12-02) against the chunks <see cref="TokenScoring.ChunkRows"/> chooses, alternately.</item>
 /// <item><c>decode-attention</c>: one decoding step's attention at the 0.5B shape, hot, on one and two threads (no
 /// checkpoint needed).</item>
 /// </list>
@@ -73,8 +74,8 @@ internal static class DecodeProbes
             case "decode-score-lora" when args.Length == 4 || args is [_, _, _, _, "head"]:
                 ScoreLora(model, int.Parse(args[2]), int.Parse(args[3]), withHead: args.Length == 5);
                 return 0;
-            case "decode-score-head" when args.Length == 4:
-                HeadGrad(model, int.Parse(args[2]), int.Parse(args[3]));
+            case "decode-score-head" when args.Length == 4 || args is [_, _, _, _, "no-grad"]:
+                ScoreHead(model, int.Parse(args[2]), int.Parse(args[3]), gradients: args.Length == 4);
                 return 0;
             case "decode-shapes" when args.Length is 3 or 4:
                 int[] batches = args.Length == 4 ? [.. args[3].Split(',').Select(int.Parse)] : [1, 8];
@@ -143,28 +144,30 @@ internal static class DecodeProbes
         return on => Ops.FuseLowRank = on;
     }
 
-    /// <summary>See <c>decode-score-head</c> above: ms of a forward and backward pass through the head, medians.</summary>
-    private static void HeadGrad(TransformerModel model, int n, int rounds)
+    /// <summary>See <c>decode-score-head</c> above: ms of a pass through the head, medians.</summary>
+    private static void ScoreHead(TransformerModel model, int n, int rounds, bool gradients)
     {
         var rng = new Random(0);
-        int d = model.Config.HiddenSize, old = TokenScoring.DefaultChunkRows(model.Config.VocabSize);
+        int d = model.Config.HiddenSize, small = TokenScoring.DefaultChunkRows(model.Config.VocabSize);
         var h = Tensor.FromArray(Enumerable.Range(0, n * d).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray(), n, d);
-        h.RequiresGrad = true;
+        h.RequiresGrad = gradients;
         var targets = Enumerable.Range(0, n).Select(_ => rng.Next(model.Config.VocabSize)).ToArray();
         var times = new[] { new List<double>(), new List<double>() };
         for (int round = 0; round <= rounds; round++)
-            foreach (int chunk in round % 2 == 0 ? new[] { old, 0 } : new[] { 0, old })
+            foreach (int chunk in round % 2 == 0 ? new[] { small, 0 } : new[] { 0, small })
             {
                 var sw = Stopwatch.StartNew();
                 using (TensorScope.Begin())
                 {
-                    var (lp, _) = TokenScoring.LogProbs(model, h, targets, 0.7f, chunkRows: chunk, recompute: false);
-                    Autograd.Backward(Ops.Sum(lp));
+                    var (lp, _) = TokenScoring.LogProbs(model, h, targets, 0.7f, chunkRows: chunk, recompute: gradients ? false : null);
+                    if (gradients) Autograd.Backward(Ops.Sum(lp));
                 }
-                h.ZeroGrad();
+                if (gradients) h.ZeroGrad();
                 if (round > 0) times[chunk == 0 ? 1 : 0].Add(sw.Elapsed.TotalMilliseconds);
             }
-        Console.WriteLine($"{n} rows, forward + backward: chunks of at most {old} rows {Median(times[0]):F1} ms, one product {Median(times[1]):F1} ms");
+        int rows = TokenScoring.ChunkRows(n, model.Config.VocabSize, gradients, recompute: false);
+        Console.WriteLine($"{n} rows, {(gradients ? "forward and backward, logits kept" : "no gradient")}: chunks of at most {small} rows " +
+                          $"{Median(times[0]):F1} ms, chunks of {rows} rows (the default) {Median(times[1]):F1} ms");
     }
 
     private static int Usage()
@@ -172,7 +175,7 @@ internal static class DecodeProbes
         Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora|lora-terms] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
             "decode-products CHECKPOINT_DIR ROUNDS | decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS [1,M,...] | " +
             "decode-generate CHECKPOINT_DIR BATCH CALLS [lora] | decode-score-lora CHECKPOINT_DIR BATCH ROUNDS [head] | " +
-            "decode-score-head CHECKPOINT_DIR ROWS ROUNDS | decode-attention");
+            "decode-score-head CHECKPOINT_DIR ROWS ROUNDS [no-grad] | decode-attention");
         return 2;
     }
 

@@ -4,34 +4,53 @@ namespace AlignSharp.Models;
 
 /// <summary>
 /// The one log-probability scorer over the LM head: per-token log π(target) and entropies from final hidden states,
-/// in chunks of rows, so the [N, V] logits (and, in the backward pass, their gradient) are never alive at once: each
-/// chunk's logits are made, reduced to two numbers per row and dropped; the backward pass makes them again chunk by
-/// chunk (<see cref="Autograd.Checkpoint"/>). When all N×V logits fit <see cref="KeepFloats"/> (a PPO update's
-/// completion tokens), the logits are kept for the backward pass instead of recomputed: a third fewer LM-head FLOPs for
-/// a bounded amount of memory; and since they are all alive then anyway, the head runs as one product over all N rows
-/// rather than chunk by chunk, which packed the whole head weight again for every chunk, forward and backward
-/// (Qwen2.5-0.5B, 256 rows: 870 → 593 ms for the head's forward and backward). Chunks are of equal size, so none is a
-/// small remainder: a GEMM of at most 8 rows takes another path (<c>GemmSkinny</c>) than a taller one, and a chunk that
-/// did would give its rows other bits than the same rows scored in one product, which PPO's first ratio (old
-/// log-probabilities scored without gradients, new ones in the update) must not see. Legend: N rows (tokens),
-/// D hidden, V vocabulary.
+/// in chunks of rows, so the [N, V] logits (and, in the backward pass, their gradient) are never all alive at once
+/// unless they fit a fixed budget. How the rows are chunked (<see cref="ChunkRows"/>):
+/// <list type="bullet">
+/// <item>Without gradients each chunk's logits are reduced to two numbers per row and dropped: chunks of up to
+/// <see cref="KeepFloats"/> logits. Each chunk packs the whole head weight again, so fewer, taller chunks are faster
+/// (Qwen2.5-0.5B, 256 rows: 342–357 ms in chunks of 55 rows, 243–250 ms in one product).</item>
+/// <item>With gradients, when all N×V logits fit <see cref="KeepFloats"/> (a PPO update's completion tokens), they are
+/// kept for the backward pass instead of recomputed (a third fewer LM-head FLOPs) and made by one product over all N
+/// rows: they are all alive until the backward pass anyway (256 rows: 870 → 593 ms forward and backward, against 55-row
+/// chunks).</item>
+/// <item>Otherwise chunks of <see cref="ChunkFloats"/>, whose logits the backward pass makes again chunk by chunk
+/// (<see cref="Autograd.Checkpoint"/>): the memory-bound case of long SFT or DPO batches.</item>
+/// </list>
+/// Chunks are of equal size, so none is a small remainder: a GEMM of at most 8 rows takes another path
+/// (<c>GemmSkinny</c>) than a taller one, and a chunk that did would give its rows other bits than the same rows scored
+/// in one product, which PPO's first ratio (old log-probabilities scored without gradients, new ones in the update)
+/// must not see. Legend: N rows (tokens), D hidden, V vocabulary.
 /// </summary>
 public static class TokenScoring
 {
     /// <summary>Sees the raw logits [rows, V] of the chunk starting at row <paramref name="firstRow"/>, once, in the forward pass.</summary>
     public delegate void LogitsVisitor(int firstRow, ReadOnlySpan<float> logits);
 
-    /// <summary>Logits alive at once: about 32 MiB of float32 (52 rows of Qwen2.5's 152k vocabulary, the whole batch of a small one).</summary>
+    /// <summary>Logits of one chunk whose backward pass recomputes them: about 32 MiB of float32 (52 rows of Qwen2.5's
+    /// 152k vocabulary, the whole batch of a small one); in the backward pass as much again for their gradient.</summary>
     public const long ChunkFloats = 8L << 20;
 
     /// <summary>
-    /// Logits (float32) at most kept for the backward pass rather than recomputed: 64 Mi floats, 256 MiB (Qwen2.5's
-    /// vocabulary: 441 rows), and as much again for their gradient while the backward pass runs.
+    /// Logits (float32) at most alive at once otherwise: kept for the backward pass rather than recomputed, or one chunk
+    /// scored without gradients. 64 Mi floats, 256 MiB (Qwen2.5's vocabulary: 441 rows); with kept logits as much again
+    /// for their gradient while the backward pass runs.
     /// </summary>
     public const long KeepFloats = 64L << 20;
 
-    /// <summary>Rows per chunk for a vocabulary of <paramref name="vocab"/>: <see cref="ChunkFloats"/> / V, at least 1.</summary>
+    /// <summary>Rows per recomputed chunk for a vocabulary of <paramref name="vocab"/>: <see cref="ChunkFloats"/> / V, at least 1.</summary>
     public static int DefaultChunkRows(int vocab) => (int)Math.Max(1, ChunkFloats / Math.Max(1, vocab));
+
+    /// <summary>
+    /// Rows per chunk of <paramref name="n"/> rows over a vocabulary of <paramref name="vocab"/> (see the class summary):
+    /// at most <paramref name="maxRows"/> when given (&gt; 0), else <see cref="KeepFloats"/> / V without gradients, all N
+    /// rows when the logits are kept for the backward pass, <see cref="DefaultChunkRows"/> when it recomputes them; then
+    /// cut into equal chunks (<see cref="EqualChunkRows"/>).
+    /// </summary>
+    public static int ChunkRows(int n, int vocab, bool needsGrad, bool recompute, int maxRows = 0) =>
+        EqualChunkRows(n, maxRows > 0 ? maxRows
+            : !needsGrad ? (int)Math.Max(1, KeepFloats / Math.Max(1, vocab))
+            : recompute ? DefaultChunkRows(vocab) : n);
 
     /// <summary>Rows per chunk when <paramref name="n"/> rows are cut into chunks of at most <paramref name="maxRows"/>:
     /// as many chunks as that takes, of equal size (the last one at most as many rows fewer as there are chunks).</summary>
@@ -47,9 +66,7 @@ public static class TokenScoring
     /// → (LogProbs [N] = log softmax(head(h) / temperature)[target], Entropy [N]), both differentiable (into
     /// <paramref name="hidden"/> and a trainable head). <paramref name="visit"/>, when given, sees each chunk's raw logits
     /// (for metrics such as TRL's logits/chosen or token accuracy) while the chunk exists. <paramref name="chunkRows"/>: the
-    /// most rows a chunk may have; 0 = all N rows when the logits are kept for the backward pass, else
-    /// <see cref="DefaultChunkRows"/>; the rows are then cut into equal chunks (<see cref="EqualChunkRows"/>).
-    /// <paramref name="recompute"/>: whether the backward pass makes each chunk's logits again (true) or keeps them from the
+    /// most rows a chunk may have; 0 = as <see cref="ChunkRows"/> chooses. <paramref name="recompute"/>: whether the backward pass makes each chunk's logits again (true) or keeps them from the
     /// forward pass (false); null = keep when N×V ≤ <see cref="KeepFloats"/>. Without gradients each chunk's logits go
     /// back to the pool as soon as the chunk is reduced, whatever this says.
     /// </summary>
@@ -70,8 +87,7 @@ public static class TokenScoring
         // Without gradients the checkpoint only scopes each chunk's logits (nothing is recomputed): always take it then.
         bool needsGrad = Autograd.IsEnabled && (head.RequiresGrad || Autograd.Needs(hidden));
         bool again = !needsGrad || (recompute ?? (long)n * v > KeepFloats);
-        // Kept logits are all alive until the backward pass whatever the chunks, so one product makes them.
-        int chunk = EqualChunkRows(n, chunkRows > 0 ? chunkRows : again ? DefaultChunkRows(v) : n);
+        int chunk = ChunkRows(n, v, needsGrad, again, chunkRows);
         for (int start = 0; start < n; start += chunk)
         {
             int rows = Math.Min(chunk, n - start), at = start;

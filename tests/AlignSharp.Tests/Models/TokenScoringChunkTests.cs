@@ -20,6 +20,21 @@ public sealed class TokenScoringChunkTests
     public void ChunksAreOfEqualSize(int n, int maxRows, int expected) =>
         Assert.Equal(expected, TokenScoring.EqualChunkRows(n, maxRows));
 
+    /// <summary>Qwen2.5's vocabulary (151,936): without gradients chunks of up to KeepFloats / V = 441 rows; with the
+    /// logits kept (N·V ≤ KeepFloats) one product; recomputed chunks of up to ChunkFloats / V = 55 rows; a given maximum wins.</summary>
+    [Theory]
+    [InlineData(256, false, true, 0, 256)]
+    [InlineData(1000, false, true, 0, 334)]   // 441 at most: 3 chunks
+    [InlineData(256, true, false, 0, 256)]
+    [InlineData(1000, true, true, 0, 53)]     // 55 at most: 19 chunks
+    [InlineData(256, false, true, 52, 52)]    // 52 · 4 + 48
+    public void ChunksFollowTheMemoryBudgetOfTheirMode(int n, bool needsGrad, bool recompute, int maxRows, int expected)
+    {
+        Assert.Equal(441, (int)(TokenScoring.KeepFloats / 151936));
+        Assert.Equal(55, TokenScoring.DefaultChunkRows(151936));
+        Assert.Equal(expected, TokenScoring.ChunkRows(n, 151936, needsGrad, recompute, maxRows));
+    }
+
     /// <summary>
     /// PPO scores the old log-probabilities without gradients (the rows in chunks) and the new ones with gradients (the
     /// logits kept, all rows in one product); the first ratio is exp(new − old) and must be exactly 1. Cut 46 rows into
