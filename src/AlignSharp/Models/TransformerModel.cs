@@ -423,14 +423,24 @@ public sealed class TransformerModel
     }
 
     // The attention output projection, the residuals and the MLP of a block, given the attention's output a [B, T, Hq, D].
+    // In generation, where no norm comes between a projection and its residual, the residual goes into the projection's
+    // product (AddLinear, GatedMlp's residual): the same values, without an add of its own.
     private Tensor BlockTail(Tensor x, Tensor a, string p, int batch, int seq)
     {
         var c = Config;
-        var attnOut = Linear(Ops.Reshape(a, batch, seq, c.QueryDim), p + "attn.o");
-        if (c.SandwichNorms) attnOut = Norm(attnOut, p + "attn_out_norm");
-        x = Ops.Add(x, attnOut);
+        var attnIn = Ops.Reshape(a, batch, seq, c.QueryDim);
+        bool intoProducts = Ops.RoundsActivations && !c.SandwichNorms;
+        if (intoProducts) x = AddLinear(x, attnIn, p + "attn.o");
+        else
+        {
+            var attnOut = Linear(attnIn, p + "attn.o");
+            if (c.SandwichNorms) attnOut = Norm(attnOut, p + "attn_out_norm");
+            x = Ops.Add(x, attnOut);
+        }
 
         var m = Norm(x, p + "mlp_norm");
+        if (intoProducts)
+            return c.Family == ModelFamily.Gpt2 ? AddLinear(x, Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj") : GatedMlp(m, p, x);
         var mlpOut = c.Family == ModelFamily.Gpt2
             ? Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj")
             : GatedMlp(m, p);
@@ -473,13 +483,22 @@ public sealed class TransformerModel
         return Adapter?.LowRank(prefix, x) is { } lr ? Ops.LinearLowRank(x, w, bias, lr.U, lr.B) : Ops.Linear(x, w, bias);
     }
 
-    private Tensor GatedMlp(Tensor m, string p)
+    /// <summary>residual + Linear(x, prefix), the add inside the product where it fuses (<see cref="Ops.AddLinear"/>);
+    /// generation only (the adapter's terms as <see cref="Linear"/> hands them over there).</summary>
+    private Tensor AddLinear(Tensor residual, Tensor x, string prefix)
+    {
+        var (w, bias) = Layer(prefix);
+        return Ops.AddLinear(residual, x, Adapted(prefix) ? WithLowRank(prefix, x) : new Ops.LinearLayer(w, bias));
+    }
+
+    /// <summary>The gated MLP on m; with <paramref name="residual"/> (generation only), residual + that.</summary>
+    private Tensor GatedMlp(Tensor m, string p, Tensor? residual = null)
     {
         string gate = p + "mlp.gate", up = p + "mlp.up", down = p + "mlp.down";
-        if (!Adapted(gate, up, down)) return Ops.GatedMlp(m, Layer(gate), Layer(up), Layer(down), ActivationKind);
+        if (!Adapted(gate, up, down)) return Ops.GatedMlp(m, Layer(gate), Layer(up), Layer(down), ActivationKind, residual);
         // Generation: the terms inside the fused products, the down projection's u made from the hidden activations.
         if (Ops.RoundsActivations && (!Adapted(down) || Adapter!.Factors(down) != null))
-            return Ops.GatedMlp(m, WithLowRank(gate, m), WithLowRank(up, m), WithLowRank(down, null), ActivationKind);
+            return Ops.GatedMlp(m, WithLowRank(gate, m), WithLowRank(up, m), WithLowRank(down, null), ActivationKind, residual);
         Tensor hidden;
         if (Adapted(gate, up) && !Ops.RoundsActivations)
         {
@@ -487,7 +506,7 @@ public sealed class TransformerModel
             hidden = Ops.Mul(Activate(gateUp[0]), gateUp[1]);
         }
         else hidden = Ops.GatedLinear(m, WithLowRank(gate, m), WithLowRank(up, m), ActivationKind);
-        return Linear(hidden, down);
+        return residual == null ? Linear(hidden, down) : AddLinear(residual, hidden, down);
     }
 
     /// <summary>Linear layers that read the same x (q, k, v; gate, up), made together by <see cref="Ops.LinearShared"/>.

@@ -132,6 +132,18 @@ public class GradCheckTests
                 GradCheck.Check(x => Ops.GatedMlp(x[0], (x[1], x[2]), (x[3], null), (x[4], x[5]), activation),
                     [GradCheck.Random(rng, 2, 3, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 5), GradCheck.Random(rng, 5, 7),
                      GradCheck.Random(rng, 4, 5), GradCheck.Random(rng, 4)]);
+            // With a residual: residual + the MLP.
+            GradCheck.Check(x => Ops.GatedMlp(x[0], (x[1], x[2]), (x[3], null), (x[4], x[5]), Ops.GateActivation.Silu, x[6]),
+                [GradCheck.Random(rng, 2, 3, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 5), GradCheck.Random(rng, 5, 7),
+                 GradCheck.Random(rng, 4, 5), GradCheck.Random(rng, 4), GradCheck.Random(rng, 2, 3, 4)]);
+        },
+        ["AddLinear"] = () =>
+        {
+            var rng = new Random(36);
+            GradCheck.Check(x => Ops.AddLinear(x[0], x[1], new Ops.LinearLayer(x[2], x[3])),
+                [GradCheck.Random(rng, 2, 3, 5), GradCheck.Random(rng, 2, 3, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 5)]);
+            GradCheck.Check(x => Ops.AddLinear(x[0], x[1], new Ops.LinearLayer(x[2], U: x[3], B: x[4])),
+                [GradCheck.Random(rng, 4, 5), GradCheck.Random(rng, 4, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 4, 2), GradCheck.Random(rng, 5, 2)]);
         },
         ["Softmax"] = () => Unary(Ops.Softmax),
         ["LogSoftmax"] = () => Unary(Ops.LogSoftmax),

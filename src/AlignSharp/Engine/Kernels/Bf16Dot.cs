@@ -59,10 +59,10 @@ internal static unsafe class Bf16Dot
     private const int UnitColumns = 24;
 
     public static void Run(int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate,
-        LowRank term = default)
+        LowRank term = default, float* residual = null)
     {
         int units = (n + UnitColumns - 1) / UnitColumns;
-        var product = new Product(b, ldb, n, c, ldc, accumulate, term);
+        var product = new Product(b, ldb, n, c, ldc, accumulate, term, residual);
         Announce([product], [0, units]);
         Gemm.RunStreaming(units, (long)m * n * k, (long)n * k * sizeof(ushort), new Shares(RoundA(m, k, a, lda), product));
     }
@@ -107,8 +107,11 @@ internal static unsafe class Bf16Dot
     }
 
     /// <summary>One product of <see cref="RunShared"/>: C[m,n] (+)= bf16(A)·Bᵀ with B [n,k] bf16, plus
-    /// <paramref name="term"/> when it has a rank.</summary>
-    internal readonly struct Product(ushort* b, nint ldb, int n, float* c, nint ldc, bool accumulate, LowRank term = default)
+    /// <paramref name="term"/> when it has a rank, then plus <paramref name="residual"/> [m,n] (row stride ldc) when given:
+    /// each share adds it to the columns it has just made (a residual connection, x + Linear(h)), where as an op of its own
+    /// the add read both from memory the weights' stream had evicted. IEEE addition commutes, so C + R has the bits of the
+    /// op's R + C.</summary>
+    internal readonly struct Product(ushort* b, nint ldb, int n, float* c, nint ldc, bool accumulate, LowRank term = default, float* residual = null)
     {
         public readonly ushort* B = b;
         public readonly float* C = c;
@@ -116,6 +119,7 @@ internal static unsafe class Bf16Dot
         public readonly int N = n;
         public readonly bool Accumulate = accumulate;
         public readonly LowRank Term = term;
+        public readonly float* Residual = residual;
     }
 
     /// <summary>
@@ -142,6 +146,15 @@ internal static unsafe class Bf16Dot
         int r = p.Term.R;
         if (r == 0 || j1 <= j0) return;
         GemmSkinny.AddNTSmallK(m, r, p.Term.U, r, p.Term.L, r, p.C, p.Ldc, j0, j1);
+    }
+
+    /// <summary>Finishes <paramref name="p"/>'s columns [j0, j1) once the kernel has made them: its term, then its residual.</summary>
+    private static void Finish(in Product p, int m, int j0, int j1)
+    {
+        AddTerm(p, m, j0, j1);
+        if (p.Residual == null || j1 <= j0) return;
+        for (int r = 0; r < m; r++)
+            Simd.AddInto(new ReadOnlySpan<float>(p.Residual + r * p.Ldc + j0, j1 - j0), new Span<float>(p.C + r * p.Ldc + j0, j1 - j0));
     }
 
     /// <summary>
@@ -211,6 +224,7 @@ internal static unsafe class Bf16Dot
     private static void Gated<TAct>(int m, int k, float* a, nint lda, Product gate, Product up, ushort* g16) where TAct : IUnaryOp
     {
         if (gate.N != up.N || gate.Ldc != up.Ldc) throw new ArgumentException("RunGated: the gate and up products must have the same columns.");
+        if (gate.Residual != null || up.Residual != null) throw new ArgumentException("RunGated: the gate and up products take no residual.");
         int units = (gate.N + UnitColumns - 1) / UnitColumns;
         // Each share starts on the same columns of both; the worker preloads the gate's (a plan names one product).
         Announce([gate], [0, units]);
@@ -354,7 +368,7 @@ internal static unsafe class Bf16Dot
                 int j0 = (lo - first[i]) * UnitColumns, j1 = Math.Min(pr.N, (hi - first[i]) * UnitColumns);
                 // The stream goes on within this product only (the next product's B is another array).
                 Call(_args, pr, j0, j1, Math.Min(pr.N, (Math.Min(streamEnd, first[i + 1]) - first[i]) * UnitColumns));
-                AddTerm(pr, _args.M, j0, j1);
+                Finish(pr, _args.M, j0, j1);
             }
         }
     }
@@ -367,7 +381,7 @@ internal static unsafe class Bf16Dot
         {
             int n = product.N, j0 = start * UnitColumns, j1 = Math.Min(n, end * UnitColumns);
             Call(_args, product, j0, j1, Math.Min(n, streamEnd * UnitColumns));
-            AddTerm(product, _args.M, j0, j1);
+            Finish(product, _args.M, j0, j1);
         }
     }
 

@@ -197,6 +197,47 @@ public static partial class Ops
         return y;
     }
 
+    /// <summary>
+    /// residual + Linear(x, layer): a residual connection around a linear layer (residual has the output's shape
+    /// [..., Out]). The same values as Add(residual, Linear(x, layer)), which is what runs unless the layer runs fused in
+    /// generation at decode shapes, as <see cref="Linear(Tensor, LinearLayer)"/> fuses it: then each thread of the bf16
+    /// product adds the residual to the columns it has just made (<see cref="Bf16Dot.Product"/>), and the add is no pass of
+    /// its own over the residual and the product's output, which the weights' stream had evicted by then.
+    /// </summary>
+    public static unsafe Tensor AddLinear(Tensor residual, Tensor x, LinearLayer layer)
+    {
+        int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
+        if (!ResidualFuses(residual, x, layer) || !Streams(layer, rows, inF)) return Add(residual, Linear(x, layer));
+        int outF = layer.W.Dim(0);
+        var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outF));
+        if (layer.Bias != null) PointwiseKernels.FillRows(rows, outF, layer.Bias.Span, y.Span);
+        Span<int> at = stackalloc int[1];
+        var us = MakeTermInputs(x.Span, rows, inF, [layer], at);
+        try
+        {
+            fixed (float* a = x.Span, c = y.Span, u0 = us, l = SpanOrEmpty(layer.B), r = residual.Span)
+            fixed (ushort* b = layer.W.Bf16Span)
+                Bf16Dot.Run(rows, outF, inF, a, inF, b, inF, c, outF, accumulate: layer.Bias != null, Term(layer, u0 + at[0], l), r);
+        }
+        finally { if (us != null) BufferPool.Return(us); }
+        return y;
+    }
+
+    /// <summary>Whether a residual may go into the decoding product of <paramref name="layer"/> on x (its other conditions:
+    /// <see cref="Streams"/>): switched on, nothing recorded, activations may be rounded, the kernel takes the rows, and the
+    /// residual is a float32 tensor of the output's shape.</summary>
+    private static bool ResidualFuses(Tensor residual, Tensor x, LinearLayer layer)
+    {
+        int rows = ShapeUtil.Rows(x.Shape);
+        return FuseResidual && rows > 0 && !residual.IsBf16 && residual.Shape.SequenceEqual(ShapeUtil.WithLast(x.Shape, layer.W.Dim(0)))
+               && MayRoundActivations(Autograd.AnyNeeds([x, residual])) && Gemm.Bf16DotRuns(false, true, rows);
+    }
+
+    /// <summary>Whether decoding products add a residual to the columns they make (<see cref="AddLinear"/>,
+    /// <see cref="GatedMlp(Tensor, LinearLayer, LinearLayer, LinearLayer, GateActivation, Tensor?)"/>; on by default;
+    /// tests and benchmarks switch it to compare).</summary>
+    internal static bool FuseResidual { get; set; } = true;
+
     /// <summary>u of <paramref name="layer"/>'s term on input x, as ops: U, or MulScalar(Linear(x, A), Scale) as
     /// <c>LoraAdapter.LowRank</c> makes it.</summary>
     private static Tensor TermInput(Tensor x, LinearLayer layer) => layer.U ?? MulScalar(Linear(x, layer.A!), layer.Scale);
@@ -315,22 +356,30 @@ public static partial class Ops
     /// (<see cref="Bf16Dot.RunGatedDown{TAct}"/>): the hidden activations are never a tensor, and the down projection does
     /// not round them on one thread (12 µs a layer at batch 8; steps 0.6–0.9% faster).
     /// </summary>
-    public static Tensor GatedMlp(Tensor x, (Tensor W, Tensor? Bias) gate, (Tensor W, Tensor? Bias) up, (Tensor W, Tensor? Bias) down, GateActivation activation)
-        => GatedMlp(x, new LinearLayer(gate.W, gate.Bias), new LinearLayer(up.W, up.Bias), new LinearLayer(down.W, down.Bias), activation);
+    public static Tensor GatedMlp(Tensor x, (Tensor W, Tensor? Bias) gate, (Tensor W, Tensor? Bias) up, (Tensor W, Tensor? Bias) down, GateActivation activation,
+        Tensor? residual = null)
+        => GatedMlp(x, new LinearLayer(gate.W, gate.Bias), new LinearLayer(up.W, up.Bias), new LinearLayer(down.W, down.Bias), activation, residual);
 
     /// <summary>
     /// <see cref="GatedMlp(Tensor, (Tensor W, Tensor? Bias), (Tensor W, Tensor? Bias), (Tensor W, Tensor? Bias), GateActivation)"/>
     /// where each projection may carry a low-rank term (LoRA): Linear(GatedLinear(x, gate, up), down) with
     /// <see cref="Linear(Tensor, LinearLayer)"/>. Fused, a factor-form term of the down projection is made from the hidden
     /// activations G (as the unfused down projection makes it from the hidden tensor) between the gated products and the
-    /// down projection, on the calling thread.
+    /// down projection, on the calling thread. With <paramref name="residual"/> (the output's shape): residual + that, as
+    /// <see cref="AddLinear"/> adds it (in the down projection's product where that fuses).
     /// </summary>
-    public static unsafe Tensor GatedMlp(Tensor x, LinearLayer gate, LinearLayer up, LinearLayer down, GateActivation activation)
+    public static unsafe Tensor GatedMlp(Tensor x, LinearLayer gate, LinearLayer up, LinearLayer down, GateActivation activation, Tensor? residual = null)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1), outF = gate.W.Dim(0);
         // A given u for the down projection could only have been made from a hidden tensor, which a fused MLP never makes.
         bool fused = GatedFuses(x, gate, up) && FuseGatedDown && down.Bias == null && down.U == null && Streams(down, rows, outF);
-        if (!fused) return Linear(GatedLinear(x, gate, up, activation), down);
+        if (!fused)
+        {
+            var hidden = GatedLinear(x, gate, up, activation);
+            return residual == null ? Linear(hidden, down) : AddLinear(residual, hidden, down);
+        }
+        // The residual's conditions on x's rows and the down projection's width (the hidden activations are never a tensor).
+        if (residual != null && !ResidualFuses(residual, x, down)) return Add(residual, GatedMlp(x, gate, up, down, activation));
 
         int outD = down.W.Dim(0);
         var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outD));
@@ -351,7 +400,8 @@ public static partial class Ops
                     : Bf16Dot.RunGatedRounding<GeluOp>(rows, inF, a, inF, gp, upr);
                 // G (float, over the gate's product) is the hidden tensor's values: the down term's u from it.
                 if (ud != null) MakeTermInput(new ReadOnlySpan<float>(g, rows * outF), rows, outF, down, ud);
-                Bf16Dot.RunDown(rows, outF, g16, new Bf16Dot.Product(bd, outF, outD, c, outD, accumulate: false, Term(down, pud, dl)));
+                fixed (float* r = residual == null ? default : residual.Span)
+                    Bf16Dot.RunDown(rows, outF, g16, new Bf16Dot.Product(bd, outF, outD, c, outD, accumulate: false, Term(down, pud, dl), r));
             }
         }
         finally

@@ -9,19 +9,32 @@ using Xunit.Abstractions;
 namespace AlignSharp.Tests.Engine;
 
 /// <summary>
-/// Decoding with LoRA terms inside the bf16 products (<see cref="Bf16Dot.LowRank"/>: each thread adds u·Bᵀ to the columns
-/// it has just made) against the same ops with <see cref="Ops.FuseLowRank"/> off, where the term is a product of its own
-/// after the bf16 one and adapted layers run one by one: bit for bit, since generation must not depend on which ran; and
-/// against a float64 sum of bf16(x)·W, the bias and u·Bᵀ. Serial: the switch is process-wide.
+/// Work the decoding bf16 products do on the columns each thread has just made, against the same ops run apart, bit for
+/// bit, since generation must not depend on which ran:
+/// <list type="bullet">
+/// <item>LoRA terms (<see cref="Bf16Dot.LowRank"/>: u·Bᵀ added in the shares) against <see cref="Ops.FuseLowRank"/> off,
+/// where the term is a product of its own after the bf16 one and adapted layers run one by one; and against a float64 sum
+/// of bf16(x)·W, the bias and u·Bᵀ;</item>
+/// <item>residual connections (<see cref="Ops.AddLinear"/>, the gated MLP's residual: the residual added in the shares)
+/// against <see cref="Ops.FuseResidual"/> off, where it is an <see cref="Ops.Add"/> after the product.</item>
+/// </list>
+/// Serial: the switches are process-wide.
 /// </summary>
 [Collection(SerialCollection.Name)]
-public class LowRankDecodingTests(ITestOutputHelper output)
+public class FusedDecodingTests(ITestOutputHelper output)
 {
     private static T Unfused<T>(Func<T> run)
     {
         Ops.FuseLowRank = false;
         try { return run(); }
         finally { Ops.FuseLowRank = true; }
+    }
+
+    private static T ResidualApart<T>(Func<T> run)
+    {
+        Ops.FuseResidual = false;
+        try { return run(); }
+        finally { Ops.FuseResidual = true; }
     }
 
     private bool Native(int rows)
@@ -213,6 +226,19 @@ public class LowRankDecodingTests(ITestOutputHelper output)
 
     public enum GateActivation { Silu, GeluTanh }
 
+    /// <summary>A LoRA adapter of rank r on every linear layer with B drawn at random (PEFT starts it at zero), so every term counts.</summary>
+    private static LoraAdapter RandomAdapter(TransformerModel model, int rank, int seed, int bSeed)
+    {
+        var adapter = LoraAdapter.Create(model, new LoraConfig(rank, 2 * rank, TargetModules: [LoraConfig.AllLinear]), seed);
+        var rng = new Random(bSeed);
+        foreach (var module in adapter.Modules)
+        {
+            var s = module.B.Span;
+            for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextDouble() - 0.5) * 0.2f;
+        }
+        return adapter;
+    }
+
     /// <summary>
     /// Generation with a LoRA adapter on every linear layer (B drawn at random, so every term counts) on bf16 fixtures:
     /// q/k/v biases (Qwen2), fused q/k/v and gate/up checkpoint tensors whose adapters are sliced by rows (Phi-3),
@@ -230,13 +256,7 @@ public class LowRankDecodingTests(ITestOutputHelper output)
     {
         Native(3);
         var model = ModelIO.Load(Fixtures.Dir(fixture), bf16Matrices: true);
-        var adapter = LoraAdapter.Create(model, new LoraConfig(rank, 2 * rank, TargetModules: [LoraConfig.AllLinear]), seed: 1);
-        var rng = new Random(9);
-        foreach (var module in adapter.Modules)
-        {
-            var s = module.B.Span;
-            for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextDouble() - 0.5) * 0.2f;
-        }
+        var adapter = RandomAdapter(model, rank, seed: 1, bSeed: 9);
         int[][] prompts = [[1, 2, 3], [5, 6, 7, 8, 9], [20, 21]];
         var options = new SamplingOptions { MaxNewTokens = 6, Temperature = 1, Seed = 11, EosIds = [] };
 
@@ -250,5 +270,90 @@ public class LowRankDecodingTests(ITestOutputHelper output)
             Assert.Equal(separate[b].LogProbs, fused[b].LogProbs); // bit for bit
         }
         Assert.NotEqual(baseRun.SelectMany(c => c.LogProbs), fused.SelectMany(c => c.LogProbs));
+    }
+
+    /// <summary>A linear layer with a residual, x + Linear(h): the residual added inside the product against an Add after
+    /// it, with and without bias and LoRA terms, widths off the 24-column units and the 16-lane vectors, 1–9 rows.</summary>
+    [Theory]
+    [InlineData(1, 896, false, Term.None)]
+    [InlineData(3, 130, true, Term.None)]
+    [InlineData(8, 896, false, Term.Factors)]
+    [InlineData(5, 53, true, Term.U)]
+    [InlineData(8, 4864, false, Term.None)]
+    [InlineData(9, 200, false, Term.None)] // past the decode kernel: Add after the product either way
+    public void AResidualInsideTheProductEqualsTheAddAfterIt(int rows, int outF, bool withBias, Term term)
+    {
+        Native(rows);
+        var rng = new Random(outF + rows);
+        const int inF = 70;
+        var x = GradCheck.Random(rng, 1, rows, inF);
+        var residual = GradCheck.Random(rng, 1, rows, outF);
+        var layer = Layer(rng, outF, inF, rows, term, 16, withBias);
+        float[] fused, apart, alone;
+        using (Autograd.NoGrad())
+        using (Ops.RoundActivationsToBf16())
+        {
+            fused = Ops.AddLinear(residual, x, layer).ToArray();
+            apart = ResidualApart(() => Ops.AddLinear(residual, x, layer).ToArray());
+            alone = Ops.Linear(x, layer).ToArray();
+        }
+        Assert.Equal(apart, fused);
+        var r = residual.ToArray();
+        Assert.Equal(r.Zip(alone, (a, b) => a + b), fused);
+    }
+
+    /// <summary>The gated MLP with a residual (the down projection's product adds it), terms on any projection.</summary>
+    [Theory]
+    [InlineData(8, 4864, 896, Term.None, Term.None, Term.None)]
+    [InlineData(4, 4864, 130, Term.Factors, Term.None, Term.Factors)]
+    [InlineData(1, 64, 40, Term.None, Term.Factors, Term.None)]
+    [InlineData(9, 100, 24, Term.None, Term.None, Term.None)] // past the decode kernel
+    public void TheGatedMlpWithAResidualEqualsTheAddAfterIt(int rows, int f, int outF, Term gateTerm, Term upTerm, Term downTerm)
+    {
+        Native(rows);
+        var rng = new Random(f + outF + rows + 1);
+        const int inF = 45, r = 16;
+        var x = GradCheck.Random(rng, 1, rows, inF);
+        var residual = GradCheck.Random(rng, 1, rows, outF);
+        var (gate, up, down) = (Layer(rng, f, inF, rows, gateTerm, r, false), Layer(rng, f, inF, rows, upTerm, r, false),
+            Layer(rng, outF, f, rows, downTerm, r, false));
+        float[] fused, apart, alone;
+        using (Autograd.NoGrad())
+        using (Ops.RoundActivationsToBf16())
+        {
+            fused = Ops.GatedMlp(x, gate, up, down, Ops.GateActivation.Silu, residual).ToArray();
+            apart = ResidualApart(() => Ops.GatedMlp(x, gate, up, down, Ops.GateActivation.Silu, residual).ToArray());
+            alone = Ops.GatedMlp(x, gate, up, down, Ops.GateActivation.Silu).ToArray();
+        }
+        Assert.Equal(apart, fused);
+        Assert.Equal(residual.ToArray().Zip(alone, (a, b) => a + b), fused);
+    }
+
+    /// <summary>
+    /// Generation on bf16 fixtures with the residual adds inside the products and apart: the same tokens and
+    /// log-probabilities, without and with a LoRA adapter (random B), on the gated families, GPT-2 (its MLP's projection)
+    /// and Gemma-2, whose sandwich norms keep the adds apart.
+    /// </summary>
+    [Theory]
+    [InlineData("llama-gqa", false)]
+    [InlineData("llama-gqa", true)]
+    [InlineData("qwen2-tied-bias", true)]
+    [InlineData("phi3-longrope", false)]
+    [InlineData("gpt2-hub", false)]
+    [InlineData("gemma2-softcap-window", false)]
+    public void GenerationIsTheSameWithTheResidualsInsideTheProducts(string fixture, bool withAdapter)
+    {
+        Native(3);
+        var model = ModelIO.Load(Fixtures.Dir(fixture), bf16Matrices: true);
+        if (withAdapter) model.Adapter = RandomAdapter(model, 8, seed: 2, bSeed: 4);
+        int[][] prompts = [[1, 2, 3], [5, 6, 7, 8, 9], [20, 21]];
+        var options = new SamplingOptions { MaxNewTokens = 6, Temperature = 1, Seed = 12, EosIds = [] };
+        var fused = Generator.Generate(model, prompts, options);
+        var apart = ResidualApart(() => Generator.Generate(model, prompts, options));
+        for (int b = 0; b < prompts.Length; b++)
+        {
+            Assert.Equal(apart[b].Ids, fused[b].Ids);
+            Assert.Equal(apart[b].LogProbs, fused[b].LogProbs); // bit for bit
+        }
     }
 }
