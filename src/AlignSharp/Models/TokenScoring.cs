@@ -66,9 +66,10 @@ public static class TokenScoring
     /// → (LogProbs [N] = log softmax(head(h) / temperature)[target], Entropy [N]), both differentiable (into
     /// <paramref name="hidden"/> and a trainable head). <paramref name="visit"/>, when given, sees each chunk's raw logits
     /// (for metrics such as TRL's logits/chosen or token accuracy) while the chunk exists. <paramref name="chunkRows"/>: the
-    /// most rows a chunk may have; 0 = as <see cref="ChunkRows"/> chooses. <paramref name="recompute"/>: whether the backward pass makes each chunk's logits again (true) or keeps them from the
-    /// forward pass (false); null = keep when N×V ≤ <see cref="KeepFloats"/>. Without gradients each chunk's logits go
-    /// back to the pool as soon as the chunk is reduced, whatever this says.
+    /// most rows a chunk may have; 0 = as <see cref="ChunkRows"/> chooses. <paramref name="recompute"/>: whether the
+    /// backward pass makes each chunk's logits again (true) or keeps them from the forward pass (false); null = keep when
+    /// N×V ≤ <see cref="KeepFloats"/>. Without gradients each chunk's logits go back to the pool as soon as the chunk is
+    /// reduced, whatever this says.
     /// </summary>
     public static (Tensor LogProbs, Tensor Entropy) LogProbs(TransformerModel model, Tensor hidden, int[] targets, float temperature = 1f,
         LogitsVisitor? visit = null, int chunkRows = 0, bool? recompute = null)
