@@ -181,19 +181,25 @@ public static partial class Ops
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
         if (rows == 0 || !MayRoundActivations(Autograd.AnyNeeds([x])) || !Gemm.Bf16DotRuns(false, true, rows) || !Streams(layer, rows, inF))
             return LinearLowRank(x, layer.W, layer.Bias, TermInput(x, layer), layer.B!);
+        return Streamed(x, layer, null);
+    }
 
-        int outF = layer.W.Dim(0);
+    /// <summary>The decoding product of a layer that <see cref="Streams"/>: x·Wᵀ + b + its term, plus
+    /// <paramref name="residual"/> when given, each thread on the columns it makes (<see cref="Bf16Dot.Run"/>).</summary>
+    private static unsafe Tensor Streamed(Tensor x, LinearLayer layer, Tensor? residual)
+    {
+        int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1), outF = layer.W.Dim(0);
         var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outF));
         if (layer.Bias != null) PointwiseKernels.FillRows(rows, outF, layer.Bias.Span, y.Span);
         Span<int> at = stackalloc int[1];
-        var us = MakeTermInputs(x.Span, rows, inF, [layer], at)!;
+        var us = MakeTermInputs(x.Span, rows, inF, [layer], at);
         try
         {
-            fixed (float* a = x.Span, c = y.Span, u0 = us, l = layer.B!.Span)
+            fixed (float* a = x.Span, c = y.Span, u0 = us, l = SpanOrEmpty(layer.B), r = SpanOrEmpty(residual))
             fixed (ushort* b = layer.W.Bf16Span)
-                Bf16Dot.Run(rows, outF, inF, a, inF, b, inF, c, outF, accumulate: layer.Bias != null, Term(layer, u0 + at[0], l));
+                Bf16Dot.Run(rows, outF, inF, a, inF, b, inF, c, outF, accumulate: layer.Bias != null, Term(layer, u0 + at[0], l), r);
         }
-        finally { BufferPool.Return(us); }
+        finally { if (us != null) BufferPool.Return(us); }
         return y;
     }
 
@@ -204,24 +210,10 @@ public static partial class Ops
     /// product adds the residual to the columns it has just made (<see cref="Bf16Dot.Product"/>), and the add is no pass of
     /// its own over the residual and the product's output, which the weights' stream had evicted by then.
     /// </summary>
-    public static unsafe Tensor AddLinear(Tensor residual, Tensor x, LinearLayer layer)
-    {
-        int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
-        if (!ResidualFuses(residual, x, layer) || !Streams(layer, rows, inF)) return Add(residual, Linear(x, layer));
-        int outF = layer.W.Dim(0);
-        var y = Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outF));
-        if (layer.Bias != null) PointwiseKernels.FillRows(rows, outF, layer.Bias.Span, y.Span);
-        Span<int> at = stackalloc int[1];
-        var us = MakeTermInputs(x.Span, rows, inF, [layer], at);
-        try
-        {
-            fixed (float* a = x.Span, c = y.Span, u0 = us, l = SpanOrEmpty(layer.B), r = residual.Span)
-            fixed (ushort* b = layer.W.Bf16Span)
-                Bf16Dot.Run(rows, outF, inF, a, inF, b, inF, c, outF, accumulate: layer.Bias != null, Term(layer, u0 + at[0], l), r);
-        }
-        finally { if (us != null) BufferPool.Return(us); }
-        return y;
-    }
+    public static Tensor AddLinear(Tensor residual, Tensor x, LinearLayer layer) =>
+        ResidualFuses(residual, x, layer) && Streams(layer, ShapeUtil.Rows(x.Shape), x.Dim(-1))
+            ? Streamed(x, layer, residual)
+            : Add(residual, Linear(x, layer));
 
     /// <summary>Whether a residual may go into the decoding product of <paramref name="layer"/> on x (its other conditions:
     /// <see cref="Streams"/>): switched on, nothing recorded, activations may be rounded, the kernel takes the rows, and the
@@ -400,7 +392,7 @@ public static partial class Ops
                     : Bf16Dot.RunGatedRounding<GeluOp>(rows, inF, a, inF, gp, upr);
                 // G (float, over the gate's product) is the hidden tensor's values: the down term's u from it.
                 if (ud != null) MakeTermInput(new ReadOnlySpan<float>(g, rows * outF), rows, outF, down, ud);
-                fixed (float* r = residual == null ? default : residual.Span)
+                fixed (float* r = SpanOrEmpty(residual))
                     Bf16Dot.RunDown(rows, outF, g16, new Bf16Dot.Product(bd, outF, outD, c, outD, accumulate: false, Term(down, pud, dl), r));
             }
         }
