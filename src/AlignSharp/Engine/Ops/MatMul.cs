@@ -133,7 +133,7 @@ public static partial class Ops
     public static unsafe Tensor[] LinearShared(Tensor x, LinearLayer[] layers)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
-        bool fused = layers.Length > 1 && rows > 0 && MayRoundActivations(Autograd.AnyNeeds([x])) && Gemm.Bf16DotRuns(false, true, rows);
+        bool fused = layers.Length > 1 && Decodes(x);
         foreach (var layer in layers)
             fused = fused && Streams(layer, rows, inF);
         if (!fused)
@@ -179,7 +179,7 @@ public static partial class Ops
         if (!layer.HasTerm)
             return layer.U == null && layer.A == null ? Linear(x, layer.W, layer.Bias) : throw new ArgumentException("LinearLayer: a low-rank U or A without B.");
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
-        if (rows == 0 || !MayRoundActivations(Autograd.AnyNeeds([x])) || !Gemm.Bf16DotRuns(false, true, rows) || !Streams(layer, rows, inF))
+        if (!Decodes(x) || !Streams(layer, rows, inF))
             return LinearLowRank(x, layer.W, layer.Bias, TermInput(x, layer), layer.B!);
         return Streamed(x, layer, null);
     }
@@ -220,9 +220,18 @@ public static partial class Ops
     /// residual is a float32 tensor of the output's shape.</summary>
     private static bool ResidualFuses(Tensor residual, Tensor x, LinearLayer layer)
     {
+        return FuseResidual && !residual.IsBf16 && residual.Shape.SequenceEqual(ShapeUtil.WithLast(x.Shape, layer.W.Dim(0)))
+               && Decodes(x, residual);
+    }
+
+    /// <summary>Whether a product on x runs as a decoding product (<see cref="Bf16Dot"/>), as far as x decides: it has
+    /// rows, nothing is recorded on it (or on <paramref name="also"/>), activations may be rounded, and the vdpbf16ps
+    /// kernel takes that many rows. Each op adds its own layers' conditions (<see cref="Streams"/>).</summary>
+    private static bool Decodes(Tensor x, Tensor? also = null)
+    {
         int rows = ShapeUtil.Rows(x.Shape);
-        return FuseResidual && rows > 0 && !residual.IsBf16 && residual.Shape.SequenceEqual(ShapeUtil.WithLast(x.Shape, layer.W.Dim(0)))
-               && MayRoundActivations(Autograd.AnyNeeds([x, residual])) && Gemm.Bf16DotRuns(false, true, rows);
+        return rows > 0 && MayRoundActivations(also == null ? Autograd.AnyNeeds([x]) : Autograd.AnyNeeds([x, also]))
+               && Gemm.Bf16DotRuns(false, true, rows);
     }
 
     /// <summary>Whether decoding products add a residual to the columns they make (<see cref="AddLinear"/>,
@@ -410,8 +419,8 @@ public static partial class Ops
     private static bool GatedFuses(Tensor x, LinearLayer gate, LinearLayer up)
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1);
-        return FuseGatedLinear && rows > 0 && gate.Bias == null && up.Bias == null && MayRoundActivations(Autograd.AnyNeeds([x]))
-               && Gemm.Bf16DotRuns(false, true, rows) && up.W.Dim(0) == gate.W.Dim(0) && Streams(gate, rows, inF) && Streams(up, rows, inF);
+        return FuseGatedLinear && gate.Bias == null && up.Bias == null && Decodes(x)
+               && up.W.Dim(0) == gate.W.Dim(0) && Streams(gate, rows, inF) && Streams(up, rows, inF);
     }
 
     /// <summary>Whether <see cref="GatedMlp"/> may hand the down projection its input in bf16 (on by default; benchmarks
