@@ -31,9 +31,10 @@ namespace AlignSharp.Bench;
 /// <item><c>decode-score-lora DIR BATCH ROUNDS [head]</c>: scoring passes (no gradient) with that adapter on and off
 /// alternately.</item>
 /// <item><c>decode-score-head DIR ROWS ROUNDS [no-grad]</c>: the LM head's log-probabilities of ROWS random hidden states,
-/// forward and backward with the logits kept (as a PPO update scores its completion tokens), or without gradients (as a
-/// rollout scores them), in chunks of <see cref="TokenScoring.DefaultChunkRows"/> rows (the only chunking before
-/// 2026-12-02) against the chunks <see cref="TokenScoring.ChunkRows"/> chooses, alternately.</item>
+/// forward and backward with the logits kept (as a PPO update scores its completion tokens), in chunks of
+/// <see cref="TokenScoring.DefaultChunkRows"/> rows (the only chunking before 2026-12-02) against the chunks
+/// <see cref="TokenScoring.ChunkRows"/> chooses; or without gradients (as a rollout scores them), whole rows of logits in
+/// chunks of <see cref="TokenScoring.KeepFloats"/> / V against the default, by vocabulary tiles; alternately.</item>
 /// <item><c>decode-attention</c>: one decoding step's attention at the 0.5B shape, hot, on one and two threads (no
 /// checkpoint needed).</item>
 /// </list>
@@ -150,7 +151,10 @@ internal static class DecodeProbes
     private static void ScoreHead(TransformerModel model, int n, int rounds, bool gradients)
     {
         var rng = new Random(0);
-        int d = model.Config.HiddenSize, small = TokenScoring.DefaultChunkRows(model.Config.VocabSize);
+        // With gradients the old way is chunks of DefaultChunkRows; without, whole rows in chunks of KeepFloats / V (the
+        // default until the head went by vocabulary tiles).
+        int d = model.Config.HiddenSize, small = gradients ? TokenScoring.DefaultChunkRows(model.Config.VocabSize)
+            : (int)(TokenScoring.KeepFloats / model.Config.VocabSize);
         var h = Tensor.FromArray(Enumerable.Range(0, n * d).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray(), n, d);
         h.RequiresGrad = gradients;
         var targets = Enumerable.Range(0, n).Select(_ => rng.Next(model.Config.VocabSize)).ToArray();
@@ -168,8 +172,9 @@ internal static class DecodeProbes
                 if (round > 0) times[chunk == 0 ? 1 : 0].Add(sw.Elapsed.TotalMilliseconds);
             }
         int rows = TokenScoring.ChunkRows(n, model.Config.VocabSize, gradients, recompute: false);
-        Console.WriteLine($"{n} rows, {(gradients ? "forward and backward, logits kept" : "no gradient")}: chunks of at most {small} rows " +
-                          $"{Median(times[0]):F1} ms, chunks of {rows} rows (the default) {Median(times[1]):F1} ms");
+        Console.WriteLine(gradients
+            ? $"{n} rows, forward and backward, logits kept: chunks of at most {small} rows {Median(times[0]):F1} ms, chunks of {rows} rows (the default) {Median(times[1]):F1} ms"
+            : $"{n} rows, no gradient: whole rows in chunks of at most {small} {Median(times[0]):F1} ms, by vocabulary tiles (the default) {Median(times[1]):F1} ms");
     }
 
     private static int Usage()

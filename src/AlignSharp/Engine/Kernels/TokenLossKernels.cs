@@ -82,9 +82,52 @@ internal static class TokenLossKernels
     }
 
     /// <summary>
+    /// Vocabulary positions per tile of a row's reductions (<see cref="TileStats"/>): a row's log-probability and entropy
+    /// are made from per-tile statistics, so a scorer that needs no gradient can form the logits a tile at a time and
+    /// never hold a whole row of a 150k vocabulary, with the bits of the pass over whole rows.
+    /// </summary>
+    public const int VocabTile = 1024;
+
+    /// <summary>Tiles of a row of <paramref name="v"/> logits.</summary>
+    public static int VocabTiles(int v) => (v + VocabTile - 1) / VocabTile;
+
+    /// <summary>
+    /// One tile z of a row (its logits, already scaled): m = max z, s = Σ e, u = Σ d·e with d = z − m and e = exp(d)
+    /// (<paramref name="d"/> and <paramref name="e"/>: scratch at least as long as z).
+    /// </summary>
+    public static void TileStats(ReadOnlySpan<float> z, Span<float> d, Span<float> e, out float m, out float s, out float u)
+    {
+        d = d[..z.Length]; e = e[..z.Length];
+        m = Simd.Max(z);
+        Simd.ZipScalarRight<SubOp>(z, m, d);   // d ≤ 0
+        Simd.Map<ExpOp>(d, e);
+        s = Simd.Sum(e);
+        u = Simd.Dot(d, e);
+    }
+
+    /// <summary>
+    /// A row's (lse, log p(target), H) from its tiles' statistics, added in tile order in double: with M = max m_t and
+    /// f_t = exp(m_t − M), Z = Σ f_t·s_t, lse = M + log Z, log p = z_target − lse, and H = log Z − Σ f_t·(u_t + (m_t − M)·s_t) / Z
+    /// (shifted logits, so large logits do not cancel).
+    /// </summary>
+    public static (float Lse, float LogProb, float Entropy) CombineTiles(ReadOnlySpan<float> m, ReadOnlySpan<float> s, ReadOnlySpan<float> u, float zTarget)
+    {
+        float top = Simd.Max(m);
+        double z = 0, w = 0;
+        for (int t = 0; t < m.Length; t++)
+        {
+            double shift = (double)m[t] - top, f = Math.Exp(shift);
+            z += f * s[t];
+            w += f * (u[t] + shift * s[t]);
+        }
+        double logZ = Math.Log(z);
+        return ((float)(top + logZ), (float)(zTarget - top - logZ), (float)(logZ - w / z));
+    }
+
+    /// <summary>
     /// Log-probability of the target and entropy per row: both (2, N) = [log p(target), H]; s (3, N) = [targets, lse, ·]
-    /// receives lse. H = log Z − Σ e·d / Z on the shifted logits d = x − max, so large logits do not cancel. With
-    /// scale ≠ 1 each row is first multiplied by it (the logits' temperature), as <c>Ops.MulScalar</c> would.
+    /// receives lse. Each row by its tiles (<see cref="TileStats"/>, <see cref="CombineTiles"/>). With scale ≠ 1 each row
+    /// is first multiplied by it (the logits' temperature), as <c>Ops.MulScalar</c> would.
     /// </summary>
     public static void TokenLogProbsForward(int rows, int v, float[] x, int xo, float[] both, int bo, float[] s, int so, float scale = 1f)
         => ParallelFor.Run(rows, RowGrain(v), new TokenLogProbsForwardWork(rows, v, x, xo, both, bo, s, so, scale));
@@ -94,27 +137,32 @@ internal static class TokenLossKernels
         public void Run(int start, int end)
         {
             var targets = Targets(s, so, rows);
-            var d = BufferPool.Rent(v);
-            var ex = BufferPool.Rent(v);
+            int tiles = VocabTiles(v);
+            var scaled = scale != 1f ? BufferPool.Rent(v) : null;
+            var scratch = BufferPool.Rent(2 * VocabTile + 3 * tiles);
+            var d = scratch.AsSpan(0, VocabTile); var e = scratch.AsSpan(VocabTile, VocabTile);
+            var m = scratch.AsSpan(2 * VocabTile, tiles); var sums = scratch.AsSpan(2 * VocabTile + tiles, tiles);
+            var u = scratch.AsSpan(2 * VocabTile + 2 * tiles, tiles);
             for (int r = start; r < end; r++)
             {
                 ReadOnlySpan<float> xr = xa.AsSpan(xo + r * v, v);
-                var dr = d.AsSpan(0, v); var er = ex.AsSpan(0, v);
-                if (scale != 1f)
+                if (scaled != null)
                 {
-                    Simd.ZipScalarRight<MulOp>(xr, scale, dr);
-                    xr = dr;
+                    Simd.ZipScalarRight<MulOp>(xr, scale, scaled.AsSpan(0, v));
+                    xr = scaled.AsSpan(0, v);
                 }
-                float max = Simd.Max(xr);
-                Simd.ZipScalarRight<SubOp>(xr, max, dr);   // d = x − max ≤ 0
-                Simd.Map<ExpOp>(dr, er);
-                float z = Simd.Sum(er), logZ = MathF.Log(z);
-                s[so + rows + r] = max + logZ;
-                ba[bo + r] = dr[targets[r]] - logZ;
-                ba[bo + rows + r] = logZ - Simd.Dot(dr, er) / z;
+                for (int t = 0; t < tiles; t++)
+                {
+                    int t0 = t * VocabTile;
+                    TileStats(xr.Slice(t0, Math.Min(VocabTile, v - t0)), d, e, out m[t], out sums[t], out u[t]);
+                }
+                var (lse, logProb, entropy) = CombineTiles(m, sums, u, xr[targets[r]]);
+                s[so + rows + r] = lse;
+                ba[bo + r] = logProb;
+                ba[bo + rows + r] = entropy;
             }
-            BufferPool.Return(ex);
-            BufferPool.Return(d);
+            BufferPool.Return(scratch);
+            if (scaled != null) BufferPool.Return(scaled);
         }
     }
 

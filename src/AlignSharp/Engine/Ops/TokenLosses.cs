@@ -59,7 +59,9 @@ public static partial class Ops
     /// <summary>
     /// Per-token log-probability of the target and entropy of the distribution, in one pass over the logits.
     /// logits [..., V], targets [N] (N = rows) → LogProbs [...] = log softmax(logits)[target],
-    /// Entropy [...] = −Σ p log p. Both are differentiable, alone or together.
+    /// Entropy [...] = −Σ p log p. Both are differentiable, alone or together. Each row is reduced by vocabulary tiles
+    /// (<see cref="TokenLossKernels.TileStats"/>, <see cref="TokenLossKernels.CombineTiles"/>), as a scorer without
+    /// gradients reduces logits it makes a tile at a time: the same bits.
     /// Saves: logsumexp and entropy per row. Backward (one node, one softmax recompute for both outputs):
     /// dlogits_j = gL·(onehot_j − p_j) − gH·p_j·(log p_j + H).
     /// Logits must be finite (mask with a large negative number, not −∞, or the entropy is NaN).
