@@ -127,9 +127,7 @@ public static class TokenScoring
     private static (Tensor LogProbs, Tensor Entropy) ByTiles(TransformerModel model, Tensor hidden, int[] targets, float scale, int chunk)
     {
         int n = hidden.Dim(0), v = model.Config.VocabSize, tiles = TokenLossKernels.VocabTiles(v);
-        for (int r = 0; r < n; r++)
-            if ((uint)targets[r] >= (uint)v)
-                throw new ArgumentOutOfRangeException(nameof(targets), $"TokenScoring: target {targets[r]} at row {r} is outside the vocabulary [0, {v}).");
+        Ops.CheckTargets(targets, v, "TokenScoring");
         var stats = new float[3 * n * tiles];
         var zTarget = new float[n];
         for (int start = 0; start < n; start += chunk)

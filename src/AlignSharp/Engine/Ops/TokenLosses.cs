@@ -56,6 +56,14 @@ public static partial class Ops
         return y;
     }
 
+    /// <summary>Throws, naming <paramref name="who"/>, the row and the target, when a target is not in [0, v).</summary>
+    internal static void CheckTargets(ReadOnlySpan<int> targets, int v, string who)
+    {
+        for (int r = 0; r < targets.Length; r++)
+            if ((uint)targets[r] >= (uint)v)
+                throw new ArgumentOutOfRangeException(nameof(targets), $"{who}: target {targets[r]} at row {r} is outside the vocabulary [0, {v}).");
+    }
+
     /// <summary>
     /// Per-token log-probability of the target and entropy of the distribution, in one pass over the logits.
     /// logits [..., V], targets [N] (N = rows) → LogProbs [...] = log softmax(logits)[target],
@@ -75,9 +83,7 @@ public static partial class Ops
         int v = logits.Dim(-1), rows = ShapeUtil.Rows(logits.Shape);
         if (targets.Length != rows)
             throw new ArgumentException($"TokenLogProbs: {targets.Length} targets for {rows} rows of logits {ShapeUtil.Format(logits.Shape)} (one target per row).");
-        for (int r = 0; r < rows; r++)
-            if ((uint)targets[r] >= (uint)v)
-                throw new ArgumentOutOfRangeException(nameof(targets), $"TokenLogProbs: target {targets[r]} at row {r} is outside the vocabulary [0, {v}).");
+        CheckTargets(targets, v, "TokenLogProbs");
 
         // Both outputs live in one planar buffer [2, N]: row 0 log-probs, row 1 entropies. The outputs are
         // views of it, so the gradients of both meet in its gradient before its single backward runs.
