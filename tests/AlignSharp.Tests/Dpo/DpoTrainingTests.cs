@@ -69,6 +69,15 @@ public sealed class DpoTrainingTests : IDisposable
             Assert.Equal(expected, answers.Sums.ToArray()[row], 3);
         }
         Assert.Equal(257, encoded[0].Chosen[^1]); // EOS closes every answer and is scored
+
+        // The sums alone, as the reference takes them (nothing looks at the raw logits, so the head goes by vocabulary
+        // tiles without gradients): the bits of the pass above.
+        using (Autograd.NoGrad())
+        {
+            var alone = AnswerScoring.Sums(pre.Model, batch);
+            Assert.Equal(answers.Sums.ToArray(), alone.Sums.ToArray());
+            Assert.All(alone.LogitSums, s => Assert.Equal(0, s));
+        }
     }
 
     [Fact]

@@ -27,7 +27,16 @@ public static class AnswerScoring
     /// only answer positions are scored at all (the LM head runs on those rows alone, in chunks: <see cref="TokenScoring"/>),
     /// so prompt and padding get neither loss nor gradient. Sums [R] add each row's answer tokens.
     /// </summary>
-    public static AnswerLogProbs Compute(TransformerModel model, DpoBatch batch)
+    public static AnswerLogProbs Compute(TransformerModel model, DpoBatch batch) => Compute(model, batch, logits: true);
+
+    /// <summary>
+    /// <see cref="Compute(TransformerModel, DpoBatch)"/>'s Sums alone (the reference's; LogitSums left at 0): nothing looks
+    /// at the raw logits, so without gradients the head goes a vocabulary tile at a time (<see cref="TokenScoring"/>), with
+    /// the same bits.
+    /// </summary>
+    public static AnswerLogProbs Sums(TransformerModel model, DpoBatch batch) => Compute(model, batch, logits: false);
+
+    private static AnswerLogProbs Compute(TransformerModel model, DpoBatch batch, bool logits)
     {
         int rows = batch.Rows, t = batch.SeqLen;
         var hidden = model.Hidden(batch.InputIds, rows, t, keyMask: batch.AttentionMask);
@@ -48,12 +57,12 @@ public static class AnswerScoring
         var answerRows = Ops.IndexSelect(Ops.Reshape(hidden, rows * t, hidden.Dim(-1)), positions.ToArray());
         int v = model.Config.VocabSize;
         var logitSums = new double[rows];
-        var (logProbs, _) = TokenScoring.LogProbs(model, answerRows, targets.ToArray(), visit: (first, logits) =>
+        var (logProbs, _) = TokenScoring.LogProbs(model, answerRows, targets.ToArray(), visit: !logits ? null : (first, chunk) =>
         {
-            for (int i = 0; i < logits.Length / v; i++)
+            for (int i = 0; i < chunk.Length / v; i++)
             {
                 double s = 0;
-                foreach (float x in logits.Slice(i * v, v)) s += x;
+                foreach (float x in chunk.Slice(i * v, v)) s += x;
                 logitSums[rowOf[first + i]] += s;
             }
         });
@@ -170,7 +179,7 @@ public sealed class ReferenceLogProbs
     {
         using var noGrad = Autograd.NoGrad();
         using var scope = TensorScope.Begin();
-        return AnswerScoring.Compute(model, batch).Sums.ToArray();
+        return AnswerScoring.Sums(model, batch).Sums.ToArray();
     }
 
     private static float[] ScoreWithAdapter(TransformerModel model, LoraAdapter? adapter, DpoBatch batch)
