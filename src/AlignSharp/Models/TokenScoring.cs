@@ -160,9 +160,8 @@ public static class TokenScoring
             {
                 int t0 = t * tile, cols = Math.Min(tile, v - t0);
                 var c = logits.AsSpan(0, rows * cols);
-                // The product Ops.Linear takes for the head outside generation: exact, bf16 weights widened.
-                if (w.IsBf16) Gemm.MultiplyBf16(false, true, rows, cols, d, a, d, w.Bf16Span.Slice(t0 * d, cols * d), d, c, cols, false);
-                else Gemm.Multiply(false, true, rows, cols, d, a, d, w.Span.Slice(t0 * d, cols * d), d, c, cols, false);
+                // Exact, as the whole-row path's head runs (inside a checkpoint, which never rounds activations).
+                Ops.ProductWithRows(a, rows, w, t0, cols, c, accumulate: false, bf16Activations: false);
                 for (int i = 0; i < rows; i++)
                 {
                     int r = first + i;

@@ -189,8 +189,7 @@ internal static class HeadSampler
             var c = buffer.AsSpan(0, rows * n);
             // Sampling is generation: the product an unrecorded Linear takes inside Ops.RoundActivationsToBf16 (which
             // Generator opens; bf16-rounded activations where the CPU has vdpbf16ps), so the same logits as the unfused head.
-            if (W.IsBf16) Gemm.MultiplyBf16(false, true, rows, n, D, a, D, W.Bf16Span.Slice(first * D, n * D), D, c, n, false, bf16Activations: true);
-            else Gemm.Multiply(false, true, rows, n, D, a, D, W.Span.Slice(first * D, n * D), D, c, n, false);
+            Ops.ProductWithRows(a, rows, W, first, n, c, accumulate: false, bf16Activations: W.IsBf16);
             if (Cap > 0)
             {
                 // As Ops.SoftCap: cap · tanh(l / cap).

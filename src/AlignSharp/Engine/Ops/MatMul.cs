@@ -479,6 +479,19 @@ public static partial class Ops
         return LinearCore(x, w, bias, u, b);
     }
 
+    /// <summary>
+    /// y [rows, count] (+)= x [rows, in] · W[first, first + count)ᵀ for a weight W [out, in], float32 or bf16, recording
+    /// nothing: the product <see cref="Linear(Tensor, Tensor, Tensor?)"/> runs, on a range of W's rows (the LM head a tile
+    /// at a time). Each element's sum does not depend on which rows of W are multiplied with it, so a range gives the
+    /// columns of the whole product. <paramref name="bf16Activations"/>: as <see cref="Gemm.MultiplyBf16"/> takes it.
+    /// </summary>
+    internal static void ProductWithRows(ReadOnlySpan<float> x, int rows, Tensor w, int first, int count, Span<float> y, bool accumulate, bool bf16Activations)
+    {
+        int inF = w.Dim(1);
+        if (w.IsBf16) Gemm.MultiplyBf16(false, true, rows, count, inF, x, inF, w.Bf16Span.Slice(first * inF, count * inF), inF, y, count, accumulate, bf16Activations);
+        else Gemm.Multiply(false, true, rows, count, inF, x, inF, w.Span.Slice(first * inF, count * inF), inF, y, count, accumulate);
+    }
+
     private static Tensor LinearCore(Tensor x, Tensor w, Tensor? bias, Tensor? u, Tensor? ub)
     {
         if (w.Rank != 2 || x.Dim(-1) != w.Dim(1))
@@ -497,14 +510,9 @@ public static partial class Ops
             _ => [x, w, bias, u, ub!],
         };
         bool record = Autograd.AnyNeeds(inputs);
-        if (w.IsBf16)
-        {
-            if (w.RequiresGrad) throw new InvalidOperationException($"Linear: weight {w.Name ?? ShapeUtil.Format(w.Shape)} is stored as bf16 and cannot take gradients.");
-            // Generation may round x to bf16 for vdpbf16ps, as a bf16 model in PyTorch does; training and scoring keep x exact.
-            bool bf16Activations = MayRoundActivations(record);
-            Gemm.MultiplyBf16(false, true, rows, outF, inF, x.Span, inF, w.Bf16Span, inF, ys, outF, accumulate: bias != null, bf16Activations);
-        }
-        else Gemm.Multiply(false, true, rows, outF, inF, x.Span, inF, w.Span, inF, ys, outF, accumulate: bias != null);
+        if (w.IsBf16 && w.RequiresGrad) throw new InvalidOperationException($"Linear: weight {w.Name ?? ShapeUtil.Format(w.Shape)} is stored as bf16 and cannot take gradients.");
+        // Generation may round x to bf16 for vdpbf16ps, as a bf16 model in PyTorch does; training and scoring keep x exact.
+        ProductWithRows(x.Span, rows, w, 0, outF, ys, accumulate: bias != null, bf16Activations: w.IsBf16 && MayRoundActivations(record));
         int r = ub?.Dim(1) ?? 0;
         if (u != null) Gemm.Multiply(false, true, rows, outF, r, u.Span, r, ub!.Span, r, ys, outF, accumulate: true);
 
