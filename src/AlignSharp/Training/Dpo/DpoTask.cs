@@ -76,9 +76,7 @@ public sealed class DpoTask : ISupervisedTask
         _train = train;
         _eval = eval;
         Action<string> extras = dir => ModelChatTemplate.Write(dir, ChatTemplate.Resolve(_options.ChatTemplate, _options.Policy).Source);
-        Trainable = adapter == null
-            ? new TrainableModel(_policy, _options.Policy) { WriteExtras = extras }
-            : new TrainableAdapter(_policy, adapter, _options.Policy, options.Merge) { WriteExtras = extras };
+        Trainable = Runs.Trainable.For(_policy, adapter, _options.Policy, options.Merge, extras);
     }
 
     public int MicroBatches => _train.Count;

@@ -52,9 +52,7 @@ public sealed class RewardModelTask : ISupervisedTask
             ModelChatTemplate.Write(dir, rm.Template.Source);
             Info.Save(dir);
         }
-        Trainable = adapter == null
-            ? new TrainableModel(rm.Model, sourceDir) { WriteExtras = Extras }
-            : new TrainableAdapter(rm.Model, adapter, sourceDir, merge) { WriteExtras = Extras };
+        Trainable = Runs.Trainable.For(rm.Model, adapter, sourceDir, merge, Extras);
         _centerCoef = centerCoef;
         int pad = TokenSequences.PadId(rm.Tokenizer);
         var batching = new BatchingOptions { BatchSize = batchSize, Seed = seed };

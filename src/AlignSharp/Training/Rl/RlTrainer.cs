@@ -227,13 +227,9 @@ public sealed class RlTrainer
     private ITrainable Trainable()
     {
         Action<string> extras = dir => ModelChatTemplate.Write(dir, _models.Template.Source);
-        ITrainable policy = _models.PolicyAdapter is { } pa
-            ? new TrainableAdapter(_models.Policy, pa, _models.PolicyDirectory, _options.Merge, "policy", "final") { WriteExtras = extras }
-            : new TrainableModel(_models.Policy, _models.PolicyDirectory, "policy", "final") { WriteExtras = extras };
+        var policy = Runs.Trainable.For(_models.Policy, _models.PolicyAdapter, _models.PolicyDirectory, _options.Merge, extras, "policy");
         if (_models.Value == null) return policy;
-        ITrainable value = _models.ValueAdapter is { } va
-            ? new TrainableAdapter(_models.Value, va, null, _options.Merge, "value", "value_model") { NamePrefix = "value." }
-            : new TrainableModel(_models.Value, null, "value", "value_model") { NamePrefix = "value." };
+        var value = Runs.Trainable.For(_models.Value, _models.ValueAdapter, null, _options.Merge, null, "value", "value_model", "value.");
         return new TrainableSet(policy, value);
     }
 

@@ -30,6 +30,22 @@ public interface ITrainable
     IReadOnlyList<(string Entry, Action<string> Write)> FinalOutputs(SafetensorsDtype dtype);
 }
 
+/// <summary>The one choice every trainer makes between training a model whole and training a LoRA adapter on it.</summary>
+public static class Trainable
+{
+    /// <summary>
+    /// <paramref name="model"/> trained whole when <paramref name="adapter"/> is null (<see cref="TrainableModel"/>, checkpoint
+    /// subdirectory "model" unless named), else the adapter on the frozen model (<see cref="TrainableAdapter"/>, "adapter";
+    /// <paramref name="merge"/>: the final entry is the merged model). Both write <paramref name="writeExtras"/> beside their
+    /// final outputs and prefix their parameter names with <paramref name="namePrefix"/>.
+    /// </summary>
+    public static ITrainable For(TransformerModel model, LoraAdapter? adapter, string? sourceDirectory, bool merge, Action<string>? writeExtras,
+        string? checkpointName = null, string finalEntry = "final", string namePrefix = "")
+        => adapter == null
+            ? new TrainableModel(model, sourceDirectory, checkpointName ?? "model", finalEntry) { WriteExtras = writeExtras, NamePrefix = namePrefix }
+            : new TrainableAdapter(model, adapter, sourceDirectory, merge, checkpointName ?? "adapter", finalEntry) { WriteExtras = writeExtras, NamePrefix = namePrefix };
+}
+
 /// <summary>
 /// A fully trained <see cref="TransformerModel"/>: all its parameters are trainable. In a checkpoint it is the
 /// subdirectory <see cref="CheckpointName"/> (float32); at the end it is the run-directory entry <see cref="FinalEntry"/>

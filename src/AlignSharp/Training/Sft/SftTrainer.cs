@@ -58,9 +58,7 @@ public sealed class SftTask : ISupervisedTask
         _model = model;
         _tokenizer = tokenizer;
         Action<string> extras = dir => { if (Template is not null) ModelChatTemplate.Write(dir, Template.Source); };
-        Trainable = adapter == null
-            ? new TrainableModel(model, sourceDir) { WriteExtras = extras }
-            : new TrainableAdapter(model, adapter, sourceDir, merge) { WriteExtras = extras };
+        Trainable = Runs.Trainable.For(model, adapter, sourceDir, merge, extras);
         int pad = TokenSequences.PadId(tokenizer);
         var batching = new BatchingOptions { BatchSize = batchSize, Seed = seed };
         _train = SftBatch.Epoch(train, batching, 0, pad).ToList();
