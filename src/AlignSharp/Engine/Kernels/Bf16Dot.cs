@@ -326,6 +326,14 @@ internal static unsafe class Bf16Dot
         public void Dispose() => t_offSequence--;
     }
 
+    /// <summary>Forgets every remembered successor, and this thread's previous product. Tests start from an empty table: it
+    /// is keyed by addresses, which later arrays reuse, so an entry left by an earlier test can name this test's arrays.</summary>
+    internal static void ForgetSuccessors()
+    {
+        lock (Successors) Successors.Clear();
+        t_previous = 0;
+    }
+
     /// <summary>The product that followed the one whose first B is <paramref name="key"/> on the same thread last time
     /// (its first B), and the plan handed to the worker before it; (0, null) when none is remembered.</summary>
     internal static (nint Next, ParallelFor.PrefetchPlan? Plan) SuccessorOf(nint key)
