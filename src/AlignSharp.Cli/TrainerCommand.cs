@@ -21,6 +21,8 @@ public static class TrainerCommand
         cmd.Options.Add(configFile);
         var defaults = new T();
         var bindings = new List<(PropertyInfo Property, Option Option)>();
+        // Every option's own flag in both spellings: a TRL name's kebab form is only added where it names no other option.
+        var own = Properties(typeof(T)).SelectMany(p => new[] { "--" + Kebab(p.Name), "--" + Kebab(p.Name).Replace('-', '_') }).ToHashSet();
         foreach (var p in Properties(typeof(T)))
         {
             var attribute = p.GetCustomAttribute<OptionAttribute>()!;
@@ -39,11 +41,14 @@ public static class TrainerCommand
                 var t when t == typeof(string[]) => new Option<string[]>(flag) { Description = text, AllowMultipleArgumentsPerToken = true },
                 _ => throw new InvalidOperationException($"Unsupported option type {p.PropertyType} for {p.Name}."),
             };
-            // TRL/transformers spellings: every flag in snake_case too (--learning_rate), and the record's TRL names (--output_dir).
+            // TRL/transformers spellings: every flag in snake_case too (--learning_rate), and the record's TRL names in both
+            // spellings, as transformers' HfArgumentParser takes them (--output_dir, --output-dir).
             string snake = "--" + Kebab(p.Name).Replace('-', '_');
             if (snake != flag) option.Aliases.Add(snake);
             foreach (var trl in TrlNameAttribute.Of(typeof(T)).Where(a => a.Property == p.Name))
-                if (!option.Aliases.Contains("--" + trl.Name) && "--" + trl.Name != flag) option.Aliases.Add("--" + trl.Name);
+                foreach (var alias in new[] { "--" + trl.Name, "--" + trl.Name.Replace('_', '-') })
+                    if (alias != flag && !option.Aliases.Contains(alias) && (alias == "--" + trl.Name || !own.Contains(alias)))
+                        option.Aliases.Add(alias);
             cmd.Options.Add(option);
             bindings.Add((p, option));
         }

@@ -129,6 +129,23 @@ public sealed class InputChecksTests : IDisposable
         Assert.Equal(4, System.Text.Json.JsonDocument.Parse(File.ReadAllText(P("run/summary.json"))).RootElement.GetProperty("steps").GetInt32());
     }
 
+    /// <summary>transformers' HfArgumentParser also takes each field with hyphens (--output-dir), so TRL users type both.</summary>
+    [Fact]
+    public void TrlSpellingsWorkWithHyphensToo()
+    {
+        string model = TinyModels.Create(P("m"));
+        string data = TinyModels.WriteJsonl(P("d.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", completion = " a" }));
+        var r = CliRunner.Run("sft", "--model-name-or-path", model, "--data", data, "--output-dir", P("run"), "--per-device-train-batch-size", "2",
+            "--num-train-epochs", "2", "--lr-scheduler-type", "constant", "--save-steps", "0");
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        var config = System.Text.Json.JsonDocument.Parse(File.ReadAllText(P("run/run_config.json"))).RootElement;
+        Assert.Equal(2, config.GetProperty("epochs").GetDouble());
+        Assert.Equal(2, config.GetProperty("batch_size").GetInt32());
+        Assert.Equal("constant", config.GetProperty("lr_scheduler").GetString());
+        Assert.Contains("--per-device-train-batch-size", CliRunner.Run("dpo", "--help").StdOut);
+        Assert.Contains("--max-completion-length", CliRunner.Run("grpo", "--help").StdOut);
+    }
+
     private string RewardModelWithout(string name)
     {
         string dir = P(name);
