@@ -146,6 +146,23 @@ public sealed class InputChecksTests : IDisposable
         Assert.Contains("--max-completion-length", CliRunner.Run("grpo", "--help").StdOut);
     }
 
+    /// <summary>TRL's --use_peft trains an adapter of its default rank 16 (ModelConfig's lora_r); --lora_r still sets the rank.</summary>
+    [Fact]
+    public void UsePeftTrainsAnAdapterOfTrlsDefaultRank()
+    {
+        string model = TinyModels.Create(P("m"));
+        string data = TinyModels.WriteJsonl(P("d.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", completion = " a" }));
+        foreach (var (run, extra, rank) in new[] { ("peft", Array.Empty<string>(), 16), ("peft4", new[] { "--lora_r", "4" }, 4) })
+        {
+            var r = CliRunner.Run(["sft", "--model_name_or_path", model, "--data", data, "--output_dir", P(run), "--use_peft", "--lora_alpha", "8", "--max-steps", "1", .. extra]);
+            Assert.True(r.ExitCode == 0, r.StdErr);
+            var adapter = System.Text.Json.JsonDocument.Parse(File.ReadAllText(P(run + "/final/adapter_config.json"))).RootElement;
+            Assert.Equal(rank, adapter.GetProperty("r").GetInt32());
+            Assert.Equal(8, adapter.GetProperty("lora_alpha").GetDouble());
+            Assert.False(File.Exists(P(run + "/final/model.safetensors")));
+        }
+    }
+
     private string RewardModelWithout(string name)
     {
         string dir = P(name);

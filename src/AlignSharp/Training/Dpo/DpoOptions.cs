@@ -109,7 +109,7 @@ public sealed record DpoOptions : DpoObjectiveOptions
                 throw new UserInputException("--eval-only evaluates one file: give --data or --eval-data, not both.");
             if (Resume != null) throw new UserInputException("--resume has no meaning with --eval-only.");
             if (EvalSplit > 0) throw new UserInputException("--eval-split has no meaning with --eval-only, which evaluates the whole file.");
-            if (LoraR > 0 || Merge) throw new UserInputException("--lora-r and --merge train an adapter; they have no meaning with --eval-only.");
+            if (LoraR > 0 || Merge) throw new UserInputException("--lora-r, --use-peft and --merge train an adapter; they have no meaning with --eval-only.");
             string file = EvalData ?? Data!;
             if (!File.Exists(file)) throw new UserInputException($"{(EvalData != null ? "--eval-data" : "--data")}: {file} does not exist.");
             global::AlignSharp.Training.Data.ChatTemplate.ValidateOption(ChatTemplate);

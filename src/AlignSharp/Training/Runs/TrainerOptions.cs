@@ -93,8 +93,20 @@ public abstract record TrainerOptions
     [Option("Replace a run already in --out (its checkpoints, metrics, final model and summary are deleted first).", SafeToChangeOnResume = true)]
     public bool Overwrite { get; init; }
 
+    [Option("TRL's switch for LoRA (use_peft): train a new adapter of rank 16, TRL's default lora_r, unless --lora-r gives the rank (or continue --adapter).")]
+    public bool UsePeft { get; init; }
+
+    /// <summary>TRL's default lora_r, the rank --use-peft starts a new adapter with.</summary>
+    public const int TrlLoraR = 16;
+
     [Option("LoRA rank: train low-rank adapters on the frozen model instead of all its weights (0 = off, full-parameter training).")]
-    public int LoraR { get; init; }
+    public int LoraR
+    {
+        get => _loraR == 0 && UsePeft && Adapter == null ? TrlLoraR : _loraR;
+        init => _loraR = value;
+    }
+
+    private readonly int _loraR;
 
     [Option("LoRA alpha: adapters are scaled by alpha/r (alpha/√r with --use-rslora); 0 = 2×r (TRL's example ratio, lora_alpha 32 for r 16).")]
     public double LoraAlpha { get; init; }
