@@ -144,6 +144,13 @@ public sealed class InputChecksTests : IDisposable
         Assert.Equal("constant", config.GetProperty("lr_scheduler").GetString());
         Assert.Contains("--per-device-train-batch-size", CliRunner.Run("dpo", "--help").StdOut);
         Assert.Contains("--max-completion-length", CliRunner.Run("grpo", "--help").StdOut);
+        // TRL's on-policy trainers name the policy sft_model_path and the reward model reward_model_path.
+        foreach (var rl in new[] { "ppo", "rloo" })
+        {
+            var help = CliRunner.Run(rl, "--help").StdOut;
+            Assert.Contains("--policy, --sft-model-path, --sft_model_path", help);
+            Assert.Contains("--reward-model, --reward-model-path, --reward_model, --reward_model_path", help);
+        }
     }
 
     /// <summary>TRL's --use_peft trains an adapter of its default rank 16 (ModelConfig's lora_r); --lora_r still sets the rank.</summary>

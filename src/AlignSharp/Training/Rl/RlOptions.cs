@@ -149,6 +149,8 @@ public abstract record RlOptions : TrainerOptions
 }
 
 /// <summary>PPO (Schulman et al. 2017) with a value model, as in Ziegler et al. 2019 and TRL's PPOTrainer.</summary>
+[TrlName("sft_model_path", nameof(Policy))]
+[TrlName("reward_model_path", nameof(RewardModel))]
 [TrlName("response_length", nameof(MaxNewTokens))]
 [TrlName("cliprange", nameof(ClipRange))]
 [TrlName("cliprange_value", nameof(ClipRangeValue))]
@@ -194,6 +196,7 @@ public sealed record PpoOptions : RlOptions
 }
 
 /// <summary>GRPO (Shao et al. 2024): groups of completions per prompt, group-relative advantages, KL in the loss.</summary>
+[TrlName("model_name_or_path", nameof(Policy))]
 [TrlName("beta", nameof(KlCoef))]
 [TrlName("max_completion_length", nameof(MaxNewTokens))]
 [TrlName("num_iterations", nameof(NumPpoEpochs))]
@@ -223,6 +226,8 @@ public sealed record GrpoOptions : RlOptions
 }
 
 /// <summary>RLOO (Ahmadian et al. 2024): k completions per prompt, leave-one-out baseline.</summary>
+[TrlName("sft_model_path", nameof(Policy))]
+[TrlName("reward_model_path", nameof(RewardModel))]
 [TrlName("response_length", nameof(MaxNewTokens))]
 [TrlName("max_completion_length", nameof(MaxNewTokens))]
 [TrlName("cliprange", nameof(ClipRange))]
