@@ -143,7 +143,9 @@ public static class TrainerCommand
                     YamlScalarNode s => s.Style == YamlDotNet.Core.ScalarStyle.Plain && s.Value is "~" or "null" or "" ? null : s.Value,
                     YamlSequenceNode seq => seq.Children.Select(c => c is YamlScalarNode cs ? cs.Value ?? ""
                         : throw new UserInputException($"{file}:{c.Start.Line}: key \"{key}\": a list of options holds plain values, not lists or mappings.")).ToArray(),
-                    _ => throw new UserInputException($"{file}:{v.Start.Line}: key \"{key}\": nested mappings are not options."),
+                    // A mapping is an option's JSON object (--chat-template-kwargs), as a JSON config file gives it.
+                    YamlMappingNode m => JsonText(m),
+                    _ => throw new UserInputException($"{file}:{v.Start.Line}: key \"{key}\": expected a value, a list or a mapping."),
                 };
                 values[key] = (value, $"{file}:{k.Start.Line}: key \"{key}\"");
             }
@@ -155,6 +157,46 @@ public static class TrainerCommand
             if (!props.TryGetValue(Normalize(key), out var p))
                 throw new UserInputException($"{where}: not an option of this command (see --help).");
             p.SetValue(options, Convert(raw, p.PropertyType, where));
+        }
+    }
+
+    /// <summary>A YAML node as JSON text: plain scalars that read as true, false, null or a number are those, others strings.</summary>
+    private static string JsonText(YamlNode node)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer)) Write(json, node);
+        return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
+
+        static void Write(Utf8JsonWriter json, YamlNode node)
+        {
+            switch (node)
+            {
+                case YamlMappingNode map:
+                    json.WriteStartObject();
+                    foreach (var (k, v) in map.Children)
+                    {
+                        json.WritePropertyName(((YamlScalarNode)k).Value ?? "");
+                        Write(json, v);
+                    }
+                    json.WriteEndObject();
+                    break;
+                case YamlSequenceNode seq:
+                    json.WriteStartArray();
+                    foreach (var c in seq.Children) Write(json, c);
+                    json.WriteEndArray();
+                    break;
+                case YamlScalarNode { Style: YamlDotNet.Core.ScalarStyle.Plain, Value: var v }:
+                    if (v is null or "~" or "null" or "Null" or "NULL") json.WriteNullValue();
+                    else if (v is "true" or "True" or "TRUE") json.WriteBooleanValue(true);
+                    else if (v is "false" or "False" or "FALSE") json.WriteBooleanValue(false);
+                    else if (long.TryParse(v, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long l)) json.WriteNumberValue(l);
+                    else if (double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && double.IsFinite(d)) json.WriteNumberValue(d);
+                    else json.WriteStringValue(v);
+                    break;
+                case YamlScalarNode quoted:
+                    json.WriteStringValue(quoted.Value ?? "");
+                    break;
+            }
         }
     }
 

@@ -30,17 +30,19 @@ public static class GenerateCommand
             Description = "For message prompts: auto (the model's own template; plain when it has none), a built-in name (chatml, llama3, plain), or a .jinja file.",
             DefaultValueFactory = _ => "auto",
         };
+        var kwargs = new Option<string?>("--chat-template-kwargs") { Description = ChatTemplate.KwargsHelp };
         var seed = new Option<int>("--seed") { Description = "Random seed (each input line has its own stream, so results do not depend on batching).", DefaultValueFactory = _ => 0 };
         var stop = new Option<string[]>("--stop") { Description = "Stop string (repeatable); the text ends before it.", AllowMultipleArgumentsPerToken = false };
         var batchSize = new Option<int>("--batch-size") { Description = "Prompts generated together.", DefaultValueFactory = _ => 8 };
         var truncate = new Option<bool>("--truncate") { Description = "Keep the last tokens of a prompt that, with --max-new-tokens, does not fit the model's positions, instead of reporting it." };
         var cmd = new Command("generate", "Sample completions with a KV cache: greedy, temperature, top-k, top-p.")
         {
-            model, adapter, input, output, maxNew, temperature, topK, topP, seed, stop, batchSize, chatTemplate, truncate,
+            model, adapter, input, output, maxNew, temperature, topK, topP, seed, stop, batchSize, chatTemplate, kwargs, truncate,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             ChatTemplate.ValidateOption(r.GetValue(chatTemplate));
+            if (r.GetValue(kwargs) is { } k) ChatTemplate.ParseKwargs(k);
             var pre = Pretrained.Load(r.GetValue(model)!).WithAdapter(r.GetValue(adapter));
             var generation = GenerationConfig.Load(pre.Directory);
             var (defaultTemperature, defaultTopK, defaultTopP) = generation?.SamplingDefaults() ?? (1f, 0, 1f);
@@ -70,7 +72,7 @@ public static class GenerateCommand
             ChatTemplate Template()
             {
                 if (template is not null) return template;
-                template = ChatTemplate.Resolve(r.GetValue(chatTemplate), pre.Directory);
+                template = ChatTemplate.Resolve(r.GetValue(chatTemplate), pre.Directory, r.GetValue(kwargs));
                 if (template.FallbackWarning(dataHasMessages: true) is { } warning) Console.Error.WriteLine($"warning: {warning}");
                 return template;
             }

@@ -30,20 +30,22 @@ public static class TemplateCommand
             Description = "auto (the model's own template; plain when it has none), a built-in name (chatml, llama3, plain), or a .jinja file.",
             DefaultValueFactory = _ => "auto",
         };
+        var kwargs = new Option<string?>("--chat-template-kwargs") { Description = ChatTemplate.KwargsHelp };
         var command = new Command("template", "Render conversations with a model's chat template: one {\"text\", \"ids\"} JSON line per record.")
         {
-            model, adapter, input, agp, template,
+            model, adapter, input, agp, template, kwargs,
         };
-        command.SetAction(parse => CliErrors.Guard(() => Run(parse.GetValue(model)!, parse.GetValue(adapter), parse.GetValue(input)!, parse.GetValue(agp), parse.GetValue(template)!)));
+        command.SetAction(parse => CliErrors.Guard(() => Run(parse.GetValue(model)!, parse.GetValue(adapter), parse.GetValue(input)!, parse.GetValue(agp), parse.GetValue(template)!, parse.GetValue(kwargs))));
         return command;
     }
 
     static readonly JsonSerializerOptions Json = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    static int Run(string modelDir, string? adapterDir, string inputPath, bool addGenerationPrompt, string templateSpec)
+    static int Run(string modelDir, string? adapterDir, string inputPath, bool addGenerationPrompt, string templateSpec, string? kwargs)
     {
         if (!Directory.Exists(modelDir)) throw new UserInputException($"--model: {modelDir} is not a directory.");
         ChatTemplate.ValidateOption(templateSpec);
+        if (kwargs != null) ChatTemplate.ParseKwargs(kwargs);
         if (adapterDir != null)
         {
             if (!Directory.Exists(adapterDir)) throw new UserInputException($"--adapter: {adapterDir} is not a directory.");
@@ -53,7 +55,7 @@ public static class TemplateCommand
         string tokenizerDir = adapterDir != null && File.Exists(Path.Combine(adapterDir, "tokenizer.json")) ? adapterDir : modelDir;
         string templateDir = adapterDir != null && ModelChatTemplate.Find(adapterDir) != null ? adapterDir : modelDir;
         var tokenizer = Tokenizers.Load(tokenizerDir);
-        var template = ChatTemplate.Resolve(templateSpec, templateDir);
+        var template = ChatTemplate.Resolve(templateSpec, templateDir, kwargs);
         if (template.FallbackWarning(dataHasMessages: true) is { } warning) Console.Error.WriteLine($"warning: {warning}");
         using var stdout = new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false));
         int count = 0;

@@ -170,6 +170,29 @@ public sealed class InputChecksTests : IDisposable
         }
     }
 
+    /// <summary>--chat-template-kwargs reach SFT's rendering: a long banner given as a keyword argument makes the record
+    /// longer than --max-length, which is then reported; without it the same run trains. Bad kwargs are clean errors.</summary>
+    [Fact]
+    public void ChatTemplateKwargsReachTheSftRendering()
+    {
+        string model = TinyModels.Create(P("m"));
+        string data = TinyModels.WriteJsonl(P("d.jsonl"), [new { messages = new[] { new { role = "user", content = "hi" }, new { role = "assistant", content = "yo" } } }]);
+        File.WriteAllText(P("t.jinja"), "{{ banner | default('') }}{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}");
+        string[] common = ["sft", "--model", model, "--data", data, "--chat-template", P("t.jinja"), "--max-length", "30", "--max-steps", "1"];
+        var plain = CliRunner.Run([.. common, "--out", P("plain")]);
+        Assert.True(plain.ExitCode == 0, plain.StdErr);
+        AssertCleanError(CliRunner.Run([.. common, "--out", P("banner"), "--chat-template-kwargs", "{\"banner\": \"a banner far longer than the thirty tokens allowed \"}"]), 2, "longer than the max length of 30");
+        AssertCleanError(CliRunner.Run([.. common, "--out", P("bad"), "--chat-template-kwargs", "[1]"]), 2, "--chat-template-kwargs: expected a JSON object");
+        // In a YAML config the keyword arguments are a mapping, as TRL's configs write chat_template_kwargs.
+        File.WriteAllText(P("kw.yaml"), "chat_template_kwargs:\n  banner: a banner far longer than the thirty tokens allowed\n");
+        AssertCleanError(CliRunner.Run([.. common, "--out", P("yaml"), "--config", P("kw.yaml")]), 2, "longer than the max length of 30");
+        File.WriteAllText(P("kw.yaml"), "chat_template_kwargs:\n  banner: ''\n  enable_thinking: false\n");
+        var yaml = CliRunner.Run([.. common, "--out", P("yaml2"), "--config", P("kw.yaml")]);
+        Assert.True(yaml.ExitCode == 0, yaml.StdErr);
+        var kwargs = System.Text.Json.JsonDocument.Parse(File.ReadAllText(P("yaml2/run_config.json"))).RootElement.GetProperty("chat_template_kwargs").GetString()!;
+        Assert.Equal("{\"banner\":\"\",\"enable_thinking\":false}", kwargs);
+    }
+
     private string RewardModelWithout(string name)
     {
         string dir = P(name);

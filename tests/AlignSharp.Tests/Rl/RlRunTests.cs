@@ -54,6 +54,26 @@ public sealed class RlRunTests : IDisposable
         }
     }
 
+    /// <summary>--chat-template-kwargs reach the policy's prompts: a template's variable, given as a keyword argument, is in
+    /// the rendered prompt that the samples record shows.</summary>
+    [Fact]
+    public void ChatTemplateKwargsRenderThePolicysPrompts()
+    {
+        string template = _kit.Path("banner.jinja");
+        File.WriteAllText(template, "{{ banner | default('') }}{% for m in messages %}{{ m.content }}{% endfor %}{% if add_generation_prompt %}:{% endif %}");
+        string prompts = _kit.Path("messages.jsonl");
+        File.WriteAllLines(prompts, Enumerable.Range(0, 4).Select(i => $"{{\"prompt\": [{{\"role\": \"user\", \"content\": \"Q{i}\"}}]}}"));
+        foreach (var (run, kwargs, start) in new[] { ("plain", (string?)null, "Q"), ("kwargs", "{\"banner\": \"KW \"}", "KW Q") })
+        {
+            var o = Options(new GrpoOptions { NumGenerations = 2 }, run, 1) with { Prompts = prompts, BatchSize = 4, ChatTemplate = template, ChatTemplateKwargs = kwargs };
+            RlTrainer.Create(o, [(RlTestKit.CountOf('a'), 1.0)]).Run();
+            var samples = File.ReadAllLines(Path.Combine(o.Out!, "metrics.jsonl")).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
+                .First(e => e.GetProperty("split").GetString() == "samples").GetProperty("samples").EnumerateArray().ToList();
+            Assert.NotEmpty(samples);
+            foreach (var sample in samples) Assert.StartsWith(start, sample.GetProperty("prompt").GetString());
+        }
+    }
+
     [Fact]
     public void RewardModelScoresAreNormalisedWithTheStoredStatistics()
     {

@@ -8,7 +8,22 @@ namespace AlignSharp.Tests.Text;
 /// <summary>`alignsharp template`: the model's own template renders as both references do; ids are the rendered text tokenized.</summary>
 public class TemplateCliTests
 {
-    static string Compact(JsonElement e) => JsonNode.Parse(e.GetRawText())!.ToJsonString();
+    internal static string Compact(JsonElement e) => JsonNode.Parse(e.GetRawText())!.ToJsonString();
+
+    /// <summary>A file of tests/fixtures/templates.</summary>
+    internal static JsonElement Reference(string file) =>
+        JsonDocument.Parse(File.ReadAllBytes(Path.Combine(CliRunner.RepoRoot, "tests", "fixtures", "templates", file))).RootElement;
+
+    /// <summary>A model directory for `alignsharp template`: the small Llama tokenizer, and the reference's template
+    /// <paramref name="name"/> with its special tokens as tokenizer_config.json.</summary>
+    internal static void ModelWithTemplate(string dir, JsonElement reference, string name)
+    {
+        var template = reference.GetProperty("templates").GetProperty(name);
+        File.Copy(Path.Combine(TokenizerFixtures.Small("llama-small"), "tokenizer.json"), Path.Combine(dir, "tokenizer.json"));
+        var config = JsonNode.Parse(template.GetProperty("tokens").GetRawText())!.AsObject();
+        config["chat_template"] = template.GetProperty("source").GetString();
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), config.ToJsonString());
+    }
 
     [Fact]
     public void RendersEachRecordWithTheModelsTemplateAsTheReferencesDo()
@@ -16,12 +31,8 @@ public class TemplateCliTests
         var dir = Directory.CreateTempSubdirectory("tplcli");
         try
         {
-            var reference = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(CliRunner.RepoRoot, "tests", "fixtures", "templates", "reference.json"))).RootElement;
-            var llama = reference.GetProperty("templates").GetProperty("llama3_1");
-            File.Copy(Path.Combine(TokenizerFixtures.Small("llama-small"), "tokenizer.json"), Path.Combine(dir.FullName, "tokenizer.json"));
-            var config = JsonNode.Parse(llama.GetProperty("tokens").GetRawText())!.AsObject();
-            config["chat_template"] = llama.GetProperty("source").GetString();
-            File.WriteAllText(Path.Combine(dir.FullName, "tokenizer_config.json"), config.ToJsonString());
+            var reference = Reference("reference.json");
+            ModelWithTemplate(dir.FullName, reference, "llama3_1");
 
             var conversations = reference.GetProperty("conversations").EnumerateArray().ToList();
             var cases = reference.GetProperty("chat").EnumerateArray()
@@ -63,6 +74,72 @@ public class TemplateCliTests
         finally
         {
             dir.Delete(recursive: true);
+        }
+    }
+}
+
+/// <summary>
+/// Keyword arguments of a chat template (transformers' apply_chat_template(..., **kwargs)): Qwen3's template with
+/// enable_thinking false and true, through `alignsharp template --chat-template-kwargs`, renders as @huggingface/jinja
+/// does (tests/fixtures/templates/kwargs_reference.json, from make_kwargs_reference.mjs).
+/// </summary>
+public class TemplateKwargsTests
+{
+    [Fact]
+    public void QwenThreeRendersWithEnableThinkingAsTheReferenceDoes()
+    {
+        var dir = Directory.CreateTempSubdirectory("tplkw");
+        try
+        {
+            var reference = TemplateCliTests.Reference("reference.json");
+            TemplateCliTests.ModelWithTemplate(dir.FullName, reference, "qwen3");
+            var conversations = reference.GetProperty("conversations").EnumerateArray().ToList();
+            var cases = TemplateCliTests.Reference("kwargs_reference.json").GetProperty("cases").EnumerateArray().ToList();
+            string input = Path.Combine(dir.FullName, "in.jsonl");
+            int checkedCases = 0;
+            foreach (var group in cases.GroupBy(c => c.GetProperty("kwargs").GetRawText()))
+            {
+                var list = group.ToList();
+                File.WriteAllLines(input, list.Select(c =>
+                    $"{{\"messages\": {TemplateCliTests.Compact(conversations[c.GetProperty("conversation").GetInt32()])}, \"add_generation_prompt\": {(c.GetProperty("add_generation_prompt").GetBoolean() ? "true" : "false")}}}"));
+                var r = CliRunner.Run("template", "--model", dir.FullName, "--input", input, "--chat-template-kwargs", group.Key);
+                Assert.True(r.ExitCode == 0, r.StdErr);
+                var lines = r.StdOut.TrimEnd('\n').Split('\n');
+                Assert.Equal(list.Count, lines.Length);
+                for (int i = 0; i < list.Count; i++, checkedCases++)
+                {
+                    using var line = JsonDocument.Parse(lines[i]);
+                    Assert.Equal(list[i].GetProperty("text").GetString(), line.RootElement.GetProperty("text").GetString());
+                }
+            }
+            Assert.Equal(40, checkedCases);
+            // Thinking off: the generation prompt ends with an empty think block, as Qwen3's template writes it.
+            var off = cases.First(c => c.GetProperty("kwargs").GetProperty("enable_thinking").GetBoolean() == false && c.GetProperty("add_generation_prompt").GetBoolean());
+            Assert.EndsWith("<|im_start|>assistant\n<think>\n\n</think>\n\n", off.GetProperty("text").GetString());
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
+    public void KwargsThatAreNotAJsonObjectOrSetARenderVariableAreErrors()
+    {
+        Assert.Contains("expected a JSON object", Assert.Throws<UserInputException>(() => ChatTemplate.ParseKwargs("[1]")).Message);
+        Assert.Contains("malformed JSON", Assert.Throws<UserInputException>(() => ChatTemplate.ParseKwargs("{enable_thinking: false")).Message);
+        Assert.Contains("\"add_generation_prompt\" is set by each render", Assert.Throws<UserInputException>(() => ChatTemplate.ParseKwargs("{\"add_generation_prompt\": true}")).Message);
+        // A tools list given as a keyword argument replaces the default none; other kwargs are plain variables.
+        string file = Path.Combine(Path.GetTempPath(), $"kw-{Guid.NewGuid():N}.jinja");
+        File.WriteAllText(file, "{% if tools %}tools {{ tools|length }}{% else %}no tools{% endif %}, {{ greeting | default('none') }}");
+        try
+        {
+            Assert.Equal("no tools, none", ChatTemplate.Resolve(file, null).Render([], addGenerationPrompt: false));
+            Assert.Equal("tools 2, hi", ChatTemplate.Resolve(file, null, "{\"tools\": [1, 2], \"greeting\": \"hi\"}").Render([], addGenerationPrompt: false));
+        }
+        finally
+        {
+            File.Delete(file);
         }
     }
 }

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using AlignSharp.Text.Jinja;
 
 namespace AlignSharp.Training.Data;
@@ -92,6 +93,51 @@ public sealed class ChatTemplate
     /// model's own template when it has one — chat_template.jinja or tokenizer_config.json — else <c>plain</c>, marked
     /// <see cref="IsFallback"/>), a built-in name, or the path of a .jinja file (rendered with the model's special tokens).
     /// </summary>
+    public static ChatTemplate Resolve(string? spec, string? modelDirectory, string? kwargs)
+    {
+        var template = Resolve(spec, modelDirectory);
+        return string.IsNullOrWhiteSpace(kwargs) ? template : template.WithKwargs(ParseKwargs(kwargs));
+    }
+
+    /// <summary>The help of every <c>--chat-template-kwargs</c> option.</summary>
+    public const string KwargsHelp = "Keyword arguments of the chat template, a JSON object whose members are variables of every render, as transformers' apply_chat_template(..., **kwargs) passes them: {\"enable_thinking\": false} for Qwen3, a \"tools\" list.";
+
+    /// <summary>Variables a render sets itself, which keyword arguments may not replace.</summary>
+    static readonly string[] RenderVariables = ["messages", "add_generation_prompt"];
+
+    /// <summary>
+    /// <c>--chat-template-kwargs</c>: a JSON object whose members become variables of every render, as transformers'
+    /// <c>apply_chat_template(..., **kwargs)</c> passes them (Qwen3's <c>enable_thinking</c>, a <c>tools</c> list).
+    /// </summary>
+    public static IReadOnlyDictionary<string, object?> ParseKwargs(string json)
+    {
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(json); }
+        catch (JsonException e) { throw new UserInputException($"--chat-template-kwargs: malformed JSON: {e.Message}"); }
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new UserInputException($"--chat-template-kwargs: expected a JSON object such as {{\"enable_thinking\": false}}, got {doc.RootElement.ValueKind}.");
+            var kwargs = new Dictionary<string, object?>();
+            foreach (var p in doc.RootElement.EnumerateObject())
+            {
+                if (RenderVariables.Contains(p.Name))
+                    throw new UserInputException($"--chat-template-kwargs: \"{p.Name}\" is set by each render and cannot be given.");
+                kwargs[p.Name] = JinjaJson.FromJson(p.Value);
+            }
+            return kwargs;
+        }
+    }
+
+    /// <summary>This template with <paramref name="kwargs"/> as variables of every render (after the special tokens, so
+    /// they may replace one, as keyword arguments do in transformers).</summary>
+    public ChatTemplate WithKwargs(IReadOnlyDictionary<string, object?> kwargs)
+    {
+        var variables = new Dictionary<string, object?>(_tokens);
+        foreach (var (k, v) in kwargs) variables[k] = v;
+        return new ChatTemplate(Name, _jinja, variables, IsFallback);
+    }
+
     public static ChatTemplate Resolve(string? spec, string? modelDirectory)
     {
         spec ??= "auto";
@@ -128,23 +174,27 @@ public sealed class ChatTemplate
         ? "the model has no chat template (no chat_template.jinja, no \"chat_template\" in tokenizer_config.json), so message lists are formatted with the built-in 'plain' template (System:/User:/Assistant: lines); pass --chat-template NAME or FILE.jinja to choose another."
         : null;
 
+    /// <summary>A render's variables: the special tokens and keyword arguments, the messages, the generation-prompt flag, and
+    /// <c>tools</c> and <c>documents</c> as none unless a keyword argument gives them.</summary>
+    Dictionary<string, object?> Variables(object? messages, bool addGenerationPrompt)
+    {
+        var vars = new Dictionary<string, object?>(_tokens) { ["messages"] = messages, ["add_generation_prompt"] = addGenerationPrompt };
+        vars.TryAdd("tools", null);
+        vars.TryAdd("documents", null);
+        return vars;
+    }
+
     /// <summary>Renders a conversation with the template's variables.</summary>
     public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
     {
-        var vars = new Dictionary<string, object?>(_tokens)
-        {
-            ["messages"] = messages.Select(m => (object?)new JinjaDict { ["role"] = m.RoleName, ["content"] = m.Content }).ToList(),
-            ["add_generation_prompt"] = addGenerationPrompt,
-            ["tools"] = null,
-            ["documents"] = null,
-        };
-        return _jinja.Render(vars);
+        var messageList = messages.Select(m => (object?)new JinjaDict { ["role"] = m.RoleName, ["content"] = m.Content }).ToList();
+        return _jinja.Render(Variables(messageList, addGenerationPrompt));
     }
 
     /// <summary>Renders messages given as JSON values (any fields: tool calls, reasoning, …), as the <c>template</c> command does.</summary>
     public string Render(object? messages, bool addGenerationPrompt, IReadOnlyDictionary<string, object?>? extraVariables = null)
     {
-        var vars = new Dictionary<string, object?>(_tokens) { ["messages"] = messages, ["add_generation_prompt"] = addGenerationPrompt, ["tools"] = null, ["documents"] = null };
+        var vars = Variables(messages, addGenerationPrompt);
         if (extraVariables is not null) foreach (var (k, v) in extraVariables) vars[k] = v;
         return _jinja.Render(vars);
     }

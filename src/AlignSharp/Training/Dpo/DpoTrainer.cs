@@ -69,7 +69,7 @@ public static class DpoTrainer
     private static (IReadOnlyList<DpoBatch> Train, IReadOnlyList<DpoBatch> Eval) Batches(DpoOptions options, Pretrained policy, string file, TextWriter log, bool split)
     {
         var tokenizer = policy.RequireTokenizer("tokenizing preference data");
-        var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
+        var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy, options.ChatTemplateKwargs);
         var load = new DataLoadOptions { ExpectedKind = DatasetKind.Preference, SkipBadRecords = options.SkipBadRecords };
         int pad = TokenSequences.PadId(tokenizer);
         void Warn(string w) => log.WriteLine($"dpo: {file}: {w}");

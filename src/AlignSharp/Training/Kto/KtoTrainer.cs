@@ -25,7 +25,7 @@ public static class KtoTrainer
         var policy = options.LoadTrained(options.Policy!);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var tokenizer = policy.RequireTokenizer("tokenizing feedback data");
-        var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
+        var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy, options.ChatTemplateKwargs);
         var (train, eval) = Load(options, options.Data!, tokenizer, template, log, split: options.EvalSplit > 0);
         if (options.EvalData != null) eval = Load(options, options.EvalData, tokenizer, template, log, split: false).Train;
         if (train.Count == 0) throw new UserInputException($"{options.Data}: no usable examples to train on.");

@@ -34,7 +34,7 @@ public static class OnlineDpoTrainer
         if (options.MaxNewTokens >= options.MaxLength)
             throw new UserInputException($"--max-new-tokens ({options.MaxNewTokens}) leaves no room for the prompt in the model's {options.MaxLength} positions.");
         var tokenizer = policy.RequireTokenizer("sampling from prompts");
-        var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
+        var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy, options.ChatTemplateKwargs);
         var batches = Batches(options, tokenizer, template, log);
 
         using var ownedJudge = judge == null ? Judges.FromFlags(options.JudgeModel, options.JudgeUrl, options.BatchSize) : null;

@@ -125,7 +125,7 @@ public static class RewardModelTrainer
         var pre = o.LoadTrained(o.Model!, HeadKind.Scalar);
         o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("reward modelling");
-        var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);
+        var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model, o.ChatTemplateKwargs);
         var load = new DataLoadOptions { ExpectedKind = DatasetKind.Preference, SkipBadRecords = o.SkipBadRecords };
         var data = DatasetLoader.LoadPreferences(o.Data!, load);
         if (data.Warning != null) log.WriteLine($"warning: {data.Warning}");

@@ -29,6 +29,9 @@ public abstract record RlOptions : TrainerOptions
     [Option("Chat template for conversational prompts: auto (the model's own template, from chat_template.jinja or tokenizer_config.json; plain when it has none), a built-in name (chatml, llama3, plain), or a .jinja file. Text prompts are used verbatim.")]
     public string ChatTemplate { get; init; } = "auto";
 
+    [Option(Data.ChatTemplate.KwargsHelp)]
+    public string? ChatTemplateKwargs { get; init; }
+
     [Option("Longest prompt in tokens; longer prompts keep their end.")]
     public int MaxPromptLength { get; init; } = 512;
 
@@ -123,6 +126,7 @@ public abstract record RlOptions : TrainerOptions
         if (string.IsNullOrWhiteSpace(Policy)) throw new UserInputException("--policy (the SFT checkpoint to train) is required.");
         if (string.IsNullOrWhiteSpace(Prompts)) throw new UserInputException("--prompts (the prompts file) is required.");
         Data.ChatTemplate.ValidateOption(ChatTemplate);
+        if (ChatTemplateKwargs != null) Data.ChatTemplate.ParseKwargs(ChatTemplateKwargs);
         _ = Estimator;
         if (MaxPromptLength < 1) throw new UserInputException("--max-prompt-length must be ≥ 1.");
         if (MaxNewTokens < 1) throw new UserInputException("--max-new-tokens must be ≥ 1.");

@@ -66,7 +66,7 @@ public sealed class RlTrainer
         MemoryTrace.Mark("policy loaded");
         if (pre.Model.Config.Head != HeadKind.LanguageModel) throw new UserInputException($"--policy {options.Policy}: the policy needs a language-model head.");
         var tokenizer = pre.RequireTokenizer("the policy (to tokenize prompts and decode completions)");
-        var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy);
+        var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy, options.ChatTemplateKwargs);
 
         var sources = new List<(IRewardSource, double)>();
         RewardModel? rewardModel = null;

@@ -20,6 +20,9 @@ public abstract record TextDataOptions : TrainerOptions
     [Option("Chat template for message lists: auto (the model's own template, from chat_template.jinja or tokenizer_config.json; plain when it has none), a built-in name (chatml, llama3, plain), or a .jinja file. Plain strings are never templated.")]
     public string ChatTemplate { get; init; } = "auto";
 
+    [Option(AlignSharp.Training.Data.ChatTemplate.KwargsHelp)]
+    public string? ChatTemplateKwargs { get; init; }
+
     [Option("Longest sequence in tokens (prompt + completion + EOS).")]
     public int MaxLength { get; init; } = 512;
 
@@ -66,5 +69,6 @@ public abstract record TextDataOptions : TrainerOptions
         if (MaxLength < 2) throw new UserInputException("--max-length must be ≥ 2.");
         if (MaxPromptLength < 0 || MaxPromptLength >= MaxLength) throw new UserInputException("--max-prompt-length must be ≥ 0 and below --max-length.");
         AlignSharp.Training.Data.ChatTemplate.ValidateOption(ChatTemplate);
+        if (ChatTemplateKwargs != null) AlignSharp.Training.Data.ChatTemplate.ParseKwargs(ChatTemplateKwargs);
     }
 }

@@ -149,7 +149,7 @@ public static class SftTrainer
         var pre = o.LoadTrained(o.Model!);
         o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("SFT");
-        var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model);
+        var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model, o.ChatTemplateKwargs);
         var load = new DataLoadOptions { ExpectedKind = DatasetKind.Sft, SkipBadRecords = o.SkipBadRecords };
         var data = DatasetLoader.LoadSft(o.Data!, load);
         if (data.Warning != null) log.WriteLine($"warning: {data.Warning}");
