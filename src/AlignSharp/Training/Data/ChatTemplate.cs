@@ -19,8 +19,8 @@ public readonly record struct TextSegment(string Text, SegmentRole Role);
 
 /// <summary>
 /// Renders conversations into the text a model is trained on and generates from, with a Jinja chat template as
-/// Hugging Face transformers renders it (variables <c>messages</c>, <c>add_generation_prompt</c>, <c>tools</c> = none and
-/// the model's special tokens). Plain-text prompts and completions (the "standard" format) are used verbatim and
+/// Hugging Face transformers renders it (variables <c>messages</c>, <c>add_generation_prompt</c>, <c>tools</c> = none,
+/// the model's special tokens, and any keyword arguments: <see cref="WithKwargs"/>). Plain-text prompts and completions (the "standard" format) are used verbatim and
 /// never templated. Built-in templates (their Jinja source is <see cref="BuiltInSource"/>):
 /// <list type="bullet">
 /// <item><c>chatml</c>: each message <c>&lt;|im_start|&gt;{role}\n{content}&lt;|im_end|&gt;\n</c>; generation prompt <c>&lt;|im_start|&gt;assistant\n</c>.</item>
@@ -93,6 +93,26 @@ public sealed class ChatTemplate
     /// model's own template when it has one — chat_template.jinja or tokenizer_config.json — else <c>plain</c>, marked
     /// <see cref="IsFallback"/>), a built-in name, or the path of a .jinja file (rendered with the model's special tokens).
     /// </summary>
+    public static ChatTemplate Resolve(string? spec, string? modelDirectory)
+    {
+        spec ??= "auto";
+        var tokens = modelDirectory is null ? new Dictionary<string, object?>() : ModelChatTemplate.SpecialTokenVariables(modelDirectory);
+        if (IsAuto(spec))
+        {
+            var own = modelDirectory is null ? null : ModelChatTemplate.Find(modelDirectory);
+            if (own is null) return new ChatTemplate("plain", Plain._jinja, Plain._tokens, isFallback: true);
+            return new ChatTemplate("auto", JinjaTemplate.Parse(own.Value.Source, own.Value.Origin), tokens);
+        }
+        var lower = spec.Trim().ToLowerInvariant();
+        if (Names.Contains(lower) || lower == "llama-3") return Get(spec);
+        if (!File.Exists(spec)) ValidateOption(spec);
+        string source;
+        try { source = File.ReadAllText(spec); }
+        catch (IOException e) { throw new UserInputException($"--chat-template: cannot read {spec}: {e.Message}", e); }
+        return new ChatTemplate(Path.GetFullPath(spec), JinjaTemplate.Parse(source, spec), tokens);
+    }
+
+    /// <summary><see cref="Resolve(string?, string?)"/> with <c>--chat-template-kwargs</c> (<see cref="ParseKwargs"/>; none when null or blank).</summary>
     public static ChatTemplate Resolve(string? spec, string? modelDirectory, string? kwargs)
     {
         var template = Resolve(spec, modelDirectory);
@@ -136,25 +156,6 @@ public sealed class ChatTemplate
         var variables = new Dictionary<string, object?>(_tokens);
         foreach (var (k, v) in kwargs) variables[k] = v;
         return new ChatTemplate(Name, _jinja, variables, IsFallback);
-    }
-
-    public static ChatTemplate Resolve(string? spec, string? modelDirectory)
-    {
-        spec ??= "auto";
-        var tokens = modelDirectory is null ? new Dictionary<string, object?>() : ModelChatTemplate.SpecialTokenVariables(modelDirectory);
-        if (IsAuto(spec))
-        {
-            var own = modelDirectory is null ? null : ModelChatTemplate.Find(modelDirectory);
-            if (own is null) return new ChatTemplate("plain", Plain._jinja, Plain._tokens, isFallback: true);
-            return new ChatTemplate("auto", JinjaTemplate.Parse(own.Value.Source, own.Value.Origin), tokens);
-        }
-        var lower = spec.Trim().ToLowerInvariant();
-        if (Names.Contains(lower) || lower == "llama-3") return Get(spec);
-        if (!File.Exists(spec)) ValidateOption(spec);
-        string source;
-        try { source = File.ReadAllText(spec); }
-        catch (IOException e) { throw new UserInputException($"--chat-template: cannot read {spec}: {e.Message}", e); }
-        return new ChatTemplate(Path.GetFullPath(spec), JinjaTemplate.Parse(source, spec), tokens);
     }
 
     /// <summary>
