@@ -22,13 +22,13 @@ public static class TrainerCommand
         var defaults = new T();
         var bindings = new List<(PropertyInfo Property, Option Option)>();
         // Every option's own flag in both spellings: a TRL name's kebab form is only added where it names no other option.
-        var own = Properties(typeof(T)).SelectMany(p => new[] { "--" + Kebab(p.Name), "--" + Kebab(p.Name).Replace('-', '_') }).ToHashSet();
+        var own = Properties(typeof(T)).SelectMany(p => { var (flag, snake) = Flags(p); return new[] { flag, snake }; }).ToHashSet();
         foreach (var p in Properties(typeof(T)))
         {
             var attribute = p.GetCustomAttribute<OptionAttribute>()!;
             var help = attribute.Required ? "(required) " + attribute.Help : attribute.Help;
             var def = p.GetValue(defaults);
-            string flag = "--" + Kebab(p.Name);
+            var (flag, snake) = Flags(p);
             string text = def is null or "" ? help : $"{help} [default: {FormatDefault(def)}]";
             Option option = p.PropertyType switch
             {
@@ -43,7 +43,6 @@ public static class TrainerCommand
             };
             // TRL/transformers spellings: every flag in snake_case too (--learning_rate), and the record's TRL names in both
             // spellings, as transformers' HfArgumentParser takes them (--output_dir, --output-dir).
-            string snake = "--" + Kebab(p.Name).Replace('-', '_');
             if (snake != flag) option.Aliases.Add(snake);
             foreach (var trl in TrlNameAttribute.Of(typeof(T)).Where(a => a.Property == p.Name))
                 foreach (var alias in new[] { "--" + trl.Name, "--" + trl.Name.Replace('_', '-') })
@@ -87,6 +86,9 @@ public static class TrainerCommand
             foreach (var p in type.GetProperties(BindingFlags.Public | BindingFlags.Instance | BindingFlags.DeclaredOnly).OrderBy(p => p.MetadataToken))
                 if (OmitOptionsAttribute.IsOption(t, p)) yield return p;
     }
+
+    /// <summary>An option's flag (--kebab-case) and its snake_case spelling (--snake_case).</summary>
+    private static (string Flag, string Snake) Flags(PropertyInfo p) => ("--" + Kebab(p.Name), "--" + Kebab(p.Name).Replace('-', '_'));
 
     public static string Kebab(string pascal) => OptionAttribute.FlagName(pascal)[2..];
 

@@ -41,8 +41,7 @@ public static class GenerateCommand
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
-            ChatTemplate.ValidateOption(r.GetValue(chatTemplate));
-            if (r.GetValue(kwargs) is { } k) ChatTemplate.ParseKwargs(k);
+            ChatTemplate.ValidateOption(r.GetValue(chatTemplate), r.GetValue(kwargs));
             var pre = Pretrained.Load(r.GetValue(model)!).WithAdapter(r.GetValue(adapter));
             var generation = GenerationConfig.Load(pre.Directory);
             var (defaultTemperature, defaultTopK, defaultTopP) = generation?.SamplingDefaults() ?? (1f, 0, 1f);

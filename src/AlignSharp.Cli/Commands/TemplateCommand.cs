@@ -44,8 +44,7 @@ public static class TemplateCommand
     static int Run(string modelDir, string? adapterDir, string inputPath, bool addGenerationPrompt, string templateSpec, string? kwargs)
     {
         if (!Directory.Exists(modelDir)) throw new UserInputException($"--model: {modelDir} is not a directory.");
-        ChatTemplate.ValidateOption(templateSpec);
-        if (kwargs != null) ChatTemplate.ParseKwargs(kwargs);
+        ChatTemplate.ValidateOption(templateSpec, kwargs);
         if (adapterDir != null)
         {
             if (!Directory.Exists(adapterDir)) throw new UserInputException($"--adapter: {adapterDir} is not a directory.");

@@ -78,9 +78,11 @@ public sealed class ChatTemplate
         _ => throw new UserInputException($"unknown chat template \"{name}\"; choose auto, a .jinja file, or one of: {string.Join(", ", Names)}."),
     };
 
-    /// <summary>What <c>--chat-template</c> says about itself without a model: auto, a built-in name, or a .jinja file that exists.</summary>
-    public static void ValidateOption(string? spec)
+    /// <summary>What <c>--chat-template</c> says about itself without a model: auto, a built-in name, or a .jinja file that
+    /// exists; and <c>--chat-template-kwargs</c>, when given, a JSON object <see cref="Resolve(string?, string?, string?)"/> takes.</summary>
+    public static void ValidateOption(string? spec, string? kwargs = null)
     {
+        if (!string.IsNullOrWhiteSpace(kwargs)) ParseKwargs(kwargs);
         if (spec is null || IsAuto(spec) || Names.Contains(spec.Trim().ToLowerInvariant()) || spec.Trim().ToLowerInvariant() == "llama-3") return;
         if (File.Exists(spec)) return;
         throw new UserInputException($"--chat-template: \"{spec}\" is neither auto, a built-in template ({string.Join(", ", Names)}), nor an existing .jinja file.");
@@ -193,12 +195,7 @@ public sealed class ChatTemplate
     }
 
     /// <summary>Renders messages given as JSON values (any fields: tool calls, reasoning, …), as the <c>template</c> command does.</summary>
-    public string Render(object? messages, bool addGenerationPrompt, IReadOnlyDictionary<string, object?>? extraVariables = null)
-    {
-        var vars = Variables(messages, addGenerationPrompt);
-        if (extraVariables is not null) foreach (var (k, v) in extraVariables) vars[k] = v;
-        return _jinja.Render(vars);
-    }
+    public string Render(object? messages, bool addGenerationPrompt) => _jinja.Render(Variables(messages, addGenerationPrompt));
 
     /// <summary>A whole conversation, no generation prompt.</summary>
     public string RenderConversation(IReadOnlyList<ChatMessage> messages) => Render(messages, addGenerationPrompt: false);

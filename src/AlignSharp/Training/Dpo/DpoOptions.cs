@@ -112,7 +112,7 @@ public sealed record DpoOptions : DpoObjectiveOptions
             if (LoraR > 0 || Merge) throw new UserInputException("--lora-r, --use-peft and --merge train an adapter; they have no meaning with --eval-only.");
             string file = EvalData ?? Data!;
             if (!File.Exists(file)) throw new UserInputException($"{(EvalData != null ? "--eval-data" : "--data")}: {file} does not exist.");
-            global::AlignSharp.Training.Data.ChatTemplate.ValidateOption(ChatTemplate);
+            global::AlignSharp.Training.Data.ChatTemplate.ValidateOption(ChatTemplate, ChatTemplateKwargs);
             Truncation.Validate();
         }
         else

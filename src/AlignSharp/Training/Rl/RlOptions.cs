@@ -125,8 +125,7 @@ public abstract record RlOptions : TrainerOptions
         base.Validate();
         if (string.IsNullOrWhiteSpace(Policy)) throw new UserInputException("--policy (the SFT checkpoint to train) is required.");
         if (string.IsNullOrWhiteSpace(Prompts)) throw new UserInputException("--prompts (the prompts file) is required.");
-        Data.ChatTemplate.ValidateOption(ChatTemplate);
-        if (ChatTemplateKwargs != null) Data.ChatTemplate.ParseKwargs(ChatTemplateKwargs);
+        Data.ChatTemplate.ValidateOption(ChatTemplate, ChatTemplateKwargs);
         _ = Estimator;
         if (MaxPromptLength < 1) throw new UserInputException("--max-prompt-length must be ≥ 1.");
         if (MaxNewTokens < 1) throw new UserInputException("--max-new-tokens must be ≥ 1.");

@@ -68,7 +68,6 @@ public abstract record TextDataOptions : TrainerOptions
         if (EvalSteps < 0) throw new UserInputException("--eval-steps must be ≥ 0.");
         if (MaxLength < 2) throw new UserInputException("--max-length must be ≥ 2.");
         if (MaxPromptLength < 0 || MaxPromptLength >= MaxLength) throw new UserInputException("--max-prompt-length must be ≥ 0 and below --max-length.");
-        AlignSharp.Training.Data.ChatTemplate.ValidateOption(ChatTemplate);
-        if (ChatTemplateKwargs != null) AlignSharp.Training.Data.ChatTemplate.ParseKwargs(ChatTemplateKwargs);
+        AlignSharp.Training.Data.ChatTemplate.ValidateOption(ChatTemplate, ChatTemplateKwargs);
     }
 }

@@ -35,15 +35,15 @@ public static class Trainable
 {
     /// <summary>
     /// <paramref name="model"/> trained whole when <paramref name="adapter"/> is null (<see cref="TrainableModel"/>, checkpoint
-    /// subdirectory "model" unless named), else the adapter on the frozen model (<see cref="TrainableAdapter"/>, "adapter";
+    /// subdirectory "model" unless named), else the adapter on the frozen model (<see cref="TrainableAdapter"/>, "adapter" unless named;
     /// <paramref name="merge"/>: the final entry is the merged model). Both write <paramref name="writeExtras"/> beside their
     /// final outputs and prefix their parameter names with <paramref name="namePrefix"/>.
     /// </summary>
     public static ITrainable For(TransformerModel model, LoraAdapter? adapter, string? sourceDirectory, bool merge, Action<string>? writeExtras,
         string? checkpointName = null, string finalEntry = "final", string namePrefix = "")
         => adapter == null
-            ? new TrainableModel(model, sourceDirectory, checkpointName ?? "model", finalEntry) { WriteExtras = writeExtras, NamePrefix = namePrefix }
-            : new TrainableAdapter(model, adapter, sourceDirectory, merge, checkpointName ?? "adapter", finalEntry) { WriteExtras = writeExtras, NamePrefix = namePrefix };
+            ? new TrainableModel(model, sourceDirectory, checkpointName, finalEntry) { WriteExtras = writeExtras, NamePrefix = namePrefix }
+            : new TrainableAdapter(model, adapter, sourceDirectory, merge, checkpointName, finalEntry) { WriteExtras = writeExtras, NamePrefix = namePrefix };
 }
 
 /// <summary>
@@ -51,11 +51,12 @@ public static class Trainable
 /// subdirectory <see cref="CheckpointName"/> (float32); at the end it is the run-directory entry <see cref="FinalEntry"/>
 /// in Hugging Face layout, with the tokenizer files of <see cref="SourceDirectory"/> and any <see cref="WriteExtras"/>.
 /// </summary>
-public sealed class TrainableModel(TransformerModel model, string? sourceDirectory, string checkpointName = "model", string finalEntry = "final") : ITrainable
+public sealed class TrainableModel(TransformerModel model, string? sourceDirectory, string? checkpointName = null, string finalEntry = "final") : ITrainable
 {
     public TransformerModel Model => model;
     public string? SourceDirectory => sourceDirectory;
-    public string CheckpointName => checkpointName;
+    /// <summary>The checkpoint's subdirectory: "model" unless named.</summary>
+    public string CheckpointName { get; } = checkpointName ?? "model";
     public string FinalEntry => finalEntry;
 
     /// <summary>Prefix of the parameter names (e.g. "value." so two models' names stay distinct in one optimizer).</summary>
@@ -65,15 +66,15 @@ public sealed class TrainableModel(TransformerModel model, string? sourceDirecto
     public Action<string>? WriteExtras { get; set; }
 
     /// <summary>Loads a model directory for training; <paramref name="head"/> swaps the head (a reward or value model from an LM).</summary>
-    public static TrainableModel Load(string directory, HeadKind? head = null, int seed = 0, string checkpointName = "model", string finalEntry = "final")
+    public static TrainableModel Load(string directory, HeadKind? head = null, int seed = 0, string? checkpointName = null, string finalEntry = "final")
         => new(ModelIO.Load(directory, head, seed), directory, checkpointName, finalEntry);
 
     public IReadOnlyList<(string Name, Tensor Parameter)> Parameters
         => NamePrefix == "" ? model.NamedParameters : model.NamedParameters.Select(p => (NamePrefix + p.Name, p.Parameter)).ToList();
 
-    public void SaveCheckpoint(string dir) => Save(Path.Combine(dir, checkpointName), SafetensorsDtype.F32);
+    public void SaveCheckpoint(string dir) => Save(Path.Combine(dir, CheckpointName), SafetensorsDtype.F32);
 
-    public void LoadCheckpoint(string dir) => CopyWeights(Path.Combine(dir, checkpointName), model);
+    public void LoadCheckpoint(string dir) => CopyWeights(Path.Combine(dir, CheckpointName), model);
 
     public IReadOnlyList<(string Entry, Action<string> Write)> FinalOutputs(SafetensorsDtype dtype) => [(finalEntry, d => Save(d, dtype))];
 
@@ -128,7 +129,7 @@ public sealed class TrainableAdapter : ITrainable
     private readonly bool _merge;
     private readonly IReadOnlyList<string> _wholeModules;
 
-    public TrainableAdapter(TransformerModel model, LoraAdapter adapter, string? sourceDirectory, bool merge, string checkpointName = "adapter", string finalEntry = "final")
+    public TrainableAdapter(TransformerModel model, LoraAdapter adapter, string? sourceDirectory, bool merge, string? checkpointName = null, string finalEntry = "final")
     {
         _model = model;
         _sourceDirectory = sourceDirectory;
@@ -136,7 +137,7 @@ public sealed class TrainableAdapter : ITrainable
         _wholeModules = model.Config.Head == HeadKind.Scalar ? [ScoreHead] : [];
         Adapter = _wholeModules.Count > 0 && adapter.Config.TaskType != LoraConfig.SequenceClassification
             ? adapter.WithConfig(adapter.Config.ForSequenceClassification()) : adapter;
-        CheckpointName = checkpointName;
+        CheckpointName = checkpointName ?? "adapter";
         FinalEntry = finalEntry;
         foreach (var (_, p) in model.NamedParameters) p.RequiresGrad = false;
         foreach (var (_, p) in Parameters) p.RequiresGrad = true;
