@@ -1,4 +1,5 @@
 using System.CommandLine;
+using AlignSharp.Training.Data;
 using AlignSharp.Training.Evaluation;
 
 namespace AlignSharp.Cli.Commands;
@@ -24,13 +25,18 @@ public static class EvalCommand
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens generated per completion.", DefaultValueFactory = _ => d.MaxNewTokens };
         var temperature = new Option<float>("--temperature") { Description = "Sampling temperature (> 0); the KL is measured between the tempered distributions.", DefaultValueFactory = _ => d.Temperature };
         var seed = new Option<int>("--seed") { Description = "Random seed: slot i of each policy draws from stream i, so both policies share random numbers.", DefaultValueFactory = _ => d.Seed };
-        var template = new Option<string>("--chat-template") { Description = "Chat template for conversational prompts: chatml, llama3 or plain (text prompts are used verbatim).", DefaultValueFactory = _ => d.ChatTemplate };
+        var template = new Option<string>("--chat-template")
+        {
+            Description = "For message prompts (text prompts are used verbatim): auto (the policy's own template; plain when it has none), a built-in name (chatml, llama3, plain), or a .jinja file. The baseline is given the same prompt tokens.",
+            DefaultValueFactory = _ => d.ChatTemplate,
+        };
+        var kwargs = new Option<string?>("--chat-template-kwargs") { Description = ChatTemplate.KwargsHelp };
         var maxPrompt = new Option<int>("--max-prompt-length") { Description = "Longest prompt in tokens; longer prompts keep their end.", DefaultValueFactory = _ => d.MaxPromptLength };
         var batch = new Option<int>("--batch-size") { Description = "Sequences per generation and scoring batch.", DefaultValueFactory = _ => d.BatchSize };
         var cmd = new Command("eval", "Evaluate a policy against a baseline: seeded samples from both, judged by a reward model or an HTTP judge; " +
                                       "win rate (ties ½) and reward means with 95% intervals, KL to the baseline, length, distinct-2; eval.json and eval.html.")
         {
-            policy, baseline, adapter, baselineAdapter, prompts, judgeModel, judgeUrl, samples, output, maxNew, temperature, seed, template, maxPrompt, batch,
+            policy, baseline, adapter, baselineAdapter, prompts, judgeModel, judgeUrl, samples, output, maxNew, temperature, seed, template, kwargs, maxPrompt, batch,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
@@ -39,7 +45,7 @@ public static class EvalCommand
                 Policy = r.GetValue(policy), Baseline = r.GetValue(baseline), Adapter = r.GetValue(adapter), BaselineAdapter = r.GetValue(baselineAdapter), Prompts = r.GetValue(prompts),
                 JudgeModel = r.GetValue(judgeModel), JudgeUrl = r.GetValue(judgeUrl), SamplesPerPrompt = r.GetValue(samples),
                 Out = r.GetValue(output), MaxNewTokens = r.GetValue(maxNew), Temperature = r.GetValue(temperature), Seed = r.GetValue(seed),
-                ChatTemplate = r.GetValue(template)!, MaxPromptLength = r.GetValue(maxPrompt), BatchSize = r.GetValue(batch),
+                ChatTemplate = r.GetValue(template)!, ChatTemplateKwargs = r.GetValue(kwargs), MaxPromptLength = r.GetValue(maxPrompt), BatchSize = r.GetValue(batch),
             };
             var json = PolicyComparison.RunAndWrite(options, Console.Error);
             Console.WriteLine(json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));

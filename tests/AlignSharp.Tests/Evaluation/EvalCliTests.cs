@@ -166,6 +166,52 @@ public sealed class EvalCliTests : IDisposable
         Assert.False(json.GetProperty("reward_mean").TryGetProperty("baseline", out _));
     }
 
+    /// <summary>Message prompts are rendered with the policy's own template by default, as the RL trainers render them;
+    /// --chat-template picks another and --chat-template-kwargs reach the render. The rendered prompt is what samples.jsonl
+    /// records and what the judge is sent.</summary>
+    [Fact]
+    public void MessagePromptsUseThePolicysOwnTemplate()
+    {
+        string policy = _kit.Path("templated-policy");
+        CopyDirectory(_kit.Policy(1), policy);
+        File.WriteAllText(Path.Combine(policy, "chat_template.jinja"),
+            "{{ banner | default('') }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}>{% endif %}");
+        string prompts = TinyModelsJsonl("messages.jsonl", Enumerable.Range(0, 2).Select(i => (object)new { prompt = new[] { new { role = "user", content = $"Q{i}" } } }));
+        var sent = new List<string>();
+        using var server = new TestHttpServer((_, body) =>
+        {
+            var root = JsonDocument.Parse(body).RootElement;
+            lock (sent) sent.AddRange(root.GetProperty("prompts").EnumerateArray().Select(p => p.GetString()!));
+            return (200, JsonSerializer.Serialize(new { rewards = root.GetProperty("completions").EnumerateArray().Select(_ => 1.0) }), 0);
+        });
+        foreach (var (name, extra, expected, template) in new[]
+        {
+            ("own", Array.Empty<string>(), new[] { "<user>Q0>", "<user>Q1>" }, "auto"),
+            ("kwargs", ["--chat-template-kwargs", "{\"banner\": \"KW \"}"], ["KW <user>Q0>", "KW <user>Q1>"], "auto"),
+            ("plain", ["--chat-template", "plain"], ["User: Q0\nAssistant:", "User: Q1\nAssistant:"], "plain"),
+        })
+        {
+            sent.Clear();
+            string outDir = _kit.Path("tpl-" + name);
+            var r = CliRunner.Run(["eval", "--policy", policy, "--prompts", prompts, "--judge-url", server.Url, "--max-new-tokens", "4", "--out", outDir, .. extra]);
+            Assert.True(r.ExitCode == 0, r.StdErr);
+            Assert.Equal(expected, Lines(Path.Combine(outDir, "samples.jsonl")).Select(s => s.GetProperty("prompt").GetString()));
+            Assert.Equal(expected, sent);
+            Assert.Equal(template, Json(Path.Combine(outDir, "eval.json")).GetProperty("chat_template").GetString());
+        }
+
+        var bad = CliRunner.Run("eval", "--policy", policy, "--prompts", prompts, "--judge-url", server.Url, "--chat-template-kwargs", "[1]", "--out", _kit.Path("tpl-bad"));
+        Assert.NotEqual(0, bad.ExitCode);
+        Assert.Contains("--chat-template-kwargs", bad.StdErr);
+        Assert.DoesNotContain("   at ", bad.StdErr);
+    }
+
+    private static void CopyDirectory(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from)) File.Copy(f, Path.Combine(to, Path.GetFileName(f)));
+    }
+
     [Fact]
     public void BadInvocationsAreClearErrors()
     {

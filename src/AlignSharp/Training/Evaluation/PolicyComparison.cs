@@ -26,7 +26,10 @@ public sealed record EvalOptions
     public int MaxNewTokens { get; init; } = 64;
     public float Temperature { get; init; } = 1f;
     public int Seed { get; init; }
-    public string ChatTemplate { get; init; } = "plain";
+    /// <summary>--chat-template: auto (the policy's own template; plain when it has none), a built-in name, or a .jinja file.</summary>
+    public string ChatTemplate { get; init; } = "auto";
+    /// <summary>--chat-template-kwargs: a JSON object of the template's keyword arguments (Qwen3's enable_thinking).</summary>
+    public string? ChatTemplateKwargs { get; init; }
     public int MaxPromptLength { get; init; } = 512;
     public int BatchSize { get; init; } = 16;
 
@@ -43,7 +46,7 @@ public sealed record EvalOptions
         if (!(Temperature > 0) || !float.IsFinite(Temperature)) throw new UserInputException("--temperature must be > 0: evaluation samples, and the KL is measured between the sampling distributions.");
         if (MaxPromptLength < 1) throw new UserInputException("--max-prompt-length must be ≥ 1.");
         if (BatchSize < 1) throw new UserInputException("--batch-size must be ≥ 1.");
-        Data.ChatTemplate.Get(ChatTemplate);
+        Data.ChatTemplate.ValidateOption(ChatTemplate, ChatTemplateKwargs);
     }
 }
 
@@ -56,7 +59,7 @@ public sealed record EvalSlot(
 public sealed record EvalResult(
     IReadOnlyList<EvalSlot> Slots, Estimate? WinRate, Estimate? PolicyReward, Estimate? BaselineReward,
     Estimate? KlSampled, Estimate? KlExact, double KlSampledPerToken, double KlExactPerToken,
-    double PolicyLength, double? BaselineLength, double PolicyDistinct2, double? BaselineDistinct2);
+    double PolicyLength, double? BaselineLength, double PolicyDistinct2, double? BaselineDistinct2, string ChatTemplate);
 
 /// <summary>
 /// <c>alignsharp eval</c>: a policy against a baseline on a prompt set.
@@ -85,8 +88,10 @@ public static class PolicyComparison
             throw new UserInputException($"--baseline {o.Baseline}: its tokenizer differs from the policy's; the KL between them needs one vocabulary.");
         using IEvalJudge judge = Judges.FromFlags(o.JudgeModel, o.JudgeUrl, o.BatchSize);
 
-        // 1. slots
-        var template = Data.ChatTemplate.Get(o.ChatTemplate);
+        // 1. slots, rendered as the RL trainers render a policy's prompts (its own template unless told otherwise); the
+        // baseline scores the same prompt tokens, so one template serves both.
+        var template = Data.ChatTemplate.Resolve(o.ChatTemplate, o.Policy, o.ChatTemplateKwargs);
+        if (template.FallbackWarning(prompts.Any(p => p.Prompt.IsConversational)) is { } fallback) log.WriteLine($"warning: {fallback}");
         var slotPrompts = new List<ChatContent>();
         var slotTexts = new List<string>();
         var slotIds = new List<int[]>();
@@ -139,7 +144,7 @@ public static class PolicyComparison
             kl == null ? null : EvalStatistics.Mean(kl.Sampled), kl == null ? null : EvalStatistics.Mean(kl.Exact),
             kl == null || klTokens == 0 ? double.NaN : kl.Sampled.Sum() / klTokens, kl == null || klTokens == 0 ? double.NaN : kl.Exact.Sum() / klTokens,
             slots.Average(s => s.PolicyTokens), baselineSamples == null ? null : slots.Average(s => s.BaselineTokens!.Value),
-            EvalStatistics.Distinct2(policyTexts), baselineTexts == null ? null : EvalStatistics.Distinct2(baselineTexts));
+            EvalStatistics.Distinct2(policyTexts), baselineTexts == null ? null : EvalStatistics.Distinct2(baselineTexts), template.Name);
     }
 
     /// <summary>Runs the evaluation and writes DIR/eval.json, DIR/samples.jsonl and DIR/eval.html; returns eval.json's object.</summary>
@@ -186,6 +191,7 @@ public static class PolicyComparison
             ["seed"] = o.Seed,
             ["temperature"] = o.Temperature,
             ["max_new_tokens"] = o.MaxNewTokens,
+            ["chat_template"] = r.ChatTemplate,
             ["win_rate"] = Num(r.WinRate?.Value),
             ["win_rate_ci95"] = Ci(r.WinRate),
             ["wins"] = o.Baseline == null ? null : outcomes.Count(x => x == 1),
