@@ -89,6 +89,34 @@ public sealed class RlCliTests : IDisposable
         }
     }
 
+    /// <summary>TRL's total_episodes counts completions: ⌈E ÷ (batch × accumulation × minibatches)⌉ rollout steps, rloo's
+    /// k completions of a prompt each an episode; with --max-steps it is refused rather than one of them ignored.</summary>
+    [Fact]
+    public void TotalEpisodesSetsTheRolloutStepsAsTrlCountsThem()
+    {
+        string rm = _kit.RewardModelDir();
+        int TrainSteps(string run) => File.ReadAllLines(Path.Combine(_kit.Path(run), "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+            .Count(l => l.GetProperty("split").GetString() == "train");
+        // ppo: batch 4 × accumulation 1 × 2 minibatches = 8 completions a step, 17 episodes → 3 steps; rloo with k = 2:
+        // 4 a step (2 prompts), 9 → 3.
+        foreach (var (command, run, extra) in new[]
+        {
+            ("ppo", "episodes-ppo", new[] { "--total_episodes", "17", "--num-mini-batches", "2", "--num-ppo-epochs", "1" }),
+            ("rloo", "episodes-rloo", ["--total-episodes", "9", "--rloo-k", "2", "--num-ppo-epochs", "1"]),
+        })
+        {
+            var r = CliRunner.Run([.. Common(command, run), "--reward-model", rm, "--save-steps", "0", .. extra]);
+            Assert.True(r.ExitCode == 0, r.StdErr);
+            Assert.Equal(3, TrainSteps(run));
+            Assert.Equal(3, JsonDocument.Parse(File.ReadAllText(Path.Combine(_kit.Path(run), "summary.json"))).RootElement.GetProperty("steps").GetInt32());
+        }
+
+        var both = CliRunner.Run([.. Common("ppo", "episodes-both"), "--reward-model", rm, "--total-episodes", "8", "--max-steps", "2"]);
+        Assert.Equal(2, both.ExitCode);
+        Assert.Contains("--total-episodes and --max-steps", both.StdErr);
+        Assert.DoesNotContain("   at ", both.StdErr);
+    }
+
     [Fact]
     public void BadInputIsReportedWithFileLineAndField()
     {

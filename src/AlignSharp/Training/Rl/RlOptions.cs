@@ -89,6 +89,9 @@ public abstract record RlOptions : TrainerOptions
     [Option("Prompts generated together (rows of one KV-cached batch).")]
     public int GenerationBatchSize { get; init; } = 64;
 
+    [Option("Completions to train on in all, as TRL's total_episodes: ⌈E ÷ (completions per rollout step × processes)⌉ rollout steps, in place of --epochs over the prompts (0 = --max-steps, or --epochs).")]
+    public int TotalEpisodes { get; init; }
+
     [Option("Passes over each rollout batch.")]
     public int NumPpoEpochs { get; init; } = 4;
 
@@ -135,6 +138,8 @@ public abstract record RlOptions : TrainerOptions
         if (GenerationBatchSize < 1) throw new UserInputException("--generation-batch-size must be ≥ 1.");
         if (NumPpoEpochs < 1) throw new UserInputException("--num-ppo-epochs must be ≥ 1.");
         if (NumMiniBatches < 1) throw new UserInputException("--num-mini-batches must be ≥ 1.");
+        if (TotalEpisodes < 0) throw new UserInputException("--total-episodes must be ≥ 0.");
+        if (TotalEpisodes > 0 && MaxSteps > 0) throw new UserInputException("--total-episodes and --max-steps both set the length of the run; give one.");
         if (BatchSize < 1 || GradientAccumulationSteps < 1) throw new UserInputException("--batch-size and --gradient-accumulation-steps must be ≥ 1.");
         if (!(ClipRange > 0)) throw new UserInputException("--clip-range must be > 0.");
         if (!(KlCoef >= 0)) throw new UserInputException("--kl-coef must be ≥ 0.");

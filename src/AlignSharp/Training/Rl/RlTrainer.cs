@@ -191,8 +191,9 @@ public sealed class RlTrainer
     /// <summary>Prompts of one rollout step over all ranks.</summary>
     private int GlobalPromptsPerStep => _options.PromptsPerStep * World.Size;
 
-    public int TotalSteps() => _options.MaxSteps > 0
-        ? _options.MaxSteps
+    public int TotalSteps() => _options.MaxSteps > 0 ? _options.MaxSteps
+        // TRL's count: an episode is one completion, and a rollout step takes SequencesPerStep of them on every rank.
+        : _options.TotalEpisodes > 0 ? Math.Max(1, (int)Math.Ceiling((double)_options.TotalEpisodes / (_options.SequencesPerStep * World.Size)))
         : Math.Max(1, (int)Math.Ceiling(_prompts.Count * _options.Epochs / GlobalPromptsPerStep));
 
     /// <summary>The prompts of rollout step <paramref name="step"/> (0-based) over all ranks: consecutive slots of seeded
