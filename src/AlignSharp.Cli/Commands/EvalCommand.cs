@@ -48,7 +48,7 @@ public static class EvalCommand
                 ChatTemplate = r.GetValue(template)!, ChatTemplateKwargs = r.GetValue(kwargs), MaxPromptLength = r.GetValue(maxPrompt), BatchSize = r.GetValue(batch),
             };
             var json = PolicyComparison.RunAndWrite(options, Console.Error);
-            Console.WriteLine(json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+            Console.WriteLine(json.ToJsonString(AlignSharp.Training.Runs.RunDirectory.Json));
             Console.Error.WriteLine($"eval: wrote {Path.Combine(options.Out!, "eval.json")} and {Path.Combine(options.Out!, "eval.html")}");
             return 0;
         }));

@@ -164,6 +164,9 @@ public sealed class EvalCliTests : IDisposable
         Assert.Equal(JsonValueKind.Null, json.GetProperty("win_rate").ValueKind);
         Assert.Equal(JsonValueKind.Null, json.GetProperty("kl_to_baseline").ValueKind);
         Assert.False(json.GetProperty("reward_mean").TryGetProperty("baseline", out _));
+        // Written for people too: text as it reads, not \u escapes (JSON readers see the same string either way).
+        Assert.Contains("(wins + ties/2)/n; means: normal approximation mean ± 1.96·s/√n", File.ReadAllText(Path.Combine(outDir, "eval.json")));
+        Assert.Contains("mean ± 1.96", r.StdOut);
     }
 
     /// <summary>Message prompts are rendered with the policy's own template by default, as the RL trainers render them;

@@ -153,7 +153,7 @@ public static class PolicyComparison
         var result = Run(o, log);
         Directory.CreateDirectory(o.Out!);
         var json = ToJson(o, result);
-        AtomicFile.WriteText(Path.Combine(o.Out!, "eval.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        AtomicFile.WriteText(Path.Combine(o.Out!, "eval.json"), json.ToJsonString(Runs.RunDirectory.Json) + "\n");
         var lineOptions = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
         AtomicFile.WriteText(Path.Combine(o.Out!, "samples.jsonl"), string.Concat(result.Slots.Select(s => JsonSerializer.Serialize(s, lineOptions) + "\n")));
         AtomicFile.WriteText(Path.Combine(o.Out!, "eval.html"), EvalReport.Render(json, result));
