@@ -16,6 +16,9 @@ public static class ReportCommand
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             string[] dirs = r.GetValue(runDir)!;
+            // An unknown flag reaches the arguments as a run directory; name it as the flag it is.
+            if (dirs.FirstOrDefault(d => d.StartsWith('-') && !Directory.Exists(d)) is { } flag)
+                throw new UserInputException($"report: unknown option {flag}; its one option is --output FILE.html (the page to write).");
             string path = r.GetValue(output) ?? (dirs.Length == 1 ? Path.Combine(dirs[0], "report.html") : "report.html");
             AtomicFile.WriteText(path, RunReport.Render(dirs));
             Console.WriteLine(path);

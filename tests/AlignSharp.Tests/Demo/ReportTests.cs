@@ -50,6 +50,12 @@ public class ReportTests : IDisposable
         var bad = CliRunner.Run(["report", Path.Combine(_dir, "missing")]);
         Assert.NotEqual(0, bad.ExitCode);
         Assert.Contains("not a directory", bad.StdErr);
+        // Another command's --out is named as the unknown option it is here, and nothing is written.
+        var flag = CliRunner.Run(["report", _dir, "--out", Path.Combine(_dir, "elsewhere")]);
+        Assert.Equal(2, flag.ExitCode);
+        Assert.Contains("unknown option --out", flag.StdErr);
+        Assert.Contains("--output", flag.StdErr);
+        Assert.False(Directory.Exists(Path.Combine(_dir, "elsewhere")));
     }
 
     [Fact]
