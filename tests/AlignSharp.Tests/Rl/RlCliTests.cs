@@ -117,6 +117,51 @@ public sealed class RlCliTests : IDisposable
         Assert.DoesNotContain("   at ", both.StdErr);
     }
 
+    /// <summary>TRL's GRPO variants by their TRL names: each reaches the run (run_config.json) and the update (the final
+    /// policy differs from plain GRPO's on the same seed); bad values and GSPO on PPO are clean errors.</summary>
+    [Fact]
+    public void GrpoVariantsByTheirTrlNames()
+    {
+        string rm = _kit.RewardModelDir();
+        string[] Grpo(string run) => [.. Common("grpo", run), "--reward-model", rm, "--num-generations", "2", "--max-steps", "2", "--save-steps", "0",
+            "--learning-rate", "0.01", "--num-ppo-epochs", "2"];
+        var plain = CliRunner.Run(Grpo("plain"));
+        Assert.True(plain.ExitCode == 0, plain.StdErr);
+        byte[] Weights(string run) => File.ReadAllBytes(Path.Combine(_kit.Path(run), "final", "model.safetensors"));
+        foreach (var (run, extra, key, value) in new[]
+        {
+            ("dapo", new[] { "--loss_type", "dapo", "--mask_truncated_completions" }, "loss_type", "dapo"),
+            ("drgrpo", ["--loss-type", "dr_grpo", "--scale_rewards", "false"], "scale_rewards", "false"),
+            ("batch", ["--scale-rewards", "batch"], "scale_rewards", "batch"),
+            ("gspo", ["--importance_sampling_level", "sequence", "--epsilon", "0.0003", "--epsilon_high", "0.0004"], "importance_sampling_level", "sequence"),
+            ("delta", ["--epsilon_high", "0.28", "--delta", "1.5"], "delta", "1.5"),
+        })
+        {
+            var r = CliRunner.Run([.. Grpo(run), .. extra]);
+            Assert.True(r.ExitCode == 0, $"{run}: {r.StdErr}");
+            var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(_kit.Path(run), "run_config.json"))).RootElement;
+            Assert.Equal(value, config.GetProperty(key).ToString());
+            if (run != "delta") Assert.NotEqual(Weights("plain"), Weights(run));   // δ only acts on ratios above 1.5, which two steps need not reach
+        }
+
+        foreach (var (args, message) in new[]
+        {
+            (new[] { "--loss-type", "ppo" }, "--loss-type must be grpo, bnpo, dr_grpo or dapo"),
+            (["--scale-rewards", "yes"], "--scale-rewards must be group, batch or none"),
+            (["--importance-sampling-level", "seq"], "--importance-sampling-level must be token or sequence"),
+            (["--delta", "1.1"], "must exceed 1 + the upper clip range"),
+        })
+        {
+            var bad = CliRunner.Run([.. Grpo("bad"), .. args]);
+            Assert.Equal(2, bad.ExitCode);
+            Assert.Contains(message, bad.StdErr);
+            Assert.DoesNotContain("   at ", bad.StdErr);
+        }
+        var ppo = CliRunner.Run([.. Common("ppo", "ppo-gspo"), "--reward-model", rm, "--importance-sampling-level", "sequence"]);
+        Assert.Equal(2, ppo.ExitCode);
+        Assert.Contains("use grpo or rloo", ppo.StdErr);
+    }
+
     [Fact]
     public void BadInputIsReportedWithFileLineAndField()
     {

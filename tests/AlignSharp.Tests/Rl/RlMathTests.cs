@@ -59,6 +59,58 @@ public sealed class RlMathTests
         Near([1 - 4, 2 - 3.5, 6 - 1.5], l);
     }
 
+    /// <summary>TRL's scale_rewards: groups [1, 2, 3] and [5, 5, 7]; the batch's unbiased std is that of all six.</summary>
+    [Fact]
+    public void RewardScalingByGroupBatchOrNone()
+    {
+        float[] r = [1f, 2f, 3f, 5f, 5f, 7f];
+        double m2 = 17.0 / 3, s2 = Math.Sqrt((2 * (5 - m2) * (5 - m2) + (7 - m2) * (7 - m2)) / 2);
+        Near([-1 / 1.0001, 0, 1 / 1.0001, (5 - m2) / (s2 + 1e-4), (5 - m2) / (s2 + 1e-4), (7 - m2) / (s2 + 1e-4)],
+            Advantages.GroupRelative(r, 3, RewardScaling.Group, null));
+        double mean = r.Average(), std = Math.Sqrt(r.Sum(x => (x - mean) * (x - mean)) / 5);
+        Near([-1 / (std + 1e-4), 0, 1 / (std + 1e-4), (5 - m2) / (std + 1e-4), (5 - m2) / (std + 1e-4), (7 - m2) / (std + 1e-4)],
+            Advantages.GroupRelative(r, 3, RewardScaling.Batch, null));
+        Near([-1, 0, 1, 5 - m2, 5 - m2, 7 - m2], Advantages.GroupRelative(r, 3, RewardScaling.None, null));
+    }
+
+    /// <summary>GRPO's loss types as token weights, by hand: a micro-batch of completions of 2, 4 and 3 tokens (the second
+    /// truncated, no EOS), share ½, --max-new-tokens 4.</summary>
+    [Theory]
+    [InlineData("grpo", false)]
+    [InlineData("grpo", true)]
+    [InlineData("bnpo", false)]
+    [InlineData("bnpo", true)]
+    [InlineData("dr_grpo", false)]
+    [InlineData("dr_grpo", true)]
+    [InlineData("dapo", false)]
+    [InlineData("dapo", true)]
+    public void GrpoLossTypesWeighTokensAsTrlAggregates(string lossType, bool maskTruncated)
+    {
+        var grpo = new Grpo(new GrpoOptions { LossType = lossType, MaskTruncatedCompletions = maskTruncated, MaxNewTokens = 4, NumGenerations = 3 });
+        int[] lengths = [2, 4, 3];
+        var batch = new RolloutBatch
+        {
+            Prompts = [], PromptTexts = [], PromptIds = [], Completions = [], SamplingLogProbs = [],
+            CompletionIds = lengths.Select(n => new int[n]).ToArray(),
+            EndsWithEos = [true, false, true],
+        };
+        int[] rows = [0, 1, 2];
+        float[] expected = (lossType, maskTruncated) switch
+        {
+            ("grpo", false) => [.. Fill(2, 0.5 / (2 * 3)), .. Fill(4, 0.5 / (4 * 3)), .. Fill(3, 0.5 / (3 * 3))],
+            ("grpo", true) => [.. Fill(2, 0.5 / (2 * 3)), .. Fill(4, 0), .. Fill(3, 0.5 / (3 * 3))],
+            ("bnpo", false) or ("dapo", false) => Fill(9, 0.5 / 9),
+            ("bnpo", true) or ("dapo", true) => [.. Fill(2, 0.5 / 5), .. Fill(4, 0), .. Fill(3, 0.5 / 5)],
+            ("dr_grpo", false) => Fill(9, 0.5 / (3 * 4)),
+            _ => [.. Fill(2, 0.5 / (3 * 4)), .. Fill(4, 0), .. Fill(3, 0.5 / (3 * 4))],
+        };
+        Near(expected.Select(x => (double)x).ToArray(), grpo.TokenWeights(batch, rows, 0.5f));
+        // What the optimizer step normalises by: completions, micro-batches, or counted tokens.
+        double weight = lossType switch { "bnpo" => 1, "dapo" => maskTruncated ? 5 : 9, _ => 3 };
+        Assert.Equal(weight, grpo.Weight(batch, rows));
+        static float[] Fill(int n, double v) => Enumerable.Repeat((float)v, n).ToArray();
+    }
+
     [Fact]
     public void ClippedSurrogateTakesThePessimisticBranch()
     {
@@ -78,6 +130,67 @@ public sealed class RlMathTests
         Near((e01 + e05 + Math.Exp(-0.5) + e05) / 4, m.RatioMean);
         loss.Backward();
         Near([-e01 / 4, 0, 0, e05 / 4], logp.Grad!.Span);
+    }
+
+    /// <summary>DAPO's clip-higher, GSPO's sequence ratio and INTELLECT-2's δ, by hand. Completions A (log ρ 0.1, 0.3; A = +1)
+    /// and B (log ρ −0.5; A = −1), each completion's token mean: weights ¼, ¼ and ½.</summary>
+    [Fact]
+    public void SurrogateVariantsFollowTheirDefinitions()
+    {
+        float[] lp = [-1f, -2f, -3f], delta = [0.1f, 0.3f, -0.5f], adv = [1f, 1f, -1f];
+        var old = lp.Select((x, i) => x - delta[i]).ToArray();
+        var w = RlLosses.SequenceMeanWeights([2, 1]);
+        Tensor Logp() { var t = Tensor.Parameter([3], 0f); lp.CopyTo(t.Span); return t; }
+        double e01 = Math.Exp(0.1), e03 = Math.Exp(0.3), e02 = Math.Exp(0.2);
+
+        // Token ratios e^0.1, e^0.3, e^−0.5. Symmetric ε = 0.2: e^0.3 > 1.2 with A > 0 → −1.2; B below 0.8 with A < 0 → 0.8.
+        var sym = Logp();
+        var (loss, m) = RlLosses.ClippedSurrogate(sym, old, adv, new SurrogateClip(0.2f, 0.2f), w);
+        Near(0.25 * -e01 + 0.25 * -1.2 + 0.5 * 0.8, loss.Item());
+        Near(0.75, m.ClipFraction);
+        // Clip-higher ε_high = 0.28: e^0.3 = 1.35 is still above 1.28 → −1.28.
+        var (high, _) = RlLosses.ClippedSurrogate(Logp(), old, adv, new SurrogateClip(0.2f, 0.28f), w);
+        Near(0.25 * -e01 + 0.25 * -1.28 + 0.5 * 0.8, high.Item());
+        // ε_high = 0.4: nothing of A clipped any more.
+        var upper = Logp();
+        var (open, _) = RlLosses.ClippedSurrogate(upper, old, adv, new SurrogateClip(0.2f, 0.4f), w);
+        Near(0.25 * -e01 + 0.25 * -e03 + 0.5 * 0.8, open.Item());
+        open.Backward();
+        Near([-0.25 * e01, -0.25 * e03, 0], upper.Grad!.Span);
+
+        // Sequence level: A's ratio is e^((0.1 + 0.3)/2) = e^0.2 on both tokens, inside [0.8, 1.28]; B's is its own.
+        // d/d log π_t of −(¼ + ¼)·e^{mean} = −½·e^0.2·½ for each of A's two tokens; B is clipped (no gradient).
+        var seq = Logp();
+        var (gspo, gm) = RlLosses.ClippedSurrogate(seq, old, adv, new SurrogateClip(0.2f, 0.28f), w, [2, 1]);
+        Near(0.5 * -e02 + 0.5 * 0.8, gspo.Item());
+        Near(0.5, gm.ClipFraction);
+        gspo.Backward();
+        Near([-0.25 * e02, -0.25 * e02, 0], seq.Grad!.Span);
+
+        // δ: with A < 0 and ρ = 3 the unclipped term 3 wins (gradient w·3); capped at δ = 2 it is 2, constant in log π.
+        float[] big = [(float)Math.Log(3)];
+        Tensor One() { var t = Tensor.Parameter([1], 0f); t.Span[0] = -1f; return t; }
+        var plain = One();
+        var (l3, _) = RlLosses.ClippedSurrogate(plain, [-1f - big[0]], [-1f], new SurrogateClip(0.2f, 0.2f), [1f]);
+        Near(3, l3.Item());
+        l3.Backward();
+        Near([3], plain.Grad!.Span);
+        var capped = One();
+        var (l2, _) = RlLosses.ClippedSurrogate(capped, [-1f - big[0]], [-1f], new SurrogateClip(0.2f, 0.2f, Delta: 2f), [1f]);
+        Near(2, l2.Item());
+        l2.Backward();
+        Near([0], capped.Grad!.Span);
+    }
+
+    [Fact]
+    public void SequenceMeansSpreadEachMeanAndItsGradientOverTheSequence()
+    {
+        var x = Tensor.Parameter([5], 0f);
+        new[] { 1f, 3f, 10f, 2f, 4f }.CopyTo(x.Span);
+        var y = RlLosses.SequenceMeans(x, [2, 0, 1, 2]);
+        Near([2, 2, 10, 3, 3], y.Span);
+        Ops.Sum(Ops.Mul(y, Tensor.FromArray([1f, 2f, 5f, 1f, 1f], 5))).Backward();
+        Near([1.5, 1.5, 5, 1, 1], x.Grad!.Span);
     }
 
     [Fact]

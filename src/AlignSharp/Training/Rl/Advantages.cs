@@ -56,11 +56,42 @@ public static class Advantages
     /// <paramref name="groupSize"/>, A_i = (r_i − mean_group) / (std_group + ε), std unbiased as in TRL.
     /// </summary>
     public static float[] GroupRelative(ReadOnlySpan<float> scores, int groupSize, float epsilon = 1e-4f)
+        => GroupRelative(scores, groupSize, RewardScaling.Group, null, epsilon);
+
+    /// <summary>
+    /// <see cref="GroupRelative(ReadOnlySpan{float}, int, float)"/> with TRL's scale_rewards: r_i − mean_group divided by
+    /// (the group's std + ε) for <see cref="RewardScaling.Group"/>, by (the std of every score of the batch + ε) for
+    /// <see cref="RewardScaling.Batch"/> (over every rank's scores with <paramref name="world"/>), or by nothing for
+    /// <see cref="RewardScaling.None"/> (Dr. GRPO, Liu et al. 2025). Stds unbiased, as torch.std.
+    /// </summary>
+    public static float[] GroupRelative(ReadOnlySpan<float> scores, int groupSize, RewardScaling scaling, ICommunicator? world, float epsilon = 1e-4f)
     {
         var (means, stds) = GroupStats(scores, groupSize);
+        double batchStd = scaling == RewardScaling.Batch ? Std(scores, world ?? SingleProcess.Instance) : 0;
         var adv = new float[scores.Length];
-        for (int i = 0; i < scores.Length; i++) adv[i] = (float)((scores[i] - means[i / groupSize]) / (stds[i / groupSize] + epsilon));
+        for (int i = 0; i < scores.Length; i++)
+        {
+            double centred = scores[i] - means[i / groupSize];
+            adv[i] = (float)(scaling switch
+            {
+                RewardScaling.Group => centred / (stds[i / groupSize] + epsilon),
+                RewardScaling.Batch => centred / (batchStd + epsilon),
+                _ => centred,
+            });
+        }
         return adv;
+    }
+
+    /// <summary>The unbiased std of every rank's values together (0 for fewer than two).</summary>
+    private static double Std(ReadOnlySpan<float> x, ICommunicator world)
+    {
+        double sum = 0;
+        foreach (var v in x) sum += v;
+        var t = world.Sum(x.Length, sum);
+        if (t[0] < 2) return 0;
+        double mean = t[1] / t[0], sq = 0;
+        foreach (var v in x) sq += (v - mean) * (v - mean);
+        return Math.Sqrt(world.Sum(sq)[0] / (t[0] - 1));
     }
 
     /// <summary>Mean and unbiased standard deviation (0 for a group of one) of each consecutive group of <paramref name="groupSize"/> scores.</summary>
@@ -107,3 +138,6 @@ public static class Advantages
         if (groupSize < 1 || count % groupSize != 0) throw new ArgumentException($"{count} scores do not split into groups of {groupSize}.");
     }
 }
+
+/// <summary>What GRPO divides its centred rewards by (TRL's scale_rewards).</summary>
+public enum RewardScaling { Group, Batch, None }

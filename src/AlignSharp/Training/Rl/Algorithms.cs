@@ -47,7 +47,9 @@ public abstract class RlAlgorithm(RlOptions options)
         var packed = SequenceForward.Pack(batch, rows);
         var logits = keepLogits ? SequenceForward.Logits(models.Policy, packed, options.Temperature) : null;
         var (logp, entropy) = logits != null ? Ops.TokenLogProbs(logits, packed.Targets) : SequenceForward.TokenLogProbs(models.Policy, packed, options.Temperature);
-        var (loss, m) = RlLosses.ClippedSurrogate(logp, SequenceForward.Concat(batch.LogProbs, rows), SequenceForward.Concat(batch.Advantages, rows), options.ClipRange, weights);
+        var clip = new SurrogateClip(options.ClipRange, options.ClipRangeHigh > 0 ? options.ClipRangeHigh : options.ClipRange, options.Delta);
+        var lengths = options.ImportanceSamplingLevel == "sequence" ? rows.Select(r => batch.CompletionIds[r].Length).ToArray() : null;
+        var (loss, m) = RlLosses.ClippedSurrogate(logp, SequenceForward.Concat(batch.LogProbs, rows), SequenceForward.Concat(batch.Advantages, rows), clip, weights, lengths);
         if (options.EntropyCoef > 0) loss = Ops.Add(loss, RlLosses.EntropyBonus(entropy, options.EntropyCoef, weights).Loss);
         var metrics = new Dictionary<string, double>
         {
@@ -145,10 +147,14 @@ public abstract class CriticFree(RlOptions options) : RlAlgorithm(options)
 
     public override double Weight(RolloutBatch batch, IReadOnlyList<int> rows) => rows.Count;
 
+    /// <summary>The per-token weights of the micro-batch <paramref name="rows"/> (Σ = <paramref name="share"/> unless tokens are
+    /// masked): each completion's token mean, then the mean over completions.</summary>
+    public virtual float[] TokenWeights(RolloutBatch batch, IReadOnlyList<int> rows, float share)
+        => RlLosses.SequenceMeanWeights(rows.Select(r => batch.CompletionIds[r].Length).ToArray(), share);
+
     public override (Tensor Loss, Dictionary<string, double> Metrics) Loss(RlModels models, RolloutBatch batch, IReadOnlyList<int> rows, UpdateContext context)
     {
-        var lengths = rows.Select(r => batch.CompletionIds[r].Length).ToArray();
-        var weights = RlLosses.SequenceMeanWeights(lengths, context.Share);
+        var weights = TokenWeights(batch, rows, context.Share);
         bool fullKl = !KlInReward && context.Beta > 0 && Options.Estimator == KlEstimator.Full;
         var (loss, logits, logp, packed, metrics) = PolicyTerm(models, batch, rows, weights, context.Share, keepLogits: fullKl);
         if (!KlInReward && context.Beta > 0)
@@ -170,13 +176,59 @@ public abstract class CriticFree(RlOptions options) : RlAlgorithm(options)
     }
 }
 
-/// <summary>GRPO: advantage (r − mean_group) / (std_group + 1e-4); KL to the reference in the loss (k3 by default).</summary>
+/// <summary>
+/// GRPO: advantage (r − mean_group) / (std + 1e-4), the std the group's (or the batch's, or none: --scale-rewards); KL to
+/// the reference in the loss (k3 by default); the loss aggregated as TRL's loss_type says (see <see cref="TokenWeights"/>).
+/// </summary>
 public sealed class Grpo(GrpoOptions options) : CriticFree(options)
 {
     public override string Name => "grpo";
     public override bool KlInReward => false;
 
-    protected override float[] SequenceAdvantages(RolloutBatch batch, double beta) => Advantages.GroupRelative(batch.Scores, options.NumGenerations);
+    protected override float[] SequenceAdvantages(RolloutBatch batch, double beta)
+        => Advantages.GroupRelative(batch.Scores, options.NumGenerations, options.RewardScaling, World);
+
+    /// <summary>Whether row r's tokens count in the loss: not when --mask-truncated-completions drops a completion that
+    /// reached --max-new-tokens without its end-of-sequence token (DAPO's overlong filtering).</summary>
+    private bool Counted(RolloutBatch batch, int r) => !options.MaskTruncatedCompletions || batch.EndsWithEos[r];
+
+    private int CountedTokens(RolloutBatch batch, IReadOnlyList<int> rows) => rows.Where(r => Counted(batch, r)).Sum(r => batch.CompletionIds[r].Length);
+
+    /// <summary>What a micro-batch's loss is normalised by, summed over the optimizer step: completions (grpo, dr_grpo),
+    /// micro-batches (bnpo: each its own token mean, as TRL's per-micro-batch mean), or counted tokens (dapo).</summary>
+    public override double Weight(RolloutBatch batch, IReadOnlyList<int> rows) => options.LossType switch
+    {
+        "bnpo" => 1,
+        "dapo" => CountedTokens(batch, rows),
+        _ => rows.Count,
+    };
+
+    /// <summary>
+    /// TRL's loss types, the loss being Σ_t w_t·ℓ_t over the optimizer step's tokens (ℓ_t the clipped surrogate plus β·KL_t):
+    /// grpo — each completion's token mean, then the mean over completions (DeepSeekMath eq. 3); bnpo — each micro-batch's
+    /// token mean, averaged over micro-batches; dr_grpo — the token sum over (completions × --max-new-tokens) (Liu et al.
+    /// 2025); dapo — the token sum over every token of the step (Yu et al. 2025). A completion masked by
+    /// --mask-truncated-completions gets weight 0 and, as in TRL, still counts among the completions (grpo, dr_grpo).
+    /// </summary>
+    public override float[] TokenWeights(RolloutBatch batch, IReadOnlyList<int> rows, float share)
+    {
+        int tokens = CountedTokens(batch, rows);
+        var w = new float[rows.Sum(r => batch.CompletionIds[r].Length)];
+        int at = 0;
+        foreach (var r in rows)
+        {
+            int len = batch.CompletionIds[r].Length;
+            float each = !Counted(batch, r) || len == 0 ? 0f : options.LossType switch
+            {
+                "bnpo" or "dapo" => share / tokens,
+                "dr_grpo" => share / ((float)rows.Count * options.MaxNewTokens),
+                _ => share / ((float)len * rows.Count),
+            };
+            w.AsSpan(at, len).Fill(each);
+            at += len;
+        }
+        return w;
+    }
 
     /// <summary>
     /// As TRL's GRPOTrainer logs them: reward (mean score), reward_std (mean over prompts of the unbiased std of their

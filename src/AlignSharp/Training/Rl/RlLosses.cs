@@ -5,6 +5,10 @@ namespace AlignSharp.Training.Rl;
 /// <summary>Policy-loss statistics, averaged with the loss's token weights.</summary>
 public readonly record struct PolicyLossMetrics(double ClipFraction, double ApproxKl, double RatioMean, double RatioVariance);
 
+/// <summary>The surrogate's clipping: the ratio kept within [1 − Low, 1 + High], and with Delta &gt; 0 the unclipped term's
+/// ratio capped at Delta (two-sided clipping).</summary>
+public readonly record struct SurrogateClip(float Low, float High, float Delta = 0);
+
 /// <summary>
 /// The RL losses as small pure functions over the N completion tokens of a micro-batch, packed in one vector.
 /// Every function takes per-token weights w (Σw is the share of the optimizer step this micro-batch carries), so one
@@ -14,33 +18,69 @@ public static class RlLosses
 {
     /// <summary>
     /// PPO's clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise:
-    /// ρ_t = exp(log π(a_t) − log π_old(a_t));  L = Σ_t w_t · max(−A_t·ρ_t, −A_t·clip(ρ_t, 1 − ε, 1 + ε)).
+    /// ρ_t = exp(log π(a_t) − log π_old(a_t));  L = Σ_t w_t · max(−A_t·ρ'_t, −A_t·clip(ρ_t, 1 − ε, 1 + ε)).
     /// Metrics: the fraction of tokens where the clipped term is taken, approx KL ½(log ρ)², and ρ's mean and variance.
     /// logProbs [N] (with gradient) → [].
     /// </summary>
     public static (Tensor Loss, PolicyLossMetrics Metrics) ClippedSurrogate(
         Tensor logProbs, ReadOnlySpan<float> oldLogProbs, ReadOnlySpan<float> advantages, float clipRange, ReadOnlySpan<float> weights)
+        => ClippedSurrogate(logProbs, oldLogProbs, advantages, new SurrogateClip(clipRange, clipRange), weights);
+
+    /// <summary>
+    /// The clipped surrogate with the variants of TRL's GRPOTrainer: the bounds 1 − ε_low and 1 + ε_high (DAPO's clip-higher
+    /// when ε_high &gt; ε_low); ρ'_t = min(ρ_t, δ) in the unclipped term (two-sided clipping, INTELLECT-2) when δ &gt; 0; and with
+    /// <paramref name="sequenceLengths"/> (the packed sequences' lengths, summing to N) one ratio per sequence, the exponential
+    /// of its tokens' mean log-ratio, given to each of its tokens (GSPO, Zheng et al. 2025), its gradient through that mean.
+    /// </summary>
+    public static (Tensor Loss, PolicyLossMetrics Metrics) ClippedSurrogate(Tensor logProbs, ReadOnlySpan<float> oldLogProbs,
+        ReadOnlySpan<float> advantages, SurrogateClip clip, ReadOnlySpan<float> weights, IReadOnlyList<int>? sequenceLengths = null)
     {
         int n = Check(logProbs, oldLogProbs, advantages, weights);
-        var ratio = Ops.Exp(Ops.Sub(logProbs, Tensor.FromArray(oldLogProbs, n)));
+        var logRatio = Ops.Sub(logProbs, Tensor.FromArray(oldLogProbs, n));
+        if (sequenceLengths != null) logRatio = SequenceMeans(logRatio, sequenceLengths);
+        var ratio = Ops.Exp(logRatio);
         var negAdv = Tensor.FromArray(Negated(advantages), n);
-        var unclipped = Ops.Mul(negAdv, ratio);
-        var clipped = Ops.Mul(negAdv, Ops.Clamp(ratio, 1 - clipRange, 1 + clipRange));
+        var unclipped = Ops.Mul(negAdv, clip.Delta > 0 ? Ops.Clamp(ratio, 0f, clip.Delta) : ratio);
+        var clipped = Ops.Mul(negAdv, Ops.Clamp(ratio, 1 - clip.Low, 1 + clip.High));
         var loss = Ops.Sum(Ops.Mul(Ops.Maximum(unclipped, clipped), Tensor.FromArray(weights, n)));
 
         var r = ratio.Span; var u = unclipped.Span; var c = clipped.Span;
         double wsum = 0, clipFrac = 0, approxKl = 0, mean = 0, sq = 0;
         for (int t = 0; t < n; t++)
         {
-            double w = weights[t], logRatio = Math.Log(r[t]);
+            double w = weights[t], lr = Math.Log(r[t]);
             wsum += w;
             if (c[t] > u[t]) clipFrac += w;
-            approxKl += w * 0.5 * logRatio * logRatio;
+            approxKl += w * 0.5 * lr * lr;
             mean += w * r[t];
             sq += w * r[t] * r[t];
         }
         if (wsum > 0) { clipFrac /= wsum; approxKl /= wsum; mean /= wsum; sq /= wsum; }
         return (loss, new PolicyLossMetrics(clipFrac, approxKl, mean, Math.Max(0, sq - mean * mean)));
+    }
+
+    /// <summary>x [N] packed by sequences of the given lengths → [N], each element its sequence's mean (an empty sequence
+    /// has no elements). The gradient of each element spreads evenly over its sequence.</summary>
+    public static Tensor SequenceMeans(Tensor x, IReadOnlyList<int> lengths)
+    {
+        int n = x.Length, longest = lengths.Count == 0 ? 0 : lengths.Max();
+        if (lengths.Sum() != n) throw new ArgumentException($"Sequence lengths summing to {lengths.Sum()} for {n} values.");
+        if (n == 0 || longest == 0) return x;
+        // Gather into [S, longest] (padding reads element 0 and is masked out), sum each row, scale, gather back.
+        var padded = new int[lengths.Count * longest];
+        var keep = new float[padded.Length];
+        var inverse = new float[lengths.Count];
+        var owner = new int[n];
+        int at = 0;
+        for (int s = 0; s < lengths.Count; s++)
+        {
+            for (int j = 0; j < lengths[s]; j++) { padded[s * longest + j] = at + j; keep[s * longest + j] = 1; owner[at + j] = s; }
+            inverse[s] = lengths[s] > 0 ? 1f / lengths[s] : 0f;
+            at += lengths[s];
+        }
+        var rows = Ops.Reshape(Ops.Mul(Ops.Gather(x, padded, padded.Length), Tensor.FromArray(keep, padded.Length)), lengths.Count, longest);
+        var means = Ops.Mul(Ops.SumLast(rows), Tensor.FromArray(inverse, lengths.Count));
+        return Ops.Gather(means, owner, n);
     }
 
     /// <summary>

@@ -101,6 +101,15 @@ public abstract record RlOptions : TrainerOptions
     [Option("Clip range ε of the policy ratio.")]
     public float ClipRange { get; init; } = 0.2f;
 
+    [Option("Upper clip range: the ratio is kept within [1 − ε, 1 + this] (DAPO's clip-higher, e.g. 0.28; 0 = --clip-range).")]
+    public float ClipRangeHigh { get; init; }
+
+    [Option("Two-sided clipping (INTELLECT-2): the unclipped term's ratio is capped at δ, which must exceed 1 + the upper clip range (0 = off).")]
+    public float Delta { get; init; }
+
+    [Option("Where the policy ratio is taken: token (one per token, PPO's), or sequence (one per completion, the exponential of its tokens' mean log-ratio: GSPO; grpo and rloo).")]
+    public string ImportanceSamplingLevel { get; init; } = "token";
+
     [Option("Entropy bonus coefficient (0 = none).")]
     public float EntropyCoef { get; init; }
 
@@ -142,6 +151,11 @@ public abstract record RlOptions : TrainerOptions
         if (TotalEpisodes > 0 && MaxSteps > 0) throw new UserInputException("--total-episodes and --max-steps both set the length of the run; give one.");
         if (BatchSize < 1 || GradientAccumulationSteps < 1) throw new UserInputException("--batch-size and --gradient-accumulation-steps must be ≥ 1.");
         if (!(ClipRange > 0)) throw new UserInputException("--clip-range must be > 0.");
+        if (!(ClipRangeHigh >= 0)) throw new UserInputException("--clip-range-high must be ≥ 0 (0 = --clip-range).");
+        float high = ClipRangeHigh > 0 ? ClipRangeHigh : ClipRange;
+        if (!(Delta >= 0)) throw new UserInputException("--delta must be ≥ 0 (0 = off).");
+        if (Delta > 0 && !(Delta > 1 + high)) throw new UserInputException($"--delta {Delta} must exceed 1 + the upper clip range ({1 + high}), or the clipped term always wins.");
+        if (ImportanceSamplingLevel is not ("token" or "sequence")) throw new UserInputException($"--importance-sampling-level must be token or sequence, not \"{ImportanceSamplingLevel}\".");
         if (!(KlCoef >= 0)) throw new UserInputException("--kl-coef must be ≥ 0.");
         if (!(TargetKl >= 0)) throw new UserInputException("--target-kl must be ≥ 0 (0 = fixed --kl-coef).");
         if (TargetKl > 0 && !(KlCoef > 0)) throw new UserInputException("--target-kl adapts β multiplicatively, so --kl-coef (its start) must be > 0.");
@@ -200,6 +214,7 @@ public sealed record PpoOptions : RlOptions
         if (!(PtxCoef >= 0)) throw new UserInputException("--ptx-coef must be ≥ 0.");
         if ((PtxData != null) != (PtxCoef > 0)) throw new UserInputException("PPO-ptx needs both --ptx-data and a --ptx-coef > 0.");
         if (ValueModel is "reward" && RewardModel == null) throw new UserInputException("--value-model reward needs --reward-model DIR (or use --value-model policy).");
+        if (ImportanceSamplingLevel == "sequence") throw new UserInputException("--importance-sampling-level sequence (GSPO) needs one advantage per completion: use grpo or rloo; PPO's advantages are per token.");
     }
 }
 
@@ -209,6 +224,7 @@ public sealed record PpoOptions : RlOptions
 [TrlName("max_completion_length", nameof(MaxNewTokens))]
 [TrlName("num_iterations", nameof(NumPpoEpochs))]
 [TrlName("epsilon", nameof(ClipRange))]
+[TrlName("epsilon_high", nameof(ClipRangeHigh))]
 public sealed record GrpoOptions : RlOptions
 {
     public GrpoOptions()
@@ -224,12 +240,32 @@ public sealed record GrpoOptions : RlOptions
     [Option("Completions per prompt G (a group).")]
     public int NumGenerations { get; init; } = 8;
 
+    [Option("How the loss is averaged (TRL's loss_type): grpo (each completion's token mean, then over completions), bnpo (each micro-batch's token mean), dr_grpo (token sum ÷ (completions × --max-new-tokens)), dapo (token sum ÷ the optimizer step's tokens).")]
+    public string LossType { get; init; } = "grpo";
+
+    [Option("What the centred rewards are divided by (TRL's scale_rewards): group (the group's std), batch (the std of all the step's rewards), none (Dr. GRPO); true and false mean group and none.")]
+    public string ScaleRewards { get; init; } = "group";
+
+    [Option("Leave completions that reached --max-new-tokens without an end-of-sequence token out of the loss (DAPO; they keep their place in the group's advantages).")]
+    public bool MaskTruncatedCompletions { get; init; }
+
     public override int CompletionsPerPrompt => NumGenerations;
+
+    /// <summary>--scale-rewards parsed.</summary>
+    public RewardScaling RewardScaling => ScaleRewards.Trim().ToLowerInvariant() switch
+    {
+        "group" or "true" => RewardScaling.Group,
+        "batch" => RewardScaling.Batch,
+        "none" or "false" => RewardScaling.None,
+        _ => throw new UserInputException($"--scale-rewards must be group, batch or none (or true / false), not \"{ScaleRewards}\"."),
+    };
 
     public override void Validate()
     {
         if (NumGenerations < 2) throw new UserInputException("--num-generations must be ≥ 2 (the advantage compares completions within a group).");
         base.Validate();
+        if (LossType is not ("grpo" or "bnpo" or "dr_grpo" or "dapo")) throw new UserInputException($"--loss-type must be grpo, bnpo, dr_grpo or dapo, not \"{LossType}\".");
+        _ = RewardScaling;
     }
 }
 
