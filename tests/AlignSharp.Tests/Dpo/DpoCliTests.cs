@@ -66,6 +66,43 @@ public sealed class DpoCliTests : IDisposable
         Assert.NotEqual(0.0, o.GetProperty("rewards/margins").GetDouble());
     }
 
+    /// <summary>TRL's further loss types by their names, as `dpo` runs them: each trains (the first step's loss is the closed
+    /// form at Δ = 0, where policy and reference agree) and records its name; exo_pair without ε is a clean error.</summary>
+    [Fact]
+    public void TrlLossTypesTrainByName()
+    {
+        string model = Init();
+        string data = DpoFixtures.Pairs(P("train.jsonl"), 8, seed: 1);
+        // At the start every log-ratio is 0: u = Δ = 0, σ(0) = ½, log σ(0) = −log 2.
+        double ln2 = Math.Log(2);
+        foreach (var (type, extra, first) in new[]
+        {
+            ("robust", new[] { "--label_smoothing", "0.1" }, ln2),              // (0.9·ln2 − 0.1·ln2) / 0.8
+            ("exo_pair", ["--label-smoothing", "0.001"], 0.5 * (-ln2 - Math.Log(0.999)) + 0.5 * (-ln2 - Math.Log(0.001))),
+            ("nca_pair", [], 2 * ln2),                                           // ln2 + ½ln2 + ½ln2
+            ("sppo_hard", [], 2 * 25.0),                                         // β = 0.1: 2·(1/(2β))² = 50
+            ("apo_zero", [], 1.0),
+            ("apo_down", [], 1.0),
+            ("discopop", ["--discopop_tau", "0.05"], 0.5 * ln2 + 0.5),
+        })
+        {
+            var r = CliRunner.Run(["dpo", "--policy", model, "--data", data, "--out", P(type), "--loss_type", type, "--max-steps", "2",
+                "--batch-size", "4", "--threads", "1", "--save-steps", "0", "--logging-steps", "1", .. extra]);
+            Assert.True(r.ExitCode == 0, $"{type}: {r.StdErr}");
+            var train = File.ReadLines(P(type + "/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+                .Where(l => l.GetProperty("split").GetString() == "train").ToList();
+            Assert.Equal(2, train.Count);
+            Assert.Equal(first, train[0].GetProperty("loss").GetDouble(), 4);
+            Assert.Equal(type, JsonDocument.Parse(File.ReadAllText(P(type + "/run_config.json"))).RootElement.GetProperty("loss_type").GetString());
+        }
+        var exo = CliRunner.Run("dpo", "--policy", model, "--data", data, "--out", P("exo0"), "--loss-type", "exo_pair", "--max-steps", "1");
+        Assert.Equal(2, exo.ExitCode);
+        Assert.Contains("exo_pair needs --label-smoothing", exo.StdErr);
+        var bco = CliRunner.Run("dpo", "--policy", model, "--data", data, "--out", P("bco"), "--loss-type", "bco_pair", "--max-steps", "1");
+        Assert.Equal(2, bco.ExitCode);
+        Assert.Contains("not 'bco_pair'", bco.StdErr);
+    }
+
     [Fact]
     public void ABadDataLineIsReportedWithFileLineAndField()
     {

@@ -111,6 +111,66 @@ public sealed class DpoLossTests
         Assert.Equal(0.5, r.Extra["nll_loss"][0], 6);
     }
 
+    /// <summary>
+    /// TRL's further pairwise losses, each against its closed form and its gradient worked out by hand, at the pair of
+    /// <see cref="SigmoidIsMinusLogSigmoidOfBetaDelta"/>: log-ratios a_c = 1 and a_r = −0.5, Δ = 1.5, β = 0.5 (z = β·Δ =
+    /// 0.75, u_c = β·a_c = 0.5, u_r = −0.25); σ′ = σ(x)·σ(−x), d log σ(x)/dx = σ(−x). Values evaluated in double precision.
+    /// </summary>
+    [Theory]
+    // robust, ε = 0.2: [−0.8·log σ(z) + 0.2·log σ(−z)] / 0.6; dL/dz = [−0.8·σ(−z) − 0.2·σ(z)] / 0.6; dL/dc = β·dL/dz.
+    [InlineData("robust", 0.13687100611490002, -0.3270773170789702, 0.3270773170789702)]
+    // exo_pair, ε = 0.1: σ(z)·(log σ(z) − log 0.9) + σ(−z)·(log σ(−z) − log 0.1);
+    // dL/dz = σ′(z)·[log σ(z) − log 0.9 + 1 − log σ(−z) + log 0.1 − 1].
+    [InlineData("exo_pair", 0.1827899810292743, -0.1576714951253097, 0.1576714951253097)]
+    // nca_pair: −log σ(u_c) − ½ log σ(−u_c) − ½ log σ(−u_r); dL/dc = β·(−σ(−u_c) + ½σ(u_c)), dL/dr = β·½σ(u_r).
+    [InlineData("nca_pair", 1.2490851862095818, -0.033155501598609055, 0.10945587477855048)]
+    // apo_zero: 1 − σ(u_c) + σ(u_r); dL/dc = −β·σ′(u_c), dL/dr = β·σ′(u_r).
+    [InlineData("apo_zero", 0.8153641679123473, -0.11750185610079725, 0.12306704136879917)]
+    // apo_down: σ(u_c) + 1 − σ(z); dL/dc = β·σ′(u_c) − β·σ′(z), dL/dr = β·σ′(z).
+    [InlineData("apo_down", 0.9432806320264615, 0.008554359219890229, 0.10894749688090702)]
+    // discopop, τ = 0.5: m = σ(z/τ); (1 − m)·(−log σ(z)) + m·e^(−z);
+    // dL/dz = −m′·(−log σ(z)) − (1 − m)·σ(−z) + m′·e^(−z) − m·e^(−z), m′ = σ′(z/τ)/τ.
+    [InlineData("discopop", 0.45676998286463494, -0.20960905794280016, 0.20960905794280016)]
+    public void TrlPairwiseLossesByHand(string name, double loss, double dChosen, double dRejected)
+    {
+        var lp = new PairLogProbs(Leaf(-3f), Leaf(-5f), Const(-4f), Const(-4.5f));
+        Func<PairLogProbs, PairLoss> f = name switch
+        {
+            "robust" => p => DpoLosses.Robust(p, 0.5f, 0.2f),
+            "exo_pair" => p => DpoLosses.ExoPair(p, 0.5f, 0.1f),
+            "nca_pair" => p => DpoLosses.NcaPair(p, 0.5f),
+            "apo_zero" => p => DpoLosses.ApoZero(p, 0.5f),
+            "apo_down" => p => DpoLosses.ApoDown(p, 0.5f),
+            _ => p => DpoLosses.DiscoPop(p, 0.5f, 0.5f),
+        };
+        var (l, dc, dr) = Run(f, lp);
+        Assert.Equal(loss, l[0], 5);
+        Assert.Equal(dChosen, dc[0], 5);
+        Assert.Equal(dRejected, dr[0], 5);
+        var rewards = f(new PairLogProbs(Leaf(-3f), Leaf(-5f), Const(-4f), Const(-4.5f)));
+        Assert.Equal(0.5f, rewards.ChosenRewards[0], 6);
+        Assert.Equal(-0.25f, rewards.RejectedRewards[0], 6);
+    }
+
+    [Fact]
+    public void SppoHardPullsTheLogRatiosToPlusAndMinusOneOverTwoBeta()
+    {
+        // β = 0.4, 1/(2β) = 1.25: (1 − 1.25)² + (−0.5 + 1.25)² = 0.625; dL/dc = 2·(−0.25) = −0.5, dL/dr = 2·0.75 = 1.5.
+        var (l, dc, dr) = Run(p => DpoLosses.SppoHard(p, 0.4f), new PairLogProbs(Leaf(-3f), Leaf(-5f), Const(-4f), Const(-4.5f)));
+        Assert.Equal(0.625, l[0], 5);
+        Assert.Equal(-0.5, dc[0], 5);
+        Assert.Equal(1.5, dr[0], 5);
+    }
+
+    [Fact]
+    public void RobustWithoutNoiseIsDpoAndDiscoPopAtALowTemperatureIsTheExponentialLoss()
+    {
+        var lp = new PairLogProbs(Leaf(-3f), Leaf(-5f), Const(-4f), Const(-4.5f));
+        Assert.Equal(DpoLosses.Sigmoid(lp, 0.5f).Losses.ToArray()[0], DpoLosses.Robust(lp, 0.5f, 0f).Losses.ToArray()[0], 6);
+        // z = 0.75, τ = 0.05: m = σ(15) ≈ 1 − 3e-7, so the loss is e^−0.75 within 1e-6.
+        Assert.Equal(Math.Exp(-0.75), DpoLosses.DiscoPop(lp, 0.5f, 0.05f).Losses.ToArray()[0], 5);
+    }
+
     [Fact]
     public void PlackettLuceOfAThreeWayRanking()
     {

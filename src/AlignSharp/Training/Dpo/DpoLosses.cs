@@ -83,6 +83,88 @@ public static class DpoLosses
     }
 
     /// <summary>
+    /// Robust DPO (Chowdhury et al. 2024, eq. 10): [−(1−ε)·log σ(β·Δ) + ε·log σ(−β·Δ)] / (1 − 2ε), unbiased for labels
+    /// flipped with probability ε (unlike the label-smoothed <see cref="Sigmoid"/>). Rewards β·(log π − log π_ref).
+    /// </summary>
+    public static PairLoss Robust(PairLogProbs lp, float beta, float labelSmoothing)
+    {
+        var z = Ops.MulScalar(Delta(lp), beta);
+        var losses = Ops.MulScalar(Ops.Sub(Ops.MulScalar(Ops.LogSigmoid(Ops.Neg(z)), labelSmoothing), Ops.MulScalar(Ops.LogSigmoid(z), 1f - labelSmoothing)),
+            1f / (1f - 2f * labelSmoothing));
+        return Pair(losses, lp, beta);
+    }
+
+    /// <summary>
+    /// EXO for pairs (Ji et al. 2024, eq. 16 at K = 2): KL(p_θ ‖ p_ε) between p_θ = (σ(β·Δ), σ(−β·Δ)) and the label
+    /// distribution (1 − ε, ε): σ(β·Δ)·(log σ(β·Δ) − log(1 − ε)) + σ(−β·Δ)·(log σ(−β·Δ) − log ε), ε &gt; 0.
+    /// </summary>
+    public static PairLoss ExoPair(PairLogProbs lp, float beta, float labelSmoothing)
+    {
+        var z = Ops.MulScalar(Delta(lp), beta);
+        var chosen = Ops.Mul(Ops.Sigmoid(z), Ops.AddScalar(Ops.LogSigmoid(z), -MathF.Log(1f - labelSmoothing)));
+        var rejected = Ops.Mul(Ops.Sigmoid(Ops.Neg(z)), Ops.AddScalar(Ops.LogSigmoid(Ops.Neg(z)), -MathF.Log(labelSmoothing)));
+        return Pair(Ops.Add(chosen, rejected), lp, beta);
+    }
+
+    /// <summary>NCA for pairs (Chen et al. 2024): with the implicit rewards u_c = β·(log π(c) − log π_ref(c)) and u_r,
+    /// −log σ(u_c) − ½·log σ(−u_c) − ½·log σ(−u_r).</summary>
+    public static PairLoss NcaPair(PairLogProbs lp, float beta)
+    {
+        var uc = Ops.MulScalar(LogRatio(lp.Chosen, lp.RefChosen), beta);
+        var ur = Ops.MulScalar(LogRatio(lp.Rejected, lp.RefRejected), beta);
+        var losses = Ops.Neg(Ops.Add(Ops.LogSigmoid(uc), Ops.MulScalar(Ops.Add(Ops.LogSigmoid(Ops.Neg(uc)), Ops.LogSigmoid(Ops.Neg(ur))), 0.5f)));
+        return Pair(losses, lp, beta);
+    }
+
+    /// <summary>SPPO with hard labels (Wu et al. 2024, as TRL's sppo_hard): the log-ratios a_c = log π(c) − log π_ref(c) and
+    /// a_r pulled to ±1/(2β): (a_c − 1/(2β))² + (a_r + 1/(2β))².</summary>
+    public static PairLoss SppoHard(PairLogProbs lp, float beta)
+    {
+        float half = 1f / (2f * beta);
+        var losses = Ops.Add(Ops.Square(Ops.AddScalar(LogRatio(lp.Chosen, lp.RefChosen), -half)), Ops.Square(Ops.AddScalar(LogRatio(lp.Rejected, lp.RefRejected), half)));
+        return Pair(losses, lp, beta);
+    }
+
+    /// <summary>APO-zero (D'Oosterlinck et al. 2024): raise the chosen answer's likelihood and lower the rejected one's,
+    /// 1 − σ(β·a_c) + σ(β·a_r) with the log-ratios a_c, a_r (for a chosen answer better than the model's own).</summary>
+    public static PairLoss ApoZero(PairLogProbs lp, float beta)
+    {
+        var losses = Ops.Add(Ops.AddScalar(Ops.Neg(Ops.Sigmoid(Ops.MulScalar(LogRatio(lp.Chosen, lp.RefChosen), beta))), 1f),
+            Ops.Sigmoid(Ops.MulScalar(LogRatio(lp.Rejected, lp.RefRejected), beta)));
+        return Pair(losses, lp, beta);
+    }
+
+    /// <summary>APO-down (D'Oosterlinck et al. 2024): lower both likelihoods, the rejected one's more,
+    /// σ(β·a_c) + 1 − σ(β·Δ) (for a chosen answer worse than the model's own).</summary>
+    public static PairLoss ApoDown(PairLogProbs lp, float beta)
+    {
+        var losses = Ops.Add(Ops.Sigmoid(Ops.MulScalar(LogRatio(lp.Chosen, lp.RefChosen), beta)),
+            Ops.AddScalar(Ops.Neg(Ops.Sigmoid(Ops.MulScalar(Delta(lp), beta))), 1f));
+        return Pair(losses, lp, beta);
+    }
+
+    /// <summary>
+    /// DiscoPOP (Chris Lu et al. 2024), the log-ratio modulated loss: with z = β·Δ and m = σ(z/τ),
+    /// (1 − m)·(−log σ(z)) + m·e^(−z): the logistic loss where the policy still prefers the rejected answer, the
+    /// exponential loss where it already prefers the chosen one. τ: TRL's discopop_tau (0.05).
+    /// </summary>
+    public static PairLoss DiscoPop(PairLogProbs lp, float beta, float tau)
+    {
+        var z = Ops.MulScalar(Delta(lp), beta);
+        var m = Ops.Sigmoid(Ops.MulScalar(z, 1f / tau));
+        var logistic = Ops.Neg(Ops.LogSigmoid(z));
+        var losses = Ops.Add(Ops.Mul(Ops.AddScalar(Ops.Neg(m), 1f), logistic), Ops.Mul(m, Ops.Exp(Ops.Neg(z))));
+        return Pair(losses, lp, beta);
+    }
+
+    /// <summary>A pairwise loss with the rewards every reference-based loss reports: β·(log π − log π_ref).</summary>
+    private static PairLoss Pair(Tensor losses, PairLogProbs lp, float beta)
+        => new(losses, Rewards(lp.Chosen, lp.RefChosen, beta), Rewards(lp.Rejected, lp.RefRejected, beta));
+
+    /// <summary>log π − log π_ref (log π alone without a reference).</summary>
+    private static Tensor LogRatio(Tensor policy, Tensor? reference) => reference is null ? policy : Ops.Sub(policy, reference);
+
+    /// <summary>
     /// Plackett–Luce DPO (Rafailov et al. 2023, appendix A.3, eq. 18): with s = β·(log π − log π_ref) per completion
     /// and a ranking τ best → worst, −Σ_k log [exp(s_τ(k)) / Σ_{j ≥ k} exp(s_τ(j))]. Ties (groups of the ranking):
     /// each completion of a group competes with itself and every completion of the worse groups, never with the

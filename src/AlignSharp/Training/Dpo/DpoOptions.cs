@@ -18,6 +18,20 @@ public enum DpoLossType
     Orpo,
     /// <summary>Plackett–Luce DPO: a ranking of K completions used whole.</summary>
     PlackettLuce,
+    /// <summary>Robust DPO: the sigmoid loss made unbiased under label noise ε.</summary>
+    Robust,
+    /// <summary>EXO for pairs: KL from the model's pair distribution to the labels (1 − ε, ε).</summary>
+    ExoPair,
+    /// <summary>NCA for pairs: absolute implicit rewards through log σ.</summary>
+    NcaPair,
+    /// <summary>SPPO with hard labels: log-ratios pulled to ±1/(2β).</summary>
+    SppoHard,
+    /// <summary>APO-zero: chosen up, rejected down.</summary>
+    ApoZero,
+    /// <summary>APO-down: both down, the rejected more.</summary>
+    ApoDown,
+    /// <summary>DiscoPOP: logistic and exponential losses mixed by σ(β·Δ/τ).</summary>
+    DiscoPop,
 }
 
 /// <summary>
@@ -28,14 +42,17 @@ public enum DpoLossType
 /// </summary>
 public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
 {
-    [Option("Objective: sigmoid (DPO), ipo, hinge (SLiC), simpo, orpo or plackett_luce (rankings of K completions used whole; pairs count as rankings of 2).")]
+    [Option("Objective: sigmoid (DPO), ipo, hinge (SLiC), simpo, orpo, plackett_luce (rankings of K completions used whole; pairs count as rankings of 2), robust, exo_pair, nca_pair, sppo_hard, apo_zero, apo_down or discopop (TRL's names; docs/dpo.md).")]
     public string LossType { get; init; } = "sigmoid";
 
     [Option("β: strength of the implicit KL penalty (temperature of the implicit reward β·log π/π_ref); for simpo the reward scale. Not used by orpo (see --orpo-lambda).")]
     public float Beta { get; init; } = 0.1f;
 
-    [Option("Label smoothing ε in [0, 0.5): the assumed probability that a preference label is flipped (conservative DPO); sigmoid and simpo only.")]
+    [Option("Label smoothing ε in [0, 0.5): the assumed probability that a preference label is flipped (conservative DPO); sigmoid, simpo and robust, and exo_pair (which needs ε > 0, e.g. 1e-3).")]
     public float LabelSmoothing { get; init; }
+
+    [Option("DiscoPOP's temperature τ of the modulation σ(β·Δ/τ) (TRL's discopop_tau).")]
+    public float DiscopopTau { get; init; } = 0.05f;
 
     [Option("SimPO target reward margin γ (TRL's simpo_gamma).")]
     public float SimpoGamma { get; init; } = 0.5f;
@@ -62,7 +79,14 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
         "simpo" => DpoLossType.Simpo,
         "orpo" => DpoLossType.Orpo,
         "plackett_luce" or "plackett-luce" => DpoLossType.PlackettLuce,
-        _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo or plackett_luce, not '{name}'."),
+        "robust" => DpoLossType.Robust,
+        "exo_pair" => DpoLossType.ExoPair,
+        "nca_pair" => DpoLossType.NcaPair,
+        "sppo_hard" => DpoLossType.SppoHard,
+        "apo_zero" => DpoLossType.ApoZero,
+        "apo_down" => DpoLossType.ApoDown,
+        "discopop" => DpoLossType.DiscoPop,
+        _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo, plackett_luce, robust, exo_pair, nca_pair, sppo_hard, apo_zero, apo_down or discopop, not '{name}'."),
     };
 
     /// <summary>Checks the objective's options (the shared ones are checked by the trainer's own Validate).</summary>
@@ -72,8 +96,11 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
         var loss = Loss;
         if (!(Beta > 0) || float.IsInfinity(Beta)) throw new UserInputException($"--beta must be > 0, got {Beta}.");
         if (!(LabelSmoothing >= 0 && LabelSmoothing < 0.5f)) throw new UserInputException($"--label-smoothing must be in [0, 0.5), got {LabelSmoothing}.");
-        if (LabelSmoothing > 0 && loss is not (DpoLossType.Sigmoid or DpoLossType.Simpo))
-            throw new UserInputException($"--label-smoothing applies to the sigmoid and simpo losses only, not {LossType}.");
+        if (LabelSmoothing > 0 && loss is not (DpoLossType.Sigmoid or DpoLossType.Simpo or DpoLossType.Robust or DpoLossType.ExoPair))
+            throw new UserInputException($"--label-smoothing applies to the sigmoid, simpo, robust and exo_pair losses only, not {LossType}.");
+        if (loss == DpoLossType.ExoPair && LabelSmoothing == 0)
+            throw new UserInputException("--loss-type exo_pair needs --label-smoothing ε > 0 (the labels' distribution (1 − ε, ε) has a log ε); TRL's examples use 1e-3.");
+        if (!(DiscopopTau > 0) || float.IsInfinity(DiscopopTau)) throw new UserInputException($"--discopop-tau must be > 0, got {DiscopopTau}.");
         if (!float.IsFinite(SimpoGamma)) throw new UserInputException("--simpo-gamma must be a finite number.");
         if (!(OrpoLambda >= 0) || float.IsInfinity(OrpoLambda)) throw new UserInputException($"--orpo-lambda must be ≥ 0, got {OrpoLambda}.");
         if (ReferenceFree && Reference != null) throw new UserInputException("--reference-free and --reference contradict each other; give one.");

@@ -156,6 +156,13 @@ public sealed class DpoTask : ISupervisedTask
         DpoLossType.Hinge => DpoLosses.Hinge(lp, _options.Beta),
         DpoLossType.Simpo => DpoLosses.Simpo(lp, _options.Beta, _options.SimpoGamma, _options.LabelSmoothing),
         DpoLossType.Orpo => DpoLosses.Orpo(lp, _options.OrpoLambda),
+        DpoLossType.Robust => DpoLosses.Robust(lp, _options.Beta, _options.LabelSmoothing),
+        DpoLossType.ExoPair => DpoLosses.ExoPair(lp, _options.Beta, _options.LabelSmoothing),
+        DpoLossType.NcaPair => DpoLosses.NcaPair(lp, _options.Beta),
+        DpoLossType.SppoHard => DpoLosses.SppoHard(lp, _options.Beta),
+        DpoLossType.ApoZero => DpoLosses.ApoZero(lp, _options.Beta),
+        DpoLossType.ApoDown => DpoLosses.ApoDown(lp, _options.Beta),
+        DpoLossType.DiscoPop => DpoLosses.DiscoPop(lp, _options.Beta, _options.DiscopopTau),
         _ => throw new InvalidOperationException($"{_loss} is not a pairwise loss."),
     };
 
