@@ -127,6 +127,10 @@ public sealed class RlCliTests : IDisposable
             "--learning-rate", "0.01", "--num-ppo-epochs", "2"];
         var plain = CliRunner.Run(Grpo("plain"));
         Assert.True(plain.ExitCode == 0, plain.StdErr);
+        var trainLine = File.ReadAllLines(Path.Combine(_kit.Path("plain"), "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+            .First(l => l.GetProperty("split").GetString() == "train");
+        foreach (var key in new[] { "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean" })
+            Assert.True(trainLine.TryGetProperty(key, out _), key);
         byte[] Weights(string run) => File.ReadAllBytes(Path.Combine(_kit.Path(run), "final", "model.safetensors"));
         foreach (var (run, extra, key, value) in new[]
         {

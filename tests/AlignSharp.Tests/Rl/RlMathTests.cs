@@ -148,12 +148,15 @@ public sealed class RlMathTests
         var (loss, m) = RlLosses.ClippedSurrogate(sym, old, adv, new SurrogateClip(0.2f, 0.2f), w);
         Near(0.25 * -e01 + 0.25 * -1.2 + 0.5 * 0.8, loss.Item());
         Near(0.75, m.ClipFraction);
+        Near(0.5, m.LowClipFraction);    // B: below 0.8 with A < 0
+        Near(0.25, m.HighClipFraction);  // A's second token: above 1.2 with A > 0
         // Clip-higher ε_high = 0.28: e^0.3 = 1.35 is still above 1.28 → −1.28.
         var (high, _) = RlLosses.ClippedSurrogate(Logp(), old, adv, new SurrogateClip(0.2f, 0.28f), w);
         Near(0.25 * -e01 + 0.25 * -1.28 + 0.5 * 0.8, high.Item());
         // ε_high = 0.4: nothing of A clipped any more.
         var upper = Logp();
-        var (open, _) = RlLosses.ClippedSurrogate(upper, old, adv, new SurrogateClip(0.2f, 0.4f), w);
+        var (open, om) = RlLosses.ClippedSurrogate(upper, old, adv, new SurrogateClip(0.2f, 0.4f), w);
+        Near(0, om.HighClipFraction);
         Near(0.25 * -e01 + 0.25 * -e03 + 0.5 * 0.8, open.Item());
         open.Backward();
         Near([-0.25 * e01, -0.25 * e03, 0], upper.Grad!.Span);

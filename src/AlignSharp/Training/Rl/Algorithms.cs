@@ -29,6 +29,9 @@ public abstract class RlAlgorithm(RlOptions options)
     /// <summary>Fills <see cref="RolloutBatch.Advantages"/> (and the returns, for PPO) from scores, KL and values.</summary>
     public abstract void ComputeAdvantages(RolloutBatch batch, double beta);
 
+    /// <summary>Whether the update also logs TRL's GRPO clip shares (clip_ratio/low_mean, high_mean, region_mean).</summary>
+    protected virtual bool LogsClipRatios => false;
+
     /// <summary>Metrics of a step's rollout particular to the algorithm (joined to the step's metrics line); none by default.</summary>
     public virtual Dictionary<string, double> RolloutMetrics(RolloutBatch batch) => [];
 
@@ -60,6 +63,12 @@ public abstract class RlAlgorithm(RlOptions options)
             ["val/ratio"] = m.RatioMean,
             ["val/ratio_var"] = m.RatioVariance,
         };
+        if (LogsClipRatios)
+        {
+            metrics["clip_ratio/low_mean"] = m.LowClipFraction;
+            metrics["clip_ratio/high_mean"] = m.HighClipFraction;
+            metrics["clip_ratio/region_mean"] = m.LowClipFraction + m.HighClipFraction;
+        }
         return (loss, logits, logp, packed, metrics);
     }
 
@@ -184,6 +193,7 @@ public sealed class Grpo(GrpoOptions options) : CriticFree(options)
 {
     public override string Name => "grpo";
     public override bool KlInReward => false;
+    protected override bool LogsClipRatios => true;
 
     protected override float[] SequenceAdvantages(RolloutBatch batch, double beta)
         => Advantages.GroupRelative(batch.Scores, options.NumGenerations, options.RewardScaling, World);

@@ -3,7 +3,8 @@ using AlignSharp.Engine;
 namespace AlignSharp.Training.Rl;
 
 /// <summary>Policy-loss statistics, averaged with the loss's token weights.</summary>
-public readonly record struct PolicyLossMetrics(double ClipFraction, double ApproxKl, double RatioMean, double RatioVariance);
+public readonly record struct PolicyLossMetrics(double ClipFraction, double ApproxKl, double RatioMean, double RatioVariance,
+    double LowClipFraction = 0, double HighClipFraction = 0);
 
 /// <summary>The surrogate's clipping: the ratio kept within [1 − Low, 1 + High], and with Delta &gt; 0 the unclipped term's
 /// ratio capped at Delta (two-sided clipping).</summary>
@@ -45,18 +46,21 @@ public static class RlLosses
         var loss = Ops.Sum(Ops.Mul(Ops.Maximum(unclipped, clipped), Tensor.FromArray(weights, n)));
 
         var r = ratio.Span; var u = unclipped.Span; var c = clipped.Span;
-        double wsum = 0, clipFrac = 0, approxKl = 0, mean = 0, sq = 0;
+        double wsum = 0, clipFrac = 0, approxKl = 0, mean = 0, sq = 0, low = 0, high = 0;
         for (int t = 0; t < n; t++)
         {
             double w = weights[t], lr = Math.Log(r[t]);
             wsum += w;
             if (c[t] > u[t]) clipFrac += w;
+            // TRL's clip_ratio: the ratio outside the bound on the side where the clipped term binds.
+            if (r[t] < 1 - clip.Low && advantages[t] < 0) low += w;
+            if (r[t] > 1 + clip.High && advantages[t] > 0) high += w;
             approxKl += w * 0.5 * lr * lr;
             mean += w * r[t];
             sq += w * r[t] * r[t];
         }
-        if (wsum > 0) { clipFrac /= wsum; approxKl /= wsum; mean /= wsum; sq /= wsum; }
-        return (loss, new PolicyLossMetrics(clipFrac, approxKl, mean, Math.Max(0, sq - mean * mean)));
+        if (wsum > 0) { clipFrac /= wsum; approxKl /= wsum; mean /= wsum; sq /= wsum; low /= wsum; high /= wsum; }
+        return (loss, new PolicyLossMetrics(clipFrac, approxKl, mean, Math.Max(0, sq - mean * mean), low, high));
     }
 
     /// <summary>x [N] packed by sequences of the given lengths → [N], each element its sequence's mean (an empty sequence

@@ -424,7 +424,8 @@ public sealed class RlTrainer
 
     /// <summary>The metrics of the update loop (micro-batch means) that the step's metrics line carries.</summary>
     private static readonly string[] TrainMetricKeys =
-        ["policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg", "val/ratio", "val/ratio_var", "policy/entropy_avg", "loss/kl_avg", "loss/ptx_avg"];
+        ["policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg", "val/ratio", "val/ratio_var", "policy/entropy_avg", "loss/kl_avg", "loss/ptx_avg",
+         "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"];
 
     /// <summary>
     /// This rank's rows in each minibatch of PPO epoch <paramref name="epoch"/>. The step's global batch (every rank's rows
