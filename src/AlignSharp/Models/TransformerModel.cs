@@ -286,6 +286,8 @@ public sealed class TransformerModel
                 if ((uint)p >= (uint)c.MaxPositions) throw new ArgumentOutOfRangeException(nameof(positions), $"Position {p} is beyond the model's {c.MaxPositions} positions.");
 
         var x = Ops.Embedding(Parameter("embed.weight"), ids, batch, seq);
+        // NEFTune: training passes only (gradients recorded, no cache), on the token embeddings themselves.
+        if (EmbeddingNoise is { } noise && cache == null && Autograd.IsEnabled) x = Ops.Add(x, noise.Draw(batch, seq, c.HiddenSize));
         // Gemma: transformers forms the normalizer √D as a tensor of the embedding dtype, float32 here.
         if (c.ScaledEmbedding) x = Ops.MulScalar(x, (float)Math.Sqrt(c.HiddenSize));
         if (c.LearnedPositions)
@@ -324,6 +326,9 @@ public sealed class TransformerModel
     /// inputs [B, T, D] (ignored with a KV cache or without gradients). Gradients equal those of the ordinary path.
     /// </summary>
     public bool GradientCheckpointing { get; set; }
+
+    /// <summary>NEFTune noise for the token embeddings of training passes (null: none); the trainer sets it per micro-batch.</summary>
+    public EmbeddingNoise? EmbeddingNoise { get; set; }
 
     /// <summary>offset + t for every batch row, [B·T]: the last list is kept (never written after it is built), so
     /// repeated steps of one shape build none.</summary>

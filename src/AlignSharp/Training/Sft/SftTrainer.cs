@@ -25,11 +25,15 @@ public sealed record SftOptions : TextDataOptions
     [Option("Pack short examples into rows of --max-length tokens (no attention masking across examples).")]
     public bool Packing { get; init; }
 
+    [Option("NEFTune (Jain et al. 2023): uniform noise in ±α/√(L·D) added to the token embeddings of training passes, L the padded length and D the hidden size (TRL's neftune_noise_alpha; 0 = off; the paper uses 5).")]
+    public float NeftuneNoiseAlpha { get; init; }
+
     public override void Validate()
     {
         base.Validate();
         if (string.IsNullOrWhiteSpace(Model)) throw new UserInputException("--model (the model directory to fine-tune) is required.");
         if (LossOn is not ("completion" or "final_turn" or "all")) throw new UserInputException($"--loss-on must be completion, final_turn or all, not '{LossOn}'.");
+        if (!(NeftuneNoiseAlpha >= 0) || float.IsInfinity(NeftuneNoiseAlpha)) throw new UserInputException($"--neftune-noise-alpha must be ≥ 0, got {NeftuneNoiseAlpha}.");
     }
 
     public AlignSharp.Training.Data.LossOn Loss => LossOn switch
@@ -74,9 +78,15 @@ public sealed class SftTask : ISupervisedTask
 
     public MicroBatchResult Forward(int index, Random rng)
     {
+        // The noise's seed comes first from the micro-batch's stream, and only with NEFTune on (LoRA dropout draws the same masks without it).
+        _model.EmbeddingNoise = NeftuneNoiseAlpha > 0 ? new EmbeddingNoise(NeftuneNoiseAlpha, rng.Next()) : null;
         if (_model.Adapter is { } adapter) adapter.DropoutRng = rng;
-        return LossSum(_train[index]);
+        try { return LossSum(_train[index]); }
+        finally { _model.EmbeddingNoise = null; }
     }
+
+    /// <summary>NEFTune's α for training passes (0 = off).</summary>
+    public float NeftuneNoiseAlpha { get; init; }
 
     /// <summary>
     /// Σ over label tokens of −log p(label | prefix), and (as TRL's SFTTrainer logs mean_token_accuracy) the number
@@ -171,7 +181,11 @@ public static class SftTrainer
         if (rows.Count == 0) throw new UserInputException($"{o.Data}: no usable training examples.");
         log.WriteLine($"sft: {rows.Count} training rows, {evalSeqs.Records.Count} eval examples, model {pre.Model.ParameterCount:N0} parameters");
 
-        var task = new SftTask(pre.Model, tokenizer, o.Model!, rows, evalSeqs.Records, o.BatchSize, o.Seed, o.StartingAdapter(pre.Model, o.Model), o.Merge) { Template = template };
+        var task = new SftTask(pre.Model, tokenizer, o.Model!, rows, evalSeqs.Records, o.BatchSize, o.Seed, o.StartingAdapter(pre.Model, o.Model), o.Merge)
+        {
+            Template = template,
+            NeftuneNoiseAlpha = o.NeftuneNoiseAlpha,
+        };
         return new TrainingLoop(o, task, "sft", log).Run();
     }
 }
