@@ -11,7 +11,7 @@ one `model.safetensors` (or shards plus `model.safetensors.index.json`), and `re
 two input sequences and the logits expected for every position of each.
 
 The reference forward passes below are written from the Hugging Face definitions (transformers'
-modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
+modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py / modeling_smollm3.py /
 modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
@@ -237,8 +237,10 @@ def llama_forward(w, cfg, ids):
         if cfg["model_type"] == "qwen3":  # per-head RMSNorm over hd, before rope
             q = rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        # SmolLM3 (modeling_smollm3.py): use_rope = config.no_rope_layers[layer]; a 0 leaves q and k unrotated (NoPE).
+        if cfg["model_type"] != "smollm3" or cfg["no_rope_layers"][i]:
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
         rep = nh // nkv
         k = k.repeat_interleave(rep, dim=0)  # == HF repeat_kv: head i uses kv head i // rep
         v = v.repeat_interleave(rep, dim=0)
@@ -294,8 +296,10 @@ def gemma_forward(w, cfg, ids):
             q = gemma_rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
             k = gemma_rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
         cos, sin = tables[sliding and gemma3]
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        # SmolLM3 (modeling_smollm3.py): use_rope = config.no_rope_layers[layer]; a 0 leaves q and k unrotated (NoPE).
+        if cfg["model_type"] != "smollm3" or cfg["no_rope_layers"][i]:
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
         rep = nh // nkv
         k = k.repeat_interleave(rep, dim=0)
         v = v.repeat_interleave(rep, dim=0)
@@ -349,8 +353,10 @@ def phi3_forward(w, cfg, ids):
         q = qkv[:, : nh * hd].reshape(t, nh, hd).transpose(0, 1)
         k = qkv[:, nh * hd: nh * hd + nkv * hd].reshape(t, nkv, hd).transpose(0, 1)
         v = qkv[:, nh * hd + nkv * hd:].reshape(t, nkv, hd).transpose(0, 1)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        # SmolLM3 (modeling_smollm3.py): use_rope = config.no_rope_layers[layer]; a 0 leaves q and k unrotated (NoPE).
+        if cfg["model_type"] != "smollm3" or cfg["no_rope_layers"][i]:
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
         rep = nh // nkv
         k = k.repeat_interleave(rep, dim=0)
         v = v.repeat_interleave(rep, dim=0)
@@ -724,6 +730,22 @@ def fixture_qwen3():
                     rope_inv_freq(cfg, 16))
 
 
+def fixture_smollm3():
+    g = torch.Generator().manual_seed(1015)
+    # An explicit no_rope_layers that differs from what no_rope_layer_interval 4 would give ([1, 1, 1, 0]): the list wins.
+    cfg = llama_family_config("smollm3", "SmolLM3ForCausalLM", num_hidden_layers=4, no_rope_layers=[1, 1, 0, 1],
+                              no_rope_layer_interval=4, use_sliding_window=False, sliding_window=None,
+                              layer_types=["full_attention"] * 4, attention_bias=False, mlp_bias=False,
+                              tie_word_embeddings=True, rope_theta=2000000.0, vocab_size=90, bos_token_id=None,
+                              eos_token_id=88, pad_token_id=89, transformers_version="4.53.0")
+    w = llama_weights(g, cfg)
+    d = fresh_dir("smollm3-nope")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "smollm3, no_rope_layers [1, 1, 0, 1] (layer 2 without RoPE), heads 4 / kv 2, tied embeddings, "
+                    "rope_theta 2e6", make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg, rope_inv_freq(cfg, 8))
+
+
 def gemma_config(model_type, arch, **over):
     cfg = {
         "architectures": [arch],
@@ -822,6 +844,7 @@ def main():
     fixture_gemma3()
     fixture_phi3()
     fixture_qwen2_sliding_window()
+    fixture_smollm3()
 
 
 if __name__ == "__main__":

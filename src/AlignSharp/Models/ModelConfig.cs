@@ -33,6 +33,10 @@ public enum ModelFamily
 
     /// <summary><c>phi3</c> (Phi-3, Phi-3.5): as Llama with fused qkv_proj / gate_up_proj, no biases, LongRoPE scaling.</summary>
     Phi3,
+
+    /// <summary><c>smollm3</c> (SmolLM3): as Llama, with no rotary embedding (NoPE) in the layers <c>no_rope_layers</c>
+    /// marks 0 (every fourth by default).</summary>
+    SmolLM3,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -174,6 +178,13 @@ public sealed record ModelConfig
     /// null: every layer (mistral).</summary>
     public IReadOnlyList<bool>? SlidingLayers { get; init; }
 
+    /// <summary>SmolLM3's <c>no_rope_layers</c>: which layers rotate q and k (true; transformers' 1), the others use no
+    /// position encoding at all (NoPE, 0). Null: every layer rotates.</summary>
+    public IReadOnlyList<bool>? RopeLayers { get; init; }
+
+    /// <summary>Whether layer <paramref name="layer"/> applies RoPE.</summary>
+    public bool UsesRope(int layer) => RopeLayers == null || RopeLayers[layer];
+
     /// <summary>Gemma <c>query_pre_attn_scalar</c>: attention scores are scaled by its −½ power instead of head_dim's.</summary>
     public double? QueryPreAttnScalar { get; init; }
 
@@ -239,7 +250,8 @@ public sealed record ModelConfig
         && SlidingWindow == other.SlidingWindow && Head == other.Head
         && (SlidingLayers ?? []).SequenceEqual(other.SlidingLayers ?? []) && (SlidingLayers == null) == (other.SlidingLayers == null)
         && QueryPreAttnScalar == other.QueryPreAttnScalar && AttnLogitSoftcap == other.AttnLogitSoftcap
-        && FinalLogitSoftcap == other.FinalLogitSoftcap && LocalRopeTheta == other.LocalRopeTheta;
+        && FinalLogitSoftcap == other.FinalLogitSoftcap && LocalRopeTheta == other.LocalRopeTheta
+        && (RopeLayers ?? []).SequenceEqual(other.RopeLayers ?? []) && (RopeLayers == null) == (other.RopeLayers == null);
 
     public override int GetHashCode() =>
         HashCode.Combine(Family, VocabSize, HiddenSize, NumLayers, NumHeads, NumKvHeads, HeadDim, IntermediateSize);
@@ -324,6 +336,7 @@ public sealed record ModelConfig
             AttnLogitSoftcap = table.GemmaAttention ? f.OptionalDoubleOrNull("attn_logit_softcapping", table.DefaultAttnSoftcap) : null,
             FinalLogitSoftcap = table.GemmaAttention ? f.OptionalDoubleOrNull("final_logit_softcapping", table.DefaultFinalSoftcap) : null,
             LocalRopeTheta = table.LocalRope ? f.OptionalDouble("rope_local_base_freq") ?? table.DefaultLocalRopeTheta : null,
+            RopeLayers = table.NoRopeLayers ? ParseRopeLayers(f, layers) : null,
             BosTokenId = f.OptionalInt("bos_token_id"),
             PadTokenId = f.OptionalInt("pad_token_id"),
             EosTokenIds = f.IntOrIntList("eos_token_id"),
@@ -332,6 +345,22 @@ public sealed record ModelConfig
         };
         config.Validate(source);
         return config;
+    }
+
+    /// <summary>SmolLM3's <c>no_rope_layers</c> (one 0 or 1 per layer, 1 = RoPE), else transformers' default from
+    /// <c>no_rope_layer_interval</c> N (4): layer i rotates unless (i + 1) is a multiple of N.</summary>
+    private static IReadOnlyList<bool> ParseRopeLayers(ConfigFields f, int layers)
+    {
+        if (f.Get("no_rope_layers") is JsonArray list)
+        {
+            if (list.Count != layers) throw f.Error("no_rope_layers", $"must hold one 0 or 1 per layer ({layers}), not {list.Count} entries");
+            return list.Select((n, i) => n is JsonValue v && v.TryGetValue(out int x) && x is 0 or 1
+                ? x == 1 : throw f.Error($"no_rope_layers[{i}]", $"{n?.ToJsonString() ?? "null"} is not 0 or 1")).ToArray();
+        }
+        if (f.Get("no_rope_layers") is { } other) throw f.Error("no_rope_layers", $"must be a list of 0 and 1, not {other.ToJsonString()}");
+        int interval = f.OptionalInt("no_rope_layer_interval") ?? 4;
+        if (interval <= 0) throw f.Error("no_rope_layer_interval", $"must be a positive integer, not {interval}");
+        return Enumerable.Range(0, Math.Max(0, layers)).Select(i => (i + 1) % interval != 0).ToArray();
     }
 
     /// <summary>The window and the layers it applies to, by the family's <see cref="Checkpoints.WindowRule"/>.</summary>
@@ -517,6 +546,8 @@ public sealed record ModelConfig
         if (AttnLogitSoftcap is <= 0) throw Error($"field 'attn_logit_softcapping' must be positive or null, not {AttnLogitSoftcap}");
         if (FinalLogitSoftcap is <= 0) throw Error($"field 'final_logit_softcapping' must be positive or null, not {FinalLogitSoftcap}");
         if (LocalRopeTheta != null && !table.LocalRope) throw Error($"rope_local_base_freq is a gemma3_text field, not {family}'s");
+        if (RopeLayers != null && (!table.NoRopeLayers || RopeLayers.Count != NumLayers))
+            throw Error($"field 'no_rope_layers' needs one entry per layer ({NumLayers}) and is read for smollm3 only");
         if (table.LocalRope && !(LocalRopeTheta > 0)) throw Error($"field 'rope_local_base_freq' must be positive, not {LocalRopeTheta}");
         if (table.LearnedPositions)
         {
@@ -691,6 +722,7 @@ public sealed record ModelConfig
             o["final_logit_softcapping"] = FinalLogitSoftcap;
         }
         if (table.LocalRope) o["rope_local_base_freq"] = LocalRopeTheta;
+        if (table.NoRopeLayers) o["no_rope_layers"] = new JsonArray(Enumerable.Range(0, NumLayers).Select(l => (JsonNode?)(UsesRope(l) ? 1 : 0)).ToArray());
         if (RopeScaling is { IsLongRope: true } longRope) o["original_max_position_embeddings"] = longRope.OriginalMaxPositionEmbeddings;
         o["tie_word_embeddings"] = TieWordEmbeddings;
         o["bos_token_id"] = BosTokenId;

@@ -414,7 +414,7 @@ public sealed class TransformerModel
             q = Norm(q, p + "attn.q_norm");
             k = Norm(k, p + "attn.k_norm");
         }
-        if (pass.GlobalRope != null)
+        if (pass.GlobalRope != null && c.UsesRope(l))
         {
             var table = window != null && pass.LocalRope != null ? pass.LocalRope : pass.GlobalRope;
             q = Ops.Rope(q, table);

@@ -81,8 +81,11 @@ public sealed class CheckpointReferenceLogitsTests
                         k = HeadNorm(k, p + "attn.k_norm");
                     }
                     bool local = _c.IsSlidingLayer(l) && _c.LocalRopeTheta != null;
-                    q = Rope(q, local);
-                    k = Rope(k, local);
+                    if (_c.UsesRope(l))   // SmolLM3's NoPE layers leave q and k as they are
+                    {
+                        q = Rope(q, local);
+                        k = Rope(k, local);
+                    }
                     v = Linear(x, p + "attn.v");
                 }
                 var attnOut = Linear(Attention(q, k, v, _c.WindowOf(l)), p + "attn.o");

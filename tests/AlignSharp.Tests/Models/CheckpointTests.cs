@@ -18,7 +18,7 @@ internal static class Fixtures
     [
         "gpt2-hub", "gpt2-save-pretrained", "llama-gqa", "qwen2-tied-bias", "llama-sharded", "llama-bf16",
         "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window", "qwen3-qk-norm", "gemma2-softcap-window",
-        "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window",
+        "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope",
     ];
 
     private static string Find()
@@ -578,6 +578,7 @@ public sealed class CheckpointTests : IDisposable
     [InlineData("llama3-rope-scaling")]
     [InlineData("qwen3-qk-norm")]
     [InlineData("gemma3-local-global")] // the global layers' frequencies, linear scaling 8
+    [InlineData("smollm3-nope")]
     public void RopeFrequenciesMatchTransformers(string fixture)
     {
         var config = ModelConfig.Load(Fixtures.Dir(fixture));

@@ -19,7 +19,7 @@ public sealed class FamilyTests : IDisposable
 
     public void Dispose() => Directory.Delete(_temp, recursive: true);
 
-    public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window");
+    public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -95,6 +95,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("gemma2-softcap-window", "model.layers.2.pre_feedforward_layernorm.weight", "model.layers.0.post_feedforward_layernorm.weight")]
     [InlineData("gemma3-local-global", "model.layers.0.self_attn.q_norm.weight", "model.layers.1.pre_feedforward_layernorm.weight")]
     [InlineData("phi3-longrope", "model.layers.0.self_attn.qkv_proj.weight", "model.layers.1.mlp.gate_up_proj.weight")]
+    [InlineData("smollm3-nope", "model.layers.2.self_attn.q_proj.weight", "model.layers.3.mlp.down_proj.weight")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -132,6 +133,39 @@ public sealed class FamilyTests : IDisposable
             => va.GetValue<double>() == vb.GetValue<double>(),
         _ => JsonNode.DeepEquals(a, b),
     };
+
+    /// <summary>SmolLM3's NoPE layers: the config's list, else transformers' default from no_rope_layer_interval
+    /// (layer i rotates unless i + 1 is a multiple of it); a layer without RoPE ignores positions altogether.</summary>
+    [Fact]
+    public void SmolLM3NoRopeLayersComeFromTheListOrTheInterval()
+    {
+        var fixture = ModelConfig.Load(Fixtures.Dir("smollm3-nope"));
+        Assert.Equal([true, true, false, true], fixture.RopeLayers);
+        string Json(string extra) => "{\"model_type\":\"smollm3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":8,\"num_attention_heads\":2,\"intermediate_size\":16" + extra + "}";
+        ModelConfig Parse(string extra) => ModelConfig.Parse(Json(extra));
+        Assert.Equal([true, true, true, false, true, true, true, false], Parse("").RopeLayers);
+        Assert.Equal([true, false, true, false, true, false, true, false], Parse(",\"no_rope_layer_interval\":2").RopeLayers);
+        Assert.Equal(2_000_000, Parse("").RopeTheta);
+        foreach (var (extra, message) in new[]
+        {
+            (",\"no_rope_layers\":[1,1,0]", "one 0 or 1 per layer (8)"),
+            (",\"no_rope_layers\":[1,1,0,2,1,1,1,1]", "no_rope_layers[3]"),
+            (",\"no_rope_layer_interval\":0", "no_rope_layer_interval"),
+            (",\"use_sliding_window\":true", "use_sliding_window"),
+        })
+            Assert.Contains(message, Assert.ThrowsAny<Exception>(() => Parse(extra)).Message);
+
+        // Layer 2 uses no positions: with every layer NoPE, shifting all positions changes nothing at all.
+        var model = Load("smollm3-nope");
+        var nope = new TransformerModel(model.Config with { RopeLayers = [false, false, false, false] });
+        foreach (var (name, p) in model.NamedParameters) p.Span.CopyTo(nope.Parameter(name).Span);
+        int[] ids = Ids[..6];
+        using var noGrad = Autograd.NoGrad();
+        var at0 = nope.Forward(ids, 1, ids.Length).ToArray();
+        var at5 = nope.Forward(ids, 1, ids.Length, positions: Enumerable.Range(5, ids.Length).ToArray()).ToArray();
+        Assert.Equal(at0, at5);
+        Assert.NotEqual(model.Forward(ids, 1, ids.Length).ToArray(), at0);
+    }
 
     [Fact]
     public void GemmaLayerTypesComeFromTheConfigOrTheFamilysPattern()

@@ -123,6 +123,9 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// relative to <c>original_max_position_embeddings</c> (default 4096).</summary>
     public bool LongRope { get; init; }
 
+    /// <summary>SmolLM3: <c>no_rope_layers</c> (or <c>no_rope_layer_interval</c>) names layers without RoPE.</summary>
+    public bool NoRopeLayers { get; init; }
+
     /// <summary>Keys with values AlignSharp cannot honour.</summary>
     public RejectedValue[] Rejected { get; init; } = [];
 
@@ -261,7 +264,23 @@ internal static class FamilyTables
         ],
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3];
+    /// <summary>SmolLM3: Llama's block (attention_bias, mlp_bias) with NoPE layers, rope_theta 2e6 by default. Its
+    /// sliding window (only with use_sliding_window, on NoPE layers) is not supported: the released models leave it off.</summary>
+    public static readonly FamilyTable SmolLM3 = new(ModelFamily.SmolLM3, "smollm3", "SmolLM3ForCausalLM", "SmolLM3ForSequenceClassification", LlamaNameTable.Table)
+    {
+        Biases = BiasRule.AttentionAndMlpKeys,
+        NoRopeLayers = true,
+        DefaultMaxPositions = 32768,
+        DefaultRopeTheta = 2_000_000,
+        Rejected =
+        [
+            PretrainingTp,
+            RopeParameters,
+            new("use_sliding_window", IsTrue, "true is not supported for smollm3 (the released models leave it false)"),
+        ],
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3];
 
     public static FamilyTable Of(ModelFamily family) =>
         All.FirstOrDefault(t => t.Family == family) ?? throw new ArgumentOutOfRangeException(nameof(family), $"no family table for {family}");
