@@ -93,6 +93,42 @@ public sealed class LoraAdapterTests
         Assert.All(adapter.Modules, m => Assert.All(m.B.Span.ToArray(), x => Assert.Equal(0f, x)));
     }
 
+    /// <summary>An adapter whose target_modules is one string (PEFT full-matches it as a regular expression) and which
+    /// carries a rank_pattern is saved again with both as read: rewritten as a list or dropped, PEFT could not load the
+    /// continued adapter (a list entry is a module name; rank_pattern sizes the layers).</summary>
+    [Fact]
+    public void AContinuedAdapterKeepsItsTargetPatternAndRankPattern()
+    {
+        string source = Path.Combine(AdapterRoot, "llama-gqa-qv");
+        string copy = Path.Combine(Path.GetTempPath(), "alignsharp-lora-pattern-" + Guid.NewGuid().ToString("N"));
+        string saved = copy + "-saved";
+        try
+        {
+            Directory.CreateDirectory(copy);
+            File.Copy(Path.Combine(source, LoraAdapter.WeightsFileName), Path.Combine(copy, LoraAdapter.WeightsFileName));
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(source, LoraConfig.FileName)))!.AsObject();
+            const string pattern = @"model\.layers\.\d+\.self_attn\.(q_proj|v_proj)";
+            config["target_modules"] = pattern;
+            config["rank_pattern"] = new JsonObject { ["model.layers.1.self_attn.v_proj"] = 4 };
+            File.WriteAllText(Path.Combine(copy, LoraConfig.FileName), config.ToJsonString());
+
+            var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+            var adapter = LoraAdapter.Load(copy, model);
+            model.Adapter = adapter;
+            AssertLogits(model, Reference(source).Cases, 1e-4, "pattern copy");   // the same adapter, whatever its config's form
+            adapter.Save(saved);
+            var written = JsonNode.Parse(File.ReadAllText(Path.Combine(saved, LoraConfig.FileName)))!.AsObject();
+            Assert.Equal(pattern, (string?)written["target_modules"]);
+            Assert.Equal(4, (int)written["rank_pattern"]!["model.layers.1.self_attn.v_proj"]!);
+            Assert.Equal("all-linear", (string?)JsonNode.Parse(new LoraConfig(4, 8, TargetModules: [LoraConfig.AllLinear]).ToJson())!["target_modules"]);
+        }
+        finally
+        {
+            if (Directory.Exists(copy)) Directory.Delete(copy, true);
+            if (Directory.Exists(saved)) Directory.Delete(saved, true);
+        }
+    }
+
     [Fact]
     public void SavedAdapterHasPeftNamesShapesAndConfig()
     {

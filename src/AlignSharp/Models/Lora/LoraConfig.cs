@@ -33,6 +33,15 @@ public sealed record LoraConfig(
     public const string FileName = "adapter_config.json";
     public const string AllLinear = "all-linear";
 
+    /// <summary>target_modules as adapter_config.json gave it when it was one string other than all-linear (PEFT then
+    /// full-matches it as a regular expression against module names), so that a continued adapter is saved with the
+    /// same string: written back as a list, PEFT would read it as a module name and find nothing.</summary>
+    public string? TargetModulesString { get; init; }
+
+    /// <summary>PEFT's rank_pattern (module-name pattern → rank), kept as read and written back unchanged: the tensors
+    /// give each layer's rank here, but PEFT sizes the layers from this map when it loads the adapter again.</summary>
+    public IReadOnlyDictionary<string, int>? RankPattern { get; init; }
+
     /// <summary>The factor of B·A for a layer of rank <paramref name="rank"/> whose module is <paramref name="module"/>.</summary>
     public double ScaleFor(string module, int rank)
     {
@@ -74,8 +83,8 @@ public sealed record LoraConfig(
             ["r"] = R,
             ["lora_alpha"] = Alpha,
             ["lora_dropout"] = Dropout,
-            ["target_modules"] = TargetModules is { Count: 1 } && TargetModules[0] == AllLinear
-                ? AllLinear
+            ["target_modules"] = TargetModulesString is { } pattern ? pattern
+                : TargetModules is { Count: 1 } && TargetModules[0] == AllLinear ? AllLinear
                 : new JsonArray((TargetModules ?? []).Select(t => (JsonNode)t).ToArray()),
             ["use_rslora"] = UseRslora,
             ["fan_in_fan_out"] = FanInFanOut,
@@ -86,7 +95,7 @@ public sealed record LoraConfig(
             ["inference_mode"] = true,
             ["layers_to_transform"] = null,
             ["layers_pattern"] = null,
-            ["rank_pattern"] = new JsonObject(),
+            ["rank_pattern"] = RankPattern is { Count: > 0 } ? new JsonObject(RankPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))) : new JsonObject(),
             ["alpha_pattern"] = AlphaPattern is { Count: > 0 } ? new JsonObject(AlphaPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))) : new JsonObject(),
             ["use_dora"] = false,
             ["revision"] = null,
@@ -123,6 +132,14 @@ public sealed record LoraConfig(
         var alphaPattern = new Dictionary<string, double>();
         if (o["alpha_pattern"] is JsonObject ap)
             foreach (var (k, v) in ap) alphaPattern[k] = Num(v, path, $"alpha_pattern.{k}");
+        var rankPattern = new Dictionary<string, int>();
+        if (o["rank_pattern"] is JsonObject rp)
+            foreach (var (k, v) in rp)
+            {
+                double rank = Num(v, path, $"rank_pattern.{k}");
+                if (rank != Math.Floor(rank) || rank < 1) throw Bad(path, $"rank_pattern.{k}", "a positive integer");
+                rankPattern[k] = (int)rank;
+            }
         var modulesToSave = o["modules_to_save"] is JsonArray ms
             ? ms.Select(x => x?.GetValueKind() == JsonValueKind.String ? x.GetValue<string>() : throw Bad(path, "modules_to_save", "a list of strings")).ToList()
             : null;
@@ -136,7 +153,11 @@ public sealed record LoraConfig(
             BaseModel: Str(o, "base_model_name_or_path", path),
             TaskType: Str(o, "task_type", path) ?? "CAUSAL_LM",
             ModulesToSave: modulesToSave,
-            AlphaPattern: alphaPattern.Count > 0 ? alphaPattern : null);
+            AlphaPattern: alphaPattern.Count > 0 ? alphaPattern : null)
+        {
+            TargetModulesString = o["target_modules"] is JsonValue t && t.GetValueKind() == JsonValueKind.String && t.GetValue<string>() != AllLinear ? t.GetValue<string>() : null,
+            RankPattern = rankPattern.Count > 0 ? rankPattern : null,
+        };
         config.Validate(path);
         return config;
     }
