@@ -11,8 +11,8 @@ one `model.safetensors` (or shards plus `model.safetensors.index.json`), and `re
 two input sequences and the logits expected for every position of each.
 
 The reference forward passes below are written from the Hugging Face definitions (transformers'
-modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py / modeling_smollm3.py /
-modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py, modeling_rope_utils.py); Debian ships neither
+modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
+modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -208,6 +208,23 @@ def attention_window(cfg, layer):
     return None
 
 
+def rope_cos_sin(cfg, hd, t):
+    """cos and sin [t, hd] of positions 0..t-1 (angles formed in float32, like HF)."""
+    freqs = torch.arange(t, dtype=torch.float32)[:, None] * rope_inv_freq(cfg, hd)[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1).double()
+    return emb.cos(), emb.sin()
+
+
+def linear(w):
+    """x @ W.T (+ b) by HF module name, for the float64 weights w."""
+    def lin(x, name):
+        y = x @ w[name + ".weight"].T
+        if name + ".bias" in w:
+            y = y + w[name + ".bias"]
+        return y
+    return lin
+
+
 def llama_forward(w, cfg, ids):
     """Llama / Qwen2 / Mistral. w: HF names, float64."""
     t = len(ids)
@@ -216,16 +233,8 @@ def llama_forward(w, cfg, ids):
     nkv = cfg.get("num_key_value_heads") or nh
     hd = cfg.get("head_dim") or d // nh
     eps = cfg["rms_norm_eps"]
-    inv_freq = rope_inv_freq(cfg, hd)
-    freqs = torch.arange(t, dtype=torch.float32)[:, None] * inv_freq[None, :]  # float32 like HF
-    emb = torch.cat((freqs, freqs), dim=-1).double()
-    cos, sin = emb.cos(), emb.sin()
-
-    def lin(x, name):
-        y = x @ w[name + ".weight"].T
-        if name + ".bias" in w:
-            y = y + w[name + ".bias"]
-        return y
+    cos, sin = rope_cos_sin(cfg, hd, t)
+    lin = linear(w)
 
     h = w["model.embed_tokens.weight"][ids]
     for i in range(cfg["num_hidden_layers"]):
@@ -248,6 +257,40 @@ def llama_forward(w, cfg, ids):
         x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
         g = lin(x, p + "mlp.gate_proj")
         h = h + lin(g * torch.sigmoid(g) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
+    h = rms_norm(h, w["model.norm.weight"], eps)
+    head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
+    return h @ head.T
+
+
+def olmo2_forward(w, cfg, ids):
+    """OLMo-2 (modeling_olmo2.py): q_norm / k_norm over the whole q and k projections before the split into heads and
+    RoPE; no norm before attention or MLP; h = h + post_attention_layernorm(attn(h)), then
+    h = h + post_feedforward_layernorm(mlp(h)). w: HF names, float64."""
+    t = len(ids)
+    d = cfg["hidden_size"]
+    nh = cfg["num_attention_heads"]
+    nkv = cfg.get("num_key_value_heads") or nh
+    hd = d // nh
+    eps = cfg["rms_norm_eps"]
+    cos, sin = rope_cos_sin(cfg, hd, t)
+    lin = linear(w)
+
+    h = w["model.embed_tokens.weight"][ids]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        q = rms_norm(lin(h, p + "self_attn.q_proj"), w[p + "self_attn.q_norm.weight"], eps).reshape(t, nh, hd).transpose(0, 1)
+        k = rms_norm(lin(h, p + "self_attn.k_proj"), w[p + "self_attn.k_norm.weight"], eps).reshape(t, nkv, hd).transpose(0, 1)
+        v = lin(h, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = nh // nkv
+        k = k.repeat_interleave(rep, dim=0)
+        v = v.repeat_interleave(rep, dim=0)
+        a = lin(causal_attention(q, k, v), p + "self_attn.o_proj")
+        h = h + rms_norm(a, w[p + "post_attention_layernorm.weight"], eps)
+        g = lin(h, p + "mlp.gate_proj")
+        m = lin(g * torch.sigmoid(g) * lin(h, p + "mlp.up_proj"), p + "mlp.down_proj")
+        h = h + rms_norm(m, w[p + "post_feedforward_layernorm.weight"], eps)
     h = rms_norm(h, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
     return h @ head.T
@@ -746,6 +789,27 @@ def fixture_smollm3():
                     "rope_theta 2e6", make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg, rope_inv_freq(cfg, 8))
 
 
+def fixture_olmo2():
+    g = torch.Generator().manual_seed(1016)
+    cfg = llama_family_config("olmo2", "Olmo2ForCausalLM", num_hidden_layers=3, attention_bias=False, rms_norm_eps=1e-05,
+                              rope_theta=500000.0, vocab_size=94, bos_token_id=None, eos_token_id=92, pad_token_id=93,
+                              transformers_version="4.48.0")
+    w = llama_weights(g, cfg)
+    nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["hidden_size"] // cfg["num_attention_heads"]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        del w[p + "input_layernorm.weight"]   # OLMo-2 normalises the sublayers' outputs, not their inputs
+        w[p + "post_feedforward_layernorm.weight"] = norm_weight(g, cfg["hidden_size"])
+        w[p + "self_attn.q_norm.weight"] = norm_weight(g, nh * hd)
+        w[p + "self_attn.k_norm.weight"] = norm_weight(g, nkv * hd)
+    d = fresh_dir("olmo2-post-norm")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "olmo2, norms on the attention and MLP outputs only, q/k RMSNorm over the whole projection "
+                    "(heads 4 / kv 2), untied head, rope_theta 5e5", make_cases(g, cfg["vocab_size"]), olmo2_forward, w, cfg,
+                    rope_inv_freq(cfg, hd))
+
+
 def gemma_config(model_type, arch, **over):
     cfg = {
         "architectures": [arch],
@@ -845,6 +909,7 @@ def main():
     fixture_phi3()
     fixture_qwen2_sliding_window()
     fixture_smollm3()
+    fixture_olmo2()
 
 
 if __name__ == "__main__":

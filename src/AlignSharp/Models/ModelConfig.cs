@@ -37,6 +37,10 @@ public enum ModelFamily
     /// <summary><c>smollm3</c> (SmolLM3): as Llama, with no rotary embedding (NoPE) in the layers <c>no_rope_layers</c>
     /// marks 0 (every fourth by default).</summary>
     SmolLM3,
+
+    /// <summary><c>olmo2</c> (OLMo-2): Llama's projections, q/k RMSNorm over the whole projection, norms on the attention
+    /// and MLP outputs instead of their inputs.</summary>
+    Olmo2,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -216,8 +220,14 @@ public sealed record ModelConfig
     /// <summary>Per-head RMSNorm of q and k over head_dim before RoPE (Qwen3, Gemma-3).</summary>
     public bool QkNorm => Table.QkNorm;
 
-    /// <summary>Norms on the attention and MLP outputs as well as inputs (Gemma).</summary>
+    /// <summary>Norms on the attention and MLP outputs (Gemma, OLMo-2).</summary>
     public bool SandwichNorms => Table.SandwichNorms;
+
+    /// <summary>Norms on the attention and MLP inputs (all but OLMo-2).</summary>
+    public bool InputNorms => Table.InputNorms;
+
+    /// <summary>q/k RMSNorm over the whole projection rather than per head (OLMo-2).</summary>
+    public bool FullWidthQkNorm => Table.FullWidthQkNorm;
 
     /// <summary>Token embeddings scaled by √hidden_size (Gemma).</summary>
     public bool ScaledEmbedding => Table.ScaledEmbedding;

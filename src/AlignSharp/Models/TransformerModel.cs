@@ -135,7 +135,7 @@ public sealed class TransformerModel
         for (int l = 0; l < config.NumLayers; l++)
         {
             string p = $"layers.{l}.";
-            Add(p + "attn_norm.weight", d);
+            if (config.InputNorms) Add(p + "attn_norm.weight", d);
             if (gpt2) Add(p + "attn_norm.bias", d);
             if (gpt2)
             {
@@ -156,11 +156,11 @@ public sealed class TransformerModel
             if (config.AttentionOutputBias) Add(p + "attn.o.bias", d);
             if (config.QkNorm)
             {
-                Add(p + "attn.q_norm.weight", config.HeadDim);
-                Add(p + "attn.k_norm.weight", config.HeadDim);
+                Add(p + "attn.q_norm.weight", config.FullWidthQkNorm ? config.QueryDim : config.HeadDim);
+                Add(p + "attn.k_norm.weight", config.FullWidthQkNorm ? config.KvDim : config.HeadDim);
             }
             if (config.SandwichNorms) Add(p + "attn_out_norm.weight", d);
-            Add(p + "mlp_norm.weight", d);
+            if (config.InputNorms) Add(p + "mlp_norm.weight", d);
             if (gpt2)
             {
                 Add(p + "mlp_norm.bias", d);
@@ -383,7 +383,7 @@ public sealed class TransformerModel
         var c = Config;
         int batch = pass.Batch, seq = pass.Seq;
         string p = $"layers.{l}.";
-        var h = Norm(x, p + "attn_norm");
+        var h = c.InputNorms ? Norm(x, p + "attn_norm") : x;
         int? window = c.WindowOf(l);
         Tensor q, k, v, a;
         if (c.Family == ModelFamily.Gpt2 && !c.QkNorm && pass.GlobalRope == null && pass.Cache == null)
@@ -405,10 +405,16 @@ public sealed class TransformerModel
             var qkv = SharedLinear(h, p + "attn.q", p + "attn.k", p + "attn.v");
             (q, k, v) = (qkv[0], qkv[1], qkv[2]);
         }
+        if (c.FullWidthQkNorm)
+        {
+            // OLMo-2: over the whole projection, before it is split into heads and rotated.
+            q = Norm(q, p + "attn.q_norm");
+            k = Norm(k, p + "attn.k_norm");
+        }
         q = Ops.Reshape(q, batch, seq, c.NumHeads, c.HeadDim);
         k = Ops.Reshape(k, batch, seq, c.NumKvHeads, c.HeadDim);
         v = Ops.Reshape(v, batch, seq, c.NumKvHeads, c.HeadDim);
-        if (c.QkNorm)
+        if (c.QkNorm && !c.FullWidthQkNorm)
         {
             // Per head, over head_dim, before RoPE (Qwen3, Gemma-3).
             q = Norm(q, p + "attn.q_norm");
@@ -443,7 +449,7 @@ public sealed class TransformerModel
             x = Ops.Add(x, attnOut);
         }
 
-        var m = Norm(x, p + "mlp_norm");
+        var m = c.InputNorms ? Norm(x, p + "mlp_norm") : x;
         if (intoProducts)
             return c.Family == ModelFamily.Gpt2 ? AddLinear(x, Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj") : GatedMlp(m, p, x);
         var mlpOut = c.Family == ModelFamily.Gpt2

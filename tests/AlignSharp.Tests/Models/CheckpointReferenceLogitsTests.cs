@@ -62,7 +62,7 @@ public sealed class CheckpointReferenceLogitsTests
             for (int l = 0; l < _c.NumLayers; l++)
             {
                 string p = $"layers.{l}.";
-                var x = Norm(h, p + "attn_norm");
+                var x = _c.InputNorms ? Norm(h, p + "attn_norm") : h;   // OLMo-2 has none
                 double[][] q, k, v;
                 if (_c.Family == ModelFamily.Gpt2)
                 {
@@ -77,8 +77,9 @@ public sealed class CheckpointReferenceLogitsTests
                     k = Linear(x, p + "attn.k");
                     if (_c.QkNorm)
                     {
-                        q = HeadNorm(q, p + "attn.q_norm");
-                        k = HeadNorm(k, p + "attn.k_norm");
+                        // OLMo-2 over the whole projection, the others per head.
+                        q = _c.FullWidthQkNorm ? Norm(q, p + "attn.q_norm") : HeadNorm(q, p + "attn.q_norm");
+                        k = _c.FullWidthQkNorm ? Norm(k, p + "attn.k_norm") : HeadNorm(k, p + "attn.k_norm");
                     }
                     bool local = _c.IsSlidingLayer(l) && _c.LocalRopeTheta != null;
                     if (_c.UsesRope(l))   // SmolLM3's NoPE layers leave q and k as they are
@@ -90,7 +91,7 @@ public sealed class CheckpointReferenceLogitsTests
                 }
                 var attnOut = Linear(Attention(q, k, v, _c.WindowOf(l)), p + "attn.o");
                 Add(h, _c.SandwichNorms ? Norm(attnOut, p + "attn_out_norm") : attnOut);
-                x = Norm(h, p + "mlp_norm");
+                x = _c.InputNorms ? Norm(h, p + "mlp_norm") : h;
                 double[][] m;
                 if (_c.Family == ModelFamily.Gpt2)
                 {

@@ -18,7 +18,7 @@ internal static class Fixtures
     [
         "gpt2-hub", "gpt2-save-pretrained", "llama-gqa", "qwen2-tied-bias", "llama-sharded", "llama-bf16",
         "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window", "qwen3-qk-norm", "gemma2-softcap-window",
-        "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope",
+        "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
     ];
 
     private static string Find()
@@ -579,6 +579,7 @@ public sealed class CheckpointTests : IDisposable
     [InlineData("qwen3-qk-norm")]
     [InlineData("gemma3-local-global")] // the global layers' frequencies, linear scaling 8
     [InlineData("smollm3-nope")]
+    [InlineData("olmo2-post-norm")]
     public void RopeFrequenciesMatchTransformers(string fixture)
     {
         var config = ModelConfig.Load(Fixtures.Dir(fixture));

@@ -19,7 +19,7 @@ public sealed class FamilyTests : IDisposable
 
     public void Dispose() => Directory.Delete(_temp, recursive: true);
 
-    public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope");
+    public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -31,7 +31,8 @@ public sealed class FamilyTests : IDisposable
     {
         var model = Load(fixture);
         var c = model.Config;
-        var names = new List<string> { "final_norm.weight", "layers.0.attn_norm.weight", "layers.1.mlp.gate.weight" };
+        var names = new List<string> { "final_norm.weight", "layers.1.mlp.gate.weight" };
+        if (c.InputNorms) names.Add("layers.0.attn_norm.weight");
         if (c.QkNorm) names.AddRange(["layers.0.attn.q_norm.weight", "layers.1.attn.k_norm.weight"]);
         if (c.SandwichNorms) names.AddRange(["layers.0.attn_out_norm.weight", "layers.2.mlp_out_norm.weight"]);
         var inputs = names.Select(model.Parameter).ToArray();
@@ -96,6 +97,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("gemma3-local-global", "model.layers.0.self_attn.q_norm.weight", "model.layers.1.pre_feedforward_layernorm.weight")]
     [InlineData("phi3-longrope", "model.layers.0.self_attn.qkv_proj.weight", "model.layers.1.mlp.gate_up_proj.weight")]
     [InlineData("smollm3-nope", "model.layers.2.self_attn.q_proj.weight", "model.layers.3.mlp.down_proj.weight")]
+    [InlineData("olmo2-post-norm", "model.layers.0.self_attn.q_norm.weight", "model.layers.2.post_feedforward_layernorm.weight")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);

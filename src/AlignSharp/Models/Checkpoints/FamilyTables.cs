@@ -77,6 +77,12 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// pre/post_feedforward_layernorm).</summary>
     public bool SandwichNorms { get; init; }
 
+    /// <summary>Norms on the inputs of attention and MLP (every family but OLMo-2, which keeps only the output norms).</summary>
+    public bool InputNorms { get; init; } = true;
+
+    /// <summary>q/k RMSNorm over the whole projection (heads · head_dim) instead of per head (OLMo-2).</summary>
+    public bool FullWidthQkNorm { get; init; }
+
     /// <summary>Token embeddings multiplied by √hidden_size, rounded to float32 as transformers forms the normalizer.</summary>
     public bool ScaledEmbedding { get; init; }
 
@@ -280,7 +286,22 @@ internal static class FamilyTables
         ],
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3];
+    /// <summary>OLMo-2 (Olmo2ForCausalLM): Llama's projections with q/k RMSNorm over the whole projection and norms on the
+    /// attention and MLP outputs instead of their inputs (h + norm(attn(h)), then h + norm(mlp(h))); transformers'
+    /// Olmo2Config defaults.</summary>
+    public static readonly FamilyTable Olmo2 = new(ModelFamily.Olmo2, "olmo2", "Olmo2ForCausalLM", "Olmo2ForSequenceClassification", Olmo2NameTable.Table)
+    {
+        QkNorm = true,
+        FullWidthQkNorm = true,
+        SandwichNorms = true,
+        InputNorms = false,
+        Biases = BiasRule.AttentionBiasKey,
+        DefaultMaxPositions = 2048,
+        DefaultNormEps = 1e-5,
+        Rejected = [RopeParameters],
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2];
 
     public static FamilyTable Of(ModelFamily family) =>
         All.FirstOrDefault(t => t.Family == family) ?? throw new ArgumentOutOfRangeException(nameof(family), $"no family table for {family}");

@@ -145,6 +145,28 @@ internal static class GemmaNameTable
 }
 
 /// <summary>
+/// OLMo-2: Llama's projection names, no norm before attention or MLP, a norm on each of their outputs
+/// (<c>post_attention_layernorm</c> → canonical <c>attn_out_norm</c>, <c>post_feedforward_layernorm</c> →
+/// <c>mlp_out_norm</c>), and q/k RMSNorms over the whole projection ([heads · head_dim], [kv heads · head_dim]).
+/// </summary>
+internal static class Olmo2NameTable
+{
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global: LlamaNameTable.GlobalRules,
+        PerLayer:
+        [
+            .. LlamaNameTable.AttentionRules,
+            new("layers.{i}.attn.q_norm.weight", "layers.{i}.self_attn.q_norm.weight", false, c => [c.QueryDim]),
+            new("layers.{i}.attn.k_norm.weight", "layers.{i}.self_attn.k_norm.weight", false, c => [c.KvDim]),
+            new("layers.{i}.attn_out_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.MlpRules,
+            new("layers.{i}.mlp_out_norm.weight", "layers.{i}.post_feedforward_layernorm.weight", false, c => [c.HiddenSize]),
+        ],
+        IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}
+
+/// <summary>
 /// Phi-3 / Phi-3.5: Llama's block with q, k and v fused into <c>self_attn.qkv_proj</c> (rows q, then k, then v) and
 /// gate and up fused into <c>mlp.gate_up_proj</c> (rows gate, then up). Loading splits them into the canonical
 /// q/k/v and gate/up parameters; saving fuses them again. No biases.
