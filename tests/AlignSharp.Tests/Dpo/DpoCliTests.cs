@@ -103,6 +103,25 @@ public sealed class DpoCliTests : IDisposable
         Assert.Contains("not 'bco_pair'", bco.StdErr);
     }
 
+    /// <summary>--rpo-alpha (TRL's rpo_alpha): at the first step policy and reference agree, so the sigmoid loss is ln 2
+    /// and the logged loss is ln 2 + α·nll_loss; with orpo it is refused.</summary>
+    [Fact]
+    public void RpoAddsAlphaTimesTheChosenNll()
+    {
+        string model = Init();
+        string data = DpoFixtures.Pairs(P("train.jsonl"), 8, seed: 1);
+        var r = CliRunner.Run("dpo", "--policy", model, "--data", data, "--out", P("rpo"), "--rpo_alpha", "0.5", "--max-steps", "1",
+            "--batch-size", "4", "--threads", "1", "--save-steps", "0", "--logging-steps", "1");
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        var first = File.ReadLines(P("rpo/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).First(l => l.GetProperty("split").GetString() == "train");
+        double nll = first.GetProperty("nll_loss").GetDouble();
+        Assert.True(nll > 1, $"nll_loss {nll}");   // a random byte model: several nats a token
+        Assert.Equal(Math.Log(2) + 0.5 * nll, first.GetProperty("loss").GetDouble(), 4);
+        var orpo = CliRunner.Run("dpo", "--policy", model, "--data", data, "--out", P("rpo-orpo"), "--loss-type", "orpo", "--rpo-alpha", "1", "--max-steps", "1");
+        Assert.Equal(2, orpo.ExitCode);
+        Assert.Contains("has its own NLL term", orpo.StdErr);
+    }
+
     [Fact]
     public void ABadDataLineIsReportedWithFileLineAndField()
     {

@@ -153,6 +153,17 @@ public sealed class DpoLossTests
     }
 
     [Fact]
+    public void ChosenNllIsATokenMeanOverTheChosenAnswers()
+    {
+        // Rows 0 and 2 chosen: −(−3 − 2) / (2 + 1) = 5/3; d/d sum = −1/3 for each chosen row, 0 for the other.
+        var sums = Leaf(-3f, -5f, -2f);
+        var nll = DpoLosses.ChosenNll(sums, [2, 4, 1], [0, 2]);
+        Assert.Equal(5.0 / 3, nll.Item(), 6);
+        nll.Backward();
+        Assert.Equal([-1f / 3, 0f, -1f / 3], sums.Grad!.ToArray());
+    }
+
+    [Fact]
     public void SppoHardPullsTheLogRatiosToPlusAndMinusOneOverTwoBeta()
     {
         // β = 0.4, 1/(2β) = 1.25: (1 − 1.25)² + (−0.5 + 1.25)² = 0.625; dL/dc = 2·(−0.25) = −0.5, dL/dr = 2·0.75 = 1.5.

@@ -157,6 +157,14 @@ public static class DpoLosses
         return Pair(losses, lp, beta);
     }
 
+    /// <summary>The chosen answers' negative log-likelihood per token, −Σ_c log π(y_c) / Σ_c |y_c| over the rows
+    /// <paramref name="chosen"/> (the term RPO adds). sums [R] (differentiable), tokens [R] → [].</summary>
+    public static Tensor ChosenNll(Tensor sums, int[] tokens, int[] chosen)
+    {
+        int count = chosen.Sum(i => tokens[i]);
+        return Ops.MulScalar(Ops.Sum(Ops.IndexSelect(sums, chosen)), -1f / Math.Max(1, count));
+    }
+
     /// <summary>A pairwise loss with the rewards every reference-based loss reports: β·(log π − log π_ref).</summary>
     private static PairLoss Pair(Tensor losses, PairLogProbs lp, float beta)
         => new(losses, Rewards(lp.Chosen, lp.RefChosen, beta), Rewards(lp.Rejected, lp.RefRejected, beta));

@@ -54,6 +54,9 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
     [Option("DiscoPOP's temperature τ of the modulation σ(β·Δ/τ) (TRL's discopop_tau).")]
     public float DiscopopTau { get; init; } = 0.05f;
 
+    [Option("RPO (Pang et al. 2024, TRL's rpo_alpha): add α × the chosen answers' NLL per token to the loss of every pair (0 = off; the paper uses 1); pairwise losses but orpo, which has its own.")]
+    public float RpoAlpha { get; init; }
+
     [Option("SimPO target reward margin γ (TRL's simpo_gamma).")]
     public float SimpoGamma { get; init; } = 0.5f;
 
@@ -101,6 +104,9 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
         if (loss == DpoLossType.ExoPair && LabelSmoothing == 0)
             throw new UserInputException("--loss-type exo_pair needs --label-smoothing ε > 0 (the labels' distribution (1 − ε, ε) has a log ε); TRL's examples use 1e-3.");
         if (!(DiscopopTau > 0) || float.IsInfinity(DiscopopTau)) throw new UserInputException($"--discopop-tau must be > 0, got {DiscopopTau}.");
+        if (!(RpoAlpha >= 0) || float.IsInfinity(RpoAlpha)) throw new UserInputException($"--rpo-alpha must be ≥ 0, got {RpoAlpha}.");
+        if (RpoAlpha > 0 && loss is DpoLossType.Orpo or DpoLossType.PlackettLuce)
+            throw new UserInputException($"--rpo-alpha adds the chosen answers' NLL to a pairwise loss; {LossType} {(loss == DpoLossType.Orpo ? "has its own NLL term" : "has no chosen answer per pair")}.");
         if (!float.IsFinite(SimpoGamma)) throw new UserInputException("--simpo-gamma must be a finite number.");
         if (!(OrpoLambda >= 0) || float.IsInfinity(OrpoLambda)) throw new UserInputException($"--orpo-lambda must be ≥ 0, got {OrpoLambda}.");
         if (ReferenceFree && Reference != null) throw new UserInputException("--reference-free and --reference contradict each other; give one.");

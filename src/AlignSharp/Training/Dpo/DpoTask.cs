@@ -143,6 +143,15 @@ public sealed class DpoTask : ISupervisedTask
         var weights = batch.Units.Select(u => u.Weight).ToArray();
         var lossSum = Ops.Sum(Ops.Mul(losses, Tensor.FromArray(weights, weights.Length)));
         var metrics = DpoMetrics.Sums(batch.Units, rowRewards, logps.Span, answers);
+        if (_options.RpoAlpha > 0)
+        {
+            // RPO (Pang et al. 2024; TRL's rpo_alpha): + α·NLL of the chosen answers, a token mean over the batch's chosen
+            // answers added to every pair's loss, so α·NLL times the batch's weight in the step's sum.
+            var nll = DpoLosses.ChosenNll(answers.Sums, answers.Tokens, batch.PairRows().Chosen);
+            float weight = weights.Sum();
+            lossSum = Ops.Add(lossSum, Ops.MulScalar(nll, _options.RpoAlpha * weight));
+            metrics["nll_loss"] = nll.Item() * weight;
+        }
         if (extra != null)
             foreach (var (name, values) in extra)
                 metrics[name] = values.Select((x, i) => (double)weights[i] * x).Sum();
