@@ -50,7 +50,7 @@ public abstract class RlAlgorithm(RlOptions options)
         var packed = SequenceForward.Pack(batch, rows);
         var logits = keepLogits ? SequenceForward.Logits(models.Policy, packed, options.Temperature) : null;
         var (logp, entropy) = logits != null ? Ops.TokenLogProbs(logits, packed.Targets) : SequenceForward.TokenLogProbs(models.Policy, packed, options.Temperature);
-        var clip = new SurrogateClip(options.ClipRange, options.ClipRangeHigh > 0 ? options.ClipRangeHigh : options.ClipRange, options.Delta);
+        var clip = new SurrogateClip(options.ClipRange, options.UpperClipRange, options.Delta);
         var lengths = options.ImportanceSamplingLevel == "sequence" ? rows.Select(r => batch.CompletionIds[r].Length).ToArray() : null;
         var (loss, m) = RlLosses.ClippedSurrogate(logp, SequenceForward.Concat(batch.LogProbs, rows), SequenceForward.Concat(batch.Advantages, rows), clip, weights, lengths);
         if (options.EntropyCoef > 0) loss = Ops.Add(loss, RlLosses.EntropyBonus(entropy, options.EntropyCoef, weights).Loss);

@@ -104,6 +104,9 @@ public abstract record RlOptions : TrainerOptions
     [Option("Upper clip range: the ratio is kept within [1 − ε, 1 + this] (DAPO's clip-higher, e.g. 0.28; 0 = --clip-range).")]
     public float ClipRangeHigh { get; init; }
 
+    /// <summary>ε_high: --clip-range-high, or --clip-range when it is 0.</summary>
+    public float UpperClipRange => ClipRangeHigh > 0 ? ClipRangeHigh : ClipRange;
+
     [Option("Two-sided clipping (INTELLECT-2): the unclipped term's ratio is capped at δ, which must exceed 1 + the upper clip range (0 = off).")]
     public float Delta { get; init; }
 
@@ -152,9 +155,8 @@ public abstract record RlOptions : TrainerOptions
         if (BatchSize < 1 || GradientAccumulationSteps < 1) throw new UserInputException("--batch-size and --gradient-accumulation-steps must be ≥ 1.");
         if (!(ClipRange > 0)) throw new UserInputException("--clip-range must be > 0.");
         if (!(ClipRangeHigh >= 0)) throw new UserInputException("--clip-range-high must be ≥ 0 (0 = --clip-range).");
-        float high = ClipRangeHigh > 0 ? ClipRangeHigh : ClipRange;
         if (!(Delta >= 0)) throw new UserInputException("--delta must be ≥ 0 (0 = off).");
-        if (Delta > 0 && !(Delta > 1 + high)) throw new UserInputException($"--delta {Delta} must exceed 1 + the upper clip range ({1 + high}), or the clipped term always wins.");
+        if (Delta > 0 && !(Delta > 1 + UpperClipRange)) throw new UserInputException($"--delta {Delta} must exceed 1 + the upper clip range ({1 + UpperClipRange}), or the clipped term always wins.");
         if (ImportanceSamplingLevel is not ("token" or "sequence")) throw new UserInputException($"--importance-sampling-level must be token or sequence, not \"{ImportanceSamplingLevel}\".");
         if (!(KlCoef >= 0)) throw new UserInputException("--kl-coef must be ≥ 0.");
         if (!(TargetKl >= 0)) throw new UserInputException("--target-kl must be ≥ 0 (0 = fixed --kl-coef).");
