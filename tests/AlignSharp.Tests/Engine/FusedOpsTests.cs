@@ -115,6 +115,78 @@ public class FusedOpsTests
             [Rand(rng, 1, 2, 5, 4, 6), Rand(rng, 1, 2, 7, 2, 6), Rand(rng, 1, 2, 7, 2, 6)]);
         GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 3, scale: 0.8f, softCap: 1.1f),
             [Rand(rng, 1, 1, 3, 3, 10), Rand(rng, 1, 1, 9, 1, 10), Rand(rng, 1, 1, 9, 1, 10)]);
+        // Packed sequences: row 0 holds three (starting at 0, 3, 5), row 1 two (0, 4), with a window of 3 and a key mask;
+        // and the row path (T = 3: segments 0, 1).
+        int[] segments = [0, 0, 0, 3, 3, 5, 5, 0, 0, 0, 0, 4, 4, 4];
+        var selfMask = new bool[2 * 7];
+        for (int i = 0; i < selfMask.Length; i++) selfMask[i] = i != 9;
+        GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], keyMask: selfMask, window: 3, segmentStarts: segments),
+            [Rand(rng, 1, 2, 7, 4, 6), Rand(rng, 1, 2, 7, 2, 6), Rand(rng, 1, 2, 7, 2, 6)]);
+        GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], segmentStarts: [0, 1, 1]),
+            [Rand(rng, 1, 1, 3, 2, 16), Rand(rng, 1, 1, 3, 2, 16), Rand(rng, 1, 1, 3, 2, 16)]);
+    }
+
+    /// <summary>
+    /// Segments (sequences packed into one row) are exactly separate sequences: the output of each, and the gradients
+    /// of its q, k and v, equal those of attention run on that sequence alone, on the GEMM path (T = 70 &gt; one block,
+    /// a segment crossing the block boundary), the row path (T ≤ 4), head sizes 8 and 64 (the 512-bit row kernels), and
+    /// the packed qkv form.
+    /// </summary>
+    [Theory]
+    [InlineData(70, 8, false)]
+    [InlineData(70, 64, true)]
+    [InlineData(4, 64, false)]
+    [InlineData(4, 8, true)]
+    public void SegmentsAttendAsSeparateSequences(int t, int d, bool packedForm)
+    {
+        var rng = new Random(70 + t + d);
+        const int hq = 4, hkv = 2;
+        int[] starts = t == 70 ? [0, 30, 61, 66] : [0, 1, 3];   // each segment runs to the next start
+        var segments = new int[t];
+        for (int i = 0, s = 0; i < t; i++)
+        {
+            while (s + 1 < starts.Length && starts[s + 1] <= i) s++;
+            segments[i] = starts[s];
+        }
+        var q = Rand(rng, 1, 1, t, hq, d); var k = Rand(rng, 1, 1, t, hkv, d); var v = Rand(rng, 1, 1, t, hkv, d);
+        var weights = Rand(rng, 1, 1, t, hq, d);   // the loss Σ w ⊙ o, so that every output element has its own gradient
+        Tensor Attend(Tensor q, Tensor k, Tensor v, int[]? seg)
+        {
+            if (!packedForm) return Ops.CausalAttention(q, k, v, segmentStarts: seg);
+            int n = q.Dim(1);
+            var qkv = Ops.Concat([Ops.Reshape(q, 1, n, hq * d), Ops.Reshape(k, 1, n, hkv * d), Ops.Reshape(v, 1, n, hkv * d)], -1);
+            return Ops.CausalAttentionPacked(qkv, hq, hkv, segmentStarts: seg);
+        }
+        var whole = Attend(q, k, v, segments);
+        Ops.Sum(Ops.Mul(whole, weights)).Backward();
+        for (int s = 0; s < starts.Length; s++)
+        {
+            int a = starts[s], n = (s + 1 < starts.Length ? starts[s + 1] : t) - a;
+            Tensor Part(Tensor x, int heads) { var p = Tensor.Parameter([1, n, heads, d], 0f); x.Span.Slice(a * heads * d, n * heads * d).CopyTo(p.Span); return p; }
+            var (qs, ks, vs) = (Part(q, hq), Part(k, hkv), Part(v, hkv));
+            var alone = Attend(qs, ks, vs, null);
+            Ops.Sum(Ops.Mul(alone, Tensor.FromArray(weights.Span.Slice(a * hq * d, n * hq * d).ToArray(), 1, n, hq, d))).Backward();
+            AssertSlice(alone.Span, whole.Span.Slice(a * hq * d, n * hq * d), $"segment {s} output");
+            AssertSlice(qs.Grad!.Span, q.Grad!.Span.Slice(a * hq * d, n * hq * d), $"segment {s} dq");
+            AssertSlice(ks.Grad!.Span, k.Grad!.Span.Slice(a * hkv * d, n * hkv * d), $"segment {s} dk");
+            AssertSlice(vs.Grad!.Span, v.Grad!.Span.Slice(a * hkv * d, n * hkv * d), $"segment {s} dv");
+        }
+
+        static void AssertSlice(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string what)
+        {
+            Assert.Equal(expected.Length, actual.Length);
+            for (int i = 0; i < expected.Length; i++)
+                Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5 * (1 + Math.Abs(expected[i])), $"{what}[{i}]: {actual[i]} vs {expected[i]}");
+        }
+    }
+
+    [Fact]
+    public void SegmentStartsAreChecked()
+    {
+        var x = Tensor.Zeros(1, 3, 1, 4);
+        Assert.Contains("must be in [0, 1]", Assert.Throws<ArgumentException>(() => Ops.CausalAttention(x, x, x, segmentStarts: [0, 2, 2])).Message);
+        Assert.Contains("not below the previous", Assert.Throws<ArgumentException>(() => Ops.CausalAttention(x, x, x, segmentStarts: [0, 1, 0])).Message);
+        Assert.Contains("no cache", Assert.Throws<ArgumentException>(() => Ops.CausalAttention(x, x, x, positionOffset: 1, segmentStarts: [0, 0, 0])).Message);
     }
 
     private static void CausalAttentionPackedGradCheck()

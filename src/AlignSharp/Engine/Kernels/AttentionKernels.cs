@@ -13,8 +13,12 @@ namespace AlignSharp.Engine.Kernels;
 /// tensor (S = T): each of their rows is packedLd floats after the previous one.
 /// </summary>
 internal readonly struct AttentionGeometry(int batch, int queries, int keys, int queryHeads, int kvHeads, int headDim,
-    int positionOffset, int? window, bool[]? keyMask, float scale, float cap, int packedLd = 0)
+    int positionOffset, int? window, bool[]? keyMask, float scale, float cap, int packedLd = 0, int[]? segmentStarts = null)
 {
+    /// <summary>[B·T], or null: the first key query t of row b may see, its sequence's first token when several sequences
+    /// are packed into one row (nondecreasing along a row, at most the query's own index).</summary>
+    public readonly int[]? SegmentStarts = segmentStarts;
+
     public readonly int Batch = batch, Queries = queries, Keys = keys, QueryHeads = queryHeads, KvHeads = kvHeads, HeadDim = headDim;
     public readonly int PositionOffset = positionOffset;
     public readonly int? Window = window;
@@ -37,19 +41,22 @@ internal readonly struct AttentionGeometry(int batch, int queries, int keys, int
     public long WorkPerHead => (long)Queries * (Window is int w ? Math.Min(VisibleKeys, (long)w + AttentionKernels.QueryBlock) : VisibleKeys) * HeadDim;
 
     /// <summary>
-    /// Keys query <paramref name="query"/> (absolute position p = offset + query) may see before the key mask:
-    /// [max(0, p − W + 1), min(S', p + 1)), or from 0 without a window. Lo ≤ Hi always (an empty range is Hi, Hi).
+    /// Keys query <paramref name="query"/> of row <paramref name="row"/> (absolute position p = offset + query) may see
+    /// before the key mask: [max(0, p − W + 1, its segment's start), min(S', p + 1)), or from 0 without a window or
+    /// segments. Lo ≤ Hi always (an empty range is Hi, Hi).
     /// </summary>
-    public (int Lo, int Hi) KeyRange(int query)
+    public (int Lo, int Hi) KeyRange(int row, int query)
     {
         long p = (long)PositionOffset + query;
         int hi = (int)Math.Min(VisibleKeys, p + 1);
         int lo = Window is int w ? (int)Math.Clamp(p - w + 1, 0, hi) : 0;
+        if (SegmentStarts != null) lo = Math.Min(hi, Math.Max(lo, SegmentStarts[row * Queries + query]));
         return (lo, hi);
     }
 
-    /// <summary>Keys a block of queries [t0, t0 + rows) may see, the union of their ranges: [Lo of t0, Hi of the last).</summary>
-    public (int Lo, int Hi) BlockKeys(int t0, int rows) => (KeyRange(t0).Lo, KeyRange(t0 + rows - 1).Hi);
+    /// <summary>Keys a block of queries [t0, t0 + rows) of row <paramref name="row"/> may see, the union of their ranges
+    /// (each end moves forward with the query): [Lo of t0, Hi of the last).</summary>
+    public (int Lo, int Hi) BlockKeys(int row, int t0, int rows) => (KeyRange(row, t0).Lo, KeyRange(row, t0 + rows - 1).Hi);
 }
 
 /// <summary>
@@ -127,7 +134,7 @@ internal static class AttentionKernels
     private static unsafe void GroupRows512(in AttentionGeometry g, float* q, float* k, float* v, float* o, float* p, float* scratch, int maskOffset)
     {
         int d = g.HeadDim, group = g.Group, sEff = g.VisibleKeys, ld = g.KvLd;
-        var (lo, hi) = g.KeyRange(0);
+        var (lo, hi) = g.KeyRange(maskOffset / g.Keys, 0);
         // A row whose keys [lo, hi) are all allowed (every row of a batch without padding) skips the mask, once for its
         // G heads: the same scores and exps either way.
         var keyMask = g.KeyMask != null && g.KeyMask.AsSpan(maskOffset + lo, hi - lo).Contains(false) ? g.KeyMask : null;
@@ -366,12 +373,12 @@ internal static class AttentionKernels
                     // with a window, the keys every query of the block has left behind. Scores outside a row's
                     // own range (stale columns included) are cleared by its softmax.
                     int rowsIn = Math.Min(QueryBlock, t - t0);
-                    var (lo, hi) = g.BlockKeys(t0, rowsIn);
+                    var (lo, hi) = g.BlockKeys(b, t0, rowsIn);
                     var pb = p.Slice(t0 * sEff, rowsIn * sEff);
                     Gemm.Multiply(false, true, rowsIn, hi - lo, d, qa.AsSpan(qOff + t0 * qLd), qLd, ka.AsSpan(kOff + lo * kvLd), kvLd, pb[lo..], sEff, false);
                     for (int tq = t0; tq < t0 + rowsIn; tq++)
                     {
-                        var (rLo, rHi) = g.KeyRange(tq);
+                        var (rLo, rHi) = g.KeyRange(b, tq);
                         SoftmaxRow(p.Slice(tq * sEff, sEff), rLo, rHi, g.Scale, g.Cap, g.KeyMask, b * s);
                     }
                     // No key at all (hi == lo): a zero-depth GEMM writes zeros, the empty-row output.
@@ -397,9 +404,10 @@ internal static class AttentionKernels
             return;
         }
         var keyMask = g.KeyMask;
+        int row = maskOffset / g.Keys;
         for (int tq = 0; tq < g.Queries; tq++)
         {
-            var (lo, hi) = g.KeyRange(tq);
+            var (lo, hi) = g.KeyRange(row, tq);
             var qr = qa.AsSpan(qOff + tq * qLd, d);
             var pr = p.Slice(tq * sEff, sEff);
             for (int sk = lo; sk < hi; sk++)
@@ -425,11 +433,12 @@ internal static class AttentionKernels
     {
         int d = g.HeadDim, sEff = g.VisibleKeys, qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd;
         var keyMask = g.KeyMask;
+        int row = maskOffset / g.Keys;
         fixed (float* q0 = qa, k0 = ka, v0 = va, o0 = oa, p0 = p)
         {
             for (int tq = 0; tq < g.Queries; tq++)
             {
-                var (lo, hi) = g.KeyRange(tq);
+                var (lo, hi) = g.KeyRange(row, tq);
                 float* qr = q0 + qOff + (long)tq * qLd, kb = k0 + kOff, vb = v0 + vOff, or = o0 + oOff + (long)tq * oLd;
                 var pr = p.Slice(tq * sEff, sEff);
                 pr[..lo].Clear();
@@ -611,7 +620,7 @@ internal static class AttentionKernels
                     {
                         // Query block [t0, t1) against the keys [lo, hi) it can see; P is zero outside them.
                         int rowsIn = Math.Min(QueryBlock, t - t0);
-                        var (lo, hi) = g.BlockKeys(t0, rowsIn);
+                        var (lo, hi) = g.BlockKeys(b, t0, rowsIn);
                         int kv = hi - lo;
                         if (kv == 0) continue;
                         var p = pa.AsSpan(po + (b * hq + h) * pSize + t0 * sEff + lo, (rowsIn - 1) * sEff + kv);

@@ -14,7 +14,9 @@ public static partial class Ops
     /// s ≤ p, p − window &lt; s when a window is given (a query sees at most window keys, itself included), and
     /// (keyMask == null || keyMask[b·S + s]). The window counts keys by their index in k (a cache slot), not by token
     /// position, as Hugging Face's sliding-window mask does: a masked slot inside the window still uses it up. A
-    /// query with no allowed key outputs zeros and receives a zero gradient. scale defaults to 1/√D.
+    /// query with no allowed key outputs zeros and receives a zero gradient. scale defaults to 1/√D. With
+    /// <paramref name="segmentStarts"/> (packed sequences, no cache), query t of row b also sees no key before
+    /// segmentStarts[b·T + t].
     /// softCap c (Gemma-2's attn_logit_softcapping): the scaled scores z become c·tanh(z / c) before the mask and
     /// the softmax.
     /// Saves: the probabilities [B, Hq, T, S'] (only when a gradient is needed).
@@ -23,7 +25,7 @@ public static partial class Ops
     /// dS is further multiplied by 1 − tanh²(z / c), z recomputed from Q·Kᵀ (one more GEMM per block).
     /// </summary>
     public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, int positionOffset = 0, bool[]? keyMask = null, float? scale = null,
-        int? window = null, float? softCap = null)
+        int? window = null, float? softCap = null, int[]? segmentStarts = null)
     {
         if (q.Rank != 4 || k.Rank != 4 || v.Rank != 4)
             throw new ArgumentException($"CausalAttention needs q [B, T, Hq, D], k and v [B, S, Hkv, D]; got q {ShapeUtil.Format(q.Shape)}, k {ShapeUtil.Format(k.Shape)}, v {ShapeUtil.Format(v.Shape)}.");
@@ -34,7 +36,9 @@ public static partial class Ops
         if (hkv == 0 || hq % hkv != 0)
             throw new ArgumentException($"CausalAttention: {hq} query heads are not a multiple of {hkv} key/value heads.");
         CheckAttentionOptions(bsz, s, positionOffset, keyMask, window, softCap);
-        var geometry = new AttentionGeometry(bsz, t, s, hq, hkv, d, positionOffset, window, keyMask, scale ?? 1f / MathF.Sqrt(d), softCap ?? 0f);
+        CheckSegments(segmentStarts, bsz, t, s, positionOffset);
+        var geometry = new AttentionGeometry(bsz, t, s, hq, hkv, d, positionOffset, window, keyMask, scale ?? 1f / MathF.Sqrt(d), softCap ?? 0f,
+            segmentStarts: segmentStarts);
         return Attend(geometry, [q, k, v], q, 0, k, 0, v, 0);
     }
 
@@ -45,7 +49,7 @@ public static partial class Ops
     /// dQ, dK and dV straight into qkv's gradient (no slice copies, no scatter).
     /// </summary>
     public static Tensor CausalAttentionPacked(Tensor qkv, int queryHeads, int kvHeads, int positionOffset = 0, bool[]? keyMask = null,
-        float? scale = null, int? window = null, float? softCap = null)
+        float? scale = null, int? window = null, float? softCap = null, int[]? segmentStarts = null)
     {
         if (qkv.Rank != 3)
             throw new ArgumentException($"CausalAttentionPacked needs qkv [B, T, (Hq + 2·Hkv)·D]; got {ShapeUtil.Format(qkv.Shape)}.");
@@ -56,9 +60,29 @@ public static partial class Ops
             throw new ArgumentException($"CausalAttentionPacked: width {width} is not (Hq + 2·Hkv)·D = {heads}·D.");
         int d = width / heads;
         CheckAttentionOptions(bsz, t, positionOffset, keyMask, window, softCap);
+        CheckSegments(segmentStarts, bsz, t, t, positionOffset);
         var geometry = new AttentionGeometry(bsz, t, t, queryHeads, kvHeads, d, positionOffset, window, keyMask,
-            scale ?? 1f / MathF.Sqrt(d), softCap ?? 0f, packedLd: width);
+            scale ?? 1f / MathF.Sqrt(d), softCap ?? 0f, packedLd: width, segmentStarts: segmentStarts);
         return Attend(geometry, [qkv], qkv, 0, qkv, queryHeads * d, qkv, (queryHeads + kvHeads) * d);
+    }
+
+    /// <summary>
+    /// Segments (several sequences packed into one row, no cache): segmentStarts[b·T + t] is the first key query t may
+    /// see, its sequence's first token: 0 ≤ start ≤ t, nondecreasing along each row, so each sequence attends only to
+    /// itself.
+    /// </summary>
+    private static void CheckSegments(int[]? segmentStarts, int bsz, int t, int s, int positionOffset)
+    {
+        if (segmentStarts == null) return;
+        if (positionOffset != 0 || s != t) throw new ArgumentException("CausalAttention: segments (packed sequences) need the keys to be the queries (no cache).");
+        if (segmentStarts.Length != bsz * t) throw new ArgumentException($"CausalAttention: segmentStarts has {segmentStarts.Length} entries, B·T = {bsz * t} expected.");
+        for (int b = 0; b < bsz; b++)
+            for (int i = 0; i < t; i++)
+            {
+                int start = segmentStarts[b * t + i];
+                if (start < 0 || start > i || (i > 0 && start < segmentStarts[b * t + i - 1]))
+                    throw new ArgumentException($"CausalAttention: segmentStarts[{b}·T + {i}] = {start} must be in [0, {i}] and not below the previous query's.");
+            }
     }
 
     private static void CheckAttentionOptions(int bsz, int s, int positionOffset, bool[]? keyMask, int? window, float? softCap)
