@@ -271,9 +271,12 @@ public sealed class TransformerModel
     /// <summary>
     /// Final hidden states after the last norm. ids: B·T token ids, row-major. positions: B·T absolute
     /// positions (default: cache length + t). keyMask: B·S flags over every key position (cache included),
-    /// false for padding. With a cache, the new keys and values are appended to it. → [B, T, D]
+    /// false for padding. With a cache, the new keys and values are appended to it. segmentStarts (no cache): B·T, the
+    /// first token of each token's sequence when several are packed into a row, which then attend only to themselves
+    /// (give positions counting from 0 in each). → [B, T, D]
     /// </summary>
-    public Tensor Hidden(ReadOnlySpan<int> ids, int batch, int seq, int[]? positions = null, bool[]? keyMask = null, KvCache? cache = null)
+    public Tensor Hidden(ReadOnlySpan<int> ids, int batch, int seq, int[]? positions = null, bool[]? keyMask = null, KvCache? cache = null,
+        int[]? segmentStarts = null)
     {
         var c = Config;
         if (ids.Length != batch * seq) throw new ArgumentException($"{ids.Length} ids for batch {batch} × length {seq}.");
@@ -296,7 +299,8 @@ public sealed class TransformerModel
         var attentionMask = cache != null ? cache.KeyMask(keyMask, offset + seq) : keyMask;
         // LongRoPE picks its factors per call from the largest position, as transformers does.
         var globalRope = _ropeLong != null && positions.Length > 0 && c.UsesLongRopeFactors(positions.Max()) ? _ropeLong : _rope;
-        var pass = new BlockPass(batch, seq, positions, attentionMask, offset, cache, globalRope?.For(positions), _ropeLocal?.For(positions));
+        if (segmentStarts != null && cache != null) throw new ArgumentException("Packed sequences (segmentStarts) are for passes without a KV cache.", nameof(segmentStarts));
+        var pass = new BlockPass(batch, seq, positions, attentionMask, offset, cache, globalRope?.For(positions), _ropeLocal?.For(positions), segmentStarts);
         bool checkpoint = GradientCheckpointing && cache == null && Autograd.IsEnabled;
         bool parametersNeedGrad = checkpoint && (_parameters.Any(p => p.Parameter.RequiresGrad)
                                                  || Adapter is { Enabled: true } a && a.NamedParameters.Any(p => p.Parameter.RequiresGrad));
@@ -346,7 +350,10 @@ public sealed class TransformerModel
     private sealed record PositionList(int Batch, int Seq, int Offset, int[] Values);
 
     /// <summary>What every block of one forward pass shares.</summary>
-    private sealed record BlockPass(int Batch, int Seq, int[] Positions, bool[]? AttentionMask, int Offset, KvCache? Cache, RopeTable? GlobalRope, RopeTable? LocalRope);
+    /// <summary>What every block of one pass shares; <see cref="SegmentStarts"/>: sequences packed into a row (see
+    /// <see cref="Ops.CausalAttention"/>), null otherwise.</summary>
+    private sealed record BlockPass(int Batch, int Seq, int[] Positions, bool[]? AttentionMask, int Offset, KvCache? Cache, RopeTable? GlobalRope, RopeTable? LocalRope,
+        int[]? SegmentStarts);
 
     private Tensor CheckpointedBlock(Tensor x, int l, BlockPass pass, int? dropoutSeed, bool parametersNeedGrad)
     {
@@ -390,7 +397,7 @@ public sealed class TransformerModel
         {
             // Attention reads q, k and v in place from the fused projection (no slice copies there and back).
             var qkv = Ops.Reshape(Linear(h, p + "attn.qkv"), batch, seq, c.QueryDim + 2 * c.KvDim);
-            a = Ops.CausalAttentionPacked(qkv, c.NumHeads, c.NumKvHeads, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap);
+            a = Ops.CausalAttentionPacked(qkv, c.NumHeads, c.NumKvHeads, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap, pass.SegmentStarts);
             return BlockTail(x, a, p, batch, seq);
         }
         if (c.Family == ModelFamily.Gpt2)
@@ -429,7 +436,7 @@ public sealed class TransformerModel
         // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
         // exactly the keys the full recompute would.
         if (pass.Cache != null) (k, v) = pass.Cache.Append(l, k, v);
-        a = Ops.CausalAttention(q, k, v, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap);
+        a = Ops.CausalAttention(q, k, v, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap, pass.SegmentStarts);
         return BlockTail(x, a, p, batch, seq);
     }
 

@@ -209,6 +209,12 @@ public class BatchingTests
         var batch = SftBatch.Create(rows, padId: 0, padToLength: 8);
         Assert.Equal([7, 7, 3], batch.LastIndex);
         Assert.Equal(seqs.Sum(s => s.LossTokenCount), batch.LossTokenCount);
+        // Attention segments and positions per example; padding (row 2 past its 4 tokens) sees only itself, at position 0.
+        Assert.Equal([0, 0, 0, 0, 0, 0, 6, 6, /**/ 0, 0, 0, 0, 0, 5, 5, 5, /**/ 0, 0, 0, 0, 4, 5, 6, 7], batch.SegmentStarts);
+        Assert.Equal([0, 1, 2, 3, 4, 5, 0, 1, /**/ 0, 1, 2, 3, 4, 0, 1, 2, /**/ 0, 1, 2, 3, 0, 0, 0, 0], batch.Positions);
+        var unpacked = SftBatch.Create(seqs, padId: 0);
+        Assert.Null(unpacked.SegmentStarts);
+        Assert.Null(unpacked.Positions);
 
         var e = Assert.Throws<UserInputException>(() => SftPacking.Pack(seqs, 5));
         Assert.Contains("does not fit the packing length of 5", e.Message);

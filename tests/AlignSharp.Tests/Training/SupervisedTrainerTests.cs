@@ -65,6 +65,26 @@ public sealed class SupervisedTrainerTests : IDisposable
         Assert.True(evalAcc > 0.8 && evalAcc <= 1, $"eval token accuracy {evalAcc}");
     }
 
+    /// <summary>--packing keeps examples apart: one step over the whole set logs the same loss and token accuracy
+    /// packed as unpacked (the same label tokens, each seeing only its own example), before any update.</summary>
+    [Fact]
+    public void PackedExamplesScoreAsUnpackedOnes()
+    {
+        var model = TinyModels.Create(P("base"));
+        double[] FirstStep(string run, bool packing)
+        {
+            var o = new SftOptions { Model = model, Data = SftData(), Out = P(run), MaxSteps = 1, LearningRate = 1e-3f, BatchSize = 8,
+                LoggingSteps = 1, SaveSteps = 0, Packing = packing, MaxLength = 32 };
+            SftTrainer.Train(o, TextWriter.Null);
+            var line = File.ReadAllLines(P(run + "/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).First(l => l.GetProperty("split").GetString() == "train");
+            return [line.GetProperty("loss").GetDouble(), line.GetProperty("mean_token_accuracy").GetDouble(), line.GetProperty("num_tokens").GetDouble()];
+        }
+        var plain = FirstStep("plain", false);
+        var packed = FirstStep("packed", true);
+        Assert.Equal(plain[0], packed[0], 4);
+        Assert.Equal(plain[1], packed[1], 6);
+    }
+
     [Fact]
     public void PromptTokensCarryNoLoss()
     {

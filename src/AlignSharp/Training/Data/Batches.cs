@@ -7,7 +7,8 @@ namespace AlignSharp.Training.Data;
 /// </summary>
 public sealed class SftBatch
 {
-    private SftBatch(int batchSize, int seqLen, int[] inputIds, bool[] attentionMask, int[] labels, int[] lastIndex, RecordSource[][] sources)
+    private SftBatch(int batchSize, int seqLen, int[] inputIds, bool[] attentionMask, int[] labels, int[] lastIndex, RecordSource[][] sources,
+        int[]? segmentStarts, int[]? positions)
     {
         BatchSize = batchSize;
         SeqLen = seqLen;
@@ -16,6 +17,8 @@ public sealed class SftBatch
         Labels = labels;
         LastIndex = lastIndex;
         Sources = sources;
+        SegmentStarts = segmentStarts;
+        Positions = positions;
     }
 
     public int BatchSize { get; }
@@ -35,6 +38,14 @@ public sealed class SftBatch
 
     /// <summary>[B] the records in each row (one, or several when packed).</summary>
     public RecordSource[][] Sources { get; }
+
+    /// <summary>[B, T] when a row holds several examples (packing), else null: the first token of each token's example, so
+    /// that attention keeps the examples apart (padding sees only itself).</summary>
+    public int[]? SegmentStarts { get; }
+
+    /// <summary>[B, T] with <see cref="SegmentStarts"/>: positions counting from 0 in each example, as transformers' packing
+    /// without padding passes position_ids; null otherwise (0, 1, 2, … along the row).</summary>
+    public int[]? Positions { get; }
 
     /// <summary>Tokens that carry loss in the whole batch.</summary>
     public int LossTokenCount => Labels.Count(l => l != SftSequence.IgnoreIndex);
@@ -64,7 +75,23 @@ public sealed class SftBatch
             mask.AsSpan(r * t, row.Length).Fill(true);
             last[r] = row.Length - 1;
         }
-        return new SftBatch(b, t, ids, mask, labels, last, rows.Select(r => r.Sources).ToArray());
+        int[]? segments = null, positions = null;
+        if (rows.Any(r => r.ExampleStarts.Length > 1))
+        {
+            segments = new int[b * t];
+            positions = new int[b * t];
+            for (int r = 0; r < b; r++)
+            {
+                var starts = rows[r].ExampleStarts;
+                for (int i = 0, e = 0; i < t; i++)
+                {
+                    while (e + 1 < starts.Length && starts[e + 1] <= i) e++;
+                    int start = i < rows[r].Length && starts.Length > 0 ? starts[e] : i;
+                    (segments[r * t + i], positions[r * t + i]) = (start, i - start);
+                }
+            }
+        }
+        return new SftBatch(b, t, ids, mask, labels, last, rows.Select(r => r.Sources).ToArray(), segments, positions);
     }
 
     /// <summary>One epoch of batches in the order of <see cref="LengthGroupedBatches.Plan"/>.</summary>

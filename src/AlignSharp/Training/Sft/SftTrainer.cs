@@ -22,7 +22,7 @@ public sealed record SftOptions : TextDataOptions
     [Option("Which tokens carry loss: completion (assistant turns; prompt masked), final_turn, or all.")]
     public string LossOn { get; init; } = "completion";
 
-    [Option("Pack short examples into rows of --max-length tokens (no attention masking across examples).")]
+    [Option("Pack short examples into rows of --max-length tokens; each attends only to itself, its positions counting from 0 (as TRL's padding-free packing).")]
     public bool Packing { get; init; }
 
     [Option("NEFTune (Jain et al. 2023): uniform noise in ±α/√(L·D) added to the token embeddings of training passes, L the padded length and D the hidden size (TRL's neftune_noise_alpha; 0 = off; the paper uses 5).")]
@@ -95,7 +95,7 @@ public sealed class SftTask : ISupervisedTask
     private MicroBatchResult LossSum(SftBatch b)
     {
         int n = b.BatchSize * b.SeqLen, v = _model.Config.VocabSize;
-        var hidden = _model.Hidden(b.InputIds, b.BatchSize, b.SeqLen, keyMask: b.AttentionMask);
+        var hidden = _model.Hidden(b.InputIds, b.BatchSize, b.SeqLen, b.Positions, b.AttentionMask, segmentStarts: b.SegmentStarts);
         var shifted = ShiftedTargets(b);
         var positions = new List<int>();
         var targets = new List<int>();
