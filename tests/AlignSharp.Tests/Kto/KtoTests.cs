@@ -44,6 +44,28 @@ public sealed class KtoTests : IDisposable
         Assert.Equal(0.1690108, g[2], 5);
     }
 
+    /// <summary>TRL's apo_zero_unpaired: the case above with no reference point (z = 0, the mismatched pairs unread):
+    /// 1 − σ(β·r) for the desirable example, w_U·σ(β·r) for the undesirable ones.</summary>
+    [Fact]
+    public void ApoZeroUnpairedIsKtoWithoutTheReferencePoint()
+    {
+        // r = 0.5 (desirable), −0.5, −1 (undesirable), β = 0.5, w_U = 1.5: 1 − σ(0.25) = 0.4378235; 1.5·σ(−0.25) = 0.6567352;
+        // 1.5·σ(−0.5) = 0.5663110. ∂/∂log π: −β·σ′(0.25) = −0.1230670; 1.5·β·σ′(−0.25) = 0.1846006; 1.5·β·σ′(−0.5) = 0.1762528.
+        var logps = Tensor.FromArray([-1f, -2f, -3f], 3);
+        logps.RequiresGrad = true;
+        var result = KtoLoss.Compute(logps, [-1.5f, -1.5f, -2f], [float.NaN, 0f, 0f], [0f, 0f, 0f], [true, false, false], 0.5f, 1f, 1.5f, referencePoint: false);
+        Assert.Equal(0f, result.Kl);
+        var losses = result.Losses.ToArray();
+        Assert.Equal(0.4378235, losses[0], 5);
+        Assert.Equal(0.6567352, losses[1], 5);
+        Assert.Equal(0.5663110, losses[2], 5);
+        Ops.Sum(result.Losses).Backward();
+        var g = logps.Grad!.ToArray();
+        Assert.Equal(-0.1230670, g[0], 5);
+        Assert.Equal(0.1846006, g[1], 5);
+        Assert.Equal(0.1762528, g[2], 5);
+    }
+
     [Fact]
     public void TheReferencePointIsClampedAtZero()
     {
@@ -153,6 +175,24 @@ public sealed class KtoTests : IDisposable
         Assert.False(File.Exists(P("run/final/model.safetensors")));
         var adapter = AlignSharp.Models.Lora.LoraAdapter.Load(P("run/final"), AlignSharp.Models.ModelIO.Load(model));
         Assert.All(adapter.Modules, m => Assert.Contains(m.B.ToArray(), x => x != 0));
+    }
+
+    /// <summary>--loss-type apo_zero_unpaired trains with no reference point: kl stays 0 at every step while kto's moves.</summary>
+    [Fact]
+    public void ApoZeroUnpairedRunsWithoutAReferencePoint()
+    {
+        string model = DpoFixtures.TinyModel(P("m"), seed: 4);
+        string train = Feedback(P("train.jsonl"), 32, seed: 5);
+        double[] Kls(string run, string type)
+        {
+            KtoTrainer.Train(Options(model, train, P(run)) with { MaxSteps = 6, LossType = type }, Quiet);
+            return File.ReadLines(P(run + "/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+                .Where(l => l.GetProperty("split").GetString() == "train").Select(l => l.GetProperty("kl").GetDouble()).ToArray();
+        }
+        Assert.All(Kls("apo", "apo_zero_unpaired"), kl => Assert.Equal(0.0, kl));
+        Assert.Contains(Kls("kto", "kto"), kl => kl != 0);
+        var bad = Assert.Throws<UserInputException>(() => (Options(model, train, P("x")) with { LossType = "bco" }).Validate());
+        Assert.Contains("kto or apo_zero_unpaired", bad.Message);
     }
 
     [Fact]

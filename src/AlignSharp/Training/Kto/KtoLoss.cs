@@ -22,12 +22,14 @@ public static class KtoLoss
     /// <param name="klLogps">[B] policy log-probabilities of the mismatched pairs (read as constants: z is detached).</param>
     /// <param name="refKlLogps">[B] the reference's of the mismatched pairs.</param>
     /// <param name="desirable">[B] the labels.</param>
+    /// <param name="referencePoint">false: APO-zero for unpaired data (TRL's apo_zero_unpaired), z = 0 (the mismatched
+    /// pairs are not read): w_D·(1 − σ(β·r)) and w_U·σ(β·r).</param>
     public static KtoLossResult Compute(Tensor logps, float[] refLogps, float[] klLogps, float[] refKlLogps, bool[] desirable,
-        float beta, float desirableWeight = 1f, float undesirableWeight = 1f)
+        float beta, float desirableWeight = 1f, float undesirableWeight = 1f, bool referencePoint = true)
     {
         int b = desirable.Length;
         double kl = 0;
-        for (int i = 0; i < b; i++) kl += (double)klLogps[i] - refKlLogps[i];
+        for (int i = 0; i < b && referencePoint; i++) kl += (double)klLogps[i] - refKlLogps[i];
         float z = b == 0 ? 0f : (float)Math.Max(0, kl / b);
 
         // β·(r − z) for a desirable example, β·(z − r) for an undesirable one: x = s·β·r − s·β·z with s = ±1; loss w·σ(−x) = w·(1 − σ(x)).

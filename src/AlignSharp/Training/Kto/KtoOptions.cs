@@ -20,6 +20,9 @@ public sealed record KtoOptions : ReferencedPolicyOptions
     [Option("Weight of the undesirable (label false) examples' losses (TRL's undesirable_weight).")]
     public float UndesirableWeight { get; init; } = 1f;
 
+    [Option("Objective (TRL's loss_type): kto, or apo_zero_unpaired (APO-zero for unpaired feedback: the same losses with the reference point fixed at 0, so no KL estimate; D'Oosterlinck et al. 2024).")]
+    public string LossType { get; init; } = "kto";
+
     /// <summary>A reference model besides the policy's own starting weights, or one kept through training.</summary>
     protected override bool HasFrozenWeights => TrainsAdapter || Reference != null || !PrecomputeReference;
 
@@ -31,7 +34,8 @@ public sealed record KtoOptions : ReferencedPolicyOptions
         if (!(DesirableWeight >= 0) || float.IsInfinity(DesirableWeight)) throw new UserInputException($"--desirable-weight must be ≥ 0, got {DesirableWeight}.");
         if (!(UndesirableWeight >= 0) || float.IsInfinity(UndesirableWeight)) throw new UserInputException($"--undesirable-weight must be ≥ 0, got {UndesirableWeight}.");
         if (DesirableWeight == 0 && UndesirableWeight == 0) throw new UserInputException("--desirable-weight and --undesirable-weight are both 0: nothing would be trained.");
-        if (BatchSize < 2)
+        if (LossType is not ("kto" or "apo_zero_unpaired")) throw new UserInputException($"--loss-type must be kto or apo_zero_unpaired, not '{LossType}'.");
+        if (BatchSize < 2 && LossType == "kto")
             throw new UserInputException("--batch-size must be ≥ 2 for kto: the reference point is estimated from mismatched prompt/completion pairs within a batch, and a batch of 1 has none.");
         if (!string.IsNullOrWhiteSpace(EvalData) && EvalSplit > 0) throw new UserInputException("give either --eval-data or --eval-split, not both.");
     }

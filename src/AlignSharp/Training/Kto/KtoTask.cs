@@ -143,7 +143,8 @@ public sealed class KtoTask : ISupervisedTask
         var matched = Enumerable.Range(0, b).ToArray();
         var logps = Ops.IndexSelect(answers.Sums, matched);
         var policyAll = answers.Sums.ToArray();
-        var result = KtoLoss.Compute(logps, all[..b], policyAll[b..], all[b..], batch.Desirable, _options.Beta, _options.DesirableWeight, _options.UndesirableWeight);
+        var result = KtoLoss.Compute(logps, all[..b], policyAll[b..], all[b..], batch.Desirable, _options.Beta, _options.DesirableWeight, _options.UndesirableWeight,
+            referencePoint: _options.LossType == "kto");
         return new MicroBatchResult(Ops.Sum(result.Losses), MetricSums(batch, result, policyAll, answers), batch.Rows.Tokens);
     }
 
