@@ -84,6 +84,8 @@ public sealed class DpoCliTests : IDisposable
             ("apo_zero", [], 1.0),
             ("apo_down", [], 1.0),
             ("discopop", ["--discopop_tau", "0.05"], 0.5 * ln2 + 0.5),
+            ("aot", [], ln2),                                                    // every sorted margin 0
+            ("aot_pair", ["--label_smoothing", "0.1"], ln2),
         })
         {
             var r = CliRunner.Run(["dpo", "--policy", model, "--data", data, "--out", P(type), "--loss_type", type, "--max-steps", "2",

@@ -163,6 +163,33 @@ public sealed class DpoLossTests
         Assert.Equal([-1f / 3, 0f, -1f / 3], sums.Grad!.ToArray());
     }
 
+    /// <summary>
+    /// AOT sorts over the batch. Three pairs, β = 0.5: c = (−3, −1, −2), r = (−5, −2.3, −1), ref c = (−4, −1.5, −2.2),
+    /// ref r = (−4.5, −2, −1.5). aot: policy margins (2, 1.3, −1) sorted (−1, 1.3, 2), reference margins (0.5, 0.5, −0.7)
+    /// sorted (−0.7, 0.5, 0.5): d = (−0.3, 0.8, 1.5), loss_k = −log σ(β·d_k); the k-th gradient, −β·σ(−β·d_k), goes to the
+    /// pair with the k-th margin (pairs 2, 1, 0). aot_pair: chosen log-ratios (1, 0.5, 0.2) sorted (0.2, 0.5, 1), rejected
+    /// (−0.5, −0.3, 0.5) sorted (−0.5, −0.3, 0.5): d = (0.7, 0.8, 0.5); chosen gradients to pairs 2, 1, 0, rejected to 0, 1, 2.
+    /// </summary>
+    [Fact]
+    public void AotComparesSortedMarginsOverTheBatch()
+    {
+        PairLogProbs Pairs() => new(Leaf(-3f, -1f, -2f), Leaf(-5f, -2.3f, -1f), Const(-4f, -1.5f, -2.2f), Const(-4.5f, -2f, -1.5f));
+        var (l, dc, dr) = Run(p => DpoLosses.Aot(p, 0.5f, 0f), Pairs());
+        Assert.Equal([0.770957047789532, 0.5130152523999526, 0.38687100611489994], l.Select(x => (double)x), new Tol(1e-5));
+        Assert.Equal([-0.1604106504123035, -0.200656169943774, -0.2687149226718748], dc.Select(x => (double)x), new Tol(1e-5));
+        Assert.Equal([0.1604106504123035, 0.200656169943774, 0.2687149226718748], dr.Select(x => (double)x), new Tol(1e-5));
+        var (l2, dc2, dr2) = Run(p => DpoLosses.AotPair(p, 0.5f, 0f), Pairs());
+        Assert.Equal([0.533382155418777, 0.5130152523999526, 0.5759394198788436], l2.Select(x => (double)x), new Tol(1e-5));
+        Assert.Equal([-0.21891174955710097, -0.200656169943774, -0.206691210541335], dc2.Select(x => (double)x), new Tol(1e-5));
+        Assert.Equal([0.206691210541335, 0.200656169943774, 0.21891174955710097], dr2.Select(x => (double)x), new Tol(1e-5));
+    }
+
+    private sealed class Tol(double tolerance) : IEqualityComparer<double>
+    {
+        public bool Equals(double a, double b) => Math.Abs(a - b) <= tolerance;
+        public int GetHashCode(double x) => 0;
+    }
+
     [Fact]
     public void SppoHardPullsTheLogRatiosToPlusAndMinusOneOverTwoBeta()
     {

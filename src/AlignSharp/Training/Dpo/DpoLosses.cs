@@ -157,6 +157,33 @@ public static class DpoLosses
         return Pair(losses, lp, beta);
     }
 
+    /// <summary>
+    /// AOT (Melnyk et al. 2024, TRL's aot): the batch's policy margins log π(c) − log π(r) sorted, less the reference's
+    /// margins sorted, d_k = sort(policy)_k − sort(reference)_k, and the label-smoothed logistic loss of β·d_k (ε as
+    /// <see cref="Sigmoid"/>). The k-th loss belongs to the k-th smallest margin, not to pair k; ties keep pair order.
+    /// </summary>
+    public static PairLoss Aot(PairLogProbs lp, float beta, float labelSmoothing)
+    {
+        var d = Sorted(Ops.Sub(lp.Chosen, lp.Rejected));
+        if (lp.RefChosen is { } rc && lp.RefRejected is { } rr) d = Ops.Sub(d, Sorted(Ops.Sub(rc, rr)));
+        return Pair(SmoothedLogistic(Ops.MulScalar(d, beta), labelSmoothing), lp, beta);
+    }
+
+    /// <summary>AOT on the answers apart (TRL's aot_pair): d_k = sort(log π(c) − log π_ref(c))_k − sort(log π(r) −
+    /// log π_ref(r))_k, then as <see cref="Aot"/>.</summary>
+    public static PairLoss AotPair(PairLogProbs lp, float beta, float labelSmoothing)
+    {
+        var d = Ops.Sub(Sorted(LogRatio(lp.Chosen, lp.RefChosen)), Sorted(LogRatio(lp.Rejected, lp.RefRejected)));
+        return Pair(SmoothedLogistic(Ops.MulScalar(d, beta), labelSmoothing), lp, beta);
+    }
+
+    /// <summary>x [B] in ascending order (equal values keep their order), the gradient flowing back to each value's place.</summary>
+    private static Tensor Sorted(Tensor x)
+    {
+        var values = x.ToArray();
+        return Ops.IndexSelect(x, Enumerable.Range(0, values.Length).OrderBy(i => values[i]).ThenBy(i => i).ToArray());
+    }
+
     /// <summary>The chosen answers' negative log-likelihood per token, −Σ_c log π(y_c) / Σ_c |y_c| over the rows
     /// <paramref name="chosen"/> (the term RPO adds). sums [R] (differentiable), tokens [R] → [].</summary>
     public static Tensor ChosenNll(Tensor sums, int[] tokens, int[] chosen)

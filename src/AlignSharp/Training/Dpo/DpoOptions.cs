@@ -32,6 +32,10 @@ public enum DpoLossType
     ApoDown,
     /// <summary>DiscoPOP: logistic and exponential losses mixed by σ(β·Δ/τ).</summary>
     DiscoPop,
+    /// <summary>AOT: sorted policy margins against sorted reference margins.</summary>
+    Aot,
+    /// <summary>AOT pair: sorted chosen log-ratios against sorted rejected log-ratios.</summary>
+    AotPair,
 }
 
 /// <summary>
@@ -42,13 +46,13 @@ public enum DpoLossType
 /// </summary>
 public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
 {
-    [Option("Objective: sigmoid (DPO), ipo, hinge (SLiC), simpo, orpo, plackett_luce (rankings of K completions used whole; pairs count as rankings of 2), robust, exo_pair, nca_pair, sppo_hard, apo_zero, apo_down or discopop (TRL's names; docs/dpo.md).")]
+    [Option("Objective: sigmoid (DPO), ipo, hinge (SLiC), simpo, orpo, plackett_luce (rankings of K completions used whole; pairs count as rankings of 2), robust, exo_pair, nca_pair, sppo_hard, apo_zero, apo_down, discopop, aot or aot_pair (TRL's names; docs/dpo.md).")]
     public string LossType { get; init; } = "sigmoid";
 
     [Option("β: strength of the implicit KL penalty (temperature of the implicit reward β·log π/π_ref); for simpo the reward scale. Not used by orpo (see --orpo-lambda).")]
     public float Beta { get; init; } = 0.1f;
 
-    [Option("Label smoothing ε in [0, 0.5): the assumed probability that a preference label is flipped (conservative DPO); sigmoid, simpo and robust, and exo_pair (which needs ε > 0, e.g. 1e-3).")]
+    [Option("Label smoothing ε in [0, 0.5): the assumed probability that a preference label is flipped (conservative DPO); sigmoid, simpo, robust, aot, aot_pair, and exo_pair (which needs ε > 0, e.g. 1e-3).")]
     public float LabelSmoothing { get; init; }
 
     [Option("DiscoPOP's temperature τ of the modulation σ(β·Δ/τ) (TRL's discopop_tau).")]
@@ -89,7 +93,9 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
         "apo_zero" => DpoLossType.ApoZero,
         "apo_down" => DpoLossType.ApoDown,
         "discopop" => DpoLossType.DiscoPop,
-        _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo, plackett_luce, robust, exo_pair, nca_pair, sppo_hard, apo_zero, apo_down or discopop, not '{name}'."),
+        "aot" => DpoLossType.Aot,
+        "aot_pair" => DpoLossType.AotPair,
+        _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo, plackett_luce, robust, exo_pair, nca_pair, sppo_hard, apo_zero, apo_down, discopop, aot or aot_pair, not '{name}'."),
     };
 
     /// <summary>Checks the objective's options (the shared ones are checked by the trainer's own Validate).</summary>
@@ -99,8 +105,8 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
         var loss = Loss;
         if (!(Beta > 0) || float.IsInfinity(Beta)) throw new UserInputException($"--beta must be > 0, got {Beta}.");
         if (!(LabelSmoothing >= 0 && LabelSmoothing < 0.5f)) throw new UserInputException($"--label-smoothing must be in [0, 0.5), got {LabelSmoothing}.");
-        if (LabelSmoothing > 0 && loss is not (DpoLossType.Sigmoid or DpoLossType.Simpo or DpoLossType.Robust or DpoLossType.ExoPair))
-            throw new UserInputException($"--label-smoothing applies to the sigmoid, simpo, robust and exo_pair losses only, not {LossType}.");
+        if (LabelSmoothing > 0 && loss is not (DpoLossType.Sigmoid or DpoLossType.Simpo or DpoLossType.Robust or DpoLossType.ExoPair or DpoLossType.Aot or DpoLossType.AotPair))
+            throw new UserInputException($"--label-smoothing applies to the sigmoid, simpo, robust, exo_pair, aot and aot_pair losses only, not {LossType}.");
         if (loss == DpoLossType.ExoPair && LabelSmoothing == 0)
             throw new UserInputException("--loss-type exo_pair needs --label-smoothing ε > 0 (the labels' distribution (1 − ε, ε) has a log ε); TRL's examples use 1e-3.");
         if (!(DiscopopTau > 0) || float.IsInfinity(DiscopopTau)) throw new UserInputException($"--discopop-tau must be > 0, got {DiscopopTau}.");

@@ -141,6 +141,8 @@ public sealed class DpoTask : ISupervisedTask
         }
 
         var weights = batch.Units.Select(u => u.Weight).ToArray();
+        // AOT's losses are per sorted position, not per pair: each carries the pairs' mean weight (the same total).
+        if (_loss is DpoLossType.Aot or DpoLossType.AotPair) Array.Fill(weights, weights.Average());
         var lossSum = Ops.Sum(Ops.Mul(losses, Tensor.FromArray(weights, weights.Length)));
         var metrics = DpoMetrics.Sums(batch.Units, rowRewards, logps.Span, answers);
         if (_options.RpoAlpha > 0)
@@ -172,6 +174,8 @@ public sealed class DpoTask : ISupervisedTask
         DpoLossType.ApoZero => DpoLosses.ApoZero(lp, _options.Beta),
         DpoLossType.ApoDown => DpoLosses.ApoDown(lp, _options.Beta),
         DpoLossType.DiscoPop => DpoLosses.DiscoPop(lp, _options.Beta, _options.DiscopopTau),
+        DpoLossType.Aot => DpoLosses.Aot(lp, _options.Beta, _options.LabelSmoothing),
+        DpoLossType.AotPair => DpoLosses.AotPair(lp, _options.Beta, _options.LabelSmoothing),
         _ => throw new InvalidOperationException($"{_loss} is not a pairwise loss."),
     };
 
