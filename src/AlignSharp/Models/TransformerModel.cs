@@ -349,7 +349,6 @@ public sealed class TransformerModel
     private PositionList? _defaultPositions;
     private sealed record PositionList(int Batch, int Seq, int Offset, int[] Values);
 
-    /// <summary>What every block of one forward pass shares.</summary>
     /// <summary>What every block of one pass shares; <see cref="SegmentStarts"/>: sequences packed into a row (see
     /// <see cref="Ops.CausalAttention"/>), null otherwise.</summary>
     private sealed record BlockPass(int Batch, int Seq, int[] Positions, bool[]? AttentionMask, int Offset, KvCache? Cache, RopeTable? GlobalRope, RopeTable? LocalRope,
