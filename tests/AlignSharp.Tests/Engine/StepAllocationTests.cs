@@ -9,7 +9,9 @@ namespace AlignSharp.Tests.Engine;
 /// <summary>
 /// What an op allocates on the GC heap in a warm <see cref="TensorScope"/>: its outputs, saved statistics and scratch
 /// come from the pool, so only fixed bookkeeping (tensor and graph-node objects) remains, the same whatever the
-/// number of rows. Measured with GC.GetAllocatedBytesForCurrentThread on one thread (kernels inline).
+/// number of rows. Measured with GC.GetAllocatedBytesForCurrentThread on one thread (kernels inline), the least of a few
+/// warm rounds: a full test run once saw one round of each size off by ±88–264 bytes (the runtime's own work on the
+/// thread, the same with either size), where anything sized by the rows would show in every round.
 /// </summary>
 public sealed class StepAllocationTests(ITestOutputHelper output)
 {
@@ -18,8 +20,8 @@ public sealed class StepAllocationTests(ITestOutputHelper output)
         const int c = 48;
         var rng = new Random(rows);
         var x = Tensor.Parameter([rows, c], rng, 1f);
-        long bytes = 0;
-        for (int round = 0; round < 3; round++)   // the first rounds fill the pool's size classes
+        long bytes = long.MaxValue;
+        for (int round = 0; round < 5; round++)   // the first rounds fill the pool's size classes
         {
             x.ZeroGrad();
             long before = GC.GetAllocatedBytesForCurrentThread();
@@ -28,7 +30,7 @@ public sealed class StepAllocationTests(ITestOutputHelper output)
                 var y = op(x);
                 Ops.Sum(Ops.Square(y)).Backward();
             }
-            bytes = GC.GetAllocatedBytesForCurrentThread() - before;
+            if (round >= 2) bytes = Math.Min(bytes, GC.GetAllocatedBytesForCurrentThread() - before);
         }
         return bytes;
     }
@@ -80,8 +82,8 @@ public sealed class StepAllocationTests(ITestOutputHelper output)
         var ids = new int[batch * seq];
         var targets = new int[batch * seq];
         for (int i = 0; i < ids.Length; i++) { ids[i] = rng.Next(model.Config.VocabSize); targets[i] = rng.Next(model.Config.VocabSize); }
-        long bytes = 0;
-        for (int round = 0; round < 4; round++)
+        long bytes = long.MaxValue;
+        for (int round = 0; round < 6; round++)
         {
             long before = GC.GetAllocatedBytesForCurrentThread();
             using (TensorScope.Begin())
@@ -92,7 +94,7 @@ public sealed class StepAllocationTests(ITestOutputHelper output)
                 loss.Backward();
                 opt.Step();
             }
-            bytes = GC.GetAllocatedBytesForCurrentThread() - before;
+            if (round >= 3) bytes = Math.Min(bytes, GC.GetAllocatedBytesForCurrentThread() - before);
         }
         return bytes;
     }
