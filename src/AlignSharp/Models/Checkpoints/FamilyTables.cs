@@ -303,8 +303,19 @@ internal static class FamilyTables
 
     public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2];
 
+    /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
+    private static readonly FamilyTable?[] ByFamily = BuildIndex();
+
+    private static FamilyTable?[] BuildIndex()
+    {
+        var index = new FamilyTable?[All.Max(t => (int)t.Family) + 1];
+        foreach (var t in All) index[(int)t.Family] = t;
+        return index;
+    }
+
     public static FamilyTable Of(ModelFamily family) =>
-        All.FirstOrDefault(t => t.Family == family) ?? throw new ArgumentOutOfRangeException(nameof(family), $"no family table for {family}");
+        (uint)family < (uint)ByFamily.Length && ByFamily[(int)family] is { } table ? table
+        : throw new ArgumentOutOfRangeException(nameof(family), $"no family table for {family}");
 
     /// <summary>The family of a <c>model_type</c>, or null.</summary>
     public static FamilyTable? ForModelType(string modelType) => All.FirstOrDefault(t => t.ModelType == modelType);
