@@ -215,6 +215,12 @@ def rope_cos_sin(cfg, hd, t):
     return emb.cos(), emb.sin()
 
 
+def llama_shapes(cfg):
+    """(query heads, kv heads, head_dim, rms_norm_eps) of a Llama-style config (head_dim defaults to hidden / heads)."""
+    nh = cfg["num_attention_heads"]
+    return nh, cfg.get("num_key_value_heads") or nh, cfg.get("head_dim") or cfg["hidden_size"] // nh, cfg["rms_norm_eps"]
+
+
 def linear(w):
     """x @ W.T (+ b) by HF module name, for the float64 weights w."""
     def lin(x, name):
@@ -228,11 +234,7 @@ def linear(w):
 def llama_forward(w, cfg, ids):
     """Llama / Qwen2 / Mistral. w: HF names, float64."""
     t = len(ids)
-    d = cfg["hidden_size"]
-    nh = cfg["num_attention_heads"]
-    nkv = cfg.get("num_key_value_heads") or nh
-    hd = cfg.get("head_dim") or d // nh
-    eps = cfg["rms_norm_eps"]
+    nh, nkv, hd, eps = llama_shapes(cfg)
     cos, sin = rope_cos_sin(cfg, hd, t)
     lin = linear(w)
 
@@ -267,11 +269,7 @@ def olmo2_forward(w, cfg, ids):
     RoPE; no norm before attention or MLP; h = h + post_attention_layernorm(attn(h)), then
     h = h + post_feedforward_layernorm(mlp(h)). w: HF names, float64."""
     t = len(ids)
-    d = cfg["hidden_size"]
-    nh = cfg["num_attention_heads"]
-    nkv = cfg.get("num_key_value_heads") or nh
-    hd = d // nh
-    eps = cfg["rms_norm_eps"]
+    nh, nkv, hd, eps = llama_shapes(cfg)
     cos, sin = rope_cos_sin(cfg, hd, t)
     lin = linear(w)
 

@@ -124,6 +124,7 @@ public sealed class DpoTask : ISupervisedTask
         Tensor losses;
         float[] rowRewards;
         IReadOnlyDictionary<string, float[]>? extra = null;
+        int[] chosenRows = [];
         if (_loss == DpoLossType.PlackettLuce)
         {
             var pl = DpoLosses.PlackettLuce(logps, refLogps, batch.Units.Select(u => u.Groups).ToArray(), _options.Beta);
@@ -132,6 +133,7 @@ public sealed class DpoTask : ISupervisedTask
         else
         {
             var (c, r) = batch.PairRows();
+            chosenRows = c;
             var lp = new PairLogProbs(Ops.IndexSelect(logps, c), Ops.IndexSelect(logps, r),
                 refLogps is null ? null : Ops.IndexSelect(refLogps, c), refLogps is null ? null : Ops.IndexSelect(refLogps, r));
             var pair = PairwiseLoss(lp);
@@ -149,7 +151,7 @@ public sealed class DpoTask : ISupervisedTask
         {
             // RPO (Pang et al. 2024; TRL's rpo_alpha): + α·NLL of the chosen answers, a token mean over the batch's chosen
             // answers added to every pair's loss, so α·NLL times the batch's weight in the step's sum.
-            var nll = DpoLosses.ChosenNll(answers.Sums, answers.Tokens, batch.PairRows().Chosen);
+            var nll = DpoLosses.ChosenNll(answers.Sums, answers.Tokens, chosenRows);   // pairwise losses only (validated)
             float weight = weights.Sum();
             lossSum = Ops.Add(lossSum, Ops.MulScalar(nll, _options.RpoAlpha * weight));
             metrics["nll_loss"] = nll.Item() * weight;
