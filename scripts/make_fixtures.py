@@ -168,17 +168,35 @@ def gpt2_forward(w, cfg, ids):
     return h @ w["wte.weight"].T
 
 
+def rope_settings(cfg, local=False):
+    """(base, scaling dict or None) of the global or (Gemma-3) local layers, from either config format: rope_theta /
+    rope_scaling / rope_local_base_freq (transformers 4), or rope_parameters (transformers 5: one dict holding
+    rope_type, rope_theta and the scaling fields, or one per layer type)."""
+    params = cfg.get("rope_parameters")
+    if params is None:
+        return (cfg["rope_local_base_freq"], None) if local else (cfg.get("rope_theta", 10000.0), cfg.get("rope_scaling"))
+    if set(params) <= {"full_attention", "sliding_attention"}:
+        params = params["sliding_attention" if local else "full_attention"]
+    elif local:
+        return cfg["rope_local_base_freq"], None
+    kind = params.get("rope_type", params.get("type", "default"))
+    return params.get("rope_theta", cfg.get("rope_theta", 10000.0)), (None if kind == "default" else params)
+
+
 def rope_inv_freq(cfg, hd, local=False):
     """As transformers' _compute_default_rope_parameters / _compute_linear_scaling_rope_parameters /
-    _compute_llama3_parameters (float32). local: Gemma-3's sliding layers (rope_local_base_freq, no scaling)."""
-    base = cfg["rope_local_base_freq"] if local else cfg.get("rope_theta", 10000.0)
+    _compute_llama3_parameters / _compute_yarn_parameters (float32). local: Gemma-3's sliding layers (their own base,
+    no scaling)."""
+    base, rs = rope_settings(cfg, local)
     inv_freq = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
-    rs = cfg.get("rope_scaling")
-    if local or rs is None or rs.get("rope_type", rs.get("type")) == "default":
+    if rs is None:
         return inv_freq
-    if rs["rope_type"] == "linear":
+    kind = rs.get("rope_type", rs.get("type"))
+    if kind == "linear":
         return inv_freq / rs["factor"]
-    assert rs["rope_type"] == "llama3"
+    if kind == "yarn":
+        return yarn_inv_freq(cfg, rs, base, hd)
+    assert kind == "llama3"
     factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
     old_ctx = rs["original_max_position_embeddings"]
     low_freq_wavelen = old_ctx / low
@@ -189,6 +207,53 @@ def rope_inv_freq(cfg, hd, local=False):
     smoothed = (1 - smooth) * inv_freq_llama / factor + smooth * inv_freq_llama
     is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
     return torch.where(is_medium, smoothed, inv_freq_llama)
+
+
+def yarn_original_length(cfg, rs):
+    """transformers 5: a top-level original_max_position_embeddings first, then the RoPE dict's, then
+    max_position_embeddings."""
+    return cfg.get("original_max_position_embeddings") or rs.get("original_max_position_embeddings") or cfg["max_position_embeddings"]
+
+
+def yarn_inv_freq(cfg, rs, base, hd):
+    """YaRN (arXiv 2309.00071) as transformers 5 computes it, in float32: pairs that turn more than beta_fast times over
+    the pre-training length keep their frequency, pairs that turn fewer than beta_slow times are divided by factor,
+    and a linear ramp over the dimensions between blends the two."""
+    original = yarn_original_length(cfg, rs)
+    factor = rs.get("factor") or cfg["max_position_embeddings"] / original
+    beta_fast, beta_slow = rs.get("beta_fast") or 32, rs.get("beta_slow") or 1
+
+    def correction_dim(rotations):
+        return hd * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if rs.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, hd - 1)
+    if low == high:
+        high += 0.001
+    pos_freqs = base ** (torch.arange(0, hd, 2).float() / hd)
+    ramp = torch.clamp((torch.arange(hd // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    keep = 1 - ramp
+    return (1.0 / (factor * pos_freqs)) * (1 - keep) + (1.0 / pos_freqs) * keep
+
+
+def rope_attention_scaling(cfg, local=False):
+    """What transformers multiplies cos and sin by: YaRN's attention_factor, else 0.1 ln(factor) + 1 (DeepSeek's
+    mscale / mscale_all_dim ratio when both are set); 1 otherwise (LongRoPE: see phi3_rope)."""
+    _, rs = rope_settings(cfg, local)
+    if rs is None or rs.get("rope_type", rs.get("type")) != "yarn":
+        return 1.0
+    if rs.get("attention_factor") is not None:
+        return rs["attention_factor"]
+    factor = rs.get("factor") or cfg["max_position_embeddings"] / yarn_original_length(cfg, rs)
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    if rs.get("mscale") and rs.get("mscale_all_dim"):
+        return mscale(factor, rs["mscale"]) / mscale(factor, rs["mscale_all_dim"])
+    return mscale(factor)
 
 
 def rotate_half(x):
@@ -208,11 +273,12 @@ def attention_window(cfg, layer):
     return None
 
 
-def rope_cos_sin(cfg, hd, t):
-    """cos and sin [t, hd] of positions 0..t-1 (angles formed in float32, like HF)."""
-    freqs = torch.arange(t, dtype=torch.float32)[:, None] * rope_inv_freq(cfg, hd)[None, :]
+def rope_cos_sin(cfg, hd, t, local=False):
+    """cos and sin [t, hd] of positions 0..t-1 (angles formed in float32, like HF), times the attention scaling."""
+    freqs = torch.arange(t, dtype=torch.float32)[:, None] * rope_inv_freq(cfg, hd, local)[None, :]
     emb = torch.cat((freqs, freqs), dim=-1).double()
-    return emb.cos(), emb.sin()
+    scaling = rope_attention_scaling(cfg, local)
+    return emb.cos() * scaling, emb.sin() * scaling
 
 
 def llama_shapes(cfg):
@@ -318,12 +384,7 @@ def gemma_forward(w, cfg, ids):
     scale = cfg["query_pre_attn_scalar"] ** -0.5
     types = gemma_layer_types(cfg)
 
-    def rope_tables(local):
-        freqs = torch.arange(t, dtype=torch.float32)[:, None] * rope_inv_freq(cfg, hd, local)[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1).double()
-        return emb.cos(), emb.sin()
-
-    tables = {False: rope_tables(False), True: rope_tables(True) if gemma3 else None}
+    tables = {False: rope_cos_sin(cfg, hd, t), True: rope_cos_sin(cfg, hd, t, local=True) if gemma3 else None}
     normalizer = torch.tensor(d ** 0.5, dtype=torch.float32).double()  # HF forms it in the embedding dtype
     h = w["model.embed_tokens.weight"][ids] * normalizer
     for i in range(cfg["num_hidden_layers"]):
@@ -527,7 +588,7 @@ def fmt(x):
     return float("%.9g" % float(x))  # round-trips float32
 
 
-def write_reference(dirname, description, cases, forward, weights, cfg, inv_freq=None):
+def write_reference(dirname, description, cases, forward, weights, cfg, inv_freq=None, extra=None):
     w64 = {k: t.double() for k, t in weights.items()}
     out = {"description": description, "tolerance": TOLERANCE, "cases": []}
     for ids in cases:
@@ -535,6 +596,7 @@ def write_reference(dirname, description, cases, forward, weights, cfg, inv_freq
         out["cases"].append({"input_ids": ids, "logits": [[fmt(x) for x in row] for row in logits.tolist()]})
     if inv_freq is not None:
         out["inv_freq"] = [fmt(x) for x in inv_freq.tolist()]
+    out.update(extra or {})
     with open(os.path.join(dirname, "reference.json"), "w") as f:
         json.dump(out, f, separators=(",", ":"))
         f.write("\n")
@@ -890,6 +952,82 @@ def fixture_phi3():
                     "short ones", make_cases(g, cfg["vocab_size"]), phi3_forward, w, cfg)
 
 
+ROPE_KEYS = ("rope_theta", "rope_scaling", "rope_local_base_freq", "rope_parameters", "original_max_position_embeddings")
+
+
+def transformers5_config(cfg, rope_parameters):
+    """cfg as transformers 5 saves it: the RoPE settings inside rope_parameters, dtype instead of torch_dtype."""
+    cfg = {k: v for k, v in cfg.items() if k not in ROPE_KEYS}
+    cfg["dtype"] = cfg.pop("torch_dtype", "float32")
+    cfg["rope_parameters"] = rope_parameters
+    cfg["transformers_version"] = "5.0.0"
+    return cfg
+
+
+def rope_variants(cfg, hd, variants):
+    """Each variant's RoPE keys in place of cfg's, with transformers' inverse frequencies and attention scaling."""
+    out = []
+    for keys in variants:
+        v = {k: x for k, x in cfg.items() if k not in ROPE_KEYS}
+        v.update(keys)
+        out.append({"keys": keys, "inv_freq": [fmt(x) for x in rope_inv_freq(v, hd).tolist()],
+                    "attention_scaling": fmt(rope_attention_scaling(v))})
+    return out
+
+
+def fixture_qwen3_yarn_v5():
+    g = torch.Generator().manual_seed(1017)
+    base = llama_family_config("qwen3", "Qwen3ForCausalLM", head_dim=16, attention_bias=False, max_position_embeddings=128,
+                               max_window_layers=2, sliding_window=None, use_sliding_window=False, vocab_size=84,
+                               eos_token_id=83)
+    # Pre-training length 32 over head_dim 16 and base 1e4: pair 0 keeps its frequency, pair 1 is half divided by 4,
+    # pairs 2-7 are divided by 4; cos and sin are scaled by 0.1 ln 4 + 1.
+    cfg = transformers5_config(base, {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                      "original_max_position_embeddings": 32})
+    w = llama_weights(g, cfg)
+    qk_norm_weights(g, w, cfg, 1.0)
+    d = fresh_dir("qwen3-yarn-v5")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    variants = [
+        {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                             "original_max_position_embeddings": 32, "truncate": False}},
+        {"rope_parameters": {"rope_type": "yarn", "rope_theta": 500000.0, "factor": 8.0, "original_max_position_embeddings": 64,
+                             "beta_fast": 16, "beta_slow": 2, "mscale": 0.707, "mscale_all_dim": 1.0}},
+        {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": None,
+                             "original_max_position_embeddings": 16, "attention_factor": 1.25}},
+        {"rope_theta": 10000.0, "original_max_position_embeddings": 24,
+         "rope_scaling": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 100}},
+        {"rope_theta": 2000.0, "rope_scaling": {"type": "yarn", "factor": 3.0, "beta_fast": 4, "beta_slow": 0.5}},
+        {"rope_parameters": {"rope_type": "linear", "factor": 2.0}, "rope_theta": 50000.0},
+        {"rope_parameters": {"full_attention": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                                                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}},
+    ]
+    write_reference(d, "qwen3 saved by transformers 5 (rope_parameters, dtype): YaRN factor 4 over a pre-training "
+                    "length of 32, base 1e4, q/k norms, untied head; rope_variants: other RoPE keys with transformers' "
+                    "frequencies and cos/sin scaling", make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg,
+                    rope_inv_freq(cfg, 16), {"rope_variants": rope_variants(cfg, 16, variants)})
+
+
+def fixture_gemma3_v5():
+    g = torch.Generator().manual_seed(1018)
+    base = gemma_config("gemma3_text", "Gemma3ForCausalLM", sliding_window=4, max_position_embeddings=128,
+                        layer_types=["sliding_attention", "full_attention", "sliding_attention"], query_pre_attn_scalar=16,
+                        final_logit_softcapping=None, attn_logit_softcapping=None)
+    cfg = transformers5_config(base, {
+        "full_attention": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0, "original_max_position_embeddings": 32},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+    })
+    w = gemma_weights(g, cfg)
+    d = fresh_dir("gemma3-v5-rope-per-layer-type")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "gemma3_text saved by transformers 5: rope_parameters per layer type, YaRN (factor 4, "
+                    "pre-training length 32, base 1e6) on the full-attention layer only, base 1e4 unscaled on the "
+                    "sliding layers (window 4), q/k norms, tied", make_cases(g, cfg["vocab_size"]), gemma_forward, w, cfg,
+                    rope_inv_freq(cfg, 16))
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -908,6 +1046,8 @@ def main():
     fixture_qwen2_sliding_window()
     fixture_smollm3()
     fixture_olmo2()
+    fixture_qwen3_yarn_v5()
+    fixture_gemma3_v5()
 
 
 if __name__ == "__main__":

@@ -77,9 +77,11 @@ public enum NormKind
     RmsNorm,
 }
 
-/// <summary><c>rope_scaling</c>: type <c>linear</c> (every inverse frequency divided by factor; the other fields 0),
-/// <c>llama3</c>, or <c>longrope</c> / <c>su</c> (Phi-3: <see cref="ShortFactor"/> and <see cref="LongFactor"/> divide
-/// the inverse frequencies; Factor = max_position_embeddings / original_max_position_embeddings); see
+/// <summary><c>rope_scaling</c> (transformers 5: the scaling fields of <c>rope_parameters</c>): type <c>linear</c>
+/// (every inverse frequency divided by factor; the other fields 0), <c>llama3</c>, <c>yarn</c> (factor, the
+/// pre-training length, <see cref="BetaFast"/> / <see cref="BetaSlow"/>, <see cref="Truncate"/> and the attention
+/// factor), or <c>longrope</c> / <c>su</c> (Phi-3: <see cref="ShortFactor"/> and <see cref="LongFactor"/> divide the
+/// inverse frequencies; Factor = max_position_embeddings / original_max_position_embeddings); see
 /// <see cref="ModelConfig.RopeFrequencies"/>.</summary>
 public sealed record RopeScaling(string Type, double Factor, double LowFreqFactor, double HighFreqFactor, int OriginalMaxPositionEmbeddings)
 {
@@ -89,8 +91,22 @@ public sealed record RopeScaling(string Type, double Factor, double LowFreqFacto
     /// <summary>LongRoPE: per-pair divisors used once a position reaches OriginalMaxPositionEmbeddings.</summary>
     public IReadOnlyList<double>? LongFactor { get; init; }
 
-    /// <summary>LongRoPE <c>attention_factor</c> when the config gives it; else derived (see <see cref="ModelConfig.RopeAttentionFactor"/>).</summary>
+    /// <summary>LongRoPE / YaRN <c>attention_factor</c> when the config gives it; else derived (see <see cref="ModelConfig.RopeAttentionFactor"/>).</summary>
     public double? AttentionFactor { get; init; }
+
+    /// <summary>YaRN: the rotations that bound the blend between interpolated and original frequencies (32 and 1).</summary>
+    public double BetaFast { get; init; } = 32;
+
+    public double BetaSlow { get; init; } = 1;
+
+    /// <summary>YaRN: DeepSeek's <c>mscale</c> / <c>mscale_all_dim</c>; when both are set, the derived attention
+    /// factor is their ratio of mscales.</summary>
+    public double? Mscale { get; init; }
+
+    public double? MscaleAllDim { get; init; }
+
+    /// <summary>YaRN <c>truncate</c>: the blend's bounds rounded outward to whole dimensions (the default).</summary>
+    public bool Truncate { get; init; } = true;
 
     public bool IsLongRope => Type is "longrope" or "su";
 
@@ -98,7 +114,8 @@ public sealed record RopeScaling(string Type, double Factor, double LowFreqFacto
         other is not null && Type == other.Type && Factor.Equals(other.Factor) && LowFreqFactor.Equals(other.LowFreqFactor)
         && HighFreqFactor.Equals(other.HighFreqFactor) && OriginalMaxPositionEmbeddings == other.OriginalMaxPositionEmbeddings
         && (ShortFactor ?? []).SequenceEqual(other.ShortFactor ?? []) && (LongFactor ?? []).SequenceEqual(other.LongFactor ?? [])
-        && AttentionFactor == other.AttentionFactor;
+        && AttentionFactor == other.AttentionFactor && BetaFast.Equals(other.BetaFast) && BetaSlow.Equals(other.BetaSlow)
+        && Mscale == other.Mscale && MscaleAllDim == other.MscaleAllDim && Truncate == other.Truncate;
 
     public override int GetHashCode() => HashCode.Combine(Type, Factor, OriginalMaxPositionEmbeddings);
 }
@@ -319,6 +336,7 @@ public sealed record ModelConfig
             _ => (false, false, false),
         };
         var (window, slidingLayers) = ParseWindow(f, table, layers);
+        var rope = table.HasRope ? ParseRope(f, table) : (Theta: 10000.0, Scaling: (RopeScaling?)null, LocalTheta: (double?)null);
         var config = new ModelConfig
         {
             Family = table.Family,
@@ -333,8 +351,8 @@ public sealed record ModelConfig
                 : f.RequiredInt(k.IntermediateSize),
             MaxPositions = f.OptionalInt(k.MaxPositions) ?? table.DefaultMaxPositions,
             NormEps = f.OptionalDouble(k.NormEps) ?? table.DefaultNormEps,
-            RopeTheta = table.HasRope ? f.OptionalDouble("rope_theta") ?? table.DefaultRopeTheta : 10000,
-            RopeScaling = table.HasRope ? ParseRopeScaling(f, table) : null,
+            RopeTheta = rope.Theta,
+            RopeScaling = rope.Scaling,
             TieWordEmbeddings = f.OptionalBool("tie_word_embeddings") ?? table.DefaultTieWordEmbeddings,
             AttentionQkvBias = qkvBias,
             AttentionOutputBias = oBias,
@@ -345,7 +363,7 @@ public sealed record ModelConfig
             QueryPreAttnScalar = table.GemmaAttention ? f.OptionalDouble("query_pre_attn_scalar") ?? table.DefaultQueryPreAttnScalar : null,
             AttnLogitSoftcap = table.GemmaAttention ? f.OptionalDoubleOrNull("attn_logit_softcapping", table.DefaultAttnSoftcap) : null,
             FinalLogitSoftcap = table.GemmaAttention ? f.OptionalDoubleOrNull("final_logit_softcapping", table.DefaultFinalSoftcap) : null,
-            LocalRopeTheta = table.LocalRope ? f.OptionalDouble("rope_local_base_freq") ?? table.DefaultLocalRopeTheta : null,
+            LocalRopeTheta = rope.LocalTheta,
             RopeLayers = table.NoRopeLayers ? ParseRopeLayers(f, layers) : null,
             BosTokenId = f.OptionalInt("bos_token_id"),
             PadTokenId = f.OptionalInt("pad_token_id"),
@@ -429,21 +447,96 @@ public sealed record ModelConfig
         return sliding;
     }
 
-    private static RopeScaling? ParseRopeScaling(ConfigFields f, Checkpoints.FamilyTable table)
+    /// <summary>
+    /// RoPE settings from either config format. Before transformers 5: <c>rope_theta</c>, <c>rope_scaling</c> and
+    /// Gemma-3's <c>rope_local_base_freq</c> at the top level. transformers 5: <c>rope_parameters</c>, one object holding
+    /// rope_type, rope_theta and the scaling fields, or one such object per layer type (<c>full_attention</c>,
+    /// <c>sliding_attention</c>) where layers differ (Gemma-3's local layers). A top-level rope_theta fills a missing
+    /// one, as transformers does; rope_parameters together with rope_scaling is refused rather than one silently
+    /// winning.
+    /// </summary>
+    private static (double Theta, RopeScaling? Scaling, double? LocalTheta) ParseRope(ConfigFields f, Checkpoints.FamilyTable table)
     {
-        var node = f.Get("rope_scaling");
-        if (node is null) return null;
-        if (node is not JsonObject rs) throw f.Error("rope_scaling", "must be an object or null");
-        var inner = new ConfigFields(rs, f.Source, "rope_scaling.");
+        CheckPartialRotary(f);
+        double? topTheta = f.OptionalDouble("rope_theta");
+        double? LocalTheta() => table.LocalRope ? f.OptionalDouble("rope_local_base_freq") ?? table.DefaultLocalRopeTheta : null;
+        var node = f.Get("rope_parameters");
+        if (node is null)
+        {
+            var legacy = f.Get("rope_scaling") switch
+            {
+                null => null,
+                JsonObject rs => ParseRopeScaling(new ConfigFields(rs, f.Source, "rope_scaling."), "rope_scaling", f, table, typeRequired: true),
+                _ => throw f.Error("rope_scaling", "must be an object or null"),
+            };
+            return (topTheta ?? table.DefaultRopeTheta, legacy, LocalTheta());
+        }
+        if (node is not JsonObject parameters) throw f.Error("rope_parameters", "must be an object or null");
+        if (f.Get("rope_scaling") is not null)
+            throw f.Error("rope_scaling", "is given together with 'rope_parameters' (the transformers 5 format); keep one");
+
+        if (!IsByLayerType(parameters))
+        {
+            var (theta, scaling) = ParseRopeParameters(parameters, "rope_parameters", f, topTheta, table);
+            return (theta, scaling, LocalTheta());
+        }
+        var full = parameters["full_attention"] is JsonObject fullNode
+            ? ParseRopeParameters(fullNode, "rope_parameters.full_attention", f, topTheta, table) : ((double, RopeScaling?)?)null;
+        var sliding = parameters["sliding_attention"] is JsonObject slidingNode
+            ? ParseRopeParameters(slidingNode, "rope_parameters.sliding_attention", f, topTheta, table) : ((double, RopeScaling?)?)null;
+        foreach (var (key, value) in parameters)
+            if (value is not JsonObject) throw f.Error($"rope_parameters.{key}", "must be an object");
+        if (table.LocalRope)
+        {
+            // Gemma-3: the global layers' RoPE, and the local layers' base without scaling.
+            if (full is not { } global) throw f.Error("rope_parameters.full_attention", "is missing");
+            if (sliding is { Item2: not null }) throw f.Error("rope_parameters.sliding_attention", "must have rope_type 'default': the sliding layers' RoPE is not scaled");
+            if (sliding is { } local && f.OptionalDouble("rope_local_base_freq") is { } stated && stated != local.Item1)
+                throw f.Error("rope_local_base_freq", $"{stated} differs from rope_parameters.sliding_attention.rope_theta {local.Item1}; keep one");
+            return (global.Item1, global.Item2, sliding?.Item1 ?? LocalTheta());
+        }
+        // Every other family rotates all its layers alike: the two entries must say the same.
+        var one = full ?? sliding!.Value;
+        if (full is { } a && sliding is { } b && (a.Item1 != b.Item1 || !Equals(a.Item2, b.Item2)))
+            throw f.Error("rope_parameters.sliding_attention", $"differs from rope_parameters.full_attention: {table.ModelType} uses one RoPE for every layer (a RoPE per layer type is supported for gemma3_text)");
+        return (one.Item1, one.Item2, LocalTheta());
+    }
+
+    private static bool IsByLayerType(JsonObject parameters) =>
+        parameters.Count > 0 && parameters.All(kv => kv.Key is "full_attention" or "sliding_attention");
+
+    private static (double Theta, RopeScaling? Scaling) ParseRopeParameters(JsonObject parameters, string field, ConfigFields f, double? topTheta, Checkpoints.FamilyTable table)
+    {
+        var inner = new ConfigFields(parameters, f.Source, field + ".");
+        CheckPartialRotary(inner);
+        double? theta = inner.OptionalDouble("rope_theta");
+        if (theta != null && topTheta != null && theta != topTheta)
+            throw inner.Error("rope_theta", $"{theta} differs from the top-level rope_theta {topTheta}; keep one");
+        return (theta ?? topTheta ?? table.DefaultRopeTheta, ParseRopeScaling(inner, field, f, table, typeRequired: false));
+    }
+
+    /// <summary>transformers 5 applies partial_rotary_factor to every RoPE family, from the top level or the RoPE
+    /// parameters; AlignSharp rotates whole heads only.</summary>
+    private static void CheckPartialRotary(ConfigFields fields)
+    {
+        if (fields.OptionalDouble("partial_rotary_factor") is { } factor && factor != 1)
+            throw fields.Error("partial_rotary_factor", "other than 1 is not supported (RoPE on part of each head)");
+    }
+
+    /// <summary>The scaling part of a rope_scaling / rope_parameters object (<paramref name="inner"/>); null for
+    /// rope_type default. <paramref name="f"/>: the top level (max_position_embeddings, original_max_position_embeddings).</summary>
+    private static RopeScaling? ParseRopeScaling(ConfigFields inner, string field, ConfigFields f, Checkpoints.FamilyTable table, bool typeRequired)
+    {
         string type = inner.OptionalString("rope_type") ?? inner.OptionalString("type")
-            ?? throw f.Error("rope_scaling", "has no 'rope_type'");
+            ?? (typeRequired ? throw f.Error(field, "has no 'rope_type'") : "default");
+        int maxPositions = f.OptionalInt(table.Keys.MaxPositions) ?? table.DefaultMaxPositions;
         switch (type)
         {
             case "default":
                 return null;
             case "linear":
                 double factor = inner.RequiredDouble("factor");
-                if (!(factor > 0)) throw f.Error("rope_scaling.factor", $"must be positive, not {factor}");
+                if (!(factor > 0)) throw inner.Error("factor", $"must be positive, not {factor}");
                 return new RopeScaling(type, factor, 0, 0, 0);
             case "llama3":
                 var scaling = new RopeScaling(type,
@@ -452,23 +545,47 @@ public sealed record ModelConfig
                     inner.RequiredDouble("high_freq_factor"),
                     inner.RequiredInt("original_max_position_embeddings"));
                 if (scaling.Factor <= 0 || scaling.OriginalMaxPositionEmbeddings <= 0 || scaling.HighFreqFactor <= scaling.LowFreqFactor || scaling.LowFreqFactor <= 0)
-                    throw f.Error("rope_scaling", "llama3 needs factor > 0, original_max_position_embeddings > 0 and 0 < low_freq_factor < high_freq_factor");
+                    throw f.Error(field, "llama3 needs factor > 0, original_max_position_embeddings > 0 and 0 < low_freq_factor < high_freq_factor");
                 return scaling;
+            case "yarn":
+            {
+                // transformers 5: the pre-training length from the top level (Phi-3's and DeepSeek's place), else from
+                // the parameters, else max_position_embeddings; factor, when null, their ratio.
+                int original = f.OptionalInt("original_max_position_embeddings") ?? inner.OptionalInt("original_max_position_embeddings") ?? maxPositions;
+                if (original <= 0) throw inner.Error("original_max_position_embeddings", $"must be positive, not {original}");
+                double? givenFactor = inner.OptionalDoubleOrNull("factor", double.NaN);
+                if (givenFactor is double.NaN) throw inner.Error("factor", "is missing (null takes max_position_embeddings / original_max_position_embeddings)");
+                double yarnFactor = givenFactor ?? (double)maxPositions / original;
+                if (!(yarnFactor > 0)) throw inner.Error("factor", $"must be positive, not {yarnFactor}");
+                var yarn = new RopeScaling(type, yarnFactor, 0, 0, original)
+                {
+                    AttentionFactor = inner.OptionalDouble("attention_factor"),
+                    BetaFast = inner.OptionalDouble("beta_fast") is { } fast and not 0 ? fast : 32,
+                    BetaSlow = inner.OptionalDouble("beta_slow") is { } slow and not 0 ? slow : 1,
+                    Mscale = inner.OptionalDouble("mscale"),
+                    MscaleAllDim = inner.OptionalDouble("mscale_all_dim"),
+                    Truncate = inner.OptionalBool("truncate") ?? true,
+                };
+                if (yarn.AttentionFactor is <= 0) throw inner.Error("attention_factor", $"must be positive, not {yarn.AttentionFactor}");
+                if (!(yarn.BetaFast > 0 && yarn.BetaSlow > 0)) throw f.Error(field, $"yarn needs positive beta_fast and beta_slow, not {yarn.BetaFast} and {yarn.BetaSlow}");
+                return yarn;
+            }
             case "longrope" or "su" when table.LongRope:
+            {
                 // transformers: factor = max_position_embeddings / original_max_position_embeddings (Phi-3's default 4096).
                 int original = f.OptionalInt("original_max_position_embeddings") ?? inner.OptionalInt("original_max_position_embeddings") ?? 4096;
-                int maxPositions = f.OptionalInt(table.Keys.MaxPositions) ?? table.DefaultMaxPositions;
                 if (original <= 0) throw f.Error("original_max_position_embeddings", $"must be positive, not {original}");
                 double? attentionFactor = inner.OptionalDouble("attention_factor");
-                if (attentionFactor is <= 0) throw f.Error("rope_scaling.attention_factor", $"must be positive, not {attentionFactor}");
+                if (attentionFactor is <= 0) throw inner.Error("attention_factor", $"must be positive, not {attentionFactor}");
                 return new RopeScaling(type, (double)maxPositions / original, 0, 0, original)
                 {
                     ShortFactor = inner.RequiredDoubleList("short_factor"),
                     LongFactor = inner.RequiredDoubleList("long_factor"),
                     AttentionFactor = attentionFactor,
                 };
+            }
             default:
-                throw f.Error("rope_scaling", $"type '{type}' is not supported for {table.ModelType} (supported: default, linear, llama3{(table.LongRope ? ", longrope, su" : "")})");
+                throw f.Error(field, $"type '{type}' is not supported for {table.ModelType} (supported: default, linear, llama3, yarn{(table.LongRope ? ", longrope, su" : "")})");
         }
     }
 
@@ -609,6 +726,7 @@ public sealed record ModelConfig
         }
         var inv = Ops.RopeInverseFrequencies(HeadDim, local ? LocalRopeTheta!.Value : RopeTheta);
         if (local || RopeScaling is not { } rs) return inv;
+        if (rs.Type == "yarn") return YarnFrequencies(inv, rs);
         // The scaling is evaluated in double on the float32 base frequencies and rounded once; that stays within an
         // ulp of transformers' float32 arithmetic (checked against its values in the fixtures).
         for (int j = 0; j < inv.Length; j++)
@@ -632,11 +750,48 @@ public sealed record ModelConfig
         return inv;
     }
 
-    /// <summary>LongRoPE multiplies cos and sin by attention_factor, or by √(1 + ln(factor) / ln(original)) when the
-    /// config gives none and factor &gt; 1 (transformers); 1 for every other RoPE.</summary>
-    public float RopeAttentionFactor => RopeScaling is { IsLongRope: true } rs
-        ? (float)(rs.AttentionFactor ?? (rs.Factor > 1 ? Math.Sqrt(1 + Math.Log(rs.Factor) / Math.Log(rs.OriginalMaxPositionEmbeddings)) : 1.0))
-        : 1f;
+    /// <summary>
+    /// YaRN (transformers 5's <c>_compute_yarn_parameters</c>): each pair j blends the original frequency and the one
+    /// interpolated by factor, inv = inv/factor·(1 − e) + inv·e, where e = 1 − clamp((j − low) / (high − low), 0, 1) keeps
+    /// the fast-rotating pairs as they were; low and high are the dimensions that complete beta_fast and beta_slow
+    /// rotations over the pre-training length, d·ln(L / (2π·β)) / (2·ln θ), rounded outward unless truncate is false
+    /// and clipped to [0, d − 1]. Evaluated in double on the float32 base frequencies, rounded once.
+    /// </summary>
+    private float[] YarnFrequencies(float[] inv, RopeScaling rs)
+    {
+        int dim = HeadDim;
+        double CorrectionDim(double rotations) =>
+            dim * Math.Log(rs.OriginalMaxPositionEmbeddings / (rotations * 2 * Math.PI)) / (2 * Math.Log(RopeTheta));
+        double low = CorrectionDim(rs.BetaFast), high = CorrectionDim(rs.BetaSlow);
+        if (rs.Truncate) (low, high) = (Math.Floor(low), Math.Ceiling(high));
+        low = Math.Max(low, 0);
+        high = Math.Min(high, dim - 1);
+        if (low == high) high += 0.001; // transformers' guard against a zero-width ramp
+        for (int j = 0; j < inv.Length; j++)
+        {
+            double ramp = Math.Clamp((j - low) / (high - low), 0, 1);
+            double extrapolation = 1 - ramp;
+            double f = inv[j];
+            inv[j] = (float)(f / rs.Factor * (1 - extrapolation) + f * extrapolation);
+        }
+        return inv;
+    }
+
+    /// <summary>The factor transformers multiplies cos and sin by. LongRoPE: attention_factor, or
+    /// √(1 + ln(factor) / ln(original)) when the config gives none and factor &gt; 1. YaRN: attention_factor, or
+    /// mscale(factor) = 0.1·ln(factor) + 1 (1 for factor ≤ 1), or with DeepSeek's mscale and mscale_all_dim both set
+    /// mscale(factor, mscale) / mscale(factor, mscale_all_dim) where mscale(s, m) = 0.1·m·ln(s) + 1. 1 for every
+    /// other RoPE, and for Gemma-3's local layers.</summary>
+    public float RopeAttentionFactor => RopeScaling switch
+    {
+        { IsLongRope: true } rs => (float)(rs.AttentionFactor ?? (rs.Factor > 1 ? Math.Sqrt(1 + Math.Log(rs.Factor) / Math.Log(rs.OriginalMaxPositionEmbeddings)) : 1.0)),
+        { Type: "yarn" } rs => (float)(rs.AttentionFactor ?? (rs.Mscale is { } m and not 0 && rs.MscaleAllDim is { } all and not 0
+            ? YarnMscale(rs.Factor, m) / YarnMscale(rs.Factor, all)
+            : YarnMscale(rs.Factor, 1))),
+        _ => 1f,
+    };
+
+    private static double YarnMscale(double scale, double mscale) => scale <= 1 ? 1.0 : 0.1 * mscale * Math.Log(scale) + 1.0;
 
     /// <summary>Whether a forward call whose largest position id is <paramref name="maxPosition"/> uses LongRoPE's long
     /// factors: transformers switches when max position + 1 exceeds original_max_position_embeddings, per call, so a
@@ -674,24 +829,30 @@ public sealed record ModelConfig
         o[k.MaxPositions] = MaxPositions;
         o[k.NormEps] = NormEps;
         o[k.Activation] = table.Activations.First(a => a.Activation == Activation).Name;
-        if (table.HasRope)
+        // A config read in transformers 5's format is written back in it (rope_parameters, per layer type when it was).
+        bool ropeByLayerType = false;
+        if (table.HasRope && Source?["rope_parameters"] is JsonObject sourceParameters)
+        {
+            o.Remove("rope_theta");
+            o.Remove("rope_scaling");
+            if (IsByLayerType(sourceParameters))
+            {
+                ropeByLayerType = true;
+                var byType = new JsonObject();
+                foreach (var (key, _) in sourceParameters)
+                    byType[key] = key == "sliding_attention" && table.LocalRope
+                        ? RopeParametersJson(LocalRopeTheta!.Value, null)
+                        : RopeParametersJson(RopeTheta, RopeScaling);
+                if (table.LocalRope && !byType.ContainsKey("sliding_attention")) byType["sliding_attention"] = RopeParametersJson(LocalRopeTheta!.Value, null);
+                o["rope_parameters"] = byType;
+                o.Remove("rope_local_base_freq");
+            }
+            else o["rope_parameters"] = RopeParametersJson(RopeTheta, RopeScaling);
+        }
+        else if (table.HasRope)
         {
             o["rope_theta"] = RopeTheta;
-            o["rope_scaling"] = RopeScaling switch
-            {
-                null => null,
-                { Type: "linear" } rs => new JsonObject { ["rope_type"] = rs.Type, ["factor"] = rs.Factor },
-                // Phi-3's own format (transformers before 4.45 accepts exactly type, short_factor and long_factor).
-                { IsLongRope: true } rs => LongRopeJson(rs),
-                var rs => new JsonObject
-                {
-                    ["rope_type"] = rs.Type,
-                    ["factor"] = rs.Factor,
-                    ["low_freq_factor"] = rs.LowFreqFactor,
-                    ["high_freq_factor"] = rs.HighFreqFactor,
-                    ["original_max_position_embeddings"] = rs.OriginalMaxPositionEmbeddings,
-                },
-            };
+            o["rope_scaling"] = RopeScaling is { } rs ? RopeScalingJson(rs) : null;
         }
         if (table.Biases is Checkpoints.BiasRule.AttentionBiasKey or Checkpoints.BiasRule.AttentionAndMlpKeys) o["attention_bias"] = AttentionQkvBias;
         if (table.Biases is Checkpoints.BiasRule.AttentionAndMlpKeys) o["mlp_bias"] = MlpBias;
@@ -731,7 +892,7 @@ public sealed record ModelConfig
             o["attn_logit_softcapping"] = AttnLogitSoftcap;
             o["final_logit_softcapping"] = FinalLogitSoftcap;
         }
-        if (table.LocalRope) o["rope_local_base_freq"] = LocalRopeTheta;
+        if (table.LocalRope && !ropeByLayerType) o["rope_local_base_freq"] = LocalRopeTheta;
         if (table.NoRopeLayers) o["no_rope_layers"] = new JsonArray(Enumerable.Range(0, NumLayers).Select(l => (JsonNode?)(UsesRope(l) ? 1 : 0)).ToArray());
         if (RopeScaling is { IsLongRope: true } longRope) o["original_max_position_embeddings"] = longRope.OriginalMaxPositionEmbeddings;
         o["tie_word_embeddings"] = TieWordEmbeddings;
@@ -750,6 +911,49 @@ public sealed record ModelConfig
         }
         o["alignsharp"] = new JsonObject { ["head"] = Head == HeadKind.Scalar ? "scalar" : "lm" };
         return o;
+    }
+
+    /// <summary>transformers 5's RoPE object: rope_type, rope_theta and the scaling's fields.</summary>
+    private static JsonObject RopeParametersJson(double theta, RopeScaling? scaling)
+    {
+        var json = scaling is null ? new JsonObject { ["rope_type"] = "default" } : RopeScalingJson(scaling);
+        json["rope_theta"] = theta;
+        return json;
+    }
+
+    private static JsonObject RopeScalingJson(RopeScaling rs)
+    {
+        switch (rs.Type)
+        {
+            case "linear":
+                return new JsonObject { ["rope_type"] = rs.Type, ["factor"] = rs.Factor };
+            case "yarn":
+                var yarn = new JsonObject
+                {
+                    ["rope_type"] = rs.Type,
+                    ["factor"] = rs.Factor,
+                    ["original_max_position_embeddings"] = rs.OriginalMaxPositionEmbeddings,
+                    ["beta_fast"] = rs.BetaFast,
+                    ["beta_slow"] = rs.BetaSlow,
+                };
+                if (rs.AttentionFactor is double a) yarn["attention_factor"] = a;
+                if (rs.Mscale is double m) yarn["mscale"] = m;
+                if (rs.MscaleAllDim is double all) yarn["mscale_all_dim"] = all;
+                if (!rs.Truncate) yarn["truncate"] = false;
+                return yarn;
+            case "longrope" or "su":
+                // Phi-3's own format (transformers before 4.45 accepts exactly type, short_factor and long_factor).
+                return LongRopeJson(rs);
+            default:
+                return new JsonObject
+                {
+                    ["rope_type"] = rs.Type,
+                    ["factor"] = rs.Factor,
+                    ["low_freq_factor"] = rs.LowFreqFactor,
+                    ["high_freq_factor"] = rs.HighFreqFactor,
+                    ["original_max_position_embeddings"] = rs.OriginalMaxPositionEmbeddings,
+                };
+        }
     }
 
     private static JsonObject LongRopeJson(RopeScaling rs)

@@ -185,7 +185,7 @@ public sealed class TransformerModel
         if (config.Head == HeadKind.Scalar) Add("score.weight", 1, d);
         else if (!config.TieWordEmbeddings) Add("lm_head.weight", config.VocabSize, d);
         if (!config.LearnedPositions) _rope = new RopeTableCache(config.RopeFrequencies(), config.RopeAttentionFactor);
-        if (config.LocalRopeTheta != null) _ropeLocal = new RopeTableCache(config.RopeFrequencies(local: true), config.RopeAttentionFactor);
+        if (config.LocalRopeTheta != null) _ropeLocal = new RopeTableCache(config.RopeFrequencies(local: true), 1f); // unscaled, as transformers' local rotary
         if (config.RopeScaling is { IsLongRope: true }) _ropeLong = new RopeTableCache(config.RopeFrequencies(longContext: true), config.RopeAttentionFactor);
     }
 

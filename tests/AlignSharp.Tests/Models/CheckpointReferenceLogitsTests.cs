@@ -182,9 +182,10 @@ public sealed class CheckpointReferenceLogitsTests
         private double[][] Rope(double[][] x, bool local)
         {
             int hd = _c.HeadDim, half = hd / 2;
-            // LongRoPE (Phi-3): long factors when the call reaches original_max_position_embeddings; cos and sin scaled.
+            // LongRoPE (Phi-3): long factors when the call reaches original_max_position_embeddings; cos and sin scaled
+            // (LongRoPE, YaRN) on the global layers only.
             var inv = _c.RopeFrequencies(local, _c.UsesLongRopeFactors(x.Length - 1));
-            double factor = _c.RopeAttentionFactor;
+            double factor = local ? 1 : _c.RopeAttentionFactor;
             for (int t = 0; t < x.Length; t++)
                 for (int head = 0; head < x[t].Length / hd; head++)
                 {

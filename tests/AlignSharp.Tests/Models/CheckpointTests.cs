@@ -19,6 +19,7 @@ internal static class Fixtures
         "gpt2-hub", "gpt2-save-pretrained", "llama-gqa", "qwen2-tied-bias", "llama-sharded", "llama-bf16",
         "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window", "qwen3-qk-norm", "gemma2-softcap-window",
         "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
+        "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type",
     ];
 
     private static string Find()
@@ -580,6 +581,8 @@ public sealed class CheckpointTests : IDisposable
     [InlineData("gemma3-local-global")] // the global layers' frequencies, linear scaling 8
     [InlineData("smollm3-nope")]
     [InlineData("olmo2-post-norm")]
+    [InlineData("qwen3-yarn-v5")]
+    [InlineData("gemma3-v5-rope-per-layer-type")] // the full-attention layer's YaRN frequencies
     public void RopeFrequenciesMatchTransformers(string fixture)
     {
         var config = ModelConfig.Load(Fixtures.Dir(fixture));
@@ -589,6 +592,68 @@ public sealed class CheckpointTests : IDisposable
         Assert.Equal(expected.Length, actual.Length);
         for (int j = 0; j < expected.Length; j++)
             Assert.True(Math.Abs(expected[j] - actual[j]) <= 2e-6 * Math.Abs(expected[j]), $"inv_freq[{j}]: {actual[j]} vs {expected[j]}");
+    }
+
+    /// <summary>YaRN with and without truncation, DeepSeek's mscale pair, an explicit attention factor, a null factor,
+    /// the pre-training length at the top level, legacy rope_scaling, a top-level rope_theta beside rope_parameters, and a
+    /// per-layer-type object: each against transformers' frequencies and cos/sin scaling (make_fixtures.py), and each
+    /// written back and read again unchanged.</summary>
+    [Fact]
+    public void RopeVariantsMatchTransformers()
+    {
+        string dir = Fixtures.Dir("qwen3-yarn-v5");
+        var baseJson = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")));
+        int count = 0;
+        foreach (var variant in doc.RootElement.GetProperty("rope_variants").EnumerateArray())
+        {
+            var json = (JsonObject)baseJson.DeepClone();
+            foreach (var key in new[] { "rope_theta", "rope_scaling", "rope_parameters", "original_max_position_embeddings" }) json.Remove(key);
+            foreach (var (key, value) in JsonNode.Parse(variant.GetProperty("keys").GetRawText())!.AsObject()) json[key] = value?.DeepClone();
+            var config = ModelConfig.Parse(json.ToJsonString());
+            var expected = variant.GetProperty("inv_freq").EnumerateArray().Select(e => e.GetSingle()).ToArray();
+            var actual = config.RopeFrequencies();
+            Assert.Equal(expected.Length, actual.Length);
+            for (int j = 0; j < expected.Length; j++)
+                Assert.True(Math.Abs(expected[j] - actual[j]) <= 2e-6 * Math.Abs(expected[j]), $"variant {count} inv_freq[{j}]: {actual[j]} vs {expected[j]}");
+            double scaling = variant.GetProperty("attention_scaling").GetDouble();
+            Assert.True(Math.Abs(config.RopeAttentionFactor - scaling) <= 1e-6 * scaling, $"variant {count} attention scaling: {config.RopeAttentionFactor} vs {scaling}");
+            Assert.Equal(config, ModelConfig.Parse(config.ToJson()));
+            count++;
+        }
+        Assert.Equal(7, count);
+    }
+
+    /// <summary>A checkpoint transformers 5 saved is saved back in its format: RoPE settings in rope_parameters (one
+    /// object per layer type where it had them), no rope_theta / rope_scaling / rope_local_base_freq beside them to
+    /// disagree, and <c>dtype</c> naming the stored dtype.</summary>
+    [Theory]
+    [InlineData("qwen3-yarn-v5")]
+    [InlineData("gemma3-v5-rope-per-layer-type")]
+    public void Transformers5ConfigsAreSavedInTheirOwnFormat(string fixture)
+    {
+        using var original = ModelCheckpoint.Open(Fixtures.Dir(fixture));
+        string dir = Path.Combine(_temp, "saved");
+        ModelCheckpoint.Save(dir, original.Config, n => original.ReadParameter(n), SafetensorsDtype.BF16);
+        var source = JsonNode.Parse(File.ReadAllText(Path.Combine(Fixtures.Dir(fixture), "config.json")))!.AsObject();
+        var saved = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+        Assert.Equal("bfloat16", (string)saved["dtype"]!);
+        foreach (var key in new[] { "rope_theta", "rope_scaling", "rope_local_base_freq" }) Assert.False(saved.ContainsKey(key), key);
+        var sourceRope = source["rope_parameters"]!.AsObject();
+        var savedRope = saved["rope_parameters"]!.AsObject();
+        bool byType = sourceRope.ContainsKey("full_attention");
+        Assert.Equal(byType, savedRope.ContainsKey("full_attention"));
+        foreach (var (entry, parameters) in byType ? sourceRope.Select(kv => (kv.Key, kv.Value!.AsObject())) : [("", sourceRope)])
+        {
+            var written = byType ? savedRope[entry]!.AsObject() : savedRope;
+            foreach (var (key, value) in parameters)
+                Assert.True(JsonNode.DeepEquals(value, written[key]) || value!.GetValueKind() == JsonValueKind.Number && (double)value == (double)written[key]!,
+                    $"{entry}.{key}: {value?.ToJsonString()} written as {written[key]?.ToJsonString()}");
+            // Beside them only YaRN's defaults, spelled out.
+            foreach (var (key, value) in written.Where(kv => !parameters.ContainsKey(kv.Key)))
+                Assert.True(key == "beta_fast" && (double)value! == 32 || key == "beta_slow" && (double)value! == 1, $"{entry}.{key} = {value?.ToJsonString()}");
+        }
+        Assert.Equal(original.Config, ModelConfig.Load(dir));
     }
 
     private static string Gpt2Json(string extra = "") =>
@@ -604,7 +669,7 @@ public sealed class CheckpointTests : IDisposable
     [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2}", "field 'intermediate_size' is missing")]
     [InlineData("{\"model_type\":\"gpt2\",\"vocab_size\":\"ten\",\"n_embd\":8,\"n_layer\":1,\"n_head\":2}", "field 'vocab_size' must be an integer")]
     [InlineData("{\"model_type\":\"gpt2\",\"vocab_size\":10,\"n_embd\":8,\"n_layer\":1,\"n_head\":3}", "not divisible")]
-    [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}}", "field 'rope_scaling' type 'yarn' is not supported")]
+    [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"rope_type\":\"yarn\"}}", "field 'rope_scaling.factor' is missing")]
     [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":4}}", "field 'rope_scaling.low_freq_factor' is missing")]
     [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"num_key_value_heads\":3}", "not a multiple of num_key_value_heads")]
     [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"hidden_act\":\"relu\"}", "field 'hidden_act' 'relu' is not supported")]

@@ -149,8 +149,6 @@ internal static class FamilyTables
         n.GetValueKind() == System.Text.Json.JsonValueKind.Number && n.GetValue<double>() != value;
 
     private static readonly RejectedValue PretrainingTp = new("pretraining_tp", n => IsNumberOtherThan(n, 1), "other than 1 is not supported (sliced projections)");
-    private static readonly RejectedValue RopeParameters = new("rope_parameters", n => n.GetValueKind() != System.Text.Json.JsonValueKind.Null,
-        "(the transformers 5 rope format) is not supported yet: give rope_theta and rope_scaling");
     private static readonly RejectedValue BidirectionalAttention = new("use_bidirectional_attention", IsTrue, "true is not supported (decoder-only, causal models only)");
 
     public static readonly FamilyTable Gpt2 = new(ModelFamily.Gpt2, "gpt2", "GPT2LMHeadModel", "GPT2ForSequenceClassification", Gpt2NameTable.Table)
@@ -179,7 +177,7 @@ internal static class FamilyTables
     {
         Biases = BiasRule.AttentionAndMlpKeys,
         DefaultMaxPositions = 2048,
-        Rejected = [PretrainingTp, RopeParameters],
+        Rejected = [PretrainingTp],
     };
 
     public static readonly FamilyTable Qwen2 = new(ModelFamily.Qwen2, "qwen2", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification", LlamaNameTable.Table)
@@ -188,7 +186,6 @@ internal static class FamilyTables
         Window = WindowRule.UseSlidingWindow,
         DefaultSlidingWindow = 4096,
         DefaultMaxPositions = 32768,
-        Rejected = [RopeParameters],
     };
 
     public static readonly FamilyTable Mistral = new(ModelFamily.Mistral, "mistral", "MistralForCausalLM", "MistralForSequenceClassification", LlamaNameTable.Table)
@@ -196,7 +193,6 @@ internal static class FamilyTables
         Biases = BiasRule.None,
         Window = WindowRule.EveryLayer,
         DefaultMaxPositions = 4096 * 32,
-        Rejected = [RopeParameters],
     };
 
     /// <summary>Qwen3: Llama's block with per-head q/k RMSNorm, head_dim 128 by default, attention_bias for q/k/v/o.</summary>
@@ -208,7 +204,6 @@ internal static class FamilyTables
         DefaultSlidingWindow = 4096,
         DefaultMaxPositions = 32768,
         DefaultHeadDim = 128,
-        Rejected = [RopeParameters],
     };
 
     private static readonly (string, HiddenActivation)[] GemmaActivations =
@@ -233,7 +228,7 @@ internal static class FamilyTables
         DefaultFinalSoftcap = 30.0,
         DefaultSlidingWindow = 4096,
         DefaultSlidingPattern = 2,
-        Rejected = [RopeParameters, BidirectionalAttention],
+        Rejected = [BidirectionalAttention],
     };
 
     /// <summary>Gemma-3 text (<c>Gemma3ForCausalLM</c>, model_type gemma3_text): Gemma-2's block plus q/k norms, no soft
@@ -263,11 +258,6 @@ internal static class FamilyTables
         DefaultMaxPositions = 4096,
         DefaultNormEps = 1e-5,
         LongRope = true,
-        Rejected =
-        [
-            RopeParameters,
-            new("partial_rotary_factor", n => IsNumberOtherThan(n, 1), "other than 1 is not supported (RoPE on part of each head)"),
-        ],
     };
 
     /// <summary>SmolLM3: Llama's block (attention_bias, mlp_bias) with NoPE layers, rope_theta 2e6 by default. Its
@@ -281,7 +271,6 @@ internal static class FamilyTables
         Rejected =
         [
             PretrainingTp,
-            RopeParameters,
             new("use_sliding_window", IsTrue, "true is not supported for smollm3 (the released models leave it false)"),
         ],
     };
@@ -298,7 +287,6 @@ internal static class FamilyTables
         Biases = BiasRule.AttentionBiasKey,
         DefaultMaxPositions = 2048,
         DefaultNormEps = 1e-5,
-        Rejected = [RopeParameters],
     };
 
     public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2];

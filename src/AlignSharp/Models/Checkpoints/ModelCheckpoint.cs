@@ -143,12 +143,15 @@ public sealed class ModelCheckpoint : IDisposable
         var written = SafetensorsWriter.WriteCheckpoint(directory, tensors, dtype, null, maxShardBytes);
         // save_pretrained records the dtype the weights were stored in.
         var json = config.ToJsonObject();
-        json["torch_dtype"] = dtype switch
+        string dtypeName = dtype switch
         {
             SafetensorsDtype.BF16 => "bfloat16",
             SafetensorsDtype.F16 => "float16",
             _ => "float32",
         };
+        json["torch_dtype"] = dtypeName;
+        // transformers 5 writes the same as "dtype"; a config read from it keeps that key, and it must not go stale.
+        if (json.ContainsKey("dtype")) json["dtype"] = dtypeName;
         AtomicFile.WriteText(Path.Combine(directory, "config.json"), json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
         return written;
     }
