@@ -298,13 +298,17 @@ def linear(w):
 
 
 def llama_forward(w, cfg, ids):
-    """Llama / Qwen2 / Mistral. w: HF names, float64."""
+    """Llama / Qwen2 / Mistral / Qwen3 / SmolLM3 / Granite. w: HF names, float64. Granite (modeling_granite.py) has four
+    multipliers, absent (1) elsewhere: embeddings times embedding_multiplier, attention_multiplier as the score scale
+    (in place of hd^-1/2), each attention and MLP output times residual_multiplier before its residual add, and the
+    logits divided by logits_scaling."""
     t = len(ids)
     nh, nkv, hd, eps = llama_shapes(cfg)
     cos, sin = rope_cos_sin(cfg, hd, t)
     lin = linear(w)
+    residual = cfg.get("residual_multiplier", 1.0)
 
-    h = w["model.embed_tokens.weight"][ids]
+    h = w["model.embed_tokens.weight"][ids] * cfg.get("embedding_multiplier", 1.0)
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         x = rms_norm(h, w[p + "input_layernorm.weight"], eps)
@@ -321,13 +325,14 @@ def llama_forward(w, cfg, ids):
         rep = nh // nkv
         k = k.repeat_interleave(rep, dim=0)  # == HF repeat_kv: head i uses kv head i // rep
         v = v.repeat_interleave(rep, dim=0)
-        h = h + lin(causal_attention(q, k, v, attention_window(cfg, i)), p + "self_attn.o_proj")
+        a = causal_attention(q, k, v, attention_window(cfg, i), cfg.get("attention_multiplier"))
+        h = h + lin(a, p + "self_attn.o_proj") * residual
         x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
         g = lin(x, p + "mlp.gate_proj")
-        h = h + lin(g * torch.sigmoid(g) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
+        h = h + lin(g * torch.sigmoid(g) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj") * residual
     h = rms_norm(h, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
-    return h @ head.T
+    return h @ head.T / cfg.get("logits_scaling", 1.0)
 
 
 def olmo2_forward(w, cfg, ids):
@@ -952,6 +957,23 @@ def fixture_phi3():
                     "short ones", make_cases(g, cfg["vocab_size"]), phi3_forward, w, cfg)
 
 
+def fixture_granite():
+    g = torch.Generator().manual_seed(1019)
+    # Granite 3's multipliers, of the size the released 2B uses (embeddings x12, residuals x0.22, logits / 8), and an
+    # attention scale unlike hd^-1/2 (1/8 against 1/sqrt(8)); attention biases on q, k, v and o.
+    cfg = llama_family_config("granite", "GraniteForCausalLM", attention_bias=True, mlp_bias=False, vocab_size=86,
+                              embedding_multiplier=12.0, attention_multiplier=0.125, residual_multiplier=0.22,
+                              logits_scaling=8.0, bos_token_id=0, eos_token_id=0, pad_token_id=85,
+                              transformers_version="4.46.0")
+    w = llama_weights(g, cfg, qkv_bias=True, o_bias=True)
+    d = fresh_dir("granite-multipliers")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "granite, embedding_multiplier 12, attention_multiplier 1/8, residual_multiplier 0.22, "
+                    "logits_scaling 8, attention biases (q/k/v/o), heads 4 / kv 2, untied head",
+                    make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg)
+
+
 ROPE_KEYS = ("rope_theta", "rope_scaling", "rope_local_base_freq", "rope_parameters", "original_max_position_embeddings")
 
 
@@ -1048,6 +1070,7 @@ def main():
     fixture_olmo2()
     fixture_qwen3_yarn_v5()
     fixture_gemma3_v5()
+    fixture_granite()
 
 
 if __name__ == "__main__":

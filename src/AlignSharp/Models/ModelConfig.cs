@@ -41,6 +41,10 @@ public enum ModelFamily
     /// <summary><c>olmo2</c> (OLMo-2): Llama's projections, q/k RMSNorm over the whole projection, norms on the attention
     /// and MLP outputs instead of their inputs.</summary>
     Olmo2,
+
+    /// <summary><c>granite</c> (IBM Granite 3.x dense): Llama's block with four multipliers: on the token embeddings, as
+    /// the attention scale, on each block output before its residual add, and dividing the logits.</summary>
+    Granite,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -209,6 +213,18 @@ public sealed record ModelConfig
     /// <summary>Gemma <c>query_pre_attn_scalar</c>: attention scores are scaled by its −½ power instead of head_dim's.</summary>
     public double? QueryPreAttnScalar { get; init; }
 
+    /// <summary>Granite <c>embedding_multiplier</c>: token embeddings are multiplied by it. Null outside granite.</summary>
+    public double? EmbeddingMultiplier { get; init; }
+
+    /// <summary>Granite <c>attention_multiplier</c>: the attention score scale itself (in place of head_dim^−½).</summary>
+    public double? AttentionMultiplier { get; init; }
+
+    /// <summary>Granite <c>residual_multiplier</c>: each attention and MLP output is multiplied by it before its residual add.</summary>
+    public double? ResidualMultiplier { get; init; }
+
+    /// <summary>Granite <c>logits_scaling</c>: the vocabulary logits are divided by it (the LM head only).</summary>
+    public double? LogitsScaling { get; init; }
+
     /// <summary>Gemma <c>attn_logit_softcapping</c> c: scaled scores z become c·tanh(z / c). Null: none.</summary>
     public double? AttnLogitSoftcap { get; init; }
 
@@ -255,8 +271,8 @@ public sealed record ModelConfig
     /// <summary>Whether layer <paramref name="layer"/> is a sliding (local) one.</summary>
     public bool IsSlidingLayer(int layer) => WindowOf(layer) != null;
 
-    /// <summary>The attention score scale: query_pre_attn_scalar^−½ (Gemma) or head_dim^−½.</summary>
-    public float AttentionScale => (float)(1.0 / Math.Sqrt(QueryPreAttnScalar ?? HeadDim));
+    /// <summary>The attention score scale: attention_multiplier (Granite), query_pre_attn_scalar^−½ (Gemma) or head_dim^−½.</summary>
+    public float AttentionScale => (float)(AttentionMultiplier ?? 1.0 / Math.Sqrt(QueryPreAttnScalar ?? HeadDim));
 
     /// <summary>H · head_dim: rows of the q projection.</summary>
     public int QueryDim => NumHeads * HeadDim;
@@ -278,7 +294,9 @@ public sealed record ModelConfig
         && (SlidingLayers ?? []).SequenceEqual(other.SlidingLayers ?? []) && (SlidingLayers == null) == (other.SlidingLayers == null)
         && QueryPreAttnScalar == other.QueryPreAttnScalar && AttnLogitSoftcap == other.AttnLogitSoftcap
         && FinalLogitSoftcap == other.FinalLogitSoftcap && LocalRopeTheta == other.LocalRopeTheta
-        && (RopeLayers ?? []).SequenceEqual(other.RopeLayers ?? []) && (RopeLayers == null) == (other.RopeLayers == null);
+        && (RopeLayers ?? []).SequenceEqual(other.RopeLayers ?? []) && (RopeLayers == null) == (other.RopeLayers == null)
+        && EmbeddingMultiplier == other.EmbeddingMultiplier && AttentionMultiplier == other.AttentionMultiplier
+        && ResidualMultiplier == other.ResidualMultiplier && LogitsScaling == other.LogitsScaling;
 
     public override int GetHashCode() =>
         HashCode.Combine(Family, VocabSize, HiddenSize, NumLayers, NumHeads, NumKvHeads, HeadDim, IntermediateSize);
@@ -365,6 +383,10 @@ public sealed record ModelConfig
             FinalLogitSoftcap = table.GemmaAttention ? f.OptionalDoubleOrNull("final_logit_softcapping", table.DefaultFinalSoftcap) : null,
             LocalRopeTheta = rope.LocalTheta,
             RopeLayers = table.NoRopeLayers ? ParseRopeLayers(f, layers) : null,
+            EmbeddingMultiplier = table.Multipliers ? f.OptionalDouble("embedding_multiplier") ?? 1.0 : null,
+            AttentionMultiplier = table.Multipliers ? f.OptionalDouble("attention_multiplier") ?? 1.0 : null,
+            ResidualMultiplier = table.Multipliers ? f.OptionalDouble("residual_multiplier") ?? 1.0 : null,
+            LogitsScaling = table.Multipliers ? f.OptionalDouble("logits_scaling") ?? 1.0 : null,
             BosTokenId = f.OptionalInt("bos_token_id"),
             PadTokenId = f.OptionalInt("pad_token_id"),
             EosTokenIds = f.IntOrIntList("eos_token_id"),
@@ -676,6 +698,11 @@ public sealed record ModelConfig
         if (RopeLayers != null && (!table.NoRopeLayers || RopeLayers.Count != NumLayers))
             throw Error($"field 'no_rope_layers' needs one entry per layer ({NumLayers}) and is read for smollm3 only");
         if (table.LocalRope && !(LocalRopeTheta > 0)) throw Error($"field 'rope_local_base_freq' must be positive, not {LocalRopeTheta}");
+        foreach (var (value, key) in new[] { (EmbeddingMultiplier, "embedding_multiplier"), (AttentionMultiplier, "attention_multiplier"), (ResidualMultiplier, "residual_multiplier"), (LogitsScaling, "logits_scaling") })
+        {
+            if (table.Multipliers != (value != null)) throw Error($"{key} is a granite field, not {family}'s");
+            if (value is double v && !(v > 0 && double.IsFinite(v))) throw Error($"field '{key}' must be a positive number, not {v}");
+        }
         if (table.LearnedPositions)
         {
             if (HiddenSize % NumHeads != 0)
@@ -893,6 +920,13 @@ public sealed record ModelConfig
             o["final_logit_softcapping"] = FinalLogitSoftcap;
         }
         if (table.LocalRope && !ropeByLayerType) o["rope_local_base_freq"] = LocalRopeTheta;
+        if (table.Multipliers)
+        {
+            o["embedding_multiplier"] = EmbeddingMultiplier;
+            o["attention_multiplier"] = AttentionMultiplier;
+            o["residual_multiplier"] = ResidualMultiplier;
+            o["logits_scaling"] = LogitsScaling;
+        }
         if (table.NoRopeLayers) o["no_rope_layers"] = new JsonArray(Enumerable.Range(0, NumLayers).Select(l => (JsonNode?)(UsesRope(l) ? 1 : 0)).ToArray());
         if (RopeScaling is { IsLongRope: true } longRope) o["original_max_position_embeddings"] = longRope.OriginalMaxPositionEmbeddings;
         o["tie_word_embeddings"] = TieWordEmbeddings;

@@ -269,7 +269,7 @@ public sealed class TransformerModel
     }
 
     /// <summary>
-    /// Final hidden states after the last norm. ids: B·T token ids, row-major. positions: B·T absolute
+    /// Final hidden states after the last norm (Granite's LM head: divided by logits_scaling, see below). ids: B·T token ids, row-major. positions: B·T absolute
     /// positions (default: cache length + t). keyMask: B·S flags over every key position (cache included),
     /// false for padding. With a cache, the new keys and values are appended to it. segmentStarts (no cache): B·T, the
     /// first token of each token's sequence when several are packed into a row, which then attend only to themselves
@@ -293,6 +293,7 @@ public sealed class TransformerModel
         if (EmbeddingNoise is { } noise && cache == null && Autograd.IsEnabled) x = Ops.Add(x, noise.Draw(batch, seq, c.HiddenSize));
         // Gemma: transformers forms the normalizer √D as a tensor of the embedding dtype, float32 here.
         if (c.ScaledEmbedding) x = Ops.MulScalar(x, (float)Math.Sqrt(c.HiddenSize));
+        if (c.EmbeddingMultiplier is double multiplier && multiplier != 1) x = Ops.MulScalar(x, (float)multiplier);
         if (c.LearnedPositions)
             x = Ops.Add(x, Ops.Embedding(Parameter("pos_embed.weight"), positions, batch, seq));
 
@@ -322,7 +323,11 @@ public sealed class TransformerModel
             else x = WithBlockDropout(Adapter, dropoutSeed, () => Block(x, l, pass));
         }
         if (cache != null) cache.Length = offset + seq;
-        return Norm(x, "final_norm");
+        var final = Norm(x, "final_norm");
+        // Granite divides the vocabulary logits by logits_scaling: dividing the head's input instead keeps every head
+        // path (whole logits, vocabulary tiles, the sampler) the same. A scalar head sees the hidden states as they are.
+        if (c.LogitsScaling is double scaling && scaling != 1 && c.Head == HeadKind.LanguageModel) final = Ops.MulScalar(final, (float)(1 / scaling));
+        return final;
     }
 
     /// <summary>
@@ -446,12 +451,15 @@ public sealed class TransformerModel
     {
         var c = Config;
         var attnIn = Ops.Reshape(a, batch, seq, c.QueryDim);
-        bool intoProducts = Ops.RoundsActivations && !c.SandwichNorms;
+        // Granite scales each output before its residual add, so its residuals stay outside the products.
+        float residualScale = (float)(c.ResidualMultiplier ?? 1.0);
+        bool intoProducts = Ops.RoundsActivations && !c.SandwichNorms && residualScale == 1;
         if (intoProducts) x = AddLinear(x, attnIn, p + "attn.o");
         else
         {
             var attnOut = Linear(attnIn, p + "attn.o");
             if (c.SandwichNorms) attnOut = Norm(attnOut, p + "attn_out_norm");
+            if (residualScale != 1) attnOut = Ops.MulScalar(attnOut, residualScale);
             x = Ops.Add(x, attnOut);
         }
 
@@ -462,6 +470,7 @@ public sealed class TransformerModel
             ? Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj")
             : GatedMlp(m, p);
         if (c.SandwichNorms) mlpOut = Norm(mlpOut, p + "mlp_out_norm");
+        if (residualScale != 1) mlpOut = Ops.MulScalar(mlpOut, residualScale);
         return Ops.Add(x, mlpOut);
     }
 

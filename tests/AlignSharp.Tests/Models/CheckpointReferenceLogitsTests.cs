@@ -56,7 +56,7 @@ public sealed class CheckpointReferenceLogitsTests
             {
                 h[t] = new double[D];
                 for (int d = 0; d < D; d++)
-                    h[t][d] = embed[ids[t] * D + d] * (_c.ScaledEmbedding ? (float)Math.Sqrt(D) : 1.0)
+                    h[t][d] = embed[ids[t] * D + d] * (_c.ScaledEmbedding ? (float)Math.Sqrt(D) : 1.0) * (_c.EmbeddingMultiplier ?? 1.0)
                         + (_c.LearnedPositions ? _p["pos_embed.weight"][t * D + d] : 0);
             }
             for (int l = 0; l < _c.NumLayers; l++)
@@ -90,7 +90,7 @@ public sealed class CheckpointReferenceLogitsTests
                     v = Linear(x, p + "attn.v");
                 }
                 var attnOut = Linear(Attention(q, k, v, _c.WindowOf(l)), p + "attn.o");
-                Add(h, _c.SandwichNorms ? Norm(attnOut, p + "attn_out_norm") : attnOut);
+                Add(h, _c.SandwichNorms ? Norm(attnOut, p + "attn_out_norm") : attnOut, _c.ResidualMultiplier ?? 1.0);
                 x = _c.InputNorms ? Norm(h, p + "mlp_norm") : h;
                 double[][] m;
                 if (_c.Family == ModelFamily.Gpt2)
@@ -111,11 +111,13 @@ public sealed class CheckpointReferenceLogitsTests
                     m = Linear(gate, p + "mlp.down");
                     if (_c.SandwichNorms) m = Norm(m, p + "mlp_out_norm");
                 }
-                Add(h, m);
+                Add(h, m, _c.ResidualMultiplier ?? 1.0);
             }
             var final = Norm(h, "final_norm");
             var head = Optional("lm_head.weight") ?? embed;
             var logits = MatMulT(final, head, null, _c.VocabSize);
+            foreach (var r in logits)
+                for (int i = 0; i < r.Length; i++) r[i] /= _c.LogitsScaling ?? 1.0;
             if (_c.FinalLogitSoftcap is double cap)
                 foreach (var r in logits)
                     for (int i = 0; i < r.Length; i++) r[i] = cap * Math.Tanh(r[i] / cap);
@@ -206,7 +208,7 @@ public sealed class CheckpointReferenceLogitsTests
         /// scaled by the config's scale and soft-capped when it says so. → (T, H·hd).</summary>
         private double[][] Attention(double[][] q, double[][] k, double[][] v, int? window)
         {
-            double scale = 1 / Math.Sqrt(_c.QueryPreAttnScalar ?? _c.HeadDim);
+            double scale = _c.AttentionMultiplier ?? 1 / Math.Sqrt(_c.QueryPreAttnScalar ?? _c.HeadDim);
             int T = q.Length, hd = _c.HeadDim, group = _c.NumHeads / _c.NumKvHeads;
             var y = new double[T][];
             for (int t = 0; t < T; t++)
@@ -234,10 +236,10 @@ public sealed class CheckpointReferenceLogitsTests
             return y;
         }
 
-        private static void Add(double[][] h, double[][] delta)
+        private static void Add(double[][] h, double[][] delta, double scale)
         {
             for (int t = 0; t < h.Length; t++)
-                for (int i = 0; i < h[t].Length; i++) h[t][i] += delta[t][i];
+                for (int i = 0; i < h[t].Length; i++) h[t][i] += delta[t][i] * scale;
         }
     }
 }

@@ -19,7 +19,7 @@ internal static class Fixtures
         "gpt2-hub", "gpt2-save-pretrained", "llama-gqa", "qwen2-tied-bias", "llama-sharded", "llama-bf16",
         "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window", "qwen3-qk-norm", "gemma2-softcap-window",
         "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
-        "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type",
+        "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
     ];
 
     private static string Find()

@@ -20,7 +20,7 @@ public sealed class FamilyTests : IDisposable
     public void Dispose() => Directory.Delete(_temp, recursive: true);
 
     public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
-        "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type");
+        "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -50,6 +50,8 @@ public sealed class FamilyTests : IDisposable
         int vocab = model.Config.VocabSize, batch = 2, seq = 10;
         var ids = Enumerable.Range(0, batch * seq).Select(i => (i * 7 + 3) % vocab).ToArray();
         var targets = Enumerable.Range(0, batch * seq).Select(i => (i + 1) % seq == 0 ? -100 : ids[i + 1]).ToArray();
+        // Granite's logits are divided by logits_scaling: the same step moves them that much less.
+        float lr = 0.05f * (float)(model.Config.LogitsScaling ?? 1);
         float Step(bool update)
         {
             foreach (var p in model.Parameters) p.ClearGrad();
@@ -59,7 +61,7 @@ public sealed class FamilyTests : IDisposable
                 foreach (var p in model.Parameters)
                 {
                     var s = p.Span; var g = p.Grad!.Span;
-                    for (int i = 0; i < s.Length; i++) s[i] -= 0.05f * g[i];
+                    for (int i = 0; i < s.Length; i++) s[i] -= lr * g[i];
                 }
             return loss.Item();
         }
@@ -225,7 +227,7 @@ public sealed class FamilyTests : IDisposable
 
     [Theory]
     [InlineData("{\"model_type\":\"gemma3\",\"vocab_size\":10}", "model_type 'gemma3' is not supported")]
-    [InlineData("{\"model_type\":\"phi\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3")]
+    [InlineData("{\"model_type\":\"phi\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, smollm3, olmo2, granite")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true,\"sliding_window\":0}", "field 'sliding_window' must be positive or null")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"rope_type\":\"dynamic\",\"factor\":4}}", "field 'rope_scaling' type 'dynamic' is not supported for qwen3 (supported: default, linear, llama3, yarn)")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"layer_types\":[\"full_attention\"]}", "field 'layer_types' must be a list of 2 entries")]
@@ -249,6 +251,8 @@ public sealed class FamilyTests : IDisposable
     [InlineData("{\"model_type\":\"gemma3_text\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_parameters\":{\"full_attention\":{\"rope_theta\":1000000},\"sliding_attention\":{\"rope_type\":\"linear\",\"factor\":2}}}", "field 'rope_parameters.sliding_attention' must have rope_type 'default'")]
     [InlineData("{\"model_type\":\"gemma3_text\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_parameters\":{\"sliding_attention\":{\"rope_theta\":10000}}}", "field 'rope_parameters.full_attention' is missing")]
     [InlineData("{\"model_type\":\"gemma3_text\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_local_base_freq\":20000,\"rope_parameters\":{\"full_attention\":{\"rope_theta\":1000000},\"sliding_attention\":{\"rope_theta\":10000}}}", "field 'rope_local_base_freq' 20000 differs from rope_parameters.sliding_attention.rope_theta 10000")]
+    [InlineData("{\"model_type\":\"granite\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"residual_multiplier\":0}", "field 'residual_multiplier' must be a positive number, not 0")]
+    [InlineData("{\"model_type\":\"granite\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"logits_scaling\":\"8\"}", "field 'logits_scaling' must be a number")]
     public void BadFamilyConfigsAreRejectedNamingTheField(string json, string expected)
     {
         string path = Path.Combine(_temp, "config.json");

@@ -46,6 +46,29 @@ public sealed class TransformerLogitsTests
         }
     }
 
+    /// <summary>Granite divides the LM head's logits by logits_scaling but scores a scalar head's hidden states as they
+    /// are (transformers' sequence classification): a score head holding lm_head's row v gives the reference logit of v
+    /// times logits_scaling (8).</summary>
+    [Fact]
+    public void GraniteScalesTheLanguageModelsLogitsOnly()
+    {
+        string dir = Fixtures.Dir("granite-multipliers");
+        var lm = ModelIO.Load(dir);
+        var scorer = ModelIO.Load(dir, HeadKind.Scalar);
+        int d = lm.Config.HiddenSize;
+        const int v = 5;
+        lm.NamedParameters.Single(p => p.Name == "lm_head.weight").Parameter.Span.Slice(v * d, d)
+            .CopyTo(scorer.NamedParameters.Single(p => p.Name == "score.weight").Parameter.Span);
+        Assert.Equal(8.0, lm.Config.LogitsScaling);
+        using var noGrad = Autograd.NoGrad();
+        foreach (var (ids, expected) in Cases("granite-multipliers", out var absTol, out var relTol))
+        {
+            var scores = scorer.Forward(ids, 1, ids.Length).ToArray();
+            for (int t = 0; t < ids.Length; t++)
+                Assert.True(Math.Abs(scores[t] - 8 * expected[t][v]) <= 8 * (absTol + relTol * Math.Abs(expected[t][v])), $"t={t}: {scores[t]} vs 8 × {expected[t][v]}");
+        }
+    }
+
     /// <summary>The cases in right-padded batches: padding must not change the real positions' logits. Phi-3's
     /// LongRoPE picks its factors per call from the longest row (as transformers does), so cases are batched with
     /// the others on their side of original_max_position_embeddings, each batch one pad column longer than its

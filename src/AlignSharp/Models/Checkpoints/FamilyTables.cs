@@ -132,6 +132,10 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// <summary>SmolLM3: <c>no_rope_layers</c> (or <c>no_rope_layer_interval</c>) names layers without RoPE.</summary>
     public bool NoRopeLayers { get; init; }
 
+    /// <summary>Granite: <c>embedding_multiplier</c>, <c>attention_multiplier</c>, <c>residual_multiplier</c> and
+    /// <c>logits_scaling</c> are read (each 1 when absent).</summary>
+    public bool Multipliers { get; init; }
+
     /// <summary>Keys with values AlignSharp cannot honour.</summary>
     public RejectedValue[] Rejected { get; init; } = [];
 
@@ -289,7 +293,16 @@ internal static class FamilyTables
         DefaultNormEps = 1e-5,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2];
+    /// <summary>Granite 3.x dense (GraniteForCausalLM): Llama's block and names with four multipliers (see
+    /// <see cref="Multipliers"/>); transformers' GraniteConfig defaults.</summary>
+    public static readonly FamilyTable Granite = new(ModelFamily.Granite, "granite", "GraniteForCausalLM", "GraniteForSequenceClassification", LlamaNameTable.Table)
+    {
+        Biases = BiasRule.AttentionAndMlpKeys,
+        Multipliers = true,
+        DefaultMaxPositions = 2048,
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();
