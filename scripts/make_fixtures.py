@@ -441,13 +441,16 @@ def phi3_rope(cfg, hd, t):
 
 
 def phi3_forward(w, cfg, ids):
+    """Phi-3 / Phi-4-mini (modeling_phi3.py): RoPE turns the first rot = int(hd * partial_rotary_factor) channels of
+    each head (rotate_half within them) and passes the rest; the head is tied when tie_word_embeddings."""
     t = len(ids)
     d, nh = cfg["hidden_size"], cfg["num_attention_heads"]
     nkv = cfg.get("num_key_value_heads") or nh
     hd = d // nh
+    rot = int(hd * cfg.get("partial_rotary_factor", 1.0))
     inter = cfg["intermediate_size"]
     eps = cfg["rms_norm_eps"]
-    inv_freq, attention_factor = phi3_rope(cfg, hd, t)
+    inv_freq, attention_factor = phi3_rope(cfg, rot, t)
     freqs = torch.arange(t, dtype=torch.float32)[:, None] * inv_freq[None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
     cos = (emb.cos() * attention_factor).double()  # float32 tables scaled in float32, as HF
@@ -460,10 +463,8 @@ def phi3_forward(w, cfg, ids):
         q = qkv[:, : nh * hd].reshape(t, nh, hd).transpose(0, 1)
         k = qkv[:, nh * hd: nh * hd + nkv * hd].reshape(t, nkv, hd).transpose(0, 1)
         v = qkv[:, nh * hd + nkv * hd:].reshape(t, nkv, hd).transpose(0, 1)
-        # SmolLM3 (modeling_smollm3.py): use_rope = config.no_rope_layers[layer]; a 0 leaves q and k unrotated (NoPE).
-        if cfg["model_type"] != "smollm3" or cfg["no_rope_layers"][i]:
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
+        q = torch.cat((q[..., :rot] * cos + rotate_half(q[..., :rot]) * sin, q[..., rot:]), dim=-1)
+        k = torch.cat((k[..., :rot] * cos + rotate_half(k[..., :rot]) * sin, k[..., rot:]), dim=-1)
         rep = nh // nkv
         k = k.repeat_interleave(rep, dim=0)
         v = v.repeat_interleave(rep, dim=0)
@@ -473,7 +474,8 @@ def phi3_forward(w, cfg, ids):
         gate, up = gate_up[:, :inter], gate_up[:, inter:]
         h = h + (up * (gate * torch.sigmoid(gate))) @ w[p + "mlp.down_proj.weight"].T
     h = rms_norm(h, w["model.norm.weight"], eps)
-    return h @ w["lm_head.weight"].T
+    head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
+    return h @ head.T
 
 
 # ----------------------------------------------------------------------------------------------
@@ -935,26 +937,48 @@ def fixture_gemma3():
                     make_cases(g, cfg["vocab_size"]), gemma_forward, w, cfg, rope_inv_freq(cfg, 16))
 
 
-def fixture_phi3():
-    g = torch.Generator().manual_seed(1013)
-    hd = 8
-    cfg = llama_family_config("phi3", "Phi3ForCausalLM", rms_norm_eps=1e-05, original_max_position_embeddings=8,
-                              max_position_embeddings=64, sliding_window=None, resid_pdrop=0.0, embd_pdrop=0.0,
-                              bos_token_id=1, eos_token_id=94, pad_token_id=95, transformers_version="4.46.0",
-                              rope_scaling={"type": "longrope",
-                                            "short_factor": [1.0, 1.3, 2.1, 3.7],
-                                            "long_factor": [1.5, 2.9, 6.0, 11.0]})
+def phi3_config(short_factor, long_factor, **over):
+    """Phi-3 with LongRoPE over a pre-training length of 8 (max 64): the 16-token case crosses it, the 7-token one not."""
+    return llama_family_config("phi3", "Phi3ForCausalLM", rms_norm_eps=1e-05, original_max_position_embeddings=8,
+                               max_position_embeddings=64, sliding_window=None, resid_pdrop=0.0, embd_pdrop=0.0,
+                               rope_scaling={"type": "longrope", "short_factor": short_factor, "long_factor": long_factor},
+                               **over)
+
+
+def phi3_fixture(name, g, cfg):
+    """Phi-3's weights (q|k|v and gate|up fused as it stores them), written to a fresh fixture directory."""
     w = llama_weights(g, cfg)
-    for i in range(cfg["num_hidden_layers"]):  # Phi-3 stores q|k|v and gate|up fused
+    for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         w[p + "self_attn.qkv_proj.weight"] = torch.cat([w.pop(p + f"self_attn.{n}_proj.weight") for n in "qkv"], 0)
         w[p + "mlp.gate_up_proj.weight"] = torch.cat([w.pop(p + "mlp.gate_proj.weight"), w.pop(p + "mlp.up_proj.weight")], 0)
-    d = fresh_dir("phi3-longrope")
+    d = fresh_dir(name)
     write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
     write_config(d, cfg)
+    return d, w
+
+
+def fixture_phi3():
+    g = torch.Generator().manual_seed(1013)
+    cfg = phi3_config([1.0, 1.3, 2.1, 3.7], [1.5, 2.9, 6.0, 11.0], bos_token_id=1, eos_token_id=94, pad_token_id=95,
+                      transformers_version="4.46.0")
+    d, w = phi3_fixture("phi3-longrope", g, cfg)
     write_reference(d, "phi3, fused qkv_proj (heads 4 / kv 2) and gate_up_proj, longrope with original context 8 and "
                     "max 64 (attention factor sqrt(2)): the 16-token case uses the long factors, the 7-token case the "
                     "short ones", make_cases(g, cfg["vocab_size"]), phi3_forward, w, cfg)
+
+
+def fixture_phi4_mini():
+    g = torch.Generator().manual_seed(1020)
+    # Phi-4-mini's shape in small: partial_rotary_factor 0.75 (12 of head_dim 16 turned, 4 passed through), LongRoPE
+    # factors over the 6 rotary pairs, grouped queries (heads 2 / kv 1), tied embeddings.
+    cfg = phi3_config([1.0, 1.1, 1.9, 2.5, 4.0, 7.0], [1.2, 2.0, 3.1, 5.5, 9.0, 17.0], num_attention_heads=2,
+                      num_key_value_heads=1, partial_rotary_factor=0.75, tie_word_embeddings=True, vocab_size=90,
+                      bos_token_id=1, eos_token_id=88, pad_token_id=89, transformers_version="4.49.0")
+    d, w = phi3_fixture("phi4-mini-partial-rotary", g, cfg)
+    write_reference(d, "phi3 as Phi-4-mini: partial_rotary_factor 0.75 (RoPE on 12 of head_dim 16), longrope with "
+                    "original context 8 and max 64 (the 16-token case uses the long factors), heads 2 / kv 1, tied",
+                    make_cases(g, cfg["vocab_size"]), phi3_forward, w, cfg)
 
 
 def fixture_granite():
@@ -1071,6 +1095,7 @@ def main():
     fixture_qwen3_yarn_v5()
     fixture_gemma3_v5()
     fixture_granite()
+    fixture_phi4_mini()
 
 
 if __name__ == "__main__":

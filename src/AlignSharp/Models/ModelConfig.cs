@@ -172,6 +172,13 @@ public sealed record ModelConfig
     /// <summary><c>rope_scaling</c>; null for none / <c>default</c>.</summary>
     public RopeScaling? RopeScaling { get; init; }
 
+    /// <summary><c>partial_rotary_factor</c> (Phi-3 family; 1 elsewhere): RoPE turns the first
+    /// <see cref="RotaryDim"/> = ⌊head_dim · factor⌋ channels of each head, the rest pass through.</summary>
+    public double PartialRotaryFactor { get; init; } = 1;
+
+    /// <summary>The channels of each head RoPE turns: ⌊head_dim · partial_rotary_factor⌋ (transformers' int()).</summary>
+    public int RotaryDim => (int)(HeadDim * PartialRotaryFactor);
+
     /// <summary><c>tie_word_embeddings</c> (default true for gpt2, false otherwise): the LM head reuses the token embedding.</summary>
     public required bool TieWordEmbeddings { get; init; }
 
@@ -287,6 +294,7 @@ public sealed record ModelConfig
         && NumLayers == other.NumLayers && NumHeads == other.NumHeads && NumKvHeads == other.NumKvHeads
         && HeadDim == other.HeadDim && IntermediateSize == other.IntermediateSize && MaxPositions == other.MaxPositions
         && NormEps.Equals(other.NormEps) && RopeTheta.Equals(other.RopeTheta) && Equals(RopeScaling, other.RopeScaling)
+        && PartialRotaryFactor.Equals(other.PartialRotaryFactor)
         && TieWordEmbeddings == other.TieWordEmbeddings && AttentionQkvBias == other.AttentionQkvBias
         && AttentionOutputBias == other.AttentionOutputBias && MlpBias == other.MlpBias && Activation == other.Activation
         && BosTokenId == other.BosTokenId && EosTokenIds.SequenceEqual(other.EosTokenIds) && PadTokenId == other.PadTokenId
@@ -354,7 +362,7 @@ public sealed record ModelConfig
             _ => (false, false, false),
         };
         var (window, slidingLayers) = ParseWindow(f, table, layers);
-        var rope = table.HasRope ? ParseRope(f, table) : (Theta: 10000.0, Scaling: (RopeScaling?)null, LocalTheta: (double?)null);
+        var rope = table.HasRope ? ParseRope(f, table) : (Theta: 10000.0, Scaling: (RopeScaling?)null, LocalTheta: (double?)null, PartialRotary: 1.0);
         var config = new ModelConfig
         {
             Family = table.Family,
@@ -371,6 +379,7 @@ public sealed record ModelConfig
             NormEps = f.OptionalDouble(k.NormEps) ?? table.DefaultNormEps,
             RopeTheta = rope.Theta,
             RopeScaling = rope.Scaling,
+            PartialRotaryFactor = rope.PartialRotary,
             TieWordEmbeddings = f.OptionalBool("tie_word_embeddings") ?? table.DefaultTieWordEmbeddings,
             AttentionQkvBias = qkvBias,
             AttentionOutputBias = oBias,
@@ -477,9 +486,20 @@ public sealed record ModelConfig
     /// one, as transformers does; rope_parameters together with rope_scaling is refused rather than one silently
     /// winning.
     /// </summary>
-    private static (double Theta, RopeScaling? Scaling, double? LocalTheta) ParseRope(ConfigFields f, Checkpoints.FamilyTable table)
+    private static (double Theta, RopeScaling? Scaling, double? LocalTheta, double PartialRotary) ParseRope(ConfigFields f, Checkpoints.FamilyTable table)
     {
-        CheckPartialRotary(f);
+        var (theta, scaling, local) = ParseRopeSettings(f, table);
+        // partial_rotary_factor: at the top level, or (transformers 5) inside rope_parameters; both must agree.
+        double? top = PartialRotary(f, table);
+        double? inside = f.Get("rope_parameters") is JsonObject parameters && !IsByLayerType(parameters)
+            ? PartialRotary(new ConfigFields(parameters, f.Source, "rope_parameters."), table) : null;
+        if (top != null && inside != null && top != inside)
+            throw f.Error("partial_rotary_factor", $"{top} differs from rope_parameters.partial_rotary_factor {inside}; keep one");
+        return (theta, scaling, local, top ?? inside ?? 1.0);
+    }
+
+    private static (double Theta, RopeScaling? Scaling, double? LocalTheta) ParseRopeSettings(ConfigFields f, Checkpoints.FamilyTable table)
+    {
         double? topTheta = f.OptionalDouble("rope_theta");
         double? LocalTheta() => table.LocalRope ? f.OptionalDouble("rope_local_base_freq") ?? table.DefaultLocalRopeTheta : null;
         var node = f.Get("rope_parameters");
@@ -530,19 +550,22 @@ public sealed record ModelConfig
     private static (double Theta, RopeScaling? Scaling) ParseRopeParameters(JsonObject parameters, string field, ConfigFields f, double? topTheta, Checkpoints.FamilyTable table)
     {
         var inner = new ConfigFields(parameters, f.Source, field + ".");
-        CheckPartialRotary(inner);
+        if (field != "rope_parameters") PartialRotary(inner, table, allowed: false);
         double? theta = inner.OptionalDouble("rope_theta");
         if (theta != null && topTheta != null && theta != topTheta)
             throw inner.Error("rope_theta", $"{theta} differs from the top-level rope_theta {topTheta}; keep one");
         return (theta ?? topTheta ?? table.DefaultRopeTheta, ParseRopeScaling(inner, field, f, table, typeRequired: false));
     }
 
-    /// <summary>transformers 5 applies partial_rotary_factor to every RoPE family, from the top level or the RoPE
-    /// parameters; AlignSharp rotates whole heads only.</summary>
-    private static void CheckPartialRotary(ConfigFields fields)
+    /// <summary>partial_rotary_factor where <paramref name="fields"/> has one. Only the Phi-3 family splits heads into
+    /// turned and passed channels; elsewhere (and per layer type) a factor other than 1 is refused.</summary>
+    private static double? PartialRotary(ConfigFields fields, Checkpoints.FamilyTable table, bool allowed = true)
     {
-        if (fields.OptionalDouble("partial_rotary_factor") is { } factor && factor != 1)
-            throw fields.Error("partial_rotary_factor", "other than 1 is not supported (RoPE on part of each head)");
+        if (fields.OptionalDouble("partial_rotary_factor") is not { } factor) return null;
+        if (factor != 1 && !(allowed && table.PartialRotary))
+            throw fields.Error("partial_rotary_factor", $"other than 1 is not supported for {table.ModelType} (RoPE on part of each head: phi3 only)");
+        if (!(factor > 0 && factor <= 1)) throw fields.Error("partial_rotary_factor", $"must be in (0, 1], not {factor}");
+        return factor;
     }
 
     /// <summary>The scaling part of a rope_scaling / rope_parameters object (<paramref name="inner"/>); null for
@@ -716,14 +739,17 @@ public sealed record ModelConfig
             throw Error($"num_attention_heads {NumHeads} is not a multiple of num_key_value_heads {NumKvHeads}");
         if (HeadDim % 2 != 0)
             throw Error($"head_dim {HeadDim} must be even for rotary embeddings");
+        if (PartialRotaryFactor != 1 && !table.PartialRotary) throw Error($"partial_rotary_factor is a phi3 field, not {family}'s");
+        if (RotaryDim <= 0 || RotaryDim % 2 != 0)
+            throw Error($"partial_rotary_factor {PartialRotaryFactor} gives {RotaryDim} rotary channels of head_dim {HeadDim}; it must be a positive even number");
         if (!(RopeTheta > 0))
             throw Error($"field 'rope_theta' must be positive, not {RopeTheta}");
         if (RopeScaling is { IsLongRope: true } rs)
         {
             if (!table.LongRope) throw Error($"rope_scaling type '{rs.Type}' is only supported for phi3, not {family}");
             foreach (var (factors, key) in new[] { (rs.ShortFactor, "short_factor"), (rs.LongFactor, "long_factor") })
-                if (factors is null || factors.Count != HeadDim / 2 || factors.Any(x => !(x > 0)))
-                    throw Error($"field 'rope_scaling.{key}' must hold head_dim / 2 = {HeadDim / 2} positive numbers, not {factors?.Count ?? 0}");
+                if (factors is null || factors.Count != RotaryDim / 2 || factors.Any(x => !(x > 0)))
+                    throw Error($"field 'rope_scaling.{key}' must hold {(RotaryDim == HeadDim ? "head_dim" : "the rotary dimension")} / 2 = {RotaryDim / 2} positive numbers, not {factors?.Count ?? 0}");
         }
     }
 
@@ -749,9 +775,9 @@ public sealed record ModelConfig
         {
             // LongRoPE: 1 / (factor_j · θ^(2j/d)) with the short or the long factors.
             var factors = (longContext ? longRope.LongFactor : longRope.ShortFactor)!.Select(x => (float)x).ToArray();
-            return Ops.RopeInverseFrequencies(HeadDim, RopeTheta, factors);
+            return Ops.RopeInverseFrequencies(RotaryDim, RopeTheta, factors);
         }
-        var inv = Ops.RopeInverseFrequencies(HeadDim, local ? LocalRopeTheta!.Value : RopeTheta);
+        var inv = Ops.RopeInverseFrequencies(RotaryDim, local ? LocalRopeTheta!.Value : RopeTheta);
         if (local || RopeScaling is not { } rs) return inv;
         if (rs.Type == "yarn") return YarnFrequencies(inv, rs);
         // The scaling is evaluated in double on the float32 base frequencies and rounded once; that stays within an
@@ -786,7 +812,7 @@ public sealed record ModelConfig
     /// </summary>
     private float[] YarnFrequencies(float[] inv, RopeScaling rs)
     {
-        int dim = HeadDim;
+        int dim = RotaryDim;
         double CorrectionDim(double rotations) =>
             dim * Math.Log(rs.OriginalMaxPositionEmbeddings / (rotations * 2 * Math.PI)) / (2 * Math.Log(RopeTheta));
         double low = CorrectionDim(rs.BetaFast), high = CorrectionDim(rs.BetaSlow);
@@ -874,12 +900,21 @@ public sealed record ModelConfig
                 o["rope_parameters"] = byType;
                 o.Remove("rope_local_base_freq");
             }
-            else o["rope_parameters"] = RopeParametersJson(RopeTheta, RopeScaling);
+            else
+            {
+                o["rope_parameters"] = RopeParametersJson(RopeTheta, RopeScaling);
+                if (table.PartialRotary)
+                {
+                    o["rope_parameters"]!["partial_rotary_factor"] = PartialRotaryFactor;
+                    o.Remove("partial_rotary_factor");
+                }
+            }
         }
         else if (table.HasRope)
         {
             o["rope_theta"] = RopeTheta;
             o["rope_scaling"] = RopeScaling is { } rs ? RopeScalingJson(rs) : null;
+            if (table.PartialRotary) o["partial_rotary_factor"] = PartialRotaryFactor;
         }
         if (table.Biases is Checkpoints.BiasRule.AttentionBiasKey or Checkpoints.BiasRule.AttentionAndMlpKeys) o["attention_bias"] = AttentionQkvBias;
         if (table.Biases is Checkpoints.BiasRule.AttentionAndMlpKeys) o["mlp_bias"] = MlpBias;

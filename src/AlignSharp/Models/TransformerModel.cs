@@ -434,8 +434,8 @@ public sealed class TransformerModel
         if (pass.GlobalRope != null && c.UsesRope(l))
         {
             var table = window != null && pass.LocalRope != null ? pass.LocalRope : pass.GlobalRope;
-            q = Ops.Rope(q, table);
-            k = Ops.Rope(k, table);
+            q = Ops.Rope(q, table, c.RotaryDim);
+            k = Ops.Rope(k, table, c.RotaryDim);
         }
         // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
         // exactly the keys the full recompute would.

@@ -250,6 +250,9 @@ public class FusedOpsTests
         // LongRoPE: per-pair divisors and the attention factor on cos and sin.
         var longInv = Ops.RopeInverseFrequencies(10, 10000, [1f, 1.5f, 2f, 4f, 9f]);
         GradCheck.Check(x => Ops.Rope(x[0], shared, longInv, scale: 1.19f), [Rand(rng, 1, 2, 5, 3, 10)]);
+        // Partial rotary (Phi-4-mini): 6 of 10 channels turned, 4 passed through.
+        var partialInv = Ops.RopeInverseFrequencies(6, 10000, [1f, 2f, 3.5f]);
+        GradCheck.Check(x => Ops.Rope(x[0], perToken, partialInv, scale: 1.1f, rotaryDim: 6), [Rand(rng, 1, 2, 5, 3, 10)]);
     }
 
     private static void DropoutGradCheck()
@@ -765,6 +768,36 @@ public class FusedOpsTests
         }
         Assert.Throws<ArgumentException>(() => Ops.Rope(x, [1, 2], inv));
         Assert.Throws<ArgumentException>(() => Ops.Rope(x, shared, new float[4]));
+        Assert.Throws<ArgumentException>(() => Ops.Rope(x, shared, new float[4], rotaryDim: 6));
+        Assert.Throws<ArgumentException>(() => Ops.Rope(x, shared, new float[6], rotaryDim: 12));
+    }
+
+    /// <summary>Partial rotary (transformers' Phi-3 split): rotate_half over the first R channels of each head, the
+    /// others unchanged.</summary>
+    [Fact]
+    public void PartialRopeTurnsTheFirstChannelsAndPassesTheRest()
+    {
+        var rng = new Random(51);
+        int b = 2, t = 3, h = 2, d = 10, r = 6, half = r / 2;
+        var x = Rand(rng, 1, b, t, h, d);
+        var inv = Ops.RopeInverseFrequencies(r, 10000);
+        int[] positions = [3, 40, 900];
+        var y = Ops.Rope(x, positions, inv, rotaryDim: r).Span;
+        var xs = x.Span;
+        for (int bi = 0; bi < b; bi++)
+            for (int ti = 0; ti < t; ti++)
+                for (int hi = 0; hi < h; hi++)
+                {
+                    int at = ((bi * t + ti) * h + hi) * d;
+                    for (int i = 0; i < half; i++)
+                    {
+                        double angle = (float)((float)positions[ti] * inv[i]);
+                        double x1 = xs[at + i], x2 = xs[at + i + half];
+                        AssertClose(x1 * Math.Cos(angle) - x2 * Math.Sin(angle), y[at + i], 1e-6, "first half");
+                        AssertClose(x2 * Math.Cos(angle) + x1 * Math.Sin(angle), y[at + i + half], 1e-6, "second half");
+                    }
+                    for (int j = r; j < d; j++) Assert.Equal(xs[at + j], y[at + j]);
+                }
     }
 
     /// <summary>

@@ -183,7 +183,8 @@ public sealed class CheckpointReferenceLogitsTests
         /// local: Gemma-3's sliding layers.</summary>
         private double[][] Rope(double[][] x, bool local)
         {
-            int hd = _c.HeadDim, half = hd / 2;
+            // Phi-4-mini's partial rotary turns the first RotaryDim channels of each head; the rest stay.
+            int hd = _c.HeadDim, half = _c.RotaryDim / 2;
             // LongRoPE (Phi-3): long factors when the call reaches original_max_position_embeddings; cos and sin scaled
             // (LongRoPE, YaRN) on the global layers only.
             var inv = _c.RopeFrequencies(local, _c.UsesLongRopeFactors(x.Length - 1));

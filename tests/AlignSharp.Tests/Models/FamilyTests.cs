@@ -20,7 +20,8 @@ public sealed class FamilyTests : IDisposable
     public void Dispose() => Directory.Delete(_temp, recursive: true);
 
     public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
-        "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers");
+        "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
+        "phi4-mini-partial-rotary");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -236,7 +237,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"attn_logit_softcapping\":0}", "field 'attn_logit_softcapping' must be positive")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_bidirectional_attention\":true}", "field 'use_bidirectional_attention' true is not supported")]
     [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"pretraining_tp\":2}", "field 'pretraining_tp' other than 1 is not supported")]
-    [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"partial_rotary_factor\":0.75}", "field 'partial_rotary_factor' other than 1 is not supported")]
+    [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"partial_rotary_factor\":0.75}", "partial_rotary_factor 0.75 gives 3 rotary channels of head_dim 4; it must be a positive even number")]
     [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1,1],\"long_factor\":[1,2,3]}}", "field 'rope_scaling.long_factor' must hold head_dim / 2 = 2 positive numbers, not 3")]
     [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"type\":\"su\",\"short_factor\":[1,1]}}", "field 'rope_scaling.long_factor' is missing")]
     [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1,1],\"long_factor\":[1,2]}}", "type 'longrope' is not supported for llama")]
@@ -260,6 +261,25 @@ public sealed class FamilyTests : IDisposable
         var e = Assert.Throws<UserInputException>(() => ModelConfig.Load(_temp));
         Assert.Contains(path, e.Message);
         Assert.Contains(expected, e.Message);
+    }
+
+    /// <summary>partial_rotary_factor at the top level (transformers 4) or inside rope_parameters (transformers 5) is the
+    /// same config, written back where each format keeps it; the two disagreeing is an error.</summary>
+    [Fact]
+    public void PartialRotaryFactorIsReadAndWrittenWhereEachFormatKeepsIt()
+    {
+        const string shape = "\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":16,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16";
+        var legacy = ModelConfig.Parse("{" + shape + ",\"partial_rotary_factor\":0.75}");
+        Assert.Equal((8, 6, 3), (legacy.HeadDim, legacy.RotaryDim, legacy.RopeFrequencies().Length));
+        Assert.Equal(0.75, (double)JsonNode.Parse(legacy.ToJson())!["partial_rotary_factor"]!);
+        var v5 = ModelConfig.Parse("{" + shape + ",\"rope_parameters\":{\"rope_type\":\"default\",\"rope_theta\":10000,\"partial_rotary_factor\":0.75}}");
+        Assert.Equal(legacy, v5);
+        var written = JsonNode.Parse(v5.ToJson())!;
+        Assert.Equal(0.75, (double)written["rope_parameters"]!["partial_rotary_factor"]!);
+        Assert.Null(written["partial_rotary_factor"]);
+        Assert.Equal(v5, ModelConfig.Parse(v5.ToJson()));
+        var e = Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"partial_rotary_factor\":0.5,\"rope_parameters\":{\"partial_rotary_factor\":0.75}}"));
+        Assert.Contains("field 'partial_rotary_factor' 0.5 differs from rope_parameters.partial_rotary_factor 0.75", e.Message);
     }
 
     [Fact]

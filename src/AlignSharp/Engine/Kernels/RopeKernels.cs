@@ -1,9 +1,10 @@
 namespace AlignSharp.Engine.Kernels;
 
 /// <summary>
-/// Rotary position embedding in Hugging Face's "rotate_half" layout: pair i couples channels i and i + D/2.
-/// Legend: B batch, T time, H heads, D head size (even), P = D/2 pairs. x and y are [B, T, H, D]; the tables
-/// [T, P] (one row per time step, shared by every batch row) or [B·T, P] (one per token).
+/// Rotary position embedding in Hugging Face's "rotate_half" layout: pair i couples channels i and i + P.
+/// Legend: B batch, T time, H heads, D head size, P pairs (D/2, or fewer with a partial rotary dimension 2P &lt; D,
+/// whose channels 2P..D pass through unrotated). x and y are [B, T, H, D]; the tables [T, P] (one row per time step,
+/// shared by every batch row) or [B·T, P] (one per token).
 /// </summary>
 internal static class RopeKernels
 {
@@ -24,19 +25,20 @@ internal static class RopeKernels
     }
 
     /// <summary>
-    /// y (=|+=) x rotated by sign·θ: y[i] = x[i]·cos − x[i+P]·sign·sin, y[i+P] = x[i+P]·cos + x[i]·sign·sin. Sign −1 is the
-    /// inverse rotation (the backward). perToken: table row b·T + t, else t. Parallel over (b, t) rows.
+    /// y (=|+=) x rotated by sign·θ: y[i] = x[i]·cos − x[i+P]·sign·sin, y[i+P] = x[i+P]·cos + x[i]·sign·sin, and
+    /// y[j] (=|+=) x[j] for 2P ≤ j &lt; D. Sign −1 is the inverse rotation (the backward). perToken: table row b·T + t,
+    /// else t. Parallel over (b, t) rows.
     /// </summary>
-    public static void Rotate(float[] x, int xo, float[] y, int yo, int b, int t, int h, int d,
+    public static void Rotate(float[] x, int xo, float[] y, int yo, int b, int t, int h, int d, int pairs,
         float[] cos, float[] sin, bool perToken, float sign, bool accumulate)
-        => ParallelFor.Run(b * t, Math.Max(1, 16384 / Math.Max(1, h * d)), new RotateWork(x, xo, y, yo, t, h, d, cos, sin, perToken, sign, accumulate));
+        => ParallelFor.Run(b * t, Math.Max(1, 16384 / Math.Max(1, h * d)), new RotateWork(x, xo, y, yo, t, h, d, pairs, cos, sin, perToken, sign, accumulate));
 
-    private readonly struct RotateWork(float[] src, int so, float[] dst, int dOff, int t, int h, int d,
+    private readonly struct RotateWork(float[] src, int so, float[] dst, int dOff, int t, int h, int d, int half,
         float[] cos, float[] sin, bool perToken, float sign, bool accumulate) : IRangeWork
     {
         public void Run(int start, int end)
         {
-            int half = d / 2;
+            int rotary = 2 * half;
             for (int bt = start; bt < end; bt++)
             {
                 int tr = perToken ? bt : bt % t;
@@ -61,6 +63,11 @@ internal static class RopeKernels
                             y1[i] = x1[i] * c[i] - x2[i] * si;
                             y2[i] = x2[i] * c[i] + x1[i] * si;
                         }
+                    if (rotary == d) continue;
+                    var xPass = src.AsSpan(so + baseIdx + rotary, d - rotary);
+                    var yPass = dst.AsSpan(dOff + baseIdx + rotary, d - rotary);
+                    if (accumulate) for (int i = 0; i < xPass.Length; i++) yPass[i] += xPass[i];
+                    else xPass.CopyTo(yPass);
                 }
             }
         }

@@ -2,8 +2,9 @@ using AlignSharp.Engine.Kernels;
 
 namespace AlignSharp.Engine;
 
-// Rotary position embedding, Hugging Face "rotate_half" layout: pair i couples channels i and i + D/2 (the loops are
-// in RopeKernels, the tables in RopeTable). Legend: B batch, T time, H heads, D head size (even), P = D/2 pairs.
+// Rotary position embedding, Hugging Face "rotate_half" layout: pair i couples channels i and i + P (the loops are
+// in RopeKernels, the tables in RopeTable). Legend: B batch, T time, H heads, D head size, R rotary dimension (even;
+// D, or less with a partial rotary factor: channels R..D pass through), P = R/2 pairs.
 public static partial class Ops
 {
     /// <summary>
@@ -32,42 +33,49 @@ public static partial class Ops
 
     /// <summary>
     /// Rotary embedding. x [B, T, H, D], positions [T] (shared by every batch row) or [B·T] (per token, e.g.
-    /// left padding), invFreq [D/2] → [B, T, H, D] with, for θ = pos·invFreq[i]:
-    /// out[i] = x[i]·cos θ − x[i+D/2]·sin θ, out[i+D/2] = x[i+D/2]·cos θ + x[i]·sin θ.
-    /// The tables are built as <see cref="RopeTable"/> describes; scale multiplies both (LongRoPE's attention factor,
-    /// applied by transformers to cos and sin in float32), scaling the output. A model builds its tables once per
-    /// distinct positions (<see cref="RopeTableCache"/>) and calls the overload that takes them.
-    /// Saves: the tables. Backward: rotation by −θ, times scale.
+    /// left padding), invFreq [R/2] → [B, T, H, D] with, for θ = pos·invFreq[i] and P = R/2:
+    /// out[i] = x[i]·cos θ − x[i+P]·sin θ, out[i+P] = x[i+P]·cos θ + x[i]·sin θ, out[j] = x[j] for R ≤ j &lt; D.
+    /// <paramref name="rotaryDim"/> R: D unless given (Phi-3's partial_rotary_factor rotates the first R channels only).
+    /// The tables are built as <see cref="RopeTable"/> describes; scale multiplies both (LongRoPE's and YaRN's attention
+    /// factor, applied by transformers to cos and sin in float32), scaling the rotated channels. A model builds its
+    /// tables once per distinct positions (<see cref="RopeTableCache"/>) and calls the overload that takes them.
+    /// Saves: the tables. Backward: rotation by −θ, times scale; the other channels' gradient passes through.
     /// </summary>
-    public static Tensor Rope(Tensor x, ReadOnlySpan<int> positions, ReadOnlySpan<float> invFreq, float scale = 1f)
+    public static Tensor Rope(Tensor x, ReadOnlySpan<int> positions, ReadOnlySpan<float> invFreq, float scale = 1f, int? rotaryDim = null)
     {
         if (x.Rank != 4) throw new ArgumentException($"Rope needs x [B, T, H, D], got {ShapeUtil.Format(x.Shape)}.");
-        int d = x.Dim(3);
-        if (d % 2 != 0) throw new ArgumentException($"Rope needs an even head size, got D = {d}.");
-        if (invFreq.Length != d / 2) throw new ArgumentException($"Rope: invFreq has {invFreq.Length} entries, D/2 = {d / 2} expected (see RopeInverseFrequencies).");
-        return Rope(x, RopeTable.Build(positions, invFreq, scale));
+        int r = RotaryDim(x.Dim(3), rotaryDim);
+        if (invFreq.Length != r / 2) throw new ArgumentException($"Rope: invFreq has {invFreq.Length} entries, R/2 = {r / 2} expected (see RopeInverseFrequencies).");
+        return Rope(x, RopeTable.Build(positions, invFreq, scale), rotaryDim);
     }
 
     /// <summary>Rotary embedding with prebuilt tables (one row per position: T rows shared by every batch row, or
     /// B·T, one per token). x [B, T, H, D] → [B, T, H, D], as the overload taking positions.</summary>
-    public static Tensor Rope(Tensor x, RopeTable table)
+    public static Tensor Rope(Tensor x, RopeTable table, int? rotaryDim = null)
     {
         if (x.Rank != 4) throw new ArgumentException($"Rope needs x [B, T, H, D], got {ShapeUtil.Format(x.Shape)}.");
         int b = x.Dim(0), t = x.Dim(1), h = x.Dim(2), d = x.Dim(3);
-        if (d % 2 != 0) throw new ArgumentException($"Rope needs an even head size, got D = {d}.");
-        if (table.Pairs != d / 2) throw new ArgumentException($"Rope: the table has {table.Pairs} frequency pairs, D/2 = {d / 2} expected.");
+        int r = RotaryDim(d, rotaryDim);
+        if (table.Pairs != r / 2) throw new ArgumentException($"Rope: the table has {table.Pairs} frequency pairs, R/2 = {r / 2} expected.");
         if (table.Rows != t && table.Rows != b * t)
             throw new ArgumentException($"Rope: {table.Rows} positions; pass T = {t} (same for every batch row) or B·T = {b * t} (per token).");
         bool perToken = table.Rows != t;
 
         var y = NewLike(x);
-        RopeKernels.Rotate(x.Array, x.Offset, y.Array, y.Offset, b, t, h, d, table.Cos, table.Sin, perToken, sign: 1f, accumulate: false);
+        RopeKernels.Rotate(x.Array, x.Offset, y.Array, y.Offset, b, t, h, d, table.Pairs, table.Cos, table.Sin, perToken, sign: 1f, accumulate: false);
         if (Autograd.Needs(x))
             Autograd.Record(y, [x], g =>
             {
                 x.GradForAccumulate();
-                RopeKernels.Rotate(g.Array, g.Offset, x.GradTensor!.Array, x.GradTensor.Offset, b, t, h, d, table.Cos, table.Sin, perToken, sign: -1f, accumulate: true);
+                RopeKernels.Rotate(g.Array, g.Offset, x.GradTensor!.Array, x.GradTensor.Offset, b, t, h, d, table.Pairs, table.Cos, table.Sin, perToken, sign: -1f, accumulate: true);
             });
         return y;
+    }
+
+    private static int RotaryDim(int d, int? rotaryDim)
+    {
+        int r = rotaryDim ?? d;
+        if (r <= 0 || r % 2 != 0 || r > d) throw new ArgumentException($"Rope needs an even rotary dimension in (0, D = {d}], got {r}.");
+        return r;
     }
 }

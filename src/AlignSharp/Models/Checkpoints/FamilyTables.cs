@@ -132,6 +132,10 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// <summary>SmolLM3: <c>no_rope_layers</c> (or <c>no_rope_layer_interval</c>) names layers without RoPE.</summary>
     public bool NoRopeLayers { get; init; }
 
+    /// <summary>Phi-3 (Phi-4-mini): <c>partial_rotary_factor</c> below 1 rotates the first head_dim · factor channels of
+    /// each head only (transformers splits q and k there for this family; elsewhere a factor other than 1 is refused).</summary>
+    public bool PartialRotary { get; init; }
+
     /// <summary>Granite: <c>embedding_multiplier</c>, <c>attention_multiplier</c>, <c>residual_multiplier</c> and
     /// <c>logits_scaling</c> are read (each 1 when absent).</summary>
     public bool Multipliers { get; init; }
@@ -253,8 +257,8 @@ internal static class FamilyTables
         LocalRope = true,
     };
 
-    /// <summary>Phi-3 / Phi-3.5: Llama's block with fused qkv_proj and gate_up_proj, no biases, Mistral's every-layer
-    /// sliding_window, LongRoPE scaling.</summary>
+    /// <summary>Phi-3 / Phi-3.5 / Phi-4-mini: Llama's block with fused qkv_proj and gate_up_proj, no biases, Mistral's
+    /// every-layer sliding_window, LongRoPE scaling, RoPE on part of each head (partial_rotary_factor).</summary>
     public static readonly FamilyTable Phi3 = new(ModelFamily.Phi3, "phi3", "Phi3ForCausalLM", "Phi3ForSequenceClassification", Phi3NameTable.Table)
     {
         Biases = BiasRule.None,
@@ -262,6 +266,7 @@ internal static class FamilyTables
         DefaultMaxPositions = 4096,
         DefaultNormEps = 1e-5,
         LongRope = true,
+        PartialRotary = true,
     };
 
     /// <summary>SmolLM3: Llama's block (attention_bias, mlp_bias) with NoPE layers, rope_theta 2e6 by default. Its
