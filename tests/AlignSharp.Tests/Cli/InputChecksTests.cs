@@ -151,6 +151,13 @@ public sealed class InputChecksTests : IDisposable
             Assert.Contains("--policy, --sft-model-path, --sft_model_path", help);
             Assert.Contains("--reward-model, --reward-model-path, --reward_model, --reward_model_path", help);
         }
+        // --model names the model a run trains in every trainer, as in sft and rm.
+        foreach (var trainer in new[] { "dpo", "kto", "online-dpo", "ppo", "grpo", "rloo" })
+            Assert.Matches(@"\n  --model, [^\n]*--policy[^\n]*<policy>", CliRunner.Run(trainer, "--help").StdOut);
+        string pairs = TinyModels.WriteJsonl(P("p.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", chosen = " a", rejected = " b" }));
+        var dpo = CliRunner.Run("dpo", "--model", model, "--data", pairs, "--out", P("dpo"), "--max-steps", "1", "--save-steps", "0");
+        Assert.True(dpo.ExitCode == 0, dpo.StdErr);
+        Assert.Equal(model, System.Text.Json.JsonDocument.Parse(File.ReadAllText(P("dpo/run_config.json"))).RootElement.GetProperty("policy").GetString());
     }
 
     /// <summary>TRL's --use_peft trains an adapter of its default rank 16 (ModelConfig's lora_r); --lora_r still sets the rank.</summary>

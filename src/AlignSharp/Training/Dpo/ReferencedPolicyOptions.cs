@@ -9,6 +9,7 @@ namespace AlignSharp.Training.Dpo;
 /// move too slowly at that rate, so the default here is 5e-6.
 /// </summary>
 [TrlName("model_name_or_path", nameof(Policy))]
+[TrlName("model", nameof(Policy))] // sft's and rm's flag for the model a run trains, so one spelling works everywhere
 [TrlName("ref_model", nameof(Reference))]
 [TrlName("precompute_ref_log_probs", nameof(PrecomputeReference))]
 public abstract record ReferencedPolicyOptions : TextDataOptions

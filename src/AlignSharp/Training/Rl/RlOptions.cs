@@ -9,6 +9,7 @@ namespace AlignSharp.Training.Rl;
 /// GradientAccumulationSteps micro-batches of BatchSize completions. --max-steps counts rollout steps; metrics.jsonl gets
 /// one line per rollout step. Defaults follow Hugging Face TRL's configs.
 /// </summary>
+[TrlName("model", nameof(Policy))] // sft's and rm's flag for the model a run trains, so one spelling works everywhere
 public abstract record RlOptions : TrainerOptions
 {
     protected RlOptions()
