@@ -10,6 +10,11 @@ whole as PEFT's modules_to_save saves it: base_model.model.score.weight [1, hidd
 records modules_to_save ["classifier", "score"]); its reference is the score at every position, the merged model's
 final hidden state times that head.
 
+A DoRA adapter (use_dora, Liu et al. 2024) also holds base_model.model.<module>.lora_magnitude_vector [out] (PEFT saves
+it without ".weight"). Without dropout PEFT's DoRA layer computes b + (m / ||W + scale B A||) * (x (W + scale B A)^T),
+the row norms over the input dimension, so its reference is the same forward on W' = m / ||W + dW|| * (W + dW) row by
+row; the magnitudes are drawn near those norms so that every row's factor differs from 1.
+
     /usr/bin/python3 scripts/make_lora_fixtures.py      # writes tests/fixtures/adapters/<name>/
 """
 import json
@@ -43,7 +48,7 @@ def read_safetensors(path):
 
 
 def make(name, base, module_prefix, targets, r, alpha, rslora, forward, seed, fan_in_fan_out=False, body_prefix="",
-         score_head=False):
+         score_head=False, dora=False):
     """module_prefix: how the HF model names modules (e.g. 'model.', 'transformer.'); body_prefix: how the fixture's
     file names the same tensors ('' for GPT-2's hub naming)."""
     g = torch.Generator().manual_seed(seed)
@@ -57,6 +62,7 @@ def make(name, base, module_prefix, targets, r, alpha, rslora, forward, seed, fa
     scale = alpha / math.sqrt(r) if rslora else alpha / r
     adapter = {}
     merged = dict(w)
+    dora_modules = []
     for key in sorted(w):
         in_block = ".layers." in "." + key or ".h." in "." + key
         if not key.endswith(".weight") or w[key].dim() != 2 or not in_block:
@@ -72,7 +78,16 @@ def make(name, base, module_prefix, targets, r, alpha, rslora, forward, seed, fa
         adapter[f"base_model.model.{module}.lora_A.weight"] = a
         adapter[f"base_model.model.{module}.lora_B.weight"] = b
         delta = scale * (b.double() @ a.double())
-        merged[key] = (stored.double() + (delta.T if fan_in_fan_out else delta)).float()
+        adapted = stored.double() + (delta.T if fan_in_fan_out else delta)
+        if dora:
+            rows = adapted.T if fan_in_fan_out else adapted            # [out, in]
+            norms = rows.norm(dim=1)
+            magnitude = (norms * (0.7 + 0.6 * torch.rand(out_f, generator=g, dtype=torch.float64))).float()
+            adapter[f"base_model.model.{module}.lora_magnitude_vector"] = magnitude
+            dora_modules.append((key, module))
+            factor = magnitude.double() / norms
+            adapted = adapted * factor[None, :] if fan_in_fan_out else adapted * factor[:, None]
+        merged[key] = adapted.float()
     assert adapter, f"{name}: no module matched {targets}"
     if score_head:
         # The score head replaces the LM head: the reference forward then yields one score per position.
@@ -88,7 +103,7 @@ def make(name, base, module_prefix, targets, r, alpha, rslora, forward, seed, fa
         "fan_in_fan_out": fan_in_fan_out, "inference_mode": True, "init_lora_weights": True,
         "layers_pattern": None, "layers_to_transform": None, "lora_alpha": alpha, "lora_dropout": 0.05,
         "modules_to_save": None, "peft_type": "LORA", "r": r, "rank_pattern": {}, "revision": None,
-        "target_modules": targets, "task_type": "SEQ_CLS" if score_head else "CAUSAL_LM", "use_dora": False,
+        "target_modules": targets, "task_type": "SEQ_CLS" if score_head else "CAUSAL_LM", "use_dora": dora,
         "use_rslora": rslora,
     }
     if score_head:
@@ -98,7 +113,8 @@ def make(name, base, module_prefix, targets, r, alpha, rslora, forward, seed, fa
         f.write("\n")
     w64 = {k: t.double() for k, t in merged.items()}
     what = "scores (score head) of the merged model at every position" if score_head else "logits of the merged model"
-    out = {"description": f"LoRA r={r} alpha={alpha} rslora={rslora} on {base} ({', '.join(targets)}): {what}",
+    kind = "DoRA" if dora else "LoRA"
+    out = {"description": f"{kind} r={r} alpha={alpha} rslora={rslora} on {base} ({', '.join(targets)}): {what}",
            "base": base, "tolerance": 1e-4, "cases": []}
     for ids in cases:
         logits = forward(w64, cfg, torch.tensor(ids)).to(torch.float32)
@@ -106,9 +122,33 @@ def make(name, base, module_prefix, targets, r, alpha, rslora, forward, seed, fa
             out["cases"].append({"input_ids": ids, "scores": [mf.fmt(row[0]) for row in logits.tolist()]})
         else:
             out["cases"].append({"input_ids": ids, "logits": [[mf.fmt(x) for x in row] for row in logits.tolist()]})
+    if dora:
+        out["grads"] = dora_grads(w, adapter, dora_modules, scale, fan_in_fan_out, forward, cfg, cases[0])
     with open(os.path.join(d, "reference.json"), "w") as f:
         json.dump(out, f, separators=(",", ":"))
         f.write("\n")
+
+
+def dora_grads(w, adapter, modules, scale, fan_in_fan_out, forward, cfg, ids):
+    """Gradients of the mean next-token cross entropy of one case with respect to every A, B and magnitude, through
+    W' = m / ||W + scale B A|| * (W + scale B A) with the norm detached (DoRA section 4.3, as PEFT computes it)."""
+    w64 = {k: t.double() for k, t in w.items()}
+    leaves = {}
+    for key, module in modules:
+        a, b, m = (adapter[f"base_model.model.{module}.{part}"].double().requires_grad_()
+                   for part in ("lora_A.weight", "lora_B.weight", "lora_magnitude_vector"))
+        leaves.update({f"base_model.model.{module}.lora_A.weight": a, f"base_model.model.{module}.lora_B.weight": b,
+                       f"base_model.model.{module}.lora_magnitude_vector": m})
+        delta = scale * (b @ a)
+        adapted = w64[key] + (delta.T if fan_in_fan_out else delta)
+        norms = (adapted.T if fan_in_fan_out else adapted).norm(dim=1).detach()
+        factor = m / norms
+        w64[key] = adapted * factor[None, :] if fan_in_fan_out else adapted * factor[:, None]
+    ids = torch.tensor(ids)
+    loss = torch.nn.functional.cross_entropy(forward(w64, cfg, ids)[:-1], ids[1:])
+    loss.backward()
+    return {"loss": mf.fmt(loss.item()), "input_ids": ids.tolist(),
+            "tensors": {name: [mf.fmt(x) for x in t.grad.flatten().tolist()] for name, t in leaves.items()}}
 
 
 def main():
@@ -121,6 +161,13 @@ def main():
          fan_in_fan_out=True)
     make("phi3-qkv", "phi3-longrope", "model.", ["qkv_proj", "gate_up_proj"], 2, 4, False, mf.phi3_forward, 2004,
          body_prefix="model.")
+    make("llama-gqa-dora", "llama-gqa", "model.",
+         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], 4, 8, False, mf.llama_forward,
+         2006, body_prefix="model.", dora=True)
+    make("phi3-qkv-dora", "phi3-longrope", "model.", ["qkv_proj", "gate_up_proj"], 2, 4, False, mf.phi3_forward, 2007,
+         body_prefix="model.", dora=True)
+    make("gpt2-hub-dora", "gpt2-hub", "transformer.", ["c_attn", "c_fc"], 4, 16, False, mf.gpt2_forward, 2008,
+         fan_in_fan_out=True, dora=True)
     make("llama-gqa-seqcls", "llama-gqa", "model.", ["q_proj", "v_proj", "down_proj"], 4, 8, False, mf.llama_forward, 2005,
          body_prefix="model.", score_head=True)
 

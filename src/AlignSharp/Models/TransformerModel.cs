@@ -504,8 +504,9 @@ public sealed class TransformerModel
 
     private Tensor Linear(Tensor x, string prefix)
     {
-        if (Ops.RoundsActivations && Adapted(prefix)) return Ops.Linear(x, WithLowRank(prefix, x));
         var (w, bias) = Layer(prefix);
+        if (Adapter?.DoraLinear(prefix, x, w, bias) is { } dora) return dora;
+        if (Ops.RoundsActivations && Adapted(prefix)) return Ops.Linear(x, WithLowRank(prefix, x));
         return Adapter?.LowRank(prefix, x) is { } lr ? Ops.LinearLowRank(x, w, bias, lr.U, lr.B) : Ops.Linear(x, w, bias);
     }
 
@@ -513,6 +514,7 @@ public sealed class TransformerModel
     /// generation only (the adapter's terms as <see cref="Linear"/> hands them over there).</summary>
     private Tensor AddLinear(Tensor residual, Tensor x, string prefix)
     {
+        if (Dora(prefix)) return Ops.Add(residual, Linear(x, prefix));
         var (w, bias) = Layer(prefix);
         return Ops.AddLinear(residual, x, Adapted(prefix) ? WithLowRank(prefix, x) : new Ops.LinearLayer(w, bias));
     }
@@ -522,6 +524,12 @@ public sealed class TransformerModel
     {
         string gate = p + "mlp.gate", up = p + "mlp.up", down = p + "mlp.down";
         if (!Adapted(gate, up, down)) return Ops.GatedMlp(m, Layer(gate), Layer(up), Layer(down), ActivationKind, residual);
+        if (Dora(gate, up, down))
+        {
+            // DoRA layers one by one (their row scales keep them out of the fused products).
+            var mlp = Linear(Ops.Mul(Activate(Linear(m, gate)), Linear(m, up)), down);
+            return residual == null ? mlp : Ops.Add(residual, mlp);
+        }
         // Generation: the terms inside the fused products, the down projection's u made from the hidden activations.
         if (Ops.RoundsActivations && (!Adapted(down) || Adapter!.Factors(down) != null))
             return Ops.GatedMlp(m, WithLowRank(gate, m), WithLowRank(up, m), WithLowRank(down, null), ActivationKind, residual);
@@ -541,7 +549,7 @@ public sealed class TransformerModel
     private Tensor[] SharedLinear(Tensor x, params string[] prefixes)
     {
         if (!Adapted(prefixes)) return Ops.LinearShared(x, [.. prefixes.Select(Layer)]);
-        if (!Ops.RoundsActivations) return [.. prefixes.Select(prefix => Linear(x, prefix))];
+        if (!Ops.RoundsActivations || Dora(prefixes)) return [.. prefixes.Select(prefix => Linear(x, prefix))];
         return Ops.LinearShared(x, [.. prefixes.Select(prefix => WithLowRank(prefix, x))]);
     }
 
@@ -562,6 +570,9 @@ public sealed class TransformerModel
 
     /// <summary>Whether an enabled LoRA adapter adapts any of these layers (they then run one by one, with it).</summary>
     private bool Adapted(params string[] prefixes) => Adapter is { Enabled: true } adapter && prefixes.Any(adapter.Adapts);
+
+    /// <summary>Whether an enabled adapter has a DoRA module on any of these layers.</summary>
+    private bool Dora(params string[] prefixes) => Adapter is { Enabled: true } adapter && prefixes.Any(adapter.IsDora);
 
     private Tensor Norm(Tensor x, string prefix)
         => Config.Norm == NormKind.LayerNorm

@@ -16,7 +16,10 @@ public sealed class LoraAdapterTests
 {
     static readonly string AdapterRoot = Path.Combine(Path.GetDirectoryName(Fixtures.Root)!, "adapters");
 
-    public static TheoryData<string> AdapterNames => new("llama-gqa-qv", "llama-gqa-all-rslora", "gpt2-hub-c_attn", "phi3-qkv");
+    public static TheoryData<string> AdapterNames => new("llama-gqa-qv", "llama-gqa-all-rslora", "gpt2-hub-c_attn", "phi3-qkv",
+        "llama-gqa-dora", "phi3-qkv-dora", "gpt2-hub-dora");
+
+    public static TheoryData<string> DoraAdapterNames => new("llama-gqa-dora", "phi3-qkv-dora", "gpt2-hub-dora");
 
     static (string Base, List<(int[] Ids, float[][] Logits)> Cases) Reference(string dir)
     {
@@ -66,6 +69,142 @@ public sealed class LoraAdapterTests
             AssertLogits(ModelIO.Load(outDir), cases, 1e-4, $"{name} merged");
         }
         finally { Directory.Delete(outDir, true); }
+    }
+
+    /// <summary>DoRA's gradients against PyTorch's (make_lora_fixtures.py: autograd through m / ‖W + scale·B·A‖ ⊙ (W +
+    /// scale·B·A) with the norm detached, as PEFT): the mean next-token cross entropy of one case, every A, B and
+    /// magnitude, through the gated MLP (Llama), Phi-3's fused q/k/v and gate/up (one magnitude over the parts) and
+    /// GPT-2's Conv1D c_attn and c_fc.</summary>
+    [Theory]
+    [MemberData(nameof(DoraAdapterNames))]
+    public void DoraGradientsMatchPyTorch(string name)
+    {
+        string dir = Path.Combine(AdapterRoot, name);
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")));
+        var grads = doc.RootElement.GetProperty("grads");
+        var model = ModelIO.Load(Fixtures.Dir(doc.RootElement.GetProperty("base").GetString()!));
+        foreach (var (_, p) in model.NamedParameters) p.RequiresGrad = false;
+        model.Adapter = LoraAdapter.Load(dir, model);
+        var ids = grads.GetProperty("input_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        using (TensorScope.Begin())
+        {
+            var logits = model.Forward(ids, 1, ids.Length).Reshape(-1, model.Config.VocabSize);
+            var loss = Ops.CrossEntropy(logits, [.. ids[1..], -100]);
+            Assert.Equal(grads.GetProperty("loss").GetDouble(), loss.Item(), 4);
+            loss.Backward();
+        }
+        var expected = grads.GetProperty("tensors");
+        Assert.Equal(expected.EnumerateObject().Count(), model.Adapter.NamedParameters.Count);
+        foreach (var (pname, p) in model.Adapter.NamedParameters)
+        {
+            var want = expected.GetProperty(pname).EnumerateArray().Select(e => e.GetDouble()).ToArray();
+            var got = p.Grad!.ToArray();
+            Assert.Equal(want.Length, got.Length);
+            double scale = want.Max(Math.Abs);
+            for (int i = 0; i < want.Length; i++)
+                Assert.True(Math.Abs(got[i] - want[i]) <= 1e-4 * scale + 1e-6, $"{pname}[{i}]: {got[i]} vs {want[i]}");
+        }
+    }
+
+    /// <summary>With dropout on the adapter's input h, PEFT's DoRA layer is x·Wᵀ + b + (g − 1) ⊙ h·Wᵀ + g ⊙ scale·(h·Aᵀ)·Bᵀ
+    /// (g = m / ‖W + scale·B·A‖): computed here by hand in double, the same mask drawn from the same seed.</summary>
+    [Fact]
+    public void DoraWithDropoutIsPeftsFormula()
+    {
+        var model = ModelIO.Load(Fixtures.Dir("qwen2-tied-bias"));   // q has a bias
+        var adapter = LoraAdapter.Create(model, new LoraConfig(3, 6, 0.4, ["q_proj"]) { UseDora = true }, seed: 4);
+        var module = adapter.Modules[0];
+        var rng = new Random(8);
+        foreach (var t in new[] { module.A, module.B }) { var span = t.Span; for (int i = 0; i < span.Length; i++) span[i] = (float)(rng.NextDouble() - 0.5); }
+        var mag = module.Magnitude!.Span;
+        for (int i = 0; i < mag.Length; i++) mag[i] *= 0.5f + (float)rng.NextDouble();
+        int n = 5, d = model.Config.HiddenSize, outF = model.Config.QueryDim, r = 3;
+        var x = Tensor.FromArray(Enumerable.Range(0, n * d).Select(i => (float)Math.Sin(i * 0.37)).ToArray(), n, d);
+        var w = model.Parameter("layers.0.attn.q.weight");
+        var bias = model.Parameter("layers.0.attn.q.bias");
+        adapter.DropoutRng = new Random(21);
+        float[] y;
+        using (TensorScope.Begin()) y = adapter.DoraLinear("layers.0.attn.q", x, w, bias)!.ToArray();
+        float[] h;
+        using (TensorScope.Begin()) h = Ops.Dropout(x, 0.4f, new Random(21)).ToArray();
+        Assert.Contains(h, v => v == 0);
+        var W = w.ToArray(); var A = module.A.ToArray(); var B = module.B.ToArray(); var b = bias.ToArray(); var m = module.Magnitude!.ToArray();
+        double s = module.Scale;
+        for (int o = 0; o < outF; o++)
+        {
+            double norm = 0;
+            for (int i = 0; i < d; i++)
+            {
+                double delta = 0;
+                for (int k = 0; k < r; k++) delta += B[o * r + k] * A[k * d + i];
+                norm += Math.Pow(W[o * d + i] + s * delta, 2);
+            }
+            double g = m[o] / Math.Sqrt(norm);
+            for (int t = 0; t < n; t++)
+            {
+                double wx = 0, wh = 0, low = 0;
+                for (int i = 0; i < d; i++) { wx += W[o * d + i] * x.Span[t * d + i]; wh += W[o * d + i] * h[t * d + i]; }
+                for (int k = 0; k < r; k++)
+                {
+                    double ah = 0;
+                    for (int i = 0; i < d; i++) ah += A[k * d + i] * h[t * d + i];
+                    low += B[o * r + k] * ah;
+                }
+                double want = wx + b[o] + (g - 1) * wh + g * s * low;
+                Assert.True(Math.Abs(y[t * outF + o] - want) <= 1e-4 * (1 + Math.Abs(want)), $"t={t} o={o}: {y[t * outF + o]} vs {want}");
+            }
+        }
+    }
+
+    /// <summary>A new DoRA adapter (B = 0, m = ‖W‖ per row) gives the base model's logits, and saves and loads in PEFT's
+    /// layout: lora_magnitude_vector [out] beside lora_A and lora_B, use_dora true.</summary>
+    [Fact]
+    public void NewDoraAdapterStartsAsTheBaseModelAndSavesInPeftsLayout()
+    {
+        var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+        int[] ids = [3, 17, 42, 5, 9];
+        float[] before;
+        using (TensorScope.Begin()) before = model.Forward(ids, 1, ids.Length).ToArray();
+        model.Adapter = LoraAdapter.Create(model, new LoraConfig(4, 8, TargetModules: [LoraConfig.AllLinear]) { UseDora = true }, seed: 1);
+        float[] after;
+        using (TensorScope.Begin()) after = model.Forward(ids, 1, ids.Length).ToArray();
+        for (int i = 0; i < before.Length; i++) Assert.True(Math.Abs(before[i] - after[i]) <= 1e-5 * (1 + Math.Abs(before[i])), $"{i}: {after[i]} vs {before[i]}");
+        // After a step changes B, the row norms are remade: the adapted model equals the merged one.
+        foreach (var m in model.Adapter.Modules) m.B.Span.Fill(0.02f);
+        var merged = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+        model.Adapter.MergeInto(merged);
+        float[] adapted, fromMerged;
+        using (TensorScope.Begin()) adapted = model.Forward(ids, 1, ids.Length).ToArray();
+        using (TensorScope.Begin()) fromMerged = merged.Forward(ids, 1, ids.Length).ToArray();
+        for (int i = 0; i < adapted.Length; i++) Assert.True(Math.Abs(adapted[i] - fromMerged[i]) <= 1e-4 * (1 + Math.Abs(adapted[i])), $"{i}: {adapted[i]} vs merged {fromMerged[i]}");
+        Assert.NotEqual(after, adapted);
+        string dir = Path.Combine(Path.GetTempPath(), "alignsharp-dora-save-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            model.Adapter.Save(dir);
+            using (var file = SafetensorsFile.Open(Path.Combine(dir, LoraAdapter.WeightsFileName)))
+            {
+                Assert.Equal(3 * 7 * model.Config.NumLayers, file.Names.Count);
+                Assert.Equal([(long)model.Config.QueryDim], file.GetInfo("base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector").Shape);
+                Assert.Equal([(long)model.Config.IntermediateSize], file.GetInfo("base_model.model.model.layers.1.mlp.up_proj.lora_magnitude_vector").Shape);
+            }
+            Assert.True((bool)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, LoraConfig.FileName)))!["use_dora"]!);
+            var loaded = LoraAdapter.Load(dir, model);
+            Assert.Equal(model.Adapter.NamedParameters.Select(p => p.Name), loaded.NamedParameters.Select(p => p.Name));
+            foreach (var ((_, x), (_, y)) in model.Adapter.NamedParameters.Zip(loaded.NamedParameters)) Assert.Equal(x.ToArray(), y.ToArray());
+            // A magnitude without use_dora, or use_dora without magnitudes, is refused naming the tensor or module.
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, LoraConfig.FileName)))!.AsObject();
+            config["use_dora"] = false;
+            File.WriteAllText(Path.Combine(dir, LoraConfig.FileName), config.ToJsonString());
+            Assert.Contains("lora_magnitude_vector' is a DoRA magnitude, but adapter_config.json does not say use_dora: true",
+                Assert.Throws<UserInputException>(() => LoraAdapter.Load(dir, model)).Message);
+            var plain = LoraAdapter.Create(model, new LoraConfig(4, 8, TargetModules: ["q_proj"]), seed: 1);
+            plain.Save(dir);
+            config["use_dora"] = true;
+            File.WriteAllText(Path.Combine(dir, LoraConfig.FileName), config.ToJsonString());
+            Assert.Contains("has no lora_magnitude_vector (use_dora: true)", Assert.Throws<UserInputException>(() => LoraAdapter.Load(dir, model)).Message);
+        }
+        finally { Directory.Delete(dir, true); }
     }
 
     [Fact]

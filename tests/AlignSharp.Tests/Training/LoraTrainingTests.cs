@@ -91,26 +91,36 @@ public sealed class LoraTrainingTests : IDisposable
         Assert.NotEqual(trainedLogits, Logits(fresh));
     }
 
-    [Fact]
-    public void ResumingALoraRunIsBitForBitAndCheckpointsHoldOnlyTheAdapter()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)] // DoRA: its magnitudes train, checkpoint and resume with A and B
+    public void ResumingALoraRunIsBitForBitAndCheckpointsHoldOnlyTheAdapter(bool dora)
     {
         string model = TinyModels.Create(P("base"), "llama");
-        SftTrainer.Train(Opts(model, "full", 6), TextWriter.Null);
-        SftTrainer.Train(Opts(model, "part", 6), TextWriter.Null);
+        SftTrainer.Train(Opts(model, "full", 6) with { UseDora = dora }, TextWriter.Null);
+        SftTrainer.Train(Opts(model, "part", 6) with { UseDora = dora }, TextWriter.Null);
         var checkpoint = P("part/checkpoints/step-000003");
         Assert.True(File.Exists(Path.Combine(checkpoint, "adapter", "adapter_model.safetensors")));
         Assert.False(Directory.Exists(Path.Combine(checkpoint, "model")));
         Directory.Delete(P("part/final"), true);
         Directory.Delete(P("part/checkpoints/step-000006"), true);
-        SftTrainer.Train(Opts(model, "part", 6) with { Resume = "" }, TextWriter.Null);
+        SftTrainer.Train(Opts(model, "part", 6) with { Resume = "", UseDora = dora }, TextWriter.Null);
         Assert.Equal(File.ReadAllBytes(P("full/final/adapter_model.safetensors")), File.ReadAllBytes(P("part/final/adapter_model.safetensors")));
+        var trained = LoraAdapter.Load(P("full/final"), ModelIO.Load(model));
+        Assert.Equal(dora, trained.Config.UseDora);
+        if (dora)
+        {
+            // The magnitudes moved away from the base rows' norms they started at.
+            var start = LoraAdapter.Create(ModelIO.Load(model), trained.Config, seed: 0);
+            Assert.All(trained.Modules.Zip(start.Modules), p => Assert.NotEqual(p.Second.Magnitude!.ToArray(), p.First.Magnitude!.ToArray()));
+        }
         var la = File.ReadAllLines(P("full/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("loss").GetDouble());
         var lb = File.ReadAllLines(P("part/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("loss").GetDouble());
         Assert.Equal(la, lb);
 
         // A LoRA checkpoint cannot resume a run with other LoRA settings.
         Directory.Delete(P("part/final"), true);
-        var e = Assert.ThrowsAny<Exception>(() => SftTrainer.Train(Opts(model, "part", 6) with { Resume = "", LoraR = 8 }, TextWriter.Null));
+        var e = Assert.ThrowsAny<Exception>(() => SftTrainer.Train(Opts(model, "part", 6) with { Resume = "", LoraR = 8, UseDora = dora }, TextWriter.Null));
         Assert.Contains("lora", e.Message, StringComparison.OrdinalIgnoreCase);
     }
 
@@ -138,8 +148,8 @@ public sealed class LoraTrainingTests : IDisposable
         Assert.Contains("--merge", Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", Merge = true }.Validate()).Message);
         Assert.Contains("--lora-dropout", Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", LoraR = 4, LoraDropout = 1 }.Validate()).Message);
         // The adapter's settings without a new adapter would be ignored: errors that name them.
-        var alone = Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", LoraAlpha = 8, UseRslora = true }.Validate()).Message;
-        Assert.Contains("--lora-alpha, --use-rslora need --lora-r", alone);
+        var alone = Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", LoraAlpha = 8, UseRslora = true, UseDora = true }.Validate()).Message;
+        Assert.Contains("--lora-alpha, --use-rslora, --use-dora need --lora-r", alone);
         Assert.Contains("--lora-dropout needs --lora-r", Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", LoraDropout = 0.1 }.Validate()).Message);
         Assert.Contains("--lora-target-modules needs --lora-r", Assert.Throws<UserInputException>(() => new AlignSharp.Training.Dpo.DpoOptions { Policy = "m", Data = data, Out = "o", LoraTargetModules = "q_proj" }.Validate()).Message);
         var continued = Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = data, Out = "o", Adapter = "a", LoraDropout = 0.1 }.Validate()).Message;

@@ -16,6 +16,8 @@ public sealed class LoraModule
     public required Tensor A { get; init; }
     public required Tensor B { get; init; }
     public required float Scale { get; init; }
+    /// <summary>DoRA's magnitude m [out] (PEFT's <c>lora_magnitude_vector</c>), or null for plain LoRA.</summary>
+    public Tensor? Magnitude { get; init; }
     /// <summary>Canonical linear prefix (<c>layers.0.attn.q</c>) → its first row in B and row count.</summary>
     public required IReadOnlyList<(string Prefix, int FirstRow, int Rows)> Parts { get; init; }
     public int Rank => A.Dim(0);
@@ -23,7 +25,8 @@ public sealed class LoraModule
 
 /// <summary>
 /// A LoRA adapter on a <see cref="TransformerModel"/>: each adapted linear layer computes
-/// y = x·Wᵀ + b + scale · (dropout(x)·Aᵀ)·Bᵀ. Switching <see cref="Enabled"/> off gives the base model exactly (the
+/// y = x·Wᵀ + b + scale · (dropout(x)·Aᵀ)·Bᵀ; with DoRA (use_dora) y = b + (m / ‖W + scale·B·A‖) ⊙ (x·Wᵀ + scale·(x·Aᵀ)·Bᵀ),
+/// see <see cref="DoraLinear"/>. Switching <see cref="Enabled"/> off gives the base model exactly (the
 /// reference of DPO and RL needs no second copy). Saved and loaded in PEFT's format: adapter_config.json and
 /// adapter_model.safetensors with <c>base_model.model.&lt;module&gt;.lora_A.weight</c> [r, in] and
 /// <c>.lora_B.weight</c> [out, r].
@@ -57,9 +60,15 @@ public sealed class LoraAdapter
 
     /// <summary>The trainable tensors with PEFT's names, A and B of each module in model order.</summary>
     public IReadOnlyList<(string Name, Tensor Parameter)> NamedParameters =>
-        Modules.SelectMany(m => new[] { (PeftName(m.Module, "lora_A"), m.A), (PeftName(m.Module, "lora_B"), m.B) }).ToList();
+        Modules.SelectMany(m => m.Magnitude is { } magnitude
+            ? new[] { (PeftName(m.Module, "lora_A"), m.A), (PeftName(m.Module, "lora_B"), m.B), (MagnitudeName(m.Module), magnitude) }
+            : new[] { (PeftName(m.Module, "lora_A"), m.A), (PeftName(m.Module, "lora_B"), m.B) }).ToList();
 
     static string PeftName(string module, string part) => $"{PeftPrefix}{module}.{part}.weight";
+
+    // PEFT saves DoRA's magnitude without the ".weight" its module has in memory.
+    static string MagnitudeName(string module) => $"{PeftPrefix}{module}.{MagnitudeSuffix}";
+    const string MagnitudeSuffix = "lora_magnitude_vector";
 
     /// <summary>
     /// The low-rank term of linear layer <paramref name="prefix"/> on input x [..., in], or null: u = scale·(dropout(x)·Aᵀ)
@@ -89,6 +98,67 @@ public sealed class LoraAdapter
 
     public bool Adapts(string prefix) => _byPrefix.ContainsKey(prefix);
 
+    /// <summary>Whether linear layer <paramref name="prefix"/> has a DoRA module (then <see cref="DoraLinear"/> computes it, never a fused product).</summary>
+    public bool IsDora(string prefix) => _byPrefix.TryGetValue(prefix, out var entry) && entry.Module.Magnitude != null;
+
+    /// <summary>
+    /// A DoRA layer's output (Liu et al. 2024, as PEFT computes it), or null where <paramref name="prefix"/> has no DoRA
+    /// module or the adapter is off. With g = m / ‖W + scale·B·A‖ per output row (the norm a constant to autograd, §4.3
+    /// of the paper) and h the input after dropout: y = x·Wᵀ + b + (g − 1) ⊙ h·Wᵀ + g ⊙ scale·(h·Aᵀ)·Bᵀ, which without
+    /// dropout is b + g ⊙ (x·Wᵀ + scale·(x·Aᵀ)·Bᵀ).
+    /// </summary>
+    public Tensor? DoraLinear(string prefix, Tensor x, Tensor w, Tensor? bias)
+    {
+        if (!Enabled || !_byPrefix.TryGetValue(prefix, out var entry) || entry.Module.Magnitude is not { } magnitude) return null;
+        var (m, first, rows) = entry;
+        var inverseNorms = Tensor.FromArray(InverseRowNorms(prefix, m, first, rows, w), rows);
+        var g = Ops.Mul(rows == magnitude.Length ? magnitude : Ops.Slice(magnitude, 0, first, rows), inverseNorms);
+        bool dropout = DropoutRng != null && Config.Dropout > 0;
+        var h = dropout ? Ops.Dropout(x, (float)Config.Dropout, DropoutRng!) : x;
+        var b = rows == m.B.Dim(0) ? m.B : m.B.SliceRows(first, rows);
+        var adapted = Ops.Mul(Ops.LinearLowRank(h, w, null, Ops.MulScalar(Ops.Linear(h, m.A), m.Scale), b), g);
+        if (!dropout) return bias == null ? adapted : Ops.Add(adapted, bias);
+        return Ops.Sub(Ops.Add(Ops.Linear(x, w, bias), adapted), Ops.Linear(h, w));
+    }
+
+    // The norms change only when A or B do (a step), but every forward pass and decoding step needs them: they are kept
+    // with the A and B they were made from, and remade when those differ.
+    private readonly Dictionary<string, (float[] A, float[] B, float[] Inverse)> _norms = new(StringComparer.Ordinal);
+
+    private float[] InverseRowNorms(string prefix, LoraModule m, int first, int rows, Tensor w)
+    {
+        var a = m.A.Span;
+        var b = m.B.Span.Slice(first * m.Rank, rows * m.Rank);
+        lock (_norms)
+        {
+            if (_norms.TryGetValue(prefix, out var kept) && a.SequenceEqual(kept.A) && b.SequenceEqual(kept.B)) return kept.Inverse;
+            var inverse = new float[rows];
+            var row = new float[m.A.Dim(1)];
+            for (int o = 0; o < rows; o++)
+            {
+                DeltaRow(m, w, o, first, row);
+                inverse[o] = 1f / MathF.Sqrt(System.Numerics.Tensors.TensorPrimitives.SumOfSquares(row));
+            }
+            _norms[prefix] = (a.ToArray(), b.ToArray(), inverse);
+            return inverse;
+        }
+    }
+
+    // row = W[o, :] + scale·B[first + o, :]·A: the adapted weight's row o of a part.
+    private static void DeltaRow(LoraModule m, Tensor w, int o, int first, Span<float> row)
+    {
+        WeightRow(w, o, row);
+        AddDelta(m, first + o, row);
+    }
+
+    // Row o of a weight, a bf16 one widened exactly.
+    private static void WeightRow(Tensor w, int o, Span<float> row)
+    {
+        int inF = row.Length;
+        if (w.IsBf16) Bf16.Widen(w.Bf16Span.Slice(o * inF, inF), row);
+        else w.Span.Slice(o * inF, inF).CopyTo(row);
+    }
+
     /// <summary>
     /// Runs <paramref name="forward"/> with <paramref name="adapter"/> (null: none, the base) in place of
     /// <paramref name="model"/>'s own adapter, which is put back afterwards: the reference of a LoRA policy without a
@@ -113,6 +183,7 @@ public sealed class LoraAdapter
             Module = m.Module,
             A = Tensor.FromArray(m.A.ToArray(), m.A.ShapeArray),
             B = Tensor.FromArray(m.B.ToArray(), m.B.ShapeArray),
+            Magnitude = m.Magnitude is { } magnitude ? Tensor.FromArray(magnitude.ToArray(), magnitude.ShapeArray) : null,
             Scale = m.Scale,
             Parts = m.Parts,
         }).ToList();
@@ -121,7 +192,7 @@ public sealed class LoraAdapter
 
     /// <summary>
     /// A new adapter on <paramref name="model"/> initialised as PEFT does: A uniform in ±1/√in (Kaiming-uniform with
-    /// a = √5), B zero, so the adapted model starts equal to the base.
+    /// a = √5), B zero, and with DoRA the magnitude m = ‖W‖ of each output row, so the adapted model starts equal to the base.
     /// </summary>
     public static LoraAdapter Create(TransformerModel model, LoraConfig config, int seed)
     {
@@ -154,16 +225,33 @@ public sealed class LoraAdapter
             var s = a.Span;
             for (int i = 0; i < s.Length; i++) s[i] = (float)((rng.NextDouble() * 2 - 1) * bound);
             var b = Tensor.Parameter([outF, config.R], 0f, PeftName(module, "lora_B"));
-            modules.Add(NewModule(module, a, b, config, parts));
+            Tensor? magnitude = null;
+            if (config.UseDora)
+            {
+                // B = 0, so ‖W + scale·B·A‖ is ‖W‖.
+                magnitude = Tensor.Parameter([outF], 0f, MagnitudeName(module));
+                var row = new float[inF];
+                foreach (var part in parts)
+                {
+                    var w = model.Parameter(part.CanonicalName);
+                    for (int o = 0; o < part.Shape[0]; o++)
+                    {
+                        WeightRow(w, o, row);
+                        magnitude.Span[part.FusedFirstRow + o] = MathF.Sqrt(System.Numerics.Tensors.TensorPrimitives.SumOfSquares(row));
+                    }
+                }
+            }
+            modules.Add(NewModule(module, a, b, magnitude, config, parts));
         }
         return new LoraAdapter(config, modules);
     }
 
-    static LoraModule NewModule(string module, Tensor a, Tensor b, LoraConfig config, List<ParameterBinding> parts) => new()
+    static LoraModule NewModule(string module, Tensor a, Tensor b, Tensor? magnitude, LoraConfig config, List<ParameterBinding> parts) => new()
     {
         Module = module,
         A = a,
         B = b,
+        Magnitude = magnitude,
         Scale = (float)config.ScaleFor(module, a.Dim(0)),
         Parts = parts.Select(p => (Prefix(p.CanonicalName), p.FusedFirstRow, p.Shape[0])).ToList(),
     };
@@ -211,11 +299,20 @@ public sealed class LoraAdapter
 
         var a = new Dictionary<string, string>(StringComparer.Ordinal);
         var b = new Dictionary<string, string>(StringComparer.Ordinal);
+        var magnitudes = new Dictionary<string, string>(StringComparer.Ordinal);
         var saved = new List<string>();
         var problems = new List<string>();
         foreach (var name in file.Names)
         {
             string rest = name.StartsWith(PeftPrefix, StringComparison.Ordinal) ? name[PeftPrefix.Length..] : name;
+            if (rest.EndsWith("." + MagnitudeSuffix, StringComparison.Ordinal))
+            {
+                string dora = rest[..^(MagnitudeSuffix.Length + 1)];
+                if (!config.UseDora) problems.Add($"tensor '{name}' is a DoRA magnitude, but adapter_config.json does not say use_dora: true");
+                else if (!known.ContainsKey(dora)) problems.Add($"tensor '{name}': the model has no linear layer '{dora}'");
+                else magnitudes[dora] = name;
+                continue;
+            }
             string? module = null, part = null;
             foreach (var p in new[] { "lora_A", "lora_B" })
                 foreach (var suffix in new[] { $".{p}.weight", $".{p}.default.weight" })
@@ -232,6 +329,8 @@ public sealed class LoraAdapter
         }
         foreach (var m in a.Keys.Except(b.Keys)) problems.Add($"module '{m}' has lora_A but no lora_B");
         foreach (var m in b.Keys.Except(a.Keys)) problems.Add($"module '{m}' has lora_B but no lora_A");
+        if (config.UseDora)
+            foreach (var m in a.Keys.Except(magnitudes.Keys)) problems.Add($"module '{m}' has no {MagnitudeSuffix} (use_dora: true)");
         if (problems.Count > 0) throw new UserInputException($"{path} does not fit the model:\n  " + string.Join("\n  ", problems.Take(20)));
         if (a.Count == 0) throw new UserInputException($"{path} holds no LoRA matrices.");
         if (config.TaskType == LoraConfig.SequenceClassification && model.Config.Head == HeadKind.Scalar && !saved.Contains("score.weight"))
@@ -251,7 +350,18 @@ public sealed class LoraAdapter
             var tb = Tensor.Parameter([outF, r], 0f, PeftName(savingName, "lora_B"));
             file.ReadInto(a[module], ta.Span);
             file.ReadInto(b[module], tb.Span);
-            modules.Add(NewModule(savingName, ta, tb, config, parts));
+            Tensor? tm = null;
+            if (magnitudes.TryGetValue(module, out var magnitudeName))
+            {
+                var im = file.GetInfo(magnitudeName);
+                if (im.Shape.Length != 1 || im.Shape[0] != outF)
+                    throw new UserInputException($"{path}: module '{module}': {MagnitudeSuffix} {TensorInfo.FormatShape(im.Shape)} does not fit the layer's {outF} outputs (expected [{outF}]).");
+                tm = Tensor.Parameter([outF], 0f, MagnitudeName(savingName));
+                file.ReadInto(magnitudeName, tm.Span);
+                if (tm.ToArray().Any(v => !float.IsFinite(v)))
+                    throw new UserInputException($"{path}: module '{module}': {MagnitudeSuffix} holds a non-finite value.");
+            }
+            modules.Add(NewModule(savingName, ta, tb, tm, config, parts));
         }
         return new LoraAdapter(config, modules) { SavedModules = saved };
     }
@@ -283,7 +393,8 @@ public sealed class LoraAdapter
     }
 
     /// <summary>
-    /// Adds scale·B·A into each adapted weight of <paramref name="model"/> (merging; the adapter should then be detached).
+    /// Adds scale·B·A into each adapted weight of <paramref name="model"/> (merging; the adapter should then be detached);
+    /// a DoRA module's rows are then scaled to their magnitudes, W' = m ⊙ (W + scale·B·A) / ‖W + scale·B·A‖ (as PEFT merges).
     /// A frozen bf16 weight is merged row by row in float32 (widened exactly, the same additions, rounded once to nearest):
     /// the values merging a float32 copy and then narrowing it would give, without a float32 copy of the matrix.
     /// </summary>
@@ -297,7 +408,7 @@ public sealed class LoraAdapter
                 var w = model.Parameter(prefix + ".weight");
                 if (!w.IsBf16)
                 {
-                    for (int o = 0; o < rows; o++) AddDelta(m, first + o, w.Span.Slice(o * inF, inF));
+                    for (int o = 0; o < rows; o++) MergeRow(m, first + o, w.Span.Slice(o * inF, inF));
                     continue;
                 }
                 var row = new float[inF];
@@ -306,11 +417,18 @@ public sealed class LoraAdapter
                 {
                     var bits = stored.Slice(o * inF, inF);
                     Bf16.Widen(bits, row);
-                    AddDelta(m, first + o, row);
+                    MergeRow(m, first + o, row);
                     Bf16.Narrow(row, bits);
                 }
             }
         }
+    }
+
+    private static void MergeRow(LoraModule m, int o, Span<float> wRow)
+    {
+        AddDelta(m, o, wRow);
+        if (m.Magnitude is { } magnitude)
+            System.Numerics.Tensors.TensorPrimitives.Multiply(wRow, magnitude.Span[o] / MathF.Sqrt(System.Numerics.Tensors.TensorPrimitives.SumOfSquares(wRow)), wRow);
     }
 
     // wRow += scale·Σ_k B[o, k]·A[k, :], k in order (zero coefficients skipped).

@@ -42,6 +42,9 @@ public sealed record LoraConfig(
     /// give each layer's rank here, but PEFT sizes the layers from this map when it loads the adapter again.</summary>
     public IReadOnlyDictionary<string, int>? RankPattern { get; init; }
 
+    /// <summary>PEFT's <c>use_dora</c>: weight-decomposed LoRA (a magnitude per output row beside A and B).</summary>
+    public bool UseDora { get; init; }
+
     /// <summary>The factor of B·A for a layer of rank <paramref name="rank"/> whose module is <paramref name="module"/>.</summary>
     public double ScaleFor(string module, int rank)
     {
@@ -97,7 +100,7 @@ public sealed record LoraConfig(
             ["layers_pattern"] = null,
             ["rank_pattern"] = RankPattern is { Count: > 0 } ? new JsonObject(RankPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))) : new JsonObject(),
             ["alpha_pattern"] = AlphaPattern is { Count: > 0 } ? new JsonObject(AlphaPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))) : new JsonObject(),
-            ["use_dora"] = false,
+            ["use_dora"] = UseDora,
             ["revision"] = null,
         };
         return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
@@ -114,8 +117,6 @@ public sealed record LoraConfig(
 
         string peftType = Str(o, "peft_type", path) ?? "LORA";
         if (peftType != "LORA") throw new UserInputException($"{path}: peft_type \"{peftType}\" is not supported; only LORA adapters are.");
-        if (o["use_dora"] is JsonNode dora && dora.GetValueKind() == JsonValueKind.True)
-            throw new UserInputException($"{path}: use_dora: DoRA adapters are not supported.");
         if (Str(o, "bias", path) is string bias && bias != "none")
             throw new UserInputException($"{path}: bias \"{bias}\": adapters that train biases are not supported (only \"none\").");
         if (o["layers_to_transform"] is JsonNode layers && layers.GetValueKind() != JsonValueKind.Null)
@@ -157,6 +158,7 @@ public sealed record LoraConfig(
         {
             TargetModulesString = o["target_modules"] is JsonValue t && t.GetValueKind() == JsonValueKind.String && t.GetValue<string>() != AllLinear ? t.GetValue<string>() : null,
             RankPattern = rankPattern.Count > 0 ? rankPattern : null,
+            UseDora = o["use_dora"]?.GetValueKind() == JsonValueKind.True,
         };
         config.Validate(path);
         return config;

@@ -122,6 +122,9 @@ public abstract record TrainerOptions
     [Option("Scale LoRA adapters by alpha/√r (rank-stabilised LoRA) instead of alpha/r.")]
     public bool UseRslora { get; init; }
 
+    [Option("DoRA (Liu et al. 2024, PEFT's use_dora): each adapted layer also learns a magnitude per output row, m ⊙ (W + ΔW) / ‖W + ΔW‖.")]
+    public bool UseDora { get; init; }
+
     [Option("Continue training this LoRA adapter (a PEFT directory, e.g. an sft run's final/): its adapter_config.json sets r, alpha, dropout and target modules, so --lora-r stays 0.")]
     public string? Adapter { get; init; }
 
@@ -187,7 +190,7 @@ public abstract record TrainerOptions
             Dropout: LoraDropout,
             TargetModules: LoraTargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
             UseRslora: UseRslora,
-            BaseModel: baseModel);
+            BaseModel: baseModel) { UseDora = UseDora };
         return taskType == LoraConfig.SequenceClassification ? config.ForSequenceClassification() : config;
     }
 
@@ -240,6 +243,7 @@ public abstract record TrainerOptions
         if (LoraDropout != DefaultLoraDropout) shaping.Add("--lora-dropout");
         if (LoraTargetModules != LoraConfig.AllLinear) shaping.Add("--lora-target-modules");
         if (UseRslora) shaping.Add("--use-rslora");
+        if (UseDora) shaping.Add("--use-dora");
         if (shaping.Count > 0 && LoraR == 0)
         {
             bool one = shaping.Count == 1;
