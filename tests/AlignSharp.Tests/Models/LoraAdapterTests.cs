@@ -106,6 +106,30 @@ public sealed class LoraAdapterTests
         }
     }
 
+    /// <summary>KV-cached generation through unmerged DoRA layers (run apart from the fused decoding products) gives the
+    /// merged model's tokens and log-probabilities.</summary>
+    [Theory]
+    [InlineData("llama-gqa-dora")]
+    [InlineData("phi3-qkv-dora")]
+    public void GenerationWithADoraAdapterIsTheMergedModels(string name)
+    {
+        string dir = Path.Combine(AdapterRoot, name);
+        var (baseName, _) = Reference(dir);
+        var model = ModelIO.Load(Fixtures.Dir(baseName));
+        model.Adapter = LoraAdapter.Load(dir, model);
+        var merged = ModelIO.Load(Fixtures.Dir(baseName));
+        LoraAdapter.Load(dir, merged).MergeInto(merged);
+        int[][] prompts = [[1, 2, 3], [5, 6, 7, 8, 9]];
+        var options = new AlignSharp.Text.SamplingOptions { MaxNewTokens = 6, Temperature = 0, EosIds = [] };
+        var adapted = AlignSharp.Text.Generator.Generate(model, prompts, options);
+        var fromMerged = AlignSharp.Text.Generator.Generate(merged, prompts, options);
+        for (int b = 0; b < prompts.Length; b++)
+        {
+            Assert.Equal(fromMerged[b].Ids, adapted[b].Ids);
+            for (int i = 0; i < adapted[b].LogProbs.Length; i++) Assert.Equal(fromMerged[b].LogProbs[i], adapted[b].LogProbs[i], 3);
+        }
+    }
+
     /// <summary>With dropout on the adapter's input h, PEFT's DoRA layer is x·Wᵀ + b + (g − 1) ⊙ h·Wᵀ + g ⊙ scale·(h·Aᵀ)·Bᵀ
     /// (g = m / ‖W + scale·B·A‖): computed here by hand in double, the same mask drawn from the same seed.</summary>
     [Fact]
