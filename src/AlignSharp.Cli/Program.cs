@@ -11,8 +11,15 @@ public static class Program
         AlignSharp.Training.Runs.RunSession.CommandLine = args;
         var root = BuildRoot();
         // Under mpirun or srun: one rank of a data-parallel job (see DataParallel).
-        if (MpiCommunicator.LaunchedAsJob()) return DataParallel.Run(() => CliErrors.Guard(() => root.Parse(args).Invoke()));
-        return CliErrors.Guard(() => root.Parse(args).Invoke());
+        if (MpiCommunicator.LaunchedAsJob()) return DataParallel.Run(() => CliErrors.Guard(() => Invoke(root, args)));
+        return CliErrors.Guard(() => Invoke(root, args));
+    }
+
+    private static int Invoke(RootCommand root, string[] args)
+    {
+        var parsed = root.Parse(args);
+        foreach (var hint in ForeignFlags.HintsFor(parsed.UnmatchedTokens)) Console.Error.WriteLine(hint);
+        return parsed.Invoke();
     }
 
     /// <summary>Every command registers here; each lives in its own file under Commands/.</summary>

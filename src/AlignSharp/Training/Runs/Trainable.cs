@@ -154,7 +154,7 @@ public sealed class TrainableAdapter : ITrainable
     /// <summary>Extra files written beside the final adapter or merged model (e.g. the chat template).</summary>
     public Action<string>? WriteExtras { get; set; }
 
-    /// <summary>The adapter's A and B matrices, then a scalar model's score head.</summary>
+    /// <summary>The adapter's A and B matrices (and DoRA magnitudes), then a scalar model's score head.</summary>
     public IReadOnlyList<(string Name, Tensor Parameter)> Parameters
         => Adapter.NamedParameters.Concat(_wholeModules.Select(m => ("base_model.model." + m, _model.Parameter(m))))
             .Select(p => (NamePrefix + p.Item1, p.Item2)).ToList();

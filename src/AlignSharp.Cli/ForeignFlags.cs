@@ -1,0 +1,39 @@
+namespace AlignSharp.Cli;
+
+/// <summary>
+/// Flags of transformers' TrainingArguments and TRL's ModelConfig that AlignSharp does not take, with what to use instead.
+/// A TRL user's command line carries them out of habit; System.CommandLine reports them as unrecognised (and the command
+/// fails), and these lines say why and what does the job here.
+/// </summary>
+public static class ForeignFlags
+{
+    private const string Precision = "AlignSharp trains in float32 (weights, gradients and optimizer state); --frozen-dtype bf16 keeps the frozen weights (a LoRA base, the reference, a reward model) in bf16, and --save-dtype bf16 saves in bf16.";
+
+    private static readonly Dictionary<string, string> Hints = new(StringComparer.Ordinal)
+    {
+        ["bf16"] = Precision,
+        ["fp16"] = Precision,
+        ["tf32"] = Precision,
+        ["torch_dtype"] = Precision,
+        ["dtype"] = Precision,
+        ["attn_implementation"] = "attention runs in AlignSharp's own kernels (causal, sliding-window and packed); there is no implementation to choose.",
+        ["load_in_4bit"] = "quantized (bitsandbytes) base weights are not supported; --frozen-dtype bf16 halves the frozen weights' memory.",
+        ["load_in_8bit"] = "quantized (bitsandbytes) base weights are not supported; --frozen-dtype bf16 halves the frozen weights' memory.",
+        ["deepspeed"] = "several machines or processes train data-parallel under mpirun (see docs/distributed.md).",
+        ["fsdp"] = "several machines or processes train data-parallel under mpirun (see docs/distributed.md).",
+        ["gradient_checkpointing_kwargs"] = "--gradient-checkpointing takes no options: every block is recomputed in the backward pass.",
+        ["push_to_hub"] = "runs write their final model and checkpoints to --out; there is no hub upload.",
+        ["hub_model_id"] = "runs write their final model and checkpoints to --out; there is no hub upload.",
+    };
+
+    /// <summary>One line for each unrecognised token that is such a flag (in either spelling, with or without =value).</summary>
+    public static IEnumerable<string> HintsFor(IEnumerable<string> unmatched)
+    {
+        foreach (var token in unmatched)
+        {
+            if (!token.StartsWith("--", StringComparison.Ordinal)) continue;
+            string name = token[2..].Split('=')[0].Replace('-', '_');
+            if (Hints.TryGetValue(name, out var hint)) yield return $"{token.Split('=')[0]}: {hint}";
+        }
+    }
+}
