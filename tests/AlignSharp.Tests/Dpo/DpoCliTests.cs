@@ -86,6 +86,7 @@ public sealed class DpoCliTests : IDisposable
             ("discopop", ["--discopop_tau", "0.05"], 0.5 * ln2 + 0.5),
             ("aot", [], ln2),                                                    // every sorted margin 0
             ("aot_pair", ["--label_smoothing", "0.1"], ln2),
+            ("bco_pair", [], 2 * ln2),                                           // every reward and their running mean 0
         })
         {
             var r = CliRunner.Run(["dpo", "--policy", model, "--data", data, "--out", P(type), "--loss_type", type, "--max-steps", "2",
@@ -100,9 +101,37 @@ public sealed class DpoCliTests : IDisposable
         var exo = CliRunner.Run("dpo", "--policy", model, "--data", data, "--out", P("exo0"), "--loss-type", "exo_pair", "--max-steps", "1");
         Assert.Equal(2, exo.ExitCode);
         Assert.Contains("exo_pair needs --label-smoothing", exo.StdErr);
-        var bco = CliRunner.Run("dpo", "--policy", model, "--data", data, "--out", P("bco"), "--loss-type", "bco_pair", "--max-steps", "1");
-        Assert.Equal(2, bco.ExitCode);
-        Assert.Contains("not 'bco_pair'", bco.StdErr);
+    }
+
+    /// <summary>bco_pair's running reward mean moves with training (not with evaluation: a count of 2 after two steps with an
+    /// evaluation after each), is kept in each checkpoint's trainer_state.json, and a run resumed from one ends bit for bit
+    /// as the run that never stopped (its losses and its weights).</summary>
+    [Fact]
+    public void BcoPairsRunningMeanResumesWithTheRun()
+    {
+        string model = Init();
+        string data = DpoFixtures.Pairs(P("train.jsonl"), 16, seed: 3);
+        string eval = DpoFixtures.Pairs(P("eval.jsonl"), 4, seed: 4);
+        string[] Args(string run) => ["dpo", "--policy", model, "--data", data, "--out", P(run), "--loss-type", "bco_pair", "--max-steps", "4",
+            "--batch-size", "4", "--threads", "1", "--save-steps", "2", "--logging-steps", "1", "--learning-rate", "1e-3",
+            "--eval-data", eval, "--eval-steps", "1"];
+        Assert.Equal(0, CliRunner.Run(Args("full")).ExitCode);
+        var part = CliRunner.Run(Args("part"));
+        Assert.True(part.ExitCode == 0, part.StdErr);
+        var state = JsonDocument.Parse(File.ReadAllText(P("part/checkpoints/step-000002/trainer_state.json"))).RootElement.GetProperty("extra");
+        Assert.NotEqual(0.0, state.GetProperty("bco_running_mean").GetDouble());
+        Assert.Equal(2.0, state.GetProperty("bco_running_count").GetDouble(), 9);
+        Directory.Delete(P("part/final"), true);
+        Directory.Delete(P("part/checkpoints/step-000004"), true);
+        var resumed = CliRunner.Run([.. Args("part"), "--resume"]);
+        Assert.True(resumed.ExitCode == 0, resumed.StdErr);
+        Assert.Equal(File.ReadAllBytes(P("full/final/model.safetensors")), File.ReadAllBytes(P("part/final/model.safetensors")));
+        double[] Losses(string run) => File.ReadLines(P(run + "/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+            .Where(l => l.GetProperty("split").GetString() == "train").Select(l => l.GetProperty("loss").GetDouble()).ToArray();
+        Assert.Equal(Losses("full"), Losses("part"));
+        var online = CliRunner.Run("online-dpo", "--policy", model, "--prompts", data, "--judge-url", "http://127.0.0.1:9", "--out", P("online"), "--loss-type", "bco_pair");
+        Assert.Equal(2, online.ExitCode);
+        Assert.Contains("bco_pair is for dpo", online.StdErr);
     }
 
     /// <summary>--rpo-alpha (TRL's rpo_alpha): at the first step policy and reference agree, so the sigmoid loss is ln 2

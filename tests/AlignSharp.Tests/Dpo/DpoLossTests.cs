@@ -201,6 +201,30 @@ public sealed class DpoLossTests
     }
 
     [Fact]
+    public void BcoPairClassifiesEachRewardAgainstTheRunningMean()
+    {
+        // β = 0.4: u_c = 0.4·(−3 + 4) = 0.4, u_r = 0.4·(−5 + 4.5) = −0.2; the batch's mean reward (0.4 − 0.2)/2 = 0.1 = δ.
+        // loss = −log σ(0.4 − 0.1) − log σ(−(−0.2 − 0.1)) = 2·log(1 + e^−0.3) = 1.108710488;
+        // dL/dc = −β·σ(−0.3) = −0.170222993, dL/dr = β·σ(−0.3) = 0.170222993.
+        var lp = new PairLogProbs(Leaf(-3f), Leaf(-5f), Const(-4f), Const(-4.5f));
+        double delta = DpoLosses.MeanReward(lp, 0.4f);
+        Assert.Equal(0.1, delta, 6);
+        var (l, dc, dr) = Run(p => DpoLosses.BcoPair(p, 0.4f, (float)delta), lp);
+        Assert.Equal(1.108710488, l[0], 5);
+        Assert.Equal(-0.170222993, dc[0], 5);
+        Assert.Equal(0.170222993, dr[0], 5);
+        // TRL's RunningMoments mean: from 0 with count 1e-24, each batch mean weighted by its count.
+        var running = new DpoLosses.RunningMean();
+        running.Add(0.1, 1);
+        Assert.Equal(0.1, running.Mean, 12);
+        running.Add(0.5, 1);
+        Assert.Equal(0.3, running.Mean, 12);
+        running.Add(-0.3, 2);
+        Assert.Equal(0.0, running.Mean, 12);
+        Assert.Equal(4.0, running.Count, 12);
+    }
+
+    [Fact]
     public void RobustWithoutNoiseIsDpoAndDiscoPopAtALowTemperatureIsTheExponentialLoss()
     {
         var lp = new PairLogProbs(Leaf(-3f), Leaf(-5f), Const(-4f), Const(-4.5f));

@@ -116,6 +116,49 @@ public static class DpoLosses
         return Pair(losses, lp, beta);
     }
 
+    /// <summary>BCO with paired data (Jung et al. 2024, TRL's bco_pair): each answer's reward u = β·(log π − log π_ref)
+    /// is classified against δ, the running mean of the batches' mean rewards (<see cref="RunningMean"/>):
+    /// −log σ(u_c − δ) − log σ(−(u_r − δ)).</summary>
+    public static PairLoss BcoPair(PairLogProbs lp, float beta, float delta)
+    {
+        var uc = Ops.MulScalar(LogRatio(lp.Chosen, lp.RefChosen), beta);
+        var ur = Ops.MulScalar(LogRatio(lp.Rejected, lp.RefRejected), beta);
+        var losses = Ops.Neg(Ops.Add(Ops.LogSigmoid(Ops.AddScalar(uc, -delta)), Ops.LogSigmoid(Ops.Neg(Ops.AddScalar(ur, -delta)))));
+        return Pair(losses, lp, beta);
+    }
+
+    /// <summary>The mean reward β·(log π − log π_ref) over a batch's chosen and rejected answers (a number, no gradient):
+    /// what BCO's running mean takes in.</summary>
+    public static double MeanReward(PairLogProbs lp, float beta)
+    {
+        double sum = 0;
+        int n = 0;
+        foreach (var (answer, reference) in new[] { (lp.Chosen, lp.RefChosen), (lp.Rejected, lp.RefRejected) })
+        {
+            var a = answer.Span;
+            var r = reference is null ? default : reference.Span;
+            for (int i = 0; i < a.Length; i++) { sum += beta * ((double)a[i] - (r.IsEmpty ? 0 : r[i])); n++; }
+        }
+        return n == 0 ? 0 : sum / n;
+    }
+
+    /// <summary>TRL's RunningMoments mean: starts at 0 with a count of 1e-24; taking in the mean m of n values moves it to
+    /// mean + (m − mean)·n / (count + n).</summary>
+    public sealed class RunningMean
+    {
+        public double Mean { get; private set; }
+        public double Count { get; private set; } = 1e-24;
+
+        public void Add(double mean, double count)
+        {
+            double total = Count + count;
+            Mean += (mean - Mean) * count / total;
+            Count = total;
+        }
+
+        public void Set(double mean, double count) => (Mean, Count) = (mean, count);
+    }
+
     /// <summary>SPPO with hard labels (Wu et al. 2024, as TRL's sppo_hard): the log-ratios a_c = log π(c) − log π_ref(c) and
     /// a_r pulled to ±1/(2β): (a_c − 1/(2β))² + (a_r + 1/(2β))².</summary>
     public static PairLoss SppoHard(PairLogProbs lp, float beta)

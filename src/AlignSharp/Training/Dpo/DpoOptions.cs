@@ -36,6 +36,8 @@ public enum DpoLossType
     Aot,
     /// <summary>AOT pair: sorted chosen log-ratios against sorted rejected log-ratios.</summary>
     AotPair,
+    /// <summary>BCO pair: each answer's reward classified against a running mean of the batches' rewards.</summary>
+    BcoPair,
 }
 
 /// <summary>
@@ -95,7 +97,8 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
         "discopop" => DpoLossType.DiscoPop,
         "aot" => DpoLossType.Aot,
         "aot_pair" => DpoLossType.AotPair,
-        _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo, plackett_luce, robust, exo_pair, nca_pair, sppo_hard, apo_zero, apo_down, discopop, aot or aot_pair, not '{name}'."),
+        "bco_pair" => DpoLossType.BcoPair,
+        _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo, plackett_luce, robust, exo_pair, nca_pair, sppo_hard, apo_zero, apo_down, discopop, aot, aot_pair or bco_pair, not '{name}'."),
     };
 
     /// <summary>Checks the objective's options (the shared ones are checked by the trainer's own Validate).</summary>

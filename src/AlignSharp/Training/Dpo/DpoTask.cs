@@ -86,7 +86,30 @@ public sealed class DpoTask : ISupervisedTask
     public MicroBatchResult Forward(int index, Random rng)
     {
         if (_policy.Adapter is { } adapter) adapter.DropoutRng = rng;
-        return Score(_train[index]);
+        _training = true;
+        try { return Score(_train[index]); }
+        finally { _training = false; }
+    }
+
+    // BCO pair's running mean of the batches' rewards: moved by training batches only (TRL's moves in evaluation too),
+    // over every rank's batch as TRL's RunningMoments gathers them, and kept in checkpoints.
+    private readonly DpoLosses.RunningMean _bcoRewards = new();
+    private bool _training;
+
+    public IReadOnlyDictionary<string, double> State => _loss == DpoLossType.BcoPair
+        ? new Dictionary<string, double> { ["bco_running_mean"] = _bcoRewards.Mean, ["bco_running_count"] = _bcoRewards.Count }
+        : new Dictionary<string, double>();
+
+    public void Restore(IReadOnlyDictionary<string, double> state) => _bcoRewards.Set(state["bco_running_mean"], state["bco_running_count"]);
+
+    private float BcoDelta(PairLogProbs lp)
+    {
+        if (!_training) return (float)_bcoRewards.Mean;
+        var batch = new[] { DpoLosses.MeanReward(lp, _options.Beta), 1.0 };
+        var world = Distributed.World.Current;
+        if (world.Size > 1) world.AllReduceSum(batch);
+        _bcoRewards.Add(batch[0] / batch[1], batch[1]);
+        return (float)_bcoRewards.Mean;
     }
 
     public ITrainable Trainable { get; }
@@ -178,6 +201,7 @@ public sealed class DpoTask : ISupervisedTask
         DpoLossType.DiscoPop => DpoLosses.DiscoPop(lp, _options.Beta, _options.DiscopopTau),
         DpoLossType.Aot => DpoLosses.Aot(lp, _options.Beta, _options.LabelSmoothing),
         DpoLossType.AotPair => DpoLosses.AotPair(lp, _options.Beta, _options.LabelSmoothing),
+        DpoLossType.BcoPair => DpoLosses.BcoPair(lp, _options.Beta, BcoDelta(lp)),
         _ => throw new InvalidOperationException($"{_loss} is not a pairwise loss."),
     };
 

@@ -52,6 +52,8 @@ public sealed record OnlineDpoOptions : DpoObjectiveOptions
     {
         base.Validate();
         ValidateObjective();
+        if (Loss == Dpo.DpoLossType.BcoPair)
+            throw new UserInputException("--loss-type bco_pair is for dpo (its running reward mean follows the dataset's batches); online-dpo takes the other losses.");
         if (string.IsNullOrWhiteSpace(Prompts)) throw new UserInputException("--prompts (the prompts file) is required.");
         if (!File.Exists(Prompts)) throw new UserInputException($"--prompts: {Prompts} does not exist.");
         if (JudgeModel != null && JudgeUrl != null) throw new UserInputException("Give one judge: --judge-model RM_DIR or --judge-url URL, not both.");

@@ -33,6 +33,13 @@ public interface ISupervisedTask
 
     /// <summary>Turns a logging window's averaged metric sums (each Σ / Σ weight) into the values logged (e.g. ratios of two sums); by default they are logged as they are.</summary>
     void FinishMetrics(Dictionary<string, double> averaged) { }
+
+    /// <summary>What the task carries from step to step besides the weights (BCO's running reward mean), by name, kept in
+    /// each checkpoint's trainer_state.json; empty when nothing. Equal on every rank.</summary>
+    IReadOnlyDictionary<string, double> State => new Dictionary<string, double>();
+
+    /// <summary>Takes back <see cref="State"/> from the checkpoint a run resumes from.</summary>
+    void Restore(IReadOnlyDictionary<string, double> state) { }
 }
 
 /// <summary>Evaluation of a supervised task's batches: the loss and metric sums averaged by weight, with tokens/s; no gradients.</summary>
@@ -142,6 +149,7 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
         double units = 0, lossSum = 0, gradNormSum = 0;
         long tokens = 0;
         long numTokens = RestoreNumTokens(run);
+        RestoreTaskState(run);
         int logged = 0, skipped = 0, badInARow = 0, applied = 0;
         var window = Stopwatch.StartNew();
         int accumulation = options.GradientAccumulationSteps;
@@ -214,7 +222,7 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
                 window.Restart();
             }
             if (options.EvalSteps > 0 && step % options.EvalSteps == 0 && step != total) Evaluate(step, metrics, progress);
-            if (options.SaveSteps > 0 && step % options.SaveSteps == 0 && step != total) run.Checkpoint(step, Epoch(step), trainable, opt, NumTokensState(numTokens));
+            if (options.SaveSteps > 0 && step % options.SaveSteps == 0 && step != total) run.Checkpoint(step, Epoch(step), trainable, opt, CheckpointState(numTokens));
         }
 
         if (status == RunStatus.Completed && step > run.StartStep && applied == 0)
@@ -230,11 +238,30 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
             if (BeforeFinalSave?.Invoke() is { } more) foreach (var (k, v) in more) summary[k] = v;
         }
         summary["num_tokens"] = numTokens;
-        return run.Finish(step, Epoch(step), trainable, opt, summary, status, problem, NumTokensState(numTokens));
+        return run.Finish(step, Epoch(step), trainable, opt, summary, status, problem, CheckpointState(numTokens));
     }
 
-    /// <summary>num_tokens as a checkpoint's trainer_state.json keeps it, so that a resumed run counts on from there.</summary>
-    private static System.Text.Json.Nodes.JsonObject NumTokensState(long numTokens) => new() { ["num_tokens"] = numTokens };
+    /// <summary>num_tokens and the task's <see cref="ISupervisedTask.State"/> as a checkpoint's trainer_state.json keeps
+    /// them, so that a resumed run counts on from there.</summary>
+    private System.Text.Json.Nodes.JsonObject CheckpointState(long numTokens)
+    {
+        var state = new System.Text.Json.Nodes.JsonObject { ["num_tokens"] = numTokens };
+        foreach (var (name, value) in task.State) state[name] = value;
+        return state;
+    }
+
+    /// <summary>The task's state from the checkpoint resumed from (rank 0 reads it; every rank takes rank 0's), for the
+    /// names the task keeps; nothing for a new run or a checkpoint without them.</summary>
+    private void RestoreTaskState(RunSession run)
+    {
+        var names = task.State.Keys.ToArray();
+        if (names.Length == 0) return;
+        var extra = run.ResumedState?.Extra;
+        var values = names.Select(n => run.IsFollower ? 0 : extra?[n]?.GetValue<double>() ?? double.NaN).ToArray();
+        if (World.Size > 1) World.AllReduceSum(values);
+        if (values.Any(double.IsNaN)) return;   // a new run, or a checkpoint written before the task kept these
+        task.Restore(names.Zip(values).ToDictionary(p => p.First, p => p.Second));
+    }
 
     /// <summary>num_tokens of the checkpoint resumed from (rank 0's, shared), or 0 for a new run or an older checkpoint without it.</summary>
     private long RestoreNumTokens(RunSession run)
