@@ -519,13 +519,13 @@ public sealed record ModelConfig
 
         if (!IsByLayerType(parameters))
         {
-            var (theta, scaling) = ParseRopeParameters(parameters, "rope_parameters", f, topTheta, table);
+            var (theta, scaling) = ParseRopeParameters(parameters, "rope_parameters", f, topTheta, table, perLayerType: false);
             return (theta, scaling, LocalTheta());
         }
         var full = parameters["full_attention"] is JsonObject fullNode
-            ? ParseRopeParameters(fullNode, "rope_parameters.full_attention", f, topTheta, table) : ((double, RopeScaling?)?)null;
+            ? ParseRopeParameters(fullNode, "rope_parameters.full_attention", f, topTheta, table, perLayerType: true) : ((double, RopeScaling?)?)null;
         var sliding = parameters["sliding_attention"] is JsonObject slidingNode
-            ? ParseRopeParameters(slidingNode, "rope_parameters.sliding_attention", f, topTheta, table) : ((double, RopeScaling?)?)null;
+            ? ParseRopeParameters(slidingNode, "rope_parameters.sliding_attention", f, topTheta, table, perLayerType: true) : ((double, RopeScaling?)?)null;
         foreach (var (key, value) in parameters)
             if (value is not JsonObject) throw f.Error($"rope_parameters.{key}", "must be an object");
         if (table.LocalRope)
@@ -547,10 +547,13 @@ public sealed record ModelConfig
     private static bool IsByLayerType(JsonObject parameters) =>
         parameters.Count > 0 && parameters.All(kv => kv.Key is "full_attention" or "sliding_attention");
 
-    private static (double Theta, RopeScaling? Scaling) ParseRopeParameters(JsonObject parameters, string field, ConfigFields f, double? topTheta, Checkpoints.FamilyTable table)
+    /// <summary>One rope_parameters object (the whole of it, or one layer type's, which may not set a partial rotary factor:
+    /// the flat object's is read with the top level's in <see cref="ParseRope"/>).</summary>
+    private static (double Theta, RopeScaling? Scaling) ParseRopeParameters(JsonObject parameters, string field, ConfigFields f, double? topTheta,
+        Checkpoints.FamilyTable table, bool perLayerType)
     {
         var inner = new ConfigFields(parameters, f.Source, field + ".");
-        if (field != "rope_parameters") PartialRotary(inner, table, allowed: false);
+        if (perLayerType) PartialRotary(inner, table, allowed: false);
         double? theta = inner.OptionalDouble("rope_theta");
         if (theta != null && topTheta != null && theta != topTheta)
             throw inner.Error("rope_theta", $"{theta} differs from the top-level rope_theta {topTheta}; keep one");
