@@ -213,6 +213,37 @@ public sealed class DataParallelTests : IDisposable
         Assert.True(File.Exists(P("dp/" + AlignSharp.Training.Dpo.ReferenceLogProbs.CacheFileName)));
     }
 
+    /// <summary>bco_pair's running mean over two ranks: each step takes in both ranks' batch means (a count of 2 a step, as
+    /// TRL's RunningMoments gathers them), the ranks stay equal (their weights are compared at every checkpoint) and a
+    /// resumed two-rank run ends as the one that never stopped.</summary>
+    [MpiFact]
+    public void BcoPairsRunningMeanIsSharedByTheRanks()
+    {
+        TinyModels.Create(P("base"));
+        var rng = new Random(6);
+        TinyModels.WriteJsonl(P("prefs.jsonl"), Enumerable.Range(0, 24).Select(i =>
+        {
+            int a = rng.Next(50), b = rng.Next(50);
+            return (object)new { prompt = $"{a}+{b}=", chosen = (a + b).ToString(), rejected = (a + b + 1 + rng.Next(9)).ToString() };
+        }));
+        string[] Args(string output) =>
+        [
+            "dpo", "--policy", P("base"), "--data", P("prefs.jsonl"), "--out", output, "--max-steps", "4", "--batch-size", "2",
+            "--loss-type", "bco_pair", "--learning-rate", "0.001", "--logging-steps", "1", "--save-steps", "2",
+        ];
+        var full = Mpirun(2, Args(P("full")));
+        Assert.True(full.ExitCode == 0, full.StdErr);
+        var state = System.Text.Json.JsonDocument.Parse(File.ReadAllText(P("full/checkpoints/step-000002/trainer_state.json"))).RootElement.GetProperty("extra");
+        Assert.Equal(4.0, state.GetProperty("bco_running_count").GetDouble(), 9);
+        Assert.True(Mpirun(2, Args(P("part"))).ExitCode == 0);
+        Directory.Delete(P("part/final"), true);
+        Directory.Delete(P("part/checkpoints/step-000004"), true);
+        var resumed = Mpirun(2, [.. Args(P("part")), "--resume"]);
+        Assert.True(resumed.ExitCode == 0, resumed.StdErr);
+        AssertSameLosses(P("full"), P("part"), steps: 4);
+        AssertSameWeights(P("full/final"), P("part/final"), 0);
+    }
+
     [MpiFact]
     public void OnlineDpoOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch()
     {
