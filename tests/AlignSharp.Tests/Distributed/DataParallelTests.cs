@@ -191,16 +191,22 @@ public sealed class DataParallelTests : IDisposable
         Assert.False(AlignSharp.Tests.Rl.RlTestKit.TrainMetrics(P("single"))[0].TryGetProperty("dp/allreduce_bytes", out _));
     }
 
-    [MpiFact]
-    public void DpoOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch()
+    /// <summary>24 arithmetic preference pairs (a wrong sum rejected) in prefs.jsonl.</summary>
+    void WritePreferences(int seed)
     {
-        TinyModels.Create(P("base"));
-        var rng = new Random(5);
+        var rng = new Random(seed);
         TinyModels.WriteJsonl(P("prefs.jsonl"), Enumerable.Range(0, 24).Select(i =>
         {
             int a = rng.Next(50), b = rng.Next(50);
             return (object)new { prompt = $"{a}+{b}=", chosen = (a + b).ToString(), rejected = (a + b + 1 + rng.Next(9)).ToString() };
         }));
+    }
+
+    [MpiFact]
+    public void DpoOnTwoRanksEqualsOneProcessWithTheSameGlobalBatch()
+    {
+        TinyModels.Create(P("base"));
+        WritePreferences(5);
         string[] Args(string output, int accumulation) =>
         [
             "dpo", "--policy", P("base"), "--data", P("prefs.jsonl"), "--out", output, "--max-steps", "4", "--batch-size", "2",
@@ -220,12 +226,7 @@ public sealed class DataParallelTests : IDisposable
     public void BcoPairsRunningMeanIsSharedByTheRanks()
     {
         TinyModels.Create(P("base"));
-        var rng = new Random(6);
-        TinyModels.WriteJsonl(P("prefs.jsonl"), Enumerable.Range(0, 24).Select(i =>
-        {
-            int a = rng.Next(50), b = rng.Next(50);
-            return (object)new { prompt = $"{a}+{b}=", chosen = (a + b).ToString(), rejected = (a + b + 1 + rng.Next(9)).ToString() };
-        }));
+        WritePreferences(6);
         string[] Args(string output) =>
         [
             "dpo", "--policy", P("base"), "--data", P("prefs.jsonl"), "--out", output, "--max-steps", "4", "--batch-size", "2",
