@@ -93,6 +93,36 @@ public sealed class MemoryTests
         Assert.All(model.NamedParameters, p => Assert.Null(p.Parameter.Grad));
     }
 
+    /// <summary>DoRA under checkpointing: the replayed blocks use the same row norms and the same dropout masks, so the
+    /// loss and every A, B and magnitude gradient equal the ordinary pass's.</summary>
+    [Theory]
+    [InlineData("llama-gqa")]
+    [InlineData("phi3-longrope")]
+    [InlineData("gpt2-hub")]
+    public void CheckpointedGradientsEqualTheOrdinaryOnesWithDora(string fixture)
+    {
+        var model = ModelIO.Load(Fixtures.Dir(fixture));
+        var adapter = LoraAdapter.Create(model, new LoraConfig(4, 8, Dropout: 0.3, TargetModules: [LoraConfig.AllLinear]) { UseDora = true }, seed: 1);
+        var rng = new Random(9);
+        foreach (var m in adapter.Modules)
+        {
+            var b = m.B.Span;
+            for (int i = 0; i < b.Length; i++) b[i] = (float)(rng.NextDouble() - 0.5) * 0.2f;
+            var g = m.Magnitude!.Span;
+            for (int i = 0; i < g.Length; i++) g[i] *= 0.8f + 0.4f * (float)rng.NextDouble();
+        }
+        foreach (var (_, p) in model.NamedParameters) p.RequiresGrad = false;
+        foreach (var (_, p) in adapter.NamedParameters) p.RequiresGrad = true;
+        model.Adapter = adapter;
+        var trainable = adapter.NamedParameters.Select(p => (p.Name, p.Parameter)).ToList();
+        Assert.Contains(trainable, p => p.Name.EndsWith("lora_magnitude_vector", StringComparison.Ordinal));
+
+        var plain = Step(model, trainable, checkpointing: false, dropoutSeed: 5);
+        var checkpointed = Step(model, trainable, checkpointing: true, dropoutSeed: 5);
+        Assert.Equal(plain.Loss, checkpointed.Loss);
+        AssertSameGradients(plain.Grads, checkpointed.Grads, trainable.Count);
+    }
+
     [Fact]
     public void ABackwardAfterTheAdapterWasSwitchedOffRecomputesWithTheForwardsAdapter()
     {
