@@ -582,7 +582,7 @@ public sealed record ModelConfig
         {
             case "default":
                 return null;
-            case "linear":
+            case "linear" or "dynamic":
                 double factor = inner.RequiredDouble("factor");
                 if (!(factor > 0)) throw inner.Error("factor", $"must be positive, not {factor}");
                 return new RopeScaling(type, factor, 0, 0, 0);
@@ -633,7 +633,7 @@ public sealed record ModelConfig
                 };
             }
             default:
-                throw f.Error(field, $"type '{type}' is not supported for {table.ModelType} (supported: default, linear, llama3, yarn{(table.LongRope ? ", longrope, su" : "")})");
+                throw f.Error(field, $"type '{type}' is not supported for {table.ModelType} (supported: default, linear, dynamic, llama3, yarn{(table.LongRope ? ", longrope, su" : "")})");
         }
     }
 
@@ -781,7 +781,9 @@ public sealed record ModelConfig
             return Ops.RopeInverseFrequencies(RotaryDim, RopeTheta, factors);
         }
         var inv = Ops.RopeInverseFrequencies(RotaryDim, local ? LocalRopeTheta!.Value : RopeTheta);
-        if (local || RopeScaling is not { } rs) return inv;
+        // Dynamic NTK equals the default up to max_position_embeddings, the only positions it runs at here (see
+        // CheckPositions).
+        if (local || RopeScaling is not { } rs || rs.Type == "dynamic") return inv;
         if (rs.Type == "yarn") return YarnFrequencies(inv, rs);
         // The scaling is evaluated in double on the float32 base frequencies and rounded once; that stays within an
         // ulp of transformers' float32 arithmetic (checked against its values in the fixtures).
@@ -848,6 +850,21 @@ public sealed record ModelConfig
     };
 
     private static double YarnMscale(double scale, double mscale) => scale <= 1 ? 1.0 : 0.1 * mscale * Math.Log(scale) + 1.0;
+
+    /// <summary>
+    /// Refuses positions a model cannot run at: learned positions end at n_positions, and dynamic NTK RoPE rescales its
+    /// base past max_position_embeddings from the longest call a transformers model has seen so far (its rotary module
+    /// keeps the grown frequencies), which no single forward pass can reproduce.
+    /// </summary>
+    public void CheckPositions(ReadOnlySpan<int> positions)
+    {
+        if (!LearnedPositions && RopeScaling is not { Type: "dynamic" }) return;
+        foreach (var p in positions)
+            if ((uint)p >= (uint)MaxPositions)
+                throw new UserInputException(LearnedPositions
+                    ? $"Position {p} is beyond the model's {MaxPositions} positions."
+                    : $"Position {p} is beyond max_position_embeddings {MaxPositions}: past it, dynamic NTK RoPE rescales with the history of calls; keep sequences (--max-length, prompt + new tokens) within {MaxPositions} tokens.");
+    }
 
     /// <summary>Whether a forward call whose largest position id is <paramref name="maxPosition"/> uses LongRoPE's long
     /// factors: transformers switches when max position + 1 exceeds original_max_position_embeddings, per call, so a
@@ -997,7 +1014,7 @@ public sealed record ModelConfig
     {
         switch (rs.Type)
         {
-            case "linear":
+            case "linear" or "dynamic":
                 return new JsonObject { ["rope_type"] = rs.Type, ["factor"] = rs.Factor };
             case "yarn":
                 var yarn = new JsonObject

@@ -284,9 +284,7 @@ public sealed class TransformerModel
             if ((uint)id >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(ids), $"Token id {id} is outside the vocabulary [0, {c.VocabSize}).");
         int offset = cache?.Length ?? 0;
         positions ??= DefaultPositions(batch, seq, offset);
-        if (c.LearnedPositions)
-            foreach (var p in positions)
-                if ((uint)p >= (uint)c.MaxPositions) throw new ArgumentOutOfRangeException(nameof(positions), $"Position {p} is beyond the model's {c.MaxPositions} positions.");
+        c.CheckPositions(positions);
 
         var x = Ops.Embedding(Parameter("embed.weight"), ids, batch, seq);
         // NEFTune: training passes only (gradients recorded, no cache), on the token embeddings themselves.

@@ -46,6 +46,34 @@ public sealed class TransformerLogitsTests
         }
     }
 
+    /// <summary>Dynamic NTK RoPE is the default one up to max_position_embeddings: the same logits as the model without
+    /// rope_scaling, the config written back as read; a position past it (where transformers rescales with the history of
+    /// calls) is a clear error.</summary>
+    [Fact]
+    public void DynamicRopeIsTheDefaultWithinMaxPositionsAndRefusedPastThem()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "alignsharp-dynamic-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            Directory.CreateDirectory(dir);
+            foreach (var file in Directory.GetFiles(Fixtures.Dir("llama-gqa"))) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
+            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+            json["rope_scaling"] = new System.Text.Json.Nodes.JsonObject { ["rope_type"] = "dynamic", ["factor"] = 2.0 };
+            File.WriteAllText(Path.Combine(dir, "config.json"), json.ToJsonString());
+            var dynamic = ModelIO.Load(dir);
+            var plain = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+            Assert.Equal("dynamic", dynamic.Config.RopeScaling!.Type);
+            Assert.Equal(dynamic.Config, ModelConfig.Parse(dynamic.Config.ToJson()));
+            int max = dynamic.Config.MaxPositions;
+            var ids = Enumerable.Range(0, max).Select(i => i % dynamic.Config.VocabSize).ToArray();
+            using var noGrad = Autograd.NoGrad();
+            Assert.Equal(plain.Forward(ids, 1, max).ToArray(), dynamic.Forward(ids, 1, max).ToArray());
+            var e = Assert.Throws<UserInputException>(() => dynamic.Forward([.. ids, 1], 1, max + 1));
+            Assert.Contains($"Position {max} is beyond max_position_embeddings {max}", e.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     /// <summary>Granite divides the LM head's logits by logits_scaling but scores a scalar head's hidden states as they
     /// are (transformers' sequence classification): a score head holding lm_head's row v gives the reference logit of v
     /// times logits_scaling (8).</summary>
