@@ -132,6 +132,11 @@ def gelu_new(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
+def gpt2_activation(cfg):
+    """activation_function: gelu_new (the default; tanh) or gelu (PyTorch's exact x * Phi(x), transformers' "gelu")."""
+    return torch.nn.functional.gelu if cfg.get("activation_function", "gelu_new") == "gelu" else gelu_new
+
+
 def causal_attention(q, k, v, window=None, scale=None, softcap=None):
     """q [H, T, hd], k/v [H, T, hd] (kv already repeated) -> [T, H*hd]; window: keys j <= i - window masked."""
     h, t, hd = q.shape
@@ -162,7 +167,7 @@ def gpt2_forward(w, cfg, ids):
         y = causal_attention(q, k, v)
         h = h + y @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
         m = layer_norm(h, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
-        m = gelu_new(m @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"])
+        m = gpt2_activation(cfg)(m @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"])
         h = h + m @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
     h = layer_norm(h, w["ln_f.weight"], w["ln_f.bias"], eps)
     return h @ w["wte.weight"].T
@@ -715,6 +720,18 @@ def fixture_gpt2_save_pretrained():
                     "explicit n_inner=96", make_cases(g, cfg["vocab_size"]), gpt2_forward, w, cfg)
 
 
+def fixture_gpt2_exact_gelu():
+    g = torch.Generator().manual_seed(1021)
+    cfg = gpt2_config(activation_function="gelu", n_inner=80, vocab_size=76, n_positions=32, n_ctx=32,
+                      transformers_version="4.46.0")
+    w = gpt2_weights(g, cfg)
+    d = fresh_dir("gpt2-exact-gelu")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "gpt2 with activation_function gelu (PyTorch's exact erf GELU), n_inner 80, tied head",
+                    make_cases(g, cfg["vocab_size"]), gpt2_forward, w, cfg)
+
+
 def fixture_llama_gqa():
     g = torch.Generator().manual_seed(1003)
     cfg = llama_family_config("llama", "LlamaForCausalLM", attention_bias=False, mlp_bias=False,
@@ -1096,6 +1113,7 @@ def main():
     fixture_gemma3_v5()
     fixture_granite()
     fixture_phi4_mini()
+    fixture_gpt2_exact_gelu()
 
 
 if __name__ == "__main__":

@@ -488,13 +488,13 @@ public sealed class TransformerModel
     /// <summary>The head's matrix: score.weight [1, D], or the vocabulary projection [V, D] (the embedding when tied).</summary>
     public Tensor HeadWeight => Parameter(Config.Head == HeadKind.Scalar ? "score.weight" : Config.TieWordEmbeddings ? "embed.weight" : "lm_head.weight");
 
-    private Tensor Activate(Tensor x) => ActivationKind == Ops.GateActivation.Silu ? Ops.Silu(x) : Ops.Gelu(x);
+    private Tensor Activate(Tensor x) => Ops.Activate(x, ActivationKind);
 
     private Ops.GateActivation ActivationKind => Config.Activation switch
     {
         HiddenActivation.Silu => Ops.GateActivation.Silu,
         HiddenActivation.GeluTanh => Ops.GateActivation.GeluTanh,
-        _ => throw new UserInputException($"Activation {Config.Activation} (exact erf GELU) is not implemented yet; use gelu_new."),
+        _ => Ops.GateActivation.GeluErf,
     };
 
     /// <summary>The LoRA adapter the linear layers of the blocks add in (null: none).</summary>

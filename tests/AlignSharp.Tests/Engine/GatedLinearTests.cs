@@ -14,9 +14,12 @@ namespace AlignSharp.Tests.Engine;
 /// </summary>
 public class GatedLinearTests(ITestOutputHelper output)
 {
-    private static double Act(double z, Ops.GateActivation activation) => activation == Ops.GateActivation.Silu
-        ? z / (1 + Math.Exp(-z))
-        : 0.5 * z * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (z + 0.044715 * z * z * z)));
+    private static double Act(double z, Ops.GateActivation activation) => activation switch
+    {
+        Ops.GateActivation.Silu => z / (1 + Math.Exp(-z)),
+        Ops.GateActivation.GeluTanh => 0.5 * z * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (z + 0.044715 * z * z * z))),
+        _ => z * NormalCdf.Phi(z),
+    };
 
     [Theory]
     [InlineData(1, 48, Ops.GateActivation.Silu, true)]
@@ -24,6 +27,7 @@ public class GatedLinearTests(ITestOutputHelper output)
     [InlineData(8, 4000, Ops.GateActivation.Silu, true)]  // both threads
     [InlineData(8, 100, Ops.GateActivation.GeluTanh, true)]
     [InlineData(5, 4864, Ops.GateActivation.GeluTanh, true)]
+    [InlineData(4, 300, Ops.GateActivation.GeluErf, true)]
     [InlineData(9, 48, Ops.GateActivation.Silu, true)]    // past the decode kernel: the unfused ops
     [InlineData(8, 48, Ops.GateActivation.Silu, false)]   // scoring, not generation: the unfused ops, exact x
     public void InferenceMatchesTheReferenceAndTheUnfusedOps(int rows, int width, Ops.GateActivation activation, bool generation)
@@ -43,7 +47,7 @@ public class GatedLinearTests(ITestOutputHelper output)
             using var rounding = generation ? Ops.RoundActivationsToBf16() : default;
             fused = Ops.GatedLinear(x, (gate, null), (up, null), activation);
             var ys = Ops.LinearShared(x, (gate, null), (up, null));
-            unfused = Ops.Mul(activation == Ops.GateActivation.Silu ? Ops.Silu(ys[0]) : Ops.Gelu(ys[0]), ys[1]);
+            unfused = Ops.Mul(Ops.Activate(ys[0], activation), ys[1]);
         }
         Assert.Equal([1, rows, width], fused.Shape.ToArray());
         float[] f = fused.ToArray(), u = unfused.ToArray();
@@ -84,6 +88,7 @@ public class GatedLinearTests(ITestOutputHelper output)
     [InlineData(8, 4864, 130, Ops.GateActivation.GeluTanh)]
     [InlineData(3, 100, 40, Ops.GateActivation.Silu)]
     [InlineData(5, 37, 24, Ops.GateActivation.GeluTanh)]
+    [InlineData(4, 300, 40, Ops.GateActivation.GeluErf)]
     [InlineData(8, 2000, 50, Ops.GateActivation.Silu)]
     [InlineData(9, 48, 20, Ops.GateActivation.Silu)]      // past the decode kernel: the unfused ops
     public void GatedMlpIsTheGatedLinearThenTheDownProjectionBitForBit(int rows, int width, int outF, Ops.GateActivation activation)

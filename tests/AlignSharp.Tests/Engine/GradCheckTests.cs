@@ -30,6 +30,11 @@ public class GradCheckTests
         ["Softplus"] = () => Unary(x => Ops.Softplus(Ops.MulScalar(x, 4))),
         ["Relu"] = () => Unary(Ops.Relu),
         ["Gelu"] = () => Unary(x => Ops.Gelu(Ops.MulScalar(x, 3))),
+        ["GeluErf"] = () => Unary(x => Ops.GeluErf(Ops.MulScalar(x, 3))),
+        ["Activate"] = () =>
+        {
+            foreach (var activation in Enum.GetValues<Ops.GateActivation>()) Unary(x => Ops.Activate(Ops.MulScalar(x, 3), activation));
+        },
         ["Silu"] = () => Unary(x => Ops.Silu(Ops.MulScalar(x, 3))),
         ["Square"] = () => Unary(Ops.Square),
         ["Sqrt"] = () => GradCheck.Check(x => Ops.Sqrt(x[0]), [GradCheck.Positive(new Random(2), 37)]),

@@ -98,7 +98,7 @@ public sealed class CheckpointReferenceLogitsTests
                     m = Linear(x, p + "mlp.fc");
                     foreach (var r in m)
                         for (int i = 0; i < r.Length; i++)
-                            r[i] = 0.5 * r[i] * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (r[i] + 0.044715 * r[i] * r[i] * r[i])));
+                            r[i] = _c.Activation == HiddenActivation.Gelu ? r[i] * AlignSharp.Tests.Engine.NormalCdf.Phi(r[i]) : GeluTanh(r[i]);
                     m = Linear(m, p + "mlp.proj");
                 }
                 else

@@ -183,6 +183,104 @@ public readonly struct GeluOp : IUnaryOp
         => Vector512.Create(0.5f) * x * (Vector512<float>.One + TanhOp.Apply(Vector512.Create(C) * (x + Vector512.Create(K) * x * x * x)));
 }
 
+/// <summary>
+/// The exact GELU, x·Φ(x) with Φ the standard normal CDF (PyTorch's gelu, transformers' "gelu"). Φ comes from erfc by
+/// the Chebyshev-fitted form t·exp(−z² + P(t)), t = 1/(1 + z/2) (Press et al., "erfcc"), whose relative error is below
+/// 1.2e-7 for every z ≥ 0: with z = |x|/√2, Φ(x) = ½·erfc(z) for x &lt; 0 (the tail keeps its relative accuracy) and
+/// 1 − ½·erfc(z) for x ≥ 0.
+/// </summary>
+public readonly struct GeluErfOp : IUnaryOp
+{
+    internal const float InvSqrt2 = 0.70710678118654752f, InvSqrt2Pi = 0.39894228040143268f;
+
+    // ½·erfc(z) for z ≥ 0, as t·exp(−z² + P(t)) / 2.
+    private static float HalfErfc(float z)
+    {
+        float t = 1f / (1f + 0.5f * z);
+        float p = -1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f
+            + t * (0.27886807f + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+        return 0.5f * t * MathF.Exp(-z * z + p);
+    }
+
+    internal static float Phi(float x)
+    {
+        float e = HalfErfc(MathF.Abs(x) * InvSqrt2);
+        return x < 0 ? e : 1f - e;
+    }
+
+    internal static Vector512<float> Phi(Vector512<float> x)
+    {
+        var z = Vector512.Abs(x) * Vector512.Create(InvSqrt2);
+        var t = Vector512<float>.One / (Vector512<float>.One + Vector512.Create(0.5f) * z);
+        var p = Poly(t, Vector512.Create(0.17087277f), Vector512.Create(-0.82215223f), Vector512.Create(1.48851587f), Vector512.Create(-1.13520398f),
+            Vector512.Create(0.27886807f), Vector512.Create(-0.18628806f), Vector512.Create(0.09678418f), Vector512.Create(0.37409196f),
+            Vector512.Create(1.00002368f), Vector512.Create(-1.26551223f));
+        var e = Vector512.Create(0.5f) * t * FastMath.Exp(p - z * z);
+        return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512<float>.Zero), e, Vector512<float>.One - e);
+    }
+
+    internal static Vector256<float> Phi(Vector256<float> x)
+    {
+        var z = Vector256.Abs(x) * Vector256.Create(InvSqrt2);
+        var t = Vector256<float>.One / (Vector256<float>.One + Vector256.Create(0.5f) * z);
+        var p = Poly(t, Vector256.Create(0.17087277f), Vector256.Create(-0.82215223f), Vector256.Create(1.48851587f), Vector256.Create(-1.13520398f),
+            Vector256.Create(0.27886807f), Vector256.Create(-0.18628806f), Vector256.Create(0.09678418f), Vector256.Create(0.37409196f),
+            Vector256.Create(1.00002368f), Vector256.Create(-1.26551223f));
+        var e = Vector256.Create(0.5f) * t * FastMath.Exp(p - z * z);
+        return Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256<float>.Zero), e, Vector256<float>.One - e);
+    }
+
+    internal static Vector128<float> Phi(Vector128<float> x)
+    {
+        var z = Vector128.Abs(x) * Vector128.Create(InvSqrt2);
+        var t = Vector128<float>.One / (Vector128<float>.One + Vector128.Create(0.5f) * z);
+        var p = Poly(t, Vector128.Create(0.17087277f), Vector128.Create(-0.82215223f), Vector128.Create(1.48851587f), Vector128.Create(-1.13520398f),
+            Vector128.Create(0.27886807f), Vector128.Create(-0.18628806f), Vector128.Create(0.09678418f), Vector128.Create(0.37409196f),
+            Vector128.Create(1.00002368f), Vector128.Create(-1.26551223f));
+        var e = Vector128.Create(0.5f) * t * FastMath.Exp(p - z * z);
+        return Vector128.ConditionalSelect(Vector128.LessThan(x, Vector128<float>.Zero), e, Vector128<float>.One - e);
+    }
+
+    // Horner from the highest coefficient down.
+    private static Vector512<float> Poly(Vector512<float> t, params ReadOnlySpan<Vector512<float>> c)
+    {
+        var r = c[0];
+        for (int i = 1; i < c.Length; i++) r = r * t + c[i];
+        return r;
+    }
+
+    private static Vector256<float> Poly(Vector256<float> t, params ReadOnlySpan<Vector256<float>> c)
+    {
+        var r = c[0];
+        for (int i = 1; i < c.Length; i++) r = r * t + c[i];
+        return r;
+    }
+
+    private static Vector128<float> Poly(Vector128<float> t, params ReadOnlySpan<Vector128<float>> c)
+    {
+        var r = c[0];
+        for (int i = 1; i < c.Length; i++) r = r * t + c[i];
+        return r;
+    }
+
+    public static float Apply(float x) => x * Phi(x);
+    public static Vector256<float> Apply(Vector256<float> x) => x * Phi(x);
+    public static Vector128<float> Apply(Vector128<float> x) => x * Phi(x);
+    public static Vector512<float> Apply(Vector512<float> x) => x * Phi(x);
+}
+
+/// <summary>g · d gelu/dx = g·(Φ(x) + x·φ(x)), φ the standard normal density.</summary>
+public readonly struct GeluErfGradOp : IBinaryOp
+{
+    public static float Apply(float g, float x) => g * (GeluErfOp.Phi(x) + x * GeluErfOp.InvSqrt2Pi * MathF.Exp(-0.5f * x * x));
+    public static Vector256<float> Apply(Vector256<float> g, Vector256<float> x)
+        => g * (GeluErfOp.Phi(x) + x * Vector256.Create(GeluErfOp.InvSqrt2Pi) * FastMath.Exp(Vector256.Create(-0.5f) * x * x));
+    public static Vector128<float> Apply(Vector128<float> g, Vector128<float> x)
+        => g * (GeluErfOp.Phi(x) + x * Vector128.Create(GeluErfOp.InvSqrt2Pi) * FastMath.Exp(Vector128.Create(-0.5f) * x * x));
+    public static Vector512<float> Apply(Vector512<float> g, Vector512<float> x)
+        => g * (GeluErfOp.Phi(x) + x * Vector512.Create(GeluErfOp.InvSqrt2Pi) * FastMath.Exp(Vector512.Create(-0.5f) * x * x));
+}
+
 /// <summary>g · d gelu_new/dx at x.</summary>
 public readonly struct GeluGradOp : IBinaryOp
 {

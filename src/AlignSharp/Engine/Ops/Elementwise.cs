@@ -89,6 +89,9 @@ public static partial class Ops
     /// <summary>GELU with the tanh approximation (GPT-2's gelu_new).</summary>
     public static Tensor Gelu(Tensor x) => Unary<GeluOp, GeluGradOp>(x, gradFromOutput: false, TranscendentalGrain);
 
+    /// <summary>The exact GELU x·Φ(x) (PyTorch's gelu; transformers' "gelu"), see <see cref="GeluErfOp"/>.</summary>
+    public static Tensor GeluErf(Tensor x) => Unary<GeluErfOp, GeluErfGradOp>(x, gradFromOutput: false, TranscendentalGrain);
+
     /// <summary>x·σ(x) (SiLU / swish).</summary>
     public static Tensor Silu(Tensor x) => Unary<SiluOp, SiluGradOp>(x, gradFromOutput: false, TranscendentalGrain);
 

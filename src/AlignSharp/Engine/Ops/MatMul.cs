@@ -316,7 +316,7 @@ public static partial class Ops
         if (!GatedFuses(x, gate, up))
         {
             var ys = LinearShared(x, [gate, up]);
-            return Mul(activation == GateActivation.Silu ? Silu(ys[0]) : Gelu(ys[0]), ys[1]);
+            return Mul(Activate(ys[0], activation), ys[1]);
         }
 
         int outF = gate.W.Dim(0);
@@ -333,7 +333,8 @@ public static partial class Ops
                 var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false, Term(gate, u0 + at[0], gl));
                 var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false, Term(up, u0 + at[1], ul));
                 if (activation == GateActivation.Silu) Bf16Dot.RunGated<SiluOp>(rows, inF, a, inF, gp, upr);
-                else Bf16Dot.RunGated<GeluOp>(rows, inF, a, inF, gp, upr);
+                else if (activation == GateActivation.GeluTanh) Bf16Dot.RunGated<GeluOp>(rows, inF, a, inF, gp, upr);
+                else Bf16Dot.RunGated<GeluErfOp>(rows, inF, a, inF, gp, upr);
             }
         }
         finally
@@ -396,9 +397,12 @@ public static partial class Ops
             {
                 var gp = new Bf16Dot.Product(bg, inF, outF, g, outF, accumulate: false, Term(gate, u0 + at[0], gl));
                 var upr = new Bf16Dot.Product(bu, inF, outF, u, outF, accumulate: false, Term(up, u0 + at[1], ul));
-                ushort* g16 = activation == GateActivation.Silu
-                    ? Bf16Dot.RunGatedRounding<SiluOp>(rows, inF, a, inF, gp, upr)
-                    : Bf16Dot.RunGatedRounding<GeluOp>(rows, inF, a, inF, gp, upr);
+                ushort* g16 = activation switch
+                {
+                    GateActivation.Silu => Bf16Dot.RunGatedRounding<SiluOp>(rows, inF, a, inF, gp, upr),
+                    GateActivation.GeluTanh => Bf16Dot.RunGatedRounding<GeluOp>(rows, inF, a, inF, gp, upr),
+                    _ => Bf16Dot.RunGatedRounding<GeluErfOp>(rows, inF, a, inF, gp, upr),
+                };
                 // G (float, over the gate's product) is the hidden tensor's values: the down term's u from it.
                 if (ud != null) MakeTermInput(new ReadOnlySpan<float>(g, rows * outF), rows, outF, down, ud);
                 fixed (float* r = SpanOrEmpty(residual))
@@ -414,6 +418,14 @@ public static partial class Ops
         }
         return y;
     }
+
+    /// <summary>The gate's activation as an op with its gradient.</summary>
+    public static Tensor Activate(Tensor x, GateActivation activation) => activation switch
+    {
+        GateActivation.Silu => Silu(x),
+        GateActivation.GeluTanh => Gelu(x),
+        _ => GeluErf(x),
+    };
 
     /// <summary>Whether <see cref="GatedLinear"/>'s conditions to fuse hold (see there).</summary>
     private static bool GatedFuses(Tensor x, LinearLayer gate, LinearLayer up)
@@ -444,6 +456,8 @@ public static partial class Ops
         Silu,
         /// <summary>The tanh approximation of GELU: GeGLU (Gemma).</summary>
         GeluTanh,
+        /// <summary>The exact GELU, x·Φ(x).</summary>
+        GeluErf,
     }
 
     // Pins layer i's weight and output, then the next layer's; with all pinned, runs the products.
