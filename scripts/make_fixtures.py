@@ -312,11 +312,17 @@ def llama_forward(w, cfg, ids):
     cos, sin = rope_cos_sin(cfg, hd, t)
     lin = linear(w)
     residual = cfg.get("residual_multiplier", 1.0)
+    # Gemma 1 (modeling_gemma.py): (1 + w) RMSNorm, embeddings times sqrt(hidden) formed in the weights' dtype, GeGLU.
+    gemma1 = cfg["model_type"] == "gemma"
+    norm_offset = 1.0 if gemma1 else 0.0
+    act = gemma1_activation(cfg) if gemma1 else (lambda g: g * torch.sigmoid(g))
 
     h = w["model.embed_tokens.weight"][ids] * cfg.get("embedding_multiplier", 1.0)
+    if gemma1:
+        h = h * torch.tensor(cfg["hidden_size"] ** 0.5, dtype=torch.float32).double()
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        x = rms_norm(h, w[p + "input_layernorm.weight"], eps)
+        x = rms_norm(h, norm_offset + w[p + "input_layernorm.weight"], eps)
         q = lin(x, p + "self_attn.q_proj").reshape(t, nh, hd).transpose(0, 1)
         k = lin(x, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1)
         v = lin(x, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
@@ -332,12 +338,17 @@ def llama_forward(w, cfg, ids):
         v = v.repeat_interleave(rep, dim=0)
         a = causal_attention(q, k, v, attention_window(cfg, i), cfg.get("attention_multiplier"))
         h = h + lin(a, p + "self_attn.o_proj") * residual
-        x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
-        g = lin(x, p + "mlp.gate_proj")
-        h = h + lin(g * torch.sigmoid(g) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj") * residual
-    h = rms_norm(h, w["model.norm.weight"], eps)
+        x = rms_norm(h, norm_offset + w[p + "post_attention_layernorm.weight"], eps)
+        h = h + lin(act(lin(x, p + "mlp.gate_proj")) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj") * residual
+    h = rms_norm(h, norm_offset + w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
     return h @ head.T / cfg.get("logits_scaling", 1.0)
+
+
+def gemma1_activation(cfg):
+    """hidden_activation where given (Gemma 1.1), else hidden_act: the tanh GELU, or PyTorch's exact one for "gelu"."""
+    name = cfg.get("hidden_activation") or cfg.get("hidden_act", "gelu_pytorch_tanh")
+    return torch.nn.functional.gelu if name == "gelu" else gelu_new
 
 
 def olmo2_forward(w, cfg, ids):
@@ -732,6 +743,23 @@ def fixture_gpt2_exact_gelu():
                     make_cases(g, cfg["vocab_size"]), gpt2_forward, w, cfg)
 
 
+def fixture_gemma1():
+    g = torch.Generator().manual_seed(1022)
+    # As the Gemma 1.1 releases: hidden_act "gelu" beside hidden_activation "gelu_pytorch_tanh" (which wins), grouped
+    # queries (heads 4 / kv 1 like the 2B's single kv head), head_dim 16 != hidden / heads, tied embeddings.
+    cfg = llama_family_config("gemma", "GemmaForCausalLM", hidden_act="gelu", hidden_activation="gelu_pytorch_tanh",
+                              num_key_value_heads=1, head_dim=16, tie_word_embeddings=True, attention_bias=False,
+                              vocab_size=82, bos_token_id=2, eos_token_id=1, pad_token_id=0, max_position_embeddings=64,
+                              transformers_version="4.40.0")
+    w = llama_weights(g, cfg)
+    d = fresh_dir("gemma1-geglu")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "gemma (1.1): (1 + w) RMSNorm, embeddings x sqrt(32), GeGLU with hidden_activation "
+                    "gelu_pytorch_tanh over hidden_act gelu, heads 4 / kv 1, head_dim 16, tied",
+                    make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg, rope_inv_freq(cfg, 16))
+
+
 def fixture_llama_gqa():
     g = torch.Generator().manual_seed(1003)
     cfg = llama_family_config("llama", "LlamaForCausalLM", attention_bias=False, mlp_bias=False,
@@ -1114,6 +1142,7 @@ def main():
     fixture_granite()
     fixture_phi4_mini()
     fixture_gpt2_exact_gelu()
+    fixture_gemma1()
 
 
 if __name__ == "__main__":

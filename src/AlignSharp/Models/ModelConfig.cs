@@ -42,6 +42,10 @@ public enum ModelFamily
     /// and MLP outputs instead of their inputs.</summary>
     Olmo2,
 
+    /// <summary><c>gemma</c> (Gemma 1): Llama's block and names with (1 + w) RMSNorm, √D-scaled embeddings, GeGLU and a
+    /// tied head.</summary>
+    Gemma,
+
     /// <summary><c>granite</c> (IBM Granite 3.x dense): Llama's block with four multipliers: on the token embeddings, as
     /// the attention scale, on each block output before its residual add, and dividing the logits.</summary>
     Granite,
@@ -349,10 +353,12 @@ public sealed record ModelConfig
         int? headDim = k.HeadDim != null ? f.OptionalInt(k.HeadDim) ?? table.DefaultHeadDim : null;
         if (headDim is null && heads > 0 && d % heads != 0)
             throw f.Error(k.HiddenSize, $"{d} is not divisible by {k.NumHeads} {heads}" + (k.HeadDim != null ? " (give head_dim explicitly)" : ""));
-        string act = f.OptionalString(k.Activation) ?? table.Activations[0].Name;
+        // Gemma 1: hidden_activation where the config has it (Google's fix of the released hidden_act), else hidden_act.
+        string actKey = table.PreferredActivationKey is { } preferred && f.OptionalString(preferred) != null ? preferred : k.Activation;
+        string act = f.OptionalString(actKey) ?? table.Activations[0].Name;
         var activation = table.Activations.FirstOrDefault(a => a.Name == act);
         if (activation.Name is null)
-            throw f.Error(k.Activation, $"'{act}' is not supported (supported: {string.Join(", ", table.Activations.Select(a => a.Name))})");
+            throw f.Error(actKey, $"'{act}' is not supported (supported: {string.Join(", ", table.Activations.Select(a => a.Name))})");
         var (qkvBias, oBias, mlpBias) = table.Biases switch
         {
             Checkpoints.BiasRule.All => (true, true, true),
@@ -902,6 +908,7 @@ public sealed record ModelConfig
         o[k.MaxPositions] = MaxPositions;
         o[k.NormEps] = NormEps;
         o[k.Activation] = table.Activations.First(a => a.Activation == Activation).Name;
+        if (table.PreferredActivationKey is { } preferredKey && o[preferredKey] != null) o[preferredKey] = o[k.Activation]!.DeepClone();
         // A config read in transformers 5's format is written back in it (rope_parameters, per layer type when it was).
         bool ropeByLayerType = false;
         if (table.HasRope && Source?["rope_parameters"] is JsonObject sourceParameters)

@@ -107,7 +107,12 @@ public sealed class CheckpointReferenceLogitsTests
                     var up = Linear(x, p + "mlp.up");
                     for (int t = 0; t < T; t++)
                         for (int i = 0; i < gate[t].Length; i++)
-                            gate[t][i] = (_c.Activation == HiddenActivation.Silu ? gate[t][i] / (1 + Math.Exp(-gate[t][i])) : GeluTanh(gate[t][i])) * up[t][i];
+                            gate[t][i] = _c.Activation switch
+                            {
+                                HiddenActivation.Silu => gate[t][i] / (1 + Math.Exp(-gate[t][i])),
+                                HiddenActivation.GeluTanh => GeluTanh(gate[t][i]),
+                                _ => gate[t][i] * AlignSharp.Tests.Engine.NormalCdf.Phi(gate[t][i]),
+                            } * up[t][i];
                     m = Linear(gate, p + "mlp.down");
                     if (_c.SandwichNorms) m = Norm(m, p + "mlp_out_norm");
                 }

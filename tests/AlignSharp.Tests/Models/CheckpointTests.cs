@@ -20,7 +20,7 @@ internal static class Fixtures
         "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window", "qwen3-qk-norm", "gemma2-softcap-window",
         "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
-        "phi4-mini-partial-rotary", "gpt2-exact-gelu",
+        "phi4-mini-partial-rotary", "gpt2-exact-gelu", "gemma1-geglu",
     ];
 
     private static string Find()
@@ -584,6 +584,7 @@ public sealed class CheckpointTests : IDisposable
     [InlineData("olmo2-post-norm")]
     [InlineData("qwen3-yarn-v5")]
     [InlineData("gemma3-v5-rope-per-layer-type")] // the full-attention layer's YaRN frequencies
+    [InlineData("gemma1-geglu")]
     public void RopeFrequenciesMatchTransformers(string fixture)
     {
         var config = ModelConfig.Load(Fixtures.Dir(fixture));

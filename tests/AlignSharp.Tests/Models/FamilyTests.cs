@@ -21,7 +21,7 @@ public sealed class FamilyTests : IDisposable
 
     public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
-        "phi4-mini-partial-rotary");
+        "phi4-mini-partial-rotary", "gemma1-geglu");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -228,7 +228,7 @@ public sealed class FamilyTests : IDisposable
 
     [Theory]
     [InlineData("{\"model_type\":\"gemma3\",\"vocab_size\":10}", "model_type 'gemma3' is not supported")]
-    [InlineData("{\"model_type\":\"phi\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, smollm3, olmo2, granite")]
+    [InlineData("{\"model_type\":\"phi\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, smollm3, olmo2, granite, gemma")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true,\"sliding_window\":0}", "field 'sliding_window' must be positive or null")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"rope_type\":\"proportional\",\"factor\":4}}", "field 'rope_scaling' type 'proportional' is not supported for qwen3 (supported: default, linear, dynamic, llama3, yarn)")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"layer_types\":[\"full_attention\"]}", "field 'layer_types' must be a list of 2 entries")]
@@ -261,6 +261,24 @@ public sealed class FamilyTests : IDisposable
         var e = Assert.Throws<UserInputException>(() => ModelConfig.Load(_temp));
         Assert.Contains(path, e.Message);
         Assert.Contains(expected, e.Message);
+    }
+
+    /// <summary>Gemma 1's activation: hidden_activation where the config has it (the 1.1 releases, over their hidden_act
+    /// gelu), else hidden_act as written (gelu: the exact GELU); written back to both keys, so that transformers 4 (which
+    /// reads hidden_activation) and 5 (hidden_act) run what AlignSharp ran.</summary>
+    [Fact]
+    public void GemmaOnesActivationComesFromHiddenActivationFirst()
+    {
+        var config = ModelConfig.Load(Fixtures.Dir("gemma1-geglu"));
+        Assert.Equal(HiddenActivation.GeluTanh, config.Activation);
+        var written = JsonNode.Parse(config.ToJson())!;
+        Assert.Equal(("gelu_pytorch_tanh", "gelu_pytorch_tanh"), ((string)written["hidden_act"]!, (string)written["hidden_activation"]!));
+        const string shape = "\"model_type\":\"gemma\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16";
+        var original = ModelConfig.Parse("{" + shape + ",\"hidden_act\":\"gelu\"}");
+        Assert.Equal(HiddenActivation.Gelu, original.Activation);
+        Assert.Null(JsonNode.Parse(original.ToJson())!["hidden_activation"]);
+        Assert.Equal(HiddenActivation.GeluTanh, ModelConfig.Parse("{" + shape + "}").Activation);
+        Assert.Equal((256, true), (original.HeadDim, original.TieWordEmbeddings));
     }
 
     /// <summary>partial_rotary_factor at the top level (transformers 4) or inside rope_parameters (transformers 5) is the

@@ -136,6 +136,10 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// each head only (transformers splits q and k there for this family; elsewhere a factor other than 1 is refused).</summary>
     public bool PartialRotary { get; init; }
 
+    /// <summary>A key read for the activation before <see cref="ConfigKeys.Activation"/> when the config has it (Gemma 1's
+    /// <c>hidden_activation</c>), and written back beside it.</summary>
+    public string? PreferredActivationKey { get; init; }
+
     /// <summary>Granite: <c>embedding_multiplier</c>, <c>attention_multiplier</c>, <c>residual_multiplier</c> and
     /// <c>logits_scaling</c> are read (each 1 when absent).</summary>
     public bool Multipliers { get; init; }
@@ -307,7 +311,24 @@ internal static class FamilyTables
         DefaultMaxPositions = 2048,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite];
+    /// <summary>Gemma 1 (GemmaForCausalLM): Llama's block and tensor names with Gemma's (1 + w) RMSNorm, √D-scaled
+    /// embeddings, GeGLU, head_dim 256 and a tied head; no soft caps, no window, head_dim^−½ as the attention scale. Its
+    /// activation: hidden_activation where present (the 1.1 releases: gelu_pytorch_tanh), else hidden_act as written (the
+    /// first releases say gelu: the exact GELU, as transformers 5 runs them; transformers 4 ran the tanh one instead).</summary>
+    public static readonly FamilyTable Gemma = new(ModelFamily.Gemma, "gemma", "GemmaForCausalLM", "GemmaForSequenceClassification", LlamaNameTable.Table)
+    {
+        PreferredActivationKey = "hidden_activation",
+        NormWeightOffset = 1,
+        ScaledEmbedding = true,
+        Biases = BiasRule.AttentionBiasKey,
+        Activations = [("gelu_pytorch_tanh", HiddenActivation.GeluTanh), ("gelu_new", HiddenActivation.GeluTanh), ("gelu", HiddenActivation.Gelu)],
+        DefaultMaxPositions = 8192,
+        DefaultTieWordEmbeddings = true,
+        DefaultHeadDim = 256,
+        Rejected = [BidirectionalAttention],
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();
