@@ -22,6 +22,12 @@ public static class ForeignFlags
         ["deepspeed"] = "several machines or processes train data-parallel under mpirun (see docs/distributed.md).",
         ["fsdp"] = "several machines or processes train data-parallel under mpirun (see docs/distributed.md).",
         ["gradient_checkpointing_kwargs"] = "--gradient-checkpointing takes no options: every block is recomputed in the backward pass.",
+        ["completion_only_loss"] = "--loss-on says which tokens carry loss: completion (the default: the prompt masked, every assistant turn of a conversation), final_turn, or all.",
+        ["assistant_only_loss"] = "--loss-on says which tokens carry loss: completion (the default: every assistant turn of a conversation, the prompt masked), final_turn, or all.",
+        ["dataset_name"] = "there is no hub access: give the data as a local file with --data (JSONL or a JSON array; docs/data-formats.md).",
+        ["optim"] = "the optimizer is AdamW (torch's semantics; --adam-beta1, --adam-beta2, --adam-epsilon, --weight-decay).",
+        ["torch_compile"] = "there is nothing to switch on: AlignSharp's kernels are its own.",
+        ["use_liger_kernel"] = "there is nothing to switch on: AlignSharp's kernels are its own.",
         ["push_to_hub"] = "runs write their final model and checkpoints to --out; there is no hub upload.",
         ["hub_model_id"] = "runs write their final model and checkpoints to --out; there is no hub upload.",
     };

@@ -152,11 +152,13 @@ public sealed class InputChecksTests : IDisposable
             Assert.Contains("--reward-model, --reward-model-path, --reward_model, --reward_model_path", help);
         }
         // transformers'/TRL's flags AlignSharp does not take fail, each with what does the job here.
-        var foreign = CliRunner.Run("sft", "--model", model, "--data", data, "--out", P("f"), "--bf16", "--attn_implementation=sdpa", "--load-in-4bit");
+        var foreign = CliRunner.Run("sft", "--model", model, "--data", data, "--out", P("f"), "--bf16", "--attn_implementation=sdpa", "--load-in-4bit",
+            "--assistant_only_loss", "true");
         Assert.NotEqual(0, foreign.ExitCode);
         Assert.Contains("--bf16: AlignSharp trains in float32", foreign.StdErr);
         Assert.Contains("--attn_implementation: attention runs in AlignSharp's own kernels", foreign.StdErr);
         Assert.Contains("--load-in-4bit: quantized (bitsandbytes) base weights are not supported", foreign.StdErr);
+        Assert.Contains("--assistant_only_loss: --loss-on says which tokens carry loss", foreign.StdErr);
         Assert.False(Directory.Exists(P("f")));
         // --model names the model a run trains in every trainer, as in sft and rm.
         foreach (var trainer in new[] { "dpo", "kto", "online-dpo", "ppo", "grpo", "rloo" })
