@@ -502,9 +502,13 @@ public sealed class TransformerModel
 
     private Tensor Linear(Tensor x, string prefix)
     {
-        var (w, bias) = Layer(prefix);
-        if (Adapter?.DoraLinear(prefix, x, w, bias) is { } dora) return dora;
+        if (Dora(prefix))
+        {
+            var (dw, dbias) = Layer(prefix);
+            return Adapter!.DoraLinear(prefix, x, dw, dbias)!;
+        }
         if (Ops.RoundsActivations && Adapted(prefix)) return Ops.Linear(x, WithLowRank(prefix, x));
+        var (w, bias) = Layer(prefix);
         return Adapter?.LowRank(prefix, x) is { } lr ? Ops.LinearLowRank(x, w, bias, lr.U, lr.B) : Ops.Linear(x, w, bias);
     }
 

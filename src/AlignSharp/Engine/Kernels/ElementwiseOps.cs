@@ -193,12 +193,15 @@ public readonly struct GeluErfOp : IUnaryOp
 {
     internal const float InvSqrt2 = 0.70710678118654752f, InvSqrt2Pi = 0.39894228040143268f;
 
+    // P(t)'s coefficients from the highest power down, for Horner's rule.
+    private static readonly float[] P = [0.17087277f, -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f, -0.18628806f,
+        0.09678418f, 0.37409196f, 1.00002368f, -1.26551223f];
+
     // ½·erfc(z) for z ≥ 0, as t·exp(−z² + P(t)) / 2.
     private static float HalfErfc(float z)
     {
-        float t = 1f / (1f + 0.5f * z);
-        float p = -1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f
-            + t * (0.27886807f + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+        float t = 1f / (1f + 0.5f * z), p = P[0];
+        for (int i = 1; i < P.Length; i++) p = p * t + P[i];
         return 0.5f * t * MathF.Exp(-z * z + p);
     }
 
@@ -212,9 +215,8 @@ public readonly struct GeluErfOp : IUnaryOp
     {
         var z = Vector512.Abs(x) * Vector512.Create(InvSqrt2);
         var t = Vector512<float>.One / (Vector512<float>.One + Vector512.Create(0.5f) * z);
-        var p = Poly(t, Vector512.Create(0.17087277f), Vector512.Create(-0.82215223f), Vector512.Create(1.48851587f), Vector512.Create(-1.13520398f),
-            Vector512.Create(0.27886807f), Vector512.Create(-0.18628806f), Vector512.Create(0.09678418f), Vector512.Create(0.37409196f),
-            Vector512.Create(1.00002368f), Vector512.Create(-1.26551223f));
+        var p = Vector512.Create(P[0]);
+        for (int i = 1; i < P.Length; i++) p = p * t + Vector512.Create(P[i]);
         var e = Vector512.Create(0.5f) * t * FastMath.Exp(p - z * z);
         return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512<float>.Zero), e, Vector512<float>.One - e);
     }
@@ -223,9 +225,8 @@ public readonly struct GeluErfOp : IUnaryOp
     {
         var z = Vector256.Abs(x) * Vector256.Create(InvSqrt2);
         var t = Vector256<float>.One / (Vector256<float>.One + Vector256.Create(0.5f) * z);
-        var p = Poly(t, Vector256.Create(0.17087277f), Vector256.Create(-0.82215223f), Vector256.Create(1.48851587f), Vector256.Create(-1.13520398f),
-            Vector256.Create(0.27886807f), Vector256.Create(-0.18628806f), Vector256.Create(0.09678418f), Vector256.Create(0.37409196f),
-            Vector256.Create(1.00002368f), Vector256.Create(-1.26551223f));
+        var p = Vector256.Create(P[0]);
+        for (int i = 1; i < P.Length; i++) p = p * t + Vector256.Create(P[i]);
         var e = Vector256.Create(0.5f) * t * FastMath.Exp(p - z * z);
         return Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256<float>.Zero), e, Vector256<float>.One - e);
     }
@@ -234,33 +235,10 @@ public readonly struct GeluErfOp : IUnaryOp
     {
         var z = Vector128.Abs(x) * Vector128.Create(InvSqrt2);
         var t = Vector128<float>.One / (Vector128<float>.One + Vector128.Create(0.5f) * z);
-        var p = Poly(t, Vector128.Create(0.17087277f), Vector128.Create(-0.82215223f), Vector128.Create(1.48851587f), Vector128.Create(-1.13520398f),
-            Vector128.Create(0.27886807f), Vector128.Create(-0.18628806f), Vector128.Create(0.09678418f), Vector128.Create(0.37409196f),
-            Vector128.Create(1.00002368f), Vector128.Create(-1.26551223f));
+        var p = Vector128.Create(P[0]);
+        for (int i = 1; i < P.Length; i++) p = p * t + Vector128.Create(P[i]);
         var e = Vector128.Create(0.5f) * t * FastMath.Exp(p - z * z);
         return Vector128.ConditionalSelect(Vector128.LessThan(x, Vector128<float>.Zero), e, Vector128<float>.One - e);
-    }
-
-    // Horner from the highest coefficient down.
-    private static Vector512<float> Poly(Vector512<float> t, params ReadOnlySpan<Vector512<float>> c)
-    {
-        var r = c[0];
-        for (int i = 1; i < c.Length; i++) r = r * t + c[i];
-        return r;
-    }
-
-    private static Vector256<float> Poly(Vector256<float> t, params ReadOnlySpan<Vector256<float>> c)
-    {
-        var r = c[0];
-        for (int i = 1; i < c.Length; i++) r = r * t + c[i];
-        return r;
-    }
-
-    private static Vector128<float> Poly(Vector128<float> t, params ReadOnlySpan<Vector128<float>> c)
-    {
-        var r = c[0];
-        for (int i = 1; i < c.Length; i++) r = r * t + c[i];
-        return r;
     }
 
     public static float Apply(float x) => x * Phi(x);
