@@ -12,7 +12,8 @@ two input sequences and the logits expected for every position of each.
 
 The reference forward passes below are written from the Hugging Face definitions (transformers'
 modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
-modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py, modeling_rope_utils.py); Debian ships neither
+modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
+modeling_gpt_neox.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -54,6 +55,11 @@ Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V 
           with f = long_factor when max(position) + 1 > original_max_position_embeddings, else short_factor
           (per forward call); cos and sin are multiplied by attention_factor, default
           sqrt(1 + ln(s) / ln(original)) for s = max_position_embeddings / original > 1.
+  GPT-NeoX:  h = embed_in[ids]; per layer, qkv = LN(h; input_layernorm) Wqkv^T + b viewed [T, heads, 3 hd]: per
+          head q, k, v in turn; rope on the first rot = int(hd * rotary_pct) channels of q and k (inv_freq over rot,
+          rotate_half within them), a = Attn(q, k, v) Wdense^T + b; use_parallel_residual:
+          h = mlp(LN(h; post_attention_layernorm)) + a + h, else h = a + h, h = mlp(LN(h; post_attention_layernorm)) + h;
+          mlp(x) = act(x W_h_to_4h^T + b) W_4h_to_h^T + b; logits = LN(h; final_layer_norm) @ embed_out^T (untied).
   Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
           Mistral with sliding_window W also masks key j for query i when i - j >= W (a query sees at most
           W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay);
@@ -1119,6 +1125,153 @@ def fixture_gemma3_v5():
                     rope_inv_freq(cfg, 16))
 
 
+def neox_rope(cfg):
+    """(rotary dims, base) of a GPT-NeoX config in either format: rotary_pct / rotary_emb_base (transformers 4) or
+    rope_parameters' partial_rotary_factor / rope_theta (transformers 5); defaults 0.25 and 10000."""
+    params = cfg.get("rope_parameters") or {}
+    hd = cfg["hidden_size"] // cfg["num_attention_heads"]
+    pct = params.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25))
+    return int(hd * pct), params.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))
+
+
+def neox_inv_freq(cfg):
+    rot, base = neox_rope(cfg)
+    return 1.0 / (base ** (torch.arange(0, rot, 2, dtype=torch.int64).float() / rot))
+
+
+def neox_forward(w, cfg, ids):
+    """GPT-NeoX as modeling_gpt_neox.py: w has HF names without the 'gpt_neox.' prefix (embed_out as is).
+    query_key_value's output is viewed [T, heads, 3 * hd]: per head q, k, v; RoPE (rotate_half) on the first
+    rotary dims of q and k only, over inv_freq of those dims; parallel residual h + attn(LN1(h)) + mlp(LN2(h)),
+    else h += attn(LN1(h)); h += mlp(LN2(h))."""
+    t = len(ids)
+    d, nh = cfg["hidden_size"], cfg["num_attention_heads"]
+    hd, eps = d // nh, cfg["layer_norm_eps"]
+    rot, _ = neox_rope(cfg)
+    freqs = torch.arange(t, dtype=torch.float32)[:, None] * neox_inv_freq(cfg)[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1).double()
+    cos, sin = emb.cos(), emb.sin()
+    act = torch.nn.functional.gelu if cfg["hidden_act"] == "gelu" else gelu_new
+    lin = linear(w)
+
+    def rope(x):
+        r = x[..., :rot]
+        return torch.cat((r * cos + rotate_half(r) * sin, x[..., rot:]), dim=-1)
+
+    h = w["embed_in.weight"][ids]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"layers.{i}."
+        a = layer_norm(h, w[p + "input_layernorm.weight"], w[p + "input_layernorm.bias"], eps)
+        qkv = lin(a, p + "attention.query_key_value").reshape(t, nh, 3 * hd).transpose(0, 1)
+        q, k, v = rope(qkv[..., :hd]), rope(qkv[..., hd:2 * hd]), qkv[..., 2 * hd:]
+        attn = lin(causal_attention(q, k, v), p + "attention.dense")
+
+        def mlp(x):
+            m = layer_norm(x, w[p + "post_attention_layernorm.weight"], w[p + "post_attention_layernorm.bias"], eps)
+            return lin(act(lin(m, p + "mlp.dense_h_to_4h")), p + "mlp.dense_4h_to_h")
+
+        if cfg.get("use_parallel_residual", True):
+            h = mlp(h) + attn + h
+        else:
+            h = attn + h
+            h = mlp(h) + h
+    h = layer_norm(h, w["final_layer_norm.weight"], w["final_layer_norm.bias"], eps)
+    return h @ w["embed_out.weight"].T
+
+
+def neox_weights(g, cfg):
+    """HF names without the 'gpt_neox.' prefix; biases on query_key_value and dense when attention_bias."""
+    d, v, inner = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
+    bias = cfg.get("attention_bias", True)
+    w = {"embed_in.weight": randn(g, v, d, std=0.5)}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"layers.{i}."
+        for n in ("input_layernorm", "post_attention_layernorm"):
+            w[p + n + ".weight"] = norm_weight(g, d)
+            w[p + n + ".bias"] = randn(g, d, std=0.1)
+        w[p + "attention.query_key_value.weight"] = randn(g, 3 * d, d, std=0.2)
+        if bias:
+            w[p + "attention.query_key_value.bias"] = randn(g, 3 * d, std=0.1)
+        w[p + "attention.dense.weight"] = randn(g, d, d, std=0.2)
+        if bias:
+            w[p + "attention.dense.bias"] = randn(g, d, std=0.1)
+        w[p + "mlp.dense_h_to_4h.weight"] = randn(g, inner, d, std=0.2)
+        w[p + "mlp.dense_h_to_4h.bias"] = randn(g, inner, std=0.1)
+        w[p + "mlp.dense_4h_to_h.weight"] = randn(g, d, inner, std=0.1)
+        w[p + "mlp.dense_4h_to_h.bias"] = randn(g, d, std=0.1)
+    w["final_layer_norm.weight"] = norm_weight(g, d)
+    w["final_layer_norm.bias"] = randn(g, d, std=0.1)
+    w["embed_out.weight"] = randn(g, v, d, std=0.5)
+    return w
+
+
+def neox_config(**over):
+    """A small GPTNeoXConfig as the Pythia releases save it (transformers 4)."""
+    cfg = {
+        "architectures": ["GPTNeoXForCausalLM"],
+        "attention_dropout": 0.0,
+        "bos_token_id": 0,
+        "classifier_dropout": 0.1,
+        "eos_token_id": 0,
+        "hidden_act": "gelu",
+        "hidden_dropout": 0.0,
+        "hidden_size": 48,
+        "initializer_range": 0.02,
+        "intermediate_size": 192,
+        "layer_norm_eps": 1e-05,
+        "max_position_embeddings": 64,
+        "model_type": "gpt_neox",
+        "num_attention_heads": 3,
+        "num_hidden_layers": 2,
+        "rope_scaling": None,
+        "rotary_emb_base": 10000,
+        "rotary_pct": 0.25,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "transformers_version": "4.46.0",
+        "use_cache": True,
+        "use_parallel_residual": True,
+        "vocab_size": 88,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def fixture_neox_pythia():
+    g = torch.Generator().manual_seed(1023)
+    cfg = neox_config()
+    w = neox_weights(g, cfg)
+    d = fresh_dir("gpt-neox-pythia")
+    stored = {("" if k == "embed_out.weight" else "gpt_neox.") + k: t for k, t in w.items()}
+    pos, hd = cfg["max_position_embeddings"], cfg["hidden_size"] // cfg["num_attention_heads"]
+    for i in range(cfg["num_hidden_layers"]):  # buffers the Pythia hub files carry; loaders ignore them
+        stored[f"gpt_neox.layers.{i}.attention.bias"] = torch.tril(torch.ones(pos, pos)).reshape(1, 1, pos, pos)
+        stored[f"gpt_neox.layers.{i}.attention.masked_bias"] = torch.tensor(-1e9)
+        stored[f"gpt_neox.layers.{i}.attention.rotary_emb.inv_freq"] = neox_inv_freq(cfg)
+    write_safetensors(os.path.join(d, "model.safetensors"), stored, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "gpt_neox as Pythia: q/k/v fused head by head (heads 3, head size 16), rotary_pct 0.25 (RoPE on "
+                    "4 of 16 channels), parallel residual, exact GELU, LayerNorms with biases, untied embed_out, the "
+                    "attention's mask and rotary buffers stored", make_cases(g, cfg["vocab_size"]), neox_forward, w, cfg,
+                    neox_inv_freq(cfg))
+
+
+def fixture_neox_v5_sequential():
+    g = torch.Generator().manual_seed(1024)
+    base = neox_config(use_parallel_residual=False, attention_bias=False, hidden_act="gelu_new", hidden_size=64,
+                       num_attention_heads=4, intermediate_size=96, vocab_size=90, eos_token_id=2)
+    cfg = transformers5_config({k: v for k, v in base.items() if k not in ("rotary_emb_base", "rotary_pct")},
+                               {"rope_type": "default", "rope_theta": 5000.0, "partial_rotary_factor": 0.5})
+    w = neox_weights(g, cfg)
+    d = fresh_dir("gpt-neox-v5-sequential")
+    stored = {("" if k == "embed_out.weight" else "gpt_neox.") + k: t for k, t in w.items()}
+    write_safetensors(os.path.join(d, "model.safetensors"), stored, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "gpt_neox saved by transformers 5 (rope_parameters: base 5000, partial_rotary_factor 0.5, so 8 "
+                    "of 16 channels turn), use_parallel_residual false, attention_bias false, gelu_new, untied embed_out",
+                    make_cases(g, cfg["vocab_size"]), neox_forward, w, cfg, neox_inv_freq(cfg))
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -1143,6 +1296,8 @@ def main():
     fixture_phi4_mini()
     fixture_gpt2_exact_gelu()
     fixture_gemma1()
+    fixture_neox_pythia()
+    fixture_neox_v5_sequential()
 
 
 if __name__ == "__main__":

@@ -151,6 +151,11 @@ def dora_grads(w, adapter, modules, scale, fan_in_fan_out, forward, cfg, ids):
             "tensors": {name: [mf.fmt(x) for x in t.grad.flatten().tolist()] for name, t in leaves.items()}}
 
 
+def neox_forward(w, cfg, ids):
+    """make_fixtures' GPT-NeoX forward on the file's names (gpt_neox. prefix, embed_out unprefixed)."""
+    return mf.neox_forward({k[len("gpt_neox."):] if k.startswith("gpt_neox.") else k: t for k, t in w.items()}, cfg, ids)
+
+
 def main():
     make("llama-gqa-qv", "llama-gqa", "model.", ["q_proj", "v_proj"], 4, 8, False, mf.llama_forward, 2001,
          body_prefix="model.")
@@ -168,6 +173,10 @@ def main():
          body_prefix="model.", dora=True)
     make("gpt2-hub-dora", "gpt2-hub", "transformer.", ["c_attn", "c_fc"], 4, 16, False, mf.gpt2_forward, 2008,
          fan_in_fan_out=True, dora=True)
+    # GPT-NeoX (Pythia): PEFT's default target query_key_value (rows head by head) and the other three linear layers;
+    # the fixture's file also holds the attention's mask and rotary buffers, which are not modules.
+    make("gpt-neox-pythia-all", "gpt-neox-pythia", "gpt_neox.", ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+         4, 16, False, neox_forward, 2009, body_prefix="gpt_neox.")
     make("llama-gqa-seqcls", "llama-gqa", "model.", ["q_proj", "v_proj", "down_proj"], 4, 8, False, mf.llama_forward, 2005,
          body_prefix="model.", score_head=True)
 

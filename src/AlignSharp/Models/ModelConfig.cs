@@ -49,6 +49,10 @@ public enum ModelFamily
     /// <summary><c>granite</c> (IBM Granite 3.x dense): Llama's block with four multipliers: on the token embeddings, as
     /// the attention scale, on each block output before its residual add, and dividing the logits.</summary>
     Granite,
+
+    /// <summary><c>gpt_neox</c> (Pythia): LayerNorm with biases, q/k/v fused head by head, partial RoPE, attention and MLP
+    /// in parallel (<see cref="ModelConfig.ParallelResidual"/>), GELU MLP with biases, untied head.</summary>
+    GptNeoX,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -245,6 +249,10 @@ public sealed record ModelConfig
     /// <summary>Gemma-3 <c>rope_local_base_freq</c>: the RoPE base of the sliding layers, which use no rope_scaling.</summary>
     public double? LocalRopeTheta { get; init; }
 
+    /// <summary>GPT-NeoX <c>use_parallel_residual</c>: true, each block adds attention and MLP, both read from its input
+    /// (x + attn(ln₁(x)) + mlp(ln₂(x))); false, in turn. Null outside gpt_neox.</summary>
+    public bool? ParallelResidual { get; init; }
+
     public HeadKind Head { get; init; } = HeadKind.LanguageModel;
 
     /// <summary>The JSON this config was loaded from, or null; <see cref="ToJson"/> starts from a copy of it.</summary>
@@ -308,7 +316,8 @@ public sealed record ModelConfig
         && FinalLogitSoftcap == other.FinalLogitSoftcap && LocalRopeTheta == other.LocalRopeTheta
         && (RopeLayers ?? []).SequenceEqual(other.RopeLayers ?? []) && (RopeLayers == null) == (other.RopeLayers == null)
         && EmbeddingMultiplier == other.EmbeddingMultiplier && AttentionMultiplier == other.AttentionMultiplier
-        && ResidualMultiplier == other.ResidualMultiplier && LogitsScaling == other.LogitsScaling;
+        && ResidualMultiplier == other.ResidualMultiplier && LogitsScaling == other.LogitsScaling
+        && ParallelResidual == other.ParallelResidual;
 
     public override int GetHashCode() =>
         HashCode.Combine(Family, VocabSize, HiddenSize, NumLayers, NumHeads, NumKvHeads, HeadDim, IntermediateSize);
@@ -365,6 +374,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.QkvOnly => (true, false, false),
             Checkpoints.BiasRule.AttentionBiasKey => (f.OptionalBool("attention_bias") ?? false) is var ab ? (ab, ab, false) : default,
             Checkpoints.BiasRule.AttentionAndMlpKeys => (f.OptionalBool("attention_bias") ?? false) is var ab2 ? (ab2, ab2, f.OptionalBool("mlp_bias") ?? false) : default,
+            Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => (f.OptionalBool("attention_bias") ?? true) is var ab3 ? (ab3, ab3, true) : default,
             _ => (false, false, false),
         };
         var (window, slidingLayers) = ParseWindow(f, table, layers);
@@ -402,6 +412,7 @@ public sealed record ModelConfig
             AttentionMultiplier = table.Multipliers ? f.OptionalDouble("attention_multiplier") ?? 1.0 : null,
             ResidualMultiplier = table.Multipliers ? f.OptionalDouble("residual_multiplier") ?? 1.0 : null,
             LogitsScaling = table.Multipliers ? f.OptionalDouble("logits_scaling") ?? 1.0 : null,
+            ParallelResidual = table.ParallelResidualKey ? f.OptionalBool("use_parallel_residual") ?? true : null,
             BosTokenId = f.OptionalInt("bos_token_id"),
             PadTokenId = f.OptionalInt("pad_token_id"),
             EosTokenIds = f.IntOrIntList("eos_token_id"),
@@ -496,17 +507,17 @@ public sealed record ModelConfig
     {
         var (theta, scaling, local) = ParseRopeSettings(f, table);
         // partial_rotary_factor: at the top level, or (transformers 5) inside rope_parameters; both must agree.
-        double? top = PartialRotary(f, table);
+        double? top = PartialRotary(f, table, table.PartialRotaryKey);
         double? inside = f.Get("rope_parameters") is JsonObject parameters && !IsByLayerType(parameters)
             ? PartialRotary(new ConfigFields(parameters, f.Source, "rope_parameters."), table) : null;
         if (top != null && inside != null && top != inside)
-            throw f.Error("partial_rotary_factor", $"{top} differs from rope_parameters.partial_rotary_factor {inside}; keep one");
-        return (theta, scaling, local, top ?? inside ?? 1.0);
+            throw f.Error(table.PartialRotaryKey, $"{top} differs from rope_parameters.partial_rotary_factor {inside}; keep one");
+        return (theta, scaling, local, top ?? inside ?? table.DefaultPartialRotary);
     }
 
     private static (double Theta, RopeScaling? Scaling, double? LocalTheta) ParseRopeSettings(ConfigFields f, Checkpoints.FamilyTable table)
     {
-        double? topTheta = f.OptionalDouble("rope_theta");
+        double? topTheta = f.OptionalDouble(table.RopeThetaKey);
         double? LocalTheta() => table.LocalRope ? f.OptionalDouble("rope_local_base_freq") ?? table.DefaultLocalRopeTheta : null;
         var node = f.Get("rope_parameters");
         if (node is null)
@@ -562,20 +573,23 @@ public sealed record ModelConfig
         if (perLayerType) PartialRotary(inner, table, allowed: false);
         double? theta = inner.OptionalDouble("rope_theta");
         if (theta != null && topTheta != null && theta != topTheta)
-            throw inner.Error("rope_theta", $"{theta} differs from the top-level rope_theta {topTheta}; keep one");
+            throw inner.Error("rope_theta", $"{theta} differs from the top-level {table.RopeThetaKey} {topTheta}; keep one");
         return (theta ?? topTheta ?? table.DefaultRopeTheta, ParseRopeScaling(inner, field, f, table, typeRequired: false));
     }
 
-    /// <summary>partial_rotary_factor where <paramref name="fields"/> has one. Only the Phi-3 family splits heads into
-    /// turned and passed channels; elsewhere (and per layer type) a factor other than 1 is refused.</summary>
-    private static double? PartialRotary(ConfigFields fields, Checkpoints.FamilyTable table, bool allowed = true)
+    /// <summary>The partial rotary factor where <paramref name="fields"/> has one (under <paramref name="key"/>: GPT-NeoX's
+    /// top level says rotary_pct). Only the families with <see cref="Checkpoints.FamilyTable.PartialRotary"/> split heads
+    /// into turned and passed channels; elsewhere (and per layer type) a factor other than 1 is refused.</summary>
+    private static double? PartialRotary(ConfigFields fields, Checkpoints.FamilyTable table, string key = "partial_rotary_factor", bool allowed = true)
     {
-        if (fields.OptionalDouble("partial_rotary_factor") is not { } factor) return null;
+        if (fields.OptionalDouble(key) is not { } factor) return null;
         if (factor != 1 && !(allowed && table.PartialRotary))
-            throw fields.Error("partial_rotary_factor", $"other than 1 is not supported for {table.ModelType} (RoPE on part of each head: phi3 only)");
-        if (!(factor > 0 && factor <= 1)) throw fields.Error("partial_rotary_factor", $"must be in (0, 1], not {factor}");
+            throw fields.Error(key, $"other than 1 is not supported for {table.ModelType} (RoPE on part of each head: {PartialRotaryFamilies} only)");
+        if (!(factor > 0 && factor <= 1)) throw fields.Error(key, $"must be in (0, 1], not {factor}");
         return factor;
     }
+
+    private static string PartialRotaryFamilies => string.Join(", ", Checkpoints.FamilyTables.All.Where(t => t.PartialRotary).Select(t => t.ModelType));
 
     /// <summary>The scaling part of a rope_scaling / rope_parameters object (<paramref name="inner"/>); null for
     /// rope_type default. <paramref name="f"/>: the top level (max_position_embeddings, original_max_position_embeddings).</summary>
@@ -704,6 +718,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.None => !AttentionQkvBias && !AttentionOutputBias && !MlpBias,
             Checkpoints.BiasRule.QkvOnly => AttentionQkvBias && !AttentionOutputBias && !MlpBias,
             Checkpoints.BiasRule.AttentionBiasKey => AttentionQkvBias == AttentionOutputBias && !MlpBias,
+            Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => AttentionQkvBias == AttentionOutputBias && MlpBias,
             _ => AttentionQkvBias == AttentionOutputBias,
         };
         if (!biasesOk)
@@ -713,6 +728,7 @@ public sealed record ModelConfig
                 Checkpoints.BiasRule.None => $"{family} has no biases",
                 Checkpoints.BiasRule.QkvOnly => $"{family} has q/k/v biases and no o_proj or MLP biases",
                 Checkpoints.BiasRule.AttentionBiasKey => $"{family}'s attention_bias covers q, k, v and o together, and its MLP has no biases",
+                Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => $"{family}'s attention_bias covers the qkv and output projections together, and its MLP always has biases",
                 _ => $"{family}'s attention_bias covers q, k, v and o together",
             });
         // A window on a family whose config cannot say so would vanish on save.
@@ -735,6 +751,9 @@ public sealed record ModelConfig
             if (table.Multipliers != (value != null)) throw Error($"{key} is a granite field, not {family}'s");
             if (value is double v && !(v > 0 && double.IsFinite(v))) throw Error($"field '{key}' must be a positive number, not {v}");
         }
+        if (table.ParallelResidualKey != (ParallelResidual != null)) throw Error($"use_parallel_residual is a gpt_neox field, not {family}'s");
+        if (table.Qkv != Checkpoints.QkvLayout.Separate && (NumKvHeads != NumHeads || HeadDim * NumHeads != HiddenSize))
+            throw Error($"{family} keeps q, k and v in one projection: no grouped-query attention or separate head_dim");
         if (table.LearnedPositions)
         {
             if (HiddenSize % NumHeads != 0)
@@ -748,7 +767,7 @@ public sealed record ModelConfig
             throw Error($"num_attention_heads {NumHeads} is not a multiple of num_key_value_heads {NumKvHeads}");
         if (HeadDim % 2 != 0)
             throw Error($"head_dim {HeadDim} must be even for rotary embeddings");
-        if (PartialRotaryFactor != 1 && !table.PartialRotary) throw Error($"partial_rotary_factor is a phi3 field, not {family}'s");
+        if (PartialRotaryFactor != 1 && !table.PartialRotary) throw Error($"partial_rotary_factor is a field of {PartialRotaryFamilies}, not {family}'s");
         if (RotaryDim <= 0 || RotaryDim % 2 != 0)
             throw Error($"partial_rotary_factor {PartialRotaryFactor} gives {RotaryDim} rotary channels of head_dim {HeadDim}; it must be a positive even number");
         if (!(RopeTheta > 0))
@@ -913,7 +932,7 @@ public sealed record ModelConfig
         bool ropeByLayerType = false;
         if (table.HasRope && Source?["rope_parameters"] is JsonObject sourceParameters)
         {
-            o.Remove("rope_theta");
+            o.Remove(table.RopeThetaKey);
             o.Remove("rope_scaling");
             if (IsByLayerType(sourceParameters))
             {
@@ -933,17 +952,19 @@ public sealed record ModelConfig
                 if (table.PartialRotary)
                 {
                     o["rope_parameters"]!["partial_rotary_factor"] = PartialRotaryFactor;
-                    o.Remove("partial_rotary_factor");
+                    o.Remove(table.PartialRotaryKey);
                 }
             }
         }
         else if (table.HasRope)
         {
-            o["rope_theta"] = RopeTheta;
+            o[table.RopeThetaKey] = RopeTheta;
             o["rope_scaling"] = RopeScaling is { } rs ? RopeScalingJson(rs) : null;
-            if (table.PartialRotary) o["partial_rotary_factor"] = PartialRotaryFactor;
+            if (table.PartialRotary) o[table.PartialRotaryKey] = PartialRotaryFactor;
         }
-        if (table.Biases is Checkpoints.BiasRule.AttentionBiasKey or Checkpoints.BiasRule.AttentionAndMlpKeys) o["attention_bias"] = AttentionQkvBias;
+        if (table.Biases is Checkpoints.BiasRule.AttentionBiasKey or Checkpoints.BiasRule.AttentionAndMlpKeys or Checkpoints.BiasRule.AttentionBiasKeyMlpAlways)
+            o["attention_bias"] = AttentionQkvBias;
+        if (ParallelResidual is bool parallel) o["use_parallel_residual"] = parallel;
         if (table.Biases is Checkpoints.BiasRule.AttentionAndMlpKeys) o["mlp_bias"] = MlpBias;
         if (table.Window is Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes) o["sliding_window"] = SlidingWindow;
         if (table.Window == Checkpoints.WindowRule.UseSlidingWindow)

@@ -131,17 +131,17 @@ public sealed class TransformerModel
         int d = config.HiddenSize;
         Add("embed.weight", config.VocabSize, d);
         if (config.LearnedPositions) Add("pos_embed.weight", config.MaxPositions, d);
-        bool gpt2 = config.Family == ModelFamily.Gpt2;
+        bool normBias = config.Norm == NormKind.LayerNorm, gatedMlp = config.Table.GatedMlp;
         for (int l = 0; l < config.NumLayers; l++)
         {
             string p = $"layers.{l}.";
             if (config.InputNorms) Add(p + "attn_norm.weight", d);
-            if (gpt2) Add(p + "attn_norm.bias", d);
-            if (gpt2)
+            if (normBias) Add(p + "attn_norm.bias", d);
+            if (config.Table.Qkv != Checkpoints.QkvLayout.Separate)
             {
-                // GPT-2 keeps q, k and v in one [3D, D] projection: one GEMM instead of three.
+                // GPT-2 and GPT-NeoX keep q, k and v in one [3D, D] projection: one GEMM instead of three.
                 Add(p + "attn.qkv.weight", 3 * d, d);
-                Add(p + "attn.qkv.bias", 3 * d);
+                if (config.AttentionQkvBias) Add(p + "attn.qkv.bias", 3 * d);
             }
             else
             {
@@ -161,13 +161,13 @@ public sealed class TransformerModel
             }
             if (config.SandwichNorms) Add(p + "attn_out_norm.weight", d);
             if (config.InputNorms) Add(p + "mlp_norm.weight", d);
-            if (gpt2)
+            if (normBias) Add(p + "mlp_norm.bias", d);
+            if (!gatedMlp)
             {
-                Add(p + "mlp_norm.bias", d);
                 Add(p + "mlp.fc.weight", config.IntermediateSize, d);
-                Add(p + "mlp.fc.bias", config.IntermediateSize);
+                if (config.MlpBias) Add(p + "mlp.fc.bias", config.IntermediateSize);
                 Add(p + "mlp.proj.weight", d, config.IntermediateSize);
-                Add(p + "mlp.proj.bias", d);
+                if (config.MlpBias) Add(p + "mlp.proj.bias", d);
             }
             else
             {
@@ -181,7 +181,7 @@ public sealed class TransformerModel
             if (config.SandwichNorms) Add(p + "mlp_out_norm.weight", d);
         }
         Add("final_norm.weight", d);
-        if (gpt2) Add("final_norm.bias", d);
+        if (normBias) Add("final_norm.bias", d);
         if (config.Head == HeadKind.Scalar) Add("score.weight", 1, d);
         else if (!config.TieWordEmbeddings) Add("lm_head.weight", config.VocabSize, d);
         if (!config.LearnedPositions) _rope = new RopeTableCache(config.RopeFrequencies(), config.RopeAttentionFactor);
@@ -395,19 +395,28 @@ public sealed class TransformerModel
         var h = c.InputNorms ? Norm(x, p + "attn_norm") : x;
         int? window = c.WindowOf(l);
         Tensor q, k, v, a;
-        if (c.Family == ModelFamily.Gpt2 && !c.QkNorm && pass.GlobalRope == null && pass.Cache == null)
+        var qkvLayout = c.Table.Qkv;
+        if (qkvLayout == Checkpoints.QkvLayout.Concatenated && !c.QkNorm && pass.GlobalRope == null && pass.Cache == null)
         {
             // Attention reads q, k and v in place from the fused projection (no slice copies there and back).
             var qkv = Ops.Reshape(Linear(h, p + "attn.qkv"), batch, seq, c.QueryDim + 2 * c.KvDim);
             a = Ops.CausalAttentionPacked(qkv, c.NumHeads, c.NumKvHeads, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap, pass.SegmentStarts);
             return BlockTail(x, a, p, batch, seq);
         }
-        if (c.Family == ModelFamily.Gpt2)
+        if (qkvLayout == Checkpoints.QkvLayout.Concatenated)
         {
             var qkv = Linear(h, p + "attn.qkv");
             q = Ops.Slice(qkv, -1, 0, c.QueryDim);
             k = Ops.Slice(qkv, -1, c.QueryDim, c.KvDim);
             v = Ops.Slice(qkv, -1, c.QueryDim + c.KvDim, c.KvDim);
+        }
+        else if (qkvLayout == Checkpoints.QkvLayout.PerHead)
+        {
+            // GPT-NeoX: each head's rows are its q, k and v in turn, so the heads split first.
+            var qkv = Ops.Reshape(Linear(h, p + "attn.qkv"), batch, seq, c.NumHeads, 3 * c.HeadDim);
+            q = Ops.Slice(qkv, -1, 0, c.HeadDim);
+            k = Ops.Slice(qkv, -1, c.HeadDim, c.HeadDim);
+            v = Ops.Slice(qkv, -1, 2 * c.HeadDim, c.HeadDim);
         }
         else
         {
@@ -449,6 +458,13 @@ public sealed class TransformerModel
     {
         var c = Config;
         var attnIn = Ops.Reshape(a, batch, seq, c.QueryDim);
+        if (c.ParallelResidual == true)
+        {
+            // GPT-NeoX: the MLP reads the block's input, not the attention's sum; added as transformers adds them.
+            var attention = Linear(attnIn, p + "attn.o");
+            var mlp = Mlp(Norm(x, p + "mlp_norm"), p);
+            return Ops.Add(Ops.Add(mlp, attention), x);
+        }
         // Granite scales each output before its residual add, so its residuals stay outside the products.
         float residualScale = (float)(c.ResidualMultiplier ?? 1.0);
         bool intoProducts = Ops.RoundsActivations && !c.SandwichNorms && residualScale == 1;
@@ -463,14 +479,15 @@ public sealed class TransformerModel
 
         var m = c.InputNorms ? Norm(x, p + "mlp_norm") : x;
         if (intoProducts)
-            return c.Family == ModelFamily.Gpt2 ? AddLinear(x, Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj") : GatedMlp(m, p, x);
-        var mlpOut = c.Family == ModelFamily.Gpt2
-            ? Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj")
-            : GatedMlp(m, p);
+            return c.Table.GatedMlp ? GatedMlp(m, p, x) : AddLinear(x, Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj");
+        var mlpOut = Mlp(m, p);
         if (c.SandwichNorms) mlpOut = Norm(mlpOut, p + "mlp_out_norm");
         if (residualScale != 1) mlpOut = Ops.MulScalar(mlpOut, residualScale);
         return Ops.Add(x, mlpOut);
     }
+
+    /// <summary>The block's MLP on its normed input m: gated, or fc → activation → proj (GPT-2, GPT-NeoX).</summary>
+    private Tensor Mlp(Tensor m, string p) => Config.Table.GatedMlp ? GatedMlp(m, p) : Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj");
 
     /// <summary>Vocabulary logits [B, T, V] (LM head) or one score per position [B, T] (scalar head).</summary>
     public Tensor Forward(ReadOnlySpan<int> ids, int batch, int seq, int[]? positions = null, bool[]? keyMask = null, KvCache? cache = null)

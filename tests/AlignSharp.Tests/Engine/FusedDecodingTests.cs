@@ -242,7 +242,7 @@ public class FusedDecodingTests(ITestOutputHelper output)
     /// <summary>
     /// Generation with a LoRA adapter on every linear layer (B drawn at random, so every term counts) on bf16 fixtures:
     /// q/k/v biases (Qwen2), fused q/k/v and gate/up checkpoint tensors whose adapters are sliced by rows (Phi-3),
-    /// Llama with grouped queries, GPT-2 and Gemma-2. The same tokens and log-probabilities with the terms inside the products as without,
+    /// Llama with grouped queries, GPT-2, Gemma-2 and GPT-NeoX. The same tokens and log-probabilities with the terms inside the products as without,
     /// and different ones from the base model.
     /// </summary>
     [Theory]
@@ -252,6 +252,7 @@ public class FusedDecodingTests(ITestOutputHelper output)
     [InlineData("llama-gqa", 80)]            // past the small-k path: every term a product of its own
     [InlineData("gpt2-hub", 4)]              // one fused c_attn tensor (Conv1D), a GELU MLP, biases
     [InlineData("gemma2-softcap-window", 4)] // GeGLU, soft caps
+    [InlineData("gpt-neox-pythia", 4)]       // q/k/v fused head by head, partial RoPE, parallel residual
     public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture, int rank)
     {
         Native(3);

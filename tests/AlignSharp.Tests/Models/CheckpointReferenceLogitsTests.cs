@@ -71,6 +71,15 @@ public sealed class CheckpointReferenceLogitsTests
                     k = qkv.Select(r => r[D..(2 * D)]).ToArray();
                     v = qkv.Select(r => r[(2 * D)..]).ToArray();
                 }
+                else if (_c.Family == ModelFamily.GptNeoX)
+                {
+                    // Rows head by head: head j's q, k and v are rows 3·hd·j + [0, hd), [hd, 2hd), [2hd, 3hd).
+                    var qkv = Linear(x, p + "attn.qkv");
+                    int hd = _c.HeadDim;
+                    double[][] Part(int which) => qkv.Select(r => Enumerable.Range(0, _c.NumHeads)
+                        .SelectMany(j => r[(3 * hd * j + which * hd)..(3 * hd * j + (which + 1) * hd)]).ToArray()).ToArray();
+                    (q, k, v) = (Rope(Part(0), false), Rope(Part(1), false), Part(2));
+                }
                 else
                 {
                     q = Linear(x, p + "attn.q");
@@ -90,10 +99,12 @@ public sealed class CheckpointReferenceLogitsTests
                     v = Linear(x, p + "attn.v");
                 }
                 var attnOut = Linear(Attention(q, k, v, _c.WindowOf(l)), p + "attn.o");
+                // GPT-NeoX's parallel residual: the MLP reads the block's input, both outputs are added to it.
+                var blockInput = h.Select(r => r.ToArray()).ToArray();
                 Add(h, _c.SandwichNorms ? Norm(attnOut, p + "attn_out_norm") : attnOut, _c.ResidualMultiplier ?? 1.0);
-                x = _c.InputNorms ? Norm(h, p + "mlp_norm") : h;
+                x = _c.InputNorms ? Norm(_c.ParallelResidual == true ? blockInput : h, p + "mlp_norm") : h;
                 double[][] m;
-                if (_c.Family == ModelFamily.Gpt2)
+                if (_c.Family is ModelFamily.Gpt2 or ModelFamily.GptNeoX)
                 {
                     m = Linear(x, p + "mlp.fc");
                     foreach (var r in m)

@@ -21,7 +21,7 @@ public sealed class FamilyTests : IDisposable
 
     public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
-        "phi4-mini-partial-rotary", "gemma1-geglu");
+        "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -33,7 +33,7 @@ public sealed class FamilyTests : IDisposable
     {
         var model = Load(fixture);
         var c = model.Config;
-        var names = new List<string> { "final_norm.weight", "layers.1.mlp.gate.weight" };
+        var names = new List<string> { "final_norm.weight", c.Table.GatedMlp ? "layers.1.mlp.gate.weight" : "layers.1.mlp.fc.weight" };
         if (c.InputNorms) names.Add("layers.0.attn_norm.weight");
         if (c.QkNorm) names.AddRange(["layers.0.attn.q_norm.weight", "layers.1.attn.k_norm.weight"]);
         if (c.SandwichNorms) names.AddRange(["layers.0.attn_out_norm.weight", "layers.2.mlp_out_norm.weight"]);
@@ -102,6 +102,8 @@ public sealed class FamilyTests : IDisposable
     [InlineData("phi3-longrope", "model.layers.0.self_attn.qkv_proj.weight", "model.layers.1.mlp.gate_up_proj.weight")]
     [InlineData("smollm3-nope", "model.layers.2.self_attn.q_proj.weight", "model.layers.3.mlp.down_proj.weight")]
     [InlineData("olmo2-post-norm", "model.layers.0.self_attn.q_norm.weight", "model.layers.2.post_feedforward_layernorm.weight")]
+    [InlineData("gpt-neox-pythia", "gpt_neox.layers.1.attention.query_key_value.weight", "embed_out.weight")]
+    [InlineData("gpt-neox-v5-sequential", "gpt_neox.layers.0.mlp.dense_4h_to_h.bias", "gpt_neox.final_layer_norm.bias")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -111,7 +113,9 @@ public sealed class FamilyTests : IDisposable
         {
             var names = reader.Shapes().Keys.ToHashSet();
             using var original = CheckpointReader.Open(Fixtures.Dir(fixture));
-            Assert.Equal(original.Shapes().Keys.Order(), names.Order());   // exactly the HF names (tied: no lm_head)
+            // Exactly the HF names (tied: no lm_head), less the buffers loading skips (Pythia's attention masks).
+            var skipped = CheckpointNames.Bind(model.Config, original).Ignored;
+            Assert.Equal(original.Shapes().Keys.Except(skipped).Order(), names.Order());
             Assert.Contains(tensorA, names);
             Assert.Contains(tensorB, names);
             // Every tensor as the checkpoint had it: Phi-3's split projections are fused again in their order.
@@ -281,6 +285,38 @@ public sealed class FamilyTests : IDisposable
         Assert.Equal((256, true), (original.HeadDim, original.TieWordEmbeddings));
     }
 
+    /// <summary>GPT-NeoX's keys: transformers 4's rotary_pct (default 0.25) and rotary_emb_base (default 10000) are
+    /// transformers 5's rope_parameters.partial_rotary_factor and rope_theta, each written back where its format keeps it;
+    /// use_parallel_residual and attention_bias default to true; the two bases disagreeing is an error naming the field.</summary>
+    [Fact]
+    public void GptNeoXReadsItsRotaryKeysInBothFormats()
+    {
+        const string shape = "\"model_type\":\"gpt_neox\",\"vocab_size\":10,\"hidden_size\":32,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16";
+        var defaults = ModelConfig.Parse("{" + shape + "}");
+        Assert.Equal((16, 4, 10000.0), (defaults.HeadDim, defaults.RotaryDim, defaults.RopeTheta));
+        Assert.Equal((true, true, true, true, false), (defaults.ParallelResidual!.Value, defaults.AttentionQkvBias, defaults.AttentionOutputBias, defaults.MlpBias, defaults.TieWordEmbeddings));
+        Assert.Equal((HiddenActivation.Gelu, 1e-5), (defaults.Activation, defaults.NormEps));
+        var legacy = ModelConfig.Parse("{" + shape + ",\"rotary_pct\":0.5,\"rotary_emb_base\":5000,\"use_parallel_residual\":false,\"attention_bias\":false}");
+        Assert.Equal((8, 5000.0, false, false, true), (legacy.RotaryDim, legacy.RopeTheta, legacy.ParallelResidual!.Value, legacy.AttentionQkvBias, legacy.MlpBias));
+        var written = JsonNode.Parse(legacy.ToJson())!;
+        Assert.Equal((0.5, 5000.0, false), ((double)written["rotary_pct"]!, (double)written["rotary_emb_base"]!, (bool)written["use_parallel_residual"]!));
+        Assert.Null(written["rope_theta"]);
+        Assert.Null(written["partial_rotary_factor"]);
+        var v5 = ModelConfig.Parse("{" + shape + ",\"use_parallel_residual\":false,\"attention_bias\":false,\"rope_parameters\":{\"rope_type\":\"default\",\"rope_theta\":5000,\"partial_rotary_factor\":0.5}}");
+        Assert.Equal(legacy, v5);
+        var v5Written = JsonNode.Parse(v5.ToJson())!;
+        Assert.Equal(0.5, (double)v5Written["rope_parameters"]!["partial_rotary_factor"]!);
+        Assert.Null(v5Written["rotary_pct"]);
+        Assert.Equal(v5, ModelConfig.Parse(v5.ToJson()));
+        var e = Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"rotary_emb_base\":5000,\"rope_parameters\":{\"rope_theta\":10000}}"));
+        Assert.Contains("field 'rope_parameters.rope_theta' 10000 differs from the top-level rotary_emb_base 5000", e.Message);
+        e = Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"rotary_pct\":0.1}"));
+        Assert.Contains("gives 1 rotary channels of head_dim 16", e.Message);
+        // A grouped-query NeoX config cannot exist: its projection is fused head by head.
+        e = Assert.Throws<UserInputException>(() => new TransformerModel(defaults with { NumKvHeads = 1 }));
+        Assert.Contains("one projection", e.Message);
+    }
+
     /// <summary>partial_rotary_factor at the top level (transformers 4) or inside rope_parameters (transformers 5) is the
     /// same config, written back where each format keeps it; the two disagreeing is an error.</summary>
     [Fact]
@@ -305,9 +341,10 @@ public sealed class FamilyTests : IDisposable
     {
         foreach (var table in FamilyTables.All)
         {
+            // head_dim 8: GPT-NeoX's default rotary_pct 0.25 turns 2 channels of it.
             var config = ModelConfig.Parse(table.LearnedPositions
                 ? $"{{\"model_type\":\"{table.ModelType}\",\"vocab_size\":10,\"n_embd\":8,\"n_layer\":3,\"n_head\":2}}"
-                : $"{{\"model_type\":\"{table.ModelType}\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":3,\"num_attention_heads\":2,\"intermediate_size\":16,\"head_dim\":4}}");
+                : $"{{\"model_type\":\"{table.ModelType}\",\"vocab_size\":10,\"hidden_size\":16,\"num_hidden_layers\":3,\"num_attention_heads\":2,\"intermediate_size\":16,\"head_dim\":8}}");
             Assert.Equal(table.Family, config.Family);
             var json = JsonNode.Parse(config.ToJson())!;
             Assert.Equal(table.ModelType, (string)json["model_type"]!);

@@ -111,7 +111,7 @@ public static class CheckpointNames
         var ignorable = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < config.NumLayers; i++)
             foreach (var pattern in table.IgnoredPerLayer) ignorable.Add(prefix + pattern.Replace("{i}", i.ToString()));
-        if (config.Head == HeadKind.LanguageModel && config.TieWordEmbeddings) ignorable.Add("lm_head.weight");
+        if (config.Head == HeadKind.LanguageModel && config.TieWordEmbeddings) ignorable.Add(table.LmHead);
 
         var ignored = new List<string>();
         var unexpected = new List<string>();
@@ -161,7 +161,7 @@ public static class CheckpointNames
         for (int i = 0; i < config.NumLayers; i++)
             foreach (var rule in table.PerLayer) Add(rule, i);
         foreach (var rule in table.Global.Where(r => r.Canonical.StartsWith("final_norm", StringComparison.Ordinal))) Add(rule, -1);
-        foreach (var rule in HeadNames.Rules) Add(rule, -1);
+        foreach (var rule in table.Heads) Add(rule, -1);
         return result;
     }
 }

@@ -17,6 +17,24 @@ internal enum BiasRule
 
     /// <summary><c>attention_bias</c> covers q, k, v and o; <c>mlp_bias</c> the MLP (llama).</summary>
     AttentionAndMlpKeys,
+
+    /// <summary><c>attention_bias</c> (default true) covers the fused qkv and the output projection; the MLP always has
+    /// them (gpt_neox).</summary>
+    AttentionBiasKeyMlpAlways,
+}
+
+/// <summary>How q, k and v are kept: three projections, or one [3·D, D] projection (canonical <c>attn.qkv</c>).</summary>
+internal enum QkvLayout
+{
+    /// <summary>Separate q, k and v projections (canonical <c>attn.q</c>, <c>attn.k</c>, <c>attn.v</c>).</summary>
+    Separate,
+
+    /// <summary>One projection whose rows are all of q, then all of k, then all of v (gpt2's c_attn).</summary>
+    Concatenated,
+
+    /// <summary>One projection whose rows go head by head, each head's q, k and v in turn (gpt_neox's query_key_value,
+    /// read as [heads, 3, head_dim]).</summary>
+    PerHead,
 }
 
 /// <summary>Where sliding-window attention applies and how the config says so.</summary>
@@ -89,6 +107,19 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// <summary>MLP shape: gpt2's fc → act → proj, else the gated down(act(gate(x)) · up(x)).</summary>
     public bool GatedMlp { get; init; } = true;
 
+    public QkvLayout Qkv { get; init; } = QkvLayout.Separate;
+
+    /// <summary>GPT-NeoX: <c>use_parallel_residual</c> (default true) runs attention and MLP side by side on the block's
+    /// input, x + attn(ln₁(x)) + mlp(ln₂(x)); false runs them in turn as every other family does.</summary>
+    public bool ParallelResidualKey { get; init; }
+
+    /// <summary>The top-level keys of the RoPE base and the partial rotary factor in transformers 4's format (gpt_neox:
+    /// rotary_emb_base, rotary_pct); inside transformers 5's rope_parameters they are always rope_theta and
+    /// partial_rotary_factor.</summary>
+    public string RopeThetaKey { get; init; } = "rope_theta";
+    public string PartialRotaryKey { get; init; } = "partial_rotary_factor";
+    public double DefaultPartialRotary { get; init; } = 1;
+
     public BiasRule Biases { get; init; }
     public WindowRule Window { get; init; }
 
@@ -132,8 +163,9 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// <summary>SmolLM3: <c>no_rope_layers</c> (or <c>no_rope_layer_interval</c>) names layers without RoPE.</summary>
     public bool NoRopeLayers { get; init; }
 
-    /// <summary>Phi-3 (Phi-4-mini): <c>partial_rotary_factor</c> below 1 rotates the first head_dim · factor channels of
-    /// each head only (transformers splits q and k there for this family; elsewhere a factor other than 1 is refused).</summary>
+    /// <summary>Phi-3 (Phi-4-mini), GPT-NeoX: <c>partial_rotary_factor</c> below 1 rotates the first head_dim · factor
+    /// channels of each head only (transformers splits q and k there for these families; elsewhere a factor other than 1
+    /// is refused).</summary>
     public bool PartialRotary { get; init; }
 
     /// <summary>A key read for the activation before <see cref="ConfigKeys.Activation"/> when the config has it (Gemma 1's
@@ -169,6 +201,7 @@ internal static class FamilyTables
         LearnedPositions = true,
         Norm = NormKind.LayerNorm,
         GatedMlp = false,
+        Qkv = QkvLayout.Concatenated,
         Biases = BiasRule.All,
         Window = WindowRule.None,
         Activations = [("gelu_new", HiddenActivation.GeluTanh), ("gelu_pytorch_tanh", HiddenActivation.GeluTanh), ("gelu", HiddenActivation.Gelu)],
@@ -328,7 +361,27 @@ internal static class FamilyTables
         Rejected = [BidirectionalAttention],
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma];
+    /// <summary>GPT-NeoX (GPTNeoXForCausalLM: Pythia, the models of TRL's PPO/RLOO TL;DR examples): LayerNorm with biases,
+    /// q/k/v fused head by head, RoPE on the first rotary_pct (0.25) of each head, attention and MLP in parallel by
+    /// default, an fc → GELU → proj MLP with biases, an untied head named embed_out; transformers' GPTNeoXConfig defaults.</summary>
+    public static readonly FamilyTable GptNeoX = new(ModelFamily.GptNeoX, "gpt_neox", "GPTNeoXForCausalLM", "GPTNeoXForSequenceClassification", GptNeoXNameTable.Table)
+    {
+        Keys = ConfigKeys.Standard with { NumKvHeads = null, HeadDim = null, NormEps = "layer_norm_eps" },
+        Norm = NormKind.LayerNorm,
+        GatedMlp = false,
+        Qkv = QkvLayout.PerHead,
+        ParallelResidualKey = true,
+        Biases = BiasRule.AttentionBiasKeyMlpAlways,
+        Activations = [("gelu", HiddenActivation.Gelu), ("gelu_new", HiddenActivation.GeluTanh), ("gelu_pytorch_tanh", HiddenActivation.GeluTanh)],
+        DefaultMaxPositions = 2048,
+        DefaultNormEps = 1e-5,
+        PartialRotary = true,
+        RopeThetaKey = "rotary_emb_base",
+        PartialRotaryKey = "rotary_pct",
+        DefaultPartialRotary = 0.25,
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

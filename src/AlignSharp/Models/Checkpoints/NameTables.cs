@@ -9,15 +9,14 @@ internal sealed record NameRule(string Canonical, string Checkpoint, bool Transp
     Func<ModelConfig, (int FirstRow, int TotalRows)>? Fused = null);
 
 /// <summary>A family's checkpoint naming: body prefixes (first one is what save_pretrained writes), tensors
-/// outside and inside layers, and per-layer buffers that checkpoints may carry and loaders skip.</summary>
-internal sealed record NameTable(string[] Prefixes, NameRule[] Global, NameRule[] PerLayer, string[] IgnoredPerLayer);
-
-/// <summary>Heads are the same across families and never prefixed.</summary>
-internal static class HeadNames
+/// outside and inside layers, per-layer buffers that checkpoints may carry and loaders skip, and the untied LM head's
+/// name (never prefixed; GPT-NeoX calls it embed_out).</summary>
+internal sealed record NameTable(string[] Prefixes, NameRule[] Global, NameRule[] PerLayer, string[] IgnoredPerLayer, string LmHead = "lm_head.weight")
 {
-    public static readonly NameRule[] Rules =
+    /// <summary>The heads, never prefixed: the LM head under <see cref="LmHead"/>, the scalar head as score.weight.</summary>
+    public NameRule[] Heads =>
     [
-        new("lm_head.weight", "lm_head.weight", false,
+        new("lm_head.weight", LmHead, false,
             c => c.Head == HeadKind.LanguageModel && !c.TieWordEmbeddings ? [c.VocabSize, c.HiddenSize] : null, Unprefixed: true),
         new("score.weight", "score.weight", false,
             c => c.Head == HeadKind.Scalar ? [1, c.HiddenSize] : null, Unprefixed: true),
@@ -191,4 +190,40 @@ internal static class Phi3NameTable
             new("layers.{i}.mlp.down.weight", "layers.{i}.mlp.down_proj.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}
+
+/// <summary>
+/// GPT-NeoX (Pythia): <c>gpt_neox.</c> prefix, <c>embed_in</c>, LayerNorms with biases (<c>input_layernorm</c>,
+/// <c>post_attention_layernorm</c>, <c>final_layer_norm</c>), the fused <c>attention.query_key_value</c> kept fused
+/// (canonical <c>attn.qkv</c>, rows head by head: q, k, v of head 0, then of head 1, ...), <c>attention.dense</c>,
+/// <c>mlp.dense_h_to_4h</c> / <c>mlp.dense_4h_to_h</c>, and the untied head <c>embed_out</c>. Older checkpoints carry
+/// the attention's mask and rotary buffers, which are skipped.
+/// </summary>
+internal static class GptNeoXNameTable
+{
+    public static readonly NameTable Table = new(
+        Prefixes: ["gpt_neox.", ""],
+        Global:
+        [
+            new("embed.weight", "embed_in.weight", false, c => [c.VocabSize, c.HiddenSize]),
+            new("final_norm.weight", "final_layer_norm.weight", false, c => [c.HiddenSize]),
+            new("final_norm.bias", "final_layer_norm.bias", false, c => [c.HiddenSize]),
+        ],
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.attn_norm.bias", "layers.{i}.input_layernorm.bias", false, c => [c.HiddenSize]),
+            new("layers.{i}.attn.qkv.weight", "layers.{i}.attention.query_key_value.weight", false, c => [3 * c.HiddenSize, c.HiddenSize]),
+            new("layers.{i}.attn.qkv.bias", "layers.{i}.attention.query_key_value.bias", false, c => c.AttentionQkvBias ? [3 * c.HiddenSize] : null),
+            new("layers.{i}.attn.o.weight", "layers.{i}.attention.dense.weight", false, c => [c.HiddenSize, c.HiddenSize]),
+            new("layers.{i}.attn.o.bias", "layers.{i}.attention.dense.bias", false, c => c.AttentionOutputBias ? [c.HiddenSize] : null),
+            new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp_norm.bias", "layers.{i}.post_attention_layernorm.bias", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp.fc.weight", "layers.{i}.mlp.dense_h_to_4h.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+            new("layers.{i}.mlp.fc.bias", "layers.{i}.mlp.dense_h_to_4h.bias", false, c => [c.IntermediateSize]),
+            new("layers.{i}.mlp.proj.weight", "layers.{i}.mlp.dense_4h_to_h.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+            new("layers.{i}.mlp.proj.bias", "layers.{i}.mlp.dense_4h_to_h.bias", false, c => [c.HiddenSize]),
+        ],
+        IgnoredPerLayer: ["layers.{i}.attention.bias", "layers.{i}.attention.masked_bias", "layers.{i}.attention.rotary_emb.inv_freq"],
+        LmHead: "embed_out.weight");
 }
