@@ -13,7 +13,7 @@ two input sequences and the logits expected for every position of each.
 The reference forward passes below are written from the Hugging Face definitions (transformers'
 modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
 modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
-modeling_gpt_neox.py, modeling_rope_utils.py); Debian ships neither
+modeling_gpt_neox.py / modeling_stablelm.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -60,6 +60,8 @@ Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V 
           rotate_half within them), a = Attn(q, k, v) Wdense^T + b; use_parallel_residual:
           h = mlp(LN(h; post_attention_layernorm)) + a + h, else h = a + h, h = mlp(LN(h; post_attention_layernorm)) + h;
           mlp(x) = act(x W_h_to_4h^T + b) W_4h_to_h^T + b; logits = LN(h; final_layer_norm) @ embed_out^T (untied).
+  StableLM: as Llama, with LN (weight and bias) in place of RMS, q/k/v biases when use_qkv_bias, and rope on the
+          first int(hd * partial_rotary_factor) channels of q and k (default 0.25).
   Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
           Mistral with sliding_window W also masks key j for query i when i - j >= W (a query sees at most
           W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay);
@@ -1272,6 +1274,63 @@ def fixture_neox_v5_sequential():
                     make_cases(g, cfg["vocab_size"]), neox_forward, w, cfg, neox_inv_freq(cfg))
 
 
+def stablelm_forward(w, cfg, ids):
+    """StableLM as modeling_stablelm.py: Llama's projections (q/k/v biases with use_qkv_bias, no o or MLP biases), LayerNorms
+    with biases instead of RMSNorm, RoPE on the first int(hd * partial_rotary_factor) channels (default 0.25), grouped
+    queries, gated SiLU MLP, untied lm_head."""
+    t = len(ids)
+    nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    hd, eps = cfg["hidden_size"] // nh, cfg["layer_norm_eps"]
+    rot = int(hd * cfg.get("partial_rotary_factor", 0.25))
+    base = cfg.get("rope_theta", 10000.0)
+    inv_freq = 1.0 / (base ** (torch.arange(0, rot, 2, dtype=torch.int64).float() / rot))
+    freqs = torch.arange(t, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1).double()
+    cos, sin = emb.cos(), emb.sin()
+    lin = linear(w)
+
+    def rope(x):
+        r = x[..., :rot]
+        return torch.cat((r * cos + rotate_half(r) * sin, x[..., rot:]), dim=-1)
+
+    def ln(x, name):
+        return layer_norm(x, w[name + ".weight"], w[name + ".bias"], eps)
+
+    h = w["model.embed_tokens.weight"][ids]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        x = ln(h, p + "input_layernorm")
+        q = rope(lin(x, p + "self_attn.q_proj").reshape(t, nh, hd).transpose(0, 1))
+        k = rope(lin(x, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1))
+        v = lin(x, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
+        k, v = k.repeat_interleave(nh // nkv, dim=0), v.repeat_interleave(nh // nkv, dim=0)
+        h = h + lin(causal_attention(q, k, v), p + "self_attn.o_proj")
+        x = ln(h, p + "post_attention_layernorm")
+        g = lin(x, p + "mlp.gate_proj")
+        h = h + lin(g * torch.sigmoid(g) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
+    return ln(h, "model.norm") @ w["lm_head.weight"].T
+
+
+def fixture_stablelm2():
+    g = torch.Generator().manual_seed(1025)
+    # As stablelm-2-1_6b's config, in small: q/k/v biases, LayerNorm eps 1e-5, partial_rotary_factor absent (the
+    # default 0.25: RoPE on 4 of head_dim 16), grouped queries (heads 4 / kv 2), untied head.
+    cfg = llama_family_config("stablelm", "StableLmForCausalLM", use_qkv_bias=True, qk_layernorm=False,
+                              use_parallel_residual=False, layer_norm_eps=1e-05, hidden_size=64, vocab_size=92,
+                              bos_token_id=0, eos_token_id=0, hidden_dropout=0.0)
+    cfg.pop("rms_norm_eps")
+    w = llama_weights(g, cfg, qkv_bias=True)
+    d_model = cfg["hidden_size"]
+    for name in [k for k in w if k.endswith("layernorm.weight")] + ["model.norm.weight"]:
+        w[name[: -len(".weight")] + ".bias"] = randn(g, d_model, std=0.1)
+    d = fresh_dir("stablelm2-qkv-bias")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "stablelm (StableLM-2): LayerNorms with biases, use_qkv_bias, partial_rotary_factor absent (the "
+                    "default 0.25: 4 of head_dim 16 turn), heads 4 / kv 2, SwiGLU, untied head",
+                    make_cases(g, cfg["vocab_size"]), stablelm_forward, w, cfg)
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -1298,6 +1357,7 @@ def main():
     fixture_gemma1()
     fixture_neox_pythia()
     fixture_neox_v5_sequential()
+    fixture_stablelm2()
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ public enum ModelFamily
     /// <summary><c>gpt_neox</c> (Pythia): LayerNorm with biases, q/k/v fused head by head, partial RoPE, attention and MLP
     /// in parallel (<see cref="ModelConfig.ParallelResidual"/>), GELU MLP with biases, untied head.</summary>
     GptNeoX,
+
+    /// <summary><c>stablelm</c> (StableLM-2, StableLM-3B): Llama's block with LayerNorms (with biases), partial RoPE and
+    /// q/k/v biases per <c>use_qkv_bias</c>.</summary>
+    StableLm,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -375,6 +379,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.AttentionBiasKey => (f.OptionalBool("attention_bias") ?? false) is var ab ? (ab, ab, false) : default,
             Checkpoints.BiasRule.AttentionAndMlpKeys => (f.OptionalBool("attention_bias") ?? false) is var ab2 ? (ab2, ab2, f.OptionalBool("mlp_bias") ?? false) : default,
             Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => (f.OptionalBool("attention_bias") ?? true) is var ab3 ? (ab3, ab3, true) : default,
+            Checkpoints.BiasRule.UseQkvBiasKey => (f.OptionalBool("use_qkv_bias") ?? false, false, false),
             _ => (false, false, false),
         };
         var (window, slidingLayers) = ParseWindow(f, table, layers);
@@ -719,6 +724,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.QkvOnly => AttentionQkvBias && !AttentionOutputBias && !MlpBias,
             Checkpoints.BiasRule.AttentionBiasKey => AttentionQkvBias == AttentionOutputBias && !MlpBias,
             Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => AttentionQkvBias == AttentionOutputBias && MlpBias,
+            Checkpoints.BiasRule.UseQkvBiasKey => !AttentionOutputBias && !MlpBias,
             _ => AttentionQkvBias == AttentionOutputBias,
         };
         if (!biasesOk)
@@ -729,6 +735,7 @@ public sealed record ModelConfig
                 Checkpoints.BiasRule.QkvOnly => $"{family} has q/k/v biases and no o_proj or MLP biases",
                 Checkpoints.BiasRule.AttentionBiasKey => $"{family}'s attention_bias covers q, k, v and o together, and its MLP has no biases",
                 Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => $"{family}'s attention_bias covers the qkv and output projections together, and its MLP always has biases",
+                Checkpoints.BiasRule.UseQkvBiasKey => $"{family} has biases on q, k and v only (use_qkv_bias)",
                 _ => $"{family}'s attention_bias covers q, k, v and o together",
             });
         // A window on a family whose config cannot say so would vanish on save.
@@ -949,7 +956,11 @@ public sealed record ModelConfig
             else
             {
                 o["rope_parameters"] = RopeParametersJson(RopeTheta, RopeScaling);
-                if (table.PartialRotary)
+                // The factor stays where the source kept it (StableLM's transformers 5 config keeps it at the top
+                // level); inside rope_parameters otherwise, as transformers 5 writes Phi-3's and GPT-NeoX's.
+                if (table.PartialRotary && Source?[table.PartialRotaryKey] != null && sourceParameters["partial_rotary_factor"] == null)
+                    o[table.PartialRotaryKey] = PartialRotaryFactor;
+                else if (table.PartialRotary)
                 {
                     o["rope_parameters"]!["partial_rotary_factor"] = PartialRotaryFactor;
                     o.Remove(table.PartialRotaryKey);
@@ -964,6 +975,7 @@ public sealed record ModelConfig
         }
         if (table.Biases is Checkpoints.BiasRule.AttentionBiasKey or Checkpoints.BiasRule.AttentionAndMlpKeys or Checkpoints.BiasRule.AttentionBiasKeyMlpAlways)
             o["attention_bias"] = AttentionQkvBias;
+        if (table.Biases == Checkpoints.BiasRule.UseQkvBiasKey) o["use_qkv_bias"] = AttentionQkvBias;
         if (ParallelResidual is bool parallel) o["use_parallel_residual"] = parallel;
         if (table.Biases is Checkpoints.BiasRule.AttentionAndMlpKeys) o["mlp_bias"] = MlpBias;
         if (table.Window is Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes) o["sliding_window"] = SlidingWindow;

@@ -21,7 +21,7 @@ public sealed class FamilyTests : IDisposable
 
     public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
-        "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential");
+        "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -104,6 +104,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("olmo2-post-norm", "model.layers.0.self_attn.q_norm.weight", "model.layers.2.post_feedforward_layernorm.weight")]
     [InlineData("gpt-neox-pythia", "gpt_neox.layers.1.attention.query_key_value.weight", "embed_out.weight")]
     [InlineData("gpt-neox-v5-sequential", "gpt_neox.layers.0.mlp.dense_4h_to_h.bias", "gpt_neox.final_layer_norm.bias")]
+    [InlineData("stablelm2-qkv-bias", "model.layers.1.post_attention_layernorm.bias", "model.norm.bias")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -315,6 +316,32 @@ public sealed class FamilyTests : IDisposable
         // A grouped-query NeoX config cannot exist: its projection is fused head by head.
         e = Assert.Throws<UserInputException>(() => new TransformerModel(defaults with { NumKvHeads = 1 }));
         Assert.Contains("one projection", e.Message);
+    }
+
+    /// <summary>StableLM: use_qkv_bias read and written; partial_rotary_factor 0.25 when absent, and in a transformers 5
+    /// config written back where it stood (StableLmConfig keeps it at the top level beside rope_parameters); the 12B's
+    /// per-head q/k LayerNorm and parallel residual are refused naming the key.</summary>
+    [Fact]
+    public void StableLmKeysAndWhatItRefuses()
+    {
+        const string shape = "\"model_type\":\"stablelm\",\"vocab_size\":10,\"hidden_size\":32,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16";
+        var defaults = ModelConfig.Parse("{" + shape + "}");
+        Assert.Equal((4, false, false, false, 1e-5), (defaults.RotaryDim, defaults.AttentionQkvBias, defaults.AttentionOutputBias, defaults.MlpBias, defaults.NormEps));
+        Assert.Equal((NormKind.LayerNorm, HiddenActivation.Silu, false), (defaults.Norm, defaults.Activation, defaults.TieWordEmbeddings));
+        var biased = ModelConfig.Parse("{" + shape + ",\"use_qkv_bias\":true}");
+        Assert.True((bool)JsonNode.Parse(biased.ToJson())!["use_qkv_bias"]!);
+        Assert.Contains("layers.0.attn.k.bias", new TransformerModel(biased).NamedParameters.Select(p => p.Name));
+        var topLevel = ModelConfig.Parse("{" + shape + ",\"partial_rotary_factor\":0.5,\"rope_parameters\":{\"rope_type\":\"default\",\"rope_theta\":10000}}");
+        var written = JsonNode.Parse(topLevel.ToJson())!;
+        Assert.Equal((8, 0.5), (topLevel.RotaryDim, (double)written["partial_rotary_factor"]!));
+        Assert.Null(written["rope_parameters"]!["partial_rotary_factor"]);
+        var inside = ModelConfig.Parse("{" + shape + ",\"rope_parameters\":{\"rope_type\":\"default\",\"rope_theta\":10000,\"partial_rotary_factor\":0.5}}");
+        Assert.Equal(topLevel, inside);
+        Assert.Equal(0.5, (double)JsonNode.Parse(inside.ToJson())!["rope_parameters"]!["partial_rotary_factor"]!);
+        Assert.Contains("field 'qk_layernorm' true is not supported",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"qk_layernorm\":true}")).Message);
+        Assert.Contains("field 'use_parallel_residual' true is not supported",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"use_parallel_residual\":true}")).Message);
     }
 
     /// <summary>partial_rotary_factor at the top level (transformers 4) or inside rope_parameters (transformers 5) is the

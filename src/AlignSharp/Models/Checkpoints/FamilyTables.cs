@@ -21,6 +21,9 @@ internal enum BiasRule
     /// <summary><c>attention_bias</c> (default true) covers the fused qkv and the output projection; the MLP always has
     /// them (gpt_neox).</summary>
     AttentionBiasKeyMlpAlways,
+
+    /// <summary><c>use_qkv_bias</c> (default false) covers q, k and v; o and the MLP never have them (stablelm).</summary>
+    UseQkvBiasKey,
 }
 
 /// <summary>How q, k and v are kept: three projections, or one [3·D, D] projection (canonical <c>attn.qkv</c>).</summary>
@@ -381,7 +384,26 @@ internal static class FamilyTables
         DefaultPartialRotary = 0.25,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX];
+    /// <summary>StableLM (StableLmForCausalLM: StableLM-2 1.6B, StableLM-3B, Zephyr 1.6B/3B): Llama's projections and
+    /// gated SiLU MLP with LayerNorms (with biases), RoPE on the first partial_rotary_factor (0.25) of each head, q/k/v
+    /// biases per use_qkv_bias, untied head. The 12B's per-head q/k LayerNorm and parallel residual are refused.</summary>
+    public static readonly FamilyTable StableLm = new(ModelFamily.StableLm, "stablelm", "StableLmForCausalLM", "StableLmForSequenceClassification", StableLmNameTable.Table)
+    {
+        Keys = ConfigKeys.Standard with { NormEps = "layer_norm_eps" },
+        Norm = NormKind.LayerNorm,
+        Biases = BiasRule.UseQkvBiasKey,
+        DefaultMaxPositions = 4096,
+        DefaultNormEps = 1e-5,
+        PartialRotary = true,
+        DefaultPartialRotary = 0.25,
+        Rejected =
+        [
+            new("qk_layernorm", IsTrue, "true is not supported (per-head LayerNorm of q and k, as in stablelm-2-12b)"),
+            new("use_parallel_residual", IsTrue, "true is not supported for stablelm (one norm shared by attention and MLP, as in stablelm-2-12b)"),
+        ],
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

@@ -227,3 +227,28 @@ internal static class GptNeoXNameTable
         IgnoredPerLayer: ["layers.{i}.attention.bias", "layers.{i}.attention.masked_bias", "layers.{i}.attention.rotary_emb.inv_freq"],
         LmHead: "embed_out.weight");
 }
+
+/// <summary>
+/// StableLM: Llama's names with LayerNorm biases (<c>input_layernorm.bias</c>, <c>post_attention_layernorm.bias</c>,
+/// <c>model.norm.bias</c>); which of q, k and v have biases comes from use_qkv_bias.
+/// </summary>
+internal static class StableLmNameTable
+{
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global:
+        [
+            .. LlamaNameTable.GlobalRules,
+            new("final_norm.bias", "norm.bias", false, c => [c.HiddenSize]),
+        ],
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.attn_norm.bias", "layers.{i}.input_layernorm.bias", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.AttentionRules,
+            new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp_norm.bias", "layers.{i}.post_attention_layernorm.bias", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.MlpRules,
+        ],
+        IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}
