@@ -13,7 +13,7 @@ two input sequences and the logits expected for every position of each.
 The reference forward passes below are written from the Hugging Face definitions (transformers'
 modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
 modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
-modeling_gpt_neox.py / modeling_stablelm.py, modeling_rope_utils.py); Debian ships neither
+modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -62,6 +62,9 @@ Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V 
           mlp(x) = act(x W_h_to_4h^T + b) W_4h_to_h^T + b; logits = LN(h; final_layer_norm) @ embed_out^T (untied).
   StableLM: as Llama, with LN (weight and bias) in place of RMS, q/k/v biases when use_qkv_bias, and rope on the
           first int(hd * partial_rotary_factor) channels of q and k (default 0.25).
+  Phi-1/1.5/2: x = LN(h; input_layernorm) feeds attention (q/k/v/dense with biases, rope on the first
+          int(hd * partial_rotary_factor) channels) and the MLP (fc1 -> gelu_new -> fc2); h = attn + mlp + h;
+          logits = LN(h; final_layernorm) @ lm_head^T + lm_head.bias.
   Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
           Mistral with sliding_window W also masks key j for query i when i - j >= W (a query sees at most
           W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay);
@@ -1136,9 +1139,27 @@ def neox_rope(cfg):
     return int(hd * pct), params.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))
 
 
-def neox_inv_freq(cfg):
-    rot, base = neox_rope(cfg)
+def partial_inv_freq(rot, base):
+    """inv_freq over the rot rotary channels (float32, as transformers computes it for a partial rotary factor)."""
     return 1.0 / (base ** (torch.arange(0, rot, 2, dtype=torch.int64).float() / rot))
+
+
+def partial_rope(t, rot, base):
+    """RoPE of positions 0..t-1 on the first rot channels of the last axis (rotate_half within them), the rest passed
+    through: GPT-NeoX, StableLM and Phi."""
+    freqs = torch.arange(t, dtype=torch.float32)[:, None] * partial_inv_freq(rot, base)[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1).double()
+    cos, sin = emb.cos(), emb.sin()
+
+    def rope(x):
+        r = x[..., :rot]
+        return torch.cat((r * cos + rotate_half(r) * sin, x[..., rot:]), dim=-1)
+
+    return rope
+
+
+def neox_inv_freq(cfg):
+    return partial_inv_freq(*neox_rope(cfg))
 
 
 def neox_forward(w, cfg, ids):
@@ -1149,17 +1170,9 @@ def neox_forward(w, cfg, ids):
     t = len(ids)
     d, nh = cfg["hidden_size"], cfg["num_attention_heads"]
     hd, eps = d // nh, cfg["layer_norm_eps"]
-    rot, _ = neox_rope(cfg)
-    freqs = torch.arange(t, dtype=torch.float32)[:, None] * neox_inv_freq(cfg)[None, :]
-    emb = torch.cat((freqs, freqs), dim=-1).double()
-    cos, sin = emb.cos(), emb.sin()
+    rope = partial_rope(t, *neox_rope(cfg))
     act = torch.nn.functional.gelu if cfg["hidden_act"] == "gelu" else gelu_new
     lin = linear(w)
-
-    def rope(x):
-        r = x[..., :rot]
-        return torch.cat((r * cos + rotate_half(r) * sin, x[..., rot:]), dim=-1)
-
     h = w["embed_in.weight"][ids]
     for i in range(cfg["num_hidden_layers"]):
         p = f"layers.{i}."
@@ -1281,17 +1294,8 @@ def stablelm_forward(w, cfg, ids):
     t = len(ids)
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
     hd, eps = cfg["hidden_size"] // nh, cfg["layer_norm_eps"]
-    rot = int(hd * cfg.get("partial_rotary_factor", 0.25))
-    base = cfg.get("rope_theta", 10000.0)
-    inv_freq = 1.0 / (base ** (torch.arange(0, rot, 2, dtype=torch.int64).float() / rot))
-    freqs = torch.arange(t, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    emb = torch.cat((freqs, freqs), dim=-1).double()
-    cos, sin = emb.cos(), emb.sin()
+    rope = partial_rope(t, int(hd * cfg.get("partial_rotary_factor", 0.25)), cfg.get("rope_theta", 10000.0))
     lin = linear(w)
-
-    def rope(x):
-        r = x[..., :rot]
-        return torch.cat((r * cos + rotate_half(r) * sin, x[..., rot:]), dim=-1)
 
     def ln(x, name):
         return layer_norm(x, w[name + ".weight"], w[name + ".bias"], eps)
@@ -1331,6 +1335,69 @@ def fixture_stablelm2():
                     make_cases(g, cfg["vocab_size"]), stablelm_forward, w, cfg)
 
 
+def phi_forward(w, cfg, ids):
+    """Phi-1/1.5/2 as modeling_phi.py: x = LN(h; input_layernorm) feeds both attention (q/k/v with biases, RoPE on the first
+    int(hd * partial_rotary_factor) channels, dense with bias) and the MLP (fc1 -> gelu_new -> fc2, biases), and
+    h = attn + mlp + h; logits = LN(h; final_layernorm) @ lm_head^T + lm_head.bias."""
+    t = len(ids)
+    nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    hd, eps = cfg["hidden_size"] // nh, cfg["layer_norm_eps"]
+    rope = partial_rope(t, int(hd * cfg.get("partial_rotary_factor", 0.5)), cfg.get("rope_theta", 10000.0))
+    act = torch.nn.functional.gelu if cfg["hidden_act"] == "gelu" else gelu_new
+    lin = linear(w)
+    h = w["model.embed_tokens.weight"][ids]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        x = layer_norm(h, w[p + "input_layernorm.weight"], w[p + "input_layernorm.bias"], eps)
+        q = rope(lin(x, p + "self_attn.q_proj").reshape(t, nh, hd).transpose(0, 1))
+        k = rope(lin(x, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1))
+        v = lin(x, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
+        k, v = k.repeat_interleave(nh // nkv, dim=0), v.repeat_interleave(nh // nkv, dim=0)
+        attn = lin(causal_attention(q, k, v), p + "self_attn.dense")
+        mlp = lin(act(lin(x, p + "mlp.fc1")), p + "mlp.fc2")
+        h = attn + mlp + h
+    h = layer_norm(h, w["model.final_layernorm.weight"], w["model.final_layernorm.bias"], eps)
+    return lin(h, "lm_head")
+
+
+def fixture_phi2():
+    g = torch.Generator().manual_seed(1026)
+    # As phi-2's config, in small: partial_rotary_factor 0.4 (head_dim 20: 8 channels turn), gelu_new, biases everywhere,
+    # an untied head with a bias.
+    cfg = {
+        "architectures": ["PhiForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 50, "embd_pdrop": 0.0,
+        "eos_token_id": 50, "hidden_act": "gelu_new", "hidden_size": 60, "initializer_range": 0.02,
+        "intermediate_size": 120, "layer_norm_eps": 1e-05, "max_position_embeddings": 64, "model_type": "phi",
+        "num_attention_heads": 3, "num_hidden_layers": 2, "num_key_value_heads": 3, "partial_rotary_factor": 0.4,
+        "qk_layernorm": False, "resid_pdrop": 0.1, "rope_scaling": None, "rope_theta": 10000.0,
+        "tie_word_embeddings": False, "torch_dtype": "float32", "transformers_version": "4.46.0", "use_cache": True,
+        "vocab_size": 94,
+    }
+    d_model, inner, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    w = {"model.embed_tokens.weight": randn(g, v, d_model, std=0.5)}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        w[p + "input_layernorm.weight"] = norm_weight(g, d_model)
+        w[p + "input_layernorm.bias"] = randn(g, d_model, std=0.1)
+        for n in ("q_proj", "k_proj", "v_proj", "dense"):
+            w[p + f"self_attn.{n}.weight"] = randn(g, d_model, d_model, std=0.2)
+            w[p + f"self_attn.{n}.bias"] = randn(g, d_model, std=0.1)
+        w[p + "mlp.fc1.weight"] = randn(g, inner, d_model, std=0.2)
+        w[p + "mlp.fc1.bias"] = randn(g, inner, std=0.1)
+        w[p + "mlp.fc2.weight"] = randn(g, d_model, inner, std=0.1)
+        w[p + "mlp.fc2.bias"] = randn(g, d_model, std=0.1)
+    w["model.final_layernorm.weight"] = norm_weight(g, d_model)
+    w["model.final_layernorm.bias"] = randn(g, d_model, std=0.1)
+    w["lm_head.weight"] = randn(g, v, d_model, std=0.3)
+    w["lm_head.bias"] = randn(g, v, std=0.5)
+    d = fresh_dir("phi2-parallel-head-bias")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "phi (Phi-2): one LayerNorm feeding attention and MLP side by side, partial_rotary_factor 0.4 (8 of "
+                    "head_dim 20 turn), gelu_new, biases on q/k/v/dense/fc1/fc2, untied lm_head with a bias",
+                    make_cases(g, cfg["vocab_size"]), phi_forward, w, cfg)
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -1358,6 +1425,7 @@ def main():
     fixture_neox_pythia()
     fixture_neox_v5_sequential()
     fixture_stablelm2()
+    fixture_phi2()
 
 
 if __name__ == "__main__":

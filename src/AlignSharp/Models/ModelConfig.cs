@@ -57,6 +57,10 @@ public enum ModelFamily
     /// <summary><c>stablelm</c> (StableLM-2, StableLM-3B): Llama's block with LayerNorms (with biases), partial RoPE and
     /// q/k/v biases per <c>use_qkv_bias</c>.</summary>
     StableLm,
+
+    /// <summary><c>phi</c> (Phi-1, 1.5, 2): LayerNorm, attention and MLP side by side on one norm, partial RoPE, biases
+    /// everywhere, an LM head with a bias.</summary>
+    Phi,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -296,6 +300,9 @@ public sealed record ModelConfig
 
     /// <summary>The attention score scale: attention_multiplier (Granite), query_pre_attn_scalar^−½ (Gemma) or head_dim^−½.</summary>
     public float AttentionScale => (float)(AttentionMultiplier ?? 1.0 / Math.Sqrt(QueryPreAttnScalar ?? HeadDim));
+
+    /// <summary>Whether the LM head has a bias (Phi-1/1.5/2's untied head): lm_head.bias [V].</summary>
+    public bool HasLmHeadBias => Table.LmHeadBias && Head == HeadKind.LanguageModel && !TieWordEmbeddings;
 
     /// <summary>H · head_dim: rows of the q projection.</summary>
     public int QueryDim => NumHeads * HeadDim;
@@ -759,6 +766,8 @@ public sealed record ModelConfig
             if (value is double v && !(v > 0 && double.IsFinite(v))) throw Error($"field '{key}' must be a positive number, not {v}");
         }
         if (table.ParallelResidualKey != (ParallelResidual != null)) throw Error($"use_parallel_residual is a gpt_neox field, not {family}'s");
+        if (table.LmHeadBias && TieWordEmbeddings && Head == HeadKind.LanguageModel)
+            throw Error($"tie_word_embeddings true is not supported for {family}: its LM head has a bias of its own");
         if (table.Qkv != Checkpoints.QkvLayout.Separate && (NumKvHeads != NumHeads || HeadDim * NumHeads != HiddenSize))
             throw Error($"{family} keeps q, k and v in one projection: no grouped-query attention or separate head_dim");
         if (table.LearnedPositions)

@@ -173,6 +173,7 @@ public static class ModelIO
             if (p.IsBf16) embed.Bf16Span.CopyTo(p.Bf16Destination);
             else embed.Span.CopyTo(p.Span);
         }
+        else if (name == "lm_head.bias") p.Span.Clear();   // with the head it belongs to
         else throw new InvalidOperationException($"Parameter '{name}' is missing from the checkpoint binding.");
     }
 

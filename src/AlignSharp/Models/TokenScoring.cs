@@ -90,10 +90,10 @@ public static class TokenScoring
         var entropies = new List<Tensor>();
         if (n == 0) return (Tensor.Zeros(0), Tensor.Zeros(0));
         // Without gradients the checkpoint only scopes each chunk's logits (nothing is recomputed): always take it then.
-        bool needsGrad = Autograd.IsEnabled && (head.RequiresGrad || Autograd.Needs(hidden));
+        bool needsGrad = Autograd.IsEnabled && (head.RequiresGrad || model.HeadBias is { RequiresGrad: true } || Autograd.Needs(hidden));
         bool again = !needsGrad || (recompute ?? (long)n * v > KeepFloats);
         int chunk = ChunkRows(n, v, needsGrad, again, chunkRows);
-        if (!needsGrad && visit == null && chunkRows == 0 && model.Config.FinalLogitSoftcap == null)
+        if (!needsGrad && visit == null && chunkRows == 0 && model.Config.FinalLogitSoftcap == null && model.HeadBias == null)
             return ByTiles(model, hidden, targets, 1f / temperature, chunk);
         for (int start = 0; start < n; start += chunk)
         {
@@ -109,7 +109,7 @@ public static class TokenScoring
                 return [lp, entropy];
             }
             var slice = Ops.SliceRows(hidden, start, rows);
-            var outputs = again ? Autograd.Checkpoint([slice], Chunk, head.RequiresGrad) : Chunk([slice]);
+            var outputs = again ? Autograd.Checkpoint([slice], Chunk, head.RequiresGrad || model.HeadBias is { RequiresGrad: true }) : Chunk([slice]);
             logProbs.Add(outputs[0]);
             entropies.Add(outputs[1]);
         }

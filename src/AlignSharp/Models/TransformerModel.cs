@@ -160,8 +160,9 @@ public sealed class TransformerModel
                 Add(p + "attn.k_norm.weight", config.FullWidthQkNorm ? config.KvDim : config.HeadDim);
             }
             if (config.SandwichNorms) Add(p + "attn_out_norm.weight", d);
-            if (config.InputNorms) Add(p + "mlp_norm.weight", d);
-            if (normBias) Add(p + "mlp_norm.bias", d);
+            bool mlpNorm = config.InputNorms && !config.Table.ParallelSharedNorm;
+            if (mlpNorm) Add(p + "mlp_norm.weight", d);
+            if (mlpNorm && normBias) Add(p + "mlp_norm.bias", d);
             if (!gatedMlp)
             {
                 Add(p + "mlp.fc.weight", config.IntermediateSize, d);
@@ -184,6 +185,7 @@ public sealed class TransformerModel
         if (normBias) Add("final_norm.bias", d);
         if (config.Head == HeadKind.Scalar) Add("score.weight", 1, d);
         else if (!config.TieWordEmbeddings) Add("lm_head.weight", config.VocabSize, d);
+        if (config.HasLmHeadBias) Add("lm_head.bias", config.VocabSize);
         if (!config.LearnedPositions) _rope = new RopeTableCache(config.RopeFrequencies(), config.RopeAttentionFactor);
         if (config.LocalRopeTheta != null) _ropeLocal = new RopeTableCache(config.RopeFrequencies(local: true), 1f); // unscaled, as transformers' local rotary
         if (config.RopeScaling is { IsLongRope: true }) _ropeLong = new RopeTableCache(config.RopeFrequencies(longContext: true), config.RopeAttentionFactor);
@@ -194,7 +196,7 @@ public sealed class TransformerModel
 
     private void Add(string name, params int[] shape)
     {
-        bool head = name is "score.weight" or "lm_head.weight";
+        bool head = name is "score.weight" or "lm_head.weight" or "lm_head.bias";
         var t = !head && _trunk != null && _trunk._byName.TryGetValue(name, out var shared) ? shared
             : _bf16Matrices && KeptInBf16(name, shape.Length) ? Tensor.EmptyBf16(shape, zero: true)
             : Tensor.Parameter(shape, 0f, name);
@@ -401,7 +403,7 @@ public sealed class TransformerModel
             // Attention reads q, k and v in place from the fused projection (no slice copies there and back).
             var qkv = Ops.Reshape(Linear(h, p + "attn.qkv"), batch, seq, c.QueryDim + 2 * c.KvDim);
             a = Ops.CausalAttentionPacked(qkv, c.NumHeads, c.NumKvHeads, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap, pass.SegmentStarts);
-            return BlockTail(x, a, p, batch, seq);
+            return BlockTail(x, h, a, p, batch, seq);
         }
         if (qkvLayout == Checkpoints.QkvLayout.Concatenated)
         {
@@ -448,21 +450,22 @@ public sealed class TransformerModel
         // exactly the keys the full recompute would.
         if (pass.Cache != null) (k, v) = pass.Cache.Append(l, k, v);
         a = Ops.CausalAttention(q, k, v, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap, pass.SegmentStarts);
-        return BlockTail(x, a, p, batch, seq);
+        return BlockTail(x, h, a, p, batch, seq);
     }
 
-    // The attention output projection, the residuals and the MLP of a block, given the attention's output a [B, T, Hq, D].
-    // In generation, where no norm comes between a projection and its residual, the residual goes into the projection's
-    // product (AddLinear, GatedMlp's residual): the same values, without an add of its own.
-    private Tensor BlockTail(Tensor x, Tensor a, string p, int batch, int seq)
+    // The attention output projection, the residuals and the MLP of a block, given its input x, the attention's input h
+    // (x normed) and output a [B, T, Hq, D]. In generation, where no norm comes between a projection and its residual, the
+    // residual goes into the projection's product (AddLinear, GatedMlp's residual): the same values, without an add of its own.
+    private Tensor BlockTail(Tensor x, Tensor h, Tensor a, string p, int batch, int seq)
     {
         var c = Config;
         var attnIn = Ops.Reshape(a, batch, seq, c.QueryDim);
-        if (c.ParallelResidual == true)
+        if (c.ParallelResidual == true || c.Table.ParallelSharedNorm)
         {
-            // GPT-NeoX: the MLP reads the block's input, not the attention's sum; added as transformers adds them.
+            // GPT-NeoX and Phi: the MLP reads the block's input (its own norm of it, or Phi's one norm h), not the
+            // attention's sum; both are added to x as transformers adds them (mlp + attention = attention + mlp, bit for bit).
             var attention = Linear(attnIn, p + "attn.o");
-            var mlp = Mlp(Norm(x, p + "mlp_norm"), p);
+            var mlp = Mlp(c.Table.ParallelSharedNorm ? h : Norm(x, p + "mlp_norm"), p);
             return Ops.Add(Ops.Add(mlp, attention), x);
         }
         // Granite scales each output before its residual add, so its residuals stay outside the products.
@@ -498,9 +501,12 @@ public sealed class TransformerModel
     {
         if (Config.Head == HeadKind.Scalar)
             return Ops.Reshape(Ops.Linear(hidden, Parameter("score.weight")), hidden.Shape[..^1].ToArray());
-        var logits = Ops.Linear(hidden, HeadWeight);
+        var logits = Ops.Linear(hidden, HeadWeight, HeadBias);
         return Config.FinalLogitSoftcap is double cap ? Ops.SoftCap(logits, (float)cap) : logits;
     }
+
+    /// <summary>The LM head's bias [V] (Phi-1/1.5/2), or null: the tiled scorers and the fused sampler serve heads without one.</summary>
+    public Tensor? HeadBias => Config.HasLmHeadBias ? Parameter("lm_head.bias") : null;
 
     /// <summary>The head's matrix: score.weight [1, D], or the vocabulary projection [V, D] (the embedding when tied).</summary>
     public Tensor HeadWeight => Parameter(Config.Head == HeadKind.Scalar ? "score.weight" : Config.TieWordEmbeddings ? "embed.weight" : "lm_head.weight");

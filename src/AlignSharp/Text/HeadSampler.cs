@@ -78,8 +78,9 @@ internal static class HeadSampler
     [ThreadStatic] private static float[]? t_blockSums;
     [ThreadStatic] private static ulong[]? t_merged;
 
-    /// <summary>Whether <see cref="SampleRows"/> serves this model: any sampling options on a language-model head.</summary>
-    public static bool Applies(TransformerModel model) => model.Config.Head == HeadKind.LanguageModel;
+    /// <summary>Whether <see cref="SampleRows"/> serves this model: any sampling options on a language-model head without a
+    /// bias (Phi-2's biased head is sampled from its whole logits).</summary>
+    public static bool Applies(TransformerModel model) => model.Config.Head == HeadKind.LanguageModel && model.HeadBias == null;
 
     /// <summary>
     /// hidden [B, D] → for every b with <paramref name="active"/>[b]: tokens[b] drawn from softmax(head(h_b)/T) over the

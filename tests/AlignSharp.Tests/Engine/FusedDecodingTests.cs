@@ -253,6 +253,7 @@ public class FusedDecodingTests(ITestOutputHelper output)
     [InlineData("gpt2-hub", 4)]              // one fused c_attn tensor (Conv1D), a GELU MLP, biases
     [InlineData("gemma2-softcap-window", 4)] // GeGLU, soft caps
     [InlineData("gpt-neox-pythia", 4)]       // q/k/v fused head by head, partial RoPE, parallel residual
+    [InlineData("phi2-parallel-head-bias", 4)] // one norm for attention and MLP, the LM head's bias (sampled unfused)
     public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture, int rank)
     {
         Native(3);

@@ -102,9 +102,10 @@ public sealed class CheckpointReferenceLogitsTests
                 // GPT-NeoX's parallel residual: the MLP reads the block's input, both outputs are added to it.
                 var blockInput = h.Select(r => r.ToArray()).ToArray();
                 Add(h, _c.SandwichNorms ? Norm(attnOut, p + "attn_out_norm") : attnOut, _c.ResidualMultiplier ?? 1.0);
-                x = _c.InputNorms ? Norm(_c.ParallelResidual == true ? blockInput : h, p + "mlp_norm") : h;
+                // Phi's one norm feeds attention and MLP alike.
+                x = _c.Family == ModelFamily.Phi ? x : _c.InputNorms ? Norm(_c.ParallelResidual == true ? blockInput : h, p + "mlp_norm") : h;
                 double[][] m;
-                if (_c.Family is ModelFamily.Gpt2 or ModelFamily.GptNeoX)
+                if (_c.Family is ModelFamily.Gpt2 or ModelFamily.GptNeoX or ModelFamily.Phi)
                 {
                     m = Linear(x, p + "mlp.fc");
                     foreach (var r in m)
@@ -131,7 +132,7 @@ public sealed class CheckpointReferenceLogitsTests
             }
             var final = Norm(h, "final_norm");
             var head = Optional("lm_head.weight") ?? embed;
-            var logits = MatMulT(final, head, null, _c.VocabSize);
+            var logits = MatMulT(final, head, Optional("lm_head.bias"), _c.VocabSize);   // Phi's head has a bias
             foreach (var r in logits)
                 for (int i = 0; i < r.Length; i++) r[i] /= _c.LogitsScaling ?? 1.0;
             if (_c.FinalLogitSoftcap is double cap)

@@ -21,7 +21,8 @@ public sealed class FamilyTests : IDisposable
 
     public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
-        "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias");
+        "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias",
+        "phi2-parallel-head-bias");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -105,6 +106,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("gpt-neox-pythia", "gpt_neox.layers.1.attention.query_key_value.weight", "embed_out.weight")]
     [InlineData("gpt-neox-v5-sequential", "gpt_neox.layers.0.mlp.dense_4h_to_h.bias", "gpt_neox.final_layer_norm.bias")]
     [InlineData("stablelm2-qkv-bias", "model.layers.1.post_attention_layernorm.bias", "model.norm.bias")]
+    [InlineData("phi2-parallel-head-bias", "model.layers.1.self_attn.dense.bias", "lm_head.bias")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -233,7 +235,7 @@ public sealed class FamilyTests : IDisposable
 
     [Theory]
     [InlineData("{\"model_type\":\"gemma3\",\"vocab_size\":10}", "model_type 'gemma3' is not supported")]
-    [InlineData("{\"model_type\":\"phi\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, smollm3, olmo2, granite, gemma")]
+    [InlineData("{\"model_type\":\"falcon\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, smollm3, olmo2, granite, gemma, gpt_neox, stablelm, phi")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true,\"sliding_window\":0}", "field 'sliding_window' must be positive or null")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"rope_type\":\"proportional\",\"factor\":4}}", "field 'rope_scaling' type 'proportional' is not supported for qwen3 (supported: default, linear, dynamic, llama3, yarn)")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"layer_types\":[\"full_attention\"]}", "field 'layer_types' must be a list of 2 entries")]
@@ -342,6 +344,59 @@ public sealed class FamilyTests : IDisposable
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"qk_layernorm\":true}")).Message);
         Assert.Contains("field 'use_parallel_residual' true is not supported",
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"use_parallel_residual\":true}")).Message);
+    }
+
+    /// <summary>Phi-1/1.5/2's LM head has a bias: the tiled scorer and the fused sampler leave such a head to its whole
+    /// logits, so log-probabilities without gradients are the bits of the pass with them (PPO's first ratio is 1) and the
+    /// log-softmax of the full forward's logits, and greedy decoding with the KV cache takes each full pass's arg-max. The
+    /// config: partial_rotary_factor 0.5 by default, num_key_value_heads null = heads, a tied head or qk_layernorm refused.</summary>
+    [Fact]
+    public void PhiHeadBiasReachesScoringAndGeneration()
+    {
+        var model = Load("phi2-parallel-head-bias");
+        Assert.NotNull(model.HeadBias);
+        int v = model.Config.VocabSize;
+        int[] ids = Ids[..9];
+        var targets = ids[1..].Append(4).ToArray();
+        float[] noGrad, full;
+        using (Autograd.NoGrad())
+        {
+            noGrad = TokenScoring.LogProbs(model, Ops.Reshape(model.Hidden(ids, 1, ids.Length), ids.Length, model.Config.HiddenSize), targets).LogProbs.ToArray();
+            full = model.Forward(ids, 1, ids.Length).ToArray();
+        }
+        var withGrad = TokenScoring.LogProbs(model, Ops.Reshape(model.Hidden(ids, 1, ids.Length), ids.Length, model.Config.HiddenSize), targets).LogProbs.ToArray();
+        Assert.Equal(withGrad, noGrad);
+        for (int t = 0; t < ids.Length; t++)
+        {
+            var row = full.AsSpan(t * v, v).ToArray();
+            double max = row.Max(), lse = max + Math.Log(row.Sum(z => Math.Exp(z - max)));
+            Assert.True(Math.Abs(row[targets[t]] - lse - noGrad[t]) < 1e-4, $"t={t}: {noGrad[t]} vs {row[targets[t]] - lse}");
+        }
+        // Without the bias the scores differ: it is in them.
+        var bias = model.HeadBias!.Span.ToArray();
+        model.HeadBias.Span.Clear();
+        using (Autograd.NoGrad())
+            Assert.NotEqual(noGrad, TokenScoring.LogProbs(model, Ops.Reshape(model.Hidden(ids, 1, ids.Length), ids.Length, model.Config.HiddenSize), targets).LogProbs.ToArray());
+        bias.CopyTo(model.HeadBias.Span);
+
+        var greedy = AlignSharp.Text.Generator.Generate(model, [ids[..4]], new AlignSharp.Text.SamplingOptions { MaxNewTokens = 5, Temperature = 0, EosIds = [] })[0].Ids;
+        var sequence = ids[..4].ToList();
+        using (Autograd.NoGrad())
+            foreach (int token in greedy)
+            {
+                var logits = model.Forward(sequence.ToArray(), 1, sequence.Count).ToArray().AsSpan((sequence.Count - 1) * v, v).ToArray();
+                Assert.Equal(Array.IndexOf(logits, logits.Max()), token);
+                sequence.Add(token);
+            }
+
+        const string shape = "\"model_type\":\"phi\",\"vocab_size\":10,\"hidden_size\":32,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16";
+        var defaults = ModelConfig.Parse("{" + shape + ",\"num_key_value_heads\":null}");
+        Assert.Equal((2, 8, HiddenActivation.GeluTanh, true), (defaults.NumKvHeads, defaults.RotaryDim, defaults.Activation, defaults.HasLmHeadBias));
+        Assert.False((defaults with { Head = HeadKind.Scalar }).HasLmHeadBias);
+        Assert.Contains("its LM head has a bias of its own",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"tie_word_embeddings\":true}")).Message);
+        Assert.Contains("field 'qk_layernorm' true is not supported",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"qk_layernorm\":true}")).Message);
     }
 
     /// <summary>partial_rotary_factor at the top level (transformers 4) or inside rope_parameters (transformers 5) is the

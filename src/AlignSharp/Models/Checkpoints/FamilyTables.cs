@@ -116,6 +116,13 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// input, x + attn(ln₁(x)) + mlp(ln₂(x)); false runs them in turn as every other family does.</summary>
     public bool ParallelResidualKey { get; init; }
 
+    /// <summary>Phi-1/1.5/2: attention and MLP always side by side on one norm of the block's input, x + attn(ln(x)) +
+    /// mlp(ln(x)) (no MLP norm).</summary>
+    public bool ParallelSharedNorm { get; init; }
+
+    /// <summary>Phi-1/1.5/2: the untied LM head has a bias (lm_head.bias [V]).</summary>
+    public bool LmHeadBias { get; init; }
+
     /// <summary>The top-level keys of the RoPE base and the partial rotary factor in transformers 4's format (gpt_neox:
     /// rotary_emb_base, rotary_pct); inside transformers 5's rope_parameters they are always rope_theta and
     /// partial_rotary_factor.</summary>
@@ -403,7 +410,27 @@ internal static class FamilyTables
         ],
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm];
+    /// <summary>Phi-1, Phi-1.5, Phi-2 (PhiForCausalLM): q, k, v and dense projections and an fc1 → gelu_new → fc2 MLP, all
+    /// with biases; attention and MLP side by side on one LayerNorm of the block's input; RoPE on the first
+    /// partial_rotary_factor (0.5) of each head; an untied LM head with a bias. Per-head q/k LayerNorm (qk_layernorm) is
+    /// refused; transformers' PhiConfig defaults.</summary>
+    public static readonly FamilyTable Phi = new(ModelFamily.Phi, "phi", "PhiForCausalLM", "PhiForSequenceClassification", PhiNameTable.Table)
+    {
+        Keys = ConfigKeys.Standard with { NormEps = "layer_norm_eps", HeadDim = null },
+        Norm = NormKind.LayerNorm,
+        GatedMlp = false,
+        ParallelSharedNorm = true,
+        LmHeadBias = true,
+        Biases = BiasRule.All,
+        Activations = [("gelu_new", HiddenActivation.GeluTanh), ("gelu_pytorch_tanh", HiddenActivation.GeluTanh), ("gelu", HiddenActivation.Gelu)],
+        DefaultMaxPositions = 2048,
+        DefaultNormEps = 1e-5,
+        PartialRotary = true,
+        DefaultPartialRotary = 0.5,
+        Rejected = [new("qk_layernorm", IsTrue, "true is not supported (per-head LayerNorm of q and k)")],
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

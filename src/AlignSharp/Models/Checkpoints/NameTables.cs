@@ -18,6 +18,7 @@ internal sealed record NameTable(string[] Prefixes, NameRule[] Global, NameRule[
     [
         new("lm_head.weight", LmHead, false,
             c => c.Head == HeadKind.LanguageModel && !c.TieWordEmbeddings ? [c.VocabSize, c.HiddenSize] : null, Unprefixed: true),
+        new("lm_head.bias", "lm_head.bias", false, c => c.HasLmHeadBias ? [c.VocabSize] : null, Unprefixed: true),
         new("score.weight", "score.weight", false,
             c => c.Head == HeadKind.Scalar ? [1, c.HiddenSize] : null, Unprefixed: true),
     ];
@@ -249,6 +250,36 @@ internal static class StableLmNameTable
             new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
             new("layers.{i}.mlp_norm.bias", "layers.{i}.post_attention_layernorm.bias", false, c => [c.HiddenSize]),
             .. LlamaNameTable.MlpRules,
+        ],
+        IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}
+
+/// <summary>
+/// Phi-1/1.5/2: <c>model.</c> prefix, Llama's embedding and q/k/v names (with biases), <c>self_attn.dense</c> as the output
+/// projection, one <c>input_layernorm</c> per block (attention and MLP read it), <c>mlp.fc1</c> / <c>mlp.fc2</c>,
+/// <c>model.final_layernorm</c>, and <c>lm_head.weight</c> with <c>lm_head.bias</c>.
+/// </summary>
+internal static class PhiNameTable
+{
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global:
+        [
+            new("embed.weight", "embed_tokens.weight", false, c => [c.VocabSize, c.HiddenSize]),
+            new("final_norm.weight", "final_layernorm.weight", false, c => [c.HiddenSize]),
+            new("final_norm.bias", "final_layernorm.bias", false, c => [c.HiddenSize]),
+        ],
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.attn_norm.bias", "layers.{i}.input_layernorm.bias", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.AttentionRules.Where(r => !r.Canonical.Contains("attn.o.", StringComparison.Ordinal)),
+            new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.dense.weight", false, c => [c.HiddenSize, c.QueryDim]),
+            new("layers.{i}.attn.o.bias", "layers.{i}.self_attn.dense.bias", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp.fc.weight", "layers.{i}.mlp.fc1.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+            new("layers.{i}.mlp.fc.bias", "layers.{i}.mlp.fc1.bias", false, c => [c.IntermediateSize]),
+            new("layers.{i}.mlp.proj.weight", "layers.{i}.mlp.fc2.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+            new("layers.{i}.mlp.proj.bias", "layers.{i}.mlp.fc2.bias", false, c => [c.HiddenSize]),
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
 }
