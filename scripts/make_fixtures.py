@@ -13,7 +13,7 @@ two input sequences and the logits expected for every position of each.
 The reference forward passes below are written from the Hugging Face definitions (transformers'
 modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
 modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
-modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py, modeling_rope_utils.py); Debian ships neither
+modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py / modeling_opt.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -65,6 +65,10 @@ Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V 
   Phi-1/1.5/2: x = LN(h; input_layernorm) feeds attention (q/k/v/dense with biases, rope on the first
           int(hd * partial_rotary_factor) channels) and the MLP (fc1 -> gelu_new -> fc2); h = attn + mlp + h;
           logits = LN(h; final_layernorm) @ lm_head^T + lm_head.bias.
+  OPT:  h = embed_tokens[ids] (@ project_in^T when word_embed_proj_dim != hidden) + embed_positions[2 + 0..T);
+          pre-LN as GPT-2 with separate q/k/v/out_proj and fc1 -> relu -> fc2, final_layer_norm at the end; or (opt-350m,
+          do_layer_norm_before false) h = LN(h + attn(h)), h = LN(h + mlp(h)), no final norm; then project_out;
+          logits = h @ embed_tokens^T (tied). LayerNorm eps 1e-5.
   Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
           Mistral with sliding_window W also masks key j for query i when i - j >= W (a query sees at most
           W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay);
@@ -1398,6 +1402,94 @@ def fixture_phi2():
                     make_cases(g, cfg["vocab_size"]), phi_forward, w, cfg)
 
 
+def opt_forward(w, cfg, ids):
+    """OPT as modeling_opt.py (w: HF names without 'model.decoder.', lm_head as is). Positions of an unpadded sequence are
+    0..T-1, read from embed_positions two rows in; embeddings through project_in where word_embed_proj_dim differs;
+    do_layer_norm_before: h += attn(LN(h)); h += fc2(act(fc1(LN(h)))); then final_layer_norm; else (opt-350m)
+    h = LN(h + attn(h)); h = LN(h + mlp(h)) and no final norm; then project_out; logits = h @ embed_tokens^T (tied).
+    Every LayerNorm has eps 1e-5 (nn.LayerNorm's default; OPT's config has no key for it)."""
+    t = len(ids)
+    d, nh = cfg["hidden_size"], cfg["num_attention_heads"]
+    hd = d // nh
+    before = cfg.get("do_layer_norm_before", True)
+    act = {"relu": torch.relu, "gelu": torch.nn.functional.gelu, "gelu_new": gelu_new}[cfg["activation_function"]]
+    lin = linear(w)
+
+    def ln(x, name):
+        return layer_norm(x, w[name + ".weight"], w[name + ".bias"], 1e-5)
+
+    h = w["embed_tokens.weight"][ids]
+    if "project_in.weight" in w:
+        h = lin(h, "project_in")
+    h = h + w["embed_positions.weight"][torch.arange(t) + 2]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"layers.{i}."
+        x = ln(h, p + "self_attn_layer_norm") if before else h
+        q, k, v = (lin(x, p + f"self_attn.{n}_proj").reshape(t, nh, hd).transpose(0, 1) for n in "qkv")
+        h = h + lin(causal_attention(q, k, v), p + "self_attn.out_proj")
+        if not before:
+            h = ln(h, p + "self_attn_layer_norm")
+        x = ln(h, p + "final_layer_norm") if before else h
+        h = h + lin(act(lin(x, p + "fc1")), p + "fc2")
+        if not before:
+            h = ln(h, p + "final_layer_norm")
+    if before:
+        h = ln(h, "final_layer_norm")
+    if "project_out.weight" in w:
+        h = lin(h, "project_out")
+    return h @ w["embed_tokens.weight"].T
+
+
+def opt_fixture(name, seed, description, **over):
+    g = torch.Generator().manual_seed(seed)
+    cfg = {
+        "_remove_final_layer_norm": False, "activation_dropout": 0.0, "activation_function": "relu",
+        "architectures": ["OPTForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 2, "do_layer_norm_before": True,
+        "dropout": 0.1, "enable_bias": True, "eos_token_id": 2, "ffn_dim": 128, "hidden_size": 32, "init_std": 0.02,
+        "layer_norm_elementwise_affine": True, "layerdrop": 0.0, "max_position_embeddings": 40, "model_type": "opt",
+        "num_attention_heads": 4, "num_hidden_layers": 2, "pad_token_id": 1, "prefix": "</s>", "torch_dtype": "float32",
+        "transformers_version": "4.46.0", "use_cache": True, "vocab_size": 96, "word_embed_proj_dim": 32,
+    }
+    cfg.update(over)
+    d_model, e, inner, v = cfg["hidden_size"], cfg["word_embed_proj_dim"], cfg["ffn_dim"], cfg["vocab_size"]
+    w = {"embed_tokens.weight": randn(g, v, e, std=0.5),
+         "embed_positions.weight": randn(g, cfg["max_position_embeddings"] + 2, d_model, std=0.2)}
+    if e != d_model:
+        w["project_in.weight"] = randn(g, d_model, e, std=0.3)
+        w["project_out.weight"] = randn(g, e, d_model, std=0.3)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"layers.{i}."
+        for n in ("self_attn_layer_norm", "final_layer_norm"):
+            w[p + n + ".weight"] = norm_weight(g, d_model)
+            w[p + n + ".bias"] = randn(g, d_model, std=0.1)
+        for n in "qkv":
+            w[p + f"self_attn.{n}_proj.weight"] = randn(g, d_model, d_model, std=0.2)
+            w[p + f"self_attn.{n}_proj.bias"] = randn(g, d_model, std=0.1)
+        w[p + "self_attn.out_proj.weight"] = randn(g, d_model, d_model, std=0.2)
+        w[p + "self_attn.out_proj.bias"] = randn(g, d_model, std=0.1)
+        w[p + "fc1.weight"] = randn(g, inner, d_model, std=0.2)
+        w[p + "fc1.bias"] = randn(g, inner, std=0.1)
+        w[p + "fc2.weight"] = randn(g, d_model, inner, std=0.1)
+        w[p + "fc2.bias"] = randn(g, d_model, std=0.1)
+    if cfg["do_layer_norm_before"]:
+        w["final_layer_norm.weight"] = norm_weight(g, d_model)
+        w["final_layer_norm.bias"] = randn(g, d_model, std=0.1)
+    d = fresh_dir(name)
+    stored = {"model.decoder." + k: t for k, t in w.items()}
+    stored["lm_head.weight"] = w["embed_tokens.weight"].clone()  # tied; the hub's safetensors files carry it
+    write_safetensors(os.path.join(d, "model.safetensors"), stored, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, description, make_cases(g, cfg["vocab_size"]), opt_forward, w, cfg)
+
+
+def fixture_opt():
+    opt_fixture("opt-125m-shape", 1027, "opt as opt-125m (in small): learned positions two rows in, LayerNorm before "
+                "attention and MLP and at the end, ReLU, biases everywhere, tied head (lm_head.weight stored too)")
+    opt_fixture("opt-350m-shape", 1028, "opt as opt-350m (in small): LayerNorm after each residual add and none at the "
+                "end (do_layer_norm_before false), embeddings of width 16 projected in and out of hidden 32, ReLU, "
+                "tied head", do_layer_norm_before=False, word_embed_proj_dim=16, vocab_size=90)
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -1426,6 +1518,7 @@ def main():
     fixture_neox_v5_sequential()
     fixture_stablelm2()
     fixture_phi2()
+    fixture_opt()
 
 
 if __name__ == "__main__":

@@ -196,7 +196,7 @@ public sealed class PpoFlops(TransformerModel policy, TransformerModel rewardMod
     private readonly double _head = HeadMacs(policy);
     private readonly double _rewardTrunk = BenchModels.LinearMacsPerToken(rewardModel) - HeadMacs(rewardModel);
 
-    private static double HeadMacs(TransformerModel m) => m.Config.Head == HeadKind.LanguageModel ? (double)m.Config.VocabSize * m.Config.HiddenSize : 0;
+    private static double HeadMacs(TransformerModel m) => m.Config.Head == HeadKind.LanguageModel ? (double)m.Config.VocabSize * m.Config.EmbedDim : 0;
 
     /// <summary>Forward FLOPs of one trunk pass over rows of T = prompt + completion tokens.</summary>
     private static double Trunk(TransformerModel m, double macsPerToken, (int Prompt, int Completion)[] rows) =>

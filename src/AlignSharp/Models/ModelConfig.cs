@@ -61,6 +61,10 @@ public enum ModelFamily
     /// <summary><c>phi</c> (Phi-1, 1.5, 2): LayerNorm, attention and MLP side by side on one norm, partial RoPE, biases
     /// everywhere, an LM head with a bias.</summary>
     Phi,
+
+    /// <summary><c>opt</c> (Meta's OPT): GPT-2's block with separate q/k/v, learned positions offset by 2, a ReLU MLP,
+    /// LayerNorm before or (opt-350m) after each residual add, and embeddings of their own width projected in and out.</summary>
+    Opt,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -85,6 +89,9 @@ public enum HiddenActivation
 
     /// <summary><c>silu</c> / <c>swish</c>: x·sigmoid(x) (the gate of SwiGLU).</summary>
     Silu,
+
+    /// <summary><c>relu</c>: max(x, 0) (OPT's MLP).</summary>
+    Relu,
 }
 
 /// <summary>Normalisation layer type.</summary>
@@ -261,6 +268,21 @@ public sealed record ModelConfig
     /// (x + attn(ln₁(x)) + mlp(ln₂(x))); false, in turn. Null outside gpt_neox.</summary>
     public bool? ParallelResidual { get; init; }
 
+    /// <summary>OPT <c>word_embed_proj_dim</c>: the width of the token embeddings and of the (tied) head's input, projected
+    /// to and from hidden_size when it differs (opt-350m: 512 against 1024). Null outside opt.</summary>
+    public int? WordEmbedProjDim { get; init; }
+
+    /// <summary>OPT <c>do_layer_norm_before</c>: true, each norm precedes its attention or MLP and a final norm follows the
+    /// blocks (as GPT-2); false (opt-350m), each norm follows its residual add and there is no final norm. Null outside opt.</summary>
+    public bool? NormBeforeBlock { get; init; }
+
+    /// <summary>The width of the token embeddings, of the final hidden states and of the head's input: hidden_size except
+    /// OPT's word_embed_proj_dim.</summary>
+    public int EmbedDim => WordEmbedProjDim ?? HiddenSize;
+
+    /// <summary>OPT's opt-350m layout: norms after the residual adds, none at the end.</summary>
+    public bool PostNorm => NormBeforeBlock == false;
+
     public HeadKind Head { get; init; } = HeadKind.LanguageModel;
 
     /// <summary>The JSON this config was loaded from, or null; <see cref="ToJson"/> starts from a copy of it.</summary>
@@ -328,7 +350,7 @@ public sealed record ModelConfig
         && (RopeLayers ?? []).SequenceEqual(other.RopeLayers ?? []) && (RopeLayers == null) == (other.RopeLayers == null)
         && EmbeddingMultiplier == other.EmbeddingMultiplier && AttentionMultiplier == other.AttentionMultiplier
         && ResidualMultiplier == other.ResidualMultiplier && LogitsScaling == other.LogitsScaling
-        && ParallelResidual == other.ParallelResidual;
+        && ParallelResidual == other.ParallelResidual && WordEmbedProjDim == other.WordEmbedProjDim && NormBeforeBlock == other.NormBeforeBlock;
 
     public override int GetHashCode() =>
         HashCode.Combine(Family, VocabSize, HiddenSize, NumLayers, NumHeads, NumKvHeads, HeadDim, IntermediateSize);
@@ -387,6 +409,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.AttentionAndMlpKeys => (f.OptionalBool("attention_bias") ?? false) is var ab2 ? (ab2, ab2, f.OptionalBool("mlp_bias") ?? false) : default,
             Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => (f.OptionalBool("attention_bias") ?? true) is var ab3 ? (ab3, ab3, true) : default,
             Checkpoints.BiasRule.UseQkvBiasKey => (f.OptionalBool("use_qkv_bias") ?? false, false, false),
+            Checkpoints.BiasRule.EnableBiasKey => (f.OptionalBool("enable_bias") ?? true) is var eb ? (eb, eb, eb) : default,
             _ => (false, false, false),
         };
         var (window, slidingLayers) = ParseWindow(f, table, layers);
@@ -404,7 +427,7 @@ public sealed record ModelConfig
                 ? f.OptionalInt(k.IntermediateSize) ?? factor * d
                 : f.RequiredInt(k.IntermediateSize),
             MaxPositions = f.OptionalInt(k.MaxPositions) ?? table.DefaultMaxPositions,
-            NormEps = f.OptionalDouble(k.NormEps) ?? table.DefaultNormEps,
+            NormEps = (k.NormEps != null ? f.OptionalDouble(k.NormEps) : null) ?? table.DefaultNormEps,
             RopeTheta = rope.Theta,
             RopeScaling = rope.Scaling,
             PartialRotaryFactor = rope.PartialRotary,
@@ -425,6 +448,8 @@ public sealed record ModelConfig
             ResidualMultiplier = table.Multipliers ? f.OptionalDouble("residual_multiplier") ?? 1.0 : null,
             LogitsScaling = table.Multipliers ? f.OptionalDouble("logits_scaling") ?? 1.0 : null,
             ParallelResidual = table.ParallelResidualKey ? f.OptionalBool("use_parallel_residual") ?? true : null,
+            WordEmbedProjDim = table.OptLayout ? f.OptionalInt("word_embed_proj_dim") ?? d : null,
+            NormBeforeBlock = table.OptLayout ? f.OptionalBool("do_layer_norm_before") ?? true : null,
             BosTokenId = f.OptionalInt("bos_token_id"),
             PadTokenId = f.OptionalInt("pad_token_id"),
             EosTokenIds = f.IntOrIntList("eos_token_id"),
@@ -732,6 +757,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.AttentionBiasKey => AttentionQkvBias == AttentionOutputBias && !MlpBias,
             Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => AttentionQkvBias == AttentionOutputBias && MlpBias,
             Checkpoints.BiasRule.UseQkvBiasKey => !AttentionOutputBias && !MlpBias,
+            Checkpoints.BiasRule.EnableBiasKey => AttentionQkvBias == AttentionOutputBias && AttentionQkvBias == MlpBias,
             _ => AttentionQkvBias == AttentionOutputBias,
         };
         if (!biasesOk)
@@ -743,6 +769,7 @@ public sealed record ModelConfig
                 Checkpoints.BiasRule.AttentionBiasKey => $"{family}'s attention_bias covers q, k, v and o together, and its MLP has no biases",
                 Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => $"{family}'s attention_bias covers the qkv and output projections together, and its MLP always has biases",
                 Checkpoints.BiasRule.UseQkvBiasKey => $"{family} has biases on q, k and v only (use_qkv_bias)",
+                Checkpoints.BiasRule.EnableBiasKey => $"{family}'s enable_bias covers every projection together",
                 _ => $"{family}'s attention_bias covers q, k, v and o together",
             });
         // A window on a family whose config cannot say so would vanish on save.
@@ -766,6 +793,9 @@ public sealed record ModelConfig
             if (value is double v && !(v > 0 && double.IsFinite(v))) throw Error($"field '{key}' must be a positive number, not {v}");
         }
         if (table.ParallelResidualKey != (ParallelResidual != null)) throw Error($"use_parallel_residual is a gpt_neox field, not {family}'s");
+        if (table.OptLayout != (WordEmbedProjDim != null) || table.OptLayout != (NormBeforeBlock != null))
+            throw Error($"word_embed_proj_dim and do_layer_norm_before are opt fields, not {family}'s");
+        if (WordEmbedProjDim is <= 0) throw Error($"field 'word_embed_proj_dim' must be a positive integer, not {WordEmbedProjDim}");
         if (table.LmHeadBias && TieWordEmbeddings && Head == HeadKind.LanguageModel)
             throw Error($"tie_word_embeddings true is not supported for {family}: its LM head has a bias of its own");
         if (table.Qkv != Checkpoints.QkvLayout.Separate && (NumKvHeads != NumHeads || HeadDim * NumHeads != HiddenSize))
@@ -941,7 +971,7 @@ public sealed record ModelConfig
         if (k.HeadDim != null) o[k.HeadDim] = HeadDim;
         o[k.IntermediateSize] = IntermediateSize;
         o[k.MaxPositions] = MaxPositions;
-        o[k.NormEps] = NormEps;
+        if (k.NormEps != null) o[k.NormEps] = NormEps;
         o[k.Activation] = table.Activations.First(a => a.Activation == Activation).Name;
         if (table.PreferredActivationKey is { } preferredKey && o[preferredKey] != null) o[preferredKey] = o[k.Activation]!.DeepClone();
         // A config read in transformers 5's format is written back in it (rope_parameters, per layer type when it was).
@@ -985,6 +1015,12 @@ public sealed record ModelConfig
         if (table.Biases is Checkpoints.BiasRule.AttentionBiasKey or Checkpoints.BiasRule.AttentionAndMlpKeys or Checkpoints.BiasRule.AttentionBiasKeyMlpAlways)
             o["attention_bias"] = AttentionQkvBias;
         if (table.Biases == Checkpoints.BiasRule.UseQkvBiasKey) o["use_qkv_bias"] = AttentionQkvBias;
+        if (table.Biases == Checkpoints.BiasRule.EnableBiasKey) o["enable_bias"] = AttentionQkvBias;
+        if (table.OptLayout)
+        {
+            o["word_embed_proj_dim"] = EmbedDim;
+            o["do_layer_norm_before"] = NormBeforeBlock;
+        }
         if (ParallelResidual is bool parallel) o["use_parallel_residual"] = parallel;
         if (table.Biases is Checkpoints.BiasRule.AttentionAndMlpKeys) o["mlp_bias"] = MlpBias;
         if (table.Window is Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes) o["sliding_window"] = SlidingWindow;

@@ -163,7 +163,7 @@ public static class ModelIO
             // A small random projection (std 1/√(D+1), as value heads commonly start) so scores begin near 0.
             var rng = new Random(seed);
             var s = p.Span;
-            float std = 1f / MathF.Sqrt(model.Config.HiddenSize + 1);
+            float std = 1f / MathF.Sqrt(model.Config.EmbedDim + 1);
             for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextGaussian() * std);
         }
         else if (name == "lm_head.weight")

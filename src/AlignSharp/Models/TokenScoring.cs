@@ -79,8 +79,8 @@ public static class TokenScoring
         LogitsVisitor? visit = null, int chunkRows = 0, bool? recompute = null)
     {
         if (model.Config.Head != HeadKind.LanguageModel) throw new InvalidOperationException("Token log-probabilities need a model with an LM head.");
-        if (hidden.Rank != 2 || hidden.Dim(1) != model.Config.HiddenSize)
-            throw new ArgumentException($"TokenScoring: hidden states {ShapeUtil.Format(hidden.Shape)}, [N, {model.Config.HiddenSize}] expected.");
+        if (hidden.Rank != 2 || hidden.Dim(1) != model.Config.EmbedDim)
+            throw new ArgumentException($"TokenScoring: hidden states {ShapeUtil.Format(hidden.Shape)}, [N, {model.Config.EmbedDim}] expected.");
         int n = hidden.Dim(0);
         if (targets.Length != n) throw new ArgumentException($"TokenScoring: {targets.Length} targets for {n} rows.");
         if (!(temperature > 0)) throw new ArgumentOutOfRangeException(nameof(temperature), "The temperature must be > 0.");

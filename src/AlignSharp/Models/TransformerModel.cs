@@ -129,8 +129,14 @@ public sealed class TransformerModel
         config.Validate();
         Config = config;
         int d = config.HiddenSize;
-        Add("embed.weight", config.VocabSize, d);
-        if (config.LearnedPositions) Add("pos_embed.weight", config.MaxPositions, d);
+        Add("embed.weight", config.VocabSize, config.EmbedDim);
+        if (config.LearnedPositions) Add("pos_embed.weight", config.MaxPositions + config.Table.PositionOffset, d);
+        if (config.EmbedDim != d)
+        {
+            // OPT's opt-350m: embeddings of their own width, projected to the blocks' and back for the head.
+            Add("project_in.weight", d, config.EmbedDim);
+            Add("project_out.weight", config.EmbedDim, d);
+        }
         bool normBias = config.Norm == NormKind.LayerNorm, gatedMlp = config.Table.GatedMlp;
         for (int l = 0; l < config.NumLayers; l++)
         {
@@ -181,10 +187,10 @@ public sealed class TransformerModel
             }
             if (config.SandwichNorms) Add(p + "mlp_out_norm.weight", d);
         }
-        Add("final_norm.weight", d);
-        if (normBias) Add("final_norm.bias", d);
-        if (config.Head == HeadKind.Scalar) Add("score.weight", 1, d);
-        else if (!config.TieWordEmbeddings) Add("lm_head.weight", config.VocabSize, d);
+        if (!config.PostNorm) Add("final_norm.weight", d);
+        if (!config.PostNorm && normBias) Add("final_norm.bias", d);
+        if (config.Head == HeadKind.Scalar) Add("score.weight", 1, config.EmbedDim);
+        else if (!config.TieWordEmbeddings) Add("lm_head.weight", config.VocabSize, config.EmbedDim);
         if (config.HasLmHeadBias) Add("lm_head.bias", config.VocabSize);
         if (!config.LearnedPositions) _rope = new RopeTableCache(config.RopeFrequencies(), config.RopeAttentionFactor);
         if (config.LocalRopeTheta != null) _ropeLocal = new RopeTableCache(config.RopeFrequencies(local: true), 1f); // unscaled, as transformers' local rotary
@@ -294,8 +300,9 @@ public sealed class TransformerModel
         // Gemma: transformers forms the normalizer √D as a tensor of the embedding dtype, float32 here.
         if (c.ScaledEmbedding) x = Ops.MulScalar(x, (float)Math.Sqrt(c.HiddenSize));
         if (c.EmbeddingMultiplier is double multiplier && multiplier != 1) x = Ops.MulScalar(x, (float)multiplier);
+        if (c.EmbedDim != c.HiddenSize) x = Ops.Linear(x, Parameter("project_in.weight"));
         if (c.LearnedPositions)
-            x = Ops.Add(x, Ops.Embedding(Parameter("pos_embed.weight"), positions, batch, seq));
+            x = Ops.Add(x, Ops.Embedding(Parameter("pos_embed.weight"), PositionRows(positions), batch, seq));
 
         var attentionMask = cache != null ? cache.KeyMask(keyMask, offset + seq) : keyMask;
         // LongRoPE picks its factors per call from the largest position, as transformers does.
@@ -323,7 +330,8 @@ public sealed class TransformerModel
             else x = WithBlockDropout(Adapter, dropoutSeed, () => Block(x, l, pass));
         }
         if (cache != null) cache.Length = offset + seq;
-        var final = Norm(x, "final_norm");
+        var final = c.PostNorm ? x : Norm(x, "final_norm");
+        if (c.EmbedDim != c.HiddenSize) final = Ops.Linear(final, Parameter("project_out.weight"));
         // Granite divides the vocabulary logits by logits_scaling: dividing the head's input instead keeps every head
         // path (whole logits, vocabulary tiles, the sampler) the same. A scalar head sees the hidden states as they are.
         if (c.LogitsScaling is double scaling && scaling != 1 && c.Head == HeadKind.LanguageModel) final = Ops.MulScalar(final, (float)(1 / scaling));
@@ -338,6 +346,16 @@ public sealed class TransformerModel
 
     /// <summary>NEFTune noise for the token embeddings of training passes (null: none); the trainer sets it per micro-batch.</summary>
     public EmbeddingNoise? EmbeddingNoise { get; set; }
+
+    /// <summary>The rows of the learned position table for <paramref name="positions"/>: OPT's start two rows in.</summary>
+    private int[] PositionRows(int[] positions)
+    {
+        int shift = Config.Table.PositionOffset;
+        if (shift == 0) return positions;
+        var rows = new int[positions.Length];
+        for (int i = 0; i < rows.Length; i++) rows[i] = positions[i] + shift;
+        return rows;
+    }
 
     /// <summary>offset + t for every batch row, [B·T]: the last list is kept (never written after it is built), so
     /// repeated steps of one shape build none.</summary>
@@ -394,7 +412,7 @@ public sealed class TransformerModel
         var c = Config;
         int batch = pass.Batch, seq = pass.Seq;
         string p = $"layers.{l}.";
-        var h = c.InputNorms ? Norm(x, p + "attn_norm") : x;
+        var h = c.InputNorms && !c.PostNorm ? Norm(x, p + "attn_norm") : x;
         int? window = c.WindowOf(l);
         Tensor q, k, v, a;
         var qkvLayout = c.Table.Qkv;
@@ -468,6 +486,12 @@ public sealed class TransformerModel
             var mlp = Mlp(c.Table.ParallelSharedNorm ? h : Norm(x, p + "mlp_norm"), p);
             return Ops.Add(Ops.Add(mlp, attention), x);
         }
+        if (c.PostNorm)
+        {
+            // OPT's opt-350m: each norm follows its residual add.
+            x = Norm(Ops.Add(x, Linear(attnIn, p + "attn.o")), p + "attn_norm");
+            return Norm(Ops.Add(x, Mlp(x, p)), p + "mlp_norm");
+        }
         // Granite scales each output before its residual add, so its residuals stay outside the products.
         float residualScale = (float)(c.ResidualMultiplier ?? 1.0);
         bool intoProducts = Ops.RoundsActivations && !c.SandwichNorms && residualScale == 1;
@@ -511,13 +535,14 @@ public sealed class TransformerModel
     /// <summary>The head's matrix: score.weight [1, D], or the vocabulary projection [V, D] (the embedding when tied).</summary>
     public Tensor HeadWeight => Parameter(Config.Head == HeadKind.Scalar ? "score.weight" : Config.TieWordEmbeddings ? "embed.weight" : "lm_head.weight");
 
-    private Tensor Activate(Tensor x) => Ops.Activate(x, ActivationKind);
+    private Tensor Activate(Tensor x) => Config.Activation == HiddenActivation.Relu ? Ops.Relu(x) : Ops.Activate(x, ActivationKind);
 
     private Ops.GateActivation ActivationKind => Config.Activation switch
     {
         HiddenActivation.Silu => Ops.GateActivation.Silu,
         HiddenActivation.GeluTanh => Ops.GateActivation.GeluTanh,
-        _ => Ops.GateActivation.GeluErf,
+        HiddenActivation.Gelu => Ops.GateActivation.GeluErf,
+        _ => throw new InvalidOperationException($"{Config.Activation} is not a gate activation (no gated family takes it)"),
     };
 
     /// <summary>The LoRA adapter the linear layers of the blocks add in (null: none).</summary>

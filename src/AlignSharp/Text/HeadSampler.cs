@@ -92,7 +92,7 @@ internal static class HeadSampler
     public static int SampleRows(TransformerModel model, float[] hidden, int sampleable, SamplingOptions o, Random[] rngs, bool[] active, int[] tokens, float[] logProbs)
     {
         if (!Applies(model)) throw new ArgumentException("HeadSampler serves language-model heads only.", nameof(model));
-        int rows = rngs.Length, d = model.Config.HiddenSize;
+        int rows = rngs.Length, d = model.Config.EmbedDim;
         var w = model.HeadWeight;
         if (hidden.Length < (long)rows * d) throw new ArgumentException($"hidden holds {hidden.Length} values, {rows} rows of {d} expected.", nameof(hidden));
         if (sampleable < 1 || sampleable > w.Dim(0)) throw new ArgumentOutOfRangeException(nameof(sampleable), $"{sampleable} sampleable tokens of a {w.Dim(0)}-token head.");

@@ -254,6 +254,8 @@ public class FusedDecodingTests(ITestOutputHelper output)
     [InlineData("gemma2-softcap-window", 4)] // GeGLU, soft caps
     [InlineData("gpt-neox-pythia", 4)]       // q/k/v fused head by head, partial RoPE, parallel residual
     [InlineData("phi2-parallel-head-bias", 4)] // one norm for attention and MLP, the LM head's bias (sampled unfused)
+    [InlineData("opt-125m-shape", 4)]        // learned positions two rows in, ReLU MLP with the residual in its product
+    [InlineData("opt-350m-shape", 4)]        // norms after the adds, embeddings projected in and out
     public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture, int rank)
     {
         Native(3);
@@ -343,6 +345,7 @@ public class FusedDecodingTests(ITestOutputHelper output)
     [InlineData("phi3-longrope", false)]
     [InlineData("gpt2-hub", false)]
     [InlineData("gemma2-softcap-window", false)]
+    [InlineData("opt-125m-shape", true)]
     public void GenerationIsTheSameWithTheResidualsInsideTheProducts(string fixture, bool withAdapter)
     {
         Native(3);

@@ -49,20 +49,19 @@ public sealed class CheckpointReferenceLogitsTests
 
         public double[][] Forward(int[] ids)
         {
-            int T = ids.Length, D = _c.HiddenSize;
+            int T = ids.Length, D = _c.HiddenSize, E = _c.EmbedDim;
             var embed = _p["embed.weight"];
-            var h = new double[T][];
-            for (int t = 0; t < T; t++)
-            {
-                h[t] = new double[D];
-                for (int d = 0; d < D; d++)
-                    h[t][d] = embed[ids[t] * D + d] * (_c.ScaledEmbedding ? (float)Math.Sqrt(D) : 1.0) * (_c.EmbeddingMultiplier ?? 1.0)
-                        + (_c.LearnedPositions ? _p["pos_embed.weight"][t * D + d] : 0);
-            }
+            var h = ids.Select(id => Enumerable.Range(0, E).Select(e => embed[id * E + e] * (_c.ScaledEmbedding ? (float)Math.Sqrt(D) : 1.0) * (_c.EmbeddingMultiplier ?? 1.0)).ToArray()).ToArray();
+            if (E != D) h = Linear(h, "project_in");   // OPT's opt-350m: embeddings narrower than the blocks
+            // OPT reads its position table two rows in.
+            int offset = _c.Family == ModelFamily.Opt ? 2 : 0;
+            if (_c.LearnedPositions)
+                for (int t = 0; t < T; t++)
+                    for (int d = 0; d < D; d++) h[t][d] += _p["pos_embed.weight"][(t + offset) * D + d];
             for (int l = 0; l < _c.NumLayers; l++)
             {
                 string p = $"layers.{l}.";
-                var x = _c.InputNorms ? Norm(h, p + "attn_norm") : h;   // OLMo-2 has none
+                var x = _c.InputNorms && !_c.PostNorm ? Norm(h, p + "attn_norm") : h;   // OLMo-2 has none, opt-350m norms after the adds
                 double[][] q, k, v;
                 if (_c.Family == ModelFamily.Gpt2)
                 {
@@ -91,7 +90,7 @@ public sealed class CheckpointReferenceLogitsTests
                         k = _c.FullWidthQkNorm ? Norm(k, p + "attn.k_norm") : HeadNorm(k, p + "attn.k_norm");
                     }
                     bool local = _c.IsSlidingLayer(l) && _c.LocalRopeTheta != null;
-                    if (_c.UsesRope(l))   // SmolLM3's NoPE layers leave q and k as they are
+                    if (_c.UsesRope(l) && !_c.LearnedPositions)   // SmolLM3's NoPE layers (and OPT) leave q and k as they are
                     {
                         q = Rope(q, local);
                         k = Rope(k, local);
@@ -102,15 +101,21 @@ public sealed class CheckpointReferenceLogitsTests
                 // GPT-NeoX's parallel residual: the MLP reads the block's input, both outputs are added to it.
                 var blockInput = h.Select(r => r.ToArray()).ToArray();
                 Add(h, _c.SandwichNorms ? Norm(attnOut, p + "attn_out_norm") : attnOut, _c.ResidualMultiplier ?? 1.0);
+                if (_c.PostNorm) h = Norm(h, p + "attn_norm");
                 // Phi's one norm feeds attention and MLP alike.
-                x = _c.Family == ModelFamily.Phi ? x : _c.InputNorms ? Norm(_c.ParallelResidual == true ? blockInput : h, p + "mlp_norm") : h;
+                x = _c.Family == ModelFamily.Phi ? x : _c.InputNorms && !_c.PostNorm ? Norm(_c.ParallelResidual == true ? blockInput : h, p + "mlp_norm") : h;
                 double[][] m;
-                if (_c.Family is ModelFamily.Gpt2 or ModelFamily.GptNeoX or ModelFamily.Phi)
+                if (_c.Family is ModelFamily.Gpt2 or ModelFamily.GptNeoX or ModelFamily.Phi or ModelFamily.Opt)
                 {
                     m = Linear(x, p + "mlp.fc");
                     foreach (var r in m)
                         for (int i = 0; i < r.Length; i++)
-                            r[i] = _c.Activation == HiddenActivation.Gelu ? r[i] * AlignSharp.Tests.Engine.NormalCdf.Phi(r[i]) : GeluTanh(r[i]);
+                            r[i] = _c.Activation switch
+                            {
+                                HiddenActivation.Gelu => r[i] * AlignSharp.Tests.Engine.NormalCdf.Phi(r[i]),
+                                HiddenActivation.Relu => Math.Max(r[i], 0),
+                                _ => GeluTanh(r[i]),
+                            };
                     m = Linear(m, p + "mlp.proj");
                 }
                 else
@@ -129,8 +134,10 @@ public sealed class CheckpointReferenceLogitsTests
                     if (_c.SandwichNorms) m = Norm(m, p + "mlp_out_norm");
                 }
                 Add(h, m, _c.ResidualMultiplier ?? 1.0);
+                if (_c.PostNorm) h = Norm(h, p + "mlp_norm");
             }
-            var final = Norm(h, "final_norm");
+            var final = _c.PostNorm ? h : Norm(h, "final_norm");
+            if (E != D) final = Linear(final, "project_out");
             var head = Optional("lm_head.weight") ?? embed;
             var logits = MatMulT(final, head, Optional("lm_head.bias"), _c.VocabSize);   // Phi's head has a bias
             foreach (var r in logits)

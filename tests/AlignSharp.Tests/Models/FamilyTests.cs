@@ -22,7 +22,7 @@ public sealed class FamilyTests : IDisposable
     public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
         "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias",
-        "phi2-parallel-head-bias");
+        "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -34,7 +34,18 @@ public sealed class FamilyTests : IDisposable
     {
         var model = Load(fixture);
         var c = model.Config;
-        var names = new List<string> { "final_norm.weight", c.Table.GatedMlp ? "layers.1.mlp.gate.weight" : "layers.1.mlp.fc.weight" };
+        if (c.Activation == HiddenActivation.Relu)
+        {
+            // Finite differences cannot cross a ReLU's kinks: OPT's structure (positions, norms after the adds, the
+            // embedding projections) is checked with the exact GELU in its place, on the same weights.
+            var smooth = new TransformerModel(c with { Activation = HiddenActivation.Gelu });
+            foreach (var (name, p) in model.NamedParameters) p.Span.CopyTo(smooth.Parameter(name).Span);
+            (model, c) = (smooth, smooth.Config);
+        }
+        var names = new List<string> { c.Table.GatedMlp ? "layers.1.mlp.gate.weight" : "layers.1.mlp.fc.weight" };
+        if (!c.PostNorm) names.Add("final_norm.weight");
+        if (c.EmbedDim != c.HiddenSize) names.AddRange(["project_in.weight", "project_out.weight"]);
+        if (c.LearnedPositions) names.Add("pos_embed.weight");
         if (c.InputNorms) names.Add("layers.0.attn_norm.weight");
         if (c.QkNorm) names.AddRange(["layers.0.attn.q_norm.weight", "layers.1.attn.k_norm.weight"]);
         if (c.SandwichNorms) names.AddRange(["layers.0.attn_out_norm.weight", "layers.2.mlp_out_norm.weight"]);
@@ -107,6 +118,8 @@ public sealed class FamilyTests : IDisposable
     [InlineData("gpt-neox-v5-sequential", "gpt_neox.layers.0.mlp.dense_4h_to_h.bias", "gpt_neox.final_layer_norm.bias")]
     [InlineData("stablelm2-qkv-bias", "model.layers.1.post_attention_layernorm.bias", "model.norm.bias")]
     [InlineData("phi2-parallel-head-bias", "model.layers.1.self_attn.dense.bias", "lm_head.bias")]
+    [InlineData("opt-125m-shape", "model.decoder.embed_positions.weight", "model.decoder.final_layer_norm.bias")]
+    [InlineData("opt-350m-shape", "model.decoder.project_in.weight", "model.decoder.layers.1.final_layer_norm.weight")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -399,6 +412,31 @@ public sealed class FamilyTests : IDisposable
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"qk_layernorm\":true}")).Message);
     }
 
+    /// <summary>OPT's keys: ffn_dim, activation_function relu, enable_bias, word_embed_proj_dim (default hidden_size) and
+    /// do_layer_norm_before (default true), each written back; no norm epsilon key (always 1e-5, none written); a tied head
+    /// by default; LayerNorms without weights and _remove_final_layer_norm refused naming the key.</summary>
+    [Fact]
+    public void OptKeysAndWhatItRefuses()
+    {
+        const string shape = "\"model_type\":\"opt\",\"vocab_size\":10,\"hidden_size\":32,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"ffn_dim\":64";
+        var defaults = ModelConfig.Parse("{" + shape + "}");
+        Assert.Equal((32, false, true, true, HiddenActivation.Relu, 1e-5, 2048), (defaults.EmbedDim, defaults.PostNorm, defaults.MlpBias, defaults.TieWordEmbeddings, defaults.Activation, defaults.NormEps, defaults.MaxPositions));
+        var narrow = ModelConfig.Parse("{" + shape + ",\"word_embed_proj_dim\":16,\"do_layer_norm_before\":false,\"enable_bias\":false}");
+        var written = JsonNode.Parse(narrow.ToJson())!;
+        Assert.Equal((16, false, false, 64), ((int)written["word_embed_proj_dim"]!, (bool)written["do_layer_norm_before"]!, (bool)written["enable_bias"]!, (int)written["ffn_dim"]!));
+        Assert.Null(written["layer_norm_eps"]);
+        Assert.Equal(narrow, ModelConfig.Parse(narrow.ToJson()));
+        var names = new TransformerModel(narrow).NamedParameters.Select(p => p.Name).ToList();
+        Assert.Contains("project_in.weight", names);
+        Assert.DoesNotContain("final_norm.weight", names);
+        Assert.DoesNotContain("layers.0.attn.q.bias", names);
+        Assert.Equal([2050, 32], new TransformerModel(narrow).Parameter("pos_embed.weight").Shape.ToArray());
+        Assert.Contains("field 'layer_norm_elementwise_affine' false is not supported",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"layer_norm_elementwise_affine\":false}")).Message);
+        Assert.Contains("field '_remove_final_layer_norm' true is not supported",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"_remove_final_layer_norm\":true}")).Message);
+    }
+
     /// <summary>partial_rotary_factor at the top level (transformers 4) or inside rope_parameters (transformers 5) is the
     /// same config, written back where each format keeps it; the two disagreeing is an error.</summary>
     [Fact]
@@ -424,9 +462,9 @@ public sealed class FamilyTests : IDisposable
         foreach (var table in FamilyTables.All)
         {
             // head_dim 8: GPT-NeoX's default rotary_pct 0.25 turns 2 channels of it.
-            var config = ModelConfig.Parse(table.LearnedPositions
-                ? $"{{\"model_type\":\"{table.ModelType}\",\"vocab_size\":10,\"n_embd\":8,\"n_layer\":3,\"n_head\":2}}"
-                : $"{{\"model_type\":\"{table.ModelType}\",\"vocab_size\":10,\"hidden_size\":16,\"num_hidden_layers\":3,\"num_attention_heads\":2,\"intermediate_size\":16,\"head_dim\":8}}");
+            var k = table.Keys;
+            var config = ModelConfig.Parse($"{{\"model_type\":\"{table.ModelType}\",\"vocab_size\":10,\"{k.HiddenSize}\":16,\"{k.NumLayers}\":3,\"{k.NumHeads}\":2,\"{k.IntermediateSize}\":16"
+                + (k.HeadDim != null ? $",\"{k.HeadDim}\":8}}" : "}"));
             Assert.Equal(table.Family, config.Family);
             var json = JsonNode.Parse(config.ToJson())!;
             Assert.Equal(table.ModelType, (string)json["model_type"]!);

@@ -24,6 +24,9 @@ internal enum BiasRule
 
     /// <summary><c>use_qkv_bias</c> (default false) covers q, k and v; o and the MLP never have them (stablelm).</summary>
     UseQkvBiasKey,
+
+    /// <summary><c>enable_bias</c> (default true) covers every projection (opt).</summary>
+    EnableBiasKey,
 }
 
 /// <summary>How q, k and v are kept: three projections, or one [3·D, D] projection (canonical <c>attn.qkv</c>).</summary>
@@ -61,7 +64,7 @@ internal enum WindowRule
 
 /// <summary>The config keys a family spells its shape fields with (gpt2 has its own names).</summary>
 internal sealed record ConfigKeys(string HiddenSize, string NumLayers, string NumHeads, string? NumKvHeads, string? HeadDim,
-    string IntermediateSize, string MaxPositions, string NormEps, string Activation)
+    string IntermediateSize, string MaxPositions, string? NormEps, string Activation)
 {
     public static readonly ConfigKeys Gpt2 = new("n_embd", "n_layer", "n_head", null, null, "n_inner", "n_positions", "layer_norm_epsilon", "activation_function");
     public static readonly ConfigKeys Standard = new("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
@@ -122,6 +125,14 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
 
     /// <summary>Phi-1/1.5/2: the untied LM head has a bias (lm_head.bias [V]).</summary>
     public bool LmHeadBias { get; init; }
+
+    /// <summary>OPT: <c>word_embed_proj_dim</c> and <c>do_layer_norm_before</c> are read (see <see cref="ModelConfig.EmbedDim"/>,
+    /// <see cref="ModelConfig.NormBeforeBlock"/>).</summary>
+    public bool OptLayout { get; init; }
+
+    /// <summary>Learned positions are looked up this many rows in (OPT's embed_positions has max_position_embeddings + 2
+    /// rows and reads row p + 2).</summary>
+    public int PositionOffset { get; init; }
 
     /// <summary>The top-level keys of the RoPE base and the partial rotary factor in transformers 4's format (gpt_neox:
     /// rotary_emb_base, rotary_pct); inside transformers 5's rope_parameters they are always rope_theta and
@@ -430,7 +441,31 @@ internal static class FamilyTables
         Rejected = [new("qk_layernorm", IsTrue, "true is not supported (per-head LayerNorm of q and k)")],
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi];
+    /// <summary>OPT (OPTForCausalLM, facebook/opt-125m … 2.7b): learned positions read two rows in, q/k/v/out_proj and fc1 →
+    /// ReLU → fc2 with biases (enable_bias), LayerNorm (eps 1e-5, no config key) before each part and at the end, or —
+    /// do_layer_norm_before false, opt-350m — after each residual add and not at the end; token embeddings of
+    /// word_embed_proj_dim projected in and out (project_in / project_out) where it differs from hidden_size; tied head.</summary>
+    public static readonly FamilyTable Opt = new(ModelFamily.Opt, "opt", "OPTForCausalLM", "OPTForSequenceClassification", OptNameTable.Table)
+    {
+        Keys = ConfigKeys.Standard with { NumKvHeads = null, HeadDim = null, IntermediateSize = "ffn_dim", NormEps = null, Activation = "activation_function" },
+        LearnedPositions = true,
+        PositionOffset = 2,
+        OptLayout = true,
+        Norm = NormKind.LayerNorm,
+        GatedMlp = false,
+        Biases = BiasRule.EnableBiasKey,
+        Activations = [("relu", HiddenActivation.Relu), ("gelu", HiddenActivation.Gelu), ("gelu_new", HiddenActivation.GeluTanh)],
+        DefaultMaxPositions = 2048,
+        DefaultNormEps = 1e-5,
+        DefaultTieWordEmbeddings = true,
+        Rejected =
+        [
+            new("layer_norm_elementwise_affine", IsFalse, "false is not supported (LayerNorms without weights)"),
+            new("_remove_final_layer_norm", IsTrue, "true is not supported"),
+        ],
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

@@ -17,10 +17,10 @@ internal sealed record NameTable(string[] Prefixes, NameRule[] Global, NameRule[
     public NameRule[] Heads =>
     [
         new("lm_head.weight", LmHead, false,
-            c => c.Head == HeadKind.LanguageModel && !c.TieWordEmbeddings ? [c.VocabSize, c.HiddenSize] : null, Unprefixed: true),
+            c => c.Head == HeadKind.LanguageModel && !c.TieWordEmbeddings ? [c.VocabSize, c.EmbedDim] : null, Unprefixed: true),
         new("lm_head.bias", "lm_head.bias", false, c => c.HasLmHeadBias ? [c.VocabSize] : null, Unprefixed: true),
         new("score.weight", "score.weight", false,
-            c => c.Head == HeadKind.Scalar ? [1, c.HiddenSize] : null, Unprefixed: true),
+            c => c.Head == HeadKind.Scalar ? [1, c.EmbedDim] : null, Unprefixed: true),
     ];
 }
 
@@ -282,4 +282,44 @@ internal static class PhiNameTable
             new("layers.{i}.mlp.proj.bias", "layers.{i}.mlp.fc2.bias", false, c => [c.HiddenSize]),
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}
+
+/// <summary>
+/// OPT: <c>model.decoder.</c> prefix (a bare OPTModel: <c>decoder.</c>), <c>embed_tokens</c> [V, word_embed_proj_dim],
+/// <c>embed_positions</c> [max_position_embeddings + 2, D], <c>project_in</c> / <c>project_out</c> (no biases) where the
+/// embedding width differs, <c>self_attn_layer_norm</c> → <c>attn_norm</c>, q/k/v_proj and <c>out_proj</c> → <c>attn.o</c>,
+/// the layer's <c>final_layer_norm</c> → <c>mlp_norm</c> (the MLP's), <c>fc1</c> / <c>fc2</c>, and the decoder's
+/// <c>final_layer_norm</c> → <c>final_norm</c> where do_layer_norm_before.
+/// </summary>
+internal static class OptNameTable
+{
+    private static int[]? Matrix(int rows, int columns, bool exists) => exists ? [rows, columns] : null;
+    private static int[]? Vector(int n, bool exists) => exists ? [n] : null;
+
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.decoder.", "decoder."],
+        Global:
+        [
+            new("embed.weight", "embed_tokens.weight", false, c => [c.VocabSize, c.EmbedDim]),
+            new("pos_embed.weight", "embed_positions.weight", false, c => [c.MaxPositions + c.Table.PositionOffset, c.HiddenSize]),
+            new("project_in.weight", "project_in.weight", false, c => Matrix(c.HiddenSize, c.EmbedDim, c.EmbedDim != c.HiddenSize)),
+            new("project_out.weight", "project_out.weight", false, c => Matrix(c.EmbedDim, c.HiddenSize, c.EmbedDim != c.HiddenSize)),
+            new("final_norm.weight", "final_layer_norm.weight", false, c => Vector(c.HiddenSize, !c.PostNorm)),
+            new("final_norm.bias", "final_layer_norm.bias", false, c => Vector(c.HiddenSize, !c.PostNorm)),
+        ],
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "layers.{i}.self_attn_layer_norm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.attn_norm.bias", "layers.{i}.self_attn_layer_norm.bias", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.AttentionRules.Where(r => !r.Canonical.Contains("attn.o.", StringComparison.Ordinal)),
+            new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.out_proj.weight", false, c => [c.HiddenSize, c.QueryDim]),
+            new("layers.{i}.attn.o.bias", "layers.{i}.self_attn.out_proj.bias", false, c => Vector(c.HiddenSize, c.AttentionOutputBias)),
+            new("layers.{i}.mlp_norm.weight", "layers.{i}.final_layer_norm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp_norm.bias", "layers.{i}.final_layer_norm.bias", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp.fc.weight", "layers.{i}.fc1.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+            new("layers.{i}.mlp.fc.bias", "layers.{i}.fc1.bias", false, c => Vector(c.IntermediateSize, c.MlpBias)),
+            new("layers.{i}.mlp.proj.weight", "layers.{i}.fc2.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+            new("layers.{i}.mlp.proj.bias", "layers.{i}.fc2.bias", false, c => Vector(c.HiddenSize, c.MlpBias)),
+        ],
+        IgnoredPerLayer: []);
 }
