@@ -64,7 +64,8 @@ def make(name, base, module_prefix, targets, r, alpha, rslora, forward, seed, fa
     merged = dict(w)
     dora_modules = []
     for key in sorted(w):
-        in_block = ".layers." in "." + key or ".h." in "." + key
+        # OPT's project_in / project_out are linear layers outside the blocks that PEFT's all-linear adapts too.
+        in_block = ".layers." in "." + key or ".h." in "." + key or key.endswith(("project_in.weight", "project_out.weight"))
         if not key.endswith(".weight") or w[key].dim() != 2 or not in_block:
             continue
         module_in_file = key[: -len(".weight")]
@@ -156,6 +157,11 @@ def neox_forward(w, cfg, ids):
     return mf.neox_forward({k[len("gpt_neox."):] if k.startswith("gpt_neox.") else k: t for k, t in w.items()}, cfg, ids)
 
 
+def opt_forward(w, cfg, ids):
+    """make_fixtures' OPT forward on the file's names (model.decoder. prefix, lm_head unprefixed)."""
+    return mf.opt_forward({k[len("model.decoder."):] if k.startswith("model.decoder.") else k: t for k, t in w.items()}, cfg, ids)
+
+
 def main():
     make("llama-gqa-qv", "llama-gqa", "model.", ["q_proj", "v_proj"], 4, 8, False, mf.llama_forward, 2001,
          body_prefix="model.")
@@ -177,6 +183,10 @@ def main():
     # the fixture's file also holds the attention's mask and rotary buffers, which are not modules.
     make("gpt-neox-pythia-all", "gpt-neox-pythia", "gpt_neox.", ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
          4, 16, False, neox_forward, 2009, body_prefix="gpt_neox.")
+    # opt-350m's shape: PEFT's all-linear there includes the embedding projections outside the blocks.
+    make("opt-350m-all-linear", "opt-350m-shape", "model.decoder.",
+         ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "project_in", "project_out"], 4, 8, False, opt_forward, 2010,
+         body_prefix="model.decoder.")
     make("llama-gqa-seqcls", "llama-gqa", "model.", ["q_proj", "v_proj", "down_proj"], 4, 8, False, mf.llama_forward, 2005,
          body_prefix="model.", score_head=True)
 

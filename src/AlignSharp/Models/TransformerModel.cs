@@ -300,7 +300,7 @@ public sealed class TransformerModel
         // Gemma: transformers forms the normalizer √D as a tensor of the embedding dtype, float32 here.
         if (c.ScaledEmbedding) x = Ops.MulScalar(x, (float)Math.Sqrt(c.HiddenSize));
         if (c.EmbeddingMultiplier is double multiplier && multiplier != 1) x = Ops.MulScalar(x, (float)multiplier);
-        if (c.EmbedDim != c.HiddenSize) x = Ops.Linear(x, Parameter("project_in.weight"));
+        if (c.EmbedDim != c.HiddenSize) x = Linear(x, "project_in");
         if (c.LearnedPositions)
             x = Ops.Add(x, Ops.Embedding(Parameter("pos_embed.weight"), PositionRows(positions), batch, seq));
 
@@ -331,7 +331,7 @@ public sealed class TransformerModel
         }
         if (cache != null) cache.Length = offset + seq;
         var final = c.PostNorm ? x : Norm(x, "final_norm");
-        if (c.EmbedDim != c.HiddenSize) final = Ops.Linear(final, Parameter("project_out.weight"));
+        if (c.EmbedDim != c.HiddenSize) final = Linear(final, "project_out");
         // Granite divides the vocabulary logits by logits_scaling: dividing the head's input instead keeps every head
         // path (whole logits, vocabulary tiles, the sampler) the same. A scalar head sees the hidden states as they are.
         if (c.LogitsScaling is double scaling && scaling != 1 && c.Head == HeadKind.LanguageModel) final = Ops.MulScalar(final, (float)(1 / scaling));

@@ -258,14 +258,16 @@ public sealed class LoraAdapter
 
     static string Prefix(string canonicalWeight) => canonicalWeight[..^".weight".Length];
 
-    /// <summary>The linear layers inside the transformer blocks, grouped by checkpoint module (fused parts together).</summary>
+    /// <summary>The linear layers inside the transformer blocks, and OPT's embedding projections (PEFT's all-linear takes
+    /// every linear layer but the LM head), grouped by checkpoint module (fused parts together).</summary>
     static List<(string Module, List<ParameterBinding> Parts)> LinearModules(ModelConfig config, IReadOnlyList<ParameterBinding> bindings)
     {
         var result = new List<(string, List<ParameterBinding>)>();
         var index = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var p in bindings)
         {
-            if (!p.CanonicalName.StartsWith("layers.", StringComparison.Ordinal) || p.Shape.Length != 2 || !p.CheckpointName.EndsWith(".weight", StringComparison.Ordinal)) continue;
+            bool linear = p.CanonicalName.StartsWith("layers.", StringComparison.Ordinal) || p.CanonicalName is "project_in.weight" or "project_out.weight";
+            if (!linear || p.Shape.Length != 2 || !p.CheckpointName.EndsWith(".weight", StringComparison.Ordinal)) continue;
             string module = p.CheckpointName[..^".weight".Length];
             if (!index.TryGetValue(module, out int i)) { index[module] = i = result.Count; result.Add((module, [])); }
             result[i].Item2.Add(p);
