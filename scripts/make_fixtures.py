@@ -1490,6 +1490,60 @@ def fixture_opt():
                 "tied head", do_layer_norm_before=False, word_embed_proj_dim=16, vocab_size=90)
 
 
+def exaone4_forward(w, cfg, ids):
+    """EXAONE 4 as modeling_exaone4.py: no norm before attention or MLP; q and k RMS-normed per head over hd, then
+    rotated only where sliding_window is None or the layer is sliding (the full layers of a windowed model use no
+    position encoding); h += RMS(attn(h); post_attention_layernorm); h += RMS(mlp(h); post_feedforward_layernorm);
+    logits = RMS(h; norm) @ embed_tokens^T (tied). A sliding layer's query sees at most sliding_window keys."""
+    t = len(ids)
+    nh, nkv, hd, eps = llama_shapes(cfg)
+    cos, sin = rope_cos_sin(cfg, hd, t)
+    lin = linear(w)
+    window = cfg.get("sliding_window")
+    h = w["model.embed_tokens.weight"][ids]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        sliding = cfg["layer_types"][i] == "sliding_attention" if "layer_types" in cfg else (i + 1) % cfg.get("sliding_window_pattern", 4) != 0
+        q = rms_norm(lin(h, p + "self_attn.q_proj").reshape(t, nh, hd).transpose(0, 1), w[p + "self_attn.q_norm.weight"], eps)
+        k = rms_norm(lin(h, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1), w[p + "self_attn.k_norm.weight"], eps)
+        v = lin(h, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
+        if window is None or sliding:
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        k, v = k.repeat_interleave(nh // nkv, dim=0), v.repeat_interleave(nh // nkv, dim=0)
+        a = causal_attention(q, k, v, window if sliding else None)
+        h = h + rms_norm(lin(a, p + "self_attn.o_proj"), w[p + "post_attention_layernorm.weight"], eps)
+        g = lin(h, p + "mlp.gate_proj")
+        m = lin(g * torch.sigmoid(g) * lin(h, p + "mlp.up_proj"), p + "mlp.down_proj")
+        h = h + rms_norm(m, w[p + "post_feedforward_layernorm.weight"], eps)
+    h = rms_norm(h, w["model.norm.weight"], eps)
+    return h @ w["model.embed_tokens.weight"].T
+
+
+def fixture_exaone4():
+    g = torch.Generator().manual_seed(1029)
+    # EXAONE 4.0's hybrid attention in small: four layers, layer_types absent so sliding_window_pattern 4 gives three
+    # sliding layers (window 4) and a full one without RoPE; llama3 RoPE scaling as the releases use; tied head.
+    cfg = llama_family_config("exaone4", "Exaone4ForCausalLM", num_hidden_layers=4, head_dim=16, sliding_window=4,
+                              sliding_window_pattern=4, rms_norm_eps=1e-05, tie_word_embeddings=True, vocab_size=98,
+                              max_position_embeddings=64, bos_token_id=1, eos_token_id=97,
+                              rope_scaling={"rope_type": "llama3", "factor": 2.0, "low_freq_factor": 1.0,
+                                            "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
+    w = llama_weights(g, cfg)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        del w[p + "input_layernorm.weight"]  # no norm before attention; post_attention_layernorm follows it
+        w[p + "post_feedforward_layernorm.weight"] = norm_weight(g, cfg["hidden_size"])
+        w[p + "self_attn.q_norm.weight"] = norm_weight(g, 16)
+        w[p + "self_attn.k_norm.weight"] = norm_weight(g, 16)
+    d = fresh_dir("exaone4-hybrid-nope")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "exaone4: per-head q/k RMSNorm, norms after attention and MLP only, layers 0-2 sliding (window 4) "
+                    "with llama3-scaled RoPE, layer 3 full attention without RoPE (sliding_window_pattern 4), heads 4 / "
+                    "kv 2, head_dim 16, tied", make_cases(g, cfg["vocab_size"]), exaone4_forward, w, cfg,
+                    rope_inv_freq(cfg, 16))
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -1519,6 +1573,7 @@ def main():
     fixture_stablelm2()
     fixture_phi2()
     fixture_opt()
+    fixture_exaone4()
 
 
 if __name__ == "__main__":

@@ -65,6 +65,10 @@ public enum ModelFamily
     /// <summary><c>opt</c> (Meta's OPT): GPT-2's block with separate q/k/v, learned positions offset by 2, a ReLU MLP,
     /// LayerNorm before or (opt-350m) after each residual add, and embeddings of their own width projected in and out.</summary>
     Opt,
+
+    /// <summary><c>exaone4</c> (EXAONE 4.0): per-head q/k norms, norms on the attention and MLP outputs only, sliding
+    /// layers per layer_types, and no RoPE on the full-attention layers of a windowed model.</summary>
+    Exaone4,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -442,7 +446,7 @@ public sealed record ModelConfig
             AttnLogitSoftcap = table.GemmaAttention ? f.OptionalDoubleOrNull("attn_logit_softcapping", table.DefaultAttnSoftcap) : null,
             FinalLogitSoftcap = table.GemmaAttention ? f.OptionalDoubleOrNull("final_logit_softcapping", table.DefaultFinalSoftcap) : null,
             LocalRopeTheta = rope.LocalTheta,
-            RopeLayers = table.NoRopeLayers ? ParseRopeLayers(f, layers) : null,
+            RopeLayers = table.NoRopeLayers ? ParseRopeLayers(f, layers) : table.GlobalNoPe ? slidingLayers : null,
             EmbeddingMultiplier = table.Multipliers ? f.OptionalDouble("embedding_multiplier") ?? 1.0 : null,
             AttentionMultiplier = table.Multipliers ? f.OptionalDouble("attention_multiplier") ?? 1.0 : null,
             ResidualMultiplier = table.Multipliers ? f.OptionalDouble("residual_multiplier") ?? 1.0 : null,
@@ -784,8 +788,11 @@ public sealed record ModelConfig
         if (AttnLogitSoftcap is <= 0) throw Error($"field 'attn_logit_softcapping' must be positive or null, not {AttnLogitSoftcap}");
         if (FinalLogitSoftcap is <= 0) throw Error($"field 'final_logit_softcapping' must be positive or null, not {FinalLogitSoftcap}");
         if (LocalRopeTheta != null && !table.LocalRope) throw Error($"rope_local_base_freq is a gemma3_text field, not {family}'s");
-        if (RopeLayers != null && (!table.NoRopeLayers || RopeLayers.Count != NumLayers))
+        if (RopeLayers != null && (!table.NoRopeLayers || RopeLayers.Count != NumLayers) && !table.GlobalNoPe)
             throw Error($"field 'no_rope_layers' needs one entry per layer ({NumLayers}) and is read for smollm3 only");
+        // EXAONE 4: the rotating layers are the sliding ones whenever there is a window.
+        if (table.GlobalNoPe && !(RopeLayers ?? []).SequenceEqual(SlidingWindow != null ? SlidingLayers ?? [] : []))
+            throw Error($"{family} rotates exactly its sliding layers when it has a sliding window (and all layers otherwise)");
         if (table.LocalRope && !(LocalRopeTheta > 0)) throw Error($"field 'rope_local_base_freq' must be positive, not {LocalRopeTheta}");
         foreach (var (value, key) in new[] { (EmbeddingMultiplier, "embedding_multiplier"), (AttentionMultiplier, "attention_multiplier"), (ResidualMultiplier, "residual_multiplier"), (LogitsScaling, "logits_scaling") })
         {

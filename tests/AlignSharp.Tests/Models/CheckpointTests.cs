@@ -20,7 +20,7 @@ internal static class Fixtures
         "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window", "qwen3-qk-norm", "gemma2-softcap-window",
         "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
-        "phi4-mini-partial-rotary", "gpt2-exact-gelu", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias", "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape",
+        "phi4-mini-partial-rotary", "gpt2-exact-gelu", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias", "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope",
     ];
 
     private static string Find()
@@ -587,6 +587,7 @@ public sealed class CheckpointTests : IDisposable
     [InlineData("gemma1-geglu")]
     [InlineData("gpt-neox-pythia")] // over the 4 rotary channels of each head
     [InlineData("gpt-neox-v5-sequential")]
+    [InlineData("exaone4-hybrid-nope")] // llama3 scaling
     public void RopeFrequenciesMatchTransformers(string fixture)
     {
         var config = ModelConfig.Load(Fixtures.Dir(fixture));
@@ -703,8 +704,8 @@ public sealed class CheckpointTests : IDisposable
         // Llama has no window in transformers, so a stray field must not start masking.
         Assert.Null(ModelConfig.Parse(LlamaJson(",\"sliding_window\":5")).SlidingWindow);
         // Families whose config cannot say so reject a window: it would vanish on save.
-        Assert.Contains("a sliding window is only supported for qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, not llama", ErrorOf(() => new TransformerModel(ModelPresets.Llama(10, 8, 1, 2, 2) with { SlidingWindow = 4 })));
-        Assert.Contains("a sliding window is only supported for qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, not gpt2", ErrorOf(() => new TransformerModel(ModelPresets.Gpt2(10, 8, 1, 2) with { SlidingWindow = 4 })));
+        Assert.Contains("a sliding window is only supported for qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, exaone4, not llama", ErrorOf(() => new TransformerModel(ModelPresets.Llama(10, 8, 1, 2, 2) with { SlidingWindow = 4 })));
+        Assert.Contains("a sliding window is only supported for qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, exaone4, not gpt2", ErrorOf(() => new TransformerModel(ModelPresets.Gpt2(10, 8, 1, 2) with { SlidingWindow = 4 })));
     }
 
     [Fact]

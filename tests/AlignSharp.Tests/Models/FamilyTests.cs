@@ -22,7 +22,7 @@ public sealed class FamilyTests : IDisposable
     public static TheoryData<string> NewFamilyFixtures => new("qwen3-qk-norm", "gemma2-softcap-window", "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
         "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias",
-        "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape");
+        "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -120,6 +120,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("phi2-parallel-head-bias", "model.layers.1.self_attn.dense.bias", "lm_head.bias")]
     [InlineData("opt-125m-shape", "model.decoder.embed_positions.weight", "model.decoder.final_layer_norm.bias")]
     [InlineData("opt-350m-shape", "model.decoder.project_in.weight", "model.decoder.layers.1.final_layer_norm.weight")]
+    [InlineData("exaone4-hybrid-nope", "model.layers.3.self_attn.k_norm.weight", "model.layers.0.post_feedforward_layernorm.weight")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -435,6 +436,26 @@ public sealed class FamilyTests : IDisposable
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"layer_norm_elementwise_affine\":false}")).Message);
         Assert.Contains("field '_remove_final_layer_norm' true is not supported",
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"_remove_final_layer_norm\":true}")).Message);
+    }
+
+    /// <summary>EXAONE 4's RoPE follows its window: with sliding_window the sliding layers rotate and the full ones do not
+    /// (layer_types, or sliding_window_pattern 4 without it); with sliding_window null every layer rotates and none
+    /// slides; the default window is 4096. Rotating the full layer too fails the fixture's reference (a mutation check of
+    /// this session), and a config whose rotating layers disagree with its window is refused.</summary>
+    [Fact]
+    public void ExaoneFourRotatesItsSlidingLayersOnly()
+    {
+        var hybrid = ModelConfig.Load(Fixtures.Dir("exaone4-hybrid-nope"));
+        Assert.Equal([true, true, true, false], Enumerable.Range(0, 4).Select(hybrid.UsesRope));
+        Assert.Equal([4, 4, 4, null], Enumerable.Range(0, 4).Select(hybrid.WindowOf));
+        const string shape = "\"model_type\":\"exaone4\",\"vocab_size\":10,\"hidden_size\":16,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16";
+        var plain = ModelConfig.Parse("{" + shape + ",\"sliding_window\":null}");
+        Assert.True(plain.UsesRope(0) && plain.UsesRope(1) && plain.SlidingWindow == null);
+        var typed = ModelConfig.Parse("{" + shape + ",\"layer_types\":[\"full_attention\",\"sliding_attention\"]}");
+        Assert.Equal((4096, false, true), (typed.SlidingWindow!.Value, typed.UsesRope(0), typed.UsesRope(1)));
+        Assert.Equal(typed, ModelConfig.Parse(typed.ToJson()));
+        Assert.Contains("rotates exactly its sliding layers",
+            Assert.Throws<UserInputException>(() => new TransformerModel(typed with { RopeLayers = null })).Message);
     }
 
     /// <summary>partial_rotary_factor at the top level (transformers 4) or inside rope_parameters (transformers 5) is the

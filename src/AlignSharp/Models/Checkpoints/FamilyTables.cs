@@ -184,6 +184,10 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// <summary>SmolLM3: <c>no_rope_layers</c> (or <c>no_rope_layer_interval</c>) names layers without RoPE.</summary>
     public bool NoRopeLayers { get; init; }
 
+    /// <summary>EXAONE 4: with a sliding window, only the sliding layers rotate; the full-attention ones use no position
+    /// encoding (NoPE). Without a window every layer rotates.</summary>
+    public bool GlobalNoPe { get; init; }
+
     /// <summary>Phi-3 (Phi-4-mini), GPT-NeoX: <c>partial_rotary_factor</c> below 1 rotates the first head_dim · factor
     /// channels of each head only (transformers splits q and k there for these families; elsewhere a factor other than 1
     /// is refused).</summary>
@@ -465,7 +469,26 @@ internal static class FamilyTables
         ],
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt];
+    /// <summary>EXAONE 4.0 (Exaone4ForCausalLM, LG's 1.2B and 32B): Llama's projections with per-head q/k RMSNorm, no norm
+    /// before attention or MLP and one on each of their outputs (OLMo-2's order), sliding-window layers per layer_types
+    /// (without it: three sliding layers to one full by sliding_window_pattern 4), and, with a window, no RoPE on the
+    /// full-attention layers; transformers' Exaone4Config defaults (sliding_window 4096).</summary>
+    public static readonly FamilyTable Exaone4 = new(ModelFamily.Exaone4, "exaone4", "Exaone4ForCausalLM", "Exaone4ForSequenceClassification", Exaone4NameTable.Table)
+    {
+        QkNorm = true,
+        SandwichNorms = true,
+        InputNorms = false,
+        Biases = BiasRule.None,
+        Window = WindowRule.LayerTypes,
+        DefaultSlidingWindow = 4096,
+        DefaultSlidingPattern = 4,
+        SlidingPatternKey = "sliding_window_pattern",
+        GlobalNoPe = true,
+        DefaultMaxPositions = 2048,
+        DefaultNormEps = 1e-5,
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

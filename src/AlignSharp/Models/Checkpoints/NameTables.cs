@@ -323,3 +323,24 @@ internal static class OptNameTable
         ],
         IgnoredPerLayer: []);
 }
+
+/// <summary>
+/// EXAONE 4: Llama's projection names, per-head q/k norms (<c>self_attn.q_norm</c> / <c>k_norm</c> [head_dim]), no norm
+/// before attention or MLP, <c>post_attention_layernorm</c> → <c>attn_out_norm</c> and <c>post_feedforward_layernorm</c> →
+/// <c>mlp_out_norm</c> on their outputs.
+/// </summary>
+internal static class Exaone4NameTable
+{
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global: LlamaNameTable.GlobalRules,
+        PerLayer:
+        [
+            .. LlamaNameTable.AttentionRules,
+            .. LlamaNameTable.QkNormRules,
+            new("layers.{i}.attn_out_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.MlpRules,
+            new("layers.{i}.mlp_out_norm.weight", "layers.{i}.post_feedforward_layernorm.weight", false, c => [c.HiddenSize]),
+        ],
+        IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}
