@@ -284,6 +284,9 @@ public sealed record ModelConfig
     /// OPT's word_embed_proj_dim.</summary>
     public int EmbedDim => WordEmbedProjDim ?? HiddenSize;
 
+    /// <summary>Attention and MLP side by side on the block's input (GPT-NeoX's use_parallel_residual, Phi always).</summary>
+    public bool ParallelBlock => ParallelResidual == true || Table.ParallelSharedNorm;
+
     /// <summary>OPT's opt-350m layout: norms after the residual adds, none at the end.</summary>
     public bool PostNorm => NormBeforeBlock == false;
 

@@ -478,7 +478,7 @@ public sealed class TransformerModel
     {
         var c = Config;
         var attnIn = Ops.Reshape(a, batch, seq, c.QueryDim);
-        if (c.ParallelResidual == true || c.Table.ParallelSharedNorm)
+        if (c.ParallelBlock)
         {
             // GPT-NeoX and Phi: the MLP reads the block's input (its own norm of it, or Phi's one norm h), not the
             // attention's sum; both are added to x as transformers adds them (mlp + attention = attention + mlp, bit for bit).
@@ -513,7 +513,7 @@ public sealed class TransformerModel
         return Ops.Add(x, mlpOut);
     }
 
-    /// <summary>The block's MLP on its normed input m: gated, or fc → activation → proj (GPT-2, GPT-NeoX).</summary>
+    /// <summary>The block's MLP on its normed input m: gated, or fc → activation → proj (GPT-2, GPT-NeoX, Phi, OPT).</summary>
     private Tensor Mlp(Tensor m, string p) => Config.Table.GatedMlp ? GatedMlp(m, p) : Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj");
 
     /// <summary>Vocabulary logits [B, T, V] (LM head) or one score per position [B, T] (scalar head).</summary>

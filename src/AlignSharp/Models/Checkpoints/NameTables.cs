@@ -75,8 +75,8 @@ internal static class LlamaNameTable
         new("final_norm.weight", "norm.weight", false, c => [c.HiddenSize]),
     ];
 
-    /// <summary>q, k, v, o projections with the biases the config has.</summary>
-    public static readonly NameRule[] AttentionRules =
+    /// <summary>q, k and v projections with the biases the config has (Phi and OPT name their output projection otherwise).</summary>
+    public static readonly NameRule[] QkvRules =
     [
         new("layers.{i}.attn.q.weight", "layers.{i}.self_attn.q_proj.weight", false, c => [c.QueryDim, c.HiddenSize]),
         new("layers.{i}.attn.q.bias", "layers.{i}.self_attn.q_proj.bias", false, c => c.AttentionQkvBias ? [c.QueryDim] : null),
@@ -84,9 +84,17 @@ internal static class LlamaNameTable
         new("layers.{i}.attn.k.bias", "layers.{i}.self_attn.k_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
         new("layers.{i}.attn.v.weight", "layers.{i}.self_attn.v_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
         new("layers.{i}.attn.v.bias", "layers.{i}.self_attn.v_proj.bias", false, c => c.AttentionQkvBias ? [c.KvDim] : null),
-        new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.o_proj.weight", false, c => [c.HiddenSize, c.QueryDim]),
-        new("layers.{i}.attn.o.bias", "layers.{i}.self_attn.o_proj.bias", false, c => c.AttentionOutputBias ? [c.HiddenSize] : null),
     ];
+
+    /// <summary>The output projection <c>self_attn.{name}</c> ([D, Q], with the bias the config has).</summary>
+    public static NameRule[] OutputRules(string name) =>
+    [
+        new("layers.{i}.attn.o.weight", $"layers.{{i}}.self_attn.{name}.weight", false, c => [c.HiddenSize, c.QueryDim]),
+        new("layers.{i}.attn.o.bias", $"layers.{{i}}.self_attn.{name}.bias", false, c => c.AttentionOutputBias ? [c.HiddenSize] : null),
+    ];
+
+    /// <summary>q, k, v, o projections with the biases the config has.</summary>
+    public static readonly NameRule[] AttentionRules = [.. QkvRules, .. OutputRules("o_proj")];
 
     /// <summary>The gated MLP's gate, up and down projections with the biases the config has.</summary>
     public static readonly NameRule[] MlpRules =
@@ -151,14 +159,21 @@ internal static class GemmaNameTable
 /// </summary>
 internal static class Olmo2NameTable
 {
-    public static readonly NameTable Table = new(
+    public static readonly NameTable Table = WithOutputNorms(
+    [
+        new("layers.{i}.attn.q_norm.weight", "layers.{i}.self_attn.q_norm.weight", false, c => [c.QueryDim]),
+        new("layers.{i}.attn.k_norm.weight", "layers.{i}.self_attn.k_norm.weight", false, c => [c.KvDim]),
+    ]);
+
+    /// <summary>Llama's projections with the given q/k norms and a norm on each of attention's and the MLP's outputs
+    /// (<c>post_attention_layernorm</c>, <c>post_feedforward_layernorm</c>), none on their inputs: OLMo-2, EXAONE 4.</summary>
+    public static NameTable WithOutputNorms(NameRule[] qkNorms) => new(
         Prefixes: ["model.", ""],
         Global: LlamaNameTable.GlobalRules,
         PerLayer:
         [
             .. LlamaNameTable.AttentionRules,
-            new("layers.{i}.attn.q_norm.weight", "layers.{i}.self_attn.q_norm.weight", false, c => [c.QueryDim]),
-            new("layers.{i}.attn.k_norm.weight", "layers.{i}.self_attn.k_norm.weight", false, c => [c.KvDim]),
+            .. qkNorms,
             new("layers.{i}.attn_out_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
             .. LlamaNameTable.MlpRules,
             new("layers.{i}.mlp_out_norm.weight", "layers.{i}.post_feedforward_layernorm.weight", false, c => [c.HiddenSize]),
@@ -273,9 +288,8 @@ internal static class PhiNameTable
         [
             new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
             new("layers.{i}.attn_norm.bias", "layers.{i}.input_layernorm.bias", false, c => [c.HiddenSize]),
-            .. LlamaNameTable.AttentionRules.Where(r => !r.Canonical.Contains("attn.o.", StringComparison.Ordinal)),
-            new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.dense.weight", false, c => [c.HiddenSize, c.QueryDim]),
-            new("layers.{i}.attn.o.bias", "layers.{i}.self_attn.dense.bias", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.QkvRules,
+            .. LlamaNameTable.OutputRules("dense"),
             new("layers.{i}.mlp.fc.weight", "layers.{i}.mlp.fc1.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
             new("layers.{i}.mlp.fc.bias", "layers.{i}.mlp.fc1.bias", false, c => [c.IntermediateSize]),
             new("layers.{i}.mlp.proj.weight", "layers.{i}.mlp.fc2.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
@@ -311,9 +325,8 @@ internal static class OptNameTable
         [
             new("layers.{i}.attn_norm.weight", "layers.{i}.self_attn_layer_norm.weight", false, c => [c.HiddenSize]),
             new("layers.{i}.attn_norm.bias", "layers.{i}.self_attn_layer_norm.bias", false, c => [c.HiddenSize]),
-            .. LlamaNameTable.AttentionRules.Where(r => !r.Canonical.Contains("attn.o.", StringComparison.Ordinal)),
-            new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.out_proj.weight", false, c => [c.HiddenSize, c.QueryDim]),
-            new("layers.{i}.attn.o.bias", "layers.{i}.self_attn.out_proj.bias", false, c => Vector(c.HiddenSize, c.AttentionOutputBias)),
+            .. LlamaNameTable.QkvRules,
+            .. LlamaNameTable.OutputRules("out_proj"),
             new("layers.{i}.mlp_norm.weight", "layers.{i}.final_layer_norm.weight", false, c => [c.HiddenSize]),
             new("layers.{i}.mlp_norm.bias", "layers.{i}.final_layer_norm.bias", false, c => [c.HiddenSize]),
             new("layers.{i}.mlp.fc.weight", "layers.{i}.fc1.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
@@ -331,16 +344,5 @@ internal static class OptNameTable
 /// </summary>
 internal static class Exaone4NameTable
 {
-    public static readonly NameTable Table = new(
-        Prefixes: ["model.", ""],
-        Global: LlamaNameTable.GlobalRules,
-        PerLayer:
-        [
-            .. LlamaNameTable.AttentionRules,
-            .. LlamaNameTable.QkNormRules,
-            new("layers.{i}.attn_out_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
-            .. LlamaNameTable.MlpRules,
-            new("layers.{i}.mlp_out_norm.weight", "layers.{i}.post_feedforward_layernorm.weight", false, c => [c.HiddenSize]),
-        ],
-        IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+    public static readonly NameTable Table = Olmo2NameTable.WithOutputNorms(LlamaNameTable.QkNormRules);
 }
