@@ -24,6 +24,28 @@ internal sealed record NameTable(string[] Prefixes, NameRule[] Global, NameRule[
     ];
 }
 
+/// <summary>Rules for the pieces several tables name alike: a LayerNorm's weight and bias, a plain MLP's two layers.</summary>
+internal static class CommonRules
+{
+    /// <summary>A LayerNorm's weight and bias [D] (canonical <paramref name="canonical"/>, checkpoint <paramref name="checkpoint"/>,
+    /// both without ".weight"), present where <paramref name="exists"/> says (always when null).</summary>
+    public static NameRule[] LayerNorm(string canonical, string checkpoint, Func<ModelConfig, bool>? exists = null) =>
+    [
+        new(canonical + ".weight", checkpoint + ".weight", false, c => exists?.Invoke(c) ?? true ? [c.HiddenSize] : null),
+        new(canonical + ".bias", checkpoint + ".bias", false, c => exists?.Invoke(c) ?? true ? [c.HiddenSize] : null),
+    ];
+
+    /// <summary>An fc → activation → proj MLP ([I, D] and [D, I], not transposed) under the checkpoint's two layer names,
+    /// with biases where the config has MLP biases.</summary>
+    public static NameRule[] PlainMlp(string fc, string proj) =>
+    [
+        new("layers.{i}.mlp.fc.weight", $"layers.{{i}}.{fc}.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+        new("layers.{i}.mlp.fc.bias", $"layers.{{i}}.{fc}.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
+        new("layers.{i}.mlp.proj.weight", $"layers.{{i}}.{proj}.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+        new("layers.{i}.mlp.proj.bias", $"layers.{{i}}.{proj}.bias", false, c => c.MlpBias ? [c.HiddenSize] : null),
+    ];
+}
+
 /// <summary>
 /// GPT-2. Original hub files have no prefix (<c>h.0.attn.c_attn.weight</c>, <c>wte.weight</c>) and carry the
 /// <c>attn.bias</c> (causal mask) and <c>attn.masked_bias</c> buffers; save_pretrained writes a
@@ -222,23 +244,17 @@ internal static class GptNeoXNameTable
         Global:
         [
             new("embed.weight", "embed_in.weight", false, c => [c.VocabSize, c.HiddenSize]),
-            new("final_norm.weight", "final_layer_norm.weight", false, c => [c.HiddenSize]),
-            new("final_norm.bias", "final_layer_norm.bias", false, c => [c.HiddenSize]),
+            .. CommonRules.LayerNorm("final_norm", "final_layer_norm"),
         ],
         PerLayer:
         [
-            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
-            new("layers.{i}.attn_norm.bias", "layers.{i}.input_layernorm.bias", false, c => [c.HiddenSize]),
+            .. CommonRules.LayerNorm("layers.{i}.attn_norm", "layers.{i}.input_layernorm"),
             new("layers.{i}.attn.qkv.weight", "layers.{i}.attention.query_key_value.weight", false, c => [3 * c.HiddenSize, c.HiddenSize]),
             new("layers.{i}.attn.qkv.bias", "layers.{i}.attention.query_key_value.bias", false, c => c.AttentionQkvBias ? [3 * c.HiddenSize] : null),
             new("layers.{i}.attn.o.weight", "layers.{i}.attention.dense.weight", false, c => [c.HiddenSize, c.HiddenSize]),
             new("layers.{i}.attn.o.bias", "layers.{i}.attention.dense.bias", false, c => c.AttentionOutputBias ? [c.HiddenSize] : null),
-            new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
-            new("layers.{i}.mlp_norm.bias", "layers.{i}.post_attention_layernorm.bias", false, c => [c.HiddenSize]),
-            new("layers.{i}.mlp.fc.weight", "layers.{i}.mlp.dense_h_to_4h.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
-            new("layers.{i}.mlp.fc.bias", "layers.{i}.mlp.dense_h_to_4h.bias", false, c => [c.IntermediateSize]),
-            new("layers.{i}.mlp.proj.weight", "layers.{i}.mlp.dense_4h_to_h.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
-            new("layers.{i}.mlp.proj.bias", "layers.{i}.mlp.dense_4h_to_h.bias", false, c => [c.HiddenSize]),
+            .. CommonRules.LayerNorm("layers.{i}.mlp_norm", "layers.{i}.post_attention_layernorm"),
+            .. CommonRules.PlainMlp("mlp.dense_h_to_4h", "mlp.dense_4h_to_h"),
         ],
         IgnoredPerLayer: ["layers.{i}.attention.bias", "layers.{i}.attention.masked_bias", "layers.{i}.attention.rotary_emb.inv_freq"],
         LmHead: "embed_out.weight");
@@ -254,16 +270,14 @@ internal static class StableLmNameTable
         Prefixes: ["model.", ""],
         Global:
         [
-            .. LlamaNameTable.GlobalRules,
-            new("final_norm.bias", "norm.bias", false, c => [c.HiddenSize]),
+            LlamaNameTable.GlobalRules[0],
+            .. CommonRules.LayerNorm("final_norm", "norm"),
         ],
         PerLayer:
         [
-            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
-            new("layers.{i}.attn_norm.bias", "layers.{i}.input_layernorm.bias", false, c => [c.HiddenSize]),
+            .. CommonRules.LayerNorm("layers.{i}.attn_norm", "layers.{i}.input_layernorm"),
             .. LlamaNameTable.AttentionRules,
-            new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
-            new("layers.{i}.mlp_norm.bias", "layers.{i}.post_attention_layernorm.bias", false, c => [c.HiddenSize]),
+            .. CommonRules.LayerNorm("layers.{i}.mlp_norm", "layers.{i}.post_attention_layernorm"),
             .. LlamaNameTable.MlpRules,
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
@@ -280,20 +294,15 @@ internal static class PhiNameTable
         Prefixes: ["model.", ""],
         Global:
         [
-            new("embed.weight", "embed_tokens.weight", false, c => [c.VocabSize, c.HiddenSize]),
-            new("final_norm.weight", "final_layernorm.weight", false, c => [c.HiddenSize]),
-            new("final_norm.bias", "final_layernorm.bias", false, c => [c.HiddenSize]),
+            LlamaNameTable.GlobalRules[0],
+            .. CommonRules.LayerNorm("final_norm", "final_layernorm"),
         ],
         PerLayer:
         [
-            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
-            new("layers.{i}.attn_norm.bias", "layers.{i}.input_layernorm.bias", false, c => [c.HiddenSize]),
+            .. CommonRules.LayerNorm("layers.{i}.attn_norm", "layers.{i}.input_layernorm"),
             .. LlamaNameTable.QkvRules,
             .. LlamaNameTable.OutputRules("dense"),
-            new("layers.{i}.mlp.fc.weight", "layers.{i}.mlp.fc1.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
-            new("layers.{i}.mlp.fc.bias", "layers.{i}.mlp.fc1.bias", false, c => [c.IntermediateSize]),
-            new("layers.{i}.mlp.proj.weight", "layers.{i}.mlp.fc2.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
-            new("layers.{i}.mlp.proj.bias", "layers.{i}.mlp.fc2.bias", false, c => [c.HiddenSize]),
+            .. CommonRules.PlainMlp("mlp.fc1", "mlp.fc2"),
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
 }
@@ -308,7 +317,6 @@ internal static class PhiNameTable
 internal static class OptNameTable
 {
     private static int[]? Matrix(int rows, int columns, bool exists) => exists ? [rows, columns] : null;
-    private static int[]? Vector(int n, bool exists) => exists ? [n] : null;
 
     public static readonly NameTable Table = new(
         Prefixes: ["model.decoder.", "decoder."],
@@ -318,21 +326,15 @@ internal static class OptNameTable
             new("pos_embed.weight", "embed_positions.weight", false, c => [c.MaxPositions + c.Table.PositionOffset, c.HiddenSize]),
             new("project_in.weight", "project_in.weight", false, c => Matrix(c.HiddenSize, c.EmbedDim, c.EmbedDim != c.HiddenSize)),
             new("project_out.weight", "project_out.weight", false, c => Matrix(c.EmbedDim, c.HiddenSize, c.EmbedDim != c.HiddenSize)),
-            new("final_norm.weight", "final_layer_norm.weight", false, c => Vector(c.HiddenSize, !c.PostNorm)),
-            new("final_norm.bias", "final_layer_norm.bias", false, c => Vector(c.HiddenSize, !c.PostNorm)),
+            .. CommonRules.LayerNorm("final_norm", "final_layer_norm", c => !c.PostNorm),
         ],
         PerLayer:
         [
-            new("layers.{i}.attn_norm.weight", "layers.{i}.self_attn_layer_norm.weight", false, c => [c.HiddenSize]),
-            new("layers.{i}.attn_norm.bias", "layers.{i}.self_attn_layer_norm.bias", false, c => [c.HiddenSize]),
+            .. CommonRules.LayerNorm("layers.{i}.attn_norm", "layers.{i}.self_attn_layer_norm"),
             .. LlamaNameTable.QkvRules,
             .. LlamaNameTable.OutputRules("out_proj"),
-            new("layers.{i}.mlp_norm.weight", "layers.{i}.final_layer_norm.weight", false, c => [c.HiddenSize]),
-            new("layers.{i}.mlp_norm.bias", "layers.{i}.final_layer_norm.bias", false, c => [c.HiddenSize]),
-            new("layers.{i}.mlp.fc.weight", "layers.{i}.fc1.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
-            new("layers.{i}.mlp.fc.bias", "layers.{i}.fc1.bias", false, c => Vector(c.IntermediateSize, c.MlpBias)),
-            new("layers.{i}.mlp.proj.weight", "layers.{i}.fc2.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
-            new("layers.{i}.mlp.proj.bias", "layers.{i}.fc2.bias", false, c => Vector(c.HiddenSize, c.MlpBias)),
+            .. CommonRules.LayerNorm("layers.{i}.mlp_norm", "layers.{i}.final_layer_norm"),
+            .. CommonRules.PlainMlp("fc1", "fc2"),
         ],
         IgnoredPerLayer: []);
 }
