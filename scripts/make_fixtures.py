@@ -13,7 +13,8 @@ two input sequences and the logits expected for every position of each.
 The reference forward passes below are written from the Hugging Face definitions (transformers'
 modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
 modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
-modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py / modeling_opt.py, modeling_rope_utils.py); Debian ships neither
+modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py / modeling_opt.py / modeling_exaone4.py /
+modular_ernie4_5.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -69,6 +70,7 @@ Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V 
           pre-LN as GPT-2 with separate q/k/v/out_proj and fc1 -> relu -> fc2, final_layer_norm at the end; or (opt-350m,
           do_layer_norm_before false) h = LN(h + attn(h)), h = LN(h + mlp(h)), no final norm; then project_out;
           logits = h @ embed_tokens^T (tied). LayerNorm eps 1e-5.
+  ERNIE 4.5: as Llama (biases with use_bias), rope on interleaved pairs: channels 2i and 2i + 1 turn by pos * inv_freq[i].
   Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
           Mistral with sliding_window W also masks key j for query i when i - j >= W (a query sees at most
           W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay);
@@ -1544,6 +1546,52 @@ def fixture_exaone4():
                     rope_inv_freq(cfg, 16))
 
 
+def rotate_interleaved(x):
+    """GLM's rotate_half (transformers' glm / ernie4_5): pairs of adjacent channels, (x0, x1) -> (-x1, x0)."""
+    return torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
+
+
+def ernie45_forward(w, cfg, ids):
+    """ERNIE 4.5 dense as modular_ernie4_5.py: Llama's block (biases on every projection with use_bias), RoPE with cos
+    and sin of the hd/2 angles repeated pairwise and GLM's rotate_half, so channels 2i and 2i + 1 turn together; tied."""
+    t = len(ids)
+    nh, nkv, hd, eps = llama_shapes(cfg)
+    freqs = torch.arange(t, dtype=torch.float32)[:, None] * rope_inv_freq(cfg, hd)[None, :]
+    cos, sin = (f(freqs.double()).repeat_interleave(2, dim=-1) for f in (torch.cos, torch.sin))
+    lin = linear(w)
+    h = w["model.embed_tokens.weight"][ids]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        x = rms_norm(h, w[p + "input_layernorm.weight"], eps)
+        q = lin(x, p + "self_attn.q_proj").reshape(t, nh, hd).transpose(0, 1)
+        k = lin(x, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1)
+        v = lin(x, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
+        q, k = q * cos + rotate_interleaved(q) * sin, k * cos + rotate_interleaved(k) * sin
+        k, v = k.repeat_interleave(nh // nkv, dim=0), v.repeat_interleave(nh // nkv, dim=0)
+        h = h + lin(causal_attention(q, k, v), p + "self_attn.o_proj")
+        x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
+        g = lin(x, p + "mlp.gate_proj")
+        h = h + lin(g * torch.sigmoid(g) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
+    h = rms_norm(h, w["model.norm.weight"], eps)
+    return h @ w["model.embed_tokens.weight"].T
+
+
+def fixture_ernie45():
+    g = torch.Generator().manual_seed(1030)
+    # ERNIE-4.5-0.3B's config in small: interleaved RoPE at base 500000, grouped queries (heads 4 / kv 2), head_dim 16,
+    # tied head; use_bias true here so that every projection's bias is read (the release has none).
+    cfg = llama_family_config("ernie4_5", "Ernie4_5ForCausalLM", use_bias=True, head_dim=16, rope_theta=500000.0,
+                              rms_norm_eps=1e-05, tie_word_embeddings=True, vocab_size=100, bos_token_id=1,
+                              eos_token_id=2, pad_token_id=0)
+    w = llama_weights(g, cfg, qkv_bias=True, o_bias=True, mlp_bias=True)
+    d = fresh_dir("ernie45-interleaved-rope")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "ernie4_5: RoPE on interleaved channel pairs (base 500000), biases on every projection "
+                    "(use_bias), heads 4 / kv 2, head_dim 16, tied", make_cases(g, cfg["vocab_size"]), ernie45_forward, w,
+                    cfg, rope_inv_freq(cfg, 16))
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -1574,6 +1622,7 @@ def main():
     fixture_phi2()
     fixture_opt()
     fixture_exaone4()
+    fixture_ernie45()
 
 
 if __name__ == "__main__":

@@ -69,6 +69,9 @@ public enum ModelFamily
     /// <summary><c>exaone4</c> (EXAONE 4.0): per-head q/k norms, norms on the attention and MLP outputs only, sliding
     /// layers per layer_types, and no RoPE on the full-attention layers of a windowed model.</summary>
     Exaone4,
+
+    /// <summary><c>ernie4_5</c> (ERNIE 4.5 dense): Llama's block with biases per use_bias and RoPE on interleaved channel pairs.</summary>
+    Ernie45,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -416,7 +419,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.AttentionAndMlpKeys => (f.OptionalBool("attention_bias") ?? false) is var ab2 ? (ab2, ab2, f.OptionalBool("mlp_bias") ?? false) : default,
             Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => (f.OptionalBool("attention_bias") ?? true) is var ab3 ? (ab3, ab3, true) : default,
             Checkpoints.BiasRule.UseQkvBiasKey => (f.OptionalBool("use_qkv_bias") ?? false, false, false),
-            Checkpoints.BiasRule.EnableBiasKey => (f.OptionalBool("enable_bias") ?? true) is var eb ? (eb, eb, eb) : default,
+            Checkpoints.BiasRule.AllByKey => (f.OptionalBool(table.AllBiasesKey.Key) ?? table.AllBiasesKey.Default) is var all ? (all, all, all) : default,
             _ => (false, false, false),
         };
         var (window, slidingLayers) = ParseWindow(f, table, layers);
@@ -764,7 +767,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.AttentionBiasKey => AttentionQkvBias == AttentionOutputBias && !MlpBias,
             Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => AttentionQkvBias == AttentionOutputBias && MlpBias,
             Checkpoints.BiasRule.UseQkvBiasKey => !AttentionOutputBias && !MlpBias,
-            Checkpoints.BiasRule.EnableBiasKey => AttentionQkvBias == AttentionOutputBias && AttentionQkvBias == MlpBias,
+            Checkpoints.BiasRule.AllByKey => AttentionQkvBias == AttentionOutputBias && AttentionQkvBias == MlpBias,
             _ => AttentionQkvBias == AttentionOutputBias,
         };
         if (!biasesOk)
@@ -776,7 +779,7 @@ public sealed record ModelConfig
                 Checkpoints.BiasRule.AttentionBiasKey => $"{family}'s attention_bias covers q, k, v and o together, and its MLP has no biases",
                 Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => $"{family}'s attention_bias covers the qkv and output projections together, and its MLP always has biases",
                 Checkpoints.BiasRule.UseQkvBiasKey => $"{family} has biases on q, k and v only (use_qkv_bias)",
-                Checkpoints.BiasRule.EnableBiasKey => $"{family}'s enable_bias covers every projection together",
+                Checkpoints.BiasRule.AllByKey => $"{family}'s {table.AllBiasesKey.Key} covers every projection together",
                 _ => $"{family}'s attention_bias covers q, k, v and o together",
             });
         // A window on a family whose config cannot say so would vanish on save.
@@ -1025,7 +1028,7 @@ public sealed record ModelConfig
         if (table.Biases is Checkpoints.BiasRule.AttentionBiasKey or Checkpoints.BiasRule.AttentionAndMlpKeys or Checkpoints.BiasRule.AttentionBiasKeyMlpAlways)
             o["attention_bias"] = AttentionQkvBias;
         if (table.Biases == Checkpoints.BiasRule.UseQkvBiasKey) o["use_qkv_bias"] = AttentionQkvBias;
-        if (table.Biases == Checkpoints.BiasRule.EnableBiasKey) o["enable_bias"] = AttentionQkvBias;
+        if (table.Biases == Checkpoints.BiasRule.AllByKey) o[table.AllBiasesKey.Key] = AttentionQkvBias;
         if (table.OptLayout)
         {
             o["word_embed_proj_dim"] = EmbedDim;

@@ -461,8 +461,8 @@ public sealed class TransformerModel
         if (pass.GlobalRope != null && c.UsesRope(l))
         {
             var table = window != null && pass.LocalRope != null ? pass.LocalRope : pass.GlobalRope;
-            q = Ops.Rope(q, table, c.RotaryDim);
-            k = Ops.Rope(k, table, c.RotaryDim);
+            q = Ops.Rope(q, table, c.RotaryDim, c.Table.InterleavedRope);
+            k = Ops.Rope(k, table, c.RotaryDim, c.Table.InterleavedRope);
         }
         // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
         // exactly the keys the full recompute would.

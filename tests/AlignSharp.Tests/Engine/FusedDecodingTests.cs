@@ -256,6 +256,7 @@ public class FusedDecodingTests(ITestOutputHelper output)
     [InlineData("phi2-parallel-head-bias", 4)] // one norm for attention and MLP, the LM head's bias (sampled unfused)
     [InlineData("opt-125m-shape", 4)]        // learned positions two rows in, ReLU MLP with the residual in its product
     [InlineData("opt-350m-shape", 4)]        // norms after the adds, embeddings projected in and out
+    [InlineData("ernie45-interleaved-rope", 4)] // RoPE on adjacent pairs, biases on every projection
     public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture, int rank)
     {
         Native(3);

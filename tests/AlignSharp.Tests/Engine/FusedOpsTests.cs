@@ -253,6 +253,9 @@ public class FusedOpsTests
         // Partial rotary (Phi-4-mini): 6 of 10 channels turned, 4 passed through.
         var partialInv = Ops.RopeInverseFrequencies(6, 10000, [1f, 2f, 3.5f]);
         GradCheck.Check(x => Ops.Rope(x[0], perToken, partialInv, scale: 1.1f, rotaryDim: 6), [Rand(rng, 1, 2, 5, 3, 10)]);
+        // Interleaved pairs (ERNIE 4.5), whole and partial.
+        GradCheck.Check(x => Ops.Rope(x[0], shared, inv, interleaved: true), [Rand(rng, 1, 2, 5, 3, 10)]);
+        GradCheck.Check(x => Ops.Rope(x[0], perToken, partialInv, scale: 1.1f, rotaryDim: 6, interleaved: true), [Rand(rng, 1, 2, 5, 3, 10)]);
     }
 
     private static void DropoutGradCheck()
@@ -770,6 +773,37 @@ public class FusedOpsTests
         Assert.Throws<ArgumentException>(() => Ops.Rope(x, shared, new float[4]));
         Assert.Throws<ArgumentException>(() => Ops.Rope(x, shared, new float[4], rotaryDim: 6));
         Assert.Throws<ArgumentException>(() => Ops.Rope(x, shared, new float[6], rotaryDim: 12));
+    }
+
+    /// <summary>Interleaved pairs (transformers' GLM / ERNIE 4.5 rotate_half over x[0::2] and x[1::2], cos and sin repeated
+    /// pairwise): channels 2i and 2i + 1 turn by pos·invFreq[i]; with a rotary dimension R the channels past R pass.</summary>
+    [Fact]
+    public void InterleavedRopeTurnsAdjacentChannelPairs()
+    {
+        var rng = new Random(52);
+        int b = 2, t = 3, h = 2, d = 10;
+        var x = Rand(rng, 1, b, t, h, d);
+        int[] positions = [3, 40, 900];
+        foreach (int r in new[] { 10, 6 })
+        {
+            var inv = Ops.RopeInverseFrequencies(r, 500000);
+            var y = Ops.Rope(x, positions, inv, rotaryDim: r, interleaved: true).Span;
+            var xs = x.Span;
+            for (int bi = 0; bi < b; bi++)
+                for (int ti = 0; ti < t; ti++)
+                    for (int hi = 0; hi < h; hi++)
+                    {
+                        int at = ((bi * t + ti) * h + hi) * d;
+                        for (int i = 0; i < r / 2; i++)
+                        {
+                            double angle = (float)((float)positions[ti] * inv[i]);
+                            double even = xs[at + 2 * i], odd = xs[at + 2 * i + 1];
+                            AssertClose(even * Math.Cos(angle) - odd * Math.Sin(angle), y[at + 2 * i], 1e-6, "even channel");
+                            AssertClose(odd * Math.Cos(angle) + even * Math.Sin(angle), y[at + 2 * i + 1], 1e-6, "odd channel");
+                        }
+                        for (int j = r; j < d; j++) Assert.Equal(xs[at + j], y[at + j]);
+                    }
+        }
     }
 
     /// <summary>Partial rotary (transformers' Phi-3 split): rotate_half over the first R channels of each head, the

@@ -221,9 +221,12 @@ public sealed class CheckpointReferenceLogitsTests
                     {
                         double angle = (float)t * inv[j];
                         double cos = Math.Cos(angle) * factor, sin = Math.Sin(angle) * factor;
-                        double a = x[t][o + j], b = x[t][o + j + half];
-                        x[t][o + j] = a * cos - b * sin;
-                        x[t][o + j + half] = b * cos + a * sin;
+                        // ERNIE 4.5 pairs channels 2j and 2j + 1; the others j and j + half.
+                        int first = _c.Family == ModelFamily.Ernie45 ? o + 2 * j : o + j;
+                        int second = _c.Family == ModelFamily.Ernie45 ? first + 1 : o + j + half;
+                        double a = x[t][first], b = x[t][second];
+                        x[t][first] = a * cos - b * sin;
+                        x[t][second] = b * cos + a * sin;
                     }
                 }
             return x;

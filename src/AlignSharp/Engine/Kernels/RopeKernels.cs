@@ -1,7 +1,8 @@
 namespace AlignSharp.Engine.Kernels;
 
 /// <summary>
-/// Rotary position embedding in Hugging Face's "rotate_half" layout: pair i couples channels i and i + P.
+/// Rotary position embedding in Hugging Face's "rotate_half" layout: pair i couples channels i and i + P; or, interleaved
+/// (GLM's and ERNIE 4.5's layout), channels 2i and 2i + 1.
 /// Legend: B batch, T time, H heads, D head size, P pairs (D/2, or fewer with a partial rotary dimension 2P &lt; D,
 /// whose channels 2P..D pass through unrotated). x and y are [B, T, H, D]; the tables [T, P] (one row per time step,
 /// shared by every batch row) or [B·T, P] (one per token).
@@ -30,11 +31,11 @@ internal static class RopeKernels
     /// else t. Parallel over (b, t) rows.
     /// </summary>
     public static void Rotate(float[] x, int xo, float[] y, int yo, int b, int t, int h, int d, int pairs,
-        float[] cos, float[] sin, bool perToken, float sign, bool accumulate)
-        => ParallelFor.Run(b * t, Math.Max(1, 16384 / Math.Max(1, h * d)), new RotateWork(x, xo, y, yo, t, h, d, pairs, cos, sin, perToken, sign, accumulate));
+        float[] cos, float[] sin, bool perToken, float sign, bool accumulate, bool interleaved = false)
+        => ParallelFor.Run(b * t, Math.Max(1, 16384 / Math.Max(1, h * d)), new RotateWork(x, xo, y, yo, t, h, d, pairs, cos, sin, perToken, sign, accumulate, interleaved));
 
     private readonly struct RotateWork(float[] src, int so, float[] dst, int dOff, int t, int h, int d, int half,
-        float[] cos, float[] sin, bool perToken, float sign, bool accumulate) : IRangeWork
+        float[] cos, float[] sin, bool perToken, float sign, bool accumulate, bool interleaved) : IRangeWork
     {
         public void Run(int start, int end)
         {
@@ -47,6 +48,21 @@ internal static class RopeKernels
                 for (int hh = 0; hh < h; hh++)
                 {
                     int baseIdx = (bt * h + hh) * d;
+                    if (interleaved)
+                    {
+                        // Pair i is channels 2i and 2i + 1 (strided, so scalar; a head's rotation is a few dozen pairs).
+                        var xs = src.AsSpan(so + baseIdx, d); var ys = dst.AsSpan(dOff + baseIdx, d);
+                        for (int i = 0; i < half; i++)
+                        {
+                            float si = sign * sn[i], a = xs[2 * i], bb = xs[2 * i + 1];
+                            float ya = a * c[i] - bb * si, yb = bb * c[i] + a * si;
+                            if (accumulate) { ys[2 * i] += ya; ys[2 * i + 1] += yb; }
+                            else { ys[2 * i] = ya; ys[2 * i + 1] = yb; }
+                        }
+                        if (accumulate) for (int j = rotary; j < d; j++) ys[j] += xs[j];
+                        else xs[rotary..].CopyTo(ys[rotary..]);
+                        continue;
+                    }
                     var x1 = src.AsSpan(so + baseIdx, half); var x2 = src.AsSpan(so + baseIdx + half, half);
                     var y1 = dst.AsSpan(dOff + baseIdx, half); var y2 = dst.AsSpan(dOff + baseIdx + half, half);
                     if (accumulate)

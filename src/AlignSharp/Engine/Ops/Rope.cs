@@ -40,18 +40,21 @@ public static partial class Ops
     /// factor, applied by transformers to cos and sin in float32), scaling the rotated channels. A model builds its
     /// tables once per distinct positions (<see cref="RopeTableCache"/>) and calls the overload that takes them.
     /// Saves: the tables. Backward: rotation by −θ, times scale; the other channels' gradient passes through.
+    /// <paramref name="interleaved"/>: pair i is channels 2i and 2i + 1 instead (GLM's and ERNIE 4.5's rotate_half over
+    /// x[0::2], x[1::2], cos and sin repeated pairwise): out[2i] = x[2i]·cos θ − x[2i+1]·sin θ, out[2i+1] = x[2i+1]·cos θ + x[2i]·sin θ.
     /// </summary>
-    public static Tensor Rope(Tensor x, ReadOnlySpan<int> positions, ReadOnlySpan<float> invFreq, float scale = 1f, int? rotaryDim = null)
+    public static Tensor Rope(Tensor x, ReadOnlySpan<int> positions, ReadOnlySpan<float> invFreq, float scale = 1f, int? rotaryDim = null,
+        bool interleaved = false)
     {
         if (x.Rank != 4) throw new ArgumentException($"Rope needs x [B, T, H, D], got {ShapeUtil.Format(x.Shape)}.");
         int r = RotaryDim(x.Dim(3), rotaryDim);
         if (invFreq.Length != r / 2) throw new ArgumentException($"Rope: invFreq has {invFreq.Length} entries, R/2 = {r / 2} expected (see RopeInverseFrequencies).");
-        return Rope(x, RopeTable.Build(positions, invFreq, scale), rotaryDim);
+        return Rope(x, RopeTable.Build(positions, invFreq, scale), rotaryDim, interleaved);
     }
 
     /// <summary>Rotary embedding with prebuilt tables (one row per position: T rows shared by every batch row, or
     /// B·T, one per token). x [B, T, H, D] → [B, T, H, D], as the overload taking positions.</summary>
-    public static Tensor Rope(Tensor x, RopeTable table, int? rotaryDim = null)
+    public static Tensor Rope(Tensor x, RopeTable table, int? rotaryDim = null, bool interleaved = false)
     {
         if (x.Rank != 4) throw new ArgumentException($"Rope needs x [B, T, H, D], got {ShapeUtil.Format(x.Shape)}.");
         int b = x.Dim(0), t = x.Dim(1), h = x.Dim(2), d = x.Dim(3);
@@ -62,12 +65,12 @@ public static partial class Ops
         bool perToken = table.Rows != t;
 
         var y = NewLike(x);
-        RopeKernels.Rotate(x.Array, x.Offset, y.Array, y.Offset, b, t, h, d, table.Pairs, table.Cos, table.Sin, perToken, sign: 1f, accumulate: false);
+        RopeKernels.Rotate(x.Array, x.Offset, y.Array, y.Offset, b, t, h, d, table.Pairs, table.Cos, table.Sin, perToken, sign: 1f, accumulate: false, interleaved);
         if (Autograd.Needs(x))
             Autograd.Record(y, [x], g =>
             {
                 x.GradForAccumulate();
-                RopeKernels.Rotate(g.Array, g.Offset, x.GradTensor!.Array, x.GradTensor.Offset, b, t, h, d, table.Pairs, table.Cos, table.Sin, perToken, sign: -1f, accumulate: true);
+                RopeKernels.Rotate(g.Array, g.Offset, x.GradTensor!.Array, x.GradTensor.Offset, b, t, h, d, table.Pairs, table.Cos, table.Sin, perToken, sign: -1f, accumulate: true, interleaved);
             });
         return y;
     }

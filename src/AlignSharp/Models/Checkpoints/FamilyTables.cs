@@ -25,8 +25,9 @@ internal enum BiasRule
     /// <summary><c>use_qkv_bias</c> (default false) covers q, k and v; o and the MLP never have them (stablelm).</summary>
     UseQkvBiasKey,
 
-    /// <summary><c>enable_bias</c> (default true) covers every projection (opt).</summary>
-    EnableBiasKey,
+    /// <summary>One key covers every projection: <see cref="FamilyTable.AllBiasesKey"/> with its default (opt's enable_bias,
+    /// true; ernie4_5's use_bias, false).</summary>
+    AllByKey,
 }
 
 /// <summary>How q, k and v are kept: three projections, or one [3·D, D] projection (canonical <c>attn.qkv</c>).</summary>
@@ -142,6 +143,12 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     public double DefaultPartialRotary { get; init; } = 1;
 
     public BiasRule Biases { get; init; }
+
+    /// <summary><see cref="BiasRule.AllByKey"/>: the key and its default.</summary>
+    public (string Key, bool Default) AllBiasesKey { get; init; }
+
+    /// <summary>ERNIE 4.5: RoPE pairs adjacent channels (2i, 2i + 1) instead of i and i + head_dim/2.</summary>
+    public bool InterleavedRope { get; init; }
     public WindowRule Window { get; init; }
 
     /// <summary>Accepted activation names (the first is the default when the key is absent).</summary>
@@ -457,7 +464,8 @@ internal static class FamilyTables
         OptLayout = true,
         Norm = NormKind.LayerNorm,
         GatedMlp = false,
-        Biases = BiasRule.EnableBiasKey,
+        Biases = BiasRule.AllByKey,
+        AllBiasesKey = ("enable_bias", true),
         Activations = [("relu", HiddenActivation.Relu), ("gelu", HiddenActivation.Gelu), ("gelu_new", HiddenActivation.GeluTanh)],
         DefaultMaxPositions = 2048,
         DefaultNormEps = 1e-5,
@@ -488,7 +496,23 @@ internal static class FamilyTables
         DefaultNormEps = 1e-5,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4];
+    /// <summary>ERNIE 4.5 dense (Ernie4_5ForCausalLM: ERNIE-4.5-0.3B): Llama's block and names, biases on every projection per
+    /// use_bias (default false), RoPE on interleaved channel pairs (GLM's layout), head_dim 128, base 500000, tied head.
+    /// transformers has no Ernie4_5ForSequenceClassification: a scalar-head model saved here names that class anyway
+    /// (AlignSharp reads it back; transformers would need the class).</summary>
+    public static readonly FamilyTable Ernie45 = new(ModelFamily.Ernie45, "ernie4_5", "Ernie4_5ForCausalLM", "Ernie4_5ForSequenceClassification", LlamaNameTable.Table)
+    {
+        Biases = BiasRule.AllByKey,
+        AllBiasesKey = ("use_bias", false),
+        InterleavedRope = true,
+        DefaultHeadDim = 128,
+        DefaultMaxPositions = 131072,
+        DefaultNormEps = 1e-5,
+        DefaultRopeTheta = 500000,
+        DefaultTieWordEmbeddings = true,
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();
