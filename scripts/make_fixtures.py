@@ -14,7 +14,7 @@ The reference forward passes below are written from the Hugging Face definitions
 modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
 modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
 modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py / modeling_opt.py / modeling_exaone4.py /
-modular_ernie4_5.py, modeling_rope_utils.py); Debian ships neither
+modular_ernie4_5.py / modular_hunyuan_v1_dense.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -71,6 +71,7 @@ Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V 
           do_layer_norm_before false) h = LN(h + attn(h)), h = LN(h + mlp(h)), no final norm; then project_out;
           logits = h @ embed_tokens^T (tied). LayerNorm eps 1e-5.
   ERNIE 4.5: as Llama (biases with use_bias), rope on interleaved pairs: channels 2i and 2i + 1 turn by pos * inv_freq[i].
+  Hunyuan dense: as Llama, q and k RMS-normed per head after rope; NTK-alpha base theta * alpha^(hd / (hd - 2)).
   Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
           Mistral with sliding_window W also masks key j for query i when i - j >= W (a query sees at most
           W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay);
@@ -319,14 +320,14 @@ def linear(w):
     return lin
 
 
-def llama_forward(w, cfg, ids):
+def llama_forward(w, cfg, ids, rotate=None):
     """Llama / Qwen2 / Mistral / Qwen3 / SmolLM3 / Granite. w: HF names, float64. Granite (modeling_granite.py) has four
     multipliers, absent (1) elsewhere: embeddings times embedding_multiplier, attention_multiplier as the score scale
     (in place of hd^-1/2), each attention and MLP output times residual_multiplier before its residual add, and the
     logits divided by logits_scaling."""
     t = len(ids)
     nh, nkv, hd, eps = llama_shapes(cfg)
-    cos, sin = rope_cos_sin(cfg, hd, t)
+    cos, sin = rope_cos_sin(cfg, hd, t) if rotate is None else (None, None)
     lin = linear(w)
     residual = cfg.get("residual_multiplier", 1.0)
     # Gemma 1 (modeling_gemma.py): (1 + w) RMSNorm, embeddings times sqrt(hidden) formed in the weights' dtype, GeGLU.
@@ -346,8 +347,11 @@ def llama_forward(w, cfg, ids):
         if cfg["model_type"] == "qwen3":  # per-head RMSNorm over hd, before rope
             q = rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
+        # rotate(q, k, prefix): a family's own position step (ERNIE's interleaved pairs, Hunyuan's norms after RoPE).
+        if rotate is not None:
+            q, k = rotate(q, k, p)
         # SmolLM3 (modeling_smollm3.py): use_rope = config.no_rope_layers[layer]; a 0 leaves q and k unrotated (NoPE).
-        if cfg["model_type"] != "smollm3" or cfg["no_rope_layers"][i]:
+        elif cfg["model_type"] != "smollm3" or cfg["no_rope_layers"][i]:
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
         rep = nh // nkv
@@ -1554,26 +1558,11 @@ def rotate_interleaved(x):
 def ernie45_forward(w, cfg, ids):
     """ERNIE 4.5 dense as modular_ernie4_5.py: Llama's block (biases on every projection with use_bias), RoPE with cos
     and sin of the hd/2 angles repeated pairwise and GLM's rotate_half, so channels 2i and 2i + 1 turn together; tied."""
-    t = len(ids)
-    nh, nkv, hd, eps = llama_shapes(cfg)
-    freqs = torch.arange(t, dtype=torch.float32)[:, None] * rope_inv_freq(cfg, hd)[None, :]
+    _, _, hd, _ = llama_shapes(cfg)
+    freqs = torch.arange(len(ids), dtype=torch.float32)[:, None] * rope_inv_freq(cfg, hd)[None, :]
     cos, sin = (f(freqs.double()).repeat_interleave(2, dim=-1) for f in (torch.cos, torch.sin))
-    lin = linear(w)
-    h = w["model.embed_tokens.weight"][ids]
-    for i in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        x = rms_norm(h, w[p + "input_layernorm.weight"], eps)
-        q = lin(x, p + "self_attn.q_proj").reshape(t, nh, hd).transpose(0, 1)
-        k = lin(x, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1)
-        v = lin(x, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
-        q, k = q * cos + rotate_interleaved(q) * sin, k * cos + rotate_interleaved(k) * sin
-        k, v = k.repeat_interleave(nh // nkv, dim=0), v.repeat_interleave(nh // nkv, dim=0)
-        h = h + lin(causal_attention(q, k, v), p + "self_attn.o_proj")
-        x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
-        g = lin(x, p + "mlp.gate_proj")
-        h = h + lin(g * torch.sigmoid(g) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
-    h = rms_norm(h, w["model.norm.weight"], eps)
-    return h @ w["model.embed_tokens.weight"].T
+    return llama_forward(w, cfg, ids, lambda q, k, p: (q * cos + rotate_interleaved(q) * sin,
+                                                       k * cos + rotate_interleaved(k) * sin))
 
 
 def fixture_ernie45():
@@ -1590,6 +1579,47 @@ def fixture_ernie45():
     write_reference(d, "ernie4_5: RoPE on interleaved channel pairs (base 500000), biases on every projection "
                     "(use_bias), heads 4 / kv 2, head_dim 16, tied", make_cases(g, cfg["vocab_size"]), ernie45_forward, w,
                     cfg, rope_inv_freq(cfg, 16))
+
+
+def hunyuan_inv_freq(cfg, hd):
+    """Hunyuan's NTK-alpha RoPE (modeling_hunyuan_v1_dense.py): base = rope_theta * alpha^(hd / (hd - 2)) in Python floats,
+    then 1 / base^(arange(0, hd, 2) / hd) in float32."""
+    base = cfg.get("rope_theta", 10000.0) * cfg["rope_scaling"]["alpha"] ** (hd / (hd - 2))
+    return 1.0 / (base ** (torch.arange(0, hd, 2).float() / hd))
+
+
+def hunyuan_forward(w, cfg, ids):
+    """Hunyuan dense: Llama's block (attention_bias on q/k/v/o), q and k rotated with the NTK-alpha frequencies and then
+    RMS-normed per head over hd (query_layernorm / key_layernorm), SwiGLU, tied or untied head."""
+    _, _, hd, eps = llama_shapes(cfg)
+    freqs = torch.arange(len(ids), dtype=torch.float32)[:, None] * hunyuan_inv_freq(cfg, hd)[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1).double()
+    cos, sin = emb.cos(), emb.sin()
+
+    def rotate(q, k, p):
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        return rms_norm(q, w[p + "self_attn.query_layernorm.weight"], eps), rms_norm(k, w[p + "self_attn.key_layernorm.weight"], eps)
+
+    return llama_forward(w, cfg, ids, rotate)
+
+
+def fixture_hunyuan():
+    g = torch.Generator().manual_seed(1031)
+    # Hunyuan-0.5B's features in small: NTK-alpha RoPE (alpha 1000: base 1e4 * 1000^(16/14)), q/k RMSNorm after RoPE,
+    # grouped queries (heads 4 / kv 2), head_dim 16, tied head, attention_bias false.
+    cfg = llama_family_config("hunyuan_v1_dense", "HunYuanDenseV1ForCausalLM", head_dim=16, attention_bias=False,
+                              rms_norm_eps=1e-05, tie_word_embeddings=True, vocab_size=102, bos_token_id=1,
+                              eos_token_id=2, pad_token_id=0, rope_scaling={"alpha": 1000.0, "type": "dynamic"})
+    w = llama_weights(g, cfg)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        w[p + "self_attn.query_layernorm.weight"] = norm_weight(g, 16)
+        w[p + "self_attn.key_layernorm.weight"] = norm_weight(g, 16)
+    d = fresh_dir("hunyuan-qk-norm-after-rope")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "hunyuan_v1_dense: NTK-alpha RoPE (alpha 1000), per-head q/k RMSNorm after RoPE, heads 4 / kv 2, "
+                    "head_dim 16, tied", make_cases(g, cfg["vocab_size"]), hunyuan_forward, w, cfg, hunyuan_inv_freq(cfg, 16))
 
 
 def main():
@@ -1623,6 +1653,7 @@ def main():
     fixture_opt()
     fixture_exaone4()
     fixture_ernie45()
+    fixture_hunyuan()
 
 
 if __name__ == "__main__":

@@ -72,6 +72,10 @@ public enum ModelFamily
 
     /// <summary><c>ernie4_5</c> (ERNIE 4.5 dense): Llama's block with biases per use_bias and RoPE on interleaved channel pairs.</summary>
     Ernie45,
+
+    /// <summary><c>hunyuan_v1_dense</c> (Hunyuan 0.5B–7B dense): Llama's block with per-head q/k RMSNorm after RoPE and
+    /// the NTK-alpha RoPE base.</summary>
+    HunyuanDense,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -142,6 +146,10 @@ public sealed record RopeScaling(string Type, double Factor, double LowFreqFacto
     /// <summary>YaRN <c>truncate</c>: the blend's bounds rounded outward to whole dimensions (the default).</summary>
     public bool Truncate { get; init; } = true;
 
+    /// <summary>Hunyuan's <c>dynamic</c> RoPE with <c>alpha</c> (NTK-alpha): the base becomes θ·α^(d/(d−2)), at every
+    /// length.</summary>
+    public double? Alpha { get; init; }
+
     public bool IsLongRope => Type is "longrope" or "su";
 
     public bool Equals(RopeScaling? other) =>
@@ -149,7 +157,7 @@ public sealed record RopeScaling(string Type, double Factor, double LowFreqFacto
         && HighFreqFactor.Equals(other.HighFreqFactor) && OriginalMaxPositionEmbeddings == other.OriginalMaxPositionEmbeddings
         && (ShortFactor ?? []).SequenceEqual(other.ShortFactor ?? []) && (LongFactor ?? []).SequenceEqual(other.LongFactor ?? [])
         && AttentionFactor == other.AttentionFactor && BetaFast.Equals(other.BetaFast) && BetaSlow.Equals(other.BetaSlow)
-        && Mscale == other.Mscale && MscaleAllDim == other.MscaleAllDim && Truncate == other.Truncate;
+        && Mscale == other.Mscale && MscaleAllDim == other.MscaleAllDim && Truncate == other.Truncate && Alpha == other.Alpha;
 
     public override int GetHashCode() => HashCode.Combine(Type, Factor, OriginalMaxPositionEmbeddings);
 }
@@ -649,6 +657,13 @@ public sealed record ModelConfig
         {
             case "default":
                 return null;
+            case "dynamic" when table.NtkAlpha && inner.Get("alpha") != null:
+            {
+                // Hunyuan: a fixed NTK-alpha base (its factor, when given, is not used by that formula).
+                double alpha = inner.RequiredDouble("alpha");
+                if (!(alpha > 0)) throw inner.Error("alpha", $"must be positive, not {alpha}");
+                return new RopeScaling(type, inner.OptionalDouble("factor") ?? 1, 0, 0, 0) { Alpha = alpha };
+            }
             case "linear" or "dynamic":
                 double factor = inner.RequiredDouble("factor");
                 if (!(factor > 0)) throw inner.Error("factor", $"must be positive, not {factor}");
@@ -864,6 +879,9 @@ public sealed record ModelConfig
             var factors = (longContext ? longRope.LongFactor : longRope.ShortFactor)!.Select(x => (float)x).ToArray();
             return Ops.RopeInverseFrequencies(RotaryDim, RopeTheta, factors);
         }
+        // Hunyuan's NTK-alpha: 1 / (θ·α^(d/(d−2)))^(2j/d), the base formed in double as transformers forms it.
+        if (!local && RopeScaling is { Type: "dynamic", Alpha: double alpha })
+            return Ops.RopeInverseFrequencies(RotaryDim, RopeTheta * Math.Pow(alpha, (double)HeadDim / (HeadDim - 2)));
         var inv = Ops.RopeInverseFrequencies(RotaryDim, local ? LocalRopeTheta!.Value : RopeTheta);
         // Dynamic NTK equals the default up to max_position_embeddings, the only positions it runs at here (see
         // CheckPositions).
@@ -1112,6 +1130,10 @@ public sealed record ModelConfig
     {
         switch (rs.Type)
         {
+            case "dynamic" when rs.Alpha is double alpha:
+                // Hunyuan's own spelling (its config validation takes type with factor or alpha).
+                return rs.Factor == 1 ? new JsonObject { ["type"] = rs.Type, ["alpha"] = alpha }
+                    : new JsonObject { ["type"] = rs.Type, ["alpha"] = alpha, ["factor"] = rs.Factor };
             case "linear" or "dynamic":
                 return new JsonObject { ["rope_type"] = rs.Type, ["factor"] = rs.Factor };
             case "yarn":

@@ -452,7 +452,8 @@ public sealed class TransformerModel
         q = Ops.Reshape(q, batch, seq, c.NumHeads, c.HeadDim);
         k = Ops.Reshape(k, batch, seq, c.NumKvHeads, c.HeadDim);
         v = Ops.Reshape(v, batch, seq, c.NumKvHeads, c.HeadDim);
-        if (c.QkNorm && !c.FullWidthQkNorm)
+        bool normAfterRope = c.Table.QkNormAfterRope;
+        if (c.QkNorm && !c.FullWidthQkNorm && !normAfterRope)
         {
             // Per head, over head_dim, before RoPE (Qwen3, Gemma-3).
             q = Norm(q, p + "attn.q_norm");
@@ -463,6 +464,12 @@ public sealed class TransformerModel
             var table = window != null && pass.LocalRope != null ? pass.LocalRope : pass.GlobalRope;
             q = Ops.Rope(q, table, c.RotaryDim, c.Table.InterleavedRope);
             k = Ops.Rope(k, table, c.RotaryDim, c.Table.InterleavedRope);
+        }
+        if (c.QkNorm && normAfterRope)
+        {
+            // Hunyuan: per head, after RoPE.
+            q = Norm(q, p + "attn.q_norm");
+            k = Norm(k, p + "attn.k_norm");
         }
         // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
         // exactly the keys the full recompute would.

@@ -83,7 +83,8 @@ public sealed class CheckpointReferenceLogitsTests
                 {
                     q = Linear(x, p + "attn.q");
                     k = Linear(x, p + "attn.k");
-                    if (_c.QkNorm)
+                    bool normAfterRope = _c.Family == ModelFamily.HunyuanDense;
+                    if (_c.QkNorm && !normAfterRope)
                     {
                         // OLMo-2 over the whole projection, the others per head.
                         q = _c.FullWidthQkNorm ? Norm(q, p + "attn.q_norm") : HeadNorm(q, p + "attn.q_norm");
@@ -94,6 +95,12 @@ public sealed class CheckpointReferenceLogitsTests
                     {
                         q = Rope(q, local);
                         k = Rope(k, local);
+                    }
+                    if (_c.QkNorm && normAfterRope)
+                    {
+                        // Hunyuan: per head, after RoPE.
+                        q = HeadNorm(q, p + "attn.q_norm");
+                        k = HeadNorm(k, p + "attn.k_norm");
                     }
                     v = Linear(x, p + "attn.v");
                 }

@@ -20,7 +20,7 @@ internal static class Fixtures
         "mistral-gqa", "llama3-rope-scaling", "mistral-sliding-window", "qwen3-qk-norm", "gemma2-softcap-window",
         "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
-        "phi4-mini-partial-rotary", "gpt2-exact-gelu", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias", "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope", "ernie45-interleaved-rope",
+        "phi4-mini-partial-rotary", "gpt2-exact-gelu", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias", "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope", "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope",
     ];
 
     private static string Find()
@@ -589,6 +589,7 @@ public sealed class CheckpointTests : IDisposable
     [InlineData("gpt-neox-v5-sequential")]
     [InlineData("exaone4-hybrid-nope")] // llama3 scaling
     [InlineData("ernie45-interleaved-rope")]
+    [InlineData("hunyuan-qk-norm-after-rope")] // the NTK-alpha base
     public void RopeFrequenciesMatchTransformers(string fixture)
     {
         var config = ModelConfig.Load(Fixtures.Dir(fixture));

@@ -23,7 +23,7 @@ public sealed class FamilyTests : IDisposable
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
         "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias",
         "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope",
-        "ernie45-interleaved-rope");
+        "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -123,6 +123,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("opt-350m-shape", "model.decoder.project_in.weight", "model.decoder.layers.1.final_layer_norm.weight")]
     [InlineData("exaone4-hybrid-nope", "model.layers.3.self_attn.k_norm.weight", "model.layers.0.post_feedforward_layernorm.weight")]
     [InlineData("ernie45-interleaved-rope", "model.layers.1.mlp.down_proj.bias", "model.layers.0.self_attn.o_proj.bias")]
+    [InlineData("hunyuan-qk-norm-after-rope", "model.layers.1.self_attn.query_layernorm.weight", "model.layers.0.self_attn.key_layernorm.weight")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -251,7 +252,7 @@ public sealed class FamilyTests : IDisposable
 
     [Theory]
     [InlineData("{\"model_type\":\"gemma3\",\"vocab_size\":10}", "model_type 'gemma3' is not supported")]
-    [InlineData("{\"model_type\":\"falcon\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, smollm3, olmo2, granite, gemma, gpt_neox, stablelm, phi, opt, exaone4, ernie4_5")]
+    [InlineData("{\"model_type\":\"falcon\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, smollm3, olmo2, granite, gemma, gpt_neox, stablelm, phi, opt, exaone4, ernie4_5, hunyuan_v1_dense")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true,\"sliding_window\":0}", "field 'sliding_window' must be positive or null")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"rope_type\":\"proportional\",\"factor\":4}}", "field 'rope_scaling' type 'proportional' is not supported for qwen3 (supported: default, linear, dynamic, llama3, yarn)")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"layer_types\":[\"full_attention\"]}", "field 'layer_types' must be a list of 2 entries")]

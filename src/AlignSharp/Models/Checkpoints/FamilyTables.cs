@@ -149,6 +149,12 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
 
     /// <summary>ERNIE 4.5: RoPE pairs adjacent channels (2i, 2i + 1) instead of i and i + head_dim/2.</summary>
     public bool InterleavedRope { get; init; }
+
+    /// <summary>Hunyuan: the per-head q/k norms follow RoPE instead of preceding it.</summary>
+    public bool QkNormAfterRope { get; init; }
+
+    /// <summary>Hunyuan: rope_scaling of type dynamic may carry <c>alpha</c> (see <see cref="RopeScaling.Alpha"/>).</summary>
+    public bool NtkAlpha { get; init; }
     public WindowRule Window { get; init; }
 
     /// <summary>Accepted activation names (the first is the default when the key is absent).</summary>
@@ -512,7 +518,21 @@ internal static class FamilyTables
         DefaultTieWordEmbeddings = true,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45];
+    /// <summary>Hunyuan dense (HunYuanDenseV1ForCausalLM: Hunyuan-0.5B/1.8B/4B/7B): Llama's block and names with per-head q/k
+    /// RMSNorm (<c>query_layernorm</c> / <c>key_layernorm</c>) applied after RoPE, attention_bias for q/k/v/o, no MLP
+    /// biases, and rope_scaling dynamic with alpha (NTK-alpha base).</summary>
+    public static readonly FamilyTable HunyuanDense = new(ModelFamily.HunyuanDense, "hunyuan_v1_dense", "HunYuanDenseV1ForCausalLM", "HunYuanDenseV1ForSequenceClassification", HunyuanNameTable.Table)
+    {
+        QkNorm = true,
+        QkNormAfterRope = true,
+        NtkAlpha = true,
+        Biases = BiasRule.AttentionBiasKey,
+        DefaultMaxPositions = 2048,
+        DefaultNormEps = 1e-5,
+        Rejected = [PretrainingTp],
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

@@ -348,3 +348,22 @@ internal static class Exaone4NameTable
 {
     public static readonly NameTable Table = Olmo2NameTable.WithOutputNorms(LlamaNameTable.QkNormRules);
 }
+
+/// <summary>Hunyuan dense: Llama's names with its per-head q/k norms called <c>self_attn.query_layernorm</c> /
+/// <c>key_layernorm</c>.</summary>
+internal static class HunyuanNameTable
+{
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global: LlamaNameTable.GlobalRules,
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.AttentionRules,
+            new("layers.{i}.attn.q_norm.weight", "layers.{i}.self_attn.query_layernorm.weight", false, c => [c.HeadDim]),
+            new("layers.{i}.attn.k_norm.weight", "layers.{i}.self_attn.key_layernorm.weight", false, c => [c.HeadDim]),
+            new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.MlpRules,
+        ],
+        IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}
