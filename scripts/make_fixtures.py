@@ -72,6 +72,7 @@ Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V 
           logits = h @ embed_tokens^T (tied). LayerNorm eps 1e-5.
   ERNIE 4.5: as Llama (biases with use_bias), rope on interleaved pairs: channels 2i and 2i + 1 turn by pos * inv_freq[i].
   Hunyuan dense: as Llama, q and k RMS-normed per head after rope; NTK-alpha base theta * alpha^(hd / (hd - 2)).
+  OLMo 1: as Llama with LN(x) = (x - mean) / sqrt(var + 1e-5) (no weight, no bias) in place of every RMS.
   Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
           Mistral with sliding_window W also masks key j for query i when i - j >= W (a query sees at most
           W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay);
@@ -307,7 +308,7 @@ def rope_cos_sin(cfg, hd, t, local=False):
 def llama_shapes(cfg):
     """(query heads, kv heads, head_dim, rms_norm_eps) of a Llama-style config (head_dim defaults to hidden / heads)."""
     nh = cfg["num_attention_heads"]
-    return nh, cfg.get("num_key_value_heads") or nh, cfg.get("head_dim") or cfg["hidden_size"] // nh, cfg["rms_norm_eps"]
+    return nh, cfg.get("num_key_value_heads") or nh, cfg.get("head_dim") or cfg["hidden_size"] // nh, cfg.get("rms_norm_eps", 1e-5)
 
 
 def linear(w):
@@ -334,13 +335,19 @@ def llama_forward(w, cfg, ids, rotate=None):
     gemma1 = cfg["model_type"] == "gemma"
     norm_offset = 1.0 if gemma1 else 0.0
     act = gemma1_activation(cfg) if gemma1 else (lambda g: g * torch.sigmoid(g))
+    olmo = cfg["model_type"] == "olmo"
+
+    def norm(x, name):
+        if olmo:  # modeling_olmo.py: LayerNorm without weight or bias, eps 1e-5
+            return layer_norm(x, 1.0, 0.0, 1e-5)
+        return rms_norm(x, norm_offset + w[name + ".weight"], eps)
 
     h = w["model.embed_tokens.weight"][ids] * cfg.get("embedding_multiplier", 1.0)
     if gemma1:
         h = h * torch.tensor(cfg["hidden_size"] ** 0.5, dtype=torch.float32).double()
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        x = rms_norm(h, norm_offset + w[p + "input_layernorm.weight"], eps)
+        x = norm(h, p + "input_layernorm")
         q = lin(x, p + "self_attn.q_proj").reshape(t, nh, hd).transpose(0, 1)
         k = lin(x, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1)
         v = lin(x, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
@@ -359,9 +366,9 @@ def llama_forward(w, cfg, ids, rotate=None):
         v = v.repeat_interleave(rep, dim=0)
         a = causal_attention(q, k, v, attention_window(cfg, i), cfg.get("attention_multiplier"))
         h = h + lin(a, p + "self_attn.o_proj") * residual
-        x = rms_norm(h, norm_offset + w[p + "post_attention_layernorm.weight"], eps)
+        x = norm(h, p + "post_attention_layernorm")
         h = h + lin(act(lin(x, p + "mlp.gate_proj")) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj") * residual
-    h = rms_norm(h, norm_offset + w["model.norm.weight"], eps)
+    h = norm(h, "model.norm")
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
     return h @ head.T / cfg.get("logits_scaling", 1.0)
 
@@ -1622,6 +1629,21 @@ def fixture_hunyuan():
                     "head_dim 16, tied", make_cases(g, cfg["vocab_size"]), hunyuan_forward, w, cfg, hunyuan_inv_freq(cfg, 16))
 
 
+def fixture_olmo():
+    g = torch.Generator().manual_seed(1032)
+    # OLMo-1B-hf's shape in small: LayerNorms without weight or bias (no eps key), attention_bias false, clip_qkv null,
+    # multi-head attention, tied head.
+    cfg = llama_family_config("olmo", "OlmoForCausalLM", num_key_value_heads=4, attention_bias=False, clip_qkv=None,
+                              tie_word_embeddings=True, vocab_size=104, bos_token_id=None, eos_token_id=103, pad_token_id=1)
+    cfg.pop("rms_norm_eps")
+    w = {k: t for k, t in llama_weights(g, cfg).items() if "norm" not in k}
+    d = fresh_dir("olmo1-nonparametric-norm")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "olmo (1): LayerNorms without weight or bias, heads 4 / kv 4, tied",
+                    make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg, rope_inv_freq(cfg, 8))
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -1654,6 +1676,7 @@ def main():
     fixture_exaone4()
     fixture_ernie45()
     fixture_hunyuan()
+    fixture_olmo()
 
 
 if __name__ == "__main__":

@@ -76,6 +76,9 @@ public enum ModelFamily
     /// <summary><c>hunyuan_v1_dense</c> (Hunyuan 0.5B–7B dense): Llama's block with per-head q/k RMSNorm after RoPE and
     /// the NTK-alpha RoPE base.</summary>
     HunyuanDense,
+
+    /// <summary><c>olmo</c> (OLMo 1): Llama's block with LayerNorms that have no weight or bias.</summary>
+    Olmo,
 }
 
 /// <summary>What sits on top of the final norm.</summary>

@@ -202,6 +202,8 @@ public sealed class TransformerModel
 
     private void Add(string name, params int[] shape)
     {
+        // OLMo 1's norms have no parameters: every norm weight and bias is skipped here, one place for all of them.
+        if (!Config.Table.NormParameters && name.Contains("norm", StringComparison.Ordinal)) return;
         bool head = name is "score.weight" or "lm_head.weight" or "lm_head.bias";
         var t = !head && _trunk != null && _trunk._byName.TryGetValue(name, out var shared) ? shared
             : _bf16Matrices && KeptInBf16(name, shape.Length) ? Tensor.EmptyBf16(shape, zero: true)
@@ -632,7 +634,13 @@ public sealed class TransformerModel
     private bool Dora(params string[] prefixes) => Adapter is { Enabled: true } adapter && prefixes.Any(adapter.IsDora);
 
     private Tensor Norm(Tensor x, string prefix)
-        => Config.Norm == NormKind.LayerNorm
+        => !Config.Table.NormParameters ? Ops.LayerNorm(x, UnitNormWeight, null, (float)Config.NormEps)
+            : Config.Norm == NormKind.LayerNorm
             ? Ops.LayerNorm(x, Parameter(prefix + ".weight"), Parameter(prefix + ".bias"), (float)Config.NormEps)
             : Ops.RmsNorm(x, Parameter(prefix + ".weight"), (float)Config.NormEps, Config.NormWeightOffset);
+
+    /// <summary>Ones [D], not a parameter: OLMo 1's LayerNorm without weight or bias. Its own array, never pooled (a pass's
+    /// TensorScope would hand a pooled one back).</summary>
+    private Tensor UnitNormWeight => _unitNormWeight ??= new Tensor([Config.HiddenSize], new Storage(Enumerable.Repeat(1f, Config.HiddenSize).ToArray(), pooled: false), 0);
+    private Tensor? _unitNormWeight;
 }

@@ -172,8 +172,9 @@ public sealed class CheckpointReferenceLogitsTests
 
         private double[][] Norm(double[][] x, string name)
         {
-            var w = _p[name + ".weight"];
-            var b = Optional(name + ".bias");
+            // OLMo 1's LayerNorms have no weight or bias: scale 1, shift 0.
+            var w = _c.Table.NormParameters ? _p[name + ".weight"] : Enumerable.Repeat(1f, x[0].Length).ToArray();
+            var b = _c.Table.NormParameters ? Optional(name + ".bias") : new float[x[0].Length];
             return x.Select(r =>
             {
                 int n = r.Length;

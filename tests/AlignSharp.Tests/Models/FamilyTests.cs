@@ -23,7 +23,7 @@ public sealed class FamilyTests : IDisposable
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
         "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias",
         "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope",
-        "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope");
+        "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -44,10 +44,11 @@ public sealed class FamilyTests : IDisposable
             (model, c) = (smooth, smooth.Config);
         }
         var names = new List<string> { c.Table.GatedMlp ? "layers.1.mlp.gate.weight" : "layers.1.mlp.fc.weight" };
-        if (!c.PostNorm) names.Add("final_norm.weight");
+        if (!c.PostNorm && c.Table.NormParameters) names.Add("final_norm.weight");
         if (c.EmbedDim != c.HiddenSize) names.AddRange(["project_in.weight", "project_out.weight"]);
         if (c.LearnedPositions) names.Add("pos_embed.weight");
-        if (c.InputNorms) names.Add("layers.0.attn_norm.weight");
+        if (c.InputNorms && c.Table.NormParameters) names.Add("layers.0.attn_norm.weight");
+        if (!c.Table.NormParameters) names.Add("layers.0.attn.k.weight");   // OLMo 1: its norms have nothing to train
         if (c.QkNorm) names.AddRange(["layers.0.attn.q_norm.weight", "layers.1.attn.k_norm.weight"]);
         if (c.SandwichNorms) names.AddRange(["layers.0.attn_out_norm.weight", "layers.2.mlp_out_norm.weight"]);
         var inputs = names.Select(model.Parameter).ToArray();
@@ -124,6 +125,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("exaone4-hybrid-nope", "model.layers.3.self_attn.k_norm.weight", "model.layers.0.post_feedforward_layernorm.weight")]
     [InlineData("ernie45-interleaved-rope", "model.layers.1.mlp.down_proj.bias", "model.layers.0.self_attn.o_proj.bias")]
     [InlineData("hunyuan-qk-norm-after-rope", "model.layers.1.self_attn.query_layernorm.weight", "model.layers.0.self_attn.key_layernorm.weight")]
+    [InlineData("olmo1-nonparametric-norm", "model.layers.1.mlp.up_proj.weight", "model.embed_tokens.weight")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -252,7 +254,7 @@ public sealed class FamilyTests : IDisposable
 
     [Theory]
     [InlineData("{\"model_type\":\"gemma3\",\"vocab_size\":10}", "model_type 'gemma3' is not supported")]
-    [InlineData("{\"model_type\":\"falcon\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, smollm3, olmo2, granite, gemma, gpt_neox, stablelm, phi, opt, exaone4, ernie4_5, hunyuan_v1_dense")]
+    [InlineData("{\"model_type\":\"falcon\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, smollm3, olmo2, granite, gemma, gpt_neox, stablelm, phi, opt, exaone4, ernie4_5, hunyuan_v1_dense, olmo")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true,\"sliding_window\":0}", "field 'sliding_window' must be positive or null")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"rope_type\":\"proportional\",\"factor\":4}}", "field 'rope_scaling' type 'proportional' is not supported for qwen3 (supported: default, linear, dynamic, llama3, yarn)")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"layer_types\":[\"full_attention\"]}", "field 'layer_types' must be a list of 2 entries")]

@@ -92,6 +92,9 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
 
     public NormKind Norm { get; init; } = NormKind.RmsNorm;
 
+    /// <summary>Whether the norms have a weight (and, for LayerNorm, a bias): OLMo (1)'s LayerNorms have neither.</summary>
+    public bool NormParameters { get; init; } = true;
+
     /// <summary>Added to every norm weight: 1 for Gemma, whose RMSNorm scales by (1 + w).</summary>
     public float NormWeightOffset { get; init; }
 
@@ -532,7 +535,21 @@ internal static class FamilyTables
         Rejected = [PretrainingTp],
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense];
+    /// <summary>OLMo 1 (OlmoForCausalLM: OLMo-1B-hf, OLMo-1B-0724-hf, OLMo-7B-hf): Llama's block and names with LayerNorms
+    /// that have no weight or bias (eps 1e-5, no config key), attention_bias for q/k/v/o; clip_qkv (q, k and v clamped) is
+    /// refused; transformers' OlmoConfig defaults.</summary>
+    public static readonly FamilyTable Olmo = new(ModelFamily.Olmo, "olmo", "OlmoForCausalLM", "OlmoForSequenceClassification", OlmoNameTable.Table)
+    {
+        Keys = ConfigKeys.Standard with { NormEps = null },
+        Norm = NormKind.LayerNorm,
+        NormParameters = false,
+        Biases = BiasRule.AttentionBiasKey,
+        DefaultMaxPositions = 2048,
+        DefaultNormEps = 1e-5,
+        Rejected = [new("clip_qkv", n => n.GetValueKind() == System.Text.Json.JsonValueKind.Number, "is not supported (q, k and v clamped to ±clip_qkv); the released 1B models leave it null")],
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

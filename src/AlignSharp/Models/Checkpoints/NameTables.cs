@@ -367,3 +367,13 @@ internal static class HunyuanNameTable
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
 }
+
+/// <summary>OLMo 1: Llama's embedding and projection names; its norms have no tensors.</summary>
+internal static class OlmoNameTable
+{
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global: [LlamaNameTable.GlobalRules[0]],
+        PerLayer: [.. LlamaNameTable.AttentionRules, .. LlamaNameTable.MlpRules],
+        IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}
