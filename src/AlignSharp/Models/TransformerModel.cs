@@ -137,58 +137,40 @@ public sealed class TransformerModel
             Add("project_in.weight", d, config.EmbedDim);
             Add("project_out.weight", config.EmbedDim, d);
         }
-        bool normBias = config.Norm == NormKind.LayerNorm, gatedMlp = config.Table.GatedMlp;
         for (int l = 0; l < config.NumLayers; l++)
         {
             string p = $"layers.{l}.";
-            if (config.InputNorms) Add(p + "attn_norm.weight", d);
-            if (normBias) Add(p + "attn_norm.bias", d);
+            if (config.InputNorms) AddNorm(p + "attn_norm", d);
             if (config.Table.Qkv != Checkpoints.QkvLayout.Separate)
-            {
-                // GPT-2 and GPT-NeoX keep q, k and v in one [3D, D] projection: one GEMM instead of three.
-                Add(p + "attn.qkv.weight", 3 * d, d);
-                if (config.AttentionQkvBias) Add(p + "attn.qkv.bias", 3 * d);
-            }
+                AddLinear(p + "attn.qkv", 3 * d, d, config.AttentionQkvBias);   // GPT-2 and GPT-NeoX: one [3D, D] projection, one GEMM
             else
             {
-                Add(p + "attn.q.weight", config.QueryDim, d);
-                if (config.AttentionQkvBias) Add(p + "attn.q.bias", config.QueryDim);
-                Add(p + "attn.k.weight", config.KvDim, d);
-                if (config.AttentionQkvBias) Add(p + "attn.k.bias", config.KvDim);
-                Add(p + "attn.v.weight", config.KvDim, d);
-                if (config.AttentionQkvBias) Add(p + "attn.v.bias", config.KvDim);
+                AddLinear(p + "attn.q", config.QueryDim, d, config.AttentionQkvBias);
+                AddLinear(p + "attn.k", config.KvDim, d, config.AttentionQkvBias);
+                AddLinear(p + "attn.v", config.KvDim, d, config.AttentionQkvBias);
             }
-            Add(p + "attn.o.weight", d, config.QueryDim);
-            if (config.AttentionOutputBias) Add(p + "attn.o.bias", d);
+            AddLinear(p + "attn.o", d, config.QueryDim, config.AttentionOutputBias);
             if (config.QkNorm)
             {
-                Add(p + "attn.q_norm.weight", config.FullWidthQkNorm ? config.QueryDim : config.HeadDim);
-                Add(p + "attn.k_norm.weight", config.FullWidthQkNorm ? config.KvDim : config.HeadDim);
+                AddNorm(p + "attn.q_norm", config.FullWidthQkNorm ? config.QueryDim : config.HeadDim);
+                AddNorm(p + "attn.k_norm", config.FullWidthQkNorm ? config.KvDim : config.HeadDim);
             }
-            if (config.SandwichNorms) Add(p + "attn_out_norm.weight", d);
-            bool mlpNorm = config.InputNorms && !config.Table.ParallelSharedNorm;
-            if (mlpNorm) Add(p + "mlp_norm.weight", d);
-            if (mlpNorm && normBias) Add(p + "mlp_norm.bias", d);
-            if (!gatedMlp)
+            if (config.SandwichNorms) AddNorm(p + "attn_out_norm", d);
+            if (config.InputNorms && !config.Table.ParallelSharedNorm) AddNorm(p + "mlp_norm", d);
+            if (!config.Table.GatedMlp)
             {
-                Add(p + "mlp.fc.weight", config.IntermediateSize, d);
-                if (config.MlpBias) Add(p + "mlp.fc.bias", config.IntermediateSize);
-                Add(p + "mlp.proj.weight", d, config.IntermediateSize);
-                if (config.MlpBias) Add(p + "mlp.proj.bias", d);
+                AddLinear(p + "mlp.fc", config.IntermediateSize, d, config.MlpBias);
+                AddLinear(p + "mlp.proj", d, config.IntermediateSize, config.MlpBias);
             }
             else
             {
-                Add(p + "mlp.gate.weight", config.IntermediateSize, d);
-                if (config.MlpBias) Add(p + "mlp.gate.bias", config.IntermediateSize);
-                Add(p + "mlp.up.weight", config.IntermediateSize, d);
-                if (config.MlpBias) Add(p + "mlp.up.bias", config.IntermediateSize);
-                Add(p + "mlp.down.weight", d, config.IntermediateSize);
-                if (config.MlpBias) Add(p + "mlp.down.bias", d);
+                AddLinear(p + "mlp.gate", config.IntermediateSize, d, config.MlpBias);
+                AddLinear(p + "mlp.up", config.IntermediateSize, d, config.MlpBias);
+                AddLinear(p + "mlp.down", d, config.IntermediateSize, config.MlpBias);
             }
-            if (config.SandwichNorms) Add(p + "mlp_out_norm.weight", d);
+            if (config.SandwichNorms) AddNorm(p + "mlp_out_norm", d);
         }
-        if (!config.PostNorm) Add("final_norm.weight", d);
-        if (!config.PostNorm && normBias) Add("final_norm.bias", d);
+        if (!config.PostNorm) AddNorm("final_norm", d);
         if (config.Head == HeadKind.Scalar) Add("score.weight", 1, config.EmbedDim);
         else if (!config.TieWordEmbeddings) Add("lm_head.weight", config.VocabSize, config.EmbedDim);
         if (config.HasLmHeadBias) Add("lm_head.bias", config.VocabSize);
@@ -200,10 +182,23 @@ public sealed class TransformerModel
     private readonly TransformerModel? _trunk;
     private readonly bool _bf16Matrices;
 
+    /// <summary>A linear layer's weight [out, in] and, where it has one, its bias [out].</summary>
+    private void AddLinear(string prefix, int outFeatures, int inFeatures, bool bias)
+    {
+        Add(prefix + ".weight", outFeatures, inFeatures);
+        if (bias) Add(prefix + ".bias", outFeatures);
+    }
+
+    /// <summary>A norm's weight [n] and, for LayerNorm, its bias; nothing where the family's norms have no parameters (OLMo 1).</summary>
+    private void AddNorm(string prefix, int n)
+    {
+        if (!Config.Table.NormParameters) return;
+        Add(prefix + ".weight", n);
+        if (Config.Norm == NormKind.LayerNorm) Add(prefix + ".bias", n);
+    }
+
     private void Add(string name, params int[] shape)
     {
-        // OLMo 1's norms have no parameters: every norm weight and bias is skipped here, one place for all of them.
-        if (!Config.Table.NormParameters && name.Contains("norm", StringComparison.Ordinal)) return;
         bool head = name is "score.weight" or "lm_head.weight" or "lm_head.bias";
         var t = !head && _trunk != null && _trunk._byName.TryGetValue(name, out var shared) ? shared
             : _bf16Matrices && KeptInBf16(name, shape.Length) ? Tensor.EmptyBf16(shape, zero: true)
