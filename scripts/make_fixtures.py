@@ -14,7 +14,7 @@ The reference forward passes below are written from the Hugging Face definitions
 modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
 modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
 modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py / modeling_opt.py / modeling_exaone4.py /
-modular_ernie4_5.py / modular_hunyuan_v1_dense.py, modeling_rope_utils.py); Debian ships neither
+modular_ernie4_5.py / modular_hunyuan_v1_dense.py / modeling_bloom.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -1644,6 +1644,152 @@ def fixture_olmo():
                     make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg, rope_inv_freq(cfg, 8))
 
 
+def bloom_shape(cfg):
+    """(hidden, heads, layers) under either spelling BLOOM configs use (hidden_size or n_embed, n_head or
+    num_attention_heads, n_layer or num_hidden_layers)."""
+    d = cfg.get("hidden_size", cfg.get("n_embed"))
+    nh = cfg.get("n_head", cfg.get("num_attention_heads"))
+    return d, nh, cfg.get("n_layer", cfg.get("num_hidden_layers"))
+
+
+def bloom_alibi_slopes(nh):
+    """build_alibi_tensor's slopes: powers of 2^(-8/n) for the largest power of two n <= heads, then every other power
+    of 2^(-4/n) for the heads past it; float32 as transformers forms them."""
+    closest = 2 ** math.floor(math.log2(nh))
+    base = torch.tensor(2 ** (-(2 ** -(math.log2(closest) - 3))), dtype=torch.float32)
+    slopes = torch.pow(base, torch.arange(1, 1 + closest, dtype=torch.int32))
+    if closest != nh:
+        extra = torch.tensor(2 ** (-(2 ** -(math.log2(2 * closest) - 3))), dtype=torch.float32)
+        rest = min(closest, nh - closest)
+        slopes = torch.cat([slopes, torch.pow(extra, torch.arange(1, 1 + 2 * rest, 2, dtype=torch.int32))])
+    return slopes
+
+
+def bloom_gelu(x):
+    """modeling_bloom.py's bloom_gelu_forward, its constant as written there."""
+    return x * 0.5 * (1.0 + torch.tanh(0.79788456 * x * (1 + 0.044715 * x * x)))
+
+
+def bloom_forward(w, cfg, ids, mask=None):
+    """BLOOM as modeling_bloom.py, one sequence; w has HF names without the 'transformer.' prefix. mask [T] (1 real,
+    0 padding; default all real). h = LN(word_embeddings[ids]; word_embeddings_layernorm); per block
+    a = LN(h; input_layernorm), query_key_value's output viewed [T, heads, 3 * hd] (per head q, k, v), scores
+    alibi + q k^T / sqrt(hd) with alibi = slope_h * (running count of real keys - 1) * mask per key (transformers'
+    build_alibi_tensor), causal and padding masks at the float32 minimum (as transformers masks), softmax,
+    h += dense(P v); h += dense_4h_to_h(bloom_gelu(dense_h_to_4h(LN(h; post_attention_layernorm)))); logits =
+    LN(h; ln_f) @ word_embeddings^T (tied)."""
+    t = len(ids)
+    d, nh, layers = bloom_shape(cfg)
+    hd, eps = d // nh, cfg["layer_norm_epsilon"]
+    m = torch.ones(t, dtype=torch.float64) if mask is None else torch.tensor(mask, dtype=torch.float64)
+    alibi = bloom_alibi_slopes(nh).double()[:, None, None] * ((m.cumsum(-1) - 1) * m)[None, None, :]
+    blocked = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1) | (m == 0)[None, :]
+    lin = linear(w)
+    h = layer_norm(w["word_embeddings.weight"][ids], w["word_embeddings_layernorm.weight"], w["word_embeddings_layernorm.bias"], eps)
+    for i in range(layers):
+        p = f"h.{i}."
+        a = layer_norm(h, w[p + "input_layernorm.weight"], w[p + "input_layernorm.bias"], eps)
+        qkv = lin(a, p + "self_attention.query_key_value").reshape(t, nh, 3 * hd).transpose(0, 1)
+        q, k, v = qkv[..., :hd], qkv[..., hd:2 * hd], qkv[..., 2 * hd:]
+        s = (alibi + q @ k.transpose(-1, -2) / math.sqrt(hd)).masked_fill(blocked, torch.finfo(torch.float32).min)
+        ctx = (torch.softmax(s, dim=-1) @ v).transpose(0, 1).reshape(t, d)
+        h = h + lin(ctx, p + "self_attention.dense")
+        x = layer_norm(h, w[p + "post_attention_layernorm.weight"], w[p + "post_attention_layernorm.bias"], eps)
+        h = h + lin(bloom_gelu(lin(x, p + "mlp.dense_h_to_4h")), p + "mlp.dense_4h_to_h")
+    h = layer_norm(h, w["ln_f.weight"], w["ln_f.bias"], eps)
+    return h @ w["word_embeddings.weight"].T
+
+
+def bloom_weights(g, cfg):
+    """HF names without the 'transformer.' prefix: LayerNorms with biases, biases on every projection, tied head."""
+    d, _, layers = bloom_shape(cfg)
+    v, inner = cfg["vocab_size"], 4 * d
+    w = {"word_embeddings.weight": randn(g, v, d, std=0.5)}
+    for n in ("word_embeddings_layernorm", "ln_f"):
+        w[n + ".weight"] = norm_weight(g, d)
+        w[n + ".bias"] = randn(g, d, std=0.1)
+    for i in range(layers):
+        p = f"h.{i}."
+        for n in ("input_layernorm", "post_attention_layernorm"):
+            w[p + n + ".weight"] = norm_weight(g, d)
+            w[p + n + ".bias"] = randn(g, d, std=0.1)
+        w[p + "self_attention.query_key_value.weight"] = randn(g, 3 * d, d, std=0.2)
+        w[p + "self_attention.query_key_value.bias"] = randn(g, 3 * d, std=0.1)
+        w[p + "self_attention.dense.weight"] = randn(g, d, d, std=0.2)
+        w[p + "self_attention.dense.bias"] = randn(g, d, std=0.1)
+        w[p + "mlp.dense_h_to_4h.weight"] = randn(g, inner, d, std=0.2)
+        w[p + "mlp.dense_h_to_4h.bias"] = randn(g, inner, std=0.1)
+        w[p + "mlp.dense_4h_to_h.weight"] = randn(g, d, inner, std=0.1)
+        w[p + "mlp.dense_4h_to_h.bias"] = randn(g, d, std=0.1)
+    return w
+
+
+def bloom_config(**over):
+    """A small BloomConfig as bloom-560m's hub config.json spells it (transformers 4.2x)."""
+    cfg = {
+        "apply_residual_connection_post_layernorm": False,
+        "architectures": ["BloomForCausalLM"],
+        "attention_dropout": 0.0,
+        "attention_softmax_in_fp32": True,
+        "bias_dropout_fusion": True,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "hidden_dropout": 0.0,
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "layer_norm_epsilon": 1e-05,
+        "masked_softmax_fusion": True,
+        "model_type": "bloom",
+        "n_head": 4,
+        "n_inner": None,
+        "n_layer": 2,
+        "offset_alibi": 100,
+        "pad_token_id": 3,
+        "pretraining_tp": 1,
+        "skip_bias_add": True,
+        "skip_bias_add_qkv": False,
+        "slow_but_exact": False,
+        "transformers_version": "4.26.0",
+        "unk_token_id": 0,
+        "use_cache": True,
+        "vocab_size": 92,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def bloom_fixture(name, seed, cfg, prefix, description):
+    """Weights under prefix, the reference cases, and a left-padded case: the 7-token case after 3 padding tokens, whose
+    real positions' logits transformers' running-count ALiBi gives (alibi_slopes: the heads' slopes)."""
+    g = torch.Generator().manual_seed(seed)
+    w = bloom_weights(g, cfg)
+    d = fresh_dir(name)
+    write_safetensors(os.path.join(d, "model.safetensors"), {prefix + k: t for k, t in w.items()}, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    cases = make_cases(g, cfg["vocab_size"])
+    pad = cfg["pad_token_id"]
+    padded_ids, padded_mask = [pad] * 3 + cases[1], [0] * 3 + [1] * len(cases[1])
+    w64 = {k: t.double() for k, t in w.items()}
+    padded = bloom_forward(w64, cfg, torch.tensor(padded_ids), padded_mask).to(torch.float32)[3:]
+    write_reference(d, description, cases, bloom_forward, w, cfg, extra={
+        "alibi_slopes": [fmt(x) for x in bloom_alibi_slopes(bloom_shape(cfg)[1]).tolist()],
+        "alibi_slopes_by_heads": {str(n): [fmt(x) for x in bloom_alibi_slopes(n).tolist()] for n in range(1, 41)},
+        "left_padded": {"input_ids": padded_ids, "attention_mask": padded_mask,
+                        "logits": [[fmt(x) for x in row] for row in padded.tolist()]}})
+
+
+def fixture_bloom():
+    # bloom-560m's hub files in small: n_embed / num_attention_heads spelling, no 'transformer.' prefix (saved from
+    # BloomModel), six heads (the slopes' non-power-of-two branch), head size 8.
+    cfg = bloom_config(num_attention_heads=6, n_embed=48, vocab_size=94)
+    del cfg["hidden_size"], cfg["n_head"]
+    bloom_fixture("bloom-hub-n-embed", 1033, cfg, "", "bloom as the bloom-560m hub files: n_embed / num_attention_heads, "
+                  "unprefixed names, heads 6 (ALiBi slopes past the largest power of two), head size 8, tied")
+    # save_pretrained of BloomForCausalLM (bloomz): 'transformer.' prefix, hidden_size / n_head, head size 16.
+    bloom_fixture("bloomz-save-pretrained", 1034, bloom_config(), "transformer.", "bloom as save_pretrained writes "
+                  "BloomForCausalLM: transformer. prefix, hidden_size / n_head, heads 4, head size 16, tied")
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -1677,6 +1823,7 @@ def main():
     fixture_ernie45()
     fixture_hunyuan()
     fixture_olmo()
+    fixture_bloom()
 
 
 if __name__ == "__main__":

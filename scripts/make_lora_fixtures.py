@@ -187,6 +187,10 @@ def main():
     make("opt-350m-all-linear", "opt-350m-shape", "model.decoder.",
          ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "project_in", "project_out"], 4, 8, False, opt_forward, 2010,
          body_prefix="model.decoder.")
+    # BLOOM as the hub files name it (no transformer. prefix; PEFT's module names have it): PEFT's default target
+    # query_key_value (rows head by head) and the MLP's output layer.
+    make("bloom-hub-qkv-mlp", "bloom-hub-n-embed", "transformer.", ["query_key_value", "dense_4h_to_h"], 4, 8, False,
+         mf.bloom_forward, 2011)
     make("llama-gqa-seqcls", "llama-gqa", "model.", ["q_proj", "v_proj", "down_proj"], 4, 8, False, mf.llama_forward, 2005,
          body_prefix="model.", score_head=True)
 

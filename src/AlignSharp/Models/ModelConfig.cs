@@ -79,6 +79,10 @@ public enum ModelFamily
 
     /// <summary><c>olmo</c> (OLMo 1): Llama's block with LayerNorms that have no weight or bias.</summary>
     Olmo,
+
+    /// <summary><c>bloom</c> (BLOOM, BLOOMZ): GPT-NeoX's fused per-head q/k/v with ALiBi instead of positions, a LayerNorm on
+    /// the embeddings, a GELU-tanh MLP, biases everywhere, tied head.</summary>
+    Bloom,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -347,6 +351,26 @@ public sealed record ModelConfig
     /// <summary>Whether the LM head has a bias (Phi-1/1.5/2's untied head): lm_head.bias [V].</summary>
     public bool HasLmHeadBias => Table.LmHeadBias && Head == HeadKind.LanguageModel && !TieWordEmbeddings;
 
+    /// <summary>
+    /// BLOOM's ALiBi slopes, one per head, null elsewhere: with n the largest power of two ≤ H, head h &lt; n gets
+    /// 2^(−8(h + 1)/n); the H − n heads past it take every other slope of 2n heads, 2^(−4(2j + 1)/n) for j = 0 … H − n − 1
+    /// (the ALiBi paper's rule, as transformers' build_alibi_tensor forms it; float32 powers of a float32 base).
+    /// </summary>
+    public float[]? AlibiSlopes
+    {
+        get
+        {
+            if (!Table.Alibi) return null;
+            int n = 1;
+            while (n * 2 <= NumHeads) n *= 2;
+            float Base(int count) => (float)Math.Pow(2, -Math.Pow(2, -(Math.Log2(count) - 3)));
+            var slopes = new float[NumHeads];
+            for (int h = 0; h < Math.Min(n, NumHeads); h++) slopes[h] = (float)Math.Pow(Base(n), h + 1);
+            for (int j = 0; n + j < NumHeads; j++) slopes[n + j] = (float)Math.Pow(Base(2 * n), 2 * j + 1);
+            return slopes;
+        }
+    }
+
     /// <summary>H · head_dim: rows of the q projection.</summary>
     public int QueryDim => NumHeads * HeadDim;
 
@@ -409,7 +433,7 @@ public sealed record ModelConfig
             if (f.Get(rejected.Key) is { } value && rejected.Unsupported(value))
                 throw f.Error(rejected.Key, rejected.Problem);
 
-        var k = table.Keys;
+        var k = table.KeysSpelledIn(obj);
         int d = f.RequiredInt(k.HiddenSize);
         int heads = f.RequiredInt(k.NumHeads);
         int layers = f.RequiredInt(k.NumLayers);
@@ -417,11 +441,11 @@ public sealed record ModelConfig
         if (headDim is null && heads > 0 && d % heads != 0)
             throw f.Error(k.HiddenSize, $"{d} is not divisible by {k.NumHeads} {heads}" + (k.HeadDim != null ? " (give head_dim explicitly)" : ""));
         // Gemma 1: hidden_activation where the config has it (Google's fix of the released hidden_act), else hidden_act.
-        string actKey = table.PreferredActivationKey is { } preferred && f.OptionalString(preferred) != null ? preferred : k.Activation;
-        string act = f.OptionalString(actKey) ?? table.Activations[0].Name;
+        string? actKey = table.PreferredActivationKey is { } preferred && f.OptionalString(preferred) != null ? preferred : k.Activation;
+        string act = (actKey != null ? f.OptionalString(actKey) : null) ?? table.Activations[0].Name;
         var activation = table.Activations.FirstOrDefault(a => a.Name == act);
         if (activation.Name is null)
-            throw f.Error(actKey, $"'{act}' is not supported (supported: {string.Join(", ", table.Activations.Select(a => a.Name))})");
+            throw f.Error(actKey!, $"'{act}' is not supported (supported: {string.Join(", ", table.Activations.Select(a => a.Name))})");
         var (qkvBias, oBias, mlpBias) = table.Biases switch
         {
             Checkpoints.BiasRule.All => (true, true, true),
@@ -445,9 +469,9 @@ public sealed record ModelConfig
             NumKvHeads = k.NumKvHeads != null ? f.OptionalInt(k.NumKvHeads) ?? heads : heads,
             HeadDim = headDim ?? (heads > 0 ? d / heads : 0),
             IntermediateSize = table.DefaultIntermediateFactor is int factor
-                ? f.OptionalInt(k.IntermediateSize) ?? factor * d
-                : f.RequiredInt(k.IntermediateSize),
-            MaxPositions = f.OptionalInt(k.MaxPositions) ?? table.DefaultMaxPositions,
+                ? (k.IntermediateSize != null ? f.OptionalInt(k.IntermediateSize) : null) ?? factor * d
+                : f.RequiredInt(k.IntermediateSize!),
+            MaxPositions = (k.MaxPositions != null ? f.OptionalInt(k.MaxPositions) : null) ?? table.DefaultMaxPositions,
             NormEps = (k.NormEps != null ? f.OptionalDouble(k.NormEps) : null) ?? table.DefaultNormEps,
             RopeTheta = rope.Theta,
             RopeScaling = rope.Scaling,
@@ -655,7 +679,7 @@ public sealed record ModelConfig
     {
         string type = inner.OptionalString("rope_type") ?? inner.OptionalString("type")
             ?? (typeRequired ? throw f.Error(field, "has no 'rope_type'") : "default");
-        int maxPositions = f.OptionalInt(table.Keys.MaxPositions) ?? table.DefaultMaxPositions;
+        int maxPositions = (table.Keys.MaxPositions is { } maxKey ? f.OptionalInt(maxKey) : null) ?? table.DefaultMaxPositions;
         switch (type)
         {
             case "default":
@@ -759,7 +783,7 @@ public sealed record ModelConfig
     public void Validate(string source = "config")
     {
         var table = Table;
-        var k = table.Keys;
+        var k = table.KeysSpelledIn(Source);
         string family = table.ModelType;
         UserInputException Error(string problem) => new($"model config '{source}': {problem}");
         void Positive(int value, string field)
@@ -772,11 +796,11 @@ public sealed record ModelConfig
         Positive(NumHeads, k.NumHeads);
         Positive(NumKvHeads, k.NumKvHeads ?? "num_key_value_heads");
         Positive(HeadDim, k.HeadDim ?? "head_dim");
-        Positive(IntermediateSize, k.IntermediateSize);
-        Positive(MaxPositions, k.MaxPositions);
+        Positive(IntermediateSize, k.IntermediateSize ?? "intermediate_size");
+        Positive(MaxPositions, k.MaxPositions ?? "max_position_embeddings");
         if (!(NormEps > 0)) throw Error($"the norm epsilon must be positive, not {NormEps}");
         if (!table.Activations.Any(a => a.Activation == Activation))
-            throw Error($"field '{k.Activation}': {Activation} is not supported for {family} (supported: {string.Join(", ", table.Activations.Select(a => a.Name))})");
+            throw Error($"field '{k.Activation ?? "hidden_act"}': {Activation} is not supported for {family} (supported: {string.Join(", ", table.Activations.Select(a => a.Name))})");
         bool biasesOk = table.Biases switch
         {
             Checkpoints.BiasRule.All => AttentionQkvBias && AttentionOutputBias && MlpBias,
@@ -831,8 +855,10 @@ public sealed record ModelConfig
             throw Error($"tie_word_embeddings true is not supported for {family}: its LM head has a bias of its own");
         if (table.Qkv != Checkpoints.QkvLayout.Separate && (NumKvHeads != NumHeads || HeadDim * NumHeads != HiddenSize))
             throw Error($"{family} keeps q, k and v in one projection: no grouped-query attention or separate head_dim");
-        if (table.LearnedPositions)
+        if (!table.HasRope)
         {
+            if (table.DefaultIntermediateFactor is int fixedFactor && k.IntermediateSize == null && IntermediateSize != fixedFactor * HiddenSize)
+                throw Error($"{family}'s MLP is always {fixedFactor}·hidden_size = {fixedFactor * HiddenSize} wide, not {IntermediateSize}");
             if (HiddenSize % NumHeads != 0)
                 throw Error($"{k.HiddenSize} {HiddenSize} is not divisible by {k.NumHeads} {NumHeads}");
             if (NumKvHeads != NumHeads || HeadDim != HiddenSize / NumHeads)
@@ -874,7 +900,7 @@ public sealed record ModelConfig
     /// </summary>
     public float[] RopeFrequencies(bool local = false, bool longContext = false)
     {
-        if (LearnedPositions) throw new InvalidOperationException($"{ModelTypeName(Family)} has no rotary embeddings");
+        if (!Table.HasRope) throw new InvalidOperationException($"{ModelTypeName(Family)} has no rotary embeddings");
         if (local && LocalRopeTheta is not double localTheta) throw new InvalidOperationException($"{ModelTypeName(Family)} has no local RoPE base");
         if (RopeScaling is { IsLongRope: true } longRope)
         {
@@ -993,7 +1019,7 @@ public sealed record ModelConfig
     {
         Validate();
         var table = Table;
-        var k = table.Keys;
+        var k = table.KeysSpelledIn(Source);
         var o = Source?.DeepClone() as JsonObject ?? new JsonObject();
         o["model_type"] = table.ModelType;
         o["architectures"] = new JsonArray(Head == HeadKind.LanguageModel ? table.CausalLm : table.SequenceClassification);
@@ -1003,11 +1029,11 @@ public sealed record ModelConfig
         o[k.NumHeads] = NumHeads;
         if (k.NumKvHeads != null) o[k.NumKvHeads] = NumKvHeads;
         if (k.HeadDim != null) o[k.HeadDim] = HeadDim;
-        o[k.IntermediateSize] = IntermediateSize;
-        o[k.MaxPositions] = MaxPositions;
+        if (k.IntermediateSize != null) o[k.IntermediateSize] = IntermediateSize;
+        if (k.MaxPositions != null) o[k.MaxPositions] = MaxPositions;
         if (k.NormEps != null) o[k.NormEps] = NormEps;
-        o[k.Activation] = table.Activations.First(a => a.Activation == Activation).Name;
-        if (table.PreferredActivationKey is { } preferredKey && o[preferredKey] != null) o[preferredKey] = o[k.Activation]!.DeepClone();
+        if (k.Activation != null) o[k.Activation] = table.Activations.First(a => a.Activation == Activation).Name;
+        if (table.PreferredActivationKey is { } preferredKey && o[preferredKey] != null) o[preferredKey] = o[k.Activation!]!.DeepClone();
         // A config read in transformers 5's format is written back in it (rope_parameters, per layer type when it was).
         bool ropeByLayerType = false;
         if (table.HasRope && Source?["rope_parameters"] is JsonObject sourceParameters)

@@ -130,6 +130,7 @@ public sealed class TransformerModel
         Config = config;
         int d = config.HiddenSize;
         Add("embed.weight", config.VocabSize, config.EmbedDim);
+        if (config.Table.EmbeddingNorm) AddNorm("embed_norm", config.EmbedDim);
         if (config.LearnedPositions) Add("pos_embed.weight", config.MaxPositions + config.Table.PositionOffset, d);
         if (config.EmbedDim != d)
         {
@@ -174,13 +175,16 @@ public sealed class TransformerModel
         if (config.Head == HeadKind.Scalar) Add("score.weight", 1, config.EmbedDim);
         else if (!config.TieWordEmbeddings) Add("lm_head.weight", config.VocabSize, config.EmbedDim);
         if (config.HasLmHeadBias) Add("lm_head.bias", config.VocabSize);
-        if (!config.LearnedPositions) _rope = new RopeTableCache(config.RopeFrequencies(), config.RopeAttentionFactor);
+        if (config.Table.HasRope) _rope = new RopeTableCache(config.RopeFrequencies(), config.RopeAttentionFactor);
+        _alibiSlopes = config.AlibiSlopes;
         if (config.LocalRopeTheta != null) _ropeLocal = new RopeTableCache(config.RopeFrequencies(local: true), 1f); // unscaled, as transformers' local rotary
         if (config.RopeScaling is { IsLongRope: true }) _ropeLong = new RopeTableCache(config.RopeFrequencies(longContext: true), config.RopeAttentionFactor);
     }
 
     private readonly TransformerModel? _trunk;
     private readonly bool _bf16Matrices;
+    /// <summary>BLOOM's ALiBi slopes per head (null elsewhere), formed once.</summary>
+    private readonly float[]? _alibiSlopes;
 
     /// <summary>A linear layer's weight [out, in] and, where it has one, its bias [out].</summary>
     private void AddLinear(string prefix, int outFeatures, int inFeatures, bool bias)
@@ -297,6 +301,7 @@ public sealed class TransformerModel
         // Gemma: transformers forms the normalizer √D as a tensor of the embedding dtype, float32 here.
         if (c.ScaledEmbedding) x = Ops.MulScalar(x, (float)Math.Sqrt(c.HiddenSize));
         if (c.EmbeddingMultiplier is double multiplier && multiplier != 1) x = Ops.MulScalar(x, (float)multiplier);
+        if (c.Table.EmbeddingNorm) x = Norm(x, "embed_norm");
         if (c.EmbedDim != c.HiddenSize) x = Linear(x, "project_in");
         if (c.LearnedPositions)
             x = Ops.Add(x, Ops.Embedding(Parameter("pos_embed.weight"), PositionRows(positions), batch, seq));
@@ -417,7 +422,8 @@ public sealed class TransformerModel
         {
             // Attention reads q, k and v in place from the fused projection (no slice copies there and back).
             var qkv = Ops.Reshape(Linear(h, p + "attn.qkv"), batch, seq, c.QueryDim + 2 * c.KvDim);
-            a = Ops.CausalAttentionPacked(qkv, c.NumHeads, c.NumKvHeads, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap, pass.SegmentStarts);
+            a = Ops.CausalAttentionPacked(qkv, c.NumHeads, c.NumKvHeads, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap, pass.SegmentStarts,
+                _alibiSlopes);
             return BlockTail(x, h, a, p, batch, seq);
         }
         if (qkvLayout == Checkpoints.QkvLayout.Concatenated)
@@ -471,7 +477,8 @@ public sealed class TransformerModel
         // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
         // exactly the keys the full recompute would.
         if (pass.Cache != null) (k, v) = pass.Cache.Append(l, k, v);
-        a = Ops.CausalAttention(q, k, v, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap, pass.SegmentStarts);
+        a = Ops.CausalAttention(q, k, v, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap, pass.SegmentStarts,
+            _alibiSlopes);
         return BlockTail(x, h, a, p, batch, seq);
     }
 

@@ -257,6 +257,7 @@ public class FusedDecodingTests(ITestOutputHelper output)
     [InlineData("opt-125m-shape", 4)]        // learned positions two rows in, ReLU MLP with the residual in its product
     [InlineData("opt-350m-shape", 4)]        // norms after the adds, embeddings projected in and out
     [InlineData("ernie45-interleaved-rope", 4)] // RoPE on adjacent pairs, biases on every projection
+    [InlineData("bloomz-save-pretrained", 4)] // ALiBi, the embeddings' LayerNorm, q/k/v fused head by head
     public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture, int rank)
     {
         Native(3);

@@ -124,6 +124,20 @@ public class FusedOpsTests
             [Rand(rng, 1, 2, 7, 4, 6), Rand(rng, 1, 2, 7, 2, 6), Rand(rng, 1, 2, 7, 2, 6)]);
         GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], segmentStarts: [0, 1, 1]),
             [Rand(rng, 1, 1, 3, 2, 16), Rand(rng, 1, 1, 3, 2, 16), Rand(rng, 1, 1, 3, 2, 16)]);
+        // ALiBi (a constant added to the scores) on the GEMM path with a mask and on the row path.
+        GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 2, keyMask: mask, alibiSlopes: Slopes(4)),
+            [Rand(rng, 1, 2, 5, 4, 6), Rand(rng, 1, 2, 7, 2, 6), Rand(rng, 1, 2, 7, 2, 6)]);
+        GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 3, scale: 0.8f, alibiSlopes: Slopes(3)),
+            [Rand(rng, 1, 1, 3, 3, 10), Rand(rng, 1, 1, 9, 1, 10), Rand(rng, 1, 1, 9, 1, 10)]);
+    }
+
+    [Fact]
+    public void AlibiSlopesAreCheckedAndNotTakenWithASoftCap()
+    {
+        var x = Tensor.Zeros(1, 3, 2, 4);
+        Assert.Contains("3 ALiBi slopes for 2 query heads", Assert.Throws<ArgumentException>(() => Ops.CausalAttention(x, x, x, alibiSlopes: [1, 2, 3])).Message);
+        Assert.Contains("finite", Assert.Throws<ArgumentException>(() => Ops.CausalAttention(x, x, x, alibiSlopes: [1, float.NaN])).Message);
+        Assert.Contains("soft cap", Assert.Throws<ArgumentException>(() => Ops.CausalAttention(x, x, x, softCap: 2f, alibiSlopes: [1, 2])).Message);
     }
 
     /// <summary>
@@ -200,6 +214,7 @@ public class FusedOpsTests
         GradCheck.Check(x => Ops.CausalAttentionPacked(x[0], 4, 2, scale: 0.7f, window: 3, softCap: 1.1f), [Rand(rng, 1, 1, 7, 8 * 3)]);
         // More queries than one GEMM block (64), Hq = Hkv = 1.
         GradCheck.Check(x => Ops.CausalAttentionPacked(x[0], 1, 1), [Rand(rng, 1, 1, 67, 9)]);
+        GradCheck.Check(x => Ops.CausalAttentionPacked(x[0], 2, 2, keyMask: mask, alibiSlopes: Slopes(2)), [Rand(rng, 1, 2, 6, 30)]);
     }
 
     /// <summary>The packed form is the three column ranges of qkv fed to CausalAttention: same output, same gradient.</summary>
@@ -417,8 +432,9 @@ public class FusedOpsTests
 
     /// <summary>Explicit scores + mask + softmax per (b, t, h) in float64, kv head h / (Hq/Hkv); with a window,
     /// query position p = offset + t may see key s only when p − window &lt; s; with a soft cap c the scaled score z
-    /// becomes c·tanh(z / c).</summary>
-    private static double[] AttentionReference(Tensor q, Tensor k, Tensor v, int offset, bool[]? mask, double? scale, int? window = null, double? softCap = null)
+    /// becomes c·tanh(z / c); with ALiBi slopes m, the scaled score of key s for query head h gains m_h·(s − p).</summary>
+    private static double[] AttentionReference(Tensor q, Tensor k, Tensor v, int offset, bool[]? mask, double? scale, int? window = null, double? softCap = null,
+        float[]? alibi = null)
     {
         int b = q.Dim(0), t = q.Dim(1), hq = q.Dim(2), d = q.Dim(3), s = k.Dim(1), hkv = k.Dim(2);
         double sc = scale ?? 1.0 / Math.Sqrt(d);
@@ -438,6 +454,7 @@ public class FusedOpsTests
                         double dot = 0;
                         for (int i = 0; i < d; i++) dot += (double)qs[((bi * t + ti) * hq + h) * d + i] * ks[((bi * s + si) * hkv + kh) * d + i];
                         w[si] = softCap is double c ? c * Math.Tanh(dot * sc / c) : dot * sc;
+                        if (alibi != null) w[si] += alibi[h] * (double)(si - (offset + ti));
                         max = Math.Max(max, w[si]);
                     }
                     if (double.IsNegativeInfinity(max)) continue;   // no allowed key: zeros
@@ -487,7 +504,13 @@ public class FusedOpsTests
         if (masked)
             for (int i = 0; i < hq * d; i++) Assert.Equal(0f, Ops.CausalAttention(q, k, v, offset, mask).Span[i]);
         AssertAllClose(AttentionReference(q, k, v, offset, mask, 0.3), Ops.CausalAttention(q, k, v, offset, mask, 0.3f).Span, 2e-5, "attention, scale 0.3");
+        var slopes = Slopes(hq);
+        AssertAllClose(AttentionReference(q, k, v, offset, mask, 0.3, alibi: slopes), Ops.CausalAttention(q, k, v, offset, mask, 0.3f, alibiSlopes: slopes).Span,
+            2e-5, "attention with ALiBi");
     }
+
+    /// <summary>ALiBi slopes that differ per head and tilt the scores by a few units over the test's key ranges.</summary>
+    private static float[] Slopes(int heads) => Enumerable.Range(0, heads).Select(h => 0.4f / (1 + h) * (h % 2 == 0 ? 1f : 0.3f)).ToArray();
 
     /// <summary>A decoding step without gradients (by kv head, in key blocks) gives the same bits as with them (head by
     /// head, probabilities kept), windowed or not.</summary>
@@ -508,12 +531,16 @@ public class FusedOpsTests
         // Row 0 allows every key (the path that skips the mask); with three rows, row 2 allows none.
         Array.Fill(mask, true, 0, s);
         if (b == 3) Array.Fill(mask, false, 2 * s, s);
-        float[] without;
-        using (Autograd.NoGrad()) without = Ops.CausalAttention(q, k, v, s - 1, mask, window: window).ToArray();
-        q.RequiresGrad = true;
-        Assert.Equal(Ops.CausalAttention(q, k, v, s - 1, mask, window: window).ToArray(), without);
-        AssertAllClose(AttentionReference(q, k, v, s - 1, mask, null, window), without, 2e-5, "decode step against the reference");
-        if (b == 3) Assert.All(without.AsSpan(2 * hq * d, hq * d).ToArray(), x => Assert.Equal(0f, x));
+        foreach (var slopes in new[] { null, Slopes(hq) })
+        {
+            float[] without;
+            q.RequiresGrad = false;
+            using (Autograd.NoGrad()) without = Ops.CausalAttention(q, k, v, s - 1, mask, window: window, alibiSlopes: slopes).ToArray();
+            q.RequiresGrad = true;
+            Assert.Equal(Ops.CausalAttention(q, k, v, s - 1, mask, window: window, alibiSlopes: slopes).ToArray(), without);
+            AssertAllClose(AttentionReference(q, k, v, s - 1, mask, null, window, alibi: slopes), without, 2e-5, "decode step against the reference");
+            if (b == 3) Assert.All(without.AsSpan(2 * hq * d, hq * d).ToArray(), x => Assert.Equal(0f, x));
+        }
     }
 
     /// <summary>Keys the mask forbids take no part, even when their K and V hold NaN or ∞ (a padded row's garbage):

@@ -53,6 +53,7 @@ public sealed class CheckpointReferenceLogitsTests
             var embed = _p["embed.weight"];
             var h = ids.Select(id => Enumerable.Range(0, E).Select(e => embed[id * E + e] * (_c.ScaledEmbedding ? (float)Math.Sqrt(D) : 1.0) * (_c.EmbeddingMultiplier ?? 1.0)).ToArray()).ToArray();
             if (E != D) h = Linear(h, "project_in");   // OPT's opt-350m: embeddings narrower than the blocks
+            if (_c.Family == ModelFamily.Bloom) h = Norm(h, "embed_norm");
             // OPT reads its position table two rows in.
             int offset = _c.Family == ModelFamily.Opt ? 2 : 0;
             if (_c.LearnedPositions)
@@ -70,14 +71,15 @@ public sealed class CheckpointReferenceLogitsTests
                     k = qkv.Select(r => r[D..(2 * D)]).ToArray();
                     v = qkv.Select(r => r[(2 * D)..]).ToArray();
                 }
-                else if (_c.Family == ModelFamily.GptNeoX)
+                else if (_c.Family is ModelFamily.GptNeoX or ModelFamily.Bloom)
                 {
                     // Rows head by head: head j's q, k and v are rows 3·hd·j + [0, hd), [hd, 2hd), [2hd, 3hd).
                     var qkv = Linear(x, p + "attn.qkv");
                     int hd = _c.HeadDim;
                     double[][] Part(int which) => qkv.Select(r => Enumerable.Range(0, _c.NumHeads)
                         .SelectMany(j => r[(3 * hd * j + which * hd)..(3 * hd * j + (which + 1) * hd)]).ToArray()).ToArray();
-                    (q, k, v) = (Rope(Part(0), false), Rope(Part(1), false), Part(2));
+                    // BLOOM has no RoPE (ALiBi, in Attention).
+                    (q, k, v) = _c.Family == ModelFamily.Bloom ? (Part(0), Part(1), Part(2)) : (Rope(Part(0), false), Rope(Part(1), false), Part(2));
                 }
                 else
                 {
@@ -112,7 +114,7 @@ public sealed class CheckpointReferenceLogitsTests
                 // Phi's one norm feeds attention and MLP alike.
                 x = _c.Family == ModelFamily.Phi ? x : _c.InputNorms && !_c.PostNorm ? Norm(_c.ParallelResidual == true ? blockInput : h, p + "mlp_norm") : h;
                 double[][] m;
-                if (_c.Family is ModelFamily.Gpt2 or ModelFamily.GptNeoX or ModelFamily.Phi or ModelFamily.Opt)
+                if (_c.Family is ModelFamily.Gpt2 or ModelFamily.GptNeoX or ModelFamily.Phi or ModelFamily.Opt or ModelFamily.Bloom)
                 {
                     m = Linear(x, p + "mlp.fc");
                     foreach (var r in m)
@@ -260,6 +262,7 @@ public sealed class CheckpointReferenceLogitsTests
                         double dot = 0;
                         for (int i = 0; i < hd; i++) dot += q[t][qo + i] * k[s][ko + i];
                         scores[s - first] = _c.AttnLogitSoftcap is double cap ? cap * Math.Tanh(dot * scale / cap) : dot * scale;
+                        if (_c.Family == ModelFamily.Bloom) scores[s - first] -= AlibiSlope(head) * (t - s);
                     }
                     double max = scores.Max(), sum = scores.Sum(e => Math.Exp(e - max));
                     for (int s = first; s <= t; s++)
@@ -270,6 +273,14 @@ public sealed class CheckpointReferenceLogitsTests
                 }
             }
             return y;
+        }
+
+        /// <summary>The ALiBi paper's slope of head h for H heads: with n the largest power of two ≤ H, 2^(−8(h + 1)/n) for
+        /// h &lt; n, then the odd-numbered slopes of 2n heads, 2^(−8(2(h − n) + 1)/(2n)).</summary>
+        private double AlibiSlope(int head)
+        {
+            int n = 1 << (int)Math.Floor(Math.Log2(_c.NumHeads));
+            return head < n ? Math.Pow(2, -8.0 * (head + 1) / n) : Math.Pow(2, -8.0 * (2 * (head - n) + 1) / (2 * n));
         }
 
         private static void Add(double[][] h, double[][] delta, double scale)

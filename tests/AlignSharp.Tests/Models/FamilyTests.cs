@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using AlignSharp.Engine;
 using AlignSharp.Models;
@@ -23,7 +24,7 @@ public sealed class FamilyTests : IDisposable
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
         "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias",
         "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope",
-        "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm");
+        "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm", "bloom-hub-n-embed", "bloomz-save-pretrained");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -126,6 +127,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("ernie45-interleaved-rope", "model.layers.1.mlp.down_proj.bias", "model.layers.0.self_attn.o_proj.bias")]
     [InlineData("hunyuan-qk-norm-after-rope", "model.layers.1.self_attn.query_layernorm.weight", "model.layers.0.self_attn.key_layernorm.weight")]
     [InlineData("olmo1-nonparametric-norm", "model.layers.1.mlp.up_proj.weight", "model.embed_tokens.weight")]
+    [InlineData("bloomz-save-pretrained", "transformer.word_embeddings_layernorm.weight", "transformer.h.0.mlp.dense_4h_to_h.weight")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -254,7 +256,7 @@ public sealed class FamilyTests : IDisposable
 
     [Theory]
     [InlineData("{\"model_type\":\"gemma3\",\"vocab_size\":10}", "model_type 'gemma3' is not supported")]
-    [InlineData("{\"model_type\":\"falcon\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, smollm3, olmo2, granite, gemma, gpt_neox, stablelm, phi, opt, exaone4, ernie4_5, hunyuan_v1_dense, olmo")]
+    [InlineData("{\"model_type\":\"falcon\",\"vocab_size\":10}", "supported: gpt2, llama, qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, smollm3, olmo2, granite, gemma, gpt_neox, stablelm, phi, opt, exaone4, ernie4_5, hunyuan_v1_dense, olmo, bloom")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_sliding_window\":true,\"sliding_window\":0}", "field 'sliding_window' must be positive or null")]
     [InlineData("{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"rope_type\":\"proportional\",\"factor\":4}}", "field 'rope_scaling' type 'proportional' is not supported for qwen3 (supported: default, linear, dynamic, llama3, yarn)")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"layer_types\":[\"full_attention\"]}", "field 'layer_types' must be a list of 2 entries")]
@@ -443,6 +445,92 @@ public sealed class FamilyTests : IDisposable
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"_remove_final_layer_norm\":true}")).Message);
     }
 
+    /// <summary>BLOOM's keys: hidden_size or n_embed, n_head or num_attention_heads, n_layer or num_hidden_layers, each read
+    /// and written back as the config spells it, and nothing added (the family has no intermediate size, activation or
+    /// position limit in its config; n_inner stays as it was, ignored as transformers ignores it); the MLP 4·hidden,
+    /// GELU-tanh, eps 1e-5, a tied head; the slopes against transformers' build_alibi_tensor for 1 … 40 heads (the
+    /// fixture's reference, float32 powers there: within two ulps); the post-LayerNorm residual and slow_but_exact refused naming the key. A hub checkpoint
+    /// without the transformer. prefix is saved with it, as save_pretrained of BloomForCausalLM writes, keeping its spelling.</summary>
+    [Fact]
+    public void BloomKeysSlopesAndWhatItRefuses()
+    {
+        var hub = ModelConfig.Load(Fixtures.Dir("bloom-hub-n-embed"));
+        Assert.Equal((48, 6, 2, 192, HiddenActivation.GeluTanh, 1e-5, true, 2048),
+            (hub.HiddenSize, hub.NumHeads, hub.NumLayers, hub.IntermediateSize, hub.Activation, hub.NormEps, hub.TieWordEmbeddings, hub.MaxPositions));
+        var written = JsonNode.Parse(hub.ToJson())!.AsObject();
+        Assert.Equal((48, 6, 2), ((int)written["n_embed"]!, (int)written["num_attention_heads"]!, (int)written["n_layer"]!));
+        foreach (var key in new[] { "hidden_size", "n_head", "num_hidden_layers", "intermediate_size", "hidden_act", "max_position_embeddings", "rope_theta" })
+            Assert.False(written.ContainsKey(key), $"{key} written");
+        Assert.True(written.ContainsKey("n_inner") && written["n_inner"] is null);
+        Assert.Equal(hub, ModelConfig.Parse(hub.ToJson()));
+
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixtures.Dir("bloom-hub-n-embed"), "reference.json")));
+        int checkedCounts = 0;
+        foreach (var entry in doc.RootElement.GetProperty("alibi_slopes_by_heads").EnumerateObject())
+        {
+            int heads = int.Parse(entry.Name);
+            var config = ModelConfig.Parse($"{{\"model_type\":\"bloom\",\"vocab_size\":10,\"hidden_size\":{2 * heads},\"n_layer\":1,\"n_head\":{heads}}}");
+            var expected = entry.Value.EnumerateArray().Select(e => e.GetDouble()).ToArray();
+            Assert.Equal(expected.Length, config.AlibiSlopes!.Length);
+            for (int h = 0; h < heads; h++) Assert.True(Math.Abs(config.AlibiSlopes[h] - expected[h]) <= 2.5e-7 * expected[h], $"{heads} heads, head {h}: {config.AlibiSlopes[h]} vs {expected[h]}");
+            checkedCounts++;
+        }
+        Assert.Equal(40, checkedCounts);
+
+        const string shape = "\"model_type\":\"bloom\",\"vocab_size\":10,\"hidden_size\":16,\"n_layer\":1,\"n_head\":2";
+        Assert.Contains("field 'apply_residual_connection_post_layernorm' true is not supported",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"apply_residual_connection_post_layernorm\":true}")).Message);
+        Assert.Contains("field 'slow_but_exact' true is not supported",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"slow_but_exact\":true}")).Message);
+        Assert.Contains("field 'hidden_size' is missing",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{\"model_type\":\"bloom\",\"vocab_size\":10,\"n_layer\":1,\"n_head\":2}")).Message);
+        var narrowMlp = ModelConfig.Parse("{" + shape + "}") with { IntermediateSize = 32 };
+        Assert.Contains("MLP is always 4·hidden_size = 64 wide, not 32", Assert.Throws<UserInputException>(() => new TransformerModel(narrowMlp)).Message);
+
+        var model = Load("bloom-hub-n-embed");
+        string dir = Path.Combine(_temp, "bloom-hub");
+        ModelIO.Save(model, dir);
+        using (var reader = CheckpointReader.Open(dir))
+        {
+            using var original = CheckpointReader.Open(Fixtures.Dir("bloom-hub-n-embed"));
+            Assert.Equal(original.Shapes().Keys.Select(n => "transformer." + n).Order(), reader.Shapes().Keys.Order());
+        }
+        var savedConfig = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+        Assert.Equal((48, 6), ((int)savedConfig["n_embed"]!, (int)savedConfig["num_attention_heads"]!));
+        using var noGrad = Autograd.NoGrad();
+        Assert.Equal(model.Forward(Ids, 1, Ids.Length).ToArray(), ModelIO.Load(dir).Forward(Ids, 1, Ids.Length).ToArray());
+    }
+
+    /// <summary>BLOOM with left padding: transformers forms ALiBi from the running count of each row's real tokens,
+    /// AlignSharp from key slots, the same distances for a row's contiguous tokens (softmax ignores the shift). The
+    /// padded case's real positions match the reference's logits, with and without the positions the trainers pass.</summary>
+    [Theory]
+    [InlineData("bloom-hub-n-embed")]
+    [InlineData("bloomz-save-pretrained")]
+    public void BloomLeftPaddedRowsMatchTransformersRunningCountAlibi(string fixture)
+    {
+        var model = Load(fixture);
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixtures.Dir(fixture), "reference.json")));
+        double absTol = doc.RootElement.GetProperty("tolerance").GetProperty("abs").GetDouble();
+        double relTol = doc.RootElement.GetProperty("tolerance").GetProperty("rel").GetDouble();
+        var padded = doc.RootElement.GetProperty("left_padded");
+        int[] ids = padded.GetProperty("input_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        bool[] mask = padded.GetProperty("attention_mask").EnumerateArray().Select(e => e.GetInt32() == 1).ToArray();
+        var expected = padded.GetProperty("logits").EnumerateArray().Select(r => r.EnumerateArray().Select(e => e.GetDouble()).ToArray()).ToArray();
+        int pads = mask.Count(m => !m), vocab = model.Config.VocabSize;
+        Assert.True(pads > 0 && mask[..pads].All(m => !m));
+        int[] positions = Enumerable.Range(0, ids.Length).Select(t => Math.Max(0, t - pads)).ToArray();
+        using var noGrad = Autograd.NoGrad();
+        foreach (var given in new[] { null, positions })
+        {
+            var logits = model.Forward(ids, 1, ids.Length, given, mask).ToArray();
+            for (int t = pads; t < ids.Length; t++)
+                for (int v = 0; v < vocab; v++)
+                    Assert.True(Math.Abs(logits[t * vocab + v] - expected[t - pads][v]) <= absTol + relTol * Math.Abs(expected[t - pads][v]),
+                        $"{fixture} t={t} v={v}: {logits[t * vocab + v]} vs {expected[t - pads][v]}");
+        }
+    }
+
     /// <summary>EXAONE 4's RoPE follows its window: with sliding_window the sliding layers rotate and the full ones do not
     /// (layer_types, or sliding_window_pattern 4 without it); with sliding_window null every layer rotates and none
     /// slides; the default window is 4096. Rotating the full layer too fails the fixture's reference (a mutation check of
@@ -489,8 +577,8 @@ public sealed class FamilyTests : IDisposable
         {
             // head_dim 8: GPT-NeoX's default rotary_pct 0.25 turns 2 channels of it.
             var k = table.Keys;
-            var config = ModelConfig.Parse($"{{\"model_type\":\"{table.ModelType}\",\"vocab_size\":10,\"{k.HiddenSize}\":16,\"{k.NumLayers}\":3,\"{k.NumHeads}\":2,\"{k.IntermediateSize}\":16"
-                + (k.HeadDim != null ? $",\"{k.HeadDim}\":8}}" : "}"));
+            var config = ModelConfig.Parse($"{{\"model_type\":\"{table.ModelType}\",\"vocab_size\":10,\"{k.HiddenSize}\":16,\"{k.NumLayers}\":3,\"{k.NumHeads}\":2"
+                + (k.IntermediateSize != null ? $",\"{k.IntermediateSize}\":16" : "") + (k.HeadDim != null ? $",\"{k.HeadDim}\":8}}" : "}"));
             Assert.Equal(table.Family, config.Family);
             var json = JsonNode.Parse(config.ToJson())!;
             Assert.Equal(table.ModelType, (string)json["model_type"]!);

@@ -13,8 +13,13 @@ namespace AlignSharp.Engine.Kernels;
 /// tensor (S = T): each of their rows is packedLd floats after the previous one.
 /// </summary>
 internal readonly struct AttentionGeometry(int batch, int queries, int keys, int queryHeads, int kvHeads, int headDim,
-    int positionOffset, int? window, bool[]? keyMask, float scale, float cap, int packedLd = 0, int[]? segmentStarts = null)
+    int positionOffset, int? window, bool[]? keyMask, float scale, float cap, int packedLd = 0, int[]? segmentStarts = null,
+    float[]? alibiSlopes = null)
 {
+    /// <summary>[Hq], or null: ALiBi's slope m of each query head; key s then adds m·(s − p) to the scaled score of the
+    /// query at position p (see <see cref="AttentionKernels.AddAlibi"/>).</summary>
+    public readonly float[]? AlibiSlopes = alibiSlopes;
+
     /// <summary>[B·T], or null: the first key query t of row b may see, its sequence's first token when several sequences
     /// are packed into one row (nondecreasing along a row, at most the query's own index).</summary>
     public readonly int[]? SegmentStarts = segmentStarts;
@@ -87,6 +92,20 @@ internal static class AttentionKernels
                 new ForwardWork(g, q, qo, k, ko, v, vo, o, oo, p, po));
     }
 
+    /// <summary>
+    /// ALiBi on one row of raw scores (before the scale): key j in [lo, hi) gains m·(j − p) / scale, so that the scaled score
+    /// gains m·(j − p) for query head <paramref name="head"/>'s slope m and the query's position p. Keys are counted by
+    /// cache slot: for the contiguous tokens of a row (left padding, right padding, packed sequences) j − p is the
+    /// distance transformers forms from the mask's running count, and softmax ignores the shift that differs. Nothing
+    /// without slopes. Every path applies it at the same point, so they keep giving the same bits.
+    /// </summary>
+    internal static unsafe void AddAlibi(float* row, int lo, int hi, in AttentionGeometry g, int head, long p)
+    {
+        if (g.AlibiSlopes is not { } slopes) return;
+        float step = slopes[head] / g.Scale;
+        for (int j = lo; j < hi; j++) row[j] += step * (float)(j - p);
+    }
+
     /// <summary>A decoding step (one query per row, no probabilities kept, no soft cap, head sizes of whole 512-bit
     /// vectors) runs by (row, kv head): see <see cref="GroupRows512"/>.</summary>
     private static bool DecodesByGroup(in AttentionGeometry g) =>
@@ -115,7 +134,7 @@ internal static class AttentionKernels
                     int b = gi / g.KvHeads, kvh = gi % g.KvHeads, h = kvh * g.Group;
                     long kv = (long)b * s * kvLd + kvh * d;
                     GroupRows512(g, q0 + qo + (long)b * qLd + h * d, k0 + ko + kv, v0 + vo + kv, o0 + oo + (long)b * oLd + h * d, p0,
-                        p0 + weights + g.VisibleKeys, b * s);
+                        p0 + weights + g.VisibleKeys, b * s, h);
                 }
             }
             BufferPool.Return(p);
@@ -131,7 +150,8 @@ internal static class AttentionKernels
     /// P·V in registers over a block, carried in the output row from block to block (a float32 store and load change
     /// nothing), normalised at the end.
     /// </summary>
-    private static unsafe void GroupRows512(in AttentionGeometry g, float* q, float* k, float* v, float* o, float* p, float* scratch, int maskOffset)
+    private static unsafe void GroupRows512(in AttentionGeometry g, float* q, float* k, float* v, float* o, float* p, float* scratch, int maskOffset,
+        int firstHead)
     {
         int d = g.HeadDim, group = g.Group, sEff = g.VisibleKeys, ld = g.KvLd;
         var (lo, hi) = g.KeyRange(maskOffset / g.Keys, 0);
@@ -147,6 +167,7 @@ internal static class AttentionKernels
         Span<float> inv = group <= 64 ? stackalloc float[group] : new float[group];
         for (int h = 0; h < group; h++)
         {
+            AddAlibi(p + h * sEff, lo, hi, g, firstHead + h, g.PositionOffset);
             if (!ExpRow(p + h * sEff, lo, hi, g.Scale, keyMask, maskOffset, out inv[h]))
             {
                 // No key allowed: zero weights and a zero inverse, so the output row stays zero, as HeadRows512 gives.
@@ -349,7 +370,7 @@ internal static class AttentionKernels
     private readonly struct ForwardWork(AttentionGeometry g, float[] qa, int qo, float[] ka, int ko, float[] va, int vo,
         float[] oa, int oo, float[]? pa, int po) : IRangeWork
     {
-        public void Run(int start, int end)
+        public unsafe void Run(int start, int end)
         {
             int t = g.Queries, s = g.Keys, hq = g.QueryHeads, d = g.HeadDim, sEff = g.VisibleKeys;
             int qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd, pSize = g.ProbSize;
@@ -364,7 +385,7 @@ internal static class AttentionKernels
                 int oOff = oo + b * t * oLd + h * d;
                 if (t <= RowPathMaxT)
                 {
-                    HeadRows(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, b * s, keep: pa != null);
+                    HeadRows(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, b * s, h, keep: pa != null);
                     continue;
                 }
                 for (int t0 = 0; t0 < t; t0 += QueryBlock)
@@ -379,6 +400,8 @@ internal static class AttentionKernels
                     for (int tq = t0; tq < t0 + rowsIn; tq++)
                     {
                         var (rLo, rHi) = g.KeyRange(b, tq);
+                        if (g.AlibiSlopes != null)
+                            fixed (float* row = p.Slice(tq * sEff, sEff)) AddAlibi(row, rLo, rHi, g, h, (long)g.PositionOffset + tq);
                         SoftmaxRow(p.Slice(tq * sEff, sEff), rLo, rHi, g.Scale, g.Cap, g.KeyMask, b * s);
                     }
                     // No key at all (hi == lo): a zero-depth GEMM writes zeros, the empty-row output.
@@ -394,13 +417,13 @@ internal static class AttentionKernels
     /// included), then O = P·V by scaled adds. p [T, S'] receives the probabilities when <paramref name="keep"/> (they are
     /// saved for backward); otherwise it is scratch, left holding weights that may not be normalised.
     /// </summary>
-    private static void HeadRows(in AttentionGeometry g, float[] qa, int qOff, float[] ka, int kOff, float[] va, int vOff,
-        float[] oa, int oOff, Span<float> p, int maskOffset, bool keep)
+    private static unsafe void HeadRows(in AttentionGeometry g, float[] qa, int qOff, float[] ka, int kOff, float[] va, int vOff,
+        float[] oa, int oOff, Span<float> p, int maskOffset, int head, bool keep)
     {
         int d = g.HeadDim, sEff = g.VisibleKeys, qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd;
         if (Rows512(d))
         {
-            HeadRows512(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, maskOffset, keep);
+            HeadRows512(g, qa, qOff, ka, kOff, va, vOff, oa, oOff, p, maskOffset, head, keep);
             return;
         }
         var keyMask = g.KeyMask;
@@ -412,6 +435,8 @@ internal static class AttentionKernels
             var pr = p.Slice(tq * sEff, sEff);
             for (int sk = lo; sk < hi; sk++)
                 pr[sk] = keyMask != null && !keyMask[maskOffset + sk] ? 0f : Simd.Dot(qr, ka.AsSpan(kOff + sk * kvLd, d));
+            if (g.AlibiSlopes != null)
+                fixed (float* scores = pr) AddAlibi(scores, lo, hi, g, head, (long)g.PositionOffset + tq);
             SoftmaxRow(pr, lo, hi, g.Scale, g.Cap, keyMask, maskOffset);
             var or = oa.AsSpan(oOff + tq * oLd, d);
             or.Clear();
@@ -429,7 +454,7 @@ internal static class AttentionKernels
     /// With a soft cap the softmax is <see cref="SoftmaxRow"/>'s. p as in <see cref="HeadRows"/>.
     /// </summary>
     private static unsafe void HeadRows512(in AttentionGeometry g, float[] qa, int qOff, float[] ka, int kOff, float[] va, int vOff,
-        float[] oa, int oOff, Span<float> p, int maskOffset, bool keep)
+        float[] oa, int oOff, Span<float> p, int maskOffset, int head, bool keep)
     {
         int d = g.HeadDim, sEff = g.VisibleKeys, qLd = g.QueryLd, kvLd = g.KvLd, oLd = g.OutLd;
         var keyMask = g.KeyMask;
@@ -445,6 +470,7 @@ internal static class AttentionKernels
                 pr[hi..].Clear();
                 float* ps = p0 + (long)tq * sEff;
                 Scores(qr, kb, kvLd, d, ps, lo, hi);
+                AddAlibi(ps, lo, hi, g, head, (long)g.PositionOffset + tq);
 
                 float inv = 1f;
                 if (g.Cap > 0) SoftmaxRow(pr, lo, hi, g.Scale, g.Cap, keyMask, maskOffset);

@@ -18,14 +18,15 @@ public static partial class Ops
     /// <paramref name="segmentStarts"/> (packed sequences, no cache), query t of row b also sees no key before
     /// segmentStarts[b·T + t].
     /// softCap c (Gemma-2's attn_logit_softcapping): the scaled scores z become c·tanh(z / c) before the mask and
-    /// the softmax.
+    /// the softmax. alibiSlopes [Hq] (BLOOM's ALiBi): query head h adds m_h·(s − p) to the scaled score of key s, a
+    /// constant the gradient passes by (keys counted by slot, as the window is; not with a soft cap).
     /// Saves: the probabilities [B, Hq, T, S'] (only when a gradient is needed).
     /// Backward, per (b, kv head), over the G query heads that share it:
     /// dV += Pᵀ·dO, dP = dO·Vᵀ, dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)), dQ += dS·K, dK += dSᵀ·Q; with a soft cap
     /// dS is further multiplied by 1 − tanh²(z / c), z recomputed from Q·Kᵀ (one more GEMM per block).
     /// </summary>
     public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, int positionOffset = 0, bool[]? keyMask = null, float? scale = null,
-        int? window = null, float? softCap = null, int[]? segmentStarts = null)
+        int? window = null, float? softCap = null, int[]? segmentStarts = null, float[]? alibiSlopes = null)
     {
         if (q.Rank != 4 || k.Rank != 4 || v.Rank != 4)
             throw new ArgumentException($"CausalAttention needs q [B, T, Hq, D], k and v [B, S, Hkv, D]; got q {ShapeUtil.Format(q.Shape)}, k {ShapeUtil.Format(k.Shape)}, v {ShapeUtil.Format(v.Shape)}.");
@@ -35,10 +36,10 @@ public static partial class Ops
             throw new ArgumentException($"CausalAttention: k {ShapeUtil.Format(k.Shape)} and v {ShapeUtil.Format(v.Shape)} must both be [B={bsz}, S, Hkv, D={d}].");
         if (hkv == 0 || hq % hkv != 0)
             throw new ArgumentException($"CausalAttention: {hq} query heads are not a multiple of {hkv} key/value heads.");
-        CheckAttentionOptions(bsz, s, positionOffset, keyMask, window, softCap);
+        CheckAttentionOptions(bsz, s, positionOffset, keyMask, window, softCap, hq, alibiSlopes);
         CheckSegments(segmentStarts, bsz, t, s, positionOffset);
         var geometry = new AttentionGeometry(bsz, t, s, hq, hkv, d, positionOffset, window, keyMask, scale ?? 1f / MathF.Sqrt(d), softCap ?? 0f,
-            segmentStarts: segmentStarts);
+            segmentStarts: segmentStarts, alibiSlopes: alibiSlopes);
         return Attend(geometry, [q, k, v], q, 0, k, 0, v, 0);
     }
 
@@ -49,7 +50,7 @@ public static partial class Ops
     /// dQ, dK and dV straight into qkv's gradient (no slice copies, no scatter).
     /// </summary>
     public static Tensor CausalAttentionPacked(Tensor qkv, int queryHeads, int kvHeads, int positionOffset = 0, bool[]? keyMask = null,
-        float? scale = null, int? window = null, float? softCap = null, int[]? segmentStarts = null)
+        float? scale = null, int? window = null, float? softCap = null, int[]? segmentStarts = null, float[]? alibiSlopes = null)
     {
         if (qkv.Rank != 3)
             throw new ArgumentException($"CausalAttentionPacked needs qkv [B, T, (Hq + 2·Hkv)·D]; got {ShapeUtil.Format(qkv.Shape)}.");
@@ -59,10 +60,10 @@ public static partial class Ops
         if (width % heads != 0)
             throw new ArgumentException($"CausalAttentionPacked: width {width} is not (Hq + 2·Hkv)·D = {heads}·D.");
         int d = width / heads;
-        CheckAttentionOptions(bsz, t, positionOffset, keyMask, window, softCap);
+        CheckAttentionOptions(bsz, t, positionOffset, keyMask, window, softCap, queryHeads, alibiSlopes);
         CheckSegments(segmentStarts, bsz, t, t, positionOffset);
         var geometry = new AttentionGeometry(bsz, t, t, queryHeads, kvHeads, d, positionOffset, window, keyMask,
-            scale ?? 1f / MathF.Sqrt(d), softCap ?? 0f, packedLd: width, segmentStarts: segmentStarts);
+            scale ?? 1f / MathF.Sqrt(d), softCap ?? 0f, packedLd: width, segmentStarts: segmentStarts, alibiSlopes: alibiSlopes);
         return Attend(geometry, [qkv], qkv, 0, qkv, queryHeads * d, qkv, (queryHeads + kvHeads) * d);
     }
 
@@ -85,8 +86,17 @@ public static partial class Ops
             }
     }
 
-    private static void CheckAttentionOptions(int bsz, int s, int positionOffset, bool[]? keyMask, int? window, float? softCap)
+    private static void CheckAttentionOptions(int bsz, int s, int positionOffset, bool[]? keyMask, int? window, float? softCap,
+        int queryHeads, float[]? alibiSlopes)
     {
+        if (alibiSlopes != null)
+        {
+            if (alibiSlopes.Length != queryHeads)
+                throw new ArgumentException($"CausalAttention: {alibiSlopes.Length} ALiBi slopes for {queryHeads} query heads.");
+            if (alibiSlopes.Any(m => !float.IsFinite(m))) throw new ArgumentException("CausalAttention: ALiBi slopes must be finite.");
+            // The soft cap's backward recomputes the scores from Q·Kᵀ alone; no family has both.
+            if (softCap != null) throw new ArgumentException("CausalAttention: ALiBi slopes and a soft cap together are not supported.");
+        }
         if (positionOffset < 0) throw new ArgumentOutOfRangeException(nameof(positionOffset), $"positionOffset must be ≥ 0, got {positionOffset}.");
         if (window is <= 0) throw new ArgumentOutOfRangeException(nameof(window), $"window must be ≥ 1 (a query always fits itself), got {window}.");
         if (keyMask != null && keyMask.Length != bsz * s)

@@ -63,9 +63,11 @@ internal enum WindowRule
     UseSlidingWindow,
 }
 
-/// <summary>The config keys a family spells its shape fields with (gpt2 has its own names).</summary>
+/// <summary>The config keys a family spells its shape fields with (gpt2 has its own names). A null key: the family's
+/// config has no such field and the value is the table's (BLOOM: the MLP is always 4·hidden, GELU-tanh, no position
+/// limit in its config).</summary>
 internal sealed record ConfigKeys(string HiddenSize, string NumLayers, string NumHeads, string? NumKvHeads, string? HeadDim,
-    string IntermediateSize, string MaxPositions, string? NormEps, string Activation)
+    string? IntermediateSize, string? MaxPositions, string? NormEps, string? Activation)
 {
     public static readonly ConfigKeys Gpt2 = new("n_embd", "n_layer", "n_head", null, null, "n_inner", "n_positions", "layer_norm_epsilon", "activation_function");
     public static readonly ConfigKeys Standard = new("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
@@ -89,6 +91,32 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
 
     /// <summary>Learned absolute positions (gpt2) instead of RoPE.</summary>
     public bool LearnedPositions { get; init; }
+
+    /// <summary>BLOOM: no position embeddings and no RoPE; each head's attention scores fall linearly with the distance to
+    /// the key (ALiBi, slopes from the head count: <see cref="ModelConfig.AlibiSlopes"/>).</summary>
+    public bool Alibi { get; init; }
+
+    /// <summary>BLOOM: a LayerNorm on the token embeddings before the first block (word_embeddings_layernorm).</summary>
+    public bool EmbeddingNorm { get; init; }
+
+    /// <summary>Other spellings of <see cref="Keys"/>' fields that configs in the wild use (BLOOM: n_embed for hidden_size,
+    /// num_attention_heads for n_head): a config that has the alias and not the key is read, and written back, with it.</summary>
+    public (string Key, string Alias)[] KeyAliases { get; init; } = [];
+
+    /// <summary><see cref="Keys"/> as <paramref name="config"/> spells them (see <see cref="KeyAliases"/>).</summary>
+    public ConfigKeys KeysSpelledIn(System.Text.Json.Nodes.JsonObject? config)
+    {
+        if (KeyAliases.Length == 0 || config == null) return Keys;
+        string? Spell(string? key)
+        {
+            if (key == null || config.ContainsKey(key)) return key;
+            foreach (var (k, alias) in KeyAliases)
+                if (k == key && config.ContainsKey(alias)) return alias;
+            return key;
+        }
+        return new ConfigKeys(Spell(Keys.HiddenSize)!, Spell(Keys.NumLayers)!, Spell(Keys.NumHeads)!, Spell(Keys.NumKvHeads), Spell(Keys.HeadDim),
+            Spell(Keys.IntermediateSize), Spell(Keys.MaxPositions), Spell(Keys.NormEps), Spell(Keys.Activation));
+    }
 
     public NormKind Norm { get; init; } = NormKind.RmsNorm;
 
@@ -221,7 +249,7 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     public RejectedValue[] Rejected { get; init; } = [];
 
     /// <summary>Rotary position embeddings (rope_theta, rope_scaling are read and written).</summary>
-    public bool HasRope => !LearnedPositions;
+    public bool HasRope => !LearnedPositions && !Alibi;
 }
 
 /// <summary>The table of every family AlignSharp reads.</summary>
@@ -549,7 +577,33 @@ internal static class FamilyTables
         Rejected = [new("clip_qkv", n => n.GetValueKind() == System.Text.Json.JsonValueKind.Number, "is not supported (q, k and v clamped to ±clip_qkv); the released 1B models leave it null")],
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo];
+    /// <summary>BLOOM (BloomForCausalLM: bloom-560m … 3b, bloomz, the models of PEFT's examples): LayerNorms with biases, one on
+    /// the token embeddings too, q/k/v fused head by head (GPT-NeoX's layout), ALiBi instead of position embeddings, a
+    /// 4·hidden GELU-tanh MLP, biases everywhere, tied head; hidden_size or n_embed, n_head or num_attention_heads.
+    /// apply_residual_connection_post_layernorm and slow_but_exact are refused; transformers' BloomConfig defaults.</summary>
+    public static readonly FamilyTable Bloom = new(ModelFamily.Bloom, "bloom", "BloomForCausalLM", "BloomForSequenceClassification", BloomNameTable.Table)
+    {
+        Keys = new ConfigKeys("hidden_size", "n_layer", "n_head", null, null, null, null, "layer_norm_epsilon", null),
+        KeyAliases = [("hidden_size", "n_embed"), ("n_head", "num_attention_heads"), ("n_layer", "num_hidden_layers")],
+        Alibi = true,
+        EmbeddingNorm = true,
+        Norm = NormKind.LayerNorm,
+        GatedMlp = false,
+        Qkv = QkvLayout.PerHead,
+        Biases = BiasRule.All,
+        Activations = [("bloom_gelu", HiddenActivation.GeluTanh)],
+        DefaultIntermediateFactor = 4,
+        DefaultMaxPositions = 2048,
+        DefaultNormEps = 1e-5,
+        DefaultTieWordEmbeddings = true,
+        Rejected =
+        [
+            new("apply_residual_connection_post_layernorm", IsTrue, "true is not supported (the normed hidden states as the residual)"),
+            new("slow_but_exact", IsTrue, "true is not supported (Megatron's sliced projections)"),
+        ],
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

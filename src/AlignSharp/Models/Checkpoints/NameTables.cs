@@ -35,14 +35,14 @@ internal static class CommonRules
         new(canonical + ".bias", checkpoint + ".bias", false, c => exists?.Invoke(c) ?? true ? [c.HiddenSize] : null),
     ];
 
-    /// <summary>An fc → activation → proj MLP ([I, D] and [D, I], not transposed) under the checkpoint's two layer names,
-    /// with biases where the config has MLP biases.</summary>
-    public static NameRule[] PlainMlp(string fc, string proj) =>
+    /// <summary>An fc → activation → proj MLP ([I, D] and [D, I], not transposed) under the checkpoint's two layer names
+    /// (inside <paramref name="layer"/>, the checkpoint's name of layer {i}), with biases where the config has MLP biases.</summary>
+    public static NameRule[] PlainMlp(string fc, string proj, string layer = "layers.{i}") =>
     [
-        new("layers.{i}.mlp.fc.weight", $"layers.{{i}}.{fc}.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
-        new("layers.{i}.mlp.fc.bias", $"layers.{{i}}.{fc}.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
-        new("layers.{i}.mlp.proj.weight", $"layers.{{i}}.{proj}.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
-        new("layers.{i}.mlp.proj.bias", $"layers.{{i}}.{proj}.bias", false, c => c.MlpBias ? [c.HiddenSize] : null),
+        new("layers.{i}.mlp.fc.weight", $"{layer}.{fc}.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+        new("layers.{i}.mlp.fc.bias", $"{layer}.{fc}.bias", false, c => c.MlpBias ? [c.IntermediateSize] : null),
+        new("layers.{i}.mlp.proj.weight", $"{layer}.{proj}.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+        new("layers.{i}.mlp.proj.bias", $"{layer}.{proj}.bias", false, c => c.MlpBias ? [c.HiddenSize] : null),
     ];
 }
 
@@ -376,4 +376,34 @@ internal static class OlmoNameTable
         Global: [LlamaNameTable.GlobalRules[0]],
         PerLayer: [.. LlamaNameTable.AttentionRules, .. LlamaNameTable.MlpRules],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}
+
+/// <summary>
+/// BLOOM: <c>transformer.</c> prefix (the hub's bloom-560m … 3b files, saved from BloomModel, have none),
+/// <c>word_embeddings</c> and its LayerNorm <c>word_embeddings_layernorm</c> (canonical <c>embed_norm</c>), blocks
+/// <c>h.{i}</c> with <c>input_layernorm</c>, the fused <c>self_attention.query_key_value</c> kept fused (rows head by
+/// head, as GPT-NeoX's), <c>self_attention.dense</c>, <c>post_attention_layernorm</c>, <c>mlp.dense_h_to_4h</c> /
+/// <c>mlp.dense_4h_to_h</c>, and <c>ln_f</c>; the head is tied.
+/// </summary>
+internal static class BloomNameTable
+{
+    public static readonly NameTable Table = new(
+        Prefixes: ["transformer.", ""],
+        Global:
+        [
+            new("embed.weight", "word_embeddings.weight", false, c => [c.VocabSize, c.HiddenSize]),
+            .. CommonRules.LayerNorm("embed_norm", "word_embeddings_layernorm"),
+            .. CommonRules.LayerNorm("final_norm", "ln_f"),
+        ],
+        PerLayer:
+        [
+            .. CommonRules.LayerNorm("layers.{i}.attn_norm", "h.{i}.input_layernorm"),
+            new("layers.{i}.attn.qkv.weight", "h.{i}.self_attention.query_key_value.weight", false, c => [3 * c.HiddenSize, c.HiddenSize]),
+            new("layers.{i}.attn.qkv.bias", "h.{i}.self_attention.query_key_value.bias", false, c => [3 * c.HiddenSize]),
+            new("layers.{i}.attn.o.weight", "h.{i}.self_attention.dense.weight", false, c => [c.HiddenSize, c.HiddenSize]),
+            new("layers.{i}.attn.o.bias", "h.{i}.self_attention.dense.bias", false, c => [c.HiddenSize]),
+            .. CommonRules.LayerNorm("layers.{i}.mlp_norm", "h.{i}.post_attention_layernorm"),
+            .. CommonRules.PlainMlp("mlp.dense_h_to_4h", "mlp.dense_4h_to_h", "h.{i}"),
+        ],
+        IgnoredPerLayer: []);
 }
