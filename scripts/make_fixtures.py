@@ -14,7 +14,7 @@ The reference forward passes below are written from the Hugging Face definitions
 modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
 modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
 modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py / modeling_opt.py / modeling_exaone4.py /
-modular_ernie4_5.py / modular_hunyuan_v1_dense.py / modeling_bloom.py, modeling_rope_utils.py); Debian ships neither
+modular_ernie4_5.py / modular_hunyuan_v1_dense.py / modeling_bloom.py / modular_lfm2.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -1790,6 +1790,179 @@ def fixture_bloom():
                   "BloomForCausalLM: transformer. prefix, hidden_size / n_head, heads 4, head size 16, tied")
 
 
+def lfm2_mlp_width(cfg):
+    """Lfm2MLP's width: block_ff_dim (else intermediate_size), int(2 * size / 3) when block_auto_adjust_ff_dim, then
+    int(block_ffn_dim_multiplier * size) rounded up to block_multiple_of when the multiplier is not None."""
+    size = cfg.get("block_ff_dim", cfg.get("intermediate_size", 12288))
+    if cfg.get("block_auto_adjust_ff_dim", True):
+        size = int(2 * size / 3)
+        if cfg.get("block_ffn_dim_multiplier", 1.0) is not None:
+            size = int(cfg.get("block_ffn_dim_multiplier", 1.0) * size)
+            m = cfg.get("block_multiple_of", 256)
+            size = m * ((size + m - 1) // m)
+    return size
+
+
+def lfm2_layer_types(cfg):
+    if "layer_types" in cfg:
+        return cfg["layer_types"]
+    idxs = cfg.get("full_attn_idxs", list(range(cfg["num_hidden_layers"])))
+    return ["full_attention" if i in idxs else "conv" for i in range(cfg["num_hidden_layers"])]
+
+
+def lfm2_forward(w, cfg, ids, mask=None):
+    """LFM2 as modular_lfm2.py, one sequence, mask [T] (1 real, 0 padding; default all real). Per layer
+    r = h; x = RMS(h; operator_norm); an attention layer: q, k per-head RMS-normed (q_layernorm, k_layernorm), RoPE
+    (theta rope_theta, positions = running count of real tokens - 1), causal attention over real keys, out_proj; a
+    conv layer: x zeroed at padding (apply_mask_to_padding_states, as transformers does for a batch), [B|C|x] =
+    in_proj(x), y = C * conv1d(B * x) with the [D, 1, K] depthwise kernel, left-padded by K - 1 and cut to T, out_proj(y);
+    h = r + that; h += w2(silu(w1(RMS(h; ffn_norm))) * w3(...)); logits = RMS(h; embedding_norm) @ head^T."""
+    t = len(ids)
+    nh, nkv, hd, _ = llama_shapes(cfg)
+    d, eps, k_width = cfg["hidden_size"], cfg.get("norm_eps", 1e-5), cfg.get("conv_L_cache", 3)
+    m = torch.ones(t, dtype=torch.float64) if mask is None else torch.tensor(mask, dtype=torch.float64)
+    positions = ((m.cumsum(-1) - 1) * m).to(torch.float32)
+    inv = 1.0 / (cfg.get("rope_theta", 1e6) ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    freqs = positions[:, None] * inv[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1).double()
+    cos, sin = emb.cos(), emb.sin()
+    blocked = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1) | (m == 0)[None, :]
+    lin = linear(w)
+    h = w["model.embed_tokens.weight"][ids]
+    for i, kind in enumerate(lfm2_layer_types(cfg)):
+        p = f"model.layers.{i}."
+        x = rms_norm(h, w[p + "operator_norm.weight"], eps)
+        if kind == "full_attention":
+            q = rms_norm(lin(x, p + "self_attn.q_proj").reshape(t, nh, hd).transpose(0, 1), w[p + "self_attn.q_layernorm.weight"], eps)
+            k = rms_norm(lin(x, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1), w[p + "self_attn.k_layernorm.weight"], eps)
+            v = lin(x, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+            k, v = k.repeat_interleave(nh // nkv, dim=0), v.repeat_interleave(nh // nkv, dim=0)
+            s = (q @ k.transpose(-1, -2) / math.sqrt(hd)).masked_fill(blocked, torch.finfo(torch.float32).min)
+            out = lin((torch.softmax(s, dim=-1) @ v).transpose(0, 1).reshape(t, nh * hd), p + "self_attn.out_proj")
+        else:
+            bcx = lin(x * m[:, None], p + "conv.in_proj").T  # [3D, T]
+            b, c, xx = bcx.chunk(3, dim=0)
+            conv_bias = w.get(p + "conv.conv.bias")
+            conv = torch.nn.functional.conv1d((b * xx)[None], w[p + "conv.conv.weight"], conv_bias, padding=k_width - 1, groups=d)[0, :, :t]
+            out = lin((c * conv).T, p + "conv.out_proj")
+        h = h + out
+        x = rms_norm(h, w[p + "ffn_norm.weight"], eps)
+        g = lin(x, p + "feed_forward.w1")
+        h = h + lin(g * torch.sigmoid(g) * lin(x, p + "feed_forward.w3"), p + "feed_forward.w2")
+    h = rms_norm(h, w["model.embedding_norm.weight"], eps)
+    head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", True) else w["lm_head.weight"]
+    return h @ head.T
+
+
+def lfm2_weights(g, cfg):
+    nh, nkv, hd, _ = llama_shapes(cfg)
+    d, v, inner, k_width = cfg["hidden_size"], cfg["vocab_size"], lfm2_mlp_width(cfg), cfg.get("conv_L_cache", 3)
+    bias = cfg.get("conv_bias", False)
+    w = {"model.embed_tokens.weight": randn(g, v, d, std=0.5), "model.embedding_norm.weight": norm_weight(g, d)}
+    for i, kind in enumerate(lfm2_layer_types(cfg)):
+        p = f"model.layers.{i}."
+        w[p + "operator_norm.weight"] = norm_weight(g, d)
+        w[p + "ffn_norm.weight"] = norm_weight(g, d)
+        if kind == "full_attention":
+            w[p + "self_attn.q_proj.weight"] = randn(g, nh * hd, d, std=0.2)
+            w[p + "self_attn.k_proj.weight"] = randn(g, nkv * hd, d, std=0.2)
+            w[p + "self_attn.v_proj.weight"] = randn(g, nkv * hd, d, std=0.2)
+            w[p + "self_attn.out_proj.weight"] = randn(g, d, nh * hd, std=0.2)
+            w[p + "self_attn.q_layernorm.weight"] = norm_weight(g, hd)
+            w[p + "self_attn.k_layernorm.weight"] = norm_weight(g, hd)
+        else:
+            w[p + "conv.in_proj.weight"] = randn(g, 3 * d, d, std=0.2)
+            w[p + "conv.conv.weight"] = randn(g, d, 1, k_width, std=0.5)
+            w[p + "conv.out_proj.weight"] = randn(g, d, d, std=0.2)
+            if bias:
+                w[p + "conv.in_proj.bias"] = randn(g, 3 * d, std=0.1)
+                w[p + "conv.conv.bias"] = randn(g, d, std=0.1)
+                w[p + "conv.out_proj.bias"] = randn(g, d, std=0.1)
+        w[p + "feed_forward.w1.weight"] = randn(g, inner, d, std=0.2)
+        w[p + "feed_forward.w3.weight"] = randn(g, inner, d, std=0.2)
+        w[p + "feed_forward.w2.weight"] = randn(g, d, inner, std=0.15)
+    if not cfg.get("tie_word_embeddings", True):
+        w["lm_head.weight"] = randn(g, v, d, std=0.5)
+    return w
+
+
+def lfm2_config(**over):
+    """A small Lfm2Config as LFM2-350M's hub config.json spells it (the original block_* keys beside transformers')."""
+    cfg = {
+        "architectures": ["Lfm2ForCausalLM"],
+        "block_auto_adjust_ff_dim": True,
+        "block_dim": 64,
+        "block_ff_dim": 200,
+        "block_ffn_dim_multiplier": 1.0,
+        "block_mlp_init_scale": 1.0,
+        "block_multiple_of": 32,
+        "block_norm_eps": 1e-05,
+        "block_out_init_scale": 1.0,
+        "block_use_swiglu": True,
+        "block_use_xavier_init": True,
+        "bos_token_id": 1,
+        "conv_L_cache": 3,
+        "conv_bias": False,
+        "conv_dim": 64,
+        "conv_dim_out": 64,
+        "conv_use_xavier_init": True,
+        "eos_token_id": 7,
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 200,
+        "layer_types": ["conv", "conv", "full_attention", "conv", "full_attention"],
+        "max_position_embeddings": 128000,
+        "model_type": "lfm2",
+        "norm_eps": 1e-05,
+        "num_attention_heads": 4,
+        "num_heads": 4,
+        "num_hidden_layers": 5,
+        "num_key_value_heads": 2,
+        "pad_token_id": 0,
+        "rope_theta": 1000000.0,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.54.0.dev0",
+        "use_cache": True,
+        "use_pos_enc": True,
+        "vocab_size": 96,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def lfm2_fixture(name, seed, cfg, description):
+    """Weights, the reference cases, and a left-padded case (the 7-token case after 3 padding tokens, positions and the
+    convolution's padding as transformers treats a padded batch)."""
+    g = torch.Generator().manual_seed(seed)
+    w = lfm2_weights(g, cfg)
+    d = fresh_dir(name)
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    cases = make_cases(g, cfg["vocab_size"])
+    padded_ids, padded_mask = [cfg["pad_token_id"]] * 3 + cases[1], [0] * 3 + [1] * len(cases[1])
+    w64 = {k: t.double() for k, t in w.items()}
+    padded = lfm2_forward(w64, cfg, torch.tensor(padded_ids), padded_mask).to(torch.float32)[3:]
+    write_reference(d, description, cases, lfm2_forward, w, cfg, extra={
+        "mlp_width": lfm2_mlp_width(cfg),
+        "left_padded": {"input_ids": padded_ids, "attention_mask": padded_mask,
+                        "logits": [[fmt(x) for x in row] for row in padded.tolist()]}})
+
+
+def fixture_lfm2():
+    # LFM2-350M's layout in small: three convolution and two attention layers (heads 4 / kv 2, head size 16), the hub's
+    # block_ff_dim 200 → int(2 * 200 / 3) = 133 → 160 (multiple of 32), tied head.
+    lfm2_fixture("lfm2-hybrid-conv", 1035, lfm2_config(), "lfm2: conv, conv, attention, conv, attention layers; gated "
+                 "short convolutions of width 3; q/k RMSNorm; MLP 200 adjusted to 160; tied")
+    # The older full_attn_idxs, conv biases, a null multiplier (no rounding: int(2 * 100 / 3) = 66, where rounding up to
+    # block_multiple_of would give 96), an untied head.
+    cfg = lfm2_config(full_attn_idxs=[1], num_hidden_layers=3, conv_bias=True, block_ffn_dim_multiplier=None,
+                      intermediate_size=100, block_ff_dim=100, tie_word_embeddings=False, vocab_size=90)
+    del cfg["layer_types"]
+    lfm2_fixture("lfm2-conv-bias-attn-idxs", 1036, cfg, "lfm2: full_attn_idxs [1] (conv, attention, conv), conv_bias, "
+                 "block_ffn_dim_multiplier null (MLP 100 adjusted to 66, unrounded), untied head")
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -1824,6 +1997,7 @@ def main():
     fixture_hunyuan()
     fixture_olmo()
     fixture_bloom()
+    fixture_lfm2()
 
 
 if __name__ == "__main__":

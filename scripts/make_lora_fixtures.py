@@ -191,6 +191,10 @@ def main():
     # query_key_value (rows head by head) and the MLP's output layer.
     make("bloom-hub-qkv-mlp", "bloom-hub-n-embed", "transformer.", ["query_key_value", "dense_4h_to_h"], 4, 8, False,
          mf.bloom_forward, 2011)
+    # LFM2: out_proj names both the convolution layers' and the attention layers' output projections; in_proj is the
+    # convolution's input projection (B, C and x in one tensor).
+    make("lfm2-in-out-w1", "lfm2-hybrid-conv", "model.", ["in_proj", "out_proj", "w1"], 4, 8, False, mf.lfm2_forward, 2012,
+         body_prefix="model.")
     make("llama-gqa-seqcls", "llama-gqa", "model.", ["q_proj", "v_proj", "down_proj"], 4, 8, False, mf.llama_forward, 2005,
          body_prefix="model.", score_head=True)
 

@@ -83,6 +83,10 @@ public enum ModelFamily
     /// <summary><c>bloom</c> (BLOOM, BLOOMZ): GPT-NeoX's fused per-head q/k/v with ALiBi instead of positions, a LayerNorm on
     /// the embeddings, a GELU-tanh MLP, biases everywhere, tied head.</summary>
     Bloom,
+
+    /// <summary><c>lfm2</c> (LiquidAI's LFM2): RMSNorm blocks that are gated short convolutions or attention with q/k
+    /// norms, each with a SwiGLU MLP.</summary>
+    Lfm2,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -308,6 +312,19 @@ public sealed record ModelConfig
     /// <summary>OPT's opt-350m layout: norms after the residual adds, none at the end.</summary>
     public bool PostNorm => NormBeforeBlock == false;
 
+    /// <summary>LFM2 <c>layer_types</c>: true where layer i is a gated short convolution ("conv"), false where it is
+    /// attention ("full_attention"). Null outside lfm2.</summary>
+    public IReadOnlyList<bool>? ConvLayers { get; init; }
+
+    /// <summary>Whether layer <paramref name="layer"/> is a short convolution (LFM2).</summary>
+    public bool IsConvLayer(int layer) => ConvLayers != null && ConvLayers[layer];
+
+    /// <summary>LFM2 <c>conv_L_cache</c> (default 3): the steps each channel of a short convolution mixes, itself included.</summary>
+    public int ConvWidth { get; init; }
+
+    /// <summary>LFM2 <c>conv_bias</c> (default false): biases on a convolution layer's in_proj, kernel and out_proj.</summary>
+    public bool ConvBias { get; init; }
+
     public HeadKind Head { get; init; } = HeadKind.LanguageModel;
 
     /// <summary>The JSON this config was loaded from, or null; <see cref="ToJson"/> starts from a copy of it.</summary>
@@ -395,7 +412,9 @@ public sealed record ModelConfig
         && (RopeLayers ?? []).SequenceEqual(other.RopeLayers ?? []) && (RopeLayers == null) == (other.RopeLayers == null)
         && EmbeddingMultiplier == other.EmbeddingMultiplier && AttentionMultiplier == other.AttentionMultiplier
         && ResidualMultiplier == other.ResidualMultiplier && LogitsScaling == other.LogitsScaling
-        && ParallelResidual == other.ParallelResidual && WordEmbedProjDim == other.WordEmbedProjDim && NormBeforeBlock == other.NormBeforeBlock;
+        && ParallelResidual == other.ParallelResidual && WordEmbedProjDim == other.WordEmbedProjDim && NormBeforeBlock == other.NormBeforeBlock
+        && (ConvLayers ?? []).SequenceEqual(other.ConvLayers ?? []) && (ConvLayers == null) == (other.ConvLayers == null)
+        && ConvWidth == other.ConvWidth && ConvBias == other.ConvBias;
 
     public override int GetHashCode() =>
         HashCode.Combine(Family, VocabSize, HiddenSize, NumLayers, NumHeads, NumKvHeads, HeadDim, IntermediateSize);
@@ -468,7 +487,8 @@ public sealed record ModelConfig
             NumHeads = heads,
             NumKvHeads = k.NumKvHeads != null ? f.OptionalInt(k.NumKvHeads) ?? heads : heads,
             HeadDim = headDim ?? (heads > 0 ? d / heads : 0),
-            IntermediateSize = table.DefaultIntermediateFactor is int factor
+            IntermediateSize = table.ShortConvLayers ? Lfm2MlpWidth(f)
+                : table.DefaultIntermediateFactor is int factor
                 ? (k.IntermediateSize != null ? f.OptionalInt(k.IntermediateSize) : null) ?? factor * d
                 : f.RequiredInt(k.IntermediateSize!),
             MaxPositions = (k.MaxPositions != null ? f.OptionalInt(k.MaxPositions) : null) ?? table.DefaultMaxPositions,
@@ -495,6 +515,9 @@ public sealed record ModelConfig
             ParallelResidual = table.ParallelResidualKey ? f.OptionalBool("use_parallel_residual") ?? true : null,
             WordEmbedProjDim = table.OptLayout ? f.OptionalInt("word_embed_proj_dim") ?? d : null,
             NormBeforeBlock = table.OptLayout ? f.OptionalBool("do_layer_norm_before") ?? true : null,
+            ConvLayers = table.ShortConvLayers ? Lfm2ConvLayers(f, layers) : null,
+            ConvWidth = table.ShortConvLayers ? f.OptionalInt("conv_L_cache") ?? 3 : 0,
+            ConvBias = table.ShortConvLayers && (f.OptionalBool("conv_bias") ?? false),
             BosTokenId = f.OptionalInt("bos_token_id"),
             PadTokenId = f.OptionalInt("pad_token_id"),
             EosTokenIds = f.IntOrIntList("eos_token_id"),
@@ -503,6 +526,55 @@ public sealed record ModelConfig
         };
         config.Validate(source);
         return config;
+    }
+
+    /// <summary>
+    /// LFM2's MLP width as transformers' Lfm2MLP forms it: block_ff_dim (the original key) or intermediate_size (default
+    /// 12288); with block_auto_adjust_ff_dim (default true) int(2·size/3), and when block_ffn_dim_multiplier (default 1) is
+    /// not null, int(multiplier · that) rounded up to a multiple of block_multiple_of (default 256). LFM2-350M: 6656 → 4608.
+    /// </summary>
+    internal static int Lfm2MlpWidth(ConfigFields f)
+    {
+        int size = f.OptionalInt("block_ff_dim") ?? f.OptionalInt("intermediate_size") ?? 12288;
+        if (!(f.OptionalBool("block_auto_adjust_ff_dim") ?? true)) return size;
+        size = (int)(2.0 * size / 3);
+        if (f.OptionalDoubleOrNull("block_ffn_dim_multiplier", 1.0) is not double multiplier) return size;
+        int multiple = f.OptionalInt("block_multiple_of") ?? 256;
+        if (multiple <= 0) throw f.Error("block_multiple_of", $"must be a positive integer, not {multiple}");
+        size = (int)(multiplier * size);
+        return multiple * ((size + multiple - 1) / multiple);
+    }
+
+    /// <summary>LFM2's layer kinds: <c>layer_types</c> ("conv" or "full_attention" per layer), else the older
+    /// <c>full_attn_idxs</c> (the attention layers' indices), else attention everywhere (transformers' default).</summary>
+    private static bool[] Lfm2ConvLayers(ConfigFields f, int layers)
+    {
+        var conv = new bool[Math.Max(0, layers)];
+        if (f.Get("layer_types") is { } node)
+        {
+            if (node is not JsonArray list || list.Count != layers)
+                throw f.Error("layer_types", $"must be a list of {layers} entries (one per layer), each 'conv' or 'full_attention'");
+            for (int i = 0; i < layers; i++)
+                conv[i] = (list[i] is JsonValue v && v.TryGetValue(out string? s) ? s : null) switch
+                {
+                    "conv" => true,
+                    "full_attention" => false,
+                    _ => throw f.Error($"layer_types[{i}]", $"{list[i]?.ToJsonString() ?? "null"} is not 'conv' or 'full_attention'"),
+                };
+            return conv;
+        }
+        if (f.Get("full_attn_idxs") is { } idxs)
+        {
+            if (idxs is not JsonArray indices) throw f.Error("full_attn_idxs", "must be a list of layer indices");
+            Array.Fill(conv, true);
+            for (int i = 0; i < indices.Count; i++)
+            {
+                if (indices[i] is not JsonValue v || !v.TryGetValue(out int index) || index < 0 || index >= layers)
+                    throw f.Error($"full_attn_idxs[{i}]", $"{indices[i]?.ToJsonString() ?? "null"} is not a layer index in [0, {layers})");
+                conv[index] = false;
+            }
+        }
+        return conv;
     }
 
     /// <summary>SmolLM3's <c>no_rope_layers</c> (one 0 or 1 per layer, 1 = RoPE), else transformers' default from
@@ -848,6 +920,9 @@ public sealed record ModelConfig
             if (value is double v && !(v > 0 && double.IsFinite(v))) throw Error($"field '{key}' must be a positive number, not {v}");
         }
         if (table.ParallelResidualKey != (ParallelResidual != null)) throw Error($"use_parallel_residual is a gpt_neox field, not {family}'s");
+        if (table.ShortConvLayers != (ConvLayers != null)) throw Error($"convolution layers (layer_types 'conv') are an lfm2 field, not {family}'s");
+        if (ConvLayers != null && ConvLayers.Count != NumLayers) throw Error($"field 'layer_types' must hold one entry per layer ({NumLayers}), not {ConvLayers.Count}");
+        if (table.ShortConvLayers && ConvWidth <= 0) throw Error($"field 'conv_L_cache' must be a positive integer, not {ConvWidth}");
         if (table.OptLayout != (WordEmbedProjDim != null) || table.OptLayout != (NormBeforeBlock != null))
             throw Error($"word_embed_proj_dim and do_layer_norm_before are opt fields, not {family}'s");
         if (WordEmbedProjDim is <= 0) throw Error($"field 'word_embed_proj_dim' must be a positive integer, not {WordEmbedProjDim}");
@@ -1082,6 +1157,21 @@ public sealed record ModelConfig
             o["do_layer_norm_before"] = NormBeforeBlock;
         }
         if (ParallelResidual is bool parallel) o["use_parallel_residual"] = parallel;
+        if (table.ShortConvLayers)
+        {
+            o["layer_types"] = new JsonArray(Enumerable.Range(0, NumLayers).Select(l => (JsonNode?)(IsConvLayer(l) ? "conv" : "full_attention")).ToArray());
+            if (o.ContainsKey("full_attn_idxs"))
+                o["full_attn_idxs"] = new JsonArray(Enumerable.Range(0, NumLayers).Where(l => !IsConvLayer(l)).Select(l => (JsonNode?)l).ToArray());
+            o["conv_L_cache"] = ConvWidth;
+            o["conv_bias"] = ConvBias;
+            // The MLP width stays in the source's keys while they still give it; otherwise it is written as it is.
+            if (Source == null || Lfm2MlpWidth(new ConfigFields(Source, "config.json")) != IntermediateSize)
+            {
+                o.Remove("block_ff_dim");
+                o["intermediate_size"] = IntermediateSize;
+                o["block_auto_adjust_ff_dim"] = false;
+            }
+        }
         if (table.Biases is Checkpoints.BiasRule.AttentionAndMlpKeys) o["mlp_bias"] = MlpBias;
         if (table.Window is Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes) o["sliding_window"] = SlidingWindow;
         if (table.Window == Checkpoints.WindowRule.UseSlidingWindow)

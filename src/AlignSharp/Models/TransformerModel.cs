@@ -7,7 +7,8 @@ namespace AlignSharp.Models;
 /// [B, Capacity, KV, Dh] per layer. <see cref="Length"/> positions are filled (the same for every row; rows
 /// that started later are left-padded and masked). The arrays come from <see cref="BufferPool"/> (cleared) and go back
 /// on <see cref="Dispose"/>: a generator calls it once per batch of rollouts, and fresh arrays cost page faults on
-/// every decoding step that reaches a new page (about 2% of a batch-8 step on a 0.5B model).
+/// every decoding step that reaches a new page (about 2% of a batch-8 step on a 0.5B model). An LFM2 convolution layer
+/// keeps no keys and values but its convolution's last inputs, [B, K − 1, D] (<see cref="ConvHistory"/>).
 /// </summary>
 public sealed class KvCache : IDisposable
 {
@@ -15,6 +16,8 @@ public sealed class KvCache : IDisposable
     public int Capacity { get; }
     public int Length { get; internal set; }
     private float[][]? _k, _v;
+    private readonly float[]?[] _conv;
+    private readonly int _convRows, _hidden;
     internal readonly int KvHeads, HeadDim;
 
     public KvCache(ModelConfig config, int batch, int capacity)
@@ -27,8 +30,17 @@ public sealed class KvCache : IDisposable
         int floats = n <= Array.MaxLength ? (int)n : throw new ArgumentException("KV cache too large.");
         _k = new float[config.NumLayers][];
         _v = new float[config.NumLayers][];
+        _conv = new float[config.NumLayers][];
+        _convRows = config.ConvWidth - 1;
+        _hidden = config.HiddenSize;
         for (int l = 0; l < config.NumLayers; l++)
         {
+            if (config.IsConvLayer(l))
+            {
+                _conv[l] = new float[batch * _convRows * _hidden];
+                _k[l] = _v[l] = [];
+                continue;
+            }
             _k[l] = BufferPool.Rent(floats);
             _v[l] = BufferPool.Rent(floats);
             Array.Clear(_k[l]);
@@ -43,8 +55,8 @@ public sealed class KvCache : IDisposable
     public void Dispose()
     {
         if (_k == null || _v == null) return;
-        foreach (var a in _k) BufferPool.Return(a);
-        foreach (var a in _v) BufferPool.Return(a);
+        foreach (var a in _k) if (a.Length > 0) BufferPool.Return(a);
+        foreach (var a in _v) if (a.Length > 0) BufferPool.Return(a);
         _k = _v = null;
     }
 
@@ -80,7 +92,33 @@ public sealed class KvCache : IDisposable
         return wide;
     }
 
-    public void Reset() => Length = 0;
+    /// <summary>An LFM2 convolution layer's last K − 1 inputs per row, [B, K − 1, D], oldest first (zeros before a
+    /// sequence starts).</summary>
+    internal float[] ConvHistory(int layer) => _conv[layer] ?? throw new InvalidOperationException($"layer {layer} is no convolution layer");
+
+    /// <summary>After a pass over T new inputs u [B, T, D] of convolution layer <paramref name="layer"/>: the history
+    /// becomes the last K − 1 of (history, u).</summary>
+    internal void PushConv(int layer, Tensor u)
+    {
+        var history = ConvHistory(layer);
+        int t = u.Dim(1), rows = _convRows, d = _hidden;
+        if (rows == 0) return;
+        var us = u.Span;
+        for (int b = 0; b < Batch; b++)
+        {
+            var h = history.AsSpan(b * rows * d, rows * d);
+            int keep = Math.Max(0, rows - t);   // old rows that stay, moved to the front
+            if (keep > 0) h[((rows - keep) * d)..].CopyTo(h);
+            int take = rows - keep;
+            us.Slice((b * t + t - take) * d, take * d).CopyTo(h[(keep * d)..]);
+        }
+    }
+
+    public void Reset()
+    {
+        Length = 0;
+        foreach (var h in _conv) if (h != null) Array.Clear(h);
+    }
 }
 
 /// <summary>
@@ -142,7 +180,15 @@ public sealed class TransformerModel
         {
             string p = $"layers.{l}.";
             if (config.InputNorms) AddNorm(p + "attn_norm", d);
-            if (config.Table.Qkv != Checkpoints.QkvLayout.Separate)
+            if (config.IsConvLayer(l))
+            {
+                // LFM2's gated short convolution in the attention's place.
+                AddLinear(p + "conv.in", 3 * d, d, config.ConvBias);
+                Add(p + "conv.kernel.weight", d, 1, config.ConvWidth);
+                if (config.ConvBias) Add(p + "conv.kernel.bias", d);
+                AddLinear(p + "conv.out", d, d, config.ConvBias);
+            }
+            else if (config.Table.Qkv != Checkpoints.QkvLayout.Separate)
                 AddLinear(p + "attn.qkv", 3 * d, d, config.AttentionQkvBias);   // GPT-2 and GPT-NeoX: one [3D, D] projection, one GEMM
             else
             {
@@ -150,8 +196,8 @@ public sealed class TransformerModel
                 AddLinear(p + "attn.k", config.KvDim, d, config.AttentionQkvBias);
                 AddLinear(p + "attn.v", config.KvDim, d, config.AttentionQkvBias);
             }
-            AddLinear(p + "attn.o", d, config.QueryDim, config.AttentionOutputBias);
-            if (config.QkNorm)
+            if (!config.IsConvLayer(l)) AddLinear(p + "attn.o", d, config.QueryDim, config.AttentionOutputBias);
+            if (config.QkNorm && !config.IsConvLayer(l))
             {
                 AddNorm(p + "attn.q_norm", config.FullWidthQkNorm ? config.QueryDim : config.HeadDim);
                 AddNorm(p + "attn.k_norm", config.FullWidthQkNorm ? config.KvDim : config.HeadDim);
@@ -415,6 +461,7 @@ public sealed class TransformerModel
         int batch = pass.Batch, seq = pass.Seq;
         string p = $"layers.{l}.";
         var h = c.InputNorms && !c.PostNorm ? Norm(x, p + "attn_norm") : x;
+        if (c.IsConvLayer(l)) return BlockTail(x, h, ShortConv(h, l, pass), p, batch, seq, p + "conv.out");
         int? window = c.WindowOf(l);
         Tensor q, k, v, a;
         var qkvLayout = c.Table.Qkv;
@@ -482,34 +529,79 @@ public sealed class TransformerModel
         return BlockTail(x, h, a, p, batch, seq);
     }
 
-    // The attention output projection, the residuals and the MLP of a block, given its input x, the attention's input h
-    // (x normed) and output a [B, T, Hq, D]. In generation, where no norm comes between a projection and its residual, the
-    // residual goes into the projection's product (AddLinear, GatedMlp's residual): the same values, without an add of its own.
-    private Tensor BlockTail(Tensor x, Tensor h, Tensor a, string p, int batch, int seq)
+    /// <summary>
+    /// LFM2's gated short convolution on the normed input h [B, T, D]: in_proj to B, C and x (D columns each), then
+    /// C ⊙ conv(B ⊙ x), each channel mixing its last K values of B ⊙ x (<see cref="Ops.CausalConv"/>). Padding tokens'
+    /// h is zeroed first, as transformers masks them, so a left-padded row convolves as if it started at its first token.
+    /// With a cache the convolution continues from the cached last inputs, which it then updates.
+    /// </summary>
+    private Tensor ShortConv(Tensor h, int l, BlockPass pass)
     {
         var c = Config;
-        var attnIn = Ops.Reshape(a, batch, seq, c.QueryDim);
+        int d = c.HiddenSize;
+        string p = $"layers.{l}.";
+        if (PaddingRows(pass) is { } keep) h = Ops.Mul(h, keep);
+        var bcx = Linear(h, p + "conv.in");
+        var u = Ops.Mul(Ops.Slice(bcx, -1, 0, d), Ops.Slice(bcx, -1, 2 * d, d));
+        float[]? history = null;
+        if (pass.Cache != null)
+        {
+            history = pass.Cache.ConvHistory(l);
+            // A recorded pass reads the history again in its backward, after the cache has moved on.
+            if (Autograd.IsEnabled) history = (float[])history.Clone();
+        }
+        var conv = Ops.CausalConv(u, Parameter(p + "conv.kernel.weight"), c.ConvBias ? Parameter(p + "conv.kernel.bias") : null, history);
+        pass.Cache?.PushConv(l, u);
+        return Ops.Mul(Ops.Slice(bcx, -1, d, d), conv);
+    }
+
+    /// <summary>[B, T, 1]: 0 for this pass's padding tokens and 1 for the others, or null when none is padding.</summary>
+    private static Tensor? PaddingRows(BlockPass pass)
+    {
+        if (pass.AttentionMask is not { } mask) return null;
+        int keys = mask.Length / pass.Batch;   // a cache widens the mask to its capacity
+        var rows = new float[pass.Batch * pass.Seq];
+        bool any = false;
+        for (int b = 0; b < pass.Batch; b++)
+            for (int t = 0; t < pass.Seq; t++)
+            {
+                bool real = mask[b * keys + pass.Offset + t];
+                rows[b * pass.Seq + t] = real ? 1f : 0f;
+                any |= !real;
+            }
+        return any ? Tensor.FromArray(rows, pass.Batch, pass.Seq, 1) : null;
+    }
+
+    // The attention output projection, the residuals and the MLP of a block, given its input x, the attention's input h
+    // (x normed) and output a [B, T, Hq, D] (or LFM2's convolution's [B, T, D], projected by conv.out). In generation, where
+    // no norm comes between a projection and its residual, the residual goes into the projection's product (AddLinear,
+    // GatedMlp's residual): the same values, without an add of its own.
+    private Tensor BlockTail(Tensor x, Tensor h, Tensor a, string p, int batch, int seq, string? output = null)
+    {
+        var c = Config;
+        string outName = output ?? p + "attn.o";
+        var attnIn = output == null ? Ops.Reshape(a, batch, seq, c.QueryDim) : a;
         if (c.ParallelBlock)
         {
             // GPT-NeoX and Phi: the MLP reads the block's input (its own norm of it, or Phi's one norm h), not the
             // attention's sum; both are added to x as transformers adds them (mlp + attention = attention + mlp, bit for bit).
-            var attention = Linear(attnIn, p + "attn.o");
+            var attention = Linear(attnIn, outName);
             var mlp = Mlp(c.Table.ParallelSharedNorm ? h : Norm(x, p + "mlp_norm"), p);
             return Ops.Add(Ops.Add(mlp, attention), x);
         }
         if (c.PostNorm)
         {
             // OPT's opt-350m: each norm follows its residual add.
-            x = Norm(Ops.Add(x, Linear(attnIn, p + "attn.o")), p + "attn_norm");
+            x = Norm(Ops.Add(x, Linear(attnIn, outName)), p + "attn_norm");
             return Norm(Ops.Add(x, Mlp(x, p)), p + "mlp_norm");
         }
         // Granite scales each output before its residual add, so its residuals stay outside the products.
         float residualScale = (float)(c.ResidualMultiplier ?? 1.0);
         bool intoProducts = Ops.RoundsActivations && !c.SandwichNorms && residualScale == 1;
-        if (intoProducts) x = AddLinear(x, attnIn, p + "attn.o");
+        if (intoProducts) x = AddLinear(x, attnIn, outName);
         else
         {
-            var attnOut = Linear(attnIn, p + "attn.o");
+            var attnOut = Linear(attnIn, outName);
             if (c.SandwichNorms) attnOut = Norm(attnOut, p + "attn_out_norm");
             if (residualScale != 1) attnOut = Ops.MulScalar(attnOut, residualScale);
             x = Ops.Add(x, attnOut);

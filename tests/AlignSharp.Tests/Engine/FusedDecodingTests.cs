@@ -258,6 +258,7 @@ public class FusedDecodingTests(ITestOutputHelper output)
     [InlineData("opt-350m-shape", 4)]        // norms after the adds, embeddings projected in and out
     [InlineData("ernie45-interleaved-rope", 4)] // RoPE on adjacent pairs, biases on every projection
     [InlineData("bloomz-save-pretrained", 4)] // ALiBi, the embeddings' LayerNorm, q/k/v fused head by head
+    [InlineData("lfm2-hybrid-conv", 4)]       // gated short convolutions with their cached inputs, q/k norms
     public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture, int rank)
     {
         Native(3);

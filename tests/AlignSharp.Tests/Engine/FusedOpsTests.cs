@@ -57,6 +57,7 @@ public class FusedOpsTests
             case "CausalAttentionPacked": CausalAttentionPackedGradCheck(); break;
             case "Rope": RopeGradCheck(); break;
             case "Dropout": DropoutGradCheck(); break;
+            case "CausalConv": CausalConvGradCheck(); break;
             default: Assert.Fail($"no gradient check for fused op {op}"); break;
         }
     }
@@ -129,6 +130,82 @@ public class FusedOpsTests
             [Rand(rng, 1, 2, 5, 4, 6), Rand(rng, 1, 2, 7, 2, 6), Rand(rng, 1, 2, 7, 2, 6)]);
         GradCheck.Check(x => Ops.CausalAttention(x[0], x[1], x[2], positionOffset: 3, scale: 0.8f, alibiSlopes: Slopes(3)),
             [Rand(rng, 1, 1, 3, 3, 10), Rand(rng, 1, 1, 9, 1, 10), Rand(rng, 1, 1, 9, 1, 10)]);
+    }
+
+    private static void CausalConvGradCheck()
+    {
+        var rng = new Random(35);
+        // Width 3 over 5 steps (the first two reach before the start: zeros), with a bias; then width 4 continuing a
+        // history (the cached inputs of earlier steps, which take no gradient), fewer steps than the history holds.
+        GradCheck.Check(x => Ops.CausalConv(x[0], x[1], x[2]), [Rand(rng, 1, 2, 5, 7), Rand(rng, 1, 7, 1, 3), Rand(rng, 1, 7)]);
+        var history = Enumerable.Range(0, 2 * 3 * 6).Select(i => MathF.Sin(i)).ToArray();
+        GradCheck.Check(x => Ops.CausalConv(x[0], x[1], history: history), [Rand(rng, 1, 2, 2, 6), Rand(rng, 1, 6, 1, 4)]);
+    }
+
+    /// <summary>The convolution against its formula in double precision: y[b, t, c] = bias[c] + Σ_j w[c, j]·u[b, t − K + 1 + j, c],
+    /// inputs before the start from the history (oldest first) or zero; a chunked pass that carries the last K − 1
+    /// inputs as history gives the whole pass's output.</summary>
+    [Theory]
+    [InlineData(2, 9, 5, 3, true)]
+    [InlineData(3, 1, 33, 3, false)]
+    [InlineData(1, 6, 4, 1, true)]
+    [InlineData(2, 4, 8, 5, false)]
+    public void CausalConvMatchesItsFormula(int b, int t, int c, int k, bool withBias)
+    {
+        var rng = new Random(51 + t * 3 + k);
+        var u = Rand(rng, 1, b, t, c);
+        var w = Rand(rng, 1, c, 1, k);
+        var bias = withBias ? Rand(rng, 1, c) : null;
+        var history = Enumerable.Range(0, b * (k - 1) * c).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        using var _ = Autograd.NoGrad();
+        foreach (var h in new[] { null, history })
+        {
+            var y = Ops.CausalConv(u, w, bias, h).ToArray();
+            for (int bi = 0; bi < b; bi++)
+                for (int ti = 0; ti < t; ti++)
+                    for (int ci = 0; ci < c; ci++)
+                    {
+                        double expected = bias?.Span[ci] ?? 0;
+                        for (int j = 0; j < k; j++)
+                        {
+                            int s = ti - k + 1 + j;
+                            double input = s >= 0 ? u.Span[(bi * t + s) * c + ci] : h == null ? 0 : h[(bi * (k - 1) + k - 1 + s) * c + ci];
+                            expected += w.Span[ci * k + j] * input;
+                        }
+                        Assert.True(Math.Abs(y[(bi * t + ti) * c + ci] - expected) < 1e-5, $"b={bi} t={ti} c={ci}: {y[(bi * t + ti) * c + ci]} vs {expected}");
+                    }
+        }
+        // Two chunks, the second continuing from the first's last K − 1 inputs, equal one pass.
+        if (t < 2) return;
+        int first = t / 2;
+        var whole = Ops.CausalConv(u, w, bias).ToArray();
+        var u1 = Tensor.FromArray(u.Span[..(b * t * c)].ToArray().Where((_, i) => i / c % t < first).ToArray(), b, first, c);
+        var u2 = Tensor.FromArray(u.Span[..(b * t * c)].ToArray().Where((_, i) => i / c % t >= first).ToArray(), b, t - first, c);
+        var carried = new float[b * (k - 1) * c];
+        for (int bi = 0; bi < b; bi++)
+            for (int r = 0; r < k - 1; r++)
+            {
+                int s = first - (k - 1) + r;
+                if (s >= 0) u.Span.Slice((bi * t + s) * c, c).CopyTo(carried.AsSpan((bi * (k - 1) + r) * c, c));
+            }
+        var y1 = Ops.CausalConv(u1, w, bias).ToArray();
+        var y2 = Ops.CausalConv(u2, w, bias, carried).ToArray();
+        for (int bi = 0; bi < b; bi++)
+            for (int ti = 0; ti < t; ti++)
+                for (int ci = 0; ci < c; ci++)
+                {
+                    float got = ti < first ? y1[(bi * first + ti) * c + ci] : y2[(bi * (t - first) + ti - first) * c + ci];
+                    Assert.Equal(whole[(bi * t + ti) * c + ci], got);
+                }
+    }
+
+    [Fact]
+    public void CausalConvChecksItsShapes()
+    {
+        var u = Tensor.Zeros(1, 3, 4);
+        Assert.Contains("weight must be [C=4, 1, K ≥ 1]", Assert.Throws<ArgumentException>(() => Ops.CausalConv(u, Tensor.Zeros(4, 3))).Message);
+        Assert.Contains("bias must be [C=4]", Assert.Throws<ArgumentException>(() => Ops.CausalConv(u, Tensor.Zeros(4, 1, 3), Tensor.Zeros(3))).Message);
+        Assert.Contains("history holds 4 floats, B·(K − 1)·C = 8 expected", Assert.Throws<ArgumentException>(() => Ops.CausalConv(u, Tensor.Zeros(4, 1, 3), history: new float[4])).Message);
     }
 
     [Fact]

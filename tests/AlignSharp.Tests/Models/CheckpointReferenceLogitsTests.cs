@@ -63,50 +63,55 @@ public sealed class CheckpointReferenceLogitsTests
             {
                 string p = $"layers.{l}.";
                 var x = _c.InputNorms && !_c.PostNorm ? Norm(h, p + "attn_norm") : h;   // OLMo-2 has none, opt-350m norms after the adds
-                double[][] q, k, v;
-                if (_c.Family == ModelFamily.Gpt2)
-                {
-                    var qkv = Linear(x, p + "attn.qkv");
-                    q = qkv.Select(r => r[..D]).ToArray();
-                    k = qkv.Select(r => r[D..(2 * D)]).ToArray();
-                    v = qkv.Select(r => r[(2 * D)..]).ToArray();
-                }
-                else if (_c.Family is ModelFamily.GptNeoX or ModelFamily.Bloom)
-                {
-                    // Rows head by head: head j's q, k and v are rows 3·hd·j + [0, hd), [hd, 2hd), [2hd, 3hd).
-                    var qkv = Linear(x, p + "attn.qkv");
-                    int hd = _c.HeadDim;
-                    double[][] Part(int which) => qkv.Select(r => Enumerable.Range(0, _c.NumHeads)
-                        .SelectMany(j => r[(3 * hd * j + which * hd)..(3 * hd * j + (which + 1) * hd)]).ToArray()).ToArray();
-                    // BLOOM has no RoPE (ALiBi, in Attention).
-                    (q, k, v) = _c.Family == ModelFamily.Bloom ? (Part(0), Part(1), Part(2)) : (Rope(Part(0), false), Rope(Part(1), false), Part(2));
-                }
+                double[][] attnOut;
+                if (_c.IsConvLayer(l)) attnOut = Linear(ShortConv(x, p), p + "conv.out");   // LFM2's convolution layers
                 else
                 {
-                    q = Linear(x, p + "attn.q");
-                    k = Linear(x, p + "attn.k");
-                    bool normAfterRope = _c.Family == ModelFamily.HunyuanDense;
-                    if (_c.QkNorm && !normAfterRope)
+                    double[][] q, k, v;
+                    if (_c.Family == ModelFamily.Gpt2)
                     {
-                        // OLMo-2 over the whole projection, the others per head.
-                        q = _c.FullWidthQkNorm ? Norm(q, p + "attn.q_norm") : HeadNorm(q, p + "attn.q_norm");
-                        k = _c.FullWidthQkNorm ? Norm(k, p + "attn.k_norm") : HeadNorm(k, p + "attn.k_norm");
+                        var qkv = Linear(x, p + "attn.qkv");
+                        q = qkv.Select(r => r[..D]).ToArray();
+                        k = qkv.Select(r => r[D..(2 * D)]).ToArray();
+                        v = qkv.Select(r => r[(2 * D)..]).ToArray();
                     }
-                    bool local = _c.IsSlidingLayer(l) && _c.LocalRopeTheta != null;
-                    if (_c.UsesRope(l) && !_c.LearnedPositions)   // SmolLM3's NoPE layers (and OPT) leave q and k as they are
+                    else if (_c.Family is ModelFamily.GptNeoX or ModelFamily.Bloom)
                     {
-                        q = Rope(q, local);
-                        k = Rope(k, local);
+                        // Rows head by head: head j's q, k and v are rows 3·hd·j + [0, hd), [hd, 2hd), [2hd, 3hd).
+                        var qkv = Linear(x, p + "attn.qkv");
+                        int hd = _c.HeadDim;
+                        double[][] Part(int which) => qkv.Select(r => Enumerable.Range(0, _c.NumHeads)
+                            .SelectMany(j => r[(3 * hd * j + which * hd)..(3 * hd * j + (which + 1) * hd)]).ToArray()).ToArray();
+                        // BLOOM has no RoPE (ALiBi, in Attention).
+                        (q, k, v) = _c.Family == ModelFamily.Bloom ? (Part(0), Part(1), Part(2)) : (Rope(Part(0), false), Rope(Part(1), false), Part(2));
                     }
-                    if (_c.QkNorm && normAfterRope)
+                    else
                     {
-                        // Hunyuan: per head, after RoPE.
-                        q = HeadNorm(q, p + "attn.q_norm");
-                        k = HeadNorm(k, p + "attn.k_norm");
+                        q = Linear(x, p + "attn.q");
+                        k = Linear(x, p + "attn.k");
+                        bool normAfterRope = _c.Family == ModelFamily.HunyuanDense;
+                        if (_c.QkNorm && !normAfterRope)
+                        {
+                            // OLMo-2 over the whole projection, the others per head.
+                            q = _c.FullWidthQkNorm ? Norm(q, p + "attn.q_norm") : HeadNorm(q, p + "attn.q_norm");
+                            k = _c.FullWidthQkNorm ? Norm(k, p + "attn.k_norm") : HeadNorm(k, p + "attn.k_norm");
+                        }
+                        bool local = _c.IsSlidingLayer(l) && _c.LocalRopeTheta != null;
+                        if (_c.UsesRope(l) && !_c.LearnedPositions)   // SmolLM3's NoPE layers (and OPT) leave q and k as they are
+                        {
+                            q = Rope(q, local);
+                            k = Rope(k, local);
+                        }
+                        if (_c.QkNorm && normAfterRope)
+                        {
+                            // Hunyuan: per head, after RoPE.
+                            q = HeadNorm(q, p + "attn.q_norm");
+                            k = HeadNorm(k, p + "attn.k_norm");
+                        }
+                        v = Linear(x, p + "attn.v");
                     }
-                    v = Linear(x, p + "attn.v");
+                    attnOut = Linear(Attention(q, k, v, _c.WindowOf(l)), p + "attn.o");
                 }
-                var attnOut = Linear(Attention(q, k, v, _c.WindowOf(l)), p + "attn.o");
                 // GPT-NeoX's parallel residual: the MLP reads the block's input, both outputs are added to it.
                 var blockInput = h.Select(r => r.ToArray()).ToArray();
                 Add(h, _c.SandwichNorms ? Norm(attnOut, p + "attn_out_norm") : attnOut, _c.ResidualMultiplier ?? 1.0);
@@ -270,6 +275,32 @@ public sealed class CheckpointReferenceLogitsTests
                         double p = Math.Exp(scores[s - first] - max) / sum;
                         for (int i = 0; i < hd; i++) y[t][qo + i] += p * v[s][ko + i];
                     }
+                }
+            }
+            return y;
+        }
+
+        /// <summary>LFM2's gated short convolution of x (T, D): [B | C | u] = conv.in(x), y_t = C_t ⊙ Σ_j w[·, j]·(B ⊙ u)_{t−K+1+j}
+        /// (zero before the start), per channel.</summary>
+        private double[][] ShortConv(double[][] x, string p)
+        {
+            int T = x.Length, D = _c.HiddenSize, K = _c.ConvWidth;
+            var bcx = Linear(x, p + "conv.in");
+            var w = _p[p + "conv.kernel.weight"];
+            var bias = Optional(p + "conv.kernel.bias");
+            var y = new double[T][];
+            for (int t = 0; t < T; t++)
+            {
+                y[t] = new double[D];
+                for (int c = 0; c < D; c++)
+                {
+                    double sum = bias?[c] ?? 0;
+                    for (int j = 0; j < K; j++)
+                    {
+                        int s = t - K + 1 + j;
+                        if (s >= 0) sum += w[c * K + j] * bcx[s][c] * bcx[s][2 * D + c];
+                    }
+                    y[t][c] = bcx[t][D + c] * sum;
                 }
             }
             return y;

@@ -6,7 +6,15 @@ namespace AlignSharp.Tests.Models;
 
 public class GenerationTests
 {
-    private static TransformerModel Model(string family) => family == "granite" ? ModelIO.Load(Fixtures.Dir("granite-multipliers")) : TransformerModel.CreateRandom(family switch
+    private static TransformerModel Model(string family) => family switch
+    {
+        "granite" => ModelIO.Load(Fixtures.Dir("granite-multipliers")),
+        "bloom" => ModelIO.Load(Fixtures.Dir("bloomz-save-pretrained")),   // ALiBi over left-padded rows
+        "lfm2" => ModelIO.Load(Fixtures.Dir("lfm2-hybrid-conv")),          // convolutions over left-padded rows
+        _ => RandomModel(family),
+    };
+
+    private static TransformerModel RandomModel(string family) => TransformerModel.CreateRandom(family switch
     {
         "gpt2" => ModelPresets.Gpt2(40, 32, 2, 4, 64),
         "llama" => ModelPresets.Llama(40, 32, 2, 4, 2, 64),
@@ -112,11 +120,14 @@ public class GenerationTests
         }
     }
 
-    /// <summary>Left padding sits before a row's first real token, so with a window it never displaces one.</summary>
+    /// <summary>Left padding sits before a row's first real token, so with a window it never displaces one; ALiBi counts
+    /// its distances from the row's own tokens, and LFM2's convolutions see zeros there, as at a sequence's start.</summary>
     [Theory]
     [InlineData("gpt2")]
     [InlineData("llama")]
     [InlineData("mistral-window-4")]
+    [InlineData("bloom")]
+    [InlineData("lfm2")]
     public void BatchedGreedyEqualsOneByOne(string family)
     {
         var model = Model(family);
@@ -135,6 +146,8 @@ public class GenerationTests
     [InlineData("llama")]
     [InlineData("mistral-window-4")]
     [InlineData("granite")] // its residual multiplier keeps the residual adds out of the decoding products
+    [InlineData("bloom")]
+    [InlineData("lfm2")]    // the convolution's cached last inputs against the whole sequence
     public void GreedyLogProbsMatchAFullForwardPass(string family)
     {
         var model = Model(family);

@@ -144,6 +144,7 @@ public static class CheckpointNames
         var result = new List<ParameterBinding>();
         void Add(NameRule rule, int layer)
         {
+            if (rule.InLayer != null && !rule.InLayer(config, layer)) return;
             var shape = rule.Shape(config);
             if (shape is null) return;
             string layerText = layer.ToString();

@@ -99,6 +99,11 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// <summary>BLOOM: a LayerNorm on the token embeddings before the first block (word_embeddings_layernorm).</summary>
     public bool EmbeddingNorm { get; init; }
 
+    /// <summary>LFM2: each layer is a gated short convolution or an attention block, per <c>layer_types</c> ("conv",
+    /// "full_attention") or the older <c>full_attn_idxs</c>; conv_L_cache, conv_bias and the block_* MLP keys are read
+    /// (see <see cref="ModelConfig.ConvLayers"/>).</summary>
+    public bool ShortConvLayers { get; init; }
+
     /// <summary>Other spellings of <see cref="Keys"/>' fields that configs in the wild use (BLOOM: n_embed for hidden_size,
     /// num_attention_heads for n_head): a config that has the alias and not the key is read, and written back, with it.</summary>
     public (string Key, string Alias)[] KeyAliases { get; init; } = [];
@@ -603,7 +608,25 @@ internal static class FamilyTables
         ],
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom];
+    /// <summary>LFM2 (Lfm2ForCausalLM: LiquidAI's LFM2-350M/700M/1.2B/2.6B): RMSNorm blocks that are either a gated short
+    /// convolution (in_proj to B, C, x; C ⊙ conv(B ⊙ x) over the last conv_L_cache steps of each channel; out_proj) or
+    /// grouped-query attention with per-head q/k RMSNorm before RoPE (out_proj), each followed by a SwiGLU MLP (w1, w3,
+    /// w2) whose width transformers adjusts from intermediate_size (block_auto_adjust_ff_dim); the final norm is called
+    /// embedding_norm; tied head; transformers' Lfm2Config defaults. transformers has no Lfm2ForSequenceClassification: a
+    /// scalar-head model saved here names it anyway (AlignSharp reads it back).</summary>
+    public static readonly FamilyTable Lfm2 = new(ModelFamily.Lfm2, "lfm2", "Lfm2ForCausalLM", "Lfm2ForSequenceClassification", Lfm2NameTable.Table)
+    {
+        Keys = ConfigKeys.Standard with { IntermediateSize = null, NormEps = "norm_eps", Activation = null },
+        ShortConvLayers = true,
+        QkNorm = true,
+        Biases = BiasRule.None,
+        DefaultMaxPositions = 128000,
+        DefaultNormEps = 1e-5,
+        DefaultRopeTheta = 1_000_000,
+        DefaultTieWordEmbeddings = true,
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

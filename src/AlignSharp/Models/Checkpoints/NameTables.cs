@@ -6,7 +6,12 @@ namespace AlignSharp.Models.Checkpoints;
 /// <c>{i}</c> in both names stands for the layer index. <see cref="Fused"/>: the parameter is a block of rows of a
 /// checkpoint tensor that holds several (Phi-3's qkv_proj, gate_up_proj): its first row and the tensor's row count.</summary>
 internal sealed record NameRule(string Canonical, string Checkpoint, bool Transposed, Func<ModelConfig, int[]?> Shape, bool Unprefixed = false,
-    Func<ModelConfig, (int FirstRow, int TotalRows)>? Fused = null);
+    Func<ModelConfig, (int FirstRow, int TotalRows)>? Fused = null)
+{
+    /// <summary>Per-layer rules: whether layer i has the tensor at all (null: every layer; LFM2's convolution and
+    /// attention layers hold different tensors).</summary>
+    public Func<ModelConfig, int, bool>? InLayer { get; init; }
+}
 
 /// <summary>A family's checkpoint naming: body prefixes (first one is what save_pretrained writes), tensors
 /// outside and inside layers, per-layer buffers that checkpoints may carry and loaders skip, and the untied LM head's
@@ -404,6 +409,46 @@ internal static class BloomNameTable
             new("layers.{i}.attn.o.bias", "h.{i}.self_attention.dense.bias", false, c => [c.HiddenSize]),
             .. CommonRules.LayerNorm("layers.{i}.mlp_norm", "h.{i}.post_attention_layernorm"),
             .. CommonRules.PlainMlp("mlp.dense_h_to_4h", "mlp.dense_4h_to_h", "h.{i}"),
+        ],
+        IgnoredPerLayer: []);
+}
+
+/// <summary>
+/// LFM2: <c>model.</c> prefix, <c>embed_tokens</c>, per layer <c>operator_norm</c> → <c>attn_norm</c> and <c>ffn_norm</c> →
+/// <c>mlp_norm</c>; an attention layer's <c>self_attn.q_proj</c> / <c>k_proj</c> / <c>v_proj</c> / <c>out_proj</c> (→ <c>attn.o</c>)
+/// and per-head <c>q_layernorm</c> / <c>k_layernorm</c>; a convolution layer's <c>conv.in_proj</c> [3D, D] → <c>conv.in</c>,
+/// <c>conv.conv</c> [D, 1, K] → <c>conv.kernel</c>, <c>conv.out_proj</c> → <c>conv.out</c> (biases with conv_bias);
+/// <c>feed_forward.w1</c> / <c>w3</c> / <c>w2</c> → <c>mlp.gate</c> / <c>up</c> / <c>down</c>; the final norm <c>embedding_norm</c>.
+/// </summary>
+internal static class Lfm2NameTable
+{
+    private static NameRule Attention(NameRule rule) => rule with { InLayer = (c, i) => !c.IsConvLayer(i) };
+    private static NameRule Conv(NameRule rule) => rule with { InLayer = (c, i) => c.IsConvLayer(i) };
+
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global:
+        [
+            LlamaNameTable.GlobalRules[0],
+            new("final_norm.weight", "embedding_norm.weight", false, c => [c.HiddenSize]),
+        ],
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "layers.{i}.operator_norm.weight", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.QkvRules.Select(Attention),
+            .. LlamaNameTable.OutputRules("out_proj").Select(Attention),
+            Attention(new("layers.{i}.attn.q_norm.weight", "layers.{i}.self_attn.q_layernorm.weight", false, c => [c.HeadDim])),
+            Attention(new("layers.{i}.attn.k_norm.weight", "layers.{i}.self_attn.k_layernorm.weight", false, c => [c.HeadDim])),
+            Conv(new("layers.{i}.conv.in.weight", "layers.{i}.conv.in_proj.weight", false, c => [3 * c.HiddenSize, c.HiddenSize])),
+            Conv(new("layers.{i}.conv.in.bias", "layers.{i}.conv.in_proj.bias", false, c => c.ConvBias ? [3 * c.HiddenSize] : null)),
+            Conv(new("layers.{i}.conv.kernel.weight", "layers.{i}.conv.conv.weight", false, c => [c.HiddenSize, 1, c.ConvWidth])),
+            Conv(new("layers.{i}.conv.kernel.bias", "layers.{i}.conv.conv.bias", false, c => c.ConvBias ? [c.HiddenSize] : null)),
+            Conv(new("layers.{i}.conv.out.weight", "layers.{i}.conv.out_proj.weight", false, c => [c.HiddenSize, c.HiddenSize])),
+            Conv(new("layers.{i}.conv.out.bias", "layers.{i}.conv.out_proj.bias", false, c => c.ConvBias ? [c.HiddenSize] : null)),
+            new("layers.{i}.mlp_norm.weight", "layers.{i}.ffn_norm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp.gate.weight", "layers.{i}.feed_forward.w1.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+            new("layers.{i}.mlp.up.weight", "layers.{i}.feed_forward.w3.weight", false, c => [c.IntermediateSize, c.HiddenSize]),
+            new("layers.{i}.mlp.down.weight", "layers.{i}.feed_forward.w2.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
         ],
         IgnoredPerLayer: []);
 }
