@@ -14,7 +14,8 @@ The reference forward passes below are written from the Hugging Face definitions
 modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py / modeling_qwen3.py /
 modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
 modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py / modeling_opt.py / modeling_exaone4.py /
-modular_ernie4_5.py / modular_hunyuan_v1_dense.py / modeling_bloom.py / modular_lfm2.py, modeling_rope_utils.py); Debian ships neither
+modular_ernie4_5.py / modular_hunyuan_v1_dense.py / modeling_bloom.py / modular_lfm2.py / modular_glm.py,
+modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -1814,7 +1815,8 @@ def lfm2_forward(w, cfg, ids, mask=None):
     """LFM2 as modular_lfm2.py, one sequence, mask [T] (1 real, 0 padding; default all real). Per layer
     r = h; x = RMS(h; operator_norm); an attention layer: q, k per-head RMS-normed (q_layernorm, k_layernorm), RoPE
     (theta rope_theta, positions = running count of real tokens - 1), causal attention over real keys, out_proj; a
-    conv layer: x zeroed at padding (apply_mask_to_padding_states, as transformers does for a batch), [B|C|x] =
+    conv layer: x zeroed at padding (what modular_lfm2.py's apply_mask_to_padding_states is for; transformers hands
+    it the 4-D causal mask, which it leaves unapplied, so there padding reaches the next K - 1 steps), [B|C|x] =
     in_proj(x), y = C * conv1d(B * x) with the [D, 1, K] depthwise kernel, left-padded by K - 1 and cut to T, out_proj(y);
     h = r + that; h += w2(silu(w1(RMS(h; ffn_norm))) * w3(...)); logits = RMS(h; embedding_norm) @ head^T."""
     t = len(ids)
@@ -1932,8 +1934,8 @@ def lfm2_config(**over):
 
 
 def lfm2_fixture(name, seed, cfg, description):
-    """Weights, the reference cases, and a left-padded case (the 7-token case after 3 padding tokens, positions and the
-    convolution's padding as transformers treats a padded batch)."""
+    """Weights, the reference cases, and a left-padded case: the 7-token case after 3 padding tokens, positions counted
+    from the first real token and the padding zeroed before each convolution, so its logits are the unpadded case's."""
     g = torch.Generator().manual_seed(seed)
     w = lfm2_weights(g, cfg)
     d = fresh_dir(name)
@@ -1961,6 +1963,46 @@ def fixture_lfm2():
     del cfg["layer_types"]
     lfm2_fixture("lfm2-conv-bias-attn-idxs", 1036, cfg, "lfm2: full_attn_idxs [1] (conv, attention, conv), conv_bias, "
                  "block_ffn_dim_multiplier null (MLP 100 adjusted to 66, unrounded), untied head")
+
+
+def glm_forward(w, cfg, ids):
+    """GLM as modular_glm.py: Llama's block with q/k/v biases (none on o_proj), gate and up as the two halves of
+    gate_up_proj's output (chunk(2): gate first), and RoPE over the first rot = int(hd * partial_rotary_factor) channels
+    of each head, pairs (2i, 2i + 1) turned by angle i of inv_freq over rot (cos and sin repeated pairwise, GLM's
+    rotate_half), the rest passed through."""
+    _, _, hd, _ = llama_shapes(cfg)
+    rot = int(hd * cfg.get("partial_rotary_factor", 0.5))
+    freqs = torch.arange(len(ids), dtype=torch.float32)[:, None] * partial_inv_freq(rot, cfg.get("rope_theta", 10000.0))[None, :]
+    cos, sin = (f(freqs.double()).repeat_interleave(2, dim=-1) for f in (torch.cos, torch.sin))
+
+    def rope(x):
+        x_rot, x_pass = x[..., :rot], x[..., rot:]
+        return torch.cat([x_rot * cos + rotate_interleaved(x_rot) * sin, x_pass], dim=-1)
+
+    split = dict(w)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}.mlp."
+        split[p + "gate_proj.weight"], split[p + "up_proj.weight"] = w[p + "gate_up_proj.weight"].chunk(2, dim=0)
+    return llama_forward(split, cfg, ids, lambda q, k, p: (rope(q), rope(k)))
+
+
+def fixture_glm():
+    g = torch.Generator().manual_seed(1037)
+    # GLM-Edge-1.5B-chat's config in small: attention_bias (q/k/v), head_dim 16 of which RoPE turns the first 8 as
+    # interleaved pairs (partial_rotary_factor 0.5), grouped queries (heads 4 / kv 2), fused gate_up_proj, eos list, untied.
+    cfg = llama_family_config("glm", "GlmForCausalLM", attention_bias=True, head_dim=16, partial_rotary_factor=0.5,
+                              rms_norm_eps=1e-05, intermediate_size=96, max_position_embeddings=8192, vocab_size=98,
+                              eos_token_id=[2, 5, 7], pad_token_id=2, bos_token_id=None)
+    w = llama_weights(g, cfg, qkv_bias=True)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}.mlp."
+        w[p + "gate_up_proj.weight"] = torch.cat([w.pop(p + "gate_proj.weight"), w.pop(p + "up_proj.weight")], dim=0)
+    d = fresh_dir("glm-edge-partial-interleaved")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "glm: q/k/v biases, RoPE on interleaved pairs of the first 8 of 16 channels (partial_rotary_factor "
+                    "0.5), heads 4 / kv 2, gate_up_proj fused, untied", make_cases(g, cfg["vocab_size"]), glm_forward, w,
+                    cfg, partial_inv_freq(8, 10000.0))
 
 
 def main():
@@ -1998,6 +2040,7 @@ def main():
     fixture_olmo()
     fixture_bloom()
     fixture_lfm2()
+    fixture_glm()
 
 
 if __name__ == "__main__":

@@ -87,6 +87,10 @@ public enum ModelFamily
     /// <summary><c>lfm2</c> (LiquidAI's LFM2): RMSNorm blocks that are gated short convolutions or attention with q/k
     /// norms, each with a SwiGLU MLP.</summary>
     Lfm2,
+
+    /// <summary><c>glm</c> (GLM-Edge, GLM-4): Llama's block with q/k/v biases, a fused gate/up projection and RoPE on
+    /// interleaved pairs of the first half of each head.</summary>
+    Glm,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -474,6 +478,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => (f.OptionalBool("attention_bias") ?? true) is var ab3 ? (ab3, ab3, true) : default,
             Checkpoints.BiasRule.UseQkvBiasKey => (f.OptionalBool("use_qkv_bias") ?? false, false, false),
             Checkpoints.BiasRule.AllByKey => (f.OptionalBool(table.AllBiasesKey.Key) ?? table.AllBiasesKey.Default) is var all ? (all, all, all) : default,
+            Checkpoints.BiasRule.AttentionBiasKeyQkvOnly => (f.OptionalBool("attention_bias") ?? true, false, false),
             _ => (false, false, false),
         };
         var (window, slidingLayers) = ParseWindow(f, table, layers);
@@ -882,6 +887,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => AttentionQkvBias == AttentionOutputBias && MlpBias,
             Checkpoints.BiasRule.UseQkvBiasKey => !AttentionOutputBias && !MlpBias,
             Checkpoints.BiasRule.AllByKey => AttentionQkvBias == AttentionOutputBias && AttentionQkvBias == MlpBias,
+            Checkpoints.BiasRule.AttentionBiasKeyQkvOnly => !AttentionOutputBias && !MlpBias,
             _ => AttentionQkvBias == AttentionOutputBias,
         };
         if (!biasesOk)
@@ -894,6 +900,7 @@ public sealed record ModelConfig
                 Checkpoints.BiasRule.AttentionBiasKeyMlpAlways => $"{family}'s attention_bias covers the qkv and output projections together, and its MLP always has biases",
                 Checkpoints.BiasRule.UseQkvBiasKey => $"{family} has biases on q, k and v only (use_qkv_bias)",
                 Checkpoints.BiasRule.AllByKey => $"{family}'s {table.AllBiasesKey.Key} covers every projection together",
+                Checkpoints.BiasRule.AttentionBiasKeyQkvOnly => $"{family}'s attention_bias covers q, k and v only; o_proj and the MLP have no biases",
                 _ => $"{family}'s attention_bias covers q, k, v and o together",
             });
         // A window on a family whose config cannot say so would vanish on save.
@@ -1150,6 +1157,7 @@ public sealed record ModelConfig
         if (table.Biases is Checkpoints.BiasRule.AttentionBiasKey or Checkpoints.BiasRule.AttentionAndMlpKeys or Checkpoints.BiasRule.AttentionBiasKeyMlpAlways)
             o["attention_bias"] = AttentionQkvBias;
         if (table.Biases == Checkpoints.BiasRule.UseQkvBiasKey) o["use_qkv_bias"] = AttentionQkvBias;
+        if (table.Biases == Checkpoints.BiasRule.AttentionBiasKeyQkvOnly) o["attention_bias"] = AttentionQkvBias;
         if (table.Biases == Checkpoints.BiasRule.AllByKey) o[table.AllBiasesKey.Key] = AttentionQkvBias;
         if (table.OptLayout)
         {

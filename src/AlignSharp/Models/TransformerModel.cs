@@ -532,7 +532,9 @@ public sealed class TransformerModel
     /// <summary>
     /// LFM2's gated short convolution on the normed input h [B, T, D]: in_proj to B, C and x (D columns each), then
     /// C ⊙ conv(B ⊙ x), each channel mixing its last K values of B ⊙ x (<see cref="Ops.CausalConv"/>). Padding tokens'
-    /// h is zeroed first, as transformers masks them, so a left-padded row convolves as if it started at its first token.
+    /// h is zeroed first, so a left-padded row convolves as if it started at its first token: what transformers'
+    /// apply_mask_to_padding_states is there for, though its LFM2 passes it the 4-D causal mask, which it leaves
+    /// unapplied (there a left-padded row's first K − 1 tokens see the padding's values).
     /// With a cache the convolution continues from the cached last inputs, which it then updates.
     /// </summary>
     private Tensor ShortConv(Tensor h, int l, BlockPass pass)

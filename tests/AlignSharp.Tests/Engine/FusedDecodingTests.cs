@@ -259,6 +259,7 @@ public class FusedDecodingTests(ITestOutputHelper output)
     [InlineData("ernie45-interleaved-rope", 4)] // RoPE on adjacent pairs, biases on every projection
     [InlineData("bloomz-save-pretrained", 4)] // ALiBi, the embeddings' LayerNorm, q/k/v fused head by head
     [InlineData("lfm2-hybrid-conv", 4)]       // gated short convolutions with their cached inputs, q/k norms
+    [InlineData("glm-edge-partial-interleaved", 4)] // interleaved RoPE on half of each head, gate_up_proj's adapters sliced by rows
     public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture, int rank)
     {
         Native(3);

@@ -25,7 +25,7 @@ public sealed class FamilyTests : IDisposable
         "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias",
         "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope",
         "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm", "bloom-hub-n-embed", "bloomz-save-pretrained",
-        "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs");
+        "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -140,6 +140,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("bloomz-save-pretrained", "transformer.word_embeddings_layernorm.weight", "transformer.h.0.mlp.dense_4h_to_h.weight")]
     [InlineData("lfm2-hybrid-conv", "model.layers.0.conv.conv.weight", "model.layers.2.self_attn.q_layernorm.weight")]
     [InlineData("lfm2-conv-bias-attn-idxs", "model.layers.2.conv.conv.bias", "lm_head.weight")]
+    [InlineData("glm-edge-partial-interleaved", "model.layers.1.mlp.gate_up_proj.weight", "model.layers.0.self_attn.k_proj.bias")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -513,16 +514,17 @@ public sealed class FamilyTests : IDisposable
         Assert.Equal(model.Forward(Ids, 1, Ids.Length).ToArray(), ModelIO.Load(dir).Forward(Ids, 1, Ids.Length).ToArray());
     }
 
-    /// <summary>Left padding against transformers' padded batch: BLOOM forms ALiBi from the running count of each row's
+    /// <summary>Left padding against the reference's padded batch: BLOOM forms ALiBi from the running count of each row's
     /// real tokens, AlignSharp from key slots, the same distances for a row's contiguous tokens (softmax ignores the
-    /// shift), so BLOOM matches with and without the positions the trainers pass; LFM2's convolutions read the padding
-    /// tokens as zeros (transformers' apply_mask_to_padding_states) and its RoPE the running count.</summary>
+    /// shift), so BLOOM matches with and without the positions the trainers pass. LFM2's reference zeroes the padding
+    /// before each convolution (what transformers' apply_mask_to_padding_states is for; transformers' LFM2 leaves it
+    /// unapplied, see ShortConv) and counts RoPE positions from the first real token: the unpadded case's logits.</summary>
     [Theory]
     [InlineData("bloom-hub-n-embed")]
     [InlineData("bloomz-save-pretrained")]
     [InlineData("lfm2-hybrid-conv")]
     [InlineData("lfm2-conv-bias-attn-idxs")]
-    public void LeftPaddedRowsMatchTransformersPaddedBatch(string fixture)
+    public void LeftPaddedRowsMatchTheReferencesPaddedBatch(string fixture)
     {
         var model = Load(fixture);
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixtures.Dir(fixture), "reference.json")));
@@ -588,6 +590,24 @@ public sealed class FamilyTests : IDisposable
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"layer_types\":[\"conv\",\"sliding_attention\"]}")).Message);
         Assert.Contains("field 'full_attn_idxs[0]' 2 is not a layer index in [0, 2)",
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"full_attn_idxs\":[2]}")).Message);
+    }
+
+    /// <summary>GLM's defaults (transformers' GlmConfig): attention_bias true on q, k and v only, head_dim 128, RoPE on
+    /// half of each head (64 channels, interleaved), eps 1.5625e-7, untied; attention_bias false drops the q/k/v biases;
+    /// both written back.</summary>
+    [Fact]
+    public void GlmDefaultsAndBiases()
+    {
+        const string shape = "\"model_type\":\"glm\",\"vocab_size\":10,\"hidden_size\":256,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"intermediate_size\":32";
+        var defaults = ModelConfig.Parse("{" + shape + "}");
+        Assert.Equal((true, false, false, 128, 64, 1.5625e-7, false, 131072),
+            (defaults.AttentionQkvBias, defaults.AttentionOutputBias, defaults.MlpBias, defaults.HeadDim, defaults.RotaryDim, defaults.NormEps, defaults.TieWordEmbeddings, defaults.MaxPositions));
+        var noBias = ModelConfig.Parse("{" + shape + ",\"attention_bias\":false}");
+        Assert.False(noBias.AttentionQkvBias);
+        Assert.DoesNotContain("layers.0.attn.q.bias", new TransformerModel(noBias).NamedParameters.Select(p => p.Name));
+        Assert.Equal(noBias, ModelConfig.Parse(noBias.ToJson()));
+        Assert.False((bool)JsonNode.Parse(noBias.ToJson())!["attention_bias"]!);
+        Assert.Equal(defaults, ModelConfig.Parse(defaults.ToJson()));
     }
 
     /// <summary>EXAONE 4's RoPE follows its window: with sliding_window the sliding layers rotate and the full ones do not

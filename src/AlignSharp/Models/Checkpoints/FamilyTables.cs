@@ -28,6 +28,9 @@ internal enum BiasRule
     /// <summary>One key covers every projection: <see cref="FamilyTable.AllBiasesKey"/> with its default (opt's enable_bias,
     /// true; ernie4_5's use_bias, false).</summary>
     AllByKey,
+
+    /// <summary><c>attention_bias</c> (default true) covers q, k and v; o and the MLP never have them (glm).</summary>
+    AttentionBiasKeyQkvOnly,
 }
 
 /// <summary>How q, k and v are kept: three projections, or one [3·D, D] projection (canonical <c>attn.qkv</c>).</summary>
@@ -626,7 +629,21 @@ internal static class FamilyTables
         DefaultTieWordEmbeddings = true,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2];
+    /// <summary>GLM (GlmForCausalLM: GLM-Edge-1.5B/4B-chat, GLM-4-9B): Llama's block with q/k/v biases per attention_bias
+    /// (default true; never on o_proj), gate and up fused in gate_up_proj (Phi-3's layout), and RoPE on interleaved channel
+    /// pairs (ERNIE 4.5's layout) over the first partial_rotary_factor (0.5) of each head; transformers' GlmConfig defaults.</summary>
+    public static readonly FamilyTable Glm = new(ModelFamily.Glm, "glm", "GlmForCausalLM", "GlmForSequenceClassification", GlmNameTable.Table)
+    {
+        Biases = BiasRule.AttentionBiasKeyQkvOnly,
+        InterleavedRope = true,
+        PartialRotary = true,
+        DefaultPartialRotary = 0.5,
+        DefaultHeadDim = 128,
+        DefaultMaxPositions = 131072,
+        DefaultNormEps = 1.5625e-7,
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

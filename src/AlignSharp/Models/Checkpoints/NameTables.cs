@@ -141,16 +141,20 @@ internal static class LlamaNameTable
         new("layers.{i}.attn.k_norm.weight", "layers.{i}.self_attn.k_norm.weight", false, c => c.QkNorm ? [c.HeadDim] : null),
     ];
 
-    public static readonly NameTable Table = new(
+    public static readonly NameTable Table = WithBlock(QkNormRules, MlpRules);
+
+    /// <summary>Llama's table with the family's q/k norm rules and MLP rules in their places (Hunyuan's differently named
+    /// norms, GLM's fused gate/up).</summary>
+    public static NameTable WithBlock(NameRule[] qkNorms, NameRule[] mlp) => new(
         Prefixes: ["model.", ""],
         Global: GlobalRules,
         PerLayer:
         [
             new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
             .. AttentionRules,
-            .. QkNormRules,
+            .. qkNorms,
             new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
-            .. MlpRules,
+            .. mlp,
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
 }
@@ -217,6 +221,15 @@ internal static class Phi3NameTable
 {
     private static (int, int) QkvRows(ModelConfig c, int first) => (first, c.QueryDim + 2 * c.KvDim);
 
+    /// <summary>The gated MLP with gate and up fused in <c>mlp.gate_up_proj</c> [2I, D] (rows gate, then up) and
+    /// <c>mlp.down_proj</c>, no biases (Phi-3, GLM).</summary>
+    public static readonly NameRule[] FusedMlpRules =
+    [
+        new("layers.{i}.mlp.gate.weight", "layers.{i}.mlp.gate_up_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize], Fused: c => (0, 2 * c.IntermediateSize)),
+        new("layers.{i}.mlp.up.weight", "layers.{i}.mlp.gate_up_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize], Fused: c => (c.IntermediateSize, 2 * c.IntermediateSize)),
+        new("layers.{i}.mlp.down.weight", "layers.{i}.mlp.down_proj.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+    ];
+
     public static readonly NameTable Table = new(
         Prefixes: ["model.", ""],
         Global: LlamaNameTable.GlobalRules,
@@ -228,9 +241,7 @@ internal static class Phi3NameTable
             new("layers.{i}.attn.v.weight", "layers.{i}.self_attn.qkv_proj.weight", false, c => [c.KvDim, c.HiddenSize], Fused: c => QkvRows(c, c.QueryDim + c.KvDim)),
             new("layers.{i}.attn.o.weight", "layers.{i}.self_attn.o_proj.weight", false, c => [c.HiddenSize, c.QueryDim]),
             new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
-            new("layers.{i}.mlp.gate.weight", "layers.{i}.mlp.gate_up_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize], Fused: c => (0, 2 * c.IntermediateSize)),
-            new("layers.{i}.mlp.up.weight", "layers.{i}.mlp.gate_up_proj.weight", false, c => [c.IntermediateSize, c.HiddenSize], Fused: c => (c.IntermediateSize, 2 * c.IntermediateSize)),
-            new("layers.{i}.mlp.down.weight", "layers.{i}.mlp.down_proj.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+            .. FusedMlpRules,
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
 }
@@ -358,19 +369,11 @@ internal static class Exaone4NameTable
 /// <c>key_layernorm</c>.</summary>
 internal static class HunyuanNameTable
 {
-    public static readonly NameTable Table = new(
-        Prefixes: ["model.", ""],
-        Global: LlamaNameTable.GlobalRules,
-        PerLayer:
-        [
-            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
-            .. LlamaNameTable.AttentionRules,
-            new("layers.{i}.attn.q_norm.weight", "layers.{i}.self_attn.query_layernorm.weight", false, c => [c.HeadDim]),
-            new("layers.{i}.attn.k_norm.weight", "layers.{i}.self_attn.key_layernorm.weight", false, c => [c.HeadDim]),
-            new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
-            .. LlamaNameTable.MlpRules,
-        ],
-        IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+    public static readonly NameTable Table = LlamaNameTable.WithBlock(
+    [
+        new("layers.{i}.attn.q_norm.weight", "layers.{i}.self_attn.query_layernorm.weight", false, c => [c.HeadDim]),
+        new("layers.{i}.attn.k_norm.weight", "layers.{i}.self_attn.key_layernorm.weight", false, c => [c.HeadDim]),
+    ], LlamaNameTable.MlpRules);
 }
 
 /// <summary>OLMo 1: Llama's embedding and projection names; its norms have no tensors.</summary>
@@ -451,4 +454,11 @@ internal static class Lfm2NameTable
             new("layers.{i}.mlp.down.weight", "layers.{i}.feed_forward.w2.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
         ],
         IgnoredPerLayer: []);
+}
+
+/// <summary>GLM: Llama's names (q/k/v biases under attention_bias, none on o_proj) with Phi-3's fused
+/// <c>mlp.gate_up_proj</c>.</summary>
+internal static class GlmNameTable
+{
+    public static readonly NameTable Table = LlamaNameTable.WithBlock([], Phi3NameTable.FusedMlpRules);
 }
