@@ -15,7 +15,7 @@ modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py /
 modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
 modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py / modeling_opt.py / modeling_exaone4.py /
 modular_ernie4_5.py / modular_hunyuan_v1_dense.py / modeling_bloom.py / modular_lfm2.py / modular_glm.py,
-modeling_rope_utils.py); Debian ships neither
+modular_starcoder2.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -1305,14 +1305,14 @@ def fixture_neox_v5_sequential():
                     make_cases(g, cfg["vocab_size"]), neox_forward, w, cfg, neox_inv_freq(cfg))
 
 
-def stablelm_forward(w, cfg, ids):
-    """StableLM as modeling_stablelm.py: Llama's projections (q/k/v biases with use_qkv_bias, no o or MLP biases), LayerNorms
-    with biases instead of RMSNorm, RoPE on the first int(hd * partial_rotary_factor) channels (default 0.25), grouped
-    queries, gated SiLU MLP, untied lm_head."""
+def layernorm_block_forward(w, cfg, ids, eps, rot, mlp, window=None):
+    """Llama's projections (with the biases the file holds) under LayerNorms with biases (input_layernorm,
+    post_attention_layernorm, model.norm): RoPE on the first rot channels of each head, grouped queries, causal attention
+    (within window), h += mlp(ln(h), prefix); head tied or lm_head. StableLM and Starcoder2."""
     t = len(ids)
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
-    hd, eps = cfg["hidden_size"] // nh, cfg["layer_norm_eps"]
-    rope = partial_rope(t, int(hd * cfg.get("partial_rotary_factor", 0.25)), cfg.get("rope_theta", 10000.0))
+    hd = cfg["hidden_size"] // nh
+    rope = partial_rope(t, rot, cfg.get("rope_theta", 10000.0))
     lin = linear(w)
 
     def ln(x, name):
@@ -1326,11 +1326,23 @@ def stablelm_forward(w, cfg, ids):
         k = rope(lin(x, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1))
         v = lin(x, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
         k, v = k.repeat_interleave(nh // nkv, dim=0), v.repeat_interleave(nh // nkv, dim=0)
-        h = h + lin(causal_attention(q, k, v), p + "self_attn.o_proj")
-        x = ln(h, p + "post_attention_layernorm")
+        h = h + lin(causal_attention(q, k, v, window), p + "self_attn.o_proj")
+        h = h + mlp(lin, ln(h, p + "post_attention_layernorm"), p)
+    head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
+    return ln(h, "model.norm") @ head.T
+
+
+def stablelm_forward(w, cfg, ids):
+    """StableLM as modeling_stablelm.py: Llama's projections (q/k/v biases with use_qkv_bias, no o or MLP biases), LayerNorms
+    with biases instead of RMSNorm, RoPE on the first int(hd * partial_rotary_factor) channels (default 0.25), grouped
+    queries, gated SiLU MLP, untied lm_head."""
+    hd = cfg["hidden_size"] // cfg["num_attention_heads"]
+
+    def mlp(lin, x, p):
         g = lin(x, p + "mlp.gate_proj")
-        h = h + lin(g * torch.sigmoid(g) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
-    return ln(h, "model.norm") @ w["lm_head.weight"].T
+        return lin(g * torch.sigmoid(g) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj")
+
+    return layernorm_block_forward(w, cfg, ids, cfg["layer_norm_eps"], int(hd * cfg.get("partial_rotary_factor", 0.25)), mlp)
 
 
 def fixture_stablelm2():
@@ -2005,6 +2017,45 @@ def fixture_glm():
                     cfg, partial_inv_freq(8, 10000.0))
 
 
+def starcoder2_forward(w, cfg, ids):
+    """Starcoder2 as modular_starcoder2.py: LayerNorms with biases (eps norm_epsilon), q/k/v/o with biases (use_bias), RoPE
+    (rotate_half) on every channel, causal attention within sliding_window, c_proj(gelu_tanh(c_fc(x))); tied head."""
+    hd = cfg["hidden_size"] // cfg["num_attention_heads"]
+    return layernorm_block_forward(w, cfg, ids, cfg["norm_epsilon"], hd,
+                                   lambda lin, x, p: lin(gelu_new(lin(x, p + "mlp.c_fc")), p + "mlp.c_proj"),
+                                   cfg.get("sliding_window"))
+
+
+def fixture_starcoder2():
+    g = torch.Generator().manual_seed(1038)
+    # starcoder2-3b's config in small: grouped queries (heads 4 / kv 2), a sliding window of 5 (shorter than the 16-token
+    # case), LayerNorms and biases everywhere, gelu_pytorch_tanh, its odd rope_theta, tied head.
+    cfg = llama_family_config("starcoder2", "Starcoder2ForCausalLM", hidden_act="gelu_pytorch_tanh", norm_epsilon=1e-05,
+                              rope_theta=999999.4420358813, sliding_window=5, use_bias=True, tie_word_embeddings=True,
+                              residual_dropout=0.1, embedding_dropout=0.1, attention_dropout=0.1, vocab_size=94,
+                              bos_token_id=0, eos_token_id=0, max_position_embeddings=16384)
+    del cfg["rms_norm_eps"]
+    w = llama_weights(g, cfg, qkv_bias=True, o_bias=True)
+    d_model, inter = cfg["hidden_size"], cfg["intermediate_size"]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        for n in ("input_layernorm", "post_attention_layernorm"):
+            w[p + n + ".bias"] = randn(g, d_model, std=0.1)
+        for n in ("gate_proj", "up_proj", "down_proj"):
+            del w[p + "mlp." + n + ".weight"]
+        w[p + "mlp.c_fc.weight"] = randn(g, inter, d_model, std=0.2)
+        w[p + "mlp.c_fc.bias"] = randn(g, inter, std=0.1)
+        w[p + "mlp.c_proj.weight"] = randn(g, d_model, inter, std=0.15)
+        w[p + "mlp.c_proj.bias"] = randn(g, d_model, std=0.1)
+    w["model.norm.bias"] = randn(g, d_model, std=0.1)
+    d = fresh_dir("starcoder2-window-bias")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "starcoder2: LayerNorms with biases, biases on every projection (use_bias), sliding window 5, heads "
+                    "4 / kv 2, c_fc -> gelu_pytorch_tanh -> c_proj, tied", make_cases(g, cfg["vocab_size"]),
+                    starcoder2_forward, w, cfg, rope_inv_freq(cfg, 8))
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -2041,6 +2092,7 @@ def main():
     fixture_bloom()
     fixture_lfm2()
     fixture_glm()
+    fixture_starcoder2()
 
 
 if __name__ == "__main__":

@@ -91,6 +91,9 @@ public enum ModelFamily
     /// <summary><c>glm</c> (GLM-Edge, GLM-4): Llama's block with q/k/v biases, a fused gate/up projection and RoPE on
     /// interleaved pairs of the first half of each head.</summary>
     Glm,
+
+    /// <summary><c>starcoder2</c> (Starcoder2): Mistral's attention with LayerNorms, a GELU MLP and biases per use_bias.</summary>
+    Starcoder2,
 }
 
 /// <summary>What sits on top of the final norm.</summary>

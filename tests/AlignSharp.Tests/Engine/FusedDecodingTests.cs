@@ -260,6 +260,7 @@ public class FusedDecodingTests(ITestOutputHelper output)
     [InlineData("bloomz-save-pretrained", 4)] // ALiBi, the embeddings' LayerNorm, q/k/v fused head by head
     [InlineData("lfm2-hybrid-conv", 4)]       // gated short convolutions with their cached inputs, q/k norms
     [InlineData("glm-edge-partial-interleaved", 4)] // interleaved RoPE on half of each head, gate_up_proj's adapters sliced by rows
+    [InlineData("starcoder2-window-bias", 4)] // LayerNorms, a GELU MLP with biases, a sliding window
     public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture, int rank)
     {
         Native(3);

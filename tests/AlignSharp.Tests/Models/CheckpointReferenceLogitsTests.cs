@@ -119,7 +119,7 @@ public sealed class CheckpointReferenceLogitsTests
                 // Phi's one norm feeds attention and MLP alike.
                 x = _c.Family == ModelFamily.Phi ? x : _c.InputNorms && !_c.PostNorm ? Norm(_c.ParallelResidual == true ? blockInput : h, p + "mlp_norm") : h;
                 double[][] m;
-                if (_c.Family is ModelFamily.Gpt2 or ModelFamily.GptNeoX or ModelFamily.Phi or ModelFamily.Opt or ModelFamily.Bloom)
+                if (!_c.Table.GatedMlp)   // fc → activation → proj (GPT-2, GPT-NeoX, Phi, OPT, BLOOM, Starcoder2)
                 {
                     m = Linear(x, p + "mlp.fc");
                     foreach (var r in m)

@@ -25,7 +25,7 @@ public sealed class FamilyTests : IDisposable
         "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias",
         "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope",
         "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm", "bloom-hub-n-embed", "bloomz-save-pretrained",
-        "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved");
+        "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -141,6 +141,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("lfm2-hybrid-conv", "model.layers.0.conv.conv.weight", "model.layers.2.self_attn.q_layernorm.weight")]
     [InlineData("lfm2-conv-bias-attn-idxs", "model.layers.2.conv.conv.bias", "lm_head.weight")]
     [InlineData("glm-edge-partial-interleaved", "model.layers.1.mlp.gate_up_proj.weight", "model.layers.0.self_attn.k_proj.bias")]
+    [InlineData("starcoder2-window-bias", "model.layers.1.mlp.c_fc.bias", "model.norm.bias")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -608,6 +609,23 @@ public sealed class FamilyTests : IDisposable
         Assert.Equal(noBias, ModelConfig.Parse(noBias.ToJson()));
         Assert.False((bool)JsonNode.Parse(noBias.ToJson())!["attention_bias"]!);
         Assert.Equal(defaults, ModelConfig.Parse(defaults.ToJson()));
+    }
+
+    /// <summary>Starcoder2's defaults (transformers' Starcoder2Config): biases everywhere (use_bias true), no window unless
+    /// sliding_window says, GELU-tanh, eps 1e-5 under norm_epsilon, tied; use_bias false drops every bias; both written back.</summary>
+    [Fact]
+    public void Starcoder2DefaultsAndBiases()
+    {
+        const string shape = "\"model_type\":\"starcoder2\",\"vocab_size\":10,\"hidden_size\":16,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"intermediate_size\":32";
+        var defaults = ModelConfig.Parse("{" + shape + "}");
+        Assert.Equal((true, true, true, (int?)null, HiddenActivation.GeluTanh, 1e-5, true, 4096),
+            (defaults.AttentionQkvBias, defaults.AttentionOutputBias, defaults.MlpBias, defaults.SlidingWindow, defaults.Activation, defaults.NormEps, defaults.TieWordEmbeddings, defaults.MaxPositions));
+        var plain = ModelConfig.Parse("{" + shape + ",\"use_bias\":false,\"norm_epsilon\":1e-6,\"sliding_window\":7}");
+        Assert.Equal((false, false, false, 1e-6, 7), (plain.AttentionQkvBias, plain.AttentionOutputBias, plain.MlpBias, plain.NormEps, plain.SlidingWindow!.Value));
+        Assert.DoesNotContain(new TransformerModel(plain).NamedParameters, p => p.Name.EndsWith(".bias") && !p.Name.Contains("norm"));
+        var written = JsonNode.Parse(plain.ToJson())!;
+        Assert.Equal((false, 1e-6, 7), ((bool)written["use_bias"]!, (double)written["norm_epsilon"]!, (int)written["sliding_window"]!));
+        Assert.Equal(plain, ModelConfig.Parse(plain.ToJson()));
     }
 
     /// <summary>EXAONE 4's RoPE follows its window: with sliding_window the sliding layers rotate and the full ones do not

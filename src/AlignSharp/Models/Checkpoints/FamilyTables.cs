@@ -643,7 +643,24 @@ internal static class FamilyTables
         DefaultNormEps = 1.5625e-7,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm];
+    /// <summary>Starcoder2 (Starcoder2ForCausalLM: starcoder2-3b/7b/15b and their instruct fine-tunes): Mistral's attention
+    /// (grouped queries, sliding_window on every layer) with LayerNorms, a c_fc → GELU-tanh → c_proj MLP, biases on every
+    /// projection per use_bias (default true), tied head; transformers' Starcoder2Config defaults.</summary>
+    public static readonly FamilyTable Starcoder2 = new(ModelFamily.Starcoder2, "starcoder2", "Starcoder2ForCausalLM", "Starcoder2ForSequenceClassification", Starcoder2NameTable.Table)
+    {
+        Keys = ConfigKeys.Standard with { NormEps = "norm_epsilon" },
+        Norm = NormKind.LayerNorm,
+        GatedMlp = false,
+        Biases = BiasRule.AllByKey,
+        AllBiasesKey = ("use_bias", true),
+        Window = WindowRule.EveryLayer,
+        Activations = [("gelu_pytorch_tanh", HiddenActivation.GeluTanh), ("gelu_new", HiddenActivation.GeluTanh), ("gelu", HiddenActivation.Gelu)],
+        DefaultMaxPositions = 4096,
+        DefaultNormEps = 1e-5,
+        DefaultTieWordEmbeddings = true,
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

@@ -282,7 +282,10 @@ internal static class GptNeoXNameTable
 /// </summary>
 internal static class StableLmNameTable
 {
-    public static readonly NameTable Table = new(
+    public static readonly NameTable Table = WithMlp(LlamaNameTable.MlpRules);
+
+    /// <summary>StableLM's names with the family's MLP rules (Starcoder2's c_fc / c_proj).</summary>
+    public static NameTable WithMlp(NameRule[] mlp) => new(
         Prefixes: ["model.", ""],
         Global:
         [
@@ -294,9 +297,16 @@ internal static class StableLmNameTable
             .. CommonRules.LayerNorm("layers.{i}.attn_norm", "layers.{i}.input_layernorm"),
             .. LlamaNameTable.AttentionRules,
             .. CommonRules.LayerNorm("layers.{i}.mlp_norm", "layers.{i}.post_attention_layernorm"),
-            .. LlamaNameTable.MlpRules,
+            .. mlp,
         ],
         IgnoredPerLayer: ["layers.{i}.self_attn.rotary_emb.inv_freq"]);
+}
+
+/// <summary>Starcoder2: StableLM's names (LayerNorms with biases, q/k/v/o with the biases use_bias gives) with a
+/// <c>mlp.c_fc</c> → <c>mlp.c_proj</c> MLP.</summary>
+internal static class Starcoder2NameTable
+{
+    public static readonly NameTable Table = StableLmNameTable.WithMlp(CommonRules.PlainMlp("mlp.c_fc", "mlp.c_proj"));
 }
 
 /// <summary>
