@@ -15,7 +15,7 @@ modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py /
 modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
 modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py / modeling_opt.py / modeling_exaone4.py /
 modular_ernie4_5.py / modular_hunyuan_v1_dense.py / modeling_bloom.py / modular_lfm2.py / modular_glm.py,
-modular_starcoder2.py, modeling_rope_utils.py); Debian ships neither
+modular_starcoder2.py / modeling_gpt_bigcode.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -2056,6 +2056,119 @@ def fixture_starcoder2():
                     starcoder2_forward, w, cfg, rope_inv_freq(cfg, 8))
 
 
+def bigcode_forward(w, cfg, ids):
+    """GPTBigCode as modeling_gpt_bigcode.py; w has HF names without the 'transformer.' prefix, nn.Linear weights
+    [out, in]. h = wte[ids] + wpe[0..T); per block a = LN(h; ln_1), c_attn(a) split into q (D) and key_value: with
+    multi_query one head's k (hd) and v (hd) shared by every query head, else viewed [T, heads, 3 * hd] (per head q, k,
+    v); scores q k^T / sqrt(hd), causal; h += c_proj(attention); h += c_proj(act(c_fc(LN(h; ln_2)))); logits =
+    LN(h; ln_f) @ wte^T."""
+    t = len(ids)
+    d, nh, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
+    hd = d // nh
+    act = torch.nn.functional.gelu if cfg.get("activation_function") == "gelu" else gelu_new
+    lin = linear(w)
+    h = w["wte.weight"][ids] + w["wpe.weight"][:t]
+    for i in range(cfg["n_layer"]):
+        p = f"h.{i}."
+        a = layer_norm(h, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
+        qkv = lin(a, p + "attn.c_attn")
+        if cfg.get("multi_query", True):
+            q = qkv[:, :d].reshape(t, nh, hd).transpose(0, 1)
+            k = qkv[:, d:d + hd][None].expand(nh, t, hd)
+            v = qkv[:, d + hd:][None].expand(nh, t, hd)
+        else:
+            per_head = qkv.reshape(t, nh, 3 * hd).transpose(0, 1)
+            q, k, v = per_head[..., :hd], per_head[..., hd:2 * hd], per_head[..., 2 * hd:]
+        h = h + lin(causal_attention(q, k, v), p + "attn.c_proj")
+        m = layer_norm(h, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
+        h = h + lin(act(lin(m, p + "mlp.c_fc")), p + "mlp.c_proj")
+    h = layer_norm(h, w["ln_f.weight"], w["ln_f.bias"], eps)
+    return h @ w["wte.weight"].T
+
+
+def bigcode_weights(g, cfg):
+    d, nh, v, pos = cfg["n_embd"], cfg["n_head"], cfg["vocab_size"], cfg["n_positions"]
+    hd, inner = d // nh, cfg.get("n_inner") or 4 * d
+    qkv_rows = d + 2 * hd if cfg.get("multi_query", True) else 3 * d
+    w = {"wte.weight": randn(g, v, d, std=0.5), "wpe.weight": randn(g, pos, d, std=0.1)}
+    for i in range(cfg["n_layer"]):
+        p = f"h.{i}."
+        for n in ("ln_1", "ln_2"):
+            w[p + n + ".weight"] = norm_weight(g, d)
+            w[p + n + ".bias"] = randn(g, d, std=0.1)
+        w[p + "attn.c_attn.weight"] = randn(g, qkv_rows, d, std=0.2)
+        w[p + "attn.c_attn.bias"] = randn(g, qkv_rows, std=0.1)
+        w[p + "attn.c_proj.weight"] = randn(g, d, d, std=0.2)
+        w[p + "attn.c_proj.bias"] = randn(g, d, std=0.1)
+        w[p + "mlp.c_fc.weight"] = randn(g, inner, d, std=0.2)
+        w[p + "mlp.c_fc.bias"] = randn(g, inner, std=0.1)
+        w[p + "mlp.c_proj.weight"] = randn(g, d, inner, std=0.1)
+        w[p + "mlp.c_proj.bias"] = randn(g, d, std=0.1)
+    w["ln_f.weight"] = norm_weight(g, d)
+    w["ln_f.bias"] = randn(g, d, std=0.1)
+    return w
+
+
+def bigcode_config(**over):
+    """A small GPTBigCodeConfig as starcoderbase-1b's config.json spells it."""
+    cfg = {
+        "activation_function": "gelu_pytorch_tanh",
+        "architectures": ["GPTBigCodeForCausalLM"],
+        "attention_softmax_in_fp32": True,
+        "attn_pdrop": 0.1,
+        "bos_token_id": 0,
+        "embd_pdrop": 0.1,
+        "eos_token_id": 0,
+        "inference_runner": 0,
+        "initializer_range": 0.02,
+        "layer_norm_epsilon": 1e-05,
+        "max_batch_size": None,
+        "max_sequence_length": None,
+        "model_type": "gpt_bigcode",
+        "multi_query": True,
+        "n_embd": 64,
+        "n_head": 4,
+        "n_inner": 128,
+        "n_layer": 2,
+        "n_positions": 64,
+        "pad_key_length": True,
+        "pre_allocate_kv_cache": False,
+        "resid_pdrop": 0.1,
+        "scale_attention_softmax_in_fp32": True,
+        "scale_attn_weights": True,
+        "summary_activation": None,
+        "summary_first_dropout": 0.1,
+        "summary_proj_to_labels": True,
+        "summary_type": "cls_index",
+        "summary_use_proj": True,
+        "torch_dtype": "float32",
+        "transformers_version": "4.28.1",
+        "use_cache": True,
+        "validate_runner_input": True,
+        "vocab_size": 96,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def bigcode_fixture(name, seed, cfg, description):
+    g = torch.Generator().manual_seed(seed)
+    w = bigcode_weights(g, cfg)
+    d = fresh_dir(name)
+    write_safetensors(os.path.join(d, "model.safetensors"), {"transformer." + k: t for k, t in w.items()}, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, description, make_cases(g, cfg["vocab_size"]), bigcode_forward, w, cfg)
+
+
+def fixture_bigcode():
+    bigcode_fixture("gpt-bigcode-multi-query", 1039, bigcode_config(), "gpt_bigcode as starcoderbase-1b: multi-query "
+                    "attention (one key/value head after q in c_attn), heads 4, learned positions, gelu_pytorch_tanh, tied")
+    bigcode_fixture("gpt-bigcode-multi-head", 1040, bigcode_config(multi_query=False, n_inner=None, activation_function="gelu",
+                                                                   vocab_size=90),
+                    "gpt_bigcode with multi_query false: c_attn head by head (q, k, v of each), n_inner null (4 * n_embd), "
+                    "exact gelu, tied")
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -2093,6 +2206,7 @@ def main():
     fixture_lfm2()
     fixture_glm()
     fixture_starcoder2()
+    fixture_bigcode()
 
 
 if __name__ == "__main__":

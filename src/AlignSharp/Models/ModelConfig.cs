@@ -94,6 +94,9 @@ public enum ModelFamily
 
     /// <summary><c>starcoder2</c> (Starcoder2): Mistral's attention with LayerNorms, a GELU MLP and biases per use_bias.</summary>
     Starcoder2,
+
+    /// <summary><c>gpt_bigcode</c> (StarCoderBase-1B, SantaCoder): GPT-2's block with multi-query attention and Linear weights.</summary>
+    GptBigCode,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -395,6 +398,11 @@ public sealed record ModelConfig
         }
     }
 
+    /// <summary>How the fused q/k/v projection is laid out: the family's, except GPTBigCode without multi_query, whose heads
+    /// go one after the other (q, k, v each).</summary>
+    internal Checkpoints.QkvLayout QkvLayout =>
+        Table.MultiQueryKey && NumKvHeads == NumHeads && NumHeads > 1 ? Checkpoints.QkvLayout.PerHead : Table.Qkv;
+
     /// <summary>H · head_dim: rows of the q projection.</summary>
     public int QueryDim => NumHeads * HeadDim;
 
@@ -493,7 +501,8 @@ public sealed record ModelConfig
             HiddenSize = d,
             NumLayers = layers,
             NumHeads = heads,
-            NumKvHeads = k.NumKvHeads != null ? f.OptionalInt(k.NumKvHeads) ?? heads : heads,
+            NumKvHeads = table.MultiQueryKey ? ((f.OptionalBool("multi_query") ?? true) ? 1 : heads)
+                : k.NumKvHeads != null ? f.OptionalInt(k.NumKvHeads) ?? heads : heads,
             HeadDim = headDim ?? (heads > 0 ? d / heads : 0),
             IntermediateSize = table.ShortConvLayers ? Lfm2MlpWidth(f)
                 : table.DefaultIntermediateFactor is int factor
@@ -938,15 +947,16 @@ public sealed record ModelConfig
         if (WordEmbedProjDim is <= 0) throw Error($"field 'word_embed_proj_dim' must be a positive integer, not {WordEmbedProjDim}");
         if (table.LmHeadBias && TieWordEmbeddings && Head == HeadKind.LanguageModel)
             throw Error($"tie_word_embeddings true is not supported for {family}: its LM head has a bias of its own");
-        if (table.Qkv != Checkpoints.QkvLayout.Separate && (NumKvHeads != NumHeads || HeadDim * NumHeads != HiddenSize))
-            throw Error($"{family} keeps q, k and v in one projection: no grouped-query attention or separate head_dim");
+        if (table.Qkv != Checkpoints.QkvLayout.Separate && (!(NumKvHeads == NumHeads || table.MultiQueryKey && NumKvHeads == 1) || HeadDim * NumHeads != HiddenSize))
+            throw Error($"{family} keeps q, k and v in one projection: no grouped-query attention or separate head_dim"
+                + (table.MultiQueryKey ? " (multi_query gives one key/value head)" : ""));
         if (!table.HasRope)
         {
             if (table.DefaultIntermediateFactor is int fixedFactor && k.IntermediateSize == null && IntermediateSize != fixedFactor * HiddenSize)
                 throw Error($"{family}'s MLP is always {fixedFactor}·hidden_size = {fixedFactor * HiddenSize} wide, not {IntermediateSize}");
             if (HiddenSize % NumHeads != 0)
                 throw Error($"{k.HiddenSize} {HiddenSize} is not divisible by {k.NumHeads} {NumHeads}");
-            if (NumKvHeads != NumHeads || HeadDim != HiddenSize / NumHeads)
+            if (!(NumKvHeads == NumHeads || table.MultiQueryKey && NumKvHeads == 1) || HeadDim != HiddenSize / NumHeads)
                 throw Error($"{family} has no grouped-query attention or separate head_dim");
             if (RopeScaling != null) throw Error($"{family} has no rotary embeddings to scale");
             return;
@@ -1114,7 +1124,9 @@ public sealed record ModelConfig
         o[k.NumHeads] = NumHeads;
         if (k.NumKvHeads != null) o[k.NumKvHeads] = NumKvHeads;
         if (k.HeadDim != null) o[k.HeadDim] = HeadDim;
-        if (k.IntermediateSize != null) o[k.IntermediateSize] = IntermediateSize;
+        // n_inner null (GPT-2, GPTBigCode) means the default width: kept null (or absent) while the width is that default.
+        bool defaultWidth = table.DefaultIntermediateFactor is int widthFactor && IntermediateSize == widthFactor * HiddenSize;
+        if (k.IntermediateSize != null && !(defaultWidth && Source?[k.IntermediateSize] is null)) o[k.IntermediateSize] = IntermediateSize;
         if (k.MaxPositions != null) o[k.MaxPositions] = MaxPositions;
         if (k.NormEps != null) o[k.NormEps] = NormEps;
         if (k.Activation != null) o[k.Activation] = table.Activations.First(a => a.Activation == Activation).Name;
@@ -1168,6 +1180,7 @@ public sealed record ModelConfig
             o["do_layer_norm_before"] = NormBeforeBlock;
         }
         if (ParallelResidual is bool parallel) o["use_parallel_residual"] = parallel;
+        if (table.MultiQueryKey) o["multi_query"] = NumKvHeads == 1;
         if (table.ShortConvLayers)
         {
             o["layer_types"] = new JsonArray(Enumerable.Range(0, NumLayers).Select(l => (JsonNode?)(IsConvLayer(l) ? "conv" : "full_attention")).ToArray());

@@ -188,8 +188,8 @@ public sealed class TransformerModel
                 if (config.ConvBias) Add(p + "conv.kernel.bias", d);
                 AddLinear(p + "conv.out", d, d, config.ConvBias);
             }
-            else if (config.Table.Qkv != Checkpoints.QkvLayout.Separate)
-                AddLinear(p + "attn.qkv", 3 * d, d, config.AttentionQkvBias);   // GPT-2 and GPT-NeoX: one [3D, D] projection, one GEMM
+            else if (config.QkvLayout != Checkpoints.QkvLayout.Separate)
+                AddLinear(p + "attn.qkv", config.QueryDim + 2 * config.KvDim, d, config.AttentionQkvBias);   // GPT-2, GPT-NeoX, GPTBigCode: one projection, one GEMM
             else
             {
                 AddLinear(p + "attn.q", config.QueryDim, d, config.AttentionQkvBias);
@@ -464,7 +464,7 @@ public sealed class TransformerModel
         if (c.IsConvLayer(l)) return BlockTail(x, h, ShortConv(h, l, pass), p, batch, seq, p + "conv.out");
         int? window = c.WindowOf(l);
         Tensor q, k, v, a;
-        var qkvLayout = c.Table.Qkv;
+        var qkvLayout = c.QkvLayout;
         if (qkvLayout == Checkpoints.QkvLayout.Concatenated && !c.QkNorm && pass.GlobalRope == null && pass.Cache == null)
         {
             // Attention reads q, k and v in place from the fused projection (no slice copies there and back).

@@ -68,22 +68,24 @@ public sealed class CheckpointReferenceLogitsTests
                 else
                 {
                     double[][] q, k, v;
-                    if (_c.Family == ModelFamily.Gpt2)
+                    if (_c.QkvLayout == QkvLayout.Concatenated)
                     {
+                        // GPT-2: all of q, then k, then v; GPTBigCode's multi-query: k and v of one head after q.
                         var qkv = Linear(x, p + "attn.qkv");
-                        q = qkv.Select(r => r[..D]).ToArray();
-                        k = qkv.Select(r => r[D..(2 * D)]).ToArray();
-                        v = qkv.Select(r => r[(2 * D)..]).ToArray();
+                        int Q = _c.QueryDim, K = _c.KvDim;
+                        q = qkv.Select(r => r[..Q]).ToArray();
+                        k = qkv.Select(r => r[Q..(Q + K)]).ToArray();
+                        v = qkv.Select(r => r[(Q + K)..]).ToArray();
                     }
-                    else if (_c.Family is ModelFamily.GptNeoX or ModelFamily.Bloom)
+                    else if (_c.QkvLayout == QkvLayout.PerHead)
                     {
                         // Rows head by head: head j's q, k and v are rows 3·hd·j + [0, hd), [hd, 2hd), [2hd, 3hd).
                         var qkv = Linear(x, p + "attn.qkv");
                         int hd = _c.HeadDim;
                         double[][] Part(int which) => qkv.Select(r => Enumerable.Range(0, _c.NumHeads)
                             .SelectMany(j => r[(3 * hd * j + which * hd)..(3 * hd * j + (which + 1) * hd)]).ToArray()).ToArray();
-                        // BLOOM has no RoPE (ALiBi, in Attention).
-                        (q, k, v) = _c.Family == ModelFamily.Bloom ? (Part(0), Part(1), Part(2)) : (Rope(Part(0), false), Rope(Part(1), false), Part(2));
+                        // BLOOM (ALiBi, in Attention) and GPTBigCode (learned positions) have no RoPE.
+                        (q, k, v) = !_c.Table.HasRope ? (Part(0), Part(1), Part(2)) : (Rope(Part(0), false), Rope(Part(1), false), Part(2));
                     }
                     else
                     {

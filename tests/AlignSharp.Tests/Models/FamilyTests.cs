@@ -25,7 +25,8 @@ public sealed class FamilyTests : IDisposable
         "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias",
         "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope",
         "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm", "bloom-hub-n-embed", "bloomz-save-pretrained",
-        "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias");
+        "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias",
+        "gpt-bigcode-multi-query", "gpt-bigcode-multi-head");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -142,6 +143,8 @@ public sealed class FamilyTests : IDisposable
     [InlineData("lfm2-conv-bias-attn-idxs", "model.layers.2.conv.conv.bias", "lm_head.weight")]
     [InlineData("glm-edge-partial-interleaved", "model.layers.1.mlp.gate_up_proj.weight", "model.layers.0.self_attn.k_proj.bias")]
     [InlineData("starcoder2-window-bias", "model.layers.1.mlp.c_fc.bias", "model.norm.bias")]
+    [InlineData("gpt-bigcode-multi-query", "transformer.h.1.attn.c_attn.weight", "transformer.wpe.weight")]
+    [InlineData("gpt-bigcode-multi-head", "transformer.h.0.attn.c_attn.bias", "transformer.ln_f.bias")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -626,6 +629,29 @@ public sealed class FamilyTests : IDisposable
         var written = JsonNode.Parse(plain.ToJson())!;
         Assert.Equal((false, 1e-6, 7), ((bool)written["use_bias"]!, (double)written["norm_epsilon"]!, (int)written["sliding_window"]!));
         Assert.Equal(plain, ModelConfig.Parse(plain.ToJson()));
+    }
+
+    /// <summary>GPTBigCode's keys: GPT-2's (n_embd, n_head, …) or transformers' names for them, kept as spelled;
+    /// multi_query (default true) gives one key/value head and a c_attn of D + 2·hd rows with k and v after q, false as
+    /// many as query heads, fused head by head; written back; scale_attn_weights false refused naming the key.</summary>
+    [Fact]
+    public void GptBigCodeMultiQueryAndKeys()
+    {
+        var mq = ModelConfig.Load(Fixtures.Dir("gpt-bigcode-multi-query"));
+        Assert.Equal((1, 4, 128, HiddenActivation.GeluTanh, true), (mq.NumKvHeads, mq.NumHeads, mq.IntermediateSize, mq.Activation, mq.TieWordEmbeddings));
+        Assert.Equal(QkvLayout.Concatenated, mq.QkvLayout);
+        Assert.Equal([64 + 2 * 16, 64], new TransformerModel(mq).Parameter("layers.0.attn.qkv.weight").Shape.ToArray());
+        var mh = ModelConfig.Load(Fixtures.Dir("gpt-bigcode-multi-head"));
+        Assert.Equal((4, 256, QkvLayout.PerHead), (mh.NumKvHeads, mh.IntermediateSize, mh.QkvLayout));
+        Assert.False((bool)JsonNode.Parse(mh.ToJson())!["multi_query"]!);
+        Assert.Equal(mh, ModelConfig.Parse(mh.ToJson()));
+        var spelled = ModelConfig.Parse("{\"model_type\":\"gpt_bigcode\",\"vocab_size\":10,\"hidden_size\":32,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"max_position_embeddings\":16}");
+        Assert.Equal((32, 2, 16, 1), (spelled.HiddenSize, spelled.NumHeads, spelled.MaxPositions, spelled.NumKvHeads));
+        var written = JsonNode.Parse(spelled.ToJson())!.AsObject();
+        Assert.Equal((32, 16), ((int)written["hidden_size"]!, (int)written["max_position_embeddings"]!));
+        Assert.False(written.ContainsKey("n_embd") || written.ContainsKey("n_positions"));
+        Assert.Contains("field 'scale_attn_weights' false is not supported",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{\"model_type\":\"gpt_bigcode\",\"vocab_size\":10,\"n_embd\":32,\"n_layer\":1,\"n_head\":2,\"scale_attn_weights\":false}")).Message);
     }
 
     /// <summary>EXAONE 4's RoPE follows its window: with sliding_window the sliding layers rotate and the full ones do not

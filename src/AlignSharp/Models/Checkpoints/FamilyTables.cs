@@ -102,6 +102,11 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// <summary>BLOOM: a LayerNorm on the token embeddings before the first block (word_embeddings_layernorm).</summary>
     public bool EmbeddingNorm { get; init; }
 
+    /// <summary>GPTBigCode: <c>multi_query</c> (default true) gives one key/value head, whose k and v follow all of q in
+    /// the fused projection (<see cref="QkvLayout.Concatenated"/>); false gives as many as query heads, fused head by head
+    /// (<see cref="QkvLayout.PerHead"/>); see <see cref="ModelConfig.QkvLayout"/>.</summary>
+    public bool MultiQueryKey { get; init; }
+
     /// <summary>LFM2: each layer is a gated short convolution or an attention block, per <c>layer_types</c> ("conv",
     /// "full_attention") or the older <c>full_attn_idxs</c>; conv_L_cache, conv_bias and the block_* MLP keys are read
     /// (see <see cref="ModelConfig.ConvLayers"/>).</summary>
@@ -271,6 +276,8 @@ internal static class FamilyTables
 
     private static readonly RejectedValue PretrainingTp = new("pretraining_tp", n => IsNumberOtherThan(n, 1), "other than 1 is not supported (sliced projections)");
     private static readonly RejectedValue BidirectionalAttention = new("use_bidirectional_attention", IsTrue, "true is not supported (decoder-only, causal models only)");
+    private static readonly RejectedValue UnscaledAttention = new("scale_attn_weights", IsFalse, "false is not supported");
+    private static readonly RejectedValue CrossAttention = new("add_cross_attention", IsTrue, "true is not supported (decoder-only models only)");
 
     public static readonly FamilyTable Gpt2 = new(ModelFamily.Gpt2, "gpt2", "GPT2LMHeadModel", "GPT2ForSequenceClassification", Gpt2NameTable.Table)
     {
@@ -289,8 +296,8 @@ internal static class FamilyTables
         Rejected =
         [
             new("scale_attn_by_inverse_layer_idx", IsTrue, "true is not supported"),
-            new("scale_attn_weights", IsFalse, "false is not supported"),
-            new("add_cross_attention", IsTrue, "true is not supported (decoder-only models only)"),
+            UnscaledAttention,
+            CrossAttention,
             new("reorder_and_upcast_attn", IsTrue, "true is not supported"),
         ],
     };
@@ -660,7 +667,28 @@ internal static class FamilyTables
         DefaultTieWordEmbeddings = true,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2];
+    /// <summary>GPTBigCode (GPTBigCodeForCausalLM: starcoderbase-1b, tiny_starcoder, santacoder, WizardCoder-1B): GPT-2's block
+    /// and names with nn.Linear weights ([out, in], not Conv1D's), multi-query attention (multi_query, default true: one
+    /// key/value head), GELU-tanh by default; GPT-2's keys or their transformers names (hidden_size, …); tied head.</summary>
+    public static readonly FamilyTable GptBigCode = new(ModelFamily.GptBigCode, "gpt_bigcode", "GPTBigCodeForCausalLM", "GPTBigCodeForSequenceClassification", GptBigCodeNameTable.Table)
+    {
+        Keys = ConfigKeys.Gpt2,
+        KeyAliases = [("n_embd", "hidden_size"), ("n_layer", "num_hidden_layers"), ("n_head", "num_attention_heads"), ("n_positions", "max_position_embeddings")],
+        MultiQueryKey = true,
+        LearnedPositions = true,
+        Norm = NormKind.LayerNorm,
+        GatedMlp = false,
+        Qkv = QkvLayout.Concatenated,
+        Biases = BiasRule.All,
+        Activations = [("gelu_pytorch_tanh", HiddenActivation.GeluTanh), ("gelu_new", HiddenActivation.GeluTanh), ("gelu", HiddenActivation.Gelu), ("relu", HiddenActivation.Relu)],
+        DefaultMaxPositions = 1024,
+        DefaultNormEps = 1e-5,
+        DefaultTieWordEmbeddings = true,
+        DefaultIntermediateFactor = 4,
+        Rejected = [UnscaledAttention, CrossAttention],
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2, GptBigCode];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

@@ -472,3 +472,32 @@ internal static class GlmNameTable
 {
     public static readonly NameTable Table = LlamaNameTable.WithBlock([], Phi3NameTable.FusedMlpRules);
 }
+
+/// <summary>
+/// GPTBigCode: GPT-2's names (<c>transformer.</c> prefix; <c>wte</c>, <c>wpe</c>, <c>h.{i}.ln_1</c>, <c>attn.c_attn</c>,
+/// <c>attn.c_proj</c>, <c>ln_2</c>, <c>mlp.c_fc</c>, <c>mlp.c_proj</c>, <c>ln_f</c>) with nn.Linear weights stored [out, in];
+/// <c>c_attn</c> [D + 2·KV·hd, D] kept fused as canonical <c>attn.qkv</c>: all of q, then k, then v with multi_query, else
+/// head by head.
+/// </summary>
+internal static class GptBigCodeNameTable
+{
+    public static readonly NameTable Table = new(
+        Prefixes: ["transformer.", ""],
+        Global:
+        [
+            new("embed.weight", "wte.weight", false, c => [c.VocabSize, c.HiddenSize]),
+            new("pos_embed.weight", "wpe.weight", false, c => [c.MaxPositions, c.HiddenSize]),
+            .. CommonRules.LayerNorm("final_norm", "ln_f"),
+        ],
+        PerLayer:
+        [
+            .. CommonRules.LayerNorm("layers.{i}.attn_norm", "h.{i}.ln_1"),
+            new("layers.{i}.attn.qkv.weight", "h.{i}.attn.c_attn.weight", false, c => [c.QueryDim + 2 * c.KvDim, c.HiddenSize]),
+            new("layers.{i}.attn.qkv.bias", "h.{i}.attn.c_attn.bias", false, c => [c.QueryDim + 2 * c.KvDim]),
+            new("layers.{i}.attn.o.weight", "h.{i}.attn.c_proj.weight", false, c => [c.HiddenSize, c.HiddenSize]),
+            new("layers.{i}.attn.o.bias", "h.{i}.attn.c_proj.bias", false, c => [c.HiddenSize]),
+            .. CommonRules.LayerNorm("layers.{i}.mlp_norm", "h.{i}.ln_2"),
+            .. CommonRules.PlainMlp("mlp.c_fc", "mlp.c_proj", "h.{i}"),
+        ],
+        IgnoredPerLayer: []);
+}
