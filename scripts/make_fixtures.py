@@ -15,7 +15,7 @@ modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py /
 modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
 modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py / modeling_opt.py / modeling_exaone4.py /
 modular_ernie4_5.py / modular_hunyuan_v1_dense.py / modeling_bloom.py / modular_lfm2.py / modular_glm.py,
-modular_starcoder2.py / modeling_gpt_bigcode.py, modeling_rope_utils.py); Debian ships neither
+modular_starcoder2.py / modeling_gpt_bigcode.py / modeling_gpt_neo.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -2169,6 +2169,92 @@ def fixture_bigcode():
                     "exact gelu, tied")
 
 
+def gpt_neo_forward(w, cfg, ids):
+    """GPT-Neo as modeling_gpt_neo.py; w has HF names without the 'transformer.' prefix, nn.Linear weights [out, in].
+    h = wte[ids] + wpe[0..T); per block a = LN(h; ln_1), q/k/v without biases, scores q k^T NOT scaled by 1/sqrt(hd),
+    causal, on local layers (attention_types) only the last window_size keys; h += out_proj(attention) (with bias);
+    h += c_proj(act(c_fc(LN(h; ln_2)))); logits = LN(h; ln_f) @ wte^T."""
+    t = len(ids)
+    d, nh, eps = cfg["hidden_size"], cfg["num_heads"], cfg["layer_norm_epsilon"]
+    hd = d // nh
+    kinds = [k for kinds, n in cfg["attention_types"] for _ in range(n) for k in kinds]
+    act = torch.nn.functional.gelu if cfg.get("activation_function") == "gelu" else gelu_new
+    lin = linear(w)
+    h = w["wte.weight"][ids] + w["wpe.weight"][:t]
+    for i in range(cfg["num_layers"]):
+        p = f"h.{i}."
+        a = layer_norm(h, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
+        q, k, v = (lin(a, p + f"attn.attention.{n}_proj").reshape(t, nh, hd).transpose(0, 1) for n in "qkv")
+        window = cfg["window_size"] if kinds[i] == "local" else None
+        h = h + lin(causal_attention(q, k, v, window, scale=1.0), p + "attn.attention.out_proj")
+        m = layer_norm(h, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
+        h = h + lin(act(lin(m, p + "mlp.c_fc")), p + "mlp.c_proj")
+    h = layer_norm(h, w["ln_f.weight"], w["ln_f.bias"], eps)
+    return h @ w["wte.weight"].T
+
+
+def fixture_gpt_neo():
+    g = torch.Generator().manual_seed(1041)
+    # gpt-neo-125m's config in small: global and local layers alternating (attention_types), a window of 5 under the
+    # 16-token case, intermediate_size null (4 * hidden), gelu_new, the hub files' attention mask buffers, tied head.
+    cfg = {
+        "activation_function": "gelu_new",
+        "architectures": ["GPTNeoForCausalLM"],
+        "attention_dropout": 0,
+        "attention_layers": ["global", "local", "global", "local"],
+        "attention_types": [[["global", "local"], 2]],
+        "bos_token_id": 50256,
+        "embed_dropout": 0,
+        "eos_token_id": 50256,
+        "gradient_checkpointing": False,
+        "hidden_size": 48,
+        "initializer_range": 0.02,
+        "intermediate_size": None,
+        "layer_norm_epsilon": 1e-05,
+        "max_position_embeddings": 64,
+        "model_type": "gpt_neo",
+        "num_heads": 4,
+        "num_layers": 4,
+        "resid_dropout": 0,
+        "summary_activation": None,
+        "summary_first_dropout": 0.1,
+        "summary_proj_to_labels": True,
+        "summary_type": "cls_index",
+        "summary_use_proj": True,
+        "transformers_version": "4.9.0.dev0",
+        "use_cache": True,
+        "vocab_size": 92,
+        "window_size": 5,
+    }
+    d_model, pos, v = cfg["hidden_size"], cfg["max_position_embeddings"], cfg["vocab_size"]
+    w = {"wte.weight": randn(g, v, d_model, std=0.5), "wpe.weight": randn(g, pos, d_model, std=0.1)}
+    for i in range(cfg["num_layers"]):
+        p = f"h.{i}."
+        for n in ("ln_1", "ln_2"):
+            w[p + n + ".weight"] = norm_weight(g, d_model)
+            w[p + n + ".bias"] = randn(g, d_model, std=0.1)
+        for n in "qkv":
+            w[p + f"attn.attention.{n}_proj.weight"] = randn(g, d_model, d_model, std=0.1)
+        w[p + "attn.attention.out_proj.weight"] = randn(g, d_model, d_model, std=0.2)
+        w[p + "attn.attention.out_proj.bias"] = randn(g, d_model, std=0.1)
+        w[p + "mlp.c_fc.weight"] = randn(g, 4 * d_model, d_model, std=0.2)
+        w[p + "mlp.c_fc.bias"] = randn(g, 4 * d_model, std=0.1)
+        w[p + "mlp.c_proj.weight"] = randn(g, d_model, 4 * d_model, std=0.1)
+        w[p + "mlp.c_proj.bias"] = randn(g, d_model, std=0.1)
+    w["ln_f.weight"] = norm_weight(g, d_model)
+    w["ln_f.bias"] = randn(g, d_model, std=0.1)
+    d = fresh_dir("gpt-neo-local-global")
+    stored = {"transformer." + k: t for k, t in w.items()}
+    for i in range(cfg["num_layers"]):  # buffers the hub files carry; loaders skip them
+        stored[f"transformer.h.{i}.attn.attention.bias"] = torch.tril(torch.ones(pos, pos)).reshape(1, 1, pos, pos)
+        stored[f"transformer.h.{i}.attn.attention.masked_bias"] = torch.tensor(-1e9)
+    write_safetensors(os.path.join(d, "model.safetensors"), stored, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "gpt_neo as gpt-neo-125m: global and local (window 5) layers alternating, unscaled attention "
+                    "scores, q/k/v without biases, learned positions, gelu_new, the attention's mask buffers stored, tied",
+                    make_cases(g, cfg["vocab_size"]), gpt_neo_forward, w, cfg)
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -2207,6 +2293,7 @@ def main():
     fixture_glm()
     fixture_starcoder2()
     fixture_bigcode()
+    fixture_gpt_neo()
 
 
 if __name__ == "__main__":

@@ -97,6 +97,9 @@ public enum ModelFamily
 
     /// <summary><c>gpt_bigcode</c> (StarCoderBase-1B, SantaCoder): GPT-2's block with multi-query attention and Linear weights.</summary>
     GptBigCode,
+
+    /// <summary><c>gpt_neo</c> (GPT-Neo): GPT-2's block with separate q/k/v, unscaled scores and local (windowed) layers.</summary>
+    GptNeo,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -373,7 +376,7 @@ public sealed record ModelConfig
     public bool IsSlidingLayer(int layer) => WindowOf(layer) != null;
 
     /// <summary>The attention score scale: attention_multiplier (Granite), query_pre_attn_scalar^−½ (Gemma) or head_dim^−½.</summary>
-    public float AttentionScale => (float)(AttentionMultiplier ?? 1.0 / Math.Sqrt(QueryPreAttnScalar ?? HeadDim));
+    public float AttentionScale => Table.UnscaledAttention ? 1f : (float)(AttentionMultiplier ?? 1.0 / Math.Sqrt(QueryPreAttnScalar ?? HeadDim));
 
     /// <summary>Whether the LM head has a bias (Phi-1/1.5/2's untied head): lm_head.bias [V].</summary>
     public bool HasLmHeadBias => Table.LmHeadBias && Head == HeadKind.LanguageModel && !TieWordEmbeddings;
@@ -490,6 +493,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.UseQkvBiasKey => (f.OptionalBool("use_qkv_bias") ?? false, false, false),
             Checkpoints.BiasRule.AllByKey => (f.OptionalBool(table.AllBiasesKey.Key) ?? table.AllBiasesKey.Default) is var all ? (all, all, all) : default,
             Checkpoints.BiasRule.AttentionBiasKeyQkvOnly => (f.OptionalBool("attention_bias") ?? true, false, false),
+            Checkpoints.BiasRule.OutputAndMlpOnly => (false, true, true),
             _ => (false, false, false),
         };
         var (window, slidingLayers) = ParseWindow(f, table, layers);
@@ -631,6 +635,13 @@ public sealed record ModelConfig
                 }
                 return (window, sliding);
             }
+            case Checkpoints.WindowRule.AttentionTypes:
+            {
+                var local = LocalLayers(f, layers);
+                int window = f.OptionalInt("window_size") ?? table.DefaultSlidingWindow!.Value;
+                if (window <= 0) throw f.Error("window_size", $"must be a positive integer, not {window}");
+                return local.Contains(true) ? (window, local) : (null, null);
+            }
             case Checkpoints.WindowRule.LayerTypes:
             {
                 int? window = f.OptionalIntOrNull("sliding_window", table.DefaultSlidingWindow);
@@ -644,6 +655,30 @@ public sealed record ModelConfig
             default:
                 return (null, null);
         }
+    }
+
+    /// <summary>GPT-Neo's <c>attention_types</c> as local-layer flags: [[kinds, n], ...], each list of "global" / "local"
+    /// repeated n times, one kind per layer (transformers' default [[["global", "local"], 12]]).</summary>
+    private static bool[] LocalLayers(ConfigFields f, int layers)
+    {
+        var kinds = new List<bool>();
+        var node = f.Get("attention_types") ?? JsonNode.Parse("[[[\"global\",\"local\"],12]]");
+        if (node is not JsonArray groups) throw f.Error("attention_types", "must be a list of [kinds, count] pairs");
+        for (int g = 0; g < groups.Count; g++)
+        {
+            if (groups[g] is not JsonArray { Count: 2 } pair || pair[0] is not JsonArray list || pair[1] is not JsonValue n || !n.TryGetValue(out int count) || count < 0)
+                throw f.Error($"attention_types[{g}]", "must be a pair [[\"global\" | \"local\", ...], count]");
+            for (int r = 0; r < count; r++)
+                foreach (var kind in list)
+                    kinds.Add((kind is JsonValue v && v.TryGetValue(out string? s) ? s : null) switch
+                    {
+                        "local" => true,
+                        "global" => false,
+                        _ => throw f.Error($"attention_types[{g}]", $"{kind?.ToJsonString() ?? "null"} is not 'global' or 'local'"),
+                    });
+        }
+        if (kinds.Count != layers) throw f.Error("attention_types", $"gives {kinds.Count} layers, not num_layers {layers}");
+        return kinds.ToArray();
     }
 
     /// <summary><c>layer_types</c> as sliding flags, or null when absent.</summary>
@@ -900,6 +935,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.UseQkvBiasKey => !AttentionOutputBias && !MlpBias,
             Checkpoints.BiasRule.AllByKey => AttentionQkvBias == AttentionOutputBias && AttentionQkvBias == MlpBias,
             Checkpoints.BiasRule.AttentionBiasKeyQkvOnly => !AttentionOutputBias && !MlpBias,
+            Checkpoints.BiasRule.OutputAndMlpOnly => !AttentionQkvBias && AttentionOutputBias && MlpBias,
             _ => AttentionQkvBias == AttentionOutputBias,
         };
         if (!biasesOk)
@@ -913,14 +949,17 @@ public sealed record ModelConfig
                 Checkpoints.BiasRule.UseQkvBiasKey => $"{family} has biases on q, k and v only (use_qkv_bias)",
                 Checkpoints.BiasRule.AllByKey => $"{family}'s {table.AllBiasesKey.Key} covers every projection together",
                 Checkpoints.BiasRule.AttentionBiasKeyQkvOnly => $"{family}'s attention_bias covers q, k and v only; o_proj and the MLP have no biases",
+                Checkpoints.BiasRule.OutputAndMlpOnly => $"{family} has biases on its output projection and MLP, none on q, k and v",
                 _ => $"{family}'s attention_bias covers q, k, v and o together",
             });
         // A window on a family whose config cannot say so would vanish on save.
         if (SlidingWindow != null && table.Window == Checkpoints.WindowRule.None)
             throw Error($"a sliding window is only supported for {string.Join(", ", Checkpoints.FamilyTables.All.Where(t => t.Window != Checkpoints.WindowRule.None).Select(t => t.ModelType))}, not {family}");
         if (SlidingWindow is <= 0) throw Error("field 'sliding_window' must be positive or null");
-        if (SlidingLayers != null && (table.Window is not (Checkpoints.WindowRule.LayerTypes or Checkpoints.WindowRule.UseSlidingWindow) || SlidingLayers.Count != NumLayers))
+        if (SlidingLayers != null && (table.Window is not (Checkpoints.WindowRule.LayerTypes or Checkpoints.WindowRule.UseSlidingWindow or Checkpoints.WindowRule.AttentionTypes) || SlidingLayers.Count != NumLayers))
             throw Error($"field 'layer_types' needs one entry per layer ({NumLayers}) and is read for {string.Join(", ", Checkpoints.FamilyTables.All.Where(t => t.Window is Checkpoints.WindowRule.LayerTypes or Checkpoints.WindowRule.UseSlidingWindow).Select(t => t.ModelType))} only");
+        if (table.Window == Checkpoints.WindowRule.AttentionTypes && SlidingWindow != null && SlidingLayers == null)
+            throw Error($"{family}'s window applies to the local layers of attention_types; give them");
         if (!table.GemmaAttention && (QueryPreAttnScalar != null || AttnLogitSoftcap != null || FinalLogitSoftcap != null))
             throw Error($"query_pre_attn_scalar and soft-capping are Gemma fields, not {family}'s");
         if (QueryPreAttnScalar is <= 0) throw Error($"field 'query_pre_attn_scalar' must be positive, not {QueryPreAttnScalar}");
@@ -1198,6 +1237,17 @@ public sealed record ModelConfig
         }
         if (table.Biases is Checkpoints.BiasRule.AttentionAndMlpKeys) o["mlp_bias"] = MlpBias;
         if (table.Window is Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes) o["sliding_window"] = SlidingWindow;
+        if (table.Window == Checkpoints.WindowRule.AttentionTypes)
+        {
+            // The source's attention_types while they give these layers; else one [[kind], 1] group per layer.
+            var local = Enumerable.Range(0, NumLayers).Select(IsSlidingLayer).ToArray();
+            bool sourceSays;
+            try { sourceSays = Source != null && LocalLayers(new ConfigFields(Source, "config.json"), NumLayers).SequenceEqual(local); }
+            catch (UserInputException) { sourceSays = false; }   // the source's list no longer fits the layers
+            if (!sourceSays)
+                o["attention_types"] = new JsonArray(local.Select(l => (JsonNode?)new JsonArray(new JsonArray(l ? "local" : "global"), 1)).ToArray());
+            if (SlidingWindow != null) o["window_size"] = SlidingWindow;
+        }
         if (table.Window == Checkpoints.WindowRule.UseSlidingWindow)
         {
             // Without a window the source's sliding_window / layer_types stay as they were: transformers ignores them.

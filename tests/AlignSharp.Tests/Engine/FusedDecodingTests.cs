@@ -262,6 +262,7 @@ public class FusedDecodingTests(ITestOutputHelper output)
     [InlineData("glm-edge-partial-interleaved", 4)] // interleaved RoPE on half of each head, gate_up_proj's adapters sliced by rows
     [InlineData("starcoder2-window-bias", 4)] // LayerNorms, a GELU MLP with biases, a sliding window
     [InlineData("gpt-bigcode-multi-query", 4)] // one key/value head inside the fused c_attn (nn.Linear), learned positions
+    [InlineData("gpt-neo-local-global", 4)]  // unscaled scores, local layers with a window
     public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture, int rank)
     {
         Native(3);

@@ -254,7 +254,8 @@ public sealed class CheckpointReferenceLogitsTests
         /// scaled by the config's scale and soft-capped when it says so. → (T, H·hd).</summary>
         private double[][] Attention(double[][] q, double[][] k, double[][] v, int? window)
         {
-            double scale = _c.AttentionMultiplier ?? 1 / Math.Sqrt(_c.QueryPreAttnScalar ?? _c.HeadDim);
+            // GPT-Neo scores q·k unscaled.
+            double scale = _c.Family == ModelFamily.GptNeo ? 1 : _c.AttentionMultiplier ?? 1 / Math.Sqrt(_c.QueryPreAttnScalar ?? _c.HeadDim);
             int T = q.Length, hd = _c.HeadDim, group = _c.NumHeads / _c.NumKvHeads;
             var y = new double[T][];
             for (int t = 0; t < T; t++)

@@ -21,7 +21,7 @@ internal static class Fixtures
         "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
         "phi4-mini-partial-rotary", "gpt2-exact-gelu", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias", "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope", "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm",
-        "bloom-hub-n-embed", "bloomz-save-pretrained", "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias", "gpt-bigcode-multi-query", "gpt-bigcode-multi-head",
+        "bloom-hub-n-embed", "bloomz-save-pretrained", "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias", "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global",
     ];
 
     private static string Find()
@@ -707,8 +707,8 @@ public sealed class CheckpointTests : IDisposable
         // Llama has no window in transformers, so a stray field must not start masking.
         Assert.Null(ModelConfig.Parse(LlamaJson(",\"sliding_window\":5")).SlidingWindow);
         // Families whose config cannot say so reject a window: it would vanish on save.
-        Assert.Contains("a sliding window is only supported for qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, exaone4, starcoder2, not llama", ErrorOf(() => new TransformerModel(ModelPresets.Llama(10, 8, 1, 2, 2) with { SlidingWindow = 4 })));
-        Assert.Contains("a sliding window is only supported for qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, exaone4, starcoder2, not gpt2", ErrorOf(() => new TransformerModel(ModelPresets.Gpt2(10, 8, 1, 2) with { SlidingWindow = 4 })));
+        Assert.Contains("a sliding window is only supported for qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, exaone4, starcoder2, gpt_neo, not llama", ErrorOf(() => new TransformerModel(ModelPresets.Llama(10, 8, 1, 2, 2) with { SlidingWindow = 4 })));
+        Assert.Contains("a sliding window is only supported for qwen2, mistral, qwen3, gemma2, gemma3_text, phi3, exaone4, starcoder2, gpt_neo, not gpt2", ErrorOf(() => new TransformerModel(ModelPresets.Gpt2(10, 8, 1, 2) with { SlidingWindow = 4 })));
     }
 
     [Fact]

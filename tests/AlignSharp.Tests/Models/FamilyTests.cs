@@ -26,7 +26,7 @@ public sealed class FamilyTests : IDisposable
         "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope",
         "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm", "bloom-hub-n-embed", "bloomz-save-pretrained",
         "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias",
-        "gpt-bigcode-multi-query", "gpt-bigcode-multi-head");
+        "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -145,6 +145,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("starcoder2-window-bias", "model.layers.1.mlp.c_fc.bias", "model.norm.bias")]
     [InlineData("gpt-bigcode-multi-query", "transformer.h.1.attn.c_attn.weight", "transformer.wpe.weight")]
     [InlineData("gpt-bigcode-multi-head", "transformer.h.0.attn.c_attn.bias", "transformer.ln_f.bias")]
+    [InlineData("gpt-neo-local-global", "transformer.h.1.attn.attention.out_proj.bias", "transformer.wpe.weight")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -654,6 +655,30 @@ public sealed class FamilyTests : IDisposable
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{\"model_type\":\"gpt_bigcode\",\"vocab_size\":10,\"n_embd\":32,\"n_layer\":1,\"n_head\":2,\"scale_attn_weights\":false}")).Message);
     }
 
+    /// <summary>GPT-Neo's keys: num_layers / num_heads (or transformers' names), attention_types expanded to local layers
+    /// with window_size (default 256), written back as read while they still give the layers and one group per layer
+    /// otherwise; an attention scale of 1; intermediate_size null (4·hidden) kept null; a wrong layer count named.</summary>
+    [Fact]
+    public void GptNeoAttentionTypesAndScale()
+    {
+        var neo = ModelConfig.Load(Fixtures.Dir("gpt-neo-local-global"));
+        Assert.Equal([false, true, false, true], Enumerable.Range(0, 4).Select(neo.IsSlidingLayer));
+        Assert.Equal((5, 1f, 192), (neo.SlidingWindow!.Value, neo.AttentionScale, neo.IntermediateSize));
+        var written = JsonNode.Parse(neo.ToJson())!.AsObject();
+        Assert.Equal("[[[\"global\",\"local\"],2]]", written["attention_types"]!.ToJsonString());
+        Assert.True(written.ContainsKey("intermediate_size") && written["intermediate_size"] is null);
+        var allGlobal = neo with { SlidingWindow = null, SlidingLayers = null };
+        var allGlobalJson = JsonNode.Parse(allGlobal.ToJson())!;
+        Assert.Equal("[[[\"global\"],1],[[\"global\"],1],[[\"global\"],1],[[\"global\"],1]]", allGlobalJson["attention_types"]!.ToJsonString());
+        Assert.Equal(allGlobal, ModelConfig.Parse(allGlobal.ToJson()) with { Source = null });
+        const string shape = "\"model_type\":\"gpt_neo\",\"vocab_size\":10,\"hidden_size\":16,\"num_layers\":2,\"num_heads\":2";
+        var defaults = ModelConfig.Parse("{" + shape + ",\"attention_types\":[[[\"global\",\"local\"],1]]}");
+        Assert.Equal((256, 64, 2048, HiddenActivation.GeluTanh), (defaults.SlidingWindow!.Value, defaults.IntermediateSize, defaults.MaxPositions, defaults.Activation));
+        Assert.Contains("field 'attention_types' gives 24 layers, not num_layers 2", Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + "}")).Message);
+        Assert.Contains("field 'attention_types[0]' \"sliding\" is not 'global' or 'local'",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"attention_types\":[[[\"sliding\"],2]]}")).Message);
+    }
+
     /// <summary>EXAONE 4's RoPE follows its window: with sliding_window the sliding layers rotate and the full ones do not
     /// (layer_types, or sliding_window_pattern 4 without it); with sliding_window null every layer rotates and none
     /// slides; the default window is 4096. Rotating the full layer too fails the fixture's reference (a mutation check of
@@ -701,7 +726,9 @@ public sealed class FamilyTests : IDisposable
             // head_dim 8: GPT-NeoX's default rotary_pct 0.25 turns 2 channels of it.
             var k = table.Keys;
             var config = ModelConfig.Parse($"{{\"model_type\":\"{table.ModelType}\",\"vocab_size\":10,\"{k.HiddenSize}\":16,\"{k.NumLayers}\":3,\"{k.NumHeads}\":2"
-                + (k.IntermediateSize != null ? $",\"{k.IntermediateSize}\":16" : "") + (k.HeadDim != null ? $",\"{k.HeadDim}\":8}}" : "}"));
+                + (k.IntermediateSize != null ? $",\"{k.IntermediateSize}\":16" : "")
+                + (table.Window == WindowRule.AttentionTypes ? ",\"attention_types\":[[[\"global\",\"local\",\"global\"],1]]" : "")   // GPT-Neo's default is 24 layers
+                + (k.HeadDim != null ? $",\"{k.HeadDim}\":8}}" : "}"));
             Assert.Equal(table.Family, config.Family);
             var json = JsonNode.Parse(config.ToJson())!;
             Assert.Equal(table.ModelType, (string)json["model_type"]!);

@@ -31,6 +31,9 @@ internal enum BiasRule
 
     /// <summary><c>attention_bias</c> (default true) covers q, k and v; o and the MLP never have them (glm).</summary>
     AttentionBiasKeyQkvOnly,
+
+    /// <summary>The output projection and the MLP always, q, k and v never (gpt_neo).</summary>
+    OutputAndMlpOnly,
 }
 
 /// <summary>How q, k and v are kept: three projections, or one [3·D, D] projection (canonical <c>attn.qkv</c>).</summary>
@@ -64,6 +67,10 @@ internal enum WindowRule
     /// <summary><c>sliding_window</c> only when <c>use_sliding_window</c> is true, on the layers <c>layer_types</c>
     /// marks sliding_attention; without layer_types on layers i ≥ <c>max_window_layers</c> (qwen2, qwen3).</summary>
     UseSlidingWindow,
+
+    /// <summary>GPT-Neo: <c>attention_types</c> ([[["global", "local"], 12]]: each list of kinds repeated n times) marks
+    /// the local layers, which see the last <c>window_size</c> (default 256) positions.</summary>
+    AttentionTypes,
 }
 
 /// <summary>The config keys a family spells its shape fields with (gpt2 has its own names). A null key: the family's
@@ -257,6 +264,9 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// <summary>Granite: <c>embedding_multiplier</c>, <c>attention_multiplier</c>, <c>residual_multiplier</c> and
     /// <c>logits_scaling</c> are read (each 1 when absent).</summary>
     public bool Multipliers { get; init; }
+
+    /// <summary>GPT-Neo: attention scores are q·k unscaled (no 1/√head_dim).</summary>
+    public bool UnscaledAttention { get; init; }
 
     /// <summary>Keys with values AlignSharp cannot honour.</summary>
     public RejectedValue[] Rejected { get; init; } = [];
@@ -688,7 +698,28 @@ internal static class FamilyTables
         Rejected = [UnscaledAttention, CrossAttention],
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2, GptBigCode];
+    /// <summary>GPT-Neo (GPTNeoForCausalLM: gpt-neo-125m, 1.3B, 2.7B): GPT-2's block with separate q/k/v projections without
+    /// biases (out_proj with one), nn.Linear weights, learned positions, unscaled attention scores, and local layers per
+    /// attention_types that see the last window_size (256) positions; transformers' GPTNeoConfig defaults, tied head.</summary>
+    public static readonly FamilyTable GptNeo = new(ModelFamily.GptNeo, "gpt_neo", "GPTNeoForCausalLM", "GPTNeoForSequenceClassification", GptNeoNameTable.Table)
+    {
+        Keys = new ConfigKeys("hidden_size", "num_layers", "num_heads", null, null, "intermediate_size", "max_position_embeddings", "layer_norm_epsilon", "activation_function"),
+        KeyAliases = [("num_layers", "num_hidden_layers"), ("num_heads", "num_attention_heads")],
+        LearnedPositions = true,
+        UnscaledAttention = true,
+        Norm = NormKind.LayerNorm,
+        GatedMlp = false,
+        Biases = BiasRule.OutputAndMlpOnly,
+        Window = WindowRule.AttentionTypes,
+        DefaultSlidingWindow = 256,
+        Activations = [("gelu_new", HiddenActivation.GeluTanh), ("gelu_pytorch_tanh", HiddenActivation.GeluTanh), ("gelu", HiddenActivation.Gelu), ("relu", HiddenActivation.Relu)],
+        DefaultMaxPositions = 2048,
+        DefaultNormEps = 1e-5,
+        DefaultTieWordEmbeddings = true,
+        DefaultIntermediateFactor = 4,
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2, GptBigCode, GptNeo];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

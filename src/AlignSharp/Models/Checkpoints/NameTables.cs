@@ -481,7 +481,17 @@ internal static class GlmNameTable
 /// </summary>
 internal static class GptBigCodeNameTable
 {
-    public static readonly NameTable Table = new(
+    public static readonly NameTable Table = WithAttention(
+    [
+        new("layers.{i}.attn.qkv.weight", "h.{i}.attn.c_attn.weight", false, c => [c.QueryDim + 2 * c.KvDim, c.HiddenSize]),
+        new("layers.{i}.attn.qkv.bias", "h.{i}.attn.c_attn.bias", false, c => [c.QueryDim + 2 * c.KvDim]),
+        new("layers.{i}.attn.o.weight", "h.{i}.attn.c_proj.weight", false, c => [c.HiddenSize, c.HiddenSize]),
+        new("layers.{i}.attn.o.bias", "h.{i}.attn.c_proj.bias", false, c => [c.HiddenSize]),
+    ], []);
+
+    /// <summary>GPT-2's names with nn.Linear weights ([out, in]) around the family's attention rules (GPTBigCode, GPT-Neo):
+    /// wte, wpe, h.{i}.ln_1, the attention, h.{i}.ln_2, mlp.c_fc / c_proj, ln_f.</summary>
+    public static NameTable WithAttention(NameRule[] attention, string[] ignoredPerLayer) => new(
         Prefixes: ["transformer.", ""],
         Global:
         [
@@ -492,12 +502,26 @@ internal static class GptBigCodeNameTable
         PerLayer:
         [
             .. CommonRules.LayerNorm("layers.{i}.attn_norm", "h.{i}.ln_1"),
-            new("layers.{i}.attn.qkv.weight", "h.{i}.attn.c_attn.weight", false, c => [c.QueryDim + 2 * c.KvDim, c.HiddenSize]),
-            new("layers.{i}.attn.qkv.bias", "h.{i}.attn.c_attn.bias", false, c => [c.QueryDim + 2 * c.KvDim]),
-            new("layers.{i}.attn.o.weight", "h.{i}.attn.c_proj.weight", false, c => [c.HiddenSize, c.HiddenSize]),
-            new("layers.{i}.attn.o.bias", "h.{i}.attn.c_proj.bias", false, c => [c.HiddenSize]),
+            .. attention,
             .. CommonRules.LayerNorm("layers.{i}.mlp_norm", "h.{i}.ln_2"),
             .. CommonRules.PlainMlp("mlp.c_fc", "mlp.c_proj", "h.{i}"),
         ],
-        IgnoredPerLayer: []);
+        IgnoredPerLayer: ignoredPerLayer);
+}
+
+/// <summary>
+/// GPT-Neo: <c>transformer.</c> prefix (or none), <c>wte</c>, <c>wpe</c>, <c>h.{i}.ln_1</c>, <c>attn.attention.q_proj</c> /
+/// <c>k_proj</c> / <c>v_proj</c> (no biases) and <c>out_proj</c> (with one), <c>ln_2</c>, <c>mlp.c_fc</c> / <c>c_proj</c>,
+/// <c>ln_f</c>; nn.Linear weights [out, in]. Older files carry the attention's mask buffers, which are skipped.
+/// </summary>
+internal static class GptNeoNameTable
+{
+    public static readonly NameTable Table = GptBigCodeNameTable.WithAttention(
+    [
+        new("layers.{i}.attn.q.weight", "h.{i}.attn.attention.q_proj.weight", false, c => [c.QueryDim, c.HiddenSize]),
+        new("layers.{i}.attn.k.weight", "h.{i}.attn.attention.k_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
+        new("layers.{i}.attn.v.weight", "h.{i}.attn.attention.v_proj.weight", false, c => [c.KvDim, c.HiddenSize]),
+        new("layers.{i}.attn.o.weight", "h.{i}.attn.attention.out_proj.weight", false, c => [c.HiddenSize, c.QueryDim]),
+        new("layers.{i}.attn.o.bias", "h.{i}.attn.attention.out_proj.bias", false, c => [c.HiddenSize]),
+    ], ["h.{i}.attn.attention.bias", "h.{i}.attn.attention.masked_bias"]);
 }
