@@ -570,20 +570,8 @@ public sealed record ModelConfig
     /// <c>full_attn_idxs</c> (the attention layers' indices), else attention everywhere (transformers' default).</summary>
     private static bool[] Lfm2ConvLayers(ConfigFields f, int layers)
     {
+        if (LayerKinds(f, layers, "conv") is { } kinds) return kinds;
         var conv = new bool[Math.Max(0, layers)];
-        if (f.Get("layer_types") is { } node)
-        {
-            if (node is not JsonArray list || list.Count != layers)
-                throw f.Error("layer_types", $"must be a list of {layers} entries (one per layer), each 'conv' or 'full_attention'");
-            for (int i = 0; i < layers; i++)
-                conv[i] = (list[i] is JsonValue v && v.TryGetValue(out string? s) ? s : null) switch
-                {
-                    "conv" => true,
-                    "full_attention" => false,
-                    _ => throw f.Error($"layer_types[{i}]", $"{list[i]?.ToJsonString() ?? "null"} is not 'conv' or 'full_attention'"),
-                };
-            return conv;
-        }
         if (f.Get("full_attn_idxs") is { } idxs)
         {
             if (idxs is not JsonArray indices) throw f.Error("full_attn_idxs", "must be a list of layer indices");
@@ -682,23 +670,24 @@ public sealed record ModelConfig
     }
 
     /// <summary><c>layer_types</c> as sliding flags, or null when absent.</summary>
-    private static bool[]? LayerTypes(ConfigFields f, int layers)
+    private static bool[]? LayerTypes(ConfigFields f, int layers) => LayerKinds(f, layers, "sliding_attention");
+
+    /// <summary><c>layer_types</c> as flags, true where a layer is <paramref name="marked"/> and false where it is
+    /// "full_attention" (anything else is an error naming the entry), or null when the key is absent.</summary>
+    private static bool[]? LayerKinds(ConfigFields f, int layers, string marked)
     {
         if (f.Get("layer_types") is not { } node) return null;
         if (node is not JsonArray list || list.Count != layers)
-            throw f.Error("layer_types", $"must be a list of {layers} entries (one per layer), each 'sliding_attention' or 'full_attention'");
-        var sliding = new bool[layers];
+            throw f.Error("layer_types", $"must be a list of {layers} entries (one per layer), each '{marked}' or 'full_attention'");
+        var flags = new bool[layers];
         for (int i = 0; i < layers; i++)
         {
             string? type = list[i] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
-            sliding[i] = type switch
-            {
-                "sliding_attention" => true,
-                "full_attention" => false,
-                _ => throw f.Error($"layer_types[{i}]", $"{list[i]?.ToJsonString() ?? "null"} is not 'sliding_attention' or 'full_attention'"),
-            };
+            if (type == marked) flags[i] = true;
+            else if (type != "full_attention")
+                throw f.Error($"layer_types[{i}]", $"{list[i]?.ToJsonString() ?? "null"} is not '{marked}' or 'full_attention'");
         }
-        return sliding;
+        return flags;
     }
 
     /// <summary>

@@ -423,7 +423,29 @@ public sealed class TransformerModel
     /// <summary>What every block of one pass shares; <see cref="SegmentStarts"/>: sequences packed into a row (see
     /// <see cref="Ops.CausalAttention"/>), null otherwise.</summary>
     private sealed record BlockPass(int Batch, int Seq, int[] Positions, bool[]? AttentionMask, int Offset, KvCache? Cache, RopeTable? GlobalRope, RopeTable? LocalRope,
-        int[]? SegmentStarts);
+        int[]? SegmentStarts)
+    {
+        /// <summary>[B·T]: 0 for this pass's padding tokens, 1 for the others; empty when no token is padding. Formed once
+        /// per pass, for LFM2's convolution layers.</summary>
+        public float[] PaddingKeep => _paddingKeep ??= FindPadding() ?? [];
+        private float[]? _paddingKeep;
+
+        private float[]? FindPadding()
+        {
+            if (AttentionMask is not { } mask) return null;
+            int keys = mask.Length / Batch;   // a cache widens the mask to its capacity
+            var keep = new float[Batch * Seq];
+            bool any = false;
+            for (int b = 0; b < Batch; b++)
+                for (int t = 0; t < Seq; t++)
+                {
+                    bool real = mask[b * keys + Offset + t];
+                    keep[b * Seq + t] = real ? 1f : 0f;
+                    any |= !real;
+                }
+            return any ? keep : null;
+        }
+    }
 
     private Tensor CheckpointedBlock(Tensor x, int l, BlockPass pass, int? dropoutSeed, bool parametersNeedGrad)
     {
@@ -542,7 +564,7 @@ public sealed class TransformerModel
         var c = Config;
         int d = c.HiddenSize;
         string p = $"layers.{l}.";
-        if (PaddingRows(pass) is { } keep) h = Ops.Mul(h, keep);
+        if (pass.PaddingKeep is { Length: > 0 } keep) h = Ops.Mul(h, Tensor.FromArray(keep, pass.Batch, pass.Seq, 1));
         var bcx = Linear(h, p + "conv.in");
         var u = Ops.Mul(Ops.Slice(bcx, -1, 0, d), Ops.Slice(bcx, -1, 2 * d, d));
         float[]? history = null;
@@ -555,23 +577,6 @@ public sealed class TransformerModel
         var conv = Ops.CausalConv(u, Parameter(p + "conv.kernel.weight"), c.ConvBias ? Parameter(p + "conv.kernel.bias") : null, history);
         pass.Cache?.PushConv(l, u);
         return Ops.Mul(Ops.Slice(bcx, -1, d, d), conv);
-    }
-
-    /// <summary>[B, T, 1]: 0 for this pass's padding tokens and 1 for the others, or null when none is padding.</summary>
-    private static Tensor? PaddingRows(BlockPass pass)
-    {
-        if (pass.AttentionMask is not { } mask) return null;
-        int keys = mask.Length / pass.Batch;   // a cache widens the mask to its capacity
-        var rows = new float[pass.Batch * pass.Seq];
-        bool any = false;
-        for (int b = 0; b < pass.Batch; b++)
-            for (int t = 0; t < pass.Seq; t++)
-            {
-                bool real = mask[b * keys + pass.Offset + t];
-                rows[b * pass.Seq + t] = real ? 1f : 0f;
-                any |= !real;
-            }
-        return any ? Tensor.FromArray(rows, pass.Batch, pass.Seq, 1) : null;
     }
 
     // The attention output projection, the residuals and the MLP of a block, given its input x, the attention's input h
