@@ -15,7 +15,7 @@ modeling_gpt2.py / modeling_llama.py / modeling_qwen2.py / modeling_mistral.py /
 modeling_smollm3.py / modeling_olmo2.py / modeling_gemma2.py / modeling_gemma3.py / modeling_phi3.py /
 modeling_gpt_neox.py / modeling_stablelm.py / modeling_phi.py / modeling_opt.py / modeling_exaone4.py /
 modular_ernie4_5.py / modular_hunyuan_v1_dense.py / modeling_bloom.py / modular_lfm2.py / modular_glm.py,
-modular_starcoder2.py / modeling_gpt_bigcode.py / modeling_gpt_neo.py, modeling_rope_utils.py); Debian ships neither
+modular_starcoder2.py / modeling_gpt_bigcode.py / modeling_gpt_neo.py / modular_helium.py, modeling_rope_utils.py); Debian ships neither
 `transformers` nor `safetensors`, so both the forward and the safetensors writer are plain Python here,
 independent of AlignSharp. The forward runs in float64 on the float32 (or bf16-rounded) weights and the
 logits are stored rounded to float32, so a correct float32 implementation matches to ~1e-5; tests should
@@ -2255,6 +2255,21 @@ def fixture_gpt_neo():
                     make_cases(g, cfg["vocab_size"]), gpt_neo_forward, w, cfg)
 
 
+def fixture_helium():
+    g = torch.Generator().manual_seed(1042)
+    # helium-1-2b's config in small: RoPE on interleaved pairs over whole heads (modular_helium.py's rotate_half and
+    # apply_rotary_pos_emb, ERNIE 4.5's forward), base 100000, eps 1e-8, head_dim 16; attention_bias and mlp_bias true
+    # here so that q/k/v and MLP biases are read (o_proj never has one), untied.
+    cfg = llama_family_config("helium", "HeliumForCausalLM", num_key_value_heads=4, head_dim=16, rope_theta=100000.0,
+                              rms_norm_eps=1e-08, attention_bias=True, mlp_bias=True, vocab_size=97, pad_token_id=3)
+    w = llama_weights(g, cfg, qkv_bias=True, mlp_bias=True)
+    d = fresh_dir("helium-interleaved-rope")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "helium: RoPE on interleaved pairs (base 100000), q/k/v and MLP biases, none on o_proj, heads 4, "
+                    "head_dim 16, untied", make_cases(g, cfg["vocab_size"]), ernie45_forward, w, cfg, rope_inv_freq(cfg, 16))
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -2294,6 +2309,7 @@ def main():
     fixture_starcoder2()
     fixture_bigcode()
     fixture_gpt_neo()
+    fixture_helium()
 
 
 if __name__ == "__main__":

@@ -100,6 +100,9 @@ public enum ModelFamily
 
     /// <summary><c>gpt_neo</c> (GPT-Neo): GPT-2's block with separate q/k/v, unscaled scores and local (windowed) layers.</summary>
     GptNeo,
+
+    /// <summary><c>helium</c> (Helium 1): Llama's block with RoPE on interleaved pairs and no o_proj bias.</summary>
+    Helium,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -494,6 +497,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.AllByKey => (f.OptionalBool(table.AllBiasesKey.Key) ?? table.AllBiasesKey.Default) is var all ? (all, all, all) : default,
             Checkpoints.BiasRule.AttentionBiasKeyQkvOnly => (f.OptionalBool("attention_bias") ?? true, false, false),
             Checkpoints.BiasRule.OutputAndMlpOnly => (false, true, true),
+            Checkpoints.BiasRule.QkvAndMlpKeys => (f.OptionalBool("attention_bias") ?? false, false, f.OptionalBool("mlp_bias") ?? false),
             _ => (false, false, false),
         };
         var (window, slidingLayers) = ParseWindow(f, table, layers);
@@ -925,6 +929,7 @@ public sealed record ModelConfig
             Checkpoints.BiasRule.AllByKey => AttentionQkvBias == AttentionOutputBias && AttentionQkvBias == MlpBias,
             Checkpoints.BiasRule.AttentionBiasKeyQkvOnly => !AttentionOutputBias && !MlpBias,
             Checkpoints.BiasRule.OutputAndMlpOnly => !AttentionQkvBias && AttentionOutputBias && MlpBias,
+            Checkpoints.BiasRule.QkvAndMlpKeys => !AttentionOutputBias,
             _ => AttentionQkvBias == AttentionOutputBias,
         };
         if (!biasesOk)
@@ -939,6 +944,7 @@ public sealed record ModelConfig
                 Checkpoints.BiasRule.AllByKey => $"{family}'s {table.AllBiasesKey.Key} covers every projection together",
                 Checkpoints.BiasRule.AttentionBiasKeyQkvOnly => $"{family}'s attention_bias covers q, k and v only; o_proj and the MLP have no biases",
                 Checkpoints.BiasRule.OutputAndMlpOnly => $"{family} has biases on its output projection and MLP, none on q, k and v",
+                Checkpoints.BiasRule.QkvAndMlpKeys => $"{family}'s o_proj has no bias (attention_bias covers q, k and v)",
                 _ => $"{family}'s attention_bias covers q, k, v and o together",
             });
         // A window on a family whose config cannot say so would vanish on save.
@@ -1200,7 +1206,8 @@ public sealed record ModelConfig
         if (table.Biases is Checkpoints.BiasRule.AttentionBiasKey or Checkpoints.BiasRule.AttentionAndMlpKeys or Checkpoints.BiasRule.AttentionBiasKeyMlpAlways)
             o["attention_bias"] = AttentionQkvBias;
         if (table.Biases == Checkpoints.BiasRule.UseQkvBiasKey) o["use_qkv_bias"] = AttentionQkvBias;
-        if (table.Biases == Checkpoints.BiasRule.AttentionBiasKeyQkvOnly) o["attention_bias"] = AttentionQkvBias;
+        if (table.Biases is Checkpoints.BiasRule.AttentionBiasKeyQkvOnly or Checkpoints.BiasRule.QkvAndMlpKeys) o["attention_bias"] = AttentionQkvBias;
+        if (table.Biases == Checkpoints.BiasRule.QkvAndMlpKeys) o["mlp_bias"] = MlpBias;
         if (table.Biases == Checkpoints.BiasRule.AllByKey) o[table.AllBiasesKey.Key] = AttentionQkvBias;
         if (table.OptLayout)
         {

@@ -239,7 +239,7 @@ public sealed class CheckpointReferenceLogitsTests
                         double angle = (float)t * inv[j];
                         double cos = Math.Cos(angle) * factor, sin = Math.Sin(angle) * factor;
                         // ERNIE 4.5 and GLM pair channels 2j and 2j + 1; the others j and j + half.
-                        bool interleaved = _c.Family is ModelFamily.Ernie45 or ModelFamily.Glm;
+                        bool interleaved = _c.Family is ModelFamily.Ernie45 or ModelFamily.Glm or ModelFamily.Helium;
                         int first = interleaved ? o + 2 * j : o + j;
                         int second = interleaved ? first + 1 : o + j + half;
                         double a = x[t][first], b = x[t][second];

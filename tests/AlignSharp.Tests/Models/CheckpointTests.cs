@@ -21,7 +21,7 @@ internal static class Fixtures
         "gemma3-local-global", "phi3-longrope", "qwen2-sliding-window", "smollm3-nope", "olmo2-post-norm",
         "qwen3-yarn-v5", "gemma3-v5-rope-per-layer-type", "granite-multipliers",
         "phi4-mini-partial-rotary", "gpt2-exact-gelu", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias", "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope", "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm",
-        "bloom-hub-n-embed", "bloomz-save-pretrained", "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias", "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global",
+        "bloom-hub-n-embed", "bloomz-save-pretrained", "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias", "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global", "helium-interleaved-rope",
     ];
 
     private static string Find()

@@ -26,7 +26,7 @@ public sealed class FamilyTests : IDisposable
         "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope",
         "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm", "bloom-hub-n-embed", "bloomz-save-pretrained",
         "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias",
-        "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global");
+        "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global", "helium-interleaved-rope");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -146,6 +146,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("gpt-bigcode-multi-query", "transformer.h.1.attn.c_attn.weight", "transformer.wpe.weight")]
     [InlineData("gpt-bigcode-multi-head", "transformer.h.0.attn.c_attn.bias", "transformer.ln_f.bias")]
     [InlineData("gpt-neo-local-global", "transformer.h.1.attn.attention.out_proj.bias", "transformer.wpe.weight")]
+    [InlineData("helium-interleaved-rope", "model.layers.1.mlp.down_proj.bias", "model.layers.0.self_attn.v_proj.bias")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -613,6 +614,26 @@ public sealed class FamilyTests : IDisposable
         Assert.Equal(noBias, ModelConfig.Parse(noBias.ToJson()));
         Assert.False((bool)JsonNode.Parse(noBias.ToJson())!["attention_bias"]!);
         Assert.Equal(defaults, ModelConfig.Parse(defaults.ToJson()));
+    }
+
+    /// <summary>Helium's defaults (transformers' HeliumConfig): no biases, eps 1e-8, base 100000, head_dim 128, interleaved
+    /// RoPE over the whole head, untied; attention_bias gives q, k and v biases and never o_proj's, mlp_bias the MLP's;
+    /// both written back.</summary>
+    [Fact]
+    public void HeliumDefaultsAndBiases()
+    {
+        const string shape = "\"model_type\":\"helium\",\"vocab_size\":10,\"hidden_size\":256,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":32";
+        var defaults = ModelConfig.Parse("{" + shape + "}");
+        Assert.Equal((false, false, false, 1e-8, 100000.0, 128, 128, false),
+            (defaults.AttentionQkvBias, defaults.AttentionOutputBias, defaults.MlpBias, defaults.NormEps, defaults.RopeTheta, defaults.HeadDim, defaults.RotaryDim, defaults.TieWordEmbeddings));
+        var biased = ModelConfig.Parse("{" + shape + ",\"attention_bias\":true,\"mlp_bias\":true}");
+        var names = new TransformerModel(biased).NamedParameters.Select(p => p.Name).ToList();
+        Assert.Contains("layers.0.attn.q.bias", names);
+        Assert.Contains("layers.0.mlp.down.bias", names);
+        Assert.DoesNotContain("layers.0.attn.o.bias", names);
+        var written = JsonNode.Parse(biased.ToJson())!;
+        Assert.Equal((true, true), ((bool)written["attention_bias"]!, (bool)written["mlp_bias"]!));
+        Assert.Equal(biased, ModelConfig.Parse(biased.ToJson()));
     }
 
     /// <summary>Starcoder2's defaults (transformers' Starcoder2Config): biases everywhere (use_bias true), no window unless

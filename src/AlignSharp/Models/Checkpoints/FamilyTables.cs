@@ -34,6 +34,9 @@ internal enum BiasRule
 
     /// <summary>The output projection and the MLP always, q, k and v never (gpt_neo).</summary>
     OutputAndMlpOnly,
+
+    /// <summary><c>attention_bias</c> (default false) covers q, k and v, never o; <c>mlp_bias</c> (default false) the MLP (helium).</summary>
+    QkvAndMlpKeys,
 }
 
 /// <summary>How q, k and v are kept: three projections, or one [3·D, D] projection (canonical <c>attn.qkv</c>).</summary>
@@ -719,7 +722,20 @@ internal static class FamilyTables
         DefaultIntermediateFactor = 4,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2, GptBigCode, GptNeo];
+    /// <summary>Helium (HeliumForCausalLM: kyutai's helium-1-2b): Llama's block and names with RoPE on interleaved channel
+    /// pairs (GLM's layout over the whole head), q/k/v biases per attention_bias and MLP biases per mlp_bias (both default
+    /// false; o_proj never has one); transformers' HeliumConfig defaults (rms_norm_eps 1e-8, base 100000, head_dim 128).</summary>
+    public static readonly FamilyTable Helium = new(ModelFamily.Helium, "helium", "HeliumForCausalLM", "HeliumForSequenceClassification", LlamaNameTable.Table)
+    {
+        Biases = BiasRule.QkvAndMlpKeys,
+        InterleavedRope = true,
+        DefaultHeadDim = 128,
+        DefaultMaxPositions = 4096,
+        DefaultNormEps = 1e-8,
+        DefaultRopeTheta = 100000,
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2, GptBigCode, GptNeo, Helium];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();
