@@ -1212,26 +1212,41 @@ def neox_forward(w, cfg, ids):
     return h @ w["embed_out.weight"].T
 
 
+def layernorm_block_weights(g, w, p, d, inner, norms, attention, mlp):
+    """One block's weights under prefix p, drawn in this order: the two LayerNorms' weight and bias, the attention's
+    tensors (name, shape, std) as listed, then the MLP's fc and proj with biases (GPT-NeoX, BLOOM, GPTBigCode, GPT-Neo)."""
+    for n in norms:
+        w[p + n + ".weight"] = norm_weight(g, d)
+        w[p + n + ".bias"] = randn(g, d, std=0.1)
+    for name, shape, std in attention:
+        w[p + name] = randn(g, *shape, std=std)
+    fc, proj = mlp
+    w[p + fc + ".weight"] = randn(g, inner, d, std=0.2)
+    w[p + fc + ".bias"] = randn(g, inner, std=0.1)
+    w[p + proj + ".weight"] = randn(g, d, inner, std=0.1)
+    w[p + proj + ".bias"] = randn(g, d, std=0.1)
+
+
+def fused_attention_specs(qkv, out, d, rows, bias=True):
+    """A fused q/k/v projection qkv of rows rows and its output projection out (with biases when bias), as
+    layernorm_block_weights draws them."""
+    specs = [(qkv + ".weight", (rows, d), 0.2)] + ([(qkv + ".bias", (rows,), 0.1)] if bias else [])
+    return specs + [(out + ".weight", (d, d), 0.2)] + ([(out + ".bias", (d,), 0.1)] if bias else [])
+
+
+def neox_style_attention(prefix, d, bias=True):
+    """GPT-NeoX's and BLOOM's query_key_value [3D, D] and dense."""
+    return fused_attention_specs(prefix + "query_key_value", prefix + "dense", d, 3 * d, bias)
+
+
 def neox_weights(g, cfg):
     """HF names without the 'gpt_neox.' prefix; biases on query_key_value and dense when attention_bias."""
     d, v, inner = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
     bias = cfg.get("attention_bias", True)
     w = {"embed_in.weight": randn(g, v, d, std=0.5)}
     for i in range(cfg["num_hidden_layers"]):
-        p = f"layers.{i}."
-        for n in ("input_layernorm", "post_attention_layernorm"):
-            w[p + n + ".weight"] = norm_weight(g, d)
-            w[p + n + ".bias"] = randn(g, d, std=0.1)
-        w[p + "attention.query_key_value.weight"] = randn(g, 3 * d, d, std=0.2)
-        if bias:
-            w[p + "attention.query_key_value.bias"] = randn(g, 3 * d, std=0.1)
-        w[p + "attention.dense.weight"] = randn(g, d, d, std=0.2)
-        if bias:
-            w[p + "attention.dense.bias"] = randn(g, d, std=0.1)
-        w[p + "mlp.dense_h_to_4h.weight"] = randn(g, inner, d, std=0.2)
-        w[p + "mlp.dense_h_to_4h.bias"] = randn(g, inner, std=0.1)
-        w[p + "mlp.dense_4h_to_h.weight"] = randn(g, d, inner, std=0.1)
-        w[p + "mlp.dense_4h_to_h.bias"] = randn(g, d, std=0.1)
+        layernorm_block_weights(g, w, f"layers.{i}.", d, inner, ("input_layernorm", "post_attention_layernorm"),
+                                neox_style_attention("attention.", d, bias), ("mlp.dense_h_to_4h", "mlp.dense_4h_to_h"))
     w["final_layer_norm.weight"] = norm_weight(g, d)
     w["final_layer_norm.bias"] = randn(g, d, std=0.1)
     w["embed_out.weight"] = randn(g, v, d, std=0.5)
@@ -1722,18 +1737,8 @@ def bloom_weights(g, cfg):
         w[n + ".weight"] = norm_weight(g, d)
         w[n + ".bias"] = randn(g, d, std=0.1)
     for i in range(layers):
-        p = f"h.{i}."
-        for n in ("input_layernorm", "post_attention_layernorm"):
-            w[p + n + ".weight"] = norm_weight(g, d)
-            w[p + n + ".bias"] = randn(g, d, std=0.1)
-        w[p + "self_attention.query_key_value.weight"] = randn(g, 3 * d, d, std=0.2)
-        w[p + "self_attention.query_key_value.bias"] = randn(g, 3 * d, std=0.1)
-        w[p + "self_attention.dense.weight"] = randn(g, d, d, std=0.2)
-        w[p + "self_attention.dense.bias"] = randn(g, d, std=0.1)
-        w[p + "mlp.dense_h_to_4h.weight"] = randn(g, inner, d, std=0.2)
-        w[p + "mlp.dense_h_to_4h.bias"] = randn(g, inner, std=0.1)
-        w[p + "mlp.dense_4h_to_h.weight"] = randn(g, d, inner, std=0.1)
-        w[p + "mlp.dense_4h_to_h.bias"] = randn(g, d, std=0.1)
+        layernorm_block_weights(g, w, f"h.{i}.", d, inner, ("input_layernorm", "post_attention_layernorm"),
+                                neox_style_attention("self_attention.", d), ("mlp.dense_h_to_4h", "mlp.dense_4h_to_h"))
     return w
 
 
@@ -2092,18 +2097,8 @@ def bigcode_weights(g, cfg):
     qkv_rows = d + 2 * hd if cfg.get("multi_query", True) else 3 * d
     w = {"wte.weight": randn(g, v, d, std=0.5), "wpe.weight": randn(g, pos, d, std=0.1)}
     for i in range(cfg["n_layer"]):
-        p = f"h.{i}."
-        for n in ("ln_1", "ln_2"):
-            w[p + n + ".weight"] = norm_weight(g, d)
-            w[p + n + ".bias"] = randn(g, d, std=0.1)
-        w[p + "attn.c_attn.weight"] = randn(g, qkv_rows, d, std=0.2)
-        w[p + "attn.c_attn.bias"] = randn(g, qkv_rows, std=0.1)
-        w[p + "attn.c_proj.weight"] = randn(g, d, d, std=0.2)
-        w[p + "attn.c_proj.bias"] = randn(g, d, std=0.1)
-        w[p + "mlp.c_fc.weight"] = randn(g, inner, d, std=0.2)
-        w[p + "mlp.c_fc.bias"] = randn(g, inner, std=0.1)
-        w[p + "mlp.c_proj.weight"] = randn(g, d, inner, std=0.1)
-        w[p + "mlp.c_proj.bias"] = randn(g, d, std=0.1)
+        layernorm_block_weights(g, w, f"h.{i}.", d, inner, ("ln_1", "ln_2"),
+                                fused_attention_specs("attn.c_attn", "attn.c_proj", d, qkv_rows), ("mlp.c_fc", "mlp.c_proj"))
     w["ln_f.weight"] = norm_weight(g, d)
     w["ln_f.bias"] = randn(g, d, std=0.1)
     return w
@@ -2228,19 +2223,10 @@ def fixture_gpt_neo():
     }
     d_model, pos, v = cfg["hidden_size"], cfg["max_position_embeddings"], cfg["vocab_size"]
     w = {"wte.weight": randn(g, v, d_model, std=0.5), "wpe.weight": randn(g, pos, d_model, std=0.1)}
+    attention = [(f"attn.attention.{n}_proj.weight", (d_model, d_model), 0.1) for n in "qkv"] + [
+        ("attn.attention.out_proj.weight", (d_model, d_model), 0.2), ("attn.attention.out_proj.bias", (d_model,), 0.1)]
     for i in range(cfg["num_layers"]):
-        p = f"h.{i}."
-        for n in ("ln_1", "ln_2"):
-            w[p + n + ".weight"] = norm_weight(g, d_model)
-            w[p + n + ".bias"] = randn(g, d_model, std=0.1)
-        for n in "qkv":
-            w[p + f"attn.attention.{n}_proj.weight"] = randn(g, d_model, d_model, std=0.1)
-        w[p + "attn.attention.out_proj.weight"] = randn(g, d_model, d_model, std=0.2)
-        w[p + "attn.attention.out_proj.bias"] = randn(g, d_model, std=0.1)
-        w[p + "mlp.c_fc.weight"] = randn(g, 4 * d_model, d_model, std=0.2)
-        w[p + "mlp.c_fc.bias"] = randn(g, 4 * d_model, std=0.1)
-        w[p + "mlp.c_proj.weight"] = randn(g, d_model, 4 * d_model, std=0.1)
-        w[p + "mlp.c_proj.bias"] = randn(g, d_model, std=0.1)
+        layernorm_block_weights(g, w, f"h.{i}.", d_model, 4 * d_model, ("ln_1", "ln_2"), attention, ("mlp.c_fc", "mlp.c_proj"))
     w["ln_f.weight"] = norm_weight(g, d_model)
     w["ln_f.bias"] = randn(g, d_model, std=0.1)
     d = fresh_dir("gpt-neo-local-global")

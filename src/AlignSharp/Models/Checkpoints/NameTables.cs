@@ -49,6 +49,20 @@ internal static class CommonRules
         new("layers.{i}.mlp.proj.weight", $"{layer}.{proj}.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
         new("layers.{i}.mlp.proj.bias", $"{layer}.{proj}.bias", false, c => c.MlpBias ? [c.HiddenSize] : null),
     ];
+
+    /// <summary>GPT-NeoX's and BLOOM's block inside <paramref name="layer"/>: input_layernorm, the fused
+    /// <c>{attention}.query_key_value</c> [3D, D] (kept fused, head by head) and <c>{attention}.dense</c> with the biases the
+    /// config has, post_attention_layernorm, and mlp.dense_h_to_4h → dense_4h_to_h.</summary>
+    public static NameRule[] HeadByHeadBlock(string layer, string attention) =>
+    [
+        .. LayerNorm("layers.{i}.attn_norm", $"{layer}.input_layernorm"),
+        new("layers.{i}.attn.qkv.weight", $"{layer}.{attention}.query_key_value.weight", false, c => [3 * c.HiddenSize, c.HiddenSize]),
+        new("layers.{i}.attn.qkv.bias", $"{layer}.{attention}.query_key_value.bias", false, c => c.AttentionQkvBias ? [3 * c.HiddenSize] : null),
+        new("layers.{i}.attn.o.weight", $"{layer}.{attention}.dense.weight", false, c => [c.HiddenSize, c.HiddenSize]),
+        new("layers.{i}.attn.o.bias", $"{layer}.{attention}.dense.bias", false, c => c.AttentionOutputBias ? [c.HiddenSize] : null),
+        .. LayerNorm("layers.{i}.mlp_norm", $"{layer}.post_attention_layernorm"),
+        .. PlainMlp("mlp.dense_h_to_4h", "mlp.dense_4h_to_h", layer),
+    ];
 }
 
 /// <summary>
@@ -262,16 +276,7 @@ internal static class GptNeoXNameTable
             new("embed.weight", "embed_in.weight", false, c => [c.VocabSize, c.HiddenSize]),
             .. CommonRules.LayerNorm("final_norm", "final_layer_norm"),
         ],
-        PerLayer:
-        [
-            .. CommonRules.LayerNorm("layers.{i}.attn_norm", "layers.{i}.input_layernorm"),
-            new("layers.{i}.attn.qkv.weight", "layers.{i}.attention.query_key_value.weight", false, c => [3 * c.HiddenSize, c.HiddenSize]),
-            new("layers.{i}.attn.qkv.bias", "layers.{i}.attention.query_key_value.bias", false, c => c.AttentionQkvBias ? [3 * c.HiddenSize] : null),
-            new("layers.{i}.attn.o.weight", "layers.{i}.attention.dense.weight", false, c => [c.HiddenSize, c.HiddenSize]),
-            new("layers.{i}.attn.o.bias", "layers.{i}.attention.dense.bias", false, c => c.AttentionOutputBias ? [c.HiddenSize] : null),
-            .. CommonRules.LayerNorm("layers.{i}.mlp_norm", "layers.{i}.post_attention_layernorm"),
-            .. CommonRules.PlainMlp("mlp.dense_h_to_4h", "mlp.dense_4h_to_h"),
-        ],
+        PerLayer: CommonRules.HeadByHeadBlock("layers.{i}", "attention"),
         IgnoredPerLayer: ["layers.{i}.attention.bias", "layers.{i}.attention.masked_bias", "layers.{i}.attention.rotary_emb.inv_freq"],
         LmHead: "embed_out.weight");
 }
@@ -413,16 +418,7 @@ internal static class BloomNameTable
             .. CommonRules.LayerNorm("embed_norm", "word_embeddings_layernorm"),
             .. CommonRules.LayerNorm("final_norm", "ln_f"),
         ],
-        PerLayer:
-        [
-            .. CommonRules.LayerNorm("layers.{i}.attn_norm", "h.{i}.input_layernorm"),
-            new("layers.{i}.attn.qkv.weight", "h.{i}.self_attention.query_key_value.weight", false, c => [3 * c.HiddenSize, c.HiddenSize]),
-            new("layers.{i}.attn.qkv.bias", "h.{i}.self_attention.query_key_value.bias", false, c => [3 * c.HiddenSize]),
-            new("layers.{i}.attn.o.weight", "h.{i}.self_attention.dense.weight", false, c => [c.HiddenSize, c.HiddenSize]),
-            new("layers.{i}.attn.o.bias", "h.{i}.self_attention.dense.bias", false, c => [c.HiddenSize]),
-            .. CommonRules.LayerNorm("layers.{i}.mlp_norm", "h.{i}.post_attention_layernorm"),
-            .. CommonRules.PlainMlp("mlp.dense_h_to_4h", "mlp.dense_4h_to_h", "h.{i}"),
-        ],
+        PerLayer: CommonRules.HeadByHeadBlock("h.{i}", "self_attention"),
         IgnoredPerLayer: []);
 }
 
