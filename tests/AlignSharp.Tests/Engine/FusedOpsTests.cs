@@ -11,7 +11,7 @@ public class FusedOpsTests
 {
     // ---- helpers -----------------------------------------------------------------------------------------
 
-    private static Tensor Rand(Random rng, float amplitude, params int[] shape)
+    internal static Tensor Rand(Random rng, float amplitude, params int[] shape)
     {
         var t = GradCheck.Random(rng, shape);
         var s = t.Span;
@@ -58,6 +58,7 @@ public class FusedOpsTests
             case "Rope": RopeGradCheck(); break;
             case "Dropout": DropoutGradCheck(); break;
             case "CausalConv": CausalConvGradCheck(); break;
+            case "SelectiveScan": SelectiveScanTests.GradCheckCases(); break;
             default: Assert.Fail($"no gradient check for fused op {op}"); break;
         }
     }
@@ -140,6 +141,26 @@ public class FusedOpsTests
         GradCheck.Check(x => Ops.CausalConv(x[0], x[1], x[2]), [Rand(rng, 1, 2, 5, 7), Rand(rng, 1, 7, 1, 3), Rand(rng, 1, 7)]);
         var history = Enumerable.Range(0, 2 * 3 * 6).Select(i => MathF.Sin(i)).ToArray();
         GradCheck.Check(x => Ops.CausalConv(x[0], x[1], history: history), [Rand(rng, 1, 2, 2, 6), Rand(rng, 1, 6, 1, 4)]);
+        // Packed sequences: no step reads across its sequence's start (input, weight and bias gradients alike).
+        GradCheck.Check(x => Ops.CausalConv(x[0], x[1], x[2], segmentStarts: [0, 0, 2, 2, 2, 0, 1, 1, 3, 3]), [Rand(rng, 1, 2, 5, 3), Rand(rng, 1, 3, 1, 3), Rand(rng, 1, 3)]);
+    }
+
+    /// <summary>Packed sequences convolve as if each were its own row.</summary>
+    [Fact]
+    public void CausalConvOfPackedSequencesEqualsSeparateOnes()
+    {
+        var rng = new Random(52);
+        int t = 8, c = 5, k = 3, cut = 3;
+        var u = Rand(rng, 1, 1, t, c);
+        var w = Rand(rng, 1, c, 1, k);
+        var bias = Rand(rng, 1, c);
+        using var _ = Autograd.NoGrad();
+        var packed = Ops.CausalConv(u, w, bias, segmentStarts: [.. Enumerable.Range(0, t).Select(i => i < cut ? 0 : cut)]).ToArray();
+        foreach (var (from, steps) in new[] { (0, cut), (cut, t - cut) })
+        {
+            var y = Ops.CausalConv(Tensor.FromArray(u.Span.Slice(from * c, steps * c).ToArray(), 1, steps, c), w, bias).ToArray();
+            for (int i = 0; i < y.Length; i++) Assert.Equal(y[i], packed[from * c + i]);
+        }
     }
 
     /// <summary>The convolution against its formula in double precision: y[b, t, c] = bias[c] + Σ_j w[c, j]·u[b, t − K + 1 + j, c],

@@ -211,5 +211,5 @@ public static class FusedCases
 {
     /// <summary>Initialised here, not from the other files' static constructors, so the names are present
     /// whichever test runs first. The cases themselves are in FusedOpsTests.cs.</summary>
-    public static readonly HashSet<string> Names = ["CrossEntropy", "TokenLogProbs", "CausalAttention", "CausalAttentionPacked", "Rope", "Dropout", "CausalConv"];
+    public static readonly HashSet<string> Names = ["CrossEntropy", "TokenLogProbs", "CausalAttention", "CausalAttentionPacked", "Rope", "Dropout", "CausalConv", "SelectiveScan"];
 }

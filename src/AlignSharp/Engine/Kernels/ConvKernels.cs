@@ -1,8 +1,14 @@
 namespace AlignSharp.Engine.Kernels;
 
 /// <summary>The shape of one depthwise causal convolution: B batch, T time, C channels, K kernel width; u, y and their
-/// gradients are [B, T, C], the weight [C, K] (PyTorch's [C, 1, K]), the history [B, K − 1, C].</summary>
-internal readonly record struct ConvGeometry(int Batch, int Time, int Channels, int Width);
+/// gradients are [B, T, C], the weight [C, K] (PyTorch's [C, 1, K]), the history [B, K − 1, C]. SegmentStarts (B·T, or
+/// null): sequences packed into a row, the index of each step's first step of its own sequence; no step reads an input
+/// before it.</summary>
+internal readonly record struct ConvGeometry(int Batch, int Time, int Channels, int Width, int[]? SegmentStarts = null)
+{
+    /// <summary>Whether output step t of row b reads input step s (s ≤ t): not across the start of t's packed sequence.</summary>
+    public bool Reads(int b, int t, int s) => SegmentStarts == null || s >= SegmentStarts[b * Time + t];
+}
 
 /// <summary>
 /// Depthwise causal convolution (see <c>Ops.CausalConv</c> for the contract). LFM2's kernels are 3 wide, so each output
@@ -11,10 +17,12 @@ internal readonly record struct ConvGeometry(int Batch, int Time, int Channels, 
 /// </summary>
 internal static class ConvKernels
 {
-    /// <summary>u at (b, s) for s ≥ −(K − 1): the row of u, the history's row for s &lt; 0, or null (zeros).</summary>
-    private static ReadOnlySpan<float> Input(in ConvGeometry g, float[] u, int uo, float[]? history, int b, int s)
+    /// <summary>u at (b, s) for s ≥ −(K − 1) as output step t reads it: the row of u, the history's row for s &lt; 0, or
+    /// null (zeros: before the sequence, or before t's packed sequence).</summary>
+    private static ReadOnlySpan<float> Input(in ConvGeometry g, float[] u, int uo, float[]? history, int b, int t, int s)
     {
         int c = g.Channels;
+        if (!g.Reads(b, t, s)) return default;
         if (s >= 0) return u.AsSpan(uo + (b * g.Time + s) * c, c);
         if (history == null) return default;
         return history.AsSpan((b * (g.Width - 1) + (g.Width - 1 + s)) * c, c);
@@ -36,7 +44,7 @@ internal static class ConvKernels
                 else row.Clear();
                 for (int j = 0; j < k; j++)
                 {
-                    var input = Input(g, u, uo, history, b, t - k + 1 + j);
+                    var input = Input(g, u, uo, history, b, t, t - k + 1 + j);
                     if (input.IsEmpty) continue;
                     for (int ch = 0; ch < c; ch++) row[ch] += w[wo + ch * k + j] * input[ch];
                 }
@@ -60,7 +68,7 @@ internal static class ConvKernels
                 for (int j = 0; j < k; j++)
                 {
                     int tOut = s + k - 1 - j;
-                    if (tOut >= t) continue;
+                    if (tOut >= t || !g.Reads(b, tOut, s)) continue;
                     var grad = dy.AsSpan(go + (b * t + tOut) * c, c);
                     for (int ch = 0; ch < c; ch++) row[ch] += w[wo + ch * k + j] * grad[ch];
                 }
@@ -83,7 +91,7 @@ internal static class ConvKernels
                     var grad = dy.AsSpan(go + (b * g.Time + t) * c, c);
                     for (int j = 0; j < k; j++)
                     {
-                        var input = Input(g, u, uo, history, b, t - k + 1 + j);
+                        var input = Input(g, u, uo, history, b, t, t - k + 1 + j);
                         if (input.IsEmpty) continue;
                         for (int ch = start; ch < end; ch++) dw[dwo + ch * k + j] += grad[ch] * input[ch];
                     }

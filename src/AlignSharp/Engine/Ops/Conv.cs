@@ -12,9 +12,10 @@ public static partial class Ops
     /// Inputs before t = 0 come from <paramref name="history"/> [B, K − 1, C] (the K − 1 inputs that preceded u, oldest
     /// first: a KV-cached pass continuing a sequence) or are zero; the history takes no gradient.
     /// Backward: du[b, s, c] = Σ_j w[c, j]·dy[b, s + K − 1 − j, c] (terms past T dropped), dw[c, j] = Σ_{b,t} dy[b, t, c]·u[b, t − K + 1 + j, c]
-    /// (history included), dbias[c] = Σ_{b,t} dy[b, t, c].
+    /// (history included), dbias[c] = Σ_{b,t} dy[b, t, c]. <paramref name="segmentStarts"/> (B·T, no history): sequences
+    /// packed into a row, each step's first step of its own sequence; inputs before it count as zeros.
     /// </summary>
-    public static Tensor CausalConv(Tensor u, Tensor weight, Tensor? bias = null, float[]? history = null)
+    public static Tensor CausalConv(Tensor u, Tensor weight, Tensor? bias = null, float[]? history = null, int[]? segmentStarts = null)
     {
         if (u.Rank != 3) throw new ArgumentException($"CausalConv needs u [B, T, C], got {ShapeUtil.Format(u.Shape)}.");
         int b = u.Dim(0), t = u.Dim(1), c = u.Dim(2);
@@ -26,9 +27,10 @@ public static partial class Ops
         if (history != null && history.Length < (long)b * (k - 1) * c)
             throw new ArgumentException($"CausalConv: history holds {history.Length} floats, B·(K − 1)·C = {(long)b * (k - 1) * c} expected.");
         if (u.IsBf16 || weight.IsBf16) throw new ArgumentException("CausalConv takes float32 tensors.");
+        CheckSegmentStarts(segmentStarts, b, t, history != null, nameof(CausalConv));
 
         var y = Tensor.EmptyOwned([b, t, c]);
-        var geometry = new ConvGeometry(b, t, c, k);
+        var geometry = new ConvGeometry(b, t, c, k, segmentStarts);
         ConvKernels.Forward(geometry, u.Array, u.Offset, weight.Array, weight.Offset, bias?.Array, bias?.Offset ?? 0, history, y.Array, y.Offset);
         Tensor[] inputs = bias != null ? [u, weight, bias] : [u, weight];
         if (Autograd.AnyNeeds(inputs))
@@ -51,5 +53,21 @@ public static partial class Ops
                 }
             });
         return y;
+    }
+
+    /// <summary>Packed-sequence starts for the recurrent ops (convolution, scan): B·T indices, each at most its own step and
+    /// at least the previous step's start; none with a history (a cached pass continues one sequence).</summary>
+    private static void CheckSegmentStarts(int[]? starts, int batch, int time, bool history, string op)
+    {
+        if (starts == null) return;
+        if (history) throw new ArgumentException($"{op}: packed sequences (segmentStarts) are for passes without a history.");
+        if (starts.Length != batch * time) throw new ArgumentException($"{op}: segmentStarts has {starts.Length} entries, B·T = {batch * time} expected.");
+        for (int b = 0; b < batch; b++)
+            for (int t = 0; t < time; t++)
+            {
+                int s = starts[b * time + t];
+                if (s < 0 || s > t || (t > 0 && s < starts[b * time + t - 1]))
+                    throw new ArgumentException($"{op}: segmentStarts[{b * time + t}] = {s} is not a start in [0, {t}] at or after the previous step's.");
+            }
     }
 }
