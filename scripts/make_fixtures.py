@@ -2256,6 +2256,242 @@ def fixture_helium():
                     "head_dim 16, untied", make_cases(g, cfg["vocab_size"]), ernie45_forward, w, cfg, rope_inv_freq(cfg, 16))
 
 
+def granite4_layer_types(cfg):
+    """transformers' layers_block_type: layer_types, else every layer a Mamba-2 mixer."""
+    return cfg.get("layer_types") or ["mamba"] * cfg["num_hidden_layers"]
+
+
+def granite4_mamba_shape(cfg):
+    """(heads, head size, state size, groups, conv width, inner) from the mamba_* keys with transformers' defaults."""
+    inner = cfg.get("mamba_expand", 2) * cfg["hidden_size"]
+    heads = cfg.get("mamba_n_heads", 128)
+    head = cfg.get("mamba_d_head", "auto")
+    return heads, inner // heads if head == "auto" else head, cfg.get("mamba_d_state", 256), cfg.get("mamba_n_groups", 1), cfg.get("mamba_d_conv", 4), inner
+
+
+def segment_sums(a):
+    """a [..., L] -> [..., L, L]: entry (i, j) is a[j+1] + ... + a[i] for j <= i (0 on the diagonal), -inf above it."""
+    n = a.shape[-1]
+    c = torch.cumsum(a, dim=-1)
+    out = c[..., :, None] - c[..., None, :]
+    return out.masked_fill(~torch.tril(torch.ones(n, n, dtype=torch.bool)), float("-inf"))
+
+
+def ssd_chunked(x, dt, a, b, c, chunk):
+    """Mamba-2's state-space dual form (arXiv 2405.21060, section 6: the chunked algorithm transformers' torch_forward
+    runs), one sequence: x [T, H, P], dt [T, H] (after softplus), a [H] (negative), b and c [T, H, N] -> y [T, H, P]
+    without the D term. Within a chunk of `chunk` steps, y_l = sum_{s <= l} (C_l . B_s) exp(sum_{s < r <= l} dt_r a) dt_s x_s;
+    across chunks, the state entering each chunk (decayed sums of the earlier chunks' B x) is read out through C."""
+    t = x.shape[0]
+    pad = (-t) % chunk
+    def chunks(v):
+        return torch.nn.functional.pad(v, (0, 0) * (v.dim() - 1) + (0, pad)).reshape(-1, chunk, *v.shape[1:])
+    xs, adt, bs, cs = chunks(x * dt[..., None]), chunks(dt * a), chunks(b), chunks(c)   # [k, L, ...]
+    adt = adt.permute(2, 0, 1)                                        # [H, k, L]
+    cum = torch.cumsum(adt, dim=-1)
+    decay = torch.exp(segment_sums(adt))                              # [H, k, L, L]
+    y_diag = torch.einsum("klhn,kshn,hkls,kshp->klhp", cs, bs, decay, xs)
+    to_end = torch.exp(cum[..., -1:] - cum)                           # [H, k, L]
+    states = torch.einsum("klhn,hkl,klhp->khpn", bs, to_end, xs)      # each chunk's own contribution at its end
+    states = torch.cat([torch.zeros_like(states[:1]), states], dim=0)
+    across = torch.exp(segment_sums(torch.nn.functional.pad(cum[..., -1], (1, 0))))   # [H, k+1, k+1]
+    entering = torch.einsum("hzk,khpn->zhpn", across, states)[:-1]   # the state entering each chunk
+    y_off = torch.einsum("klhn,khpn,hkl->klhp", cs, entering, torch.exp(cum))
+    return (y_diag + y_off).reshape(-1, *x.shape[1:])[:t]
+
+
+def granite4_mamba(w, cfg, p, x, m):
+    """One Mamba-2 mixer (modeling_bamba.py's BambaMixer, torch_forward without a cache) on x [T, D], mask m [T]:
+    x zeroed at padding; in_proj to gate z [I], xBC [I + 2GN], dt [H]; xBC through the depthwise conv1d (bias, left
+    padded by K - 1) and SiLU, zeroed at padding, split into x, B, C; dt = softplus(dt + dt_bias); A = -exp(A_log); the
+    scan (ssd_chunked, chunks of mamba_chunk_size) plus D x; y * silu(z) RMS-normed over all I channels (the gated norm,
+    eps rms_norm_eps) times its weight; out_proj."""
+    heads, hd, n, groups, k_width, inner = granite4_mamba_shape(cfg)
+    t = x.shape[0]
+    lin = linear(w)
+    proj = lin(x * m[:, None], p + "in_proj")
+    z, xbc, dt = proj.split([inner, inner + 2 * groups * n, heads], dim=-1)
+    conv = torch.nn.functional.conv1d(xbc.T[None], w[p + "conv1d.weight"], w.get(p + "conv1d.bias"), padding=k_width - 1, groups=xbc.shape[1])[0, :, :t].T
+    conv = conv * torch.sigmoid(conv) * m[:, None]
+    xx, b, c = conv.split([inner, groups * n, groups * n], dim=-1)
+    dt = torch.nn.functional.softplus(dt + w[p + "dt_bias"])
+    a = -torch.exp(w[p + "A_log"])
+    rep = heads // groups
+    b = b.reshape(t, groups, n).repeat_interleave(rep, dim=1)
+    c = c.reshape(t, groups, n).repeat_interleave(rep, dim=1)
+    xx = xx.reshape(t, heads, hd)
+    y = ssd_chunked(xx, dt, a, b, c, cfg.get("mamba_chunk_size", 256)) + w[p + "D"][:, None] * xx
+    y = y.reshape(t, inner) * torch.sigmoid(z) * z
+    y = rms_norm(y, w[p + "norm.weight"], cfg.get("rms_norm_eps", 1e-6))
+    return lin(y, p + "out_proj")
+
+
+def granite4_forward(w, cfg, ids, mask=None):
+    """Granite 4.0 as modular_granitemoehybrid.py without experts, one sequence, mask [T] (1 real, 0 padding): embeddings
+    times embedding_multiplier; per layer, RMS(input_layernorm), then a Mamba-2 mixer (granite4_mamba) or attention
+    (q/k/v/o, RoPE over positions counted from the first real token when position_embedding_type is "rope", none
+    otherwise, attention_multiplier as the score scale, padding keys masked), times residual_multiplier onto the
+    residual; RMS(post_attention_layernorm), the shared MLP (input_linear's two halves: silu(first) * second,
+    output_linear) times residual_multiplier onto it; RMS(norm); logits / logits_scaling."""
+    t = len(ids)
+    nh, nkv, hd, _ = llama_shapes(cfg)
+    eps = cfg.get("rms_norm_eps", 1e-6)
+    m = torch.ones(t, dtype=torch.float64) if mask is None else torch.tensor(mask, dtype=torch.float64)
+    rope = cfg.get("position_embedding_type") == "rope"
+    positions = ((m.cumsum(-1) - 1) * m).to(torch.float32)
+    inv = 1.0 / (cfg.get("rope_theta", 10000.0) ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    emb = torch.cat((positions[:, None] * inv[None, :],) * 2, dim=-1).double()
+    cos, sin = emb.cos(), emb.sin()
+    blocked = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1) | (m == 0)[None, :]
+    lin = linear(w)
+    residual = cfg.get("residual_multiplier", 1.0)
+    h = w["model.embed_tokens.weight"][ids] * cfg.get("embedding_multiplier", 1.0)
+    for i, kind in enumerate(granite4_layer_types(cfg)):
+        p = f"model.layers.{i}."
+        x = rms_norm(h, w[p + "input_layernorm.weight"], eps)
+        if kind == "mamba":
+            out = granite4_mamba(w, cfg, p + "mamba.", x, m)
+        else:
+            q = lin(x, p + "self_attn.q_proj").reshape(t, nh, hd).transpose(0, 1)
+            k = lin(x, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1)
+            v = lin(x, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
+            if rope:
+                q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+            k, v = k.repeat_interleave(nh // nkv, dim=0), v.repeat_interleave(nh // nkv, dim=0)
+            s = (q @ k.transpose(-1, -2) * cfg.get("attention_multiplier", 1.0)).masked_fill(blocked, torch.finfo(torch.float32).min)
+            out = lin((torch.softmax(s, dim=-1) @ v).transpose(0, 1).reshape(t, nh * hd), p + "self_attn.o_proj")
+        h = h + out * residual
+        x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
+        gate, up = lin(x, p + "shared_mlp.input_linear").chunk(2, dim=-1)
+        h = h + lin(gate * torch.sigmoid(gate) * up, p + "shared_mlp.output_linear") * residual
+    h = rms_norm(h, w["model.norm.weight"], eps)
+    head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
+    return h @ head.T / cfg.get("logits_scaling", 1.0)
+
+
+def granite4_weights(g, cfg):
+    nh, nkv, hd, _ = llama_shapes(cfg)
+    d, v, inner_mlp = cfg["hidden_size"], cfg["vocab_size"], cfg.get("shared_intermediate_size", 1024)
+    heads, _, n, groups, k_width, inner = granite4_mamba_shape(cfg)
+    bias = cfg.get("attention_bias", False)
+    w = {"model.embed_tokens.weight": randn(g, v, d, std=0.5), "model.norm.weight": norm_weight(g, d)}
+    for i, kind in enumerate(granite4_layer_types(cfg)):
+        p = f"model.layers.{i}."
+        w[p + "input_layernorm.weight"] = norm_weight(g, d)
+        w[p + "post_attention_layernorm.weight"] = norm_weight(g, d)
+        if kind == "mamba":
+            conv_dim = inner + 2 * groups * n
+            w[p + "mamba.in_proj.weight"] = randn(g, inner + conv_dim + heads, d, std=0.2)
+            w[p + "mamba.conv1d.weight"] = randn(g, conv_dim, 1, k_width, std=0.5)
+            if cfg.get("mamba_conv_bias", True):
+                w[p + "mamba.conv1d.bias"] = randn(g, conv_dim, std=0.1)
+            if cfg.get("mamba_proj_bias", False):
+                w[p + "mamba.in_proj.bias"] = randn(g, inner + conv_dim + heads, std=0.1)
+                w[p + "mamba.out_proj.bias"] = randn(g, d, std=0.1)
+            w[p + "mamba.dt_bias"] = randn(g, heads, std=0.5)
+            w[p + "mamba.A_log"] = torch.log(torch.arange(1, heads + 1, dtype=torch.float32)) + randn(g, heads, std=0.3)
+            w[p + "mamba.D"] = 1.0 + randn(g, heads, std=0.3)
+            w[p + "mamba.norm.weight"] = norm_weight(g, inner)
+            w[p + "mamba.out_proj.weight"] = randn(g, d, inner, std=0.2)
+        else:
+            for name, rows in (("q_proj", nh * hd), ("k_proj", nkv * hd), ("v_proj", nkv * hd)):
+                w[p + f"self_attn.{name}.weight"] = randn(g, rows, d, std=0.2)
+                if bias:
+                    w[p + f"self_attn.{name}.bias"] = randn(g, rows, std=0.1)
+            w[p + "self_attn.o_proj.weight"] = randn(g, d, nh * hd, std=0.2)
+            if bias:
+                w[p + "self_attn.o_proj.bias"] = randn(g, d, std=0.1)
+        w[p + "shared_mlp.input_linear.weight"] = randn(g, 2 * inner_mlp, d, std=0.2)
+        w[p + "shared_mlp.output_linear.weight"] = randn(g, d, inner_mlp, std=0.15)
+    if not cfg.get("tie_word_embeddings", False):
+        w["lm_head.weight"] = randn(g, v, d, std=0.5)
+    return w
+
+
+def granite4_config(**over):
+    """A small GraniteMoeHybridConfig as granite-4.0-h-350m's config.json spells it (multipliers of the released size)."""
+    cfg = {
+        "architectures": ["GraniteMoeHybridForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "attention_multiplier": 0.0625,
+        "bos_token_id": 100257,
+        "embedding_multiplier": 12,
+        "eos_token_id": 100257,
+        "hidden_act": "silu",
+        "hidden_size": 32,
+        "initializer_range": 0.1,
+        "intermediate_size": 48,
+        "layer_types": ["mamba", "attention", "mamba", "mamba"],
+        "logits_scaling": 4,
+        "mamba_chunk_size": 4,
+        "mamba_conv_bias": True,
+        "mamba_d_conv": 4,
+        "mamba_d_head": 16,
+        "mamba_d_state": 8,
+        "mamba_expand": 2,
+        "mamba_n_groups": 2,
+        "mamba_n_heads": 4,
+        "mamba_proj_bias": False,
+        "max_position_embeddings": 32768,
+        "model_type": "granitemoehybrid",
+        "normalization_function": "rmsnorm",
+        "num_attention_heads": 4,
+        "num_experts_per_tok": 0,
+        "num_hidden_layers": 4,
+        "num_key_value_heads": 2,
+        "num_local_experts": 0,
+        "output_router_logits": False,
+        "pad_token_id": 100256,
+        "position_embedding_type": "nope",
+        "residual_multiplier": 0.246,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": None,
+        "rope_theta": 10000,
+        "router_aux_loss_coef": 0.01,
+        "shared_intermediate_size": 48,
+        "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.56.0",
+        "use_cache": True,
+        "vocab_size": 92,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def granite4_fixture(name, seed, cfg, description):
+    """Weights, the reference cases, and a left-padded case: the 7-token case after 3 padding tokens (positions counted
+    from the first real token, padding zeroed in the mixers and masked as keys), whose logits are the unpadded case's."""
+    g = torch.Generator().manual_seed(seed)
+    w = granite4_weights(g, cfg)
+    d = fresh_dir(name)
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    cases = make_cases(g, cfg["vocab_size"])
+    padded_ids, padded_mask = [cfg["vocab_size"] - 1] * 3 + cases[1], [0] * 3 + [1] * len(cases[1])
+    w64 = {k: t.double() for k, t in w.items()}
+    padded = granite4_forward(w64, cfg, torch.tensor(padded_ids), padded_mask).to(torch.float32)[3:]
+    write_reference(d, description, cases, granite4_forward, w, cfg, extra={
+        "left_padded": {"input_ids": padded_ids, "attention_mask": padded_mask,
+                        "logits": [[fmt(x) for x in row] for row in padded.tolist()]}})
+
+
+def fixture_granite4():
+    # granite-4.0-h-350m's layout in small: Mamba-2 mixers around one attention layer without position encoding, the
+    # mixers 4 heads of 16 in 2 groups with a state of 8, chunks of 4 (the 16-token case spans four, the 7-token one
+    # ends in a partial one), conv biases, tied head; Granite's multipliers.
+    granite4_fixture("granite4-hybrid-mamba", 1043, granite4_config(), "granitemoehybrid: mamba, attention, mamba, mamba; "
+                     "Mamba-2 mixers of 4 heads x 16 channels, 2 groups, state 8, conv 4, chunks of 4; NoPE attention; "
+                     "multipliers 12 / 0.0625 / 0.246 / 4; tied")
+    # granite-4.0-1b's dense layout: attention everywhere with RoPE, attention biases, one group, an untied head; the
+    # mamba keys are present but unused.
+    granite4_fixture("granite4-dense-rope", 1044, granite4_config(layer_types=["attention"] * 3, num_hidden_layers=3,
+                     position_embedding_type="rope", attention_bias=True, tie_word_embeddings=False, mamba_d_head="auto",
+                     mamba_n_groups=1, shared_intermediate_size=40, vocab_size=88),
+                     "granitemoehybrid: three attention layers with RoPE (base 10000), q/k/v/o biases, shared MLP 40, untied")
+
+
 def main():
     os.makedirs(ROOT, exist_ok=True)
     fixture_gpt2_hub()
@@ -2296,6 +2532,7 @@ def main():
     fixture_bigcode()
     fixture_gpt_neo()
     fixture_helium()
+    fixture_granite4()
 
 
 if __name__ == "__main__":

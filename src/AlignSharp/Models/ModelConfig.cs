@@ -103,6 +103,11 @@ public enum ModelFamily
 
     /// <summary><c>helium</c> (Helium 1): Llama's block with RoPE on interleaved pairs and no o_proj bias.</summary>
     Helium,
+
+    /// <summary><c>granitemoehybrid</c> (IBM Granite 4.0 without experts: granite-4.0-350m/1b/micro and their -h hybrids):
+    /// Granite's multipliers, a fused gated MLP, and per <c>layer_types</c> attention (RoPE or none, per
+    /// position_embedding_type) or a Mamba-2 mixer (<see cref="ModelConfig.Mamba"/>).</summary>
+    GraniteMoeHybrid,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -341,6 +346,23 @@ public sealed record ModelConfig
     /// <summary>LFM2 <c>conv_bias</c> (default false): biases on a convolution layer's in_proj, kernel and out_proj.</summary>
     public bool ConvBias { get; init; }
 
+    /// <summary>Granite 4.0 <c>layer_types</c>: true where layer i is a Mamba-2 mixer ("mamba"), false where it is attention
+    /// ("attention"). Null outside granitemoehybrid.</summary>
+    public IReadOnlyList<bool>? MambaLayers { get; init; }
+
+    /// <summary>Whether layer <paramref name="layer"/> is a Mamba-2 mixer (Granite 4.0).</summary>
+    public bool IsMambaLayer(int layer) => MambaLayers != null && MambaLayers[layer];
+
+    /// <summary>Whether layer <paramref name="layer"/> is attention (neither LFM2's convolution nor a Mamba-2 mixer).</summary>
+    public bool IsAttentionLayer(int layer) => !IsConvLayer(layer) && !IsMambaLayer(layer);
+
+    /// <summary>The Mamba-2 mixers' shape (Granite 4.0's mamba_* keys); null outside granitemoehybrid.</summary>
+    public MambaShape? Mamba { get; init; }
+
+    /// <summary>Granite 4.0 <c>position_embedding_type</c>: "rope" rotates q and k in every attention layer; anything else
+    /// (null, "nope") uses no position encoding. Null outside granitemoehybrid.</summary>
+    public string? PositionEmbeddingType { get; init; }
+
     public HeadKind Head { get; init; } = HeadKind.LanguageModel;
 
     /// <summary>The JSON this config was loaded from, or null; <see cref="ToJson"/> starts from a copy of it.</summary>
@@ -435,7 +457,9 @@ public sealed record ModelConfig
         && ResidualMultiplier == other.ResidualMultiplier && LogitsScaling == other.LogitsScaling
         && ParallelResidual == other.ParallelResidual && WordEmbedProjDim == other.WordEmbedProjDim && NormBeforeBlock == other.NormBeforeBlock
         && (ConvLayers ?? []).SequenceEqual(other.ConvLayers ?? []) && (ConvLayers == null) == (other.ConvLayers == null)
-        && ConvWidth == other.ConvWidth && ConvBias == other.ConvBias;
+        && ConvWidth == other.ConvWidth && ConvBias == other.ConvBias
+        && (MambaLayers ?? []).SequenceEqual(other.MambaLayers ?? []) && (MambaLayers == null) == (other.MambaLayers == null)
+        && Mamba == other.Mamba && PositionEmbeddingType == other.PositionEmbeddingType;
 
     public override int GetHashCode() =>
         HashCode.Combine(Family, VocabSize, HiddenSize, NumLayers, NumHeads, NumKvHeads, HeadDim, IntermediateSize);
@@ -532,7 +556,8 @@ public sealed record ModelConfig
             AttnLogitSoftcap = table.GemmaAttention ? f.OptionalDoubleOrNull("attn_logit_softcapping", table.DefaultAttnSoftcap) : null,
             FinalLogitSoftcap = table.GemmaAttention ? f.OptionalDoubleOrNull("final_logit_softcapping", table.DefaultFinalSoftcap) : null,
             LocalRopeTheta = rope.LocalTheta,
-            RopeLayers = table.NoRopeLayers ? ParseRopeLayers(f, layers) : table.GlobalNoPe ? slidingLayers : null,
+            RopeLayers = table.NoRopeLayers ? ParseRopeLayers(f, layers) : table.GlobalNoPe ? slidingLayers
+                : table.MambaLayers && f.OptionalString("position_embedding_type") != "rope" ? new bool[Math.Max(0, layers)] : null,
             EmbeddingMultiplier = table.Multipliers ? f.OptionalDouble("embedding_multiplier") ?? 1.0 : null,
             AttentionMultiplier = table.Multipliers ? f.OptionalDouble("attention_multiplier") ?? 1.0 : null,
             ResidualMultiplier = table.Multipliers ? f.OptionalDouble("residual_multiplier") ?? 1.0 : null,
@@ -543,6 +568,9 @@ public sealed record ModelConfig
             ConvLayers = table.ShortConvLayers ? Lfm2ConvLayers(f, layers) : null,
             ConvWidth = table.ShortConvLayers ? f.OptionalInt("conv_L_cache") ?? 3 : 0,
             ConvBias = table.ShortConvLayers && (f.OptionalBool("conv_bias") ?? false),
+            MambaLayers = table.MambaLayers ? LayerKinds(f, layers, "mamba", "attention") ?? Enumerable.Repeat(true, Math.Max(0, layers)).ToArray() : null,
+            Mamba = table.MambaLayers ? ParseMamba(f, d) : null,
+            PositionEmbeddingType = table.MambaLayers ? f.OptionalString("position_embedding_type") ?? "nope" : null,
             BosTokenId = f.OptionalInt("bos_token_id"),
             PadTokenId = f.OptionalInt("pad_token_id"),
             EosTokenIds = f.IntOrIntList("eos_token_id"),
@@ -568,6 +596,35 @@ public sealed record ModelConfig
         if (multiple <= 0) throw f.Error("block_multiple_of", $"must be a positive integer, not {multiple}");
         size = (int)(multiplier * size);
         return multiple * ((size + multiple - 1) / multiple);
+    }
+
+    /// <summary>
+    /// Granite 4.0's Mamba-2 mixer from its keys (transformers' defaults): mamba_n_heads (128), mamba_d_head ("auto":
+    /// mamba_expand · hidden / heads), mamba_d_state (256), mamba_n_groups (1), mamba_d_conv (4), mamba_expand (2),
+    /// mamba_conv_bias (true), mamba_proj_bias (false), mamba_chunk_size (256: how the reference splits its scan; kept to
+    /// write back). Also refuses experts: num_local_experts (default 8) must be 0.
+    /// </summary>
+    private static MambaShape ParseMamba(ConfigFields f, int hidden)
+    {
+        int experts = f.OptionalInt("num_local_experts") ?? 8;
+        if (experts != 0)
+            throw f.Error("num_local_experts", $"{experts}{(f.Get("num_local_experts") == null ? " (transformers' default when absent)" : "")}: mixture-of-experts layers are not supported; the dense Granite 4.0 models (granite-4.0-350m, 1b, micro and their -h hybrids) have 0");
+        int expand = f.OptionalInt("mamba_expand") ?? 2;
+        int heads = f.OptionalInt("mamba_n_heads") ?? 128;
+        if (expand <= 0) throw f.Error("mamba_expand", $"must be a positive integer, not {expand}");
+        if (heads <= 0 || expand * hidden % heads != 0) throw f.Error("mamba_n_heads", $"{heads} must be positive and divide mamba_expand · hidden_size = {expand * hidden}");
+        int headDim = f.Get("mamba_d_head") is JsonValue v && v.TryGetValue(out string? auto) && auto == "auto" ? expand * hidden / heads
+            : f.OptionalInt("mamba_d_head") ?? expand * hidden / heads;
+        if (headDim * heads != expand * hidden)
+            throw f.Error("mamba_d_head", $"{headDim} · mamba_n_heads {heads} must equal mamba_expand · hidden_size = {expand * hidden}");
+        var shape = new MambaShape(heads, headDim, f.OptionalInt("mamba_d_state") ?? 256, f.OptionalInt("mamba_n_groups") ?? 1,
+            f.OptionalInt("mamba_d_conv") ?? 4, expand, f.OptionalBool("mamba_conv_bias") ?? true, f.OptionalBool("mamba_proj_bias") ?? false,
+            f.OptionalInt("mamba_chunk_size") ?? 256);
+        if (shape.StateSize <= 0) throw f.Error("mamba_d_state", $"must be a positive integer, not {shape.StateSize}");
+        if (shape.Groups <= 0 || heads % shape.Groups != 0) throw f.Error("mamba_n_groups", $"{shape.Groups} must be positive and divide mamba_n_heads {heads}");
+        if (shape.ConvWidth <= 0) throw f.Error("mamba_d_conv", $"must be a positive integer, not {shape.ConvWidth}");
+        if (shape.ChunkSize <= 0) throw f.Error("mamba_chunk_size", $"must be a positive integer, not {shape.ChunkSize}");
+        return shape;
     }
 
     /// <summary>LFM2's layer kinds: <c>layer_types</c> ("conv" or "full_attention" per layer), else the older
@@ -678,18 +735,18 @@ public sealed record ModelConfig
 
     /// <summary><c>layer_types</c> as flags, true where a layer is <paramref name="marked"/> and false where it is
     /// "full_attention" (anything else is an error naming the entry), or null when the key is absent.</summary>
-    private static bool[]? LayerKinds(ConfigFields f, int layers, string marked)
+    private static bool[]? LayerKinds(ConfigFields f, int layers, string marked, string other = "full_attention")
     {
         if (f.Get("layer_types") is not { } node) return null;
         if (node is not JsonArray list || list.Count != layers)
-            throw f.Error("layer_types", $"must be a list of {layers} entries (one per layer), each '{marked}' or 'full_attention'");
+            throw f.Error("layer_types", $"must be a list of {layers} entries (one per layer), each '{marked}' or '{other}'");
         var flags = new bool[layers];
         for (int i = 0; i < layers; i++)
         {
             string? type = list[i] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
             if (type == marked) flags[i] = true;
-            else if (type != "full_attention")
-                throw f.Error($"layer_types[{i}]", $"{list[i]?.ToJsonString() ?? "null"} is not '{marked}' or 'full_attention'");
+            else if (type != other)
+                throw f.Error($"layer_types[{i}]", $"{list[i]?.ToJsonString() ?? "null"} is not '{marked}' or '{other}'");
         }
         return flags;
     }
@@ -961,7 +1018,7 @@ public sealed record ModelConfig
         if (AttnLogitSoftcap is <= 0) throw Error($"field 'attn_logit_softcapping' must be positive or null, not {AttnLogitSoftcap}");
         if (FinalLogitSoftcap is <= 0) throw Error($"field 'final_logit_softcapping' must be positive or null, not {FinalLogitSoftcap}");
         if (LocalRopeTheta != null && !table.LocalRope) throw Error($"rope_local_base_freq is a gemma3_text field, not {family}'s");
-        if (RopeLayers != null && (!table.NoRopeLayers || RopeLayers.Count != NumLayers) && !table.GlobalNoPe)
+        if (RopeLayers != null && (!table.NoRopeLayers || RopeLayers.Count != NumLayers) && !table.GlobalNoPe && !table.MambaLayers)
             throw Error($"field 'no_rope_layers' needs one entry per layer ({NumLayers}) and is read for smollm3 only");
         // EXAONE 4: the rotating layers are the sliding ones whenever there is a window.
         if (table.GlobalNoPe && !(RopeLayers ?? []).SequenceEqual(SlidingWindow != null ? SlidingLayers ?? [] : []))
@@ -976,6 +1033,13 @@ public sealed record ModelConfig
         if (table.ShortConvLayers != (ConvLayers != null)) throw Error($"convolution layers (layer_types 'conv') are an lfm2 field, not {family}'s");
         if (ConvLayers != null && ConvLayers.Count != NumLayers) throw Error($"field 'layer_types' must hold one entry per layer ({NumLayers}), not {ConvLayers.Count}");
         if (table.ShortConvLayers && ConvWidth <= 0) throw Error($"field 'conv_L_cache' must be a positive integer, not {ConvWidth}");
+        if (table.MambaLayers != (MambaLayers != null) || table.MambaLayers != (Mamba != null) || table.MambaLayers != (PositionEmbeddingType != null))
+            throw Error($"Mamba-2 layers (layer_types 'mamba', mamba_* keys, position_embedding_type) are granitemoehybrid fields, not {family}'s");
+        if (MambaLayers != null && MambaLayers.Count != NumLayers) throw Error($"field 'layer_types' must hold one entry per layer ({NumLayers}), not {MambaLayers.Count}");
+        if (Mamba is { } m && (m.Heads <= 0 || m.HeadDim <= 0 || m.StateSize <= 0 || m.Groups <= 0 || m.Heads % m.Groups != 0 || m.ConvWidth <= 0 || m.Inner != m.Expand * HiddenSize))
+            throw Error($"the Mamba-2 shape {m} is inconsistent (heads · head size = mamba_expand · hidden_size, groups dividing heads, all positive)");
+        if (table.MambaLayers && !(RopeLayers ?? []).SequenceEqual(PositionEmbeddingType == "rope" ? [] : new bool[NumLayers]))
+            throw Error($"{family} rotates every attention layer when position_embedding_type is 'rope' and none otherwise");
         if (table.OptLayout != (WordEmbedProjDim != null) || table.OptLayout != (NormBeforeBlock != null))
             throw Error($"word_embed_proj_dim and do_layer_norm_before are opt fields, not {family}'s");
         if (WordEmbedProjDim is <= 0) throw Error($"field 'word_embed_proj_dim' must be a positive integer, not {WordEmbedProjDim}");
@@ -1231,6 +1295,22 @@ public sealed record ModelConfig
                 o["block_auto_adjust_ff_dim"] = false;
             }
         }
+        if (table.MambaLayers && Mamba is { } mamba)
+        {
+            o["layer_types"] = new JsonArray(Enumerable.Range(0, NumLayers).Select(l => (JsonNode?)(IsMambaLayer(l) ? "mamba" : "attention")).ToArray());
+            o["position_embedding_type"] = PositionEmbeddingType;
+            o["num_local_experts"] = 0;
+            o["mamba_n_heads"] = mamba.Heads;
+            // "auto" (the head size that heads · size = inner) stays as the source wrote it.
+            if (!(Source?["mamba_d_head"] is JsonValue auto && auto.TryGetValue(out string? spelled) && spelled == "auto")) o["mamba_d_head"] = mamba.HeadDim;
+            o["mamba_d_state"] = mamba.StateSize;
+            o["mamba_n_groups"] = mamba.Groups;
+            o["mamba_d_conv"] = mamba.ConvWidth;
+            o["mamba_expand"] = mamba.Expand;
+            o["mamba_conv_bias"] = mamba.ConvBias;
+            o["mamba_proj_bias"] = mamba.ProjBias;
+            o["mamba_chunk_size"] = mamba.ChunkSize;
+        }
         if (table.Biases is Checkpoints.BiasRule.AttentionAndMlpKeys) o["mlp_bias"] = MlpBias;
         if (table.Window is Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes) o["sliding_window"] = SlidingWindow;
         if (table.Window == Checkpoints.WindowRule.AttentionTypes)
@@ -1466,4 +1546,20 @@ public sealed record ModelConfig
             return [OptionalInt(key)!.Value];
         }
     }
+}
+
+/// <summary>
+/// The shape of Granite 4.0's Mamba-2 mixers: <see cref="Heads"/> heads of <see cref="HeadDim"/> channels (together
+/// mamba_expand · hidden_size = <see cref="Inner"/>), a state of <see cref="StateSize"/> per channel, B and C shared by
+/// <see cref="Groups"/> groups of heads, a depthwise convolution <see cref="ConvWidth"/> wide over x, B and C
+/// (<see cref="ConvDim"/> channels), biases on the convolution and on in_proj/out_proj as the keys say.
+/// <see cref="ChunkSize"/> only says how transformers splits its scan (the result does not depend on it).
+/// </summary>
+public sealed record MambaShape(int Heads, int HeadDim, int StateSize, int Groups, int ConvWidth, int Expand, bool ConvBias, bool ProjBias, int ChunkSize)
+{
+    public int Inner => Heads * HeadDim;
+    public int ConvDim => Inner + 2 * Groups * StateSize;
+
+    /// <summary>in_proj's rows: the gate z [I], then x, B and C [conv], then the time steps [H].</summary>
+    public int InProjRows => Inner + ConvDim + Heads;
 }

@@ -8,7 +8,8 @@ namespace AlignSharp.Models;
 /// that started later are left-padded and masked). The arrays come from <see cref="BufferPool"/> (cleared) and go back
 /// on <see cref="Dispose"/>: a generator calls it once per batch of rollouts, and fresh arrays cost page faults on
 /// every decoding step that reaches a new page (about 2% of a batch-8 step on a 0.5B model). An LFM2 convolution layer
-/// keeps no keys and values but its convolution's last inputs, [B, K − 1, D] (<see cref="ConvHistory"/>).
+/// keeps no keys and values but its convolution's last inputs, [B, K − 1, D] (<see cref="ConvHistory"/>); a Mamba-2 layer
+/// its convolution's last inputs [B, K − 1, conv channels] and its scan's state [B, H, P, N] (<see cref="SsmState"/>).
 /// </summary>
 public sealed class KvCache : IDisposable
 {
@@ -16,8 +17,8 @@ public sealed class KvCache : IDisposable
     public int Capacity { get; }
     public int Length { get; internal set; }
     private float[][]? _k, _v;
-    private readonly float[]?[] _conv;
-    private readonly int _convRows, _hidden;
+    private readonly float[]?[] _conv, _ssm;
+    private readonly int[] _convRows, _convChannels;
     internal readonly int KvHeads, HeadDim;
 
     public KvCache(ModelConfig config, int batch, int capacity)
@@ -31,13 +32,16 @@ public sealed class KvCache : IDisposable
         _k = new float[config.NumLayers][];
         _v = new float[config.NumLayers][];
         _conv = new float[config.NumLayers][];
-        _convRows = config.ConvWidth - 1;
-        _hidden = config.HiddenSize;
+        _ssm = new float[config.NumLayers][];
+        _convRows = new int[config.NumLayers];
+        _convChannels = new int[config.NumLayers];
         for (int l = 0; l < config.NumLayers; l++)
         {
-            if (config.IsConvLayer(l))
+            if (!config.IsAttentionLayer(l))
             {
-                _conv[l] = new float[batch * _convRows * _hidden];
+                (_convRows[l], _convChannels[l]) = config.IsConvLayer(l) ? (config.ConvWidth - 1, config.HiddenSize) : (config.Mamba!.ConvWidth - 1, config.Mamba.ConvDim);
+                _conv[l] = new float[batch * _convRows[l] * _convChannels[l]];
+                if (config.Mamba is { } m && config.IsMambaLayer(l)) _ssm[l] = new float[(long)batch * m.Heads * m.HeadDim * m.StateSize];
                 _k[l] = _v[l] = [];
                 continue;
             }
@@ -92,16 +96,19 @@ public sealed class KvCache : IDisposable
         return wide;
     }
 
-    /// <summary>An LFM2 convolution layer's last K − 1 inputs per row, [B, K − 1, D], oldest first (zeros before a
-    /// sequence starts).</summary>
+    /// <summary>A convolution layer's (LFM2's, or a Mamba-2 mixer's) last K − 1 inputs per row, [B, K − 1, C], oldest first
+    /// (zeros before a sequence starts).</summary>
     internal float[] ConvHistory(int layer) => _conv[layer] ?? throw new InvalidOperationException($"layer {layer} is no convolution layer");
 
-    /// <summary>After a pass over T new inputs u [B, T, D] of convolution layer <paramref name="layer"/>: the history
+    /// <summary>A Mamba-2 layer's scan state [B, H, P, N] (zeros before a sequence starts), which the scan reads and updates.</summary>
+    internal float[] SsmState(int layer) => _ssm[layer] ?? throw new InvalidOperationException($"layer {layer} is no Mamba-2 layer");
+
+    /// <summary>After a pass over T new inputs u [B, T, C] of convolution layer <paramref name="layer"/>: the history
     /// becomes the last K − 1 of (history, u).</summary>
     internal void PushConv(int layer, Tensor u)
     {
         var history = ConvHistory(layer);
-        int t = u.Dim(1), rows = _convRows, d = _hidden;
+        int t = u.Dim(1), rows = _convRows[layer], d = _convChannels[layer];
         if (rows == 0) return;
         var us = u.Span;
         for (int b = 0; b < Batch; b++)
@@ -118,6 +125,7 @@ public sealed class KvCache : IDisposable
     {
         Length = 0;
         foreach (var h in _conv) if (h != null) Array.Clear(h);
+        foreach (var h in _ssm) if (h != null) Array.Clear(h);
     }
 }
 
@@ -188,6 +196,18 @@ public sealed class TransformerModel
                 if (config.ConvBias) Add(p + "conv.kernel.bias", d);
                 AddLinear(p + "conv.out", d, d, config.ConvBias);
             }
+            else if (config.IsMambaLayer(l))
+            {
+                var m = config.Mamba!;
+                AddLinear(p + "mamba.in", m.InProjRows, d, m.ProjBias);
+                Add(p + "mamba.conv.weight", m.ConvDim, 1, m.ConvWidth);
+                if (m.ConvBias) Add(p + "mamba.conv.bias", m.ConvDim);
+                Add(p + "mamba.dt_bias", m.Heads);
+                Add(p + "mamba.a_log", m.Heads);
+                Add(p + "mamba.d", m.Heads);
+                Add(p + "mamba.norm.weight", m.Inner);
+                AddLinear(p + "mamba.out", d, m.Inner, m.ProjBias);
+            }
             else if (config.QkvLayout != Checkpoints.QkvLayout.Separate)
                 AddLinear(p + "attn.qkv", config.QueryDim + 2 * config.KvDim, d, config.AttentionQkvBias);   // GPT-2, GPT-NeoX, GPTBigCode: one projection, one GEMM
             else
@@ -196,8 +216,8 @@ public sealed class TransformerModel
                 AddLinear(p + "attn.k", config.KvDim, d, config.AttentionQkvBias);
                 AddLinear(p + "attn.v", config.KvDim, d, config.AttentionQkvBias);
             }
-            if (!config.IsConvLayer(l)) AddLinear(p + "attn.o", d, config.QueryDim, config.AttentionOutputBias);
-            if (config.QkNorm && !config.IsConvLayer(l))
+            if (config.IsAttentionLayer(l)) AddLinear(p + "attn.o", d, config.QueryDim, config.AttentionOutputBias);
+            if (config.QkNorm && config.IsAttentionLayer(l))
             {
                 AddNorm(p + "attn.q_norm", config.FullWidthQkNorm ? config.QueryDim : config.HeadDim);
                 AddNorm(p + "attn.k_norm", config.FullWidthQkNorm ? config.KvDim : config.HeadDim);
@@ -484,6 +504,7 @@ public sealed class TransformerModel
         string p = $"layers.{l}.";
         var h = c.InputNorms && !c.PostNorm ? Norm(x, p + "attn_norm") : x;
         if (c.IsConvLayer(l)) return BlockTail(x, h, ShortConv(h, l, pass), p, batch, seq, p + "conv.out");
+        if (c.IsMambaLayer(l)) return BlockTail(x, h, Mamba(h, l, pass), p, batch, seq, p + "mamba.out");
         int? window = c.WindowOf(l);
         Tensor q, k, v, a;
         var qkvLayout = c.QkvLayout;
@@ -574,9 +595,46 @@ public sealed class TransformerModel
             // A recorded pass reads the history again in its backward, after the cache has moved on.
             if (Autograd.IsEnabled) history = (float[])history.Clone();
         }
-        var conv = Ops.CausalConv(u, Parameter(p + "conv.kernel.weight"), c.ConvBias ? Parameter(p + "conv.kernel.bias") : null, history);
+        var conv = Ops.CausalConv(u, Parameter(p + "conv.kernel.weight"), c.ConvBias ? Parameter(p + "conv.kernel.bias") : null, history, pass.SegmentStarts);
         pass.Cache?.PushConv(l, u);
         return Ops.Mul(Ops.Slice(bcx, -1, d, d), conv);
+    }
+
+    /// <summary>
+    /// A Mamba-2 mixer (Granite 4.0, as transformers' BambaMixer) on the normed input h [B, T, D]: in_proj to the gate z [I],
+    /// xBC [I + 2·G·N] and the time steps [H]; xBC through the depthwise convolution and SiLU, split into x, B and C; the
+    /// selective scan (<see cref="Ops.SelectiveScan"/>); then RMSNorm(y ⊙ SiLU(z)) over all I channels → [B, T, I] (out_proj
+    /// is the caller's). Padding tokens are zeroed before in_proj, before the convolution and after it, so a left-padded
+    /// row gives its unpadded result (transformers zeroes h and the convolution's output; the same unless in_proj has a
+    /// bias, mamba_proj_bias, which the released models do not). Packed sequences neither convolve nor scan across their
+    /// starts. With a cache both continue from the cached inputs and state, which they then update.
+    /// </summary>
+    private Tensor Mamba(Tensor h, int l, BlockPass pass)
+    {
+        var m = Config.Mamba!;
+        string p = $"layers.{l}.mamba.";
+        int inner = m.Inner, gn = m.Groups * m.StateSize;
+        var keep = pass.PaddingKeep is { Length: > 0 } flags ? Tensor.FromArray(flags, pass.Batch, pass.Seq, 1) : null;
+        if (keep != null) h = Ops.Mul(h, keep);
+        var projected = Linear(h, p + "in");
+        var xbc = Ops.Slice(projected, -1, inner, m.ConvDim);
+        if (keep != null && m.ProjBias) xbc = Ops.Mul(xbc, keep);
+        float[]? history = null, state = null;
+        if (pass.Cache != null)
+        {
+            history = pass.Cache.ConvHistory(l);
+            state = pass.Cache.SsmState(l);
+            // A recorded pass reads the history again in its backward, after the cache has moved on (the scan keeps its own
+            // copy of the state it started from).
+            if (Autograd.IsEnabled) history = (float[])history.Clone();
+        }
+        var conv = Ops.Silu(Ops.CausalConv(xbc, Parameter(p + "conv.weight"), m.ConvBias ? Parameter(p + "conv.bias") : null, history, pass.SegmentStarts));
+        pass.Cache?.PushConv(l, xbc);
+        if (keep != null) conv = Ops.Mul(conv, keep);
+        var y = Ops.SelectiveScan(Ops.Slice(conv, -1, 0, inner), Ops.Slice(projected, -1, inner + m.ConvDim, m.Heads), Parameter(p + "a_log"),
+            Parameter(p + "dt_bias"), Ops.Slice(conv, -1, inner, gn), Ops.Slice(conv, -1, inner + gn, gn), Parameter(p + "d"), m.Groups, state, pass.SegmentStarts);
+        var gated = Ops.Mul(y, Ops.Silu(Ops.Slice(projected, -1, 0, inner)));
+        return Ops.RmsNorm(gated, Parameter(p + "norm.weight"), (float)Config.NormEps);
     }
 
     // The attention output projection, the residuals and the MLP of a block, given its input x, the attention's input h

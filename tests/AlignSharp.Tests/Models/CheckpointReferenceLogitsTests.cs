@@ -65,6 +65,7 @@ public sealed class CheckpointReferenceLogitsTests
                 var x = _c.InputNorms && !_c.PostNorm ? Norm(h, p + "attn_norm") : h;   // OLMo-2 has none, opt-350m norms after the adds
                 double[][] attnOut;
                 if (_c.IsConvLayer(l)) attnOut = Linear(ShortConv(x, p), p + "conv.out");   // LFM2's convolution layers
+                else if (_c.IsMambaLayer(l)) attnOut = Linear(Mamba(x, p + "mamba."), p + "mamba.out");   // Granite 4.0's Mamba-2 mixers
                 else
                 {
                     double[][] q, k, v;
@@ -308,6 +309,56 @@ public sealed class CheckpointReferenceLogitsTests
                 }
             }
             return y;
+        }
+
+        /// <summary>A Mamba-2 mixer step by step: [z | xBC | dt] = in_proj(x); xBC through the depthwise convolution (zeros
+        /// before the start) and SiLU, split into x, B, C; per head, δ = softplus(dt + dt_bias), S ← exp(δ·A)·S + δ·x ⊗ B with
+        /// A = −exp(A_log), y = S·C + D·x (B and C of the head's group); RMSNorm(y ⊙ SiLU(z)) over all channels.</summary>
+        private double[][] Mamba(double[][] x, string p)
+        {
+            var m = _c.Mamba!;
+            int T = x.Length, I = m.Inner, C = m.ConvDim, H = m.Heads, P = m.HeadDim, N = m.StateSize, K = m.ConvWidth, G = m.Groups;
+            static double Silu(double v) => v / (1 + Math.Exp(-v));
+            var proj = Linear(x, p + "in");
+            var w = _p[p + "conv.weight"];
+            var bias = Optional(p + "conv.bias");
+            var conv = new double[T][];
+            for (int t = 0; t < T; t++)
+            {
+                conv[t] = new double[C];
+                for (int c = 0; c < C; c++)
+                {
+                    double sum = bias?[c] ?? 0;
+                    for (int j = 0; j < K; j++)
+                        if (t - K + 1 + j >= 0) sum += w[c * K + j] * proj[t - K + 1 + j][I + c];
+                    conv[t][c] = Silu(sum);
+                }
+            }
+            var y = Enumerable.Range(0, T).Select(_ => new double[I]).ToArray();
+            for (int h = 0; h < H; h++)
+            {
+                double a = -Math.Exp(_p[p + "a_log"][h]);
+                int g = h / (H / G);
+                var state = new double[P * N];
+                for (int t = 0; t < T; t++)
+                {
+                    double raw = proj[t][I + C + h] + _p[p + "dt_bias"][h];
+                    double delta = raw > 20 ? raw : Math.Log(1 + Math.Exp(raw)), decay = Math.Exp(delta * a);
+                    for (int i = 0; i < P; i++)
+                    {
+                        double xv = conv[t][h * P + i], acc = 0;
+                        for (int n = 0; n < N; n++)
+                        {
+                            state[i * N + n] = decay * state[i * N + n] + delta * xv * conv[t][I + g * N + n];
+                            acc += state[i * N + n] * conv[t][I + G * N + g * N + n];
+                        }
+                        y[t][h * P + i] = acc + _p[p + "d"][h] * xv;
+                    }
+                }
+            }
+            for (int t = 0; t < T; t++)
+                for (int i = 0; i < I; i++) y[t][i] *= Silu(proj[t][i]);
+            return y.Select(r => RmsRow(r, _p[p + "norm.weight"])).ToArray();
         }
 
         /// <summary>The ALiBi paper's slope of head h for H heads: with n the largest power of two ≤ H, 2^(−8(h + 1)/n) for

@@ -26,7 +26,8 @@ public sealed class FamilyTests : IDisposable
         "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope",
         "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm", "bloom-hub-n-embed", "bloomz-save-pretrained",
         "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias",
-        "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global", "helium-interleaved-rope");
+        "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global", "helium-interleaved-rope",
+        "granite4-hybrid-mamba", "granite4-dense-rope");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -58,6 +59,10 @@ public sealed class FamilyTests : IDisposable
         if (conv >= 0)
             names.AddRange([$"layers.{conv}.conv.in.weight", $"layers.{conv}.conv.kernel.weight", $"layers.{conv}.conv.out.weight",
                 .. c.ConvBias ? [$"layers.{conv}.conv.kernel.bias"] : Array.Empty<string>()]);
+        // Granite 4.0: every part of the first Mamba-2 mixer.
+        int mamba = Enumerable.Range(0, c.NumLayers).FirstOrDefault(c.IsMambaLayer, -1);
+        if (mamba >= 0)
+            names.AddRange(new[] { "in.weight", "conv.weight", "conv.bias", "dt_bias", "a_log", "d", "norm.weight", "out.weight" }.Select(n => $"layers.{mamba}.mamba.{n}"));
         if (c.QkNorm) names.AddRange(conv >= 0 ? [$"layers.{attention}.attn.q_norm.weight", $"layers.{attention}.attn.k_norm.weight"]
             : ["layers.0.attn.q_norm.weight", "layers.1.attn.k_norm.weight"]);
         if (c.SandwichNorms) names.AddRange(["layers.0.attn_out_norm.weight", "layers.2.mlp_out_norm.weight"]);
@@ -147,6 +152,8 @@ public sealed class FamilyTests : IDisposable
     [InlineData("gpt-bigcode-multi-head", "transformer.h.0.attn.c_attn.bias", "transformer.ln_f.bias")]
     [InlineData("gpt-neo-local-global", "transformer.h.1.attn.attention.out_proj.bias", "transformer.wpe.weight")]
     [InlineData("helium-interleaved-rope", "model.layers.1.mlp.down_proj.bias", "model.layers.0.self_attn.v_proj.bias")]
+    [InlineData("granite4-hybrid-mamba", "model.layers.2.mamba.A_log", "model.layers.1.shared_mlp.input_linear.weight")]
+    [InlineData("granite4-dense-rope", "model.layers.2.self_attn.o_proj.bias", "lm_head.weight")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -530,6 +537,8 @@ public sealed class FamilyTests : IDisposable
     [InlineData("bloomz-save-pretrained")]
     [InlineData("lfm2-hybrid-conv")]
     [InlineData("lfm2-conv-bias-attn-idxs")]
+    [InlineData("granite4-hybrid-mamba")]
+    [InlineData("granite4-dense-rope")]
     public void LeftPaddedRowsMatchTheReferencesPaddedBatch(string fixture)
     {
         var model = Load(fixture);
@@ -552,6 +561,48 @@ public sealed class FamilyTests : IDisposable
                     Assert.True(Math.Abs(logits[t * vocab + v] - expected[t - pads][v]) <= absTol + relTol * Math.Abs(expected[t - pads][v]),
                         $"{fixture} t={t} v={v}: {logits[t * vocab + v]} vs {expected[t - pads][v]}");
         }
+    }
+
+    /// <summary>Granite 4.0's keys: layer_types ("mamba" / "attention"; absent: every layer a mixer, as transformers'
+    /// layers_block_type), the mamba_* shape with transformers' defaults ("auto" head size kept as written), RoPE only with
+    /// position_embedding_type "rope", the MLP width from shared_intermediate_size (not intermediate_size), experts refused
+    /// (num_local_experts absent means 8), bad values named.</summary>
+    [Fact]
+    public void GraniteMoeHybridKeysLayerKindsAndExperts()
+    {
+        foreach (var fixture in new[] { "granite4-hybrid-mamba", "granite4-dense-rope" })
+        {
+            var config = ModelConfig.Load(Fixtures.Dir(fixture));
+            Assert.Equal(config, ModelConfig.Parse(config.ToJson()));
+        }
+        var hybrid = ModelConfig.Load(Fixtures.Dir("granite4-hybrid-mamba"));
+        Assert.Equal([true, false, true, true], hybrid.MambaLayers);
+        Assert.Equal(new MambaShape(4, 16, 8, 2, 4, 2, true, false, 4), hybrid.Mamba);
+        Assert.Equal((48, 164), (hybrid.IntermediateSize, hybrid.Mamba!.InProjRows));   // shared_intermediate_size; z 64 + xBC (64 + 2·2·8) + dt 4
+        Assert.False(hybrid.UsesRope(1));   // "nope"
+        var dense = ModelConfig.Load(Fixtures.Dir("granite4-dense-rope"));
+        Assert.Equal((16, 40, true), (dense.Mamba!.HeadDim, dense.IntermediateSize, dense.UsesRope(0)));
+        var written = JsonNode.Parse(dense.ToJson())!.AsObject();
+        Assert.Equal(("auto", "rope", "[\"attention\",\"attention\",\"attention\"]"), ((string)written["mamba_d_head"]!, (string)written["position_embedding_type"]!, written["layer_types"]!.ToJsonString()));
+
+        const string shape = "\"model_type\":\"granitemoehybrid\",\"vocab_size\":10,\"hidden_size\":16,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"shared_intermediate_size\":8";
+        var defaults = ModelConfig.Parse("{" + shape + ",\"num_local_experts\":0,\"mamba_n_heads\":8}");
+        Assert.Equal([true, true], defaults.MambaLayers);
+        Assert.Equal(new MambaShape(8, 4, 256, 1, 4, 2, true, false, 256), defaults.Mamba);
+        Assert.Equal((false, 1e-6, 2048), (defaults.TieWordEmbeddings, defaults.NormEps, defaults.MaxPositions));
+        Assert.False(defaults.UsesRope(0));
+        Assert.Contains("field 'num_local_experts' 8 (transformers' default when absent): mixture-of-experts layers are not supported",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"mamba_n_heads\":8}")).Message);
+        Assert.Contains("field 'num_local_experts' 62: mixture-of-experts",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":62,\"mamba_n_heads\":8}")).Message);
+        Assert.Contains("field 'layer_types[1]' \"conv\" is not 'mamba' or 'attention'",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":0,\"mamba_n_heads\":8,\"layer_types\":[\"mamba\",\"conv\"]}")).Message);
+        Assert.Contains("field 'mamba_n_heads' 5 must be positive and divide mamba_expand · hidden_size = 32",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":0,\"mamba_n_heads\":5}")).Message);
+        Assert.Contains("field 'mamba_n_groups' 3 must be positive and divide mamba_n_heads 8",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":0,\"mamba_n_heads\":8,\"mamba_n_groups\":3}")).Message);
+        Assert.Contains("field 'mamba_d_head' 6 · mamba_n_heads 8 must equal mamba_expand · hidden_size = 32",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":0,\"mamba_n_heads\":8,\"mamba_d_head\":6}")).Message);
     }
 
     /// <summary>LFM2's keys: layer_types ("conv" / "full_attention") or the older full_attn_idxs, written back as
@@ -749,6 +800,7 @@ public sealed class FamilyTests : IDisposable
             var config = ModelConfig.Parse($"{{\"model_type\":\"{table.ModelType}\",\"vocab_size\":10,\"{k.HiddenSize}\":16,\"{k.NumLayers}\":3,\"{k.NumHeads}\":2"
                 + (k.IntermediateSize != null ? $",\"{k.IntermediateSize}\":16" : "")
                 + (table.Window == WindowRule.AttentionTypes ? ",\"attention_types\":[[[\"global\",\"local\",\"global\"],1]]" : "")   // GPT-Neo's default is 24 layers
+                + (table.MambaLayers ? ",\"num_local_experts\":0,\"mamba_n_heads\":4,\"mamba_d_state\":8" : "")   // Granite 4.0: no experts; every layer a mixer
                 + (k.HeadDim != null ? $",\"{k.HeadDim}\":8}}" : "}"));
             Assert.Equal(table.Family, config.Family);
             var json = JsonNode.Parse(config.ToJson())!;

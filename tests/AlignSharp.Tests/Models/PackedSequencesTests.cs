@@ -7,7 +7,8 @@ namespace AlignSharp.Tests.Models;
 /// <summary>
 /// SFT packing (`sft --packing`): sequences packed into one row with their segments and per-sequence positions give
 /// each sequence exactly the hidden states it has alone, in every kind of family (learned positions, RoPE, sliding
-/// windows and soft caps, NoPE layers, post-norms), with and without gradient checkpointing.
+/// windows and soft caps, NoPE layers, post-norms, LFM2's convolutions, Mamba-2 mixers), with and without gradient
+/// checkpointing.
 /// </summary>
 public sealed class PackedSequencesTests
 {
@@ -18,6 +19,8 @@ public sealed class PackedSequencesTests
     [InlineData("qwen2-sliding-window")]
     [InlineData("smollm3-nope")]
     [InlineData("olmo2-post-norm")]
+    [InlineData("lfm2-hybrid-conv")]        // convolutions that must not reach across a sequence's start
+    [InlineData("granite4-hybrid-mamba")]   // Mamba-2 mixers: convolution and scan state restart at each start
     public void EachPackedSequenceGetsItsOwnHiddenStates(string fixture)
     {
         var model = ModelIO.Load(Fixtures.Dir(fixture));

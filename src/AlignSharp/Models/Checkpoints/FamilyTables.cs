@@ -122,6 +122,11 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// (see <see cref="ModelConfig.ConvLayers"/>).</summary>
     public bool ShortConvLayers { get; init; }
 
+    /// <summary>Granite 4.0: each layer is attention or a Mamba-2 mixer per <c>layer_types</c> ("attention", "mamba"; absent:
+    /// every layer a mixer), the mixer's shape from the mamba_* keys (see <see cref="ModelConfig.Mamba"/>); RoPE only where
+    /// <c>position_embedding_type</c> is "rope", no position encoding otherwise; <c>num_local_experts</c> must be 0.</summary>
+    public bool MambaLayers { get; init; }
+
     /// <summary>Other spellings of <see cref="Keys"/>' fields that configs in the wild use (BLOOM: n_embed for hidden_size,
     /// num_attention_heads for n_head): a config that has the alias and not the key is read, and written back, with it.</summary>
     public (string Key, string Alias)[] KeyAliases { get; init; } = [];
@@ -735,7 +740,22 @@ internal static class FamilyTables
         DefaultRopeTheta = 100000,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2, GptBigCode, GptNeo, Helium];
+    /// <summary>Granite 4.0 without experts (GraniteMoeHybridForCausalLM: granite-4.0-350m, 1b and micro, all attention;
+    /// granite-4.0-h-350m, h-1b and h-micro, mostly Mamba-2): Granite's four multipliers, RMSNorm blocks whose first half
+    /// is attention (q/k/v/o biases per attention_bias) or a Mamba-2 mixer per layer_types, whose second is the "shared"
+    /// gated MLP (input_linear [2·I, D]: gate rows, then up; output_linear) of width shared_intermediate_size; RoPE per
+    /// position_embedding_type; transformers' GraniteMoeHybridConfig defaults. Mixture-of-experts layers are refused.</summary>
+    public static readonly FamilyTable GraniteMoeHybrid = new(ModelFamily.GraniteMoeHybrid, "granitemoehybrid", "GraniteMoeHybridForCausalLM", "GraniteMoeHybridForSequenceClassification", GraniteMoeHybridNameTable.Table)
+    {
+        Keys = ConfigKeys.Standard with { IntermediateSize = "shared_intermediate_size", HeadDim = null },
+        MambaLayers = true,
+        Multipliers = true,
+        Biases = BiasRule.AttentionBiasKey,
+        Activations = [("silu", HiddenActivation.Silu)],
+        DefaultMaxPositions = 2048,
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2, GptBigCode, GptNeo, Helium, GraniteMoeHybrid];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

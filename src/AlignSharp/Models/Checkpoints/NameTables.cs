@@ -462,6 +462,42 @@ internal static class Lfm2NameTable
         IgnoredPerLayer: []);
 }
 
+/// <summary>
+/// Granite 4.0 (granitemoehybrid): Llama's norms and attention names on attention layers, <c>mamba.*</c> on Mamba-2 layers
+/// (in_proj [I + conv + H, D], conv1d [conv, 1, K] with its bias, dt_bias, A_log and D [H], the gated norm [I], out_proj),
+/// and the shared MLP's fused <c>shared_mlp.input_linear</c> [2·I, D] (gate rows, then up) and <c>output_linear</c>.
+/// </summary>
+internal static class GraniteMoeHybridNameTable
+{
+    private static NameRule Attention(NameRule rule) => rule with { InLayer = (c, i) => c.IsAttentionLayer(i) };
+    private static NameRule Mamba(NameRule rule) => rule with { InLayer = (c, i) => c.IsMambaLayer(i) };
+    private static MambaShape M(ModelConfig c) => c.Mamba!;
+
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global: LlamaNameTable.GlobalRules,
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.AttentionRules.Select(Attention),
+            Mamba(new("layers.{i}.mamba.in.weight", "layers.{i}.mamba.in_proj.weight", false, c => [M(c).InProjRows, c.HiddenSize])),
+            Mamba(new("layers.{i}.mamba.in.bias", "layers.{i}.mamba.in_proj.bias", false, c => M(c).ProjBias ? [M(c).InProjRows] : null)),
+            Mamba(new("layers.{i}.mamba.conv.weight", "layers.{i}.mamba.conv1d.weight", false, c => [M(c).ConvDim, 1, M(c).ConvWidth])),
+            Mamba(new("layers.{i}.mamba.conv.bias", "layers.{i}.mamba.conv1d.bias", false, c => M(c).ConvBias ? [M(c).ConvDim] : null)),
+            Mamba(new("layers.{i}.mamba.dt_bias", "layers.{i}.mamba.dt_bias", false, c => [M(c).Heads])),
+            Mamba(new("layers.{i}.mamba.a_log", "layers.{i}.mamba.A_log", false, c => [M(c).Heads])),
+            Mamba(new("layers.{i}.mamba.d", "layers.{i}.mamba.D", false, c => [M(c).Heads])),
+            Mamba(new("layers.{i}.mamba.norm.weight", "layers.{i}.mamba.norm.weight", false, c => [M(c).Inner])),
+            Mamba(new("layers.{i}.mamba.out.weight", "layers.{i}.mamba.out_proj.weight", false, c => [c.HiddenSize, M(c).Inner])),
+            Mamba(new("layers.{i}.mamba.out.bias", "layers.{i}.mamba.out_proj.bias", false, c => M(c).ProjBias ? [c.HiddenSize] : null)),
+            new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
+            new("layers.{i}.mlp.gate.weight", "layers.{i}.shared_mlp.input_linear.weight", false, c => [c.IntermediateSize, c.HiddenSize], Fused: c => (0, 2 * c.IntermediateSize)),
+            new("layers.{i}.mlp.up.weight", "layers.{i}.shared_mlp.input_linear.weight", false, c => [c.IntermediateSize, c.HiddenSize], Fused: c => (c.IntermediateSize, 2 * c.IntermediateSize)),
+            new("layers.{i}.mlp.down.weight", "layers.{i}.shared_mlp.output_linear.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+        ],
+        IgnoredPerLayer: []);
+}
+
 /// <summary>GLM: Llama's names (q/k/v biases under attention_bias, none on o_proj) with Phi-3's fused
 /// <c>mlp.gate_up_proj</c>.</summary>
 internal static class GlmNameTable
