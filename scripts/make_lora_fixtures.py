@@ -195,6 +195,10 @@ def main():
     # convolution's input projection (B, C and x in one tensor).
     make("lfm2-in-out-w1", "lfm2-hybrid-conv", "model.", ["in_proj", "out_proj", "w1"], 4, 8, False, mf.lfm2_forward, 2012,
          body_prefix="model.")
+    # Granite 4.0's hybrid: in_proj and out_proj of the Mamba-2 mixers (out_proj only there: the attention's is o_proj),
+    # q_proj of its attention layer, and the shared MLP's fused input_linear (gate rows, then up).
+    make("granite4-mamba-in-out", "granite4-hybrid-mamba", "model.", ["in_proj", "out_proj", "q_proj", "input_linear"], 4, 8, False,
+         mf.granite4_forward, 2013, body_prefix="model.")
     make("llama-gqa-seqcls", "llama-gqa", "model.", ["q_proj", "v_proj", "down_proj"], 4, 8, False, mf.llama_forward, 2005,
          body_prefix="model.", score_head=True)
 
