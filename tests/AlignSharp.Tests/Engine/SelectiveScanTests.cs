@@ -128,7 +128,7 @@ public class SelectiveScanTests
 
     /// <summary>Finite differences of all seven inputs: one chunk; packed sequences; a continued state (which takes no
     /// gradient); longer than a backward chunk (the states recomputed from the kept ones).</summary>
-    public static void GradCheckCases()
+    internal static void GradCheckCases()
     {
         var rng = new Random(36);
         GradCheck.Check(x => Scan(x, 2), Inputs(rng, 2, 5, 4, 3, 2, 5));
