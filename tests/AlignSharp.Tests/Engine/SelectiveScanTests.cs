@@ -148,9 +148,9 @@ public class SelectiveScanTests
         Assert.Contains("aLog must be [H=2]", Assert.Throws<ArgumentException>(() => Ops.SelectiveScan(x[0], x[1], Tensor.Zeros(3), x[3], x[4], x[5], x[6], 1)).Message);
         Assert.Contains("B and C must both be", Assert.Throws<ArgumentException>(() => Ops.SelectiveScan(x[0], x[1], x[2], x[3], x[4], Tensor.Zeros(1, 3, 5), x[6], 1)).Message);
         Assert.Contains("state holds 3 floats", Assert.Throws<ArgumentException>(() => Ops.SelectiveScan(x[0], x[1], x[2], x[3], x[4], x[5], x[6], 1, new float[3])).Message);
-        Assert.Contains("packed sequences (segmentStarts) are for passes without a history", Assert.Throws<ArgumentException>(
+        Assert.Contains("packed sequences (segmentStarts) are for passes over whole sequences", Assert.Throws<ArgumentException>(
             () => Ops.SelectiveScan(x[0], x[1], x[2], x[3], x[4], x[5], x[6], 1, new float[16], [0, 0, 0])).Message);
-        Assert.Contains("segmentStarts[2] = 3 is not a start", Assert.Throws<ArgumentException>(
+        Assert.Contains("segmentStarts[2] = 3 must be in [0, 2]", Assert.Throws<ArgumentException>(
             () => Ops.SelectiveScan(x[0], x[1], x[2], x[3], x[4], x[5], x[6], 1, segmentStarts: [0, 0, 3])).Message);
     }
 }

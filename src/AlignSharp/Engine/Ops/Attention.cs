@@ -37,7 +37,7 @@ public static partial class Ops
         if (hkv == 0 || hq % hkv != 0)
             throw new ArgumentException($"CausalAttention: {hq} query heads are not a multiple of {hkv} key/value heads.");
         CheckAttentionOptions(bsz, s, positionOffset, keyMask, window, softCap, hq, alibiSlopes);
-        CheckSegments(segmentStarts, bsz, t, s, positionOffset);
+        CheckSegmentStarts(segmentStarts, bsz, t, positionOffset != 0 || s != t, nameof(CausalAttention));
         var geometry = new AttentionGeometry(bsz, t, s, hq, hkv, d, positionOffset, window, keyMask, scale ?? 1f / MathF.Sqrt(d), softCap ?? 0f,
             segmentStarts: segmentStarts, alibiSlopes: alibiSlopes);
         return Attend(geometry, [q, k, v], q, 0, k, 0, v, 0);
@@ -61,7 +61,7 @@ public static partial class Ops
             throw new ArgumentException($"CausalAttentionPacked: width {width} is not (Hq + 2·Hkv)·D = {heads}·D.");
         int d = width / heads;
         CheckAttentionOptions(bsz, t, positionOffset, keyMask, window, softCap, queryHeads, alibiSlopes);
-        CheckSegments(segmentStarts, bsz, t, t, positionOffset);
+        CheckSegmentStarts(segmentStarts, bsz, t, positionOffset != 0, nameof(CausalAttentionPacked));
         var geometry = new AttentionGeometry(bsz, t, t, queryHeads, kvHeads, d, positionOffset, window, keyMask,
             scale ?? 1f / MathF.Sqrt(d), softCap ?? 0f, packedLd: width, segmentStarts: segmentStarts, alibiSlopes: alibiSlopes);
         return Attend(geometry, [qkv], qkv, 0, qkv, queryHeads * d, qkv, (queryHeads + kvHeads) * d);
@@ -72,17 +72,20 @@ public static partial class Ops
     /// see, its sequence's first token: 0 ≤ start ≤ t, nondecreasing along each row, so each sequence attends only to
     /// itself.
     /// </summary>
-    private static void CheckSegments(int[]? segmentStarts, int bsz, int t, int s, int positionOffset)
+    /// <summary>Packed-sequence starts, as attention and the recurrent ops (convolution, scan) take them: B·T indices, each
+    /// at most its own step and at least the previous step's start; only for passes over whole sequences (no cache, no
+    /// history: a cached pass continues one sequence).</summary>
+    private static void CheckSegmentStarts(int[]? starts, int batch, int time, bool continuesSequence, string op)
     {
-        if (segmentStarts == null) return;
-        if (positionOffset != 0 || s != t) throw new ArgumentException("CausalAttention: segments (packed sequences) need the keys to be the queries (no cache).");
-        if (segmentStarts.Length != bsz * t) throw new ArgumentException($"CausalAttention: segmentStarts has {segmentStarts.Length} entries, B·T = {bsz * t} expected.");
-        for (int b = 0; b < bsz; b++)
-            for (int i = 0; i < t; i++)
+        if (starts == null) return;
+        if (continuesSequence) throw new ArgumentException($"{op}: packed sequences (segmentStarts) are for passes over whole sequences (no cache or history).");
+        if (starts.Length != batch * time) throw new ArgumentException($"{op}: segmentStarts has {starts.Length} entries, B·T = {batch * time} expected.");
+        for (int b = 0; b < batch; b++)
+            for (int t = 0; t < time; t++)
             {
-                int start = segmentStarts[b * t + i];
-                if (start < 0 || start > i || (i > 0 && start < segmentStarts[b * t + i - 1]))
-                    throw new ArgumentException($"CausalAttention: segmentStarts[{b}·T + {i}] = {start} must be in [0, {i}] and not below the previous query's.");
+                int start = starts[b * time + t];
+                if (start < 0 || start > t || (t > 0 && start < starts[b * time + t - 1]))
+                    throw new ArgumentException($"{op}: segmentStarts[{b * time + t}] = {start} must be in [0, {t}] and not below the previous step's.");
             }
     }
 

@@ -54,20 +54,4 @@ public static partial class Ops
             });
         return y;
     }
-
-    /// <summary>Packed-sequence starts for the recurrent ops (convolution, scan): B·T indices, each at most its own step and
-    /// at least the previous step's start; none with a history (a cached pass continues one sequence).</summary>
-    private static void CheckSegmentStarts(int[]? starts, int batch, int time, bool history, string op)
-    {
-        if (starts == null) return;
-        if (history) throw new ArgumentException($"{op}: packed sequences (segmentStarts) are for passes without a history.");
-        if (starts.Length != batch * time) throw new ArgumentException($"{op}: segmentStarts has {starts.Length} entries, B·T = {batch * time} expected.");
-        for (int b = 0; b < batch; b++)
-            for (int t = 0; t < time; t++)
-            {
-                int s = starts[b * time + t];
-                if (s < 0 || s > t || (t > 0 && s < starts[b * time + t - 1]))
-                    throw new ArgumentException($"{op}: segmentStarts[{b * time + t}] = {s} is not a start in [0, {t}] at or after the previous step's.");
-            }
-    }
 }
