@@ -1298,7 +1298,9 @@ public sealed record ModelConfig
         if (table.MambaLayers && Mamba is { } mamba)
         {
             o["layer_types"] = new JsonArray(Enumerable.Range(0, NumLayers).Select(l => (JsonNode?)(IsMambaLayer(l) ? "mamba" : "attention")).ToArray());
-            o["position_embedding_type"] = PositionEmbeddingType;
+            // Anything but "rope" means no position encoding: a source's null or "nope" stays as written.
+            bool sourceAgrees = Source?.ContainsKey("position_embedding_type") == true && ((Source["position_embedding_type"] as JsonValue)?.ToString() == "rope") == (PositionEmbeddingType == "rope");
+            if (!sourceAgrees) o["position_embedding_type"] = PositionEmbeddingType;
             o["num_local_experts"] = 0;
             o["mamba_n_heads"] = mamba.Heads;
             // "auto" (the head size that heads · size = inner) stays as the source wrote it.

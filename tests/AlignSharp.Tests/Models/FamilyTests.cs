@@ -585,6 +585,10 @@ public sealed class FamilyTests : IDisposable
         var written = JsonNode.Parse(dense.ToJson())!.AsObject();
         Assert.Equal(("auto", "rope", "[\"attention\",\"attention\",\"attention\"]"), ((string)written["mamba_d_head"]!, (string)written["position_embedding_type"]!, written["layer_types"]!.ToJsonString()));
 
+        var withNull = JsonNode.Parse(hybrid.ToJson())!.AsObject();
+        withNull["position_embedding_type"] = null;   // transformers' default: no position encoding, written back as null
+        var nullType = ModelConfig.Parse(withNull.ToJsonString());
+        Assert.Equal(("nope", "null"), (nullType.PositionEmbeddingType, JsonNode.Parse(nullType.ToJson())!["position_embedding_type"]?.ToJsonString() ?? "null"));
         const string shape = "\"model_type\":\"granitemoehybrid\",\"vocab_size\":10,\"hidden_size\":16,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"shared_intermediate_size\":8";
         var defaults = ModelConfig.Parse("{" + shape + ",\"num_local_experts\":0,\"mamba_n_heads\":8}");
         Assert.Equal([true, true], defaults.MambaLayers);
