@@ -40,16 +40,23 @@ public sealed class KvCache : IDisposable
             if (!config.IsAttentionLayer(l))
             {
                 (_convRows[l], _convChannels[l]) = config.IsConvLayer(l) ? (config.ConvWidth - 1, config.HiddenSize) : (config.Mamba!.ConvWidth - 1, config.Mamba.ConvDim);
-                _conv[l] = new float[batch * _convRows[l] * _convChannels[l]];
-                if (config.Mamba is { } m && config.IsMambaLayer(l)) _ssm[l] = new float[(long)batch * m.Heads * m.HeadDim * m.StateSize];
+                // Pooled as K and V are: at batch 8 a Granite-4.0-H cache's states are ~180 MB, whose page faults made a
+                // fresh cache cost more than a prompt pass.
+                _conv[l] = RentCleared(batch * _convRows[l] * _convChannels[l]);
+                if (config.Mamba is { } m && config.IsMambaLayer(l)) _ssm[l] = RentCleared(checked(batch * m.Heads * m.HeadDim * m.StateSize));
                 _k[l] = _v[l] = [];
                 continue;
             }
-            _k[l] = BufferPool.Rent(floats);
-            _v[l] = BufferPool.Rent(floats);
-            Array.Clear(_k[l]);
-            Array.Clear(_v[l]);
+            _k[l] = RentCleared(floats);
+            _v[l] = RentCleared(floats);
         }
+    }
+
+    private static float[] RentCleared(int floats)
+    {
+        var a = BufferPool.Rent(floats);
+        Array.Clear(a, 0, floats);
+        return a;
     }
 
     internal float[][] K => _k ?? throw new ObjectDisposedException(nameof(KvCache));
@@ -61,6 +68,13 @@ public sealed class KvCache : IDisposable
         if (_k == null || _v == null) return;
         foreach (var a in _k) if (a.Length > 0) BufferPool.Return(a);
         foreach (var a in _v) if (a.Length > 0) BufferPool.Return(a);
+        foreach (var layers in new[] { _conv, _ssm })
+            for (int l = 0; l < layers.Length; l++)
+                if (layers[l] is { } a)
+                {
+                    BufferPool.Return(a);
+                    layers[l] = null;
+                }
         _k = _v = null;
     }
 
@@ -98,10 +112,10 @@ public sealed class KvCache : IDisposable
 
     /// <summary>A convolution layer's (LFM2's, or a Mamba-2 mixer's) last K − 1 inputs per row, [B, K − 1, C], oldest first
     /// (zeros before a sequence starts).</summary>
-    internal float[] ConvHistory(int layer) => _conv[layer] ?? throw new InvalidOperationException($"layer {layer} is no convolution layer");
+    internal float[] ConvHistory(int layer) => _conv[layer] ?? throw (_k == null ? new ObjectDisposedException(nameof(KvCache)) : new InvalidOperationException($"layer {layer} is no convolution layer"));
 
     /// <summary>A Mamba-2 layer's scan state [B, H, P, N] (zeros before a sequence starts), which the scan reads and updates.</summary>
-    internal float[] SsmState(int layer) => _ssm[layer] ?? throw new InvalidOperationException($"layer {layer} is no Mamba-2 layer");
+    internal float[] SsmState(int layer) => _ssm[layer] ?? throw (_k == null ? new ObjectDisposedException(nameof(KvCache)) : new InvalidOperationException($"layer {layer} is no Mamba-2 layer"));
 
     /// <summary>After a pass over T new inputs u [B, T, C] of convolution layer <paramref name="layer"/>: the history
     /// becomes the last K − 1 of (history, u).</summary>

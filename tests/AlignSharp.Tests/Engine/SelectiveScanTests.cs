@@ -1,4 +1,5 @@
 using AlignSharp.Engine;
+using AlignSharp.Engine.Kernels;
 
 namespace AlignSharp.Tests.Engine;
 
@@ -137,6 +138,29 @@ public class SelectiveScanTests
         var state = Enumerable.Range(0, 2 * 2 * 3).Select(i => MathF.Cos(i)).ToArray();
         GradCheck.Check(x => Scan(x, 1, (float[])state.Clone()), Inputs(rng, 1, 3, 2, 2, 1, 3));
         GradCheck.Check(x => Scan(x, 1), Inputs(rng, 1, 67, 1, 1, 1, 2));
+        // More heads in a group than one backward part takes (8): two parts add into the group's dB and dC.
+        GradCheck.Check(x => Scan(x, 1), Inputs(rng, 1, 3, 10, 1, 1, 3));
+    }
+
+    /// <summary>The backward's sums do not depend on the thread count (parts of a group's heads are fixed, their sums
+    /// added in order): one thread and two give the same bits.</summary>
+    [Fact]
+    public void GradientsAreTheSameOnAnyThreadCount()
+    {
+        var rng = new Random(6);
+        var x = Inputs(rng, 2, 9, 20, 2, 2, 17);
+        float[][] Grads(int threads)
+        {
+            using var scope = ParallelFor.UseThreads(threads);
+            foreach (var t in x) t.ClearGrad();
+            var y = Scan(x, 2);
+            var w = Tensor.FromArray(Enumerable.Range(0, y.Length).Select(i => MathF.Sin(i)).ToArray(), y.Shape.ToArray());
+            Ops.Sum(Ops.Mul(y, w)).Backward();
+            return x.Select(t => t.Grad!.ToArray()).ToArray();
+        }
+        var one = Grads(1);
+        var two = Grads(2);
+        for (int i = 0; i < one.Length; i++) Assert.Equal(one[i], two[i]);
     }
 
     [Fact]
