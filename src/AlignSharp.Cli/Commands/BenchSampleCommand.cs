@@ -70,10 +70,10 @@ public static class BenchSampleCommand
             double? fixedGbs = r.GetValue(bandwidth);
             var probe = fixedGbs == null ? new MemoryBandwidth() : null;
             // Bytes one decode step reads: every weight matrix a Linear uses (embedding tables only by the rows
-            // looked up), norms and biases, and the filled part of the KV cache (averaged over the steps).
+            // looked up), norms and biases, and the cache: the filled part of the attention layers' keys and values
+            // (averaged over the steps), recurrent layers' inputs and states.
             long weightBytes = BenchModels.DecodeWeightBytes(model, b);
-            double kvBytes = (double)b * cfg.NumLayers * 2 * cfg.KvDim * sizeof(float) * (p + (n - 1) / 2.0);
-            double bytesPerStep = weightBytes + kvBytes;
+            double bytesPerStep = weightBytes + KvCache.StepBytes(cfg, b, p + (n - 1) / 2.0);
             double FloorMs(double gbs) => bytesPerStep / (gbs * 1e9) * 1e3;
             double DecodeMs(double fullS, double firstS) => Math.Max(1e-9, (fullS - firstS) / (n - 1) * 1e3);
             var full = new List<double>();

@@ -52,6 +52,24 @@ public sealed class KvCache : IDisposable
         }
     }
 
+    /// <summary>
+    /// Bytes one decoding step reads from a cache of <paramref name="batch"/> rows holding <paramref name="positions"/>
+    /// positions (fractional: an average over a run's steps), and writes back where it updates in place: each attention
+    /// layer's keys and values; each convolution layer's last inputs (LFM2, a Mamba-2 mixer), read once; each Mamba-2
+    /// layer's scan state, read and written once.
+    /// </summary>
+    public static double StepBytes(ModelConfig c, int batch, double positions)
+    {
+        double bytes = 0;
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            if (c.IsAttentionLayer(l)) bytes += 2.0 * c.KvDim * positions;
+            else if (c.IsConvLayer(l)) bytes += (c.ConvWidth - 1) * c.HiddenSize;
+            else if (c.Mamba is { } m) bytes += (m.ConvWidth - 1) * m.ConvDim + 2.0 * m.Heads * m.HeadDim * m.StateSize;
+        }
+        return bytes * batch * sizeof(float);
+    }
+
     private static float[] RentCleared(int floats)
     {
         var a = BufferPool.Rent(floats);

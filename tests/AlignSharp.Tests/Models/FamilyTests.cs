@@ -609,6 +609,19 @@ public sealed class FamilyTests : IDisposable
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":0,\"mamba_n_heads\":8,\"mamba_d_head\":6}")).Message);
     }
 
+    /// <summary>The cache bytes a decoding step reads (what `bench sample`'s bound counts), by layer kind, computed by hand:
+    /// the Granite 4.0 fixture (mamba, attention, mamba, mamba; kv 2 × 8; mixers of 4 heads × 16, state 8, conv 4 over
+    /// 64 + 2·2·8 = 96 channels) at batch 2 over 5 positions: the attention layer's keys and values 2·2·16·4·5 = 1280
+    /// bytes; each mixer its conv inputs 2·3·96·4 = 2304 and its state, read and written, 2·2·(4·16·8)·4 = 8192. LFM2's
+    /// (conv, conv, attention, conv, attention; kv 2 × 16; width 3 over 64 channels): 2·2·32·4·5 = 2560 per attention layer,
+    /// 2·2·64·4 = 1024 per convolution.</summary>
+    [Fact]
+    public void CacheStepBytesCountEachLayerKind()
+    {
+        Assert.Equal(1280 + 3 * (2304 + 8192), KvCache.StepBytes(ModelConfig.Load(Fixtures.Dir("granite4-hybrid-mamba")), 2, 5));
+        Assert.Equal(2 * 2560 + 3 * 1024, KvCache.StepBytes(ModelConfig.Load(Fixtures.Dir("lfm2-hybrid-conv")), 2, 5));
+    }
+
     /// <summary>LFM2's keys: layer_types ("conv" / "full_attention") or the older full_attn_idxs, written back as
     /// layer_types (and full_attn_idxs where the config had it); the MLP width from block_ff_dim or intermediate_size as
     /// transformers adjusts it (the fixtures' reference widths), left in the config's keys when they still give it and
