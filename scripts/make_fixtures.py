@@ -1950,22 +1950,28 @@ def lfm2_config(**over):
     return cfg
 
 
-def lfm2_fixture(name, seed, cfg, description):
-    """Weights, the reference cases, and a left-padded case: the 7-token case after 3 padding tokens, positions counted
-    from the first real token and the padding zeroed before each convolution, so its logits are the unpadded case's."""
+def padded_fixture(name, seed, cfg, description, weights, forward, pad_id, extra=None):
+    """Weights, the reference cases, and a left-padded case: the 7-token case after 3 padding tokens (pad_id), positions
+    counted from the first real token, padding masked as keys and zeroed in recurrent layers, so that its logits are the
+    unpadded case's."""
     g = torch.Generator().manual_seed(seed)
-    w = lfm2_weights(g, cfg)
+    w = weights(g, cfg)
     d = fresh_dir(name)
     write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
     write_config(d, cfg)
     cases = make_cases(g, cfg["vocab_size"])
-    padded_ids, padded_mask = [cfg["pad_token_id"]] * 3 + cases[1], [0] * 3 + [1] * len(cases[1])
+    padded_ids, padded_mask = [pad_id] * 3 + cases[1], [0] * 3 + [1] * len(cases[1])
     w64 = {k: t.double() for k, t in w.items()}
-    padded = lfm2_forward(w64, cfg, torch.tensor(padded_ids), padded_mask).to(torch.float32)[3:]
-    write_reference(d, description, cases, lfm2_forward, w, cfg, extra={
-        "mlp_width": lfm2_mlp_width(cfg),
+    padded = forward(w64, cfg, torch.tensor(padded_ids), padded_mask).to(torch.float32)[3:]
+    write_reference(d, description, cases, forward, w, cfg, extra={
+        **(extra or {}),
         "left_padded": {"input_ids": padded_ids, "attention_mask": padded_mask,
                         "logits": [[fmt(x) for x in row] for row in padded.tolist()]}})
+
+
+def lfm2_fixture(name, seed, cfg, description):
+    """The padded fixture of an LFM2 config: its padding is zeroed before each convolution."""
+    padded_fixture(name, seed, cfg, description, lfm2_weights, lfm2_forward, cfg["pad_token_id"], {"mlp_width": lfm2_mlp_width(cfg)})
 
 
 def fixture_lfm2():
@@ -2300,17 +2306,24 @@ def ssd_chunked(x, dt, a, b, c, chunk):
     return (y_diag + y_off).reshape(-1, *x.shape[1:])[:t]
 
 
-def granite4_mamba(w, cfg, p, x, m):
+def granite4_mamba(w, cfg, p, x, m, shape=None, scale_in=1.0, mup=None, norm="after", norm_groups=1):
     """One Mamba-2 mixer (modeling_bamba.py's BambaMixer, torch_forward without a cache) on x [T, D], mask m [T]:
     x zeroed at padding; in_proj to gate z [I], xBC [I + 2GN], dt [H]; xBC through the depthwise conv1d (bias, left
     padded by K - 1) and SiLU, zeroed at padding, split into x, B, C; dt = softplus(dt + dt_bias); A = -exp(A_log); the
     scan (ssd_chunked, chunks of mamba_chunk_size) plus D x; y * silu(z) RMS-normed over all I channels (the gated norm,
-    eps rms_norm_eps) times its weight; out_proj."""
-    heads, hd, n, groups, k_width, inner = granite4_mamba_shape(cfg)
+    eps rms_norm_eps) times its weight; out_proj. Falcon-H1 (modular_falcon_h1.py's FalconH1Mixer) passes its shape, the
+    input's multiplier, the µP vector over in_proj's output, and its norm: None (y * silu(z)), "before" (RMS per group of
+    y, times the weight, then * silu(z)) or "after" per group."""
+    heads, hd, n, groups, k_width, inner = shape or granite4_mamba_shape(cfg)
     t = x.shape[0]
     lin = linear(w)
-    proj = lin(x * m[:, None], p + "in_proj")
+    proj = lin(x * m[:, None] * scale_in, p + "in_proj")
+    if mup is not None:
+        proj = proj * mup
     z, xbc, dt = proj.split([inner, inner + 2 * groups * n, heads], dim=-1)
+    # The convolution's input zeroed at padding: a no-op unless in_proj has a bias (mamba_proj_bias), which transformers
+    # lets through there; AlignSharp gives a left-padded row its unpadded result, which this reference states.
+    xbc = xbc * m[:, None]
     conv = torch.nn.functional.conv1d(xbc.T[None], w[p + "conv1d.weight"], w.get(p + "conv1d.bias"), padding=k_width - 1, groups=xbc.shape[1])[0, :, :t].T
     conv = conv * torch.sigmoid(conv) * m[:, None]
     xx, b, c = conv.split([inner, groups * n, groups * n], dim=-1)
@@ -2321,8 +2334,20 @@ def granite4_mamba(w, cfg, p, x, m):
     c = c.reshape(t, groups, n).repeat_interleave(rep, dim=1)
     xx = xx.reshape(t, heads, hd)
     y = ssd_chunked(xx, dt, a, b, c, cfg.get("mamba_chunk_size", 256)) + w[p + "D"][:, None] * xx
-    y = y.reshape(t, inner) * torch.sigmoid(z) * z
-    y = rms_norm(y, w[p + "norm.weight"], cfg.get("rms_norm_eps", 1e-6))
+    y = y.reshape(t, inner)
+    gate = z * torch.sigmoid(z)
+    eps = cfg.get("rms_norm_eps", 1e-6)
+
+    def grouped_norm(v):
+        g = v.reshape(t, norm_groups, inner // norm_groups)
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + eps)
+        return g.reshape(t, inner) * w[p + "norm.weight"]
+    if norm is None:
+        y = y * gate
+    elif norm == "before":
+        y = grouped_norm(y) * gate
+    else:
+        y = grouped_norm(y * gate)
     return lin(y, p + "out_proj")
 
 
@@ -2369,10 +2394,43 @@ def granite4_forward(w, cfg, ids, mask=None):
     return h @ head.T / cfg.get("logits_scaling", 1.0)
 
 
-def granite4_weights(g, cfg):
+def attention_weights(g, w, p, cfg, bias):
+    """Llama's q/k/v/o projections under prefix p (biases on all four with bias), drawn in that order."""
     nh, nkv, hd, _ = llama_shapes(cfg)
+    d = cfg["hidden_size"]
+    for name, rows in (("q_proj", nh * hd), ("k_proj", nkv * hd), ("v_proj", nkv * hd)):
+        w[p + f"{name}.weight"] = randn(g, rows, d, std=0.2)
+        if bias:
+            w[p + f"{name}.bias"] = randn(g, rows, std=0.1)
+    w[p + "o_proj.weight"] = randn(g, d, nh * hd, std=0.2)
+    if bias:
+        w[p + "o_proj.bias"] = randn(g, d, std=0.1)
+
+
+def mamba_weights(g, w, p, cfg, shape, d, in_bias, out_bias, norm):
+    """A Mamba-2 mixer's tensors under prefix p, drawn in this order: in_proj, conv1d (and its bias with mamba_conv_bias),
+    the projections' biases where given, dt_bias, A_log (around log 1..H, transformers' initialisation), D, the gated
+    norm's weight where the mixer has one, out_proj."""
+    heads, _, n, groups, k_width, inner = shape
+    conv_dim = inner + 2 * groups * n
+    w[p + "in_proj.weight"] = randn(g, inner + conv_dim + heads, d, std=0.2)
+    w[p + "conv1d.weight"] = randn(g, conv_dim, 1, k_width, std=0.5)
+    if cfg.get("mamba_conv_bias", True):
+        w[p + "conv1d.bias"] = randn(g, conv_dim, std=0.1)
+    if in_bias:
+        w[p + "in_proj.bias"] = randn(g, inner + conv_dim + heads, std=0.1)
+    if out_bias:
+        w[p + "out_proj.bias"] = randn(g, d, std=0.1)
+    w[p + "dt_bias"] = randn(g, heads, std=0.5)
+    w[p + "A_log"] = torch.log(torch.arange(1, heads + 1, dtype=torch.float32)) + randn(g, heads, std=0.3)
+    w[p + "D"] = 1.0 + randn(g, heads, std=0.3)
+    if norm:
+        w[p + "norm.weight"] = norm_weight(g, inner)
+    w[p + "out_proj.weight"] = randn(g, d, inner, std=0.2)
+
+
+def granite4_weights(g, cfg):
     d, v, inner_mlp = cfg["hidden_size"], cfg["vocab_size"], cfg.get("shared_intermediate_size", 1024)
-    heads, _, n, groups, k_width, inner = granite4_mamba_shape(cfg)
     bias = cfg.get("attention_bias", False)
     w = {"model.embed_tokens.weight": randn(g, v, d, std=0.5), "model.norm.weight": norm_weight(g, d)}
     for i, kind in enumerate(granite4_layer_types(cfg)):
@@ -2380,27 +2438,10 @@ def granite4_weights(g, cfg):
         w[p + "input_layernorm.weight"] = norm_weight(g, d)
         w[p + "post_attention_layernorm.weight"] = norm_weight(g, d)
         if kind == "mamba":
-            conv_dim = inner + 2 * groups * n
-            w[p + "mamba.in_proj.weight"] = randn(g, inner + conv_dim + heads, d, std=0.2)
-            w[p + "mamba.conv1d.weight"] = randn(g, conv_dim, 1, k_width, std=0.5)
-            if cfg.get("mamba_conv_bias", True):
-                w[p + "mamba.conv1d.bias"] = randn(g, conv_dim, std=0.1)
-            if cfg.get("mamba_proj_bias", False):
-                w[p + "mamba.in_proj.bias"] = randn(g, inner + conv_dim + heads, std=0.1)
-                w[p + "mamba.out_proj.bias"] = randn(g, d, std=0.1)
-            w[p + "mamba.dt_bias"] = randn(g, heads, std=0.5)
-            w[p + "mamba.A_log"] = torch.log(torch.arange(1, heads + 1, dtype=torch.float32)) + randn(g, heads, std=0.3)
-            w[p + "mamba.D"] = 1.0 + randn(g, heads, std=0.3)
-            w[p + "mamba.norm.weight"] = norm_weight(g, inner)
-            w[p + "mamba.out_proj.weight"] = randn(g, d, inner, std=0.2)
+            proj_bias = cfg.get("mamba_proj_bias", False)
+            mamba_weights(g, w, p + "mamba.", cfg, granite4_mamba_shape(cfg), d, proj_bias, proj_bias, norm=True)
         else:
-            for name, rows in (("q_proj", nh * hd), ("k_proj", nkv * hd), ("v_proj", nkv * hd)):
-                w[p + f"self_attn.{name}.weight"] = randn(g, rows, d, std=0.2)
-                if bias:
-                    w[p + f"self_attn.{name}.bias"] = randn(g, rows, std=0.1)
-            w[p + "self_attn.o_proj.weight"] = randn(g, d, nh * hd, std=0.2)
-            if bias:
-                w[p + "self_attn.o_proj.bias"] = randn(g, d, std=0.1)
+            attention_weights(g, w, p + "self_attn.", cfg, bias)
         w[p + "shared_mlp.input_linear.weight"] = randn(g, 2 * inner_mlp, d, std=0.2)
         w[p + "shared_mlp.output_linear.weight"] = randn(g, d, inner_mlp, std=0.15)
     if not cfg.get("tie_word_embeddings", False):
@@ -2461,20 +2502,7 @@ def granite4_config(**over):
 
 
 def granite4_fixture(name, seed, cfg, description):
-    """Weights, the reference cases, and a left-padded case: the 7-token case after 3 padding tokens (positions counted
-    from the first real token, padding zeroed in the mixers and masked as keys), whose logits are the unpadded case's."""
-    g = torch.Generator().manual_seed(seed)
-    w = granite4_weights(g, cfg)
-    d = fresh_dir(name)
-    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
-    write_config(d, cfg)
-    cases = make_cases(g, cfg["vocab_size"])
-    padded_ids, padded_mask = [cfg["vocab_size"] - 1] * 3 + cases[1], [0] * 3 + [1] * len(cases[1])
-    w64 = {k: t.double() for k, t in w.items()}
-    padded = granite4_forward(w64, cfg, torch.tensor(padded_ids), padded_mask).to(torch.float32)[3:]
-    write_reference(d, description, cases, granite4_forward, w, cfg, extra={
-        "left_padded": {"input_ids": padded_ids, "attention_mask": padded_mask,
-                        "logits": [[fmt(x) for x in row] for row in padded.tolist()]}})
+    padded_fixture(name, seed, cfg, description, granite4_weights, granite4_forward, cfg["vocab_size"] - 1)
 
 
 def fixture_granite4():
@@ -2490,6 +2518,157 @@ def fixture_granite4():
                      position_embedding_type="rope", attention_bias=True, tie_word_embeddings=False, mamba_d_head="auto",
                      mamba_n_groups=1, shared_intermediate_size=40, vocab_size=88),
                      "granitemoehybrid: three attention layers with RoPE (base 10000), q/k/v/o biases, shared MLP 40, untied")
+
+
+def falcon_h1_shape(cfg):
+    """(heads, head size, state, groups, conv width, channels) of Falcon-H1's mixer with FalconH1Config's defaults."""
+    inner = cfg.get("mamba_d_ssm", 1024)
+    if inner is None:
+        inner = cfg.get("mamba_expand", 2) * cfg["hidden_size"]
+    heads = cfg.get("mamba_n_heads", 128)
+    head = cfg.get("mamba_d_head", "auto")
+    return heads, inner // heads if head == "auto" else head, cfg.get("mamba_d_state", 256), cfg.get("mamba_n_groups", 1), cfg.get("mamba_d_conv", 4), inner
+
+
+def falcon_h1_forward(w, cfg, ids, mask=None):
+    """Falcon-H1 as modular_falcon_h1.py, one sequence, mask [T]: embeddings * embedding_multiplier; per layer
+    x = RMS(h; input_layernorm), the mixer (granite4_mamba with x * ssm_in_multiplier, in_proj's output times the µP
+    vector of ssm_multipliers [z, x, B, C, dt] by part, the gated norm per mamba_n_groups only with mamba_rms_norm,
+    before the gate with mamba_norm_before_gate) times ssm_out_multiplier, plus attention on x * attention_in_multiplier
+    (k times key_multiplier, RoPE over positions counted from the first real token, hd^-1/2, padding keys masked) times
+    attention_out_multiplier, added to h; then h += down(up(y) * silu(gate(y) * mlp_multipliers[0])) * mlp_multipliers[1]
+    with y = RMS(h; pre_ff_layernorm); logits = RMS(h; final_layernorm) @ head^T * lm_head_multiplier."""
+    t = len(ids)
+    nh, nkv, hd, eps = llama_shapes(cfg)
+    m = torch.ones(t, dtype=torch.float64) if mask is None else torch.tensor(mask, dtype=torch.float64)
+    positions = ((m.cumsum(-1) - 1) * m).to(torch.float32)
+    inv = 1.0 / (cfg.get("rope_theta", 10000.0) ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    emb = torch.cat((positions[:, None] * inv[None, :],) * 2, dim=-1).double()
+    cos, sin = emb.cos(), emb.sin()
+    blocked = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1) | (m == 0)[None, :]
+    lin = linear(w)
+    shape = falcon_h1_shape(cfg)
+    heads, _, n, groups, _, inner = shape
+    zm, xm, bm, cm, dtm = cfg.get("ssm_multipliers") or [1.0] * 5
+    mup = torch.cat([torch.full((inner,), zm), torch.full((inner,), xm), torch.full((groups * n,), bm), torch.full((groups * n,), cm),
+                     torch.full((heads,), dtm)]).double()
+    norm = ("before" if cfg.get("mamba_norm_before_gate", True) else "after") if cfg.get("mamba_rms_norm", False) else None
+    gate_m, down_m = cfg.get("mlp_multipliers") or [1.0, 1.0]
+    h = w["model.embed_tokens.weight"][ids] * cfg.get("embedding_multiplier", 1.0)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        x = rms_norm(h, w[p + "input_layernorm.weight"], eps)
+        mixer = granite4_mamba(w, cfg, p + "mamba.", x, m, shape=shape, scale_in=cfg.get("ssm_in_multiplier", 1.0), mup=mup,
+                               norm=norm, norm_groups=groups) * cfg.get("ssm_out_multiplier", 1.0)
+        xa = x * cfg.get("attention_in_multiplier", 1.0)
+        q = lin(xa, p + "self_attn.q_proj").reshape(t, nh, hd).transpose(0, 1)
+        k = lin(xa, p + "self_attn.k_proj").reshape(t, nkv, hd).transpose(0, 1) * cfg.get("key_multiplier", 1.0)
+        v = lin(xa, p + "self_attn.v_proj").reshape(t, nkv, hd).transpose(0, 1)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        k, v = k.repeat_interleave(nh // nkv, dim=0), v.repeat_interleave(nh // nkv, dim=0)
+        s = (q @ k.transpose(-1, -2) / math.sqrt(hd)).masked_fill(blocked, torch.finfo(torch.float32).min)
+        attn = lin((torch.softmax(s, dim=-1) @ v).transpose(0, 1).reshape(t, nh * hd), p + "self_attn.o_proj")
+        h = h + (mixer + attn * cfg.get("attention_out_multiplier", 1.0))
+        y = rms_norm(h, w[p + "pre_ff_layernorm.weight"], eps)
+        g = lin(y, p + "feed_forward.gate_proj") * gate_m
+        h = h + lin(lin(y, p + "feed_forward.up_proj") * (g * torch.sigmoid(g)), p + "feed_forward.down_proj") * down_m
+    h = rms_norm(h, w["model.final_layernorm.weight"], eps)
+    head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
+    return h @ head.T * cfg.get("lm_head_multiplier", 1.0)
+
+
+def falcon_h1_weights(g, cfg):
+    d, v, mlp = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
+    attn_bias, mlp_bias = cfg.get("attention_bias", False), cfg.get("mlp_bias", False)
+    w = {"model.embed_tokens.weight": randn(g, v, d, std=0.5), "model.final_layernorm.weight": norm_weight(g, d)}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        w[p + "input_layernorm.weight"] = norm_weight(g, d)
+        w[p + "pre_ff_layernorm.weight"] = norm_weight(g, d)
+        attention_weights(g, w, p + "self_attn.", cfg, attn_bias)
+        mamba_weights(g, w, p + "mamba.", cfg, falcon_h1_shape(cfg), d, cfg.get("mamba_proj_bias", False),
+                      cfg.get("projectors_bias", False), norm=cfg.get("mamba_rms_norm", False))
+        for name, shape in (("gate_proj", (mlp, d)), ("up_proj", (mlp, d)), ("down_proj", (d, mlp))):
+            w[p + f"feed_forward.{name}.weight"] = randn(g, *shape, std=0.2)
+            if mlp_bias:
+                w[p + f"feed_forward.{name}.bias"] = randn(g, shape[0], std=0.1)
+    if not cfg.get("tie_word_embeddings", False):
+        w["lm_head.weight"] = randn(g, v, d, std=0.5)
+    return w
+
+
+def falcon_h1_config(**over):
+    """A small FalconH1Config as Falcon-H1-0.5B-Instruct's config.json spells it (µP multipliers of the released kind)."""
+    cfg = {
+        "architectures": ["FalconH1ForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "attention_in_multiplier": 1.0,
+        "attention_out_multiplier": 0.9375,
+        "bos_token_id": 1,
+        "embedding_multiplier": 5.656854249492381,
+        "eos_token_id": 11,
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "hidden_size": 32,
+        "initializer_range": 0.02,
+        "intermediate_size": 48,
+        "key_multiplier": 0.390625,
+        "lm_head_multiplier": 0.0390625,
+        "mamba_chunk_size": 4,
+        "mamba_conv_bias": True,
+        "mamba_d_conv": 4,
+        "mamba_d_head": 8,
+        "mamba_d_ssm": 48,
+        "mamba_d_state": 8,
+        "mamba_expand": 2,
+        "mamba_n_groups": 2,
+        "mamba_n_heads": 6,
+        "mamba_norm_before_gate": True,
+        "mamba_proj_bias": False,
+        "mamba_rms_norm": True,
+        "max_position_embeddings": 16384,
+        "mlp_bias": False,
+        "mlp_multipliers": [0.8838834764831844, 0.5859375],
+        "model_type": "falcon_h1",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 3,
+        "num_key_value_heads": 2,
+        "pad_token_id": 0,
+        "projectors_bias": False,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": None,
+        "rope_theta": 100000000000.0,
+        "ssm_in_multiplier": 1.25,
+        "ssm_multipliers": [0.3535533905932738, 0.25, 0.3535533905932738, 0.5, 0.3535533905932738],
+        "ssm_out_multiplier": 0.23570226039551587,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.52.0.dev0",
+        "use_cache": True,
+        "vocab_size": 94,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def falcon_h1_fixture(name, seed, cfg, description):
+    padded_fixture(name, seed, cfg, description, falcon_h1_weights, falcon_h1_forward, cfg["pad_token_id"])
+
+
+def fixture_falcon_h1():
+    # Falcon-H1-0.5B's layout in small: attention (heads 4 / kv 2 of 16) and a mixer (48 channels, not expand x hidden:
+    # mamba_d_ssm; 6 heads of 8 in 2 groups, state 8) in every layer, the gated norm per group before the gate, µP
+    # multipliers of the released kind everywhere, chunks of 4, untied.
+    falcon_h1_fixture("falcon-h1-mup", 1045, falcon_h1_config(), "falcon_h1: attention and a Mamba-2 mixer in each of 3 "
+                      "layers; mamba_d_ssm 48 (6 heads x 8, 2 groups, state 8); gated norm per group before the gate; "
+                      "multipliers on embeddings, keys, attention out, ssm in/out, in_proj parts, MLP gate/down, logits")
+    # The defaults' other branches: no gated norm (y * silu(z)), biases on attention, MLP, in_proj and out_proj, one
+    # group, tied, d_head auto.
+    falcon_h1_fixture("falcon-h1-no-norm-bias", 1046, falcon_h1_config(mamba_rms_norm=False, attention_bias=True, mlp_bias=True,
+                      mamba_proj_bias=True, projectors_bias=True, mamba_n_groups=1, mamba_d_head="auto", tie_word_embeddings=True,
+                      num_hidden_layers=2, vocab_size=90),
+                      "falcon_h1: no gated norm (y * silu(z)), biases on q/k/v/o, the MLP, in_proj and out_proj, one group, tied")
 
 
 def main():
@@ -2533,6 +2712,7 @@ def main():
     fixture_gpt_neo()
     fixture_helium()
     fixture_granite4()
+    fixture_falcon_h1()
 
 
 if __name__ == "__main__":

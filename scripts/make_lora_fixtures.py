@@ -199,6 +199,9 @@ def main():
     # q_proj of its attention layer, and the shared MLP's fused input_linear (gate rows, then up).
     make("granite4-mamba-in-out", "granite4-hybrid-mamba", "model.", ["in_proj", "out_proj", "q_proj", "input_linear"], 4, 8, False,
          mf.granite4_forward, 2013, body_prefix="model.")
+    # Falcon-H1: the mixer's in_proj and out_proj beside the attention's q_proj and o_proj, and the MLP's gate_proj.
+    make("falcon-h1-mixer-attn", "falcon-h1-mup", "model.", ["in_proj", "out_proj", "q_proj", "o_proj", "gate_proj"], 4, 8, False,
+         mf.falcon_h1_forward, 2014, body_prefix="model.")
     make("llama-gqa-seqcls", "llama-gqa", "model.", ["q_proj", "v_proj", "down_proj"], 4, 8, False, mf.llama_forward, 2005,
          body_prefix="model.", score_head=True)
 

@@ -108,6 +108,10 @@ public enum ModelFamily
     /// Granite's multipliers, a fused gated MLP, and per <c>layer_types</c> attention (RoPE or none, per
     /// position_embedding_type) or a Mamba-2 mixer (<see cref="ModelConfig.Mamba"/>).</summary>
     GraniteMoeHybrid,
+
+    /// <summary><c>falcon_h1</c> (TII's Falcon-H1-0.5B/1.5B/3B): every layer attention and a Mamba-2 mixer side by side on
+    /// the same normed input, a Llama MLP, µP multipliers throughout (<see cref="ModelConfig.Falcon"/>).</summary>
+    FalconH1,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -353,8 +357,12 @@ public sealed record ModelConfig
     /// <summary>Whether layer <paramref name="layer"/> is a Mamba-2 mixer (Granite 4.0).</summary>
     public bool IsMambaLayer(int layer) => MambaLayers != null && MambaLayers[layer];
 
-    /// <summary>Whether layer <paramref name="layer"/> is attention (neither LFM2's convolution nor a Mamba-2 mixer).</summary>
-    public bool IsAttentionLayer(int layer) => !IsConvLayer(layer) && !IsMambaLayer(layer);
+    /// <summary>Whether layer <paramref name="layer"/> has attention: not LFM2's convolution, and not a Mamba-2 mixer alone
+    /// (Falcon-H1's layers have both).</summary>
+    public bool HasAttention(int layer) => !IsConvLayer(layer) && (!IsMambaLayer(layer) || Table.ParallelMamba);
+
+    /// <summary>Falcon-H1's multipliers; null elsewhere.</summary>
+    public FalconMultipliers? Falcon { get; init; }
 
     /// <summary>The Mamba-2 mixers' shape (Granite 4.0's mamba_* keys); null outside granitemoehybrid.</summary>
     public MambaShape? Mamba { get; init; }
@@ -459,7 +467,7 @@ public sealed record ModelConfig
         && (ConvLayers ?? []).SequenceEqual(other.ConvLayers ?? []) && (ConvLayers == null) == (other.ConvLayers == null)
         && ConvWidth == other.ConvWidth && ConvBias == other.ConvBias
         && (MambaLayers ?? []).SequenceEqual(other.MambaLayers ?? []) && (MambaLayers == null) == (other.MambaLayers == null)
-        && Mamba == other.Mamba && PositionEmbeddingType == other.PositionEmbeddingType;
+        && Mamba == other.Mamba && PositionEmbeddingType == other.PositionEmbeddingType && Falcon == other.Falcon;
 
     public override int GetHashCode() =>
         HashCode.Combine(Family, VocabSize, HiddenSize, NumLayers, NumHeads, NumKvHeads, HeadDim, IntermediateSize);
@@ -568,9 +576,11 @@ public sealed record ModelConfig
             ConvLayers = table.ShortConvLayers ? Lfm2ConvLayers(f, layers) : null,
             ConvWidth = table.ShortConvLayers ? f.OptionalInt("conv_L_cache") ?? 3 : 0,
             ConvBias = table.ShortConvLayers && (f.OptionalBool("conv_bias") ?? false),
-            MambaLayers = table.MambaLayers ? LayerKinds(f, layers, "mamba", "attention") ?? Enumerable.Repeat(true, Math.Max(0, layers)).ToArray() : null,
-            Mamba = table.MambaLayers ? ParseMamba(f, d) : null,
+            MambaLayers = table.MambaLayers ? LayerKinds(f, layers, "mamba", "attention") ?? Enumerable.Repeat(true, Math.Max(0, layers)).ToArray()
+                : table.ParallelMamba ? Enumerable.Repeat(true, Math.Max(0, layers)).ToArray() : null,
+            Mamba = table.MambaLayers ? ParseMamba(f, d) : table.ParallelMamba ? ParseFalconMamba(f, d) : null,
             PositionEmbeddingType = table.MambaLayers ? f.OptionalString("position_embedding_type") ?? "nope" : null,
+            Falcon = table.ParallelMamba ? ParseFalconMultipliers(f) : null,
             BosTokenId = f.OptionalInt("bos_token_id"),
             PadTokenId = f.OptionalInt("pad_token_id"),
             EosTokenIds = f.IntOrIntList("eos_token_id"),
@@ -598,6 +608,20 @@ public sealed record ModelConfig
         return multiple * ((size + multiple - 1) / multiple);
     }
 
+    /// <summary>The mamba_* keys both families spell alike; a head size written "auto" (channels / heads) stays so.</summary>
+    private void WriteMambaKeys(JsonObject o, MambaShape m)
+    {
+        o["mamba_n_heads"] = m.Heads;
+        if (!(Source?["mamba_d_head"] is JsonValue auto && auto.TryGetValue(out string? spelled) && spelled == "auto")) o["mamba_d_head"] = m.HeadDim;
+        o["mamba_d_state"] = m.StateSize;
+        o["mamba_n_groups"] = m.Groups;
+        o["mamba_d_conv"] = m.ConvWidth;
+        o["mamba_expand"] = m.Expand;
+        o["mamba_conv_bias"] = m.ConvBias;
+        o["mamba_proj_bias"] = m.ProjBias;
+        o["mamba_chunk_size"] = m.ChunkSize;
+    }
+
     /// <summary>
     /// Granite 4.0's Mamba-2 mixer from its keys (transformers' defaults): mamba_n_heads (128), mamba_d_head ("auto":
     /// mamba_expand · hidden / heads), mamba_d_state (256), mamba_n_groups (1), mamba_d_conv (4), mamba_expand (2),
@@ -617,14 +641,70 @@ public sealed record ModelConfig
             : f.OptionalInt("mamba_d_head") ?? expand * hidden / heads;
         if (headDim * heads != expand * hidden)
             throw f.Error("mamba_d_head", $"{headDim} · mamba_n_heads {heads} must equal mamba_expand · hidden_size = {expand * hidden}");
+        bool projBias = f.OptionalBool("mamba_proj_bias") ?? false;
         var shape = new MambaShape(heads, headDim, f.OptionalInt("mamba_d_state") ?? 256, f.OptionalInt("mamba_n_groups") ?? 1,
-            f.OptionalInt("mamba_d_conv") ?? 4, expand, f.OptionalBool("mamba_conv_bias") ?? true, f.OptionalBool("mamba_proj_bias") ?? false,
-            f.OptionalInt("mamba_chunk_size") ?? 256);
+            f.OptionalInt("mamba_d_conv") ?? 4, expand, f.OptionalBool("mamba_conv_bias") ?? true, projBias,
+            f.OptionalInt("mamba_chunk_size") ?? 256) { NormGroups = 1, NormBeforeGate = false, OutBias = projBias };
+        return CheckMamba(f, shape);
+    }
+
+    /// <summary>The checks both families' mixers share: positive sizes, groups dividing heads.</summary>
+    private static MambaShape CheckMamba(ConfigFields f, MambaShape shape)
+    {
+        int heads = shape.Heads;
         if (shape.StateSize <= 0) throw f.Error("mamba_d_state", $"must be a positive integer, not {shape.StateSize}");
         if (shape.Groups <= 0 || heads % shape.Groups != 0) throw f.Error("mamba_n_groups", $"{shape.Groups} must be positive and divide mamba_n_heads {heads}");
         if (shape.ConvWidth <= 0) throw f.Error("mamba_d_conv", $"must be a positive integer, not {shape.ConvWidth}");
         if (shape.ChunkSize <= 0) throw f.Error("mamba_chunk_size", $"must be a positive integer, not {shape.ChunkSize}");
         return shape;
+    }
+
+    /// <summary>
+    /// Falcon-H1's Mamba-2 mixer from its keys (transformers' FalconH1Config defaults): mamba_d_ssm channels (1024; null:
+    /// mamba_expand · hidden), mamba_n_heads (128) of mamba_d_head ("auto": d_ssm / heads), mamba_d_state (256),
+    /// mamba_n_groups (1), mamba_d_conv (4), mamba_conv_bias (true), mamba_proj_bias (false: in_proj), projectors_bias
+    /// (false: out_proj), and the gated norm only with mamba_rms_norm (false; then per group, before the gate with
+    /// mamba_norm_before_gate, true); without it y ⊙ SiLU(z).
+    /// </summary>
+    private static MambaShape ParseFalconMamba(ConfigFields f, int hidden)
+    {
+        int expand = f.OptionalInt("mamba_expand") ?? 2;
+        int inner = f.OptionalIntOrNull("mamba_d_ssm", 1024) ?? expand * hidden;
+        int heads = f.OptionalInt("mamba_n_heads") ?? 128;
+        if (heads <= 0 || inner % heads != 0) throw f.Error("mamba_n_heads", $"{heads} must be positive and divide the mixer's {inner} channels (mamba_d_ssm)");
+        int headDim = f.Get("mamba_d_head") is JsonValue v && v.TryGetValue(out string? auto) && auto == "auto" ? inner / heads
+            : f.OptionalInt("mamba_d_head") ?? inner / heads;
+        if (headDim * heads != inner) throw f.Error("mamba_d_head", $"{headDim} · mamba_n_heads {heads} must equal the mixer's {inner} channels (mamba_d_ssm)");
+        int groups = f.OptionalInt("mamba_n_groups") ?? 1;
+        bool norm = f.OptionalBool("mamba_rms_norm") ?? false;
+        if (f.Get("time_step_limit") is JsonArray limit && !(limit.Count == 2 && limit[0] is JsonValue lo && lo.TryGetValue(out double low) && low == 0 && limit[1] is JsonValue hi && hi.TryGetValue(out double high) && double.IsPositiveInfinity(high)))
+            throw f.Error("time_step_limit", $"{limit.ToJsonString()} is not supported (time steps clamped); only (0, inf), transformers' default");
+        return CheckMamba(f, new MambaShape(heads, headDim, f.OptionalInt("mamba_d_state") ?? 256, groups, f.OptionalInt("mamba_d_conv") ?? 4, expand,
+            f.OptionalBool("mamba_conv_bias") ?? true, f.OptionalBool("mamba_proj_bias") ?? false, f.OptionalInt("mamba_chunk_size") ?? 256)
+        {
+            NormGroups = norm ? groups : 0,
+            NormBeforeGate = f.OptionalBool("mamba_norm_before_gate") ?? true,
+            OutBias = f.OptionalBool("projectors_bias") ?? false,
+        });
+    }
+
+    /// <summary>Falcon-H1's µP multipliers (each 1 by default): embedding_multiplier, lm_head_multiplier, mlp_multipliers
+    /// [gate, down], key_multiplier, attention_in/out_multiplier, ssm_in/out_multiplier, ssm_multipliers [z, x, B, C, dt].</summary>
+    private static FalconMultipliers ParseFalconMultipliers(ConfigFields f)
+    {
+        double[] List(string key, int n)
+        {
+            if (f.Get(key) is not { } node) return Enumerable.Repeat(1.0, n).ToArray();
+            if (node is not JsonArray a || a.Count != n || a.Any(e => e is not JsonValue ev || !ev.TryGetValue(out double _)))
+                throw f.Error(key, $"must be a list of {n} numbers, not {node.ToJsonString()}");
+            return a.Select(e => e!.GetValue<double>()).ToArray();
+        }
+        var mlp = List("mlp_multipliers", 2);
+        var ssm = List("ssm_multipliers", 5);
+        double One(string key) => f.OptionalDouble(key) ?? 1.0;
+        return new FalconMultipliers(One("embedding_multiplier"), One("lm_head_multiplier"), mlp[0], mlp[1], One("key_multiplier"),
+            One("attention_in_multiplier"), One("attention_out_multiplier"), One("ssm_in_multiplier"), One("ssm_out_multiplier"),
+            ssm[0], ssm[1], ssm[2], ssm[3], ssm[4]);
     }
 
     /// <summary>LFM2's layer kinds: <c>layer_types</c> ("conv" or "full_attention" per layer), else the older
@@ -1033,11 +1113,14 @@ public sealed record ModelConfig
         if (table.ShortConvLayers != (ConvLayers != null)) throw Error($"convolution layers (layer_types 'conv') are an lfm2 field, not {family}'s");
         if (ConvLayers != null && ConvLayers.Count != NumLayers) throw Error($"field 'layer_types' must hold one entry per layer ({NumLayers}), not {ConvLayers.Count}");
         if (table.ShortConvLayers && ConvWidth <= 0) throw Error($"field 'conv_L_cache' must be a positive integer, not {ConvWidth}");
-        if (table.MambaLayers != (MambaLayers != null) || table.MambaLayers != (Mamba != null) || table.MambaLayers != (PositionEmbeddingType != null))
-            throw Error($"Mamba-2 layers (layer_types 'mamba', mamba_* keys, position_embedding_type) are granitemoehybrid fields, not {family}'s");
+        bool mixers = table.MambaLayers || table.ParallelMamba;
+        if (mixers != (MambaLayers != null) || mixers != (Mamba != null) || table.MambaLayers != (PositionEmbeddingType != null) || table.ParallelMamba != (Falcon != null))
+            throw Error($"Mamba-2 layers (layer_types 'mamba', mamba_* keys, position_embedding_type, Falcon-H1's multipliers) are granitemoehybrid and falcon_h1 fields, not {family}'s");
         if (MambaLayers != null && MambaLayers.Count != NumLayers) throw Error($"field 'layer_types' must hold one entry per layer ({NumLayers}), not {MambaLayers.Count}");
-        if (Mamba is { } m && (m.Heads <= 0 || m.HeadDim <= 0 || m.StateSize <= 0 || m.Groups <= 0 || m.Heads % m.Groups != 0 || m.ConvWidth <= 0 || m.Inner != m.Expand * HiddenSize))
-            throw Error($"the Mamba-2 shape {m} is inconsistent (heads · head size = mamba_expand · hidden_size, groups dividing heads, all positive)");
+        if (table.ParallelMamba && MambaLayers!.Contains(false)) throw Error($"{family} has a mixer in every layer");
+        if (Mamba is { } m && (m.Heads <= 0 || m.HeadDim <= 0 || m.StateSize <= 0 || m.Groups <= 0 || m.Heads % m.Groups != 0 || m.ConvWidth <= 0
+                               || m.NormGroups < 0 || m.NormGroups > 0 && m.Inner % m.NormGroups != 0 || table.MambaLayers && m.Inner != m.Expand * HiddenSize))
+            throw Error($"the Mamba-2 shape {m} is inconsistent (heads · head size = the mixer's channels, groups dividing heads and channels, all positive)");
         if (table.MambaLayers && !(RopeLayers ?? []).SequenceEqual(PositionEmbeddingType == "rope" ? [] : new bool[NumLayers]))
             throw Error($"{family} rotates every attention layer when position_embedding_type is 'rope' and none otherwise");
         if (table.OptLayout != (WordEmbedProjDim != null) || table.OptLayout != (NormBeforeBlock != null))
@@ -1302,16 +1385,25 @@ public sealed record ModelConfig
             bool sourceAgrees = Source?.ContainsKey("position_embedding_type") == true && ((Source["position_embedding_type"] as JsonValue)?.ToString() == "rope") == (PositionEmbeddingType == "rope");
             if (!sourceAgrees) o["position_embedding_type"] = PositionEmbeddingType;
             o["num_local_experts"] = 0;
-            o["mamba_n_heads"] = mamba.Heads;
-            // "auto" (the head size that heads · size = inner) stays as the source wrote it.
-            if (!(Source?["mamba_d_head"] is JsonValue auto && auto.TryGetValue(out string? spelled) && spelled == "auto")) o["mamba_d_head"] = mamba.HeadDim;
-            o["mamba_d_state"] = mamba.StateSize;
-            o["mamba_n_groups"] = mamba.Groups;
-            o["mamba_d_conv"] = mamba.ConvWidth;
-            o["mamba_expand"] = mamba.Expand;
-            o["mamba_conv_bias"] = mamba.ConvBias;
-            o["mamba_proj_bias"] = mamba.ProjBias;
-            o["mamba_chunk_size"] = mamba.ChunkSize;
+            WriteMambaKeys(o, mamba);
+        }
+        if (table.ParallelMamba && Mamba is { } fm && Falcon is { } mult)
+        {
+            WriteMambaKeys(o, fm);
+            o["mamba_d_ssm"] = fm.Inner;
+            o["projectors_bias"] = fm.OutBias;
+            o["mamba_rms_norm"] = fm.NormGroups > 0;
+            o["mamba_norm_before_gate"] = fm.NormBeforeGate;
+            o["mamba_chunk_size"] = fm.ChunkSize;
+            o["embedding_multiplier"] = mult.Embedding;
+            o["lm_head_multiplier"] = mult.LmHead;
+            o["mlp_multipliers"] = new JsonArray(mult.MlpGate, mult.MlpDown);
+            o["key_multiplier"] = mult.Key;
+            o["attention_in_multiplier"] = mult.AttentionIn;
+            o["attention_out_multiplier"] = mult.AttentionOut;
+            o["ssm_in_multiplier"] = mult.SsmIn;
+            o["ssm_out_multiplier"] = mult.SsmOut;
+            o["ssm_multipliers"] = new JsonArray(mult.SsmZ, mult.SsmX, mult.SsmB, mult.SsmC, mult.SsmDt);
         }
         if (table.Biases is Checkpoints.BiasRule.AttentionAndMlpKeys) o["mlp_bias"] = MlpBias;
         if (table.Window is Checkpoints.WindowRule.EveryLayer or Checkpoints.WindowRule.LayerTypes) o["sliding_window"] = SlidingWindow;
@@ -1559,9 +1651,27 @@ public sealed record ModelConfig
 /// </summary>
 public sealed record MambaShape(int Heads, int HeadDim, int StateSize, int Groups, int ConvWidth, int Expand, bool ConvBias, bool ProjBias, int ChunkSize)
 {
+    /// <summary>Groups of channels the gated RMSNorm normalises separately (Granite: 1, over all channels; Falcon-H1:
+    /// mamba_n_groups), or 0: no norm, the output is y ⊙ SiLU(z) (Falcon-H1 without mamba_rms_norm).</summary>
+    public int NormGroups { get; init; } = 1;
+
+    /// <summary>Whether the norm comes before the gate, RMSNorm(y) ⊙ SiLU(z) (Falcon-H1's mamba_norm_before_gate), or after
+    /// it, RMSNorm(y ⊙ SiLU(z)) (Granite).</summary>
+    public bool NormBeforeGate { get; init; }
+
+    /// <summary>out_proj's bias (Granite: mamba_proj_bias, as in_proj's; Falcon-H1: projectors_bias).</summary>
+    public bool OutBias { get; init; }
+
     public int Inner => Heads * HeadDim;
     public int ConvDim => Inner + 2 * Groups * StateSize;
 
     /// <summary>in_proj's rows: the gate z [I], then x, B and C [conv], then the time steps [H].</summary>
     public int InProjRows => Inner + ConvDim + Heads;
 }
+
+/// <summary>
+/// Falcon-H1's µP multipliers: on the token embeddings, the logits, the MLP's gate input and output, the keys, the
+/// attention's input and output, the mixer's input and output, and the mixer's in_proj outputs by part (z, x, B, C, dt).
+/// </summary>
+public sealed record FalconMultipliers(double Embedding, double LmHead, double MlpGate, double MlpDown, double Key, double AttentionIn,
+    double AttentionOut, double SsmIn, double SsmOut, double SsmZ, double SsmX, double SsmB, double SsmC, double SsmDt);

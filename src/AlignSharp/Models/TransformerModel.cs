@@ -37,18 +37,15 @@ public sealed class KvCache : IDisposable
         _convChannels = new int[config.NumLayers];
         for (int l = 0; l < config.NumLayers; l++)
         {
-            if (!config.IsAttentionLayer(l))
-            {
-                (_convRows[l], _convChannels[l]) = config.IsConvLayer(l) ? (config.ConvWidth - 1, config.HiddenSize) : (config.Mamba!.ConvWidth - 1, config.Mamba.ConvDim);
-                // Pooled as K and V are: at batch 8 a Granite-4.0-H cache's states are ~180 MB, whose page faults made a
-                // fresh cache cost more than a prompt pass.
-                _conv[l] = RentCleared(batch * _convRows[l] * _convChannels[l]);
-                if (config.Mamba is { } m && config.IsMambaLayer(l)) _ssm[l] = RentCleared(checked(batch * m.Heads * m.HeadDim * m.StateSize));
-                _k[l] = _v[l] = [];
-                continue;
-            }
-            _k[l] = RentCleared(floats);
-            _v[l] = RentCleared(floats);
+            bool attention = config.HasAttention(l);
+            _k[l] = attention ? RentCleared(floats) : [];
+            _v[l] = attention ? RentCleared(floats) : [];
+            if (!config.IsConvLayer(l) && !config.IsMambaLayer(l)) continue;
+            (_convRows[l], _convChannels[l]) = config.IsConvLayer(l) ? (config.ConvWidth - 1, config.HiddenSize) : (config.Mamba!.ConvWidth - 1, config.Mamba.ConvDim);
+            // Pooled as K and V are: at batch 8 a Granite-4.0-H cache's states are ~180 MB, whose page faults made a fresh
+            // cache cost more than a prompt pass.
+            _conv[l] = RentCleared(batch * _convRows[l] * _convChannels[l]);
+            if (config.Mamba is { } m && config.IsMambaLayer(l)) _ssm[l] = RentCleared(checked(batch * m.Heads * m.HeadDim * m.StateSize));
         }
     }
 
@@ -63,9 +60,9 @@ public sealed class KvCache : IDisposable
         double bytes = 0;
         for (int l = 0; l < c.NumLayers; l++)
         {
-            if (c.IsAttentionLayer(l)) bytes += 2.0 * c.KvDim * positions;
-            else if (c.IsConvLayer(l)) bytes += (c.ConvWidth - 1) * c.HiddenSize;
-            else if (c.Mamba is { } m) bytes += (m.ConvWidth - 1) * m.ConvDim + 2.0 * m.Heads * m.HeadDim * m.StateSize;
+            if (c.HasAttention(l)) bytes += 2.0 * c.KvDim * positions;
+            if (c.IsConvLayer(l)) bytes += (c.ConvWidth - 1) * c.HiddenSize;
+            if (c.IsMambaLayer(l) && c.Mamba is { } m) bytes += (m.ConvWidth - 1) * m.ConvDim + 2.0 * m.Heads * m.HeadDim * m.StateSize;
         }
         return bytes * batch * sizeof(float);
     }
@@ -228,18 +225,7 @@ public sealed class TransformerModel
                 if (config.ConvBias) Add(p + "conv.kernel.bias", d);
                 AddLinear(p + "conv.out", d, d, config.ConvBias);
             }
-            else if (config.IsMambaLayer(l))
-            {
-                var m = config.Mamba!;
-                AddLinear(p + "mamba.in", m.InProjRows, d, m.ProjBias);
-                Add(p + "mamba.conv.weight", m.ConvDim, 1, m.ConvWidth);
-                if (m.ConvBias) Add(p + "mamba.conv.bias", m.ConvDim);
-                Add(p + "mamba.dt_bias", m.Heads);
-                Add(p + "mamba.a_log", m.Heads);
-                Add(p + "mamba.d", m.Heads);
-                Add(p + "mamba.norm.weight", m.Inner);
-                AddLinear(p + "mamba.out", d, m.Inner, m.ProjBias);
-            }
+            else if (!config.HasAttention(l)) { }   // a Mamba-2 mixer alone (below)
             else if (config.QkvLayout != Checkpoints.QkvLayout.Separate)
                 AddLinear(p + "attn.qkv", config.QueryDim + 2 * config.KvDim, d, config.AttentionQkvBias);   // GPT-2, GPT-NeoX, GPTBigCode: one projection, one GEMM
             else
@@ -248,11 +234,24 @@ public sealed class TransformerModel
                 AddLinear(p + "attn.k", config.KvDim, d, config.AttentionQkvBias);
                 AddLinear(p + "attn.v", config.KvDim, d, config.AttentionQkvBias);
             }
-            if (config.IsAttentionLayer(l)) AddLinear(p + "attn.o", d, config.QueryDim, config.AttentionOutputBias);
-            if (config.QkNorm && config.IsAttentionLayer(l))
+            if (config.HasAttention(l)) AddLinear(p + "attn.o", d, config.QueryDim, config.AttentionOutputBias);
+            if (config.QkNorm && config.HasAttention(l))
             {
                 AddNorm(p + "attn.q_norm", config.FullWidthQkNorm ? config.QueryDim : config.HeadDim);
                 AddNorm(p + "attn.k_norm", config.FullWidthQkNorm ? config.KvDim : config.HeadDim);
+            }
+            if (config.IsMambaLayer(l))
+            {
+                // Granite 4.0's mixer in the attention's place; Falcon-H1's beside it.
+                var m = config.Mamba!;
+                AddLinear(p + "mamba.in", m.InProjRows, d, m.ProjBias);
+                Add(p + "mamba.conv.weight", m.ConvDim, 1, m.ConvWidth);
+                if (m.ConvBias) Add(p + "mamba.conv.bias", m.ConvDim);
+                Add(p + "mamba.dt_bias", m.Heads);
+                Add(p + "mamba.a_log", m.Heads);
+                Add(p + "mamba.d", m.Heads);
+                if (m.NormGroups > 0) Add(p + "mamba.norm.weight", m.Inner);
+                AddLinear(p + "mamba.out", d, m.Inner, m.OutBias);
             }
             if (config.SandwichNorms) AddNorm(p + "attn_out_norm", d);
             if (config.InputNorms && !config.Table.ParallelSharedNorm) AddNorm(p + "mlp_norm", d);
@@ -275,6 +274,13 @@ public sealed class TransformerModel
         if (config.HasLmHeadBias) Add("lm_head.bias", config.VocabSize);
         if (config.Table.HasRope) _rope = new RopeTableCache(config.RopeFrequencies(), config.RopeAttentionFactor);
         _alibiSlopes = config.AlibiSlopes;
+        if (config is { Falcon: { } f, Mamba: { } mixer })
+        {
+            var mup = new float[mixer.ConvDim];
+            int gn = mixer.Groups * mixer.StateSize;
+            for (int i = 0; i < mup.Length; i++) mup[i] = (float)(i < mixer.Inner ? f.SsmX : i < mixer.Inner + gn ? f.SsmB : f.SsmC);
+            if (mup.Any(x => x != 1)) _mupXbc = new Tensor([mixer.ConvDim], new Storage(mup, pooled: false), 0);
+        }
         if (config.LocalRopeTheta != null) _ropeLocal = new RopeTableCache(config.RopeFrequencies(local: true), 1f); // unscaled, as transformers' local rotary
         if (config.RopeScaling is { IsLongRope: true }) _ropeLong = new RopeTableCache(config.RopeFrequencies(longContext: true), config.RopeAttentionFactor);
     }
@@ -283,6 +289,9 @@ public sealed class TransformerModel
     private readonly bool _bf16Matrices;
     /// <summary>BLOOM's ALiBi slopes per head (null elsewhere), formed once.</summary>
     private readonly float[]? _alibiSlopes;
+
+    /// <summary>Falcon-H1's multipliers of the mixer's x, B and C channels [conv], formed once (null where all are 1).</summary>
+    private readonly Tensor? _mupXbc;
 
     /// <summary>A linear layer's weight [out, in] and, where it has one, its bias [out].</summary>
     private void AddLinear(string prefix, int outFeatures, int inFeatures, bool bias)
@@ -398,7 +407,7 @@ public sealed class TransformerModel
         if (EmbeddingNoise is { } noise && cache == null && Autograd.IsEnabled) x = Ops.Add(x, noise.Draw(batch, seq, c.HiddenSize));
         // Gemma: transformers forms the normalizer √D as a tensor of the embedding dtype, float32 here.
         if (c.ScaledEmbedding) x = Ops.MulScalar(x, (float)Math.Sqrt(c.HiddenSize));
-        if (c.EmbeddingMultiplier is double multiplier && multiplier != 1) x = Ops.MulScalar(x, (float)multiplier);
+        if ((c.EmbeddingMultiplier ?? c.Falcon?.Embedding) is double multiplier && multiplier != 1) x = Ops.MulScalar(x, (float)multiplier);
         if (c.Table.EmbeddingNorm) x = Norm(x, "embed_norm");
         if (c.EmbedDim != c.HiddenSize) x = Linear(x, "project_in");
         if (c.LearnedPositions)
@@ -435,6 +444,8 @@ public sealed class TransformerModel
         // Granite divides the vocabulary logits by logits_scaling: dividing the head's input instead keeps every head
         // path (whole logits, vocabulary tiles, the sampler) the same. A scalar head sees the hidden states as they are.
         if (c.LogitsScaling is double scaling && scaling != 1 && c.Head == HeadKind.LanguageModel) final = Ops.MulScalar(final, (float)(1 / scaling));
+        // Falcon-H1 multiplies its logits by lm_head_multiplier: the same move, for the same reason.
+        if (c.Falcon is { LmHead: not 1.0 } falcon && c.Head == HeadKind.LanguageModel) final = Ops.MulScalar(final, (float)falcon.LmHead);
         return final;
     }
 
@@ -536,18 +547,51 @@ public sealed class TransformerModel
         string p = $"layers.{l}.";
         var h = c.InputNorms && !c.PostNorm ? Norm(x, p + "attn_norm") : x;
         if (c.IsConvLayer(l)) return BlockTail(x, h, ShortConv(h, l, pass), p, batch, seq, p + "conv.out");
+        if (c.Falcon != null) return FalconBlock(x, h, l, pass);
         if (c.IsMambaLayer(l)) return BlockTail(x, h, Mamba(h, l, pass), p, batch, seq, p + "mamba.out");
-        int? window = c.WindowOf(l);
-        Tensor q, k, v, a;
-        var qkvLayout = c.QkvLayout;
-        if (qkvLayout == Checkpoints.QkvLayout.Concatenated && !c.QkNorm && pass.GlobalRope == null && pass.Cache == null)
+        if (c.QkvLayout == Checkpoints.QkvLayout.Concatenated && !c.QkNorm && pass.GlobalRope == null && pass.Cache == null)
         {
             // Attention reads q, k and v in place from the fused projection (no slice copies there and back).
             var qkv = Ops.Reshape(Linear(h, p + "attn.qkv"), batch, seq, c.QueryDim + 2 * c.KvDim);
-            a = Ops.CausalAttentionPacked(qkv, c.NumHeads, c.NumKvHeads, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap, pass.SegmentStarts,
-                _alibiSlopes);
-            return BlockTail(x, h, a, p, batch, seq);
+            var packed = Ops.CausalAttentionPacked(qkv, c.NumHeads, c.NumKvHeads, pass.Offset, pass.AttentionMask, c.AttentionScale, c.WindowOf(l),
+                (float?)c.AttnLogitSoftcap, pass.SegmentStarts, _alibiSlopes);
+            return BlockTail(x, h, packed, p, batch, seq);
         }
+        return BlockTail(x, h, Attention(h, l, pass), p, batch, seq);
+    }
+
+    /// <summary>
+    /// Falcon-H1's block: attention on h · attention_in_multiplier (its keys times key_multiplier) and the Mamba-2 mixer
+    /// (which scales its own input and in_proj's parts) side by side, their outputs times attention_out_multiplier and
+    /// ssm_out_multiplier added to the residual; then the MLP, down(up(m) ⊙ SiLU(gate(m) · gate multiplier)) · down
+    /// multiplier, on its own norm.
+    /// </summary>
+    private Tensor FalconBlock(Tensor x, Tensor h, int l, BlockPass pass)
+    {
+        var c = Config;
+        var f = c.Falcon!;
+        string p = $"layers.{l}.";
+        var mixer = Scaled(Linear(Mamba(h, l, pass), p + "mamba.out"), f.SsmOut);
+        var attention = Scaled(Linear(Ops.Reshape(Attention(Scaled(h, f.AttentionIn), l, pass), pass.Batch, pass.Seq, c.QueryDim), p + "attn.o"), f.AttentionOut);
+        x = Ops.Add(x, Ops.Add(mixer, attention));
+        var m = Norm(x, p + "mlp_norm");
+        var hidden = Ops.Mul(Linear(m, p + "mlp.up"), Ops.Silu(Scaled(Linear(m, p + "mlp.gate"), f.MlpGate)));
+        return Ops.Add(x, Scaled(Linear(hidden, p + "mlp.down"), f.MlpDown));
+    }
+
+    /// <summary>x · multiplier, x itself for 1.</summary>
+    private static Tensor Scaled(Tensor x, double multiplier) => multiplier == 1 ? x : Ops.MulScalar(x, (float)multiplier);
+
+    /// <summary>Self-attention of layer <paramref name="l"/> on its normed input h [B, T, D]: q, k, v by the family's
+    /// layout, their norms and rotation, the cache → [B, T, Hq, Dh] (before the output projection).</summary>
+    private Tensor Attention(Tensor h, int l, BlockPass pass)
+    {
+        var c = Config;
+        int batch = pass.Batch, seq = pass.Seq;
+        string p = $"layers.{l}.";
+        int? window = c.WindowOf(l);
+        Tensor q, k, v;
+        var qkvLayout = c.QkvLayout;
         if (qkvLayout == Checkpoints.QkvLayout.Concatenated)
         {
             var qkv = Linear(h, p + "attn.qkv");
@@ -568,6 +612,7 @@ public sealed class TransformerModel
             var qkv = SharedLinear(h, p + "attn.q", p + "attn.k", p + "attn.v");
             (q, k, v) = (qkv[0], qkv[1], qkv[2]);
         }
+        if (c.Falcon != null) k = Scaled(k, c.Falcon.Key);
         if (c.FullWidthQkNorm)
         {
             // OLMo-2: over the whole projection, before it is split into heads and rotated.
@@ -599,9 +644,8 @@ public sealed class TransformerModel
         // The cache keeps every key; the window is only a mask over cache slots, so a cached step sees
         // exactly the keys the full recompute would.
         if (pass.Cache != null) (k, v) = pass.Cache.Append(l, k, v);
-        a = Ops.CausalAttention(q, k, v, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap, pass.SegmentStarts,
+        return Ops.CausalAttention(q, k, v, pass.Offset, pass.AttentionMask, c.AttentionScale, window, (float?)c.AttnLogitSoftcap, pass.SegmentStarts,
             _alibiSlopes);
-        return BlockTail(x, h, a, p, batch, seq);
     }
 
     /// <summary>
@@ -644,12 +688,16 @@ public sealed class TransformerModel
     private Tensor Mamba(Tensor h, int l, BlockPass pass)
     {
         var m = Config.Mamba!;
+        var falcon = Config.Falcon;
         string p = $"layers.{l}.mamba.";
         int inner = m.Inner, gn = m.Groups * m.StateSize;
         var keep = pass.PaddingKeep is { Length: > 0 } flags ? Tensor.FromArray(flags, pass.Batch, pass.Seq, 1) : null;
         if (keep != null) h = Ops.Mul(h, keep);
+        if (falcon != null) h = Scaled(h, falcon.SsmIn);
         var projected = Linear(h, p + "in");
         var xbc = Ops.Slice(projected, -1, inner, m.ConvDim);
+        // Falcon-H1's µP vector: in_proj's parts (z, x, B, C, dt) each times its multiplier.
+        if (falcon != null && _mupXbc != null) xbc = Ops.Mul(xbc, _mupXbc);
         if (keep != null && m.ProjBias) xbc = Ops.Mul(xbc, keep);
         float[]? history = null, state = null;
         if (pass.Cache != null)
@@ -663,11 +711,34 @@ public sealed class TransformerModel
         var conv = Ops.Silu(Ops.CausalConv(xbc, Parameter(p + "conv.weight"), m.ConvBias ? Parameter(p + "conv.bias") : null, history, pass.SegmentStarts));
         pass.Cache?.PushConv(l, xbc);
         if (keep != null) conv = Ops.Mul(conv, keep);
-        var y = Ops.SelectiveScan(Ops.Slice(conv, -1, 0, inner), Ops.Slice(projected, -1, inner + m.ConvDim, m.Heads), Parameter(p + "a_log"),
-            Parameter(p + "dt_bias"), Ops.Slice(conv, -1, inner, gn), Ops.Slice(conv, -1, inner + gn, gn), Parameter(p + "d"), m.Groups, state, pass.SegmentStarts);
-        var gated = Ops.Mul(y, Ops.Silu(Ops.Slice(projected, -1, 0, inner)));
-        return Ops.RmsNorm(gated, Parameter(p + "norm.weight"), (float)Config.NormEps);
+        var dt = Ops.Slice(projected, -1, inner + m.ConvDim, m.Heads);
+        var z = Ops.Slice(projected, -1, 0, inner);
+        if (falcon != null)
+        {
+            dt = Scaled(dt, falcon.SsmDt);
+            z = Scaled(z, falcon.SsmZ);
+        }
+        var y = Ops.SelectiveScan(Ops.Slice(conv, -1, 0, inner), dt, Parameter(p + "a_log"), Parameter(p + "dt_bias"), Ops.Slice(conv, -1, inner, gn),
+            Ops.Slice(conv, -1, inner + gn, gn), Parameter(p + "d"), m.Groups, state, pass.SegmentStarts);
+        if (m.NormGroups == 0) return Ops.Mul(y, Ops.Silu(z));   // Falcon-H1 without mamba_rms_norm
+        if (m.NormBeforeGate) return Ops.Mul(GroupRmsNorm(y, p + "norm.weight", m.NormGroups), Ops.Silu(z));
+        return GroupRmsNorm(Ops.Mul(y, Ops.Silu(z)), p + "norm.weight", m.NormGroups);
     }
+
+    /// <summary>RMSNorm over each of <paramref name="groups"/> equal parts of the last axis separately, then the weight
+    /// (over all channels).</summary>
+    private Tensor GroupRmsNorm(Tensor v, string weight, int groups)
+    {
+        var w = Parameter(weight);
+        if (groups == 1) return Ops.RmsNorm(v, w, (float)Config.NormEps);
+        int width = v.Dim(-1) / groups;
+        var shape = v.Shape.ToArray();
+        var normed = Ops.RmsNorm(Ops.Reshape(v, [.. shape[..^1], groups, width]), Ones(width), (float)Config.NormEps);
+        return Ops.Mul(Ops.Reshape(normed, shape), w);
+    }
+
+    /// <summary>Ones [n], not a parameter, its own array (never pooled).</summary>
+    private static Tensor Ones(int n) => new([n], new Storage(Enumerable.Repeat(1f, n).ToArray(), pooled: false), 0);
 
     // The attention output projection, the residuals and the MLP of a block, given its input x, the attention's input h
     // (x normed) and output a [B, T, Hq, D] (or LFM2's convolution's [B, T, D], projected by conv.out). In generation, where

@@ -263,7 +263,8 @@ public class FusedDecodingTests(ITestOutputHelper output)
     [InlineData("starcoder2-window-bias", 4)] // LayerNorms, a GELU MLP with biases, a sliding window
     [InlineData("gpt-bigcode-multi-query", 4)] // one key/value head inside the fused c_attn (nn.Linear), learned positions
     [InlineData("gpt-neo-local-global", 4)]  // unscaled scores, local layers with a window
-    [InlineData("granite4-hybrid-mamba", 4)] // Mamba-2 mixers with their cached convolution inputs and states, NoPE attention
+    [InlineData("granite4-hybrid-mamba", 4)]
+    [InlineData("falcon-h1-mup", 4)]          // attention and a mixer in every layer, µP multipliers, the grouped gated norm // Mamba-2 mixers with their cached convolution inputs and states, NoPE attention
     public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture, int rank)
     {
         Native(3);

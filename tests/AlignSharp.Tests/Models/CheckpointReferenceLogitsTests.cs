@@ -51,7 +51,8 @@ public sealed class CheckpointReferenceLogitsTests
         {
             int T = ids.Length, D = _c.HiddenSize, E = _c.EmbedDim;
             var embed = _p["embed.weight"];
-            var h = ids.Select(id => Enumerable.Range(0, E).Select(e => embed[id * E + e] * (_c.ScaledEmbedding ? (float)Math.Sqrt(D) : 1.0) * (_c.EmbeddingMultiplier ?? 1.0)).ToArray()).ToArray();
+            var h = ids.Select(id => Enumerable.Range(0, E).Select(e => embed[id * E + e] * (_c.ScaledEmbedding ? (float)Math.Sqrt(D) : 1.0) * (_c.EmbeddingMultiplier ?? _c.Falcon?.Embedding ?? 1.0)).ToArray()).ToArray();
+            var falcon = _c.Falcon;
             if (E != D) h = Linear(h, "project_in");   // OPT's opt-350m: embeddings narrower than the blocks
             if (_c.Family == ModelFamily.Bloom) h = Norm(h, "embed_norm");
             // OPT reads its position table two rows in.
@@ -65,9 +66,12 @@ public sealed class CheckpointReferenceLogitsTests
                 var x = _c.InputNorms && !_c.PostNorm ? Norm(h, p + "attn_norm") : h;   // OLMo-2 has none, opt-350m norms after the adds
                 double[][] attnOut;
                 if (_c.IsConvLayer(l)) attnOut = Linear(ShortConv(x, p), p + "conv.out");   // LFM2's convolution layers
-                else if (_c.IsMambaLayer(l)) attnOut = Linear(Mamba(x, p + "mamba."), p + "mamba.out");   // Granite 4.0's Mamba-2 mixers
+                else if (_c.IsMambaLayer(l) && falcon == null) attnOut = Linear(Mamba(x, p + "mamba."), p + "mamba.out");   // Granite 4.0's Mamba-2 mixers
                 else
                 {
+                    // Falcon-H1: attention on x · attention_in_multiplier beside the mixer on x.
+                    var mixerIn = x;
+                    if (falcon != null) x = Scale(x, falcon.AttentionIn);
                     double[][] q, k, v;
                     if (_c.QkvLayout == QkvLayout.Concatenated)
                     {
@@ -92,6 +96,7 @@ public sealed class CheckpointReferenceLogitsTests
                     {
                         q = Linear(x, p + "attn.q");
                         k = Linear(x, p + "attn.k");
+                        if (falcon != null) k = Scale(k, falcon.Key);
                         bool normAfterRope = _c.Family == ModelFamily.HunyuanDense;
                         if (_c.QkNorm && !normAfterRope)
                         {
@@ -114,6 +119,11 @@ public sealed class CheckpointReferenceLogitsTests
                         v = Linear(x, p + "attn.v");
                     }
                     attnOut = Linear(Attention(q, k, v, _c.WindowOf(l)), p + "attn.o");
+                    if (falcon != null)
+                    {
+                        var mixer = Scale(Linear(Mamba(mixerIn, p + "mamba."), p + "mamba.out"), falcon.SsmOut);
+                        attnOut = attnOut.Select((r, t) => r.Select((e, i) => mixer[t][i] + e * falcon.AttentionOut).ToArray()).ToArray();
+                    }
                 }
                 // GPT-NeoX's parallel residual: the MLP reads the block's input, both outputs are added to it.
                 var blockInput = h.Select(r => r.ToArray()).ToArray();
@@ -137,7 +147,7 @@ public sealed class CheckpointReferenceLogitsTests
                 }
                 else
                 {
-                    var gate = Linear(x, p + "mlp.gate");
+                    var gate = Scale(Linear(x, p + "mlp.gate"), falcon?.MlpGate ?? 1.0);
                     var up = Linear(x, p + "mlp.up");
                     for (int t = 0; t < T; t++)
                         for (int i = 0; i < gate[t].Length; i++)
@@ -147,7 +157,7 @@ public sealed class CheckpointReferenceLogitsTests
                                 HiddenActivation.GeluTanh => GeluTanh(gate[t][i]),
                                 _ => gate[t][i] * AlignSharp.Tests.Engine.NormalCdf.Phi(gate[t][i]),
                             } * up[t][i];
-                    m = Linear(gate, p + "mlp.down");
+                    m = Scale(Linear(gate, p + "mlp.down"), falcon?.MlpDown ?? 1.0);
                     if (_c.SandwichNorms) m = Norm(m, p + "mlp_out_norm");
                 }
                 Add(h, m, _c.ResidualMultiplier ?? 1.0);
@@ -158,7 +168,7 @@ public sealed class CheckpointReferenceLogitsTests
             var head = Optional("lm_head.weight") ?? embed;
             var logits = MatMulT(final, head, Optional("lm_head.bias"), _c.VocabSize);   // Phi's head has a bias
             foreach (var r in logits)
-                for (int i = 0; i < r.Length; i++) r[i] /= _c.LogitsScaling ?? 1.0;
+                for (int i = 0; i < r.Length; i++) r[i] = r[i] / (_c.LogitsScaling ?? 1.0) * (falcon?.LmHead ?? 1.0);
             if (_c.FinalLogitSoftcap is double cap)
                 foreach (var r in logits)
                     for (int i = 0; i < r.Length; i++) r[i] = cap * Math.Tanh(r[i] / cap);
@@ -317,9 +327,14 @@ public sealed class CheckpointReferenceLogitsTests
         private double[][] Mamba(double[][] x, string p)
         {
             var m = _c.Mamba!;
+            var f = _c.Falcon;
             int T = x.Length, I = m.Inner, C = m.ConvDim, H = m.Heads, P = m.HeadDim, N = m.StateSize, K = m.ConvWidth, G = m.Groups;
             static double Silu(double v) => v / (1 + Math.Exp(-v));
-            var proj = Linear(x, p + "in");
+            var proj = Linear(f == null ? x : Scale(x, f.SsmIn), p + "in");
+            if (f != null)   // Falcon-H1's µP vector over in_proj's parts z, x, B, C, dt
+                foreach (var r in proj)
+                    for (int i = 0; i < r.Length; i++)
+                        r[i] *= i < I ? f.SsmZ : i < 2 * I ? f.SsmX : i < 2 * I + G * N ? f.SsmB : i < 2 * I + 2 * G * N ? f.SsmC : f.SsmDt;
             var w = _p[p + "conv.weight"];
             var bias = Optional(p + "conv.bias");
             var conv = new double[T][];
@@ -356,10 +371,14 @@ public sealed class CheckpointReferenceLogitsTests
                     }
                 }
             }
-            for (int t = 0; t < T; t++)
-                for (int i = 0; i < I; i++) y[t][i] *= Silu(proj[t][i]);
-            return y.Select(r => RmsRow(r, _p[p + "norm.weight"])).ToArray();
+            // The gated norm: none (y ⊙ SiLU(z)), per group before the gate, or after it (Granite: one group).
+            double[] Gated(double[] r, int t) => r.Select((e, i) => e * Silu(proj[t][i])).ToArray();
+            double[] GroupNorm(double[] r) => Enumerable.Range(0, m.NormGroups)
+                .SelectMany(g => RmsRow(r[(g * I / m.NormGroups)..((g + 1) * I / m.NormGroups)], _p[p + "norm.weight"][(g * I / m.NormGroups)..((g + 1) * I / m.NormGroups)])).ToArray();
+            return y.Select((r, t) => m.NormGroups == 0 ? Gated(r, t) : m.NormBeforeGate ? Gated(GroupNorm(r), t) : GroupNorm(Gated(r, t))).ToArray();
         }
+
+        private static double[][] Scale(double[][] x, double s) => x.Select(r => r.Select(e => e * s).ToArray()).ToArray();
 
         /// <summary>The ALiBi paper's slope of head h for H heads: with n the largest power of two ≤ H, 2^(−8(h + 1)/n) for
         /// h &lt; n, then the odd-numbered slopes of 2n heads, 2^(−8(2(h − n) + 1)/(2n)).</summary>

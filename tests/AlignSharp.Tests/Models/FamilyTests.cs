@@ -27,7 +27,7 @@ public sealed class FamilyTests : IDisposable
         "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm", "bloom-hub-n-embed", "bloomz-save-pretrained",
         "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias",
         "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global", "helium-interleaved-rope",
-        "granite4-hybrid-mamba", "granite4-dense-rope");
+        "granite4-hybrid-mamba", "granite4-dense-rope", "falcon-h1-mup", "falcon-h1-no-norm-bias");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -62,7 +62,8 @@ public sealed class FamilyTests : IDisposable
         // Granite 4.0: every part of the first Mamba-2 mixer.
         int mamba = Enumerable.Range(0, c.NumLayers).FirstOrDefault(c.IsMambaLayer, -1);
         if (mamba >= 0)
-            names.AddRange(new[] { "in.weight", "conv.weight", "conv.bias", "dt_bias", "a_log", "d", "norm.weight", "out.weight" }.Select(n => $"layers.{mamba}.mamba.{n}"));
+            names.AddRange(new[] { "in.weight", "conv.weight", "conv.bias", "dt_bias", "a_log", "d", "norm.weight", "out.weight" }
+                .Select(n => $"layers.{mamba}.mamba.{n}").Where(model.HasParameter));
         if (c.QkNorm) names.AddRange(conv >= 0 ? [$"layers.{attention}.attn.q_norm.weight", $"layers.{attention}.attn.k_norm.weight"]
             : ["layers.0.attn.q_norm.weight", "layers.1.attn.k_norm.weight"]);
         if (c.SandwichNorms) names.AddRange(["layers.0.attn_out_norm.weight", "layers.2.mlp_out_norm.weight"]);
@@ -82,8 +83,8 @@ public sealed class FamilyTests : IDisposable
         int vocab = model.Config.VocabSize, batch = 2, seq = 10;
         var ids = Enumerable.Range(0, batch * seq).Select(i => (i * 7 + 3) % vocab).ToArray();
         var targets = Enumerable.Range(0, batch * seq).Select(i => (i + 1) % seq == 0 ? -100 : ids[i + 1]).ToArray();
-        // Granite's logits are divided by logits_scaling: the same step moves them that much less.
-        float lr = 0.05f * (float)(model.Config.LogitsScaling ?? 1);
+        // Granite divides its logits by logits_scaling and Falcon-H1 multiplies them by lm_head_multiplier: the same step moves them that much less.
+        float lr = 0.05f * (float)(model.Config.LogitsScaling ?? 1) / (float)(model.Config.Falcon?.LmHead ?? 1);
         float Step(bool update)
         {
             foreach (var p in model.Parameters) p.ClearGrad();
@@ -154,6 +155,8 @@ public sealed class FamilyTests : IDisposable
     [InlineData("helium-interleaved-rope", "model.layers.1.mlp.down_proj.bias", "model.layers.0.self_attn.v_proj.bias")]
     [InlineData("granite4-hybrid-mamba", "model.layers.2.mamba.A_log", "model.layers.1.shared_mlp.input_linear.weight")]
     [InlineData("granite4-dense-rope", "model.layers.2.self_attn.o_proj.bias", "lm_head.weight")]
+    [InlineData("falcon-h1-mup", "model.layers.1.mamba.norm.weight", "model.final_layernorm.weight")]
+    [InlineData("falcon-h1-no-norm-bias", "model.layers.0.mamba.out_proj.bias", "model.layers.1.feed_forward.up_proj.bias")]
     public void SaveAndLoadRoundTripsToTheFamilysNamesAndKeys(string fixture, string tensorA, string tensorB)
     {
         var model = Load(fixture);
@@ -539,6 +542,8 @@ public sealed class FamilyTests : IDisposable
     [InlineData("lfm2-conv-bias-attn-idxs")]
     [InlineData("granite4-hybrid-mamba")]
     [InlineData("granite4-dense-rope")]
+    [InlineData("falcon-h1-mup")]
+    [InlineData("falcon-h1-no-norm-bias")]
     public void LeftPaddedRowsMatchTheReferencesPaddedBatch(string fixture)
     {
         var model = Load(fixture);
@@ -620,6 +625,35 @@ public sealed class FamilyTests : IDisposable
     {
         Assert.Equal(1280 + 3 * (2304 + 8192), KvCache.StepBytes(ModelConfig.Load(Fixtures.Dir("granite4-hybrid-mamba")), 2, 5));
         Assert.Equal(2 * 2560 + 3 * 1024, KvCache.StepBytes(ModelConfig.Load(Fixtures.Dir("lfm2-hybrid-conv")), 2, 5));
+    }
+
+    /// <summary>Falcon-H1's keys: the mixer's width from mamba_d_ssm (default 1024; null: mamba_expand · hidden), "auto" head
+    /// size, the gated norm only with mamba_rms_norm (per group, before the gate by default), the multipliers (each 1 by
+    /// default; the lists of 2 and 5 checked), a mixer in every layer, written back and read again to the same config;
+    /// time_step_limit other than (0, inf) refused.</summary>
+    [Fact]
+    public void FalconH1KeysAndMultipliers()
+    {
+        var mup = ModelConfig.Load(Fixtures.Dir("falcon-h1-mup"));
+        Assert.Equal(mup, ModelConfig.Parse(mup.ToJson()));
+        Assert.Equal((48, 6, 8, 2, true, 2), (mup.Mamba!.Inner, mup.Mamba.Heads, mup.Mamba.HeadDim, mup.Mamba.NormGroups, mup.Mamba.NormBeforeGate, mup.Mamba.Groups));
+        Assert.Equal((0.390625, 0.0390625, 0.5859375, 0.5), (mup.Falcon!.Key, mup.Falcon.LmHead, mup.Falcon.MlpDown, mup.Falcon.SsmC));
+        Assert.True(Enumerable.Range(0, mup.NumLayers).All(l => mup.IsMambaLayer(l) && mup.HasAttention(l)));
+        var plain = ModelConfig.Load(Fixtures.Dir("falcon-h1-no-norm-bias"));
+        Assert.Equal((0, true, true), (plain.Mamba!.NormGroups, plain.Mamba.ProjBias, plain.Mamba.OutBias));
+        Assert.Equal(plain, ModelConfig.Parse(plain.ToJson()));
+
+        const string shape = "\"model_type\":\"falcon_h1\",\"vocab_size\":10,\"hidden_size\":16,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":8";
+        var defaults = ModelConfig.Parse("{" + shape + ",\"mamba_n_heads\":8}");
+        Assert.Equal((1024, 128, 256, 0, true), (defaults.Mamba!.Inner, defaults.Mamba.HeadDim, defaults.Mamba.StateSize, defaults.Mamba.NormGroups, defaults.Mamba.NormBeforeGate));
+        Assert.Equal(new FalconMultipliers(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1), defaults.Falcon);
+        Assert.Equal(32, ModelConfig.Parse("{" + shape + ",\"mamba_n_heads\":8,\"mamba_d_ssm\":null}").Mamba!.Inner);   // expand 2 · 16
+        Assert.Contains("field 'ssm_multipliers' must be a list of 5 numbers",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"mamba_n_heads\":8,\"ssm_multipliers\":[1,2]}")).Message);
+        Assert.Contains("field 'mamba_n_heads' 5 must be positive and divide the mixer's 1024 channels",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"mamba_n_heads\":5}")).Message);
+        Assert.Contains("field 'time_step_limit' [0.001,0.1] is not supported",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"mamba_n_heads\":8,\"time_step_limit\":[0.001,0.1]}")).Message);
     }
 
     /// <summary>LFM2's keys: layer_types ("conv" / "full_attention") or the older full_attn_idxs, written back as
@@ -818,6 +852,7 @@ public sealed class FamilyTests : IDisposable
                 + (k.IntermediateSize != null ? $",\"{k.IntermediateSize}\":16" : "")
                 + (table.Window == WindowRule.AttentionTypes ? ",\"attention_types\":[[[\"global\",\"local\",\"global\"],1]]" : "")   // GPT-Neo's default is 24 layers
                 + (table.MambaLayers ? ",\"num_local_experts\":0,\"mamba_n_heads\":4,\"mamba_d_state\":8" : "")   // Granite 4.0: no experts; every layer a mixer
+                + (table.ParallelMamba ? ",\"mamba_d_ssm\":32,\"mamba_n_heads\":4,\"mamba_d_state\":8" : "")   // Falcon-H1: a small mixer
                 + (k.HeadDim != null ? $",\"{k.HeadDim}\":8}}" : "}"));
             Assert.Equal(table.Family, config.Family);
             var json = JsonNode.Parse(config.ToJson())!;

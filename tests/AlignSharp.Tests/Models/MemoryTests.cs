@@ -15,7 +15,7 @@ namespace AlignSharp.Tests.Models;
 public sealed class MemoryTests
 {
     public static TheoryData<string> Families => new("gpt2-hub", "llama-gqa", "qwen2-tied-bias", "qwen3-qk-norm", "gemma2-softcap-window",
-        "gemma3-local-global", "phi3-longrope", "mistral-sliding-window", "smollm3-nope", "olmo2-post-norm", "granite-multipliers", "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias", "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope", "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm", "bloom-hub-n-embed", "bloomz-save-pretrained", "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias", "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global", "helium-interleaved-rope", "granite4-hybrid-mamba", "granite4-dense-rope");
+        "gemma3-local-global", "phi3-longrope", "mistral-sliding-window", "smollm3-nope", "olmo2-post-norm", "granite-multipliers", "phi4-mini-partial-rotary", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias", "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope", "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm", "bloom-hub-n-embed", "bloomz-save-pretrained", "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias", "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global", "helium-interleaved-rope", "granite4-hybrid-mamba", "granite4-dense-rope", "falcon-h1-mup", "falcon-h1-no-norm-bias");
 
     private const int Batch = 2, Seq = 9;
 

@@ -21,6 +21,7 @@ public sealed class PackedSequencesTests
     [InlineData("olmo2-post-norm")]
     [InlineData("lfm2-hybrid-conv")]        // convolutions that must not reach across a sequence's start
     [InlineData("granite4-hybrid-mamba")]   // Mamba-2 mixers: convolution and scan state restart at each start
+    [InlineData("falcon-h1-mup")]           // attention and a mixer side by side
     public void EachPackedSequenceGetsItsOwnHiddenStates(string fixture)
     {
         var model = ModelIO.Load(Fixtures.Dir(fixture));

@@ -127,6 +127,10 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// <c>position_embedding_type</c> is "rope", no position encoding otherwise; <c>num_local_experts</c> must be 0.</summary>
     public bool MambaLayers { get; init; }
 
+    /// <summary>Falcon-H1: every layer runs attention and a Mamba-2 mixer side by side on its normed input and adds both,
+    /// each with its multipliers (see <see cref="ModelConfig.Falcon"/>); the mixer's shape from its mamba_* keys.</summary>
+    public bool ParallelMamba { get; init; }
+
     /// <summary>Other spellings of <see cref="Keys"/>' fields that configs in the wild use (BLOOM: n_embed for hidden_size,
     /// num_attention_heads for n_head): a config that has the alias and not the key is read, and written back, with it.</summary>
     public (string Key, string Alias)[] KeyAliases { get; init; } = [];
@@ -755,7 +759,22 @@ internal static class FamilyTables
         DefaultMaxPositions = 2048,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2, GptBigCode, GptNeo, Helium, GraniteMoeHybrid];
+    /// <summary>Falcon-H1 (FalconH1ForCausalLM: Falcon-H1-0.5B/1.5B/1.5B-Deep/3B and their instruct models): RMSNorm blocks
+    /// whose normed input feeds attention (key_multiplier on k, RoPE) and a Mamba-2 mixer (mamba_d_ssm channels, µP
+    /// multipliers on in_proj's parts, the gated norm only with mamba_rms_norm) side by side, then a Llama MLP with gate
+    /// and output multipliers (feed_forward.*, pre_ff_layernorm), final_layernorm, logits times lm_head_multiplier;
+    /// attention_bias and mlp_bias; transformers' FalconH1Config defaults. transformers has no
+    /// FalconH1ForSequenceClassification: a scalar-head model saved here names it anyway (AlignSharp reads it back).</summary>
+    public static readonly FamilyTable FalconH1 = new(ModelFamily.FalconH1, "falcon_h1", "FalconH1ForCausalLM", "FalconH1ForSequenceClassification", FalconH1NameTable.Table)
+    {
+        ParallelMamba = true,
+        Biases = BiasRule.AttentionAndMlpKeys,
+        Activations = [("silu", HiddenActivation.Silu)],
+        DefaultMaxPositions = 8192,
+        DefaultNormEps = 1e-5,
+    };
+
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2, GptBigCode, GptNeo, Helium, GraniteMoeHybrid, FalconH1];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

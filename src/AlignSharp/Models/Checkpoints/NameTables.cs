@@ -469,9 +469,25 @@ internal static class Lfm2NameTable
 /// </summary>
 internal static class GraniteMoeHybridNameTable
 {
-    private static NameRule Attention(NameRule rule) => rule with { InLayer = (c, i) => c.IsAttentionLayer(i) };
-    private static NameRule Mamba(NameRule rule) => rule with { InLayer = (c, i) => c.IsMambaLayer(i) };
     private static MambaShape M(ModelConfig c) => c.Mamba!;
+
+    /// <summary>A Mamba-2 mixer's tensors under <c>layers.{i}.mamba</c> where the layer has one (Granite 4.0, Falcon-H1).
+    /// Declared before <see cref="Table"/>, which reads it: static fields initialise in order.</summary>
+    public static readonly NameRule[] MambaRules = new NameRule[]
+    {
+        new("layers.{i}.mamba.in.weight", "layers.{i}.mamba.in_proj.weight", false, c => [M(c).InProjRows, c.HiddenSize]),
+        new("layers.{i}.mamba.in.bias", "layers.{i}.mamba.in_proj.bias", false, c => M(c).ProjBias ? [M(c).InProjRows] : null),
+        new("layers.{i}.mamba.conv.weight", "layers.{i}.mamba.conv1d.weight", false, c => [M(c).ConvDim, 1, M(c).ConvWidth]),
+        new("layers.{i}.mamba.conv.bias", "layers.{i}.mamba.conv1d.bias", false, c => M(c).ConvBias ? [M(c).ConvDim] : null),
+        new("layers.{i}.mamba.dt_bias", "layers.{i}.mamba.dt_bias", false, c => [M(c).Heads]),
+        new("layers.{i}.mamba.a_log", "layers.{i}.mamba.A_log", false, c => [M(c).Heads]),
+        new("layers.{i}.mamba.d", "layers.{i}.mamba.D", false, c => [M(c).Heads]),
+        new("layers.{i}.mamba.norm.weight", "layers.{i}.mamba.norm.weight", false, c => M(c).NormGroups > 0 ? [M(c).Inner] : null),
+        new("layers.{i}.mamba.out.weight", "layers.{i}.mamba.out_proj.weight", false, c => [c.HiddenSize, M(c).Inner]),
+        new("layers.{i}.mamba.out.bias", "layers.{i}.mamba.out_proj.bias", false, c => M(c).OutBias ? [c.HiddenSize] : null),
+    }.Select(rule => rule with { InLayer = (c, i) => c.IsMambaLayer(i) }).ToArray();
+
+    private static NameRule Attention(NameRule rule) => rule with { InLayer = (c, i) => c.HasAttention(i) };
 
     public static readonly NameTable Table = new(
         Prefixes: ["model.", ""],
@@ -480,22 +496,37 @@ internal static class GraniteMoeHybridNameTable
         [
             new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
             .. LlamaNameTable.AttentionRules.Select(Attention),
-            Mamba(new("layers.{i}.mamba.in.weight", "layers.{i}.mamba.in_proj.weight", false, c => [M(c).InProjRows, c.HiddenSize])),
-            Mamba(new("layers.{i}.mamba.in.bias", "layers.{i}.mamba.in_proj.bias", false, c => M(c).ProjBias ? [M(c).InProjRows] : null)),
-            Mamba(new("layers.{i}.mamba.conv.weight", "layers.{i}.mamba.conv1d.weight", false, c => [M(c).ConvDim, 1, M(c).ConvWidth])),
-            Mamba(new("layers.{i}.mamba.conv.bias", "layers.{i}.mamba.conv1d.bias", false, c => M(c).ConvBias ? [M(c).ConvDim] : null)),
-            Mamba(new("layers.{i}.mamba.dt_bias", "layers.{i}.mamba.dt_bias", false, c => [M(c).Heads])),
-            Mamba(new("layers.{i}.mamba.a_log", "layers.{i}.mamba.A_log", false, c => [M(c).Heads])),
-            Mamba(new("layers.{i}.mamba.d", "layers.{i}.mamba.D", false, c => [M(c).Heads])),
-            Mamba(new("layers.{i}.mamba.norm.weight", "layers.{i}.mamba.norm.weight", false, c => [M(c).Inner])),
-            Mamba(new("layers.{i}.mamba.out.weight", "layers.{i}.mamba.out_proj.weight", false, c => [c.HiddenSize, M(c).Inner])),
-            Mamba(new("layers.{i}.mamba.out.bias", "layers.{i}.mamba.out_proj.bias", false, c => M(c).ProjBias ? [c.HiddenSize] : null)),
+            .. MambaRules,
             new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
             new("layers.{i}.mlp.gate.weight", "layers.{i}.shared_mlp.input_linear.weight", false, c => [c.IntermediateSize, c.HiddenSize], Fused: c => (0, 2 * c.IntermediateSize)),
             new("layers.{i}.mlp.up.weight", "layers.{i}.shared_mlp.input_linear.weight", false, c => [c.IntermediateSize, c.HiddenSize], Fused: c => (c.IntermediateSize, 2 * c.IntermediateSize)),
             new("layers.{i}.mlp.down.weight", "layers.{i}.shared_mlp.output_linear.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
         ],
         IgnoredPerLayer: []);
+}
+
+/// <summary>
+/// Falcon-H1: Llama's attention names and a Mamba-2 mixer (Granite 4.0's names) in every layer, <c>feed_forward.*</c> for
+/// the MLP under <c>pre_ff_layernorm</c>, <c>final_layernorm</c> at the end.
+/// </summary>
+internal static class FalconH1NameTable
+{
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global:
+        [
+            LlamaNameTable.GlobalRules[0],
+            new("final_norm.weight", "final_layernorm.weight", false, c => [c.HiddenSize]),
+        ],
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.AttentionRules,
+            .. GraniteMoeHybridNameTable.MambaRules,
+            new("layers.{i}.mlp_norm.weight", "layers.{i}.pre_ff_layernorm.weight", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.MlpRules.Select(r => r with { Checkpoint = r.Checkpoint.Replace(".mlp.", ".feed_forward.") }),
+        ],
+        IgnoredPerLayer: ["layers.{i}.mamba.mup_vector"]);
 }
 
 /// <summary>GLM: Llama's names (q/k/v biases under attention_bias, none on o_proj) with Phi-3's fused
