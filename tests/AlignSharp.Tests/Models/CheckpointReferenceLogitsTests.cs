@@ -299,23 +299,29 @@ public sealed class CheckpointReferenceLogitsTests
         /// (zero before the start), per channel.</summary>
         private double[][] ShortConv(double[][] x, string p)
         {
-            int T = x.Length, D = _c.HiddenSize, K = _c.ConvWidth;
+            int D = _c.HiddenSize;
             var bcx = Linear(x, p + "conv.in");
-            var w = _p[p + "conv.kernel.weight"];
-            var bias = Optional(p + "conv.kernel.bias");
+            var conv = DepthwiseConv(bcx.Select(r => Enumerable.Range(0, D).Select(c => r[c] * r[2 * D + c]).ToArray()).ToArray(), p + "conv.kernel");
+            return conv.Select((r, t) => r.Select((e, c) => bcx[t][D + c] * e).ToArray()).ToArray();
+        }
+
+        /// <summary>y_t[c] = bias[c] + Σ_j w[c, j]·u_{t−K+1+j}[c], zeros before the start (the kernel [C, 1, K] under
+        /// <paramref name="name"/>.weight, its bias where the checkpoint has one).</summary>
+        private double[][] DepthwiseConv(double[][] u, string name)
+        {
+            var w = _p[name + ".weight"];
+            var bias = Optional(name + ".bias");
+            int T = u.Length, C = u.Length == 0 ? 0 : u[0].Length, K = w.Length / Math.Max(1, C);
             var y = new double[T][];
             for (int t = 0; t < T; t++)
             {
-                y[t] = new double[D];
-                for (int c = 0; c < D; c++)
+                y[t] = new double[C];
+                for (int c = 0; c < C; c++)
                 {
                     double sum = bias?[c] ?? 0;
                     for (int j = 0; j < K; j++)
-                    {
-                        int s = t - K + 1 + j;
-                        if (s >= 0) sum += w[c * K + j] * bcx[s][c] * bcx[s][2 * D + c];
-                    }
-                    y[t][c] = bcx[t][D + c] * sum;
+                        if (t - K + 1 + j >= 0) sum += w[c * K + j] * u[t - K + 1 + j][c];
+                    y[t][c] = sum;
                 }
             }
             return y;
@@ -328,27 +334,14 @@ public sealed class CheckpointReferenceLogitsTests
         {
             var m = _c.Mamba!;
             var f = _c.Falcon;
-            int T = x.Length, I = m.Inner, C = m.ConvDim, H = m.Heads, P = m.HeadDim, N = m.StateSize, K = m.ConvWidth, G = m.Groups;
+            int T = x.Length, I = m.Inner, C = m.ConvDim, H = m.Heads, P = m.HeadDim, N = m.StateSize, G = m.Groups;
             static double Silu(double v) => v / (1 + Math.Exp(-v));
             var proj = Linear(f == null ? x : Scale(x, f.SsmIn), p + "in");
             if (f != null)   // Falcon-H1's µP vector over in_proj's parts z, x, B, C, dt
                 foreach (var r in proj)
                     for (int i = 0; i < r.Length; i++)
                         r[i] *= i < I ? f.SsmZ : i < 2 * I ? f.SsmX : i < 2 * I + G * N ? f.SsmB : i < 2 * I + 2 * G * N ? f.SsmC : f.SsmDt;
-            var w = _p[p + "conv.weight"];
-            var bias = Optional(p + "conv.bias");
-            var conv = new double[T][];
-            for (int t = 0; t < T; t++)
-            {
-                conv[t] = new double[C];
-                for (int c = 0; c < C; c++)
-                {
-                    double sum = bias?[c] ?? 0;
-                    for (int j = 0; j < K; j++)
-                        if (t - K + 1 + j >= 0) sum += w[c * K + j] * proj[t - K + 1 + j][I + c];
-                    conv[t][c] = Silu(sum);
-                }
-            }
+            var conv = DepthwiseConv(proj.Select(r => r[I..(I + C)]).ToArray(), p + "conv").Select(r => r.Select(Silu).ToArray()).ToArray();
             var y = Enumerable.Range(0, T).Select(_ => new double[I]).ToArray();
             for (int h = 0; h < H; h++)
             {
