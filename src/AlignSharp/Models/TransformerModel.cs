@@ -225,16 +225,18 @@ public sealed class TransformerModel
                 if (config.ConvBias) Add(p + "conv.kernel.bias", d);
                 AddLinear(p + "conv.out", d, d, config.ConvBias);
             }
-            else if (!config.HasAttention(l)) { }   // a Mamba-2 mixer alone (below)
-            else if (config.QkvLayout != Checkpoints.QkvLayout.Separate)
-                AddLinear(p + "attn.qkv", config.QueryDim + 2 * config.KvDim, d, config.AttentionQkvBias);   // GPT-2, GPT-NeoX, GPTBigCode: one projection, one GEMM
-            else
+            if (config.HasAttention(l))
             {
-                AddLinear(p + "attn.q", config.QueryDim, d, config.AttentionQkvBias);
-                AddLinear(p + "attn.k", config.KvDim, d, config.AttentionQkvBias);
-                AddLinear(p + "attn.v", config.KvDim, d, config.AttentionQkvBias);
+                if (config.QkvLayout != Checkpoints.QkvLayout.Separate)
+                    AddLinear(p + "attn.qkv", config.QueryDim + 2 * config.KvDim, d, config.AttentionQkvBias);   // GPT-2, GPT-NeoX, GPTBigCode: one projection, one GEMM
+                else
+                {
+                    AddLinear(p + "attn.q", config.QueryDim, d, config.AttentionQkvBias);
+                    AddLinear(p + "attn.k", config.KvDim, d, config.AttentionQkvBias);
+                    AddLinear(p + "attn.v", config.KvDim, d, config.AttentionQkvBias);
+                }
+                AddLinear(p + "attn.o", d, config.QueryDim, config.AttentionOutputBias);
             }
-            if (config.HasAttention(l)) AddLinear(p + "attn.o", d, config.QueryDim, config.AttentionOutputBias);
             if (config.QkNorm && config.HasAttention(l))
             {
                 AddNorm(p + "attn.q_norm", config.FullWidthQkNorm ? config.QueryDim : config.HeadDim);
