@@ -488,11 +488,47 @@ public sealed record ModelConfig
         return Parse(File.ReadAllText(file), file);
     }
 
+    /// <summary>
+    /// Python's json writes non-finite floats as the bare literals Infinity, -Infinity and NaN, which JSON has not: a
+    /// transformers config can carry them (Mamba-2's time_step_limit (0.0, inf)). Outside strings they become the strings
+    /// "Infinity", "-Infinity" and "NaN" (<see cref="PythonLiteral"/> reads them back); everything else is left as it is.
+    /// </summary>
+    internal static string QuotePythonLiterals(string json)
+    {
+        if (!json.Contains("Infinity") && !json.Contains("NaN")) return json;
+        var sb = new System.Text.StringBuilder(json.Length + 16);
+        bool inString = false;
+        for (int i = 0; i < json.Length; i++)
+        {
+            char ch = json[i];
+            if (inString)
+            {
+                sb.Append(ch);
+                if (ch == '\\' && i + 1 < json.Length) sb.Append(json[++i]);
+                else if (ch == '"') inString = false;
+                continue;
+            }
+            if (ch == '"') { inString = true; sb.Append(ch); continue; }
+            string? literal = new[] { "-Infinity", "Infinity", "NaN" }.FirstOrDefault(l => string.CompareOrdinal(json, i, l, 0, l.Length) == 0);
+            if (literal == null) { sb.Append(ch); continue; }
+            sb.Append('"').Append(literal).Append('"');
+            i += literal.Length - 1;
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>A number, or one of the Python literals <see cref="QuotePythonLiterals"/> quoted; null for anything else.</summary>
+    internal static double? PythonLiteral(JsonNode? node) => node is JsonValue v
+        ? v.TryGetValue(out double d) ? d
+        : v.TryGetValue(out string? s) ? s switch { "Infinity" => double.PositiveInfinity, "-Infinity" => double.NegativeInfinity, "NaN" => double.NaN, _ => null }
+        : null
+        : null;
+
     /// <summary>Parses config.json text; <paramref name="source"/> names it in errors.</summary>
     public static ModelConfig Parse(string json, string source = "config.json")
     {
         JsonNode? root;
-        try { root = JsonNode.Parse(json); }
+        try { root = JsonNode.Parse(QuotePythonLiterals(json)); }
         catch (JsonException e) { throw new UserInputException($"model config '{source}' is not valid JSON: {e.Message}", e); }
         if (root is not JsonObject obj) throw new UserInputException($"model config '{source}' is not a JSON object");
         var f = new ConfigFields(obj, source);
@@ -677,7 +713,7 @@ public sealed record ModelConfig
         if (headDim * heads != inner) throw f.Error("mamba_d_head", $"{headDim} · mamba_n_heads {heads} must equal the mixer's {inner} channels (mamba_d_ssm)");
         int groups = f.OptionalInt("mamba_n_groups") ?? 1;
         bool norm = f.OptionalBool("mamba_rms_norm") ?? false;
-        if (f.Get("time_step_limit") is JsonArray limit && !(limit.Count == 2 && limit[0] is JsonValue lo && lo.TryGetValue(out double low) && low == 0 && limit[1] is JsonValue hi && hi.TryGetValue(out double high) && double.IsPositiveInfinity(high)))
+        if (f.Get("time_step_limit") is { } limit && !IsDefaultTimeStepLimit(limit))
             throw f.Error("time_step_limit", $"{limit.ToJsonString()} is not supported (time steps clamped); only (0, inf), transformers' default");
         return CheckMamba(f, new MambaShape(heads, headDim, f.OptionalInt("mamba_d_state") ?? 256, groups, f.OptionalInt("mamba_d_conv") ?? 4, expand,
             f.OptionalBool("mamba_conv_bias") ?? true, f.OptionalBool("mamba_proj_bias") ?? false, f.OptionalInt("mamba_chunk_size") ?? 256)
@@ -687,6 +723,10 @@ public sealed record ModelConfig
             OutBias = f.OptionalBool("projectors_bias") ?? false,
         });
     }
+
+    /// <summary>Mamba-2's time_step_limit as transformers' default (0.0, inf) writes it: no clamp on softplus outputs.</summary>
+    private static bool IsDefaultTimeStepLimit(JsonNode limit) =>
+        limit is JsonArray { Count: 2 } pair && PythonLiteral(pair[0]) == 0 && PythonLiteral(pair[1]) is double high && double.IsPositiveInfinity(high);
 
     /// <summary>Falcon-H1's µP multipliers (each 1 by default): embedding_multiplier, lm_head_multiplier, mlp_multipliers
     /// [gate, down], key_multiplier, attention_in/out_multiplier, ssm_in/out_multiplier, ssm_multipliers [z, x, B, C, dt].</summary>
@@ -1297,6 +1337,9 @@ public sealed record ModelConfig
         var table = Table;
         var k = table.KeysSpelledIn(Source);
         var o = Source?.DeepClone() as JsonObject ?? new JsonObject();
+        // (0, inf) as read from Python's literals would be written back as strings, which transformers would take for
+        // strings: the key goes, and transformers' default, the same (0, inf), takes its place.
+        if (o["time_step_limit"] is { } limit && IsDefaultTimeStepLimit(limit)) o.Remove("time_step_limit");
         o["model_type"] = table.ModelType;
         o["architectures"] = new JsonArray(Head == HeadKind.LanguageModel ? table.CausalLm : table.SequenceClassification);
         o["vocab_size"] = VocabSize;

@@ -654,6 +654,19 @@ public sealed class FamilyTests : IDisposable
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"mamba_n_heads\":5}")).Message);
         Assert.Contains("field 'time_step_limit' [0.001,0.1] is not supported",
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"mamba_n_heads\":8,\"time_step_limit\":[0.001,0.1]}")).Message);
+
+        // Python's json writes transformers' default (0.0, inf) with a bare Infinity: read as that default (in any family's
+        // config), not written back (transformers' default takes its place); a literal inside a string is left alone.
+        var pythonJson = "{" + shape + ",\"mamba_n_heads\":8,\"time_step_limit\": [0.0, Infinity],\"note\":\"NaN Infinity\"}";
+        var fromPython = ModelConfig.Parse(pythonJson);
+        var rewritten = JsonNode.Parse(fromPython.ToJson())!.AsObject();
+        Assert.False(rewritten.ContainsKey("time_step_limit"));
+        Assert.Equal("NaN Infinity", (string)rewritten["note"]!);
+        Assert.Equal(fromPython, ModelConfig.Parse(fromPython.ToJson()));
+        Assert.Contains("field 'time_step_limit' [0.0,\"-Infinity\"] is not supported", Assert.Throws<UserInputException>(
+            () => ModelConfig.Parse("{" + shape + ",\"mamba_n_heads\":8,\"time_step_limit\":[0.0,-Infinity]}")).Message);
+        var granite = File.ReadAllText(Path.Combine(Fixtures.Dir("granite4-hybrid-mamba"), "config.json")).Replace("\"use_cache\"", "\"time_step_limit\": [0.0, Infinity], \"use_cache\"");
+        Assert.Equal(ModelConfig.Load(Fixtures.Dir("granite4-hybrid-mamba")).Mamba, ModelConfig.Parse(granite).Mamba);
     }
 
     /// <summary>LFM2's keys: layer_types ("conv" / "full_attention") or the older full_attn_idxs, written back as
