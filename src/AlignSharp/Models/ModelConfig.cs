@@ -659,10 +659,9 @@ public sealed record ModelConfig
     }
 
     /// <summary>
-    /// Granite 4.0's Mamba-2 mixer from its keys (transformers' defaults): mamba_n_heads (128), mamba_d_head ("auto":
-    /// mamba_expand · hidden / heads), mamba_d_state (256), mamba_n_groups (1), mamba_d_conv (4), mamba_expand (2),
-    /// mamba_conv_bias (true), mamba_proj_bias (false), mamba_chunk_size (256: how the reference splits its scan; kept to
-    /// write back). Also refuses experts: num_local_experts (default 8) must be 0.
+    /// Granite 4.0's Mamba-2 mixer from its keys (transformers' defaults): <see cref="MambaKeys"/> over mamba_expand (2)
+    /// · hidden channels, the gated norm over all of them after the gate, out_proj's bias as in_proj's. Also refuses
+    /// experts: num_local_experts (default 8) must be 0.
     /// </summary>
     private static MambaShape ParseMamba(ConfigFields f, int hidden)
     {
@@ -670,24 +669,26 @@ public sealed record ModelConfig
         if (experts != 0)
             throw f.Error("num_local_experts", $"{experts}{(f.Get("num_local_experts") == null ? " (transformers' default when absent)" : "")}: mixture-of-experts layers are not supported; the dense Granite 4.0 models (granite-4.0-350m, 1b, micro and their -h hybrids) have 0");
         int expand = f.OptionalInt("mamba_expand") ?? 2;
-        int heads = f.OptionalInt("mamba_n_heads") ?? 128;
         if (expand <= 0) throw f.Error("mamba_expand", $"must be a positive integer, not {expand}");
-        if (heads <= 0 || expand * hidden % heads != 0) throw f.Error("mamba_n_heads", $"{heads} must be positive and divide mamba_expand · hidden_size = {expand * hidden}");
-        int headDim = f.Get("mamba_d_head") is JsonValue v && v.TryGetValue(out string? auto) && auto == "auto" ? expand * hidden / heads
-            : f.OptionalInt("mamba_d_head") ?? expand * hidden / heads;
-        if (headDim * heads != expand * hidden)
-            throw f.Error("mamba_d_head", $"{headDim} · mamba_n_heads {heads} must equal mamba_expand · hidden_size = {expand * hidden}");
-        bool projBias = f.OptionalBool("mamba_proj_bias") ?? false;
-        var shape = new MambaShape(heads, headDim, f.OptionalInt("mamba_d_state") ?? 256, f.OptionalInt("mamba_n_groups") ?? 1,
-            f.OptionalInt("mamba_d_conv") ?? 4, expand, f.OptionalBool("mamba_conv_bias") ?? true, projBias,
-            f.OptionalInt("mamba_chunk_size") ?? 256) { NormGroups = 1, NormBeforeGate = false, OutBias = projBias };
-        return CheckMamba(f, shape);
+        var shape = MambaKeys(f, expand, expand * hidden, $"mamba_expand · hidden_size = {expand * hidden}");
+        return shape with { NormGroups = 1, NormBeforeGate = false, OutBias = shape.ProjBias };
     }
 
-    /// <summary>The checks both families' mixers share: positive sizes, groups dividing heads.</summary>
-    private static MambaShape CheckMamba(ConfigFields f, MambaShape shape)
+    /// <summary>The mixer's keys both families spell alike, with transformers' defaults: mamba_n_heads (128) dividing the
+    /// mixer's <paramref name="channels"/> (<paramref name="channelsAre"/> says what they are in errors), mamba_d_head
+    /// ("auto": channels / heads), mamba_d_state (256), mamba_n_groups (1, dividing the heads), mamba_d_conv (4),
+    /// mamba_conv_bias (true), mamba_proj_bias (false), mamba_chunk_size (256: how the reference splits its scan; kept
+    /// to write back).</summary>
+    private static MambaShape MambaKeys(ConfigFields f, int expand, int channels, string channelsAre)
     {
-        int heads = shape.Heads;
+        int heads = f.OptionalInt("mamba_n_heads") ?? 128;
+        if (heads <= 0 || channels % heads != 0) throw f.Error("mamba_n_heads", $"{heads} must be positive and divide {channelsAre}");
+        int headDim = f.Get("mamba_d_head") is JsonValue v && v.TryGetValue(out string? auto) && auto == "auto" ? channels / heads
+            : f.OptionalInt("mamba_d_head") ?? channels / heads;
+        if (headDim * heads != channels) throw f.Error("mamba_d_head", $"{headDim} · mamba_n_heads {heads} must equal {channelsAre}");
+        var shape = new MambaShape(heads, headDim, f.OptionalInt("mamba_d_state") ?? 256, f.OptionalInt("mamba_n_groups") ?? 1,
+            f.OptionalInt("mamba_d_conv") ?? 4, expand, f.OptionalBool("mamba_conv_bias") ?? true, f.OptionalBool("mamba_proj_bias") ?? false,
+            f.OptionalInt("mamba_chunk_size") ?? 256);
         if (shape.StateSize <= 0) throw f.Error("mamba_d_state", $"must be a positive integer, not {shape.StateSize}");
         if (shape.Groups <= 0 || heads % shape.Groups != 0) throw f.Error("mamba_n_groups", $"{shape.Groups} must be positive and divide mamba_n_heads {heads}");
         if (shape.ConvWidth <= 0) throw f.Error("mamba_d_conv", $"must be a positive integer, not {shape.ConvWidth}");
@@ -706,22 +707,15 @@ public sealed record ModelConfig
     {
         int expand = f.OptionalInt("mamba_expand") ?? 2;
         int inner = f.OptionalIntOrNull("mamba_d_ssm", 1024) ?? expand * hidden;
-        int heads = f.OptionalInt("mamba_n_heads") ?? 128;
-        if (heads <= 0 || inner % heads != 0) throw f.Error("mamba_n_heads", $"{heads} must be positive and divide the mixer's {inner} channels (mamba_d_ssm)");
-        int headDim = f.Get("mamba_d_head") is JsonValue v && v.TryGetValue(out string? auto) && auto == "auto" ? inner / heads
-            : f.OptionalInt("mamba_d_head") ?? inner / heads;
-        if (headDim * heads != inner) throw f.Error("mamba_d_head", $"{headDim} · mamba_n_heads {heads} must equal the mixer's {inner} channels (mamba_d_ssm)");
-        int groups = f.OptionalInt("mamba_n_groups") ?? 1;
-        bool norm = f.OptionalBool("mamba_rms_norm") ?? false;
         if (f.Get("time_step_limit") is { } limit && !IsDefaultTimeStepLimit(limit))
             throw f.Error("time_step_limit", $"{limit.ToJsonString()} is not supported (time steps clamped); only (0, inf), transformers' default");
-        return CheckMamba(f, new MambaShape(heads, headDim, f.OptionalInt("mamba_d_state") ?? 256, groups, f.OptionalInt("mamba_d_conv") ?? 4, expand,
-            f.OptionalBool("mamba_conv_bias") ?? true, f.OptionalBool("mamba_proj_bias") ?? false, f.OptionalInt("mamba_chunk_size") ?? 256)
+        var shape = MambaKeys(f, expand, inner, $"the mixer's {inner} channels (mamba_d_ssm)");
+        return shape with
         {
-            NormGroups = norm ? groups : 0,
+            NormGroups = f.OptionalBool("mamba_rms_norm") ?? false ? shape.Groups : 0,
             NormBeforeGate = f.OptionalBool("mamba_norm_before_gate") ?? true,
             OutBias = f.OptionalBool("projectors_bias") ?? false,
-        });
+        };
     }
 
     /// <summary>Mamba-2's time_step_limit as transformers' default (0.0, inf) writes it: no clamp on softplus outputs.</summary>

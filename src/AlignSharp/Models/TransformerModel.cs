@@ -739,8 +739,6 @@ public sealed class TransformerModel
         return Ops.Mul(Ops.Reshape(normed, shape), w);
     }
 
-    /// <summary>Ones [n], not a parameter, its own array (never pooled).</summary>
-    private static Tensor Ones(int n) => new([n], new Storage(Enumerable.Repeat(1f, n).ToArray(), pooled: false), 0);
 
     // The attention output projection, the residuals and the MLP of a block, given its input x, the attention's input h
     // (x normed) and output a [B, T, Hq, D] (or LFM2's convolution's [B, T, D], projected by conv.out). In generation, where
@@ -898,13 +896,15 @@ public sealed class TransformerModel
     private bool Dora(params string[] prefixes) => Adapter is { Enabled: true } adapter && prefixes.Any(adapter.IsDora);
 
     private Tensor Norm(Tensor x, string prefix)
-        => !Config.Table.NormParameters ? Ops.LayerNorm(x, UnitNormWeight, null, (float)Config.NormEps)
+        => !Config.Table.NormParameters ? Ops.LayerNorm(x, Ones(Config.HiddenSize), null, (float)Config.NormEps)
             : Config.Norm == NormKind.LayerNorm
             ? Ops.LayerNorm(x, Parameter(prefix + ".weight"), Parameter(prefix + ".bias"), (float)Config.NormEps)
             : Ops.RmsNorm(x, Parameter(prefix + ".weight"), (float)Config.NormEps, Config.NormWeightOffset);
 
-    /// <summary>Ones [D], not a parameter: OLMo 1's LayerNorm without weight or bias. Its own array, never pooled (a pass's
-    /// TensorScope would hand a pooled one back).</summary>
-    private Tensor UnitNormWeight => _unitNormWeight ??= new Tensor([Config.HiddenSize], new Storage(Enumerable.Repeat(1f, Config.HiddenSize).ToArray(), pooled: false), 0);
-    private Tensor? _unitNormWeight;
+    /// <summary>Ones [n], not a parameter: the scale of a norm without weights (OLMo 1's LayerNorm, each group of
+    /// Falcon-H1's gated norm, whose weight follows over all channels). Its own array, never pooled (a pass's TensorScope
+    /// would hand a pooled one back), kept for the next call of the same width (a model needs one).</summary>
+    private Tensor Ones(int n) => _ones is { } ones && ones.Length == n ? ones
+        : _ones = new Tensor([n], new Storage(Enumerable.Repeat(1f, n).ToArray(), pooled: false), 0);
+    private Tensor? _ones;
 }
