@@ -74,6 +74,9 @@ Formulas (T = sequence length, D = hidden, H heads, KV kv heads, hd head dim, V 
   ERNIE 4.5: as Llama (biases with use_bias), rope on interleaved pairs: channels 2i and 2i + 1 turn by pos * inv_freq[i].
   Hunyuan dense: as Llama, q and k RMS-normed per head after rope; NTK-alpha base theta * alpha^(hd / (hd - 2)).
   OLMo 1: as Llama with LN(x) = (x - mean) / sqrt(var + 1e-5) (no weight, no bias) in place of every RMS.
+  Granite 3.x MoE: as Granite, with a sparse mixture of experts in the MLP's place: router logits r = x Wr^T, the
+          num_experts_per_tok largest per token, gates softmax over those; expert e: [g|u] = x W_in[e]^T,
+          silu(g) * u @ W_out[e]^T; each token's outputs summed with its gates.
   Attn: per head softmax(q k^T / sqrt(hd) + causal mask) v, heads concatenated in head order.
           Mistral with sliding_window W also masks key j for query i when i - j >= W (a query sees at most
           W keys, itself included; indices are sequence positions, as transformers' sliding_window_overlay);
@@ -322,7 +325,7 @@ def linear(w):
     return lin
 
 
-def llama_forward(w, cfg, ids, rotate=None):
+def llama_forward(w, cfg, ids, rotate=None, mlp=None):
     """Llama / Qwen2 / Mistral / Qwen3 / SmolLM3 / Granite. w: HF names, float64. Granite (modeling_granite.py) has four
     multipliers, absent (1) elsewhere: embeddings times embedding_multiplier, attention_multiplier as the score scale
     (in place of hd^-1/2), each attention and MLP output times residual_multiplier before its residual add, and the
@@ -368,7 +371,9 @@ def llama_forward(w, cfg, ids, rotate=None):
         a = causal_attention(q, k, v, attention_window(cfg, i), cfg.get("attention_multiplier"))
         h = h + lin(a, p + "self_attn.o_proj") * residual
         x = norm(h, p + "post_attention_layernorm")
-        h = h + lin(act(lin(x, p + "mlp.gate_proj")) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj") * residual
+        # mlp(x, prefix): a family's own MLP (Granite MoE's experts).
+        out = lin(act(lin(x, p + "mlp.gate_proj")) * lin(x, p + "mlp.up_proj"), p + "mlp.down_proj") if mlp is None else mlp(x, p)
+        h = h + out * residual
     h = norm(h, "model.norm")
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
     return h @ head.T / cfg.get("logits_scaling", 1.0)
@@ -2520,6 +2525,117 @@ def fixture_granite4():
                      "granitemoehybrid: three attention layers with RoPE (base 10000), q/k/v/o biases, shared MLP 40, untied")
 
 
+MOE_MARGINS = []
+
+
+def granitemoe_experts(w, cfg):
+    """block_sparse_moe as modeling_granitemoe.py defines it, token by token: router logits x Wr^T, the k largest
+    (GraniteMoeTopKGating), gates softmax over them; expert e runs input_linear[e] -> chunk(2) -> silu(first) * second
+    -> output_linear[e]; the token's outputs are summed with its gates. Each token's gap between its k-th and (k+1)-th
+    logit goes to MOE_MARGINS: a fixture whose routing a float32 rounding could flip is refused."""
+    k = cfg.get("num_experts_per_tok", 2)
+
+    def mlp(x, p):
+        p = p + "block_sparse_moe."
+        logits = x @ w[p + "router.layer.weight"].T
+        ranked = logits.sort(dim=-1, descending=True).values
+        if ranked.shape[-1] > k:
+            MOE_MARGINS.append(float((ranked[:, k - 1] - ranked[:, k]).min()))
+        top, chosen = logits.topk(k, dim=-1)
+        gates = torch.softmax(top, dim=-1)
+        out = torch.zeros_like(x)
+        for t in range(x.shape[0]):
+            for j in range(k):
+                e = int(chosen[t, j])
+                gate, up = (x[t] @ w[p + "input_linear.weight"][e].T).chunk(2, dim=-1)
+                out[t] += gates[t, j] * ((gate * torch.sigmoid(gate) * up) @ w[p + "output_linear.weight"][e].T)
+        return out
+    return mlp
+
+
+def granitemoe_forward(w, cfg, ids):
+    return llama_forward(w, cfg, ids, mlp=granitemoe_experts(w, cfg))
+
+
+def granitemoe_weights(g, cfg):
+    d, v = cfg["hidden_size"], cfg["vocab_size"]
+    experts, inter = cfg.get("num_local_experts", 8), cfg["intermediate_size"]
+    w = {"model.embed_tokens.weight": randn(g, v, d, std=0.5)}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        w[p + "input_layernorm.weight"] = norm_weight(g, d)
+        attention_weights(g, w, p + "self_attn.", cfg, cfg.get("attention_bias", False))
+        w[p + "post_attention_layernorm.weight"] = norm_weight(g, d)
+        w[p + "block_sparse_moe.router.layer.weight"] = randn(g, experts, d, std=0.5)
+        w[p + "block_sparse_moe.input_linear.weight"] = randn(g, experts, 2 * inter, d, std=0.2)
+        w[p + "block_sparse_moe.output_linear.weight"] = randn(g, experts, d, inter, std=0.15)
+    w["model.norm.weight"] = norm_weight(g, d)
+    if not cfg.get("tie_word_embeddings", False):
+        w["lm_head.weight"] = randn(g, v, d, std=0.2)
+    return w
+
+
+def granitemoe_config(**over):
+    """A small GraniteMoeConfig spelled as granite-3.1-1b-a400m-instruct's config.json (multipliers of the released size)."""
+    cfg = {
+        "architectures": ["GraniteMoeForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.1,
+        "attention_multiplier": 0.125,
+        "bos_token_id": 0,
+        "embedding_multiplier": 12.0,
+        "eos_token_id": 0,
+        "hidden_act": "silu",
+        "hidden_size": 32,
+        "initializer_range": 0.02,
+        "intermediate_size": 16,
+        "logits_scaling": 6.0,
+        "max_position_embeddings": 4096,
+        "model_type": "granitemoe",
+        "num_attention_heads": 4,
+        "num_experts_per_tok": 3,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "num_local_experts": 8,
+        "output_router_logits": False,
+        "pad_token_id": 0,
+        "residual_multiplier": 0.22,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": 10000000.0,
+        "router_aux_loss_coef": 0.0,
+        "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.46.0",
+        "use_cache": True,
+        "vocab_size": 90,
+    }
+    cfg.update(over)
+    return {k: v for k, v in cfg.items() if v is not None or k == "rope_scaling"}
+
+
+def granitemoe_fixture(name, seed, cfg, description):
+    g = torch.Generator().manual_seed(seed)
+    w = granitemoe_weights(g, cfg)
+    d = fresh_dir(name)
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    MOE_MARGINS.clear()
+    write_reference(d, description, make_cases(g, cfg["vocab_size"]), granitemoe_forward, w, cfg)
+    # The routing must not hinge on rounding: every token's k-th logit clear of the next one.
+    assert min(MOE_MARGINS) > 1e-3, f"{name}: a routing margin of {min(MOE_MARGINS)}; pick another seed"
+
+
+def fixture_granitemoe():
+    # granite-3.1-1b-a400m's layout in small: 8 experts, 3 per token, tied head, Granite's multipliers, RoPE base 1e7.
+    granitemoe_fixture("granitemoe-top3-of-8", 1047, granitemoe_config(), "granitemoe: 8 experts of width 16, 3 per token; "
+                       "multipliers 12 / 0.125 / 0.22 / 6; heads 4 / kv 2; tied")
+    # The experts' keys absent (transformers' defaults: 8 experts, 2 per token), attention biases, an untied head.
+    granitemoe_fixture("granitemoe-defaults-bias", 1048, granitemoe_config(num_local_experts=None, num_experts_per_tok=None,
+                       attention_bias=True, tie_word_embeddings=False, vocab_size=84, intermediate_size=12),
+                       "granitemoe: num_local_experts and num_experts_per_tok absent (8 and 2), q/k/v/o biases, untied")
+
+
 def falcon_h1_shape(cfg):
     """(heads, head size, state, groups, conv width, channels) of Falcon-H1's mixer with FalconH1Config's defaults."""
     inner = cfg.get("mamba_d_ssm", 1024)
@@ -2713,6 +2829,7 @@ def main():
     fixture_helium()
     fixture_granite4()
     fixture_falcon_h1()
+    fixture_granitemoe()
 
 
 if __name__ == "__main__":

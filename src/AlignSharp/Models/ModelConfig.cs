@@ -112,6 +112,10 @@ public enum ModelFamily
     /// <summary><c>falcon_h1</c> (TII's Falcon-H1-0.5B/1.5B/3B): every layer attention and a Mamba-2 mixer side by side on
     /// the same normed input, a Llama MLP, µP multipliers throughout (<see cref="ModelConfig.Falcon"/>).</summary>
     FalconH1,
+
+    /// <summary><c>granitemoe</c> (IBM Granite 3.0/3.1 MoE: granite-3.x-1b-a400m and 3b-a800m): Granite's block and
+    /// multipliers with a sparse mixture of experts in the MLP's place (<see cref="ModelConfig.Moe"/>).</summary>
+    GraniteMoe,
 }
 
 /// <summary>What sits on top of the final norm.</summary>
@@ -367,6 +371,9 @@ public sealed record ModelConfig
     /// <summary>The Mamba-2 mixers' shape (Granite 4.0's mamba_* keys); null outside granitemoehybrid.</summary>
     public MambaShape? Mamba { get; init; }
 
+    /// <summary>The sparse mixture of experts in each layer's MLP place (granitemoe); null elsewhere.</summary>
+    public MoeShape? Moe { get; init; }
+
     /// <summary>Granite 4.0 <c>position_embedding_type</c>: "rope" rotates q and k in every attention layer; anything else
     /// (null, "nope") uses no position encoding. Null outside granitemoehybrid.</summary>
     public string? PositionEmbeddingType { get; init; }
@@ -615,6 +622,7 @@ public sealed record ModelConfig
             MambaLayers = table.MambaLayers ? LayerKinds(f, layers, "mamba", "attention") ?? Enumerable.Repeat(true, Math.Max(0, layers)).ToArray()
                 : table.ParallelMamba ? Enumerable.Repeat(true, Math.Max(0, layers)).ToArray() : null,
             Mamba = table.MambaLayers ? ParseMamba(f, d) : table.ParallelMamba ? ParseFalconMamba(f, d) : null,
+            Moe = table.ExpertMlp ? ParseMoe(f) : null,
             PositionEmbeddingType = table.MambaLayers ? f.OptionalString("position_embedding_type") ?? "nope" : null,
             Falcon = table.ParallelMamba ? ParseFalconMultipliers(f) : null,
             BosTokenId = f.OptionalInt("bos_token_id"),
@@ -656,6 +664,21 @@ public sealed record ModelConfig
         o["mamba_conv_bias"] = m.ConvBias;
         o["mamba_proj_bias"] = m.ProjBias;
         o["mamba_chunk_size"] = m.ChunkSize;
+    }
+
+    /// <summary>
+    /// The experts' keys with transformers' GraniteMoeConfig defaults: num_local_experts (8), num_experts_per_tok (2) of
+    /// them per token, each intermediate_size wide. output_router_logits true makes transformers add the routers'
+    /// load-balancing loss (router_aux_loss_coef) to a training loss: that loss is not implemented here, so it is refused.
+    /// </summary>
+    private static MoeShape ParseMoe(ConfigFields f)
+    {
+        if (f.OptionalBool("output_router_logits") == true)
+            throw f.Error("output_router_logits", "true adds the routers' load-balancing loss (router_aux_loss_coef) to training losses, which AlignSharp does not implement; set it to false (transformers' default)");
+        var moe = new MoeShape(f.OptionalInt("num_local_experts") ?? 8, f.OptionalInt("num_experts_per_tok") ?? 2, f.RequiredInt("intermediate_size"));
+        if (moe.Experts <= 0) throw f.Error("num_local_experts", $"must be a positive integer, not {moe.Experts}");
+        if (moe.TopK <= 0 || moe.TopK > moe.Experts) throw f.Error("num_experts_per_tok", $"{moe.TopK} must be between 1 and num_local_experts {moe.Experts}");
+        return moe;
     }
 
     /// <summary>
@@ -1150,6 +1173,9 @@ public sealed record ModelConfig
         bool mixers = table.MambaLayers || table.ParallelMamba;
         if (mixers != (MambaLayers != null) || mixers != (Mamba != null) || table.MambaLayers != (PositionEmbeddingType != null) || table.ParallelMamba != (Falcon != null))
             throw Error($"Mamba-2 layers (layer_types 'mamba', mamba_* keys, position_embedding_type, Falcon-H1's multipliers) are granitemoehybrid and falcon_h1 fields, not {family}'s");
+        if (table.ExpertMlp != (Moe != null)) throw Error($"mixture-of-experts fields (num_local_experts, num_experts_per_tok) are granitemoe fields, not {family}'s");
+        if (Moe is { } moe && (moe.Experts <= 0 || moe.TopK <= 0 || moe.TopK > moe.Experts || moe.ExpertSize <= 0))
+            throw Error($"the mixture-of-experts shape {moe} is inconsistent (1 ≤ num_experts_per_tok ≤ num_local_experts, a positive width)");
         if (MambaLayers != null && MambaLayers.Count != NumLayers) throw Error($"field 'layer_types' must hold one entry per layer ({NumLayers}), not {MambaLayers.Count}");
         if (table.ParallelMamba && MambaLayers!.Contains(false)) throw Error($"{family} has a mixer in every layer");
         if (Mamba is { } m && (m.Heads <= 0 || m.HeadDim <= 0 || m.StateSize <= 0 || m.Groups <= 0 || m.Heads % m.Groups != 0 || m.ConvWidth <= 0
@@ -1423,6 +1449,12 @@ public sealed record ModelConfig
             if (!sourceAgrees) o["position_embedding_type"] = PositionEmbeddingType;
             o["num_local_experts"] = 0;
             WriteMambaKeys(o, mamba);
+        }
+        if (Moe is { } experts)
+        {
+            o["num_local_experts"] = experts.Experts;
+            o["num_experts_per_tok"] = experts.TopK;
+            o["intermediate_size"] = experts.ExpertSize;
         }
         if (table.ParallelMamba && Mamba is { } fm && Falcon is { } mult)
         {
@@ -1705,6 +1737,13 @@ public sealed record MambaShape(int Heads, int HeadDim, int StateSize, int Group
     /// <summary>in_proj's rows: the gate z [I], then x, B and C [conv], then the time steps [H].</summary>
     public int InProjRows => Inner + ConvDim + Heads;
 }
+
+/// <summary>
+/// A sparse mixture-of-experts MLP (granitemoe's block_sparse_moe): a router (a linear layer without bias) scores
+/// <see cref="Experts"/> experts per token, the <see cref="TopK"/> best run on it, each a gated MLP <see cref="ExpertSize"/>
+/// wide, and their outputs are added weighted by the softmax of the chosen scores.
+/// </summary>
+public sealed record MoeShape(int Experts, int TopK, int ExpertSize);
 
 /// <summary>
 /// Falcon-H1's µP multipliers: on the token embeddings, the logits, the MLP's gate input and output, the keys, the

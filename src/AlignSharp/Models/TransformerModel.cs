@@ -257,7 +257,14 @@ public sealed class TransformerModel
             }
             if (config.SandwichNorms) AddNorm(p + "attn_out_norm", d);
             if (config.InputNorms && !config.Table.ParallelSharedNorm) AddNorm(p + "mlp_norm", d);
-            if (!config.Table.GatedMlp)
+            if (config.Moe is { } moe)
+            {
+                // Each kind of expert weight in one stack, as checkpoints keep it.
+                Add(p + "moe.router.weight", moe.Experts, d);
+                Add(p + "moe.input.weight", moe.Experts, 2 * moe.ExpertSize, d);
+                Add(p + "moe.output.weight", moe.Experts, d, moe.ExpertSize);
+            }
+            else if (!config.Table.GatedMlp)
             {
                 AddLinear(p + "mlp.fc", config.IntermediateSize, d, config.MlpBias);
                 AddLinear(p + "mlp.proj", d, config.IntermediateSize, config.MlpBias);
@@ -358,13 +365,14 @@ public sealed class TransformerModel
     }
 
     /// <summary>
-    /// Whether bf16 storage applies to a parameter: matrices only, and not a scalar score head, a single row that saves
-    /// nothing and trains beside a frozen bf16 trunk (a LoRA reward model's head, PPO's value head).
+    /// Whether bf16 storage applies to a parameter: matrices (and a mixture of experts' stacks of them) only, and not a
+    /// scalar score head, a single row that saves nothing and trains beside a frozen bf16 trunk (a LoRA reward model's
+    /// head, PPO's value head).
     /// </summary>
     public static bool KeptInBf16(string name, Tensor p) => KeptInBf16(name, p.Rank);
 
     /// <summary><see cref="KeptInBf16(string, Tensor)"/> by the parameter's rank.</summary>
-    public static bool KeptInBf16(string name, int rank) => rank == 2 && name != "score.weight";
+    public static bool KeptInBf16(string name, int rank) => rank == 2 && name != "score.weight" || rank == 3 && name.Contains(".moe.", StringComparison.Ordinal);
 
     /// <summary>
     /// A model with fresh weights: normal(0, 0.02) matrices and embeddings (GPT-2's residual projections
@@ -765,7 +773,7 @@ public sealed class TransformerModel
         }
         // Granite scales each output before its residual add, so its residuals stay outside the products.
         float residualScale = (float)(c.ResidualMultiplier ?? 1.0);
-        bool intoProducts = Ops.RoundsActivations && !c.SandwichNorms && residualScale == 1;
+        bool intoProducts = Ops.RoundsActivations && !c.SandwichNorms && residualScale == 1 && c.Moe == null;
         if (intoProducts) x = AddLinear(x, attnIn, outName);
         else
         {
@@ -784,8 +792,45 @@ public sealed class TransformerModel
         return Ops.Add(x, mlpOut);
     }
 
-    /// <summary>The block's MLP on its normed input m: gated, or fc → activation → proj (GPT-2, GPT-NeoX, Phi, OPT).</summary>
-    private Tensor Mlp(Tensor m, string p) => Config.Table.GatedMlp ? GatedMlp(m, p) : Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj");
+    /// <summary>The block's MLP on its normed input m: gated, or fc → activation → proj (GPT-2, GPT-NeoX, Phi, OPT), or a
+    /// mixture of experts (Granite 3.x MoE).</summary>
+    private Tensor Mlp(Tensor m, string p) => Config.Moe != null ? Experts(m, p)
+        : Config.Table.GatedMlp ? GatedMlp(m, p) : Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj");
+
+    /// <summary>
+    /// The sparse mixture of experts on m [B, T, D]: router logits m·Wᵣᵀ [N, E]; for each token the TopK largest, its
+    /// gates the softmax over those; each expert runs its gated MLP (input_linear's gate rows, then up; output_linear) on
+    /// the tokens that chose it, and each token sums its experts' outputs times their gates. Gradients reach the router
+    /// through the gates (the choice itself has none) and each expert's weights through the tokens it ran.
+    /// </summary>
+    private Tensor Experts(Tensor m, string p)
+    {
+        var moe = Config.Moe!;
+        int d = Config.HiddenSize, n = ShapeUtil.Rows(m.Shape), k = moe.TopK, width = moe.ExpertSize;
+        var x = Ops.Reshape(m, n, d);
+        var logits = Linear(x, p + "moe.router");   // a linear layer: LoRA may adapt it, as PEFT's all-linear does
+        var chosen = ExpertRouting.TopK(logits.Span, n, moe.Experts, k);
+        var gates = Ops.Softmax(Ops.Gather(logits, chosen, k));   // [N, k]
+        var (order, starts, position) = ExpertRouting.ByExpert(chosen, moe.Experts);
+        var input = Parameter(p + "moe.input.weight");
+        var output = Parameter(p + "moe.output.weight");
+        var outputs = new List<Tensor>();
+        for (int e = 0; e < moe.Experts; e++)
+        {
+            int count = starts[e + 1] - starts[e];
+            if (count == 0) continue;
+            var tokens = new int[count];
+            for (int i = 0; i < count; i++) tokens[i] = order[starts[e] + i] / k;
+            var gate = (Ops.StackRows(input, e, 0, width), (Tensor?)null);
+            var up = (Ops.StackRows(input, e, width, width), (Tensor?)null);
+            var down = (Ops.StackRows(output, e, 0, d), (Tensor?)null);
+            outputs.Add(Ops.GatedMlp(Ops.IndexSelect(x, tokens), gate, up, down, ActivationKind));
+        }
+        // Back from expert order to (token, choice) order, then each token's gates times its k outputs.
+        var byToken = Ops.IndexSelect(outputs.Count == 1 ? outputs[0] : Ops.Concat(outputs, 0), position);
+        var mixed = Ops.MatMul(Ops.Reshape(gates, n, 1, k), Ops.Reshape(byToken, n, k, d));
+        return Ops.Reshape(mixed, m.ShapeArray);
+    }
 
     /// <summary>Vocabulary logits [B, T, V] (LM head) or one score per position [B, T] (scalar head).</summary>
     public Tensor Forward(ReadOnlySpan<int> ids, int batch, int seq, int[]? positions = null, bool[]? keyMask = null, KvCache? cache = null)

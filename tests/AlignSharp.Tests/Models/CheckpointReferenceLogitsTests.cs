@@ -132,7 +132,8 @@ public sealed class CheckpointReferenceLogitsTests
                 // Phi's one norm feeds attention and MLP alike.
                 x = _c.Family == ModelFamily.Phi ? x : _c.InputNorms && !_c.PostNorm ? Norm(_c.ParallelResidual == true ? blockInput : h, p + "mlp_norm") : h;
                 double[][] m;
-                if (!_c.Table.GatedMlp)   // fc → activation → proj (GPT-2, GPT-NeoX, Phi, OPT, BLOOM, Starcoder2)
+                if (_c.Moe != null) m = Experts(x, p + "moe.");   // Granite MoE
+                else if (!_c.Table.GatedMlp)   // fc → activation → proj (GPT-2, GPT-NeoX, Phi, OPT, BLOOM, Starcoder2)
                 {
                     m = Linear(x, p + "mlp.fc");
                     foreach (var r in m)
@@ -178,6 +179,46 @@ public sealed class CheckpointReferenceLogitsTests
         private static double GeluTanh(double x) => 0.5 * x * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
 
         /// <summary>RMS norm of every head_dim slice of x (T, heads·hd) with one [hd] weight (Qwen3 / Gemma-3 q/k norm).</summary>
+        /// <summary>A sparse mixture of experts token by token: the TopK largest router logits, gates the softmax over
+        /// them, each chosen expert's SiLU-gated MLP (stack rows: gate, then up; then down) times its gate.</summary>
+        private double[][] Experts(double[][] x, string p)
+        {
+            var moe = _c.Moe!;
+            int D = _c.HiddenSize, I = moe.ExpertSize;
+            var router = Linear(x, p + "router");
+            float[] input = _p[p + "input.weight"], output = _p[p + "output.weight"];
+            return x.Select((r, t) =>
+            {
+                var chosen = Enumerable.Range(0, moe.Experts).OrderByDescending(e => router[t][e]).Take(moe.TopK).ToArray();
+                double top = chosen.Max(e => router[t][e]);
+                var weights = chosen.Select(e => Math.Exp(router[t][e] - top)).ToArray();
+                double sum = weights.Sum();
+                var y = new double[D];
+                for (int j = 0; j < chosen.Length; j++)
+                {
+                    int e = chosen[j];
+                    var hidden = new double[I];
+                    for (int i = 0; i < I; i++)
+                    {
+                        double g = 0, u = 0;
+                        for (int c = 0; c < D; c++)
+                        {
+                            g += input[((long)e * 2 * I + i) * D + c] * r[c];
+                            u += input[((long)e * 2 * I + I + i) * D + c] * r[c];
+                        }
+                        hidden[i] = g / (1 + Math.Exp(-g)) * u;
+                    }
+                    for (int o = 0; o < D; o++)
+                    {
+                        double acc = 0;
+                        for (int i = 0; i < I; i++) acc += output[((long)e * D + o) * I + i] * hidden[i];
+                        y[o] += weights[j] / sum * acc;
+                    }
+                }
+                return y;
+            }).ToArray();
+        }
+
         private double[][] HeadNorm(double[][] x, string name)
         {
             int hd = _c.HeadDim;

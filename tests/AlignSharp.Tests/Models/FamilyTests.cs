@@ -27,7 +27,7 @@ public sealed class FamilyTests : IDisposable
         "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm", "bloom-hub-n-embed", "bloomz-save-pretrained",
         "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias",
         "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global", "helium-interleaved-rope",
-        "granite4-hybrid-mamba", "granite4-dense-rope", "falcon-h1-mup", "falcon-h1-no-norm-bias");
+        "granite4-hybrid-mamba", "granite4-dense-rope", "falcon-h1-mup", "falcon-h1-no-norm-bias", "granitemoe-top3-of-8", "granitemoe-defaults-bias");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -47,7 +47,9 @@ public sealed class FamilyTests : IDisposable
             foreach (var (name, p) in model.NamedParameters) p.Span.CopyTo(smooth.Parameter(name).Span);
             (model, c) = (smooth, smooth.Config);
         }
-        var names = new List<string> { c.Table.GatedMlp ? "layers.1.mlp.gate.weight" : "layers.1.mlp.fc.weight" };
+        // Granite MoE: the router (through the gates) and both expert stacks (through the experts the tokens chose).
+        var names = c.Moe != null ? ["layers.1.moe.router.weight", "layers.1.moe.input.weight", "layers.1.moe.output.weight"]
+            : new List<string> { c.Table.GatedMlp ? "layers.1.mlp.gate.weight" : "layers.1.mlp.fc.weight" };
         if (!c.PostNorm && c.Table.NormParameters) names.Add("final_norm.weight");
         if (c.EmbedDim != c.HiddenSize) names.AddRange(["project_in.weight", "project_out.weight"]);
         if (c.LearnedPositions) names.Add("pos_embed.weight");

@@ -41,6 +41,23 @@ public static partial class Ops
         return y;
     }
 
+    /// <summary>Rows [start, start+length) of matrix <paramref name="index"/> of a stack [E, R, C], as a view [length, C]
+    /// whose gradient adds into the stack's: one expert's weight (or its gate or up rows) where a mixture of experts keeps
+    /// each kind of weight in one tensor, as checkpoints store them.</summary>
+    public static Tensor StackRows(Tensor stack, int index, int start, int length)
+    {
+        if (stack.Rank != 3) throw new ArgumentException($"StackRows needs a stack [E, R, C], not {ShapeUtil.Format(stack.Shape)}.");
+        int count = stack.Dim(0), rows = stack.Dim(1), cols = stack.Dim(2);
+        if ((uint)index >= (uint)count) throw new ArgumentOutOfRangeException(nameof(index), $"Matrix {index} is outside [0, {count}).");
+        if (start < 0 || length < 0 || start + length > rows)
+            throw new ArgumentOutOfRangeException(nameof(start), $"Rows [{start}, {start + length}) are outside [0, {rows}).");
+        int offset = (index * rows + start) * cols;
+        var y = stack.ViewAs([length, cols], offset);
+        if (Autograd.Needs(stack))
+            Autograd.Record(y, [stack], g => Simd.AddInto(g.Span, stack.GradForAccumulate().Slice(offset, length * cols)));
+        return y;
+    }
+
     /// <summary>Indices saved for a backward pass in a pooled buffer, their int bits stored as floats (no GC array per call).</summary>
     private static Tensor SaveIndices(ReadOnlySpan<int> index)
     {

@@ -131,6 +131,10 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// each with its multipliers (see <see cref="ModelConfig.Falcon"/>); the mixer's shape from its mamba_* keys.</summary>
     public bool ParallelMamba { get; init; }
 
+    /// <summary>Granite 3.x MoE: the MLP is a sparse mixture of experts (block_sparse_moe), no dense MLP beside it; its
+    /// shape from num_local_experts, num_experts_per_tok and intermediate_size (see <see cref="ModelConfig.Moe"/>).</summary>
+    public bool ExpertMlp { get; init; }
+
     /// <summary>Other spellings of <see cref="Keys"/>' fields that configs in the wild use (BLOOM: n_embed for hidden_size,
     /// num_attention_heads for n_head): a config that has the alias and not the key is read, and written back, with it.</summary>
     public (string Key, string Alias)[] KeyAliases { get; init; } = [];
@@ -759,6 +763,21 @@ internal static class FamilyTables
         DefaultMaxPositions = 2048,
     };
 
+    /// <summary>Granite 3.0/3.1 MoE (GraniteMoeForCausalLM: granite-3.x-1b-a400m and 3b-a800m, base and instruct): Granite's
+    /// block, multipliers and attention (q/k/v/o biases per attention_bias, RoPE), with a sparse mixture of experts in the
+    /// MLP's place: a router picks num_experts_per_tok of num_local_experts experts per token, each a gated MLP (input_linear
+    /// [E, 2·I, D]: gate rows, then up; output_linear [E, D, I]) weighted by the softmax of the chosen router logits;
+    /// transformers' GraniteMoeConfig defaults. transformers has no GraniteMoeForSequenceClassification: a scalar-head model
+    /// saved here names it anyway (AlignSharp reads it back).</summary>
+    public static readonly FamilyTable GraniteMoe = new(ModelFamily.GraniteMoe, "granitemoe", "GraniteMoeForCausalLM", "GraniteMoeForSequenceClassification", GraniteMoeNameTable.Table)
+    {
+        ExpertMlp = true,
+        Multipliers = true,
+        Biases = BiasRule.AttentionBiasKey,
+        Activations = [("silu", HiddenActivation.Silu)],
+        DefaultMaxPositions = 2048,
+    };
+
     /// <summary>Falcon-H1 (FalconH1ForCausalLM: Falcon-H1-0.5B/1.5B/1.5B-Deep/3B and their instruct models): RMSNorm blocks
     /// whose normed input feeds attention (key_multiplier on k, RoPE) and a Mamba-2 mixer (mamba_d_ssm channels, µP
     /// multipliers on in_proj's parts, the gated norm only with mamba_rms_norm) side by side, then a Llama MLP with gate
@@ -774,7 +793,7 @@ internal static class FamilyTables
         DefaultNormEps = 1e-5,
     };
 
-    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2, GptBigCode, GptNeo, Helium, GraniteMoeHybrid, FalconH1];
+    public static readonly FamilyTable[] All = [Gpt2, Llama, Qwen2, Mistral, Qwen3, Gemma2, Gemma3, Phi3, SmolLM3, Olmo2, Granite, Gemma, GptNeoX, StableLm, Phi, Opt, Exaone4, Ernie45, HunyuanDense, Olmo, Bloom, Lfm2, Glm, Starcoder2, GptBigCode, GptNeo, Helium, GraniteMoeHybrid, FalconH1, GraniteMoe];
 
     /// <summary><see cref="All"/> indexed by family: <see cref="Of"/> runs several times per block of every forward pass.</summary>
     private static readonly FamilyTable?[] ByFamily = BuildIndex();

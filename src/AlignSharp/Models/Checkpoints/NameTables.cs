@@ -506,6 +506,34 @@ internal static class GraniteMoeHybridNameTable
 }
 
 /// <summary>
+/// Granite 3.x MoE (granitemoe): Llama's norms and attention names, and per layer the sparse MoE's router
+/// (<c>block_sparse_moe.router.layer</c> [E, D]) and expert stacks (<c>input_linear</c> [E, 2·I, D], gate rows then up;
+/// <c>output_linear</c> [E, D, I]), kept as they are stored: one tensor per stack.
+/// </summary>
+internal static class GraniteMoeNameTable
+{
+    /// <summary>The router and the expert stacks where the config has experts.</summary>
+    public static readonly NameRule[] ExpertRules =
+    [
+        new("layers.{i}.moe.router.weight", "layers.{i}.block_sparse_moe.router.layer.weight", false, c => c.Moe is { } m ? [m.Experts, c.HiddenSize] : null),
+        new("layers.{i}.moe.input.weight", "layers.{i}.block_sparse_moe.input_linear.weight", false, c => c.Moe is { } m ? [m.Experts, 2 * m.ExpertSize, c.HiddenSize] : null),
+        new("layers.{i}.moe.output.weight", "layers.{i}.block_sparse_moe.output_linear.weight", false, c => c.Moe is { } m ? [m.Experts, c.HiddenSize, m.ExpertSize] : null),
+    ];
+
+    public static readonly NameTable Table = new(
+        Prefixes: ["model.", ""],
+        Global: LlamaNameTable.GlobalRules,
+        PerLayer:
+        [
+            new("layers.{i}.attn_norm.weight", "layers.{i}.input_layernorm.weight", false, c => [c.HiddenSize]),
+            .. LlamaNameTable.AttentionRules,
+            new("layers.{i}.mlp_norm.weight", "layers.{i}.post_attention_layernorm.weight", false, c => [c.HiddenSize]),
+            .. ExpertRules,
+        ],
+        IgnoredPerLayer: []);
+}
+
+/// <summary>
 /// Falcon-H1: Llama's attention names and a Mamba-2 mixer (Granite 4.0's names) in every layer, <c>feed_forward.*</c> for
 /// the MLP under <c>pre_ff_layernorm</c>, <c>final_layernorm</c> at the end.
 /// </summary>
