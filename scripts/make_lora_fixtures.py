@@ -202,6 +202,13 @@ def main():
     # Falcon-H1: the mixer's in_proj and out_proj beside the attention's q_proj and o_proj, and the MLP's gate_proj.
     make("falcon-h1-mixer-attn", "falcon-h1-mup", "model.", ["in_proj", "out_proj", "q_proj", "o_proj", "gate_proj"], 4, 8, False,
          mf.falcon_h1_forward, 2014, body_prefix="model.")
+    # Granite MoE: the attention's q, v and o and the router (PEFT's module block_sparse_moe.router.layer, an nn.Linear;
+    # the expert stacks are not linear modules, so no target reaches them). The adapted router still routes clear of
+    # rounding: its margins are checked as the base fixture's are.
+    mf.MOE_MARGINS.clear()
+    make("granitemoe-attn-router", "granitemoe-top3-of-8", "model.", ["q_proj", "v_proj", "o_proj", "layer"], 4, 8, False,
+         mf.granitemoe_forward, 2015, body_prefix="model.")
+    assert min(mf.MOE_MARGINS) > 1e-3, f"granitemoe-attn-router: a routing margin of {min(mf.MOE_MARGINS)}"
     make("llama-gqa-seqcls", "llama-gqa", "model.", ["q_proj", "v_proj", "down_proj"], 4, 8, False, mf.llama_forward, 2005,
          body_prefix="model.", score_head=True)
 

@@ -71,6 +71,12 @@ public class GradCheckTests
         ["MeanLast"] = () => Unary(x => Ops.MeanLast(x)),
         ["Reshape"] = () => GradCheck.Check(x => Ops.Reshape(Ops.MulScalar(x[0], 2), 19, -1), [GradCheck.Random(new Random(16), 2, 19)]),
         ["SliceRows"] = () => GradCheck.Check(x => Ops.SliceRows(Ops.MulScalar(x[0], 2), 1, 2), [GradCheck.Random(new Random(17), 4, 7)]),
+        ["StackRows"] = () =>
+        {
+            GradCheck.Check(x => Ops.StackRows(Ops.MulScalar(x[0], 2), 1, 1, 2), [GradCheck.Random(new Random(20), 3, 4, 5)]);
+            // Two views of one stack (an expert's gate and up rows) add into the same gradient.
+            GradCheck.Check(x => Ops.Mul(Ops.StackRows(x[0], 2, 0, 2), Ops.StackRows(x[0], 2, 2, 2)), [GradCheck.Random(new Random(21), 3, 4, 5)]);
+        },
         ["Slice"] = () =>
         {
             GradCheck.Check(x => Ops.Slice(x[0], 1, 4, 9), [GradCheck.Random(new Random(18), 2, 19)]);

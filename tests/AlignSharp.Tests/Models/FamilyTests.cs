@@ -671,6 +671,58 @@ public sealed class FamilyTests : IDisposable
         Assert.Equal(ModelConfig.Load(Fixtures.Dir("granite4-hybrid-mamba")).Mamba, ModelConfig.Parse(granite).Mamba);
     }
 
+    /// <summary>Granite MoE's keys: num_local_experts and num_experts_per_tok (transformers' 8 and 2 when absent), the
+    /// experts' width from intermediate_size, written back and read again to the same config; a top-k outside
+    /// [1, experts] and output_router_logits true (the load-balancing loss it asks for is not implemented) refused by
+    /// name; no dense MLP, an expert stack per kind instead.</summary>
+    [Fact]
+    public void GraniteMoeKeysAndExperts()
+    {
+        var top3 = ModelConfig.Load(Fixtures.Dir("granitemoe-top3-of-8"));
+        Assert.Equal(new MoeShape(8, 3, 16), top3.Moe);
+        Assert.Equal(top3, ModelConfig.Parse(top3.ToJson()));
+        var defaults = ModelConfig.Load(Fixtures.Dir("granitemoe-defaults-bias"));
+        Assert.Equal(new MoeShape(8, 2, 12), defaults.Moe);
+        var rewritten = JsonNode.Parse(defaults.ToJson())!.AsObject();
+        Assert.Equal((8, 2, 12), ((int)rewritten["num_local_experts"]!, (int)rewritten["num_experts_per_tok"]!, (int)rewritten["intermediate_size"]!));
+        Assert.Equal(defaults, ModelConfig.Parse(defaults.ToJson()));
+
+        var model = new TransformerModel(top3);
+        Assert.Equal([8, 2 * 16, 32], model.Parameter("layers.0.moe.input.weight").ShapeArray);   // gate rows, then up
+        Assert.Equal([8, 32, 16], model.Parameter("layers.1.moe.output.weight").ShapeArray);
+        Assert.False(model.HasParameter("layers.0.mlp.gate.weight"));
+        Assert.False(model.HasParameter("layers.0.mlp.down.weight"));
+
+        const string shape = "\"model_type\":\"granitemoe\",\"vocab_size\":10,\"hidden_size\":16,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":8";
+        Assert.Contains("field 'num_experts_per_tok' 9 must be between 1 and num_local_experts 8",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_experts_per_tok\":9}")).Message);
+        Assert.Contains("field 'num_experts_per_tok' 0 must be between 1",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_experts_per_tok\":0}")).Message);
+        Assert.Contains("field 'num_local_experts' must be a positive integer",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":0}")).Message);
+        Assert.Contains("field 'output_router_logits' true adds the routers' load-balancing loss",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"output_router_logits\":true}")).Message);
+        Assert.Equal(new MoeShape(8, 2, 8), ModelConfig.Parse("{" + shape + ",\"output_router_logits\":false}").Moe);
+    }
+
+    /// <summary>The routing: each row's k largest logits best first, an equal logit after the earlier expert, NaN refused;
+    /// the assignments grouped by expert in order, with their inverse.</summary>
+    [Fact]
+    public void ExpertRoutingPicksTheLargestAndGroupsByExpert()
+    {
+        float[] logits = [0.5f, 2f, -1f, 2f, 0f,    // row 0: 2 (expert 1) before the equal 2 (expert 3), then 0.5
+                          -3f, -2f, -1f, -4f, -5f]; // row 1: experts 2, 1, 0
+        Assert.Equal([1, 3, 0, 2, 1, 0], ExpertRouting.TopK(logits, 2, 5, 3));
+        Assert.Equal([3, 2], ExpertRouting.TopK(new float[] { 1f, 2f, 3f, 4f, 0f }, 1, 5, 2));
+        Assert.Equal([4], ExpertRouting.TopK(new float[] { 1f, 2f, 3f, 4f, 9f }, 1, 5, 1));
+        Assert.Contains("expert 2 is NaN (token 0)", Assert.Throws<ArithmeticException>(() => ExpertRouting.TopK(new float[] { 1f, 2f, float.NaN }, 1, 3, 1)).Message);
+
+        var (order, starts, position) = ExpertRouting.ByExpert([1, 3, 0, 2, 1, 0], 5);
+        Assert.Equal([0, 2, 4, 5, 6, 6], starts);
+        Assert.Equal([2, 5, 0, 4, 3, 1], order);   // expert 0: assignments 2, 5; expert 1: 0, 4; expert 2: 3; expert 3: 1
+        for (int a = 0; a < order.Length; a++) Assert.Equal(a, order[position[a]]);
+    }
+
     /// <summary>LFM2's keys: layer_types ("conv" / "full_attention") or the older full_attn_idxs, written back as
     /// layer_types (and full_attn_idxs where the config had it); the MLP width from block_ff_dim or intermediate_size as
     /// transformers adjusts it (the fixtures' reference widths), left in the config's keys when they still give it and

@@ -18,7 +18,7 @@ public sealed class LoraAdapterTests
 
     public static TheoryData<string> AdapterNames => new("llama-gqa-qv", "llama-gqa-all-rslora", "gpt2-hub-c_attn", "phi3-qkv",
         "llama-gqa-dora", "phi3-qkv-dora", "gpt2-hub-dora", "gpt-neox-pythia-all", "opt-350m-all-linear", "bloom-hub-qkv-mlp", "lfm2-in-out-w1",
-        "granite4-mamba-in-out", "falcon-h1-mixer-attn");
+        "granite4-mamba-in-out", "falcon-h1-mixer-attn", "granitemoe-attn-router");
 
     public static TheoryData<string> DoraAdapterNames => new("llama-gqa-dora", "phi3-qkv-dora", "gpt2-hub-dora");
 

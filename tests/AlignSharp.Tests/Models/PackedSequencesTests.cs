@@ -22,6 +22,7 @@ public sealed class PackedSequencesTests
     [InlineData("lfm2-hybrid-conv")]        // convolutions that must not reach across a sequence's start
     [InlineData("granite4-hybrid-mamba")]   // Mamba-2 mixers: convolution and scan state restart at each start
     [InlineData("falcon-h1-mup")]           // attention and a mixer side by side
+    [InlineData("granitemoe-top3-of-8")]    // experts routed token by token, whatever row a token is packed in
     public void EachPackedSequenceGetsItsOwnHiddenStates(string fixture)
     {
         var model = ModelIO.Load(Fixtures.Dir(fixture));
