@@ -641,6 +641,21 @@ def bf16_round(w):
 # ----------------------------------------------------------------------------------------------
 
 
+def write_bench_checkpoint(description, make):
+    """The main() of the scripts that write a real-size benchmark checkpoint: --out DIR and --seed N; make(generator)
+    returns (config, weights); the weights are written as bf16 with the config beside them."""
+    import argparse
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    cfg, w = make(torch.Generator().manual_seed(args.seed))
+    os.makedirs(args.out, exist_ok=True)
+    write_safetensors(os.path.join(args.out, "model.safetensors"), w, "BF16", {"format": "pt"})
+    write_config(args.out, cfg)
+    print(f"{sum(t.numel() for t in w.values()) / 1e6:.1f}M parameters written to {args.out}")
+
+
 def fmt(x):
     return float("%.9g" % float(x))  # round-trips float32
 

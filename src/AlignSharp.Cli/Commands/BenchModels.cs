@@ -1,3 +1,4 @@
+using AlignSharp.Engine;
 using AlignSharp.Models;
 using AlignSharp.Models.Checkpoints;
 
@@ -43,19 +44,31 @@ public static class BenchModels
         name == "pos_embed.weight" || (name == "embed.weight" && !(model.Config.TieWordEmbeddings && model.Config.Head == HeadKind.LanguageModel));
 
     /// <summary>Bytes of weights one decoding step of <paramref name="batch"/> sequences reads: every matrix a Linear
-    /// uses once (the tied embedding as the LM head), the looked-up rows of embedding tables, norms and biases.</summary>
+    /// uses once (the tied embedding as the LM head), the looked-up rows of embedding tables, norms and biases, and of a
+    /// mixture of experts' stacks the experts some token runs (<see cref="ExpertsRead"/>).</summary>
     public static long DecodeWeightBytes(TransformerModel model, int batch)
     {
         long bytes = 0;
         foreach (var (name, p) in model.NamedParameters)
         {
             long elementBytes = p.IsBf16 ? 2 : 4;
-            bytes += IsLookupTable(model, name) ? Math.Min(p.Length, (long)batch * p.Dim(-1)) * elementBytes : p.Length * elementBytes;
+            bytes += IsLookupTable(model, name) ? Math.Min(p.Length, (long)batch * p.Dim(-1)) * elementBytes
+                : IsExpertStack(p) ? (long)(p.Length * elementBytes * ExpertsRead(model.Config.Moe!, batch))
+                : p.Length * elementBytes;
         }
         return bytes;
     }
 
-    /// <summary>Multiply-adds of the Linear layers (and a tied LM head) per token: the matrices' elements, lookups excluded.</summary>
+    /// <summary>The share of a layer's experts that <paramref name="tokens"/> tokens run between them, each choosing
+    /// TopK of the experts: 1 − (1 − TopK/E)^tokens, the expectation where the router spreads tokens evenly (a trained
+    /// router is close to that, which its load-balancing loss asks for; the random-weight benchmark checkpoints are too).</summary>
+    public static double ExpertsRead(MoeShape moe, int tokens) => 1 - Math.Pow(1 - (double)moe.TopK / moe.Experts, tokens);
+
+    private static bool IsExpertStack(Tensor p) => p.Rank == 3 && p.Name is { } n && n.Contains(".moe.", StringComparison.Ordinal);
+
+    /// <summary>Multiply-adds of the Linear layers (and a tied LM head) per token: the matrices' elements, lookups excluded;
+    /// of a mixture of experts' stacks, the TopK experts a token runs.</summary>
     public static long LinearMacsPerToken(TransformerModel model) =>
-        model.NamedParameters.Where(p => p.Parameter.Rank == 2 && !IsLookupTable(model, p.Name)).Sum(p => (long)p.Parameter.Length);
+        model.NamedParameters.Where(p => p.Parameter.Rank == 2 && !IsLookupTable(model, p.Name)).Sum(p => (long)p.Parameter.Length)
+        + model.NamedParameters.Where(p => IsExpertStack(p.Parameter)).Sum(p => p.Parameter.Length / model.Config.Moe!.Experts * (long)model.Config.Moe.TopK);
 }
