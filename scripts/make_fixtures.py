@@ -2377,7 +2377,8 @@ def granite4_forward(w, cfg, ids, mask=None):
     (q/k/v/o, RoPE over positions counted from the first real token when position_embedding_type is "rope", none
     otherwise, attention_multiplier as the score scale, padding keys masked), times residual_multiplier onto the
     residual; RMS(post_attention_layernorm), the shared MLP (input_linear's two halves: silu(first) * second,
-    output_linear) times residual_multiplier onto it; RMS(norm); logits / logits_scaling."""
+    output_linear), with num_local_experts > 0 plus the experts (granitemoe_experts), times residual_multiplier onto it;
+    RMS(norm); logits / logits_scaling."""
     t = len(ids)
     nh, nkv, hd, _ = llama_shapes(cfg)
     eps = cfg.get("rms_norm_eps", 1e-6)
@@ -2408,7 +2409,10 @@ def granite4_forward(w, cfg, ids, mask=None):
         h = h + out * residual
         x = rms_norm(h, w[p + "post_attention_layernorm.weight"], eps)
         gate, up = lin(x, p + "shared_mlp.input_linear").chunk(2, dim=-1)
-        h = h + lin(gate * torch.sigmoid(gate) * up, p + "shared_mlp.output_linear") * residual
+        out = lin(gate * torch.sigmoid(gate) * up, p + "shared_mlp.output_linear")
+        if cfg.get("num_local_experts", 8) > 0:  # the experts' sum, then the shared MLP's, as the decoder layer adds them
+            out = granitemoe_experts(w, cfg)(x, p) + out
+        h = h + out * residual
     h = rms_norm(h, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
     return h @ head.T / cfg.get("logits_scaling", 1.0)
@@ -2464,6 +2468,12 @@ def granite4_weights(g, cfg):
             attention_weights(g, w, p + "self_attn.", cfg, bias)
         w[p + "shared_mlp.input_linear.weight"] = randn(g, 2 * inner_mlp, d, std=0.2)
         w[p + "shared_mlp.output_linear.weight"] = randn(g, d, inner_mlp, std=0.15)
+        experts = cfg.get("num_local_experts", 8)
+        if experts > 0:
+            inter = cfg.get("intermediate_size", 11008)
+            w[p + "block_sparse_moe.router.layer.weight"] = randn(g, experts, d, std=0.5)
+            w[p + "block_sparse_moe.input_linear.weight"] = randn(g, experts, 2 * inter, d, std=0.2)
+            w[p + "block_sparse_moe.output_linear.weight"] = randn(g, experts, d, inter, std=0.15)
     if not cfg.get("tie_word_embeddings", False):
         w["lm_head.weight"] = randn(g, v, d, std=0.5)
     return w
@@ -2649,6 +2659,17 @@ def fixture_granitemoe():
     granitemoe_fixture("granitemoe-defaults-bias", 1048, granitemoe_config(num_local_experts=None, num_experts_per_tok=None,
                        attention_bias=True, tie_word_embeddings=False, vocab_size=84, intermediate_size=12),
                        "granitemoe: num_local_experts and num_experts_per_tok absent (8 and 2), q/k/v/o biases, untied")
+
+
+def fixture_granite4_experts():
+    # granite-4.0-h-tiny's layout in small: Mamba-2 mixers and a NoPE attention layer, each with the shared MLP and 6
+    # experts of width 12, 2 per token, added to it.
+    MOE_MARGINS.clear()
+    granite4_fixture("granite4-hybrid-experts", 1049, granite4_config(layer_types=["mamba", "attention", "mamba"], num_hidden_layers=3,
+                     num_local_experts=6, num_experts_per_tok=2, intermediate_size=12, shared_intermediate_size=20, vocab_size=86),
+                     "granitemoehybrid with experts: mamba, attention, mamba; 6 experts of width 12, 2 per token, beside a "
+                     "shared MLP of 20; multipliers 12 / 0.0625 / 0.246 / 4; tied")
+    assert min(MOE_MARGINS) > 1e-3, f"granite4-hybrid-experts: a routing margin of {min(MOE_MARGINS)}; pick another seed"
 
 
 def falcon_h1_shape(cfg):
@@ -2845,6 +2866,7 @@ def main():
     fixture_granite4()
     fixture_falcon_h1()
     fixture_granitemoe()
+    fixture_granite4_experts()
 
 
 if __name__ == "__main__":

@@ -104,9 +104,10 @@ public enum ModelFamily
     /// <summary><c>helium</c> (Helium 1): Llama's block with RoPE on interleaved pairs and no o_proj bias.</summary>
     Helium,
 
-    /// <summary><c>granitemoehybrid</c> (IBM Granite 4.0 without experts: granite-4.0-350m/1b/micro and their -h hybrids):
-    /// Granite's multipliers, a fused gated MLP, and per <c>layer_types</c> attention (RoPE or none, per
-    /// position_embedding_type) or a Mamba-2 mixer (<see cref="ModelConfig.Mamba"/>).</summary>
+    /// <summary><c>granitemoehybrid</c> (IBM Granite 4.0: granite-4.0-350m/1b/micro, their -h hybrids, h-tiny and h-small):
+    /// Granite's multipliers, a fused gated MLP (with experts beside it where num_local_experts is not 0,
+    /// <see cref="ModelConfig.Moe"/>), and per <c>layer_types</c> attention (RoPE or none, per position_embedding_type)
+    /// or a Mamba-2 mixer (<see cref="ModelConfig.Mamba"/>).</summary>
     GraniteMoeHybrid,
 
     /// <summary><c>falcon_h1</c> (TII's Falcon-H1-0.5B/1.5B/3B): every layer attention and a Mamba-2 mixer side by side on
@@ -371,7 +372,8 @@ public sealed record ModelConfig
     /// <summary>The Mamba-2 mixers' shape (Granite 4.0's mamba_* keys); null outside granitemoehybrid.</summary>
     public MambaShape? Mamba { get; init; }
 
-    /// <summary>The sparse mixture of experts in each layer's MLP place (granitemoe); null elsewhere.</summary>
+    /// <summary>The sparse mixture of experts in each layer's MLP place (granitemoe), or beside the shared MLP (granitemoehybrid
+    /// with num_local_experts ≠ 0); null elsewhere.</summary>
     public MoeShape? Moe { get; init; }
 
     /// <summary>Granite 4.0 <c>position_embedding_type</c>: "rope" rotates q and k in every attention layer; anything else
@@ -622,7 +624,7 @@ public sealed record ModelConfig
             MambaLayers = table.MambaLayers ? LayerKinds(f, layers, "mamba", "attention") ?? Enumerable.Repeat(true, Math.Max(0, layers)).ToArray()
                 : table.ParallelMamba ? Enumerable.Repeat(true, Math.Max(0, layers)).ToArray() : null,
             Mamba = table.MambaLayers ? ParseMamba(f, d) : table.ParallelMamba ? ParseFalconMamba(f, d) : null,
-            Moe = table.ExpertMlp ? ParseMoe(f) : null,
+            Moe = table.ExpertMlp || table.MambaLayers && (f.OptionalInt("num_local_experts") ?? 8) != 0 ? ParseMoe(f) : null,
             PositionEmbeddingType = table.MambaLayers ? f.OptionalString("position_embedding_type") ?? "nope" : null,
             Falcon = table.ParallelMamba ? ParseFalconMultipliers(f) : null,
             BosTokenId = f.OptionalInt("bos_token_id"),
@@ -667,30 +669,27 @@ public sealed record ModelConfig
     }
 
     /// <summary>
-    /// The experts' keys with transformers' GraniteMoeConfig defaults: num_local_experts (8), num_experts_per_tok (2) of
-    /// them per token, each intermediate_size wide. output_router_logits true makes transformers add the routers'
+    /// The experts' keys with transformers' defaults (GraniteMoeConfig, GraniteMoeHybridConfig): num_local_experts (8),
+    /// num_experts_per_tok (2) of them per token, each intermediate_size (11008) wide. output_router_logits true makes transformers add the routers'
     /// load-balancing loss (router_aux_loss_coef) to a training loss: that loss is not implemented here, so it is refused.
     /// </summary>
     private static MoeShape ParseMoe(ConfigFields f)
     {
         if (f.OptionalBool("output_router_logits") == true)
             throw f.Error("output_router_logits", "true adds the routers' load-balancing loss (router_aux_loss_coef) to training losses, which AlignSharp does not implement; set it to false (transformers' default)");
-        var moe = new MoeShape(f.OptionalInt("num_local_experts") ?? 8, f.OptionalInt("num_experts_per_tok") ?? 2, f.RequiredInt("intermediate_size"));
+        var moe = new MoeShape(f.OptionalInt("num_local_experts") ?? 8, f.OptionalInt("num_experts_per_tok") ?? 2, f.OptionalInt("intermediate_size") ?? 11008);
         if (moe.Experts <= 0) throw f.Error("num_local_experts", $"must be a positive integer, not {moe.Experts}");
+        if (moe.ExpertSize <= 0) throw f.Error("intermediate_size", $"the experts' width must be a positive integer, not {moe.ExpertSize}");
         if (moe.TopK <= 0 || moe.TopK > moe.Experts) throw f.Error("num_experts_per_tok", $"{moe.TopK} must be between 1 and num_local_experts {moe.Experts}");
         return moe;
     }
 
     /// <summary>
     /// Granite 4.0's Mamba-2 mixer from its keys (transformers' defaults): <see cref="MambaKeys"/> over mamba_expand (2)
-    /// · hidden channels, the gated norm over all of them after the gate, out_proj's bias as in_proj's. Also refuses
-    /// experts: num_local_experts (default 8) must be 0.
+    /// · hidden channels, the gated norm over all of them after the gate, out_proj's bias as in_proj's.
     /// </summary>
     private static MambaShape ParseMamba(ConfigFields f, int hidden)
     {
-        int experts = f.OptionalInt("num_local_experts") ?? 8;
-        if (experts != 0)
-            throw f.Error("num_local_experts", $"{experts}{(f.Get("num_local_experts") == null ? " (transformers' default when absent)" : "")}: mixture-of-experts layers are not supported; the dense Granite 4.0 models (granite-4.0-350m, 1b, micro and their -h hybrids) have 0");
         int expand = f.OptionalInt("mamba_expand") ?? 2;
         if (expand <= 0) throw f.Error("mamba_expand", $"must be a positive integer, not {expand}");
         var shape = MambaKeys(f, expand, expand * hidden, $"mamba_expand · hidden_size = {expand * hidden}");
@@ -1173,7 +1172,8 @@ public sealed record ModelConfig
         bool mixers = table.MambaLayers || table.ParallelMamba;
         if (mixers != (MambaLayers != null) || mixers != (Mamba != null) || table.MambaLayers != (PositionEmbeddingType != null) || table.ParallelMamba != (Falcon != null))
             throw Error($"Mamba-2 layers (layer_types 'mamba', mamba_* keys, position_embedding_type, Falcon-H1's multipliers) are granitemoehybrid and falcon_h1 fields, not {family}'s");
-        if (table.ExpertMlp != (Moe != null)) throw Error($"mixture-of-experts fields (num_local_experts, num_experts_per_tok) are granitemoe fields, not {family}'s");
+        if (table.ExpertMlp && Moe == null || Moe != null && !table.ExpertMlp && !table.MambaLayers)
+            throw Error($"mixture-of-experts fields (num_local_experts, num_experts_per_tok) are granitemoe and granitemoehybrid fields, not {family}'s");
         if (Moe is { } moe && (moe.Experts <= 0 || moe.TopK <= 0 || moe.TopK > moe.Experts || moe.ExpertSize <= 0))
             throw Error($"the mixture-of-experts shape {moe} is inconsistent (1 ≤ num_experts_per_tok ≤ num_local_experts, a positive width)");
         if (MambaLayers != null && MambaLayers.Count != NumLayers) throw Error($"field 'layer_types' must hold one entry per layer ({NumLayers}), not {MambaLayers.Count}");
@@ -1447,7 +1447,7 @@ public sealed record ModelConfig
             // Anything but "rope" means no position encoding: a source's null or "nope" stays as written.
             bool sourceAgrees = Source?.ContainsKey("position_embedding_type") == true && ((Source["position_embedding_type"] as JsonValue)?.ToString() == "rope") == (PositionEmbeddingType == "rope");
             if (!sourceAgrees) o["position_embedding_type"] = PositionEmbeddingType;
-            o["num_local_experts"] = 0;
+            o["num_local_experts"] = Moe?.Experts ?? 0;
             WriteMambaKeys(o, mamba);
         }
         if (Moe is { } experts)

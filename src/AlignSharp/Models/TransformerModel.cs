@@ -257,23 +257,24 @@ public sealed class TransformerModel
             }
             if (config.SandwichNorms) AddNorm(p + "attn_out_norm", d);
             if (config.InputNorms && !config.Table.ParallelSharedNorm) AddNorm(p + "mlp_norm", d);
+            bool dense = !config.Table.ExpertMlp;   // Granite MoE: the experts are the whole MLP
+            if (dense && !config.Table.GatedMlp)
+            {
+                AddLinear(p + "mlp.fc", config.IntermediateSize, d, config.MlpBias);
+                AddLinear(p + "mlp.proj", d, config.IntermediateSize, config.MlpBias);
+            }
+            else if (dense)
+            {
+                AddLinear(p + "mlp.gate", config.IntermediateSize, d, config.MlpBias);
+                AddLinear(p + "mlp.up", config.IntermediateSize, d, config.MlpBias);
+                AddLinear(p + "mlp.down", d, config.IntermediateSize, config.MlpBias);
+            }
             if (config.Moe is { } moe)
             {
                 // Each kind of expert weight in one stack, as checkpoints keep it.
                 Add(p + "moe.router.weight", moe.Experts, d);
                 Add(p + "moe.input.weight", moe.Experts, 2 * moe.ExpertSize, d);
                 Add(p + "moe.output.weight", moe.Experts, d, moe.ExpertSize);
-            }
-            else if (!config.Table.GatedMlp)
-            {
-                AddLinear(p + "mlp.fc", config.IntermediateSize, d, config.MlpBias);
-                AddLinear(p + "mlp.proj", d, config.IntermediateSize, config.MlpBias);
-            }
-            else
-            {
-                AddLinear(p + "mlp.gate", config.IntermediateSize, d, config.MlpBias);
-                AddLinear(p + "mlp.up", config.IntermediateSize, d, config.MlpBias);
-                AddLinear(p + "mlp.down", d, config.IntermediateSize, config.MlpBias);
             }
             if (config.SandwichNorms) AddNorm(p + "mlp_out_norm", d);
         }
@@ -793,9 +794,11 @@ public sealed class TransformerModel
     }
 
     /// <summary>The block's MLP on its normed input m: gated, or fc → activation → proj (GPT-2, GPT-NeoX, Phi, OPT), or a
-    /// mixture of experts (Granite 3.x MoE).</summary>
-    private Tensor Mlp(Tensor m, string p) => Config.Moe != null ? Experts(m, p)
-        : Config.Table.GatedMlp ? GatedMlp(m, p) : Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj");
+    /// mixture of experts (Granite 3.x MoE), or both added (Granite 4.0 with experts).</summary>
+    private Tensor Mlp(Tensor m, string p) => Config.Moe == null ? DenseMlp(m, p)
+        : Config.Table.ExpertMlp ? Experts(m, p) : Ops.Add(Experts(m, p), DenseMlp(m, p));   // Granite 4.0: experts + shared MLP
+
+    private Tensor DenseMlp(Tensor m, string p) => Config.Table.GatedMlp ? GatedMlp(m, p) : Linear(Activate(Linear(m, p + "mlp.fc")), p + "mlp.proj");
 
     /// <summary>
     /// The sparse mixture of experts on m [B, T, D]: router logits m·Wᵣᵀ [N, E]; for each token the TopK largest, its

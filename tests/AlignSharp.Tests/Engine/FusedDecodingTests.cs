@@ -264,7 +264,8 @@ public class FusedDecodingTests(ITestOutputHelper output)
     [InlineData("gpt-bigcode-multi-query", 4)] // one key/value head inside the fused c_attn (nn.Linear), learned positions
     [InlineData("gpt-neo-local-global", 4)]  // unscaled scores, local layers with a window
     [InlineData("granite4-hybrid-mamba", 4)]
-    [InlineData("granitemoe-top3-of-8", 4)]   // experts' products on views of the bf16 stacks, a LoRA term on the router
+    [InlineData("granitemoe-top3-of-8", 4)]
+    [InlineData("granite4-hybrid-experts", 4)] // experts beside the shared MLP, Mamba-2 mixers   // experts' products on views of the bf16 stacks, a LoRA term on the router
     [InlineData("falcon-h1-mup", 4)]          // attention and a mixer in every layer, µP multipliers, the grouped gated norm // Mamba-2 mixers with their cached convolution inputs and states, NoPE attention
     public void GenerationWithAnAdapterIsTheSameWithTheTermsInsideTheProducts(string fixture, int rank)
     {

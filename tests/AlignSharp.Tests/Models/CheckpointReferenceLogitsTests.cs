@@ -132,7 +132,7 @@ public sealed class CheckpointReferenceLogitsTests
                 // Phi's one norm feeds attention and MLP alike.
                 x = _c.Family == ModelFamily.Phi ? x : _c.InputNorms && !_c.PostNorm ? Norm(_c.ParallelResidual == true ? blockInput : h, p + "mlp_norm") : h;
                 double[][] m;
-                if (_c.Moe != null) m = Experts(x, p + "moe.");   // Granite MoE
+                if (_c.Table.ExpertMlp) m = Experts(x, p + "moe.");   // Granite MoE
                 else if (!_c.Table.GatedMlp)   // fc → activation → proj (GPT-2, GPT-NeoX, Phi, OPT, BLOOM, Starcoder2)
                 {
                     m = Linear(x, p + "mlp.fc");
@@ -159,6 +159,7 @@ public sealed class CheckpointReferenceLogitsTests
                                 _ => gate[t][i] * AlignSharp.Tests.Engine.NormalCdf.Phi(gate[t][i]),
                             } * up[t][i];
                     m = Scale(Linear(gate, p + "mlp.down"), falcon?.MlpDown ?? 1.0);
+                    if (_c.Moe != null) Add(m, Experts(x, p + "moe."), 1.0);   // Granite 4.0: experts beside the shared MLP
                     if (_c.SandwichNorms) m = Norm(m, p + "mlp_out_norm");
                 }
                 Add(h, m, _c.ResidualMultiplier ?? 1.0);

@@ -27,7 +27,7 @@ public sealed class FamilyTests : IDisposable
         "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm", "bloom-hub-n-embed", "bloomz-save-pretrained",
         "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias",
         "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global", "helium-interleaved-rope",
-        "granite4-hybrid-mamba", "granite4-dense-rope", "falcon-h1-mup", "falcon-h1-no-norm-bias", "granitemoe-top3-of-8", "granitemoe-defaults-bias");
+        "granite4-hybrid-mamba", "granite4-dense-rope", "falcon-h1-mup", "falcon-h1-no-norm-bias", "granitemoe-top3-of-8", "granitemoe-defaults-bias", "granite4-hybrid-experts");
 
     private static readonly int[] Ids = [3, 17, 5, 9, 22, 1, 30, 8, 12, 4, 40, 2];
 
@@ -543,6 +543,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("lfm2-hybrid-conv")]
     [InlineData("lfm2-conv-bias-attn-idxs")]
     [InlineData("granite4-hybrid-mamba")]
+    [InlineData("granite4-hybrid-experts")]
     [InlineData("granite4-dense-rope")]
     [InlineData("falcon-h1-mup")]
     [InlineData("falcon-h1-no-norm-bias")]
@@ -602,10 +603,20 @@ public sealed class FamilyTests : IDisposable
         Assert.Equal(new MambaShape(8, 4, 256, 1, 4, 2, true, false, 256), defaults.Mamba);
         Assert.Equal((false, 1e-6, 2048), (defaults.TieWordEmbeddings, defaults.NormEps, defaults.MaxPositions));
         Assert.False(defaults.UsesRope(0));
-        Assert.Contains("field 'num_local_experts' 8 (transformers' default when absent): mixture-of-experts layers are not supported",
-            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"mamba_n_heads\":8}")).Message);
-        Assert.Contains("field 'num_local_experts' 62: mixture-of-experts",
-            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":62,\"mamba_n_heads\":8}")).Message);
+        Assert.Null(defaults.Moe);   // num_local_experts 0: the shared MLP alone
+        // Absent, transformers' 8 experts of 2 per token, intermediate_size (11008) wide, beside the shared MLP.
+        var experts = ModelConfig.Parse("{" + shape + ",\"mamba_n_heads\":8}");
+        Assert.Equal((new MoeShape(8, 2, 11008), 8), (experts.Moe, experts.IntermediateSize));
+        Assert.Equal(new MoeShape(62, 4, 12), ModelConfig.Parse("{" + shape + ",\"num_local_experts\":62,\"num_experts_per_tok\":4,\"intermediate_size\":12,\"mamba_n_heads\":8}").Moe);
+        var withExperts = ModelConfig.Load(Fixtures.Dir("granite4-hybrid-experts"));
+        Assert.Equal((new MoeShape(6, 2, 12), 20), (withExperts.Moe, withExperts.IntermediateSize));
+        Assert.Equal(withExperts, ModelConfig.Parse(withExperts.ToJson()));
+        var model = new TransformerModel(withExperts);
+        Assert.True(model.HasParameter("layers.2.mlp.gate.weight") && model.HasParameter("layers.2.moe.input.weight"));
+        Assert.Contains("field 'num_local_experts' must be a positive integer, not -1",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":-1,\"mamba_n_heads\":8}")).Message);
+        Assert.Contains("field 'output_router_logits' true",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"output_router_logits\":true,\"mamba_n_heads\":8}")).Message);
         Assert.Contains("field 'layer_types[1]' \"conv\" is not 'mamba' or 'attention'",
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":0,\"mamba_n_heads\":8,\"layer_types\":[\"mamba\",\"conv\"]}")).Message);
         Assert.Contains("field 'mamba_n_heads' 5 must be positive and divide mamba_expand · hidden_size = 32",

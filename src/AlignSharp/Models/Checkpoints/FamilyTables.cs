@@ -124,7 +124,8 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
 
     /// <summary>Granite 4.0: each layer is attention or a Mamba-2 mixer per <c>layer_types</c> ("attention", "mamba"; absent:
     /// every layer a mixer), the mixer's shape from the mamba_* keys (see <see cref="ModelConfig.Mamba"/>); RoPE only where
-    /// <c>position_embedding_type</c> is "rope", no position encoding otherwise; <c>num_local_experts</c> must be 0.</summary>
+    /// <c>position_embedding_type</c> is "rope", no position encoding otherwise; with <c>num_local_experts</c> other than 0,
+    /// a sparse mixture of experts beside the shared MLP (see <see cref="ModelConfig.Moe"/>).</summary>
     public bool MambaLayers { get; init; }
 
     /// <summary>Falcon-H1: every layer runs attention and a Mamba-2 mixer side by side on its normed input and adds both,
@@ -748,11 +749,13 @@ internal static class FamilyTables
         DefaultRopeTheta = 100000,
     };
 
-    /// <summary>Granite 4.0 without experts (GraniteMoeHybridForCausalLM: granite-4.0-350m, 1b and micro, all attention;
-    /// granite-4.0-h-350m, h-1b and h-micro, mostly Mamba-2): Granite's four multipliers, RMSNorm blocks whose first half
-    /// is attention (q/k/v/o biases per attention_bias) or a Mamba-2 mixer per layer_types, whose second is the "shared"
-    /// gated MLP (input_linear [2·I, D]: gate rows, then up; output_linear) of width shared_intermediate_size; RoPE per
-    /// position_embedding_type; transformers' GraniteMoeHybridConfig defaults. Mixture-of-experts layers are refused.</summary>
+    /// <summary>Granite 4.0 (GraniteMoeHybridForCausalLM: granite-4.0-350m, 1b and micro, all attention; granite-4.0-h-350m,
+    /// h-1b and h-micro, mostly Mamba-2; granite-4.0-h-tiny and h-small with experts): Granite's four multipliers, RMSNorm
+    /// blocks whose first half is attention (q/k/v/o biases per attention_bias) or a Mamba-2 mixer per layer_types, whose
+    /// second is the "shared" gated MLP (input_linear [2·I, D]: gate rows, then up; output_linear) of width
+    /// shared_intermediate_size, plus, with num_local_experts (default 8) other than 0, Granite MoE's sparse mixture of
+    /// experts (each intermediate_size wide) added to it; RoPE per position_embedding_type; transformers'
+    /// GraniteMoeHybridConfig defaults.</summary>
     public static readonly FamilyTable GraniteMoeHybrid = new(ModelFamily.GraniteMoeHybrid, "granitemoehybrid", "GraniteMoeHybridForCausalLM", "GraniteMoeHybridForSequenceClassification", GraniteMoeHybridNameTable.Table)
     {
         Keys = ConfigKeys.Standard with { IntermediateSize = "shared_intermediate_size", HeadDim = null },

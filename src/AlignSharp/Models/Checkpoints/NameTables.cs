@@ -465,7 +465,8 @@ internal static class Lfm2NameTable
 /// <summary>
 /// Granite 4.0 (granitemoehybrid): Llama's norms and attention names on attention layers, <c>mamba.*</c> on Mamba-2 layers
 /// (in_proj [I + conv + H, D], conv1d [conv, 1, K] with its bias, dt_bias, A_log and D [H], the gated norm [I], out_proj),
-/// and the shared MLP's fused <c>shared_mlp.input_linear</c> [2·I, D] (gate rows, then up) and <c>output_linear</c>.
+/// and the shared MLP's fused <c>shared_mlp.input_linear</c> [2·I, D] (gate rows, then up) and <c>output_linear</c>;
+/// Granite MoE's experts (<see cref="GraniteMoeNameTable.ExpertRules"/>) where the config has them.
 /// </summary>
 internal static class GraniteMoeHybridNameTable
 {
@@ -501,6 +502,7 @@ internal static class GraniteMoeHybridNameTable
             new("layers.{i}.mlp.gate.weight", "layers.{i}.shared_mlp.input_linear.weight", false, c => [c.IntermediateSize, c.HiddenSize], Fused: c => (0, 2 * c.IntermediateSize)),
             new("layers.{i}.mlp.up.weight", "layers.{i}.shared_mlp.input_linear.weight", false, c => [c.IntermediateSize, c.HiddenSize], Fused: c => (c.IntermediateSize, 2 * c.IntermediateSize)),
             new("layers.{i}.mlp.down.weight", "layers.{i}.shared_mlp.output_linear.weight", false, c => [c.HiddenSize, c.IntermediateSize]),
+            .. GraniteMoeNameTable.ExpertRules,
         ],
         IgnoredPerLayer: []);
 }
