@@ -9,14 +9,15 @@ namespace AlignSharp.Bench;
 /// <summary>
 /// Decoding measurements that need the engine's internals, on a checkpoint loaded with bf16 matrices:
 /// <list type="bullet">
-/// <item><c>decode-ab DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora|lora-terms|residual]</c>: decoding steps (16-token prompts, 64 new tokens, as
+/// <item><c>decode-ab DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora|lora-terms|residual|experts]</c>: decoding steps (16-token prompts, 64 new tokens, as
 /// <c>alignsharp bench sample</c>) with one optimisation on for two steps, off for two, and so on, so that both sides see
 /// the same host (its bandwidth drifts within seconds): the idle worker's preloading (<see cref="Bf16Dot.IdlePrefetchOn"/>,
 /// the default), the fused gated MLP (<see cref="Ops.FuseGatedLinear"/>) or its rounding of the down projection's input
 /// (<see cref="Ops.FuseGatedDown"/>), or a rank-16 LoRA adapter on every linear layer (<c>lora</c>: on against off, what
 /// a LoRA policy's generation pays), or with that adapter on, its terms inside the products or not (<c>lora-terms</c>,
 /// <see cref="Ops.FuseLowRank"/>), or the residual adds inside the o and down projections' products or not (<c>residual</c>,
-/// <see cref="Ops.FuseResidual"/>); medians of each side, and of the layers
+/// <see cref="Ops.FuseResidual"/>), or a mixture of experts' chosen experts run together or one by one (<c>experts</c>,
+/// <see cref="Ops.FuseGatedGroups"/>); medians of each side, and of the layers
 /// (hidden states) and the head + sampling apart.</item>
 /// <item><c>decode-shapes DIR ROUNDS [1,M,…]</c>: every layer's product of one shape back to back through
 /// <see cref="Gemm.MultiplyBf16"/> as generation calls it, at batch 1 and 8 (or the batches listed, 1 first) in turn: GB/s
@@ -58,6 +59,7 @@ internal static class DecodeProbes
                     : args[4] == "lora" ? Lora(model)
                     : args[4] == "lora-terms" ? LoraTerms(model)
                     : args[4] == "residual" ? on => Ops.FuseResidual = on
+                    : args[4] == "experts" ? on => Ops.FuseGatedGroups = on
                     : null;
                 if (flip == null) return Usage();
                 Alternate(model, int.Parse(args[2]), int.Parse(args[3]), args.Length == 4 ? "idle-prefetch" : args[4], flip);
@@ -179,7 +181,7 @@ internal static class DecodeProbes
 
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora|lora-terms|residual] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
+        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora|lora-terms|residual|experts] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
             "decode-products CHECKPOINT_DIR ROUNDS | decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS [1,M,...] | " +
             "decode-generate CHECKPOINT_DIR BATCH CALLS [lora] | decode-score-lora CHECKPOINT_DIR BATCH ROUNDS [head] | " +
             "decode-score-head CHECKPOINT_DIR ROWS ROUNDS [no-grad] | decode-attention");

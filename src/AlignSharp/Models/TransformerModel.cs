@@ -817,20 +817,21 @@ public sealed class TransformerModel
         var (order, starts, position) = ExpertRouting.ByExpert(chosen, moe.Experts);
         var input = Parameter(p + "moe.input.weight");
         var output = Parameter(p + "moe.output.weight");
-        var outputs = new List<Tensor>();
+        var (xs, gateRows, upRows, downs) = (new List<Tensor>(), new List<Ops.LinearLayer>(), new List<Ops.LinearLayer>(), new List<Ops.LinearLayer>());
         for (int e = 0; e < moe.Experts; e++)
         {
             int count = starts[e + 1] - starts[e];
             if (count == 0) continue;
             var tokens = new int[count];
             for (int i = 0; i < count; i++) tokens[i] = order[starts[e] + i] / k;
-            var gate = (Ops.StackRows(input, e, 0, width), (Tensor?)null);
-            var up = (Ops.StackRows(input, e, width, width), (Tensor?)null);
-            var down = (Ops.StackRows(output, e, 0, d), (Tensor?)null);
-            outputs.Add(Ops.GatedMlp(Ops.IndexSelect(x, tokens), gate, up, down, ActivationKind));
+            xs.Add(Ops.IndexSelect(x, tokens));
+            gateRows.Add(new(Ops.StackRows(input, e, 0, width)));
+            upRows.Add(new(Ops.StackRows(input, e, width, width)));
+            downs.Add(new(Ops.StackRows(output, e, 0, d)));
         }
+        var outputs = Ops.GatedMlps([.. xs], [.. gateRows], [.. upRows], [.. downs], ActivationKind);
         // Back from expert order to (token, choice) order, then each token's gates times its k outputs.
-        var byToken = Ops.IndexSelect(outputs.Count == 1 ? outputs[0] : Ops.Concat(outputs, 0), position);
+        var byToken = Ops.IndexSelect(outputs.Length == 1 ? outputs[0] : Ops.Concat(outputs, 0), position);
         var mixed = Ops.MatMul(Ops.Reshape(gates, n, 1, k), Ops.Reshape(byToken, n, k, d));
         return Ops.Reshape(mixed, m.ShapeArray);
     }

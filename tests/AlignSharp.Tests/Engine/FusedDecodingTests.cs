@@ -224,6 +224,27 @@ public class FusedDecodingTests(ITestOutputHelper output)
         AssertSameOrWithinRounding(separate, fused, exact: f % 16 == 0);
     }
 
+    /// <summary>A mixture of experts' chosen experts at decode shapes (<see cref="Ops.GatedMlps"/>): several gated MLPs on
+    /// their own rows run together, each output bit for bit the one it has alone; widths off the 24-column units.</summary>
+    [Theory]
+    [InlineData(new[] { 1, 1, 1, 1, 1, 1, 1, 1 }, 512, 1024)]   // batch 1: one token's 8 experts (granite-3.1-1b-a400m's widths)
+    [InlineData(new[] { 3, 1, 8, 2, 5 }, 100, 45)]
+    [InlineData(new[] { 2, 7 }, 37, 130)]
+    public void ExpertsTogetherEqualEachAlone(int[] rows, int f, int d)
+    {
+        Native(rows.Max());
+        var rng = new Random(f + d);
+        var xs = rows.Select(m => GradCheck.Random(rng, m, d)).ToArray();
+        var layers = rows.Select(_ => (Layer(rng, f, d, 1, Term.None, 0, false), Layer(rng, f, d, 1, Term.None, 0, false), Layer(rng, d, f, 1, Term.None, 0, false))).ToArray();
+        using (Autograd.NoGrad())
+        using (Ops.RoundActivationsToBf16())
+        {
+            var together = Ops.GatedMlps(xs, [.. layers.Select(l => l.Item1)], [.. layers.Select(l => l.Item2)], [.. layers.Select(l => l.Item3)], Ops.GateActivation.Silu);
+            for (int i = 0; i < xs.Length; i++)
+                Assert.Equal(Ops.GatedMlp(xs[i], layers[i].Item1, layers[i].Item2, layers[i].Item3, Ops.GateActivation.Silu).ToArray(), together[i].ToArray());
+        }
+    }
+
     public enum GateActivation { Silu, GeluTanh }
 
     /// <summary>A LoRA adapter of rank r on every linear layer with B drawn at random (PEFT starts it at zero), so every term counts.</summary>

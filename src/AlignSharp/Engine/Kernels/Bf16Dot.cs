@@ -221,6 +221,108 @@ internal static unsafe class Bf16Dot
         Gemm.RunStreaming(units, (long)m * down.N * f, (long)down.N * f * sizeof(ushort), new Shares(args, down));
     }
 
+    /// <summary>One gated MLP of <see cref="RunGatedGroups{TAct}"/>: m rows of A (row stride lda), its gate and up products
+    /// (their C the scratch <see cref="Gated{TAct}"/> uses) and its down product.</summary>
+    internal readonly struct GatedGroup(int m, float* a, nint lda, Product gate, Product up, Product down)
+    {
+        public readonly int M = m;
+        public readonly float* A = a;
+        public readonly nint Lda = lda;
+        public readonly Product Gate = gate, Up = up, Down = down;
+    }
+
+    [ThreadStatic] private static ushort[]? t_groupA16;
+    [ThreadStatic] private static ushort[]? t_groupG16;
+
+    /// <summary>
+    /// Several gated MLPs of the same widths on different rows (a mixture of experts' chosen experts, each on its tokens):
+    /// the gated halves of all of them in one parallel region, then all the down projections in another, each C equal to
+    /// <see cref="RunGatedDown{TAct}"/>'s for its group. One by one they were two regions each, ≈ 16 a layer at batch 1
+    /// (8 experts), each starting its weights' stream afresh. Off the decoding sequence (<see cref="Announce"/>): which
+    /// experts run changes from step to step.
+    /// </summary>
+    public static void RunGatedGroups<TAct>(int k, ReadOnlySpan<GatedGroup> groups) where TAct : IUnaryOp
+    {
+        int count = groups.Length;
+        if (count == 0) return;
+        int f = groups[0].Gate.N;
+        var gated = new Args[count];
+        var down = new Args[count];
+        var first = new int[count + 1];
+        var firstDown = new int[count + 1];
+        var g16 = new nint[count];
+        var all = groups.ToArray();
+        ushort* a16 = Carve(ref t_groupA16, all, k), gRounded = Carve(ref t_groupG16, all, f);
+        long macs = 0, downMacs = 0;
+        for (int i = 0; i < count; i++)
+        {
+            var g = all[i];
+            if (g.Gate.N != f || g.Up.N != f || g.Gate.Ldc != g.Up.Ldc || g.M > 8)
+                throw new ArgumentException("RunGatedGroups: every group's gate and up products must have the same columns, and at most 8 rows.");
+            gated[i] = new Args { A = g.A, A16 = a16, Lda = g.Lda, M = g.M, K = k, Convert = 1 };
+            var convert = gated[i];
+            Entry(&convert);
+            gated[i].Convert = 0;
+            g16[i] = (nint)gRounded;
+            down[i] = new Args { A16 = gRounded, M = g.M, K = f };
+            a16 += Room(g.M, k);
+            gRounded += Room(g.M, f);
+            first[i + 1] = first[i] + (f + UnitColumns - 1) / UnitColumns;
+            firstDown[i + 1] = firstDown[i] + (g.Down.N + UnitColumns - 1) / UnitColumns;
+            macs += 2L * g.M * f * k;
+            downMacs += (long)g.M * g.Down.N * f;
+        }
+        Gemm.RunStreaming(first[^1], macs, 2L * count * f * k * sizeof(ushort), new GroupedGatedShares<TAct>(gated, all, g16, first));
+        Gemm.RunStreaming(firstDown[^1], downMacs, (long)count * all[0].Down.N * f * sizeof(ushort), new GroupedDownShares(down, all, firstDown));
+    }
+
+    /// <summary>Values of a group's buffer: the kernel's chunk-major layout of m rows of k (as <see cref="Aligned"/> sizes
+    /// it), rounded up to whole 64-byte lines so the next group's starts aligned.</summary>
+    private static int Room(int m, int k) => (2 * m * ((k + 31) & ~31) + 31) & ~31;
+
+    /// <summary>This thread's buffer (grown as needed, 64-byte aligned) with <see cref="Room"/> for every group's rows of k.</summary>
+    private static ushort* Carve(ref ushort[]? buffer, GatedGroup[] groups, int k)
+    {
+        long total = 64 / sizeof(ushort);
+        foreach (var g in groups) total += Room(g.M, k);
+        if (buffer == null || buffer.Length < total) buffer = GC.AllocateUninitializedArray<ushort>((int)Math.Max(total, 8 * 1024), pinned: true);
+        nint start = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
+        return (ushort*)((start + 63) & ~(nint)63);
+    }
+
+    /// <summary>A share of <see cref="RunGatedGroups{TAct}"/>'s gated halves: units numbered through the groups in order.</summary>
+    private readonly struct GroupedGatedShares<TAct>(Args[] args, GatedGroup[] groups, nint[] g16, int[] first) : IChunkWork where TAct : IUnaryOp
+    {
+        public void Run(int start, int end, int streamEnd)
+        {
+            for (int i = 0; i < groups.Length; i++)
+            {
+                int lo = Math.Max(start, first[i]), hi = Math.Min(end, first[i + 1]);
+                if (lo >= hi) continue;
+                int n = groups[i].Gate.N;
+                GatedColumns<TAct>(args[i], groups[i].Gate, groups[i].Up, (ushort*)g16[i], (lo - first[i]) * UnitColumns,
+                    Math.Min(n, (hi - first[i]) * UnitColumns), Math.Min(n, (Math.Min(streamEnd, first[i + 1]) - first[i]) * UnitColumns));
+            }
+        }
+    }
+
+    /// <summary>A share of <see cref="RunGatedGroups{TAct}"/>'s down projections, each group's from its own rounded G.</summary>
+    private readonly struct GroupedDownShares(Args[] args, GatedGroup[] groups, int[] first) : IChunkWork
+    {
+        public void Run(int start, int end, int streamEnd)
+        {
+            for (int i = 0; i < groups.Length; i++)
+            {
+                int lo = Math.Max(start, first[i]), hi = Math.Min(end, first[i + 1]);
+                if (lo >= hi) continue;
+                var d = groups[i].Down;
+                int j0 = (lo - first[i]) * UnitColumns, j1 = Math.Min(d.N, (hi - first[i]) * UnitColumns);
+                Call(args[i], d, j0, j1, Math.Min(d.N, (Math.Min(streamEnd, first[i + 1]) - first[i]) * UnitColumns));
+                Finish(d, groups[i].M, j0, j1);
+            }
+        }
+    }
+
     private static void Gated<TAct>(int m, int k, float* a, nint lda, Product gate, Product up, ushort* g16) where TAct : IUnaryOp
     {
         if (gate.N != up.N || gate.Ldc != up.Ldc) throw new ArgumentException("RunGated: the gate and up products must have the same columns.");
@@ -238,34 +340,38 @@ internal static unsafe class Bf16Dot
     {
         private readonly Args _args = args;
 
-        public void Run(int start, int end, int streamEnd)
+        public void Run(int start, int end, int streamEnd) =>
+            GatedColumns<TAct>(_args, gate, up, g16, start * UnitColumns, Math.Min(gate.N, end * UnitColumns), Math.Min(gate.N, streamEnd * UnitColumns));
+    }
+
+    /// <summary>Columns [j0, j1) of a gated pair (the stream running on to column se): both products, then
+    /// G = act(gate)·up over gate.C and, with g16, G rounded into the down projection's A.</summary>
+    private static void GatedColumns<TAct>(Args args, in Product gate, in Product up, ushort* g16, int j0, int j1, int se) where TAct : IUnaryOp
+    {
+        Call(args, gate, j0, j1, se);
+        AddTerm(gate, args.M, j0, j1);
+        Call(args, up, j0, j1, se);
+        AddTerm(up, args.M, j0, j1);
+        float* pad = stackalloc float[2 * Vector512<float>.Count];
+        for (int r = 0; r < args.M; r++)
         {
-            int j0 = start * UnitColumns, j1 = Math.Min(gate.N, end * UnitColumns), se = Math.Min(gate.N, streamEnd * UnitColumns);
-            Call(_args, gate, j0, j1, se);
-            AddTerm(gate, _args.M, j0, j1);
-            Call(_args, up, j0, j1, se);
-            AddTerm(up, _args.M, j0, j1);
-            float* pad = stackalloc float[2 * Vector512<float>.Count];
-            for (int r = 0; r < _args.M; r++)
+            float* g = gate.C + r * gate.Ldc, u = up.C + r * up.Ldc;
+            int j = j0;
+            for (; j + Vector512<float>.Count <= j1; j += Vector512<float>.Count)
+                (TAct.Apply(Vector512.Load(g + j)) * Vector512.Load(u + j)).Store(g + j);
+            if (j < j1)
             {
-                float* g = gate.C + r * gate.Ldc, u = up.C + r * up.Ldc;
-                int j = j0;
-                for (; j + Vector512<float>.Count <= j1; j += Vector512<float>.Count)
-                    (TAct.Apply(Vector512.Load(g + j)) * Vector512.Load(u + j)).Store(g + j);
-                if (j < j1)
-                {
-                    int n = j1 - j;
-                    new Span<float>(pad, 2 * Vector512<float>.Count).Clear();
-                    new ReadOnlySpan<float>(g + j, n).CopyTo(new Span<float>(pad, n));
-                    new ReadOnlySpan<float>(u + j, n).CopyTo(new Span<float>(pad + Vector512<float>.Count, n));
-                    (TAct.Apply(Vector512.Load(pad)) * Vector512.Load(pad + Vector512<float>.Count)).Store(pad);
-                    new ReadOnlySpan<float>(pad, n).CopyTo(new Span<float>(g + j, n));
-                }
+                int n = j1 - j;
+                new Span<float>(pad, 2 * Vector512<float>.Count).Clear();
+                new ReadOnlySpan<float>(g + j, n).CopyTo(new Span<float>(pad, n));
+                new ReadOnlySpan<float>(u + j, n).CopyTo(new Span<float>(pad + Vector512<float>.Count, n));
+                (TAct.Apply(Vector512.Load(pad)) * Vector512.Load(pad + Vector512<float>.Count)).Store(pad);
+                new ReadOnlySpan<float>(pad, n).CopyTo(new Span<float>(g + j, n));
             }
-            if (g16 == null) return;
-            var round = new Args { A = gate.C, Lda = gate.Ldc, A16 = g16, M = _args.M, K = gate.N, J0 = j0, J1 = j1, Convert = 2 };
-            Entry(&round);
         }
+        if (g16 == null) return;
+        var round = new Args { A = gate.C, Lda = gate.Ldc, A16 = g16, M = args.M, K = gate.N, J0 = j0, J1 = j1, Convert = 2 };
+        Entry(&round);
     }
 
     /// <summary>Bytes of B at the front of each share that the worker may load while it waits for a product (see

@@ -419,6 +419,64 @@ public static partial class Ops
         return y;
     }
 
+    /// <summary>
+    /// Several gated MLPs (<see cref="GatedMlp(Tensor, LinearLayer, LinearLayer, LinearLayer, GateActivation, Tensor?)"/>)
+    /// of the same widths, each on its own rows: a mixture of experts' chosen experts on their tokens. Where every one
+    /// fuses whole (decoding, frozen bf16 weights, no biases or low-rank terms) they run together
+    /// (<see cref="Bf16Dot.RunGatedGroups{TAct}"/>: two parallel regions in all, not two each), each output with the values
+    /// it has alone; otherwise one by one.
+    /// </summary>
+    public static unsafe Tensor[] GatedMlps(Tensor[] xs, LinearLayer[] gates, LinearLayer[] ups, LinearLayer[] downs, GateActivation activation)
+    {
+        int f = gates.Length > 0 ? gates[0].W.Dim(0) : 0, inF = xs.Length > 0 ? xs[0].Dim(-1) : 0, outD = downs.Length > 0 ? downs[0].W.Dim(0) : 0;
+        bool together = FuseGatedGroups && FuseGatedDown && xs.Length > 1;
+        for (int i = 0; together && i < xs.Length; i++)
+            together = !gates[i].HasTerm && !ups[i].HasTerm && !downs[i].HasTerm && downs[i].Bias == null && GatedFuses(xs[i], gates[i], ups[i])
+                       && gates[i].W.Dim(0) == f && xs[i].Dim(-1) == inF && downs[i].W.Dim(0) == outD && Streams(downs[i], ShapeUtil.Rows(xs[i].Shape), f);
+        if (!together) return [.. xs.Select((x, i) => GatedMlp(x, gates[i], ups[i], downs[i], activation))];
+
+        var ys = xs.Select(x => Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outD))).ToArray();
+        int rows = xs.Sum(x => ShapeUtil.Rows(x.Shape));
+        var (gC, upC) = (BufferPool.Rent(rows * f), BufferPool.Rent(rows * f));
+        try
+        {
+            fixed (float* g = gC, u = upC)
+                PinGroups(xs, gates, ups, downs, ys, g, u, activation, new Bf16Dot.GatedGroup[xs.Length], 0, 0);
+        }
+        finally
+        {
+            BufferPool.Return(upC);
+            BufferPool.Return(gC);
+        }
+        return ys;
+    }
+
+    // Pins group i's input, weights and output, then the next group's; with all pinned, runs them. g, u: scratch for the
+    // gate's and up's products, each group's rows after the previous group's.
+    private static unsafe void PinGroups(Tensor[] xs, LinearLayer[] gates, LinearLayer[] ups, LinearLayer[] downs, Tensor[] ys, float* g, float* u,
+        GateActivation activation, Bf16Dot.GatedGroup[] groups, int i, int row)
+    {
+        int f = gates[0].W.Dim(0), inF = xs[0].Dim(-1), outD = downs[0].W.Dim(0);
+        if (i == xs.Length)
+        {
+            switch (activation)
+            {
+                case GateActivation.Silu: Bf16Dot.RunGatedGroups<SiluOp>(inF, groups); break;
+                case GateActivation.GeluTanh: Bf16Dot.RunGatedGroups<GeluOp>(inF, groups); break;
+                default: Bf16Dot.RunGatedGroups<GeluErfOp>(inF, groups); break;
+            }
+            return;
+        }
+        int rows = ShapeUtil.Rows(xs[i].Shape);
+        fixed (float* a = xs[i].Span, c = ys[i].Span)
+        fixed (ushort* bg = gates[i].W.Bf16Span, bu = ups[i].W.Bf16Span, bd = downs[i].W.Bf16Span)
+        {
+            groups[i] = new Bf16Dot.GatedGroup(rows, a, inF, new Bf16Dot.Product(bg, inF, f, g + (long)row * f, f, accumulate: false),
+                new Bf16Dot.Product(bu, inF, f, u + (long)row * f, f, accumulate: false), new Bf16Dot.Product(bd, f, outD, c, outD, accumulate: false));
+            PinGroups(xs, gates, ups, downs, ys, g, u, activation, groups, i + 1, row + rows);
+        }
+    }
+
     /// <summary>The gate's activation as an op with its gradient.</summary>
     public static Tensor Activate(Tensor x, GateActivation activation) => activation switch
     {
@@ -445,6 +503,9 @@ public static partial class Ops
     /// <see cref="GatedLinear(Tensor, LinearLayer, LinearLayer, GateActivation)"/> and <see cref="GatedMlp(Tensor, LinearLayer, LinearLayer, LinearLayer, GateActivation)"/>
     /// run such layers one by one.</summary>
     internal static bool FuseLowRank { get; set; } = true;
+
+    /// <summary>Whether <see cref="GatedMlps"/> may run its MLPs together (on by default; benchmarks switch it to compare).</summary>
+    internal static bool FuseGatedGroups { get; set; } = true;
 
     /// <summary>Whether <see cref="GatedLinear"/> may fuse (on by default; benchmarks switch it to compare).</summary>
     internal static bool FuseGatedLinear { get; set; } = true;
