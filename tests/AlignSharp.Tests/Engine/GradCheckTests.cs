@@ -136,6 +136,16 @@ public class GradCheckTests
                 GradCheck.Check(x => Ops.GatedLinear(x[0], (x[1], x[2]), (x[3], null), activation),
                     [GradCheck.Random(rng, 2, 3, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 5), GradCheck.Random(rng, 5, 7)]);
         },
+        ["GatedMlps"] = () =>
+        {
+            // Two experts on their own rows, the second's gate and up as rows of one stack (as a mixture of experts keeps them).
+            var rng = new Random(36);
+            GradCheck.Check(x => Ops.Concat(Ops.GatedMlps([x[0], x[1]],
+                    [new(x[2]), new(Ops.StackRows(x[5], 0, 0, 5))], [new(x[3]), new(Ops.StackRows(x[5], 0, 5, 5))], [new(x[4]), new(x[6])],
+                    Ops.GateActivation.Silu), 0),
+                [GradCheck.Random(rng, 2, 7), GradCheck.Random(rng, 3, 7), GradCheck.Random(rng, 5, 7), GradCheck.Random(rng, 5, 7),
+                 GradCheck.Random(rng, 4, 5), GradCheck.Random(rng, 1, 10, 7), GradCheck.Random(rng, 4, 5)]);
+        },
         ["GatedMlp"] = () =>
         {
             var rng = new Random(35);
