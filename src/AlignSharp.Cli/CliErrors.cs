@@ -33,6 +33,14 @@ public static class CliErrors
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
+        catch (Exception e) when (OutOfMemory(e))
+        {
+            // A model (or batch) too large for this machine: a clear message and the ways to need less, not a stack.
+            Console.Error.WriteLine("error: out of memory. To train a large model on this machine, train a LoRA adapter (--lora-r) on frozen " +
+                "bf16 weights (--frozen-dtype bf16) with --gradient-checkpointing, or use a smaller --batch-size or --max-length " +
+                "(docs/training-runs.md, \"Memory\").");
+            return 1;
+        }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             // A path that cannot be written or read (permissions, a file where a directory belongs, a full disk):
@@ -41,4 +49,8 @@ public static class CliErrors
             return 1;
         }
     }
+
+    /// <summary>Whether <paramref name="e"/> is running out of memory, itself or inside a parallel kernel's failure.</summary>
+    private static bool OutOfMemory(Exception e) => e is OutOfMemoryException || e.InnerException is { } inner && OutOfMemory(inner)
+        || e is AggregateException a && a.InnerExceptions.Any(OutOfMemory);
 }

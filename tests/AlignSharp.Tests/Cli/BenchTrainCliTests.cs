@@ -45,6 +45,19 @@ public sealed class BenchTrainCliTests
         Assert.Equal((weights + cache) / 1000, floorMs, 3);
     }
 
+    /// <summary>Out of memory (here a 48 MB heap limit under a 1.3 M-parameter training step's needs) is a clear error
+    /// naming the ways to need less, with a non-zero exit and no stack trace.</summary>
+    [Fact]
+    public void OutOfMemoryIsAClearErrorNotAStackTrace()
+    {
+        var r = CliRunner.Run(["bench", "train", "--config", "small", "--steps", "1", "--warmup", "0"],
+            environment: new Dictionary<string, string?> { ["DOTNET_GCHeapHardLimit"] = "0x3000000" });
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("error: out of memory", r.StdErr);
+        Assert.Contains("--lora-r", r.StdErr);
+        Assert.DoesNotContain("   at ", r.StdErr);
+    }
+
     [Theory]
     [InlineData("--steps", "0", "--steps must be >= 1")]
     [InlineData("--warmup", "-1", "--warmup must be >= 0")]
