@@ -2468,12 +2468,8 @@ def granite4_weights(g, cfg):
             attention_weights(g, w, p + "self_attn.", cfg, bias)
         w[p + "shared_mlp.input_linear.weight"] = randn(g, 2 * inner_mlp, d, std=0.2)
         w[p + "shared_mlp.output_linear.weight"] = randn(g, d, inner_mlp, std=0.15)
-        experts = cfg.get("num_local_experts", 8)
-        if experts > 0:
-            inter = cfg.get("intermediate_size", 11008)
-            w[p + "block_sparse_moe.router.layer.weight"] = randn(g, experts, d, std=0.5)
-            w[p + "block_sparse_moe.input_linear.weight"] = randn(g, experts, 2 * inter, d, std=0.2)
-            w[p + "block_sparse_moe.output_linear.weight"] = randn(g, experts, d, inter, std=0.15)
+        if cfg.get("num_local_experts", 8) > 0:
+            expert_weights(g, w, p + "block_sparse_moe.", cfg)
     if not cfg.get("tie_word_embeddings", False):
         w["lm_head.weight"] = randn(g, v, d, std=0.5)
     return w
@@ -2578,22 +2574,28 @@ def granitemoe_experts(w, cfg):
     return mlp
 
 
+def expert_weights(g, w, p, cfg):
+    """Granite MoE's router and expert stacks under prefix p (its block_sparse_moe.), drawn in that order, with
+    GraniteMoe(Hybrid)Config's defaults (8 experts, intermediate_size 11008)."""
+    d, experts, inter = cfg["hidden_size"], cfg.get("num_local_experts", 8), cfg.get("intermediate_size", 11008)
+    w[p + "router.layer.weight"] = randn(g, experts, d, std=0.5)
+    w[p + "input_linear.weight"] = randn(g, experts, 2 * inter, d, std=0.2)
+    w[p + "output_linear.weight"] = randn(g, experts, d, inter, std=0.15)
+
+
 def granitemoe_forward(w, cfg, ids):
     return llama_forward(w, cfg, ids, mlp=granitemoe_experts(w, cfg))
 
 
 def granitemoe_weights(g, cfg):
     d, v = cfg["hidden_size"], cfg["vocab_size"]
-    experts, inter = cfg.get("num_local_experts", 8), cfg["intermediate_size"]
     w = {"model.embed_tokens.weight": randn(g, v, d, std=0.5)}
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         w[p + "input_layernorm.weight"] = norm_weight(g, d)
         attention_weights(g, w, p + "self_attn.", cfg, cfg.get("attention_bias", False))
         w[p + "post_attention_layernorm.weight"] = norm_weight(g, d)
-        w[p + "block_sparse_moe.router.layer.weight"] = randn(g, experts, d, std=0.5)
-        w[p + "block_sparse_moe.input_linear.weight"] = randn(g, experts, 2 * inter, d, std=0.2)
-        w[p + "block_sparse_moe.output_linear.weight"] = randn(g, experts, d, inter, std=0.15)
+        expert_weights(g, w, p + "block_sparse_moe.", cfg)
     w["model.norm.weight"] = norm_weight(g, d)
     if not cfg.get("tie_word_embeddings", False):
         w["lm_head.weight"] = randn(g, v, d, std=0.2)
