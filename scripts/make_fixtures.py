@@ -2547,6 +2547,7 @@ def fixture_granite4():
 
 
 MOE_MARGINS = []
+ROUTER_LOGITS = []  # each MoE layer's router logits [T, E], appended by granitemoe_experts's forwards
 
 
 def granitemoe_experts(w, cfg):
@@ -2559,6 +2560,7 @@ def granitemoe_experts(w, cfg):
     def mlp(x, p):
         p = p + "block_sparse_moe."
         logits = x @ w[p + "router.layer.weight"].T
+        ROUTER_LOGITS.append(logits)
         ranked = logits.sort(dim=-1, descending=True).values
         if ranked.shape[-1] > k:
             MOE_MARGINS.append(float((ranked[:, k - 1] - ranked[:, k]).min()))
@@ -2651,6 +2653,41 @@ def granitemoe_fixture(name, seed, cfg, description):
     write_reference(d, description, make_cases(g, cfg["vocab_size"]), granitemoe_forward, w, cfg)
     # The routing must not hinge on rounding: every token's k-th logit clear of the next one.
     assert min(MOE_MARGINS) > 1e-3, f"{name}: a routing margin of {min(MOE_MARGINS)}; pick another seed"
+
+
+def load_balancing_loss(logits, experts, k):
+    """transformers' load_balancing_loss_func (Switch Transformer's equations 4-6 as GraniteMoe adds them), written from
+    its definition: the layers' router logits of the real tokens together [M, E]; p = softmax; each token's k largest;
+    tokens_per_expert[j, e] = share of tokens whose j-th choice is e; router_prob[e] = mean p_e;
+    loss = E * sum(tokens_per_expert * router_prob)."""
+    p = torch.softmax(torch.cat(logits, dim=0), dim=-1)
+    chosen = p.topk(k, dim=-1).indices
+    tokens_per_expert = torch.nn.functional.one_hot(chosen, experts).double().mean(dim=0)
+    return float((tokens_per_expert * p.mean(dim=0)[None, :]).sum() * experts)
+
+
+def fixture_granitemoe_router_aux():
+    # output_router_logits true: the reference's load-balancing loss over a batch of the two cases (the 7-token one
+    # right-padded to 16; padding tokens leave the loss, so only the real tokens' logits are gathered).
+    # A vocabulary of 259 (AlignSharp's byte tokenizer fits it: the trainers' tests run on it).
+    cfg = granitemoe_config(output_router_logits=True, router_aux_loss_coef=0.02, num_local_experts=6, num_experts_per_tok=2,
+                            vocab_size=259)
+    g = torch.Generator().manual_seed(1050)
+    w = granitemoe_weights(g, cfg)
+    d = fresh_dir("granitemoe-router-aux")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    cases = make_cases(g, cfg["vocab_size"])
+    MOE_MARGINS.clear()
+    w64 = {k: t.double() for k, t in w.items()}
+    ROUTER_LOGITS.clear()
+    for ids in cases:
+        granitemoe_forward(w64, cfg, torch.tensor(ids))
+    aux = load_balancing_loss(ROUTER_LOGITS, cfg["num_local_experts"], cfg["num_experts_per_tok"])
+    write_reference(d, "granitemoe, output_router_logits true (coef 0.02): 6 experts, 2 per token; the routers' "
+                    "load-balancing loss of the two cases as one right-padded batch", cases, granitemoe_forward, w, cfg,
+                    extra={"router_aux": {"rows": cases, "aux_loss": fmt(aux)}})
+    assert min(MOE_MARGINS) > 1e-3, f"granitemoe-router-aux: a routing margin of {min(MOE_MARGINS)}; pick another seed"
 
 
 def fixture_granitemoe():
@@ -2869,6 +2906,7 @@ def main():
     fixture_falcon_h1()
     fixture_granitemoe()
     fixture_granite4_experts()
+    fixture_granitemoe_router_aux()
 
 
 if __name__ == "__main__":

@@ -670,18 +670,19 @@ public sealed record ModelConfig
 
     /// <summary>
     /// The experts' keys with transformers' defaults (GraniteMoeConfig, GraniteMoeHybridConfig): num_local_experts (8),
-    /// num_experts_per_tok (2) of them per token, each intermediate_size (11008) wide. output_router_logits true makes transformers add the routers'
-    /// load-balancing loss (router_aux_loss_coef) to a training loss: that loss is not implemented here, so it is refused.
+    /// num_experts_per_tok (2) of them per token, each intermediate_size (11008) wide; with output_router_logits (false)
+    /// true, the routers' load-balancing loss joins training losses with weight router_aux_loss_coef (0.001).
     /// </summary>
     private static MoeShape ParseMoe(ConfigFields f)
     {
-        if (f.OptionalBool("output_router_logits") == true)
-            throw f.Error("output_router_logits", "true adds the routers' load-balancing loss (router_aux_loss_coef) to training losses, which AlignSharp does not implement; set it to false (transformers' default)");
+        double? aux = f.OptionalBool("output_router_logits") == true ? f.OptionalDouble("router_aux_loss_coef") ?? 0.001 : null;
+        if (aux is double coef && !(coef >= 0 && double.IsFinite(coef)))
+            throw f.Error("router_aux_loss_coef", $"must be a finite number ≥ 0, not {coef}");
         var moe = new MoeShape(f.OptionalInt("num_local_experts") ?? 8, f.OptionalInt("num_experts_per_tok") ?? 2, f.OptionalInt("intermediate_size") ?? 11008);
         if (moe.Experts <= 0) throw f.Error("num_local_experts", $"must be a positive integer, not {moe.Experts}");
         if (moe.ExpertSize <= 0) throw f.Error("intermediate_size", $"the experts' width must be a positive integer, not {moe.ExpertSize}");
         if (moe.TopK <= 0 || moe.TopK > moe.Experts) throw f.Error("num_experts_per_tok", $"{moe.TopK} must be between 1 and num_local_experts {moe.Experts}");
-        return moe;
+        return moe with { RouterAuxLossCoef = aux };
     }
 
     /// <summary>
@@ -1455,6 +1456,8 @@ public sealed record ModelConfig
             o["num_local_experts"] = experts.Experts;
             o["num_experts_per_tok"] = experts.TopK;
             o["intermediate_size"] = experts.ExpertSize;
+            o["output_router_logits"] = experts.RouterAuxLossCoef != null;
+            if (experts.RouterAuxLossCoef is double coef) o["router_aux_loss_coef"] = coef;
         }
         if (table.ParallelMamba && Mamba is { } fm && Falcon is { } mult)
         {
@@ -1743,7 +1746,12 @@ public sealed record MambaShape(int Heads, int HeadDim, int StateSize, int Group
 /// <see cref="Experts"/> experts per token, the <see cref="TopK"/> best run on it, each a gated MLP <see cref="ExpertSize"/>
 /// wide, and their outputs are added weighted by the softmax of the chosen scores.
 /// </summary>
-public sealed record MoeShape(int Experts, int TopK, int ExpertSize);
+public sealed record MoeShape(int Experts, int TopK, int ExpertSize)
+{
+    /// <summary>The weight of the routers' load-balancing loss in training (router_aux_loss_coef) where the config asks for
+    /// it (output_router_logits true); null otherwise (transformers' default: no such loss).</summary>
+    public double? RouterAuxLossCoef { get; init; }
+}
 
 /// <summary>
 /// Falcon-H1's µP multipliers: on the token embeddings, the logits, the MLP's gate input and output, the keys, the

@@ -429,6 +429,8 @@ public sealed class TransformerModel
         var globalRope = _ropeLong != null && positions.Length > 0 && c.UsesLongRopeFactors(positions.Max()) ? _ropeLong : _rope;
         if (segmentStarts != null && cache != null) throw new ArgumentException("Packed sequences (segmentStarts) are for passes without a KV cache.", nameof(segmentStarts));
         var pass = new BlockPass(batch, seq, positions, attentionMask, offset, cache, globalRope?.For(positions), _ropeLocal?.For(positions), segmentStarts);
+        // A training pass of a config that asks for the routers' load-balancing loss keeps their logits (RouterAuxLoss).
+        (_routerLogits, _routerMask) = c.Moe?.RouterAuxLossCoef != null && cache == null && Autograd.IsEnabled ? ([], keyMask) : ((List<Tensor>?)null, (bool[]?)null);
         bool checkpoint = GradientCheckpointing && cache == null && Autograd.IsEnabled;
         bool parametersNeedGrad = checkpoint && (_parameters.Any(p => p.Parameter.RequiresGrad)
                                                  || Adapter is { Enabled: true } a && a.NamedParameters.Any(p => p.Parameter.RequiresGrad));
@@ -527,18 +529,25 @@ public sealed class TransformerModel
         // recomputation uses the adapter state of this forward.
         var adapter = Adapter;
         bool enabled = adapter?.Enabled ?? false;
-        return Autograd.Checkpoint([x], inputs =>
+        // The routers' logits leave the segment as outputs of their own, so that their loss's gradient reaches the
+        // recomputed routers.
+        var routerLogits = _routerLogits;
+        var outputs = Autograd.Checkpoint([x], inputs =>
         {
-            var (before, beforeEnabled) = (Adapter, adapter?.Enabled ?? false);
+            var (before, beforeEnabled, outerLogits) = (Adapter, adapter?.Enabled ?? false, _routerLogits);
             Adapter = adapter;
             if (adapter != null) adapter.Enabled = enabled;
-            try { return [WithBlockDropout(adapter, dropoutSeed, () => Block(inputs[0], l, pass))]; }
+            _routerLogits = routerLogits == null ? null : [];
+            try { return [WithBlockDropout(adapter, dropoutSeed, () => Block(inputs[0], l, pass)), .. _routerLogits ?? []]; }
             finally
             {
                 if (adapter != null) adapter.Enabled = beforeEnabled;
                 Adapter = before;
+                _routerLogits = outerLogits;
             }
-        }, parametersNeedGrad)[0];
+        }, parametersNeedGrad);
+        routerLogits?.AddRange(outputs[1..]);
+        return outputs[0];
     }
 
     private static Tensor WithBlockDropout(Lora.LoraAdapter? adapter, int? seed, Func<Tensor> block)
@@ -812,6 +821,7 @@ public sealed class TransformerModel
         int d = Config.HiddenSize, n = ShapeUtil.Rows(m.Shape), k = moe.TopK, width = moe.ExpertSize;
         var x = Ops.Reshape(m, n, d);
         var logits = Linear(x, p + "moe.router");   // a linear layer: LoRA may adapt it, as PEFT's all-linear does
+        _routerLogits?.Add(logits);
         var chosen = ExpertRouting.TopK(logits.Span, n, moe.Experts, k);
         var gates = Ops.Softmax(Ops.Gather(logits, chosen, k));   // [N, k]
         var (order, starts, position) = ExpertRouting.ByExpert(chosen, moe.Experts);
@@ -834,6 +844,43 @@ public sealed class TransformerModel
         var byToken = Ops.IndexSelect(outputs.Length == 1 ? outputs[0] : Ops.Concat(outputs, 0), position);
         var mixed = Ops.MatMul(Ops.Reshape(gates, n, 1, k), Ops.Reshape(byToken, n, k, d));
         return Ops.Reshape(mixed, m.ShapeArray);
+    }
+
+    /// <summary>The routers' logits [B·T, E] of each mixture-of-experts layer of the last training pass, and that pass's key
+    /// mask; null where the config asks for no load-balancing loss (or the pass was not a training one).</summary>
+    private List<Tensor>? _routerLogits;
+    private bool[]? _routerMask;
+
+    /// <summary>
+    /// The routers' load-balancing loss of the last training pass (transformers' load_balancing_loss_func, which
+    /// GraniteMoeForCausalLM adds with output_router_logits), null when the config does not ask for it or no training pass
+    /// ran. Over every layer's tokens together, padding left out (the pass's key mask): with p_t the softmax of token t's
+    /// router logits, M the tokens and c_e the (token, choice) slots that chose expert e, E · Σ_e (c_e / M) · (Σ_t p_t,e / M).
+    /// The choices carry no gradient; the probabilities do. Trainers add it times <see cref="MoeShape.RouterAuxLossCoef"/>.
+    /// </summary>
+    public Tensor? RouterAuxLoss()
+    {
+        if (_routerLogits is not { Count: > 0 } layers) return null;
+        var moe = Config.Moe!;
+        int experts = moe.Experts, n = layers[0].Dim(0);
+        var weights = new float[layers.Count * n];
+        var counts = new float[experts];
+        double tokens = 0;
+        for (int l = 0; l < layers.Count; l++)
+        {
+            var chosen = ExpertRouting.TopK(layers[l].Span, n, experts, moe.TopK);
+            for (int t = 0; t < n; t++)
+            {
+                if (_routerMask is { } mask && !mask[t]) continue;
+                weights[l * n + t] = 1;
+                tokens++;
+                for (int j = 0; j < moe.TopK; j++) counts[chosen[t * moe.TopK + j]]++;
+            }
+        }
+        if (tokens == 0) return Ops.MulScalar(Ops.Sum(layers[0]), 0f);
+        var probs = Ops.Softmax(layers.Count == 1 ? layers[0] : Ops.Concat(layers, 0));   // [L·N, E]
+        var perToken = Ops.Reshape(Ops.MatMul(probs, Tensor.FromArray(counts, experts, 1)), weights.Length);
+        return Ops.MulScalar(Ops.Sum(Ops.Mul(perToken, Tensor.FromArray(weights, weights.Length))), (float)(experts / (tokens * tokens)));
     }
 
     /// <summary>Vocabulary logits [B, T, V] (LM head) or one score per position [B, T] (scalar head).</summary>

@@ -615,8 +615,7 @@ public sealed class FamilyTests : IDisposable
         Assert.True(model.HasParameter("layers.2.mlp.gate.weight") && model.HasParameter("layers.2.moe.input.weight"));
         Assert.Contains("field 'num_local_experts' must be a positive integer, not -1",
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":-1,\"mamba_n_heads\":8}")).Message);
-        Assert.Contains("field 'output_router_logits' true",
-            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"output_router_logits\":true,\"mamba_n_heads\":8}")).Message);
+        Assert.Equal(0.001, ModelConfig.Parse("{" + shape + ",\"output_router_logits\":true,\"mamba_n_heads\":8}").Moe!.RouterAuxLossCoef);
         Assert.Contains("field 'layer_types[1]' \"conv\" is not 'mamba' or 'attention'",
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":0,\"mamba_n_heads\":8,\"layer_types\":[\"mamba\",\"conv\"]}")).Message);
         Assert.Contains("field 'mamba_n_heads' 5 must be positive and divide mamba_expand · hidden_size = 32",
@@ -683,9 +682,9 @@ public sealed class FamilyTests : IDisposable
     }
 
     /// <summary>Granite MoE's keys: num_local_experts and num_experts_per_tok (transformers' 8 and 2 when absent), the
-    /// experts' width from intermediate_size, written back and read again to the same config; a top-k outside
-    /// [1, experts] and output_router_logits true (the load-balancing loss it asks for is not implemented) refused by
-    /// name; no dense MLP, an expert stack per kind instead.</summary>
+    /// experts' width from intermediate_size, output_router_logits with router_aux_loss_coef (0.001), written back and read
+    /// again to the same config; a top-k outside [1, experts] or a negative coefficient refused by name; no dense MLP, an
+    /// expert stack per kind instead.</summary>
     [Fact]
     public void GraniteMoeKeysAndExperts()
     {
@@ -711,9 +710,15 @@ public sealed class FamilyTests : IDisposable
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_experts_per_tok\":0}")).Message);
         Assert.Contains("field 'num_local_experts' must be a positive integer",
             Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"num_local_experts\":0}")).Message);
-        Assert.Contains("field 'output_router_logits' true adds the routers' load-balancing loss",
-            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"output_router_logits\":true}")).Message);
+        // output_router_logits: the load-balancing loss's weight, router_aux_loss_coef (0.001 when absent), read and written back.
+        Assert.Null(ModelConfig.Parse("{" + shape + ",\"output_router_logits\":false,\"router_aux_loss_coef\":0.5}").Moe!.RouterAuxLossCoef);
+        Assert.Equal(0.001, ModelConfig.Parse("{" + shape + ",\"output_router_logits\":true}").Moe!.RouterAuxLossCoef);
+        var aux = ModelConfig.Parse("{" + shape + ",\"output_router_logits\":true,\"router_aux_loss_coef\":0.05}");
+        Assert.Equal(0.05, aux.Moe!.RouterAuxLossCoef);
+        Assert.Equal(aux, ModelConfig.Parse(aux.ToJson()));
         Assert.Equal(new MoeShape(8, 2, 8), ModelConfig.Parse("{" + shape + ",\"output_router_logits\":false}").Moe);
+        Assert.Contains("field 'router_aux_loss_coef' must be a finite number ≥ 0, not -1",
+            Assert.Throws<UserInputException>(() => ModelConfig.Parse("{" + shape + ",\"output_router_logits\":true,\"router_aux_loss_coef\":-1}")).Message);
     }
 
     /// <summary>The routing: each row's k largest logits best first, an equal logit after the earlier expert, NaN refused;

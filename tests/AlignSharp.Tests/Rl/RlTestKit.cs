@@ -41,7 +41,7 @@ public sealed class RlTestKit : IDisposable
         return dir;
     }
 
-    private static void WriteTokenizer(string dir)
+    internal static void WriteTokenizer(string dir)
     {
         AtomicFile.WriteText(System.IO.Path.Combine(dir, "tokenizer.json"), ByteTokenizerJson.TokenizerJson());
         AtomicFile.WriteText(System.IO.Path.Combine(dir, "tokenizer_config.json"), ByteTokenizerJson.TokenizerConfigJson());

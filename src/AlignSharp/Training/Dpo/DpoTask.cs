@@ -133,6 +133,7 @@ public sealed class DpoTask : ISupervisedTask
     public (MicroBatchResult Result, AnswerLogProbs Policy, float[]? ReferenceSums) ScoreRows(DpoBatch batch)
     {
         var answers = AnswerScoring.Compute(_policy, batch);
+        var aux = _policy.RouterAuxLoss();   // read before the reference's pass, which may be this model's
         // ipo, simpo and orpo read per-token means; the others sums over the answer.
         bool mean = _loss is DpoLossType.Ipo or DpoLossType.Simpo or DpoLossType.Orpo;
         var logps = mean ? answers.Means() : answers.Sums;
@@ -178,6 +179,13 @@ public sealed class DpoTask : ISupervisedTask
             float weight = weights.Sum();
             lossSum = Ops.Add(lossSum, Ops.MulScalar(nll, _options.RpoAlpha * weight));
             metrics["nll_loss"] = nll.Item() * weight;
+        }
+        if (aux != null)
+        {
+            // output_router_logits: TRL's DPO adds coef · the policy forward's load-balancing loss to every unit's loss.
+            float weight = weights.Sum();
+            lossSum = Ops.Add(lossSum, Ops.MulScalar(aux, (float)(_policy.Config.Moe!.RouterAuxLossCoef!.Value * weight)));
+            metrics["aux_loss"] = aux.Item() * weight;
         }
         if (extra != null)
             foreach (var (name, values) in extra)

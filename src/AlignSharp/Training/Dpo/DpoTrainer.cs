@@ -22,7 +22,7 @@ public static class DpoTrainer
         options.Validate();
         log ??= Console.Error;
         using var threads = ParallelFor.UseThreads(options.Threads);
-        var policy = options.LoadTrained(options.Policy!);
+        var policy = options.LoadTrained(options.Policy!, addsRouterAuxLoss: true);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var (train, eval) = LoadBatches(options, policy, log);
         if (train.Count == 0) throw new UserInputException($"{options.Data}: no usable preference pairs to train on.");

@@ -115,8 +115,16 @@ public sealed class SftTask : ISupervisedTask
             }
         });
         var mean = count == 0 ? Ops.MulScalar(Ops.Sum(Ops.Reshape(hidden, n * hidden.Dim(-1))), 0f) : Ops.Neg(Ops.Sum(logProbs));
+        var metrics = new Dictionary<string, double> { ["mean_token_accuracy"] = correct };
+        if (_model.RouterAuxLoss() is { } aux)
+        {
+            // output_router_logits (transformers adds coef · the routers' load-balancing loss to each forward's loss): here
+            // weighted by the micro-batch's label tokens, as its cross-entropy is, so one micro-batch a step is TRL's loss.
+            mean = Ops.Add(mean, Ops.MulScalar(aux, (float)(_model.Config.Moe!.RouterAuxLossCoef!.Value * count)));
+            metrics["aux_loss"] = aux.Item() * count;
+        }
         long tokens = b.AttentionMask.Count(m => m);
-        return new MicroBatchResult(mean, new() { ["mean_token_accuracy"] = correct }, tokens);
+        return new MicroBatchResult(mean, metrics, tokens);
     }
 
     /// <summary>Labels are aligned with the ids (HF convention): position t predicts Labels[t + 1].</summary>
@@ -156,7 +164,7 @@ public static class SftTrainer
     public static Dictionary<string, object?> Train(SftOptions o, TextWriter? log = null)
     {
         log ??= Console.Error;
-        var pre = o.LoadTrained(o.Model!);
+        var pre = o.LoadTrained(o.Model!, addsRouterAuxLoss: true);
         o = o with { MaxLength = o.MaxLengthFor(pre.Model.Config.MaxPositions, log) };
         var tokenizer = pre.RequireTokenizer("SFT");
         var template = ChatTemplate.Resolve(o.ChatTemplate, o.Model, o.ChatTemplateKwargs);
