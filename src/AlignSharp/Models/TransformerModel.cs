@@ -430,7 +430,7 @@ public sealed class TransformerModel
         if (segmentStarts != null && cache != null) throw new ArgumentException("Packed sequences (segmentStarts) are for passes without a KV cache.", nameof(segmentStarts));
         var pass = new BlockPass(batch, seq, positions, attentionMask, offset, cache, globalRope?.For(positions), _ropeLocal?.For(positions), segmentStarts);
         // A training pass of a config that asks for the routers' load-balancing loss keeps their logits (RouterAuxLoss).
-        (_routerLogits, _routerMask) = c.Moe?.RouterAuxLossCoef != null && cache == null && Autograd.IsEnabled ? ([], keyMask) : ((List<Tensor>?)null, (bool[]?)null);
+        (_routerLogits, _routerMask, _routerSeq) = c.Moe?.RouterAuxLossCoef != null && cache == null && Autograd.IsEnabled ? ([], keyMask, seq) : ((List<Tensor>?)null, (bool[]?)null, 0);
         bool checkpoint = GradientCheckpointing && cache == null && Autograd.IsEnabled;
         bool parametersNeedGrad = checkpoint && (_parameters.Any(p => p.Parameter.RequiresGrad)
                                                  || Adapter is { Enabled: true } a && a.NamedParameters.Any(p => p.Parameter.RequiresGrad));
@@ -850,6 +850,7 @@ public sealed class TransformerModel
     /// mask; null where the config asks for no load-balancing loss (or the pass was not a training one).</summary>
     private List<Tensor>? _routerLogits;
     private bool[]? _routerMask;
+    private int _routerSeq;
 
     /// <summary>
     /// The routers' load-balancing loss of the last training pass (transformers' load_balancing_loss_func, which
@@ -857,8 +858,9 @@ public sealed class TransformerModel
     /// ran. Over every layer's tokens together, padding left out (the pass's key mask): with p_t the softmax of token t's
     /// router logits, M the tokens and c_e the (token, choice) slots that chose expert e, E · Σ_e (c_e / M) · (Σ_t p_t,e / M).
     /// The choices carry no gradient; the probabilities do. Trainers add it times <see cref="MoeShape.RouterAuxLossCoef"/>.
+    /// <paramref name="firstRows"/>: only the pass's first rows count (KTO's completions, not the KL rows beside them).
     /// </summary>
-    public Tensor? RouterAuxLoss()
+    public Tensor? RouterAuxLoss(int? firstRows = null)
     {
         if (_routerLogits is not { Count: > 0 } layers) return null;
         var moe = Config.Moe!;
@@ -871,7 +873,7 @@ public sealed class TransformerModel
             var chosen = ExpertRouting.TopK(layers[l].Span, n, experts, moe.TopK);
             for (int t = 0; t < n; t++)
             {
-                if (_routerMask is { } mask && !mask[t]) continue;
+                if (_routerMask is { } mask && !mask[t] || t / _routerSeq >= firstRows) continue;
                 weights[l * n + t] = 1;
                 tokens++;
                 for (int j = 0; j < moe.TopK; j++) counts[chosen[t * moe.TopK + j]]++;

@@ -9,7 +9,7 @@ namespace AlignSharp.Tests.Models;
 /// The routers' load-balancing loss that output_router_logits asks for (transformers' load_balancing_loss_func, as
 /// GraniteMoeForCausalLM adds it): its value against the fixture's independent PyTorch computation over a right-padded
 /// batch, a hand-computed case, its gradient by finite differences and through gradient checkpointing, and the trainers
-/// that add it (sft, dpo) or refuse the config (the others).
+/// that add it (sft, dpo, kto) or refuse the config (the others).
 /// </summary>
 public sealed class RouterAuxLossTests : IDisposable
 {
@@ -37,6 +37,11 @@ public sealed class RouterAuxLossTests : IDisposable
         model.Hidden(ids, 2, seq, keyMask: mask);
         var aux = model.RouterAuxLoss()!;
         Assert.Equal(expected, aux.Item(), 1e-4);
+        // Over the first row only (KTO's completions beside its KL rows): the loss of a pass over that row alone.
+        float firstRow = model.RouterAuxLoss(firstRows: 1)!.Item();
+        model.Hidden(ids[..seq], 1, seq, keyMask: mask[..seq]);
+        Assert.Equal(model.RouterAuxLoss()!.Item(), firstRow, 1e-5f);
+        Assert.NotEqual(aux.Item(), firstRow);
         // A pass without gradients (a reference's, an evaluation's) keeps no logits: no loss to add.
         using (Autograd.NoGrad()) model.Hidden(ids, 2, seq, keyMask: mask);
         Assert.Null(model.RouterAuxLoss());
@@ -118,7 +123,7 @@ public sealed class RouterAuxLossTests : IDisposable
         }
     }
 
-    /// <summary>sft and dpo add coef · the loss to their objective and log it (aux_loss): the first step's logged loss
+    /// <summary>sft, dpo and kto add coef · the loss to their objective and log it (aux_loss): the first step's logged loss
     /// exceeds the same run's at coefficient 0 by 0.02 · aux_loss. A trainer that does not add it refuses the config by name
     /// rather than train without what it asks for.</summary>
     [Fact]
@@ -148,7 +153,7 @@ public sealed class RouterAuxLossTests : IDisposable
             Assert.True(r.ExitCode == 0, $"{name}: {r.StdErr}");
             return JsonDocument.Parse(File.ReadLines(Path.Combine(run, "metrics.jsonl")).First(l => l.Contains("\"aux_loss\""))).RootElement;
         }
-        foreach (var (name, flag, data) in new[] { ("sft", "--model", sft), ("dpo", "--policy", prefs) })
+        foreach (var (name, flag, data) in new[] { ("sft", "--model", sft), ("dpo", "--policy", prefs), ("kto", "--policy", kto) })
         {
             var with = FirstStep(name, [name, flag, model, "--data", data]);
             var without = FirstStep(name + "-0", [name, flag, zero, "--data", data]);
@@ -157,7 +162,7 @@ public sealed class RouterAuxLossTests : IDisposable
             Assert.Equal(aux, without.GetProperty("aux_loss").GetDouble(), 1e-6);
             Assert.Equal(without.GetProperty("loss").GetDouble() + 0.02 * aux, with.GetProperty("loss").GetDouble(), 1e-5);
         }
-        var refused = CliRunner.Run(["kto", "--policy", model, "--data", kto, .. common, "--out", _kit.Path("run-kto")]);
+        var refused = CliRunner.Run(["rm", "--model", model, "--data", prefs, .. common, "--out", _kit.Path("run-rm")]);
         Assert.NotEqual(0, refused.ExitCode);
         Assert.Contains("field 'output_router_logits' is true", refused.StdErr);
         Assert.DoesNotContain("   at ", refused.StdErr);

@@ -139,13 +139,23 @@ public sealed class KtoTask : ISupervisedTask
     {
         int b = batch.Count;
         var answers = AnswerScoring.Compute(_policy, batch.Rows);
+        // TRL's KTO: the completions' forward's load-balancing loss (the KL rows' forward runs without gradients there).
+        var aux = _policy.RouterAuxLoss(firstRows: b);   // read before the reference's pass, which may be this model's
         var all = _reference.For(batch.Rows);
         var matched = Enumerable.Range(0, b).ToArray();
         var logps = Ops.IndexSelect(answers.Sums, matched);
         var policyAll = answers.Sums.ToArray();
         var result = KtoLoss.Compute(logps, all[..b], policyAll[b..], all[b..], batch.Desirable, _options.Beta, _options.DesirableWeight, _options.UndesirableWeight,
             referencePoint: _options.LossType == "kto");
-        return new MicroBatchResult(Ops.Sum(result.Losses), MetricSums(batch, result, policyAll, answers), batch.Rows.Tokens);
+        var lossSum = Ops.Sum(result.Losses);
+        var metrics = MetricSums(batch, result, policyAll, answers);
+        if (aux != null)
+        {
+            // output_router_logits: TRL's KTO adds coef · the loss to the batch's mean loss: here times its examples.
+            lossSum = Ops.Add(lossSum, Ops.MulScalar(aux, (float)(_policy.Config.Moe!.RouterAuxLossCoef!.Value * b)));
+            metrics["aux_loss"] = aux.Item() * b;
+        }
+        return new MicroBatchResult(lossSum, metrics, batch.Rows.Tokens);
     }
 
     /// <summary>

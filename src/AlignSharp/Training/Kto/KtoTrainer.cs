@@ -22,7 +22,7 @@ public static class KtoTrainer
         options.Validate();
         log ??= Console.Error;
         using var threads = ParallelFor.UseThreads(options.Threads);
-        var policy = options.LoadTrained(options.Policy!);
+        var policy = options.LoadTrained(options.Policy!, addsRouterAuxLoss: true);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var tokenizer = policy.RequireTokenizer("tokenizing feedback data");
         var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy, options.ChatTemplateKwargs);

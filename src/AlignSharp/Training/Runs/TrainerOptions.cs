@@ -156,14 +156,14 @@ public abstract record TrainerOptions
     /// Loads the model a run trains (an adapter directory merged, <see cref="Pretrained.LoadForTraining"/>): with LoRA its
     /// base is frozen, in the storage --frozen-dtype says; --gradient-checkpointing applies to it. A mixture-of-experts
     /// config that asks for the routers' load-balancing loss (output_router_logits) is refused unless the trainer adds it
-    /// (<paramref name="addsRouterAuxLoss"/>: sft and the DPO family, as TRL's trainers do).
+    /// (<paramref name="addsRouterAuxLoss"/>: sft, the DPO family and kto, as TRL's trainers do).
     /// </summary>
     public Pretrained LoadTrained(string modelDirectory, HeadKind? head = null, bool addsRouterAuxLoss = false)
     {
         var pre = Pretrained.LoadForTraining(modelDirectory, head, Seed, bf16Matrices: TrainsAdapter && FrozenInBf16(modelDirectory));
         if (pre.Model.Config.Moe?.RouterAuxLossCoef != null && !addsRouterAuxLoss)
             throw new UserInputException($"model config '{Path.Combine(modelDirectory, "config.json")}': field 'output_router_logits' is true, asking for the routers' " +
-                "load-balancing loss, which this trainer does not add (sft, dpo and online-dpo do); set it to false to train without it");
+                "load-balancing loss, which this trainer does not add (sft, dpo, online-dpo and kto do); set it to false to train without it");
         pre.Model.GradientCheckpointing = GradientCheckpointing;
         return pre;
     }
