@@ -1448,7 +1448,7 @@ public sealed record ModelConfig
             // Anything but "rope" means no position encoding: a source's null or "nope" stays as written.
             bool sourceAgrees = Source?.ContainsKey("position_embedding_type") == true && ((Source["position_embedding_type"] as JsonValue)?.ToString() == "rope") == (PositionEmbeddingType == "rope");
             if (!sourceAgrees) o["position_embedding_type"] = PositionEmbeddingType;
-            o["num_local_experts"] = Moe?.Experts ?? 0;
+            if (Moe == null) o["num_local_experts"] = 0;   // experts: written with their other keys below
             WriteMambaKeys(o, mamba);
         }
         if (Moe is { } experts)

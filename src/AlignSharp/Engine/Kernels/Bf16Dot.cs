@@ -82,10 +82,9 @@ internal static unsafe class Bf16Dot
     /// <summary>A thread's buffer for bf16(A) of m rows of k (grown as needed), 64-byte aligned.</summary>
     private static ushort* Aligned(ref ushort[]? buffer, int m, int k)
     {
-        int kp = (k + 31) & ~31;
         const int Slack = 64 / sizeof(ushort);
-        // Room for the kernel's chunk-major layout: at most m·(kp + 32·chunks) ≤ 2·m·kp values (each chunk pads to 32).
-        if (buffer == null || buffer.Length < 2 * m * kp + Slack) buffer = GC.AllocateUninitializedArray<ushort>(Math.Max(2 * m * kp, 8 * 1024) + Slack, pinned: true);
+        int room = Room(m, k);
+        if (buffer == null || buffer.Length < room + Slack) buffer = GC.AllocateUninitializedArray<ushort>(Math.Max(room, 8 * 1024) + Slack, pinned: true);
         nint start = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
         return (ushort*)((start + 63) & ~(nint)63);
     }
@@ -250,7 +249,6 @@ internal static unsafe class Bf16Dot
         var down = new Args[count];
         var first = new int[count + 1];
         var firstDown = new int[count + 1];
-        var g16 = new nint[count];
         var all = groups.ToArray();
         ushort* a16 = Carve(ref t_groupA16, all, k), gRounded = Carve(ref t_groupG16, all, f);
         long macs = 0, downMacs = 0;
@@ -263,7 +261,6 @@ internal static unsafe class Bf16Dot
             var convert = gated[i];
             Entry(&convert);
             gated[i].Convert = 0;
-            g16[i] = (nint)gRounded;
             down[i] = new Args { A16 = gRounded, M = g.M, K = f };
             a16 += Room(g.M, k);
             gRounded += Room(g.M, f);
@@ -272,13 +269,13 @@ internal static unsafe class Bf16Dot
             macs += 2L * g.M * f * k;
             downMacs += (long)g.M * g.Down.N * f;
         }
-        Gemm.RunStreaming(first[^1], macs, 2L * count * f * k * sizeof(ushort), new GroupedGatedShares<TAct>(gated, all, g16, first));
+        Gemm.RunStreaming(first[^1], macs, 2L * count * f * k * sizeof(ushort), new GroupedGatedShares<TAct>(gated, down, all, first));
         Gemm.RunStreaming(firstDown[^1], downMacs, (long)count * all[0].Down.N * f * sizeof(ushort), new GroupedDownShares(down, all, firstDown));
     }
 
-    /// <summary>Values of a group's buffer: the kernel's chunk-major layout of m rows of k (as <see cref="Aligned"/> sizes
-    /// it), rounded up to whole 64-byte lines so the next group's starts aligned.</summary>
-    private static int Room(int m, int k) => (2 * m * ((k + 31) & ~31) + 31) & ~31;
+    /// <summary>Values bf16(A) of m rows of k takes in the kernel's chunk-major layout: at most m·(kp + 32·chunks) ≤ 2·m·kp
+    /// (each chunk pads to 32), a whole number of 64-byte lines, so buffers carved one after another stay aligned.</summary>
+    private static int Room(int m, int k) => 2 * m * ((k + 31) & ~31);
 
     /// <summary>This thread's buffer (grown as needed, 64-byte aligned) with <see cref="Room"/> for every group's rows of k.</summary>
     private static ushort* Carve(ref ushort[]? buffer, GatedGroup[] groups, int k)
@@ -291,18 +288,13 @@ internal static unsafe class Bf16Dot
     }
 
     /// <summary>A share of <see cref="RunGatedGroups{TAct}"/>'s gated halves: units numbered through the groups in order.</summary>
-    private readonly struct GroupedGatedShares<TAct>(Args[] args, GatedGroup[] groups, nint[] g16, int[] first) : IChunkWork where TAct : IUnaryOp
+    private readonly struct GroupedGatedShares<TAct>(Args[] args, Args[] down, GatedGroup[] groups, int[] first) : IChunkWork where TAct : IUnaryOp
     {
         public void Run(int start, int end, int streamEnd)
         {
             for (int i = 0; i < groups.Length; i++)
-            {
-                int lo = Math.Max(start, first[i]), hi = Math.Min(end, first[i + 1]);
-                if (lo >= hi) continue;
-                int n = groups[i].Gate.N;
-                GatedColumns<TAct>(args[i], groups[i].Gate, groups[i].Up, (ushort*)g16[i], (lo - first[i]) * UnitColumns,
-                    Math.Min(n, (hi - first[i]) * UnitColumns), Math.Min(n, (Math.Min(streamEnd, first[i + 1]) - first[i]) * UnitColumns));
-            }
+                if (ColumnsOf(i, groups[i].Gate.N, first, start, end, streamEnd, out int j0, out int j1, out int se))
+                    GatedColumns<TAct>(args[i], groups[i].Gate, groups[i].Up, down[i].A16, j0, j1, se);   // G rounded into the down projection's A
         }
     }
 
@@ -313,11 +305,9 @@ internal static unsafe class Bf16Dot
         {
             for (int i = 0; i < groups.Length; i++)
             {
-                int lo = Math.Max(start, first[i]), hi = Math.Min(end, first[i + 1]);
-                if (lo >= hi) continue;
                 var d = groups[i].Down;
-                int j0 = (lo - first[i]) * UnitColumns, j1 = Math.Min(d.N, (hi - first[i]) * UnitColumns);
-                Call(args[i], d, j0, j1, Math.Min(d.N, (Math.Min(streamEnd, first[i + 1]) - first[i]) * UnitColumns));
+                if (!ColumnsOf(i, d.N, first, start, end, streamEnd, out int j0, out int j1, out int se)) continue;
+                Call(args[i], d, j0, j1, se);
                 Finish(d, groups[i].M, j0, j1);
             }
         }
@@ -468,6 +458,20 @@ internal static unsafe class Bf16Dot
         return new ParallelFor.PrefetchPlan(starts, lines);
     }
 
+    /// <summary>
+    /// Product i's columns in a share's units [start, end) when units are numbered through several products in order
+    /// (product i's from first[i]): false if the share has none of them; else [j0, j1) of its n columns and the column
+    /// se its prefetch may run on to, within this product only (the next product's B is another array).
+    /// </summary>
+    private static bool ColumnsOf(int i, int n, int[] first, int start, int end, int streamEnd, out int j0, out int j1, out int se)
+    {
+        int lo = Math.Max(start, first[i]), hi = Math.Min(end, first[i + 1]);
+        j0 = (lo - first[i]) * UnitColumns;
+        j1 = Math.Min(n, (hi - first[i]) * UnitColumns);
+        se = Math.Min(n, (Math.Min(streamEnd, first[i + 1]) - first[i]) * UnitColumns);
+        return lo < hi;
+    }
+
     private readonly struct SharedShares(Args args, Product[] products, int[] first) : IChunkWork
     {
         private readonly Args _args = args;
@@ -476,12 +480,9 @@ internal static unsafe class Bf16Dot
         {
             for (int i = 0; i < products.Length; i++)
             {
-                int lo = Math.Max(start, first[i]), hi = Math.Min(end, first[i + 1]);
-                if (lo >= hi) continue;
                 var pr = products[i];
-                int j0 = (lo - first[i]) * UnitColumns, j1 = Math.Min(pr.N, (hi - first[i]) * UnitColumns);
-                // The stream goes on within this product only (the next product's B is another array).
-                Call(_args, pr, j0, j1, Math.Min(pr.N, (Math.Min(streamEnd, first[i + 1]) - first[i]) * UnitColumns));
+                if (!ColumnsOf(i, pr.N, first, start, end, streamEnd, out int j0, out int j1, out int se)) continue;
+                Call(_args, pr, j0, j1, se);
                 Finish(pr, _args.M, j0, j1);
             }
         }

@@ -374,7 +374,7 @@ public static partial class Ops
     {
         int rows = ShapeUtil.Rows(x.Shape), inF = x.Dim(-1), outF = gate.W.Dim(0);
         // A given u for the down projection could only have been made from a hidden tensor, which a fused MLP never makes.
-        bool fused = GatedFuses(x, gate, up) && FuseGatedDown && down.Bias == null && down.U == null && Streams(down, rows, outF);
+        bool fused = GatedDownFuses(x, gate, up, down);
         if (!fused)
         {
             var hidden = GatedLinear(x, gate, up, activation);
@@ -429,10 +429,10 @@ public static partial class Ops
     public static unsafe Tensor[] GatedMlps(Tensor[] xs, LinearLayer[] gates, LinearLayer[] ups, LinearLayer[] downs, GateActivation activation)
     {
         int f = gates.Length > 0 ? gates[0].W.Dim(0) : 0, inF = xs.Length > 0 ? xs[0].Dim(-1) : 0, outD = downs.Length > 0 ? downs[0].W.Dim(0) : 0;
-        bool together = FuseGatedGroups && FuseGatedDown && xs.Length > 1;
+        bool together = FuseGatedGroups && xs.Length > 1;
         for (int i = 0; together && i < xs.Length; i++)
-            together = !gates[i].HasTerm && !ups[i].HasTerm && !downs[i].HasTerm && downs[i].Bias == null && GatedFuses(xs[i], gates[i], ups[i])
-                       && gates[i].W.Dim(0) == f && xs[i].Dim(-1) == inF && downs[i].W.Dim(0) == outD && Streams(downs[i], ShapeUtil.Rows(xs[i].Shape), f);
+            together = !gates[i].HasTerm && !ups[i].HasTerm && !downs[i].HasTerm && GatedDownFuses(xs[i], gates[i], ups[i], downs[i])
+                       && gates[i].W.Dim(0) == f && xs[i].Dim(-1) == inF && downs[i].W.Dim(0) == outD;
         if (!together) return [.. xs.Select((x, i) => GatedMlp(x, gates[i], ups[i], downs[i], activation))];
 
         var ys = xs.Select(x => Tensor.EmptyOwned(ShapeUtil.WithLast(x.Shape, outD))).ToArray();
@@ -484,6 +484,11 @@ public static partial class Ops
         GateActivation.GeluTanh => Gelu(x),
         _ => GeluErf(x),
     };
+
+    /// <summary>Whether <see cref="GatedMlp(Tensor, LinearLayer, LinearLayer, LinearLayer, GateActivation, Tensor?)"/> fuses
+    /// whole: the gated half fuses, and the down projection takes its input in bf16 (no bias, no given u).</summary>
+    private static bool GatedDownFuses(Tensor x, LinearLayer gate, LinearLayer up, LinearLayer down) =>
+        GatedFuses(x, gate, up) && FuseGatedDown && down.Bias == null && down.U == null && Streams(down, ShapeUtil.Rows(x.Shape), gate.W.Dim(0));
 
     /// <summary>Whether <see cref="GatedLinear"/>'s conditions to fuse hold (see there).</summary>
     private static bool GatedFuses(Tensor x, LinearLayer gate, LinearLayer up)
