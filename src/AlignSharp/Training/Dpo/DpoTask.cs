@@ -180,13 +180,8 @@ public sealed class DpoTask : ISupervisedTask
             lossSum = Ops.Add(lossSum, Ops.MulScalar(nll, _options.RpoAlpha * weight));
             metrics["nll_loss"] = nll.Item() * weight;
         }
-        if (aux != null)
-        {
-            // output_router_logits: TRL's DPO adds coef · the policy forward's load-balancing loss to every unit's loss.
-            float weight = weights.Sum();
-            lossSum = Ops.Add(lossSum, Ops.MulScalar(aux, (float)(_policy.Config.Moe!.RouterAuxLossCoef!.Value * weight)));
-            metrics["aux_loss"] = aux.Item() * weight;
-        }
+        // output_router_logits: TRL's DPO adds coef · the policy forward's load-balancing loss to every unit's loss.
+        lossSum = RouterBalance.AddTo(lossSum, aux, _policy, weights.Sum(), metrics);
         if (extra != null)
             foreach (var (name, values) in extra)
                 metrics[name] = values.Select((x, i) => (double)weights[i] * x).Sum();

@@ -147,15 +147,9 @@ public sealed class KtoTask : ISupervisedTask
         var policyAll = answers.Sums.ToArray();
         var result = KtoLoss.Compute(logps, all[..b], policyAll[b..], all[b..], batch.Desirable, _options.Beta, _options.DesirableWeight, _options.UndesirableWeight,
             referencePoint: _options.LossType == "kto");
-        var lossSum = Ops.Sum(result.Losses);
         var metrics = MetricSums(batch, result, policyAll, answers);
-        if (aux != null)
-        {
-            // output_router_logits: TRL's KTO adds coef · the loss to the batch's mean loss: here times its examples.
-            lossSum = Ops.Add(lossSum, Ops.MulScalar(aux, (float)(_policy.Config.Moe!.RouterAuxLossCoef!.Value * b)));
-            metrics["aux_loss"] = aux.Item() * b;
-        }
-        return new MicroBatchResult(lossSum, metrics, batch.Rows.Tokens);
+        // output_router_logits: TRL's KTO adds coef · the loss to the batch's mean loss: here times its examples.
+        return new MicroBatchResult(RouterBalance.AddTo(Ops.Sum(result.Losses), aux, _policy, b, metrics), metrics, batch.Rows.Tokens);
     }
 
     /// <summary>

@@ -116,13 +116,9 @@ public sealed class SftTask : ISupervisedTask
         });
         var mean = count == 0 ? Ops.MulScalar(Ops.Sum(Ops.Reshape(hidden, n * hidden.Dim(-1))), 0f) : Ops.Neg(Ops.Sum(logProbs));
         var metrics = new Dictionary<string, double> { ["mean_token_accuracy"] = correct };
-        if (_model.RouterAuxLoss() is { } aux)
-        {
-            // output_router_logits (transformers adds coef · the routers' load-balancing loss to each forward's loss): here
-            // weighted by the micro-batch's label tokens, as its cross-entropy is, so one micro-batch a step is TRL's loss.
-            mean = Ops.Add(mean, Ops.MulScalar(aux, (float)(_model.Config.Moe!.RouterAuxLossCoef!.Value * count)));
-            metrics["aux_loss"] = aux.Item() * count;
-        }
+        // output_router_logits (transformers adds coef · the routers' load-balancing loss to each forward's loss): here
+        // weighted by the micro-batch's label tokens, as its cross-entropy is, so one micro-batch a step is TRL's loss.
+        mean = RouterBalance.AddTo(mean, _model.RouterAuxLoss(), _model, count, metrics);
         long tokens = b.AttentionMask.Count(m => m);
         return new MicroBatchResult(mean, metrics, tokens);
     }
