@@ -9,7 +9,7 @@ namespace AlignSharp.Bench;
 /// <summary>
 /// Decoding measurements that need the engine's internals, on a checkpoint loaded with bf16 matrices:
 /// <list type="bullet">
-/// <item><c>decode-ab DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora|lora-terms|residual|experts]</c>: decoding steps (16-token prompts, 64 new tokens, as
+/// <item><c>decode-ab DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora|lora-terms|residual|experts|l2-prefetch]</c>: decoding steps (16-token prompts, 64 new tokens, as
 /// <c>alignsharp bench sample</c>) with one optimisation on for two steps, off for two, and so on, so that both sides see
 /// the same host (its bandwidth drifts within seconds): the idle worker's preloading (<see cref="Bf16Dot.IdlePrefetchOn"/>,
 /// the default), the fused gated MLP (<see cref="Ops.FuseGatedLinear"/>) or its rounding of the down projection's input
@@ -60,6 +60,7 @@ internal static class DecodeProbes
                     : args[4] == "lora-terms" ? LoraTerms(model)
                     : args[4] == "residual" ? on => Ops.FuseResidual = on
                     : args[4] == "experts" ? on => Ops.FuseGatedGroups = on
+                    : args[4] == "l2-prefetch" ? on => Bf16Dot.PrefetchIntoL2 = on
                     : null;
                 if (flip == null) return Usage();
                 Alternate(model, int.Parse(args[2]), int.Parse(args[3]), args.Length == 4 ? "idle-prefetch" : args[4], flip);
@@ -181,7 +182,7 @@ internal static class DecodeProbes
 
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora|lora-terms|residual|experts] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
+        Console.Error.WriteLine("usage: decode-ab CHECKPOINT_DIR BATCH ROUNDS [idle-prefetch|gated-mlp|gated-down|lora|lora-terms|residual|experts|l2-prefetch] | decode-tail CHECKPOINT_DIR BATCH ROUNDS | " +
             "decode-products CHECKPOINT_DIR ROUNDS | decode-head CHECKPOINT_DIR ROUNDS | decode-shapes CHECKPOINT_DIR ROUNDS [1,M,...] | " +
             "decode-generate CHECKPOINT_DIR BATCH CALLS [lora] | decode-score-lora CHECKPOINT_DIR BATCH ROUNDS [head] | " +
             "decode-score-head CHECKPOINT_DIR ROWS ROUNDS [no-grad] | decode-attention");

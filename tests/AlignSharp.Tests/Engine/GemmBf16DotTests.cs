@@ -113,6 +113,43 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         Check(rng, Case.Make(rng, false, true, 1, 130, 896, padded: false, accumulate: true), native);
     }
 
+    /// <summary>The kernel is built twice, prefetching B into L1 or into L2 (<see cref="Bf16Dot.PrefetchIntoL2"/>, chosen
+    /// by the CPU); whichever this CPU does not take is checked here against the same reference, over every tile shape,
+    /// the cursor's narrow tiles and chunked k, and the two must agree bit for bit.</summary>
+    [Fact]
+    public void BothPrefetchTargetsComputeTheSameBits()
+    {
+        bool native = Native();
+        bool chosen = Bf16Dot.PrefetchIntoL2;
+        output.WriteLine($"this CPU prefetches into {(chosen ? "L2" : "L1")}; checking both");
+        var rng = new Random(18);
+        try
+        {
+            foreach (int m in new[] { 1, 2, 3, 4, 5, 6, 7, 8 })
+            foreach (var (n, k) in new[] { (49, 97), (301, 896), (61, 224), (13, 4881) })
+            {
+                var t = Case.Make(rng, false, true, m, n, k, padded: rng.Next(2) == 0, accumulate: rng.Next(2) == 0);
+                var a = Case.Random(rng, Case.Len(t.M, t.Lda, t.K));
+                var b = RandomBf16(rng, Case.Len(t.N, t.Ldb, t.K));
+                var c0 = Case.Random(rng, Case.Len(t.M, t.Ldc, t.N));
+                var results = new float[2][];
+                foreach (bool l2 in new[] { !chosen, chosen })
+                {
+                    Bf16Dot.PrefetchIntoL2 = l2;
+                    var c = (float[])c0.Clone();
+                    Gemm.MultiplyBf16(false, true, t.M, t.N, t.K, a, t.Lda, b, t.Ldb, c, t.Ldc, t.Accumulate, bf16Activations: true);
+                    results[l2 ? 1 : 0] = c;
+                }
+                for (int i = 0; i < c0.Length; i++)
+                    Assert.True(BitConverter.SingleToInt32Bits(results[0][i]) == BitConverter.SingleToInt32Bits(results[1][i]),
+                        $"{t}: C[{i}] = {results[0][i]} prefetching into L1, {results[1][i]} into L2");
+                Bf16Dot.PrefetchIntoL2 = !chosen;
+                Check(rng, t, native);
+            }
+        }
+        finally { Bf16Dot.PrefetchIntoL2 = chosen; }
+    }
+
     /// <summary>A row of C has the same bits whether it is multiplied alone or with up to seven others (k chunked or
     /// not): the fused head re-makes one row's tile and must get the logits it sampled from.</summary>
     [Fact]
