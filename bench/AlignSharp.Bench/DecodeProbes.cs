@@ -17,7 +17,8 @@ namespace AlignSharp.Bench;
 /// a LoRA policy's generation pays), or with that adapter on, its terms inside the products or not (<c>lora-terms</c>,
 /// <see cref="Ops.FuseLowRank"/>), or the residual adds inside the o and down projections' products or not (<c>residual</c>,
 /// <see cref="Ops.FuseResidual"/>), or a mixture of experts' chosen experts run together or one by one (<c>experts</c>,
-/// <see cref="Ops.FuseGatedGroups"/>); medians of each side, and of the layers
+/// <see cref="Ops.FuseGatedGroups"/>), or the bf16 kernel's prefetches into L2 or into L1 (<c>l2-prefetch</c>,
+/// <see cref="Bf16Dot.PrefetchIntoL2"/>); medians of each side, and of the layers
 /// (hidden states) and the head + sampling apart.</item>
 /// <item><c>decode-shapes DIR ROUNDS [1,M,…]</c>: every layer's product of one shape back to back through
 /// <see cref="Gemm.MultiplyBf16"/> as generation calls it, at batch 1 and 8 (or the batches listed, 1 first) in turn: GB/s
