@@ -210,6 +210,8 @@ public class BatchingTests
         Assert.Equal([7, 7, 3], batch.LastIndex);
         Assert.Equal(seqs.Sum(s => s.LossTokenCount), batch.LossTokenCount);
         // Attention segments and positions per example; padding (row 2 past its 4 tokens) sees only itself, at position 0.
+        Assert.NotNull(batch.SegmentStarts);
+        Assert.NotNull(batch.Positions);
         Assert.Equal([0, 0, 0, 0, 0, 0, 6, 6, /**/ 0, 0, 0, 0, 0, 5, 5, 5, /**/ 0, 0, 0, 0, 4, 5, 6, 7], batch.SegmentStarts);
         Assert.Equal([0, 1, 2, 3, 4, 5, 0, 1, /**/ 0, 1, 2, 3, 4, 0, 1, 2, /**/ 0, 1, 2, 3, 0, 0, 0, 0], batch.Positions);
         var unpacked = SftBatch.Create(seqs, padId: 0);
