@@ -149,6 +149,8 @@ public static class BenchRlCommand
             ["max_new_tokens"] = n,
             ["num_ppo_epochs"] = options.NumPpoEpochs,
             ["threads"] = ParallelFor.Threads,
+            ["cpu"] = BenchHost.Cpu,
+            ["bf16_prefetch"] = BenchHost.Bf16Prefetch,
             ["steps"] = steps,
             ["tokens"] = last.TotalTokens,
             ["completion_tokens"] = last.CompletionTokens,

@@ -126,6 +126,8 @@ public static class BenchSampleCommand
                 ["top_k"] = k,
                 ["top_p"] = nucleus,
                 ["threads"] = ParallelFor.Threads,
+                ["cpu"] = BenchHost.Cpu,
+                ["bf16_prefetch"] = BenchHost.Bf16Prefetch,
                 ["tokens_per_s"] = Math.Round(b * n / median, 2),
                 ["ms_per_token_step"] = Math.Round(msPerStep, 3),
                 ["prefill_plus_one_step_ms"] = Math.Round(medianFirst * 1e3, 2),

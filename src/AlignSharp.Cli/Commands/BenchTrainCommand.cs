@@ -102,6 +102,7 @@ public static class BenchTrainCommand
             ["batch"] = batch,
             ["seq"] = seq,
             ["threads"] = ParallelFor.Threads,
+            ["cpu"] = BenchHost.Cpu,
             ["params"] = model.ParameterCount,
             ["tokens_per_s"] = Math.Round(tokPerS, 1),
             ["ms_per_step"] = Math.Round(medianMs, 2),

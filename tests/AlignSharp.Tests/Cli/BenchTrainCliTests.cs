@@ -17,6 +17,7 @@ public sealed class BenchTrainCliTests
         Assert.Equal(64, j.GetProperty("seq").GetInt32());
         Assert.Equal(1, j.GetProperty("batch").GetInt32());
         Assert.True(j.GetProperty("tokens_per_s").GetDouble() > 0, r.StdOut);
+        Assert.False(string.IsNullOrWhiteSpace(j.GetProperty("cpu").GetString()));
 
         // An explicit --seq past the model's positions stays an error.
         r = CliRunner.Run("bench", "train", "--model", Fixtures.Dir("gemma3-local-global"), "--seq", "65", "--steps", "1", "--warmup", "0");

@@ -113,6 +113,33 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         Check(rng, Case.Make(rng, false, true, 1, 130, 896, padded: false, accumulate: true), native);
     }
 
+    /// <summary>The processor's identity the prefetch level is chosen by (<see cref="CpuId"/>, from CPUID) agrees with
+    /// the kernel's own reading of it in /proc/cpuinfo (vendor_id, cpu family, model, in decimal there).</summary>
+    [Fact]
+    public void TheCpuIdentityAgreesWithTheKernels()
+    {
+        var fields = new Dictionary<string, string>();
+        if (File.Exists("/proc/cpuinfo"))
+            foreach (var line in File.ReadLines("/proc/cpuinfo"))
+            {
+                if (line.Trim().Length == 0) break; // the first processor only
+                int colon = line.IndexOf(':');
+                if (colon > 0) fields.TryAdd(line[..colon].Trim(), line[(colon + 1)..].Trim());
+            }
+        if (!fields.ContainsKey("cpu family"))
+        {
+            output.WriteLine("no x86 /proc/cpuinfo here (not Linux x86-64): checked only that CpuId reports no vendor off x86.");
+            if (!System.Runtime.Intrinsics.X86.X86Base.IsSupported) Assert.Equal("", CpuId.Vendor);
+            return;
+        }
+        output.WriteLine($"{fields["vendor_id"]} family {fields["cpu family"]} model {fields["model"]}: prefetch into {(Bf16Dot.PrefetchIntoL2 ? "L2" : "L1")}");
+        Assert.Equal(fields["vendor_id"], CpuId.Vendor);
+        Assert.Equal(int.Parse(fields["cpu family"]), CpuId.Family);
+        Assert.Equal(int.Parse(fields["model"]), CpuId.Model);
+        if (Environment.GetEnvironmentVariable("ALIGNSHARP_BF16_PREFETCH") is not ("l1" or "l2"))
+            Assert.Equal(CpuId.IsAmd && CpuId.Family == 0x19, Bf16Dot.PrefetchIntoL2);
+    }
+
     /// <summary>The kernel is built twice, prefetching B into L1 or into L2 (<see cref="Bf16Dot.PrefetchIntoL2"/>, chosen
     /// by the CPU); whichever this CPU does not take is checked here against the same reference, over every tile shape,
     /// the cursor's narrow tiles and chunked k, and the two must agree bit for bit.</summary>

@@ -42,6 +42,8 @@ public sealed class BenchRlTests : IDisposable
         Assert.Equal(2 * (2_064_384 + 75_264) + 298_368, j.GetProperty("update_flops").GetDouble());
         Assert.True(j.GetProperty("gemm_peak_gflops").GetDouble() > 0);
         Assert.True(j.GetProperty("mfu_scoring").GetDouble() >= 0 && j.GetProperty("mfu_update").GetDouble() >= 0);
+        Assert.False(string.IsNullOrWhiteSpace(j.GetProperty("cpu").GetString()));
+        Assert.Contains(j.GetProperty("bf16_prefetch").GetString(), new[] { "l1", "l2", "none" });
     }
 
     [Fact]

@@ -28,6 +28,9 @@ public class BenchSampleCliTests
         Assert.Equal(decodeFraction, j.GetProperty("decode_bandwidth_bound_fraction").GetDouble(), tolerance);
         // No probe, so no plain read to set the decoding against.
         Assert.False(j.TryGetProperty("plain_read_ms_per_step", out _));
+        // The host's processor and the bf16 kernel's prefetch level, which the numbers depend on.
+        Assert.False(string.IsNullOrWhiteSpace(j.GetProperty("cpu").GetString()));
+        Assert.Contains(j.GetProperty("bf16_prefetch").GetString(), new[] { "l1", "l2", "none" });
     }
 
     /// <summary>Without --bandwidth-gbs the probe (a plain and a prefetching sum of 512 MB on all threads) is measured

@@ -55,30 +55,15 @@ internal static unsafe class Bf16Dot
     /// pattern streams fastest into L1 on AMD family 0x1A (Zen 5), where the kernel was tuned, but on family 0x19 (Zen 4)
     /// into L2: there the L1 prefetches held two cores to 20–22 GB/s of B against a plain read's 30–34, and L2 prefetches
     /// read 27–33 at m = 1 and 8 (a C harness over the 0.5B shape's products, builds alternating; docs/performance.md).
-    /// So family 0x19 takes L2 and every other CPU L1, the choice measured; <c>ALIGNSHARP_BF16_PREFETCH=l1|l2</c> overrides
+    /// So AMD family 0x19 takes L2 and every other CPU L1, the choices measured; <c>ALIGNSHARP_BF16_PREFETCH=l1|l2</c> overrides
     /// it. Where lines go changes no result.
     /// </summary>
     internal static bool PrefetchIntoL2 { get; set; } = Environment.GetEnvironmentVariable("ALIGNSHARP_BF16_PREFETCH") switch
     {
         "l1" => false,
         "l2" => true,
-        _ => AmdFamily == 0x19,
+        _ => CpuId.IsAmd && CpuId.Family == 0x19,
     };
-
-    /// <summary>The CPU's family (CPUID leaf 1: base family, plus the extended family when the base is 0xF) on an AMD
-    /// processor; 0 elsewhere.</summary>
-    private static int AmdFamily
-    {
-        get
-        {
-            if (!X86Base.IsSupported) return 0;
-            var (_, ebx, ecx, edx) = X86Base.CpuId(0, 0);
-            bool amd = ebx == 0x68747541 && edx == 0x69746E65 && ecx == 0x444D4163; // "AuthenticAMD"
-            if (!amd) return 0;
-            int eax = X86Base.CpuId(1, 0).Eax, family = (eax >> 8) & 0xF;
-            return family == 0xF ? family + ((eax >> 20) & 0xFF) : family;
-        }
-    }
 
     public static bool Applies(bool transA, bool transB, int m) => IsAvailable && !transA && transB && m <= 8;
 
