@@ -20,7 +20,7 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         bool native = Gemm.ActivePath == GemmPath.Avx512 && Bf16Dot.IsAvailable;
         output.WriteLine(native
             ? "vdpbf16ps kernel available: checked against the bf16-rounded-activation reference."
-            : $"vdpbf16ps kernel skipped ({Bf16Dot.UnavailableReason ?? $"GEMM path {Gemm.ActivePath}"}; CPU AVX512_BF16: {Bf16Dot.CpuHasAvx512Bf16}): " +
+            : $"vdpbf16ps kernel skipped ({Bf16Dot.UnavailableReason ?? $"GEMM path {Gemm.ActivePath}"}; CPU AVX512_BF16: {CpuId.HasAvx512Bf16}): " +
               "checked that the fallback computes the exact product.");
         return native;
     }

@@ -47,9 +47,6 @@ internal static unsafe class Bf16Dot
     /// <summary>Why <see cref="IsAvailable"/> is false (for test and benchmark output); null when it is available.</summary>
     public static string? UnavailableReason => _unavailableReason;
 
-    /// <summary>Whether the CPU reports AVX512_BF16 (CPUID.(EAX=7,ECX=1):EAX[5]), whatever the switches say.</summary>
-    public static bool CpuHasAvx512Bf16 => X86Base.IsSupported && (X86Base.CpuId(7, 1).Eax & (1 << 5)) != 0;
-
     /// <summary>
     /// Whether the kernel prefetches B's lines into L2 (<c>prefetcht1</c>) rather than L1 (<c>prefetcht0</c>). The same
     /// pattern streams fastest into L1 on AMD family 0x1A (Zen 5), where the kernel was tuned, but on family 0x19 (Zen 4)
@@ -531,7 +528,7 @@ internal static unsafe class Bf16Dot
         unavailable = Environment.GetEnvironmentVariable("ALIGNSHARP_BF16_DOT") == "0" ? "ALIGNSHARP_BF16_DOT=0"
             : !OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64 ? "not Linux x86-64"
             : !Avx512F.IsSupported || !Avx512BW.IsSupported ? "AVX-512 F/BW off (CPU, OS, or DOTNET_EnableAVX512=0)"
-            : !CpuHasAvx512Bf16 ? "the CPU has no AVX512_BF16"
+            : !CpuId.HasAvx512Bf16 ? "the CPU has no AVX512_BF16"
             : null;
         if (unavailable != null) return null;
         var code = Bf16DotCode.Bytes;
