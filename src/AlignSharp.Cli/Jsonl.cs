@@ -76,5 +76,10 @@ public static class Jsonl
 
     public static string Serialize(object value) => JsonSerializer.Serialize(value, Options);
 
-    private static readonly JsonSerializerOptions Options = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    // Non-finite numbers (a log-probability of -∞, a NaN score) as strings, as metrics.jsonl writes them.
+    private static readonly JsonSerializerOptions Options = new()
+    {
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
 }

@@ -32,6 +32,8 @@ public static class AnnotateExportCommand
 
     static int Run(string projectName, string? db, string format, string outPath)
     {
+        string dbPath = AnnotateCommand.DatabasePath(projectName, db);
+        OutputPaths.RefuseInput("--out", outPath, ("the project's database", dbPath), ("its journal", dbPath + "-wal"), ("its shared memory", dbPath + "-shm"));
         using var store = AnnotateCommand.Open(projectName, db);
         var rankings = store.SubmittedRankings();
         int lines = 0;

@@ -32,11 +32,12 @@ public static class EvalCommand
         };
         var kwargs = new Option<string?>("--chat-template-kwargs") { Description = ChatTemplate.KwargsHelp };
         var maxPrompt = new Option<int>("--max-prompt-length") { Description = "Longest prompt in tokens; longer prompts keep their end.", DefaultValueFactory = _ => d.MaxPromptLength };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the evaluation already in --out (eval.json, samples.jsonl, eval.html); without it such an --out is refused." };
         var batch = new Option<int>("--batch-size") { Description = "Sequences per generation and scoring batch.", DefaultValueFactory = _ => d.BatchSize };
         var cmd = new Command("eval", "Evaluate a policy against a baseline: seeded samples from both, judged by a reward model or an HTTP judge; " +
                                       "win rate (ties ½) and reward means with 95% intervals, KL to the baseline, length, distinct-2; eval.json and eval.html.")
         {
-            policy, baseline, adapter, baselineAdapter, prompts, judgeModel, judgeUrl, samples, output, maxNew, temperature, seed, template, kwargs, maxPrompt, batch,
+            policy, baseline, adapter, baselineAdapter, prompts, judgeModel, judgeUrl, samples, output, maxNew, temperature, seed, template, kwargs, maxPrompt, batch, overwrite,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
@@ -46,6 +47,7 @@ public static class EvalCommand
                 JudgeModel = r.GetValue(judgeModel), JudgeUrl = r.GetValue(judgeUrl), SamplesPerPrompt = r.GetValue(samples),
                 Out = r.GetValue(output), MaxNewTokens = r.GetValue(maxNew), Temperature = r.GetValue(temperature), Seed = r.GetValue(seed),
                 ChatTemplate = r.GetValue(template)!, ChatTemplateKwargs = r.GetValue(kwargs), MaxPromptLength = r.GetValue(maxPrompt), BatchSize = r.GetValue(batch),
+                Overwrite = r.GetValue(overwrite),
             };
             var json = PolicyComparison.RunAndWrite(options, Console.Error);
             Console.WriteLine(json.ToJsonString(AlignSharp.Training.Runs.RunDirectory.Json));

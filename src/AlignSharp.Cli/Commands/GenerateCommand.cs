@@ -42,6 +42,7 @@ public static class GenerateCommand
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             ChatTemplate.ValidateOption(r.GetValue(chatTemplate), r.GetValue(kwargs));
+            OutputPaths.RefuseInput("--output", r.GetValue(output), ("--input", r.GetValue(input)), ("--model", r.GetValue(model)), ("--adapter", r.GetValue(adapter)));
             var pre = Pretrained.Load(r.GetValue(model)!).WithAdapter(r.GetValue(adapter));
             var generation = GenerationConfig.Load(pre.Directory);
             var (defaultTemperature, defaultTopK, defaultTopP) = generation?.SamplingDefaults() ?? (1f, 0, 1f);

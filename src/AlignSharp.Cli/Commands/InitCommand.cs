@@ -35,6 +35,11 @@ public static class InitCommand
             if (kv <= 0 || h % kv != 0) throw new CliException($"--kv-heads {kv} must divide --heads {h}");
             bool gpt2 = r.GetValue(arch) == "gpt2";
             if (gpt2 && kv != h) throw new CliException("gpt2 has no grouped-query attention: leave out --kv-heads or use --arch llama");
+            // A new model never lands on an old one (a trained model's weights, its chat template left beside new ones).
+            string outDir = r.GetValue(output)!;
+            if (File.Exists(outDir)) throw new CliException($"--out: '{outDir}' is a file; give a new directory.");
+            if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
+                throw new CliException($"--out: '{outDir}' is not empty; give a new directory.");
 
             ITokenizer? tok = null;
             string? tokArg = r.GetValue(tokenizer);
@@ -51,25 +56,24 @@ public static class InitCommand
                 PadTokenId = tok?.PadId,
             };
             var model = TransformerModel.CreateRandom(config, r.GetValue(seed));
-            string dir = r.GetValue(output)!;
-            ModelIO.Save(model, dir, r.GetValue(dtype) == "bf16" ? SafetensorsDtype.BF16 : SafetensorsDtype.F32);
+            ModelIO.Save(model, outDir, r.GetValue(dtype) == "bf16" ? SafetensorsDtype.BF16 : SafetensorsDtype.F32);
             if (tokArg == "byte")
             {
-                Models.Checkpoints.AtomicFile.WriteText(Path.Combine(dir, "tokenizer.json"), ByteTokenizerJson.TokenizerJson());
-                Models.Checkpoints.AtomicFile.WriteText(Path.Combine(dir, "tokenizer_config.json"), ByteTokenizerJson.TokenizerConfigJson());
+                Models.Checkpoints.AtomicFile.WriteText(Path.Combine(outDir, "tokenizer.json"), ByteTokenizerJson.TokenizerJson());
+                Models.Checkpoints.AtomicFile.WriteText(Path.Combine(outDir, "tokenizer_config.json"), ByteTokenizerJson.TokenizerConfigJson());
             }
             else if (tokArg != null)
             {
                 string from = Directory.Exists(tokArg) ? tokArg : Path.GetDirectoryName(Path.GetFullPath(tokArg))!;
-                if (Directory.Exists(tokArg)) Pretrained.CopyTokenizerFiles(from, dir);
+                if (Directory.Exists(tokArg)) Pretrained.CopyTokenizerFiles(from, outDir);
                 else
                 {
-                    File.Copy(tokArg, Path.Combine(dir, "tokenizer.json"), overwrite: true);
+                    File.Copy(tokArg, Path.Combine(outDir, "tokenizer.json"), overwrite: true);
                     var cfg = Path.Combine(from, "tokenizer_config.json");
-                    if (File.Exists(cfg)) File.Copy(cfg, Path.Combine(dir, "tokenizer_config.json"), overwrite: true);
+                    if (File.Exists(cfg)) File.Copy(cfg, Path.Combine(outDir, "tokenizer_config.json"), overwrite: true);
                 }
             }
-            Console.Error.WriteLine($"init: {config.Family} model, {model.ParameterCount:N0} parameters -> {dir}");
+            Console.Error.WriteLine($"init: {config.Family} model, {model.ParameterCount:N0} parameters -> {outDir}");
             return 0;
         }));
         return cmd;

@@ -19,6 +19,7 @@ public static class LogprobsCommand
         var cmd = new Command("logprobs", "Log-probability of every token given the ones before it.") { model, adapter, input, output };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
+            OutputPaths.RefuseInput("--output", r.GetValue(output), ("--input", r.GetValue(input)), ("--model", r.GetValue(model)), ("--adapter", r.GetValue(adapter)));
             var pre = Pretrained.Load(r.GetValue(model)!).WithAdapter(r.GetValue(adapter));
             var lines = Jsonl.ReadObjects(r.GetValue(input)!);
             int max = pre.Model.Config.MaxPositions; // learned positions end there; RoPE models are not trained beyond it either

@@ -26,6 +26,7 @@ public static class ScoreCommand
         {
             var spec = r.GetValue(chatTemplate)!;
             ChatTemplate.ValidateOption(spec);
+            OutputPaths.RefuseInput("--output", r.GetValue(output), ("--input", r.GetValue(input)), ("--reward-model", r.GetValue(model)), ("--adapter", r.GetValue(adapter)));
             var rm = RewardModel.Load(r.GetValue(model)!, r.GetValue(adapter));
             if (!string.Equals(spec.Trim(), "auto", StringComparison.OrdinalIgnoreCase))
                 rm = new RewardModel(rm.Model, rm.Tokenizer, ChatTemplate.Resolve(spec, rm.Directory), rm.Info) { Directory = rm.Directory };

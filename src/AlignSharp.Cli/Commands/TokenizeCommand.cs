@@ -42,6 +42,7 @@ public static class TokenizeCommand
 
     static int Run(string tokenizerPath, string? inputPath, string? outputPath, string? text, bool addSpecialTokens)
     {
+        OutputPaths.RefuseInput("--output", outputPath, ("--input", inputPath), ("--tokenizer", tokenizerPath));
         var tokenizer = Tokenizers.Load(tokenizerPath);
         if (text is not null)
         {

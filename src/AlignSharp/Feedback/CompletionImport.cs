@@ -1,11 +1,11 @@
 using System.Text.Json;
+using AlignSharp.Training.Data;
 
 namespace AlignSharp.Feedback;
 
 /// <summary>
-/// Reads the inputs of <c>annotate create</c>: completions to rank, <c>{"prompt", "completions": [...]}</c>, and
-/// prompts to sample from, <c>{"prompt"}</c>. Files are JSONL (one object per line; blank lines ignored) or one
-/// JSON array of objects. Errors name the file, the line (or array element) and the field.
+/// Reads what <c>annotate create --import</c> ranks: <c>{"prompt", "completions": [...]}</c> records. Files are JSONL (one object per line; blank lines ignored) or one
+/// JSON array of objects. Errors name the file, the line and the field.
 /// </summary>
 public static class CompletionImport
 {
@@ -19,13 +19,13 @@ public static class CompletionImport
             if (!record.TryGetProperty("completions", out var list))
                 throw new UserInputException($"{where}: field \"completions\" is missing (a list of completion strings).");
             if (list.ValueKind != JsonValueKind.Array)
-                throw new UserInputException($"{where}: field \"completions\" must be a list of strings, got {Kind(list)}.");
+                throw new UserInputException($"{where}: field \"completions\" must be a list of strings, got {JsonKinds.Describe(list)}.");
             var completions = new List<string>();
             int i = 0;
             foreach (var c in list.EnumerateArray())
             {
                 if (c.ValueKind != JsonValueKind.String)
-                    throw new UserInputException($"{where}: field \"completions\"[{i}] must be a string, got {Kind(c)}.");
+                    throw new UserInputException($"{where}: field \"completions\"[{i}] must be a string, got {JsonKinds.Describe(c)}.");
                 string text = c.GetString()!;
                 if (text.Trim().Length == 0) throw new UserInputException($"{where}: field \"completions\"[{i}] is empty.");
                 completions.Add(text);
@@ -43,63 +43,16 @@ public static class CompletionImport
         return result;
     }
 
+    // The data layer's one reader: JSONL or a JSON array, UTF-8 checked, errors naming file and line.
     private static IEnumerable<(JsonElement Record, string Where)> Records(string path)
-    {
-        if (!File.Exists(path)) throw new UserInputException($"{path} not found.");
-        string text = File.ReadAllText(path);
-        if (text.TrimStart().StartsWith('['))
-        {
-            JsonDocument doc;
-            try { doc = JsonDocument.Parse(text); }
-            catch (JsonException e) { throw new UserInputException($"{path}: not valid JSON ({e.Message}).", e); }
-            using (doc)
-            {
-                int index = 0;
-                foreach (var e in doc.RootElement.EnumerateArray())
-                {
-                    string where = $"{path}: element {index}";
-                    if (e.ValueKind != JsonValueKind.Object) throw new UserInputException($"{where}: expected an object, got {Kind(e)}.");
-                    yield return (e.Clone(), where);
-                    index++;
-                }
-            }
-            yield break;
-        }
-
-        int lineNumber = 0;
-        foreach (var line in text.Split('\n'))
-        {
-            lineNumber++;
-            if (line.Trim().Length == 0) continue;
-            string where = $"{path}:{lineNumber}";
-            JsonElement e;
-            try
-            {
-                using var doc = JsonDocument.Parse(line);
-                e = doc.RootElement.Clone();
-            }
-            catch (JsonException ex) { throw new UserInputException($"{where}: not valid JSON ({ex.Message}).", ex); }
-            if (e.ValueKind != JsonValueKind.Object) throw new UserInputException($"{where}: expected a JSON object, got {Kind(e)}.");
-            yield return (e, where);
-        }
-    }
+        => JsonRecords.ReadAll(path).Select(r => (r.Value, r.Source.ToString()));
 
     private static string RequiredString(JsonElement record, string field, string where)
     {
         if (!record.TryGetProperty(field, out var v)) throw new UserInputException($"{where}: field \"{field}\" is missing.");
-        if (v.ValueKind != JsonValueKind.String) throw new UserInputException($"{where}: field \"{field}\" must be a string, got {Kind(v)}.");
+        if (v.ValueKind != JsonValueKind.String) throw new UserInputException($"{where}: field \"{field}\" must be a string, got {JsonKinds.Describe(v)}.");
         string s = v.GetString()!;
         if (s.Trim().Length == 0) throw new UserInputException($"{where}: field \"{field}\" is empty.");
         return s;
     }
-
-    private static string Kind(JsonElement e) => e.ValueKind switch
-    {
-        JsonValueKind.Array => "a list",
-        JsonValueKind.Object => "an object",
-        JsonValueKind.String => "a string",
-        JsonValueKind.Number => "a number",
-        JsonValueKind.True or JsonValueKind.False => "a boolean",
-        _ => "null",
-    };
 }

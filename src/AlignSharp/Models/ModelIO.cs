@@ -138,7 +138,7 @@ public static class ModelIO
                 throw new UserInputException($"{directory}: tensor '{name}' holds NaN or infinite values; the checkpoint is unusable (saved from a diverged run, or corrupt).");
     }
 
-    private static void RequireFinite(string directory, string name, ReadOnlySpan<float> values)
+    internal static void RequireFinite(string directory, string name, ReadOnlySpan<float> values)
     {
         if (!AllFinite(values))
             throw new UserInputException($"{directory}: tensor '{name}' holds NaN or infinite values; the checkpoint is unusable (saved from a diverged run, or corrupt).");

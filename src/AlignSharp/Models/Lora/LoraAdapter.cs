@@ -327,6 +327,8 @@ public sealed class LoraAdapter
                 continue;
             }
             if (!known.ContainsKey(module)) { problems.Add($"tensor '{name}': the model has no linear layer '{module}'"); continue; }
+            if (!config.Targets(module) && !config.Targets(known[module].Saving))
+                { problems.Add($"tensor '{name}': module '{module}' is not among adapter_config.json's target_modules"); continue; }
             (part == "lora_A" ? a : b)[module] = name;
         }
         foreach (var m in a.Keys.Except(b.Keys)) problems.Add($"module '{m}' has lora_A but no lora_B");
@@ -348,10 +350,17 @@ public sealed class LoraAdapter
                 throw new UserInputException($"{path}: module '{module}': lora_A {TensorInfo.FormatShape(ia.Shape)} and lora_B {TensorInfo.FormatShape(ib.Shape)} " +
                     $"do not fit the layer [out {outF}, in {inF}] (expected [r, {inF}] and [{outF}, r]).");
             int r = (int)ia.Shape[0];
+            // PEFT sizes each layer from r (or rank_pattern) and scales it by alpha / r: tensors of another rank would
+            // not load there, and saved again they would carry the contradiction on.
+            if (r != config.RankFor(module))
+                throw new UserInputException($"{Path.Combine(directory, LoraConfig.FileName)}: field \"{(config.RankPatternKey(module) is { } key ? $"rank_pattern.{key}" : "r")}\" " +
+                    $"gives module '{module}' rank {config.RankFor(module)}, but {path} holds rank {r} (lora_A {TensorInfo.FormatShape(ia.Shape)}).");
             var ta = Tensor.Parameter([r, inF], 0f, PeftName(savingName, "lora_A"));
             var tb = Tensor.Parameter([outF, r], 0f, PeftName(savingName, "lora_B"));
             file.ReadInto(a[module], ta.Span);
             file.ReadInto(b[module], tb.Span);
+            ModelIO.RequireFinite(path, a[module], ta.Span);
+            ModelIO.RequireFinite(path, b[module], tb.Span);
             Tensor? tm = null;
             if (magnitudes.TryGetValue(module, out var magnitudeName))
             {
@@ -360,8 +369,7 @@ public sealed class LoraAdapter
                     throw new UserInputException($"{path}: module '{module}': {MagnitudeSuffix} {TensorInfo.FormatShape(im.Shape)} does not fit the layer's {outF} outputs (expected [{outF}]).");
                 tm = Tensor.Parameter([outF], 0f, MagnitudeName(savingName));
                 file.ReadInto(magnitudeName, tm.Span);
-                if (tm.ToArray().Any(v => !float.IsFinite(v)))
-                    throw new UserInputException($"{path}: module '{module}': {MagnitudeSuffix} holds a non-finite value.");
+                ModelIO.RequireFinite(path, magnitudeName, tm.Span);
             }
             modules.Add(NewModule(savingName, ta, tb, tm, config, parts));
         }
@@ -377,6 +385,7 @@ public sealed class LoraAdapter
         if (!info.Shape.SequenceEqual(p.Shape.ToArray().Select(d => (long)d)))
             throw new UserInputException($"{file.Path}: '{name}' has shape {TensorInfo.FormatShape(info.Shape)}; the model's score head is {ShapeUtil.Format(p.Shape)}.");
         file.ReadInto(name, p.Span); // a score head is never bf16 (TransformerModel.KeptInBf16)
+        ModelIO.RequireFinite(file.Path, name, p.Span);
         return true;
     }
 

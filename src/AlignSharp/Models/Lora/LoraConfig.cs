@@ -48,11 +48,40 @@ public sealed record LoraConfig(
     /// <summary>The factor of B·A for a layer of rank <paramref name="rank"/> whose module is <paramref name="module"/>.</summary>
     public double ScaleFor(string module, int rank)
     {
-        double alpha = Alpha;
-        if (AlphaPattern != null)
-            foreach (var (key, value) in AlphaPattern)
-                if (module == key || module.EndsWith("." + key, StringComparison.Ordinal)) { alpha = value; break; }
+        double alpha = PatternKey(AlphaPattern?.Keys, module) is { } key ? AlphaPattern![key] : Alpha;
         return UseRslora ? alpha / Math.Sqrt(rank) : alpha / rank;
+    }
+
+    /// <summary>The rank PEFT gives <paramref name="module"/>'s layer: its rank_pattern entry, else r.</summary>
+    public int RankFor(string module) => RankPatternKey(module) is { } key ? RankPattern![key] : R;
+
+    /// <summary>The rank_pattern key that applies to <paramref name="module"/>, or null.</summary>
+    public string? RankPatternKey(string module) => PatternKey(RankPattern?.Keys, module);
+
+    /// <summary>
+    /// The first key of a PEFT pattern map (rank_pattern, alpha_pattern) that names <paramref name="module"/>: the whole
+    /// name, a dotted suffix of it, or a regular expression over such a suffix, as PEFT matches them.
+    /// </summary>
+    static string? PatternKey(IEnumerable<string>? keys, string module)
+        => keys?.FirstOrDefault(key => module == key || module.EndsWith("." + key, StringComparison.Ordinal) || RegexMatches($"(.*\\.)?(?:{key})", module));
+
+    /// <summary>
+    /// Whether target_modules names <paramref name="module"/> as PEFT reads it: all-linear (or no list) any layer,
+    /// another single string a regular expression over the whole name, names or dotted suffixes (a list, or a
+    /// single plain name).
+    /// </summary>
+    public bool Targets(string module)
+    {
+        if (TargetModules == null || TargetModules.Contains(AllLinear)) return true;
+        if (TargetModulesString is { } pattern && RegexMatches(pattern, module)) return true;
+        return TargetModules.Any(t => module == t || module.EndsWith("." + t, StringComparison.Ordinal));
+    }
+
+    /// <summary>A full match of <paramref name="pattern"/> (Python's re.fullmatch); an invalid pattern matches nothing.</summary>
+    static bool RegexMatches(string pattern, string text)
+    {
+        try { return System.Text.RegularExpressions.Regex.IsMatch(text, $"^(?:{pattern})$", System.Text.RegularExpressions.RegexOptions.None, TimeSpan.FromSeconds(1)); }
+        catch (ArgumentException) { return false; }
     }
 
     /// <summary>PEFT's task type of a reward or value model: the score head is trained whole and saved beside the adapter.</summary>

@@ -236,6 +236,8 @@ public sealed class ReferenceLogProbs
                 if (n != batches[i].Rows) return null;
                 result[i] = new float[n];
                 if (r.Read(MemoryMarshal.AsBytes(result[i].AsSpan())) != n * sizeof(float)) return null;
+                // Sums of log-probabilities are never NaN or +∞: such a file was damaged after it was written.
+                if (result[i].Any(v => float.IsNaN(v) || float.IsPositiveInfinity(v))) return null;
             }
             return result;
         }

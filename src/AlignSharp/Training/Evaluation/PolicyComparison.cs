@@ -32,6 +32,11 @@ public sealed record EvalOptions
     public string? ChatTemplateKwargs { get; init; }
     public int MaxPromptLength { get; init; } = 512;
     public int BatchSize { get; init; } = 16;
+    /// <summary>--overwrite: replace the evaluation already in --out.</summary>
+    public bool Overwrite { get; init; }
+
+    /// <summary>The files an evaluation writes into --out.</summary>
+    public static readonly string[] OutputFiles = ["eval.json", "samples.jsonl", "eval.html"];
 
     public void Validate()
     {
@@ -47,6 +52,21 @@ public sealed record EvalOptions
         if (MaxPromptLength < 1) throw new UserInputException("--max-prompt-length must be ≥ 1.");
         if (BatchSize < 1) throw new UserInputException("--batch-size must be ≥ 1.");
         Data.ChatTemplate.ValidateOption(ChatTemplate, ChatTemplateKwargs);
+        ValidateOut();
+    }
+
+    /// <summary>--out is a directory of its own: never a model or a training run (whose files an evaluation would mix
+    /// with or replace), and an earlier evaluation there is replaced only with --overwrite.</summary>
+    private void ValidateOut()
+    {
+        if (File.Exists(Out)) throw new UserInputException($"--out {Out} is a file; give a directory.");
+        if (!Directory.Exists(Out)) return;
+        if (File.Exists(Path.Combine(Out, "config.json")) || File.Exists(Path.Combine(Out, "adapter_config.json")))
+            throw new UserInputException($"--out {Out} holds a model; write the evaluation to a directory of its own.");
+        if (Runs.RunDirectory.HoldsRun(Out))
+            throw new UserInputException($"--out {Out} holds a training run; write the evaluation to a directory of its own.");
+        if (!Overwrite && OutputFiles.FirstOrDefault(f => File.Exists(Path.Combine(Out, f))) is { } earlier)
+            throw new UserInputException($"--out {Out} already holds an evaluation ({earlier}); pass --overwrite to replace it, or choose another --out.");
     }
 }
 

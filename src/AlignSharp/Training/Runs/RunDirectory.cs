@@ -41,6 +41,8 @@ public sealed class RunDirectory
         WriteIndented = true,
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        // A summary of a diverged run may hold NaN: written "NaN", as metrics.jsonl writes it.
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
     /// <summary>The declared options as a JSON object (snake_case keys), as written to run_config.json.</summary>
@@ -61,14 +63,35 @@ public sealed class RunDirectory
         => AtomicFile.WriteText(SummaryPath, JsonSerializer.Serialize(summary, Json) + "\n");
 
     /// <summary>True when the directory holds (part of) a training run.</summary>
-    public bool HoldsRun()
-        => File.Exists(ConfigPath) || File.Exists(MetricsPath) || File.Exists(SummaryPath) || Directory.Exists(FinalPath)
-           || (Directory.Exists(CheckpointsPath) && Directory.EnumerateFileSystemEntries(CheckpointsPath).Any());
+    public bool HoldsRun() => HoldsRun(Path);
 
-    /// <summary>Deletes what a run writes (the entries above and PPO's value_model/); other files (caches keyed by their inputs) are left alone.</summary>
+    /// <summary><see cref="HoldsRun()"/> for a directory that may not exist (nothing is created).</summary>
+    public static bool HoldsRun(string path)
+    {
+        string At(string name) => System.IO.Path.Combine(path, name);
+        return File.Exists(At(ConfigFileName)) || File.Exists(At("metrics.jsonl")) || File.Exists(At("summary.json")) || Directory.Exists(At("final"))
+               || (Directory.Exists(At("checkpoints")) && Directory.EnumerateFileSystemEntries(At("checkpoints")).Any());
+    }
+
+    /// <summary>What <see cref="Clear"/> deletes: the entries above and PPO's value_model/.</summary>
+    private static readonly string[] RunEntries = ["run_config.json", "metrics.jsonl", "summary.json", "final", "value_model", "checkpoints"];
+
+    /// <summary>The entry <see cref="Clear"/> would delete that is or holds <paramref name="path"/>, or null.</summary>
+    public string? ClearedEntryHolding(string path)
+    {
+        string full = System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(path));
+        foreach (var name in RunEntries)
+        {
+            string entry = System.IO.Path.GetFullPath(System.IO.Path.Combine(Path, name));
+            if (full == entry || full.StartsWith(entry + System.IO.Path.DirectorySeparatorChar, StringComparison.Ordinal)) return entry;
+        }
+        return null;
+    }
+
+    /// <summary>Deletes what a run writes (<see cref="RunEntries"/>); other files (caches keyed by their inputs) are left alone.</summary>
     public void Clear()
     {
-        foreach (var name in new[] { "run_config.json", "metrics.jsonl", "summary.json", "final", "value_model", "checkpoints" })
+        foreach (var name in RunEntries)
         {
             string path = System.IO.Path.Combine(Path, name);
             if (Directory.Exists(path)) Directory.Delete(path, recursive: true);

@@ -76,6 +76,7 @@ public sealed class RunSession : IDisposable
             {
                 if (!options.Overwrite)
                     throw new UserInputException($"--out {Directory.Path} already holds a run. Pass --resume to continue it, or --overwrite to delete it and start again (or choose another --out).");
+                RefuseToDeleteInputs(options);
                 Directory.Clear();
                 Progress.Message($"{trainer}: --overwrite: removed the previous run in {Directory.Path}");
             }
@@ -95,6 +96,23 @@ public sealed class RunSession : IDisposable
         {
             _lock?.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// --overwrite must not delete what this run reads: a starting model, adapter, reference or data file inside the
+    /// previous run (`sft --model RUN/final --out RUN --overwrite`) would be gone before it is loaded.
+    /// </summary>
+    private void RefuseToDeleteInputs(TrainerOptions options)
+    {
+        foreach (var p in options.GetType().GetProperties())
+        {
+            if (p.PropertyType != typeof(string) || p.Name is nameof(TrainerOptions.Out) or nameof(TrainerOptions.Resume)) continue;
+            if (p.GetValue(options) is not string value || value.Length == 0) continue;
+            if (!File.Exists(value) && !System.IO.Directory.Exists(value)) continue;   // not a path (a URL, a name)
+            if (Directory.ClearedEntryHolding(value) is { } entry)
+                throw new UserInputException($"{OptionAttribute.FlagName(p.Name)} {value} lies in {entry}, which --overwrite would delete before this run reads it; " +
+                    "copy it out of --out first, or choose another --out.");
         }
     }
 

@@ -235,7 +235,16 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
         {
             Evaluate(step, metrics, progress);
             foreach (var (k, v) in LastEval) summary["eval_" + k] = v;
-            if (BeforeFinalSave?.Invoke() is { } more) foreach (var (k, v) in more) summary[k] = v;
+            if (BeforeFinalSave?.Invoke() is { } more)
+            {
+                foreach (var (k, v) in more) summary[k] = v;
+                // Finite weights whose outputs overflow (reward statistics of ±∞) are no model to save either.
+                if (more.FirstOrDefault(e => e.Value is double d && !double.IsFinite(d)) is { Key: not null } bad)
+                {
+                    status = RunStatus.StoppedNonFinite;
+                    problem = $"after step {step} the model's {bad.Key} is {bad.Value}: its outputs overflow, so it is not saved as final.";
+                }
+            }
         }
         summary["num_tokens"] = numTokens;
         return run.Finish(step, Epoch(step), trainable, opt, summary, status, problem, CheckpointState(numTokens));
