@@ -33,14 +33,31 @@ public static class MergeCommand
             if (!Directory.Exists(adapterDir)) throw new UserInputException($"--adapter: directory '{adapterDir}' does not exist");
             if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
                 throw new UserInputException($"--out: '{outDir}' is not empty; give a new directory.");
-            var merged = ModelIO.Load(baseDir);
+            // A SEQ_CLS adapter (rm --lora-r) carries its score head: the base is loaded as a reward model for it. A base
+            // that is itself an adapter directory (a LoRA run's final/) is that run's model, its adapter merged.
+            bool seqCls = LoraConfig.Load(adapterDir).TaskType == LoraConfig.SequenceClassification;
+            var merged = ModelIO.LoadMerged(baseDir, seqCls ? HeadKind.Scalar : null);
+            if (TrainedOn(adapterDir) is { } trainedOn && Full(trainedOn) != Full(baseDir))
+                Console.Error.WriteLine($"merge: note: {adapterDir} names {trainedOn} as its base (base_model_name_or_path), not --model {baseDir}");
             var lora = LoraAdapter.Load(adapterDir, merged);
             lora.MergeInto(merged);
             ModelIO.Save(merged, outDir, storage);
             Pretrained.CopyTokenizerFiles(File.Exists(Path.Combine(adapterDir, "tokenizer.json")) ? adapterDir : baseDir, outDir);
+            // A reward model's formatting and normalisation travel with it.
+            string info = Path.Combine(adapterDir, AlignSharp.Training.Rewards.RewardModelInfo.FileName);
+            if (seqCls && File.Exists(info)) File.Copy(info, Path.Combine(outDir, AlignSharp.Training.Rewards.RewardModelInfo.FileName));
             Console.Error.WriteLine($"merge: {lora.Modules.Count} adapted modules (r {lora.Config.R}) merged into {baseDir} → {outDir}");
             return 0;
         }));
         return cmd;
     }
+
+    /// <summary>The base an adapter names (base_model_name_or_path) where that directory exists, else null.</summary>
+    private static string? TrainedOn(string adapterDir)
+    {
+        try { return ModelIO.AdapterBase(adapterDir); }
+        catch (UserInputException) { return null; }
+    }
+
+    private static string Full(string path) => Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
 }

@@ -26,6 +26,22 @@ public sealed class InputChecksTests : IDisposable
     }
 
     [Fact]
+    public void DataFromAPipeIsReadOnceAndWhole()
+    {
+        string model = TinyModels.Create(P("base"), "llama");
+        // /dev/stdin cannot seek: JSONL and a JSON array both come through, read once.
+        var jsonl = CliRunner.Run(["template", "--model", model, "--input", "/dev/stdin"],
+            stdin: "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}\n{\"messages\": [{\"role\": \"user\", \"content\": \"Yo\"}]}\n");
+        Assert.True(jsonl.ExitCode == 0, jsonl.StdErr);
+        Assert.Equal(2, jsonl.StdOut.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        var array = CliRunner.Run(["dpo", "--policy", model, "--data", "/dev/stdin", "--eval-only"],
+            stdin: "[{\"prompt\": \"a\", \"chosen\": \" b\", \"rejected\": \" c\"}, {\"prompt\": \"d\", \"chosen\": \" e\", \"rejected\": \" f\"}]");
+        Assert.True(array.ExitCode == 0, array.StdErr);
+        Assert.Contains("rewards/accuracies", array.StdOut);
+        AssertCleanError(CliRunner.Run(["template", "--model", model, "--input", "/dev/stdin"], stdin: "{\"messages\": 5}\n"), 2, "/dev/stdin:1");
+    }
+
+    [Fact]
     public void InvalidUtf8AndLoneSurrogatesInDataAreErrorsNamingFileLineAndField()
     {
         string jsonl = P("bad.jsonl");
@@ -55,6 +71,23 @@ public sealed class InputChecksTests : IDisposable
         var loaded = DatasetLoader.LoadSft(jsonl, new DataLoadOptions { SkipBadRecords = true });
         Assert.Single(loaded.Records);
         Assert.NotNull(loaded.Warning);
+    }
+
+    [Fact]
+    public void AnErrorTheChatTemplateRaisesIsTheRecordsBadRecord()
+    {
+        string model = TinyModels.Create(P("base"), "llama");
+        // Gemma-style: roles must alternate.
+        File.WriteAllText(P("alternate.jinja"), "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}" +
+            "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}" +
+            "{% if add_generation_prompt %}<assistant>{% endif %}");
+        object Turns(params string[] roles) => new { messages = roles.Select((r, i) => new { role = r, content = $"t{i}" }).ToArray() };
+        TinyModels.WriteJsonl(P("chat.jsonl"), [Turns("user", "assistant"), Turns("user", "user", "assistant"), Turns("user", "assistant")]);
+        string[] sft = ["sft", "--model", model, "--data", P("chat.jsonl"), "--chat-template", P("alternate.jinja"), "--max-steps", "1", "--save-steps", "0"];
+        AssertCleanError(CliRunner.Run([.. sft, "--out", P("r1")]), 2, "chat.jsonl:2", "\"messages\"", "roles must alternate");
+        var skipped = CliRunner.Run([.. sft, "--out", P("r2"), "--skip-bad-records"]);
+        Assert.True(skipped.ExitCode == 0, skipped.StdErr);
+        Assert.Contains("chat.jsonl:2", skipped.StdErr);
     }
 
     [Fact]

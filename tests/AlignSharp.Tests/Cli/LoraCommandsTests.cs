@@ -18,6 +18,48 @@ public sealed class LoraCommandsTests : IDisposable
     }
 
     [Fact]
+    public void MergeTakesALoraRunAsItsBaseAndARewardModelAdapter()
+    {
+        string model = TinyModels.Create(P("base"), "llama");
+        TinyModels.WriteJsonl(P("sft.jsonl"), Enumerable.Range(0, 6).Select(i => (object)new { prompt = $"q{i}?", completion = $" a{i}!" }));
+        TinyModels.WriteJsonl(P("prefs.jsonl"), Enumerable.Range(0, 6).Select(i => (object)new { prompt = $"q{i}?", chosen = $" yes{i}", rejected = $" no{i}" }));
+        string[] common = ["--max-steps", "3", "--batch-size", "2", "--learning-rate", "0.01", "--save-steps", "0"];
+        Assert.Equal(0, CliRunner.Run(["sft", "--model", model, "--data", P("sft.jsonl"), "--out", P("sft"), "--lora-r", "4", .. common]).ExitCode);
+        Assert.Equal(0, CliRunner.Run(["dpo", "--policy", P("sft/final"), "--data", P("prefs.jsonl"), "--out", P("dpo"), "--lora-r", "2", .. common]).ExitCode);
+
+        // The DPO adapter's base is the SFT run's final/ (base + its adapter): merged onto it directly, or in two merges.
+        var direct = CliRunner.Run("merge", "--model", P("sft/final"), "--adapter", P("dpo/final"), "--out", P("direct"));
+        Assert.True(direct.ExitCode == 0, direct.StdErr);
+        Assert.Equal(0, CliRunner.Run("merge", "--model", model, "--adapter", P("sft/final"), "--out", P("sft-merged")).ExitCode);
+        Assert.Equal(0, CliRunner.Run("merge", "--model", P("sft-merged"), "--adapter", P("dpo/final"), "--out", P("two")).ExitCode);
+        TinyModels.WriteJsonl(P("in.jsonl"), [new { text = "q1? a1!" }]);
+        var a = LogProbs(CliRunner.Run("logprobs", "--model", P("direct"), "--input", P("in.jsonl")));
+        var b = LogProbs(CliRunner.Run("logprobs", "--model", P("two"), "--input", P("in.jsonl")));
+        var run = LogProbs(CliRunner.Run("logprobs", "--model", P("dpo/final"), "--input", P("in.jsonl")));
+        for (int t = 1; t < a.Length; t++)
+        {
+            Assert.True(Math.Abs(a[t]!.Value - b[t]!.Value) < 1e-4, $"token {t}: {a[t]} vs {b[t]}");
+            Assert.True(Math.Abs(a[t]!.Value - run[t]!.Value) < 1e-4, $"token {t}: {a[t]} vs {run[t]}");
+        }
+        // The DPO adapter merged onto the bare base is another model, and merge says whose adapter it is.
+        var bare = CliRunner.Run("merge", "--model", model, "--adapter", P("dpo/final"), "--out", P("bare"));
+        Assert.Contains("names", bare.StdErr);
+        Assert.NotEqual(a, LogProbs(CliRunner.Run("logprobs", "--model", P("bare"), "--input", P("in.jsonl"))));
+
+        // A reward-model adapter (SEQ_CLS, with its score head) merges into the language model it was trained from.
+        Assert.Equal(0, CliRunner.Run(["rm", "--model", model, "--data", P("prefs.jsonl"), "--out", P("rm"), "--lora-r", "2", .. common]).ExitCode);
+        var rm = CliRunner.Run("merge", "--model", model, "--adapter", P("rm/final"), "--out", P("rm-merged"));
+        Assert.True(rm.ExitCode == 0, rm.StdErr);
+        TinyModels.WriteJsonl(P("score.jsonl"), [new { prompt = "q1?", completion = " yes1" }, new { prompt = "q2?", completion = " no2" }]);
+        var viaAdapter = CliRunner.Run("score", "--reward-model", P("rm/final"), "--input", P("score.jsonl"));
+        var merged = CliRunner.Run("score", "--reward-model", P("rm-merged"), "--input", P("score.jsonl"));
+        Assert.True(merged.ExitCode == 0, merged.StdErr);
+        double[] Scores(CliRunner.Result r) => r.StdOut.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("score").GetDouble()).ToArray();
+        var x = Scores(viaAdapter); var y = Scores(merged);
+        for (int i = 0; i < x.Length; i++) Assert.True(Math.Abs(x[i] - y[i]) < 1e-4, $"row {i}: {x[i]} vs {y[i]}");
+    }
+
+    [Fact]
     public void SftAdapterMergeAndAdapterFlagAgree()
     {
         string model = TinyModels.Create(P("base"), "llama");

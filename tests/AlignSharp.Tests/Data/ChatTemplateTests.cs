@@ -61,6 +61,24 @@ public class ChatTemplateTests
     }
 
     [Fact]
+    public void APromptEndingWithTheAssistantsWordsIsContinued()
+    {
+        // transformers' continue_final_message (TRL's rendering of such prompts): no generation prompt, the text cut
+        // after the final message. ChatML keeps the content's trailing space; a template that trims content is cut
+        // after the trimmed words.
+        var prefill = new[] { ChatMessage.User("Hi"), ChatMessage.Assistant("Sure, ") };
+        Assert.Equal("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nSure, ", ChatTemplate.ChatMl.RenderPrompt(prefill));
+        string jinja = Path.Combine(Path.GetTempPath(), $"alignsharp-trim-{Guid.NewGuid():N}.jinja");
+        File.WriteAllText(jinja, "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] | trim }}</s>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}");
+        try { Assert.Equal("<user>Hi</s><assistant>Sure,", ChatTemplate.Resolve(jinja, null).RenderPrompt(prefill)); }
+        finally { File.Delete(jinja); }
+        // An empty final message leaves the rendering whole; a user-last prompt still gets the generation prompt.
+        Assert.Equal(ChatTemplate.ChatMl.RenderConversation([ChatMessage.User("Hi"), ChatMessage.Assistant("")]),
+            ChatTemplate.ChatMl.RenderPrompt([ChatMessage.User("Hi"), ChatMessage.Assistant("")]));
+        Assert.EndsWith("<|im_start|>assistant\n", ChatTemplate.ChatMl.RenderPrompt([ChatMessage.User("Hi")]));
+    }
+
+    [Fact]
     public void UnknownTemplateNameIsAClearError()
     {
         var e = Assert.Throws<UserInputException>(() => ChatTemplate.Get("vicuna"));
@@ -73,7 +91,9 @@ public class ChatTemplateTests
     [Fact]
     public void SftSegmentsMarkPromptEarlierTurnsAndCompletion()
     {
-        var example = new SftExample(ChatContent.FromMessages([.. Conversation]), ChatContent.FromMessages(ChatMessage.Assistant("Goodbye.")), new RecordSource("f", 1));
+        // A "messages" record: its earlier assistant turn is an answer too.
+        var example = new SftExample(ChatContent.FromMessages([.. Conversation]), ChatContent.FromMessages(ChatMessage.Assistant("Goodbye.")), new RecordSource("f", 1))
+            { PromptField = "messages", CompletionField = "messages" };
         var segments = ChatTemplate.ChatMl.RenderSft(example);
         Assert.Equal(
             [
@@ -85,6 +105,15 @@ public class ChatTemplateTests
             segments);
         // The segments are exactly the whole conversation.
         Assert.Equal(ChatTemplate.ChatMl.RenderConversation([.. Conversation, ChatMessage.Assistant("Goodbye.")]), string.Concat(segments.Select(s => s.Text)));
+
+        // The same turns given as "prompt" and "completion": the prompt is masked whole (TRL's completion_only_loss).
+        var given = ChatTemplate.ChatMl.RenderSft(example with { PromptField = "prompt", CompletionField = "completion" });
+        Assert.Equal(
+            [
+                new TextSegment("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n", SegmentRole.Prompt),
+                new TextSegment("Goodbye.<|im_end|>\n", SegmentRole.Completion),
+            ],
+            given);
 
         var plain = ChatTemplate.Plain.RenderSft(example);
         Assert.Equal(ChatTemplate.Plain.RenderConversation([.. Conversation, ChatMessage.Assistant("Goodbye.")]), string.Concat(plain.Select(s => s.Text)));

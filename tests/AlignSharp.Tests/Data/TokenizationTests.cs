@@ -47,7 +47,7 @@ public class TokenizationTests
         var tok = new CharTokenizer();
         var example = new SftExample(
             ChatContent.FromMessages(ChatMessage.User("Hi"), ChatMessage.Assistant("Yo"), ChatMessage.User("Ok")),
-            ChatContent.FromMessages(ChatMessage.Assistant("Bye")), Src);
+            ChatContent.FromMessages(ChatMessage.Assistant("Bye")), Src) { PromptField = "messages", CompletionField = "messages" };
         var s = SftEncoder.Encode(example, tok, ChatTemplate.ChatMl, new SftEncodingOptions());
         int[] expected =
         [
@@ -100,7 +100,7 @@ public class TokenizationTests
     {
         var tok = new CharTokenizer(addsBos: false);
         var example = new SftExample(ChatContent.FromMessages(ChatMessage.User("Hi"), ChatMessage.Assistant("Yo"), ChatMessage.User("Ok")),
-            ChatContent.FromMessages(ChatMessage.Assistant("Bye")), Src);
+            ChatContent.FromMessages(ChatMessage.Assistant("Bye")), Src) { PromptField = "messages", CompletionField = "messages" };
         var o = new SftEncodingOptions { Truncation = new TruncationOptions { MaxLength = 64, MaxPromptLength = 22, Overlong = OverlongRecords.Truncate } };
         var s = SftEncoder.Encode(example, tok, ChatTemplate.Plain, o);
         // Plain prompt: "User: Hi\nAssistant: Yo\nUser: Ok\nAssistant:" (42 tokens) keeps its last 22; the kept

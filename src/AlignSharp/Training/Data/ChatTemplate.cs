@@ -200,8 +200,23 @@ public sealed class ChatTemplate
     /// <summary>A whole conversation, no generation prompt.</summary>
     public string RenderConversation(IReadOnlyList<ChatMessage> messages) => Render(messages, addGenerationPrompt: false);
 
-    /// <summary>A conversation so far, followed by the generation prompt: what the model continues.</summary>
-    public string RenderPrompt(IReadOnlyList<ChatMessage> messages) => Render(messages, addGenerationPrompt: true);
+    /// <summary>A conversation so far, followed by the generation prompt (or continuing its final assistant message): what the model continues.</summary>
+    public string RenderPrompt(IReadOnlyList<ChatMessage> messages)
+    {
+        if (messages.Count == 0 || messages[^1].Role != ChatRole.Assistant) return Render(messages, addGenerationPrompt: true);
+        // A prompt that ends with the assistant's own words (a prefill such as "Sure, ") is continued, as TRL renders it
+        // (transformers' continue_final_message): the conversation without the generation prompt, cut after that
+        // message's content, so the answer goes on inside the open turn instead of after a closed one.
+        string rendered = Render(messages, addGenerationPrompt: false);
+        string final = messages[^1].Content, trimmed = final.Trim(), leading = final.TrimStart();
+        if (trimmed.Length == 0) return rendered;
+        int at = rendered.LastIndexOf(trimmed, StringComparison.Ordinal);
+        if (at < 0)
+            throw new UserInputException($"chat template {Name}: a prompt's final assistant message {System.Text.Json.JsonSerializer.Serialize(trimmed)} " +
+                "does not appear in the rendered conversation, so it cannot be continued.");
+        // Trailing whitespace the template kept stays; whitespace it trimmed is not put back.
+        return string.CompareOrdinal(rendered, at, leading, 0, leading.Length) == 0 ? rendered[..(at + leading.Length)] : rendered[..(at + trimmed.Length)];
+    }
 
     /// <summary>A prompt for generation: plain text verbatim, messages rendered with the generation prompt.</summary>
     public string RenderPrompt(ChatContent prompt) => prompt.IsConversational ? RenderPrompt(prompt.Messages!) : prompt.Text!;
@@ -270,7 +285,10 @@ public sealed class ChatTemplate
         var promptText = RenderPrompt(promptMessages);
         RequirePrefix(promptText, full, example.Source, example.PromptField);
         int done = 0;
-        for (int i = 0; i < promptMessages.Count; i++)
+        // Earlier assistant turns of a conversation (a "messages" record) are answers too; a "prompt" field is masked whole,
+        // assistant turns and all, as TRL's completion_only_loss masks it.
+        bool conversation = example.PromptField == "messages";
+        for (int i = 0; conversation && i < promptMessages.Count; i++)
         {
             if (promptMessages[i].Role != ChatRole.Assistant) continue;
             var before = RenderPrompt(all.GetRange(0, i));

@@ -20,12 +20,28 @@ internal static class JsonRecordReader
             throw new UserInputException(Directory.Exists(path)
                 ? $"{path}: is a directory; give a JSONL or JSON data file."
                 : $"{path}: file not found.");
-        return StartsWithArray(path) ? ReadArray(path) : ReadLines(path);
+        Stream stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        if (!stream.CanSeek)
+        {
+            // A pipe (/dev/stdin, a shell's <(...)) can be read only once: whole, into memory.
+            var memory = new MemoryStream();
+            using (stream) stream.CopyTo(memory);
+            memory.Position = 0;
+            stream = memory;
+        }
+        bool array = StartsWithArray(stream);
+        stream.Position = 0;
+        if (!array) return ReadLines(path, stream);
+        using (stream)
+        {
+            var bytes = new MemoryStream();
+            stream.CopyTo(bytes);
+            return ReadArray(path, bytes.ToArray());
+        }
     }
 
-    private static bool StartsWithArray(string path)
+    private static bool StartsWithArray(Stream stream)
     {
-        using var stream = File.OpenRead(path);
         Span<byte> bom = stackalloc byte[3];
         int n = stream.ReadAtLeast(bom, 3, throwOnEndOfStream: false);
         bool hasBom = n == 3 && bom[0] == 0xEF && bom[1] == 0xBB && bom[2] == 0xBF;
@@ -36,10 +52,10 @@ internal static class JsonRecordReader
         return false;
     }
 
-    private static IEnumerable<RawRecord> ReadLines(string path)
+    private static IEnumerable<RawRecord> ReadLines(string path, Stream stream)
     {
         // Raw bytes per line (not a StreamReader, which would turn invalid UTF-8 into U+FFFD without a word).
-        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        using var owned = stream;
         bool jsonExtension = path.EndsWith(".json", StringComparison.OrdinalIgnoreCase);
         var line = new List<byte>(256);
         int lineNo = 0;
@@ -164,9 +180,8 @@ internal static class JsonRecordReader
         }
     }
 
-    private static IEnumerable<RawRecord> ReadArray(string path)
+    private static IEnumerable<RawRecord> ReadArray(string path, byte[] bytes)
     {
-        byte[] bytes = File.ReadAllBytes(path);
         int offset = bytes.Length >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF ? 3 : 0;
         if (InvalidUtf8At(bytes.AsSpan(offset)) is int bad)
         {

@@ -138,7 +138,7 @@ public static class SftEncoder
     public static SftSequence Encode(SftExample example, ITokenizer tokenizer, ChatTemplate template, SftEncodingOptions options)
     {
         int? eos = options.AppendEos ? TokenSequences.RequireEos(tokenizer) : null;
-        var segments = template.RenderSft(example);
+        var segments = TokenSequences.Rendered(example.Source, example.PromptField, () => template.RenderSft(example));
         var prompt = new List<int>();
         var promptLoss = new List<bool>();
         int[] completion = [];
@@ -211,8 +211,8 @@ public static class PreferenceEncoder
     public static TokenizedPreference Encode(PreferencePair pair, ITokenizer tokenizer, ChatTemplate template, PreferenceEncodingOptions options)
     {
         int? eos = options.AppendEos ? TokenSequences.RequireEos(tokenizer) : null;
-        var (promptText, chosenText) = template.RenderPromptAndCompletion(pair.Prompt, pair.Chosen, pair.Source, pair.ChosenField);
-        var (_, rejectedText) = template.RenderPromptAndCompletion(pair.Prompt, pair.Rejected, pair.Source, pair.RejectedField);
+        var (promptText, chosenText) = TokenSequences.Rendered(pair.Source, pair.ChosenField, () => template.RenderPromptAndCompletion(pair.Prompt, pair.Chosen, pair.Source, pair.ChosenField));
+        var (_, rejectedText) = TokenSequences.Rendered(pair.Source, pair.RejectedField, () => template.RenderPromptAndCompletion(pair.Prompt, pair.Rejected, pair.Source, pair.RejectedField));
         var prompt = TokenSequences.DropDoubledBos(tokenizer.Encode(promptText, addSpecialTokens: true), tokenizer);
         var chosen = TokenSequences.WithEos(tokenizer.Encode(chosenText, addSpecialTokens: false), eos);
         var rejected = TokenSequences.WithEos(tokenizer.Encode(rejectedText, addSpecialTokens: false), eos);
@@ -246,6 +246,16 @@ public static class TokenSequences
 {
     /// <summary>The id used for padding: the tokenizer's PAD, else its EOS, else 0 (padding is masked, so any id works).</summary>
     public static int PadId(ITokenizer tokenizer) => tokenizer.PadId ?? tokenizer.EosId ?? 0;
+
+    /// <summary>
+    /// A record's rendering: an error the chat template raises on it (Gemma's "roles must alternate") is that record's,
+    /// naming its file, line and field, so --skip-bad-records skips it like any other bad record.
+    /// </summary>
+    public static T Rendered<T>(RecordSource source, string field, Func<T> render)
+    {
+        try { return render(); }
+        catch (Text.Jinja.JinjaException e) { throw new BadRecordException(source, field, e.Message); }
+    }
 
     internal static int RequireEos(ITokenizer tokenizer) => tokenizer.EosId ?? throw new UserInputException(
         "the tokenizer has no EOS token, so completions cannot be ended with one; set \"eos_token\" in tokenizer_config.json or turn off appending EOS.");

@@ -276,7 +276,7 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
     /// <paramref name="maxPromptLength"/> tokens kept.</summary>
     public static (string Text, int[] Ids) EncodePrompt(PromptExample p, ITokenizer tokenizer, ChatTemplate template, int maxPromptLength)
     {
-        string text = template.RenderPrompt(p.Prompt);
+        string text = TokenSequences.Rendered(p.Source, p.PromptField, () => template.RenderPrompt(p.Prompt));
         var ids = TokenSequences.DropDoubledBos(tokenizer.Encode(text, addSpecialTokens: true), tokenizer);
         if (ids.Length == 0) throw new BadRecordException(p.Source, p.PromptField, "the prompt is empty after tokenization.");
         if (ids.Length > maxPromptLength) ids = ids[^maxPromptLength..];
