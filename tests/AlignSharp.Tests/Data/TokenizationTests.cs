@@ -11,6 +11,28 @@ public class TokenizationTests
     private static SftExample Pc(string prompt, string completion) => new(ChatContent.FromText(prompt), ChatContent.FromText(completion), Src);
 
     [Fact]
+    public void SftTokenizesTheWholeTextWhereEachBoundaryFallsBetweenTokens()
+    {
+        // A Llama 2 tokenizer puts ▁ before every text it is given: " world" alone starts with a lone ▁, which
+        // "Hi world" (what TRL tokenizes, and what generation meets) does not have.
+        var tok = AlignSharp.Tests.Text.TokenizerFixtures.Load(AlignSharp.Tests.Text.TokenizerFixtures.Small("llama2-small"));
+        var whole = tok.Encode("Hi world", addSpecialTokens: true);
+        var prompt = tok.Encode("Hi", addSpecialTokens: true);
+        Assert.Equal(prompt, whole[..prompt.Length]);
+        Assert.NotEqual(whole[prompt.Length..], tok.Encode(" world", addSpecialTokens: false));
+        var s = SftEncoder.Encode(Pc("Hi", " world"), tok, ChatTemplate.ChatMl, new SftEncodingOptions());
+        Assert.Equal([.. whole, tok.EosId!.Value], s.Ids);
+        Assert.Equal([.. Enumerable.Repeat(X, prompt.Length), .. whole[prompt.Length..], tok.EosId!.Value], s.Labels);
+
+        // A boundary inside a token ("<eo" + "s>x", where the whole text holds the token <eos>): each piece on its own,
+        // the boundary exact.
+        var chars = new CharTokenizer(addsBos: false);
+        var cut = SftEncoder.Encode(Pc("<eo", "s>x"), chars, ChatTemplate.ChatMl, new SftEncodingOptions());
+        Assert.Equal([T('<'), T('e'), T('o'), T('s'), T('>'), T('x'), CharTokenizer.Eos], cut.Ids);
+        Assert.Equal([X, X, X, T('s'), T('>'), T('x'), CharTokenizer.Eos], cut.Labels);
+    }
+
+    [Fact]
     public void PromptTokensAreMaskedAndEosIsAppended()
     {
         var s = SftEncoder.Encode(Pc("ab", "cd"), new CharTokenizer(), ChatTemplate.ChatMl, new SftEncodingOptions());

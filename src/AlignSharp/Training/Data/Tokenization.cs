@@ -139,13 +139,13 @@ public static class SftEncoder
     {
         int? eos = options.AppendEos ? TokenSequences.RequireEos(tokenizer) : null;
         var segments = TokenSequences.Rendered(example.Source, example.PromptField, () => template.RenderSft(example));
+        var pieces = Tokenize(segments, tokenizer);
         var prompt = new List<int>();
         var promptLoss = new List<bool>();
         int[] completion = [];
         for (int s = 0; s < segments.Count; s++)
         {
-            var ids = tokenizer.Encode(segments[s].Text, addSpecialTokens: s == 0);
-            if (s == 0) ids = TokenSequences.DropDoubledBos(ids, tokenizer);
+            var ids = pieces[s];
             if (s == segments.Count - 1 && segments[s].Role == SegmentRole.Completion) { completion = ids; break; }
             bool loss = options.Loss == LossOn.AllTokens || (options.Loss == LossOn.Completion && segments[s].Role != SegmentRole.Prompt);
             prompt.AddRange(ids);
@@ -184,6 +184,45 @@ public static class SftEncoder
         for (int i = 0; i < completionLength; i++) outIds[promptLength + i] = labels[promptLength + i] = completion[i];
         if (n > 0) labels[0] = SftSequence.IgnoreIndex;
         return new SftSequence(outIds, labels, [0], [example.Source]);
+    }
+
+    /// <summary>
+    /// The segments' tokens. The whole text is tokenized at once, as TRL tokenizes an SFT example (prompt and completion
+    /// together), and cut where each segment ends, when every segment boundary falls between tokens: the text up to it
+    /// tokenizes to a prefix of the whole. So "Hi" + " world" is [▁Hi, ▁world] under a SentencePiece tokenizer that puts
+    /// ▁ before every text it is given, not [▁Hi, ▁, ▁world] — the sequence generation meets. Where a token would straddle a
+    /// boundary, each segment is tokenized on its own (the boundary stays exact).
+    /// </summary>
+    static int[][] Tokenize(IReadOnlyList<TextSegment> segments, ITokenizer tokenizer)
+    {
+        int[] Encode(string text, bool first) => first
+            ? TokenSequences.DropDoubledBos(tokenizer.Encode(text, addSpecialTokens: true), tokenizer)
+            : tokenizer.Encode(text, addSpecialTokens: false);
+        if (segments.Count > 1 && Joint(segments, Encode) is { } joint) return joint;
+        return segments.Select((segment, i) => Encode(segment.Text, i == 0)).ToArray();
+    }
+
+    /// <summary>The whole text's tokens cut at the segments' ends, or null when a boundary falls inside a token.</summary>
+    static int[][]? Joint(IReadOnlyList<TextSegment> segments, Func<string, bool, int[]> encode)
+    {
+        var whole = encode(string.Concat(segments.Select(s => s.Text)), true);
+        var result = new int[segments.Count][];
+        var text = new System.Text.StringBuilder();
+        int start = 0;
+        for (int s = 0; s < segments.Count; s++)
+        {
+            text.Append(segments[s].Text);
+            int end = whole.Length;
+            if (s < segments.Count - 1)
+            {
+                var upTo = encode(text.ToString(), true);
+                if (upTo.Length < start || upTo.Length > whole.Length || !upTo.AsSpan().SequenceEqual(whole.AsSpan(0, upTo.Length))) return null;
+                end = upTo.Length;
+            }
+            result[s] = whole[start..end];
+            start = end;
+        }
+        return result;
     }
 }
 
