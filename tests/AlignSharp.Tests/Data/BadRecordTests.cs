@@ -20,7 +20,7 @@ public sealed class BadRecordTests : IDisposable
         { DatasetKind.Sft, """{"prompt": "a", "completion": null}""", "field \"completion\": is null; a value is required." },
         { DatasetKind.Sft, """{"text": ["a"]}""", "field \"text\": expected a string, found a list." },
         { DatasetKind.Sft, """{"text": " \n "}""", "field \"text\": is empty (only whitespace)." },
-        { DatasetKind.Sft, """{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]}""", "field \"messages[1].role\": unknown role \"bot\"; expected \"system\", \"user\" or \"assistant\"." },
+        { DatasetKind.Sft, """{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]}""", "field \"messages[1].role\": unknown role \"bot\"; expected \"system\", \"user\", \"assistant\" or \"tool\"." },
         { DatasetKind.Sft, """{"messages": [{"role": "user"}]}""", "field \"messages[0].content\": missing." },
         { DatasetKind.Sft, """{"messages": [{"role": "user", "content": 1}]}""", "field \"messages[0].content\": expected a string, found a number." },
         { DatasetKind.Sft, """{"messages": []}""", "field \"messages\": is an empty list of messages." },

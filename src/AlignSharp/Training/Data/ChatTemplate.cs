@@ -190,7 +190,16 @@ public sealed class ChatTemplate
     /// <summary>Renders a conversation with the template's variables.</summary>
     public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
     {
-        var messageList = messages.Select(m => (object?)new JinjaDict { ["role"] = m.RoleName, ["content"] = m.Content }).ToList();
+        var messageList = messages.Select(m =>
+        {
+            var d = new JinjaDict { ["role"] = m.RoleName, ["content"] = m.Content };
+            if (m.Fields != null)
+            {
+                using var fields = System.Text.Json.JsonDocument.Parse(m.Fields);
+                foreach (var p in fields.RootElement.EnumerateObject()) d[p.Name] = JinjaJson.FromJson(p.Value);
+            }
+            return (object?)d;
+        }).ToList();
         return _jinja.Render(Variables(messageList, addGenerationPrompt));
     }
 

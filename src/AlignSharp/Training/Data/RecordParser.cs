@@ -335,7 +335,7 @@ internal readonly struct FieldReader(JsonElement obj, RecordSource source)
         }
     }
 
-    /// <summary>A non-empty list of {"role","content"} objects with known roles and string contents.</summary>
+    /// <summary>A non-empty list of {"role","content", …} objects with known roles and string (or, beside other fields, null) contents.</summary>
     public List<ChatMessage> Messages(JsonElement e, string field)
     {
         if (e.ValueKind != JsonValueKind.Array)
@@ -357,13 +357,25 @@ internal readonly struct FieldReader(JsonElement obj, RecordSource source)
                 "system" => ChatRole.System,
                 "user" => ChatRole.User,
                 "assistant" => ChatRole.Assistant,
-                _ => throw new BadRecordException(source, at + ".role", $"unknown role \"{roleName}\"; expected \"system\", \"user\" or \"assistant\"."),
+                "tool" => ChatRole.Tool,
+                _ => throw new BadRecordException(source, at + ".role", $"unknown role \"{roleName}\"; expected \"system\", \"user\", \"assistant\" or \"tool\"."),
             };
-            if (!m.TryGetProperty("content", out var content) || content.ValueKind == JsonValueKind.Null)
+            // Other fields (an assistant's tool_calls or reasoning_content, a tool result's name) go to the template as given.
+            var others = m.EnumerateObject().Where(p => p.Name is not ("role" or "content")).ToList();
+            bool hasContent = m.TryGetProperty("content", out var content) && content.ValueKind != JsonValueKind.Null;
+            if (!hasContent && others.Count == 0)
                 throw new BadRecordException(source, at + ".content", "missing.");
-            if (content.ValueKind != JsonValueKind.String)
+            if (hasContent && content.ValueKind != JsonValueKind.String)
                 throw new BadRecordException(source, at + ".content", $"expected a string, found {JsonKinds.Describe(content)}.");
-            messages.Add(new ChatMessage(parsed, content.GetString()!));
+            string? fields = null;
+            if (others.Count > 0 || !hasContent)
+            {
+                var o = new System.Text.Json.Nodes.JsonObject();
+                if (!hasContent) o["content"] = null;   // a tool call without words: the template sees None, as in transformers
+                foreach (var p in others) o[p.Name] = System.Text.Json.Nodes.JsonNode.Parse(p.Value.GetRawText());
+                fields = o.ToJsonString();
+            }
+            messages.Add(new ChatMessage(parsed, hasContent ? content.GetString()! : "") { Fields = fields });
             i++;
         }
         if (messages.Count == 0) throw new BadRecordException(source, field, "is an empty list of messages.");

@@ -1,18 +1,26 @@
 namespace AlignSharp.Training.Data;
 
-/// <summary>Speaker of a chat message. In files: "system", "user" or "assistant" (case-insensitive).</summary>
-public enum ChatRole { System, User, Assistant }
+/// <summary>Speaker of a chat message. In files: "system", "user", "assistant" or "tool" (a tool's result; case-insensitive).</summary>
+public enum ChatRole { System, User, Assistant, Tool }
 
 /// <summary>One turn of a conversation.</summary>
 public sealed record ChatMessage(ChatRole Role, string Content)
 {
-    /// <summary>The role as written in files and chat templates: "system", "user" or "assistant".</summary>
+    /// <summary>The role as written in files and chat templates: "system", "user", "assistant" or "tool".</summary>
     public string RoleName => Role switch
     {
         ChatRole.System => "system",
         ChatRole.User => "user",
+        ChatRole.Tool => "tool",
         _ => "assistant",
     };
+
+    /// <summary>
+    /// The message's other fields as the file gave them (tool_calls, reasoning_content, name, tool_call_id, …, and a
+    /// content of null), one JSON object that the chat template sees beside role and content, as transformers passes a
+    /// message dict whole; null when there are none. Kept as text so that messages compare by value.
+    /// </summary>
+    public string? Fields { get; init; }
 
     public static ChatMessage System(string content) => new(ChatRole.System, content);
     public static ChatMessage User(string content) => new(ChatRole.User, content);
