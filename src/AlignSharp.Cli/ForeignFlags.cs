@@ -32,6 +32,9 @@ public static class ForeignFlags
         ["hub_model_id"] = "runs write their final model and checkpoints to --out; there is no hub upload.",
     };
 
+    /// <summary>The hint for a config-file key (any spelling) that is such a flag, or null.</summary>
+    public static string? HintForKey(string key) => Hints.GetValueOrDefault(key.Replace('-', '_'));
+
     /// <summary>One line for each unrecognised token that is such a flag (in either spelling, with or without =value).</summary>
     public static IEnumerable<string> HintsFor(IEnumerable<string> unmatched)
     {

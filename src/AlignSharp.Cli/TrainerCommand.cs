@@ -120,7 +120,8 @@ public static class TrainerCommand
             {
                 if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new UserInputException($"{file}: expected an object of options.");
                 foreach (var prop in doc.RootElement.EnumerateObject())
-                    values[prop.Name] = (prop.Value.ValueKind switch
+                    if (values.ContainsKey(prop.Name)) throw new UserInputException($"{file}: key \"{prop.Name}\" is given twice.");
+                    else values[prop.Name] = (prop.Value.ValueKind switch
                     {
                         JsonValueKind.Array => prop.Value.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.String ? e.GetString()! : e.GetRawText()).ToArray(),
                         JsonValueKind.String => prop.Value.GetString(),
@@ -152,13 +153,20 @@ public static class TrainerCommand
                 values[key] = (value, $"{file}:{k.Start.Line}: key \"{key}\"");
             }
         }
+        var setBy = new Dictionary<PropertyInfo, string>();
         foreach (var (key, (raw, where)) in values)
         {
             if (key == "trainer") continue; // written by run_config.json, so a run's resolved config can be fed back
 
             if (!props.TryGetValue(Normalize(key), out var p))
-                throw new UserInputException($"{where}: not an option of this command (see --help).");
-            p.SetValue(options, Convert(raw, p.PropertyType, where));
+                throw new UserInputException($"{where}: not an option of this command (see --help)." + (ForeignFlags.HintForKey(key) is { } hint ? " " + hint : ""));
+            // Two spellings of one option (batch_size and per_device_train_batch_size) would leave one silently unused.
+            if (setBy.TryGetValue(p, out var first))
+                throw new UserInputException($"{where}: sets the same option as key \"{first}\"; give it once.");
+            setBy[p] = key;
+            object? value = raw is string[] list && p.PropertyType == typeof(string) && p.GetCustomAttribute<OptionAttribute>() is { CommaList: true }
+                ? string.Join(",", list) : raw;
+            p.SetValue(options, Convert(value, p.PropertyType, where));
         }
     }
 
@@ -217,7 +225,9 @@ public static class TrainerCommand
         }
         catch (FormatException e)
         {
-            throw new UserInputException($"{where}: '{raw}' is not a valid {type.Name.ToLowerInvariant()}{(e.Message.Contains("list") ? " (" + e.Message + ")" : "")}.");
+            string shown = raw is string[] items ? "[" + string.Join(", ", items) + "]" : raw.ToString()!;
+            string kind = type == typeof(int) ? "integer" : type == typeof(bool) ? "boolean (true or false)" : type == typeof(string) ? "string" : "number";
+            throw new UserInputException($"{where}: {shown} is not a valid {kind}{(e.Message.Contains("list") ? " (" + e.Message + ")" : "")}.");
         }
         catch (OverflowException)
         {

@@ -27,7 +27,7 @@ public static class BenchGemmCommand
 
         var cmd = new Command("gemm", "Float32 GEMM throughput; prints {\"m\",\"n\",\"k\",\"threads\",\"gflops\",\"ms\",...} (medians).");
         foreach (var o in new Option[] { m, n, k, batch, threads, transA, transB, bDtype, reps }) cmd.Options.Add(o);
-        cmd.SetAction(parseResult =>
+        cmd.SetAction(parseResult => CliErrors.Guard(() =>
         {
             int vm = parseResult.GetValue(m), vn = parseResult.GetValue(n), vk = parseResult.GetValue(k);
             int vb = parseResult.GetValue(batch), vt = parseResult.GetValue(threads), vr = parseResult.GetValue(reps);
@@ -42,7 +42,7 @@ public static class BenchGemmCommand
             using var threadScope = ParallelFor.UseThreads(vt);
             Console.WriteLine(Run(vm, vn, vk, vb, ta, tb, vr, dt == "bf16"));
             return 0;
-        });
+        }));
         return cmd;
     }
 

@@ -31,7 +31,7 @@ public static class GenerateCommand
             DefaultValueFactory = _ => "auto",
         };
         var kwargs = new Option<string?>("--chat-template-kwargs") { Description = ChatTemplate.KwargsHelp };
-        var seed = new Option<int>("--seed") { Description = "Random seed (each input line has its own stream, so results do not depend on batching).", DefaultValueFactory = _ => 0 };
+        var seed = new Option<int>("--seed") { Description = "Random seed (each input line has its own random stream, so batching does not change the draws; the logits of another batch size can differ in their last bits, which changes a token only at a near tie).", DefaultValueFactory = _ => 0 };
         var stop = new Option<string[]>("--stop") { Description = "Stop string (repeatable); the text ends before it.", AllowMultipleArgumentsPerToken = false };
         var batchSize = new Option<int>("--batch-size") { Description = "Prompts generated together.", DefaultValueFactory = _ => 8 };
         var truncate = new Option<bool>("--truncate") { Description = "Keep the last tokens of a prompt that, with --max-new-tokens, does not fit the model's positions, instead of reporting it." };

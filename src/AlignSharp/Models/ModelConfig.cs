@@ -1109,6 +1109,18 @@ public sealed record ModelConfig
         Positive(HeadDim, k.HeadDim ?? "head_dim");
         Positive(IntermediateSize, k.IntermediateSize ?? "intermediate_size");
         Positive(MaxPositions, k.MaxPositions ?? "max_position_embeddings");
+        // Sizes no tensor here can hold (2^31 values at most) are refused before anything is allocated; so is a layer
+        // count no model has, which would only make the loader list a hundred million missing tensors.
+        const int MostLayers = 4096;
+        if (NumLayers > MostLayers) throw Error($"field '{k.NumLayers}' is {NumLayers}; more than {MostLayers} layers is not a model this engine can hold");
+        void Fits(long rows, long columns, string field, int value)
+        {
+            if (rows * columns > int.MaxValue)
+                throw Error($"field '{field}' is {value}: a [{rows}, {columns}] weight has more than 2^31 values, more than a tensor here holds");
+        }
+        Fits(VocabSize, HiddenSize, "vocab_size", VocabSize);
+        Fits((long)NumHeads * HeadDim, HiddenSize, k.HiddenSize, HiddenSize);
+        Fits(IntermediateSize, HiddenSize, k.IntermediateSize ?? "intermediate_size", IntermediateSize);
         if (!(NormEps > 0)) throw Error($"the norm epsilon must be positive, not {NormEps}");
         if (!table.Activations.Any(a => a.Activation == Activation))
             throw Error($"field '{k.Activation ?? "hidden_act"}': {Activation} is not supported for {family} (supported: {string.Join(", ", table.Activations.Select(a => a.Name))})");

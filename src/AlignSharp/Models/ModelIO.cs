@@ -27,27 +27,28 @@ public static class ModelIO
         float[]? scratch = null;   // one buffer for matrices stored in another dtype or layout, dropped after loading
         foreach (var (name, p) in model.NamedParameters)
         {
-            if (checkpoint.Binding.Parameters.Any(b => b.CanonicalName == name))
+            if (checkpoint.Binding.Parameters.FirstOrDefault(b => b.CanonicalName == name) is { } binding)
             {
+                string stored = binding.CheckpointName;   // errors name the tensor as the file does
                 if (p.IsBf16)
                 {
                     // A BF16 checkpoint tensor is copied bit for bit; anything else goes through float32 and is rounded.
                     var bits = p.Bf16Destination;
                     if (checkpoint.TryReadParameterBf16(name, bits))
-                        RequireFinite(directory, name, bits);
+                        RequireFinite(directory, stored, bits);
                     else
                     {
                         if (scratch == null || scratch.Length < p.Length) scratch = GC.AllocateUninitializedArray<float>(p.Length);
                         var values = scratch.AsSpan(0, p.Length);
                         checkpoint.ReadParameter(name, values);
-                        RequireFinite(directory, name, values);
+                        RequireFinite(directory, stored, values);
                         Bf16.Narrow(values, bits);
                     }
                 }
                 else
                 {
                     checkpoint.ReadParameter(name, p.Span);
-                    RequireFinite(directory, name, p.Span);
+                    RequireFinite(directory, stored, p.Span);
                 }
             }
             else

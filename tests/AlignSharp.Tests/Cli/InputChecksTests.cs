@@ -150,14 +150,18 @@ public sealed class InputChecksTests : IDisposable
     {
         string model = TinyModels.Create(P("m"));
         string data = TinyModels.WriteJsonl(P("d.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", completion = " a" }));
-        File.WriteAllText(P("trl.yaml"), "num_train_epochs: 2\nlearning_rate: 0.001\nwarmup_ratio: 0.5\nlr_scheduler_type: constant\nsave_steps: 0\n");
+        File.WriteAllText(P("trl.yaml"), "num_train_epochs: 2\nlearning_rate: 0.001\nwarmup_ratio: 0.5\nlr_scheduler_type: constant_with_warmup\nsave_steps: 0\n");
         var r = CliRunner.Run("sft", "--config", P("trl.yaml"), "--model_name_or_path", model, "--data", data, "--output_dir", P("run"), "--per_device_train_batch_size", "2");
         Assert.True(r.ExitCode == 0, r.StdErr);
         var config = System.Text.Json.JsonDocument.Parse(File.ReadAllText(P("run/run_config.json"))).RootElement;
         Assert.Equal(2, config.GetProperty("epochs").GetDouble());
         Assert.Equal(2, config.GetProperty("batch_size").GetInt32());
         Assert.Equal(0.5, config.GetProperty("warmup_ratio").GetDouble());
-        Assert.Equal("constant", config.GetProperty("lr_scheduler").GetString());
+        Assert.Equal("constant_with_warmup", config.GetProperty("lr_scheduler").GetString());
+        // transformers' constant has no warmup: a warmup beside it is refused, not ignored.
+        var constant = CliRunner.Run("sft", "--config", P("trl.yaml"), "--lr-scheduler-type", "constant", "--model_name_or_path", model, "--data", data, "--output_dir", P("run2"));
+        Assert.NotEqual(0, constant.ExitCode);
+        Assert.Contains("constant_with_warmup", constant.StdErr);
         // 4 examples / batch 2 × 2 epochs = 4 steps; warmup ratio 0.5 → the first logged rates climb.
         Assert.Equal(4, System.Text.Json.JsonDocument.Parse(File.ReadAllText(P("run/summary.json"))).RootElement.GetProperty("steps").GetInt32());
     }
@@ -297,7 +301,7 @@ public sealed class InputChecksTests : IDisposable
         model.Parameter("layers.0.attn.q.weight").Span[3] = float.NaN;
         ModelIO.Save(model, P("nan"));
         File.Copy(Path.Combine(llama, "tokenizer.json"), P("nan/tokenizer.json"));
-        AssertCleanError(CliRunner.Run("generate", "--model", P("nan"), "--input", input, "--max-new-tokens", "2"), 2, "NaN", "'layers.0.attn.q.weight'");
+        AssertCleanError(CliRunner.Run("generate", "--model", P("nan"), "--input", input, "--max-new-tokens", "2"), 2, "NaN", "'model.layers.0.self_attn.q_proj.weight'");
         AssertCleanError(CliRunner.Run("logprobs", "--model", P("nan"), "--input", text), 2, "NaN");
     }
 

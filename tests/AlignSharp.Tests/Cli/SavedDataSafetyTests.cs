@@ -125,6 +125,11 @@ public sealed class SavedDataSafetyTests : IDisposable
         Assert.False(Directory.Exists(P("merged")) && Directory.EnumerateFileSystemEntries(P("merged")).Any());
         Refused(CliRunner.Run("generate", "--model", model, "--adapter", P("nan"), "--input", P("prompts.jsonl"), "--max-new-tokens", "2"), "NaN or infinite");
 
+        // A NaN in the model itself is named as the checkpoint names the tensor.
+        CopyDirectory(model, P("nanbase"));
+        string weight = PoisonFirst(P("nanbase/model.safetensors"), "layers.1.mlp.up_proj.weight");
+        Refused(CliRunner.Run("generate", "--model", P("nanbase"), "--input", P("prompts.jsonl"), "--max-new-tokens", "2"), $"tensor '{weight}'", "NaN or infinite");
+
         // adapter_config.json that contradicts the tensors: another rank, target modules that name none of them.
         CopyDirectory(P("lora/final"), P("rank"));
         Rewrite(P("rank/adapter_config.json"), o => o["r"] = 4);

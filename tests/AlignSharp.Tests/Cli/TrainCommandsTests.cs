@@ -11,6 +11,39 @@ public sealed class TrainCommandsTests : IDisposable
     private string P(string name) => Path.Combine(_dir, name);
 
     [Fact]
+    public void ConfigFilesTakeListsForCommaListsAndRefuseAnOptionGivenTwice()
+    {
+        string model = TinyModels.Create(P("base"), "llama");
+        TinyModels.WriteJsonl(P("sft.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", completion = $" a{i}" }));
+        string[] sft = ["sft", "--model", model, "--data", P("sft.jsonl"), "--max-steps", "1", "--save-steps", "0"];
+        // TRL's lora_target_modules: list[str], in YAML and in JSON.
+        File.WriteAllText(P("lora.yaml"), "lora_r: 2\nlora_target_modules: [q_proj, v_proj]\n");
+        var yaml = CliRunner.Run([.. sft, "--config", P("lora.yaml"), "--out", P("y")]);
+        Assert.True(yaml.ExitCode == 0, yaml.StdErr);
+        using (var config = JsonDocument.Parse(File.ReadAllText(P("y/final/adapter_config.json"))))
+            Assert.Equal(["q_proj", "v_proj"], config.RootElement.GetProperty("target_modules").EnumerateArray().Select(e => e.GetString()));
+        File.WriteAllText(P("lora.json"), "{\"lora_r\": 2, \"lora_target_modules\": [\"k_proj\"]}");
+        Assert.Equal(0, CliRunner.Run([.. sft, "--config", P("lora.json"), "--out", P("j")]).ExitCode);
+
+        // Two spellings of one option, or one key twice: which would win is not for us to guess.
+        File.WriteAllText(P("twice.yaml"), "batch_size: 2\nper_device_train_batch_size: 4\n");
+        var twice = CliRunner.Run([.. sft, "--config", P("twice.yaml"), "--out", P("t")]);
+        Assert.NotEqual(0, twice.ExitCode);
+        Assert.Contains("twice.yaml:2: key \"per_device_train_batch_size\": sets the same option as key \"batch_size\"", twice.StdErr);
+        File.WriteAllText(P("twice.json"), "{\"seed\": 1, \"seed\": 2}");
+        Assert.Contains("\"seed\" is given twice", CliRunner.Run([.. sft, "--config", P("twice.json"), "--out", P("t")]).StdErr);
+        // A TRL key that is no option here says what does the job, as the flag does.
+        File.WriteAllText(P("bf16.yaml"), "bf16: true\n");
+        Assert.Contains("trains in float32", CliRunner.Run([.. sft, "--config", P("bf16.yaml"), "--out", P("t")]).StdErr);
+        // A wrong type is named in words, not .NET's.
+        File.WriteAllText(P("type.yaml"), "learning_rate: fast\nseed: [1, 2]\n");
+        var type = CliRunner.Run([.. sft, "--config", P("type.yaml"), "--out", P("t")]);
+        Assert.Contains("fast is not a valid number", type.StdErr);
+        File.WriteAllText(P("type.yaml"), "seed: [1, 2]\n");
+        Assert.Contains("[1, 2] is not a valid integer", CliRunner.Run([.. sft, "--config", P("type.yaml"), "--out", P("t")]).StdErr);
+    }
+
+    [Fact]
     public void SftWithAConfigFileThenRmThenScore()
     {
         string model = TinyModels.Create(P("base"));

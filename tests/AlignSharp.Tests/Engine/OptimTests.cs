@@ -424,13 +424,15 @@ public class OptimTests
         Assert.Equal(new[] { 0f, 0.25f, 0.5f, 0.75f, 1f, 1f }, Enumerable.Range(0, 6).Select(warm.LrAt).ToArray());
 
         Assert.IsType<ConstantSchedule>(LrSchedules.Create("constant", 1f, 0, 10));
+        Assert.Equal(0.5f, LrSchedules.Create("constant_with_warmup", 1f, 4, 10).LrAt(2));
+        Assert.Throws<ArgumentException>(() => LrSchedules.Create("constant", 1f, 4, 10));   // transformers' constant: no warmup
         Assert.IsType<WarmupLinearSchedule>(LrSchedules.Create("linear", 1f, 2, 10));
         Assert.IsType<WarmupCosineSchedule>(LrSchedules.Create("Cosine", 1f, 2, 10));
         Assert.Equal(new WarmupCosineSchedule(1f, 2, 10, 0.1f).LrAt(6), LrSchedules.Create("cosine", 1f, 2, 10, 0.1f).LrAt(6));
 
         var e = Assert.Throws<ArgumentException>(() => LrSchedules.Create("cosine_restarts", 1f, 0, 10));
         Assert.Contains("cosine_restarts", e.Message);
-        Assert.Contains("constant, linear, cosine", e.Message);
+        Assert.Contains("constant, constant_with_warmup, linear, cosine", e.Message);
         Assert.Throws<ArgumentException>(() => LrSchedules.Create("constant", 1f, 0, 10, minLr: 0.1f));
     }
 

@@ -89,6 +89,23 @@ public sealed class RlCliTests : IDisposable
         }
     }
 
+    /// <summary>A step whose every completion is masked (all cut at --max-new-tokens under --mask-truncated-completions) has no
+    /// token to average a ratio or an entropy over: those metrics are left out, not logged as 0.</summary>
+    [Fact]
+    public void AFullyMaskedStepLogsNoTokenMeans()
+    {
+        string rm = _kit.RewardModelDir();
+        string[] common = Common("grpo", "masked");
+        common[Array.IndexOf(common, "--max-new-tokens") + 1] = "1";
+        var g = CliRunner.Run([.. common, "--reward-model", rm, "--max-steps", "1", "--num-generations", "4", "--mask-truncated-completions", "true"]);
+        Assert.True(g.ExitCode == 0, g.StdErr);
+        var line = RlTestKit.TrainMetrics(_kit.Path("masked")).Single();
+        Assert.Equal(0, line.GetProperty("val/num_eos_tokens").GetDouble());   // every completion truncated
+        foreach (var key in new[] { "val/ratio", "val/ratio_var", "policy/entropy_avg", "policy/approxkl_avg", "policy/clipfrac_avg" })
+            Assert.False(line.TryGetProperty(key, out _), $"a fully masked step logged {key}");
+        Assert.True(line.TryGetProperty("loss/policy_avg", out _));
+    }
+
     /// <summary>TRL's total_episodes counts completions: ⌈E ÷ (batch × accumulation × minibatches)⌉ rollout steps, rloo's
     /// k completions of a prompt each an episode; with --max-steps it is refused rather than one of them ignored.</summary>
     [Fact]

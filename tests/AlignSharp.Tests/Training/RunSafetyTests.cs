@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using AlignSharp.Models;
+using AlignSharp.Training.Rl;
 using AlignSharp.Training.Runs;
 using AlignSharp.Training.Sft;
 
@@ -185,6 +186,24 @@ public sealed class RunSafetyTests : IDisposable
         var header = new byte[BitConverter.ToInt64(len)];
         f.ReadExactly(header);
         return System.Text.Encoding.UTF8.GetString(header);
+    }
+
+    [Fact]
+    public void OptionsThatWouldBeIgnoredAreRefused()
+    {
+        void Refused(TrainerOptions o, string flag) => Assert.Contains(flag, Assert.Throws<UserInputException>(o.Validate).Message);
+        Refused(Sft("x") with { EvalSteps = 5 }, "--eval-steps");
+        File.WriteAllText(P("eval.jsonl"), File.ReadAllText(P("sft.jsonl")));
+        Refused(Sft("x") with { EvalData = P("eval.jsonl"), EvalSplit = 0.25 }, "--eval-split");
+        Refused(Sft("x") with { SaveSteps = 0, SaveTotalLimit = 3 }, "--save-total-limit");
+        Refused(Sft("x") with { Epochs = -1 }, "--epochs");
+        Refused(new GrpoOptions { Out = "x", Policy = "p", Prompts = "q", RewardModel = "rm", RewardTimeout = 5 }, "--reward-timeout");
+        Refused(new GrpoOptions { Out = "x", Policy = "p", Prompts = "q", RewardUrl = "http://localhost:1/", RewardModelWeight = 2 }, "--reward-model-weight");
+        // The same options where they apply pass.
+        (Sft("x") with { EvalSteps = 5, EvalData = P("eval.jsonl") }).Validate();
+        (Sft("x") with { EvalSteps = 5, EvalSplit = 0.25 }).Validate();
+        (Sft("x") with { SaveSteps = 0 }).Validate();
+        new GrpoOptions { Out = "x", Policy = "p", Prompts = "q", RewardUrl = "http://localhost:1/", RewardTimeout = 5 }.Validate();
     }
 
     [Fact]

@@ -74,19 +74,23 @@ public sealed class WarmupCosineSchedule : ILrSchedule
 public static class LrSchedules
 {
     /// <summary>The names <see cref="Create"/> accepts (the <c>--lr-schedule</c> values).</summary>
-    public static IReadOnlyList<string> Names { get; } = ["constant", "linear", "cosine"];
+    public static IReadOnlyList<string> Names { get; } = ["constant", "constant_with_warmup", "linear", "cosine"];
 
     /// <summary>
-    /// Builds a schedule by name (case-insensitive): <c>constant</c> (<see cref="ConstantSchedule"/>, warmup honoured,
-    /// totalSteps unused), <c>linear</c> (<see cref="WarmupLinearSchedule"/>), <c>cosine</c> (<see cref="WarmupCosineSchedule"/>).
+    /// Builds a schedule by name (case-insensitive), as transformers names them: <c>constant</c> (<see cref="ConstantSchedule"/>
+    /// without warmup: transformers' constant has none, so a warmup is an error here rather than ignored),
+    /// <c>constant_with_warmup</c>, <c>linear</c> (<see cref="WarmupLinearSchedule"/>), <c>cosine</c>
+    /// (<see cref="WarmupCosineSchedule"/>); totalSteps is unused by the constant ones.
     /// </summary>
     public static ILrSchedule Create(string name, float baseLr, int warmupSteps, int totalSteps, float minLr = 0)
     {
         ArgumentNullException.ThrowIfNull(name);
         switch (name.Trim().ToLowerInvariant())
         {
-            case "constant":
+            case "constant" or "constant_with_warmup":
                 if (minLr != 0) throw new ArgumentException("minLr has no meaning for the constant schedule; use \"linear\" or \"cosine\", or leave minLr at 0.", nameof(minLr));
+                if (warmupSteps > 0 && name.Trim().ToLowerInvariant() == "constant")
+                    throw new ArgumentException("the constant schedule has no warmup (as in transformers); use \"constant_with_warmup\".", nameof(warmupSteps));
                 return new ConstantSchedule(baseLr, warmupSteps);
             case "linear": return new WarmupLinearSchedule(baseLr, warmupSteps, totalSteps, minLr);
             case "cosine": return new WarmupCosineSchedule(baseLr, warmupSteps, totalSteps, minLr);

@@ -54,16 +54,18 @@ public abstract class RlAlgorithm(RlOptions options)
         var lengths = options.ImportanceSamplingLevel == "sequence" ? rows.Select(r => batch.CompletionIds[r].Length).ToArray() : null;
         var (loss, m) = RlLosses.ClippedSurrogate(logp, SequenceForward.Concat(batch.LogProbs, rows), SequenceForward.Concat(batch.Advantages, rows), clip, weights, lengths);
         if (options.EntropyCoef > 0) loss = Ops.Add(loss, RlLosses.EntropyBonus(entropy, options.EntropyCoef, weights).Loss);
-        var metrics = new Dictionary<string, double>
+        var metrics = new Dictionary<string, double> { ["loss/policy_avg"] = loss.Item() / share };
+        // Means over tokens: a micro-batch whose every token is masked (all completions truncated under
+        // --mask-truncated-completions) measures none, rather than a ratio of 0.
+        if (weights.Any(w => w > 0))
         {
-            ["loss/policy_avg"] = loss.Item() / share,
-            ["policy/approxkl_avg"] = m.ApproxKl,
-            ["policy/clipfrac_avg"] = m.ClipFraction,
-            ["policy/entropy_avg"] = WeightedMean(entropy.Span, weights),
-            ["val/ratio"] = m.RatioMean,
-            ["val/ratio_var"] = m.RatioVariance,
-        };
-        if (LogsClipRatios)
+            metrics["policy/approxkl_avg"] = m.ApproxKl;
+            metrics["policy/clipfrac_avg"] = m.ClipFraction;
+            metrics["policy/entropy_avg"] = WeightedMean(entropy.Span, weights);
+            metrics["val/ratio"] = m.RatioMean;
+            metrics["val/ratio_var"] = m.RatioVariance;
+        }
+        if (LogsClipRatios && weights.Any(w => w > 0))
         {
             metrics["clip_ratio/low_mean"] = m.LowClipFraction;
             metrics["clip_ratio/high_mean"] = m.HighClipFraction;

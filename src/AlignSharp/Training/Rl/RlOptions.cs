@@ -12,6 +12,10 @@ namespace AlignSharp.Training.Rl;
 [TrlName("model", nameof(Policy))] // sft's and rm's flag for the model a run trains, so one spelling works everywhere
 public abstract record RlOptions : TrainerOptions
 {
+    private const float DefaultWeight = 1f;
+    private const double DefaultRewardTimeout = 60;
+    private const int DefaultRewardRetries = 3;
+
     protected RlOptions()
     {
         LoggingSteps = 1;
@@ -40,7 +44,7 @@ public abstract record RlOptions : TrainerOptions
     public string? RewardModel { get; init; }
 
     [Option("Weight of the reward model's score in the total reward.")]
-    public float RewardModelWeight { get; init; } = 1f;
+    public float RewardModelWeight { get; init; } = DefaultWeight;
 
     [Option("Normalise reward-model scores with the mean and std stored in reward_model.json.")]
     public bool NormalizeReward { get; init; } = true;
@@ -49,13 +53,13 @@ public abstract record RlOptions : TrainerOptions
     public string? RewardUrl { get; init; }
 
     [Option("Weight of the endpoint's reward in the total reward.")]
-    public float RewardUrlWeight { get; init; } = 1f;
+    public float RewardUrlWeight { get; init; } = DefaultWeight;
 
     [Option("Seconds to wait for the reward endpoint's answer.", SafeToChangeOnResume = true)]
-    public double RewardTimeout { get; init; } = 60;
+    public double RewardTimeout { get; init; } = DefaultRewardTimeout;
 
     [Option("Retries after a reward-endpoint timeout, connection failure or HTTP 5xx/429 (with exponential backoff from 1 s).", SafeToChangeOnResume = true)]
-    public int RewardRetries { get; init; } = 3;
+    public int RewardRetries { get; init; } = DefaultRewardRetries;
 
     [Option("Clip the total score to [−C, C] (0 = no clipping).")]
     public float RewardClip { get; init; }
@@ -168,6 +172,11 @@ public abstract record RlOptions : TrainerOptions
         if (!(EntropyCoef >= 0)) throw new UserInputException("--entropy-coef must be ≥ 0.");
         if (SampleSteps < 0) throw new UserInputException("--sample-steps must be ≥ 0.");
         if (MaxBadStepsInARow < 1) throw new UserInputException("--max-bad-steps-in-a-row must be ≥ 1.");
+        // Settings of a reward source that is not there would be accepted and ignored.
+        if (RewardUrl == null && (RewardTimeout != DefaultRewardTimeout || RewardRetries != DefaultRewardRetries || RewardUrlWeight != DefaultWeight))
+            throw new UserInputException("--reward-timeout, --reward-retries and --reward-url-weight apply to --reward-url, which is not given.");
+        if (RewardModel == null && RewardModelWeight != DefaultWeight)
+            throw new UserInputException("--reward-model-weight applies to --reward-model, which is not given.");
         if (SequencesPerStep % CompletionsPerPrompt != 0)
             throw new UserInputException($"--batch-size × --gradient-accumulation-steps × --num-mini-batches = {SequencesPerStep} completions per step must be a multiple of the {CompletionsPerPrompt} completions per prompt.");
     }

@@ -365,7 +365,8 @@ public sealed class RlTrainer
     {
         int accumulation = _options.GradientAccumulationSteps, micro = _options.BatchSize, minibatches = _options.NumMiniBatches;
         var sums = new Dictionary<string, double>();
-        int counted = 0, updates = 0;
+        var counts = new Dictionary<string, int>();   // micro-batches that measured each metric (a fully masked one has no ratio)
+        int updates = 0;
         double normSum = 0;
         // Micro-batches are numbered over all ranks (PPO-ptx's data): a minibatch's micro-batches in rank order.
         long microsPerMinibatch = (long)accumulation * World.Size;
@@ -391,8 +392,11 @@ public sealed class RlTrainer
                     var (loss, m) = result;
                     update.Accumulate(loss, last: mi == micros.Length - 1);
                     if (!update.LossFinite) break;
-                    foreach (var (k, v) in m) sums[k] = sums.GetValueOrDefault(k) + v;
-                    counted++;
+                    foreach (var (k, v) in m)
+                    {
+                        sums[k] = sums.GetValueOrDefault(k) + v;
+                        counts[k] = counts.GetValueOrDefault(k) + 1;
+                    }
                 }
                 var outcome = update.Finish();
                 if (!outcome.Applied)
@@ -413,7 +417,7 @@ public sealed class RlTrainer
         {
             var local = new double[2 * TrainMetricKeys.Length];
             for (int i = 0; i < TrainMetricKeys.Length; i++)
-                if (sums.TryGetValue(TrainMetricKeys[i], out var v)) { local[2 * i] = v; local[2 * i + 1] = counted; }
+                if (sums.TryGetValue(TrainMetricKeys[i], out var v)) { local[2 * i] = v; local[2 * i + 1] = counts[TrainMetricKeys[i]]; }
             var total = World.Sum(local);
             var means = new Dictionary<string, double>();
             for (int i = 0; i < TrainMetricKeys.Length; i++)

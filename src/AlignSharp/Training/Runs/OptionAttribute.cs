@@ -19,6 +19,10 @@ public sealed class OptionAttribute(string help) : Attribute
     /// <summary>True for options a command cannot run without; --help marks them "(required)".</summary>
     public bool Required { get; init; }
 
+    /// <summary>True for a string option that holds a comma-separated list: a config file may give it as a list (TRL's
+    /// <c>lora_target_modules: [q_proj, v_proj]</c>).</summary>
+    public bool CommaList { get; init; }
+
     /// <summary>The flag of a property: PascalCase → --kebab-case (LearningRate → --learning-rate).</summary>
     public static string FlagName(string property)
     {

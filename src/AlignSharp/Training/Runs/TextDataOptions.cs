@@ -66,6 +66,8 @@ public abstract record TextDataOptions : TrainerOptions
         if (EvalData != null && !File.Exists(EvalData)) throw new UserInputException($"--eval-data: {EvalData} does not exist.");
         if (!(EvalSplit >= 0 && EvalSplit < 1)) throw new UserInputException("--eval-split must be in [0, 1).");
         if (EvalSteps < 0) throw new UserInputException("--eval-steps must be ≥ 0.");
+        if (EvalData != null && EvalSplit > 0) throw new UserInputException("--eval-data and --eval-split both give the eval set; give one.");
+        if (EvalSteps > 0 && EvalData == null && EvalSplit == 0) throw new UserInputException("--eval-steps evaluates on an eval set: give --eval-data FILE or --eval-split FRACTION.");
         if (MaxLength < 2) throw new UserInputException("--max-length must be ≥ 2.");
         if (MaxPromptLength < 0 || MaxPromptLength >= MaxLength) throw new UserInputException("--max-prompt-length must be ≥ 0 and below --max-length.");
         AlignSharp.Training.Data.ChatTemplate.ValidateOption(ChatTemplate, ChatTemplateKwargs);

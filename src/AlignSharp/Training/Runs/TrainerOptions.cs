@@ -1,3 +1,4 @@
+using AlignSharp.Engine.Optim;
 using AlignSharp.Models;
 using AlignSharp.Models.Checkpoints;
 using AlignSharp.Models.Lora;
@@ -33,7 +34,7 @@ public abstract record TrainerOptions
     [Option("Peak learning rate (AdamW).")]
     public float LearningRate { get; init; } = 5e-5f;
 
-    [Option("Learning-rate schedule after warmup: constant, linear or cosine.")]
+    [Option("Learning-rate schedule, as transformers names them: constant (no warmup), constant_with_warmup, linear or cosine (after the warmup).")]
     public string LrScheduler { get; init; } = "linear";
 
     [Option("Steps of linear warmup from 0 to the peak learning rate.")]
@@ -73,7 +74,8 @@ public abstract record TrainerOptions
     public int SaveSteps { get; init; } = 500;
 
     [Option("Keep at most this many checkpoints (oldest deleted first; 0 = keep all).", SafeToChangeOnResume = true)]
-    public int SaveTotalLimit { get; init; } = 2;
+    public int SaveTotalLimit { get; init; } = DefaultSaveTotalLimit;
+    private const int DefaultSaveTotalLimit = 2;
 
     [Option("Resume from the newest checkpoint in --out (or from the checkpoint directory given); training continues bit for bit. Options that change the training must match the checkpoint's.", SafeToChangeOnResume = true)]
     public string? Resume { get; init; }
@@ -116,7 +118,7 @@ public abstract record TrainerOptions
 
     private const double DefaultLoraDropout = 0.05;
 
-    [Option("Modules to adapt: comma-separated checkpoint module names (q_proj,v_proj; GPT-2's c_attn) or all-linear (every linear layer of the blocks).")]
+    [Option("Modules to adapt: comma-separated checkpoint module names (q_proj,v_proj; GPT-2's c_attn) or all-linear (every linear layer of the blocks).", CommaList = true)]
     public string LoraTargetModules { get; init; } = LoraConfig.AllLinear;
 
     [Option("Scale LoRA adapters by alpha/√r (rank-stabilised LoRA) instead of alpha/r.")]
@@ -209,9 +211,11 @@ public abstract record TrainerOptions
         if (string.IsNullOrWhiteSpace(Out)) throw new UserInputException("--out (the run directory) is required.");
         if (Resume != null && Overwrite) throw new UserInputException("--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it.");
         if (MaxSteps < 0) throw new UserInputException("--max-steps must be ≥ 0.");
-        if (MaxSteps == 0 && !(Epochs > 0)) throw new UserInputException("--epochs must be > 0 when --max-steps is 0.");
+        if (!(Epochs > 0)) throw new UserInputException("--epochs must be > 0.");
         if (!(LearningRate >= 0)) throw new UserInputException("--learning-rate must be ≥ 0.");
-        if (LrScheduler is not ("constant" or "linear" or "cosine")) throw new UserInputException($"--lr-scheduler must be constant, linear or cosine, not '{LrScheduler}'.");
+        if (!LrSchedules.Names.Contains(LrScheduler)) throw new UserInputException($"--lr-scheduler must be {string.Join(", ", LrSchedules.Names)}, not '{LrScheduler}'.");
+        if (LrScheduler == "constant" && (WarmupSteps > 0 || WarmupRatio > 0))
+            throw new UserInputException("--lr-scheduler constant has no warmup (transformers' constant schedule ignores --warmup-steps and --warmup-ratio); use constant_with_warmup to warm up.");
         if (WarmupSteps < 0) throw new UserInputException("--warmup-steps must be ≥ 0.");
         if (!(WarmupRatio >= 0 && WarmupRatio <= 1)) throw new UserInputException("--warmup-ratio must be in [0, 1].");
         if (WeightDecay < 0) throw new UserInputException("--weight-decay must be ≥ 0.");
@@ -223,6 +227,8 @@ public abstract record TrainerOptions
         if (GradientAccumulationSteps < 1) throw new UserInputException("--gradient-accumulation-steps must be ≥ 1.");
         if (LoggingSteps < 1) throw new UserInputException("--logging-steps must be ≥ 1.");
         if (SaveSteps < 0 || SaveTotalLimit < 0) throw new UserInputException("--save-steps and --save-total-limit must be ≥ 0.");
+        if (SaveSteps == 0 && SaveTotalLimit != DefaultSaveTotalLimit)
+            throw new UserInputException("--save-total-limit keeps the newest checkpoints, but --save-steps 0 writes none.");
         if (Threads < 0) throw new UserInputException("--threads must be ≥ 0.");
         if (!(AllreduceBucketMb >= 0 && AllreduceBucketMb <= DataParallelReducer.MaxBucketFloats * 4.0 / (1 << 20)))
             throw new UserInputException($"--allreduce-bucket-mb must be in [0, {DataParallelReducer.MaxBucketFloats * 4L >> 20}] (0 = one blocking all-reduce after the backward pass).");
