@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
 using AlignSharp.Text;
-using AlignSharp.Text.Jinja;
 using AlignSharp.Training.Data;
 
 namespace AlignSharp.Cli.Commands;
@@ -68,6 +67,7 @@ public static class GenerateCommand
             int batch = r.GetValue(batchSize);
             if (batch < 1) throw new UserInputException($"--batch-size must be >= 1, not {batch}.");
             var lines = Jsonl.ReadObjects(r.GetValue(input)!);
+            if (lines.Count == 0) throw new UserInputException($"{r.GetValue(input)}: no records to generate from.");
             ChatTemplate? template = null;
             ChatTemplate Template()
             {
@@ -101,9 +101,11 @@ public static class GenerateCommand
             {
                 var messages = l.Value.GetProperty(field);
                 if (messages.ValueKind != JsonValueKind.Array) throw l.Error(field, "must be a string or a list of messages");
-                string text;
-                try { text = Template().Render(JinjaJson.FromJson(messages), addGenerationPrompt: true); }
-                catch (JinjaException e) { throw l.Error(field, e.Message); }
+                // Read as training data reads messages (roles checked, every field kept), and rendered as the RL trainers
+                // render a prompt: a generation prompt, or the final assistant message continued.
+                var source = new RecordSource(l.File, l.Number);
+                var parsed = new FieldReader(l.Value, source).Messages(messages, field);
+                string text = TokenSequences.Rendered(source, field, () => Template().RenderPrompt(parsed));
                 return TokenSequences.EncodeRendered(pre.RequireTokenizer("a message prompt"), text);
             }
 

@@ -23,8 +23,10 @@ public static class LogprobsCommand
             var pre = Pretrained.Load(r.GetValue(model)!).WithAdapter(r.GetValue(adapter));
             var lines = Jsonl.ReadObjects(r.GetValue(input)!);
             int max = pre.Model.Config.MaxPositions; // learned positions end there; RoPE models are not trained beyond it either
+            if (lines.Count == 0) throw new UserInputException($"{r.GetValue(input)}: no records to score.");
             var sequences = lines.Select(l =>
             {
+                if (l.Has("ids") && l.Has("text")) throw l.Error("text", "given beside \"ids\"; give one of them");
                 int[] ids = l.Has("ids") ? l.Ints("ids")
                     : l.Has("text") ? pre.RequireTokenizer("text input").Encode(l.String("text"))
                     : throw new UserInputException($"{l.Where}: needs a field \"ids\" or \"text\"");

@@ -26,6 +26,32 @@ public sealed class InputChecksTests : IDisposable
     }
 
     [Fact]
+    public void GenerateReadsMessagePromptsAsTrainingDoes()
+    {
+        string model = TinyModels.Create(P("base"), "llama");
+        File.WriteAllText(P("chatml.jinja"), "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}");
+        // A prompt that ends with the assistant's words is continued (its echo is the messages as given).
+        TinyModels.WriteJsonl(P("prefill.jsonl"), [new { messages = new object[] { new { role = "user", content = "Hi" }, new { role = "assistant", content = "Sure, " } } }]);
+        var prefill = CliRunner.Run("generate", "--model", model, "--input", P("prefill.jsonl"), "--chat-template", P("chatml.jinja"), "--max-new-tokens", "2", "--temperature", "0");
+        Assert.True(prefill.ExitCode == 0, prefill.StdErr);
+        var ids = System.Text.Json.JsonDocument.Parse(prefill.StdOut.Trim()).RootElement.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        Assert.Equal(2, ids.Length);
+        var tok = AlignSharp.Text.Tokenizers.Load(model);
+        // The same tokens as the continued prompt "…assistant\nSure, " gives, and not the prompt with a new turn.
+        var expected = CliRunner.Run("generate", "--model", model, "--input", TinyModels.WriteJsonl(P("ids.jsonl"),
+            [new { prompt_ids = tok.Encode("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nSure, ") }]), "--max-new-tokens", "2", "--temperature", "0");
+        Assert.Equal(System.Text.Json.JsonDocument.Parse(expected.StdOut.Trim()).RootElement.GetProperty("ids").GetRawText(),
+            System.Text.Json.JsonDocument.Parse(prefill.StdOut.Trim()).RootElement.GetProperty("ids").GetRawText());
+
+        TinyModels.WriteJsonl(P("role.jsonl"), [new { prompt = new object[] { new { role = "hacker", content = "Hi" } } }]);
+        AssertCleanError(CliRunner.Run("generate", "--model", model, "--input", P("role.jsonl"), "--max-new-tokens", "2"), 2, "role.jsonl:1", "prompt[0].role", "unknown role");
+        File.WriteAllText(P("empty.jsonl"), "");
+        AssertCleanError(CliRunner.Run("generate", "--model", model, "--input", P("empty.jsonl"), "--max-new-tokens", "2"), 2, "no records");
+        TinyModels.WriteJsonl(P("both.jsonl"), [new { ids = new[] { 1, 2 }, text = "ab" }]);
+        AssertCleanError(CliRunner.Run("logprobs", "--model", model, "--input", P("both.jsonl")), 2, "both.jsonl:1", "\"text\"");
+    }
+
+    [Fact]
     public void DataFromAPipeIsReadOnceAndWhole()
     {
         string model = TinyModels.Create(P("base"), "llama");

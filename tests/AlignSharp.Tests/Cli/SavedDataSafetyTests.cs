@@ -40,6 +40,10 @@ public sealed class SavedDataSafetyTests : IDisposable
         Assert.Equal(weights, Hash(P("run/final/model.safetensors")));
         Assert.True(File.Exists(P("run/final/tokenizer.json")));
 
+        // An --out that cannot be a directory is named as the flag it is.
+        File.WriteAllText(P("afile"), "x");
+        Refused(CliRunner.Run("sft", "--model", model, "--data", P("sft.jsonl"), "--out", P("afile/run"), "--max-steps", "1"), "--out", "cannot be created");
+
         // Inputs elsewhere: --overwrite replaces the run as before.
         var again = CliRunner.Run("sft", "--model", model, "--data", P("sft.jsonl"), "--out", P("run"), "--max-steps", "2", "--save-steps", "0", "--overwrite");
         Assert.True(again.ExitCode == 0, again.StdErr);

@@ -33,7 +33,11 @@ public sealed class RunDirectory
     public RunDirectory(string path)
     {
         Path = path;
-        Directory.CreateDirectory(path);
+        try { Directory.CreateDirectory(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UserInputException($"--out {path}: the run directory cannot be created: {e.Message}");
+        }
     }
 
     internal static readonly JsonSerializerOptions Json = new()
