@@ -52,6 +52,20 @@ public sealed class InputChecksTests : IDisposable
     }
 
     [Fact]
+    public void AnEosTokenOutsideTheVocabularyIsNamed()
+    {
+        string model = TinyModels.Create(P("base"), "llama");
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(model, "tokenizer_config.json")))!.AsObject();
+        config["eos_token"] = "<nope>";
+        File.WriteAllText(Path.Combine(model, "tokenizer_config.json"), config.ToJsonString());
+        string data = TinyModels.WriteJsonl(P("sft.jsonl"), [new { prompt = "q", completion = " a" }]);
+        var r = CliRunner.Run("sft", "--model", model, "--data", data, "--out", P("run"), "--max-steps", "1");
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("\"eos_token\" is \"<nope>\", which is not a token", r.StdErr);
+        Assert.DoesNotContain("   at ", r.StdErr);
+    }
+
+    [Fact]
     public void DataFromAPipeIsReadOnceAndWhole()
     {
         string model = TinyModels.Create(P("base"), "llama");

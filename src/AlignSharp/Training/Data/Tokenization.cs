@@ -296,8 +296,9 @@ public static class TokenSequences
         catch (Text.Jinja.JinjaException e) { throw new BadRecordException(source, field, e.Message); }
     }
 
-    internal static int RequireEos(ITokenizer tokenizer) => tokenizer.EosId ?? throw new UserInputException(
-        "the tokenizer has no EOS token, so completions cannot be ended with one; set \"eos_token\" in tokenizer_config.json or turn off appending EOS.");
+    internal static int RequireEos(ITokenizer tokenizer) => tokenizer.EosId ?? throw new UserInputException(tokenizer.EosToken is { } named
+        ? $"tokenizer_config.json's \"eos_token\" is \"{named}\", which is not a token of tokenizer.json's vocabulary, so completions cannot be ended with it; name a token the vocabulary holds."
+        : "the tokenizer has no EOS token, so completions cannot be ended with one; set \"eos_token\" in tokenizer_config.json or turn off appending EOS.");
 
     /// <summary>
     /// The completion ended by EOS: appended unless the completion already holds it (a chat template that ends the
