@@ -100,6 +100,11 @@ public sealed class RunSafetyTests : IDisposable
         // --max-steps may grow (and logging, threads, checkpoint schedule may change).
         var summary = SftTrainer.Train(Sft("run", 6) with { Resume = "", LoggingSteps = 2, Threads = 1 }, TextWriter.Null);
         Assert.Equal(6, summary["steps"]);
+
+        // Without the recorded options (both run_config.json files gone) nothing can be checked: refused, not trusted.
+        foreach (var f in Directory.GetFiles(P("run"), "run_config.json", SearchOption.AllDirectories)) File.Delete(f);
+        var blind = Assert.Throws<UserInputException>(() => SftTrainer.Train(Sft("run", 8) with { Resume = "", LearningRate = 5e-3f }, TextWriter.Null));
+        Assert.Contains("run_config.json", blind.Message);
     }
 
     [Fact]

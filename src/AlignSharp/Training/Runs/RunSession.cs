@@ -150,7 +150,9 @@ public sealed class RunSession : IDisposable
             throw new UserInputException($"--max-steps {options.MaxSteps} is below step {step}, which the checkpoint {checkpoint} already reached; pass --max-steps {step} or more.");
         string saved = Path.Combine(checkpoint, RunDirectory.ConfigFileName);
         if (!File.Exists(saved)) saved = Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(checkpoint))!)!, RunDirectory.ConfigFileName);
-        if (!File.Exists(saved)) return;
+        if (!File.Exists(saved))
+            throw new UserInputException($"--resume {checkpoint}: neither the checkpoint nor its run holds {RunDirectory.ConfigFileName}, so the options " +
+                "it was trained with cannot be checked against these; resuming could silently train on with others. Start a new run from its weights instead.");
         JsonObject before;
         try { before = JsonNode.Parse(File.ReadAllText(saved)) as JsonObject ?? throw new JsonException("not an object"); }
         catch (JsonException e) { throw new UserInputException($"{saved}: unreadable run configuration: {e.Message}"); }
