@@ -41,8 +41,7 @@ public static class MergeCommand
                 Console.Error.WriteLine($"merge: note: {adapterDir} names {trainedOn} as its base (base_model_name_or_path), not --model {baseDir}");
             var lora = LoraAdapter.Load(adapterDir, merged);
             lora.MergeInto(merged);
-            ModelIO.Save(merged, outDir, storage);
-            Pretrained.CopyTokenizerFiles(File.Exists(Path.Combine(adapterDir, "tokenizer.json")) ? adapterDir : baseDir, outDir);
+            Pretrained.SaveModel(merged, outDir, storage, File.Exists(Path.Combine(adapterDir, "tokenizer.json")) ? adapterDir : baseDir);
             // A reward model's formatting and normalisation travel with it.
             string info = Path.Combine(adapterDir, AlignSharp.Training.Rewards.RewardModelInfo.FileName);
             if (seqCls && File.Exists(info)) File.Copy(info, Path.Combine(outDir, AlignSharp.Training.Rewards.RewardModelInfo.FileName));

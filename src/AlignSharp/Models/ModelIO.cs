@@ -180,8 +180,8 @@ public static class ModelIO
 
     /// <summary>Writes config.json and model.safetensors (sharded above <paramref name="maxShardBytes"/>) atomically.</summary>
     public static void Save(TransformerModel model, string directory, SafetensorsDtype dtype = SafetensorsDtype.F32,
-        long maxShardBytes = SafetensorsWriter.DefaultMaxShardBytes)
-        => ModelCheckpoint.Save(directory, model.Config, name =>
+        long maxShardBytes = SafetensorsWriter.DefaultMaxShardBytes, ModelConfig? config = null)
+        => ModelCheckpoint.Save(directory, config ?? model.Config, name =>
         {
             var p = model.Parameter(name);
             return p.IsBf16 ? p.ToArray() : new ReadOnlyMemory<float>(p.Array, p.Offset, p.Length);

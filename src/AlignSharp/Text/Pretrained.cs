@@ -53,6 +53,23 @@ public sealed record Pretrained(TransformerModel Model, ITokenizer? Tokenizer, s
     public ITokenizer RequireTokenizer(string why) => Tokenizer
         ?? throw new UserInputException($"{Directory} has no tokenizer.json, which {why} needs.");
 
+    /// <summary>
+    /// Saves a trained model into <paramref name="dir"/> with the tokenizer files of <paramref name="source"/> (its starting
+    /// directory; null: none). A scalar-head model (reward, value) whose config names no pad token is given the tokenizer's
+    /// pad id, else its EOS id, as TRL's reward script sets it: transformers' sequence classifiers find each row's last
+    /// token by the pad id and refuse batches without one.
+    /// </summary>
+    public static void SaveModel(TransformerModel model, string dir, Models.Checkpoints.SafetensorsDtype dtype, string? source)
+    {
+        var config = model.Config;
+        string? tokenizerDir = source == null ? null : File.Exists(Path.Combine(source, "tokenizer.json")) ? source : TokenizerDirectoryOfBase(source);
+        if (config.Head == HeadKind.Scalar && config.PadTokenId == null && tokenizerDir != null
+            && Tokenizers.Load(tokenizerDir) is var tokenizer && (tokenizer.PadId ?? tokenizer.EosId) is int pad)
+            config = config with { PadTokenId = pad };
+        ModelIO.Save(model, dir, dtype, config: config);
+        if (source != null) CopyTokenizerFiles(source, dir);
+    }
+
     /// <summary>Copies the tokenizer files, the chat template and generation_config.json (those present) into another model directory.</summary>
     public static void CopyTokenizerFiles(string fromDirectory, string toDirectory)
     {

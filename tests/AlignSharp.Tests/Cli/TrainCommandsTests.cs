@@ -44,6 +44,25 @@ public sealed class TrainCommandsTests : IDisposable
     }
 
     [Fact]
+    public void ARewardModelIsSavedWithThePadTokenTransformersBatchesBy()
+    {
+        string model = TinyModels.Create(P("base"), "llama");
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(P("base/config.json")))!.AsObject();
+        config.Remove("pad_token_id");   // as a Qwen2.5 checkpoint comes
+        File.WriteAllText(P("base/config.json"), config.ToJsonString());
+        TinyModels.WriteJsonl(P("prefs.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", chosen = $" yes{i}", rejected = $" no{i}" }));
+        var rm = CliRunner.Run("rm", "--model", model, "--data", P("prefs.jsonl"), "--out", P("rm"), "--max-steps", "1", "--save-steps", "0");
+        Assert.True(rm.ExitCode == 0, rm.StdErr);
+        using (var saved = JsonDocument.Parse(File.ReadAllText(P("rm/final/config.json"))))
+            Assert.Equal(AlignSharp.Text.ByteTokenizer.PadTokenId, saved.RootElement.GetProperty("pad_token_id").GetInt32());
+        // A language model is saved as it came.
+        TinyModels.WriteJsonl(P("sft.jsonl"), [new { prompt = "q", completion = " a" }]);
+        Assert.Equal(0, CliRunner.Run("sft", "--model", model, "--data", P("sft.jsonl"), "--out", P("sft"), "--max-steps", "1", "--save-steps", "0").ExitCode);
+        using (var saved = JsonDocument.Parse(File.ReadAllText(P("sft/final/config.json"))))
+            Assert.True(!saved.RootElement.TryGetProperty("pad_token_id", out var pad) || pad.ValueKind == JsonValueKind.Null);
+    }
+
+    [Fact]
     public void SftWithAConfigFileThenRmThenScore()
     {
         string model = TinyModels.Create(P("base"));

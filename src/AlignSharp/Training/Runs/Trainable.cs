@@ -81,8 +81,7 @@ public sealed class TrainableModel(TransformerModel model, string? sourceDirecto
     /// <summary>Writes the model (config.json, safetensors), the source's tokenizer files and the extras into <paramref name="dir"/>.</summary>
     public void Save(string dir, SafetensorsDtype dtype)
     {
-        ModelIO.Save(model, dir, dtype);
-        if (sourceDirectory != null) Pretrained.CopyTokenizerFiles(sourceDirectory, dir);
+        Pretrained.SaveModel(model, dir, dtype, sourceDirectory);
         WriteExtras?.Invoke(dir);
     }
 
@@ -185,9 +184,12 @@ public sealed class TrainableAdapter : ITrainable
     /// <summary>Writes the adapter (or, merging, the merged model), the source's tokenizer files and the extras into <paramref name="dir"/>.</summary>
     public void Save(string dir, SafetensorsDtype dtype)
     {
-        if (_merge) ModelIO.Save(Merged(), dir, dtype);
-        else Adapter.Save(dir, WholeModules, dtype);
-        if (_sourceDirectory != null) Pretrained.CopyTokenizerFiles(_sourceDirectory, dir);
+        if (_merge) Pretrained.SaveModel(Merged(), dir, dtype, _sourceDirectory);
+        else
+        {
+            Adapter.Save(dir, WholeModules, dtype);
+            if (_sourceDirectory != null) Pretrained.CopyTokenizerFiles(_sourceDirectory, dir);
+        }
         WriteExtras?.Invoke(dir);
     }
 
