@@ -35,18 +35,36 @@ internal static class TokenizerJson
     {
         using var doc = Parse(file);
         string? bos = null, eos = null, pad = null;
+        bool? addBos = null;
         if (configFile is not null)
         {
             using var config = Parse(configFile);
             bos = SpecialName(config.RootElement, "bos_token");
             eos = SpecialName(config.RootElement, "eos_token");
             pad = SpecialName(config.RootElement, "pad_token");
+            addBos = SentencePieceAddsBos(config.RootElement);
         }
-        return FromJson(doc.RootElement, file, bos, eos, pad);
+        return FromJson(doc.RootElement, file, bos, eos, pad, addBos);
     }
 
-    /// <summary>Builds a tokenizer from the root of a tokenizer.json; <paramref name="source"/> names the file in errors.</summary>
-    public static HfTokenizer FromJson(JsonElement root, string source, string? bos = null, string? eos = null, string? pad = null)
+    /// <summary>
+    /// Whether a LlamaTokenizer, GemmaTokenizer or CodeLlamaTokenizer (fast or not) puts BOS first: transformers rebuilds
+    /// those classes' post-processor from tokenizer_config.json's add_bos_token (default true) whatever tokenizer.json holds.
+    /// Null for other classes, whose tokenizer.json post-processor stands. (Their add_eos_token is not applied: completions
+    /// end with EOS here anyway, and a prompt never does.)
+    /// </summary>
+    static bool? SentencePieceAddsBos(JsonElement config)
+    {
+        if (!config.TryGetProperty("tokenizer_class", out var c) || c.ValueKind != JsonValueKind.String) return null;
+        string name = c.GetString()!;
+        if (name.EndsWith("Fast", StringComparison.Ordinal)) name = name[..^4];
+        if (name is not ("LlamaTokenizer" or "GemmaTokenizer" or "CodeLlamaTokenizer")) return null;
+        return !(config.TryGetProperty("add_bos_token", out var b) && b.ValueKind == JsonValueKind.False);
+    }
+
+    /// <summary>Builds a tokenizer from the root of a tokenizer.json; <paramref name="source"/> names the file in errors.
+    /// <paramref name="addBos"/>: the post-processor is BOS then the text (true) or the text alone (false), not tokenizer.json's.</summary>
+    public static HfTokenizer FromJson(JsonElement root, string source, string? bos = null, string? eos = null, string? pad = null, bool? addBos = null)
     {
         var r = new Reader(source);
         if (root.ValueKind != JsonValueKind.Object) throw r.Error("the top level is not a JSON object");
@@ -61,7 +79,12 @@ internal static class TokenizerJson
             addedIds.TryGetValue(token, out int id) ? id
             : model.Vocab.TryGetValue(token, out id) ? id
             : throw r.Error($"post_processor names token '{token}', which is not in the vocabulary");
-        var post = r.PostProcessor(root.TryGetProperty("post_processor", out var pp) ? pp : default, TokenId);
+        var post = addBos switch
+        {
+            true => new TemplatePostProcessor([TokenId(bos ?? throw r.Error("tokenizer_config.json asks for a BOS (add_bos_token) but names no bos_token"))], []),
+            false => new TemplatePostProcessor([], []),
+            null => r.PostProcessor(root.TryGetProperty("post_processor", out var pp) ? pp : default, TokenId),
+        };
         var decoder = r.Decoder(root.TryGetProperty("decoder", out var d) ? d : default);
         return new HfTokenizer(model, normalizer, preTokenizer, post, decoder, added, bos, eos, pad);
     }

@@ -69,6 +69,32 @@ public class SentencePieceTokenizerTests
     }
 
     [Fact]
+    public void LlamaAndGemmaClassesPutBosFirstAsTokenizerConfigSays()
+    {
+        // transformers rebuilds a LlamaTokenizer's (and GemmaTokenizer's) post-processor from add_bos_token; other classes
+        // keep tokenizer.json's.
+        var dir = Directory.CreateTempSubdirectory("alignsharp-addbos-");
+        try
+        {
+            File.Copy(Path.Combine(TokenizerFixtures.Small("llama2-small"), "tokenizer.json"), Path.Combine(dir.FullName, "tokenizer.json"));
+            var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(TokenizerFixtures.Small("llama2-small"), "tokenizer_config.json")))!.AsObject();
+            int[] Encoded(string tokenizerClass, bool? addBos)
+            {
+                config["tokenizer_class"] = tokenizerClass;
+                if (addBos is bool b) config["add_bos_token"] = b; else config.Remove("add_bos_token");
+                File.WriteAllText(Path.Combine(dir.FullName, "tokenizer_config.json"), config.ToJsonString());
+                return Tokenizers.Load(dir.FullName).Encode("Hello world", addSpecialTokens: true);
+            }
+            var withBos = Encoded("LlamaTokenizer", true);
+            Assert.Equal(1, withBos[0]);   // <s>
+            Assert.Equal(withBos[1..], Encoded("LlamaTokenizerFast", false));
+            Assert.Equal(withBos, Encoded("GemmaTokenizer", null));          // the class's default: BOS
+            Assert.Equal(withBos, Encoded("PreTrainedTokenizerFast", false)); // tokenizer.json's post-processor stands
+        }
+        finally { dir.Delete(recursive: true); }
+    }
+
+    [Fact]
     public void MissingCharactersFallBackToUtf8ByteTokens()
     {
         var tok = FromJson(Tiny(LlamaNormalizer));
