@@ -36,6 +36,7 @@ internal static class TokenizerJson
         using var doc = Parse(file);
         string? bos = null, eos = null, pad = null;
         bool? addBos = null;
+        List<AddedToken> declared = [];
         if (configFile is not null)
         {
             using var config = Parse(configFile);
@@ -43,8 +44,10 @@ internal static class TokenizerJson
             eos = SpecialName(config.RootElement, "eos_token");
             pad = SpecialName(config.RootElement, "pad_token");
             addBos = SentencePieceAddsBos(config.RootElement);
+            if (config.RootElement.TryGetProperty("added_tokens_decoder", out var decoder))
+                declared = new Reader(configFile).AddedTokensDecoder(decoder);
         }
-        return FromJson(doc.RootElement, file, bos, eos, pad, addBos);
+        return FromJson(doc.RootElement, file, bos, eos, pad, addBos, declared);
     }
 
     /// <summary>
@@ -63,8 +66,11 @@ internal static class TokenizerJson
     }
 
     /// <summary>Builds a tokenizer from the root of a tokenizer.json; <paramref name="source"/> names the file in errors.
-    /// <paramref name="addBos"/>: the post-processor is BOS then the text (true) or the text alone (false), not tokenizer.json's.</summary>
-    public static HfTokenizer FromJson(JsonElement root, string source, string? bos = null, string? eos = null, string? pad = null, bool? addBos = null)
+    /// <paramref name="addBos"/>: the post-processor is BOS then the text (true) or the text alone (false), not tokenizer.json's.
+    /// <paramref name="declared"/>: tokenizer_config.json's added_tokens_decoder; those tokenizer.json lacks (neither the id
+    /// nor the text taken) are added, as transformers registers them when it loads the tokenizer.</summary>
+    public static HfTokenizer FromJson(JsonElement root, string source, string? bos = null, string? eos = null, string? pad = null, bool? addBos = null,
+        IReadOnlyList<AddedToken>? declared = null)
     {
         var r = new Reader(source);
         if (root.ValueKind != JsonValueKind.Object) throw r.Error("the top level is not a JSON object");
@@ -74,6 +80,13 @@ internal static class TokenizerJson
         var preTokenizer = r.PreTokenizer(root.TryGetProperty("pre_tokenizer", out var p) ? p : default, out bool byteLevel);
         var model = r.Model(r.Required(root, "model", "the top level"), byteLevel);
         var added = r.AddedTokens(root.TryGetProperty("added_tokens", out var a) ? a : default);
+        if (declared is { Count: > 0 })
+        {
+            var vocabIds = model.Vocab.Values.ToHashSet();
+            foreach (var t in declared)
+                if (!added.Any(x => x.Id == t.Id || x.Content == t.Content) && !model.Vocab.ContainsKey(t.Content) && !vocabIds.Contains(t.Id))
+                    added.Add(t);
+        }
         var addedIds = added.ToDictionary(t => t.Content, t => t.Id, StringComparer.Ordinal);
         int TokenId(string token) =>
             addedIds.TryGetValue(token, out int id) ? id
@@ -292,6 +305,23 @@ internal static class TokenizerJson
                 string where = $"added_tokens[{i++}]";
                 var idJson = Required(t, "id", where);
                 if (!idJson.TryGetInt32(out int id) || id < 0) throw Error($"{where}: \"id\" is not a non-negative integer");
+                list.Add(new AddedToken(id, String(t, "content", where), Bool(t, "special", false), Bool(t, "single_word", false),
+                    Bool(t, "lstrip", false), Bool(t, "rstrip", false), Bool(t, "normalized", !Bool(t, "special", false))));
+            }
+            return list;
+        }
+
+        /// <summary>tokenizer_config.json's added_tokens_decoder: {"id": {"content", "special", "lstrip", …}}.</summary>
+        public List<AddedToken> AddedTokensDecoder(JsonElement json)
+        {
+            var list = new List<AddedToken>();
+            if (json.ValueKind != JsonValueKind.Object) return list;
+            foreach (var p in json.EnumerateObject())
+            {
+                string where = $"added_tokens_decoder[\"{p.Name}\"]";
+                if (!int.TryParse(p.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id))
+                    throw Error($"{where}: the key is not a token id");
+                var t = p.Value;
                 list.Add(new AddedToken(id, String(t, "content", where), Bool(t, "special", false), Bool(t, "single_word", false),
                     Bool(t, "lstrip", false), Bool(t, "rstrip", false), Bool(t, "normalized", !Bool(t, "special", false))));
             }

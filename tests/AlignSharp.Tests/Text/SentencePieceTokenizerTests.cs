@@ -69,6 +69,30 @@ public class SentencePieceTokenizerTests
     }
 
     [Fact]
+    public void TokensDeclaredOnlyInTokenizerConfigAreRegistered()
+    {
+        // transformers adds added_tokens_decoder entries that tokenizer.json lacks (a stale or hand-edited tokenizer.json).
+        var dir = Directory.CreateTempSubdirectory("alignsharp-declared-");
+        try
+        {
+            File.Copy(Path.Combine(TokenizerFixtures.Small("gpt2-small"), "tokenizer.json"), Path.Combine(dir.FullName, "tokenizer.json"));
+            var plain = Tokenizers.Load(dir.FullName);
+            int next = plain.VocabSize;
+            File.WriteAllText(Path.Combine(dir.FullName, "tokenizer_config.json"),
+                $"{{\"tokenizer_class\": \"GPT2Tokenizer\", \"eos_token\": \"<|im_end|>\", \"added_tokens_decoder\": {{" +
+                $"\"{next}\": {{\"content\": \"<|im_start|>\", \"special\": true}}, \"{next + 1}\": {{\"content\": \"<|im_end|>\", \"special\": true}}}}}}");
+            var tok = Tokenizers.Load(dir.FullName);
+            var ids = tok.Encode("<|im_start|>hi<|im_end|>", addSpecialTokens: false);
+            Assert.Equal(next, ids[0]);
+            Assert.Equal(next + 1, ids[^1]);
+            Assert.Equal(plain.Encode("hi", addSpecialTokens: false), ids[1..^1]);
+            Assert.Equal(next + 1, tok.EosId);
+            Assert.True(plain.Encode("<|im_start|>", addSpecialTokens: false).Length > 1);   // without the config: ordinary text
+        }
+        finally { dir.Delete(recursive: true); }
+    }
+
+    [Fact]
     public void LlamaAndGemmaClassesPutBosFirstAsTokenizerConfigSays()
     {
         // transformers rebuilds a LlamaTokenizer's (and GemmaTokenizer's) post-processor from add_bos_token; other classes
