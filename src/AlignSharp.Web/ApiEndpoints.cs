@@ -166,6 +166,9 @@ internal static class ApiEndpoints
     {
         if (body.ValueKind != JsonValueKind.Object)
             throw new InvalidSubmissionException("the body must be a JSON object: {\"task_id\", \"ranking\", \"flags\", \"skip\", \"edit\"}.");
+        // A misspelt optional key ("flgas") would otherwise be dropped without a word.
+        if (body.EnumerateObject().Select(p => p.Name).FirstOrDefault(n => n is not ("task_id" or "ranking" or "flags" or "skip" or "edit")) is { } unknown)
+            throw new InvalidSubmissionException($"unknown field \"{unknown}\"; a submission has \"task_id\", \"ranking\", \"flags\", \"skip\" and \"edit\".");
         if (!body.TryGetProperty("task_id", out var idElement) || idElement.ValueKind != JsonValueKind.Number || !idElement.TryGetInt64(out long taskId))
             throw new InvalidSubmissionException("\"task_id\" is missing or not an integer.");
         bool skip = ReadBool(body, "skip");
@@ -179,7 +182,7 @@ internal static class ApiEndpoints
                 throw new InvalidSubmissionException("\"flags\" must be a list of {\"completion_id\", \"flag\"} objects.");
             foreach (var item in f.EnumerateArray())
             {
-                if (item.ValueKind != JsonValueKind.Object
+                if (item.ValueKind != JsonValueKind.Object || item.EnumerateObject().Any(p => p.Name is not ("completion_id" or "flag"))
                     || !item.TryGetProperty("completion_id", out var cid) || cid.ValueKind != JsonValueKind.Number || !cid.TryGetInt32(out int completionId)
                     || !item.TryGetProperty("flag", out var kind) || kind.ValueKind != JsonValueKind.String)
                     throw new InvalidSubmissionException($"each flag must be {{\"completion_id\": integer, \"flag\": \"{string.Join("\" | \"", FlagKinds.All)}\"}}, got {item.GetRawText()}.");

@@ -20,9 +20,9 @@ public static class ReportCommand
             if (dirs.FirstOrDefault(d => d.StartsWith('-') && !Directory.Exists(d)) is { } flag)
                 throw new UserInputException($"report: unknown option {flag}; its one option is --output FILE.html (the page to write).");
             string path = r.GetValue(output) ?? (dirs.Length == 1 ? Path.Combine(dirs[0], "report.html") : "report.html");
-            // A page replaces an earlier page, never a run's own files (metrics.jsonl, run_config.json, ...).
-            if (!path.EndsWith(".html", StringComparison.OrdinalIgnoreCase) && !path.EndsWith(".htm", StringComparison.OrdinalIgnoreCase))
-                OutputPaths.RefuseInput("--output", path, [.. dirs.Select(d => ("RUN_DIR", (string?)d))]);
+            // A page replaces an earlier page, never anything else: a run's metrics.jsonl, a model's config.json, data.
+            if (File.Exists(path) && !path.EndsWith(".html", StringComparison.OrdinalIgnoreCase) && !path.EndsWith(".htm", StringComparison.OrdinalIgnoreCase))
+                throw new UserInputException($"--output {path} exists and is not an HTML page; the report replaces only an earlier page (*.html). Choose another file.");
             AtomicFile.WriteText(path, RunReport.Render(dirs));
             Console.WriteLine(path);
             return 0;

@@ -85,8 +85,12 @@ public sealed class PolicyEvaluator
         var winRate = EvalStatistics.WinRate(gold.Select((g, i) => EvalStatistics.Outcome(g, sftGold[i], 1e-9)).ToArray());
         var responses = texts.Select((t, i) => new EvaluatedResponse(_prompts[i], t, gold[i], proxy[i], kl[i], parsed[i].Grammatical)).ToArray();
         return new PolicyMetrics(gold.Average(), EvalStatistics.MeanHalfWidth95(gold), winRate.Value, proxy.Average(), kl.Average(),
-            parsed.Count(p => p.Grammatical) / (double)parsed.Length, EvalStatistics.Distinct2(texts), responses);
+            parsed.Count(p => p.Grammatical) / (double)parsed.Length, Distinct2OrZero(texts), responses);
     }
+
+    /// <summary>Distinct-2, 0 where no completion has two words (a policy collapsed onto one-word answers has no variety to
+    /// show; the demo's tables and results.json hold numbers).</summary>
+    static double Distinct2OrZero(IReadOnlyList<string> texts) => EvalStatistics.Distinct2(texts) is var d && double.IsNaN(d) ? 0 : d;
 
     /// <summary>Normalised reward-model scores, (raw − mean)/std with the statistics stored at training time.</summary>
     public double[] ProxyScores(IReadOnlyList<WorldPrompt> prompts, IReadOnlyList<string> texts)

@@ -161,12 +161,8 @@ public static class RunReport
     {
         var metrics = new Dictionary<string, Dictionary<string, List<(double, double)>>>();
         var samples = new List<Dictionary<string, object?>>();
-        if (!File.Exists(path)) return (metrics, samples);
-        foreach (var line in File.ReadLines(path))
+        foreach (var doc in Lines(path))
         {
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            JsonDocument doc;
-            try { doc = JsonDocument.Parse(line); } catch (JsonException) { continue; }
             using (doc)
             {
                 var o = doc.RootElement;
@@ -200,19 +196,31 @@ public static class RunReport
     private static List<Dictionary<string, object?>> ReadJsonl(string path)
     {
         var list = new List<Dictionary<string, object?>>();
-        if (!File.Exists(path)) return list;
-        foreach (var line in File.ReadLines(path))
-        {
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            try
-            {
-                using var doc = JsonDocument.Parse(line);
+        foreach (var doc in Lines(path))
+            using (doc)
                 if (doc.RootElement.ValueKind == JsonValueKind.Object)
                     list.Add(doc.RootElement.EnumerateObject().ToDictionary(p => p.Name, p => Value(p.Value)));
-            }
-            catch (JsonException) { }
-        }
         return list;
+    }
+
+    /// <summary>
+    /// The JSON lines of a run's file (none when it is missing). A cut-off last line, as a run killed in mid-write leaves
+    /// it, is passed over; a line that is not JSON before it is damage, reported with file and line, not skipped.
+    /// </summary>
+    private static IEnumerable<JsonDocument> Lines(string path)
+    {
+        if (!File.Exists(path)) yield break;
+        var lines = File.ReadAllLines(path);
+        int last = Array.FindLastIndex(lines, l => !string.IsNullOrWhiteSpace(l));
+        for (int i = 0; i <= last; i++)
+        {
+            if (string.IsNullOrWhiteSpace(lines[i])) continue;
+            JsonDocument doc;
+            try { doc = JsonDocument.Parse(lines[i]); }
+            catch (JsonException) when (i == last) { yield break; }
+            catch (JsonException e) { throw new UserInputException($"{path}:{i + 1}: not a JSON line ({e.Message}); only a cut-off last line is passed over."); }
+            yield return doc;
+        }
     }
 
     public static Dictionary<string, object?>? ReadObject(string path)

@@ -88,10 +88,17 @@ public sealed class SavedDataSafetyTests : IDisposable
         TinyModels.WriteJsonl(P("sft.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", completion = $" a{i}" }));
         Assert.Equal(0, CliRunner.Run("sft", "--model", model, "--data", P("sft.jsonl"), "--out", P("run"), "--max-steps", "1", "--save-steps", "0").ExitCode);
         string metrics = File.ReadAllText(P("run/metrics.jsonl"));
-        Refused(CliRunner.Run("report", P("run"), "--output", P("run/metrics.jsonl")), "would replace a file in RUN_DIR");
+        Refused(CliRunner.Run("report", P("run"), "--output", P("run/metrics.jsonl")), "is not an HTML page");
+        Refused(CliRunner.Run("report", P("run"), "--output", P("base/config.json")), "is not an HTML page");   // any file, not only the run's
         Assert.Equal(metrics, File.ReadAllText(P("run/metrics.jsonl")));
         Assert.Equal(0, CliRunner.Run("report", P("run")).ExitCode);
         Assert.Equal(0, CliRunner.Run("report", P("run")).ExitCode);   // report.html replaced by a new page
+
+        // A cut-off last line (a run killed mid-write) is passed over; damage before it is named, not skipped.
+        File.AppendAllText(P("run/metrics.jsonl"), "{\"step\": 9, \"lo");
+        Assert.Equal(0, CliRunner.Run("report", P("run")).ExitCode);
+        File.WriteAllText(P("run/metrics.jsonl"), "garbage{\n" + metrics);
+        Refused(CliRunner.Run("report", P("run")), "metrics.jsonl:1", "not a JSON line");
     }
 
     [Fact]

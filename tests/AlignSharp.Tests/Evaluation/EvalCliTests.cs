@@ -231,7 +231,11 @@ public sealed class EvalCliTests : IDisposable
         Assert.NotEqual(0, wrong.ExitCode);
         Assert.Contains("--judge-url", wrong.StdErr);
         Assert.Contains("1 preferences for 2 pairs", wrong.StdErr);
-        foreach (var res in new[] { both, missing, wrong }) Assert.DoesNotContain("   at ", res.StdErr);
+        using var ambiguous = new TestHttpServer((_, _) => (200, "{\"preferences\": [0, 1], \"rewards\": [1, 2, 3, 4]}", 0));
+        var two = CliRunner.Run("eval", "--policy", policy, "--baseline", _kit.Policy(2, "b"), "--prompts", prompts, "--judge-url", ambiguous.Url, "--max-new-tokens", "8", "--out", _kit.Path("x"));
+        Assert.NotEqual(0, two.ExitCode);
+        Assert.Contains("both \"rewards\" and \"preferences\"", two.StdErr);
+        foreach (var res in new[] { both, missing, wrong, two }) Assert.DoesNotContain("   at ", res.StdErr);
         Assert.False(File.Exists(_kit.Path("x/eval.json")));
     }
 

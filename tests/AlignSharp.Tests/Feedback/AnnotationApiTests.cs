@@ -76,6 +76,8 @@ public class AnnotationApiTests
             $"{{\"task_id\": {id}, \"ranking\": [0, 1, 2, 3], \"flags\": [{{\"completion_id\": 0, \"flag\": \"\\ud800\"}}]}}",
             $"{{\"task_id\": {id}, \"ranking\": [0, 1, 2, 3], \"skip\": \"yes\"}}",
             $"{{\"task_id\": {id}, \"ranking\": [0, 1, 2, 3], \"skip\": true}}",
+            $"{{\"task_id\": {id}, \"ranking\": [0, 1, 2, 3], \"flgas\": []}}",
+            $"{{\"task_id\": {id}, \"ranking\": [0, 1, 2, 3], \"flags\": [{{\"completion_id\": 0, \"flag\": \"unsafe\", \"x\": 1}}]}}",
             "[1, 2, 3]",
             "{\"task_id\": ",
             "",

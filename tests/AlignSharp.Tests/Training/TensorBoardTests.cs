@@ -97,5 +97,12 @@ public sealed class TensorBoardTests : IDisposable
         var plain = CliRunner.Run("sft", "--model", model, "--data", P("sft.jsonl"), "--out", P("run3"), "--max-steps", "1");
         Assert.True(plain.ExitCode == 0, plain.StdErr);
         Assert.False(Directory.Exists(P("run3/runs")));
+
+        // --overwrite deletes the old run's event files with its metrics: TensorBoard shows only the new run.
+        var again = CliRunner.Run("sft", "--model", model, "--data", P("sft.jsonl"), "--out", P("run"), "--max-steps", "1", "--save-steps", "0",
+            "--report-to", "tensorboard", "--overwrite");
+        Assert.True(again.ExitCode == 0, again.StdErr);
+        var fresh = ReadEvents(Assert.Single(Directory.GetFiles(P("run/runs"), "events.out.tfevents.*")));
+        Assert.Equal([1L], fresh.Skip(1).Select(e => e.GetProperty("step").GetInt64()).Distinct());
     }
 }

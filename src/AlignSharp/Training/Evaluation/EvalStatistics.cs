@@ -55,7 +55,8 @@ public static class EvalStatistics
         return new Estimate(p, Math.Max(0, center - half), Math.Min(1, center + half));
     }
 
-    /// <summary>Distinct word bigrams over all bigrams of all texts (Li et al. 2016's distinct-2; words split at white space); 0 when there are none.</summary>
+    /// <summary>Distinct word bigrams over all bigrams of all texts (Li et al. 2016's distinct-2; words split at white space);
+    /// NaN when there are none (0/0: no text has two words), which eval.json writes as null.</summary>
     public static double Distinct2(IEnumerable<string> texts)
     {
         var seen = new HashSet<(string, string)>();
@@ -65,6 +66,6 @@ public static class EvalStatistics
             var w = t.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
             for (int i = 0; i + 1 < w.Length; i++) { seen.Add((w[i], w[i + 1])); total++; }
         }
-        return total == 0 ? 0 : seen.Count / (double)total;
+        return total == 0 ? double.NaN : seen.Count / (double)total;
     }
 }

@@ -84,12 +84,14 @@ public sealed class HttpJudge(string url, HttpRewardOptions? options = null) : I
         using (var answer = _endpoint.Post(body))
         {
             var root = answer.RootElement;
+            if (root.TryGetProperty("preferences", out _) && root.TryGetProperty("rewards", out _))
+                throw _endpoint.Bad("the answer has both \"rewards\" and \"preferences\"; give one, so that it is clear which judges.");
             if (root.TryGetProperty("preferences", out _))
             {
                 var preferences = _endpoint.Numbers(root, "preferences", n, "pairs");
                 for (int i = 0; i < n; i++)
                     if (!(preferences[i] >= 0 && preferences[i] <= 1))
-                        throw _endpoint.Bad($"preferences[{i}] is {preferences[i]}; each must be 0 (the first completion of the pair is better), 1 (the second) or 0.5 (a tie).");
+                        throw _endpoint.Bad($"preferences[{i}] is {preferences[i]}; each must lie in [0, 1]: 0 (the first completion of the pair is better), 1 (the second), 0.5 (a tie), or a share between.");
                 return new JudgeVerdict(null, null, preferences);
             }
             if (!root.TryGetProperty("rewards", out _))

@@ -77,8 +77,9 @@ public sealed class RunDirectory
                || (Directory.Exists(At("checkpoints")) && Directory.EnumerateFileSystemEntries(At("checkpoints")).Any());
     }
 
-    /// <summary>What <see cref="Clear"/> deletes: the entries above and PPO's value_model/.</summary>
-    private static readonly string[] RunEntries = ["run_config.json", "metrics.jsonl", "summary.json", "final", "value_model", "checkpoints"];
+    /// <summary>What <see cref="Clear"/> deletes: the entries above, PPO's value_model/ and the TensorBoard event files of
+    /// --report-to tensorboard (runs/), which would otherwise show the deleted run beside the new one.</summary>
+    private static readonly string[] RunEntries = ["run_config.json", "metrics.jsonl", "summary.json", "final", "value_model", "checkpoints", "runs"];
 
     /// <summary>The entry <see cref="Clear"/> would delete that is or holds <paramref name="path"/>, or null.</summary>
     public string? ClearedEntryHolding(string path)
