@@ -394,6 +394,14 @@ public sealed partial class AnnotationStore : IDisposable
             }
             if (status != AssignmentStatus.Assigned && !s.Edit)
                 throw new InvalidSubmissionException($"task {s.TaskId} was already {status}; send \"edit\": true to change your answer.");
+            // A skip freed the place for another annotator; ranking it after all must not push the prompt past the overlap.
+            if (status == AssignmentStatus.Skipped && !s.Skip)
+            {
+                int overlap = int.Parse(GetMeta(c, "overlap", tx)!, CultureInfo.InvariantCulture);
+                long held = (long)Scalar(c, "SELECT COUNT(*) FROM assignments WHERE prompt_id = $p AND status IN ('assigned', 'submitted')", tx, ("$p", s.TaskId))!;
+                if (held >= overlap)
+                    throw new InvalidSubmissionException($"task {s.TaskId} was skipped and has since gone to others: it already has the {overlap} ranking(s) it needs.");
+            }
             int k = (int)(long)Scalar(c, "SELECT COUNT(*) FROM completions WHERE prompt_id = $p", tx, ("$p", s.TaskId))!;
 
             string? rankingJson = null;

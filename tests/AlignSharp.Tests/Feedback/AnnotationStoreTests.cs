@@ -119,6 +119,24 @@ public class AnnotationStoreTests
         Assert.Equal(task.TaskId, store.NextTask(b.Id)!.TaskId);
         Assert.Empty(store.SubmittedRankings());
         Assert.Equal(new AnnotatorProgress(1, 1, 0, 1, 0), store.ProgressOf(a.Id));
+
+        // Once b has ranked it, a cannot turn the skip into a ranking after all: the prompt has its one ranking.
+        store.Submit(b.Id, new RankingSubmission(task.TaskId, [[0], [1], [2]], []));
+        var e = Assert.Throws<InvalidSubmissionException>(() => store.Submit(a.Id, new RankingSubmission(task.TaskId, [[2], [1], [0]], [], Edit: true)));
+        Assert.Contains("has since gone to others", e.Message);
+        Assert.Single(store.SubmittedRankings());
+    }
+
+    [Fact]
+    public void ASkipCanBeRankedAfterAllWhileThePromptHasRoom()
+    {
+        using var dir = new TempDir();
+        using var store = Projects.Create(dir, prompts: 1, k: 3, overlap: 1);
+        var (a, _) = store.AddAnnotator("a");
+        var task = store.NextTask(a.Id)!;
+        store.Submit(a.Id, new RankingSubmission(task.TaskId, null, [], Skip: true));
+        Assert.Equal(AssignmentStatus.Submitted, store.Submit(a.Id, new RankingSubmission(task.TaskId, [[2], [1], [0]], [], Edit: true)).Status);
+        Assert.Single(store.SubmittedRankings());
     }
 
     [Fact]
