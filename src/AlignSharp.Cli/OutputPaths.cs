@@ -27,5 +27,6 @@ internal static class OutputPaths
         }
     }
 
-    private static string Full(string path) => Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
+    /// <summary>A path as compared here: absolute, without a trailing separator.</summary>
+    public static string Full(string path) => Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
 }

@@ -37,7 +37,7 @@ public static class MergeCommand
             // that is itself an adapter directory (a LoRA run's final/) is that run's model, its adapter merged.
             bool seqCls = LoraConfig.Load(adapterDir).TaskType == LoraConfig.SequenceClassification;
             var merged = ModelIO.LoadMerged(baseDir, seqCls ? HeadKind.Scalar : null);
-            if (TrainedOn(adapterDir) is { } trainedOn && Full(trainedOn) != Full(baseDir))
+            if (TrainedOn(adapterDir) is { } trainedOn && OutputPaths.Full(trainedOn) != OutputPaths.Full(baseDir))
                 Console.Error.WriteLine($"merge: note: {adapterDir} names {trainedOn} as its base (base_model_name_or_path), not --model {baseDir}");
             var lora = LoraAdapter.Load(adapterDir, merged);
             lora.MergeInto(merged);
@@ -57,6 +57,4 @@ public static class MergeCommand
         try { return ModelIO.AdapterBase(adapterDir); }
         catch (UserInputException) { return null; }
     }
-
-    private static string Full(string path) => Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
 }
