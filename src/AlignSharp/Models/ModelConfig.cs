@@ -549,6 +549,10 @@ public sealed record ModelConfig
         foreach (var rejected in table.Rejected)
             if (f.Get(rejected.Key) is { } value && rejected.Unsupported(value))
                 throw f.Error(rejected.Key, rejected.Problem);
+        // Packed weights (AWQ, GPTQ, bitsandbytes, FP8) are named up front rather than met as tensors of the wrong shape.
+        if (obj["quantization_config"] is JsonObject quantization)
+            throw f.Error("quantization_config", $"a quantized checkpoint ({quantization["quant_method"]?.ToString() ?? "method not named"}) is not supported; " +
+                "load the unquantized weights (--frozen-dtype bf16 halves the frozen weights' memory)");
 
         var k = table.KeysSpelledIn(obj);
         int d = f.RequiredInt(k.HiddenSize);

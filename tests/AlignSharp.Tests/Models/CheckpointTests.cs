@@ -698,6 +698,14 @@ public sealed class CheckpointTests : IDisposable
     }
 
     [Fact]
+    public void AQuantizedCheckpointIsNamedAsSuch()
+    {
+        string message = ErrorOf(() => ModelConfig.Parse(LlamaJson(",\"quantization_config\":{\"quant_method\":\"awq\",\"bits\":4}")));
+        Assert.Contains("'quantization_config'", message);
+        Assert.Contains("a quantized checkpoint (awq) is not supported", message);
+    }
+
+    [Fact]
     public void SlidingWindowIsReadOnlyWhereTheFamilyHasOne()
     {
         string mistral = LlamaJson(",\"sliding_window\":5").Replace("\"llama\"", "\"mistral\"");
