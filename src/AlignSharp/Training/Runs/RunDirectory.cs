@@ -22,13 +22,14 @@ namespace AlignSharp.Training.Runs;
 public sealed class RunDirectory
 {
     public string Path { get; }
-    public string CheckpointsPath => System.IO.Path.Combine(Path, "checkpoints");
-    public string FinalPath => System.IO.Path.Combine(Path, "final");
-    public string MetricsPath => System.IO.Path.Combine(Path, "metrics.jsonl");
+    public string CheckpointsPath => System.IO.Path.Combine(Path, CheckpointsName);
+    public string FinalPath => System.IO.Path.Combine(Path, FinalName);
+    public string MetricsPath => System.IO.Path.Combine(Path, MetricsName);
     public string ConfigPath => System.IO.Path.Combine(Path, ConfigFileName);
-    public string SummaryPath => System.IO.Path.Combine(Path, "summary.json");
+    public string SummaryPath => System.IO.Path.Combine(Path, SummaryName);
 
     public const string ConfigFileName = "run_config.json";
+    private const string CheckpointsName = "checkpoints", FinalName = "final", MetricsName = "metrics.jsonl", SummaryName = "summary.json";
 
     public RunDirectory(string path)
     {
@@ -73,13 +74,13 @@ public sealed class RunDirectory
     public static bool HoldsRun(string path)
     {
         string At(string name) => System.IO.Path.Combine(path, name);
-        return File.Exists(At(ConfigFileName)) || File.Exists(At("metrics.jsonl")) || File.Exists(At("summary.json")) || Directory.Exists(At("final"))
-               || (Directory.Exists(At("checkpoints")) && Directory.EnumerateFileSystemEntries(At("checkpoints")).Any());
+        return File.Exists(At(ConfigFileName)) || File.Exists(At(MetricsName)) || File.Exists(At(SummaryName)) || Directory.Exists(At(FinalName))
+               || (Directory.Exists(At(CheckpointsName)) && Directory.EnumerateFileSystemEntries(At(CheckpointsName)).Any());
     }
 
     /// <summary>What <see cref="Clear"/> deletes: the entries above, PPO's value_model/ and the TensorBoard event files of
     /// --report-to tensorboard (runs/), which would otherwise show the deleted run beside the new one.</summary>
-    private static readonly string[] RunEntries = ["run_config.json", "metrics.jsonl", "summary.json", "final", "value_model", "checkpoints", "runs"];
+    private static readonly string[] RunEntries = [ConfigFileName, MetricsName, SummaryName, FinalName, "value_model", CheckpointsName, "runs"];
 
     /// <summary>The entry <see cref="Clear"/> would delete that is or holds <paramref name="path"/>, or null.</summary>
     public string? ClearedEntryHolding(string path)
