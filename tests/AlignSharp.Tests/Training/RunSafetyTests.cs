@@ -108,6 +108,22 @@ public sealed class RunSafetyTests : IDisposable
     }
 
     [Fact]
+    public void ResumingOverADataFileEditedSinceTheCheckpointSaysSo()
+    {
+        SftTrainer.Train(Sft("run"), TextWriter.Null);
+        var quiet = new StringWriter();
+        SftTrainer.Train(Sft("run", 5) with { Resume = "" }, quiet);
+        Assert.DoesNotContain("changed since the checkpoint", quiet.ToString());
+
+        // The same path, other content: the seeded order now runs over other examples.
+        File.AppendAllText(P("sft.jsonl"), "{\"prompt\": \"elk?\", \"completion\": \" elk!\"}\n");
+        var log = new StringWriter();
+        SftTrainer.Train(Sft("run", 6) with { Resume = "" }, log);
+        Assert.Contains($"--data {P("sft.jsonl")} changed since the checkpoint was written", log.ToString());
+        Assert.Contains("skipped or repeated", log.ToString());
+    }
+
+    [Fact]
     public void AKillDuringACheckpointSwapLosesNothingAndStaleTemporariesAreCleaned()
     {
         SftTrainer.Train(Sft("full"), TextWriter.Null);

@@ -225,8 +225,11 @@ public sealed class RunDirectory
     }
 }
 
-/// <summary>Where training stood at a checkpoint. Everything else (data order, dropout) derives from (seed, step).</summary>
-public sealed record TrainerState(int Step, double Epoch, JsonObject? Extra = null)
+/// <summary>
+/// Where training stood at a checkpoint. Everything else (data order, dropout) derives from (seed, step) and the data,
+/// so <paramref name="Inputs"/> records each input file as it was read (<see cref="RunSession"/> compares on --resume).
+/// </summary>
+public sealed record TrainerState(int Step, double Epoch, JsonObject? Extra = null, JsonObject? Inputs = null)
 {
     public const string FileName = "trainer_state.json";
 

@@ -41,6 +41,7 @@ public sealed class RunSession : IDisposable
     private readonly List<PosixSignalRegistration> _signals = [];
     private volatile int _signal;
     private int _lastCheckpointStep = -1;
+    private readonly JsonObject? _inputs;
 
     public RunDirectory Directory { get; }
     public string Trainer { get; }
@@ -80,11 +81,13 @@ public sealed class RunSession : IDisposable
                 Directory.Clear();
                 Progress.Message($"{trainer}: --overwrite: removed the previous run in {Directory.Path}");
             }
+            _inputs = InputFiles(options);
             ResumedFrom = Directory.ResolveResume(options.Resume);
             if (ResumedFrom != null)
             {
                 ResumedState = TrainerState.Load(ResumedFrom);
                 CheckResumable(options, trainer, ResumedFrom, ResumedState.Step);
+                foreach (var line in ChangedInputs(ResumedState.Inputs, _inputs)) Progress.Message($"{trainer}: note: {line}");
                 _lastCheckpointStep = ResumedState.Step;
             }
             Directory.WriteConfig(options, trainer);
@@ -105,16 +108,58 @@ public sealed class RunSession : IDisposable
     /// </summary>
     private void RefuseToDeleteInputs(TrainerOptions options)
     {
+        foreach (var (flag, path) in InputPaths(options))
+            if (Directory.ClearedEntryHolding(path) is { } entry)
+                throw new UserInputException($"{flag} {path} lies in {entry}, which --overwrite would delete before this run reads it; " +
+                    "copy it out of --out first, or choose another --out.");
+    }
+
+    /// <summary>The options naming a file or directory that exists (not a URL or a name), with their flags: what the run reads.</summary>
+    private static IEnumerable<(string Flag, string Path)> InputPaths(TrainerOptions options)
+    {
         foreach (var p in options.GetType().GetProperties())
         {
             if (p.PropertyType != typeof(string) || p.Name is nameof(TrainerOptions.Out) or nameof(TrainerOptions.Resume)) continue;
             if (p.GetValue(options) is not string value || value.Length == 0) continue;
-            if (!File.Exists(value) && !System.IO.Directory.Exists(value)) continue;   // not a path (a URL, a name)
-            if (Directory.ClearedEntryHolding(value) is { } entry)
-                throw new UserInputException($"{OptionAttribute.FlagName(p.Name)} {value} lies in {entry}, which --overwrite would delete before this run reads it; " +
-                    "copy it out of --out first, or choose another --out.");
+            if (File.Exists(value) || System.IO.Directory.Exists(value)) yield return (OptionAttribute.FlagName(p.Name), value);
         }
     }
+
+    /// <summary>
+    /// Size and modification time of each input file (data, prompts, templates; not model directories), recorded in
+    /// every checkpoint: the order a resumed run continues in derives from the seed, the step and the data, so a data
+    /// file edited since the checkpoint silently shifts which examples come next. Pipes and devices are passed over.
+    /// </summary>
+    private static JsonObject InputFiles(TrainerOptions options)
+    {
+        var files = new JsonObject();
+        foreach (var (flag, path) in InputPaths(options))
+        {
+            var info = new FileInfo(path);
+            if (!info.Exists || info.FullName.StartsWith("/dev/", StringComparison.Ordinal) || info.FullName.StartsWith("/proc/", StringComparison.Ordinal)) continue;
+            files[flag] = new JsonObject
+            {
+                ["path"] = info.FullName,
+                ["bytes"] = info.Length,
+                ["modified"] = info.LastWriteTimeUtc.ToString("O", CultureInfo.InvariantCulture),
+            };
+        }
+        return files;
+    }
+
+    /// <summary>Notes for each input file whose size or modification time differs from the checkpoint's record of it.</summary>
+    private static IEnumerable<string> ChangedInputs(JsonObject? before, JsonObject? now)
+    {
+        if (before == null || now == null) yield break;   // a checkpoint from before inputs were recorded
+        foreach (var (flag, then) in before)
+        {
+            if (now[flag] is not JsonObject current || then is not JsonObject old || JsonNode.DeepEquals(old, current)) continue;
+            yield return $"{flag} {current["path"]} changed since the checkpoint was written ({Describe(old)} then, {Describe(current)} now): " +
+                "the resumed run continues the seeded order over the file as it is now, so examples may be skipped or repeated.";
+        }
+    }
+
+    private static string Describe(JsonObject file) => $"{file["bytes"]} bytes, modified {file["modified"]}";
 
     /// <summary>Opens the run directory for <paramref name="trainer"/>; progress and messages go to <paramref name="log"/> (default stderr).</summary>
     public static RunSession Open(TrainerOptions options, string trainer, TextWriter? log = null) => new(options, trainer, log, World.Current);
@@ -277,7 +322,7 @@ public sealed class RunSession : IDisposable
     private void WriteCheckpoint(int step, double epoch, ITrainable trainable, IOptimizer optimizer, JsonObject? extra)
     {
         if (step == _lastCheckpointStep && File.Exists(Path.Combine(Directory.CheckpointPath(step), TrainerState.FileName))) return;
-        Directory.SaveCheckpoint(step, new TrainerState(step, epoch, extra), dir =>
+        Directory.SaveCheckpoint(step, new TrainerState(step, epoch, extra, _inputs), dir =>
         {
             trainable.SaveCheckpoint(dir);
             using (var f = File.Create(Path.Combine(dir, "optimizer.bin"))) optimizer.SaveState(f);

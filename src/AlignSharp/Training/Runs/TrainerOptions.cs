@@ -22,7 +22,7 @@ public abstract record TrainerOptions
     [Option("Run directory: resolved config, metrics.jsonl, checkpoints, summary.json, and the final model in DIR/final.", Required = true, SafeToChangeOnResume = true)]
     public string? Out { get; init; }
 
-    [Option("Stop after this many steps: optimizer steps, or for ppo/grpo/rloo rollout steps (0 = run --epochs over the data). May grow when resuming.", SafeToChangeOnResume = true)]
+    [Option("Stop after this many steps: optimizer steps, or for ppo/grpo/rloo rollout steps (0, or -1 as in TRL, = run --epochs over the data). May grow when resuming.", SafeToChangeOnResume = true)]
     public int MaxSteps { get; init; }
 
     [Option("Passes over the training data when --max-steps is 0.")]
@@ -210,7 +210,7 @@ public abstract record TrainerOptions
         RejectNonFinite(this);
         if (string.IsNullOrWhiteSpace(Out)) throw new UserInputException("--out (the run directory) is required.");
         if (Resume != null && Overwrite) throw new UserInputException("--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it.");
-        if (MaxSteps < 0) throw new UserInputException("--max-steps must be ≥ 0.");
+        if (MaxSteps < -1) throw new UserInputException("--max-steps must be ≥ 0 (0 or -1, TRL's default, run --epochs over the data).");
         if (!(Epochs > 0)) throw new UserInputException("--epochs must be > 0.");
         if (!(LearningRate >= 0)) throw new UserInputException("--learning-rate must be ≥ 0.");
         if (!LrSchedules.Names.Contains(LrScheduler)) throw new UserInputException($"--lr-scheduler must be {string.Join(", ", LrSchedules.Names)}, not '{LrScheduler}'.");
