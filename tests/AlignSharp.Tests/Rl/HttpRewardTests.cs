@@ -53,6 +53,24 @@ public sealed class HttpRewardTests
         Assert.Contains(server.Url, e.Message);
     }
 
+    /// <summary>Python's json.dumps writes float('nan') and infinities bare: a reward endpoint's NaN is a non-finite reward (the
+    /// run skips the step), not a parse error; an evaluation judge, which has no step to skip, names it.</summary>
+    [Fact]
+    public void PythonsNonFiniteLiteralsAreNonFiniteRewards()
+    {
+        using var server = new TestHttpServer((_, _) => (200, "{\"note\": \"NaN \\\" Infinity\", \"rewards\": [NaN, Infinity, -Infinity, 1.5]}", 0));
+        using var source = new HttpRewardSource(server.Url, Fast);
+        var rewards = source.Score(Inputs("a", "b", "c", "d"));
+        Assert.True(float.IsNaN(rewards[0]));
+        Assert.Equal([float.PositiveInfinity, float.NegativeInfinity, 1.5f], rewards[1..]);
+
+        using var judge = new JsonEndpoint(server.Url, "--judge-url", Fast);
+        using var answer = judge.Post("{}");
+        Assert.Equal("NaN \" Infinity", answer.RootElement.GetProperty("note").GetString());   // strings stay as they were
+        var e = Assert.Throws<UserInputException>(() => judge.Numbers(answer.RootElement, "rewards", 4, "completions"));
+        Assert.Contains("rewards[0] is NaN, not a finite number", e.Message);
+    }
+
     [Fact]
     public void TimeoutsAreRetriedThenReported()
     {
@@ -108,23 +126,28 @@ public sealed class CombinedRewardRunTests : IDisposable
         string url = $"http://127.0.0.1:{port}/r/";
         listener.Prefixes.Add(url);
         listener.Start();
+        var bodies = new System.Collections.Concurrent.ConcurrentQueue<JsonElement>();
         var serve = Task.Run(() =>
         {
             while (listener.IsListening)
             {
                 System.Net.HttpListenerContext ctx;
                 try { ctx = listener.GetContext(); } catch (Exception) { return; }
-                int n = JsonDocument.Parse(ctx.Request.InputStream).RootElement.GetProperty("completions").GetArrayLength();
+                var body = JsonDocument.Parse(ctx.Request.InputStream).RootElement.Clone();
+                bodies.Enqueue(body);
+                int n = body.GetProperty("completions").GetArrayLength();
                 var bytes = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { rewards = Enumerable.Repeat(2.0, n) }));
                 ctx.Response.OutputStream.Write(bytes);
                 ctx.Response.Close();
             }
         });
+        // As TRL hands a dataset's other columns to reward functions, the endpoint gets the prompt records' other fields.
+        string prompts = _kit.File("extra.jsonl", "{\"prompt\": \"Q0:\", \"solution\": \"4\", \"meta\": {\"k\": [1]}}\n{\"prompt\": \"Q1:\", \"id\": 7}\n");
         try
         {
             var o = new GrpoOptions
             {
-                Policy = _kit.Policy(), Prompts = _kit.Prompts(), Out = _kit.Path("combined"), MaxSteps = 1, MaxNewTokens = 3,
+                Policy = _kit.Policy(), Prompts = prompts, Out = _kit.Path("combined"), MaxSteps = 1, MaxNewTokens = 3,
                 BatchSize = 4, NumGenerations = 2, RewardModel = _kit.RewardModelDir(), RewardUrl = url, RewardUrlWeight = 0.5f, SaveSteps = 0, Threads = 2,
             };
             RlTrainer.Create(o).Run();
@@ -132,6 +155,18 @@ public sealed class CombinedRewardRunTests : IDisposable
             double model = line.GetProperty("objective/scores/reward_model").GetDouble();
             Assert.Equal(2.0, line.GetProperty("objective/scores/reward_url").GetDouble(), 6);
             Assert.Equal(model + 0.5 * 2.0, line.GetProperty("objective/scores").GetDouble(), 4);
+            var sent = Assert.Single(bodies);
+            Assert.Equal(["completions", "id", "meta", "prompts", "solution"], sent.EnumerateObject().Select(p => p.Name).Order());
+            // Each completion's entry is its own prompt record's value (null where that record lacks the field).
+            var promptTexts = sent.GetProperty("prompts").EnumerateArray().Select(p => p.GetString()!).ToArray();
+            Assert.Equal(4, promptTexts.Length);
+            for (int i = 0; i < 4; i++)
+            {
+                bool first = promptTexts[i].Contains("Q0:");
+                Assert.Equal(first ? "\"4\"" : "null", sent.GetProperty("solution")[i].GetRawText());
+                Assert.Equal(first ? "{\"k\":[1]}" : "null", sent.GetProperty("meta")[i].GetRawText());
+                Assert.Equal(first ? "null" : "7", sent.GetProperty("id")[i].GetRawText());
+            }
         }
         finally
         {

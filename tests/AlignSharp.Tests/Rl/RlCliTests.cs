@@ -104,6 +104,38 @@ public sealed class RlCliTests : IDisposable
         foreach (var key in new[] { "val/ratio", "val/ratio_var", "policy/entropy_avg", "policy/approxkl_avg", "policy/clipfrac_avg" })
             Assert.False(line.TryGetProperty(key, out _), $"a fully masked step logged {key}");
         Assert.True(line.TryGetProperty("loss/policy_avg", out _));
+
+        // dapo normalises by the step's counted tokens: none here, so there is no mean loss to log either (it was 0/0, "NaN").
+        common[Array.IndexOf(common, "--out") + 1] = _kit.Path("masked-dapo");
+        var d = CliRunner.Run([.. common, "--reward-model", rm, "--max-steps", "1", "--num-generations", "4",
+            "--mask-truncated-completions", "true", "--loss-type", "dapo"]);
+        Assert.True(d.ExitCode == 0, d.StdErr);
+        var dapo = RlTestKit.TrainMetrics(_kit.Path("masked-dapo")).Single();
+        Assert.False(dapo.TryGetProperty("loss/policy_avg", out _));
+        Assert.DoesNotContain("NaN", File.ReadAllText(Path.Combine(_kit.Path("masked-dapo"), "metrics.jsonl")));
+    }
+
+    /// <summary>--logging-steps N writes every N-th rollout step's line (and the last), each metric the mean of the window's
+    /// steps, the learning rate and counters their latest value: the same rollouts logged every step give the expected means.</summary>
+    [Fact]
+    public void LoggingStepsAverageTheWindowsRolloutSteps()
+    {
+        string rm = _kit.RewardModelDir();
+        string[] run = ["--reward-model", rm, "--max-steps", "3", "--num-generations", "2", "--learning-rate", "0.01", "--lr-scheduler", "linear"];
+        Assert.Equal(0, CliRunner.Run([.. Common("grpo", "every"), .. run]).ExitCode);
+        var g = CliRunner.Run([.. Common("grpo", "window"), .. run, "--logging-steps", "2"]);
+        Assert.True(g.ExitCode == 0, g.StdErr);
+        var every = RlTestKit.TrainMetrics(_kit.Path("every")).ToList();
+        var window = RlTestKit.TrainMetrics(_kit.Path("window")).ToList();
+        Assert.Equal([2, 3], window.Select(l => l.GetProperty("step").GetInt32()));
+        double At(JsonElement line, string key) => line.GetProperty(key).GetDouble();
+        foreach (var key in new[] { "objective/scores", "objective/kl", "loss/policy_avg", "completion_length", "reward_std" })
+        {
+            Assert.Equal((At(every[0], key) + At(every[1], key)) / 2, At(window[0], key), 9);
+            Assert.Equal(At(every[2], key), At(window[1], key), 9);
+        }
+        foreach (var key in new[] { "learning_rate", "episode" }) Assert.Equal(At(every[1], key), At(window[0], key), 12);
+        Assert.NotEqual(At(every[0], "learning_rate"), At(every[1], "learning_rate"));
     }
 
     /// <summary>TRL's total_episodes counts completions: ⌈E ÷ (batch × accumulation × minibatches)⌉ rollout steps, rloo's

@@ -220,11 +220,14 @@ public sealed class RunSafetyTests : IDisposable
         Refused(Sft("x") with { Epochs = -1 }, "--epochs");
         Refused(new GrpoOptions { Out = "x", Policy = "p", Prompts = "q", RewardModel = "rm", RewardTimeout = 5 }, "--reward-timeout");
         Refused(new GrpoOptions { Out = "x", Policy = "p", Prompts = "q", RewardUrl = "http://localhost:1/", RewardModelWeight = 2 }, "--reward-model-weight");
+        Refused(new GrpoOptions { Out = "x", Policy = "p", Prompts = "q", RewardUrl = "http://localhost:1/", NormalizeReward = false }, "--normalize-reward");
+        Refused(new GrpoOptions { Out = "x", Policy = "p", Prompts = "q", RewardUrl = "http://localhost:1/", KlHorizon = 5 }, "--kl-horizon");
         // The same options where they apply pass.
         (Sft("x") with { EvalSteps = 5, EvalData = P("eval.jsonl") }).Validate();
         (Sft("x") with { EvalSteps = 5, EvalSplit = 0.25 }).Validate();
         (Sft("x") with { SaveSteps = 0 }).Validate();
         new GrpoOptions { Out = "x", Policy = "p", Prompts = "q", RewardUrl = "http://localhost:1/", RewardTimeout = 5 }.Validate();
+        new GrpoOptions { Out = "x", Policy = "p", Prompts = "q", RewardUrl = "http://localhost:1/", KlHorizon = 5, TargetKl = 1 }.Validate();
     }
 
     [Fact]

@@ -216,6 +216,29 @@ internal static class RecordParser
     /// <summary>The prompt of any record that has one (for RL prompts taken from SFT or preference files).</summary>
     public static PromptExample ParsePrompt(JsonElement obj, RecordFormat format, RecordSource source)
     {
+        return ParsePromptField(obj, format, source) with { ExtraFields = ExtraFields(obj) };
+    }
+
+    /// <summary>The fields that make a record's shape (<see cref="DetectFormat"/>) and its parts.</summary>
+    private static readonly string[] ShapeFields = ["prompt", "completion", "completions", "ranking", "chosen", "rejected", "label", "messages", "text", "margin"];
+
+    /// <summary>The fields of <paramref name="obj"/> other than <see cref="ShapeFields"/>, as a JSON object; null when none.</summary>
+    private static string? ExtraFields(JsonElement obj)
+    {
+        var extra = obj.EnumerateObject().Where(p => Array.IndexOf(ShapeFields, p.Name) < 0).ToList();
+        if (extra.Count == 0) return null;
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            foreach (var p in extra) p.WriteTo(w);
+            w.WriteEndObject();
+        }
+        return System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    private static PromptExample ParsePromptField(JsonElement obj, RecordFormat format, RecordSource source)
+    {
         var r = new FieldReader(obj, source);
         switch (format)
         {

@@ -124,7 +124,6 @@ public sealed record PreferencePair(ChatContent Prompt, ChatContent Chosen, Chat
     public string PromptField { get; init; } = "prompt";
 }
 
-/// <summary>A prompt for the RL phase.</summary>
 /// <summary>
 /// One unpaired judgement (KTO): a completion of a prompt, desirable (<see cref="Desirable"/> true, thumbs up) or
 /// undesirable. The prompt and completion are read as an SFT record's are.
@@ -134,7 +133,12 @@ public sealed record UnpairedExample(SftExample Example, bool Desirable)
     public RecordSource Source => Example.Source;
 }
 
+/// <summary>A prompt for the RL phase.</summary>
 public sealed record PromptExample(ChatContent Prompt, RecordSource Source)
 {
     public string PromptField { get; init; } = "prompt";
+
+    /// <summary>The record's other fields ("solution", "answer", metadata) as one JSON object, or null when it has none:
+    /// TRL hands a dataset's extra columns to its reward functions, so the reward endpoint receives them too.</summary>
+    public string? ExtraFields { get; init; }
 }

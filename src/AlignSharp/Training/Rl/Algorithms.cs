@@ -54,7 +54,10 @@ public abstract class RlAlgorithm(RlOptions options)
         var lengths = options.ImportanceSamplingLevel == "sequence" ? rows.Select(r => batch.CompletionIds[r].Length).ToArray() : null;
         var (loss, m) = RlLosses.ClippedSurrogate(logp, SequenceForward.Concat(batch.LogProbs, rows), SequenceForward.Concat(batch.Advantages, rows), clip, weights, lengths);
         if (options.EntropyCoef > 0) loss = Ops.Add(loss, RlLosses.EntropyBonus(entropy, options.EntropyCoef, weights).Loss);
-        var metrics = new Dictionary<string, double> { ["loss/policy_avg"] = loss.Item() / share };
+        var metrics = new Dictionary<string, double>();
+        // A micro-batch without a share of the step's loss (dapo's token normaliser, every completion masked by
+        // --mask-truncated-completions) has no mean loss to log (0/0), as it has no tokens to measure below.
+        if (share > 0) metrics["loss/policy_avg"] = loss.Item() / share;
         // Means over tokens: a micro-batch whose every token is masked (all completions truncated under
         // --mask-truncated-completions) measures none, rather than a ratio of 0.
         if (weights.Any(w => w > 0))

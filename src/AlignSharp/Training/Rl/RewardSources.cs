@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Text;
 using System.Text.Json;
@@ -21,6 +22,10 @@ public sealed record RewardInputs(IReadOnlyList<ChatContent> Prompts, IReadOnlyL
 
     /// <summary>The completions' token ids as the policy sampled them (EOS included when generated; null for texts only).</summary>
     public IReadOnlyList<int[]>? CompletionIds { get; init; }
+
+    /// <summary>For each completion, its prompt record's other fields as a JSON object (<see cref="PromptExample.ExtraFields"/>;
+    /// null entries for records without any; null when the inputs do not come from prompt records).</summary>
+    public IReadOnlyList<string?>? ExtraFields { get; init; }
 }
 
 /// <summary>One source of scores; it returns one number per completion.</summary>
@@ -175,7 +180,13 @@ public sealed class JsonEndpoint : IDisposable
             }
             JsonDocument doc;
             try { doc = JsonDocument.Parse(answer); }
-            catch (JsonException e) { throw Bad($"the answer is not JSON ({e.Message}): {Snippet(answer)}"); }
+            catch (JsonException e)
+            {
+                // Python's json.dumps writes NaN, Infinity and -Infinity bare (not JSON): read them as the strings that
+                // Numbers knows, so a reward function's NaN reaches the run as a non-finite score, not a parse error.
+                try { doc = JsonDocument.Parse(QuoteNonFiniteLiterals(answer)); }
+                catch (JsonException) { throw Bad($"the answer is not JSON ({e.Message}): {Snippet(answer)}"); }
+            }
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
             {
                 doc.Dispose();
@@ -187,8 +198,38 @@ public sealed class JsonEndpoint : IDisposable
             $"Check that the server is up, or {RetryHint}.");
     }
 
-    /// <summary>The list of <paramref name="expected"/> numbers in field <paramref name="field"/> of an answer.</summary>
-    public double[] Numbers(JsonElement answer, string field, int expected, string unit)
+    private static readonly string[] NonFiniteLiterals = ["-Infinity", "Infinity", "NaN"];
+
+    /// <summary><paramref name="json"/> with each bare NaN, Infinity and -Infinity outside strings put in quotes.</summary>
+    private static string QuoteNonFiniteLiterals(string json)
+    {
+        var text = new StringBuilder(json.Length + 16);
+        bool inString = false;
+        for (int i = 0; i < json.Length; i++)
+        {
+            char c = json[i];
+            if (inString)
+            {
+                text.Append(c);
+                if (c == '\\' && i + 1 < json.Length) text.Append(json[++i]);
+                else if (c == '"') inString = false;
+                continue;
+            }
+            if (c == '"') inString = true;
+            else if (Array.Find(NonFiniteLiterals, l => string.CompareOrdinal(json, i, l, 0, l.Length) == 0) is { } literal)
+            {
+                text.Append('"').Append(literal).Append('"');
+                i += literal.Length - 1;
+                continue;
+            }
+            text.Append(c);
+        }
+        return text.ToString();
+    }
+
+    /// <summary>The list of <paramref name="expected"/> numbers in field <paramref name="field"/> of an answer; NaN and
+    /// ±Infinity (bare, as Python writes them, or as strings) only where <paramref name="allowNonFinite"/>.</summary>
+    public double[] Numbers(JsonElement answer, string field, int expected, string unit, bool allowNonFinite = false)
     {
         if (!answer.TryGetProperty(field, out var list))
             throw Bad($"the answer has no \"{field}\" field: {Snippet(answer.GetRawText())}");
@@ -199,6 +240,12 @@ public sealed class JsonEndpoint : IDisposable
         int i = 0;
         foreach (var r in list.EnumerateArray())
         {
+            if (r.ValueKind == JsonValueKind.String && Array.IndexOf(NonFiniteLiterals, r.GetString()) >= 0)
+            {
+                if (!allowNonFinite) throw Bad($"{field}[{i}] is {r.GetString()}, not a finite number.");
+                result[i++] = double.Parse(r.GetString()!, CultureInfo.InvariantCulture);
+                continue;
+            }
             if (r.ValueKind != JsonValueKind.Number) throw Bad($"{field}[{i}] is {(r.ValueKind == JsonValueKind.String ? $"the string \"{r.GetString()}\"" : r.ValueKind.ToString().ToLowerInvariant())}, not a number.");
             result[i++] = r.GetDouble();
         }
@@ -226,14 +273,53 @@ public sealed class HttpRewardSource : IRewardSource, IDisposable
 
     public string Name { get; init; } = "reward_url";
 
-    /// <summary>The request body for (prompt text, completion) pairs.</summary>
-    public static string Request(IReadOnlyList<string> prompts, IReadOnlyList<string> completions)
-        => JsonSerializer.Serialize(new Dictionary<string, IReadOnlyList<string>> { ["prompts"] = prompts, ["completions"] = completions });
+    /// <summary>
+    /// The request body for (prompt text, completion) pairs: "prompts" and "completions", then, as TRL passes a dataset's
+    /// extra columns to reward functions, one list per other field of the prompt records (in the order first met), each
+    /// completion's prompt record's value or null where that record lacks it. A field named "prompts" or "completions"
+    /// would collide with the request's own and is refused.
+    /// </summary>
+    public static string Request(IReadOnlyList<string> prompts, IReadOnlyList<string> completions, IReadOnlyList<string?>? extraFields = null)
+    {
+        var rows = (extraFields ?? []).Select(f => f == null ? null : JsonDocument.Parse(f)).ToArray();
+        try
+        {
+            var names = rows.Where(r => r != null).SelectMany(r => r!.RootElement.EnumerateObject().Select(p => p.Name)).Distinct().ToList();
+            if (names.FirstOrDefault(n => n is "prompts" or "completions") is { } clash)
+                throw new UserInputException($"--reward-url: the prompt records' field \"{clash}\" would be sent beside the request's own \"{clash}\" list; rename it.");
+            var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+            using (var w = new Utf8JsonWriter(buffer))
+            {
+                w.WriteStartObject();
+                w.WriteStartArray("prompts");
+                foreach (var p in prompts) w.WriteStringValue(p);
+                w.WriteEndArray();
+                w.WriteStartArray("completions");
+                foreach (var c in completions) w.WriteStringValue(c);
+                w.WriteEndArray();
+                foreach (var name in names)
+                {
+                    w.WriteStartArray(name);
+                    foreach (var row in rows)
+                        if (row != null && row.RootElement.TryGetProperty(name, out var value)) value.WriteTo(w);
+                        else w.WriteNullValue();
+                    w.WriteEndArray();
+                }
+                w.WriteEndObject();
+            }
+            return Encoding.UTF8.GetString(buffer.WrittenSpan);
+        }
+        finally
+        {
+            foreach (var r in rows) r?.Dispose();
+        }
+    }
 
     public float[] Score(RewardInputs inputs)
     {
-        using var answer = _endpoint.Post(Request(inputs.PromptTexts, inputs.Completions));
-        return _endpoint.Numbers(answer.RootElement, "rewards", inputs.Count, "completions").Select(x => (float)x).ToArray();
+        using var answer = _endpoint.Post(Request(inputs.PromptTexts, inputs.Completions, inputs.ExtraFields));
+        // A non-finite reward skips the step (RlTrainer), as one from any other source does.
+        return _endpoint.Numbers(answer.RootElement, "rewards", inputs.Count, "completions", allowNonFinite: true).Select(x => (float)x).ToArray();
     }
 
     public void Dispose() => _endpoint.Dispose();

@@ -15,6 +15,7 @@ public abstract record RlOptions : TrainerOptions
     private const float DefaultWeight = 1f;
     private const double DefaultRewardTimeout = 60;
     private const int DefaultRewardRetries = 3;
+    private const float DefaultKlHorizon = 10000f;
 
     protected RlOptions()
     {
@@ -74,7 +75,7 @@ public abstract record RlOptions : TrainerOptions
     public float TargetKl { get; init; }
 
     [Option("Horizon of the adaptive KL controller, in completions.")]
-    public float KlHorizon { get; init; } = 10000f;
+    public float KlHorizon { get; init; } = DefaultKlHorizon;
 
     [Option("KL estimator: k1 (log π − log π_ref), k2, k3, or full (exact KL of the next-token distributions).")]
     public string KlEstimator { get; init; } = "k1";
@@ -175,8 +176,10 @@ public abstract record RlOptions : TrainerOptions
         // Settings of a reward source that is not there would be accepted and ignored.
         if (RewardUrl == null && (RewardTimeout != DefaultRewardTimeout || RewardRetries != DefaultRewardRetries || RewardUrlWeight != DefaultWeight))
             throw new UserInputException("--reward-timeout, --reward-retries and --reward-url-weight apply to --reward-url, which is not given.");
-        if (RewardModel == null && RewardModelWeight != DefaultWeight)
-            throw new UserInputException("--reward-model-weight applies to --reward-model, which is not given.");
+        if (RewardModel == null && (RewardModelWeight != DefaultWeight || !NormalizeReward))
+            throw new UserInputException("--reward-model-weight and --normalize-reward apply to --reward-model, which is not given.");
+        if (TargetKl == 0 && KlHorizon != DefaultKlHorizon)
+            throw new UserInputException("--kl-horizon is the adaptive KL controller's, which runs only with --target-kl; β stays --kl-coef without it.");
         if (SequencesPerStep % CompletionsPerPrompt != 0)
             throw new UserInputException($"--batch-size × --gradient-accumulation-steps × --num-mini-batches = {SequencesPerStep} completions per step must be a multiple of the {CompletionsPerPrompt} completions per prompt.");
     }

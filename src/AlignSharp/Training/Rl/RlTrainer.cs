@@ -251,6 +251,7 @@ public sealed class RlTrainer
         var metrics = run.Metrics;
         var progress = run.Progress;
         var collector = new RolloutCollector(_models, _reward, RolloutOptions.From(_options));
+        var window = new MetricsWindow();
         MemoryTrace.Mark("optimizer ready");
         var status = RunStatus.Completed;
         string? problem = null;
@@ -288,7 +289,8 @@ public sealed class RlTrainer
 
             var m = StepMetrics(batch, sequenceKl, beta, train, gradNorm, trainSeconds, opt.Lr);
             (reducer as DataParallelReducer)?.AddMetrics(m, reduced, steps: 1); // per rollout step (all its optimizer steps)
-            metrics.Write(step, "train", m);
+            window.Add(m);
+            if (step % _options.LoggingSteps == 0 || step == total) metrics.Write(step, "train", window.Take());
             LastMetrics = m;
             progress.Report(step, new Dictionary<string, double> { ["score"] = m["objective/scores"], ["kl"] = m["objective/kl"], ["β"] = beta });
             if (_options.SampleSteps > 0 && (step % _options.SampleSteps == 0 || step == 1)) WriteSamples(metrics, step, batch);
@@ -500,6 +502,31 @@ public sealed class RlTrainer
         m["eps"] = count / Math.Max(1e-9, generationSeconds + scoringSeconds + trainSeconds);
         if (_skippedSteps + _skippedUpdates > 0) { m["skipped_steps"] = _skippedSteps; m["skipped_updates"] = _skippedUpdates; }
         return m;
+    }
+
+    /// <summary>
+    /// The rollout steps since the last logged line (--logging-steps, as TRL's trainers average their metrics between
+    /// logs): each metric's mean over the steps that have it, except counters and the learning rate, which are their
+    /// latest value.
+    /// </summary>
+    private sealed class MetricsWindow
+    {
+        private static readonly HashSet<string> Latest = ["lr", "learning_rate", "episode", "skipped_steps", "skipped_updates"];
+        private readonly Dictionary<string, (double Sum, int Count)> _sums = [];
+
+        public void Add(Dictionary<string, double> step)
+        {
+            foreach (var (k, v) in step)
+                _sums[k] = Latest.Contains(k) ? (v, 1) : _sums.TryGetValue(k, out var s) ? (s.Sum + v, s.Count + 1) : (v, 1);
+        }
+
+        /// <summary>The window's line, in the order its metrics first came; the window starts again empty.</summary>
+        public Dictionary<string, double> Take()
+        {
+            var line = _sums.ToDictionary(e => e.Key, e => e.Value.Sum / e.Value.Count);
+            _sums.Clear();
+            return line;
+        }
     }
 
     private static void WriteSamples(MetricsLog metrics, int step, RolloutBatch batch)

@@ -254,6 +254,7 @@ public sealed class RolloutCollector(RlModels models, RewardFunction reward, Rol
         {
             PromptIds = batch.PromptIds,
             CompletionIds = batch.CompletionIds,
+            ExtraFields = batch.Prompts.Select(p => p.ExtraFields).ToArray(),
         };
         var (scores, parts) = reward.Score(inputs);
         for (int i = 0; i < scores.Length; i++)
