@@ -174,6 +174,29 @@ public sealed class SupervisedTrainerTests : IDisposable
         }
     }
 
+    /// <summary>As transformers' Trainer: each epoch uses every micro-batch once, its last optimizer step taking what remains
+    /// when the accumulation does not divide them (4 micro-batches at accumulation 3: steps of 3 and 1; at 6: one of 4).</summary>
+    [Fact]
+    public void AnEpochUsesEveryMicroBatchOnceWhateverTheAccumulation()
+    {
+        var model = TinyModels.Create(P("base"));
+        var words = new[] { "a", "bb", "ccc", "dddd" };   // different lengths: num_tokens tells which examples were used
+        var data = TinyModels.WriteJsonl(P("four.jsonl"), words.Select(w => (object)new { prompt = "q:", completion = " " + w }));
+        (int Steps, double Epoch, long Tokens) Run(string name, int accumulation, double epochs)
+        {
+            SftTrainer.Train(new SftOptions { Model = model, Data = data, Out = P(name), Epochs = epochs, BatchSize = 1,
+                GradientAccumulationSteps = accumulation, SaveSteps = 0, LoggingSteps = 1 }, TextWriter.Null);
+            var last = File.ReadAllLines(P($"{name}/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+                .Last(l => l.GetProperty("split").GetString() == "train");
+            return (last.GetProperty("step").GetInt32(), last.GetProperty("epoch").GetDouble(), last.GetProperty("num_tokens").GetInt64());
+        }
+        var one = Run("ga1", 1, 1);
+        Assert.Equal(4, one.Steps);
+        Assert.Equal((2, 1.0, one.Tokens), Run("ga3", 3, 1));
+        Assert.Equal((1, 1.0, one.Tokens), Run("ga6", 6, 1));
+        Assert.Equal((6, 3.0, 3 * one.Tokens), Run("ga3x3", 3, 3));
+    }
+
     [Fact]
     public void RewardModelLearnsAMarkerPreferenceAndRecordsNormalisation()
     {

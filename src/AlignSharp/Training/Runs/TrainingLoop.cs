@@ -95,10 +95,40 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
     /// <summary>Micro-batches per optimizer step over all ranks: accumulation × ranks.</summary>
     private int MicroBatchesPerStep => options.GradientAccumulationSteps * World.Size;
 
+    /// <summary>Optimizer steps per epoch: every micro-batch once, the last step taking what remains (transformers' Trainer:
+    /// an epoch of 10 micro-batches at accumulation 4 is steps of 4, 4 and 2).</summary>
+    private int StepsPerEpoch => (task.MicroBatches + MicroBatchesPerStep - 1) / MicroBatchesPerStep;
+
     public int TotalSteps()
+        => options.MaxSteps > 0 ? options.MaxSteps : Math.Max(1, (int)Math.Ceiling(StepsPerEpoch * options.Epochs));
+
+    /// <summary>Fractional epochs after <paramref name="steps"/> optimizer steps: whole epochs plus the share of the
+    /// current one's micro-batches used.</summary>
+    private double Epoch(int steps)
     {
-        int perEpoch = Math.Max(1, task.MicroBatches / MicroBatchesPerStep);
-        return options.MaxSteps > 0 ? options.MaxSteps : Math.Max(1, (int)Math.Ceiling(perEpoch * options.Epochs));
+        int within = steps % StepsPerEpoch;
+        return steps / StepsPerEpoch + Math.Min((double)within * MicroBatchesPerStep, task.MicroBatches) / task.MicroBatches;
+    }
+
+    /// <summary>
+    /// The global sequence numbers (<see cref="MicroBatchAt"/>) of this rank's micro-batches in optimizer step
+    /// <paramref name="step"/>: its consecutive share of the step's, the same whatever the number of ranks. The last
+    /// step of an epoch has fewer; there each rank takes an equal share, the ranks past the epoch's end starting it
+    /// again (as PyTorch's DistributedSampler pads an epoch), so no rank idles.
+    /// </summary>
+    private long[] StepSequences(int step)
+    {
+        int m = task.MicroBatches, perStep = MicroBatchesPerStep, accumulation = options.GradientAccumulationSteps;
+        int epoch = step / StepsPerEpoch, start = step % StepsPerEpoch * perStep;
+        int count = Math.Min(perStep, m - start);
+        int share = count == perStep ? accumulation : (count + World.Size - 1) / World.Size;
+        var sequences = new long[share];
+        for (int a = 0; a < share; a++)
+        {
+            int position = start + World.Rank * share + a;
+            sequences[a] = (long)epoch * m + (position < m ? position : position - m);
+        }
+        return sequences;
     }
 
     /// <summary>Global micro-batch sequence number → index within the epoch's shuffled order.</summary>
@@ -143,7 +173,6 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
         int step = run.StartStep;
         var metrics = run.Metrics;
         var progress = run.Progress;
-        double Epoch(int s) => (double)s * MicroBatchesPerStep / task.MicroBatches;
 
         var sums = new Dictionary<string, double>();
         double units = 0, lossSum = 0, gradNormSum = 0;
@@ -152,25 +181,23 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
         RestoreTaskState(run);
         int logged = 0, skipped = 0, badInARow = 0, applied = 0;
         var window = Stopwatch.StartNew();
-        int accumulation = options.GradientAccumulationSteps;
         RunStatus status = RunStatus.Completed;
         string? problem = null;
 
         while (step < total && !run.StopRequestedOnAnyRank())
         {
-            // The step's micro-batches are the same whatever the number of ranks; rank r takes its consecutive share.
-            long first = (long)step * MicroBatchesPerStep + (long)World.Rank * accumulation;
+            var sequences = StepSequences(step);
             double weight = 0;
-            for (int a = 0; a < accumulation; a++) weight += task.Weight(MicroBatchAt(first + a));
+            foreach (var sequence in sequences) weight += task.Weight(MicroBatchAt(sequence));
             update.Begin(weight);
             var stepSums = new Dictionary<string, double>();
             long stepTokens = 0;
-            for (int a = 0; a < accumulation; a++)
+            for (int a = 0; a < sequences.Length; a++)
             {
-                int mb = MicroBatchAt(first + a);
+                int mb = MicroBatchAt(sequences[a]);
                 using var scope = TensorScope.Begin();
-                var r = task.Forward(mb, new Random(HashSeed(options.Seed, (int)(first + a) + 1_000_003)));
-                update.Accumulate(Ops.MulScalar(r.LossSum, update.Scale), last: a == accumulation - 1);
+                var r = task.Forward(mb, new Random(HashSeed(options.Seed, (int)sequences[a] + 1_000_003)));
+                update.Accumulate(Ops.MulScalar(r.LossSum, update.Scale), last: a == sequences.Length - 1);
                 foreach (var (k, v) in r.MetricSums) stepSums[k] = stepSums.GetValueOrDefault(k) + v;
                 stepTokens += r.Tokens;
             }
