@@ -671,9 +671,10 @@ public sealed class TransformerModel
     /// <summary>
     /// LFM2's gated short convolution on the normed input h [B, T, D]: in_proj to B, C and x (D columns each), then
     /// C ⊙ conv(B ⊙ x), each channel mixing its last K values of B ⊙ x (<see cref="Ops.CausalConv"/>). Padding tokens'
-    /// h is zeroed first, so a left-padded row convolves as if it started at its first token: what transformers'
-    /// apply_mask_to_padding_states is there for, though its LFM2 passes it the 4-D causal mask, which it leaves
-    /// unapplied (there a left-padded row's first K − 1 tokens see the padding's values).
+    /// B ⊙ x is zeroed (not only their h: with conv_bias in_proj's bias would make it bias ⊙ bias), so a left-padded row
+    /// convolves as if it started at its first token: what transformers' apply_mask_to_padding_states is there for, though
+    /// its LFM2 passes it the 4-D causal mask, which it leaves unapplied (there a left-padded row's first K − 1 tokens see
+    /// the padding's values).
     /// With a cache the convolution continues from the cached last inputs, which it then updates.
     /// </summary>
     private Tensor ShortConv(Tensor h, int l, BlockPass pass)
@@ -681,9 +682,10 @@ public sealed class TransformerModel
         var c = Config;
         int d = c.HiddenSize;
         string p = $"layers.{l}.";
-        if (pass.PaddingKeep is { Length: > 0 } keep) h = Ops.Mul(h, Tensor.FromArray(keep, pass.Batch, pass.Seq, 1));
+        var keep = pass.PaddingKeep is { Length: > 0 } flags ? Tensor.FromArray(flags, pass.Batch, pass.Seq, 1) : null;
         var bcx = Linear(h, p + "conv.in");
         var u = Ops.Mul(Ops.Slice(bcx, -1, 0, d), Ops.Slice(bcx, -1, 2 * d, d));
+        if (keep != null) u = Ops.Mul(u, keep);
         float[]? history = null;
         if (pass.Cache != null)
         {

@@ -11,6 +11,7 @@ public class GenerationTests
         "granite" => ModelIO.Load(Fixtures.Dir("granite-multipliers")),
         "bloom" => ModelIO.Load(Fixtures.Dir("bloomz-save-pretrained")),   // ALiBi over left-padded rows
         "lfm2" => ModelIO.Load(Fixtures.Dir("lfm2-hybrid-conv")),          // convolutions over left-padded rows
+        "lfm2-conv-bias" => ModelIO.Load(Fixtures.Dir("lfm2-conv-bias-attn-idxs")),   // in_proj's bias at the padding
         _ => RandomModel(family),
     };
 
@@ -128,6 +129,7 @@ public class GenerationTests
     [InlineData("mistral-window-4")]
     [InlineData("bloom")]
     [InlineData("lfm2")]
+    [InlineData("lfm2-conv-bias")]
     public void BatchedGreedyEqualsOneByOne(string family)
     {
         var model = Model(family);
@@ -148,6 +150,7 @@ public class GenerationTests
     [InlineData("granite")] // its residual multiplier keeps the residual adds out of the decoding products
     [InlineData("bloom")]
     [InlineData("lfm2")]    // the convolution's cached last inputs against the whole sequence
+    [InlineData("lfm2-conv-bias")]
     public void GreedyLogProbsMatchAFullForwardPass(string family)
     {
         var model = Model(family);
