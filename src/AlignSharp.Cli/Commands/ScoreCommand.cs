@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Text.Json;
 using AlignSharp.Training.Data;
 using AlignSharp.Training.Rewards;
 
@@ -12,7 +11,7 @@ public static class ScoreCommand
     {
         var model = new Option<string>("--reward-model") { Description = "Reward-model directory (from `alignsharp rm`).", Required = true };
         var adapter = new Option<string?>("--adapter") { Description = "A LoRA adapter directory (PEFT) applied to --reward-model; a SEQ_CLS adapter (alignsharp rm --lora-r) brings its score head, so --reward-model may then be the language model it was trained on." };
-        var input = new Option<string>("--input") { Description = "JSONL: {\"prompt\": string or messages, \"completion\": string} per line.", Required = true };
+        var input = new Option<string>("--input") { Description = "JSONL: {\"prompt\": string or messages, \"completion\": string or assistant messages} per line.", Required = true };
         var output = new Option<string?>("--output") { Description = "JSONL to write (default: stdout)." };
         var normalize = new Option<bool>("--normalize") { Description = "Report (score − mean) / std with the statistics recorded at training time." };
         var chatTemplate = new Option<string>("--chat-template")
@@ -36,7 +35,8 @@ public static class ScoreCommand
             int cut = 0;
             var sequences = lines.Select(l =>
             {
-                var ids = rm.Encode(Prompt(l), l.String("completion"), out bool truncated);
+                var (prompt, completion) = Pair(l);
+                var ids = rm.Encode(prompt, completion, out bool truncated);
                 if (truncated && !r.GetValue(truncate))
                     throw l.Error("completion", $"prompt + completion is longer than the reward model's {rm.MaxTokens} tokens; pass --truncate to score its last {rm.MaxTokens} tokens");
                 if (truncated) cut++;
@@ -50,26 +50,11 @@ public static class ScoreCommand
         return cmd;
     }
 
-    private static ChatContent Prompt(Jsonl.Line l)
+    /// <summary>A line's prompt and completion, read as the training data reads them (every message field kept, roles and
+    /// answers checked), so a score renders exactly what `rm` trained on.</summary>
+    private static (ChatContent Prompt, ChatContent Completion) Pair(Jsonl.Line l)
     {
-        if (!l.Value.TryGetProperty("prompt", out var p)) throw l.Error("prompt", "is missing");
-        if (p.ValueKind == JsonValueKind.String) return ChatContent.FromText(p.GetString()!);
-        if (p.ValueKind != JsonValueKind.Array) throw l.Error("prompt", "must be a string or a list of {\"role\", \"content\"} messages");
-        var messages = new List<ChatMessage>();
-        int i = 0;
-        foreach (var m in p.EnumerateArray())
-        {
-            if (m.ValueKind != JsonValueKind.Object || !m.TryGetProperty("role", out var role) || role.ValueKind != JsonValueKind.String
-                || !m.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
-                throw l.Error("prompt", $"message {i} needs string fields \"role\" and \"content\"");
-            var r = role.GetString() switch
-            {
-                "system" => ChatRole.System, "user" => ChatRole.User, "assistant" => ChatRole.Assistant,
-                var x => throw l.Error("prompt", $"message {i} has unknown role \"{x}\" (system, user or assistant)"),
-            };
-            messages.Add(new ChatMessage(r, content.GetString()!));
-            i++;
-        }
-        return ChatContent.FromMessages(messages);
+        var reader = new FieldReader(l.Value, new RecordSource(l.File, l.Number));
+        return (reader.Content("prompt", ContentUse.Prompt), reader.Content("completion", ContentUse.Completion));
     }
 }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text;
 using System.Text.Json;
 using AlignSharp.Text;
+using AlignSharp.Training.Data;
 
 namespace AlignSharp.Cli.Commands;
 
@@ -61,10 +62,10 @@ public static class TokenizeCommand
             using var writer = stdout
                 ? new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false))
                 : new StreamWriter(partial!, append: false, new UTF8Encoding(false));
-            foreach (string line in File.ReadLines(inputPath!))
+            foreach (var (source, record) in JsonRecords.Each(inputPath!))
             {
                 lineNumber++;
-                var ids = tokenizer.Encode(ReadText(line, inputPath!, lineNumber), addSpecialTokens);
+                var ids = tokenizer.Encode(ReadText(record, source), addSpecialTokens);
                 tokens += ids.Length;
                 writer.WriteLine(IdsLine(ids));
             }
@@ -75,31 +76,16 @@ public static class TokenizeCommand
             throw;
         }
         if (partial is not null) File.Move(partial, outputPath!, overwrite: true);
-        Console.Error.WriteLine($"tokenize: {lineNumber} lines, {tokens} tokens{(stdout ? "" : $" -> {outputPath}")}");
+        Console.Error.WriteLine($"tokenize: {lineNumber} records, {tokens} tokens{(stdout ? "" : $" -> {outputPath}")}");
         return 0;
     }
 
-    static string ReadText(string line, string file, int lineNumber)
+    /// <summary>A record's "text" (the one reader has checked the JSON, its UTF-8 and its escapes).</summary>
+    static string ReadText(JsonElement record, RecordSource source)
     {
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(line);
-        }
-        catch (JsonException e)
-        {
-            throw new UserInputException($"{file}:{lineNumber}: malformed JSON: {e.Message}");
-        }
-        using (doc)
-        {
-            if (doc.RootElement.ValueKind != JsonValueKind.Object)
-                throw new UserInputException($"{file}:{lineNumber}: expected an object with a \"text\" field, got {doc.RootElement.ValueKind}");
-            if (!doc.RootElement.TryGetProperty("text", out var value))
-                throw new UserInputException($"{file}:{lineNumber}: field \"text\" is missing");
-            if (value.ValueKind != JsonValueKind.String)
-                throw new UserInputException($"{file}:{lineNumber}: field \"text\" must be a string, got {value.ValueKind}");
-            return value.GetString()!;
-        }
+        if (!record.TryGetProperty("text", out var value)) throw new BadRecordException(source, "text", "is missing.");
+        if (value.ValueKind != JsonValueKind.String) throw new BadRecordException(source, "text", $"must be a string, found {value.ValueKind.ToString().ToLowerInvariant()}.");
+        return value.GetString()!;
     }
 
     internal static string IdsLine(int[] ids)

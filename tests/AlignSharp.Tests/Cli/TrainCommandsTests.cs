@@ -93,6 +93,28 @@ public sealed class TrainCommandsTests : IDisposable
         var lines = score.StdOut.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(2, lines.Length);
         Assert.All(lines, l => Assert.True(double.IsFinite(JsonDocument.Parse(l).RootElement.GetProperty("score").GetDouble())));
+
+        // score reads messages as training does: every field reaches the template (a "name" it prints changes the score),
+        // tool turns are read, and an answer of only whitespace is a bad record naming file, line and field.
+        File.WriteAllText(P("named.jinja"), "{% for m in messages %}<{{ m.role }}{% if m.name %} {{ m.name }}{% endif %}>{{ m.content or '' }}" +
+            "{% if m.tool_calls %}{{ m.tool_calls | tojson }}{% endif %}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}");
+        TinyModels.WriteJsonl(P("named.jsonl"), [
+            new { prompt = new object[] { new { role = "user", content = "q", name = "Alice" } }, completion = " good" },
+            new { prompt = new object[] { new { role = "user", content = "q" } }, completion = " good" },
+            new { prompt = new object[] { new { role = "user", content = "q" }, new { role = "assistant", content = (string?)null, tool_calls = new[] { new { name = "f" } } },
+                new { role = "tool", content = "4" } }, completion = " good" },
+        ]);
+        var named = CliRunner.Run("score", "--reward-model", P("rm/final"), "--input", P("named.jsonl"), "--chat-template", P("named.jinja"));
+        Assert.True(named.ExitCode == 0, named.StdErr);
+        var scores = named.StdOut.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("score").GetDouble()).ToArray();
+        Assert.Equal(3, scores.Length);
+        Assert.NotEqual(scores[0], scores[1]);
+        TinyModels.WriteJsonl(P("blank.jsonl"), [new { prompt = "q", completion = " good" }, new { prompt = "q", completion = "  " }]);
+        var blank = CliRunner.Run("score", "--reward-model", P("rm/final"), "--input", P("blank.jsonl"));
+        Assert.NotEqual(0, blank.ExitCode);
+        Assert.Contains("blank.jsonl:2", blank.StdErr);
+        Assert.Contains("completion", blank.StdErr);
+        Assert.DoesNotContain("   at ", blank.StdErr);
     }
 
     [Fact]

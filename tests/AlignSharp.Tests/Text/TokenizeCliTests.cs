@@ -38,8 +38,9 @@ public class TokenizeCliTests
 
     [Theory]
     [InlineData("{\"text\": \"ok\"}\n{\"text\": ", ":2: malformed JSON")]
-    [InlineData("{\"text\": \"ok\"}\n{\"txt\": \"x\"}", ":2: field \"text\" is missing")]
-    [InlineData("{\"text\": 5}", ":1: field \"text\" must be a string")]
+    [InlineData("{\"text\": \"ok\"}\n{\"txt\": \"x\"}", ":2: field \"text\": is missing")]
+    [InlineData("{\"text\": 5}", ":1: field \"text\": must be a string")]
+    [InlineData("{\"text\": \"a\\ud800b\"}", ":1: field \"text\": not valid text")]   // a lone surrogate escape (was a stack trace)
     public void BadInputNamesFileLineAndFieldWithoutStackTrace(string content, string expected)
     {
         var dir = Directory.CreateTempSubdirectory("tokcli");
@@ -52,6 +53,29 @@ public class TokenizeCliTests
             Assert.Contains("bad.jsonl" + expected, r.StdErr);
             Assert.DoesNotContain("   at ", r.StdErr);
             Assert.False(File.Exists(output));
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>tokenize reads its input with the one reader the data commands use: blank lines pass, JSON arrays work.</summary>
+    [Fact]
+    public void BlankLinesAndJsonArraysAreReadAsEverywhereElse()
+    {
+        var dir = Directory.CreateTempSubdirectory("tokcli");
+        try
+        {
+            string lines = Path.Combine(dir.FullName, "in.jsonl"), array = Path.Combine(dir.FullName, "in.json");
+            File.WriteAllText(lines, "{\"text\": \"hi\"}\n\n{\"text\": \"a\"}\n");
+            File.WriteAllText(array, "[{\"text\": \"hi\"},\n {\"text\": \"a\"}]");
+            foreach (var input in new[] { lines, array })
+            {
+                var r = CliRunner.Run("tokenize", "--tokenizer", "byte", "--input", input);
+                Assert.True(r.ExitCode == 0, r.StdErr);
+                Assert.Equal(["{\"ids\": [256, 104, 105]}", "{\"ids\": [256, 97]}"], r.StdOut.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            }
         }
         finally
         {

@@ -248,15 +248,17 @@ public static class JsonRecords
     /// Every record with its file and line. The first bad record (malformed JSON, not an object, invalid UTF-8, a lone
     /// surrogate escape) throws a <see cref="BadRecordException"/> naming file, line and field.
     /// </summary>
-    public static List<(RecordSource Source, JsonElement Value)> ReadAll(string path)
+    public static List<(RecordSource Source, JsonElement Value)> ReadAll(string path) => Each(path).ToList();
+
+    /// <summary><see cref="ReadAll"/> as a stream (JSONL is read a line at a time): for commands that handle each record
+    /// as it comes.</summary>
+    public static IEnumerable<(RecordSource Source, JsonElement Value)> Each(string path)
     {
-        var result = new List<(RecordSource, JsonElement)>();
         foreach (var raw in JsonRecordReader.Read(path))
         {
             if (raw.Error != null) throw raw.Error;
-            result.Add((raw.Source, raw.Element));
+            yield return (raw.Source, raw.Element);
         }
-        return result;
     }
 
     /// <summary>

@@ -89,9 +89,12 @@ public sealed class RewardModel
     public int[] Encode(ChatContent prompt, string completion) => Encode(prompt, completion, out _);
 
     /// <summary><see cref="Encode(ChatContent, string)"/>, saying whether the start was cut off.</summary>
-    public int[] Encode(ChatContent prompt, string completion, out bool truncated)
+    public int[] Encode(ChatContent prompt, string completion, out bool truncated) => Encode(prompt, ChatContent.FromText(completion), out truncated);
+
+    /// <summary><see cref="Encode(ChatContent, string)"/> of a completion given as text or assistant messages.</summary>
+    public int[] Encode(ChatContent prompt, ChatContent completion, out bool truncated)
     {
-        var (p, c) = Template.RenderPromptAndCompletion(prompt, ChatContent.FromText(completion));
+        var (p, c) = Template.RenderPromptAndCompletion(prompt, completion);
         var promptIds = Tokenizer.Encode(p, addSpecialTokens: true);
         var completionIds = Tokenizer.Encode(c, addSpecialTokens: false);
         var ids = new List<int>(promptIds.Length + completionIds.Length + 1);
