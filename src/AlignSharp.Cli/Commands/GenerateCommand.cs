@@ -8,7 +8,7 @@ namespace AlignSharp.Cli.Commands;
 /// <summary>
 /// `alignsharp generate`: completions for prompts. Input lines {"prompt": "..."}, {"prompt": [messages]},
 /// {"messages": [...]} (rendered with the chat template and its generation prompt) or {"prompt_ids": [...]};
-/// output {"prompt": as given, "completion": "...", "ids": [...new tokens...], "text": "...", "logprobs": [...],
+/// output {"prompt": as given (prompt_ids as their text), "completion": "...", "ids": [...new tokens...], "text": "...", "logprobs": [...],
 /// "finish_reason": ...}, one per input line, in order (so the output can be piped into `score`). Sampling flags not
 /// given take the model's generation_config.json defaults; generation stops at any of its eos_token_id.
 /// </summary>
@@ -44,6 +44,9 @@ public static class GenerateCommand
             OutputPaths.RefuseInput("--output", r.GetValue(output), ("--input", r.GetValue(input)), ("--model", r.GetValue(model)), ("--adapter", r.GetValue(adapter)));
             var pre = Pretrained.Load(r.GetValue(model)!).WithAdapter(r.GetValue(adapter));
             var generation = GenerationConfig.Load(pre.Directory);
+            if (generation?.Unapplied is { Count: > 0 } unapplied)
+                Console.Error.WriteLine($"note: {GenerationConfig.FileName} sets {string.Join(", ", unapplied)}, which this sampler does not apply " +
+                    "(it applies eos_token_id, do_sample, temperature, top_k and top_p; the flags set the rest).");
             var (defaultTemperature, defaultTopK, defaultTopP) = generation?.SamplingDefaults() ?? (1f, 0, 1f);
             var options = new SamplingOptions
             {
@@ -120,7 +123,9 @@ public static class GenerateCommand
                     {
                         var c = completions[i];
                         var line = lines[start + i];
-                        object? prompt = line.Value.TryGetProperty("prompt", out var p) ? p : line.Value.TryGetProperty("messages", out var m) ? m : null;
+                        // prompt_ids come back as their text (special tokens kept), so the line still pipes into `score`.
+                        object? prompt = line.Value.TryGetProperty("prompt", out var p) ? p : line.Value.TryGetProperty("messages", out var m) ? m
+                            : pre.Tokenizer?.Decode(line.Ints("prompt_ids"));
                         yield return Jsonl.Serialize(new { prompt, completion = c.Text ?? "", ids = c.Ids, text = c.Text ?? "", logprobs = c.LogProbs, finish_reason = c.FinishReason });
                     }
                 }
@@ -131,10 +136,11 @@ public static class GenerateCommand
         return cmd;
     }
 
-    /// <summary>Stop on any of generation_config.json's eos_token_id and the tokenizer's EOS; null (the generator's default) when neither is known.</summary>
+    /// <summary>Stop on any of generation_config.json's eos_token_id (config.json's without that file, as transformers builds
+    /// its generation config from the model's) and the tokenizer's EOS; null (the generator's default) when none is known.</summary>
     static IReadOnlyList<int>? StopIds(GenerationConfig? generation, Pretrained pre)
     {
-        var ids = new List<int>(generation?.EosTokenIds ?? []);
+        var ids = new List<int>(generation != null ? generation.EosTokenIds ?? [] : pre.Model.Config.EosTokenIds);
         if (pre.Tokenizer?.EosId is int eos && !ids.Contains(eos)) ids.Add(eos);
         return ids.Count > 0 ? ids : null;
     }

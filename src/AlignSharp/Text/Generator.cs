@@ -36,6 +36,9 @@ public sealed record SamplingOptions
     {
         if (MaxNewTokens < 0) throw new UserInputException($"max new tokens must be ≥ 0, got {MaxNewTokens}.");
         if (Temperature < 0 || float.IsNaN(Temperature)) throw new UserInputException($"temperature must be ≥ 0, got {Temperature}.");
+        // The logits are divided by it: one so small that 1/T is infinite would make every probability NaN.
+        if (Temperature > 0 && !float.IsFinite(1f / Temperature)) throw new UserInputException($"temperature {Temperature} is too small to divide by; 0 decodes greedily.");
+        if (StopStrings.Any(s => s.Length == 0)) throw new UserInputException("a stop string is empty: it would stop every completion at once.");
         if (TopK < 0) throw new UserInputException($"top-k must be ≥ 0, got {TopK}.");
         if (!(TopP > 0 && TopP <= 1)) throw new UserInputException($"top-p must be in (0, 1], got {TopP}.");
     }

@@ -197,6 +197,51 @@ public sealed class ModelCommandsTests : IDisposable
         Assert.NotEqual(c.StdOut, d.StdOut);
     }
 
+    /// <summary>generation_config.json's values are checked naming the file and field; what it sets that the sampler does not
+    /// apply is named in a note; without it config.json's eos_token_id list stops generation, as transformers builds its
+    /// generation config from the model's; prompt_ids are echoed as text (so the line pipes into score).</summary>
+    [Fact]
+    public void GenerationConfigIsCheckedAndWhatItCannotApplyIsNamed()
+    {
+        string model = Init("gpt2");
+        string input = File("ids.jsonl", "{\"prompt_ids\": [256, 104, 105]}\n");
+        string gc = Path.Combine(model, "generation_config.json");
+        foreach (var (json, expected) in new[]
+                 {
+                     ("{\"top_k\": \"5\"}", "field \"top_k\" must be an integer"),
+                     ("{\"eos_token_id\": [2, \"x\"]}", "field \"eos_token_id\" must be an integer or a list of integers"),
+                     ("{\"top_p\": 1.5}", "field \"top_p\" must be in (0, 1]"),
+                     ("{\"do_sample\": \"false\"}", "field \"do_sample\" must be true or false"),
+                 })
+        {
+            System.IO.File.WriteAllText(gc, json);
+            var bad = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "2");
+            Assert.NotEqual(0, bad.ExitCode);
+            Assert.Contains("generation_config.json: " + expected, bad.StdErr);
+            Assert.DoesNotContain("   at ", bad.StdErr);
+        }
+        System.IO.File.WriteAllText(gc, "{\"do_sample\": false, \"repetition_penalty\": 1.05, \"no_repeat_ngram_size\": 0, \"min_p\": null}");
+        var r = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "3");
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        Assert.Contains("note: generation_config.json sets repetition_penalty 1.05, which this sampler does not apply", r.StdErr);
+        Assert.DoesNotContain("no_repeat_ngram_size", r.StdErr);
+        Assert.EndsWith("hi", System.Text.Json.JsonDocument.Parse(r.StdOut).RootElement.GetProperty("prompt").GetString());
+
+        // No generation_config.json: config.json's eos_token_id (here every id) ends the completion at its first token.
+        System.IO.File.Delete(gc);
+        var config = System.Text.Json.Nodes.JsonNode.Parse(System.IO.File.ReadAllText(Path.Combine(model, "config.json")))!.AsObject();
+        config["eos_token_id"] = new System.Text.Json.Nodes.JsonArray(Enumerable.Range(0, 300).Select(i => (System.Text.Json.Nodes.JsonNode?)i).ToArray());
+        System.IO.File.WriteAllText(Path.Combine(model, "config.json"), config.ToJsonString());
+        var stops = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "5", "--temperature", "0");
+        Assert.True(stops.ExitCode == 0, stops.StdErr);
+        var line = System.Text.Json.JsonDocument.Parse(stops.StdOut).RootElement;
+        Assert.Equal("eos", line.GetProperty("finish_reason").GetString());
+        Assert.Equal(1, line.GetProperty("ids").GetArrayLength());
+
+        Assert.Contains("a stop string is empty", CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "2", "--stop", "").StdErr);
+        Assert.Contains("too small to divide by", CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "2", "--temperature", "1e-45").StdErr);
+    }
+
     [Theory]
     [InlineData("{\"prompt\": 5}\n", "prompts.jsonl:1: field \"prompt\": must be a string")]
     [InlineData("{\"prompt\": \"ok\"}\n{not json\n", "prompts.jsonl:2: malformed JSON")]
