@@ -17,10 +17,12 @@ public static class DataParallel
         var world = MpiCommunicator.Initialize();
         World.Current = world;
         var stderr = Console.Error;
-        if (world.Rank != 0)
+        // Held here: Console.SetError wraps the writer it is given, so Console.Error is never this object.
+        var capture = world.Rank != 0 ? new FailureCapture() : null;
+        if (capture != null)
         {
             Console.SetOut(TextWriter.Null);
-            Console.SetError(new FailureCapture());
+            Console.SetError(capture);
         }
         int code;
         try { code = command(); }
@@ -38,7 +40,7 @@ public static class DataParallel
         if (world.Rank != 0)
         {
             Thread.Sleep(FollowerGrace);
-            if (Console.Error is FailureCapture capture && capture.Text.Length > 0) stderr.Write($"[rank {world.Rank}] {capture.Text}");
+            if (capture is { Text.Length: > 0 }) stderr.Write($"[rank {world.Rank}] {capture.Text}");
         }
         world.Abort(code);
         return code;

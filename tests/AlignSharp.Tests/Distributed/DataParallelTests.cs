@@ -64,6 +64,19 @@ public sealed class DataParallelTests : IDisposable
 
     static CliRunner.Result Mpirun(int ranks, IEnumerable<string> args, string? launcher = null, int timeoutMs = 120_000)
     {
+        using var p = StartMpirun(ranks, args, launcher);
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(timeoutMs))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"mpirun {string.Join(' ', args)} ran longer than {timeoutMs} ms");
+        }
+        return new CliRunner.Result(p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    static Process StartMpirun(int ranks, IEnumerable<string> args, string? launcher = null)
+    {
         var psi = new ProcessStartInfo(launcher ?? MpiFactAttribute.Mpirun)
         {
             RedirectStandardOutput = true,
@@ -78,15 +91,7 @@ public sealed class DataParallelTests : IDisposable
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.ArgumentList.Add("--threads");
         psi.ArgumentList.Add("1");
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(timeoutMs))
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"mpirun {string.Join(' ', args)} ran longer than {timeoutMs} ms");
-        }
-        return new CliRunner.Result(p.ExitCode, stdout.Result, stderr.Result);
+        return Process.Start(psi)!;
     }
 
     static List<double> Losses(string run) => File.ReadLines(Path.Combine(run, "metrics.jsonl"))
@@ -279,6 +284,57 @@ public sealed class DataParallelTests : IDisposable
         var summary = JsonDocument.Parse(File.ReadAllText(P("run/summary.json"))).RootElement;
         Assert.Equal(6, summary.GetProperty("steps").GetInt32());
         Assert.Equal(6, Losses(P("run")).Count);
+    }
+
+    /// <summary>Ctrl-C (here SIGINT to mpirun, which passes it to the ranks): every rank catches it and finishes the same
+    /// step, rank 0 writes the checkpoint and the summary and prints the resume command (a follower used to die at once, and
+    /// the job with it, leaving nothing since the last checkpoint).</summary>
+    [MpiFact]
+    public void ASignalStopsEveryRankAfterTheSameStepWithACheckpoint()
+    {
+        TinyModels.Create(P("base"));
+        WriteSftData();
+        using var p = StartMpirun(2, SftArgs(P("run"), 1, steps: 100_000));
+        var stderr = p.StandardError.ReadToEndAsync();
+        _ = p.StandardOutput.ReadToEndAsync();
+        var clock = Stopwatch.StartNew();
+        while (!(File.Exists(P("run/metrics.jsonl")) && File.ReadAllLines(P("run/metrics.jsonl")).Length >= 2))
+        {
+            if (p.HasExited || clock.Elapsed > TimeSpan.FromSeconds(90)) Assert.Fail($"the run did not start logging: {(p.HasExited ? stderr.Result : "")}");
+            Thread.Sleep(200);
+        }
+        using (var kill = Process.Start("kill", ["-INT", p.Id.ToString()])) kill.WaitForExit();
+        if (!p.WaitForExit(60_000)) { p.Kill(entireProcessTree: true); Assert.Fail("mpirun did not stop within 60 s of SIGINT"); }
+        var summary = JsonDocument.Parse(File.ReadAllText(P("run/summary.json"))).RootElement;
+        Assert.Equal("interrupted", summary.GetProperty("status").GetString());
+        int step = summary.GetProperty("steps").GetInt32();
+        Assert.True(Directory.Exists(P($"run/checkpoints/step-{step:D6}")), stderr.Result);
+        Assert.Contains("--resume", stderr.Result);
+    }
+
+    /// <summary>A rank that fails alone (here rank 1's data file is bad, as when one host holds a damaged copy) prints its
+    /// error, prefixed with its rank, and ends the job.</summary>
+    [MpiFact]
+    public void ARankThatFailsAlonePrintsItsError()
+    {
+        TinyModels.Create(P("base"));
+        WriteSftData();
+        File.WriteAllText(P("bad.jsonl"), "{\"prompt\": \"a\", \"completion\": 3}\n");
+        var psi = new ProcessStartInfo(MpiFactAttribute.Mpirun) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = CliRunner.RepoRoot };
+        foreach (var a in new[] { "--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,tcp" }) psi.ArgumentList.Add(a);
+        foreach (var data in new[] { P("sft.jsonl"), P("bad.jsonl") })
+        {
+            if (data != P("sft.jsonl")) psi.ArgumentList.Add(":");
+            foreach (var a in new[] { "-np", "1", "dotnet", CliRunner.CliDll, "sft", "--model", P("base"), "--data", data, "--out", P("run"), "--max-steps", "2", "--threads", "1" })
+                psi.ArgumentList.Add(a);
+        }
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        _ = p.StandardOutput.ReadToEndAsync();
+        if (!p.WaitForExit(120_000)) { p.Kill(entireProcessTree: true); Assert.Fail("the job did not end"); }
+        Assert.NotEqual(0, p.ExitCode);
+        Assert.Contains("[rank 1]", stderr.Result);
+        Assert.Contains("bad.jsonl:1", stderr.Result);
     }
 
     [MpiFact]

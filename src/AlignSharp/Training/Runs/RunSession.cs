@@ -63,9 +63,11 @@ public sealed class RunSession : IDisposable
         _world = world;
         if (IsFollower)
         {
-            // Followers share rank 0's run but touch no file: their metrics and progress go nowhere.
+            // Followers share rank 0's run but touch no file: their metrics and progress go nowhere. They catch the
+            // signals too (Ctrl-C or scancel reach every rank), so that every rank finishes the step and rank 0 checkpoints.
             Progress = new Progress(trainer, 0, options.LoggingSteps, TextWriter.Null);
             Metrics = new MetricsLog("/dev/null", -1, "none");
+            CatchSignals();
             return;
         }
         _lock = TakeLock(Directory.Path);
