@@ -188,7 +188,7 @@ public sealed class InputChecksTests : IDisposable
     {
         string model = TinyModels.Create(P("m"));
         string data = TinyModels.WriteJsonl(P("d.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = $"q{i}", completion = " a" }));
-        File.WriteAllText(P("trl.yaml"), "max_steps: -1\nnum_train_epochs: 2\nlearning_rate: 0.001\nwarmup_ratio: 0.5\nlr_scheduler_type: constant_with_warmup\nsave_steps: 0\n");
+        File.WriteAllText(P("trl.yaml"), "max_steps: -1\nresume_from_checkpoint: false\nnum_train_epochs: 2\nlearning_rate: 0.001\nwarmup_ratio: 0.5\nlr_scheduler_type: constant_with_warmup\nsave_steps: 0\n");
         var r = CliRunner.Run("sft", "--config", P("trl.yaml"), "--model_name_or_path", model, "--data", data, "--output_dir", P("run"), "--per_device_train_batch_size", "2");
         Assert.True(r.ExitCode == 0, r.StdErr);
         var config = System.Text.Json.JsonDocument.Parse(File.ReadAllText(P("run/run_config.json"))).RootElement;
@@ -200,7 +200,8 @@ public sealed class InputChecksTests : IDisposable
         var constant = CliRunner.Run("sft", "--config", P("trl.yaml"), "--lr-scheduler-type", "constant", "--model_name_or_path", model, "--data", data, "--output_dir", P("run2"));
         Assert.NotEqual(0, constant.ExitCode);
         Assert.Contains("constant_with_warmup", constant.StdErr);
-        // 4 examples / batch 2 × 2 epochs = 4 steps (max_steps -1, TRL's default, defers to the epochs).
+        // 4 examples / batch 2 × 2 epochs = 4 steps (max_steps -1, TRL's default, defers to the epochs; resume_from_checkpoint
+        // false, as in transformers, starts a new run).
         Assert.Equal(4, System.Text.Json.JsonDocument.Parse(File.ReadAllText(P("run/summary.json"))).RootElement.GetProperty("steps").GetInt32());
     }
 

@@ -78,6 +78,16 @@ public sealed class TrainCommandsTests : IDisposable
         // A run's resolved config is itself a valid --config file.
         var again = CliRunner.Run("sft", "--config", P("sft/run_config.json"), "--out", P("sft2"), "--max-steps", "1");
         Assert.True(again.ExitCode == 0, again.StdErr);
+        // What to do with --out this once (--overwrite, --resume) is not recorded: fed back, the file neither deletes the
+        // run nor resumes a new one.
+        var replaced = CliRunner.Run("sft", "--config", P("sft/run_config.json"), "--out", P("sft2"), "--max-steps", "1", "--overwrite");
+        Assert.True(replaced.ExitCode == 0, replaced.StdErr);
+        var recorded = JsonDocument.Parse(File.ReadAllText(P("sft2/run_config.json"))).RootElement;
+        Assert.False(recorded.TryGetProperty("overwrite", out _));
+        Assert.False(recorded.TryGetProperty("resume", out _));
+        var fedBack = CliRunner.Run("sft", "--config", P("sft2/run_config.json"), "--max-steps", "2", "--resume");
+        Assert.True(fedBack.ExitCode == 0, fedBack.StdErr);
+        Assert.Contains("resumed from", fedBack.StdErr);
         Assert.True(Directory.Exists(P("sft/checkpoints/step-000002")));
         var summary = JsonDocument.Parse(File.ReadAllText(P("sft/summary.json"))).RootElement;
         Assert.Equal(3, summary.GetProperty("steps").GetInt32());

@@ -228,6 +228,20 @@ public sealed class LoraAdapterTests
             config["use_dora"] = true;
             File.WriteAllText(Path.Combine(dir, LoraConfig.FileName), config.ToJsonString());
             Assert.Contains("has no lora_magnitude_vector (use_dora: true)", Assert.Throws<UserInputException>(() => LoraAdapter.Load(dir, model)).Message);
+            // PEFT settings that change the adapter's arithmetic are refused by name, not loaded as a plain LoRA; their
+            // "off" values (null, false, []) load.
+            plain.Save(dir);
+            foreach (var (field, on) in new (string, JsonNode)[] { ("alora_invocation_tokens", new JsonArray(5, 6)), ("layer_replication", new JsonArray(new JsonArray(0, 2))),
+                         ("use_qalora", true), ("lora_bias", true), ("target_parameters", new JsonArray("mlp.experts.gate_up_proj")) })
+            {
+                var peft = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, LoraConfig.FileName)))!.AsObject();
+                peft[field] = on.DeepClone();
+                File.WriteAllText(Path.Combine(dir, LoraConfig.FileName), peft.ToJsonString());
+                Assert.Contains($"{field} asks for", Assert.Throws<UserInputException>(() => LoraAdapter.Load(dir, model)).Message);
+                peft[field] = on is JsonArray ? new JsonArray() : false;
+                File.WriteAllText(Path.Combine(dir, LoraConfig.FileName), peft.ToJsonString());
+                LoraAdapter.Load(dir, model);
+            }
         }
         finally { Directory.Delete(dir, true); }
     }

@@ -123,6 +123,36 @@ public sealed class RunSafetyTests : IDisposable
         Assert.Contains("skipped or repeated", log.ToString());
     }
 
+    /// <summary>Resuming drops the log's lines past the checkpoint by swapping in a new file (a kill meanwhile leaves the
+    /// old one whole), and a last line that lost its newline is not joined to the next.</summary>
+    [Fact]
+    public void ResumingRewritesTheMetricsLogWholeAndEndsItsLastLine()
+    {
+        Directory.CreateDirectory(P("log"));
+        string path = P("log/metrics.jsonl");
+        File.WriteAllText(path, string.Join("\n", Enumerable.Range(1, 3).Select(i => $"{{\"step\": {i}, \"time\": {i}.5, \"split\": \"train\"}}")));
+        using (var log = new MetricsLog(path, resumeStep: 3)) log.Write(4, "train", [new("loss", 1.0)]);
+        var lines = File.ReadAllLines(path);
+        Assert.Equal([1, 2, 3, 4], lines.Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt32()));
+        using (var log = new MetricsLog(path, resumeStep: 2)) log.Write(3, "train", [new("loss", 2.0)]);
+        Assert.Equal([1, 2, 3], File.ReadAllLines(path).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt32()));
+        Assert.Equal(["metrics.jsonl"], Directory.GetFiles(P("log")).Select(Path.GetFileName));
+    }
+
+    /// <summary>Going back to an earlier checkpoint while later ones exist is refused naming them (their history would be
+    /// mixed with the resumed run's); rotation deletes through a temporary name, so a kill leaves no half checkpoint.</summary>
+    [Fact]
+    public void ResumingFromAnEarlierCheckpointWithLaterOnesIsRefusedAndRotationLeavesNoHalfCheckpoint()
+    {
+        SftTrainer.Train(Sft("run", 6) with { SaveTotalLimit = 0 }, TextWriter.Null);
+        var e = Assert.Throws<UserInputException>(() => SftTrainer.Train(Sft("run", 8) with { Resume = P("run/checkpoints/step-000002"), SaveTotalLimit = 0 }, TextWriter.Null));
+        Assert.Contains("step-000004, step-000006", e.Message);
+        // What a kill during a rotation's delete leaves behind is cleaned at the next start, never read as a checkpoint.
+        Directory.CreateDirectory(P("run/checkpoints/.step-000002.tmp-0123"));
+        SftTrainer.Train(Sft("run", 8) with { Resume = "", SaveTotalLimit = 2 }, TextWriter.Null);
+        Assert.Equal(["step-000006", "step-000008"], Directory.GetDirectories(P("run/checkpoints")).Select(Path.GetFileName).Order());
+    }
+
     [Fact]
     public void AKillDuringACheckpointSwapLosesNothingAndStaleTemporariesAreCleaned()
     {
@@ -249,6 +279,10 @@ public sealed class RunSafetyTests : IDisposable
             RunSession.CommandLine = ["sft", "--model", "m dir", "--out", o.Out!, "--overwrite"];
             using var session = RunSession.Open(o, "sft", TextWriter.Null);
             Assert.Equal($"alignsharp sft --model 'm dir' --out {o.Out} --resume", session.ResumeCommand());
+            // TRL's spellings and a named checkpoint (which later checkpoints will have passed) go too: --resume takes the newest.
+            RunSession.CommandLine = ["sft", "--overwrite_output_dir", "true", "--resume-from-checkpoint", "/r/checkpoints/step-000010", "--out", o.Out!,
+                "--resume=/x", "--overwrite-output-dir", "--seed", "3"];
+            Assert.Equal($"alignsharp sft --out {o.Out} --seed 3 --resume", session.ResumeCommand());
         }
         finally
         {

@@ -150,6 +150,18 @@ public sealed record LoraConfig(
             throw new UserInputException($"{path}: bias \"{bias}\": adapters that train biases are not supported (only \"none\").");
         if (o["layers_to_transform"] is JsonNode layers && layers.GetValueKind() != JsonValueKind.Null)
             throw new UserInputException($"{path}: layers_to_transform is not supported; adapt every layer.");
+        // PEFT settings that change what the adapter computes, which a plain LoRA would silently get wrong.
+        foreach (var (field, what) in new[]
+                 {
+                     ("alora_invocation_tokens", "an activated LoRA (applied only from its invocation tokens on)"),
+                     ("layer_replication", "layer replication (PEFT rebuilds the layer stack)"),
+                     ("use_qalora", "QA-LoRA (pooled inputs)"),
+                     ("lora_bias", "a bias on lora_B"),
+                     ("target_parameters", "LoRA on parameters rather than linear modules"),
+                 })
+            if (o[field] is JsonNode v && v.GetValueKind() is not (JsonValueKind.Null or JsonValueKind.False)
+                && !(v is JsonArray { Count: 0 }))
+                throw new UserInputException($"{path}: {field} asks for {what}, which is not supported; only plain LoRA and DoRA adapters are.");
 
         var targets = o["target_modules"] switch
         {

@@ -26,8 +26,10 @@ public sealed class MetricsLog : IDisposable
         if (resumeStep >= 0 && File.Exists(path))
         {
             var kept = new List<string>();
+            int read = 0;
             foreach (var line in File.ReadLines(path))
             {
+                read++;
                 try
                 {
                     using var doc = JsonDocument.Parse(line);
@@ -38,13 +40,28 @@ public sealed class MetricsLog : IDisposable
                 }
                 catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException) { }
             }
-            File.WriteAllLines(path, kept);
+            // Swapped in whole (a kill while the lines are written must not leave a cut log); only when lines were dropped
+            // or the last one lacks its newline (the next line would be appended to it).
+            if (kept.Count != read || !EndsWithNewline(path))
+                Models.Checkpoints.AtomicFile.Write(path, stream =>
+                {
+                    using var w = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true);
+                    foreach (var line in kept) w.Write(line + "\n");
+                });
             _writer = new StreamWriter(path, append: true, new UTF8Encoding(false));
         }
         else
         {
             _writer = new StreamWriter(path, append: false, new UTF8Encoding(false));
         }
+    }
+
+    private static bool EndsWithNewline(string path)
+    {
+        using var f = File.OpenRead(path);
+        if (f.Length == 0) return true;
+        f.Seek(-1, SeekOrigin.End);
+        return f.ReadByte() == '\n';
     }
 
     public double Elapsed => _timeOffset + _clock.Elapsed.TotalSeconds;

@@ -53,10 +53,11 @@ public sealed class RunDirectory
     /// <summary>The declared options as a JSON object (snake_case keys), as written to run_config.json.</summary>
     public static JsonObject ConfigNode<T>(T options, string trainer) where T : TrainerOptions
     {
-        // Only the declared options: the file can be fed back as --config.
+        // Only the declared options: the file can be fed back as --config. Not --resume and --overwrite, which say what
+        // to do with --out this once: fed back, they would delete the run or resume from nothing.
         var node = new JsonObject { ["trainer"] = trainer };
         foreach (var p in options.GetType().GetProperties())
-            if (OmitOptionsAttribute.IsOption(options.GetType(), p))
+            if (OmitOptionsAttribute.IsOption(options.GetType(), p) && p.Name is not (nameof(TrainerOptions.Resume) or nameof(TrainerOptions.Overwrite)))
                 node[JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name)] = JsonSerializer.SerializeToNode(p.GetValue(options), p.PropertyType, Json);
         return node;
     }
@@ -135,7 +136,7 @@ public sealed class RunDirectory
         {
             var all = Checkpoints();
             for (int i = 0; i < all.Count - keep; i++)
-                if (all[i].Path != final) Directory.Delete(all[i].Path, recursive: true);
+                if (all[i].Path != final) Discard(all[i].Path);
         }
         return final;
     }
@@ -167,6 +168,16 @@ public sealed class RunDirectory
         }
         Directory.Move(tmp, target);
         if (old != null) Directory.Delete(old, recursive: true);
+    }
+
+    /// <summary>Deletes a directory so that a kill on the way leaves no part of it under its own name: it is renamed to a
+    /// temporary name first, which <see cref="Recover"/> removes (a half-deleted checkpoint still read as one).</summary>
+    private static void Discard(string dir)
+    {
+        string parent = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(dir))!;
+        string doomed = System.IO.Path.Combine(parent, $".{System.IO.Path.GetFileName(dir)}.tmp-{Guid.NewGuid():N}");
+        Directory.Move(dir, doomed);
+        Directory.Delete(doomed, recursive: true);
     }
 
     /// <summary>
@@ -221,6 +232,12 @@ public sealed class RunDirectory
         }
         if (!File.Exists(System.IO.Path.Combine(resume, TrainerState.FileName)))
             throw new UserInputException($"--resume: '{resume}' is not a checkpoint directory (no {TrainerState.FileName}).");
+        // Going back to an earlier checkpoint: the later ones hold another history, which this run's checkpoints would
+        // be mixed with (rotation would delete this run's and keep those; a later --resume would pick them).
+        int step = TrainerState.Load(resume).Step;
+        if (Checkpoints().Where(c => c.Step > step).Select(c => c.Path).ToList() is { Count: > 0 } later)
+            throw new UserInputException($"--resume {resume}: --out holds later checkpoints of the run ({string.Join(", ", later.Select(System.IO.Path.GetFileName))}); " +
+                "to go back to step " + step + ", move or delete them first, or resume into another --out.");
         return resume;
     }
 }

@@ -348,7 +348,8 @@ public sealed class RunSession : IDisposable
         _world.AllGather(mine, all);
         for (int r = 1; r < _world.Size; r++)
             if (all[2 * r] != all[0] || all[2 * r + 1] != all[1])
-                throw new InvalidOperationException($"{Trainer}: at step {step} the weights of rank {r} differ from rank 0's; the data-parallel ranks diverged, so nothing was saved.");
+                throw new UserInputException($"{Trainer}: at step {step} the weights of rank {r} differ from rank 0's; the data-parallel ranks diverged, so nothing was saved. " +
+                    "Every rank must run the same build on the same kind of CPU (SIMD widths round differently).");
     }
 
     /// <summary>The newest checkpoint's directory, or null.</summary>
@@ -408,23 +409,22 @@ public sealed class RunSession : IDisposable
         }
     }
 
-    /// <summary>The command that continues this run: the original command line with --overwrite dropped and --resume added.</summary>
+    /// <summary>The command that continues this run: the original command line without --overwrite and --resume (in
+    /// any spelling, with their values), then --resume, which takes the newest checkpoint: the one just written.</summary>
     public string ResumeCommand()
     {
         if (CommandLine is not { Count: > 0 } args) return $"the same {Trainer} command with --resume (--out {Quote(Directory.Path)})";
+        string[] dropped = ["--overwrite", "--overwrite-output-dir", "--overwrite_output_dir", "--resume", "--resume-from-checkpoint", "--resume_from_checkpoint"];
         var kept = new List<string>();
-        bool hasResume = false;
         for (int i = 0; i < args.Count; i++)
         {
-            if (args[i] == "--overwrite")
-            {
-                if (i + 1 < args.Count && args[i + 1] is "true" or "false") i++;
-                continue;
-            }
-            if (args[i] == "--resume" || args[i].StartsWith("--resume=", StringComparison.Ordinal)) hasResume = true;
-            kept.Add(args[i]);
+            string flag = args[i].Split('=', 2)[0];
+            if (Array.IndexOf(dropped, flag) < 0) { kept.Add(args[i]); continue; }
+            // The flag's own value, if it has one: a path or true/false, never the next option.
+            if (!args[i].Contains('=') && i + 1 < args.Count && !args[i + 1].StartsWith("--", StringComparison.Ordinal)
+                && (flag.StartsWith("--resume", StringComparison.Ordinal) || args[i + 1] is "true" or "false")) i++;
         }
-        if (!hasResume) kept.Add("--resume");
+        kept.Add("--resume");
         return "alignsharp " + string.Join(' ', kept.Select(Quote));
     }
 
