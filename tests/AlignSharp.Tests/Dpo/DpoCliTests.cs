@@ -151,6 +151,21 @@ public sealed class DpoCliTests : IDisposable
         var orpo = CliRunner.Run("dpo", "--policy", model, "--data", data, "--out", P("rpo-orpo"), "--loss-type", "orpo", "--rpo-alpha", "1", "--max-steps", "1");
         Assert.Equal(2, orpo.ExitCode);
         Assert.Contains("has its own NLL term", orpo.StdErr);
+        // Options that would do nothing for the loss are refused: orpo's weight is --orpo-lambda (TRL's ORPOConfig
+        // calls it beta); simpo and orpo take no reference model.
+        string[] common = ["dpo", "--policy", model, "--data", data, "--out", P("never"), "--max-steps", "1"];
+        foreach (var (extra, expected) in new (string[], string)[]
+                 {
+                     (["--loss-type", "orpo", "--beta", "0.2"], "its weight of the odds-ratio term is --orpo-lambda"),
+                     (["--loss-type", "simpo", "--reference", model], "--loss-type simpo uses no reference model; --reference"),
+                     (["--loss-type", "orpo", "--reference-free"], "--loss-type orpo uses no reference model; --reference-free"),
+                 })
+        {
+            var refused = CliRunner.Run([.. common, .. extra]);
+            Assert.Equal(2, refused.ExitCode);
+            Assert.Contains(expected, refused.StdErr);
+        }
+        Assert.False(Directory.Exists(P("never")));
     }
 
     [Fact]

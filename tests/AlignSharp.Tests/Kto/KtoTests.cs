@@ -1,5 +1,6 @@
 using System.Text.Json;
 using AlignSharp.Engine;
+using AlignSharp.Models;
 using AlignSharp.Text;
 using AlignSharp.Tests.Dpo;
 using AlignSharp.Training.Data;
@@ -156,6 +157,41 @@ public sealed class KtoTests : IDisposable
         foreach (var name in new[] { "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected", "count/chosen", "count/rejected", "kl" })
             Assert.True(lastEval.TryGetProperty(name, out _), name);
         Assert.False(lastEval.TryGetProperty("micro_batches", out _));
+    }
+
+    /// <summary>logits/chosen and logits/rejected as TRL's KTOTrainer logs them: the mean logit over the vocabulary and every
+    /// completion position of the split's examples together (a token mean: a long answer counts for its length), checked
+    /// against the model's own forward pass.</summary>
+    [Fact]
+    public void LogitsMetricsAreTokenMeansOverEachSplit()
+    {
+        string model = DpoFixtures.TinyModel(P("m"), seed: 4);
+        var records = new[] { ("q1:", " a", true), ("q2:", " abcdefgh", true), ("q3:", " xy", false), ("q4:", " z", false) };
+        File.WriteAllLines(P("k.jsonl"), records.Select(r => JsonSerializer.Serialize(new { prompt = r.Item1, completion = r.Item2, label = r.Item3 })));
+        KtoTrainer.Train(Options(model, P("k.jsonl"), P("run")) with { MaxSteps = 1, BatchSize = 4, LearningRate = 0 }, Quiet);
+        var first = JsonDocument.Parse(File.ReadLines(P("run/metrics.jsonl")).First()).RootElement;
+        var m = ModelIO.Load(model);
+        var tok = new ByteTokenizer();
+        int v = m.Config.VocabSize;
+        foreach (var (split, desirable) in new[] { ("chosen", true), ("rejected", false) })
+        {
+            double sum = 0;
+            int tokens = 0;
+            var perExample = new List<double>();
+            foreach (var (prompt, completion, _) in records.Where(r => r.Item3 == desirable))
+            {
+                int[] p = tok.Encode(prompt), ids = [.. p, .. tok.Encode(completion, addSpecialTokens: false), tok.EosId!.Value];
+                float[] logits;
+                using (Autograd.NoGrad()) logits = m.Forward(ids, 1, ids.Length).ToArray();
+                double own = 0;
+                for (int j = p.Length; j < ids.Length; j++, tokens++) own += logits.AsSpan((j - 1) * v, v).ToArray().Average();
+                sum += own;
+                perExample.Add(own / (ids.Length - p.Length));
+            }
+            Assert.Equal(sum / tokens, first.GetProperty($"logits/{split}").GetDouble(), 6);
+            // The data make the two definitions differ, so the check tells them apart.
+            Assert.True(Math.Abs(perExample.Average() - sum / tokens) > 2e-5, $"{split}: {perExample.Average()} vs {sum / tokens}");
+        }
     }
 
     [Theory]

@@ -52,7 +52,9 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
     public string LossType { get; init; } = "sigmoid";
 
     [Option("β: strength of the implicit KL penalty (temperature of the implicit reward β·log π/π_ref); for simpo the reward scale. Not used by orpo (see --orpo-lambda).")]
-    public float Beta { get; init; } = 0.1f;
+    public float Beta { get; init; } = DefaultBeta;
+
+    private const float DefaultBeta = 0.1f;
 
     [Option("Label smoothing ε in [0, 0.5): the assumed probability that a preference label is flipped (conservative DPO); sigmoid, simpo, robust, aot, aot_pair, and exo_pair (which needs ε > 0, e.g. 1e-3).")]
     public float LabelSmoothing { get; init; }
@@ -119,6 +121,11 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
         if (!float.IsFinite(SimpoGamma)) throw new UserInputException("--simpo-gamma must be a finite number.");
         if (!(OrpoLambda >= 0) || float.IsInfinity(OrpoLambda)) throw new UserInputException($"--orpo-lambda must be ≥ 0, got {OrpoLambda}.");
         if (ReferenceFree && Reference != null) throw new UserInputException("--reference-free and --reference contradict each other; give one.");
+        // Accepted and ignored otherwise: TRL's ORPOConfig calls its λ beta, so a migrated config's beta would do nothing here.
+        if (loss == DpoLossType.Orpo && Beta != DefaultBeta)
+            throw new UserInputException("--beta is not used by orpo: its weight of the odds-ratio term is --orpo-lambda (what TRL's ORPOConfig calls beta).");
+        if (loss is DpoLossType.Simpo or DpoLossType.Orpo && (Reference != null || ReferenceFree))
+            throw new UserInputException($"--loss-type {LossType} uses no reference model; {(Reference != null ? "--reference" : "--reference-free")} would change nothing.");
     }
 }
 

@@ -165,7 +165,9 @@ public sealed class KtoTask : ISupervisedTask
             string split = batch.Desirable[i] ? "chosen" : "rejected";
             m[$"rewards/{split}"] += result.Rewards[i];
             m[$"logps/{split}"] += logps[i];
-            m[$"logits/{split}"] += answers.Tokens[i] > 0 ? answers.LogitSums[i] / ((double)answers.Tokens[i] * answers.Vocab) : 0;
+            // TRL: Σ over the split's completion tokens of each token's mean logit, over the split's tokens.
+            m[$"logits/{split}"] += answers.LogitSums[i] / answers.Vocab;
+            m[$"tokens/{split}"] += answers.Tokens[i];
             m[$"count/{split}"] += 1;
         }
         return m;
@@ -173,7 +175,7 @@ public sealed class KtoTask : ISupervisedTask
 
     private const string MicroBatchKey = "micro_batches";
     private static readonly string[] Splits = ["chosen", "rejected"];
-    private static readonly string[] PerSplit = ["rewards", "logps", "logits", "count"];
+    private static readonly string[] PerSplit = ["rewards", "logps", "logits", "tokens", "count"];
 
     /// <summary>
     /// From averaged sums (each Σ over the window / Σ examples) to TRL's logged values: per-split means (left out
@@ -185,12 +187,15 @@ public sealed class KtoTask : ISupervisedTask
         m.Remove(MicroBatchKey);
         foreach (var split in Splits)
         {
-            double count = m.GetValueOrDefault($"count/{split}");
-            foreach (var name in new[] { "rewards", "logps", "logits" })
+            double count = m.GetValueOrDefault($"count/{split}"), tokens = m.GetValueOrDefault($"tokens/{split}");
+            m.Remove($"tokens/{split}");
+            foreach (var name in new[] { "rewards", "logps" })
             {
                 if (count > 0) m[$"{name}/{split}"] /= count;
                 else m.Remove($"{name}/{split}");
             }
+            if (tokens > 0) m[$"logits/{split}"] /= tokens;
+            else m.Remove($"logits/{split}");
             m[$"count/{split}"] = microBatches > 0 ? count / microBatches : 0;
         }
         if (m.TryGetValue("rewards/chosen", out var c) && m.TryGetValue("rewards/rejected", out var r)) m["rewards/margins"] = c - r;
