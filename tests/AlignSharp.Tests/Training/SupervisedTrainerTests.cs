@@ -25,15 +25,16 @@ public sealed class SupervisedTrainerTests : IDisposable
         var loss = RewardLosses.BradleyTerrySum(c, r, [0f, 0.1f], [1f, 2f], centerCoef: 0.5f);
         double d1 = 0.5, d2 = 0.2 - 0.9 - 0.1;
         double sp1 = Math.Log(1 + Math.Exp(-d1)), sp2 = Math.Log(1 + Math.Exp(-d2));
-        double center = 0.5 * (Math.Pow(1.5, 2) + Math.Pow(1.1, 2));
+        // The centering term weighs each pair as the Bradley–Terry term does.
+        double center = 0.5 * (1 * Math.Pow(1.5, 2) + 2 * Math.Pow(1.1, 2));
         Assert.Equal(sp1 + 2 * sp2 + center, loss.Item(), 5);
         loss.Backward();
-        // d/dr_c = −w·σ(−d) + 2·coef·(r_c + r_r); d/dr_r = +w·σ(−d) + 2·coef·(r_c + r_r)
+        // d/dr_c = −w·σ(−d) + 2·coef·w·(r_c + r_r); d/dr_r = +w·σ(−d) + 2·coef·w·(r_c + r_r)
         double s1 = 1 / (1 + Math.Exp(d1)), s2 = 1 / (1 + Math.Exp(d2));
         Assert.Equal(-s1 + 1.5, c.Grad!.Span[0], 5);
-        Assert.Equal(-2 * s2 + 1.1, c.Grad!.Span[1], 5);
+        Assert.Equal(-2 * s2 + 2 * 1.1, c.Grad!.Span[1], 5);
         Assert.Equal(s1 + 1.5, r.Grad!.Span[0], 5);
-        Assert.Equal(2 * s2 + 1.1, r.Grad!.Span[1], 5);
+        Assert.Equal(2 * s2 + 2 * 1.1, r.Grad!.Span[1], 5);
     }
 
     private string SftData(int n = 8)

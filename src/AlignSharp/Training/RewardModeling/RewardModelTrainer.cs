@@ -85,12 +85,14 @@ public sealed class RewardModelTask : ISupervisedTask
         var chosen = Ops.SliceRows(scores, 0, pairs);
         var rejected = Ops.SliceRows(scores, pairs, pairs);
         var loss = RewardLosses.BradleyTerrySum(chosen, rejected, b.Margins, b.Weights, _centerCoef);
+        // Weighted as the loss is (the loop divides by Σ weight): a ranking's pairs share its weight.
         double correct = 0, margin = 0, rc = 0, rr = 0;
         var cs = chosen.Span; var rs = rejected.Span;
         for (int i = 0; i < pairs; i++)
         {
-            if (cs[i] > rs[i]) correct++;
-            margin += cs[i] - rs[i]; rc += cs[i]; rr += rs[i];
+            double w = b.Weights[i];
+            if (cs[i] > rs[i]) correct += w;
+            margin += w * (cs[i] - rs[i]); rc += w * cs[i]; rr += w * rs[i];
         }
         var metrics = new Dictionary<string, double> { ["accuracy"] = correct, ["margin"] = margin, ["rewards/chosen"] = rc, ["rewards/rejected"] = rr };
         return new MicroBatchResult(loss, metrics, mask.Count(m => m));
