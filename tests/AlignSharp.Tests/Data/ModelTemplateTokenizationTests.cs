@@ -178,6 +178,9 @@ public class ModelTemplateTokenizationTests : IDisposable
         File.WriteAllText(Path.Combine(listed, "tokenizer_config.json"),
             "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"}, {\"name\": \"default\", \"template\": \"D{{ bos_token }}\"}], \"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}}");
         Assert.Equal("D<s>", ChatTemplate.Resolve("auto", listed).RenderConversation([]));
+        // Given tools, the list's "tool_use" template, as transformers' apply_chat_template chooses (and "default" without them).
+        Assert.Equal("T", ChatTemplate.Resolve("auto", listed, "{\"tools\": [{\"type\": \"function\"}]}").RenderConversation([]));
+        Assert.Equal("D<s>", ChatTemplate.Resolve("auto", listed, "{\"tools\": null}").RenderConversation([]));
         File.WriteAllText(Path.Combine(listed, "tokenizer_config.json"), "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"}]}");
         Assert.Contains("none named \"default\"", Assert.Throws<UserInputException>(() => ChatTemplate.Resolve("auto", listed)).Message);
     }

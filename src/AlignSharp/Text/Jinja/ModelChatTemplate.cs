@@ -7,7 +7,8 @@ namespace AlignSharp.Text.Jinja;
 /// <summary>
 /// A model's own chat template and the special tokens it is rendered with, as transformers finds them in a model
 /// directory: <c>chat_template.jinja</c> when present, else <c>chat_template</c> in tokenizer_config.json (a string,
-/// or a list of <c>{"name", "template"}</c> entries of which "default" is taken).
+/// or a list of <c>{"name", "template"}</c> entries of which "default" is taken, or "tool_use" when the render is given
+/// tools and the list has one, as transformers chooses).
 /// </summary>
 public static class ModelChatTemplate
 {
@@ -16,8 +17,9 @@ public static class ModelChatTemplate
 
     static readonly string[] SpecialTokenKeys = ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];
 
-    /// <summary>The model's template source and the file it came from, or null when the directory has none.</summary>
-    public static (string Source, string Origin)? Find(string modelDirectory)
+    /// <summary>The model's template source and the file it came from, or null when the directory has none;
+    /// <paramref name="withTools"/>: the render gets a tools list, so a named "tool_use" template is preferred.</summary>
+    public static (string Source, string Origin)? Find(string modelDirectory, bool withTools = false)
     {
         var jinja = Path.Combine(modelDirectory, JinjaFile);
         if (File.Exists(jinja)) return (ReadText(jinja), jinja);
@@ -30,16 +32,17 @@ public static class ModelChatTemplate
             case JsonValueKind.Null: return null;
             case JsonValueKind.String: return (t.GetString()!, configFile);
             case JsonValueKind.Array:
-                var names = new List<string>();
+                var named = new Dictionary<string, string>();
                 foreach (var entry in t.EnumerateArray())
                 {
                     if (entry.ValueKind != JsonValueKind.Object || !entry.TryGetProperty("name", out var n) || n.ValueKind != JsonValueKind.String
                         || !entry.TryGetProperty("template", out var body) || body.ValueKind != JsonValueKind.String)
                         throw new UserInputException($"{configFile}: field \"chat_template\": each entry of the list must be {{\"name\": ..., \"template\": ...}}.");
-                    if (n.GetString() == "default") return (body.GetString()!, configFile);
-                    names.Add(n.GetString()!);
+                    named.TryAdd(n.GetString()!, body.GetString()!);
                 }
-                throw new UserInputException($"{configFile}: field \"chat_template\" lists templates ({string.Join(", ", names)}) but none named \"default\"; pass one with --chat-template FILE.jinja.");
+                if (withTools && named.TryGetValue("tool_use", out var tools)) return (tools, configFile);
+                if (named.TryGetValue("default", out var main)) return (main, configFile);
+                throw new UserInputException($"{configFile}: field \"chat_template\" lists templates ({string.Join(", ", named.Keys)}) but none named \"default\"; pass one with --chat-template FILE.jinja.");
             default:
                 throw new UserInputException($"{configFile}: field \"chat_template\" must be a string or a list of named templates.");
         }

@@ -95,13 +95,15 @@ public sealed class ChatTemplate
     /// model's own template when it has one — chat_template.jinja or tokenizer_config.json — else <c>plain</c>, marked
     /// <see cref="IsFallback"/>), a built-in name, or the path of a .jinja file (rendered with the model's special tokens).
     /// </summary>
-    public static ChatTemplate Resolve(string? spec, string? modelDirectory)
+    public static ChatTemplate Resolve(string? spec, string? modelDirectory) => Resolve(spec, modelDirectory, withTools: false);
+
+    private static ChatTemplate Resolve(string? spec, string? modelDirectory, bool withTools)
     {
         spec ??= "auto";
         var tokens = modelDirectory is null ? new Dictionary<string, object?>() : ModelChatTemplate.SpecialTokenVariables(modelDirectory);
         if (IsAuto(spec))
         {
-            var own = modelDirectory is null ? null : ModelChatTemplate.Find(modelDirectory);
+            var own = modelDirectory is null ? null : ModelChatTemplate.Find(modelDirectory, withTools);
             if (own is null) return new ChatTemplate("plain", Plain._jinja, Plain._tokens, isFallback: true);
             return new ChatTemplate("auto", JinjaTemplate.Parse(own.Value.Source, own.Value.Origin), tokens);
         }
@@ -117,8 +119,11 @@ public sealed class ChatTemplate
     /// <summary><see cref="Resolve(string?, string?)"/> with <c>--chat-template-kwargs</c> (<see cref="ParseKwargs"/>; none when null or blank).</summary>
     public static ChatTemplate Resolve(string? spec, string? modelDirectory, string? kwargs)
     {
-        var template = Resolve(spec, modelDirectory);
-        return string.IsNullOrWhiteSpace(kwargs) ? template : template.WithKwargs(ParseKwargs(kwargs));
+        if (string.IsNullOrWhiteSpace(kwargs)) return Resolve(spec, modelDirectory);
+        var parsed = ParseKwargs(kwargs);
+        // As transformers: given tools, a model whose templates are named takes its "tool_use" one.
+        bool withTools = parsed.TryGetValue("tools", out var tools) && tools != null;
+        return Resolve(spec, modelDirectory, withTools).WithKwargs(parsed);
     }
 
     /// <summary>The help of every <c>--chat-template-kwargs</c> option.</summary>
