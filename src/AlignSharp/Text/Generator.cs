@@ -187,6 +187,7 @@ public static class Generator
         {
             var idArr = outIds[b].ToArray();
             string? text = texts[b] ?? tokenizer?.Decode(idArr, skipSpecialTokens: true);
+            if (text != null) text = tokenizer!.CleanUp(text);
             result[b] = new Completion(idArr, text, outLogProbs[b].ToArray(), finish[b] ?? "length");
         }
         return result;

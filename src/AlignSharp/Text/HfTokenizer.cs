@@ -9,6 +9,14 @@ namespace AlignSharp.Text;
 /// </summary>
 public sealed class HfTokenizer : ITokenizer
 {
+    /// <summary>tokenizer_config.json's clean_up_tokenization_spaces (false when absent, transformers' default since 4.45).</summary>
+    public bool CleanUpTokenizationSpaces { get; internal set; }
+
+    /// <inheritdoc/>
+    public string CleanUp(string decoded) => !CleanUpTokenizationSpaces ? decoded : decoded
+        .Replace(" .", ".").Replace(" ?", "?").Replace(" !", "!").Replace(" ,", ",").Replace(" ' ", "'")
+        .Replace(" n't", "n't").Replace(" 'm", "'m").Replace(" 's", "'s").Replace(" 've", "'ve").Replace(" 're", "'re");
+
     readonly BpeModel _model;
     readonly Normalizer? _normalizer;
     readonly PreTokenizer _preTokenizer;

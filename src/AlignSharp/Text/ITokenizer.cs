@@ -18,6 +18,13 @@ public interface ITokenizer
     /// <summary>Decodes ids to text; with <paramref name="skipSpecialTokens"/>, tokens marked special are dropped.</summary>
     string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false);
 
+    /// <summary>
+    /// A decoded text as transformers' decode returns it: with tokenizer_config.json's clean_up_tokenization_spaces
+    /// true (GPT-2, Llama 3), the spaces its English tokenizers once put before punctuation and contractions are removed
+    /// (" ." → ".", " n't" → "n't", ...). Applied to texts handed out (completions), never to ones re-read as tokens.
+    /// </summary>
+    string CleanUp(string decoded) => decoded;
+
     /// <summary>The id of a token string (vocabulary or added token), or null when unknown.</summary>
     int? TokenToId(string token);
 

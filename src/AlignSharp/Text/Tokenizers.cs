@@ -35,7 +35,7 @@ internal static class TokenizerJson
     {
         using var doc = Parse(file);
         string? bos = null, eos = null, pad = null;
-        bool? addBos = null;
+        bool? addBos = null, cleanUp = null;
         List<AddedToken> declared = [];
         if (configFile is not null)
         {
@@ -44,10 +44,13 @@ internal static class TokenizerJson
             eos = SpecialName(config.RootElement, "eos_token");
             pad = SpecialName(config.RootElement, "pad_token");
             addBos = SentencePieceAddsBos(config.RootElement);
+            if (config.RootElement.TryGetProperty("clean_up_tokenization_spaces", out var c)) cleanUp = c.ValueKind == JsonValueKind.True;
             if (config.RootElement.TryGetProperty("added_tokens_decoder", out var decoder))
                 declared = new Reader(configFile).AddedTokensDecoder(decoder);
         }
-        return FromJson(doc.RootElement, file, bos, eos, pad, addBos, declared);
+        var tokenizer = FromJson(doc.RootElement, file, bos, eos, pad, addBos, declared);
+        tokenizer.CleanUpTokenizationSpaces = cleanUp == true;
+        return tokenizer;
     }
 
     /// <summary>

@@ -24,6 +24,8 @@ public class ReferenceConformanceTests
             if (!idsNoSpecial.SequenceEqual(c.IdsNoSpecial)) failures.Add($"{c}: ids without specials differ");
             if (tokenizer.Decode(c.Ids) != c.Decoded) failures.Add($"{c}: decode differs from reference");
             if (tokenizer.Decode(c.Ids, skipSpecialTokens: true) != c.DecodedSkipSpecial) failures.Add($"{c}: decode(skip specials) differs");
+            // The text a completion is handed out as: tokenizer_config.json's clean_up_tokenization_spaces applied.
+            if (tokenizer.CleanUp(tokenizer.Decode(c.Ids, skipSpecialTokens: true)) != c.DecodedClean) failures.Add($"{c}: cleaned-up decode differs");
             string? expected = expectedRoundTrip(c.Text);
             if (expected is null) continue;
             roundTrips++;

@@ -4,7 +4,7 @@ using AlignSharp.Text;
 namespace AlignSharp.Tests.Text;
 
 /// <summary>One reference case written by tests/fixtures/tokenizers/make_reference.mjs.</summary>
-public sealed record ReferenceCase(string Text, int[] Ids, int[] IdsNoSpecial, string Decoded, string DecodedSkipSpecial)
+public sealed record ReferenceCase(string Text, int[] Ids, int[] IdsNoSpecial, string Decoded, string DecodedSkipSpecial, string DecodedClean)
 {
     public override string ToString() => JsonSerializer.Serialize(Text.Length > 40 ? Text[..40] + "…" : Text);
 }
@@ -36,7 +36,8 @@ public static class TokenizerFixtures
             c.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToArray(),
             c.GetProperty("ids_no_special").EnumerateArray().Select(x => x.GetInt32()).ToArray(),
             c.GetProperty("decoded").GetString()!,
-            c.GetProperty("decoded_skip_special").GetString()!)).ToList();
+            c.GetProperty("decoded_skip_special").GetString()!,
+            c.GetProperty("decoded_clean").GetString()!)).ToList();
     }
 
     public static TheoryData<int> CaseIndices(string name)
