@@ -1852,9 +1852,10 @@ def lfm2_forward(w, cfg, ids, mask=None):
     """LFM2 as modular_lfm2.py, one sequence, mask [T] (1 real, 0 padding; default all real). Per layer
     r = h; x = RMS(h; operator_norm); an attention layer: q, k per-head RMS-normed (q_layernorm, k_layernorm), RoPE
     (theta rope_theta, positions = running count of real tokens - 1), causal attention over real keys, out_proj; a
-    conv layer: x zeroed at padding (what modular_lfm2.py's apply_mask_to_padding_states is for; transformers hands
-    it the 4-D causal mask, which it leaves unapplied, so there padding reaches the next K - 1 steps), [B|C|x] =
-    in_proj(x), y = C * conv1d(B * x) with the [D, 1, K] depthwise kernel, left-padded by K - 1 and cut to T, out_proj(y);
+    conv layer: [B|C|x] = in_proj(x), B * x zeroed at padding (what modular_lfm2.py's apply_mask_to_padding_states is
+    for; it zeroes x before in_proj, which leaves bias * bias at the padding when conv_bias gives in_proj a bias, and
+    transformers hands it the 4-D causal mask, which it leaves unapplied, so there padding reaches the next K - 1 steps),
+    y = C * conv1d(B * x) with the [D, 1, K] depthwise kernel, left-padded by K - 1 and cut to T, out_proj(y);
     h = r + that; h += w2(silu(w1(RMS(h; ffn_norm))) * w3(...)); logits = RMS(h; embedding_norm) @ head^T."""
     t = len(ids)
     nh, nkv, hd, _ = llama_shapes(cfg)
@@ -1880,10 +1881,10 @@ def lfm2_forward(w, cfg, ids, mask=None):
             s = (q @ k.transpose(-1, -2) / math.sqrt(hd)).masked_fill(blocked, torch.finfo(torch.float32).min)
             out = lin((torch.softmax(s, dim=-1) @ v).transpose(0, 1).reshape(t, nh * hd), p + "self_attn.out_proj")
         else:
-            bcx = lin(x * m[:, None], p + "conv.in_proj").T  # [3D, T]
+            bcx = lin(x, p + "conv.in_proj").T  # [3D, T]
             b, c, xx = bcx.chunk(3, dim=0)
             conv_bias = w.get(p + "conv.conv.bias")
-            conv = torch.nn.functional.conv1d((b * xx)[None], w[p + "conv.conv.weight"], conv_bias, padding=k_width - 1, groups=d)[0, :, :t]
+            conv = torch.nn.functional.conv1d((b * xx * m[None, :])[None], w[p + "conv.conv.weight"], conv_bias, padding=k_width - 1, groups=d)[0, :, :t]
             out = lin((c * conv).T, p + "conv.out_proj")
         h = h + out
         x = rms_norm(h, w[p + "ffn_norm.weight"], eps)
