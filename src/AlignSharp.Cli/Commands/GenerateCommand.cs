@@ -24,6 +24,7 @@ public static class GenerateCommand
         var temperature = new Option<float?>("--temperature") { Description = "Sampling temperature; 0 = greedy (default: generation_config.json's, else 1; greedy when it sets do_sample false)." };
         var topK = new Option<int?>("--top-k") { Description = "Sample from the K most likely tokens; 0 = all (default: generation_config.json's, else 0)." };
         var topP = new Option<float?>("--top-p") { Description = "Nucleus sampling: the smallest set of tokens with probability ≥ P (within the top-k, renormalised, when --top-k is set, as Hugging Face does); 1 = all (default: generation_config.json's, else 1)." };
+        var repetition = new Option<float?>("--repetition-penalty") { Description = "transformers' repetition penalty: the logits of tokens already in the prompt or completion divided by it (multiplied where negative); 1 = off (default: generation_config.json's, else 1)." };
         var chatTemplate = new Option<string>("--chat-template")
         {
             Description = "For message prompts: auto (the model's own template; plain when it has none), a built-in name (chatml, llama3, plain), or a .jinja file.",
@@ -36,7 +37,7 @@ public static class GenerateCommand
         var truncate = new Option<bool>("--truncate") { Description = "Keep the last tokens of a prompt that, with --max-new-tokens, does not fit the model's positions, instead of reporting it." };
         var cmd = new Command("generate", "Sample completions with a KV cache: greedy, temperature, top-k, top-p.")
         {
-            model, adapter, input, output, maxNew, temperature, topK, topP, seed, stop, batchSize, chatTemplate, kwargs, truncate,
+            model, adapter, input, output, maxNew, temperature, topK, topP, repetition, seed, stop, batchSize, chatTemplate, kwargs, truncate,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
@@ -46,7 +47,7 @@ public static class GenerateCommand
             var generation = GenerationConfig.Load(pre.Directory);
             if (generation?.Unapplied is { Count: > 0 } unapplied)
                 Console.Error.WriteLine($"note: {GenerationConfig.FileName} sets {string.Join(", ", unapplied)}, which this sampler does not apply " +
-                    "(it applies eos_token_id, do_sample, temperature, top_k and top_p; the flags set the rest).");
+                    "(it applies eos_token_id, do_sample, temperature, top_k, top_p and repetition_penalty; the flags set the rest).");
             var (defaultTemperature, defaultTopK, defaultTopP) = generation?.SamplingDefaults() ?? (1f, 0, 1f);
             var options = new SamplingOptions
             {
@@ -56,6 +57,7 @@ public static class GenerateCommand
                 TopP = r.GetValue(topP) ?? defaultTopP,
                 Seed = r.GetValue(seed),
                 StopStrings = r.GetValue(stop) ?? [],
+                RepetitionPenalty = r.GetValue(repetition) ?? generation?.RepetitionPenalty ?? 1f,
                 EosIds = StopIds(generation, pre),
             };
             options.Validate();

@@ -5,19 +5,20 @@ namespace AlignSharp.Text;
 /// <summary>
 /// The generation defaults a model directory carries in generation_config.json (as transformers reads it): the ids
 /// that end a generation (<c>eos_token_id</c>, an int or a list — Llama-3 instruct stops on several) and sampling
-/// settings (<c>do_sample</c>, <c>temperature</c>, <c>top_k</c>, <c>top_p</c>), each null when the file does not set it.
+/// settings (<c>do_sample</c>, <c>temperature</c>, <c>top_k</c>, <c>top_p</c>, <c>repetition_penalty</c>), each null when the
+/// file does not set it.
 /// <paramref name="Unapplied"/> names the settings the file makes that change transformers' generation but not this
 /// sampler's (a repetition penalty, banned words, beams...), with their values, for a note.
 /// </summary>
 public sealed record GenerationConfig(IReadOnlyList<int>? EosTokenIds, bool? DoSample, float? Temperature, int? TopK, float? TopP,
-    IReadOnlyList<string>? Unapplied = null)
+    IReadOnlyList<string>? Unapplied = null, float? RepetitionPenalty = null)
 {
     public const string FileName = "generation_config.json";
 
     /// <summary>generation_config.json fields that change what transformers generates, with the value that changes nothing.</summary>
     private static readonly (string Field, string? Neutral)[] NotApplied =
     [
-        ("repetition_penalty", "1"), ("encoder_repetition_penalty", "1"), ("no_repeat_ngram_size", "0"), ("min_new_tokens", "0"),
+        ("encoder_repetition_penalty", "1"), ("no_repeat_ngram_size", "0"), ("min_new_tokens", "0"),
         ("min_length", "0"), ("min_p", null), ("typical_p", "1"), ("epsilon_cutoff", "0"), ("eta_cutoff", "0"),
         ("num_beams", "1"), ("penalty_alpha", null), ("bad_words_ids", null), ("suppress_tokens", null),
         ("begin_suppress_tokens", null), ("forced_bos_token_id", null), ("forced_eos_token_id", null), ("sequence_bias", null),
@@ -57,11 +58,13 @@ public sealed record GenerationConfig(IReadOnlyList<int>? EosTokenIds, bool? DoS
             if (temperature < 0) throw Bad("temperature", "≥ 0");
             if (topK < 0) throw Bad("top_k", "≥ 0");
             if (topP is { } p && !(p > 0 && p <= 1)) throw Bad("top_p", "in (0, 1]");
+            float? repetition = Float("repetition_penalty");
+            if (repetition is { } r && !(r > 0 && float.IsFinite(r))) throw Bad("repetition_penalty", "> 0");
             var unapplied = new List<string>();
             foreach (var (field, neutral) in NotApplied)
                 if (Set(field, out var v) && v.GetRawText() is var raw && raw != neutral && raw != neutral + ".0" && raw != "[]")
                     unapplied.Add($"{field} {raw}");
-            return new GenerationConfig(eos, doSample, temperature, topK, topP, unapplied);
+            return new GenerationConfig(eos, doSample, temperature, topK, topP, unapplied, repetition);
         }
     }
 

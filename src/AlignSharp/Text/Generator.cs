@@ -32,6 +32,11 @@ public sealed record SamplingOptions
     /// <summary>Strings that end a sequence; the returned text stops before the first one (needs a tokenizer).</summary>
     public IReadOnlyList<string> StopStrings { get; init; } = [];
 
+    /// <summary>transformers' repetition_penalty (Keskar et al. 2019), applied before temperature and the filters: the logit of
+    /// every token already in the row (prompt or completion) is divided by it where positive, multiplied where negative;
+    /// 1 = off (default).</summary>
+    public float RepetitionPenalty { get; init; } = 1f;
+
     public void Validate()
     {
         if (MaxNewTokens < 0) throw new UserInputException($"max new tokens must be ≥ 0, got {MaxNewTokens}.");
@@ -41,6 +46,7 @@ public sealed record SamplingOptions
         if (StopStrings.Any(s => s.Length == 0)) throw new UserInputException("a stop string is empty: it would stop every completion at once.");
         if (TopK < 0) throw new UserInputException($"top-k must be ≥ 0, got {TopK}.");
         if (!(TopP > 0 && TopP <= 1)) throw new UserInputException($"top-p must be in (0, 1], got {TopP}.");
+        if (!(RepetitionPenalty > 0) || float.IsInfinity(RepetitionPenalty)) throw new UserInputException($"repetition penalty must be > 0, got {RepetitionPenalty}.");
     }
 }
 
@@ -119,7 +125,9 @@ public static class Generator
         // logits). A top-p row whose nucleus reaches below the tiles' candidates costs HeadSampler a second walk over the
         // head (its full logits); when most rows of the first steps do (a flat model: random weights, a high
         // temperature), the rest of the call takes the unfused path, which walks the head once. Same distribution.
-        bool fused = HeadSampler.Applies(model);
+        // The repetition penalty changes the logits of the tokens a row has seen before any sampling: on whole logit rows.
+        bool penalised = options.RepetitionPenalty != 1f;
+        bool fused = HeadSampler.Applies(model) && !penalised;
         int sampledRows = 0, fallbackRows = 0;
 
         using var noGrad = Autograd.NoGrad();
@@ -149,7 +157,11 @@ public static class Generator
                 sampledRows += active.Count(a => a);
                 if (step >= 3 && 2 * fallbackRows > sampledRows) fused = false;
             }
-            else TokenSampler.SampleRows(last, vocab, sampleable, options, rngs, active, next, stepLogProbs);
+            else
+            {
+                if (penalised) Penalise(last, vocab, prompts, outIds, active, options.RepetitionPenalty);
+                TokenSampler.SampleRows(last, vocab, sampleable, options, rngs, active, next, stepLogProbs);
+            }
             for (int b = 0; b < batch; b++)
             {
                 if (!active[b]) continue;
@@ -191,6 +203,26 @@ public static class Generator
             result[b] = new Completion(idArr, text, outLogProbs[b].ToArray(), finish[b] ?? "length");
         }
         return result;
+    }
+
+    /// <summary>transformers' RepetitionPenaltyLogitsProcessor on each active row of <paramref name="logits"/> [B, V]: every
+    /// distinct token of the row's prompt and completion so far, once. (transformers' left-padded batches also penalise
+    /// the pad token in their padded rows; a row here sees only its own tokens, so batching changes nothing.)</summary>
+    private static void Penalise(float[] logits, int vocab, IReadOnlyList<int[]> prompts, List<int>[] completions, bool[] active, float penalty)
+    {
+        var seen = new HashSet<int>();
+        for (int b = 0; b < prompts.Count; b++)
+        {
+            if (!active[b]) continue;
+            seen.Clear();
+            seen.UnionWith(prompts[b]);
+            seen.UnionWith(completions[b]);
+            foreach (int id in seen)
+            {
+                ref float l = ref logits[b * vocab + id];
+                l = l < 0 ? l * penalty : l / penalty;
+            }
+        }
     }
 
     /// <summary>A stable seed for prompt stream <paramref name="stream"/> (HashCode is randomised per process).</summary>

@@ -220,11 +220,12 @@ public sealed class ModelCommandsTests : IDisposable
             Assert.Contains("generation_config.json: " + expected, bad.StdErr);
             Assert.DoesNotContain("   at ", bad.StdErr);
         }
-        System.IO.File.WriteAllText(gc, "{\"do_sample\": false, \"repetition_penalty\": 1.05, \"no_repeat_ngram_size\": 0, \"min_p\": null}");
+        System.IO.File.WriteAllText(gc, "{\"do_sample\": false, \"repetition_penalty\": 1.05, \"no_repeat_ngram_size\": 3, \"min_p\": null, \"min_new_tokens\": 0}");
         var r = CliRunner.Run("generate", "--model", model, "--input", input, "--max-new-tokens", "3");
         Assert.True(r.ExitCode == 0, r.StdErr);
-        Assert.Contains("note: generation_config.json sets repetition_penalty 1.05, which this sampler does not apply", r.StdErr);
-        Assert.DoesNotContain("no_repeat_ngram_size", r.StdErr);
+        Assert.Contains("note: generation_config.json sets no_repeat_ngram_size 3, which this sampler does not apply", r.StdErr);
+        Assert.DoesNotContain("repetition_penalty 1.05", r.StdErr);   // applied, as the flag's default
+        Assert.DoesNotContain("min_new_tokens", r.StdErr);
         Assert.EndsWith("hi", System.Text.Json.JsonDocument.Parse(r.StdOut).RootElement.GetProperty("prompt").GetString());
 
         // No generation_config.json: config.json's eos_token_id (here every id) ends the completion at its first token.

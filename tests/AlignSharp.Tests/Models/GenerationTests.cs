@@ -163,6 +163,39 @@ public class GenerationTests
         for (int i = 0; i < c.Ids.Length; i++) Assert.Equal(lp.Span[prompt.Length - 1 + i], c.LogProbs[i], 4);
     }
 
+    /// <summary>transformers' repetition penalty, written out here step by step on full forward passes: the logits of the
+    /// tokens already in the row divided by the penalty (multiplied where negative), then the argmax; the log-probability
+    /// is that of the penalised distribution. Batched rows see only their own tokens.</summary>
+    [Fact]
+    public void GreedyDecodingWithARepetitionPenaltyFollowsTransformersFormula()
+    {
+        var model = Model("llama");
+        int[][] prompts = [[4, 8, 15], [1, 2, 3, 4, 5, 6, 7]];
+        var o = new SamplingOptions { MaxNewTokens = 8, Temperature = 0, EosIds = [], RepetitionPenalty = 1.8f };
+        var batched = Generator.Generate(model, prompts, o);
+        int v = model.Config.VocabSize;
+        bool changed = false;
+        for (int b = 0; b < prompts.Length; b++)
+        {
+            var ids = prompts[b].ToList();
+            for (int step = 0; step < o.MaxNewTokens; step++)
+            {
+                float[] row;
+                using (Autograd.NoGrad()) row = model.Forward(ids.ToArray(), 1, ids.Count).ToArray()[((ids.Count - 1) * v)..];
+                int plain = Array.IndexOf(row, row.Max());
+                foreach (int id in ids.Distinct()) row[id] = row[id] < 0 ? row[id] * 1.8f : row[id] / 1.8f;
+                int next = Array.IndexOf(row, row.Max());
+                changed |= next != plain;
+                double logZ = Math.Log(row.Sum(x => Math.Exp(x - row.Max()))) + row.Max();
+                Assert.Equal(next, batched[b].Ids[step]);
+                Assert.Equal(row[next] - logZ, batched[b].LogProbs[step], 4);
+                ids.Add(next);
+            }
+        }
+        Assert.True(changed, "the penalty never changed a token: the check would not see it missing");
+        Assert.Throws<UserInputException>(() => Generator.Generate(model, prompts, o with { RepetitionPenalty = 0 }));
+    }
+
     [Fact]
     public void SeededSamplingIsReproducibleAndStopsAtEos()
     {
