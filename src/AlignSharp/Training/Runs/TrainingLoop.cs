@@ -126,7 +126,7 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
         for (int a = 0; a < share; a++)
         {
             int position = start + World.Rank * share + a;
-            sequences[a] = (long)epoch * m + (position < m ? position : position - m);
+            sequences[a] = (long)epoch * m + position % m;
         }
         return sequences;
     }
