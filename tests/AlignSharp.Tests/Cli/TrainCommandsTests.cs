@@ -127,6 +127,32 @@ public sealed class TrainCommandsTests : IDisposable
         Assert.DoesNotContain("   at ", blank.StdErr);
     }
 
+    /// <summary>A reward model trained on text alone (an annotation export: prompts rendered with their generation prompt,
+    /// answers as sampled) scores a conversational prompt as it was trained: the prompt rendered the same way, the answer
+    /// appended as text, not rendered as a turn (whose end-of-turn tokens it never saw). The template's keyword arguments
+    /// of training are recorded and used when it scores.</summary>
+    [Fact]
+    public void ARewardModelScoresAsItWasTrained()
+    {
+        string model = TinyModels.Create(P("base"));
+        File.WriteAllText(Path.Combine(model, "chat_template.jinja"),
+            "{% for m in messages %}<{{ m.role }}{% if flag %}!{% endif %}>{{ m.content }}</s>\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}");
+        string rendered = "<user!>q</s>\n<assistant>";
+        TinyModels.WriteJsonl(P("text.jsonl"), Enumerable.Range(0, 4).Select(i => (object)new { prompt = rendered, chosen = $" good {i}", rejected = $" bad {i}" }));
+        var rm = CliRunner.Run("rm", "--model", model, "--data", P("text.jsonl"), "--out", P("rm"), "--max-steps", "2", "--learning-rate", "0.01",
+            "--chat-template-kwargs", "{\"flag\": true}");
+        Assert.True(rm.ExitCode == 0, rm.StdErr);
+        var info = JsonDocument.Parse(File.ReadAllText(P("rm/final/reward_model.json"))).RootElement;
+        Assert.True(info.GetProperty("text_answers").GetBoolean());
+        Assert.Equal("{\"flag\": true}", info.GetProperty("chat_template_kwargs").GetString());
+        TinyModels.WriteJsonl(P("pair.jsonl"), [new { prompt = rendered, completion = " good 1" },
+            new { prompt = (object)new[] { new { role = "user", content = "q" } }, completion = " good 1" }]);
+        var score = CliRunner.Run("score", "--reward-model", P("rm/final"), "--input", P("pair.jsonl"));
+        Assert.True(score.ExitCode == 0, score.StdErr);
+        var scores = score.StdOut.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("score").GetDouble()).ToArray();
+        Assert.Equal(scores[0], scores[1]);
+    }
+
     [Fact]
     public void BadDataNamesFileLineAndFieldWithoutAStackTrace()
     {

@@ -198,6 +198,24 @@ public sealed class SupervisedTrainerTests : IDisposable
         Assert.Equal((6, 3.0, 3 * one.Tokens), Run("ga3x3", 3, 3));
     }
 
+    /// <summary>Rankings of different sizes, with ties, give their pairs different weights; the loss and metrics are weighted
+    /// means (Σ over Σ weight, as dpo's), so an accuracy is a share: within [0, 1] in every logged window, and 1 where every
+    /// pair is ordered right.</summary>
+    [Fact]
+    public void RewardModelMetricsOnWeightedRankingsAreShares()
+    {
+        var model = TinyModels.Create(P("base"), seed: 2);
+        var rng = new Random(5);
+        string Word() => new(Enumerable.Range(0, 3).Select(_ => (char)('a' + rng.Next(20))).ToArray());
+        var data = TinyModels.WriteJsonl(P("rank.jsonl"), Enumerable.Range(0, 24).Select(i => i % 3 == 0
+            ? (object)new { prompt = "q:", completions = new[] { " " + Word(), " " + Word(), " " + Word(), " " + Word() }, ranking = new object[] { 0, new[] { 1, 2 }, 3 } }
+            : new { prompt = "q:", completions = new[] { " " + Word(), " " + Word() }, ranking = new object[] { 0, 1 } }));
+        RewardModelTrainer.Train(new RewardModelOptions { Model = model, Data = data, Out = P("rm"), MaxSteps = 12, LearningRate = 3e-3f, BatchSize = 2,
+            SaveSteps = 0, LoggingSteps = 1, EvalSplit = 0.25 }, TextWriter.Null);
+        var lines = File.ReadAllLines(P("rm/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.All(lines, l => Assert.InRange(l.GetProperty("accuracy").GetDouble(), 0, 1));
+    }
+
     [Fact]
     public void RewardModelLearnsAMarkerPreferenceAndRecordsNormalisation()
     {

@@ -65,7 +65,8 @@ public sealed class RewardModelTask : ISupervisedTask
 
     /// <summary>Written beside the weights as reward_model.json (the normalisation statistics are set after training).</summary>
     public RewardModelInfo Info { get; set; }
-    public double Weight(int index) => _train[index].Margins.Length;
+    /// <summary>Σ of the batch's pair weights (its pair count for plain pairs): the loss and metrics are weighted means, as dpo's.</summary>
+    public double Weight(int index) => _train[index].Weights.Sum(w => (double)w);
 
     public MicroBatchResult Forward(int index, Random rng)
     {
@@ -102,17 +103,19 @@ public sealed class RewardModelTask : ISupervisedTask
     {
         if (_eval.Count == 0) return null;
         var sums = new Dictionary<string, double>();
-        double loss = 0, pairs = 0;
+        double loss = 0, weight = 0;
+        int pairs = 0;
         foreach (var b in _eval)
         {
             using var scope = TensorScope.Begin();
             var r = Score(b);
             loss += r.LossSum.Item();
+            weight += b.Weights.Sum(w => (double)w);
             pairs += b.Margins.Length;
             foreach (var (k, v) in r.MetricSums) sums[k] = sums.GetValueOrDefault(k) + v;
         }
-        var m = new Dictionary<string, double> { ["loss"] = loss / pairs };
-        foreach (var (k, v) in sums) m[k] = v / pairs;
+        var m = new Dictionary<string, double> { ["loss"] = loss / weight };
+        foreach (var (k, v) in sums) m[k] = v / weight;
         m["pairs"] = pairs;
         return m;
     }
@@ -148,7 +151,10 @@ public static class RewardModelTrainer
         if (trainPairs.Records.Count == 0) throw new UserInputException($"{o.Data}: no usable preference pairs.");
         log.WriteLine($"rm: {trainPairs.Records.Count} training pairs, {evalPairs.Records.Count} eval pairs");
 
-        var rm = new RewardModel(pre.Model, tokenizer, template, new RewardModelInfo(template.Name, 0, 1, o.MaxLength));
+        // Recorded so that scoring renders as training did: its template's keyword arguments, and whether every record was text.
+        bool textAnswers = train.All(p => !p.Prompt.IsConversational && !p.Chosen.IsConversational && !p.Rejected.IsConversational);
+        RewardModelInfo Info(double mean, double std) => new(template.Name, mean, std, o.MaxLength, o.ChatTemplateKwargs, textAnswers);
+        var rm = new RewardModel(pre.Model, tokenizer, template, Info(0, 1));
         var adapter = o.StartingAdapter(pre.Model, o.Model, LoraConfig.SequenceClassification);
         var task = new RewardModelTask(rm, o.Model!, trainPairs.Records, evalPairs.Records, o.BatchSize, o.Seed, o.CenterRewardsCoefficient, o.MaxLength, adapter, o.Merge);
         var loop = new TrainingLoop(o, task, "rm", log)
@@ -160,7 +166,7 @@ public static class RewardModelTrainer
                 var scores = rm.ScoreSequences(sequences);
                 double mean = scores.Average(s => (double)s);
                 double std = Math.Sqrt(scores.Average(s => (s - mean) * (s - mean)));
-                task.Info = new RewardModelInfo(template.Name, mean, std > 0 ? std : 1, o.MaxLength);
+                task.Info = Info(mean, std > 0 ? std : 1);
                 return new Dictionary<string, object?> { ["reward_mean"] = mean, ["reward_std"] = std };
             },
         };

@@ -10,9 +10,14 @@ namespace AlignSharp.Training.Rewards;
 /// <summary>
 /// What the reward-model trainer records beside the model (<c>reward_model.json</c>): how texts were formatted,
 /// and the mean and standard deviation of its rewards on the training prompts, so that the RL phase can
-/// normalise scores to mean 0 and standard deviation 1.
+/// normalise scores to mean 0 and standard deviation 1. <paramref name="ChatTemplateKwargs"/>: the template's keyword
+/// arguments in training (JSON, or null). <paramref name="TextAnswers"/>: every training record was text, prompt and
+/// answers (an annotation export: the prompt rendered with its generation prompt, the answer as sampled), so a
+/// conversational prompt is scored the same way, its answer appended as text rather than rendered as a turn; null in
+/// files written before it was recorded.
 /// </summary>
-public sealed record RewardModelInfo(string ChatTemplate, double RewardMean, double RewardStd, int MaxLength)
+public sealed record RewardModelInfo(string ChatTemplate, double RewardMean, double RewardStd, int MaxLength,
+    string? ChatTemplateKwargs = null, bool? TextAnswers = null)
 {
     public const string FileName = "reward_model.json";
 
@@ -73,14 +78,15 @@ public sealed class RewardModel
         var pre = Pretrained.Load(dir, head, bf16Matrices: bf16Matrices).WithAdapter(adapter);
         string infoDir = adapter != null && File.Exists(Path.Combine(adapter, RewardModelInfo.FileName)) ? adapter : dir;
         var info = RewardModelInfo.Load(infoDir);
-        return new RewardModel(pre.Model, pre.RequireTokenizer("scoring text"), RewardModelTemplate(info?.ChatTemplate, infoDir), info) { Directory = infoDir };
+        return new RewardModel(pre.Model, pre.RequireTokenizer("scoring text"), RewardModelTemplate(info, infoDir), info) { Directory = infoDir };
     }
 
-    /// <summary>The template a reward model was trained with: a built-in name as recorded, else the template saved in its directory.</summary>
-    static ChatTemplate RewardModelTemplate(string? recorded, string dir) =>
-        recorded is null ? ChatTemplate.Resolve("auto", dir)
-        : ChatTemplate.Names.Contains(recorded) ? ChatTemplate.Get(recorded)
-        : ChatTemplate.Resolve("auto", dir);
+    /// <summary>The template a reward model was trained with, with the keyword arguments it was trained with: a built-in
+    /// name as recorded, else the template saved in its directory.</summary>
+    static ChatTemplate RewardModelTemplate(RewardModelInfo? info, string dir) =>
+        info?.ChatTemplate is { } recorded && ChatTemplate.Names.Contains(recorded)
+            ? ChatTemplate.Resolve(recorded, null, info.ChatTemplateKwargs)
+            : ChatTemplate.Resolve("auto", dir, info?.ChatTemplateKwargs);
 
     /// <summary>
     /// prompt + completion as the trainer tokenizes them: the rendered prompt (with added special tokens), then the
@@ -94,7 +100,11 @@ public sealed class RewardModel
     /// <summary><see cref="Encode(ChatContent, string)"/> of a completion given as text or assistant messages.</summary>
     public int[] Encode(ChatContent prompt, ChatContent completion, out bool truncated)
     {
-        var (p, c) = Template.RenderPromptAndCompletion(prompt, completion);
+        // A model trained on text alone (its prompts rendered with the generation prompt, its answers as sampled) reads a
+        // conversational prompt's answer as text after that rendering, as it was trained, not as a templated turn.
+        var (p, c) = Info?.TextAnswers == true && !completion.IsConversational
+            ? (Template.RenderPrompt(prompt), completion.Text!)
+            : Template.RenderPromptAndCompletion(prompt, completion);
         var promptIds = Tokenizer.Encode(p, addSpecialTokens: true);
         var completionIds = Tokenizer.Encode(c, addSpecialTokens: false);
         var ids = new List<int>(promptIds.Length + completionIds.Length + 1);
