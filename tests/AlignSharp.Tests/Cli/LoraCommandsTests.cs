@@ -133,6 +133,11 @@ public sealed class LoraCommandsTests : IDisposable
             "--judge-model", P("rm/final"), "--max-new-tokens", "4", "--out", P("eval"));
         Assert.True(eval.ExitCode == 0, eval.StdErr);
         Assert.True(File.Exists(P("eval/eval.json")));
+        // The adapter is recorded beside the model it was applied to (it read as the model compared with itself).
+        var recorded = System.Text.Json.JsonDocument.Parse(File.ReadAllText(P("eval/eval.json"))).RootElement;
+        Assert.Equal(P("ppo/final"), recorded.GetProperty("adapter").GetString());
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, recorded.GetProperty("baseline_adapter").ValueKind);
+        Assert.Contains($"{model} + adapter {P("ppo/final")}", File.ReadAllText(P("eval/eval.html")));
         var lonely = CliRunner.Run("eval", "--policy", model, "--baseline-adapter", P("ppo/final"), "--prompts", P("prompts.jsonl"),
             "--judge-model", P("rm/final"), "--out", P("eval2"));
         Assert.NotEqual(0, lonely.ExitCode);

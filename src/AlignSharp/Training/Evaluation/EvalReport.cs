@@ -13,8 +13,10 @@ public static class EvalReport
     public static string Render(JsonObject json, EvalResult r)
     {
         var sb = new StringBuilder();
-        sb.Append("<h1>Evaluation: ").Append(Html.Esc((string?)json["policy"])).Append("</h1>");
-        sb.Append("<p class=\"muted\">baseline ").Append(Html.Esc((string?)json["baseline"] ?? "none")).Append("; prompts ").Append(Html.Esc((string?)json["prompts"]))
+        // A model with its adapter, as given: "MODEL + adapter DIR".
+        static string? Named(JsonNode? model, JsonNode? adapter) => (string?)adapter is { } a ? $"{(string?)model} + adapter {a}" : (string?)model;
+        sb.Append("<h1>Evaluation: ").Append(Html.Esc(Named(json["policy"], json["adapter"]))).Append("</h1>");
+        sb.Append("<p class=\"muted\">baseline ").Append(Html.Esc(Named(json["baseline"], json["baseline_adapter"]) ?? "none")).Append("; prompts ").Append(Html.Esc((string?)json["prompts"]))
           .Append("; judge ").Append(Html.Esc((string?)json["judge"])).Append("</p>");
         sb.Append("<h2>Results</h2>");
         bool hasBaseline = r.Slots.Any(s => s.Baseline != null);

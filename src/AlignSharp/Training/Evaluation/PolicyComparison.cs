@@ -201,7 +201,9 @@ public static class PolicyComparison
         return new JsonObject
         {
             ["policy"] = o.Policy,
+            ["adapter"] = o.Adapter,
             ["baseline"] = o.Baseline,
+            ["baseline_adapter"] = o.BaselineAdapter,
             ["prompts"] = o.Prompts,
             ["judge"] = o.JudgeModel != null ? $"reward_model {o.JudgeModel}" : $"url {o.JudgeUrl}",
             ["judge_kind"] = r.Slots.Any(s => s.Preference != null) ? "pairwise" : "reward",
