@@ -26,7 +26,7 @@ public abstract record TextDataOptions : TrainerOptions
     [Option("Longest sequence in tokens (prompt + completion + EOS).")]
     public int MaxLength { get; init; } = 512;
 
-    [Option("Longest prompt in tokens (0 = no separate limit).")]
+    [Option("Longest prompt in tokens (0 = no separate limit; for online-dpo, what --max-length leaves after --max-new-tokens).")]
     public int MaxPromptLength { get; init; }
 
     [Option("Truncate records over the limits (keeps the end of the prompt and the start of the completion) instead of reporting them.")]
