@@ -17,7 +17,8 @@ public sealed class InputChecksTests : IDisposable
     public void Dispose() { try { Directory.Delete(_dir, recursive: true); } catch (IOException) { } }
     private string P(string name) => Path.Combine(_dir, name);
 
-    private static void AssertCleanError(CliRunner.Result r, int exitCode, params string[] needles)
+    /// <summary>A command that failed as a user should see it: the exit code, the given words, no stack trace.</summary>
+    internal static void AssertCleanError(CliRunner.Result r, int exitCode, params string[] needles)
     {
         Assert.True(r.ExitCode == exitCode, $"exit {r.ExitCode}\n{r.StdErr}");
         foreach (var n in needles) Assert.Contains(n, r.StdErr);
