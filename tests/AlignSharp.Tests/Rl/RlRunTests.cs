@@ -54,6 +54,18 @@ public sealed class RlRunTests : IDisposable
         }
     }
 
+    /// <summary>--repetition-penalty (TRL's GRPO/RLOO repetition_penalty) reaches the sampler and shapes only the sampling:
+    /// π_old stays the policy's own (the test above), so the two differ where the penalty moved the distribution.</summary>
+    [Fact]
+    public void ARepetitionPenaltyShapesOnlyTheSampling()
+    {
+        Assert.Equal(1.3f, RolloutOptions.From(new GrpoOptions { RepetitionPenalty = 1.3f }).Sampling.RepetitionPenalty);
+        var options = new RolloutOptions { Sampling = new SamplingOptions { MaxNewTokens = 5, Temperature = 0.7f, RepetitionPenalty = 3f }, ForwardBatchSize = 3 };
+        var batch = new RolloutCollector(Models(value: false), new RewardFunction(RlTestKit.CountOf('a')), options).Collect(Prompts(3), completionsPerPrompt: 2, seed: 11);
+        Assert.Contains(Enumerable.Range(0, batch.Count), i => batch.LogProbs[i].Zip(batch.SamplingLogProbs[i]).Any(p => Math.Abs(p.First - p.Second) > 1e-3));
+        Assert.Throws<UserInputException>(() => new GrpoOptions { Out = "x", Policy = "p", Prompts = "q", RewardUrl = "http://localhost:1/", RepetitionPenalty = 0 }.Validate());
+    }
+
     /// <summary>--chat-template-kwargs reach the policy's prompts: a template's variable, given as a keyword argument, is in
     /// the rendered prompt that the samples record shows.</summary>
     [Fact]

@@ -92,6 +92,9 @@ public abstract record RlOptions : TrainerOptions
     [Option("Nucleus sampling threshold (1 = off).")]
     public float TopP { get; init; } = 1f;
 
+    [Option("Repetition penalty of the sampling (transformers' repetition_penalty, TRL's GRPO/RLOO option): the logits of tokens already in the prompt or completion divided by it (multiplied where negative); 1 = off. Like top-k and top-p it shapes only the sampling; the training log-probabilities are the policy's.")]
+    public float RepetitionPenalty { get; init; } = 1f;
+
     [Option("Prompts generated together (rows of one KV-cached batch).")]
     public int GenerationBatchSize { get; init; } = 64;
 
@@ -153,6 +156,7 @@ public abstract record RlOptions : TrainerOptions
         if (!(Temperature > 0)) throw new UserInputException("--temperature must be > 0 (RL needs sampling; the training log-probabilities use it).");
         if (TopK < 0) throw new UserInputException("--top-k must be ≥ 0.");
         if (!(TopP > 0 && TopP <= 1)) throw new UserInputException("--top-p must be in (0, 1].");
+        if (!(RepetitionPenalty > 0) || float.IsInfinity(RepetitionPenalty)) throw new UserInputException("--repetition-penalty must be > 0 (1 = off).");
         if (GenerationBatchSize < 1) throw new UserInputException("--generation-batch-size must be ≥ 1.");
         if (NumPpoEpochs < 1) throw new UserInputException("--num-ppo-epochs must be ≥ 1.");
         if (NumMiniBatches < 1) throw new UserInputException("--num-mini-batches must be ≥ 1.");

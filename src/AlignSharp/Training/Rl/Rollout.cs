@@ -189,7 +189,7 @@ public sealed record RolloutOptions
 
     public static RolloutOptions From(RlOptions o) => new()
     {
-        Sampling = new SamplingOptions { MaxNewTokens = o.MaxNewTokens, Temperature = o.Temperature, TopK = o.TopK, TopP = o.TopP },
+        Sampling = new SamplingOptions { MaxNewTokens = o.MaxNewTokens, Temperature = o.Temperature, TopK = o.TopK, TopP = o.TopP, RepetitionPenalty = o.RepetitionPenalty },
         MaxPromptLength = o.MaxPromptLength,
         Estimator = o.Estimator,
         MissingEosPenalty = o.MissingEosPenalty,
