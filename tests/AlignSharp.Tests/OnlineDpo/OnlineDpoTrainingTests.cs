@@ -144,6 +144,23 @@ public sealed class OnlineDpoTrainingTests(ITestOutputHelper output) : IDisposab
         Assert.Equal(lossType is not ("simpo" or "orpo"), lines[0].TryGetProperty("objective/kl", out _));
     }
 
+    /// <summary>TRL's OnlineDPOTrainer scores ipo on the answers' summed log-probabilities (its DPOTrainer on per-token
+    /// means): the ipo loss of a pair is (Δ − 1/(2β))² with Δ the summed log-ratio margin, which the sigmoid run of the same
+    /// samples logs as (rewards/chosen − rewards/rejected)/β.</summary>
+    [Fact]
+    public void IpoScoresSummedLogProbabilitiesAsTrlsOnlineTrainer()
+    {
+        string reference = AlignSharp.Tests.Training.TinyModels.Create(_kit.Path("ref"), seed: 7);
+        var o = Options("sigmoid", 1) with { Prompts = _kit.Prompts("one.jsonl", count: 1), BatchSize = 1, LearningRate = 0, Reference = reference };
+        using (var judge = CountJudge()) OnlineDpoTrainer.Train(o, judge, Quiet);
+        using (var judge = CountJudge()) OnlineDpoTrainer.Train(o with { Out = _kit.Path("ipo"), LossType = "ipo" }, judge, Quiet);
+        var sigmoid = RlTestKit.TrainMetrics(o.Out!)[0];
+        var ipo = RlTestKit.TrainMetrics(_kit.Path("ipo"))[0];
+        double beta = o.Beta, delta = (sigmoid.GetProperty("rewards/chosen").GetDouble() - sigmoid.GetProperty("rewards/rejected").GetDouble()) / beta;
+        double expected = Math.Pow(delta - 1 / (2 * beta), 2);
+        Assert.True(Math.Abs(expected - ipo.GetProperty("loss").GetDouble()) <= 1e-4 * expected, $"{expected} vs {ipo.GetProperty("loss").GetDouble()}");
+    }
+
     [Fact]
     public void ResumeEqualsUninterruptedTraining()
     {

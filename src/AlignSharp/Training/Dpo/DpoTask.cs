@@ -67,6 +67,10 @@ public sealed class DpoTask : ISupervisedTask
     private readonly IReadOnlyList<DpoBatch> _eval;
 
     /// <param name="adapter">Train this LoRA adapter on the frozen policy instead of all its weights.</param>
+    /// <summary>ipo on the answers' summed log-probabilities, as TRL's OnlineDPOTrainer scores it (its DPOTrainer, like
+    /// `alignsharp dpo`, on per-token means).</summary>
+    public bool IpoOnSums { get; init; }
+
     public DpoTask(DpoObjectiveOptions options, TransformerModel policy, ReferenceLogProbs? reference, IReadOnlyList<DpoBatch> train, IReadOnlyList<DpoBatch> eval, LoraAdapter? adapter = null)
     {
         _options = options;
@@ -135,7 +139,7 @@ public sealed class DpoTask : ISupervisedTask
         var answers = AnswerScoring.Compute(_policy, batch);
         var aux = _policy.RouterAuxLoss();   // read before the reference's pass, which may be this model's
         // ipo, simpo and orpo read per-token means; the others sums over the answer.
-        bool mean = _loss is DpoLossType.Ipo or DpoLossType.Simpo or DpoLossType.Orpo;
+        bool mean = _loss is DpoLossType.Simpo or DpoLossType.Orpo || _loss == DpoLossType.Ipo && !IpoOnSums;
         var logps = mean ? answers.Means() : answers.Sums;
         Tensor? refLogps = null;
         float[]? referenceSums = null;

@@ -53,7 +53,7 @@ public sealed class OnlineDpoTask : ISupervisedTask
         _batches = batches;
         _padId = TokenSequences.PadId(tokenizer);
         _warn = warn;
-        _dpo = new DpoTask(options, policy, reference, [], [], adapter);
+        _dpo = new DpoTask(options, policy, reference, [], [], adapter) { IpoOnSums = true };
     }
 
     public int MicroBatches => _batches.Count;
