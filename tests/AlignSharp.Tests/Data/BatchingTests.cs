@@ -1,3 +1,4 @@
+using AlignSharp.Training.Dpo;
 using AlignSharp.Training.Data;
 
 namespace AlignSharp.Tests.Data;
@@ -24,6 +25,16 @@ public class BatchingTests
         var fixedLength = SftBatch.Create([Seq(1, 10, 11)], padId: 7, padToLength: 4);
         Assert.Equal([10, 11, 7, 7], fixedLength.InputIds);
         Assert.Equal([1], fixedLength.LastIndex);
+    }
+
+    [Fact]
+    public void APairWhoseAnswersAreTheSameRowCountsItsTokensTwice()
+    {
+        // Scored once (the rows are shared), but both answers were trained on: num_tokens counts both, as TRL does.
+        var src = new RecordSource("p.jsonl", 1);
+        var batch = DpoBatch.FromPairs(PreferenceBatch.Create([new TokenizedPreference([1, 2], [3, 9], [3, 9], 0f, 1f, src)], padId: 0));
+        Assert.Equal(1, batch.Rows);
+        Assert.Equal(8, batch.Tokens);
     }
 
     [Fact]

@@ -34,7 +34,7 @@ public sealed record TokenizedRanking(int[] Prompt, int[][] Completions, IReadOn
 /// </summary>
 public sealed class DpoBatch
 {
-    private DpoBatch(int rows, int seqLen, int[] inputIds, bool[] attentionMask, int[] labels, IReadOnlyList<RankedUnit> units)
+    private DpoBatch(int rows, int seqLen, int[] inputIds, bool[] attentionMask, int[] labels, IReadOnlyList<RankedUnit> units, long? tokens = null)
     {
         Rows = rows;
         SeqLen = seqLen;
@@ -43,7 +43,7 @@ public sealed class DpoBatch
         Labels = labels;
         Units = units;
         Weight = units.Sum(u => (double)u.Weight);
-        Tokens = attentionMask.Count(m => m);
+        Tokens = tokens ?? attentionMask.Count(m => m);
     }
 
     public int Rows { get; }
@@ -91,7 +91,8 @@ public sealed class DpoBatch
         var (ids, mask, labels, rows, rowOf) = batch.DistinctRows();
         var units = new RankedUnit[b];
         for (int i = 0; i < b; i++) units[i] = new RankedUnit([[rowOf[i]], [rowOf[b + i]]], batch.Weights[i]);
-        return new DpoBatch(rows, batch.SeqLen, ids, mask, labels, units);
+        // A row shared by two answers is run once but counts twice in num_tokens: both were trained on, as TRL counts them.
+        return new DpoBatch(rows, batch.SeqLen, ids, mask, labels, units, batch.AttentionMask.Count(m => m));
     }
 
     /// <summary>Rows scored on their own (no units; e.g. KTO's completions), right-padded; weight 0.</summary>

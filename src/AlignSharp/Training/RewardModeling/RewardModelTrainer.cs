@@ -96,7 +96,7 @@ public sealed class RewardModelTask : ISupervisedTask
             margin += w * (cs[i] - rs[i]); rc += w * cs[i]; rr += w * rs[i];
         }
         var metrics = new Dictionary<string, double> { ["accuracy"] = correct, ["margin"] = margin, ["rewards/chosen"] = rc, ["rewards/rejected"] = rr };
-        return new MicroBatchResult(loss, metrics, mask.Count(m => m));
+        return new MicroBatchResult(loss, metrics, b.AttentionMask.Count(m => m));   // every answer's tokens, a shared row's twice
     }
 
     public Dictionary<string, double>? Evaluate()
