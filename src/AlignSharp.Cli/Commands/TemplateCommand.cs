@@ -72,10 +72,12 @@ public static class TemplateCommand
                     throw new BadRecordException(record.Source, "add_generation_prompt", $"must be true or false, got {flag.ValueKind}.");
                 agp = flag.GetBoolean();
             }
+            // The record's own "tools" and "chat_template_kwargs", as TRL's trainers pass them.
+            var own = RecordParser.TemplateKwargs(e, record.Source) is { } recordKwargs ? template.WithKwargs(recordKwargs) : template;
             string text;
             try
             {
-                text = template.Render(JinjaJson.FromJson(messages), agp);
+                text = own.Render(JinjaJson.FromJson(messages), agp);
             }
             catch (JinjaException ex)
             {

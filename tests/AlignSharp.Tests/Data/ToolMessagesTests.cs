@@ -43,6 +43,55 @@ public sealed class ToolMessagesTests : IDisposable
         Assert.True(compared >= 14, $"{compared} renders compared");
     }
 
+    /// <summary>TRL's per-record "tools" (a list, or the list as a JSON string) and "chat_template_kwargs" columns: a record's
+    /// own arguments give the tokens that the same arguments given to every record (--chat-template-kwargs) give, whose
+    /// renders the test above checks against @huggingface/jinja; in sft, dpo/rm pairs and kto alike.</summary>
+    [Fact]
+    public void PerRecordToolsAndTemplateArgumentsRenderAsTheGlobalOnes()
+    {
+        var reference = TemplateCliTests.Reference("tools_reference.json");
+        string tools = TemplateCliTests.Compact(reference.GetProperty("tools"));
+        string conversation = TemplateCliTests.Compact(reference.GetProperty("conversations")[0]);
+        string model = Path.Combine(_dir, "qwen3");
+        Directory.CreateDirectory(model);
+        TemplateCliTests.ModelWithTemplate(model, TemplateCliTests.Reference("reference.json"), "qwen3");
+        var plain = ChatTemplate.Resolve("auto", model);
+        var global = ChatTemplate.Resolve("auto", model, $"{{\"tools\": {tools}, \"enable_thinking\": false}}");
+        var tokenizer = new AlignSharp.Text.ByteTokenizer();
+        string data = Path.Combine(_dir, "own.jsonl");
+        File.WriteAllLines(data, [
+            $"{{\"messages\": {conversation}}}",
+            $"{{\"messages\": {conversation}, \"tools\": {tools}, \"chat_template_kwargs\": {{\"enable_thinking\": false}}}}",
+            $"{{\"messages\": {conversation}, \"tools\": {JsonSerializer.Serialize(tools)}, \"chat_template_kwargs\": {{\"enable_thinking\": false}}}}",
+            $"{{\"messages\": {conversation}, \"chat_template_kwargs\": {{\"tools\": {tools}, \"enable_thinking\": false}}}}",
+        ]);
+        var examples = DatasetLoader.LoadSft(data).Records;
+        var expected = SftEncoder.Encode(examples[0], tokenizer, global, new SftEncodingOptions());
+        Assert.NotEqual(expected.Ids, SftEncoder.Encode(examples[0], tokenizer, plain, new SftEncodingOptions()).Ids);
+        foreach (var own in examples.Skip(1))
+        {
+            var got = SftEncoder.Encode(own, tokenizer, plain, new SftEncodingOptions());
+            Assert.Equal(expected.Ids, got.Ids);
+            Assert.Equal(expected.Labels, got.Labels);
+        }
+
+        // Preference pairs (dpo, rm) and unpaired feedback (kto) carry them the same way.
+        string pairs = Path.Combine(_dir, "pairs.jsonl");
+        File.WriteAllLines(pairs, [
+            "{\"prompt\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"chosen\": [{\"role\": \"assistant\", \"content\": \"A\"}], \"rejected\": [{\"role\": \"assistant\", \"content\": \"B\"}]}",
+            $"{{\"prompt\": [{{\"role\": \"user\", \"content\": \"Hi\"}}], \"chosen\": [{{\"role\": \"assistant\", \"content\": \"A\"}}], \"rejected\": [{{\"role\": \"assistant\", \"content\": \"B\"}}], \"tools\": {tools}, \"chat_template_kwargs\": {{\"enable_thinking\": false}}}}",
+        ]);
+        var p = DatasetLoader.LoadPreferences(pairs).Records;
+        var pairOptions = new PreferenceEncodingOptions();
+        Assert.Equal(PreferenceEncoder.Encode(p[0], tokenizer, global, pairOptions).Prompt, PreferenceEncoder.Encode(p[1], tokenizer, plain, pairOptions).Prompt);
+        string unpaired = Path.Combine(_dir, "kto.jsonl");
+        File.WriteAllLines(unpaired, [$"{{\"prompt\": [{{\"role\": \"user\", \"content\": \"Hi\"}}], \"completion\": [{{\"role\": \"assistant\", \"content\": \"A\"}}], \"label\": true, \"tools\": {tools}}}"]);
+        Assert.NotNull(Assert.Single(DatasetLoader.LoadUnpaired([unpaired]).Records).Example.TemplateKwargs);
+
+        File.WriteAllText(data, $"{{\"messages\": {conversation}, \"tools\": 5}}\n");
+        Assert.Contains("field \"tools\": expected a list of tool schemas", Assert.Throws<BadRecordException>(() => DatasetLoader.LoadSft(data)).Message);
+    }
+
     [Fact]
     public void AToolCallIsTheTrainedAnswerAndToolResultsArePrompt()
     {

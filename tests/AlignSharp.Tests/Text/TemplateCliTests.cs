@@ -136,6 +136,22 @@ public class TemplateKwargsTests
         {
             Assert.Equal("no tools, none", ChatTemplate.Resolve(file, null).Render([], addGenerationPrompt: false));
             Assert.Equal("tools 2, hi", ChatTemplate.Resolve(file, null, "{\"tools\": [1, 2], \"greeting\": \"hi\"}").Render([], addGenerationPrompt: false));
+            // A record's own "tools" and "chat_template_kwargs" (TRL's columns) on top of --chat-template-kwargs.
+            string input = Path.Combine(Path.GetTempPath(), $"kw-{Guid.NewGuid():N}.jsonl");
+            File.WriteAllText(input, "{\"messages\": [], \"tools\": [1, 2, 3]}\n{\"messages\": [], \"chat_template_kwargs\": {\"greeting\": \"yo\"}}\n{\"messages\": []}\n");
+            try
+            {
+                string model = AlignSharp.Tests.Training.TinyModels.Create(input + ".model");
+                var r = CliRunner.Run("template", "--model", model, "--chat-template", file, "--input", input, "--chat-template-kwargs", "{\"greeting\": \"hi\"}");
+                Assert.True(r.ExitCode == 0, r.StdErr);
+                Assert.Equal(["tools 3, hi", "no tools, yo", "no tools, hi"],
+                    r.StdOut.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("text").GetString()));
+            }
+            finally
+            {
+                File.Delete(input);
+                if (Directory.Exists(input + ".model")) Directory.Delete(input + ".model", recursive: true);
+            }
         }
         finally
         {

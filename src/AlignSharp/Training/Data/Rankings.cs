@@ -21,6 +21,9 @@ public sealed record RankingRecord(ChatContent Prompt, IReadOnlyList<ChatContent
     /// <summary>The record's "annotator" field, when given.</summary>
     public string? Annotator { get; init; }
 
+    /// <summary>The record's own chat-template arguments ("tools", "chat_template_kwargs"), or null.</summary>
+    public IReadOnlyDictionary<string, object?>? TemplateKwargs { get; init; }
+
     /// <summary>The record's field holding each completion (default <c>completions[i]</c>; "chosen"/"rejected" for a pair read as a ranking).</summary>
     public IReadOnlyList<string>? CompletionFields { get; init; }
 
@@ -56,6 +59,7 @@ public sealed record RankingRecord(ChatContent Prompt, IReadOnlyList<ChatContent
         new PreferencePair(Prompt, Completions[p.Chosen], Completions[p.Rejected], 0f, weight, Source)
         {
             Annotator = Annotator,
+            TemplateKwargs = TemplateKwargs,
             ChosenField = $"completions[{p.Chosen}]",
             RejectedField = $"completions[{p.Rejected}]",
         });

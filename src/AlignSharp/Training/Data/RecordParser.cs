@@ -50,6 +50,9 @@ internal static class RecordParser
     };
 
     public static SftExample ParseSft(JsonElement obj, RecordFormat format, RecordSource source)
+        => ParseSftFields(obj, format, source) with { TemplateKwargs = TemplateKwargs(obj, source) };
+
+    private static SftExample ParseSftFields(JsonElement obj, RecordFormat format, RecordSource source)
     {
         var r = new FieldReader(obj, source);
         switch (format)
@@ -95,6 +98,9 @@ internal static class RecordParser
     }
 
     public static PreferencePair ParsePair(JsonElement obj, RecordFormat format, RecordSource source)
+        => ParsePairFields(obj, format, source) with { TemplateKwargs = TemplateKwargs(obj, source) };
+
+    private static PreferencePair ParsePairFields(JsonElement obj, RecordFormat format, RecordSource source)
     {
         var r = new FieldReader(obj, source);
         float margin = r.OptionalNumber("margin") ?? 0f;
@@ -139,6 +145,9 @@ internal static class RecordParser
     }
 
     public static RankingRecord ParseRanking(JsonElement obj, RecordSource source)
+        => ParseRankingFields(obj, source) with { TemplateKwargs = TemplateKwargs(obj, source) };
+
+    private static RankingRecord ParseRankingFields(JsonElement obj, RecordSource source)
     {
         var r = new FieldReader(obj, source);
         var prompt = r.Content("prompt", ContentUse.Prompt);
@@ -211,6 +220,45 @@ internal static class RecordParser
             throw new BadRecordException(source, field,
                 $"{(missing.Count == 1 ? "index" : "indices")} {string.Join(", ", missing)} {(missing.Count == 1 ? "is" : "are")} missing; a ranking must mention every completion index exactly once ({k} completions).");
         return groups;
+    }
+
+    /// <summary>
+    /// TRL's per-record template arguments, which its SFT, DPO, KTO and reward trainers pass to the chat template of that
+    /// record: "tools" (a list of tool schemas, or that list as a JSON string) and "chat_template_kwargs" (an object,
+    /// whose entries win over "tools"); null when the record has neither.
+    /// </summary>
+    internal static IReadOnlyDictionary<string, object?>? TemplateKwargs(JsonElement obj, RecordSource source)
+    {
+        Dictionary<string, object?>? kwargs = null;
+        if (obj.TryGetProperty("tools", out var tools) && tools.ValueKind != JsonValueKind.Null)
+        {
+            JsonDocument? parsed = null;
+            try
+            {
+                if (tools.ValueKind == JsonValueKind.String)
+                {
+                    try { parsed = JsonDocument.Parse(tools.GetString()!); }
+                    catch (JsonException e) { throw new BadRecordException(source, "tools", $"a string that is not JSON: {JsonKinds.Reason(e)}"); }
+                }
+                var list = parsed?.RootElement ?? tools;
+                if (list.ValueKind != JsonValueKind.Array)
+                    throw new BadRecordException(source, "tools", $"expected a list of tool schemas (or that list as a JSON string), found {JsonKinds.Describe(list)}.");
+                (kwargs ??= [])["tools"] = Text.Jinja.JinjaJson.FromJson(list);
+            }
+            finally { parsed?.Dispose(); }
+        }
+        if (obj.TryGetProperty("chat_template_kwargs", out var given) && given.ValueKind != JsonValueKind.Null)
+        {
+            if (given.ValueKind != JsonValueKind.Object)
+                throw new BadRecordException(source, "chat_template_kwargs", $"expected an object of the template's keyword arguments, found {JsonKinds.Describe(given)}.");
+            foreach (var p in given.EnumerateObject())
+            {
+                if (p.Name is "messages" or "add_generation_prompt")
+                    throw new BadRecordException(source, $"chat_template_kwargs.{p.Name}", "is set by each render and cannot be given.");
+                (kwargs ??= [])[p.Name] = Text.Jinja.JinjaJson.FromJson(p.Value);
+            }
+        }
+        return kwargs;
     }
 
     /// <summary>The prompt of any record that has one (for RL prompts taken from SFT or preference files).</summary>

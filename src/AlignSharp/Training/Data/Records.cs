@@ -102,6 +102,9 @@ public sealed record SftExample(ChatContent? Prompt, ChatContent Completion, Rec
 
     /// <summary>The record's field holding the completion, for messages ("completion", "text" or "messages").</summary>
     public string CompletionField { get; init; } = "completion";
+
+    /// <summary>The record's own chat-template arguments ("tools", "chat_template_kwargs"), or null.</summary>
+    public IReadOnlyDictionary<string, object?>? TemplateKwargs { get; init; }
 }
 
 /// <summary>
@@ -111,6 +114,9 @@ public sealed record SftExample(ChatContent? Prompt, ChatContent Completion, Rec
 /// </summary>
 public sealed record PreferencePair(ChatContent Prompt, ChatContent Chosen, ChatContent Rejected, float Margin, float Weight, RecordSource Source)
 {
+    /// <summary>The record's own chat-template arguments ("tools", "chat_template_kwargs"), or null.</summary>
+    public IReadOnlyDictionary<string, object?>? TemplateKwargs { get; init; }
+
     /// <summary>The "annotator" field of the ranking this pair came from, when given.</summary>
     public string? Annotator { get; init; }
 

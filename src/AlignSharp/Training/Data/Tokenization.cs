@@ -138,7 +138,8 @@ public static class SftEncoder
     public static SftSequence Encode(SftExample example, ITokenizer tokenizer, ChatTemplate template, SftEncodingOptions options)
     {
         int? eos = options.AppendEos ? TokenSequences.RequireEos(tokenizer) : null;
-        var segments = TokenSequences.Rendered(example.Source, example.PromptField, () => template.RenderSft(example));
+        var own = example.TemplateKwargs is { } kwargs ? template.WithKwargs(kwargs) : template;
+        var segments = TokenSequences.Rendered(example.Source, example.PromptField, () => own.RenderSft(example));
         var pieces = Tokenize(segments, tokenizer);
         var prompt = new List<int>();
         var promptLoss = new List<bool>();
@@ -250,8 +251,9 @@ public static class PreferenceEncoder
     public static TokenizedPreference Encode(PreferencePair pair, ITokenizer tokenizer, ChatTemplate template, PreferenceEncodingOptions options)
     {
         int? eos = options.AppendEos ? TokenSequences.RequireEos(tokenizer) : null;
-        var (promptText, chosenText) = TokenSequences.Rendered(pair.Source, pair.ChosenField, () => template.RenderPromptAndCompletion(pair.Prompt, pair.Chosen, pair.Source, pair.ChosenField));
-        var (_, rejectedText) = TokenSequences.Rendered(pair.Source, pair.RejectedField, () => template.RenderPromptAndCompletion(pair.Prompt, pair.Rejected, pair.Source, pair.RejectedField));
+        var own = pair.TemplateKwargs is { } kwargs ? template.WithKwargs(kwargs) : template;
+        var (promptText, chosenText) = TokenSequences.Rendered(pair.Source, pair.ChosenField, () => own.RenderPromptAndCompletion(pair.Prompt, pair.Chosen, pair.Source, pair.ChosenField));
+        var (_, rejectedText) = TokenSequences.Rendered(pair.Source, pair.RejectedField, () => own.RenderPromptAndCompletion(pair.Prompt, pair.Rejected, pair.Source, pair.RejectedField));
         var prompt = TokenSequences.DropDoubledBos(tokenizer.Encode(promptText, addSpecialTokens: true), tokenizer);
         var chosen = TokenSequences.WithEos(tokenizer.Encode(chosenText, addSpecialTokens: false), eos);
         var rejected = TokenSequences.WithEos(tokenizer.Encode(rejectedText, addSpecialTokens: false), eos);

@@ -159,6 +159,7 @@ public static class DpoData
                         ChosenField = r.CompletionField(i),
                         RejectedField = r.CompletionField(i),
                         PromptField = r.PromptField,
+                        TemplateKwargs = r.TemplateKwargs,
                     };
                     var t = PreferenceEncoder.Encode(pair, tokenizer, template, encoding);
                     prompt = t.Prompt;

@@ -63,6 +63,7 @@ public static class KtoData
             PromptField = r.Example.PromptField,
             ChosenField = r.Example.CompletionField,
             RejectedField = r.Example.CompletionField,
+            TemplateKwargs = r.Example.TemplateKwargs,
         }).ToList();
         var encoded = PreferenceEncoder.Encode(pairs, tokenizer, template, new PreferenceEncodingOptions { Truncation = options.Truncation, SkipBadRecords = options.SkipBadRecords });
         if (encoded.Warning is { } w) warn(w);
