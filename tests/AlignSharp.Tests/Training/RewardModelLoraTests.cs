@@ -39,6 +39,24 @@ public sealed class RewardModelLoraTests : IDisposable
 
     private static float[] Scores(RewardModel rm) => rm.ScoreSequences([[256, 'c', 'a', 't', '?', ' ', '#', 257], [256, 'o', 'w', 'l', 257]]);
 
+    /// <summary>A prompt ending with an assistant prefill is scored as TRL's GRPO hands it to a reward model: the prefill and
+    /// the completion as one final assistant turn. Under a template that renders the last assistant turn differently
+    /// (Qwen3's think block), two assistant turns made the prompt no prefix of the conversation: an error after sampling.</summary>
+    [Fact]
+    public void APrefilledPromptIsScoredWithItsCompletionAsOneTurn()
+    {
+        string model = TinyModels.Create(P("base"), "llama");
+        string jinja = P("think.jinja");
+        File.WriteAllText(jinja, "{% for m in messages %}<{{ m.role }}>{% if loop.last and m.role == 'assistant' %}<think></think>{% endif %}{{ m.content }}" +
+            "</s>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}");
+        var pre = Pretrained.Load(model, HeadKind.Scalar, seed: 3);
+        var rm = new RewardModel(pre.Model, pre.Tokenizer!, ChatTemplate.Resolve(jinja, null));
+        var prefilled = ChatContent.FromMessages(ChatMessage.User("q"), ChatMessage.Assistant("The sky is"));
+        var whole = rm.Encode(ChatContent.FromMessages(ChatMessage.User("q")), ChatContent.FromMessages(ChatMessage.Assistant("The sky is blue")), out _);
+        Assert.Equal(whole, rm.Encode(prefilled, " blue"));
+        Assert.Contains("<think></think>The sky is blue", pre.Tokenizer!.Decode(whole));
+    }
+
     [Fact]
     public void AFreshAdapterOnAScalarModelScoresAsTheBaseExactly()
     {

@@ -102,6 +102,14 @@ public sealed class RewardModel
     {
         // A model trained on text alone (its prompts rendered with the generation prompt, its answers as sampled) reads a
         // conversational prompt's answer as text after that rendering, as it was trained, not as a templated turn.
+        if (Info?.TextAnswers != true && !completion.IsConversational && prompt.Messages is [.., { Role: ChatRole.Assistant } prefill] messages)
+        {
+            // A prompt ending with the assistant's own first words (a prefill the policy continued): the answer is that
+            // message with the completion after it, as TRL's GRPO hands it to a reward model, so the template renders
+            // one final assistant turn (Qwen3's think block goes before it, not between the two halves).
+            prompt = ChatContent.FromMessages(messages.Take(messages.Count - 1).ToArray());
+            completion = ChatContent.FromMessages(prefill with { Content = prefill.Content + completion.Text });
+        }
         var (p, c) = Info?.TextAnswers == true && !completion.IsConversational
             ? (Template.RenderPrompt(prompt), completion.Text!)
             : Template.RenderPromptAndCompletion(prompt, completion);
