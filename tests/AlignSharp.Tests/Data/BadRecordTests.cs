@@ -31,7 +31,7 @@ public sealed class BadRecordTests : IDisposable
         { DatasetKind.Preference, """{"prompt": "a", "chosen": "b", "rejected": "\n"}""", "field \"rejected\": is empty (only whitespace)." },
         { DatasetKind.Preference, """{"prompt": "a", "chosen": "b", "rejected": "c", "margin": "big"}""", "field \"margin\": expected a number, found a string." },
         { DatasetKind.Preference, """{"prompt": "a", "chosen": [{"role": "user", "content": "b"}], "rejected": "c"}""", "field \"chosen[0].role\": is \"user\"; an answer holds assistant messages only (put the conversation so far in \"prompt\")." },
-        { DatasetKind.Preference, """{"chosen": "Sure thing", "rejected": "No"}""", "field \"chosen\": no \"\\n\\nAssistant:\" turn; a {\"chosen\",\"rejected\"} record without \"prompt\" must hold whole Anthropic HH transcripts (\"\\n\\nHuman: ...\\n\\nAssistant: ...\"), or add a \"prompt\" field." },
+        { DatasetKind.Preference, """{"chosen": "Sure thing", "rejected": "No"}""", "field \"chosen\": \"chosen\" and \"rejected\" share no beginning, so no common prompt can be found; give an explicit \"prompt\" field." },
         { DatasetKind.Preference, """{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant:  "}""", "field \"rejected\": the answer after the shared prompt is empty (only whitespace)." },
         { DatasetKind.Preference, """{"prompt": "p", "completions": ["a", "b", "c"], "ranking": [0, 4, 1]}""", "field \"ranking\": index 4 is out of range for 3 completions." },
         { DatasetKind.Preference, """{"prompt": "p", "completions": ["a", "b", "c"], "ranking": [[0, 2], 2, 1]}""", "field \"ranking\": index 2 appears more than once; a ranking must mention every completion index exactly once." },

@@ -108,6 +108,16 @@ public sealed class DatasetFormatTests : IDisposable
         Assert.Contains("share no", problem);
         // A marker cut by the end of the shared prefix does not count.
         Assert.False(ImplicitPrompt.TrySplit("\n\nHuman: a\n\nAssistant: x", "\n\nHuman: a\n\nAssist", out _, out _, out _, out _));
+        // Texts that are no HH transcripts split as TRL's extract_prompt does (its documented example): the common
+        // prefix, the space before the answers given to them.
+        Assert.True(ImplicitPrompt.TrySplit("The sky is blue.", "The sky is green.", out prompt, out c, out r, out _));
+        Assert.Equal(("The sky is", " blue.", " green."), (prompt, c, r));
+        Assert.True(ImplicitPrompt.TrySplit("Answer: yes", "Answer: no", out prompt, out c, out r, out _));
+        Assert.Equal(("Answer:", " yes", " no"), (prompt, c, r));
+        Assert.False(ImplicitPrompt.TrySplit("Sure", "No", out _, out _, out _, out problem));
+        Assert.Contains("share no beginning", problem);
+        Assert.False(ImplicitPrompt.TrySplit("Yes", "Yes, sure", out _, out _, out _, out problem));
+        Assert.Contains("is the beginning of the other", problem);
     }
 
     [Fact]

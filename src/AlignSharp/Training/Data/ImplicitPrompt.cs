@@ -14,8 +14,10 @@ public static class ImplicitPrompt
     /// <paramref name="chosen"/> and <paramref name="rejected"/> (ordinal, char by char). The prompt is
     /// <c>chosen[..(k + 12)]</c> where k is the last index at which "\n\nAssistant:" occurs entirely inside that common
     /// prefix (k + 12 ≤ L): the prompt ends with, and includes, the last assistant marker the two transcripts share.
-    /// The answers are the rest of each transcript, kept verbatim (usually starting with a space). False, with the
-    /// reason, when the shared prefix holds no marker.
+    /// The answers are the rest of each transcript, kept verbatim (usually starting with a space). Texts that are not
+    /// HH transcripts (no marker in either) split as TRL's extract_prompt splits them: the prompt is the common prefix,
+    /// less a space it ends with (which starts both answers instead): "The sky is blue." and "The sky is green." give
+    /// "The sky is", " blue." and " green.". False, with the reason, when there is no such split.
     /// </summary>
     public static bool TrySplit(string chosen, string rejected, out string prompt, out string chosenAnswer, out string rejectedAnswer, out string? problem)
     {
@@ -23,6 +25,21 @@ public static class ImplicitPrompt
         int max = Math.Min(chosen.Length, rejected.Length);
         while (common < max && chosen[common] == rejected[common]) common++;
         int k = chosen.AsSpan(0, common).LastIndexOf(AssistantMarker.AsSpan(), StringComparison.Ordinal);
+        bool transcripts = chosen.Contains(AssistantMarker, StringComparison.Ordinal) || rejected.Contains(AssistantMarker, StringComparison.Ordinal);
+        if (!transcripts)
+        {
+            prompt = chosenAnswer = rejectedAnswer = "";
+            if (common == 0 || common == max)
+            {
+                problem = common == 0
+                    ? "\"chosen\" and \"rejected\" share no beginning, so no common prompt can be found; give an explicit \"prompt\" field"
+                    : "one of \"chosen\" and \"rejected\" is the beginning of the other, so no prompt and two answers can be told apart; give an explicit \"prompt\" field";
+                return false;
+            }
+            int end = chosen[common - 1] == ' ' ? common - 1 : common;
+            (prompt, chosenAnswer, rejectedAnswer, problem) = (chosen[..end], chosen[end..], rejected[end..], null);
+            return true;
+        }
         if (k < 0)
         {
             prompt = chosenAnswer = rejectedAnswer = "";
