@@ -73,7 +73,7 @@ public static class TemplateCommand
                 agp = flag.GetBoolean();
             }
             // The record's own "tools" and "chat_template_kwargs", as TRL's trainers pass them.
-            var own = RecordParser.TemplateKwargs(e, record.Source) is { } recordKwargs ? template.WithKwargs(recordKwargs) : template;
+            var own = template.For(RecordParser.TemplateKwargs(e, record.Source));
             string text;
             try
             {

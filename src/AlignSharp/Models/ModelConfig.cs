@@ -497,39 +497,10 @@ public sealed record ModelConfig
         return Parse(File.ReadAllText(file), file);
     }
 
-    /// <summary>
-    /// Python's json writes non-finite floats as the bare literals Infinity, -Infinity and NaN, which JSON has not: a
-    /// transformers config can carry them (Mamba-2's time_step_limit (0.0, inf)). Outside strings they become the strings
-    /// "Infinity", "-Infinity" and "NaN" (<see cref="PythonLiteral"/> reads them back); everything else is left as it is.
-    /// </summary>
-    internal static string QuotePythonLiterals(string json)
-    {
-        if (!json.Contains("Infinity") && !json.Contains("NaN")) return json;
-        var sb = new System.Text.StringBuilder(json.Length + 16);
-        bool inString = false;
-        for (int i = 0; i < json.Length; i++)
-        {
-            char ch = json[i];
-            if (inString)
-            {
-                sb.Append(ch);
-                if (ch == '\\' && i + 1 < json.Length) sb.Append(json[++i]);
-                else if (ch == '"') inString = false;
-                continue;
-            }
-            if (ch == '"') { inString = true; sb.Append(ch); continue; }
-            string? literal = new[] { "-Infinity", "Infinity", "NaN" }.FirstOrDefault(l => string.CompareOrdinal(json, i, l, 0, l.Length) == 0);
-            if (literal == null) { sb.Append(ch); continue; }
-            sb.Append('"').Append(literal).Append('"');
-            i += literal.Length - 1;
-        }
-        return sb.ToString();
-    }
-
-    /// <summary>A number, or one of the Python literals <see cref="QuotePythonLiterals"/> quoted; null for anything else.</summary>
+    /// <summary>A number, or one of the Python literals <see cref="PythonJson.QuoteLiterals"/> quoted; null for anything else.</summary>
     internal static double? PythonLiteral(JsonNode? node) => node is JsonValue v
         ? v.TryGetValue(out double d) ? d
-        : v.TryGetValue(out string? s) ? s switch { "Infinity" => double.PositiveInfinity, "-Infinity" => double.NegativeInfinity, "NaN" => double.NaN, _ => null }
+        : v.TryGetValue(out string? s) ? PythonJson.NonFinite(s)
         : null
         : null;
 
@@ -537,7 +508,7 @@ public sealed record ModelConfig
     public static ModelConfig Parse(string json, string source = "config.json")
     {
         JsonNode? root;
-        try { root = JsonNode.Parse(QuotePythonLiterals(json)); }
+        try { root = JsonNode.Parse(PythonJson.QuoteLiterals(json)); }
         catch (JsonException e) { throw new UserInputException($"model config '{source}' is not valid JSON: {e.Message}", e); }
         if (root is not JsonObject obj) throw new UserInputException($"model config '{source}' is not a JSON object");
         var f = new ConfigFields(obj, source);

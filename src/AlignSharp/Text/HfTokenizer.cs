@@ -10,7 +10,7 @@ namespace AlignSharp.Text;
 public sealed class HfTokenizer : ITokenizer
 {
     /// <summary>tokenizer_config.json's clean_up_tokenization_spaces (false when absent, transformers' default since 4.45).</summary>
-    public bool CleanUpTokenizationSpaces { get; internal set; }
+    public bool CleanUpTokenizationSpaces { get; init; }
 
     /// <inheritdoc/>
     public string CleanUp(string decoded) => !CleanUpTokenizationSpaces ? decoded : decoded

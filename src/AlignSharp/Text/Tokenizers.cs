@@ -35,7 +35,8 @@ internal static class TokenizerJson
     {
         using var doc = Parse(file);
         string? bos = null, eos = null, pad = null;
-        bool? addBos = null, cleanUp = null;
+        bool? addBos = null;
+        bool cleanUp = false;
         List<AddedToken> declared = [];
         if (configFile is not null)
         {
@@ -44,13 +45,11 @@ internal static class TokenizerJson
             eos = SpecialName(config.RootElement, "eos_token");
             pad = SpecialName(config.RootElement, "pad_token");
             addBos = SentencePieceAddsBos(config.RootElement);
-            if (config.RootElement.TryGetProperty("clean_up_tokenization_spaces", out var c)) cleanUp = c.ValueKind == JsonValueKind.True;
+            cleanUp = config.RootElement.TryGetProperty("clean_up_tokenization_spaces", out var c) && c.ValueKind == JsonValueKind.True;
             if (config.RootElement.TryGetProperty("added_tokens_decoder", out var decoder))
                 declared = new Reader(configFile).AddedTokensDecoder(decoder);
         }
-        var tokenizer = FromJson(doc.RootElement, file, bos, eos, pad, addBos, declared);
-        tokenizer.CleanUpTokenizationSpaces = cleanUp == true;
-        return tokenizer;
+        return FromJson(doc.RootElement, file, bos, eos, pad, addBos, declared, cleanUp);
     }
 
     /// <summary>
@@ -71,9 +70,10 @@ internal static class TokenizerJson
     /// <summary>Builds a tokenizer from the root of a tokenizer.json; <paramref name="source"/> names the file in errors.
     /// <paramref name="addBos"/>: the post-processor is BOS then the text (true) or the text alone (false), not tokenizer.json's.
     /// <paramref name="declared"/>: tokenizer_config.json's added_tokens_decoder; those tokenizer.json lacks (neither the id
-    /// nor the text taken) are added, as transformers registers them when it loads the tokenizer.</summary>
+    /// nor the text taken) are added, as transformers registers them when it loads the tokenizer.
+    /// <paramref name="cleanUpSpaces"/>: tokenizer_config.json's clean_up_tokenization_spaces (<see cref="HfTokenizer.CleanUp"/>).</summary>
     public static HfTokenizer FromJson(JsonElement root, string source, string? bos = null, string? eos = null, string? pad = null, bool? addBos = null,
-        IReadOnlyList<AddedToken>? declared = null)
+        IReadOnlyList<AddedToken>? declared = null, bool cleanUpSpaces = false)
     {
         var r = new Reader(source);
         if (root.ValueKind != JsonValueKind.Object) throw r.Error("the top level is not a JSON object");
@@ -102,7 +102,7 @@ internal static class TokenizerJson
             null => r.PostProcessor(root.TryGetProperty("post_processor", out var pp) ? pp : default, TokenId),
         };
         var decoder = r.Decoder(root.TryGetProperty("decoder", out var d) ? d : default);
-        return new HfTokenizer(model, normalizer, preTokenizer, post, decoder, added, bos, eos, pad);
+        return new HfTokenizer(model, normalizer, preTokenizer, post, decoder, added, bos, eos, pad) { CleanUpTokenizationSpaces = cleanUpSpaces };
     }
 
     static JsonDocument Parse(string file)

@@ -129,8 +129,8 @@ public sealed class ChatTemplate
     /// <summary>The help of every <c>--chat-template-kwargs</c> option.</summary>
     public const string KwargsHelp = "Keyword arguments of the chat template, a JSON object whose members are variables of every render, as transformers' apply_chat_template(..., **kwargs) passes them: {\"enable_thinking\": false} for Qwen3, a \"tools\" list.";
 
-    /// <summary>Variables a render sets itself, which keyword arguments may not replace.</summary>
-    static readonly string[] RenderVariables = ["messages", "add_generation_prompt"];
+    /// <summary>Variables a render sets itself, which keyword arguments (flags or a record's own) may not replace.</summary>
+    internal static readonly string[] RenderVariables = ["messages", "add_generation_prompt"];
 
     /// <summary>
     /// <c>--chat-template-kwargs</c>: a JSON object whose members become variables of every render, as transformers'
@@ -155,6 +155,10 @@ public sealed class ChatTemplate
             return kwargs;
         }
     }
+
+    /// <summary>This template for one record: with the record's own arguments ("tools", "chat_template_kwargs") on top
+    /// of the template's, or the template itself when the record has none.</summary>
+    public ChatTemplate For(IReadOnlyDictionary<string, object?>? recordKwargs) => recordKwargs is null ? this : WithKwargs(recordKwargs);
 
     /// <summary>This template with <paramref name="kwargs"/> as variables of every render (after the special tokens, so
     /// they may replace one, as keyword arguments do in transformers).</summary>

@@ -253,7 +253,7 @@ internal static class RecordParser
                 throw new BadRecordException(source, "chat_template_kwargs", $"expected an object of the template's keyword arguments, found {JsonKinds.Describe(given)}.");
             foreach (var p in given.EnumerateObject())
             {
-                if (p.Name is "messages" or "add_generation_prompt")
+                if (ChatTemplate.RenderVariables.Contains(p.Name))
                     throw new BadRecordException(source, $"chat_template_kwargs.{p.Name}", "is set by each render and cannot be given.");
                 (kwargs ??= [])[p.Name] = Text.Jinja.JinjaJson.FromJson(p.Value);
             }

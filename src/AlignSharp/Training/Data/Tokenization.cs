@@ -138,7 +138,7 @@ public static class SftEncoder
     public static SftSequence Encode(SftExample example, ITokenizer tokenizer, ChatTemplate template, SftEncodingOptions options)
     {
         int? eos = options.AppendEos ? TokenSequences.RequireEos(tokenizer) : null;
-        var own = example.TemplateKwargs is { } kwargs ? template.WithKwargs(kwargs) : template;
+        var own = template.For(example.TemplateKwargs);
         var segments = TokenSequences.Rendered(example.Source, example.PromptField, () => own.RenderSft(example));
         var pieces = Tokenize(segments, tokenizer);
         var prompt = new List<int>();
@@ -251,7 +251,7 @@ public static class PreferenceEncoder
     public static TokenizedPreference Encode(PreferencePair pair, ITokenizer tokenizer, ChatTemplate template, PreferenceEncodingOptions options)
     {
         int? eos = options.AppendEos ? TokenSequences.RequireEos(tokenizer) : null;
-        var own = pair.TemplateKwargs is { } kwargs ? template.WithKwargs(kwargs) : template;
+        var own = template.For(pair.TemplateKwargs);
         var (promptText, chosenText) = TokenSequences.Rendered(pair.Source, pair.ChosenField, () => own.RenderPromptAndCompletion(pair.Prompt, pair.Chosen, pair.Source, pair.ChosenField));
         var (_, rejectedText) = TokenSequences.Rendered(pair.Source, pair.RejectedField, () => own.RenderPromptAndCompletion(pair.Prompt, pair.Rejected, pair.Source, pair.RejectedField));
         var prompt = TokenSequences.DropDoubledBos(tokenizer.Encode(promptText, addSpecialTokens: true), tokenizer);

@@ -100,19 +100,7 @@ public sealed class RewardModel
     /// <summary><see cref="Encode(ChatContent, string)"/> of a completion given as text or assistant messages.</summary>
     public int[] Encode(ChatContent prompt, ChatContent completion, out bool truncated)
     {
-        // A model trained on text alone (its prompts rendered with the generation prompt, its answers as sampled) reads a
-        // conversational prompt's answer as text after that rendering, as it was trained, not as a templated turn.
-        if (Info?.TextAnswers != true && !completion.IsConversational && prompt.Messages is [.., { Role: ChatRole.Assistant } prefill] messages)
-        {
-            // A prompt ending with the assistant's own first words (a prefill the policy continued): the answer is that
-            // message with the completion after it, as TRL's GRPO hands it to a reward model, so the template renders
-            // one final assistant turn (Qwen3's think block goes before it, not between the two halves).
-            prompt = ChatContent.FromMessages(messages.Take(messages.Count - 1).ToArray());
-            completion = ChatContent.FromMessages(prefill with { Content = prefill.Content + completion.Text });
-        }
-        var (p, c) = Info?.TextAnswers == true && !completion.IsConversational
-            ? (Template.RenderPrompt(prompt), completion.Text!)
-            : Template.RenderPromptAndCompletion(prompt, completion);
+        var (p, c) = RenderAsTrained(prompt, completion);
         var promptIds = Tokenizer.Encode(p, addSpecialTokens: true);
         var completionIds = Tokenizer.Encode(c, addSpecialTokens: false);
         var ids = new List<int>(promptIds.Length + completionIds.Length + 1);
@@ -124,6 +112,22 @@ public sealed class RewardModel
         truncated = ids.Count > max;
         if (truncated) ids.RemoveRange(0, ids.Count - max); // keep the end: the score is read at the last token
         return ids.ToArray();
+    }
+
+    /// <summary>Prompt and answer text as this model's training rendered such a pair.</summary>
+    private (string Prompt, string Completion) RenderAsTrained(ChatContent prompt, ChatContent completion)
+    {
+        if (completion.IsConversational) return Template.RenderPromptAndCompletion(prompt, completion);
+        // A model trained on text alone (its prompts rendered with the generation prompt, its answers as sampled) reads a
+        // conversational prompt's answer as text after that rendering, as it was trained, not as a templated turn.
+        if (Info?.TextAnswers == true) return (Template.RenderPrompt(prompt), completion.Text!);
+        // A prompt ending with the assistant's own first words (a prefill the policy continued): the answer is that
+        // message with the completion after it, as TRL's GRPO hands it to a reward model, so the template renders one
+        // final assistant turn (Qwen3's think block goes before it, not between the two halves).
+        if (prompt.Messages is [.., { Role: ChatRole.Assistant } prefill] messages)
+            return Template.RenderPromptAndCompletion(ChatContent.FromMessages(messages.Take(messages.Count - 1).ToArray()),
+                ChatContent.FromMessages(prefill with { Content = prefill.Content + completion.Text }));
+        return Template.RenderPromptAndCompletion(prompt, completion);
     }
 
     /// <summary>Raw scores of token sequences (no gradient), batched with right padding.</summary>

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Net;
 using System.Text;
 using System.Text.Json;
@@ -184,7 +183,7 @@ public sealed class JsonEndpoint : IDisposable
             {
                 // Python's json.dumps writes NaN, Infinity and -Infinity bare (not JSON): read them as the strings that
                 // Numbers knows, so a reward function's NaN reaches the run as a non-finite score, not a parse error.
-                try { doc = JsonDocument.Parse(QuoteNonFiniteLiterals(answer)); }
+                try { doc = JsonDocument.Parse(PythonJson.QuoteLiterals(answer)); }
                 catch (JsonException) { throw Bad($"the answer is not JSON ({e.Message}): {Snippet(answer)}"); }
             }
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
@@ -196,35 +195,6 @@ public sealed class JsonEndpoint : IDisposable
         }
         throw new UserInputException($"{Flag} {Url}: gave up after {_options.MaxRetries + 1} attempts; last: {lastError}. " +
             $"Check that the server is up, or {RetryHint}.");
-    }
-
-    private static readonly string[] NonFiniteLiterals = ["-Infinity", "Infinity", "NaN"];
-
-    /// <summary><paramref name="json"/> with each bare NaN, Infinity and -Infinity outside strings put in quotes.</summary>
-    private static string QuoteNonFiniteLiterals(string json)
-    {
-        var text = new StringBuilder(json.Length + 16);
-        bool inString = false;
-        for (int i = 0; i < json.Length; i++)
-        {
-            char c = json[i];
-            if (inString)
-            {
-                text.Append(c);
-                if (c == '\\' && i + 1 < json.Length) text.Append(json[++i]);
-                else if (c == '"') inString = false;
-                continue;
-            }
-            if (c == '"') inString = true;
-            else if (Array.Find(NonFiniteLiterals, l => string.CompareOrdinal(json, i, l, 0, l.Length) == 0) is { } literal)
-            {
-                text.Append('"').Append(literal).Append('"');
-                i += literal.Length - 1;
-                continue;
-            }
-            text.Append(c);
-        }
-        return text.ToString();
     }
 
     /// <summary>The list of <paramref name="expected"/> numbers in field <paramref name="field"/> of an answer; NaN and
@@ -240,10 +210,10 @@ public sealed class JsonEndpoint : IDisposable
         int i = 0;
         foreach (var r in list.EnumerateArray())
         {
-            if (r.ValueKind == JsonValueKind.String && Array.IndexOf(NonFiniteLiterals, r.GetString()) >= 0)
+            if (r.ValueKind == JsonValueKind.String && PythonJson.NonFinite(r.GetString()) is double nonFinite)
             {
                 if (!allowNonFinite) throw Bad($"{field}[{i}] is {r.GetString()}, not a finite number.");
-                result[i++] = double.Parse(r.GetString()!, CultureInfo.InvariantCulture);
+                result[i++] = nonFinite;
                 continue;
             }
             if (r.ValueKind != JsonValueKind.Number) throw Bad($"{field}[{i}] is {(r.ValueKind == JsonValueKind.String ? $"the string \"{r.GetString()}\"" : r.ValueKind.ToString().ToLowerInvariant())}, not a number.");
