@@ -1,4 +1,5 @@
 using AlignSharp.Distributed;
+using AlignSharp.Training.Runs;
 
 namespace AlignSharp.Cli;
 
@@ -32,10 +33,12 @@ public static class DataParallel
             stderr.WriteLine($"error (rank {world.Rank}): {e}");
             code = 70;
         }
-        if (code == 0)
+        // Stopped by a signal, every rank after the same step (the request is all-reduced) and rank 0 with its
+        // checkpoint written: an orderly end, which mpirun reports with the code, rather than an abort.
+        if (code == 0 || RunSession.IsStopExitCode(code))
         {
             world.Dispose();
-            return 0;
+            return code;
         }
         if (world.Rank != 0)
         {

@@ -286,30 +286,46 @@ public sealed class DataParallelTests : IDisposable
         Assert.Equal(6, Losses(P("run")).Count);
     }
 
-    /// <summary>Ctrl-C (here SIGINT to mpirun, which passes it to the ranks): every rank catches it and finishes the same
-    /// step, rank 0 writes the checkpoint and the summary and prints the resume command (a follower used to die at once, and
-    /// the job with it, leaving nothing since the last checkpoint).</summary>
-    [MpiFact]
-    public void ASignalStopsEveryRankAfterTheSameStepWithACheckpoint()
+    /// <summary>A stop request reaching every rank through mpirun (SIGUSR1, which Open MPI forwards; SIGINT/SIGTERM to
+    /// mpirun end the job after a second) or one rank alone (SIGTERM to rank 1): every rank finishes the same step (the
+    /// request is all-reduced), rank 0 writes the checkpoint and the summary and prints the resume command, and the
+    /// ranks exit with the signal's code (a follower used to die at once, and the job with it, leaving nothing since
+    /// the last checkpoint).</summary>
+    [MpiTheory]
+    [InlineData("mpirun", "USR1", 138)]
+    [InlineData("rank 1", "TERM", 143)]
+    public void AStopRequestStopsEveryRankAfterTheSameStepWithACheckpoint(string target, string signal, int exitCode)
     {
         TinyModels.Create(P("base"));
         WriteSftData();
         using var p = StartMpirun(2, SftArgs(P("run"), 1, steps: 100_000));
         var stderr = p.StandardError.ReadToEndAsync();
         _ = p.StandardOutput.ReadToEndAsync();
-        var clock = Stopwatch.StartNew();
-        while (!(File.Exists(P("run/metrics.jsonl")) && File.ReadAllLines(P("run/metrics.jsonl")).Length >= 2))
+        try
         {
-            if (p.HasExited || clock.Elapsed > TimeSpan.FromSeconds(90)) Assert.Fail($"the run did not start logging: {(p.HasExited ? stderr.Result : "")}");
-            Thread.Sleep(200);
+            var clock = Stopwatch.StartNew();
+            while (!(File.Exists(P("run/metrics.jsonl")) && File.ReadAllLines(P("run/metrics.jsonl")).Length >= 2))
+            {
+                if (p.HasExited || clock.Elapsed > TimeSpan.FromSeconds(90)) Assert.Fail($"the run did not start logging: {(p.HasExited ? stderr.Result : "")}");
+                Thread.Sleep(200);
+            }
+            int pid = target == "mpirun" ? p.Id : RankProcess(p.Id, 1);
+            using (var kill = Process.Start("kill", ["-" + signal, pid.ToString()])) kill.WaitForExit();
+            if (!p.WaitForExit(120_000)) Assert.Fail($"mpirun did not stop within 120 s of SIG{signal} to {target}");
+            Assert.True(File.Exists(P("run/summary.json")), $"no summary.json; mpirun exited {p.ExitCode}:\n{stderr.Result}");
+            var summary = JsonDocument.Parse(File.ReadAllText(P("run/summary.json"))).RootElement;
+            Assert.Equal("interrupted", summary.GetProperty("status").GetString());
+            int step = summary.GetProperty("steps").GetInt32();
+            Assert.True(Directory.Exists(P($"run/checkpoints/step-{step:D6}")), stderr.Result);
+            Assert.Equal(step, Losses(P("run")).Count);
+            Assert.Contains("--resume", stderr.Result);
+            Assert.Equal(exitCode, p.ExitCode);
+            Assert.DoesNotContain("MPI_ABORT", stderr.Result); // an orderly end, not a failure
         }
-        using (var kill = Process.Start("kill", ["-INT", p.Id.ToString()])) kill.WaitForExit();
-        if (!p.WaitForExit(60_000)) { p.Kill(entireProcessTree: true); Assert.Fail("mpirun did not stop within 60 s of SIGINT"); }
-        var summary = JsonDocument.Parse(File.ReadAllText(P("run/summary.json"))).RootElement;
-        Assert.Equal("interrupted", summary.GetProperty("status").GetString());
-        int step = summary.GetProperty("steps").GetInt32();
-        Assert.True(Directory.Exists(P($"run/checkpoints/step-{step:D6}")), stderr.Result);
-        Assert.Contains("--resume", stderr.Result);
+        finally
+        {
+            if (!p.HasExited) p.Kill(entireProcessTree: true);
+        }
     }
 
     /// <summary>A rank that fails alone (here rank 1's data file is bad, as when one host holds a damaged copy) prints its

@@ -291,7 +291,7 @@ public sealed class RunSafetyTests : IDisposable
     }
 }
 
-/// <summary>SIGINT and SIGTERM on a real CLI process: finish the step, checkpoint, summary, resume command, exit 130/143.</summary>
+/// <summary>SIGINT, SIGTERM and SIGUSR1 on a real CLI process: finish the step, checkpoint, summary, resume command, exit 130/143/138.</summary>
 public sealed class RunSignalTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("alignsharp-signal-").FullName;
@@ -301,6 +301,7 @@ public sealed class RunSignalTests : IDisposable
     [Theory]
     [InlineData("INT", 130)]
     [InlineData("TERM", 143)]
+    [InlineData("USR1", 138)]
     public async Task ASignalCheckpointsWritesTheSummaryAndPrintsTheResumeCommand(string signal, int exitCode)
     {
         if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;

@@ -7,7 +7,7 @@ using AlignSharp.Engine.Optim;
 
 namespace AlignSharp.Training.Runs;
 
-/// <summary>A run stopped by SIGINT (exit code 130) or SIGTERM (143) after writing its checkpoint and summary.</summary>
+/// <summary>A run stopped by SIGINT (exit code 130), SIGTERM (143) or SIGUSR1 (138) after writing its checkpoint and summary.</summary>
 public sealed class RunInterruptedException(string message, int exitCode) : Exception(message)
 {
     public int ExitCode { get; } = exitCode;
@@ -21,10 +21,10 @@ public enum RunStatus { Completed, Interrupted, StoppedNonFinite, AllStepsSkippe
 /// 1. <see cref="Open"/>: take the directory's lock (a second process on the same --out is refused); repair what a
 ///    killed run left (<see cref="RunDirectory.Recover"/>); refuse a directory holding a run unless --resume or
 ///    --overwrite; on --resume, check that the options that change the math match the checkpoint's; write
-///    run_config.json; open metrics.jsonl; catch SIGINT/SIGTERM;
+///    run_config.json; open metrics.jsonl; catch SIGINT/SIGTERM/SIGUSR1;
 /// 2. the trainer's loop asks <see cref="StopRequested"/> after each step and calls <see cref="Checkpoint"/>;
 /// 3. <see cref="Finish"/>: a last checkpoint, the final outputs swapped in, summary.json, and the exit status:
-///    interrupted (130/143, with the exact resume command), stopped for non-finite values or every step skipped
+///    interrupted (130/143/138, with the exact resume command), stopped for non-finite values or every step skipped
 ///    (an error; the checkpoint it names holds finite weights, since non-finite updates are never applied).
 /// </summary>
 public sealed class RunSession : IDisposable
@@ -223,9 +223,20 @@ public sealed class RunSession : IDisposable
     private static string Show(JsonNode? v) => v == null ? "(none)" : v.ToJsonString();
     private static string Pascal(string snake) => string.Concat(snake.Split('_').Select(w => w.Length == 0 ? w : char.ToUpperInvariant(w[0]) + w[1..]));
 
+    /// <summary>
+    /// SIGUSR1 by its number where .NET has no name for it. It is the stop request that reaches every rank under
+    /// Open MPI: mpirun forwards SIGUSR1 to the ranks and goes on, whereas SIGINT/SIGTERM to mpirun end the job (the
+    /// ranks get SIGTERM after odls_base_sigkill_timeout, 1 s, SIGKILL as long again later, and their output is no
+    /// longer read meanwhile, so a rank writing its progress blocks): too short for a step and a checkpoint.
+    /// </summary>
+    private static PosixSignal? Usr1 => OperatingSystem.IsLinux() ? (PosixSignal)10
+        : OperatingSystem.IsMacOS() || OperatingSystem.IsFreeBSD() ? (PosixSignal)30 : null;
+
     private void CatchSignals()
     {
-        foreach (var (signal, code) in new[] { (PosixSignal.SIGINT, 130), (PosixSignal.SIGTERM, 143) })
+        var signals = new List<(PosixSignal, int, string)> { (PosixSignal.SIGINT, 130, "interrupted"), (PosixSignal.SIGTERM, 143, "terminated") };
+        if (Usr1 is { } usr1) signals.Add((usr1, 128 + (int)usr1, "stop requested (SIGUSR1)"));
+        foreach (var (signal, code, what) in signals)
         {
             try
             {
@@ -234,14 +245,17 @@ public sealed class RunSession : IDisposable
                     if (_signal != 0) Environment.Exit(code); // a second signal: stop at once
                     ctx.Cancel = true;
                     _signal = code;
-                    Console.Error.WriteLine($"\n{Trainer}: {(code == 130 ? "interrupted" : "terminated")}: finishing the current step, then writing a checkpoint (signal again to stop at once)");
+                    Console.Error.WriteLine($"\n{Trainer}: {what}: finishing the current step, then writing a checkpoint (signal again to stop at once)");
                 }));
             }
             catch (PlatformNotSupportedException) { }
         }
     }
 
-    /// <summary>True once SIGINT or SIGTERM arrived: the loop should finish its step and call <see cref="Finish"/>.</summary>
+    /// <summary>Whether <paramref name="code"/> is the exit code of a run stopped by one of the signals it catches.</summary>
+    public static bool IsStopExitCode(int code) => code is 130 or 143 || (Usr1 is { } usr1 && code == 128 + (int)usr1);
+
+    /// <summary>True once SIGINT, SIGTERM or SIGUSR1 arrived: the loop should finish its step and call <see cref="Finish"/>.</summary>
     public bool StopRequested => _signal != 0;
 
     /// <summary>
@@ -257,7 +271,7 @@ public sealed class RunSession : IDisposable
         return votes[0] != 0;
     }
 
-    /// <summary>For tests and embedding hosts: behave as if SIGINT (130) or SIGTERM (143) arrived.</summary>
+    /// <summary>For tests and embedding hosts: behave as if SIGINT (130), SIGTERM (143) or SIGUSR1 (138) arrived.</summary>
     public void RequestStop(int exitCode = 130) => _signal = exitCode;
 
     /// <summary>Restores the trainable state and the optimizer from the checkpoint resumed from (nothing when not resuming).</summary>
@@ -376,7 +390,7 @@ public sealed class RunSession : IDisposable
         if (IsFollower)
         {
             if (status == RunStatus.Completed && _options.SaveSteps > 0) CheckRanksAgree(step, trainable);
-            if (status == RunStatus.Interrupted) throw new RunInterruptedException($"{Trainer}: stopped at step {step}", _signal == 143 ? 143 : 130);
+            if (status == RunStatus.Interrupted) throw new RunInterruptedException($"{Trainer}: stopped at step {step}", _signal);
             if (status != RunStatus.Completed) throw new UserInputException($"{Trainer}: {problem}");
             return result;
         }
@@ -397,8 +411,7 @@ public sealed class RunSession : IDisposable
                 if (step > StartStep || LastCheckpoint == null) WriteCheckpoint(step, epoch, trainable, optimizer, extra);
                 result["checkpoint"] = LastCheckpoint;
                 Directory.WriteSummary(result);
-                int code = _signal == 143 ? 143 : 130;
-                throw new RunInterruptedException($"{Trainer}: stopped at step {step}; checkpoint {LastCheckpoint}. Resume with:\n  {ResumeCommand()}", code);
+                throw new RunInterruptedException($"{Trainer}: stopped at step {step}; checkpoint {LastCheckpoint}. Resume with:\n  {ResumeCommand()}", _signal);
             default:
                 string? last = LastCheckpoint;
                 result["checkpoint"] = last;
