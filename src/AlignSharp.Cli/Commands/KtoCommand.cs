@@ -10,7 +10,7 @@ namespace AlignSharp.Cli.Commands;
 public static class KtoCommand
 {
     public static Command Create() => TrainerCommand.Create<KtoOptions>("kto",
-        "Kahneman–Tversky optimisation (KTO) of a policy on unpaired feedback {\"prompt\",\"completion\",\"label\": true|false}.",
+        "Kahneman–Tversky optimisation (KTO) of a policy on unpaired feedback {\"prompt\",\"completion\",\"label\": true|false} (or preference pairs, unpaired as TRL does: chosen desirable, rejected undesirable).",
         options =>
         {
             KtoTrainer.Train(options);

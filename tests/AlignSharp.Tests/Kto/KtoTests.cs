@@ -259,13 +259,75 @@ public sealed class KtoTests : IDisposable
         Assert.Contains("\"label\"", bad.StdErr);
         Assert.DoesNotContain("   at ", bad.StdErr);
 
-        File.WriteAllLines(P("pairs.jsonl"), ["{\"prompt\": \"q\", \"chosen\": \"a\", \"rejected\": \"b\"}"]);
-        var pairs = CliRunner.Run("kto", "--policy", model, "--data", P("pairs.jsonl"), "--out", P("p"));
-        Assert.NotEqual(0, pairs.ExitCode);
-        Assert.Contains("pairs.jsonl:1", pairs.StdErr);
+        File.WriteAllLines(P("ranking.jsonl"), ["{\"prompt\": \"q\", \"completions\": [\"a\", \"b\", \"c\"], \"ranking\": [0, 1, 2]}"]);
+        var ranking = CliRunner.Run("kto", "--policy", model, "--data", P("ranking.jsonl"), "--out", P("p"));
+        Assert.NotEqual(0, ranking.ExitCode);
+        Assert.Contains("ranking.jsonl:1", ranking.StdErr);
+        Assert.Contains("\"ranking\"", ranking.StdErr);
 
         var one = CliRunner.Run("kto", "--policy", model, "--data", P("msgs.jsonl"), "--out", P("one"), "--batch-size", "1");
         Assert.NotEqual(0, one.ExitCode);
         Assert.Contains("--batch-size", one.StdErr);
+    }
+
+    /// <summary>Preference pairs, as TRL's KTOTrainer unpairs them (maybe_unpair_preference_dataset): each pair is its
+    /// chosen answer, desirable, and its rejected one, undesirable, with the pair's prompt (explicit, or the shared
+    /// prefix of implicit-prompt transcripts) and its own chat-template arguments.</summary>
+    [Fact]
+    public void PreferencePairsAreReadAsTheirChosenAnswerDesirableAndTheirRejectedOneUndesirable()
+    {
+        File.WriteAllLines(P("pairs.jsonl"),
+        [
+            """{"prompt": "2+2=", "chosen": " 4", "rejected": " 5", "chat_template_kwargs": {"enable_thinking": false}}""",
+            """{"chosen": "The sky is blue.", "rejected": "The sky is green."}""",
+            """{"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}]}""",
+        ]);
+        var records = DatasetLoader.LoadUnpaired([P("pairs.jsonl")]).Records;
+        Assert.Equal(6, records.Count);
+        Assert.Equal([true, false, true, false, true, false], records.Select(r => r.Desirable));
+        Assert.Equal([1, 1, 2, 2, 3, 3], records.Select(r => r.Source.Line));
+        Assert.Equal(["chosen", "rejected", "chosen", "rejected", "chosen", "rejected"], records.Select(r => r.Example.CompletionField));
+        Assert.Equal(("2+2=", " 4"), (records[0].Example.Prompt!.Text, records[0].Example.Completion.Text));
+        Assert.Equal(("2+2=", " 5"), (records[1].Example.Prompt!.Text, records[1].Example.Completion.Text));
+        Assert.All(records.Take(2), r => Assert.Equal(false, r.Example.TemplateKwargs!["enable_thinking"]));
+        Assert.Equal(("The sky is", " blue."), (records[2].Example.Prompt!.Text, records[2].Example.Completion.Text));
+        Assert.Equal(("The sky is", " green."), (records[3].Example.Prompt!.Text, records[3].Example.Completion.Text));
+        Assert.Equal("hi", Assert.Single(records[5].Example.Prompt!.Messages!).Content);
+        Assert.Equal("go away", Assert.Single(records[5].Example.Completion.Messages!).Content);
+
+        // One file holds one kind: a labelled record after pairs (or a pair after labelled records) is a bad record.
+        File.WriteAllLines(P("mixed.jsonl"), ["""{"prompt": "q", "chosen": "a", "rejected": "b"}""", """{"prompt": "q", "completion": "a", "label": true}"""]);
+        var mixed = Assert.Throws<BadRecordException>(() => DatasetLoader.LoadUnpaired([P("mixed.jsonl")]));
+        Assert.Contains("mixed.jsonl:2", mixed.Message);
+        Assert.Contains("one kind of record", mixed.Message);
+    }
+
+    /// <summary>kto on a pair file trains exactly as on the unpaired file that spells the same judgements out.</summary>
+    [Fact]
+    public void KtoOnPairsEqualsKtoOnTheSameJudgementsUnpaired()
+    {
+        string model = DpoFixtures.TinyModel(P("m"), seed: 4);
+        var rng = new Random(9);
+        var pairs = Enumerable.Range(0, 12).Select(_ => (Prompt: DpoFixtures.Prompt(rng), W: new string(Enumerable.Range(0, 3).Select(_ => (char)('a' + rng.Next(8))).ToArray()))).ToList();
+        File.WriteAllLines(P("pairs.jsonl"), pairs.Select(p => JsonSerializer.Serialize(new { prompt = p.Prompt, chosen = $" {DpoFixtures.Marker}{p.W}", rejected = $" {p.W}" })));
+        File.WriteAllLines(P("unpaired.jsonl"), pairs.SelectMany(p => new[]
+        {
+            JsonSerializer.Serialize(new { prompt = p.Prompt, completion = $" {DpoFixtures.Marker}{p.W}", label = true }),
+            JsonSerializer.Serialize(new { prompt = p.Prompt, completion = $" {p.W}", label = false }),
+        }));
+        List<string> Metrics(string data, string run)
+        {
+            KtoTrainer.Train(Options(model, data, P(run)) with { MaxSteps = 4, BatchSize = 4 }, Quiet);
+            return File.ReadLines(P(run + "/metrics.jsonl")).Select(l =>
+            {
+                var o = System.Text.Json.Nodes.JsonNode.Parse(l)!.AsObject();
+                foreach (var k in o.Select(kv => kv.Key).Where(k => k is "time" or "tokens_per_s").ToList()) o.Remove(k);
+                return o.ToJsonString();
+            }).ToList();
+        }
+        var fromPairs = Metrics(P("pairs.jsonl"), "pairs");
+        Assert.Equal(4, fromPairs.Count);
+        Assert.Equal(Metrics(P("unpaired.jsonl"), "unpaired"), fromPairs);
+        Assert.Contains(fromPairs, l => l.Contains("\"count/chosen\""));
     }
 }

@@ -209,7 +209,8 @@ public static class DatasetLoader
         return log.Result<RankingRecord>(records);
     }
 
-    /// <summary>Unpaired feedback for KTO: {"prompt","completion","label"} or {"messages","label"} (mixed freely).</summary>
+    /// <summary>Unpaired feedback for KTO: {"prompt","completion","label"} or {"messages","label"} (mixed freely), or
+    /// preference pairs, unpaired.</summary>
     public static RecordSet<UnpairedExample> LoadUnpaired(IReadOnlyList<string> paths, DataLoadOptions? options = null)
     {
         options ??= new DataLoadOptions();
@@ -220,11 +221,33 @@ public static class DatasetLoader
         foreach (var path in paths)
         {
             int before = records.Count, skippedBefore = log.Count;
-            foreach (var (raw, _) in Records(path, DatasetKind.Unpaired, log))
-                Try(log, () => records.Add(RecordParser.ParseUnpaired(raw.Element, raw.Source)));
+            // TRL's KTOTrainer unpairs a preference dataset (maybe_unpair_preference_dataset): each pair is its chosen
+            // answer, desirable, and its rejected one, undesirable. A file holds one kind, fixed by its first record.
+            DatasetKind? kind = null;
+            foreach (var (raw, format) in Records(path, DatasetKind.Unpaired, log))
+                Try(log, () =>
+                {
+                    var found = RecordParser.KindOf(format);
+                    if ((kind ??= found) != found)
+                        throw new BadRecordException(raw.Source, null,
+                            $"this is {RecordParser.Describe(found)}, but the file's first record is {RecordParser.Describe(kind.Value)}; one data file holds one kind of record.");
+                    if (found == DatasetKind.Unpaired) records.Add(RecordParser.ParseUnpaired(raw.Element, raw.Source));
+                    else records.AddRange(Unpair(RecordParser.ParsePair(raw.Element, format, raw.Source)));
+                });
             RequireSome(path, records.Count - before, log.Count - skippedBefore, log);
         }
         return log.Result<UnpairedExample>(records);
+    }
+
+    private static IEnumerable<UnpairedExample> Unpair(PreferencePair pair)
+    {
+        foreach (var (answer, field, desirable) in new[] { (pair.Chosen, pair.ChosenField, true), (pair.Rejected, pair.RejectedField, false) })
+            yield return new UnpairedExample(new SftExample(pair.Prompt, answer, pair.Source)
+            {
+                PromptField = pair.PromptField,
+                CompletionField = field,
+                TemplateKwargs = pair.TemplateKwargs,
+            }, desirable);
     }
 
     public static RecordSet<PromptExample> LoadPrompts(string path, DataLoadOptions? options = null) => LoadPrompts([path], options);
@@ -264,7 +287,11 @@ public static class DatasetLoader
                     throw new BadRecordException(raw.Source, "label",
                         "this is an unpaired feedback record ({prompt, completion, label}, as TRL's KTOTrainer reads it); sft would train on every completion whatever its label. " +
                         "Train on it with `alignsharp kto`, or for sft keep the desirable completions without \"label\".");
-                if (kind != DatasetKind.Prompt && found != kind)
+                if (kind == DatasetKind.Unpaired && format == RecordFormat.Ranking)
+                    throw new BadRecordException(raw.Source, "ranking",
+                        "kto reads unpaired feedback, or preference pairs (each pair's chosen answer desirable, its rejected one undesirable, as TRL's KTOTrainer unpairs them); " +
+                        "a ranking has no such reading. Label its answers, or train on it with `alignsharp dpo` or `alignsharp rm`.");
+                if (kind != DatasetKind.Prompt && found != kind && !(kind == DatasetKind.Unpaired && found == DatasetKind.Preference))
                     throw new BadRecordException(raw.Source, null,
                         $"expected {RecordParser.Describe(kind)}, but this record has fields {FieldList(raw)}, which make it {RecordParser.Describe(found)}; one data file holds one kind of record.");
             }

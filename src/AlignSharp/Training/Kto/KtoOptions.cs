@@ -6,7 +6,7 @@ namespace AlignSharp.Training.Kto;
 /// <summary>
 /// Options of <c>alignsharp kto</c>: the shared trainer and data options plus the policy, the reference and KTO's
 /// β and class weights. --data and --eval-data hold unpaired feedback {"prompt","completion","label"} or
-/// {"messages","label"} (label true: desirable). Defaults follow TRL's KTOConfig (β 0.1, desirable and undesirable
+/// {"messages","label"} (label true: desirable), or preference pairs, unpaired as TRL's KTOTrainer does. Defaults follow TRL's KTOConfig (β 0.1, desirable and undesirable
 /// weights 1.0, max length 1024) except the learning rate, 5e-6 as for dpo (TRL's 1e-6 suits billion-parameter models).
 /// </summary>
 public sealed record KtoOptions : ReferencedPolicyOptions

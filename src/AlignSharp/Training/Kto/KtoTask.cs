@@ -58,17 +58,29 @@ public static class KtoData
     /// </summary>
     public static IReadOnlyList<TokenizedUnpaired> Encode(IReadOnlyList<UnpairedExample> records, ITokenizer tokenizer, ChatTemplate template, KtoOptions options, Action<string> warn)
     {
-        var pairs = records.Select(r => new PreferencePair(r.Example.Prompt ?? ChatContent.FromText(""), r.Example.Completion, r.Example.Completion, 0f, 1f, r.Source)
+        var encoding = new PreferenceEncodingOptions { Truncation = options.Truncation, SkipBadRecords = options.SkipBadRecords };
+        encoding.Validate();
+        var log = new BadRecordLog(encoding.SkipBadRecords, encoding.MaxReportedSkips);
+        var result = new List<TokenizedUnpaired>(records.Count);
+        foreach (var r in records)
         {
-            PromptField = r.Example.PromptField,
-            ChosenField = r.Example.CompletionField,
-            RejectedField = r.Example.CompletionField,
-            TemplateKwargs = r.Example.TemplateKwargs,
-        }).ToList();
-        var encoded = PreferenceEncoder.Encode(pairs, tokenizer, template, new PreferenceEncodingOptions { Truncation = options.Truncation, SkipBadRecords = options.SkipBadRecords });
-        if (encoded.Warning is { } w) warn(w);
-        var label = records.ToDictionary(r => r.Source, r => r.Desirable);
-        return encoded.Records.Select(t => new TokenizedUnpaired(t.Prompt, t.Chosen, label[t.Source], t.Source)).ToList();
+            var asPair = new PreferencePair(r.Example.Prompt ?? ChatContent.FromText(""), r.Example.Completion, r.Example.Completion, 0f, 1f, r.Source)
+            {
+                PromptField = r.Example.PromptField,
+                ChosenField = r.Example.CompletionField,
+                RejectedField = r.Example.CompletionField,
+                TemplateKwargs = r.Example.TemplateKwargs,
+            };
+            try
+            {
+                var t = PreferenceEncoder.Encode(asPair, tokenizer, template, encoding);
+                result.Add(new TokenizedUnpaired(t.Prompt, t.Chosen, r.Desirable, r.Source));
+            }
+            catch (BadRecordException e) { log.Report(e); }
+        }
+        var set = log.Result<TokenizedUnpaired>(result);
+        if (set.Warning is { } w) warn(w);
+        return set.Records;
     }
 
     /// <summary>Micro-batches of BatchSize examples in a seeded order fixed once (the training loop shuffles their order per epoch).</summary>
