@@ -201,12 +201,19 @@ public sealed class RunSafetyTests : IDisposable
         Assert.Equal("all_steps_skipped", summary.GetProperty("status").GetString());
 
         // With β1 = 0 the first step size is lr itself: the weights become ~±3e38, finite, and the next forward passes
-        // overflow. The run stops after 5 bad steps in a row; the checkpoint it names (step 1) holds finite weights.
-        var stop = Assert.Throws<UserInputException>(() => SftTrainer.Train(Sft("long", 8) with { LearningRate = 3e38f, AdamBeta1 = 0, LrScheduler = "constant", SaveSteps = 1, SaveTotalLimit = 0 }, TextWriter.Null));
+        // overflow. The run stops after 5 bad steps in a row (steps 2–6). A skipped step still checkpoints on schedule
+        // (its weights are the last finite ones) and still ends its logging window: a line at steps 2 and 4, each
+        // counting the skipped steps of its own window, the second with no loss (none of its steps trained).
+        var stop = Assert.Throws<UserInputException>(() => SftTrainer.Train(Sft("long", 8) with { LearningRate = 3e38f, AdamBeta1 = 0, LrScheduler = "constant", SaveSteps = 1, SaveTotalLimit = 0, LoggingSteps = 2 }, TextWriter.Null));
         Assert.Contains("5 steps in a row", stop.Message);
-        Assert.Contains("step-000001", stop.Message);
-        Assert.Single(Directory.GetDirectories(P("long/checkpoints")));
+        Assert.Contains("step-000005", stop.Message);
+        Assert.Equal(5, Directory.GetDirectories(P("long/checkpoints")).Length);
         foreach (var dir in Directory.GetDirectories(P("long/checkpoints"))) AssertAllFinite(Path.Combine(dir, "model"));
+        var lines = File.ReadLines(P("long/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal([2, 4], lines.Select(l => l.GetProperty("step").GetInt32()));
+        Assert.Equal([1, 2], lines.Select(l => l.GetProperty("skipped_steps").GetInt32()));
+        Assert.True(lines[0].TryGetProperty("loss", out _));
+        Assert.False(lines[1].TryGetProperty("loss", out _));
         Assert.Equal("stopped_non_finite", JsonDocument.Parse(File.ReadAllText(P("long/summary.json"))).RootElement.GetProperty("status").GetString());
     }
 

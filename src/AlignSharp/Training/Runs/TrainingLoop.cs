@@ -179,7 +179,7 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
         long tokens = 0;
         long numTokens = RestoreNumTokens(run);
         RestoreTaskState(run);
-        int logged = 0, skipped = 0, badInARow = 0, applied = 0;
+        int logged = 0, skipped = 0, windowSkipped = 0, badInARow = 0, applied = 0;
         var window = Stopwatch.StartNew();
         RunStatus status = RunStatus.Completed;
         string? problem = null;
@@ -210,6 +210,7 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
             if (!outcome.Applied)
             {
                 skipped++;
+                windowSkipped++;
                 badInARow++;
                 progress.Message($"{trainer}: step {step} skipped: non-finite {outcome.SkipReason} ({badInARow} in a row)");
                 if (badInARow >= MaxConsecutiveBadSteps)
@@ -218,34 +219,41 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
                     problem = $"{badInARow} steps in a row had a non-finite loss, gradient or update; stopped at step {step}.";
                     break;
                 }
-                continue;
             }
-            badInARow = 0;
-            applied++;
+            else
+            {
+                badInARow = 0;
+                applied++;
+                units += update.StepWeight; lossSum += outcome.Loss * update.StepWeight; gradNormSum += outcome.GradNorm; tokens += stepTokens; logged++;
+                foreach (var (k, v) in stepSums) sums[k] = sums.GetValueOrDefault(k) + v;
+            }
 
-            units += update.StepWeight; lossSum += outcome.Loss * update.StepWeight; gradNormSum += outcome.GradNorm; tokens += stepTokens; logged++;
-            foreach (var (k, v) in stepSums) sums[k] = sums.GetValueOrDefault(k) + v;
-
+            // A skipped step still ends its logging window (a line at every --logging-steps, as transformers' Trainer
+            // logs) and still evaluates and checkpoints on schedule: its weights are the last finite ones.
             if (step % options.LoggingSteps == 0 || step == total)
             {
                 if (World.Size > 1) tokens = SumOverRanks(sums, tokens);
                 double seconds = window.Elapsed.TotalSeconds;
-                var m = new Dictionary<string, double>
+                var m = new Dictionary<string, double>();
+                if (logged > 0)
                 {
-                    ["loss"] = units > 0 ? lossSum / units : 0,
-                };
-                foreach (var (k, v) in sums) m[k] = units > 0 ? v / units : 0;
-                task.FinishMetrics(m);
-                m["grad_norm"] = gradNormSum / logged;
+                    m["loss"] = units > 0 ? lossSum / units : 0;
+                    foreach (var (k, v) in sums) m[k] = units > 0 ? v / units : 0;
+                    task.FinishMetrics(m);
+                    m["grad_norm"] = gradNormSum / logged;
+                }
                 m["learning_rate"] = opt.Lr;
                 m["epoch"] = Epoch(step);
                 m["tokens_per_s"] = seconds > 0 ? tokens / seconds : 0;
                 m["num_tokens"] = numTokens;
-                if (skipped > 0) m["skipped_steps"] = skipped;
-                if (reducer is DataParallelReducer dp) { dp.AddMetrics(m, reduced, logged); reduced = dp.Snapshot(); }
+                if (windowSkipped > 0) m["skipped_steps"] = windowSkipped;
+                if (reducer is DataParallelReducer dp) { dp.AddMetrics(m, reduced, logged + windowSkipped); reduced = dp.Snapshot(); }
                 metrics.Write(step, "train", m);
-                progress.Report(step, new Dictionary<string, double> { ["loss"] = m["loss"], ["tok/s"] = m["tokens_per_s"] });
-                sums.Clear(); units = 0; lossSum = 0; gradNormSum = 0; tokens = 0; logged = 0;
+                var shown = new Dictionary<string, double>();
+                if (m.TryGetValue("loss", out double shownLoss)) shown["loss"] = shownLoss;
+                shown["tok/s"] = m["tokens_per_s"];
+                progress.Report(step, shown);
+                sums.Clear(); units = 0; lossSum = 0; gradNormSum = 0; tokens = 0; logged = 0; windowSkipped = 0;
                 window.Restart();
             }
             if (options.EvalSteps > 0 && step % options.EvalSteps == 0 && step != total) Evaluate(step, metrics, progress);
