@@ -159,6 +159,10 @@ public sealed class DpoCliTests : IDisposable
                      (["--loss-type", "orpo", "--beta", "0.2"], "its weight of the odds-ratio term is --orpo-lambda"),
                      (["--loss-type", "simpo", "--reference", model], "--loss-type simpo uses no reference model; --reference"),
                      (["--loss-type", "orpo", "--reference-free"], "--loss-type orpo uses no reference model; --reference-free"),
+                     (["--simpo-gamma", "5"], "--simpo-gamma is a parameter of --loss-type simpo; sigmoid does not use it"),
+                     (["--loss-type", "ipo", "--orpo-lambda", "5"], "--orpo-lambda is a parameter of --loss-type orpo; ipo does not use it"),
+                     (["--loss-type", "simpo", "--discopop-tau", "5"], "--discopop-tau is a parameter of --loss-type discopop; simpo does not use it"),
+                     (["--eval-only", "--learning-rate", "0.5"], "--out, --max-steps, --learning-rate have no meaning with --eval-only"),
                  })
         {
             var refused = CliRunner.Run([.. common, .. extra]);

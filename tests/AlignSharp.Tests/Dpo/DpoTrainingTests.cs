@@ -26,6 +26,9 @@ public sealed class DpoTrainingTests : IDisposable
         SaveSteps = 0,
     };
 
+    /// <summary>--eval-only's options: no run, so none of a run's settings.</summary>
+    private static DpoOptions EvalOptions(string model, string data) => new() { Policy = model, Data = data, BatchSize = 4, EvalOnly = true };
+
     private static readonly TextWriter Quiet = TextWriter.Null;
 
     [Fact]
@@ -129,7 +132,7 @@ public sealed class DpoTrainingTests : IDisposable
     {
         string model = DpoFixtures.TinyModel(P("m"), seed: 2);
         string data = DpoFixtures.Pairs(P("pairs.jsonl"), 10, seed: 3);
-        var m = DpoTrainer.EvaluateOnly(Options(model, data) with { EvalOnly = true }, Quiet);
+        var m = DpoTrainer.EvaluateOnly(EvalOptions(model, data), Quiet);
         Assert.Equal(Math.Log(2), m["loss"], 6);
         Assert.Equal(0.0, m["rewards/accuracies"]);   // every reward is exactly 0: ties, none accurate
         Assert.Equal(0.0, m["rewards/chosen"]);
@@ -230,6 +233,20 @@ public sealed class DpoTrainingTests : IDisposable
         DpoTrainer.Train(o with { Overwrite = true }, log);
         Assert.Contains("read from", log.ToString());
         Assert.Equal(File.ReadAllBytes(P("fly/final/model.safetensors")), File.ReadAllBytes(P("pre/final/model.safetensors")));
+
+        // The same weights under another config.json (a norm epsilon fixed by hand) score differently: the cache is
+        // not reused, and the run equals one in a fresh directory.
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(model, "config.json")))!.AsObject();
+        string eps = config.ContainsKey("rms_norm_eps") ? "rms_norm_eps" : "layer_norm_epsilon";
+        Assert.True(config.ContainsKey(eps));
+        config[eps] = 0.5;
+        File.WriteAllText(Path.Combine(model, "config.json"), config.ToJsonString());
+        var changed = new StringWriter();
+        DpoTrainer.Train(o with { Overwrite = true }, changed);
+        Assert.DoesNotContain("read from", changed.ToString());
+        DpoTrainer.Train(o with { Out = P("fresh") }, Quiet);
+        Assert.Equal(File.ReadAllBytes(P("fresh/final/model.safetensors")), File.ReadAllBytes(P("pre/final/model.safetensors")));
+        Assert.NotEqual(File.ReadAllBytes(P("fly/final/model.safetensors")), File.ReadAllBytes(P("pre/final/model.safetensors")));
     }
 
     [Fact]
@@ -238,7 +255,7 @@ public sealed class DpoTrainingTests : IDisposable
         string policy = DpoFixtures.TinyModel(P("policy"), seed: 11);
         string reference = DpoFixtures.TinyModel(P("ref"), seed: 12);
         string pairs = DpoFixtures.Pairs(P("pairs.jsonl"), 10, seed: 13);
-        var o = Options(policy, pairs) with { EvalOnly = true, Reference = reference, Beta = 0.2f };
+        var o = EvalOptions(policy, pairs) with { Reference = reference, Beta = 0.2f };
         var dpo = DpoTrainer.EvaluateOnly(o, Quiet);
         var pl = DpoTrainer.EvaluateOnly(o with { LossType = "plackett_luce" }, Quiet);
         Assert.NotEqual(Math.Log(2), dpo["loss"], 3);
@@ -262,7 +279,7 @@ public sealed class DpoTrainingTests : IDisposable
     {
         string model = DpoFixtures.TinyModel(P("m"), seed: 15);
         string data = DpoFixtures.Pairs(P("pairs.jsonl"), 6, seed: 16);
-        var m = DpoTrainer.EvaluateOnly(Options(model, data) with { EvalOnly = true, LossType = loss, ReferenceFree = referenceFree }, Quiet);
+        var m = DpoTrainer.EvaluateOnly(EvalOptions(model, data) with { LossType = loss, ReferenceFree = referenceFree }, Quiet);
         foreach (var name in new[] { "loss" }.Concat(DpoMetrics.Names)) Assert.True(double.IsFinite(m[name]), $"{name} = {m[name]}");
         if (loss == "hinge") Assert.Equal(1.0, m["loss"], 6);      // Δ = 0 at initialisation
         if (loss == "ipo") Assert.Equal(1.0 / (2 * 0.1) * (1.0 / (2 * 0.1)), m["loss"], 3);

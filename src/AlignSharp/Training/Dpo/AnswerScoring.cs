@@ -185,11 +185,17 @@ public sealed class ReferenceLogProbs
     private static float[] ScoreWithAdapter(TransformerModel model, LoraAdapter? adapter, DpoBatch batch)
         => LoraAdapter.Using(model, adapter, () => Score(model, batch));
 
-    /// <summary>SHA-256 over a version tag, the reference's parameters (names and values) and every batch's rows.</summary>
+    /// <summary>
+    /// SHA-256 over a version tag, the reference's configuration (config.json as loaded, and its adapter's
+    /// adapter_config.json: a changed rope_theta, norm epsilon or lora_alpha scores differently with the same
+    /// weights), its parameters (names and values) and every batch's rows.
+    /// </summary>
     private static byte[] Key(TransformerModel model, IReadOnlyList<DpoBatch> batches)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        h.AppendData("alignsharp dpo reference v1"u8);
+        h.AppendData("alignsharp dpo reference v2"u8);
+        h.AppendData(System.Text.Encoding.UTF8.GetBytes(model.Config.ToJson()));
+        if (model.Adapter is { Enabled: true } enabled) h.AppendData(System.Text.Encoding.UTF8.GetBytes(enabled.Config.ToJson()));
         var adapter = model.Adapter is { Enabled: true } a ? a.NamedParameters : [];
         foreach (var (name, p) in model.NamedParameters.Concat(adapter))
         {

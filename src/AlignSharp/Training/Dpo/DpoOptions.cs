@@ -60,16 +60,22 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
     public float LabelSmoothing { get; init; }
 
     [Option("DiscoPOP's temperature τ of the modulation σ(β·Δ/τ) (TRL's discopop_tau).")]
-    public float DiscopopTau { get; init; } = 0.05f;
+    public float DiscopopTau { get; init; } = DefaultDiscopopTau;
+
+    private const float DefaultDiscopopTau = 0.05f;
 
     [Option("RPO (Pang et al. 2024, TRL's rpo_alpha): add α × the chosen answers' NLL per token to the loss of every pair (0 = off; the paper uses 1); pairwise losses but orpo, which has its own.")]
     public float RpoAlpha { get; init; }
 
     [Option("SimPO target reward margin γ (TRL's simpo_gamma).")]
-    public float SimpoGamma { get; init; } = 0.5f;
+    public float SimpoGamma { get; init; } = DefaultSimpoGamma;
+
+    private const float DefaultSimpoGamma = 0.5f;
 
     [Option("ORPO weight λ of the odds-ratio term beside the chosen answer's NLL (TRL's ORPO beta).")]
-    public float OrpoLambda { get; init; } = 0.1f;
+    public float OrpoLambda { get; init; } = DefaultOrpoLambda;
+
+    private const float DefaultOrpoLambda = 0.1f;
 
     [Option("Use no reference model (log π_ref = 0) with sigmoid, ipo, hinge or plackett_luce; simpo and orpo never use one.")]
     public bool ReferenceFree { get; init; }
@@ -103,6 +109,12 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
         _ => throw new UserInputException($"--loss-type must be sigmoid, ipo, hinge, simpo, orpo, plackett_luce, robust, exo_pair, nca_pair, sppo_hard, apo_zero, apo_down, discopop, aot, aot_pair or bco_pair, not '{name}'."),
     };
 
+    private static string LossTypeName(DpoLossType loss) => loss switch
+    {
+        DpoLossType.DiscoPop => "discopop",
+        _ => loss.ToString().ToLowerInvariant(),
+    };
+
     /// <summary>Checks the objective's options (the shared ones are checked by the trainer's own Validate).</summary>
     protected void ValidateObjective()
     {
@@ -124,6 +136,14 @@ public abstract record DpoObjectiveOptions : ReferencedPolicyOptions
         // Accepted and ignored otherwise: TRL's ORPOConfig calls its λ beta, so a migrated config's beta would do nothing here.
         if (loss == DpoLossType.Orpo && Beta != DefaultBeta)
             throw new UserInputException("--beta is not used by orpo: its weight of the odds-ratio term is --orpo-lambda (what TRL's ORPOConfig calls beta).");
+        foreach (var (flag, given, user) in new[]
+        {
+            ("--simpo-gamma", SimpoGamma != DefaultSimpoGamma, DpoLossType.Simpo),
+            ("--orpo-lambda", OrpoLambda != DefaultOrpoLambda, DpoLossType.Orpo),
+            ("--discopop-tau", DiscopopTau != DefaultDiscopopTau, DpoLossType.DiscoPop),
+        })
+            if (given && loss != user)
+                throw new UserInputException($"{flag} is a parameter of --loss-type {LossTypeName(user)}; {LossType} does not use it.");
         if (loss is DpoLossType.Simpo or DpoLossType.Orpo && (Reference != null || ReferenceFree))
             throw new UserInputException($"--loss-type {LossType} uses no reference model; {(Reference != null ? "--reference" : "--reference-free")} would change nothing.");
     }
@@ -159,6 +179,22 @@ public sealed record DpoOptions : DpoObjectiveOptions
             if (Resume != null) throw new UserInputException("--resume has no meaning with --eval-only.");
             if (EvalSplit > 0) throw new UserInputException("--eval-split has no meaning with --eval-only, which evaluates the whole file.");
             if (LoraR > 0 || Merge) throw new UserInputException("--lora-r, --use-peft and --merge train an adapter; they have no meaning with --eval-only.");
+            // It trains nothing and writes nothing (the JSON goes to stdout): options of a run would be ignored.
+            var d = new DpoOptions();
+            var inert = new List<string>();
+            foreach (var (flag, given) in new[]
+            {
+                ("--out", !string.IsNullOrEmpty(Out)), ("--overwrite", Overwrite), ("--max-steps", MaxSteps != d.MaxSteps), ("--epochs", Epochs != d.Epochs),
+                ("--learning-rate", LearningRate != d.LearningRate), ("--lr-scheduler", LrScheduler != d.LrScheduler), ("--warmup-steps", WarmupSteps != d.WarmupSteps),
+                ("--warmup-ratio", WarmupRatio != d.WarmupRatio), ("--weight-decay", WeightDecay != d.WeightDecay), ("--adam-beta1", AdamBeta1 != d.AdamBeta1),
+                ("--adam-beta2", AdamBeta2 != d.AdamBeta2), ("--adam-epsilon", AdamEpsilon != d.AdamEpsilon), ("--max-grad-norm", MaxGradNorm != d.MaxGradNorm),
+                ("--gradient-accumulation-steps", GradientAccumulationSteps != d.GradientAccumulationSteps), ("--logging-steps", LoggingSteps != d.LoggingSteps),
+                ("--save-steps", SaveSteps != d.SaveSteps), ("--save-total-limit", SaveTotalLimit != d.SaveTotalLimit), ("--save-dtype", SaveDtype != d.SaveDtype),
+                ("--report-to", ReportTo != d.ReportTo), ("--eval-steps", EvalSteps != d.EvalSteps), ("--gradient-checkpointing", GradientCheckpointing),
+            })
+                if (given) inert.Add(flag);
+            if (inert.Count > 0)
+                throw new UserInputException($"{string.Join(", ", inert)} {(inert.Count == 1 ? "has" : "have")} no meaning with --eval-only, which trains nothing and writes nothing (its JSON goes to stdout).");
             string file = EvalData ?? Data!;
             if (!File.Exists(file)) throw new UserInputException($"{(EvalData != null ? "--eval-data" : "--data")}: {file} does not exist.");
             global::AlignSharp.Training.Data.ChatTemplate.ValidateOption(ChatTemplate, ChatTemplateKwargs);
