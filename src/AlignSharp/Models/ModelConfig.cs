@@ -508,7 +508,7 @@ public sealed record ModelConfig
     public static ModelConfig Parse(string json, string source = "config.json")
     {
         JsonNode? root;
-        try { root = JsonNode.Parse(PythonJson.QuoteLiterals(json)); }
+        try { root = PythonJson.Parse(PythonJson.QuoteLiterals(json)); }
         catch (JsonException e) { throw new UserInputException($"model config '{source}' is not valid JSON: {e.Message}", e); }
         if (root is not JsonObject obj) throw new UserInputException($"model config '{source}' is not a JSON object");
         var f = new ConfigFields(obj, source);

@@ -1,3 +1,6 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
 namespace AlignSharp.Models;
 
 /// <summary>
@@ -43,4 +46,32 @@ public static class PythonJson
         "NaN" => double.NaN,
         _ => null,
     };
+
+    /// <summary>
+    /// Parsed JSON in which a key given twice keeps its last value, as Python's json.loads reads it (JsonNode.Parse
+    /// throws on the second); a file transformers loads must load here too.
+    /// </summary>
+    public static JsonNode? Parse(string json)
+    {
+        using var doc = JsonDocument.Parse(json);
+        return ToNode(doc.RootElement);
+    }
+
+    /// <summary>A JSON element as a node, a repeated key keeping its last value.</summary>
+    public static JsonNode? ToNode(JsonElement element)
+    {
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.Object:
+                var o = new JsonObject();
+                foreach (var p in element.EnumerateObject()) o[p.Name] = ToNode(p.Value);
+                return o;
+            case JsonValueKind.Array:
+                return new JsonArray(element.EnumerateArray().Select(ToNode).ToArray());
+            case JsonValueKind.Null:
+                return null;
+            default:
+                return JsonValue.Create(element.Clone());
+        }
+    }
 }

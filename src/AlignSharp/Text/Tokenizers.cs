@@ -298,6 +298,13 @@ internal static class TokenizerJson
             }
         }
 
+        /// <summary>An int32 JSON number (TryGetInt32 alone throws on a string or null).</summary>
+        static bool IsInt(JsonElement v, out int value)
+        {
+            value = 0;
+            return v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out value);
+        }
+
         public List<AddedToken> AddedTokens(JsonElement json)
         {
             var list = new List<AddedToken>();
@@ -307,7 +314,7 @@ internal static class TokenizerJson
             {
                 string where = $"added_tokens[{i++}]";
                 var idJson = Required(t, "id", where);
-                if (!idJson.TryGetInt32(out int id) || id < 0) throw Error($"{where}: \"id\" is not a non-negative integer");
+                if (!IsInt(idJson, out int id) || id < 0) throw Error($"{where}: \"id\" is not a non-negative integer");
                 list.Add(new AddedToken(id, String(t, "content", where), Bool(t, "special", false), Bool(t, "single_word", false),
                     Bool(t, "lstrip", false), Bool(t, "rstrip", false), Bool(t, "normalized", !Bool(t, "special", false))));
             }
@@ -348,7 +355,7 @@ internal static class TokenizerJson
                     int Pair(string key)
                     {
                         var v = Required(json, key, $"post_processor {type}");
-                        if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() != 2 || !v[1].TryGetInt32(out int id))
+                        if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() != 2 || !IsInt(v[1], out int id))
                             throw Error($"post_processor {type}: \"{key}\" is not [token, id]");
                         return id;
                     }
@@ -360,7 +367,7 @@ internal static class TokenizerJson
                     if (json.TryGetProperty("special_tokens", out var st) && st.ValueKind == JsonValueKind.Object)
                         foreach (var s in st.EnumerateObject())
                             specials[s.Name] = s.Value.TryGetProperty("ids", out var ids) && ids.ValueKind == JsonValueKind.Array
-                                ? ids.EnumerateArray().Select(x => x.GetInt32()).ToArray()
+                                ? ids.EnumerateArray().Select(x => IsInt(x, out int id) ? id : throw Error($"post_processor TemplateProcessing: special_tokens \"{s.Name}\": \"ids\" holds {x.GetRawText()}, not an integer")).ToArray()
                                 : [tokenId(s.Name)];
                     var prefix = new List<int>();
                     var suffix = new List<int>();

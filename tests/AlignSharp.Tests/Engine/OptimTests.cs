@@ -599,6 +599,13 @@ public class OptimTests
         e = Assert.Throws<InvalidDataException>(() => target.LoadState(new MemoryStream("PK\u0003\u0004 not a state"u8.ToArray())));
         Assert.Contains("Not an AlignSharp optimizer state", e.Message);
         Assert.Equal(0, target.StepCount);
+
+        // A NaN in a state buffer (the last float before the 4-byte trailer): never saved so, a damaged file.
+        byte[] nan = (byte[])bytes.Clone();
+        BitConverter.GetBytes(float.NaN).CopyTo(nan, nan.Length - 8);
+        e = Assert.Throws<InvalidDataException>(() => matching.LoadState(new MemoryStream(nan)));
+        Assert.Contains("non-finite", e.Message);
+        Assert.Equal(0, matching.StepCount);
     }
 
     // ---- options, groups -----------------------------------------------------------------------------------

@@ -340,6 +340,9 @@ public sealed class CheckpointTests : IDisposable
     [InlineData("[1,2]", "not a JSON object", "")]
     [InlineData("{\"__metadata__\":{\"a\":1},\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "'__metadata__'", "")]
     [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "twice", "w")]
+    // As the safetensors library's validate: the data tile the section exactly (a gap or a tail is a damaged file).
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[12,16]}}", "'w' ends at 8: the file has a gap", "x")]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "8 bytes belong to no tensor", "")]
     public void CorruptHeadersAreRejectedNamingFileAndTensor(string header, string expected, string tensor)
     {
         string path = WriteRaw("corrupt.safetensors", header, new byte[16]);

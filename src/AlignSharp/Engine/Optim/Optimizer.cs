@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Text;
 
@@ -176,6 +177,9 @@ public abstract class Optimizer : IOptimizer
                 {
                     buffers[i][b] = new float[Params[i].Length];
                     ReadFloats(r, buffers[i][b]);
+                    // Never saved so (a non-finite update is never applied): a damaged file, which would train on silently.
+                    if (!TensorPrimitives.IsFiniteAll(buffers[i][b]))
+                        throw new InvalidDataException($"Corrupt optimizer state: state buffer {b} of parameter {i}{(Params[i].Name is { } pn ? $" ('{pn}')" : "")} holds a non-finite value.");
                 }
             }
             if (r.ReadInt32() != Trailer) throw new InvalidDataException("Corrupt optimizer state (missing trailer).");

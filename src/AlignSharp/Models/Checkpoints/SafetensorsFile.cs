@@ -251,15 +251,23 @@ public sealed unsafe class SafetensorsFile : IDisposable
                 int c = entries[a].Begin.CompareTo(entries[b].Begin);
                 return c != 0 ? c : string.CompareOrdinal(a, b);
             });
+            // As the safetensors library validates a file (and so transformers loads one): the tensors' data tile the
+            // data section exactly, no overlap, no gap, nothing after the last. A gap or a tail is a damaged or spliced file.
             string? previous = null;
+            long end = 0;
             foreach (var name in names)
             {
                 var entry = entries[name];
                 if (entry.Begin == entry.End) continue;
                 if (previous != null && entries[previous].End > entry.Begin)
                     throw Corrupt($"the data of tensors '{previous}' (bytes {entries[previous].Begin}..{entries[previous].End}) and '{name}' (bytes {entry.Begin}..{entry.End}) overlap");
+                if (entry.Begin != end)
+                    throw Corrupt($"the data of tensor '{name}' starts at byte {entry.Begin} of the data section, but {(previous == null ? "the section starts at 0" : $"'{previous}' ends at {end}")}: the file has a gap where no tensor lies");
                 previous = name;
+                end = entry.End;
             }
+            if (end != dataLength)
+                throw Corrupt($"the tensors' data ends at byte {end} of the data section, but the file holds {dataLength} bytes there: {dataLength - end} bytes belong to no tensor (a damaged or spliced file)");
             return (metadata, entries, names, dataStart);
         }
     }

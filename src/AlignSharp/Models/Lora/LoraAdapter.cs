@@ -220,6 +220,9 @@ public sealed class LoraAdapter
         foreach (var (module, parts) in chosen)
         {
             int inF = parts[0].Shape[1], outF = parts[0].FusedTotalRows ?? parts[0].Shape[0];
+            if ((long)config.R * Math.Max(inF, outF) > int.MaxValue)
+                throw new UserInputException($"--lora-r {config.R} is too large for {module} ({outF}×{inF}): its A or B matrix would hold more than 2^31 values " +
+                    $"(a rank above min(in, out) = {Math.Min(inF, outF)} adds nothing).");
             var a = Tensor.Parameter([config.R, inF], 0f, PeftName(module, "lora_A"));
             float bound = 1f / MathF.Sqrt(inF);
             var s = a.Span;

@@ -141,7 +141,7 @@ public sealed record LoraConfig(
         string path = Path.Combine(directory, FileName);
         if (!File.Exists(path)) throw new UserInputException($"{directory}: no {FileName}; is this a PEFT adapter directory?");
         JsonObject o;
-        try { o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new JsonException("not a JSON object"); }
+        try { o = PythonJson.Parse(File.ReadAllText(path)) as JsonObject ?? throw new JsonException("not a JSON object"); }
         catch (JsonException e) { throw new UserInputException($"{path}: not valid JSON: {e.Message}"); }
 
         string peftType = Str(o, "peft_type", path) ?? "LORA";

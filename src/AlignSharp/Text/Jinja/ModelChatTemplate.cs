@@ -88,7 +88,7 @@ public static class ModelChatTemplate
         JsonObject config;
         if (File.Exists(configFile))
         {
-            config = JsonNode.Parse(File.ReadAllText(configFile)) as JsonObject
+            config = AlignSharp.Models.PythonJson.Parse(File.ReadAllText(configFile)) as JsonObject
                      ?? throw new UserInputException($"{configFile}: the top level is not a JSON object.");
         }
         else config = new JsonObject();

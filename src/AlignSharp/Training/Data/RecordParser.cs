@@ -443,7 +443,7 @@ internal readonly struct FieldReader(JsonElement obj, RecordSource source)
             {
                 var o = new System.Text.Json.Nodes.JsonObject();
                 if (!hasContent) o["content"] = null;   // a tool call without words: the template sees None, as in transformers
-                foreach (var p in others) o[p.Name] = System.Text.Json.Nodes.JsonNode.Parse(p.Value.GetRawText());
+                foreach (var p in others) o[p.Name] = AlignSharp.Models.PythonJson.ToNode(p.Value);
                 fields = o.ToJsonString();
             }
             messages.Add(new ChatMessage(parsed, hasContent ? content.GetString()! : "") { Fields = fields });
