@@ -402,6 +402,25 @@ public sealed class CheckpointTests : IDisposable
     }
 
     [Fact]
+    public void DirectoryWithBothLayoutsReadsTheSingleFileAsTransformers()
+    {
+        // transformers' from_pretrained looks for model.safetensors before model.safetensors.index.json, so a
+        // directory holding both (a stale index beside a re-saved single file) loads the single file.
+        string dir = CopyFixture("llama-sharded");
+        var tensors = new List<(string, int[], ReadOnlyMemory<float>)>();
+        using (var sharded = CheckpointReader.Open(dir))
+            foreach (string name in sharded.Names)
+                tensors.Add((name, sharded.GetInfo(name).Shape.Select(d => (int)d).ToArray(), sharded.Read(name).Select(v => v * 0.5f).ToArray()));
+        SafetensorsWriter.Write(Path.Combine(dir, CheckpointReader.SingleFileName), tensors);
+        Assert.True(File.Exists(Path.Combine(dir, CheckpointReader.IndexFileName)));
+
+        using var reader = CheckpointReader.Open(dir);
+        Assert.Single(reader.Files);
+        Assert.EndsWith(CheckpointReader.SingleFileName, reader.FileOf("lm_head.weight"));
+        Assert.Equal(tensors.Single(t => t.Item1 == "lm_head.weight").Item3.ToArray(), reader.Read("lm_head.weight"));
+    }
+
+    [Fact]
     public void DirectoryWithoutSafetensorsIsExplained()
     {
         File.WriteAllText(Path.Combine(_temp, "pytorch_model.bin"), "x");
