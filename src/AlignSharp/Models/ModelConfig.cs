@@ -965,6 +965,14 @@ public sealed record ModelConfig
     {
         string type = inner.OptionalString("rope_type") ?? inner.OptionalString("type")
             ?? (typeRequired ? throw f.Error(field, "has no 'rope_type'") : "default");
+        if (table.LongRope)
+        {
+            // transformers' Phi3Config (4 and 5) renames "su" and "yarn" to "longrope" (early Phi-3 128k configs say
+            // so: their factor is not read) and refuses every other type but default.
+            if (type == "yarn") type = "longrope";
+            else if (type is not ("default" or "longrope" or "su"))
+                throw f.Error(field, $"type '{type}' is not supported for {table.ModelType} (transformers' Phi3Config accepts default and longrope, reading su and yarn as longrope)");
+        }
         int maxPositions = (table.Keys.MaxPositions is { } maxKey ? f.OptionalInt(maxKey) : null) ?? table.DefaultMaxPositions;
         switch (type)
         {
@@ -1015,8 +1023,10 @@ public sealed record ModelConfig
             }
             case "longrope" or "su" when table.LongRope:
             {
-                // transformers: factor = max_position_embeddings / original_max_position_embeddings (Phi-3's default 4096).
-                int original = f.OptionalInt("original_max_position_embeddings") ?? inner.OptionalInt("original_max_position_embeddings") ?? 4096;
+                // transformers: factor = max_position_embeddings / original_max_position_embeddings, the latter Phi3Config's
+                // top-level attribute (default 4096) in 4 and 5 alike: transformers 4's longrope reads the attribute, and
+                // transformers 5's standardize_rope_params copies it over the parameters' own value, which is never used.
+                int original = f.OptionalInt("original_max_position_embeddings") ?? 4096;
                 if (original <= 0) throw f.Error("original_max_position_embeddings", $"must be positive, not {original}");
                 double? attentionFactor = inner.OptionalDouble("attention_factor");
                 if (attentionFactor is <= 0) throw inner.Error("attention_factor", $"must be positive, not {attentionFactor}");

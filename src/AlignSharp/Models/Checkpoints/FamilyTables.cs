@@ -258,8 +258,9 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     public bool LocalRope { get; init; }
     public double DefaultLocalRopeTheta { get; init; } = 10000;
 
-    /// <summary>Phi-3: rope_scaling of type <c>longrope</c> (or its old name <c>su</c>) with short and long factors,
-    /// relative to <c>original_max_position_embeddings</c> (default 4096).</summary>
+    /// <summary>Phi-3: rope_scaling of type <c>longrope</c> (or its old names <c>su</c> and <c>yarn</c>, as Phi3Config
+    /// renames them; no other type but default) with short and long factors, relative to the top-level
+    /// <c>original_max_position_embeddings</c> (default 4096).</summary>
     public bool LongRope { get; init; }
 
     /// <summary>SmolLM3: <c>no_rope_layers</c> (or <c>no_rope_layer_interval</c>) names layers without RoPE.</summary>
