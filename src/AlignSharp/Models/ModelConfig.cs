@@ -990,11 +990,17 @@ public sealed record ModelConfig
                 if (!(factor > 0)) throw inner.Error("factor", $"must be positive, not {factor}");
                 return new RopeScaling(type, factor, 0, 0, 0);
             case "llama3":
+                // transformers 4 reads only the parameters' pre-training length; transformers 5 gives a top-level
+                // original_max_position_embeddings priority where the config object has that attribute. Where both are
+                // given and differ, the versions can disagree, so that is refused rather than one picked.
                 var scaling = new RopeScaling(type,
                     inner.RequiredDouble("factor"),
                     inner.RequiredDouble("low_freq_factor"),
                     inner.RequiredDouble("high_freq_factor"),
                     inner.RequiredInt("original_max_position_embeddings"));
+                if (f.OptionalInt("original_max_position_embeddings") is { } topOriginal && topOriginal != scaling.OriginalMaxPositionEmbeddings)
+                    throw f.Error("original_max_position_embeddings", $"{topOriginal} differs from {field}.original_max_position_embeddings {scaling.OriginalMaxPositionEmbeddings} "
+                        + "(transformers 4's llama3 RoPE reads only the latter, transformers 5 can take the top-level one); make them equal or drop the top-level one");
                 if (scaling.Factor <= 0 || scaling.OriginalMaxPositionEmbeddings <= 0 || scaling.HighFreqFactor <= scaling.LowFreqFactor || scaling.LowFreqFactor <= 0)
                     throw f.Error(field, "llama3 needs factor > 0, original_max_position_embeddings > 0 and 0 < low_freq_factor < high_freq_factor");
                 return scaling;

@@ -263,6 +263,10 @@ public sealed class FamilyTests : IDisposable
         // The pre-training length is Phi3Config's top-level attribute (default 4096), never rope_scaling's.
         var phi3Inner = ModelConfig.Load(Fixtures.Dir("phi3-longrope-inner-original"));
         Assert.Equal((4096, 1f, false), (phi3Inner.RopeScaling!.OriginalMaxPositionEmbeddings, phi3Inner.RopeAttentionFactor, phi3Inner.UsesLongRopeFactors(63)));
+        // llama3: a top-level original_max_position_embeddings equal to rope_scaling's is accepted (a different one is refused).
+        var llama3 = ModelConfig.Parse("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,"
+            + "\"original_max_position_embeddings\":64,\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,\"low_freq_factor\":1,\"high_freq_factor\":4,\"original_max_position_embeddings\":64}}");
+        Assert.Equal(64, llama3.RopeScaling!.OriginalMaxPositionEmbeddings);
 
         // transformers' defaults when keys are absent.
         const string minimal = "\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":7,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"intermediate_size\":16";
@@ -303,6 +307,7 @@ public sealed class FamilyTests : IDisposable
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"attn_logit_softcapping\":0}", "field 'attn_logit_softcapping' must be positive")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_bidirectional_attention\":true}", "field 'use_bidirectional_attention' true is not supported")]
     [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"pretraining_tp\":2}", "field 'pretraining_tp' other than 1 is not supported")]
+    [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"original_max_position_embeddings\":16,\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,\"low_freq_factor\":1,\"high_freq_factor\":4,\"original_max_position_embeddings\":64}}", "field 'original_max_position_embeddings' 16 differs from rope_scaling.original_max_position_embeddings 64")]
     [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"type\":\"linear\",\"factor\":2}}", "field 'rope_scaling' type 'linear' is not supported for phi3 (transformers' Phi3Config accepts default and longrope, reading su and yarn as longrope)")]
     [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_parameters\":{\"rope_type\":\"dynamic\",\"factor\":2}}", "field 'rope_parameters' type 'dynamic' is not supported for phi3")]
     [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"partial_rotary_factor\":0.75}", "partial_rotary_factor 0.75 gives 3 rotary channels of head_dim 4; it must be a positive even number")]
