@@ -1092,6 +1092,20 @@ def fixture_phi3_inner_original():
                     make_cases(g, cfg["vocab_size"]), phi3_forward, w, cfg)
 
 
+def fixture_llama_pretraining_tp():
+    g = torch.Generator().manual_seed(1043)
+    # Llama-2-13b/70b say pretraining_tp 2 / 8. transformers <= 4.44 then split q/k/v/o, gate/up/down and lm_head's
+    # weights into that many slices and summed or concatenated F.linear over them (no biases: F.linear(x, slice)), one
+    # matmul in exact arithmetic; transformers 4.45+ ignores the field. The reference is the plain forward.
+    cfg = llama_family_config("llama", "LlamaForCausalLM", attention_bias=False, mlp_bias=False, pretraining_tp=2)
+    w = llama_weights(g, cfg)
+    d = fresh_dir("llama-pretraining-tp2")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "llama with pretraining_tp 2 and no biases: the sliced projections of old transformers equal the "
+                    "unsliced ones", make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg)
+
+
 def fixture_phi4_mini():
     g = torch.Generator().manual_seed(1020)
     # Phi-4-mini's shape in small: partial_rotary_factor 0.75 (12 of head_dim 16 turned, 4 passed through), LongRoPE
@@ -2940,6 +2954,7 @@ def main():
     fixture_granitemoe_router_aux()
     fixture_phi3_yarn_type()
     fixture_phi3_inner_original()
+    fixture_llama_pretraining_tp()
 
 
 if __name__ == "__main__":

@@ -608,6 +608,7 @@ public sealed record ModelConfig
             Head = ParseHead(f),
             Source = obj,
         };
+        if (table.SlicedPretrainingTp) PretrainingTp(f, config);
         config.Validate(source);
         return config;
     }
@@ -955,6 +956,30 @@ public sealed record ModelConfig
             throw fields.Error(key, $"other than 1 is not supported for {table.ModelType} (RoPE on part of each head: {PartialRotaryFamilies} only)");
         if (!(factor > 0 && factor <= 1)) throw fields.Error(key, $"must be in (0, 1], not {factor}");
         return factor;
+    }
+
+    /// <summary>Llama's <c>pretraining_tp</c> (Llama-2-13b: 2, 70b: 8). transformers ≤ 4.44 split the weights of q/k/v/o,
+    /// gate/up/down and lm_head into that many slices (<c>weight.split(size // pretraining_tp)</c>) and concatenated or
+    /// summed <c>F.linear(x, slice)</c> over them: one matmul in exact arithmetic, but without the projections' biases
+    /// and dropping rows when a size is not divisible. transformers 4.45+ ignores the field. So it is read as 1 where both
+    /// agree (no biases, every sliced size divisible) and refused elsewhere.</summary>
+    private static void PretrainingTp(ConfigFields f, ModelConfig c)
+    {
+        if (f.OptionalInt("pretraining_tp") is not { } tp || tp == 1) return;
+        if (tp < 1) throw f.Error("pretraining_tp", $"must be a positive integer, not {tp}");
+        string Problem(string why) => $"{tp} with {why} is not supported: transformers up to 4.44 computed the sliced projections "
+            + "without their biases, later versions ignore pretraining_tp; set pretraining_tp to 1 to load it as current transformers does";
+        if (c.AttentionQkvBias || c.AttentionOutputBias) throw f.Error("pretraining_tp", Problem("attention_bias true"));
+        if (c.MlpBias) throw f.Error("pretraining_tp", Problem("mlp_bias true"));
+        var sizes = new (string Name, int Size)[]
+        {
+            ("the query width", c.QueryDim), ("the key/value width", c.KvDim), ("hidden_size", c.HiddenSize),
+            ("intermediate_size", c.IntermediateSize), ("vocab_size", c.VocabSize),
+        };
+        foreach (var (name, size) in sizes)
+            if (size % tp != 0)
+                throw f.Error("pretraining_tp", $"{tp} does not divide {name} {size}: transformers up to 4.44 would drop the last rows of its "
+                    + "sliced projections, later versions ignore pretraining_tp; set pretraining_tp to 1 to load it as current transformers does");
     }
 
     private static string PartialRotaryFamilies => string.Join(", ", Checkpoints.FamilyTables.All.Where(t => t.PartialRotary).Select(t => t.ModelType));

@@ -23,7 +23,7 @@ internal static class Fixtures
         "phi4-mini-partial-rotary", "gpt2-exact-gelu", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias", "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope", "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm",
         "bloom-hub-n-embed", "bloomz-save-pretrained", "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias", "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global", "helium-interleaved-rope",
         "granite4-hybrid-mamba", "granite4-dense-rope", "falcon-h1-mup", "falcon-h1-no-norm-bias", "granitemoe-top3-of-8", "granitemoe-defaults-bias", "granite4-hybrid-experts", "granitemoe-router-aux",
-        "phi3-yarn-type-longrope", "phi3-longrope-inner-original",
+        "phi3-yarn-type-longrope", "phi3-longrope-inner-original", "llama-pretraining-tp2",
     ];
 
     private static string Find()
