@@ -481,7 +481,9 @@ def phi3_rope(cfg, hd, t):
     shape = torch.arange(0, hd, 2, dtype=torch.int64).float() / hd
     if rs is None:
         return 1.0 / (base ** shape), 1.0
-    original = cfg["original_max_position_embeddings"]
+    # Phi3Config's own attribute (default 4096), never rope_scaling's: transformers 4 reads config.original_max_position_
+    # embeddings, and transformers 5's standardize_rope_params copies that attribute over the rope_parameters' value.
+    original = cfg.get("original_max_position_embeddings", 4096)
     factor = cfg["max_position_embeddings"] / original
     attention_factor = rs.get("attention_factor")
     if attention_factor is None:
@@ -1060,6 +1062,48 @@ def fixture_phi3():
     write_reference(d, "phi3, fused qkv_proj (heads 4 / kv 2) and gate_up_proj, longrope with original context 8 and "
                     "max 64 (attention factor sqrt(2)): the 16-token case uses the long factors, the 7-token case the "
                     "short ones", make_cases(g, cfg["vocab_size"]), phi3_forward, w, cfg)
+
+
+def fixture_phi3_yarn_type():
+    g = torch.Generator().manual_seed(1041)
+    # Phi3Config renames rope_scaling type "su" and "yarn" to "longrope" (the early Phi-3 128k configs said so); its
+    # factor is not read: LongRoPE's factor is max_position_embeddings / original_max_position_embeddings.
+    cfg = phi3_config([1.0, 1.2, 1.5, 2.0], [1.5, 3.0, 6.0, 12.0], bos_token_id=1, eos_token_id=94, pad_token_id=95,
+                      transformers_version="4.40.0")
+    cfg["rope_scaling"] = {"type": "yarn", "factor": 2.0, "short_factor": cfg["rope_scaling"]["short_factor"],
+                           "long_factor": cfg["rope_scaling"]["long_factor"]}
+    d, w = phi3_fixture("phi3-yarn-type-longrope", g, cfg)
+    write_reference(d, "phi3 with rope_scaling type yarn, which Phi3Config reads as longrope: original context 8, max 64, "
+                    "the 16-token case uses the long factors", make_cases(g, cfg["vocab_size"]), phi3_forward, w, cfg)
+
+
+def fixture_phi3_inner_original():
+    g = torch.Generator().manual_seed(1042)
+    # original_max_position_embeddings only inside rope_scaling: Phi3Config's top-level default 4096 is what
+    # transformers uses (the inner 8 is overwritten by transformers 5, never read by 4), so max 64 < 4096: the short
+    # factors and attention factor 1 in both cases.
+    cfg = phi3_config([1.0, 1.2, 1.5, 2.0], [1.5, 3.0, 6.0, 12.0], bos_token_id=1, eos_token_id=94, pad_token_id=95,
+                      transformers_version="4.46.0")
+    del cfg["original_max_position_embeddings"]
+    cfg["rope_scaling"]["original_max_position_embeddings"] = 8
+    d, w = phi3_fixture("phi3-longrope-inner-original", g, cfg)
+    write_reference(d, "phi3 longrope with original_max_position_embeddings 8 only inside rope_scaling: transformers "
+                    "uses Phi3Config's default 4096, so the short factors and attention factor 1 throughout",
+                    make_cases(g, cfg["vocab_size"]), phi3_forward, w, cfg)
+
+
+def fixture_llama_pretraining_tp():
+    g = torch.Generator().manual_seed(1043)
+    # Llama-2-13b/70b say pretraining_tp 2 / 8. transformers <= 4.44 then split q/k/v/o, gate/up/down and lm_head's
+    # weights into that many slices and summed or concatenated F.linear over them (no biases: F.linear(x, slice)), one
+    # matmul in exact arithmetic; transformers 4.45+ ignores the field. The reference is the plain forward.
+    cfg = llama_family_config("llama", "LlamaForCausalLM", attention_bias=False, mlp_bias=False, pretraining_tp=2)
+    w = llama_weights(g, cfg)
+    d = fresh_dir("llama-pretraining-tp2")
+    write_safetensors(os.path.join(d, "model.safetensors"), w, "F32", {"format": "pt"})
+    write_config(d, cfg)
+    write_reference(d, "llama with pretraining_tp 2 and no biases: the sliced projections of old transformers equal the "
+                    "unsliced ones", make_cases(g, cfg["vocab_size"]), llama_forward, w, cfg)
 
 
 def fixture_phi4_mini():
@@ -2908,6 +2952,9 @@ def main():
     fixture_granitemoe()
     fixture_granite4_experts()
     fixture_granitemoe_router_aux()
+    fixture_phi3_yarn_type()
+    fixture_phi3_inner_original()
+    fixture_llama_pretraining_tp()
 
 
 if __name__ == "__main__":

@@ -608,6 +608,7 @@ public sealed record ModelConfig
             Head = ParseHead(f),
             Source = obj,
         };
+        if (table.SlicedPretrainingTp) PretrainingTp(f, config);
         config.Validate(source);
         return config;
     }
@@ -957,6 +958,30 @@ public sealed record ModelConfig
         return factor;
     }
 
+    /// <summary>Llama's <c>pretraining_tp</c> (Llama-2-13b: 2, 70b: 8). transformers ≤ 4.44 split the weights of q/k/v/o,
+    /// gate/up/down and lm_head into that many slices (<c>weight.split(size // pretraining_tp)</c>) and concatenated or
+    /// summed <c>F.linear(x, slice)</c> over them: one matmul in exact arithmetic, but without the projections' biases
+    /// and dropping rows when a size is not divisible. transformers 4.45+ ignores the field. So it is read as 1 where both
+    /// agree (no biases, every sliced size divisible) and refused elsewhere.</summary>
+    private static void PretrainingTp(ConfigFields f, ModelConfig c)
+    {
+        if (f.OptionalInt("pretraining_tp") is not { } tp || tp == 1) return;
+        if (tp < 1) throw f.Error("pretraining_tp", $"must be a positive integer, not {tp}");
+        string Problem(string why) => $"{tp} with {why} is not supported: transformers up to 4.44 computed the sliced projections "
+            + "without their biases, later versions ignore pretraining_tp; set pretraining_tp to 1 to load it as current transformers does";
+        if (c.AttentionQkvBias || c.AttentionOutputBias) throw f.Error("pretraining_tp", Problem("attention_bias true"));
+        if (c.MlpBias) throw f.Error("pretraining_tp", Problem("mlp_bias true"));
+        var sizes = new (string Name, int Size)[]
+        {
+            ("the query width", c.QueryDim), ("the key/value width", c.KvDim), ("hidden_size", c.HiddenSize),
+            ("intermediate_size", c.IntermediateSize), ("vocab_size", c.VocabSize),
+        };
+        foreach (var (name, size) in sizes)
+            if (size % tp != 0)
+                throw f.Error("pretraining_tp", $"{tp} does not divide {name} {size}: transformers up to 4.44 would drop the last rows of its "
+                    + "sliced projections, later versions ignore pretraining_tp; set pretraining_tp to 1 to load it as current transformers does");
+    }
+
     private static string PartialRotaryFamilies => string.Join(", ", Checkpoints.FamilyTables.All.Where(t => t.PartialRotary).Select(t => t.ModelType));
 
     /// <summary>The scaling part of a rope_scaling / rope_parameters object (<paramref name="inner"/>); null for
@@ -965,6 +990,14 @@ public sealed record ModelConfig
     {
         string type = inner.OptionalString("rope_type") ?? inner.OptionalString("type")
             ?? (typeRequired ? throw f.Error(field, "has no 'rope_type'") : "default");
+        if (table.LongRope)
+        {
+            // transformers' Phi3Config (4 and 5) renames "su" and "yarn" to "longrope" (early Phi-3 128k configs say
+            // so: their factor is not read) and refuses every other type but default.
+            if (type == "yarn") type = "longrope";
+            else if (type is not ("default" or "longrope" or "su"))
+                throw f.Error(field, $"type '{type}' is not supported for {table.ModelType} (transformers' Phi3Config accepts default and longrope, reading su and yarn as longrope)");
+        }
         int maxPositions = (table.Keys.MaxPositions is { } maxKey ? f.OptionalInt(maxKey) : null) ?? table.DefaultMaxPositions;
         switch (type)
         {
@@ -982,11 +1015,17 @@ public sealed record ModelConfig
                 if (!(factor > 0)) throw inner.Error("factor", $"must be positive, not {factor}");
                 return new RopeScaling(type, factor, 0, 0, 0);
             case "llama3":
+                // transformers 4 reads only the parameters' pre-training length; transformers 5 gives a top-level
+                // original_max_position_embeddings priority where the config object has that attribute. Where both are
+                // given and differ, the versions can disagree, so that is refused rather than one picked.
                 var scaling = new RopeScaling(type,
                     inner.RequiredDouble("factor"),
                     inner.RequiredDouble("low_freq_factor"),
                     inner.RequiredDouble("high_freq_factor"),
                     inner.RequiredInt("original_max_position_embeddings"));
+                if (f.OptionalInt("original_max_position_embeddings") is { } topOriginal && topOriginal != scaling.OriginalMaxPositionEmbeddings)
+                    throw f.Error("original_max_position_embeddings", $"{topOriginal} differs from {field}.original_max_position_embeddings {scaling.OriginalMaxPositionEmbeddings} "
+                        + "(transformers 4's llama3 RoPE reads only the latter, transformers 5 can take the top-level one); make them equal or drop the top-level one");
                 if (scaling.Factor <= 0 || scaling.OriginalMaxPositionEmbeddings <= 0 || scaling.HighFreqFactor <= scaling.LowFreqFactor || scaling.LowFreqFactor <= 0)
                     throw f.Error(field, "llama3 needs factor > 0, original_max_position_embeddings > 0 and 0 < low_freq_factor < high_freq_factor");
                 return scaling;
@@ -1015,8 +1054,10 @@ public sealed record ModelConfig
             }
             case "longrope" or "su" when table.LongRope:
             {
-                // transformers: factor = max_position_embeddings / original_max_position_embeddings (Phi-3's default 4096).
-                int original = f.OptionalInt("original_max_position_embeddings") ?? inner.OptionalInt("original_max_position_embeddings") ?? 4096;
+                // transformers: factor = max_position_embeddings / original_max_position_embeddings, the latter Phi3Config's
+                // top-level attribute (default 4096) in 4 and 5 alike: transformers 4's longrope reads the attribute, and
+                // transformers 5's standardize_rope_params copies it over the parameters' own value, which is never used.
+                int original = f.OptionalInt("original_max_position_embeddings") ?? 4096;
                 if (original <= 0) throw f.Error("original_max_position_embeddings", $"must be positive, not {original}");
                 double? attentionFactor = inner.OptionalDouble("attention_factor");
                 if (attentionFactor is <= 0) throw inner.Error("attention_factor", $"must be positive, not {attentionFactor}");

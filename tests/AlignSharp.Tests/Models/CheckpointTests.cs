@@ -23,6 +23,7 @@ internal static class Fixtures
         "phi4-mini-partial-rotary", "gpt2-exact-gelu", "gemma1-geglu", "gpt-neox-pythia", "gpt-neox-v5-sequential", "stablelm2-qkv-bias", "phi2-parallel-head-bias", "opt-125m-shape", "opt-350m-shape", "exaone4-hybrid-nope", "ernie45-interleaved-rope", "hunyuan-qk-norm-after-rope", "olmo1-nonparametric-norm",
         "bloom-hub-n-embed", "bloomz-save-pretrained", "lfm2-hybrid-conv", "lfm2-conv-bias-attn-idxs", "glm-edge-partial-interleaved", "starcoder2-window-bias", "gpt-bigcode-multi-query", "gpt-bigcode-multi-head", "gpt-neo-local-global", "helium-interleaved-rope",
         "granite4-hybrid-mamba", "granite4-dense-rope", "falcon-h1-mup", "falcon-h1-no-norm-bias", "granitemoe-top3-of-8", "granitemoe-defaults-bias", "granite4-hybrid-experts", "granitemoe-router-aux",
+        "phi3-yarn-type-longrope", "phi3-longrope-inner-original", "llama-pretraining-tp2",
     ];
 
     private static string Find()
@@ -402,6 +403,25 @@ public sealed class CheckpointTests : IDisposable
 
         File.WriteAllText(index, "{\"metadata\":{}}");
         Assert.Contains("'weight_map'", ErrorOf(() => CheckpointReader.Open(dir).Dispose()));
+    }
+
+    [Fact]
+    public void DirectoryWithBothLayoutsReadsTheSingleFileAsTransformers()
+    {
+        // transformers' from_pretrained looks for model.safetensors before model.safetensors.index.json, so a
+        // directory holding both (a stale index beside a re-saved single file) loads the single file.
+        string dir = CopyFixture("llama-sharded");
+        var tensors = new List<(string, int[], ReadOnlyMemory<float>)>();
+        using (var sharded = CheckpointReader.Open(dir))
+            foreach (string name in sharded.Names)
+                tensors.Add((name, sharded.GetInfo(name).Shape.Select(d => (int)d).ToArray(), sharded.Read(name).Select(v => v * 0.5f).ToArray()));
+        SafetensorsWriter.Write(Path.Combine(dir, CheckpointReader.SingleFileName), tensors);
+        Assert.True(File.Exists(Path.Combine(dir, CheckpointReader.IndexFileName)));
+
+        using var reader = CheckpointReader.Open(dir);
+        Assert.Single(reader.Files);
+        Assert.EndsWith(CheckpointReader.SingleFileName, reader.FileOf("lm_head.weight"));
+        Assert.Equal(tensors.Single(t => t.Item1 == "lm_head.weight").Item3.ToArray(), reader.Read("lm_head.weight"));
     }
 
     [Fact]

@@ -256,6 +256,17 @@ public sealed class FamilyTests : IDisposable
         // inv_freq = 1 / (factor · θ^(2j/d)), as transformers forms it in float32.
         Assert.Equal(1f / (11f * MathF.Pow(10000f, 0.75f)), phi3.RopeFrequencies(longContext: true)[3], 1e-12f);
         Assert.Equal(1f / 1.3f / MathF.Pow(10000f, 0.25f), phi3.RopeFrequencies()[1], 1e-9f);
+        // Phi3Config reads rope_scaling type yarn (and su) as longrope, its factor unused; written back as longrope.
+        var phi3Yarn = ModelConfig.Load(Fixtures.Dir("phi3-yarn-type-longrope"));
+        Assert.Equal(("longrope", 8.0, 8), (phi3Yarn.RopeScaling!.Type, phi3Yarn.RopeScaling.Factor, phi3Yarn.RopeScaling.OriginalMaxPositionEmbeddings));
+        Assert.Equal(phi3Yarn with { Source = null }, ModelConfig.Parse((phi3Yarn with { Source = null }).ToJson()) with { Source = null });
+        // The pre-training length is Phi3Config's top-level attribute (default 4096), never rope_scaling's.
+        var phi3Inner = ModelConfig.Load(Fixtures.Dir("phi3-longrope-inner-original"));
+        Assert.Equal((4096, 1f, false), (phi3Inner.RopeScaling!.OriginalMaxPositionEmbeddings, phi3Inner.RopeAttentionFactor, phi3Inner.UsesLongRopeFactors(63)));
+        // llama3: a top-level original_max_position_embeddings equal to rope_scaling's is accepted (a different one is refused).
+        var llama3 = ModelConfig.Parse("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,"
+            + "\"original_max_position_embeddings\":64,\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,\"low_freq_factor\":1,\"high_freq_factor\":4,\"original_max_position_embeddings\":64}}");
+        Assert.Equal(64, llama3.RopeScaling!.OriginalMaxPositionEmbeddings);
 
         // transformers' defaults when keys are absent.
         const string minimal = "\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":7,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"intermediate_size\":16";
@@ -295,7 +306,12 @@ public sealed class FamilyTests : IDisposable
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"hidden_activation\":\"silu\"}", "field 'hidden_activation' 'silu' is not supported")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"attn_logit_softcapping\":0}", "field 'attn_logit_softcapping' must be positive")]
     [InlineData("{\"model_type\":\"gemma2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"intermediate_size\":16,\"use_bidirectional_attention\":true}", "field 'use_bidirectional_attention' true is not supported")]
-    [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"pretraining_tp\":2}", "field 'pretraining_tp' other than 1 is not supported")]
+    [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"pretraining_tp\":2,\"attention_bias\":true}", "field 'pretraining_tp' 2 with attention_bias true is not supported")]
+    [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"pretraining_tp\":2,\"mlp_bias\":true}", "field 'pretraining_tp' 2 with mlp_bias true is not supported")]
+    [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"pretraining_tp\":3}", "field 'pretraining_tp' 3 does not divide")]
+    [InlineData("{\"model_type\":\"llama\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"original_max_position_embeddings\":16,\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,\"low_freq_factor\":1,\"high_freq_factor\":4,\"original_max_position_embeddings\":64}}", "field 'original_max_position_embeddings' 16 differs from rope_scaling.original_max_position_embeddings 64")]
+    [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"type\":\"linear\",\"factor\":2}}", "field 'rope_scaling' type 'linear' is not supported for phi3 (transformers' Phi3Config accepts default and longrope, reading su and yarn as longrope)")]
+    [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_parameters\":{\"rope_type\":\"dynamic\",\"factor\":2}}", "field 'rope_parameters' type 'dynamic' is not supported for phi3")]
     [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"partial_rotary_factor\":0.75}", "partial_rotary_factor 0.75 gives 3 rotary channels of head_dim 4; it must be a positive even number")]
     [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1,1],\"long_factor\":[1,2,3]}}", "field 'rope_scaling.long_factor' must hold head_dim / 2 = 2 positive numbers, not 3")]
     [InlineData("{\"model_type\":\"phi3\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":16,\"rope_scaling\":{\"type\":\"su\",\"short_factor\":[1,1]}}", "field 'rope_scaling.long_factor' is missing")]

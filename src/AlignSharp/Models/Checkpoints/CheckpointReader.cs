@@ -38,8 +38,10 @@ public sealed class CheckpointReader : IDisposable
     }
 
     /// <summary>
-    /// Opens a checkpoint directory (sharded when it has <c>model.safetensors.index.json</c>, else
-    /// <c>model.safetensors</c>), or a single <c>.safetensors</c> file given directly.
+    /// Opens a checkpoint directory (<c>model.safetensors</c> when it has one, else the shards its
+    /// <c>model.safetensors.index.json</c> lists: transformers' from_pretrained looks for SAFE_WEIGHTS_NAME before
+    /// SAFE_WEIGHTS_INDEX_NAME, so a directory holding both loads the single file), or a single <c>.safetensors</c>
+    /// file given directly.
     /// </summary>
     /// <exception cref="UserInputException">Nothing to open, a bad index, a missing shard, a tensor the index
     /// places in a shard that lacks it, or a corrupt file; the message names the file and the tensor.</exception>
@@ -49,10 +51,10 @@ public sealed class CheckpointReader : IDisposable
         if (!Directory.Exists(path))
             throw new UserInputException($"checkpoint '{path}' does not exist");
 
-        string index = Path.Combine(path, IndexFileName);
-        if (File.Exists(index)) return OpenSharded(path, index);
         string single = Path.Combine(path, SingleFileName);
         if (File.Exists(single)) return OpenSingle(path, single);
+        string index = Path.Combine(path, IndexFileName);
+        if (File.Exists(index)) return OpenSharded(path, index);
 
         string hint = File.Exists(Path.Combine(path, "pytorch_model.bin")) || File.Exists(Path.Combine(path, "pytorch_model.bin.index.json"))
             ? " (it has a PyTorch .bin checkpoint, which AlignSharp does not read: convert it to safetensors)"

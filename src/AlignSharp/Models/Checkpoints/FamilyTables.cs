@@ -258,8 +258,9 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     public bool LocalRope { get; init; }
     public double DefaultLocalRopeTheta { get; init; } = 10000;
 
-    /// <summary>Phi-3: rope_scaling of type <c>longrope</c> (or its old name <c>su</c>) with short and long factors,
-    /// relative to <c>original_max_position_embeddings</c> (default 4096).</summary>
+    /// <summary>Phi-3: rope_scaling of type <c>longrope</c> (or its old names <c>su</c> and <c>yarn</c>, as Phi3Config
+    /// renames them; no other type but default) with short and long factors, relative to the top-level
+    /// <c>original_max_position_embeddings</c> (default 4096).</summary>
     public bool LongRope { get; init; }
 
     /// <summary>SmolLM3: <c>no_rope_layers</c> (or <c>no_rope_layer_interval</c>) names layers without RoPE.</summary>
@@ -285,6 +286,10 @@ internal sealed record FamilyTable(ModelFamily Family, string ModelType, string 
     /// <summary>GPT-Neo: attention scores are q·k unscaled (no 1/√head_dim).</summary>
     public bool UnscaledAttention { get; init; }
 
+    /// <summary>Llama, SmolLM3, Hunyuan: <c>pretraining_tp</c> other than 1 (transformers ≤ 4.44's sliced projections) is
+    /// read as 1 without biases and refused with them (<c>ModelConfig.PretrainingTp</c>).</summary>
+    public bool SlicedPretrainingTp { get; init; }
+
     /// <summary>Keys with values AlignSharp cannot honour.</summary>
     public RejectedValue[] Rejected { get; init; } = [];
 
@@ -298,10 +303,6 @@ internal static class FamilyTables
     private static bool IsTrue(System.Text.Json.Nodes.JsonNode n) => n.GetValueKind() == System.Text.Json.JsonValueKind.True;
     private static bool IsFalse(System.Text.Json.Nodes.JsonNode n) => n.GetValueKind() == System.Text.Json.JsonValueKind.False;
 
-    private static bool IsNumberOtherThan(System.Text.Json.Nodes.JsonNode n, double value) =>
-        n.GetValueKind() == System.Text.Json.JsonValueKind.Number && n.GetValue<double>() != value;
-
-    private static readonly RejectedValue PretrainingTp = new("pretraining_tp", n => IsNumberOtherThan(n, 1), "other than 1 is not supported (sliced projections)");
     private static readonly RejectedValue BidirectionalAttention = new("use_bidirectional_attention", IsTrue, "true is not supported (decoder-only, causal models only)");
     private static readonly RejectedValue UnscaledAttention = new("scale_attn_weights", IsFalse, "false is not supported");
     private static readonly RejectedValue CrossAttention = new("add_cross_attention", IsTrue, "true is not supported (decoder-only models only)");
@@ -333,7 +334,7 @@ internal static class FamilyTables
     {
         Biases = BiasRule.AttentionAndMlpKeys,
         DefaultMaxPositions = 2048,
-        Rejected = [PretrainingTp],
+        SlicedPretrainingTp = true,
     };
 
     public static readonly FamilyTable Qwen2 = new(ModelFamily.Qwen2, "qwen2", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification", LlamaNameTable.Table)
@@ -425,9 +426,9 @@ internal static class FamilyTables
         NoRopeLayers = true,
         DefaultMaxPositions = 32768,
         DefaultRopeTheta = 2_000_000,
+        SlicedPretrainingTp = true,
         Rejected =
         [
-            PretrainingTp,
             new("use_sliding_window", IsTrue, "true is not supported for smollm3 (the released models leave it false)"),
         ],
     };
@@ -602,7 +603,7 @@ internal static class FamilyTables
         Biases = BiasRule.AttentionBiasKey,
         DefaultMaxPositions = 2048,
         DefaultNormEps = 1e-5,
-        Rejected = [PretrainingTp],
+        SlicedPretrainingTp = true,
     };
 
     /// <summary>OLMo 1 (OlmoForCausalLM: OLMo-1B-hf, OLMo-1B-0724-hf, OLMo-7B-hf): Llama's block and names with LayerNorms
