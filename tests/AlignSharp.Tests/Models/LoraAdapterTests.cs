@@ -439,4 +439,93 @@ public sealed class LoraAdapterTests
         }
         finally { Directory.Delete(root, recursive: true); }
     }
+
+    /// <summary>A copy of fixture adapter <paramref name="fixture"/> whose adapter_config.json <paramref name="edit"/> changes.</summary>
+    static string EditedCopy(string fixture, Action<JsonObject> edit)
+    {
+        string source = Path.Combine(AdapterRoot, fixture);
+        string copy = Directory.CreateTempSubdirectory("alignsharp-lora-config-").FullName;
+        File.Copy(Path.Combine(source, LoraAdapter.WeightsFileName), Path.Combine(copy, LoraAdapter.WeightsFileName));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(source, LoraConfig.FileName)))!.AsObject();
+        edit(config);
+        File.WriteAllText(Path.Combine(copy, LoraConfig.FileName), config.ToJsonString());
+        return copy;
+    }
+
+    /// <summary>
+    /// init_lora_weights values with which PEFT changes the base weights when it loads the adapter (LoraLayer.update_layer:
+    /// pissa, pissa_niter_N, corda, olora and lora_ga subtract the initial scale·B·A from W; loftq quantises W) are refused
+    /// naming the file and the field and saying how PEFT converts such an adapter; adding it to the unchanged base
+    /// would give other log-probabilities.
+    /// </summary>
+    [Theory]
+    [InlineData("pissa")]
+    [InlineData("pissa_niter_4")]
+    [InlineData("olora")]
+    [InlineData("corda")]
+    [InlineData("lora_ga")]
+    [InlineData("loftq")]
+    [InlineData("PiSSA")]
+    public void InitialisationsThatChangeTheBaseWeightsAreRefused(string init)
+    {
+        string dir = EditedCopy("llama-gqa-qv", c => c["init_lora_weights"] = init);
+        try
+        {
+            var e = Assert.Throws<UserInputException>(() => LoraAdapter.Load(dir, ModelIO.Load(Fixtures.Dir("llama-gqa"))));
+            Assert.Contains(Path.Combine(dir, LoraConfig.FileName), e.Message);
+            Assert.Contains("\"init_lora_weights\"", e.Message);
+            Assert.Contains($"\"{init}\"", e.Message);
+            Assert.Contains(init == "PiSSA" ? "PEFT does not know" : init == "loftq" ? "merge_and_unload" : "path_initial_model_for_weight_conversion", e.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    /// <summary>Values that only initialise A and B (which the file's tensors replace) load as plain LoRA, giving the
+    /// fixture's reference logits, and a continued adapter is saved with the value its file had.</summary>
+    [Theory]
+    [InlineData("true")]
+    [InlineData("false")]
+    [InlineData("\"gaussian\"")]
+    [InlineData("\"eva\"")]
+    [InlineData("\"orthogonal\"")]
+    public void InitialisationsOfAAndBAloneLoadAndAreKept(string init)
+    {
+        string dir = EditedCopy("llama-gqa-qv", c => c["init_lora_weights"] = JsonNode.Parse(init));
+        string saved = dir + "-saved";
+        try
+        {
+            var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+            model.Adapter = LoraAdapter.Load(dir, model);
+            AssertLogits(model, Reference(Path.Combine(AdapterRoot, "llama-gqa-qv")).Cases, 1e-4, $"init_lora_weights {init}");
+            model.Adapter.Save(saved);
+            var written = JsonNode.Parse(File.ReadAllText(Path.Combine(saved, LoraConfig.FileName)))!["init_lora_weights"]!;
+            Assert.Equal(init, written.ToJsonString());
+            Assert.Equal("true", JsonNode.Parse(new LoraConfig(4, 8, TargetModules: ["q_proj"]).ToJson())!["init_lora_weights"]!.ToJsonString());
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+            if (Directory.Exists(saved)) Directory.Delete(saved, true);
+        }
+    }
+
+    /// <summary>A MiCA adapter (init_lora_weights "mica") computes as plain LoRA, so it loads (the fixture's reference
+    /// logits), but PEFT trains its lora_A alone, so continuing it with --adapter is refused naming the field.</summary>
+    [Fact]
+    public void AMicaAdapterLoadsButIsNotContinued()
+    {
+        string dir = EditedCopy("llama-gqa-qv", c => c["init_lora_weights"] = "mica");
+        try
+        {
+            var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+            model.Adapter = LoraAdapter.Load(dir, model);
+            AssertLogits(model, Reference(Path.Combine(AdapterRoot, "llama-gqa-qv")).Cases, 1e-4, "mica");
+            var options = new AlignSharp.Training.Sft.SftOptions { Out = "x", Adapter = dir };
+            var e = Assert.Throws<UserInputException>(() => options.StartingAdapter(ModelIO.Load(Fixtures.Dir("llama-gqa")), null));
+            Assert.Contains("\"init_lora_weights\" is \"mica\"", e.Message);
+            Assert.Contains("--adapter", e.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
 }

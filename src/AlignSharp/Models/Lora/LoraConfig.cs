@@ -45,6 +45,11 @@ public sealed record LoraConfig(
     /// <summary>PEFT's <c>use_dora</c>: weight-decomposed LoRA (a magnitude per output row beside A and B).</summary>
     public bool UseDora { get; init; }
 
+    /// <summary>init_lora_weights as adapter_config.json gave it (a bool or a string), written back unchanged when the
+    /// adapter is continued; null (a new adapter) is written as true, PEFT's default. Only values that initialise A and B
+    /// alone are ever read (<see cref="CheckInitLoraWeights"/>).</summary>
+    public object? InitLoraWeights { get; init; }
+
     /// <summary>The factor of B·A for a layer of rank <paramref name="rank"/> whose module is <paramref name="module"/>.</summary>
     public double ScaleFor(string module, int rank)
     {
@@ -123,7 +128,7 @@ public sealed record LoraConfig(
             ["base_model_name_or_path"] = BaseModel,
             ["bias"] = "none",
             ["modules_to_save"] = ModulesToSave is { Count: > 0 } ? new JsonArray(ModulesToSave.Select(m => (JsonNode)m).ToArray()) : null,
-            ["init_lora_weights"] = true,
+            ["init_lora_weights"] = InitLoraWeights switch { string text => text, bool flag => flag, _ => true },
             ["inference_mode"] = true,
             ["layers_to_transform"] = null,
             ["layers_pattern"] = null,
@@ -148,6 +153,7 @@ public sealed record LoraConfig(
         if (peftType != "LORA") throw new UserInputException($"{path}: peft_type \"{peftType}\" is not supported; only LORA adapters are.");
         if (Str(o, "bias", path) is string bias && bias != "none")
             throw new UserInputException($"{path}: bias \"{bias}\": adapters that train biases are not supported (only \"none\").");
+        var initLoraWeights = CheckInitLoraWeights(o["init_lora_weights"], path);
         if (o["layers_to_transform"] is JsonNode layers && layers.GetValueKind() != JsonValueKind.Null)
             throw new UserInputException($"{path}: layers_to_transform is not supported; adapt every layer.");
         // PEFT settings that change what the adapter computes, which a plain LoRA would silently get wrong.
@@ -200,9 +206,41 @@ public sealed record LoraConfig(
             TargetModulesString = o["target_modules"] is JsonValue t && t.GetValueKind() == JsonValueKind.String && t.GetValue<string>() != AllLinear ? t.GetValue<string>() : null,
             RankPattern = rankPattern.Count > 0 ? rankPattern : null,
             UseDora = o["use_dora"]?.GetValueKind() == JsonValueKind.True,
+            InitLoraWeights = initLoraWeights,
         };
         config.Validate(path);
         return config;
+    }
+
+    /// <summary>
+    /// init_lora_weights as read (true when absent), or an error for the values with which PEFT changes the base
+    /// model's weights when it loads the adapter (LoraLayer.update_layer: "pissa", "pissa_niter_N" and "corda" subtract
+    /// the initial scale·B·A from W, "olora" too, "lora_ga" likewise, "loftq" replaces W by its quantised form): the
+    /// adapter's tensors fit only that changed base, so adding them to the unchanged one computes something else.
+    /// true, false, "gaussian", "eva", "orthogonal" and "mica" only initialise A and B, which the file's tensors replace.
+    /// </summary>
+    static object CheckInitLoraWeights(JsonNode? n, string path)
+    {
+        if (n == null || n.GetValueKind() == JsonValueKind.True) return true;
+        if (n.GetValueKind() == JsonValueKind.False) return false;
+        if (n.GetValueKind() != JsonValueKind.String) throw Bad(path, "init_lora_weights", "true, false or the name of an initialisation");
+        string value = n.GetValue<string>();
+        string lower = value.ToLowerInvariant();
+        if (lower is "gaussian" or "mica" || value is "eva" or "orthogonal") return value;
+        const string convert = "Have PEFT convert it to a plain LoRA adapter first: save the trained model with " +
+            "PeftModel.save_pretrained(DIR, path_initial_model_for_weight_conversion=INIT), INIT being the adapter as saved right after " +
+            "initialisation, before training, with its init_lora_weights set to true (PEFT's examples/pissa_finetuning, --convert_pissa_to_lora); " +
+            "that writes the change as a plain LoRA adapter (init_lora_weights true) for the original base model. Or merge it with PEFT (merge_and_unload) and use the merged model.";
+        if (value.StartsWith("pissa", StringComparison.Ordinal) || value.StartsWith("corda", StringComparison.Ordinal) || lower == "olora" || value == "lora_ga")
+            throw new UserInputException($"{path}: field \"init_lora_weights\" is \"{value}\": when PEFT loads this adapter it first subtracts the " +
+                $"adapter's initial scale·B·A from the base model's weights, and the trained adapter is meant for that residual base; loaded here " +
+                $"on the unchanged base it would compute other log-probabilities, so it is refused. {convert}");
+        if (value == "loftq")
+            throw new UserInputException($"{path}: field \"init_lora_weights\" is \"loftq\": when PEFT loads this adapter it replaces the base " +
+                "model's weights by their quantised form (LoftQ), and the adapter is meant for that base; loaded here on the unchanged base it " +
+                "would compute other log-probabilities, so it is refused. Merge it with PEFT (merge_and_unload) and use the merged model.");
+        throw new UserInputException($"{path}: field \"init_lora_weights\" is \"{value}\", which PEFT does not know (it takes true, false, " +
+            "\"gaussian\", \"eva\", \"orthogonal\", \"mica\", or the base-changing \"pissa\", \"pissa_niter_N\", \"corda\", \"olora\", \"lora_ga\", \"loftq\", which are not supported here).");
     }
 
     static string? Str(JsonObject o, string key, string path) => o[key] switch
