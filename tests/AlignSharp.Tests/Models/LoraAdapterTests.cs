@@ -528,4 +528,37 @@ public sealed class LoraAdapterTests
         finally { Directory.Delete(dir, true); }
     }
 
+    /// <summary>
+    /// fan_in_fan_out as PEFT sets it on the adapted layers and saves it: true on GPT-2's Conv1D (a new adapter, and a
+    /// PEFT-format adapter saying false, which loads with the same reference logits as one saying true), false on
+    /// nn.Linear whatever the file says.
+    /// </summary>
+    [Fact]
+    public void FanInFanOutIsTrueForConv1DAndFalseForLinear()
+    {
+        string gpt2False = EditedCopy("gpt2-hub-c_attn", c => c["fan_in_fan_out"] = false);
+        string llamaTrue = EditedCopy("llama-gqa-qv", c => c["fan_in_fan_out"] = true);
+        try
+        {
+            var gpt2 = ModelIO.Load(Fixtures.Dir("gpt2-hub"));
+            Assert.True(LoraAdapter.Create(gpt2, new LoraConfig(4, 8, TargetModules: ["c_attn", "c_fc"]), 1).Config.FanInFanOut);
+            Assert.True(LoraAdapter.Create(gpt2, new LoraConfig(4, 8, TargetModules: [LoraConfig.AllLinear]), 1).Config.FanInFanOut);
+            Assert.Contains("\"fan_in_fan_out\": true", LoraAdapter.Create(gpt2, new LoraConfig(4, 8, TargetModules: ["c_proj"]), 1).Config.ToJson());
+            gpt2.Adapter = LoraAdapter.Load(gpt2False, gpt2);
+            Assert.True(gpt2.Adapter.Config.FanInFanOut);
+            AssertLogits(gpt2, Reference(Path.Combine(AdapterRoot, "gpt2-hub-c_attn")).Cases, 1e-4, "gpt2 fan_in_fan_out false");
+
+            var llama = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+            Assert.False(LoraAdapter.Create(llama, new LoraConfig(4, 8, TargetModules: ["q_proj"], FanInFanOut: true), 1).Config.FanInFanOut);
+            llama.Adapter = LoraAdapter.Load(llamaTrue, llama);
+            Assert.False(llama.Adapter.Config.FanInFanOut);
+            AssertLogits(llama, Reference(Path.Combine(AdapterRoot, "llama-gqa-qv")).Cases, 1e-4, "llama fan_in_fan_out true");
+        }
+        finally
+        {
+            Directory.Delete(gpt2False, true);
+            Directory.Delete(llamaTrue, true);
+        }
+    }
+
 }

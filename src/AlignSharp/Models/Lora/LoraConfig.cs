@@ -13,7 +13,8 @@ namespace AlignSharp.Models.Lora;
 /// <param name="Dropout">lora_dropout: dropout on the adapter's input while training.</param>
 /// <param name="TargetModules">The checkpoint's module names (suffixes such as q_proj, c_attn), or "all-linear".</param>
 /// <param name="UseRslora">Scale by alpha / √r instead of alpha / r.</param>
-/// <param name="FanInFanOut">The base stores weights [in, out] (GPT-2's Conv1D); PEFT records it, the math is the same.</param>
+/// <param name="FanInFanOut">The base stores weights [in, out] (GPT-2's Conv1D). PEFT sets it from the adapted layers
+/// whatever the file says (true on Conv1D, false on nn.Linear) and saves that; the math is the same either way.</param>
 /// <param name="BaseModel">base_model_name_or_path.</param>
 /// <param name="TaskType">CAUSAL_LM (policies) or SEQ_CLS (reward and value models).</param>
 /// <param name="ModulesToSave">Modules trained and saved whole beside the adapter (a reward model's score head).</param>
