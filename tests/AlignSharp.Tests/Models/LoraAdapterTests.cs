@@ -561,4 +561,43 @@ public sealed class LoraAdapterTests
         }
     }
 
+    /// <summary>
+    /// layers_to_transform as PEFT reads it: [] is unset (len(layer_indexes) != 0), a list (or one index) naming every
+    /// layer the tensors are in loads them (the fixture's reference logits) and is saved again as read, and a tensor in
+    /// a layer outside it is an error naming the tensor and its layer.
+    /// </summary>
+    [Fact]
+    public void LayersToTransformIsHonouredAndAnEmptyListIsUnset()
+    {
+        var cases = Reference(Path.Combine(AdapterRoot, "llama-gqa-qv")).Cases;
+        string empty = EditedCopy("llama-gqa-qv", c => c["layers_to_transform"] = new JsonArray());
+        string both = EditedCopy("llama-gqa-qv", c => { c["layers_to_transform"] = new JsonArray(1, 0); c["layers_pattern"] = "layers"; });
+        string one = EditedCopy("llama-gqa-qv", c => c["layers_to_transform"] = 1);
+        string saved = both + "-saved";
+        try
+        {
+            var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+            model.Adapter = LoraAdapter.Load(empty, model);
+            AssertLogits(model, cases, 1e-4, "layers_to_transform []");
+            Assert.Null(model.Adapter.Config.LayersToTransform);
+
+            model.Adapter = LoraAdapter.Load(both, model);
+            AssertLogits(model, cases, 1e-4, "layers_to_transform [1, 0]");
+            model.Adapter.Save(saved);
+            var written = JsonNode.Parse(File.ReadAllText(Path.Combine(saved, LoraConfig.FileName)))!;
+            Assert.Equal("[1,0]", written["layers_to_transform"]!.ToJsonString());
+            Assert.Equal("[\"layers\"]", written["layers_pattern"]!.ToJsonString());
+
+            var e = Assert.Throws<UserInputException>(() => LoraAdapter.Load(one, model));
+            Assert.Contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", e.Message);
+            Assert.Contains("layers_to_transform [1]", e.Message);
+            Assert.Contains("layer 0", e.Message);
+            Assert.DoesNotContain("layers.1.", e.Message);
+        }
+        finally
+        {
+            foreach (var d in new[] { empty, both, one, saved }) if (Directory.Exists(d)) Directory.Delete(d, true);
+        }
+    }
+
 }

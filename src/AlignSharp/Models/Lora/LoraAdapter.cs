@@ -340,7 +340,13 @@ public sealed class LoraAdapter
             }
             if (!known.ContainsKey(module)) { problems.Add($"tensor '{name}': the model has no linear layer '{module}'"); continue; }
             if (!config.Targets(module) && !config.Targets(known[module].Saving))
-                { problems.Add($"tensor '{name}': module '{module}' is not among adapter_config.json's target_modules"); continue; }
+            {
+                problems.Add(config.LayersToTransform is { } layers
+                    ? $"tensor '{name}': module '{module}' is not among adapter_config.json's target_modules in its layers_to_transform [{string.Join(", ", layers)}]" +
+                      (config.LayerIndex(known[module].Saving) is int index ? $" (it is in layer {index})" : " (PEFT finds no layer index in its name)")
+                    : $"tensor '{name}': module '{module}' is not among adapter_config.json's target_modules");
+                continue;
+            }
             (part == "lora_A" ? a : b)[module] = name;
         }
         foreach (var m in a.Keys.Except(b.Keys)) problems.Add($"module '{m}' has lora_A but no lora_B");

@@ -51,6 +51,14 @@ public sealed record LoraConfig(
     /// alone are ever read (<see cref="CheckInitLoraWeights"/>).</summary>
     public object? InitLoraWeights { get; init; }
 
+    /// <summary>PEFT's layers_to_transform: the layer indices whose target modules are adapted (null or empty: every
+    /// layer). Read and checked against the tensors (<see cref="Targets"/>); written back as read.</summary>
+    public IReadOnlyList<int>? LayersToTransform { get; init; }
+
+    /// <summary>PEFT's layers_pattern: the names of the layer lists whose index layers_to_transform gives (null: PEFT's
+    /// default, the component before the first numbered one).</summary>
+    public IReadOnlyList<string>? LayersPattern { get; init; }
+
     /// <summary>The factor of B·A for a layer of rank <paramref name="rank"/> whose module is <paramref name="module"/>.</summary>
     public double ScaleFor(string module, int rank)
     {
@@ -72,15 +80,32 @@ public sealed record LoraConfig(
         => keys?.FirstOrDefault(key => module == key || module.EndsWith("." + key, StringComparison.Ordinal) || RegexMatches($"(.*\\.)?(?:{key})", module));
 
     /// <summary>
-    /// Whether target_modules names <paramref name="module"/> as PEFT reads it: all-linear (or no list) any layer,
-    /// another single string a regular expression over the whole name, names or dotted suffixes (a list, or a
-    /// single plain name).
+    /// Whether target_modules names <paramref name="module"/> as PEFT reads it (tuners_utils.check_target_module_exists):
+    /// no list any layer, another single string than all-linear a regular expression over the whole name, a list entry
+    /// the whole name, else a dotted suffix (all-linear: any) in a layer of layers_to_transform when that is given.
     /// </summary>
     public bool Targets(string module)
     {
-        if (TargetModules == null || TargetModules.Contains(AllLinear)) return true;
+        if (TargetModules == null) return true;
         if (TargetModulesString is { } pattern && RegexMatches(pattern, module)) return true;
-        return TargetModules.Any(t => module == t || module.EndsWith("." + t, StringComparison.Ordinal));
+        if (TargetModules.Contains(module)) return true;
+        bool found = TargetModules.Any(t => t == AllLinear || module.EndsWith("." + t, StringComparison.Ordinal));
+        return found && (LayersToTransform is not { Count: > 0 } layers || LayerIndex(module) is int i && layers.Contains(i));
+    }
+
+    /// <summary>The layer index PEFT reads from a module name for layers_to_transform: the first number after one of
+    /// layers_pattern (by default after any component), or null.</summary>
+    public int? LayerIndex(string module)
+    {
+        var patterns = LayersPattern is { Count: > 0 } given ? given : [@"[^.]*"];
+        foreach (var p in patterns)
+        {
+            System.Text.RegularExpressions.Match match;
+            try { match = System.Text.RegularExpressions.Regex.Match(module, $@"^.*?\.{p}\.(\d+)\.", System.Text.RegularExpressions.RegexOptions.None, TimeSpan.FromSeconds(1)); }
+            catch (ArgumentException) { continue; }
+            if (match.Success && int.TryParse(match.Groups[1].Value, out int index)) return index;
+        }
+        return null;
     }
 
     /// <summary>A full match of <paramref name="pattern"/> (Python's re.fullmatch); an invalid pattern matches nothing.</summary>
@@ -131,8 +156,8 @@ public sealed record LoraConfig(
             ["modules_to_save"] = ModulesToSave is { Count: > 0 } ? new JsonArray(ModulesToSave.Select(m => (JsonNode)m).ToArray()) : null,
             ["init_lora_weights"] = InitLoraWeights switch { string text => text, bool flag => flag, _ => true },
             ["inference_mode"] = true,
-            ["layers_to_transform"] = null,
-            ["layers_pattern"] = null,
+            ["layers_to_transform"] = LayersToTransform is { Count: > 0 } layers ? new JsonArray(layers.Select(i => (JsonNode)i).ToArray()) : null,
+            ["layers_pattern"] = LayersPattern is { Count: > 0 } patterns ? new JsonArray(patterns.Select(p => (JsonNode)p).ToArray()) : null,
             ["rank_pattern"] = RankPattern is { Count: > 0 } ? new JsonObject(RankPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))) : new JsonObject(),
             ["alpha_pattern"] = AlphaPattern is { Count: > 0 } ? new JsonObject(AlphaPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))) : new JsonObject(),
             ["use_dora"] = UseDora,
@@ -155,8 +180,23 @@ public sealed record LoraConfig(
         if (Str(o, "bias", path) is string bias && bias != "none")
             throw new UserInputException($"{path}: bias \"{bias}\": adapters that train biases are not supported (only \"none\").");
         var initLoraWeights = CheckInitLoraWeights(o["init_lora_weights"], path);
-        if (o["layers_to_transform"] is JsonNode layers && layers.GetValueKind() != JsonValueKind.Null)
-            throw new UserInputException($"{path}: layers_to_transform is not supported; adapt every layer.");
+        // PEFT: null or [] is every layer (len(layer_indexes) != 0), one integer or a list of them the layers adapted.
+        var layersToTransform = o["layers_to_transform"] switch
+        {
+            null => null,
+            JsonValue v when v.GetValueKind() == JsonValueKind.Null => null,
+            JsonValue v when v.GetValueKind() == JsonValueKind.Number => [LayerNumber(v, path)],
+            JsonArray list => list.Select(x => LayerNumber(x, path)).ToList(),
+            _ => throw Bad(path, "layers_to_transform", "null, a layer index or a list of them"),
+        };
+        var layersPattern = o["layers_pattern"] switch
+        {
+            null => null,
+            JsonValue v when v.GetValueKind() == JsonValueKind.Null => null,
+            JsonValue v when v.GetValueKind() == JsonValueKind.String => [v.GetValue<string>()],
+            JsonArray list => list.Select(x => x?.GetValueKind() == JsonValueKind.String ? x.GetValue<string>() : throw Bad(path, "layers_pattern", "a string or a list of strings")).ToList(),
+            _ => throw Bad(path, "layers_pattern", "a string or a list of strings"),
+        };
         // PEFT settings that change what the adapter computes, which a plain LoRA would silently get wrong.
         foreach (var (field, what) in new[]
                  {
@@ -208,9 +248,17 @@ public sealed record LoraConfig(
             RankPattern = rankPattern.Count > 0 ? rankPattern : null,
             UseDora = o["use_dora"]?.GetValueKind() == JsonValueKind.True,
             InitLoraWeights = initLoraWeights,
+            LayersToTransform = layersToTransform is { Count: > 0 } ? layersToTransform : null,
+            LayersPattern = layersPattern is { Count: > 0 } ? layersPattern : null,
         };
         config.Validate(path);
         return config;
+    }
+
+    static int LayerNumber(JsonNode? n, string path)
+    {
+        double x = Num(n, path, "layers_to_transform");
+        return x == Math.Floor(x) && x >= 0 && x <= int.MaxValue ? (int)x : throw Bad(path, "layers_to_transform", "null, a layer index or a list of them");
     }
 
     /// <summary>
