@@ -600,4 +600,20 @@ public sealed class LoraAdapterTests
         }
     }
 
+    /// <summary>target_modules "ALL-LINEAR" is PEFT's all-linear (tuners_utils compares target_modules.lower()), not a
+    /// regular expression that matches no module.</summary>
+    [Fact]
+    public void AllLinearIsReadCaseInsensitively()
+    {
+        string dir = EditedCopy("llama-gqa-qv", c => c["target_modules"] = "ALL-LINEAR");
+        try
+        {
+            var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+            model.Adapter = LoraAdapter.Load(dir, model);
+            Assert.Equal([LoraConfig.AllLinear], model.Adapter.Config.TargetModules!);
+            Assert.Null(model.Adapter.Config.TargetModulesString);
+            AssertLogits(model, Reference(Path.Combine(AdapterRoot, "llama-gqa-qv")).Cases, 1e-4, "ALL-LINEAR");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }

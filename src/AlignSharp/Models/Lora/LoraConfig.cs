@@ -214,7 +214,8 @@ public sealed record LoraConfig(
         {
             null => null,
             JsonArray list => list.Select(x => x?.GetValueKind() == JsonValueKind.String ? x.GetValue<string>() : throw Bad(path, "target_modules", "a list of strings")).ToList(),
-            JsonValue v when v.GetValueKind() == JsonValueKind.String => [v.GetValue<string>()],
+            // PEFT compares the one-string shorthand case-insensitively (tuners_utils: target_modules.lower() == "all-linear").
+            JsonValue v when v.GetValueKind() == JsonValueKind.String => [IsAllLinear(v.GetValue<string>()) ? AllLinear : v.GetValue<string>()],
             JsonValue v when v.GetValueKind() == JsonValueKind.Null => null,
             _ => throw Bad(path, "target_modules", "a list of module names or a string"),
         };
@@ -244,7 +245,7 @@ public sealed record LoraConfig(
             ModulesToSave: modulesToSave,
             AlphaPattern: alphaPattern.Count > 0 ? alphaPattern : null)
         {
-            TargetModulesString = o["target_modules"] is JsonValue t && t.GetValueKind() == JsonValueKind.String && t.GetValue<string>() != AllLinear ? t.GetValue<string>() : null,
+            TargetModulesString = o["target_modules"] is JsonValue t && t.GetValueKind() == JsonValueKind.String && !IsAllLinear(t.GetValue<string>()) ? t.GetValue<string>() : null,
             RankPattern = rankPattern.Count > 0 ? rankPattern : null,
             UseDora = o["use_dora"]?.GetValueKind() == JsonValueKind.True,
             InitLoraWeights = initLoraWeights,
@@ -254,6 +255,8 @@ public sealed record LoraConfig(
         config.Validate(path);
         return config;
     }
+
+    static bool IsAllLinear(string target) => string.Equals(target, AllLinear, StringComparison.OrdinalIgnoreCase);
 
     static int LayerNumber(JsonNode? n, string path)
     {
