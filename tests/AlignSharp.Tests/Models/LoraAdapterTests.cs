@@ -439,4 +439,181 @@ public sealed class LoraAdapterTests
         }
         finally { Directory.Delete(root, recursive: true); }
     }
+
+    /// <summary>A copy of fixture adapter <paramref name="fixture"/> whose adapter_config.json <paramref name="edit"/> changes.</summary>
+    static string EditedCopy(string fixture, Action<JsonObject> edit)
+    {
+        string source = Path.Combine(AdapterRoot, fixture);
+        string copy = Directory.CreateTempSubdirectory("alignsharp-lora-config-").FullName;
+        File.Copy(Path.Combine(source, LoraAdapter.WeightsFileName), Path.Combine(copy, LoraAdapter.WeightsFileName));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(source, LoraConfig.FileName)))!.AsObject();
+        edit(config);
+        File.WriteAllText(Path.Combine(copy, LoraConfig.FileName), config.ToJsonString());
+        return copy;
+    }
+
+    /// <summary>
+    /// init_lora_weights values with which PEFT changes the base weights when it loads the adapter (LoraLayer.update_layer:
+    /// pissa, pissa_niter_N, corda, olora and lora_ga subtract the initial scale·B·A from W; loftq quantises W) are refused
+    /// naming the file and the field and saying how PEFT converts such an adapter; adding it to the unchanged base
+    /// would give other log-probabilities.
+    /// </summary>
+    [Theory]
+    [InlineData("pissa")]
+    [InlineData("pissa_niter_4")]
+    [InlineData("olora")]
+    [InlineData("corda")]
+    [InlineData("lora_ga")]
+    [InlineData("loftq")]
+    [InlineData("PiSSA")]
+    public void InitialisationsThatChangeTheBaseWeightsAreRefused(string init)
+    {
+        string dir = EditedCopy("llama-gqa-qv", c => c["init_lora_weights"] = init);
+        try
+        {
+            var e = Assert.Throws<UserInputException>(() => LoraAdapter.Load(dir, ModelIO.Load(Fixtures.Dir("llama-gqa"))));
+            Assert.Contains(Path.Combine(dir, LoraConfig.FileName), e.Message);
+            Assert.Contains("\"init_lora_weights\"", e.Message);
+            Assert.Contains($"\"{init}\"", e.Message);
+            Assert.Contains(init == "PiSSA" ? "PEFT does not know" : init == "loftq" ? "merge_and_unload" : "path_initial_model_for_weight_conversion", e.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    /// <summary>Values that only initialise A and B (which the file's tensors replace) load as plain LoRA, giving the
+    /// fixture's reference logits, and a continued adapter is saved with the value its file had.</summary>
+    [Theory]
+    [InlineData("true")]
+    [InlineData("false")]
+    [InlineData("\"gaussian\"")]
+    [InlineData("\"eva\"")]
+    [InlineData("\"orthogonal\"")]
+    public void InitialisationsOfAAndBAloneLoadAndAreKept(string init)
+    {
+        string dir = EditedCopy("llama-gqa-qv", c => c["init_lora_weights"] = JsonNode.Parse(init));
+        string saved = dir + "-saved";
+        try
+        {
+            var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+            model.Adapter = LoraAdapter.Load(dir, model);
+            AssertLogits(model, Reference(Path.Combine(AdapterRoot, "llama-gqa-qv")).Cases, 1e-4, $"init_lora_weights {init}");
+            model.Adapter.Save(saved);
+            var written = JsonNode.Parse(File.ReadAllText(Path.Combine(saved, LoraConfig.FileName)))!["init_lora_weights"]!;
+            Assert.Equal(init, written.ToJsonString());
+            Assert.Equal("true", JsonNode.Parse(new LoraConfig(4, 8, TargetModules: ["q_proj"]).ToJson())!["init_lora_weights"]!.ToJsonString());
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+            if (Directory.Exists(saved)) Directory.Delete(saved, true);
+        }
+    }
+
+    /// <summary>A MiCA adapter (init_lora_weights "mica") computes as plain LoRA, so it loads (the fixture's reference
+    /// logits), but PEFT trains its lora_A alone, so continuing it with --adapter is refused naming the field.</summary>
+    [Fact]
+    public void AMicaAdapterLoadsButIsNotContinued()
+    {
+        string dir = EditedCopy("llama-gqa-qv", c => c["init_lora_weights"] = "mica");
+        try
+        {
+            var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+            model.Adapter = LoraAdapter.Load(dir, model);
+            AssertLogits(model, Reference(Path.Combine(AdapterRoot, "llama-gqa-qv")).Cases, 1e-4, "mica");
+            var options = new AlignSharp.Training.Sft.SftOptions { Out = "x", Adapter = dir };
+            var e = Assert.Throws<UserInputException>(() => options.StartingAdapter(ModelIO.Load(Fixtures.Dir("llama-gqa")), null));
+            Assert.Contains("\"init_lora_weights\" is \"mica\"", e.Message);
+            Assert.Contains("--adapter", e.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    /// <summary>
+    /// fan_in_fan_out as PEFT sets it on the adapted layers and saves it: true on GPT-2's Conv1D (a new adapter, and a
+    /// PEFT-format adapter saying false, which loads with the same reference logits as one saying true), false on
+    /// nn.Linear whatever the file says.
+    /// </summary>
+    [Fact]
+    public void FanInFanOutIsTrueForConv1DAndFalseForLinear()
+    {
+        string gpt2False = EditedCopy("gpt2-hub-c_attn", c => c["fan_in_fan_out"] = false);
+        string llamaTrue = EditedCopy("llama-gqa-qv", c => c["fan_in_fan_out"] = true);
+        try
+        {
+            var gpt2 = ModelIO.Load(Fixtures.Dir("gpt2-hub"));
+            Assert.True(LoraAdapter.Create(gpt2, new LoraConfig(4, 8, TargetModules: ["c_attn", "c_fc"]), 1).Config.FanInFanOut);
+            Assert.True(LoraAdapter.Create(gpt2, new LoraConfig(4, 8, TargetModules: [LoraConfig.AllLinear]), 1).Config.FanInFanOut);
+            Assert.Contains("\"fan_in_fan_out\": true", LoraAdapter.Create(gpt2, new LoraConfig(4, 8, TargetModules: ["c_proj"]), 1).Config.ToJson());
+            gpt2.Adapter = LoraAdapter.Load(gpt2False, gpt2);
+            Assert.True(gpt2.Adapter.Config.FanInFanOut);
+            AssertLogits(gpt2, Reference(Path.Combine(AdapterRoot, "gpt2-hub-c_attn")).Cases, 1e-4, "gpt2 fan_in_fan_out false");
+
+            var llama = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+            Assert.False(LoraAdapter.Create(llama, new LoraConfig(4, 8, TargetModules: ["q_proj"], FanInFanOut: true), 1).Config.FanInFanOut);
+            llama.Adapter = LoraAdapter.Load(llamaTrue, llama);
+            Assert.False(llama.Adapter.Config.FanInFanOut);
+            AssertLogits(llama, Reference(Path.Combine(AdapterRoot, "llama-gqa-qv")).Cases, 1e-4, "llama fan_in_fan_out true");
+        }
+        finally
+        {
+            Directory.Delete(gpt2False, true);
+            Directory.Delete(llamaTrue, true);
+        }
+    }
+
+    /// <summary>
+    /// layers_to_transform as PEFT reads it: [] is unset (len(layer_indexes) != 0), a list (or one index) naming every
+    /// layer the tensors are in loads them (the fixture's reference logits) and is saved again as read, and a tensor in
+    /// a layer outside it is an error naming the tensor and its layer.
+    /// </summary>
+    [Fact]
+    public void LayersToTransformIsHonouredAndAnEmptyListIsUnset()
+    {
+        var cases = Reference(Path.Combine(AdapterRoot, "llama-gqa-qv")).Cases;
+        string empty = EditedCopy("llama-gqa-qv", c => c["layers_to_transform"] = new JsonArray());
+        string both = EditedCopy("llama-gqa-qv", c => { c["layers_to_transform"] = new JsonArray(1, 0); c["layers_pattern"] = "layers"; });
+        string one = EditedCopy("llama-gqa-qv", c => c["layers_to_transform"] = 1);
+        string saved = both + "-saved";
+        try
+        {
+            var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+            model.Adapter = LoraAdapter.Load(empty, model);
+            AssertLogits(model, cases, 1e-4, "layers_to_transform []");
+            Assert.Null(model.Adapter.Config.LayersToTransform);
+
+            model.Adapter = LoraAdapter.Load(both, model);
+            AssertLogits(model, cases, 1e-4, "layers_to_transform [1, 0]");
+            model.Adapter.Save(saved);
+            var written = JsonNode.Parse(File.ReadAllText(Path.Combine(saved, LoraConfig.FileName)))!;
+            Assert.Equal("[1,0]", written["layers_to_transform"]!.ToJsonString());
+            Assert.Equal("[\"layers\"]", written["layers_pattern"]!.ToJsonString());
+
+            var e = Assert.Throws<UserInputException>(() => LoraAdapter.Load(one, model));
+            Assert.Contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", e.Message);
+            Assert.Contains("layers_to_transform [1]", e.Message);
+            Assert.Contains("layer 0", e.Message);
+            Assert.DoesNotContain("layers.1.", e.Message);
+        }
+        finally
+        {
+            foreach (var d in new[] { empty, both, one, saved }) if (Directory.Exists(d)) Directory.Delete(d, true);
+        }
+    }
+
+    /// <summary>target_modules "ALL-LINEAR" is PEFT's all-linear (tuners_utils compares target_modules.lower()), not a
+    /// regular expression that matches no module.</summary>
+    [Fact]
+    public void AllLinearIsReadCaseInsensitively()
+    {
+        string dir = EditedCopy("llama-gqa-qv", c => c["target_modules"] = "ALL-LINEAR");
+        try
+        {
+            var model = ModelIO.Load(Fixtures.Dir("llama-gqa"));
+            model.Adapter = LoraAdapter.Load(dir, model);
+            Assert.Equal([LoraConfig.AllLinear], model.Adapter.Config.TargetModules!);
+            Assert.Null(model.Adapter.Config.TargetModulesString);
+            AssertLogits(model, Reference(Path.Combine(AdapterRoot, "llama-gqa-qv")).Cases, 1e-4, "ALL-LINEAR");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }

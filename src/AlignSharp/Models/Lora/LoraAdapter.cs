@@ -246,7 +246,19 @@ public sealed class LoraAdapter
             }
             modules.Add(NewModule(module, a, b, magnitude, config, parts));
         }
-        return new LoraAdapter(config, modules);
+        return new LoraAdapter(WithFanInFanOut(config, modules.SelectMany(m => m.Parts).Select(p => p.Prefix), model), modules);
+    }
+
+    /// <summary>
+    /// <paramref name="config"/> with fan_in_fan_out as PEFT sets it on the layers it adapts and then saves: true where they
+    /// are Conv1D (GPT-2 stores its weights [in, out]; "fan_in_fan_out is set to False but the target module is `Conv1D`.
+    /// Setting fan_in_fan_out to True."), false where they are nn.Linear; an adapter file saying either loads the same.
+    /// </summary>
+    static LoraConfig WithFanInFanOut(LoraConfig config, IEnumerable<string> prefixes, TransformerModel model)
+    {
+        var transposed = CheckpointNames.ForSaving(model.Config).Where(p => p.Transposed).Select(p => Prefix(p.CanonicalName)).ToHashSet(StringComparer.Ordinal);
+        bool conv1d = prefixes.Any(transposed.Contains);
+        return config.FanInFanOut == conv1d ? config : config with { FanInFanOut = conv1d };
     }
 
     static LoraModule NewModule(string module, Tensor a, Tensor b, Tensor? magnitude, LoraConfig config, List<ParameterBinding> parts) => new()
@@ -331,7 +343,13 @@ public sealed class LoraAdapter
             }
             if (!known.ContainsKey(module)) { problems.Add($"tensor '{name}': the model has no linear layer '{module}'"); continue; }
             if (!config.Targets(module) && !config.Targets(known[module].Saving))
-                { problems.Add($"tensor '{name}': module '{module}' is not among adapter_config.json's target_modules"); continue; }
+            {
+                problems.Add(config.LayersToTransform is { } layers
+                    ? $"tensor '{name}': module '{module}' is not among adapter_config.json's target_modules in its layers_to_transform [{string.Join(", ", layers)}]" +
+                      (config.LayerIndex(known[module].Saving) is int index ? $" (it is in layer {index})" : " (PEFT finds no layer index in its name)")
+                    : $"tensor '{name}': module '{module}' is not among adapter_config.json's target_modules");
+                continue;
+            }
             (part == "lora_A" ? a : b)[module] = name;
         }
         foreach (var m in a.Keys.Except(b.Keys)) problems.Add($"module '{m}' has lora_A but no lora_B");
@@ -376,7 +394,7 @@ public sealed class LoraAdapter
             }
             modules.Add(NewModule(savingName, ta, tb, tm, config, parts));
         }
-        return new LoraAdapter(config, modules) { SavedModules = saved };
+        return new LoraAdapter(WithFanInFanOut(config, modules.SelectMany(m => m.Parts).Select(p => p.Prefix), model), modules) { SavedModules = saved };
     }
 
     /// <summary>A whole module saved beside the adapter (PEFT's modules_to_save): only a scalar score head is supported.</summary>

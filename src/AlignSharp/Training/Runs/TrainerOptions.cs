@@ -182,7 +182,13 @@ public abstract record TrainerOptions
         if (Adapter != null)
         {
             if (!Directory.Exists(Adapter)) throw new UserInputException($"--adapter: directory '{Adapter}' does not exist.");
-            return LoraAdapter.Load(Adapter, model);
+            var adapter = LoraAdapter.Load(Adapter, model);
+            // PEFT's MiCA computes as plain LoRA but trains lora_A alone (MiCALinearVariant freezes lora_B).
+            if (adapter.Config.InitLoraWeights is string init && init.Equals("mica", StringComparison.OrdinalIgnoreCase))
+                throw new UserInputException($"--adapter: {Path.Combine(Adapter, LoraConfig.FileName)}: field \"init_lora_weights\" is \"{init}\": PEFT trains " +
+                    "only lora_A of a MiCA adapter (lora_B stays frozen), which training here does not do, so it cannot be continued; it loads for " +
+                    "inference (logprobs, generate, score, eval, merge).");
+            return adapter;
         }
         return LoraConfigFor(baseModel, taskType) is { } config ? LoraAdapter.Create(model, config, Seed) : null;
     }
