@@ -32,7 +32,7 @@ public static class TrainerCommand
             string text = def is null or "" ? help : $"{help} [default: {FormatDefault(def)}]";
             Option option = p.PropertyType switch
             {
-                var t when t == typeof(bool) => new Option<bool>(flag) { Description = text, Arity = ArgumentArity.ZeroOrOne },
+                var t when t == typeof(bool) || t == typeof(bool?) => new Option<bool>(flag) { Description = text, Arity = ArgumentArity.ZeroOrOne },
                 var t when t == typeof(int) => new Option<int>(flag) { Description = text },
                 var t when t == typeof(float) => new Option<float>(flag) { Description = text },
                 var t when t == typeof(double) => new Option<double>(flag) { Description = text },
@@ -212,7 +212,8 @@ public static class TrainerCommand
 
     private static object? Convert(object? raw, Type type, string where)
     {
-        if (raw == null) return type == typeof(string) || type == typeof(string[]) ? null : throw new UserInputException($"{where}: needs a value.");
+        if (raw == null) return type == typeof(string) || type == typeof(string[]) || Nullable.GetUnderlyingType(type) != null ? null : throw new UserInputException($"{where}: needs a value.");
+        type = Nullable.GetUnderlyingType(type) ?? type;
         try
         {
             if (type == typeof(string[])) return raw as string[] ?? [(string)raw];

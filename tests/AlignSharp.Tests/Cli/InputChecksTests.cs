@@ -262,6 +262,20 @@ public sealed class InputChecksTests : IDisposable
             Assert.Equal(8, adapter.GetProperty("lora_alpha").GetDouble());
             Assert.False(File.Exists(P(run + "/final/model.safetensors")));
         }
+
+        // use_peft false is TRL's full fine-tuning whatever lora_r says (a TRL config often keeps lora_r: 16): refused
+        // beside --lora-r here, where --lora-r alone trains an adapter, on the command line and in a config file.
+        var flag = CliRunner.Run("sft", "--model", model, "--data", data, "--out", P("nope"), "--lora-r", "2", "--use-peft", "false");
+        Assert.Equal(2, flag.ExitCode);
+        Assert.Contains("--use-peft false trains all weights", flag.StdErr);
+        File.WriteAllText(P("trl.yaml"), "use_peft: false\nlora_r: 16\n");
+        var file = CliRunner.Run("sft", "--model", model, "--data", data, "--out", P("nope"), "--config", P("trl.yaml"));
+        Assert.Equal(2, file.ExitCode);
+        Assert.Contains("--lora-r 16 trains an adapter", file.StdErr);
+        Assert.False(Directory.Exists(P("nope")));
+        var full = CliRunner.Run("sft", "--model", model, "--data", data, "--out", P("full"), "--use-peft", "false", "--max-steps", "1");
+        Assert.True(full.ExitCode == 0, full.StdErr);
+        Assert.True(File.Exists(P("full/final/model.safetensors")));
     }
 
     /// <summary>--chat-template-kwargs reach SFT's rendering: a long banner given as a keyword argument makes the record

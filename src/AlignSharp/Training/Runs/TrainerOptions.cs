@@ -95,8 +95,8 @@ public abstract record TrainerOptions
     [Option("Replace a run already in --out (its checkpoints, metrics, final model and summary are deleted first).", SafeToChangeOnResume = true)]
     public bool Overwrite { get; init; }
 
-    [Option("TRL's switch for LoRA (use_peft): train a new adapter of rank 16, TRL's default lora_r, unless --lora-r gives the rank (or continue --adapter).")]
-    public bool UsePeft { get; init; }
+    [Option("TRL's switch for LoRA (use_peft): true trains a new adapter of rank 16, TRL's default lora_r, unless --lora-r gives the rank (or continue --adapter); false trains all weights, so it refuses --lora-r and --adapter (a TRL config's lora_r beside use_peft false is unused there). Unset: --lora-r alone decides.")]
+    public bool? UsePeft { get; init; }
 
     /// <summary>TRL's default lora_r, the rank --use-peft starts a new adapter with.</summary>
     public const int TrlLoraR = 16;
@@ -104,7 +104,7 @@ public abstract record TrainerOptions
     [Option("LoRA rank: train low-rank adapters on the frozen model instead of all its weights (0 = off, full-parameter training).")]
     public int LoraR
     {
-        get => _loraR == 0 && UsePeft && Adapter == null ? TrlLoraR : _loraR;
+        get => _loraR == 0 && UsePeft == true && Adapter == null ? TrlLoraR : _loraR;
         init => _loraR = value;
     }
 
@@ -254,6 +254,9 @@ public abstract record TrainerOptions
         if (LoraTargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Length == 0)
             throw new UserInputException("--lora-target-modules is empty; give module names (q_proj,v_proj) or all-linear.");
         if (Adapter != null && LoraR > 0) throw new UserInputException("--adapter and --lora-r contradict each other: the adapter's own adapter_config.json sets its rank.");
+        // TRL trains all weights under use_peft false whatever lora_r says; here --lora-r alone would train an adapter.
+        if (UsePeft == false && (LoraR > 0 || Adapter != null))
+            throw new UserInputException($"--use-peft false trains all weights (as TRL's use_peft false), but {(Adapter != null ? "--adapter" : $"--lora-r {LoraR}")} trains an adapter; drop one of them.");
         // The adapter's settings take effect only with a new adapter (--lora-r): without one they would be ignored.
         var shaping = new List<string>();
         if (LoraAlpha != 0) shaping.Add("--lora-alpha");
