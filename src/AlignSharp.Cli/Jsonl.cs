@@ -59,19 +59,11 @@ public static class Jsonl
             foreach (var l in lines) stdout.WriteLine(l);
             return;
         }
-        var dir = Path.GetDirectoryName(Path.GetFullPath(outputPath))!;
-        Directory.CreateDirectory(dir);
-        var partial = Path.Combine(dir, $".{Path.GetFileName(outputPath)}.{Guid.NewGuid():N}.partial");
-        try
+        AlignSharp.Models.Checkpoints.AtomicFile.Write(outputPath, s =>
         {
-            using (var w = new StreamWriter(partial, append: false, new UTF8Encoding(false)))
-                foreach (var l in lines) w.WriteLine(l);
-            File.Move(partial, outputPath, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(partial)) File.Delete(partial);
-        }
+            using var w = new StreamWriter(s, new UTF8Encoding(false), leaveOpen: true);
+            foreach (var l in lines) w.WriteLine(l);
+        });
     }
 
     public static string Serialize(object value) => JsonSerializer.Serialize(value, Options);

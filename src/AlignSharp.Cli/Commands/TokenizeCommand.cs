@@ -52,30 +52,21 @@ public static class TokenizeCommand
         }
         if (!File.Exists(inputPath)) throw new CliException($"{inputPath}: no such input file");
 
-        // An output file is written under a temporary name and renamed at the end, so bad input leaves no partial file.
+        // Streamed to the output (written atomically: bad input leaves no partial file) as the records are read.
         bool stdout = outputPath is null;
-        string? partial = stdout ? null : outputPath + ".partial";
         int lineNumber = 0;
         long tokens = 0;
-        try
+        IEnumerable<string> Lines()
         {
-            using var writer = stdout
-                ? new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false))
-                : new StreamWriter(partial!, append: false, new UTF8Encoding(false));
             foreach (var (source, record) in JsonRecords.Each(inputPath!))
             {
                 lineNumber++;
                 var ids = tokenizer.Encode(ReadText(record, source), addSpecialTokens);
                 tokens += ids.Length;
-                writer.WriteLine(IdsLine(ids));
+                yield return IdsLine(ids);
             }
         }
-        catch when (partial is not null)
-        {
-            File.Delete(partial);
-            throw;
-        }
-        if (partial is not null) File.Move(partial, outputPath!, overwrite: true);
+        Jsonl.Write(outputPath, Lines());
         Console.Error.WriteLine($"tokenize: {lineNumber} records, {tokens} tokens{(stdout ? "" : $" -> {outputPath}")}");
         return 0;
     }

@@ -52,4 +52,23 @@ public sealed class MalformedInputTests : IDisposable
         Assert.Contains("--lora-r 2000000000 is too large", e.Message);
         Assert.Contains("q_proj", e.Message);
     }
+
+    /// <summary>An output path through a symbolic link writes the link's target (the link stays); one under a file is a
+    /// clear error naming the path.</summary>
+    [Fact]
+    public void AnOutputThroughASymlinkWritesItsTargetAndOneUnderAFileIsAClearError()
+    {
+        File.WriteAllText(P("in.jsonl"), "{\"text\": \"hi\"}\n");
+        File.WriteAllText(P("target.jsonl"), "old\n");
+        File.CreateSymbolicLink(P("link.jsonl"), P("target.jsonl"));
+        var r = CliRunner.Run("tokenize", "--tokenizer", "byte", "--input", P("in.jsonl"), "--output", P("link.jsonl"));
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        Assert.NotNull(new FileInfo(P("link.jsonl")).LinkTarget);
+        Assert.Contains("\"ids\"", File.ReadAllText(P("target.jsonl")));
+
+        File.WriteAllText(P("afile"), "");
+        var under = CliRunner.Run("tokenize", "--tokenizer", "byte", "--input", P("in.jsonl"), "--output", P("afile/x.jsonl"));
+        Assert.Equal(2, under.ExitCode);
+        Assert.Contains("afile/x.jsonl: cannot create its folder", under.StdErr);
+    }
 }
