@@ -94,8 +94,16 @@ public static class AnnotateCreateCommand
             var (model, tokenizer) = LoadPretrained(modelDir!);
             if (tokenizer == null) throw new CliException($"{modelDir} has no tokenizer (tokenizer.json); completions cannot be turned into text.");
             Console.Error.WriteLine($"Sampling {count} completions for each of {promptTexts.Count} prompts...");
-            items = CompletionSampler.Sample(model, tokenizer, promptTexts, count, sampling,
-                (done, total) => Console.Error.Write($"\r  {done}/{total} prompts"));
+            try
+            {
+                items = CompletionSampler.Sample(model, tokenizer, promptTexts, count, sampling,
+                    (done, total) => Console.Error.Write($"\r  {done}/{total} prompts"), loaded.Records.Select(p => p.Source.ToString()).ToList());
+            }
+            catch (UserInputException)
+            {
+                Console.Error.WriteLine();   // the error on its own line, not after the progress counter
+                throw;
+            }
             Console.Error.WriteLine();
             source = "model:" + Path.GetFullPath(modelDir!);
             samplingJson = CompletionSampler.DescribeSettings(Path.GetFullPath(modelDir!), count, sampling);

@@ -9,12 +9,22 @@ namespace AlignSharp.Feedback;
 /// Samples K completions per prompt for an annotation project. Prompt i is generated as one batch of K copies
 /// with seed <c>options.Seed + i</c>, so each completion has its own sampling stream and the result does not
 /// depend on how many prompts there are.
+/// <para>
+/// A completion that is only whitespace ("\n\n") cannot be ranked or trained on (an imported one is refused, and rm/dpo
+/// refuse such records), so it is re-sampled: completion j's r-th retry draws from stream r·K + j of the prompt's seed,
+/// at most <see cref="MaxResamples"/> times, so the result stays a function of the seed. A completion still only
+/// whitespace after that fails the run, naming the prompt's file:line.
+/// </para>
 /// </summary>
 public static class CompletionSampler
 {
+    /// <summary>How many times a whitespace-only completion is re-sampled before the prompt is given up on.</summary>
+    public const int MaxResamples = 8;
+
+    /// <param name="sources">Where each prompt came from (file:line), for errors; "prompt N" when not given.</param>
     public static IReadOnlyList<PromptCompletions> Sample(
         TransformerModel model, ITokenizer tokenizer, IReadOnlyList<string> prompts, int k, SamplingOptions options,
-        Action<int, int>? progress = null)
+        Action<int, int>? progress = null, IReadOnlyList<string>? sources = null)
     {
         options.Validate();
         if (k < 2 || k > AnnotationStore.MaxCompletionsPerPrompt)
@@ -27,10 +37,22 @@ public static class CompletionSampler
             // A rendered chat prompt may already begin with the BOS the tokenizer adds: keep one.
             int[] ids = TokenSequences.DropDoubledBos(tokenizer.Encode(prompts[i], addSpecialTokens: true), tokenizer);
             var batch = Enumerable.Repeat(ids, k).ToArray();
-            var completions = Generator.Generate(model, batch, options with { Seed = options.Seed + i }, tokenizer);
+            var seeded = options with { Seed = options.Seed + i };
+            var completions = Generator.Generate(model, batch, seeded, tokenizer).ToArray();
+            string Text(Completion c) => c.Text ?? tokenizer.Decode(c.Ids, skipSpecialTokens: true);
+            for (int j = 0; j < k; j++)
+                for (int r = 1; r <= MaxResamples && string.IsNullOrWhiteSpace(Text(completions[j])); r++)
+                    completions[j] = Generator.Generate(model, [ids], seeded, tokenizer, firstStream: r * k + j)[0];
+            int blank = completions.Count(c => string.IsNullOrWhiteSpace(Text(c)));
+            if (blank > 0)
+                throw new UserInputException(
+                    $"{(sources != null ? sources[i] : $"prompt {i + 1}")}: the model produced only whitespace for {blank} of the {k} completions of this prompt, " +
+                    $"even after {MaxResamples} re-samples each; such completions cannot be ranked or trained on. Allow longer completions " +
+                    $"(--max-new-tokens, now {options.MaxNewTokens}), try another --temperature (now {options.Temperature.ToString(System.Globalization.CultureInfo.InvariantCulture)}), " +
+                    "or check the model and its chat template on this prompt.");
             result.Add(new PromptCompletions(
                 prompts[i],
-                completions.Select(c => c.Text ?? tokenizer.Decode(c.Ids, skipSpecialTokens: true)).ToList(),
+                completions.Select(Text).ToList(),
                 completions.Select(c => (string?)c.FinishReason).ToList()));
             progress?.Invoke(i + 1, prompts.Count);
         }

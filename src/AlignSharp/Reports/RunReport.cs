@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using AlignSharp.Models;
 
 namespace AlignSharp.Reports;
 
@@ -11,8 +12,9 @@ namespace AlignSharp.Reports;
 /// <c>samples</c> array are sample completions), <c>run_config.json</c>, <c>summary.json</c> and, when present,
 /// <c>samples.jsonl</c>, and draws one inline SVG chart per metric over steps, every run and split a line of it (several
 /// runs are overlaid). Metrics are grouped by what they measure (objective, policy, value, training, …, timing); a
-/// metric whose every line is constant is listed in a table instead of drawn, and one identical to an earlier metric is
-/// named there rather than drawn twice. Everything is HTML-escaped; the page loads nothing from elsewhere.
+/// metric whose every line is constant (and finite) is listed in a table instead of drawn, and one identical to an earlier
+/// metric is named there rather than drawn twice. Non-finite values (a diverged step's NaN or ±∞) are never dropped: the
+/// line breaks there, the step is marked, the legend notes it and a line above the charts lists them all. Everything is HTML-escaped; the page loads nothing from elsewhere.
 /// </summary>
 public static class RunReport
 {
@@ -95,13 +97,18 @@ public static class RunReport
         var drawn = new List<string>();
         foreach (var m in order)
         {
-            if (series[m].All(s => s.Points.Select(p => p.Item2).Distinct().Count() <= 1)) { constants.Add((m, series[m])); continue; }
+            // A metric with a non-finite value is drawn, never tabled as a constant: the chart marks where it was lost.
+            if (series[m].All(s => s.Points.All(p => double.IsFinite(p.Item2)) && s.Points.Select(p => p.Item2).Distinct().Count() <= 1)) { constants.Add((m, series[m])); continue; }
             var same = drawn.FirstOrDefault(d => SameSeries(series[d], series[m]));
             if (same != null) { duplicates.Add((m, same)); continue; }
             drawn.Add(m);
         }
 
         var sb = new StringBuilder($"<h{h}>Metrics over steps</h{h}>");
+        var nonFinite = order.SelectMany(m => series[m].Select(s => (Metric: m, s.Name, Note: SvgChart.NonFiniteNote(s.Points, "step")))).Where(x => x.Note != null).ToList();
+        if (nonFinite.Count > 0)
+            sb.Append("<p class=\"nonfinite\">Not finite (dashed lines in the charts): ")
+              .Append(Html.Esc(string.Join("; ", nonFinite.Select(x => $"{x.Metric}{(x.Name.Length > 0 ? $" ({x.Name})" : "")}: {x.Note}")))).Append(".</p>");
         foreach (var group in drawn.GroupBy(MetricGroup).OrderBy(g => GroupRank(g.Key)).ThenBy(g => g.Key, StringComparer.Ordinal))
         {
             sb.Append($"<h{h + 1} class=\"group\">").Append(Html.Esc(group.Key)).Append($"</h{h + 1}><div class=\"charts\">");
@@ -156,7 +163,11 @@ public static class RunReport
         "objective" => 0, "policy" => 1, "value" => 2, "training" => 3, "timing" => 5, _ => 4,
     };
 
-    /// <summary>Metric name → split → (step, value) points, in file order; and sample records (with their step).</summary>
+    /// <summary>
+    /// Metric name → split → (step, value) points, in step order; and sample records (with their step). A value is a JSON
+    /// number or a non-finite one (the strings "NaN", "Infinity", "-Infinity" that <c>MetricsLog</c> writes, or Python's bare
+    /// literals), which is kept as NaN or ±∞.
+    /// </summary>
     public static (Dictionary<string, Dictionary<string, List<(double, double)>>> Metrics, List<Dictionary<string, object?>> Samples) ReadMetrics(string path)
     {
         var metrics = new Dictionary<string, Dictionary<string, List<(double, double)>>>();
@@ -183,13 +194,25 @@ public static class RunReport
                 string split = o.TryGetProperty("split", out var sp) && sp.ValueKind == JsonValueKind.String ? sp.GetString()! : "train";
                 foreach (var p in o.EnumerateObject())
                 {
-                    if (p.Name is "step" or "split" or "time" || p.Value.ValueKind != JsonValueKind.Number) continue;
+                    if (p.Name is "step" or "split" or "time") continue;
+                    // MetricsLog writes a non-finite value as the string "NaN", "Infinity" or "-Infinity": a diverged step, kept.
+                    double? value = p.Value.ValueKind switch
+                    {
+                        JsonValueKind.Number => p.Value.GetDouble(),
+                        JsonValueKind.String => PythonJson.NonFinite(p.Value.GetString()),
+                        _ => null,
+                    };
+                    if (value is not double v) continue;
                     if (!metrics.TryGetValue(p.Name, out var bySplit)) metrics[p.Name] = bySplit = [];
                     if (!bySplit.TryGetValue(split, out var pts)) bySplit[split] = pts = [];
-                    pts.Add((step, p.Value.GetDouble()));
+                    pts.Add((step, v));
                 }
             }
         }
+        // In step order (a hand-made or merged file need not be); a stable sort keeps file order within a step.
+        foreach (var bySplit in metrics.Values)
+            foreach (var split in bySplit.Keys.ToList())
+                bySplit[split] = bySplit[split].OrderBy(p => p.Item1).ToList();
         return (metrics, samples);
     }
 
@@ -216,7 +239,7 @@ public static class RunReport
         {
             if (string.IsNullOrWhiteSpace(lines[i])) continue;
             JsonDocument doc;
-            try { doc = JsonDocument.Parse(lines[i]); }
+            try { doc = JsonDocument.Parse(PythonJson.QuoteLiterals(lines[i])); }
             catch (JsonException) when (i == last) { yield break; }
             catch (JsonException e) { throw new UserInputException($"{path}:{i + 1}: not a JSON line ({e.Message}); only a cut-off last line is passed over."); }
             yield return doc;

@@ -108,4 +108,102 @@ public sealed class ReportOverlayTests : IDisposable
         Assert.NotEqual(0, bad.ExitCode);
         Assert.Contains("not a directory", bad.StdErr);
     }
+
+    private static string Chart(string html, string metric) => Regex.Match(html, $"<svg[^>]*aria-label=\"{Regex.Escape(metric)}\".*?</svg>").Value;
+
+    private static List<double[]> PolylineXs(string svg) => Attr(svg, "polyline", "series", "points")
+        .Select(p => p.Split(' ').Select(xy => double.Parse(xy.Split(',')[0], CultureInfo.InvariantCulture)).ToArray()).ToList();
+
+    [Fact]
+    public void NonFiniteValuesBreakTheLineAndAreMarkedNeverDropped()
+    {
+        // As MetricsLog writes them: non-finite values as strings; "gone" is NaN at every step, one run's loss always NaN.
+        string a = Path.Combine(_dir, "a"), b = Path.Combine(_dir, "b");
+        Directory.CreateDirectory(a);
+        Directory.CreateDirectory(b);
+        File.WriteAllLines(Path.Combine(a, "metrics.jsonl"),
+        [
+            """{"step":1,"time":1,"split":"train","loss":2.0,"grad_norm":1.0,"gone":"NaN"}""",
+            """{"step":2,"time":2,"split":"train","loss":1.5,"grad_norm":"Infinity","gone":"NaN"}""",
+            """{"step":3,"time":3,"split":"train","loss":"NaN","grad_norm":2.0,"gone":"NaN"}""",
+            """{"step":4,"time":4,"split":"train","loss":1.0,"grad_norm":3.0,"gone":"NaN"}""",
+            """{"step":5,"time":5,"split":"train","loss":0.8,"grad_norm":NaN,"gone":"NaN"}""",   // Python's bare literal
+        ]);
+        File.WriteAllLines(Path.Combine(b, "metrics.jsonl"),
+            Enumerable.Range(1, 5).Select(s => $$"""{"step":{{s}},"time":{{s}},"split":"train","loss":"NaN","grad_norm":{{s}},"gone":"NaN"}"""));
+
+        string html = RunReport.Render([a, b]);
+        string loss = Chart(html, "loss");
+        // Run a's loss: two segments (steps 1–2 and 4–5), not one line joining step 2 to step 4.
+        var xs = PolylineXs(loss);
+        Assert.Equal(2, xs.Count);
+        Assert.All(xs, x => Assert.Equal(2, x.Length));
+        // The lost step is marked, and both runs are in the legend with their notes.
+        Assert.Contains("a: NaN at step 3", loss);
+        Assert.Contains(">NaN at step 3</text>", loss);
+        Assert.Contains(">b</text>", loss);
+        Assert.Contains(">NaN at every step</text>", loss);
+        string grad = Chart(html, "grad_norm");
+        Assert.Contains(">+∞, NaN at steps 2, 5</text>", grad);
+        Assert.Contains("a: +∞ at step 2", grad);
+        Assert.Contains("a: NaN at step 5", grad);
+        // A metric non-finite everywhere is still charted (not tabled as a constant, not missing).
+        string gone = Chart(html, "gone");
+        Assert.NotEmpty(gone);
+        Assert.Contains("no finite value", gone);
+        Assert.DoesNotContain("<td>gone</td>", html);
+        Assert.Contains("gone (b): NaN at every step", html);     // the list above the charts
+        Assert.DoesNotContain("NaN\"", Regex.Replace(html, "<text[^>]*>|<title>", ""));   // no NaN coordinate
+        Assert.DoesNotMatch("(x|y|cx|cy|x1|x2|y1|y2)=\"(NaN|-?Infinity|∞)", html);
+    }
+
+    [Fact]
+    public void HugeValuesArePlacedInsideThePlot()
+    {
+        string svg = SvgChart.Line("huge", "step", "v", [new ChartSeries("", [(1, 1e308), (2, -1e308), (3, double.MaxValue), (4, -double.MaxValue)])]);
+        var points = Attr(svg, "polyline", "series", "points").Single().Split(' ')
+            .Select(xy => xy.Split(',').Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray()).ToList();
+        Assert.Equal(4, points.Count);
+        Assert.All(points, p => Assert.InRange(p[1], SvgChart.Top, SvgChart.Height - SvgChart.Bottom));
+        Assert.True(points[0][1] < points[1][1]);                 // 1e308 above −1e308
+        Assert.NotEmpty(Labels(svg, "ytick"));
+        Assert.DoesNotContain("NaN", svg);
+        Assert.DoesNotContain("Infinity", svg);
+    }
+
+    [Fact]
+    public void PointsAreDrawnInStepOrder()
+    {
+        string run = Path.Combine(_dir, "shuffled");
+        Directory.CreateDirectory(run);
+        File.WriteAllLines(Path.Combine(run, "metrics.jsonl"), new[] { 3, 1, 4, 2 }.Select(s => $$"""{"step":{{s}},"split":"train","loss":{{s * s}}}"""));
+        var (metrics, _) = RunReport.ReadMetrics(Path.Combine(run, "metrics.jsonl"));
+        Assert.Equal([1.0, 2, 3, 4], metrics["loss"]["train"].Select(p => p.Item1));
+        var xs = PolylineXs(Chart(RunReport.Render(run), "loss")).Single();
+        Assert.Equal(xs.Order(), xs);
+    }
+
+    [Fact]
+    public void LegendNamesStayDistinct()
+    {
+        static List<string> Shown(params string[] names) => SvgChart.LegendNames(names, 20).Select(l => string.Concat(l)).ToList();
+        // The hunter's pair: the seed at the end tells them apart.
+        var seeds = Shown("runA-with-a-very-long-name-seed0", "runA-with-a-very-long-name-seed1");
+        Assert.Equal(2, seeds.Distinct().Count());
+        Assert.All(seeds, s => Assert.True(s.Length <= 20, s));
+        Assert.EndsWith("seed0", seeds[0]);
+        // Differing in the middle only: the differing stretch is shown.
+        var middle = Shown("experiment-lr1e-4-shared-tail-of-the-name", "experiment-lr3e-4-shared-tail-of-the-name");
+        Assert.Equal(2, middle.Distinct().Count());
+        Assert.Contains("lr1e-4", middle[0]);
+        Assert.Contains("lr3e-4", middle[1]);
+        // Short names and identical names are left alone.
+        Assert.Equal(["a", "b train", "b train"], Shown("a", "b train", "b train"));
+        // Every name stays distinct, however they collide.
+        string[] many = [.. Enumerable.Range(0, 12).Select(i => $"prefix-{i % 3}-{new string('x', 30)}-{i % 4}")];
+        Assert.Equal(many.Length, Shown(many).Distinct().Count());
+        // In the chart: the full name is the tooltip, the legend shows the shortened one.
+        string svg = SvgChart.Line("loss", "step", "loss", [new ChartSeries("runA-with-a-very-long-name-seed0", [(1, 1), (2, 2)]), new ChartSeries("runA-with-a-very-long-name-seed1", [(1, 2), (2, 1)])]);
+        Assert.Contains("<title>runA-with-a-very-long-name-seed0</title>runA-with…name-seed0", svg);
+    }
 }

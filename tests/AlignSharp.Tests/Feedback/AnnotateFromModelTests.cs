@@ -1,5 +1,8 @@
 using System.Text.Json;
+using AlignSharp.Models;
+using AlignSharp.Models.Checkpoints;
 using AlignSharp.Tests.Training;
+using AlignSharp.Text;
 
 namespace AlignSharp.Tests.Feedback;
 
@@ -21,5 +24,33 @@ public sealed class AnnotateFromModelTests : IDisposable
         var export = CliRunner.Run(["annotate", "export", "--project", "p", "--format", "rankings", "--out", "r.jsonl"], workingDirectory: _dir);
         Assert.True(export.ExitCode == 0, export.StdErr);
         Assert.Empty(File.ReadAllLines(Path.Combine(_dir, "r.jsonl"))); // nothing ranked yet
+    }
+
+    [Fact]
+    public void CreateFailsNamingThePromptWhenTheModelOnlyEmitsWhitespace()
+    {
+        // A byte-level GPT-2 rigged to emit only ' ' and '\n': the final norm outputs e₀ (weight 0, bias e₀), so the tied
+        // head's logit for byte v is embed[v, 0]; those of ' ' and '\n' are 100, every other -100.
+        string dir = Path.Combine(_dir, "ws-model");
+        var config = ModelPresets.Gpt2(259, 32, 1, 4, 128) with { BosTokenId = ByteTokenizer.BosTokenId, EosTokenIds = [ByteTokenizer.EosTokenId], PadTokenId = ByteTokenizer.PadTokenId };
+        var model = TransformerModel.CreateRandom(config, 1);
+        Assert.True(model.Config.TieWordEmbeddings);
+        model.Parameter("final_norm.weight").Span.Clear();
+        var bias = model.Parameter("final_norm.bias").Span;
+        bias.Clear();
+        bias[0] = 1;
+        var embed = model.Parameter("embed.weight").Span;
+        for (int v = 0; v < 259; v++) embed[v * 32] = v is ' ' or '\n' ? 100 : -100;
+        ModelIO.Save(model, dir);
+        AtomicFile.WriteText(Path.Combine(dir, "tokenizer.json"), ByteTokenizerJson.TokenizerJson());
+        AtomicFile.WriteText(Path.Combine(dir, "tokenizer_config.json"), ByteTokenizerJson.TokenizerConfigJson());
+
+        TinyModels.WriteJsonl(Path.Combine(_dir, "prompts.jsonl"), [new { prompt = "Hello" }, new { prompt = "Why?" }]);
+        var created = CliRunner.Run(["annotate", "create", "--model", dir, "--prompts", "prompts.jsonl", "--k", "2", "--project", "ws",
+            "--max-new-tokens", "3", "--seed", "0"], workingDirectory: _dir);
+        Assert.NotEqual(0, created.ExitCode);
+        Assert.Contains("prompts.jsonl:1: the model produced only whitespace", created.StdErr);
+        Assert.Contains("--max-new-tokens", created.StdErr);
+        Assert.False(File.Exists(Path.Combine(_dir, "ws.annotations.db")));   // no project whose rankings could never train
     }
 }

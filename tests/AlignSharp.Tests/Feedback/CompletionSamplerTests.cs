@@ -63,4 +63,81 @@ public class CompletionSamplerTests
         var model = TransformerModel.CreateRandom(ModelPresets.Gpt2(27, 16, 1, 2, 32), seed: 3);
         Assert.Throws<UserInputException>(() => CompletionSampler.Sample(model, new LetterTokenizer(), ["a"], 2, new SamplingOptions { Temperature = 0 }));
     }
+
+    /// <summary>BOS is id 0, ' ' 1, '\n' 2, 'a' 3: a vocabulary in which a completion can be only whitespace.</summary>
+    private sealed class SpaceTokenizer : ITokenizer
+    {
+        private const string Chars = "^ \na";
+        public int VocabSize => 4;
+        public int[] Encode(string text, bool addSpecialTokens = true) =>
+            (addSpecialTokens ? new[] { 0 } : []).Concat(text.Where(ch => Chars.IndexOf(ch) > 0).Select(ch => Chars.IndexOf(ch))).ToArray();
+        public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
+        {
+            var chars = new List<char>();
+            foreach (int id in ids) if (id > 0 || !skipSpecialTokens) chars.Add(Chars[id]);
+            return new string(chars.ToArray());
+        }
+        public int? TokenToId(string token) => null;
+        public string? IdToToken(int id) => null;
+        public bool IsSpecial(int id) => id == 0;
+        public string? BosToken => "^";
+        public string? EosToken => null;
+        public string? PadToken => null;
+        public int? BosId => 0;
+        public int? EosId => null;
+        public int? PadId => null;
+    }
+
+    /// <summary>
+    /// A GPT-2 whose next-token logits are <paramref name="logits"/> whatever the input: the final norm is rigged to output
+    /// the first unit vector (weight 0, bias e₀), so the tied head's logit for token v is embed[v, 0].
+    /// </summary>
+    private static TransformerModel Rigged(params float[] logits)
+    {
+        var model = TransformerModel.CreateRandom(ModelPresets.Gpt2(logits.Length, 8, 1, 2, 32), seed: 1);
+        Assert.True(model.Config.TieWordEmbeddings);
+        model.Parameter("final_norm.weight").Span.Clear();
+        var bias = model.Parameter("final_norm.bias").Span;
+        bias.Clear();
+        bias[0] = 1;
+        var embed = model.Parameter("embed.weight").Span;
+        for (int v = 0; v < logits.Length; v++) embed[v * 8] = logits[v];
+        return model;
+    }
+
+    [Fact]
+    public void AWhitespaceOnlyCompletionIsResampledFromItsOwnStream()
+    {
+        // ' ' and '\n' together as likely as 'a': one-token completions are whitespace half the time.
+        var model = Rigged(-100, MathF.Log(0.5f), MathF.Log(0.5f), 0);
+        var tokenizer = new SpaceTokenizer();
+        var options = new SamplingOptions { MaxNewTokens = 1, Temperature = 1, Seed = 5, EosIds = [] };
+        var first = Generator.Generate(model, Enumerable.Repeat(tokenizer.Encode("a"), 6).ToArray(), options, tokenizer);
+        Assert.Contains(first, c => string.IsNullOrWhiteSpace(c.Text ?? tokenizer.Decode(c.Ids, true)));   // the seed does draw whitespace
+
+        var sampled = CompletionSampler.Sample(model, tokenizer, ["a"], 6, options);
+        Assert.All(sampled[0].Completions, c => Assert.Equal("a", c));
+        // Deterministic for the seed: the same completions again.
+        Assert.Equal(sampled[0].Completions, CompletionSampler.Sample(model, tokenizer, ["a"], 6, options)[0].Completions);
+    }
+
+    [Fact]
+    public void AModelThatKeepsProducingWhitespaceFailsNamingThePrompt()
+    {
+        var model = Rigged(-100, 100, 0, -100);     // ' ' almost always, sometimes '\n', never 'a'
+        var tokenizer = new SpaceTokenizer();
+        var options = new SamplingOptions { MaxNewTokens = 3, Temperature = 1, Seed = 0, EosIds = [] };
+        var e = Assert.Throws<UserInputException>(() => CompletionSampler.Sample(model, tokenizer, ["a", "aa"], 2, options, sources: ["prompts.jsonl:1", "prompts.jsonl:2"]));
+        Assert.StartsWith("prompts.jsonl:1: ", e.Message);
+        Assert.Contains("only whitespace", e.Message);
+        Assert.Contains("--max-new-tokens", e.Message);
+        Assert.Contains("--temperature", e.Message);
+        // Without sources, the prompt's number.
+        Assert.StartsWith("prompt 1: ", Assert.Throws<UserInputException>(() => CompletionSampler.Sample(model, tokenizer, ["a"], 2, options)).Message);
+        // The store refuses such a completion whatever its origin.
+        var store = Path.Combine(Path.GetTempPath(), $"ws-{Guid.NewGuid():N}.annotations.db");
+        var refused = Assert.Throws<UserInputException>(() => AnnotationStore.Create(store, "p", 1, "test", null, [new PromptCompletions("q", ["fine", "\n\n"])]));
+        Assert.Contains("completion 1 is empty (only whitespace)", refused.Message);
+        Assert.False(File.Exists(store));
+    }
 }
