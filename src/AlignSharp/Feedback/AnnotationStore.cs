@@ -149,10 +149,6 @@ public sealed partial class AnnotationStore : IDisposable
         if (p.Completions.Count < 2) throw new UserInputException($"{where}: needs at least 2 completions to rank, has {p.Completions.Count}.");
         if (p.Completions.Count > MaxCompletionsPerPrompt)
             throw new UserInputException($"{where}: has {p.Completions.Count} completions; at most {MaxCompletionsPerPrompt} can be ranked at once.");
-        // rm/dpo refuse a record whose answer is only whitespace, so a ranking over one would never train.
-        for (int i = 0; i < p.Completions.Count; i++)
-            if (string.IsNullOrWhiteSpace(p.Completions[i]))
-                throw new UserInputException($"{where}: completion {i} is empty (only whitespace); it could not be ranked or trained on.");
         if (p.FinishReasons != null && p.FinishReasons.Count != p.Completions.Count)
             throw new UserInputException($"{where}: {p.FinishReasons.Count} finish reasons for {p.Completions.Count} completions.");
     }

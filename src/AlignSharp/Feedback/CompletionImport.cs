@@ -27,7 +27,8 @@ public static class CompletionImport
                 if (c.ValueKind != JsonValueKind.String)
                     throw new UserInputException($"{where}: field \"completions\"[{i}] must be a string, got {JsonKinds.Describe(c)}.");
                 string text = c.GetString()!;
-                if (text.Trim().Length == 0) throw new UserInputException($"{where}: field \"completions\"[{i}] is empty.");
+                // As the trainers read answers: "" is an answer (EOS at once), one of only whitespace a data error.
+                if (RecordParser.IsBlankAnswer(text)) throw new UserInputException($"{where}: field \"completions\"[{i}] is only whitespace.");
                 completions.Add(text);
                 i++;
             }

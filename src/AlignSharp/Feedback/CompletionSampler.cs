@@ -41,9 +41,9 @@ public static class CompletionSampler
             var completions = Generator.Generate(model, batch, seeded, tokenizer).ToArray();
             string Text(Completion c) => c.Text ?? tokenizer.Decode(c.Ids, skipSpecialTokens: true);
             for (int j = 0; j < k; j++)
-                for (int r = 1; r <= MaxResamples && string.IsNullOrWhiteSpace(Text(completions[j])); r++)
+                for (int r = 1; r <= MaxResamples && RecordParser.IsBlankAnswer(Text(completions[j])); r++)
                     completions[j] = Generator.Generate(model, [ids], seeded, tokenizer, firstStream: r * k + j)[0];
-            int blank = completions.Count(c => string.IsNullOrWhiteSpace(Text(c)));
+            int blank = completions.Count(c => RecordParser.IsBlankAnswer(Text(c)));
             if (blank > 0)
                 throw new UserInputException(
                     $"{(sources != null ? sources[i] : $"prompt {i + 1}")}: the model produced only whitespace for {blank} of the {k} completions of this prompt, " +

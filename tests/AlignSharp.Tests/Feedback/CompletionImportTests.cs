@@ -20,7 +20,7 @@ public class CompletionImportTests
     [InlineData("{\"prompt\": \"p\"}", ":2: field \"completions\" is missing")]
     [InlineData("{\"prompt\": \"p\", \"completions\": \"x\"}", ":2: field \"completions\" must be a list")]
     [InlineData("{\"prompt\": \"p\", \"completions\": [\"x\", 3]}", ":2: field \"completions\"[1] must be a string")]
-    [InlineData("{\"prompt\": \"p\", \"completions\": [\"x\", \" \"]}", ":2: field \"completions\"[1] is empty")]
+    [InlineData("{\"prompt\": \"p\", \"completions\": [\"x\", \" \"]}", ":2: field \"completions\"[1] is only whitespace")]
     [InlineData("{\"prompt\": \"p\", \"completions\": [\"x\"]}", "at least 2")]
     [InlineData("{\"prompt\": 5, \"completions\": [\"x\", \"y\"]}", ":2: field \"prompt\" must be a string")]
     [InlineData("{\"prompt\": \"p\", ", ":2: malformed JSON")]

@@ -72,7 +72,7 @@ internal static class RecordParser
                     throw new BadRecordException(source, "messages",
                         $"the last message is a {messages[last].RoleName} turn; a conversation for SFT must end with the assistant turn it trains on.");
                 // An empty final turn is valid (the answer is the template's end of turn and EOS); one of only whitespace is not.
-                if (messages[last].Content.Length > 0 && string.IsNullOrWhiteSpace(messages[last].Content))
+                if (IsBlankAnswer(messages[last].Content))
                     throw new BadRecordException(source, $"messages[{last}].content", "the final assistant turn (the completion) is empty (only whitespace).");
                 return new SftExample(ChatContent.FromMessages(messages.Take(last).ToArray()), ChatContent.FromMessages(messages[last]), source)
                 {
@@ -88,6 +88,10 @@ internal static class RecordParser
     /// {"prompt","completion","label"} or {"messages","label"}: the prompt and completion as <see cref="ParseSft"/>
     /// reads them, "label" a JSON boolean (true: desirable).
     /// </summary>
+    /// <summary>An answer of only whitespace ("\n\n"): a bad record wherever an answer is read (almost always a data
+    /// error), unlike the empty answer "" (the model answered with EOS at once), which is valid.</summary>
+    public static bool IsBlankAnswer(string answer) => answer.Length > 0 && string.IsNullOrWhiteSpace(answer);
+
     public static UnpairedExample ParseUnpaired(JsonElement obj, RecordSource source)
     {
         var label = obj.GetProperty("label");
