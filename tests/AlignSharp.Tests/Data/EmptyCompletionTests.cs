@@ -21,6 +21,29 @@ public sealed class EmptyCompletionTests : IDisposable
 
     private const int Bos = ByteTokenizer.BosTokenId, Eos = ByteTokenizer.EosTokenId;
 
+    /// <summary>Text used verbatim gets EOS unless it already ends with one, as TRL's endswith(eos_token): an EOS inside
+    /// (between two documents) still gets a final one. Same for a text answer of a pair.</summary>
+    [Fact]
+    public void TextGetsEosUnlessItAlreadyEndsWithOne()
+    {
+        var tokenizer = Pretrained.Load(TinyModels.Create(P("m"))).Tokenizer!;
+        var plain = ChatTemplate.Get("plain");
+        string sft = TinyModels.WriteJsonl(P("eos.jsonl"), new object[]
+        {
+            new { prompt = "q", completion = "a<|eos|>b" },
+            new { prompt = "q", completion = "a<|eos|>" },
+            new { text = "x<|eos|>y" },
+        });
+        var seqs = SftEncoder.Encode(DatasetLoader.LoadSft(sft).Records, tokenizer, plain).Records;
+        Assert.Equal([Bos, 'q', 'a', Eos, 'b', Eos], seqs[0].Ids);
+        Assert.Equal([Bos, 'q', 'a', Eos], seqs[1].Ids);
+        Assert.Equal([Bos, 'x', Eos, 'y', Eos], seqs[2].Ids);
+        string prefs = TinyModels.WriteJsonl(P("eos-prefs.jsonl"), [new { prompt = "q", chosen = "a<|eos|>b", rejected = "c<|eos|>" }]);
+        var pair = PreferenceEncoder.Encode(DatasetLoader.LoadPreferences(prefs).Records, tokenizer, plain).Records.Single();
+        Assert.Equal(['a', Eos, 'b', Eos], pair.Chosen);
+        Assert.Equal(['c', Eos], pair.Rejected);
+    }
+
     [Fact]
     public void EveryAnswerFieldAcceptsAnEmptyStringAsOneEosToken()
     {

@@ -152,7 +152,7 @@ public static class SftEncoder
             prompt.AddRange(ids);
             for (int i = 0; i < ids.Length; i++) promptLoss.Add(loss);
         }
-        completion = TokenSequences.WithEos(completion, eos);
+        completion = TokenSequences.WithEos(completion, eos, templated: example.Prompt?.IsConversational == true || example.Completion.IsConversational);
 
         var t = options.Truncation;
         int promptStart = 0; // prompt tokens kept: [promptStart, prompt.Count)
@@ -255,8 +255,9 @@ public static class PreferenceEncoder
         var (promptText, chosenText) = TokenSequences.Rendered(pair.Source, pair.ChosenField, () => own.RenderPromptAndCompletion(pair.Prompt, pair.Chosen, pair.Source, pair.ChosenField));
         var (_, rejectedText) = TokenSequences.Rendered(pair.Source, pair.RejectedField, () => own.RenderPromptAndCompletion(pair.Prompt, pair.Rejected, pair.Source, pair.RejectedField));
         var prompt = TokenSequences.DropDoubledBos(tokenizer.Encode(promptText, addSpecialTokens: true), tokenizer);
-        var chosen = TokenSequences.WithEos(tokenizer.Encode(chosenText, addSpecialTokens: false), eos);
-        var rejected = TokenSequences.WithEos(tokenizer.Encode(rejectedText, addSpecialTokens: false), eos);
+        bool templated = pair.Prompt.IsConversational || pair.Chosen.IsConversational || pair.Rejected.IsConversational;
+        var chosen = TokenSequences.WithEos(tokenizer.Encode(chosenText, addSpecialTokens: false), eos, templated);
+        var rejected = TokenSequences.WithEos(tokenizer.Encode(rejectedText, addSpecialTokens: false), eos, templated);
 
         var t = options.Truncation;
         if (t.MaxPromptLength is { } maxPrompt && prompt.Length > maxPrompt)
@@ -303,11 +304,13 @@ public static class TokenSequences
         : "the tokenizer has no EOS token, so completions cannot be ended with one; set \"eos_token\" in tokenizer_config.json or turn off appending EOS.");
 
     /// <summary>
-    /// The completion ended by EOS: appended unless the completion already holds it (a chat template that ends the
-    /// turn with EOS and a newline, as Qwen's <c>&lt;|im_end|&gt;\n</c>, must not get a second one).
+    /// The completion ended by EOS. Text used verbatim gets it unless it already ends with it (TRL's
+    /// <c>endswith(eos_token)</c>: an EOS inside, between documents, still ends with one); a turn rendered by a chat
+    /// template gets it unless it already holds it (a template that ends the turn with EOS and a newline, as Qwen's
+    /// <c>&lt;|im_end|&gt;\n</c>, must not get a second one).
     /// </summary>
-    internal static int[] WithEos(int[] ids, int? eos) =>
-        eos is { } e && Array.IndexOf(ids, e) < 0 ? [.. ids, e] : ids;
+    internal static int[] WithEos(int[] ids, int? eos, bool templated) =>
+        eos is not { } e || (templated ? Array.IndexOf(ids, e) >= 0 : ids.Length > 0 && ids[^1] == e) ? ids : [.. ids, e];
 
     /// <summary>
     /// Rendered text as training tokenizes a prompt: special tokens written in the text map to their ids, the
