@@ -88,6 +88,27 @@ public class ChatTemplateTests
         Assert.Same(ChatTemplate.ChatMl, ChatTemplate.Get("ChatML"));
     }
 
+    /// <summary>A template that renders an earlier turn otherwise once the conversation goes on (here, as Phi-3's, EOS
+    /// closes a conversation only without a generation prompt) leaves that turn in the prompt and counts it, so that
+    /// sft can say which turns get no loss.</summary>
+    [Fact]
+    public void EarlierTurnsTheTemplateRendersOtherwiseAreCountedAsMasked()
+    {
+        string file = Path.Combine(Path.GetTempPath(), $"phi-like-{Guid.NewGuid():N}.jinja");
+        File.WriteAllText(file, "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% else %}<|endoftext|>{% endif %}");
+        try
+        {
+            var example = new SftExample(ChatContent.FromMessages([.. Conversation]), ChatContent.FromMessages(ChatMessage.Assistant("Goodbye.")), new RecordSource("f", 1))
+                { PromptField = "messages", CompletionField = "messages" };
+            var phi = ChatTemplate.Resolve(file, null).RenderSft(example);
+            Assert.Equal(1, phi.MaskedEarlierTurns);
+            Assert.DoesNotContain(phi, s => s.Role == SegmentRole.EarlierAssistantTurn);
+            Assert.Equal(new TextSegment("Goodbye.<|end|><|endoftext|>", SegmentRole.Completion), phi[^1]);
+            Assert.Equal(0, ChatTemplate.ChatMl.RenderSft(example).MaskedEarlierTurns);
+        }
+        finally { File.Delete(file); }
+    }
+
     [Fact]
     public void SftSegmentsMarkPromptEarlierTurnsAndCompletion()
     {

@@ -268,6 +268,13 @@ public sealed class ChatTemplate
         throw new UserInputException(problem);
     }
 
+    /// <summary>An SFT example's segments, and how many earlier assistant turns stayed in the prompt (no loss) because
+    /// the template does not render them the same way once the conversation goes on.</summary>
+    public sealed class SftSegments : List<TextSegment>
+    {
+        public int MaskedEarlierTurns { get; set; }
+    }
+
     /// <summary>
     /// The segments of an SFT example, adjacent segments of the same role merged. Text record: one Completion
     /// segment. Plain prompt/completion: Prompt (left out when empty) and Completion. Messages: the final answer
@@ -276,9 +283,9 @@ public sealed class ChatTemplate
     /// the generation prompt, and up to and including it, are both prefixes of the whole), else Prompt (e.g. a
     /// template that drops the reasoning of earlier turns); the rest is Prompt.
     /// </summary>
-    public IReadOnlyList<TextSegment> RenderSft(SftExample example)
+    public SftSegments RenderSft(SftExample example)
     {
-        var segments = new List<TextSegment>();
+        var segments = new SftSegments();
         void Add(string text, SegmentRole role)
         {
             if (text.Length == 0) return;
@@ -312,7 +319,11 @@ public sealed class ChatTemplate
             var before = RenderPrompt(all.GetRange(0, i));
             var through = RenderConversation(all.GetRange(0, i + 1));
             if (before.Length < done || through.Length < before.Length || through.Length > promptText.Length
-                || !full.StartsWith(before, StringComparison.Ordinal) || !full.StartsWith(through, StringComparison.Ordinal)) continue;
+                || !full.StartsWith(before, StringComparison.Ordinal) || !full.StartsWith(through, StringComparison.Ordinal))
+            {
+                segments.MaskedEarlierTurns++;
+                continue;
+            }
             Add(full[done..before.Length], SegmentRole.Prompt);
             Add(full[before.Length..through.Length], SegmentRole.EarlierAssistantTurn);
             done = through.Length;

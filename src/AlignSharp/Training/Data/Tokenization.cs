@@ -100,6 +100,9 @@ public sealed class SftSequence(int[] ids, int[] labels, int[] exampleStarts, Re
     public int[] Labels { get; } = labels;
     public int[] ExampleStarts { get; } = exampleStarts;
     public RecordSource[] Sources { get; } = sources;
+
+    /// <summary>Earlier assistant turns of its conversation left without loss (<see cref="ChatTemplate.SftSegments"/>).</summary>
+    public int MaskedEarlierTurns { get; init; }
     public int Length => Ids.Length;
 
     /// <summary>Tokens that carry loss.</summary>
@@ -184,7 +187,7 @@ public static class SftEncoder
         }
         for (int i = 0; i < completionLength; i++) outIds[promptLength + i] = labels[promptLength + i] = completion[i];
         if (n > 0) labels[0] = SftSequence.IgnoreIndex;
-        return new SftSequence(outIds, labels, [0], [example.Source]);
+        return new SftSequence(outIds, labels, [0], [example.Source]) { MaskedEarlierTurns = segments.MaskedEarlierTurns };
     }
 
     /// <summary>

@@ -180,6 +180,11 @@ public static class SftTrainer
         var encoding = new SftEncodingOptions { Truncation = o.Truncation, Loss = o.Loss, SkipBadRecords = o.SkipBadRecords };
         var trainSeqs = SftEncoder.Encode(train, tokenizer, template, encoding);
         if (trainSeqs.Warning != null) log.WriteLine($"warning: {trainSeqs.Warning}");
+        if (trainSeqs.Records.Where(s => s.MaskedEarlierTurns > 0).ToList() is { Count: > 0 } masked)
+            log.WriteLine($"note: {masked.Count} conversation{(masked.Count == 1 ? "" : "s")} (e.g. {masked[0].Sources[0]}) keep {masked.Sum(s => s.MaskedEarlierTurns)} earlier assistant turn(s) " +
+                "without loss: the chat template renders them differently once the conversation goes on (Qwen3 drops earlier turns' reasoning; a template that " +
+                "ends the conversation with EOS only without a generation prompt, as Phi-3's), so their tokens in context are unknown. Only the final turn of those " +
+                "is trained (docs/data-formats.md); {% generation %} tags are not read.");
         var evalSeqs = SftEncoder.Encode(eval, tokenizer, template, encoding);
         IReadOnlyList<SftSequence> rows = o.Packing ? SftPacking.Pack(trainSeqs.Records, o.MaxLength) : trainSeqs.Records;
         if (rows.Count == 0) throw new UserInputException($"{o.Data}: no usable training examples.");
