@@ -1,23 +1,25 @@
 using System.Text.Json.Nodes;
 using AlignSharp.Feedback;
 using AlignSharp.Models;
+using AlignSharp.Tests.Training;
 using AlignSharp.Text;
 
 namespace AlignSharp.Tests.Feedback;
 
 public class CompletionSamplerTests
 {
-    /// <summary>Letters a..z are ids 1..26; id 0 is BOS. Enough to drive generation end to end.</summary>
-    private sealed class LetterTokenizer : ITokenizer
+    /// <summary>Id 0 is BOS ('^'), id i the i-th character of <paramref name="chars"/>; other characters are dropped.
+    /// Enough to drive generation end to end.</summary>
+    private sealed class CharTokenizer(string chars) : ITokenizer
     {
-        public int VocabSize => 27;
+        public int VocabSize => chars.Length;
         public int[] Encode(string text, bool addSpecialTokens = true) =>
-            (addSpecialTokens ? new[] { 0 } : []).Concat(text.Where(char.IsAsciiLetterLower).Select(ch => ch - 'a' + 1)).ToArray();
+            (addSpecialTokens ? new[] { 0 } : []).Concat(text.Where(ch => chars.IndexOf(ch) > 0).Select(ch => chars.IndexOf(ch))).ToArray();
         public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
         {
-            var chars = new List<char>();
-            foreach (int id in ids) if (id > 0 || !skipSpecialTokens) chars.Add(id == 0 ? '^' : (char)('a' + id - 1));
-            return new string(chars.ToArray());
+            var decoded = new List<char>();
+            foreach (int id in ids) if (id > 0 || !skipSpecialTokens) decoded.Add(chars[id]);
+            return new string(decoded.ToArray());
         }
         public int? TokenToId(string token) => null;
         public string? IdToToken(int id) => null;
@@ -30,11 +32,17 @@ public class CompletionSamplerTests
         public int? PadId => null;
     }
 
+    /// <summary>Letters a..z are ids 1..26.</summary>
+    private static CharTokenizer LetterTokenizer() => new("^abcdefghijklmnopqrstuvwxyz");
+
+    /// <summary>' ' 1, '\n' 2, 'a' 3: a vocabulary in which a completion can be only whitespace.</summary>
+    private static CharTokenizer SpaceTokenizer() => new("^ \na");
+
     [Fact]
     public void SamplesKCompletionsPerPromptReproducibly()
     {
         var model = TransformerModel.CreateRandom(ModelPresets.Gpt2(27, 16, 1, 2, 32), seed: 3, std: 0.5f);
-        var tokenizer = new LetterTokenizer();
+        var tokenizer = LetterTokenizer();
         var options = new SamplingOptions { MaxNewTokens = 6, Temperature = 1.5f, Seed = 11, EosIds = [] };
         var calls = new List<int>();
         var first = CompletionSampler.Sample(model, tokenizer, ["hello", "world"], 4, options, (done, _) => calls.Add(done));
@@ -61,56 +69,17 @@ public class CompletionSamplerTests
     public void GreedyIsRefusedBecauseItGivesIdenticalCompletions()
     {
         var model = TransformerModel.CreateRandom(ModelPresets.Gpt2(27, 16, 1, 2, 32), seed: 3);
-        Assert.Throws<UserInputException>(() => CompletionSampler.Sample(model, new LetterTokenizer(), ["a"], 2, new SamplingOptions { Temperature = 0 }));
+        Assert.Throws<UserInputException>(() => CompletionSampler.Sample(model, LetterTokenizer(), ["a"], 2, new SamplingOptions { Temperature = 0 }));
     }
 
-    /// <summary>BOS is id 0, ' ' 1, '\n' 2, 'a' 3: a vocabulary in which a completion can be only whitespace.</summary>
-    private sealed class SpaceTokenizer : ITokenizer
-    {
-        private const string Chars = "^ \na";
-        public int VocabSize => 4;
-        public int[] Encode(string text, bool addSpecialTokens = true) =>
-            (addSpecialTokens ? new[] { 0 } : []).Concat(text.Where(ch => Chars.IndexOf(ch) > 0).Select(ch => Chars.IndexOf(ch))).ToArray();
-        public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
-        {
-            var chars = new List<char>();
-            foreach (int id in ids) if (id > 0 || !skipSpecialTokens) chars.Add(Chars[id]);
-            return new string(chars.ToArray());
-        }
-        public int? TokenToId(string token) => null;
-        public string? IdToToken(int id) => null;
-        public bool IsSpecial(int id) => id == 0;
-        public string? BosToken => "^";
-        public string? EosToken => null;
-        public string? PadToken => null;
-        public int? BosId => 0;
-        public int? EosId => null;
-        public int? PadId => null;
-    }
-
-    /// <summary>
-    /// A GPT-2 whose next-token logits are <paramref name="logits"/> whatever the input: the final norm is rigged to output
-    /// the first unit vector (weight 0, bias e₀), so the tied head's logit for token v is embed[v, 0].
-    /// </summary>
-    private static TransformerModel Rigged(params float[] logits)
-    {
-        var model = TransformerModel.CreateRandom(ModelPresets.Gpt2(logits.Length, 8, 1, 2, 32), seed: 1);
-        Assert.True(model.Config.TieWordEmbeddings);
-        model.Parameter("final_norm.weight").Span.Clear();
-        var bias = model.Parameter("final_norm.bias").Span;
-        bias.Clear();
-        bias[0] = 1;
-        var embed = model.Parameter("embed.weight").Span;
-        for (int v = 0; v < logits.Length; v++) embed[v * 8] = logits[v];
-        return model;
-    }
+    private static TransformerModel Rigged(params float[] logits) => TinyModels.Rigged(ModelPresets.Gpt2(logits.Length, 8, 1, 2, 32), v => logits[v]);
 
     [Fact]
     public void AWhitespaceOnlyCompletionIsResampledFromItsOwnStream()
     {
         // ' ' and '\n' together as likely as 'a': one-token completions are whitespace half the time.
         var model = Rigged(-100, MathF.Log(0.5f), MathF.Log(0.5f), 0);
-        var tokenizer = new SpaceTokenizer();
+        var tokenizer = SpaceTokenizer();
         var options = new SamplingOptions { MaxNewTokens = 1, Temperature = 1, Seed = 5, EosIds = [] };
         var first = Generator.Generate(model, Enumerable.Repeat(tokenizer.Encode("a"), 6).ToArray(), options, tokenizer);
         Assert.Contains(first, c => string.IsNullOrWhiteSpace(c.Text ?? tokenizer.Decode(c.Ids, true)));   // the seed does draw whitespace
@@ -125,7 +94,7 @@ public class CompletionSamplerTests
     public void AModelThatKeepsProducingWhitespaceFailsNamingThePrompt()
     {
         var model = Rigged(-100, 100, 0, -100);     // ' ' almost always, sometimes '\n', never 'a'
-        var tokenizer = new SpaceTokenizer();
+        var tokenizer = SpaceTokenizer();
         var options = new SamplingOptions { MaxNewTokens = 3, Temperature = 1, Seed = 0, EosIds = [] };
         var e = Assert.Throws<UserInputException>(() => CompletionSampler.Sample(model, tokenizer, ["a", "aa"], 2, options, sources: ["prompts.jsonl:1", "prompts.jsonl:2"]));
         Assert.StartsWith("prompts.jsonl:1: ", e.Message);
