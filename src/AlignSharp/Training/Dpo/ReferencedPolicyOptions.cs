@@ -17,7 +17,6 @@ public abstract record ReferencedPolicyOptions : TextDataOptions
     protected ReferencedPolicyOptions()
     {
         LearningRate = 5e-6f;
-        MaxLength = 1024;
     }
 
     [Option("Model directory to train (config.json + safetensors + tokenizer.json); its starting weights are the reference model unless --reference is given.", Required = true)]

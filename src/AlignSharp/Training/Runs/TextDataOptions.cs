@@ -23,8 +23,9 @@ public abstract record TextDataOptions : TrainerOptions
     [Option(AlignSharp.Training.Data.ChatTemplate.KwargsHelp)]
     public string? ChatTemplateKwargs { get; init; }
 
+    // TRL's SFTConfig, RewardConfig, DPOConfig and KTOConfig all default max_length to 1024.
     [Option("Longest sequence in tokens (prompt + completion + EOS).")]
-    public int MaxLength { get; init; } = 512;
+    public int MaxLength { get; init; } = 1024;
 
     [Option("Longest prompt in tokens (0 = no separate limit; for online-dpo, what --max-length leaves after --max-new-tokens).")]
     public int MaxPromptLength { get; init; }
