@@ -136,6 +136,9 @@ public static class TrainerCommand
             try { using var reader = new StreamReader(file); yaml.Load(reader); }
             catch (YamlDotNet.Core.YamlException e) { throw new UserInputException($"{file}:{e.Start.Line}: malformed YAML: {e.Message}"); }
             if (yaml.Documents.Count == 0) return;
+            // One mapping of options, as yaml.safe_load (TRL's parser) reads it: a second document would be dropped.
+            if (yaml.Documents.Count > 1)
+                throw new UserInputException($"{file}:{yaml.Documents[1].RootNode.Start.Line}: a second YAML document (after ---); a config file holds one mapping of options.");
             if (yaml.Documents[0].RootNode is not YamlMappingNode map) throw new UserInputException($"{file}: expected a mapping of options.");
             foreach (var (k, v) in map.Children)
             {
@@ -143,7 +146,7 @@ public static class TrainerCommand
                 string key = keyNode.Value ?? "";
                 object? value = v switch
                 {
-                    YamlScalarNode s => s.Style == YamlDotNet.Core.ScalarStyle.Plain && s.Value is "~" or "null" or "" ? null : s.Value,
+                    YamlScalarNode s => s.Style == YamlDotNet.Core.ScalarStyle.Plain && s.Value is "~" or "null" or "Null" or "NULL" or "" ? null : s.Value,
                     YamlSequenceNode seq => seq.Children.Select(c => c is YamlScalarNode cs ? cs.Value ?? ""
                         : throw new UserInputException($"{file}:{c.Start.Line}: key \"{key}\": a list of options holds plain values, not lists or mappings.")).ToArray(),
                     // A mapping is an option's JSON object (--chat-template-kwargs), as a JSON config file gives it.
@@ -164,8 +167,15 @@ public static class TrainerCommand
             if (setBy.TryGetValue(p, out var first))
                 throw new UserInputException($"{where}: sets the same option as key \"{first}\"; give it once.");
             setBy[p] = key;
-            object? value = raw is string[] list && p.PropertyType == typeof(string) && p.GetCustomAttribute<OptionAttribute>() is { CommaList: true }
-                ? string.Join(",", list) : raw;
+            object? value = raw is string[] list && p.PropertyType == typeof(string)
+                ? p.GetCustomAttribute<OptionAttribute>() is { CommaList: true } ? string.Join(",", list)
+                : list.Length == 1 ? list[0]   // transformers' report_to: [tensorboard]
+                : raw
+                : raw;
+            // A null (TRL's None) sets an option whose default is none; elsewhere its meaning differs by option, so it is
+            // refused rather than read as this project's default.
+            if (value == null && !Nullable(p))
+                throw new UserInputException($"{where}: needs a value (a None in TRL; leave the key out for the default here, {FormatDefault(p.GetValue(options)!)}).");
             p.SetValue(options, Convert(value, p.PropertyType, where));
         }
     }
@@ -210,10 +220,16 @@ public static class TrainerCommand
         }
     }
 
+    private static readonly NullabilityInfoContext Nullability = new();
+
+    /// <summary>Whether the option may be set to none: a Nullable value type, or a reference type annotated nullable.</summary>
+    private static bool Nullable(PropertyInfo p) =>
+        System.Nullable.GetUnderlyingType(p.PropertyType) != null || !p.PropertyType.IsValueType && Nullability.Create(p).WriteState == NullabilityState.Nullable;
+
     private static object? Convert(object? raw, Type type, string where)
     {
-        if (raw == null) return type == typeof(string) || type == typeof(string[]) || Nullable.GetUnderlyingType(type) != null ? null : throw new UserInputException($"{where}: needs a value.");
-        type = Nullable.GetUnderlyingType(type) ?? type;
+        if (raw == null) return null;
+        type = System.Nullable.GetUnderlyingType(type) ?? type;
         try
         {
             if (type == typeof(string[])) return raw as string[] ?? [(string)raw];

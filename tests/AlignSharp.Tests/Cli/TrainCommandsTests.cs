@@ -41,6 +41,29 @@ public sealed class TrainCommandsTests : IDisposable
         Assert.Contains("fast is not a valid number", type.StdErr);
         File.WriteAllText(P("type.yaml"), "seed: [1, 2]\n");
         Assert.Contains("[1, 2] is not a valid integer", CliRunner.Run([.. sft, "--config", P("type.yaml"), "--out", P("t")]).StdErr);
+
+        // TRL's None: an option whose default is none takes it; elsewhere it is refused naming the key (it was a
+        // NullReferenceException for text options).
+        File.WriteAllText(P("none.yaml"), "lora_target_modules: null\n");
+        var none = CliRunner.Run([.. sft, "--config", P("none.yaml"), "--out", P("t")]);
+        Assert.Equal(2, none.ExitCode);
+        Assert.Contains("none.yaml:1: key \"lora_target_modules\": needs a value (a None in TRL; leave the key out for the default here, all-linear)", none.StdErr);
+        Assert.DoesNotContain("   at ", none.StdErr);
+        File.WriteAllText(P("none.yaml"), "use_peft: Null\nresume_from_checkpoint: null\n");
+        Assert.Equal(0, CliRunner.Run([.. sft, "--config", P("none.yaml"), "--out", P("n")]).ExitCode);
+        // A second YAML document is refused (yaml.safe_load refuses it; it was dropped silently).
+        File.WriteAllText(P("two.yaml"), "seed: 1\n---\nlearning_rate: 0.5\n");
+        Assert.Contains("two.yaml:3: a second YAML document", CliRunner.Run([.. sft, "--config", P("two.yaml"), "--out", P("t")]).StdErr);
+        // transformers' report_to as a list of one tracker; resume_from_checkpoint in Python's spelling.
+        string[] saving = ["sft", "--model", model, "--data", P("sft.jsonl"), "--save-steps", "1", "--out", P("l")];
+        File.WriteAllText(P("list.yaml"), "report_to:\n- tensorboard\n");
+        var listed = CliRunner.Run([.. saving, "--config", P("list.yaml"), "--max-steps", "1"]);
+        Assert.True(listed.ExitCode == 0, listed.StdErr);
+        Assert.True(Directory.Exists(P("l/runs")));
+        File.WriteAllText(P("resume.yaml"), "resume_from_checkpoint: True\n");
+        var resumed = CliRunner.Run([.. saving, "--config", P("resume.yaml"), "--max-steps", "2", "--report-to", "tensorboard"]);
+        Assert.True(resumed.ExitCode == 0, resumed.StdErr);
+        Assert.Contains("at step 1", resumed.StdErr);
     }
 
     [Fact]

@@ -223,7 +223,7 @@ public sealed class RunDirectory
     public string? ResolveResume(string? resume)
     {
         if (resume == null) return null;
-        if (resume is "" or "latest" or "true")
+        if (resume is "" or "latest" || string.Equals(resume, "true", StringComparison.OrdinalIgnoreCase))
         {
             var all = Checkpoints();
             if (all.Count == 0)

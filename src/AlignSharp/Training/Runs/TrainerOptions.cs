@@ -78,7 +78,7 @@ public abstract record TrainerOptions
     private const int DefaultSaveTotalLimit = 2;
 
     [Option("Resume from the newest checkpoint in --out (or from the checkpoint directory given); training continues bit for bit. Options that change the training must match the checkpoint's.", SafeToChangeOnResume = true)]
-    public string? Resume { get; init => field = value is "false" ? null : value; }   // resume_from_checkpoint: false, as in transformers
+    public string? Resume { get; init => field = string.Equals(value, "false", StringComparison.OrdinalIgnoreCase) ? null : value; }   // resume_from_checkpoint: false (or Python's False), as in transformers
 
     [Option("Kernel threads (0 = all cores).", SafeToChangeOnResume = true)]
     public int Threads { get; init; }
