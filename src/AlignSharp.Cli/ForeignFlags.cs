@@ -30,6 +30,16 @@ public static class ForeignFlags
         ["use_liger_kernel"] = "there is nothing to switch on: AlignSharp's kernels are its own.",
         ["push_to_hub"] = "runs write their final model and checkpoints to --out; there is no hub upload.",
         ["hub_model_id"] = "runs write their final model and checkpoints to --out; there is no hub upload.",
+        ["chat_template_path"] = "give the chat template with --chat-template FILE.jinja (or a built-in name: chatml, llama3, plain).",
+        ["eval_strategy"] = "evaluation runs every --eval-steps optimizer steps and at the end, when --eval-data or --eval-split is given; there is no strategy to choose.",
+        ["evaluation_strategy"] = "evaluation runs every --eval-steps optimizer steps and at the end, when --eval-data or --eval-split is given; there is no strategy to choose.",
+        ["save_strategy"] = "a checkpoint is written every --save-steps steps (0 = only the final model); there is no strategy to choose.",
+        ["logging_strategy"] = "metrics are written every --logging-steps steps; there is no strategy to choose.",
+        ["per_device_eval_batch_size"] = "evaluation uses --batch-size.",
+        ["truncation_mode"] = "with --truncate a prompt keeps its end and a completion its start (docs/data-formats.md); there is no mode to choose.",
+        ["lr_scheduler_kwargs"] = "the schedules take no options: --lr-scheduler constant, constant_with_warmup, linear or cosine, with --warmup-steps or --warmup-ratio.",
+        ["num_generations"] = "completions per prompt are grpo's --num-generations and rloo's --rloo-k (TRL 1.x RLOOConfig's num_generations); ppo samples one per prompt.",
+        ["epsilon"] = "the ratio's clip range is --clip-range (TRL's cliprange / epsilon).",
     };
 
     /// <summary>The hint for a config-file key (any spelling) that is such a flag, or null.</summary>

@@ -35,6 +35,8 @@ public sealed class TrainCommandsTests : IDisposable
         // A TRL key that is no option here says what does the job, as the flag does.
         File.WriteAllText(P("bf16.yaml"), "bf16: true\n");
         Assert.Contains("trains in float32", CliRunner.Run([.. sft, "--config", P("bf16.yaml"), "--out", P("t")]).StdErr);
+        File.WriteAllText(P("strategy.yaml"), "save_strategy: \"no\"\n");
+        Assert.Contains("strategy.yaml:1: key \"save_strategy\": not an option of this command (see --help). a checkpoint is written every --save-steps steps", CliRunner.Run([.. sft, "--config", P("strategy.yaml"), "--out", P("t")]).StdErr);
         // A wrong type is named in words, not .NET's.
         File.WriteAllText(P("type.yaml"), "learning_rate: fast\nseed: [1, 2]\n");
         var type = CliRunner.Run([.. sft, "--config", P("type.yaml"), "--out", P("t")]);
