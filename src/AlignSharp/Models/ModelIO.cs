@@ -141,19 +141,8 @@ public static class ModelIO
 
     internal static void RequireFinite(string directory, string name, ReadOnlySpan<float> values)
     {
-        if (!AllFinite(values))
+        if (!System.Numerics.Tensors.TensorPrimitives.IsFiniteAll(values))
             throw new UserInputException($"{directory}: tensor '{name}' holds NaN or infinite values; the checkpoint is unusable (saved from a diverged run, or corrupt).");
-    }
-
-    /// <summary>True when every value is finite (x − x is 0 exactly for finite x, NaN for NaN and ±∞).</summary>
-    public static bool AllFinite(ReadOnlySpan<float> values)
-    {
-        var vectors = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(values);
-        foreach (var v in vectors)
-            if (!System.Numerics.Vector.EqualsAll(v - v, System.Numerics.Vector<float>.Zero)) return false;
-        for (int i = vectors.Length * System.Numerics.Vector<float>.Count; i < values.Length; i++)
-            if (!float.IsFinite(values[i])) return false;
-        return true;
     }
 
     internal static void InitialiseNewHead(TransformerModel model, string name, Tensor p, int seed)
