@@ -33,6 +33,13 @@ typedef struct
     int32_t stream_end;  /* this thread reads B rows [j1, stream_end) next (unless another takes them): the
                             prefetch runs on into them; ≤ j1: it stops at j1 */
     int32_t prefetch_l2; /* 1: B's lines are prefetched into L2 (prefetcht1), 0: into L1 (prefetcht0); see PF */
+    /* The blocked product (convert 3, 4, 5; see gemm_block): */
+    const uint32_t* pa;  /* bf16(A) in GMR-row panels (pack_a) */
+    const uint32_t* pb;  /* B in GNR-column panels (pack_b) */
+    uint32_t* pack;      /* where pack_a / pack_b write */
+    int32_t rows, cols;  /* the block: rows of A and C, columns of B and C */
+    int32_t kc;          /* k positions of the block (k pairs: (kc + 1) / 2) */
+    int32_t trans_b;     /* pack_b: 1: B stored [n,k] (a Linear weight, the forward), 0: B stored [k,n] (its input gradient) */
 } Args;
 
 #define INLINE static inline __attribute__((always_inline))
@@ -279,9 +286,195 @@ INLINE void sizes(const Args* s, const int L2)
     }
 }
 
+/* ---- The blocked product for many rows: C[rows, cols] (+)= bf16(A) · B, one KC-deep slice of one block. ----
+ * The five-loop blocking of Gemm.cs (C#: the loops over blocks and threads, here: the packing and the micro-kernel), with
+ * vdpbf16ps: each instruction multiplies 16 lanes' pairs of bf16 values, exactly, and adds both into float32 lanes, so a
+ * register tile accumulates along k pairs. A is rounded to bf16 as convert rounds it (vcvtne2ps2bf16). Packed, element q
+ * of a panel is a k pair: (value at k = 2q, value at k = 2q + 1) as one 32-bit word, low half first, zero past kc.
+ *   A panel (GMR rows): word q·GMR + r = row r's pair q;   B panel (GNR columns): word q·GNR + j = column j's pair q.
+ * Every C element is one chain over the slice's k pairs in increasing order, started at zero and then added to C (when
+ * accumulating, or a later slice) or stored: its value does not depend on which tile, block or thread computed it. */
+#define GMR 12
+#define GNR 32
+
+/* Rows [0, rows) of A (float32, row stride lda, already at the block's first k) into GMR-row panels; rows past `rows`
+ * up to a whole panel are zero. */
+INLINE void pack_a(const Args* s)
+{
+    int kq = (s->kc + 1) / 2;
+    for (int r0 = 0; r0 < s->rows; r0 += GMR)
+    {
+        uint32_t* panel = s->pack + (int64_t)r0 * kq;
+        for (int r = 0; r < GMR; r++)
+        {
+            if (r0 + r >= s->rows)
+            {
+                for (int q = 0; q < kq; q++) panel[q * GMR + r] = 0;
+                continue;
+            }
+            const float* ar = s->a + (int64_t)(r0 + r) * s->lda;
+            for (int p = 0; p < s->kc; p += 32)
+            {
+                int left = s->kc - p;
+                __mmask16 lo = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+                __mmask16 hi = left >= 32 ? (__mmask16)0xFFFF : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+                __m512 x = _mm512_maskz_loadu_ps(lo, ar + p), y = _mm512_maskz_loadu_ps(hi, ar + p + 16);
+                uint32_t words[16];
+                _mm512_storeu_si512(words, (__m512i)_mm512_cvtne2ps_pbh(y, x));
+                int pairs = (left + 1) / 2 < 16 ? (left + 1) / 2 : 16;
+                for (int i = 0; i < pairs; i++) panel[(p / 2 + i) * GMR + r] = words[i];
+            }
+        }
+    }
+}
+
+/* dst[j·ld + i] = the 32-bit word i of row j, for a 16 × 16 block of words at src (row stride lds words): four
+ * rounds of immediate shuffles (no constants, see the top of the file). */
+INLINE void transpose16(const uint32_t* src, int64_t lds, uint32_t* dst, int64_t ld)
+{
+    __m512i r[16], t[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512(src + i * lds);
+#pragma GCC unroll 8
+    for (int i = 0; i < 16; i += 2)
+    {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 16; i += 4)
+    {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* r[4g + c] holds, in each 128-bit lane L, word 4L + c of rows 4g..4g+3; gather lane L of the four groups. */
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+    {
+        t[c] = _mm512_shuffle_i32x4(r[c], r[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
+        t[4 + c] = _mm512_shuffle_i32x4(r[c], r[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
+        t[8 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
+        t[12 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+    {
+        r[c] = _mm512_shuffle_i32x4(t[c], t[8 + c], _MM_SHUFFLE(2, 0, 2, 0));
+        r[8 + c] = _mm512_shuffle_i32x4(t[c], t[8 + c], _MM_SHUFFLE(3, 1, 3, 1));
+        r[4 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
+        r[12 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
+    }
+    /* r[w] is now output row w: word w of the 16 rows. */
+#pragma GCC unroll 16
+    for (int w = 0; w < 16; w++) _mm512_storeu_si512(dst + w * ld, r[w]);
+}
+
+/* Columns [0, cols) of B (bf16, already at the block's first k and column) into GNR-column panels; columns past `cols`
+ * up to a whole panel are zero. */
+INLINE void pack_b(const Args* s)
+{
+    int kq = (s->kc + 1) / 2, whole = s->kc / 2;
+    for (int j0 = 0; j0 < s->cols; j0 += GNR)
+    {
+        uint32_t* panel = s->pack + (int64_t)j0 * kq;
+        int width = s->cols - j0 < GNR ? s->cols - j0 : GNR;
+        if (s->trans_b)
+        {
+            /* Column j is row j of the stored B, its pairs consecutive words: 16 × 16 blocks of words transposed, the
+             * rest (a partial panel, pairs past the last 16, an odd kc's last value) one word at a time. */
+            int q16 = width == GNR && !(s->ldb & 1) ? whole & ~15 : 0; /* word rows need an even stride */
+            for (int q = 0; q < q16; q += 16)
+                for (int j = 0; j < GNR; j += 16)
+                    transpose16((const uint32_t*)(s->b + (int64_t)(j0 + j) * s->ldb) + q, s->ldb / 2, panel + q * GNR + j, GNR);
+            for (int j = 0; j < GNR; j++)
+            {
+                if (j >= width)
+                {
+                    for (int q = 0; q < kq; q++) panel[q * GNR + j] = 0;
+                    continue;
+                }
+                const uint16_t* br = s->b + (int64_t)(j0 + j) * s->ldb;
+                for (int q = q16; q < whole; q++) panel[q * GNR + j] = br[2 * q] | (uint32_t)br[2 * q + 1] << 16;
+                if (s->kc & 1) panel[(kq - 1) * GNR + j] = br[s->kc - 1];
+            }
+        }
+        else
+        {
+            /* Pair q interleaves stored rows 2q and 2q + 1: 16-bit unpacks give the words of columns 0-3, 8-11, ... and
+             * 4-7, 12-15, ...; two 128-bit shuffles put them in order. */
+            __mmask32 in = width == GNR ? 0xFFFFFFFFu : (1u << width) - 1;
+            for (int q = 0; q < kq; q++)
+            {
+                const uint16_t* even = s->b + (int64_t)(2 * q) * s->ldb + j0;
+                __m512i e = _mm512_maskz_loadu_epi16(in, even);
+                __m512i o = 2 * q + 1 < s->kc ? _mm512_maskz_loadu_epi16(in, even + s->ldb) : _mm512_setzero_si512();
+                __m512i lo = _mm512_unpacklo_epi16(e, o), hi = _mm512_unpackhi_epi16(e, o);
+                __m512i t0 = _mm512_shuffle_i32x4(lo, hi, _MM_SHUFFLE(1, 0, 1, 0)), t1 = _mm512_shuffle_i32x4(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
+                _mm512_storeu_si512(panel + q * GNR, _mm512_shuffle_i32x4(t0, t0, _MM_SHUFFLE(3, 1, 2, 0)));
+                _mm512_storeu_si512(panel + q * GNR + 16, _mm512_shuffle_i32x4(t1, t1, _MM_SHUFFLE(3, 1, 2, 0)));
+            }
+        }
+    }
+}
+
+/* One GMR × GNR tile: rows [0, rows) and the columns of masks m0, m1 of C get the panels' product over kq pairs. */
+INLINE void gemm_tile(const uint32_t* ap, const uint32_t* bp, int kq, float* c, int64_t ldc, int rows,
+                      __mmask16 m0, __mmask16 m1, int accumulate)
+{
+    __m512 acc[GMR][2];
+#pragma GCC unroll 12
+    for (int r = 0; r < GMR; r++) { acc[r][0] = _mm512_setzero_ps(); acc[r][1] = _mm512_setzero_ps(); }
+    for (int q = 0; q < kq; q++)
+    {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + q * GNR), b1 = (__m512bh)_mm512_loadu_si512(bp + q * GNR + 16);
+#pragma GCC unroll 12
+        for (int r = 0; r < GMR; r++)
+        {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)ap[q * GMR + r]);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
+        }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < GMR; r++)
+    {
+        if (r >= rows) break;
+        float* cr = c + r * ldc;
+        __m512 x = acc[r][0], y = acc[r][1];
+        if (accumulate)
+        {
+            x = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), x);
+            y = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), y);
+        }
+        _mm512_mask_storeu_ps(cr, m0, x);
+        _mm512_mask_storeu_ps(cr + 16, m1, y);
+    }
+}
+
+/* Every tile of the block: B's panels outermost (one stays in L1 while A's panels stream from L2 past it). */
+INLINE void gemm_block(const Args* s)
+{
+    int kq = (s->kc + 1) / 2;
+    for (int j0 = 0; j0 < s->cols; j0 += GNR)
+    {
+        int width = s->cols - j0;
+        __mmask16 m0 = width >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << width) - 1);
+        __mmask16 m1 = width >= 32 ? (__mmask16)0xFFFF : width > 16 ? (__mmask16)((1u << (width - 16)) - 1) : 0;
+        const uint32_t* bp = s->pb + (int64_t)j0 * kq;
+        for (int r0 = 0; r0 < s->rows; r0 += GMR)
+            gemm_tile(s->pa + (int64_t)r0 * kq, bp, kq, s->c + r0 * s->ldc + j0, s->ldc,
+                      s->rows - r0, m0, m1, s->accumulate);
+    }
+}
+
 /* The entry point (offset 0 of the extracted code). */
 void bf16dot_entry(const Args* s)
 {
+    if (s->convert == 3) { pack_a(s); return; }
+    if (s->convert == 4) { pack_b(s); return; }
+    if (s->convert == 5) { gemm_block(s); return; }
     if (s->convert == 1) { convert(s); return; }
     if (s->convert == 2) { convert_range(s); return; }
     if (s->prefetch_l2) sizes(s, 1);

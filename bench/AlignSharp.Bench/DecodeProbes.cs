@@ -350,7 +350,7 @@ internal static class DecodeProbes
                                 Ops.GatedMlp(x[m], (W("mlp.gate"), null), (W("mlp.up"), null), (W("mlp.down"), null), Ops.GateActivation.Silu);
                             }
                             Gemm.MultiplyBf16(false, true, m, head.Dim(0), head.Dim(1), x[m].Span, head.Dim(1), head.Bf16Span, head.Dim(1),
-                                logits.AsSpan(0, m * head.Dim(0)), head.Dim(0), false, bf16Activations: true);
+                                logits.AsSpan(0, m * head.Dim(0)), head.Dim(0), false, Bf16Inputs.AtDecodeShapes);
                         }
                         if (round > 0) products[m].Add(sw.Elapsed.TotalMilliseconds);
                     }
@@ -383,7 +383,7 @@ internal static class DecodeProbes
             foreach (int m in batches)
             {
                 var sw = Stopwatch.StartNew();
-                Gemm.MultiplyBf16(false, true, m, n, k, a.AsSpan(0, m * k), k, w.Bf16Span, k, c.AsSpan(0, m * n), n, false, bf16Activations: true);
+                Gemm.MultiplyBf16(false, true, m, n, k, a.AsSpan(0, m * k), k, w.Bf16Span, k, c.AsSpan(0, m * n), n, false, Bf16Inputs.AtDecodeShapes);
                 double gemm = sw.Elapsed.TotalMilliseconds;
                 var rngs = Enumerable.Range(0, m).Select(b => new Random(round * 1000 + b)).ToArray();
                 sw.Restart();
@@ -417,7 +417,7 @@ internal static class DecodeProbes
                     {
                         var w = model.Parameter($"layers.{l}.{name}.weight");
                         int n = w.Dim(0), k = w.Dim(1);
-                        Gemm.MultiplyBf16(false, true, m, n, k, a.AsSpan(0, m * k), k, w.Bf16Span, k, c.AsSpan(0, m * n), n, false, bf16Activations: true);
+                        Gemm.MultiplyBf16(false, true, m, n, k, a.AsSpan(0, m * k), k, w.Bf16Span, k, c.AsSpan(0, m * n), n, false, Bf16Inputs.AtDecodeShapes);
                         bytes += (long)n * k * sizeof(ushort);
                     }
                     if (round > 0) gbs[name][m].Add(bytes / sw.Elapsed.TotalSeconds / 1e9);

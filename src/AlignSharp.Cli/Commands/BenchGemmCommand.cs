@@ -9,7 +9,8 @@ namespace AlignSharp.Cli.Commands;
 /// `alignsharp bench gemm`: times C[m,n] = opA[m,k]·opB[k,n] and prints one JSON object with the median
 /// of the timed repetitions: {"m","n","k","batch","trans_a","trans_b","b_dtype","threads","reps","gflops","ms","min_ms","max_ms","b_gbs"},
 /// and with bf16 B "bf16_kernel": "vdpbf16ps" where the native AVX512-BF16 kernel ran (decode shapes; A rounded to bf16,
-/// as in inference), else "widened" (B widened exactly; ALIGNSHARP_BF16_DOT=0 forces it).
+/// as in inference), else "widened" (B widened exactly; ALIGNSHARP_BF16_DOT=0 forces it); with --matmul-precision medium
+/// "vdpbf16ps-blocked" (A rounded to bf16 at any shape, the blocked kernel) or "rounded-widened" (A rounded, float32 product).
 /// </summary>
 public static class BenchGemmCommand
 {
@@ -23,10 +24,11 @@ public static class BenchGemmCommand
         var transA = new Option<bool>("--trans-a") { Description = "A is stored [k,m] and used transposed." };
         var transB = new Option<bool>("--trans-b") { Description = "B is stored [n,k] and used transposed." };
         var bDtype = new Option<string>("--b-dtype") { Description = "Storage of B: f32, or bf16 (frozen weights, Gemm.MultiplyBf16 as inference calls it; batch 1 only).", DefaultValueFactory = _ => "f32" };
+        var precision = new Option<string>("--matmul-precision") { Description = "With --b-dtype bf16: highest (A exact, or rounded at decode shapes where the decode kernel runs, as generation calls it) or medium (A rounded to bf16 at every shape, as training with --matmul-precision medium calls it).", DefaultValueFactory = _ => "highest" };
         var reps = new Option<int>("--reps") { Description = "Timed repetitions (each loops the call for >= 20 ms on small shapes); the median is reported.", DefaultValueFactory = _ => 15 };
 
         var cmd = new Command("gemm", "Float32 GEMM throughput; prints {\"m\",\"n\",\"k\",\"threads\",\"gflops\",\"ms\",...} (medians).");
-        foreach (var o in new Option[] { m, n, k, batch, threads, transA, transB, bDtype, reps }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { m, n, k, batch, threads, transA, transB, bDtype, precision, reps }) cmd.Options.Add(o);
         cmd.SetAction(parseResult => CliErrors.Guard(() =>
         {
             int vm = parseResult.GetValue(m), vn = parseResult.GetValue(n), vk = parseResult.GetValue(k);
@@ -39,8 +41,11 @@ public static class BenchGemmCommand
             string dt = parseResult.GetValue(bDtype)!;
             if (dt != "f32" && dt != "bf16") throw new CliException($"--b-dtype must be f32 or bf16, not '{dt}'.");
             if (dt == "bf16" && vb != 1) throw new CliException("--b-dtype bf16 needs --batch 1 (there is no batched bf16 product).");
+            string mp = parseResult.GetValue(precision)!;
+            if (mp is not ("highest" or "medium")) throw new CliException($"--matmul-precision must be highest or medium, not '{mp}'.");
+            if (mp == "medium" && dt != "bf16") throw new CliException("--matmul-precision medium applies to products with a bf16 B: add --b-dtype bf16.");
             using var threadScope = ParallelFor.UseThreads(vt);
-            Console.WriteLine(Run(vm, vn, vk, vb, ta, tb, vr, dt == "bf16"));
+            Console.WriteLine(Run(vm, vn, vk, vb, ta, tb, vr, dt == "bf16", mp == "medium"));
             return 0;
         }));
         return cmd;
@@ -50,11 +55,11 @@ public static class BenchGemmCommand
     /// the GEMM peak that the model-FLOPs utilisation of `bench rl` is measured against.</summary>
     public static double MeasureGflops(int m, int n, int k, int reps = 9)
     {
-        using var doc = System.Text.Json.JsonDocument.Parse(Run(m, n, k, 1, false, false, reps, false));
+        using var doc = System.Text.Json.JsonDocument.Parse(Run(m, n, k, 1, false, false, reps, false, false));
         return doc.RootElement.GetProperty("gflops").GetDouble();
     }
 
-    private static string Run(int m, int n, int k, int batch, bool transA, bool transB, int reps, bool bf16)
+    private static string Run(int m, int n, int k, int batch, bool transA, bool transB, int reps, bool bf16, bool medium)
     {
         var rng = new Random(1234);
         float[] a = Fill(rng, (long)batch * m * k), b = Fill(rng, (long)batch * k * n), c = new float[(long)batch * m * n];
@@ -68,7 +73,7 @@ public static class BenchGemmCommand
         int lda = transA ? m : k, ldb = transB ? k : n;
         void Call()
         {
-            if (bf16) Gemm.MultiplyBf16(transA, transB, m, n, k, a, lda, b16, ldb, c, n, accumulate: false, bf16Activations: true);
+            if (bf16) Gemm.MultiplyBf16(transA, transB, m, n, k, a, lda, b16, ldb, c, n, accumulate: false, medium ? Bf16Inputs.Always : Bf16Inputs.AtDecodeShapes);
             else if (batch == 1) Gemm.Multiply(transA, transB, m, n, k, a, lda, b, ldb, c, n, accumulate: false);
             else Gemm.MultiplyBatched(batch, transA, transB, m, n, k, a, lda, (long)m * k, b, ldb, (long)k * n, c, n, (long)m * n, accumulate: false);
         }
@@ -94,7 +99,9 @@ public static class BenchGemmCommand
         // B's bytes over the time: the bound that matters for decode shapes (B read once per call).
         double bGbs = (double)k * n * batch * (bf16 ? 2 : 4) / (ms * 1e6);
         var inv = CultureInfo.InvariantCulture;
-        string kernel = !bf16 ? "" : Gemm.ActivePath == GemmPath.Avx512 && Bf16Dot.Applies(transA, transB, m) ? ",\"bf16_kernel\":\"vdpbf16ps\"" : ",\"bf16_kernel\":\"widened\"";
+        string kernel = !bf16 ? ""
+            : medium ? (Gemm.Bf16BlockedRuns(transA) ? ",\"bf16_kernel\":\"vdpbf16ps-blocked\"" : ",\"bf16_kernel\":\"rounded-widened\"")
+            : Gemm.Bf16DotRuns(transA, transB, m) ? ",\"bf16_kernel\":\"vdpbf16ps\"" : ",\"bf16_kernel\":\"widened\"";
         return string.Create(inv,
             $"{{\"m\":{m},\"n\":{n},\"k\":{k},\"batch\":{batch},\"trans_a\":{(transA ? "true" : "false")},\"trans_b\":{(transB ? "true" : "false")}," +
             $"\"b_dtype\":\"{(bf16 ? "bf16" : "f32")}\",\"threads\":{ParallelFor.Threads},\"reps\":{reps},\"inner\":{inner},\"gflops\":{gflops:F2},\"ms\":{ms:F4},\"min_ms\":{samples[0]:F4},\"max_ms\":{samples[^1]:F4},\"b_gbs\":{bGbs:F1}{kernel}}}");

@@ -160,8 +160,9 @@ public static class TokenScoring
             {
                 int t0 = t * tile, cols = Math.Min(tile, v - t0);
                 var c = logits.AsSpan(0, rows * cols);
-                // Exact, as the whole-row path's head runs (inside a checkpoint, which never rounds activations).
-                Ops.ProductWithRows(a, rows, w, t0, cols, c, accumulate: false, bf16Activations: false);
+                // As the whole-row path's head runs: exact (inside a checkpoint, which generation's rounding never reaches),
+                // or with bf16 inputs in a run of bf16 products, whose kernel gives a row the same bits in any tile.
+                Ops.ProductWithRows(a, rows, w, t0, cols, c, accumulate: false, Ops.RoundsBf16Products && w.IsBf16 ? Bf16Inputs.Always : Bf16Inputs.Exact);
                 for (int i = 0; i < rows; i++)
                 {
                     int r = first + i;

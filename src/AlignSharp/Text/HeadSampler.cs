@@ -190,7 +190,7 @@ internal static class HeadSampler
             var c = buffer.AsSpan(0, rows * n);
             // Sampling is generation: the product an unrecorded Linear takes inside Ops.RoundActivationsToBf16 (which
             // Generator opens; bf16-rounded activations where the CPU has vdpbf16ps), so the same logits as the unfused head.
-            Ops.ProductWithRows(a, rows, W, first, n, c, accumulate: false, bf16Activations: W.IsBf16);
+            Ops.ProductWithRows(a, rows, W, first, n, c, accumulate: false, W.IsBf16 ? Bf16Inputs.AtDecodeShapes : Bf16Inputs.Exact);
             if (Cap > 0)
             {
                 // As Ops.SoftCap: cap · tanh(l / cap).

@@ -6,7 +6,7 @@ using Case = AlignSharp.Tests.Engine.GemmCase;
 namespace AlignSharp.Tests.Engine;
 
 /// <summary>
-/// <see cref="Gemm.MultiplyBf16"/> with <c>bf16Activations</c> (the inference path): on a CPU with AVX512-BF16 the
+/// <see cref="Gemm.MultiplyBf16"/> at <see cref="Bf16Inputs.AtDecodeShapes"/> (the inference path): on a CPU with AVX512-BF16 the
 /// native <c>vdpbf16ps</c> kernel (<see cref="Bf16Dot"/>), checked against an independent float64 triple loop over
 /// A rounded to bf16 (nearest, ties to even, computed here in double arithmetic) and the exactly widened B; without it
 /// (or with AVX-512 switched off, as in the CI kernel legs) the fallback, checked against the exact product. Each test
@@ -51,7 +51,7 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         return x;
     }
 
-    /// <summary>C (+)= A·Bᵀ through MultiplyBf16(bf16Activations: true), every element against float64 with A rounded
+    /// <summary>C (+)= A·Bᵀ through MultiplyBf16(Bf16Inputs.AtDecodeShapes), every element against float64 with A rounded
     /// (native) or exact (fallback); padding of C untouched.</summary>
     private static void Check(Random rng, Case t, bool native, float[]? aValues = null)
     {
@@ -59,7 +59,7 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         var b = RandomBf16(rng, Case.Len(t.N, t.Ldb, t.K));
         var c = Case.Random(rng, Case.Len(t.M, t.Ldc, t.N));
         var before = (float[])c.Clone();
-        Gemm.MultiplyBf16(false, true, t.M, t.N, t.K, a, t.Lda, b, t.Ldb, c, t.Ldc, t.Accumulate, bf16Activations: true);
+        Gemm.MultiplyBf16(false, true, t.M, t.N, t.K, a, t.Lda, b, t.Ldb, c, t.Ldc, t.Accumulate, Bf16Inputs.AtDecodeShapes);
         for (int i = 0; i < t.M; i++)
         {
             for (int j = 0; j < t.N; j++)
@@ -171,7 +171,7 @@ public class GemmBf16DotTests(ITestOutputHelper output)
                 {
                     Bf16Dot.PrefetchIntoL2 = l2;
                     var c = (float[])c0.Clone();
-                    Gemm.MultiplyBf16(false, true, t.M, t.N, t.K, a, t.Lda, b, t.Ldb, c, t.Ldc, t.Accumulate, bf16Activations: true);
+                    Gemm.MultiplyBf16(false, true, t.M, t.N, t.K, a, t.Lda, b, t.Ldb, c, t.Ldc, t.Accumulate, Bf16Inputs.AtDecodeShapes);
                     results[l2 ? 1 : 0] = c;
                 }
                 for (int i = 0; i < c0.Length; i++)
@@ -197,12 +197,12 @@ public class GemmBf16DotTests(ITestOutputHelper output)
             var a = Case.Random(rng, 8 * k);
             var b = RandomBf16(rng, n * k);
             var together = new float[8 * n];
-            Gemm.MultiplyBf16(false, true, 8, n, k, a, k, b, k, together, n, false, bf16Activations: true);
+            Gemm.MultiplyBf16(false, true, 8, n, k, a, k, b, k, together, n, false, Bf16Inputs.AtDecodeShapes);
             foreach (int m in new[] { 1, 3, 5 })
                 for (int first = 0; first + m <= 8; first += m)
                 {
                     var some = new float[m * n];
-                    Gemm.MultiplyBf16(false, true, m, n, k, a.AsSpan(first * k, m * k), k, b, k, some, n, false, bf16Activations: true);
+                    Gemm.MultiplyBf16(false, true, m, n, k, a.AsSpan(first * k, m * k), k, b, k, some, n, false, Bf16Inputs.AtDecodeShapes);
                     for (int i = 0; i < m * n; i++)
                         Assert.True(BitConverter.SingleToInt32Bits(some[i]) == BitConverter.SingleToInt32Bits(together[first * n + i]),
                             $"k = {k}, rows {first}..{first + m - 1} of 8 ({(native ? "vdpbf16ps" : "fallback")}): C[{first + i / n},{i % n}] = {some[i]} alone, {together[first * n + i]} with all 8");
@@ -221,7 +221,7 @@ public class GemmBf16DotTests(ITestOutputHelper output)
         var b = new ushort[row.Length];
         Array.Fill(b, Bf16.FromFloat(1f));
         var c = new float[1];
-        Gemm.MultiplyBf16(false, true, 1, 1, row.Length, row, row.Length, b, row.Length, c, 1, false, bf16Activations: true);
+        Gemm.MultiplyBf16(false, true, 1, 1, row.Length, row, row.Length, b, row.Length, c, 1, false, Bf16Inputs.AtDecodeShapes);
         double expected = native ? 1 + (1 + 1.0 / 64) - 1 + (1 + 1.0 / 128) + 2.5 : row.Sum(v => (double)v);
         Assert.Equal(expected, c[0], 6);
         Check(new Random(3), t, native, row);

@@ -26,6 +26,20 @@ public static unsafe class Bf16
         return (ushort)((bits + roundingBias) >> 16);
     }
 
+    /// <summary>destination[i] = source[i] rounded to the nearest bf16 value, as float32 (<see cref="Narrow(ReadOnlySpan{float}, Span{ushort})"/>
+    /// then <see cref="Widen(ReadOnlySpan{ushort}, Span{float})"/>); the spans may be the same.</summary>
+    public static void Round(ReadOnlySpan<float> source, Span<float> destination)
+    {
+        if (destination.Length < source.Length) throw new ArgumentException($"destination holds {destination.Length} values, source has {source.Length}.", nameof(destination));
+        Span<ushort> bits = stackalloc ushort[512];
+        for (int i = 0; i < source.Length; i += bits.Length)
+        {
+            int n = Math.Min(bits.Length, source.Length - i);
+            Narrow(source.Slice(i, n), bits);
+            Widen(bits[..n], destination.Slice(i, n));
+        }
+    }
+
     /// <summary>destination[i] = bf16 nearest to source[i].</summary>
     public static void Narrow(ReadOnlySpan<float> source, Span<ushort> destination)
     {

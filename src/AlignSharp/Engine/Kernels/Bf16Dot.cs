@@ -17,7 +17,9 @@ namespace AlignSharp.Engine.Kernels;
 /// Numerics (fixed by the instructions, MXCSR ignored): A is rounded to bf16 (nearest, ties to even; denormal inputs
 /// read as zero); each pair of bf16 products is exact and added into float32 lanes (denormals flushed), the 16 lanes
 /// summed at the end. B is read as stored. So the result is the float32-accumulated product of bf16(A) and B, not of A:
-/// callers opt in (<see cref="Gemm.MultiplyBf16"/>'s <c>bf16Activations</c>), which only generation does (<see cref="Ops.RoundActivationsToBf16"/>).
+/// callers opt in (<see cref="Gemm.MultiplyBf16"/>'s <see cref="Bf16Inputs"/>): generation at decode shapes
+/// (<see cref="Ops.RoundActivationsToBf16"/>), and a run with bf16 products (<see cref="Ops.Bf16Products"/>) at every shape,
+/// through <see cref="RunBlocked"/>, the same file's packed kernel for many rows.
 /// </para>
 /// Used when all hold: Linux x86-64; the runtime reports AVX-512 F and BW (which also means the OS saves the ZMM
 /// state: the runtime checks XCR0; .NET 10 turns it off with <c>DOTNET_EnableAVX512=0</c>, not with the older <c>DOTNET_EnableAVX512F=0</c>); CPUID leaf 7 subleaf 1 reports
@@ -36,6 +38,8 @@ internal static unsafe class Bf16Dot
         public ushort* A16;
         public long Lda, Ldb, Ldc;
         public int M, K, J0, J1, Accumulate, Convert, StreamEnd, PrefetchL2;
+        public uint* Pa, Pb, Pack;
+        public int Rows, Cols, Kc, TransB;
     }
 
     private static readonly delegate* unmanaged<Args*, void> Entry = Load(out _unavailableReason);
@@ -77,6 +81,98 @@ internal static unsafe class Bf16Dot
         var product = new Product(b, ldb, n, c, ldc, accumulate, term, residual);
         Announce([product], [0, units]);
         Gemm.RunStreaming(units, (long)m * n * k, (long)n * k * sizeof(ushort), new Shares(RoundA(m, k, a, lda), product));
+    }
+
+    /// <summary>Register tile of the blocked kernel (GMR, GNR in native/bf16dot.c): 12 rows × 32 columns, 24 accumulators.</summary>
+    private const int BlockMR = 12, BlockNR = 32;
+
+    /// <summary>k positions of one packed slice (k is cut into equal, even slices of at most this many). The 32-column
+    /// B panel of a slice is then 48 KB: on Zen 4 (2026-12-03, a C harness over 320 × 4,864 × 896 and 320 × 896 × 4,864)
+    /// slices of 768–1,536 ran at 170–183 GFLOP/s on one core, 384 at 139–151, 2,048 down to 125.</summary>
+    private const int BlockKC = 768;
+
+    /// <summary>Rows of A packed at once (≤ 240 × 768 bf16 = 360 KB, in L2 beside B's panel) and columns of B (≤ 6 MB).</summary>
+    private const int BlockMC = 240, BlockNC = 4096;
+
+    [ThreadStatic] private static uint[]? t_packA, t_packB;
+
+    /// <summary>
+    /// C[m,n] = (accumulate ? C : 0) + bf16(A)[m,k] · opB[k,n] for any m, A [m,k] float32 (row stride lda), B bf16 stored
+    /// [n,k] (<paramref name="transB"/>, a Linear's forward) or [k,n] (its input gradient): the five-loop blocking of
+    /// <see cref="Gemm"/> with vdpbf16ps register tiles of <see cref="BlockMR"/> × <see cref="BlockNR"/> (native/bf16dot.c,
+    /// pack_a, pack_b, gemm_block), about twice the float32 kernel's multiply-adds a cycle. Every element of C is one
+    /// chain over each k slice's pairs (slices fixed by k alone), added to C slice by slice, so its value does not depend
+    /// on m, on the columns around it or on the threads.
+    /// </summary>
+    public static void RunBlocked(bool transB, int m, int n, int k, float* a, nint lda, ushort* b, nint ldb, float* c, nint ldc, bool accumulate)
+    {
+        int tilesM = (m + BlockMR - 1) / BlockMR, tilesN = (n + BlockNR - 1) / BlockNR;
+        bool parallel = Gemm.Shares(tilesM, tilesN, (long)m * n * k, out bool splitM) > 1;
+        var job = new BlockedShare(transB, m, n, k, a, lda, b, ldb, c, ldc, accumulate, splitM);
+        if (!parallel) job.Block(0, m, 0, n);
+        else ParallelFor.Run(splitM ? tilesM : tilesN, 1, job);
+    }
+
+    private readonly struct BlockedShare(bool transB, int m, int n, int k, float* a, nint lda, ushort* b, nint ldb,
+        float* c, nint ldc, bool accumulate, bool byRows) : IRangeWork
+    {
+        private readonly bool TransB = transB, Accumulate = accumulate, ByRows = byRows;
+        private readonly int M = m, N = n, K = k;
+        private readonly float* A = a, C = c;
+        private readonly ushort* B = b;
+        private readonly nint Lda = lda, Ldb = ldb, Ldc = ldc;
+
+        public void Run(int start, int end)
+        {
+            if (ByRows) Block(start * BlockMR, Math.Min(M, end * BlockMR), 0, N);
+            else Block(0, M, start * BlockNR, Math.Min(N, end * BlockNR));
+        }
+
+        /// <summary>Rows [i0, i1) and columns [j0, j1) of C, on this thread.</summary>
+        public void Block(int i0, int i1, int j0, int j1)
+        {
+            int slices = (K + BlockKC - 1) / BlockKC;
+            int kc0 = ((K + slices - 1) / slices + 1) & ~1;
+            int rows = i1 - i0, mBlocks = (rows + BlockMC - 1) / BlockMC;
+            int mc0 = ((rows + mBlocks - 1) / mBlocks + BlockMR - 1) / BlockMR * BlockMR;
+            int nc0 = Math.Min((j1 - j0 + BlockNR - 1) / BlockNR * BlockNR, BlockNC);
+            uint* packA = AlignedWords(ref t_packA, mc0 * (kc0 / 2)), packB = AlignedWords(ref t_packB, nc0 * (kc0 / 2));
+            for (int jc = j0; jc < j1; jc += nc0)
+            {
+                int nc = Math.Min(nc0, j1 - jc);
+                for (int pc = 0; pc < K; pc += kc0)
+                {
+                    int kc = Math.Min(kc0, K - pc);
+                    var args = new Args
+                    {
+                        B = TransB ? B + jc * Ldb + pc : B + pc * Ldb + jc, Ldb = Ldb, TransB = TransB ? 1 : 0,
+                        Pack = packB, Cols = nc, Kc = kc, Convert = 4,
+                    };
+                    Entry(&args);
+                    for (int ic = i0; ic < i1; ic += mc0)
+                    {
+                        int mc = Math.Min(mc0, i1 - ic);
+                        args = new Args { A = A + ic * Lda + pc, Lda = Lda, Pack = packA, Rows = mc, Kc = kc, Convert = 3 };
+                        Entry(&args);
+                        args = new Args
+                        {
+                            Pa = packA, Pb = packB, C = C + ic * Ldc + jc, Ldc = Ldc, Rows = mc, Cols = nc, Kc = kc,
+                            Accumulate = Accumulate || pc > 0 ? 1 : 0, Convert = 5,
+                        };
+                        Entry(&args);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>A thread's packing buffer of at least <paramref name="words"/> 32-bit words (grown as needed), 64-byte aligned.</summary>
+    private static uint* AlignedWords(ref uint[]? buffer, int words)
+    {
+        const int Slack = 64 / sizeof(uint);
+        if (buffer == null || buffer.Length < words + Slack) buffer = GC.AllocateUninitializedArray<uint>(words + Slack, pinned: true);
+        nint start = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
+        return (uint*)((start + 63) & ~(nint)63);
     }
 
     /// <summary>bf16(A), zero padded to a multiple of 32 and laid out k-chunk by k-chunk (native/bf16dot.c, convert), into

@@ -14,6 +14,21 @@ internal enum GemmPath
     Scalar,
 }
 
+/// <summary>What a product with a bf16 B (<see cref="Gemm.MultiplyBf16"/>) may do with its float32 A.</summary>
+public enum Bf16Inputs
+{
+    /// <summary>A is used exactly (B widened): the product of A and B, accumulated in float32.</summary>
+    Exact,
+    /// <summary>Generation: at decode shapes (m ≤ 8, B [n,k]) A may be rounded to bf16 for the vdpbf16ps decode kernel where the
+    /// CPU has it; elsewhere exact.</summary>
+    AtDecodeShapes,
+    /// <summary>A is rounded to bf16 in every product, whatever its shape: the float32-accumulated product of bf16(A) and B,
+    /// by the blocked vdpbf16ps kernel where the CPU has it (<see cref="Bf16Dot.RunBlocked"/>) and in float32 otherwise.
+    /// A row of C gets the same bits whatever other rows, columns or threads share the product, so tokens scored in
+    /// chunks get the values of the whole forward.</summary>
+    Always,
+}
+
 /// <summary>
 /// Single-precision matrix multiply. Shape contract (all row-major, element strides, no materialised transposes):
 /// <code>
@@ -155,20 +170,22 @@ public static unsafe class Gemm
         }
     }
 
-    /// <summary>Whether <see cref="MultiplyBf16"/> with <c>bf16Activations</c> runs the vdpbf16ps kernel (<see cref="Bf16Dot"/>) for this shape.</summary>
+    /// <summary>Whether <see cref="MultiplyBf16"/> at <see cref="Bf16Inputs.AtDecodeShapes"/> runs the vdpbf16ps decode kernel (<see cref="Bf16Dot"/>) for this shape.</summary>
     internal static bool Bf16DotRuns(bool transA, bool transB, int m) => ActivePath == GemmPath.Avx512 && Bf16Dot.Applies(transA, transB, m);
+
+    /// <summary>Whether <see cref="MultiplyBf16"/> at <see cref="Bf16Inputs.Always"/> runs the blocked vdpbf16ps kernel
+    /// (<see cref="Bf16Dot.RunBlocked"/>) rather than rounding A and multiplying in float32.</summary>
+    internal static bool Bf16BlockedRuns(bool transA) => ActivePath == GemmPath.Avx512 && Bf16Dot.IsAvailable && !transA;
 
     /// <summary>
     /// <see cref="Multiply"/> with B stored as bf16 (frozen weights): the same contract, B's values widened to
     /// float32 exactly as they are packed (or, for decode shapes, as they are streamed), float32 accumulation.
     /// The blocked path gives bitwise the result of <see cref="Multiply"/> on the widened B.
-    /// <paramref name="bf16Activations"/>: the caller accepts A rounded to bf16 (generation): decode shapes (m ≤ 8,
-    /// B [n,k]) then run <c>vdpbf16ps</c> where the CPU has it (<see cref="Bf16Dot"/>), the product of bf16(A) and B
-    /// accumulated in float32; elsewhere, and without it, A is used exactly.
+    /// <paramref name="inputs"/> says whether the caller accepts A rounded to bf16 (<see cref="Bf16Inputs"/>).
     /// </summary>
     public static void MultiplyBf16(bool transA, bool transB, int m, int n, int k,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<ushort> b, int ldb, Span<float> c, int ldc, bool accumulate,
-        bool bf16Activations = false)
+        Bf16Inputs inputs = Bf16Inputs.Exact)
     {
         Validate(1, transA, transB, m, n, k, a.Length, lda, 0, b.Length, ldb, 0, c.Length, ldc, 0);
         if (m == 0 || n == 0) return;
@@ -177,22 +194,51 @@ public static unsafe class Gemm
             if (!accumulate) ZeroC(m, n, c, ldc);
             return;
         }
+        if (inputs == Bf16Inputs.Always && !Bf16BlockedRuns(transA))
+        {
+            // The numbers the kernel would multiply (bf16(A) and B), in float32 on this CPU: by the blocked path alone, whose
+            // elements do not depend on the rows around them (the skinny path for few rows sums in another order).
+            int stored = transA ? k : m, width = transA ? m : k;
+            var rounded = BufferPool.Rent(stored * width);
+            try
+            {
+                for (int r = 0; r < stored; r++) Bf16.Round(a.Slice(r * lda, width), rounded.AsSpan(r * width, width));
+                MultiplyBf16Blocked(transA, transB, m, n, k, rounded, width, b, ldb, c, ldc, accumulate);
+            }
+            finally { BufferPool.Return(rounded); }
+            return;
+        }
         fixed (float* pa = a, pc = c)
         fixed (ushort* pb = b)
         {
-            var path = ActivePath;
-            if (bf16Activations && Bf16DotRuns(transA, transB, m))
+            if (inputs == Bf16Inputs.Always)
+            {
+                Bf16Dot.RunBlocked(transB, m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate);
+                return;
+            }
+            if (inputs == Bf16Inputs.AtDecodeShapes && Bf16DotRuns(transA, transB, m))
             {
                 Bf16Dot.Run(m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate);
                 return;
             }
-            if (path == GemmPath.Avx512 && GemmSkinnyBf16.Applies(transA, transB, m))
+            if (ActivePath == GemmPath.Avx512 && GemmSkinnyBf16.Applies(transA, transB, m))
             {
                 GemmSkinnyBf16.Run(m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate);
                 return;
             }
+        }
+        MultiplyBf16Blocked(transA, transB, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+    }
+
+    /// <summary>The five-loop path of <see cref="MultiplyBf16"/>, B widened as it is packed.</summary>
+    private static void MultiplyBf16Blocked(bool transA, bool transB, int m, int n, int k,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<ushort> b, int ldb, Span<float> c, int ldc, bool accumulate)
+    {
+        fixed (float* pa = a, pc = c)
+        fixed (ushort* pb = b)
+        {
             var p = new Problem(transA, transB, m, n, k, pa, lda, null, ldb, pc, ldc, accumulate, pb);
-            switch (path)
+            switch (ActivePath)
             {
                 case GemmPath.Avx512: RunParallel<Avx512Kernel>(p); break;
                 case GemmPath.Avx2: RunParallel<Avx2Kernel>(p); break;
@@ -291,17 +337,26 @@ public static unsafe class Gemm
     private static void RunParallel<TK>(in Problem p) where TK : struct, IGemmKernel
     {
         int tilesM = (p.M + TK.MR - 1) / TK.MR, tilesN = (p.N + TK.NR - 1) / TK.NR;
-        int threads = ParallelFor.SharesFor(Math.Max(tilesM, tilesN), 1);
-        if (threads == 1 || (long)p.M * p.N * p.K < ParallelMinMacs)
+        if (Shares(tilesM, tilesN, (long)p.M * p.N * p.K, out bool splitM) == 1)
         {
             Blocked<TK>(p, 0, p.M, 0, p.N);
             return;
         }
+        ParallelFor.Run(splitM ? tilesM : tilesN, 1, new TileShare<TK>(p, splitM));
+    }
+
+    /// <summary>How many threads share a product of <paramref name="tilesM"/> × <paramref name="tilesN"/> register tiles
+    /// and <paramref name="macs"/> multiply-adds, and whether by rows of tiles (else by columns): whichever balances better.</summary>
+    internal static int Shares(int tilesM, int tilesN, long macs, out bool splitM)
+    {
+        splitM = false;
+        int threads = ParallelFor.SharesFor(Math.Max(tilesM, tilesN), 1);
+        if (threads == 1 || macs < ParallelMinMacs) return 1;
         // On a tie the side with more tiles: a C of 2 row tiles (LoRA's dA = duᵀ·h, 16 rows) split by rows had each thread
         // pack all of B for one tile, one of them a mostly empty edge tile (16 × 4,864 × 320 at 44 GFLOP/s).
         double bm = Balance(tilesM, threads), bn = Balance(tilesN, threads);
-        bool splitM = bm > bn || (bm == bn && tilesM >= tilesN);
-        ParallelFor.Run(splitM ? tilesM : tilesN, 1, new TileShare<TK>(p, splitM));
+        splitM = bm > bn || (bm == bn && tilesM >= tilesN);
+        return threads;
     }
 
     /// <summary>Fraction of the slowest share's time spent on useful work when <paramref name="tiles"/> are split.</summary>

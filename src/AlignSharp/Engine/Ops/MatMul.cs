@@ -102,11 +102,13 @@ public static partial class Ops
     /// <summary>Ends a <see cref="RoundActivationsToBf16"/> scope (a default value ends nothing).</summary>
     public readonly struct ActivationRounding : IDisposable
     {
-        private readonly bool _open;
-        internal ActivationRounding(bool open) => _open = open;
+        private readonly bool _open, _products;
+        internal ActivationRounding(bool open, bool products = false) => (_open, _products) = (open, products);
         public void Dispose()
         {
-            if (_open) t_roundActivations--;
+            if (!_open) return;
+            if (_products) t_bf16Products--;
+            else t_roundActivations--;
         }
     }
 
@@ -114,6 +116,32 @@ public static partial class Ops
     /// nothing recorded (<paramref name="record"/> false), and not a checkpointed segment's forward, which backward
     /// recomputes and must find exact.</summary>
     private static bool MayRoundActivations(bool record) => t_roundActivations > 0 && !record && !Autograd.InCheckpointedForward;
+
+    [ThreadStatic] private static int t_bf16Products;
+
+    /// <summary>
+    /// Until the returned scope is disposed, every product with a frozen bf16 weight on this thread rounds its float32
+    /// input to bf16 (<see cref="Bf16Inputs.Always"/>): forward, backward (the input's gradient, dY·W) and unrecorded
+    /// scoring alike, by one kernel whose rows do not depend on each other, so PPO's old log-probabilities, the
+    /// reference's and the update's forward agree bit for bit, and a checkpointed segment's recomputation is its forward.
+    /// This is what <c>--matmul-precision medium</c> asks for (as PyTorch's float32 matmul precision "medium" lets a
+    /// product compute internally in bf16): on CPUs with AVX512-BF16 about twice the multiply-adds a cycle. Generation
+    /// inside it keeps <see cref="RoundActivationsToBf16"/>'s rule (its own kernel at decode shapes, exact elsewhere).
+    /// Products with float32 weights stay float32.
+    /// </summary>
+    public static ActivationRounding Bf16Products()
+    {
+        t_bf16Products++;
+        return new ActivationRounding(open: true, products: true);
+    }
+
+    /// <summary>Whether a <see cref="Bf16Products"/> scope is open on this thread.</summary>
+    public static bool RoundsBf16Products => t_bf16Products > 0;
+
+    /// <summary>What a product with a frozen bf16 weight may do with its input here: generation's rule where it applies
+    /// (<see cref="MayRoundActivations"/>), else <see cref="Bf16Products"/>'s, else exact.</summary>
+    internal static Bf16Inputs Bf16InputsFor(bool record) =>
+        MayRoundActivations(record) ? Bf16Inputs.AtDecodeShapes : t_bf16Products > 0 ? Bf16Inputs.Always : Bf16Inputs.Exact;
 
     /// <summary>
     /// Linear(x, W_i, b_i) for several layers that read the same x (a block's q, k and v projections; its gate and up):
@@ -563,12 +591,12 @@ public static partial class Ops
     /// y [rows, count] (+)= x [rows, in] · W[first, first + count)ᵀ for a weight W [out, in], float32 or bf16, recording
     /// nothing: the product <see cref="Linear(Tensor, Tensor, Tensor?)"/> runs, on a range of W's rows (the LM head a tile
     /// at a time). Each element's sum does not depend on which rows of W are multiplied with it, so a range gives the
-    /// columns of the whole product. <paramref name="bf16Activations"/>: as <see cref="Gemm.MultiplyBf16"/> takes it.
+    /// columns of the whole product. <paramref name="inputs"/>: as <see cref="Gemm.MultiplyBf16"/> takes it.
     /// </summary>
-    internal static void ProductWithRows(ReadOnlySpan<float> x, int rows, Tensor w, int first, int count, Span<float> y, bool accumulate, bool bf16Activations)
+    internal static void ProductWithRows(ReadOnlySpan<float> x, int rows, Tensor w, int first, int count, Span<float> y, bool accumulate, Bf16Inputs inputs)
     {
         int inF = w.Dim(1);
-        if (w.IsBf16) Gemm.MultiplyBf16(false, true, rows, count, inF, x, inF, w.Bf16Span.Slice(first * inF, count * inF), inF, y, count, accumulate, bf16Activations);
+        if (w.IsBf16) Gemm.MultiplyBf16(false, true, rows, count, inF, x, inF, w.Bf16Span.Slice(first * inF, count * inF), inF, y, count, accumulate, inputs);
         else Gemm.Multiply(false, true, rows, count, inF, x, inF, w.Span.Slice(first * inF, count * inF), inF, y, count, accumulate);
     }
 
@@ -591,8 +619,11 @@ public static partial class Ops
         };
         bool record = Autograd.AnyNeeds(inputs);
         if (w.IsBf16 && w.RequiresGrad) throw new InvalidOperationException($"Linear: weight {w.Name ?? ShapeUtil.Format(w.Shape)} is stored as bf16 and cannot take gradients.");
-        // Generation may round x to bf16 for vdpbf16ps, as a bf16 model in PyTorch does; training and scoring keep x exact.
-        ProductWithRows(x.Span, rows, w, 0, outF, ys, accumulate: bias != null, bf16Activations: w.IsBf16 && MayRoundActivations(record));
+        // Generation may round x to bf16 for vdpbf16ps, as a bf16 model in PyTorch does; training and scoring keep x exact
+        // unless the run asked for bf16 products (Bf16Products), and then the backward does too.
+        var xInputs = w.IsBf16 ? Bf16InputsFor(record) : Bf16Inputs.Exact;
+        var backwardInputs = xInputs == Bf16Inputs.Always ? Bf16Inputs.Always : Bf16Inputs.Exact;
+        ProductWithRows(x.Span, rows, w, 0, outF, ys, accumulate: bias != null, xInputs);
         int r = ub?.Dim(1) ?? 0;
         if (u != null) Gemm.Multiply(false, true, rows, outF, r, u.Span, r, ub!.Span, r, ys, outF, accumulate: true);
 
@@ -602,7 +633,7 @@ public static partial class Ops
                 var gs = g.Span;
                 if (x.RequiresGrad)
                 {
-                    if (w.IsBf16) Gemm.MultiplyBf16(false, false, rows, inF, outF, gs, outF, w.Bf16Span, inF, x.GradForAccumulate(), inF, true);
+                    if (w.IsBf16) Gemm.MultiplyBf16(false, false, rows, inF, outF, gs, outF, w.Bf16Span, inF, x.GradForAccumulate(), inF, true, backwardInputs);
                     else Gemm.Multiply(false, false, rows, inF, outF, gs, outF, w.Span, inF, x.GradForAccumulate(), inF, true);
                 }
                 if (w.RequiresGrad) Gemm.Multiply(true, false, outF, inF, rows, gs, outF, x.Span, inF, w.GradForAccumulate(), inF, true);
