@@ -9,7 +9,8 @@
 #   rl:    one PPO step (bench rl / bench/torch_qwen2_ppo.py) on the policy $MODEL, reward model $REWARD_MODEL (default:
 #          the policy with a random score head), batch $BATCH (4), $PROMPT prompt tokens (16), $NEW new tokens (64),
 #          LoRA rank $LORA_R (16; 0 = full-parameter), frozen weights $FROZEN (fp32 or bf16), $EPOCHS PPO epochs (1),
-#          $STEPS timed steps (2) after one warm-up; peak RSS as for model.
+#          $STEPS timed steps (2) after one warm-up; peak RSS as for model. $PRECISION (highest or medium) is our
+#          --matmul-precision; PyTorch's side with FROZEN=bf16 runs the frozen trunk in bf16 throughout either way.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 ref="${TORCH_REF:-$root/../shared/bench/torch_ref}"
@@ -73,7 +74,7 @@ for rep in $(seq "$reps"); do
         rm=(); [ -n "${REWARD_MODEL:-}" ] && rm=(--reward-model "$REWARD_MODEL")
         common=(--batch "${BATCH:-4}" --prompt-len "${PROMPT:-16}" --max-new-tokens "${NEW:-64}" --lora-r "${LORA_R:-16}"
                 --num-ppo-epochs "${EPOCHS:-1}" --steps "${STEPS:-2}" --warmup 1)
-        out=$(/usr/bin/time -v -o "$tmp/rss" $cli bench rl --model "$MODEL" "${rm[@]}" "${common[@]}" --frozen-dtype "$frozen" 2>/dev/null)
+        out=$(/usr/bin/time -v -o "$tmp/rss" $cli bench rl --model "$MODEL" "${rm[@]}" "${common[@]}" --frozen-dtype "$frozen" --matmul-precision "${PRECISION:-highest}" 2>/dev/null)
         rss=$(awk -F': ' '/Maximum resident/{print $2}' "$tmp/rss")
         echo "{\"side\":\"alignsharp\",\"bench\":\"rl\",\"rep\":$rep,\"peak_rss_kib\":$rss,\"result\":$out}"
         /usr/bin/time -v -o "$tmp/rss" $torch "$root/bench/torch_qwen2_ppo.py" --model "$MODEL" "${rm[@]}" "${common[@]}" \

@@ -7,7 +7,7 @@ namespace AlignSharp.Cli;
 /// </summary>
 public static class ForeignFlags
 {
-    private const string Precision = "AlignSharp trains in float32 (weights, gradients and optimizer state); --frozen-dtype bf16 keeps the frozen weights (a LoRA base, the reference, a reward model) in bf16, and --save-dtype bf16 saves in bf16.";
+    private const string Precision = "AlignSharp trains in float32 (weights, gradients and optimizer state); --frozen-dtype bf16 keeps the frozen weights (a LoRA base, the reference, a reward model) in bf16, --matmul-precision medium rounds the inputs of their products to bf16 (float32 sums), and --save-dtype bf16 saves in bf16.";
 
     private static readonly Dictionary<string, string> Hints = new(StringComparer.Ordinal)
     {

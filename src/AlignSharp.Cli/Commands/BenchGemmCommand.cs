@@ -52,10 +52,11 @@ public static class BenchGemmCommand
     }
 
     /// <summary>The median GFLOP/s of a float32 C[m,n] = A[m,k]·B[k,n] (the figure `bench gemm` prints), in this process:
-    /// the GEMM peak that the model-FLOPs utilisation of `bench rl` is measured against.</summary>
-    public static double MeasureGflops(int m, int n, int k, int reps = 9)
+    /// the GEMM peak that the model-FLOPs utilisation of `bench rl` is measured against. With <paramref name="bf16Medium"/>
+    /// B is bf16 and A rounded to bf16 (`--b-dtype bf16 --matmul-precision medium`).</summary>
+    public static double MeasureGflops(int m, int n, int k, int reps = 9, bool bf16Medium = false)
     {
-        using var doc = System.Text.Json.JsonDocument.Parse(Run(m, n, k, 1, false, false, reps, false, false));
+        using var doc = System.Text.Json.JsonDocument.Parse(Run(m, n, k, 1, false, false, reps, bf16Medium, bf16Medium));
         return doc.RootElement.GetProperty("gflops").GetDouble();
     }
 

@@ -36,9 +36,10 @@ public static class BenchRlCommand
         var loraTargets = new Option<string>("--lora-target-modules") { Description = "Modules to adapt (checkpoint names, comma-separated) or all-linear.", DefaultValueFactory = _ => "all-linear" };
         var frozenDtype = new Option<string?>("--frozen-dtype") { Description = "Storage of the frozen weights (reference, reward model, a LoRA run's base): bf16 or fp32 (default: as the checkpoint stores them)." };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute each block's activations in the backward pass (policy and value model)." };
+        var precision = new Option<string>("--matmul-precision") { Description = "Products with frozen bf16 weights, as the trainers take it: highest (inputs exact) or medium (inputs rounded to bf16; needs frozen weights, so --lora-r).", DefaultValueFactory = _ => "highest" };
         var cmd = new Command("rl", "One PPO step on a checkpoint with its time split; prints {\"generation_s\", \"reference_s\", \"value_s\", \"reward_s\", \"update_s\", \"total_s\", \"mfu_scoring\", \"mfu_update\", ...} (medians).")
         {
-            modelDir, rewardDir, batch, promptLen, newTokens, epochs, steps, warmup, threads, loraR, loraAlpha, loraDropout, loraTargets, frozenDtype, checkpointing,
+            modelDir, rewardDir, batch, promptLen, newTokens, epochs, steps, warmup, threads, loraR, loraAlpha, loraDropout, loraTargets, frozenDtype, checkpointing, precision,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
@@ -70,10 +71,12 @@ public static class BenchRlCommand
                 LoraTargetModules = r.GetValue(loraTargets)!,
                 FrozenDtype = r.GetValue(frozenDtype),
                 GradientCheckpointing = r.GetValue(checkpointing),
+                MatmulPrecision = r.GetValue(precision)!,
                 Threads = r.GetValue(threads) ?? 0,
             };
             options.Validate();
             using var threadScope = ParallelFor.UseThreads(options.Threads);
+            using var precisionScope = options.OpenMatmulPrecision();
             Console.Out.WriteLine(JsonSerializer.Serialize(Run(options, rmDir, nWarm, nSteps)));
             return 0;
         }));
@@ -130,11 +133,13 @@ public static class BenchRlCommand
         }
         var median = times.ToDictionary(kv => kv.Key, kv => Median(kv.Value));
 
-        // Model FLOPs (PpoFlops) over the measured times, against the float32 GEMM peak timed here.
+        // Model FLOPs (PpoFlops) over the measured times, against the GEMM peak timed here: float32's, or with
+        // --matmul-precision medium the bf16-input kernel's that the frozen products then run on.
         var flops = new PpoFlops(pre.Model, rewardModel, options.TrainsAdapter);
         var rows = last!.PromptIds.Select((ids, i) => (ids.Length, last.CompletionIds[i].Length)).ToArray();
         double scoringFlops = flops.Scoring(rows), updateFlops = flops.Update(rows) * options.NumPpoEpochs;
-        double peak = BenchGemmCommand.MeasureGflops(1024, 1024, 1024);
+        bool medium = options.MatmulPrecision == "medium";
+        double peak = BenchGemmCommand.MeasureGflops(1024, 1024, 1024, bf16Medium: medium);
         double scoringGflops = scoringFlops / median["scoring_s"] / 1e9, updateGflops = updateFlops / median["update_s"] / 1e9;
         var result = new Dictionary<string, object>
         {
@@ -144,6 +149,7 @@ public static class BenchRlCommand
             ["training"] = options.TrainsAdapter ? $"lora r{options.LoraR}" : "full-parameter",
             ["frozen_dtype"] = options.FrozenInBf16(dir) ? "bf16" : "fp32",
             ["gradient_checkpointing"] = options.GradientCheckpointing,
+            ["matmul_precision"] = options.MatmulPrecision,
             ["batch"] = options.BatchSize,
             ["prompt_len"] = p,
             ["max_new_tokens"] = n,
@@ -162,6 +168,7 @@ public static class BenchRlCommand
         result["scoring_gflops"] = Math.Round(scoringGflops, 1);
         result["update_gflops"] = Math.Round(updateGflops, 1);
         result["gemm_peak_gflops"] = Math.Round(peak, 1);
+        result["gemm_peak_kernel"] = !medium ? "f32" : Gemm.Bf16BlockedRuns(transA: false) ? "vdpbf16ps-blocked" : "rounded-widened";
         result["mfu_scoring"] = Math.Round(scoringGflops / peak, 4);
         result["mfu_update"] = Math.Round(updateGflops / peak, 4);
         result["peak_rss_mib"] = PeakRssMib();

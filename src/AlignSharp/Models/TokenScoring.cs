@@ -130,10 +130,14 @@ public static class TokenScoring
         Ops.CheckTargets(targets, v, "TokenScoring");
         var stats = new float[3 * n * tiles];
         var zTarget = new float[n];
+        // As the whole-row path's head runs: exact (inside a checkpoint, which generation's rounding never reaches), or with
+        // bf16 inputs in a run of bf16 products, whose kernel gives a row the same bits in any tile. Read here, on the
+        // calling thread: the tiles run on the workers, where the caller's scope is not open.
+        var inputs = Ops.RoundsBf16Products && model.HeadWeight.IsBf16 ? Bf16Inputs.Always : Bf16Inputs.Exact;
         for (int start = 0; start < n; start += chunk)
         {
             int rows = Math.Min(chunk, n - start);
-            ParallelFor.RunBalanced(tiles, 1, 1, new HeadTiles(model.HeadWeight, hidden, start, rows, n, tiles, targets, scale, stats, zTarget));
+            ParallelFor.RunBalanced(tiles, 1, 1, new HeadTiles(model.HeadWeight, hidden, start, rows, n, tiles, targets, scale, stats, zTarget, inputs));
         }
         var logProbs = new float[n];
         var entropy = new float[n];
@@ -148,7 +152,7 @@ public static class TokenScoring
 
     /// <summary>Tiles of <see cref="ByTiles"/> for rows [first, first + rows): stats holds the planes m, s, u, each [N, T].</summary>
     private readonly struct HeadTiles(Tensor w, Tensor hidden, int first, int rows, int n, int tiles, int[] targets, float scale,
-        float[] stats, float[] zTarget) : IChunkWork
+        float[] stats, float[] zTarget, Bf16Inputs inputs) : IChunkWork
     {
         public void Run(int start, int end, int streamEnd)
         {
@@ -160,9 +164,7 @@ public static class TokenScoring
             {
                 int t0 = t * tile, cols = Math.Min(tile, v - t0);
                 var c = logits.AsSpan(0, rows * cols);
-                // As the whole-row path's head runs: exact (inside a checkpoint, which generation's rounding never reaches),
-                // or with bf16 inputs in a run of bf16 products, whose kernel gives a row the same bits in any tile.
-                Ops.ProductWithRows(a, rows, w, t0, cols, c, accumulate: false, Ops.RoundsBf16Products && w.IsBf16 ? Bf16Inputs.Always : Bf16Inputs.Exact);
+                Ops.ProductWithRows(a, rows, w, t0, cols, c, accumulate: false, inputs);
                 for (int i = 0; i < rows; i++)
                 {
                     int r = first + i;

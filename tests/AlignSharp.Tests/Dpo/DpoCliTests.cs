@@ -106,6 +106,33 @@ public sealed class DpoCliTests : IDisposable
     /// <summary>bco_pair's running reward mean moves with training (not with evaluation: a count of 2 after two steps with an
     /// evaluation after each), is kept in each checkpoint's trainer_state.json, and a run resumed from one ends bit for bit
     /// as the run that never stopped (its losses and its weights).</summary>
+    /// <summary>--matmul-precision through the CLI: medium trains a LoRA run (run_config records it, metrics finite; on a
+    /// CPU without the AVX512-BF16 kernel a note says the products run in float32); a bad value and a full-parameter run
+    /// with nothing frozen are clear errors, exit 2.</summary>
+    [Fact]
+    public void MatmulPrecisionMediumTrainsAndBadValuesAreRefused()
+    {
+        string model = Init();
+        string data = DpoFixtures.Pairs(P("train.jsonl"), 8, seed: 1);
+        var r = CliRunner.Run("dpo", "--policy", model, "--data", data, "--out", P("medium"), "--lora-r", "4", "--matmul-precision", "medium",
+            "--max-steps", "2", "--batch-size", "4", "--save-steps", "0", "--logging-steps", "1");
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        Assert.Equal("medium", JsonDocument.Parse(File.ReadAllText(P("medium/run_config.json"))).RootElement.GetProperty("matmul_precision").GetString());
+        var train = File.ReadLines(P("medium/metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+            .Where(l => l.GetProperty("split").GetString() == "train").ToList();
+        Assert.Equal(2, train.Count);
+        Assert.All(train, l => Assert.True(double.IsFinite(l.GetProperty("loss").GetDouble())));
+        Assert.Equal(!AlignSharp.Engine.Kernels.Gemm.Bf16BlockedRuns(transA: false), r.StdErr.Contains("no AVX512-BF16 kernel"));
+
+        var bad = CliRunner.Run("dpo", "--policy", model, "--data", data, "--out", P("bad"), "--lora-r", "4", "--matmul-precision", "low");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("--matmul-precision must be highest or medium, not 'low'", bad.StdErr);
+        var full = CliRunner.Run("sft", "--model", model, "--data", data, "--out", P("full"), "--matmul-precision", "medium");
+        Assert.Equal(2, full.ExitCode);
+        Assert.Contains("--matmul-precision medium", full.StdErr);
+        Assert.DoesNotContain("   at ", full.StdErr);
+    }
+
     [Fact]
     public void BcoPairsRunningMeanResumesWithTheRun()
     {

@@ -77,6 +77,45 @@ public sealed class MemoryOptionsTests : IDisposable
         new SftOptions { Model = "m", Data = P("d"), Out = P("x"), FrozenDtype = "fp32", LoraR = 8 }.Validate();
     }
 
+    /// <summary>
+    /// --matmul-precision medium on a float32 checkpoint: the frozen base is kept in bf16 (as --frozen-dtype bf16 keeps it)
+    /// and its products round their inputs, in the reference's precomputation too, so at step 0 the policy (adapter at zero)
+    /// still equals its reference exactly: loss ln 2, rewards 0. The numbers differ from highest's on the same bf16 base.
+    /// </summary>
+    [Fact]
+    public void DpoWithBf16ProductsKeepsThePolicyEqualToItsReferenceAtTheStart()
+    {
+        string model = DpoFixtures.TinyModel(P("m"), seed: 35);
+        string data = DpoFixtures.Pairs(P("data.jsonl"), 12, seed: 36);
+        DpoTrainer.Train(Options(model, data, "highest") with { FrozenDtype = "bf16", PrecomputeReference = true }, TextWriter.Null);
+        DpoTrainer.Train(Options(model, data, "medium") with { MatmulPrecision = "medium", PrecomputeReference = true }, TextWriter.Null);
+        // ln 2 in float32, as the loss is computed: the margin is exactly 0.
+        Assert.Equal((double)MathF.Log(2), Metric(P("medium"), "loss")[0]);
+        Assert.Equal(0.0, Metric(P("medium"), "rewards/chosen")[0]);
+        Assert.Equal(0.0, Metric(P("medium"), "rewards/rejected")[0]);
+        Assert.NotEqual(Metric(P("highest"), "logps/chosen"), Metric(P("medium"), "logps/chosen"));
+        Assert.All(Metric(P("medium"), "loss"), v => Assert.True(double.IsFinite(v)));
+    }
+
+    [Fact]
+    public void MatmulPrecisionIsValidatedAndRefusedWhereNothingIsFrozen()
+    {
+        File.WriteAllText(P("d"), "");
+        var bad = Assert.Throws<UserInputException>(() => new DpoOptions { Policy = "m", Data = P("d"), Out = P("x"), LoraR = 4, MatmulPrecision = "high" }.Validate());
+        Assert.Contains("--matmul-precision must be highest or medium", bad.Message);
+        var sft = Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = P("d"), Out = P("x"), MatmulPrecision = "medium" }.Validate());
+        Assert.Contains("--matmul-precision medium", sft.Message);
+        Assert.Contains("has none", sft.Message);
+        var fp32 = Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = P("d"), Out = P("x"), LoraR = 4, MatmulPrecision = "medium", FrozenDtype = "fp32" }.Validate());
+        Assert.Contains("--frozen-dtype fp32", fp32.Message);
+        new SftOptions { Model = "m", Data = P("d"), Out = P("x"), LoraR = 4, MatmulPrecision = "medium" }.Validate();
+        new DpoOptions { Policy = "m", Data = P("d"), Out = P("x"), MatmulPrecision = "medium", PrecomputeReference = false }.Validate();
+        // medium keeps frozen weights in bf16 whatever the checkpoint stores; highest follows the checkpoint.
+        string f32 = DpoFixtures.TinyModel(P("m32"), seed: 37);
+        Assert.True(new SftOptions { Model = f32, Data = P("d"), Out = P("x"), LoraR = 4, MatmulPrecision = "medium" }.FrozenInBf16(f32));
+        Assert.False(new SftOptions { Model = f32, Data = P("d"), Out = P("x"), LoraR = 4 }.FrozenInBf16(f32));
+    }
+
     [Theory]
     [InlineData("llama-bf16")]   // BF16 tensors copied bit for bit
     [InlineData("gpt2-hub")]     // float32, transposed Conv1D: read, then rounded

@@ -199,4 +199,39 @@ public class GemmBf16BlockedTests(ITestOutputHelper output)
             }
         }
     }
+
+    /// <summary>A bf16 model inside <see cref="Ops.Bf16Products"/>: the recorded forward, the forward without gradients and a
+    /// gradient-checkpointed forward and backward give the same bits, and differ from the exact forward; generation inside it
+    /// keeps its own rule (decode shapes only).</summary>
+    [Fact]
+    public void ABf16ModelWithBf16ProductsScoresAsItTrains()
+    {
+        string what = Kernel();
+        var model = AlignSharp.Models.TransformerModel.CreateRandom(AlignSharp.Models.ModelPresets.Llama(64, 32, 2, 4, 2, 64, 64), 3);
+        model.StoreMatricesAsBf16();
+        int[] ids = [5, 9, 17, 33, 2, 40, 7, 11, 60, 1, 3, 8, 21];
+        float[] exact;
+        using (Autograd.NoGrad()) exact = model.Forward(ids, 1, ids.Length).ToArray();
+        using var products = Ops.Bf16Products();
+        var training = model.Forward(ids, 1, ids.Length).ToArray(); // norms train: recorded
+        float[] scoring;
+        using (Autograd.NoGrad()) scoring = model.Forward(ids, 1, ids.Length).ToArray();
+        Assert.Equal(training, scoring); // bit for bit
+        Assert.NotEqual(exact, scoring);
+        // Checkpointed: the blocks' forward under the checkpoint, then recomputed in the backward pass, by the same kernel.
+        var grads = new List<float[]>();
+        foreach (bool checkpointed in new[] { false, true })
+        {
+            model.GradientCheckpointing = checkpointed;
+            foreach (var p in model.Parameters) p.ZeroGrad();
+            var logits = model.Forward(ids, 1, ids.Length);
+            Assert.Equal(training, logits.ToArray());
+            Ops.Sum(Ops.Mul(logits, logits)).Backward();
+            grads.Add(model.Parameters.Where(p => p.Grad != null).SelectMany(p => p.Grad!.ToArray()).ToArray());
+        }
+        model.GradientCheckpointing = false;
+        Assert.NotEmpty(grads[0]);
+        Assert.Equal(grads[0], grads[1]);
+        output.WriteLine($"{what}: the largest change from the exact forward {exact.Zip(scoring, (a, b) => Math.Abs(a - b)).Max():G3}");
+    }
 }

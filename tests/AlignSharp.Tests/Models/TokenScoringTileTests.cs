@@ -74,6 +74,38 @@ public sealed class TokenScoringTileTests
     }
 
     /// <summary>
+    /// The same inside <see cref="Ops.Bf16Products"/> (--matmul-precision medium), whose products with the bf16 head round
+    /// their inputs: the tiles without gradients, the update's one product with gradients and its recomputed chunks give the
+    /// same bits, and they differ from the exact products' (the inputs were rounded).
+    /// </summary>
+    [Theory]
+    [InlineData(2500, 6, 1f)]
+    [InlineData(2500, 40, 0.7f)]
+    [InlineData(30727, 17, 1.3f)]
+    public void WithBf16ProductsTheTilesStillGiveTheBitsOfTheUpdate(int vocab, int n, float temperature)
+    {
+        var model = Model(vocab, bf16: true);
+        var rng = new Random(vocab + 3 * n);
+        var hidden = GradCheck.Random(rng, n, model.Config.HiddenSize);
+        var targets = Enumerable.Range(0, n).Select(_ => rng.Next(vocab)).ToArray();
+        float[] exact;
+        using (Autograd.NoGrad()) exact = TokenScoring.LogProbs(model, hidden, targets, temperature).LogProbs.ToArray();
+
+        using var products = Ops.Bf16Products();
+        float[] old;
+        using (Autograd.NoGrad()) old = TokenScoring.LogProbs(model, hidden, targets, temperature).LogProbs.ToArray();
+        foreach (bool recompute in new[] { false, true })
+        {
+            var h = Tensor.FromArray(hidden.ToArray(), n, model.Config.HiddenSize);
+            h.RequiresGrad = true;
+            var (lp, _) = TokenScoring.LogProbs(model, h, targets, temperature, recompute: recompute);
+            Autograd.Backward(Ops.Sum(lp));
+            Assert.Equal(lp.ToArray(), old);
+        }
+        Assert.NotEqual(exact, old);
+    }
+
+    /// <summary>
     /// The calling thread never makes a [rows, V] block of logits without gradients (it did, a chunk of rows at a time, before
     /// the tiles): what it allocates, with the pool emptied first, is about a tile of each row, not a row.
     /// </summary>

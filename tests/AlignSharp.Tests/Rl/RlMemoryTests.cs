@@ -2,8 +2,9 @@ using AlignSharp.Training.Rl;
 
 namespace AlignSharp.Tests.Rl;
 
-/// <summary>--gradient-checkpointing and --frozen-dtype in PPO: policy and value model trained with checkpointing equal the
-/// ordinary run's bit for bit; a bf16 reference and reward model train end to end.</summary>
+/// <summary>--gradient-checkpointing, --frozen-dtype and --matmul-precision in PPO: policy and value model trained with
+/// checkpointing equal the ordinary run's bit for bit; a bf16 reference and reward model train end to end; bf16 products
+/// keep the old and the new log-probabilities of the first update equal.</summary>
 public sealed class RlMemoryTests : IDisposable
 {
     private readonly RlTestKit _kit = new();
@@ -38,5 +39,33 @@ public sealed class RlMemoryTests : IDisposable
         Assert.All(bf16, m => Assert.True(double.IsFinite(m.GetProperty("loss/policy_avg").GetDouble())));
         // The rounded reward model scores differently, so the runs differ.
         Assert.NotEqual(fp32.Select(m => m.GetProperty("objective/scores").GetDouble()), bf16.Select(m => m.GetProperty("objective/scores").GetDouble()));
+    }
+
+    /// <summary>
+    /// --matmul-precision medium on a LoRA policy: the base, reference, value trunk and reward model take bf16 inputs in
+    /// scoring and in the update alike, so the first (and only) minibatch's ratio π/π_old is exactly 1: no clipping, zero
+    /// approximate KL. The run differs from highest's (its products round), and with gradient checkpointing it is the same
+    /// bit for bit (the recomputed forward takes the same kernel).
+    /// </summary>
+    [Fact]
+    public void PpoWithBf16ProductsScoresAsItUpdates()
+    {
+        // No LoRA dropout: the update's forward would otherwise drop adapter inputs that scoring keeps (from step 2 on).
+        PpoOptions Lora(string run) => Ppo(run) with { LoraR = 4, LoraDropout = 0, NumMiniBatches = 1, NumPpoEpochs = 1, MaxSteps = 2 };
+        RlTrainer.Create(Lora("highest")).Run();
+        RlTrainer.Create(Lora("medium") with { MatmulPrecision = "medium" }).Run();
+        RlTrainer.Create(Lora("medium-ckpt") with { MatmulPrecision = "medium", GradientCheckpointing = true }).Run();
+        var medium = RlTestKit.TrainMetrics(_kit.Path("medium"));
+        Assert.Equal(2, medium.Count);
+        foreach (var m in medium)
+        {
+            Assert.Equal(1.0, m.GetProperty("val/ratio").GetDouble());
+            Assert.Equal(0.0, m.GetProperty("policy/approxkl_avg").GetDouble());
+            Assert.Equal(0.0, m.GetProperty("policy/clipfrac_avg").GetDouble());
+        }
+        Assert.NotEqual(RlTestKit.TrainMetrics(_kit.Path("highest")).Select(m => m.GetProperty("objective/scores").GetDouble()),
+                        medium.Select(m => m.GetProperty("objective/scores").GetDouble()));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(_kit.Path("medium"), "final", "adapter_model.safetensors")),
+                     File.ReadAllBytes(Path.Combine(_kit.Path("medium-ckpt"), "final", "adapter_model.safetensors")));
     }
 }

@@ -175,7 +175,7 @@ public static unsafe class Gemm
 
     /// <summary>Whether <see cref="MultiplyBf16"/> at <see cref="Bf16Inputs.Always"/> runs the blocked vdpbf16ps kernel
     /// (<see cref="Bf16Dot.RunBlocked"/>) rather than rounding A and multiplying in float32.</summary>
-    internal static bool Bf16BlockedRuns(bool transA) => ActivePath == GemmPath.Avx512 && Bf16Dot.IsAvailable && !transA;
+    public static bool Bf16BlockedRuns(bool transA) => ActivePath == GemmPath.Avx512 && Bf16Dot.IsAvailable && !transA;
 
     /// <summary>
     /// <see cref="Multiply"/> with B stored as bf16 (frozen weights): the same contract, B's values widened to

@@ -22,6 +22,7 @@ public static class DpoTrainer
         options.Validate();
         log ??= Console.Error;
         using var threads = ParallelFor.UseThreads(options.Threads);
+        using var precision = options.OpenMatmulPrecision();
         var policy = options.LoadTrained(options.Policy!, addsRouterAuxLoss: true);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var (train, eval) = LoadBatches(options, policy, log);
@@ -47,6 +48,7 @@ public static class DpoTrainer
         options.Validate();
         log ??= Console.Error;
         using var threads = ParallelFor.UseThreads(options.Threads);
+        using var precision = options.OpenMatmulPrecision();
         var policy = Pretrained.Load(options.Policy!);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         string file = options.EvalData ?? options.Data!;

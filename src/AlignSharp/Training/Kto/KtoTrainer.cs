@@ -22,6 +22,7 @@ public static class KtoTrainer
         options.Validate();
         log ??= Console.Error;
         using var threads = ParallelFor.UseThreads(options.Threads);
+        using var precision = options.OpenMatmulPrecision();
         var policy = options.LoadTrained(options.Policy!, addsRouterAuxLoss: true);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         var tokenizer = policy.RequireTokenizer("tokenizing feedback data");

@@ -29,6 +29,7 @@ public static class OnlineDpoTrainer
             throw new UserInputException("Give a judge: --judge-model RM_DIR (a reward model) or --judge-url URL (an HTTP judge).");
         log ??= Console.Error;
         using var threads = ParallelFor.UseThreads(options.Threads);
+        using var precision = options.OpenMatmulPrecision();
         var policy = options.LoadTrained(options.Policy!, addsRouterAuxLoss: true);
         options = options with { MaxLength = options.MaxLengthFor(policy.Model.Config.MaxPositions, log) };
         if (options.MaxNewTokens >= options.MaxLength)

@@ -237,6 +237,7 @@ public sealed class RlTrainer
     public Dictionary<string, object?> Run()
     {
         using var threads = ParallelFor.UseThreads(_options.Threads);
+        using var precision = _options.OpenMatmulPrecision();
         _algorithm.World = World;
         using var run = RunSession.Open(_options, _algorithm.Name);
         int total = TotalSteps();

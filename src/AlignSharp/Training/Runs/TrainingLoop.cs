@@ -160,6 +160,7 @@ public sealed class TrainingLoop(TextDataOptions options, ISupervisedTask task, 
     {
         if (task.MicroBatches == 0) throw new UserInputException("The training data produced no batches.");
         using var threads = ParallelFor.UseThreads(options.Threads);
+        using var precision = options.OpenMatmulPrecision();
         using var owned = session == null ? RunSession.Open(options, trainer, log: log) : null;
         var run = session ?? owned!;
         int total = TotalSteps();
