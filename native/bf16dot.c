@@ -328,7 +328,7 @@ INLINE void pack_a(const Args* s)
     }
 }
 
-/* dst[j·ld + i] = the 32-bit word i of row j, for a 16 × 16 block of words at src (row stride lds words): four
+/* dst[i·ld + j] = word i of src row j (a transpose), for a 16 × 16 block of 32-bit words at src (row stride lds words): four
  * rounds of immediate shuffles (no constants, see the top of the file). */
 INLINE void transpose16(const uint32_t* src, int64_t lds, uint32_t* dst, int64_t ld)
 {
