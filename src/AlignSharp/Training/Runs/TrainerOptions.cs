@@ -140,7 +140,7 @@ public abstract record TrainerOptions
     [Option("Storage of the frozen weights (a LoRA run's base model, the DPO/KTO/RL reference, the reward model): bf16 or fp32. Default: as the checkpoint stores them (a bf16 checkpoint stays bf16). Trainable weights, gradients and optimizer state are always fp32.")]
     public string? FrozenDtype { get; init; }
 
-    [Option("Precision of the products with frozen bf16 weights (a LoRA run's base, the DPO/KTO/RL reference, the reward model), named as PyTorch names float32 matmul precision: highest (their float32 inputs used exactly) or medium (rounded to bf16, products accumulated in float32: forward, backward and scoring alike; about 1.5x the throughput of those products on CPUs with AVX512-BF16, vdpbf16ps, and the same numbers computed in float32 elsewhere). medium keeps the frozen weights in bf16 whatever the checkpoint stores; trainable weights, gradients and optimizer state stay float32.")]
+    [Option("Precision of the products with frozen bf16 weights (a LoRA run's base, the DPO/KTO/RL reference, the reward model), named as PyTorch names float32 matmul precision: highest (their float32 inputs used exactly) or medium (rounded to bf16, products accumulated in float32: forward, backward and scoring alike; 1.6-2x the throughput of those products on CPUs with AVX512-BF16, vdpbf16ps, and the same numbers computed in float32 elsewhere). medium keeps the frozen weights in bf16 whatever the checkpoint stores; trainable weights, gradients and optimizer state stay float32.")]
     public string MatmulPrecision { get; init; } = "highest";
 
     /// <summary>The scope --matmul-precision asks for (<see cref="Ops.Bf16Products"/> for medium; nothing for highest): every
