@@ -73,7 +73,7 @@ public static class TrainerCommand
             }
             options.Validate();
             if (options.MatmulPrecision == "medium" && !Engine.Kernels.Gemm.Bf16BlockedRuns(transA: false))
-                Console.Error.WriteLine("note: --matmul-precision medium: this CPU (or process) has no AVX512-BF16 kernel, so the bf16-rounded products are computed in float32: the same numbers, no faster.");
+                Console.Error.WriteLine("note: --matmul-precision medium: this CPU (or process) has no AVX512-BF16 kernel, so the products of the bf16-rounded inputs are computed in float32 (summed in another order), no faster.");
             return run(options);
         }));
         return cmd;

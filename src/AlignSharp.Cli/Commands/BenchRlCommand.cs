@@ -36,7 +36,7 @@ public static class BenchRlCommand
         var loraTargets = new Option<string>("--lora-target-modules") { Description = "Modules to adapt (checkpoint names, comma-separated) or all-linear.", DefaultValueFactory = _ => "all-linear" };
         var frozenDtype = new Option<string?>("--frozen-dtype") { Description = "Storage of the frozen weights (reference, reward model, a LoRA run's base): bf16 or fp32 (default: as the checkpoint stores them)." };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute each block's activations in the backward pass (policy and value model)." };
-        var precision = new Option<string>("--matmul-precision") { Description = "Products with frozen bf16 weights, as the trainers take it: highest (inputs exact) or medium (inputs rounded to bf16; needs frozen weights, so --lora-r).", DefaultValueFactory = _ => "highest" };
+        var precision = new Option<string>("--matmul-precision") { Description = "Products with frozen bf16 weights, as the trainers take it: highest (inputs exact) or medium (inputs rounded to bf16; needs --lora-r, as the trainers do).", DefaultValueFactory = _ => "highest" };
         var cmd = new Command("rl", "One PPO step on a checkpoint with its time split; prints {\"generation_s\", \"reference_s\", \"value_s\", \"reward_s\", \"update_s\", \"total_s\", \"mfu_scoring\", \"mfu_update\", ...} (medians).")
         {
             modelDir, rewardDir, batch, promptLen, newTokens, epochs, steps, warmup, threads, loraR, loraAlpha, loraDropout, loraTargets, frozenDtype, checkpointing, precision,

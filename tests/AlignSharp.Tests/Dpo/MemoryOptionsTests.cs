@@ -97,19 +97,73 @@ public sealed class MemoryOptionsTests : IDisposable
         Assert.All(Metric(P("medium"), "loss"), v => Assert.True(double.IsFinite(v)));
     }
 
+    /// <summary>The reference cache (kept across --overwrite) is keyed by the products' precision too: a run at highest
+    /// and then one at medium in the same directory recomputes, and the medium run's policy still equals its reference
+    /// at step 0; a second medium run reads the cache.</summary>
     [Fact]
-    public void MatmulPrecisionIsValidatedAndRefusedWhereNothingIsFrozen()
+    public void TheReferenceCacheIsNotReusedAcrossMatmulPrecisions()
+    {
+        string model = DpoFixtures.TinyModel(P("m"), seed: 38);
+        string data = DpoFixtures.Pairs(P("data.jsonl"), 12, seed: 39);
+        var o = Options(model, data, "run") with { FrozenDtype = "bf16", PrecomputeReference = true };
+        DpoTrainer.Train(o, TextWriter.Null);
+        var medium = new StringWriter();
+        DpoTrainer.Train(o with { MatmulPrecision = "medium", Overwrite = true }, medium);
+        Assert.DoesNotContain("read from", medium.ToString());
+        Assert.Equal((double)MathF.Log(2), Metric(P("run"), "loss")[0]);
+        Assert.Equal(0.0, Metric(P("run"), "rewards/chosen")[0]);
+        var again = new StringWriter();
+        DpoTrainer.Train(o with { MatmulPrecision = "medium", Overwrite = true }, again);
+        Assert.Contains("read from", again.ToString());
+        Assert.Equal((double)MathF.Log(2), Metric(P("run"), "loss")[0]);
+    }
+
+    /// <summary>Resuming compares an option the run's configuration does not name (added since the run) with its default:
+    /// a run from before --matmul-precision existed resumes at highest and refuses medium.</summary>
+    [Fact]
+    public void AResumeChecksAnOptionNewerThanTheRunAgainstItsDefault()
+    {
+        string model = DpoFixtures.TinyModel(P("m"), seed: 40);
+        string data = DpoFixtures.Pairs(P("data.jsonl"), 12, seed: 41);
+        var o = Options(model, data, "old") with { MaxSteps = 1, SaveSteps = 1 };
+        DpoTrainer.Train(o, TextWriter.Null);
+        foreach (var config in Directory.GetFiles(P("old"), "run_config.json", SearchOption.AllDirectories))
+        {
+            var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config))!.AsObject();
+            Assert.True(node.Remove("matmul_precision"));
+            File.WriteAllText(config, node.ToJsonString());
+        }
+        var e = Assert.Throws<UserInputException>(() => DpoTrainer.Train(o with { MaxSteps = 2, Resume = "", MatmulPrecision = "medium" }, TextWriter.Null));
+        Assert.Contains("--matmul-precision", e.Message);
+        DpoTrainer.Train(o with { MaxSteps = 2, Resume = "" }, TextWriter.Null);
+        Assert.Equal(2, Metric(P("old"), "loss").Length);
+    }
+
+    [Fact]
+    public void MatmulPrecisionIsValidatedAndNeedsALoraRun()
     {
         File.WriteAllText(P("d"), "");
         var bad = Assert.Throws<UserInputException>(() => new DpoOptions { Policy = "m", Data = P("d"), Out = P("x"), LoraR = 4, MatmulPrecision = "high" }.Validate());
         Assert.Contains("--matmul-precision must be highest or medium", bad.Message);
         var sft = Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = P("d"), Out = P("x"), MatmulPrecision = "medium" }.Validate());
         Assert.Contains("--matmul-precision medium", sft.Message);
-        Assert.Contains("has none", sft.Message);
+        Assert.Contains("trains every weight", sft.Message);
         var fp32 = Assert.Throws<UserInputException>(() => new SftOptions { Model = "m", Data = P("d"), Out = P("x"), LoraR = 4, MatmulPrecision = "medium", FrozenDtype = "fp32" }.Validate());
         Assert.Contains("--frozen-dtype fp32", fp32.Message);
         new SftOptions { Model = "m", Data = P("d"), Out = P("x"), LoraR = 4, MatmulPrecision = "medium" }.Validate();
-        new DpoOptions { Policy = "m", Data = P("d"), Out = P("x"), MatmulPrecision = "medium", PrecomputeReference = false }.Validate();
+        // A full-parameter policy (float32, exact products) beside a frozen copy of itself (the reference, rounded inputs)
+        // would differ from it at step 0: refused, in every trainer.
+        var full = Assert.Throws<UserInputException>(() => new DpoOptions { Policy = "m", Data = P("d"), Out = P("x"), MatmulPrecision = "medium", PrecomputeReference = false }.Validate());
+        Assert.Contains("trains every weight", full.Message);
+        Assert.Contains("trains every weight", Assert.Throws<UserInputException>(() => new AlignSharp.Training.Rl.PpoOptions { Policy = "m", Prompts = P("d"), Out = P("x"), MatmulPrecision = "medium" }.Validate()).Message);
+        Assert.Contains("trains every weight", Assert.Throws<UserInputException>(() => new AlignSharp.Training.OnlineDpo.OnlineDpoOptions { Policy = "m", Prompts = P("d"), Out = P("x"), JudgeModel = _dir, MatmulPrecision = "medium" }.Validate()).Message);
+        new AlignSharp.Training.Rl.PpoOptions { Policy = "m", Prompts = P("d"), Out = P("x"), LoraR = 4, MatmulPrecision = "medium" }.Validate();
+        // --eval-only trains no adapter: medium refused, a bad value named.
+        var eval = Assert.Throws<UserInputException>(() => new DpoOptions { Policy = "m", Data = P("d"), EvalOnly = true, MatmulPrecision = "medium" }.Validate());
+        Assert.Contains("--matmul-precision medium", eval.Message);
+        Assert.Contains("--matmul-precision must be", Assert.Throws<UserInputException>(() => new DpoOptions { Policy = "m", Data = P("d"), EvalOnly = true, MatmulPrecision = "fast" }.Validate()).Message);
+        // online-dpo always keeps its reference through training, so --frozen-dtype applies to it without LoRA too.
+        new AlignSharp.Training.OnlineDpo.OnlineDpoOptions { Policy = "m", Prompts = P("d"), Out = P("x"), JudgeModel = _dir, FrozenDtype = "bf16" }.Validate();
         // medium keeps frozen weights in bf16 whatever the checkpoint stores; highest follows the checkpoint.
         string f32 = DpoFixtures.TinyModel(P("m32"), seed: 37);
         Assert.True(new SftOptions { Model = f32, Data = P("d"), Out = P("x"), LoraR = 4, MatmulPrecision = "medium" }.FrozenInBf16(f32));

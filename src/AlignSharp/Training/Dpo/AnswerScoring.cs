@@ -2,6 +2,7 @@ using AlignSharp.Distributed;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using AlignSharp.Engine;
+using AlignSharp.Engine.Kernels;
 using AlignSharp.Models;
 using AlignSharp.Models.Lora;
 using AlignSharp.Models.Checkpoints;
@@ -188,12 +189,15 @@ public sealed class ReferenceLogProbs
     /// <summary>
     /// SHA-256 over a version tag, the reference's configuration (config.json as loaded, and its adapter's
     /// adapter_config.json: a changed rope_theta, norm epsilon or lora_alpha scores differently with the same
-    /// weights), its parameters (names and values) and every batch's rows.
+    /// weights), its parameters (names and values), how its bf16 products take their inputs (--matmul-precision; with
+    /// bf16 inputs the kernel and its float32 fallback sum in different orders) and every batch's rows.
     /// </summary>
     private static byte[] Key(TransformerModel model, IReadOnlyList<DpoBatch> batches)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        h.AppendData("alignsharp dpo reference v2"u8);
+        h.AppendData("alignsharp dpo reference v3"u8);
+        h.AppendData(!Ops.RoundsBf16Products ? "exact products"u8
+            : Gemm.Bf16BlockedRuns(transA: false) ? "bf16 products, vdpbf16ps"u8 : "bf16 products, float32"u8);
         h.AppendData(System.Text.Encoding.UTF8.GetBytes(model.Config.ToJson()));
         if (model.Adapter is { Enabled: true } enabled) h.AppendData(System.Text.Encoding.UTF8.GetBytes(enabled.Config.ToJson()));
         var adapter = model.Adapter is { Enabled: true } a ? a.NamedParameters : [];

@@ -179,6 +179,10 @@ public sealed record DpoOptions : DpoObjectiveOptions
             if (Resume != null) throw new UserInputException("--resume has no meaning with --eval-only.");
             if (EvalSplit > 0) throw new UserInputException("--eval-split has no meaning with --eval-only, which evaluates the whole file.");
             if (LoraR > 0 || Merge) throw new UserInputException("--lora-r, --use-peft and --merge train an adapter; they have no meaning with --eval-only.");
+            if (FrozenDtype is not (null or "bf16" or "fp32")) throw new UserInputException($"--frozen-dtype must be bf16 or fp32, not '{FrozenDtype}'.");
+            if (MatmulPrecision is not ("highest" or "medium")) throw new UserInputException($"--matmul-precision must be highest or medium, not '{MatmulPrecision}'.");
+            if (MatmulPrecision != "highest")
+                throw new UserInputException("--matmul-precision medium applies to a LoRA run's frozen base; --eval-only trains no adapter and evaluates with exact products.");
             // It trains nothing and writes nothing (the JSON goes to stdout): options of a run would be ignored.
             var d = new DpoOptions();
             var inert = new List<string>();

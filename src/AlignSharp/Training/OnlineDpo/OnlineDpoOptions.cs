@@ -15,6 +15,9 @@ namespace AlignSharp.Training.OnlineDpo;
 [TrlName("reward_model_path", nameof(JudgeModel))]
 public sealed record OnlineDpoOptions : DpoObjectiveOptions
 {
+    /// <summary>A LoRA base, or the reference (always scored on the fly here).</summary>
+    protected override bool HasFrozenWeights => TrainsAdapter || UsesReference;
+
     public OnlineDpoOptions()
     {
         MaxLength = 512;

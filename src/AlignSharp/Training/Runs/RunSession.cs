@@ -189,7 +189,8 @@ public sealed class RunSession : IDisposable
 
     /// <summary>
     /// --resume may change only the options marked <see cref="OptionAttribute.SafeToChangeOnResume"/>; --max-steps may
-    /// grow but not fall below the step reached. The reference is the checkpoint's own run_config.json (or the run's).
+    /// grow but not fall below the step reached. The reference is the checkpoint's own run_config.json (or the run's),
+    /// and for an option it does not name (one added since), that option's default.
     /// </summary>
     private void CheckResumable(TrainerOptions options, string trainer, string checkpoint, int step)
     {
@@ -207,10 +208,13 @@ public sealed class RunSession : IDisposable
         var safe = options.GetType().GetProperties()
             .Where(p => p.GetCustomAttributes(typeof(OptionAttribute), true).OfType<OptionAttribute>().Any(a => a.SafeToChangeOnResume))
             .Select(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name)).ToHashSet();
+        // An option the run's configuration lacks is newer than the run, which trained as its default says.
+        var defaults = RunDirectory.ConfigNode((TrainerOptions)Activator.CreateInstance(options.GetType())!, trainer);
         var differences = new List<string>();
         foreach (var (key, value) in now)
         {
-            if (safe.Contains(key) || !before.TryGetPropertyValue(key, out var old)) continue;
+            if (safe.Contains(key)) continue;
+            if (!before.TryGetPropertyValue(key, out var old) && !defaults.TryGetPropertyValue(key, out old)) continue;
             if (!JsonNode.DeepEquals(old, value))
                 differences.Add(key == "trainer" ? $"  trainer: the checkpoint was written by {old}, this is {value}"
                     : $"  {OptionAttribute.FlagName(Pascal(key))}: {Show(old)} in the checkpoint, {Show(value)} now");

@@ -140,12 +140,13 @@ public abstract record TrainerOptions
     [Option("Storage of the frozen weights (a LoRA run's base model, the DPO/KTO/RL reference, the reward model): bf16 or fp32. Default: as the checkpoint stores them (a bf16 checkpoint stays bf16). Trainable weights, gradients and optimizer state are always fp32.")]
     public string? FrozenDtype { get; init; }
 
-    [Option("Precision of the products with frozen bf16 weights (a LoRA run's base, the DPO/KTO/RL reference, the reward model), named as PyTorch names float32 matmul precision: highest (their float32 inputs used exactly) or medium (rounded to bf16, products accumulated in float32: forward, backward and scoring alike; 1.6-2x the throughput of those products on CPUs with AVX512-BF16, vdpbf16ps, and the same numbers computed in float32 elsewhere). medium keeps the frozen weights in bf16 whatever the checkpoint stores; trainable weights, gradients and optimizer state stay float32.")]
+    [Option("Precision of the products with frozen bf16 weights (a LoRA run's base, the DPO/KTO/RL reference, the reward model), named as PyTorch names float32 matmul precision: highest (their float32 inputs used exactly) or medium (rounded to bf16, products accumulated in float32: forward, backward and scoring alike; 1.6-2x the throughput of those products on CPUs with AVX512-BF16, vdpbf16ps; elsewhere the same rounded inputs multiplied in float32, summed in another order, no faster). medium needs a LoRA run (--lora-r or --adapter) and keeps the frozen weights in bf16 whatever the checkpoint stores; trainable weights, gradients and optimizer state stay float32.")]
     public string MatmulPrecision { get; init; } = "highest";
 
     /// <summary>The scope --matmul-precision asks for (<see cref="Ops.Bf16Products"/> for medium; nothing for highest): every
     /// trainer's entry opens it, with its threads, for the whole run on the thread that trains, so that precomputed
-    /// reference log-probabilities, scoring, generation and the update all see it.</summary>
+    /// reference log-probabilities, scoring, generation and the update all see it. A caller of a trainer's parts (bench
+    /// rl: <c>RolloutCollector</c> and <c>RlTrainer.TrainOn</c>) opens it around all of them, never around some.</summary>
     public Ops.ActivationRounding OpenMatmulPrecision() => MatmulPrecision == "medium" ? Ops.Bf16Products() : default;
 
     /// <summary>Whether the run holds frozen weights that --frozen-dtype applies to; trainers with a reference or reward model override this.</summary>
@@ -254,9 +255,18 @@ public abstract record TrainerOptions
         if (FrozenDtype is not (null or "bf16" or "fp32")) throw new UserInputException($"--frozen-dtype must be bf16 or fp32, not '{FrozenDtype}'.");
         if (FrozenDtype != null && !HasFrozenWeights)
             throw new UserInputException("--frozen-dtype: this run has no frozen weights (full-parameter training of a model without a reference); it applies to a LoRA run's base and to references and reward models.");
+        ValidateMatmulPrecision();
+    }
+
+    /// <summary>--matmul-precision: its value, and medium only where every product of the policy's frozen weights and of
+    /// its copies takes the same inputs. A full-parameter policy trains float32 weights (exact products) while its frozen
+    /// copy, the reference, would round its inputs: the two would differ at step 0 (a KL or reward that is not zero).</summary>
+    protected void ValidateMatmulPrecision()
+    {
         if (MatmulPrecision is not ("highest" or "medium")) throw new UserInputException($"--matmul-precision must be highest or medium, not '{MatmulPrecision}'.");
-        if (MatmulPrecision == "medium" && !HasFrozenWeights)
-            throw new UserInputException("--matmul-precision medium rounds the inputs of products with frozen bf16 weights, and this run has none (full-parameter training of a model without a reference): its products stay float32. It applies to a LoRA run's base and to references and reward models.");
+        if (MatmulPrecision == "medium" && !TrainsAdapter)
+            throw new UserInputException("--matmul-precision medium rounds the inputs of the products with a LoRA run's frozen bf16 base (and its reference and reward model); " +
+                "this run trains every weight (no --lora-r or --adapter), so its float32 policy would score differently from its frozen copies at step 0. Train an adapter, or keep highest.");
         if (MatmulPrecision == "medium" && FrozenDtype == "fp32")
             throw new UserInputException("--matmul-precision medium multiplies by bf16 frozen weights, but --frozen-dtype fp32 keeps them in float32: drop one of the two.");
     }
