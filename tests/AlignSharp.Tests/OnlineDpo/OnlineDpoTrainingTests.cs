@@ -41,6 +41,28 @@ public sealed class OnlineDpoTrainingTests(ITestOutputHelper output) : IDisposab
 
     private static IEvalJudge CountJudge() => new RewardJudge(RlTestKit.CountOf('a'), "count of 'a'");
 
+    /// <summary>--judge-model is a frozen model: kept in bf16 when asked (as --frozen-dtype keeps the RL trainers' reward
+    /// model), float32 otherwise; its scores move by no more than the rounding of its weights.</summary>
+    [Fact]
+    public void AJudgeModelIsKeptInTheFrozenStorage()
+    {
+        string dir = _kit.RewardModelDir();
+        var inputs = new RewardInputs([ChatContent.FromText("ab")], ["ab"], ["aab"]);
+        float[] Scores(bool bf16, out int bf16Tensors)
+        {
+            using var judge = Judges.FromFlags(dir, null, 4, bf16Matrices: bf16);
+            var source = (RewardModelSource)((RewardJudge)judge).Source;
+            bf16Tensors = source.Model.Model.NamedParameters.Count(p => p.Parameter.IsBf16);
+            return source.Score(inputs);
+        }
+        var wide = Scores(false, out int wideBf16);
+        var narrow = Scores(true, out int narrowBf16);
+        Assert.Equal(0, wideBf16);
+        Assert.True(narrowBf16 > 0);
+        Assert.True(float.IsFinite(narrow[0]));
+        Assert.NotEqual(wide[0], narrow[0]);
+    }
+
     [Fact]
     public void RaisesTheJudgesScoreWithoutPreferenceData()
     {

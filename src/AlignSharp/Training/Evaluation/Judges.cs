@@ -25,13 +25,14 @@ public interface IEvalJudge : IDisposable
 /// <summary>The judge of <c>--judge-model DIR</c> or <c>--judge-url URL</c> (eval and online-dpo).</summary>
 public static class Judges
 {
-    /// <summary>A reward model (scores normalised with its stored mean and std) or an HTTP judge; exactly one must be given.</summary>
-    public static IEvalJudge FromFlags(string? judgeModel, string? judgeUrl, int batchSize)
+    /// <summary>A reward model (scores normalised with its stored mean and std) or an HTTP judge; exactly one must be given.
+    /// <paramref name="bf16Matrices"/>: keep the reward model's matrices in bf16 (a frozen model, as --frozen-dtype says).</summary>
+    public static IEvalJudge FromFlags(string? judgeModel, string? judgeUrl, int batchSize, bool bf16Matrices = false)
     {
         if ((judgeModel == null) == (judgeUrl == null)) throw new UserInputException("Give exactly one judge: --judge-model RM_DIR or --judge-url URL.");
         if (judgeModel != null && !Directory.Exists(judgeModel)) throw new UserInputException($"--judge-model: directory '{judgeModel}' does not exist.");
         return judgeModel != null
-            ? new RewardJudge(new RewardModelSource(RewardModel.Load(judgeModel), normalize: true, batchSize), $"reward_model {judgeModel}")
+            ? new RewardJudge(new RewardModelSource(RewardModel.Load(judgeModel, bf16Matrices: bf16Matrices), normalize: true, batchSize), $"reward_model {judgeModel}")
             : new HttpJudge(judgeUrl!);
     }
 }
@@ -40,6 +41,7 @@ public static class Judges
 public sealed class RewardJudge(IRewardSource source, string description) : IEvalJudge
 {
     public string Description => description;
+    internal IRewardSource Source => source;
 
     public JudgeVerdict Judge(RewardInputs policy, IReadOnlyList<string>? baselineCompletions)
     {

@@ -38,7 +38,11 @@ public static class OnlineDpoTrainer
         var template = ChatTemplate.Resolve(options.ChatTemplate, options.Policy, options.ChatTemplateKwargs);
         var batches = Batches(options, tokenizer, template, log);
 
-        using var ownedJudge = judge == null ? Judges.FromFlags(options.JudgeModel, options.JudgeUrl, options.BatchSize) : null;
+        // The judge model never trains: kept as --frozen-dtype says (and in bf16 with --matmul-precision medium), as the
+        // RL trainers keep their reward model.
+        using var ownedJudge = judge == null
+            ? Judges.FromFlags(options.JudgeModel, options.JudgeUrl, options.BatchSize, options.JudgeModel != null && Directory.Exists(options.JudgeModel) && options.FrozenInBf16(options.JudgeModel))
+            : null;
         judge ??= ownedJudge!;
         using var session = RunSession.Open(options, "online-dpo", log);
         var adapter = options.StartingAdapter(policy.Model, options.Policy);
