@@ -297,37 +297,6 @@ INLINE void sizes(const Args* s, const int L2)
 #define GMR 12
 #define GNR 32
 
-/* Rows [0, rows) of A (float32, row stride lda, already at the block's first k) into GMR-row panels; rows past `rows`
- * up to a whole panel are zero. */
-INLINE void pack_a(const Args* s)
-{
-    int kq = (s->kc + 1) / 2;
-    for (int r0 = 0; r0 < s->rows; r0 += GMR)
-    {
-        uint32_t* panel = s->pack + (int64_t)r0 * kq;
-        for (int r = 0; r < GMR; r++)
-        {
-            if (r0 + r >= s->rows)
-            {
-                for (int q = 0; q < kq; q++) panel[q * GMR + r] = 0;
-                continue;
-            }
-            const float* ar = s->a + (int64_t)(r0 + r) * s->lda;
-            for (int p = 0; p < s->kc; p += 32)
-            {
-                int left = s->kc - p;
-                __mmask16 lo = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-                __mmask16 hi = left >= 32 ? (__mmask16)0xFFFF : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
-                __m512 x = _mm512_maskz_loadu_ps(lo, ar + p), y = _mm512_maskz_loadu_ps(hi, ar + p + 16);
-                uint32_t words[16];
-                _mm512_storeu_si512(words, (__m512i)_mm512_cvtne2ps_pbh(y, x));
-                int pairs = (left + 1) / 2 < 16 ? (left + 1) / 2 : 16;
-                for (int i = 0; i < pairs; i++) panel[(p / 2 + i) * GMR + r] = words[i];
-            }
-        }
-    }
-}
-
 /* dst[i·ld + j] = word i of src row j (a transpose), for a 16 × 16 block of 32-bit words at src (row stride lds words): four
  * rounds of immediate shuffles (no constants, see the top of the file). */
 INLINE void transpose16(const uint32_t* src, int64_t lds, uint32_t* dst, int64_t ld)
@@ -369,6 +338,41 @@ INLINE void transpose16(const uint32_t* src, int64_t lds, uint32_t* dst, int64_t
     /* r[w] is now output row w: word w of the 16 rows. */
 #pragma GCC unroll 16
     for (int w = 0; w < 16; w++) _mm512_storeu_si512(dst + w * ld, r[w]);
+}
+
+/* Rows [0, rows) of A (float32, row stride lda, already at the block's first k) into GMR-row panels; rows past `rows`
+ * up to a whole panel are zero. Each 32 k positions of a panel's rows are rounded into a 16 × 16 block of words (rows
+ * past the panel zero), transposed (word w of every row together) and stored GMR words at a time: one word at a time,
+ * the packing of A took a quarter as long as the product for n = 128 (a k or v projection), where both threads pack all of A. */
+INLINE void pack_a(const Args* s)
+{
+    int kq = (s->kc + 1) / 2;
+    uint32_t words[16 * 16];
+    for (int r0 = 0; r0 < s->rows; r0 += GMR)
+    {
+        uint32_t* panel = s->pack + (int64_t)r0 * kq;
+        int height = s->rows - r0 < GMR ? s->rows - r0 : GMR;
+        for (int p = 0; p < s->kc; p += 32)
+        {
+            int left = s->kc - p;
+            __mmask16 lo = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            __mmask16 hi = left >= 32 ? (__mmask16)0xFFFF : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+            for (int r = 0; r < 16; r++)
+            {
+                __m512i w = _mm512_setzero_si512();
+                if (r < height)
+                {
+                    const float* ar = s->a + (int64_t)(r0 + r) * s->lda + p;
+                    w = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, ar + 16), _mm512_maskz_loadu_ps(lo, ar));
+                }
+                _mm512_storeu_si512(words + r * 16, w);
+            }
+            transpose16(words, 16, words, 16); /* in place: it loads all 16 rows before it stores */
+            int pairs = (left + 1) / 2 < 16 ? (left + 1) / 2 : 16;
+            for (int q = 0; q < pairs; q++)
+                _mm512_mask_storeu_epi32(panel + (int64_t)(p / 2 + q) * GMR, (__mmask16)((1u << GMR) - 1), _mm512_loadu_si512(words + q * 16));
+        }
+    }
 }
 
 /* Columns [0, cols) of B (bf16, already at the block's first k and column) into GNR-column panels; columns past `cols`
