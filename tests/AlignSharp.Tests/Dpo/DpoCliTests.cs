@@ -103,12 +103,9 @@ public sealed class DpoCliTests : IDisposable
         Assert.Contains("exo_pair needs --label-smoothing", exo.StdErr);
     }
 
-    /// <summary>bco_pair's running reward mean moves with training (not with evaluation: a count of 2 after two steps with an
-    /// evaluation after each), is kept in each checkpoint's trainer_state.json, and a run resumed from one ends bit for bit
-    /// as the run that never stopped (its losses and its weights).</summary>
     /// <summary>--matmul-precision through the CLI: medium trains a LoRA run (run_config records it, metrics finite; on a
     /// CPU without the AVX512-BF16 kernel a note says the products run in float32); a bad value and a full-parameter run
-    /// with nothing frozen are clear errors, exit 2.</summary>
+    /// (whose float32 policy would differ from its frozen copies) are clear errors, exit 2.</summary>
     [Fact]
     public void MatmulPrecisionMediumTrainsAndBadValuesAreRefused()
     {
@@ -133,6 +130,9 @@ public sealed class DpoCliTests : IDisposable
         Assert.DoesNotContain("   at ", full.StdErr);
     }
 
+    /// <summary>bco_pair's running reward mean moves with training (not with evaluation: a count of 2 after two steps with an
+    /// evaluation after each), is kept in each checkpoint's trainer_state.json, and a run resumed from one ends bit for bit
+    /// as the run that never stopped (its losses and its weights).</summary>
     [Fact]
     public void BcoPairsRunningMeanResumesWithTheRun()
     {

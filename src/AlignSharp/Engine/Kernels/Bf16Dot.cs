@@ -136,7 +136,7 @@ internal static unsafe class Bf16Dot
             int rows = i1 - i0, mBlocks = (rows + BlockMC - 1) / BlockMC;
             int mc0 = ((rows + mBlocks - 1) / mBlocks + BlockMR - 1) / BlockMR * BlockMR;
             int nc0 = Math.Min((j1 - j0 + BlockNR - 1) / BlockNR * BlockNR, BlockNC);
-            uint* packA = AlignedWords(ref t_packA, mc0 * (kc0 / 2)), packB = AlignedWords(ref t_packB, nc0 * (kc0 / 2));
+            uint* packA = Aligned(ref t_packA, mc0 * (kc0 / 2)), packB = Aligned(ref t_packB, nc0 * (kc0 / 2));
             for (int jc = j0; jc < j1; jc += nc0)
             {
                 int nc = Math.Min(nc0, j1 - jc);
@@ -166,13 +166,14 @@ internal static unsafe class Bf16Dot
         }
     }
 
-    /// <summary>A thread's packing buffer of at least <paramref name="words"/> 32-bit words (grown as needed), 64-byte aligned.</summary>
-    private static uint* AlignedWords(ref uint[]? buffer, int words)
+    /// <summary>A thread's buffer of at least <paramref name="count"/> values (grown as needed, to at least
+    /// <paramref name="least"/>), pinned and 64-byte aligned.</summary>
+    private static T* Aligned<T>(ref T[]? buffer, int count, int least = 0) where T : unmanaged
     {
-        const int Slack = 64 / sizeof(uint);
-        if (buffer == null || buffer.Length < words + Slack) buffer = GC.AllocateUninitializedArray<uint>(words + Slack, pinned: true);
+        int slack = 64 / sizeof(T);
+        if (buffer == null || buffer.Length < count + slack) buffer = GC.AllocateUninitializedArray<T>(Math.Max(count, least) + slack, pinned: true);
         nint start = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
-        return (uint*)((start + 63) & ~(nint)63);
+        return (T*)((start + 63) & ~(nint)63);
     }
 
     /// <summary>bf16(A), zero padded to a multiple of 32 and laid out k-chunk by k-chunk (native/bf16dot.c, convert), into
@@ -181,21 +182,12 @@ internal static unsafe class Bf16Dot
     /// unaligned, the m = 8 products ran 14–20% slower.</summary>
     private static Args RoundA(int m, int k, float* a, nint lda)
     {
-        var args = new Args { A = a, A16 = Aligned(ref t_a16, m, k), Lda = lda, M = m, K = k, Convert = 1 };
+        var args = new Args { A = a, A16 = Aligned(ref t_a16, Room(m, k), least: 8 * 1024), Lda = lda, M = m, K = k, Convert = 1 };
         Entry(&args);
         args.Convert = 0;
         return args;
     }
 
-    /// <summary>A thread's buffer for bf16(A) of m rows of k (grown as needed), 64-byte aligned.</summary>
-    private static ushort* Aligned(ref ushort[]? buffer, int m, int k)
-    {
-        const int Slack = 64 / sizeof(ushort);
-        int room = Room(m, k);
-        if (buffer == null || buffer.Length < room + Slack) buffer = GC.AllocateUninitializedArray<ushort>(Math.Max(room, 8 * 1024) + Slack, pinned: true);
-        nint start = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
-        return (ushort*)((start + 63) & ~(nint)63);
-    }
 
     /// <summary>
     /// Asks for the first <paramref name="bytes"/> of <paramref name="b"/> (a weight about to be streamed) to be loaded
@@ -313,7 +305,7 @@ internal static unsafe class Bf16Dot
     /// float32, from which a caller may make the down projection's LoRA input in between).</summary>
     public static ushort* RunGatedRounding<TAct>(int m, int k, float* a, nint lda, Product gate, Product up) where TAct : IUnaryOp
     {
-        ushort* g16 = Aligned(ref t_down16, m, gate.N);
+        ushort* g16 = Aligned(ref t_down16, Room(m, gate.N), least: 8 * 1024);
         Gated<TAct>(m, k, a, lda, gate, up, g16);
         return g16;
     }
