@@ -153,13 +153,18 @@ public static partial class Autograd
             var t = order[i];
             var node = t.Node!;
             var g = t.GradTensor;
-            if (g != null) node.Backward(g);
+            if (g != null)
+            {
+                g.Storage.HandedOn = false;   // t's alone now, whoever handed it to t
+                node.Backward(g);
+            }
             t.Node = null;
             pending?.Done(node);
             if (g != null)
             {
                 t.GradTensor = null;
-                if (g.Storage.Pooled) g.Storage.Release();
+                if (g.Storage.HandedOn) g.Storage.HandedOn = false;   // an input's gradient now (Tensor.AddGradOf)
+                else if (g.Storage.Pooled) g.Storage.Release();
             }
         }
     }

@@ -140,6 +140,10 @@ public sealed class Storage
     private ushort[]? _bf16;
     internal readonly bool Pooled;
 
+    /// <summary>Set while a node's backward has handed this gradient buffer on to an input (<see cref="Tensor.AddGradOf"/>):
+    /// the input owns it now, so the backward pass must not release it with the node.</summary>
+    internal bool HandedOn;
+
     internal Storage(float[] array, bool pooled)
     {
         _array = array;

@@ -478,8 +478,19 @@ public static unsafe class Gemm
 
     private static void CopyTile(float* src, nint ldSrc, float* dst, nint ldDst, int rows, int cols)
     {
-        for (int r = 0; r < rows; r++)
-            new ReadOnlySpan<float>(src + r * ldSrc, cols).CopyTo(new Span<float>(dst + r * ldDst, cols));
+        for (int r = 0; r < rows; r++) CopyFloats(src + r * ldSrc, dst + r * ldDst, cols);
+    }
+
+    /// <summary>Copies a few dozen floats inline: a packed row or tile edge is too short for a call to memmove to pay.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CopyFloats(float* src, float* dst, int n)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i + 8 <= n; i += 8) Vector256.Store(Vector256.Load(src + i), dst + i);
+        if (Vector128.IsHardwareAccelerated)
+            for (; i + 4 <= n; i += 4) Vector128.Store(Vector128.Load(src + i), dst + i);
+        for (; i < n; i++) dst[i] = src[i];
     }
 
     /// <summary>
@@ -507,6 +518,15 @@ public static unsafe class Gemm
                         for (int r = r0; r < r0 + 8; r++)
                             for (int q = kc8; q < kc; q++) d[q * mr + r] = p.A[(ic + ir + r) * p.Lda + pc + q];
                     }
+                    // The AVX-512 kernel's 12 rows leave 4 after the 8-row blocks: one at a time, they took most of
+                    // the packing time of a small model's products.
+                    for (; r0 + 4 <= rows; r0 += 4)
+                    {
+                        float* s = p.A + (ic + ir + r0) * p.Lda + pc;
+                        for (int q = 0; q < kc8; q += 8) Transpose4x8(s + q, p.Lda, d + q * mr + r0, mr);
+                        for (int r = r0; r < r0 + 4; r++)
+                            for (int q = kc8; q < kc; q++) d[q * mr + r] = p.A[(ic + ir + r) * p.Lda + pc + q];
+                    }
                 }
                 for (int r = r0; r < rows; r++)
                 {
@@ -518,12 +538,7 @@ public static unsafe class Gemm
             else
             {
                 // Aᵀ: A[p, i] at A + p·lda + i: the MR values of one p are contiguous.
-                for (int q = 0; q < kc; q++)
-                {
-                    float* s = p.A + (pc + q) * p.Lda + ic + ir;
-                    float* dq = d + q * mr;
-                    for (int r = 0; r < rows; r++) dq[r] = s[r];
-                }
+                for (int q = 0; q < kc; q++) CopyFloats(p.A + (pc + q) * p.Lda + ic + ir, d + q * mr, rows);
             }
             if (rows < mr)
                 for (int q = 0; q < kc; q++)
@@ -553,12 +568,8 @@ public static unsafe class Gemm
                 {
                     float* s = p.B + (pc + q) * p.Ldb + jc + jr;
                     float* dq = d + q * nr;
-                    if (cols == nr) new ReadOnlySpan<float>(s, nr).CopyTo(new Span<float>(dq, nr));
-                    else
-                    {
-                        for (int j = 0; j < cols; j++) dq[j] = s[j];
-                        for (int j = cols; j < nr; j++) dq[j] = 0f;
-                    }
+                    CopyFloats(s, dq, cols);
+                    for (int j = cols; j < nr; j++) dq[j] = 0f;
                 }
             }
             else
@@ -663,6 +674,23 @@ public static unsafe class Gemm
         Transpose8x8(Vector256.Load(src), Vector256.Load(src + ldSrc), Vector256.Load(src + 2 * ldSrc), Vector256.Load(src + 3 * ldSrc),
             Vector256.Load(src + 4 * ldSrc), Vector256.Load(src + 5 * ldSrc), Vector256.Load(src + 6 * ldSrc), Vector256.Load(src + 7 * ldSrc),
             dst, ldDst);
+
+    /// <summary>Stores the 4×8 block of rows src, src + ldSrc, ... transposed: dst[c·ldDst + r] = src[r·ldSrc + c], four
+    /// values per column.</summary>
+    private static void Transpose4x8(float* src, nint ldSrc, float* dst, nint ldDst)
+    {
+        Vector256<float> r0 = Vector256.Load(src), r1 = Vector256.Load(src + ldSrc),
+            r2 = Vector256.Load(src + 2 * ldSrc), r3 = Vector256.Load(src + 3 * ldSrc);
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        // u0 = [a00 a10 a20 a30 | a04 a14 a24 a34]: columns 0 and 4; u1 columns 1 and 5, u2 2 and 6, u3 3 and 7.
+        var u0 = Avx.Shuffle(t0, t2, 0x44); var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44); var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        u0.GetLower().Store(dst); u1.GetLower().Store(dst + ldDst);
+        u2.GetLower().Store(dst + 2 * ldDst); u3.GetLower().Store(dst + 3 * ldDst);
+        u0.GetUpper().Store(dst + 4 * ldDst); u1.GetUpper().Store(dst + 5 * ldDst);
+        u2.GetUpper().Store(dst + 6 * ldDst); u3.GetUpper().Store(dst + 7 * ldDst);
+    }
 
     /// <summary>Stores the 8×8 block whose rows are r0..r7 transposed: dst[c·ldDst + r] = r_r[c].</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

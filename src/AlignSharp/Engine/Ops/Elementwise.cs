@@ -41,9 +41,12 @@ public static partial class Ops
     /// <summary>target.grad += f(g, saved), all the same shape.</summary>
     private static void AccumulateGrad<TOp>(Tensor target, Tensor g, Tensor saved) where TOp : IBinaryOp
     {
-        target.GradForAccumulate();
+        target.GradForWrite(out bool accumulate);
         var acc = target.GradTensor!;
-        ParallelFor.Run(g.Length, ParallelGrain, new ZipAccWork<TOp>(g.Array, g.Offset, saved.Array, saved.Offset, acc.Array, acc.Offset));
+        if (accumulate)
+            ParallelFor.Run(g.Length, ParallelGrain, new ZipAccWork<TOp>(g.Array, g.Offset, saved.Array, saved.Offset, acc.Array, acc.Offset));
+        else
+            ParallelFor.Run(g.Length, ParallelGrain, new ZipWork<TOp>(g.Array, g.Offset, saved.Array, saved.Offset, acc.Array, acc.Offset));
     }
 
     private static Tensor NewLike(Tensor x) => Tensor.EmptyOwned(x.ShapeArray);
@@ -114,7 +117,7 @@ public static partial class Ops
         var y = NewLike(x);
         Simd.ZipScalarRight<AddOp>(x.Span, s, y.Span);
         if (Autograd.Needs(x))
-            Autograd.Record(y, [x], g => Simd.AddInto(g.Span, x.GradForAccumulate()));
+            Autograd.Record(y, [x], g => x.AddGradOf(g));
         return y;
     }
 
@@ -186,10 +189,13 @@ public static partial class Ops
         return y;
     }
 
-    private static void BinaryBackward(BroadcastPlan plan, Tensor full, Tensor target, int which)
+    /// <param name="nodeGradient">full is the gradient the backward pass gave this node (not a temporary), which an
+    /// operand of the same shape may take over (<see cref="Tensor.AddGradOf"/>).</param>
+    private static void BinaryBackward(BroadcastPlan plan, Tensor full, Tensor target, int which, bool nodeGradient = false)
     {
-        if (target.Length == full.Length) Simd.AddInto(full.Span, target.GradForAccumulate());
-        else plan.ReduceInto(full.Span, target.GradForAccumulate(), which);
+        if (target.Length != full.Length) plan.ReduceInto(full.Span, target.GradForAccumulate(), which);
+        else if (nodeGradient) target.AddGradOf(full);
+        else Simd.AddInto(full.Span, target.GradForAccumulate());
     }
 
     private static void BinaryBackward(BinaryKind kind, BroadcastPlan plan, Tensor g, Tensor a, Tensor b, Tensor y)
@@ -202,10 +208,10 @@ public static partial class Ops
         }
         if (kind == BinaryKind.Add || kind == BinaryKind.Sub)
         {
-            if (a.RequiresGrad) BinaryBackward(plan, g, a, 0);
+            if (a.RequiresGrad) BinaryBackward(plan, g, a, 0, nodeGradient: true);
             if (b.RequiresGrad)
             {
-                if (kind == BinaryKind.Add) BinaryBackward(plan, g, b, 1);
+                if (kind == BinaryKind.Add) BinaryBackward(plan, g, b, 1, nodeGradient: true);
                 else
                 {
                     var neg = Tensor.EmptyOwned(g.ShapeArray);

@@ -633,8 +633,9 @@ public static partial class Ops
                 var gs = g.Span;
                 if (x.RequiresGrad)
                 {
-                    if (w.IsBf16) Gemm.MultiplyBf16(false, false, rows, inF, outF, gs, outF, w.Bf16Span, inF, x.GradForAccumulate(), inF, true, backwardInputs);
-                    else Gemm.Multiply(false, false, rows, inF, outF, gs, outF, w.Span, inF, x.GradForAccumulate(), inF, true);
+                    var dx = x.GradForWrite(out bool accumulate);
+                    if (w.IsBf16) Gemm.MultiplyBf16(false, false, rows, inF, outF, gs, outF, w.Bf16Span, inF, dx, inF, accumulate, backwardInputs);
+                    else Gemm.Multiply(false, false, rows, inF, outF, gs, outF, w.Span, inF, dx, inF, accumulate);
                 }
                 if (w.RequiresGrad) Gemm.Multiply(true, false, outF, inF, rows, gs, outF, x.Span, inF, w.GradForAccumulate(), inF, true);
                 if (bias != null && bias.RequiresGrad) PointwiseKernels.SumRowsInto(rows, outF, gs, bias.GradForAccumulate());

@@ -21,7 +21,7 @@ public static partial class Ops
             throw new ArgumentException($"Cannot reshape {ShapeUtil.Format(x.Shape)} ({x.Length} elements) to {ShapeUtil.Format(shape)}.");
         var y = x.ViewAs(resolved);
         if (Autograd.Needs(x))
-            Autograd.Record(y, [x], g => Simd.AddInto(g.Span, x.GradForAccumulate()));
+            Autograd.Record(y, [x], g => x.AddGradOf(g));
         return y;
     }
 
