@@ -23,10 +23,11 @@ public static partial class Ops
             Autograd.Record(y, inputs, g =>
             {
                 bool needX = x.RequiresGrad, needW = w.RequiresGrad, needB = b != null && b.RequiresGrad;
-                if (needX) x.GradForAccumulate();
+                bool accumulate = true;
+                if (needX) x.GradForWrite(out accumulate);
                 var dx = needX ? x.GradTensor : null;
                 NormKernels.LayerNormBackward(rows, c, g.Array, g.Offset, x.Array, x.Offset, w.Array, w.Offset,
-                    mean.Array, mean.Offset, rstd.Array, rstd.Offset, dx?.Array, dx?.Offset ?? 0,
+                    mean.Array, mean.Offset, rstd.Array, rstd.Offset, dx?.Array, dx?.Offset ?? 0, accumulate,
                     needW ? w.GradForAccumulate() : default, needB ? b!.GradForAccumulate() : default, needW, needB);
             });
         return y;
@@ -43,8 +44,13 @@ public static partial class Ops
         var rstd = Tensor.EmptyOwned([rows]);
         NormKernels.RmsNormForward(rows, c, eps, weightOffset, x.Array, x.Offset, w.Array, w.Offset, y.Array, y.Offset, rstd.Array, rstd.Offset);
         if (Autograd.Needs(x, w))
-            Autograd.Record(y, [x, w], g => NormKernels.RmsNormBackward(rows, c, weightOffset, g.Span, x.Span, w.Span, rstd.Span,
-                x.RequiresGrad ? x.GradForAccumulate() : default, w.RequiresGrad ? w.GradForAccumulate() : default));
+            Autograd.Record(y, [x, w], g =>
+            {
+                bool accumulate = true;
+                var dx = x.RequiresGrad ? x.GradForWrite(out accumulate) : default;
+                NormKernels.RmsNormBackward(rows, c, weightOffset, g.Span, x.Span, w.Span, rstd.Span, dx, accumulate,
+                    w.RequiresGrad ? w.GradForAccumulate() : default);
+            });
         return y;
     }
 }
