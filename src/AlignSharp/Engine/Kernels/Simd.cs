@@ -33,11 +33,31 @@ public static class Simd
     [ThreadStatic] private static int t_maxBits; // a UseWidth scope on this thread, as bits + 1; 0 = none
 
     /// <summary>The widest lanes the calling thread may use (512, 256, 128, or 0 for scalar only).</summary>
-    public static int MaxBits => t_maxBits == 0 ? 512 : t_maxBits - 1;
+    // Inlined, as are the three below: every driver asks up to three times per call, and a small model's training step
+    // makes tens of thousands of calls (the getter was 1% of it, called).
+    public static int MaxBits
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => t_maxBits == 0 ? 512 : t_maxBits - 1;
+    }
 
-    public static bool UseAvx512 => Vector512.IsHardwareAccelerated && MaxBits >= 512;
-    public static bool UseAvx2 => Vector256.IsHardwareAccelerated && MaxBits >= 256;
-    public static bool UseVector128 => Vector128.IsHardwareAccelerated && MaxBits >= 128;
+    public static bool UseAvx512
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Vector512.IsHardwareAccelerated && MaxBits >= 512;
+    }
+
+    public static bool UseAvx2
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Vector256.IsHardwareAccelerated && MaxBits >= 256;
+    }
+
+    public static bool UseVector128
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Vector128.IsHardwareAccelerated && MaxBits >= 128;
+    }
 
     /// <summary>
     /// Kernels called from the calling thread (and the ParallelFor shares it starts) use lanes at most
