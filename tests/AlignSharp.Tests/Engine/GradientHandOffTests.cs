@@ -19,12 +19,19 @@ public sealed class GradientHandOffTests
         return Enumerable.Range(0, n).Select(_ => (float)Math.Round(rng.NextDouble() * 4 - 2, 2)).ToArray();
     }
 
+    /// <summary>A parameter [rows, cols] holding <see cref="Values"/>.</summary>
+    private static Tensor Parameter(int rows, int cols, int seed)
+    {
+        var t = Tensor.Parameter([rows, cols], 0f);
+        Values(rows * cols, seed).CopyTo(t.Span);
+        return t;
+    }
+
     [Fact]
     public void ReshapesAndResidualAddsHandTheirGradientOnExactly()
     {
         using var threads = ParallelFor.UseThreads(1);
-        var x = Tensor.Parameter([2, 3], 0f);
-        Values(6, 1).CopyTo(x.Span);
+        var x = Parameter(2, 3, seed: 1);
         var c = Values(6, 2);
         long before = BufferPool.RentedFloats;
         using (TensorScope.Begin())
@@ -51,10 +58,8 @@ public sealed class GradientHandOffTests
     {
         using var threads = ParallelFor.UseThreads(1);
         const int rows = 4, inF = 3, outF = 2;
-        var x = Tensor.Parameter([rows, inF], 0f);
-        Values(rows * inF, 3).CopyTo(x.Span);
-        var w = Tensor.Parameter([outF, inF], 0f);
-        Values(outF * inF, 4).CopyTo(w.Span);
+        var x = Parameter(rows, inF, seed: 3);
+        var w = Parameter(outF, inF, seed: 4);
         var c1 = Values(rows * inF, 5);
         var c2 = Values(rows * outF, 6);
         var u = Values(rows * inF, 7);
@@ -99,10 +104,8 @@ public sealed class GradientHandOffTests
     {
         using var threads = ParallelFor.UseThreads(1);
         const int rows = 5, inF = 4, outF = 3;
-        var x = Tensor.Parameter([rows, inF], 0f);
-        Values(rows * inF, 8).CopyTo(x.Span);
-        var w = Tensor.Parameter([outF, inF], 0f);
-        Values(outF * inF, 9).CopyTo(w.Span);
+        var x = Parameter(rows, inF, seed: 8);
+        var w = Parameter(outF, inF, seed: 9);
         // Leave the pool's buffers of these sizes holding large values.
         using (TensorScope.Begin())
             for (int i = 0; i < 4; i++)
