@@ -285,7 +285,8 @@ public sealed class Tensor
     /// Adds <paramref name="g"/> — the gradient that the backward pass gave the node being run, with this tensor's
     /// element count — into this tensor's gradient. A non-leaf without a gradient yet takes g's buffer instead of a
     /// zeroed copy to add into; the pass then leaves the buffer to this tensor (<see cref="Storage.HandedOn"/>), and any
-    /// other input of the same node adds into its own. Identity gradients (reshapes, residual adds) cost nothing then.
+    /// other input of the same node gets a copy (or adds into the gradient it has). Identity gradients (reshapes,
+    /// residual adds) cost nothing then.
     /// </summary>
     internal void AddGradOf(Tensor g)
     {
@@ -295,7 +296,9 @@ public sealed class Tensor
             GradTensor = new Tensor(_shape, g.Storage, g.Offset);
             return;
         }
-        Kernels.Simd.AddInto(g.Span, GradForAccumulate());
+        var dst = GradForWrite(out bool accumulate);
+        if (accumulate) Kernels.Simd.AddInto(g.Span, dst);
+        else g.Span.CopyTo(dst);
     }
 
     private float[]? _gradHome;

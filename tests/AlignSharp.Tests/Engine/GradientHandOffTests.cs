@@ -133,4 +133,15 @@ public sealed class GradientHandOffTests
             }
         }
     }
+
+    /// <summary>A norm of a tensor by itself (input and weight one non-leaf row): its written dx and its dw share one
+    /// gradient buffer, so the order of the two matters. Finite differences, as every op's check.</summary>
+    [Fact]
+    public void ANormOfATensorByItselfKeepsBothGradients()
+    {
+        var rng = new Random(11);
+        var loose = new GradCheck.Options(Step: 1e-2, AbsTol: 5e-3, RelTol: 3e-2);
+        GradCheck.Check(x => { var h = Ops.MulScalar(x[0], 1.5f); return Ops.RmsNorm(h, h); }, [GradCheck.Random(rng, 9)], loose);
+        GradCheck.Check(x => { var h = Ops.MulScalar(x[0], 1.5f); return Ops.LayerNorm(h, h, h); }, [GradCheck.Random(rng, 9)], loose);
+    }
 }

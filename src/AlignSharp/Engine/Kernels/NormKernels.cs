@@ -144,25 +144,29 @@ internal static class NormKernels
     public static void RmsNormBackward(int rows, int c, float weightOffset, ReadOnlySpan<float> dy, ReadOnlySpan<float> x,
         ReadOnlySpan<float> w, ReadOnlySpan<float> rstd, Span<float> dx, bool accumulateDx, Span<float> dw)
     {
-        var scratch = BufferPool.Rent(3 * c);
+        var scratch = BufferPool.Rent(4 * c);
         var shifted = scratch.AsSpan(0, c);
         var gw = scratch.AsSpan(c, c);
         var xhat = scratch.AsSpan(2 * c, c);
+        var scaled = scratch.AsSpan(3 * c, c);
         Simd.ZipScalarLeft<AddOp>(weightOffset, w[..c], shifted);
         for (int r = 0; r < rows; r++)
         {
             var gr = dy.Slice(r * c, c); var xr = x.Slice(r * c, c);
             float rs = rstd[r];
             Simd.ZipScalarRight<MulOp>(xr, rs, xhat);
+            if (!dx.IsEmpty)
+            {
+                Simd.Zip<MulOp>(gr, shifted, gw);
+                float meanDX = Simd.Dot(gw, xhat) / c;
+                Simd.ZipScalarRight<MulOp>(xhat, meanDX, scaled);
+                Simd.Zip<SubOp>(gw, scaled, gw);
+                var dr = dx.Slice(r * c, c);
+                if (accumulateDx) Simd.ScaleAddInto(gw, rs, dr);
+                else Simd.ZipScalarRight<MulOp>(gw, rs, dr);
+            }
+            // dw after dx: RmsNorm(v, v) on one row makes them one buffer, which a written dx would otherwise overwrite.
             if (!dw.IsEmpty) Simd.ZipAccumulate<MulOp>(gr, xhat, dw);
-            if (dx.IsEmpty) continue;
-            Simd.Zip<MulOp>(gr, shifted, gw);
-            float meanDX = Simd.Dot(gw, xhat) / c;
-            Simd.ZipScalarRight<MulOp>(xhat, meanDX, xhat);
-            Simd.Zip<SubOp>(gw, xhat, gw);
-            var dr = dx.Slice(r * c, c);
-            if (accumulateDx) Simd.ScaleAddInto(gw, rs, dr);
-            else Simd.ZipScalarRight<MulOp>(gw, rs, dr);
         }
         BufferPool.Return(scratch);
     }
