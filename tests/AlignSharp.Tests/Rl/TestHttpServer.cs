@@ -7,7 +7,7 @@ namespace AlignSharp.Tests.Rl;
 /// <summary>Answers each request with handler(request number, body) → (status, body, delay before answering).</summary>
 public sealed class TestHttpServer : IDisposable
 {
-    private readonly HttpListener _listener = new();
+    private readonly HttpListener _listener;
     private readonly Thread _thread;
     public int Requests;
     public readonly List<string> Bodies = [];
@@ -15,13 +15,27 @@ public sealed class TestHttpServer : IDisposable
 
     public TestHttpServer(Func<int, string, (int Status, string Body, int DelayMs)> handler)
     {
-        var probe = new TcpListener(IPAddress.Loopback, 0);
-        probe.Start();
-        int port = ((IPEndPoint)probe.LocalEndpoint).Port;
-        probe.Stop();
-        Url = $"http://127.0.0.1:{port}/score/";
-        _listener.Prefixes.Add(Url);
-        _listener.Start();
+        // A free port found by a probe can be taken by another test's socket before the listener binds it (CI once
+        // failed so: "Address already in use"), so a taken port is tried again with another.
+        for (int attempt = 1; ; attempt++)
+        {
+            var probe = new TcpListener(IPAddress.Loopback, 0);
+            probe.Start();
+            int port = ((IPEndPoint)probe.LocalEndpoint).Port;
+            probe.Stop();
+            var listener = new HttpListener();
+            listener.Prefixes.Add($"http://127.0.0.1:{port}/score/");
+            try
+            {
+                listener.Start();
+                (_listener, Url) = (listener, $"http://127.0.0.1:{port}/score/");
+                break;
+            }
+            catch (HttpListenerException) when (attempt < 10)
+            {
+                listener.Close();
+            }
+        }
         _thread = new Thread(() =>
         {
             while (_listener.IsListening)
