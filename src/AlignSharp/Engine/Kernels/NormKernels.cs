@@ -139,7 +139,7 @@ internal static class NormKernels
     /// RMSNorm backward from the saved rstd: with x̂ = x·rstd and w' = offset + w,
     /// dx += rstd·(dy·w' − x̂·mean(dy·w'·x̂)) (dx = ... when <paramref name="accumulateDx"/> is false),
     /// dw += Σ_rows dy·x̂; an empty dx / dw is not wanted. Rows in order on the calling thread (dw is one running sum),
-    /// each row as vector passes over two rows of scratch.
+    /// each row as vector passes over scratch rows (w', dy·w', x̂, x̂·mean).
     /// </summary>
     public static void RmsNormBackward(int rows, int c, float weightOffset, ReadOnlySpan<float> dy, ReadOnlySpan<float> x,
         ReadOnlySpan<float> w, ReadOnlySpan<float> rstd, Span<float> dx, bool accumulateDx, Span<float> dw)
