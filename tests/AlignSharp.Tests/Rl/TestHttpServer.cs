@@ -23,12 +23,13 @@ public sealed class TestHttpServer : IDisposable
             probe.Start();
             int port = ((IPEndPoint)probe.LocalEndpoint).Port;
             probe.Stop();
+            string url = $"http://127.0.0.1:{port}/score/";
             var listener = new HttpListener();
-            listener.Prefixes.Add($"http://127.0.0.1:{port}/score/");
+            listener.Prefixes.Add(url);
             try
             {
                 listener.Start();
-                (_listener, Url) = (listener, $"http://127.0.0.1:{port}/score/");
+                (_listener, Url) = (listener, url);
                 break;
             }
             catch (HttpListenerException) when (attempt < 10)
